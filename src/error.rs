@@ -1,0 +1,240 @@
+//! The one error type at the HTTP boundary and its one mapping to status
+//! codes and bodies.
+//!
+//! Variants are named for what the client should understand. Bodies are
+//! JSON `{ "error": code, "message": sentence }`; for browser navigations the
+//! page layer (`pages`) renders the same information as HTML, using the
+//! [`ErrorInfo`] extension this mapping attaches. Internal detail (a Redis
+//! error, a provider's answer) is logged here and never sent: 5xx bodies are
+//! generic.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::oidc::jwt::TokenError;
+use crate::oidc::provider::ProviderError;
+use crate::session::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The login did not complete: provider error, bad state, bad ID token.
+    #[error("login failed: {0}")]
+    LoginFailed(String),
+    /// The login's state is unknown, expired or already used.
+    #[error("login expired or already completed")]
+    LoginExpired,
+    #[error("not logged in")]
+    Unauthenticated,
+    #[error("session expired")]
+    SessionExpired,
+    #[error("missing or wrong anti-CSRF header")]
+    CsrfRejected,
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("upstream unavailable: {0}")]
+    UpstreamUnavailable(String),
+    #[error("upstream timed out")]
+    UpstreamTimeout,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<TokenError> for AppError {
+    fn from(e: TokenError) -> Self {
+        match e {
+            TokenError::KeysUnavailable(p) => Self::Provider(p),
+            other => Self::LoginFailed(format!("the ID token is invalid: {other}")),
+        }
+    }
+}
+
+/// What a rendered error page needs; attached to every error response.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorInfo {
+    pub status: u16,
+    pub code: &'static str,
+    pub title: &'static str,
+    pub message: String,
+    /// Offer a "log in again" link.
+    pub relogin: bool,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: &'a str,
+    message: &'a str,
+}
+
+impl AppError {
+    /// Status, machine code, page title, user-facing sentence.
+    pub fn describe(&self) -> (StatusCode, &'static str, &'static str, String) {
+        use StatusCode as S;
+        match self {
+            Self::BadRequest(m) => (S::BAD_REQUEST, "bad_request", "Bad request", m.clone()),
+            Self::LoginFailed(m) => (S::BAD_REQUEST, "login_failed", "Sign-in failed", format!("Sign-in did not complete: {m}.")),
+            Self::LoginExpired => (
+                S::BAD_REQUEST,
+                "login_expired",
+                "Sign-in expired",
+                "This sign-in took too long, was already completed, or was started in another browser. Please log in again.".into(),
+            ),
+            Self::Unauthenticated => (S::UNAUTHORIZED, "unauthenticated", "Not logged in", "You are not logged in.".into()),
+            Self::SessionExpired => (
+                S::UNAUTHORIZED,
+                "session_expired",
+                "Session expired",
+                "Your session has ended. Please log in again.".into(),
+            ),
+            Self::CsrfRejected => (
+                S::FORBIDDEN,
+                "csrf_rejected",
+                "Request refused",
+                "This request must carry the anti-CSRF header.".into(),
+            ),
+            Self::Forbidden(m) => (S::FORBIDDEN, "forbidden", "Forbidden", m.clone()),
+            Self::NotFound => (S::NOT_FOUND, "not_found", "Not found", "There is nothing here.".into()),
+            Self::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed", "This method is not allowed here.".into()),
+            Self::Provider(ProviderError::Timeout(_)) => (
+                S::GATEWAY_TIMEOUT,
+                "provider_timeout",
+                "Identity provider not responding",
+                "The identity provider did not answer in time. Please try again in a moment.".into(),
+            ),
+            Self::Provider(ProviderError::Rejected { .. }) => (
+                S::BAD_REQUEST,
+                "login_failed",
+                "Sign-in failed",
+                "The identity provider refused the sign-in. Please log in again.".into(),
+            ),
+            Self::Provider(_) => (
+                S::SERVICE_UNAVAILABLE,
+                "provider_unavailable",
+                "Identity provider unavailable",
+                "The identity provider cannot be reached. Please try again in a moment.".into(),
+            ),
+            Self::Store(_) => (
+                S::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "Temporarily unavailable",
+                "Sessions are temporarily unavailable. Please try again in a moment.".into(),
+            ),
+            Self::UpstreamUnavailable(_) => (
+                S::BAD_GATEWAY,
+                "upstream_unavailable",
+                "Service unavailable",
+                "The service behind this gateway cannot be reached.".into(),
+            ),
+            Self::UpstreamTimeout => (
+                S::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                "Service not responding",
+                "The service behind this gateway did not answer in time.".into(),
+            ),
+            Self::Internal(_) => (
+                S::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "Something went wrong",
+                "An internal error occurred.".into(),
+            ),
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, code, title, message) = self.describe();
+        if status.is_server_error() {
+            tracing::error!(error = %self, code, "request failed");
+        } else {
+            tracing::debug!(error = %self, code, "request refused");
+        }
+        let relogin = matches!(
+            code,
+            "login_failed" | "login_expired" | "session_expired" | "unauthenticated"
+        );
+        let mut resp = (
+            status,
+            Json(Body {
+                error: code,
+                message: &message,
+            }),
+        )
+            .into_response();
+        let h = resp.headers_mut();
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if status == StatusCode::UNAUTHORIZED {
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Session realm=\"oidc-bff\", login=\"/auth/login\""),
+            );
+        }
+        resp.extensions_mut().insert(ErrorInfo {
+            status: status.as_u16(),
+            code,
+            title,
+            message,
+            relogin,
+        });
+        resp
+    }
+}
+
+pub type AppResult<T> = Result<T, AppError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_of(e: AppError) -> (StatusCode, serde_json::Value, Response) {
+        let resp = e.into_response();
+        let status = resp.status();
+        let (parts, body) = resp.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 16).await.expect("body");
+        let v = serde_json::from_slice(&bytes).expect("json");
+        (
+            status,
+            v,
+            Response::from_parts(parts, axum::body::Body::empty()),
+        )
+    }
+
+    #[tokio::test]
+    async fn server_errors_never_leak_internal_detail() {
+        let (status, v, _) = body_of(AppError::Store(StoreError::Unavailable(
+            "redis at 10.0.0.5: WRONGPASS".into(),
+        )))
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(v["error"], "store_unavailable");
+        assert!(!v.to_string().contains("10.0.0.5"));
+        let (status, v, _) = body_of(AppError::Internal("secret detail".into())).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!v.to_string().contains("secret detail"));
+    }
+
+    #[tokio::test]
+    async fn unauthorized_answers_carry_www_authenticate_and_no_store() {
+        let (status, v, resp) = body_of(AppError::SessionExpired).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(v["error"], "session_expired");
+        assert!(resp.headers().contains_key(header::WWW_AUTHENTICATE));
+        assert_eq!(resp.headers()[header::CACHE_CONTROL], "no-store");
+        assert!(
+            resp.extensions()
+                .get::<ErrorInfo>()
+                .is_some_and(|i| i.relogin)
+        );
+    }
+}

@@ -1,0 +1,160 @@
+//! The `oidc-bff` binary: parse the command line, load and validate the
+//! configuration, start logging, run. Everything else lives in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use oidc_bff::config;
+
+/// Exit code for a configuration error (sysexits EX_USAGE).
+const EX_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "oidc-bff",
+    version,
+    about = "OAuth2/OpenID Connect backend-for-frontend gateway"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Configuration file (TOML); OIDC_BFF__SECTION__KEY variables override it.
+    #[arg(long, short, global = true, env = "OIDC_BFF_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default).
+    Serve,
+    /// Validate the configuration and print it with secrets redacted.
+    CheckConfig,
+}
+
+fn env_vars() -> Vec<(String, String)> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env = env_vars();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::CheckConfig => check_config(cli.config.as_deref(), env),
+        Command::Serve => serve(cli.config.as_deref(), env),
+    }
+}
+
+fn check_config(path: Option<&std::path::Path>, env: Vec<(String, String)>) -> ExitCode {
+    let raw = match config::load_raw(path, env) {
+        Ok(r) => r,
+        Err(e) => {
+            eprint!("{e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    match config::validate(&raw) {
+        Ok(_) => {
+            print!("{}", raw.to_redacted_toml());
+            eprintln!("configuration OK");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprint!("{e}");
+            ExitCode::from(EX_CONFIG)
+        }
+    }
+}
+
+fn serve(path: Option<&std::path::Path>, env: Vec<(String, String)>) -> ExitCode {
+    let rust_log = env
+        .iter()
+        .find(|(k, _)| k == "RUST_LOG")
+        .map(|(_, v)| v.clone());
+    let config = match config::load(path, env) {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("{e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    oidc_bff::telemetry::init(&config.log, rust_log.as_deref());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "oidc-bff stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: config::Config) -> anyhow::Result<()> {
+    if !config.session.secure_cookies {
+        tracing::warn!(
+            "session.insecure_cookies = true: cookies are sent over plain HTTP; never do this in production"
+        );
+    }
+    if matches!(config.store.kind, config::StoreKind::Memory) {
+        tracing::warn!(
+            "store.kind = \"memory\": sessions live in this process only; use Redis for more than one instance"
+        );
+    }
+    let listen = config.server.listen;
+    let grace = config.server.shutdown_timeout;
+    let state = oidc_bff::AppState::new(config)?;
+    oidc_bff::spawn_background(&state);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (server.listen): {e}"))?;
+    tracing::info!(%listen, public_url = %state.config.server.public_url, "oidc-bff listening");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(oidc_bff::serve(state, listener, async {
+        let _ = rx.await;
+    }));
+    shutdown_signal().await;
+    tracing::info!(grace = ?grace, "shutting down: finishing in-flight requests");
+    let _ = tx.send(());
+    match tokio::time::timeout(grace, server).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(e.into()),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => {
+            tracing::warn!("shutdown grace period over; dropping remaining connections");
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

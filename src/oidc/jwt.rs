@@ -1,0 +1,421 @@
+//! Validation of the provider's signed tokens — ID tokens at login and
+//! refresh, logout tokens on the back channel — against its JWKS.
+//!
+//! The JWKS is cached; a token signed with an unknown `kid` causes one
+//! re-fetch (key rotation at the provider), rate-limited so a flood of
+//! forged tokens with random `kid`s cannot turn into a flood of requests to
+//! the provider. Only the configured asymmetric algorithms are accepted: the
+//! header's `alg` is checked against the allowlist before anything else, so
+//! `none` and HMAC-with-the-public-key tricks never reach verification.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
+use serde_json::{Map, Value};
+use tokio::time::Instant;
+
+use super::provider::{Provider, ProviderError};
+use crate::secret::constant_time_eq;
+
+pub type Claims = Map<String, Value>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("token is not a well-formed JWT")]
+    Malformed,
+    #[error("signing algorithm {0} is not allowed")]
+    AlgorithmNotAllowed(String),
+    #[error("no provider key matches the token's key ID")]
+    UnknownKey,
+    #[error("signature does not verify")]
+    BadSignature,
+    #[error("issuer does not match")]
+    WrongIssuer,
+    #[error("audience does not include this client")]
+    WrongAudience,
+    #[error("authorized party (azp) is not this client")]
+    WrongAuthorizedParty,
+    #[error("token has expired")]
+    Expired,
+    #[error("token is not valid yet or was issued in the future")]
+    NotYetValid,
+    #[error("token was issued too long ago")]
+    TooOld,
+    #[error("required claim `{0}` is missing")]
+    MissingClaim(String),
+    #[error("nonce does not match the login")]
+    NonceMismatch,
+    #[error("not a logout token: {0}")]
+    NotALogoutToken(&'static str),
+    #[error("provider keys unavailable: {0}")]
+    KeysUnavailable(#[from] ProviderError),
+}
+
+/// The provider's signing keys, cached.
+pub struct KeyCache {
+    keys: RwLock<Arc<Vec<Jwk>>>,
+    last_fetch: tokio::sync::Mutex<Option<Instant>>,
+    min_refetch_interval: Duration,
+    max_age: Duration,
+}
+
+impl KeyCache {
+    pub fn new(min_refetch_interval: Duration, max_age: Duration) -> Self {
+        Self {
+            keys: RwLock::new(Arc::new(Vec::new())),
+            last_fetch: tokio::sync::Mutex::new(None),
+            min_refetch_interval,
+            max_age,
+        }
+    }
+
+    fn snapshot(&self) -> Arc<Vec<Jwk>> {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    async fn fetch(&self, provider: &Provider) -> Result<(), ProviderError> {
+        let d = provider.discovered().await?;
+        let body = provider.get_json(d.jwks_uri.as_str()).await?;
+        let doc: Value = serde_json::from_slice(&body)
+            .map_err(|e| ProviderError::InvalidResponse(format!("JWKS: {e}")))?;
+        let keys: Vec<Jwk> = doc
+            .get("keys")
+            .and_then(Value::as_array)
+            .map(|ks| {
+                ks.iter()
+                    .filter_map(|k| serde_json::from_value::<Jwk>(k.clone()).ok())
+                    .filter(|k| k.common.public_key_use != Some(PublicKeyUse::Encryption))
+                    .collect()
+            })
+            .unwrap_or_default();
+        tracing::debug!(keys = keys.len(), "provider JWKS loaded");
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
+        Ok(())
+    }
+
+    /// Loads the keys if never loaded or older than the refresh interval.
+    pub async fn ensure_loaded(&self, provider: &Provider) -> Result<(), ProviderError> {
+        let mut last = self.last_fetch.lock().await;
+        let stale = last.is_none_or(|t| t.elapsed() >= self.max_age);
+        if stale {
+            self.fetch(provider).await?;
+            *last = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    pub fn is_loaded(&self) -> bool {
+        !self.snapshot().is_empty()
+    }
+
+    async fn key_for(
+        &self,
+        provider: &Provider,
+        header: &Header,
+    ) -> Result<DecodingKey, TokenError> {
+        self.ensure_loaded(provider).await?;
+        if let Some(k) = select(&self.snapshot(), header) {
+            return DecodingKey::from_jwk(&k).map_err(|_| TokenError::UnknownKey);
+        }
+        // Unknown kid: the provider may have rotated. One re-fetch, rate-limited.
+        let mut last = self.last_fetch.lock().await;
+        if let Some(k) = select(&self.snapshot(), header) {
+            return DecodingKey::from_jwk(&k).map_err(|_| TokenError::UnknownKey);
+        }
+        if last.is_some_and(|t| t.elapsed() < self.min_refetch_interval) {
+            return Err(TokenError::UnknownKey);
+        }
+        self.fetch(provider).await?;
+        *last = Some(Instant::now());
+        let k = select(&self.snapshot(), header).ok_or(TokenError::UnknownKey)?;
+        DecodingKey::from_jwk(&k).map_err(|_| TokenError::UnknownKey)
+    }
+}
+
+/// The key a header points at: by `kid`, or the only candidate without one.
+fn select(keys: &[Jwk], header: &Header) -> Option<Jwk> {
+    let alg_ok = |k: &Jwk| {
+        k.common
+            .key_algorithm
+            .is_none_or(|ka| format!("{ka:?}") == format!("{:?}", header.alg))
+    };
+    match &header.kid {
+        Some(kid) => keys
+            .iter()
+            .find(|k| k.common.key_id.as_deref() == Some(kid.as_str()) && alg_ok(k))
+            .cloned(),
+        None => {
+            let mut candidates = keys
+                .iter()
+                .filter(|k| alg_ok(k) && family_matches(k, header.alg));
+            let first = candidates.next()?;
+            candidates.next().is_none().then(|| first.clone())
+        }
+    }
+}
+
+fn family_matches(k: &Jwk, alg: Algorithm) -> bool {
+    use jsonwebtoken::jwk::AlgorithmParameters as P;
+    matches!(
+        (&k.algorithm, alg),
+        (
+            P::RSA(_),
+            Algorithm::RS256
+                | Algorithm::RS384
+                | Algorithm::RS512
+                | Algorithm::PS256
+                | Algorithm::PS384
+                | Algorithm::PS512
+        ) | (P::EllipticCurve(_), Algorithm::ES256 | Algorithm::ES384)
+            | (P::OctetKeyPair(_), Algorithm::EdDSA)
+    )
+}
+
+fn map_jwt_error(e: jsonwebtoken::errors::Error) -> TokenError {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match e.kind() {
+        K::InvalidSignature => TokenError::BadSignature,
+        K::ExpiredSignature => TokenError::Expired,
+        K::ImmatureSignature => TokenError::NotYetValid,
+        K::InvalidIssuer => TokenError::WrongIssuer,
+        K::InvalidAudience => TokenError::WrongAudience,
+        K::MissingRequiredClaim(c) => TokenError::MissingClaim(c.clone()),
+        K::InvalidAlgorithm => TokenError::AlgorithmNotAllowed("(mismatch)".into()),
+        _ => TokenError::Malformed,
+    }
+}
+
+/// Verifies signature, issuer, audience and (if `require_exp`) expiry; returns
+/// the claims. Callers check the claims specific to their token type.
+async fn verify(
+    provider: &Provider,
+    keys: &KeyCache,
+    token: &str,
+    required: &[&str],
+    require_exp: bool,
+) -> Result<Claims, TokenError> {
+    let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+        jsonwebtoken::errors::ErrorKind::InvalidAlgorithmName => {
+            TokenError::AlgorithmNotAllowed("unsupported".into())
+        }
+        _ => TokenError::Malformed,
+    })?;
+    let cfg = provider.config();
+    if !cfg.id_token_algorithms.contains(&header.alg) {
+        return Err(TokenError::AlgorithmNotAllowed(format!("{:?}", header.alg)));
+    }
+    let key = keys.key_for(provider, &header).await?;
+    let d = provider.discovered().await?;
+    let mut v = Validation::new(header.alg);
+    v.set_issuer(&[d.issuer.as_str()]);
+    v.set_audience(&[cfg.client_id.as_str()]);
+    v.leeway = cfg.clock_skew.as_secs();
+    v.validate_exp = require_exp;
+    v.validate_nbf = true;
+    v.set_required_spec_claims(required);
+    let data = jsonwebtoken::decode::<Claims>(token, &key, &v).map_err(map_jwt_error)?;
+    Ok(data.claims)
+}
+
+fn num(claims: &Claims, name: &str) -> Option<u64> {
+    claims.get(name).and_then(Value::as_u64)
+}
+
+fn check_iat(claims: &Claims, now: u64, skew: u64, max_age: u64) -> Result<(), TokenError> {
+    let iat = num(claims, "iat").ok_or_else(|| TokenError::MissingClaim("iat".into()))?;
+    if iat > now + skew {
+        return Err(TokenError::NotYetValid);
+    }
+    if iat + max_age + skew < now {
+        return Err(TokenError::TooOld);
+    }
+    Ok(())
+}
+
+/// `azp`, when present, must be this client; with several audiences it must
+/// be present (OpenID Connect Core §3.1.3.7, steps 4–5).
+fn check_azp(claims: &Claims, client_id: &str) -> Result<(), TokenError> {
+    let multi_aud = claims
+        .get("aud")
+        .and_then(Value::as_array)
+        .is_some_and(|a| a.len() > 1);
+    match claims.get("azp").and_then(Value::as_str) {
+        Some(azp) if azp != client_id => Err(TokenError::WrongAuthorizedParty),
+        None if multi_aud => Err(TokenError::WrongAuthorizedParty),
+        _ => Ok(()),
+    }
+}
+
+/// What an ID token must satisfy besides signature, `iss`, `aud` and `exp`.
+pub struct IdTokenExpectations<'a> {
+    /// The login's nonce; `None` for ID tokens from a refresh.
+    pub nonce: Option<&'a str>,
+    /// The subject the session already has (refresh): must not change.
+    pub subject: Option<&'a str>,
+    pub now: u64,
+}
+
+/// Fully validates an ID token and returns its claims.
+pub async fn validate_id_token(
+    provider: &Provider,
+    keys: &KeyCache,
+    token: &str,
+    expect: &IdTokenExpectations<'_>,
+) -> Result<Claims, TokenError> {
+    let claims = verify(provider, keys, token, &["exp", "iss", "aud", "sub"], true).await?;
+    let cfg = provider.config();
+    let skew = cfg.clock_skew.as_secs();
+    // An ID token is minted for this login; an old one is a replay.
+    check_iat(
+        &claims,
+        expect.now,
+        skew,
+        cfg.login_timeout.as_secs().max(600),
+    )?;
+    check_azp(&claims, &cfg.client_id)?;
+    if let Some(expected) = expect.nonce {
+        let got = claims
+            .get("nonce")
+            .and_then(Value::as_str)
+            .ok_or(TokenError::NonceMismatch)?;
+        if !constant_time_eq(got.as_bytes(), expected.as_bytes()) {
+            return Err(TokenError::NonceMismatch);
+        }
+    }
+    if let Some(sub) = expect.subject
+        && claims.get("sub").and_then(Value::as_str) != Some(sub)
+    {
+        return Err(TokenError::MissingClaim("sub (changed)".into()));
+    }
+    Ok(claims)
+}
+
+/// The claims of a valid back-channel logout token.
+#[derive(Debug, Clone)]
+pub struct LogoutClaims {
+    pub sub: Option<String>,
+    pub sid: Option<String>,
+    pub jti: String,
+    pub exp: Option<u64>,
+    pub iat: u64,
+}
+
+const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+/// Validates a logout token (OpenID Connect Back-Channel Logout 1.0 §2.6).
+pub async fn validate_logout_token(
+    provider: &Provider,
+    keys: &KeyCache,
+    token: &str,
+    now: u64,
+) -> Result<LogoutClaims, TokenError> {
+    let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+    // §2.4: explicit typing, when used, must say logout+jwt.
+    if let Some(typ) = &header.typ
+        && !typ.eq_ignore_ascii_case("logout+jwt")
+        && !typ.eq_ignore_ascii_case("JWT")
+    {
+        return Err(TokenError::NotALogoutToken("typ is not logout+jwt"));
+    }
+    let claims = verify(provider, keys, token, &["iss", "aud"], false).await?;
+    let cfg = provider.config();
+    let skew = cfg.clock_skew.as_secs();
+    check_iat(&claims, now, skew, 600)?;
+    let exp = num(&claims, "exp");
+    if exp.is_some_and(|exp| exp + skew <= now) {
+        return Err(TokenError::Expired);
+    }
+    let has_event = claims
+        .get("events")
+        .and_then(Value::as_object)
+        .is_some_and(|e| e.get(BACKCHANNEL_EVENT).is_some_and(Value::is_object));
+    if !has_event {
+        return Err(TokenError::NotALogoutToken(
+            "events lacks the back-channel logout event",
+        ));
+    }
+    if claims.contains_key("nonce") {
+        return Err(TokenError::NotALogoutToken("it carries a nonce"));
+    }
+    let jti = claims
+        .get("jti")
+        .and_then(Value::as_str)
+        .filter(|j| !j.is_empty())
+        .ok_or_else(|| TokenError::MissingClaim("jti".into()))?
+        .to_owned();
+    let sub = claims.get("sub").and_then(Value::as_str).map(str::to_owned);
+    let sid = claims.get("sid").and_then(Value::as_str).map(str::to_owned);
+    if sub.is_none() && sid.is_none() {
+        return Err(TokenError::NotALogoutToken("it has neither sub nor sid"));
+    }
+    Ok(LogoutClaims {
+        sub,
+        sid,
+        jti,
+        exp,
+        iat: num(&claims, "iat").unwrap_or(now),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn claims(v: Value) -> Claims {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn iat_must_be_recent_and_not_in_the_future() {
+        let c = claims(json!({"iat": 1000}));
+        assert!(check_iat(&c, 1000, 60, 600).is_ok());
+        assert!(matches!(
+            check_iat(&c, 900, 60, 600),
+            Err(TokenError::NotYetValid)
+        ));
+        assert!(matches!(
+            check_iat(&c, 1000 + 661, 60, 600),
+            Err(TokenError::TooOld)
+        ));
+        assert!(matches!(
+            check_iat(&claims(json!({})), 1000, 60, 600),
+            Err(TokenError::MissingClaim(_))
+        ));
+    }
+
+    #[test]
+    fn azp_must_name_this_client_and_is_required_with_several_audiences() {
+        assert!(check_azp(&claims(json!({"aud": "bff"})), "bff").is_ok());
+        assert!(check_azp(&claims(json!({"aud": "bff", "azp": "bff"})), "bff").is_ok());
+        assert!(check_azp(&claims(json!({"aud": "bff", "azp": "other"})), "bff").is_err());
+        assert!(check_azp(&claims(json!({"aud": ["bff", "api"]})), "bff").is_err());
+        assert!(check_azp(&claims(json!({"aud": ["bff", "api"], "azp": "bff"})), "bff").is_ok());
+    }
+
+    #[test]
+    fn key_selection_uses_kid_or_the_single_candidate() {
+        let rsa = |kid: &str| -> Jwk {
+            serde_json::from_value(json!({"kty": "RSA", "kid": kid, "use": "sig", "n": "sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw", "e": "AQAB"})).expect("jwk")
+        };
+        let keys = vec![rsa("a"), rsa("b")];
+        let mut h = Header::new(Algorithm::RS256);
+        h.kid = Some("b".into());
+        assert_eq!(
+            select(&keys, &h).and_then(|k| k.common.key_id),
+            Some("b".into())
+        );
+        h.kid = Some("zzz".into());
+        assert!(select(&keys, &h).is_none());
+        h.kid = None;
+        assert!(select(&keys, &h).is_none(), "two candidates: ambiguous");
+        assert!(select(&keys[..1], &h).is_some());
+        let es = Header::new(Algorithm::ES256);
+        assert!(
+            select(&keys[..1], &es).is_none(),
+            "RSA key never verifies ES256"
+        );
+    }
+}

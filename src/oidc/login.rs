@@ -1,0 +1,335 @@
+//! The authorization code flow: starting a login and completing it at the
+//! callback.
+//!
+//! A started login (state, nonce, PKCE verifier, return target) lives in the
+//! store, sealed under the server key, for `oidc.login_timeout`, and is taken
+//! with an atomic get-and-delete: single-use across every instance. It is
+//! bound to the browser that started it by the hash of a login-binding
+//! cookie; the cookie is shared by all of that browser's pending logins, so
+//! parallel logins (several tabs) do not lock each other out, while a
+//! callback replayed in another browser fails (login CSRF).
+
+use std::time::Duration;
+
+use openidconnect::PkceCodeChallenge;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use url::Url;
+
+use super::Oidc;
+use super::jwt::{IdTokenExpectations, validate_id_token};
+use crate::error::AppError;
+use crate::secret::constant_time_eq;
+use crate::session::cookie::{hex, random_token};
+use crate::session::store::{OnceKind, SessionStore};
+use crate::session::{ClientInfo, NewLogin, Sessions};
+
+#[derive(Serialize, Deserialize)]
+struct PendingLogin {
+    nonce: String,
+    pkce_verifier: String,
+    return_to: String,
+    binding_hash: Vec<u8>,
+    created_at: u64,
+}
+
+fn state_key(state: &str) -> String {
+    hex(&Sha256::digest(state.as_bytes()))
+}
+
+fn binding_hash(binding: &str) -> Vec<u8> {
+    Sha256::digest(binding.as_bytes()).to_vec()
+}
+
+fn aad(key: &str) -> Vec<u8> {
+    format!("login:{key}").into_bytes()
+}
+
+/// A login-binding value is what we issue: 43 base64url characters.
+fn valid_binding(value: &str) -> bool {
+    value.len() == 43
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+pub struct LoginStart {
+    /// The provider's authorization URL.
+    pub redirect: Url,
+    /// Set or refresh the login-binding cookie with this value.
+    pub binding: String,
+}
+
+/// Starts a login: stores the pending state and returns where to send the
+/// browser.
+pub async fn begin(
+    oidc: &Oidc,
+    sessions: &Sessions,
+    return_to: &Url,
+    existing_binding: Option<&str>,
+    now: u64,
+) -> Result<LoginStart, AppError> {
+    let state = random_token();
+    let nonce = random_token();
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let binding = existing_binding
+        .filter(|b| valid_binding(b))
+        .map_or_else(random_token, str::to_owned);
+    let pending = PendingLogin {
+        nonce: nonce.clone(),
+        pkce_verifier: verifier.secret().clone(),
+        return_to: return_to.to_string(),
+        binding_hash: binding_hash(&binding),
+        created_at: now,
+    };
+    let key = state_key(&state);
+    let plain = zeroize::Zeroizing::new(postcard::to_stdvec(&pending).unwrap_or_default());
+    let sealed = sessions.keys().seal_tagged(&aad(&key), &plain);
+    // Ask the provider first: if it is down, nothing is stored.
+    let redirect = oidc
+        .provider
+        .authorization_url(&state, &nonce, challenge)
+        .await?;
+    let ttl = oidc.provider.config().login_timeout.as_millis() as u64;
+    sessions
+        .store()
+        .put_once(OnceKind::Login, &key, &sealed, ttl)
+        .await?;
+    Ok(LoginStart { redirect, binding })
+}
+
+/// The query of a callback from the provider.
+#[derive(Debug, Default, Deserialize)]
+pub struct CallbackParams {
+    pub code: Option<String>,
+    pub state: Option<String>,
+    pub error: Option<String>,
+    pub error_description: Option<String>,
+    pub iss: Option<String>,
+}
+
+pub struct LoginDone {
+    pub return_to: Url,
+    pub session_cookie: http::HeaderValue,
+    pub store_id: crate::session::cookie::StoreId,
+}
+
+/// Completes a login at the callback: exactly one session is created, or
+/// none and an error says why.
+pub async fn complete(
+    oidc: &Oidc,
+    sessions: &Sessions,
+    params: &CallbackParams,
+    binding: Option<&str>,
+    client: &ClientInfo,
+    now: u64,
+) -> Result<LoginDone, AppError> {
+    let state = params
+        .state
+        .as_deref()
+        .filter(|s| !s.is_empty() && s.len() <= 512);
+    // Spend the state first, whatever happens next: a state is good once.
+    let pending = match state {
+        Some(s) => {
+            let key = state_key(s);
+            match sessions.store().take_once(OnceKind::Login, &key).await? {
+                Some(sealed) => sessions
+                    .keys()
+                    .open_tagged(&aad(&key), &sealed)
+                    .ok()
+                    .and_then(|plain| postcard::from_bytes::<PendingLogin>(&plain).ok()),
+                None => None,
+            }
+        }
+        None => None,
+    };
+    if let Some(error) = &params.error {
+        tracing::info!(error = %error, description = ?params.error_description, "provider returned an error to the callback");
+        return Err(AppError::LoginFailed(format!(
+            "the identity provider answered `{}`",
+            sanitize(error)
+        )));
+    }
+    let Some(_) = state else {
+        return Err(AppError::BadRequest(
+            "The callback is missing its state parameter.".into(),
+        ));
+    };
+    let Some(pending) = pending else {
+        return Err(AppError::LoginExpired);
+    };
+    let bound = binding.is_some_and(|b| constant_time_eq(&binding_hash(b), &pending.binding_hash));
+    if !bound {
+        tracing::warn!("callback from a browser that did not start this login (login CSRF?)");
+        return Err(AppError::LoginExpired);
+    }
+    // RFC 9207: if the provider names itself, it must be ours (mix-up defence).
+    if let Some(iss) = &params.iss {
+        let d = oidc.provider.discovered().await?;
+        if iss != &d.issuer {
+            return Err(AppError::LoginFailed(
+                "the callback came from another issuer".into(),
+            ));
+        }
+    }
+    let Some(code) = params.code.as_deref().filter(|c| !c.is_empty()) else {
+        return Err(AppError::BadRequest(
+            "The callback is missing its code parameter.".into(),
+        ));
+    };
+    let tokens = oidc
+        .provider
+        .exchange_code(code, &pending.pkce_verifier)
+        .await
+        .map_err(|e| match e {
+            crate::oidc::provider::ProviderError::Rejected { error, .. } => {
+                AppError::LoginFailed(format!(
+                    "the identity provider refused the code (`{}`)",
+                    sanitize(&error)
+                ))
+            }
+            other => AppError::Provider(other),
+        })?;
+    let Some(id_token) = tokens.id_token.clone() else {
+        return Err(AppError::LoginFailed(
+            "the identity provider sent no ID token".into(),
+        ));
+    };
+    let mut claims = validate_id_token(
+        &oidc.provider,
+        &oidc.keys,
+        id_token.expose(),
+        &IdTokenExpectations {
+            nonce: Some(&pending.nonce),
+            subject: None,
+            now,
+        },
+    )
+    .await
+    .map_err(|e| {
+        tracing::warn!(error = %e, "ID token rejected at login");
+        AppError::from(e)
+    })?;
+    let sub = claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    if sub.is_empty() {
+        return Err(AppError::LoginFailed("the ID token has no subject".into()));
+    }
+    if oidc.provider.config().userinfo {
+        let info = oidc.provider.userinfo(&tokens.access_token).await?;
+        if info.get("sub").and_then(Value::as_str) != Some(sub.as_str()) {
+            return Err(AppError::LoginFailed(
+                "userinfo is about another subject".into(),
+            ));
+        }
+        for (k, v) in info {
+            claims.entry(k).or_insert(v);
+        }
+    }
+    let sid = claims.get("sid").and_then(Value::as_str).map(str::to_owned);
+    let return_to = Url::parse(&pending.return_to).map_err(|_| AppError::LoginExpired)?;
+    let access_expires_at = tokens.expires_in.map_or(0, |d: Duration| now + d.as_secs());
+    let (store_id, session_cookie) = sessions
+        .create(
+            NewLogin {
+                sub,
+                sid,
+                access_token: tokens.access_token,
+                refresh_token: tokens.refresh_token,
+                id_token: Some(id_token),
+                access_expires_at,
+                claims_json: Value::Object(strip_protocol_claims(claims)).to_string(),
+            },
+            client,
+            now,
+        )
+        .await?;
+    tracing::info!(session = ?store_id, "login completed");
+    Ok(LoginDone {
+        return_to,
+        session_cookie,
+        store_id,
+    })
+}
+
+/// Claims that describe the token, not the user: not kept in the session.
+const PROTOCOL_CLAIMS: &[&str] = &[
+    "iss",
+    "aud",
+    "exp",
+    "iat",
+    "nbf",
+    "nonce",
+    "at_hash",
+    "c_hash",
+    "s_hash",
+    "azp",
+    "jti",
+    "auth_time",
+    "typ",
+    "session_state",
+];
+
+pub fn strip_protocol_claims(mut claims: Map<String, Value>) -> Map<String, Value> {
+    claims.retain(|k, _| !PROTOCOL_CLAIMS.contains(&k.as_str()));
+    claims
+}
+
+/// Claims from a refreshed ID token, over the ones the session had.
+pub fn merge_claims(old_json: &str, new: &Map<String, Value>) -> String {
+    let mut merged: Map<String, Value> = serde_json::from_str(old_json).unwrap_or_default();
+    for (k, v) in strip_protocol_claims(new.clone()) {
+        merged.insert(k, v);
+    }
+    Value::Object(merged).to_string()
+}
+
+/// An error code from the provider, reduced to what is safe to show.
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+        .take(64)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn protocol_claims_are_not_kept_and_refresh_claims_override() {
+        let c =
+            json!({"sub": "a", "name": "A", "nonce": "n", "at_hash": "h", "exp": 1, "sid": "s"});
+        let kept = strip_protocol_claims(c.as_object().cloned().unwrap_or_default());
+        assert_eq!(
+            Value::Object(kept),
+            json!({"sub": "a", "name": "A", "sid": "s"})
+        );
+        let merged = merge_claims(
+            r#"{"sub":"a","name":"Old"}"#,
+            json!({"name": "New", "iat": 5}).as_object().expect("obj"),
+        );
+        assert_eq!(
+            serde_json::from_str::<Value>(&merged).expect("json"),
+            json!({"sub": "a", "name": "New"})
+        );
+    }
+
+    #[test]
+    fn provider_error_codes_are_sanitised_before_display() {
+        assert_eq!(sanitize("access_denied"), "access_denied");
+        assert_eq!(sanitize("<script>alert(1)</script>"), "scriptalert1script");
+    }
+
+    #[test]
+    fn only_issued_binding_values_are_reused() {
+        assert!(valid_binding(&random_token()));
+        assert!(!valid_binding("short"));
+        assert!(!valid_binding(&"é".repeat(43)));
+    }
+}

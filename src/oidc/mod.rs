@@ -1,0 +1,65 @@
+//! Everything that speaks OpenID Connect: provider discovery and calls,
+//! token validation, the login flow, back-channel logout, and the redirect
+//! allowlist. Nothing here touches the proxy path.
+
+pub mod jwt;
+pub mod login;
+pub mod provider;
+pub mod return_to;
+
+use std::time::Duration;
+
+use crate::config::OidcConfig;
+
+/// The provider and its signing keys.
+pub struct Oidc {
+    pub provider: provider::Provider,
+    pub keys: jwt::KeyCache,
+}
+
+impl Oidc {
+    pub fn new(config: &OidcConfig, redirect_uri: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            provider: provider::Provider::new(config, redirect_uri)?,
+            keys: jwt::KeyCache::new(
+                config.jwks_min_refresh_interval,
+                config.metadata_refresh_interval,
+            ),
+        })
+    }
+
+    /// Loads metadata and keys; retried in the background until it works.
+    pub async fn warm_up(&self) -> Result<(), provider::ProviderError> {
+        self.provider.discovered().await?;
+        self.keys.ensure_loaded(&self.provider).await
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.provider.loaded().is_some() && self.keys.is_loaded()
+    }
+
+    /// Keeps metadata and keys loaded: fast retries while the provider is
+    /// unreachable, then a re-read every refresh interval.
+    pub async fn keep_warm(&self) {
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            match self.warm_up().await {
+                Ok(()) => {
+                    backoff = Duration::from_millis(500);
+                    tokio::time::sleep(
+                        self.provider
+                            .config()
+                            .metadata_refresh_interval
+                            .min(Duration::from_secs(300)),
+                    )
+                    .await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "identity provider not reachable yet");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+}

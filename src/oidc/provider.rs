@@ -1,0 +1,478 @@
+//! The OpenID provider as the gateway sees it: discovered metadata (cached,
+//! re-read periodically and retried while the provider is down), and the
+//! client calls made to it — authorization URL, code exchange, refresh,
+//! revocation, userinfo, end-session URL.
+//!
+//! Every call is bounded by `oidc.http_timeout` and never follows redirects
+//! (a provider that redirects its token endpoint is misconfigured, and
+//! following would be an SSRF vector). Errors are [`ProviderError`]s that
+//! say whether the provider refused (`invalid_grant`: the session is over)
+//! or is unreachable (try again later).
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use openidconnect::core::{
+    CoreAuthDisplay, CoreAuthenticationFlow, CoreClaimName, CoreClaimType, CoreClient,
+    CoreClientAuthMethod, CoreErrorResponseType, CoreGrantType, CoreIdToken, CoreJsonWebKey,
+    CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm, CoreResponseMode,
+    CoreResponseType, CoreRevocableToken, CoreSubjectIdentifierType, CoreTokenResponse,
+};
+use openidconnect::{
+    AdditionalProviderMetadata, AuthType, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
+    EndSessionUrl, EndpointMaybeSet, EndpointNotSet, EndpointSet, HttpClientError,
+    LogoutProviderMetadata, LogoutRequest, Nonce, OAuth2TokenResponse, PkceCodeChallenge,
+    PkceCodeVerifier, PostLogoutRedirectUrl, ProviderMetadata, RedirectUrl, RefreshToken,
+    RequestTokenError, RevocationUrl, Scope, TokenResponse,
+};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use url::Url;
+
+use crate::config::{AuthMethod, OidcConfig};
+use crate::secret::SecretString;
+
+/// Discovery fields beyond what `openidconnect` models.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct ExtraMetadata {
+    pub revocation_endpoint: Option<Url>,
+    pub backchannel_logout_supported: Option<bool>,
+}
+
+impl AdditionalProviderMetadata for ExtraMetadata {}
+
+type Metadata = ProviderMetadata<
+    LogoutProviderMetadata<ExtraMetadata>,
+    CoreAuthDisplay,
+    CoreClientAuthMethod,
+    CoreClaimName,
+    CoreClaimType,
+    CoreGrantType,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm,
+    CoreJsonWebKey,
+    CoreResponseMode,
+    CoreResponseType,
+    CoreSubjectIdentifierType,
+>;
+
+type Client = CoreClient<
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// Metadata has not been loaded (yet); the provider was unreachable.
+    #[error("provider metadata not loaded: {0}")]
+    NotReady(String),
+    #[error("provider unreachable: {0}")]
+    Unavailable(String),
+    #[error("provider did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The provider answered with an OAuth error (`invalid_grant`, ...).
+    #[error("provider refused: {error}")]
+    Rejected {
+        error: String,
+        description: Option<String>,
+    },
+    /// The provider's answer does not make sense.
+    #[error("invalid provider response: {0}")]
+    InvalidResponse(String),
+}
+
+impl ProviderError {
+    pub fn is_invalid_grant(&self) -> bool {
+        matches!(self, Self::Rejected { error, .. } if error == "invalid_grant")
+    }
+}
+
+/// Tokens from the token endpoint.
+pub struct TokenSet {
+    pub access_token: SecretString,
+    pub refresh_token: Option<SecretString>,
+    pub id_token: Option<SecretString>,
+    pub expires_in: Option<Duration>,
+}
+
+/// What was learnt from discovery.
+pub struct Discovered {
+    pub issuer: String,
+    client: Client,
+    pub jwks_uri: Url,
+    pub end_session_endpoint: Option<EndSessionUrl>,
+    pub revocation_endpoint: Option<Url>,
+    pub userinfo_endpoint: Option<Url>,
+    pub backchannel_logout_supported: bool,
+    loaded_at: Instant,
+}
+
+pub struct Provider {
+    config: OidcConfig,
+    redirect_uri: RedirectUrl,
+    http: reqwest::Client,
+    current: RwLock<Option<Arc<Discovered>>>,
+    last_error: RwLock<Option<String>>,
+    refresh_lock: tokio::sync::Mutex<()>,
+}
+
+impl Provider {
+    pub fn new(config: &OidcConfig, redirect_uri: &str) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(config.http_timeout)
+            .connect_timeout(config.http_timeout)
+            .user_agent(concat!("oidc-bff/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            config: config.clone(),
+            redirect_uri: RedirectUrl::new(redirect_uri.to_owned())?,
+            http,
+            current: RwLock::new(None),
+            last_error: RwLock::new(None),
+            refresh_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub fn config(&self) -> &OidcConfig {
+        &self.config
+    }
+
+    /// Loaded metadata, if any (for readiness).
+    pub fn loaded(&self) -> Option<Arc<Discovered>> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Metadata, loading it now if it was never loaded or is stale. Loads are
+    /// serialised so a burst of logins while the provider is down does not
+    /// become a burst of discovery requests.
+    pub async fn discovered(&self) -> Result<Arc<Discovered>, ProviderError> {
+        if let Some(d) = self.loaded()
+            && d.loaded_at.elapsed() < self.config.metadata_refresh_interval
+        {
+            return Ok(d);
+        }
+        let _guard = self.refresh_lock.lock().await;
+        if let Some(d) = self.loaded()
+            && d.loaded_at.elapsed() < self.config.metadata_refresh_interval
+        {
+            return Ok(d);
+        }
+        match self.discover().await {
+            Ok(d) => {
+                let d = Arc::new(d);
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(d.clone());
+                *self.last_error.write().unwrap_or_else(|p| p.into_inner()) = None;
+                Ok(d)
+            }
+            Err(e) => {
+                *self.last_error.write().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                // Stale metadata is better than none while the provider is down.
+                match self.loaded() {
+                    Some(d) => {
+                        tracing::warn!(error = %e, "provider metadata refresh failed; keeping the previous metadata");
+                        Ok(d)
+                    }
+                    None => Err(ProviderError::NotReady(e.to_string())),
+                }
+            }
+        }
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    async fn discover(&self) -> Result<Discovered, ProviderError> {
+        let issuer = self.config.issuer.as_str().trim_end_matches('/');
+        let url = format!("{issuer}/.well-known/openid-configuration");
+        let body = self.get_json(&url).await?;
+        let metadata: Metadata = serde_json::from_slice(&body)
+            .map_err(|e| ProviderError::InvalidResponse(format!("discovery document: {e}")))?;
+        // The issuer in the document must be the configured one, exactly
+        // (OpenID Connect Discovery 1.0 §4.3), modulo a trailing slash in config.
+        let advertised = metadata.issuer().as_str();
+        if advertised != self.config.issuer.as_str() && advertised != issuer {
+            return Err(ProviderError::InvalidResponse(format!(
+                "discovery issuer {advertised} does not match configured oidc.issuer {}",
+                self.config.issuer
+            )));
+        }
+        let extra = metadata.additional_metadata();
+        let end_session_endpoint = extra.end_session_endpoint.clone();
+        let revocation_endpoint = extra.additional_metadata.revocation_endpoint.clone();
+        let backchannel_logout_supported = extra
+            .additional_metadata
+            .backchannel_logout_supported
+            .unwrap_or(false);
+        let jwks_uri = metadata.jwks_uri().url().clone();
+        let userinfo_endpoint = metadata.userinfo_endpoint().map(|u| u.url().clone());
+        let issuer = advertised.to_owned();
+        let auth_type = match self.config.auth_method {
+            AuthMethod::ClientSecretBasic => AuthType::BasicAuth,
+            AuthMethod::ClientSecretPost => AuthType::RequestBody,
+        };
+        let client = CoreClient::from_provider_metadata(
+            metadata,
+            ClientId::new(self.config.client_id.clone()),
+            Some(ClientSecret::new(
+                self.config.client_secret.expose().to_owned(),
+            )),
+        )
+        .set_redirect_uri(self.redirect_uri.clone())
+        .set_auth_type(auth_type);
+        if client.token_uri().is_none() {
+            return Err(ProviderError::InvalidResponse(
+                "discovery document has no token_endpoint".into(),
+            ));
+        }
+        Ok(Discovered {
+            issuer,
+            client,
+            jwks_uri,
+            end_session_endpoint,
+            revocation_endpoint,
+            userinfo_endpoint,
+            backchannel_logout_supported,
+            loaded_at: Instant::now(),
+        })
+    }
+
+    /// GET a JSON document from the provider; 2xx only.
+    pub async fn get_json(&self, url: &str) -> Result<bytes::Bytes, ProviderError> {
+        let resp = self
+            .http
+            .get(url)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .map_err(|e| self.map_reqwest(e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(ProviderError::Unavailable(format!(
+                "GET {url} answered {status}"
+            )));
+        }
+        resp.bytes().await.map_err(|e| self.map_reqwest(e))
+    }
+
+    fn map_reqwest(&self, e: reqwest::Error) -> ProviderError {
+        if e.is_timeout() {
+            ProviderError::Timeout(self.config.http_timeout)
+        } else {
+            ProviderError::Unavailable(without_url(&e))
+        }
+    }
+
+    fn map_token_error(
+        &self,
+        e: RequestTokenError<
+            HttpClientError<reqwest::Error>,
+            openidconnect::StandardErrorResponse<CoreErrorResponseType>,
+        >,
+    ) -> ProviderError {
+        match e {
+            RequestTokenError::ServerResponse(resp) => ProviderError::Rejected {
+                error: resp.error().as_ref().to_owned(),
+                description: resp.error_description().cloned(),
+            },
+            RequestTokenError::Request(HttpClientError::Reqwest(inner)) => self.map_reqwest(*inner),
+            RequestTokenError::Request(other) => ProviderError::Unavailable(other.to_string()),
+            RequestTokenError::Parse(err, body) => {
+                // A gateway error page (HTML, 5xx) lands here: unreachable, not refused.
+                let looks_json = body.first() == Some(&b'{');
+                if looks_json {
+                    ProviderError::InvalidResponse(format!("token response: {err}"))
+                } else {
+                    ProviderError::Unavailable("token endpoint answered a non-JSON error".into())
+                }
+            }
+            RequestTokenError::Other(msg) => ProviderError::InvalidResponse(msg),
+        }
+    }
+
+    /// The URL to send the browser to, with PKCE S256, state and nonce.
+    pub async fn authorization_url(
+        &self,
+        state: &str,
+        nonce: &str,
+        pkce_challenge: PkceCodeChallenge,
+    ) -> Result<Url, ProviderError> {
+        let d = self.discovered().await?;
+        let (state, nonce) = (state.to_owned(), nonce.to_owned());
+        let mut req = d
+            .client
+            .authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                move || CsrfToken::new(state),
+                move || Nonce::new(nonce),
+            )
+            .set_pkce_challenge(pkce_challenge);
+        for s in self.config.scopes.iter().filter(|s| *s != "openid") {
+            req = req.add_scope(Scope::new(s.clone()));
+        }
+        for (k, v) in &self.config.extra_auth_params {
+            req = req.add_extra_param(k.clone(), v.clone());
+        }
+        let (url, _, _) = req.url();
+        Ok(url)
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub async fn exchange_code(
+        &self,
+        code: &str,
+        verifier: &str,
+    ) -> Result<TokenSet, ProviderError> {
+        let d = self.discovered().await?;
+        let req = d
+            .client
+            .exchange_code(AuthorizationCode::new(code.to_owned()))
+            .map_err(|e| ProviderError::InvalidResponse(e.to_string()))?
+            .set_pkce_verifier(PkceCodeVerifier::new(verifier.to_owned()));
+        let resp = req
+            .request_async(&self.http)
+            .await
+            .map_err(|e| self.map_token_error(e))?;
+        Ok(token_set(&resp))
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub async fn refresh(&self, refresh_token: &SecretString) -> Result<TokenSet, ProviderError> {
+        let d = self.discovered().await?;
+        let rt = RefreshToken::new(refresh_token.expose().to_owned());
+        let req = d
+            .client
+            .exchange_refresh_token(&rt)
+            .map_err(|e| ProviderError::InvalidResponse(e.to_string()))?;
+        let resp = req
+            .request_async(&self.http)
+            .await
+            .map_err(|e| self.map_token_error(e))?;
+        Ok(token_set(&resp))
+    }
+
+    /// RFC 7009 revocation of a refresh token, when the provider supports it.
+    /// `Ok(false)`: nothing to do (no endpoint).
+    #[tracing::instrument(skip_all)]
+    pub async fn revoke_refresh_token(
+        &self,
+        refresh_token: &SecretString,
+    ) -> Result<bool, ProviderError> {
+        let d = self.discovered().await?;
+        let Some(endpoint) = &d.revocation_endpoint else {
+            return Ok(false);
+        };
+        let client = d
+            .client
+            .clone()
+            .set_revocation_url(RevocationUrl::from_url(endpoint.clone()));
+        let token = CoreRevocableToken::from(RefreshToken::new(refresh_token.expose().to_owned()));
+        let req = client
+            .revoke_token(token)
+            .map_err(|e| ProviderError::InvalidResponse(e.to_string()))?;
+        req.request_async(&self.http).await.map_err(|e| match e {
+            RequestTokenError::ServerResponse(r) => ProviderError::Rejected {
+                error: r.error().to_string(),
+                description: r.error_description().cloned(),
+            },
+            RequestTokenError::Request(_) => {
+                ProviderError::Unavailable("revocation endpoint unreachable".into())
+            }
+            other => ProviderError::InvalidResponse(other.to_string()),
+        })?;
+        Ok(true)
+    }
+
+    /// Claims from the userinfo endpoint.
+    #[tracing::instrument(skip_all)]
+    pub async fn userinfo(
+        &self,
+        access_token: &SecretString,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, ProviderError> {
+        let d = self.discovered().await?;
+        let Some(endpoint) = &d.userinfo_endpoint else {
+            return Ok(serde_json::Map::new());
+        };
+        let resp = self
+            .http
+            .get(endpoint.clone())
+            .bearer_auth(access_token.expose())
+            .header("accept", "application/json")
+            .send()
+            .await
+            .map_err(|e| self.map_reqwest(e))?;
+        if !resp.status().is_success() {
+            return Err(ProviderError::Unavailable(format!(
+                "userinfo answered {}",
+                resp.status()
+            )));
+        }
+        let body = resp.bytes().await.map_err(|e| self.map_reqwest(e))?;
+        serde_json::from_slice(&body).map_err(|_| {
+            ProviderError::InvalidResponse(
+                "userinfo is not a JSON object (signed userinfo is not supported)".into(),
+            )
+        })
+    }
+
+    /// The provider's end-session URL for RP-initiated logout, if it has one.
+    pub fn end_session_url(
+        &self,
+        d: &Discovered,
+        id_token: Option<&SecretString>,
+        post_logout: &Url,
+    ) -> Option<Url> {
+        let endpoint = d.end_session_endpoint.clone()?;
+        let mut req = LogoutRequest::from(endpoint)
+            .set_client_id(ClientId::new(self.config.client_id.clone()))
+            .set_post_logout_redirect_uri(PostLogoutRedirectUrl::from_url(post_logout.clone()));
+        if let Some(t) = id_token.and_then(|t| t.expose().parse::<CoreIdToken>().ok()) {
+            req = req.set_id_token_hint(&t);
+        }
+        Some(req.http_get_url())
+    }
+}
+
+fn token_set(resp: &CoreTokenResponse) -> TokenSet {
+    TokenSet {
+        access_token: SecretString::new(resp.access_token().secret().clone()),
+        refresh_token: resp
+            .refresh_token()
+            .map(|t| SecretString::new(t.secret().clone())),
+        id_token: resp.id_token().map(|t| SecretString::new(t.to_string())),
+        expires_in: resp.expires_in(),
+    }
+}
+
+/// reqwest errors print the URL, which for some calls carries parameters;
+/// keep only the kind of failure.
+fn without_url(e: &reqwest::Error) -> String {
+    let kind = if e.is_connect() {
+        "connection failed"
+    } else if e.is_timeout() {
+        "timed out"
+    } else if e.is_decode() || e.is_body() {
+        "bad response body"
+    } else {
+        "request failed"
+    };
+    match e.url() {
+        Some(u) => format!("{kind} ({}{})", u.origin().ascii_serialization(), u.path()),
+        None => kind.to_owned(),
+    }
+}

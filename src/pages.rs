@@ -1,0 +1,208 @@
+//! HTML pages the gateway renders itself (errors, logged out), and the
+//! middleware that turns an error into a page when a browser navigated to
+//! the URL (API and XHR callers keep the JSON).
+//!
+//! Templates live in `templates/` and are compiled into the binary. Pages
+//! carry a strict CSP (no scripts at all; the one stylesheet allowed by its
+//! hash), `frame-ancestors 'none'`, `nosniff` and `no-referrer`.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Response};
+use base64::Engine as _;
+use minijinja::{Environment, context};
+use sha2::{Digest, Sha256};
+
+use crate::error::ErrorInfo;
+use crate::state::AppState;
+
+const CSS: &str = include_str!("../templates/style.css");
+
+pub struct Pages {
+    env: Environment<'static>,
+    csp: HeaderValue,
+}
+
+impl Pages {
+    pub fn new() -> anyhow::Result<Self> {
+        let mut env = Environment::new();
+        env.add_template("base.html", include_str!("../templates/base.html"))?;
+        env.add_template("error.html", include_str!("../templates/error.html"))?;
+        env.add_template(
+            "logged_out.html",
+            include_str!("../templates/logged_out.html"),
+        )?;
+        let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(CSS.as_bytes()));
+        let csp = HeaderValue::from_str(&format!(
+            "default-src 'none'; style-src 'sha256-{hash}'; img-src 'self'; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'"
+        ))?;
+        Ok(Self { env, csp })
+    }
+
+    fn render(&self, name: &str, ctx: minijinja::Value) -> Result<String, minijinja::Error> {
+        self.env.get_template(name)?.render(ctx)
+    }
+
+    fn page(&self, status: StatusCode, html: String) -> Response {
+        let mut resp = (status, Html(html)).into_response();
+        self.secure(resp.headers_mut());
+        resp
+    }
+
+    /// Security headers for any page the gateway renders.
+    pub fn secure(&self, h: &mut HeaderMap) {
+        h.insert(header::CONTENT_SECURITY_POLICY, self.csp.clone());
+        h.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        h.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
+        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+
+    pub fn error_page(&self, info: &ErrorInfo, request_id: Option<&str>) -> Response {
+        let status = StatusCode::from_u16(info.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let html = self
+            .render(
+                "error.html",
+                context! {
+                    css => CSS, title => info.title, message => info.message, code => info.code,
+                    status => info.status, relogin => info.relogin, request_id => request_id,
+                },
+            )
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "error page template failed");
+                format!(
+                    "<!doctype html><title>Error</title><p>Error {}</p>",
+                    info.status
+                )
+            });
+        self.page(status, html)
+    }
+
+    pub fn logged_out(&self) -> Response {
+        match self.render(
+            "logged_out.html",
+            context! { css => CSS, title => "Logged out" },
+        ) {
+            Ok(html) => self.page(StatusCode::OK, html),
+            Err(e) => {
+                tracing::error!(error = %e, "logged-out template failed");
+                StatusCode::INTERNAL_SERVER_ERROR.into_response()
+            }
+        }
+    }
+}
+
+/// Whether the request is a browser navigation (answer with a page) rather
+/// than an API or XHR call (answer with JSON).
+pub fn is_navigation(headers: &HeaderMap) -> bool {
+    if let Some(mode) = headers.get("sec-fetch-mode") {
+        return mode == "navigate";
+    }
+    if headers.contains_key("x-requested-with") {
+        return false;
+    }
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"))
+}
+
+/// Renders error responses as pages for navigations, keeping their status
+/// and headers (such as a cookie being cleared).
+pub async fn render_errors(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let navigation = is_navigation(req.headers());
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let resp = next.run(req).await;
+    if !navigation {
+        return resp;
+    }
+    let Some(info) = resp.extensions().get::<ErrorInfo>().cloned() else {
+        return resp;
+    };
+    let (parts, _) = resp.into_parts();
+    let page = state.pages.error_page(&info, request_id.as_deref());
+    let (page_parts, body) = page.into_parts();
+    let mut out = Response::from_parts(parts, Body::empty());
+    for (name, value) in page_parts.headers.iter() {
+        out.headers_mut().insert(name.clone(), value.clone());
+    }
+    out.headers_mut().remove(header::WWW_AUTHENTICATE);
+    let (parts, _) = out.into_parts();
+    Response::from_parts(parts, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn navigation_is_told_from_api_calls() {
+        let mut h = HeaderMap::new();
+        h.insert("sec-fetch-mode", HeaderValue::from_static("navigate"));
+        assert!(is_navigation(&h));
+        h.insert("sec-fetch-mode", HeaderValue::from_static("cors"));
+        h.insert(header::ACCEPT, HeaderValue::from_static("text/html"));
+        assert!(
+            !is_navigation(&h),
+            "fetch() from a page is not a navigation"
+        );
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("text/html,application/xhtml+xml"),
+        );
+        assert!(is_navigation(&h), "old browsers without Sec-Fetch-*");
+        h.insert(
+            "x-requested-with",
+            HeaderValue::from_static("XMLHttpRequest"),
+        );
+        assert!(!is_navigation(&h));
+        assert!(
+            !is_navigation(&HeaderMap::new()),
+            "curl and API clients get JSON"
+        );
+    }
+
+    #[tokio::test]
+    async fn error_pages_escape_and_carry_security_headers() {
+        let pages = Pages::new().expect("templates");
+        let resp = pages.error_page(
+            &ErrorInfo {
+                status: 400,
+                code: "login_failed",
+                title: "Sign-in failed",
+                message: "<script>x</script>".into(),
+                relogin: true,
+            },
+            Some("req-1"),
+        );
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        let csp = resp.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .expect("csp")
+            .to_owned();
+        assert!(
+            csp.contains("frame-ancestors 'none'") && csp.contains("default-src 'none'"),
+            "{csp}"
+        );
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        let html = String::from_utf8_lossy(&body);
+        assert!(!html.contains("<script>"), "message must be escaped");
+        assert!(html.contains("/auth/login"), "offers to log in again");
+    }
+}

@@ -1,0 +1,246 @@
+//! The token-attaching reverse proxy: the hot path.
+//!
+//! For a request under a configured route: refuse dot-segment paths, check
+//! the anti-CSRF header on state-changing methods, resolve the session
+//! (one store read), refresh the access token if it is about to expire,
+//! then forward with `Authorization: Bearer …` over a pooled connection.
+//! Bodies stream in both directions; nothing is buffered whole. A route
+//! that requires a session never forwards without one: 401 JSON, never a
+//! redirect.
+
+pub mod headers;
+pub mod routes;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, Method, Version, header};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config::{ProxyConfig, RouteAuth};
+use crate::error::AppError;
+use crate::session::refresh::ensure_fresh;
+use crate::session::{ClientInfo, Lookup, Session};
+use crate::state::AppState;
+
+pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
+
+/// One pooled client for every upstream.
+pub fn build_client(config: &ProxyConfig) -> HttpClient {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(config.connect_timeout));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(config.pool_idle_timeout)
+        .build(https)
+}
+
+/// Methods that change state must carry the anti-CSRF header: a custom
+/// header cannot be sent cross-site without a CORS preflight.
+pub fn is_state_changing(method: &Method) -> bool {
+    !matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
+}
+
+pub fn csrf_ok(state: &AppState, headers: &http::HeaderMap) -> bool {
+    headers
+        .get(&state.config.csrf.header)
+        .is_some_and(|v| v == state.config.csrf.value)
+}
+
+pub fn peer_ip(req: &Request) -> IpAddr {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
+}
+
+/// The fallback handler: configured routes are proxied, anything else goes
+/// to the static app (if any) or is a 404.
+pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
+    let Some(route) = state.routes.find(req.uri().path()) else {
+        return crate::routes::static_files::serve(&state, req).await;
+    };
+    match proxy(&state, route, req).await {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn proxy(
+    state: &AppState,
+    route: &routes::Route,
+    req: Request,
+) -> Result<Response, AppError> {
+    if routes::has_dot_segment(req.uri().path()) {
+        return Err(AppError::BadRequest(
+            "Paths with dot segments are not forwarded.".into(),
+        ));
+    }
+    if route.auth != RouteAuth::None
+        && is_state_changing(req.method())
+        && !csrf_ok(state, req.headers())
+    {
+        return Err(AppError::CsrfRejected);
+    }
+    let peer = peer_ip(&req);
+    let client_ip = headers::client_ip(
+        req.headers(),
+        peer,
+        state.config.server.trust_forwarded_headers,
+    );
+    let bearer = match route.auth {
+        RouteAuth::None => None,
+        auth => {
+            let now = crate::clock::unix_now();
+            match state.sessions.load(req.headers(), now).await? {
+                Lookup::Active(session) => {
+                    let session = fresh(state, *session, now).await?;
+                    maybe_touch(state, &session, client_ip, &req, now);
+                    Some(bearer_header(&session)?)
+                }
+                Lookup::Ended if auth == RouteAuth::Required => {
+                    return Ok(session_ended(state));
+                }
+                Lookup::Anonymous if auth == RouteAuth::Required => {
+                    return Err(AppError::Unauthenticated);
+                }
+                Lookup::Ended | Lookup::Anonymous => None,
+            }
+        }
+    };
+    forward(state, route, req, bearer, client_ip).await
+}
+
+async fn fresh(state: &AppState, session: Session, now: u64) -> Result<Session, AppError> {
+    let skew = state.config.session.refresh_skew.as_secs();
+    match ensure_fresh(
+        &state.sessions,
+        &state.oidc,
+        &state.flights,
+        session,
+        now,
+        skew,
+    )
+    .await
+    {
+        Err(AppError::SessionExpired) => Err(AppError::SessionExpired),
+        other => other,
+    }
+}
+
+/// 401 for a cookie that no longer names a session; the cookie is cleared.
+pub fn session_ended(state: &AppState) -> Response {
+    let mut resp = AppError::SessionExpired.into_response();
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        state.sessions.cookies().clear_session_cookie(),
+    );
+    resp
+}
+
+fn bearer_header(session: &Session) -> Result<HeaderValue, AppError> {
+    let token = session.secrets.access_token.expose();
+    let mut v = String::with_capacity(7 + token.len());
+    v.push_str("Bearer ");
+    v.push_str(token);
+    let mut h = HeaderValue::from_str(&v)
+        .map_err(|_| AppError::Internal("access token is not a valid header value".into()))?;
+    h.set_sensitive(true);
+    Ok(h)
+}
+
+/// Records activity in the background when due; the request does not wait.
+pub fn maybe_touch(state: &AppState, session: &Session, ip: IpAddr, req: &Request, now: u64) {
+    if !state.sessions.touch_due(session, now) {
+        return;
+    }
+    let client = ClientInfo {
+        ip: Some(ip),
+        user_agent: req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(256).collect()),
+    };
+    let state = state.clone();
+    let snapshot = Session {
+        id: session.id.clone(),
+        store_id: session.store_id.clone(),
+        stored: session.stored.clone(),
+        secrets: session.secrets.clone(),
+    };
+    tokio::spawn(async move {
+        if let Err(e) = state.sessions.touch(&snapshot, &client, now).await {
+            tracing::debug!(error = %e, "activity write failed");
+        }
+    });
+}
+
+async fn forward(
+    state: &AppState,
+    route: &routes::Route,
+    req: Request,
+    bearer: Option<HeaderValue>,
+    client_ip: IpAddr,
+) -> Result<Response, AppError> {
+    let (mut parts, body) = req.into_parts();
+    parts.uri = route
+        .upstream_uri(parts.uri.path(), parts.uri.query())
+        .map_err(|_| AppError::BadRequest("The request path cannot be forwarded.".into()))?;
+    parts.version = Version::HTTP_11;
+    headers::to_upstream(
+        &mut parts.headers,
+        state.sessions.cookies(),
+        bearer,
+        &headers::ForwardedFor {
+            client_ip,
+            trust_incoming: state.config.server.trust_forwarded_headers,
+            proto: &state.forwarded_proto,
+            host: &state.forwarded_host,
+        },
+    );
+    parts.extensions = http::Extensions::new();
+    let upstream_req = Request::from_parts(parts, body);
+    let resp = match tokio::time::timeout(route.timeout, state.client.request(upstream_req)).await {
+        Err(_) => return Err(AppError::UpstreamTimeout),
+        Ok(Err(e)) => return Err(map_client_error(&e)),
+        Ok(Ok(r)) => r,
+    };
+    let (mut parts, body) = resp.into_parts();
+    headers::to_browser(&mut parts.headers, state.sessions.cookies());
+    Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+fn map_client_error(e: &hyper_util::client::legacy::Error) -> AppError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return AppError::UpstreamTimeout;
+        }
+        source = s.source();
+    }
+    AppError::UpstreamUnavailable(
+        if e.is_connect() {
+            "connection failed"
+        } else {
+            "request failed"
+        }
+        .into(),
+    )
+}

@@ -1,0 +1,190 @@
+//! The route table: which upstream a path goes to, with what auth, and how
+//! the upstream URI is built.
+//!
+//! Prefixes match on segment boundaries, longest first. Paths with dot
+//! segments (literal or percent-encoded) are refused before matching: an
+//! upstream that normalises `/api/../admin` would otherwise be reached
+//! outside the prefix the operator configured.
+
+use std::time::Duration;
+
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Uri};
+
+use crate::config::{RouteAuth, RouteConfig};
+
+pub struct Route {
+    pub path: String,
+    pub strip_prefix: bool,
+    pub auth: RouteAuth,
+    pub timeout: Duration,
+    scheme: Scheme,
+    authority: Authority,
+    /// The upstream URL's path without a trailing slash ("" for the root).
+    base_path: String,
+    pub host_header: HeaderValue,
+}
+
+pub struct RouteTable {
+    routes: Vec<Route>,
+}
+
+/// Whether `path` is `prefix` or below it, on a segment boundary.
+pub fn path_has_prefix(path: &str, prefix: &str) -> bool {
+    prefix == "/"
+        || (path.starts_with(prefix)
+            && (path.len() == prefix.len() || path.as_bytes()[prefix.len()] == b'/'))
+}
+
+/// Whether a raw request path contains `.` or `..` segments, also when
+/// percent-encoded.
+pub fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|seg| {
+        if !seg.contains('.') && !seg.contains('%') {
+            return false;
+        }
+        let decoded = percent_encoding::percent_decode_str(seg).decode_utf8_lossy();
+        decoded == "." || decoded == ".."
+    })
+}
+
+impl RouteTable {
+    pub fn new(configs: &[RouteConfig]) -> anyhow::Result<Self> {
+        let mut routes = Vec::with_capacity(configs.len());
+        for c in configs {
+            let uri: Uri = c.upstream.as_str().parse()?;
+            let scheme = uri
+                .scheme()
+                .cloned()
+                .ok_or_else(|| anyhow::anyhow!("upstream has no scheme"))?;
+            let authority = uri
+                .authority()
+                .cloned()
+                .ok_or_else(|| anyhow::anyhow!("upstream has no host"))?;
+            let base_path = c.upstream.path().trim_end_matches('/').to_owned();
+            routes.push(Route {
+                path: c.path.clone(),
+                strip_prefix: c.strip_prefix,
+                auth: c.auth,
+                timeout: c.timeout,
+                host_header: HeaderValue::from_str(authority.as_str())?,
+                scheme,
+                authority,
+                base_path,
+            });
+        }
+        routes.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
+        Ok(Self { routes })
+    }
+
+    pub fn find(&self, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| path_has_prefix(path, &r.path))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+}
+
+impl Route {
+    /// The upstream URI for a request's path and query.
+    pub fn upstream_uri(&self, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
+        let rest = if self.strip_prefix && self.path != "/" {
+            &path[self.path.len().min(path.len())..]
+        } else {
+            path
+        };
+        let mut pq = String::with_capacity(
+            self.base_path.len() + rest.len() + query.map_or(0, |q| q.len() + 1) + 1,
+        );
+        pq.push_str(&self.base_path);
+        if !rest.starts_with('/') {
+            pq.push('/');
+        }
+        pq.push_str(rest);
+        if let Some(q) = query {
+            pq.push('?');
+            pq.push_str(q);
+        }
+        let pq = PathAndQuery::try_from(pq)?;
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(pq)
+            .build()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> RouteTable {
+        let route = |path: &str, upstream: &str, strip: bool| RouteConfig {
+            path: path.into(),
+            upstream: upstream.parse().expect("url"),
+            strip_prefix: strip,
+            auth: RouteAuth::Required,
+            timeout: Duration::from_secs(1),
+        };
+        RouteTable::new(&[
+            route("/api", "http://127.0.0.1:9100", false),
+            route("/api/v2", "http://127.0.0.1:9200/base/", true),
+            route("/public", "https://example.com/p", true),
+        ])
+        .expect("table")
+    }
+
+    #[test]
+    fn prefixes_match_on_segment_boundaries_longest_first() {
+        let t = table();
+        assert_eq!(t.find("/api").map(|r| r.path.as_str()), Some("/api"));
+        assert_eq!(t.find("/api/x").map(|r| r.path.as_str()), Some("/api"));
+        assert_eq!(
+            t.find("/api/v2/x").map(|r| r.path.as_str()),
+            Some("/api/v2")
+        );
+        assert_eq!(t.find("/api/v2x").map(|r| r.path.as_str()), Some("/api"));
+        assert!(t.find("/apix").is_none());
+        assert!(t.find("/").is_none());
+    }
+
+    #[test]
+    fn upstream_uris_keep_or_strip_the_prefix_and_keep_the_query() {
+        let t = table();
+        let uri = |p: &str, q: Option<&str>| {
+            t.find(p)
+                .expect("route")
+                .upstream_uri(p, q)
+                .expect("uri")
+                .to_string()
+        };
+        assert_eq!(
+            uri("/api/users", Some("a=1&b=2")),
+            "http://127.0.0.1:9100/api/users?a=1&b=2"
+        );
+        assert_eq!(
+            uri("/api/v2/users", None),
+            "http://127.0.0.1:9200/base/users"
+        );
+        assert_eq!(uri("/api/v2", None), "http://127.0.0.1:9200/base/");
+        assert_eq!(uri("/public/x", None), "https://example.com/p/x");
+    }
+
+    #[test]
+    fn dot_segments_are_detected_even_when_encoded() {
+        for p in [
+            "/api/../admin",
+            "/api/./x",
+            "/api/%2e%2e/admin",
+            "/api/%2E./x",
+            "/api/.%2e",
+            "/api/..",
+        ] {
+            assert!(has_dot_segment(p), "{p}");
+        }
+        for p in ["/api/x.json", "/api/..x", "/api/a%20b", "/api/...", "/api"] {
+            assert!(!has_dot_segment(p), "{p}");
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! The single-page app, served from `[static] dir` so the app and its API
+//! share one origin. Unknown paths without a file extension get
+//! `index.html` (client-side routes); hashed assets are cached for a year,
+//! `index.html` never.
+
+use axum::extract::Request;
+use axum::http::{HeaderValue, Method, header};
+use axum::response::{IntoResponse, Response};
+use tower::ServiceExt;
+use tower_http::services::{ServeDir, ServeFile};
+
+use crate::error::AppError;
+use crate::state::AppState;
+
+/// A file name with a content hash, as bundlers write them
+/// (`app.3f9a2c1b.js`, `index-BxT9sQ2d.css`): safe to cache forever.
+fn is_hashed_asset(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or_default();
+    let mut parts = name.split(['.', '-']);
+    parts.next();
+    parts.any(|p| {
+        p.len() >= 8
+            && p.chars().all(|c| c.is_ascii_alphanumeric())
+            && p.chars().any(|c| c.is_ascii_digit())
+    })
+}
+
+pub async fn serve(state: &AppState, req: Request) -> Response {
+    let Some(cfg) = &state.config.static_files else {
+        return AppError::NotFound.into_response();
+    };
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return AppError::NotFound.into_response();
+    }
+    let path = req.uri().path().to_owned();
+    let index = cfg.dir.join("index.html");
+    let last = path.rsplit('/').next().unwrap_or_default();
+    let client_route = cfg.spa_fallback && !last.contains('.');
+    let result = if client_route {
+        ServeDir::new(&cfg.dir)
+            .append_index_html_on_directories(true)
+            .fallback(ServeFile::new(&index))
+            .oneshot(req)
+            .await
+    } else {
+        ServeDir::new(&cfg.dir)
+            .append_index_html_on_directories(true)
+            .oneshot(req)
+            .await
+    };
+    let Ok(resp) = result;
+    if resp.status() == axum::http::StatusCode::NOT_FOUND {
+        return AppError::NotFound.into_response();
+    }
+    let mut resp = resp.map(axum::body::Body::new);
+    let cache = if resp.status().is_success() && is_hashed_asset(&path) {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    };
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashed_assets_are_recognised() {
+        assert!(is_hashed_asset("/assets/index-BxT9sQ2d.js"));
+        assert!(is_hashed_asset("/app.3f9a2c1b.css"));
+        assert!(!is_hashed_asset("/app.js"));
+        assert!(!is_hashed_asset("/index.html"));
+        assert!(!is_hashed_asset("/assets/component-library.js"));
+    }
+}

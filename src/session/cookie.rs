@@ -1,0 +1,397 @@
+//! The session ID carried by the cookie, and the one builder for every cookie
+//! the gateway sets.
+//!
+//! A session cookie value is 256 bits from the OS CSPRNG, base64url without
+//! padding (43 characters): a 128-bit lookup ID and a 128-bit per-session
+//! secret. The store only ever sees SHA-256(lookup ID) as its key and never
+//! the secret, which is an input to the key that encrypts the session's
+//! tokens. Values of the wrong length or alphabet are refused here, before
+//! any store lookup.
+
+use std::fmt;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cookie::Cookie;
+use http::HeaderMap;
+use http::HeaderValue;
+use http::header::COOKIE;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::config::{SameSite, SessionConfig};
+
+const ENCODED_LEN: usize = 43;
+
+/// The secret half of a session: never logged, never stored.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct SessionId {
+    lookup: [u8; 16],
+    secret: [u8; 16],
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionId([redacted])")
+    }
+}
+
+impl SessionId {
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        let id = Self::from_bytes(&bytes);
+        bytes.zeroize();
+        id
+    }
+
+    fn from_bytes(bytes: &[u8; 32]) -> Self {
+        let mut lookup = [0u8; 16];
+        let mut secret = [0u8; 16];
+        lookup.copy_from_slice(&bytes[..16]);
+        secret.copy_from_slice(&bytes[16..]);
+        Self { lookup, secret }
+    }
+
+    /// Parses a cookie value; `None` unless it is exactly 43 base64url
+    /// characters encoding 32 bytes.
+    pub fn parse(value: &str) -> Option<Self> {
+        if value.len() != ENCODED_LEN
+            || !value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return None;
+        }
+        let mut bytes = [0u8; 32];
+        match URL_SAFE_NO_PAD.decode_slice(value, &mut bytes) {
+            Ok(32) => {
+                let id = Self::from_bytes(&bytes);
+                bytes.zeroize();
+                Some(id)
+            }
+            _ => None,
+        }
+    }
+
+    /// The cookie value. Handle like a password.
+    pub fn encode(&self) -> String {
+        let mut bytes = [0u8; 32];
+        bytes[..16].copy_from_slice(&self.lookup);
+        bytes[16..].copy_from_slice(&self.secret);
+        let s = URL_SAFE_NO_PAD.encode(bytes);
+        bytes.zeroize();
+        s
+    }
+
+    pub fn secret(&self) -> &[u8; 16] {
+        &self.secret
+    }
+
+    /// The store's name for this session: hex SHA-256 of the lookup ID.
+    pub fn store_id(&self) -> StoreId {
+        StoreId::hash_of(&self.lookup)
+    }
+}
+
+/// Hex SHA-256 of a session's lookup ID: the session's public handle, safe
+/// to log and to show operators (it cannot be turned back into a cookie).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StoreId(String);
+
+impl StoreId {
+    fn hash_of(lookup: &[u8]) -> Self {
+        let digest = Sha256::digest(lookup);
+        Self(hex(&digest))
+    }
+
+    /// Accepts an operator-supplied handle (64 lowercase hex characters).
+    pub fn parse(s: &str) -> Option<Self> {
+        (s.len() == 64
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        .then(|| Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for StoreId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for StoreId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StoreId({})", &self.0[..12.min(self.0.len())])
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 0xf) as usize] as char);
+    }
+    s
+}
+
+/// Random 32 bytes, base64url: for the login-binding cookie.
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Builds every `Set-Cookie` the gateway sends, with the configured
+/// strictness: `__Host-` name, HttpOnly, Secure, SameSite, Path=/.
+#[derive(Debug, Clone)]
+pub struct CookiePolicy {
+    session_name: String,
+    login_name: String,
+    same_site: SameSite,
+    secure: bool,
+    domain: Option<String>,
+}
+
+impl CookiePolicy {
+    pub fn new(config: &SessionConfig) -> Self {
+        Self {
+            session_name: config.cookie_name.clone(),
+            login_name: config.login_cookie_name(),
+            same_site: config.same_site,
+            secure: config.secure_cookies,
+            domain: config.cookie_domain.clone(),
+        }
+    }
+
+    pub fn session_name(&self) -> &str {
+        &self.session_name
+    }
+
+    pub fn login_name(&self) -> &str {
+        &self.login_name
+    }
+
+    fn build(
+        &self,
+        name: &str,
+        value: &str,
+        same_site: cookie::SameSite,
+        max_age: Duration,
+    ) -> HeaderValue {
+        let mut c = Cookie::build((name.to_owned(), value.to_owned()))
+            .http_only(true)
+            .secure(self.secure)
+            .same_site(same_site)
+            .path("/")
+            .max_age(cookie::time::Duration::seconds(
+                max_age.as_secs().min(i64::MAX as u64) as i64,
+            ));
+        if let Some(d) = &self.domain {
+            c = c.domain(d.clone());
+        }
+        // Names and values are validated tokens and base64url: always valid.
+        HeaderValue::from_str(&c.build().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+
+    fn session_same_site(&self) -> cookie::SameSite {
+        match self.same_site {
+            SameSite::Strict => cookie::SameSite::Strict,
+            SameSite::Lax => cookie::SameSite::Lax,
+        }
+    }
+
+    pub fn session_cookie(&self, id: &SessionId, max_age: Duration) -> HeaderValue {
+        self.build(
+            &self.session_name,
+            &id.encode(),
+            self.session_same_site(),
+            max_age,
+        )
+    }
+
+    pub fn clear_session_cookie(&self) -> HeaderValue {
+        self.build(
+            &self.session_name,
+            "",
+            self.session_same_site(),
+            Duration::ZERO,
+        )
+    }
+
+    /// The login-binding cookie must survive the top-level redirect back from
+    /// the provider, which a Strict cookie would not: it is always Lax.
+    pub fn login_cookie(&self, value: &str, max_age: Duration) -> HeaderValue {
+        self.build(&self.login_name, value, cookie::SameSite::Lax, max_age)
+    }
+
+    /// Whether a cookie name is one of ours (to keep it from upstreams).
+    pub fn is_ours(&self, name: &str) -> bool {
+        name == self.session_name || name == self.login_name
+    }
+}
+
+/// The first value of cookie `name` in the request's `Cookie` headers.
+pub fn find<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k == name).then_some(v.trim_matches('"'))
+        })
+}
+
+/// The `Cookie` header minus the gateway's own cookies, or `None` if nothing
+/// is left (the header is then dropped).
+pub fn without_ours(headers: &HeaderMap, policy: &CookiePolicy) -> Option<HeaderValue> {
+    let mut kept = String::new();
+    let mut changed = false;
+    for value in headers.get_all(COOKIE) {
+        let Ok(value) = value.to_str() else {
+            changed = true;
+            continue;
+        };
+        for pair in value.split(';') {
+            let pair = pair.trim();
+            if pair.is_empty() {
+                continue;
+            }
+            let name = pair.split_once('=').map_or(pair, |(k, _)| k);
+            if policy.is_ours(name) {
+                changed = true;
+                continue;
+            }
+            if !kept.is_empty() {
+                kept.push_str("; ");
+            }
+            kept.push_str(pair);
+        }
+    }
+    let _ = changed;
+    if kept.is_empty() {
+        None
+    } else {
+        HeaderValue::from_str(&kept).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SessionConfig;
+
+    fn policy() -> CookiePolicy {
+        CookiePolicy::new(&SessionConfig {
+            cookie_name: "__Host-oidc-bff".into(),
+            same_site: SameSite::Strict,
+            cookie_domain: None,
+            secure_cookies: true,
+            idle_timeout: Duration::from_secs(60),
+            absolute_timeout: Duration::from_secs(600),
+            touch_interval: Duration::from_secs(10),
+            refresh_skew: Duration::from_secs(30),
+            max_per_user: None,
+            keys: vec![],
+        })
+    }
+
+    #[test]
+    fn generated_ids_round_trip_and_are_unique() {
+        let a = SessionId::generate();
+        let encoded = a.encode();
+        assert_eq!(encoded.len(), 43);
+        let parsed = SessionId::parse(&encoded).expect("parses");
+        assert_eq!(parsed.store_id(), a.store_id());
+        assert_eq!(parsed.secret(), a.secret());
+        assert_ne!(SessionId::generate().encode(), encoded);
+    }
+
+    #[test]
+    fn malformed_cookie_values_are_refused_before_any_lookup() {
+        let good = SessionId::generate().encode();
+        for bad in [
+            String::new(),
+            good[..42].to_string(),
+            format!("{good}A"),
+            format!("{}+", &good[..42]),
+            format!("{}=", &good[..42]),
+            format!("{}/", &good[..42]),
+            "é".repeat(21) + "a",
+            " ".repeat(43),
+        ] {
+            assert!(SessionId::parse(&bad).is_none(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn store_id_is_a_hash_not_the_cookie() {
+        let id = SessionId::generate();
+        let sid = id.store_id();
+        assert_eq!(sid.as_str().len(), 64);
+        assert!(!id.encode().contains(sid.as_str()));
+        assert!(StoreId::parse(sid.as_str()).is_some());
+        assert!(StoreId::parse("xyz").is_none());
+    }
+
+    #[test]
+    fn session_cookie_has_the_strict_attributes() {
+        let v = policy().session_cookie(&SessionId::generate(), Duration::from_secs(600));
+        let s = v.to_str().expect("ascii");
+        assert!(s.starts_with("__Host-oidc-bff="), "{s}");
+        for attr in [
+            "HttpOnly",
+            "Secure",
+            "SameSite=Strict",
+            "Path=/",
+            "Max-Age=600",
+        ] {
+            assert!(s.contains(attr), "{s} lacks {attr}");
+        }
+        assert!(!s.contains("Domain"), "{s}");
+    }
+
+    #[test]
+    fn login_cookie_is_lax_so_it_survives_the_provider_redirect() {
+        let s = policy()
+            .login_cookie("abc", Duration::from_secs(600))
+            .to_str()
+            .expect("ascii")
+            .to_owned();
+        assert!(s.starts_with("__Host-oidc-bff-login=abc"), "{s}");
+        assert!(
+            s.contains("SameSite=Lax") && s.contains("HttpOnly") && s.contains("Secure"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn cookies_are_found_and_ours_are_stripped_for_upstreams() {
+        let mut h = HeaderMap::new();
+        h.append(COOKIE, HeaderValue::from_static("a=1; __Host-oidc-bff=xyz"));
+        h.append(
+            COOKIE,
+            HeaderValue::from_static("__Host-oidc-bff-login=q; b=2"),
+        );
+        assert_eq!(find(&h, "__Host-oidc-bff"), Some("xyz"));
+        assert_eq!(find(&h, "b"), Some("2"));
+        assert_eq!(find(&h, "c"), None);
+        assert_eq!(
+            without_ours(&h, &policy()).expect("kept").to_str().ok(),
+            Some("a=1; b=2")
+        );
+        let mut only = HeaderMap::new();
+        only.insert(COOKIE, HeaderValue::from_static("__Host-oidc-bff=xyz"));
+        assert!(without_ours(&only, &policy()).is_none());
+    }
+}

@@ -1,0 +1,618 @@
+//! Server-side sessions: what a browser's cookie resolves to, and every
+//! change to it over its life (create, touch, token refresh, revoke).
+//!
+//! The hot path is [`Sessions::load`]: cookie → SHA-256 → one store read →
+//! decode → deadline check → HKDF + AES-GCM open. Nothing else happens per
+//! request unless the last-activity write is due (at most once per
+//! `session.touch_interval`, in the background) or the access token is about
+//! to expire (see `refresh`).
+
+pub mod cookie;
+pub mod crypto;
+pub mod record;
+pub mod refresh;
+pub mod store;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderValue};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use self::cookie::{CookiePolicy, SessionId, StoreId, hex};
+use self::crypto::{KeyRing, open, seal};
+use self::record::{SessionMeta, SessionSecrets, StoredBody, StoredSession};
+use self::store::{
+    NewSession, Revocation, RevokeOutcome, RevokeReason, SessionStore, Store, StoreResult,
+};
+use crate::config::SessionConfig;
+use crate::error::AppError;
+use crate::secret::SecretString;
+
+/// A loaded, valid session.
+pub struct Session {
+    pub id: SessionId,
+    pub store_id: StoreId,
+    pub stored: StoredSession,
+    pub secrets: SessionSecrets,
+}
+
+impl Session {
+    pub fn claims(&self) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::from_str(&self.secrets.claims_json).unwrap_or_default()
+    }
+}
+
+/// What a request's cookie amounts to.
+pub enum Lookup {
+    /// No session cookie at all.
+    Anonymous,
+    /// A cookie that does not resolve to a live session (malformed, unknown,
+    /// expired, revoked, undecryptable).
+    Ended,
+    Active(Box<Session>),
+}
+
+/// Who is asking: recorded as last IP and user agent.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    pub ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
+}
+
+/// Tokens and identity for a new session.
+pub struct NewLogin {
+    pub sub: String,
+    pub sid: Option<String>,
+    pub access_token: SecretString,
+    pub refresh_token: Option<SecretString>,
+    pub id_token: Option<SecretString>,
+    pub access_expires_at: u64,
+    pub claims_json: String,
+}
+
+/// A session as an operator or its owner sees it: no tokens, no claims.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionInfo {
+    pub id: String,
+    pub created_at: u64,
+    pub last_active_at: u64,
+    pub expires_at: u64,
+    pub idle_expires_at: u64,
+    pub absolute_expires_at: u64,
+    pub last_ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+pub fn user_hash(sub: &str) -> String {
+    hex(&Sha256::digest(sub.as_bytes()))
+}
+
+pub fn sid_hash(sid: &str) -> String {
+    hex(&Sha256::digest(sid.as_bytes()))
+}
+
+fn aad(store_id: &StoreId, part: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(72);
+    v.extend_from_slice(store_id.as_str().as_bytes());
+    v.push(b'/');
+    v.extend_from_slice(part.as_bytes());
+    v
+}
+
+pub struct Sessions {
+    store: Arc<Store>,
+    keys: KeyRing,
+    cookies: CookiePolicy,
+    idle_timeout: u64,
+    absolute_timeout: u64,
+    touch_interval: u64,
+    max_per_user: Option<u32>,
+}
+
+impl Sessions {
+    pub fn new(config: &SessionConfig, store: Arc<Store>) -> Self {
+        Self {
+            store,
+            keys: KeyRing::new(&config.keys),
+            cookies: CookiePolicy::new(config),
+            idle_timeout: config.idle_timeout.as_secs().max(1),
+            absolute_timeout: config.absolute_timeout.as_secs().max(1),
+            touch_interval: config.touch_interval.as_secs(),
+            max_per_user: config.max_per_user,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
+    }
+
+    pub fn cookies(&self) -> &CookiePolicy {
+        &self.cookies
+    }
+
+    /// Resolves the request's session cookie. Store failures are errors
+    /// (503): the gateway fails closed, it never guesses.
+    pub async fn load(&self, headers: &HeaderMap, now: u64) -> Result<Lookup, AppError> {
+        let Some(value) = cookie::find(headers, self.cookies.session_name()) else {
+            return Ok(Lookup::Anonymous);
+        };
+        let Some(id) = SessionId::parse(value) else {
+            tracing::debug!("malformed session cookie refused before lookup");
+            return Ok(Lookup::Ended);
+        };
+        let store_id = id.store_id();
+        let Some(bytes) = self.store.get(&store_id).await? else {
+            return Ok(Lookup::Ended);
+        };
+        Ok(match self.open(id, store_id, &bytes, now) {
+            Some(s) => Lookup::Active(Box::new(s)),
+            None => Lookup::Ended,
+        })
+    }
+
+    /// Decodes and decrypts a stored record for the cookie that names it.
+    pub(crate) fn open(
+        &self,
+        id: SessionId,
+        store_id: StoreId,
+        bytes: &[u8],
+        now: u64,
+    ) -> Option<Session> {
+        let stored = match StoredSession::decode(bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(session = ?store_id, error = %e, "stored session does not decode; treating as no session");
+                return None;
+            }
+        };
+        if let Some(why) = stored.body.expired(now) {
+            tracing::debug!(session = ?store_id, ?why, "session past its deadline");
+            return None;
+        }
+        let Some(key) = self.keys.by_id(&stored.body.key_id) else {
+            tracing::warn!(session = ?store_id, key_id = %stored.body.key_id, "session sealed with a key that is no longer configured");
+            return None;
+        };
+        let cipher = key.session_cipher(id.secret());
+        let plain = match open(&cipher, &aad(&store_id, "secrets"), &stored.body.secrets) {
+            Ok(p) => p,
+            Err(_) => {
+                tracing::warn!(session = ?store_id, "session secrets do not decrypt (wrong cookie secret or tampered record)");
+                return None;
+            }
+        };
+        let secrets = match SessionSecrets::decode(&plain) {
+            Ok(s) => s,
+            Err(_) => {
+                tracing::warn!(session = ?store_id, "session secrets do not decode");
+                return None;
+            }
+        };
+        Some(Session {
+            id,
+            store_id,
+            stored,
+            secrets,
+        })
+    }
+
+    fn seal_meta(&self, store_id: &StoreId, meta: &SessionMeta) -> Vec<u8> {
+        seal(
+            self.keys.current().meta_cipher(),
+            &aad(store_id, "meta"),
+            &meta.encode(),
+        )
+    }
+
+    /// Opens the operator metadata of a record (no cookie needed).
+    pub fn open_meta(&self, store_id: &StoreId, body: &StoredBody) -> Option<SessionMeta> {
+        let key = self.keys.by_id(&body.key_id)?;
+        let plain = open(key.meta_cipher(), &aad(store_id, "meta"), &body.meta).ok()?;
+        SessionMeta::decode(&plain).ok()
+    }
+
+    fn seal_secrets(
+        &self,
+        id: &SessionId,
+        store_id: &StoreId,
+        secrets: &SessionSecrets,
+    ) -> Vec<u8> {
+        let cipher = self.keys.current().session_cipher(id.secret());
+        seal(&cipher, &aad(store_id, "secrets"), &secrets.encode())
+    }
+
+    /// Writes a new session (fresh ID: no fixation) and returns its cookie.
+    pub async fn create(
+        &self,
+        login: NewLogin,
+        client: &ClientInfo,
+        now: u64,
+    ) -> StoreResult<(StoreId, HeaderValue)> {
+        let id = SessionId::generate();
+        let store_id = id.store_id();
+        let meta = SessionMeta {
+            sub: login.sub.clone(),
+            sid: login.sid.clone(),
+            last_ip: client.ip.map(|ip| ip.to_string()),
+            user_agent: client.user_agent.clone(),
+        };
+        let secrets = SessionSecrets {
+            access_token: login.access_token,
+            refresh_token: login.refresh_token,
+            id_token: login.id_token,
+            claims_json: login.claims_json,
+        };
+        let absolute_expires_at = now + self.absolute_timeout;
+        let body = StoredBody {
+            key_id: self.keys.current().id().to_owned(),
+            user_hash: user_hash(&login.sub),
+            sid_hash: login.sid.as_deref().map(sid_hash),
+            created_at: now,
+            last_active_at: now,
+            idle_expires_at: (now + self.idle_timeout).min(absolute_expires_at),
+            absolute_expires_at,
+            access_expires_at: login.access_expires_at,
+            has_refresh_token: secrets.refresh_token.is_some(),
+            meta: self.seal_meta(&store_id, &meta),
+            secrets: self.seal_secrets(&id, &store_id, &secrets),
+        };
+        let record = StoredSession {
+            generation: 1,
+            body,
+        };
+        let bytes = record.encode();
+        let eviction = Revocation::new(RevokeReason::Limit, "system", now);
+        let now_ms = now * 1000;
+        let evicted = self
+            .store
+            .create(&NewSession {
+                id: &store_id,
+                record: &bytes,
+                ttl_millis: record.body.ttl_millis(now_ms),
+                user_hash: &record.body.user_hash,
+                sid_hash: record.body.sid_hash.as_deref(),
+                created_millis: crate::clock::unix_now_millis(),
+                max_per_user: self.max_per_user,
+                eviction: &eviction,
+                index_ttl_millis: self.absolute_timeout * 1000 + 60_000,
+            })
+            .await?;
+        for old in evicted {
+            tracing::info!(session = ?old, "session evicted: per-user limit reached");
+        }
+        let cookie = self
+            .cookies
+            .session_cookie(&id, std::time::Duration::from_secs(self.absolute_timeout));
+        Ok((store_id, cookie))
+    }
+
+    /// Whether the last-activity write is due.
+    pub fn touch_due(&self, session: &Session, now: u64) -> bool {
+        now.saturating_sub(session.stored.body.last_active_at) >= self.touch_interval
+    }
+
+    /// Slides the idle deadline and records activity. Best effort: losing a
+    /// race with another write only delays the next touch.
+    pub async fn touch(
+        &self,
+        session: &Session,
+        client: &ClientInfo,
+        now: u64,
+    ) -> StoreResult<bool> {
+        let mut body = session.stored.body.clone();
+        body.last_active_at = now;
+        body.idle_expires_at = (now + self.idle_timeout).min(body.absolute_expires_at);
+        if let Some(mut meta) = self.open_meta(&session.store_id, &body) {
+            let ip = client.ip.map(|ip| ip.to_string());
+            if ip.is_some() && ip != meta.last_ip {
+                meta.last_ip = ip;
+                body.meta = self.seal_meta(&session.store_id, &meta);
+                body.key_id = self.keys.current().id().to_owned();
+                if body.key_id != session.stored.body.key_id {
+                    // Re-sealing meta under a new key means re-sealing the
+                    // secrets too: one key ID per record.
+                    body.secrets =
+                        self.seal_secrets(&session.id, &session.store_id, &session.secrets);
+                }
+            }
+        }
+        let next = StoredSession {
+            generation: session.stored.generation + 1,
+            body,
+        };
+        let ttl = next.body.ttl_millis(now * 1000);
+        self.store
+            .replace_if(
+                &session.store_id,
+                session.stored.generation,
+                &next.encode(),
+                ttl,
+            )
+            .await
+    }
+
+    /// Stores refreshed tokens on top of the latest version of the record.
+    pub(crate) async fn write_tokens(
+        &self,
+        session: &Session,
+        secrets: SessionSecrets,
+        access_expires_at: u64,
+        now: u64,
+    ) -> Result<Session, AppError> {
+        let mut current = session.stored.clone();
+        for _ in 0..5 {
+            let mut body = current.body.clone();
+            body.access_expires_at = access_expires_at;
+            body.has_refresh_token = secrets.refresh_token.is_some();
+            if body.key_id != self.keys.current().id() {
+                if let Some(meta) = self.open_meta(&session.store_id, &body) {
+                    body.meta = self.seal_meta(&session.store_id, &meta);
+                }
+                body.key_id = self.keys.current().id().to_owned();
+            }
+            body.secrets = self.seal_secrets(&session.id, &session.store_id, &secrets);
+            let next = StoredSession {
+                generation: current.generation + 1,
+                body,
+            };
+            let ttl = next.body.ttl_millis(now * 1000);
+            if self
+                .store
+                .replace_if(&session.store_id, current.generation, &next.encode(), ttl)
+                .await?
+            {
+                return Ok(Session {
+                    id: session.id.clone(),
+                    store_id: session.store_id.clone(),
+                    stored: next,
+                    secrets,
+                });
+            }
+            // Someone else wrote (a touch): re-read and apply on top.
+            let Some(bytes) = self.store.get(&session.store_id).await? else {
+                return Err(AppError::SessionExpired);
+            };
+            current = StoredSession::decode(&bytes).map_err(|_| AppError::SessionExpired)?;
+        }
+        Err(AppError::Internal(
+            "could not store refreshed tokens after 5 attempts".into(),
+        ))
+    }
+
+    /// Re-reads a session from the store (after another request refreshed it).
+    pub(crate) async fn reload(
+        &self,
+        session: &Session,
+        now: u64,
+    ) -> Result<Option<Session>, AppError> {
+        let Some(bytes) = self.store.get(&session.store_id).await? else {
+            return Ok(None);
+        };
+        Ok(self.open(session.id.clone(), session.store_id.clone(), &bytes, now))
+    }
+
+    pub async fn revoke(
+        &self,
+        store_id: &StoreId,
+        reason: RevokeReason,
+        actor: &str,
+        now: u64,
+    ) -> StoreResult<RevokeOutcome> {
+        let outcome = self
+            .store
+            .revoke(store_id, &Revocation::new(reason, actor, now))
+            .await?;
+        tracing::info!(session = ?store_id, reason = reason.as_str(), actor, ?outcome, "session revoked");
+        Ok(outcome)
+    }
+
+    /// A user's sessions as operators see them, newest first.
+    pub async fn list_user(&self, sub: &str, now: u64) -> StoreResult<Vec<SessionInfo>> {
+        let listed = self.store.list_user(&user_hash(sub)).await?;
+        Ok(listed
+            .into_iter()
+            .filter_map(|l| {
+                let stored = StoredSession::decode(&l.record).ok()?;
+                if stored.body.expired(now).is_some() {
+                    return None;
+                }
+                let meta = self.open_meta(&l.id, &stored.body);
+                Some(SessionInfo {
+                    id: l.id.to_string(),
+                    created_at: stored.body.created_at,
+                    last_active_at: stored.body.last_active_at,
+                    expires_at: stored.body.ends_at(),
+                    idle_expires_at: stored.body.idle_expires_at,
+                    absolute_expires_at: stored.body.absolute_expires_at,
+                    last_ip: meta.as_ref().and_then(|m| m.last_ip.clone()),
+                    user_agent: meta.and_then(|m| m.user_agent),
+                })
+            })
+            .collect())
+    }
+
+    /// The form-logout token for a session, as the current key makes it.
+    pub fn logout_token(&self, store_id: &StoreId) -> String {
+        self.keys.current().logout_token(store_id.as_str())
+    }
+
+    /// Whether `token` is a logout token for this session under any key.
+    pub fn logout_token_matches(&self, store_id: &StoreId, token: &str) -> bool {
+        self.keys.all().any(|k| {
+            crate::secret::constant_time_eq(
+                k.logout_token(store_id.as_str()).as_bytes(),
+                token.as_bytes(),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{SameSite, ServerKeyConfig};
+    use crate::secret::SecretKey;
+    use crate::session::store::memory::MemoryStore;
+    use std::time::Duration;
+
+    fn sessions(store: Arc<Store>) -> Sessions {
+        Sessions::new(
+            &SessionConfig {
+                cookie_name: "__Host-oidc-bff".into(),
+                same_site: SameSite::Strict,
+                cookie_domain: None,
+                secure_cookies: true,
+                idle_timeout: Duration::from_secs(600),
+                absolute_timeout: Duration::from_secs(3600),
+                touch_interval: Duration::from_secs(60),
+                refresh_skew: Duration::from_secs(30),
+                max_per_user: None,
+                keys: vec![ServerKeyConfig {
+                    id: "k1".into(),
+                    key: SecretKey::from_bytes([3; 32]),
+                }],
+            },
+            store,
+        )
+    }
+
+    fn login(sub: &str) -> NewLogin {
+        NewLogin {
+            sub: sub.into(),
+            sid: Some("idp-sid".into()),
+            access_token: SecretString::new("access-token-value"),
+            refresh_token: Some(SecretString::new("refresh-token-value")),
+            id_token: None,
+            access_expires_at: 2_000,
+            claims_json: r#"{"sub":"alice","name":"Alice"}"#.into(),
+        }
+    }
+
+    fn cookie_header(set_cookie: &HeaderValue) -> HeaderMap {
+        let pair = set_cookie
+            .to_str()
+            .expect("ascii")
+            .split(';')
+            .next()
+            .expect("pair")
+            .to_owned();
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::COOKIE,
+            HeaderValue::from_str(&pair).expect("value"),
+        );
+        h
+    }
+
+    #[tokio::test]
+    async fn a_created_session_loads_from_its_cookie_and_nothing_else() {
+        let store = Arc::new(Store::Memory(MemoryStore::new()));
+        let s = sessions(store.clone());
+        let (sid, cookie) = s
+            .create(login("alice"), &ClientInfo::default(), 1_000)
+            .await
+            .expect("create");
+        let Lookup::Active(session) = s.load(&cookie_header(&cookie), 1_001).await.expect("load")
+        else {
+            panic!("expected an active session");
+        };
+        assert_eq!(session.store_id, sid);
+        assert_eq!(session.secrets.access_token.expose(), "access-token-value");
+        assert_eq!(session.claims()["name"], "Alice");
+
+        // The stored bytes hold neither the tokens nor the claims in clear.
+        let raw = store.get(&sid).await.expect("get").expect("present");
+        let text = String::from_utf8_lossy(&raw);
+        for needle in [
+            "access-token-value",
+            "refresh-token-value",
+            "Alice",
+            "alice",
+            "idp-sid",
+        ] {
+            assert!(!text.contains(needle), "{needle} stored in clear");
+        }
+        assert!(matches!(
+            s.load(&HeaderMap::new(), 1_001).await,
+            Ok(Lookup::Anonymous)
+        ));
+    }
+
+    #[tokio::test]
+    async fn sessions_end_at_their_idle_and_absolute_deadlines() {
+        let s = sessions(Arc::new(Store::Memory(MemoryStore::new())));
+        let (_, cookie) = s
+            .create(login("alice"), &ClientInfo::default(), 1_000)
+            .await
+            .expect("create");
+        let h = cookie_header(&cookie);
+        assert!(matches!(s.load(&h, 1_599).await, Ok(Lookup::Active(_))));
+        assert!(
+            matches!(s.load(&h, 1_600).await, Ok(Lookup::Ended)),
+            "idle deadline"
+        );
+    }
+
+    #[tokio::test]
+    async fn touching_slides_the_idle_deadline_but_never_past_the_absolute_one() {
+        let s = sessions(Arc::new(Store::Memory(MemoryStore::new())));
+        let (_, cookie) = s
+            .create(login("alice"), &ClientInfo::default(), 1_000)
+            .await
+            .expect("create");
+        let h = cookie_header(&cookie);
+        let Ok(Lookup::Active(session)) = s.load(&h, 1_500).await else {
+            panic!("active")
+        };
+        assert!(s.touch_due(&session, 1_500));
+        assert!(
+            s.touch(&session, &ClientInfo::default(), 1_500)
+                .await
+                .expect("touch")
+        );
+        assert!(matches!(s.load(&h, 2_000).await, Ok(Lookup::Active(_))));
+        // A stale copy cannot overwrite the newer record.
+        assert!(
+            !s.touch(&session, &ClientInfo::default(), 1_501)
+                .await
+                .expect("touch")
+        );
+        assert!(
+            matches!(s.load(&h, 4_600).await, Ok(Lookup::Ended)),
+            "absolute deadline"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cookie_with_the_right_id_but_another_secret_does_not_open() {
+        let s = sessions(Arc::new(Store::Memory(MemoryStore::new())));
+        let (_, cookie) = s
+            .create(login("alice"), &ClientInfo::default(), 1_000)
+            .await
+            .expect("create");
+        let value = cookie
+            .to_str()
+            .expect("ascii")
+            .split(';')
+            .next()
+            .expect("pair")
+            .split_once('=')
+            .expect("=")
+            .1
+            .to_owned();
+        // Same lookup half, different secret half.
+        let forged = format!("{}{}", &value[..22], "A".repeat(21));
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::COOKIE,
+            HeaderValue::from_str(&format!("__Host-oidc-bff={forged}")).expect("v"),
+        );
+        assert!(matches!(s.load(&h, 1_001).await, Ok(Lookup::Ended)));
+    }
+}

@@ -1,0 +1,351 @@
+//! In-process session store for a single instance: development, the demo
+//! without Redis, and tests. Same semantics as the Redis store (expiry,
+//! atomic index maintenance, single-use values), none of its sharing: two
+//! gateway processes with memory stores do not see each other's sessions.
+//!
+//! Expiry uses tokio's clock so tests can pause and advance time.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use tokio::time::{Duration, Instant};
+
+use super::{
+    ListedSession, NewSession, OnceKind, Revocation, RevokeOutcome, SessionStore, StoreResult,
+    StoreStats, TOMBSTONE_TTL_MILLIS,
+};
+use crate::session::cookie::StoreId;
+
+struct Entry {
+    record: Vec<u8>,
+    user_hash: String,
+    sid_hash: Option<String>,
+    created_millis: u64,
+    expires: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    sessions: HashMap<StoreId, Entry>,
+    users: HashMap<String, BTreeSet<(u64, StoreId)>>,
+    sids: HashMap<String, BTreeSet<StoreId>>,
+    tombstones: HashMap<StoreId, (Revocation, Instant)>,
+    once: HashMap<String, (Vec<u8>, Instant)>,
+    locks: HashMap<StoreId, (String, Instant)>,
+    jtis: HashMap<String, Instant>,
+}
+
+impl State {
+    fn live(&mut self, id: &StoreId, now: Instant) -> Option<&Entry> {
+        if self.sessions.get(id).is_some_and(|e| e.expires <= now) {
+            self.sessions.remove(id);
+        }
+        self.sessions.get(id)
+    }
+
+    fn revoke_one(&mut self, id: &StoreId, why: &Revocation, now: Instant) -> bool {
+        let live = self.live(id, now).is_some();
+        let Some(entry) = self.sessions.remove(id) else {
+            return false;
+        };
+        if let Some(set) = self.users.get_mut(&entry.user_hash) {
+            set.remove(&(entry.created_millis, id.clone()));
+        }
+        if let Some(sh) = &entry.sid_hash
+            && let Some(set) = self.sids.get_mut(sh)
+        {
+            set.remove(id);
+        }
+        self.tombstones.insert(
+            id.clone(),
+            (
+                why.clone(),
+                now + Duration::from_millis(TOMBSTONE_TTL_MILLIS),
+            ),
+        );
+        live
+    }
+
+    fn trim_user(&mut self, user_hash: &str, now: Instant) {
+        let Some(set) = self.users.get(user_hash) else {
+            return;
+        };
+        let dead: Vec<_> = set
+            .iter()
+            .filter(|(_, id)| self.sessions.get(id).is_none_or(|e| e.expires <= now))
+            .cloned()
+            .collect();
+        for d in dead {
+            self.sessions.remove(&d.1);
+            if let Some(set) = self.users.get_mut(user_hash) {
+                set.remove(&d);
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut State, Instant) -> T) -> T {
+        // A poisoned lock means a panic elsewhere while holding it; the data
+        // is still structurally valid, so keep serving.
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard, Instant::now())
+    }
+
+    fn once_key(kind: OnceKind, key: &str) -> String {
+        format!("{}:{key}", kind.as_str())
+    }
+}
+
+impl SessionStore for MemoryStore {
+    async fn get(&self, id: &StoreId) -> StoreResult<Option<Vec<u8>>> {
+        Ok(self.with(|s, now| s.live(id, now).map(|e| e.record.clone())))
+    }
+
+    async fn create(&self, new: &NewSession<'_>) -> StoreResult<Vec<StoreId>> {
+        Ok(self.with(|s, now| {
+            s.sessions.insert(
+                new.id.clone(),
+                Entry {
+                    record: new.record.to_vec(),
+                    user_hash: new.user_hash.to_owned(),
+                    sid_hash: new.sid_hash.map(str::to_owned),
+                    created_millis: new.created_millis,
+                    expires: now + Duration::from_millis(new.ttl_millis),
+                },
+            );
+            s.users
+                .entry(new.user_hash.to_owned())
+                .or_default()
+                .insert((new.created_millis, new.id.clone()));
+            if let Some(sh) = new.sid_hash {
+                s.sids
+                    .entry(sh.to_owned())
+                    .or_default()
+                    .insert(new.id.clone());
+            }
+            let mut evicted = Vec::new();
+            if let Some(max) = new.max_per_user {
+                s.trim_user(new.user_hash, now);
+                loop {
+                    let set = s.users.get(new.user_hash);
+                    let Some(set) = set.filter(|set| set.len() > max as usize) else {
+                        break;
+                    };
+                    let Some((_, oldest)) = set.iter().next().cloned() else {
+                        break;
+                    };
+                    if &oldest == new.id {
+                        break;
+                    }
+                    s.revoke_one(&oldest, new.eviction, now);
+                    evicted.push(oldest);
+                }
+            }
+            evicted
+        }))
+    }
+
+    async fn replace_if(
+        &self,
+        id: &StoreId,
+        expected: u64,
+        record: &[u8],
+        ttl_millis: u64,
+    ) -> StoreResult<bool> {
+        Ok(self.with(|s, now| {
+            s.live(id, now);
+            match s.sessions.get_mut(id) {
+                Some(e) if e.record.get(1..9) == Some(&expected.to_be_bytes()[..]) => {
+                    e.record = record.to_vec();
+                    e.expires = now + Duration::from_millis(ttl_millis);
+                    true
+                }
+                _ => false,
+            }
+        }))
+    }
+
+    async fn revoke(&self, id: &StoreId, why: &Revocation) -> StoreResult<RevokeOutcome> {
+        Ok(self.with(|s, now| {
+            if s.revoke_one(id, why, now) {
+                return RevokeOutcome::Revoked;
+            }
+            match s.tombstones.get(id) {
+                Some((previous, until)) if *until > now => RevokeOutcome::AlreadyRevoked {
+                    previous: Some(previous.clone()),
+                },
+                _ => RevokeOutcome::NotFound,
+            }
+        }))
+    }
+
+    async fn revoke_user(
+        &self,
+        user_hash: &str,
+        except: Option<&StoreId>,
+        why: &Revocation,
+    ) -> StoreResult<Vec<StoreId>> {
+        Ok(self.with(|s, now| {
+            let ids: Vec<StoreId> = s
+                .users
+                .get(user_hash)
+                .map(|set| set.iter().map(|(_, id)| id.clone()).collect())
+                .unwrap_or_default();
+            let mut out = Vec::new();
+            for id in ids {
+                if Some(&id) == except {
+                    continue;
+                }
+                if s.revoke_one(&id, why, now) {
+                    out.push(id);
+                }
+            }
+            s.trim_user(user_hash, now);
+            out
+        }))
+    }
+
+    async fn revoke_sid(&self, sid_hash: &str, why: &Revocation) -> StoreResult<Vec<StoreId>> {
+        Ok(self.with(|s, now| {
+            let ids = s.sids.remove(sid_hash).unwrap_or_default();
+            ids.into_iter()
+                .filter(|id| s.revoke_one(id, why, now))
+                .collect()
+        }))
+    }
+
+    async fn list_user(&self, user_hash: &str) -> StoreResult<Vec<ListedSession>> {
+        Ok(self.with(|s, now| {
+            s.trim_user(user_hash, now);
+            let Some(set) = s.users.get(user_hash) else {
+                return Vec::new();
+            };
+            set.iter()
+                .rev()
+                .filter_map(|(created, id)| {
+                    s.sessions.get(id).map(|e| ListedSession {
+                        id: id.clone(),
+                        created_millis: *created,
+                        record: e.record.clone(),
+                    })
+                })
+                .collect()
+        }))
+    }
+
+    async fn put_once(
+        &self,
+        kind: OnceKind,
+        key: &str,
+        value: &[u8],
+        ttl_millis: u64,
+    ) -> StoreResult<()> {
+        self.with(|s, now| {
+            s.once.insert(
+                Self::once_key(kind, key),
+                (value.to_vec(), now + Duration::from_millis(ttl_millis)),
+            );
+        });
+        Ok(())
+    }
+
+    async fn take_once(&self, kind: OnceKind, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        Ok(self.with(|s, now| {
+            s.once
+                .remove(&Self::once_key(kind, key))
+                .filter(|(_, until)| *until > now)
+                .map(|(v, _)| v)
+        }))
+    }
+
+    async fn lock(&self, id: &StoreId, token: &str, ttl_millis: u64) -> StoreResult<bool> {
+        Ok(self.with(|s, now| {
+            if s.locks.get(id).is_some_and(|(_, until)| *until > now) {
+                return false;
+            }
+            s.locks.insert(
+                id.clone(),
+                (token.to_owned(), now + Duration::from_millis(ttl_millis)),
+            );
+            true
+        }))
+    }
+
+    async fn unlock(&self, id: &StoreId, token: &str) -> StoreResult<()> {
+        self.with(|s, _| {
+            if s.locks.get(id).is_some_and(|(t, _)| t == token) {
+                s.locks.remove(id);
+            }
+        });
+        Ok(())
+    }
+
+    async fn remember_jti(&self, hash: &str, ttl_millis: u64) -> StoreResult<bool> {
+        Ok(self.with(|s, now| {
+            if s.jtis.get(hash).is_some_and(|until| *until > now) {
+                return false;
+            }
+            s.jtis
+                .insert(hash.to_owned(), now + Duration::from_millis(ttl_millis));
+            true
+        }))
+    }
+
+    async fn sweep(&self) -> StoreResult<u64> {
+        Ok(self.with(|s, now| {
+            let before: usize = s.users.values().map(BTreeSet::len).sum();
+            let users: Vec<String> = s.users.keys().cloned().collect();
+            for u in users {
+                s.trim_user(&u, now);
+            }
+            s.users.retain(|_, set| !set.is_empty());
+            let sessions = &s.sessions;
+            for set in s.sids.values_mut() {
+                set.retain(|id| sessions.get(id).is_some_and(|e| e.expires > now));
+            }
+            s.sids.retain(|_, set| !set.is_empty());
+            s.sessions.retain(|_, e| e.expires > now);
+            s.tombstones.retain(|_, (_, until)| *until > now);
+            s.once.retain(|_, (_, until)| *until > now);
+            s.locks.retain(|_, (_, until)| *until > now);
+            s.jtis.retain(|_, until| *until > now);
+            let after: usize = s.users.values().map(BTreeSet::len).sum();
+            (before - after) as u64
+        }))
+    }
+
+    async fn stats(&self, top: usize) -> StoreResult<StoreStats> {
+        self.sweep().await?;
+        Ok(self.with(|s, _| {
+            let mut users: Vec<(String, u64)> = s
+                .users
+                .iter()
+                .map(|(u, set)| (u.clone(), set.len() as u64))
+                .collect();
+            users.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            let sessions = s.sessions.len() as u64;
+            let user_count = users.len() as u64;
+            users.truncate(top);
+            StoreStats {
+                sessions,
+                users: user_count,
+                top_users: users,
+                memory_bytes: None,
+            }
+        }))
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,319 @@
+//! The session store: where records, per-user and per-provider-session
+//! indexes, pending logins and revocation tombstones live.
+//!
+//! [`SessionStore`] is the contract; [`redis::RedisStore`] is the
+//! implementation for real deployments (shared by every instance) and
+//! [`memory::MemoryStore`] the single-process one for development and tests.
+//! Every mutation keeps a record and its indexes in agreement atomically.
+//! The store moves opaque bytes: it never sees a token or a claim in clear.
+//!
+//! Key layout (under the configured prefix):
+//! - `s:{id}` — hash: `r` record bytes, `u` user hash, `x` provider-sid hash;
+//!   expires with the session;
+//! - `u:{user_hash}` — sorted set of session IDs by creation time (ms);
+//! - `sid:{sid_hash}` — set of session IDs for one provider session;
+//! - `t:{id}` — tombstone of a revoked session (reason, actor, time);
+//! - `o:{kind}:{hash}` — single-use values (pending logins, logout handles);
+//! - `l:{id}` — refresh lock; `j:{hash}` — seen logout-token IDs.
+
+pub mod memory;
+pub mod redis;
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::session::cookie::StoreId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+    #[error("session store did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// A new session to write, with what its indexes need.
+#[derive(Debug, Clone)]
+pub struct NewSession<'a> {
+    pub id: &'a StoreId,
+    pub record: &'a [u8],
+    pub ttl_millis: u64,
+    pub user_hash: &'a str,
+    pub sid_hash: Option<&'a str>,
+    pub created_millis: u64,
+    /// Keep at most this many sessions for the user, evicting the oldest.
+    pub max_per_user: Option<u32>,
+    /// Recorded on sessions evicted by the limit.
+    pub eviction: &'a Revocation,
+    /// How long the longest possible session lives: the index TTL.
+    pub index_ttl_millis: u64,
+}
+
+/// Why a session was ended, and by whom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevokeReason {
+    Logout,
+    Admin,
+    Backchannel,
+    Limit,
+    RefreshFailed,
+    User,
+}
+
+impl RevokeReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Logout => "logout",
+            Self::Admin => "admin",
+            Self::Backchannel => "backchannel",
+            Self::Limit => "limit",
+            Self::RefreshFailed => "refresh_failed",
+            Self::User => "user",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    pub reason: RevokeReason,
+    pub actor: String,
+    pub at: u64,
+}
+
+impl Revocation {
+    pub fn new(reason: RevokeReason, actor: impl Into<String>, at: u64) -> Self {
+        Self {
+            reason,
+            actor: actor.into(),
+            at,
+        }
+    }
+}
+
+/// The outcome of revoking one session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum RevokeOutcome {
+    Revoked,
+    /// It had been revoked before; this is how.
+    AlreadyRevoked {
+        previous: Option<Revocation>,
+    },
+    NotFound,
+}
+
+/// One entry of a user's session list.
+#[derive(Debug, Clone)]
+pub struct ListedSession {
+    pub id: StoreId,
+    pub created_millis: u64,
+    pub record: Vec<u8>,
+}
+
+/// Kinds of single-use values.
+#[derive(Debug, Clone, Copy)]
+pub enum OnceKind {
+    Login,
+    Logout,
+}
+
+impl OnceKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Login => "login",
+            Self::Logout => "logout",
+        }
+    }
+}
+
+/// Store statistics for operators.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreStats {
+    pub sessions: u64,
+    pub users: u64,
+    /// Users with the most sessions, descending.
+    pub top_users: Vec<(String, u64)>,
+    pub memory_bytes: Option<u64>,
+}
+
+/// How long a tombstone outlives its session: long enough for "already
+/// revoked" answers and for late requests to be told why.
+pub const TOMBSTONE_TTL_MILLIS: u64 = 24 * 3600 * 1000;
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The operations the gateway needs from a session store.
+pub trait SessionStore: Send + Sync {
+    /// The record bytes of a live session.
+    fn get(&self, id: &StoreId) -> impl Future<Output = StoreResult<Option<Vec<u8>>>> + Send;
+
+    /// Writes a new session with its index entries; evicts the user's oldest
+    /// sessions beyond `max_per_user`. Returns the evicted IDs.
+    fn create(
+        &self,
+        new: &NewSession<'_>,
+    ) -> impl Future<Output = StoreResult<Vec<StoreId>>> + Send;
+
+    /// Replaces a record only if its stored generation is still `expected`.
+    /// `Ok(false)`: someone else wrote first, or the session is gone.
+    fn replace_if(
+        &self,
+        id: &StoreId,
+        expected: u64,
+        record: &[u8],
+        ttl_millis: u64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// Ends one session (record and index entries) and leaves a tombstone.
+    fn revoke(
+        &self,
+        id: &StoreId,
+        why: &Revocation,
+    ) -> impl Future<Output = StoreResult<RevokeOutcome>> + Send;
+
+    /// Ends every session of a user except `except`; returns the revoked IDs.
+    fn revoke_user(
+        &self,
+        user_hash: &str,
+        except: Option<&StoreId>,
+        why: &Revocation,
+    ) -> impl Future<Output = StoreResult<Vec<StoreId>>> + Send;
+
+    /// Ends every session bound to one provider session ID.
+    fn revoke_sid(
+        &self,
+        sid_hash: &str,
+        why: &Revocation,
+    ) -> impl Future<Output = StoreResult<Vec<StoreId>>> + Send;
+
+    /// A user's live sessions, newest first; dead index entries are dropped.
+    fn list_user(
+        &self,
+        user_hash: &str,
+    ) -> impl Future<Output = StoreResult<Vec<ListedSession>>> + Send;
+
+    /// Stores a single-use value.
+    fn put_once(
+        &self,
+        kind: OnceKind,
+        key: &str,
+        value: &[u8],
+        ttl_millis: u64,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Takes a single-use value: the first caller gets it, later ones `None`.
+    fn take_once(
+        &self,
+        kind: OnceKind,
+        key: &str,
+    ) -> impl Future<Output = StoreResult<Option<Vec<u8>>>> + Send;
+
+    /// Takes a short exclusive lock (for refresh); `true` if acquired.
+    fn lock(
+        &self,
+        id: &StoreId,
+        token: &str,
+        ttl_millis: u64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// Releases a lock if `token` still holds it.
+    fn unlock(&self, id: &StoreId, token: &str) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Records a logout-token `jti`; `true` if it had not been seen.
+    fn remember_jti(
+        &self,
+        hash: &str,
+        ttl_millis: u64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// Drops index entries whose sessions have expired; returns how many.
+    fn sweep(&self) -> impl Future<Output = StoreResult<u64>> + Send;
+
+    fn stats(&self, top: usize) -> impl Future<Output = StoreResult<StoreStats>> + Send;
+
+    fn ping(&self) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+/// The configured store. An enum rather than a trait object so the hot path
+/// pays no boxing or dynamic dispatch.
+pub enum Store {
+    Redis(redis::RedisStore),
+    Memory(memory::MemoryStore),
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            Store::Redis($s) => $call.await,
+            Store::Memory($s) => $call.await,
+        }
+    };
+}
+
+impl SessionStore for Store {
+    async fn get(&self, id: &StoreId) -> StoreResult<Option<Vec<u8>>> {
+        delegate!(self, s => s.get(id))
+    }
+    async fn create(&self, new: &NewSession<'_>) -> StoreResult<Vec<StoreId>> {
+        delegate!(self, s => s.create(new))
+    }
+    async fn replace_if(
+        &self,
+        id: &StoreId,
+        expected: u64,
+        record: &[u8],
+        ttl_millis: u64,
+    ) -> StoreResult<bool> {
+        delegate!(self, s => s.replace_if(id, expected, record, ttl_millis))
+    }
+    async fn revoke(&self, id: &StoreId, why: &Revocation) -> StoreResult<RevokeOutcome> {
+        delegate!(self, s => s.revoke(id, why))
+    }
+    async fn revoke_user(
+        &self,
+        user_hash: &str,
+        except: Option<&StoreId>,
+        why: &Revocation,
+    ) -> StoreResult<Vec<StoreId>> {
+        delegate!(self, s => s.revoke_user(user_hash, except, why))
+    }
+    async fn revoke_sid(&self, sid_hash: &str, why: &Revocation) -> StoreResult<Vec<StoreId>> {
+        delegate!(self, s => s.revoke_sid(sid_hash, why))
+    }
+    async fn list_user(&self, user_hash: &str) -> StoreResult<Vec<ListedSession>> {
+        delegate!(self, s => s.list_user(user_hash))
+    }
+    async fn put_once(
+        &self,
+        kind: OnceKind,
+        key: &str,
+        value: &[u8],
+        ttl_millis: u64,
+    ) -> StoreResult<()> {
+        delegate!(self, s => s.put_once(kind, key, value, ttl_millis))
+    }
+    async fn take_once(&self, kind: OnceKind, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        delegate!(self, s => s.take_once(kind, key))
+    }
+    async fn lock(&self, id: &StoreId, token: &str, ttl_millis: u64) -> StoreResult<bool> {
+        delegate!(self, s => s.lock(id, token, ttl_millis))
+    }
+    async fn unlock(&self, id: &StoreId, token: &str) -> StoreResult<()> {
+        delegate!(self, s => s.unlock(id, token))
+    }
+    async fn remember_jti(&self, hash: &str, ttl_millis: u64) -> StoreResult<bool> {
+        delegate!(self, s => s.remember_jti(hash, ttl_millis))
+    }
+    async fn sweep(&self) -> StoreResult<u64> {
+        delegate!(self, s => s.sweep())
+    }
+    async fn stats(&self, top: usize) -> StoreResult<StoreStats> {
+        delegate!(self, s => s.stats(top))
+    }
+    async fn ping(&self) -> StoreResult<()> {
+        delegate!(self, s => s.ping())
+    }
+}

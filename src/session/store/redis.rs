@@ -1,0 +1,571 @@
+//! Redis implementation of the session store, shared by every gateway
+//! instance.
+//!
+//! One multiplexed connection (redis-rs `ConnectionManager`) carries all
+//! traffic and reconnects by itself after Redis comes back. Because the
+//! connection is shared by concurrent requests, WATCH/MULTI cannot be used;
+//! every multi-key mutation is a Lua script, which Redis runs atomically.
+//! Each operation is bounded by the configured timeout: past it, the caller
+//! gets [`StoreError::Timeout`] and the request a 503.
+
+use std::future::Future;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, RedisResult, Script, Value};
+
+use super::{
+    ListedSession, NewSession, OnceKind, Revocation, RevokeOutcome, SessionStore, StoreError,
+    StoreResult, StoreStats, TOMBSTONE_TTL_MILLIS,
+};
+use crate::config::RedisConfig;
+use crate::session::cookie::StoreId;
+
+/// Shared by the scripts that end sessions: deletes the record, removes it
+/// from both indexes and leaves a tombstone. Returns 1 if a live session was
+/// ended.
+const REVOKE_ONE: &str = r"
+local function revoke_one(p, id, tomb, tttl)
+  local sk = p .. 's:' .. id
+  local f = redis.call('HMGET', sk, 'u', 'x')
+  if redis.call('DEL', sk) == 0 then return 0 end
+  if f[1] then redis.call('ZREM', p .. 'u:' .. f[1], id) end
+  if f[2] then redis.call('SREM', p .. 'sid:' .. f[2], id) end
+  redis.call('SET', p .. 't:' .. id, tomb, 'PX', tttl)
+  return 1
+end
+local function extend(k, ms)
+  if redis.call('PTTL', k) < ms then redis.call('PEXPIRE', k, ms) end
+end
+";
+
+const CREATE: &str = r"
+local p, id, rec, ttl, score = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local maxn, ittl, uh, sh = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8], ARGV[9]
+local tomb, tttl = ARGV[10], ARGV[11]
+local sk, uk = p .. 's:' .. id, p .. 'u:' .. uh
+redis.call('DEL', sk)
+if sh ~= '' then
+  redis.call('HSET', sk, 'r', rec, 'u', uh, 'x', sh)
+  local xk = p .. 'sid:' .. sh
+  redis.call('SADD', xk, id)
+  extend(xk, ittl)
+else
+  redis.call('HSET', sk, 'r', rec, 'u', uh)
+end
+redis.call('PEXPIRE', sk, ttl)
+redis.call('ZADD', uk, score, id)
+extend(uk, ittl)
+local evicted = {}
+if maxn > 0 and redis.call('ZCARD', uk) > maxn then
+  for _, m in ipairs(redis.call('ZRANGE', uk, 0, -1)) do
+    if redis.call('EXISTS', p .. 's:' .. m) == 0 then redis.call('ZREM', uk, m) end
+  end
+  while redis.call('ZCARD', uk) > maxn do
+    local oldest = redis.call('ZRANGE', uk, 0, 0)[1]
+    if oldest == id then break end
+    revoke_one(p, oldest, tomb, tttl)
+    redis.call('ZREM', uk, oldest)
+    table.insert(evicted, oldest)
+  end
+end
+return evicted
+";
+
+const REPLACE_IF: &str = r"
+local cur = redis.call('HGET', KEYS[1], 'r')
+if not cur then return 0 end
+if string.sub(cur, 2, 9) ~= ARGV[1] then return -1 end
+redis.call('HSET', KEYS[1], 'r', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+";
+
+const REVOKE: &str = r"
+local p, id, tomb, tttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+if revoke_one(p, id, tomb, tttl) == 1 then return {1, ''} end
+local t = redis.call('GET', p .. 't:' .. id)
+if t then return {2, t} end
+return {0, ''}
+";
+
+const REVOKE_USER: &str = r"
+local p, uh, except, tomb, tttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local uk = p .. 'u:' .. uh
+local out = {}
+for _, id in ipairs(redis.call('ZRANGE', uk, 0, -1)) do
+  if id ~= except then
+    if revoke_one(p, id, tomb, tttl) == 1 then table.insert(out, id) end
+    redis.call('ZREM', uk, id)
+  end
+end
+return out
+";
+
+const REVOKE_SID: &str = r"
+local p, sh, tomb, tttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local xk = p .. 'sid:' .. sh
+local out = {}
+for _, id in ipairs(redis.call('SMEMBERS', xk)) do
+  if revoke_one(p, id, tomb, tttl) == 1 then table.insert(out, id) end
+end
+redis.call('DEL', xk)
+return out
+";
+
+const LIST_USER: &str = r"
+local p, uh = ARGV[1], ARGV[2]
+local uk = p .. 'u:' .. uh
+local entries = redis.call('ZREVRANGE', uk, 0, -1, 'WITHSCORES')
+local out = {}
+for i = 1, #entries, 2 do
+  local id = entries[i]
+  local r = redis.call('HGET', p .. 's:' .. id, 'r')
+  if r then
+    table.insert(out, id)
+    table.insert(out, entries[i + 1])
+    table.insert(out, r)
+  else
+    redis.call('ZREM', uk, id)
+  end
+end
+return out
+";
+
+const TRIM_INDEX: &str = r"
+local p, k, kind = ARGV[1], KEYS[1], ARGV[2]
+local ids
+if kind == 'z' then ids = redis.call('ZRANGE', k, 0, -1) else ids = redis.call('SMEMBERS', k) end
+local n = 0
+for _, id in ipairs(ids) do
+  if redis.call('EXISTS', p .. 's:' .. id) == 0 then
+    if kind == 'z' then redis.call('ZREM', k, id) else redis.call('SREM', k, id) end
+    n = n + 1
+  end
+end
+return n
+";
+
+const UNLOCK: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
+struct Scripts {
+    create: Script,
+    replace_if: Script,
+    revoke: Script,
+    revoke_user: Script,
+    revoke_sid: Script,
+    list_user: Script,
+    trim_index: Script,
+    unlock: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        let with_prelude = |body: &str| Script::new(&format!("{REVOKE_ONE}\n{body}"));
+        Self {
+            create: with_prelude(CREATE),
+            replace_if: Script::new(REPLACE_IF),
+            revoke: with_prelude(REVOKE),
+            revoke_user: with_prelude(REVOKE_USER),
+            revoke_sid: with_prelude(REVOKE_SID),
+            list_user: Script::new(LIST_USER),
+            trim_index: Script::new(TRIM_INDEX),
+            unlock: Script::new(UNLOCK),
+        }
+    }
+}
+
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: String,
+    timeout: Duration,
+    scripts: Scripts,
+}
+
+impl RedisStore {
+    /// Prepares the connection; it is opened on first use and re-opened after
+    /// failures, so the gateway starts (unready) while Redis is down.
+    pub fn new(config: &RedisConfig, prefix: &str, timeout: Duration) -> Result<Self, StoreError> {
+        let mut info = redis::IntoConnectionInfo::into_connection_info(config.url.as_str())
+            .map_err(|e| StoreError::Unavailable(format!("store.url: {e}")))?;
+        let mut settings = info.redis_settings().clone().set_db(config.db);
+        if let Some(user) = &config.username {
+            settings = settings.set_username(user);
+        }
+        if let Some(pw) = &config.password {
+            settings = settings.set_password(pw.expose());
+        }
+        info = info.set_redis_settings(settings);
+        let client =
+            redis::Client::open(info).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(2));
+        let conn = client
+            .get_connection_manager_lazy(manager_config)
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(Self {
+            conn,
+            prefix: prefix.to_owned(),
+            timeout,
+            scripts: Scripts::new(),
+        })
+    }
+
+    async fn run<T>(&self, op: impl Future<Output = RedisResult<T>>) -> StoreResult<T> {
+        match tokio::time::timeout(self.timeout, op).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) if e.is_timeout() => Err(StoreError::Timeout(self.timeout)),
+            Ok(Err(e)) => Err(StoreError::Unavailable(e.to_string())),
+            Err(_) => Err(StoreError::Timeout(self.timeout)),
+        }
+    }
+
+    fn key(&self, kind: &str, rest: &str) -> String {
+        let mut k = String::with_capacity(self.prefix.len() + kind.len() + 1 + rest.len());
+        k.push_str(&self.prefix);
+        k.push_str(kind);
+        k.push(':');
+        k.push_str(rest);
+        k
+    }
+
+    fn ids(values: Vec<String>) -> Vec<StoreId> {
+        values.iter().filter_map(|s| StoreId::parse(s)).collect()
+    }
+
+    /// Keys matching `{prefix}{kind}:*`, by SCAN (never KEYS).
+    async fn scan(&self, kind: &str) -> StoreResult<Vec<String>> {
+        let pattern = format!("{}{kind}:*", glob_escape(&self.prefix));
+        let mut conn = self.conn.clone();
+        let mut cursor: u64 = 0;
+        let mut out = Vec::new();
+        loop {
+            let (next, batch): (u64, Vec<String>) = self
+                .run(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(500)
+                        .query_async(&mut conn),
+                )
+                .await?;
+            out.extend(batch);
+            if next == 0 {
+                return Ok(out);
+            }
+            cursor = next;
+        }
+    }
+}
+
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn tomb(why: &Revocation) -> String {
+    serde_json::to_string(why).unwrap_or_default()
+}
+
+impl SessionStore for RedisStore {
+    async fn get(&self, id: &StoreId) -> StoreResult<Option<Vec<u8>>> {
+        let mut conn = self.conn.clone();
+        let key = self.key("s", id.as_str());
+        self.run(conn.hget(key, "r")).await
+    }
+
+    async fn create(&self, new: &NewSession<'_>) -> StoreResult<Vec<StoreId>> {
+        let mut conn = self.conn.clone();
+        let evicted: Vec<String> = self
+            .run(
+                self.scripts
+                    .create
+                    .arg(&self.prefix)
+                    .arg(new.id.as_str())
+                    .arg(new.record)
+                    .arg(new.ttl_millis)
+                    .arg(new.created_millis)
+                    .arg(new.max_per_user.unwrap_or(0))
+                    .arg(new.index_ttl_millis)
+                    .arg(new.user_hash)
+                    .arg(new.sid_hash.unwrap_or(""))
+                    .arg(tomb(new.eviction))
+                    .arg(TOMBSTONE_TTL_MILLIS)
+                    .invoke_async(&mut conn),
+            )
+            .await?;
+        Ok(Self::ids(evicted))
+    }
+
+    async fn replace_if(
+        &self,
+        id: &StoreId,
+        expected: u64,
+        record: &[u8],
+        ttl_millis: u64,
+    ) -> StoreResult<bool> {
+        let mut conn = self.conn.clone();
+        let r: i64 = self
+            .run(
+                self.scripts
+                    .replace_if
+                    .key(self.key("s", id.as_str()))
+                    .arg(&expected.to_be_bytes()[..])
+                    .arg(record)
+                    .arg(ttl_millis)
+                    .invoke_async(&mut conn),
+            )
+            .await?;
+        Ok(r == 1)
+    }
+
+    async fn revoke(&self, id: &StoreId, why: &Revocation) -> StoreResult<RevokeOutcome> {
+        let mut conn = self.conn.clone();
+        let (code, previous): (i64, String) = self
+            .run(
+                self.scripts
+                    .revoke
+                    .arg(&self.prefix)
+                    .arg(id.as_str())
+                    .arg(tomb(why))
+                    .arg(TOMBSTONE_TTL_MILLIS)
+                    .invoke_async(&mut conn),
+            )
+            .await?;
+        Ok(match code {
+            1 => RevokeOutcome::Revoked,
+            2 => RevokeOutcome::AlreadyRevoked {
+                previous: serde_json::from_str(&previous).ok(),
+            },
+            _ => RevokeOutcome::NotFound,
+        })
+    }
+
+    async fn revoke_user(
+        &self,
+        user_hash: &str,
+        except: Option<&StoreId>,
+        why: &Revocation,
+    ) -> StoreResult<Vec<StoreId>> {
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = self
+            .run(
+                self.scripts
+                    .revoke_user
+                    .arg(&self.prefix)
+                    .arg(user_hash)
+                    .arg(except.map_or("", StoreId::as_str))
+                    .arg(tomb(why))
+                    .arg(TOMBSTONE_TTL_MILLIS)
+                    .invoke_async(&mut conn),
+            )
+            .await?;
+        Ok(Self::ids(ids))
+    }
+
+    async fn revoke_sid(&self, sid_hash: &str, why: &Revocation) -> StoreResult<Vec<StoreId>> {
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = self
+            .run(
+                self.scripts
+                    .revoke_sid
+                    .arg(&self.prefix)
+                    .arg(sid_hash)
+                    .arg(tomb(why))
+                    .arg(TOMBSTONE_TTL_MILLIS)
+                    .invoke_async(&mut conn),
+            )
+            .await?;
+        Ok(Self::ids(ids))
+    }
+
+    async fn list_user(&self, user_hash: &str) -> StoreResult<Vec<ListedSession>> {
+        let mut conn = self.conn.clone();
+        let flat: Vec<Value> = self
+            .run(
+                self.scripts
+                    .list_user
+                    .arg(&self.prefix)
+                    .arg(user_hash)
+                    .invoke_async(&mut conn),
+            )
+            .await?;
+        let mut out = Vec::with_capacity(flat.len() / 3);
+        for chunk in flat.chunks_exact(3) {
+            let (Value::BulkString(id), Value::BulkString(score), Value::BulkString(record)) =
+                (&chunk[0], &chunk[1], &chunk[2])
+            else {
+                continue;
+            };
+            let Some(id) = std::str::from_utf8(id).ok().and_then(StoreId::parse) else {
+                continue;
+            };
+            let created_millis = std::str::from_utf8(score)
+                .ok()
+                .and_then(|s| s.parse::<f64>().ok())
+                .unwrap_or(0.0) as u64;
+            out.push(ListedSession {
+                id,
+                created_millis,
+                record: record.clone(),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn put_once(
+        &self,
+        kind: OnceKind,
+        key: &str,
+        value: &[u8],
+        ttl_millis: u64,
+    ) -> StoreResult<()> {
+        let mut conn = self.conn.clone();
+        let k = self.key("o", &format!("{}:{key}", kind.as_str()));
+        self.run(
+            redis::cmd("SET")
+                .arg(k)
+                .arg(value)
+                .arg("PX")
+                .arg(ttl_millis.max(1))
+                .query_async::<()>(&mut conn),
+        )
+        .await
+    }
+
+    async fn take_once(&self, kind: OnceKind, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        let mut conn = self.conn.clone();
+        let k = self.key("o", &format!("{}:{key}", kind.as_str()));
+        self.run(redis::cmd("GETDEL").arg(k).query_async(&mut conn))
+            .await
+    }
+
+    async fn lock(&self, id: &StoreId, token: &str, ttl_millis: u64) -> StoreResult<bool> {
+        let mut conn = self.conn.clone();
+        let r: Option<String> = self
+            .run(
+                redis::cmd("SET")
+                    .arg(self.key("l", id.as_str()))
+                    .arg(token)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl_millis.max(1))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(r.is_some())
+    }
+
+    async fn unlock(&self, id: &StoreId, token: &str) -> StoreResult<()> {
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .run(
+                self.scripts
+                    .unlock
+                    .key(self.key("l", id.as_str()))
+                    .arg(token)
+                    .invoke_async(&mut conn),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn remember_jti(&self, hash: &str, ttl_millis: u64) -> StoreResult<bool> {
+        let mut conn = self.conn.clone();
+        let r: Option<String> = self
+            .run(
+                redis::cmd("SET")
+                    .arg(self.key("j", hash))
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl_millis.max(1))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(r.is_some())
+    }
+
+    async fn sweep(&self) -> StoreResult<u64> {
+        let mut removed = 0u64;
+        for (kind, tag) in [("u", "z"), ("sid", "s")] {
+            for key in self.scan(kind).await? {
+                let mut conn = self.conn.clone();
+                let n: u64 = self
+                    .run(
+                        self.scripts
+                            .trim_index
+                            .key(&key)
+                            .arg(&self.prefix)
+                            .arg(tag)
+                            .invoke_async(&mut conn),
+                    )
+                    .await?;
+                removed += n;
+            }
+        }
+        Ok(removed)
+    }
+
+    async fn stats(&self, top: usize) -> StoreResult<StoreStats> {
+        self.sweep().await?;
+        let user_prefix_len = self.prefix.len() + 2;
+        let mut users = Vec::new();
+        for key in self.scan("u").await? {
+            let mut conn = self.conn.clone();
+            let n: u64 = self.run(conn.zcard(&key)).await?;
+            if n > 0 {
+                users.push((key.get(user_prefix_len..).unwrap_or_default().to_owned(), n));
+            }
+        }
+        users.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let sessions = users.iter().map(|(_, n)| n).sum();
+        let user_count = users.len() as u64;
+        users.truncate(top);
+        let mut conn = self.conn.clone();
+        let info: String = self
+            .run(redis::cmd("INFO").arg("memory").query_async(&mut conn))
+            .await?;
+        let memory_bytes = info
+            .lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok());
+        Ok(StoreStats {
+            sessions,
+            users: user_count,
+            top_users: users,
+            memory_bytes,
+        })
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        let mut conn = self.conn.clone();
+        let _: String = self.run(redis::cmd("PING").query_async(&mut conn)).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_patterns_escape_glob_characters_in_the_prefix() {
+        assert_eq!(glob_escape("app*[1]:"), "app\\*\\[1\\]:");
+        assert_eq!(glob_escape("oidc-bff:"), "oidc-bff:");
+    }
+}

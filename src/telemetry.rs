@@ -1,0 +1,48 @@
+//! Logging: `tracing` to stdout, text or JSON, filtered by `log.level`
+//! (or `RUST_LOG` when set). The access log prints method, path (never the
+//! query: a callback's query holds the authorization code), status and
+//! latency.
+
+use std::time::Duration;
+
+use axum::http::{Request, Response};
+use tracing::Span;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogConfig, LogFormat};
+
+/// Installs the global subscriber; `rust_log` is the `RUST_LOG` variable if set.
+pub fn init(config: &LogConfig, rust_log: Option<&str>) {
+    let filter = rust_log
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| {
+            EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info"))
+        });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    let result = match config.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+    if result.is_err() {
+        // Already installed (tests start several gateways in one process).
+    }
+}
+
+pub fn make_span<B>(req: &Request<B>) -> Span {
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id)
+}
+
+pub fn on_response<B>(resp: &Response<B>, latency: Duration, _span: &Span) {
+    tracing::info!(
+        status = resp.status().as_u16(),
+        latency_us = latency.as_micros() as u64,
+        "request"
+    );
+}
