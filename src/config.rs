@@ -1769,7 +1769,9 @@ upstream = "http://127.0.0.1:9100"
             std::fs::create_dir_all(&dir).expect("dir");
             let p = dir.join("c.toml");
             std::fs::write(&p, minimal() + "[store]\npassword = \"redispw\"\n").expect("write");
-            load_raw(Some(&p), Vec::new()).expect("raw")
+            let raw = load_raw(Some(&p), Vec::new()).expect("raw");
+            let _ = std::fs::remove_dir_all(&dir);
+            raw
         };
         let out = raw.to_redacted_toml();
         assert!(

@@ -1,0 +1,51 @@
+# Shared by scripts/test, scripts/demo and .ci/run: find or install what the
+# gateway's tests and demo need, or say exactly what to install.
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf '\033[31merror:\033[0m %s\n' "$*" >&2; exit 1; }
+
+# Runs a command as root: directly, via sudo, or explains what to run.
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else die "need root to run: $*"; fi
+}
+
+apt_install() {
+  command -v apt-get >/dev/null 2>&1 || die "apt-get not found; install these packages yourself: $*"
+  say "installing $* (apt-get)"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_cargo() {
+  command -v cargo >/dev/null 2>&1 || die "cargo not found; install Rust from https://rustup.rs (rustup default stable)"
+}
+
+ensure_redis() {
+  command -v redis-server >/dev/null 2>&1 || apt_install redis-server
+  command -v redis-server >/dev/null 2>&1 || die "redis-server still missing; run: sudo apt-get install redis-server"
+}
+
+ensure_node() {
+  if ! command -v node >/dev/null 2>&1; then apt_install nodejs npm; fi
+  local major
+  major=$(node -p 'process.versions.node.split(".")[0]')
+  [ "$major" -ge 18 ] || die "Node.js $major is too old for oidc-provider 8; install Node 20"
+}
+
+# npm ci for a package directory, skipped when the lockfile is unchanged.
+ensure_npm_packages() {
+  local dir=$1
+  ensure_node
+  local stamp="$dir/node_modules/.lock-stamp"
+  if [ -f "$stamp" ] && cmp -s "$dir/package-lock.json" "$stamp"; then return; fi
+  say "npm ci in $dir"
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  cp "$dir/package-lock.json" "$stamp"
+}
+
+ensure_chromium() {
+  command -v chromium >/dev/null 2>&1 || apt_install chromium
+  command -v chromium >/dev/null 2>&1 || die "chromium still missing; run: sudo apt-get install chromium"
+}

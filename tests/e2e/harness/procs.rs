@@ -1,0 +1,198 @@
+//! Real external processes for the tests: `redis-server` and the
+//! `oidc-provider` fixture, each on a free loopback port.
+//!
+//! Children are started through a tiny shell wrapper that kills them when
+//! our stdin pipe closes, so a test binary that dies (or is killed) never
+//! leaves servers behind.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+fn require(cmd: &str, hint: &str) {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(found, "`{cmd}` is not installed: {hint}");
+}
+
+/// A process that dies with its stdin.
+struct Guarded {
+    child: Child,
+    _stdin: ChildStdin,
+}
+
+fn spawn_guarded(program: &str, args: &[String], stdout: Stdio) -> Guarded {
+    // `exec` keeps the PID; the background `read` ends when our pipe closes.
+    let script = r#"prog="$1"; shift; "$prog" "$@" <&- & pid=$!; trap 'kill $pid 2>/dev/null' EXIT; while read -r _; do :; done; kill $pid 2>/dev/null; wait $pid"#;
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(script).arg("sh").arg(program).args(args);
+    cmd.stdin(Stdio::piped())
+        .stdout(stdout)
+        .stderr(Stdio::inherit());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+    let stdin = child.stdin.take().expect("stdin pipe");
+    Guarded {
+        child,
+        _stdin: stdin,
+    }
+}
+
+/// A real `redis-server` with persistence in a private directory, so a
+/// restart keeps its data (outage tests).
+pub struct RedisServer {
+    pub port: u16,
+    dir: PathBuf,
+    proc: Option<Guarded>,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        require(
+            "redis-server",
+            "run scripts/test (it installs it) or `sudo apt-get install redis-server`",
+        );
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("oidc-bff-redis-{port}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let mut r = Self {
+            port,
+            dir,
+            proc: None,
+        };
+        r.restart();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn restart(&mut self) {
+        let args: Vec<String> = [
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            self.dir.to_str().expect("utf-8 path"),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--save",
+            "",
+            "--protected-mode",
+            "no",
+            "--loglevel",
+            "warning",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        self.proc = Some(spawn_guarded("redis-server", &args, Stdio::null()));
+        assert!(
+            wait_for_port(self.port, Duration::from_secs(10)),
+            "redis-server did not start on {}",
+            self.port
+        );
+    }
+
+    /// Stops the server (SIGKILL-like: the wrapper kills it).
+    pub fn stop(&mut self) {
+        if let Some(mut g) = self.proc.take() {
+            drop(g._stdin);
+            let _ = g.child.wait();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The `oidc-provider` fixture (tests/provider).
+pub struct ProviderProcess {
+    pub issuer: String,
+    pub port: u16,
+    _proc: Guarded,
+}
+
+pub fn provider_dir() -> PathBuf {
+    repo_root().join("tests").join("provider")
+}
+
+impl ProviderProcess {
+    pub fn start(extra_args: &[&str]) -> Self {
+        require(
+            "node",
+            "install Node.js 20 (`sudo apt-get install nodejs npm`)",
+        );
+        let dir = provider_dir();
+        assert!(
+            Path::new(&dir.join("node_modules").join("oidc-provider")).exists(),
+            "the provider fixture's packages are missing: run `npm ci --prefix tests/provider` (scripts/test does it)"
+        );
+        let mut args = vec![
+            dir.join("server.mjs").to_string_lossy().into_owned(),
+            "--test-api".to_owned(),
+            "--port".to_owned(),
+            "0".to_owned(),
+        ];
+        args.extend(extra_args.iter().map(|s| s.to_string()));
+        let mut g = spawn_guarded("node", &args, Stdio::piped());
+        let stdout = g.child.stdout.take().expect("provider stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("provider ready line");
+        let v: serde_json::Value = serde_json::from_str(line.trim())
+            .unwrap_or_else(|e| panic!("provider printed {line:?}: {e}"));
+        let issuer = v["issuer"].as_str().expect("issuer").to_owned();
+        let port = v["port"].as_u64().expect("port") as u16;
+        Self {
+            issuer,
+            port,
+            _proc: g,
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! The happy path, end to end: login → user → proxied call → logout.
+
+use reqwest::{Method, StatusCode};
+
+use crate::harness::{Browser, GatewayBuilder, ProviderApi, Upstream, form_action};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_call_the_api_and_logout_end_to_end() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream).start().await;
+    let mut b = Browser::new(&gw);
+
+    // Login lands on return_to with a strict session cookie.
+    let r = b.login_alice().await;
+    assert_eq!(r.location().as_deref(), Some("/app"));
+    let set = r.set_cookies().join("\n");
+    for attr in [
+        "__Host-oidc-bff=",
+        "HttpOnly",
+        "Secure",
+        "SameSite=Strict",
+        "Path=/",
+    ] {
+        assert!(set.contains(attr), "session cookie lacks {attr}: {set}");
+    }
+    assert_eq!(gw.session_count().await, 1);
+
+    // /auth/user: claims, no tokens.
+    let user = b.get("/auth/user").await;
+    assert_eq!(user.status, StatusCode::OK, "{user:?}");
+    let u = user.json();
+    assert_eq!(u["sub"], "alice");
+    assert_eq!(u["claims"]["name"], "Alice Example");
+    assert_eq!(u["claims"]["email"], "alice@example.com");
+    assert!(
+        u["logout_url"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("/auth/logout?sid="))
+    );
+    assert!(
+        !user.body.contains("eyJ"),
+        "a JWT leaked into /auth/user: {}",
+        user.body
+    );
+
+    // A proxied call reaches the upstream with the Bearer token, not the cookie.
+    let api = b
+        .request(
+            Method::GET,
+            "/api/hello?x=1",
+            &[("authorization", "Bearer from-browser")],
+            None,
+        )
+        .await;
+    assert_eq!(api.status, StatusCode::OK, "{api:?}");
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].uri, "/api/hello?x=1");
+    let auth = seen[0].header("authorization").expect("bearer forwarded");
+    let token = auth.strip_prefix("Bearer ").expect("bearer scheme");
+    assert_ne!(
+        token, "from-browser",
+        "the browser's Authorization must be replaced"
+    );
+    let check = ProviderApi::shared().check_access_token(token).await;
+    assert_eq!(check["active"], true, "{check}");
+    assert_eq!(check["sub"], "alice");
+    let cookie = seen[0].header("cookie").unwrap_or_default();
+    assert!(
+        !cookie.contains("oidc-bff"),
+        "gateway cookies reached the upstream: {cookie}"
+    );
+    assert!(seen[0].header("x-forwarded-for").is_some());
+    assert_eq!(seen[0].header("x-forwarded-proto").as_deref(), Some("http"));
+    assert!(
+        !api.body.contains(token),
+        "the access token reached the browser"
+    );
+    // The upstream tried to overwrite the session cookie; the gateway kept it out.
+    assert!(
+        api.set_cookies()
+            .iter()
+            .all(|c| !c.starts_with("__Host-oidc-bff")),
+        "{:?}",
+        api.set_cookies()
+    );
+
+    // Logout by fetch: JSON with where to go, cookie cleared, session gone.
+    let out = b
+        .request(Method::POST, "/auth/logout", &[("x-csrf", "1")], None)
+        .await;
+    assert_eq!(out.status, StatusCode::OK, "{out:?}");
+    let next = out.json()["redirect_url"]
+        .as_str()
+        .expect("redirect_url")
+        .to_owned();
+    assert!(next.starts_with("/auth/logout/end?h="), "{next}");
+    assert!(
+        !out.body.contains("eyJ"),
+        "the ID token hint must not be readable by the page"
+    );
+    assert!(b.session_cookie().is_none(), "session cookie not cleared");
+    assert_eq!(gw.session_count().await, 0);
+
+    // Navigating there goes to the provider's end-session endpoint with the hint.
+    let end = b.navigate(&next).await;
+    assert_eq!(end.status, StatusCode::SEE_OTHER);
+    let loc = end.location().expect("end-session redirect");
+    assert!(loc.starts_with(&ProviderApi::shared().issuer), "{loc}");
+    assert!(
+        loc.contains("id_token_hint=") && loc.contains("post_logout_redirect_uri="),
+        "{loc}"
+    );
+    // The handle is single-use.
+    let again = b.navigate(&next).await;
+    assert_eq!(again.location().as_deref(), Some("/"));
+
+    // The same call is now refused without reaching the upstream.
+    let api = b.get("/api/hello").await;
+    assert_eq!(api.status, StatusCode::UNAUTHORIZED, "{api:?}");
+    assert_eq!(api.json()["error"], "unauthenticated");
+    assert_eq!(upstream.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_by_plain_html_form_needs_the_session_logout_token() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream).start().await;
+    let mut b = Browser::new(&gw);
+    b.login_alice().await;
+    let token = b.get("/auth/user").await.json()["logout_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+
+    // Without the token (a cross-site form, say): refused, session kept.
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    let r = b
+        .request(
+            Method::POST,
+            "/auth/logout",
+            &form,
+            Some("sid=wrong".into()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{r:?}");
+    let r = b.request(Method::POST, "/auth/logout", &form, None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{r:?}");
+    assert_eq!(gw.session_count().await, 1);
+
+    // With it: a 303 to the provider's end-session endpoint.
+    let r = b
+        .request(
+            Method::POST,
+            "/auth/logout",
+            &form,
+            Some(format!("sid={token}")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{r:?}");
+    assert!(r.location().is_some_and(|l| l.contains("id_token_hint=")));
+    assert_eq!(gw.session_count().await, 0);
+    assert_eq!(b.get("/auth/user").await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_is_never_a_get() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream).start().await;
+    let mut b = Browser::new(&gw);
+    b.login_alice().await;
+    let r = b.navigate("/auth/logout").await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(r.body.contains("<html"), "navigations get a page: {r:?}");
+    assert_eq!(gw.session_count().await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_provider_end_session_page_returns_to_the_post_logout_uri() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream).start().await;
+    let mut b = Browser::new(&gw);
+    b.login_alice().await;
+    let out = b
+        .request(Method::POST, "/auth/logout", &[("x-csrf", "1")], None)
+        .await;
+    let next = out.json()["redirect_url"].as_str().expect("url").to_owned();
+    let end = b.navigate(&next).await.location().expect("end session");
+    // Follow the provider's confirmation form as a browser would.
+    let page = b.idp.get(&end).send().await.expect("end session page");
+    let mut location = page
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if location.is_none() {
+        let html = page.text().await.expect("html");
+        let action = form_action(&html).expect("confirmation form");
+        let action = url::Url::parse(&end)
+            .and_then(|u| u.join(&action))
+            .expect("url")
+            .to_string();
+        let mut fields = crate::harness::hidden_inputs(&html);
+        fields.push(("logout".into(), "yes".into()));
+        let r = b
+            .idp
+            .post(&action)
+            .form(&fields)
+            .send()
+            .await
+            .expect("confirm");
+        location = r
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+    }
+    let location = location.expect("provider redirected back");
+    assert!(
+        location.starts_with(&gw.base),
+        "post-logout redirect goes back to the app: {location}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_logins_in_one_browser_all_complete() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream).start().await;
+    let mut b = Browser::new(&gw);
+    let first = b.start_login("/one").await;
+    let second = b.start_login("/two").await;
+    let cb1 = b.authenticate(&first, "alice", "alice-password").await;
+    let cb2 = b.authenticate(&second, "alice", "alice-password").await;
+    let r2 = b.callback(&cb2).await;
+    assert_eq!(r2.status, StatusCode::SEE_OTHER, "{r2:?}");
+    assert_eq!(r2.location().as_deref(), Some("/two"));
+    let r1 = b.callback(&cb1).await;
+    assert_eq!(r1.status, StatusCode::SEE_OTHER, "{r1:?}");
+    assert_eq!(r1.location().as_deref(), Some("/one"));
+    // The second completed login replaced the first session of this browser.
+    assert_eq!(gw.session_count().await, 1);
+    assert_eq!(b.get("/auth/user").await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_login_gets_a_fresh_session_id() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream).start().await;
+    let mut b = Browser::new(&gw);
+    b.login_alice().await;
+    let first = b.session_cookie().expect("cookie");
+    b.login_alice().await;
+    let second = b.session_cookie().expect("cookie");
+    assert_ne!(
+        first, second,
+        "session fixation: the ID must change at login"
+    );
+    // The old ID no longer works.
+    let mut old = Browser::new(&gw);
+    old.cookies.insert("__Host-oidc-bff".into(), first);
+    assert_eq!(old.get("/auth/user").await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_secret_post_clients_log_in_too() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .set("oidc", "client_id = \"oidc-bff-post\"")
+        .set("oidc", "auth_method = \"client_secret_post\"")
+        .start()
+        .await;
+    let mut b = Browser::new(&gw);
+    b.login_alice().await;
+    assert_eq!(b.get("/auth/user").await.json()["sub"], "alice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_store_serves_a_single_instance() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream).memory_store().start().await;
+    let mut b = Browser::new(&gw);
+    b.login_alice().await;
+    assert_eq!(b.get("/api/x").await.status, StatusCode::OK);
+    let r = b
+        .request(Method::POST, "/auth/logout", &[("x-csrf", "1")], None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(b.get("/api/x").await.status, StatusCode::UNAUTHORIZED);
+}

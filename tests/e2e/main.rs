@@ -1,0 +1,11 @@
+//! End-to-end tests: the real gateway against a real `redis-server` and a
+//! real OpenID provider (panva's oidc-provider, tests/provider), driven over
+//! HTTP the way a browser would. See `harness` for how the parts are started.
+
+mod harness;
+
+mod callback_failures;
+mod login_flow;
+mod proxying;
+mod session_cookies;
+mod store_outage;

@@ -1,0 +1,235 @@
+//! The proxy: CSRF on state-changing calls, streaming, upstream failures,
+//! route auth modes, and paths that must not be forwarded.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+
+use crate::harness::{Browser, GatewayBuilder, Upstream, procs::free_port};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_changing_calls_without_the_csrf_header_are_refused() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream).start().await;
+    let mut b = Browser::new(&gw);
+    b.login_alice().await;
+    for method in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
+        let r = b
+            .request(
+                method.clone(),
+                "/api/items",
+                &[("content-type", "application/json")],
+                Some("{}".into()),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{method} {r:?}");
+        assert_eq!(r.json()["error"], "csrf_rejected");
+        let r = b
+            .request(
+                method.clone(),
+                "/api/items",
+                &[("x-csrf", "0")],
+                Some("{}".into()),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "wrong value, {method}");
+    }
+    assert_eq!(upstream.count(), 0);
+    let r = b
+        .request(
+            Method::POST,
+            "/api/items",
+            &[("x-csrf", "1")],
+            Some("{\"a\":1}".into()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(upstream.seen()[0].method, "POST");
+    assert_eq!(upstream.seen()[0].body_len, 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_csrf_header_can_be_configured() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .set("csrf", "header = \"X-Requested-By\"")
+        .set("csrf", "value = \"my-app\"")
+        .start()
+        .await;
+    let mut b = Browser::new(&gw);
+    b.login_alice().await;
+    assert_eq!(
+        b.request(Method::POST, "/api/x", &[("x-csrf", "1")], None)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        b.request(
+            Method::POST,
+            "/api/x",
+            &[("x-requested-by", "my-app")],
+            None
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_session_api_calls_get_401_json_never_a_redirect() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream).start().await;
+    let mut b = Browser::new(&gw);
+    let r = b.get("/api/data").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.location().is_none());
+    assert_eq!(r.json()["error"], "unauthenticated");
+    assert!(r.headers.contains_key("www-authenticate"));
+    assert_eq!(upstream.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_stream_both_ways() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream).start().await;
+    let mut b = Browser::new(&gw);
+    b.login_alice().await;
+    // 32 MiB up, streamed from a generator (never in memory whole here either).
+    let chunks =
+        futures_util::stream::iter((0..512).map(|_| Ok::<_, std::io::Error>(vec![b'x'; 65536])));
+    let r =
+        b.gw.post(gw.url("/api/upload"))
+            .header("cookie", b.cookie_header())
+            .header("x-csrf", "1")
+            .body(reqwest::Body::wrap_stream(chunks))
+            .send()
+            .await
+            .expect("upload");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(upstream.seen()[0].body_len, 512 * 65536);
+    assert!(
+        upstream.seen()[0].header("content-length").is_none(),
+        "sent chunked, not buffered"
+    );
+    // 32 MiB down, read as a stream.
+    let r =
+        b.gw.get(gw.url("/api/512/stream"))
+            .header("cookie", b.cookie_header())
+            .send()
+            .await
+            .expect("download");
+    assert_eq!(r.status(), StatusCode::OK);
+    let mut n = 0usize;
+    let mut s = r.bytes_stream();
+    use futures_util::StreamExt;
+    while let Some(c) = s.next().await {
+        n += c.expect("chunk").len();
+    }
+    assert_eq!(n, 512 * 65536);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_upstream_is_a_502_and_a_slow_one_a_504() {
+    let upstream = Upstream::start().await;
+    let dead = free_port();
+    let gw = GatewayBuilder::new(&upstream)
+        .raw(&format!(
+            "[[routes]]\npath = \"/dead\"\nupstream = \"http://127.0.0.1:{dead}\"\n"
+        ))
+        .raw(
+            "[[routes]]\npath = \"/slowapi\"\nupstream = \"UP\"\ntimeout = \"1s\"\n"
+                .replace("UP", &upstream.url())
+                .as_str(),
+        )
+        .start()
+        .await;
+    let mut b = Browser::new(&gw);
+    b.login_alice().await;
+    let r = b.get("/dead/x").await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{r:?}");
+    assert_eq!(r.json()["error"], "upstream_unavailable");
+    let started = Instant::now();
+    let r = b.get("/slowapi/slow").await;
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{r:?}");
+    assert_eq!(r.json()["error"], "upstream_timeout");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let page = b.navigate("/dead/x").await;
+    assert!(
+        page.body.contains("<html") && page.status == StatusCode::BAD_GATEWAY,
+        "navigations get a page"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_auth_modes_none_and_optional() {
+    let upstream = Upstream::start().await;
+    let up = upstream.url();
+    let gw = GatewayBuilder::new(&upstream)
+        .raw(&format!("[[routes]]\npath = \"/public\"\nupstream = \"{up}\"\nauth = \"none\"\nstrip_prefix = true\n"))
+        .raw(&format!("[[routes]]\npath = \"/maybe\"\nupstream = \"{up}\"\nauth = \"optional\"\n"))
+        .start()
+        .await;
+    let mut anon = Browser::new(&gw);
+    assert_eq!(anon.get("/public/x").await.status, StatusCode::OK);
+    assert_eq!(
+        anon.request(Method::POST, "/public/x", &[], None)
+            .await
+            .status,
+        StatusCode::OK,
+        "no CSRF needed: no credentials attached"
+    );
+    assert_eq!(anon.get("/maybe/x").await.status, StatusCode::OK);
+    let seen = upstream.seen();
+    assert_eq!(seen[0].uri, "/x", "prefix stripped");
+    assert!(seen.iter().all(|s| s.header("authorization").is_none()));
+
+    let mut b = Browser::new(&gw);
+    b.login_alice().await;
+    b.get("/maybe/y").await;
+    b.get("/public/z").await;
+    let seen = upstream.seen();
+    let maybe = seen.iter().find(|s| s.uri == "/maybe/y").expect("seen");
+    assert!(
+        maybe
+            .header("authorization")
+            .is_some_and(|a| a.starts_with("Bearer "))
+    );
+    let public = seen.iter().find(|s| s.uri == "/z").expect("seen");
+    assert!(
+        public.header("authorization").is_none(),
+        "auth=none never attaches a token"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dot_segment_paths_are_not_forwarded() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream).start().await;
+    let mut b = Browser::new(&gw);
+    b.login_alice().await;
+    for p in ["/api/%2e%2e/admin", "/api/.%2E/admin", "/api/%2E/x"] {
+        let r = b.get(p).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{p}: {r:?}");
+    }
+    assert_eq!(upstream.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_paths_are_404_and_health_endpoints_answer() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream).start().await;
+    let mut b = Browser::new(&gw);
+    assert_eq!(b.get("/nothing-here").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(b.get("/healthz").await.status, StatusCode::OK);
+    let mut ready = StatusCode::SERVICE_UNAVAILABLE;
+    for _ in 0..50 {
+        ready = b.get("/readyz").await.status;
+        if ready == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ready, StatusCode::OK);
+}

@@ -1,0 +1,116 @@
+//! Redis down or hung: API calls get 503 JSON and navigations a page, within
+//! the configured timeout; nothing is forwarded; the gateway recovers by
+//! itself when Redis is back.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+
+use crate::harness::{Browser, Chaos, GatewayBuilder, RedisServer, Upstream};
+
+async fn wait_until_ok(b: &mut Browser, path: &str) -> Duration {
+    let started = Instant::now();
+    loop {
+        let r = b.get(path).await;
+        if r.status == StatusCode::OK {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no recovery: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopped_mid_test_gives_503_then_recovers_after_restart() {
+    let upstream = Upstream::start().await;
+    let mut redis = RedisServer::start();
+    let gw = GatewayBuilder::new(&upstream)
+        .redis(&redis.url())
+        .start()
+        .await;
+    let mut b = Browser::new(&gw);
+    b.login_alice().await;
+    assert_eq!(b.get("/api/a").await.status, StatusCode::OK);
+
+    redis.stop();
+    let started = Instant::now();
+    let r = b.get("/api/a").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{r:?}");
+    assert_eq!(r.json()["error"], "store_unavailable");
+    assert!(
+        !r.body.contains("127.0.0.1"),
+        "no internal detail in the body"
+    );
+    let r = b.navigate("/api/a").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        r.body.contains("<html") && r.body.contains("temporarily unavailable"),
+        "{}",
+        r.body
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let r = b.navigate("/auth/login").await;
+    assert_eq!(
+        r.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "login needs the store too: {r:?}"
+    );
+    assert_eq!(
+        b.get("/readyz").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        upstream.count(),
+        1,
+        "nothing forwarded while the store is down"
+    );
+
+    redis.restart();
+    let took = wait_until_ok(&mut b, "/api/a").await;
+    eprintln!("recovered {took:?} after restart");
+    assert_eq!(
+        b.get("/auth/user").await.json()["sub"],
+        "alice",
+        "the session survived (AOF)"
+    );
+    assert_eq!(b.get("/readyz").await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_answers_503_within_the_store_timeout_then_recovers() {
+    let upstream = Upstream::start().await;
+    let redis = RedisServer::start();
+    let chaos = Chaos::start(([127, 0, 0, 1], redis.port).into()).await;
+    let gw = GatewayBuilder::new(&upstream)
+        .redis(&format!("redis://{}", chaos.addr))
+        .start()
+        .await;
+    let mut b = Browser::new(&gw);
+    b.login_alice().await;
+    assert_eq!(b.get("/api/a").await.status, StatusCode::OK);
+
+    chaos.stall();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let r = b.get("/api/a").await;
+        let took = started.elapsed();
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{r:?}");
+        // store.timeout is 500 ms in the harness.
+        assert!(took < Duration::from_millis(1500), "503 took {took:?}");
+    }
+    assert_eq!(upstream.count(), 1);
+
+    chaos.pass();
+    wait_until_ok(&mut b, "/api/a").await;
+
+    chaos.refuse();
+    assert_eq!(
+        b.get("/api/a").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    chaos.pass();
+    wait_until_ok(&mut b, "/api/a").await;
+}
