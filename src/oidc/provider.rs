@@ -16,14 +16,14 @@ use openidconnect::core::{
     CoreAuthDisplay, CoreAuthenticationFlow, CoreClaimName, CoreClaimType, CoreClient,
     CoreClientAuthMethod, CoreErrorResponseType, CoreGrantType, CoreIdToken, CoreJsonWebKey,
     CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm, CoreResponseMode,
-    CoreResponseType, CoreRevocableToken, CoreSubjectIdentifierType, CoreTokenResponse,
+    CoreResponseType, CoreSubjectIdentifierType, CoreTokenResponse,
 };
 use openidconnect::{
     AdditionalProviderMetadata, AuthType, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
     EndSessionUrl, EndpointMaybeSet, EndpointNotSet, EndpointSet, HttpClientError,
     LogoutProviderMetadata, LogoutRequest, Nonce, OAuth2TokenResponse, PkceCodeChallenge,
     PkceCodeVerifier, PostLogoutRedirectUrl, ProviderMetadata, RedirectUrl, RefreshToken,
-    RequestTokenError, RevocationUrl, Scope, TokenResponse,
+    RequestTokenError, Scope, TokenResponse,
 };
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -367,7 +367,9 @@ impl Provider {
     }
 
     /// RFC 7009 revocation of a refresh token, when the provider supports it.
-    /// `Ok(false)`: nothing to do (no endpoint).
+    /// `Ok(false)`: nothing to do (no endpoint). Done by hand rather than with
+    /// `oauth2`'s revocation request, which refuses `http://` endpoints and so
+    /// every development stack.
     #[tracing::instrument(skip_all)]
     pub async fn revoke_refresh_token(
         &self,
@@ -377,25 +379,44 @@ impl Provider {
         let Some(endpoint) = &d.revocation_endpoint else {
             return Ok(false);
         };
-        let client = d
-            .client
-            .clone()
-            .set_revocation_url(RevocationUrl::from_url(endpoint.clone()));
-        let token = CoreRevocableToken::from(RefreshToken::new(refresh_token.expose().to_owned()));
-        let req = client
-            .revoke_token(token)
-            .map_err(|e| ProviderError::InvalidResponse(e.to_string()))?;
-        req.request_async(&self.http).await.map_err(|e| match e {
-            RequestTokenError::ServerResponse(r) => ProviderError::Rejected {
-                error: r.error().to_string(),
-                description: r.error_description().cloned(),
-            },
-            RequestTokenError::Request(_) => {
-                ProviderError::Unavailable("revocation endpoint unreachable".into())
+        let mut form = vec![
+            ("token", refresh_token.expose()),
+            ("token_type_hint", "refresh_token"),
+        ];
+        let mut req = self.http.post(endpoint.clone());
+        match self.config.auth_method {
+            AuthMethod::ClientSecretBasic => {
+                // RFC 6749 §2.3.1: form-urlencode the credentials before Basic.
+                let enc = |s: &str| {
+                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
+                };
+                req = req.basic_auth(
+                    enc(&self.config.client_id),
+                    Some(enc(self.config.client_secret.expose())),
+                );
             }
-            other => ProviderError::InvalidResponse(other.to_string()),
-        })?;
-        Ok(true)
+            AuthMethod::ClientSecretPost => {
+                form.push(("client_id", &self.config.client_id));
+                form.push(("client_secret", self.config.client_secret.expose()));
+            }
+        }
+        let resp = req
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| self.map_reqwest(e))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(true);
+        }
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        Err(ProviderError::Rejected {
+            error: body["error"]
+                .as_str()
+                .unwrap_or("revocation_failed")
+                .to_owned(),
+            description: Some(format!("revocation endpoint answered {status}")),
+        })
     }
 
     /// Claims from the userinfo endpoint.

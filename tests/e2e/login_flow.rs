@@ -2,7 +2,9 @@
 
 use reqwest::{Method, StatusCode};
 
-use crate::harness::{Browser, GatewayBuilder, ProviderApi, Upstream, form_action};
+use std::time::Duration;
+
+use crate::harness::{Browser, GatewayBuilder, ProviderApi, Upstream, form_action, unique_user};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_call_the_api_and_logout_end_to_end() {
@@ -286,4 +288,36 @@ async fn the_memory_store_serves_a_single_instance() {
         .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(b.get("/api/x").await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_revokes_the_refresh_token_at_the_provider() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream).start().await;
+    let user = unique_user("revoke");
+    let mut b = Browser::new(&gw);
+    b.login_as(&user).await;
+    let idp = ProviderApi::shared();
+    let live = |v: serde_json::Value| {
+        v.as_array().map_or(0, |a| {
+            a.iter().filter(|t| t["sub"] == user.as_str()).count()
+        })
+    };
+    assert_eq!(
+        live(idp.get("/__test/refresh-tokens").await),
+        1,
+        "login issued a refresh token"
+    );
+    let r = b
+        .request(Method::POST, "/auth/logout", &[("x-csrf", "1")], None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    // Revocation runs after the response (it must not delay logout).
+    for _ in 0..50 {
+        if live(idp.get("/__test/refresh-tokens").await) == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the refresh token is still live at the provider after logout");
 }

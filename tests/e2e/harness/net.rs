@@ -97,8 +97,10 @@ impl Upstream {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind upstream");
-        let mut up = Upstream::default();
-        up.addr = Some(listener.local_addr().expect("addr"));
+        let up = Upstream {
+            addr: Some(listener.local_addr().expect("addr")),
+            ..Default::default()
+        };
         let app = Router::new().fallback(record).with_state(up.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;

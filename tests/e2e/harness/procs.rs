@@ -153,7 +153,6 @@ impl Drop for RedisServer {
 /// The `oidc-provider` fixture (tests/provider).
 pub struct ProviderProcess {
     pub issuer: String,
-    pub port: u16,
     _proc: Guarded,
 }
 
@@ -188,11 +187,6 @@ impl ProviderProcess {
         let v: serde_json::Value = serde_json::from_str(line.trim())
             .unwrap_or_else(|e| panic!("provider printed {line:?}: {e}"));
         let issuer = v["issuer"].as_str().expect("issuer").to_owned();
-        let port = v["port"].as_u64().expect("port") as u16;
-        Self {
-            issuer,
-            port,
-            _proc: g,
-        }
+        Self { issuer, _proc: g }
     }
 }
