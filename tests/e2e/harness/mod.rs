@@ -200,7 +200,6 @@ impl GatewayBuilder {
             base,
             prefix,
             redis_url: self.redis_url,
-            state,
         }
     }
 }
