@@ -4,6 +4,7 @@
 //! tokens stay server-side, encrypted in the session store; API calls are
 //! proxied with the access token attached. See `docs/architecture.md`.
 
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod error;
@@ -44,6 +45,12 @@ pub fn build_router(state: AppState) -> Router {
         .route("/auth/logout/end", get(routes::auth::logout_end))
         .route("/auth/logged-out", get(routes::auth::logged_out))
         .route("/auth/user", get(routes::user::user))
+        .route("/auth/sessions", get(routes::sessions::list))
+        .route("/auth/sessions/{id}/revoke", post(routes::sessions::revoke))
+        .route(
+            "/auth/backchannel-logout",
+            post(routes::backchannel::logout),
+        )
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
         .fallback(proxy::handle);
@@ -94,6 +101,17 @@ pub fn spawn_background(state: &AppState) {
             }
         }
     });
+}
+
+/// Serves the admin API (if configured) until `shutdown` resolves.
+pub async fn serve_admin(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, routes::admin::router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Serves until `shutdown` resolves, then lets in-flight requests finish.

@@ -31,6 +31,9 @@ enum Command {
     Serve,
     /// Validate the configuration and print it with secrets redacted.
     CheckConfig,
+    /// Inspect and revoke sessions in the configured store.
+    #[command(subcommand)]
+    Sessions(oidc_bff::cli::SessionsCommand),
 }
 
 fn env_vars() -> Vec<(String, String)> {
@@ -45,6 +48,16 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::CheckConfig => check_config(cli.config.as_deref(), env),
         Command::Serve => serve(cli.config.as_deref(), env),
+        Command::Sessions(cmd) => {
+            let config = match config::load(cli.config.as_deref(), env) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprint!("{e}");
+                    return ExitCode::from(EX_CONFIG);
+                }
+            };
+            oidc_bff::cli::run_sessions(config, cmd)
+        }
     }
 }
 
@@ -120,13 +133,27 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (server.listen): {e}"))?;
     tracing::info!(%listen, public_url = %state.config.server.public_url, "oidc-bff listening");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(oidc_bff::serve(state, listener, async {
-        let _ = rx.await;
-    }));
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    if let Some(admin) = &state.config.admin {
+        let admin_listener = tokio::net::TcpListener::bind(admin.listen)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("cannot listen on {} (admin.listen): {e}", admin.listen)
+            })?;
+        tracing::info!(listen = %admin.listen, "admin API listening");
+        tokio::spawn(oidc_bff::serve_admin(
+            state.clone(),
+            admin_listener,
+            stopped(rx.clone()),
+        ));
+    }
+    let server = tokio::spawn(oidc_bff::serve(state, listener, stopped(rx)));
     shutdown_signal().await;
     tracing::info!(grace = ?grace, "shutting down: finishing in-flight requests");
-    let _ = tx.send(());
+    let _ = tx.send(true);
     match tokio::time::timeout(grace, server).await {
         Ok(Ok(Ok(()))) => Ok(()),
         Ok(Ok(Err(e))) => Err(e.into()),

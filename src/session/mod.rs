@@ -85,6 +85,21 @@ pub struct SessionInfo {
     pub user_agent: Option<String>,
 }
 
+/// Store statistics for operators.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    pub sessions: u64,
+    pub users: u64,
+    pub top_users: Vec<UserCount>,
+    pub memory_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UserCount {
+    pub user: String,
+    pub sessions: u64,
+}
+
 pub fn user_hash(sub: &str) -> String {
     hex(&Sha256::digest(sub.as_bytes()))
 }
@@ -435,6 +450,78 @@ impl Sessions {
                 })
             })
             .collect())
+    }
+
+    /// Ends every session of a user, except `except` (e.g. the caller's).
+    pub async fn revoke_user(
+        &self,
+        sub: &str,
+        except: Option<&StoreId>,
+        reason: RevokeReason,
+        actor: &str,
+        now: u64,
+    ) -> StoreResult<Vec<StoreId>> {
+        let ids = self
+            .store
+            .revoke_user(
+                &user_hash(sub),
+                except,
+                &Revocation::new(reason, actor, now),
+            )
+            .await?;
+        tracing::info!(
+            count = ids.len(),
+            reason = reason.as_str(),
+            actor,
+            "user sessions revoked"
+        );
+        Ok(ids)
+    }
+
+    /// Ends the sessions bound to a provider session (back-channel logout).
+    pub async fn revoke_provider_session(
+        &self,
+        sid: &str,
+        actor: &str,
+        now: u64,
+    ) -> StoreResult<Vec<StoreId>> {
+        let ids = self
+            .store
+            .revoke_sid(
+                &sid_hash(sid),
+                &Revocation::new(RevokeReason::Backchannel, actor, now),
+            )
+            .await?;
+        tracing::info!(
+            count = ids.len(),
+            "provider session ended: sessions revoked"
+        );
+        Ok(ids)
+    }
+
+    /// Store statistics, with the top users named (their subject is read
+    /// from the sealed metadata of one of their sessions).
+    pub async fn stats(&self, top: usize, now: u64) -> StoreResult<Stats> {
+        let raw = self.store.stats(top).await?;
+        let mut top_users = Vec::with_capacity(raw.top_users.len());
+        for (hash, count) in raw.top_users {
+            let listed = self.store.list_user(&hash).await?;
+            let sub = listed.iter().find_map(|l| {
+                let stored = StoredSession::decode(&l.record).ok()?;
+                (stored.body.expired(now).is_none()).then_some(())?;
+                self.open_meta(&l.id, &stored.body).map(|m| m.sub)
+            });
+            top_users.push(UserCount {
+                user: sub.unwrap_or_else(|| format!("(sha256 {hash})")),
+                sessions: count,
+            });
+        }
+        Ok(Stats {
+            sessions: raw.sessions,
+            users: raw.users,
+            top_users,
+            memory_bytes: raw.memory_bytes,
+        })
     }
 
     /// The form-logout token for a session, as the current key makes it.

@@ -8,4 +8,6 @@ mod callback_failures;
 mod login_flow;
 mod proxying;
 mod session_cookies;
+mod session_lifecycle;
+mod store_consistency;
 mod store_outage;

@@ -136,19 +136,22 @@ impl SessionStore for MemoryStore {
             let mut evicted = Vec::new();
             if let Some(max) = new.max_per_user {
                 s.trim_user(new.user_hash, now);
-                loop {
-                    let set = s.users.get(new.user_hash);
-                    let Some(set) = set.filter(|set| set.len() > max as usize) else {
+                while let Some(set) = s
+                    .users
+                    .get(new.user_hash)
+                    .filter(|set| set.len() > max as usize)
+                {
+                    // The oldest other than the new session.
+                    let Some(victim) = set
+                        .iter()
+                        .map(|(_, id)| id)
+                        .find(|id| *id != new.id)
+                        .cloned()
+                    else {
                         break;
                     };
-                    let Some((_, oldest)) = set.iter().next().cloned() else {
-                        break;
-                    };
-                    if &oldest == new.id {
-                        break;
-                    }
-                    s.revoke_one(&oldest, new.eviction, now);
-                    evicted.push(oldest);
+                    s.revoke_one(&victim, new.eviction, now);
+                    evicted.push(victim);
                 }
             }
             evicted
@@ -347,5 +350,55 @@ impl SessionStore for MemoryStore {
 
     async fn ping(&self) -> StoreResult<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::store::RevokeReason;
+
+    fn id(n: u8) -> StoreId {
+        StoreId::parse(&format!("{:064x}", n)).expect("id")
+    }
+
+    #[tokio::test]
+    async fn the_per_user_limit_holds_even_when_creation_times_tie() {
+        let store = MemoryStore::new();
+        let why = Revocation::new(RevokeReason::Limit, "system", 0);
+        // Descending IDs with one timestamp: the new session sorts first.
+        for n in (1..=6u8).rev() {
+            let sid = id(n);
+            store
+                .create(&NewSession {
+                    id: &sid,
+                    record: b"r",
+                    ttl_millis: 60_000,
+                    user_hash: "u",
+                    sid_hash: None,
+                    created_millis: 1_000,
+                    max_per_user: Some(2),
+                    eviction: &why,
+                    index_ttl_millis: 60_000,
+                })
+                .await
+                .expect("create");
+        }
+        let listed = store.list_user("u").await.expect("list");
+        assert_eq!(listed.len(), 2);
+        assert!(
+            listed.iter().any(|l| l.id == id(1)),
+            "the newest session is never evicted"
+        );
+        let mut evicted = 0;
+        for n in 1..=6u8 {
+            if matches!(
+                store.revoke(&id(n), &why).await,
+                Ok(RevokeOutcome::AlreadyRevoked { .. })
+            ) {
+                evicted += 1;
+            }
+        }
+        assert_eq!(evicted, 4, "every eviction left a tombstone");
     }
 }

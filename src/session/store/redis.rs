@@ -62,11 +62,14 @@ if maxn > 0 and redis.call('ZCARD', uk) > maxn then
     if redis.call('EXISTS', p .. 's:' .. m) == 0 then redis.call('ZREM', uk, m) end
   end
   while redis.call('ZCARD', uk) > maxn do
-    local oldest = redis.call('ZRANGE', uk, 0, 0)[1]
-    if oldest == id then break end
-    revoke_one(p, oldest, tomb, tttl)
-    redis.call('ZREM', uk, oldest)
-    table.insert(evicted, oldest)
+    -- The oldest other than the new session (equal scores sort by ID).
+    local two = redis.call('ZRANGE', uk, 0, 1)
+    local victim = two[1]
+    if victim == id then victim = two[2] end
+    if not victim then break end
+    revoke_one(p, victim, tomb, tttl)
+    redis.call('ZREM', uk, victim)
+    table.insert(evicted, victim)
   end
 end
 return evicted

@@ -63,6 +63,8 @@ pub struct GatewayBuilder {
     upstream: String,
     extra: String,
     memory: bool,
+    prefix: Option<String>,
+    admin: bool,
 }
 
 pub struct Gateway {
@@ -70,7 +72,12 @@ pub struct Gateway {
     pub base: String,
     pub prefix: String,
     pub redis_url: String,
+    pub admin: Option<SocketAddr>,
+    /// The gateway's own process, when started with `start_process`.
+    pub _process: Option<procs::GatewayProcess>,
 }
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef0123456789";
 
 impl GatewayBuilder {
     pub fn new(upstream: &Upstream) -> Self {
@@ -81,10 +88,11 @@ impl GatewayBuilder {
             upstream: upstream.url(),
             extra: String::new(),
             memory: false,
+            prefix: None,
+            admin: false,
         }
     }
 
-    #[expect(dead_code, reason = "used by the refresh tests of the next change")]
     pub fn issuer(mut self, issuer: &str) -> Self {
         self.issuer = issuer.to_owned();
         self
@@ -97,6 +105,18 @@ impl GatewayBuilder {
 
     pub fn memory_store(mut self) -> Self {
         self.memory = true;
+        self
+    }
+
+    /// Share another gateway's key prefix (two instances, one Redis).
+    pub fn prefix(mut self, prefix: &str) -> Self {
+        self.prefix = Some(prefix.to_owned());
+        self
+    }
+
+    /// Also serve the admin API (token [`ADMIN_TOKEN`]).
+    pub fn admin(mut self) -> Self {
+        self.admin = true;
         self
     }
 
@@ -113,15 +133,9 @@ impl GatewayBuilder {
         self
     }
 
-    pub async fn start(self) -> Gateway {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind gateway");
-        let addr = listener.local_addr().expect("addr");
-        let prefix = random_prefix();
-        let base = format!("http://127.0.0.1:{}", addr.port());
-        // Sections may be given more than once (extra lines): merge them by
-        // rendering the base config with placeholders the extras extend.
+    /// The configuration file for a gateway on `port`.
+    fn render(&self, port: u16, prefix: &str, admin_port: Option<u16>) -> String {
+        let base = format!("http://127.0.0.1:{port}");
         let mut sections: BTreeMap<String, Vec<String>> = BTreeMap::new();
         // A later line for the same key replaces the earlier one.
         let mut add = |s: &str, l: String| {
@@ -130,6 +144,7 @@ impl GatewayBuilder {
             lines.retain(|old| old.split('=').next().unwrap_or_default().trim() != key);
             lines.push(l);
         };
+        add("server", format!("listen = \"127.0.0.1:{port}\""));
         add("server", format!("public_url = \"{base}\""));
         add("oidc", format!("issuer = \"{}\"", self.issuer));
         add("oidc", format!("client_id = \"{CLIENT_ID}\""));
@@ -148,6 +163,10 @@ impl GatewayBuilder {
         }
         add("store", format!("key_prefix = \"{prefix}\""));
         add("log", "access_log = false".into());
+        if let Some(p) = admin_port {
+            add("admin", format!("listen = \"127.0.0.1:{p}\""));
+            add("admin", format!("token = \"{ADMIN_TOKEN}\""));
+        }
         let mut tail = String::new();
         let mut current: Option<String> = None;
         for line in self.extra.lines() {
@@ -181,25 +200,79 @@ impl GatewayBuilder {
             self.upstream
         ));
         toml.push_str(&tail);
+        toml
+    }
+
+    fn write_config(&self, toml: &str, prefix: &str) -> std::path::PathBuf {
         let path = std::env::temp_dir().join(format!(
-            "oidc-bff-test-{}.toml",
-            prefix.trim_end_matches(':')
+            "oidc-bff-test-{}-{:x}.toml",
+            prefix.trim_end_matches(':'),
+            rand::random::<u32>()
         ));
-        std::fs::write(&path, &toml).expect("write config");
+        std::fs::write(&path, toml).expect("write config");
+        path
+    }
+
+    /// Runs the gateway inside the test process.
+    pub async fn start(self) -> Gateway {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind gateway");
+        let addr = listener.local_addr().expect("addr");
+        let prefix = self.prefix.clone().unwrap_or_else(random_prefix);
+        let admin_listener = if self.admin {
+            Some(
+                tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind admin"),
+            )
+        } else {
+            None
+        };
+        let admin = admin_listener
+            .as_ref()
+            .map(|l| l.local_addr().expect("addr"));
+        let toml = self.render(addr.port(), &prefix, admin.map(|a| a.port()));
+        let path = self.write_config(&toml, &prefix);
         let config = oidc_bff::config::load(Some(&path), Vec::new())
             .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{toml}"));
         let _ = std::fs::remove_file(&path);
         let state = AppState::new(config).expect("state");
         oidc_bff::spawn_background(&state);
-        let st = state.clone();
+        if let Some(l) = admin_listener {
+            let st = state.clone();
+            tokio::spawn(async move {
+                let _ = oidc_bff::serve_admin(st, l, std::future::pending()).await;
+            });
+        }
         tokio::spawn(async move {
-            let _ = oidc_bff::serve(st, listener, std::future::pending()).await;
+            let _ = oidc_bff::serve(state, listener, std::future::pending()).await;
         });
         Gateway {
             addr,
-            base,
+            base: format!("http://127.0.0.1:{}", addr.port()),
             prefix,
-            redis_url: self.redis_url,
+            redis_url: self.redis_url.clone(),
+            admin,
+            _process: None,
+        }
+    }
+
+    /// Runs the real `oidc-bff` binary as a separate process.
+    pub async fn start_process(self) -> Gateway {
+        let port = procs::free_port();
+        let prefix = self.prefix.clone().unwrap_or_else(random_prefix);
+        let admin_port = self.admin.then(procs::free_port);
+        let toml = self.render(port, &prefix, admin_port);
+        let path = self.write_config(&toml, &prefix);
+        let process = procs::GatewayProcess::start(&path, port);
+        Gateway {
+            addr: ([127, 0, 0, 1], port).into(),
+            base: format!("http://127.0.0.1:{port}"),
+            prefix,
+            redis_url: self.redis_url.clone(),
+            admin: admin_port.map(|p| ([127, 0, 0, 1], p).into()),
+            _process: Some(process),
         }
     }
 }
@@ -209,13 +282,17 @@ impl Gateway {
         format!("{}{path}", self.base)
     }
 
-    /// Keys this gateway wrote, with their types.
-    pub async fn redis_keys(&self) -> Vec<String> {
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
         let client = redis::Client::open(self.redis_url.as_str()).expect("redis client");
-        let mut conn = client
+        client
             .get_multiplexed_async_connection()
             .await
-            .expect("redis conn");
+            .expect("redis conn")
+    }
+
+    /// Keys this gateway wrote.
+    pub async fn redis_keys(&self) -> Vec<String> {
+        let mut conn = self.redis().await;
         let mut keys: Vec<String> = redis::cmd("KEYS")
             .arg(format!("{}*", self.prefix))
             .query_async(&mut conn)
@@ -233,6 +310,42 @@ impl Gateway {
             .iter()
             .filter(|k| k.starts_with(&p))
             .count()
+    }
+
+    /// Session IDs in a user's index.
+    pub async fn user_index(&self, sub: &str) -> Vec<String> {
+        use sha2::Digest;
+        let hash: String = sha2::Sha256::digest(sub.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let mut conn = self.redis().await;
+        redis::cmd("ZRANGE")
+            .arg(format!("{}u:{hash}", self.prefix))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await
+            .expect("ZRANGE")
+    }
+
+    /// A request to the admin API.
+    pub async fn admin(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let addr = self.admin.expect("gateway started with .admin()");
+        let mut req = no_redirects()
+            .request(method, format!("http://{addr}{path}"))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.expect("admin request");
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
     }
 }
 

@@ -186,7 +186,7 @@ impl Chaos {
     }
 
     /// Traffic freezes on open connections and new ones (a slow or hung
-    /// server); `pass()` releases it.
+    /// server); leaving the stall drops those connections.
     pub fn stall(&self) {
         self.set(STALL);
     }
@@ -202,12 +202,16 @@ async fn pump(
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = vec![0u8; 16384];
     loop {
+        // A connection that lived through a stall is dropped when it ends:
+        // a hung server does not wake up and answer old requests.
+        let mut stalled = false;
         while mode.load(Ordering::SeqCst) == STALL {
+            stalled = true;
             if changes.changed().await.is_err() {
                 return;
             }
         }
-        if mode.load(Ordering::SeqCst) == REFUSE {
+        if stalled || mode.load(Ordering::SeqCst) == REFUSE {
             return;
         }
         tokio::select! {

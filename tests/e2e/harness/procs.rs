@@ -190,3 +190,35 @@ impl ProviderProcess {
         Self { issuer, _proc: g }
     }
 }
+
+/// The real `oidc-bff` binary, running a test configuration.
+pub struct GatewayProcess {
+    _proc: Guarded,
+    config: PathBuf,
+}
+
+impl GatewayProcess {
+    pub fn start(config: &Path, port: u16) -> Self {
+        let bin = env!("CARGO_BIN_EXE_oidc-bff");
+        let args = vec![
+            "serve".to_owned(),
+            "--config".to_owned(),
+            config.to_string_lossy().into_owned(),
+        ];
+        let g = spawn_guarded(bin, &args, Stdio::null());
+        assert!(
+            wait_for_port(port, Duration::from_secs(20)),
+            "oidc-bff process did not listen on {port}"
+        );
+        Self {
+            _proc: g,
+            config: config.to_owned(),
+        }
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.config);
+    }
+}

@@ -1,0 +1,703 @@
+//! A session over its whole life: token refresh without races (in one
+//! instance and across processes), refresh failures, per-user limits,
+//! listing and revocation by the user, the admin API and the CLI, and
+//! back-channel logout from the provider.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::harness::procs::{ProviderProcess, free_port};
+use crate::harness::{Browser, Chaos, Gateway, GatewayBuilder, ProviderApi, Upstream, unique_user};
+
+/// A provider of this test's own, issuing 5-second access tokens.
+fn short_token_provider() -> (ProviderProcess, ProviderApi) {
+    let p = ProviderProcess::start(&["--access-token-ttl", "5"]);
+    let api = ProviderApi::new(&p.issuer);
+    (p, api)
+}
+
+async fn refresh_grants(api: &ProviderApi) -> u64 {
+    api.get("/__test/stats").await["token_grants"]["refresh_token"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+fn bearers(upstream: &Upstream) -> Vec<String> {
+    upstream
+        .seen()
+        .iter()
+        .filter_map(|s| s.header("authorization"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_calls_on_an_expired_token_cause_exactly_one_refresh() {
+    let (provider, api) = short_token_provider();
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .issuer(&provider.issuer)
+        .set("session", "refresh_skew = \"1s\"")
+        .start()
+        .await;
+    let mut b = Browser::new(&gw);
+    b.login_as(&unique_user("flight")).await;
+    assert_eq!(b.get("/api/first").await.status, StatusCode::OK);
+    let first = bearers(&upstream)[0].clone();
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    assert_eq!(refresh_grants(&api).await, 0);
+
+    let cookie = b.cookie_header();
+    let calls = (0..50).map(|i| {
+        let client = b.gw.clone();
+        let url = gw.url(&format!("/api/c{i}"));
+        let cookie = cookie.clone();
+        async move {
+            client
+                .get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .map(|r| r.status())
+        }
+    });
+    let statuses = join_all(calls).await;
+    assert!(
+        statuses.iter().all(|s| matches!(s, Ok(StatusCode::OK))),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        refresh_grants(&api).await,
+        1,
+        "exactly one refresh for 50 concurrent calls"
+    );
+    let after: Vec<String> = bearers(&upstream).into_iter().skip(1).collect();
+    assert_eq!(after.len(), 50);
+    assert!(
+        after.iter().all(|t| *t == after[0] && *t != first),
+        "all 50 used the one refreshed token"
+    );
+    assert_eq!(
+        api.check_access_token(after[0].trim_start_matches("Bearer "))
+            .await["active"],
+        true
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateway_processes_sharing_redis_refresh_exactly_once() {
+    let (provider, api) = short_token_provider();
+    let upstream = Upstream::start().await;
+    let a = GatewayBuilder::new(&upstream)
+        .issuer(&provider.issuer)
+        .set("session", "refresh_skew = \"1s\"")
+        .start_process()
+        .await;
+    let b_gw = GatewayBuilder::new(&upstream)
+        .issuer(&provider.issuer)
+        .set("session", "refresh_skew = \"1s\"")
+        .prefix(&a.prefix)
+        .start_process()
+        .await;
+    let mut b = Browser::new(&a);
+    b.login_as(&unique_user("multi")).await;
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+
+    let cookie = b.cookie_header();
+    let calls = (0..50).map(|i| {
+        let client = b.gw.clone();
+        let gw: &Gateway = if i % 2 == 0 { &a } else { &b_gw };
+        let url = gw.url(&format!("/api/c{i}"));
+        let cookie = cookie.clone();
+        async move {
+            client
+                .get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .map(|r| r.status())
+        }
+    });
+    let statuses = join_all(calls).await;
+    assert!(
+        statuses.iter().all(|s| matches!(s, Ok(StatusCode::OK))),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        refresh_grants(&api).await,
+        1,
+        "one refresh across two processes"
+    );
+    let tokens = bearers(&upstream);
+    assert_eq!(tokens.len(), 50);
+    assert!(tokens.iter().all(|t| *t == tokens[0]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_token_revoked_at_the_provider_ends_the_session() {
+    let (provider, api) = short_token_provider();
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .issuer(&provider.issuer)
+        .set("session", "refresh_skew = \"1s\"")
+        .start()
+        .await;
+    let user = unique_user("revoked");
+    let mut b = Browser::new(&gw);
+    b.login_as(&user).await;
+    assert_eq!(gw.user_index(&user).await.len(), 1);
+    api.post("/__test/revoke-grants", json!({ "sub": user }))
+        .await;
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+
+    let r = b.get("/api/x").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r:?}");
+    assert_eq!(r.json()["error"], "session_expired");
+    assert_eq!(gw.session_count().await, 0, "session removed from Redis");
+    assert!(
+        gw.user_index(&user).await.is_empty(),
+        "and from the user index"
+    );
+    assert_eq!(upstream.count(), 0);
+    assert_eq!(api.get("/__test/stats").await["refresh_failures"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_is_down_during_refresh_gives_503_and_keeps_the_session() {
+    // The provider sits behind a chaos proxy; its issuer names the proxy.
+    let port = free_port();
+    let chaos = Chaos::start(([127, 0, 0, 1], port).into()).await;
+    let issuer = format!("http://{}", chaos.addr);
+    let provider = ProviderProcess::start(&[
+        "--access-token-ttl",
+        "5",
+        "--port",
+        &port.to_string(),
+        "--issuer",
+        &issuer,
+    ]);
+    assert_eq!(provider.issuer, issuer);
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .issuer(&issuer)
+        .set("session", "refresh_skew = \"1s\"")
+        .set("oidc", "http_timeout = \"1s\"")
+        .start()
+        .await;
+    let mut b = Browser::new(&gw);
+    b.login_as(&unique_user("idpdown")).await;
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+
+    chaos.refuse();
+    let r = b.get("/api/x").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{r:?}");
+    assert_eq!(r.json()["error"], "provider_unavailable");
+    chaos.stall();
+    let r = b.get("/api/x").await;
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{r:?}");
+    assert_eq!(r.json()["error"], "provider_timeout");
+    assert_eq!(
+        gw.session_count().await,
+        1,
+        "the session is kept for a later try"
+    );
+    assert_eq!(upstream.count(), 0);
+
+    chaos.pass();
+    let r = b.get("/api/x").await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_without_refresh_token_ends_when_its_access_token_expires() {
+    let (provider, _api) = short_token_provider();
+    let upstream = Upstream::start().await;
+    // A client without the refresh_token grant gets no refresh token.
+    ProviderApi::new(&provider.issuer)
+        .post(
+            "/__test/clients",
+            json!({
+                "client_id": "no-refresh", "client_secret": "oidc-bff-secret",
+                "grant_types": ["authorization_code"], "token_endpoint_auth_method": "client_secret_basic",
+            }),
+        )
+        .await;
+    let gw = GatewayBuilder::new(&upstream)
+        .issuer(&provider.issuer)
+        .set("oidc", "client_id = \"no-refresh\"")
+        .set("session", "refresh_skew = \"1s\"")
+        .start()
+        .await;
+    let mut b = Browser::new(&gw);
+    b.login_as(&unique_user("norefresh")).await;
+    assert_eq!(b.get("/api/x").await.status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    let r = b.get("/api/x").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activity_is_written_at_most_once_per_touch_interval() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .set("session", "touch_interval = \"60s\"")
+        .start()
+        .await;
+    let mut b = Browser::new(&gw);
+    b.login_as(&unique_user("touch")).await;
+    let key = gw
+        .redis_keys()
+        .await
+        .into_iter()
+        .find(|k| k.starts_with(&format!("{}s:", gw.prefix)))
+        .expect("key");
+    let record = |mut conn: redis::aio::MultiplexedConnection, key: String| async move {
+        let r: Vec<u8> = redis::cmd("HGET")
+            .arg(key)
+            .arg("r")
+            .query_async(&mut conn)
+            .await
+            .expect("HGET");
+        r
+    };
+    let before = record(gw.redis().await, key.clone()).await;
+    for _ in 0..20 {
+        assert_eq!(b.get("/api/x").await.status, StatusCode::OK);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after = record(gw.redis().await, key.clone()).await;
+    assert_eq!(
+        before, after,
+        "20 requests inside the interval wrote nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_of_two_sessions_evicts_the_oldest_on_the_third_login() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .set("session", "max_per_user = 2")
+        .admin()
+        .start()
+        .await;
+    let user = unique_user("limit");
+    let mut first = Browser::new(&gw);
+    let mut second = Browser::new(&gw);
+    let mut third = Browser::new(&gw);
+    first.login_as(&user).await;
+    second.login_as(&user).await;
+    assert_eq!(first.get("/api/x").await.status, StatusCode::OK);
+    third.login_as(&user).await;
+
+    assert_eq!(
+        first.get("/api/x").await.status,
+        StatusCode::UNAUTHORIZED,
+        "the oldest was evicted"
+    );
+    assert_eq!(second.get("/api/x").await.status, StatusCode::OK);
+    assert_eq!(third.get("/api/x").await.status, StatusCode::OK);
+    let list = third.get("/auth/sessions").await.json();
+    let sessions = list["sessions"].as_array().expect("array");
+    assert_eq!(sessions.len(), 2, "{list}");
+    assert_eq!(sessions[0]["current"], true, "newest first: {list}");
+    assert_eq!(gw.user_index(&user).await.len(), 2);
+    let (status, admin) = gw
+        .admin(Method::GET, &format!("/admin/sessions?user={user}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(admin["sessions"].as_array().map(Vec::len), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_list_and_revoke_their_own_sessions() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream).admin().start().await;
+    let user = unique_user("mine");
+    let mut browsers = Vec::new();
+    for _ in 0..3 {
+        let mut b = Browser::new(&gw);
+        b.login_as(&user).await;
+        browsers.push(b);
+    }
+    let list = browsers[0].get("/auth/sessions").await.json();
+    let sessions = list["sessions"].as_array().cloned().expect("array");
+    assert_eq!(sessions.len(), 3);
+    let me = browsers[0].get("/auth/user").await.json()["session"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let current: Vec<_> = sessions.iter().filter(|s| s["current"] == true).collect();
+    assert_eq!(current.len(), 1);
+    assert_eq!(current[0]["id"], me.as_str());
+    for s in &sessions {
+        assert_eq!(s["last_ip"], "127.0.0.1");
+        assert!(s["created_at"].as_u64().is_some() && s["expires_at"].as_u64().is_some());
+        let text = s.to_string();
+        assert!(
+            !text.contains("eyJ") && !text.contains("token"),
+            "no tokens in the list: {text}"
+        );
+    }
+    let second = browsers[1].get("/auth/user").await.json()["session"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+
+    // Revoking needs the CSRF header, like any state-changing call.
+    let path = format!("/auth/sessions/{second}/revoke");
+    assert_eq!(
+        browsers[0]
+            .request(Method::POST, &path, &[], None)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let r = browsers[0]
+        .request(Method::POST, &path, &[("x-csrf", "1")], None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(r.json()["result"]["outcome"], "revoked");
+    assert_eq!(
+        browsers[1].get("/api/x").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Twice: the admin API reports it was already revoked, and by whom.
+    let (status, v) = gw
+        .admin(
+            Method::POST,
+            "/admin/sessions/revoke",
+            Some(json!({ "id": second })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["result"]["outcome"], "already_revoked", "{v}");
+    assert_eq!(v["result"]["previous"]["reason"], "user");
+
+    // Someone else's session is not theirs to see or end.
+    let mut other = Browser::new(&gw);
+    other.login_as(&unique_user("other")).await;
+    let r = other
+        .request(
+            Method::POST,
+            &format!("/auth/sessions/{me}/revoke"),
+            &[("x-csrf", "1")],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(browsers[0].get("/api/x").await.status, StatusCode::OK);
+
+    // Revoke all except the current one (admin API).
+    let (status, v) = gw
+        .admin(
+            Method::POST,
+            "/admin/sessions/revoke",
+            Some(json!({ "user": user, "except": me })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["revoked"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(browsers[0].get("/api/x").await.status, StatusCode::OK);
+    assert_eq!(
+        browsers[2].get("/api/x").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(gw.user_index(&user).await, vec![me.clone()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_requires_its_bearer_token() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream).admin().start().await;
+    let addr = gw.admin.expect("admin");
+    let client = reqwest::Client::new();
+    let r = client
+        .get(format!("http://{addr}/admin/stats"))
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = client
+        .get(format!("http://{addr}/admin/stats"))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let (status, stats) = gw.admin(Method::GET, "/admin/stats", None).await;
+    assert_eq!(status, StatusCode::OK, "{stats}");
+    assert!(stats["memory_bytes"].as_u64().is_some());
+    // The admin API is not reachable on the public listener.
+    let mut b = Browser::new(&gw);
+    assert_eq!(b.get("/admin/stats").await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_and_revokes_sessions() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream).start().await;
+    let user = unique_user("cli");
+    let mut b1 = Browser::new(&gw);
+    let mut b2 = Browser::new(&gw);
+    b1.login_as(&user).await;
+    b2.login_as(&user).await;
+    let keep = b1.get("/auth/user").await.json()["session"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+
+    let config =
+        std::env::temp_dir().join(format!("oidc-bff-cli-{:x}.toml", rand::random::<u32>()));
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\npublic_url = \"http://localhost:1\"\n[oidc]\nissuer = \"http://127.0.0.1:1\"\nclient_id = \"x\"\nclient_secret = \"x\"\n\
+             [session]\nencryption_keys = [{{ id = \"t1\", key = \"{}\" }}]\n[store]\nurl = \"{}\"\nkey_prefix = \"{}\"\n",
+            crate::harness::KEY_B64,
+            gw.redis_url,
+            gw.prefix
+        ),
+    )
+    .expect("config");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_oidc-bff"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .expect("run cli");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let table = run(&["sessions", "list", "--user", &user]);
+    assert!(
+        table.starts_with("ID") && table.contains(&keep) && table.contains("127.0.0.1"),
+        "{table}"
+    );
+    let listed: Value =
+        serde_json::from_str(&run(&["sessions", "list", "--user", &user, "--json"])).expect("json");
+    assert_eq!(listed["sessions"].as_array().map(Vec::len), Some(2));
+
+    let out = run(&[
+        "sessions", "revoke", "--user", &user, "--except", &keep, "--json",
+    ]);
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["revoked"].as_array().map(Vec::len), Some(1));
+    assert_eq!(b1.get("/api/x").await.status, StatusCode::OK);
+    assert_eq!(b2.get("/api/x").await.status, StatusCode::UNAUTHORIZED);
+
+    assert!(run(&["sessions", "revoke", "--id", &keep]).contains("revoked"));
+    assert!(run(&["sessions", "revoke", "--id", &keep]).contains("already revoked (admin by cli:"));
+    let stats: Value = serde_json::from_str(&run(&["sessions", "stats", "--json"])).expect("json");
+    assert_eq!(stats["sessions"], 0);
+    let _ = std::fs::remove_file(&config);
+}
+
+/// A client of this test's own, whose back-channel logout URI is the
+/// gateway. Returns the gateway and the client ID.
+async fn backchannel_gateway(upstream: &Upstream) -> (Gateway, String) {
+    // The client must exist before the gateway uses it, and its logout URI
+    // must name the gateway: register, start, register again.
+    let client_id = format!("bcl-{:08x}", rand::random::<u32>());
+    let api = ProviderApi::shared();
+    let register = |uri: String| {
+        json!({
+            "client_id": client_id, "client_secret": "oidc-bff-secret",
+            "grant_types": ["authorization_code", "refresh_token"],
+            "token_endpoint_auth_method": "client_secret_basic",
+            "backchannel_logout_uri": uri, "backchannel_logout_session_required": true,
+        })
+    };
+    api.post(
+        "/__test/clients",
+        register("http://127.0.0.1:1/auth/backchannel-logout".into()),
+    )
+    .await;
+    let gw = GatewayBuilder::new(upstream)
+        .set("oidc", &format!("client_id = \"{client_id}\""))
+        .start()
+        .await;
+    api.post(
+        "/__test/clients",
+        register(gw.url("/auth/backchannel-logout")),
+    )
+    .await;
+    (gw, client_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backchannel_logout_from_the_provider_ends_that_provider_session() {
+    let upstream = Upstream::start().await;
+    let (gw, client_id) = backchannel_gateway(&upstream).await;
+    let user = unique_user("bcl");
+    let mut b = Browser::new(&gw);
+    b.login_as(&user).await;
+    let mut other_device = Browser::new(&gw);
+    other_device.login_as(&user).await;
+    assert_eq!(b.get("/api/x").await.status, StatusCode::OK);
+
+    let claims = b.get("/auth/user").await.json()["claims"].clone();
+    let sid = claims["sid"]
+        .as_str()
+        .expect("the ID token carried the provider sid")
+        .to_owned();
+    let r = ProviderApi::shared()
+        .post(
+            "/__test/backchannel-logout",
+            json!({ "client_id": client_id, "sub": user, "sid": sid }),
+        )
+        .await;
+    assert_eq!(r["ok"], true, "the gateway accepted the logout token: {r}");
+    assert_eq!(b.get("/api/x").await.status, StatusCode::UNAUTHORIZED);
+    // Only that provider session ended (by sid), not the other device's.
+    assert_eq!(other_device.get("/api/x").await.status, StatusCode::OK);
+    assert_eq!(gw.user_index(&user).await.len(), 1);
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs()
+}
+
+async fn post_logout_token(gw: &Gateway, token: &str) -> (StatusCode, Value) {
+    let r = reqwest::Client::new()
+        .post(gw.url("/auth/backchannel-logout"))
+        .form(&[("logout_token", token)])
+        .send()
+        .await
+        .expect("post");
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_logout_tokens_are_refused_and_change_nothing() {
+    let upstream = Upstream::start().await;
+    let (gw, client_id) = backchannel_gateway(&upstream).await;
+    let api = ProviderApi::shared();
+    let user = unique_user("forged");
+    let mut b = Browser::new(&gw);
+    b.login_as(&user).await;
+    let sid = b.get("/auth/user").await.json()["claims"]["sid"]
+        .as_str()
+        .expect("sid")
+        .to_owned();
+    let valid = |jti: &str| {
+        json!({
+            "iss": api.issuer, "aud": client_id, "iat": now(), "exp": now() + 120, "jti": jti,
+            "events": { "http://schemas.openid.net/event/backchannel-logout": {} }, "sid": sid,
+        })
+    };
+    let header = json!({ "typ": "logout+jwt" });
+    let sign = |payload: Value| {
+        let api = &api;
+        let header = header.clone();
+        async move {
+            api.post(
+                "/__test/sign",
+                json!({ "payload": payload, "header": header }),
+            )
+            .await["jwt"]
+                .as_str()
+                .expect("jwt")
+                .to_owned()
+        }
+    };
+    let mut cases: Vec<(&str, String)> = Vec::new();
+    let forged = api
+        .post(
+            "/__test/sign-with-foreign-key",
+            json!({ "payload": valid("forged"), "header": header }),
+        )
+        .await["jwt"]
+        .as_str()
+        .expect("jwt")
+        .to_owned();
+    cases.push(("forged signature", forged));
+    let mut p = valid("expired");
+    p["iat"] = json!(now() - 3600);
+    p["exp"] = json!(now() - 3000);
+    cases.push(("expired", sign(p).await));
+    let mut p = valid("aud");
+    p["aud"] = json!("someone-else");
+    cases.push(("wrong audience", sign(p).await));
+    let mut p = valid("iss");
+    p["iss"] = json!("https://evil.example");
+    cases.push(("wrong issuer", sign(p).await));
+    let mut p = valid("events");
+    p.as_object_mut().expect("obj").remove("events");
+    cases.push(("no back-channel event", sign(p).await));
+    let mut p = valid("nonce");
+    p["nonce"] = json!("n");
+    cases.push(("carries a nonce", sign(p).await));
+    let mut p = valid("nosid");
+    p.as_object_mut().expect("obj").remove("sid");
+    cases.push(("neither sid nor sub", sign(p).await));
+    cases.push(("not a JWT", "garbage".into()));
+
+    for (what, token) in &cases {
+        let (status, body) = post_logout_token(&gw, token).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{what}: {body}");
+        assert!(
+            body["error_description"].as_str().is_some(),
+            "{what}: a reason is given"
+        );
+        assert_eq!(
+            b.get("/api/x").await.status,
+            StatusCode::OK,
+            "{what} changed something"
+        );
+    }
+
+    // A valid token works once; its replay is refused.
+    let token = sign(valid(&format!("jti-{:x}", rand::random::<u64>()))).await;
+    let (status, body) = post_logout_token(&gw, &token).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["revoked"], 1);
+    let (status, body) = post_logout_token(&gw, &token).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "replay: {body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .is_some_and(|d| d.contains("replayed"))
+    );
+    assert_eq!(b.get("/api/x").await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_token_with_only_sub_ends_all_of_the_users_sessions() {
+    let upstream = Upstream::start().await;
+    let (gw, client_id) = backchannel_gateway(&upstream).await;
+    let api = ProviderApi::shared();
+    let user = unique_user("bysub");
+    let mut b1 = Browser::new(&gw);
+    let mut b2 = Browser::new(&gw);
+    b1.login_as(&user).await;
+    b2.login_as(&user).await;
+    let payload = json!({
+        "iss": api.issuer, "aud": client_id, "iat": now(), "exp": now() + 120,
+        "jti": format!("sub-{:x}", rand::random::<u64>()),
+        "events": { "http://schemas.openid.net/event/backchannel-logout": {} }, "sub": user,
+    });
+    let token = api
+        .post("/__test/sign", json!({ "payload": payload }))
+        .await["jwt"]
+        .as_str()
+        .expect("jwt")
+        .to_owned();
+    let (status, body) = post_logout_token(&gw, &token).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["revoked"], 2);
+    assert_eq!(b1.get("/api/x").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(b2.get("/api/x").await.status, StatusCode::UNAUTHORIZED);
+    assert!(gw.user_index(&user).await.is_empty());
+}
