@@ -161,6 +161,10 @@ pub struct RawOidc {
     /// Allow an `http://` issuer that is not on loopback (e.g. Keycloak
     /// inside docker compose). Never in production.
     pub allow_insecure_issuer: bool,
+    /// Fetch the discovery document from here instead of
+    /// `<issuer>/.well-known/openid-configuration` (e.g. the provider's
+    /// in-cluster address). Its `issuer` must still equal `oidc.issuer`.
+    pub discovery_url: Option<String>,
 }
 
 impl Default for RawOidc {
@@ -183,6 +187,7 @@ impl Default for RawOidc {
             jwks_min_refresh_interval: RawDuration::text("30s"),
             metadata_refresh_interval: RawDuration::text("1h"),
             allow_insecure_issuer: false,
+            discovery_url: None,
         }
     }
 }
@@ -453,6 +458,7 @@ pub struct OidcConfig {
     pub userinfo: bool,
     pub jwks_min_refresh_interval: Duration,
     pub metadata_refresh_interval: Duration,
+    pub discovery_url: Option<Url>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1128,6 +1134,14 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
         &raw.oidc.metadata_refresh_interval,
     );
 
+    let discovery_url = raw.oidc.discovery_url.as_ref().and_then(|d| match Url::parse(d) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
+        _ => {
+            issues.add("oidc.discovery_url", format!("`{d}` must be an http(s) URL of a discovery document"));
+            None
+        }
+    });
+
     // [session]
     let s = &raw.session;
     let same_site = match s.same_site.to_ascii_lowercase().as_str() {
@@ -1521,6 +1535,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
             userinfo: raw.oidc.userinfo,
             jwks_min_refresh_interval,
             metadata_refresh_interval,
+            discovery_url,
         },
         session: SessionConfig {
             cookie_name: s.cookie_name.clone(),

@@ -199,7 +199,10 @@ impl Provider {
 
     async fn discover(&self) -> Result<Discovered, ProviderError> {
         let issuer = self.config.issuer.as_str().trim_end_matches('/');
-        let url = format!("{issuer}/.well-known/openid-configuration");
+        let url = match &self.config.discovery_url {
+            Some(u) => u.to_string(),
+            None => format!("{issuer}/.well-known/openid-configuration"),
+        };
         let body = self.get_json(&url).await?;
         let metadata: Metadata = serde_json::from_slice(&body)
             .map_err(|e| ProviderError::InvalidResponse(format!("discovery document: {e}")))?;
