@@ -31,6 +31,11 @@ enum Command {
     Serve,
     /// Validate the configuration and print it with secrets redacted.
     CheckConfig,
+    /// Exit 0 if URL answers 2xx within 3 s (container health checks).
+    Healthcheck {
+        #[arg(long, default_value = "http://127.0.0.1:8080/readyz")]
+        url: String,
+    },
     /// Inspect and revoke sessions in the configured store.
     #[command(subcommand)]
     Sessions(oidc_bff::cli::SessionsCommand),
@@ -48,6 +53,7 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::CheckConfig => check_config(cli.config.as_deref(), env),
         Command::Serve => serve(cli.config.as_deref(), env),
+        Command::Healthcheck { url } => healthcheck(&url),
         Command::Sessions(cmd) => {
             let config = match config::load(cli.config.as_deref(), env) {
                 Ok(c) => c,
@@ -79,6 +85,25 @@ fn check_config(path: Option<&std::path::Path>, env: Vec<(String, String)>) -> E
             eprint!("{e}");
             ExitCode::from(EX_CONFIG)
         }
+    }
+}
+
+fn healthcheck(url: &str) -> ExitCode {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        return ExitCode::FAILURE;
+    };
+    let ok = runtime.block_on(async {
+        let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(3)).build();
+        match client {
+            Ok(c) => c.get(url).send().await.is_ok_and(|r| r.status().is_success()),
+            Err(_) => false,
+        }
+    });
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("{url} is not healthy");
+        ExitCode::FAILURE
     }
 }
 
