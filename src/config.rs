@@ -1134,13 +1134,20 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
         &raw.oidc.metadata_refresh_interval,
     );
 
-    let discovery_url = raw.oidc.discovery_url.as_ref().and_then(|d| match Url::parse(d) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
-        _ => {
-            issues.add("oidc.discovery_url", format!("`{d}` must be an http(s) URL of a discovery document"));
-            None
-        }
-    });
+    let discovery_url = raw
+        .oidc
+        .discovery_url
+        .as_ref()
+        .and_then(|d| match Url::parse(d) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
+            _ => {
+                issues.add(
+                    "oidc.discovery_url",
+                    format!("`{d}` must be an http(s) URL of a discovery document"),
+                );
+                None
+            }
+        });
 
     // [session]
     let s = &raw.session;

@@ -8,6 +8,9 @@ use clap::{Parser, Subcommand};
 
 use oidc_bff::config;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit code for a configuration error (sysexits EX_USAGE).
 const EX_CONFIG: u8 = 64;
 
@@ -89,13 +92,22 @@ fn check_config(path: Option<&std::path::Path>, env: Vec<(String, String)>) -> E
 }
 
 fn healthcheck(url: &str) -> ExitCode {
-    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
         return ExitCode::FAILURE;
     };
     let ok = runtime.block_on(async {
-        let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(3)).build();
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(3))
+            .build();
         match client {
-            Ok(c) => c.get(url).send().await.is_ok_and(|r| r.status().is_success()),
+            Ok(c) => c
+                .get(url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success()),
             Err(_) => false,
         }
     });

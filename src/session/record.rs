@@ -52,9 +52,11 @@ pub struct StoredBody {
     pub access_expires_at: u64,
     pub has_refresh_token: bool,
     /// [`SessionMeta`], sealed under the server key.
+    #[serde(with = "serde_bytes")]
     pub meta: Vec<u8>,
     /// [`SessionSecrets`], sealed under the server key and the cookie's
     /// per-session secret.
+    #[serde(with = "serde_bytes")]
     pub secrets: Vec<u8>,
 }
 
