@@ -50,27 +50,60 @@ impl App {
         if let Some(u) = &self.args.jwks_url {
             return Ok(u.clone());
         }
-        let url = format!("{}/.well-known/openid-configuration", self.args.issuer.trim_end_matches('/'));
-        let doc: Value = self.http.get(&url).send().await.map_err(|e| e.to_string())?.json().await.map_err(|e| e.to_string())?;
-        doc["jwks_uri"].as_str().map(str::to_owned).ok_or_else(|| "no jwks_uri".into())
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            self.args.issuer.trim_end_matches('/')
+        );
+        let doc: Value = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        doc["jwks_uri"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| "no jwks_uri".into())
     }
 
     async fn refresh_keys(&self) -> Result<(), String> {
         let url = self.jwks_url().await?;
-        let set: JwkSet = self.http.get(&url).send().await.map_err(|e| e.to_string())?.json().await.map_err(|e| e.to_string())?;
-        *self.keys.set.write().unwrap_or_else(|p| p.into_inner()) = (set.keys, Some(Instant::now()));
+        let set: JwkSet = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        *self.keys.set.write().unwrap_or_else(|p| p.into_inner()) =
+            (set.keys, Some(Instant::now()));
         Ok(())
     }
 
     async fn key(&self, kid: Option<&str>) -> Result<DecodingKey, String> {
         let find = |app: &App| {
             let guard = app.keys.set.read().unwrap_or_else(|p| p.into_inner());
-            guard.0.iter().find(|k| kid.is_none() || k.common.key_id.as_deref() == kid).cloned()
+            guard
+                .0
+                .iter()
+                .find(|k| kid.is_none() || k.common.key_id.as_deref() == kid)
+                .cloned()
         };
         if let Some(k) = find(self) {
             return DecodingKey::from_jwk(&k).map_err(|e| e.to_string());
         }
-        let recent = self.keys.set.read().unwrap_or_else(|p| p.into_inner()).1.is_some_and(|t| t.elapsed() < Duration::from_secs(10));
+        let recent = self
+            .keys
+            .set
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(10));
         if !recent {
             self.refresh_keys().await?;
         }
@@ -80,8 +113,15 @@ impl App {
 }
 
 fn refuse(reason: &str) -> Response {
-    let mut r = (StatusCode::UNAUTHORIZED, Json(json!({ "error": "invalid_token", "message": reason }))).into_response();
-    r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+    let mut r = (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({ "error": "invalid_token", "message": reason })),
+    )
+        .into_response();
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
     r
 }
 
@@ -97,7 +137,10 @@ async fn handle(State(app): State<App>, req: Request) -> Response {
     let Ok(head) = jsonwebtoken::decode_header(token) else {
         return refuse("the token is not a JWT");
     };
-    if !matches!(head.alg, Algorithm::RS256 | Algorithm::PS256 | Algorithm::ES256) {
+    if !matches!(
+        head.alg,
+        Algorithm::RS256 | Algorithm::PS256 | Algorithm::ES256
+    ) {
         return refuse("unexpected signing algorithm");
     }
     let key = match app.key(head.kid.as_deref()).await {
@@ -114,8 +157,15 @@ async fn handle(State(app): State<App>, req: Request) -> Response {
         Ok(d) => d.claims,
         Err(e) => return refuse(&format!("token rejected: {e}")),
     };
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let who = claims["name"].as_str().or(claims["preferred_username"].as_str()).or(claims["sub"].as_str()).unwrap_or("stranger");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let who = claims["name"]
+        .as_str()
+        .or(claims["preferred_username"].as_str())
+        .or(claims["sub"].as_str())
+        .unwrap_or("stranger");
     Json(json!({
         "message": format!("Hello, {who}! This answer comes from the demo API, which verified your access token."),
         "sub": claims["sub"],
@@ -147,8 +197,13 @@ async fn main() {
     let args = Args::parse();
     let app = App {
         args: Arc::new(args.clone()),
-        keys: Arc::new(Keys { set: RwLock::new((Vec::new(), None)) }),
-        http: reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_default(),
+        keys: Arc::new(Keys {
+            set: RwLock::new((Vec::new(), None)),
+        }),
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_default(),
     };
     let router = Router::new().fallback(handle).with_state(app);
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
@@ -158,7 +213,10 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    eprintln!("demo-api listening on http://{} (issuer {})", args.listen, args.issuer);
+    eprintln!(
+        "demo-api listening on http://{} (issuer {})",
+        args.listen, args.issuer
+    );
     if let Err(e) = axum::serve(listener, router).await {
         eprintln!("demo-api: {e}");
     }
