@@ -9,5 +9,6 @@ mod login_flow;
 mod proxying;
 mod session_cookies;
 mod session_lifecycle;
+mod static_app;
 mod store_consistency;
 mod store_outage;
