@@ -46,6 +46,7 @@ pub struct RawConfig {
     #[serde(rename = "static")]
     pub static_files: RawStatic,
     pub admin: RawAdmin,
+    pub metrics: RawMetrics,
     pub log: RawLog,
 }
 
@@ -374,6 +375,14 @@ pub struct RawAdmin {
     pub token_file: Option<PathBuf>,
 }
 
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMetrics {
+    /// Listen address for Prometheus metrics (`GET /metrics`); unset keeps
+    /// it off. Unauthenticated: bind it to a private address.
+    pub listen: Option<String>,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawLog {
@@ -410,6 +419,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     pub static_files: Option<StaticConfig>,
     pub admin: Option<AdminConfig>,
+    /// Where `GET /metrics` is served, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
     pub log: LogConfig,
 }
 
@@ -646,7 +657,7 @@ pub fn load_raw(
         Ok(top) => {
             const KNOWN: &[&str] = &[
                 "server", "oidc", "session", "store", "csrf", "proxy", "routes", "static", "admin",
-                "log",
+                "metrics", "log",
             ];
             for key in top.keys() {
                 if !KNOWN.contains(&key.as_str()) {
@@ -675,6 +686,7 @@ pub fn load_raw(
     section(&figment, "routes", &mut raw.routes, &mut issues);
     section(&figment, "static", &mut raw.static_files, &mut issues);
     section(&figment, "admin", &mut raw.admin, &mut issues);
+    section(&figment, "metrics", &mut raw.metrics, &mut issues);
     section(&figment, "log", &mut raw.log, &mut issues);
     if issues.0.is_empty() {
         Ok(raw)
@@ -1479,6 +1491,18 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
         })
     });
 
+    // [metrics]
+    let metrics_listen = raw.metrics.listen.as_ref().and_then(|l| {
+        l.parse::<SocketAddr>()
+            .map_err(|_| {
+                issues.add(
+                    "metrics.listen",
+                    format!("`{l}` is not a socket address; write e.g. \"127.0.0.1:9091\""),
+                )
+            })
+            .ok()
+    });
+
     // [log]
     let format = match raw.log.format.as_str() {
         "text" => LogFormat::Text,
@@ -1569,6 +1593,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
         routes,
         static_files,
         admin,
+        metrics_listen,
         log: LogConfig {
             format,
             level: raw.log.level.clone(),

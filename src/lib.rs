@@ -8,6 +8,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod middleware;
 pub mod oidc;
 pub mod pages;
@@ -57,12 +58,18 @@ pub fn build_router(state: AppState) -> Router {
 
     // Layers run outside-in on requests. From the outside: a request ID is
     // assigned (or kept) and echoed on the response, so the access log and
-    // every log line below carry it; then errors become pages for browser
-    // navigations, innermost, so the page sees the handler's own response.
-    let router = router.layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        pages::render_errors,
-    ));
+    // every log line below carry it; metrics count what the client gets;
+    // errors become pages for browser navigations, innermost, so the page
+    // sees the handler's own response.
+    let router = router
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            pages::render_errors,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ));
     let router = if state.config.log.access_log {
         router.layer(
             TraceLayer::new_for_http()
@@ -110,6 +117,20 @@ pub async fn serve_admin(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     axum::serve(listener, routes::admin::router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Serves `GET /metrics` (if configured) until `shutdown` resolves.
+pub async fn serve_metrics(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics::serve_metrics))
+        .with_state(state);
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -187,6 +187,17 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
             stopped(rx.clone()),
         ));
     }
+    if let Some(addr) = state.config.metrics_listen {
+        let metrics_listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (metrics.listen): {e}"))?;
+        tracing::info!(listen = %addr, "metrics listening");
+        tokio::spawn(oidc_bff::serve_metrics(
+            state.clone(),
+            metrics_listener,
+            stopped(rx.clone()),
+        ));
+    }
     let server = tokio::spawn(oidc_bff::serve(state, listener, stopped(rx)));
     shutdown_signal().await;
     tracing::info!(grace = ?grace, "shutting down: finishing in-flight requests");

@@ -26,6 +26,7 @@ pub struct Inner {
     pub routes: RouteTable,
     pub client: HttpClient,
     pub pages: Pages,
+    pub metrics: crate::metrics::Metrics,
     /// `X-Forwarded-Proto` and `-Host` values, from `server.public_url`.
     pub forwarded_proto: HeaderValue,
     pub forwarded_host: HeaderValue,
@@ -60,7 +61,8 @@ impl AppState {
     }
 
     pub fn with_store(config: Config, store: Arc<Store>) -> anyhow::Result<Self> {
-        let sessions = Sessions::new(&config.session, store);
+        let metrics = crate::metrics::Metrics::new();
+        let sessions = Sessions::new(&config.session, store).with_metrics(&metrics);
         let oidc = Oidc::new(&config.oidc, &config.server.redirect_uri())?;
         let routes = RouteTable::new(&config.routes)?;
         let client = build_client(&config.proxy);
@@ -85,6 +87,7 @@ impl AppState {
             routes,
             client,
             pages: Pages::new()?,
+            metrics,
             forwarded_proto,
             forwarded_host,
             config,

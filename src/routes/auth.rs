@@ -96,8 +96,11 @@ pub async fn callback(State(state): State<AppState>, req: Request) -> AppResult<
     let now = crate::clock::unix_now();
     let client = client_info(&state, headers, peer_ip(&req));
     let binding = cookie::find(headers, state.sessions.cookies().login_name());
-    let done =
-        login::complete(&state.oidc, &state.sessions, &params, binding, &client, now).await?;
+    let result =
+        login::complete(&state.oidc, &state.sessions, &params, binding, &client, now).await;
+    let outcome = if result.is_ok() { "success" } else { "failed" };
+    crate::metrics::Metrics::count(&state.metrics.logins, outcome);
+    let done = result?;
     // A login replaces whatever session this browser had.
     if let Ok(Lookup::Active(old)) = state.sessions.load(headers, now).await
         && old.store_id != done.store_id

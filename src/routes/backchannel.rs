@@ -33,7 +33,8 @@ fn answer(status: StatusCode, body: serde_json::Value) -> Response {
     resp
 }
 
-fn refuse(reason: &str) -> Response {
+fn refuse(state: &AppState, reason: &str) -> Response {
+    crate::metrics::Metrics::count(&state.metrics.backchannel_logouts, "refused");
     tracing::warn!(reason, "back-channel logout token refused");
     answer(
         StatusCode::BAD_REQUEST,
@@ -47,13 +48,13 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap, body: Byt
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
     if !form_type {
-        return refuse("expected an application/x-www-form-urlencoded body");
+        return refuse(&state, "expected an application/x-www-form-urlencoded body");
     }
     let Some(token) = serde_urlencoded::from_bytes::<Form>(&body)
         .ok()
         .and_then(|f| f.logout_token)
     else {
-        return refuse("missing logout_token");
+        return refuse(&state, "missing logout_token");
     };
     let now = crate::clock::unix_now();
     let claims =
@@ -66,7 +67,7 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap, body: Byt
                     json!({ "error": "temporarily_unavailable" }),
                 );
             }
-            Err(e) => return refuse(&e.to_string()),
+            Err(e) => return refuse(&state, &e.to_string()),
         };
     // Remember the jti until the token could no longer be accepted anyway.
     let skew = state.config.oidc.clock_skew.as_secs();
@@ -75,7 +76,7 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap, body: Byt
     let jti_key = hex(&Sha256::digest(claims.jti.as_bytes()));
     match state.sessions.store().remember_jti(&jti_key, ttl_ms).await {
         Ok(true) => {}
-        Ok(false) => return refuse("logout token replayed (jti already used)"),
+        Ok(false) => return refuse(&state, "logout token replayed (jti already used)"),
         Err(e) => {
             tracing::warn!(error = %e, "back-channel logout: store unavailable");
             return answer(
@@ -97,10 +98,13 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap, body: Byt
                 .revoke_user(sub, None, RevokeReason::Backchannel, "provider", now)
                 .await
         }
-        (None, None) => return refuse("neither sid nor sub"),
+        (None, None) => return refuse(&state, "neither sid nor sub"),
     };
     match result {
-        Ok(ids) => answer(StatusCode::OK, json!({ "revoked": ids.len() })),
+        Ok(ids) => {
+            crate::metrics::Metrics::count(&state.metrics.backchannel_logouts, "accepted");
+            answer(StatusCode::OK, json!({ "revoked": ids.len() }))
+        }
         Err(e) => {
             tracing::warn!(error = %e, "back-channel logout: store unavailable");
             answer(

@@ -116,7 +116,18 @@ fn aad(store_id: &StoreId, part: &str) -> Vec<u8> {
     v
 }
 
+type Counters<L> =
+    prometheus_client::metrics::family::Family<L, prometheus_client::metrics::counter::Counter>;
+
+/// What the session layer reports (shared with the gateway's registry).
+#[derive(Default)]
+pub struct SessionMetrics {
+    pub revocations: Counters<crate::metrics::ReasonLabel>,
+    pub refreshes: Counters<crate::metrics::ResultLabel>,
+}
+
 pub struct Sessions {
+    pub(crate) metrics: SessionMetrics,
     store: Arc<Store>,
     keys: KeyRing,
     cookies: CookiePolicy,
@@ -129,6 +140,7 @@ pub struct Sessions {
 impl Sessions {
     pub fn new(config: &SessionConfig, store: Arc<Store>) -> Self {
         Self {
+            metrics: SessionMetrics::default(),
             store,
             keys: KeyRing::new(&config.keys),
             cookies: CookiePolicy::new(config),
@@ -136,6 +148,26 @@ impl Sessions {
             absolute_timeout: config.absolute_timeout.as_secs().max(1),
             touch_interval: config.touch_interval.as_secs(),
             max_per_user: config.max_per_user,
+        }
+    }
+
+    /// Reports into the gateway's metrics registry.
+    pub fn with_metrics(mut self, metrics: &crate::metrics::Metrics) -> Self {
+        self.metrics = SessionMetrics {
+            revocations: metrics.revocations.clone(),
+            refreshes: metrics.refreshes.clone(),
+        };
+        self
+    }
+
+    fn count_revocations(&self, reason: RevokeReason, n: usize) {
+        if n > 0 {
+            self.metrics
+                .revocations
+                .get_or_create(&crate::metrics::ReasonLabel {
+                    reason: reason.as_str(),
+                })
+                .inc_by(n as u64);
         }
     }
 
@@ -298,6 +330,7 @@ impl Sessions {
                 index_ttl_millis: self.absolute_timeout * 1000 + 60_000,
             })
             .await?;
+        self.count_revocations(RevokeReason::Limit, evicted.len());
         for old in evicted {
             tracing::info!(session = ?old, "session evicted: per-user limit reached");
         }
@@ -423,6 +456,7 @@ impl Sessions {
             .store
             .revoke(store_id, &Revocation::new(reason, actor, now))
             .await?;
+        self.count_revocations(reason, usize::from(outcome == RevokeOutcome::Revoked));
         tracing::info!(session = ?store_id, reason = reason.as_str(), actor, ?outcome, "session revoked");
         Ok(outcome)
     }
@@ -469,6 +503,7 @@ impl Sessions {
                 &Revocation::new(reason, actor, now),
             )
             .await?;
+        self.count_revocations(reason, ids.len());
         tracing::info!(
             count = ids.len(),
             reason = reason.as_str(),
@@ -492,6 +527,7 @@ impl Sessions {
                 &Revocation::new(RevokeReason::Backchannel, actor, now),
             )
             .await?;
+        self.count_revocations(RevokeReason::Backchannel, ids.len());
         tracing::info!(
             count = ids.len(),
             "provider session ended: sessions revoked"

@@ -149,12 +149,14 @@ async fn refresh_with_lock(
         Ok(t) => t,
         Err(e) if e.is_invalid_grant() => {
             tracing::info!(session = ?latest.store_id, "refresh token refused (invalid_grant); ending the session");
+            crate::metrics::Metrics::count(&sessions.metrics.refreshes, "invalid_grant");
             sessions
                 .revoke(&latest.store_id, RevokeReason::RefreshFailed, "system", now)
                 .await?;
             return Err(AppError::SessionExpired);
         }
         Err(e) => {
+            crate::metrics::Metrics::count(&sessions.metrics.refreshes, "provider_error");
             tracing::warn!(session = ?latest.store_id, error = %e, "refresh failed; keeping the session");
             return Err(AppError::Provider(e));
         }
@@ -197,6 +199,7 @@ async fn refresh_with_lock(
         claims_json,
     };
     let access_expires_at = tokens.expires_in.map_or(0, |d| now + d.as_secs());
+    crate::metrics::Metrics::count(&sessions.metrics.refreshes, "success");
     tracing::debug!(session = ?latest.store_id, "access token refreshed");
     sessions
         .write_tokens(&latest, secrets, access_expires_at, now)

@@ -261,3 +261,30 @@ async fn unknown_paths_are_404_and_health_endpoints_answer() {
     }
     assert_eq!(ready, StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_logins_and_errors_without_personal_labels() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream).metrics().start().await;
+    let mut b = Browser::new(&gw);
+    b.login_alice().await;
+    assert_eq!(b.get("/api/a").await.status, StatusCode::OK);
+    assert_eq!(
+        b.request(Method::POST, "/api/a", &[], None).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let text = gw.scrape().await;
+    for line in [
+        "oidc_bff_requests_total{kind=\"proxy\",status=\"2xx\"} 1",
+        "oidc_bff_requests_total{kind=\"proxy\",status=\"4xx\"} 1",
+        "oidc_bff_errors_total{code=\"csrf_rejected\"} 1",
+        "oidc_bff_logins_total{result=\"success\"} 1",
+        "oidc_bff_request_duration_seconds_count{kind=\"proxy\"} 2",
+    ] {
+        assert!(text.contains(line), "missing {line}:\n{text}");
+    }
+    assert!(
+        !text.contains("alice") && !text.contains("/api/a"),
+        "no personal data or paths as labels"
+    );
+}

@@ -65,6 +65,7 @@ pub struct GatewayBuilder {
     memory: bool,
     prefix: Option<String>,
     admin: bool,
+    metrics: bool,
 }
 
 pub struct Gateway {
@@ -73,6 +74,7 @@ pub struct Gateway {
     pub prefix: String,
     pub redis_url: String,
     pub admin: Option<SocketAddr>,
+    pub metrics: Option<SocketAddr>,
     /// The gateway's own process, when started with `start_process`.
     pub _process: Option<procs::GatewayProcess>,
 }
@@ -90,6 +92,7 @@ impl GatewayBuilder {
             memory: false,
             prefix: None,
             admin: false,
+            metrics: false,
         }
     }
 
@@ -117,6 +120,12 @@ impl GatewayBuilder {
     /// Also serve the admin API (token [`ADMIN_TOKEN`]).
     pub fn admin(mut self) -> Self {
         self.admin = true;
+        self
+    }
+
+    /// Also serve `/metrics` (in-process gateways only).
+    pub fn metrics(mut self) -> Self {
+        self.metrics = true;
         self
     }
 
@@ -245,6 +254,19 @@ impl GatewayBuilder {
                 let _ = oidc_bff::serve_admin(st, l, std::future::pending()).await;
             });
         }
+        let metrics = if self.metrics {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind metrics");
+            let addr = l.local_addr().expect("addr");
+            let st = state.clone();
+            tokio::spawn(async move {
+                let _ = oidc_bff::serve_metrics(st, l, std::future::pending()).await;
+            });
+            Some(addr)
+        } else {
+            None
+        };
         tokio::spawn(async move {
             let _ = oidc_bff::serve(state, listener, std::future::pending()).await;
         });
@@ -254,6 +276,7 @@ impl GatewayBuilder {
             prefix,
             redis_url: self.redis_url.clone(),
             admin,
+            metrics,
             _process: None,
         }
     }
@@ -272,6 +295,7 @@ impl GatewayBuilder {
             prefix,
             redis_url: self.redis_url.clone(),
             admin: admin_port.map(|p| ([127, 0, 0, 1], p).into()),
+            metrics: None,
             _process: Some(process),
         }
     }
@@ -327,6 +351,17 @@ impl Gateway {
             .query_async(&mut conn)
             .await
             .expect("ZRANGE")
+    }
+
+    /// The metrics text.
+    pub async fn scrape(&self) -> String {
+        let addr = self.metrics.expect("gateway started with .metrics()");
+        reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("text")
     }
 
     /// A request to the admin API.

@@ -1,0 +1,242 @@
+//! Prometheus metrics: what operators watch. One registry per gateway (in
+//! `AppState`), served as text on the separate `[metrics] listen` address.
+//!
+//! Every label takes values from a small fixed set (request kinds, status
+//! classes, error codes, outcomes): no user, session or path ever becomes a
+//! label, so cardinality stays bounded and nothing personal is exported.
+
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::error::ErrorInfo;
+use crate::state::AppState;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `proxy`, `auth`, `static`, `health`.
+    pub kind: &'static str,
+    /// `2xx` … `5xx`.
+    pub status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    pub code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+fn duration_histogram() -> Histogram {
+    // 0.5 ms … ~8 s
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.0005, 2.0, 15,
+    ))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub duration: Family<KindLabel, Histogram, fn() -> Histogram>,
+    pub errors: Family<CodeLabel, Counter>,
+    pub logins: Family<ResultLabel, Counter>,
+    pub refreshes: Family<ResultLabel, Counter>,
+    pub revocations: Family<ReasonLabel, Counter>,
+    pub backchannel_logouts: Family<ResultLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("oidc_bff");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let duration = Family::<KindLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+            duration_histogram,
+        );
+        let errors = Family::<CodeLabel, Counter>::default();
+        let logins = Family::<ResultLabel, Counter>::default();
+        let refreshes = Family::<ResultLabel, Counter>::default();
+        let revocations = Family::<ReasonLabel, Counter>::default();
+        let backchannel_logouts = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "requests",
+            "HTTP requests answered, by kind and status class",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time to the response head, by kind",
+            duration.clone(),
+        );
+        registry.register(
+            "errors",
+            "Error answers, by error code (as in the JSON body)",
+            errors.clone(),
+        );
+        registry.register(
+            "logins",
+            "Completed callbacks: success or failed",
+            logins.clone(),
+        );
+        registry.register(
+            "token_refreshes",
+            "Access-token refreshes: success, invalid_grant (session ended) or provider_error (session kept)",
+            refreshes.clone(),
+        );
+        registry.register(
+            "session_revocations",
+            "Sessions ended, by reason",
+            revocations.clone(),
+        );
+        registry.register(
+            "backchannel_logouts",
+            "Back-channel logout requests: accepted or refused",
+            backchannel_logouts.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            duration,
+            errors,
+            logins,
+            refreshes,
+            revocations,
+            backchannel_logouts,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    pub fn count(family: &Family<ResultLabel, Counter>, result: &'static str) {
+        family.get_or_create(&ResultLabel { result }).inc();
+    }
+}
+
+fn kind_of(path: &str) -> &'static str {
+    if path.starts_with("/auth/") {
+        "auth"
+    } else if path == "/healthz" || path == "/readyz" {
+        "health"
+    } else {
+        "proxy"
+    }
+}
+
+fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// Counts and times every request on the main listener.
+pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let mut kind = kind_of(req.uri().path());
+    if kind == "proxy" && state.routes.find(req.uri().path()).is_none() {
+        kind = "static";
+    }
+    let resp = next.run(req).await;
+    let m = &state.metrics;
+    m.requests
+        .get_or_create(&RequestLabels {
+            kind,
+            status: status_class(resp.status().as_u16()),
+        })
+        .inc();
+    m.duration
+        .get_or_create(&KindLabel { kind })
+        .observe(started.elapsed().as_secs_f64());
+    if let Some(info) = resp.extensions().get::<ErrorInfo>() {
+        m.errors.get_or_create(&CodeLabel { code: info.code }).inc();
+    }
+    resp
+}
+
+/// `GET /metrics` on the metrics listener.
+pub async fn serve_metrics(State(state): State<AppState>) -> Response {
+    let mut resp = state.metrics.render().into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_render_with_their_labels() {
+        let m = Metrics::new();
+        m.requests
+            .get_or_create(&RequestLabels {
+                kind: "proxy",
+                status: "2xx",
+            })
+            .inc();
+        Metrics::count(&m.logins, "success");
+        m.duration
+            .get_or_create(&KindLabel { kind: "proxy" })
+            .observe(0.002);
+        let text = m.render();
+        assert!(
+            text.contains("oidc_bff_requests_total{kind=\"proxy\",status=\"2xx\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("oidc_bff_logins_total{result=\"success\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("oidc_bff_request_duration_seconds_bucket"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn request_kinds_and_status_classes() {
+        assert_eq!(kind_of("/auth/login"), "auth");
+        assert_eq!(kind_of("/readyz"), "health");
+        assert_eq!(kind_of("/api/x"), "proxy");
+        assert_eq!(status_class(204), "2xx");
+        assert_eq!(status_class(503), "5xx");
+    }
+}
