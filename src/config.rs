@@ -106,6 +106,9 @@ pub struct RawServer {
     pub allowed_return_origins: Vec<String>,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub shutdown_timeout: RawDuration,
+    /// Worker threads, each with its own listener socket (SO_REUSEPORT),
+    /// Redis connection and upstream connection pool. 0: one per CPU.
+    pub workers: usize,
 }
 
 impl Default for RawServer {
@@ -116,6 +119,7 @@ impl Default for RawServer {
             trust_forwarded_headers: false,
             allowed_return_origins: Vec::new(),
             shutdown_timeout: RawDuration::text("30s"),
+            workers: 0,
         }
     }
 }
@@ -433,6 +437,8 @@ pub struct ServerConfig {
     /// ASCII-serialised origins, `public_url`'s first.
     pub allowed_return_origins: Vec<String>,
     pub shutdown_timeout: Duration,
+    /// Resolved: at least 1.
+    pub workers: usize,
 }
 
 impl ServerConfig {
@@ -995,6 +1001,12 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
             ),
         }
     }
+    if raw.server.workers > 1024 {
+        issues.add(
+            "server.workers",
+            "must be at most 1024 (0 means one per CPU)",
+        );
+    }
     let shutdown_timeout = duration(
         &mut issues,
         "server.shutdown_timeout",
@@ -1539,6 +1551,10 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
     };
     Ok(Config {
         server: ServerConfig {
+            workers: match raw.server.workers {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n => n,
+            },
             listen,
             public_url,
             trust_forwarded_headers: raw.server.trust_forwarded_headers,

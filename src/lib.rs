@@ -15,6 +15,7 @@ pub mod pages;
 pub mod proxy;
 pub mod routes;
 pub mod secret;
+pub mod server;
 pub mod session;
 pub mod state;
 pub mod telemetry;
@@ -90,11 +91,21 @@ pub fn build_router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Background work: keep provider metadata and keys loaded, sweep dead
-/// index entries.
+/// Background work of one gateway: keep provider metadata and keys loaded,
+/// sweep dead index entries.
 pub fn spawn_background(state: &AppState) {
+    spawn_provider_upkeep(state);
+    spawn_sweeper(state);
+}
+
+/// Keeps the provider's metadata and keys loaded (every worker has its own).
+pub fn spawn_provider_upkeep(state: &AppState) {
     let s = state.clone();
     tokio::spawn(async move { s.oidc.keep_warm().await });
+}
+
+/// Trims index entries of expired sessions every 10 minutes (one per process).
+pub fn spawn_sweeper(state: &AppState) {
     let s = state.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(600));

@@ -132,26 +132,6 @@ fn serve(path: Option<&std::path::Path>, env: Vec<(String, String)>) -> ExitCode
         }
     };
     oidc_bff::telemetry::init(&config.log, rust_log.as_deref());
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "oidc-bff stopped");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn run(config: config::Config) -> anyhow::Result<()> {
     if !config.session.secure_cookies {
         tracing::warn!(
             "session.insecure_cookies = true: cookies are sent over plain HTTP; never do this in production"
@@ -162,74 +142,11 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
             "store.kind = \"memory\": sessions live in this process only; use Redis for more than one instance"
         );
     }
-    let listen = config.server.listen;
-    let grace = config.server.shutdown_timeout;
-    let state = oidc_bff::AppState::new(config)?;
-    oidc_bff::spawn_background(&state);
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (server.listen): {e}"))?;
-    tracing::info!(%listen, public_url = %state.config.server.public_url, "oidc-bff listening");
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-    if let Some(admin) = &state.config.admin {
-        let admin_listener = tokio::net::TcpListener::bind(admin.listen)
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!("cannot listen on {} (admin.listen): {e}", admin.listen)
-            })?;
-        tracing::info!(listen = %admin.listen, "admin API listening");
-        tokio::spawn(oidc_bff::serve_admin(
-            state.clone(),
-            admin_listener,
-            stopped(rx.clone()),
-        ));
-    }
-    if let Some(addr) = state.config.metrics_listen {
-        let metrics_listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (metrics.listen): {e}"))?;
-        tracing::info!(listen = %addr, "metrics listening");
-        tokio::spawn(oidc_bff::serve_metrics(
-            state.clone(),
-            metrics_listener,
-            stopped(rx.clone()),
-        ));
-    }
-    let server = tokio::spawn(oidc_bff::serve(state, listener, stopped(rx)));
-    shutdown_signal().await;
-    tracing::info!(grace = ?grace, "shutting down: finishing in-flight requests");
-    let _ = tx.send(true);
-    match tokio::time::timeout(grace, server).await {
-        Ok(Ok(Ok(()))) => Ok(()),
-        Ok(Ok(Err(e))) => Err(e.into()),
-        Ok(Err(e)) => Err(e.into()),
-        Err(_) => {
-            tracing::warn!("shutdown grace period over; dropping remaining connections");
-            Ok(())
+    match oidc_bff::server::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "oidc-bff stopped");
+            ExitCode::FAILURE
         }
-    }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
     }
 }

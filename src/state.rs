@@ -26,7 +26,8 @@ pub struct Inner {
     pub routes: RouteTable,
     pub client: HttpClient,
     pub pages: Pages,
-    pub metrics: crate::metrics::Metrics,
+    /// Shared by every worker of the process.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// `X-Forwarded-Proto` and `-Host` values, from `server.public_url`.
     pub forwarded_proto: HeaderValue,
     pub forwarded_host: HeaderValue,
@@ -55,13 +56,19 @@ pub fn open_store(config: &Config) -> anyhow::Result<Store> {
 }
 
 impl AppState {
+    /// A gateway with its own store connection and metrics.
     pub fn new(config: Config) -> anyhow::Result<Self> {
         let store = Arc::new(open_store(&config)?);
-        Self::with_store(config, store)
+        Self::with_parts(config, store, Arc::new(crate::metrics::Metrics::new()))
     }
 
-    pub fn with_store(config: Config, store: Arc<Store>) -> anyhow::Result<Self> {
-        let metrics = crate::metrics::Metrics::new();
+    /// A gateway (or one worker of one) over a given store and metrics
+    /// registry. Connections to the provider and upstreams are its own.
+    pub fn with_parts(
+        config: Config,
+        store: Arc<Store>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> anyhow::Result<Self> {
         let sessions = Sessions::new(&config.session, store).with_metrics(&metrics);
         let oidc = Oidc::new(&config.oidc, &config.server.redirect_uri())?;
         let routes = RouteTable::new(&config.routes)?;
