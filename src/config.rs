@@ -505,6 +505,23 @@ pub struct SessionConfig {
 }
 
 impl SessionConfig {
+    /// The defaults of `[session]` with the given keys: for tools and tests
+    /// that need sessions without a whole configuration file.
+    pub fn with_keys(keys: Vec<ServerKeyConfig>) -> Self {
+        Self {
+            cookie_name: "__Host-oidc-bff".into(),
+            same_site: SameSite::Strict,
+            cookie_domain: None,
+            secure_cookies: true,
+            idle_timeout: Duration::from_secs(3600),
+            absolute_timeout: Duration::from_secs(12 * 3600),
+            touch_interval: Duration::from_secs(60),
+            refresh_skew: Duration::from_secs(30),
+            max_per_user: None,
+            keys,
+        }
+    }
+
     /// The login-binding cookie is named after the session cookie.
     pub fn login_cookie_name(&self) -> String {
         format!("{}-login", self.cookie_name)

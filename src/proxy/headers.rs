@@ -134,22 +134,10 @@ pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trust_forwarded: bool) -> Ip
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{SameSite, SessionConfig};
-    use std::time::Duration;
+    use crate::config::SessionConfig;
 
     fn policy() -> CookiePolicy {
-        CookiePolicy::new(&SessionConfig {
-            cookie_name: "__Host-oidc-bff".into(),
-            same_site: SameSite::Strict,
-            cookie_domain: None,
-            secure_cookies: true,
-            idle_timeout: Duration::from_secs(60),
-            absolute_timeout: Duration::from_secs(600),
-            touch_interval: Duration::from_secs(10),
-            refresh_skew: Duration::from_secs(30),
-            max_per_user: None,
-            keys: vec![],
-        })
+        CookiePolicy::new(&SessionConfig::with_keys(vec![]))
     }
 
     fn request_headers() -> HeaderMap {

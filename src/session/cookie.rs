@@ -292,18 +292,7 @@ mod tests {
     use crate::config::SessionConfig;
 
     fn policy() -> CookiePolicy {
-        CookiePolicy::new(&SessionConfig {
-            cookie_name: "__Host-oidc-bff".into(),
-            same_site: SameSite::Strict,
-            cookie_domain: None,
-            secure_cookies: true,
-            idle_timeout: Duration::from_secs(60),
-            absolute_timeout: Duration::from_secs(600),
-            touch_interval: Duration::from_secs(10),
-            refresh_skew: Duration::from_secs(30),
-            max_per_user: None,
-            keys: vec![],
-        })
+        CookiePolicy::new(&SessionConfig::with_keys(vec![]))
     }
 
     #[test]

@@ -579,7 +579,7 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{SameSite, ServerKeyConfig};
+    use crate::config::ServerKeyConfig;
     use crate::secret::SecretKey;
     use crate::session::store::memory::MemoryStore;
     use std::time::Duration;
@@ -587,19 +587,12 @@ mod tests {
     fn sessions(store: Arc<Store>) -> Sessions {
         Sessions::new(
             &SessionConfig {
-                cookie_name: "__Host-oidc-bff".into(),
-                same_site: SameSite::Strict,
-                cookie_domain: None,
-                secure_cookies: true,
                 idle_timeout: Duration::from_secs(600),
                 absolute_timeout: Duration::from_secs(3600),
-                touch_interval: Duration::from_secs(60),
-                refresh_skew: Duration::from_secs(30),
-                max_per_user: None,
-                keys: vec![ServerKeyConfig {
+                ..SessionConfig::with_keys(vec![ServerKeyConfig {
                     id: "k1".into(),
                     key: SecretKey::from_bytes([3; 32]),
-                }],
+                }])
             },
             store,
         )

@@ -33,6 +33,28 @@ fn bearers(upstream: &Upstream) -> Vec<String> {
         .collect()
 }
 
+/// 50 concurrent GETs with one cookie, spread over the given gateways.
+async fn fifty_concurrent_calls(
+    b: &Browser,
+    gateways: &[&Gateway],
+) -> Vec<reqwest::Result<StatusCode>> {
+    let cookie = b.cookie_header();
+    let calls = (0..50).map(|i| {
+        let client = b.gw.clone();
+        let url = gateways[i % gateways.len()].url(&format!("/api/c{i}"));
+        let cookie = cookie.clone();
+        async move {
+            client
+                .get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .map(|r| r.status())
+        }
+    });
+    join_all(calls).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_calls_on_an_expired_token_cause_exactly_one_refresh() {
     let (provider, api) = short_token_provider();
@@ -49,21 +71,7 @@ async fn fifty_concurrent_calls_on_an_expired_token_cause_exactly_one_refresh() 
     tokio::time::sleep(Duration::from_millis(5500)).await;
     assert_eq!(refresh_grants(&api).await, 0);
 
-    let cookie = b.cookie_header();
-    let calls = (0..50).map(|i| {
-        let client = b.gw.clone();
-        let url = gw.url(&format!("/api/c{i}"));
-        let cookie = cookie.clone();
-        async move {
-            client
-                .get(url)
-                .header("cookie", cookie)
-                .send()
-                .await
-                .map(|r| r.status())
-        }
-    });
-    let statuses = join_all(calls).await;
+    let statuses = fifty_concurrent_calls(&b, &[&gw]).await;
     assert!(
         statuses.iter().all(|s| matches!(s, Ok(StatusCode::OK))),
         "{statuses:?}"
@@ -105,22 +113,7 @@ async fn two_gateway_processes_sharing_redis_refresh_exactly_once() {
     b.login_as(&unique_user("multi")).await;
     tokio::time::sleep(Duration::from_millis(5500)).await;
 
-    let cookie = b.cookie_header();
-    let calls = (0..50).map(|i| {
-        let client = b.gw.clone();
-        let gw: &Gateway = if i % 2 == 0 { &a } else { &b_gw };
-        let url = gw.url(&format!("/api/c{i}"));
-        let cookie = cookie.clone();
-        async move {
-            client
-                .get(url)
-                .header("cookie", cookie)
-                .send()
-                .await
-                .map(|r| r.status())
-        }
-    });
-    let statuses = join_all(calls).await;
+    let statuses = fifty_concurrent_calls(&b, &[&a, &b_gw]).await;
     assert!(
         statuses.iter().all(|s| matches!(s, Ok(StatusCode::OK))),
         "{statuses:?}"

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use oidc_bff::config::{RedisConfig, SameSite, ServerKeyConfig, SessionConfig};
+use oidc_bff::config::{RedisConfig, ServerKeyConfig, SessionConfig};
 use oidc_bff::secret::{SecretKey, SecretString};
 use oidc_bff::session::store::redis::RedisStore;
 use oidc_bff::session::store::{RevokeReason, Store};
@@ -26,19 +26,13 @@ fn sessions(prefix: &str, max_per_user: Option<u32>) -> Sessions {
     let store = RedisStore::new(&redis, prefix, Duration::from_secs(5)).expect("store");
     Sessions::new(
         &SessionConfig {
-            cookie_name: "__Host-oidc-bff".into(),
-            same_site: SameSite::Strict,
-            cookie_domain: None,
-            secure_cookies: true,
             idle_timeout: Duration::from_secs(600),
             absolute_timeout: Duration::from_secs(3600),
-            touch_interval: Duration::from_secs(60),
-            refresh_skew: Duration::from_secs(30),
             max_per_user,
-            keys: vec![ServerKeyConfig {
+            ..SessionConfig::with_keys(vec![ServerKeyConfig {
                 id: "k".into(),
                 key: SecretKey::from_bytes([5; 32]),
-            }],
+            }])
         },
         Arc::new(Store::Redis(store)),
     )
