@@ -18,7 +18,9 @@ pub fn init(config: &LogConfig, rust_log: Option<&str>) {
         .unwrap_or_else(|| {
             EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info"))
         });
+    use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
+        .with_ansi(std::io::stdout().is_terminal())
         .with_env_filter(filter)
         .with_target(false);
     let result = match config.format {

@@ -156,6 +156,16 @@ async fn refresh_with_lock(
             return Err(AppError::SessionExpired);
         }
         Err(e) => {
+            // Any other refusal (invalid_client after a secret change, ...)
+            // is the gateway's problem, not the user's: 503, session kept.
+            let e = match e {
+                crate::oidc::provider::ProviderError::Rejected { error, .. } => {
+                    crate::oidc::provider::ProviderError::Unavailable(format!(
+                        "token endpoint refused the refresh: {error}"
+                    ))
+                }
+                other => other,
+            };
             crate::metrics::Metrics::count(&sessions.metrics.refreshes, "provider_error");
             tracing::warn!(session = ?latest.store_id, error = %e, "refresh failed; keeping the session");
             return Err(AppError::Provider(e));
