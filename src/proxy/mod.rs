@@ -125,9 +125,10 @@ async fn proxy(
     forward(state, route, req, bearer, client_ip).await
 }
 
+/// The session with an access token valid for at least `refresh_skew`.
 async fn fresh(state: &AppState, session: Session, now: u64) -> Result<Session, AppError> {
     let skew = state.config.session.refresh_skew.as_secs();
-    match ensure_fresh(
+    ensure_fresh(
         &state.sessions,
         &state.oidc,
         &state.flights,
@@ -136,10 +137,6 @@ async fn fresh(state: &AppState, session: Session, now: u64) -> Result<Session, 
         skew,
     )
     .await
-    {
-        Err(AppError::SessionExpired) => Err(AppError::SessionExpired),
-        other => other,
-    }
 }
 
 /// 401 for a cookie that no longer names a session; the cookie is cleared.

@@ -256,10 +256,8 @@ pub fn find<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// is left (the header is then dropped).
 pub fn without_ours(headers: &HeaderMap, policy: &CookiePolicy) -> Option<HeaderValue> {
     let mut kept = String::new();
-    let mut changed = false;
     for value in headers.get_all(COOKIE) {
         let Ok(value) = value.to_str() else {
-            changed = true;
             continue;
         };
         for pair in value.split(';') {
@@ -269,7 +267,6 @@ pub fn without_ours(headers: &HeaderMap, policy: &CookiePolicy) -> Option<Header
             }
             let name = pair.split_once('=').map_or(pair, |(k, _)| k);
             if policy.is_ours(name) {
-                changed = true;
                 continue;
             }
             if !kept.is_empty() {
@@ -278,7 +275,6 @@ pub fn without_ours(headers: &HeaderMap, policy: &CookiePolicy) -> Option<Header
             kept.push_str(pair);
         }
     }
-    let _ = changed;
     if kept.is_empty() {
         None
     } else {
