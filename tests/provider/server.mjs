@@ -1,32 +1,85 @@
-// A real OpenID provider for oidc-bff's tests and demo: panva's oidc-provider
+// A real OpenID Provider for oidc-bff's tests and demo: panva's oidc-provider 8
 // with two users, two confidential clients, its own login page, and (with
 // --test-api) a control API the tests use to inspect and steer it.
 //
-// Not for production: fixed cookie keys, in-memory storage, any loopback
-// redirect URI accepted.
+// TEST-ONLY: fixed cookie keys, in-memory storage, any loopback redirect URI
+// accepted, an API that signs arbitrary JWTs with the provider's key.
+//
+// Flags and the control API are documented in README.md beside this file.
+//
+// stdout carries exactly one line, the ready line; everything else goes to
+// stderr (harnesses read stdout line by line and parse it as JSON).
 
-import { createServer } from 'node:http';
-import { randomUUID, generateKeyPairSync, createSign, createPrivateKey } from 'node:crypto';
+import { createServer, Agent } from 'node:http';
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { randomUUID } from 'node:crypto';
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import Provider from 'oidc-provider';
 
-const { values: args } = parseArgs({
-  options: {
-    port: { type: 'string', default: '0' },
-    host: { type: 'string', default: '127.0.0.1' },
-    issuer: { type: 'string' },
-    'exit-on-stdin-close': { type: 'boolean', default: false },
-    'access-token-ttl': { type: 'string', default: '300' },
-    'id-token-ttl': { type: 'string', default: '3600' },
-    'refresh-token-ttl': { type: 'string', default: '86400' },
-    'test-api': { type: 'boolean', default: false },
-    'jwt-access-tokens': { type: 'string' },
-    'client-base': { type: 'string', multiple: true, default: [] },
-    'jwks-file': { type: 'string' },
-    'backchannel-logout-uri': { type: 'string' },
-  },
-});
+// oidc-provider prints its notices with console.info, i.e. to stdout. Route
+// every console method to stderr *before* loading it (hence the dynamic
+// imports below), so the ready line stays the only stdout output.
+for (const m of ['log', 'info', 'debug']) console[m] = console.error;
+
+const { default: Provider, errors } = await import('oidc-provider');
+const jose = await import('jose');
+
+// ---------------------------------------------------------------------------
+// Command line
+// ---------------------------------------------------------------------------
+
+function die(msg) {
+  console.error(`[provider] ${msg}`);
+  process.exit(2);
+}
+
+let args;
+try {
+  ({ values: args } = parseArgs({
+    options: {
+      port: { type: 'string', default: '0' },
+      host: { type: 'string', default: '127.0.0.1' },
+      // Not in the original brief but used by scripts/demo and the browser
+      // test: an issuer other than http://HOST:PORT (e.g.
+      // http://localhost:9000 while listening on 127.0.0.1, or a proxy in
+      // front of the provider).
+      issuer: { type: 'string' },
+      'exit-on-stdin-close': { type: 'boolean', default: false },
+      'access-token-ttl': { type: 'string', default: '300' },
+      'id-token-ttl': { type: 'string', default: '3600' },
+      'refresh-token-ttl': { type: 'string', default: '86400' },
+      'test-api': { type: 'boolean', default: false },
+      'jwt-access-tokens': { type: 'string' },
+      'client-base': { type: 'string', multiple: true, default: [] },
+      'jwks-file': { type: 'string' },
+      // Gives the two static clients a back-channel logout URI (the demo's
+      // gateway). Tests register their own clients instead.
+      'backchannel-logout-uri': { type: 'string' },
+    },
+    strict: true,
+  }));
+} catch (e) {
+  die(`${e.message} (see tests/provider/README.md)`);
+}
+
+function seconds(name) {
+  const v = Number(args[name]);
+  if (!Number.isInteger(v) || v <= 0) die(`--${name} must be a positive integer (seconds), got ${args[name]}`);
+  return v;
+}
+
+const PORT = Number(args.port);
+if (!Number.isInteger(PORT) || PORT < 0 || PORT > 65535) die(`--port must be 0..65535, got ${args.port}`);
+const ACCESS_TOKEN_TTL = seconds('access-token-ttl');
+const ID_TOKEN_TTL = seconds('id-token-ttl');
+const REFRESH_TOKEN_TTL = seconds('refresh-token-ttl');
+const TEST_API = args['test-api'];
+const JWT_AUDIENCE = args['jwt-access-tokens'];
+if (JWT_AUDIENCE !== undefined) {
+  // Resource indicators must be absolute URIs (RFC 8707); fail here rather
+  // than with invalid_target at the first login.
+  try { new URL(JWT_AUDIENCE); } catch { die(`--jwt-access-tokens must be an absolute URI, got ${JWT_AUDIENCE}`); }
+}
 
 const log = (...a) => console.error('[provider]', ...a);
 
@@ -34,173 +87,325 @@ const log = (...a) => console.error('[provider]', ...a);
 // Accounts
 // ---------------------------------------------------------------------------
 
-const USERS = {
-  alice: {
-    password: 'alice-password',
-    claims: {
-      sub: 'alice', name: 'Alice Example', given_name: 'Alice', family_name: 'Example',
-      preferred_username: 'alice', email: 'alice@example.com', email_verified: true,
-    },
-  },
-  bob: {
-    password: 'bob-password',
-    claims: {
-      sub: 'bob', name: 'Bob Example', given_name: 'Bob', family_name: 'Example',
-      preferred_username: 'bob', email: 'bob@example.com', email_verified: true,
-    },
-  },
-};
-
-// Besides alice and bob, any lowercase name logs in with "<name>-password",
-// so tests can each use their own user and never see each other's sessions.
-function userFor(login) {
-  if (USERS[login]) return USERS[login];
-  if (!/^[a-z0-9][a-z0-9-]{0,39}$/.test(login)) return undefined;
-  const name = login[0].toUpperCase() + login.slice(1);
+function person(login, family) {
+  const given = login[0].toUpperCase() + login.slice(1);
   return {
     password: `${login}-password`,
     claims: {
-      sub: login, name: `${name} Test`, given_name: name, family_name: 'Test',
-      preferred_username: login, email: `${login}@example.com`, email_verified: true,
+      sub: login,
+      name: `${given} ${family}`,
+      given_name: given,
+      family_name: family,
+      preferred_username: login,
+      email: `${login}@example.com`,
+      email_verified: true,
     },
   };
 }
 
-async function findAccount(ctx, id) {
-  const user = userFor(id);
+const USERS = { alice: person('alice', 'Example'), bob: person('bob', 'Example') };
+
+// Besides alice and bob, any short lowercase name logs in with
+// "<name>-password" (family name "Test"), so parallel Rust tests can each use
+// a user of their own and never see each other's sessions or tokens.
+function userFor(login) {
+  if (Object.hasOwn(USERS, login)) return USERS[login];
+  if (/^[a-z0-9][a-z0-9-]{0,39}$/.test(login)) return person(login, 'Test');
+  return undefined;
+}
+
+async function findAccount(ctx, sub) {
+  const user = userFor(sub);
   if (!user) return undefined;
-  return { accountId: id, claims: async () => ({ ...user.claims }) };
+  return { accountId: sub, claims: async () => ({ ...user.claims }) };
 }
 
 // ---------------------------------------------------------------------------
-// Storage: a Map-backed adapter we can inspect (tokens, grants, clients).
+// Storage: one Map for every model (sessions, grants, tokens, runtime
+// clients). Our own instead of the built-in dev adapter so the control API can
+// look inside (tokens by account, sessions and their sids).
 // ---------------------------------------------------------------------------
 
-const storage = new Map(); // key -> { payload, expiresAt }
-const grantIndex = new Map(); // grantId -> Set(keys)
-const now = () => Math.floor(Date.now() / 1000);
+const store = new Map(); // `${model}:${id}` -> { payload, expiresAt (ms) | undefined }
+const byGrant = new Map(); // grantId -> Set of store keys
+const sessionByUid = new Map(); // Session uid -> Session id
+// JWT access tokens are never handed to the adapter (oidc-provider only emits
+// `access_token.issued` for them), so we track them ourselves to be able to
+// answer /__test/access-token/check and to forget them when their grant is
+// revoked. jti -> { grantId, exp }
+const issuedJwts = new Map();
 
 function live(key) {
-  const e = storage.get(key);
+  const e = store.get(key);
   if (!e) return undefined;
-  if (e.expiresAt && e.expiresAt <= now()) {
-    storage.delete(key);
+  if (e.expiresAt !== undefined && e.expiresAt <= Date.now()) {
+    store.delete(key);
     return undefined;
   }
   return e.payload;
 }
 
-class MapAdapter {
+function liveEntries(model) {
+  const out = [];
+  for (const key of store.keys()) {
+    if (!key.startsWith(`${model}:`)) continue;
+    const payload = live(key);
+    if (payload) out.push([key.slice(model.length + 1), payload]);
+  }
+  return out;
+}
+
+class MemoryAdapter {
   constructor(model) { this.model = model; }
+
   key(id) { return `${this.model}:${id}`; }
+
   async upsert(id, payload, expiresIn) {
     const key = this.key(id);
-    storage.set(key, { payload, expiresAt: expiresIn ? now() + expiresIn : undefined });
+    store.set(key, { payload, expiresAt: expiresIn ? Date.now() + expiresIn * 1000 : undefined });
     if (payload.grantId) {
-      if (!grantIndex.has(payload.grantId)) grantIndex.set(payload.grantId, new Set());
-      grantIndex.get(payload.grantId).add(key);
+      if (!byGrant.has(payload.grantId)) byGrant.set(payload.grantId, new Set());
+      byGrant.get(payload.grantId).add(key);
     }
-    if (this.model === 'Session' && payload.uid) {
-      storage.set(`sessionUid:${payload.uid}`, { payload: id, expiresAt: expiresIn ? now() + expiresIn : undefined });
-    }
+    if (this.model === 'Session' && payload.uid) sessionByUid.set(payload.uid, id);
   }
+
   async find(id) { return live(this.key(id)); }
+
   async findByUid(uid) {
-    const id = live(`sessionUid:${uid}`);
-    return id ? this.find(id) : undefined;
+    const id = sessionByUid.get(uid);
+    return id === undefined ? undefined : live(this.key(id));
   }
-  async findByUserCode() { return undefined; }
+
+  async findByUserCode() { return undefined; } // device flow is off
+
   async consume(id) {
-    const p = live(this.key(id));
-    if (p) p.consumed = now();
+    const payload = live(this.key(id));
+    if (payload) payload.consumed = Math.floor(Date.now() / 1000);
   }
-  async destroy(id) { storage.delete(this.key(id)); }
+
+  async destroy(id) {
+    const key = this.key(id);
+    const e = store.get(key);
+    if (this.model === 'Session' && e?.payload.uid) sessionByUid.delete(e.payload.uid);
+    store.delete(key);
+  }
+
+  // Called once per model (AccessToken, RefreshToken, AuthorizationCode) when
+  // a grant is revoked: logout, RFC 7009 revocation of a refresh token,
+  // refresh-token or code reuse, /__test/revoke-grants.
   async revokeByGrantId(grantId) {
-    for (const key of grantIndex.get(grantId) ?? []) storage.delete(key);
-    grantIndex.delete(grantId);
-    storage.delete(`Grant:${grantId}`);
+    const keys = byGrant.get(grantId);
+    if (keys) {
+      for (const key of keys) {
+        if (key.startsWith(`${this.model}:`)) {
+          store.delete(key);
+          keys.delete(key);
+        }
+      }
+      if (keys.size === 0) byGrant.delete(grantId);
+    }
+    if (this.model === 'AccessToken') {
+      for (const [jti, t] of issuedJwts) if (t.grantId === grantId) issuedJwts.delete(jti);
+    }
   }
 }
 
+// Expired entries are dropped when read; sweep the rest now and then so a
+// long-running demo does not grow forever.
+setInterval(() => {
+  for (const key of store.keys()) live(key);
+  for (const [jti, t] of issuedJwts) if (t.exp * 1000 <= Date.now()) issuedJwts.delete(jti);
+}, 60_000).unref();
+
 // ---------------------------------------------------------------------------
-// Keys
+// Signing key
 // ---------------------------------------------------------------------------
 
-function generateJwk() {
-  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-  return { ...privateKey.export({ format: 'jwk' }), kid: randomUUID(), use: 'sig', alg: 'RS256' };
+async function generateSigningJwk() {
+  const { privateKey } = await jose.generateKeyPair('RS256', { modulusLength: 2048, extractable: true });
+  const jwk = await jose.exportJWK(privateKey);
+  return { ...jwk, kid: await jose.calculateJwkThumbprint(jwk), use: 'sig', alg: 'RS256' };
 }
 
-function loadJwks() {
+// --jwks-file keeps the key across restarts (the demo: browsers and the demo
+// API keep validating tokens after the provider restarts).
+async function loadJwks() {
   const file = args['jwks-file'];
-  if (file && existsSync(file)) return JSON.parse(readFileSync(file, 'utf8'));
-  const jwks = { keys: [generateJwk()] };
-  if (file) writeFileSync(file, JSON.stringify(jwks), { mode: 0o600 });
+  if (file && existsSync(file)) {
+    let jwks;
+    try { jwks = JSON.parse(readFileSync(file, 'utf8')); } catch (e) { die(`${file}: ${e.message}`); }
+    const first = jwks?.keys?.[0];
+    if (!first || first.kty !== 'RSA' || !first.d || !first.kid) {
+      die(`${file}: expected a private JWKS whose first key is an RSA key with a kid`);
+    }
+    return jwks;
+  }
+  const jwks = { keys: [await generateSigningJwk()] };
+  if (file) writeFileSync(file, `${JSON.stringify(jwks, null, 2)}\n`, { mode: 0o600 });
   return jwks;
 }
 
-const jwks = loadJwks();
-const signingKey = jwks.keys[0];
+const JWKS = await loadJwks();
+// The provider signs with the first key matching the client's alg (RS256).
+const SIGNING_JWK = { ...JWKS.keys[0], alg: 'RS256' };
+const SIGNING_KEY = await jose.importJWK(SIGNING_JWK, 'RS256');
+const VERIFY_KEY = await jose.importJWK({ kty: 'RSA', n: SIGNING_JWK.n, e: SIGNING_JWK.e }, 'RS256');
 
-function b64url(input) {
-  return Buffer.from(typeof input === 'string' ? input : JSON.stringify(input)).toString('base64url');
+async function signJws(payload, header, key, kid) {
+  const protectedHeader = { alg: 'RS256', kid, ...header };
+  if (protectedHeader.alg === 'none') {
+    // For "alg: none must be rejected" tests: an unsecured JWS.
+    const enc = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
+    return `${enc(protectedHeader)}.${enc(payload)}.`;
+  }
+  return new jose.CompactSign(new TextEncoder().encode(JSON.stringify(payload)))
+    .setProtectedHeader(protectedHeader)
+    .sign(key);
 }
 
-function signJwt(payload, header, jwk) {
-  const h = { alg: 'RS256', kid: jwk.kid, ...header };
-  const input = `${b64url(h)}.${b64url(payload)}`;
-  const signer = createSign('RSA-SHA256');
-  signer.update(input);
-  const sig = signer.sign(createPrivateKey({ key: jwk, format: 'jwk' })).toString('base64url');
-  return `${input}.${sig}`;
+// ---------------------------------------------------------------------------
+// Redirect URI policy
+// ---------------------------------------------------------------------------
+
+const LOOPBACK_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]']);
+const EXTRA_ORIGINS = new Set(
+  args['client-base']
+    .flatMap((s) => s.split(','))
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map((s) => {
+      try { return new URL(s).origin; } catch { return die(`--client-base: not a URL: ${s}`); }
+    }),
+);
+
+function allowedOrigin(url) {
+  return (url.protocol === 'http:' && LOOPBACK_HOSTS.has(url.hostname)) || EXTRA_ORIGINS.has(url.origin);
 }
+
+function parseUrl(value) {
+  try { return new URL(value); } catch { return undefined; }
+}
+
+// Gateways under test listen on random ports, so no fixed list of redirect
+// URIs can name them: any /auth/callback on an allowed origin is accepted, with
+// nothing else (no query, no fragment, no other path, no credentials).
+function loopbackCallback(value) {
+  const u = parseUrl(value);
+  return !!u && allowedOrigin(u) && u.pathname === '/auth/callback'
+    && !value.includes('?') && !value.includes('#') && !u.username && !u.password;
+}
+
+function loopbackPostLogout(value) {
+  const u = parseUrl(value);
+  return !!u && allowedOrigin(u) && !u.username && !u.password;
+}
+
+// ---------------------------------------------------------------------------
+// Clients
+// ---------------------------------------------------------------------------
+
+// Applied to static and runtime clients alike unless they say otherwise.
+const CLIENT_DEFAULTS = {
+  grant_types: ['authorization_code', 'refresh_token'],
+  response_types: ['code'],
+  token_endpoint_auth_method: 'client_secret_basic',
+  id_token_signed_response_alg: 'RS256',
+};
+
+// Placeholders: the schema wants at least one redirect URI; the loopback
+// override above accepts the real ones.
+const PLACEHOLDER_URIS = {
+  redirect_uris: ['http://127.0.0.1/auth/callback'],
+  post_logout_redirect_uris: ['http://127.0.0.1/'],
+};
+
+const STATIC_CLIENTS = ['oidc-bff', 'oidc-bff-post'].map((clientId) => ({
+  ...CLIENT_DEFAULTS,
+  ...PLACEHOLDER_URIS,
+  client_id: clientId,
+  client_secret: 'oidc-bff-secret',
+  token_endpoint_auth_method: clientId === 'oidc-bff' ? 'client_secret_basic' : 'client_secret_post',
+  ...(args['backchannel-logout-uri'] ? {
+    backchannel_logout_uri: args['backchannel-logout-uri'],
+    backchannel_logout_session_required: true,
+  } : {}),
+}));
+const STATIC_IDS = new Set(STATIC_CLIENTS.map((c) => c.client_id));
 
 // ---------------------------------------------------------------------------
 // Provider configuration
 // ---------------------------------------------------------------------------
 
-const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]']);
-const extraOrigins = args['client-base'].flatMap((s) => s.split(',')).filter(Boolean).map((u) => new URL(u).origin);
+// The resource server the JWT access tokens are for (--jwt-access-tokens).
+// Its only scope is "api"; OIDC scopes stay out of the access token.
+const RESOURCE_SCOPES = ['api'];
 
-function originAllowed(value) {
-  let u;
-  try { u = new URL(value); } catch { return false; }
-  return (u.protocol === 'http:' && LOOPBACK.has(u.hostname)) || extraOrigins.includes(u.origin);
+// The Koa context of the provider request being handled (see
+// compareClientSecret below).
+const requestContext = new AsyncLocalStorage();
+
+// Lets /__test/backchannel-logout report the HTTP status the client answered:
+// oidc-provider makes the request through `httpOptions`, which runs inside our
+// AsyncLocalStorage context, so it can hand out an agent that records it.
+const httpCapture = new AsyncLocalStorage();
+
+function httpOptions(url) {
+  const capture = httpCapture.getStore();
+  if (!capture || url.protocol !== 'http:') return {};
+  const agent = new Agent({ keepAlive: false });
+  const addRequest = agent.addRequest.bind(agent);
+  agent.addRequest = (req, options) => {
+    req.once('response', (res) => { capture.status = res.statusCode; });
+    return addRequest(req, options);
+  };
+  return { agent };
 }
 
-const jwtAudience = args['jwt-access-tokens'];
-const accessTokenTTL = Number(args['access-token-ttl']);
-
-const baseClient = {
-  client_secret: 'oidc-bff-secret',
-  grant_types: ['authorization_code', 'refresh_token'],
-  response_types: ['code'],
-  redirect_uris: ['http://127.0.0.1/auth/callback'],
-  post_logout_redirect_uris: ['http://127.0.0.1/'],
-  id_token_signed_response_alg: 'RS256',
-  ...(args['backchannel-logout-uri']
-    ? { backchannel_logout_uri: args['backchannel-logout-uri'], backchannel_logout_session_required: true }
-    : {}),
-};
-
 const configuration = {
-  adapter: MapAdapter,
-  clients: [
-    { ...baseClient, client_id: 'oidc-bff', token_endpoint_auth_method: 'client_secret_basic' },
-    { ...baseClient, client_id: 'oidc-bff-post', token_endpoint_auth_method: 'client_secret_post' },
-  ],
+  adapter: MemoryAdapter,
+  clients: STATIC_CLIENTS,
+  clientDefaults: CLIENT_DEFAULTS,
   findAccount,
-  jwks,
+  jwks: JWKS,
+  responseTypes: ['code'],
+  scopes: ['openid', 'offline_access', 'profile', 'email', ...RESOURCE_SCOPES],
   claims: {
     openid: ['sub'],
     profile: ['name', 'given_name', 'family_name', 'preferred_username'],
     email: ['email', 'email_verified'],
   },
-  scopes: ['openid', 'offline_access', 'profile', 'email', 'api'],
-  // Put the scope's claims in the ID token too: the BFF shows them from there.
+  // oidc-provider's default puts scope-requested claims only in userinfo;
+  // the gateway reads the user's name and email from the ID token.
   conformIdTokenClaims: false,
+  pkce: { required: () => true, methods: ['S256'] },
+  // By default refresh tokens need the offline_access scope, which v8 also
+  // silently drops unless prompt=consent is sent. These are first-party
+  // clients: every code exchange gets one.
+  issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
+  rotateRefreshToken: true,
+  ttl: {
+    AccessToken: ACCESS_TOKEN_TTL,
+    AuthorizationCode: 60,
+    IdToken: ID_TOKEN_TTL,
+    RefreshToken: REFRESH_TOKEN_TTL,
+    Interaction: 3600,
+    // Refresh tokens are bound to the provider session (no offline_access),
+    // and all of them to their grant: both must outlive any refresh token.
+    Session: Math.max(REFRESH_TOKEN_TTL, 14 * 86400),
+    Grant: Math.max(REFRESH_TOKEN_TTL, 14 * 86400),
+  },
+  clockTolerance: 1,
+  httpOptions,
   cookies: {
-    keys: ['oidc-bff-test-provider-cookie-key-1'],
+    // Fixed keys: the fixture is test-only and restarts must not matter.
+    keys: ['oidc-bff-test-provider-cookie-key-1', 'oidc-bff-test-provider-cookie-key-2'],
+    // The v8 default for the session cookie is SameSite=None, which browsers
+    // drop unless it is also Secure -- impossible on plain-http loopback.
+    // Lax works for every flow here (all top-level navigations or same-origin
+    // posts). Secure is only set when the request is https (it never is).
+    long: { httpOnly: true, sameSite: 'lax', signed: true },
+    short: { httpOnly: true, sameSite: 'lax', signed: true },
   },
   interactions: {
     url: (ctx, interaction) => `/interaction/${interaction.uid}`,
@@ -208,306 +413,504 @@ const configuration = {
   features: {
     devInteractions: { enabled: false },
     revocation: { enabled: true },
-    introspection: { enabled: true },
+    // Only the client a token was issued to may introspect it.
+    introspection: {
+      enabled: true,
+      allowedPolicy: async (ctx, client, token) => !token.clientId || token.clientId === client.clientId,
+    },
+    userinfo: { enabled: true },
     backchannelLogout: { enabled: true },
     rpInitiatedLogout: {
       enabled: true,
-      // A browser submits the confirmation by itself; scripts can parse the form.
-      logoutSource: async (ctx, form) => {
-        ctx.body = `<!doctype html><html><head><meta charset="utf-8"><title>Signing out</title></head>
-<body><h1>Signing out of the test provider</h1>${form}
-<button autofocus type="submit" form="op.logoutForm" value="yes" name="logout">Yes, sign me out</button>
-<script>var f=document.getElementById('op.logoutForm');var i=document.createElement('input');i.type='hidden';i.name='logout';i.value='yes';f.appendChild(i);f.submit();</script>
-</body></html>`;
+      logoutSource,
+      postLogoutSuccessSource,
+    },
+    resourceIndicators: JWT_AUDIENCE ? {
+      enabled: true,
+      // Every authorization request is for our one API unless it names one.
+      defaultResource: async () => JWT_AUDIENCE,
+      // At the token endpoint (code and refresh grants) use the granted
+      // resource without the client sending `resource`; otherwise v8 issues
+      // an opaque userinfo-only token whenever scope includes openid.
+      useGrantedResource: async () => true,
+      getResourceServerInfo: async (ctx, resourceIndicator) => {
+        if (resourceIndicator !== JWT_AUDIENCE) throw new errors.InvalidTarget();
+        return {
+          scope: RESOURCE_SCOPES.join(' '),
+          audience: JWT_AUDIENCE,
+          accessTokenTTL: ACCESS_TOKEN_TTL,
+          accessTokenFormat: 'jwt',
+          jwt: { sign: { alg: 'RS256' } },
+        };
       },
-    },
-    resourceIndicators: {
-      enabled: !!jwtAudience,
-      defaultResource: () => jwtAudience,
-      useGrantedResource: () => true,
-      getResourceServerInfo: () => ({
-        scope: 'api',
-        audience: jwtAudience,
-        accessTokenTTL,
-        accessTokenFormat: 'jwt',
-        jwt: { sign: { alg: 'RS256' } },
-      }),
-    },
+    } : { enabled: false },
   },
-  pkce: { required: () => true, methods: ['S256'] },
-  issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
-  rotateRefreshToken: true,
-  ttl: {
-    AccessToken: accessTokenTTL,
-    AuthorizationCode: 60,
-    IdToken: Number(args['id-token-ttl']),
-    RefreshToken: Number(args['refresh-token-ttl']),
-    Interaction: 600,
-    Session: 86400,
-    Grant: 86400,
-  },
-  clockTolerance: 2,
-  renderError: async (ctx, out) => {
-    ctx.type = 'html';
-    ctx.body = `<!doctype html><title>Provider error</title><h1>${out.error}</h1><p>${out.error_description ?? ''}</p>`;
-  },
+  renderError,
 };
 
 // ---------------------------------------------------------------------------
-// Login page (our own interaction)
+// HTML
 // ---------------------------------------------------------------------------
 
-function escapeHtml(s) {
-  return String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
+function esc(s) {
+  return String(s).replace(/[&<>"']/g, (c) => ({
+    '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;',
+  }[c]));
 }
 
-function loginPage(uid, clientId, error) {
+const STYLE = 'body{font-family:system-ui,sans-serif;max-width:24rem;margin:4rem auto;padding:0 1rem}'
+  + 'label,input,button{display:block;width:100%;box-sizing:border-box;margin:.4rem 0}'
+  + 'input{padding:.5rem}button{padding:.6rem}.error{color:#b00020}.hint{color:#555;font-size:.9em}';
+
+function page(title, body) {
   return `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Sign in - test provider</title>
-<style>body{font-family:system-ui,sans-serif;max-width:22rem;margin:4rem auto}label,input,button{display:block;width:100%;margin:.4rem 0}input{padding:.5rem}button{padding:.6rem}.error{color:#b00020}</style>
-</head><body>
-<h1>Sign in</h1>
-<p>to <strong>${escapeHtml(clientId)}</strong> (test users: alice / alice-password, bob / bob-password)</p>
-${error ? `<p class="error" id="error">${escapeHtml(error)}</p>` : ''}
-<form method="post" action="/interaction/${escapeHtml(uid)}/login" autocomplete="off">
-  <label for="login">Username</label><input id="login" name="login" autofocus>
-  <label for="password">Password</label><input id="password" name="password" type="password">
-  <button id="submit" type="submit">Sign in</button>
-</form>
+<html lang="en"><head><meta charset="utf-8"><title>${esc(title)} - test provider</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>${STYLE}</style></head>
+<body>
+${body}
 </body></html>`;
 }
 
+function loginPage(uid, clientId, error) {
+  return page('Sign in', `<h1>Sign in</h1>
+<p>to <strong>${esc(clientId)}</strong></p>
+${error ? `<p class="error" id="error" role="alert">${esc(error)}</p>` : ''}
+<form method="post" action="/interaction/${esc(uid)}/login" autocomplete="off">
+  <label for="login">Username</label>
+  <input id="login" name="login" type="text" autofocus required>
+  <label for="password">Password</label>
+  <input id="password" name="password" type="password" required>
+  <button id="submit" type="submit">Sign in</button>
+</form>
+<p class="hint">Test users: alice / alice-password, bob / bob-password.
+<a href="/interaction/${esc(uid)}/abort">Cancel</a></p>`);
+}
+
+// RP-initiated logout confirmation. `form` is oidc-provider's
+// <form id="op.logoutForm" ...> with the hidden xsrf input. The button carries
+// logout=yes (end the provider session, not just this client's); the script
+// adds the same field and submits, so a browser passes through untouched. A
+// non-browser client posts the form's hidden inputs plus logout=yes. (Not a
+// hidden input: v8 rejects a repeated parameter, and clients written against
+// the default page add logout=yes themselves.)
+async function logoutSource(ctx, form) {
+  ctx.type = 'html';
+  ctx.body = page('Signing out', `<h1>Signing out</h1>
+${form}
+<button id="logout" autofocus type="submit" form="op.logoutForm" name="logout" value="yes">Yes, sign me out</button>
+<script>
+  var f = document.getElementById('op.logoutForm');
+  var i = document.createElement('input');
+  i.type = 'hidden'; i.name = 'logout'; i.value = 'yes';
+  f.appendChild(i);
+  f.submit();
+</script>`);
+}
+
+async function postLogoutSuccessSource(ctx) {
+  ctx.type = 'html';
+  ctx.body = page('Signed out', '<h1>Signed out</h1><p>You are signed out of the test provider.</p>');
+}
+
+async function renderError(ctx, out) {
+  ctx.type = 'html';
+  ctx.body = page('Error', `<h1>${esc(out.error)}</h1><p id="error_description">${esc(out.error_description ?? '')}</p>`);
+}
+
+// ---------------------------------------------------------------------------
+// Small HTTP helpers (the interaction and control routes sit in front of the
+// provider's own Koa app on a plain node:http server).
+// ---------------------------------------------------------------------------
+
 async function readBody(req, limit = 1 << 20) {
-  let size = 0;
   const chunks = [];
+  let size = 0;
   for await (const c of req) {
     size += c.length;
-    if (size > limit) throw new Error('body too large');
+    if (size > limit) throw Object.assign(new Error('request body too large'), { status: 413 });
     chunks.push(c);
   }
   return Buffer.concat(chunks).toString('utf8');
 }
 
-function send(res, status, body, type = 'text/html; charset=utf-8') {
-  res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' });
+function send(res, status, body, type = 'text/html; charset=utf-8', extra = {}) {
+  res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store', ...extra });
   res.end(body);
 }
 
-function json(res, status, value) {
-  send(res, status, JSON.stringify(value), 'application/json');
+function sendHtml(res, status, html) {
+  // The login page loads nothing and runs no script.
+  send(res, status, html, 'text/html; charset=utf-8', {
+    'content-security-policy': "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+    'x-frame-options': 'DENY',
+  });
 }
 
-// Finishes the interaction with login and consent at once: these clients are
-// first-party, so every requested scope and claim is granted.
-async function finish(req, res, details, accountId) {
-  const { params } = details;
+function sendJson(res, status, value) {
+  send(res, status, `${JSON.stringify(value)}\n`, 'application/json');
+}
+
+// ---------------------------------------------------------------------------
+// Login interaction
+// ---------------------------------------------------------------------------
+
+function asList(v) {
+  if (v === undefined || v === null || v === '') return [];
+  return Array.isArray(v) ? v : [v];
+}
+
+// No consent screen: these are first-party clients, so everything the
+// authorization request asked for is granted, and the interaction ends with
+// login and consent at once.
+async function grantEverything(details, accountId) {
+  const { params, prompt } = details;
   let grant;
-  if (details.grantId) grant = await provider.Grant.find(details.grantId);
-  if (!grant) grant = new provider.Grant({ accountId, clientId: params.client_id });
-  grant.addOIDCScope(String(params.scope ?? 'openid'));
+  if (details.grantId) {
+    grant = await provider.Grant.find(details.grantId);
+    // A different user signing in on this browser needs a grant of their own.
+    if (grant && grant.accountId !== accountId) grant = undefined;
+  }
+  grant ??= new provider.Grant({ accountId, clientId: params.client_id });
+
+  const scopes = String(params.scope ?? 'openid').split(' ').filter(Boolean);
+  grant.addOIDCScope(scopes.join(' '));
   if (params.claims) {
     try {
       const claims = JSON.parse(params.claims);
       for (const use of ['id_token', 'userinfo']) {
-        if (claims[use]) grant.addOIDCClaims(Object.keys(claims[use]));
+        if (claims?.[use]) grant.addOIDCClaims(Object.keys(claims[use]));
       }
-    } catch { /* ignore malformed claims parameter */ }
+    } catch { /* malformed claims parameter: the provider rejects it itself */ }
   }
-  if (jwtAudience) grant.addResourceScope(jwtAudience, 'api');
-  const grantId = await grant.save();
-  await provider.interactionFinished(req, res, {
-    login: { accountId },
-    consent: { grantId },
-  }, { mergeWithLastSubmission: false });
+  for (const resource of asList(params.resource)) {
+    grant.addResourceScope(resource, scopes.filter((s) => RESOURCE_SCOPES.includes(s)).join(' '));
+  }
+  // Whatever the consent prompt still reports missing (e.g. on a second
+  // round), grant it too, so the flow can never loop back here.
+  const missing = prompt?.details ?? {};
+  if (missing.missingOIDCScope) grant.addOIDCScope(missing.missingOIDCScope.join(' '));
+  if (missing.missingOIDCClaims) grant.addOIDCClaims(missing.missingOIDCClaims);
+  for (const [indicator, s] of Object.entries(missing.missingResourceScopes ?? {})) {
+    grant.addResourceScope(indicator, s.join(' '));
+  }
+  return grant.save();
 }
 
-async function interaction(req, res, path) {
-  const details = await provider.interactionDetails(req, res);
-  const uid = details.uid;
-  if (req.method === 'GET') {
-    if (details.prompt.name === 'login') return send(res, 200, loginPage(uid, details.params.client_id));
-    // Already logged in (consent only): grant it.
-    return finish(req, res, details, details.session.accountId);
+async function interactionRoute(req, res, path) {
+  const m = /^\/interaction\/([^/]+)(\/login|\/abort)?$/.exec(path);
+  if (!m) return sendHtml(res, 404, page('Not found', '<h1>Not found</h1>'));
+  const [, uid, action] = m;
+
+  let details;
+  try {
+    // Bound to this browser: found through the _interaction cookie, whose
+    // path is /interaction/<uid>.
+    details = await provider.interactionDetails(req, res);
+  } catch (e) {
+    if (e.name !== 'SessionNotFound') throw e;
+    return sendHtml(res, 400, page('Sign-in expired', `<h1>Sign-in expired</h1>
+<p id="error">This sign-in attempt has expired, was already used, or this browser does not send cookies. Start again from the application.</p>`));
   }
-  if (req.method === 'POST' && path.endsWith('/login')) {
+  if (details.uid !== uid) {
+    return sendHtml(res, 400, page('Sign-in mismatch', `<h1>Sign-in mismatch</h1>
+<p id="error">This page belongs to another sign-in attempt. Start again from the application.</p>`));
+  }
+  const clientId = details.params.client_id;
+
+  if (action === '/abort') {
+    return provider.interactionFinished(req, res, {
+      error: 'access_denied', error_description: 'End-User aborted interaction',
+    }, { mergeWithLastSubmission: false });
+  }
+
+  if (action === '/login') {
+    if (req.method !== 'POST') return send(res, 405, 'method not allowed', 'text/plain', { allow: 'POST' });
     const form = new URLSearchParams(await readBody(req));
-    const login = form.get('login') ?? '';
+    const login = (form.get('login') ?? '').trim();
     const user = userFor(login);
     if (!user || user.password !== form.get('password')) {
-      return send(res, 200, loginPage(uid, details.params.client_id, 'Invalid login or password'));
+      log(`login failed for ${JSON.stringify(login)}`);
+      return sendHtml(res, 200, loginPage(uid, clientId, 'Invalid login or password'));
     }
-    return finish(req, res, details, login);
+    const grantId = await grantEverything(details, login);
+    return provider.interactionFinished(req, res, {
+      login: { accountId: login, amr: ['pwd'] },
+      consent: { grantId },
+    }, { mergeWithLastSubmission: false });
   }
-  return send(res, 405, 'method not allowed');
+
+  if (req.method !== 'GET') return send(res, 405, 'method not allowed', 'text/plain', { allow: 'GET' });
+  // Already signed in and only consent is missing (e.g. a grant was revoked,
+  // or another client in the same browser): grant it without a page.
+  const accountId = details.session?.accountId;
+  if (details.prompt.name !== 'login' && accountId) {
+    const grantId = await grantEverything(details, accountId);
+    return provider.interactionFinished(req, res, { consent: { grantId } });
+  }
+  return sendHtml(res, 200, loginPage(uid, clientId));
 }
 
 // ---------------------------------------------------------------------------
-// Test control API
+// Test control API (--test-api)
 // ---------------------------------------------------------------------------
 
-const stats = { token_grants: {}, refresh_failures: 0, revocations: 0, backchannel_logouts_sent: 0 };
-const sessionsBySub = new Map(); // sub -> Set(sid)
-
+const stats = {};
 function resetStats() {
-  stats.token_grants = {};
-  stats.refresh_failures = 0;
-  stats.revocations = 0;
-  stats.backchannel_logouts_sent = 0;
+  Object.assign(stats, {
+    token_grants: { authorization_code: 0, refresh_token: 0 },
+    refresh_failures: 0,
+    revocations: 0,
+    backchannel_logouts_sent: 0,
+    backchannel_logout_failures: 0,
+  });
 }
+resetStats();
 
-function tokensOf(model) {
+// Provider sessions with the per-client sid that went into ID tokens
+// (oidc-provider's `sid` is per session *and* client, not the session uid).
+function currentSessions() {
   const out = [];
-  for (const [key, e] of storage) {
-    if (!key.startsWith(`${model}:`)) continue;
-    if (e.expiresAt && e.expiresAt <= now()) continue;
-    out.push([key.slice(model.length + 1), e.payload]);
+  for (const [, s] of liveEntries('Session')) {
+    if (!s.accountId) continue;
+    for (const [clientId, a] of Object.entries(s.authorizations ?? {})) {
+      if (a.sid) out.push({ sub: s.accountId, sid: a.sid, client_id: clientId, session_uid: s.uid, login_ts: s.loginTs });
+    }
   }
-  return out;
+  return out.sort((a, b) => (a.login_ts ?? 0) - (b.login_ts ?? 0));
 }
 
-function decodeJwtPayload(token) {
-  const parts = token.split('.');
-  if (parts.length !== 3) return undefined;
-  try { return JSON.parse(Buffer.from(parts[1], 'base64url').toString('utf8')); } catch { return undefined; }
+async function checkAccessToken(token) {
+  if (token.split('.').length === 3) {
+    let payload;
+    try {
+      ({ payload } = await jose.jwtVerify(token, VERIFY_KEY, {
+        issuer: provider.issuer, typ: 'at+jwt', clockTolerance: 0,
+      }));
+    } catch (e) {
+      return { active: false, format: 'jwt', reason: e.code ?? e.message };
+    }
+    // Signed by us and not expired; still tracked unless its grant was revoked.
+    const active = issuedJwts.has(payload.jti);
+    return {
+      active, format: 'jwt', sub: payload.sub, client_id: payload.client_id, exp: payload.exp,
+      aud: payload.aud, scope: payload.scope, ...(active ? {} : { reason: 'grant revoked' }),
+    };
+  }
+  // Opaque: the provider's own lookup (expiry, session binding, revocation).
+  const at = await provider.AccessToken.find(token);
+  if (!at) return { active: false, format: 'opaque' };
+  return {
+    active: true, format: 'opaque', sub: at.accountId, client_id: at.clientId, exp: at.exp, scope: at.scope,
+  };
+}
+
+async function revokeGrantsOf(sub) {
+  const grantIds = new Set();
+  let refreshTokens = 0;
+  for (const [, rt] of liveEntries('RefreshToken')) {
+    if (rt.accountId !== sub) continue;
+    grantIds.add(rt.grantId);
+    if (!rt.consumed) refreshTokens += 1;
+  }
+  for (const [id, g] of liveEntries('Grant')) if (g.accountId === sub) grantIds.add(id);
+  for (const grantId of grantIds) {
+    for (const model of ['AccessToken', 'RefreshToken', 'AuthorizationCode']) {
+      await new MemoryAdapter(model).revokeByGrantId(grantId);
+    }
+    await new MemoryAdapter('Grant').destroy(grantId);
+  }
+  return { ok: true, refresh_tokens: refreshTokens, grants: grantIds.size };
+}
+
+async function backchannelLogout(body) {
+  const clientId = String(body.client_id ?? '');
+  const sub = String(body.sub ?? '');
+  const client = await provider.Client.find(clientId);
+  if (!client) return [404, { ok: false, error: `unknown client ${clientId}` }];
+  if (!client.backchannelLogoutUri) return [400, { ok: false, error: `client ${clientId} has no backchannel_logout_uri` }];
+  let { sid } = body;
+  if (sid === undefined) {
+    const mine = currentSessions().filter((s) => s.sub === sub);
+    sid = (mine.filter((s) => s.client_id === clientId).at(-1) ?? mine.at(-1))?.sid;
+  }
+  const capture = {};
+  try {
+    // The provider's own implementation: a logout token signed like its ID
+    // tokens, POSTed as application/x-www-form-urlencoded `logout_token`.
+    await httpCapture.run(capture, () => client.backchannelLogout(sub, sid));
+    stats.backchannel_logouts_sent += 1;
+    return [200, { ok: true, status: capture.status ?? null, sid: sid ?? null }];
+  } catch (e) {
+    stats.backchannel_logout_failures += 1;
+    log(`back-channel logout to ${client.backchannelLogoutUri} failed: ${e.message}`);
+    return [200, {
+      ok: false, status: e.response?.statusCode ?? capture.status ?? null, sid: sid ?? null, error: e.message,
+    }];
+  }
+}
+
+async function registerClient(body) {
+  if (!body || typeof body !== 'object' || typeof body.client_id !== 'string' || !body.client_id) {
+    return [400, { ok: false, error: 'client_id is required' }];
+  }
+  if (STATIC_IDS.has(body.client_id)) {
+    return [409, { ok: false, error: `${body.client_id} is a static client and cannot be replaced` }];
+  }
+  const metadata = { ...PLACEHOLDER_URIS, client_secret: 'oidc-bff-secret', ...body };
+  try {
+    await provider.Client.validate(metadata); // clientDefaults applied, schema checked
+  } catch (e) {
+    return [400, { ok: false, error: e.error ?? e.name, error_description: e.error_description ?? e.message }];
+  }
+  // Read back through Client.find; its cache is keyed by the metadata, so a
+  // replaced registration takes effect at once.
+  await new MemoryAdapter('Client').upsert(metadata.client_id, metadata);
+  return [200, { ok: true }];
 }
 
 async function controlApi(req, res, path) {
-  const body = req.method === 'POST' ? JSON.parse((await readBody(req)) || '{}') : {};
+  let body = {};
+  if (req.method === 'POST') {
+    const text = await readBody(req);
+    try { body = text ? JSON.parse(text) : {}; } catch { return sendJson(res, 400, { error: 'body must be JSON' }); }
+    if (body === null || typeof body !== 'object') return sendJson(res, 400, { error: 'body must be a JSON object' });
+  }
+  const reply = ([status, value]) => sendJson(res, status, value);
   switch (`${req.method} ${path}`) {
-    case 'GET /__test/stats':
-      return json(res, 200, stats);
-    case 'POST /__test/stats/reset':
-      resetStats();
-      return json(res, 200, stats);
-    case 'POST /__test/clients': {
-      const metadata = { ...baseClient, ...body };
-      delete metadata.backchannel_logout_uri;
-      Object.assign(metadata, body);
-      await new MapAdapter('Client').upsert(metadata.client_id, metadata);
-      return json(res, 200, { ok: true });
-    }
-    case 'POST /__test/access-token/check': {
-      const token = String(body.token ?? '');
-      const jwt = decodeJwtPayload(token);
-      if (jwt?.jti) {
-        const stored = live(`AccessToken:${jwt.jti}`);
-        const active = !!stored && jwt.exp > now();
-        return json(res, 200, { active, sub: jwt.sub, client_id: jwt.client_id, exp: jwt.exp, format: 'jwt' });
-      }
-      const stored = live(`AccessToken:${token}`);
-      if (!stored) return json(res, 200, { active: false });
-      return json(res, 200, {
-        active: true, sub: stored.accountId, client_id: stored.clientId, exp: stored.exp, format: 'opaque',
-      });
-    }
-    case 'POST /__test/revoke-grants': {
-      let n = 0;
-      for (const [id, rt] of tokensOf('RefreshToken')) {
-        if (rt.accountId !== body.sub) continue;
-        await new MapAdapter('RefreshToken').revokeByGrantId(rt.grantId);
-        storage.delete(`RefreshToken:${id}`);
-        n += 1;
-      }
-      return json(res, 200, { revoked: n });
-    }
-    case 'POST /__test/backchannel-logout': {
-      const client = await provider.Client.find(String(body.client_id));
-      if (!client) return json(res, 404, { error: 'unknown client' });
-      const sids = [...(sessionsBySub.get(body.sub) ?? [])];
-      const sid = body.sid ?? sids[sids.length - 1];
-      try {
-        await client.backchannelLogout(String(body.sub), sid);
-        stats.backchannel_logouts_sent += 1;
-        return json(res, 200, { ok: true, sid });
-      } catch (e) {
-        return json(res, 200, { ok: false, sid, error: e.message, status: e.response?.statusCode });
-      }
-    }
+    case 'GET /__test/stats': return sendJson(res, 200, stats);
+    case 'POST /__test/stats/reset': resetStats(); return sendJson(res, 200, stats);
+    case 'POST /__test/clients': return reply(await registerClient(body));
+    case 'POST /__test/access-token/check': return sendJson(res, 200, await checkAccessToken(String(body.token ?? '')));
+    case 'POST /__test/revoke-grants':
+      if (typeof body.sub !== 'string') return sendJson(res, 400, { error: 'sub is required' });
+      return sendJson(res, 200, await revokeGrantsOf(body.sub));
+    case 'POST /__test/backchannel-logout': return reply(await backchannelLogout(body));
     case 'POST /__test/sign':
-      return json(res, 200, { jwt: signJwt(body.payload ?? {}, body.header ?? {}, signingKey) });
+      return sendJson(res, 200, { jwt: await signJws(body.payload ?? {}, body.header ?? {}, SIGNING_KEY, SIGNING_JWK.kid) });
     case 'POST /__test/sign-with-foreign-key': {
-      const foreign = generateJwk();
-      if (body.header?.kid) foreign.kid = body.header.kid;
-      return json(res, 200, { jwt: signJwt(body.payload ?? {}, body.header ?? {}, foreign) });
+      const { privateKey } = await jose.generateKeyPair('RS256', { modulusLength: 2048 });
+      const kid = body.header?.kid ?? randomUUID();
+      return sendJson(res, 200, { jwt: await signJws(body.payload ?? {}, body.header ?? {}, privateKey, kid) });
     }
-    case 'GET /__test/sessions': {
-      const out = [];
-      for (const [sub, sids] of sessionsBySub) for (const sid of sids) out.push({ sub, sid });
-      return json(res, 200, out);
-    }
+    case 'GET /__test/sessions':
+      return sendJson(res, 200, currentSessions().map(({ login_ts: _, ...s }) => s));
     case 'GET /__test/refresh-tokens':
-      return json(res, 200, tokensOf('RefreshToken').map(([id, rt]) => ({ id, sub: rt.accountId, consumed: !!rt.consumed })));
+      return sendJson(res, 200, liveEntries('RefreshToken').map(([id, rt]) => ({
+        id, sub: rt.accountId, client_id: rt.clientId, grant_id: rt.grantId, consumed: !!rt.consumed, exp: rt.exp,
+      })));
     default:
-      return json(res, 404, { error: `no control endpoint ${req.method} ${path}` });
+      return sendJson(res, 404, { error: `no control endpoint ${req.method} ${path}` });
   }
 }
 
 // ---------------------------------------------------------------------------
-// Server
+// Start
 // ---------------------------------------------------------------------------
 
 const server = createServer();
-await new Promise((resolve) => server.listen(Number(args.port), args.host, resolve));
-const port = server.address().port;
-const issuer = args.issuer ?? `http://${args.host}:${port}`;
+server.on('error', (e) => die(`cannot listen on ${args.host}:${PORT}: ${e.message}`));
+await new Promise((resolve) => server.listen(PORT, args.host, resolve));
+const { port } = server.address();
+const hostForUrl = args.host.includes(':') ? `[${args.host}]` : args.host;
+const issuer = (args.issuer ?? `http://${hostForUrl}:${port}`).replace(/\/+$/, '');
 
 const provider = new Provider(issuer, configuration);
-// Tests register loopback gateways on random ports.
-const { Client } = provider;
-const ownRedirect = Client.prototype.redirectUriAllowed;
-Client.prototype.redirectUriAllowed = function redirectUriAllowed(value) {
-  if (ownRedirect.call(this, value)) return true;
-  try { return originAllowed(value) && new URL(value).pathname === '/auth/callback'; } catch { return false; }
-};
-const ownPostLogout = Client.prototype.postLogoutRedirectUriAllowed;
-Client.prototype.postLogoutRedirectUriAllowed = function postLogoutRedirectUriAllowed(value) {
-  return ownPostLogout.call(this, value) || originAllowed(value);
-};
+
+{
+  const { prototype } = provider.Client;
+  // Redirect URI policy (see loopbackCallback) on top of exact matching. The
+  // prototype is shared by static and runtime clients.
+  const exactRedirect = prototype.redirectUriAllowed;
+  prototype.redirectUriAllowed = function redirectUriAllowed(value) {
+    return exactRedirect.call(this, value) || loopbackCallback(value);
+  };
+  const exactPostLogout = prototype.postLogoutRedirectUriAllowed;
+  prototype.postLogoutRedirectUriAllowed = function postLogoutRedirectUriAllowed(value) {
+    return exactPostLogout.call(this, value) || loopbackPostLogout(value);
+  };
+  // v8 accepts client_secret_basic and client_secret_post interchangeably
+  // for either registration. Enforce the registered one, so a gateway
+  // configured for the wrong method fails here as at a strict provider.
+  const compareSecret = prototype.compareClientSecret;
+  prototype.compareClientSecret = async function compareClientSecret(actual) {
+    const ctx = requestContext.getStore();
+    const registered = this.tokenEndpointAuthMethod;
+    if (ctx && (registered === 'client_secret_basic' || registered === 'client_secret_post')) {
+      const used = /^basic\s/i.test(ctx.get('authorization')) ? 'client_secret_basic' : 'client_secret_post';
+      if (used !== registered) {
+        log(`client ${this.clientId} is registered for ${registered} but used ${used}: invalid_client`);
+        return false;
+      }
+    }
+    return compareSecret.call(this, actual);
+  };
+  // v8 only puts `sid` into ID tokens for clients registered with
+  // backchannel_logout_session_required; the gateway wants it always (it
+  // matches back-channel logout tokens against it).
+  prototype.includeSid = () => true;
+}
 
 provider.on('grant.success', (ctx) => {
   const type = ctx.oidc.params.grant_type;
   stats.token_grants[type] = (stats.token_grants[type] ?? 0) + 1;
 });
 provider.on('grant.error', (ctx, err) => {
-  if (ctx.oidc?.params?.grant_type === 'refresh_token') stats.refresh_failures += 1;
-  log('token endpoint error:', err.message, err.error_description ?? '');
+  const type = ctx.oidc?.params?.grant_type;
+  if (type === 'refresh_token') stats.refresh_failures += 1;
+  log(`token endpoint (${type}): ${err.error ?? err.message}: ${err.error_detail ?? err.error_description ?? ''}`);
 });
+// Back-channel logouts the provider sends by itself (at end_session).
 provider.on('backchannel.success', () => { stats.backchannel_logouts_sent += 1; });
-provider.on('backchannel.error', (ctx, err) => log('back-channel logout failed:', err.message));
-provider.on('session.saved', (session) => {
-  if (session.accountId && session.uid) {
-    // The `sid` claim is the session's uid.
-    if (!sessionsBySub.has(session.accountId)) sessionsBySub.set(session.accountId, new Set());
-    sessionsBySub.get(session.accountId).add(session.uid);
-  }
+provider.on('backchannel.error', (ctx, err) => {
+  stats.backchannel_logout_failures += 1;
+  log(`back-channel logout failed: ${err.message}`);
+});
+provider.on('access_token.issued', (token) => {
+  // Only JWT access tokens are "issued" (opaque ones are "saved").
+  issuedJwts.set(token.jti, { grantId: token.grantId, exp: token.exp ?? Math.floor(Date.now() / 1000) + ACCESS_TOKEN_TTL });
 });
 provider.on('server_error', (ctx, err) => log('server error:', err));
 
+// Runs around every provider route (provider.use inserts before its router).
+provider.use(async (ctx, next) => {
+  await requestContext.run(ctx, next);
+  // v8 has no revocation success event: count 200 answers of the route.
+  if (ctx.oidc?.route === 'revocation' && ctx.status === 200) stats.revocations += 1;
+});
+
 const callback = provider.callback();
 server.on('request', async (req, res) => {
-  const path = new URL(req.url, issuer).pathname;
+  let path;
   try {
-    if (path.startsWith('/__test/')) {
-      if (!args['test-api']) return json(res, 404, { error: 'not found' });
+    path = new URL(req.url, 'http://x').pathname;
+  } catch {
+    return send(res, 400, 'bad request', 'text/plain');
+  }
+  try {
+    if (path === '/__test' || path.startsWith('/__test/')) {
+      if (!TEST_API) return sendJson(res, 404, { error: 'not found' });
       return await controlApi(req, res, path);
     }
-    if (path.startsWith('/interaction/')) return await interaction(req, res, path);
-    if (req.method === 'POST' && path === '/token/revocation') stats.revocations += 1;
+    if (path.startsWith('/interaction/')) return await interactionRoute(req, res, path);
     return callback(req, res);
   } catch (e) {
-    log('request failed:', path, e);
-    if (!res.headersSent) json(res, 500, { error: 'fixture_error', message: String(e.message ?? e) });
+    log(`request ${req.method} ${path} failed:`, e);
+    if (!res.headersSent) sendJson(res, e.status ?? 500, { error: 'fixture_error', message: String(e.message ?? e) });
+    else res.destroy();
     return undefined;
   }
 });
 
 process.stdout.write(`${JSON.stringify({ ready: true, issuer, port })}\n`);
-log(`listening on ${issuer}`);
+log(`listening on ${args.host}:${port}, issuer ${issuer}${TEST_API ? ', test API on' : ''}${JWT_AUDIENCE ? `, JWT access tokens for ${JWT_AUDIENCE}` : ''}`);
 
 if (args['exit-on-stdin-close']) {
-  process.stdin.resume();
+  // The harness holds our stdin open; when it exits (or crashes) the pipe
+  // closes and so do we.
   process.stdin.on('end', () => process.exit(0));
   process.stdin.on('close', () => process.exit(0));
+  process.stdin.on('error', () => process.exit(0));
+  process.stdin.resume();
 }
-process.on('SIGTERM', () => process.exit(0));
-process.on('SIGINT', () => process.exit(0));
+for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP']) process.on(sig, () => process.exit(0));
