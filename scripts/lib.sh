@@ -27,6 +27,12 @@ ensure_redis() {
   command -v redis-server >/dev/null 2>&1 || die "redis-server still missing; run: sudo apt-get install redis-server"
 }
 
+# The Redis TLS test makes a throwaway CA with the openssl CLI.
+ensure_openssl() {
+  command -v openssl >/dev/null 2>&1 || apt_install openssl
+  command -v openssl >/dev/null 2>&1 || die "openssl still missing; run: sudo apt-get install openssl"
+}
+
 ensure_node() {
   if ! command -v node >/dev/null 2>&1; then apt_install nodejs npm; fi
   local major

@@ -271,6 +271,9 @@ pub struct RawStore {
     pub db: i64,
     /// Prefix of every key this gateway writes.
     pub key_prefix: String,
+    /// PEM file of the CA that signed the Redis server's certificate, for
+    /// `rediss://` with a private CA (default: the public web PKI roots).
+    pub tls_ca_file: Option<PathBuf>,
     /// Limit for each store operation; past it requests get 503.
     pub timeout: RawDuration,
     /// Limit for establishing a connection.
@@ -287,6 +290,7 @@ impl Default for RawStore {
             password_file: None,
             db: 0,
             key_prefix: "oidc-bff:".into(),
+            tls_ca_file: None,
             timeout: RawDuration::text("2s"),
             connect_timeout: RawDuration::text("2s"),
         }
@@ -541,6 +545,8 @@ pub struct RedisConfig {
     pub password: Option<SecretString>,
     pub db: i64,
     pub connect_timeout: Duration,
+    /// PEM roots to trust instead of the public ones (`store.tls_ca_file`).
+    pub tls_ca_pem: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone)]
@@ -1323,12 +1329,30 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
                     if st.db < 0 {
                         issues.add("store.db", "must be 0 or more");
                     }
+                    let tls_ca_pem = st.tls_ca_file.as_ref().and_then(|f| {
+                        if u.scheme() != "rediss" {
+                            issues.add("store.tls_ca_file", "only applies to rediss:// URLs; use rediss:// in store.url or remove it");
+                            return None;
+                        }
+                        match std::fs::read(f) {
+                            Ok(pem) if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => Some(pem),
+                            Ok(_) => {
+                                issues.add("store.tls_ca_file", format!("{} holds no PEM certificate", f.display()));
+                                None
+                            }
+                            Err(e) => {
+                                issues.add("store.tls_ca_file", format!("cannot read {}: {e}", f.display()));
+                                None
+                            }
+                        }
+                    });
                     StoreKind::Redis(RedisConfig {
                         url: u,
                         username: st.username.clone(),
                         password,
                         db: st.db,
                         connect_timeout,
+                        tls_ca_pem,
                     })
                 }
                 _ => {
@@ -1827,6 +1851,23 @@ upstream = "http://127.0.0.1:9100"
         let toml = minimal().replace("[oidc]\n", "[oidc]\nclient_secrett = \"x\"\n");
         let err = load_str(&toml, &[]).expect_err("invalid");
         assert!(err.to_string().contains("client_secrett"), "{err}");
+    }
+
+    #[test]
+    fn a_redis_ca_file_needs_rediss_and_a_pem_certificate() {
+        let toml = minimal() + "\n[store]\ntls_ca_file = \"/nonexistent/ca.pem\"\n";
+        let err = load_str(&toml, &[]).expect_err("invalid");
+        assert_eq!(err.0[0].key, "store.tls_ca_file");
+        assert!(err.0[0].message.contains("rediss://"), "{err}");
+        let toml = toml.replace(
+            "[store]\n",
+            "[store]\nurl = \"rediss://redis.internal:6380\"\n",
+        );
+        let err = load_str(&toml, &[]).expect_err("invalid");
+        assert!(
+            err.0[0].message.contains("cannot read /nonexistent/ca.pem"),
+            "{err}"
+        );
     }
 
     #[test]

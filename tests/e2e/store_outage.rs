@@ -114,3 +114,29 @@ async fn a_hung_redis_answers_503_within_the_store_timeout_then_recovers() {
     chaos.pass();
     wait_until_ok(&mut b, "/api/a").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_work_over_rediss_with_a_private_ca_and_not_without_trusting_it() {
+    let upstream = Upstream::start().await;
+    let (redis, ca) = RedisServer::start_tls();
+    let url = format!("rediss://127.0.0.1:{}", redis.port);
+    let gw = GatewayBuilder::new(&upstream)
+        .redis(&url)
+        .set("store", &format!("tls_ca_file = \"{}\"", ca.display()))
+        .start()
+        .await;
+    let mut b = Browser::new(&gw);
+    b.login_alice().await;
+    assert_eq!(b.get("/api/a").await.status, StatusCode::OK);
+    assert_eq!(b.get("/auth/user").await.json()["sub"], "alice");
+
+    // The same server is refused when its CA is not trusted.
+    let untrusting = GatewayBuilder::new(&upstream).redis(&url).start().await;
+    let mut other = Browser::new(&untrusting);
+    let r = other.navigate("/auth/login").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{r:?}");
+    assert_eq!(
+        other.get("/readyz").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}

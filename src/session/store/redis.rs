@@ -202,8 +202,18 @@ impl RedisStore {
             settings = settings.set_password(pw.expose());
         }
         info = info.set_redis_settings(settings);
-        let client =
-            redis::Client::open(info).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let client = match &config.tls_ca_pem {
+            // A private CA: trust exactly it.
+            Some(pem) => redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+            None => redis::Client::open(info),
+        }
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(timeout))

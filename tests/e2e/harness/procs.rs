@@ -98,6 +98,76 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// A server speaking only TLS, with a certificate for 127.0.0.1 and
+    /// localhost from a CA made for this run. Returns it and the CA's PEM
+    /// file.
+    pub fn start_tls() -> (Self, PathBuf) {
+        require(
+            "redis-server",
+            "run scripts/test (it installs it) or `sudo apt-get install redis-server`",
+        );
+        require("openssl", "`sudo apt-get install openssl`");
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("oidc-bff-redis-tls-{port}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let sh = |script: &str| {
+            let ok = Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .current_dir(&dir)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "openssl step failed: {script}");
+        };
+        sh(
+            "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1 -subj /CN=oidc-bff-test-ca 2>/dev/null",
+        );
+        sh(
+            "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost 2>/dev/null",
+        );
+        sh(
+            "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > ext && openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 1 -extfile ext 2>/dev/null",
+        );
+        let path = |f: &str| dir.join(f).to_string_lossy().into_owned();
+        let args: Vec<String> = vec![
+            "--port".into(),
+            "0".into(),
+            "--tls-port".into(),
+            port.to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--tls-cert-file".into(),
+            path("server.pem"),
+            "--tls-key-file".into(),
+            path("server.key"),
+            "--tls-ca-cert-file".into(),
+            path("ca.pem"),
+            "--tls-auth-clients".into(),
+            "no".into(),
+            "--save".into(),
+            "".into(),
+            "--appendonly".into(),
+            "no".into(),
+            "--loglevel".into(),
+            "warning".into(),
+        ];
+        let proc = spawn_guarded("redis-server", &args, Stdio::null());
+        assert!(
+            wait_for_port(port, Duration::from_secs(10)),
+            "TLS redis-server did not start on {port}"
+        );
+        let ca = dir.join("ca.pem");
+        (
+            Self {
+                port,
+                dir,
+                proc: Some(proc),
+            },
+            ca,
+        )
+    }
+
     pub fn restart(&mut self) {
         let args: Vec<String> = [
             "--port",
