@@ -27,6 +27,7 @@ use crate::secret::{SecretKey, SecretString};
 /// Environment variables with this prefix override file keys:
 /// `OIDC_BFF__SECTION__KEY` sets `[section] key`.
 pub const ENV_PREFIX: &str = "OIDC_BFF__";
+const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 
 // ---------------------------------------------------------------------------
 // Raw configuration: what the file and environment say, before validation.
@@ -259,8 +260,20 @@ pub struct RawKey {
 pub struct RawStore {
     /// `redis` or `memory` (single instance, development only).
     pub kind: String,
-    /// `redis://host:port` or `rediss://host:port` (TLS).
-    pub url: String,
+    /// `redis://host:port` or `rediss://host:port` (TLS); default
+    /// `redis://127.0.0.1:6379`. Not with `sentinels`.
+    pub url: Option<String>,
+    /// Sentinel `host:port` addresses: when set, the gateway asks them for
+    /// the current master of `sentinel_master` and follows failovers.
+    pub sentinels: Vec<String>,
+    /// The master (service) name the Sentinels monitor.
+    pub sentinel_master: Option<String>,
+    /// ACL user on the Sentinels, when they require one.
+    pub sentinel_username: Option<String>,
+    /// Password of the Sentinels (their `requirepass`), not of the data nodes.
+    pub sentinel_password: Option<String>,
+    /// A file holding the Sentinels' password.
+    pub sentinel_password_file: Option<PathBuf>,
     /// Redis ACL user name.
     pub username: Option<String>,
     /// Redis password (prefer `password_file` or the environment).
@@ -284,7 +297,12 @@ impl Default for RawStore {
     fn default() -> Self {
         Self {
             kind: "redis".into(),
-            url: "redis://127.0.0.1:6379".into(),
+            url: None,
+            sentinels: Vec::new(),
+            sentinel_master: None,
+            sentinel_username: None,
+            sentinel_password: None,
+            sentinel_password_file: None,
             username: None,
             password: None,
             password_file: None,
@@ -538,9 +556,26 @@ pub enum StoreKind {
     Redis(RedisConfig),
 }
 
+/// Which Redis server holds the sessions.
+#[derive(Debug, Clone)]
+pub enum RedisEndpoint {
+    /// One fixed server (`store.url`).
+    Url(Url),
+    /// Whatever server the Sentinels name as master right now.
+    Sentinel(SentinelConfig),
+}
+
+#[derive(Debug, Clone)]
+pub struct SentinelConfig {
+    pub nodes: Vec<(String, u16)>,
+    pub master: String,
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+}
+
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
-    pub url: Url,
+    pub endpoint: RedisEndpoint,
     pub username: Option<String>,
     pub password: Option<SecretString>,
     pub db: i64,
@@ -869,6 +904,121 @@ fn positive_duration(issues: &mut Issues, key: &str, raw: &RawDuration) -> Durat
 
 /// Exactly one of an inline value and a file; a file's trailing newline is
 /// dropped.
+/// `store.url`: one fixed Redis server.
+fn redis_url(issues: &mut Issues, st: &RawStore) -> RedisEndpoint {
+    let text = st.url.as_deref().unwrap_or(DEFAULT_REDIS_URL);
+    match Url::parse(text) {
+        Ok(u) if matches!(u.scheme(), "redis" | "rediss") && u.host().is_some() => {
+            if u.password().is_some() {
+                issues.add("store.url", "do not put the password in the URL (it would show in `check-config`); use store.password or store.password_file");
+            }
+            RedisEndpoint::Url(u)
+        }
+        _ => {
+            issues.add(
+                "store.url",
+                format!("`{text}` must be redis://host:port or rediss://host:port"),
+            );
+            RedisEndpoint::Url(Url::parse(DEFAULT_REDIS_URL).expect("default URL"))
+        }
+    }
+}
+
+/// `store.sentinels` and friends: the master the Sentinels name.
+fn redis_sentinel(issues: &mut Issues, st: &RawStore) -> RedisEndpoint {
+    if st.url.is_some() {
+        issues.add(
+            "store.url",
+            "set either store.url (one server) or store.sentinels (Sentinel), not both",
+        );
+    }
+    let mut nodes = Vec::with_capacity(st.sentinels.len());
+    for (i, node) in st.sentinels.iter().enumerate() {
+        let parsed = node
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
+            .filter(|(h, p)| !h.is_empty() && *p > 0 && !h.contains('/'));
+        match parsed {
+            Some((h, p)) => nodes.push((h.to_owned(), p)),
+            None => issues.add(
+                format!("store.sentinels[{i}]"),
+                format!("`{node}` must be host:port, e.g. \"10.0.0.5:26379\""),
+            ),
+        }
+    }
+    let master = match st.sentinel_master.as_deref() {
+        Some(m) if !m.is_empty() && !m.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+            m.to_owned()
+        }
+        Some(_) => {
+            issues.add("store.sentinel_master", "must be a name without whitespace");
+            String::new()
+        }
+        None => {
+            issues.add(
+                "store.sentinel_master",
+                "missing; with store.sentinels, name the master they monitor (`sentinel monitor <name> ...`)",
+            );
+            String::new()
+        }
+    };
+    if st.tls_ca_file.is_some() {
+        issues.add(
+            "store.tls_ca_file",
+            "TLS is not supported with store.sentinels yet; remove it",
+        );
+    }
+    let password = secret_from(
+        issues,
+        "store.sentinel_password",
+        st.sentinel_password.as_ref(),
+        st.sentinel_password_file.as_ref(),
+        false,
+    );
+    RedisEndpoint::Sentinel(SentinelConfig {
+        nodes,
+        master,
+        username: st.sentinel_username.clone(),
+        password,
+    })
+}
+
+/// `store.tls_ca_file`: the private CA of a `rediss://` server.
+fn redis_ca(issues: &mut Issues, st: &RawStore) -> Option<Vec<u8>> {
+    let f = st.tls_ca_file.as_ref()?;
+    if !st.sentinels.is_empty() {
+        return None; // reported by redis_sentinel
+    }
+    if !st
+        .url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("rediss://"))
+    {
+        issues.add(
+            "store.tls_ca_file",
+            "only applies to rediss:// URLs; use rediss:// in store.url or remove it",
+        );
+        return None;
+    }
+    match std::fs::read(f) {
+        Ok(pem) if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => Some(pem),
+        Ok(_) => {
+            issues.add(
+                "store.tls_ca_file",
+                format!("{} holds no PEM certificate", f.display()),
+            );
+            None
+        }
+        Err(e) => {
+            issues.add(
+                "store.tls_ca_file",
+                format!("cannot read {}: {e}", f.display()),
+            );
+            None
+        }
+    }
+}
+
 fn secret_from(
     issues: &mut Issues,
     key: &str,
@@ -1321,51 +1471,22 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
             );
             let connect_timeout =
                 positive_duration(&mut issues, "store.connect_timeout", &st.connect_timeout);
-            match Url::parse(&st.url) {
-                Ok(u) if matches!(u.scheme(), "redis" | "rediss") && u.host().is_some() => {
-                    if u.password().is_some() {
-                        issues.add("store.url", "do not put the password in the URL (it would show in `check-config`); use store.password or store.password_file");
-                    }
-                    if st.db < 0 {
-                        issues.add("store.db", "must be 0 or more");
-                    }
-                    let tls_ca_pem = st.tls_ca_file.as_ref().and_then(|f| {
-                        if u.scheme() != "rediss" {
-                            issues.add("store.tls_ca_file", "only applies to rediss:// URLs; use rediss:// in store.url or remove it");
-                            return None;
-                        }
-                        match std::fs::read(f) {
-                            Ok(pem) if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => Some(pem),
-                            Ok(_) => {
-                                issues.add("store.tls_ca_file", format!("{} holds no PEM certificate", f.display()));
-                                None
-                            }
-                            Err(e) => {
-                                issues.add("store.tls_ca_file", format!("cannot read {}: {e}", f.display()));
-                                None
-                            }
-                        }
-                    });
-                    StoreKind::Redis(RedisConfig {
-                        url: u,
-                        username: st.username.clone(),
-                        password,
-                        db: st.db,
-                        connect_timeout,
-                        tls_ca_pem,
-                    })
-                }
-                _ => {
-                    issues.add(
-                        "store.url",
-                        format!(
-                            "`{}` must be redis://host:port or rediss://host:port",
-                            st.url
-                        ),
-                    );
-                    StoreKind::Memory
-                }
+            if st.db < 0 {
+                issues.add("store.db", "must be 0 or more");
             }
+            let endpoint = if st.sentinels.is_empty() {
+                redis_url(&mut issues, st)
+            } else {
+                redis_sentinel(&mut issues, st)
+            };
+            StoreKind::Redis(RedisConfig {
+                endpoint,
+                username: st.username.clone(),
+                password,
+                db: st.db,
+                connect_timeout,
+                tls_ca_pem: redis_ca(&mut issues, st),
+            })
         }
         other => {
             issues.add(
@@ -1689,6 +1810,7 @@ impl RawConfig {
         };
         redact(&mut copy.oidc.client_secret);
         redact(&mut copy.store.password);
+        redact(&mut copy.store.sentinel_password);
         redact(&mut copy.admin.token);
         for k in &mut copy.session.encryption_keys {
             redact(&mut k.key);
@@ -1871,6 +1993,35 @@ upstream = "http://127.0.0.1:9100"
     }
 
     #[test]
+    fn sentinel_mode_needs_a_master_name_and_host_port_nodes() {
+        let toml = minimal()
+            + "\n[store]\nurl = \"redis://10.0.0.1:6379\"\nsentinels = [\"10.0.0.5:26379\", \"10.0.0.6\"]\n";
+        let err = load_str(&toml, &[]).expect_err("invalid");
+        let keys: Vec<&str> = err.0.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["store.url", "store.sentinels[1]", "store.sentinel_master"],
+            "{err}"
+        );
+
+        let toml = minimal()
+            + "\n[store]\nsentinels = [\"10.0.0.5:26379\", \"[::1]:26380\"]\nsentinel_master = \"sessions\"\nsentinel_password = \"s3cret\"\n";
+        let config = load_str(&toml, &[]).expect("valid");
+        let StoreKind::Redis(redis) = config.store.kind else {
+            panic!("expected redis")
+        };
+        let RedisEndpoint::Sentinel(sentinel) = redis.endpoint else {
+            panic!("expected sentinel")
+        };
+        assert_eq!(
+            sentinel.nodes,
+            [("10.0.0.5".to_owned(), 26379), ("::1".to_owned(), 26380)]
+        );
+        assert_eq!(sentinel.master, "sessions");
+        assert_eq!(sentinel.password.expect("password").expose(), "s3cret");
+    }
+
+    #[test]
     fn none_and_hmac_algorithms_are_refused() {
         let toml = minimal().replace(
             "client_id = \"bff\"",
@@ -1889,14 +2040,21 @@ upstream = "http://127.0.0.1:9100"
             let dir = std::env::temp_dir().join(format!("oidc-bff-red-{}", rand::random::<u64>()));
             std::fs::create_dir_all(&dir).expect("dir");
             let p = dir.join("c.toml");
-            std::fs::write(&p, minimal() + "[store]\npassword = \"redispw\"\n").expect("write");
+            std::fs::write(
+                &p,
+                minimal() + "[store]\npassword = \"redispw\"\nsentinel_password = \"sentinelpw\"\n",
+            )
+            .expect("write");
             let raw = load_raw(Some(&p), Vec::new()).expect("raw");
             let _ = std::fs::remove_dir_all(&dir);
             raw
         };
         let out = raw.to_redacted_toml();
         assert!(
-            !out.contains("s3cret") && !out.contains(KEY) && !out.contains("redispw"),
+            !out.contains("s3cret")
+                && !out.contains(KEY)
+                && !out.contains("redispw")
+                && !out.contains("sentinelpw"),
             "{out}"
         );
         assert!(out.contains("[redacted]"));

@@ -12,3 +12,4 @@ mod session_lifecycle;
 mod static_app;
 mod store_consistency;
 mod store_outage;
+mod store_sentinel;

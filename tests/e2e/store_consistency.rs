@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use oidc_bff::config::{RedisConfig, ServerKeyConfig, SessionConfig};
+use oidc_bff::config::{RedisConfig, RedisEndpoint, ServerKeyConfig, SessionConfig};
 use oidc_bff::secret::{SecretKey, SecretString};
 use oidc_bff::session::store::redis::RedisStore;
 use oidc_bff::session::store::{RevokeReason, Store};
@@ -17,7 +17,7 @@ use crate::harness::{random_prefix, shared};
 
 fn sessions(prefix: &str, max_per_user: Option<u32>) -> Sessions {
     let redis = RedisConfig {
-        url: shared().redis.url().parse().expect("url"),
+        endpoint: RedisEndpoint::Url(shared().redis.url().parse().expect("url")),
         username: None,
         password: None,
         db: 0,

@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 
 use crate::harness::{Browser, Chaos, GatewayBuilder, RedisServer, Upstream};
 
-async fn wait_until_ok(b: &mut Browser, path: &str) -> Duration {
+pub(crate) async fn wait_until_ok(b: &mut Browser, path: &str) -> Duration {
     let started = Instant::now();
     loop {
         let r = b.get(path).await;

@@ -18,6 +18,7 @@
 
 pub mod memory;
 pub mod redis;
+mod redis_link;
 
 use std::future::Future;
 use std::time::Duration;

@@ -11,14 +11,17 @@
 use std::future::Future;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::sync::Arc;
+
+use redis::aio::ConnectionManagerConfig;
 use redis::{AsyncCommands, RedisResult, Script, Value};
 
+use super::redis_link::{Link, SentinelLink};
 use super::{
     ListedSession, NewSession, OnceKind, Revocation, RevokeOutcome, SessionStore, StoreError,
     StoreResult, StoreStats, TOMBSTONE_TTL_MILLIS,
 };
-use crate::config::RedisConfig;
+use crate::config::{RedisConfig, RedisEndpoint};
 use crate::session::cookie::StoreId;
 
 /// Shared by the scripts that end sessions: deletes the record, removes it
@@ -182,7 +185,7 @@ impl Scripts {
 }
 
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Link,
     prefix: String,
     timeout: Duration,
     scripts: Scripts,
@@ -192,7 +195,30 @@ impl RedisStore {
     /// Prepares the connection; it is opened on first use and re-opened after
     /// failures, so the gateway starts (unready) while Redis is down.
     pub fn new(config: &RedisConfig, prefix: &str, timeout: Duration) -> Result<Self, StoreError> {
-        let mut info = redis::IntoConnectionInfo::into_connection_info(config.url.as_str())
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(2));
+        let url = match &config.endpoint {
+            RedisEndpoint::Url(url) => url,
+            RedisEndpoint::Sentinel(sentinel) => {
+                let link = SentinelLink::new(
+                    sentinel,
+                    config.db,
+                    config.username.as_deref(),
+                    config.password.as_ref().map(|p| p.expose()),
+                    manager_config,
+                )
+                .map_err(|e| StoreError::Unavailable(format!("store.sentinels: {e}")))?;
+                return Ok(Self::with_link(
+                    Link::Sentinel(Arc::new(link)),
+                    prefix,
+                    timeout,
+                ));
+            }
+        };
+        let mut info = redis::IntoConnectionInfo::into_connection_info(url.as_str())
             .map_err(|e| StoreError::Unavailable(format!("store.url: {e}")))?;
         let mut settings = info.redis_settings().clone().set_db(config.db);
         if let Some(user) = &config.username {
@@ -214,20 +240,19 @@ impl RedisStore {
             None => redis::Client::open(info),
         }
         .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(2));
         let conn = client
             .get_connection_manager_lazy(manager_config)
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        Ok(Self {
+        Ok(Self::with_link(Link::Fixed(conn), prefix, timeout))
+    }
+
+    fn with_link(conn: Link, prefix: &str, timeout: Duration) -> Self {
+        Self {
             conn,
             prefix: prefix.to_owned(),
             timeout,
             scripts: Scripts::new(),
-        })
+        }
     }
 
     async fn run<T>(&self, op: impl Future<Output = RedisResult<T>>) -> StoreResult<T> {

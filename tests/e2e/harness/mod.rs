@@ -17,7 +17,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 pub use net::{Chaos, Upstream};
-pub use procs::{ProviderProcess, RedisServer};
+pub use procs::{ProviderProcess, RedisServer, SentinelProcess, redis_cli};
 
 pub const KEY_B64: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 pub const CLIENT_ID: &str = "oidc-bff";
@@ -60,6 +60,8 @@ pub fn random_prefix() -> String {
 pub struct GatewayBuilder {
     issuer: String,
     redis_url: String,
+    /// Sentinel address and master name, instead of `redis_url`.
+    sentinel: Option<(u16, String)>,
     upstream: String,
     extra: String,
     memory: bool,
@@ -87,6 +89,7 @@ impl GatewayBuilder {
         Self {
             issuer: s.provider.issuer.clone(),
             redis_url: s.redis.url(),
+            sentinel: None,
             upstream: upstream.url(),
             extra: String::new(),
             memory: false,
@@ -103,6 +106,12 @@ impl GatewayBuilder {
 
     pub fn redis(mut self, url: &str) -> Self {
         self.redis_url = url.to_owned();
+        self
+    }
+
+    /// Find Redis through the Sentinel on `port` watching `master`.
+    pub fn sentinel(mut self, port: u16, master: &str) -> Self {
+        self.sentinel = Some((port, master.to_owned()));
         self
     }
 
@@ -166,7 +175,13 @@ impl GatewayBuilder {
         if self.memory {
             add("store", "kind = \"memory\"".into());
         } else {
-            add("store", format!("url = \"{}\"", self.redis_url));
+            match &self.sentinel {
+                Some((port, master)) => {
+                    add("store", format!("sentinels = [\"127.0.0.1:{port}\"]"));
+                    add("store", format!("sentinel_master = \"{master}\""));
+                }
+                None => add("store", format!("url = \"{}\"", self.redis_url)),
+            }
             add("store", "timeout = \"500ms\"".into());
             add("store", "connect_timeout = \"500ms\"".into());
         }

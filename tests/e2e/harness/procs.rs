@@ -73,6 +73,8 @@ pub struct RedisServer {
     pub port: u16,
     dir: PathBuf,
     proc: Option<Guarded>,
+    /// Arguments beyond the defaults, kept for restarts.
+    extra: Vec<String>,
 }
 
 impl RedisServer {
@@ -89,6 +91,27 @@ impl RedisServer {
             port,
             dir,
             proc: None,
+            extra: Vec::new(),
+        };
+        r.restart();
+        r
+    }
+
+    /// A server replicating `master` (for Sentinel tests).
+    pub fn start_replica(master: &RedisServer) -> Self {
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("oidc-bff-redis-{port}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let mut r = Self {
+            port,
+            dir,
+            proc: None,
+            extra: vec![
+                "--replicaof".into(),
+                "127.0.0.1".into(),
+                master.port.to_string(),
+            ],
         };
         r.restart();
         r
@@ -163,6 +186,7 @@ impl RedisServer {
                 port,
                 dir,
                 proc: Some(proc),
+                extra: Vec::new(),
             },
             ca,
         )
@@ -189,6 +213,7 @@ impl RedisServer {
         ]
         .iter()
         .map(|s| s.to_string())
+        .chain(self.extra.iter().cloned())
         .collect();
         self.proc = Some(spawn_guarded("redis-server", &args, Stdio::null()));
         assert!(
@@ -221,6 +246,82 @@ impl Drop for RedisServer {
 }
 
 /// The `oidc-provider` fixture (tests/provider).
+/// A Redis Sentinel watching one master, with failover after one second
+/// of silence (one Sentinel, quorum 1: enough to fail over on its own).
+pub struct SentinelProcess {
+    pub port: u16,
+    dir: PathBuf,
+    _proc: Guarded,
+}
+
+impl SentinelProcess {
+    pub fn start(master_name: &str, master: &RedisServer) -> Self {
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("oidc-bff-sentinel-{port}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("sentinel dir");
+        let conf = dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                 sentinel monitor {master_name} 127.0.0.1 {master_port} 1\n\
+                 sentinel down-after-milliseconds {master_name} 1000\n\
+                 sentinel failover-timeout {master_name} 10000\n",
+                dir = dir.display(),
+                master_port = master.port,
+            ),
+        )
+        .expect("sentinel.conf");
+        let args = vec![
+            conf.to_string_lossy().into_owned(),
+            "--sentinel".into(),
+            "--loglevel".into(),
+            "warning".into(),
+        ];
+        let proc = spawn_guarded("redis-server", &args, Stdio::null());
+        assert!(
+            wait_for_port(port, Duration::from_secs(10)),
+            "redis sentinel did not start on {port}"
+        );
+        Self {
+            port,
+            dir,
+            _proc: proc,
+        }
+    }
+
+    /// The port of the server this Sentinel names as master now.
+    pub fn master_port(&self, master_name: &str) -> Option<u16> {
+        redis_cli(
+            self.port,
+            &["SENTINEL", "get-master-addr-by-name", master_name],
+        )
+        .lines()
+        .nth(1)?
+        .trim()
+        .parse()
+        .ok()
+    }
+}
+
+/// Runs one command with `redis-cli` against the server on `port`; its raw
+/// output (empty when it failed).
+pub fn redis_cli(port: u16, args: &[&str]) -> String {
+    Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "--raw"])
+        .args(args)
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+impl Drop for SentinelProcess {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 pub struct ProviderProcess {
     pub issuer: String,
     _proc: Guarded,

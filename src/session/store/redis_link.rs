@@ -1,0 +1,226 @@
+//! Which Redis server the store talks to: one fixed server, or whichever
+//! server Redis Sentinel names as master right now.
+//!
+//! A `ConnectionManager` reconnects to the address it was built with. That is
+//! right for a fixed server and wrong after a Sentinel failover: the old
+//! master is gone, or comes back as a replica that refuses writes with
+//! `READONLY`. [`Link::Sentinel`] therefore keeps the current master's
+//! connection and drops it when it fails in a way that says "this is no
+//! longer the master"; the next command asks the Sentinels again. A command
+//! refused with `READONLY` or `MASTERDOWN` was not executed, so it is sent
+//! once more to the new master; a command whose connection broke is not
+//! (it may have run), and its caller sees the error (a 503).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
+use redis::{
+    Cmd, ConnectionAddr, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult,
+    ServerErrorKind, Value,
+};
+
+use crate::config::SentinelConfig;
+
+/// A cheap-to-clone handle that runs commands on the right server.
+#[derive(Clone)]
+pub enum Link {
+    Fixed(ConnectionManager),
+    Sentinel(Arc<SentinelLink>),
+}
+
+pub struct SentinelLink {
+    /// Asks the Sentinels; locked while one task (re)discovers the master so
+    /// concurrent requests do not all query the Sentinels at once.
+    sentinel: tokio::sync::Mutex<SentinelClient>,
+    /// The current master's connection and a generation number, so a
+    /// request holding an old connection cannot discard a newer one.
+    current: RwLock<Option<(u64, ConnectionManager)>>,
+    generations: AtomicU64,
+    manager_config: ConnectionManagerConfig,
+    db: i64,
+}
+
+impl SentinelLink {
+    pub fn new(
+        sentinel: &SentinelConfig,
+        db: i64,
+        username: Option<&str>,
+        password: Option<&str>,
+        manager_config: ConnectionManagerConfig,
+    ) -> RedisResult<Self> {
+        let nodes = sentinel
+            .nodes
+            .iter()
+            .map(|(host, port)| ConnectionAddr::Tcp(host.clone(), *port));
+        let mut builder =
+            SentinelClientBuilder::new(nodes, &sentinel.master, SentinelServerType::Master)?
+                .set_client_to_redis_db(db);
+        if let Some(user) = username {
+            builder = builder.set_client_to_redis_username(user);
+        }
+        if let Some(pw) = password {
+            builder = builder.set_client_to_redis_password(pw);
+        }
+        if let Some(user) = &sentinel.username {
+            builder = builder.set_client_to_sentinel_username(user);
+        }
+        if let Some(pw) = &sentinel.password {
+            builder = builder.set_client_to_sentinel_password(pw.expose());
+        }
+        Ok(Self {
+            sentinel: tokio::sync::Mutex::new(builder.build()?),
+            current: RwLock::new(None),
+            generations: AtomicU64::new(0),
+            manager_config,
+            db,
+        })
+    }
+
+    fn cached(&self) -> Option<(u64, ConnectionManager)> {
+        self.current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// The current master's connection, asking the Sentinels when there is
+    /// none. The connection is opened eagerly so an unreachable "master" is
+    /// never cached.
+    async fn master(&self) -> RedisResult<(u64, ConnectionManager)> {
+        if let Some(found) = self.cached() {
+            return Ok(found);
+        }
+        let mut sentinel = self.sentinel.lock().await;
+        if let Some(found) = self.cached() {
+            return Ok(found);
+        }
+        let client = sentinel.async_get_client().await?;
+        let addr = client.get_connection_info().addr().to_string();
+        let conn = ConnectionManager::new_with_config(client, self.manager_config.clone()).await?;
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed);
+        *self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((generation, conn.clone()));
+        tracing::info!(master = %addr, "redis sentinel: connected to the current master");
+        Ok((generation, conn))
+    }
+
+    /// Drops connection `generation` if it is still the current one.
+    fn forget(&self, generation: u64, why: &str) {
+        let mut current = self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if current.as_ref().is_some_and(|(g, _)| *g == generation) {
+            *current = None;
+            drop(current);
+            tracing::warn!(
+                why,
+                "redis sentinel: asking the sentinels for the master again"
+            );
+        }
+    }
+
+    async fn command(&self, cmd: &Cmd) -> RedisResult<Value> {
+        let (generation, mut conn) = self.master().await?;
+        let result = conn.req_packed_command(cmd).await;
+        let sign = match &result {
+            Ok(value) => refusal(value),
+            Err(e) => failure(e),
+        };
+        match sign {
+            None => result,
+            Some(Sign::Refused(why)) => {
+                self.forget(generation, why);
+                let (_, mut conn) = self.master().await?;
+                conn.req_packed_command(cmd).await
+            }
+            Some(Sign::Broken(why)) => {
+                self.forget(generation, why);
+                result
+            }
+        }
+    }
+
+    async fn pipeline(
+        &self,
+        pipeline: &Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<Vec<Value>> {
+        let (generation, mut conn) = self.master().await?;
+        let result = conn.req_packed_commands(pipeline, offset, count).await;
+        let sign = match &result {
+            Ok(values) => values.iter().find_map(refusal),
+            Err(e) => failure(e),
+        };
+        if let Some(Sign::Refused(why) | Sign::Broken(why)) = sign {
+            self.forget(generation, why);
+        }
+        result
+    }
+}
+
+enum Sign {
+    /// The server refused the command without running it: retry elsewhere.
+    Refused(&'static str),
+    /// The connection failed: the command may or may not have run.
+    Broken(&'static str),
+}
+
+/// A reply by which a server says it is no longer the master.
+fn refusal(value: &Value) -> Option<Sign> {
+    match value {
+        Value::ServerError(e) => match e.kind() {
+            Some(ServerErrorKind::ReadOnly) => Some(Sign::Refused("READONLY: now a replica")),
+            Some(ServerErrorKind::MasterDown) => Some(Sign::Refused("MASTERDOWN")),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// An error that says the master is gone or answers as a replica.
+fn failure(e: &RedisError) -> Option<Sign> {
+    match e.kind() {
+        ErrorKind::Server(ServerErrorKind::ReadOnly) => {
+            Some(Sign::Refused("READONLY: now a replica"))
+        }
+        ErrorKind::Server(ServerErrorKind::MasterDown) => Some(Sign::Refused("MASTERDOWN")),
+        _ if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() => {
+            Some(Sign::Broken("connection to the master failed"))
+        }
+        _ => None,
+    }
+}
+
+impl ConnectionLike for Link {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Link::Fixed(conn) => conn.req_packed_command(cmd),
+            Link::Sentinel(link) => Box::pin(link.command(cmd)),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Link::Fixed(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Link::Sentinel(link) => Box::pin(link.pipeline(pipeline, offset, count)),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Link::Fixed(conn) => conn.get_db(),
+            Link::Sentinel(link) => link.db,
+        }
+    }
+}
