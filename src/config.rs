@@ -287,6 +287,11 @@ pub struct RawStore {
     /// PEM file of the CA that signed the Redis server's certificate, for
     /// `rediss://` with a private CA (default: the public web PKI roots).
     pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate for Redis servers that require one
+    /// (`tls-auth-clients yes`); needs `tls_key_file`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
     /// Limit for each store operation; past it requests get 503.
     pub timeout: RawDuration,
     /// Limit for establishing a connection.
@@ -309,6 +314,8 @@ impl Default for RawStore {
             db: 0,
             key_prefix: "oidc-bff:".into(),
             tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
             timeout: RawDuration::text("2s"),
             connect_timeout: RawDuration::text("2s"),
         }
@@ -553,7 +560,7 @@ impl SessionConfig {
 #[derive(Debug, Clone)]
 pub enum StoreKind {
     Memory,
-    Redis(RedisConfig),
+    Redis(Box<RedisConfig>),
 }
 
 /// Which Redis server holds the sessions.
@@ -582,6 +589,15 @@ pub struct RedisConfig {
     pub connect_timeout: Duration,
     /// PEM roots to trust instead of the public ones (`store.tls_ca_file`).
     pub tls_ca_pem: Option<Vec<u8>>,
+    /// The certificate the gateway presents to Redis (mutual TLS).
+    pub tls_client: Option<ClientCertificate>,
+}
+
+/// A TLS client certificate and its key, both PEM.
+#[derive(Debug, Clone)]
+pub struct ClientCertificate {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: SecretString,
 }
 
 #[derive(Debug, Clone)]
@@ -962,11 +978,17 @@ fn redis_sentinel(issues: &mut Issues, st: &RawStore) -> RedisEndpoint {
             String::new()
         }
     };
-    if st.tls_ca_file.is_some() {
-        issues.add(
-            "store.tls_ca_file",
-            "TLS is not supported with store.sentinels yet; remove it",
-        );
+    for (key, set) in [
+        ("store.tls_ca_file", st.tls_ca_file.is_some()),
+        ("store.tls_cert_file", st.tls_cert_file.is_some()),
+        ("store.tls_key_file", st.tls_key_file.is_some()),
+    ] {
+        if set {
+            issues.add(
+                key,
+                "TLS is not supported with store.sentinels yet; remove it",
+            );
+        }
     }
     let password = secret_from(
         issues,
@@ -986,8 +1008,56 @@ fn redis_sentinel(issues: &mut Issues, st: &RawStore) -> RedisEndpoint {
 /// `store.tls_ca_file`: the private CA of a `rediss://` server.
 fn redis_ca(issues: &mut Issues, st: &RawStore) -> Option<Vec<u8>> {
     let f = st.tls_ca_file.as_ref()?;
+    if !redis_tls_applies(issues, st, "store.tls_ca_file") {
+        return None;
+    }
+    read_pem(issues, "store.tls_ca_file", f, "CERTIFICATE-----")
+}
+
+/// `store.tls_cert_file` + `store.tls_key_file`: mutual TLS with Redis.
+fn redis_client_certificate(issues: &mut Issues, st: &RawStore) -> Option<ClientCertificate> {
+    let (cert, key) = match (&st.tls_cert_file, &st.tls_key_file) {
+        (None, None) => return None,
+        (Some(c), Some(k)) => (c, k),
+        (Some(_), None) => {
+            issues.add(
+                "store.tls_key_file",
+                "missing; store.tls_cert_file needs the file with its private key",
+            );
+            return None;
+        }
+        (None, Some(_)) => {
+            issues.add(
+                "store.tls_cert_file",
+                "missing; store.tls_key_file needs the file with its certificate",
+            );
+            return None;
+        }
+    };
+    if !redis_tls_applies(issues, st, "store.tls_cert_file") {
+        return None;
+    }
+    let cert_pem = read_pem(issues, "store.tls_cert_file", cert, "CERTIFICATE-----");
+    let key_pem = read_pem(issues, "store.tls_key_file", key, "PRIVATE KEY-----").and_then(|pem| {
+        match String::from_utf8(pem) {
+            Ok(text) => Some(SecretString::new(text)),
+            Err(_) => {
+                issues.add("store.tls_key_file", "is not a text PEM file");
+                None
+            }
+        }
+    });
+    Some(ClientCertificate {
+        cert_pem: cert_pem?,
+        key_pem: key_pem?,
+    })
+}
+
+/// TLS files only make sense with a `rediss://` URL (and not, yet, with
+/// Sentinel, which `redis_sentinel` reports).
+fn redis_tls_applies(issues: &mut Issues, st: &RawStore, key: &str) -> bool {
     if !st.sentinels.is_empty() {
-        return None; // reported by redis_sentinel
+        return false;
     }
     if !st
         .url
@@ -995,25 +1065,36 @@ fn redis_ca(issues: &mut Issues, st: &RawStore) -> Option<Vec<u8>> {
         .is_some_and(|u| u.starts_with("rediss://"))
     {
         issues.add(
-            "store.tls_ca_file",
+            key,
             "only applies to rediss:// URLs; use rediss:// in store.url or remove it",
         );
-        return None;
+        return false;
     }
-    match std::fs::read(f) {
-        Ok(pem) if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => Some(pem),
+    true
+}
+
+/// Reads a PEM file that must hold a `-----BEGIN <label>` block.
+fn read_pem(issues: &mut Issues, key: &str, path: &Path, label: &str) -> Option<Vec<u8>> {
+    match std::fs::read(path) {
+        Ok(pem)
+            if pem.windows(label.len()).any(|w| w == label.as_bytes())
+                && pem.windows(11).any(|w| w == b"-----BEGIN ") =>
+        {
+            Some(pem)
+        }
         Ok(_) => {
             issues.add(
-                "store.tls_ca_file",
-                format!("{} holds no PEM certificate", f.display()),
+                key,
+                format!(
+                    "{} holds no PEM `{}` block",
+                    path.display(),
+                    label.trim_end_matches('-')
+                ),
             );
             None
         }
         Err(e) => {
-            issues.add(
-                "store.tls_ca_file",
-                format!("cannot read {}: {e}", f.display()),
-            );
+            issues.add(key, format!("cannot read {}: {e}", path.display()));
             None
         }
     }
@@ -1479,14 +1560,15 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
             } else {
                 redis_sentinel(&mut issues, st)
             };
-            StoreKind::Redis(RedisConfig {
+            StoreKind::Redis(Box::new(RedisConfig {
                 endpoint,
                 username: st.username.clone(),
                 password,
                 db: st.db,
                 connect_timeout,
                 tls_ca_pem: redis_ca(&mut issues, st),
-            })
+                tls_client: redis_client_certificate(&mut issues, st),
+            }))
         }
         other => {
             issues.add(
@@ -1990,6 +2072,20 @@ upstream = "http://127.0.0.1:9100"
             err.0[0].message.contains("cannot read /nonexistent/ca.pem"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_redis_client_certificate_needs_its_key_rediss_and_pem_files() {
+        let toml = minimal() + "\n[store]\ntls_cert_file = \"/etc/hosts\"\n";
+        let err = load_str(&toml, &[]).expect_err("invalid");
+        assert_eq!(err.0[0].key, "store.tls_key_file", "{err}");
+
+        let toml = minimal()
+            + "\n[store]\nurl = \"rediss://redis.internal:6380\"\ntls_cert_file = \"/etc/hosts\"\ntls_key_file = \"/etc/hosts\"\n";
+        let err = load_str(&toml, &[]).expect_err("invalid");
+        let keys: Vec<&str> = err.0.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(keys, ["store.tls_cert_file", "store.tls_key_file"], "{err}");
+        assert!(err.0[1].message.contains("PRIVATE KEY"), "{err}");
     }
 
     #[test]

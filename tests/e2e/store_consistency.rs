@@ -23,6 +23,7 @@ fn sessions(prefix: &str, max_per_user: Option<u32>) -> Sessions {
         db: 0,
         connect_timeout: Duration::from_secs(2),
         tls_ca_pem: None,
+        tls_client: None,
     };
     let store = RedisStore::new(&redis, prefix, Duration::from_secs(5)).expect("store");
     Sessions::new(

@@ -140,3 +140,43 @@ async fn sessions_work_over_rediss_with_a_private_ca_and_not_without_trusting_it
         StatusCode::SERVICE_UNAVAILABLE
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_demands_client_certificates_accepts_the_configured_one() {
+    let upstream = Upstream::start().await;
+    let (redis, ca) = RedisServer::start_mutual_tls();
+    let url = format!("rediss://127.0.0.1:{}", redis.port);
+    let dir = ca.parent().expect("dir");
+    let gw = GatewayBuilder::new(&upstream)
+        .redis(&url)
+        .set("store", &format!("tls_ca_file = \"{}\"", ca.display()))
+        .set(
+            "store",
+            &format!("tls_cert_file = \"{}\"", dir.join("client.pem").display()),
+        )
+        .set(
+            "store",
+            &format!("tls_key_file = \"{}\"", dir.join("client.key").display()),
+        )
+        .start()
+        .await;
+    let mut b = Browser::new(&gw);
+    b.login_alice().await;
+    assert_eq!(b.get("/api/a").await.status, StatusCode::OK);
+
+    // Trusting the server is not enough: without a certificate it hangs up.
+    let anonymous = GatewayBuilder::new(&upstream)
+        .redis(&url)
+        .set("store", &format!("tls_ca_file = \"{}\"", ca.display()))
+        .start()
+        .await;
+    let mut other = Browser::new(&anonymous);
+    assert_eq!(
+        other.navigate("/auth/login").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        other.get("/readyz").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}

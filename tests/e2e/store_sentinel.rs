@@ -112,9 +112,11 @@ async fn a_planned_sentinel_failover_moves_the_gateway_to_the_new_master() {
     assert_eq!(redis_cli(old.port, &["WAIT", "1", "2000"]).trim(), "1");
 
     // Both servers stay up; the old master is demoted to a replica.
-    assert_eq!(
-        redis_cli(sentinel.port, &["SENTINEL", "FAILOVER", MASTER]).trim(),
-        "OK"
+    // Sentinel refuses (NOGOODSLAVE) until its view of the replica is fresh.
+    wait_for(
+        "Sentinel to accept the failover",
+        Duration::from_secs(30),
+        || redis_cli(sentinel.port, &["SENTINEL", "FAILOVER", MASTER]).trim() == "OK",
     );
     wait_for("the switch", Duration::from_secs(30), || {
         sentinel.master_port(MASTER) == Some(new.port)

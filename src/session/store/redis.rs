@@ -228,16 +228,21 @@ impl RedisStore {
             settings = settings.set_password(pw.expose());
         }
         info = info.set_redis_settings(settings);
-        let client = match &config.tls_ca_pem {
-            // A private CA: trust exactly it.
-            Some(pem) => redis::Client::build_with_tls(
+        let client = if config.tls_ca_pem.is_some() || config.tls_client.is_some() {
+            // A private CA (trusted instead of the public roots) and/or a
+            // client certificate for mutual TLS.
+            redis::Client::build_with_tls(
                 info,
                 redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem.clone()),
+                    client_tls: config.tls_client.as_ref().map(|c| redis::ClientTlsConfig {
+                        client_cert: c.cert_pem.clone(),
+                        client_key: c.key_pem.expose().as_bytes().to_vec(),
+                    }),
+                    root_cert: config.tls_ca_pem.clone(),
                 },
-            ),
-            None => redis::Client::open(info),
+            )
+        } else {
+            redis::Client::open(info)
         }
         .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let conn = client

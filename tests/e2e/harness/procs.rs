@@ -125,6 +125,17 @@ impl RedisServer {
     /// localhost from a CA made for this run. Returns it and the CA's PEM
     /// file.
     pub fn start_tls() -> (Self, PathBuf) {
+        Self::start_tls_with(false)
+    }
+
+    /// As [`Self::start_tls`], but the server also demands a client
+    /// certificate from the CA; `client.pem` and `client.key` (signed by
+    /// it) sit beside the returned CA file.
+    pub fn start_mutual_tls() -> (Self, PathBuf) {
+        Self::start_tls_with(true)
+    }
+
+    fn start_tls_with(auth_clients: bool) -> (Self, PathBuf) {
         require(
             "redis-server",
             "run scripts/test (it installs it) or `sudo apt-get install redis-server`",
@@ -152,6 +163,9 @@ impl RedisServer {
         sh(
             "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > ext && openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 1 -extfile ext 2>/dev/null",
         );
+        sh(
+            "openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=oidc-bff 2>/dev/null && printf 'extendedKeyUsage=clientAuth\\n' > cext && openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 1 -extfile cext 2>/dev/null",
+        );
         let path = |f: &str| dir.join(f).to_string_lossy().into_owned();
         let args: Vec<String> = vec![
             "--port".into(),
@@ -167,7 +181,7 @@ impl RedisServer {
             "--tls-ca-cert-file".into(),
             path("ca.pem"),
             "--tls-auth-clients".into(),
-            "no".into(),
+            if auth_clients { "yes" } else { "no" }.into(),
             "--save".into(),
             "".into(),
             "--appendonly".into(),
