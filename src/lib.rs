@@ -71,7 +71,18 @@ pub fn build_router(state: AppState) -> Router {
             state.clone(),
             metrics::track,
         ));
-    let router = if state.config.log.access_log {
+    with_request_log(router, state.config.log.access_log).with_state(state)
+}
+
+/// The outermost layers of the public and the admin listener: a request ID
+/// (kept from the client or made up, echoed on the response) and, with
+/// `log.access_log`, one log line per request carrying it. `/metrics` gets
+/// neither: a scrape every few seconds would drown the log.
+fn with_request_log<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    access_log: bool,
+) -> Router<S> {
+    let router = if access_log {
         router.layer(
             TraceLayer::new_for_http()
                 .make_span_with(telemetry::make_span)
@@ -88,7 +99,6 @@ pub fn build_router(state: AppState) -> Router {
             X_REQUEST_ID.clone(),
             middleware::RandomRequestId,
         ))
-        .with_state(state)
 }
 
 /// Background work of one gateway: keep provider metadata and keys loaded,
@@ -127,9 +137,13 @@ pub async fn serve_admin(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, routes::admin::router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let access_log = state.config.log.access_log;
+    axum::serve(
+        listener,
+        with_request_log(routes::admin::router(state), access_log),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// Serves `GET /metrics` (if configured) until `shutdown` resolves.

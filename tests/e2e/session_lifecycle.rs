@@ -420,6 +420,8 @@ async fn the_admin_api_requires_its_bearer_token() {
         .await
         .expect("req");
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // Admin calls carry a request ID, as in the access log.
+    assert!(r.headers().contains_key("x-request-id"));
     let (status, stats) = gw.admin(Method::GET, "/admin/stats", None).await;
     assert_eq!(status, StatusCode::OK, "{stats}");
     assert!(stats["memory_bytes"].as_u64().is_some());
