@@ -6,6 +6,7 @@ mod harness;
 
 mod callback_failures;
 mod login_flow;
+mod provider_keys;
 mod proxying;
 mod session_cookies;
 mod session_lifecycle;

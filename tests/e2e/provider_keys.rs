@@ -1,0 +1,82 @@
+//! The provider rotates its signing key. The gateway, holding the old JWKS,
+//! re-fetches it once when an ID token names an unknown `kid`, so logins go
+//! on; a further unknown `kid` within `oidc.jwks_min_refresh_interval` does
+//! not cause another fetch (forged `kid`s cannot flood the provider).
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+
+use crate::harness::procs::free_port;
+use crate::harness::{Browser, Gateway, GatewayBuilder, ProviderProcess, Upstream};
+
+const INTERVAL: Duration = Duration::from_secs(6);
+
+/// A provider on `port` whose signing key lives in `jwks` (made on first
+/// start, reused after).
+fn provider(port: u16, jwks: &std::path::Path) -> ProviderProcess {
+    ProviderProcess::start(&[
+        "--port",
+        &port.to_string(),
+        "--jwks-file",
+        jwks.to_str().expect("utf-8 path"),
+    ])
+}
+
+/// Logs in once; the callback's status and whether a session exists.
+async fn try_login(gw: &Gateway) -> (StatusCode, bool) {
+    let (status, session, _) = try_login_page(gw).await;
+    (status, session)
+}
+
+async fn try_login_page(gw: &Gateway) -> (StatusCode, bool, String) {
+    let mut b = Browser::new(gw);
+    let authorize = b.start_login("/app").await;
+    let cb = b.authenticate(&authorize, "alice", "alice-password").await;
+    let r = b.callback(&cb).await;
+    (r.status, b.session_cookie().is_some(), r.body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_provider_key_is_fetched_once_and_refetches_are_rate_limited() {
+    let dir = std::env::temp_dir().join(format!("oidc-bff-keys-{}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let port = free_port();
+    let original = provider(port, &dir.join("a.json"));
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .issuer(&original.issuer)
+        .set("oidc", "jwks_min_refresh_interval = \"6s\"")
+        .start()
+        .await;
+    assert_eq!(try_login(&gw).await, (StatusCode::SEE_OTHER, true));
+    // (The gateway fetched the keys at start; let the interval pass.)
+    tokio::time::sleep(INTERVAL).await;
+
+    // Same issuer, new key: the first login after it triggers one re-fetch.
+    drop(original);
+    let rotated = provider(port, &dir.join("b.json"));
+    assert_eq!(try_login(&gw).await, (StatusCode::SEE_OTHER, true));
+    let refetched = Instant::now();
+
+    // Rotated again at once: within the minimum interval the gateway does
+    // not fetch again, so the token's key stays unknown and no session is
+    // made.
+    drop(rotated);
+    let again = provider(port, &dir.join("c.json"));
+    let (status, session, page) = try_login_page(&gw).await;
+    assert!(
+        refetched.elapsed() < INTERVAL,
+        "too slow to test the rate limit: {:?}",
+        refetched.elapsed()
+    );
+    assert!(!session, "no session with an unverifiable ID token");
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(page.contains("no provider key matches"), "{page}");
+
+    // Once the interval has passed, the next unknown kid is fetched.
+    tokio::time::sleep(INTERVAL).await;
+    assert_eq!(try_login(&gw).await, (StatusCode::SEE_OTHER, true));
+    drop(again);
+    let _ = std::fs::remove_dir_all(&dir);
+}
