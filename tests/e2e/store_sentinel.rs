@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 
-use crate::harness::{Browser, GatewayBuilder, RedisServer, SentinelProcess, Upstream, redis_cli};
+use crate::harness::{
+    Browser, Gateway, GatewayBuilder, RedisServer, SentinelProcess, Upstream, redis_cli,
+};
 use crate::store_outage::wait_until_ok;
 
 const MASTER: &str = "sessions";
@@ -19,19 +21,55 @@ fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn through_sentinel_sessions_survive_a_failover_to_the_replica() {
+/// A master, its replica (synced) and a Sentinel that knows both, and a
+/// gateway finding Redis through that Sentinel.
+struct Setup {
+    upstream: Upstream,
+    master: RedisServer,
+    replica: RedisServer,
+    sentinel: SentinelProcess,
+    gw: Gateway,
+}
+
+async fn setup() -> Setup {
     let upstream = Upstream::start().await;
-    let mut master = RedisServer::start();
+    let master = RedisServer::start();
     let replica = RedisServer::start_replica(&master);
     wait_for("the replica to sync", Duration::from_secs(10), || {
         redis_cli(replica.port, &["INFO", "replication"]).contains("master_link_status:up")
     });
     let sentinel = SentinelProcess::start(MASTER, &master);
+    // Sentinel must have discovered the replica before it can promote it.
+    wait_for(
+        "Sentinel to see the replica",
+        Duration::from_secs(30),
+        || {
+            redis_cli(sentinel.port, &["SENTINEL", "replicas", MASTER])
+                .contains(&replica.port.to_string())
+        },
+    );
     let gw = GatewayBuilder::new(&upstream)
         .sentinel(sentinel.port, MASTER)
         .start()
         .await;
+    Setup {
+        upstream,
+        master,
+        replica,
+        sentinel,
+        gw,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_sentinel_sessions_survive_a_failover_to_the_replica() {
+    let Setup {
+        upstream,
+        mut master,
+        replica,
+        sentinel,
+        gw,
+    } = setup().await;
 
     let mut alice = Browser::new(&gw);
     alice.login_alice().await;
@@ -87,26 +125,13 @@ async fn through_sentinel_sessions_survive_a_failover_to_the_replica() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_planned_sentinel_failover_moves_the_gateway_to_the_new_master() {
-    let upstream = Upstream::start().await;
-    let old = RedisServer::start();
-    let new = RedisServer::start_replica(&old);
-    wait_for("the replica to sync", Duration::from_secs(10), || {
-        redis_cli(new.port, &["INFO", "replication"]).contains("master_link_status:up")
-    });
-    let sentinel = SentinelProcess::start(MASTER, &old);
-    // Sentinel must have discovered the replica before it can promote it.
-    wait_for(
-        "Sentinel to see the replica",
-        Duration::from_secs(30),
-        || {
-            redis_cli(sentinel.port, &["SENTINEL", "replicas", MASTER])
-                .contains(&new.port.to_string())
-        },
-    );
-    let gw = GatewayBuilder::new(&upstream)
-        .sentinel(sentinel.port, MASTER)
-        .start()
-        .await;
+    let Setup {
+        upstream: _upstream,
+        master: old,
+        replica: new,
+        sentinel,
+        gw,
+    } = setup().await;
     let mut alice = Browser::new(&gw);
     alice.login_alice().await;
     assert_eq!(redis_cli(old.port, &["WAIT", "1", "2000"]).trim(), "1");

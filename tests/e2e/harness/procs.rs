@@ -79,6 +79,20 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> Self {
+        Self::start_with(Vec::new())
+    }
+
+    /// A server replicating `master` (for Sentinel tests).
+    pub fn start_replica(master: &RedisServer) -> Self {
+        Self::start_with(vec![
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            master.port.to_string(),
+        ])
+    }
+
+    /// A server with `extra` arguments, kept for restarts.
+    fn start_with(extra: Vec<String>) -> Self {
         require(
             "redis-server",
             "run scripts/test (it installs it) or `sudo apt-get install redis-server`",
@@ -91,27 +105,7 @@ impl RedisServer {
             port,
             dir,
             proc: None,
-            extra: Vec::new(),
-        };
-        r.restart();
-        r
-    }
-
-    /// A server replicating `master` (for Sentinel tests).
-    pub fn start_replica(master: &RedisServer) -> Self {
-        let port = free_port();
-        let dir =
-            std::env::temp_dir().join(format!("oidc-bff-redis-{port}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("redis dir");
-        let mut r = Self {
-            port,
-            dir,
-            proc: None,
-            extra: vec![
-                "--replicaof".into(),
-                "127.0.0.1".into(),
-                master.port.to_string(),
-            ],
+            extra,
         };
         r.restart();
         r
