@@ -274,6 +274,9 @@ pub struct RawStore {
     pub sentinel_password: Option<String>,
     /// A file holding the Sentinels' password.
     pub sentinel_password_file: Option<PathBuf>,
+    /// TLS to the Sentinels and to the master they name (`tls_*_file`
+    /// apply to both).
+    pub sentinel_tls: bool,
     /// Redis ACL user name.
     pub username: Option<String>,
     /// Redis password (prefer `password_file` or the environment).
@@ -308,6 +311,7 @@ impl Default for RawStore {
             sentinel_username: None,
             sentinel_password: None,
             sentinel_password_file: None,
+            sentinel_tls: false,
             username: None,
             password: None,
             password_file: None,
@@ -578,6 +582,8 @@ pub struct SentinelConfig {
     pub master: String,
     pub username: Option<String>,
     pub password: Option<SecretString>,
+    /// TLS to the Sentinels and the master (`store.sentinel_tls`).
+    pub tls: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -978,18 +984,6 @@ fn redis_sentinel(issues: &mut Issues, st: &RawStore) -> RedisEndpoint {
             String::new()
         }
     };
-    for (key, set) in [
-        ("store.tls_ca_file", st.tls_ca_file.is_some()),
-        ("store.tls_cert_file", st.tls_cert_file.is_some()),
-        ("store.tls_key_file", st.tls_key_file.is_some()),
-    ] {
-        if set {
-            issues.add(
-                key,
-                "TLS is not supported with store.sentinels yet; remove it",
-            );
-        }
-    }
     let password = secret_from(
         issues,
         "store.sentinel_password",
@@ -1002,6 +996,7 @@ fn redis_sentinel(issues: &mut Issues, st: &RawStore) -> RedisEndpoint {
         master,
         username: st.sentinel_username.clone(),
         password,
+        tls: st.sentinel_tls,
     })
 }
 
@@ -1053,11 +1048,17 @@ fn redis_client_certificate(issues: &mut Issues, st: &RawStore) -> Option<Client
     })
 }
 
-/// TLS files only make sense with a `rediss://` URL (and not, yet, with
-/// Sentinel, which `redis_sentinel` reports).
+/// TLS files only make sense with a `rediss://` URL, or with
+/// `store.sentinel_tls` in Sentinel mode.
 fn redis_tls_applies(issues: &mut Issues, st: &RawStore, key: &str) -> bool {
     if !st.sentinels.is_empty() {
-        return false;
+        if !st.sentinel_tls {
+            issues.add(
+                key,
+                "only applies with TLS; set store.sentinel_tls = true or remove it",
+            );
+        }
+        return st.sentinel_tls;
     }
     if !st
         .url
@@ -1554,6 +1555,12 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
                 positive_duration(&mut issues, "store.connect_timeout", &st.connect_timeout);
             if st.db < 0 {
                 issues.add("store.db", "must be 0 or more");
+            }
+            if st.sentinel_tls && st.sentinels.is_empty() {
+                issues.add(
+                    "store.sentinel_tls",
+                    "only applies with store.sentinels; for one server use a rediss:// store.url",
+                );
             }
             let endpoint = if st.sentinels.is_empty() {
                 redis_url(&mut issues, st)
@@ -2115,6 +2122,17 @@ upstream = "http://127.0.0.1:9100"
         );
         assert_eq!(sentinel.master, "sessions");
         assert_eq!(sentinel.password.expect("password").expose(), "s3cret");
+        assert!(!sentinel.tls);
+
+        // TLS files in Sentinel mode need sentinel_tls; sentinel_tls needs
+        // Sentinel mode.
+        let with_ca = toml.clone() + "tls_ca_file = \"/etc/hosts\"\n";
+        let err = load_str(&with_ca, &[]).expect_err("invalid");
+        assert_eq!(err.0[0].key, "store.tls_ca_file", "{err}");
+        assert!(err.0[0].message.contains("sentinel_tls"), "{err}");
+        let err =
+            load_str(&(minimal() + "\n[store]\nsentinel_tls = true\n"), &[]).expect_err("invalid");
+        assert_eq!(err.0[0].key, "store.sentinel_tls", "{err}");
     }
 
     #[test]

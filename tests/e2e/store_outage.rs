@@ -2,11 +2,12 @@
 //! the configured timeout; nothing is forwarded; the gateway recovers by
 //! itself when Redis is back.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 
-use crate::harness::{Browser, Chaos, GatewayBuilder, RedisServer, Upstream};
+use crate::harness::{Browser, Chaos, GatewayBuilder, RedisServer, TestCa, Upstream};
 
 pub(crate) async fn wait_until_ok(b: &mut Browser, path: &str) -> Duration {
     let started = Instant::now();
@@ -118,11 +119,12 @@ async fn a_hung_redis_answers_503_within_the_store_timeout_then_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_work_over_rediss_with_a_private_ca_and_not_without_trusting_it() {
     let upstream = Upstream::start().await;
-    let (redis, ca) = RedisServer::start_tls();
-    let url = format!("rediss://127.0.0.1:{}", redis.port);
+    let ca = Arc::new(TestCa::new(false));
+    let redis = RedisServer::start_tls(&ca);
+    let url = redis.url();
     let gw = GatewayBuilder::new(&upstream)
         .redis(&url)
-        .set("store", &format!("tls_ca_file = \"{}\"", ca.display()))
+        .set("store", &format!("tls_ca_file = \"{}\"", ca.file("ca.pem")))
         .start()
         .await;
     let mut b = Browser::new(&gw);
@@ -144,19 +146,19 @@ async fn sessions_work_over_rediss_with_a_private_ca_and_not_without_trusting_it
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_that_demands_client_certificates_accepts_the_configured_one() {
     let upstream = Upstream::start().await;
-    let (redis, ca) = RedisServer::start_mutual_tls();
-    let url = format!("rediss://127.0.0.1:{}", redis.port);
-    let dir = ca.parent().expect("dir");
+    let ca = Arc::new(TestCa::new(true));
+    let redis = RedisServer::start_tls(&ca);
+    let url = redis.url();
     let gw = GatewayBuilder::new(&upstream)
         .redis(&url)
-        .set("store", &format!("tls_ca_file = \"{}\"", ca.display()))
+        .set("store", &format!("tls_ca_file = \"{}\"", ca.file("ca.pem")))
         .set(
             "store",
-            &format!("tls_cert_file = \"{}\"", dir.join("client.pem").display()),
+            &format!("tls_cert_file = \"{}\"", ca.file("client.pem")),
         )
         .set(
             "store",
-            &format!("tls_key_file = \"{}\"", dir.join("client.key").display()),
+            &format!("tls_key_file = \"{}\"", ca.file("client.key")),
         )
         .start()
         .await;
@@ -167,7 +169,7 @@ async fn a_redis_that_demands_client_certificates_accepts_the_configured_one() {
     // Trusting the server is not enough: without a certificate it hangs up.
     let anonymous = GatewayBuilder::new(&upstream)
         .redis(&url)
-        .set("store", &format!("tls_ca_file = \"{}\"", ca.display()))
+        .set("store", &format!("tls_ca_file = \"{}\"", ca.file("ca.pem")))
         .start()
         .await;
     let mut other = Browser::new(&anonymous);

@@ -2,12 +2,13 @@
 //! the master dies it follows the failover by itself, keeping the sessions
 //! that had reached the replica.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 
 use crate::harness::{
-    Browser, Gateway, GatewayBuilder, RedisServer, SentinelProcess, Upstream, redis_cli,
+    Browser, Gateway, GatewayBuilder, RedisServer, SentinelProcess, TestCa, Upstream,
 };
 use crate::store_outage::wait_until_ok;
 
@@ -22,7 +23,8 @@ fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
 }
 
 /// A master, its replica (synced) and a Sentinel that knows both, and a
-/// gateway finding Redis through that Sentinel.
+/// gateway finding Redis through that Sentinel — all over TLS with client
+/// certificates when `tls` is given.
 struct Setup {
     upstream: Upstream,
     master: RedisServer,
@@ -31,12 +33,17 @@ struct Setup {
     gw: Gateway,
 }
 
-async fn setup() -> Setup {
+async fn setup(tls: Option<Arc<TestCa>>) -> Setup {
     let upstream = Upstream::start().await;
-    let master = RedisServer::start();
+    let master = match &tls {
+        Some(ca) => RedisServer::start_tls(ca),
+        None => RedisServer::start(),
+    };
     let replica = RedisServer::start_replica(&master);
     wait_for("the replica to sync", Duration::from_secs(10), || {
-        redis_cli(replica.port, &["INFO", "replication"]).contains("master_link_status:up")
+        replica
+            .cli(&["INFO", "replication"])
+            .contains("master_link_status:up")
     });
     let sentinel = SentinelProcess::start(MASTER, &master);
     // Sentinel must have discovered the replica before it can promote it.
@@ -44,14 +51,24 @@ async fn setup() -> Setup {
         "Sentinel to see the replica",
         Duration::from_secs(30),
         || {
-            redis_cli(sentinel.port, &["SENTINEL", "replicas", MASTER])
+            sentinel
+                .cli(&["SENTINEL", "replicas", MASTER])
                 .contains(&replica.port.to_string())
         },
     );
-    let gw = GatewayBuilder::new(&upstream)
-        .sentinel(sentinel.port, MASTER)
-        .start()
-        .await;
+    let mut gw = GatewayBuilder::new(&upstream).sentinel(sentinel.port, MASTER);
+    if let Some(ca) = &tls {
+        gw = gw.set(
+            "store",
+            &format!(
+                "sentinel_tls = true\ntls_ca_file = \"{}\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"",
+                ca.file("ca.pem"),
+                ca.file("client.pem"),
+                ca.file("client.key")
+            ),
+        );
+    }
+    let gw = gw.start().await;
     Setup {
         upstream,
         master,
@@ -63,24 +80,33 @@ async fn setup() -> Setup {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_sentinel_sessions_survive_a_failover_to_the_replica() {
+    sessions_survive_the_master_dying(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_sentinel_over_mutual_tls_sessions_survive_a_failover_too() {
+    sessions_survive_the_master_dying(Some(Arc::new(TestCa::new(true)))).await;
+}
+
+async fn sessions_survive_the_master_dying(tls: Option<Arc<TestCa>>) {
     let Setup {
         upstream,
         mut master,
         replica,
         sentinel,
         gw,
-    } = setup().await;
+    } = setup(tls).await;
 
     let mut alice = Browser::new(&gw);
     alice.login_alice().await;
     assert_eq!(alice.get("/api/a").await.status, StatusCode::OK);
     assert_eq!(
-        redis_cli(master.port, &["DBSIZE"]).trim(),
-        redis_cli(replica.port, &["DBSIZE"]).trim(),
+        master.cli(&["DBSIZE"]).trim(),
+        replica.cli(&["DBSIZE"]).trim(),
         "the session is written to the master Sentinel named"
     );
     // The login has reached the replica before the master dies.
-    assert_eq!(redis_cli(master.port, &["WAIT", "1", "2000"]).trim(), "1");
+    assert_eq!(master.cli(&["WAIT", "1", "2000"]).trim(), "1");
 
     master.stop();
     wait_for(
@@ -111,7 +137,7 @@ async fn through_sentinel_sessions_survive_a_failover_to_the_replica() {
     wait_for(
         "the old master to rejoin as a replica",
         Duration::from_secs(30),
-        || redis_cli(master.port, &["ROLE"]).starts_with("slave"),
+        || master.cli(&["ROLE"]).starts_with("slave"),
     );
     let mut carol = Browser::new(&gw);
     carol.login_alice().await;
@@ -131,35 +157,28 @@ async fn a_planned_sentinel_failover_moves_the_gateway_to_the_new_master() {
         replica: new,
         sentinel,
         gw,
-    } = setup().await;
+    } = setup(None).await;
     let mut alice = Browser::new(&gw);
     alice.login_alice().await;
-    assert_eq!(redis_cli(old.port, &["WAIT", "1", "2000"]).trim(), "1");
+    assert_eq!(old.cli(&["WAIT", "1", "2000"]).trim(), "1");
 
     // Both servers stay up; the old master is demoted to a replica.
     // Sentinel refuses (NOGOODSLAVE) until its view of the replica is fresh.
     wait_for(
         "Sentinel to accept the failover",
         Duration::from_secs(30),
-        || redis_cli(sentinel.port, &["SENTINEL", "FAILOVER", MASTER]).trim() == "OK",
+        || sentinel.cli(&["SENTINEL", "FAILOVER", MASTER]).trim() == "OK",
     );
     wait_for("the switch", Duration::from_secs(30), || {
-        sentinel.master_port(MASTER) == Some(new.port)
-            && redis_cli(old.port, &["ROLE"]).starts_with("slave")
+        sentinel.master_port(MASTER) == Some(new.port) && old.cli(&["ROLE"]).starts_with("slave")
     });
 
     wait_until_ok(&mut alice, "/api/a").await;
-    let before = redis_cli(new.port, &["DBSIZE"])
-        .trim()
-        .parse::<u64>()
-        .expect("dbsize");
+    let before = new.cli(&["DBSIZE"]).trim().parse::<u64>().expect("dbsize");
     let mut bob = Browser::new(&gw);
     bob.login_as("bob").await;
     assert_eq!(bob.get("/api/b").await.status, StatusCode::OK);
-    let after = redis_cli(new.port, &["DBSIZE"])
-        .trim()
-        .parse::<u64>()
-        .expect("dbsize");
+    let after = new.cli(&["DBSIZE"]).trim().parse::<u64>().expect("dbsize");
     assert!(
         after > before,
         "bob's session was written to the new master"

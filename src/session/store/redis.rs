@@ -200,17 +200,23 @@ impl RedisStore {
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(2));
+        // A private CA (trusted instead of the public roots) and/or a client
+        // certificate for mutual TLS.
+        let certificates =
+            (config.tls_ca_pem.is_some() || config.tls_client.is_some()).then(|| {
+                redis::TlsCertificates {
+                    client_tls: config.tls_client.as_ref().map(|c| redis::ClientTlsConfig {
+                        client_cert: c.cert_pem.clone(),
+                        client_key: c.key_pem.expose().as_bytes().to_vec(),
+                    }),
+                    root_cert: config.tls_ca_pem.clone(),
+                }
+            });
         let url = match &config.endpoint {
             RedisEndpoint::Url(url) => url,
             RedisEndpoint::Sentinel(sentinel) => {
-                let link = SentinelLink::new(
-                    sentinel,
-                    config.db,
-                    config.username.as_deref(),
-                    config.password.as_ref().map(|p| p.expose()),
-                    manager_config,
-                )
-                .map_err(|e| StoreError::Unavailable(format!("store.sentinels: {e}")))?;
+                let link = SentinelLink::new(sentinel, config, certificates, manager_config)
+                    .map_err(|e| StoreError::Unavailable(format!("store.sentinels: {e}")))?;
                 return Ok(Self::with_link(
                     Link::Sentinel(Arc::new(link)),
                     prefix,
@@ -228,21 +234,9 @@ impl RedisStore {
             settings = settings.set_password(pw.expose());
         }
         info = info.set_redis_settings(settings);
-        let client = if config.tls_ca_pem.is_some() || config.tls_client.is_some() {
-            // A private CA (trusted instead of the public roots) and/or a
-            // client certificate for mutual TLS.
-            redis::Client::build_with_tls(
-                info,
-                redis::TlsCertificates {
-                    client_tls: config.tls_client.as_ref().map(|c| redis::ClientTlsConfig {
-                        client_cert: c.cert_pem.clone(),
-                        client_key: c.key_pem.expose().as_bytes().to_vec(),
-                    }),
-                    root_cert: config.tls_ca_pem.clone(),
-                },
-            )
-        } else {
-            redis::Client::open(info)
+        let client = match certificates {
+            Some(certificates) => redis::Client::build_with_tls(info, certificates),
+            None => redis::Client::open(info),
         }
         .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let conn = client

@@ -18,10 +18,10 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
     Cmd, ConnectionAddr, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult,
-    ServerErrorKind, Value,
+    ServerErrorKind, TlsCertificates, TlsMode, Value,
 };
 
-use crate::config::SentinelConfig;
+use crate::config::{RedisConfig, SentinelConfig};
 
 /// A cheap-to-clone handle that runs commands on the right server.
 #[derive(Clone)]
@@ -43,25 +43,44 @@ pub struct SentinelLink {
 }
 
 impl SentinelLink {
+    /// `certificates` (a private CA, a client certificate) serve both the
+    /// Sentinels and the master when `sentinel.tls` is on.
     pub fn new(
         sentinel: &SentinelConfig,
-        db: i64,
-        username: Option<&str>,
-        password: Option<&str>,
+        data_nodes: &RedisConfig,
+        certificates: Option<TlsCertificates>,
         manager_config: ConnectionManagerConfig,
     ) -> RedisResult<Self> {
-        let nodes = sentinel
-            .nodes
-            .iter()
-            .map(|(host, port)| ConnectionAddr::Tcp(host.clone(), *port));
+        let nodes = sentinel.nodes.iter().map(|(host, port)| {
+            if sentinel.tls {
+                ConnectionAddr::TcpTls {
+                    host: host.clone(),
+                    port: *port,
+                    insecure: false,
+                    tls_params: None,
+                }
+            } else {
+                ConnectionAddr::Tcp(host.clone(), *port)
+            }
+        });
         let mut builder =
             SentinelClientBuilder::new(nodes, &sentinel.master, SentinelServerType::Master)?
-                .set_client_to_redis_db(db);
-        if let Some(user) = username {
+                .set_client_to_redis_db(data_nodes.db);
+        if sentinel.tls {
+            builder = builder
+                .set_client_to_sentinel_tls_mode(TlsMode::Secure)
+                .set_client_to_redis_tls_mode(TlsMode::Secure);
+            if let Some(certs) = certificates {
+                builder = builder
+                    .set_client_to_sentinel_certificates(certs.clone())
+                    .set_client_to_redis_certificates(certs);
+            }
+        }
+        if let Some(user) = &data_nodes.username {
             builder = builder.set_client_to_redis_username(user);
         }
-        if let Some(pw) = password {
-            builder = builder.set_client_to_redis_password(pw);
+        if let Some(pw) = &data_nodes.password {
+            builder = builder.set_client_to_redis_password(pw.expose());
         }
         if let Some(user) = &sentinel.username {
             builder = builder.set_client_to_sentinel_username(user);
@@ -74,7 +93,7 @@ impl SentinelLink {
             current: RwLock::new(None),
             generations: AtomicU64::new(0),
             manager_config,
-            db,
+            db: data_nodes.db,
         })
     }
 

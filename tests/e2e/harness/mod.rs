@@ -17,7 +17,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 pub use net::{Chaos, Upstream};
-pub use procs::{ProviderProcess, RedisServer, SentinelProcess, redis_cli};
+pub use procs::{ProviderProcess, RedisServer, SentinelProcess, TestCa};
 
 pub const KEY_B64: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 pub const CLIENT_ID: &str = "oidc-bff";

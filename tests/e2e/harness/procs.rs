@@ -9,6 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub fn repo_root() -> PathBuf {
@@ -69,75 +70,23 @@ fn spawn_guarded(program: &str, args: &[String], stdout: Stdio) -> Guarded {
 
 /// A real `redis-server` with persistence in a private directory, so a
 /// restart keeps its data (outage tests).
-pub struct RedisServer {
-    pub port: u16,
-    dir: PathBuf,
-    proc: Option<Guarded>,
-    /// Arguments beyond the defaults, kept for restarts.
-    extra: Vec<String>,
+/// A certificate authority made for one test with the openssl CLI, with a
+/// server certificate (localhost, 127.0.0.1) and a client certificate it
+/// signed: `ca.pem`, `server.pem`/`server.key`, `client.pem`/`client.key`.
+pub struct TestCa {
+    pub dir: PathBuf,
+    /// Whether servers using it demand client certificates.
+    pub auth_clients: bool,
 }
 
-impl RedisServer {
-    pub fn start() -> Self {
-        Self::start_with(Vec::new())
-    }
-
-    /// A server replicating `master` (for Sentinel tests).
-    pub fn start_replica(master: &RedisServer) -> Self {
-        Self::start_with(vec![
-            "--replicaof".into(),
-            "127.0.0.1".into(),
-            master.port.to_string(),
-        ])
-    }
-
-    /// A server with `extra` arguments, kept for restarts.
-    fn start_with(extra: Vec<String>) -> Self {
-        require(
-            "redis-server",
-            "run scripts/test (it installs it) or `sudo apt-get install redis-server`",
-        );
-        let port = free_port();
-        let dir =
-            std::env::temp_dir().join(format!("oidc-bff-redis-{port}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("redis dir");
-        let mut r = Self {
-            port,
-            dir,
-            proc: None,
-            extra,
-        };
-        r.restart();
-        r
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// A server speaking only TLS, with a certificate for 127.0.0.1 and
-    /// localhost from a CA made for this run. Returns it and the CA's PEM
-    /// file.
-    pub fn start_tls() -> (Self, PathBuf) {
-        Self::start_tls_with(false)
-    }
-
-    /// As [`Self::start_tls`], but the server also demands a client
-    /// certificate from the CA; `client.pem` and `client.key` (signed by
-    /// it) sit beside the returned CA file.
-    pub fn start_mutual_tls() -> (Self, PathBuf) {
-        Self::start_tls_with(true)
-    }
-
-    fn start_tls_with(auth_clients: bool) -> (Self, PathBuf) {
-        require(
-            "redis-server",
-            "run scripts/test (it installs it) or `sudo apt-get install redis-server`",
-        );
+impl TestCa {
+    pub fn new(auth_clients: bool) -> Self {
         require("openssl", "`sudo apt-get install openssl`");
-        let port = free_port();
-        let dir =
-            std::env::temp_dir().join(format!("oidc-bff-redis-tls-{port}-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!(
+            "oidc-bff-ca-{:x}-{}",
+            rand::random::<u64>(),
+            std::process::id()
+        ));
         std::fs::create_dir_all(&dir).expect("dir");
         let sh = |script: &str| {
             let ok = Command::new("sh")
@@ -158,50 +107,131 @@ impl RedisServer {
             "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > ext && openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 1 -extfile ext 2>/dev/null",
         );
         sh(
-            "openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=oidc-bff 2>/dev/null && printf 'extendedKeyUsage=clientAuth\\n' > cext && openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 1 -extfile cext 2>/dev/null",
+            "openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=oidc-bff 2>/dev/null && printf 'extendedKeyUsage=clientAuth,serverAuth\\nsubjectAltName=DNS:localhost,IP:127.0.0.1\\n' > cext && openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 1 -extfile cext 2>/dev/null",
         );
-        let path = |f: &str| dir.join(f).to_string_lossy().into_owned();
-        let args: Vec<String> = vec![
-            "--port".into(),
-            "0".into(),
-            "--tls-port".into(),
-            port.to_string(),
-            "--bind".into(),
-            "127.0.0.1".into(),
-            "--tls-cert-file".into(),
-            path("server.pem"),
-            "--tls-key-file".into(),
-            path("server.key"),
-            "--tls-ca-cert-file".into(),
-            path("ca.pem"),
-            "--tls-auth-clients".into(),
-            if auth_clients { "yes" } else { "no" }.into(),
-            "--save".into(),
-            "".into(),
-            "--appendonly".into(),
-            "no".into(),
-            "--loglevel".into(),
-            "warning".into(),
+        Self { dir, auth_clients }
+    }
+
+    pub fn file(&self, name: &str) -> String {
+        self.dir.join(name).to_string_lossy().into_owned()
+    }
+
+    /// redis-server / Sentinel settings for TLS only on `port`. Replication
+    /// (and Sentinel's connections to the servers) use TLS too, with the
+    /// client certificate when the servers demand one.
+    fn server_settings(&self, port: u16) -> Vec<(String, String)> {
+        let auth = if self.auth_clients { "yes" } else { "no" };
+        [
+            ("port", "0".to_owned()),
+            ("tls-port", port.to_string()),
+            ("tls-cert-file", self.file("server.pem")),
+            ("tls-key-file", self.file("server.key")),
+            ("tls-client-cert-file", self.file("client.pem")),
+            ("tls-client-key-file", self.file("client.key")),
+            ("tls-ca-cert-file", self.file("ca.pem")),
+            ("tls-auth-clients", auth.to_owned()),
+            ("tls-replication", "yes".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
+    /// `redis-cli` flags to reach a server using this CA.
+    fn cli_flags(&self) -> Vec<String> {
+        let mut flags = vec![
+            "--tls".to_owned(),
+            "--cacert".to_owned(),
+            self.file("ca.pem"),
         ];
-        let proc = spawn_guarded("redis-server", &args, Stdio::null());
-        assert!(
-            wait_for_port(port, Duration::from_secs(10)),
-            "TLS redis-server did not start on {port}"
-        );
-        let ca = dir.join("ca.pem");
-        (
-            Self {
-                port,
-                dir,
-                proc: Some(proc),
-                extra: Vec::new(),
-            },
-            ca,
+        if self.auth_clients {
+            flags.extend([
+                "--cert".to_owned(),
+                self.file("client.pem"),
+                "--key".to_owned(),
+                self.file("client.key"),
+            ]);
+        }
+        flags
+    }
+}
+
+impl Drop for TestCa {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub struct RedisServer {
+    pub port: u16,
+    dir: PathBuf,
+    proc: Option<Guarded>,
+    /// Arguments beyond the defaults, kept for restarts.
+    extra: Vec<String>,
+    /// TLS only, with certificates from this CA's directory.
+    tls: Option<Arc<TestCa>>,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        Self::start_with(Vec::new(), None)
+    }
+
+    /// A server replicating `master` (for Sentinel tests), over TLS if the
+    /// master speaks it.
+    pub fn start_replica(master: &RedisServer) -> Self {
+        Self::start_with(
+            vec![
+                "--replicaof".into(),
+                "127.0.0.1".into(),
+                master.port.to_string(),
+            ],
+            master.tls.clone(),
         )
     }
 
+    /// A server speaking only TLS, with a certificate for 127.0.0.1 and
+    /// localhost from `ca`.
+    pub fn start_tls(ca: &Arc<TestCa>) -> Self {
+        Self::start_with(Vec::new(), Some(ca.clone()))
+    }
+
+    fn start_with(extra: Vec<String>, tls: Option<Arc<TestCa>>) -> Self {
+        require(
+            "redis-server",
+            "run scripts/test (it installs it) or `sudo apt-get install redis-server`",
+        );
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("oidc-bff-redis-{port}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let mut r = Self {
+            port,
+            dir,
+            proc: None,
+            extra,
+            tls,
+        };
+        r.restart();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs one command with `redis-cli`; its raw output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        redis_cli(self.port, self.tls.as_deref(), args)
+    }
+
     pub fn restart(&mut self) {
-        let args: Vec<String> = [
+        let mut args: Vec<String> = [
             "--port",
             &self.port.to_string(),
             "--bind",
@@ -221,8 +251,14 @@ impl RedisServer {
         ]
         .iter()
         .map(|s| s.to_string())
-        .chain(self.extra.iter().cloned())
         .collect();
+        if let Some(ca) = &self.tls {
+            for (k, v) in ca.server_settings(self.port) {
+                args.push(format!("--{k}"));
+                args.push(v);
+            }
+        }
+        args.extend(self.extra.iter().cloned());
         self.proc = Some(spawn_guarded("redis-server", &args, Stdio::null()));
         assert!(
             wait_for_port(self.port, Duration::from_secs(10)),
@@ -259,30 +295,34 @@ impl Drop for RedisServer {
 pub struct SentinelProcess {
     pub port: u16,
     dir: PathBuf,
+    tls: Option<Arc<TestCa>>,
     _proc: Guarded,
 }
 
 impl SentinelProcess {
+    /// A Sentinel for `master`, speaking TLS if the master does.
     pub fn start(master_name: &str, master: &RedisServer) -> Self {
         let port = free_port();
         let dir =
             std::env::temp_dir().join(format!("oidc-bff-sentinel-{port}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("sentinel dir");
-        let conf = dir.join("sentinel.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "port {port}\nbind 127.0.0.1\ndir {dir}\n\
-                 sentinel monitor {master_name} 127.0.0.1 {master_port} 1\n\
-                 sentinel down-after-milliseconds {master_name} 1000\n\
-                 sentinel failover-timeout {master_name} 10000\n",
-                dir = dir.display(),
-                master_port = master.port,
-            ),
-        )
-        .expect("sentinel.conf");
+        let mut conf = format!(
+            "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+             sentinel monitor {master_name} 127.0.0.1 {master_port} 1\n\
+             sentinel down-after-milliseconds {master_name} 1000\n\
+             sentinel failover-timeout {master_name} 10000\n",
+            dir = dir.display(),
+            master_port = master.port,
+        );
+        if let Some(ca) = &master.tls {
+            for (k, v) in ca.server_settings(port) {
+                conf.push_str(&format!("{k} {v}\n"));
+            }
+        }
+        let conf_file = dir.join("sentinel.conf");
+        std::fs::write(&conf_file, conf).expect("sentinel.conf");
         let args = vec![
-            conf.to_string_lossy().into_owned(),
+            conf_file.to_string_lossy().into_owned(),
             "--sentinel".into(),
             "--loglevel".into(),
             "warning".into(),
@@ -295,29 +335,33 @@ impl SentinelProcess {
         Self {
             port,
             dir,
+            tls: master.tls.clone(),
             _proc: proc,
         }
     }
 
+    /// Runs one command with `redis-cli` against this Sentinel.
+    pub fn cli(&self, args: &[&str]) -> String {
+        redis_cli(self.port, self.tls.as_deref(), args)
+    }
+
     /// The port of the server this Sentinel names as master now.
     pub fn master_port(&self, master_name: &str) -> Option<u16> {
-        redis_cli(
-            self.port,
-            &["SENTINEL", "get-master-addr-by-name", master_name],
-        )
-        .lines()
-        .nth(1)?
-        .trim()
-        .parse()
-        .ok()
+        self.cli(&["SENTINEL", "get-master-addr-by-name", master_name])
+            .lines()
+            .nth(1)?
+            .trim()
+            .parse()
+            .ok()
     }
 }
 
 /// Runs one command with `redis-cli` against the server on `port`; its raw
 /// output (empty when it failed).
-pub fn redis_cli(port: u16, args: &[&str]) -> String {
+fn redis_cli(port: u16, tls: Option<&TestCa>, args: &[&str]) -> String {
     Command::new("redis-cli")
         .args(["-p", &port.to_string(), "--raw"])
+        .args(tls.map(TestCa::cli_flags).unwrap_or_default())
         .args(args)
         .output()
         .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
