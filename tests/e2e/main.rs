@@ -5,6 +5,7 @@
 mod harness;
 
 mod callback_failures;
+mod log_hygiene;
 mod login_flow;
 mod provider_keys;
 mod proxying;

@@ -68,6 +68,8 @@ pub struct GatewayBuilder {
     prefix: Option<String>,
     admin: bool,
     metrics: bool,
+    /// Where a gateway process writes its output.
+    log: Option<std::path::PathBuf>,
 }
 
 pub struct Gateway {
@@ -96,7 +98,14 @@ impl GatewayBuilder {
             prefix: None,
             admin: false,
             metrics: false,
+            log: None,
         }
+    }
+
+    /// With `start_process`: the process's log output goes to `path`.
+    pub fn log_to(mut self, path: &std::path::Path) -> Self {
+        self.log = Some(path.to_owned());
+        self
     }
 
     pub fn issuer(mut self, issuer: &str) -> Self {
@@ -303,7 +312,7 @@ impl GatewayBuilder {
         let admin_port = self.admin.then(procs::free_port);
         let toml = self.render(port, &prefix, admin_port);
         let path = self.write_config(&toml, &prefix);
-        let process = procs::GatewayProcess::start(&path, port);
+        let process = procs::GatewayProcess::start(&path, port, self.log.as_deref());
         Gateway {
             addr: ([127, 0, 0, 1], port).into(),
             base: format!("http://127.0.0.1:{port}"),

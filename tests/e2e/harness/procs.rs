@@ -51,13 +51,15 @@ struct Guarded {
 }
 
 fn spawn_guarded(program: &str, args: &[String], stdout: Stdio) -> Guarded {
+    spawn_guarded_to(program, args, stdout, Stdio::inherit())
+}
+
+fn spawn_guarded_to(program: &str, args: &[String], stdout: Stdio, stderr: Stdio) -> Guarded {
     // `exec` keeps the PID; the background `read` ends when our pipe closes.
     let script = r#"prog="$1"; shift; "$prog" "$@" <&- & pid=$!; trap 'kill $pid 2>/dev/null' EXIT; while read -r _; do :; done; kill $pid 2>/dev/null; wait $pid"#;
     let mut cmd = Command::new("sh");
     cmd.arg("-c").arg(script).arg("sh").arg(program).args(args);
-    cmd.stdin(Stdio::piped())
-        .stdout(stdout)
-        .stderr(Stdio::inherit());
+    cmd.stdin(Stdio::piped()).stdout(stdout).stderr(stderr);
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
@@ -421,14 +423,24 @@ pub struct GatewayProcess {
 }
 
 impl GatewayProcess {
-    pub fn start(config: &Path, port: u16) -> Self {
+    /// Starts `oidc-bff serve`; its output goes to `log` (both streams) or
+    /// nowhere.
+    pub fn start(config: &Path, port: u16, log: Option<&Path>) -> Self {
         let bin = env!("CARGO_BIN_EXE_oidc-bff");
         let args = vec![
             "serve".to_owned(),
             "--config".to_owned(),
             config.to_string_lossy().into_owned(),
         ];
-        let g = spawn_guarded(bin, &args, Stdio::null());
+        let (stdout, stderr) = match log {
+            Some(path) => {
+                let file = std::fs::File::create(path).expect("log file");
+                let copy = file.try_clone().expect("log file");
+                (Stdio::from(file), Stdio::from(copy))
+            }
+            None => (Stdio::null(), Stdio::inherit()),
+        };
+        let g = spawn_guarded_to(bin, &args, stdout, stderr);
         assert!(
             wait_for_port(port, Duration::from_secs(20)),
             "oidc-bff process did not listen on {port}"

@@ -1,0 +1,131 @@
+//! Logs are read by more people than tokens should be. A whole session —
+//! login, proxied calls, a token refresh, bad cookies, a browser-supplied
+//! Authorization header, logout — runs against a gateway process logging
+//! at `trace` (every crate) with the access log on, and then no token,
+//! cookie value, code, state, client secret or key appears in its output.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+
+use crate::harness::{
+    Browser, CLIENT_SECRET, GatewayBuilder, KEY_B64, ProviderApi, ProviderProcess, Upstream,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_token_cookie_or_secret_reaches_the_log_even_at_trace_level() {
+    let provider = ProviderProcess::start(&["--access-token-ttl", "5"]);
+    let api = ProviderApi::new(&provider.issuer);
+    let upstream = Upstream::start().await;
+    let log = std::env::temp_dir().join(format!("oidc-bff-log-{:x}.log", rand::random::<u64>()));
+    let gw = GatewayBuilder::new(&upstream)
+        .issuer(&provider.issuer)
+        .set("log", "level = \"trace\"")
+        .set("log", "access_log = true")
+        .set("session", "refresh_skew = \"1s\"")
+        .log_to(&log)
+        .start_process()
+        .await;
+
+    let mut b = Browser::new(&gw);
+    let authorize = b.start_login("/app").await;
+    let login_cookies: Vec<String> = b.cookies.values().cloned().collect();
+    let callback = b.authenticate(&authorize, "alice", "alice-password").await;
+    let query: Vec<(String, String)> = url::Url::parse(&callback)
+        .expect("callback URL")
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no {name} in {callback}"))
+    };
+    let (code, state) = (param("code"), param("state"));
+    assert_eq!(b.callback(&callback).await.status, StatusCode::SEE_OTHER);
+    let session = b.session_cookie().expect("session cookie");
+    let logout_token = b.get("/auth/user").await.json()["logout_token"]
+        .as_str()
+        .expect("logout token")
+        .to_owned();
+
+    assert_eq!(b.get("/api/one").await.status, StatusCode::OK);
+    // Credentials the browser must not get forwarded or logged.
+    b.request(
+        Method::GET,
+        "/api/own",
+        &[("authorization", "Bearer browser-supplied-secret-4711")],
+        None,
+    )
+    .await;
+    let mut tampered = Browser::new(&gw);
+    let forged = format!("{}AAAA", &session[..session.len() - 4]);
+    tampered
+        .cookies
+        .insert("__Host-oidc-bff".into(), forged.clone());
+    assert_eq!(
+        tampered.get("/api/x").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // Past the access token's life: the next call refreshes it.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(b.get("/api/two").await.status, StatusCode::OK);
+    let refresh_tokens: Vec<String> = api
+        .get("/__test/refresh-tokens")
+        .await
+        .as_array()
+        .expect("refresh tokens")
+        .iter()
+        .filter_map(|t| t["id"].as_str().map(str::to_owned))
+        .collect();
+    assert!(!refresh_tokens.is_empty());
+    let logout = b
+        .request(Method::POST, "/auth/logout", &[("x-csrf", "1")], None)
+        .await;
+    assert_eq!(logout.status, StatusCode::OK);
+
+    let bearers: Vec<String> = upstream
+        .seen()
+        .iter()
+        .filter_map(|s| s.header("authorization"))
+        .map(|a| a.trim_start_matches("Bearer ").to_owned())
+        .collect();
+    assert!(bearers.len() >= 2, "{bearers:?}");
+    assert_ne!(bearers.first(), bearers.last(), "the token was refreshed");
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let text = std::fs::read_to_string(&log).expect("log");
+    let _ = std::fs::remove_file(&log);
+    assert!(
+        text.contains("login completed") && text.contains("status=401"),
+        "the log was captured: {text}"
+    );
+    let mut secrets = vec![
+        ("session cookie", session),
+        ("forged cookie", forged),
+        ("authorization code", code),
+        ("state", state),
+        ("logout token", logout_token),
+        ("client secret", CLIENT_SECRET.to_owned()),
+        ("encryption key", KEY_B64.to_owned()),
+        (
+            "browser Authorization",
+            "browser-supplied-secret-4711".into(),
+        ),
+    ];
+    secrets.extend(login_cookies.into_iter().map(|c| ("login cookie", c)));
+    secrets.extend(bearers.into_iter().map(|t| ("access token", t)));
+    secrets.extend(refresh_tokens.into_iter().map(|t| ("refresh token", t)));
+    for (what, secret) in secrets {
+        assert!(
+            !text.contains(&secret),
+            "the {what} appears in the log:\n{}",
+            text.lines()
+                .filter(|l| l.contains(&secret))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}
