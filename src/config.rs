@@ -171,6 +171,9 @@ pub struct RawOidc {
     /// `<issuer>/.well-known/openid-configuration` (e.g. the provider's
     /// in-cluster address). Its `issuer` must still equal `oidc.issuer`.
     pub discovery_url: Option<String>,
+    /// PEM file of the CA(s) to trust for the provider instead of the
+    /// public roots (a provider with a private CA).
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for RawOidc {
@@ -194,6 +197,7 @@ impl Default for RawOidc {
             metadata_refresh_interval: RawDuration::text("1h"),
             allow_insecure_issuer: false,
             discovery_url: None,
+            tls_ca_file: None,
         }
     }
 }
@@ -351,6 +355,9 @@ pub struct RawProxy {
     pub connect_timeout: RawDuration,
     /// How long an idle upstream connection is kept for reuse.
     pub pool_idle_timeout: RawDuration,
+    /// PEM file of the CA(s) to trust for `https://` upstreams instead of
+    /// the public roots.
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for RawProxy {
@@ -358,6 +365,7 @@ impl Default for RawProxy {
         Self {
             connect_timeout: RawDuration::text("5s"),
             pool_idle_timeout: RawDuration::text("90s"),
+            tls_ca_file: None,
         }
     }
 }
@@ -509,6 +517,8 @@ pub struct OidcConfig {
     pub jwks_min_refresh_interval: Duration,
     pub metadata_refresh_interval: Duration,
     pub discovery_url: Option<Url>,
+    /// PEM roots to trust for the provider instead of the public ones.
+    pub tls_ca_pem: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -623,6 +633,8 @@ pub struct CsrfConfig {
 pub struct ProxyConfig {
     pub connect_timeout: Duration,
     pub pool_idle_timeout: Duration,
+    /// PEM roots to trust for upstreams instead of the public ones.
+    pub tls_ca_pem: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1636,6 +1648,11 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
             "proxy.pool_idle_timeout",
             &raw.proxy.pool_idle_timeout,
         ),
+        tls_ca_pem: raw
+            .proxy
+            .tls_ca_file
+            .as_ref()
+            .and_then(|f| read_pem(&mut issues, "proxy.tls_ca_file", f, "CERTIFICATE-----")),
     };
 
     // [[routes]]
@@ -1788,6 +1805,12 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
         );
     }
 
+    let oidc_tls_ca_pem = raw
+        .oidc
+        .tls_ca_file
+        .as_ref()
+        .and_then(|f| read_pem(&mut issues, "oidc.tls_ca_file", f, "CERTIFICATE-----"));
+
     if !issues.0.is_empty() {
         return Err(ConfigErrors(issues.0));
     }
@@ -1834,6 +1857,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
             jwks_min_refresh_interval,
             metadata_refresh_interval,
             discovery_url,
+            tls_ca_pem: oidc_tls_ca_pem,
         },
         session: SessionConfig {
             cookie_name: s.cookie_name.clone(),
@@ -2093,6 +2117,17 @@ upstream = "http://127.0.0.1:9100"
         let keys: Vec<&str> = err.0.iter().map(|i| i.key.as_str()).collect();
         assert_eq!(keys, ["store.tls_cert_file", "store.tls_key_file"], "{err}");
         assert!(err.0[1].message.contains("PRIVATE KEY"), "{err}");
+    }
+
+    #[test]
+    fn private_ca_files_for_the_provider_and_upstreams_must_hold_certificates() {
+        let toml = minimal().replace("[oidc]\n", "[oidc]\ntls_ca_file = \"/etc/hosts\"\n")
+            + "\n[proxy]\ntls_ca_file = \"/nonexistent/ca.pem\"\n";
+        let err = load_str(&toml, &[]).expect_err("invalid");
+        let keys: Vec<&str> = err.0.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(keys, ["proxy.tls_ca_file", "oidc.tls_ca_file"], "{err}");
+        assert!(err.0[0].message.contains("cannot read"), "{err}");
+        assert!(err.0[1].message.contains("no PEM"), "{err}");
     }
 
     #[test]

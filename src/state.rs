@@ -72,7 +72,7 @@ impl AppState {
         let sessions = Sessions::new(&config.session, store).with_metrics(&metrics);
         let oidc = Oidc::new(&config.oidc, &config.server.redirect_uri())?;
         let routes = RouteTable::new(&config.routes)?;
-        let client = build_client(&config.proxy);
+        let client = build_client(&config.proxy)?;
         let forwarded_proto = HeaderValue::from_str(config.server.public_url.scheme())?;
         let host = match config.server.public_url.port() {
             Some(p) => format!(

@@ -122,12 +122,21 @@ pub struct Provider {
 
 impl Provider {
     pub fn new(config: &OidcConfig, redirect_uri: &str) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(config.http_timeout)
             .connect_timeout(config.http_timeout)
-            .user_agent(concat!("oidc-bff/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .user_agent(concat!("oidc-bff/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = &config.tls_ca_pem {
+            // A private CA: trust exactly it (`oidc.tls_ca_file`).
+            http = http.tls_built_in_root_certs(false);
+            for cert in reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| anyhow::anyhow!("oidc.tls_ca_file: {e}"))?
+            {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        let http = http.build()?;
         Ok(Self {
             config: config.clone(),
             redirect_uri: RedirectUrl::new(redirect_uri.to_owned())?,

@@ -29,22 +29,44 @@ use crate::state::AppState;
 
 pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
 
-/// One pooled client for every upstream.
-pub fn build_client(config: &ProxyConfig) -> HttpClient {
+/// One pooled client for every upstream. `https://` upstreams are checked
+/// against the public roots, or only against `proxy.tls_ca_file`'s CAs.
+pub fn build_client(config: &ProxyConfig) -> anyhow::Result<HttpClient> {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.enforce_http(false);
     http.set_connect_timeout(Some(config.connect_timeout));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let builder = match &config.tls_ca_pem {
+        Some(pem) => builder.with_tls_config(private_ca_tls(pem)?),
+        None => builder.with_webpki_roots(),
+    };
+    let https = builder
         .https_or_http()
         .enable_http1()
         .enable_http2()
         .wrap_connector(http);
-    Client::builder(TokioExecutor::new())
+    Ok(Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(config.pool_idle_timeout)
-        .build(https)
+        .build(https))
+}
+
+/// A TLS client configuration trusting exactly the CAs in `pem`.
+fn private_ca_tls(pem: &[u8]) -> anyhow::Result<rustls::ClientConfig> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        roots
+            .add(cert.map_err(|e| anyhow::anyhow!("proxy.tls_ca_file: {e}"))?)
+            .map_err(|e| anyhow::anyhow!("proxy.tls_ca_file: {e}"))?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// Methods that change state must carry the anti-CSRF header: a custom

@@ -7,6 +7,7 @@ mod harness;
 mod callback_failures;
 mod log_hygiene;
 mod login_flow;
+mod private_ca;
 mod provider_keys;
 mod proxying;
 mod session_cookies;

@@ -11,6 +11,7 @@
 // stderr (harnesses read stdout line by line and parse it as JSON).
 
 import { createServer, Agent } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomUUID } from 'node:crypto';
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
@@ -55,6 +56,10 @@ try {
       // Gives the two static clients a back-channel logout URI (the demo's
       // gateway). Tests register their own clients instead.
       'backchannel-logout-uri': { type: 'string' },
+      // Serve HTTPS with this PEM certificate and key (tests of a provider
+      // behind a private CA); the default issuer becomes https://.
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
     },
     strict: true,
   }));
@@ -808,12 +813,16 @@ async function controlApi(req, res, path) {
 // Start
 // ---------------------------------------------------------------------------
 
-const server = createServer();
+if (!args['tls-cert'] !== !args['tls-key']) die('--tls-cert and --tls-key go together');
+const TLS = args['tls-cert']
+  ? { cert: readFileSync(args['tls-cert']), key: readFileSync(args['tls-key']) }
+  : null;
+const server = TLS ? createTlsServer(TLS) : createServer();
 server.on('error', (e) => die(`cannot listen on ${args.host}:${PORT}: ${e.message}`));
 await new Promise((resolve) => server.listen(PORT, args.host, resolve));
 const { port } = server.address();
 const hostForUrl = args.host.includes(':') ? `[${args.host}]` : args.host;
-const issuer = (args.issuer ?? `http://${hostForUrl}:${port}`).replace(/\/+$/, '');
+const issuer = (args.issuer ?? `${TLS ? 'https' : 'http'}://${hostForUrl}:${port}`).replace(/\/+$/, '');
 
 const provider = new Provider(issuer, configuration);
 

@@ -17,7 +17,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 pub use net::{Chaos, Upstream};
-pub use procs::{ProviderProcess, RedisServer, SentinelProcess, TestCa};
+pub use procs::{ProviderProcess, RedisServer, SentinelProcess, TestCa, TlsStatusServer};
 
 pub const KEY_B64: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 pub const CLIENT_ID: &str = "oidc-bff";
@@ -497,12 +497,20 @@ fn absolutize(base: &str, location: &str) -> String {
 
 impl Browser {
     pub fn new(gw: &Gateway) -> Self {
-        let idp = reqwest::Client::builder()
+        Self::trusting(gw, None)
+    }
+
+    /// A browser that also trusts the CA in `ca_pem` (a provider behind a
+    /// private CA).
+    pub fn trusting(gw: &Gateway, ca_pem: Option<&[u8]>) -> Self {
+        let mut idp = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .cookie_store(true)
-            .timeout(Duration::from_secs(20))
-            .build()
-            .expect("client");
+            .timeout(Duration::from_secs(20));
+        if let Some(pem) = ca_pem {
+            idp = idp.add_root_certificate(reqwest::Certificate::from_pem(pem).expect("CA PEM"));
+        }
+        let idp = idp.build().expect("client");
         Self {
             gw: no_redirects(),
             idp,

@@ -164,6 +164,37 @@ impl Drop for TestCa {
     }
 }
 
+/// `openssl s_server -www` on `port`: a real TLS server, with `ca`'s server
+/// certificate, that answers any GET with 200 and an HTML status page (an
+/// HTTPS upstream for tests).
+pub struct TlsStatusServer {
+    pub port: u16,
+    _proc: Guarded,
+}
+
+impl TlsStatusServer {
+    pub fn start(ca: &TestCa) -> Self {
+        let port = free_port();
+        let args: Vec<String> = vec![
+            "s_server".into(),
+            "-accept".into(),
+            format!("127.0.0.1:{port}"),
+            "-cert".into(),
+            ca.file("server.pem"),
+            "-key".into(),
+            ca.file("server.key"),
+            "-www".into(),
+            "-quiet".into(),
+        ];
+        let proc = spawn_guarded("openssl", &args, Stdio::null());
+        assert!(
+            wait_for_port(port, Duration::from_secs(10)),
+            "openssl s_server did not start on {port}"
+        );
+        Self { port, _proc: proc }
+    }
+}
+
 pub struct RedisServer {
     pub port: u16,
     dir: PathBuf,

@@ -1,0 +1,73 @@
+//! A provider and an upstream whose certificates come from a private CA:
+//! trusted when `oidc.tls_ca_file` / `proxy.tls_ca_file` name that CA, and
+//! refused (503 / 502, nothing forwarded) when they do not.
+
+use reqwest::StatusCode;
+
+use crate::harness::{Browser, GatewayBuilder, ProviderProcess, TestCa, TlsStatusServer, Upstream};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_and_an_upstream_behind_a_private_ca_are_trusted_only_when_configured() {
+    let ca = TestCa::new(false);
+    let provider = ProviderProcess::start(&[
+        "--tls-cert",
+        &ca.file("server.pem"),
+        "--tls-key",
+        &ca.file("server.key"),
+    ]);
+    assert!(
+        provider.issuer.starts_with("https://"),
+        "{}",
+        provider.issuer
+    );
+    let https_upstream = TlsStatusServer::start(&ca);
+    let route = format!(
+        "[[routes]]\npath = \"/secure\"\nupstream = \"https://127.0.0.1:{}\"\n",
+        https_upstream.port
+    );
+    let trust = format!("tls_ca_file = \"{}\"", ca.file("ca.pem"));
+    let ca_pem = std::fs::read(ca.file("ca.pem")).expect("CA");
+    let upstream = Upstream::start().await;
+
+    // Both CAs configured: log in over HTTPS, reach the HTTPS upstream.
+    let gw = GatewayBuilder::new(&upstream)
+        .issuer(&provider.issuer)
+        .set("oidc", &trust)
+        .set("proxy", &trust)
+        .raw(&route)
+        .start()
+        .await;
+    let mut b = Browser::trusting(&gw, Some(&ca_pem));
+    b.login_alice().await;
+    let r = b.get("/secure/x").await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert!(r.body.contains("<HTML>"), "the s_server status page: {r:?}");
+
+    // The provider's CA not configured: discovery fails, so no login.
+    let untrusting = GatewayBuilder::new(&upstream)
+        .issuer(&provider.issuer)
+        .start()
+        .await;
+    let mut other = Browser::trusting(&untrusting, Some(&ca_pem));
+    assert_eq!(
+        other.get("/readyz").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        other.navigate("/auth/login").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    // The upstream's CA not configured: logged in, but the call is a 502.
+    let no_upstream_ca = GatewayBuilder::new(&upstream)
+        .issuer(&provider.issuer)
+        .set("oidc", &trust)
+        .raw(&route)
+        .start()
+        .await;
+    let mut c = Browser::trusting(&no_upstream_ca, Some(&ca_pem));
+    c.login_alice().await;
+    let r = c.get("/secure/x").await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{r:?}");
+    assert_eq!(r.json()["error"], "upstream_unavailable", "{r:?}");
+}
