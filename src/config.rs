@@ -2130,6 +2130,66 @@ upstream = "http://127.0.0.1:9100"
         assert!(err.0[1].message.contains("no PEM"), "{err}");
     }
 
+    /// Every key of every section, as `(section, key)`.
+    fn every_key() -> Vec<(String, String)> {
+        let mut keys = Vec::new();
+        let mut add = |section: &str, value: serde_json::Value| {
+            for key in value.as_object().expect("a section is a table").keys() {
+                keys.push((section.to_owned(), key.clone()));
+            }
+        };
+        let whole = serde_json::to_value(RawConfig::default()).expect("serialize");
+        for (section, value) in whole.as_object().expect("table") {
+            if section != "routes" {
+                add(section, value.clone());
+            }
+        }
+        add(
+            "[routes]",
+            serde_json::to_value(RawRoute::default()).expect("serialize"),
+        );
+        keys
+    }
+
+    /// The text of `file` from the heading or table line naming `section`
+    /// up to the next one.
+    fn section_text<'a>(file: &'a str, heading: &str, next: &str) -> &'a str {
+        let start = file
+            .find(heading)
+            .unwrap_or_else(|| panic!("no {heading:?} in the file"));
+        let rest = &file[start + heading.len()..];
+        &rest[..rest.find(next).unwrap_or(rest.len())]
+    }
+
+    #[test]
+    fn the_reference_and_the_example_config_name_every_key() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let reference =
+            std::fs::read_to_string(root.join("docs/configuration.md")).expect("reference");
+        let example =
+            std::fs::read_to_string(root.join("config/oidc-bff.example.toml")).expect("example");
+        let mut missing = Vec::new();
+        for (section, key) in every_key() {
+            let doc = section_text(&reference, &format!("## `[{section}]`"), "\n## ");
+            if !doc.contains(&format!("| `{key}` |")) {
+                missing.push(format!("docs/configuration.md [{section}] {key}"));
+            }
+            let toml = section_text(&example, &format!("\n[{section}]\n"), "\n[");
+            let set = toml
+                .lines()
+                .map(|l| l.trim_start_matches('#').trim_start())
+                .any(|l| l.starts_with(&format!("{key} =")));
+            if !set {
+                missing.push(format!("config/oidc-bff.example.toml [{section}] {key}"));
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "undocumented keys:\n{}",
+            missing.join("\n")
+        );
+    }
+
     #[test]
     fn sentinel_mode_needs_a_master_name_and_host_port_nodes() {
         let toml = minimal()
