@@ -8,8 +8,9 @@
 //! connection and drops it when it fails in a way that says "this is no
 //! longer the master"; the next command asks the Sentinels again. A command
 //! refused with `READONLY` or `MASTERDOWN` was not executed, so it is sent
-//! once more to the new master; a command whose connection broke is not
-//! (it may have run), and its caller sees the error (a 503).
+//! once more to the new master. A command whose connection broke may have
+//! run: it is sent again only if it just reads (a session lookup); any
+//! other gets the error (a 503).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -159,6 +160,12 @@ impl SentinelLink {
             }
             Some(Sign::Broken(why)) => {
                 self.forget(generation, why);
+                if reads_only(cmd) {
+                    // Safe to repeat: a session lookup survives a planned
+                    // failover instead of failing with 503.
+                    let (_, mut conn) = self.master().await?;
+                    return conn.req_packed_command(cmd).await;
+                }
                 result
             }
         }
@@ -188,6 +195,17 @@ enum Sign {
     Refused(&'static str),
     /// The connection failed: the command may or may not have run.
     Broken(&'static str),
+}
+
+/// Whether `cmd` only reads, so running it twice changes nothing.
+fn reads_only(cmd: &Cmd) -> bool {
+    const READS: [&[u8]; 9] = [
+        b"GET", b"HGET", b"HMGET", b"EXISTS", b"ZCARD", b"ZRANGE", b"SCAN", b"PING", b"INFO",
+    ];
+    match cmd.args_iter().next() {
+        Some(redis::Arg::Simple(name)) => READS.iter().any(|r| r.eq_ignore_ascii_case(name)),
+        _ => false,
+    }
 }
 
 /// A reply by which a server says it is no longer the master.
@@ -241,5 +259,28 @@ impl ConnectionLike for Link {
             Link::Fixed(conn) => conn.get_db(),
             Link::Sentinel(link) => link.db,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_reads_are_repeated_after_a_broken_connection() {
+        assert!(reads_only(redis::cmd("HGET").arg("k").arg("r")));
+        assert!(reads_only(&redis::cmd("ping")));
+        assert!(!reads_only(redis::cmd("SET").arg("k").arg("v")));
+        assert!(!reads_only(redis::cmd("GETDEL").arg("k")));
+        assert!(!reads_only(redis::cmd("EVALSHA").arg("0123").arg(0)));
+    }
+
+    #[test]
+    fn readonly_and_masterdown_replies_mean_ask_sentinel_again() {
+        let readonly =
+            redis::parse_redis_value(b"-READONLY You can't write against a read only replica.\r\n")
+                .expect("a RESP error reply");
+        assert!(matches!(refusal(&readonly), Some(Sign::Refused(_))));
+        assert!(refusal(&redis::Value::Okay).is_none());
     }
 }
