@@ -281,6 +281,10 @@ pub struct RawStore {
     /// TLS to the Sentinels and to the master they name (`tls_*_file`
     /// apply to both).
     pub sentinel_tls: bool,
+    /// Redis Cluster: `host:port` of some cluster nodes (the client learns
+    /// the rest). Every key must then share one hash slot: `key_prefix`
+    /// needs a hash tag such as `{oidc-bff}:`.
+    pub cluster_nodes: Vec<String>,
     /// Redis ACL user name.
     pub username: Option<String>,
     /// Redis password (prefer `password_file` or the environment).
@@ -316,6 +320,7 @@ impl Default for RawStore {
             sentinel_password: None,
             sentinel_password_file: None,
             sentinel_tls: false,
+            cluster_nodes: Vec::new(),
             username: None,
             password: None,
             password_file: None,
@@ -584,6 +589,9 @@ pub enum RedisEndpoint {
     Url(Url),
     /// Whatever server the Sentinels name as master right now.
     Sentinel(SentinelConfig),
+    /// A Redis Cluster, reached through these seed nodes; all of the
+    /// gateway's keys live in the one slot of the key prefix's hash tag.
+    Cluster(Vec<(String, u16)>),
 }
 
 #[derive(Debug, Clone)]
@@ -966,20 +974,7 @@ fn redis_sentinel(issues: &mut Issues, st: &RawStore) -> RedisEndpoint {
             "set either store.url (one server) or store.sentinels (Sentinel), not both",
         );
     }
-    let mut nodes = Vec::with_capacity(st.sentinels.len());
-    for (i, node) in st.sentinels.iter().enumerate() {
-        let parsed = node
-            .rsplit_once(':')
-            .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
-            .filter(|(h, p)| !h.is_empty() && *p > 0 && !h.contains('/'));
-        match parsed {
-            Some((h, p)) => nodes.push((h.to_owned(), p)),
-            None => issues.add(
-                format!("store.sentinels[{i}]"),
-                format!("`{node}` must be host:port, e.g. \"10.0.0.5:26379\""),
-            ),
-        }
-    }
+    let nodes = host_ports(issues, "store.sentinels", &st.sentinels, 26379);
     let master = match st.sentinel_master.as_deref() {
         Some(m) if !m.is_empty() && !m.chars().any(|c| c.is_whitespace() || c.is_control()) => {
             m.to_owned()
@@ -1010,6 +1005,70 @@ fn redis_sentinel(issues: &mut Issues, st: &RawStore) -> RedisEndpoint {
         password,
         tls: st.sentinel_tls,
     })
+}
+
+/// `store.cluster_nodes`: a Redis Cluster, every key in one hash slot.
+fn redis_cluster(issues: &mut Issues, st: &RawStore) -> RedisEndpoint {
+    if st.url.is_some() {
+        issues.add(
+            "store.url",
+            "set either store.url (one server) or store.cluster_nodes (Cluster), not both",
+        );
+    }
+    if st.db != 0 {
+        issues.add(
+            "store.db",
+            "must be 0 with store.cluster_nodes (a Redis Cluster has one database)",
+        );
+    }
+    if !has_hash_tag(&st.key_prefix) {
+        issues.add(
+            "store.key_prefix",
+            format!(
+                "`{}` has no hash tag; with store.cluster_nodes write it like \"{{oidc-bff}}:\" so every key of the gateway lands in one hash slot (its scripts change several keys at once)",
+                st.key_prefix
+            ),
+        );
+    }
+    RedisEndpoint::Cluster(host_ports(
+        issues,
+        "store.cluster_nodes",
+        &st.cluster_nodes,
+        6379,
+    ))
+}
+
+/// Whether Redis Cluster hashes `prefix...` by a `{tag}` in the prefix: the
+/// first `{` followed, later, by a `}` with something in between.
+fn has_hash_tag(prefix: &str) -> bool {
+    prefix
+        .find('{')
+        .and_then(|open| prefix[open + 1..].find('}'))
+        .is_some_and(|len| len > 0)
+}
+
+/// `host:port` entries of `key` (IPv6 as `[::1]:port`).
+fn host_ports(
+    issues: &mut Issues,
+    key: &str,
+    nodes: &[String],
+    example_port: u16,
+) -> Vec<(String, u16)> {
+    let mut out = Vec::with_capacity(nodes.len());
+    for (i, node) in nodes.iter().enumerate() {
+        let parsed = node
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
+            .filter(|(h, p)| !h.is_empty() && *p > 0 && !h.contains('/'));
+        match parsed {
+            Some((h, p)) => out.push((h.to_owned(), p)),
+            None => issues.add(
+                format!("{key}[{i}]"),
+                format!("`{node}` must be host:port, e.g. \"10.0.0.5:{example_port}\""),
+            ),
+        }
+    }
+    out
 }
 
 /// `store.tls_ca_file`: the private CA of a `rediss://` server.
@@ -1063,6 +1122,13 @@ fn redis_client_certificate(issues: &mut Issues, st: &RawStore) -> Option<Client
 /// TLS files only make sense with a `rediss://` URL, or with
 /// `store.sentinel_tls` in Sentinel mode.
 fn redis_tls_applies(issues: &mut Issues, st: &RawStore, key: &str) -> bool {
+    if !st.cluster_nodes.is_empty() {
+        issues.add(
+            key,
+            "TLS with store.cluster_nodes is not supported yet; remove it",
+        );
+        return false;
+    }
     if !st.sentinels.is_empty() {
         if !st.sentinel_tls {
             issues.add(
@@ -1574,10 +1640,17 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
                     "only applies with store.sentinels; for one server use a rediss:// store.url",
                 );
             }
-            let endpoint = if st.sentinels.is_empty() {
-                redis_url(&mut issues, st)
-            } else {
-                redis_sentinel(&mut issues, st)
+            let endpoint = match (st.sentinels.is_empty(), st.cluster_nodes.is_empty()) {
+                (true, true) => redis_url(&mut issues, st),
+                (false, true) => redis_sentinel(&mut issues, st),
+                (true, false) => redis_cluster(&mut issues, st),
+                (false, false) => {
+                    issues.add(
+                        "store.cluster_nodes",
+                        "set either store.sentinels or store.cluster_nodes, not both",
+                    );
+                    redis_url(&mut issues, st)
+                }
             };
             StoreKind::Redis(Box::new(RedisConfig {
                 endpoint,
@@ -2188,6 +2261,32 @@ upstream = "http://127.0.0.1:9100"
             "undocumented keys:\n{}",
             missing.join("\n")
         );
+    }
+
+    #[test]
+    fn cluster_mode_needs_a_hash_tag_in_the_key_prefix() {
+        let toml = minimal() + "\n[store]\ncluster_nodes = [\"10.0.0.5:6379\", \"nope\"]\n";
+        let err = load_str(&toml, &[]).expect_err("invalid");
+        let keys: Vec<&str> = err.0.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["store.key_prefix", "store.cluster_nodes[1]"],
+            "{err}"
+        );
+        assert!(err.0[0].message.contains("{oidc-bff}:"), "{err}");
+
+        let toml = minimal()
+            + "\n[store]\ncluster_nodes = [\"10.0.0.5:6379\"]\nkey_prefix = \"{sessions}:\"\n";
+        let config = load_str(&toml, &[]).expect("valid");
+        let StoreKind::Redis(redis) = config.store.kind else {
+            panic!("expected redis")
+        };
+        assert!(
+            matches!(redis.endpoint, RedisEndpoint::Cluster(ref n) if n == &[("10.0.0.5".to_owned(), 6379)])
+        );
+        assert!(!has_hash_tag("{}:") && !has_hash_tag("oidc-bff:") && has_hash_tag("a{b}c:"));
+        let err = load_str(&(toml + "db = 2\n"), &[]).expect_err("invalid");
+        assert_eq!(err.0[0].key, "store.db", "{err}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod proxying;
 mod session_cookies;
 mod session_lifecycle;
 mod static_app;
+mod store_cluster;
 mod store_consistency;
 mod store_outage;
 mod store_sentinel;

@@ -7,6 +7,10 @@
 //! every multi-key mutation is a Lua script, which Redis runs atomically.
 //! Each operation is bounded by the configured timeout: past it, the caller
 //! gets [`StoreError::Timeout`] and the request a 503.
+//!
+//! Scripts that build their key names from the prefix (ARGV) still declare
+//! the prefix as KEYS[1]: on Redis Cluster that routes them to the node of
+//! the prefix's hash tag, whose one slot holds every key of the gateway.
 
 use std::future::Future;
 use std::time::Duration;
@@ -16,7 +20,7 @@ use std::sync::Arc;
 use redis::aio::ConnectionManagerConfig;
 use redis::{AsyncCommands, RedisResult, Script, Value};
 
-use super::redis_link::{Link, SentinelLink};
+use super::redis_link::{ClusterLink, Link, SentinelLink};
 use super::{
     ListedSession, NewSession, OnceKind, Revocation, RevokeOutcome, SessionStore, StoreError,
     StoreResult, StoreStats, TOMBSTONE_TTL_MILLIS,
@@ -214,6 +218,15 @@ impl RedisStore {
             });
         let url = match &config.endpoint {
             RedisEndpoint::Url(url) => url,
+            RedisEndpoint::Cluster(nodes) => {
+                let link = ClusterLink::new(nodes, config, prefix, config.connect_timeout, timeout)
+                    .map_err(|e| StoreError::Unavailable(format!("store.cluster_nodes: {e}")))?;
+                return Ok(Self::with_link(
+                    Link::Cluster(Arc::new(link)),
+                    prefix,
+                    timeout,
+                ));
+            }
             RedisEndpoint::Sentinel(sentinel) => {
                 let link = SentinelLink::new(sentinel, config, certificates, manager_config)
                     .map_err(|e| StoreError::Unavailable(format!("store.sentinels: {e}")))?;
@@ -331,6 +344,7 @@ impl SessionStore for RedisStore {
             .run(
                 self.scripts
                     .create
+                    .key(&self.prefix)
                     .arg(&self.prefix)
                     .arg(new.id.as_str())
                     .arg(new.record)
@@ -376,6 +390,7 @@ impl SessionStore for RedisStore {
             .run(
                 self.scripts
                     .revoke
+                    .key(&self.prefix)
                     .arg(&self.prefix)
                     .arg(id.as_str())
                     .arg(tomb(why))
@@ -403,6 +418,7 @@ impl SessionStore for RedisStore {
             .run(
                 self.scripts
                     .revoke_user
+                    .key(&self.prefix)
                     .arg(&self.prefix)
                     .arg(user_hash)
                     .arg(except.map_or("", StoreId::as_str))
@@ -420,6 +436,7 @@ impl SessionStore for RedisStore {
             .run(
                 self.scripts
                     .revoke_sid
+                    .key(&self.prefix)
                     .arg(&self.prefix)
                     .arg(sid_hash)
                     .arg(tomb(why))
@@ -436,6 +453,7 @@ impl SessionStore for RedisStore {
             .run(
                 self.scripts
                     .list_user
+                    .key(&self.prefix)
                     .arg(&self.prefix)
                     .arg(user_hash)
                     .invoke_async(&mut conn),

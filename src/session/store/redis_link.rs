@@ -16,10 +16,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use std::time::Duration;
+
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
-    Cmd, ConnectionAddr, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult,
-    ServerErrorKind, TlsCertificates, TlsMode, Value,
+    Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo, Pipeline, RedisError,
+    RedisFuture, RedisResult, ServerErrorKind, TlsCertificates, TlsMode, Value,
 };
 
 use crate::config::{RedisConfig, SentinelConfig};
@@ -29,6 +34,86 @@ use crate::config::{RedisConfig, SentinelConfig};
 pub enum Link {
     Fixed(ConnectionManager),
     Sentinel(Arc<SentinelLink>),
+    Cluster(Arc<ClusterLink>),
+}
+
+/// A Redis Cluster. The cluster client follows slot moves and failovers by
+/// itself; this only opens it lazily (so the gateway starts while Redis is
+/// down) and sends the commands that name no key — SCAN, INFO — to the node
+/// that owns the gateway's one slot, where its keys are.
+pub struct ClusterLink {
+    client: ClusterClient,
+    conn: tokio::sync::OnceCell<ClusterConnection>,
+    /// The primary owning the slot of this key holds every gateway key.
+    slot_owner: Route,
+    db: i64,
+}
+
+impl ClusterLink {
+    pub fn new(
+        nodes: &[(String, u16)],
+        data_nodes: &RedisConfig,
+        key_prefix: &str,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+    ) -> RedisResult<Self> {
+        let seeds: Vec<ConnectionInfo> = nodes
+            .iter()
+            .map(|(host, port)| ConnectionAddr::Tcp(host.clone(), *port).into_connection_info())
+            .collect::<RedisResult<_>>()?;
+        let mut builder = ClusterClientBuilder::new(seeds)
+            .connection_timeout(connect_timeout)
+            .response_timeout(response_timeout);
+        if let Some(user) = &data_nodes.username {
+            builder = builder.username(user);
+        }
+        if let Some(pw) = &data_nodes.password {
+            builder = builder.password(pw.expose());
+        }
+        Ok(Self {
+            client: builder.build()?,
+            conn: tokio::sync::OnceCell::new(),
+            slot_owner: Route::with_key(key_prefix, SlotAddr::Master),
+            db: data_nodes.db,
+        })
+    }
+
+    async fn connection(&self) -> RedisResult<ClusterConnection> {
+        self.conn
+            .get_or_try_init(|| self.client.get_async_connection())
+            .await
+            .cloned()
+    }
+
+    async fn command(&self, cmd: &Cmd) -> RedisResult<Value> {
+        let mut conn = self.connection().await?;
+        if names_no_key(cmd) {
+            let route =
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(self.slot_owner));
+            return conn.route_command(cmd.clone(), route).await;
+        }
+        conn.req_packed_command(cmd).await
+    }
+
+    async fn pipeline(
+        &self,
+        pipeline: &Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<Vec<Value>> {
+        let mut conn = self.connection().await?;
+        conn.req_packed_commands(pipeline, offset, count).await
+    }
+}
+
+/// Commands the gateway sends without a key, which must reach the node
+/// holding its slot rather than a random one.
+fn names_no_key(cmd: &Cmd) -> bool {
+    const KEYLESS: [&[u8]; 3] = [b"SCAN", b"INFO", b"DBSIZE"];
+    match cmd.args_iter().next() {
+        Some(redis::Arg::Simple(name)) => KEYLESS.iter().any(|k| k.eq_ignore_ascii_case(name)),
+        _ => false,
+    }
 }
 
 pub struct SentinelLink {
@@ -239,6 +324,7 @@ impl ConnectionLike for Link {
         match self {
             Link::Fixed(conn) => conn.req_packed_command(cmd),
             Link::Sentinel(link) => Box::pin(link.command(cmd)),
+            Link::Cluster(link) => Box::pin(link.command(cmd)),
         }
     }
 
@@ -251,6 +337,7 @@ impl ConnectionLike for Link {
         match self {
             Link::Fixed(conn) => conn.req_packed_commands(pipeline, offset, count),
             Link::Sentinel(link) => Box::pin(link.pipeline(pipeline, offset, count)),
+            Link::Cluster(link) => Box::pin(link.pipeline(pipeline, offset, count)),
         }
     }
 
@@ -258,6 +345,7 @@ impl ConnectionLike for Link {
         match self {
             Link::Fixed(conn) => conn.get_db(),
             Link::Sentinel(link) => link.db,
+            Link::Cluster(link) => link.db,
         }
     }
 }

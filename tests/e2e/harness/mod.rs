@@ -17,7 +17,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 pub use net::{Chaos, Upstream};
-pub use procs::{ProviderProcess, RedisServer, SentinelProcess, TestCa, TlsStatusServer};
+pub use procs::{
+    ProviderProcess, RedisCluster, RedisServer, SentinelProcess, TestCa, TlsStatusServer,
+};
 
 pub const KEY_B64: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 pub const CLIENT_ID: &str = "oidc-bff";
@@ -62,6 +64,8 @@ pub struct GatewayBuilder {
     redis_url: String,
     /// Sentinel address and master name, instead of `redis_url`.
     sentinel: Option<(u16, String)>,
+    /// Redis Cluster nodes, instead of `redis_url`.
+    cluster: Vec<String>,
     upstream: String,
     extra: String,
     memory: bool,
@@ -92,6 +96,7 @@ impl GatewayBuilder {
             issuer: s.provider.issuer.clone(),
             redis_url: s.redis.url(),
             sentinel: None,
+            cluster: Vec::new(),
             upstream: upstream.url(),
             extra: String::new(),
             memory: false,
@@ -121,6 +126,14 @@ impl GatewayBuilder {
     /// Find Redis through the Sentinel on `port` watching `master`.
     pub fn sentinel(mut self, port: u16, master: &str) -> Self {
         self.sentinel = Some((port, master.to_owned()));
+        self
+    }
+
+    /// Use the Redis Cluster of these nodes, under a prefix with a hash tag.
+    pub fn cluster(mut self, nodes: &[String]) -> Self {
+        self.cluster = nodes.to_vec();
+        self.prefix
+            .get_or_insert_with(|| format!("{{t{:016x}}}:", rand::random::<u64>()));
         self
     }
 
@@ -185,6 +198,11 @@ impl GatewayBuilder {
             add("store", "kind = \"memory\"".into());
         } else {
             match &self.sentinel {
+                _ if !self.cluster.is_empty() => {
+                    let nodes: Vec<String> =
+                        self.cluster.iter().map(|n| format!("\"{n}\"")).collect();
+                    add("store", format!("cluster_nodes = [{}]", nodes.join(", ")));
+                }
                 Some((port, master)) => {
                     add("store", format!("sentinels = [\"127.0.0.1:{port}\"]"));
                     add("store", format!("sentinel_master = \"{master}\""));

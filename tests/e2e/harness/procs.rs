@@ -323,6 +323,58 @@ impl Drop for RedisServer {
 }
 
 /// The `oidc-provider` fixture (tests/provider).
+/// A Redis Cluster of `n` primaries (no replicas), its slots spread over
+/// them by `redis-cli --cluster create`.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start(n: usize) -> Self {
+        let nodes: Vec<RedisServer> = (0..n)
+            .map(|_| {
+                RedisServer::start_with(
+                    ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect(),
+                    None,
+                )
+            })
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let ok = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "redis-cli --cluster create failed for {addrs:?}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !nodes
+            .iter()
+            .all(|n| n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+        {
+            assert!(Instant::now() < deadline, "the cluster did not become ok");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self { nodes }
+    }
+
+    /// `host:port` of every node, for `store.cluster_nodes`.
+    pub fn addrs(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect()
+    }
+}
+
 /// A Redis Sentinel watching one master, with failover after one second
 /// of silence (one Sentinel, quorum 1: enough to fail over on its own).
 pub struct SentinelProcess {
