@@ -31,9 +31,7 @@ async fn try_login(gw: &Gateway) -> (StatusCode, bool) {
 
 async fn try_login_page(gw: &Gateway) -> (StatusCode, bool, String) {
     let mut b = Browser::new(gw);
-    let authorize = b.start_login("/app").await;
-    let cb = b.authenticate(&authorize, "alice", "alice-password").await;
-    let r = b.callback(&cb).await;
+    let r = b.try_login("alice", "alice-password").await;
     (r.status, b.session_cookie().is_some(), r.body)
 }
 

@@ -8,7 +8,7 @@ use crate::harness::{Browser, GatewayBuilder, RedisCluster, Upstream};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_work_on_a_redis_cluster_with_every_key_in_one_slot() {
-    let cluster = RedisCluster::start(3);
+    let cluster = RedisCluster::start(3, 0);
     let upstream = Upstream::start().await;
     let gw = GatewayBuilder::new(&upstream)
         .cluster(&cluster.addrs())
@@ -67,4 +67,60 @@ async fn sessions_work_on_a_redis_cluster_with_every_key_in_one_slot() {
     assert_eq!(alice.get("/api/a").await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(second.get("/api/b").await.status, StatusCode::OK);
     assert_eq!(second.get("/readyz").await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_primary_of_the_gateways_slot_dies_its_replica_takes_over() {
+    let mut cluster = RedisCluster::start(3, 1);
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .cluster(&cluster.addrs())
+        .start()
+        .await;
+    let mut alice = Browser::new(&gw);
+    alice.login_alice().await;
+    assert_eq!(alice.get("/api/a").await.status, StatusCode::OK);
+
+    // The primary holding the gateway's slot, once its replica has the login.
+    let pattern = format!("{}*", gw.prefix.replace('{', "\\{").replace('}', "\\}"));
+    let primary = cluster
+        .nodes
+        .iter()
+        .position(|n| {
+            n.cli(&["ROLE"]).starts_with("master") && !n.cli(&["KEYS", &pattern]).trim().is_empty()
+        })
+        .expect("a primary holds the keys");
+    assert_eq!(
+        cluster.nodes[primary].cli(&["WAIT", "1", "2000"]).trim(),
+        "1"
+    );
+    let primary_port = cluster.nodes[primary].port.to_string();
+    let replica = cluster
+        .nodes
+        .iter()
+        .position(|n| {
+            let role = n.cli(&["ROLE"]);
+            role.starts_with("slave") && role.lines().nth(2) == Some(primary_port.as_str())
+        })
+        .expect("the primary has a replica");
+    cluster.nodes[primary].stop();
+
+    // The cluster promotes the replica (cluster-node-timeout 2 s); the
+    // gateway follows and alice's session is still there.
+    let took = crate::store_outage::wait_until_ok(&mut alice, "/api/a").await;
+    eprintln!("alice served again {took:?} after her slot's primary died");
+    assert!(cluster.nodes[replica].cli(&["ROLE"]).starts_with("master"));
+    // Writes too, once the client has refreshed its slot map (requests in
+    // between may get 503).
+    let started = std::time::Instant::now();
+    let mut bob = Browser::new(&gw);
+    while bob.try_login("bob", "bob-password").await.status != StatusCode::SEE_OTHER {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(15),
+            "logins do not recover"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        bob = Browser::new(&gw);
+    }
+    assert_eq!(bob.get("/api/b").await.status, StatusCode::OK);
 }

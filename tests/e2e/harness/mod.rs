@@ -691,10 +691,15 @@ impl Browser {
     }
 
     /// The whole login; asserts it succeeded.
-    pub async fn login(&mut self, user: &str, password: &str) -> Resp {
+    /// A whole login; the callback's answer, whatever it is.
+    pub async fn try_login(&mut self, user: &str, password: &str) -> Resp {
         let authorize = self.start_login("/app").await;
         let cb = self.authenticate(&authorize, user, password).await;
-        let r = self.callback(&cb).await;
+        self.callback(&cb).await
+    }
+
+    pub async fn login(&mut self, user: &str, password: &str) -> Resp {
+        let r = self.try_login(user, password).await;
         assert_eq!(r.status, StatusCode::SEE_OTHER, "callback: {r:?}");
         assert!(
             self.session_cookie().is_some(),

@@ -323,15 +323,15 @@ impl Drop for RedisServer {
 }
 
 /// The `oidc-provider` fixture (tests/provider).
-/// A Redis Cluster of `n` primaries (no replicas), its slots spread over
-/// them by `redis-cli --cluster create`.
+/// A Redis Cluster of `primaries` primaries with `replicas` replicas each,
+/// its slots spread over them by `redis-cli --cluster create`.
 pub struct RedisCluster {
     pub nodes: Vec<RedisServer>,
 }
 
 impl RedisCluster {
-    pub fn start(n: usize) -> Self {
-        let nodes: Vec<RedisServer> = (0..n)
+    pub fn start(primaries: usize, replicas: usize) -> Self {
+        let nodes: Vec<RedisServer> = (0..primaries * (1 + replicas))
             .map(|_| {
                 RedisServer::start_with(
                     ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]
@@ -349,17 +349,20 @@ impl RedisCluster {
         let ok = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
         assert!(ok, "redis-cli --cluster create failed for {addrs:?}");
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !nodes
-            .iter()
-            .all(|n| n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"))
-        {
+        // Every node agrees the cluster is ok, and every replica has synced.
+        while !nodes.iter().all(|n| {
+            n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok")
+                && (n.cli(&["ROLE"]).starts_with("master")
+                    || n.cli(&["INFO", "replication"])
+                        .contains("master_link_status:up"))
+        }) {
             assert!(Instant::now() < deadline, "the cluster did not become ok");
             std::thread::sleep(Duration::from_millis(100));
         }
