@@ -285,6 +285,8 @@ pub struct RawStore {
     /// the rest). Every key must then share one hash slot: `key_prefix`
     /// needs a hash tag such as `{oidc-bff}:`.
     pub cluster_nodes: Vec<String>,
+    /// TLS to the cluster's nodes (`tls_*_file` apply).
+    pub cluster_tls: bool,
     /// Redis ACL user name.
     pub username: Option<String>,
     /// Redis password (prefer `password_file` or the environment).
@@ -321,6 +323,7 @@ impl Default for RawStore {
             sentinel_password_file: None,
             sentinel_tls: false,
             cluster_nodes: Vec::new(),
+            cluster_tls: false,
             username: None,
             password: None,
             password_file: None,
@@ -591,7 +594,11 @@ pub enum RedisEndpoint {
     Sentinel(SentinelConfig),
     /// A Redis Cluster, reached through these seed nodes; all of the
     /// gateway's keys live in the one slot of the key prefix's hash tag.
-    Cluster(Vec<(String, u16)>),
+    Cluster {
+        nodes: Vec<(String, u16)>,
+        /// TLS to every node (`store.cluster_tls`).
+        tls: bool,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -1030,12 +1037,10 @@ fn redis_cluster(issues: &mut Issues, st: &RawStore) -> RedisEndpoint {
             ),
         );
     }
-    RedisEndpoint::Cluster(host_ports(
-        issues,
-        "store.cluster_nodes",
-        &st.cluster_nodes,
-        6379,
-    ))
+    RedisEndpoint::Cluster {
+        nodes: host_ports(issues, "store.cluster_nodes", &st.cluster_nodes, 6379),
+        tls: st.cluster_tls,
+    }
 }
 
 /// Whether Redis Cluster hashes `prefix...` by a `{tag}` in the prefix: the
@@ -1123,11 +1128,13 @@ fn redis_client_certificate(issues: &mut Issues, st: &RawStore) -> Option<Client
 /// `store.sentinel_tls` in Sentinel mode.
 fn redis_tls_applies(issues: &mut Issues, st: &RawStore, key: &str) -> bool {
     if !st.cluster_nodes.is_empty() {
-        issues.add(
-            key,
-            "TLS with store.cluster_nodes is not supported yet; remove it",
-        );
-        return false;
+        if !st.cluster_tls {
+            issues.add(
+                key,
+                "only applies with TLS; set store.cluster_tls = true or remove it",
+            );
+        }
+        return st.cluster_tls;
     }
     if !st.sentinels.is_empty() {
         if !st.sentinel_tls {
@@ -1633,6 +1640,12 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
                 positive_duration(&mut issues, "store.connect_timeout", &st.connect_timeout);
             if st.db < 0 {
                 issues.add("store.db", "must be 0 or more");
+            }
+            if st.cluster_tls && st.cluster_nodes.is_empty() {
+                issues.add(
+                    "store.cluster_tls",
+                    "only applies with store.cluster_nodes; for one server use a rediss:// store.url",
+                );
             }
             if st.sentinel_tls && st.sentinels.is_empty() {
                 issues.add(
@@ -2282,11 +2295,17 @@ upstream = "http://127.0.0.1:9100"
             panic!("expected redis")
         };
         assert!(
-            matches!(redis.endpoint, RedisEndpoint::Cluster(ref n) if n == &[("10.0.0.5".to_owned(), 6379)])
+            matches!(redis.endpoint, RedisEndpoint::Cluster { ref nodes, tls: false } if nodes == &[("10.0.0.5".to_owned(), 6379)])
         );
         assert!(!has_hash_tag("{}:") && !has_hash_tag("oidc-bff:") && has_hash_tag("a{b}c:"));
-        let err = load_str(&(toml + "db = 2\n"), &[]).expect_err("invalid");
+        let err = load_str(&(toml.clone() + "db = 2\n"), &[]).expect_err("invalid");
         assert_eq!(err.0[0].key, "store.db", "{err}");
+        // TLS files need cluster_tls; cluster_tls needs cluster_nodes.
+        let err = load_str(&(toml + "tls_ca_file = \"/etc/hosts\"\n"), &[]).expect_err("invalid");
+        assert!(err.0[0].message.contains("cluster_tls"), "{err}");
+        let err =
+            load_str(&(minimal() + "\n[store]\ncluster_tls = true\n"), &[]).expect_err("invalid");
+        assert_eq!(err.0[0].key, "store.cluster_tls", "{err}");
     }
 
     #[test]

@@ -4,17 +4,35 @@
 
 use reqwest::{Method, StatusCode};
 
-use crate::harness::{Browser, GatewayBuilder, RedisCluster, Upstream};
+use std::sync::Arc;
+
+use crate::harness::{Browser, GatewayBuilder, RedisCluster, TestCa, Upstream};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_work_on_a_redis_cluster_with_every_key_in_one_slot() {
-    let cluster = RedisCluster::start(3, 0);
+    sessions_work_on_a_cluster(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_work_on_a_redis_cluster_over_mutual_tls() {
+    sessions_work_on_a_cluster(Some(Arc::new(TestCa::new(true)))).await;
+}
+
+async fn sessions_work_on_a_cluster(tls: Option<Arc<TestCa>>) {
     let upstream = Upstream::start().await;
-    let gw = GatewayBuilder::new(&upstream)
-        .cluster(&cluster.addrs())
-        .admin()
-        .start()
-        .await;
+    let (cluster, builder) = match &tls {
+        Some(ca) => {
+            let cluster = RedisCluster::start_tls(3, 0, ca);
+            let b = GatewayBuilder::new(&upstream).cluster_tls(&cluster.addrs(), ca);
+            (cluster, b)
+        }
+        None => {
+            let cluster = RedisCluster::start(3, 0);
+            let b = GatewayBuilder::new(&upstream).cluster(&cluster.addrs());
+            (cluster, b)
+        }
+    };
+    let gw = builder.admin().start().await;
 
     let mut alice = Browser::new(&gw);
     alice.login_alice().await;

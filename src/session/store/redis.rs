@@ -218,9 +218,16 @@ impl RedisStore {
             });
         let url = match &config.endpoint {
             RedisEndpoint::Url(url) => url,
-            RedisEndpoint::Cluster(nodes) => {
-                let link = ClusterLink::new(nodes, config, prefix, config.connect_timeout, timeout)
-                    .map_err(|e| StoreError::Unavailable(format!("store.cluster_nodes: {e}")))?;
+            RedisEndpoint::Cluster { nodes, tls } => {
+                let link = ClusterLink::new(
+                    nodes,
+                    *tls,
+                    config,
+                    certificates,
+                    prefix,
+                    (config.connect_timeout, timeout),
+                )
+                .map_err(|e| StoreError::Unavailable(format!("store.cluster_nodes: {e}")))?;
                 return Ok(Self::with_link(
                     Link::Cluster(Arc::new(link)),
                     prefix,

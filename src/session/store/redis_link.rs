@@ -50,20 +50,40 @@ pub struct ClusterLink {
 }
 
 impl ClusterLink {
+    /// `timeouts` are (connect, response); `certificates` apply when `tls`.
     pub fn new(
         nodes: &[(String, u16)],
+        tls: bool,
         data_nodes: &RedisConfig,
+        certificates: Option<TlsCertificates>,
         key_prefix: &str,
-        connect_timeout: Duration,
-        response_timeout: Duration,
+        timeouts: (Duration, Duration),
     ) -> RedisResult<Self> {
         let seeds: Vec<ConnectionInfo> = nodes
             .iter()
-            .map(|(host, port)| ConnectionAddr::Tcp(host.clone(), *port).into_connection_info())
+            .map(|(host, port)| {
+                let addr = if tls {
+                    ConnectionAddr::TcpTls {
+                        host: host.clone(),
+                        port: *port,
+                        insecure: false,
+                        tls_params: None,
+                    }
+                } else {
+                    ConnectionAddr::Tcp(host.clone(), *port)
+                };
+                addr.into_connection_info()
+            })
             .collect::<RedisResult<_>>()?;
         let mut builder = ClusterClientBuilder::new(seeds)
-            .connection_timeout(connect_timeout)
-            .response_timeout(response_timeout);
+            .connection_timeout(timeouts.0)
+            .response_timeout(timeouts.1);
+        if tls {
+            builder = builder.tls(TlsMode::Secure);
+            if let Some(certs) = certificates {
+                builder = builder.certs(certs);
+            }
+        }
         if let Some(user) = &data_nodes.username {
             builder = builder.username(user);
         }

@@ -66,6 +66,8 @@ pub struct GatewayBuilder {
     sentinel: Option<(u16, String)>,
     /// Redis Cluster nodes, instead of `redis_url`.
     cluster: Vec<String>,
+    /// The cluster speaks TLS with this CA's certificates.
+    cluster_tls: Option<std::sync::Arc<TestCa>>,
     upstream: String,
     extra: String,
     memory: bool,
@@ -97,6 +99,7 @@ impl GatewayBuilder {
             redis_url: s.redis.url(),
             sentinel: None,
             cluster: Vec::new(),
+            cluster_tls: None,
             upstream: upstream.url(),
             extra: String::new(),
             memory: false,
@@ -130,6 +133,14 @@ impl GatewayBuilder {
     }
 
     /// Use the Redis Cluster of these nodes, under a prefix with a hash tag.
+    /// As [`Self::cluster`], over TLS with `ca` (and its client certificate
+    /// when the nodes demand one).
+    pub fn cluster_tls(self, nodes: &[String], ca: &std::sync::Arc<TestCa>) -> Self {
+        let mut b = self.cluster(nodes);
+        b.cluster_tls = Some(ca.clone());
+        b
+    }
+
     pub fn cluster(mut self, nodes: &[String]) -> Self {
         self.cluster = nodes.to_vec();
         self.prefix
@@ -202,6 +213,20 @@ impl GatewayBuilder {
                     let nodes: Vec<String> =
                         self.cluster.iter().map(|n| format!("\"{n}\"")).collect();
                     add("store", format!("cluster_nodes = [{}]", nodes.join(", ")));
+                    if let Some(ca) = &self.cluster_tls {
+                        add("store", "cluster_tls = true".into());
+                        add("store", format!("tls_ca_file = \"{}\"", ca.file("ca.pem")));
+                        if ca.auth_clients {
+                            add(
+                                "store",
+                                format!("tls_cert_file = \"{}\"", ca.file("client.pem")),
+                            );
+                            add(
+                                "store",
+                                format!("tls_key_file = \"{}\"", ca.file("client.key")),
+                            );
+                        }
+                    }
                 }
                 Some((port, master)) => {
                     add("store", format!("sentinels = [\"127.0.0.1:{port}\"]"));

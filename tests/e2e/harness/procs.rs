@@ -331,15 +331,23 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub fn start(primaries: usize, replicas: usize) -> Self {
+        Self::start_with(primaries, replicas, None)
+    }
+
+    /// The same, every node speaking only TLS (bus included) with `ca`'s
+    /// certificates.
+    pub fn start_tls(primaries: usize, replicas: usize, ca: &Arc<TestCa>) -> Self {
+        Self::start_with(primaries, replicas, Some(ca.clone()))
+    }
+
+    fn start_with(primaries: usize, replicas: usize, tls: Option<Arc<TestCa>>) -> Self {
+        let mut args = vec!["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"];
+        if tls.is_some() {
+            args.extend(["--tls-cluster", "yes"]);
+        }
         let nodes: Vec<RedisServer> = (0..primaries * (1 + replicas))
             .map(|_| {
-                RedisServer::start_with(
-                    ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]
-                        .iter()
-                        .map(|s| s.to_string())
-                        .collect(),
-                    None,
-                )
+                RedisServer::start_with(args.iter().map(|s| s.to_string()).collect(), tls.clone())
             })
             .collect();
         let addrs: Vec<String> = nodes
@@ -347,6 +355,7 @@ impl RedisCluster {
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
         let ok = Command::new("redis-cli")
+            .args(tls.as_deref().map(TestCa::cli_flags).unwrap_or_default())
             .args(["--cluster", "create"])
             .args(&addrs)
             .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
