@@ -61,19 +61,7 @@ impl ClusterLink {
     ) -> RedisResult<Self> {
         let seeds: Vec<ConnectionInfo> = nodes
             .iter()
-            .map(|(host, port)| {
-                let addr = if tls {
-                    ConnectionAddr::TcpTls {
-                        host: host.clone(),
-                        port: *port,
-                        insecure: false,
-                        tls_params: None,
-                    }
-                } else {
-                    ConnectionAddr::Tcp(host.clone(), *port)
-                };
-                addr.into_connection_info()
-            })
+            .map(|(host, port)| address(host, *port, tls).into_connection_info())
             .collect::<RedisResult<_>>()?;
         let mut builder = ClusterClientBuilder::new(seeds)
             .connection_timeout(timeouts.0)
@@ -126,14 +114,32 @@ impl ClusterLink {
     }
 }
 
+/// A node's address, over TLS (host name verified) or plain TCP.
+fn address(host: &str, port: u16, tls: bool) -> ConnectionAddr {
+    if tls {
+        ConnectionAddr::TcpTls {
+            host: host.to_owned(),
+            port,
+            insecure: false,
+            tls_params: None,
+        }
+    } else {
+        ConnectionAddr::Tcp(host.to_owned(), port)
+    }
+}
+
+/// Whether the command's name is one of `names`.
+fn named(cmd: &Cmd, names: &[&[u8]]) -> bool {
+    match cmd.args_iter().next() {
+        Some(redis::Arg::Simple(name)) => names.iter().any(|n| n.eq_ignore_ascii_case(name)),
+        _ => false,
+    }
+}
+
 /// Commands the gateway sends without a key, which must reach the node
 /// holding its slot rather than a random one.
 fn names_no_key(cmd: &Cmd) -> bool {
-    const KEYLESS: [&[u8]; 3] = [b"SCAN", b"INFO", b"DBSIZE"];
-    match cmd.args_iter().next() {
-        Some(redis::Arg::Simple(name)) => KEYLESS.iter().any(|k| k.eq_ignore_ascii_case(name)),
-        _ => false,
-    }
+    named(cmd, &[b"SCAN", b"INFO", b"DBSIZE"])
 }
 
 pub struct SentinelLink {
@@ -157,18 +163,10 @@ impl SentinelLink {
         certificates: Option<TlsCertificates>,
         manager_config: ConnectionManagerConfig,
     ) -> RedisResult<Self> {
-        let nodes = sentinel.nodes.iter().map(|(host, port)| {
-            if sentinel.tls {
-                ConnectionAddr::TcpTls {
-                    host: host.clone(),
-                    port: *port,
-                    insecure: false,
-                    tls_params: None,
-                }
-            } else {
-                ConnectionAddr::Tcp(host.clone(), *port)
-            }
-        });
+        let nodes = sentinel
+            .nodes
+            .iter()
+            .map(|(host, port)| address(host, *port, sentinel.tls));
         let mut builder =
             SentinelClientBuilder::new(nodes, &sentinel.master, SentinelServerType::Master)?
                 .set_client_to_redis_db(data_nodes.db);
@@ -304,13 +302,12 @@ enum Sign {
 
 /// Whether `cmd` only reads, so running it twice changes nothing.
 fn reads_only(cmd: &Cmd) -> bool {
-    const READS: [&[u8]; 9] = [
-        b"GET", b"HGET", b"HMGET", b"EXISTS", b"ZCARD", b"ZRANGE", b"SCAN", b"PING", b"INFO",
-    ];
-    match cmd.args_iter().next() {
-        Some(redis::Arg::Simple(name)) => READS.iter().any(|r| r.eq_ignore_ascii_case(name)),
-        _ => false,
-    }
+    named(
+        cmd,
+        &[
+            b"GET", b"HGET", b"HMGET", b"EXISTS", b"ZCARD", b"ZRANGE", b"SCAN", b"PING", b"INFO",
+        ],
+    )
 }
 
 /// A reply by which a server says it is no longer the master.
