@@ -393,6 +393,9 @@ pub struct RawRoute {
     pub auth: String,
     /// Limit for the upstream's response headers (then 504).
     pub timeout: RawDuration,
+    /// Pass the browser's other cookies (never the gateway's own) to the
+    /// upstream. Off by default: the `Cookie` header is removed.
+    pub forward_cookies: bool,
 }
 
 impl Default for RawRoute {
@@ -403,6 +406,7 @@ impl Default for RawRoute {
             strip_prefix: false,
             auth: "required".into(),
             timeout: RawDuration::text("30s"),
+            forward_cookies: false,
         }
     }
 }
@@ -666,6 +670,7 @@ pub struct RouteConfig {
     pub strip_prefix: bool,
     pub auth: RouteAuth,
     pub timeout: Duration,
+    pub forward_cookies: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -1807,6 +1812,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
                 strip_prefix: r.strip_prefix,
                 auth,
                 timeout,
+                forward_cookies: r.forward_cookies,
             });
         }
     }

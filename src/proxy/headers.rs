@@ -2,7 +2,8 @@
 //!
 //! Towards the upstream: hop-by-hop headers dropped (RFC 9110 §7.6.1), the
 //! browser's `Authorization` replaced by the session's Bearer token, the
-//! gateway's cookies removed, `X-Forwarded-*` set. Towards the browser:
+//! `Cookie` header removed (or, on routes that forward cookies, only the
+//! gateway's own), `X-Forwarded-*` set. Towards the browser:
 //! hop-by-hop headers dropped and any attempt by an upstream to set the
 //! gateway's own cookies removed.
 
@@ -26,6 +27,8 @@ pub struct ForwardedFor<'a> {
     pub trust_incoming: bool,
     pub proto: &'a HeaderValue,
     pub host: &'a HeaderValue,
+    /// Keep the browser's cookies other than the gateway's.
+    pub forward_cookies: bool,
 }
 
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
@@ -68,7 +71,9 @@ pub fn to_upstream(
     if let Some(b) = bearer {
         headers.insert(header::AUTHORIZATION, b);
     }
-    if headers.contains_key(header::COOKIE) {
+    if !fwd.forward_cookies {
+        headers.remove(header::COOKIE);
+    } else if headers.contains_key(header::COOKIE) {
         match cookie::without_ours(headers, policy) {
             Some(v) => {
                 headers.insert(header::COOKIE, v);
@@ -177,10 +182,11 @@ mod tests {
                 trust_incoming: false,
                 proto: &proto,
                 host: &host,
+                forward_cookies: false,
             },
         );
         assert_eq!(h[header::AUTHORIZATION], "Bearer server-side");
-        assert_eq!(h[header::COOKIE], "theme=dark");
+        assert!(!h.contains_key(header::COOKIE), "no cookie by default");
         assert_eq!(
             h["x-forwarded-for"], "10.1.2.3",
             "untrusted XFF is replaced"
@@ -206,9 +212,15 @@ mod tests {
                 trust_incoming: true,
                 proto: &v,
                 host: &v,
+                forward_cookies: true,
             },
         );
         assert!(!h.contains_key(header::AUTHORIZATION));
+        assert_eq!(
+            h[header::COOKIE],
+            "theme=dark",
+            "a cookie-forwarding route passes the app's cookies, never the gateway's"
+        );
         assert_eq!(
             h["x-forwarded-for"], "6.6.6.6, 10.1.2.3",
             "trusted XFF is extended"

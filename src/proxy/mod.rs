@@ -228,6 +228,7 @@ async fn forward(
         &headers::ForwardedFor {
             client_ip,
             trust_incoming: state.config.server.trust_forwarded_headers,
+            forward_cookies: route.forward_cookies,
             proto: &state.forwarded_proto,
             host: &state.forwarded_host,
         },

@@ -18,6 +18,8 @@ pub struct Route {
     pub strip_prefix: bool,
     pub auth: RouteAuth,
     pub timeout: Duration,
+    /// Pass the browser's other cookies on (`forward_cookies`).
+    pub forward_cookies: bool,
     scheme: Scheme,
     authority: Authority,
     /// The upstream URL's path without a trailing slash ("" for the root).
@@ -67,6 +69,7 @@ impl RouteTable {
                 strip_prefix: c.strip_prefix,
                 auth: c.auth,
                 timeout: c.timeout,
+                forward_cookies: c.forward_cookies,
                 host_header: HeaderValue::from_str(authority.as_str())?,
                 scheme,
                 authority,
@@ -126,6 +129,7 @@ mod tests {
             strip_prefix: strip,
             auth: RouteAuth::Required,
             timeout: Duration::from_secs(1),
+            forward_cookies: false,
         };
         RouteTable::new(&[
             route("/api", "http://127.0.0.1:9100", false),

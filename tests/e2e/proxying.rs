@@ -288,3 +288,33 @@ async fn metrics_count_requests_logins_and_errors_without_personal_labels() {
         "no personal data or paths as labels"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookies_reach_an_upstream_only_on_routes_that_forward_them() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .raw(&format!(
+            "[[routes]]\npath = \"/legacy\"\nupstream = \"{}\"\nforward_cookies = true\n",
+            upstream.url()
+        ))
+        .start()
+        .await;
+    let mut b = Browser::new(&gw);
+    b.login_alice().await;
+    b.cookies.insert("theme".into(), "dark".into());
+
+    assert_eq!(b.get("/api/x").await.status, StatusCode::OK);
+    assert_eq!(b.get("/legacy/x").await.status, StatusCode::OK);
+    let seen = upstream.seen();
+    assert_eq!(
+        seen[0].header("cookie"),
+        None,
+        "no Cookie header by default"
+    );
+    assert!(seen[0].header("authorization").is_some());
+    let forwarded = seen[1].header("cookie").unwrap_or_default();
+    assert!(
+        forwarded.contains("theme=dark") && !forwarded.contains("oidc-bff"),
+        "the app's cookies, not the gateway's: {forwarded}"
+    );
+}
