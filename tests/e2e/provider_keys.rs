@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use crate::harness::procs::free_port;
 use crate::harness::{Browser, Gateway, GatewayBuilder, ProviderProcess, Upstream};
 
-const INTERVAL: Duration = Duration::from_secs(6);
+const INTERVAL: Duration = Duration::from_secs(10);
 
 /// A provider on `port` whose signing key lives in `jwks` (made on first
 /// start, reused after).
@@ -44,7 +44,10 @@ async fn a_rotated_provider_key_is_fetched_once_and_refetches_are_rate_limited()
     let upstream = Upstream::start().await;
     let gw = GatewayBuilder::new(&upstream)
         .issuer(&original.issuer)
-        .set("oidc", "jwks_min_refresh_interval = \"6s\"")
+        .set(
+            "oidc",
+            &format!("jwks_min_refresh_interval = \"{}s\"", INTERVAL.as_secs()),
+        )
         .start()
         .await;
     assert_eq!(try_login(&gw).await, (StatusCode::SEE_OTHER, true));
