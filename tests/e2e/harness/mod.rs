@@ -716,9 +716,16 @@ impl Browser {
     }
 
     /// The whole login; asserts it succeeded.
-    /// A whole login; the callback's answer, whatever it is.
+    /// A whole login; the gateway's answer where it stopped (the login
+    /// start if that failed, else the callback), whatever it is.
     pub async fn try_login(&mut self, user: &str, password: &str) -> Resp {
-        let authorize = self.start_login("/app").await;
+        let start = self.navigate("/auth/login?return_to=%2Fapp").await;
+        let Some(authorize) = start
+            .location()
+            .filter(|_| start.status == StatusCode::SEE_OTHER)
+        else {
+            return start;
+        };
         let cb = self.authenticate(&authorize, user, password).await;
         self.callback(&cb).await
     }
