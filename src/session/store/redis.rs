@@ -13,9 +13,8 @@
 //! the prefix's hash tag, whose one slot holds every key of the gateway.
 
 use std::future::Future;
-use std::time::Duration;
-
 use std::sync::Arc;
+use std::time::Duration;
 
 use redis::aio::ConnectionManagerConfig;
 use redis::{AsyncCommands, RedisResult, Script, Value};

@@ -1,5 +1,5 @@
-//! Which Redis server the store talks to: one fixed server, or whichever
-//! server Redis Sentinel names as master right now.
+//! Which Redis server the store talks to: one fixed server, whichever
+//! server Redis Sentinel names as master right now, or a Redis Cluster.
 //!
 //! A `ConnectionManager` reconnects to the address it was built with. That is
 //! right for a fixed server and wrong after a Sentinel failover: the old
@@ -10,14 +10,14 @@
 //! refused with `READONLY` or `MASTERDOWN` was not executed, so it is sent
 //! once more to the new master. A command whose connection broke may have
 //! run: it is sent again only if it just reads (a session lookup); any
-//! other gets the error (a 503).
+//! other gets the error (a 503). [`Link::Cluster`] leaves topology to the
+//! cluster client and only steers keyless commands to the gateway's slot.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use std::time::Duration;
 
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
@@ -310,14 +310,20 @@ fn reads_only(cmd: &Cmd) -> bool {
     )
 }
 
+/// Server errors by which a server says it is no longer the master; the
+/// command did not run.
+fn not_master(kind: ServerErrorKind) -> Option<Sign> {
+    match kind {
+        ServerErrorKind::ReadOnly => Some(Sign::Refused("READONLY: now a replica")),
+        ServerErrorKind::MasterDown => Some(Sign::Refused("MASTERDOWN")),
+        _ => None,
+    }
+}
+
 /// A reply by which a server says it is no longer the master.
 fn refusal(value: &Value) -> Option<Sign> {
     match value {
-        Value::ServerError(e) => match e.kind() {
-            Some(ServerErrorKind::ReadOnly) => Some(Sign::Refused("READONLY: now a replica")),
-            Some(ServerErrorKind::MasterDown) => Some(Sign::Refused("MASTERDOWN")),
-            _ => None,
-        },
+        Value::ServerError(e) => e.kind().and_then(not_master),
         _ => None,
     }
 }
@@ -325,10 +331,7 @@ fn refusal(value: &Value) -> Option<Sign> {
 /// An error that says the master is gone or answers as a replica.
 fn failure(e: &RedisError) -> Option<Sign> {
     match e.kind() {
-        ErrorKind::Server(ServerErrorKind::ReadOnly) => {
-            Some(Sign::Refused("READONLY: now a replica"))
-        }
-        ErrorKind::Server(ServerErrorKind::MasterDown) => Some(Sign::Refused("MASTERDOWN")),
+        ErrorKind::Server(kind) => not_master(kind),
         _ if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() => {
             Some(Sign::Broken("connection to the master failed"))
         }
