@@ -1087,7 +1087,7 @@ fn redis_ca(issues: &mut Issues, st: &RawStore) -> Option<Vec<u8>> {
     if !redis_tls_applies(issues, st, "store.tls_ca_file") {
         return None;
     }
-    read_pem(issues, "store.tls_ca_file", f, "CERTIFICATE-----")
+    read_pem(issues, "store.tls_ca_file", f, Pem::Certificates)
 }
 
 /// `store.tls_cert_file` + `store.tls_key_file`: mutual TLS with Redis.
@@ -1113,8 +1113,8 @@ fn redis_client_certificate(issues: &mut Issues, st: &RawStore) -> Option<Client
     if !redis_tls_applies(issues, st, "store.tls_cert_file") {
         return None;
     }
-    let cert_pem = read_pem(issues, "store.tls_cert_file", cert, "CERTIFICATE-----");
-    let key_pem = read_pem(issues, "store.tls_key_file", key, "PRIVATE KEY-----").and_then(|pem| {
+    let cert_pem = read_pem(issues, "store.tls_cert_file", cert, Pem::Certificates);
+    let key_pem = read_pem(issues, "store.tls_key_file", key, Pem::PrivateKey).and_then(|pem| {
         match String::from_utf8(pem) {
             Ok(text) => Some(SecretString::new(text)),
             Err(_) => {
@@ -1164,30 +1164,53 @@ fn redis_tls_applies(issues: &mut Issues, st: &RawStore, key: &str) -> bool {
     true
 }
 
-/// Reads a PEM file that must hold a `-----BEGIN <label>` block.
-fn read_pem(issues: &mut Issues, key: &str, path: &Path, label: &str) -> Option<Vec<u8>> {
-    match std::fs::read(path) {
-        Ok(pem)
-            if pem.windows(label.len()).any(|w| w == label.as_bytes())
-                && pem.windows(11).any(|w| w == b"-----BEGIN ") =>
-        {
-            Some(pem)
-        }
-        Ok(_) => {
-            issues.add(
-                key,
-                format!(
-                    "{} holds no PEM `{}` block",
-                    path.display(),
-                    label.trim_end_matches('-')
-                ),
-            );
-            None
-        }
+/// What a PEM file given in the configuration must hold.
+#[derive(Clone, Copy)]
+enum Pem {
+    /// One or more certificates (a CA bundle, a client certificate).
+    Certificates,
+    /// One unencrypted private key.
+    PrivateKey,
+}
+
+/// Reads a PEM file and checks that it parses as `want`, so a damaged file
+/// is reported by `check-config` under its key rather than at first use.
+fn read_pem(issues: &mut Issues, key: &str, path: &Path, want: Pem) -> Option<Vec<u8>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let pem = match std::fs::read(path) {
+        Ok(pem) => pem,
         Err(e) => {
             issues.add(key, format!("cannot read {}: {e}", path.display()));
+            return None;
+        }
+    };
+    let problem = match want {
+        Pem::Certificates => {
+            match CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>() {
+                Ok(certs) if certs.is_empty() => {
+                    Some(format!("{} holds no PEM certificate", path.display()))
+                }
+                Ok(_) => None,
+                Err(e) => Some(format!(
+                    "{}: not a valid PEM certificate: {e}",
+                    path.display()
+                )),
+            }
+        }
+        Pem::PrivateKey => PrivateKeyDer::from_pem_slice(&pem).err().map(|e| {
+            format!(
+                "{} holds no PEM PRIVATE KEY (unencrypted PKCS#8, PKCS#1 or SEC1): {e}",
+                path.display()
+            )
+        }),
+    };
+    match problem {
+        Some(message) => {
+            issues.add(key, message);
             None
         }
+        None => Some(pem),
     }
 }
 
@@ -1743,7 +1766,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
             .proxy
             .tls_ca_file
             .as_ref()
-            .and_then(|f| read_pem(&mut issues, "proxy.tls_ca_file", f, "CERTIFICATE-----")),
+            .and_then(|f| read_pem(&mut issues, "proxy.tls_ca_file", f, Pem::Certificates)),
     };
 
     // [[routes]]
@@ -1901,7 +1924,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
         .oidc
         .tls_ca_file
         .as_ref()
-        .and_then(|f| read_pem(&mut issues, "oidc.tls_ca_file", f, "CERTIFICATE-----"));
+        .and_then(|f| read_pem(&mut issues, "oidc.tls_ca_file", f, Pem::Certificates));
 
     if !issues.0.is_empty() {
         return Err(ConfigErrors(issues.0));
@@ -2220,6 +2243,24 @@ upstream = "http://127.0.0.1:9100"
         assert_eq!(keys, ["proxy.tls_ca_file", "oidc.tls_ca_file"], "{err}");
         assert!(err.0[0].message.contains("cannot read"), "{err}");
         assert!(err.0[1].message.contains("no PEM"), "{err}");
+
+        // A file that looks like PEM but does not decode is caught here too.
+        let dir = std::env::temp_dir().join(format!("oidc-bff-pem-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let bad = dir.join("ca.pem");
+        std::fs::write(
+            &bad,
+            "-----BEGIN CERTIFICATE-----\n!!!not base64!!!\n-----END CERTIFICATE-----\n",
+        )
+        .expect("write");
+        let toml = minimal() + &format!("\n[proxy]\ntls_ca_file = \"{}\"\n", bad.display());
+        let err = load_str(&toml, &[]).expect_err("invalid");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(err.0[0].key, "proxy.tls_ca_file", "{err}");
+        assert!(
+            err.0[0].message.contains("not a valid PEM certificate"),
+            "{err}"
+        );
     }
 
     /// Every key of every section, as `(section, key)`.
