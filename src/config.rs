@@ -1675,6 +1675,24 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
                     "only applies with store.cluster_nodes; for one server use a rediss:// store.url",
                 );
             }
+            if st.sentinels.is_empty() {
+                for (key, set) in [
+                    ("store.sentinel_master", st.sentinel_master.is_some()),
+                    ("store.sentinel_username", st.sentinel_username.is_some()),
+                    ("store.sentinel_password", st.sentinel_password.is_some()),
+                    (
+                        "store.sentinel_password_file",
+                        st.sentinel_password_file.is_some(),
+                    ),
+                ] {
+                    if set {
+                        issues.add(
+                            key,
+                            "only applies with store.sentinels; set those or remove it",
+                        );
+                    }
+                }
+            }
             if st.sentinel_tls && st.sentinels.is_empty() {
                 issues.add(
                     "store.sentinel_tls",
@@ -2393,6 +2411,12 @@ upstream = "http://127.0.0.1:9100"
         let err =
             load_str(&(minimal() + "\n[store]\nsentinel_tls = true\n"), &[]).expect_err("invalid");
         assert_eq!(err.0[0].key, "store.sentinel_tls", "{err}");
+        let err = load_str(
+            &(minimal() + "\n[store]\nsentinel_master = \"sessions\"\n"),
+            &[],
+        )
+        .expect_err("invalid");
+        assert_eq!(err.0[0].key, "store.sentinel_master", "{err}");
     }
 
     #[test]
