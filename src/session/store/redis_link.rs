@@ -46,7 +46,6 @@ pub struct ClusterLink {
     conn: tokio::sync::OnceCell<ClusterConnection>,
     /// The primary owning the slot of this key holds every gateway key.
     slot_owner: Route,
-    db: i64,
 }
 
 impl ClusterLink {
@@ -82,7 +81,6 @@ impl ClusterLink {
             client: builder.build()?,
             conn: tokio::sync::OnceCell::new(),
             slot_owner: Route::with_key(key_prefix, SlotAddr::Master),
-            db: data_nodes.db,
         })
     }
 
@@ -365,7 +363,8 @@ impl ConnectionLike for Link {
         match self {
             Link::Fixed(conn) => conn.get_db(),
             Link::Sentinel(link) => link.db,
-            Link::Cluster(link) => link.db,
+            // A cluster has only database 0 (`store.db` is checked).
+            Link::Cluster(_) => 0,
         }
     }
 }
