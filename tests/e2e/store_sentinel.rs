@@ -134,10 +134,20 @@ async fn sessions_survive_the_master_dying(tls: Option<Arc<TestCa>>) {
     // keeps writing to the new master (a write on the old one would fail
     // with READONLY).
     master.restart();
+    let restarted = Instant::now();
+    // Sentinel waits until the returned server has been up for 8 s and then
+    // for its next INFO round (every 10 s for a replica) before it sends
+    // REPLICAOF: 10-20 s on an idle machine. On a busy one Sentinel may also
+    // enter TILT mode (its timer ran more than 2 s late) and do nothing for
+    // 30 s, which is how this wait once outlasted a 30 s limit in CI.
     wait_for(
         "the old master to rejoin as a replica",
-        Duration::from_secs(30),
+        Duration::from_secs(90),
         || master.cli(&["ROLE"]).starts_with("slave"),
+    );
+    eprintln!(
+        "the old master rejoined as a replica {:?} after its restart",
+        restarted.elapsed()
     );
     let mut carol = Browser::new(&gw);
     carol.login_alice().await;
