@@ -17,7 +17,7 @@ pub(crate) async fn wait_until_ok(b: &mut Browser, path: &str) -> Duration {
             return started.elapsed();
         }
         assert!(
-            started.elapsed() < Duration::from_secs(15),
+            started.elapsed() < Duration::from_secs(30),
             "no recovery: {r:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;

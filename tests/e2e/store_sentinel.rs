@@ -14,6 +14,11 @@ use crate::store_outage::wait_until_ok;
 
 const MASTER: &str = "sessions";
 
+/// How long to wait for Sentinel to act. It usually takes seconds, but on a
+/// busy machine Sentinel may enter TILT mode (its timer ran more than 2 s
+/// late) and then does nothing for 30 s.
+const SENTINEL_PATIENCE: Duration = Duration::from_secs(90);
+
 fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let started = Instant::now();
     while !done() {
@@ -47,15 +52,11 @@ async fn setup(tls: Option<Arc<TestCa>>) -> Setup {
     });
     let sentinel = SentinelProcess::start(MASTER, &master);
     // Sentinel must have discovered the replica before it can promote it.
-    wait_for(
-        "Sentinel to see the replica",
-        Duration::from_secs(30),
-        || {
-            sentinel
-                .cli(&["SENTINEL", "replicas", MASTER])
-                .contains(&replica.port.to_string())
-        },
-    );
+    wait_for("Sentinel to see the replica", SENTINEL_PATIENCE, || {
+        sentinel
+            .cli(&["SENTINEL", "replicas", MASTER])
+            .contains(&replica.port.to_string())
+    });
     let mut gw = GatewayBuilder::new(&upstream).sentinel(sentinel.port, MASTER);
     if let Some(ca) = &tls {
         gw = gw.set(
@@ -109,11 +110,9 @@ async fn sessions_survive_the_master_dying(tls: Option<Arc<TestCa>>) {
     assert_eq!(master.cli(&["WAIT", "1", "2000"]).trim(), "1");
 
     master.stop();
-    wait_for(
-        "Sentinel to promote the replica",
-        Duration::from_secs(30),
-        || sentinel.master_port(MASTER) == Some(replica.port),
-    );
+    wait_for("Sentinel to promote the replica", SENTINEL_PATIENCE, || {
+        sentinel.master_port(MASTER) == Some(replica.port)
+    });
 
     // The same session, now read from the promoted replica.
     let took = wait_until_ok(&mut alice, "/api/a").await;
@@ -137,12 +136,10 @@ async fn sessions_survive_the_master_dying(tls: Option<Arc<TestCa>>) {
     let restarted = Instant::now();
     // Sentinel waits until the returned server has been up for 8 s and then
     // for its next INFO round (every 10 s for a replica) before it sends
-    // REPLICAOF: 10-20 s on an idle machine. On a busy one Sentinel may also
-    // enter TILT mode (its timer ran more than 2 s late) and do nothing for
-    // 30 s, which is how this wait once outlasted a 30 s limit in CI.
+    // REPLICAOF: 10-20 s on an idle machine (a 30 s limit once ran out in CI).
     wait_for(
         "the old master to rejoin as a replica",
-        Duration::from_secs(90),
+        SENTINEL_PATIENCE,
         || master.cli(&["ROLE"]).starts_with("slave"),
     );
     eprintln!(
@@ -174,12 +171,10 @@ async fn a_planned_sentinel_failover_moves_the_gateway_to_the_new_master() {
 
     // Both servers stay up; the old master is demoted to a replica.
     // Sentinel refuses (NOGOODSLAVE) until its view of the replica is fresh.
-    wait_for(
-        "Sentinel to accept the failover",
-        Duration::from_secs(30),
-        || sentinel.cli(&["SENTINEL", "FAILOVER", MASTER]).trim() == "OK",
-    );
-    wait_for("the switch", Duration::from_secs(30), || {
+    wait_for("Sentinel to accept the failover", SENTINEL_PATIENCE, || {
+        sentinel.cli(&["SENTINEL", "FAILOVER", MASTER]).trim() == "OK"
+    });
+    wait_for("the switch", SENTINEL_PATIENCE, || {
         sentinel.master_port(MASTER) == Some(new.port) && old.cli(&["ROLE"]).starts_with("slave")
     });
 
