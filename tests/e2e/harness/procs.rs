@@ -55,8 +55,12 @@ fn spawn_guarded(program: &str, args: &[String], stdout: Stdio) -> Guarded {
 }
 
 fn spawn_guarded_to(program: &str, args: &[String], stdout: Stdio, stderr: Stdio) -> Guarded {
-    // `exec` keeps the PID; the background `read` ends when our pipe closes.
-    let script = r#"prog="$1"; shift; "$prog" "$@" <&- & pid=$!; trap 'kill $pid 2>/dev/null' EXIT; while read -r _; do :; done; kill $pid 2>/dev/null; wait $pid"#;
+    // The program runs in the background; the `read` loop ends when our pipe
+    // closes (we dropped the guard or died), and then the program is told to
+    // stop. SIGTERM is not always enough: a Redis replica that is writing its
+    // first AOF after a sync refuses it ("can't exit") and would keep the
+    // test waiting for ever, so a SIGKILL follows 5 s later.
+    let script = r#"prog="$1"; shift; "$prog" "$@" <&- & pid=$!; trap 'kill $pid 2>/dev/null' EXIT; while read -r _; do :; done; kill $pid 2>/dev/null; (sleep 5; kill -9 $pid 2>/dev/null) </dev/null >/dev/null 2>&1 & wait $pid"#;
     let mut cmd = Command::new("sh");
     cmd.arg("-c").arg(script).arg("sh").arg(program).args(args);
     cmd.stdin(Stdio::piped()).stdout(stdout).stderr(stderr);
