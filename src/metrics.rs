@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -64,6 +65,8 @@ pub struct Metrics {
     pub refreshes: Family<ResultLabel, Counter>,
     pub revocations: Family<ReasonLabel, Counter>,
     pub backchannel_logouts: Family<ResultLabel, Counter>,
+    pub tunnels_open: Gauge,
+    pub tunnels_closed: Family<ReasonLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -84,6 +87,8 @@ impl Metrics {
         let refreshes = Family::<ResultLabel, Counter>::default();
         let revocations = Family::<ReasonLabel, Counter>::default();
         let backchannel_logouts = Family::<ResultLabel, Counter>::default();
+        let tunnels_open = Gauge::default();
+        let tunnels_closed = Family::<ReasonLabel, Counter>::default();
         registry.register(
             "requests",
             "HTTP requests answered, by kind and status class",
@@ -119,6 +124,16 @@ impl Metrics {
             "Back-channel logout requests: accepted or refused",
             backchannel_logouts.clone(),
         );
+        registry.register(
+            "websockets_open",
+            "WebSocket (upgraded) connections being proxied now",
+            tunnels_open.clone(),
+        );
+        registry.register(
+            "websockets_closed",
+            "WebSocket tunnels ended: closed (by either side), session_ended (cut by the gateway) or error",
+            tunnels_closed.clone(),
+        );
         Self {
             registry,
             requests,
@@ -128,6 +143,8 @@ impl Metrics {
             refreshes,
             revocations,
             backchannel_logouts,
+            tunnels_open,
+            tunnels_closed,
         }
     }
 

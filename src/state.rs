@@ -25,12 +25,16 @@ pub struct Inner {
     pub flights: SingleFlight,
     pub routes: RouteTable,
     pub client: HttpClient,
+    /// HTTP/1.1 only: upgrades (WebSockets) do not exist in HTTP/2 here.
+    pub upgrade_client: HttpClient,
     pub pages: Pages,
     /// Shared by every worker of the process.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// `X-Forwarded-Proto` and `-Host` values, from `server.public_url`.
     pub forwarded_proto: HeaderValue,
     pub forwarded_host: HeaderValue,
+    /// `server.public_url`'s origin, which WebSocket handshakes must name.
+    pub public_origin: String,
 }
 
 #[derive(Clone)]
@@ -72,7 +76,8 @@ impl AppState {
         let sessions = Sessions::new(&config.session, store).with_metrics(&metrics);
         let oidc = Oidc::new(&config.oidc, &config.server.redirect_uri())?;
         let routes = RouteTable::new(&config.routes)?;
-        let client = build_client(&config.proxy)?;
+        let client = build_client(&config.proxy, true)?;
+        let upgrade_client = build_client(&config.proxy, false)?;
         let forwarded_proto = HeaderValue::from_str(config.server.public_url.scheme())?;
         let host = match config.server.public_url.port() {
             Some(p) => format!(
@@ -93,6 +98,8 @@ impl AppState {
             flights: SingleFlight::default(),
             routes,
             client,
+            upgrade_client,
+            public_origin: config.server.public_origin(),
             pages: Pages::new()?,
             metrics,
             forwarded_proto,

@@ -6,17 +6,19 @@
 //! then forward with `Authorization: Bearer …` over a pooled connection.
 //! Bodies stream in both directions; nothing is buffered whole. A route
 //! that requires a session never forwards without one: 401 JSON, never a
-//! redirect.
+//! redirect. WebSocket handshakes take the same path; `upgrade` owns what
+//! happens after the upstream switches protocols.
 
 pub mod headers;
 pub mod routes;
+pub mod upgrade;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
-use http::{HeaderValue, Method, Version, header};
+use http::{HeaderValue, Method, StatusCode, Version, header};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -31,7 +33,8 @@ pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
 
 /// One pooled client for every upstream. `https://` upstreams are checked
 /// against the public roots, or only against `proxy.tls_ca_file`'s CAs.
-pub fn build_client(config: &ProxyConfig) -> anyhow::Result<HttpClient> {
+/// Without `http2` it offers only HTTP/1.1, which upgrades need.
+pub fn build_client(config: &ProxyConfig, http2: bool) -> anyhow::Result<HttpClient> {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.enforce_http(false);
@@ -41,11 +44,12 @@ pub fn build_client(config: &ProxyConfig) -> anyhow::Result<HttpClient> {
         Some(pem) => builder.with_tls_config(private_ca_tls(pem)?),
         None => builder.with_webpki_roots(),
     };
-    let https = builder
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http);
+    let builder = builder.https_or_http().enable_http1();
+    let https = if http2 {
+        builder.enable_http2().wrap_connector(http)
+    } else {
+        builder.wrap_connector(http)
+    };
     Ok(Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(config.pool_idle_timeout)
@@ -117,6 +121,14 @@ async fn proxy(
         && !csrf_ok(state, req.headers())
     {
         return Err(AppError::CsrfRejected);
+    }
+    if route.auth != RouteAuth::None
+        && upgrade::requested(req.headers())
+        && !upgrade::from_own_origin(state, req.headers())
+    {
+        return Err(AppError::Forbidden(
+            "WebSocket handshakes must come from this application's own origin.".into(),
+        ));
     }
     let peer = peer_ip(&req);
     let client_ip = headers::client_ip(
@@ -217,6 +229,20 @@ async fn forward(
     client_ip: IpAddr,
 ) -> Result<Response, AppError> {
     let (mut parts, body) = req.into_parts();
+    // An HTTP/1.1 upgrade: the protocol asked for, and the browser's side of
+    // the switch (absent on HTTP/2, where the request is forwarded plainly).
+    let upgrade = if upgrade::requested(&parts.headers) {
+        parts
+            .extensions
+            .remove::<hyper::upgrade::OnUpgrade>()
+            .zip(parts.headers.get(header::UPGRADE).cloned())
+    } else {
+        None
+    };
+    let watch = match (&upgrade, &bearer) {
+        (Some(_), Some(_)) => Some(upgrade::SessionWatch::new(&parts.headers, client_ip)),
+        _ => None,
+    };
     parts.uri = route
         .upstream_uri(parts.uri.path(), parts.uri.query())
         .map_err(|_| AppError::BadRequest("The request path cannot be forwarded.".into()))?;
@@ -234,14 +260,38 @@ async fn forward(
         },
     );
     parts.extensions = http::Extensions::new();
+    let (client, browser_side) = match upgrade {
+        Some((on_upgrade, protocol)) => {
+            upgrade::restore_headers(&mut parts.headers, protocol);
+            (&state.upgrade_client, Some(on_upgrade))
+        }
+        None => (&state.client, None),
+    };
     let upstream_req = Request::from_parts(parts, body);
-    let resp = match tokio::time::timeout(route.timeout, state.client.request(upstream_req)).await {
+    let mut resp = match tokio::time::timeout(route.timeout, client.request(upstream_req)).await {
         Err(_) => return Err(AppError::UpstreamTimeout),
         Ok(Err(e)) => return Err(map_client_error(&e)),
         Ok(Ok(r)) => r,
     };
+    let switched = if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let (Some(browser_side), Some(protocol)) =
+            (browser_side, resp.headers().get(header::UPGRADE).cloned())
+        else {
+            return Err(AppError::UpstreamUnavailable(
+                "switched protocols without being asked".into(),
+            ));
+        };
+        let upstream_side = hyper::upgrade::on(&mut resp);
+        upgrade::spawn_tunnel(state.clone(), browser_side, upstream_side, watch);
+        Some(protocol)
+    } else {
+        None
+    };
     let (mut parts, body) = resp.into_parts();
     headers::to_browser(&mut parts.headers, state.sessions.cookies());
+    if let Some(protocol) = switched {
+        upgrade::restore_headers(&mut parts.headers, protocol);
+    }
     Ok(Response::from_parts(parts, Body::new(body)))
 }
 

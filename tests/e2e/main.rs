@@ -17,3 +17,4 @@ mod store_cluster;
 mod store_consistency;
 mod store_outage;
 mod store_sentinel;
+mod websockets;

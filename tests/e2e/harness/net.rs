@@ -3,12 +3,13 @@
 //! to prove failure handling for real.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ws::{Message, WebSocketUpgrade};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -38,6 +39,34 @@ impl Seen {
 pub struct Upstream {
     pub addr: Option<SocketAddr>,
     seen: Arc<Mutex<Vec<Seen>>>,
+    /// WebSockets at `/api/ws` that have ended, as the upstream saw it.
+    ws_ended: Arc<AtomicUsize>,
+}
+
+/// `/api/ws`: records the handshake, then answers each text message with
+/// "echo: " and the message.
+async fn ws_echo(State(up): State<Upstream>, ws: WebSocketUpgrade, req: Request) -> Response {
+    up.seen.lock().expect("lock").push(Seen {
+        method: req.method().to_string(),
+        uri: req.uri().to_string(),
+        headers: req.headers().clone(),
+        body_len: 0,
+    });
+    ws.on_upgrade(move |mut socket| async move {
+        while let Some(Ok(msg)) = socket.recv().await {
+            match msg {
+                Message::Text(t) => {
+                    let echo = Message::Text(format!("echo: {}", t.as_str()).into());
+                    if socket.send(echo).await.is_err() {
+                        break;
+                    }
+                }
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        up.ws_ended.fetch_add(1, Ordering::SeqCst);
+    })
 }
 
 async fn record(State(up): State<Upstream>, req: Request) -> Response {
@@ -101,7 +130,10 @@ impl Upstream {
             addr: Some(listener.local_addr().expect("addr")),
             ..Default::default()
         };
-        let app = Router::new().fallback(record).with_state(up.clone());
+        let app = Router::new()
+            .route("/api/ws", axum::routing::get(ws_echo))
+            .fallback(record)
+            .with_state(up.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -118,6 +150,10 @@ impl Upstream {
 
     pub fn count(&self) -> usize {
         self.seen.lock().expect("lock").len()
+    }
+
+    pub fn websockets_ended(&self) -> usize {
+        self.ws_ended.load(Ordering::SeqCst)
     }
 }
 

@@ -1,0 +1,193 @@
+//! WebSockets through a route: the handshake is forwarded with the session's
+//! access token, only from the application's own origin, never without a
+//! session; once open, messages flow both ways, and the tunnel is cut when
+//! the session ends.
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use reqwest::{Method, StatusCode};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::harness::{Browser, Gateway, GatewayBuilder, Upstream};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Opens `path` as a WebSocket the way a page would: with the browser's
+/// cookies and the page's `Origin`. On refusal, the handshake's status.
+async fn open(
+    gw: &Gateway,
+    browser: Option<&Browser>,
+    origin: Option<&str>,
+    path: &str,
+) -> Result<Socket, StatusCode> {
+    let mut req = format!("ws://{}{path}", gw.addr)
+        .into_client_request()
+        .expect("request");
+    if let Some(b) = browser {
+        req.headers_mut()
+            .insert("cookie", b.cookie_header().parse().expect("cookie"));
+    }
+    if let Some(o) = origin {
+        req.headers_mut()
+            .insert("origin", o.parse().expect("origin"));
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((socket, resp)) => {
+            assert!(
+                resp.headers().get("set-cookie").is_none(),
+                "the handshake answer sets no cookie"
+            );
+            Ok(socket)
+        }
+        Err(tungstenite::Error::Http(resp)) => {
+            Err(StatusCode::from_u16(resp.status().as_u16()).expect("status"))
+        }
+        Err(e) => panic!("handshake failed below HTTP: {e}"),
+    }
+}
+
+async fn echo(socket: &mut Socket, text: &str) -> String {
+    socket.send(Message::Text(text.into())).await.expect("send");
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), socket.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => return t.as_str().to_owned(),
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("no echo: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logged_in_page_talks_to_a_websocket_upstream_with_the_token_attached() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream).start().await;
+    let mut b = Browser::new(&gw);
+    b.login_alice().await;
+
+    let mut socket = open(&gw, Some(&b), Some(&gw.base), "/api/ws")
+        .await
+        .expect("handshake accepted");
+    assert_eq!(echo(&mut socket, "hello").await, "echo: hello");
+    assert_eq!(echo(&mut socket, "again").await, "echo: again");
+
+    let handshake = upstream.seen().pop().expect("handshake forwarded");
+    assert!(
+        handshake
+            .header("authorization")
+            .is_some_and(|a| a.starts_with("Bearer ")),
+        "{handshake:?}"
+    );
+    assert_eq!(
+        handshake.header("cookie"),
+        None,
+        "no browser cookie upstream"
+    );
+    assert_eq!(handshake.header("upgrade").as_deref(), Some("websocket"));
+
+    socket.close(None).await.expect("close");
+    wait_for("the upstream to see the close", || {
+        upstream.websockets_ended() == 1
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_session_or_from_another_origin_the_handshake_is_refused() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream).start().await;
+    let mut b = Browser::new(&gw);
+    b.login_alice().await;
+
+    // Not logged in: 401, as for any API call.
+    assert_eq!(
+        open(&gw, None, Some(&gw.base), "/api/ws").await.err(),
+        Some(StatusCode::UNAUTHORIZED)
+    );
+    // Logged in, but the page is elsewhere (cross-site WebSocket hijacking),
+    // or says nothing about where it is.
+    for origin in [Some("http://evil.example"), Some("null"), None] {
+        assert_eq!(
+            open(&gw, Some(&b), origin, "/api/ws").await.err(),
+            Some(StatusCode::FORBIDDEN),
+            "origin {origin:?}"
+        );
+    }
+    assert_eq!(upstream.count(), 0, "no handshake reached the upstream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logging_out_cuts_the_open_websockets_of_the_session() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .set("session", "touch_interval = \"1s\"")
+        .start()
+        .await;
+    let mut b = Browser::new(&gw);
+    b.login_alice().await;
+    let mut socket = open(&gw, Some(&b), Some(&gw.base), "/api/ws")
+        .await
+        .expect("handshake accepted");
+    assert_eq!(echo(&mut socket, "before").await, "echo: before");
+
+    // Still open after a few session checks while the session lives.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(echo(&mut socket, "still").await, "echo: still");
+
+    let logout = b
+        .request(Method::POST, "/auth/logout", &[("x-csrf", "1")], None)
+        .await;
+    assert_eq!(logout.status, StatusCode::OK);
+    let logged_out = Instant::now();
+    // The gateway closes both connections within a check interval.
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Text(t))) => panic!("unexpected message {t}"),
+                Some(Ok(_)) => continue,
+                end => return end,
+            }
+        }
+    })
+    .await
+    .expect("the socket was not closed after logout");
+    eprintln!(
+        "socket ended {:?} after logout: {end:?}",
+        logged_out.elapsed()
+    );
+    wait_for("the upstream to see the socket end", || {
+        upstream.websockets_ended() == 1
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_does_not_switch_protocols_answers_as_usual() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream).start().await;
+    let mut b = Browser::new(&gw);
+    b.login_alice().await;
+    // The recording upstream answers /api/plain with 200 JSON, not 101.
+    assert_eq!(
+        open(&gw, Some(&b), Some(&gw.base), "/api/plain")
+            .await
+            .err(),
+        Some(StatusCode::OK)
+    );
+    // And the gateway keeps serving.
+    assert_eq!(b.get("/api/after").await.status, StatusCode::OK);
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
