@@ -3,13 +3,17 @@
 //! called. In the demo the browser never holds that token: oidc-bff attaches
 //! it. Not part of the gateway; a stand-in for your API.
 //!
+//! `GET /api/live` is a WebSocket: the handshake carries the token too, and
+//! once open the API greets the caller by name and answers each message.
+//!
 //!     cargo run --example demo-api -- --listen 127.0.0.1:9100 --issuer http://127.0.0.1:9000
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Request, State};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
@@ -125,27 +129,29 @@ fn refuse(reason: &str) -> Response {
     r
 }
 
-async fn handle(State(app): State<App>, req: Request) -> Response {
-    let Some(token) = req
-        .headers()
+/// The claims of the request's Bearer token, or the 401 to answer.
+async fn verify(app: &App, headers: &header::HeaderMap) -> Result<Value, Response> {
+    let Some(token) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
     else {
-        return refuse("no Bearer token: this API is only reachable through oidc-bff");
+        return Err(refuse(
+            "no Bearer token: this API is only reachable through oidc-bff",
+        ));
     };
     let Ok(head) = jsonwebtoken::decode_header(token) else {
-        return refuse("the token is not a JWT");
+        return Err(refuse("the token is not a JWT"));
     };
     if !matches!(
         head.alg,
         Algorithm::RS256 | Algorithm::PS256 | Algorithm::ES256
     ) {
-        return refuse("unexpected signing algorithm");
+        return Err(refuse("unexpected signing algorithm"));
     }
     let key = match app.key(head.kid.as_deref()).await {
         Ok(k) => k,
-        Err(e) => return refuse(&format!("cannot get the provider's keys: {e}")),
+        Err(e) => return Err(refuse(&format!("cannot get the provider's keys: {e}"))),
     };
     let mut v = Validation::new(head.alg);
     v.set_issuer(&[app.args.issuer.as_str()]);
@@ -153,19 +159,30 @@ async fn handle(State(app): State<App>, req: Request) -> Response {
         Some(aud) => v.set_audience(&[aud.as_str()]),
         None => v.validate_aud = false,
     }
-    let claims = match jsonwebtoken::decode::<Value>(token, &key, &v) {
-        Ok(d) => d.claims,
-        Err(e) => return refuse(&format!("token rejected: {e}")),
+    jsonwebtoken::decode::<Value>(token, &key, &v)
+        .map(|d| d.claims)
+        .map_err(|e| refuse(&format!("token rejected: {e}")))
+}
+
+fn caller(claims: &Value) -> String {
+    claims["name"]
+        .as_str()
+        .or(claims["preferred_username"].as_str())
+        .or(claims["sub"].as_str())
+        .unwrap_or("stranger")
+        .to_owned()
+}
+
+async fn handle(State(app): State<App>, req: Request) -> Response {
+    let claims = match verify(&app, req.headers()).await {
+        Ok(c) => c,
+        Err(refused) => return refused,
     };
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let who = claims["name"]
-        .as_str()
-        .or(claims["preferred_username"].as_str())
-        .or(claims["sub"].as_str())
-        .unwrap_or("stranger");
+    let who = caller(&claims);
     Json(json!({
         "message": format!("Hello, {who}! This answer comes from the demo API, which verified your access token."),
         "sub": claims["sub"],
@@ -180,6 +197,42 @@ async fn handle(State(app): State<App>, req: Request) -> Response {
         "served_at": now,
     }))
     .into_response()
+}
+
+/// `GET /api/live`: a WebSocket for the token's owner.
+async fn live(State(app): State<App>, req: Request) -> Response {
+    let claims = match verify(&app, req.headers()).await {
+        Ok(c) => c,
+        Err(refused) => return refused,
+    };
+    let (mut parts, _) = req.into_parts();
+    let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &app).await {
+        Ok(ws) => ws,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let who = caller(&claims);
+    ws.on_upgrade(move |socket| talk(socket, who))
+}
+
+async fn talk(mut socket: WebSocket, who: String) {
+    let hello = format!(
+        "Hello, {who}! This WebSocket reached the demo API through oidc-bff, which attached your access token to the handshake."
+    );
+    if socket.send(Message::Text(hello.into())).await.is_err() {
+        return;
+    }
+    while let Some(Ok(msg)) = socket.recv().await {
+        match msg {
+            Message::Text(t) => {
+                let answer = format!("{who} said: {}", t.as_str());
+                if socket.send(Message::Text(answer.into())).await.is_err() {
+                    return;
+                }
+            }
+            Message::Close(_) => return,
+            _ => {}
+        }
+    }
 }
 
 fn cookie_names(req: &Request) -> Vec<String> {
@@ -205,7 +258,10 @@ async fn main() {
             .build()
             .unwrap_or_default(),
     };
-    let router = Router::new().fallback(handle).with_state(app);
+    let router = Router::new()
+        .route("/api/live", axum::routing::get(live))
+        .fallback(handle)
+        .with_state(app);
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
         Err(e) => {

@@ -90,6 +90,30 @@ async function callApi(method, path, body) {
   if (status === 401) await loadUser();
 }
 
+let socket = null;
+
+function openSocket() {
+  if (socket) socket.close();
+  const log = $('ws-log');
+  const note = (line) => {
+    log.hidden = false;
+    log.textContent += `${line}\n`;
+  };
+  const scheme = window.location.protocol === 'https:' ? 'wss' : 'ws';
+  socket = new WebSocket(`${scheme}://${window.location.host}/api/live`);
+  $('ws-state').textContent = 'connecting…';
+  socket.addEventListener('open', () => {
+    $('ws-state').textContent = 'open';
+    $('ws-send').disabled = false;
+  });
+  socket.addEventListener('message', (e) => note(`← ${e.data}`));
+  socket.addEventListener('close', (e) => {
+    $('ws-state').textContent = `closed (${e.code})`;
+    $('ws-send').disabled = true;
+    socket = null;
+  });
+}
+
 function init() {
   $('visible-cookies').textContent = document.cookie || '(none: the session cookie is HttpOnly)';
   $('login').addEventListener('click', () => {
@@ -102,6 +126,13 @@ function init() {
     else showError(`Logout failed: ${data?.message ?? status}`);
   });
   $('call-api').addEventListener('click', () => callApi('GET', '/api/hello'));
+  $('ws-open').addEventListener('click', openSocket);
+  $('ws-send').addEventListener('click', () => {
+    const text = $('ws-input').value;
+    if (!socket || !text) return;
+    socket.send(text);
+    $('ws-log').textContent += `→ ${text}\n`;
+  });
   $('post-api').addEventListener('click', () => callApi('POST', '/api/echo', { hello: 'from the SPA' }));
   loadUser().catch((e) => {
     show('anonymous');

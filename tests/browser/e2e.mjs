@@ -3,7 +3,7 @@
 // and the demo API, all started here on free loopback ports.
 //
 // Walks what a person does — open the app, log in through the provider's
-// form, call the API, reload, log out — and checks what only a browser can
+// form, call the API (also over a WebSocket), reload, log out — and checks what only a browser can
 // show: the session cookie is invisible to page scripts, and no response
 // the page receives from the gateway carries a token. A screenshot of every
 // step lands in test-artifacts/browser/.
@@ -143,6 +143,10 @@ page.on('response', async (r) => {
   try { bodies.push({ url: r.url(), body: await r.text() }); } catch { /* body gone (navigation) */ }
 });
 page.on('pageerror', (e) => console.error('page error:', e.message));
+// WebSocket messages the page receives count as bodies too.
+page.on('websocket', (ws) => {
+  ws.on('framereceived', (f) => bodies.push({ url: ws.url(), body: String(f.payload) }));
+});
 
 let step = 0;
 async function shot(name) {
@@ -203,6 +207,15 @@ await shot('api-called');
 await page.click('#post-api');
 await page.waitForFunction(() => document.querySelector('#api-result').textContent.includes('"method": "POST"'));
 await shot('api-post-with-csrf-header');
+
+// 4b. A WebSocket through the gateway: the demo API greets the token's owner.
+await page.click('#ws-open');
+await page.waitForFunction(() => document.querySelector('#ws-log').textContent.includes('Hello, alice'), null, { timeout: 10000 })
+  .catch(async () => { await shot('failed-websocket'); fail(`no WebSocket greeting: ${await page.textContent('#ws-log')}`); });
+await page.click('#ws-send');
+await page.waitForFunction(() => document.querySelector('#ws-log').textContent.includes('alice said: ping'), null, { timeout: 10000 })
+  .catch(async () => { await shot('failed-websocket-echo'); fail(`no WebSocket answer: ${await page.textContent('#ws-log')}`); });
+await shot('websocket');
 
 // 5. Reload: still logged in (the session lives server-side).
 await page.reload();
