@@ -174,6 +174,11 @@ pub struct RawOidc {
     /// PEM file of the CA(s) to trust for the provider instead of the
     /// public roots (a provider with a private CA).
     pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate presented to the provider (mutual TLS on its
+    /// back channel); needs `tls_key_file`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for RawOidc {
@@ -198,6 +203,8 @@ impl Default for RawOidc {
             allow_insecure_issuer: false,
             discovery_url: None,
             tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -366,6 +373,11 @@ pub struct RawProxy {
     /// PEM file of the CA(s) to trust for `https://` upstreams instead of
     /// the public roots.
     pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate presented to `https://` upstreams that demand
+    /// one (mutual TLS); needs `tls_key_file`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for RawProxy {
@@ -374,6 +386,8 @@ impl Default for RawProxy {
             connect_timeout: RawDuration::text("5s"),
             pool_idle_timeout: RawDuration::text("90s"),
             tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -531,6 +545,8 @@ pub struct OidcConfig {
     pub discovery_url: Option<Url>,
     /// PEM roots to trust for the provider instead of the public ones.
     pub tls_ca_pem: Option<Vec<u8>>,
+    /// The certificate the gateway presents to the provider.
+    pub tls_client: Option<ClientCertificate>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -654,6 +670,8 @@ pub struct ProxyConfig {
     pub pool_idle_timeout: Duration,
     /// PEM roots to trust for upstreams instead of the public ones.
     pub tls_ca_pem: Option<Vec<u8>>,
+    /// The certificate the gateway presents to `https://` upstreams.
+    pub tls_client: Option<ClientCertificate>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1092,33 +1110,64 @@ fn redis_ca(issues: &mut Issues, st: &RawStore) -> Option<Vec<u8>> {
 
 /// `store.tls_cert_file` + `store.tls_key_file`: mutual TLS with Redis.
 fn redis_client_certificate(issues: &mut Issues, st: &RawStore) -> Option<ClientCertificate> {
-    let (cert, key) = match (&st.tls_cert_file, &st.tls_key_file) {
-        (None, None) => return None,
-        (Some(c), Some(k)) => (c, k),
-        (Some(_), None) => {
-            issues.add(
-                "store.tls_key_file",
-                "missing; store.tls_cert_file needs the file with its private key",
-            );
-            return None;
-        }
-        (None, Some(_)) => {
-            issues.add(
-                "store.tls_cert_file",
-                "missing; store.tls_key_file needs the file with its certificate",
-            );
-            return None;
-        }
-    };
+    let (cert, key) = certificate_files(
+        issues,
+        "store",
+        st.tls_cert_file.as_deref(),
+        st.tls_key_file.as_deref(),
+    )?;
     if !redis_tls_applies(issues, st, "store.tls_cert_file") {
         return None;
     }
-    let cert_pem = read_pem(issues, "store.tls_cert_file", cert, Pem::Certificates);
-    let key_pem = read_pem(issues, "store.tls_key_file", key, Pem::PrivateKey).and_then(|pem| {
+    read_client_certificate(issues, "store", cert, key)
+}
+
+/// `<section>.tls_cert_file` and `<section>.tls_key_file`: both or neither.
+fn certificate_files<'a>(
+    issues: &mut Issues,
+    section: &str,
+    cert: Option<&'a Path>,
+    key: Option<&'a Path>,
+) -> Option<(&'a Path, &'a Path)> {
+    match (cert, key) {
+        (None, None) => None,
+        (Some(c), Some(k)) => Some((c, k)),
+        (Some(_), None) => {
+            issues.add(
+                format!("{section}.tls_key_file"),
+                format!("missing; {section}.tls_cert_file needs the file with its private key"),
+            );
+            None
+        }
+        (None, Some(_)) => {
+            issues.add(
+                format!("{section}.tls_cert_file"),
+                format!("missing; {section}.tls_key_file needs the file with its certificate"),
+            );
+            None
+        }
+    }
+}
+
+/// Reads and checks a client certificate and its key (mutual TLS).
+fn read_client_certificate(
+    issues: &mut Issues,
+    section: &str,
+    cert: &Path,
+    key: &Path,
+) -> Option<ClientCertificate> {
+    let key_name = format!("{section}.tls_key_file");
+    let cert_pem = read_pem(
+        issues,
+        &format!("{section}.tls_cert_file"),
+        cert,
+        Pem::Certificates,
+    );
+    let key_pem = read_pem(issues, &key_name, key, Pem::PrivateKey).and_then(|pem| {
         match String::from_utf8(pem) {
             Ok(text) => Some(SecretString::new(text)),
             Err(_) => {
-                issues.add("store.tls_key_file", "is not a text PEM file");
+                issues.add(key_name.clone(), "is not a text PEM file");
                 None
             }
         }
@@ -1127,6 +1176,17 @@ fn redis_client_certificate(issues: &mut Issues, st: &RawStore) -> Option<Client
         cert_pem: cert_pem?,
         key_pem: key_pem?,
     })
+}
+
+/// A client certificate outside the store (`oidc`, `proxy`).
+fn client_certificate(
+    issues: &mut Issues,
+    section: &str,
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> Option<ClientCertificate> {
+    let (cert, key) = certificate_files(issues, section, cert, key)?;
+    read_client_certificate(issues, section, cert, key)
 }
 
 /// TLS files only make sense with a `rediss://` URL, or with
@@ -1785,6 +1845,12 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
             .tls_ca_file
             .as_ref()
             .and_then(|f| read_pem(&mut issues, "proxy.tls_ca_file", f, Pem::Certificates)),
+        tls_client: client_certificate(
+            &mut issues,
+            "proxy",
+            raw.proxy.tls_cert_file.as_deref(),
+            raw.proxy.tls_key_file.as_deref(),
+        ),
     };
 
     // [[routes]]
@@ -1943,6 +2009,12 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
         .tls_ca_file
         .as_ref()
         .and_then(|f| read_pem(&mut issues, "oidc.tls_ca_file", f, Pem::Certificates));
+    let oidc_tls_client = client_certificate(
+        &mut issues,
+        "oidc",
+        raw.oidc.tls_cert_file.as_deref(),
+        raw.oidc.tls_key_file.as_deref(),
+    );
 
     if !issues.0.is_empty() {
         return Err(ConfigErrors(issues.0));
@@ -1991,6 +2063,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
             metadata_refresh_interval,
             discovery_url,
             tls_ca_pem: oidc_tls_ca_pem,
+            tls_client: oidc_tls_client,
         },
         session: SessionConfig {
             cookie_name: s.cookie_name.clone(),
@@ -2250,6 +2323,30 @@ upstream = "http://127.0.0.1:9100"
         let keys: Vec<&str> = err.0.iter().map(|i| i.key.as_str()).collect();
         assert_eq!(keys, ["store.tls_cert_file", "store.tls_key_file"], "{err}");
         assert!(err.0[1].message.contains("PRIVATE KEY"), "{err}");
+    }
+
+    #[test]
+    fn client_certificates_for_the_provider_and_upstreams_come_with_their_keys() {
+        let toml = minimal().replace("[oidc]\n", "[oidc]\ntls_key_file = \"/etc/hosts\"\n")
+            + "\n[proxy]\ntls_cert_file = \"/etc/hosts\"\ntls_key_file = \"/etc/hosts\"\n";
+        let err = load_str(&toml, &[]).expect_err("invalid");
+        let keys: Vec<&str> = err.0.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "proxy.tls_cert_file",
+                "proxy.tls_key_file",
+                "oidc.tls_cert_file"
+            ],
+            "{err}"
+        );
+        assert!(err.0[1].message.contains("PRIVATE KEY"), "{err}");
+        assert!(
+            err.0[2]
+                .message
+                .contains("oidc.tls_key_file needs the file with its certificate"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -136,6 +136,16 @@ impl Provider {
                 http = http.add_root_certificate(cert);
             }
         }
+        if let Some(client) = &config.tls_client {
+            // Mutual TLS with the provider (`oidc.tls_cert_file`).
+            let mut pem = client.cert_pem.clone();
+            pem.push(b'\n');
+            pem.extend_from_slice(client.key_pem.expose().as_bytes());
+            http = http.identity(
+                reqwest::Identity::from_pem(&pem)
+                    .map_err(|e| anyhow::anyhow!("oidc.tls_cert_file: {e}"))?,
+            );
+        }
         let http = http.build()?;
         Ok(Self {
             config: config.clone(),

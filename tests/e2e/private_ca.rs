@@ -1,6 +1,8 @@
 //! A provider and an upstream whose certificates come from a private CA:
 //! trusted when `oidc.tls_ca_file` / `proxy.tls_ca_file` name that CA, and
-//! refused (503 / 502, nothing forwarded) when they do not.
+//! refused (503 / 502, nothing forwarded) when they do not. And the same two
+//! demanding a client certificate: served when `oidc.tls_cert_file` /
+//! `proxy.tls_cert_file` give the gateway one, refused when they do not.
 
 use reqwest::StatusCode;
 
@@ -66,6 +68,75 @@ async fn a_provider_and_an_upstream_behind_a_private_ca_are_trusted_only_when_co
         .start()
         .await;
     let mut c = Browser::trusting(&no_upstream_ca, Some(&ca_pem));
+    c.login_alice().await;
+    let r = c.get("/secure/x").await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{r:?}");
+    assert_eq!(r.json()["error"], "upstream_unavailable", "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_and_an_upstream_that_demand_client_certificates_get_the_gateways() {
+    let ca = TestCa::new(false);
+    let provider = ProviderProcess::start(&[
+        "--tls-cert",
+        &ca.file("server.pem"),
+        "--tls-key",
+        &ca.file("server.key"),
+        "--tls-client-ca",
+        &ca.file("ca.pem"),
+    ]);
+    let https_upstream = TlsStatusServer::start_verifying(&ca);
+    let route = format!(
+        "[[routes]]\npath = \"/secure\"\nupstream = \"https://127.0.0.1:{}\"\n",
+        https_upstream.port
+    );
+    let trust = format!("tls_ca_file = \"{}\"", ca.file("ca.pem"));
+    let identity = format!(
+        "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"",
+        ca.file("client.pem"),
+        ca.file("client.key")
+    );
+    let ca_pem = std::fs::read(ca.file("ca.pem")).expect("CA");
+    let upstream = Upstream::start().await;
+    let gateway = |oidc_identity: bool, proxy_identity: bool| {
+        let mut b = GatewayBuilder::new(&upstream)
+            .issuer(&provider.issuer)
+            .set("oidc", &trust)
+            .set("proxy", &trust)
+            .raw(&route);
+        if oidc_identity {
+            b = b.set("oidc", &identity);
+        }
+        if proxy_identity {
+            b = b.set("proxy", &identity);
+        }
+        b.start()
+    };
+
+    // The gateway presents its certificate to both: discovery, code
+    // exchange and JWKS at the provider work, and so does the upstream call.
+    let gw = gateway(true, true).await;
+    let mut b = Browser::trusting(&gw, Some(&ca_pem));
+    b.login_alice().await;
+    let r = b.get("/secure/x").await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert!(r.body.contains("<HTML>"), "the s_server status page: {r:?}");
+
+    // Without one for the provider, its back channel refuses the gateway.
+    let no_oidc_identity = gateway(false, true).await;
+    let mut other = Browser::trusting(&no_oidc_identity, Some(&ca_pem));
+    assert_eq!(
+        other.get("/readyz").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        other.navigate("/auth/login").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    // Without one for upstreams: logged in, but the call is a 502.
+    let no_proxy_identity = gateway(true, false).await;
+    let mut c = Browser::trusting(&no_proxy_identity, Some(&ca_pem));
     c.login_alice().await;
     let r = c.get("/secure/x").await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{r:?}");

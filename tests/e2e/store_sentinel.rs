@@ -137,11 +137,19 @@ async fn sessions_survive_the_master_dying(tls: Option<Arc<TestCa>>) {
     // Sentinel waits until the returned server has been up for 8 s and then
     // for its next INFO round (every 10 s for a replica) before it sends
     // REPLICAOF: 10-20 s on an idle machine (a 30 s limit once ran out in CI).
-    wait_for(
-        "the old master to rejoin as a replica",
-        SENTINEL_PATIENCE,
-        || master.cli(&["ROLE"]).starts_with("slave"),
-    );
+    while !master.cli(&["ROLE"]).starts_with("slave") {
+        assert!(
+            restarted.elapsed() < SENTINEL_PATIENCE,
+            "timed out waiting for the old master (port {}) to rejoin as a replica of {}.\n\
+             old master ROLE: {:?}\nnew master ROLE: {:?}\nSentinel log:\n{}",
+            master.port,
+            replica.port,
+            master.cli(&["ROLE"]),
+            replica.cli(&["ROLE"]),
+            sentinel.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     eprintln!(
         "the old master rejoined as a replica {:?} after its restart",
         restarted.elapsed()

@@ -60,6 +60,12 @@ try {
       // behind a private CA); the default issuer becomes https://.
       'tls-cert': { type: 'string' },
       'tls-key': { type: 'string' },
+      // With HTTPS: ask for a client certificate signed by this CA, and
+      // refuse the gateway-facing endpoints (discovery, token, JWKS,
+      // userinfo, revocation, introspection) to connections without one.
+      // Browser-facing endpoints (authorization, interaction, end session)
+      // stay open, as at a provider that protects only its back channel.
+      'tls-client-ca': { type: 'string' },
     },
     strict: true,
   }));
@@ -814,9 +820,15 @@ async function controlApi(req, res, path) {
 // ---------------------------------------------------------------------------
 
 if (!args['tls-cert'] !== !args['tls-key']) die('--tls-cert and --tls-key go together');
+if (args['tls-client-ca'] && !args['tls-cert']) die('--tls-client-ca needs --tls-cert and --tls-key');
 const TLS = args['tls-cert']
   ? { cert: readFileSync(args['tls-cert']), key: readFileSync(args['tls-key']) }
   : null;
+if (args['tls-client-ca']) {
+  Object.assign(TLS, { ca: readFileSync(args['tls-client-ca']), requestCert: true, rejectUnauthorized: false });
+}
+const BACK_CHANNEL = new Set(['/.well-known/openid-configuration', '/token', '/token/revocation',
+  '/token/introspection', '/jwks', '/me']);
 const server = TLS ? createTlsServer(TLS) : createServer();
 server.on('error', (e) => die(`cannot listen on ${args.host}:${PORT}: ${e.message}`));
 await new Promise((resolve) => server.listen(PORT, args.host, resolve));
@@ -902,6 +914,9 @@ server.on('request', async (req, res) => {
       return await controlApi(req, res, path);
     }
     if (path.startsWith('/interaction/')) return await interactionRoute(req, res, path);
+    if (args['tls-client-ca'] && BACK_CHANNEL.has(path) && !req.socket.authorized) {
+      return sendJson(res, 403, { error: 'client_certificate_required', message: 'this endpoint needs a client certificate from the test CA' });
+    }
     return callback(req, res);
   } catch (e) {
     log(`request ${req.method} ${path} failed:`, e);

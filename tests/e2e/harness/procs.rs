@@ -60,7 +60,7 @@ fn spawn_guarded_to(program: &str, args: &[String], stdout: Stdio, stderr: Stdio
     // stop. SIGTERM is not always enough: a Redis replica that is writing its
     // first AOF after a sync refuses it ("can't exit") and would keep the
     // test waiting for ever, so a SIGKILL follows 5 s later.
-    let script = r#"prog="$1"; shift; "$prog" "$@" <&- & pid=$!; trap 'kill $pid 2>/dev/null' EXIT; while read -r _; do :; done; kill $pid 2>/dev/null; (sleep 5; kill -9 $pid 2>/dev/null) </dev/null >/dev/null 2>&1 & wait $pid"#;
+    let script = r#"prog="$1"; shift; "$prog" "$@" <&- & pid=$!; trap 'kill $pid 2>/dev/null' EXIT; while read -r _; do :; done; kill $pid 2>/dev/null; (sleep 5; kill -9 $pid 2>/dev/null) </dev/null >/dev/null 2>&1 & wait $pid 2>/dev/null"#;
     let mut cmd = Command::new("sh");
     cmd.arg("-c").arg(script).arg("sh").arg(program).args(args);
     cmd.stdin(Stdio::piped()).stdout(stdout).stderr(stderr);
@@ -178,8 +178,17 @@ pub struct TlsStatusServer {
 
 impl TlsStatusServer {
     pub fn start(ca: &TestCa) -> Self {
+        Self::start_with(ca, &[])
+    }
+
+    /// One that refuses clients without a certificate signed by `ca`.
+    pub fn start_verifying(ca: &TestCa) -> Self {
+        Self::start_with(ca, &["-Verify", "1", "-CAfile", &ca.file("ca.pem")])
+    }
+
+    fn start_with(ca: &TestCa, extra: &[&str]) -> Self {
         let port = free_port();
-        let args: Vec<String> = vec![
+        let mut args: Vec<String> = vec![
             "s_server".into(),
             "-accept".into(),
             format!("127.0.0.1:{port}"),
@@ -190,6 +199,7 @@ impl TlsStatusServer {
             "-www".into(),
             "-quiet".into(),
         ];
+        args.extend(extra.iter().map(|s| s.to_string()));
         let proc = spawn_guarded("openssl", &args, Stdio::null());
         assert!(
             wait_for_port(port, Duration::from_secs(10)),
@@ -408,7 +418,7 @@ impl SentinelProcess {
             std::env::temp_dir().join(format!("oidc-bff-sentinel-{port}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("sentinel dir");
         let mut conf = format!(
-            "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+            "port {port}\nbind 127.0.0.1\ndir {dir}\nlogfile {dir}/sentinel.log\n\
              sentinel monitor {master_name} 127.0.0.1 {master_port} 1\n\
              sentinel down-after-milliseconds {master_name} 1000\n\
              sentinel failover-timeout {master_name} 10000\n",
@@ -426,7 +436,7 @@ impl SentinelProcess {
             conf_file.to_string_lossy().into_owned(),
             "--sentinel".into(),
             "--loglevel".into(),
-            "warning".into(),
+            "notice".into(),
         ];
         let proc = spawn_guarded("redis-server", &args, Stdio::null());
         assert!(
@@ -444,6 +454,12 @@ impl SentinelProcess {
     /// Runs one command with `redis-cli` against this Sentinel.
     pub fn cli(&self, args: &[&str]) -> String {
         redis_cli(self.port, self.tls.as_deref(), args)
+    }
+
+    /// What Sentinel logged (its events: `+sdown`, `+switch-master`,
+    /// `+convert-to-slave`, …), for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("sentinel.log")).unwrap_or_default()
     }
 
     /// The port of the server this Sentinel names as master now.
