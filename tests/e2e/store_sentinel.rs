@@ -27,6 +27,53 @@ fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Whether Sentinel's view has settled on `master`: it names it, no failover
+/// is in progress (during one, Sentinel already names the replica it is
+/// promoting, and an aborted failover goes back), `master` says it is a
+/// master, and each of `replicas` replicates from it.
+fn settled(sentinel: &SentinelProcess, master: &RedisServer, replicas: &[&RedisServer]) -> bool {
+    let info = sentinel.cli(&["SENTINEL", "master", MASTER]);
+    let flags = info
+        .lines()
+        .skip_while(|l| *l != "flags")
+        .nth(1)
+        .unwrap_or("failover_in_progress");
+    let port = master.port.to_string();
+    sentinel.master_port(MASTER) == Some(master.port)
+        && !flags.contains("failover_in_progress")
+        && master.cli(&["ROLE"]).starts_with("master")
+        && replicas.iter().all(|r| {
+            let role = r.cli(&["ROLE"]);
+            role.starts_with("slave") && role.lines().nth(2) == Some(port.as_str())
+        })
+}
+
+/// Waits for `done`; on timeout, fails with what Sentinel and the servers
+/// say.
+fn wait_for_sentinel(
+    what: &str,
+    sentinel: &SentinelProcess,
+    servers: [&RedisServer; 2],
+    mut done: impl FnMut() -> bool,
+) -> Duration {
+    let started = Instant::now();
+    while !done() {
+        if started.elapsed() > SENTINEL_PATIENCE {
+            panic!(
+                "timed out waiting for {what}.\n{}\nSentinel log:\n{}",
+                servers
+                    .iter()
+                    .map(|s| format!("port {} ROLE: {:?}", s.port, s.cli(&["ROLE"])))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                sentinel.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    started.elapsed()
+}
+
 /// A master, its replica (synced) and a Sentinel that knows both, and a
 /// gateway finding Redis through that Sentinel — all over TLS with client
 /// certificates when `tls` is given.
@@ -110,9 +157,13 @@ async fn sessions_survive_the_master_dying(tls: Option<Arc<TestCa>>) {
     assert_eq!(master.cli(&["WAIT", "1", "2000"]).trim(), "1");
 
     master.stop();
-    wait_for("Sentinel to promote the replica", SENTINEL_PATIENCE, || {
-        sentinel.master_port(MASTER) == Some(replica.port)
-    });
+    let took = wait_for_sentinel(
+        "Sentinel to promote the replica",
+        &sentinel,
+        [&master, &replica],
+        || settled(&sentinel, &replica, &[]),
+    );
+    eprintln!("Sentinel promoted the replica {took:?} after the master died");
 
     // The same session, now read from the promoted replica.
     let took = wait_until_ok(&mut alice, "/api/a").await;
@@ -129,31 +180,17 @@ async fn sessions_survive_the_master_dying(tls: Option<Arc<TestCa>>) {
     assert_eq!(bob.get("/api/b").await.status, StatusCode::OK);
     assert_eq!(bob.get("/readyz").await.status, StatusCode::OK);
 
-    // The old master returns; Sentinel makes it a replica, and the gateway
-    // keeps writing to the new master (a write on the old one would fail
-    // with READONLY).
+    // The old master returns. Sentinel makes it a replica of the new one
+    // (after letting it run for 8 s, and the next INFO round: about 11 s
+    // here); the gateway keeps writing to whichever master Sentinel names.
     master.restart();
-    let restarted = Instant::now();
-    // Sentinel waits until the returned server has been up for 8 s and then
-    // for its next INFO round (every 10 s for a replica) before it sends
-    // REPLICAOF: 10-20 s on an idle machine (a 30 s limit once ran out in CI).
-    while !master.cli(&["ROLE"]).starts_with("slave") {
-        assert!(
-            restarted.elapsed() < SENTINEL_PATIENCE,
-            "timed out waiting for the old master (port {}) to rejoin as a replica of {}.\n\
-             old master ROLE: {:?}\nnew master ROLE: {:?}\nSentinel log:\n{}",
-            master.port,
-            replica.port,
-            master.cli(&["ROLE"]),
-            replica.cli(&["ROLE"]),
-            sentinel.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    eprintln!(
-        "the old master rejoined as a replica {:?} after its restart",
-        restarted.elapsed()
+    let took = wait_for_sentinel(
+        "the old master to rejoin as a replica",
+        &sentinel,
+        [&master, &replica],
+        || settled(&sentinel, &replica, &[&master]),
     );
+    eprintln!("the old master rejoined as a replica {took:?} after its restart");
     let mut carol = Browser::new(&gw);
     carol.login_alice().await;
     assert_eq!(carol.get("/api/c").await.status, StatusCode::OK);
@@ -182,8 +219,8 @@ async fn a_planned_sentinel_failover_moves_the_gateway_to_the_new_master() {
     wait_for("Sentinel to accept the failover", SENTINEL_PATIENCE, || {
         sentinel.cli(&["SENTINEL", "FAILOVER", MASTER]).trim() == "OK"
     });
-    wait_for("the switch", SENTINEL_PATIENCE, || {
-        sentinel.master_port(MASTER) == Some(new.port) && old.cli(&["ROLE"]).starts_with("slave")
+    wait_for_sentinel("the switch", &sentinel, [&old, &new], || {
+        settled(&sentinel, &new, &[&old])
     });
 
     // The session lookup broken by the switch is repeated on the new
