@@ -182,15 +182,25 @@ async fn sessions_survive_the_master_dying(tls: Option<Arc<TestCa>>) {
 
     // The old master returns. Sentinel makes it a replica of the new one
     // (after letting it run for 8 s, and the next INFO round: about 11 s
-    // here); the gateway keeps writing to whichever master Sentinel names.
+    // here). The gateway keeps writing to whichever master Sentinel names,
+    // so the test accepts the other outcome too (Sentinel going back to the
+    // old master), which it has not been seen to choose but cannot be ruled
+    // out on a machine slow enough to abort a failover.
     master.restart();
     let took = wait_for_sentinel(
         "the old master to rejoin as a replica",
         &sentinel,
         [&master, &replica],
-        || settled(&sentinel, &replica, &[&master]),
+        || settled(&sentinel, &replica, &[&master]) || settled(&sentinel, &master, &[&replica]),
     );
-    eprintln!("the old master rejoined as a replica {took:?} after its restart");
+    if settled(&sentinel, &replica, &[&master]) {
+        eprintln!("the old master rejoined as a replica {took:?} after its restart");
+    } else {
+        eprintln!(
+            "Sentinel went back to the old master {took:?} after its restart; its log:\n{}",
+            sentinel.log()
+        );
+    }
     let mut carol = Browser::new(&gw);
     carol.login_alice().await;
     assert_eq!(carol.get("/api/c").await.status, StatusCode::OK);
