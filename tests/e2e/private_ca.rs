@@ -8,15 +8,23 @@ use reqwest::StatusCode;
 
 use crate::harness::{Browser, GatewayBuilder, ProviderProcess, TestCa, TlsStatusServer, Upstream};
 
+/// The provider fixture serving HTTPS with `ca`'s server certificate.
+fn https_provider(ca: &TestCa, extra: &[&str]) -> ProviderProcess {
+    let mut args = vec![
+        "--tls-cert".to_owned(),
+        ca.file("server.pem"),
+        "--tls-key".to_owned(),
+        ca.file("server.key"),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ProviderProcess::start(&args)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_and_an_upstream_behind_a_private_ca_are_trusted_only_when_configured() {
     let ca = TestCa::new(false);
-    let provider = ProviderProcess::start(&[
-        "--tls-cert",
-        &ca.file("server.pem"),
-        "--tls-key",
-        &ca.file("server.key"),
-    ]);
+    let provider = https_provider(&ca, &[]);
     assert!(
         provider.issuer.starts_with("https://"),
         "{}",
@@ -77,14 +85,7 @@ async fn a_provider_and_an_upstream_behind_a_private_ca_are_trusted_only_when_co
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_and_an_upstream_that_demand_client_certificates_get_the_gateways() {
     let ca = TestCa::new(false);
-    let provider = ProviderProcess::start(&[
-        "--tls-cert",
-        &ca.file("server.pem"),
-        "--tls-key",
-        &ca.file("server.key"),
-        "--tls-client-ca",
-        &ca.file("ca.pem"),
-    ]);
+    let provider = https_provider(&ca, &["--tls-client-ca", &ca.file("ca.pem")]);
     let https_upstream = TlsStatusServer::start_verifying(&ca);
     let route = format!(
         "[[routes]]\npath = \"/secure\"\nupstream = \"https://127.0.0.1:{}\"\n",

@@ -50,6 +50,18 @@ async fn open(
     }
 }
 
+/// An upstream, a gateway in front of it (as `build` makes it) and alice
+/// logged in there.
+async fn logged_in(
+    build: impl FnOnce(&Upstream) -> GatewayBuilder,
+) -> (Upstream, Gateway, Browser) {
+    let upstream = Upstream::start().await;
+    let gw = build(&upstream).start().await;
+    let mut b = Browser::new(&gw);
+    b.login_alice().await;
+    (upstream, gw, b)
+}
+
 async fn echo(socket: &mut Socket, text: &str) -> String {
     socket.send(Message::Text(text.into())).await.expect("send");
     loop {
@@ -63,10 +75,7 @@ async fn echo(socket: &mut Socket, text: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_logged_in_page_talks_to_a_websocket_upstream_with_the_token_attached() {
-    let upstream = Upstream::start().await;
-    let gw = GatewayBuilder::new(&upstream).start().await;
-    let mut b = Browser::new(&gw);
-    b.login_alice().await;
+    let (upstream, gw, b) = logged_in(GatewayBuilder::new).await;
 
     let mut socket = open(&gw, Some(&b), Some(&gw.base), "/api/ws")
         .await
@@ -97,10 +106,7 @@ async fn a_logged_in_page_talks_to_a_websocket_upstream_with_the_token_attached(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_session_or_from_another_origin_the_handshake_is_refused() {
-    let upstream = Upstream::start().await;
-    let gw = GatewayBuilder::new(&upstream).start().await;
-    let mut b = Browser::new(&gw);
-    b.login_alice().await;
+    let (upstream, gw, b) = logged_in(GatewayBuilder::new).await;
 
     // Not logged in: 401, as for any API call.
     assert_eq!(
@@ -121,13 +127,8 @@ async fn without_a_session_or_from_another_origin_the_handshake_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logging_out_cuts_the_open_websockets_of_the_session() {
-    let upstream = Upstream::start().await;
-    let gw = GatewayBuilder::new(&upstream)
-        .set("session", "touch_interval = \"1s\"")
-        .start()
-        .await;
-    let mut b = Browser::new(&gw);
-    b.login_alice().await;
+    let (upstream, gw, mut b) =
+        logged_in(|up| GatewayBuilder::new(up).set("session", "touch_interval = \"1s\"")).await;
     let mut socket = open(&gw, Some(&b), Some(&gw.base), "/api/ws")
         .await
         .expect("handshake accepted");
@@ -166,10 +167,7 @@ async fn logging_out_cuts_the_open_websockets_of_the_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_that_does_not_switch_protocols_answers_as_usual() {
-    let upstream = Upstream::start().await;
-    let gw = GatewayBuilder::new(&upstream).start().await;
-    let mut b = Browser::new(&gw);
-    b.login_alice().await;
+    let (_upstream, gw, mut b) = logged_in(GatewayBuilder::new).await;
     // The recording upstream answers /api/plain with 200 JSON, not 101.
     assert_eq!(
         open(&gw, Some(&b), Some(&gw.base), "/api/plain")
