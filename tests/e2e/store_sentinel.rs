@@ -1,6 +1,7 @@
 //! Redis behind Sentinel: the gateway asks Sentinel for the master, and when
 //! the master dies it follows the failover by itself, keeping the sessions
-//! that had reached the replica.
+//! that had reached the replica; when a master is demoted without dropping
+//! its connections, its `READONLY` answer sends the gateway to Sentinel.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -246,4 +247,78 @@ async fn a_planned_sentinel_failover_moves_the_gateway_to_the_new_master() {
         after > before,
         "bob's session was written to the new master"
     );
+}
+
+/// The ids of ordinary clients connected to `server` — the gateway's —
+/// leaving out Sentinel's links, replication links and `redis-cli` itself.
+fn client_ids(server: &RedisServer) -> Vec<String> {
+    server
+        .cli(&["CLIENT", "LIST"])
+        .lines()
+        .filter(|l| {
+            l.contains(" flags=N ")
+                && !l.contains(" name=sentinel-")
+                && !l.contains(" cmd=client|list ")
+        })
+        .filter_map(|l| l.split(' ').next()?.strip_prefix("id=").map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_demoted_in_place_is_noticed_by_its_readonly_answer() {
+    let Setup {
+        upstream: _upstream,
+        master: old,
+        replica: new,
+        sentinel,
+        gw,
+    } = setup(None).await;
+    let mut alice = Browser::new(&gw);
+    alice.login_alice().await;
+    assert_eq!(old.cli(&["WAIT", "1", "2000"]).trim(), "1");
+    let before = client_ids(&old);
+    assert!(!before.is_empty(), "the gateway is connected to the master");
+
+    // The roles swap without any client connection being closed (as with an
+    // operator's REPLICAOF, or a managed service switching over), and
+    // Sentinel is pointed at the new master. Sentinel's own failovers close
+    // client connections, so this is the one way a gateway still holds a
+    // connection to a server that has become a replica.
+    sentinel.cli(&["SENTINEL", "REMOVE", MASTER]);
+    assert_eq!(new.cli(&["REPLICAOF", "NO", "ONE"]).trim(), "OK");
+    let new_port = new.port.to_string();
+    assert_eq!(old.cli(&["REPLICAOF", "127.0.0.1", &new_port]).trim(), "OK");
+    assert_eq!(
+        sentinel
+            .cli(&["SENTINEL", "MONITOR", MASTER, "127.0.0.1", &new_port, "1"])
+            .trim(),
+        "OK"
+    );
+    assert_eq!(sentinel.master_port(MASTER), Some(new.port));
+    let after = client_ids(&old);
+    assert!(
+        before.iter().all(|id| after.contains(id)),
+        "the old master kept its client connections: {before:?} -> {after:?}"
+    );
+
+    // Reads still work on the old master, now a replica.
+    assert_eq!(alice.get("/api/a").await.status, StatusCode::OK);
+    // The first write there is refused with READONLY, so the gateway asks
+    // Sentinel again and sends it to the new master: the login succeeds at
+    // the first attempt, and its session is on the new master.
+    let keys_before = new.cli(&["DBSIZE"]).trim().parse::<u64>().expect("dbsize");
+    let mut bob = Browser::new(&gw);
+    let r = bob.try_login("bob", "bob-password").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{r:?}");
+    assert_eq!(bob.get("/api/b").await.status, StatusCode::OK);
+    let keys_after = new.cli(&["DBSIZE"]).trim().parse::<u64>().expect("dbsize");
+    assert!(
+        keys_after > keys_before,
+        "bob's session was written to the new master"
+    );
+    let logout = alice
+        .request(Method::POST, "/auth/logout", &[("x-csrf", "1")], None)
+        .await;
+    assert_eq!(logout.status, StatusCode::OK, "{logout:?}");
+    assert_eq!(alice.get("/api/a").await.status, StatusCode::UNAUTHORIZED);
 }
