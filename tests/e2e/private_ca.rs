@@ -6,7 +6,23 @@
 
 use reqwest::StatusCode;
 
-use crate::harness::{Browser, GatewayBuilder, ProviderProcess, TestCa, TlsStatusServer, Upstream};
+use crate::harness::{
+    Browser, Gateway, GatewayBuilder, ProviderProcess, TestCa, TlsStatusServer, Upstream,
+};
+
+/// A gateway that cannot talk to its provider is not ready and offers no
+/// login.
+async fn cannot_reach_the_provider(gw: &Gateway, ca_pem: &[u8]) {
+    let mut b = Browser::trusting(gw, Some(ca_pem));
+    assert_eq!(
+        b.get("/readyz").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        b.navigate("/auth/login").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
 
 /// The provider fixture serving HTTPS with `ca`'s server certificate.
 fn https_provider(ca: &TestCa, extra: &[&str]) -> ProviderProcess {
@@ -58,15 +74,7 @@ async fn a_provider_and_an_upstream_behind_a_private_ca_are_trusted_only_when_co
         .issuer(&provider.issuer)
         .start()
         .await;
-    let mut other = Browser::trusting(&untrusting, Some(&ca_pem));
-    assert_eq!(
-        other.get("/readyz").await.status,
-        StatusCode::SERVICE_UNAVAILABLE
-    );
-    assert_eq!(
-        other.navigate("/auth/login").await.status,
-        StatusCode::SERVICE_UNAVAILABLE
-    );
+    cannot_reach_the_provider(&untrusting, &ca_pem).await;
 
     // The upstream's CA not configured: logged in, but the call is a 502.
     let no_upstream_ca = GatewayBuilder::new(&upstream)
@@ -125,15 +133,7 @@ async fn a_provider_and_an_upstream_that_demand_client_certificates_get_the_gate
 
     // Without one for the provider, its back channel refuses the gateway.
     let no_oidc_identity = gateway(false, true).await;
-    let mut other = Browser::trusting(&no_oidc_identity, Some(&ca_pem));
-    assert_eq!(
-        other.get("/readyz").await.status,
-        StatusCode::SERVICE_UNAVAILABLE
-    );
-    assert_eq!(
-        other.navigate("/auth/login").await.status,
-        StatusCode::SERVICE_UNAVAILABLE
-    );
+    cannot_reach_the_provider(&no_oidc_identity, &ca_pem).await;
 
     // Without one for upstreams: logged in, but the call is a 502.
     let no_proxy_identity = gateway(true, false).await;

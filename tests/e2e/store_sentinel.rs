@@ -146,16 +146,13 @@ async fn sessions_survive_the_master_dying(tls: Option<Arc<TestCa>>) {
         gw,
     } = setup(tls).await;
 
-    let mut alice = Browser::new(&gw);
-    alice.login_alice().await;
+    let mut alice = logged_in_and_replicated(&gw, &master).await;
     assert_eq!(alice.get("/api/a").await.status, StatusCode::OK);
     assert_eq!(
         master.cli(&["DBSIZE"]).trim(),
         replica.cli(&["DBSIZE"]).trim(),
         "the session is written to the master Sentinel named"
     );
-    // The login has reached the replica before the master dies.
-    assert_eq!(master.cli(&["WAIT", "1", "2000"]).trim(), "1");
 
     master.stop();
     let took = wait_for_sentinel(
@@ -221,9 +218,7 @@ async fn a_planned_sentinel_failover_moves_the_gateway_to_the_new_master() {
         sentinel,
         gw,
     } = setup(None).await;
-    let mut alice = Browser::new(&gw);
-    alice.login_alice().await;
-    assert_eq!(old.cli(&["WAIT", "1", "2000"]).trim(), "1");
+    let mut alice = logged_in_and_replicated(&gw, &old).await;
 
     // Both servers stay up; the old master is demoted to a replica.
     // Sentinel refuses (NOGOODSLAVE) until its view of the replica is fresh.
@@ -247,6 +242,18 @@ async fn a_planned_sentinel_failover_moves_the_gateway_to_the_new_master() {
         after > before,
         "bob's session was written to the new master"
     );
+}
+
+/// Alice logged in, her session on `master` and on its replica.
+async fn logged_in_and_replicated(gw: &Gateway, master: &RedisServer) -> Browser {
+    let mut alice = Browser::new(gw);
+    alice.login_alice().await;
+    assert_eq!(
+        master.cli(&["WAIT", "1", "2000"]).trim(),
+        "1",
+        "the login reached the replica"
+    );
+    alice
 }
 
 /// The ids of ordinary clients connected to `server` — the gateway's —
@@ -273,9 +280,7 @@ async fn a_master_demoted_in_place_is_noticed_by_its_readonly_answer() {
         sentinel,
         gw,
     } = setup(None).await;
-    let mut alice = Browser::new(&gw);
-    alice.login_alice().await;
-    assert_eq!(old.cli(&["WAIT", "1", "2000"]).trim(), "1");
+    let mut alice = logged_in_and_replicated(&gw, &old).await;
     let before = client_ids(&old);
     assert!(!before.is_empty(), "the gateway is connected to the master");
 
