@@ -9,9 +9,11 @@
 //! still sent, could open a socket as the user (cross-site WebSocket
 //! hijacking). And once the upstream answers 101 the connection outlives the
 //! request, so the tunnel keeps watching the session: it re-reads it every
-//! `session.touch_interval` (at least once a second), records the activity,
-//! and cuts both connections when the session has ended — logout,
-//! revocation, back-channel logout, absolute lifetime. A store outage does
+//! `session.touch_interval`, but at least every 10 s (a revoked session
+//! loses its sockets within seconds, not a minute) and at most once a
+//! second; records the activity when a touch is due; and cuts both
+//! connections when the session has ended — logout, revocation,
+//! back-channel logout, absolute lifetime. A store outage does
 //! not cut open tunnels; the next successful read decides.
 
 use std::net::IpAddr;
@@ -80,7 +82,7 @@ impl SessionWatch {
             .config
             .session
             .touch_interval
-            .max(Duration::from_secs(1));
+            .clamp(Duration::from_secs(1), Duration::from_secs(10));
         let client = ClientInfo {
             ip: Some(self.ip),
             user_agent: self.user_agent,

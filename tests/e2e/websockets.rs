@@ -142,9 +142,41 @@ async fn logging_out_cuts_the_open_websockets_of_the_session() {
         .request(Method::POST, "/auth/logout", &[("x-csrf", "1")], None)
         .await;
     assert_eq!(logout.status, StatusCode::OK);
-    let logged_out = Instant::now();
-    // The gateway closes both connections within a check interval.
-    let end = tokio::time::timeout(Duration::from_secs(10), async {
+    // The gateway closes both connections at the next check (1 s here).
+    let took = cut(&mut socket, &upstream, Duration::from_secs(10)).await;
+    eprintln!("socket cut {took:?} after logout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operators_revocation_cuts_open_websockets_within_ten_seconds() {
+    // The default touch_interval (60 s): sockets still check every 10 s.
+    let (upstream, gw, mut b) = logged_in(|up| GatewayBuilder::new(up).admin()).await;
+    let user = b.get("/auth/user").await.json()["sub"]
+        .as_str()
+        .expect("sub")
+        .to_owned();
+    let mut socket = open(&gw, Some(&b), Some(&gw.base), "/api/ws")
+        .await
+        .expect("handshake accepted");
+    assert_eq!(echo(&mut socket, "hello").await, "echo: hello");
+
+    let (status, v) = gw
+        .admin(
+            Method::POST,
+            "/admin/sessions/revoke",
+            Some(serde_json::json!({ "user": user })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let took = cut(&mut socket, &upstream, Duration::from_secs(15)).await;
+    eprintln!("socket cut {took:?} after the revocation");
+}
+
+/// Waits for the gateway to end `socket` (no message may arrive first) and
+/// for the upstream to see its side end; how long the first took.
+async fn cut(socket: &mut Socket, upstream: &Upstream, within: Duration) -> Duration {
+    let started = Instant::now();
+    let end = tokio::time::timeout(within, async {
         loop {
             match socket.next().await {
                 Some(Ok(Message::Text(t))) => panic!("unexpected message {t}"),
@@ -154,15 +186,14 @@ async fn logging_out_cuts_the_open_websockets_of_the_session() {
         }
     })
     .await
-    .expect("the socket was not closed after logout");
-    eprintln!(
-        "socket ended {:?} after logout: {end:?}",
-        logged_out.elapsed()
-    );
+    .expect("the socket was not closed after its session ended");
+    let took = started.elapsed();
+    eprintln!("socket ended: {end:?}");
     wait_for("the upstream to see the socket end", || {
         upstream.websockets_ended() == 1
     })
     .await;
+    took
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
