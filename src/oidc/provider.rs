@@ -138,7 +138,8 @@ impl Provider {
         }
         if let Some(client) = &config.tls_client {
             // Mutual TLS with the provider (`oidc.tls_cert_file`).
-            let mut pem = client.cert_pem.clone();
+            // The key passes through this buffer: wiped when dropped.
+            let mut pem = zeroize::Zeroizing::new(client.cert_pem.clone());
             pem.push(b'\n');
             pem.extend_from_slice(client.key_pem.expose().as_bytes());
             http = http.identity(

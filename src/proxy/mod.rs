@@ -216,14 +216,7 @@ pub fn maybe_touch(state: &AppState, session: &Session, ip: IpAddr, req: &Reques
     if !state.sessions.touch_due(session, now) {
         return;
     }
-    let client = ClientInfo {
-        ip: Some(ip),
-        user_agent: req
-            .headers()
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|s| s.chars().take(256).collect()),
-    };
+    let client = ClientInfo::new(ip, req.headers());
     let state = state.clone();
     let snapshot = Session {
         id: session.id.clone(),

@@ -55,9 +55,8 @@ pub fn restore_headers(headers: &mut HeaderMap, protocol: HeaderValue) {
 /// The session a tunnel belongs to, re-read while it is open.
 pub struct SessionWatch {
     /// Only the browser's `Cookie` header from the handshake.
-    pub cookie: HeaderMap,
-    pub ip: IpAddr,
-    pub user_agent: Option<String>,
+    cookie: HeaderMap,
+    client: ClientInfo,
 }
 
 impl SessionWatch {
@@ -68,11 +67,7 @@ impl SessionWatch {
         }
         Self {
             cookie,
-            ip,
-            user_agent: headers
-                .get(header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .map(|s| s.chars().take(256).collect()),
+            client: ClientInfo::new(ip, headers),
         }
     }
 
@@ -83,17 +78,13 @@ impl SessionWatch {
             .session
             .touch_interval
             .clamp(Duration::from_secs(1), Duration::from_secs(10));
-        let client = ClientInfo {
-            ip: Some(self.ip),
-            user_agent: self.user_agent,
-        };
         loop {
             tokio::time::sleep(every).await;
             let now = crate::clock::unix_now();
             match state.sessions.load(&self.cookie, now).await {
                 Ok(Lookup::Active(session)) => {
                     if state.sessions.touch_due(&session, now)
-                        && let Err(e) = state.sessions.touch(&session, &client, now).await
+                        && let Err(e) = state.sessions.touch(&session, &self.client, now).await
                     {
                         tracing::debug!(error = %e, "activity write for a tunnel failed");
                     }

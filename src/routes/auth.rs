@@ -32,17 +32,12 @@ fn redirect(location: &str) -> Response {
 }
 
 fn client_info(state: &AppState, req_headers: &HeaderMap, peer: std::net::IpAddr) -> ClientInfo {
-    ClientInfo {
-        ip: Some(client_ip(
-            req_headers,
-            peer,
-            state.config.server.trust_forwarded_headers,
-        )),
-        user_agent: req_headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|s| s.chars().take(256).collect()),
-    }
+    let ip = client_ip(
+        req_headers,
+        peer,
+        state.config.server.trust_forwarded_headers,
+    );
+    ClientInfo::new(ip, req_headers)
 }
 
 #[derive(Deserialize)]

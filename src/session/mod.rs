@@ -61,6 +61,20 @@ pub struct ClientInfo {
     pub user_agent: Option<String>,
 }
 
+impl ClientInfo {
+    /// The client at `ip`, with the request's `User-Agent` cut to 256
+    /// characters (it is shown in session listings, not trusted).
+    pub fn new(ip: IpAddr, headers: &http::HeaderMap) -> Self {
+        Self {
+            ip: Some(ip),
+            user_agent: headers
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.chars().take(256).collect()),
+        }
+    }
+}
+
 /// Tokens and identity for a new session.
 pub struct NewLogin {
     pub sub: String,
