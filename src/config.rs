@@ -1534,7 +1534,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
         }
     }
     let post_logout_redirect = public_url.as_ref().and_then(|base| {
-        match crate::oidc::return_to::resolve(
+        match crate::url_policy::return_to::resolve(
             &raw.oidc.post_logout_redirect,
             base,
             &allowed_return_origins,
@@ -1869,7 +1869,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
             issues.add(format!("{prefix}.path"), format!("`{}` must be an absolute path prefix like \"/api\" (no trailing slash, query or dot segments)", r.path));
         } else if ["/auth", "/healthz", "/readyz"]
             .iter()
-            .any(|p| crate::proxy::routes::path_has_prefix(&r.path, p))
+            .any(|p| crate::url_policy::path::path_has_prefix(&r.path, p))
         {
             issues.add(
                 format!("{prefix}.path"),

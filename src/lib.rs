@@ -19,6 +19,7 @@ pub mod server;
 pub mod session;
 pub mod state;
 pub mod telemetry;
+pub mod url_policy;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -1,11 +1,9 @@
 //! Everything that speaks OpenID Connect: provider discovery and calls,
-//! token validation, the login flow, back-channel logout, and the redirect
-//! allowlist. Nothing here touches the proxy path.
+//! token validation, the login flow and back-channel logout. Nothing here touches the proxy path.
 
 pub mod jwt;
 pub mod login;
 pub mod provider;
-pub mod return_to;
 
 use std::time::Duration;
 

@@ -14,12 +14,12 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{AppError, AppResult};
 use crate::oidc::login::{self, CallbackParams};
-use crate::oidc::return_to;
 use crate::proxy::{csrf_ok, headers::client_ip, peer_ip};
 use crate::session::cookie::{self, hex, random_token};
 use crate::session::store::{OnceKind, RevokeReason, SessionStore};
 use crate::session::{ClientInfo, Lookup};
 use crate::state::AppState;
+use crate::url_policy::return_to;
 
 fn redirect(location: &str) -> Response {
     let mut resp = StatusCode::SEE_OTHER.into_response();
