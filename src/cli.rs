@@ -117,7 +117,7 @@ pub fn run_sessions(config: Config, cmd: SessionsCommand) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let store = match crate::state::open_store(&config) {
+        let store = match crate::session::store::open(&config) {
             Ok(s) => Arc::new(s),
             Err(e) => {
                 eprintln!("cannot open the store: {e}");

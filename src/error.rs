@@ -13,7 +13,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::oidc::jwt::TokenError;
+use crate::flows::login::LoginError;
+use crate::flows::refresh::RefreshError;
 use crate::oidc::provider::ProviderError;
 use crate::session::store::StoreError;
 
@@ -51,11 +52,24 @@ pub enum AppError {
     Internal(String),
 }
 
-impl From<TokenError> for AppError {
-    fn from(e: TokenError) -> Self {
+impl From<LoginError> for AppError {
+    fn from(e: LoginError) -> Self {
         match e {
-            TokenError::KeysUnavailable(p) => Self::Provider(p),
-            other => Self::LoginFailed(format!("the ID token is invalid: {other}")),
+            LoginError::BadRequest(m) => Self::BadRequest(m),
+            LoginError::Failed(m) => Self::LoginFailed(m),
+            LoginError::Expired => Self::LoginExpired,
+            LoginError::Provider(p) => Self::Provider(p),
+            LoginError::Store(s) => Self::Store(s),
+        }
+    }
+}
+
+impl From<RefreshError> for AppError {
+    fn from(e: RefreshError) -> Self {
+        match e {
+            RefreshError::SessionEnded => Self::SessionExpired,
+            RefreshError::Provider(p) => Self::Provider(p),
+            RefreshError::Store(s) => Self::Store(s),
         }
     }
 }

@@ -1,25 +1,19 @@
 //! Prometheus metrics: what operators watch. One registry per gateway (in
 //! `AppState`), served as text on the separate `[metrics] listen` address.
 //!
+//! A leaf: the registry and its families only. What feeds them lives with
+//! the code that observes the event (`middleware::track` for requests).
+//!
 //! Every label takes values from a small fixed set (request kinds, status
 //! classes, error codes, outcomes): no user, session or path ever becomes a
 //! label, so cardinality stays bounded and nothing personal is exported.
 
-use std::time::Instant;
-
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-
-use crate::error::ErrorInfo;
-use crate::state::AppState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -162,60 +156,6 @@ impl Metrics {
     }
 }
 
-fn kind_of(path: &str) -> &'static str {
-    if path.starts_with("/auth/") {
-        "auth"
-    } else if path == "/healthz" || path == "/readyz" {
-        "health"
-    } else {
-        "proxy"
-    }
-}
-
-fn status_class(status: u16) -> &'static str {
-    match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    }
-}
-
-/// Counts and times every request on the main listener.
-pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let mut kind = kind_of(req.uri().path());
-    if kind == "proxy" && state.routes.find(req.uri().path()).is_none() {
-        kind = "static";
-    }
-    let resp = next.run(req).await;
-    let m = &state.metrics;
-    m.requests
-        .get_or_create(&RequestLabels {
-            kind,
-            status: status_class(resp.status().as_u16()),
-        })
-        .inc();
-    m.duration
-        .get_or_create(&KindLabel { kind })
-        .observe(started.elapsed().as_secs_f64());
-    if let Some(info) = resp.extensions().get::<ErrorInfo>() {
-        m.errors.get_or_create(&CodeLabel { code: info.code }).inc();
-    }
-    resp
-}
-
-/// `GET /metrics` on the metrics listener.
-pub async fn serve_metrics(State(state): State<AppState>) -> Response {
-    let mut resp = state.metrics.render().into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-    );
-    resp
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,14 +186,5 @@ mod tests {
             text.contains("oidc_bff_request_duration_seconds_bucket"),
             "{text}"
         );
-    }
-
-    #[test]
-    fn request_kinds_and_status_classes() {
-        assert_eq!(kind_of("/auth/login"), "auth");
-        assert_eq!(kind_of("/readyz"), "health");
-        assert_eq!(kind_of("/api/x"), "proxy");
-        assert_eq!(status_class(204), "2xx");
-        assert_eq!(status_class(503), "5xx");
     }
 }

@@ -6,17 +6,14 @@
 //! carry a strict CSP (no scripts at all; the one stylesheet allowed by its
 //! hash), `frame-ancestors 'none'`, `nosniff` and `no-referrer`.
 
-use axum::body::Body;
-use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use base64::Engine as _;
 use minijinja::{Environment, context};
 use sha2::{Digest, Sha256};
 
 use crate::error::ErrorInfo;
-use crate::state::AppState;
+use crate::security_headers::{self, ResponseKind};
 
 const CSS: &str = include_str!("../templates/style.css");
 
@@ -46,25 +43,15 @@ impl Pages {
         self.env.get_template(name)?.render(ctx)
     }
 
+    /// A page with its headers: the content security policy (this
+    /// module's, as it hashes the stylesheet) and the page policy of
+    /// `security_headers`, marked so the layer keeps it.
     fn page(&self, status: StatusCode, html: String) -> Response {
         let mut resp = (status, Html(html)).into_response();
-        self.secure(resp.headers_mut());
-        resp
-    }
-
-    /// Security headers for any page the gateway renders.
-    pub fn secure(&self, h: &mut HeaderMap) {
-        h.insert(header::CONTENT_SECURITY_POLICY, self.csp.clone());
-        h.insert(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        );
-        h.insert(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
-        );
-        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        resp.headers_mut()
+            .insert(header::CONTENT_SECURITY_POLICY, self.csp.clone());
+        security_headers::secure(ResponseKind::Page, resp.headers_mut());
+        security_headers::mark(resp, ResponseKind::Page)
     }
 
     pub fn error_page(&self, info: &ErrorInfo, request_id: Option<&str>) -> Response {
@@ -114,34 +101,6 @@ pub fn is_navigation(headers: &HeaderMap) -> bool {
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("text/html"))
-}
-
-/// Renders error responses as pages for navigations, keeping their status
-/// and headers (such as a cookie being cleared).
-pub async fn render_errors(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let navigation = is_navigation(req.headers());
-    let request_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let resp = next.run(req).await;
-    if !navigation {
-        return resp;
-    }
-    let Some(info) = resp.extensions().get::<ErrorInfo>().cloned() else {
-        return resp;
-    };
-    let (parts, _) = resp.into_parts();
-    let page = state.pages.error_page(&info, request_id.as_deref());
-    let (page_parts, body) = page.into_parts();
-    let mut out = Response::from_parts(parts, Body::empty());
-    for (name, value) in page_parts.headers.iter() {
-        out.headers_mut().insert(name.clone(), value.clone());
-    }
-    out.headers_mut().remove(header::WWW_AUTHENTICATE);
-    let (parts, _) = out.into_parts();
-    Response::from_parts(parts, body)
 }
 
 #[cfg(test)]

@@ -21,9 +21,10 @@ use tokio::sync::watch;
 
 use crate::config::{Config, StoreKind};
 use crate::metrics::Metrics;
+use crate::session::store;
 use crate::session::store::Store;
 use crate::session::store::memory::MemoryStore;
-use crate::state::{AppState, open_store};
+use crate::state::AppState;
 
 fn reuseport_listener(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     let socket = if addr.is_ipv4() {
@@ -59,7 +60,7 @@ fn worker(
         let setup = async {
             let store = match store {
                 Some(s) => s,
-                None => Arc::new(open_store(&config)?),
+                None => Arc::new(store::open(&config)?),
             };
             let listen = config.server.listen;
             let admin = config

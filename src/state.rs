@@ -1,40 +1,42 @@
 //! Shared application state: built once from the validated configuration,
 //! cloned cheaply into every request (an `Arc`). No globals, so tests can run
 //! many gateways with different settings in one process.
+//!
+//! Handlers and the router see [`AppState`]; everything else takes the one
+//! piece it needs, through `FromRef` sub-states (extractors, middleware,
+//! the proxy's handlers) or as an argument (flows, the session layer).
 
 use std::ops::Deref;
 use std::sync::Arc;
 
-use http::HeaderValue;
+use axum::extract::FromRef;
 
-use crate::config::{Config, StoreKind};
+use crate::config::Config;
+use crate::extract::client::ClientAddressPolicy;
+use crate::flows::logout::LogoutFlow;
+use crate::flows::refresh::Refresher;
+use crate::metrics::Metrics;
+use crate::middleware::csrf::CsrfRule;
 use crate::oidc::Oidc;
 use crate::pages::Pages;
+use crate::proxy::forward::Forwarder;
 use crate::proxy::routes::RouteTable;
-use crate::proxy::{HttpClient, build_client};
 use crate::session::Sessions;
-use crate::session::refresh::SingleFlight;
-use crate::session::store::Store;
-use crate::session::store::memory::MemoryStore;
-use crate::session::store::redis::RedisStore;
+use crate::session::store::{self, Store};
 
 pub struct Inner {
     pub config: Config,
-    pub sessions: Sessions,
-    pub oidc: Oidc,
-    pub flights: SingleFlight,
+    pub sessions: Arc<Sessions>,
+    pub oidc: Arc<Oidc>,
+    pub refresher: Arc<Refresher>,
+    pub logout: Arc<LogoutFlow>,
     pub routes: RouteTable,
-    pub client: HttpClient,
-    /// HTTP/1.1 only: upgrades (WebSockets) do not exist in HTTP/2 here.
-    pub upgrade_client: HttpClient,
-    pub pages: Pages,
+    pub forwarder: Arc<Forwarder>,
+    pub pages: Arc<Pages>,
     /// Shared by every worker of the process.
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// `X-Forwarded-Proto` and `-Host` values, from `server.public_url`.
-    pub forwarded_proto: HeaderValue,
-    pub forwarded_host: HeaderValue,
-    /// `server.public_url`'s origin, which WebSocket handshakes must name.
-    pub public_origin: String,
+    pub metrics: Arc<Metrics>,
+    pub csrf: Arc<CsrfRule>,
+    pub client_address: ClientAddressPolicy,
 }
 
 #[derive(Clone)]
@@ -47,23 +49,11 @@ impl Deref for AppState {
     }
 }
 
-/// Opens the configured store (connections are made lazily).
-pub fn open_store(config: &Config) -> anyhow::Result<Store> {
-    Ok(match &config.store.kind {
-        StoreKind::Memory => Store::Memory(MemoryStore::new()),
-        StoreKind::Redis(r) => Store::Redis(RedisStore::new(
-            r,
-            &config.store.key_prefix,
-            config.store.timeout,
-        )?),
-    })
-}
-
 impl AppState {
     /// A gateway with its own store connection and metrics.
     pub fn new(config: Config) -> anyhow::Result<Self> {
-        let store = Arc::new(open_store(&config)?);
-        Self::with_parts(config, store, Arc::new(crate::metrics::Metrics::new()))
+        let store = Arc::new(store::open(&config)?);
+        Self::with_parts(config, store, Arc::new(Metrics::new()))
     }
 
     /// A gateway (or one worker of one) over a given store and metrics
@@ -71,40 +61,65 @@ impl AppState {
     pub fn with_parts(
         config: Config,
         store: Arc<Store>,
-        metrics: Arc<crate::metrics::Metrics>,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
-        let sessions = Sessions::new(&config.session, store).with_metrics(&metrics);
-        let oidc = Oidc::new(&config.oidc, &config.server.redirect_uri())?;
-        let routes = RouteTable::new(&config.routes)?;
-        let client = build_client(&config.proxy, true)?;
-        let upgrade_client = build_client(&config.proxy, false)?;
-        let forwarded_proto = HeaderValue::from_str(config.server.public_url.scheme())?;
-        let host = match config.server.public_url.port() {
-            Some(p) => format!(
-                "{}:{p}",
-                config.server.public_url.host_str().unwrap_or_default()
-            ),
-            None => config
-                .server
-                .public_url
-                .host_str()
-                .unwrap_or_default()
-                .to_owned(),
-        };
-        let forwarded_host = HeaderValue::from_str(&host)?;
+        let sessions = Arc::new(Sessions::new(&config.session, store).with_metrics(&metrics));
+        let oidc = Arc::new(Oidc::new(&config.oidc, &config.server.redirect_uri())?);
+        let refresher = Arc::new(Refresher::new(
+            sessions.clone(),
+            oidc.clone(),
+            config.session.refresh_skew,
+            metrics.refreshes.clone(),
+        ));
+        let logout = Arc::new(LogoutFlow::new(
+            sessions.clone(),
+            oidc.clone(),
+            config.oidc.end_session,
+            config.oidc.post_logout_redirect.clone(),
+            &config.server.public_url,
+        ));
+        let forwarder = Arc::new(Forwarder::new(&config, sessions.clone(), metrics.clone())?);
         Ok(Self(Arc::new(Inner {
+            routes: RouteTable::new(&config.routes)?,
+            csrf: Arc::new(CsrfRule {
+                header: config.csrf.header.clone(),
+                value: config.csrf.value.clone(),
+            }),
+            client_address: ClientAddressPolicy {
+                trust_forwarded: config.server.trust_forwarded_headers,
+            },
+            pages: Arc::new(Pages::new()?),
             sessions,
             oidc,
-            flights: SingleFlight::default(),
-            routes,
-            client,
-            upgrade_client,
-            public_origin: config.server.public_origin(),
-            pages: Pages::new()?,
+            refresher,
+            logout,
+            forwarder,
             metrics,
-            forwarded_proto,
-            forwarded_host,
             config,
         })))
     }
+}
+
+/// Sub-states: each is one field of the state, handed to whoever needs
+/// only that.
+macro_rules! sub_state {
+    ($($ty:ty => $field:ident),* $(,)?) => {$(
+        impl FromRef<AppState> for $ty {
+            fn from_ref(state: &AppState) -> Self {
+                state.$field.clone()
+            }
+        }
+    )*};
+}
+
+sub_state! {
+    Arc<Sessions> => sessions,
+    Arc<Oidc> => oidc,
+    Arc<Refresher> => refresher,
+    Arc<LogoutFlow> => logout,
+    Arc<Forwarder> => forwarder,
+    Arc<Pages> => pages,
+    Arc<Metrics> => metrics,
+    Arc<CsrfRule> => csrf,
+    ClientAddressPolicy => client_address,
 }

@@ -122,20 +122,6 @@ pub fn to_browser(headers: &mut HeaderMap, policy: &CookiePolicy) {
     }
 }
 
-/// The client's address: the peer, or with a trusted proxy in front, the
-/// last hop it appended to `X-Forwarded-For`.
-pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trust_forwarded: bool) -> IpAddr {
-    if !trust_forwarded {
-        return peer;
-    }
-    headers
-        .get(&X_FORWARDED_FOR)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.rsplit(',').next())
-        .and_then(|last| last.trim().parse().ok())
-        .unwrap_or(peer)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,20 +232,5 @@ mod tests {
         let cookies: Vec<_> = h.get_all(header::SET_COOKIE).iter().collect();
         assert_eq!(cookies, vec!["app=1; Path=/"]);
         assert!(!h.contains_key(header::TRANSFER_ENCODING));
-    }
-
-    #[test]
-    fn client_ip_comes_from_the_peer_unless_a_proxy_is_trusted() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            "x-forwarded-for",
-            HeaderValue::from_static("1.1.1.1, 2.2.2.2"),
-        );
-        let peer: IpAddr = "127.0.0.1".parse().expect("ip");
-        assert_eq!(client_ip(&h, peer, false), peer);
-        assert_eq!(
-            client_ip(&h, peer, true),
-            "2.2.2.2".parse::<IpAddr>().expect("ip")
-        );
     }
 }

@@ -6,6 +6,7 @@
 //! upstream that normalises `/api/../admin` would otherwise be reached
 //! outside the prefix the operator configured.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -29,7 +30,7 @@ pub struct Route {
 }
 
 pub struct RouteTable {
-    routes: Vec<Route>,
+    routes: Vec<Arc<Route>>,
 }
 
 impl RouteTable {
@@ -46,7 +47,7 @@ impl RouteTable {
                 .cloned()
                 .ok_or_else(|| anyhow::anyhow!("upstream has no host"))?;
             let base_path = c.upstream.path().trim_end_matches('/').to_owned();
-            routes.push(Route {
+            routes.push(Arc::new(Route {
                 path: c.path.clone(),
                 strip_prefix: c.strip_prefix,
                 auth: c.auth,
@@ -56,22 +57,47 @@ impl RouteTable {
                 scheme,
                 authority,
                 base_path,
-            });
+            }));
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
         Ok(Self { routes })
     }
 
+    /// The route a path falls under (the router does this matching; this
+    /// is its specification, kept for tests).
     pub fn find(&self, path: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| path_has_prefix(path, &r.path))
+        self.routes
+            .iter()
+            .find(|r| path_has_prefix(path, &r.path))
+            .map(|r| &**r)
     }
 
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty()
     }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.routes.iter()
+    }
 }
 
 impl Route {
+    /// The router patterns that together match exactly the paths under this
+    /// prefix: the prefix itself, with a trailing slash, and anything below
+    /// (axum's catch-all matches no empty rest, hence three). Braces are
+    /// escaped so a prefix is always literal.
+    pub fn router_patterns(&self) -> Vec<String> {
+        let literal = self.path.replace('{', "{{").replace('}', "}}");
+        if literal == "/" {
+            return vec!["/".into(), "/{*rest}".into()];
+        }
+        vec![
+            literal.clone(),
+            format!("{literal}/"),
+            format!("{literal}/{{*rest}}"),
+        ]
+    }
+
     /// The upstream URI for a request's path and query.
     pub fn upstream_uri(&self, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
         let rest = if self.strip_prefix && self.path != "/" {

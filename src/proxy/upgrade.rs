@@ -16,15 +16,15 @@
 //! back-channel logout, absolute lifetime. A store outage does
 //! not cut open tunnels; the next successful read decides.
 
-use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, header};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
-use crate::session::{ClientInfo, Lookup};
-use crate::state::AppState;
+use crate::metrics::{Metrics, ReasonLabel};
+use crate::session::{ClientInfo, Session, Sessions};
 
 /// Whether a request asks to switch protocols (`Connection: upgrade` and an
 /// `Upgrade` header).
@@ -38,13 +38,6 @@ pub fn requested(headers: &HeaderMap) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-/// Whether the handshake comes from a page on the gateway's own origin.
-pub fn from_own_origin(state: &AppState, headers: &HeaderMap) -> bool {
-    headers
-        .get(header::ORIGIN)
-        .is_some_and(|o| o.as_bytes() == state.public_origin.as_bytes())
-}
-
 /// Puts the two headers that make an upgrade back on a message whose
 /// hop-by-hop headers were removed.
 pub fn restore_headers(headers: &mut HeaderMap, protocol: HeaderValue) {
@@ -54,42 +47,43 @@ pub fn restore_headers(headers: &mut HeaderMap, protocol: HeaderValue) {
 
 /// The session a tunnel belongs to, re-read while it is open.
 pub struct SessionWatch {
-    /// Only the browser's `Cookie` header from the handshake.
-    cookie: HeaderMap,
+    sessions: Arc<Sessions>,
+    session: Session,
     client: ClientInfo,
+    /// `session.touch_interval`, clamped to 1-10 s.
+    every: Duration,
 }
 
 impl SessionWatch {
-    pub fn new(headers: &HeaderMap, ip: IpAddr) -> Self {
-        let mut cookie = HeaderMap::new();
-        for v in headers.get_all(header::COOKIE) {
-            cookie.append(header::COOKIE, v.clone());
-        }
+    pub fn new(
+        sessions: Arc<Sessions>,
+        session: Session,
+        client: ClientInfo,
+        every: Duration,
+    ) -> Self {
         Self {
-            cookie,
-            client: ClientInfo::new(ip, headers),
+            sessions,
+            session,
+            client,
+            every,
         }
     }
 
     /// Returns once the session no longer exists.
-    async fn ended(self, state: &AppState) {
-        let every = state
-            .config
-            .session
-            .touch_interval
-            .clamp(Duration::from_secs(1), Duration::from_secs(10));
+    async fn ended(mut self) {
         loop {
-            tokio::time::sleep(every).await;
+            tokio::time::sleep(self.every).await;
             let now = crate::clock::unix_now();
-            match state.sessions.load(&self.cookie, now).await {
-                Ok(Lookup::Active(session)) => {
-                    if state.sessions.touch_due(&session, now)
-                        && let Err(e) = state.sessions.touch(&session, &self.client, now).await
+            match self.sessions.reload(&self.session, now).await {
+                Ok(Some(session)) => {
+                    if self.sessions.touch_due(&session, now)
+                        && let Err(e) = self.sessions.touch(&session, &self.client, now).await
                     {
                         tracing::debug!(error = %e, "activity write for a tunnel failed");
                     }
+                    self.session = session;
                 }
-                Ok(Lookup::Ended | Lookup::Anonymous) => return,
+                Ok(None) => return,
                 Err(e) => tracing::debug!(error = %e, "tunnel cannot check its session now"),
             }
         }
@@ -99,7 +93,7 @@ impl SessionWatch {
 /// Joins the browser's and the upstream's connections once both have
 /// switched protocols, until either side closes or the session ends.
 pub fn spawn_tunnel(
-    state: AppState,
+    metrics: Arc<Metrics>,
     browser: OnUpgrade,
     upstream: OnUpgrade,
     watch: Option<SessionWatch>,
@@ -114,20 +108,19 @@ pub fn spawn_tunnel(
         };
         let mut browser = TokioIo::new(browser);
         let mut upstream = TokioIo::new(upstream);
-        state.metrics.tunnels_open.inc();
+        metrics.tunnels_open.inc();
         let copy = tokio::io::copy_bidirectional(&mut browser, &mut upstream);
         let reason = match watch {
             None => copy.await.map_or("error", |_| "closed"),
             Some(watch) => tokio::select! {
                 r = copy => r.map_or("error", |_| "closed"),
-                () = watch.ended(&state) => "session_ended",
+                () = watch.ended() => "session_ended",
             },
         };
-        state.metrics.tunnels_open.dec();
-        state
-            .metrics
+        metrics.tunnels_open.dec();
+        metrics
             .tunnels_closed
-            .get_or_create(&crate::metrics::ReasonLabel { reason })
+            .get_or_create(&ReasonLabel { reason })
             .inc();
         tracing::debug!(reason, "tunnel closed");
     });

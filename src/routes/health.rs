@@ -1,5 +1,6 @@
-//! `GET /healthz` (the process answers) and `GET /readyz` (the store
-//! answers and the provider's metadata and keys are loaded).
+//! What operators and orchestrators poll: `GET /healthz` (the process
+//! answers), `GET /readyz` (the store answers and the provider's metadata
+//! and keys are loaded), and `GET /metrics` on the metrics listener.
 
 use axum::Json;
 use axum::extract::State;
@@ -7,7 +8,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::session::store::SessionStore;
+use std::sync::Arc;
+
+use axum::http::{HeaderValue, header};
+
+use crate::metrics::Metrics;
 use crate::state::AppState;
 
 pub async fn healthz() -> Response {
@@ -15,7 +20,7 @@ pub async fn healthz() -> Response {
 }
 
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let store = state.sessions.store().ping().await;
+    let store = state.sessions.ping().await;
     let provider = state.oidc.is_ready();
     let ready = store.is_ok() && provider;
     let status = if ready {
@@ -35,4 +40,14 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         })),
     )
         .into_response()
+}
+
+/// `GET /metrics` on the metrics listener (OpenMetrics text).
+pub async fn metrics(State(metrics): State<Arc<Metrics>>) -> Response {
+    let mut resp = metrics.render().into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    resp
 }

@@ -1,11 +1,14 @@
-//! HTTP handlers for the gateway's own endpoints (`/auth/*`, health, and
-//! the separate admin API). Everything else falls through to the proxy
-//! (`crate::proxy::handle`).
+//! HTTP handlers for the gateway's own endpoints (`/auth/*`, health,
+//! metrics, the separate admin API) and the static app (the router's
+//! fallback). Configured routes are the proxy's (`crate::proxy::handler`).
+//! Handlers stay short: sessions come from the extractors (`extract`), the
+//! work from the flows (`flows`).
 
 pub mod admin;
 pub mod auth;
 pub mod backchannel;
 pub mod health;
+pub mod logout;
 pub mod sessions;
 pub mod static_files;
 pub mod user;

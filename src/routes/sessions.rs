@@ -2,33 +2,20 @@
 //! `GET /auth/sessions` lists them (newest first, the caller's marked
 //! `current`), `POST /auth/sessions/{id}/revoke` ends one of them. A user can
 //! only see and end their own sessions; revoking requires the anti-CSRF
-//! header like any state-changing call.
+//! header like any state-changing call (the router applies the rule).
 
 use axum::Json;
-use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, header};
+use axum::extract::{Path, State};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::error::{AppError, AppResult};
-use crate::proxy::{csrf_ok, session_ended};
+use crate::extract::session::CurrentSession;
+use crate::session::Session;
 use crate::session::cookie::StoreId;
 use crate::session::store::{RevokeOutcome, RevokeReason};
-use crate::session::{Lookup, Session};
 use crate::state::AppState;
-
-/// The caller's session, or the response to send instead (401, cookie cleared).
-async fn current(
-    state: &AppState,
-    headers: &HeaderMap,
-    now: u64,
-) -> Result<Result<Box<Session>, Response>, AppError> {
-    Ok(match state.sessions.load(headers, now).await? {
-        Lookup::Active(s) => Ok(s),
-        Lookup::Ended => Err(session_ended(state)),
-        Lookup::Anonymous => return Err(AppError::Unauthenticated),
-    })
-}
 
 fn subject(session: &Session) -> Result<String, AppError> {
     session
@@ -39,12 +26,11 @@ fn subject(session: &Session) -> Result<String, AppError> {
         .ok_or_else(|| AppError::Internal("session without a subject".into()))
 }
 
-pub async fn list(State(state): State<AppState>, req: Request) -> AppResult<Response> {
+pub async fn list(
+    State(state): State<AppState>,
+    CurrentSession(session): CurrentSession,
+) -> AppResult<Response> {
     let now = crate::clock::unix_now();
-    let session = match current(&state, req.headers(), now).await? {
-        Ok(s) => s,
-        Err(resp) => return Ok(resp),
-    };
     let sessions = state.sessions.list_user(&subject(&session)?, now).await?;
     let list: Vec<Value> = sessions
         .into_iter()
@@ -55,27 +41,15 @@ pub async fn list(State(state): State<AppState>, req: Request) -> AppResult<Resp
             v
         })
         .collect();
-    let mut resp = Json(json!({ "sessions": list })).into_response();
-    resp.headers_mut().insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-store"),
-    );
-    Ok(resp)
+    Ok(Json(json!({ "sessions": list })).into_response())
 }
 
 pub async fn revoke(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    req: Request,
+    CurrentSession(session): CurrentSession,
 ) -> AppResult<Response> {
-    if !csrf_ok(&state, req.headers()) {
-        return Err(AppError::CsrfRejected);
-    }
     let now = crate::clock::unix_now();
-    let session = match current(&state, req.headers(), now).await? {
-        Ok(s) => s,
-        Err(resp) => return Ok(resp),
-    };
     let target =
         StoreId::parse(&id).ok_or_else(|| AppError::BadRequest("Not a session ID.".into()))?;
     // Only the caller's own sessions: a listed ID, or one already revoked

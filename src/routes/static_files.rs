@@ -3,13 +3,14 @@
 //! `index.html` (client-side routes); hashed assets are cached for a year,
 //! `index.html` never.
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use tower::ServiceExt;
 use tower_http::services::{ServeDir, ServeFile};
 
 use crate::error::AppError;
+use crate::security_headers::{ResponseKind, mark};
 use crate::state::AppState;
 
 /// A file name with a content hash, as bundlers write them
@@ -25,7 +26,8 @@ fn is_hashed_asset(path: &str) -> bool {
     })
 }
 
-pub async fn serve(state: &AppState, req: Request) -> Response {
+/// The router's fallback: a path no route matched.
+pub async fn serve(State(state): State<AppState>, req: Request) -> Response {
     let Some(cfg) = &state.config.static_files else {
         return AppError::NotFound.into_response();
     };
@@ -58,18 +60,9 @@ pub async fn serve(state: &AppState, req: Request) -> Response {
     } else {
         "no-cache"
     };
-    let h = resp.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("same-origin"),
-    );
-    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    resp
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    mark(resp, ResponseKind::StaticApp)
 }
 
 #[cfg(test)]

@@ -5,12 +5,11 @@
 //! decode → deadline check → HKDF + AES-GCM open. Nothing else happens per
 //! request unless the last-activity write is due (at most once per
 //! `session.touch_interval`, in the background) or the access token is about
-//! to expire (see `refresh`).
+//! to expire (see `flows::refresh`).
 
 pub mod cookie;
 pub mod crypto;
 pub mod record;
-pub mod refresh;
 pub mod store;
 
 use std::net::IpAddr;
@@ -24,13 +23,14 @@ use self::cookie::{CookiePolicy, SessionId, StoreId, hex};
 use self::crypto::{KeyRing, open, seal};
 use self::record::{SessionMeta, SessionSecrets, StoredBody, StoredSession};
 use self::store::{
-    NewSession, Revocation, RevokeOutcome, RevokeReason, SessionStore, Store, StoreResult,
+    NewSession, OnceKind, Revocation, RevokeOutcome, RevokeReason, SessionStore, Store, StoreError,
+    StoreResult,
 };
 use crate::config::SessionConfig;
-use crate::error::AppError;
 use crate::secret::SecretString;
 
 /// A loaded, valid session.
+#[derive(Clone)]
 pub struct Session {
     pub id: SessionId,
     pub store_id: StoreId,
@@ -114,12 +114,22 @@ pub struct UserCount {
     pub sessions: u64,
 }
 
+/// The hex SHA-256 of a value: how identifiers (subjects, provider session
+/// IDs, one-time handles, token IDs) are named in the store, never in clear.
+pub fn sha256_hex(value: &str) -> String {
+    hex(&Sha256::digest(value.as_bytes()))
+}
+
 pub fn user_hash(sub: &str) -> String {
-    hex(&Sha256::digest(sub.as_bytes()))
+    sha256_hex(sub)
 }
 
 pub fn sid_hash(sid: &str) -> String {
-    hex(&Sha256::digest(sid.as_bytes()))
+    sha256_hex(sid)
+}
+
+fn once_aad(kind: OnceKind, key: &str) -> Vec<u8> {
+    format!("{}:{key}", kind.as_str()).into_bytes()
 }
 
 fn aad(store_id: &StoreId, part: &str) -> Vec<u8> {
@@ -137,11 +147,10 @@ type Counters<L> =
 #[derive(Default)]
 pub struct SessionMetrics {
     pub revocations: Counters<crate::metrics::ReasonLabel>,
-    pub refreshes: Counters<crate::metrics::ResultLabel>,
 }
 
 pub struct Sessions {
-    pub(crate) metrics: SessionMetrics,
+    metrics: SessionMetrics,
     store: Arc<Store>,
     keys: KeyRing,
     cookies: CookiePolicy,
@@ -169,7 +178,6 @@ impl Sessions {
     pub fn with_metrics(mut self, metrics: &crate::metrics::Metrics) -> Self {
         self.metrics = SessionMetrics {
             revocations: metrics.revocations.clone(),
-            refreshes: metrics.refreshes.clone(),
         };
         self
     }
@@ -185,21 +193,15 @@ impl Sessions {
         }
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
-    pub fn keys(&self) -> &KeyRing {
-        &self.keys
-    }
-
     pub fn cookies(&self) -> &CookiePolicy {
         &self.cookies
     }
 
     /// Resolves the request's session cookie. Store failures are errors
-    /// (503): the gateway fails closed, it never guesses.
-    pub async fn load(&self, headers: &HeaderMap, now: u64) -> Result<Lookup, AppError> {
+    /// (503): the gateway fails closed, it never guesses. Request handling
+    /// reaches this through the session extractors (`extract::session`),
+    /// the one place that decides what each outcome means for a request.
+    pub async fn load(&self, headers: &HeaderMap, now: u64) -> StoreResult<Lookup> {
         let Some(value) = cookie::find(headers, self.cookies.session_name()) else {
             return Ok(Lookup::Anonymous);
         };
@@ -400,13 +402,14 @@ impl Sessions {
     }
 
     /// Stores refreshed tokens on top of the latest version of the record.
-    pub(crate) async fn write_tokens(
+    /// `None`: the session ended meanwhile.
+    pub async fn write_tokens(
         &self,
         session: &Session,
         secrets: SessionSecrets,
         access_expires_at: u64,
         now: u64,
-    ) -> Result<Session, AppError> {
+    ) -> StoreResult<Option<Session>> {
         let mut current = session.stored.clone();
         for _ in 0..5 {
             let mut body = current.body.clone();
@@ -429,30 +432,30 @@ impl Sessions {
                 .replace_if(&session.store_id, current.generation, &next.encode(), ttl)
                 .await?
             {
-                return Ok(Session {
+                return Ok(Some(Session {
                     id: session.id.clone(),
                     store_id: session.store_id.clone(),
                     stored: next,
                     secrets,
-                });
+                }));
             }
             // Someone else wrote (a touch): re-read and apply on top.
             let Some(bytes) = self.store.get(&session.store_id).await? else {
-                return Err(AppError::SessionExpired);
+                return Ok(None);
             };
-            current = StoredSession::decode(&bytes).map_err(|_| AppError::SessionExpired)?;
+            let Ok(latest) = StoredSession::decode(&bytes) else {
+                return Ok(None);
+            };
+            current = latest;
         }
-        Err(AppError::Internal(
-            "could not store refreshed tokens after 5 attempts".into(),
+        Err(StoreError::Unavailable(
+            "could not store refreshed tokens after 5 attempts (concurrent writes)".into(),
         ))
     }
 
-    /// Re-reads a session from the store (after another request refreshed it).
-    pub(crate) async fn reload(
-        &self,
-        session: &Session,
-        now: u64,
-    ) -> Result<Option<Session>, AppError> {
+    /// Re-reads a session from the store (after another request refreshed
+    /// it, or to see whether it is still alive). `None`: it has ended.
+    pub async fn reload(&self, session: &Session, now: u64) -> StoreResult<Option<Session>> {
         let Some(bytes) = self.store.get(&session.store_id).await? else {
             return Ok(None);
         };
@@ -572,6 +575,76 @@ impl Sessions {
             top_users,
             memory_bytes: raw.memory_bytes,
         })
+    }
+
+    /// Whether the store answers (readiness).
+    pub async fn ping(&self) -> StoreResult<()> {
+        self.store.ping().await
+    }
+
+    /// Drops index entries of expired sessions; returns how many.
+    pub async fn sweep(&self) -> StoreResult<u64> {
+        self.store.sweep().await
+    }
+
+    /// Keeps a value for one later [`Self::take_sealed_once`] by `handle`
+    /// (a random token the caller hands out). The store sees only the
+    /// handle's hash and the value sealed under the server key, bound to
+    /// its kind and handle.
+    pub async fn put_sealed_once(
+        &self,
+        kind: OnceKind,
+        handle: &str,
+        value: &[u8],
+        ttl: std::time::Duration,
+    ) -> StoreResult<()> {
+        let key = sha256_hex(handle);
+        let sealed = self.keys.seal_tagged(&once_aad(kind, &key), value);
+        let ttl_millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        self.store.put_once(kind, &key, &sealed, ttl_millis).await
+    }
+
+    /// Takes a value kept by [`Self::put_sealed_once`]: the first caller
+    /// gets it, every later one (on any instance) `None`, as does a value
+    /// that does not open under any configured key.
+    pub async fn take_sealed_once(
+        &self,
+        kind: OnceKind,
+        handle: &str,
+    ) -> StoreResult<Option<zeroize::Zeroizing<Vec<u8>>>> {
+        let key = sha256_hex(handle);
+        let Some(sealed) = self.store.take_once(kind, &key).await? else {
+            return Ok(None);
+        };
+        Ok(self.keys.open_tagged(&once_aad(kind, &key), &sealed).ok())
+    }
+
+    /// Takes the session's short refresh lock (shared by every instance);
+    /// `false`: another holder has it.
+    pub async fn lock_refresh(
+        &self,
+        store_id: &StoreId,
+        token: &str,
+        ttl: std::time::Duration,
+    ) -> StoreResult<bool> {
+        let ttl_millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        self.store.lock(store_id, token, ttl_millis).await
+    }
+
+    /// Releases the refresh lock if `token` still holds it.
+    pub async fn unlock_refresh(&self, store_id: &StoreId, token: &str) -> StoreResult<()> {
+        self.store.unlock(store_id, token).await
+    }
+
+    /// Records a back-channel logout token's `jti` until `ttl`; `false` if
+    /// it was seen before (a replay), on any instance.
+    pub async fn remember_logout_jti(
+        &self,
+        jti: &str,
+        ttl: std::time::Duration,
+    ) -> StoreResult<bool> {
+        let ttl_millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        self.store.remember_jti(&sha256_hex(jti), ttl_millis).await
     }
 
     /// The form-logout token for a session, as the current key makes it.

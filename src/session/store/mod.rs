@@ -122,7 +122,7 @@ pub enum OnceKind {
 }
 
 impl OnceKind {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Login => "login",
             Self::Logout => "logout",
@@ -145,6 +145,19 @@ pub struct StoreStats {
 pub const TOMBSTONE_TTL_MILLIS: u64 = 24 * 3600 * 1000;
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Opens the configured store (connections are made lazily).
+pub fn open(config: &crate::config::Config) -> anyhow::Result<Store> {
+    use crate::config::StoreKind;
+    Ok(match &config.store.kind {
+        StoreKind::Memory => Store::Memory(memory::MemoryStore::new()),
+        StoreKind::Redis(r) => Store::Redis(redis::RedisStore::new(
+            r,
+            &config.store.key_prefix,
+            config.store.timeout,
+        )?),
+    })
+}
 
 /// The operations the gateway needs from a session store.
 pub trait SessionStore: Send + Sync {

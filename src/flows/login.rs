@@ -13,17 +13,45 @@ use std::time::Duration;
 
 use openidconnect::PkceCodeChallenge;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use url::Url;
 
-use super::Oidc;
-use super::jwt::{IdTokenExpectations, validate_id_token};
-use crate::error::AppError;
+use crate::oidc::Oidc;
+use crate::oidc::claims::strip_protocol_claims;
+use crate::oidc::jwt::{IdTokenExpectations, TokenError, validate_id_token};
+use crate::oidc::provider::ProviderError;
 use crate::secret::constant_time_eq;
-use crate::session::cookie::{hex, random_token};
-use crate::session::store::{OnceKind, SessionStore};
+use crate::session::cookie::random_token;
+use crate::session::store::{OnceKind, StoreError};
 use crate::session::{ClientInfo, NewLogin, Sessions};
+
+/// Why a login did not start or complete.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// The callback is malformed (a parameter missing).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The provider or the ID token said no.
+    #[error("login failed: {0}")]
+    Failed(String),
+    /// The state is unknown, expired, used, or from another browser.
+    #[error("login expired or already completed")]
+    Expired,
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<TokenError> for LoginError {
+    fn from(e: TokenError) -> Self {
+        match e {
+            TokenError::KeysUnavailable(p) => Self::Provider(p),
+            other => Self::Failed(format!("the ID token is invalid: {other}")),
+        }
+    }
+}
 
 #[derive(Serialize, Deserialize)]
 struct PendingLogin {
@@ -34,16 +62,8 @@ struct PendingLogin {
     created_at: u64,
 }
 
-fn state_key(state: &str) -> String {
-    hex(&Sha256::digest(state.as_bytes()))
-}
-
 fn binding_hash(binding: &str) -> Vec<u8> {
     Sha256::digest(binding.as_bytes()).to_vec()
-}
-
-fn aad(key: &str) -> Vec<u8> {
-    format!("login:{key}").into_bytes()
 }
 
 /// A login-binding value is what we issue: 43 base64url characters.
@@ -69,7 +89,7 @@ pub async fn begin(
     return_to: &Url,
     existing_binding: Option<&str>,
     now: u64,
-) -> Result<LoginStart, AppError> {
+) -> Result<LoginStart, LoginError> {
     let state = random_token();
     let nonce = random_token();
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
@@ -83,18 +103,15 @@ pub async fn begin(
         binding_hash: binding_hash(&binding),
         created_at: now,
     };
-    let key = state_key(&state);
     let plain = zeroize::Zeroizing::new(postcard::to_stdvec(&pending).unwrap_or_default());
-    let sealed = sessions.keys().seal_tagged(&aad(&key), &plain);
     // Ask the provider first: if it is down, nothing is stored.
     let redirect = oidc
         .provider
         .authorization_url(&state, &nonce, challenge)
         .await?;
-    let ttl = oidc.provider.config().login_timeout.as_millis() as u64;
+    let ttl = oidc.provider.config().login_timeout;
     sessions
-        .store()
-        .put_once(OnceKind::Login, &key, &sealed, ttl)
+        .put_sealed_once(OnceKind::Login, &state, &plain, ttl)
         .await?;
     Ok(LoginStart { redirect, binding })
 }
@@ -124,57 +141,50 @@ pub async fn complete(
     binding: Option<&str>,
     client: &ClientInfo,
     now: u64,
-) -> Result<LoginDone, AppError> {
+) -> Result<LoginDone, LoginError> {
     let state = params
         .state
         .as_deref()
         .filter(|s| !s.is_empty() && s.len() <= 512);
     // Spend the state first, whatever happens next: a state is good once.
     let pending = match state {
-        Some(s) => {
-            let key = state_key(s);
-            match sessions.store().take_once(OnceKind::Login, &key).await? {
-                Some(sealed) => sessions
-                    .keys()
-                    .open_tagged(&aad(&key), &sealed)
-                    .ok()
-                    .and_then(|plain| postcard::from_bytes::<PendingLogin>(&plain).ok()),
-                None => None,
-            }
-        }
+        Some(s) => sessions
+            .take_sealed_once(OnceKind::Login, s)
+            .await?
+            .and_then(|plain| postcard::from_bytes::<PendingLogin>(&plain).ok()),
         None => None,
     };
     if let Some(error) = &params.error {
         tracing::info!(error = %error, description = ?params.error_description, "provider returned an error to the callback");
-        return Err(AppError::LoginFailed(format!(
+        return Err(LoginError::Failed(format!(
             "the identity provider answered `{}`",
             sanitize(error)
         )));
     }
     let Some(_) = state else {
-        return Err(AppError::BadRequest(
+        return Err(LoginError::BadRequest(
             "The callback is missing its state parameter.".into(),
         ));
     };
     let Some(pending) = pending else {
-        return Err(AppError::LoginExpired);
+        return Err(LoginError::Expired);
     };
     let bound = binding.is_some_and(|b| constant_time_eq(&binding_hash(b), &pending.binding_hash));
     if !bound {
         tracing::warn!("callback from a browser that did not start this login (login CSRF?)");
-        return Err(AppError::LoginExpired);
+        return Err(LoginError::Expired);
     }
     // RFC 9207: if the provider names itself, it must be ours (mix-up defence).
     if let Some(iss) = &params.iss {
         let d = oidc.provider.discovered().await?;
         if iss != &d.issuer {
-            return Err(AppError::LoginFailed(
+            return Err(LoginError::Failed(
                 "the callback came from another issuer".into(),
             ));
         }
     }
     let Some(code) = params.code.as_deref().filter(|c| !c.is_empty()) else {
-        return Err(AppError::BadRequest(
+        return Err(LoginError::BadRequest(
             "The callback is missing its code parameter.".into(),
         ));
     };
@@ -183,16 +193,14 @@ pub async fn complete(
         .exchange_code(code, &pending.pkce_verifier)
         .await
         .map_err(|e| match e {
-            crate::oidc::provider::ProviderError::Rejected { error, .. } => {
-                AppError::LoginFailed(format!(
-                    "the identity provider refused the code (`{}`)",
-                    sanitize(&error)
-                ))
-            }
-            other => AppError::Provider(other),
+            ProviderError::Rejected { error, .. } => LoginError::Failed(format!(
+                "the identity provider refused the code (`{}`)",
+                sanitize(&error)
+            )),
+            other => LoginError::Provider(other),
         })?;
     let Some(id_token) = tokens.id_token.clone() else {
-        return Err(AppError::LoginFailed(
+        return Err(LoginError::Failed(
             "the identity provider sent no ID token".into(),
         ));
     };
@@ -209,7 +217,7 @@ pub async fn complete(
     .await
     .map_err(|e| {
         tracing::warn!(error = %e, "ID token rejected at login");
-        AppError::from(e)
+        LoginError::from(e)
     })?;
     let sub = claims
         .get("sub")
@@ -217,12 +225,12 @@ pub async fn complete(
         .unwrap_or_default()
         .to_owned();
     if sub.is_empty() {
-        return Err(AppError::LoginFailed("the ID token has no subject".into()));
+        return Err(LoginError::Failed("the ID token has no subject".into()));
     }
     if oidc.provider.config().userinfo {
         let info = oidc.provider.userinfo(&tokens.access_token).await?;
         if info.get("sub").and_then(Value::as_str) != Some(sub.as_str()) {
-            return Err(AppError::LoginFailed(
+            return Err(LoginError::Failed(
                 "userinfo is about another subject".into(),
             ));
         }
@@ -231,7 +239,7 @@ pub async fn complete(
         }
     }
     let sid = claims.get("sid").and_then(Value::as_str).map(str::to_owned);
-    let return_to = Url::parse(&pending.return_to).map_err(|_| AppError::LoginExpired)?;
+    let return_to = Url::parse(&pending.return_to).map_err(|_| LoginError::Expired)?;
     let access_expires_at = tokens.expires_in.map_or(0, |d: Duration| now + d.as_secs());
     let (store_id, session_cookie) = sessions
         .create(
@@ -256,38 +264,6 @@ pub async fn complete(
     })
 }
 
-/// Claims that describe the token, not the user: not kept in the session.
-const PROTOCOL_CLAIMS: &[&str] = &[
-    "iss",
-    "aud",
-    "exp",
-    "iat",
-    "nbf",
-    "nonce",
-    "at_hash",
-    "c_hash",
-    "s_hash",
-    "azp",
-    "jti",
-    "auth_time",
-    "typ",
-    "session_state",
-];
-
-pub fn strip_protocol_claims(mut claims: Map<String, Value>) -> Map<String, Value> {
-    claims.retain(|k, _| !PROTOCOL_CLAIMS.contains(&k.as_str()));
-    claims
-}
-
-/// Claims from a refreshed ID token, over the ones the session had.
-pub fn merge_claims(old_json: &str, new: &Map<String, Value>) -> String {
-    let mut merged: Map<String, Value> = serde_json::from_str(old_json).unwrap_or_default();
-    for (k, v) in strip_protocol_claims(new.clone()) {
-        merged.insert(k, v);
-    }
-    Value::Object(merged).to_string()
-}
-
 /// An error code from the provider, reduced to what is safe to show.
 fn sanitize(s: &str) -> String {
     s.chars()
@@ -299,26 +275,6 @@ fn sanitize(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn protocol_claims_are_not_kept_and_refresh_claims_override() {
-        let c =
-            json!({"sub": "a", "name": "A", "nonce": "n", "at_hash": "h", "exp": 1, "sid": "s"});
-        let kept = strip_protocol_claims(c.as_object().cloned().unwrap_or_default());
-        assert_eq!(
-            Value::Object(kept),
-            json!({"sub": "a", "name": "A", "sid": "s"})
-        );
-        let merged = merge_claims(
-            r#"{"sub":"a","name":"Old"}"#,
-            json!({"name": "New", "iat": 5}).as_object().expect("obj"),
-        );
-        assert_eq!(
-            serde_json::from_str::<Value>(&merged).expect("json"),
-            json!({"sub": "a", "name": "New"})
-        );
-    }
 
     #[test]
     fn provider_error_codes_are_sanitised_before_display() {

@@ -1,0 +1,123 @@
+//! The session extractors: the one place where a request's cookie is
+//! resolved and each outcome is given its meaning.
+//!
+//! - [`CurrentSession`]: a route that needs a session. No cookie is a 401
+//!   `unauthenticated`; a cookie that names no live session (expired,
+//!   revoked, forged) is a 401 `session_expired` that also clears the
+//!   cookie; a store failure is a 503 (fail closed, never guess).
+//! - [`MaybeSession`]: a route that works either way; only a store failure
+//!   is refused.
+//!
+//! Either way a live session gets its activity recorded when due (at most
+//! once per `session.touch_interval`, in the background: the request does
+//! not wait for the write).
+
+use std::sync::Arc;
+
+use axum::extract::{FromRef, FromRequestParts};
+use axum::response::{IntoResponse, Response};
+use http::HeaderValue;
+use http::header::SET_COOKIE;
+use http::request::Parts;
+
+use super::client::{ClientAddressPolicy, ClientInfo};
+use crate::error::AppError;
+use crate::session::store::StoreError;
+use crate::session::{Lookup, Session, Sessions};
+
+/// The caller's live session.
+pub struct CurrentSession(pub Box<Session>);
+
+/// The caller's live session, if there is one.
+pub struct MaybeSession(pub Option<Box<Session>>);
+
+/// Why a request has no session where it needs one.
+#[derive(Debug)]
+pub enum SessionRejection {
+    /// No session cookie.
+    Anonymous,
+    /// The cookie names no live session; the value clears it.
+    Ended(HeaderValue),
+    Store(StoreError),
+}
+
+impl IntoResponse for SessionRejection {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Anonymous => AppError::Unauthenticated.into_response(),
+            Self::Ended(clear) => {
+                let mut resp = AppError::SessionExpired.into_response();
+                resp.headers_mut().append(SET_COOKIE, clear);
+                resp
+            }
+            Self::Store(e) => AppError::Store(e).into_response(),
+        }
+    }
+}
+
+/// Resolves the cookie once: the live session (touched when due), or why
+/// there is none.
+async fn resolve<S>(parts: &mut Parts, state: &S) -> Result<Box<Session>, SessionRejection>
+where
+    S: Send + Sync,
+    Arc<Sessions>: FromRef<S>,
+    ClientAddressPolicy: FromRef<S>,
+{
+    let sessions = Arc::<Sessions>::from_ref(state);
+    let now = crate::clock::unix_now();
+    match sessions.load(&parts.headers, now).await {
+        Ok(Lookup::Active(session)) => {
+            if sessions.touch_due(&session, now) {
+                let Ok(client) = ClientInfo::from_request_parts(parts, state).await;
+                touch_in_background(sessions, &session, client, now);
+            }
+            Ok(session)
+        }
+        Ok(Lookup::Ended) => Err(SessionRejection::Ended(
+            sessions.cookies().clear_session_cookie(),
+        )),
+        Ok(Lookup::Anonymous) => Err(SessionRejection::Anonymous),
+        Err(e) => Err(SessionRejection::Store(e)),
+    }
+}
+
+/// Records activity without holding up the request. Best effort: a lost
+/// race or a failed write only delays the next touch.
+fn touch_in_background(sessions: Arc<Sessions>, session: &Session, client: ClientInfo, now: u64) {
+    let snapshot = session.clone();
+    tokio::spawn(async move {
+        if let Err(e) = sessions.touch(&snapshot, &client, now).await {
+            tracing::debug!(error = %e, "activity write failed");
+        }
+    });
+}
+
+impl<S> FromRequestParts<S> for CurrentSession
+where
+    S: Send + Sync,
+    Arc<Sessions>: FromRef<S>,
+    ClientAddressPolicy: FromRef<S>,
+{
+    type Rejection = SessionRejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        resolve(parts, state).await.map(CurrentSession)
+    }
+}
+
+impl<S> FromRequestParts<S> for MaybeSession
+where
+    S: Send + Sync,
+    Arc<Sessions>: FromRef<S>,
+    ClientAddressPolicy: FromRef<S>,
+{
+    type Rejection = SessionRejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match resolve(parts, state).await {
+            Ok(s) => Ok(MaybeSession(Some(s))),
+            Err(SessionRejection::Store(e)) => Err(SessionRejection::Store(e)),
+            Err(SessionRejection::Anonymous | SessionRejection::Ended(_)) => Ok(MaybeSession(None)),
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! OpenID Connect Back-Channel Logout 1.0: the provider posts a signed
+//! logout token; if it is valid (signature, `iss`, `aud`, `iat`, the
+//! back-channel event, `sid` and/or `sub`, no `nonce`) and its `jti` was
+//! never seen (checked in the store, so replays are caught by every
+//! instance), the matching sessions end: by `sid` when present, else all of
+//! `sub`'s. An invalid token changes nothing.
+
+use std::time::Duration;
+
+use crate::oidc::Oidc;
+use crate::oidc::jwt::{TokenError, validate_logout_token};
+use crate::session::Sessions;
+use crate::session::store::RevokeReason;
+
+/// Why a logout token did not end anything.
+#[derive(Debug, thiserror::Error)]
+pub enum BackchannelError {
+    /// The token is invalid or replayed; the reason is safe to tell the
+    /// provider.
+    #[error("{0}")]
+    Refused(String),
+    /// Keys or store unavailable: the provider should try again.
+    #[error("temporarily unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Validates `token` and ends the sessions it names; returns how many.
+pub async fn logout(
+    sessions: &Sessions,
+    oidc: &Oidc,
+    token: &str,
+    clock_skew: Duration,
+    now: u64,
+) -> Result<usize, BackchannelError> {
+    let claims = match validate_logout_token(&oidc.provider, &oidc.keys, token, now).await {
+        Ok(c) => c,
+        Err(TokenError::KeysUnavailable(e)) => {
+            return Err(BackchannelError::Unavailable(format!(
+                "provider keys unavailable: {e}"
+            )));
+        }
+        Err(e) => return Err(BackchannelError::Refused(e.to_string())),
+    };
+    if claims.sid.is_none() && claims.sub.is_none() {
+        return Err(BackchannelError::Refused("neither sid nor sub".into()));
+    }
+    // Remember the jti until the token could no longer be accepted anyway.
+    let until = claims.exp.unwrap_or(claims.iat + 600).max(claims.iat + 600) + clock_skew.as_secs();
+    let ttl = Duration::from_secs(until.saturating_sub(now).max(60));
+    let unavailable = |e: crate::session::store::StoreError| {
+        BackchannelError::Unavailable(format!("store unavailable: {e}"))
+    };
+    if !sessions
+        .remember_logout_jti(&claims.jti, ttl)
+        .await
+        .map_err(unavailable)?
+    {
+        return Err(BackchannelError::Refused(
+            "logout token replayed (jti already used)".into(),
+        ));
+    }
+    let ids = match (&claims.sid, &claims.sub) {
+        (Some(sid), _) => sessions.revoke_provider_session(sid, "provider", now).await,
+        (None, Some(sub)) => {
+            sessions
+                .revoke_user(sub, None, RevokeReason::Backchannel, "provider", now)
+                .await
+        }
+        (None, None) => return Err(BackchannelError::Refused("neither sid nor sub".into())),
+    }
+    .map_err(unavailable)?;
+    Ok(ids.len())
+}

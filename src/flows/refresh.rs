@@ -1,0 +1,253 @@
+//! Access-token refresh without races.
+//!
+//! With refresh-token rotation, spending one refresh token twice ends the
+//! session at the provider, so exactly one refresh may happen per expiry:
+//! - within one process, requests for the same session queue on a local
+//!   mutex (single-flight), and whoever gets it second finds fresh tokens;
+//! - across processes, the refresher holds a short Redis lock
+//!   (`SET NX PX`); instances that lose poll the record until its tokens
+//!   are fresh (or the lock is gone), then use what the winner stored.
+//!
+//! Outcomes: fresh tokens; `invalid_grant` ends the session (401, record and
+//! index entries removed); an unreachable or slow provider answers 503/504
+//! and keeps the session for a later try.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use serde_json::Value;
+
+use crate::metrics::ResultLabel;
+use crate::oidc::Oidc;
+use crate::oidc::claims::merge_claims;
+use crate::oidc::jwt::{IdTokenExpectations, validate_id_token};
+use crate::oidc::provider::ProviderError;
+use crate::session::cookie::random_token;
+use crate::session::record::SessionSecrets;
+use crate::session::store::{RevokeReason, StoreError};
+use crate::session::{Session, Sessions};
+
+/// Why a session has no fresh access token.
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    /// The session is over: gone meanwhile, its refresh token refused
+    /// (`invalid_grant`), no refresh token past expiry, or a refreshed ID
+    /// token that does not validate.
+    #[error("session ended")]
+    SessionEnded,
+    /// The provider is unreachable, slow, or refused for its own reasons:
+    /// the session is kept for a later try.
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Keeps sessions' access tokens fresh: one refresh per expiry across
+/// every request and every instance.
+pub struct Refresher {
+    sessions: Arc<Sessions>,
+    oidc: Arc<Oidc>,
+    flights: SingleFlight,
+    /// Refresh this long before the access token expires.
+    skew: u64,
+    refreshes: Family<ResultLabel, Counter>,
+}
+
+/// Per-session local locks; entries are removed when nobody holds them.
+#[derive(Default)]
+pub struct SingleFlight {
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl SingleFlight {
+    fn lock_for(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(key.to_owned()).or_default().clone()
+    }
+
+    fn release(&self, key: &str, lock: Arc<tokio::sync::Mutex<()>>) {
+        let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        drop(lock);
+        if map.get(key).is_some_and(|l| Arc::strong_count(l) == 1) {
+            map.remove(key);
+        }
+    }
+}
+
+/// Whether the access token needs refreshing now.
+pub fn needs_refresh(session: &Session, now: u64, skew: u64) -> bool {
+    let exp = session.stored.body.access_expires_at;
+    exp != 0 && now + skew >= exp
+}
+
+impl Refresher {
+    pub fn new(
+        sessions: Arc<Sessions>,
+        oidc: Arc<Oidc>,
+        skew: Duration,
+        refreshes: Family<ResultLabel, Counter>,
+    ) -> Self {
+        Self {
+            sessions,
+            oidc,
+            flights: SingleFlight::default(),
+            skew: skew.as_secs(),
+            refreshes,
+        }
+    }
+
+    fn count(&self, result: &'static str) {
+        self.refreshes.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// Returns a session whose access token is valid for at least the
+    /// configured skew, refreshing it if needed.
+    pub async fn fresh(&self, session: Session, now: u64) -> Result<Session, RefreshError> {
+        if !needs_refresh(&session, now, self.skew) {
+            return Ok(session);
+        }
+        if !session.stored.body.has_refresh_token {
+            // Still usable inside the skew window; after expiry, the session is over.
+            return if session.stored.body.access_expires_at > now {
+                Ok(session)
+            } else {
+                Err(RefreshError::SessionEnded)
+            };
+        }
+        let key = session.store_id.as_str().to_owned();
+        let local = self.flights.lock_for(&key);
+        let result = {
+            let _guard = local.lock().await;
+            self.refresh_locked(session, now).await
+        };
+        self.flights.release(&key, local);
+        result
+    }
+
+    async fn refresh_locked(&self, session: Session, now: u64) -> Result<Session, RefreshError> {
+        let sessions = &self.sessions;
+        // Another request (here or elsewhere) may have refreshed meanwhile.
+        let Some(mut current) = sessions.reload(&session, now).await? else {
+            return Err(RefreshError::SessionEnded);
+        };
+        if !needs_refresh(&current, now, self.skew) {
+            return Ok(current);
+        }
+        let lock_ttl = self.oidc.provider.config().http_timeout + Duration::from_secs(5);
+        let token = random_token();
+        let deadline = tokio::time::Instant::now() + lock_ttl;
+        loop {
+            if sessions
+                .lock_refresh(&current.store_id, &token, lock_ttl)
+                .await?
+            {
+                break;
+            }
+            // Another instance is refreshing: wait for its result.
+            if tokio::time::Instant::now() >= deadline {
+                return Err(RefreshError::Provider(ProviderError::Timeout(lock_ttl)));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            match sessions.reload(&current, now).await? {
+                None => return Err(RefreshError::SessionEnded),
+                Some(s) if !needs_refresh(&s, now, self.skew) => return Ok(s),
+                Some(s) => current = s,
+            }
+        }
+        let result = self.refresh_with_lock(&current, now).await;
+        if let Err(e) = sessions.unlock_refresh(&current.store_id, &token).await {
+            tracing::warn!(error = %e, "could not release refresh lock; it expires by itself");
+        }
+        result
+    }
+
+    async fn refresh_with_lock(
+        &self,
+        current: &Session,
+        now: u64,
+    ) -> Result<Session, RefreshError> {
+        let (sessions, oidc) = (&self.sessions, &self.oidc);
+        // Re-read under the lock: the previous holder may have just finished.
+        let Some(latest) = sessions.reload(current, now).await? else {
+            return Err(RefreshError::SessionEnded);
+        };
+        if !needs_refresh(&latest, now, self.skew) {
+            return Ok(latest);
+        }
+        let Some(refresh_token) = latest.secrets.refresh_token.clone() else {
+            return Err(RefreshError::SessionEnded);
+        };
+        let tokens = match oidc.provider.refresh(&refresh_token).await {
+            Ok(t) => t,
+            Err(e) if e.is_invalid_grant() => {
+                tracing::info!(session = ?latest.store_id, "refresh token refused (invalid_grant); ending the session");
+                self.count("invalid_grant");
+                sessions
+                    .revoke(&latest.store_id, RevokeReason::RefreshFailed, "system", now)
+                    .await?;
+                return Err(RefreshError::SessionEnded);
+            }
+            Err(e) => {
+                // Any other refusal (invalid_client after a secret change, ...)
+                // is the gateway's problem, not the user's: 503, session kept.
+                let e = match e {
+                    ProviderError::Rejected { error, .. } => ProviderError::Unavailable(format!(
+                        "token endpoint refused the refresh: {error}"
+                    )),
+                    other => other,
+                };
+                self.count("provider_error");
+                tracing::warn!(session = ?latest.store_id, error = %e, "refresh failed; keeping the session");
+                return Err(RefreshError::Provider(e));
+            }
+        };
+        let mut claims_json = latest.secrets.claims_json.clone();
+        let id_token = match tokens.id_token {
+            Some(t) => {
+                let sub = latest
+                    .claims()
+                    .get("sub")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                let claims = validate_id_token(
+                    &oidc.provider,
+                    &oidc.keys,
+                    t.expose(),
+                    &IdTokenExpectations {
+                        nonce: None,
+                        subject: sub.as_deref(),
+                        now,
+                    },
+                )
+                .await
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "ID token from refresh is invalid");
+                    RefreshError::SessionEnded
+                })?;
+                claims_json = merge_claims(&latest.secrets.claims_json, &claims);
+                Some(t)
+            }
+            None => latest.secrets.id_token.clone(),
+        };
+        let secrets = SessionSecrets {
+            access_token: tokens.access_token,
+            // Without rotation the provider sends no new refresh token: keep ours.
+            refresh_token: tokens
+                .refresh_token
+                .or(latest.secrets.refresh_token.clone()),
+            id_token,
+            claims_json,
+        };
+        let access_expires_at = tokens.expires_in.map_or(0, |d| now + d.as_secs());
+        self.count("success");
+        tracing::debug!(session = ?latest.store_id, "access token refreshed");
+        sessions
+            .write_tokens(&latest, secrets, access_expires_at, now)
+            .await?
+            .ok_or(RefreshError::SessionEnded)
+    }
+}

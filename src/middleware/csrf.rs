@@ -1,0 +1,72 @@
+//! The anti-CSRF rule: a state-changing request on a session route must
+//! carry the configured header (`csrf.header: csrf.value`). A page on
+//! another site cannot add a custom header without a CORS preflight, which
+//! the gateway never grants, so the header proves the call came from the
+//! application's own pages.
+//!
+//! Applied by route metadata where the router registers routes (every
+//! proxied route with a session, `/auth/sessions/*`), never called by hand;
+//! logout, which also accepts an HTML form with a per-session token, reads
+//! the rule through the [`CsrfHeader`] extractor.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRef, FromRequestParts, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::request::Parts;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+
+use crate::error::AppError;
+
+/// The configured header and value (a sub-state).
+pub struct CsrfRule {
+    pub header: HeaderName,
+    pub value: HeaderValue,
+}
+
+impl CsrfRule {
+    /// Whether the request carries the header with the right value.
+    pub fn satisfied_by(&self, headers: &HeaderMap) -> bool {
+        headers.get(&self.header).is_some_and(|v| v == self.value)
+    }
+}
+
+/// Methods that change state (everything but GET, HEAD, OPTIONS, TRACE).
+pub fn is_state_changing(method: &Method) -> bool {
+    !matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
+}
+
+/// The layer: refuses state-changing requests without the header (403
+/// `csrf_rejected`) before anything else runs.
+pub async fn require_on_unsafe_methods(
+    State(rule): State<Arc<CsrfRule>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if is_state_changing(req.method()) && !rule.satisfied_by(req.headers()) {
+        return AppError::CsrfRejected.into_response();
+    }
+    next.run(req).await
+}
+
+/// Whether the request carries the anti-CSRF header (for handlers that
+/// accept another proof too).
+pub struct CsrfHeader(pub bool);
+
+impl<S> FromRequestParts<S> for CsrfHeader
+where
+    S: Send + Sync,
+    Arc<CsrfRule>: FromRef<S>,
+{
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            Arc::<CsrfRule>::from_ref(state).satisfied_by(&parts.headers),
+        ))
+    }
+}

@@ -1,0 +1,70 @@
+//! The pooled HTTP clients that carry requests to upstreams, and their TLS
+//! settings.
+
+use axum::body::Body;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config::ProxyConfig;
+
+pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
+
+/// One pooled client for every upstream. `https://` upstreams are checked
+/// against the public roots, or only against `proxy.tls_ca_file`'s CAs, and
+/// are shown `proxy.tls_cert_file` when they ask for a client certificate.
+/// Without `http2` it offers only HTTP/1.1, which upgrades need.
+pub fn build_client(config: &ProxyConfig, http2: bool) -> anyhow::Result<HttpClient> {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(config.connect_timeout));
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(upstream_tls(config)?)
+        .https_or_http()
+        .enable_http1();
+    let https = if http2 {
+        builder.enable_http2().wrap_connector(http)
+    } else {
+        builder.wrap_connector(http)
+    };
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(config.pool_idle_timeout)
+        .build(https))
+}
+
+/// The TLS client configuration for upstreams: whose certificates to trust,
+/// and which one to present.
+fn upstream_tls(config: &ProxyConfig) -> anyhow::Result<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    match &config.tls_ca_pem {
+        Some(pem) => {
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                roots
+                    .add(cert.map_err(|e| anyhow::anyhow!("proxy.tls_ca_file: {e}"))?)
+                    .map_err(|e| anyhow::anyhow!("proxy.tls_ca_file: {e}"))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    Ok(match &config.tls_client {
+        None => builder.with_no_client_auth(),
+        Some(client) => {
+            let chain = CertificateDer::pem_slice_iter(&client.cert_pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| anyhow::anyhow!("proxy.tls_cert_file: {e}"))?;
+            let key = PrivateKeyDer::from_pem_slice(client.key_pem.expose().as_bytes())
+                .map_err(|e| anyhow::anyhow!("proxy.tls_key_file: {e}"))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| anyhow::anyhow!("proxy.tls_key_file: {e}"))?
+        }
+    })
+}

@@ -1,0 +1,92 @@
+//! Every route of the public listener, registered in one function, and the
+//! layers around them, applied in one place.
+
+use std::sync::Arc;
+
+use axum::routing::{MethodRouter, any, get, post};
+use axum::{Extension, Router};
+
+use crate::config::RouteAuth;
+use crate::middleware::{self, csrf, error_pages, track};
+use crate::proxy::handler;
+use crate::proxy::routes::Route;
+use crate::routes;
+use crate::security_headers;
+use crate::state::AppState;
+
+/// The public listener's app.
+pub fn build_router(state: AppState) -> Router {
+    let mut router = Router::new()
+        .route("/auth/login", get(routes::auth::login))
+        .route("/auth/callback", get(routes::auth::callback))
+        .route(
+            "/auth/logout",
+            post(routes::logout::logout).get(routes::logout::logout_get),
+        )
+        .route("/auth/logout/end", get(routes::logout::logout_end))
+        .route("/auth/logged-out", get(routes::logout::logged_out))
+        .route("/auth/user", get(routes::user::user))
+        .route("/auth/sessions", get(routes::sessions::list))
+        .route(
+            "/auth/sessions/{id}/revoke",
+            with_csrf(&state, post(routes::sessions::revoke)),
+        )
+        .route(
+            "/auth/backchannel-logout",
+            post(routes::backchannel::logout),
+        )
+        .route("/healthz", get(routes::health::healthz))
+        .route("/readyz", get(routes::health::readyz));
+
+    // Each configured route is registered on the router, so the prefix is
+    // matched once and the route's own handler, CSRF rule and guard apply.
+    for route in state.routes.iter() {
+        let methods = proxy_methods(&state, route);
+        for pattern in route.router_patterns() {
+            router = router.route(&pattern, methods.clone());
+        }
+    }
+    let router = router.fallback(routes::static_files::serve);
+
+    // Layers run outside-in on requests. From the outside: a request ID is
+    // assigned (or kept) and echoed on the response, so the access log and
+    // every log line below carry it; security headers are set by response
+    // kind on whatever comes back; metrics count what the client gets; errors
+    // become pages for browser navigations, innermost, so the page sees the
+    // handler's own response.
+    let router = router
+        .layer(axum::middleware::from_fn_with_state(
+            state.pages.clone(),
+            error_pages::render_errors,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            track::track,
+        ))
+        .layer(axum::middleware::map_response(security_headers::apply));
+    middleware::with_request_log(router, state.config.log.access_log).with_state(state)
+}
+
+/// `methods` behind the anti-CSRF rule (state-changing methods need the
+/// header).
+fn with_csrf(state: &AppState, methods: MethodRouter<AppState>) -> MethodRouter<AppState> {
+    methods.layer(axum::middleware::from_fn_with_state(
+        state.csrf.clone(),
+        csrf::require_on_unsafe_methods,
+    ))
+}
+
+/// The handler of one configured route with its layers: the route itself
+/// (as an extension), the guard, and on session routes the CSRF rule.
+fn proxy_methods(state: &AppState, route: &Arc<Route>) -> MethodRouter<AppState> {
+    let methods = match route.auth {
+        RouteAuth::Required => with_csrf(state, any(handler::required)),
+        RouteAuth::Optional => with_csrf(state, any(handler::optional)),
+        RouteAuth::None => any(handler::public),
+    };
+    let guarded: MethodRouter<AppState> = methods.layer(axum::middleware::from_fn_with_state(
+        state.forwarder.clone(),
+        handler::guard,
+    ));
+    guarded.layer(Extension(route.clone()))
+}

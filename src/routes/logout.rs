@@ -1,0 +1,123 @@
+//! `/auth/logout` and the pages around it (`flows::logout` does the work).
+//!
+//! Logout is POST only, proven one of two ways: as a `fetch` with the
+//! anti-CSRF header (answered with JSON naming where to navigate), or as a
+//! plain HTML form carrying the session's logout token (answered with a
+//! redirect). A GET would let any page log users out.
+
+use axum::Json;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::redirect;
+use crate::error::{AppError, AppResult};
+use crate::extract::session::MaybeSession;
+use crate::middleware::csrf::CsrfHeader;
+use crate::state::AppState;
+
+#[derive(Deserialize, Default)]
+struct LogoutForm {
+    sid: Option<String>,
+}
+
+/// The logout token of a form logout: from the query or the form body.
+async fn form_token(req: Request) -> AppResult<Option<String>> {
+    let (parts, body) = req.into_parts();
+    if let Some(t) = Query::<LogoutForm>::try_from_uri(&parts.uri)
+        .ok()
+        .and_then(|q| q.0.sid)
+    {
+        return Ok(Some(t));
+    }
+    let is_form = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+    if !is_form {
+        return Ok(None);
+    }
+    let bytes = axum::body::to_bytes(body, 8 * 1024)
+        .await
+        .map_err(|_| AppError::BadRequest("The logout form is too large.".into()))?;
+    Ok(serde_urlencoded::from_bytes::<LogoutForm>(&bytes)
+        .ok()
+        .and_then(|f| f.sid))
+}
+
+/// `POST /auth/logout`.
+pub async fn logout(
+    State(state): State<AppState>,
+    CsrfHeader(via_fetch): CsrfHeader,
+    MaybeSession(session): MaybeSession,
+    req: Request,
+) -> AppResult<Response> {
+    let token = if via_fetch {
+        None
+    } else {
+        form_token(req).await?
+    };
+    if !via_fetch && token.is_none() {
+        return Err(AppError::CsrfRejected);
+    }
+    let mut end_session = None;
+    if let Some(session) = session {
+        let proven = via_fetch
+            || token
+                .as_deref()
+                .is_some_and(|t| state.sessions.logout_token_matches(&session.store_id, t));
+        if !proven {
+            return Err(AppError::CsrfRejected);
+        }
+        end_session = state.logout.end(&session, crate::clock::unix_now()).await?;
+    }
+    let clear = state.sessions.cookies().clear_session_cookie();
+    let mut resp = if via_fetch {
+        let redirect_url = match end_session {
+            Some(url) => state.logout.handle_for(&url).await?,
+            None => state.logout.post_logout_location().to_owned(),
+        };
+        (
+            StatusCode::OK,
+            Json(json!({ "redirect_url": redirect_url })),
+        )
+            .into_response()
+    } else {
+        redirect(
+            end_session
+                .as_ref()
+                .map_or(state.logout.post_logout_location(), |u| u.as_str()),
+        )
+    };
+    resp.headers_mut().append(header::SET_COOKIE, clear);
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
+
+#[derive(Deserialize)]
+pub struct EndQuery {
+    h: Option<String>,
+}
+
+/// `GET /auth/logout/end?h=…`: the navigation that follows a fetch logout;
+/// redirects to the provider's end-session URL (used once).
+pub async fn logout_end(
+    State(state): State<AppState>,
+    Query(q): Query<EndQuery>,
+) -> AppResult<Response> {
+    Ok(redirect(&state.logout.take_handle(q.h.as_deref()).await?))
+}
+
+/// `GET /auth/logout`: logging out by GET would let any page log users out.
+pub async fn logout_get() -> AppError {
+    AppError::MethodNotAllowed
+}
+
+/// `GET /auth/logged-out`.
+pub async fn logged_out(State(state): State<AppState>) -> Response {
+    state.pages.logged_out()
+}
