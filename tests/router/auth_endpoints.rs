@@ -1,0 +1,255 @@
+//! The gateway's own `/auth/*` endpoints, as far as they answer without an
+//! identity provider: login start (503 while the provider is unreachable),
+//! callback refusals, logout, the user endpoint and back-channel logout's
+//! request checks. Completed logins are the end-to-end tier's.
+
+use axum::body::Body;
+use axum::http::{Method, StatusCode, header};
+use serde_json::json;
+
+use crate::support::{
+    NAVIGATION, SESSION_COOKIE, TestRouter, WWW_AUTHENTICATE, assert_clears_session_cookie, request,
+};
+
+#[tokio::test]
+async fn login_answers_503_while_the_provider_is_unreachable() {
+    let app = TestRouter::new().await;
+    let r = app.get("/auth/login", &[]).await;
+    r.assert_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "provider_unavailable",
+        "The identity provider cannot be reached. Please try again in a moment.",
+    );
+    assert!(r.headers.get(header::SET_COOKIE).is_none(), "{r}");
+}
+
+#[tokio::test]
+async fn login_refuses_a_return_to_on_a_foreign_origin_before_asking_the_provider() {
+    let app = TestRouter::new().await;
+    let r = app
+        .get("/auth/login?return_to=https://evil.example/steal", &[])
+        .await;
+    r.assert_error(
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "The return_to parameter points at an origin that is not allowed.",
+    );
+    assert!(r.headers.get(header::SET_COOKIE).is_none(), "{r}");
+}
+
+#[tokio::test]
+async fn callback_without_state_is_a_bad_request() {
+    let app = TestRouter::new().await;
+    let r = app.get("/auth/callback?code=abc", &[]).await;
+    r.assert_error(
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "The callback is missing its state parameter.",
+    );
+}
+
+#[tokio::test]
+async fn callback_without_a_started_login_or_login_cookie_is_refused_as_expired() {
+    let app = TestRouter::new().await;
+    let r = app.get("/auth/callback?code=abc&state=xyz", &[]).await;
+    r.assert_error(
+        StatusCode::BAD_REQUEST,
+        "login_expired",
+        "This sign-in took too long, was already completed, or was started in another browser. Please log in again.",
+    );
+    assert!(r.headers.get(header::SET_COOKIE).is_none(), "{r}");
+}
+
+#[tokio::test]
+async fn callback_refusal_is_a_page_offering_a_new_login_for_navigations() {
+    let app = TestRouter::new().await;
+    let r = app
+        .get("/auth/callback?code=abc&state=xyz", NAVIGATION)
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r}");
+    assert_eq!(r.header(header::CONTENT_TYPE), "text/html; charset=utf-8");
+    let html = r.text();
+    assert!(html.contains("Sign-in expired"), "{r}");
+    assert!(html.contains("/auth/login"), "{r}");
+}
+
+#[tokio::test]
+async fn callback_with_a_provider_error_is_login_failed_naming_only_the_error_code() {
+    let app = TestRouter::new().await;
+    let r = app
+        .get(
+            "/auth/callback?state=xyz&error=access_denied&error_description=%3Cscript%3E",
+            &[],
+        )
+        .await;
+    r.assert_error(
+        StatusCode::BAD_REQUEST,
+        "login_failed",
+        "Sign-in did not complete: the identity provider answered `access_denied`.",
+    );
+}
+
+#[tokio::test]
+async fn logout_by_get_is_405() {
+    let app = TestRouter::new().await;
+    let r = app.get("/auth/logout", &[]).await;
+    r.assert_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "This method is not allowed here.",
+    );
+}
+
+#[tokio::test]
+async fn logout_by_get_is_a_405_page_for_navigations() {
+    let app = TestRouter::new().await;
+    let r = app.get("/auth/logout", NAVIGATION).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{r}");
+    assert_eq!(r.header(header::CONTENT_TYPE), "text/html; charset=utf-8");
+    assert!(r.text().contains("Method not allowed"), "{r}");
+}
+
+#[tokio::test]
+async fn wrong_methods_on_auth_endpoints_are_405_with_allow() {
+    let app = TestRouter::new().await;
+    for (method, path, allow) in [
+        (Method::POST, "/auth/login", "GET,HEAD"),
+        (Method::POST, "/auth/callback", "GET,HEAD"),
+        (Method::PUT, "/auth/logout", "POST,GET,HEAD"),
+        (Method::DELETE, "/auth/user", "GET,HEAD"),
+        (Method::POST, "/auth/sessions", "GET,HEAD"),
+        (Method::GET, "/auth/sessions/abc/revoke", "POST"),
+        (Method::GET, "/auth/backchannel-logout", "POST"),
+        (Method::POST, "/healthz", "GET,HEAD"),
+    ] {
+        let r = app
+            .send(request(
+                method.clone(),
+                path,
+                &[("x-csrf", "1")],
+                Body::empty(),
+            ))
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}: {r}"
+        );
+        assert_eq!(r.header(header::ALLOW), allow, "{method} {path}: {r}");
+        assert!(r.body.is_empty(), "{method} {path}: {r}");
+    }
+}
+
+#[tokio::test]
+async fn anonymous_logout_by_fetch_clears_the_cookie_and_names_where_to_go() {
+    let app = TestRouter::new().await;
+    let r = app
+        .send(request(
+            Method::POST,
+            "/auth/logout",
+            &[("x-csrf", "1")],
+            Body::empty(),
+        ))
+        .await;
+    r.assert_json(StatusCode::OK, json!({ "redirect_url": "/" }));
+    assert_eq!(r.header(header::CACHE_CONTROL), "no-store", "{r}");
+    assert_clears_session_cookie(&r);
+}
+
+#[tokio::test]
+async fn logout_end_without_a_handle_redirects_to_the_post_logout_page() {
+    let app = TestRouter::new().await;
+    let r = app.get("/auth/logout/end", &[]).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{r}");
+    assert_eq!(r.header(header::LOCATION), "/", "{r}");
+    assert_eq!(r.header(header::CACHE_CONTROL), "no-store", "{r}");
+}
+
+#[tokio::test]
+async fn the_logged_out_page_is_html_with_the_page_security_headers() {
+    let app = TestRouter::new().await;
+    let r = app.get("/auth/logged-out", &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{r}");
+    assert_eq!(r.header(header::CONTENT_TYPE), "text/html; charset=utf-8");
+    crate::errors::assert_page_security_headers(&r);
+}
+
+#[tokio::test]
+async fn user_is_401_json_with_no_store_when_anonymous() {
+    let app = TestRouter::new().await;
+    let r = app.get("/auth/user", &[]).await;
+    r.assert_error(
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+        "You are not logged in.",
+    );
+    assert_eq!(r.header(header::WWW_AUTHENTICATE), WWW_AUTHENTICATE, "{r}");
+}
+
+#[tokio::test]
+async fn user_with_a_bogus_cookie_is_401_and_clears_the_cookie() {
+    let app = TestRouter::new().await;
+    let cookie = format!("{SESSION_COOKIE}=bogus");
+    let r = app.get("/auth/user", &[("cookie", &cookie)]).await;
+    r.assert_error(
+        StatusCode::UNAUTHORIZED,
+        "session_expired",
+        "Your session has ended. Please log in again.",
+    );
+    assert_clears_session_cookie(&r);
+}
+
+#[tokio::test]
+async fn user_shows_the_claims_of_a_session_and_never_its_token() {
+    let app = TestRouter::new().await;
+    let cookie = app.logged_in("alice").await;
+    let r = app.get("/auth/user", &[("cookie", &cookie)]).await;
+    assert_eq!(r.status, StatusCode::OK, "{r}");
+    assert_eq!(r.header(header::CACHE_CONTROL), "no-store", "{r}");
+    let v = r.json();
+    assert_eq!(v["sub"], "alice", "{r}");
+    assert_eq!(
+        v["claims"],
+        json!({ "sub": "alice", "name": "Router Test" }),
+        "{r}"
+    );
+    assert!(!r.text().contains("access-token-for-alice"), "{r}");
+}
+
+#[tokio::test]
+async fn backchannel_logout_refuses_a_body_that_is_not_a_form() {
+    let app = TestRouter::new().await;
+    let r = app
+        .send(request(
+            Method::POST,
+            "/auth/backchannel-logout",
+            &[("content-type", "application/json")],
+            Body::from(r#"{"logout_token":"x"}"#),
+        ))
+        .await;
+    r.assert_json(
+        StatusCode::BAD_REQUEST,
+        json!({
+            "error": "invalid_request",
+            "error_description": "expected an application/x-www-form-urlencoded body",
+        }),
+    );
+    assert_eq!(r.header(header::CACHE_CONTROL), "no-store", "{r}");
+}
+
+#[tokio::test]
+async fn backchannel_logout_refuses_a_form_without_a_logout_token() {
+    let app = TestRouter::new().await;
+    let r = app
+        .send(request(
+            Method::POST,
+            "/auth/backchannel-logout",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            Body::from("token=x"),
+        ))
+        .await;
+    r.assert_json(
+        StatusCode::BAD_REQUEST,
+        json!({ "error": "invalid_request", "error_description": "missing logout_token" }),
+    );
+}

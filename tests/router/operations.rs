@@ -1,0 +1,53 @@
+//! Endpoints for operators and infrastructure: liveness, readiness, and
+//! request IDs on every answer.
+
+use axum::http::StatusCode;
+use serde_json::json;
+
+use crate::support::TestRouter;
+
+#[tokio::test]
+async fn healthz_answers_200_without_a_provider() {
+    let app = TestRouter::new().await;
+    let r = app.get("/healthz", &[]).await;
+    r.assert_json(StatusCode::OK, json!({ "status": "ok" }));
+}
+
+#[tokio::test]
+async fn readyz_is_503_until_the_provider_metadata_is_loaded() {
+    let app = TestRouter::new().await;
+    let r = app.get("/readyz", &[]).await;
+    r.assert_json(
+        StatusCode::SERVICE_UNAVAILABLE,
+        json!({ "status": "not_ready", "store": "ok", "provider": "not_loaded" }),
+    );
+}
+
+#[tokio::test]
+async fn a_request_id_from_the_client_is_echoed() {
+    let app = TestRouter::new().await;
+    let r = app
+        .get("/healthz", &[("x-request-id", "client-chose-this")])
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r}");
+    assert_eq!(r.header("x-request-id"), "client-chose-this", "{r}");
+}
+
+#[tokio::test]
+async fn a_request_without_an_id_is_assigned_16_hex_characters() {
+    let app = TestRouter::new().await;
+    let first = app.get("/healthz", &[]).await;
+    let second = app.get("/healthz", &[]).await;
+    let id = first.header("x-request-id").to_owned();
+    assert_eq!(id.len(), 16, "{first}");
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{first}");
+    assert_ne!(id, second.header("x-request-id"), "{second}");
+}
+
+#[tokio::test]
+async fn error_answers_carry_the_request_id_too() {
+    let app = TestRouter::new().await;
+    let r = app.get("/api/items", &[("x-request-id", "err-1")]).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r}");
+    assert_eq!(r.header("x-request-id"), "err-1", "{r}");
+}

@@ -1,0 +1,164 @@
+//! Proxied routes: what is refused before the upstream (dot segments,
+//! anonymous calls to required routes, cookies that name no session) and
+//! what the upstream receives when a call goes through.
+
+use axum::body::Body;
+use axum::http::{Method, StatusCode, header};
+
+use crate::support::{
+    SESSION_COOKIE, TestRouter, WWW_AUTHENTICATE, assert_clears_session_cookie, request,
+};
+
+#[tokio::test]
+async fn dot_segment_paths_are_refused_and_never_reach_the_upstream() {
+    let app = TestRouter::new().await;
+    for path in [
+        "/api/../x",
+        "/api/%2e%2e/x",
+        "/api/%2E%2E/x",
+        "/api/./x",
+        "/api/%2e/x",
+        "/public/../admin",
+        "/public/x/..",
+    ] {
+        let r = app.get(path, &[]).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}: {r}");
+        r.assert_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "Paths with dot segments are not forwarded.",
+        );
+    }
+    // The same upstream does receive an ordinary call: nothing above was
+    // lost on the way, it was refused.
+    let r = app.get("/public/ok", &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{r}");
+    assert_eq!(app.upstream.uris(), vec!["/public/ok".to_owned()]);
+}
+
+#[tokio::test]
+async fn dot_segment_paths_are_refused_even_with_the_csrf_header_on_a_state_changing_call() {
+    let app = TestRouter::new().await;
+    let r = app
+        .send(request(
+            Method::POST,
+            "/public/%2e%2e/api",
+            &[("x-csrf", "1")],
+            Body::empty(),
+        ))
+        .await;
+    r.assert_error(
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "Paths with dot segments are not forwarded.",
+    );
+    assert!(app.upstream.uris().is_empty(), "{:?}", app.upstream.uris());
+}
+
+#[tokio::test]
+async fn an_anonymous_call_to_a_required_route_is_401_json_with_a_challenge() {
+    let app = TestRouter::new().await;
+    let r = app
+        .get("/api/items", &[("accept", "application/json")])
+        .await;
+    r.assert_error(
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+        "You are not logged in.",
+    );
+    assert_eq!(r.header(header::WWW_AUTHENTICATE), WWW_AUTHENTICATE, "{r}");
+    assert!(r.headers.get(header::SET_COOKIE).is_none(), "{r}");
+    assert!(app.upstream.uris().is_empty(), "{:?}", app.upstream.uris());
+}
+
+#[tokio::test]
+async fn an_anonymous_navigation_to_a_required_route_is_a_401_page_not_a_redirect() {
+    let app = TestRouter::new().await;
+    let r = app.get("/api/items", crate::support::NAVIGATION).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r}");
+    assert_eq!(r.header(header::CONTENT_TYPE), "text/html; charset=utf-8");
+    assert!(r.headers.get(header::LOCATION).is_none(), "{r}");
+    assert!(r.text().contains("You are not logged in."), "{r}");
+}
+
+#[tokio::test]
+async fn a_bogus_session_cookie_is_401_and_clears_the_cookie() {
+    let app = TestRouter::new().await;
+    let cookie = format!("{SESSION_COOKIE}=not-a-session-id");
+    let r = app.get("/api/items", &[("cookie", &cookie)]).await;
+    r.assert_error(
+        StatusCode::UNAUTHORIZED,
+        "session_expired",
+        "Your session has ended. Please log in again.",
+    );
+    assert_eq!(r.header(header::WWW_AUTHENTICATE), WWW_AUTHENTICATE, "{r}");
+    assert_clears_session_cookie(&r);
+    assert!(app.upstream.uris().is_empty(), "{:?}", app.upstream.uris());
+}
+
+#[tokio::test]
+async fn a_well_formed_cookie_for_an_unknown_session_is_401_and_clears_the_cookie() {
+    let app = TestRouter::new().await;
+    // A real session's cookie, presented to a gateway whose store never
+    // held it: same shape, no record.
+    let other = TestRouter::new().await;
+    let cookie = other.logged_in("alice").await;
+    let r = app.get("/api/items", &[("cookie", &cookie)]).await;
+    r.assert_error(
+        StatusCode::UNAUTHORIZED,
+        "session_expired",
+        "Your session has ended. Please log in again.",
+    );
+    assert_clears_session_cookie(&r);
+}
+
+#[tokio::test]
+async fn an_optional_route_forwards_anonymous_calls_without_a_token() {
+    let app = TestRouter::new().await;
+    let r = app.get("/maybe/items?page=2", &[]).await;
+    r.assert_json(StatusCode::OK, serde_json::json!({ "upstream": "ok" }));
+    let seen = app.upstream.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].uri, "/maybe/items?page=2");
+    assert!(seen[0].headers.get(header::AUTHORIZATION).is_none());
+}
+
+#[tokio::test]
+async fn an_optional_route_forwards_a_bogus_cookie_as_anonymous() {
+    let app = TestRouter::new().await;
+    let cookie = format!("{SESSION_COOKIE}=not-a-session-id");
+    let r = app.get("/maybe/items", &[("cookie", &cookie)]).await;
+    r.assert_json(StatusCode::OK, serde_json::json!({ "upstream": "ok" }));
+    let seen = app.upstream.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(seen[0].headers.get(header::AUTHORIZATION).is_none());
+    assert!(seen[0].headers.get(header::COOKIE).is_none());
+}
+
+#[tokio::test]
+async fn a_logged_in_call_is_forwarded_with_the_access_token_and_without_cookies() {
+    let app = TestRouter::new().await;
+    let cookie = app.logged_in("alice").await;
+    let r = app
+        .send(request(
+            Method::POST,
+            "/api/items?x=1",
+            &[
+                ("cookie", &format!("{cookie}; theme=dark")),
+                ("x-csrf", "1"),
+                ("authorization", "Bearer forged-by-the-browser"),
+            ],
+            Body::from("{}"),
+        ))
+        .await;
+    r.assert_json(StatusCode::OK, serde_json::json!({ "upstream": "ok" }));
+    let seen = app.upstream.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].method, Method::POST);
+    assert_eq!(seen[0].uri, "/api/items?x=1");
+    let h = &seen[0].headers;
+    assert_eq!(h[header::AUTHORIZATION], "Bearer access-token-for-alice");
+    assert!(h.get(header::COOKIE).is_none(), "{h:?}");
+    assert_eq!(h["x-forwarded-proto"], "https");
+    assert_eq!(h["x-forwarded-host"], "app.example.test");
+}

@@ -1,0 +1,116 @@
+//! The single-page app under `[static] dir`: caching by file kind, the
+//! client-route fallback, and 404 for missing files.
+
+use axum::http::{StatusCode, header};
+
+use crate::support::{NAVIGATION, TempDir, TestRouter};
+
+const INDEX: &str = "<!doctype html><title>SPA</title><script src=\"/app.3f9a2c1b.js\"></script>";
+const ASSET: &str = "console.log('app');";
+
+async fn spa(extra: &str) -> TestRouter {
+    let dir = TempDir::new();
+    dir.write("www/index.html", INDEX);
+    dir.write("www/app.3f9a2c1b.js", ASSET);
+    dir.write("www/robots.txt", "User-agent: *");
+    TestRouter::with_dir(dir, &format!("[static]\ndir = \"{{dir}}/www\"\n{extra}")).await
+}
+
+#[tokio::test]
+async fn the_root_serves_index_html_with_no_cache() {
+    let app = spa("").await;
+    let r = app.get("/", NAVIGATION).await;
+    assert_eq!(r.status, StatusCode::OK, "{r}");
+    assert_eq!(r.text(), INDEX);
+    assert_eq!(r.header(header::CONTENT_TYPE), "text/html");
+    assert_eq!(r.header(header::CACHE_CONTROL), "no-cache", "{r}");
+    assert_eq!(r.header(header::X_CONTENT_TYPE_OPTIONS), "nosniff", "{r}");
+    assert_eq!(r.header(header::REFERRER_POLICY), "same-origin", "{r}");
+    assert_eq!(r.header(header::X_FRAME_OPTIONS), "DENY", "{r}");
+}
+
+#[tokio::test]
+async fn index_html_by_name_is_no_cache() {
+    let app = spa("").await;
+    let r = app.get("/index.html", &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{r}");
+    assert_eq!(r.text(), INDEX);
+    assert_eq!(r.header(header::CACHE_CONTROL), "no-cache", "{r}");
+}
+
+#[tokio::test]
+async fn a_hashed_asset_is_cached_for_a_year() {
+    let app = spa("").await;
+    let r = app.get("/app.3f9a2c1b.js", &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{r}");
+    assert_eq!(r.text(), ASSET);
+    assert_eq!(r.header(header::CONTENT_TYPE), "text/javascript");
+    assert_eq!(
+        r.header(header::CACHE_CONTROL),
+        "public, max-age=31536000, immutable",
+        "{r}"
+    );
+}
+
+#[tokio::test]
+async fn an_unhashed_file_is_no_cache() {
+    let app = spa("").await;
+    let r = app.get("/robots.txt", &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{r}");
+    assert_eq!(r.header(header::CACHE_CONTROL), "no-cache", "{r}");
+}
+
+#[tokio::test]
+async fn extensionless_client_routes_fall_back_to_index_html() {
+    let app = spa("").await;
+    for path in ["/settings", "/settings/profile", "/users/42/edit"] {
+        let r = app.get(path, NAVIGATION).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {r}");
+        assert_eq!(r.text(), INDEX, "{path}");
+        assert_eq!(r.header(header::CACHE_CONTROL), "no-cache", "{path}: {r}");
+    }
+}
+
+#[tokio::test]
+async fn a_missing_file_with_an_extension_is_404() {
+    let app = spa("").await;
+    let r = app.get("/missing.3f9a2c1b.js", &[]).await;
+    r.assert_error(StatusCode::NOT_FOUND, "not_found", "There is nothing here.");
+}
+
+#[tokio::test]
+async fn a_missing_file_is_a_404_page_for_navigations() {
+    let app = spa("").await;
+    let r = app.get("/missing.html", NAVIGATION).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{r}");
+    assert_eq!(r.header(header::CONTENT_TYPE), "text/html; charset=utf-8");
+    crate::errors::assert_page_security_headers(&r);
+}
+
+#[tokio::test]
+async fn without_spa_fallback_client_routes_are_404() {
+    let app = spa("spa_fallback = false\n").await;
+    let r = app.get("/settings", &[]).await;
+    r.assert_error(StatusCode::NOT_FOUND, "not_found", "There is nothing here.");
+}
+
+#[tokio::test]
+async fn the_static_app_answers_only_reads() {
+    let app = spa("").await;
+    let r = app
+        .send(crate::support::request(
+            axum::http::Method::POST,
+            "/settings",
+            &[("x-csrf", "1")],
+            axum::body::Body::empty(),
+        ))
+        .await;
+    r.assert_error(StatusCode::NOT_FOUND, "not_found", "There is nothing here.");
+}
+
+#[tokio::test]
+async fn proxied_routes_take_precedence_over_the_static_app() {
+    let app = spa("").await;
+    let r = app.get("/api/items", &[]).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r}");
+}
