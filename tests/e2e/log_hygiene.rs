@@ -20,9 +20,11 @@ async fn no_token_cookie_or_secret_reaches_the_log_even_at_trace_level() {
     let log = std::env::temp_dir().join(format!("oidc-bff-log-{:x}.log", rand::random::<u64>()));
     let gw = GatewayBuilder::new(&upstream)
         .issuer(&provider.issuer)
-        .set("log", "level = \"trace\"")
-        .set("log", "access_log = true")
-        .set("session", "refresh_skew = \"1s\"")
+        .configure(|c| {
+            c.log.level = "trace".into();
+            c.log.access_log = true;
+        })
+        .refresh_skew("1s")
         .log_to(&log)
         .start_process()
         .await;

@@ -267,8 +267,8 @@ async fn each_login_gets_a_fresh_session_id() {
 async fn client_secret_post_clients_log_in_too() {
     let upstream = Upstream::start().await;
     let gw = GatewayBuilder::new(&upstream)
-        .set("oidc", "client_id = \"oidc-bff-post\"")
-        .set("oidc", "auth_method = \"client_secret_post\"")
+        .client_id("oidc-bff-post")
+        .configure(|c| c.oidc.auth_method = "client_secret_post".into())
         .start()
         .await;
     let mut b = Browser::new(&gw);

@@ -4,10 +4,12 @@
 //! demanding a client certificate: served when `oidc.tls_cert_file` /
 //! `proxy.tls_cert_file` give the gateway one, refused when they do not.
 
+use std::path::PathBuf;
+
 use reqwest::StatusCode;
 
 use crate::harness::{
-    Browser, Gateway, GatewayBuilder, ProviderProcess, TestCa, TlsStatusServer, Upstream,
+    Browser, Gateway, GatewayBuilder, ProviderProcess, TestCa, TlsStatusServer, Upstream, route,
 };
 
 /// A gateway that cannot talk to its provider is not ready and offers no
@@ -47,20 +49,22 @@ async fn a_provider_and_an_upstream_behind_a_private_ca_are_trusted_only_when_co
         provider.issuer
     );
     let https_upstream = TlsStatusServer::start(&ca);
-    let route = format!(
-        "[[routes]]\npath = \"/secure\"\nupstream = \"https://127.0.0.1:{}\"\n",
-        https_upstream.port
+    let secure = route(
+        "/secure",
+        &format!("https://127.0.0.1:{}", https_upstream.port),
     );
-    let trust = format!("tls_ca_file = \"{}\"", ca.file("ca.pem"));
+    let trust = Some(PathBuf::from(ca.file("ca.pem")));
     let ca_pem = std::fs::read(ca.file("ca.pem")).expect("CA");
     let upstream = Upstream::start().await;
 
     // Both CAs configured: log in over HTTPS, reach the HTTPS upstream.
     let gw = GatewayBuilder::new(&upstream)
         .issuer(&provider.issuer)
-        .set("oidc", &trust)
-        .set("proxy", &trust)
-        .raw(&route)
+        .configure(|c| {
+            c.oidc.tls_ca_file = trust.clone();
+            c.proxy.tls_ca_file = trust.clone();
+        })
+        .route(secure.clone())
         .start()
         .await;
     let mut b = Browser::trusting(&gw, Some(&ca_pem));
@@ -79,8 +83,8 @@ async fn a_provider_and_an_upstream_behind_a_private_ca_are_trusted_only_when_co
     // The upstream's CA not configured: logged in, but the call is a 502.
     let no_upstream_ca = GatewayBuilder::new(&upstream)
         .issuer(&provider.issuer)
-        .set("oidc", &trust)
-        .raw(&route)
+        .configure(|c| c.oidc.tls_ca_file = trust.clone())
+        .route(secure)
         .start()
         .await;
     let mut c = Browser::trusting(&no_upstream_ca, Some(&ca_pem));
@@ -95,31 +99,32 @@ async fn a_provider_and_an_upstream_that_demand_client_certificates_get_the_gate
     let ca = TestCa::new(false);
     let provider = https_provider(&ca, &["--tls-client-ca", &ca.file("ca.pem")]);
     let https_upstream = TlsStatusServer::start_verifying(&ca);
-    let route = format!(
-        "[[routes]]\npath = \"/secure\"\nupstream = \"https://127.0.0.1:{}\"\n",
-        https_upstream.port
+    let secure = route(
+        "/secure",
+        &format!("https://127.0.0.1:{}", https_upstream.port),
     );
-    let trust = format!("tls_ca_file = \"{}\"", ca.file("ca.pem"));
-    let identity = format!(
-        "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"",
-        ca.file("client.pem"),
-        ca.file("client.key")
-    );
+    let trust = Some(PathBuf::from(ca.file("ca.pem")));
+    let cert = Some(PathBuf::from(ca.file("client.pem")));
+    let key = Some(PathBuf::from(ca.file("client.key")));
     let ca_pem = std::fs::read(ca.file("ca.pem")).expect("CA");
     let upstream = Upstream::start().await;
     let gateway = |oidc_identity: bool, proxy_identity: bool| {
-        let mut b = GatewayBuilder::new(&upstream)
+        GatewayBuilder::new(&upstream)
             .issuer(&provider.issuer)
-            .set("oidc", &trust)
-            .set("proxy", &trust)
-            .raw(&route);
-        if oidc_identity {
-            b = b.set("oidc", &identity);
-        }
-        if proxy_identity {
-            b = b.set("proxy", &identity);
-        }
-        b.start()
+            .configure(|c| {
+                c.oidc.tls_ca_file = trust.clone();
+                c.proxy.tls_ca_file = trust.clone();
+                if oidc_identity {
+                    c.oidc.tls_cert_file = cert.clone();
+                    c.oidc.tls_key_file = key.clone();
+                }
+                if proxy_identity {
+                    c.proxy.tls_cert_file = cert.clone();
+                    c.proxy.tls_key_file = key.clone();
+                }
+            })
+            .route(secure.clone())
+            .start()
     };
 
     // The gateway presents its certificate to both: discovery, code

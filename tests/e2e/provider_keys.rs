@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use oidc_bff::config::RawDuration;
 use reqwest::StatusCode;
 
 use crate::harness::procs::free_port;
@@ -44,10 +45,9 @@ async fn a_rotated_provider_key_is_fetched_once_and_refetches_are_rate_limited()
     let upstream = Upstream::start().await;
     let gw = GatewayBuilder::new(&upstream)
         .issuer(&original.issuer)
-        .set(
-            "oidc",
-            &format!("jwks_min_refresh_interval = \"{}s\"", INTERVAL.as_secs()),
-        )
+        .configure(|c| {
+            c.oidc.jwks_min_refresh_interval = RawDuration::Seconds(INTERVAL.as_secs());
+        })
         .start()
         .await;
     assert_eq!(try_login(&gw).await, (StatusCode::SEE_OTHER, true));

@@ -3,9 +3,10 @@
 
 use std::time::{Duration, Instant};
 
+use oidc_bff::config::RawRoute;
 use reqwest::{Method, StatusCode};
 
-use crate::harness::{Browser, GatewayBuilder, Upstream, procs::free_port};
+use crate::harness::{Browser, GatewayBuilder, Upstream, duration, procs::free_port, route};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_changing_calls_without_the_csrf_header_are_refused() {
@@ -52,8 +53,10 @@ async fn state_changing_calls_without_the_csrf_header_are_refused() {
 async fn a_custom_csrf_header_can_be_configured() {
     let upstream = Upstream::start().await;
     let gw = GatewayBuilder::new(&upstream)
-        .set("csrf", "header = \"X-Requested-By\"")
-        .set("csrf", "value = \"my-app\"")
+        .configure(|c| {
+            c.csrf.header = "X-Requested-By".into();
+            c.csrf.value = "my-app".into();
+        })
         .start()
         .await;
     let mut b = Browser::new(&gw);
@@ -135,14 +138,11 @@ async fn an_unreachable_upstream_is_a_502_and_a_slow_one_a_504() {
     let upstream = Upstream::start().await;
     let dead = free_port();
     let gw = GatewayBuilder::new(&upstream)
-        .raw(&format!(
-            "[[routes]]\npath = \"/dead\"\nupstream = \"http://127.0.0.1:{dead}\"\n"
-        ))
-        .raw(
-            "[[routes]]\npath = \"/slowapi\"\nupstream = \"UP\"\ntimeout = \"1s\"\n"
-                .replace("UP", &upstream.url())
-                .as_str(),
-        )
+        .route(route("/dead", &format!("http://127.0.0.1:{dead}")))
+        .route(RawRoute {
+            timeout: duration("1s"),
+            ..route("/slowapi", &upstream.url())
+        })
         .start()
         .await;
     let mut b = Browser::new(&gw);
@@ -167,8 +167,15 @@ async fn route_auth_modes_none_and_optional() {
     let upstream = Upstream::start().await;
     let up = upstream.url();
     let gw = GatewayBuilder::new(&upstream)
-        .raw(&format!("[[routes]]\npath = \"/public\"\nupstream = \"{up}\"\nauth = \"none\"\nstrip_prefix = true\n"))
-        .raw(&format!("[[routes]]\npath = \"/maybe\"\nupstream = \"{up}\"\nauth = \"optional\"\n"))
+        .route(RawRoute {
+            auth: "none".into(),
+            strip_prefix: true,
+            ..route("/public", &up)
+        })
+        .route(RawRoute {
+            auth: "optional".into(),
+            ..route("/maybe", &up)
+        })
         .start()
         .await;
     let mut anon = Browser::new(&gw);
@@ -293,10 +300,10 @@ async fn metrics_count_requests_logins_and_errors_without_personal_labels() {
 async fn cookies_reach_an_upstream_only_on_routes_that_forward_them() {
     let upstream = Upstream::start().await;
     let gw = GatewayBuilder::new(&upstream)
-        .raw(&format!(
-            "[[routes]]\npath = \"/legacy\"\nupstream = \"{}\"\nforward_cookies = true\n",
-            upstream.url()
-        ))
+        .route(RawRoute {
+            forward_cookies: true,
+            ..route("/legacy", &upstream.url())
+        })
         .start()
         .await;
     let mut b = Browser::new(&gw);

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use crate::harness::{Browser, GatewayBuilder, Upstream};
+use crate::harness::{Browser, GatewayBuilder, Upstream, duration};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampered_or_truncated_cookies_are_refused_without_reaching_the_upstream() {
@@ -56,8 +56,10 @@ async fn tampered_or_truncated_cookies_are_refused_without_reaching_the_upstream
 async fn an_idle_session_expires_and_activity_keeps_it_alive() {
     let upstream = Upstream::start().await;
     let gw = GatewayBuilder::new(&upstream)
-        .set("session", "idle_timeout = \"3s\"")
-        .set("session", "touch_interval = \"1s\"")
+        .configure(|c| {
+            c.session.idle_timeout = duration("3s");
+            c.session.touch_interval = duration("1s");
+        })
         .start()
         .await;
     let mut b = Browser::new(&gw);
@@ -86,9 +88,11 @@ async fn an_idle_session_expires_and_activity_keeps_it_alive() {
 async fn the_absolute_lifetime_ends_an_active_session() {
     let upstream = Upstream::start().await;
     let gw = GatewayBuilder::new(&upstream)
-        .set("session", "idle_timeout = \"2s\"")
-        .set("session", "absolute_timeout = \"4s\"")
-        .set("session", "touch_interval = \"0s\"")
+        .configure(|c| {
+            c.session.idle_timeout = duration("2s");
+            c.session.absolute_timeout = duration("4s");
+            c.session.touch_interval = duration("0s");
+        })
         .start()
         .await;
     let mut b = Browser::new(&gw);

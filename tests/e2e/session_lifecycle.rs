@@ -10,7 +10,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::harness::procs::{ProviderProcess, free_port};
-use crate::harness::{Browser, Chaos, Gateway, GatewayBuilder, ProviderApi, Upstream, unique_user};
+use crate::harness::{
+    Browser, Chaos, Gateway, GatewayBuilder, ProviderApi, Upstream, duration, unique_user,
+};
 
 /// A provider of this test's own, issuing 5-second access tokens.
 fn short_token_provider() -> (ProviderProcess, ProviderApi) {
@@ -61,7 +63,7 @@ async fn fifty_concurrent_calls_on_an_expired_token_cause_exactly_one_refresh() 
     let upstream = Upstream::start().await;
     let gw = GatewayBuilder::new(&upstream)
         .issuer(&provider.issuer)
-        .set("session", "refresh_skew = \"1s\"")
+        .refresh_skew("1s")
         .start()
         .await;
     let mut b = Browser::new(&gw);
@@ -100,12 +102,12 @@ async fn two_gateway_processes_sharing_redis_refresh_exactly_once() {
     let upstream = Upstream::start().await;
     let a = GatewayBuilder::new(&upstream)
         .issuer(&provider.issuer)
-        .set("session", "refresh_skew = \"1s\"")
+        .refresh_skew("1s")
         .start_process()
         .await;
     let b_gw = GatewayBuilder::new(&upstream)
         .issuer(&provider.issuer)
-        .set("session", "refresh_skew = \"1s\"")
+        .refresh_skew("1s")
         .prefix(&a.prefix)
         .start_process()
         .await;
@@ -134,7 +136,7 @@ async fn a_refresh_token_revoked_at_the_provider_ends_the_session() {
     let upstream = Upstream::start().await;
     let gw = GatewayBuilder::new(&upstream)
         .issuer(&provider.issuer)
-        .set("session", "refresh_skew = \"1s\"")
+        .refresh_skew("1s")
         .start()
         .await;
     let user = unique_user("revoked");
@@ -175,8 +177,8 @@ async fn a_provider_that_is_down_during_refresh_gives_503_and_keeps_the_session(
     let upstream = Upstream::start().await;
     let gw = GatewayBuilder::new(&upstream)
         .issuer(&issuer)
-        .set("session", "refresh_skew = \"1s\"")
-        .set("oidc", "http_timeout = \"1s\"")
+        .refresh_skew("1s")
+        .configure(|c| c.oidc.http_timeout = duration("1s"))
         .start()
         .await;
     let mut b = Browser::new(&gw);
@@ -219,8 +221,8 @@ async fn a_session_without_refresh_token_ends_when_its_access_token_expires() {
         .await;
     let gw = GatewayBuilder::new(&upstream)
         .issuer(&provider.issuer)
-        .set("oidc", "client_id = \"no-refresh\"")
-        .set("session", "refresh_skew = \"1s\"")
+        .client_id("no-refresh")
+        .refresh_skew("1s")
         .start()
         .await;
     let mut b = Browser::new(&gw);
@@ -235,7 +237,7 @@ async fn a_session_without_refresh_token_ends_when_its_access_token_expires() {
 async fn activity_is_written_at_most_once_per_touch_interval() {
     let upstream = Upstream::start().await;
     let gw = GatewayBuilder::new(&upstream)
-        .set("session", "touch_interval = \"60s\"")
+        .configure(|c| c.session.touch_interval = duration("60s"))
         .start()
         .await;
     let mut b = Browser::new(&gw);
@@ -271,7 +273,7 @@ async fn activity_is_written_at_most_once_per_touch_interval() {
 async fn a_limit_of_two_sessions_evicts_the_oldest_on_the_third_login() {
     let upstream = Upstream::start().await;
     let gw = GatewayBuilder::new(&upstream)
-        .set("session", "max_per_user = 2")
+        .configure(|c| c.session.max_per_user = 2)
         .admin()
         .start()
         .await;
@@ -516,7 +518,7 @@ async fn backchannel_gateway(upstream: &Upstream) -> (Gateway, String) {
     )
     .await;
     let gw = GatewayBuilder::new(upstream)
-        .set("oidc", &format!("client_id = \"{client_id}\""))
+        .client_id(&client_id)
         .start()
         .await;
     api.post(

@@ -28,7 +28,7 @@ async fn the_app_is_served_with_types_fallback_and_cache_headers() {
     let upstream = Upstream::start().await;
     let dir = app_dir();
     let gw = GatewayBuilder::new(&upstream)
-        .set("static", &format!("dir = \"{}\"", dir.display()))
+        .configure(|c| c.static_files.dir = Some(dir.clone()))
         .start()
         .await;
     let mut b = Browser::new(&gw);

@@ -107,15 +107,10 @@ async fn setup(tls: Option<Arc<TestCa>>) -> Setup {
     });
     let mut gw = GatewayBuilder::new(&upstream).sentinel(sentinel.port, MASTER);
     if let Some(ca) = &tls {
-        gw = gw.set(
-            "store",
-            &format!(
-                "sentinel_tls = true\ntls_ca_file = \"{}\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"",
-                ca.file("ca.pem"),
-                ca.file("client.pem"),
-                ca.file("client.key")
-            ),
-        );
+        gw = gw
+            .store_ca(ca)
+            .store_client_cert(ca)
+            .configure(|c| c.store.sentinel_tls = true);
     }
     let gw = gw.start().await;
     Setup {

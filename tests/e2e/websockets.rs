@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::harness::{Browser, Gateway, GatewayBuilder, Upstream};
+use crate::harness::{Browser, Gateway, GatewayBuilder, Upstream, duration};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -127,8 +127,10 @@ async fn without_a_session_or_from_another_origin_the_handshake_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logging_out_cuts_the_open_websockets_of_the_session() {
-    let (upstream, gw, mut b) =
-        logged_in(|up| GatewayBuilder::new(up).set("session", "touch_interval = \"1s\"")).await;
+    let (upstream, gw, mut b) = logged_in(|up| {
+        GatewayBuilder::new(up).configure(|c| c.session.touch_interval = duration("1s"))
+    })
+    .await;
     let mut socket = open(&gw, Some(&b), Some(&gw.base), "/api/ws")
         .await
         .expect("handshake accepted");
