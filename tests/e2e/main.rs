@@ -14,6 +14,7 @@ mod session_cookies;
 mod session_lifecycle;
 mod static_app;
 mod store_cluster;
+mod store_conformance;
 mod store_consistency;
 mod store_outage;
 mod store_sentinel;

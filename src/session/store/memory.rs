@@ -304,9 +304,12 @@ impl SessionStore for MemoryStore {
         }))
     }
 
+    /// Counts dead entries of both indexes, per-user and provider-session,
+    /// as the Redis store does.
     async fn sweep(&self) -> StoreResult<u64> {
         Ok(self.with(|s, now| {
-            let before: usize = s.users.values().map(BTreeSet::len).sum();
+            let before: usize = s.users.values().map(BTreeSet::len).sum::<usize>()
+                + s.sids.values().map(BTreeSet::len).sum::<usize>();
             let users: Vec<String> = s.users.keys().cloned().collect();
             for u in users {
                 s.trim_user(&u, now);
@@ -322,7 +325,8 @@ impl SessionStore for MemoryStore {
             s.once.retain(|_, (_, until)| *until > now);
             s.locks.retain(|_, (_, until)| *until > now);
             s.jtis.retain(|_, until| *until > now);
-            let after: usize = s.users.values().map(BTreeSet::len).sum();
+            let after: usize = s.users.values().map(BTreeSet::len).sum::<usize>()
+                + s.sids.values().map(BTreeSet::len).sum::<usize>();
             (before - after) as u64
         }))
     }
@@ -350,55 +354,5 @@ impl SessionStore for MemoryStore {
 
     async fn ping(&self) -> StoreResult<()> {
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::session::store::RevokeReason;
-
-    fn id(n: u8) -> StoreId {
-        StoreId::parse(&format!("{:064x}", n)).expect("id")
-    }
-
-    #[tokio::test]
-    async fn the_per_user_limit_holds_even_when_creation_times_tie() {
-        let store = MemoryStore::new();
-        let why = Revocation::new(RevokeReason::Limit, "system", 0);
-        // Descending IDs with one timestamp: the new session sorts first.
-        for n in (1..=6u8).rev() {
-            let sid = id(n);
-            store
-                .create(&NewSession {
-                    id: &sid,
-                    record: b"r",
-                    ttl_millis: 60_000,
-                    user_hash: "u",
-                    sid_hash: None,
-                    created_millis: 1_000,
-                    max_per_user: Some(2),
-                    eviction: &why,
-                    index_ttl_millis: 60_000,
-                })
-                .await
-                .expect("create");
-        }
-        let listed = store.list_user("u").await.expect("list");
-        assert_eq!(listed.len(), 2);
-        assert!(
-            listed.iter().any(|l| l.id == id(1)),
-            "the newest session is never evicted"
-        );
-        let mut evicted = 0;
-        for n in 1..=6u8 {
-            if matches!(
-                store.revoke(&id(n), &why).await,
-                Ok(RevokeOutcome::AlreadyRevoked { .. })
-            ) {
-                evicted += 1;
-            }
-        }
-        assert_eq!(evicted, 4, "every eviction left a tombstone");
     }
 }

@@ -1,0 +1,1028 @@
+//! The session-store conformance suite: every behaviour the `SessionStore`
+//! contract promises, written once as a function generic over the store and
+//! run against both `MemoryStore` and `RedisStore` (real Redis, a fresh key
+//! prefix per test), so the in-memory store cannot drift from the one
+//! deployments use. It drives the stores directly, never the gateway.
+//!
+//! Records are built with the crate's own encoder (`StoredSession`), so the
+//! compare-and-set tests fail for both stores if the record layout ever moves
+//! the generation the stores read at a fixed offset.
+
+use std::future::Future;
+use std::time::Duration;
+
+use oidc_bff::config::{RedisConfig, RedisEndpoint};
+use oidc_bff::session::cookie::StoreId;
+use oidc_bff::session::record::{StoredBody, StoredSession};
+use oidc_bff::session::store::redis::RedisStore;
+use oidc_bff::session::store::{
+    NewSession, OnceKind, Revocation, RevokeOutcome, RevokeReason, SessionStore,
+};
+use oidc_bff::session::{sid_hash, user_hash};
+use tokio::time::Instant;
+
+use crate::harness::{random_prefix, shared};
+
+/// Instantiates each behaviour twice: `memory::<name>` and `redis::<name>`.
+macro_rules! conformance {
+    ($($name:ident),+ $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(&oidc_bff::session::store::memory::MemoryStore::new()).await;
+                }
+            )+
+        }
+        mod redis {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(&super::redis_store()).await;
+                }
+            )+
+        }
+    };
+}
+
+conformance!(
+    an_unknown_session_is_none,
+    a_created_session_returns_its_record_bytes,
+    a_session_expires_after_its_ttl,
+    replace_if_with_the_current_generation_writes_the_new_record,
+    replace_if_with_a_stale_generation_is_refused_and_keeps_the_record,
+    replace_if_on_a_gone_session_is_refused_and_creates_nothing,
+    replace_if_sets_a_shorter_ttl,
+    replace_if_sets_a_longer_ttl,
+    replace_if_keeps_the_session_in_its_indexes,
+    revoke_ends_the_session,
+    revoking_again_reports_the_first_revocation_from_the_tombstone,
+    revoking_an_unknown_session_reports_not_found,
+    revoking_an_expired_session_reports_not_found,
+    revoke_removes_the_session_from_both_indexes,
+    revoke_user_ends_every_session_of_that_user_only,
+    revoke_user_spares_the_excepted_session,
+    revoke_user_of_an_unknown_user_revokes_nothing,
+    revoke_sid_ends_every_session_bound_to_that_provider_session,
+    the_per_user_limit_evicts_the_oldest_and_returns_its_id,
+    the_per_user_limit_goes_by_creation_time_not_arrival,
+    evicted_sessions_leave_a_tombstone_with_the_eviction_reason,
+    the_per_user_limit_evicts_several_when_the_user_is_far_over_it,
+    the_per_user_limit_holds_when_creation_times_tie_and_spares_the_new_session,
+    the_per_user_limit_does_not_count_expired_sessions,
+    the_per_user_limit_counts_only_that_users_sessions,
+    without_a_limit_nothing_is_evicted,
+    list_user_returns_live_sessions_newest_first_with_times_and_records,
+    list_user_of_an_unknown_user_is_empty,
+    list_user_drops_expired_entries_from_the_index,
+    take_once_returns_the_value_to_the_first_caller_only,
+    take_once_of_an_unknown_key_is_none,
+    once_values_of_different_kinds_do_not_collide,
+    once_values_expire_after_their_ttl,
+    a_held_lock_refuses_a_second_lock,
+    only_the_holders_token_unlocks,
+    a_lock_expires_after_its_ttl,
+    an_expired_lock_retaken_by_another_is_not_released_by_its_first_holder,
+    remember_jti_is_true_only_the_first_time,
+    a_remembered_jti_is_forgotten_after_its_ttl,
+    sweep_removes_index_entries_of_expired_sessions_and_counts_them,
+    sweep_of_a_store_without_dead_entries_removes_nothing,
+    stats_count_live_sessions_and_users_with_the_top_users_descending,
+    stats_of_an_empty_store_are_zero,
+    ping_answers,
+);
+
+fn redis_store() -> RedisStore {
+    let config = RedisConfig {
+        endpoint: RedisEndpoint::Url(shared().redis.url().parse().expect("redis url")),
+        username: None,
+        password: None,
+        db: 0,
+        connect_timeout: Duration::from_secs(5),
+        tls_ca_pem: None,
+        tls_client: None,
+    };
+    RedisStore::new(&config, &random_prefix(), Duration::from_secs(5)).expect("redis store")
+}
+
+// ---------------------------------------------------------------------------
+// Fixtures
+
+/// A realistic creation time (ms since the epoch): large enough that a store
+/// keeping it as a float score must still give it back exactly.
+const T0: u64 = 1_700_000_000_123;
+/// Outlives every test.
+const LONG: Duration = Duration::from_secs(600);
+/// Short enough to wait for, long enough to be seen alive first.
+const SHORT: Duration = Duration::from_millis(400);
+/// How long anything that should happen may take on a loaded machine.
+const DEADLINE: Duration = Duration::from_secs(20);
+const POLL: Duration = Duration::from_millis(20);
+/// Redis keeps time in whole milliseconds on its own clock.
+const CLOCK_SLACK: Duration = Duration::from_millis(5);
+
+/// A session ID whose distinguishing digits come first, so `Debug` (which
+/// shows 12 characters) tells them apart and IDs sort like `n`.
+fn id(n: u64) -> StoreId {
+    StoreId::parse(&format!("{n:04x}{:060x}", 0)).expect("valid id")
+}
+
+fn eviction() -> Revocation {
+    Revocation::new(RevokeReason::Limit, "system", 1_700_000_100)
+}
+
+fn logout() -> Revocation {
+    Revocation::new(RevokeReason::Logout, "user", 1_700_000_200)
+}
+
+fn admin() -> Revocation {
+    Revocation::new(RevokeReason::Admin, "operator@example.com", 1_700_000_300)
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).expect("fits")
+}
+
+/// A record as the gateway writes it, with every byte value in it so a
+/// store that is not binary-safe shows.
+fn record(generation: u64, user: &str, sid: Option<&str>) -> Vec<u8> {
+    StoredSession {
+        generation,
+        body: StoredBody {
+            key_id: "k1".into(),
+            user_hash: user.to_owned(),
+            sid_hash: sid.map(str::to_owned),
+            created_at: T0 / 1000,
+            last_active_at: T0 / 1000,
+            idle_expires_at: T0 / 1000 + 3600,
+            absolute_expires_at: T0 / 1000 + 86_400,
+            access_expires_at: 0,
+            has_refresh_token: true,
+            meta: (0..=255).collect(),
+            secrets: vec![0xff, 0, 0xfe, generation as u8],
+        },
+    }
+    .encode()
+}
+
+/// One session to create, with defaults for whatever a test does not care
+/// about: created `n` seconds after `T0`, long TTL, no provider session, no
+/// per-user limit, generation 1.
+#[derive(Clone)]
+struct Seed {
+    id: StoreId,
+    user: String,
+    sid: Option<String>,
+    created: u64,
+    ttl: Duration,
+    max: Option<u32>,
+    generation: u64,
+}
+
+impl Seed {
+    fn new(n: u64, user: &str) -> Self {
+        Self {
+            id: id(n),
+            user: user_hash(user),
+            sid: None,
+            created: T0 + n * 1000,
+            ttl: LONG,
+            max: None,
+            generation: 1,
+        }
+    }
+
+    fn sid(mut self, sid: &str) -> Self {
+        self.sid = Some(sid_hash(sid));
+        self
+    }
+
+    fn created(mut self, millis: u64) -> Self {
+        self.created = millis;
+        self
+    }
+
+    fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    fn max(mut self, max: u32) -> Self {
+        self.max = Some(max);
+        self
+    }
+
+    fn generation(mut self, generation: u64) -> Self {
+        self.generation = generation;
+        self
+    }
+
+    fn record(&self) -> Vec<u8> {
+        record(self.generation, &self.user, self.sid.as_deref())
+    }
+
+    /// Creates the session; returns the IDs the per-user limit evicted.
+    async fn create<S: SessionStore>(&self, store: &S) -> Vec<StoreId> {
+        let record = self.record();
+        store
+            .create(&NewSession {
+                id: &self.id,
+                record: &record,
+                ttl_millis: ms(self.ttl),
+                user_hash: &self.user,
+                sid_hash: self.sid.as_deref(),
+                created_millis: self.created,
+                max_per_user: self.max,
+                eviction: &eviction(),
+                index_ttl_millis: ms(self.ttl.max(LONG)) + 60_000,
+            })
+            .await
+            .expect("create")
+    }
+}
+
+/// Polls `probe` until it holds; fails the test past the deadline.
+async fn eventually<F, Fut>(what: &str, mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if probe().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {DEADLINE:?}");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Waits until the session has expired.
+async fn gone<S: SessionStore>(store: &S, id: &StoreId) {
+    eventually("the session expires", move || async move {
+        store.get(id).await.expect("get").is_none()
+    })
+    .await;
+}
+
+/// Waits until `ttl` has passed on the store's own clock since this call:
+/// a marker session created now with that TTL has expired.
+async fn wait_past<S: SessionStore>(store: &S, ttl: Duration) {
+    let marker = Seed::new(0xffff, "marker").ttl(ttl);
+    marker.create(store).await;
+    gone(store, &marker.id).await;
+}
+
+/// Asserts that something that expired did not expire before its TTL.
+fn assert_not_early(started: Instant, ttl: Duration) {
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed + CLOCK_SLACK >= ttl,
+        "expired after {elapsed:?}, before its TTL of {ttl:?}"
+    );
+}
+
+fn sorted(mut ids: Vec<StoreId>) -> Vec<StoreId> {
+    ids.sort();
+    ids
+}
+
+/// A user's list as comparable tuples: (ID, creation time, record).
+async fn listed<S: SessionStore>(store: &S, user: &str) -> Vec<(StoreId, u64, Vec<u8>)> {
+    store
+        .list_user(&user_hash(user))
+        .await
+        .expect("list_user")
+        .into_iter()
+        .map(|l| (l.id, l.created_millis, l.record))
+        .collect()
+}
+
+async fn listed_ids<S: SessionStore>(store: &S, user: &str) -> Vec<StoreId> {
+    listed(store, user).await.into_iter().map(|l| l.0).collect()
+}
+
+fn entry(seed: &Seed) -> (StoreId, u64, Vec<u8>) {
+    (seed.id.clone(), seed.created, seed.record())
+}
+
+async fn get<S: SessionStore>(store: &S, id: &StoreId) -> Option<Vec<u8>> {
+    store.get(id).await.expect("get")
+}
+
+async fn revoke<S: SessionStore>(store: &S, id: &StoreId, why: &Revocation) -> RevokeOutcome {
+    store.revoke(id, why).await.expect("revoke")
+}
+
+fn already(previous: Revocation) -> RevokeOutcome {
+    RevokeOutcome::AlreadyRevoked {
+        previous: Some(previous),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// get / create / expiry
+
+async fn an_unknown_session_is_none<S: SessionStore>(store: &S) {
+    assert_eq!(get(store, &id(1)).await, None);
+}
+
+async fn a_created_session_returns_its_record_bytes<S: SessionStore>(store: &S) {
+    let s = Seed::new(1, "alice").sid("op-1");
+    assert_eq!(s.create(store).await, Vec::<StoreId>::new());
+    assert_eq!(get(store, &s.id).await, Some(s.record()));
+    assert_eq!(get(store, &id(2)).await, None, "other IDs stay unknown");
+}
+
+async fn a_session_expires_after_its_ttl<S: SessionStore>(store: &S) {
+    let s = Seed::new(1, "alice").ttl(SHORT);
+    let started = Instant::now();
+    s.create(store).await;
+    let first = get(store, &s.id).await;
+    assert!(
+        first == Some(s.record()) || started.elapsed() >= SHORT,
+        "alive within its TTL"
+    );
+    gone(store, &s.id).await;
+    assert_not_early(started, SHORT);
+}
+
+// ---------------------------------------------------------------------------
+// replace_if
+
+async fn replace_if_with_the_current_generation_writes_the_new_record<S: SessionStore>(store: &S) {
+    let s = Seed::new(1, "alice").generation(7);
+    s.create(store).await;
+    let next = s.clone().generation(8).record();
+    assert!(
+        store
+            .replace_if(&s.id, 7, &next, ms(LONG))
+            .await
+            .expect("replace_if")
+    );
+    assert_eq!(get(store, &s.id).await, Some(next.clone()));
+    // The stored generation is now 8: the next writer must expect 8.
+    let third = s.clone().generation(9).record();
+    assert!(
+        store
+            .replace_if(&s.id, 8, &third, ms(LONG))
+            .await
+            .expect("replace_if")
+    );
+    assert_eq!(get(store, &s.id).await, Some(third));
+}
+
+async fn replace_if_with_a_stale_generation_is_refused_and_keeps_the_record<S: SessionStore>(
+    store: &S,
+) {
+    // 0x0102 stored; 0x0201 (the same bytes in the other order) and the new
+    // record's own generation are both stale.
+    let s = Seed::new(1, "alice").generation(0x0102);
+    s.create(store).await;
+    for stale in [0x0101, 0x0201, 0x0103, 0x0102 << 8, 0] {
+        let other = s.clone().generation(stale).record();
+        assert!(
+            !store
+                .replace_if(&s.id, stale, &other, ms(LONG))
+                .await
+                .expect("replace_if"),
+            "generation {stale:#x} must be refused"
+        );
+    }
+    assert_eq!(get(store, &s.id).await, Some(s.record()));
+}
+
+async fn replace_if_on_a_gone_session_is_refused_and_creates_nothing<S: SessionStore>(store: &S) {
+    let unknown = Seed::new(1, "alice");
+    let revoked = Seed::new(2, "alice");
+    let expired = Seed::new(3, "alice").ttl(SHORT);
+    revoked.create(store).await;
+    expired.create(store).await;
+    revoke(store, &revoked.id, &logout()).await;
+    gone(store, &expired.id).await;
+    for s in [&unknown, &revoked, &expired] {
+        let next = s.clone().generation(2).record();
+        assert!(
+            !store
+                .replace_if(&s.id, 1, &next, ms(LONG))
+                .await
+                .expect("replace_if"),
+            "{:?} is gone",
+            s.id
+        );
+        assert_eq!(get(store, &s.id).await, None);
+    }
+    assert_eq!(listed_ids(store, "alice").await, Vec::<StoreId>::new());
+}
+
+async fn replace_if_sets_a_shorter_ttl<S: SessionStore>(store: &S) {
+    let s = Seed::new(1, "alice");
+    s.create(store).await;
+    let next = s.clone().generation(2).record();
+    let started = Instant::now();
+    assert!(
+        store
+            .replace_if(&s.id, 1, &next, ms(SHORT))
+            .await
+            .expect("replace_if")
+    );
+    gone(store, &s.id).await;
+    assert_not_early(started, SHORT);
+}
+
+async fn replace_if_sets_a_longer_ttl<S: SessionStore>(store: &S) {
+    // Long enough for the replace to land first even on a loaded machine.
+    let first_ttl = Duration::from_secs(3);
+    let s = Seed::new(1, "alice").ttl(first_ttl);
+    s.create(store).await;
+    let next = s.clone().generation(2).record();
+    assert!(
+        store
+            .replace_if(&s.id, 1, &next, ms(LONG))
+            .await
+            .expect("replace_if")
+    );
+    wait_past(store, first_ttl).await;
+    assert_eq!(get(store, &s.id).await, Some(next));
+}
+
+async fn replace_if_keeps_the_session_in_its_indexes<S: SessionStore>(store: &S) {
+    let s = Seed::new(1, "alice").sid("op-1");
+    s.create(store).await;
+    let next = s.clone().generation(2).record();
+    assert!(
+        store
+            .replace_if(&s.id, 1, &next, ms(LONG))
+            .await
+            .expect("replace_if")
+    );
+    assert_eq!(
+        listed(store, "alice").await,
+        vec![(s.id.clone(), s.created, next)]
+    );
+    assert_eq!(
+        store
+            .revoke_sid(&sid_hash("op-1"), &logout())
+            .await
+            .expect("revoke_sid"),
+        vec![s.id.clone()]
+    );
+}
+
+// ---------------------------------------------------------------------------
+// revoke
+
+async fn revoke_ends_the_session<S: SessionStore>(store: &S) {
+    let s = Seed::new(1, "alice");
+    let other = Seed::new(2, "alice");
+    s.create(store).await;
+    other.create(store).await;
+    assert_eq!(
+        revoke(store, &s.id, &logout()).await,
+        RevokeOutcome::Revoked
+    );
+    assert_eq!(get(store, &s.id).await, None);
+    assert_eq!(get(store, &other.id).await, Some(other.record()));
+}
+
+async fn revoking_again_reports_the_first_revocation_from_the_tombstone<S: SessionStore>(
+    store: &S,
+) {
+    let s = Seed::new(1, "alice");
+    s.create(store).await;
+    assert_eq!(revoke(store, &s.id, &admin()).await, RevokeOutcome::Revoked);
+    // Every field of the first revocation comes back, however often asked,
+    // and a later revocation does not overwrite it.
+    assert_eq!(revoke(store, &s.id, &logout()).await, already(admin()));
+    assert_eq!(revoke(store, &s.id, &logout()).await, already(admin()));
+}
+
+async fn revoking_an_unknown_session_reports_not_found<S: SessionStore>(store: &S) {
+    assert_eq!(
+        revoke(store, &id(1), &logout()).await,
+        RevokeOutcome::NotFound
+    );
+    // And leaves no tombstone behind.
+    assert_eq!(
+        revoke(store, &id(1), &logout()).await,
+        RevokeOutcome::NotFound
+    );
+}
+
+async fn revoking_an_expired_session_reports_not_found<S: SessionStore>(store: &S) {
+    let s = Seed::new(1, "alice").ttl(SHORT);
+    s.create(store).await;
+    gone(store, &s.id).await;
+    assert_eq!(
+        revoke(store, &s.id, &logout()).await,
+        RevokeOutcome::NotFound
+    );
+}
+
+async fn revoke_removes_the_session_from_both_indexes<S: SessionStore>(store: &S) {
+    let s = Seed::new(1, "alice").sid("op-1");
+    s.create(store).await;
+    revoke(store, &s.id, &logout()).await;
+    assert_eq!(store.sweep().await.expect("sweep"), 0, "no dead entry left");
+    assert_eq!(listed_ids(store, "alice").await, Vec::<StoreId>::new());
+    assert_eq!(
+        store
+            .revoke_sid(&sid_hash("op-1"), &admin())
+            .await
+            .expect("revoke_sid"),
+        Vec::<StoreId>::new()
+    );
+    assert_eq!(revoke(store, &s.id, &admin()).await, already(logout()));
+}
+
+// ---------------------------------------------------------------------------
+// revoke_user / revoke_sid
+
+async fn revoke_user_ends_every_session_of_that_user_only<S: SessionStore>(store: &S) {
+    let alice: Vec<Seed> = (1..=3).map(|n| Seed::new(n, "alice").sid("op-a")).collect();
+    let bob = Seed::new(4, "bob").sid("op-a");
+    for s in &alice {
+        s.create(store).await;
+    }
+    bob.create(store).await;
+    let revoked = store
+        .revoke_user(&user_hash("alice"), None, &admin())
+        .await
+        .expect("revoke_user");
+    assert_eq!(sorted(revoked), vec![id(1), id(2), id(3)]);
+    for s in &alice {
+        assert_eq!(get(store, &s.id).await, None);
+        assert_eq!(revoke(store, &s.id, &logout()).await, already(admin()));
+    }
+    assert_eq!(listed_ids(store, "alice").await, Vec::<StoreId>::new());
+    assert_eq!(get(store, &bob.id).await, Some(bob.record()));
+    assert_eq!(listed_ids(store, "bob").await, vec![bob.id.clone()]);
+    assert_eq!(store.sweep().await.expect("sweep"), 0, "no dead entry left");
+}
+
+async fn revoke_user_spares_the_excepted_session<S: SessionStore>(store: &S) {
+    let alice: Vec<Seed> = (1..=3).map(|n| Seed::new(n, "alice")).collect();
+    for s in &alice {
+        s.create(store).await;
+    }
+    let revoked = store
+        .revoke_user(&user_hash("alice"), Some(&id(2)), &logout())
+        .await
+        .expect("revoke_user");
+    assert_eq!(sorted(revoked), vec![id(1), id(3)]);
+    assert_eq!(get(store, &id(2)).await, Some(alice[1].record()));
+    assert_eq!(listed(store, "alice").await, vec![entry(&alice[1])]);
+    assert_eq!(revoke(store, &id(1), &admin()).await, already(logout()));
+}
+
+async fn revoke_user_of_an_unknown_user_revokes_nothing<S: SessionStore>(store: &S) {
+    let s = Seed::new(1, "alice");
+    s.create(store).await;
+    assert_eq!(
+        store
+            .revoke_user(&user_hash("nobody"), None, &admin())
+            .await
+            .expect("revoke_user"),
+        Vec::<StoreId>::new()
+    );
+    assert_eq!(get(store, &s.id).await, Some(s.record()));
+}
+
+async fn revoke_sid_ends_every_session_bound_to_that_provider_session<S: SessionStore>(store: &S) {
+    let a1 = Seed::new(1, "alice").sid("op-1");
+    let b2 = Seed::new(2, "bob").sid("op-1");
+    let a3 = Seed::new(3, "alice").sid("op-2");
+    let a4 = Seed::new(4, "alice");
+    for s in [&a1, &b2, &a3, &a4] {
+        s.create(store).await;
+    }
+    let backchannel = Revocation::new(RevokeReason::Backchannel, "provider", 1_700_000_400);
+    let revoked = store
+        .revoke_sid(&sid_hash("op-1"), &backchannel)
+        .await
+        .expect("revoke_sid");
+    assert_eq!(sorted(revoked), vec![id(1), id(2)]);
+    for s in [&a1, &b2] {
+        assert_eq!(get(store, &s.id).await, None);
+        assert_eq!(
+            revoke(store, &s.id, &logout()).await,
+            already(backchannel.clone())
+        );
+    }
+    assert_eq!(listed_ids(store, "alice").await, vec![id(4), id(3)]);
+    assert_eq!(listed_ids(store, "bob").await, Vec::<StoreId>::new());
+    assert_eq!(
+        store
+            .revoke_sid(&sid_hash("op-1"), &backchannel)
+            .await
+            .expect("revoke_sid"),
+        Vec::<StoreId>::new(),
+        "a second back-channel logout finds nothing"
+    );
+    assert_eq!(store.sweep().await.expect("sweep"), 0, "no dead entry left");
+}
+
+// ---------------------------------------------------------------------------
+// Per-user limit
+
+async fn the_per_user_limit_evicts_the_oldest_and_returns_its_id<S: SessionStore>(store: &S) {
+    let s1 = Seed::new(1, "alice").max(2);
+    let s2 = Seed::new(2, "alice").max(2);
+    let s3 = Seed::new(3, "alice").max(2);
+    assert_eq!(s1.create(store).await, Vec::<StoreId>::new());
+    assert_eq!(s2.create(store).await, Vec::<StoreId>::new());
+    assert_eq!(s3.create(store).await, vec![id(1)]);
+    assert_eq!(get(store, &id(1)).await, None);
+    assert_eq!(listed(store, "alice").await, vec![entry(&s3), entry(&s2)]);
+}
+
+async fn the_per_user_limit_goes_by_creation_time_not_arrival<S: SessionStore>(store: &S) {
+    // Arrive 1, 2, 3; created 2, 3, 1 (oldest first).
+    let s1 = Seed::new(1, "alice").created(T0 + 3000).max(2);
+    let s2 = Seed::new(2, "alice").created(T0 + 1000).max(2);
+    let s3 = Seed::new(3, "alice").created(T0 + 2000).max(2);
+    s1.create(store).await;
+    s2.create(store).await;
+    assert_eq!(s3.create(store).await, vec![id(2)]);
+    assert_eq!(listed(store, "alice").await, vec![entry(&s1), entry(&s3)]);
+}
+
+async fn evicted_sessions_leave_a_tombstone_with_the_eviction_reason<S: SessionStore>(store: &S) {
+    let old = Seed::new(1, "alice").sid("op-1").max(1);
+    let new = Seed::new(2, "alice").max(1);
+    old.create(store).await;
+    assert_eq!(new.create(store).await, vec![id(1)]);
+    assert_eq!(revoke(store, &old.id, &logout()).await, already(eviction()));
+    // The eviction cleaned the provider-session index too.
+    assert_eq!(
+        store
+            .revoke_sid(&sid_hash("op-1"), &logout())
+            .await
+            .expect("revoke_sid"),
+        Vec::<StoreId>::new()
+    );
+    assert_eq!(store.sweep().await.expect("sweep"), 0, "no dead entry left");
+}
+
+async fn the_per_user_limit_evicts_several_when_the_user_is_far_over_it<S: SessionStore>(
+    store: &S,
+) {
+    for n in 1..=4 {
+        Seed::new(n, "alice").create(store).await;
+    }
+    let evicted = Seed::new(5, "alice").max(2).create(store).await;
+    assert_eq!(sorted(evicted), vec![id(1), id(2), id(3)]);
+    assert_eq!(listed_ids(store, "alice").await, vec![id(5), id(4)]);
+    for n in 1..=3 {
+        assert_eq!(revoke(store, &id(n), &logout()).await, already(eviction()));
+    }
+}
+
+async fn the_per_user_limit_holds_when_creation_times_tie_and_spares_the_new_session<
+    S: SessionStore,
+>(
+    store: &S,
+) {
+    // One creation time and descending IDs: each new session sorts first
+    // among its equals, yet it is the one session never evicted. Equal
+    // times order by ID (as in a Redis sorted set), so the victim is the
+    // lowest ID other than the new one.
+    let expected: [(u64, &[u64]); 6] = [
+        (6, &[]),
+        (5, &[]),
+        (4, &[5]),
+        (3, &[4]),
+        (2, &[3]),
+        (1, &[2]),
+    ];
+    for (n, evicted) in expected {
+        let s = Seed::new(n, "alice").created(T0).max(2);
+        let want: Vec<StoreId> = evicted.iter().copied().map(id).collect();
+        assert_eq!(s.create(store).await, want, "creating {n}");
+        assert_eq!(get(store, &s.id).await, Some(s.record()));
+    }
+    // Newest first; ties newest-ID first.
+    assert_eq!(listed_ids(store, "alice").await, vec![id(6), id(1)]);
+    for n in 2..=5 {
+        assert_eq!(revoke(store, &id(n), &logout()).await, already(eviction()));
+    }
+}
+
+async fn the_per_user_limit_does_not_count_expired_sessions<S: SessionStore>(store: &S) {
+    let expired = Seed::new(1, "alice").ttl(SHORT);
+    let live = Seed::new(2, "alice");
+    expired.create(store).await;
+    live.create(store).await;
+    gone(store, &expired.id).await;
+    assert_eq!(
+        Seed::new(3, "alice").max(2).create(store).await,
+        Vec::<StoreId>::new()
+    );
+    assert_eq!(listed_ids(store, "alice").await, vec![id(3), id(2)]);
+    assert_eq!(
+        revoke(store, &expired.id, &logout()).await,
+        RevokeOutcome::NotFound,
+        "an expired session is not evicted, so has no tombstone"
+    );
+}
+
+async fn the_per_user_limit_counts_only_that_users_sessions<S: SessionStore>(store: &S) {
+    Seed::new(1, "bob").create(store).await;
+    Seed::new(2, "bob").create(store).await;
+    assert_eq!(
+        Seed::new(3, "alice").max(1).create(store).await,
+        Vec::<StoreId>::new()
+    );
+    assert_eq!(
+        Seed::new(4, "alice").max(1).create(store).await,
+        vec![id(3)]
+    );
+    assert_eq!(listed_ids(store, "bob").await, vec![id(2), id(1)]);
+}
+
+async fn without_a_limit_nothing_is_evicted<S: SessionStore>(store: &S) {
+    for n in 1..=5 {
+        assert_eq!(
+            Seed::new(n, "alice").create(store).await,
+            Vec::<StoreId>::new()
+        );
+    }
+    assert_eq!(
+        listed_ids(store, "alice").await,
+        vec![id(5), id(4), id(3), id(2), id(1)]
+    );
+}
+
+// ---------------------------------------------------------------------------
+// list_user
+
+async fn list_user_returns_live_sessions_newest_first_with_times_and_records<S: SessionStore>(
+    store: &S,
+) {
+    let s1 = Seed::new(1, "alice").created(T0 + 2000).sid("op-1");
+    let s2 = Seed::new(2, "alice").created(T0 + 7).generation(3);
+    let s3 = Seed::new(3, "alice").created(T0 + 5000);
+    let revoked = Seed::new(4, "alice").created(T0 + 9000);
+    let bob = Seed::new(5, "bob");
+    for s in [&s1, &s2, &s3, &revoked, &bob] {
+        s.create(store).await;
+    }
+    revoke(store, &revoked.id, &logout()).await;
+    assert_eq!(
+        listed(store, "alice").await,
+        vec![entry(&s3), entry(&s1), entry(&s2)]
+    );
+}
+
+async fn list_user_of_an_unknown_user_is_empty<S: SessionStore>(store: &S) {
+    Seed::new(1, "alice").create(store).await;
+    assert_eq!(listed_ids(store, "nobody").await, Vec::<StoreId>::new());
+}
+
+async fn list_user_drops_expired_entries_from_the_index<S: SessionStore>(store: &S) {
+    let expired = Seed::new(1, "alice").ttl(SHORT);
+    let live = Seed::new(2, "alice");
+    expired.create(store).await;
+    live.create(store).await;
+    gone(store, &expired.id).await;
+    assert_eq!(listed(store, "alice").await, vec![entry(&live)]);
+    assert_eq!(
+        store.sweep().await.expect("sweep"),
+        0,
+        "listing already dropped the dead entry"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Single-use values
+
+async fn take_once_returns_the_value_to_the_first_caller_only<S: SessionStore>(store: &S) {
+    let value = [0u8, 1, 2, 255, 254];
+    store
+        .put_once(OnceKind::Login, "state-1", &value, ms(LONG))
+        .await
+        .expect("put_once");
+    store
+        .put_once(OnceKind::Login, "state-2", b"other", ms(LONG))
+        .await
+        .expect("put_once");
+    let take = move |key: &'static str| async move {
+        store
+            .take_once(OnceKind::Login, key)
+            .await
+            .expect("take_once")
+    };
+    assert_eq!(take("state-1").await, Some(value.to_vec()));
+    assert_eq!(take("state-1").await, None);
+    assert_eq!(take("state-2").await, Some(b"other".to_vec()));
+}
+
+async fn take_once_of_an_unknown_key_is_none<S: SessionStore>(store: &S) {
+    assert_eq!(
+        store
+            .take_once(OnceKind::Logout, "nothing")
+            .await
+            .expect("take_once"),
+        None
+    );
+}
+
+async fn once_values_of_different_kinds_do_not_collide<S: SessionStore>(store: &S) {
+    store
+        .put_once(OnceKind::Login, "k", b"login", ms(LONG))
+        .await
+        .expect("put_once");
+    assert_eq!(
+        store
+            .take_once(OnceKind::Logout, "k")
+            .await
+            .expect("take_once"),
+        None
+    );
+    store
+        .put_once(OnceKind::Logout, "k", b"logout", ms(LONG))
+        .await
+        .expect("put_once");
+    assert_eq!(
+        store
+            .take_once(OnceKind::Login, "k")
+            .await
+            .expect("take_once"),
+        Some(b"login".to_vec())
+    );
+    assert_eq!(
+        store
+            .take_once(OnceKind::Logout, "k")
+            .await
+            .expect("take_once"),
+        Some(b"logout".to_vec())
+    );
+}
+
+async fn once_values_expire_after_their_ttl<S: SessionStore>(store: &S) {
+    store
+        .put_once(OnceKind::Login, "state", b"v", ms(SHORT))
+        .await
+        .expect("put_once");
+    // Taking would consume it, so wait on the store's clock instead.
+    wait_past(store, SHORT).await;
+    assert_eq!(
+        store
+            .take_once(OnceKind::Login, "state")
+            .await
+            .expect("take_once"),
+        None
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Refresh locks
+
+async fn a_held_lock_refuses_a_second_lock<S: SessionStore>(store: &S) {
+    let lock = move |n: u64, token: &'static str| async move {
+        store.lock(&id(n), token, ms(LONG)).await.expect("lock")
+    };
+    assert!(lock(1, "a").await);
+    assert!(!lock(1, "b").await, "another token");
+    assert!(!lock(1, "a").await, "the same token: not re-entrant");
+    assert!(lock(2, "b").await, "another session's lock is independent");
+}
+
+async fn only_the_holders_token_unlocks<S: SessionStore>(store: &S) {
+    let lock = move |token: &'static str| async move {
+        store.lock(&id(1), token, ms(LONG)).await.expect("lock")
+    };
+    assert!(lock("a").await);
+    store.unlock(&id(1), "b").await.expect("unlock");
+    assert!(!lock("c").await, "a wrong token released nothing");
+    store.unlock(&id(1), "a").await.expect("unlock");
+    assert!(lock("c").await, "the holder released it");
+    // Unlocking what is not locked is harmless.
+    store.unlock(&id(2), "a").await.expect("unlock");
+}
+
+async fn a_lock_expires_after_its_ttl<S: SessionStore>(store: &S) {
+    let started = Instant::now();
+    assert!(store.lock(&id(1), "a", ms(SHORT)).await.expect("lock"));
+    eventually("the lock expires", move || async move {
+        store.lock(&id(1), "b", ms(LONG)).await.expect("lock")
+    })
+    .await;
+    assert_not_early(started, SHORT);
+}
+
+async fn an_expired_lock_retaken_by_another_is_not_released_by_its_first_holder<S: SessionStore>(
+    store: &S,
+) {
+    assert!(store.lock(&id(1), "a", ms(SHORT)).await.expect("lock"));
+    eventually("the lock expires", move || async move {
+        store.lock(&id(1), "b", ms(LONG)).await.expect("lock")
+    })
+    .await;
+    store.unlock(&id(1), "a").await.expect("unlock");
+    assert!(
+        !store.lock(&id(1), "c", ms(LONG)).await.expect("lock"),
+        "b still holds it"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Logout-token IDs
+
+async fn remember_jti_is_true_only_the_first_time<S: SessionStore>(store: &S) {
+    let remember = move |hash: &'static str| async move {
+        store.remember_jti(hash, ms(LONG)).await.expect("remember")
+    };
+    assert!(remember("j1").await);
+    assert!(!remember("j1").await);
+    assert!(!remember("j1").await);
+    assert!(remember("j2").await);
+}
+
+async fn a_remembered_jti_is_forgotten_after_its_ttl<S: SessionStore>(store: &S) {
+    let started = Instant::now();
+    assert!(store.remember_jti("j1", ms(SHORT)).await.expect("remember"));
+    eventually("the jti is forgotten", move || async move {
+        store.remember_jti("j1", ms(LONG)).await.expect("remember")
+    })
+    .await;
+    assert_not_early(started, SHORT);
+    assert!(!store.remember_jti("j1", ms(LONG)).await.expect("remember"));
+}
+
+// ---------------------------------------------------------------------------
+// Sweep, stats, ping
+
+async fn sweep_removes_index_entries_of_expired_sessions_and_counts_them<S: SessionStore>(
+    store: &S,
+) {
+    // Two dead entries in alice's index, one in op-1's, none for the live one.
+    let a = Seed::new(1, "alice").sid("op-1").ttl(SHORT);
+    let b = Seed::new(2, "alice").ttl(SHORT);
+    let live = Seed::new(3, "alice").sid("op-1");
+    for s in [&a, &b, &live] {
+        s.create(store).await;
+    }
+    gone(store, &a.id).await;
+    gone(store, &b.id).await;
+    assert_eq!(store.sweep().await.expect("sweep"), 3);
+    assert_eq!(store.sweep().await.expect("sweep"), 0, "nothing left");
+    assert_eq!(listed(store, "alice").await, vec![entry(&live)]);
+    assert_eq!(
+        store
+            .revoke_sid(&sid_hash("op-1"), &logout())
+            .await
+            .expect("revoke_sid"),
+        vec![live.id.clone()]
+    );
+}
+
+async fn sweep_of_a_store_without_dead_entries_removes_nothing<S: SessionStore>(store: &S) {
+    assert_eq!(store.sweep().await.expect("sweep"), 0, "empty");
+    let s = Seed::new(1, "alice").sid("op-1");
+    s.create(store).await;
+    assert_eq!(store.sweep().await.expect("sweep"), 0, "all alive");
+    assert_eq!(get(store, &s.id).await, Some(s.record()));
+    assert_eq!(listed_ids(store, "alice").await, vec![id(1)]);
+}
+
+async fn stats_count_live_sessions_and_users_with_the_top_users_descending<S: SessionStore>(
+    store: &S,
+) {
+    let mut n = 0;
+    for (user, count) in [("alice", 3), ("carol", 2), ("bob", 1)] {
+        for _ in 0..count {
+            n += 1;
+            Seed::new(n, user).sid("op-1").create(store).await;
+        }
+    }
+    let revoked = Seed::new(20, "dave");
+    revoked.create(store).await;
+    revoke(store, &revoked.id, &logout()).await;
+    let expired = Seed::new(21, "erin").ttl(SHORT);
+    expired.create(store).await;
+    gone(store, &expired.id).await;
+
+    let stats = store.stats(2).await.expect("stats");
+    assert_eq!(stats.sessions, 6);
+    assert_eq!(stats.users, 3);
+    assert_eq!(
+        stats.top_users,
+        vec![(user_hash("alice"), 3), (user_hash("carol"), 2)]
+    );
+    // `memory_bytes` is whatever the backend reports (None in memory).
+    let all = store.stats(10).await.expect("stats");
+    assert_eq!(all.top_users.len(), 3);
+    assert_eq!(all.top_users[2], (user_hash("bob"), 1));
+}
+
+async fn stats_of_an_empty_store_are_zero<S: SessionStore>(store: &S) {
+    let stats = store.stats(10).await.expect("stats");
+    assert_eq!(stats.sessions, 0);
+    assert_eq!(stats.users, 0);
+    assert_eq!(stats.top_users, Vec::<(String, u64)>::new());
+}
+
+async fn ping_answers<S: SessionStore>(store: &S) {
+    store.ping().await.expect("ping");
+}
