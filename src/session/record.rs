@@ -15,6 +15,10 @@ use crate::secret::SecretString;
 pub const FORMAT_VERSION: u8 = 1;
 const HEADER_LEN: usize = 9;
 
+/// Where the generation sits in a record's bytes: the one definition both
+/// stores' compare-and-set use.
+pub const GENERATION_AT: std::ops::Range<usize> = 1..HEADER_LEN;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RecordError {
     #[error("record is shorter than its header")]
@@ -110,7 +114,7 @@ impl StoredSession {
             return Err(RecordError::UnknownVersion(bytes[0]));
         }
         let mut generation = [0u8; 8];
-        generation.copy_from_slice(&bytes[1..HEADER_LEN]);
+        generation.copy_from_slice(&bytes[GENERATION_AT]);
         let (body, rest) = postcard::take_from_bytes::<StoredBody>(&bytes[HEADER_LEN..])
             .map_err(|_| RecordError::Malformed)?;
         if !rest.is_empty() {
@@ -122,9 +126,16 @@ impl StoredSession {
         })
     }
 
-    /// The generation as stored (bytes 1..9), for compare-and-set scripts.
+    /// The generation as stored (at [`GENERATION_AT`]), for
+    /// compare-and-set.
     pub fn generation_bytes(generation: u64) -> [u8; 8] {
         generation.to_be_bytes()
+    }
+
+    /// The stored generation of a record's bytes, read without decoding
+    /// the rest: what a store compares in `replace_if`.
+    pub fn stored_generation(bytes: &[u8]) -> Option<&[u8]> {
+        bytes.get(GENERATION_AT)
     }
 }
 

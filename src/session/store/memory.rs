@@ -15,6 +15,7 @@ use super::{
     StoreStats, TOMBSTONE_TTL_MILLIS,
 };
 use crate::session::cookie::StoreId;
+use crate::session::record::StoredSession;
 
 struct Entry {
     record: Vec<u8>,
@@ -168,7 +169,10 @@ impl SessionStore for MemoryStore {
         Ok(self.with(|s, now| {
             s.live(id, now);
             match s.sessions.get_mut(id) {
-                Some(e) if e.record.get(1..9) == Some(&expected.to_be_bytes()[..]) => {
+                Some(e)
+                    if StoredSession::stored_generation(&e.record)
+                        == Some(&StoredSession::generation_bytes(expected)[..]) =>
+                {
                     e.record = record.to_vec();
                     e.expires = now + Duration::from_millis(ttl_millis);
                     true

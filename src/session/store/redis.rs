@@ -26,6 +26,7 @@ use super::{
 };
 use crate::config::{RedisConfig, RedisEndpoint};
 use crate::session::cookie::StoreId;
+use crate::session::record::{GENERATION_AT, StoredSession};
 
 /// Shared by the scripts that end sessions: deletes the record, removes it
 /// from both indexes and leaves a tombstone. Returns 1 if a live session was
@@ -84,7 +85,7 @@ return evicted
 const REPLACE_IF: &str = r"
 local cur = redis.call('HGET', KEYS[1], 'r')
 if not cur then return 0 end
-if string.sub(cur, 2, 9) ~= ARGV[1] then return -1 end
+if string.sub(cur, ARGV[4], ARGV[5]) ~= ARGV[1] then return -1 end
 redis.call('HSET', KEYS[1], 'r', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
@@ -381,9 +382,12 @@ impl SessionStore for RedisStore {
                 self.scripts
                     .replace_if
                     .key(self.key("s", id.as_str()))
-                    .arg(&expected.to_be_bytes()[..])
+                    .arg(&StoredSession::generation_bytes(expected)[..])
                     .arg(record)
                     .arg(ttl_millis)
+                    // Lua strings count from 1, inclusive.
+                    .arg(GENERATION_AT.start + 1)
+                    .arg(GENERATION_AT.end)
                     .invoke_async(&mut conn),
             )
             .await?;
