@@ -57,3 +57,17 @@ pub(super) fn validate(raw: &RawAdmin, issues: &mut Issues) -> Option<AdminConfi
         token: token?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{keys_of, load_str, minimal};
+
+    #[test]
+    fn the_admin_api_needs_a_token_of_at_least_32_characters() {
+        let toml = minimal() + "\n[admin]\nlisten = \"127.0.0.1:9090\"\n";
+        let keys = keys_of(load_str(&toml, &[]).expect_err("invalid"));
+        assert_eq!(keys, ["admin.token"]);
+        let err = load_str(&(toml + "token = \"short\"\n"), &[]).expect_err("invalid");
+        assert!(err.0[0].message.contains("at least 32"), "{err}");
+    }
+}

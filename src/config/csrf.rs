@@ -58,3 +58,15 @@ pub(super) fn validate(raw: &RawCsrf, issues: &mut Issues) -> CsrfConfig {
         });
     CsrfConfig { header, value }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{keys_of, load_str, minimal};
+
+    #[test]
+    fn a_header_browsers_send_on_their_own_is_refused_as_the_csrf_header() {
+        let toml = minimal() + "\n[csrf]\nheader = \"Origin\"\nvalue = \"\"\n";
+        let keys = keys_of(load_str(&toml, &[]).expect_err("invalid"));
+        assert_eq!(keys, ["csrf.header", "csrf.value"]);
+    }
+}

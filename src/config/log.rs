@@ -67,3 +67,15 @@ pub(super) fn validate(raw: &RawLog, issues: &mut Issues) -> LogConfig {
         access_log: raw.access_log,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{keys_of, load_str, minimal};
+
+    #[test]
+    fn an_unparsable_log_filter_is_reported() {
+        let toml = minimal() + "\n[log]\nlevel = \"=,[[\"\n";
+        let keys = keys_of(load_str(&toml, &[]).expect_err("invalid"));
+        assert_eq!(keys, ["log.level"]);
+    }
+}

@@ -25,3 +25,15 @@ pub(super) fn validate(raw: &RawMetrics, issues: &mut Issues) -> Option<SocketAd
         })
         .ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{keys_of, load_str, minimal};
+
+    #[test]
+    fn metrics_listen_must_be_a_socket_address() {
+        let toml = minimal() + "\n[metrics]\nlisten = \"localhost\"\n";
+        let keys = keys_of(load_str(&toml, &[]).expect_err("invalid"));
+        assert_eq!(keys, ["metrics.listen"]);
+    }
+}

@@ -134,3 +134,19 @@ pub(super) fn validate(raw: &[RawRoute], issues: &mut Issues) -> Vec<RouteConfig
     }
     routes
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{keys_of, load_str, minimal};
+
+    #[test]
+    fn routes_may_not_shadow_the_gateways_endpoints_or_each_other() {
+        let toml = minimal()
+            + "\n[[routes]]\npath = \"/auth/x\"\nupstream = \"http://127.0.0.1:9101\"\n\
+               \n[[routes]]\npath = \"/api\"\nupstream = \"http://127.0.0.1:9102\"\n";
+        let err = load_str(&toml, &[]).expect_err("invalid");
+        assert_eq!(keys_of(err.clone()), ["routes[1].path", "routes[2].path"]);
+        assert!(err.0[0].message.contains("overlaps"), "{err}");
+        assert!(err.0[1].message.contains("another route"), "{err}");
+    }
+}

@@ -183,3 +183,26 @@ fn public_url(raw: Option<&str>, issues: &mut Issues) -> Option<Url> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{keys_of, load_str, minimal};
+
+    #[test]
+    fn public_url_must_be_an_origin_without_a_path() {
+        let toml = minimal().replace("https://app.example.com", "https://app.example.com/app");
+        let err = load_str(&toml, &[]).expect_err("invalid");
+        assert_eq!(err.0[0].key, "server.public_url", "{err}");
+        assert!(err.0[0].message.contains("origin only"), "{err}");
+    }
+
+    #[test]
+    fn extra_return_origins_must_be_origins() {
+        let toml = minimal().replace(
+            "[server]\n",
+            "[server]\nallowed_return_origins = [\"https://ok.example.com\", \"ftp://x\"]\n",
+        );
+        let keys = keys_of(load_str(&toml, &[]).expect_err("invalid"));
+        assert_eq!(keys, ["server.allowed_return_origins[1]"]);
+    }
+}

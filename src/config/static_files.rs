@@ -35,3 +35,15 @@ pub(super) fn validate(raw: &RawStatic, issues: &mut Issues) -> Option<StaticCon
         spa_fallback: raw.spa_fallback.unwrap_or(true),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{keys_of, load_str, minimal};
+
+    #[test]
+    fn a_missing_static_directory_is_reported() {
+        let toml = minimal() + "\n[static]\ndir = \"/nonexistent/spa\"\n";
+        let keys = keys_of(load_str(&toml, &[]).expect_err("invalid"));
+        assert_eq!(keys, ["static.dir"]);
+    }
+}
