@@ -1,0 +1,384 @@
+//! Configuration: loading (defaults → TOML file → environment), secret
+//! resolution (inline, environment or `*_file`), and start-up validation that
+//! reports every bad key at once, with its name and the fix.
+//!
+//! This module never reads the process environment: the caller passes the
+//! variables in, so tests can run side by side with different settings.
+//! Every key is documented on its `Raw*` field; `docs/configuration.md` is the
+//! same reference in prose.
+//!
+//! Layout: `load` layers the sources and extracts the sections; each section
+//! has a file holding its `Raw*` struct, its typed struct and its own rules
+//! (`server`, `oidc`, `session`, `store`, `csrf`, `proxy`, `routes`,
+//! `static_files`, `admin`, `metrics`, `log`); `common` holds the helpers
+//! they share. Rules that read two sections are `cross_section_rules` here.
+//! A leaf of the crate: it imports only `crate::secret` and
+//! `crate::url_policy`.
+
+mod admin;
+mod common;
+mod csrf;
+mod load;
+mod log;
+mod metrics;
+mod oidc;
+mod proxy;
+mod routes;
+mod server;
+mod session;
+mod static_files;
+mod store;
+#[cfg(test)]
+mod testing;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+pub use admin::{AdminConfig, RawAdmin};
+pub use common::{ClientCertificate, RawDuration};
+pub use csrf::{CsrfConfig, RawCsrf};
+pub use load::ENV_PREFIX;
+pub use log::{LogConfig, LogFormat, RawLog};
+pub use metrics::RawMetrics;
+pub use oidc::{AuthMethod, OidcConfig, RawOidc};
+pub use proxy::{ProxyConfig, RawProxy};
+pub use routes::{RawRoute, RouteAuth, RouteConfig};
+pub use server::{RawServer, ServerConfig};
+pub use session::{RawKey, RawSession, SameSite, ServerKeyConfig, SessionConfig};
+pub use static_files::{RawStatic, StaticConfig};
+pub use store::{RawStore, RedisConfig, RedisEndpoint, SentinelConfig, StoreConfig, StoreKind};
+
+use common::{Issues, is_loopback_host};
+
+/// The whole file, as written. Field docs are the configuration reference.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub server: RawServer,
+    pub oidc: RawOidc,
+    pub session: RawSession,
+    pub store: RawStore,
+    pub csrf: RawCsrf,
+    pub proxy: RawProxy,
+    pub routes: Vec<RawRoute>,
+    #[serde(rename = "static")]
+    pub static_files: RawStatic,
+    pub admin: RawAdmin,
+    pub metrics: RawMetrics,
+    pub log: RawLog,
+}
+
+impl RawConfig {
+    /// The effective configuration as TOML, secrets replaced by `[redacted]`.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut copy = self.clone();
+        let redact = |v: &mut Option<String>| {
+            if v.is_some() {
+                *v = Some("[redacted]".into());
+            }
+        };
+        redact(&mut copy.oidc.client_secret);
+        redact(&mut copy.store.password);
+        redact(&mut copy.store.sentinel_password);
+        redact(&mut copy.admin.token);
+        for k in &mut copy.session.encryption_keys {
+            redact(&mut k.key);
+        }
+        toml::to_string_pretty(&copy).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+/// The validated configuration: what the gateway runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub oidc: OidcConfig,
+    pub session: SessionConfig,
+    pub store: StoreConfig,
+    pub csrf: CsrfConfig,
+    pub proxy: ProxyConfig,
+    pub routes: Vec<RouteConfig>,
+    pub static_files: Option<StaticConfig>,
+    pub admin: Option<AdminConfig>,
+    /// Where `GET /metrics` is served, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
+    pub log: LogConfig,
+}
+
+/// One problem with one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Every problem found; the gateway does not start with any of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigIssue>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} configuration problem(s):", self.0.len())?;
+        for issue in &self.0 {
+            writeln!(f, "  - {issue}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Reads the file (if any) and the `OIDC_BFF__*` variables among `env`, and
+/// returns the merged raw configuration with defaults filled in.
+pub fn load_raw(
+    path: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<RawConfig, ConfigErrors> {
+    load::sections(&load::layers(path, env)?)
+}
+
+/// Loads and validates: the configuration the gateway runs with.
+pub fn load(
+    path: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigErrors> {
+    let raw = load_raw(path, env)?;
+    validate(&raw)
+}
+
+/// Checks every key and builds the typed configuration, or lists every
+/// problem found.
+pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
+    let mut issues = Issues::default();
+    let server = server::validate(&raw.server, &mut issues);
+    let oidc = oidc::validate(&raw.oidc, &mut issues);
+    let session = session::validate(&raw.session, &mut issues);
+    let store = store::validate(&raw.store, &mut issues);
+    let csrf = csrf::validate(&raw.csrf, &mut issues);
+    let proxy = proxy::validate(&raw.proxy, &mut issues);
+    let routes = routes::validate(&raw.routes, &mut issues);
+    let static_files = static_files::validate(&raw.static_files, &mut issues);
+    let admin = admin::validate(&raw.admin, &mut issues);
+    let metrics_listen = metrics::validate(&raw.metrics, &mut issues);
+    let log = log::validate(&raw.log, &mut issues);
+    let post_logout_redirect = cross_section_rules(raw, &server, &session, &mut issues);
+    // Last, where `check-config` has always listed them (tests pin it).
+    let provider_tls = oidc::provider_tls(&raw.oidc, &mut issues);
+
+    if !issues.0.is_empty() {
+        return Err(ConfigErrors(issues.0));
+    }
+    // Every `None` above recorded an issue, so these are present.
+    let (Some(server), Some(oidc)) = (
+        server.into_config(),
+        post_logout_redirect.and_then(|to| oidc.into_config(to, provider_tls)),
+    ) else {
+        return Err(ConfigErrors(vec![ConfigIssue {
+            key: "(config)".into(),
+            message: "incomplete configuration".into(),
+        }]));
+    };
+    Ok(Config {
+        server,
+        oidc,
+        session,
+        store,
+        csrf,
+        proxy,
+        routes,
+        static_files,
+        admin,
+        metrics_listen,
+        log,
+    })
+}
+
+/// The rules that read more than one section. Returns
+/// `oidc.post_logout_redirect` resolved against `server.public_url` and the
+/// allowed origins (`None` when it, or `public_url`, is wrong: reported).
+fn cross_section_rules(
+    raw: &RawConfig,
+    server: &server::Server,
+    session: &SessionConfig,
+    issues: &mut Issues,
+) -> Option<Url> {
+    let to = &raw.oidc.post_logout_redirect;
+    let post_logout_redirect = server.public_url.as_ref().and_then(|base| {
+        match crate::url_policy::return_to::resolve(to, base, &server.allowed_return_origins) {
+            Ok(u) => Some(u),
+            Err(e) => {
+                issues.add(
+                    "oidc.post_logout_redirect",
+                    format!("`{to}` {e}; use a path such as \"/\" or a URL on an allowed origin"),
+                );
+                None
+            }
+        }
+    });
+    // Browsers drop Secure cookies on plain http, except on localhost.
+    if let Some(u) = &server.public_url
+        && u.scheme() == "http"
+        && !is_loopback_host(u)
+        && session.secure_cookies
+    {
+        issues.add(
+                "server.public_url",
+                format!("`{u}` is plain http on a non-localhost host, where browsers drop Secure cookies; serve it over https, or set session.insecure_cookies = true (development only)"),
+            );
+    }
+    post_logout_redirect
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{KEY, keys_of, load_str, minimal};
+    use super::*;
+
+    #[test]
+    fn minimal_config_is_valid_with_strict_defaults() {
+        let c = load_str(&minimal(), &[]).expect("valid");
+        assert_eq!(c.session.cookie_name, "__Host-oidc-bff");
+        assert_eq!(c.session.same_site, SameSite::Strict);
+        assert!(c.session.secure_cookies);
+        assert_eq!(
+            c.server.redirect_uri(),
+            "https://app.example.com/auth/callback"
+        );
+        assert_eq!(c.routes[0].auth, RouteAuth::Required);
+        assert_eq!(
+            c.oidc.post_logout_redirect.as_str(),
+            "https://app.example.com/"
+        );
+        assert_eq!(c.csrf.header.as_str(), "x-csrf");
+    }
+
+    #[test]
+    fn every_mistake_is_reported_by_key() {
+        let toml = minimal()
+            .replace(KEY, "c2hvcnQ=") // 5 bytes
+            .replace("https://id.example.com", "http://id.example.com")
+            .replace("path = \"/api\"", "path = \"api/\"")
+            + "\n[log]\nformat = \"xml\"\n";
+        let keys = keys_of(load_str(&toml, &[]).expect_err("invalid"));
+        assert_eq!(
+            keys,
+            vec![
+                "oidc.issuer",
+                "session.encryption_keys[0].key",
+                "routes[0].path",
+                "log.format"
+            ]
+        );
+    }
+
+    #[test]
+    fn plain_http_public_url_needs_explicit_insecure_cookies() {
+        let toml = minimal().replace("https://app.example.com", "http://app.example.com");
+        let keys = keys_of(load_str(&toml, &[]).expect_err("invalid"));
+        assert_eq!(keys, vec!["server.public_url"]);
+        // localhost is fine: browsers accept Secure cookies there.
+        let toml = minimal().replace("https://app.example.com", "http://localhost:8080");
+        load_str(&toml, &[]).expect("localhost is allowed");
+        // An explicit opt-out also needs a cookie name without the prefix.
+        let toml = minimal().replace("https://app.example.com", "http://app.example.com") + "\n";
+        let toml = toml.replace("[session]\n", "[session]\ninsecure_cookies = true\n");
+        let keys = keys_of(load_str(&toml, &[]).expect_err("invalid"));
+        assert_eq!(keys, vec!["session.insecure_cookies"]);
+    }
+
+    #[test]
+    fn redacted_output_hides_every_secret() {
+        let raw = {
+            let dir = std::env::temp_dir().join(format!("oidc-bff-red-{}", rand::random::<u64>()));
+            std::fs::create_dir_all(&dir).expect("dir");
+            let p = dir.join("c.toml");
+            std::fs::write(
+                &p,
+                minimal() + "[store]\npassword = \"redispw\"\nsentinel_password = \"sentinelpw\"\n",
+            )
+            .expect("write");
+            let raw = load_raw(Some(&p), Vec::new()).expect("raw");
+            let _ = std::fs::remove_dir_all(&dir);
+            raw
+        };
+        let out = raw.to_redacted_toml();
+        assert!(
+            !out.contains("s3cret")
+                && !out.contains(KEY)
+                && !out.contains("redispw")
+                && !out.contains("sentinelpw"),
+            "{out}"
+        );
+        assert!(out.contains("[redacted]"));
+    }
+
+    /// Every key of every section, as `(section, key)`.
+    fn every_key() -> Vec<(String, String)> {
+        let mut keys = Vec::new();
+        let mut add = |section: &str, value: serde_json::Value| {
+            for key in value.as_object().expect("a section is a table").keys() {
+                keys.push((section.to_owned(), key.clone()));
+            }
+        };
+        let whole = serde_json::to_value(RawConfig::default()).expect("serialize");
+        for (section, value) in whole.as_object().expect("table") {
+            if section != "routes" {
+                add(section, value.clone());
+            }
+        }
+        add(
+            "[routes]",
+            serde_json::to_value(RawRoute::default()).expect("serialize"),
+        );
+        keys
+    }
+
+    /// The text of `file` from the heading or table line naming `section`
+    /// up to the next one.
+    fn section_text<'a>(file: &'a str, heading: &str, next: &str) -> &'a str {
+        let start = file
+            .find(heading)
+            .unwrap_or_else(|| panic!("no {heading:?} in the file"));
+        let rest = &file[start + heading.len()..];
+        &rest[..rest.find(next).unwrap_or(rest.len())]
+    }
+
+    #[test]
+    fn the_reference_and_the_example_config_name_every_key() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let reference =
+            std::fs::read_to_string(root.join("docs/configuration.md")).expect("reference");
+        let example =
+            std::fs::read_to_string(root.join("config/oidc-bff.example.toml")).expect("example");
+        let mut missing = Vec::new();
+        for (section, key) in every_key() {
+            let doc = section_text(&reference, &format!("## `[{section}]`"), "\n## ");
+            if !doc.contains(&format!("| `{key}` |")) {
+                missing.push(format!("docs/configuration.md [{section}] {key}"));
+            }
+            let toml = section_text(&example, &format!("\n[{section}]\n"), "\n[");
+            let set = toml
+                .lines()
+                .map(|l| l.trim_start_matches('#').trim_start())
+                .any(|l| l.starts_with(&format!("{key} =")));
+            if !set {
+                missing.push(format!("config/oidc-bff.example.toml [{section}] {key}"));
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "undocumented keys:\n{}",
+            missing.join("\n")
+        );
+    }
+}

@@ -1,0 +1,407 @@
+//! `[oidc]`: the provider (issuer, discovery, TLS to it), this gateway's
+//! client registration, what a login asks for and which tokens it accepts.
+//!
+//! `post_logout_redirect` is resolved against `[server]`, so it is checked
+//! with the cross-section rules in `mod.rs`; the provider's TLS files are
+//! read last (`provider_tls`), the order `check-config` has always used.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use super::common::{
+    ClientCertificate, Issues, Pem, RawDuration, client_certificate, duration, is_loopback_host,
+    positive_duration, read_pem, secret_from,
+};
+use crate::secret::SecretString;
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawOidc {
+    /// The provider's issuer URL, exactly as in its discovery document.
+    pub issuer: Option<String>,
+    /// The client ID registered at the provider.
+    pub client_id: Option<String>,
+    /// The client secret (prefer `client_secret_file` or the environment).
+    pub client_secret: Option<String>,
+    /// A file holding the client secret (trailing newline ignored).
+    pub client_secret_file: Option<PathBuf>,
+    /// How the client authenticates at the token endpoint:
+    /// `client_secret_basic` or `client_secret_post`.
+    pub auth_method: String,
+    /// Scopes to request; must include `openid`.
+    pub scopes: Vec<String>,
+    /// Extra parameters for the authorization request (e.g. `audience`).
+    pub extra_auth_params: BTreeMap<String, String>,
+    /// Where the browser lands after logout: a path on `public_url` or a URL
+    /// on an allowed origin. Register it at the provider as a post-logout
+    /// redirect URI.
+    pub post_logout_redirect: String,
+    /// Send the browser through the provider's `end_session_endpoint` on
+    /// logout when the provider has one.
+    pub end_session: bool,
+    /// Signature algorithms accepted for ID and logout tokens.
+    pub id_token_algorithms: Vec<String>,
+    /// Allowed clock difference for `exp`, `iat` and `nbf`.
+    pub clock_skew: RawDuration,
+    /// Timeout for each call to the provider (discovery, token, JWKS).
+    pub http_timeout: RawDuration,
+    /// How long a started login may take before its callback is refused.
+    pub login_timeout: RawDuration,
+    /// Merge the userinfo endpoint's claims into the session at login.
+    pub userinfo: bool,
+    /// Minimum time between two JWKS fetches caused by an unknown `kid`.
+    pub jwks_min_refresh_interval: RawDuration,
+    /// How often provider metadata and keys are re-read.
+    pub metadata_refresh_interval: RawDuration,
+    /// Allow an `http://` issuer that is not on loopback (e.g. Keycloak
+    /// inside docker compose). Never in production.
+    pub allow_insecure_issuer: bool,
+    /// Fetch the discovery document from here instead of
+    /// `<issuer>/.well-known/openid-configuration` (e.g. the provider's
+    /// in-cluster address). Its `issuer` must still equal `oidc.issuer`.
+    pub discovery_url: Option<String>,
+    /// PEM file of the CA(s) to trust for the provider instead of the
+    /// public roots (a provider with a private CA).
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate presented to the provider (mutual TLS on its
+    /// back channel); needs `tls_key_file`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+}
+
+impl Default for RawOidc {
+    fn default() -> Self {
+        Self {
+            issuer: None,
+            client_id: None,
+            client_secret: None,
+            client_secret_file: None,
+            auth_method: "client_secret_basic".into(),
+            scopes: vec!["openid".into(), "profile".into(), "email".into()],
+            extra_auth_params: BTreeMap::new(),
+            post_logout_redirect: "/".into(),
+            end_session: true,
+            id_token_algorithms: vec!["RS256".into(), "PS256".into(), "ES256".into()],
+            clock_skew: RawDuration::text("60s"),
+            http_timeout: RawDuration::text("10s"),
+            login_timeout: RawDuration::text("10m"),
+            userinfo: false,
+            jwks_min_refresh_interval: RawDuration::text("30s"),
+            metadata_refresh_interval: RawDuration::text("1h"),
+            allow_insecure_issuer: false,
+            discovery_url: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    ClientSecretBasic,
+    ClientSecretPost,
+}
+
+#[derive(Debug, Clone)]
+pub struct OidcConfig {
+    pub issuer: Url,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub auth_method: AuthMethod,
+    pub scopes: Vec<String>,
+    pub extra_auth_params: Vec<(String, String)>,
+    /// Absolute URL.
+    pub post_logout_redirect: Url,
+    pub end_session: bool,
+    pub id_token_algorithms: Vec<jsonwebtoken::Algorithm>,
+    pub clock_skew: Duration,
+    pub http_timeout: Duration,
+    pub login_timeout: Duration,
+    pub userinfo: bool,
+    pub jwks_min_refresh_interval: Duration,
+    pub metadata_refresh_interval: Duration,
+    pub discovery_url: Option<Url>,
+    /// PEM roots to trust for the provider instead of the public ones.
+    pub tls_ca_pem: Option<Vec<u8>>,
+    /// The certificate the gateway presents to the provider.
+    pub tls_client: Option<ClientCertificate>,
+}
+
+/// `[oidc]` as checked on its own: `None` marks a required value that is
+/// missing or wrong (already reported).
+pub(super) struct Oidc {
+    issuer: Option<Url>,
+    client_id: String,
+    client_secret: Option<SecretString>,
+    auth_method: AuthMethod,
+    scopes: Vec<String>,
+    extra_auth_params: Vec<(String, String)>,
+    end_session: bool,
+    id_token_algorithms: Vec<jsonwebtoken::Algorithm>,
+    clock_skew: Duration,
+    http_timeout: Duration,
+    login_timeout: Duration,
+    userinfo: bool,
+    jwks_min_refresh_interval: Duration,
+    metadata_refresh_interval: Duration,
+    discovery_url: Option<Url>,
+}
+
+/// The provider's private CA and the client certificate shown to it.
+pub(super) struct ProviderTls {
+    ca_pem: Option<Vec<u8>>,
+    client: Option<ClientCertificate>,
+}
+
+impl Oidc {
+    /// The typed section, with what other sections decided, once the
+    /// required values are known to be present.
+    pub(super) fn into_config(
+        self,
+        post_logout_redirect: Url,
+        tls: ProviderTls,
+    ) -> Option<OidcConfig> {
+        Some(OidcConfig {
+            issuer: self.issuer?,
+            client_id: self.client_id,
+            client_secret: self.client_secret?,
+            auth_method: self.auth_method,
+            scopes: self.scopes,
+            extra_auth_params: self.extra_auth_params,
+            post_logout_redirect,
+            end_session: self.end_session,
+            id_token_algorithms: self.id_token_algorithms,
+            clock_skew: self.clock_skew,
+            http_timeout: self.http_timeout,
+            login_timeout: self.login_timeout,
+            userinfo: self.userinfo,
+            jwks_min_refresh_interval: self.jwks_min_refresh_interval,
+            metadata_refresh_interval: self.metadata_refresh_interval,
+            discovery_url: self.discovery_url,
+            tls_ca_pem: tls.ca_pem,
+            tls_client: tls.client,
+        })
+    }
+}
+
+/// Parameters the gateway sets on every authorization request itself.
+const RESERVED_AUTH_PARAMS: &[&str] = &[
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "nonce",
+    "code_challenge",
+    "code_challenge_method",
+];
+
+pub(super) fn validate(raw: &RawOidc, issues: &mut Issues) -> Oidc {
+    let issuer = issuer(raw, issues);
+    let client_id = match &raw.client_id {
+        Some(c) if !c.is_empty() => c.clone(),
+        _ => {
+            issues.add(
+                "oidc.client_id",
+                "missing; set the client ID registered at the provider",
+            );
+            String::new()
+        }
+    };
+    let client_secret = secret_from(
+        issues,
+        "oidc.client_secret",
+        raw.client_secret.as_ref(),
+        raw.client_secret_file.as_ref(),
+        true,
+    );
+    let auth_method = match raw.auth_method.as_str() {
+        "client_secret_basic" => AuthMethod::ClientSecretBasic,
+        "client_secret_post" => AuthMethod::ClientSecretPost,
+        other => {
+            issues.add(
+                "oidc.auth_method",
+                format!("`{other}` is not supported; use \"client_secret_basic\" or \"client_secret_post\""),
+            );
+            AuthMethod::ClientSecretBasic
+        }
+    };
+    if !raw.scopes.iter().any(|s| s == "openid") {
+        issues.add("oidc.scopes", "must include \"openid\"");
+    }
+    for (i, s) in raw.scopes.iter().enumerate() {
+        if s.is_empty()
+            || s.chars()
+                .any(|c| c.is_whitespace() || c == '"' || c == '\\')
+        {
+            issues.add(
+                format!("oidc.scopes[{i}]"),
+                format!("`{s}` is not a valid scope token"),
+            );
+        }
+    }
+    for k in raw.extra_auth_params.keys() {
+        if RESERVED_AUTH_PARAMS.contains(&k.as_str()) {
+            issues.add(
+                format!("oidc.extra_auth_params.{k}"),
+                "is set by the gateway itself and cannot be overridden",
+            );
+        }
+    }
+    let mut id_token_algorithms = Vec::new();
+    for (i, a) in raw.id_token_algorithms.iter().enumerate() {
+        match parse_algorithm(a) {
+            Some(alg) => id_token_algorithms.push(alg),
+            None => issues.add(
+                format!("oidc.id_token_algorithms[{i}]"),
+                format!("`{a}` is not accepted; use asymmetric algorithms: RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA (never none or HS*)"),
+            ),
+        }
+    }
+    if raw.id_token_algorithms.is_empty() {
+        issues.add(
+            "oidc.id_token_algorithms",
+            "must list at least one algorithm, e.g. [\"RS256\"]",
+        );
+    }
+    let clock_skew = duration(issues, "oidc.clock_skew", &raw.clock_skew);
+    if clock_skew > Duration::from_secs(300) {
+        issues.add("oidc.clock_skew", "must be at most 5m");
+    }
+    let http_timeout = positive_duration(issues, "oidc.http_timeout", &raw.http_timeout);
+    let login_timeout = positive_duration(issues, "oidc.login_timeout", &raw.login_timeout);
+    let jwks_min_refresh_interval = duration(
+        issues,
+        "oidc.jwks_min_refresh_interval",
+        &raw.jwks_min_refresh_interval,
+    );
+    let metadata_refresh_interval = positive_duration(
+        issues,
+        "oidc.metadata_refresh_interval",
+        &raw.metadata_refresh_interval,
+    );
+    let discovery_url = raw
+        .discovery_url
+        .as_ref()
+        .and_then(|d| match Url::parse(d) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
+            _ => {
+                issues.add(
+                    "oidc.discovery_url",
+                    format!("`{d}` must be an http(s) URL of a discovery document"),
+                );
+                None
+            }
+        });
+    Oidc {
+        issuer,
+        client_id,
+        client_secret,
+        auth_method,
+        scopes: raw.scopes.clone(),
+        extra_auth_params: raw
+            .extra_auth_params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        end_session: raw.end_session,
+        id_token_algorithms,
+        clock_skew,
+        http_timeout,
+        login_timeout,
+        userinfo: raw.userinfo,
+        jwks_min_refresh_interval,
+        metadata_refresh_interval,
+        discovery_url,
+    }
+}
+
+/// `oidc.tls_ca_file`, `oidc.tls_cert_file` and `oidc.tls_key_file`.
+pub(super) fn provider_tls(raw: &RawOidc, issues: &mut Issues) -> ProviderTls {
+    let ca_pem = raw
+        .tls_ca_file
+        .as_ref()
+        .and_then(|f| read_pem(issues, "oidc.tls_ca_file", f, Pem::Certificates));
+    let client = client_certificate(
+        issues,
+        "oidc",
+        raw.tls_cert_file.as_deref(),
+        raw.tls_key_file.as_deref(),
+    );
+    ProviderTls { ca_pem, client }
+}
+
+/// `oidc.issuer`: https, or plain http on loopback or when explicitly
+/// allowed for a development stack.
+fn issuer(raw: &RawOidc, issues: &mut Issues) -> Option<Url> {
+    let Some(s) = &raw.issuer else {
+        issues.add(
+            "oidc.issuer",
+            "missing; set the provider's issuer URL, e.g. \"https://id.example.com/realms/main\"",
+        );
+        return None;
+    };
+    match Url::parse(s) {
+        Ok(u) if u.scheme() == "https" => Some(u),
+        Ok(u) if u.scheme() == "http" && (is_loopback_host(&u) || raw.allow_insecure_issuer) => {
+            Some(u)
+        }
+        Ok(u) if u.scheme() == "http" => {
+            issues.add(
+                "oidc.issuer",
+                format!("`{s}` uses plain http on a non-loopback host; use https, or set oidc.allow_insecure_issuer = true for a development stack"),
+            );
+            None
+        }
+        Ok(_) => {
+            issues.add("oidc.issuer", format!("`{s}` must be an https:// URL"));
+            None
+        }
+        Err(e) => {
+            issues.add("oidc.issuer", format!("`{s}` is not a URL: {e}"));
+            None
+        }
+    }
+}
+
+/// Only asymmetric algorithms: `none` accepts unsigned tokens, and HS* ones
+/// are keyed with the client secret, which is not the provider's alone.
+fn parse_algorithm(name: &str) -> Option<jsonwebtoken::Algorithm> {
+    use jsonwebtoken::Algorithm::*;
+    Some(match name {
+        "RS256" => RS256,
+        "RS384" => RS384,
+        "RS512" => RS512,
+        "PS256" => PS256,
+        "PS384" => PS384,
+        "PS512" => PS512,
+        "ES256" => ES256,
+        "ES384" => ES384,
+        "EdDSA" => EdDSA,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{keys_of, load_str, minimal};
+
+    #[test]
+    fn none_and_hmac_algorithms_are_refused() {
+        let toml = minimal().replace(
+            "client_id = \"bff\"",
+            "client_id = \"bff\"\nid_token_algorithms = [\"none\", \"HS256\", \"RS256\"]",
+        );
+        let keys = keys_of(load_str(&toml, &[]).expect_err("invalid"));
+        assert_eq!(
+            keys,
+            vec!["oidc.id_token_algorithms[0]", "oidc.id_token_algorithms[1]"]
+        );
+    }
+}
