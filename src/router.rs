@@ -90,3 +90,83 @@ fn proxy_methods(state: &AppState, route: &Arc<Route>) -> MethodRouter<AppState>
     ));
     guarded.layer(Extension(route.clone()))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use proptest::prelude::*;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::config::RouteConfig;
+    use crate::proxy::routes::RouteTable;
+
+    fn table() -> RouteTable {
+        let route = |path: &str| RouteConfig {
+            path: path.into(),
+            upstream: "http://127.0.0.1:9".parse().expect("url"),
+            strip_prefix: false,
+            auth: RouteAuth::None,
+            timeout: Duration::from_secs(1),
+            forward_cookies: false,
+        };
+        RouteTable::new(&[
+            route("/api"),
+            route("/api/v2"),
+            route("/a{b}"),
+            route("/files.d"),
+        ])
+        .expect("table")
+    }
+
+    /// A router whose routes answer with the prefix they were registered
+    /// for, as `build_router` registers them.
+    fn answering_router(table: &RouteTable) -> Router {
+        let mut router = Router::new();
+        for route in table.iter() {
+            let name = route.path.clone();
+            for pattern in route.router_patterns() {
+                let name = name.clone();
+                router = router.route(&pattern, axum::routing::any(move || async move { name }));
+            }
+        }
+        router.fallback(|| async { "(fallback)" })
+    }
+
+    async fn matched(router: &Router, path: &str) -> String {
+        let Ok(req) = http::Request::builder().uri(path).body(Body::empty()) else {
+            return "(invalid)".into();
+        };
+        let Ok(resp) = router.clone().oneshot(req).await;
+        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    fn path_strategy() -> impl Strategy<Value = String> {
+        let segment = prop::sample::select(vec![
+            "api", "v2", "v20", "a{b}", "a", "files.d", "x", "", ".", "%2e", "api%2F", "v2.json",
+        ]);
+        prop::collection::vec(segment, 0..5).prop_map(|segs| format!("/{}", segs.join("/")))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// The router picks exactly the route `RouteTable::find` (the
+        /// longest prefix on a segment boundary) names, or the fallback.
+        #[test]
+        fn the_router_matches_route_prefixes_as_the_route_table_specifies(path in path_strategy()) {
+            let table = table();
+            let router = answering_router(&table);
+            let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+            let got = runtime.block_on(matched(&router, &path));
+            if got != "(invalid)" {
+                let want = table.find(&path).map_or("(fallback)".to_owned(), |r| r.path.clone());
+                prop_assert_eq!(got, want, "path {}", path);
+            }
+        }
+    }
+}
