@@ -1,6 +1,6 @@
 //! HTTP handlers for the gateway's own endpoints (`/auth/*`, health,
 //! metrics, the separate admin API) and the static app (the router's
-//! fallback). Configured routes are the proxy's (`crate::proxy::handler`).
+//! fallback). Configured routes are served by the proxy's handlers.
 //! Handlers stay short: sessions come from the extractors (`extract`), the
 //! work from the flows (`flows`).
 
