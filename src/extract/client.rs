@@ -128,11 +128,7 @@ fn parse_hop(entry: &[u8]) -> Option<IpAddr> {
 /// `X-Forwarded-For` that is not a trusted proxy (see
 /// [`ClientAddressPolicy::chain`]).
 pub fn client_ip(headers: &HeaderMap, peer: IpAddr, policy: &ClientAddressPolicy) -> IpAddr {
-    policy
-        .chain(headers, peer)
-        .first()
-        .copied()
-        .unwrap_or(peer)
+    policy.chain(headers, peer).first().copied().unwrap_or(peer)
 }
 
 /// The TCP peer (unspecified when the app runs without a listener, as in

@@ -412,7 +412,10 @@ mod tests {
     #[test]
     fn h2c_settings_never_reach_an_upstream() {
         let mut h = HeaderMap::new();
-        h.insert("http2-settings", HeaderValue::from_static("AAMAAABkAAQAAP__"));
+        h.insert(
+            "http2-settings",
+            HeaderValue::from_static("AAMAAABkAAQAAP__"),
+        );
         h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
         let v = HeaderValue::from_static("x");
         to_upstream(

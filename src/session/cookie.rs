@@ -470,7 +470,10 @@ mod tests {
             fn trim(s: &[u8]) -> &[u8] {
                 let is_space = |b: &u8| *b <= b' ' || *b == 0x7f;
                 let start = s.iter().position(|b| !is_space(b)).unwrap_or(s.len());
-                let end = s.iter().rposition(|b| !is_space(b)).map_or(start, |e| e + 1);
+                let end = s
+                    .iter()
+                    .rposition(|b| !is_space(b))
+                    .map_or(start, |e| e + 1);
                 &s[start..end.max(start)]
             }
             let pair = raw.split(|&b| b == b';').next().unwrap_or_default();
