@@ -81,7 +81,7 @@ pub fn websocket_key(method: &Method, headers: &HeaderMap) -> Result<HeaderValue
     if method != Method::GET || !requested(headers) {
         return Err("A WebSocket handshake must be a GET with Connection: upgrade.");
     }
-    if !only(headers, &header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13") {
+    if only(headers, &header::SEC_WEBSOCKET_VERSION).is_none_or(|v| v != "13") {
         return Err("A WebSocket handshake must carry Sec-WebSocket-Version: 13.");
     }
     let mut decoded = [0u8; 18];
