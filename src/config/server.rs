@@ -187,7 +187,7 @@ fn trusted_proxies(raw: &RawServer, issues: &mut Issues) -> Vec<(IpAddr, u8)> {
 /// `addr` or `addr/len` with no host bits set past `len` (a typo such as
 /// `10.0.0.1/8` is refused rather than guessed at). IPv4-mapped IPv6
 /// networks are read as IPv4 so they match what the listener reports.
-pub(super) fn parse_cidr(text: &str) -> Option<(IpAddr, u8)> {
+fn parse_cidr(text: &str) -> Option<(IpAddr, u8)> {
     let (addr, len) = match text.trim().split_once('/') {
         Some((a, l)) => {
             if l.is_empty() || l.len() > 3 || !l.bytes().all(|b| b.is_ascii_digit()) {
@@ -324,5 +324,37 @@ mod tests {
         assert!(err.0[0].message.contains("server.trusted_proxies"), "{err}");
         let off = minimal().replace("[server]\n", "[server]\ntrust_forwarded_headers = false\n");
         assert!(load_str(&off, &[]).is_ok());
+    }
+
+    mod properties {
+        use super::super::parse_cidr;
+        use proptest::prelude::*;
+        use std::net::IpAddr;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+            /// Any text: no panic, and what is accepted is a network with
+            /// no host bits that reads back as itself.
+            #[test]
+            fn an_accepted_cidr_is_a_clean_network_that_round_trips(
+                text in prop_oneof![
+                    "[0-9a-f:./]{0,24}",
+                    (any::<[u8; 4]>(), 0u8..40).prop_map(|(a, l)| format!("{}/{l}", IpAddr::from(a))),
+                    (any::<[u8; 16]>(), 0u8..140).prop_map(|(a, l)| format!("{}/{l}", IpAddr::from(a))),
+                ],
+            ) {
+                if let Some((addr, len)) = parse_cidr(&text) {
+                    let max = if addr.is_ipv4() { 32 } else { 128 };
+                    prop_assert!(len <= max);
+                    prop_assert_eq!(parse_cidr(&format!("{addr}/{len}")), Some((addr, len)));
+                    let masked = match addr {
+                        IpAddr::V4(a) => u128::from(u32::from(a)) << 96,
+                        IpAddr::V6(a) => u128::from(a),
+                    };
+                    prop_assert_eq!(masked.checked_shl(u32::from(len)).unwrap_or(0), 0);
+                }
+            }
+        }
     }
 }
