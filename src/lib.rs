@@ -72,9 +72,10 @@ pub async fn serve_admin(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let access_log = state.config.log.access_log;
+    let client_address = state.client_address.clone();
     axum::serve(
         listener,
-        middleware::with_request_log(routes::admin::router(state), access_log),
+        middleware::with_request_log(routes::admin::router(state), access_log, client_address),
     )
     .with_graceful_shutdown(shutdown)
     .await

@@ -64,7 +64,12 @@ pub fn build_router(state: AppState) -> Router {
             track::track,
         ))
         .layer(axum::middleware::map_response(security_headers::apply));
-    middleware::with_request_log(router, state.config.log.access_log).with_state(state)
+    middleware::with_request_log(
+        router,
+        state.config.log.access_log,
+        state.client_address.clone(),
+    )
+    .with_state(state)
 }
 
 /// `methods` behind the anti-CSRF rule (state-changing methods need the

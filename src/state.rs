@@ -85,9 +85,7 @@ impl AppState {
                 header: config.csrf.header.clone(),
                 value: config.csrf.value.clone(),
             }),
-            client_address: ClientAddressPolicy {
-                trust_forwarded: config.server.trust_forwarded_headers,
-            },
+            client_address: ClientAddressPolicy::new(&config.server.trusted_proxies),
             pages: Arc::new(Pages::new()?),
             sessions,
             oidc,

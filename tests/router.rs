@@ -15,6 +15,8 @@ mod auth_endpoints;
 mod csrf;
 #[path = "router/errors.rs"]
 mod errors;
+#[path = "router/hostile_headers.rs"]
+mod hostile_headers;
 #[path = "router/operations.rs"]
 mod operations;
 #[path = "router/proxying.rs"]

@@ -8,22 +8,28 @@ pub mod error_pages;
 pub mod track;
 
 use axum::Router;
+use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, Request};
 use rand::RngCore;
+use tower::util::MapRequestLayer;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::trace::TraceLayer;
 
+use crate::extract::client::{ClientAddressPolicy, peer_ip_of};
+
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The outermost layers of the public and the admin listener: a request ID
-/// (kept from the client or made up, echoed on the response) and, with
-/// `log.access_log`, one log line per request carrying it. `/metrics` gets
-/// neither: a scrape every few seconds would drown the log.
+/// (kept from a trusted proxy when well-formed, else made up; echoed on the
+/// response and passed to upstreams) and, with `log.access_log`, one log
+/// line per request carrying it. `/metrics` gets neither: a scrape every few
+/// seconds would drown the log.
 pub fn with_request_log<S: Clone + Send + Sync + 'static>(
     router: Router<S>,
     access_log: bool,
+    client_address: ClientAddressPolicy,
 ) -> Router<S> {
     let router = if access_log {
         router.layer(
@@ -42,6 +48,33 @@ pub fn with_request_log<S: Clone + Send + Sync + 'static>(
             X_REQUEST_ID.clone(),
             RandomRequestId,
         ))
+        // Outermost: an incoming ID that is not to be kept is removed, so the
+        // layer above makes a new one.
+        .layer(MapRequestLayer::new(move |mut req: Request<Body>| {
+            let peer = peer_ip_of(req.extensions());
+            let headers = req.headers_mut();
+            if !keep_request_id(headers, client_address.trusts(peer)) {
+                headers.remove(&X_REQUEST_ID);
+            }
+            req
+        }))
+}
+
+/// Whether an incoming `X-Request-Id` is kept: only from a trusted proxy
+/// (a client choosing its own ID could make its requests look like someone
+/// else's in the logs, or inject text into them), only one, and only 1-64
+/// characters of `[A-Za-z0-9._-]`.
+pub fn keep_request_id(headers: &axum::http::HeaderMap, from_trusted_proxy: bool) -> bool {
+    let mut values = headers.get_all(&X_REQUEST_ID).iter();
+    let (Some(id), None) = (values.next(), values.next()) else {
+        return false;
+    };
+    from_trusted_proxy
+        && (1..=64).contains(&id.len())
+        && id
+            .as_bytes()
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// 16 hex characters per request: enough to find one request in the logs.
@@ -54,5 +87,38 @@ impl MakeRequestId for RandomRequestId {
         rand::thread_rng().fill_bytes(&mut bytes);
         let id = crate::session::cookie::hex(&bytes);
         HeaderValue::from_str(&id).ok().map(RequestId::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderMap;
+
+    #[test]
+    fn an_incoming_request_id_is_kept_only_from_a_trusted_proxy_and_only_when_well_formed() {
+        let with = |ids: &[&[u8]]| {
+            let mut h = HeaderMap::new();
+            for id in ids {
+                h.append(&X_REQUEST_ID, HeaderValue::from_bytes(id).expect("value"));
+            }
+            h
+        };
+        assert!(keep_request_id(&with(&[b"abc-123_x.Y"]), true));
+        assert!(keep_request_id(&with(&[&[b'a'; 64]]), true));
+        assert!(!keep_request_id(&with(&[b"abc-123"]), false));
+        for bad in [
+            &b""[..],
+            &[b'a'; 65],
+            b"a b",
+            b"id\tx",
+            b"<script>",
+            b"a\xff",
+            b"a,b",
+        ] {
+            assert!(!keep_request_id(&with(&[bad]), true), "{bad:?}");
+        }
+        assert!(!keep_request_id(&with(&[b"a", b"b"]), true));
+        assert!(!keep_request_id(&HeaderMap::new(), true));
     }
 }

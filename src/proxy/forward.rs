@@ -2,6 +2,12 @@
 //! base, headers cleaned both ways (`headers`), the access token attached,
 //! bodies streamed (nothing is buffered whole), and a WebSocket handshake
 //! joined into a tunnel when the upstream switches protocols (`upgrade`).
+//!
+//! On session routes (`auth = "required"` or `"optional"`) a CORS preflight
+//! is answered here with 403 and never forwarded, and the upstream's
+//! `Access-Control-*` headers are removed: a page on another origin must
+//! never read a response made with the user's token, whatever CORS policy
+//! the upstream has.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -16,8 +22,9 @@ use super::client::{HttpClient, build_client};
 use super::headers;
 use super::routes::Route;
 use super::upgrade::{self, SessionWatch};
-use crate::config::Config;
+use crate::config::{Config, RouteAuth};
 use crate::error::AppError;
+use crate::extract::client::{ClientAddressPolicy, peer_ip_of};
 use crate::metrics::Metrics;
 use crate::security_headers::{ResponseKind, mark};
 use crate::session::cookie::CookiePolicy;
@@ -53,7 +60,8 @@ pub struct Forwarder {
     /// HTTP/1.1 only: upgrades (WebSockets) do not exist in HTTP/2 here.
     upgrade_client: HttpClient,
     cookies: CookiePolicy,
-    trust_forwarded: bool,
+    /// Which peers' `X-Forwarded-For` is believed (`server.trusted_proxies`).
+    client_address: ClientAddressPolicy,
     /// `X-Forwarded-Proto` and `-Host` values, from `server.public_url`.
     forwarded_proto: HeaderValue,
     forwarded_host: HeaderValue,
@@ -80,7 +88,7 @@ impl Forwarder {
             client: build_client(&config.proxy, true)?,
             upgrade_client: build_client(&config.proxy, false)?,
             cookies: sessions.cookies().clone(),
-            trust_forwarded: config.server.trust_forwarded_headers,
+            client_address: ClientAddressPolicy::new(&config.server.trusted_proxies),
             forwarded_proto: HeaderValue::from_str(public.scheme())?,
             forwarded_host: HeaderValue::from_str(&host)?,
             public_origin: config.server.public_origin(),
@@ -109,18 +117,34 @@ impl Forwarder {
         session: Option<&Session>,
         client_ip: IpAddr,
     ) -> Result<Response, AppError> {
+        let session_route = route.auth != RouteAuth::None;
+        if session_route && headers::is_cors_preflight(req.method(), req.headers()) {
+            return Err(AppError::Forbidden(
+                "Cross-origin requests are not allowed on this route.".into(),
+            ));
+        }
         let bearer = session.map(bearer_header).transpose()?;
         let (mut parts, body) = req.into_parts();
-        // An HTTP/1.1 upgrade: the protocol asked for, and the browser's side of
-        // the switch (absent on HTTP/2, where the request is forwarded plainly).
-        let upgrade = if upgrade::requested(&parts.headers) {
-            parts
-                .extensions
-                .remove::<hyper::upgrade::OnUpgrade>()
-                .zip(parts.headers.get(header::UPGRADE).cloned())
+        // Only a well-formed WebSocket handshake may ask to switch protocols.
+        let ws_key = if upgrade::asks_for_upgrade(&parts.headers) {
+            Some(
+                upgrade::websocket_key(&parts.method, &parts.headers)
+                    .map_err(|why| AppError::BadRequest(why.into()))?,
+            )
         } else {
             None
         };
+        // The browser's side of the switch (absent on HTTP/2, where the
+        // request is forwarded plainly, without the upgrade headers).
+        let upgrade = ws_key.and_then(|key| {
+            parts
+                .extensions
+                .remove::<hyper::upgrade::OnUpgrade>()
+                .map(|on_upgrade| (on_upgrade, key))
+        });
+        let chain = self
+            .client_address
+            .chain(&parts.headers, peer_ip_of(&parts.extensions));
         let watch = match (&upgrade, session) {
             (Some(_), Some(s)) => Some(SessionWatch::new(
                 self.sessions.clone(),
@@ -139,8 +163,7 @@ impl Forwarder {
             &self.cookies,
             bearer,
             &headers::ForwardedFor {
-                client_ip,
-                trust_incoming: self.trust_forwarded,
+                chain: &chain,
                 forward_cookies: route.forward_cookies,
                 proto: &self.forwarded_proto,
                 host: &self.forwarded_host,
@@ -148,9 +171,9 @@ impl Forwarder {
         );
         parts.extensions = http::Extensions::new();
         let (client, browser_side) = match upgrade {
-            Some((on_upgrade, protocol)) => {
-                upgrade::restore_headers(&mut parts.headers, protocol);
-                (&self.upgrade_client, Some(on_upgrade))
+            Some((on_upgrade, key)) => {
+                upgrade::restore_headers(&mut parts.headers, HeaderValue::from_static("websocket"));
+                (&self.upgrade_client, Some((on_upgrade, key)))
             }
             None => (&self.client, None),
         };
@@ -161,24 +184,30 @@ impl Forwarder {
             Ok(Err(e)) => return Err(map_client_error(&e).into()),
             Ok(Ok(r)) => r,
         };
+        // A 101 must answer our WebSocket handshake exactly; anything else is
+        // dropped with its connection, and nothing is tunnelled.
         let switched = if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            let (Some(browser_side), Some(protocol)) =
-                (browser_side, resp.headers().get(header::UPGRADE).cloned())
-            else {
+            let Some((browser_side, key)) = browser_side else {
                 return Err(
                     UpstreamError::Unavailable("switched protocols without being asked").into(),
                 );
             };
+            if !upgrade::upstream_accepted(resp.headers(), &key) {
+                return Err(UpstreamError::Unavailable(
+                    "answered the WebSocket handshake with a wrong 101",
+                )
+                .into());
+            }
             let upstream_side = hyper::upgrade::on(&mut resp);
             upgrade::spawn_tunnel(self.metrics.clone(), browser_side, upstream_side, watch);
-            Some(protocol)
+            true
         } else {
-            None
+            false
         };
         let (mut parts, body) = resp.into_parts();
-        headers::to_browser(&mut parts.headers, &self.cookies);
-        if let Some(protocol) = switched {
-            upgrade::restore_headers(&mut parts.headers, protocol);
+        headers::to_browser(&mut parts.headers, &self.cookies, session_route);
+        if switched {
+            upgrade::restore_headers(&mut parts.headers, HeaderValue::from_static("websocket"));
         }
         Ok(mark(
             Response::from_parts(parts, Body::new(body)).into_response(),

@@ -3,10 +3,14 @@
 //! Towards the upstream: hop-by-hop headers dropped (RFC 9110 §7.6.1), the
 //! browser's `Authorization` replaced by the session's Bearer token, the
 //! `Cookie` header removed (or, on routes that forward cookies, only the
-//! gateway's own), `X-Forwarded-*` set. Towards the browser:
-//! hop-by-hop headers dropped and any attempt by an upstream to set the
-//! gateway's own cookies removed.
+//! gateway's own), every header that claims who the client is or which URL
+//! it asked for removed ([`claims_identity`]), and `X-Forwarded-For`,
+//! `Forwarded`, `X-Forwarded-Proto` and `-Host` written by the gateway from
+//! what it verified. Towards the browser: hop-by-hop headers dropped, any
+//! attempt by an upstream to set the gateway's own cookies removed, and on
+//! session routes every CORS grant removed.
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -19,12 +23,63 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
+
+/// Headers that claim the client's address or the original URL, by exact
+/// name. Upstreams (and frameworks behind them) read these to decide who is
+/// asking or which path was requested; only the gateway may say that.
+const IDENTITY_HEADERS: &[&str] = &[
+    "forwarded",
+    "x-real-ip",
+    "true-client-ip",
+    "client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "x-proxyuser-ip",
+    "fastly-client-ip",
+    "cf-connecting-ip",
+    "cf-connecting-ipv6",
+    "cf-pseudo-ipv4",
+    "akamai-client-ip",
+    "x-azure-clientip",
+    "x-azure-socketip",
+    "x-appengine-user-ip",
+    "x-envoy-external-address",
+    "x-envoy-original-path",
+    "x-rewrite-url",
+    "x-host",
+    "x-proxy-url",
+];
+
+/// Name prefixes of the same class: every `X-Forwarded-*` (`-For`,
+/// `-Host`, `-Proto`, `-Port`, `-Prefix`, `-Server`, `-Ssl`, ...), every
+/// `X-Original-*` (`-URL`, `-URI`, `-Host`, `-Forwarded-For`, ...), and the
+/// client-address families above with their variants.
+const IDENTITY_PREFIXES: &[&str] = &[
+    "x-forwarded-",
+    "x-original-",
+    "x-originating-",
+    "x-real-",
+    "x-client-",
+    "true-client-",
+    "x-cluster-client-",
+    "cf-connecting-",
+];
+
+/// Whether a request header claims client identity or the original URL (and
+/// so must not come from the browser). See [`IDENTITY_HEADERS`] and
+/// [`IDENTITY_PREFIXES`].
+pub fn claims_identity(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    IDENTITY_HEADERS.contains(&n) || IDENTITY_PREFIXES.iter().any(|p| n.starts_with(p))
+}
 
 /// What the gateway tells upstreams about the original request.
 pub struct ForwardedFor<'a> {
-    pub client_ip: IpAddr,
-    /// Keep and extend an incoming `X-Forwarded-For` (trusted proxy in front).
-    pub trust_incoming: bool,
+    /// The verified hops, client first and the TCP peer last (see
+    /// `extract::client::ClientAddressPolicy::chain`): one address unless
+    /// the peer is a trusted proxy.
+    pub chain: &'a [IpAddr],
     pub proto: &'a HeaderValue,
     pub host: &'a HeaderValue,
     /// Keep the browser's cookies other than the gateway's.
@@ -36,9 +91,8 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok())
         .collect();
     for name in listed {
         headers.remove(name);
@@ -53,6 +107,7 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
         &header::TRAILER,
         &header::TRANSFER_ENCODING,
         &header::UPGRADE,
+        &HTTP2_SETTINGS,
     ] {
         headers.remove(name);
     }
@@ -83,41 +138,94 @@ pub fn to_upstream(
             }
         }
     }
-    let ip = fwd.client_ip.to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if fwd.trust_incoming && !prev.is_empty() => format!("{prev}, {ip}"),
-        _ => ip,
-    };
-    if !fwd.trust_incoming {
-        headers.remove(&FORWARDED);
+    let claims: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| claims_identity(n))
+        .cloned()
+        .collect();
+    for name in claims {
+        headers.remove(name);
     }
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Ok(v) = HeaderValue::from_str(&x_forwarded_for(fwd.chain)) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&forwarded(fwd.chain, fwd.proto, fwd.host)) {
+        headers.insert(FORWARDED.clone(), v);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), fwd.proto.clone());
     headers.insert(X_FORWARDED_HOST.clone(), fwd.host.clone());
 }
 
-/// Prepares an upstream response's headers for the browser.
-pub fn to_browser(headers: &mut HeaderMap, policy: &CookiePolicy) {
+/// `client, proxy1, ..., peer`: the verified hops only, so the leftmost
+/// entry (which naive upstreams read) is the client the gateway resolved.
+fn x_forwarded_for(chain: &[IpAddr]) -> String {
+    let mut out = String::new();
+    for (i, ip) in chain.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        let _ = write!(out, "{ip}");
+    }
+    out
+}
+
+/// RFC 7239, the same hops as `X-Forwarded-For`: one element per hop
+/// (`for=` the node that sent it the request), the last one this hop's,
+/// with the public protocol and host. IPv6 addresses are bracketed and
+/// quoted (§6); the host is always quoted (it may carry a port).
+fn forwarded(chain: &[IpAddr], proto: &HeaderValue, host: &HeaderValue) -> String {
+    let mut out = String::new();
+    for (i, ip) in chain.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        let _ = match ip {
+            IpAddr::V4(v4) => write!(out, "for={v4}"),
+            IpAddr::V6(v6) => write!(out, "for=\"[{v6}]\""),
+        };
+    }
+    // Both come from `server.public_url`: a scheme and a host[:port], never
+    // a quote or backslash.
+    let proto = String::from_utf8_lossy(proto.as_bytes());
+    let host = String::from_utf8_lossy(host.as_bytes());
+    let _ = write!(out, ";proto={proto};host=\"{host}\"");
+    out
+}
+
+/// Whether a request is a CORS preflight (`OPTIONS` with `Origin` and
+/// `Access-Control-Request-Method`).
+pub fn is_cors_preflight(method: &http::Method, headers: &HeaderMap) -> bool {
+    method == http::Method::OPTIONS
+        && headers.contains_key(header::ORIGIN)
+        && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+}
+
+/// Prepares an upstream response's headers for the browser. On a session
+/// route every `Access-Control-*` header goes: a response made with the
+/// user's token must never be readable by another origin, whatever the
+/// upstream's CORS policy says.
+pub fn to_browser(headers: &mut HeaderMap, policy: &CookiePolicy, session_route: bool) {
     remove_hop_by_hop(headers);
     if headers.contains_key(header::SET_COOKIE) {
         let kept: Vec<HeaderValue> = headers
             .get_all(header::SET_COOKIE)
             .iter()
-            .filter(|v| {
-                let name = v
-                    .to_str()
-                    .ok()
-                    .and_then(|s| s.split_once('='))
-                    .map(|(n, _)| n.trim());
-                !name.is_some_and(|n| policy.is_ours(n))
-            })
+            .filter(|v| cookie::upstream_may_set(v.as_bytes(), policy))
             .cloned()
             .collect();
         headers.remove(header::SET_COOKIE);
         for v in kept {
             headers.append(header::SET_COOKIE, v);
+        }
+    }
+    if session_route {
+        let grants: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| n.as_str().starts_with("access-control-"))
+            .cloned()
+            .collect();
+        for name in grants {
+            headers.remove(name);
         }
     }
 }
@@ -164,8 +272,7 @@ mod tests {
             &policy(),
             Some(HeaderValue::from_static("Bearer server-side")),
             &ForwardedFor {
-                client_ip: "10.1.2.3".parse().expect("ip"),
-                trust_incoming: false,
+                chain: &["10.1.2.3".parse().expect("ip")],
                 proto: &proto,
                 host: &host,
                 forward_cookies: false,
@@ -180,7 +287,11 @@ mod tests {
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "app.example.com");
         assert_eq!(h["x-app"], "kept");
-        for gone in ["host", "connection", "x-custom-hop", "te", "forwarded"] {
+        assert_eq!(
+            h["forwarded"],
+            "for=10.1.2.3;proto=https;host=\"app.example.com\""
+        );
+        for gone in ["host", "connection", "x-custom-hop", "te"] {
             assert!(!h.contains_key(gone), "{gone} forwarded");
         }
     }
@@ -194,8 +305,10 @@ mod tests {
             &policy(),
             None,
             &ForwardedFor {
-                client_ip: "10.1.2.3".parse().expect("ip"),
-                trust_incoming: true,
+                chain: &[
+                    "6.6.6.6".parse().expect("ip"),
+                    "10.1.2.3".parse().expect("ip"),
+                ],
                 proto: &v,
                 host: &v,
                 forward_cookies: true,
@@ -209,7 +322,7 @@ mod tests {
         );
         assert_eq!(
             h["x-forwarded-for"], "6.6.6.6, 10.1.2.3",
-            "trusted XFF is extended"
+            "the verified hops"
         );
     }
 
@@ -228,9 +341,151 @@ mod tests {
             header::TRANSFER_ENCODING,
             HeaderValue::from_static("chunked"),
         );
-        to_browser(&mut h, &policy());
+        to_browser(&mut h, &policy(), false);
         let cookies: Vec<_> = h.get_all(header::SET_COOKIE).iter().collect();
         assert_eq!(cookies, vec!["app=1; Path=/"]);
         assert!(!h.contains_key(header::TRANSFER_ENCODING));
+    }
+
+    #[test]
+    fn every_header_claiming_client_identity_or_the_original_url_is_replaced() {
+        let mut h = HeaderMap::new();
+        let claims = [
+            "x-real-ip",
+            "true-client-ip",
+            "x-forwarded-port",
+            "x-forwarded-prefix",
+            "x-forwarded-server",
+            "x-forwarded-ssl",
+            "x-original-url",
+            "x-original-uri",
+            "x-original-host",
+            "x-original-forwarded-for",
+            "x-rewrite-url",
+            "x-client-ip",
+            "cf-connecting-ip",
+            "fastly-client-ip",
+            "x-cluster-client-ip",
+            "client-ip",
+            "x-proxyuser-ip",
+            "x-envoy-external-address",
+            "x-host",
+        ];
+        for name in claims {
+            h.append(name, HeaderValue::from_static("6.6.6.6"));
+        }
+        h.append("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        h.append("x-forwarded-for", HeaderValue::from_static("7.7.7.7"));
+        h.append("x-forwarded-host", HeaderValue::from_static("evil.example"));
+        h.append("x-forwarded-proto", HeaderValue::from_static("http"));
+        h.append("forwarded", HeaderValue::from_static("for=6.6.6.6"));
+        h.append("forwarded", HeaderValue::from_static("host=evil.example"));
+        h.append("x-app", HeaderValue::from_static("kept"));
+        let proto = HeaderValue::from_static("https");
+        let host = HeaderValue::from_static("app.example.com:8443");
+        to_upstream(
+            &mut h,
+            &policy(),
+            None,
+            &ForwardedFor {
+                chain: &["2001:db8::1".parse().expect("ip")],
+                proto: &proto,
+                host: &host,
+                forward_cookies: false,
+            },
+        );
+        for name in claims {
+            assert!(!h.contains_key(name), "{name} forwarded: {h:?}");
+        }
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["x-forwarded-for"], "2001:db8::1");
+        assert_eq!(h["x-forwarded-host"], "app.example.com:8443");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h.get_all("forwarded").iter().count(), 1);
+        assert_eq!(
+            h["forwarded"],
+            "for=\"[2001:db8::1]\";proto=https;host=\"app.example.com:8443\""
+        );
+        assert_eq!(h["x-app"], "kept");
+    }
+
+    #[test]
+    fn h2c_settings_never_reach_an_upstream() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "http2-settings",
+            HeaderValue::from_static("AAMAAABkAAQAAP__"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        let v = HeaderValue::from_static("x");
+        to_upstream(
+            &mut h,
+            &policy(),
+            None,
+            &ForwardedFor {
+                chain: &["10.1.2.3".parse().expect("ip")],
+                proto: &v,
+                host: &v,
+                forward_cookies: false,
+            },
+        );
+        assert!(!h.contains_key("http2-settings"));
+        assert!(!h.contains_key(header::UPGRADE));
+    }
+
+    #[test]
+    fn cors_grants_from_upstreams_are_removed_on_session_routes_only() {
+        let grants = || {
+            let mut h = HeaderMap::new();
+            h.insert(
+                "access-control-allow-origin",
+                HeaderValue::from_static("https://evil.example"),
+            );
+            h.insert(
+                "access-control-allow-credentials",
+                HeaderValue::from_static("true"),
+            );
+            h.insert(
+                "access-control-expose-headers",
+                HeaderValue::from_static("x-secret"),
+            );
+            h
+        };
+        let mut session = grants();
+        to_browser(&mut session, &policy(), true);
+        assert!(session.is_empty(), "{session:?}");
+        let mut public = grants();
+        to_browser(&mut public, &policy(), false);
+        assert_eq!(public.len(), 3, "{public:?}");
+    }
+
+    #[test]
+    fn upstreams_cannot_set_a_cookie_named_like_the_gateways_in_any_spelling() {
+        let mut h = HeaderMap::new();
+        for raw in [
+            &b"__host-OIDC-BFF=evil; Path=/"[..],
+            b" __Host-oidc-bff =evil",
+            b"__Secure-oidc-bff=evil",
+            b"oidc-bff=evil",
+            b"__Host-oidc-bff-login=evil",
+            b"__Host-oidc-bff=\xff\xfe; Path=/",
+            b"=__Host-oidc-bff=evil",
+            b"__Host-oidc-bff",
+            b"na\xefme=1",
+            b"app=\xff; Path=/",
+            b"app2=ok",
+        ] {
+            h.append(
+                header::SET_COOKIE,
+                HeaderValue::from_bytes(raw).expect("header value"),
+            );
+        }
+        to_browser(&mut h, &policy(), false);
+        let kept: Vec<&[u8]> = h
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(HeaderValue::as_bytes)
+            .collect();
+        assert_eq!(kept, vec![&b"app=\xff; Path=/"[..], b"app2=ok"]);
     }
 }

@@ -1,4 +1,15 @@
-//! WebSocket (and any other HTTP/1.1 `Upgrade`) tunnels through a route.
+//! WebSocket tunnels through a route, and the only upgrade there is.
+//!
+//! A request that carries `Upgrade` must be a well-formed WebSocket
+//! handshake (RFC 6455 §4.1: `GET`, `Upgrade: websocket`, `Connection:
+//! upgrade`, a `Sec-WebSocket-Key` of 16 random bytes in base64,
+//! `Sec-WebSocket-Version: 13`), or it is refused with 400 before anything
+//! is forwarded: any other protocol (`h2c` above all, whose smuggled HTTP/2
+//! connection would reach the upstream past every per-request rule) is
+//! never tunnelled, and `HTTP2-Settings` is always dropped. The upstream's
+//! 101 must be the matching answer (`Upgrade: websocket` and the
+//! `Sec-WebSocket-Accept` derived from our key), or the browser gets 502
+//! and nothing is tunnelled.
 //!
 //! The handshake is proxied like any GET: session resolved, access token
 //! attached, browser cookies removed. Two things differ. A browser cannot
@@ -19,7 +30,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderValue, header};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use http::{HeaderMap, HeaderValue, Method, header};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
@@ -36,6 +49,69 @@ pub fn requested(headers: &HeaderMap) -> bool {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// RFC 6455 §1.3: appended to the key before hashing.
+const WEBSOCKET_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// Whether a request carries `Upgrade` at all (then it must be a WebSocket
+/// handshake, see [`websocket_key`]).
+pub fn asks_for_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+}
+
+/// The only value of a header, or `None` when it is absent or repeated.
+fn only<'a>(headers: &'a HeaderMap, name: &header::HeaderName) -> Option<&'a HeaderValue> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?;
+    values.next().is_none().then_some(first)
+}
+
+/// Whether `Upgrade` names exactly the WebSocket protocol.
+fn upgrade_is_websocket(headers: &HeaderMap) -> bool {
+    only(headers, &header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+}
+
+/// The handshake's `Sec-WebSocket-Key` when the request is a well-formed
+/// WebSocket handshake; otherwise why not (a message for a 400).
+pub fn websocket_key(method: &Method, headers: &HeaderMap) -> Result<HeaderValue, &'static str> {
+    if !upgrade_is_websocket(headers) {
+        return Err("Only WebSocket upgrades are forwarded.");
+    }
+    if method != Method::GET || !requested(headers) {
+        return Err("A WebSocket handshake must be a GET with Connection: upgrade.");
+    }
+    if only(headers, &header::SEC_WEBSOCKET_VERSION).is_none_or(|v| v != "13") {
+        return Err("A WebSocket handshake must carry Sec-WebSocket-Version: 13.");
+    }
+    let mut decoded = [0u8; 18];
+    match only(headers, &header::SEC_WEBSOCKET_KEY) {
+        Some(key)
+            if key.len() == 24
+                && matches!(STANDARD.decode_slice(key.as_bytes(), &mut decoded), Ok(16)) =>
+        {
+            Ok(key.clone())
+        }
+        _ => Err("A WebSocket handshake must carry a Sec-WebSocket-Key of 16 bytes in base64."),
+    }
+}
+
+/// `Sec-WebSocket-Accept` for a key: base64(SHA-1(key + GUID)).
+pub fn accept_for(key: &HeaderValue) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    ctx.update(key.as_bytes());
+    ctx.update(WEBSOCKET_GUID);
+    STANDARD.encode(ctx.finish())
+}
+
+/// Whether an upstream's 101 completes the handshake we sent with `key`:
+/// `Upgrade: websocket`, `Connection: upgrade` and the right
+/// `Sec-WebSocket-Accept`, each once.
+pub fn upstream_accepted(headers: &HeaderMap, key: &HeaderValue) -> bool {
+    upgrade_is_websocket(headers)
+        && requested(headers)
+        && only(headers, &header::SEC_WEBSOCKET_ACCEPT)
+            .is_some_and(|a| a.as_bytes() == accept_for(key).as_bytes())
 }
 
 /// Puts the two headers that make an upgrade back on a message whose
@@ -154,5 +230,66 @@ mod tests {
             ("connection", "upgraded"),
             ("upgrade", "websocket")
         ])));
+    }
+
+    fn handshake(extra: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = headers(&[
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ]);
+        for (k, v) in extra {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn only_a_well_formed_websocket_handshake_is_an_upgrade_the_gateway_forwards() {
+        assert!(websocket_key(&Method::GET, &handshake(&[])).is_ok());
+        assert!(websocket_key(&Method::GET, &handshake(&[("upgrade", "WebSocket")])).is_ok());
+        for bad in [
+            handshake(&[("upgrade", "h2c")]),
+            handshake(&[("upgrade", "websocket, h2c")]),
+            handshake(&[("upgrade", "h2c, websocket")]),
+            handshake(&[("upgrade", "websocketx")]),
+            handshake(&[("connection", "keep-alive")]),
+            handshake(&[("sec-websocket-version", "8")]),
+            handshake(&[("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ")]),
+            handshake(&[("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==AA")]),
+            handshake(&[("sec-websocket-key", "not base64 at all!!!!!!!")]),
+            headers(&[("connection", "Upgrade"), ("upgrade", "websocket")]),
+        ] {
+            assert!(websocket_key(&Method::GET, &bad).is_err(), "{bad:?}");
+        }
+        let mut twice = handshake(&[]);
+        twice.append("upgrade", HeaderValue::from_static("h2c"));
+        assert!(websocket_key(&Method::GET, &twice).is_err());
+        assert!(websocket_key(&Method::POST, &handshake(&[])).is_err());
+    }
+
+    #[test]
+    fn the_accept_value_is_the_rfc_6455_example() {
+        let key = HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ==");
+        assert_eq!(accept_for(&key), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        let good = headers(&[
+            ("connection", "upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        ]);
+        assert!(upstream_accepted(&good, &key));
+        for (name, value) in [
+            ("upgrade", "h2c"),
+            ("sec-websocket-accept", "AAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+            ("connection", "close"),
+        ] {
+            let mut bad = good.clone();
+            bad.insert(name, HeaderValue::from_static(value));
+            assert!(!upstream_accepted(&bad, &key), "{name}: {value}");
+        }
+        let mut missing = good.clone();
+        missing.remove("sec-websocket-accept");
+        assert!(!upstream_accepted(&missing, &key));
     }
 }

@@ -252,33 +252,95 @@ pub fn find<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         })
 }
 
-/// The `Cookie` header minus the gateway's own cookies, or `None` if nothing
-/// is left (the header is then dropped).
+/// Whether `name` is an RFC 6265 cookie name: a non-empty RFC 9110 token
+/// (visible ASCII without separators).
+pub fn is_token(name: &[u8]) -> bool {
+    !name.is_empty()
+        && name.iter().all(|&b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'.'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'|'
+                        | b'~'
+                )
+        })
+}
+
+/// A cookie name as browsers compare it for our purposes: ASCII lowercase,
+/// without a `__Host-` or `__Secure-` prefix.
+fn base_name(name: &[u8]) -> Vec<u8> {
+    let lower = name.to_ascii_lowercase();
+    for prefix in [&b"__host-"[..], b"__secure-"] {
+        if let Some(rest) = lower.strip_prefix(prefix) {
+            return rest.to_vec();
+        }
+    }
+    lower
+}
+
+/// Whether a cookie name is, or could be taken for, one of the gateway's:
+/// equal to the session or login cookie's name ignoring ASCII case and the
+/// `__Host-`/`__Secure-` prefix, after trimming whitespace.
+pub fn named_like_ours(name: &[u8], policy: &CookiePolicy) -> bool {
+    let name = base_name(name.trim_ascii());
+    name == base_name(policy.session_name().as_bytes())
+        || name == base_name(policy.login_name().as_bytes())
+}
+
+/// The name of a `name=value` pair (a `Set-Cookie` value or one pair of a
+/// `Cookie` header), read from raw bytes: what precedes the first `=`
+/// before any `;`, trimmed. `None` without an `=` (browsers store such a
+/// pair as a nameless cookie, which they send back as its bare value).
+fn pair_name(raw: &[u8]) -> Option<&[u8]> {
+    let pair = raw.split(|&b| b == b';').next().unwrap_or_default();
+    let eq = pair.iter().position(|&b| b == b'=')?;
+    Some(pair[..eq].trim_ascii())
+}
+
+/// Whether an upstream's `Set-Cookie` may reach the browser: only with a
+/// name that is a valid token and is not named like one of ours. Works on
+/// raw bytes, so a value with non-ASCII bytes is judged like any other.
+pub fn upstream_may_set(set_cookie: &[u8], policy: &CookiePolicy) -> bool {
+    pair_name(set_cookie).is_some_and(|name| is_token(name) && !named_like_ours(name, policy))
+}
+
+/// The `Cookie` header minus the gateway's own cookies (and anything named
+/// like them, and pairs without a valid name), or `None` if nothing is left
+/// (the header is then dropped). Every `Cookie` line is read as bytes.
 pub fn without_ours(headers: &HeaderMap, policy: &CookiePolicy) -> Option<HeaderValue> {
-    let mut kept = String::new();
+    let mut kept: Vec<u8> = Vec::new();
     for value in headers.get_all(COOKIE) {
-        let Ok(value) = value.to_str() else {
-            continue;
-        };
-        for pair in value.split(';') {
-            let pair = pair.trim();
+        for pair in value.as_bytes().split(|&b| b == b';') {
+            let pair = pair.trim_ascii();
             if pair.is_empty() {
                 continue;
             }
-            let name = pair.split_once('=').map_or(pair, |(k, _)| k);
-            if policy.is_ours(name) {
-                continue;
+            match pair_name(pair) {
+                Some(name) if is_token(name) && !named_like_ours(name, policy) => {}
+                _ => continue,
             }
             if !kept.is_empty() {
-                kept.push_str("; ");
+                kept.extend_from_slice(b"; ");
             }
-            kept.push_str(pair);
+            kept.extend_from_slice(pair);
         }
     }
     if kept.is_empty() {
         None
     } else {
-        HeaderValue::from_str(&kept).ok()
+        HeaderValue::from_bytes(&kept).ok()
     }
 }
 
@@ -378,5 +440,148 @@ mod tests {
         let mut only = HeaderMap::new();
         only.insert(COOKIE, HeaderValue::from_static("__Host-oidc-bff=xyz"));
         assert!(without_ours(&only, &policy()).is_none());
+    }
+
+    #[test]
+    fn forwarded_cookies_lose_every_pair_named_like_ours_or_without_a_name() {
+        let mut h = HeaderMap::new();
+        h.append(
+            COOKIE,
+            HeaderValue::from_static("a=1; __host-OIDC-BFF=x; __Secure-oidc-bff-login=y"),
+        );
+        h.append(
+            COOKIE,
+            HeaderValue::from_bytes(b"b=\xff; nameless; =v; c d=1; oidc-bff=z").expect("value"),
+        );
+        assert_eq!(
+            without_ours(&h, &policy()).expect("kept").as_bytes(),
+            b"a=1; b=\xff"
+        );
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// How a browser would name the cookie a `Set-Cookie` value sets,
+        /// loosely: the text before the first `=` (before any `;`), trimmed
+        /// of whitespace and controls, compared without case or prefix.
+        fn browser_would_call_it_ours(raw: &[u8], policy: &CookiePolicy) -> bool {
+            fn trim(s: &[u8]) -> &[u8] {
+                let is_space = |b: &u8| *b <= b' ' || *b == 0x7f;
+                let start = s.iter().position(|b| !is_space(b)).unwrap_or(s.len());
+                let end = s
+                    .iter()
+                    .rposition(|b| !is_space(b))
+                    .map_or(start, |e| e + 1);
+                &s[start..end.max(start)]
+            }
+            let pair = raw.split(|&b| b == b';').next().unwrap_or_default();
+            let Some(eq) = pair.iter().position(|&b| b == b'=') else {
+                // Nameless, sent back bare and without `=`: no name at all.
+                return false;
+            };
+            let name = trim(&pair[..eq]);
+            if !name.is_empty() {
+                return named_like_ours(name, policy);
+            }
+            // Nameless: its value is sent back bare, so `=ours=x` returns as
+            // `ours=x`.
+            let value = trim(&pair[eq + 1..]);
+            value
+                .iter()
+                .position(|&b| b == b'=')
+                .is_some_and(|e| named_like_ours(trim(&value[..e]), policy))
+        }
+
+        fn spelling_of_ours() -> impl Strategy<Value = Vec<u8>> {
+            let names = prop_oneof![
+                Just("__Host-oidc-bff"),
+                Just("__Host-oidc-bff-login"),
+                Just("oidc-bff"),
+                Just("__Secure-oidc-bff"),
+            ];
+            (names, any::<u64>()).prop_map(|(n, flips)| {
+                n.bytes()
+                    .enumerate()
+                    .map(|(i, b)| {
+                        if flips >> (i % 64) & 1 == 1 {
+                            b.to_ascii_uppercase()
+                        } else {
+                            b
+                        }
+                    })
+                    .collect()
+            })
+        }
+
+        fn noise() -> impl Strategy<Value = Vec<u8>> {
+            proptest::collection::vec(
+                prop_oneof![
+                    Just(b' '),
+                    Just(b'\t'),
+                    Just(b'='),
+                    Just(b';'),
+                    Just(b'"'),
+                    0x80u8..=0xff,
+                    0x21u8..0x7f,
+                ],
+                0..4,
+            )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+            /// Whatever bytes an upstream puts around a spelling of our
+            /// cookie names, no `Set-Cookie` that a browser would store
+            /// under one of them gets through, and every kept one has a
+            /// token for a name.
+            #[test]
+            fn no_set_cookie_named_like_ours_gets_through(
+                before in noise(),
+                name in spelling_of_ours(),
+                after in noise(),
+                value in proptest::collection::vec(any::<u8>(), 0..8),
+            ) {
+                let mut raw = before;
+                raw.extend_from_slice(&name);
+                raw.extend_from_slice(&after);
+                raw.push(b'=');
+                raw.extend_from_slice(&value);
+                let Ok(v) = HeaderValue::from_bytes(&raw) else { return Ok(()) };
+                let policy = policy();
+                if upstream_may_set(v.as_bytes(), &policy) {
+                    prop_assert!(!browser_would_call_it_ours(v.as_bytes(), &policy), "{:?}", v);
+                    prop_assert!(pair_name(v.as_bytes()).is_some_and(is_token));
+                }
+            }
+
+            /// The same on the request side: no pair named like ours is
+            /// forwarded, whatever the other bytes.
+            #[test]
+            fn no_cookie_named_like_ours_is_forwarded(
+                before in noise(),
+                name in spelling_of_ours(),
+                after in noise(),
+                value in proptest::collection::vec(any::<u8>(), 0..8),
+            ) {
+                let mut raw = b"a=1; ".to_vec();
+                raw.extend_from_slice(&before);
+                raw.extend_from_slice(&name);
+                raw.extend_from_slice(&after);
+                raw.push(b'=');
+                raw.extend_from_slice(&value);
+                let Ok(v) = HeaderValue::from_bytes(&raw) else { return Ok(()) };
+                let mut h = HeaderMap::new();
+                h.insert(COOKIE, v);
+                let policy = policy();
+                if let Some(kept) = without_ours(&h, &policy) {
+                    for pair in kept.as_bytes().split(|&b| b == b';') {
+                        prop_assert!(!browser_would_call_it_ours(pair, &policy), "{:?}", kept);
+                    }
+                }
+            }
+        }
     }
 }

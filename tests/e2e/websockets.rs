@@ -1,18 +1,20 @@
 //! WebSockets through a route: the handshake is forwarded with the session's
 //! access token, only from the application's own origin, never without a
 //! session; once open, messages flow both ways, and the tunnel is cut when
-//! the session ends.
+//! the session ends. No other upgrade is tunnelled (h2c is refused), and an
+//! upstream's 101 that does not answer our handshake is a 502.
 
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use reqwest::{Method, StatusCode};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::harness::{Browser, Gateway, GatewayBuilder, Upstream, duration};
+use crate::harness::{Browser, Gateway, GatewayBuilder, Upstream, duration, route};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -221,4 +223,127 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Sends `request` (raw HTTP/1.1) to the gateway and returns everything it
+/// answers until it closes the connection or goes quiet for 5 s.
+async fn raw_exchange(gw: &Gateway, request: &str) -> String {
+    let mut conn = TcpStream::connect(gw.addr).await.expect("connect");
+    conn.write_all(request.as_bytes()).await.expect("send");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+        if got.windows(4).any(|w| w == b"\r\n\r\n") && got.ends_with(b"}") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2c_upgrade_never_reaches_the_upstream_as_an_upgrade() {
+    let upstream = Upstream::start().await;
+    let mut public = route("/open", &upstream.url());
+    public.auth = "none".into();
+    let gw = GatewayBuilder::new(&upstream).route(public).start().await;
+    let answer = raw_exchange(
+        &gw,
+        "GET /open/x HTTP/1.1\r\nHost: gateway\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+         Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert!(
+        answer.contains("Only WebSocket upgrades are forwarded."),
+        "{answer}"
+    );
+    assert!(!answer.contains("101"), "{answer}");
+    assert_eq!(upstream.count(), 0, "the h2c request reached the upstream");
+}
+
+/// An upstream that answers every request with `status_line` and
+/// `headers` (raw), then counts the bytes that arrive afterwards (which
+/// would mean the gateway tunnelled).
+async fn scripted_upstream(
+    answer: &'static str,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let after = Arc::new(AtomicUsize::new(0));
+    let counter = after.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if conn.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+                loop {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            counter.fetch_add(n, Ordering::SeqCst);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (url, after)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_101_that_does_not_answer_the_websocket_handshake_is_a_502() {
+    for answer in [
+        // The wrong accept value.
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n",
+        // No accept value at all.
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        // Switching to another protocol than asked for.
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+    ] {
+        let (url, after) = scripted_upstream(answer).await;
+        let upstream = Upstream::start().await;
+        let mut public = route("/raw", &url);
+        public.auth = "none".into();
+        let gw = GatewayBuilder::new(&upstream).route(public).start().await;
+        let refused = open(&gw, None, None, "/raw/ws").await.err();
+        assert_eq!(refused, Some(StatusCode::BAD_GATEWAY), "{answer}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            after.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "bytes were tunnelled after a bad 101: {answer}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_101_with_the_right_accept_is_tunnelled_on_a_public_route() {
+    // The recording upstream's own WebSocket endpoint, through a route
+    // without sessions: the gateway checks the real accept value and joins.
+    let upstream = Upstream::start().await;
+    let mut public = route("/open", &upstream.url());
+    public.auth = "none".into();
+    public.strip_prefix = true;
+    let gw = GatewayBuilder::new(&upstream).route(public).start().await;
+    let mut socket = open(&gw, None, None, "/open/api/ws")
+        .await
+        .expect("handshake accepted");
+    assert_eq!(echo(&mut socket, "hi").await, "echo: hi");
 }

@@ -23,14 +23,44 @@ async fn readyz_is_503_until_the_provider_metadata_is_loaded() {
     );
 }
 
+/// A gateway behind a proxy on 127.0.0.1, which may pass request IDs on.
+async fn behind_a_trusted_proxy() -> TestRouter {
+    TestRouter::with_server(r#"trusted_proxies = ["127.0.0.1/32"]"#).await
+}
+
+fn get(path: &str, headers: &[(&str, &str)]) -> axum::http::Request<axum::body::Body> {
+    crate::support::request(
+        axum::http::Method::GET,
+        path,
+        headers,
+        axum::body::Body::empty(),
+    )
+}
+
 #[tokio::test]
-async fn a_request_id_from_the_client_is_echoed() {
-    let app = TestRouter::new().await;
+async fn a_request_id_from_a_trusted_proxy_is_echoed() {
+    let app = behind_a_trusted_proxy().await;
     let r = app
-        .get("/healthz", &[("x-request-id", "client-chose-this")])
+        .send_from(
+            "127.0.0.1",
+            get("/healthz", &[("x-request-id", "proxy-chose-this")]),
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{r}");
-    assert_eq!(r.header("x-request-id"), "client-chose-this", "{r}");
+    assert_eq!(r.header("x-request-id"), "proxy-chose-this", "{r}");
+}
+
+#[tokio::test]
+async fn a_request_id_from_the_client_itself_is_replaced() {
+    let app = behind_a_trusted_proxy().await;
+    let r = app
+        .send_from(
+            "203.0.113.7",
+            get("/healthz", &[("x-request-id", "client-chose-this")]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r}");
+    assert_eq!(r.header("x-request-id").len(), 16, "{r}");
 }
 
 #[tokio::test]
@@ -46,8 +76,10 @@ async fn a_request_without_an_id_is_assigned_16_hex_characters() {
 
 #[tokio::test]
 async fn error_answers_carry_the_request_id_too() {
-    let app = TestRouter::new().await;
-    let r = app.get("/api/items", &[("x-request-id", "err-1")]).await;
+    let app = behind_a_trusted_proxy().await;
+    let r = app
+        .send_from("127.0.0.1", get("/api/items", &[("x-request-id", "err-1")]))
+        .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r}");
     assert_eq!(r.header("x-request-id"), "err-1", "{r}");
 }

@@ -35,12 +35,14 @@ pub const WWW_AUTHENTICATE: &str = "Session realm=\"oidc-bff\", login=\"/auth/lo
 /// The base configuration: memory store, a provider address that refuses
 /// connections (port 1 on loopback: nothing listens there), and three routes
 /// to `upstream` — `/api` (auth required), `/maybe` (optional) and
-/// `/public` (none). `extra` is appended as more TOML.
-fn config_toml(upstream: &str, extra: &str) -> String {
+/// `/public` (none). `server` is added to `[server]`, `extra` is appended
+/// as more TOML.
+fn config_toml(upstream: &str, server: &str, extra: &str) -> String {
     format!(
         r#"
 [server]
 public_url = "{PUBLIC_URL}"
+{server}
 
 [oidc]
 issuer = "http://127.0.0.1:1"
@@ -132,11 +134,24 @@ impl TestRouter {
     }
 
     /// As [`TestRouter::with`], in a directory the caller has filled (e.g.
-    /// with a static app); `{dir}` in `extra` is replaced by its path.
+    /// with a static app); `{dir}` in `extra` is replaced by its path and
+    /// `{upstream}` by the recording upstream's URL.
     pub async fn with_dir(dir: TempDir, extra: &str) -> Self {
+        Self::build(dir, "", extra).await
+    }
+
+    /// The base configuration with `server` lines added to `[server]` (e.g.
+    /// `trusted_proxies = [...]`).
+    pub async fn with_server(server: &str) -> Self {
+        Self::build(TempDir::new(), server, "").await
+    }
+
+    async fn build(dir: TempDir, server: &str, extra: &str) -> Self {
         let upstream = Upstream::start().await;
-        let extra = extra.replace("{dir}", &dir.path().display().to_string());
-        let path = dir.write("oidc-bff.toml", &config_toml(&upstream.url, &extra));
+        let extra = extra
+            .replace("{dir}", &dir.path().display().to_string())
+            .replace("{upstream}", &upstream.url);
+        let path = dir.write("oidc-bff.toml", &config_toml(&upstream.url, server, &extra));
         let config = match oidc_bff::config::load(Some(&path), Vec::new()) {
             Ok(c) => c,
             Err(e) => panic!("test configuration is invalid:\n{e}"),
@@ -172,6 +187,17 @@ impl TestRouter {
             headers,
             body,
         }
+    }
+
+    /// Sends one request as if it came over TCP from `peer` (what the
+    /// listener records as `ConnectInfo`; without it the peer is 0.0.0.0).
+    pub async fn send_from(&self, peer: &str, mut req: Request<Body>) -> Reply {
+        let peer: std::net::IpAddr = peer.parse().expect("peer address");
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(std::net::SocketAddr::new(
+                peer, 40000,
+            )));
+        self.send(req).await
     }
 
     /// `GET path` with the given headers.
@@ -296,6 +322,19 @@ impl fmt::Display for Reply {
     }
 }
 
+/// What the upstream sets under `.../set-cookie`: spellings of the
+/// gateway's session cookie (one with a non-ASCII value, which is not
+/// UTF-8), a nameless cookie that a browser would send back as
+/// `__Host-oidc-bff=...`, and two cookies of the app's own.
+pub const UPSTREAM_SET_COOKIES: &[&[u8]] = &[
+    b"__Host-oidc-bff=\xe9vil; Path=/; Secure; HttpOnly",
+    b"__HOST-oidc-bff=evil; Path=/",
+    b" __Host-oidc-bff-login =evil; Path=/",
+    b"=__Host-oidc-bff=evil; Path=/",
+    b"app=1; Path=/",
+    b"theme=\xe9t\xe9; Path=/",
+];
+
 /// One request as the upstream saw it.
 #[derive(Debug, Clone)]
 pub struct Seen {
@@ -306,7 +345,10 @@ pub struct Seen {
 }
 
 /// An HTTP server on 127.0.0.1:0 that records every request and answers
-/// `200 {"upstream": "ok"}`. It stops when the test's runtime ends.
+/// `200 {"upstream": "ok"}`, with extra response headers on two paths:
+/// under `.../cors` a credentialed CORS grant to `https://evil.example`,
+/// under `.../set-cookie` [`UPSTREAM_SET_COOKIES`]. It stops when the test's
+/// runtime ends.
 pub struct Upstream {
     pub url: String,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -324,7 +366,28 @@ impl Upstream {
                     uri: req.uri().to_string(),
                     headers: req.headers().clone(),
                 });
-                axum::Json(serde_json::json!({ "upstream": "ok" }))
+                let mut resp = axum::response::IntoResponse::into_response(axum::Json(
+                    serde_json::json!({ "upstream": "ok" }),
+                ));
+                let h = resp.headers_mut();
+                if req.uri().path().ends_with("/cors") {
+                    for (name, value) in [
+                        ("access-control-allow-origin", "https://evil.example"),
+                        ("access-control-allow-credentials", "true"),
+                        ("access-control-expose-headers", "x-secret"),
+                    ] {
+                        h.insert(name, header::HeaderValue::from_static(value));
+                    }
+                }
+                if req.uri().path().ends_with("/set-cookie") {
+                    for raw in UPSTREAM_SET_COOKIES {
+                        h.append(
+                            header::SET_COOKIE,
+                            header::HeaderValue::from_bytes(raw).expect("set-cookie"),
+                        );
+                    }
+                }
+                resp
             }
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
