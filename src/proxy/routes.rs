@@ -200,9 +200,8 @@ mod tests {
     /// The segments of `path` under one reading; `None` when the reading
     /// cannot decode it.
     fn readings(path: &str) -> Vec<Vec<String>> {
-        let split = |p: &str, seps: &[char]| -> Vec<String> {
-            p.split(seps).map(str::to_owned).collect()
-        };
+        let split =
+            |p: &str, seps: &[char]| -> Vec<String> { p.split(seps).map(str::to_owned).collect() };
         let mut out = vec![split(path, &['/']), split(path, &['/', '\\'])];
         let decoded = percent_encoding::percent_decode_str(path)
             .decode_utf8_lossy()

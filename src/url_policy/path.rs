@@ -319,11 +319,7 @@ mod tests {
             "/api/.../admin",
             "/api/..%3b/admin",
         ] {
-            assert_eq!(
-                check_request_path(p),
-                Err(PathRefusal::DotSegment),
-                "{p}"
-            );
+            assert_eq!(check_request_path(p), Err(PathRefusal::DotSegment), "{p}");
         }
     }
 

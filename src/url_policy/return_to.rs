@@ -263,9 +263,34 @@ mod tests {
     /// Strings rich in what redirect checks get wrong.
     fn hostile_return_to() -> impl Strategy<Value = String> {
         let fragment = prop::sample::select(vec![
-            "/", "\\", ".", "..", "%2e", "%2E", "%2f", "%5c", "%09", "%00", ";", "?", "#", "@",
-            ":", "evil.com", "app.example.com", "https:", "http:", "//", "\t", " ", "%", "a",
-            "admin.example.com", "%252f", "\u{3002}", "\u{FF0E}",
+            "/",
+            "\\",
+            ".",
+            "..",
+            "%2e",
+            "%2E",
+            "%2f",
+            "%5c",
+            "%09",
+            "%00",
+            ";",
+            "?",
+            "#",
+            "@",
+            ":",
+            "evil.com",
+            "app.example.com",
+            "https:",
+            "http:",
+            "//",
+            "\t",
+            " ",
+            "%",
+            "a",
+            "admin.example.com",
+            "%252f",
+            "\u{3002}",
+            "\u{FF0E}",
         ]);
         prop::collection::vec(fragment, 0..10).prop_map(|parts| parts.concat())
     }

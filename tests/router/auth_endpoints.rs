@@ -51,7 +51,9 @@ async fn login_refuses_a_return_to_whose_dot_segments_resolve_to_another_host() 
         "https://app.example.test/.//evil.com",
     ] {
         let encoded: String = url::form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
-        let r = app.get(&format!("/auth/login?return_to={encoded}"), &[]).await;
+        let r = app
+            .get(&format!("/auth/login?return_to={encoded}"), &[])
+            .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{return_to}: {r}");
         assert_eq!(r.json()["error"], "bad_request", "{return_to}: {r}");
         assert!(r.headers.get(header::LOCATION).is_none(), "{r}");
@@ -81,9 +83,7 @@ async fn login_refuses_a_return_to_longer_than_2048_bytes() {
 #[tokio::test]
 async fn login_refuses_malformed_parameters_with_its_own_json_answer() {
     let app = TestRouter::new().await;
-    let r = app
-        .get("/auth/login?return_to=/a&return_to=/b", &[])
-        .await;
+    let r = app.get("/auth/login?return_to=/a&return_to=/b", &[]).await;
     r.assert_error(
         StatusCode::BAD_REQUEST,
         "bad_request",

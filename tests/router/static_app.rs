@@ -119,9 +119,8 @@ async fn proxied_routes_take_precedence_over_the_static_app() {
 /// a path with exactly one leading `/`, or an absolute URL on the public
 /// origin.
 fn stays_on_the_public_origin(location: &str) -> bool {
-    let local_path = location.starts_with('/')
-        && !location.starts_with("//")
-        && !location.starts_with("/\\");
+    let local_path =
+        location.starts_with('/') && !location.starts_with("//") && !location.starts_with("/\\");
     local_path || location.starts_with(&format!("{}/", crate::support::PUBLIC_URL))
 }
 
