@@ -13,32 +13,48 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::forward::Forwarder;
-use super::routes::{Route, has_dot_segment};
+use super::routes::Route;
 use super::upgrade;
 use crate::config::RouteAuth;
 use crate::error::AppError;
 use crate::extract::client::ClientIp;
 use crate::extract::session::{CurrentSession, MaybeSession};
 use crate::flows::refresh::Refresher;
+use crate::url_policy::path::check_request_path;
 
-/// Refuses, before any session lookup: paths with dot segments (an upstream
-/// that normalises `/api/../admin` would be reached outside the route), and
-/// on session routes WebSocket handshakes from another origin (a browser
-/// sends no CSRF header on a handshake and WebSockets ignore CORS, so a
-/// sibling origin could otherwise open a socket as the user).
+/// Refuses, before any session lookup:
+///
+/// - `TRACE` and `CONNECT` (405): a `TRACE` echoes the request, Bearer
+///   token included, to whoever reads the response; `CONNECT` asks for a
+///   tunnel, which the gateway never opens;
+/// - paths that some upstream would read outside the route
+///   (`url_policy::path::check_request_path`: dot segments under any
+///   reading, encoded separators, backslashes, controls; 400);
+/// - on session routes, WebSocket handshakes from another origin (a
+///   browser sends no CSRF header on a handshake and WebSockets ignore
+///   CORS, so a sibling origin could otherwise open a socket as the user).
 pub async fn guard(
     State(forwarder): State<Arc<Forwarder>>,
     Extension(route): Extension<Arc<Route>>,
     req: Request,
     next: Next,
 ) -> Response {
-    if has_dot_segment(req.uri().path()) {
-        return AppError::BadRequest("Paths with dot segments are not forwarded.".into())
-            .into_response();
+    if matches!(*req.method(), Method::TRACE | Method::CONNECT) {
+        let mut resp = AppError::MethodNotAllowed.into_response();
+        resp.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+        );
+        return resp;
+    }
+    if let Err(refusal) = check_request_path(req.uri().path()) {
+        tracing::info!(reason = ?refusal, "request path refused");
+        return AppError::BadRequest(refusal.message().into()).into_response();
     }
     if route.auth != RouteAuth::None
         && upgrade::requested(req.headers())

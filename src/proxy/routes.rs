@@ -182,4 +182,76 @@ mod tests {
         assert_eq!(uri("/api/v2", None), "http://127.0.0.1:9200/base/");
         assert_eq!(uri("/public/x", None), "https://example.com/p/x");
     }
+
+    /// Request paths rich in what upstreams read differently, under the
+    /// configured prefixes (and a few outside them).
+    fn hostile_request_path() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let prefix = prop::sample::select(vec!["/api", "/api/v2", "/public", "/", "/apix"]);
+        let fragment = prop::sample::select(vec![
+            "/", "\\", ".", "..", ";", "%", "2e", "2E", "2f", "2F", "5c", "5C", "00", "3b", "25",
+            "%2e", "%2E", "%2f", "%2F", "%5c", "%5C", "%00", "%3b", "%25", "%c0%ae", "%20", "a",
+            "x", ";x", " ", "\u{FF0E}",
+        ]);
+        (prefix, prop::collection::vec(fragment, 0..12))
+            .prop_map(|(prefix, parts)| format!("{prefix}{}", parts.concat()))
+    }
+
+    /// The segments of `path` under one reading; `None` when the reading
+    /// cannot decode it.
+    fn readings(path: &str) -> Vec<Vec<String>> {
+        let split =
+            |p: &str, seps: &[char]| -> Vec<String> { p.split(seps).map(str::to_owned).collect() };
+        let mut out = vec![split(path, &['/']), split(path, &['/', '\\'])];
+        let decoded = percent_encoding::percent_decode_str(path)
+            .decode_utf8_lossy()
+            .into_owned();
+        out.push(split(&decoded, &['/', '\\']));
+        for reading in out.clone() {
+            out.push(
+                reading
+                    .iter()
+                    .map(|s| s.split(';').next().unwrap_or_default().to_owned())
+                    .collect(),
+            );
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 2000,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// Either the guard's rule refuses a path, or the upstream path
+        /// stays under the route's base path with no dot segment under any
+        /// reading (raw, `\\` as `/`, decoded once, `;params` stripped).
+        #[test]
+        fn a_forwarded_path_stays_under_the_upstream_base_path_in_every_reading(
+            path in hostile_request_path()
+        ) {
+            // Only what can arrive as a request target (no raw spaces).
+            if PathAndQuery::try_from(path.as_str()).is_err() {
+                return Ok(());
+            }
+            let t = table();
+            let Some(route) = t.find(&path) else { return Ok(()) };
+            if crate::url_policy::path::check_request_path(&path).is_err() {
+                return Ok(());
+            }
+            let uri = route.upstream_uri(&path, None).expect("upstream uri");
+            let up = uri.path();
+            proptest::prop_assert!(
+                up.starts_with(&format!("{}/", route.base_path)),
+                "{path} -> {up}"
+            );
+            for reading in readings(up) {
+                proptest::prop_assert!(
+                    !reading.iter().any(|s| s == "." || s == ".."),
+                    "{path} -> {up}: {reading:?}"
+                );
+            }
+        }
+    }
 }

@@ -35,9 +35,13 @@ pub struct LoginQuery {
 /// `GET /auth/login?return_to=…`: starts the authorization code flow.
 pub async fn login(
     State(state): State<AppState>,
-    Query(q): Query<LoginQuery>,
     headers: HeaderMap,
+    uri: Uri,
 ) -> AppResult<Response> {
+    // Parsed here rather than by the `Query` extractor, so a malformed or
+    // repeated parameter is the gateway's own 400 (JSON or page).
+    let Query(q) = Query::<LoginQuery>::try_from_uri(&uri)
+        .map_err(|_| AppError::BadRequest("The login parameters are malformed.".into()))?;
     let candidate = q
         .return_to
         .as_deref()

@@ -2,9 +2,14 @@
 //! share one origin. Unknown paths without a file extension get
 //! `index.html` (client-side routes); hashed assets are cached for a year,
 //! `index.html` never.
+//!
+//! `ServeDir` answers a directory without a trailing slash with a redirect
+//! built from the request URI; the request reaches it in origin form with
+//! repeated slashes collapsed, so that redirect is always a path on this
+//! origin (never `//host/`, never a client-supplied authority).
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, header};
+use axum::http::{HeaderValue, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 use tower::ServiceExt;
 use tower_http::services::{ServeDir, ServeFile};
@@ -12,6 +17,7 @@ use tower_http::services::{ServeDir, ServeFile};
 use crate::error::AppError;
 use crate::security_headers::{ResponseKind, mark};
 use crate::state::AppState;
+use crate::url_policy::path::{is_origin_local_path, static_path};
 
 /// A file name with a content hash, as bundlers write them
 /// (`app.3f9a2c1b.js`, `index-BxT9sQ2d.css`): safe to cache forever.
@@ -26,6 +32,21 @@ fn is_hashed_asset(path: &str) -> bool {
     })
 }
 
+/// The request URI as `ServeDir` may see it: path (repeated slashes
+/// collapsed) and query only. Over HTTP/2, or with an absolute-form request
+/// line, the URI also carries a scheme and authority the client chose,
+/// which `ServeDir` would copy into its redirect.
+fn origin_form(uri: &Uri) -> Result<Uri, &'static str> {
+    let path = static_path(uri.path())
+        .map_err(|_| "Paths with backslashes or control characters are not served.")?;
+    let pq = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.into_owned(),
+    };
+    pq.parse()
+        .map_err(|_| "The request path is not a valid URI path.")
+}
+
 /// The router's fallback: a path no route matched.
 pub async fn serve(State(state): State<AppState>, req: Request) -> Response {
     let Some(cfg) = &state.config.static_files else {
@@ -34,7 +55,15 @@ pub async fn serve(State(state): State<AppState>, req: Request) -> Response {
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
         return AppError::NotFound.into_response();
     }
-    let path = req.uri().path().to_owned();
+    let mut req = req;
+    let path = match origin_form(req.uri()) {
+        Ok(uri) => {
+            let path = uri.path().to_owned();
+            *req.uri_mut() = uri;
+            path
+        }
+        Err(e) => return AppError::BadRequest(e.into()).into_response(),
+    };
     let index = cfg.dir.join("index.html");
     let last = path.rsplit('/').next().unwrap_or_default();
     let client_route = cfg.spa_fallback && !last.contains('.');
@@ -52,6 +81,14 @@ pub async fn serve(State(state): State<AppState>, req: Request) -> Response {
     };
     let Ok(resp) = result;
     if resp.status() == axum::http::StatusCode::NOT_FOUND {
+        return AppError::NotFound.into_response();
+    }
+    // Belt and braces: whatever `ServeDir` redirects to stays on this origin.
+    if resp
+        .headers()
+        .get(header::LOCATION)
+        .is_some_and(|l| !l.to_str().is_ok_and(is_origin_local_path))
+    {
         return AppError::NotFound.into_response();
     }
     let mut resp = resp.map(axum::body::Body::new);

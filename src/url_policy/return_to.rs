@@ -6,14 +6,22 @@
 //! origin exactly. On top of that it refuses anything a browser or an
 //! intermediary might read differently: control characters, backslashes,
 //! user info, and percent-encoded slashes or controls that decode into a
-//! scheme-relative URL. Refusing a strange but harmless URL costs nothing;
-//! accepting a strange harmful one is an open redirect.
+//! scheme-relative URL, and `.`/`..` segments (`/.//evil.com` resolves to
+//! the path `//evil.com`). The *resolved* URL is checked again: its origin
+//! must be allowed and its path must not start with `//`. The `Location`
+//! the gateway sends is always absolute (`https://host/path`), so no
+//! browser can read it as scheme-relative. Refusing a strange but harmless
+//! URL costs nothing; accepting a strange harmful one is an open redirect.
 
 use std::fmt;
 
 use url::Url;
 
-const MAX_LEN: usize = 2048;
+use super::path::has_dot_segment;
+
+/// The longest `return_to` accepted, in bytes: far above any real
+/// application URL, small enough to keep the pending login small.
+pub const MAX_LEN: usize = 2048;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReturnToError {
@@ -22,6 +30,7 @@ pub enum ReturnToError {
     NotRelativeOrHttp,
     SchemeRelative,
     UserInfo,
+    DotSegment,
     OriginNotAllowed,
     Unparsable,
 }
@@ -29,11 +38,12 @@ pub enum ReturnToError {
 impl fmt::Display for ReturnToError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Self::TooLong => "is too long",
+            Self::TooLong => "is longer than 2048 bytes",
             Self::ForbiddenCharacter => "contains a control character, whitespace or backslash",
             Self::NotRelativeOrHttp => "must be a path starting with / or an http(s) URL",
             Self::SchemeRelative => "is a scheme-relative URL (//host)",
             Self::UserInfo => "contains user info",
+            Self::DotSegment => "contains a . or .. path segment",
             Self::OriginNotAllowed => "points at an origin that is not allowed",
             Self::Unparsable => "is not a valid URL",
         })
@@ -69,6 +79,13 @@ pub fn resolve(
         return Err(ReturnToError::ForbiddenCharacter);
     }
 
+    // `.` and `..` are removed while resolving: `/.//evil.com` becomes the
+    // path `//evil.com`. No application link needs them.
+    let before_query = candidate.split(['?', '#']).next().unwrap_or_default();
+    if has_dot_segment(before_query) {
+        return Err(ReturnToError::DotSegment);
+    }
+
     let url = if candidate.starts_with('/') {
         if candidate.starts_with("//") || decoded.starts_with("//") {
             return Err(ReturnToError::SchemeRelative);
@@ -86,6 +103,9 @@ pub fn resolve(
     if !url.username().is_empty() || url.password().is_some() {
         return Err(ReturnToError::UserInfo);
     }
+    if !is_safe_resolved(&url) {
+        return Err(ReturnToError::SchemeRelative);
+    }
     let origin = url.origin().ascii_serialization();
     if !allowed_origins.contains(&origin) {
         return Err(ReturnToError::OriginNotAllowed);
@@ -93,28 +113,31 @@ pub fn resolve(
     Ok(url)
 }
 
-/// The value to put in a `Location` header: relative when on the public
-/// origin (so the browser stays where it is), absolute otherwise.
+/// What the resolved URL must be, however it was reached: http(s) with a
+/// host, and a path that a browser cannot read as `//host` or `/\host` if
+/// it is ever used on its own.
+fn is_safe_resolved(url: &Url) -> bool {
+    matches!(url.scheme(), "http" | "https")
+        && url.host().is_some()
+        && super::path::is_origin_local_path(url.path())
+}
+
+/// The value to put in a `Location` header: always the absolute URL
+/// (`scheme://host/path?query#fragment`), so no browser reads it as
+/// scheme-relative. A URL that did not come from [`resolve`] and is not
+/// safe to send falls back to `base`.
 pub fn location_for(url: &Url, base: &Url) -> String {
-    if url.origin() == base.origin() {
-        let mut s = url.path().to_owned();
-        if let Some(q) = url.query() {
-            s.push('?');
-            s.push_str(q);
-        }
-        if let Some(f) = url.fragment() {
-            s.push('#');
-            s.push_str(f);
-        }
-        s
-    } else {
+    if is_safe_resolved(url) {
         url.as_str().to_owned()
+    } else {
+        base.as_str().to_owned()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn base() -> Url {
         Url::parse("https://app.example.com").expect("url")
@@ -132,12 +155,18 @@ mod tests {
     }
 
     #[test]
-    fn relative_paths_on_the_public_origin_are_accepted() {
+    fn relative_paths_on_the_public_origin_become_absolute_locations() {
         for (input, expected) in [
-            ("/", "/"),
-            ("/app", "/app"),
-            ("/app/page?x=1&y=2#frag", "/app/page?x=1&y=2#frag"),
-            ("/a%20b", "/a%20b"),
+            ("/", "https://app.example.com/"),
+            ("/app", "https://app.example.com/app"),
+            (
+                "/app/page?x=1&y=2#frag",
+                "https://app.example.com/app/page?x=1&y=2#frag",
+            ),
+            ("/a%20b", "https://app.example.com/a%20b"),
+            ("/app/x.json", "https://app.example.com/app/x.json"),
+            ("/app/..x", "https://app.example.com/app/..x"),
+            ("/app?next=/../x", "https://app.example.com/app?next=/../x"),
         ] {
             assert_eq!(check(input).as_deref(), Ok(expected), "input {input:?}");
         }
@@ -149,7 +178,10 @@ mod tests {
             check("https://admin.example.com/x").as_deref(),
             Ok("https://admin.example.com/x")
         );
-        assert_eq!(check("https://app.example.com/y").as_deref(), Ok("/y"));
+        assert_eq!(
+            check("https://app.example.com/y").as_deref(),
+            Ok("https://app.example.com/y")
+        );
     }
 
     #[test]
@@ -194,8 +226,121 @@ mod tests {
     }
 
     #[test]
+    fn dot_segments_that_resolve_to_a_scheme_relative_path_are_refused() {
+        for p in [
+            "/.//evil.com",
+            "/..//evil.com",
+            "/%2e//evil.com",
+            "/%2E//evil.com",
+            "/.%2e//evil.com",
+            "/%2e%2e//evil.com",
+            "/././/evil.com",
+            "/a/..//evil.com",
+            "/a/../..//evil.com",
+            "/./",
+            "/..",
+            "https://app.example.com/.//evil.com",
+            "https://app.example.com/..//evil.com",
+        ] {
+            assert_eq!(check(p), Err(ReturnToError::DotSegment), "payload {p:?}");
+        }
+    }
+
+    #[test]
     fn overlong_values_are_refused() {
         let long = format!("/{}", "a".repeat(MAX_LEN));
         assert_eq!(check(&long), Err(ReturnToError::TooLong));
+        let longest = format!("/{}", "a".repeat(MAX_LEN - 1));
+        assert!(check(&longest).is_ok());
+    }
+
+    #[test]
+    fn a_location_that_did_not_come_from_resolve_falls_back_to_the_base() {
+        let odd = Url::parse("https://app.example.com//evil.com").expect("url");
+        assert_eq!(location_for(&odd, &base()), "https://app.example.com/");
+    }
+
+    /// Strings rich in what redirect checks get wrong.
+    fn hostile_return_to() -> impl Strategy<Value = String> {
+        let fragment = prop::sample::select(vec![
+            "/",
+            "\\",
+            ".",
+            "..",
+            "%2e",
+            "%2E",
+            "%2f",
+            "%5c",
+            "%09",
+            "%00",
+            ";",
+            "?",
+            "#",
+            "@",
+            ":",
+            "evil.com",
+            "app.example.com",
+            "https:",
+            "http:",
+            "//",
+            "\t",
+            " ",
+            "%",
+            "a",
+            "admin.example.com",
+            "%252f",
+            "\u{3002}",
+            "\u{FF0E}",
+        ]);
+        prop::collection::vec(fragment, 0..10).prop_map(|parts| parts.concat())
+    }
+
+    fn assert_safe_location(candidate: &str) -> Result<(), TestCaseError> {
+        if let Ok(url) = resolve(candidate, &base(), &allowed()) {
+            let location = location_for(&url, &base());
+            let parsed = Url::parse(&location)
+                .map_err(|e| TestCaseError::fail(format!("{location:?}: {e}")))?;
+            prop_assert!(
+                allowed().contains(&parsed.origin().ascii_serialization()),
+                "{candidate:?} -> {location:?}"
+            );
+            prop_assert!(
+                location.starts_with("https://app.example.com/")
+                    || location.starts_with("https://admin.example.com/"),
+                "{candidate:?} -> {location:?}"
+            );
+            prop_assert!(
+                !parsed.path().starts_with("//") && !parsed.path().starts_with("/\\"),
+                "{candidate:?} -> {location:?}"
+            );
+            // A browser resolving it against any page of the app lands on
+            // the same URL.
+            let again = base()
+                .join("/some/page")
+                .and_then(|page| page.join(&location))
+                .map_err(|e| TestCaseError::fail(format!("{location:?}: {e}")))?;
+            prop_assert_eq!(again.as_str(), location.as_str());
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// Whatever `resolve` accepts, `location_for` makes an absolute URL
+        /// on an allowed origin whose path is not scheme-relative.
+        #[test]
+        fn an_accepted_return_to_is_an_absolute_url_on_an_allowed_origin(
+            candidate in hostile_return_to()
+        ) {
+            assert_safe_location(&candidate)?;
+        }
+
+        /// The same over arbitrary strings (and no panic on any of them).
+        #[test]
+        fn any_string_is_judged_without_panicking_and_safely(candidate in any::<String>()) {
+            assert_safe_location(&candidate)?;
+            assert_safe_location(&format!("/{candidate}"))?;
+        }
     }
 }

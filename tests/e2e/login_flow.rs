@@ -4,7 +4,9 @@ use reqwest::{Method, StatusCode};
 
 use std::time::Duration;
 
-use crate::harness::{Browser, GatewayBuilder, ProviderApi, Upstream, form_action, unique_user};
+use crate::harness::{
+    Browser, GatewayBuilder, ProviderApi, Upstream, form_action, unique_user, urlencode,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_call_the_api_and_logout_end_to_end() {
@@ -12,9 +14,10 @@ async fn login_call_the_api_and_logout_end_to_end() {
     let gw = GatewayBuilder::new(&upstream).start().await;
     let mut b = Browser::new(&gw);
 
-    // Login lands on return_to with a strict session cookie.
+    // Login lands on return_to (an absolute URL on the gateway's origin)
+    // with a strict session cookie.
     let r = b.login_alice().await;
-    assert_eq!(r.location().as_deref(), Some("/app"));
+    assert_eq!(r.location(), Some(format!("{}/app", gw.base)));
     let set = r.set_cookies().join("\n");
     for attr in [
         "__Host-oidc-bff=",
@@ -115,7 +118,7 @@ async fn login_call_the_api_and_logout_end_to_end() {
     );
     // The handle is single-use.
     let again = b.navigate(&next).await;
-    assert_eq!(again.location().as_deref(), Some("/"));
+    assert_eq!(again.location(), Some(format!("{}/", gw.base)));
 
     // The same call is now refused without reaching the upstream.
     let api = b.get("/api/hello").await;
@@ -235,10 +238,10 @@ async fn parallel_logins_in_one_browser_all_complete() {
     let cb2 = b.authenticate(&second, "alice", "alice-password").await;
     let r2 = b.callback(&cb2).await;
     assert_eq!(r2.status, StatusCode::SEE_OTHER, "{r2:?}");
-    assert_eq!(r2.location().as_deref(), Some("/two"));
+    assert_eq!(r2.location(), Some(format!("{}/two", gw.base)));
     let r1 = b.callback(&cb1).await;
     assert_eq!(r1.status, StatusCode::SEE_OTHER, "{r1:?}");
-    assert_eq!(r1.location().as_deref(), Some("/one"));
+    assert_eq!(r1.location(), Some(format!("{}/one", gw.base)));
     // The second completed login replaced the first session of this browser.
     assert_eq!(gw.session_count().await, 1);
     assert_eq!(b.get("/auth/user").await.status, StatusCode::OK);
@@ -320,4 +323,91 @@ async fn logout_revokes_the_refresh_token_at_the_provider() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("the refresh token is still live at the provider after logout");
+}
+
+/// `return_to` values whose dot segments resolve to a scheme-relative path
+/// (`/.//evil.com` → `//evil.com`), encoded in the ways a link can carry
+/// them.
+const DOT_SEGMENT_RETURN_TOS: &[&str] = &[
+    "/.//evil.com",
+    "/..//evil.com",
+    "/%2e//evil.com",
+    "/%2E%2E//evil.com",
+    "/a/..//evil.com/x?y=1",
+    "/././/evil.com",
+];
+
+/// Where a completed login may send the browser: an absolute URL on the
+/// gateway's own origin whose path is not scheme-relative.
+fn assert_same_origin_absolute(location: &str, base: &str) {
+    assert!(
+        location.starts_with(&format!("{base}/")),
+        "login redirected off the gateway's origin: {location}"
+    );
+    let path = &location[base.len()..];
+    assert!(
+        !path.starts_with("//") && !path.starts_with("/\\"),
+        "login redirected to a scheme-relative path: {location}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_return_to_with_dot_segments_never_leads_off_the_gateway_after_a_real_login() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream).start().await;
+    for return_to in DOT_SEGMENT_RETURN_TOS {
+        for query in [urlencode(return_to), (*return_to).to_owned()] {
+            let mut b = Browser::new(&gw);
+            let start = b.navigate(&format!("/auth/login?return_to={query}")).await;
+            if start.status == StatusCode::BAD_REQUEST {
+                assert!(start.location().is_none(), "{start:?}");
+                continue;
+            }
+            // Accepted at the start: the callback must stay on the origin.
+            assert_eq!(start.status, StatusCode::SEE_OTHER, "{start:?}");
+            let authorize = start.location().expect("authorization URL");
+            let cb = b.authenticate(&authorize, "alice", "alice-password").await;
+            let done = b.callback(&cb).await;
+            assert_eq!(done.status, StatusCode::SEE_OTHER, "{done:?}");
+            let location = done.location().expect("callback redirect");
+            assert_same_origin_absolute(&location, &gw.base);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dot_segment_return_to_is_refused_at_login_with_a_clear_message() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream).start().await;
+    let mut b = Browser::new(&gw);
+    let r = b
+        .request(
+            Method::GET,
+            "/auth/login?return_to=/.//evil.com",
+            &[("accept", "application/json")],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+    assert_eq!(
+        r.json()["message"],
+        "The return_to parameter contains a . or .. path segment.",
+        "{r:?}"
+    );
+    assert!(r.set_cookies().is_empty(), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_return_to_survives_a_real_login_as_an_absolute_same_origin_url() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream).start().await;
+    let mut b = Browser::new(&gw);
+    let authorize = b.start_login("/app/orders?tab=open#top").await;
+    let cb = b.authenticate(&authorize, "alice", "alice-password").await;
+    let done = b.callback(&cb).await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{done:?}");
+    assert_eq!(
+        done.location(),
+        Some(format!("{}/app/orders?tab=open#top", gw.base))
+    );
 }

@@ -8,7 +8,8 @@ use axum::http::{Method, StatusCode, header};
 use serde_json::json;
 
 use crate::support::{
-    NAVIGATION, SESSION_COOKIE, TestRouter, WWW_AUTHENTICATE, assert_clears_session_cookie, request,
+    NAVIGATION, PUBLIC_URL, SESSION_COOKIE, TestRouter, WWW_AUTHENTICATE,
+    assert_clears_session_cookie, request,
 };
 
 #[tokio::test]
@@ -35,6 +36,66 @@ async fn login_refuses_a_return_to_on_a_foreign_origin_before_asking_the_provide
         "The return_to parameter points at an origin that is not allowed.",
     );
     assert!(r.headers.get(header::SET_COOKIE).is_none(), "{r}");
+}
+
+#[tokio::test]
+async fn login_refuses_a_return_to_whose_dot_segments_resolve_to_another_host() {
+    let app = TestRouter::new().await;
+    for return_to in [
+        "/.//evil.com",
+        "/..//evil.com",
+        "/%2e//evil.com",
+        "/%2E%2E//evil.com",
+        "/a/..//evil.com",
+        "/./%2F/evil.com",
+        "https://app.example.test/.//evil.com",
+    ] {
+        let encoded: String = url::form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
+        let r = app
+            .get(&format!("/auth/login?return_to={encoded}"), &[])
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{return_to}: {r}");
+        assert_eq!(r.json()["error"], "bad_request", "{return_to}: {r}");
+        assert!(r.headers.get(header::LOCATION).is_none(), "{r}");
+        assert!(r.headers.get(header::SET_COOKIE).is_none(), "{r}");
+    }
+    // Unencoded, as a hand-written link would carry it.
+    let r = app.get("/auth/login?return_to=/.//evil.com", &[]).await;
+    r.assert_error(
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "The return_to parameter contains a . or .. path segment.",
+    );
+}
+
+#[tokio::test]
+async fn login_refuses_a_return_to_longer_than_2048_bytes() {
+    let app = TestRouter::new().await;
+    let long = format!("/{}", "a".repeat(2048));
+    let r = app.get(&format!("/auth/login?return_to={long}"), &[]).await;
+    r.assert_error(
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "The return_to parameter is longer than 2048 bytes.",
+    );
+}
+
+#[tokio::test]
+async fn login_refuses_malformed_parameters_with_its_own_json_answer() {
+    let app = TestRouter::new().await;
+    let r = app.get("/auth/login?return_to=/a&return_to=/b", &[]).await;
+    r.assert_error(
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "The login parameters are malformed.",
+    );
+    // Bytes that are not UTF-8 decode to U+FFFD: not a path.
+    let r = app.get("/auth/login?return_to=%FF", &[]).await;
+    r.assert_error(
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "The return_to parameter must be a path starting with / or an http(s) URL.",
+    );
 }
 
 #[tokio::test]
@@ -121,6 +182,11 @@ async fn wrong_methods_on_auth_endpoints_are_405_with_allow() {
         (Method::GET, "/auth/sessions/abc/revoke", "POST"),
         (Method::GET, "/auth/backchannel-logout", "POST"),
         (Method::POST, "/healthz", "GET,HEAD"),
+        (Method::TRACE, "/auth/login", "GET,HEAD"),
+        (Method::CONNECT, "/auth/callback", "GET,HEAD"),
+        (Method::TRACE, "/auth/logout", "POST,GET,HEAD"),
+        (Method::TRACE, "/auth/user", "GET,HEAD"),
+        (Method::CONNECT, "/auth/sessions/abc/revoke", "POST"),
     ] {
         let r = app
             .send(request(
@@ -151,7 +217,10 @@ async fn anonymous_logout_by_fetch_clears_the_cookie_and_names_where_to_go() {
             Body::empty(),
         ))
         .await;
-    r.assert_json(StatusCode::OK, json!({ "redirect_url": "/" }));
+    r.assert_json(
+        StatusCode::OK,
+        json!({ "redirect_url": format!("{PUBLIC_URL}/") }),
+    );
     assert_eq!(r.header(header::CACHE_CONTROL), "no-store", "{r}");
     assert_clears_session_cookie(&r);
 }
@@ -161,7 +230,7 @@ async fn logout_end_without_a_handle_redirects_to_the_post_logout_page() {
     let app = TestRouter::new().await;
     let r = app.get("/auth/logout/end", &[]).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{r}");
-    assert_eq!(r.header(header::LOCATION), "/", "{r}");
+    assert_eq!(r.header(header::LOCATION), format!("{PUBLIC_URL}/"), "{r}");
     assert_eq!(r.header(header::CACHE_CONTROL), "no-store", "{r}");
 }
 

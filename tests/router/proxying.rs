@@ -162,3 +162,170 @@ async fn a_logged_in_call_is_forwarded_with_the_access_token_and_without_cookies
     assert_eq!(h["x-forwarded-proto"], "https");
     assert_eq!(h["x-forwarded-host"], "app.example.test");
 }
+
+/// Paths that some upstream reads outside the route's prefix (Tomcat drops
+/// `;params`, Node and IIS read `\` as `/`, nginx decodes `%2F`, some
+/// servers decode twice or accept overlong UTF-8), or reads differently
+/// from the gateway. `{}` is the route prefix.
+const AMBIGUOUS_PATHS: &[&str] = &[
+    "{}/..;/admin",
+    "{}/..;x/admin",
+    "{}/.;/admin",
+    "{}/..\\admin",
+    "{}/x\\..\\..\\admin",
+    "{}/..%2fadmin",
+    "{}/..%2Fadmin",
+    "{}/%2e%2e%2fadmin",
+    "{}/%2e%2e%5cadmin",
+    "{}/..%5cadmin",
+    "{}/..%00/admin",
+    "{}/..%3b/admin",
+    "{}/a%2fb",
+    "{}/a%5Cb",
+    "{}/a%3bb",
+    "{}/x%2ejson",
+    "{}/a%00b",
+    "{}/a%0d%0ab",
+    "{}/%252e%252e/admin",
+    "{}/%c0%ae%c0%ae/admin",
+    "{}/%u002e%u002e/admin",
+    "{}/%zz",
+    "{}/%EF%BC%8E%EF%BC%8E/admin",
+    "{}/..%20/admin",
+    "{}/.../admin",
+    "{}//admin",
+];
+
+/// Sends every ambiguous path under `prefix` with `headers`; each must be
+/// a 400 JSON `bad_request`.
+async fn assert_every_ambiguous_path_is_refused(
+    app: &TestRouter,
+    prefix: &str,
+    headers: &[(&str, &str)],
+) {
+    for template in AMBIGUOUS_PATHS {
+        let path = template.replace("{}", prefix);
+        let r = app.get(&path, headers).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}: {r}");
+        assert_eq!(r.json()["error"], "bad_request", "{path}: {r}");
+        assert_eq!(r.header(header::CACHE_CONTROL), "no-store", "{path}: {r}");
+    }
+}
+
+#[tokio::test]
+async fn ambiguous_paths_on_a_required_route_are_400_and_never_reach_the_upstream_with_a_token() {
+    let app = TestRouter::new().await;
+    let cookie = app.logged_in("alice").await;
+    assert_every_ambiguous_path_is_refused(&app, "/api", &[("cookie", &cookie)]).await;
+    assert!(app.upstream.uris().is_empty(), "{:?}", app.upstream.uris());
+}
+
+#[tokio::test]
+async fn ambiguous_paths_on_an_optional_route_are_400_and_never_reach_the_upstream() {
+    let app = TestRouter::new().await;
+    let cookie = app.logged_in("alice").await;
+    assert_every_ambiguous_path_is_refused(&app, "/maybe", &[("cookie", &cookie)]).await;
+    assert_every_ambiguous_path_is_refused(&app, "/maybe", &[]).await;
+    assert!(app.upstream.uris().is_empty(), "{:?}", app.upstream.uris());
+}
+
+#[tokio::test]
+async fn ambiguous_paths_on_an_unauthenticated_route_are_400_and_never_reach_the_upstream() {
+    let app = TestRouter::new().await;
+    assert_every_ambiguous_path_is_refused(&app, "/public", &[]).await;
+    assert!(app.upstream.uris().is_empty(), "{:?}", app.upstream.uris());
+}
+
+#[tokio::test]
+async fn each_class_of_ambiguous_path_is_named_in_the_answer() {
+    let app = TestRouter::new().await;
+    for (path, message) in [
+        (
+            "/public/..;/admin",
+            "Paths with dot segments are not forwarded.",
+        ),
+        (
+            "/public/a%2fb",
+            "Paths with percent-encoded '/', '\\', '.', ';' or '%' are not forwarded.",
+        ),
+        ("/public/a\\b", "Paths with backslashes are not forwarded."),
+        (
+            "/public/a%00b",
+            "Paths with control characters are not forwarded.",
+        ),
+        (
+            "/public/%c0%ae",
+            "Paths with malformed percent-encoding are not forwarded.",
+        ),
+        (
+            "/public//admin",
+            "Paths with empty segments (//) are not forwarded.",
+        ),
+    ] {
+        let r = app.get(path, &[]).await;
+        r.assert_error(StatusCode::BAD_REQUEST, "bad_request", message);
+    }
+    assert!(app.upstream.uris().is_empty(), "{:?}", app.upstream.uris());
+}
+
+#[tokio::test]
+async fn ordinary_encoded_paths_are_still_forwarded_unchanged() {
+    let app = TestRouter::new().await;
+    let paths = [
+        "/public/a%20b",
+        "/public/user%40example.com",
+        "/public/caf%C3%A9",
+        "/public/x.json",
+        "/public/..x",
+        "/public/items;v=2",
+        "/public/50%25",
+    ];
+    for path in paths {
+        let r = app.get(path, &[]).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {r}");
+    }
+    assert_eq!(app.upstream.uris(), paths.map(str::to_owned).to_vec());
+}
+
+#[tokio::test]
+async fn trace_and_connect_are_405_json_on_every_kind_of_route_and_never_forwarded() {
+    let app = TestRouter::new().await;
+    let cookie = app.logged_in("alice").await;
+    for method in [Method::TRACE, Method::CONNECT] {
+        for path in ["/api/items", "/maybe/items", "/public/items", "/api"] {
+            let r = app
+                .send(request(
+                    method.clone(),
+                    path,
+                    &[("cookie", &cookie), ("x-csrf", "1")],
+                    Body::empty(),
+                ))
+                .await;
+            r.assert_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "This method is not allowed here.",
+            );
+            assert_eq!(
+                r.header(header::ALLOW),
+                "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
+                "{method} {path}: {r}"
+            );
+            assert!(r.headers.get(header::SET_COOKIE).is_none(), "{r}");
+        }
+    }
+    assert!(app.upstream.uris().is_empty(), "{:?}", app.upstream.uris());
+}
+
+#[tokio::test]
+async fn trace_without_a_session_is_405_not_401_on_a_required_route() {
+    let app = TestRouter::new().await;
+    let r = app
+        .send(request(Method::TRACE, "/api/items", &[], Body::empty()))
+        .await;
+    r.assert_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "This method is not allowed here.",
+    );
+}

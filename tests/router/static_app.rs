@@ -114,3 +114,88 @@ async fn proxied_routes_take_precedence_over_the_static_app() {
     let r = app.get("/api/items", &[]).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r}");
 }
+
+/// Whether a `Location` value keeps the browser on the gateway's origin:
+/// a path with exactly one leading `/`, or an absolute URL on the public
+/// origin.
+fn stays_on_the_public_origin(location: &str) -> bool {
+    let local_path =
+        location.starts_with('/') && !location.starts_with("//") && !location.starts_with("/\\");
+    local_path || location.starts_with(&format!("{}/", crate::support::PUBLIC_URL))
+}
+
+async fn spa_with_a_directory() -> TestRouter {
+    let dir = TempDir::new();
+    dir.write("www/index.html", INDEX);
+    dir.write("www/assets/app.3f9a2c1b.js", ASSET);
+    dir.write("www/evil.com/index.html", INDEX);
+    TestRouter::with_dir(dir, "[static]\ndir = \"{dir}/www\"\n").await
+}
+
+#[tokio::test]
+async fn a_directory_redirect_never_leads_to_another_host() {
+    let app = spa_with_a_directory().await;
+    let paths = [
+        "/assets",
+        "//assets",
+        "///assets",
+        "//assets?x=1",
+        "//evil.com",
+        "//evil.com/",
+        "///evil.com",
+        "/%2fevil.com",
+        "/%2F%2Fevil.com",
+        "/%5cevil.com",
+        "/\\evil.com",
+        "/\\/evil.com",
+        "//\\evil.com",
+        "/./assets",
+        "/.//evil.com",
+        "//assets//",
+        "http://evil.example/assets",
+        "https://evil.example//evil.com",
+        "http://evil.example//assets?x=1",
+    ];
+    for path in paths {
+        for headers in [&[][..], NAVIGATION] {
+            let r = app.get(path, headers).await;
+            for location in r.all(header::LOCATION) {
+                assert!(
+                    stays_on_the_public_origin(location),
+                    "{path} redirects to {location}:\n{r}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn repeated_slashes_are_read_as_one_and_redirect_to_a_local_path() {
+    let app = spa_with_a_directory().await;
+    let r = app.get("//assets", &[]).await;
+    assert_eq!(r.status, StatusCode::TEMPORARY_REDIRECT, "{r}");
+    assert_eq!(r.header(header::LOCATION), "/assets/", "{r}");
+    let r = app.get("//assets?x=1", &[]).await;
+    assert_eq!(r.header(header::LOCATION), "/assets/?x=1", "{r}");
+    let r = app.get("//assets//app.3f9a2c1b.js", &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{r}");
+    assert_eq!(r.text(), ASSET);
+}
+
+#[tokio::test]
+async fn a_directory_redirect_ignores_the_authority_the_client_sent() {
+    let app = spa_with_a_directory().await;
+    let r = app.get("http://evil.example/assets", &[]).await;
+    assert_eq!(r.header(header::LOCATION), "/assets/", "{r}");
+}
+
+#[tokio::test]
+async fn a_backslash_path_is_refused_by_the_static_app() {
+    let app = spa_with_a_directory().await;
+    let r = app.get("/\\evil.com", &[]).await;
+    r.assert_error(
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "Paths with backslashes or control characters are not served.",
+    );
+}
