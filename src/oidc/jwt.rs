@@ -1,12 +1,16 @@
 //! Validation of the provider's signed tokens — ID tokens at login and
 //! refresh, logout tokens on the back channel — against its JWKS.
 //!
-//! The JWKS is cached; a token signed with an unknown `kid` causes one
-//! re-fetch (key rotation at the provider), rate-limited so a flood of
-//! forged tokens with random `kid`s cannot turn into a flood of requests to
-//! the provider. Only the configured asymmetric algorithms are accepted: the
-//! header's `alg` is checked against the allowlist before anything else, so
-//! `none` and HMAC-with-the-public-key tricks never reach verification.
+//! The JWKS is cached (once per process, shared by its workers); a token
+//! signed with an unknown `kid` causes one re-fetch (key rotation at the
+//! provider), rate-limited so a flood of forged tokens with random `kid`s
+//! cannot turn into a flood of requests to the provider. Only that re-fetch
+//! is limited: the start-up and periodic fetches do not delay a rotation.
+//! Only the configured asymmetric algorithms that the provider also
+//! advertises are accepted: the header's `alg` is checked against that list
+//! before anything else, so `none` and HMAC-with-the-public-key tricks never
+//! reach verification. A token longer than `oidc.max_token_bytes` is
+//! refused before it is parsed.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -25,6 +29,8 @@ pub type Claims = Map<String, Value>;
 pub enum TokenError {
     #[error("token is not a well-formed JWT")]
     Malformed,
+    #[error("token is larger than oidc.max_token_bytes")]
+    TooLarge,
     #[error("signing algorithm {0} is not allowed")]
     AlgorithmNotAllowed(String),
     #[error("no provider key matches the token's key ID")]
@@ -53,19 +59,29 @@ pub enum TokenError {
     KeysUnavailable(#[from] ProviderError),
 }
 
-/// The provider's signing keys, cached.
+/// The provider's signing keys, cached once per process.
 pub struct KeyCache {
     keys: RwLock<Arc<Vec<Jwk>>>,
-    last_fetch: tokio::sync::Mutex<Option<Instant>>,
+    fetches: tokio::sync::Mutex<Fetches>,
     min_refetch_interval: Duration,
     max_age: Duration,
+}
+
+/// When the keys were last fetched, for any reason and for an unknown `kid`.
+#[derive(Default)]
+struct Fetches {
+    /// Any fetch: the keys are this old.
+    any: Option<Instant>,
+    /// The last re-fetch caused by an unknown `kid`: the only kind the
+    /// rate limit counts.
+    unknown_kid: Option<Instant>,
 }
 
 impl KeyCache {
     pub fn new(min_refetch_interval: Duration, max_age: Duration) -> Self {
         Self {
             keys: RwLock::new(Arc::new(Vec::new())),
-            last_fetch: tokio::sync::Mutex::new(None),
+            fetches: tokio::sync::Mutex::new(Fetches::default()),
             min_refetch_interval,
             max_age,
         }
@@ -77,7 +93,7 @@ impl KeyCache {
 
     async fn fetch(&self, provider: &Provider) -> Result<(), ProviderError> {
         let d = provider.discovered().await?;
-        let body = provider.get_json(d.jwks_uri.as_str()).await?;
+        let body = provider.get_json(d.jwks_uri.as_str(), "JWKS").await?;
         let doc: Value = serde_json::from_slice(&body)
             .map_err(|e| ProviderError::InvalidResponse(format!("JWKS: {e}")))?;
         let keys: Vec<Jwk> = doc
@@ -97,11 +113,11 @@ impl KeyCache {
 
     /// Loads the keys if never loaded or older than the refresh interval.
     pub async fn ensure_loaded(&self, provider: &Provider) -> Result<(), ProviderError> {
-        let mut last = self.last_fetch.lock().await;
-        let stale = last.is_none_or(|t| t.elapsed() >= self.max_age);
+        let mut fetches = self.fetches.lock().await;
+        let stale = fetches.any.is_none_or(|t| t.elapsed() >= self.max_age);
         if stale {
             self.fetch(provider).await?;
-            *last = Some(Instant::now());
+            fetches.any = Some(Instant::now());
         }
         Ok(())
     }
@@ -119,16 +135,23 @@ impl KeyCache {
         if let Some(k) = select(&self.snapshot(), header) {
             return DecodingKey::from_jwk(&k).map_err(|_| TokenError::UnknownKey);
         }
-        // Unknown kid: the provider may have rotated. One re-fetch, rate-limited.
-        let mut last = self.last_fetch.lock().await;
+        // Unknown kid: the provider may have rotated. One re-fetch,
+        // rate-limited against earlier unknown-kid re-fetches only.
+        let mut fetches = self.fetches.lock().await;
         if let Some(k) = select(&self.snapshot(), header) {
             return DecodingKey::from_jwk(&k).map_err(|_| TokenError::UnknownKey);
         }
-        if last.is_some_and(|t| t.elapsed() < self.min_refetch_interval) {
+        if fetches
+            .unknown_kid
+            .is_some_and(|t| t.elapsed() < self.min_refetch_interval)
+        {
             return Err(TokenError::UnknownKey);
         }
+        // Counted even if the fetch fails: a provider that is down is not
+        // asked again for every forged kid either.
+        fetches.unknown_kid = Some(Instant::now());
         self.fetch(provider).await?;
-        *last = Some(Instant::now());
+        fetches.any = fetches.unknown_kid;
         let k = select(&self.snapshot(), header).ok_or(TokenError::UnknownKey)?;
         DecodingKey::from_jwk(&k).map_err(|_| TokenError::UnknownKey)
     }
@@ -196,18 +219,13 @@ async fn verify(
     required: &[&str],
     require_exp: bool,
 ) -> Result<Claims, TokenError> {
-    let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
-        jsonwebtoken::errors::ErrorKind::InvalidAlgorithmName => {
-            TokenError::AlgorithmNotAllowed("unsupported".into())
-        }
-        _ => TokenError::Malformed,
-    })?;
     let cfg = provider.config();
-    if !cfg.id_token_algorithms.contains(&header.alg) {
+    let header = parse_header(token, cfg.limits.token_bytes)?;
+    let d = provider.discovered().await?;
+    if !d.id_token_algorithms.contains(&header.alg) {
         return Err(TokenError::AlgorithmNotAllowed(format!("{:?}", header.alg)));
     }
     let key = keys.key_for(provider, &header).await?;
-    let d = provider.discovered().await?;
     let mut v = Validation::new(header.alg);
     v.set_issuer(&[d.issuer.as_str()]);
     v.set_audience(&[cfg.client_id.as_str()]);
@@ -217,6 +235,19 @@ async fn verify(
     v.set_required_spec_claims(required);
     let data = jsonwebtoken::decode::<Claims>(token, &key, &v).map_err(map_jwt_error)?;
     Ok(data.claims)
+}
+
+/// The header of a compact JWS of at most `max_len` bytes.
+fn parse_header(token: &str, max_len: usize) -> Result<Header, TokenError> {
+    if token.len() > max_len {
+        return Err(TokenError::TooLarge);
+    }
+    jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+        jsonwebtoken::errors::ErrorKind::InvalidAlgorithmName => {
+            TokenError::AlgorithmNotAllowed("unsupported".into())
+        }
+        _ => TokenError::Malformed,
+    })
 }
 
 fn num(claims: &Claims, name: &str) -> Option<u64> {
@@ -311,7 +342,7 @@ pub async fn validate_logout_token(
     token: &str,
     now: u64,
 ) -> Result<LogoutClaims, TokenError> {
-    let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+    let header = parse_header(token, provider.config().limits.token_bytes)?;
     // §2.4: explicit typing, when used, must say logout+jwt.
     if let Some(typ) = &header.typ
         && !typ.eq_ignore_ascii_case("logout+jwt")
