@@ -328,6 +328,7 @@ mod tests {
             TokenError::MissingClaim("iat".into()),
             TokenError::MissingClaim("exp".into()),
             TokenError::NonceMismatch,
+            TokenError::SubjectChanged,
             TokenError::NotALogoutToken("x"),
         ];
         for e in failures {

@@ -53,6 +53,8 @@ pub enum TokenError {
     MissingClaim(String),
     #[error("nonce does not match the login")]
     NonceMismatch,
+    #[error("subject (sub) differs from the session's")]
+    SubjectChanged,
     #[error("not a logout token: {0}")]
     NotALogoutToken(&'static str),
     #[error("provider keys unavailable: {0}")]
@@ -318,7 +320,7 @@ pub async fn validate_id_token(
     if let Some(sub) = expect.subject
         && claims.get("sub").and_then(Value::as_str) != Some(sub)
     {
-        return Err(TokenError::MissingClaim("sub (changed)".into()));
+        return Err(TokenError::SubjectChanged);
     }
     Ok(claims)
 }
