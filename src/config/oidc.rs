@@ -162,7 +162,6 @@ pub struct ProviderLimits {
     pub claims: usize,
 }
 
-
 /// `[oidc]` as checked on its own: `None` marks a required value that is
 /// missing or wrong (already reported).
 pub(super) struct Oidc {

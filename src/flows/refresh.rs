@@ -286,7 +286,12 @@ impl Refresher {
         tracing::warn!(session = ?session.store_id, reason = %why, "refresh answer refused; ending the session");
         self.count("refused");
         self.sessions
-            .revoke(&session.store_id, RevokeReason::RefreshFailed, "system", now)
+            .revoke(
+                &session.store_id,
+                RevokeReason::RefreshFailed,
+                "system",
+                now,
+            )
             .await?;
         if let Some(rt) = new_refresh_token
             && let Err(e) = self.oidc.provider.revoke_refresh_token(rt).await

@@ -228,14 +228,41 @@ async fn verify(
         return Err(TokenError::AlgorithmNotAllowed(format!("{:?}", header.alg)));
     }
     let key = keys.key_for(provider, &header).await?;
+    let expect = Expected {
+        issuer: &d.issuer,
+        audience: &cfg.client_id,
+        leeway: cfg.clock_skew.as_secs(),
+        require_exp,
+        required,
+    };
+    check_signed(token, &header, &key, &expect)
+}
+
+/// What a signed token is checked against, besides its key.
+struct Expected<'a> {
+    issuer: &'a str,
+    audience: &'a str,
+    leeway: u64,
+    require_exp: bool,
+    required: &'a [&'a str],
+}
+
+/// Signature (with the algorithm the header names, already allowlisted),
+/// issuer, audience, `exp`/`nbf` and required claims.
+fn check_signed(
+    token: &str,
+    header: &Header,
+    key: &DecodingKey,
+    expect: &Expected<'_>,
+) -> Result<Claims, TokenError> {
     let mut v = Validation::new(header.alg);
-    v.set_issuer(&[d.issuer.as_str()]);
-    v.set_audience(&[cfg.client_id.as_str()]);
-    v.leeway = cfg.clock_skew.as_secs();
-    v.validate_exp = require_exp;
+    v.set_issuer(&[expect.issuer]);
+    v.set_audience(&[expect.audience]);
+    v.leeway = expect.leeway;
+    v.validate_exp = expect.require_exp;
     v.validate_nbf = true;
-    v.set_required_spec_claims(required);
-    let data = jsonwebtoken::decode::<Claims>(token, &key, &v).map_err(map_jwt_error)?;
+    v.set_required_spec_claims(expect.required);
+    let data = jsonwebtoken::decode::<Claims>(token, key, &v).map_err(map_jwt_error)?;
     Ok(data.claims)
 }
 
@@ -426,6 +453,100 @@ mod tests {
         assert!(check_azp(&claims(json!({"aud": "bff", "azp": "other"})), "bff").is_err());
         assert!(check_azp(&claims(json!({"aud": ["bff", "api"]})), "bff").is_err());
         assert!(check_azp(&claims(json!({"aud": ["bff", "api"], "azp": "bff"})), "bff").is_ok());
+    }
+
+    fn test_keys() -> Vec<Jwk> {
+        ["k1", "k2"]
+            .iter()
+            .map(|kid| {
+                serde_json::from_value(json!({"kty": "RSA", "kid": kid, "use": "sig", "n": "sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw", "e": "AQAB"}))
+                .expect("jwk")
+            })
+            .collect()
+    }
+
+    /// The offline part of `verify`: header, allowlist, key choice,
+    /// signature and claims. `true` only for a token that passes them all.
+    fn accepted(token: &str, keys: &[Jwk]) -> bool {
+        let allowed = [Algorithm::RS256, Algorithm::PS256, Algorithm::ES256];
+        let Ok(header) = parse_header(token, 16 * 1024) else {
+            return false;
+        };
+        if !allowed.contains(&header.alg) {
+            return false;
+        }
+        let Some(key) = select(keys, &header).and_then(|k| DecodingKey::from_jwk(&k).ok()) else {
+            return false;
+        };
+        let expect = Expected {
+            issuer: "https://id.example",
+            audience: "bff",
+            leeway: 60,
+            require_exp: true,
+            required: &["exp", "iss", "aud", "sub"],
+        };
+        check_signed(token, &header, &key, &expect).is_ok()
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config { cases: 1000, ..Default::default() })]
+
+        /// Arbitrary text as a token: parsed without panicking, never accepted.
+        #[test]
+        fn arbitrary_strings_are_never_accepted(token in "\\PC{0,300}") {
+            proptest::prop_assert!(!accepted(&token, &test_keys()));
+        }
+
+        /// Three dot-separated segments of arbitrary bytes: never accepted.
+        #[test]
+        fn arbitrary_segments_are_never_accepted(
+            a in proptest::collection::vec(proptest::num::u8::ANY, 0..120),
+            b in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+            c in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+        ) {
+            let token = format!("{}.{}.{}", b64(&a), b64(&b), b64(&c));
+            proptest::prop_assert!(!accepted(&token, &test_keys()));
+        }
+
+        /// A well-formed header of any algorithm and `kid` (known or not)
+        /// over valid claims, with a signature that is random bytes:
+        /// never accepted.
+        #[test]
+        fn valid_headers_and_claims_without_a_real_signature_are_never_accepted(
+            alg in proptest::sample::select(vec!["RS256", "RS384", "PS256", "ES256", "EdDSA", "HS256", "none", "NONE", "xx"]),
+            kid in proptest::option::of(proptest::sample::select(vec!["k1".to_owned(), "k2".to_owned(), "zz".to_owned(), String::new()])),
+            sig in proptest::collection::vec(proptest::num::u8::ANY, 0..512),
+        ) {
+            let mut header = json!({"alg": alg, "typ": "JWT"});
+            if let Some(k) = kid {
+                header["kid"] = json!(k);
+            }
+            let claims = json!({
+                "iss": "https://id.example", "aud": "bff", "sub": "alice",
+                "exp": 4_000_000_000u64, "iat": 1_700_000_000u64,
+            });
+            let token = format!(
+                "{}.{}.{}",
+                b64(header.to_string().as_bytes()),
+                b64(claims.to_string().as_bytes()),
+                b64(&sig),
+            );
+            proptest::prop_assert!(!accepted(&token, &test_keys()));
+        }
+    }
+
+    #[test]
+    fn tokens_over_the_size_limit_are_refused_before_parsing() {
+        let long = format!("{}.e30.", "e".repeat(20_000));
+        assert!(matches!(
+            parse_header(&long, 16 * 1024),
+            Err(TokenError::TooLarge)
+        ));
     }
 
     #[test]

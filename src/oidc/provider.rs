@@ -706,3 +706,77 @@ fn without_url(e: &reqwest::Error) -> String {
         None => kind.to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ProviderLimits;
+
+    const LIMITS: ProviderLimits = ProviderLimits {
+        response_bytes: 1 << 20,
+        token_bytes: 64,
+        claims_bytes: 1024,
+        claims: 10,
+    };
+
+    #[test]
+    fn only_configured_algorithms_the_provider_advertises_are_used() {
+        let configured = [Algorithm::RS256, Algorithm::PS256, Algorithm::ES256];
+        let advertised = ["RS256".to_owned(), "HS256".to_owned(), "none".to_owned()];
+        assert_eq!(
+            usable_algorithms(&configured, &advertised),
+            vec![Algorithm::RS256]
+        );
+        assert!(usable_algorithms(&configured, &["EdDSA".to_owned()]).is_empty());
+        assert!(usable_algorithms(&configured, &[]).is_empty());
+    }
+
+    #[test]
+    fn token_responses_are_parsed_within_the_token_limit() {
+        let ok = reqwest::StatusCode::OK;
+        let t = parse_token_response(
+            ok,
+            br#"{"access_token":"a","token_type":"Bearer","id_token":"i","expires_in":99999999999999}"#,
+            &LIMITS,
+        )
+        .expect("tokens");
+        assert_eq!(t.expires_in, Some(Duration::from_secs(MAX_EXPIRES_IN)));
+        let big = format!(
+            r#"{{"access_token":"a","token_type":"Bearer","id_token":"{}"}}"#,
+            "x".repeat(65)
+        );
+        assert!(matches!(
+            parse_token_response(ok, big.as_bytes(), &LIMITS),
+            Err(ProviderError::TooLarge(m)) if m.contains("ID token")
+        ));
+        assert!(matches!(
+            parse_token_response(reqwest::StatusCode::BAD_REQUEST, br#"{"error":"invalid_grant"}"#, &LIMITS),
+            Err(e) if e.is_invalid_grant()
+        ));
+        assert!(matches!(
+            parse_token_response(reqwest::StatusCode::BAD_GATEWAY, b"<html>", &LIMITS),
+            Err(ProviderError::Unavailable(_))
+        ));
+        assert!(matches!(
+            parse_token_response(ok, br#"{"token_type":"Bearer"}"#, &LIMITS),
+            Err(ProviderError::InvalidResponse(_))
+        ));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config { cases: 500, ..Default::default() })]
+
+        /// Any body with any status: an error or tokens within the limit,
+        /// never a panic.
+        #[test]
+        fn any_token_endpoint_answer_is_parsed_without_panicking(
+            status in 100u16..600,
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+        ) {
+            let status = reqwest::StatusCode::from_u16(status).unwrap_or(reqwest::StatusCode::OK);
+            if let Ok(t) = parse_token_response(status, &body, &LIMITS) {
+                proptest::prop_assert!(t.access_token.expose().len() <= LIMITS.token_bytes);
+            }
+        }
+    }
+}

@@ -39,7 +39,11 @@ async fn login_with(user: &str) -> (Gateway, Browser, Resp) {
 async fn assert_refused(gw: &Gateway, b: &Browser, r: &Resp, reason: &str) {
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
     assert!(r.body.contains("Sign-in failed"), "{}", r.body);
-    assert!(r.body.contains(reason), "page should say {reason:?}: {}", r.body);
+    assert!(
+        r.body.contains(reason),
+        "page should say {reason:?}: {}",
+        r.body
+    );
     assert!(b.session_cookie().is_none(), "no session cookie: {r:?}");
     assert_eq!(gw.session_count().await, 0, "no session record in Redis");
 }
@@ -137,6 +141,8 @@ enum Fake {
     EndlessDiscovery,
     /// Valid discovery (RS256); a JWKS that never ends.
     EndlessJwks,
+    /// Valid discovery (RS256) and JWKS.
+    Valid,
 }
 
 struct FakeIssuer {
@@ -147,6 +153,8 @@ struct FakeIssuer {
     dropped: Arc<AtomicBool>,
     /// Discovery requests served.
     discoveries: Arc<AtomicUsize>,
+    /// JWKS requests served.
+    jwks_fetches: Arc<AtomicUsize>,
 }
 
 const RSA_N: &str = "sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw";
@@ -170,10 +178,7 @@ fn endless(sent: Arc<AtomicUsize>, dropped: Arc<AtomicBool>) -> Body {
         |(first, chunk, sent, flag)| async move {
             let next = first.unwrap_or_else(|| chunk.clone());
             sent.fetch_add(next.len(), Ordering::SeqCst);
-            Some((
-                Ok::<_, std::io::Error>(next),
-                (None, chunk, sent, flag),
-            ))
+            Some((Ok::<_, std::io::Error>(next), (None, chunk, sent, flag)))
         },
     ))
 }
@@ -184,9 +189,10 @@ impl FakeIssuer {
             .await
             .expect("bind fake issuer");
         let issuer = format!("http://{}", listener.local_addr().expect("addr"));
-        let (sent, dropped, discoveries) = (
+        let (sent, dropped, discoveries, jwks_fetches) = (
             Arc::new(AtomicUsize::new(0)),
             Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicUsize::new(0)),
             Arc::new(AtomicUsize::new(0)),
         );
         let algs = match kind {
@@ -203,8 +209,9 @@ impl FakeIssuer {
             "id_token_signing_alg_values_supported": algs,
         })
         .to_string();
-        let jwks = json!({"keys": [{"kty": "RSA", "kid": "k1", "use": "sig", "n": RSA_N, "e": "AQAB"}]})
-            .to_string();
+        let jwks =
+            json!({"keys": [{"kty": "RSA", "kid": "k1", "use": "sig", "n": RSA_N, "e": "AQAB"}]})
+                .to_string();
         let app = axum::Router::new()
             .route(
                 "/.well-known/openid-configuration",
@@ -223,8 +230,10 @@ impl FakeIssuer {
             .route(
                 "/jwks",
                 get({
-                    let (sent, dropped) = (sent.clone(), dropped.clone());
+                    let (sent, dropped, fetches) =
+                        (sent.clone(), dropped.clone(), jwks_fetches.clone());
                     move || async move {
+                        fetches.fetch_add(1, Ordering::SeqCst);
                         match kind {
                             Fake::EndlessJwks => endless(sent, dropped),
                             _ => Body::from(jwks),
@@ -240,6 +249,7 @@ impl FakeIssuer {
             sent,
             dropped,
             discoveries,
+            jwks_fetches,
         }
     }
 
@@ -318,4 +328,28 @@ async fn a_provider_advertising_none_of_the_configured_algorithms_is_not_ready()
         "{}",
         r.body
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workers_of_one_process_share_one_discovery_and_one_jwks_fetch() {
+    let fake = FakeIssuer::start(Fake::Valid).await;
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .issuer(&fake.issuer)
+        .configure(|c| c.server.workers = 4)
+        .start_process()
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while readyz(&gw).await != StatusCode::OK {
+        assert!(Instant::now() < deadline, "gateway never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Every worker's upkeep has run by now; readiness on each worker
+    // (connections are spread by the kernel) sees the shared caches.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for _ in 0..8 {
+        assert_eq!(readyz(&gw).await, StatusCode::OK);
+    }
+    assert_eq!(fake.discoveries.load(Ordering::SeqCst), 1, "discoveries");
+    assert_eq!(fake.jwks_fetches.load(Ordering::SeqCst), 1, "JWKS fetches");
 }
