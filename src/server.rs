@@ -8,7 +8,9 @@
 //! finish on one thread without cross-thread wake-ups. Measured on two
 //! cores, this is about 40% more authenticated requests per second than one
 //! work-stealing runtime (docs/benchmarks.md). Workers share the metrics
-//! registry and, with the memory store, the store; everything that must be
+//! registry, the provider's metadata and key caches (one discovery and JWKS
+//! fetch per process; each worker keeps its own provider connections) and,
+//! with the memory store, the store; everything that must be
 //! consistent between workers (refresh, revocation, single-use login state)
 //! is coordinated in the store exactly as between separate instances.
 
@@ -21,6 +23,7 @@ use tokio::sync::watch;
 
 use crate::config::{Config, StoreKind};
 use crate::metrics::Metrics;
+use crate::oidc::OidcCaches;
 use crate::session::store;
 use crate::session::store::Store;
 use crate::session::store::memory::MemoryStore;
@@ -49,6 +52,7 @@ fn worker(
     config: Config,
     store: Option<Arc<Store>>,
     metrics: Arc<Metrics>,
+    oidc_caches: OidcCaches,
     stop: watch::Receiver<bool>,
     ready: mpsc::Sender<anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
@@ -69,7 +73,7 @@ fn worker(
                 .map(|a| a.listen)
                 .filter(|_| index == 0);
             let metrics_listen = config.metrics_listen.filter(|_| index == 0);
-            let state = AppState::with_parts(config, store, metrics)?;
+            let state = AppState::with_shared(config, store, metrics, oidc_caches)?;
             let listener = reuseport_listener(listen)
                 .with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
             let admin = match admin {
@@ -138,14 +142,16 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         StoreKind::Memory => Some(Arc::new(Store::Memory(MemoryStore::new()))),
         StoreKind::Redis(_) => None,
     };
+    let oidc_caches = OidcCaches::new(&config.oidc);
     let (stop_tx, stop_rx) = watch::channel(false);
     let (ready_tx, ready_rx) = mpsc::channel();
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<anyhow::Result<()>>();
     for index in 0..workers {
-        let (config, store, metrics, stop, ready, done) = (
+        let (config, store, metrics, caches, stop, ready, done) = (
             config.clone(),
             shared_store.clone(),
             metrics.clone(),
+            oidc_caches.clone(),
             stop_rx.clone(),
             ready_tx.clone(),
             done_tx.clone(),
@@ -153,7 +159,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         std::thread::Builder::new()
             .name(format!("oidc-bff-{index}"))
             .spawn(move || {
-                let _ = done.send(worker(index, config, store, metrics, stop, ready));
+                let _ = done.send(worker(index, config, store, metrics, caches, stop, ready));
             })
             .context("cannot start a worker thread")?;
     }

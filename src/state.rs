@@ -17,7 +17,7 @@ use crate::flows::logout::LogoutFlow;
 use crate::flows::refresh::Refresher;
 use crate::metrics::Metrics;
 use crate::middleware::csrf::CsrfRule;
-use crate::oidc::Oidc;
+use crate::oidc::{Oidc, OidcCaches};
 use crate::pages::Pages;
 use crate::proxy::forward::Forwarder;
 use crate::proxy::routes::RouteTable;
@@ -56,15 +56,32 @@ impl AppState {
         Self::with_parts(config, store, Arc::new(Metrics::new()))
     }
 
-    /// A gateway (or one worker of one) over a given store and metrics
-    /// registry. Connections to the provider and upstreams are its own.
+    /// A gateway over a given store and metrics registry, with provider
+    /// caches of its own.
     pub fn with_parts(
         config: Config,
         store: Arc<Store>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
+        let caches = OidcCaches::new(&config.oidc);
+        Self::with_shared(config, store, metrics, caches)
+    }
+
+    /// One worker of a gateway: store, metrics and the provider's metadata
+    /// and key caches are the process's; connections to the provider and
+    /// upstreams are the worker's own (they are driven by its runtime).
+    pub fn with_shared(
+        config: Config,
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+        oidc_caches: OidcCaches,
+    ) -> anyhow::Result<Self> {
         let sessions = Arc::new(Sessions::new(&config.session, store).with_metrics(&metrics));
-        let oidc = Arc::new(Oidc::new(&config.oidc, &config.server.redirect_uri())?);
+        let oidc = Arc::new(Oidc::with_caches(
+            &config.oidc,
+            &config.server.redirect_uri(),
+            oidc_caches,
+        )?);
         let refresher = Arc::new(Refresher::new(
             sessions.clone(),
             oidc.clone(),

@@ -44,7 +44,7 @@ pub use csrf::{CsrfConfig, RawCsrf};
 pub use load::ENV_PREFIX;
 pub use log::{LogConfig, LogFormat, RawLog};
 pub use metrics::RawMetrics;
-pub use oidc::{AuthMethod, OidcConfig, RawOidc};
+pub use oidc::{AuthMethod, OidcConfig, ProviderLimits, RawOidc};
 pub use proxy::{ProxyConfig, RawProxy};
 pub use routes::{RawRoute, RouteAuth, RouteConfig};
 pub use server::{RawServer, ServerConfig};

@@ -43,7 +43,10 @@ pub struct RawOidc {
     /// Send the browser through the provider's `end_session_endpoint` on
     /// logout when the provider has one.
     pub end_session: bool,
-    /// Signature algorithms accepted for ID and logout tokens.
+    /// Signature algorithms accepted for ID and logout tokens. Only those
+    /// the provider also lists in its discovery document's
+    /// `id_token_signing_alg_values_supported` are used; if none is, the
+    /// provider is not ready (logged at discovery).
     pub id_token_algorithms: Vec<String>,
     /// Allowed clock difference for `exp`, `iat` and `nbf`.
     pub clock_skew: RawDuration,
@@ -72,6 +75,17 @@ pub struct RawOidc {
     pub tls_cert_file: Option<PathBuf>,
     /// PEM private key of `tls_cert_file`.
     pub tls_key_file: Option<PathBuf>,
+    /// Largest body read from the provider (discovery, JWKS, token and
+    /// userinfo responses), in bytes: a bigger answer is refused unread.
+    pub max_response_bytes: u64,
+    /// Largest access, refresh or ID token accepted, in bytes each: a login
+    /// whose tokens are bigger fails and stores nothing.
+    pub max_token_bytes: u64,
+    /// Largest claim set kept in a session (as JSON, in bytes) and returned
+    /// by `/auth/user`.
+    pub max_claims_bytes: u64,
+    /// Most claims kept in a session.
+    pub max_claims: u64,
 }
 
 impl Default for RawOidc {
@@ -98,6 +112,10 @@ impl Default for RawOidc {
             tls_ca_file: None,
             tls_cert_file: None,
             tls_key_file: None,
+            max_response_bytes: 256 * 1024,
+            max_token_bytes: 16 * 1024,
+            max_claims_bytes: 16 * 1024,
+            max_claims: 100,
         }
     }
 }
@@ -131,6 +149,17 @@ pub struct OidcConfig {
     pub tls_ca_pem: Option<Vec<u8>>,
     /// The certificate the gateway presents to the provider.
     pub tls_client: Option<ClientCertificate>,
+    pub limits: ProviderLimits,
+}
+
+/// Bounds on what the provider may send (`oidc.max_*`): a validly signed
+/// answer is still hostile input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProviderLimits {
+    pub response_bytes: usize,
+    pub token_bytes: usize,
+    pub claims_bytes: usize,
+    pub claims: usize,
 }
 
 /// `[oidc]` as checked on its own: `None` marks a required value that is
@@ -151,6 +180,7 @@ pub(super) struct Oidc {
     jwks_min_refresh_interval: Duration,
     metadata_refresh_interval: Duration,
     discovery_url: Option<Url>,
+    limits: ProviderLimits,
 }
 
 /// The provider's private CA and the client certificate shown to it.
@@ -186,6 +216,7 @@ impl Oidc {
             discovery_url: self.discovery_url,
             tls_ca_pem: tls.ca_pem,
             tls_client: tls.client,
+            limits: self.limits,
         })
     }
 }
@@ -299,6 +330,7 @@ pub(super) fn validate(raw: &RawOidc, issues: &mut Issues) -> Oidc {
                 None
             }
         });
+    let limits = limits(raw, issues);
     Oidc {
         issuer,
         client_id,
@@ -319,7 +351,37 @@ pub(super) fn validate(raw: &RawOidc, issues: &mut Issues) -> Oidc {
         jwks_min_refresh_interval,
         metadata_refresh_interval,
         discovery_url,
+        limits,
     }
+}
+
+/// `oidc.max_*`: positive, and a token must fit in a response.
+fn limits(raw: &RawOidc, issues: &mut Issues) -> ProviderLimits {
+    let mut positive = |key: &str, value: u64, min: u64| -> usize {
+        if value < min {
+            issues.add(
+                format!("oidc.{key}"),
+                format!("{value} is too small; must be at least {min}"),
+            );
+        }
+        usize::try_from(value).unwrap_or(usize::MAX)
+    };
+    let limits = ProviderLimits {
+        response_bytes: positive("max_response_bytes", raw.max_response_bytes, 4096),
+        token_bytes: positive("max_token_bytes", raw.max_token_bytes, 1024),
+        claims_bytes: positive("max_claims_bytes", raw.max_claims_bytes, 1024),
+        claims: positive("max_claims", raw.max_claims, 1),
+    };
+    if raw.max_token_bytes > raw.max_response_bytes {
+        issues.add(
+            "oidc.max_token_bytes",
+            format!(
+                "{} is larger than oidc.max_response_bytes ({}): a token must fit in a token response",
+                raw.max_token_bytes, raw.max_response_bytes
+            ),
+        );
+    }
+    limits
 }
 
 /// `oidc.tls_ca_file`, `oidc.tls_cert_file` and `oidc.tls_key_file`.
@@ -391,6 +453,23 @@ fn parse_algorithm(name: &str) -> Option<jsonwebtoken::Algorithm> {
 #[cfg(test)]
 mod tests {
     use super::super::testing::{keys_of, load_str, minimal};
+
+    #[test]
+    fn provider_limits_have_floors_and_a_token_must_fit_in_a_response() {
+        let toml = minimal().replace(
+            "client_id = \"bff\"",
+            "client_id = \"bff\"\nmax_response_bytes = 10\nmax_token_bytes = 20000\nmax_claims = 0",
+        );
+        let keys = keys_of(load_str(&toml, &[]).expect_err("invalid"));
+        assert_eq!(
+            keys,
+            vec![
+                "oidc.max_response_bytes",
+                "oidc.max_claims",
+                "oidc.max_token_bytes"
+            ]
+        );
+    }
 
     #[test]
     fn none_and_hmac_algorithms_are_refused() {

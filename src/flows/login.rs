@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use url::Url;
 
 use crate::oidc::Oidc;
-use crate::oidc::claims::strip_protocol_claims;
+use crate::oidc::claims::{bounded_json, strip_protocol_claims};
 use crate::oidc::jwt::{IdTokenExpectations, TokenError, validate_id_token};
 use crate::oidc::provider::ProviderError;
 use crate::secret::constant_time_eq;
@@ -44,12 +44,27 @@ pub enum LoginError {
     Store(#[from] StoreError),
 }
 
+/// Only missing keys are an outage (503, try again); any other fault of the
+/// token — missing `iss`/`sub`/`iat`/`exp`, bad signature, too large — is a
+/// failed login (400 page, reason logged).
 impl From<TokenError> for LoginError {
     fn from(e: TokenError) -> Self {
         match e {
             TokenError::KeysUnavailable(p) => Self::Provider(p),
             other => Self::Failed(format!("the ID token is invalid: {other}")),
         }
+    }
+}
+
+/// A provider answer over the `oidc.max_*` bounds fails the login (a 400
+/// page naming the bound); anything else keeps its meaning.
+fn oversized_fails(e: ProviderError) -> LoginError {
+    match e {
+        ProviderError::TooLarge(what) => {
+            tracing::warn!(reason = %what, "provider answer too large; login refused");
+            LoginError::Failed(format!("the identity provider sent too much: {what}"))
+        }
+        other => LoginError::Provider(other),
     }
 }
 
@@ -197,7 +212,7 @@ pub async fn complete(
                 "the identity provider refused the code (`{}`)",
                 sanitize(&error)
             )),
-            other => LoginError::Provider(other),
+            other => oversized_fails(other),
         })?;
     let Some(id_token) = tokens.id_token.clone() else {
         return Err(LoginError::Failed(
@@ -228,7 +243,11 @@ pub async fn complete(
         return Err(LoginError::Failed("the ID token has no subject".into()));
     }
     if oidc.provider.config().userinfo {
-        let info = oidc.provider.userinfo(&tokens.access_token).await?;
+        let info = oidc
+            .provider
+            .userinfo(&tokens.access_token)
+            .await
+            .map_err(oversized_fails)?;
         if info.get("sub").and_then(Value::as_str) != Some(sub.as_str()) {
             return Err(LoginError::Failed(
                 "userinfo is about another subject".into(),
@@ -239,6 +258,14 @@ pub async fn complete(
         }
     }
     let sid = claims.get("sid").and_then(Value::as_str).map(str::to_owned);
+    let claims_json = bounded_json(
+        &strip_protocol_claims(claims),
+        &oidc.provider.config().limits,
+    )
+    .map_err(|e| {
+        tracing::warn!(reason = %e, "claims too large; login refused");
+        LoginError::Failed(format!("the identity provider sent too many claims: {e}"))
+    })?;
     let return_to = Url::parse(&pending.return_to).map_err(|_| LoginError::Expired)?;
     let access_expires_at = tokens.expires_in.map_or(0, |d: Duration| now + d.as_secs());
     let (store_id, session_cookie) = sessions
@@ -250,7 +277,7 @@ pub async fn complete(
                 refresh_token: tokens.refresh_token,
                 id_token: Some(id_token),
                 access_expires_at,
-                claims_json: Value::Object(strip_protocol_claims(claims)).to_string(),
+                claims_json,
             },
             client,
             now,
@@ -280,6 +307,54 @@ mod tests {
     fn provider_error_codes_are_sanitised_before_display() {
         assert_eq!(sanitize("access_denied"), "access_denied");
         assert_eq!(sanitize("<script>alert(1)</script>"), "scriptalert1script");
+    }
+
+    #[test]
+    fn only_unavailable_keys_make_a_bad_id_token_a_provider_outage() {
+        let failures = [
+            TokenError::Malformed,
+            TokenError::TooLarge,
+            TokenError::AlgorithmNotAllowed("HS256".into()),
+            TokenError::UnknownKey,
+            TokenError::BadSignature,
+            TokenError::WrongIssuer,
+            TokenError::WrongAudience,
+            TokenError::WrongAuthorizedParty,
+            TokenError::Expired,
+            TokenError::NotYetValid,
+            TokenError::TooOld,
+            TokenError::MissingClaim("iss".into()),
+            TokenError::MissingClaim("sub".into()),
+            TokenError::MissingClaim("iat".into()),
+            TokenError::MissingClaim("exp".into()),
+            TokenError::NonceMismatch,
+            TokenError::SubjectChanged,
+            TokenError::NotALogoutToken("x"),
+        ];
+        for e in failures {
+            let shown = e.to_string();
+            match LoginError::from(e) {
+                LoginError::Failed(m) => assert!(m.contains(&shown), "{m}"),
+                other => panic!("{shown} became {other:?}, not a failed login"),
+            }
+        }
+        let outage = TokenError::KeysUnavailable(ProviderError::Unavailable("down".into()));
+        assert!(matches!(
+            LoginError::from(outage),
+            LoginError::Provider(ProviderError::Unavailable(_))
+        ));
+    }
+
+    #[test]
+    fn oversized_provider_answers_fail_the_login_and_others_stay_outages() {
+        assert!(matches!(
+            oversized_fails(ProviderError::TooLarge("the ID token".into())),
+            LoginError::Failed(m) if m.contains("the ID token")
+        ));
+        assert!(matches!(
+            oversized_fails(ProviderError::Timeout(Duration::from_secs(1))),
+            LoginError::Provider(ProviderError::Timeout(_))
+        ));
     }
 
     #[test]

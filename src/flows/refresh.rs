@@ -10,7 +10,11 @@
 //!
 //! Outcomes: fresh tokens; `invalid_grant` ends the session (401, record and
 //! index entries removed); an unreachable or slow provider answers 503/504
-//! and keeps the session for a later try.
+//! and keeps the session for a later try. An answer the gateway refuses —
+//! an ID token that does not validate (another `sub`, a bad signature),
+//! tokens or claims over the `oidc.max_*` bounds — also ends the session
+//! (revoked, 401): the old refresh token is spent, and the new one must not
+//! be used, so it is revoked at the provider too (best effort).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,9 +26,10 @@ use serde_json::Value;
 
 use crate::metrics::ResultLabel;
 use crate::oidc::Oidc;
-use crate::oidc::claims::merge_claims;
+use crate::oidc::claims::{bounded_json, merge_claims};
 use crate::oidc::jwt::{IdTokenExpectations, validate_id_token};
 use crate::oidc::provider::ProviderError;
+use crate::secret::SecretString;
 use crate::session::cookie::random_token;
 use crate::session::record::SessionSecrets;
 use crate::session::store::{RevokeReason, StoreError};
@@ -191,6 +196,9 @@ impl Refresher {
                     .await?;
                 return Err(RefreshError::SessionEnded);
             }
+            Err(ProviderError::TooLarge(what)) => {
+                return self.end_refused(&latest, None, &what, now).await;
+            }
             Err(e) => {
                 // Any other refusal (invalid_client after a secret change, ...)
                 // is the gateway's problem, not the user's: 503, session kept.
@@ -213,7 +221,7 @@ impl Refresher {
                     .get("sub")
                     .and_then(Value::as_str)
                     .map(str::to_owned);
-                let claims = validate_id_token(
+                let validated = validate_id_token(
                     &oidc.provider,
                     &oidc.keys,
                     t.expose(),
@@ -223,12 +231,24 @@ impl Refresher {
                         now,
                     },
                 )
-                .await
-                .map_err(|e| {
-                    tracing::warn!(error = %e, "ID token from refresh is invalid");
-                    RefreshError::SessionEnded
-                })?;
-                claims_json = merge_claims(&latest.secrets.claims_json, &claims);
+                .await;
+                let claims = match validated {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let why = format!("ID token from refresh is invalid: {e}");
+                        let spent = tokens.refresh_token.as_ref();
+                        return self.end_refused(&latest, spent, &why, now).await;
+                    }
+                };
+                let merged = merge_claims(&latest.secrets.claims_json, &claims);
+                claims_json = match bounded_json(&merged, &oidc.provider.config().limits) {
+                    Ok(json) => json,
+                    Err(e) => {
+                        let why = format!("claims from refresh too large: {e}");
+                        let spent = tokens.refresh_token.as_ref();
+                        return self.end_refused(&latest, spent, &why, now).await;
+                    }
+                };
                 Some(t)
             }
             None => latest.secrets.id_token.clone(),
@@ -249,5 +269,35 @@ impl Refresher {
             .write_tokens(&latest, secrets, access_expires_at, now)
             .await?
             .ok_or(RefreshError::SessionEnded)
+    }
+
+    /// The provider answered the refresh with something the gateway
+    /// refuses: the old refresh token is spent and the answer unusable, so
+    /// the session ends here (revoked in the store, so no later request uses
+    /// its refresh token again) and the newly issued refresh token, if any,
+    /// is revoked at the provider.
+    async fn end_refused(
+        &self,
+        session: &Session,
+        new_refresh_token: Option<&SecretString>,
+        why: &str,
+        now: u64,
+    ) -> Result<Session, RefreshError> {
+        tracing::warn!(session = ?session.store_id, reason = %why, "refresh answer refused; ending the session");
+        self.count("refused");
+        self.sessions
+            .revoke(
+                &session.store_id,
+                RevokeReason::RefreshFailed,
+                "system",
+                now,
+            )
+            .await?;
+        if let Some(rt) = new_refresh_token
+            && let Err(e) = self.oidc.provider.revoke_refresh_token(rt).await
+        {
+            tracing::info!(error = %e, "could not revoke the refused refresh token at the provider");
+        }
+        Err(RefreshError::SessionEnded)
     }
 }

@@ -1,7 +1,41 @@
-//! Which claims a session keeps: the user's, not the token's. Pure
-//! functions over claim maps, shared by login and refresh.
+//! Which claims a session keeps: the user's, not the token's, and no more
+//! than `oidc.max_claims` / `oidc.max_claims_bytes` of them. Pure functions
+//! over claim maps, shared by login, refresh and `/auth/user`.
 
 use serde_json::{Map, Value};
+
+use crate::config::ProviderLimits;
+
+/// A claim set over the configured bounds: the login or refresh fails
+/// rather than storing (and later serving) it.
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimsTooLarge {
+    #[error("{count} claims, more than oidc.max_claims ({limit})")]
+    Count { count: usize, limit: usize },
+    #[error("{bytes} bytes of claims, more than oidc.max_claims_bytes ({limit})")]
+    Bytes { bytes: usize, limit: usize },
+}
+
+/// The JSON kept in a session for `claims`, if within the bounds.
+pub fn bounded_json(
+    claims: &Map<String, Value>,
+    limits: &ProviderLimits,
+) -> Result<String, ClaimsTooLarge> {
+    if claims.len() > limits.claims {
+        return Err(ClaimsTooLarge::Count {
+            count: claims.len(),
+            limit: limits.claims,
+        });
+    }
+    let json = Value::Object(claims.clone()).to_string();
+    if json.len() > limits.claims_bytes {
+        return Err(ClaimsTooLarge::Bytes {
+            bytes: json.len(),
+            limit: limits.claims_bytes,
+        });
+    }
+    Ok(json)
+}
 
 /// Claims that describe the token, not the user: not kept in the session.
 const PROTOCOL_CLAIMS: &[&str] = &[
@@ -27,12 +61,12 @@ pub fn strip_protocol_claims(mut claims: Map<String, Value>) -> Map<String, Valu
 }
 
 /// Claims from a refreshed ID token, over the ones the session had.
-pub fn merge_claims(old_json: &str, new: &Map<String, Value>) -> String {
+pub fn merge_claims(old_json: &str, new: &Map<String, Value>) -> Map<String, Value> {
     let mut merged: Map<String, Value> = serde_json::from_str(old_json).unwrap_or_default();
     for (k, v) in strip_protocol_claims(new.clone()) {
         merged.insert(k, v);
     }
-    Value::Object(merged).to_string()
+    merged
 }
 
 #[cfg(test)]
@@ -53,9 +87,31 @@ mod tests {
             r#"{"sub":"a","name":"Old"}"#,
             json!({"name": "New", "iat": 5}).as_object().expect("obj"),
         );
-        assert_eq!(
-            serde_json::from_str::<Value>(&merged).expect("json"),
-            json!({"sub": "a", "name": "New"})
-        );
+        assert_eq!(Value::Object(merged), json!({"sub": "a", "name": "New"}));
+    }
+
+    fn limits(claims: usize, claims_bytes: usize) -> ProviderLimits {
+        ProviderLimits {
+            response_bytes: 1 << 20,
+            token_bytes: 1 << 14,
+            claims_bytes,
+            claims,
+        }
+    }
+
+    #[test]
+    fn claim_sets_over_either_bound_are_refused() {
+        let small = json!({"sub": "a", "name": "A"});
+        let small = small.as_object().expect("obj");
+        assert!(bounded_json(small, &limits(2, 100)).is_ok());
+        assert!(matches!(
+            bounded_json(small, &limits(1, 100)),
+            Err(ClaimsTooLarge::Count { count: 2, limit: 1 })
+        ));
+        let big = json!({"sub": "a", "pad": "x".repeat(2000)});
+        assert!(matches!(
+            bounded_json(big.as_object().expect("obj"), &limits(10, 1024)),
+            Err(ClaimsTooLarge::Bytes { limit: 1024, .. })
+        ));
     }
 }

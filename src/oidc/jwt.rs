@@ -1,12 +1,16 @@
 //! Validation of the provider's signed tokens — ID tokens at login and
 //! refresh, logout tokens on the back channel — against its JWKS.
 //!
-//! The JWKS is cached; a token signed with an unknown `kid` causes one
-//! re-fetch (key rotation at the provider), rate-limited so a flood of
-//! forged tokens with random `kid`s cannot turn into a flood of requests to
-//! the provider. Only the configured asymmetric algorithms are accepted: the
-//! header's `alg` is checked against the allowlist before anything else, so
-//! `none` and HMAC-with-the-public-key tricks never reach verification.
+//! The JWKS is cached (once per process, shared by its workers); a token
+//! signed with an unknown `kid` causes one re-fetch (key rotation at the
+//! provider), rate-limited so a flood of forged tokens with random `kid`s
+//! cannot turn into a flood of requests to the provider. Only that re-fetch
+//! is limited: the start-up and periodic fetches do not delay a rotation.
+//! Only the configured asymmetric algorithms that the provider also
+//! advertises are accepted: the header's `alg` is checked against that list
+//! before anything else, so `none` and HMAC-with-the-public-key tricks never
+//! reach verification. A token longer than `oidc.max_token_bytes` is
+//! refused before it is parsed.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -25,6 +29,8 @@ pub type Claims = Map<String, Value>;
 pub enum TokenError {
     #[error("token is not a well-formed JWT")]
     Malformed,
+    #[error("token is larger than oidc.max_token_bytes")]
+    TooLarge,
     #[error("signing algorithm {0} is not allowed")]
     AlgorithmNotAllowed(String),
     #[error("no provider key matches the token's key ID")]
@@ -47,25 +53,37 @@ pub enum TokenError {
     MissingClaim(String),
     #[error("nonce does not match the login")]
     NonceMismatch,
+    #[error("subject (sub) differs from the session's")]
+    SubjectChanged,
     #[error("not a logout token: {0}")]
     NotALogoutToken(&'static str),
     #[error("provider keys unavailable: {0}")]
     KeysUnavailable(#[from] ProviderError),
 }
 
-/// The provider's signing keys, cached.
+/// The provider's signing keys, cached once per process.
 pub struct KeyCache {
     keys: RwLock<Arc<Vec<Jwk>>>,
-    last_fetch: tokio::sync::Mutex<Option<Instant>>,
+    fetches: tokio::sync::Mutex<Fetches>,
     min_refetch_interval: Duration,
     max_age: Duration,
+}
+
+/// When the keys were last fetched, for any reason and for an unknown `kid`.
+#[derive(Default)]
+struct Fetches {
+    /// Any fetch: the keys are this old.
+    any: Option<Instant>,
+    /// The last re-fetch caused by an unknown `kid`: the only kind the
+    /// rate limit counts.
+    unknown_kid: Option<Instant>,
 }
 
 impl KeyCache {
     pub fn new(min_refetch_interval: Duration, max_age: Duration) -> Self {
         Self {
             keys: RwLock::new(Arc::new(Vec::new())),
-            last_fetch: tokio::sync::Mutex::new(None),
+            fetches: tokio::sync::Mutex::new(Fetches::default()),
             min_refetch_interval,
             max_age,
         }
@@ -77,7 +95,7 @@ impl KeyCache {
 
     async fn fetch(&self, provider: &Provider) -> Result<(), ProviderError> {
         let d = provider.discovered().await?;
-        let body = provider.get_json(d.jwks_uri.as_str()).await?;
+        let body = provider.get_json(d.jwks_uri.as_str(), "JWKS").await?;
         let doc: Value = serde_json::from_slice(&body)
             .map_err(|e| ProviderError::InvalidResponse(format!("JWKS: {e}")))?;
         let keys: Vec<Jwk> = doc
@@ -97,11 +115,11 @@ impl KeyCache {
 
     /// Loads the keys if never loaded or older than the refresh interval.
     pub async fn ensure_loaded(&self, provider: &Provider) -> Result<(), ProviderError> {
-        let mut last = self.last_fetch.lock().await;
-        let stale = last.is_none_or(|t| t.elapsed() >= self.max_age);
+        let mut fetches = self.fetches.lock().await;
+        let stale = fetches.any.is_none_or(|t| t.elapsed() >= self.max_age);
         if stale {
             self.fetch(provider).await?;
-            *last = Some(Instant::now());
+            fetches.any = Some(Instant::now());
         }
         Ok(())
     }
@@ -119,16 +137,23 @@ impl KeyCache {
         if let Some(k) = select(&self.snapshot(), header) {
             return DecodingKey::from_jwk(&k).map_err(|_| TokenError::UnknownKey);
         }
-        // Unknown kid: the provider may have rotated. One re-fetch, rate-limited.
-        let mut last = self.last_fetch.lock().await;
+        // Unknown kid: the provider may have rotated. One re-fetch,
+        // rate-limited against earlier unknown-kid re-fetches only.
+        let mut fetches = self.fetches.lock().await;
         if let Some(k) = select(&self.snapshot(), header) {
             return DecodingKey::from_jwk(&k).map_err(|_| TokenError::UnknownKey);
         }
-        if last.is_some_and(|t| t.elapsed() < self.min_refetch_interval) {
+        if fetches
+            .unknown_kid
+            .is_some_and(|t| t.elapsed() < self.min_refetch_interval)
+        {
             return Err(TokenError::UnknownKey);
         }
+        // Counted even if the fetch fails: a provider that is down is not
+        // asked again for every forged kid either.
+        fetches.unknown_kid = Some(Instant::now());
         self.fetch(provider).await?;
-        *last = Some(Instant::now());
+        fetches.any = fetches.unknown_kid;
         let k = select(&self.snapshot(), header).ok_or(TokenError::UnknownKey)?;
         DecodingKey::from_jwk(&k).map_err(|_| TokenError::UnknownKey)
     }
@@ -196,27 +221,62 @@ async fn verify(
     required: &[&str],
     require_exp: bool,
 ) -> Result<Claims, TokenError> {
-    let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+    let cfg = provider.config();
+    let header = parse_header(token, cfg.limits.token_bytes)?;
+    let d = provider.discovered().await?;
+    if !d.id_token_algorithms.contains(&header.alg) {
+        return Err(TokenError::AlgorithmNotAllowed(format!("{:?}", header.alg)));
+    }
+    let key = keys.key_for(provider, &header).await?;
+    let expect = Expected {
+        issuer: &d.issuer,
+        audience: &cfg.client_id,
+        leeway: cfg.clock_skew.as_secs(),
+        require_exp,
+        required,
+    };
+    check_signed(token, &header, &key, &expect)
+}
+
+/// What a signed token is checked against, besides its key.
+struct Expected<'a> {
+    issuer: &'a str,
+    audience: &'a str,
+    leeway: u64,
+    require_exp: bool,
+    required: &'a [&'a str],
+}
+
+/// Signature (with the algorithm the header names, already allowlisted),
+/// issuer, audience, `exp`/`nbf` and required claims.
+fn check_signed(
+    token: &str,
+    header: &Header,
+    key: &DecodingKey,
+    expect: &Expected<'_>,
+) -> Result<Claims, TokenError> {
+    let mut v = Validation::new(header.alg);
+    v.set_issuer(&[expect.issuer]);
+    v.set_audience(&[expect.audience]);
+    v.leeway = expect.leeway;
+    v.validate_exp = expect.require_exp;
+    v.validate_nbf = true;
+    v.set_required_spec_claims(expect.required);
+    let data = jsonwebtoken::decode::<Claims>(token, key, &v).map_err(map_jwt_error)?;
+    Ok(data.claims)
+}
+
+/// The header of a compact JWS of at most `max_len` bytes.
+fn parse_header(token: &str, max_len: usize) -> Result<Header, TokenError> {
+    if token.len() > max_len {
+        return Err(TokenError::TooLarge);
+    }
+    jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
         jsonwebtoken::errors::ErrorKind::InvalidAlgorithmName => {
             TokenError::AlgorithmNotAllowed("unsupported".into())
         }
         _ => TokenError::Malformed,
-    })?;
-    let cfg = provider.config();
-    if !cfg.id_token_algorithms.contains(&header.alg) {
-        return Err(TokenError::AlgorithmNotAllowed(format!("{:?}", header.alg)));
-    }
-    let key = keys.key_for(provider, &header).await?;
-    let d = provider.discovered().await?;
-    let mut v = Validation::new(header.alg);
-    v.set_issuer(&[d.issuer.as_str()]);
-    v.set_audience(&[cfg.client_id.as_str()]);
-    v.leeway = cfg.clock_skew.as_secs();
-    v.validate_exp = require_exp;
-    v.validate_nbf = true;
-    v.set_required_spec_claims(required);
-    let data = jsonwebtoken::decode::<Claims>(token, &key, &v).map_err(map_jwt_error)?;
-    Ok(data.claims)
+    })
 }
 
 fn num(claims: &Claims, name: &str) -> Option<u64> {
@@ -287,7 +347,7 @@ pub async fn validate_id_token(
     if let Some(sub) = expect.subject
         && claims.get("sub").and_then(Value::as_str) != Some(sub)
     {
-        return Err(TokenError::MissingClaim("sub (changed)".into()));
+        return Err(TokenError::SubjectChanged);
     }
     Ok(claims)
 }
@@ -311,7 +371,7 @@ pub async fn validate_logout_token(
     token: &str,
     now: u64,
 ) -> Result<LogoutClaims, TokenError> {
-    let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+    let header = parse_header(token, provider.config().limits.token_bytes)?;
     // §2.4: explicit typing, when used, must say logout+jwt.
     if let Some(typ) = &header.typ
         && !typ.eq_ignore_ascii_case("logout+jwt")
@@ -393,6 +453,100 @@ mod tests {
         assert!(check_azp(&claims(json!({"aud": "bff", "azp": "other"})), "bff").is_err());
         assert!(check_azp(&claims(json!({"aud": ["bff", "api"]})), "bff").is_err());
         assert!(check_azp(&claims(json!({"aud": ["bff", "api"], "azp": "bff"})), "bff").is_ok());
+    }
+
+    fn test_keys() -> Vec<Jwk> {
+        ["k1", "k2"]
+            .iter()
+            .map(|kid| {
+                serde_json::from_value(json!({"kty": "RSA", "kid": kid, "use": "sig", "n": "sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw", "e": "AQAB"}))
+                .expect("jwk")
+            })
+            .collect()
+    }
+
+    /// The offline part of `verify`: header, allowlist, key choice,
+    /// signature and claims. `true` only for a token that passes them all.
+    fn accepted(token: &str, keys: &[Jwk]) -> bool {
+        let allowed = [Algorithm::RS256, Algorithm::PS256, Algorithm::ES256];
+        let Ok(header) = parse_header(token, 16 * 1024) else {
+            return false;
+        };
+        if !allowed.contains(&header.alg) {
+            return false;
+        }
+        let Some(key) = select(keys, &header).and_then(|k| DecodingKey::from_jwk(&k).ok()) else {
+            return false;
+        };
+        let expect = Expected {
+            issuer: "https://id.example",
+            audience: "bff",
+            leeway: 60,
+            require_exp: true,
+            required: &["exp", "iss", "aud", "sub"],
+        };
+        check_signed(token, &header, &key, &expect).is_ok()
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config { cases: 1000, ..Default::default() })]
+
+        /// Arbitrary text as a token: parsed without panicking, never accepted.
+        #[test]
+        fn arbitrary_strings_are_never_accepted(token in "\\PC{0,300}") {
+            proptest::prop_assert!(!accepted(&token, &test_keys()));
+        }
+
+        /// Three dot-separated segments of arbitrary bytes: never accepted.
+        #[test]
+        fn arbitrary_segments_are_never_accepted(
+            a in proptest::collection::vec(proptest::num::u8::ANY, 0..120),
+            b in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+            c in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+        ) {
+            let token = format!("{}.{}.{}", b64(&a), b64(&b), b64(&c));
+            proptest::prop_assert!(!accepted(&token, &test_keys()));
+        }
+
+        /// A well-formed header of any algorithm and `kid` (known or not)
+        /// over valid claims, with a signature that is random bytes:
+        /// never accepted.
+        #[test]
+        fn valid_headers_and_claims_without_a_real_signature_are_never_accepted(
+            alg in proptest::sample::select(vec!["RS256", "RS384", "PS256", "ES256", "EdDSA", "HS256", "none", "NONE", "xx"]),
+            kid in proptest::option::of(proptest::sample::select(vec!["k1".to_owned(), "k2".to_owned(), "zz".to_owned(), String::new()])),
+            sig in proptest::collection::vec(proptest::num::u8::ANY, 0..512),
+        ) {
+            let mut header = json!({"alg": alg, "typ": "JWT"});
+            if let Some(k) = kid {
+                header["kid"] = json!(k);
+            }
+            let claims = json!({
+                "iss": "https://id.example", "aud": "bff", "sub": "alice",
+                "exp": 4_000_000_000u64, "iat": 1_700_000_000u64,
+            });
+            let token = format!(
+                "{}.{}.{}",
+                b64(header.to_string().as_bytes()),
+                b64(claims.to_string().as_bytes()),
+                b64(&sig),
+            );
+            proptest::prop_assert!(!accepted(&token, &test_keys()));
+        }
+    }
+
+    #[test]
+    fn tokens_over_the_size_limit_are_refused_before_parsing() {
+        let long = format!("{}.e30.", "e".repeat(20_000));
+        assert!(matches!(
+            parse_header(&long, 16 * 1024),
+            Err(TokenError::TooLarge)
+        ));
     }
 
     #[test]

@@ -5,27 +5,34 @@
 //!
 //! Every call is bounded by `oidc.http_timeout` and never follows redirects
 //! (a provider that redirects its token endpoint is misconfigured, and
-//! following would be an SSRF vector). Errors are [`ProviderError`]s that
-//! say whether the provider refused (`invalid_grant`: the session is over)
-//! or is unreachable (try again later).
+//! following would be an SSRF vector). Every body is read with a byte limit
+//! (`oidc.max_response_bytes`) and every token with another
+//! (`oidc.max_token_bytes`): a validly signed answer is still hostile input.
+//! Errors are [`ProviderError`]s that say whether the provider refused
+//! (`invalid_grant`: the session is over), is unreachable (try again later),
+//! sent too much, or cannot be used with this configuration.
+//!
+//! Discovered metadata lives in a [`MetadataCache`] shared by every worker
+//! of the process; the HTTP client is each worker's own (its connections
+//! are driven by that worker's runtime).
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use jsonwebtoken::Algorithm;
 use openidconnect::core::{
     CoreAuthDisplay, CoreAuthenticationFlow, CoreClaimName, CoreClaimType, CoreClient,
-    CoreClientAuthMethod, CoreErrorResponseType, CoreGrantType, CoreIdToken, CoreJsonWebKey,
+    CoreClientAuthMethod, CoreGrantType, CoreIdToken, CoreJsonWebKey,
     CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm, CoreResponseMode,
-    CoreResponseType, CoreSubjectIdentifierType, CoreTokenResponse,
+    CoreResponseType, CoreSubjectIdentifierType,
 };
 use openidconnect::{
-    AdditionalProviderMetadata, AuthType, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
-    EndSessionUrl, EndpointMaybeSet, EndpointNotSet, EndpointSet, HttpClientError,
-    LogoutProviderMetadata, LogoutRequest, Nonce, OAuth2TokenResponse, PkceCodeChallenge,
-    PkceCodeVerifier, PostLogoutRedirectUrl, ProviderMetadata, RedirectUrl, RefreshToken,
-    RequestTokenError, Scope, TokenResponse,
+    AdditionalProviderMetadata, AuthType, ClientId, ClientSecret, CsrfToken, EndSessionUrl,
+    EndpointMaybeSet, EndpointNotSet, EndpointSet, LogoutProviderMetadata, LogoutRequest, Nonce,
+    PkceCodeChallenge, PostLogoutRedirectUrl, ProviderMetadata, RedirectUrl, Scope,
 };
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tokio::time::Instant;
 use url::Url;
 
@@ -83,6 +90,14 @@ pub enum ProviderError {
     /// The provider's answer does not make sense.
     #[error("invalid provider response: {0}")]
     InvalidResponse(String),
+    /// The provider sent more than `oidc.max_*` allows; nothing of it is
+    /// used.
+    #[error("provider response too large: {0}")]
+    TooLarge(String),
+    /// The provider's metadata cannot be used with this configuration
+    /// (e.g. no common signing algorithm): not ready until fixed.
+    #[error("provider cannot be used with this configuration: {0}")]
+    Misconfigured(String),
 }
 
 impl ProviderError {
@@ -103,6 +118,10 @@ pub struct TokenSet {
 pub struct Discovered {
     pub issuer: String,
     client: Client,
+    token_endpoint: Url,
+    /// `oidc.id_token_algorithms` that the provider also advertises: the
+    /// only ones accepted for ID and logout tokens. Never empty.
+    pub id_token_algorithms: Vec<Algorithm>,
     pub jwks_uri: Url,
     pub end_session_endpoint: Option<EndSessionUrl>,
     pub revocation_endpoint: Option<Url>,
@@ -111,17 +130,28 @@ pub struct Discovered {
     loaded_at: Instant,
 }
 
+/// Discovered metadata, cached once per process and shared by its workers.
+#[derive(Default)]
+pub struct MetadataCache {
+    current: RwLock<Option<Arc<Discovered>>>,
+    last_error: RwLock<Option<String>>,
+    /// Serialises discovery across every worker.
+    refresh_lock: tokio::sync::Mutex<()>,
+}
+
 pub struct Provider {
     config: OidcConfig,
     redirect_uri: RedirectUrl,
     http: reqwest::Client,
-    current: RwLock<Option<Arc<Discovered>>>,
-    last_error: RwLock<Option<String>>,
-    refresh_lock: tokio::sync::Mutex<()>,
+    cache: Arc<MetadataCache>,
 }
 
 impl Provider {
-    pub fn new(config: &OidcConfig, redirect_uri: &str) -> anyhow::Result<Self> {
+    pub fn new(
+        config: &OidcConfig,
+        redirect_uri: &str,
+        cache: Arc<MetadataCache>,
+    ) -> anyhow::Result<Self> {
         let mut http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(config.http_timeout)
@@ -152,9 +182,7 @@ impl Provider {
             config: config.clone(),
             redirect_uri: RedirectUrl::new(redirect_uri.to_owned())?,
             http,
-            current: RwLock::new(None),
-            last_error: RwLock::new(None),
-            refresh_lock: tokio::sync::Mutex::new(()),
+            cache,
         })
     }
 
@@ -168,7 +196,8 @@ impl Provider {
 
     /// Loaded metadata, if any (for readiness).
     pub fn loaded(&self) -> Option<Arc<Discovered>> {
-        self.current
+        self.cache
+            .current
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
@@ -183,21 +212,30 @@ impl Provider {
         {
             return Ok(d);
         }
-        let _guard = self.refresh_lock.lock().await;
+        let _guard = self.cache.refresh_lock.lock().await;
         if let Some(d) = self.loaded()
             && d.loaded_at.elapsed() < self.config.metadata_refresh_interval
         {
             return Ok(d);
         }
+        let cache = &self.cache;
         match self.discover().await {
             Ok(d) => {
                 let d = Arc::new(d);
-                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(d.clone());
-                *self.last_error.write().unwrap_or_else(|p| p.into_inner()) = None;
+                *cache.current.write().unwrap_or_else(|p| p.into_inner()) = Some(d.clone());
+                *cache.last_error.write().unwrap_or_else(|p| p.into_inner()) = None;
                 Ok(d)
             }
+            Err(e @ ProviderError::Misconfigured(_)) => {
+                // Not an outage: stale metadata would keep accepting what the
+                // provider no longer offers. Not ready until fixed.
+                tracing::error!(error = %e, "identity provider unusable with this configuration; not ready");
+                *cache.current.write().unwrap_or_else(|p| p.into_inner()) = None;
+                *cache.last_error.write().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                Err(e)
+            }
             Err(e) => {
-                *self.last_error.write().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                *cache.last_error.write().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
                 // Stale metadata is better than none while the provider is down.
                 match self.loaded() {
                     Some(d) => {
@@ -211,7 +249,8 @@ impl Provider {
     }
 
     pub fn last_error(&self) -> Option<String> {
-        self.last_error
+        self.cache
+            .last_error
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
@@ -223,7 +262,7 @@ impl Provider {
             Some(u) => u.to_string(),
             None => format!("{issuer}/.well-known/openid-configuration"),
         };
-        let body = self.get_json(&url).await?;
+        let body = self.get_json(&url, "discovery document").await?;
         let metadata: Metadata = serde_json::from_slice(&body)
             .map_err(|e| ProviderError::InvalidResponse(format!("discovery document: {e}")))?;
         // The issuer in the document must be the configured one, exactly
@@ -233,6 +272,20 @@ impl Provider {
             return Err(ProviderError::InvalidResponse(format!(
                 "discovery issuer {advertised} does not match configured oidc.issuer {}",
                 self.config.issuer
+            )));
+        }
+        let advertised_algs: Vec<String> = metadata
+            .id_token_signing_alg_values_supported()
+            .iter()
+            .filter_map(|a| serde_json::to_value(a).ok())
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
+        let id_token_algorithms =
+            usable_algorithms(&self.config.id_token_algorithms, &advertised_algs);
+        if id_token_algorithms.is_empty() {
+            return Err(ProviderError::Misconfigured(format!(
+                "none of oidc.id_token_algorithms {:?} is in the provider's id_token_signing_alg_values_supported {:?}; add one of the provider's algorithms to oidc.id_token_algorithms (or enable one at the provider)",
+                self.config.id_token_algorithms, advertised_algs
             )));
         }
         let extra = metadata.additional_metadata();
@@ -258,14 +311,16 @@ impl Provider {
         )
         .set_redirect_uri(self.redirect_uri.clone())
         .set_auth_type(auth_type);
-        if client.token_uri().is_none() {
+        let Some(token_endpoint) = client.token_uri().map(|u| u.url().clone()) else {
             return Err(ProviderError::InvalidResponse(
                 "discovery document has no token_endpoint".into(),
             ));
-        }
+        };
         Ok(Discovered {
             issuer,
             client,
+            token_endpoint,
+            id_token_algorithms,
             jwks_uri,
             end_session_endpoint,
             revocation_endpoint,
@@ -275,8 +330,9 @@ impl Provider {
         })
     }
 
-    /// GET a JSON document from the provider; 2xx only.
-    pub async fn get_json(&self, url: &str) -> Result<bytes::Bytes, ProviderError> {
+    /// GET a JSON document from the provider; 2xx only, at most
+    /// `oidc.max_response_bytes`.
+    pub async fn get_json(&self, url: &str, what: &str) -> Result<Vec<u8>, ProviderError> {
         let resp = self
             .http
             .get(url)
@@ -290,7 +346,37 @@ impl Provider {
                 "GET {url} answered {status}"
             )));
         }
-        resp.bytes().await.map_err(|e| self.map_reqwest(e))
+        self.read_limited(resp, what).await
+    }
+
+    /// Reads a body, refusing it as soon as it passes
+    /// `oidc.max_response_bytes`: an endless or huge answer costs at most
+    /// that much memory.
+    async fn read_limited(
+        &self,
+        mut resp: reqwest::Response,
+        what: &str,
+    ) -> Result<Vec<u8>, ProviderError> {
+        let limit = self.config.limits.response_bytes;
+        let too_large = || {
+            ProviderError::TooLarge(format!(
+                "the {what} is larger than oidc.max_response_bytes ({limit} bytes)"
+            ))
+        };
+        if resp
+            .content_length()
+            .is_some_and(|n| n > u64::try_from(limit).unwrap_or(u64::MAX))
+        {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.map_reqwest(e))? {
+            if body.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 
     fn map_reqwest(&self, e: reqwest::Error) -> ProviderError {
@@ -301,31 +387,42 @@ impl Provider {
         }
     }
 
-    fn map_token_error(
-        &self,
-        e: RequestTokenError<
-            HttpClientError<reqwest::Error>,
-            openidconnect::StandardErrorResponse<CoreErrorResponseType>,
-        >,
-    ) -> ProviderError {
-        match e {
-            RequestTokenError::ServerResponse(resp) => ProviderError::Rejected {
-                error: resp.error().as_ref().to_owned(),
-                description: resp.error_description().cloned(),
-            },
-            RequestTokenError::Request(HttpClientError::Reqwest(inner)) => self.map_reqwest(*inner),
-            RequestTokenError::Request(other) => ProviderError::Unavailable(other.to_string()),
-            RequestTokenError::Parse(err, body) => {
-                // A gateway error page (HTML, 5xx) lands here: unreachable, not refused.
-                let looks_json = body.first() == Some(&b'{');
-                if looks_json {
-                    ProviderError::InvalidResponse(format!("token response: {err}"))
-                } else {
-                    ProviderError::Unavailable("token endpoint answered a non-JSON error".into())
-                }
+    /// POSTs a grant to the token endpoint and reads the answer within the
+    /// size limits. Done by hand rather than through `openidconnect`, which
+    /// reads bodies without a limit and parses the ID token's claims itself
+    /// (so a token lacking `iat` became an "invalid provider response", an
+    /// outage, instead of a failed login decided by `jwt`).
+    async fn token_request(&self, grant: &[(&str, &str)]) -> Result<TokenSet, ProviderError> {
+        let d = self.discovered().await?;
+        let mut form: Vec<(&str, &str)> = grant.to_vec();
+        let mut req = self
+            .http
+            .post(d.token_endpoint.clone())
+            .header("accept", "application/json");
+        match self.config.auth_method {
+            AuthMethod::ClientSecretBasic => {
+                // RFC 6749 §2.3.1: form-urlencode the credentials before Basic.
+                let enc = |s: &str| {
+                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
+                };
+                req = req.basic_auth(
+                    enc(&self.config.client_id),
+                    Some(enc(self.config.client_secret.expose())),
+                );
             }
-            RequestTokenError::Other(msg) => ProviderError::InvalidResponse(msg),
+            AuthMethod::ClientSecretPost => {
+                form.push(("client_id", &self.config.client_id));
+                form.push(("client_secret", self.config.client_secret.expose()));
+            }
         }
+        let resp = req
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| self.map_reqwest(e))?;
+        let status = resp.status();
+        let body = self.read_limited(resp, "token response").await?;
+        parse_token_response(status, &body, &self.config.limits)
     }
 
     /// The URL to send the browser to, with PKCE S256, state and nonce.
@@ -361,32 +458,22 @@ impl Provider {
         code: &str,
         verifier: &str,
     ) -> Result<TokenSet, ProviderError> {
-        let d = self.discovered().await?;
-        let req = d
-            .client
-            .exchange_code(AuthorizationCode::new(code.to_owned()))
-            .map_err(|e| ProviderError::InvalidResponse(e.to_string()))?
-            .set_pkce_verifier(PkceCodeVerifier::new(verifier.to_owned()));
-        let resp = req
-            .request_async(&self.http)
-            .await
-            .map_err(|e| self.map_token_error(e))?;
-        Ok(token_set(&resp))
+        self.token_request(&[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", self.redirect_uri.as_str()),
+            ("code_verifier", verifier),
+        ])
+        .await
     }
 
     #[tracing::instrument(skip_all)]
     pub async fn refresh(&self, refresh_token: &SecretString) -> Result<TokenSet, ProviderError> {
-        let d = self.discovered().await?;
-        let rt = RefreshToken::new(refresh_token.expose().to_owned());
-        let req = d
-            .client
-            .exchange_refresh_token(&rt)
-            .map_err(|e| ProviderError::InvalidResponse(e.to_string()))?;
-        let resp = req
-            .request_async(&self.http)
-            .await
-            .map_err(|e| self.map_token_error(e))?;
-        Ok(token_set(&resp))
+        self.token_request(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token.expose()),
+        ])
+        .await
     }
 
     /// RFC 7009 revocation of a refresh token, when the provider supports it.
@@ -432,7 +519,10 @@ impl Provider {
         if status.is_success() {
             return Ok(true);
         }
-        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        let body: Value = match self.read_limited(resp, "revocation response").await {
+            Ok(b) => serde_json::from_slice(&b).unwrap_or_default(),
+            Err(_) => Value::Null,
+        };
         Err(ProviderError::Rejected {
             error: body["error"]
                 .as_str()
@@ -466,7 +556,7 @@ impl Provider {
                 resp.status()
             )));
         }
-        let body = resp.bytes().await.map_err(|e| self.map_reqwest(e))?;
+        let body = self.read_limited(resp, "userinfo response").await?;
         serde_json::from_slice(&body).map_err(|_| {
             ProviderError::InvalidResponse(
                 "userinfo is not a JSON object (signed userinfo is not supported)".into(),
@@ -492,15 +582,111 @@ impl Provider {
     }
 }
 
-fn token_set(resp: &CoreTokenResponse) -> TokenSet {
-    TokenSet {
-        access_token: SecretString::new(resp.access_token().secret().clone()),
-        refresh_token: resp
-            .refresh_token()
-            .map(|t| SecretString::new(t.secret().clone())),
-        id_token: resp.id_token().map(|t| SecretString::new(t.to_string())),
-        expires_in: resp.expires_in(),
+/// The configured algorithms the provider also advertises, in the
+/// configured order.
+pub fn usable_algorithms(configured: &[Algorithm], advertised: &[String]) -> Vec<Algorithm> {
+    configured
+        .iter()
+        .copied()
+        .filter(|a| advertised.iter().any(|s| *s == format!("{a:?}")))
+        .collect()
+}
+
+/// A token endpoint's answer (RFC 6749 §5.1), tokens still unchecked.
+#[derive(Deserialize)]
+struct RawTokenResponse {
+    access_token: String,
+    #[expect(dead_code, reason = "required by RFC 6749 §5.1; its value is not used")]
+    token_type: String,
+    #[serde(default)]
+    refresh_token: Option<String>,
+    #[serde(default)]
+    id_token: Option<String>,
+    #[serde(default)]
+    expires_in: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct RawErrorResponse {
+    error: String,
+    #[serde(default)]
+    error_description: Option<String>,
+}
+
+/// Longest access-token lifetime believed: a larger `expires_in` is
+/// clamped, so deadline arithmetic cannot overflow.
+const MAX_EXPIRES_IN: u64 = 366 * 86400;
+
+/// Reads a token endpoint answer: a refusal, an outage (an HTML error
+/// page), or tokens within `oidc.max_token_bytes` each.
+fn parse_token_response(
+    status: reqwest::StatusCode,
+    body: &[u8],
+    limits: &crate::config::ProviderLimits,
+) -> Result<TokenSet, ProviderError> {
+    let looks_json = body.first() == Some(&b'{');
+    if !status.is_success() {
+        return match serde_json::from_slice::<RawErrorResponse>(body) {
+            Ok(e) => Err(ProviderError::Rejected {
+                error: e.error,
+                description: e.error_description,
+            }),
+            // A gateway error page (HTML, 5xx) lands here: unreachable, not refused.
+            Err(_) if !looks_json => Err(ProviderError::Unavailable(format!(
+                "token endpoint answered {status} with a non-JSON body"
+            ))),
+            Err(e) => Err(ProviderError::InvalidResponse(format!(
+                "token error response ({status}): {e}"
+            ))),
+        };
     }
+    let raw: RawTokenResponse = serde_json::from_slice(body).map_err(|e| {
+        if looks_json {
+            ProviderError::InvalidResponse(format!("token response: {e}"))
+        } else {
+            ProviderError::Unavailable("token endpoint answered a non-JSON body".into())
+        }
+    })?;
+    if raw.access_token.is_empty() {
+        return Err(ProviderError::InvalidResponse(
+            "token response has an empty access_token".into(),
+        ));
+    }
+    let check = |name: &str, t: &str| {
+        if t.len() > limits.token_bytes {
+            Err(ProviderError::TooLarge(format!(
+                "the {name} is {} bytes, more than oidc.max_token_bytes ({})",
+                t.len(),
+                limits.token_bytes
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    check("access token", &raw.access_token)?;
+    if let Some(t) = &raw.refresh_token {
+        check("refresh token", t)?;
+    }
+    if let Some(t) = &raw.id_token {
+        check("ID token", t)?;
+    }
+    let expires_in = match &raw.expires_in {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.is_finite() && *f >= 0.0)
+                .map(|f| f.min(MAX_EXPIRES_IN as f64) as u64)
+        }),
+        Some(Value::String(s)) => s.trim().parse::<u64>().ok(),
+        Some(_) => None,
+    }
+    .map(|secs| Duration::from_secs(secs.min(MAX_EXPIRES_IN)));
+    Ok(TokenSet {
+        access_token: SecretString::new(raw.access_token),
+        refresh_token: raw.refresh_token.map(SecretString::new),
+        id_token: raw.id_token.map(SecretString::new),
+        expires_in,
+    })
 }
 
 /// reqwest errors print the URL, which for some calls carries parameters;
@@ -518,5 +704,79 @@ fn without_url(e: &reqwest::Error) -> String {
     match e.url() {
         Some(u) => format!("{kind} ({}{})", u.origin().ascii_serialization(), u.path()),
         None => kind.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ProviderLimits;
+
+    const LIMITS: ProviderLimits = ProviderLimits {
+        response_bytes: 1 << 20,
+        token_bytes: 64,
+        claims_bytes: 1024,
+        claims: 10,
+    };
+
+    #[test]
+    fn only_configured_algorithms_the_provider_advertises_are_used() {
+        let configured = [Algorithm::RS256, Algorithm::PS256, Algorithm::ES256];
+        let advertised = ["RS256".to_owned(), "HS256".to_owned(), "none".to_owned()];
+        assert_eq!(
+            usable_algorithms(&configured, &advertised),
+            vec![Algorithm::RS256]
+        );
+        assert!(usable_algorithms(&configured, &["EdDSA".to_owned()]).is_empty());
+        assert!(usable_algorithms(&configured, &[]).is_empty());
+    }
+
+    #[test]
+    fn token_responses_are_parsed_within_the_token_limit() {
+        let ok = reqwest::StatusCode::OK;
+        let t = parse_token_response(
+            ok,
+            br#"{"access_token":"a","token_type":"Bearer","id_token":"i","expires_in":99999999999999}"#,
+            &LIMITS,
+        )
+        .expect("tokens");
+        assert_eq!(t.expires_in, Some(Duration::from_secs(MAX_EXPIRES_IN)));
+        let big = format!(
+            r#"{{"access_token":"a","token_type":"Bearer","id_token":"{}"}}"#,
+            "x".repeat(65)
+        );
+        assert!(matches!(
+            parse_token_response(ok, big.as_bytes(), &LIMITS),
+            Err(ProviderError::TooLarge(m)) if m.contains("ID token")
+        ));
+        assert!(matches!(
+            parse_token_response(reqwest::StatusCode::BAD_REQUEST, br#"{"error":"invalid_grant"}"#, &LIMITS),
+            Err(e) if e.is_invalid_grant()
+        ));
+        assert!(matches!(
+            parse_token_response(reqwest::StatusCode::BAD_GATEWAY, b"<html>", &LIMITS),
+            Err(ProviderError::Unavailable(_))
+        ));
+        assert!(matches!(
+            parse_token_response(ok, br#"{"token_type":"Bearer"}"#, &LIMITS),
+            Err(ProviderError::InvalidResponse(_))
+        ));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config { cases: 500, ..Default::default() })]
+
+        /// Any body with any status: an error or tokens within the limit,
+        /// never a panic.
+        #[test]
+        fn any_token_endpoint_answer_is_parsed_without_panicking(
+            status in 100u16..600,
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+        ) {
+            let status = reqwest::StatusCode::from_u16(status).unwrap_or(reqwest::StatusCode::OK);
+            if let Ok(t) = parse_token_response(status, &body, &LIMITS) {
+                proptest::prop_assert!(t.access_token.expose().len() <= LIMITS.token_bytes);
+            }
+        }
     }
 }

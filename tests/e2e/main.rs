@@ -8,6 +8,7 @@ mod callback_failures;
 mod log_hygiene;
 mod login_flow;
 mod private_ca;
+mod provider_hostile;
 mod provider_keys;
 mod proxying;
 mod session_cookies;

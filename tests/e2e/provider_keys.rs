@@ -1,7 +1,9 @@
 //! The provider rotates its signing key. The gateway, holding the old JWKS,
 //! re-fetches it once when an ID token names an unknown `kid`, so logins go
 //! on; a further unknown `kid` within `oidc.jwks_min_refresh_interval` does
-//! not cause another fetch (forged `kid`s cannot flood the provider).
+//! not cause another fetch (forged `kid`s cannot flood the provider). Only
+//! such re-fetches count: a rotation right after the start-up fetch is
+//! picked up at once.
 
 use std::time::{Duration, Instant};
 
@@ -9,7 +11,7 @@ use oidc_bff::config::RawDuration;
 use reqwest::StatusCode;
 
 use crate::harness::procs::free_port;
-use crate::harness::{Browser, Gateway, GatewayBuilder, ProviderProcess, Upstream};
+use crate::harness::{Browser, Gateway, GatewayBuilder, ProviderProcess, Upstream, duration};
 
 const INTERVAL: Duration = Duration::from_secs(10);
 
@@ -79,5 +81,43 @@ async fn a_rotated_provider_key_is_fetched_once_and_refetches_are_rate_limited()
     tokio::time::sleep(INTERVAL).await;
     assert_eq!(try_login(&gw).await, (StatusCode::SEE_OTHER, true));
     drop(again);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Polls `/readyz` until the gateway has loaded metadata and keys.
+async fn wait_ready(gw: &Gateway) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = reqwest::get(gw.url("/readyz")).await.expect("readyz");
+        if r.status() == StatusCode::OK {
+            return;
+        }
+        assert!(Instant::now() < deadline, "gateway never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotation_right_after_start_is_picked_up_by_the_first_login() {
+    let dir = std::env::temp_dir().join(format!("oidc-bff-keys-{}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let port = free_port();
+    let original = provider(port, &dir.join("a.json"));
+    let upstream = Upstream::start().await;
+    // A long interval: before the fix, the start-up fetch counted against it
+    // and the new key stayed unknown for all of it.
+    let gw = GatewayBuilder::new(&upstream)
+        .issuer(&original.issuer)
+        .configure(|c| c.oidc.jwks_min_refresh_interval = duration("10m"))
+        .start()
+        .await;
+    wait_ready(&gw).await;
+
+    drop(original);
+    let rotated = provider(port, &dir.join("b.json"));
+    let (status, session, page) = try_login_page(&gw).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{page}");
+    assert!(session, "the first login with the new kid makes a session");
+    drop(rotated);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -402,6 +402,26 @@ async function opaqueScenario() {
     check(afterRevoke.status === 400 && afterRevoke.json.error === 'invalid_grant', 'refresh after revoke-grants: invalid_grant', afterRevoke);
     check(!(await api(issuer, 'GET', '/__test/refresh-tokens')).json.some((t) => t.sub === 'alice'), 'alice has no refresh tokens left');
 
+    // ID token tweaks: validly signed hostile ID tokens for one account.
+    {
+      const bad = await api(issuer, 'POST', '/__test/id-token-tweaks', { sub: 'tweaky', pad_bytes: -1 });
+      check(bad.status === 400, 'id-token-tweaks refuses bad input', bad.json);
+      const set = await api(issuer, 'POST', '/__test/id-token-tweaks', { sub: 'tweaky', grant_type: 'authorization_code', remove: ['iat'], set: { sub: 'mallory' }, pad_bytes: 1000 });
+      check(set.status === 200 && set.json.ok === true, 'id-token-tweaks accepts a tweak', set.json);
+      const b = new Browser();
+      const login = await signIn(b, disco, { clientId: 'oidc-bff', redirectUri, user: 'tweaky', password: 'tweaky-password' });
+      const t = await exchange(disco, 'oidc-bff', 'basic', login);
+      must(t.status === 200, 'code exchange with a tweak', t);
+      const { payload } = await jose.jwtVerify(t.json.id_token, jwks, { issuer: disco.issuer, audience: 'oidc-bff' });
+      check(payload.iat === undefined && payload.sub === 'mallory' && payload.pad?.length === 1000 && payload.nonce === login.nonce,
+        'tweaked ID token: iat removed, sub set, padded, still signed by the provider key', payload);
+      const r = await refresh(disco, 'oidc-bff', 'basic', t.json.refresh_token);
+      const p2 = r.json.id_token ? jose.decodeJwt(r.json.id_token) : {};
+      check(r.status === 200 && p2.sub === 'tweaky' && typeof p2.iat === 'number', 'a tweak for authorization_code leaves refresh ID tokens alone', p2);
+      const clear = await api(issuer, 'POST', '/__test/id-token-tweaks', { sub: 'tweaky' });
+      check(clear.json.cleared === true, 'id-token-tweaks with only sub clears the tweak', clear.json);
+    }
+
     // A code works once; replaying it revokes what it was exchanged for.
     const login2b = await signIn(alice, disco, { clientId: 'oidc-bff', redirectUri, user: 'alice', password: 'alice-password', expectForm: false });
     const t3b = await exchange(disco, 'oidc-bff', 'basic', login2b);

@@ -780,6 +780,49 @@ async function registerClient(body) {
   return [200, { ok: true }];
 }
 
+// ---------------------------------------------------------------------------
+// ID token tweaks: hostile-provider tests (POST /__test/id-token-tweaks)
+// ---------------------------------------------------------------------------
+
+// Original sub -> what to do to the ID tokens of that account's token
+// responses: { grant_type, remove: [claim], set: {claim: value}, pad_bytes }.
+const idTokenTweaks = new Map();
+
+function setIdTokenTweak(body) {
+  if (typeof body.sub !== 'string' || !body.sub) return [400, { ok: false, error: 'sub is required' }];
+  const { sub, grant_type: grantType = null, remove = [], set = {}, pad_bytes: padBytes = 0 } = body;
+  if (grantType !== null && grantType !== 'authorization_code' && grantType !== 'refresh_token') {
+    return [400, { ok: false, error: 'grant_type must be authorization_code, refresh_token or absent' }];
+  }
+  if (!Array.isArray(remove) || !remove.every((c) => typeof c === 'string')) return [400, { ok: false, error: 'remove must be a list of claim names' }];
+  if (set === null || typeof set !== 'object' || Array.isArray(set)) return [400, { ok: false, error: 'set must be an object' }];
+  if (!Number.isInteger(padBytes) || padBytes < 0 || padBytes > 16 << 20) return [400, { ok: false, error: 'pad_bytes must be an integer in 0..16 MiB' }];
+  if (!remove.length && !Object.keys(set).length && !padBytes) {
+    idTokenTweaks.delete(sub);
+    return [200, { ok: true, cleared: true }];
+  }
+  idTokenTweaks.set(sub, { grantType, remove, set, padBytes });
+  return [200, { ok: true }];
+}
+
+// Re-signs (provider key and kid) the ID token of a token response whose
+// account has a tweak for this grant type.
+async function tweakIdToken(ctx) {
+  const idToken = ctx.body?.id_token;
+  if (typeof idToken !== 'string') return;
+  let payload;
+  try { payload = JSON.parse(Buffer.from(idToken.split('.')[1], 'base64url').toString('utf8')); } catch { return; }
+  const tweak = idTokenTweaks.get(payload.sub);
+  if (!tweak) return;
+  const grantType = ctx.oidc.params?.grant_type;
+  if (tweak.grantType && tweak.grantType !== grantType) return;
+  for (const claim of tweak.remove) delete payload[claim];
+  Object.assign(payload, tweak.set);
+  if (tweak.padBytes) payload.pad = 'x'.repeat(tweak.padBytes);
+  ctx.body = { ...ctx.body, id_token: await signJws(payload, {}, SIGNING_KEY, SIGNING_JWK.kid) };
+  log(`id token for ${grantType} of ${tweak.set.sub ?? payload.sub} tweaked (${idToken.length} -> ${ctx.body.id_token.length} chars)`);
+}
+
 async function controlApi(req, res, path) {
   let body = {};
   if (req.method === 'POST') {
@@ -797,6 +840,7 @@ async function controlApi(req, res, path) {
       if (typeof body.sub !== 'string') return sendJson(res, 400, { error: 'sub is required' });
       return sendJson(res, 200, await revokeGrantsOf(body.sub));
     case 'POST /__test/backchannel-logout': return reply(await backchannelLogout(body));
+    case 'POST /__test/id-token-tweaks': return reply(setIdTokenTweak(body));
     case 'POST /__test/sign':
       return sendJson(res, 200, { jwt: await signJws(body.payload ?? {}, body.header ?? {}, SIGNING_KEY, SIGNING_JWK.kid) });
     case 'POST /__test/sign-with-foreign-key': {
@@ -896,6 +940,7 @@ provider.on('server_error', (ctx, err) => log('server error:', err));
 // Runs around every provider route (provider.use inserts before its router).
 provider.use(async (ctx, next) => {
   await requestContext.run(ctx, next);
+  if (ctx.oidc?.route === 'token' && ctx.status === 200) await tweakIdToken(ctx);
   // v8 has no revocation success event: count 200 answers of the route.
   if (ctx.oidc?.route === 'revocation' && ctx.status === 200) stats.revocations += 1;
 });
