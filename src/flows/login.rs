@@ -377,7 +377,196 @@ fn sanitize(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::config::{ServerKeyConfig, SessionConfig};
+    use crate::secret::SecretKey;
+    use crate::session::store::Store;
+    use crate::session::store::memory::MemoryStore;
+
+    /// Sessions whose key ring holds `keys` (id, byte), the first sealing.
+    fn sessions(keys: &[(&str, u8)]) -> Sessions {
+        let keys = keys
+            .iter()
+            .map(|(id, b)| ServerKeyConfig {
+                id: (*id).into(),
+                key: SecretKey::from_bytes([*b; 32]),
+            })
+            .collect();
+        Sessions::new(
+            &SessionConfig::with_keys(keys),
+            Arc::new(Store::Memory(MemoryStore::new())),
+        )
+    }
+
+    fn pending(return_to: &str, expires_at: u64) -> PendingLogin {
+        PendingLogin {
+            state: random_token(),
+            nonce: random_token(),
+            pkce_verifier: random_token(),
+            return_to: return_to.into(),
+            expires_at,
+            previous: Some("ab".repeat(32)),
+        }
+    }
+
+    fn sealed(sessions: &Sessions, p: &PendingLogin) -> String {
+        let plain = postcard::to_stdvec(p).expect("encodes");
+        sessions.seal_for_browser(SEAL_PURPOSE, &plain)
+    }
+
+    #[test]
+    fn a_pending_login_opens_under_any_configured_key_after_a_rotation() {
+        let before = sessions(&[("k1", 1)]);
+        let p = pending("https://app.example/x", 100);
+        let value = sealed(&before, &p);
+        let rotated = sessions(&[("k2", 2), ("k1", 1)]);
+        let opened = PendingLogin::open(&rotated, &value).expect("opens under the old key");
+        assert_eq!(opened.state, p.state);
+        assert_eq!(opened.previous, p.previous);
+        assert!(PendingLogin::open(&sessions(&[("k2", 2)]), &value).is_none());
+        assert!(PendingLogin::open(&sessions(&[("k1", 9)]), &value).is_none());
+    }
+
+    #[test]
+    fn a_value_sealed_for_another_purpose_does_not_open_as_a_login() {
+        let s = sessions(&[("k1", 1)]);
+        let plain = postcard::to_stdvec(&pending("/", 100)).expect("encodes");
+        let other = s.seal_for_browser("logout", &plain);
+        assert!(PendingLogin::open(&s, &other).is_none());
+    }
+
+    #[test]
+    fn the_largest_login_cookie_stays_well_under_the_browser_limit() {
+        let long_id = "k".repeat(32);
+        let s = sessions(&[(long_id.as_str(), 1)]);
+        let return_to = format!(
+            "https://app.example/{}",
+            "a".repeat(MAX_RETURN_TO_BYTES - 20)
+        );
+        assert_eq!(return_to.len(), MAX_RETURN_TO_BYTES);
+        let value = sealed(&s, &pending(&return_to, u64::MAX));
+        let header =
+            s.cookies()
+                .login_cookie("abcdefgh", &value, Duration::from_secs(u64::from(u32::MAX)));
+        assert!(header.len() < 3400, "{} bytes", header.len());
+        assert!(
+            value.len() * 2 <= MAX_PENDING_COOKIE_BYTES,
+            "two always fit"
+        );
+    }
+
+    #[test]
+    fn expired_unreadable_and_the_oldest_beyond_the_limit_are_superseded() {
+        let s = sessions(&[("k1", 1)]);
+        let now = 1_000;
+        let mut cookies: Vec<(String, String)> = (0..MAX_PENDING_LOGINS as u64 + 2)
+            .map(|i| {
+                let p = pending("/", now + 10 + i);
+                (
+                    login_slot(&p.state).expect("slot").to_owned(),
+                    sealed(&s, &p),
+                )
+            })
+            .collect();
+        let expired = pending("/", now);
+        cookies.push((
+            login_slot(&expired.state).expect("slot").into(),
+            sealed(&s, &expired),
+        ));
+        cookies.push(("garbage1".into(), "not-sealed".into()));
+        // A value moved to another slot is not that slot's login.
+        cookies.push(("moved123".into(), cookies[0].1.clone()));
+        let under_way: Vec<(&str, &str)> = cookies
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let mut dropped = superseded(&s, &under_way, "newslot1", 300, now);
+        dropped.sort();
+        let mut expected = vec![
+            // The three oldest live ones: the new login plus the four newest stay.
+            cookies[0].0.clone(),
+            cookies[1].0.clone(),
+            cookies[2].0.clone(),
+            cookies[MAX_PENDING_LOGINS + 2].0.clone(),
+            "garbage1".into(),
+            "moved123".into(),
+        ];
+        expected.sort();
+        assert_eq!(dropped, expected);
+    }
+
+    #[test]
+    fn pending_logins_beyond_the_byte_budget_are_superseded_oldest_first() {
+        let s = sessions(&[("k1", 1)]);
+        let long = format!("https://app.example/{}", "a".repeat(1900));
+        let cookies: Vec<(String, String)> = (0..4)
+            .map(|i| {
+                let p = pending(&long, 2_000 + i);
+                (
+                    login_slot(&p.state).expect("slot").to_owned(),
+                    sealed(&s, &p),
+                )
+            })
+            .collect();
+        let under_way: Vec<(&str, &str)> = cookies
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let new_len = cookies[0].1.len();
+        let dropped = superseded(&s, &under_way, "newslot1", new_len, 1_000);
+        let kept = 4 - dropped.len();
+        assert!(
+            (kept + 1) * new_len <= MAX_PENDING_COOKIE_BYTES,
+            "{dropped:?}"
+        );
+        assert!(kept >= 1, "{dropped:?}");
+        let mut oldest: Vec<String> = cookies[..dropped.len()]
+            .iter()
+            .map(|c| c.0.clone())
+            .collect();
+        let mut dropped = dropped;
+        oldest.sort();
+        dropped.sort();
+        assert_eq!(dropped, oldest, "the oldest go first");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_login_cookie_values_never_open(value in ".{0,600}") {
+            let s = sessions(&[("k1", 1)]);
+            prop_assert!(PendingLogin::open(&s, &value).is_none());
+        }
+
+        #[test]
+        fn arbitrary_bytes_in_a_login_cookie_never_open(bytes in proptest::collection::vec(any::<u8>(), 0..700)) {
+            use base64::Engine as _;
+            let s = sessions(&[("k1", 1)]);
+            let mut tagged = vec![2u8, b'k', b'1'];
+            tagged.extend_from_slice(&bytes);
+            for candidate in [bytes.clone(), tagged] {
+                let value = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&candidate);
+                prop_assert!(PendingLogin::open(&s, &value).is_none());
+            }
+        }
+
+        #[test]
+        fn a_tampered_login_cookie_never_opens(at in any::<prop::sample::Index>(), bit in 0u8..8) {
+            use base64::Engine as _;
+            let s = sessions(&[("k1", 1)]);
+            let value = sealed(&s, &pending("/", 100));
+            let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+            let mut raw = engine.decode(&value).expect("base64url");
+            let i = at.index(raw.len());
+            raw[i] ^= 1 << bit;
+            prop_assert!(PendingLogin::open(&s, &engine.encode(&raw)).is_none());
+        }
+    }
 
     #[test]
     fn provider_error_codes_are_sanitised_before_display() {
