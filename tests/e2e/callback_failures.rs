@@ -341,3 +341,45 @@ async fn hostile_state_values_are_refused_without_touching_the_store() {
         gw.redis_keys().await
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_error_with_newlines_and_escapes_logs_as_one_escaped_line() {
+    let upstream = Upstream::start().await;
+    let log = std::env::temp_dir().join(format!(
+        "oidc-bff-callback-log-{:x}.log",
+        rand::random::<u64>()
+    ));
+    let gw = GatewayBuilder::new(&upstream)
+        .configure(|c| c.log.format = "text".into())
+        .log_to(&log)
+        .start_process()
+        .await;
+    let mut b = Browser::new(&gw);
+    let hostile = "access_denied\nERROR forged=\"yes\" FORGED-LINE\r\x1b[2J\x1b[31m";
+    let r = b
+        .callback(&gw.url(&format!(
+            "/auth/callback?error={}&error_description={}&state=s",
+            urlencode(hostile),
+            urlencode(hostile)
+        )))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+    drop(gw);
+    let text = std::fs::read_to_string(&log).expect("log");
+    let _ = std::fs::remove_file(&log);
+    assert!(
+        text.contains("provider returned an error to the callback"),
+        "the log was captured: {text}"
+    );
+    for line in text.lines() {
+        assert!(
+            !line.trim_start().starts_with("ERROR forged") && !line.contains("\r"),
+            "a forged log line: {line:?}"
+        );
+    }
+    assert!(
+        !text.contains('\x1b'),
+        "raw ANSI escape in the log: {text:?}"
+    );
+    assert!(text.contains("access_denied\\nERROR forged"), "{text}");
+}
