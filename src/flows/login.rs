@@ -188,7 +188,7 @@ fn superseded(
             None => drop.push(slot.to_owned()),
         }
     }
-    live.sort_by(|a, b| b.0.cmp(&a.0));
+    live.sort_by_key(|l| std::cmp::Reverse(l.0));
     let (mut kept, mut bytes) = (1, new_len);
     for (_, slot, len) in live {
         if kept < MAX_PENDING_LOGINS && bytes + len <= MAX_PENDING_COOKIE_BYTES {
