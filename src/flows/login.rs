@@ -1,35 +1,39 @@
 //! The authorization code flow: starting a login and completing it at the
 //! callback.
 //!
-//! A started login (state, nonce, PKCE verifier, return target) lives in the
-//! store, sealed under the server key, for `oidc.login_timeout`, and is taken
-//! with an atomic get-and-delete: single-use across every instance. It is
-//! bound to the browser that started it by the hash of a login-binding
-//! cookie; the cookie is shared by all of that browser's pending logins, so
-//! parallel logins (several tabs) do not lock each other out, while a
-//! callback replayed in another browser fails (login CSRF).
+//! A started login (state, nonce, PKCE verifier, return target, expiry, the
+//! session it replaces) is not stored: it travels in a cookie of its own,
+//! sealed under the server key, so an anonymous `/auth/login` costs the
+//! store nothing. The cookie is named by a short prefix of the state, one
+//! per login under way, so several tabs can log in at once; at most
+//! [`MAX_PENDING_LOGINS`] are kept (the oldest are dropped). Only the
+//! browser that started a login holds its cookie, so a callback replayed in
+//! another browser fails (login CSRF); single use across every instance
+//! comes from a tiny claim marker written at the callback, which lives
+//! until the login would have expired anyway.
 
 use std::time::Duration;
 
 use openidconnect::PkceCodeChallenge;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use url::Url;
 
+use super::Untrusted;
 use crate::oidc::Oidc;
 use crate::oidc::claims::{bounded_json, strip_protocol_claims};
 use crate::oidc::jwt::{IdTokenExpectations, TokenError, validate_id_token};
 use crate::oidc::provider::ProviderError;
 use crate::secret::constant_time_eq;
-use crate::session::cookie::random_token;
-use crate::session::store::{OnceKind, StoreError};
+use crate::session::cookie::{StoreId, login_slot, random_token};
+use crate::session::store::StoreError;
 use crate::session::{ClientInfo, NewLogin, Sessions};
 
 /// Why a login did not start or complete.
 #[derive(Debug, thiserror::Error)]
 pub enum LoginError {
-    /// The callback is malformed (a parameter missing).
+    /// The request is malformed (a callback parameter missing, a return
+    /// target too long).
     #[error("{0}")]
     BadRequest(String),
     /// The provider or the ID token said no.
@@ -68,67 +72,148 @@ fn oversized_fails(e: ProviderError) -> LoginError {
     }
 }
 
+/// How many logins one browser may have under way at once (one per tab);
+/// starting another drops the oldest.
+pub const MAX_PENDING_LOGINS: usize = 5;
+
+/// The longest return target (as resolved, in bytes) a login carries. It
+/// keeps one sealed login cookie near 3 KB at most, well under the 4 KB
+/// browsers keep per cookie.
+pub const MAX_RETURN_TO_BYTES: usize = crate::url_policy::return_to::MAX_LEN;
+
+/// The most pending-login cookie bytes a browser is asked to keep at once
+/// (all of them together, so the `Cookie` header stays within what servers
+/// and proxies in front of the gateway accept); older logins are dropped
+/// first, the new one is always kept.
+const MAX_PENDING_COOKIE_BYTES: usize = 8 * 1024;
+
+/// What a login cookie is sealed for (associated data): it opens as
+/// nothing else, and nothing else opens as a login.
+const SEAL_PURPOSE: &str = "login";
+
+/// A started login, as its cookie carries it.
 #[derive(Serialize, Deserialize)]
 struct PendingLogin {
+    state: String,
     nonce: String,
     pkce_verifier: String,
     return_to: String,
-    binding_hash: Vec<u8>,
-    created_at: u64,
+    /// Unix seconds after which the callback refuses it.
+    expires_at: u64,
+    /// The session this browser had at `/auth/login` (a same-site
+    /// navigation, which sees even a `SameSite=Strict` cookie): the
+    /// callback, a cross-site navigation that may not, ends it.
+    previous: Option<String>,
 }
 
-fn binding_hash(binding: &str) -> Vec<u8> {
-    Sha256::digest(binding.as_bytes()).to_vec()
+impl PendingLogin {
+    fn open(sessions: &Sessions, value: &str) -> Option<Self> {
+        let plain = sessions.open_from_browser(SEAL_PURPOSE, value)?;
+        postcard::from_bytes(&plain).ok()
+    }
 }
 
-/// A login-binding value is what we issue: 43 base64url characters.
-fn valid_binding(value: &str) -> bool {
-    value.len() == 43
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+/// A pending-login cookie to set: its slot (which names it) and value.
+pub struct LoginCookie {
+    pub slot: String,
+    pub value: String,
 }
 
 pub struct LoginStart {
     /// The provider's authorization URL.
     pub redirect: Url,
-    /// Set or refresh the login-binding cookie with this value.
-    pub binding: String,
+    /// The sealed pending login, for the browser to keep.
+    pub cookie: LoginCookie,
+    /// Slots of earlier pending-login cookies to clear: expired, unreadable,
+    /// or beyond the limits.
+    pub superseded: Vec<String>,
 }
 
-/// Starts a login: stores the pending state and returns where to send the
-/// browser.
+/// Starts a login: seals the pending state for the browser and returns
+/// where to send it. Writes nothing to the store.
+///
+/// `previous` is the browser's session now; `under_way` its pending-login
+/// cookies as `(slot, value)`.
 pub async fn begin(
     oidc: &Oidc,
     sessions: &Sessions,
     return_to: &Url,
-    existing_binding: Option<&str>,
+    previous: Option<&StoreId>,
+    under_way: &[(&str, &str)],
     now: u64,
 ) -> Result<LoginStart, LoginError> {
+    if return_to.as_str().len() > MAX_RETURN_TO_BYTES {
+        return Err(return_to_too_long());
+    }
     let state = random_token();
     let nonce = random_token();
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let binding = existing_binding
-        .filter(|b| valid_binding(b))
-        .map_or_else(random_token, str::to_owned);
+    let login_timeout = oidc.provider.config().login_timeout;
     let pending = PendingLogin {
+        state: state.clone(),
         nonce: nonce.clone(),
         pkce_verifier: verifier.secret().clone(),
         return_to: return_to.to_string(),
-        binding_hash: binding_hash(&binding),
-        created_at: now,
+        expires_at: now.saturating_add(login_timeout.as_secs()),
+        previous: previous.map(|id| id.as_str().to_owned()),
     };
     let plain = zeroize::Zeroizing::new(postcard::to_stdvec(&pending).unwrap_or_default());
-    // Ask the provider first: if it is down, nothing is stored.
+    let value = sessions.seal_for_browser(SEAL_PURPOSE, &plain);
+    let slot = login_slot(&state).unwrap_or_default().to_owned();
     let redirect = oidc
         .provider
         .authorization_url(&state, &nonce, challenge)
         .await?;
-    let ttl = oidc.provider.config().login_timeout;
-    sessions
-        .put_sealed_once(OnceKind::Login, &state, &plain, ttl)
-        .await?;
-    Ok(LoginStart { redirect, binding })
+    let superseded = superseded(sessions, under_way, &slot, value.len(), now);
+    Ok(LoginStart {
+        redirect,
+        cookie: LoginCookie { slot, value },
+        superseded,
+    })
+}
+
+/// The error for a return target that would not fit a login cookie.
+pub fn return_to_too_long() -> LoginError {
+    LoginError::BadRequest(format!(
+        "The return_to parameter is longer than {MAX_RETURN_TO_BYTES} bytes."
+    ))
+}
+
+/// Which of the browser's pending-login cookies to clear when a new one of
+/// `new_len` bytes is set in slot `new_slot`: the unreadable and expired
+/// ones, then the oldest beyond [`MAX_PENDING_LOGINS`] or
+/// [`MAX_PENDING_COOKIE_BYTES`].
+fn superseded(
+    sessions: &Sessions,
+    under_way: &[(&str, &str)],
+    new_slot: &str,
+    new_len: usize,
+    now: u64,
+) -> Vec<String> {
+    let mut drop = Vec::new();
+    let mut live = Vec::new();
+    for &(slot, value) in under_way {
+        if slot == new_slot {
+            continue;
+        }
+        match PendingLogin::open(sessions, value)
+            .filter(|p| p.expires_at > now && login_slot(&p.state) == Some(slot))
+        {
+            Some(p) => live.push((p.expires_at, slot, value.len())),
+            None => drop.push(slot.to_owned()),
+        }
+    }
+    live.sort_by_key(|l| std::cmp::Reverse(l.0));
+    let (mut kept, mut bytes) = (1, new_len);
+    for (_, slot, len) in live {
+        if kept < MAX_PENDING_LOGINS && bytes + len <= MAX_PENDING_COOKIE_BYTES {
+            kept += 1;
+            bytes += len;
+        } else {
+            drop.push(slot.to_owned());
+        }
+    }
+    drop
 }
 
 /// The query of a callback from the provider.
@@ -144,16 +229,20 @@ pub struct CallbackParams {
 pub struct LoginDone {
     pub return_to: Url,
     pub session_cookie: http::HeaderValue,
-    pub store_id: crate::session::cookie::StoreId,
+    pub store_id: StoreId,
+    /// The session this browser had when the login started, to be ended.
+    pub previous: Option<StoreId>,
 }
 
 /// Completes a login at the callback: exactly one session is created, or
-/// none and an error says why.
+/// none and an error says why. `login_cookie` is the value of the
+/// pending-login cookie named by the callback's state, if the browser sent
+/// one.
 pub async fn complete(
     oidc: &Oidc,
     sessions: &Sessions,
     params: &CallbackParams,
-    binding: Option<&str>,
+    login_cookie: Option<&str>,
     client: &ClientInfo,
     now: u64,
 ) -> Result<LoginDone, LoginError> {
@@ -161,16 +250,30 @@ pub async fn complete(
         .state
         .as_deref()
         .filter(|s| !s.is_empty() && s.len() <= 512);
-    // Spend the state first, whatever happens next: a state is good once.
-    let pending = match state {
-        Some(s) => sessions
-            .take_sealed_once(OnceKind::Login, s)
-            .await?
-            .and_then(|plain| postcard::from_bytes::<PendingLogin>(&plain).ok()),
+    let pending = match (state, login_cookie) {
+        (Some(s), Some(cookie)) => PendingLogin::open(sessions, cookie)
+            .filter(|p| constant_time_eq(p.state.as_bytes(), s.as_bytes()))
+            .filter(|p| p.expires_at > now),
+        _ => None,
+    };
+    // Spend the state first, whatever happens next: a state is good once,
+    // on every instance, for as long as its login could live.
+    let pending = match pending {
+        Some(p) => {
+            let left = Duration::from_secs(p.expires_at.saturating_sub(now).saturating_add(1));
+            sessions
+                .claim_once(SEAL_PURPOSE, &p.state, left)
+                .await?
+                .then_some(p)
+        }
         None => None,
     };
     if let Some(error) = &params.error {
-        tracing::info!(error = %error, description = ?params.error_description, "provider returned an error to the callback");
+        tracing::info!(
+            error = %Untrusted(error),
+            description = %Untrusted(params.error_description.as_deref().unwrap_or_default()),
+            "provider returned an error to the callback"
+        );
         return Err(LoginError::Failed(format!(
             "the identity provider answered `{}`",
             sanitize(error)
@@ -182,13 +285,12 @@ pub async fn complete(
         ));
     };
     let Some(pending) = pending else {
+        tracing::warn!(
+            with_cookie = login_cookie.is_some(),
+            "callback for no live login of this browser (expired, used, tampered or another browser's: login CSRF?)"
+        );
         return Err(LoginError::Expired);
     };
-    let bound = binding.is_some_and(|b| constant_time_eq(&binding_hash(b), &pending.binding_hash));
-    if !bound {
-        tracing::warn!("callback from a browser that did not start this login (login CSRF?)");
-        return Err(LoginError::Expired);
-    }
     // RFC 9207: if the provider names itself, it must be ours (mix-up defence).
     if let Some(iss) = &params.iss {
         let d = oidc.provider.discovered().await?;
@@ -231,7 +333,7 @@ pub async fn complete(
     )
     .await
     .map_err(|e| {
-        tracing::warn!(error = %e, "ID token rejected at login");
+        tracing::warn!(error = %Untrusted(&e), "ID token rejected at login");
         LoginError::from(e)
     })?;
     let sub = claims
@@ -288,6 +390,7 @@ pub async fn complete(
         return_to,
         session_cookie,
         store_id,
+        previous: pending.previous.as_deref().and_then(StoreId::parse),
     })
 }
 
@@ -301,7 +404,196 @@ fn sanitize(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::config::{ServerKeyConfig, SessionConfig};
+    use crate::secret::SecretKey;
+    use crate::session::store::Store;
+    use crate::session::store::memory::MemoryStore;
+
+    /// Sessions whose key ring holds `keys` (id, byte), the first sealing.
+    fn sessions(keys: &[(&str, u8)]) -> Sessions {
+        let keys = keys
+            .iter()
+            .map(|(id, b)| ServerKeyConfig {
+                id: (*id).into(),
+                key: SecretKey::from_bytes([*b; 32]),
+            })
+            .collect();
+        Sessions::new(
+            &SessionConfig::with_keys(keys),
+            Arc::new(Store::Memory(MemoryStore::new())),
+        )
+    }
+
+    fn pending(return_to: &str, expires_at: u64) -> PendingLogin {
+        PendingLogin {
+            state: random_token(),
+            nonce: random_token(),
+            pkce_verifier: random_token(),
+            return_to: return_to.into(),
+            expires_at,
+            previous: Some("ab".repeat(32)),
+        }
+    }
+
+    fn sealed(sessions: &Sessions, p: &PendingLogin) -> String {
+        let plain = postcard::to_stdvec(p).expect("encodes");
+        sessions.seal_for_browser(SEAL_PURPOSE, &plain)
+    }
+
+    #[test]
+    fn a_pending_login_opens_under_any_configured_key_after_a_rotation() {
+        let before = sessions(&[("k1", 1)]);
+        let p = pending("https://app.example/x", 100);
+        let value = sealed(&before, &p);
+        let rotated = sessions(&[("k2", 2), ("k1", 1)]);
+        let opened = PendingLogin::open(&rotated, &value).expect("opens under the old key");
+        assert_eq!(opened.state, p.state);
+        assert_eq!(opened.previous, p.previous);
+        assert!(PendingLogin::open(&sessions(&[("k2", 2)]), &value).is_none());
+        assert!(PendingLogin::open(&sessions(&[("k1", 9)]), &value).is_none());
+    }
+
+    #[test]
+    fn a_value_sealed_for_another_purpose_does_not_open_as_a_login() {
+        let s = sessions(&[("k1", 1)]);
+        let plain = postcard::to_stdvec(&pending("/", 100)).expect("encodes");
+        let other = s.seal_for_browser("logout", &plain);
+        assert!(PendingLogin::open(&s, &other).is_none());
+    }
+
+    #[test]
+    fn the_largest_login_cookie_stays_well_under_the_browser_limit() {
+        let long_id = "k".repeat(32);
+        let s = sessions(&[(long_id.as_str(), 1)]);
+        let return_to = format!(
+            "https://app.example/{}",
+            "a".repeat(MAX_RETURN_TO_BYTES - 20)
+        );
+        assert_eq!(return_to.len(), MAX_RETURN_TO_BYTES);
+        let value = sealed(&s, &pending(&return_to, u64::MAX));
+        let header =
+            s.cookies()
+                .login_cookie("abcdefgh", &value, Duration::from_secs(u64::from(u32::MAX)));
+        assert!(header.len() < 3400, "{} bytes", header.len());
+        assert!(
+            value.len() * 2 <= MAX_PENDING_COOKIE_BYTES,
+            "two always fit"
+        );
+    }
+
+    #[test]
+    fn expired_unreadable_and_the_oldest_beyond_the_limit_are_superseded() {
+        let s = sessions(&[("k1", 1)]);
+        let now = 1_000;
+        let mut cookies: Vec<(String, String)> = (0..MAX_PENDING_LOGINS as u64 + 2)
+            .map(|i| {
+                let p = pending("/", now + 10 + i);
+                (
+                    login_slot(&p.state).expect("slot").to_owned(),
+                    sealed(&s, &p),
+                )
+            })
+            .collect();
+        let expired = pending("/", now);
+        cookies.push((
+            login_slot(&expired.state).expect("slot").into(),
+            sealed(&s, &expired),
+        ));
+        cookies.push(("garbage1".into(), "not-sealed".into()));
+        // A value moved to another slot is not that slot's login.
+        cookies.push(("moved123".into(), cookies[0].1.clone()));
+        let under_way: Vec<(&str, &str)> = cookies
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let mut dropped = superseded(&s, &under_way, "newslot1", 300, now);
+        dropped.sort();
+        let mut expected = vec![
+            // The three oldest live ones: the new login plus the four newest stay.
+            cookies[0].0.clone(),
+            cookies[1].0.clone(),
+            cookies[2].0.clone(),
+            cookies[MAX_PENDING_LOGINS + 2].0.clone(),
+            "garbage1".into(),
+            "moved123".into(),
+        ];
+        expected.sort();
+        assert_eq!(dropped, expected);
+    }
+
+    #[test]
+    fn pending_logins_beyond_the_byte_budget_are_superseded_oldest_first() {
+        let s = sessions(&[("k1", 1)]);
+        let long = format!("https://app.example/{}", "a".repeat(1900));
+        let cookies: Vec<(String, String)> = (0..4)
+            .map(|i| {
+                let p = pending(&long, 2_000 + i);
+                (
+                    login_slot(&p.state).expect("slot").to_owned(),
+                    sealed(&s, &p),
+                )
+            })
+            .collect();
+        let under_way: Vec<(&str, &str)> = cookies
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let new_len = cookies[0].1.len();
+        let dropped = superseded(&s, &under_way, "newslot1", new_len, 1_000);
+        let kept = 4 - dropped.len();
+        assert!(
+            (kept + 1) * new_len <= MAX_PENDING_COOKIE_BYTES,
+            "{dropped:?}"
+        );
+        assert!(kept >= 1, "{dropped:?}");
+        let mut oldest: Vec<String> = cookies[..dropped.len()]
+            .iter()
+            .map(|c| c.0.clone())
+            .collect();
+        let mut dropped = dropped;
+        oldest.sort();
+        dropped.sort();
+        assert_eq!(dropped, oldest, "the oldest go first");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_login_cookie_values_never_open(value in ".{0,600}") {
+            let s = sessions(&[("k1", 1)]);
+            prop_assert!(PendingLogin::open(&s, &value).is_none());
+        }
+
+        #[test]
+        fn arbitrary_bytes_in_a_login_cookie_never_open(bytes in proptest::collection::vec(any::<u8>(), 0..700)) {
+            use base64::Engine as _;
+            let s = sessions(&[("k1", 1)]);
+            let mut tagged = vec![2u8, b'k', b'1'];
+            tagged.extend_from_slice(&bytes);
+            for candidate in [bytes.clone(), tagged] {
+                let value = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&candidate);
+                prop_assert!(PendingLogin::open(&s, &value).is_none());
+            }
+        }
+
+        #[test]
+        fn a_tampered_login_cookie_never_opens(at in any::<prop::sample::Index>(), bit in 0u8..8) {
+            use base64::Engine as _;
+            let s = sessions(&[("k1", 1)]);
+            let value = sealed(&s, &pending("/", 100));
+            let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+            let mut raw = engine.decode(&value).expect("base64url");
+            let i = at.index(raw.len());
+            raw[i] ^= 1 << bit;
+            prop_assert!(PendingLogin::open(&s, &engine.encode(&raw)).is_none());
+        }
+    }
 
     #[test]
     fn provider_error_codes_are_sanitised_before_display() {
@@ -355,12 +647,5 @@ mod tests {
             oversized_fails(ProviderError::Timeout(Duration::from_secs(1))),
             LoginError::Provider(ProviderError::Timeout(_))
         ));
-    }
-
-    #[test]
-    fn only_issued_binding_values_are_reused() {
-        assert!(valid_binding(&random_token()));
-        assert!(!valid_binding("short"));
-        assert!(!valid_binding(&"é".repeat(43)));
     }
 }

@@ -68,7 +68,7 @@ impl LogoutFlow {
                     Ok(true) => tracing::debug!("refresh token revoked at the provider"),
                     Ok(false) => {}
                     Err(e) => {
-                        tracing::warn!(error = %e, "refresh token revocation at the provider failed")
+                        tracing::warn!(error = %super::Untrusted(&e), "refresh token revocation at the provider failed")
                     }
                 }
             });

@@ -165,7 +165,7 @@ impl Refresher {
         }
         let result = self.refresh_with_lock(&current, now).await;
         if let Err(e) = sessions.unlock_refresh(&current.store_id, &token).await {
-            tracing::warn!(error = %e, "could not release refresh lock; it expires by itself");
+            tracing::warn!(error = %super::Untrusted(&e), "could not release refresh lock; it expires by itself");
         }
         result
     }
@@ -209,7 +209,7 @@ impl Refresher {
                     other => other,
                 };
                 self.count("provider_error");
-                tracing::warn!(session = ?latest.store_id, error = %e, "refresh failed; keeping the session");
+                tracing::warn!(session = ?latest.store_id, error = %super::Untrusted(&e), "refresh failed; keeping the session");
                 return Err(RefreshError::Provider(e));
             }
         };

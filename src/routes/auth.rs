@@ -10,6 +10,7 @@ use serde::Deserialize;
 use crate::error::{AppError, AppResult};
 use crate::extract::client::ClientInfo;
 use crate::extract::session::MaybeSession;
+use crate::flows::Untrusted;
 use crate::flows::login::{self, CallbackParams};
 use crate::session::cookie;
 use crate::session::store::RevokeReason;
@@ -32,9 +33,12 @@ pub struct LoginQuery {
     return_to: Option<String>,
 }
 
-/// `GET /auth/login?return_to=…`: starts the authorization code flow.
+/// `GET /auth/login?return_to=…`: starts the authorization code flow. The
+/// pending login goes to the browser in a sealed cookie of its own; the
+/// store is not written.
 pub async fn login(
     State(state): State<AppState>,
+    MaybeSession(current): MaybeSession,
     headers: HeaderMap,
     uri: Uri,
 ) -> AppResult<Response> {
@@ -47,6 +51,10 @@ pub async fn login(
         .as_deref()
         .filter(|s| !s.is_empty())
         .unwrap_or("/");
+    // Refused before it is parsed: a longer target would not fit the cookie.
+    if candidate.len() > login::MAX_RETURN_TO_BYTES {
+        return Err(login::return_to_too_long().into());
+    }
     let server = &state.config.server;
     let target = return_to::resolve(
         candidate,
@@ -54,47 +62,96 @@ pub async fn login(
         &server.allowed_return_origins,
     )
     .map_err(|e| {
-        tracing::info!(reason = %e, "return_to refused");
+        tracing::info!(reason = %Untrusted(&e), "return_to refused");
         AppError::BadRequest(format!("The return_to parameter {e}."))
     })?;
     let cookies = state.sessions.cookies();
-    let binding = cookie::find(&headers, cookies.login_name());
+    let under_way = cookies.pending_logins(&headers);
+    let previous = current.as_ref().map(|s| &s.store_id);
     let now = crate::clock::unix_now();
-    let start = login::begin(&state.oidc, &state.sessions, &target, binding, now).await?;
+    let start = login::begin(
+        &state.oidc,
+        &state.sessions,
+        &target,
+        previous,
+        &under_way,
+        now,
+    )
+    .await?;
     let mut resp = redirect(start.redirect.as_str());
+    for slot in &start.superseded {
+        resp.headers_mut()
+            .append(header::SET_COOKIE, cookies.clear_login_cookie(slot));
+    }
     resp.headers_mut().append(
         header::SET_COOKIE,
-        cookies.login_cookie(&start.binding, state.config.oidc.login_timeout),
+        cookies.login_cookie(
+            &start.cookie.slot,
+            &start.cookie.value,
+            state.config.oidc.login_timeout,
+        ),
     );
     Ok(resp)
 }
 
 /// `GET /auth/callback`: completes the login, creates the session, and
-/// ends the session this browser had before (a login replaces it).
+/// ends the session this browser had before (a login replaces it): the one
+/// it had when the login started (recorded in the pending login, since a
+/// `SameSite=Strict` cookie does not come with this cross-site navigation)
+/// and the one it sends now, if any. The login's cookie is cleared
+/// whatever the outcome: a state is good once.
 pub async fn callback(
     State(state): State<AppState>,
     client: ClientInfo,
-    MaybeSession(previous): MaybeSession,
+    MaybeSession(current): MaybeSession,
     headers: HeaderMap,
     uri: Uri,
 ) -> AppResult<Response> {
     let Query(params) = Query::<CallbackParams>::try_from_uri(&uri)
         .map_err(|_| AppError::BadRequest("The callback parameters are malformed.".into()))?;
     let now = crate::clock::unix_now();
-    let binding = cookie::find(&headers, state.sessions.cookies().login_name());
-    let result =
-        login::complete(&state.oidc, &state.sessions, &params, binding, &client, now).await;
+    let cookies = state.sessions.cookies();
+    let slot = params.state.as_deref().and_then(cookie::login_slot);
+    let login_cookie = slot.and_then(|s| cookie::find(&headers, &cookies.login_cookie_name(s)));
+    let result = login::complete(
+        &state.oidc,
+        &state.sessions,
+        &params,
+        login_cookie,
+        &client,
+        now,
+    )
+    .await;
     let outcome = if result.is_ok() { "success" } else { "failed" };
     crate::metrics::Metrics::count(&state.metrics.logins, outcome);
-    let done = result?;
-    if let Some(old) = previous.filter(|old| old.store_id != done.store_id) {
-        let _ = state
-            .sessions
-            .revoke(&old.store_id, RevokeReason::Logout, "login", now)
-            .await;
+    let clear = slot
+        .filter(|_| login_cookie.is_some())
+        .map(|s| cookies.clear_login_cookie(s));
+    let done = match result {
+        Ok(done) => done,
+        Err(e) => {
+            let mut resp = AppError::from(e).into_response();
+            if let Some(c) = clear {
+                resp.headers_mut().append(header::SET_COOKIE, c);
+            }
+            return Ok(resp);
+        }
+    };
+    let mut ended = vec![];
+    for old in done.previous.into_iter().chain(current.map(|s| s.store_id)) {
+        if old != done.store_id && !ended.contains(&old) {
+            let _ = state
+                .sessions
+                .revoke(&old, RevokeReason::Logout, "login", now)
+                .await;
+            ended.push(old);
+        }
     }
     let location = return_to::location_for(&done.return_to, &state.config.server.public_url);
     let mut resp = redirect(&location);
+    if let Some(c) = clear {
+        resp.headers_mut().append(header::SET_COOKIE, c);
+    }
     resp.headers_mut()
         .append(header::SET_COOKIE, done.session_cookie);
     Ok(resp)

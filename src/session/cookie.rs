@@ -1,5 +1,6 @@
 //! The session ID carried by the cookie, and the one builder for every cookie
-//! the gateway sets.
+//! the gateway sets: the session cookie and one pending-login cookie per
+//! login under way (named by a short prefix of its state).
 //!
 //! A session cookie value is 256 bits from the OS CSPRNG, base64url without
 //! padding (43 characters): a 128-bit lookup ID and a 128-bit per-session
@@ -142,7 +143,7 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
-/// Random 32 bytes, base64url: for the login-binding cookie.
+/// Random 32 bytes, base64url: for login states, nonces and handles.
 pub fn random_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
@@ -173,10 +174,6 @@ impl CookiePolicy {
 
     pub fn session_name(&self) -> &str {
         &self.session_name
-    }
-
-    pub fn login_name(&self) -> &str {
-        &self.login_name
     }
 
     fn build(
@@ -227,28 +224,86 @@ impl CookiePolicy {
         )
     }
 
-    /// The login-binding cookie must survive the top-level redirect back from
-    /// the provider, which a Strict cookie would not: it is always Lax.
-    pub fn login_cookie(&self, value: &str, max_age: Duration) -> HeaderValue {
-        self.build(&self.login_name, value, cookie::SameSite::Lax, max_age)
+    /// The name of the cookie that carries the pending login of `slot`
+    /// (see [`login_slot`]): one cookie per login under way, so parallel
+    /// logins in several tabs do not overwrite each other.
+    pub fn login_cookie_name(&self, slot: &str) -> String {
+        format!("{}-{slot}", self.login_name)
     }
 
-    /// Whether a cookie name is one of ours (to keep it from upstreams).
+    /// A pending-login cookie must survive the top-level redirect back from
+    /// the provider, which a Strict cookie would not: it is always Lax.
+    pub fn login_cookie(&self, slot: &str, value: &str, max_age: Duration) -> HeaderValue {
+        self.build(
+            &self.login_cookie_name(slot),
+            value,
+            cookie::SameSite::Lax,
+            max_age,
+        )
+    }
+
+    pub fn clear_login_cookie(&self, slot: &str) -> HeaderValue {
+        self.build(
+            &self.login_cookie_name(slot),
+            "",
+            cookie::SameSite::Lax,
+            Duration::ZERO,
+        )
+    }
+
+    /// The request's pending-login cookies as `(slot, value)`, at most
+    /// [`MAX_LOGIN_COOKIES_READ`] of them (a hostile `Cookie` header can
+    /// name thousands; the rest are ignored).
+    pub fn pending_logins<'a>(&self, headers: &'a HeaderMap) -> Vec<(&'a str, &'a str)> {
+        pairs(headers)
+            .filter_map(|(name, value)| {
+                let slot = name
+                    .strip_prefix(self.login_name.as_str())?
+                    .strip_prefix('-')?;
+                (login_slot(slot) == Some(slot)).then_some((slot, value))
+            })
+            .take(MAX_LOGIN_COOKIES_READ)
+            .collect()
+    }
+
+    /// Whether a cookie name is one of ours (to keep it from upstreams):
+    /// the session cookie, and every pending-login cookie.
     pub fn is_ours(&self, name: &str) -> bool {
-        name == self.session_name || name == self.login_name
+        name == self.session_name
+            || name
+                .strip_prefix(self.login_name.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('-'))
     }
 }
 
-/// The first value of cookie `name` in the request's `Cookie` headers.
-pub fn find<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+/// How many characters of a login's state name its cookie.
+pub const LOGIN_SLOT_LEN: usize = 8;
+
+/// How many pending-login cookies a request is read for.
+pub const MAX_LOGIN_COOKIES_READ: usize = 16;
+
+/// The cookie slot of a login state: its first [`LOGIN_SLOT_LEN`]
+/// characters, if they are base64url (so any state from a query string,
+/// hostile or not, yields a valid cookie name or nothing).
+pub fn login_slot(state: &str) -> Option<&str> {
+    let prefix = state.as_bytes().get(..LOGIN_SLOT_LEN)?;
+    prefix
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+        .then(|| state.get(..LOGIN_SLOT_LEN))
+        .flatten()
+}
+
+/// Every `name=value` pair of the request's `Cookie` headers.
+fn pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
     headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|pair| {
+        .filter_map(|pair| {
             let (k, v) = pair.trim().split_once('=')?;
-            (k == name).then_some(v.trim_matches('"'))
+            Some((k, v.trim_matches('"')))
         })
 }
 
@@ -291,12 +346,16 @@ fn base_name(name: &[u8]) -> Vec<u8> {
 }
 
 /// Whether a cookie name is, or could be taken for, one of the gateway's:
-/// equal to the session or login cookie's name ignoring ASCII case and the
+/// equal to the session cookie's name, or the login cookies' name or any
+/// `<name>-<slot>` under it, ignoring ASCII case and the
 /// `__Host-`/`__Secure-` prefix, after trimming whitespace.
 pub fn named_like_ours(name: &[u8], policy: &CookiePolicy) -> bool {
     let name = base_name(name.trim_ascii());
+    let login = base_name(policy.login_name.as_bytes());
     name == base_name(policy.session_name().as_bytes())
-        || name == base_name(policy.login_name().as_bytes())
+        || name
+            .strip_prefix(login.as_slice())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(b"-"))
 }
 
 /// The name of a `name=value` pair (a `Set-Cookie` value or one pair of a
@@ -319,6 +378,13 @@ pub fn upstream_may_set(set_cookie: &[u8], policy: &CookiePolicy) -> bool {
 /// The `Cookie` header minus the gateway's own cookies (and anything named
 /// like them, and pairs without a valid name), or `None` if nothing is left
 /// (the header is then dropped). Every `Cookie` line is read as bytes.
+/// The first value of cookie `name` in the request's `Cookie` headers.
+pub fn find<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    pairs(headers).find_map(|(k, v)| (k == name).then_some(v))
+}
+
+/// The `Cookie` header minus the gateway's own cookies, or `None` if nothing
+/// is left (the header is then dropped).
 pub fn without_ours(headers: &HeaderMap, policy: &CookiePolicy) -> Option<HeaderValue> {
     let mut kept: Vec<u8> = Vec::new();
     for value in headers.get_all(COOKIE) {
@@ -411,15 +477,68 @@ mod tests {
     #[test]
     fn login_cookie_is_lax_so_it_survives_the_provider_redirect() {
         let s = policy()
-            .login_cookie("abc", Duration::from_secs(600))
+            .login_cookie("AbCd-_12", "abc", Duration::from_secs(600))
             .to_str()
             .expect("ascii")
             .to_owned();
-        assert!(s.starts_with("__Host-oidc-bff-login=abc"), "{s}");
+        assert!(s.starts_with("__Host-oidc-bff-login-AbCd-_12=abc"), "{s}");
+        for attr in [
+            "SameSite=Lax",
+            "HttpOnly",
+            "Secure",
+            "Path=/",
+            "Max-Age=600",
+        ] {
+            assert!(s.contains(attr), "{s} lacks {attr}");
+        }
+        assert!(!s.contains("Domain"), "{s}");
+        let cleared = policy().clear_login_cookie("AbCd-_12");
+        let cleared = cleared.to_str().expect("ascii");
         assert!(
-            s.contains("SameSite=Lax") && s.contains("HttpOnly") && s.contains("Secure"),
-            "{s}"
+            cleared.starts_with("__Host-oidc-bff-login-AbCd-_12=;")
+                && cleared.contains("Max-Age=0"),
+            "{cleared}"
         );
+    }
+
+    #[test]
+    fn a_login_slot_is_the_states_base64url_prefix_or_nothing() {
+        let state = random_token();
+        assert_eq!(login_slot(&state), Some(&state[..8]));
+        for bad in [
+            "",
+            "short",
+            "abc;d=efgh",
+            "abcdefg\n",
+            "ééééé",
+            "abc defgh",
+            "abcdefg=",
+        ] {
+            assert_eq!(login_slot(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn pending_login_cookies_are_listed_by_slot_and_bounded() {
+        let mut h = HeaderMap::new();
+        h.append(
+            COOKIE,
+            HeaderValue::from_static(
+                "__Host-oidc-bff-login-aaaaaaaa=1; __Host-oidc-bff-login=old; \
+                 __Host-oidc-bff-login-bad=2; __Host-oidc-bff=s; __Host-oidc-bff-login-bbbbbbbb=3",
+            ),
+        );
+        assert_eq!(
+            policy().pending_logins(&h),
+            vec![("aaaaaaaa", "1"), ("bbbbbbbb", "3")]
+        );
+        let many = (0..100)
+            .map(|i| format!("__Host-oidc-bff-login-{i:08}=v"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let mut h = HeaderMap::new();
+        h.insert(COOKIE, HeaderValue::from_str(&many).expect("header"));
+        assert_eq!(policy().pending_logins(&h).len(), MAX_LOGIN_COOKIES_READ);
     }
 
     #[test]
@@ -428,14 +547,14 @@ mod tests {
         h.append(COOKIE, HeaderValue::from_static("a=1; __Host-oidc-bff=xyz"));
         h.append(
             COOKIE,
-            HeaderValue::from_static("__Host-oidc-bff-login=q; b=2"),
+            HeaderValue::from_static("__Host-oidc-bff-login-abcdefgh=q; b=2; __Host-oidc-bffx=3"),
         );
         assert_eq!(find(&h, "__Host-oidc-bff"), Some("xyz"));
         assert_eq!(find(&h, "b"), Some("2"));
         assert_eq!(find(&h, "c"), None);
         assert_eq!(
             without_ours(&h, &policy()).expect("kept").to_str().ok(),
-            Some("a=1; b=2")
+            Some("a=1; b=2; __Host-oidc-bffx=3")
         );
         let mut only = HeaderMap::new();
         only.insert(COOKIE, HeaderValue::from_static("__Host-oidc-bff=xyz"));

@@ -132,6 +132,14 @@ fn once_aad(kind: OnceKind, key: &str) -> Vec<u8> {
     format!("{}:{key}", kind.as_str()).into_bytes()
 }
 
+/// The longest sealed value the browser may hand back: above any cookie a
+/// browser keeps, so longer input is refused before it is decoded.
+const MAX_BROWSER_SEALED_LEN: usize = 4096;
+
+fn browser_aad(purpose: &str) -> Vec<u8> {
+    format!("oidc-bff/browser/{purpose}").into_bytes()
+}
+
 fn aad(store_id: &StoreId, part: &str) -> Vec<u8> {
     let mut v = Vec::with_capacity(72);
     v.extend_from_slice(store_id.as_str().as_bytes());
@@ -617,6 +625,48 @@ impl Sessions {
             return Ok(None);
         };
         Ok(self.keys.open_tagged(&once_aad(kind, &key), &sealed).ok())
+    }
+
+    /// Seals a value the browser carries for us (a pending login), under
+    /// the current server key and bound to `purpose`, as base64url ready for
+    /// a cookie. Only this gateway can read or forge it.
+    pub fn seal_for_browser(&self, purpose: &str, value: &[u8]) -> String {
+        use base64::Engine as _;
+        let sealed = self.keys.seal_tagged(&browser_aad(purpose), value);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed)
+    }
+
+    /// Opens what [`Self::seal_for_browser`] made for `purpose`, under any
+    /// configured key (so rotation keeps pending values valid). Anything
+    /// else — too long, not base64url, tampered, another purpose, a retired
+    /// key — is `None`.
+    pub fn open_from_browser(
+        &self,
+        purpose: &str,
+        value: &str,
+    ) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+        use base64::Engine as _;
+        if value.len() > MAX_BROWSER_SEALED_LEN {
+            return None;
+        }
+        let sealed = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(value)
+            .ok()?;
+        self.keys.open_tagged(&browser_aad(purpose), &sealed).ok()
+    }
+
+    /// Claims `handle` for `purpose` once, on every instance, until `ttl`:
+    /// `true` the first time. The store keeps a tiny marker under the hash
+    /// of purpose and handle, never the handle itself.
+    pub async fn claim_once(
+        &self,
+        purpose: &str,
+        handle: &str,
+        ttl: std::time::Duration,
+    ) -> StoreResult<bool> {
+        let key = sha256_hex(&format!("{purpose}:{handle}"));
+        let ttl_millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        self.store.claim_once(&key, ttl_millis).await
     }
 
     /// Takes the session's short refresh lock (shared by every instance);

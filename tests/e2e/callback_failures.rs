@@ -181,3 +181,205 @@ async fn open_redirect_return_to_values_are_refused_before_anything_is_stored() 
     let r = b.navigate("/auth/login?return_to=%2Fapp%3Fx%3D1").await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
 }
+
+/// The browser's one pending-login cookie: (name, value).
+fn login_cookie(b: &Browser) -> (String, String) {
+    let found: Vec<_> = b
+        .cookies
+        .iter()
+        .filter(|(k, _)| k.starts_with("__Host-oidc-bff-login-"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    found.into_iter().next().expect("one login cookie")
+}
+
+/// A callback as an API caller sees it: the JSON error code.
+async fn error_code(b: &mut Browser, cb: &str) -> (StatusCode, String) {
+    let r = b.request(reqwest::Method::GET, cb, &[], None).await;
+    let code = r.json()["error"].as_str().unwrap_or_default().to_owned();
+    (r.status, code)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_callback_with_its_login_cookie_is_refused_on_every_instance() {
+    let (up, gw) = gateway().await;
+    let other = GatewayBuilder::new(&up).prefix(&gw.prefix).start().await;
+    let mut b = Browser::new(&gw);
+    let authorize = b.start_login("/").await;
+    let cb = b.authenticate(&authorize, "alice", "alice-password").await;
+    let captured = b.cookies.clone();
+    assert_eq!(b.callback(&cb).await.status, StatusCode::SEE_OTHER);
+    assert_eq!(gw.session_count().await, 1);
+
+    // The attacker kept the callback URL and the login cookie.
+    for target in [&gw, &other] {
+        let mut replay = Browser::new(target);
+        replay.cookies = captured.clone();
+        let cb = cb.replacen(&gw.base, &target.base, 1);
+        assert_eq!(
+            error_code(&mut replay, &cb).await,
+            (StatusCode::BAD_REQUEST, "login_expired".into())
+        );
+        assert!(replay.session_cookie().is_none());
+    }
+    assert_eq!(gw.session_count().await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_without_the_login_cookie_is_refused_as_expired() {
+    let (_up, gw) = gateway().await;
+    let mut b = Browser::new(&gw);
+    let authorize = b.start_login("/").await;
+    let cb = b.authenticate(&authorize, "alice", "alice-password").await;
+    let (name, value) = login_cookie(&b);
+    b.cookies.remove(&name);
+    assert_eq!(
+        error_code(&mut b, &cb).await,
+        (StatusCode::BAD_REQUEST, "login_expired".into())
+    );
+    // The refused attempt did not spend the login: its own browser can finish.
+    b.cookies.insert(name, value);
+    assert_eq!(b.callback(&cb).await.status, StatusCode::SEE_OTHER);
+    assert_eq!(gw.session_count().await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_login_cookie_is_refused_and_spends_nothing() {
+    let (_up, gw) = gateway().await;
+    let mut b = Browser::new(&gw);
+    let authorize = b.start_login("/").await;
+    let cb = b.authenticate(&authorize, "alice", "alice-password").await;
+    let (name, value) = login_cookie(&b);
+    let flipped = {
+        let mut chars: Vec<char> = value.chars().collect();
+        let mid = chars.len() / 2;
+        chars[mid] = if chars[mid] == 'A' { 'B' } else { 'A' };
+        chars.into_iter().collect::<String>()
+    };
+    let mut other = Browser::new(&gw);
+    let foreign = {
+        other.start_login("/").await;
+        login_cookie(&other).1
+    };
+    for bad in [
+        flipped,
+        value[..value.len() - 4].to_owned(),
+        format!("{value}AAAA"),
+        String::new(),
+        "%00%0a".into(),
+        "not+base64/=".into(),
+        "A".repeat(6000),
+        // Another login's genuine cookie, moved under this state's name.
+        foreign,
+    ] {
+        b.cookies.insert(name.clone(), bad.clone());
+        let (status, code) = error_code(&mut b, &cb).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::BAD_REQUEST, "login_expired"),
+            "cookie {bad:.40}"
+        );
+    }
+    assert_eq!(gw.session_count().await, 0);
+    b.cookies.insert(name, value);
+    assert_eq!(b.callback(&cb).await.status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_pending_login_is_refused() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .configure(|c| c.oidc.login_timeout = crate::harness::duration("1s"))
+        .start()
+        .await;
+    let mut b = Browser::new(&gw);
+    let authorize = b.start_login("/").await;
+    let cb = b.authenticate(&authorize, "alice", "alice-password").await;
+    // The cookie's Max-Age has passed too, but a browser may keep it (or an
+    // attacker replay it): the sealed expiry decides.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert_eq!(
+        error_code(&mut b, &cb).await,
+        (StatusCode::BAD_REQUEST, "login_expired".into())
+    );
+    assert_eq!(gw.session_count().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_state_values_are_refused_without_touching_the_store() {
+    let (_up, gw) = gateway().await;
+    let mut b = Browser::new(&gw);
+    b.cookies
+        .insert("__Host-oidc-bff-login-AAAAAAAA".into(), "garbage".into());
+    for state in [
+        "AAAAAAAA".to_owned(),
+        "AAAAAAAA".repeat(100),
+        "a;b=c\r\nX".into(),
+        "\u{202e}éé".into(),
+        "%00".into(),
+    ] {
+        let r = b
+            .request(
+                reqwest::Method::GET,
+                &format!("/auth/callback?code=x&state={}", urlencode(&state)),
+                &[],
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{state:?}: {r:?}");
+        // Over 512 characters a state is no state at all (bad_request).
+        let code = r.json()["error"].as_str().unwrap_or_default().to_owned();
+        assert!(
+            code == "login_expired" || (state.len() > 512 && code == "bad_request"),
+            "{state:?}: {code}"
+        );
+    }
+    assert!(
+        gw.redis_keys().await.is_empty(),
+        "{:?}",
+        gw.redis_keys().await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_error_with_newlines_and_escapes_logs_as_one_escaped_line() {
+    let upstream = Upstream::start().await;
+    let log = std::env::temp_dir().join(format!(
+        "oidc-bff-callback-log-{:x}.log",
+        rand::random::<u64>()
+    ));
+    let gw = GatewayBuilder::new(&upstream)
+        .configure(|c| c.log.format = "text".into())
+        .log_to(&log)
+        .start_process()
+        .await;
+    let mut b = Browser::new(&gw);
+    let hostile = "access_denied\nERROR forged=\"yes\" FORGED-LINE\r\x1b[2J\x1b[31m";
+    let r = b
+        .callback(&gw.url(&format!(
+            "/auth/callback?error={}&error_description={}&state=s",
+            urlencode(hostile),
+            urlencode(hostile)
+        )))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+    drop(gw);
+    let text = std::fs::read_to_string(&log).expect("log");
+    let _ = std::fs::remove_file(&log);
+    assert!(
+        text.contains("provider returned an error to the callback"),
+        "the log was captured: {text}"
+    );
+    for line in text.lines() {
+        assert!(
+            !line.trim_start().starts_with("ERROR forged") && !line.contains("\r"),
+            "a forged log line: {line:?}"
+        );
+    }
+    assert!(
+        !text.contains('\x1b'),
+        "raw ANSI escape in the log: {text:?}"
+    );
+    assert!(text.contains("access_denied\\nERROR forged"), "{text}");
+}

@@ -411,3 +411,170 @@ async fn a_plain_return_to_survives_a_real_login_as_an_absolute_same_origin_url(
         Some(format!("{}/app/orders?tab=open#top", gw.base))
     );
 }
+
+/// The names of this browser's pending-login cookies.
+fn login_cookies(b: &Browser) -> Vec<String> {
+    b.cookies
+        .keys()
+        .filter(|k| k.starts_with("__Host-oidc-bff-login-"))
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anonymous_login_burst_writes_nothing_to_the_store() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream).start().await;
+    let before = gw.redis_keys().await;
+    let long = format!("/app?q={}", "x".repeat(1500));
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let mut statuses = Vec::new();
+    for batch in 0..10 {
+        let requests = (0..50).map(|i| {
+            let target = if i % 2 == 0 { "/app" } else { long.as_str() };
+            client
+                .get(gw.url(&format!(
+                    "/auth/login?return_to={}",
+                    crate::harness::urlencode(target)
+                )))
+                .header("cookie", format!("unrelated=batch{batch}"))
+                .send()
+        });
+        for r in futures_util::future::join_all(requests).await {
+            statuses.push(r.expect("login start").status());
+        }
+    }
+    assert_eq!(statuses.len(), 500);
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::SEE_OTHER),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        gw.redis_keys().await,
+        before,
+        "an anonymous /auth/login must not write to the store"
+    );
+    // Logins still work, and only the callback leaves a (tiny) mark.
+    let mut b = Browser::new(&gw);
+    b.login_alice().await;
+    assert_eq!(gw.session_count().await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_parallel_logins_in_one_browser_complete_in_any_order() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream).start().await;
+    let mut b = Browser::new(&gw);
+    let mut callbacks = Vec::new();
+    for target in ["/one", "/two", "/three"] {
+        let authorize = b.start_login(target).await;
+        callbacks.push((target, authorize));
+    }
+    assert_eq!(login_cookies(&b).len(), 3, "one cookie per pending login");
+    let mut done = Vec::new();
+    for (target, authorize) in &callbacks {
+        done.push((
+            *target,
+            b.authenticate(authorize, "alice", "alice-password").await,
+        ));
+    }
+    for i in [1, 2, 0] {
+        let (target, cb) = &done[i];
+        let r = b.callback(cb).await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{target}: {r:?}");
+        assert_eq!(r.location().as_deref(), Some(*target));
+    }
+    assert!(
+        login_cookies(&b).is_empty(),
+        "each callback clears its cookie"
+    );
+    assert_eq!(gw.session_count().await, 1, "each login replaced the last");
+    assert_eq!(b.get("/auth/user").await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_beyond_the_parallel_limit_drop_the_oldest() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream).start().await;
+    let mut b = Browser::new(&gw);
+    let mut starts = Vec::new();
+    for i in 0..8 {
+        starts.push(b.start_login(&format!("/tab{i}")).await);
+        // Logins started in the same second tie on age; keep them ordered.
+        if i == 0 {
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+        }
+    }
+    let kept = login_cookies(&b);
+    assert_eq!(kept.len(), 5, "{kept:?}");
+    let oldest = b.authenticate(&starts[0], "alice", "alice-password").await;
+    let r = b.callback(&oldest).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+    let newest = b.authenticate(&starts[7], "alice", "alice-password").await;
+    let r = b.callback(&newest).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{r:?}");
+    assert_eq!(r.location().as_deref(), Some("/tab7"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_return_to_too_long_for_the_login_cookie_is_refused_and_sets_nothing() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream).start().await;
+    let mut b = Browser::new(&gw);
+    for target in [
+        format!("/app?q={}", "x".repeat(3000)),
+        // Short as typed, long once percent-encoded.
+        format!("/app?q={}", "é".repeat(500)),
+    ] {
+        let r = b
+            .request(
+                Method::GET,
+                &format!(
+                    "/auth/login?return_to={}",
+                    crate::harness::urlencode(&target)
+                ),
+                &[],
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+        assert_eq!(r.json()["error"], "bad_request", "{r:?}");
+        assert!(r.set_cookies().is_empty(), "{r:?}");
+    }
+    // The largest accepted target still yields a cookie browsers keep.
+    let r = b
+        .navigate(&format!("/auth/login?return_to=/{}", "a".repeat(1900)))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{r:?}");
+    let set = r.set_cookies();
+    assert!(set.iter().all(|c| c.len() < 3500), "{set:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_ends_the_previous_session_even_when_the_strict_cookie_stays_behind() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .configure(|c| c.session.same_site = "strict".into())
+        .start()
+        .await;
+    let mut b = Browser::new(&gw);
+    b.login_alice().await;
+    let first = b.session_cookie().expect("first session");
+    // /auth/login is a same-site navigation: the Strict cookie comes along.
+    let authorize = b.start_login("/again").await;
+    let cb = b.authenticate(&authorize, "alice", "alice-password").await;
+    // The callback is a cross-site navigation from the provider: a browser
+    // does not send a SameSite=Strict cookie with it.
+    b.cookies.remove("__Host-oidc-bff");
+    let r = b.callback(&cb).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{r:?}");
+    assert_ne!(b.session_cookie(), Some(first.clone()));
+    assert_eq!(gw.session_count().await, 1, "the first session was ended");
+    let mut old = Browser::new(&gw);
+    old.cookies.insert("__Host-oidc-bff".into(), first);
+    assert_eq!(old.get("/auth/user").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(b.get("/auth/user").await.status, StatusCode::OK);
+}

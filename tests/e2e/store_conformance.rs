@@ -77,8 +77,11 @@ conformance!(
     list_user_drops_expired_entries_from_the_index,
     take_once_returns_the_value_to_the_first_caller_only,
     take_once_of_an_unknown_key_is_none,
-    once_values_of_different_kinds_do_not_collide,
+    claim_markers_and_once_values_do_not_collide,
     once_values_expire_after_their_ttl,
+    claim_once_is_true_only_for_the_first_caller,
+    concurrent_claims_of_one_key_have_exactly_one_winner,
+    a_claim_is_released_after_its_ttl,
     a_held_lock_refuses_a_second_lock,
     only_the_holders_token_unlocks,
     a_lock_expires_after_its_ttl,
@@ -799,16 +802,16 @@ async fn list_user_drops_expired_entries_from_the_index<S: SessionStore>(store: 
 async fn take_once_returns_the_value_to_the_first_caller_only<S: SessionStore>(store: &S) {
     let value = [0u8, 1, 2, 255, 254];
     store
-        .put_once(OnceKind::Login, "state-1", &value, ms(LONG))
+        .put_once(OnceKind::Logout, "state-1", &value, ms(LONG))
         .await
         .expect("put_once");
     store
-        .put_once(OnceKind::Login, "state-2", b"other", ms(LONG))
+        .put_once(OnceKind::Logout, "state-2", b"other", ms(LONG))
         .await
         .expect("put_once");
     let take = move |key: &'static str| async move {
         store
-            .take_once(OnceKind::Login, key)
+            .take_once(OnceKind::Logout, key)
             .await
             .expect("take_once")
     };
@@ -827,29 +830,13 @@ async fn take_once_of_an_unknown_key_is_none<S: SessionStore>(store: &S) {
     );
 }
 
-async fn once_values_of_different_kinds_do_not_collide<S: SessionStore>(store: &S) {
-    store
-        .put_once(OnceKind::Login, "k", b"login", ms(LONG))
-        .await
-        .expect("put_once");
-    assert_eq!(
-        store
-            .take_once(OnceKind::Logout, "k")
-            .await
-            .expect("take_once"),
-        None
-    );
+async fn claim_markers_and_once_values_do_not_collide<S: SessionStore>(store: &S) {
     store
         .put_once(OnceKind::Logout, "k", b"logout", ms(LONG))
         .await
         .expect("put_once");
-    assert_eq!(
-        store
-            .take_once(OnceKind::Login, "k")
-            .await
-            .expect("take_once"),
-        Some(b"login".to_vec())
-    );
+    assert!(store.claim_once("k", ms(LONG)).await.expect("claim"));
+    assert!(store.remember_jti("k", ms(LONG)).await.expect("remember"));
     assert_eq!(
         store
             .take_once(OnceKind::Logout, "k")
@@ -861,18 +848,50 @@ async fn once_values_of_different_kinds_do_not_collide<S: SessionStore>(store: &
 
 async fn once_values_expire_after_their_ttl<S: SessionStore>(store: &S) {
     store
-        .put_once(OnceKind::Login, "state", b"v", ms(SHORT))
+        .put_once(OnceKind::Logout, "state", b"v", ms(SHORT))
         .await
         .expect("put_once");
     // Taking would consume it, so wait on the store's clock instead.
     wait_past(store, SHORT).await;
     assert_eq!(
         store
-            .take_once(OnceKind::Login, "state")
+            .take_once(OnceKind::Logout, "state")
             .await
             .expect("take_once"),
         None
     );
+}
+
+// ---------------------------------------------------------------------------
+// Claim markers (a login state spent at the callback)
+
+async fn claim_once_is_true_only_for_the_first_caller<S: SessionStore>(store: &S) {
+    let claim = move |key: &'static str| async move {
+        store.claim_once(key, ms(LONG)).await.expect("claim")
+    };
+    assert!(claim("state-1").await);
+    assert!(!claim("state-1").await);
+    assert!(!claim("state-1").await);
+    assert!(claim("state-2").await);
+}
+
+async fn concurrent_claims_of_one_key_have_exactly_one_winner<S: SessionStore>(store: &S) {
+    let results = futures_util::future::join_all(
+        (0..16).map(|_| async { store.claim_once("raced", ms(LONG)).await.expect("claim") }),
+    )
+    .await;
+    assert_eq!(results.iter().filter(|won| **won).count(), 1, "{results:?}");
+}
+
+async fn a_claim_is_released_after_its_ttl<S: SessionStore>(store: &S) {
+    let started = Instant::now();
+    assert!(store.claim_once("c1", ms(SHORT)).await.expect("claim"));
+    eventually("the claim expires", move || async move {
+        store.claim_once("c1", ms(LONG)).await.expect("claim")
+    })
+    .await;
+    assert_not_early(started, SHORT);
+    assert!(!store.claim_once("c1", ms(LONG)).await.expect("claim"));
 }
 
 // ---------------------------------------------------------------------------

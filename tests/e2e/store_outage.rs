@@ -140,6 +140,10 @@ async fn sessions_work_over_rediss_with_a_private_ca_and_not_without_trusting_it
     // The same server is refused when its CA is not trusted.
     let untrusting = gateway(&upstream, &url).start().await;
     let mut other = Browser::new(&untrusting);
+    // (`/auth/login` no longer reads the store: a session cookie makes it.)
+    other
+        .cookies
+        .insert("__Host-oidc-bff".into(), "A".repeat(43));
     let r = other.navigate("/auth/login").await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{r:?}");
     assert_eq!(
@@ -166,6 +170,9 @@ async fn a_redis_that_demands_client_certificates_accepts_the_configured_one() {
     // Trusting the server is not enough: without a certificate it hangs up.
     let anonymous = gateway(&upstream, &url).store_ca(&ca).start().await;
     let mut other = Browser::new(&anonymous);
+    other
+        .cookies
+        .insert("__Host-oidc-bff".into(), "A".repeat(43));
     assert_eq!(
         other.navigate("/auth/login").await.status,
         StatusCode::SERVICE_UNAVAILABLE

@@ -34,6 +34,7 @@ struct State {
     once: HashMap<String, (Vec<u8>, Instant)>,
     locks: HashMap<StoreId, (String, Instant)>,
     jtis: HashMap<String, Instant>,
+    claims: HashMap<String, Instant>,
 }
 
 impl State {
@@ -275,6 +276,17 @@ impl SessionStore for MemoryStore {
         }))
     }
 
+    async fn claim_once(&self, key: &str, ttl_millis: u64) -> StoreResult<bool> {
+        Ok(self.with(|s, now| {
+            if s.claims.get(key).is_some_and(|until| *until > now) {
+                return false;
+            }
+            s.claims
+                .insert(key.to_owned(), now + Duration::from_millis(ttl_millis));
+            true
+        }))
+    }
+
     async fn lock(&self, id: &StoreId, token: &str, ttl_millis: u64) -> StoreResult<bool> {
         Ok(self.with(|s, now| {
             if s.locks.get(id).is_some_and(|(_, until)| *until > now) {
@@ -329,6 +341,7 @@ impl SessionStore for MemoryStore {
             s.once.retain(|_, (_, until)| *until > now);
             s.locks.retain(|_, (_, until)| *until > now);
             s.jtis.retain(|_, until| *until > now);
+            s.claims.retain(|_, until| *until > now);
             let after: usize = s.users.values().map(BTreeSet::len).sum::<usize>()
                 + s.sids.values().map(BTreeSet::len).sum::<usize>();
             (before - after) as u64

@@ -1,5 +1,7 @@
 //! The session store: where records, per-user and per-provider-session
-//! indexes, pending logins and revocation tombstones live.
+//! indexes, single-use values and revocation tombstones live. Pending logins
+//! do not: they travel sealed in the browser's login cookie, so an anonymous
+//! request writes nothing here.
 //!
 //! [`SessionStore`] is the contract; [`redis::RedisStore`] is the
 //! implementation for real deployments (shared by every instance) and
@@ -13,7 +15,9 @@
 //! - `u:{user_hash}` — sorted set of session IDs by creation time (ms);
 //! - `sid:{sid_hash}` — set of session IDs for one provider session;
 //! - `t:{id}` — tombstone of a revoked session (reason, actor, time);
-//! - `o:{kind}:{hash}` — single-use values (pending logins, logout handles);
+//! - `o:{kind}:{hash}` — single-use values (logout handles);
+//! - `c:{hash}` — claim markers: a login state spent at the callback (tiny
+//!   value, expires with the login it guards);
 //! - `l:{id}` — refresh lock; `j:{hash}` — seen logout-token IDs.
 
 pub mod memory;
@@ -117,14 +121,12 @@ pub struct ListedSession {
 /// Kinds of single-use values.
 #[derive(Debug, Clone, Copy)]
 pub enum OnceKind {
-    Login,
     Logout,
 }
 
 impl OnceKind {
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Login => "login",
             Self::Logout => "logout",
         }
     }
@@ -225,6 +227,15 @@ pub trait SessionStore: Send + Sync {
         key: &str,
     ) -> impl Future<Output = StoreResult<Option<Vec<u8>>>> + Send;
 
+    /// Claims `key` once until `ttl_millis` (`SET NX PX`): `true` for the
+    /// first caller on any instance, `false` for every later one while the
+    /// claim lives. The marker is tiny: callers bound how many they make.
+    fn claim_once(
+        &self,
+        key: &str,
+        ttl_millis: u64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+
     /// Takes a short exclusive lock (for refresh); `true` if acquired.
     fn lock(
         &self,
@@ -311,6 +322,9 @@ impl SessionStore for Store {
     }
     async fn take_once(&self, kind: OnceKind, key: &str) -> StoreResult<Option<Vec<u8>>> {
         delegate!(self, s => s.take_once(kind, key))
+    }
+    async fn claim_once(&self, key: &str, ttl_millis: u64) -> StoreResult<bool> {
+        delegate!(self, s => s.claim_once(key, ttl_millis))
     }
     async fn lock(&self, id: &StoreId, token: &str, ttl_millis: u64) -> StoreResult<bool> {
         delegate!(self, s => s.lock(id, token, ttl_millis))

@@ -519,6 +519,22 @@ impl SessionStore for RedisStore {
             .await
     }
 
+    async fn claim_once(&self, key: &str, ttl_millis: u64) -> StoreResult<bool> {
+        let mut conn = self.conn.clone();
+        let r: Option<String> = self
+            .run(
+                redis::cmd("SET")
+                    .arg(self.key("c", key))
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl_millis.max(1))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(r.is_some())
+    }
+
     async fn lock(&self, id: &StoreId, token: &str, ttl_millis: u64) -> StoreResult<bool> {
         let mut conn = self.conn.clone();
         let r: Option<String> = self
