@@ -3,10 +3,16 @@
 
 use std::sync::Arc;
 
+use axum::body::{Body, HttpBody as _};
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse as _, Response};
 use axum::routing::{MethodRouter, any, get, post};
 use axum::{Extension, Router};
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 
 use crate::config::RouteAuth;
+use crate::error::AppError;
 use crate::middleware::{self, csrf, error_pages, track};
 use crate::proxy::handler;
 use crate::proxy::routes::Route;
@@ -16,7 +22,7 @@ use crate::state::AppState;
 
 /// The public listener's app.
 pub fn build_router(state: AppState) -> Router {
-    let mut router = Router::new()
+    let router = Router::new()
         .route("/auth/login", get(routes::auth::login))
         .route("/auth/callback", get(routes::auth::callback))
         .route(
@@ -36,7 +42,12 @@ pub fn build_router(state: AppState) -> Router {
             post(routes::backchannel::logout),
         )
         .route("/healthz", get(routes::health::healthz))
-        .route("/readyz", get(routes::health::readyz));
+        .route("/readyz", get(routes::health::readyz))
+        .fallback(routes::static_files::serve);
+    // The gateway's own endpoints read bodies into memory: bounded here.
+    // Added before the proxied routes, so it does not wrap them: their
+    // bodies stream to the upstream unbuffered.
+    let mut router = limit_body(router, state.config.server.limits.max_body_bytes);
 
     // Each configured route is registered on the router, so the prefix is
     // matched once and the route's own handler, CSRF rule and guard apply.
@@ -46,7 +57,6 @@ pub fn build_router(state: AppState) -> Router {
             router = router.route(&pattern, methods.clone());
         }
     }
-    let router = router.fallback(routes::static_files::serve);
 
     // Layers run outside-in on requests. From the outside: a request ID is
     // assigned (or kept) and echoed on the response, so the access log and
@@ -65,6 +75,36 @@ pub fn build_router(state: AppState) -> Router {
         ))
         .layer(axum::middleware::map_response(security_headers::apply));
     middleware::with_request_log(router, state.config.log.access_log).with_state(state)
+}
+
+/// `router`'s routes (and fallback) with request bodies of at most `max`
+/// bytes: a larger body is refused with 413 before the handler runs.
+pub fn limit_body<S: Clone + Send + Sync + 'static>(router: Router<S>, max: usize) -> Router<S> {
+    router.layer(axum::middleware::from_fn_with_state(max, read_body_within))
+}
+
+/// Reads the whole body, at most `max` bytes, so that every handler behind
+/// it gets a bounded body whatever the framing: a declared length over the
+/// limit is refused unread, a chunked body as soon as it passes it.
+async fn read_body_within(State(max): State<usize>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let size = body.size_hint();
+    if size.exact() == Some(0) {
+        return next.run(Request::from_parts(parts, body)).await;
+    }
+    if size.lower() > u64::try_from(max).unwrap_or(u64::MAX) {
+        return AppError::PayloadTooLarge.into_response();
+    }
+    match Limited::new(body, max).collect().await {
+        Ok(read) => {
+            let body = Body::from(read.to_bytes());
+            next.run(Request::from_parts(parts, body)).await
+        }
+        Err(e) if e.is::<LengthLimitError>() => AppError::PayloadTooLarge.into_response(),
+        Err(_) => {
+            AppError::BadRequest("The request body could not be read.".into()).into_response()
+        }
+    }
 }
 
 /// `methods` behind the anti-CSRF rule (state-changing methods need the
