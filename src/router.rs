@@ -2,14 +2,17 @@
 //! layers around them, applied in one place.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::body::{Body, HttpBody as _};
+use axum::body::{Body, Bytes, HttpBody as _};
 use axum::extract::{Request, State};
+use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse as _, Response};
 use axum::routing::{MethodRouter, any, get, post};
 use axum::{Extension, Router};
-use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use bytes::BytesMut;
+use http_body_util::BodyExt as _;
 
 use crate::config::RouteAuth;
 use crate::error::AppError;
@@ -85,26 +88,67 @@ pub fn limit_body<S: Clone + Send + Sync + 'static>(router: Router<S>, max: usiz
 
 /// Reads the whole body, at most `max` bytes, so that every handler behind
 /// it gets a bounded body whatever the framing: a declared length over the
-/// limit is refused unread, a chunked body as soon as it passes it.
+/// limit is refused before the handler runs, a chunked body as soon as it
+/// passes the limit.
 async fn read_body_within(State(max): State<usize>, req: Request, next: Next) -> Response {
-    let (parts, body) = req.into_parts();
+    let (parts, mut body) = req.into_parts();
     let size = body.size_hint();
     if size.exact() == Some(0) {
         return next.run(Request::from_parts(parts, body)).await;
     }
-    if size.lower() > u64::try_from(max).unwrap_or(u64::MAX) {
-        return AppError::PayloadTooLarge.into_response();
-    }
-    match Limited::new(body, max).collect().await {
-        Ok(read) => {
-            let body = Body::from(read.to_bytes());
-            next.run(Request::from_parts(parts, body)).await
+    let max_u64 = u64::try_from(max).unwrap_or(u64::MAX);
+    if size.lower() > max_u64 {
+        if size.lower() <= max_u64.saturating_add(REFUSED_BODY_DRAIN as u64) {
+            drain(&mut body).await;
         }
-        Err(e) if e.is::<LengthLimitError>() => AppError::PayloadTooLarge.into_response(),
-        Err(_) => {
-            AppError::BadRequest("The request body could not be read.".into()).into_response()
-        }
+        return payload_too_large();
     }
+    let mut read = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return AppError::BadRequest("The request body could not be read.".into())
+                .into_response();
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if read.len() + data.len() > max {
+            drain(&mut body).await;
+            return payload_too_large();
+        }
+        read.extend_from_slice(&data);
+    }
+    let body = Body::from(read.freeze());
+    next.run(Request::from_parts(parts, body)).await
+}
+
+/// How much more of a refused body is read (and dropped) before the 413 is
+/// sent, and for how long: a client still sending its body then reads the
+/// answer instead of a connection reset. Beyond either, the connection is
+/// closed without waiting.
+const REFUSED_BODY_DRAIN: usize = 1024 * 1024;
+const REFUSED_BODY_DRAIN_TIME: Duration = Duration::from_secs(5);
+
+async fn drain(body: &mut Body) {
+    let discard = async {
+        let mut left = REFUSED_BODY_DRAIN;
+        while let Some(Ok(frame)) = body.frame().await {
+            let n = frame.data_ref().map_or(0, Bytes::len);
+            if n > left {
+                return;
+            }
+            left -= n;
+        }
+    };
+    let _ = tokio::time::timeout(REFUSED_BODY_DRAIN_TIME, discard).await;
+}
+
+/// 413, and the connection is not reused (the rest of the body is unread).
+fn payload_too_large() -> Response {
+    let mut resp = AppError::PayloadTooLarge.into_response();
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
 
 /// `methods` behind the anti-CSRF rule (state-changing methods need the

@@ -347,6 +347,10 @@ fn connection_builder(limits: &ConnectionLimits) -> Builder<TokioExecutor> {
         .http2()
         .timer(TokioTimer::new())
         .enable_connect_protocol()
+        // A peer must answer a PING within the header deadline, so one
+        // that goes silent (or never acknowledges a GOAWAY) is dropped.
+        .keep_alive_interval(limits.header_read_timeout)
+        .keep_alive_timeout(limits.header_read_timeout)
         .max_concurrent_streams(limits.http2_max_concurrent_streams)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     builder
@@ -406,13 +410,27 @@ impl Connection {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                 }
-                () = &mut idle, if !closing => {
-                    closing = true;
-                    conn.as_mut().graceful_shutdown();
-                }
+                quiet = &mut idle, if !closing => match quiet {
+                    // Nothing in flight can be lost: drop it (an HTTP/2
+                    // client that never answers the GOAWAY ping would
+                    // otherwise keep it open).
+                    Quiet::NeverUsed => break,
+                    Quiet::Idle => {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                },
             }
         }
     }
+}
+
+/// Why a connection's watchdog fired.
+enum Quiet {
+    /// No request started within the header deadline.
+    NeverUsed,
+    /// No request started for the idle timeout.
+    Idle,
 }
 
 /// When a connection last started a request, so an idle one can be closed.
@@ -445,14 +463,22 @@ impl Activity {
     /// hyper's own header timer does not see: the protocol sniffing before
     /// HTTP/1 starts, and HTTP/2), or none for `idle_timeout` since the
     /// latest one.
-    async fn until_idle(&self, limits: &ConnectionLimits) {
+    async fn until_idle(&self, limits: &ConnectionLimits) -> Quiet {
+        let first_by = self.opened + limits.header_read_timeout;
         let mut seen = 0;
-        let mut deadline = self.opened + limits.header_read_timeout;
+        let mut deadline = self.opened + limits.header_read_timeout.min(limits.idle_timeout);
         loop {
             tokio::time::sleep_until(deadline).await;
             let requests = self.requests.load(Ordering::Relaxed);
+            if requests == 0 {
+                if Instant::now() >= first_by {
+                    return Quiet::NeverUsed;
+                }
+                deadline = first_by;
+                continue;
+            }
             if requests == seen {
-                return;
+                return Quiet::Idle;
             }
             seen = requests;
             let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
@@ -524,10 +550,7 @@ impl AsyncWrite for CappedStream {
         Pin::new(&mut self.stream).poll_flush(cx)
     }
 
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }

@@ -10,6 +10,7 @@ mod login_flow;
 mod private_ca;
 mod provider_keys;
 mod proxying;
+mod server_limits;
 mod session_cookies;
 mod session_lifecycle;
 mod static_app;
