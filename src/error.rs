@@ -40,6 +40,10 @@ pub enum AppError {
     NotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// A request body over `server.max_body_bytes` to the gateway's own
+    /// endpoints.
+    #[error("request body too large")]
+    PayloadTooLarge,
     #[error(transparent)]
     Provider(#[from] ProviderError),
     #[error(transparent)]
@@ -120,6 +124,12 @@ impl AppError {
             Self::Forbidden(m) => (S::FORBIDDEN, "forbidden", "Forbidden", m.clone()),
             Self::NotFound => (S::NOT_FOUND, "not_found", "Not found", "There is nothing here.".into()),
             Self::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed", "This method is not allowed here.".into()),
+            Self::PayloadTooLarge => (
+                S::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "Request too large",
+                "The request body is too large.".into(),
+            ),
             Self::Provider(ProviderError::Timeout(_)) => (
                 S::GATEWAY_TIMEOUT,
                 "provider_timeout",

@@ -26,7 +26,7 @@ pub mod telemetry;
 pub mod url_policy;
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -65,47 +65,70 @@ pub fn spawn_sweeper(state: &AppState) {
     });
 }
 
-/// Serves the admin API (if configured) until `shutdown` resolves.
+/// Serves the admin API (if configured) until `shutdown` resolves, with the
+/// `[server]` connection limits and its own connection cap (a flood on the
+/// public listener cannot lock operators out).
 pub async fn serve_admin(
     state: AppState,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let limits = state.config.server.limits;
     let access_log = state.config.log.access_log;
     let client_address = state.client_address.clone();
-    axum::serve(
+    let app = router::limit_body(routes::admin::router(state), limits.max_body_bytes);
+    let app = middleware::with_request_log(app, access_log, client_address);
+    server::serve_connections(
         listener,
-        middleware::with_request_log(routes::admin::router(state), access_log, client_address),
+        app,
+        limits,
+        server::connection_cap(&limits),
+        shutdown,
     )
-    .with_graceful_shutdown(shutdown)
     .await
 }
 
-/// Serves `GET /metrics` (if configured) until `shutdown` resolves.
+/// Serves `GET /metrics` (if configured) until `shutdown` resolves, with
+/// the `[server]` connection limits and its own connection cap.
 pub async fn serve_metrics(
     state: AppState,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let limits = state.config.server.limits;
     let app = Router::new()
         .route("/metrics", get(routes::health::metrics))
         .with_state(state.metrics.clone());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    server::serve_connections(
+        listener,
+        app,
+        limits,
+        server::connection_cap(&limits),
+        shutdown,
+    )
+    .await
 }
 
-/// Serves until `shutdown` resolves, then lets in-flight requests finish.
+/// Serves until `shutdown` resolves, then lets in-flight requests finish;
+/// at most `server.max_connections` connections at once on this listener.
 pub async fn serve(
     state: AppState,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let cap = server::connection_cap(&state.config.server.limits);
+    serve_capped(state, listener, cap, shutdown).await
+}
+
+/// [`serve`] with a connection cap shared with other listeners (the
+/// workers of one process share `server.max_connections`).
+pub async fn serve_capped(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    connections: Arc<tokio::sync::Semaphore>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let limits = state.config.server.limits;
     let app = build_router(state);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    server::serve_connections(listener, app, limits, connections, shutdown).await
 }

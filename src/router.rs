@@ -2,11 +2,20 @@
 //! layers around them, applied in one place.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use axum::body::{Body, Bytes, HttpBody as _};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse as _, Response};
 use axum::routing::{MethodRouter, any, get, post};
 use axum::{Extension, Router};
+use bytes::BytesMut;
+use http_body_util::BodyExt as _;
 
 use crate::config::RouteAuth;
+use crate::error::AppError;
 use crate::middleware::{self, csrf, error_pages, track};
 use crate::proxy::handler;
 use crate::proxy::routes::Route;
@@ -16,7 +25,7 @@ use crate::state::AppState;
 
 /// The public listener's app.
 pub fn build_router(state: AppState) -> Router {
-    let mut router = Router::new()
+    let router = Router::new()
         .route("/auth/login", get(routes::auth::login))
         .route("/auth/callback", get(routes::auth::callback))
         .route(
@@ -36,7 +45,12 @@ pub fn build_router(state: AppState) -> Router {
             post(routes::backchannel::logout),
         )
         .route("/healthz", get(routes::health::healthz))
-        .route("/readyz", get(routes::health::readyz));
+        .route("/readyz", get(routes::health::readyz))
+        .fallback(routes::static_files::serve);
+    // The gateway's own endpoints read bodies into memory: bounded here.
+    // Added before the proxied routes, so it does not wrap them: their
+    // bodies stream to the upstream unbuffered.
+    let mut router = limit_body(router, state.config.server.limits.max_body_bytes);
 
     // Each configured route is registered on the router, so the prefix is
     // matched once and the route's own handler, CSRF rule and guard apply.
@@ -46,7 +60,6 @@ pub fn build_router(state: AppState) -> Router {
             router = router.route(&pattern, methods.clone());
         }
     }
-    let router = router.fallback(routes::static_files::serve);
 
     // Layers run outside-in on requests. From the outside: a request ID is
     // assigned (or kept) and echoed on the response, so the access log and
@@ -70,6 +83,77 @@ pub fn build_router(state: AppState) -> Router {
         state.client_address.clone(),
     )
     .with_state(state)
+}
+
+/// `router`'s routes (and fallback) with request bodies of at most `max`
+/// bytes: a larger body is refused with 413 before the handler runs.
+pub fn limit_body<S: Clone + Send + Sync + 'static>(router: Router<S>, max: usize) -> Router<S> {
+    router.layer(axum::middleware::from_fn_with_state(max, read_body_within))
+}
+
+/// Reads the whole body, at most `max` bytes, so that every handler behind
+/// it gets a bounded body whatever the framing: a declared length over the
+/// limit is refused before the handler runs, a chunked body as soon as it
+/// passes the limit.
+async fn read_body_within(State(max): State<usize>, req: Request, next: Next) -> Response {
+    let (parts, mut body) = req.into_parts();
+    let size = body.size_hint();
+    if size.exact() == Some(0) {
+        return next.run(Request::from_parts(parts, body)).await;
+    }
+    let max_u64 = u64::try_from(max).unwrap_or(u64::MAX);
+    if size.lower() > max_u64 {
+        if size.lower() <= max_u64.saturating_add(REFUSED_BODY_DRAIN as u64) {
+            drain(&mut body).await;
+        }
+        return payload_too_large();
+    }
+    let mut read = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return AppError::BadRequest("The request body could not be read.".into())
+                .into_response();
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if read.len() + data.len() > max {
+            drain(&mut body).await;
+            return payload_too_large();
+        }
+        read.extend_from_slice(&data);
+    }
+    let body = Body::from(read.freeze());
+    next.run(Request::from_parts(parts, body)).await
+}
+
+/// How much more of a refused body is read (and dropped) before the 413 is
+/// sent, and for how long: a client still sending its body then reads the
+/// answer instead of a connection reset. Beyond either, the connection is
+/// closed without waiting.
+const REFUSED_BODY_DRAIN: usize = 1024 * 1024;
+const REFUSED_BODY_DRAIN_TIME: Duration = Duration::from_secs(5);
+
+async fn drain(body: &mut Body) {
+    let discard = async {
+        let mut left = REFUSED_BODY_DRAIN;
+        while let Some(Ok(frame)) = body.frame().await {
+            let n = frame.data_ref().map_or(0, Bytes::len);
+            if n > left {
+                return;
+            }
+            left -= n;
+        }
+    };
+    let _ = tokio::time::timeout(REFUSED_BODY_DRAIN_TIME, discard).await;
+}
+
+/// 413, and the connection is not reused (the rest of the body is unread).
+fn payload_too_large() -> Response {
+    let mut resp = AppError::PayloadTooLarge.into_response();
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
 
 /// `methods` behind the anti-CSRF rule (state-changing methods need the

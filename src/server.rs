@@ -13,15 +13,35 @@
 //! with the memory store, the store; everything that must be
 //! consistent between workers (refresh, revocation, single-use login state)
 //! is coordinated in the store exactly as between separate instances.
+//!
+//! Every listener (public, admin, metrics) serves its connections through
+//! [`serve_connections`], which bounds what one client can hold: a
+//! connection cap, a deadline for each request head, an idle timeout, and
+//! header-size and HTTP/2 stream limits (`[server]`, [`ConnectionLimits`]).
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::sync::watch;
+use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::routing::future::RouteFuture;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Instant;
 
-use crate::config::{Config, StoreKind};
+use crate::config::{Config, ConnectionLimits, StoreKind};
 use crate::metrics::Metrics;
 use crate::oidc::OidcCaches;
 use crate::session::store;
@@ -46,16 +66,31 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
+/// What the workers of one process share.
+struct Shared {
+    /// The memory store; `None` for Redis (each worker connects).
+    store: Option<Arc<Store>>,
+    metrics: Arc<Metrics>,
+    /// The public listener's connection cap.
+    connections: Arc<Semaphore>,
+    /// The provider's metadata and keys, fetched once per process.
+    oidc_caches: OidcCaches,
+}
+
 /// One worker: builds its state, reports readiness, serves until told to stop.
 fn worker(
     index: usize,
     config: Config,
-    store: Option<Arc<Store>>,
-    metrics: Arc<Metrics>,
-    oidc_caches: OidcCaches,
+    shared: Shared,
     stop: watch::Receiver<bool>,
     ready: mpsc::Sender<anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
+    let Shared {
+        store,
+        metrics,
+        connections,
+        oidc_caches,
+    } = shared;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -119,7 +154,7 @@ fn worker(
             }
         }
         let _ = ready.send(Ok(()));
-        crate::serve(state, listener, stopped(stop)).await?;
+        crate::serve_capped(state, listener, connections, stopped(stop)).await?;
         anyhow::Ok(())
     })
 }
@@ -137,6 +172,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let workers = config.server.workers.max(1);
     let grace = config.server.shutdown_timeout;
     let metrics = Arc::new(Metrics::new());
+    // `server.max_connections` is per process: the workers' listeners share it.
+    let connections = connection_cap(&config.server.limits);
     // The memory store lives in this process: every worker must share it.
     let shared_store = match config.store.kind {
         StoreKind::Memory => Some(Arc::new(Store::Memory(MemoryStore::new()))),
@@ -147,19 +184,26 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let (ready_tx, ready_rx) = mpsc::channel();
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<anyhow::Result<()>>();
     for index in 0..workers {
-        let (config, store, metrics, caches, stop, ready, done) = (
+        let (config, store, metrics, connections, caches, stop, ready, done) = (
             config.clone(),
             shared_store.clone(),
             metrics.clone(),
+            connections.clone(),
             oidc_caches.clone(),
             stop_rx.clone(),
             ready_tx.clone(),
             done_tx.clone(),
         );
+        let shared = Shared {
+            store,
+            metrics,
+            connections,
+            oidc_caches: caches,
+        };
         std::thread::Builder::new()
             .name(format!("oidc-bff-{index}"))
             .spawn(move || {
-                let _ = done.send(worker(index, config, store, metrics, caches, stop, ready));
+                let _ = done.send(worker(index, config, shared, stop, ready));
             })
             .context("cannot start a worker thread")?;
     }
@@ -226,5 +270,296 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = term => {}
+    }
+}
+
+/// A cap of `limits.max_connections` connections, for one listener (shared
+/// by the workers when they share the listener's address).
+pub fn connection_cap(limits: &ConnectionLimits) -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(
+        limits.max_connections.min(Semaphore::MAX_PERMITS),
+    ))
+}
+
+/// Serves `app` on `listener` within `limits` until `shutdown` resolves,
+/// then stops accepting and waits for the open connections to finish
+/// their in-flight requests (the caller bounds that wait).
+///
+/// At the cap the loop stops accepting: new connections wait in the
+/// kernel's backlog (bounded by it) and are served as slots free up, rather
+/// than being reset. Slots free up: a connection that sends no complete
+/// request head within `header_read_timeout`, or starts no request within
+/// `idle_timeout`, is closed.
+pub async fn serve_connections(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    cap: Arc<Semaphore>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    let builder = Arc::new(connection_builder(&limits));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // Every connection task holds a receiver; all dropped = all finished.
+    let (open_tx, open_rx) = watch::channel(());
+    let mut shutdown = pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            permit = cap.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                // Never closed; treat it as the end of serving.
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+        };
+        let connection = Connection {
+            builder: builder.clone(),
+            app: app.clone(),
+            peer,
+            limits,
+            stop: stop_rx.clone(),
+            _open: open_rx.clone(),
+        };
+        tokio::spawn(connection.serve(CappedStream {
+            stream,
+            _permit: permit,
+        }));
+    }
+    drop(listener);
+    drop(open_rx);
+    let _ = stop_tx.send(true);
+    open_tx.closed().await;
+    Ok(())
+}
+
+/// hyper's settings for one listener: HTTP/1 and HTTP/2 (sniffed), with the
+/// header deadline and size limits, and HTTP/2 WebSockets (extended
+/// CONNECT) as `axum::serve` had them.
+fn connection_builder(limits: &ConnectionLimits) -> Builder<TokioExecutor> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        // The head must fit the read buffer: this bounds it (431 beyond).
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .enable_connect_protocol()
+        // A peer must answer a PING within the header deadline, so one
+        // that goes silent (or never acknowledges a GOAWAY) is dropped.
+        .keep_alive_interval(limits.header_read_timeout)
+        .keep_alive_timeout(limits.header_read_timeout)
+        .max_concurrent_streams(limits.http2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    builder
+}
+
+/// A failed `accept`: a connection that died in the backlog is skipped; a
+/// resource error (out of file descriptors) is logged and retried after a
+/// pause instead of spinning.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind as K;
+    if matches!(
+        e.kind(),
+        K::ConnectionAborted | K::ConnectionRefused | K::ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %e, "accepting a connection failed");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// One accepted connection and what it needs to be served.
+struct Connection {
+    builder: Arc<Builder<TokioExecutor>>,
+    app: Router,
+    peer: SocketAddr,
+    limits: ConnectionLimits,
+    stop: watch::Receiver<bool>,
+    /// Dropped when the connection is done (see `serve_connections`).
+    _open: watch::Receiver<()>,
+}
+
+impl Connection {
+    /// Serves the connection to its end; on shutdown or when idle, lets the
+    /// request in flight finish and closes.
+    async fn serve(mut self, stream: CappedStream) {
+        let activity = Arc::new(Activity::new());
+        let service = ConnectionService {
+            app: self.app.clone(),
+            peer: self.peer,
+            activity: activity.clone(),
+        };
+        let conn = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let mut conn = pin!(conn);
+        let mut idle = pin!(activity.until_idle(&self.limits));
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
+                    }
+                    break;
+                }
+                _ = self.stop.wait_for(|stop| *stop), if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                quiet = &mut idle, if !closing => match quiet {
+                    // Nothing in flight can be lost: drop it (an HTTP/2
+                    // client that never answers the GOAWAY ping would
+                    // otherwise keep it open).
+                    Quiet::NeverUsed => break,
+                    Quiet::Idle => {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// Why a connection's watchdog fired.
+enum Quiet {
+    /// No request started within the header deadline.
+    NeverUsed,
+    /// No request started for the idle timeout.
+    Idle,
+}
+
+/// When a connection last started a request, so an idle one can be closed.
+/// Written by [`ConnectionService`] per request (two relaxed atomic stores),
+/// read by the connection's watchdog.
+struct Activity {
+    opened: Instant,
+    requests: AtomicU64,
+    /// Milliseconds after `opened` of the latest request.
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            opened: Instant::now(),
+            requests: AtomicU64::new(0),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn request_started(&self) {
+        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Resolves once the connection has started no request for too long:
+    /// none within `header_read_timeout` of opening (this also covers what
+    /// hyper's own header timer does not see: the protocol sniffing before
+    /// HTTP/1 starts, and HTTP/2), or none for `idle_timeout` since the
+    /// latest one.
+    async fn until_idle(&self, limits: &ConnectionLimits) -> Quiet {
+        let first_by = self.opened + limits.header_read_timeout;
+        let mut seen = 0;
+        let mut deadline = self.opened + limits.header_read_timeout.min(limits.idle_timeout);
+        loop {
+            tokio::time::sleep_until(deadline).await;
+            let requests = self.requests.load(Ordering::Relaxed);
+            if requests == 0 {
+                if Instant::now() >= first_by {
+                    return Quiet::NeverUsed;
+                }
+                deadline = first_by;
+                continue;
+            }
+            if requests == seen {
+                return Quiet::Idle;
+            }
+            seen = requests;
+            let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            deadline = self.opened + last + limits.idle_timeout;
+        }
+    }
+}
+
+/// The app as one connection's hyper service: records activity and hands
+/// the peer address to the app as `ConnectInfo` (`extract::client::peer_ip`).
+struct ConnectionService {
+    app: Router,
+    peer: SocketAddr,
+    activity: Arc<Activity>,
+}
+
+impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
+    type Response = axum::response::Response;
+    type Error = Infallible;
+    type Future = RouteFuture<Infallible>;
+
+    fn call(&self, mut req: http::Request<Incoming>) -> Self::Future {
+        self.activity.request_started();
+        req.extensions_mut().insert(ConnectInfo(self.peer));
+        // `Router` is always ready; a clone is a reference count.
+        tower::Service::call(&mut self.app.clone(), req)
+    }
+}
+
+/// A TCP stream that holds its slot of the connection cap for as long as
+/// it is open, including after an upgrade hands it to a WebSocket tunnel.
+struct CappedStream {
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for CappedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CappedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }

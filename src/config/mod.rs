@@ -47,7 +47,7 @@ pub use metrics::RawMetrics;
 pub use oidc::{AuthMethod, OidcConfig, ProviderLimits, RawOidc};
 pub use proxy::{ProxyConfig, RawProxy};
 pub use routes::{RawRoute, RouteAuth, RouteConfig};
-pub use server::{RawServer, ServerConfig};
+pub use server::{ConnectionLimits, RawServer, ServerConfig};
 pub use session::{RawKey, RawSession, SameSite, ServerKeyConfig, SessionConfig};
 pub use static_files::{RawStatic, StaticConfig};
 pub use store::{RawStore, RedisConfig, RedisEndpoint, SentinelConfig, StoreConfig, StoreKind};

@@ -1,5 +1,7 @@
 //! `[server]`: the listen address, the public origin browsers use, the other
-//! origins redirects may lead to, the shutdown drain and the worker count.
+//! origins redirects may lead to, the shutdown drain, the worker count, and
+//! the limits every listener puts on a connection (header and idle
+//! timeouts, connection cap, header and body sizes, HTTP/2 streams).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -7,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::common::{Issues, RawDuration, duration};
+use super::common::{Issues, RawDuration, duration, positive_duration};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -36,6 +38,27 @@ pub struct RawServer {
     /// Worker threads, each with its own listener socket (SO_REUSEPORT),
     /// Redis connection and upstream connection pool. 0: one per CPU.
     pub workers: usize,
+    /// Time a connection gets to send a complete request head, counted from
+    /// the moment it is ready for one (accepted, or done with the previous
+    /// response): a client that trickles a head (slowloris) is
+    /// disconnected instead of holding memory for ever.
+    pub header_read_timeout: RawDuration,
+    /// A connection that has started no request for this long is closed
+    /// (after finishing any response still being sent).
+    pub idle_timeout: RawDuration,
+    /// Connections open at once per process (per listener), WebSockets
+    /// included. Beyond it the gateway stops accepting until one closes:
+    /// new connections wait in the kernel's backlog instead of being reset.
+    pub max_connections: usize,
+    /// Streams one HTTP/2 connection may have open at once.
+    pub http2_max_concurrent_streams: u32,
+    /// Largest request head (request line and headers; the HTTP/2 header
+    /// list) in bytes; larger ones get 431.
+    pub max_header_bytes: usize,
+    /// Largest request body the gateway reads for its own endpoints
+    /// (`/auth/*`, back-channel logout, admin API); larger ones get 413.
+    /// Proxied routes stream bodies upstream and are not limited here.
+    pub max_body_bytes: usize,
 }
 
 impl Default for RawServer {
@@ -48,6 +71,12 @@ impl Default for RawServer {
             allowed_return_origins: Vec::new(),
             shutdown_timeout: RawDuration::text("30s"),
             workers: 0,
+            header_read_timeout: RawDuration::text("10s"),
+            idle_timeout: RawDuration::text("60s"),
+            max_connections: 10_000,
+            http2_max_concurrent_streams: 100,
+            max_header_bytes: 32 * 1024,
+            max_body_bytes: 64 * 1024,
         }
     }
 }
@@ -65,6 +94,33 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// Resolved: at least 1.
     pub workers: usize,
+    pub limits: ConnectionLimits,
+}
+
+/// What every listener (public, admin, metrics) allows one connection and
+/// its requests; see `crate::server::serve_connections`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub http2_max_concurrent_streams: u32,
+    pub max_header_bytes: usize,
+    pub max_body_bytes: usize,
+}
+
+impl Default for ConnectionLimits {
+    /// The defaults of `[server]`.
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            http2_max_concurrent_streams: 100,
+            max_header_bytes: 32 * 1024,
+            max_body_bytes: 64 * 1024,
+        }
+    }
 }
 
 impl ServerConfig {
@@ -88,6 +144,7 @@ pub(super) struct Server {
     trusted_proxies: Vec<(IpAddr, u8)>,
     shutdown_timeout: Duration,
     workers: usize,
+    limits: ConnectionLimits,
 }
 
 impl Server {
@@ -103,6 +160,7 @@ impl Server {
             trusted_proxies: self.trusted_proxies,
             allowed_return_origins: self.allowed_return_origins,
             shutdown_timeout: self.shutdown_timeout,
+            limits: self.limits,
         })
     }
 }
@@ -148,6 +206,7 @@ pub(super) fn validate(raw: &RawServer, issues: &mut Issues) -> Server {
     }
     let shutdown_timeout = duration(issues, "server.shutdown_timeout", &raw.shutdown_timeout);
     let trusted_proxies = trusted_proxies(raw, issues);
+    let limits = limits(raw, issues);
     Server {
         public_url,
         allowed_return_origins,
@@ -155,6 +214,69 @@ pub(super) fn validate(raw: &RawServer, issues: &mut Issues) -> Server {
         trusted_proxies,
         shutdown_timeout,
         workers: raw.workers,
+        limits,
+    }
+}
+
+/// Smallest `max_header_bytes`: hyper's smallest read buffer (it panics
+/// below it), and room for a session cookie plus ordinary headers.
+const MIN_HEADER_BYTES: usize = 8 * 1024;
+/// Largest `max_header_bytes`: limits are meant to
+/// bound memory per connection, not to be switched off.
+const MAX_HEADER_BYTES: usize = 16 * 1024 * 1024;
+/// Largest `max_body_bytes`: axum's extractors refuse bodies over 2 MiB on
+/// their own (plain text), and the gateway's own endpoints need far less.
+const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The connection limits, each checked against a range that keeps it a
+/// limit (no zero timeouts, no unbounded sizes).
+fn limits(raw: &RawServer, issues: &mut Issues) -> ConnectionLimits {
+    let header_read_timeout = positive_duration(
+        issues,
+        "server.header_read_timeout",
+        &raw.header_read_timeout,
+    );
+    let idle_timeout = positive_duration(issues, "server.idle_timeout", &raw.idle_timeout);
+    if !(1..=1_000_000).contains(&raw.max_connections) {
+        issues.add(
+            "server.max_connections",
+            format!("`{}` must be between 1 and 1000000", raw.max_connections),
+        );
+    }
+    if !(1..=10_000).contains(&raw.http2_max_concurrent_streams) {
+        issues.add(
+            "server.http2_max_concurrent_streams",
+            format!(
+                "`{}` must be between 1 and 10000",
+                raw.http2_max_concurrent_streams
+            ),
+        );
+    }
+    if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&raw.max_header_bytes) {
+        issues.add(
+            "server.max_header_bytes",
+            format!(
+                "`{}` must be between {MIN_HEADER_BYTES} and {MAX_HEADER_BYTES}",
+                raw.max_header_bytes
+            ),
+        );
+    }
+    if !(1024..=MAX_BODY_BYTES).contains(&raw.max_body_bytes) {
+        issues.add(
+            "server.max_body_bytes",
+            format!(
+                "`{}` must be between 1024 and {MAX_BODY_BYTES}",
+                raw.max_body_bytes
+            ),
+        );
+    }
+    ConnectionLimits {
+        header_read_timeout,
+        idle_timeout,
+        max_connections: raw.max_connections,
+        http2_max_concurrent_streams: raw.http2_max_concurrent_streams,
+        max_header_bytes: raw.max_header_bytes,
+        max_body_bytes: raw.max_body_bytes,
     }
 }
 
@@ -356,5 +478,32 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn connection_limits_default_to_bounded_values() {
+        let config = load_str(&minimal(), &[]).expect("valid");
+        assert_eq!(config.server.limits, super::ConnectionLimits::default());
+    }
+
+    #[test]
+    fn connection_limits_that_would_switch_a_limit_off_are_refused() {
+        let toml = minimal().replace(
+            "[server]\n",
+            "[server]\nheader_read_timeout = \"0s\"\nidle_timeout = 0\nmax_connections = 0\n\
+             http2_max_concurrent_streams = 0\nmax_header_bytes = 100\nmax_body_bytes = 1000000000\n",
+        );
+        let keys = keys_of(load_str(&toml, &[]).expect_err("invalid"));
+        assert_eq!(
+            keys,
+            [
+                "server.header_read_timeout",
+                "server.idle_timeout",
+                "server.max_connections",
+                "server.http2_max_concurrent_streams",
+                "server.max_header_bytes",
+                "server.max_body_bytes",
+            ]
+        );
     }
 }

@@ -11,6 +11,7 @@ mod private_ca;
 mod provider_hostile;
 mod provider_keys;
 mod proxying;
+mod server_limits;
 mod session_cookies;
 mod session_lifecycle;
 mod static_app;

@@ -1,0 +1,353 @@
+//! What one client can hold at the edge: request heads must arrive within
+//! `server.header_read_timeout`, idle connections close after
+//! `server.idle_timeout`, connections beyond `server.max_connections` wait
+//! for a slot, bodies to the gateway's own endpoints are bounded by
+//! `server.max_body_bytes` (proxied bodies are not), and shutdown still lets
+//! a request in flight finish.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use oidc_bff::config::{RawConfig, RawKey, RawRoute};
+use reqwest::StatusCode;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::harness::{
+    ADMIN_TOKEN, CLIENT_ID, CLIENT_SECRET, GatewayBuilder, KEY_B64, Upstream, duration, route,
+    shared,
+};
+
+/// Generous bound for "closed by now" on a loaded 2-core machine.
+const CLOSE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A route with no session (`auth = "none"`).
+fn public(path: &str, upstream: &str) -> RawRoute {
+    RawRoute {
+        auth: "none".into(),
+        ..route(path, upstream)
+    }
+}
+
+fn limits(header: &str, idle: &str) -> impl FnOnce(&mut RawConfig) {
+    let (header, idle) = (duration(header), duration(idle));
+    move |c: &mut RawConfig| {
+        c.server.header_read_timeout = header;
+        c.server.idle_timeout = idle;
+    }
+}
+
+/// Reads until the peer closes (EOF or reset); `None` if it is still open
+/// after `limit`.
+async fn closed_within(s: &mut TcpStream, limit: Duration) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(limit, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    read.ok().map(|()| out)
+}
+
+/// One keep-alive `GET` on an open connection; returns the status once
+/// the whole response (with a `content-length`) has been read.
+async fn get_on(s: &mut TcpStream, path: &str) -> u16 {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: gateway\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut byte).await.expect("read head");
+        assert_eq!(n, 1, "closed mid-head: {}", String::from_utf8_lossy(&head));
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no content-length: {head}"));
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).await.expect("read body");
+    head.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_never_complete_a_request_head_are_closed_after_the_header_timeout() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .configure(limits("1s", "60s"))
+        .start()
+        .await;
+    // Nothing at all; half an HTTP/2 preface (the protocol is still being
+    // sniffed); half an HTTP/1 head; a head trickled a byte at a time.
+    let partial: [&[u8]; 3] = [
+        b"",
+        b"PRI * HTTP/2.0\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n",
+    ];
+    let mut clients = Vec::new();
+    for bytes in partial {
+        let addr = gw.addr;
+        clients.push(tokio::spawn(async move {
+            let mut s = TcpStream::connect(addr).await.expect("connect");
+            s.write_all(bytes).await.expect("write");
+            let started = Instant::now();
+            let closed = closed_within(&mut s, CLOSE_DEADLINE).await;
+            (
+                String::from_utf8_lossy(bytes).into_owned(),
+                closed,
+                started.elapsed(),
+            )
+        }));
+    }
+    let addr = gw.addr;
+    clients.push(tokio::spawn(async move {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(b"GET /healthz HTTP/1.1\r\nX-Slow: ")
+            .await
+            .expect("write");
+        let started = Instant::now();
+        let trickle = async {
+            while s.write_all(b"a").await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        let closed = tokio::time::timeout(CLOSE_DEADLINE, trickle).await.ok();
+        (
+            "trickled".to_owned(),
+            closed.map(|()| Vec::new()),
+            started.elapsed(),
+        )
+    }));
+    for client in clients {
+        let (sent, closed, after) = client.await.expect("client");
+        assert!(
+            closed.is_some(),
+            "a connection that sent {sent:?} is still open after {CLOSE_DEADLINE:?}"
+        );
+        assert!(
+            after >= Duration::from_millis(800),
+            "{sent:?}: closed after {after:?}, before the header timeout"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .configure(limits("30s", "1s"))
+        .start()
+        .await;
+    let mut s = TcpStream::connect(gw.addr).await.expect("connect");
+    assert_eq!(get_on(&mut s, "/healthz").await, 200);
+    assert_eq!(
+        get_on(&mut s, "/healthz").await,
+        200,
+        "kept alive between requests"
+    );
+    let idle_from = Instant::now();
+    let closed = closed_within(&mut s, CLOSE_DEADLINE).await;
+    let after = idle_from.elapsed();
+    assert_eq!(
+        closed.as_deref(),
+        Some(&b""[..]),
+        "an idle connection must be closed cleanly within {CLOSE_DEADLINE:?}"
+    );
+    assert!(
+        after >= Duration::from_millis(800),
+        "closed after {after:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_cap_wait_until_a_slot_frees_up() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .configure(limits("30s", "60s"))
+        .configure(|c| c.server.max_connections = 2)
+        .start()
+        .await;
+    let mut first = TcpStream::connect(gw.addr).await.expect("connect");
+    let mut second = TcpStream::connect(gw.addr).await.expect("connect");
+    assert_eq!(get_on(&mut first, "/healthz").await, 200);
+    assert_eq!(get_on(&mut second, "/healthz").await, 200);
+    // The kernel completes the handshake; the gateway does not accept it.
+    let mut third = TcpStream::connect(gw.addr).await.expect("connect");
+    let waiting =
+        tokio::time::timeout(Duration::from_secs(1), get_on(&mut third, "/healthz")).await;
+    assert!(
+        waiting.is_err(),
+        "a third connection was served while two were open"
+    );
+    drop(first);
+    let served = tokio::time::timeout(CLOSE_DEADLINE, async {
+        let mut buf = [0u8; 12];
+        third.read_exact(&mut buf).await.expect("response");
+        String::from_utf8_lossy(&buf).into_owned()
+    })
+    .await
+    .expect("the waiting connection is served once a slot frees up");
+    assert_eq!(served, "HTTP/1.1 200");
+    assert_eq!(get_on(&mut second, "/healthz").await, 200);
+}
+
+/// A `POST` of `len` bytes (declared, or chunked when `chunked`) as
+/// `(status, JSON body)`.
+async fn post(
+    url: &str,
+    content_type: &str,
+    len: usize,
+    chunked: bool,
+    bearer: Option<&str>,
+) -> (StatusCode, Value) {
+    let client = reqwest::Client::new();
+    let mut req = client
+        .post(url)
+        .header("content-type", content_type)
+        .header("x-csrf", "1");
+    if let Some(t) = bearer {
+        req = req.bearer_auth(t);
+    }
+    req = if chunked {
+        let chunks = futures_util::stream::iter(
+            (0..len / 4096).map(|_| Ok::<_, std::io::Error>(vec![b'a'; 4096])),
+        );
+        req.body(reqwest::Body::wrap_stream(chunks))
+    } else {
+        req.body(vec![b'a'; len])
+    };
+    let r = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_to_the_gateways_own_endpoints_get_413_while_proxied_bodies_stream() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .configure(|c| c.server.max_body_bytes = 64 * 1024)
+        .route(public("/public", &upstream.url()))
+        .admin()
+        .start()
+        .await;
+    let form = "application/x-www-form-urlencoded";
+    let admin = format!(
+        "http://{}/admin/sessions/revoke",
+        gw.admin.expect("admin listener")
+    );
+    let cases = [
+        (gw.url("/auth/backchannel-logout"), form, false, None),
+        (gw.url("/auth/backchannel-logout"), form, true, None),
+        (gw.url("/auth/logout"), form, false, None),
+        (gw.url("/auth/logout"), form, true, None),
+        (admin.clone(), "application/json", false, Some(ADMIN_TOKEN)),
+        (admin, "application/json", true, Some(ADMIN_TOKEN)),
+    ];
+    for (url, content_type, chunked, bearer) in cases {
+        let (status, body) = post(&url, content_type, 256 * 1024, chunked, bearer).await;
+        assert_eq!(
+            status,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "{url} (chunked: {chunked}): {body}"
+        );
+        assert_eq!(body["error"], "payload_too_large", "{url}: {body}");
+    }
+    // Within the limit, the endpoint itself answers (a refused token).
+    let (status, body) = post(
+        &gw.url("/auth/backchannel-logout"),
+        form,
+        8 * 1024,
+        false,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    // A proxied route streams a body far over the limit to its upstream.
+    let (status, body) = post(
+        &gw.url("/public/upload"),
+        "application/octet-stream",
+        4 * 1024 * 1024,
+        true,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["body_len"], 4 * 1024 * 1024);
+}
+
+/// An upstream whose every answer takes `delay`.
+async fn slow_upstream(delay: Duration) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = axum::Router::new().fallback(move || async move {
+        tokio::time::sleep(delay).await;
+        "finished"
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_accepting_but_lets_a_request_in_flight_finish() {
+    let slow = slow_upstream(Duration::from_millis(1500)).await;
+    let mut raw = RawConfig::default();
+    raw.oidc.issuer = Some(shared().provider.issuer.clone());
+    raw.oidc.client_id = Some(CLIENT_ID.to_owned());
+    raw.oidc.client_secret = Some(CLIENT_SECRET.to_owned());
+    raw.session.encryption_keys = vec![RawKey {
+        id: "t1".into(),
+        key: Some(KEY_B64.into()),
+        key_file: None,
+    }];
+    raw.store.kind = "memory".into();
+    raw.log.access_log = false;
+    raw.routes.push(public("/slow", &format!("http://{slow}")));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    raw.server.listen = addr.to_string();
+    raw.server.public_url = Some(format!("http://{addr}"));
+    let config = oidc_bff::config::validate(&raw).unwrap_or_else(|e| panic!("{e}"));
+    let state = oidc_bff::AppState::new(config).expect("state");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(oidc_bff::serve(state, listener, async {
+        let _ = stopped.await;
+    }));
+    let in_flight = tokio::spawn(reqwest::get(format!("http://{addr}/slow/x")));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = stop.send(());
+    let r = in_flight
+        .await
+        .expect("task")
+        .expect("the request in flight gets its answer");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.text().await.expect("body"), "finished");
+    tokio::time::timeout(CLOSE_DEADLINE, server)
+        .await
+        .expect("serving ends once the request finished")
+        .expect("task")
+        .expect("serve");
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+}
