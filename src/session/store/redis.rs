@@ -143,37 +143,45 @@ return {done, out}
 ";
 
 /// One page of a user's index, newest first, after the cursor (ARGV[4]
-/// score, ARGV[5] ID; empty for the first page). Examines at most
-/// 2 * limit + 1 entries: the page, the entry that shows more exist, and
-/// room for dead entries (dropped) and ties with the cursor (skipped).
-/// Returns `{more, last score, last ID, {id, score, record, ...}}`; the last
-/// entry examined is where the next page starts.
+/// score, ARGV[5] ID; empty for the first page). The cursor's rank is found
+/// in O(log n) — if its entry has gone meanwhile it is put back for that
+/// instant, inside the script, so its neighbours are still found. Examines
+/// at most 2 * limit + 1 entries: the page, the entry that shows more exist,
+/// and room for dead entries (dropped). Returns
+/// `{more, last score, last ID, {id, score, record, ...}}`; the last entry
+/// examined is where the next page starts.
 const LIST_USER: &str = r"
 local p, uh, lim, cs, cid = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local uk = p .. 'u:' .. uh
-local max, csn = '+inf', nil
-if cs ~= '' then max, csn = cs, tonumber(cs) end
+local start = 0
+if cid ~= '' then
+  if redis.call('ZSCORE', uk, cid) then
+    start = redis.call('ZREVRANK', uk, cid) + 1
+  else
+    redis.call('ZADD', uk, cs, cid)
+    start = redis.call('ZREVRANK', uk, cid) + 1
+    redis.call('ZREM', uk, cid)
+    start = start - 1
+  end
+end
 local want = 2 * lim + 1
-local entries = redis.call('ZREVRANGEBYSCORE', uk, max, '-inf', 'WITHSCORES', 'LIMIT', 0, want)
+local entries = redis.call('ZREVRANGE', uk, start, start + want - 1, 'WITHSCORES')
 local out, n, more = {}, 0, 0
 local last_s, last_id = '', ''
 for i = 1, #entries, 2 do
   local id, s = entries[i], entries[i + 1]
-  local listed_before = csn and tonumber(s) == csn and id >= cid
-  if not listed_before then
-    if n == lim then
-      more = 1
-      break
-    end
-    local r = redis.call('HGET', p .. 's:' .. id, 'r')
-    if r then
-      table.insert(out, id)
-      table.insert(out, s)
-      table.insert(out, r)
-      n = n + 1
-    else
-      redis.call('ZREM', uk, id)
-    end
+  if n == lim then
+    more = 1
+    break
+  end
+  local r = redis.call('HGET', p .. 's:' .. id, 'r')
+  if r then
+    table.insert(out, id)
+    table.insert(out, s)
+    table.insert(out, r)
+    n = n + 1
+  else
+    redis.call('ZREM', uk, id)
   end
   last_s, last_id = s, id
 end
