@@ -253,7 +253,8 @@ mod tests {
     fn max_per_user_defaults_to_ten_and_is_bounded_on_both_sides() {
         let c = load_str(&minimal(), &[]).expect("valid");
         assert_eq!(c.session.max_per_user, Some(10));
-        let c = load_str(&minimal(), &[("OIDC_BFF__SESSION__MAX_PER_USER", "1000")]).expect("valid");
+        let c =
+            load_str(&minimal(), &[("OIDC_BFF__SESSION__MAX_PER_USER", "1000")]).expect("valid");
         assert_eq!(c.session.max_per_user, Some(1000));
         for bad in ["0", "1001", "4294967295"] {
             let err = load_str(&minimal(), &[("OIDC_BFF__SESSION__MAX_PER_USER", bad)])
@@ -261,7 +262,9 @@ mod tests {
             assert_eq!(err.0[0].key, "session.max_per_user");
             assert_eq!(
                 err.0[0].message,
-                format!("`{bad}` must be from 1 to 1000 (default 10): every user's sessions are bounded")
+                format!(
+                    "`{bad}` must be from 1 to 1000 (default 10): every user's sessions are bounded"
+                )
             );
         }
     }

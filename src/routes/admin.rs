@@ -67,9 +67,17 @@ async fn list(State(state): State<AppState>, RawQuery(query): RawQuery) -> AppRe
     };
     let listed = state
         .sessions
-        .list_user(&user, page.cursor.as_ref(), page.limit, crate::clock::unix_now())
+        .list_user(
+            &user,
+            page.cursor.as_ref(),
+            page.limit,
+            crate::clock::unix_now(),
+        )
         .await?;
-    Ok(Json(json!({ "user": user, "sessions": listed.sessions, "next_cursor": listed.next_cursor })).into_response())
+    Ok(Json(
+        json!({ "user": user, "sessions": listed.sessions, "next_cursor": listed.next_cursor }),
+    )
+    .into_response())
 }
 
 #[derive(Deserialize)]

@@ -60,7 +60,9 @@ pub fn page_params(query: Option<&str>) -> Result<PageParams, AppError> {
                         ))
                     })?;
                 if limit.replace(n).is_some() {
-                    return Err(AppError::BadRequest("`limit` is given more than once.".into()));
+                    return Err(AppError::BadRequest(
+                        "`limit` is given more than once.".into(),
+                    ));
                 }
             }
             "cursor" => {
@@ -70,7 +72,9 @@ pub fn page_params(query: Option<&str>) -> Result<PageParams, AppError> {
                     )
                 })?;
                 if cursor.replace(c).is_some() {
-                    return Err(AppError::BadRequest("`cursor` is given more than once.".into()));
+                    return Err(AppError::BadRequest(
+                        "`cursor` is given more than once.".into(),
+                    ));
                 }
             }
             _ => {}

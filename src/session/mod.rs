@@ -15,17 +15,17 @@ pub mod store;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use hmac::Mac;
 use http::{HeaderMap, HeaderValue};
 use serde::Serialize;
-use hmac::Mac;
 use sha2::{Digest, Sha256};
 
 use self::cookie::{CookiePolicy, SessionId, StoreId, hex};
 use self::crypto::{KeyRing, open, seal};
 use self::record::{SessionMeta, SessionSecrets, StoredBody, StoredSession};
 use self::store::{
-    ListCursor, NewSession, OnceKind, Revocation, RevokeOutcome, RevokeReason, SessionStore, Store, StoreError,
-    StoreResult,
+    ListCursor, NewSession, OnceKind, Revocation, RevokeOutcome, RevokeReason, SessionStore, Store,
+    StoreError, StoreResult,
 };
 use crate::config::SessionConfig;
 use crate::secret::SecretString;
@@ -270,7 +270,12 @@ impl Sessions {
     /// deadlines, generation, hashes, times — was changed in the store),
     /// its deadlines are within the configured lifetimes, and none has
     /// passed. Everything else is "no session"; nothing here panics.
-    pub(crate) fn verify(&self, store_id: &StoreId, bytes: &[u8], now: u64) -> Option<StoredSession> {
+    pub(crate) fn verify(
+        &self,
+        store_id: &StoreId,
+        bytes: &[u8],
+        now: u64,
+    ) -> Option<StoredSession> {
         let tagged = match StoredSession::decode(bytes) {
             Ok(t) => t,
             Err(e) => {
@@ -932,7 +937,10 @@ mod tests {
     /// Writes `bytes` as the session's record, as someone with write access
     /// to the store could.
     async fn overwrite(store: &Store, sid: &StoreId, old: &[u8], bytes: &[u8]) {
-        let generation = StoredSession::decode(old).expect("decodes").record.generation;
+        let generation = StoredSession::decode(old)
+            .expect("decodes")
+            .record
+            .generation;
         assert!(
             store
                 .replace_if(sid, generation, bytes, 3_600_000)
@@ -975,7 +983,8 @@ mod tests {
             let mut bytes = raw.clone();
             bytes[i] ^= 0x01;
             assert!(
-                s.open(session.id.clone(), sid.clone(), &bytes, 1_001).is_none(),
+                s.open(session.id.clone(), sid.clone(), &bytes, 1_001)
+                    .is_none(),
                 "byte {i} changed and the record still opens"
             );
         }
@@ -1035,9 +1044,14 @@ mod tests {
         let s = sessions(store.clone());
         let (sid, h, raw) = created(&store, &s).await;
         let record = StoredSession::decode(&raw).expect("decodes").record;
-        let cases: [(&str, fn(&mut StoredSession)); 4] = [
-            ("absolute", |r| r.body.absolute_expires_at = r.body.created_at + 3_601),
-            ("idle", |r| r.body.idle_expires_at = r.body.last_active_at + 601),
+        type Edit = fn(&mut StoredSession);
+        let cases: [(&str, Edit); 4] = [
+            ("absolute", |r| {
+                r.body.absolute_expires_at = r.body.created_at + 3_601
+            }),
+            ("idle", |r| {
+                r.body.idle_expires_at = r.body.last_active_at + 601
+            }),
             ("created in the future", |r| {
                 r.body.created_at = 5_000;
                 r.body.last_active_at = 5_000;
@@ -1101,13 +1115,30 @@ mod tests {
         );
         let raw = store.get(&sid).await.expect("get").expect("present");
         assert_eq!(
-            StoredSession::decode(&raw).expect("decodes").record.body.key_id,
+            StoredSession::decode(&raw)
+                .expect("decodes")
+                .record
+                .body
+                .key_id,
             "k2"
         );
         let only_new = Sessions::new(&config(vec![key("k2", 4)]), store.clone());
-        assert!(matches!(only_new.load(&h, 1_101).await, Ok(Lookup::Active(_))));
-        assert!(only_new.belongs_to(&sid, "alice", 1_101).await.expect("owner"));
-        assert!(!only_new.belongs_to(&sid, "bob", 1_101).await.expect("owner"));
+        assert!(matches!(
+            only_new.load(&h, 1_101).await,
+            Ok(Lookup::Active(_))
+        ));
+        assert!(
+            only_new
+                .belongs_to(&sid, "alice", 1_101)
+                .await
+                .expect("owner")
+        );
+        assert!(
+            !only_new
+                .belongs_to(&sid, "bob", 1_101)
+                .await
+                .expect("owner")
+        );
     }
 
     proptest::proptest! {

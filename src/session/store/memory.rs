@@ -12,8 +12,8 @@ use std::sync::Mutex;
 use tokio::time::{Duration, Instant};
 
 use super::{
-    ListCursor, ListedSession, MAX_PAGE, NewSession, SessionPage, OnceKind, Revocation, RevokeOutcome, SessionStore, StoreResult,
-    StoreStats, TOMBSTONE_TTL_MILLIS,
+    ListCursor, ListedSession, MAX_PAGE, NewSession, OnceKind, Revocation, RevokeOutcome,
+    SessionPage, SessionStore, StoreResult, StoreStats, TOMBSTONE_TTL_MILLIS,
 };
 use crate::session::cookie::StoreId;
 use crate::session::record::StoredSession;
@@ -61,7 +61,8 @@ impl State {
         {
             set.remove(id);
         }
-        self.tombstones.insert(id.clone(), (why.clone(), tomb_until));
+        self.tombstones
+            .insert(id.clone(), (why.clone(), tomb_until));
         live
     }
 
@@ -245,8 +246,9 @@ impl SessionStore for MemoryStore {
             let Some(set) = s.users.get(user_hash) else {
                 return SessionPage::default();
             };
-            let upper =
-                after.map_or(Bound::Unbounded, |c| Bound::Excluded((c.created_millis, c.id.clone())));
+            let upper = after.map_or(Bound::Unbounded, |c| {
+                Bound::Excluded((c.created_millis, c.id.clone()))
+            });
             let mut page = SessionPage::default();
             let mut dead = Vec::new();
             for (created, id) in set.range((Bound::Unbounded, upper)).rev() {

@@ -21,8 +21,8 @@ use redis::{AsyncCommands, RedisResult, Script, Value};
 
 use super::redis_link::{ClusterLink, Link, SentinelLink};
 use super::{
-    ListCursor, ListedSession, MAX_PAGE, NewSession, SessionPage, OnceKind, Revocation, RevokeOutcome, SessionStore, StoreError,
-    StoreResult, StoreStats, TOMBSTONE_TTL_MILLIS,
+    ListCursor, ListedSession, MAX_PAGE, NewSession, OnceKind, Revocation, RevokeOutcome,
+    SessionPage, SessionStore, StoreError, StoreResult, StoreStats, TOMBSTONE_TTL_MILLIS,
 };
 use crate::config::{RedisConfig, RedisEndpoint};
 use crate::session::cookie::StoreId;
