@@ -285,7 +285,7 @@ impl Sessions {
         };
         let body = &tagged.record.body;
         let Some(key) = self.keys.by_id(&body.key_id) else {
-            tracing::warn!(session = ?store_id, "session sealed with a key that is not configured");
+            tracing::warn!(session = ?store_id, key_id = %body.key_id.escape_default(), "session sealed with a key that is no longer configured");
             return None;
         };
         let mut mac = key.record_mac(store_id.as_str());
