@@ -414,14 +414,25 @@ fn tomb(why: &Revocation) -> String {
 
 impl SessionStore for RedisStore {
     async fn get(&self, id: &StoreId) -> StoreResult<Option<Vec<u8>>> {
-        let mut conn = self.conn.clone();
-        self.run(
-            self.scripts
-                .get
-                .key(self.key("s", id.as_str()))
-                .key(self.key("t", id.as_str()))
-                .invoke_async(&mut conn),
-        )
+        let (record, tombstone) = (self.key("s", id.as_str()), self.key("t", id.as_str()));
+        let lookup = || {
+            let mut conn = self.conn.clone();
+            let (record, tombstone) = (&record, &tombstone);
+            async move {
+                let mut invocation = self.scripts.get.prepare_invoke();
+                invocation.key(record).key(tombstone);
+                invocation.invoke_async(&mut conn).await
+            }
+        };
+        self.run(async {
+            match lookup().await {
+                // The script only reads, so a lookup whose connection broke
+                // (a Sentinel failover) is safe to send once more: the link
+                // has dropped that connection and finds the master again.
+                Err(e) if e.is_io_error() || e.is_connection_dropped() => lookup().await,
+                result => result,
+            }
+        })
         .await
     }
 
