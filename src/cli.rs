@@ -12,16 +12,22 @@ use serde_json::json;
 
 use crate::config::Config;
 use crate::session::cookie::StoreId;
-use crate::session::store::RevokeReason;
+use crate::session::store::{ListCursor, RevokeReason};
 use crate::session::{SessionInfo, Sessions};
 
 #[derive(Subcommand, Debug)]
 pub enum SessionsCommand {
-    /// A user's sessions, newest first.
+    /// A user's sessions, newest first, one page at a time.
     List {
         /// The user's subject (`sub` claim).
         #[arg(long)]
         user: String,
+        /// Sessions per page (1 to 1000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        limit: u16,
+        /// Start after this point: the `next` cursor a previous page printed.
+        #[arg(long)]
+        cursor: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -157,14 +163,40 @@ async fn execute(sessions: &Sessions, cmd: SessionsCommand) -> Result<String, Cl
     let now = crate::clock::unix_now();
     let actor = format!("cli:{}", whoami());
     match cmd {
-        SessionsCommand::List { user, json } => {
-            let list = sessions.list_user(&user, now).await?;
+        SessionsCommand::List {
+            user,
+            limit,
+            cursor,
+            json,
+        } => {
+            let cursor = cursor
+                .as_deref()
+                .map(|c| {
+                    ListCursor::parse(c).ok_or_else(|| {
+                        CliError::Usage(format!(
+                            "`{c}` is not a cursor (use the `next` value a previous page printed)"
+                        ))
+                    })
+                })
+                .transpose()?;
+            let page = sessions
+                .list_user(&user, cursor.as_ref(), usize::from(limit), now)
+                .await?;
             Ok(if json {
-                format!("{}\n", json!({ "user": user, "sessions": list }))
-            } else if list.is_empty() {
-                format!("no sessions for user {user}\n")
+                format!(
+                    "{}\n",
+                    json!({ "user": user, "sessions": page.sessions, "next_cursor": page.next_cursor })
+                )
             } else {
-                table(&session_rows(&list))
+                let mut out = if page.sessions.is_empty() {
+                    format!("no sessions for user {user}\n")
+                } else {
+                    table(&session_rows(&page.sessions))
+                };
+                if let Some(next) = page.next_cursor {
+                    out.push_str(&format!("more: --cursor {next}\n"));
+                }
+                out
             })
         }
         SessionsCommand::Revoke {

@@ -33,7 +33,9 @@ pub struct RawSession {
     pub touch_interval: RawDuration,
     /// Refresh the access token when it expires within this much time.
     pub refresh_skew: RawDuration,
-    /// Sessions one user may hold; the oldest is evicted beyond it. 0 = no limit.
+    /// Sessions one user may hold (1 to 1000, default 10); a login beyond
+    /// it evicts the user's oldest session. Bounded so one user cannot grow
+    /// an index that every listing and revocation of theirs walks.
     pub max_per_user: u32,
     /// Server encryption keys; the first encrypts, all decrypt (rotation).
     pub encryption_keys: Vec<RawKey>,
@@ -50,11 +52,16 @@ impl Default for RawSession {
             absolute_timeout: RawDuration::text("12h"),
             touch_interval: RawDuration::text("60s"),
             refresh_skew: RawDuration::text("30s"),
-            max_per_user: 0,
+            max_per_user: DEFAULT_MAX_PER_USER,
             encryption_keys: Vec::new(),
         }
     }
 }
+
+/// `session.max_per_user` when not set.
+pub const DEFAULT_MAX_PER_USER: u32 = 10;
+/// The largest `session.max_per_user` accepted.
+pub const MAX_MAX_PER_USER: u32 = 1000;
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -106,7 +113,7 @@ impl SessionConfig {
             absolute_timeout: Duration::from_secs(12 * 3600),
             touch_interval: Duration::from_secs(60),
             refresh_skew: Duration::from_secs(30),
-            max_per_user: None,
+            max_per_user: Some(DEFAULT_MAX_PER_USER),
             keys,
         }
     }
@@ -167,6 +174,15 @@ pub(super) fn validate(s: &RawSession, issues: &mut Issues) -> SessionConfig {
         );
     }
     let refresh_skew = duration(issues, "session.refresh_skew", &s.refresh_skew);
+    if !(1..=MAX_MAX_PER_USER).contains(&s.max_per_user) {
+        issues.add(
+            "session.max_per_user",
+            format!(
+                "`{}` must be from 1 to {MAX_MAX_PER_USER} (default {DEFAULT_MAX_PER_USER}): every user's sessions are bounded",
+                s.max_per_user
+            ),
+        );
+    }
     SessionConfig {
         cookie_name: s.cookie_name.clone(),
         same_site,
@@ -176,7 +192,7 @@ pub(super) fn validate(s: &RawSession, issues: &mut Issues) -> SessionConfig {
         absolute_timeout,
         touch_interval,
         refresh_skew,
-        max_per_user: (s.max_per_user > 0).then_some(s.max_per_user),
+        max_per_user: Some(s.max_per_user.clamp(1, MAX_MAX_PER_USER)),
         keys: encryption_keys(&s.encryption_keys, issues),
     }
 }
@@ -232,6 +248,26 @@ fn encryption_keys(raw: &[RawKey], issues: &mut Issues) -> Vec<ServerKeyConfig> 
 #[cfg(test)]
 mod tests {
     use super::super::testing::{KEY, load_str, minimal};
+
+    #[test]
+    fn max_per_user_defaults_to_ten_and_is_bounded_on_both_sides() {
+        let c = load_str(&minimal(), &[]).expect("valid");
+        assert_eq!(c.session.max_per_user, Some(10));
+        let c =
+            load_str(&minimal(), &[("OIDC_BFF__SESSION__MAX_PER_USER", "1000")]).expect("valid");
+        assert_eq!(c.session.max_per_user, Some(1000));
+        for bad in ["0", "1001", "4294967295"] {
+            let err = load_str(&minimal(), &[("OIDC_BFF__SESSION__MAX_PER_USER", bad)])
+                .expect_err("out of range");
+            assert_eq!(err.0[0].key, "session.max_per_user");
+            assert_eq!(
+                err.0[0].message,
+                format!(
+                    "`{bad}` must be from 1 to 1000 (default 10): every user's sessions are bounded"
+                )
+            );
+        }
+    }
 
     #[test]
     fn short_key_message_names_the_length() {

@@ -3,11 +3,11 @@
 //! behind a bearer secret (`admin.token`), so it can be kept off the public
 //! network entirely.
 //!
-//! - `GET  /admin/sessions?user=SUB`
+//! - `GET  /admin/sessions?user=SUB&limit=N&cursor=C` (one page)
 //! - `POST /admin/sessions/revoke` `{"id": ID}` or `{"user": SUB, "except": ID?}`
 //! - `GET  /admin/stats?top=N`
 
-use axum::extract::{Query, Request, State};
+use axum::extract::{Query, RawQuery, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -46,21 +46,38 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
     }
 }
 
-#[derive(Deserialize)]
-struct UserQuery {
-    user: Option<String>,
-}
-
-async fn list(State(state): State<AppState>, Query(q): Query<UserQuery>) -> AppResult<Response> {
-    let user = q
-        .user
-        .filter(|u| !u.is_empty())
-        .ok_or_else(|| AppError::BadRequest("Query parameter `user` is required.".into()))?;
-    let sessions = state
+async fn list(State(state): State<AppState>, RawQuery(query): RawQuery) -> AppResult<Response> {
+    let page = super::sessions::page_params(query.as_deref())?;
+    let users: Vec<String> = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .filter(|(k, _)| k == "user")
+        .map(|(_, v)| v.into_owned())
+        .collect();
+    let user = match users.as_slice() {
+        [u] if !u.is_empty() => u.clone(),
+        [_, _, ..] => {
+            return Err(AppError::BadRequest(
+                "Query parameter `user` is given more than once.".into(),
+            ));
+        }
+        _ => {
+            return Err(AppError::BadRequest(
+                "Query parameter `user` is required.".into(),
+            ));
+        }
+    };
+    let listed = state
         .sessions
-        .list_user(&user, crate::clock::unix_now())
+        .list_user(
+            &user,
+            page.cursor.as_ref(),
+            page.limit,
+            crate::clock::unix_now(),
+        )
         .await?;
-    Ok(Json(json!({ "user": user, "sessions": sessions })).into_response())
+    Ok(Json(
+        json!({ "user": user, "sessions": listed.sessions, "next_cursor": listed.next_cursor }),
+    )
+    .into_response())
 }
 
 #[derive(Deserialize)]

@@ -39,6 +39,7 @@ pub struct ServerKey {
     material: SecretKey,
     meta: Aes256Gcm,
     logout_mac: SecretKey,
+    record_mac: SecretKey,
 }
 
 impl ServerKey {
@@ -46,14 +47,17 @@ impl ServerKey {
         let hk = Hkdf::<Sha256>::new(None, config.key.expose());
         let mut meta_key = Zeroizing::new([0u8; 32]);
         let mut logout_key = [0u8; 32];
+        let mut record_key = [0u8; 32];
         // HKDF-Expand only fails for outputs longer than 255 blocks.
         let _ = hk.expand(b"oidc-bff/v1/metadata", meta_key.as_mut());
         let _ = hk.expand(b"oidc-bff/v1/logout-token", &mut logout_key);
+        let _ = hk.expand(b"oidc-bff/v2/record-tag", &mut record_key);
         Self {
             id: config.id.clone(),
             material: config.key.clone(),
             meta: Aes256Gcm::new(meta_key.as_ref().into()),
             logout_mac: SecretKey::from_bytes(logout_key),
+            record_mac: SecretKey::from_bytes(record_key),
         }
     }
 
@@ -75,6 +79,18 @@ impl ServerKey {
 
     pub fn meta_cipher(&self) -> &Aes256Gcm {
         &self.meta
+    }
+
+    /// The MAC that authenticates a whole stored session record (its plain
+    /// header included) to the session it is stored for: anyone who can
+    /// write to the store but lacks the server key cannot forge or edit one.
+    pub fn record_mac(&self, store_id: &str) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.record_mac.expose())
+            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        mac.update(b"oidc-bff/v2/record/");
+        mac.update(store_id.as_bytes());
+        mac.update(b"/");
+        mac
     }
 
     /// A value bound to one session, used to authorise the HTML-form logout

@@ -15,6 +15,7 @@ pub mod store;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use hmac::Mac;
 use http::{HeaderMap, HeaderValue};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -23,8 +24,8 @@ use self::cookie::{CookiePolicy, SessionId, StoreId, hex};
 use self::crypto::{KeyRing, open, seal};
 use self::record::{SessionMeta, SessionSecrets, StoredBody, StoredSession};
 use self::store::{
-    NewSession, OnceKind, Revocation, RevokeOutcome, RevokeReason, SessionStore, Store, StoreError,
-    StoreResult,
+    ListCursor, NewSession, OnceKind, Revocation, RevokeOutcome, RevokeReason, SessionStore, Store,
+    StoreError, StoreResult,
 };
 use crate::config::SessionConfig;
 use crate::secret::SecretString;
@@ -99,6 +100,13 @@ pub struct SessionInfo {
     pub user_agent: Option<String>,
 }
 
+/// One page of a user's sessions: `next_cursor` (opaque) asks for the next.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionInfoPage {
+    pub sessions: Vec<SessionInfo>,
+    pub next_cursor: Option<String>,
+}
+
 /// Store statistics for operators.
 #[derive(Debug, Clone, Serialize)]
 pub struct Stats {
@@ -147,6 +155,10 @@ fn aad(store_id: &StoreId, part: &str) -> Vec<u8> {
     v.extend_from_slice(part.as_bytes());
     v
 }
+
+/// How far ahead of this instance's clock a record's times may be (another
+/// instance's clock may run a little fast).
+const CLOCK_SKEW_SECS: u64 = 60;
 
 type Counters<L> =
     prometheus_client::metrics::family::Family<L, prometheus_client::metrics::counter::Counter>;
@@ -235,21 +247,8 @@ impl Sessions {
         bytes: &[u8],
         now: u64,
     ) -> Option<Session> {
-        let stored = match StoredSession::decode(bytes) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(session = ?store_id, error = %e, "stored session does not decode; treating as no session");
-                return None;
-            }
-        };
-        if let Some(why) = stored.body.expired(now) {
-            tracing::debug!(session = ?store_id, ?why, "session past its deadline");
-            return None;
-        }
-        let Some(key) = self.keys.by_id(&stored.body.key_id) else {
-            tracing::warn!(session = ?store_id, key_id = %stored.body.key_id, "session sealed with a key that is no longer configured");
-            return None;
-        };
+        let stored = self.verify(&store_id, bytes, now)?;
+        let key = self.keys.by_id(&stored.body.key_id)?;
         let cipher = key.session_cipher(id.secret());
         let plain = match open(&cipher, &aad(&store_id, "secrets"), &stored.body.secrets) {
             Ok(p) => p,
@@ -270,6 +269,81 @@ impl Sessions {
             store_id,
             stored,
             secrets,
+        })
+    }
+
+    /// The record stored for `store_id` if the gateway wrote it, for that
+    /// session, and it is live: it decodes, its tag verifies under the
+    /// configured key it names (so not one byte of the plain header —
+    /// deadlines, generation, hashes, times — was changed in the store),
+    /// its deadlines are within the configured lifetimes, and none has
+    /// passed. Everything else is "no session"; nothing here panics.
+    pub(crate) fn verify(
+        &self,
+        store_id: &StoreId,
+        bytes: &[u8],
+        now: u64,
+    ) -> Option<StoredSession> {
+        let tagged = match StoredSession::decode(bytes) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(session = ?store_id, error = %e, "stored session does not decode; treating as no session");
+                return None;
+            }
+        };
+        let body = &tagged.record.body;
+        let Some(key) = self.keys.by_id(&body.key_id) else {
+            tracing::warn!(session = ?store_id, key_id = %body.key_id.escape_default(), "session sealed with a key that is no longer configured");
+            return None;
+        };
+        let mut mac = key.record_mac(store_id.as_str());
+        mac.update(tagged.signed);
+        if mac.verify_slice(tagged.tag).is_err() {
+            tracing::warn!(session = ?store_id, "stored session fails its integrity check (edited in the store); treating as no session");
+            return None;
+        }
+        if let Err(why) = self.within_lifetimes(body, now) {
+            tracing::warn!(session = ?store_id, why, "stored session has deadlines beyond the configured lifetimes; treating as no session");
+            return None;
+        }
+        if let Some(why) = body.expired(now) {
+            tracing::debug!(session = ?store_id, ?why, "session past its deadline");
+            return None;
+        }
+        Some(tagged.record)
+    }
+
+    /// The deadline rules every record the gateway writes obeys, checked
+    /// again on load: a record that breaks them was not written under this
+    /// configuration (or at all) and must not outlive what it allows.
+    fn within_lifetimes(&self, body: &StoredBody, now: u64) -> Result<(), &'static str> {
+        let ahead = now.saturating_add(CLOCK_SKEW_SECS);
+        if body.created_at > ahead {
+            return Err("created in the future");
+        }
+        if body.last_active_at < body.created_at || body.last_active_at > ahead {
+            return Err("last activity outside the session's life");
+        }
+        if body.absolute_expires_at.saturating_sub(body.created_at) > self.absolute_timeout {
+            return Err("absolute deadline beyond session.absolute_timeout");
+        }
+        if body.idle_expires_at.saturating_sub(body.last_active_at) > self.idle_timeout {
+            return Err("idle deadline beyond session.idle_timeout");
+        }
+        Ok(())
+    }
+
+    /// A record's bytes, tagged under the key it names (the current one for
+    /// every record this gateway writes).
+    fn encode(&self, store_id: &StoreId, record: &StoredSession) -> Vec<u8> {
+        let key = self
+            .keys
+            .by_id(&record.body.key_id)
+            .unwrap_or_else(|| self.keys.current());
+        record.encode(|signed| {
+            let mut mac = key.record_mac(store_id.as_str());
+            mac.update(signed);
+            mac.finalize().into_bytes().into()
         })
     }
 
@@ -337,7 +411,7 @@ impl Sessions {
             generation: 1,
             body,
         };
-        let bytes = record.encode();
+        let bytes = self.encode(&store_id, &record);
         let eviction = Revocation::new(RevokeReason::Limit, "system", now);
         let now_ms = now * 1000;
         let evicted = self
@@ -380,19 +454,23 @@ impl Sessions {
         let mut body = session.stored.body.clone();
         body.last_active_at = now;
         body.idle_expires_at = (now + self.idle_timeout).min(body.absolute_expires_at);
-        if let Some(mut meta) = self.open_meta(&session.store_id, &body) {
-            let ip = client.ip.map(|ip| ip.to_string());
-            if ip.is_some() && ip != meta.last_ip {
+        let meta = self.open_meta(&session.store_id, &body);
+        let ip = client.ip.map(|ip| ip.to_string());
+        let ip_changed = ip.is_some() && meta.as_ref().is_some_and(|m| m.last_ip != ip);
+        let rekey = body.key_id != self.keys.current().id();
+        if let Some(mut meta) = meta
+            && (ip_changed || rekey)
+        {
+            if ip_changed {
                 meta.last_ip = ip;
-                body.meta = self.seal_meta(&session.store_id, &meta);
-                body.key_id = self.keys.current().id().to_owned();
-                if body.key_id != session.stored.body.key_id {
-                    // Re-sealing meta under a new key means re-sealing the
-                    // secrets too: one key ID per record.
-                    body.secrets =
-                        self.seal_secrets(&session.id, &session.store_id, &session.secrets);
-                }
             }
+            body.meta = self.seal_meta(&session.store_id, &meta);
+        }
+        if rekey {
+            // Every write re-seals under the current key: one key ID per
+            // record, and older keys can be retired once records turned over.
+            body.secrets = self.seal_secrets(&session.id, &session.store_id, &session.secrets);
+            body.key_id = self.keys.current().id().to_owned();
         }
         let next = StoredSession {
             generation: session.stored.generation + 1,
@@ -403,7 +481,7 @@ impl Sessions {
             .replace_if(
                 &session.store_id,
                 session.stored.generation,
-                &next.encode(),
+                &self.encode(&session.store_id, &next),
                 ttl,
             )
             .await
@@ -437,7 +515,12 @@ impl Sessions {
             let ttl = next.body.ttl_millis(now * 1000);
             if self
                 .store
-                .replace_if(&session.store_id, current.generation, &next.encode(), ttl)
+                .replace_if(
+                    &session.store_id,
+                    current.generation,
+                    &self.encode(&session.store_id, &next),
+                    ttl,
+                )
                 .await?
             {
                 return Ok(Some(Session {
@@ -451,7 +534,7 @@ impl Sessions {
             let Some(bytes) = self.store.get(&session.store_id).await? else {
                 return Ok(None);
             };
-            let Ok(latest) = StoredSession::decode(&bytes) else {
+            let Some(latest) = self.verify(&session.store_id, &bytes, now) else {
                 return Ok(None);
             };
             current = latest;
@@ -486,16 +569,22 @@ impl Sessions {
         Ok(outcome)
     }
 
-    /// A user's sessions as operators see them, newest first.
-    pub async fn list_user(&self, sub: &str, now: u64) -> StoreResult<Vec<SessionInfo>> {
-        let listed = self.store.list_user(&user_hash(sub)).await?;
-        Ok(listed
+    /// One page of a user's sessions as operators (and the user) see them,
+    /// newest first: at most `limit`, after `after`. Records that do not
+    /// verify are left out.
+    pub async fn list_user(
+        &self,
+        sub: &str,
+        after: Option<&ListCursor>,
+        limit: usize,
+        now: u64,
+    ) -> StoreResult<SessionInfoPage> {
+        let page = self.store.list_user(&user_hash(sub), after, limit).await?;
+        let sessions = page
+            .sessions
             .into_iter()
             .filter_map(|l| {
-                let stored = StoredSession::decode(&l.record).ok()?;
-                if stored.body.expired(now).is_some() {
-                    return None;
-                }
+                let stored = self.verify(&l.id, &l.record, now)?;
                 let meta = self.open_meta(&l.id, &stored.body);
                 Some(SessionInfo {
                     id: l.id.to_string(),
@@ -508,7 +597,22 @@ impl Sessions {
                     user_agent: meta.and_then(|m| m.user_agent),
                 })
             })
-            .collect())
+            .collect();
+        Ok(SessionInfoPage {
+            sessions,
+            next_cursor: page.next.map(|c| c.encode()),
+        })
+    }
+
+    /// Whether `store_id` names a live session of the user `sub`: read from
+    /// that one record's authenticated header, never by listing the user.
+    pub async fn belongs_to(&self, store_id: &StoreId, sub: &str, now: u64) -> StoreResult<bool> {
+        let Some(bytes) = self.store.get(store_id).await? else {
+            return Ok(false);
+        };
+        Ok(self.verify(store_id, &bytes, now).is_some_and(|r| {
+            crate::secret::constant_time_eq(r.body.user_hash.as_bytes(), user_hash(sub).as_bytes())
+        }))
     }
 
     /// Ends every session of a user, except `except` (e.g. the caller's).
@@ -566,10 +670,10 @@ impl Sessions {
         let raw = self.store.stats(top).await?;
         let mut top_users = Vec::with_capacity(raw.top_users.len());
         for (hash, count) in raw.top_users {
-            let listed = self.store.list_user(&hash).await?;
-            let sub = listed.iter().find_map(|l| {
-                let stored = StoredSession::decode(&l.record).ok()?;
-                (stored.body.expired(now).is_none()).then_some(())?;
+            // One short page is enough to name the user.
+            let listed = self.store.list_user(&hash, None, 8).await?;
+            let sub = listed.sessions.iter().find_map(|l| {
+                let stored = self.verify(&l.id, &l.record, now)?;
                 self.open_meta(&l.id, &stored.body).map(|m| m.sub)
             });
             top_users.push(UserCount {
@@ -867,5 +971,242 @@ mod tests {
             HeaderValue::from_str(&format!("__Host-oidc-bff={forged}")).expect("v"),
         );
         assert!(matches!(s.load(&h, 1_001).await, Ok(Lookup::Ended)));
+    }
+
+    /// A session created at 1_000 for alice, its cookie header and the
+    /// stored bytes.
+    async fn created(store: &Arc<Store>, s: &Sessions) -> (StoreId, HeaderMap, Vec<u8>) {
+        let (sid, cookie) = s
+            .create(login("alice"), &ClientInfo::default(), 1_000)
+            .await
+            .expect("create");
+        let raw = store.get(&sid).await.expect("get").expect("present");
+        (sid, cookie_header(&cookie), raw)
+    }
+
+    /// Writes `bytes` as the session's record, as someone with write access
+    /// to the store could.
+    async fn overwrite(store: &Store, sid: &StoreId, old: &[u8], bytes: &[u8]) {
+        let generation = StoredSession::decode(old)
+            .expect("decodes")
+            .record
+            .generation;
+        assert!(
+            store
+                .replace_if(sid, generation, bytes, 3_600_000)
+                .await
+                .expect("replace")
+        );
+    }
+
+    fn edited(raw: &[u8], edit: impl FnOnce(&mut StoredSession)) -> Vec<u8> {
+        let tagged = StoredSession::decode(raw).expect("decodes");
+        let mut record = tagged.record;
+        edit(&mut record);
+        let tag: [u8; record::TAG_LEN] = tagged.tag.try_into().expect("tag");
+        // The edited header keeps the old tag: no server key needed.
+        record.encode(|_| tag)
+    }
+
+    #[tokio::test]
+    async fn a_stored_deadline_moved_later_makes_the_record_not_open() {
+        let store = Arc::new(Store::Memory(MemoryStore::new()));
+        let s = sessions(store.clone());
+        let (sid, h, raw) = created(&store, &s).await;
+        let later = edited(&raw, |r| {
+            r.body.idle_expires_at += 1;
+            r.body.absolute_expires_at += 1;
+        });
+        overwrite(&store, &sid, &raw, &later).await;
+        assert!(matches!(s.load(&h, 1_001).await, Ok(Lookup::Ended)));
+    }
+
+    #[tokio::test]
+    async fn any_one_byte_of_a_stored_record_changed_makes_it_not_open() {
+        let store = Arc::new(Store::Memory(MemoryStore::new()));
+        let s = sessions(store.clone());
+        let (sid, h, raw) = created(&store, &s).await;
+        let Ok(Lookup::Active(session)) = s.load(&h, 1_001).await else {
+            panic!("the untouched record opens");
+        };
+        for i in 0..raw.len() {
+            let mut bytes = raw.clone();
+            bytes[i] ^= 0x01;
+            assert!(
+                s.open(session.id.clone(), sid.clone(), &bytes, 1_001)
+                    .is_none(),
+                "byte {i} changed and the record still opens"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rewritten_generation_makes_the_record_not_open() {
+        let store = Arc::new(Store::Memory(MemoryStore::new()));
+        let s = sessions(store.clone());
+        let (sid, h, raw) = created(&store, &s).await;
+        let mut bytes = raw.clone();
+        bytes[record::GENERATION_AT].copy_from_slice(&StoredSession::generation_bytes(99));
+        overwrite(&store, &sid, &raw, &bytes).await;
+        assert!(matches!(s.load(&h, 1_001).await, Ok(Lookup::Ended)));
+    }
+
+    #[tokio::test]
+    async fn a_record_copied_under_another_session_does_not_open() {
+        let store = Arc::new(Store::Memory(MemoryStore::new()));
+        let s = sessions(store.clone());
+        let (a, ha, raw_a) = created(&store, &s).await;
+        let (_, _, raw_b) = created(&store, &s).await;
+        overwrite(&store, &a, &raw_a, &raw_b).await;
+        assert!(matches!(s.load(&ha, 1_001).await, Ok(Lookup::Ended)));
+    }
+
+    #[tokio::test]
+    async fn a_revoked_record_written_back_stays_ended() {
+        let store = Arc::new(Store::Memory(MemoryStore::new()));
+        let s = sessions(store.clone());
+        let (sid, h, raw) = created(&store, &s).await;
+        s.revoke(&sid, RevokeReason::Logout, "user", 1_001)
+            .await
+            .expect("revoke");
+        // Restore the saved bytes and the index entries, as a backup would.
+        store
+            .create(&NewSession {
+                id: &sid,
+                record: &raw,
+                ttl_millis: 3_600_000,
+                user_hash: &user_hash("alice"),
+                sid_hash: None,
+                created_millis: 1_000_000,
+                max_per_user: None,
+                eviction: &Revocation::new(RevokeReason::Limit, "system", 1_001),
+                index_ttl_millis: 3_600_000,
+            })
+            .await
+            .expect("restore");
+        assert!(matches!(s.load(&h, 1_002).await, Ok(Lookup::Ended)));
+        assert!(!s.belongs_to(&sid, "alice", 1_002).await.expect("owner"));
+    }
+
+    #[tokio::test]
+    async fn deadlines_beyond_the_configured_lifetimes_do_not_open_even_when_signed() {
+        let store = Arc::new(Store::Memory(MemoryStore::new()));
+        let s = sessions(store.clone());
+        let (sid, h, raw) = created(&store, &s).await;
+        let record = StoredSession::decode(&raw).expect("decodes").record;
+        type Edit = fn(&mut StoredSession);
+        let cases: [(&str, Edit); 4] = [
+            ("absolute", |r| {
+                r.body.absolute_expires_at = r.body.created_at + 3_601
+            }),
+            ("idle", |r| {
+                r.body.idle_expires_at = r.body.last_active_at + 601
+            }),
+            ("created in the future", |r| {
+                r.body.created_at = 5_000;
+                r.body.last_active_at = 5_000;
+            }),
+            ("active before created", |r| r.body.last_active_at = 999),
+        ];
+        let mut current = raw.clone();
+        for (what, edit) in cases {
+            let mut r = record.clone();
+            edit(&mut r);
+            // Signed with the server key: as if written under another
+            // configuration, not merely tampered with.
+            let bytes = s.encode(&sid, &r);
+            overwrite(&store, &sid, &current, &bytes).await;
+            current = bytes;
+            assert!(
+                matches!(s.load(&h, 1_001).await, Ok(Lookup::Ended)),
+                "{what}: opened"
+            );
+        }
+        // The same record within the rules opens again.
+        let bytes = s.encode(&sid, &record);
+        overwrite(&store, &sid, &current, &bytes).await;
+        assert!(matches!(s.load(&h, 1_001).await, Ok(Lookup::Active(_))));
+    }
+
+    #[tokio::test]
+    async fn a_record_in_the_untagged_format_1_is_ended_not_a_crash() {
+        let store = Arc::new(Store::Memory(MemoryStore::new()));
+        let s = sessions(store.clone());
+        let (sid, h, raw) = created(&store, &s).await;
+        let mut old = raw[..raw.len() - record::TAG_LEN].to_vec();
+        old[0] = 1;
+        overwrite(&store, &sid, &raw, &old).await;
+        assert!(matches!(s.load(&h, 1_001).await, Ok(Lookup::Ended)));
+    }
+
+    #[tokio::test]
+    async fn records_under_an_older_configured_key_open_and_are_resealed_on_write() {
+        let store = Arc::new(Store::Memory(MemoryStore::new()));
+        let old = sessions(store.clone());
+        let (sid, h, _) = created(&store, &old).await;
+        let key = |id: &str, b: u8| ServerKeyConfig {
+            id: id.into(),
+            key: SecretKey::from_bytes([b; 32]),
+        };
+        let config = |keys| SessionConfig {
+            idle_timeout: Duration::from_secs(600),
+            absolute_timeout: Duration::from_secs(3600),
+            ..SessionConfig::with_keys(keys)
+        };
+        let rotated = Sessions::new(&config(vec![key("k2", 4), key("k1", 3)]), store.clone());
+        let Ok(Lookup::Active(session)) = rotated.load(&h, 1_100).await else {
+            panic!("a record under the older key opens");
+        };
+        assert!(
+            rotated
+                .touch(&session, &ClientInfo::default(), 1_100)
+                .await
+                .expect("touch")
+        );
+        let raw = store.get(&sid).await.expect("get").expect("present");
+        assert_eq!(
+            StoredSession::decode(&raw)
+                .expect("decodes")
+                .record
+                .body
+                .key_id,
+            "k2"
+        );
+        let only_new = Sessions::new(&config(vec![key("k2", 4)]), store.clone());
+        assert!(matches!(
+            only_new.load(&h, 1_101).await,
+            Ok(Lookup::Active(_))
+        ));
+        assert!(
+            only_new
+                .belongs_to(&sid, "alice", 1_101)
+                .await
+                .expect("owner")
+        );
+        assert!(
+            !only_new
+                .belongs_to(&sid, "bob", 1_101)
+                .await
+                .expect("owner")
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2000, ..Default::default() })]
+        #[test]
+        fn arbitrary_bytes_as_a_stored_record_never_panic_and_never_open(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+            version_2 in proptest::prelude::any::<bool>(),
+        ) {
+            let s = sessions(Arc::new(Store::Memory(MemoryStore::new())));
+            let mut bytes = bytes;
+            if version_2 && !bytes.is_empty() {
+                bytes[0] = record::FORMAT_VERSION;
+            }
+            let id = SessionId::generate();
+            let store_id = id.store_id();
+            proptest::prop_assert!(s.open(id, store_id.clone(), &bytes, 1_000).is_none());
+            proptest::prop_assert!(s.verify(&store_id, &bytes, 1_000).is_none());
+        }
     }
 }

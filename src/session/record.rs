@@ -2,18 +2,29 @@
 //! fields the gateway needs without decrypting (deadlines, generation), and
 //! the two sealed parts (operator metadata, and the tokens and claims).
 //!
-//! Layout: `[format version: u8][generation: u64 big-endian][postcard body]`.
-//! The generation sits at a fixed offset so the store's compare-and-set
-//! scripts can read it without understanding the rest. Anything that does not
-//! decode is an error value, never a panic: the caller treats it as "no
-//! session" and logs it.
+//! Layout: `[format version: u8][generation: u64 big-endian][postcard body]
+//! [tag: 32 bytes]`. The generation sits at a fixed offset so the store's
+//! compare-and-set scripts can read it without understanding the rest. The
+//! tag is an HMAC under the server key over everything before it, bound to
+//! the session's store ID (see `ServerKey::record_mac`): the plain header
+//! (deadlines, generation, key ID, index hashes) is authenticated as much as
+//! the sealed parts, so write access to the store cannot extend or re-target
+//! a session. This module splits the tag off; `Session::open` checks it.
+//!
+//! Records of format 1 (before the tag existed) decode to
+//! [`RecordError::UnknownVersion`] and are treated as ended: upgrading signs
+//! every user out once, rather than trusting a header nobody authenticated.
+//! Anything that does not decode is an error value, never a panic: the
+//! caller treats it as "no session" and logs it.
 
 use serde::{Deserialize, Serialize};
 
 use crate::secret::SecretString;
 
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
 const HEADER_LEN: usize = 9;
+/// Length of the record tag (HMAC-SHA-256) at the end of a record.
+pub const TAG_LEN: usize = 32;
 
 /// Where the generation sits in a record's bytes: the one definition both
 /// stores' compare-and-set use.
@@ -93,36 +104,59 @@ impl StoredBody {
     }
 }
 
+/// A decoded record with the parts its tag is checked over: what
+/// [`StoredSession::decode`] gives back. Nothing in `record` may be trusted
+/// before the tag is verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tagged<'a> {
+    pub record: StoredSession,
+    /// Every byte before the tag.
+    pub signed: &'a [u8],
+    pub tag: &'a [u8],
+}
+
 impl StoredSession {
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out =
-            Vec::with_capacity(HEADER_LEN + 64 + self.body.meta.len() + self.body.secrets.len());
+    /// The record's bytes, ending with the tag `sign` computes over the
+    /// bytes before it.
+    pub fn encode(&self, sign: impl FnOnce(&[u8]) -> [u8; TAG_LEN]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            HEADER_LEN + 64 + self.body.meta.len() + self.body.secrets.len() + TAG_LEN,
+        );
         out.push(FORMAT_VERSION);
         out.extend_from_slice(&self.generation.to_be_bytes());
         // Serialising plain data into a Vec cannot fail.
-        if let Ok(body) = postcard::to_extend(&self.body, out) {
-            return body;
-        }
-        Vec::new()
+        let Ok(mut out) = postcard::to_extend(&self.body, out) else {
+            return Vec::new();
+        };
+        let tag = sign(&out);
+        out.extend_from_slice(&tag);
+        out
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
-        if bytes.len() < HEADER_LEN {
+    /// Splits a record into its fields, the signed bytes and the tag. The
+    /// tag is not checked here.
+    pub fn decode(bytes: &[u8]) -> Result<Tagged<'_>, RecordError> {
+        if bytes.len() < HEADER_LEN + TAG_LEN {
             return Err(RecordError::Truncated);
         }
         if bytes[0] != FORMAT_VERSION {
             return Err(RecordError::UnknownVersion(bytes[0]));
         }
+        let (signed, tag) = bytes.split_at(bytes.len() - TAG_LEN);
         let mut generation = [0u8; 8];
-        generation.copy_from_slice(&bytes[GENERATION_AT]);
-        let (body, rest) = postcard::take_from_bytes::<StoredBody>(&bytes[HEADER_LEN..])
+        generation.copy_from_slice(&signed[GENERATION_AT]);
+        let (body, rest) = postcard::take_from_bytes::<StoredBody>(&signed[HEADER_LEN..])
             .map_err(|_| RecordError::Malformed)?;
         if !rest.is_empty() {
             return Err(RecordError::Malformed);
         }
-        Ok(Self {
-            generation: u64::from_be_bytes(generation),
-            body,
+        Ok(Tagged {
+            record: Self {
+                generation: u64::from_be_bytes(generation),
+                body,
+            },
+            signed,
+            tag,
         })
     }
 
@@ -238,30 +272,55 @@ mod tests {
         }
     }
 
+    fn sign(_: &[u8]) -> [u8; TAG_LEN] {
+        [0xAB; TAG_LEN]
+    }
+
     #[test]
-    fn records_round_trip_with_the_generation_at_a_fixed_offset() {
+    fn records_round_trip_with_the_generation_at_a_fixed_offset_and_the_tag_last() {
         let r = sample();
-        let bytes = r.encode();
+        let bytes = r.encode(sign);
         assert_eq!(bytes[0], FORMAT_VERSION);
         assert_eq!(&bytes[1..9], &StoredSession::generation_bytes(7));
-        assert_eq!(StoredSession::decode(&bytes), Ok(r));
+        let tagged = StoredSession::decode(&bytes).expect("decodes");
+        assert_eq!(tagged.record, r);
+        assert_eq!(tagged.tag, &[0xAB; TAG_LEN][..]);
+        assert_eq!(tagged.signed, &bytes[..bytes.len() - TAG_LEN]);
+    }
+
+    #[test]
+    fn the_tag_covers_every_byte_before_it() {
+        let mut seen = Vec::new();
+        let bytes = sample().encode(|b| {
+            seen = b.to_vec();
+            [0; TAG_LEN]
+        });
+        assert_eq!(seen, &bytes[..bytes.len() - TAG_LEN]);
+    }
+
+    #[test]
+    fn records_of_the_untagged_format_1_are_refused_as_unknown() {
+        let mut bytes = sample().encode(sign);
+        bytes[0] = 1;
+        assert_eq!(
+            StoredSession::decode(&bytes).map(|t| t.record),
+            Err(RecordError::UnknownVersion(1))
+        );
     }
 
     #[test]
     fn garbage_is_an_error_never_a_panic() {
-        assert_eq!(StoredSession::decode(b""), Err(RecordError::Truncated));
-        assert_eq!(
-            StoredSession::decode(&[2; 20]),
-            Err(RecordError::UnknownVersion(2))
-        );
-        let mut bytes = sample().encode();
-        bytes.truncate(bytes.len() - 5);
-        assert_eq!(StoredSession::decode(&bytes), Err(RecordError::Malformed));
-        let mut bytes = sample().encode();
-        bytes.push(0);
-        assert_eq!(StoredSession::decode(&bytes), Err(RecordError::Malformed));
+        let decode = |b: &[u8]| StoredSession::decode(b).map(|t| t.record);
+        assert_eq!(decode(b""), Err(RecordError::Truncated));
+        assert_eq!(decode(&[3; 60]), Err(RecordError::UnknownVersion(3)));
+        // A body cut short, or with a byte too many, before the tag.
+        let full = sample().encode(sign);
+        let (signed, tag) = full.split_at(full.len() - TAG_LEN);
+        let short = [&signed[..signed.len() - 5], tag].concat();
+        assert_eq!(decode(&short), Err(RecordError::Malformed));
+        let long = [signed, &[0], tag].concat();
+        assert_eq!(decode(&long), Err(RecordError::Malformed));
         // Every prefix and a sweep of random-ish inputs: no panic.
-        let full = sample().encode();
         for n in 0..full.len() {
             let _ = StoredSession::decode(&full[..n]);
         }

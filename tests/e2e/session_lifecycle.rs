@@ -698,3 +698,178 @@ async fn a_logout_token_with_only_sub_ends_all_of_the_users_sessions() {
     assert_eq!(b2.get("/api/x").await.status, StatusCode::UNAUTHORIZED);
     assert!(gw.user_index(&user).await.is_empty());
 }
+
+/// The one session record a fresh gateway holds after one login.
+async fn the_session_key(gw: &Gateway) -> String {
+    gw.redis_keys()
+        .await
+        .into_iter()
+        .find(|k| k.starts_with(&format!("{}s:", gw.prefix)))
+        .expect("a session record")
+}
+
+/// A GET with exactly this cookie header, whatever the browser's jar holds.
+async fn get_with_cookie(b: &Browser, gw: &Gateway, cookie: &str) -> StatusCode {
+    b.gw.get(gw.url("/api/x"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .expect("request")
+        .status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_restored_in_redis_after_logout_stays_ended() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream).start().await;
+    let mut b = Browser::new(&gw);
+    b.login_as(&unique_user("restore")).await;
+    assert_eq!(b.get("/api/x").await.status, StatusCode::OK);
+    let cookie = b.cookie_header();
+    let key = the_session_key(&gw).await;
+    let mut conn = gw.redis().await;
+    let saved: Vec<u8> = redis::cmd("DUMP")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .expect("DUMP");
+    let out = b
+        .request(Method::POST, "/auth/logout", &[("x-csrf", "1")], None)
+        .await;
+    assert_eq!(out.status, StatusCode::OK, "{out:?}");
+    assert_eq!(
+        get_with_cookie(&b, &gw, &cookie).await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Someone with write access puts the saved hash back, byte for byte.
+    let _: () = redis::cmd("RESTORE")
+        .arg(&key)
+        .arg(0)
+        .arg(saved)
+        .query_async(&mut conn)
+        .await
+        .expect("RESTORE");
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .expect("EXISTS");
+    assert!(exists, "the record is back in Redis");
+    assert_eq!(
+        get_with_cookie(&b, &gw, &cookie).await,
+        StatusCode::UNAUTHORIZED,
+        "the revocation's tombstone outranks the restored record"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_idle_deadline_was_edited_in_redis_is_refused() {
+    use oidc_bff::session::record::{StoredSession, TAG_LEN};
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream).start().await;
+    let mut b = Browser::new(&gw);
+    b.login_as(&unique_user("deadline")).await;
+    assert_eq!(b.get("/api/x").await.status, StatusCode::OK);
+    let key = the_session_key(&gw).await;
+    let mut conn = gw.redis().await;
+    let original: Vec<u8> = redis::cmd("HGET")
+        .arg(&key)
+        .arg("r")
+        .query_async(&mut conn)
+        .await
+        .expect("HGET");
+    let tagged = StoredSession::decode(&original).expect("decodes");
+    let tag: [u8; TAG_LEN] = tagged.tag.try_into().expect("tag");
+    let mut record = tagged.record;
+    // A week more of idle time; the tag is kept, since without the server
+    // key there is no way to make a new one.
+    record.body.idle_expires_at += 7 * 24 * 3600;
+    let edited = record.encode(|_| tag);
+    let write = |bytes: Vec<u8>| {
+        let key = key.clone();
+        let gw = &gw;
+        async move {
+            let mut conn = gw.redis().await;
+            let _: () = redis::cmd("HSET")
+                .arg(key)
+                .arg("r")
+                .arg(bytes)
+                .query_async(&mut conn)
+                .await
+                .expect("HSET");
+        }
+    };
+    let cookie = b.cookie_header();
+    write(edited).await;
+    assert_eq!(
+        get_with_cookie(&b, &gw, &cookie).await,
+        StatusCode::UNAUTHORIZED
+    );
+    // The unedited bytes still open: it was the edit that was refused.
+    write(original).await;
+    assert_eq!(get_with_cookie(&b, &gw, &cookie).await, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_listings_come_in_bounded_pages_with_a_cursor() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream).admin().start().await;
+    let user = unique_user("pages");
+    let mut browsers = Vec::new();
+    for _ in 0..3 {
+        let mut b = Browser::new(&gw);
+        b.login_as(&user).await;
+        browsers.push(b);
+    }
+    let b = &mut browsers[0];
+    let first = b.get("/auth/sessions?limit=2").await.json();
+    assert_eq!(
+        first["sessions"].as_array().map(Vec::len),
+        Some(2),
+        "{first}"
+    );
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_owned();
+    let second = b
+        .get(&format!("/auth/sessions?limit=2&cursor={cursor}"))
+        .await
+        .json();
+    assert_eq!(
+        second["sessions"].as_array().map(Vec::len),
+        Some(1),
+        "{second}"
+    );
+    assert_eq!(second["next_cursor"], Value::Null);
+    for bad in [
+        "limit=0",
+        "limit=101",
+        "limit=x",
+        "cursor=nope",
+        "limit=1&limit=2",
+    ] {
+        let r = b.get(&format!("/auth/sessions?{bad}")).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {r:?}");
+        assert_eq!(r.json()["error"], "bad_request", "{bad}");
+    }
+    let (status, admin) = gw
+        .admin(
+            Method::GET,
+            &format!("/admin/sessions?user={user}&limit=1"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{admin}");
+    assert_eq!(admin["sessions"].as_array().map(Vec::len), Some(1));
+    assert!(admin["next_cursor"].is_string(), "{admin}");
+    let (status, _) = gw
+        .admin(
+            Method::GET,
+            &format!("/admin/sessions?user={user}&limit=1000"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}

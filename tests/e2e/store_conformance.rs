@@ -16,7 +16,8 @@ use oidc_bff::session::cookie::StoreId;
 use oidc_bff::session::record::{StoredBody, StoredSession};
 use oidc_bff::session::store::redis::RedisStore;
 use oidc_bff::session::store::{
-    NewSession, OnceKind, Revocation, RevokeOutcome, RevokeReason, SessionStore,
+    ListCursor, MAX_PAGE, NewSession, OnceKind, Revocation, RevokeOutcome, RevokeReason,
+    SessionPage, SessionStore,
 };
 use oidc_bff::session::{sid_hash, user_hash};
 use tokio::time::Instant;
@@ -75,6 +76,15 @@ conformance!(
     list_user_returns_live_sessions_newest_first_with_times_and_records,
     list_user_of_an_unknown_user_is_empty,
     list_user_drops_expired_entries_from_the_index,
+    list_user_pages_walk_every_live_session_once_newest_first,
+    list_user_pages_stay_in_order_when_creation_times_tie,
+    a_list_cursor_survives_sessions_ending_and_starting_between_pages,
+    list_user_clamps_the_page_size_to_one_through_the_maximum,
+    list_user_pages_through_a_thousand_sessions_of_one_user,
+    a_revoked_session_written_back_is_not_returned,
+    revoke_user_ends_more_sessions_than_one_batch,
+    revoke_sid_ends_more_sessions_than_one_batch,
+    sweep_trims_more_dead_entries_than_one_batch,
     take_once_returns_the_value_to_the_first_caller_only,
     take_once_of_an_unknown_key_is_none,
     claim_markers_and_once_values_do_not_collide,
@@ -165,7 +175,8 @@ fn record(generation: u64, user: &str, sid: Option<&str>) -> Vec<u8> {
             secrets: vec![0xff, 0, 0xfe, generation as u8],
         },
     }
-    .encode()
+    // The stores never check the tag: a fixed one keeps records comparable.
+    .encode(|_| [0x5a; 32])
 }
 
 /// One session to create, with defaults for whatever a test does not care
@@ -290,13 +301,46 @@ fn sorted(mut ids: Vec<StoreId>) -> Vec<StoreId> {
     ids
 }
 
-/// A user's list as comparable tuples: (ID, creation time, record).
-async fn listed<S: SessionStore>(store: &S, user: &str) -> Vec<(StoreId, u64, Vec<u8>)> {
+async fn page<S: SessionStore>(
+    store: &S,
+    user: &str,
+    after: Option<&ListCursor>,
+    limit: usize,
+) -> SessionPage {
     store
-        .list_user(&user_hash(user))
+        .list_user(&user_hash(user), after, limit)
         .await
         .expect("list_user")
+}
+
+/// Every page of a user's list, `limit` at a time, each page checked to be
+/// within it.
+async fn all_pages<S: SessionStore>(store: &S, user: &str, limit: usize) -> Vec<SessionPage> {
+    let mut pages = Vec::new();
+    let mut after = None;
+    loop {
+        let p = page(store, user, after.as_ref(), limit).await;
+        assert!(
+            p.sessions.len() <= limit,
+            "a page of {} over its limit {limit}",
+            p.sessions.len()
+        );
+        after = p.next.clone();
+        pages.push(p);
+        assert!(pages.len() <= 10_000, "pagination does not end");
+        if after.is_none() {
+            return pages;
+        }
+    }
+}
+
+/// A user's whole list, walked in pages of two, as comparable tuples:
+/// (ID, creation time, record).
+async fn listed<S: SessionStore>(store: &S, user: &str) -> Vec<(StoreId, u64, Vec<u8>)> {
+    all_pages(store, user, 2)
+        .await
         .into_iter()
+        .flat_map(|p| p.sessions)
         .map(|l| (l.id, l.created_millis, l.record))
         .collect()
 }
@@ -796,6 +840,193 @@ async fn list_user_drops_expired_entries_from_the_index<S: SessionStore>(store: 
     );
 }
 
+async fn list_user_pages_walk_every_live_session_once_newest_first<S: SessionStore>(store: &S) {
+    let seeds: Vec<Seed> = (1..=7).map(|n| Seed::new(n, "alice")).collect();
+    for s in &seeds {
+        s.create(store).await;
+    }
+    let pages = all_pages(store, "alice", 3).await;
+    let sizes: Vec<usize> = pages.iter().map(|p| p.sessions.len()).collect();
+    assert_eq!(sizes, vec![3, 3, 1]);
+    let ids: Vec<StoreId> = pages
+        .into_iter()
+        .flat_map(|p| p.sessions)
+        .map(|l| l.id)
+        .collect();
+    assert_eq!(ids, (1..=7).rev().map(id).collect::<Vec<_>>());
+    // A page exactly as long as what is left says there is no next one.
+    let first = page(store, "alice", None, 7).await;
+    assert_eq!(first.sessions.len(), 7);
+    assert_eq!(first.next, None);
+}
+
+async fn list_user_pages_stay_in_order_when_creation_times_tie<S: SessionStore>(store: &S) {
+    for n in 1..=5 {
+        Seed::new(n, "alice").created(T0).create(store).await;
+    }
+    Seed::new(6, "alice").created(T0 + 1).create(store).await;
+    Seed::new(7, "alice").created(T0 - 1).create(store).await;
+    // Ties go by descending ID, and a cursor inside a tie resumes there.
+    assert_eq!(
+        listed_ids(store, "alice").await,
+        vec![id(6), id(5), id(4), id(3), id(2), id(1), id(7)]
+    );
+    let ids: Vec<StoreId> = all_pages(store, "alice", 1)
+        .await
+        .into_iter()
+        .flat_map(|p| p.sessions)
+        .map(|l| l.id)
+        .collect();
+    assert_eq!(ids, vec![id(6), id(5), id(4), id(3), id(2), id(1), id(7)]);
+}
+
+async fn a_list_cursor_survives_sessions_ending_and_starting_between_pages<S: SessionStore>(
+    store: &S,
+) {
+    for n in 1..=5 {
+        Seed::new(n, "alice").create(store).await;
+    }
+    let first = page(store, "alice", None, 2).await;
+    assert_eq!(
+        first
+            .sessions
+            .iter()
+            .map(|l| l.id.clone())
+            .collect::<Vec<_>>(),
+        vec![id(5), id(4)]
+    );
+    let cursor = first.next.expect("more pages");
+    assert_eq!(
+        cursor,
+        ListCursor {
+            created_millis: T0 + 4000,
+            id: id(4)
+        }
+    );
+    // The cursor's own session ends, a newer one starts: the next page
+    // continues below the cursor, no repeat, no gap.
+    revoke(store, &id(4), &logout()).await;
+    Seed::new(9, "alice").create(store).await;
+    let rest: Vec<StoreId> = {
+        let mut out = Vec::new();
+        let mut after = Some(cursor);
+        while let Some(c) = after {
+            let p = page(store, "alice", Some(&c), 2).await;
+            out.extend(p.sessions.into_iter().map(|l| l.id));
+            after = p.next;
+        }
+        out
+    };
+    assert_eq!(rest, vec![id(3), id(2), id(1)]);
+}
+
+async fn list_user_clamps_the_page_size_to_one_through_the_maximum<S: SessionStore>(store: &S) {
+    for n in 1..=3 {
+        Seed::new(n, "alice").create(store).await;
+    }
+    let p = page(store, "alice", None, 0).await;
+    assert_eq!(p.sessions.len(), 1, "a zero limit still lists one");
+    assert!(p.next.is_some());
+    let p = page(store, "alice", None, usize::MAX).await;
+    assert_eq!(p.sessions.len(), 3);
+    assert_eq!(p.next, None);
+    let p = page(store, "alice", None, MAX_PAGE + 1).await;
+    assert_eq!(p.sessions.len(), 3);
+}
+
+/// Many sessions of one user, written straight through the store: listed a
+/// bounded page at a time, every one exactly once, newest first.
+async fn list_user_pages_through_a_thousand_sessions_of_one_user<S: SessionStore>(store: &S) {
+    const N: u64 = 1_200;
+    const LIMIT: usize = 100;
+    let user = user_hash("crowd");
+    let rec = record(1, &user, None);
+    let ev = eviction();
+    for n in 1..=N {
+        store
+            .create(&NewSession {
+                id: &id(n),
+                record: &rec,
+                ttl_millis: ms(LONG),
+                user_hash: &user,
+                sid_hash: None,
+                created_millis: T0 + n,
+                max_per_user: None,
+                eviction: &ev,
+                index_ttl_millis: ms(LONG) + 60_000,
+            })
+            .await
+            .expect("create");
+    }
+    let pages = all_pages(store, "crowd", LIMIT).await;
+    assert_eq!(pages.len(), 12);
+    assert!(pages.iter().all(|p| p.sessions.len() == LIMIT));
+    let ids: Vec<StoreId> = pages
+        .into_iter()
+        .flat_map(|p| p.sessions)
+        .map(|l| l.id)
+        .collect();
+    assert_eq!(ids, (1..=N).rev().map(id).collect::<Vec<_>>());
+}
+
+async fn a_revoked_session_written_back_is_not_returned<S: SessionStore>(store: &S) {
+    let s = Seed::new(1, "alice");
+    s.create(store).await;
+    revoke(store, &s.id, &logout()).await;
+    // The same bytes and index entries again, as a restored backup would.
+    s.create(store).await;
+    assert_eq!(get(store, &s.id).await, None);
+    assert_eq!(revoke(store, &s.id, &admin()).await, RevokeOutcome::Revoked);
+}
+
+async fn revoke_user_ends_more_sessions_than_one_batch<S: SessionStore>(store: &S) {
+    for n in 1..=250 {
+        Seed::new(n, "alice").create(store).await;
+    }
+    Seed::new(300, "bob").create(store).await;
+    let revoked = store
+        .revoke_user(&user_hash("alice"), Some(&id(120)), &logout())
+        .await
+        .expect("revoke_user");
+    assert_eq!(
+        sorted(revoked),
+        (1..=250).filter(|n| *n != 120).map(id).collect::<Vec<_>>()
+    );
+    assert_eq!(listed_ids(store, "alice").await, vec![id(120)]);
+    assert_eq!(listed_ids(store, "bob").await, vec![id(300)]);
+}
+
+async fn revoke_sid_ends_more_sessions_than_one_batch<S: SessionStore>(store: &S) {
+    for n in 1..=250 {
+        Seed::new(n, "alice").sid("op-1").create(store).await;
+    }
+    Seed::new(300, "alice").sid("op-2").create(store).await;
+    let revoked = store
+        .revoke_sid(&sid_hash("op-1"), &logout())
+        .await
+        .expect("revoke_sid");
+    assert_eq!(sorted(revoked), (1..=250).map(id).collect::<Vec<_>>());
+    assert_eq!(listed_ids(store, "alice").await, vec![id(300)]);
+}
+
+async fn sweep_trims_more_dead_entries_than_one_batch<S: SessionStore>(store: &S) {
+    for n in 1..=250 {
+        Seed::new(n, "alice")
+            .sid("op-1")
+            .ttl(SHORT)
+            .create(store)
+            .await;
+    }
+    let live = Seed::new(300, "alice").sid("op-1");
+    live.create(store).await;
+    for n in 1..=250 {
+        gone(store, &id(n)).await;
+    }
+    assert_eq!(store.sweep().await.expect("sweep"), 500);
+    assert_eq!(store.sweep().await.expect("sweep"), 0);
+    assert_eq!(listed(store, "alice").await, vec![entry(&live)]);
+}
+
 // ---------------------------------------------------------------------------
 // Single-use values
 
@@ -1044,4 +1275,93 @@ async fn stats_of_an_empty_store_are_zero<S: SessionStore>(store: &S) {
 
 async fn ping_answers<S: SessionStore>(store: &S) {
     store.ping().await.expect("ping");
+}
+
+// ---------------------------------------------------------------------------
+// Redis only: the work of one call is bounded by the page, not the index.
+
+/// 1,200 index entries of one user, the newest 600 of them dead: one list
+/// call examines at most 2 × limit + 1 entries (it drops the dead ones it
+/// meets and stops), so it removes at most that many from the index, answers
+/// a short page and says where to go on. The old script walked all 1,200.
+#[tokio::test]
+async fn redis_list_user_examines_a_bounded_window_of_the_index_per_call() {
+    let prefix = random_prefix();
+    let store = RedisStore::new(
+        &RedisConfig {
+            endpoint: RedisEndpoint::Url(shared().redis.url().parse().expect("redis url")),
+            username: None,
+            password: None,
+            db: 0,
+            connect_timeout: Duration::from_secs(5),
+            tls_ca_pem: None,
+            tls_client: None,
+        },
+        &prefix,
+        Duration::from_secs(5),
+    )
+    .expect("redis store");
+    let user = user_hash("crowd");
+    let rec = record(1, &user, None);
+    let ev = eviction();
+    for n in 1..=1_200u64 {
+        let ttl = if n > 600 { SHORT } else { LONG };
+        store
+            .create(&NewSession {
+                id: &id(n),
+                record: &rec,
+                ttl_millis: ms(ttl),
+                user_hash: &user,
+                sid_hash: None,
+                created_millis: T0 + n,
+                max_per_user: None,
+                eviction: &ev,
+                index_ttl_millis: ms(LONG) + 60_000,
+            })
+            .await
+            .expect("create");
+    }
+    gone(&store, &id(601)).await;
+    gone(&store, &id(1_200)).await;
+    let client = ::redis::Client::open(shared().redis.url()).expect("client");
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn");
+    let index = format!("{prefix}u:{user}");
+    let before: u64 = ::redis::cmd("ZCARD")
+        .arg(&index)
+        .query_async(&mut c)
+        .await
+        .expect("zcard");
+    assert_eq!(before, 1_200);
+    let p = store.list_user(&user, None, 10).await.expect("list");
+    let after: u64 = ::redis::cmd("ZCARD")
+        .arg(&index)
+        .query_async(&mut c)
+        .await
+        .expect("zcard");
+    assert_eq!(
+        before - after,
+        21,
+        "one call examined exactly 2 × 10 + 1 entries"
+    );
+    assert!(p.sessions.is_empty());
+    assert!(p.next.is_some(), "a short page still says where to go on");
+    // Walking on reaches the live sessions, still a bounded page at a time.
+    let mut live = Vec::new();
+    let mut next = p.next;
+    let mut calls = 1;
+    while let Some(cursor) = next {
+        let p = store
+            .list_user(&user, Some(&cursor), 10)
+            .await
+            .expect("list");
+        assert!(p.sessions.len() <= 10);
+        live.extend(p.sessions.into_iter().map(|l| l.id));
+        next = p.next;
+        calls += 1;
+        assert!(calls < 1_000, "pagination does not end");
+    }
+    assert_eq!(live, (1..=600).rev().map(id).collect::<Vec<_>>());
 }

@@ -172,8 +172,8 @@ async fn parallel_creates_and_revokes_leave_indexes_and_records_in_agreement() {
     }
     check_agreement(&prefix, user).await;
     // Then revoke everything but one live session: exactly one is left.
-    let live = s.list_user(user, now).await.expect("list");
-    if let Some(keep) = live.first() {
+    let live = s.list_user(user, None, 100, now).await.expect("list");
+    if let Some(keep) = live.sessions.first() {
         let keep = oidc_bff::session::cookie::StoreId::parse(&keep.id).expect("id");
         s.revoke_user(user, Some(&keep), RevokeReason::Admin, "test", now)
             .await
@@ -198,5 +198,12 @@ async fn parallel_creates_and_revokes_leave_indexes_and_records_in_agreement() {
         3,
         "the limit holds under concurrency"
     );
-    assert_eq!(s.list_user(user, now).await.expect("list").len(), 3);
+    assert_eq!(
+        s.list_user(user, None, 100, now)
+            .await
+            .expect("list")
+            .sessions
+            .len(),
+        3
+    );
 }

@@ -6,13 +6,14 @@
 //! Expiry uses tokio's clock so tests can pause and advance time.
 
 use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
 use std::sync::Mutex;
 
 use tokio::time::{Duration, Instant};
 
 use super::{
-    ListedSession, NewSession, OnceKind, Revocation, RevokeOutcome, SessionStore, StoreResult,
-    StoreStats, TOMBSTONE_TTL_MILLIS,
+    ListCursor, ListedSession, MAX_PAGE, NewSession, OnceKind, Revocation, RevokeOutcome,
+    SessionPage, SessionStore, StoreResult, StoreStats, TOMBSTONE_TTL_MILLIS,
 };
 use crate::session::cookie::StoreId;
 use crate::session::record::StoredSession;
@@ -50,6 +51,9 @@ impl State {
         let Some(entry) = self.sessions.remove(id) else {
             return false;
         };
+        let tomb_until = entry
+            .expires
+            .max(now + Duration::from_millis(TOMBSTONE_TTL_MILLIS));
         if let Some(set) = self.users.get_mut(&entry.user_hash) {
             set.remove(&(entry.created_millis, id.clone()));
         }
@@ -58,13 +62,8 @@ impl State {
         {
             set.remove(id);
         }
-        self.tombstones.insert(
-            id.clone(),
-            (
-                why.clone(),
-                now + Duration::from_millis(TOMBSTONE_TTL_MILLIS),
-            ),
-        );
+        self.tombstones
+            .insert(id.clone(), (why.clone(), tomb_until));
         live
     }
 
@@ -110,7 +109,12 @@ impl MemoryStore {
 
 impl SessionStore for MemoryStore {
     async fn get(&self, id: &StoreId) -> StoreResult<Option<Vec<u8>>> {
-        Ok(self.with(|s, now| s.live(id, now).map(|e| e.record.clone())))
+        Ok(self.with(|s, now| {
+            if s.tombstones.get(id).is_some_and(|(_, until)| *until > now) {
+                return None;
+            }
+            s.live(id, now).map(|e| e.record.clone())
+        }))
     }
 
     async fn create(&self, new: &NewSession<'_>) -> StoreResult<Vec<StoreId>> {
@@ -232,22 +236,46 @@ impl SessionStore for MemoryStore {
         }))
     }
 
-    async fn list_user(&self, user_hash: &str) -> StoreResult<Vec<ListedSession>> {
+    async fn list_user(
+        &self,
+        user_hash: &str,
+        after: Option<&ListCursor>,
+        limit: usize,
+    ) -> StoreResult<SessionPage> {
+        let limit = limit.clamp(1, MAX_PAGE);
         Ok(self.with(|s, now| {
-            s.trim_user(user_hash, now);
             let Some(set) = s.users.get(user_hash) else {
-                return Vec::new();
+                return SessionPage::default();
             };
-            set.iter()
-                .rev()
-                .filter_map(|(created, id)| {
-                    s.sessions.get(id).map(|e| ListedSession {
+            let upper = after.map_or(Bound::Unbounded, |c| {
+                Bound::Excluded((c.created_millis, c.id.clone()))
+            });
+            let mut page = SessionPage::default();
+            let mut dead = Vec::new();
+            for (created, id) in set.range((Bound::Unbounded, upper)).rev() {
+                match s.sessions.get(id).filter(|e| e.expires > now) {
+                    Some(_) if page.sessions.len() == limit => {
+                        page.next = page.sessions.last().map(|l| ListCursor {
+                            created_millis: l.created_millis,
+                            id: l.id.clone(),
+                        });
+                        break;
+                    }
+                    Some(e) => page.sessions.push(ListedSession {
                         id: id.clone(),
                         created_millis: *created,
                         record: e.record.clone(),
-                    })
-                })
-                .collect()
+                    }),
+                    None => dead.push((*created, id.clone())),
+                }
+            }
+            for d in dead {
+                s.sessions.remove(&d.1);
+                if let Some(set) = s.users.get_mut(user_hash) {
+                    set.remove(&d);
+                }
+            }
+            page
         }))
     }
 

@@ -118,6 +118,49 @@ pub struct ListedSession {
     pub record: Vec<u8>,
 }
 
+/// Where the next page of a user's sessions starts: just after this entry
+/// in the listing order (newest first; equal creation times by descending
+/// ID). Pages stay consistent while sessions come and go between them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListCursor {
+    pub created_millis: u64,
+    pub id: StoreId,
+}
+
+impl ListCursor {
+    /// The opaque form handed to API clients: `{created_millis}.{id}`.
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.created_millis, self.id.as_str())
+    }
+
+    /// Accepts only what [`Self::encode`] produces.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (millis, id) = s.split_once('.')?;
+        if millis.is_empty() || millis.len() > 16 || !millis.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(Self {
+            created_millis: millis.parse().ok()?,
+            id: StoreId::parse(id)?,
+        })
+    }
+}
+
+/// The most entries one `list_user` call returns, whatever is asked: the
+/// work one call does in the store stays bounded.
+pub const MAX_PAGE: usize = 1000;
+
+/// One page of a user's live sessions.
+#[derive(Debug, Clone, Default)]
+pub struct SessionPage {
+    /// At most the requested limit, newest first.
+    pub sessions: Vec<ListedSession>,
+    /// Where the next page starts, if more entries may follow (`None`: this
+    /// was the last page). A page may be short, even empty, and still name
+    /// a next one when the store skipped dead index entries.
+    pub next: Option<ListCursor>,
+}
+
 /// Kinds of single-use values.
 #[derive(Debug, Clone, Copy)]
 pub enum OnceKind {
@@ -142,8 +185,9 @@ pub struct StoreStats {
     pub memory_bytes: Option<u64>,
 }
 
-/// How long a tombstone outlives its session: long enough for "already
-/// revoked" answers and for late requests to be told why.
+/// How long a tombstone lasts at least: long enough for "already revoked"
+/// answers and for late requests to be told why. It also lasts as long as
+/// the revoked record would have, so a restored copy never outlives it.
 pub const TOMBSTONE_TTL_MILLIS: u64 = 24 * 3600 * 1000;
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -163,7 +207,10 @@ pub fn open(config: &crate::config::Config) -> anyhow::Result<Store> {
 
 /// The operations the gateway needs from a session store.
 pub trait SessionStore: Send + Sync {
-    /// The record bytes of a live session.
+    /// The record bytes of a live session. A session with a tombstone is
+    /// ended even if its record is present again (restored from a backup
+    /// or written back by someone with store access): `None`, in the same
+    /// one round trip.
     fn get(&self, id: &StoreId) -> impl Future<Output = StoreResult<Option<Vec<u8>>>> + Send;
 
     /// Writes a new session with its index entries; evicts the user's oldest
@@ -205,11 +252,17 @@ pub trait SessionStore: Send + Sync {
         why: &Revocation,
     ) -> impl Future<Output = StoreResult<Vec<StoreId>>> + Send;
 
-    /// A user's live sessions, newest first; dead index entries are dropped.
+    /// One page of a user's live sessions, newest first, starting after
+    /// `after` (from the start if `None`), at most `limit` (clamped to
+    /// 1..=[`MAX_PAGE`]); dead index entries met on the way are dropped.
+    /// The work per call is bounded by the page size, never by the size of
+    /// the user's index.
     fn list_user(
         &self,
         user_hash: &str,
-    ) -> impl Future<Output = StoreResult<Vec<ListedSession>>> + Send;
+        after: Option<&ListCursor>,
+        limit: usize,
+    ) -> impl Future<Output = StoreResult<SessionPage>> + Send;
 
     /// Stores a single-use value.
     fn put_once(
@@ -308,8 +361,13 @@ impl SessionStore for Store {
     async fn revoke_sid(&self, sid_hash: &str, why: &Revocation) -> StoreResult<Vec<StoreId>> {
         delegate!(self, s => s.revoke_sid(sid_hash, why))
     }
-    async fn list_user(&self, user_hash: &str) -> StoreResult<Vec<ListedSession>> {
-        delegate!(self, s => s.list_user(user_hash))
+    async fn list_user(
+        &self,
+        user_hash: &str,
+        after: Option<&ListCursor>,
+        limit: usize,
+    ) -> StoreResult<SessionPage> {
+        delegate!(self, s => s.list_user(user_hash, after, limit))
     }
     async fn put_once(
         &self,

@@ -21,8 +21,8 @@ use redis::{AsyncCommands, RedisResult, Script, Value};
 
 use super::redis_link::{ClusterLink, Link, SentinelLink};
 use super::{
-    ListedSession, NewSession, OnceKind, Revocation, RevokeOutcome, SessionStore, StoreError,
-    StoreResult, StoreStats, TOMBSTONE_TTL_MILLIS,
+    ListCursor, ListedSession, MAX_PAGE, NewSession, OnceKind, Revocation, RevokeOutcome,
+    SessionPage, SessionStore, StoreError, StoreResult, StoreStats, TOMBSTONE_TTL_MILLIS,
 };
 use crate::config::{RedisConfig, RedisEndpoint};
 use crate::session::cookie::StoreId;
@@ -35,10 +35,13 @@ const REVOKE_ONE: &str = r"
 local function revoke_one(p, id, tomb, tttl)
   local sk = p .. 's:' .. id
   local f = redis.call('HMGET', sk, 'u', 'x')
+  local left = redis.call('PTTL', sk)
   if redis.call('DEL', sk) == 0 then return 0 end
   if f[1] then redis.call('ZREM', p .. 'u:' .. f[1], id) end
   if f[2] then redis.call('SREM', p .. 'sid:' .. f[2], id) end
-  redis.call('SET', p .. 't:' .. id, tomb, 'PX', tttl)
+  -- The tombstone outlives whatever was left of the record, so a copy of
+  -- it written back later is still refused by GET.
+  redis.call('SET', p .. 't:' .. id, tomb, 'PX', math.max(tonumber(tttl), left))
   return 1
 end
 local function extend(k, ms)
@@ -65,10 +68,15 @@ redis.call('ZADD', uk, score, id)
 extend(uk, ittl)
 local evicted = {}
 if maxn > 0 and redis.call('ZCARD', uk) > maxn then
-  for _, m in ipairs(redis.call('ZRANGE', uk, 0, -1)) do
+  -- Bounded work per login whatever the index holds: dead entries among
+  -- the oldest maxn + 256, then at most 256 evictions; a larger backlog
+  -- (a limit lowered since) shrinks over the next logins.
+  for _, m in ipairs(redis.call('ZRANGE', uk, 0, maxn + 255)) do
     if redis.call('EXISTS', p .. 's:' .. m) == 0 then redis.call('ZREM', uk, m) end
   end
-  while redis.call('ZCARD', uk) > maxn do
+  local budget = 256
+  while budget > 0 and redis.call('ZCARD', uk) > maxn do
+    budget = budget - 1
     -- The oldest other than the new session (equal scores sort by ID).
     local two = redis.call('ZRANGE', uk, 0, 1)
     local victim = two[1]
@@ -99,55 +107,95 @@ if t then return {2, t} end
 return {0, ''}
 ";
 
+/// One batch: the oldest `n` entries other than `except`. Returns
+/// `{done, revoked IDs}`; the caller repeats until `done` is 1.
 const REVOKE_USER: &str = r"
 local p, uh, except, tomb, tttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local n = tonumber(ARGV[6])
 local uk = p .. 'u:' .. uh
+local ids = redis.call('ZRANGE', uk, 0, n)
 local out = {}
-for _, id in ipairs(redis.call('ZRANGE', uk, 0, -1)) do
-  if id ~= except then
+local left = n
+for _, id in ipairs(ids) do
+  if id ~= except and left > 0 then
+    left = left - 1
     if revoke_one(p, id, tomb, tttl) == 1 then table.insert(out, id) end
     redis.call('ZREM', uk, id)
   end
 end
-return out
+local done = 0
+if #ids <= n then done = 1 end
+return {done, out}
 ";
 
+/// One batch of at most `n` sessions of a provider session. Returns
+/// `{done, revoked IDs}`; the caller repeats until `done` is 1.
 const REVOKE_SID: &str = r"
-local p, sh, tomb, tttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local p, sh, tomb, tttl, n = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local xk = p .. 'sid:' .. sh
 local out = {}
-for _, id in ipairs(redis.call('SMEMBERS', xk)) do
+for _, id in ipairs(redis.call('SPOP', xk, n)) do
   if revoke_one(p, id, tomb, tttl) == 1 then table.insert(out, id) end
 end
-redis.call('DEL', xk)
-return out
+local done = 0
+if redis.call('SCARD', xk) == 0 then done = 1 end
+return {done, out}
 ";
 
+/// One page of a user's index, newest first, after the cursor (ARGV[4]
+/// score, ARGV[5] ID; empty for the first page). The cursor's rank is found
+/// in O(log n) — if its entry has gone meanwhile it is put back for that
+/// instant, inside the script, so its neighbours are still found. Examines
+/// at most 2 * limit + 1 entries: the page, the entry that shows more exist,
+/// and room for dead entries (dropped). Returns
+/// `{more, last score, last ID, {id, score, record, ...}}`; the last entry
+/// examined is where the next page starts.
 const LIST_USER: &str = r"
-local p, uh = ARGV[1], ARGV[2]
+local p, uh, lim, cs, cid = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local uk = p .. 'u:' .. uh
-local entries = redis.call('ZREVRANGE', uk, 0, -1, 'WITHSCORES')
-local out = {}
+local start = 0
+if cid ~= '' then
+  if redis.call('ZSCORE', uk, cid) then
+    start = redis.call('ZREVRANK', uk, cid) + 1
+  else
+    redis.call('ZADD', uk, cs, cid)
+    start = redis.call('ZREVRANK', uk, cid) + 1
+    redis.call('ZREM', uk, cid)
+    start = start - 1
+  end
+end
+local want = 2 * lim + 1
+local entries = redis.call('ZREVRANGE', uk, start, start + want - 1, 'WITHSCORES')
+local out, n, more = {}, 0, 0
+local last_s, last_id = '', ''
 for i = 1, #entries, 2 do
-  local id = entries[i]
+  local id, s = entries[i], entries[i + 1]
+  if n == lim then
+    more = 1
+    break
+  end
   local r = redis.call('HGET', p .. 's:' .. id, 'r')
   if r then
     table.insert(out, id)
-    table.insert(out, entries[i + 1])
+    table.insert(out, s)
     table.insert(out, r)
+    n = n + 1
   else
     redis.call('ZREM', uk, id)
   end
+  last_s, last_id = s, id
 end
-return out
+if #entries == 2 * want then more = 1 end
+return {more, last_s, last_id, out}
 ";
 
+/// Drops the given members of one index (KEYS[1]) whose sessions are gone:
+/// the caller feeds it one ZSCAN/SSCAN batch at a time.
 const TRIM_INDEX: &str = r"
 local p, k, kind = ARGV[1], KEYS[1], ARGV[2]
-local ids
-if kind == 'z' then ids = redis.call('ZRANGE', k, 0, -1) else ids = redis.call('SMEMBERS', k) end
 local n = 0
-for _, id in ipairs(ids) do
+for i = 3, #ARGV do
+  local id = ARGV[i]
   if redis.call('EXISTS', p .. 's:' .. id) == 0 then
     if kind == 'z' then redis.call('ZREM', k, id) else redis.call('SREM', k, id) end
     n = n + 1
@@ -156,12 +204,20 @@ end
 return n
 ";
 
+/// A session's record unless it has a tombstone: one round trip for the
+/// hot path, and a restored copy of a revoked record stays ended.
+const GET: &str = r"
+if redis.call('EXISTS', KEYS[2]) == 1 then return false end
+return redis.call('HGET', KEYS[1], 'r')
+";
+
 const UNLOCK: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 ";
 
 struct Scripts {
+    get: Script,
     create: Script,
     replace_if: Script,
     revoke: Script,
@@ -176,6 +232,7 @@ impl Scripts {
     fn new() -> Self {
         let with_prelude = |body: &str| Script::new(&format!("{REVOKE_ONE}\n{body}"));
         Self {
+            get: Script::new(GET),
             create: with_prelude(CREATE),
             replace_if: Script::new(REPLACE_IF),
             revoke: with_prelude(REVOKE),
@@ -334,15 +391,49 @@ fn glob_escape(s: &str) -> String {
     out
 }
 
+/// Sessions ended per script call by `revoke_user`/`revoke_sid`, and index
+/// members trimmed per call by `sweep`: each Redis call stays short.
+const BATCH: usize = 100;
+/// A bound on the batches of one revocation (100 000 sessions).
+const MAX_BATCHES: usize = 1000;
+
+fn batches_exhausted() -> StoreError {
+    StoreError::Unavailable(format!(
+        "revocation did not finish within {MAX_BATCHES} batches of {BATCH} (sessions still being created?)"
+    ))
+}
+
+/// A sorted-set score (creation time in ms) as Redis prints it.
+fn score_millis(s: &str) -> u64 {
+    s.parse::<f64>().map_or(0, |f| f as u64)
+}
+
 fn tomb(why: &Revocation) -> String {
     serde_json::to_string(why).unwrap_or_default()
 }
 
 impl SessionStore for RedisStore {
     async fn get(&self, id: &StoreId) -> StoreResult<Option<Vec<u8>>> {
-        let mut conn = self.conn.clone();
-        let key = self.key("s", id.as_str());
-        self.run(conn.hget(key, "r")).await
+        let (record, tombstone) = (self.key("s", id.as_str()), self.key("t", id.as_str()));
+        let lookup = || {
+            let mut conn = self.conn.clone();
+            let (record, tombstone) = (&record, &tombstone);
+            async move {
+                let mut invocation = self.scripts.get.prepare_invoke();
+                invocation.key(record).key(tombstone);
+                invocation.invoke_async(&mut conn).await
+            }
+        };
+        self.run(async {
+            match lookup().await {
+                // The script only reads, so a lookup whose connection broke
+                // (a Sentinel failover) is safe to send once more: the link
+                // has dropped that connection and finds the master again.
+                Err(e) if e.is_io_error() || e.is_connection_dropped() => lookup().await,
+                result => result,
+            }
+        })
+        .await
     }
 
     async fn create(&self, new: &NewSession<'_>) -> StoreResult<Vec<StoreId>> {
@@ -423,53 +514,80 @@ impl SessionStore for RedisStore {
         except: Option<&StoreId>,
         why: &Revocation,
     ) -> StoreResult<Vec<StoreId>> {
-        let mut conn = self.conn.clone();
-        let ids: Vec<String> = self
-            .run(
-                self.scripts
-                    .revoke_user
-                    .key(&self.prefix)
-                    .arg(&self.prefix)
-                    .arg(user_hash)
-                    .arg(except.map_or("", StoreId::as_str))
-                    .arg(tomb(why))
-                    .arg(TOMBSTONE_TTL_MILLIS)
-                    .invoke_async(&mut conn),
-            )
-            .await?;
-        Ok(Self::ids(ids))
+        let tomb = tomb(why);
+        let mut out = Vec::new();
+        for _ in 0..MAX_BATCHES {
+            let mut conn = self.conn.clone();
+            let (done, ids): (i64, Vec<String>) = self
+                .run(
+                    self.scripts
+                        .revoke_user
+                        .key(&self.prefix)
+                        .arg(&self.prefix)
+                        .arg(user_hash)
+                        .arg(except.map_or("", StoreId::as_str))
+                        .arg(&tomb)
+                        .arg(TOMBSTONE_TTL_MILLIS)
+                        .arg(BATCH)
+                        .invoke_async(&mut conn),
+                )
+                .await?;
+            out.extend(Self::ids(ids));
+            if done == 1 {
+                return Ok(out);
+            }
+        }
+        Err(batches_exhausted())
     }
 
     async fn revoke_sid(&self, sid_hash: &str, why: &Revocation) -> StoreResult<Vec<StoreId>> {
-        let mut conn = self.conn.clone();
-        let ids: Vec<String> = self
-            .run(
-                self.scripts
-                    .revoke_sid
-                    .key(&self.prefix)
-                    .arg(&self.prefix)
-                    .arg(sid_hash)
-                    .arg(tomb(why))
-                    .arg(TOMBSTONE_TTL_MILLIS)
-                    .invoke_async(&mut conn),
-            )
-            .await?;
-        Ok(Self::ids(ids))
+        let tomb = tomb(why);
+        let mut out = Vec::new();
+        for _ in 0..MAX_BATCHES {
+            let mut conn = self.conn.clone();
+            let (done, ids): (i64, Vec<String>) = self
+                .run(
+                    self.scripts
+                        .revoke_sid
+                        .key(&self.prefix)
+                        .arg(&self.prefix)
+                        .arg(sid_hash)
+                        .arg(&tomb)
+                        .arg(TOMBSTONE_TTL_MILLIS)
+                        .arg(BATCH)
+                        .invoke_async(&mut conn),
+                )
+                .await?;
+            out.extend(Self::ids(ids));
+            if done == 1 {
+                return Ok(out);
+            }
+        }
+        Err(batches_exhausted())
     }
 
-    async fn list_user(&self, user_hash: &str) -> StoreResult<Vec<ListedSession>> {
+    async fn list_user(
+        &self,
+        user_hash: &str,
+        after: Option<&ListCursor>,
+        limit: usize,
+    ) -> StoreResult<SessionPage> {
+        let limit = limit.clamp(1, MAX_PAGE);
         let mut conn = self.conn.clone();
-        let flat: Vec<Value> = self
+        let (more, last_score, last_id, flat): (i64, String, String, Vec<Value>) = self
             .run(
                 self.scripts
                     .list_user
                     .key(&self.prefix)
                     .arg(&self.prefix)
                     .arg(user_hash)
+                    .arg(limit)
+                    .arg(after.map_or(String::new(), |c| c.created_millis.to_string()))
+                    .arg(after.map_or("", |c| c.id.as_str()))
                     .invoke_async(&mut conn),
             )
             .await?;
-        let mut out = Vec::with_capacity(flat.len() / 3);
+        let mut sessions = Vec::with_capacity(flat.len() / 3);
         for chunk in flat.chunks_exact(3) {
             let (Value::BulkString(id), Value::BulkString(score), Value::BulkString(record)) =
                 (&chunk[0], &chunk[1], &chunk[2])
@@ -479,17 +597,21 @@ impl SessionStore for RedisStore {
             let Some(id) = std::str::from_utf8(id).ok().and_then(StoreId::parse) else {
                 continue;
             };
-            let created_millis = std::str::from_utf8(score)
-                .ok()
-                .and_then(|s| s.parse::<f64>().ok())
-                .unwrap_or(0.0) as u64;
-            out.push(ListedSession {
+            sessions.push(ListedSession {
                 id,
-                created_millis,
+                created_millis: score_millis(std::str::from_utf8(score).unwrap_or_default()),
                 record: record.clone(),
             });
         }
-        Ok(out)
+        let next = (more == 1)
+            .then(|| {
+                Some(ListCursor {
+                    created_millis: score_millis(&last_score),
+                    id: StoreId::parse(&last_id)?,
+                })
+            })
+            .flatten();
+        Ok(SessionPage { sessions, next })
     }
 
     async fn put_once(
@@ -581,22 +703,45 @@ impl SessionStore for RedisStore {
         Ok(r.is_some())
     }
 
+    /// Walks each index with ZSCAN/SSCAN and trims one batch per script
+    /// call, so no single call runs long however large an index grew.
     async fn sweep(&self) -> StoreResult<u64> {
         let mut removed = 0u64;
-        for (kind, tag) in [("u", "z"), ("sid", "s")] {
+        for (kind, tag, scan) in [("u", "z", "ZSCAN"), ("sid", "s", "SSCAN")] {
             for key in self.scan(kind).await? {
-                let mut conn = self.conn.clone();
-                let n: u64 = self
-                    .run(
-                        self.scripts
-                            .trim_index
-                            .key(&key)
-                            .arg(&self.prefix)
-                            .arg(tag)
-                            .invoke_async(&mut conn),
-                    )
-                    .await?;
-                removed += n;
+                let mut cursor: u64 = 0;
+                loop {
+                    let mut conn = self.conn.clone();
+                    let (next, batch): (u64, Vec<String>) = self
+                        .run(
+                            redis::cmd(scan)
+                                .arg(&key)
+                                .arg(cursor)
+                                .arg("COUNT")
+                                .arg(BATCH)
+                                .query_async(&mut conn),
+                        )
+                        .await?;
+                    // ZSCAN answers member, score, member, score, ...
+                    let members: Vec<&String> = if tag == "z" {
+                        batch.iter().step_by(2).collect()
+                    } else {
+                        batch.iter().collect()
+                    };
+                    if !members.is_empty() {
+                        let mut invocation = self.scripts.trim_index.key(&key);
+                        invocation.arg(&self.prefix).arg(tag);
+                        for m in members {
+                            invocation.arg(m);
+                        }
+                        let n: u64 = self.run(invocation.invoke_async(&mut conn)).await?;
+                        removed += n;
+                    }
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
             }
         }
         Ok(removed)
