@@ -105,7 +105,7 @@ impl Metrics {
         );
         registry.register(
             "token_refreshes",
-            "Access-token refreshes: success, invalid_grant (session ended) or provider_error (session kept)",
+            "Access-token refreshes: success, invalid_grant or refused (session ended), provider_error (session kept)",
             refreshes.clone(),
         );
         registry.register(
