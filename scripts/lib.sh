@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by scripts/test, scripts/demo and .ci/run: find or install what the
 # gateway's tests and demo need, or say exactly what to install.
 
