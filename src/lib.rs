@@ -78,14 +78,7 @@ pub async fn serve_admin(
     let client_address = state.client_address.clone();
     let app = router::limit_body(routes::admin::router(state), limits.max_body_bytes);
     let app = middleware::with_request_log(app, access_log, client_address);
-    server::serve_connections(
-        listener,
-        app,
-        limits,
-        server::connection_cap(&limits),
-        shutdown,
-    )
-    .await
+    serve_capped_alone(listener, app, limits, shutdown).await
 }
 
 /// Serves `GET /metrics` (if configured) until `shutdown` resolves, with
@@ -99,6 +92,18 @@ pub async fn serve_metrics(
     let app = Router::new()
         .route("/metrics", get(routes::health::metrics))
         .with_state(state.metrics.clone());
+    serve_capped_alone(listener, app, limits, shutdown).await
+}
+
+/// Serves a side listener (admin, metrics) with the `[server]` limits and
+/// a connection cap of its own, so the public listener's load cannot lock
+/// operators out.
+async fn serve_capped_alone(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: config::ConnectionLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     server::serve_connections(
         listener,
         app,

@@ -392,30 +392,41 @@ impl Provider {
     /// reads bodies without a limit and parses the ID token's claims itself
     /// (so a token lacking `iat` became an "invalid provider response", an
     /// outage, instead of a failed login decided by `jwt`).
-    async fn token_request(&self, grant: &[(&str, &str)]) -> Result<TokenSet, ProviderError> {
-        let d = self.discovered().await?;
-        let mut form: Vec<(&str, &str)> = grant.to_vec();
-        let mut req = self
-            .http
-            .post(d.token_endpoint.clone())
-            .header("accept", "application/json");
+    /// Adds the client's credentials to a back-channel request: Basic
+    /// authentication or form fields, as `oidc.auth_method` says.
+    fn authenticated<'a>(
+        &'a self,
+        req: reqwest::RequestBuilder,
+        form: &mut Vec<(&'a str, &'a str)>,
+    ) -> reqwest::RequestBuilder {
         match self.config.auth_method {
             AuthMethod::ClientSecretBasic => {
                 // RFC 6749 §2.3.1: form-urlencode the credentials before Basic.
                 let enc = |s: &str| {
                     url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
                 };
-                req = req.basic_auth(
+                req.basic_auth(
                     enc(&self.config.client_id),
                     Some(enc(self.config.client_secret.expose())),
-                );
+                )
             }
             AuthMethod::ClientSecretPost => {
                 form.push(("client_id", &self.config.client_id));
                 form.push(("client_secret", self.config.client_secret.expose()));
+                req
             }
         }
-        let resp = req
+    }
+
+    async fn token_request(&self, grant: &[(&str, &str)]) -> Result<TokenSet, ProviderError> {
+        let d = self.discovered().await?;
+        let mut form: Vec<(&str, &str)> = grant.to_vec();
+        let req = self
+            .http
+            .post(d.token_endpoint.clone())
+            .header("accept", "application/json");
+        let resp = self
+            .authenticated(req, &mut form)
             .form(&form)
             .send()
             .await
@@ -493,24 +504,9 @@ impl Provider {
             ("token", refresh_token.expose()),
             ("token_type_hint", "refresh_token"),
         ];
-        let mut req = self.http.post(endpoint.clone());
-        match self.config.auth_method {
-            AuthMethod::ClientSecretBasic => {
-                // RFC 6749 §2.3.1: form-urlencode the credentials before Basic.
-                let enc = |s: &str| {
-                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
-                };
-                req = req.basic_auth(
-                    enc(&self.config.client_id),
-                    Some(enc(self.config.client_secret.expose())),
-                );
-            }
-            AuthMethod::ClientSecretPost => {
-                form.push(("client_id", &self.config.client_id));
-                form.push(("client_secret", self.config.client_secret.expose()));
-            }
-        }
-        let resp = req
+        let req = self.http.post(endpoint.clone());
+        let resp = self
+            .authenticated(req, &mut form)
             .form(&form)
             .send()
             .await

@@ -253,6 +253,24 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
+    /// `SET key value NX PX ttl`: `true` if this call set it (single-use
+    /// markers, locks, seen token IDs).
+    async fn set_nx(&self, key: String, value: &str, ttl_millis: u64) -> StoreResult<bool> {
+        let mut conn = self.conn.clone();
+        let r: Option<String> = self
+            .run(
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl_millis.max(1))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(r.is_some())
+    }
+
     /// Prepares the connection; it is opened on first use and re-opened after
     /// failures, so the gateway starts (unready) while Redis is down.
     pub fn new(config: &RedisConfig, prefix: &str, timeout: Duration) -> Result<Self, StoreError> {
@@ -642,35 +660,12 @@ impl SessionStore for RedisStore {
     }
 
     async fn claim_once(&self, key: &str, ttl_millis: u64) -> StoreResult<bool> {
-        let mut conn = self.conn.clone();
-        let r: Option<String> = self
-            .run(
-                redis::cmd("SET")
-                    .arg(self.key("c", key))
-                    .arg(1)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ttl_millis.max(1))
-                    .query_async(&mut conn),
-            )
-            .await?;
-        Ok(r.is_some())
+        self.set_nx(self.key("c", key), "1", ttl_millis).await
     }
 
     async fn lock(&self, id: &StoreId, token: &str, ttl_millis: u64) -> StoreResult<bool> {
-        let mut conn = self.conn.clone();
-        let r: Option<String> = self
-            .run(
-                redis::cmd("SET")
-                    .arg(self.key("l", id.as_str()))
-                    .arg(token)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ttl_millis.max(1))
-                    .query_async(&mut conn),
-            )
-            .await?;
-        Ok(r.is_some())
+        self.set_nx(self.key("l", id.as_str()), token, ttl_millis)
+            .await
     }
 
     async fn unlock(&self, id: &StoreId, token: &str) -> StoreResult<()> {
@@ -688,19 +683,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn remember_jti(&self, hash: &str, ttl_millis: u64) -> StoreResult<bool> {
-        let mut conn = self.conn.clone();
-        let r: Option<String> = self
-            .run(
-                redis::cmd("SET")
-                    .arg(self.key("j", hash))
-                    .arg(1)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ttl_millis.max(1))
-                    .query_async(&mut conn),
-            )
-            .await?;
-        Ok(r.is_some())
+        self.set_nx(self.key("j", hash), "1", ttl_millis).await
     }
 
     /// Walks each index with ZSCAN/SSCAN and trims one batch per script
