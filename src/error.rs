@@ -118,7 +118,7 @@ impl AppError {
             Self::SessionExpired(why) => (
                 S::UNAUTHORIZED,
                 "session_expired",
-                if *why == EndReason::LoggedOut { "Logged out" } else { "Session ended" },
+                why.title(),
                 why.message().into(),
             ),
             Self::CsrfRejected => (

@@ -95,6 +95,15 @@ impl EndReason {
         }
     }
 
+    /// A page title for people.
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::Expired => "Session expired",
+            Self::LoggedOut => "Logged out",
+            _ => "Session ended",
+        }
+    }
+
     /// A sentence for people.
     pub fn message(self) -> &'static str {
         match self {

@@ -182,7 +182,7 @@ async fn an_operators_revocation_cuts_open_websockets_within_ten_seconds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_ended_from_another_session_closes_the_socket_saying_so() {
-    let (upstream, gw, b) = logged_in(|up| {
+    let (upstream, gw, mut b) = logged_in(|up| {
         GatewayBuilder::new(up).configure(|c| c.session.touch_interval = duration("1s"))
     })
     .await;
