@@ -6,6 +6,8 @@
 const CSRF = { 'X-CSRF': '1' };
 const $ = (id) => document.getElementById(id);
 let socket = null;
+// How the gateway closed the last WebSocket when its session ended, if it did.
+let socketCut = null;
 
 async function api(method, path, body) {
   const headers = { ...CSRF, Accept: 'application/json' };
@@ -52,7 +54,8 @@ const endedText = (reason) => ENDED[reason] ?? 'Your session ended.';
 function sessionEnded(data) {
   const notice = $('ended');
   if (data?.error === 'session_expired') {
-    notice.textContent = `${endedText(data.reason)} Log in again to continue.`;
+    notice.textContent = `${endedText(data.reason)} Log in again to continue.`
+      + (socketCut ? `\nThe live WebSocket was closed by the gateway: ${socketCut}.` : '');
     notice.dataset.reason = data.reason ?? 'expired';
     notice.hidden = false;
   }
@@ -69,6 +72,7 @@ async function loadUser() {
   }
   showError('');
   $('ended').hidden = true;
+  socketCut = null;
   $('name').textContent = data.claims.name ?? data.claims.preferred_username ?? data.sub;
   $('expires').textContent = when(data.session.expires_at);
   $('claims').textContent = JSON.stringify(data.claims, null, 2);
@@ -150,7 +154,10 @@ function openSocket() {
   socket.addEventListener('close', (e) => {
     const { text, reason } = describeClose(e);
     $('ws-state').textContent = text;
-    if (reason) $('ws-state').dataset.reason = reason;
+    if (reason) {
+      $('ws-state').dataset.reason = reason;
+      socketCut = `code ${e.code}, "${e.reason}"`;
+    }
     note(`✕ ${text}`);
     $('ws-send').disabled = true;
     socket = null;

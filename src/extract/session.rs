@@ -121,7 +121,9 @@ where
         match resolve(parts, state).await {
             Ok(s) => Ok(MaybeSession(Some(s))),
             Err(SessionRejection::Store(e)) => Err(SessionRejection::Store(e)),
-            Err(SessionRejection::Anonymous | SessionRejection::Ended(..)) => Ok(MaybeSession(None)),
+            Err(SessionRejection::Anonymous | SessionRejection::Ended(..)) => {
+                Ok(MaybeSession(None))
+            }
         }
     }
 }

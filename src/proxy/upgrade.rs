@@ -377,7 +377,10 @@ where
         to.flush().await?;
         Ok::<_, std::io::Error>(true)
     };
-    matches!(tokio::time::timeout(CLOSE_GRACE, finish).await, Ok(Ok(true)))
+    matches!(
+        tokio::time::timeout(CLOSE_GRACE, finish).await,
+        Ok(Ok(true))
+    )
 }
 
 /// Follows the frame structure of one direction of a WebSocket (RFC 6455
@@ -418,7 +421,9 @@ impl FrameTracker {
             let need = if self.have < 2 { 2 } else { self.header_len() };
             (need - self.have).clamp(1, max)
         } else {
-            usize::try_from(self.payload_left).unwrap_or(max).clamp(1, max)
+            usize::try_from(self.payload_left)
+                .unwrap_or(max)
+                .clamp(1, max)
         }
     }
 
@@ -551,7 +556,10 @@ mod tests {
         assert_eq!(&f[2..4], &4401u16.to_be_bytes());
         assert_eq!(&f[4..], b"session ended: logged_out");
         let long = close_frame(4401, &"é".repeat(100));
-        assert_eq!(long[1], 124, "2 + 122: the reason stops before a split character");
+        assert_eq!(
+            long[1], 124,
+            "2 + 122: the reason stops before a split character"
+        );
         assert!(std::str::from_utf8(&long[4..]).is_ok());
     }
 

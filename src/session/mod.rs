@@ -24,8 +24,8 @@ use self::cookie::{CookiePolicy, SessionId, StoreId, hex};
 use self::crypto::{KeyRing, open, seal};
 use self::record::{SessionMeta, SessionSecrets, StoredBody, StoredSession};
 use self::store::{
-    Fetched, ListCursor, NewSession, OnceKind, Revocation, RevokeOutcome, RevokeReason, SessionStore, Store,
-    StoreError, StoreResult,
+    Fetched, ListCursor, NewSession, OnceKind, Revocation, RevokeOutcome, RevokeReason,
+    SessionStore, Store, StoreError, StoreResult,
 };
 use crate::config::SessionConfig;
 use crate::secret::SecretString;
@@ -984,7 +984,12 @@ mod tests {
         assert_eq!(session.claims()["name"], "Alice");
 
         // The stored bytes hold neither the tokens nor the claims in clear.
-        let raw = store.get(&sid).await.expect("get").into_live().expect("present");
+        let raw = store
+            .get(&sid)
+            .await
+            .expect("get")
+            .into_live()
+            .expect("present");
         let text = String::from_utf8_lossy(&raw);
         for needle in [
             "access-token-value",
@@ -1080,7 +1085,12 @@ mod tests {
             .create(login("alice"), &ClientInfo::default(), 1_000)
             .await
             .expect("create");
-        let raw = store.get(&sid).await.expect("get").into_live().expect("present");
+        let raw = store
+            .get(&sid)
+            .await
+            .expect("get")
+            .into_live()
+            .expect("present");
         (sid, cookie_header(&cookie), raw)
     }
 
@@ -1263,7 +1273,12 @@ mod tests {
                 .await
                 .expect("touch")
         );
-        let raw = store.get(&sid).await.expect("get").into_live().expect("present");
+        let raw = store
+            .get(&sid)
+            .await
+            .expect("get")
+            .into_live()
+            .expect("present");
         assert_eq!(
             StoredSession::decode(&raw)
                 .expect("decodes")

@@ -280,6 +280,7 @@ await page2.locator('#ended').waitFor({ state: 'visible', timeout: 10000 })
 const ended = await page2.textContent('#ended');
 if (!ended.includes('ended from another of your sessions')) fail(`the ended-session notice does not give the reason: ${ended}`);
 if (await page2.getAttribute('#ended', 'data-reason') !== 'revoked_by_user') fail('the notice is not for revoked_by_user');
+if (!ended.includes('code 4401, "session ended: revoked_by_user"')) fail(`the notice does not say how the WebSocket was closed: ${ended}`);
 await expectVisible('#authenticated', 'the first browser, still logged in');
 await shot('session-ended-elsewhere', page2);
 await context2.close();

@@ -724,13 +724,12 @@ async fn get_with_cookie(b: &Browser, gw: &Gateway, cookie: &str) -> StatusCode 
 
 /// The 401 body's `reason` for exactly this cookie header.
 async fn reason_with_cookie(b: &Browser, gw: &Gateway, cookie: &str) -> Value {
-    let r = b
-        .gw
-        .get(gw.url("/auth/user"))
-        .header("cookie", cookie)
-        .send()
-        .await
-        .expect("request");
+    let r =
+        b.gw.get(gw.url("/auth/user"))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .expect("request");
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     r.json::<Value>().await.expect("JSON body")["reason"].clone()
 }

@@ -380,7 +380,11 @@ async fn a_created_session_returns_its_record_bytes<S: SessionStore>(store: &S) 
     let s = Seed::new(1, "alice").sid("op-1");
     assert_eq!(s.create(store).await, Vec::<StoreId>::new());
     assert_eq!(get(store, &s.id).await, Fetched::Live(s.record()));
-    assert_eq!(get(store, &id(2)).await, Fetched::Missing, "other IDs stay unknown");
+    assert_eq!(
+        get(store, &id(2)).await,
+        Fetched::Missing,
+        "other IDs stay unknown"
+    );
 }
 
 async fn a_session_expires_after_its_ttl<S: SessionStore>(store: &S) {
@@ -460,7 +464,10 @@ async fn replace_if_on_a_gone_session_is_refused_and_creates_nothing<S: SessionS
             s.id
         );
         assert!(
-            matches!(get(store, &s.id).await, Fetched::Missing | Fetched::Revoked(_)),
+            matches!(
+                get(store, &s.id).await,
+                Fetched::Missing | Fetched::Revoked(_)
+            ),
             "{:?} stays gone",
             s.id
         );
@@ -534,7 +541,10 @@ async fn revoke_ends_the_session<S: SessionStore>(store: &S) {
         revoke(store, &s.id, &logout()).await,
         RevokeOutcome::Revoked
     );
-    assert_eq!(get(store, &s.id).await, Fetched::Revoked(Some(RevokeReason::Logout)));
+    assert_eq!(
+        get(store, &s.id).await,
+        Fetched::Revoked(Some(RevokeReason::Logout))
+    );
     assert_eq!(get(store, &other.id).await, Fetched::Live(other.record()));
 }
 
@@ -604,7 +614,10 @@ async fn revoke_user_ends_every_session_of_that_user_only<S: SessionStore>(store
         .expect("revoke_user");
     assert_eq!(sorted(revoked), vec![id(1), id(2), id(3)]);
     for s in &alice {
-        assert_eq!(get(store, &s.id).await, Fetched::Revoked(Some(RevokeReason::Admin)));
+        assert_eq!(
+            get(store, &s.id).await,
+            Fetched::Revoked(Some(RevokeReason::Admin))
+        );
         assert_eq!(revoke(store, &s.id, &logout()).await, already(admin()));
     }
     assert_eq!(listed_ids(store, "alice").await, Vec::<StoreId>::new());
@@ -656,7 +669,10 @@ async fn revoke_sid_ends_every_session_bound_to_that_provider_session<S: Session
         .expect("revoke_sid");
     assert_eq!(sorted(revoked), vec![id(1), id(2)]);
     for s in [&a1, &b2] {
-        assert_eq!(get(store, &s.id).await, Fetched::Revoked(Some(RevokeReason::Backchannel)));
+        assert_eq!(
+            get(store, &s.id).await,
+            Fetched::Revoked(Some(RevokeReason::Backchannel))
+        );
         assert_eq!(
             revoke(store, &s.id, &logout()).await,
             already(backchannel.clone())
@@ -685,7 +701,10 @@ async fn the_per_user_limit_evicts_the_oldest_and_returns_its_id<S: SessionStore
     assert_eq!(s1.create(store).await, Vec::<StoreId>::new());
     assert_eq!(s2.create(store).await, Vec::<StoreId>::new());
     assert_eq!(s3.create(store).await, vec![id(1)]);
-    assert_eq!(get(store, &id(1)).await, Fetched::Revoked(Some(RevokeReason::Limit)));
+    assert_eq!(
+        get(store, &id(1)).await,
+        Fetched::Revoked(Some(RevokeReason::Limit))
+    );
     assert_eq!(listed(store, "alice").await, vec![entry(&s3), entry(&s2)]);
 }
 
@@ -981,7 +1000,10 @@ async fn a_revoked_session_written_back_is_not_returned<S: SessionStore>(store: 
     revoke(store, &s.id, &logout()).await;
     // The same bytes and index entries again, as a restored backup would.
     s.create(store).await;
-    assert_eq!(get(store, &s.id).await, Fetched::Revoked(Some(RevokeReason::Logout)));
+    assert_eq!(
+        get(store, &s.id).await,
+        Fetched::Revoked(Some(RevokeReason::Logout))
+    );
     assert_eq!(revoke(store, &s.id, &admin()).await, RevokeOutcome::Revoked);
 }
 

@@ -243,7 +243,12 @@ impl TestRouter {
         let id = oidc_bff::session::cookie::SessionId::parse(value).expect("a session cookie");
         self.state
             .sessions
-            .revoke(&id.store_id(), reason, "router-test", oidc_bff::clock::unix_now())
+            .revoke(
+                &id.store_id(),
+                reason,
+                "router-test",
+                oidc_bff::clock::unix_now(),
+            )
             .await
             .expect("revoke session");
     }

@@ -21,8 +21,9 @@ use redis::{AsyncCommands, RedisResult, Script, Value};
 
 use super::redis_link::{ClusterLink, Link, SentinelLink};
 use super::{
-    Fetched, ListCursor, ListedSession, MAX_PAGE, NewSession, OnceKind, Revocation, RevokeOutcome, RevokeReason,
-    SessionPage, SessionStore, StoreError, StoreResult, StoreStats, TOMBSTONE_TTL_MILLIS,
+    Fetched, ListCursor, ListedSession, MAX_PAGE, NewSession, OnceKind, Revocation, RevokeOutcome,
+    RevokeReason, SessionPage, SessionStore, StoreError, StoreResult, StoreStats,
+    TOMBSTONE_TTL_MILLIS,
 };
 use crate::config::{RedisConfig, RedisEndpoint};
 use crate::session::cookie::StoreId;
@@ -232,7 +233,9 @@ fn tomb_reason(tomb: &[u8]) -> Option<RevokeReason> {
     struct Reason {
         reason: RevokeReason,
     }
-    serde_json::from_slice::<Reason>(tomb).ok().map(|r| r.reason)
+    serde_json::from_slice::<Reason>(tomb)
+        .ok()
+        .map(|r| r.reason)
 }
 
 const UNLOCK: &str = r"
