@@ -241,6 +241,32 @@ async fn the_logged_out_page_is_html_with_the_page_security_headers() {
     assert_eq!(r.status, StatusCode::OK, "{r}");
     assert_eq!(r.header(header::CONTENT_TYPE), "text/html; charset=utf-8");
     crate::errors::assert_page_security_headers(&r);
+    assert!(r.text().contains("You are logged out"), "{r}");
+    assert!(
+        r.text().contains(r#"href="/auth/login?return_to=%2F""#),
+        "{r}"
+    );
+}
+
+#[tokio::test]
+async fn the_pages_link_an_icon_the_gateway_serves() {
+    let app = TestRouter::new().await;
+    let page = app.get("/auth/logged-out", &[]).await;
+    assert!(
+        page.text()
+            .contains(r#"<link rel="icon" href="/auth/favicon.svg""#),
+        "{page}"
+    );
+    let icon = app.get("/auth/favicon.svg", &[]).await;
+    assert_eq!(icon.status, StatusCode::OK, "{icon}");
+    assert_eq!(icon.header(header::CONTENT_TYPE), "image/svg+xml");
+    assert!(icon.text().starts_with("<svg"), "{icon}");
+    assert!(!icon.text().contains("<script"), "{icon}");
+    assert!(
+        icon.header(header::CONTENT_SECURITY_POLICY)
+            .starts_with("default-src 'none'"),
+        "{icon}"
+    );
 }
 
 #[tokio::test]
