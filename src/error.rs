@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::flows::login::LoginError;
 use crate::flows::refresh::RefreshError;
 use crate::oidc::provider::ProviderError;
+use crate::session::EndReason;
 use crate::session::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,8 +31,10 @@ pub enum AppError {
     LoginExpired,
     #[error("not logged in")]
     Unauthenticated,
-    #[error("session expired")]
-    SessionExpired,
+    /// The cookie names no live session; why, in the categories the
+    /// browser may know (the body's `reason`).
+    #[error("session ended: {}", .0.as_str())]
+    SessionExpired(EndReason),
     #[error("missing or wrong anti-CSRF header")]
     CsrfRejected,
     #[error("forbidden: {0}")]
@@ -71,7 +74,7 @@ impl From<LoginError> for AppError {
 impl From<RefreshError> for AppError {
     fn from(e: RefreshError) -> Self {
         match e {
-            RefreshError::SessionEnded => Self::SessionExpired,
+            RefreshError::SessionEnded(why) => Self::SessionExpired(why),
             RefreshError::Provider(p) => Self::Provider(p),
             RefreshError::Store(s) => Self::Store(s),
         }
@@ -92,6 +95,9 @@ pub struct ErrorInfo {
 #[derive(Serialize)]
 struct Body<'a> {
     error: &'a str,
+    /// Only on `session_expired`: why the session ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
     message: &'a str,
 }
 
@@ -109,11 +115,11 @@ impl AppError {
                 "This sign-in took too long, was already completed, or was started in another browser. Please log in again.".into(),
             ),
             Self::Unauthenticated => (S::UNAUTHORIZED, "unauthenticated", "Not logged in", "You are not logged in.".into()),
-            Self::SessionExpired => (
+            Self::SessionExpired(why) => (
                 S::UNAUTHORIZED,
                 "session_expired",
-                "Session expired",
-                "Your session has ended. Please log in again.".into(),
+                why.title(),
+                why.message().into(),
             ),
             Self::CsrfRejected => (
                 S::FORBIDDEN,
@@ -192,6 +198,10 @@ impl IntoResponse for AppError {
             status,
             Json(Body {
                 error: code,
+                reason: match &self {
+                    Self::SessionExpired(why) => Some(why.as_str()),
+                    _ => None,
+                },
                 message: &message,
             }),
         )
@@ -250,9 +260,10 @@ mod tests {
 
     #[tokio::test]
     async fn unauthorized_answers_carry_www_authenticate_and_no_store() {
-        let (status, v, resp) = body_of(AppError::SessionExpired).await;
+        let (status, v, resp) = body_of(AppError::SessionExpired(EndReason::Expired)).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         assert_eq!(v["error"], "session_expired");
+        assert_eq!(v["reason"], "expired");
         assert!(resp.headers().contains_key(header::WWW_AUTHENTICATE));
         assert_eq!(resp.headers()[header::CACHE_CONTROL], "no-store");
         assert!(
@@ -260,5 +271,26 @@ mod tests {
                 .get::<ErrorInfo>()
                 .is_some_and(|i| i.relogin)
         );
+    }
+
+    #[tokio::test]
+    async fn an_ended_session_says_why_in_a_category_and_nothing_more() {
+        for (why, reason) in [
+            (EndReason::Expired, "expired"),
+            (EndReason::LoggedOut, "logged_out"),
+            (EndReason::RevokedByUser, "revoked_by_user"),
+            (EndReason::RevokedByOperator, "revoked_by_operator"),
+            (EndReason::EndedAtProvider, "ended_at_provider"),
+            (EndReason::RefreshRefused, "refresh_refused"),
+            (EndReason::SessionLimit, "session_limit"),
+        ] {
+            let (status, v, _) = body_of(AppError::SessionExpired(why)).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+            assert_eq!(v["error"], "session_expired", "{v}");
+            assert_eq!(v["reason"], reason, "{v}");
+            assert_eq!(v.as_object().map(|o| o.len()), Some(3), "{v}");
+        }
+        let (_, v, _) = body_of(AppError::Unauthenticated).await;
+        assert!(v.get("reason").is_none(), "{v}");
     }
 }

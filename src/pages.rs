@@ -17,6 +17,10 @@ use crate::security_headers::{self, ResponseKind};
 
 const CSS: &str = include_str!("../templates/style.css");
 
+/// The icon the pages link to (so browsers stop asking for a
+/// `/favicon.ico` the gateway does not have).
+const FAVICON: &str = include_str!("../templates/favicon.svg");
+
 pub struct Pages {
     env: Environment<'static>,
     csp: HeaderValue,
@@ -86,6 +90,26 @@ impl Pages {
             }
         }
     }
+}
+
+/// `GET /auth/favicon.svg`: the pages' icon. Static and script-free; its
+/// own CSP forbids anything an SVG could load or run.
+pub async fn favicon() -> Response {
+    let mut resp = FAVICON.into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("image/svg+xml"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=86400"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
+    );
+    resp
 }
 
 /// Whether the request is a browser navigation (answer with a page) rather

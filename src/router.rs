@@ -34,6 +34,7 @@ pub fn build_router(state: AppState) -> Router {
         )
         .route("/auth/logout/end", get(routes::logout::logout_end))
         .route("/auth/logged-out", get(routes::logout::logged_out))
+        .route("/auth/favicon.svg", get(crate::pages::favicon))
         .route("/auth/user", get(routes::user::user))
         .route("/auth/sessions", get(routes::sessions::list))
         .route(

@@ -5,6 +5,9 @@
 
 const CSRF = { 'X-CSRF': '1' };
 const $ = (id) => document.getElementById(id);
+let socket = null;
+// How the gateway closed the last WebSocket when its session ended, if it did.
+let socketCut = null;
 
 async function api(method, path, body) {
   const headers = { ...CSRF, Accept: 'application/json' };
@@ -32,14 +35,44 @@ function showError(message) {
 
 const when = (secs) => (secs ? new Date(secs * 1000).toLocaleString() : '-');
 
+// Why a session ended: the `reason` of the gateway's 401 `session_expired`
+// (and of the WebSocket close code 4401). A cookie the gateway never issued
+// reads as "expired" too.
+const ENDED = {
+  expired: 'Your session expired.',
+  logged_out: 'You logged out.',
+  revoked_by_user: 'Your session was ended from another of your sessions (another browser or device).',
+  revoked_by_operator: 'An administrator ended your session.',
+  ended_at_provider: 'You were logged out at the identity provider.',
+  refresh_refused: 'The identity provider no longer accepts your session.',
+  session_limit: 'Your session was closed because you logged in on too many devices.',
+};
+const endedText = (reason) => ENDED[reason] ?? 'Your session ended.';
+
+// The gateway clears the cookie with its first 401, so the reason is shown
+// from that answer: later calls only say "not logged in".
+function sessionEnded(data) {
+  const notice = $('ended');
+  if (data?.error === 'session_expired') {
+    notice.textContent = `${endedText(data.reason)} Log in again to continue.`
+      + (socketCut ? `\nThe live WebSocket was closed by the gateway: ${socketCut}.` : '');
+    notice.dataset.reason = data.reason ?? 'expired';
+    notice.hidden = false;
+  }
+  if (socket) socket.close(1000, 'logged out');
+  show('anonymous');
+}
+
 async function loadUser() {
   const { status, data } = await api('GET', '/auth/user');
-  if (status === 401) return show('anonymous');
+  if (status === 401) return sessionEnded(data);
   if (status !== 200) {
     show('anonymous');
     return showError(`Could not load your session: ${data?.message ?? status}`);
   }
   showError('');
+  $('ended').hidden = true;
+  socketCut = null;
   $('name').textContent = data.claims.name ?? data.claims.preferred_username ?? data.sub;
   $('expires').textContent = when(data.session.expires_at);
   $('claims').textContent = JSON.stringify(data.claims, null, 2);
@@ -87,10 +120,21 @@ async function callApi(method, path, body) {
   out.hidden = false;
   out.className = status === 200 ? 'result ok' : 'result failed';
   out.textContent = `HTTP ${status}\n${JSON.stringify(data, null, 2)}`;
-  if (status === 401) await loadUser();
+  if (status === 401) sessionEnded(data);
 }
 
-let socket = null;
+// What a close event means, in words: 4401 is the gateway cutting the
+// socket because the session ended (reason `session ended: <reason>`);
+// 1006 is a connection lost without a close frame.
+function describeClose(e) {
+  if (e.code === 4401) {
+    const reason = e.reason.replace(/^session ended: /, '');
+    return { text: `closed: session ended — ${endedText(reason)}`, reason };
+  }
+  if (e.code === 1000) return { text: 'closed (1000: normal closure)' };
+  if (e.code === 1006) return { text: 'closed (1006: connection lost — the server or network went away)' };
+  return { text: `closed (${e.code}${e.reason ? `: ${e.reason}` : ''})` };
+}
 
 function openSocket() {
   if (socket) socket.close();
@@ -108,9 +152,18 @@ function openSocket() {
   });
   socket.addEventListener('message', (e) => note(`← ${e.data}`));
   socket.addEventListener('close', (e) => {
-    $('ws-state').textContent = `closed (${e.code})`;
+    const { text, reason } = describeClose(e);
+    $('ws-state').textContent = text;
+    if (reason) {
+      $('ws-state').dataset.reason = reason;
+      socketCut = `code ${e.code}, "${e.reason}"`;
+    }
+    note(`✕ ${text}`);
     $('ws-send').disabled = true;
     socket = null;
+    // The session is over: ask the gateway why, once, while the cookie
+    // still names it.
+    if (e.code === 4401) loadUser().catch(() => {});
   });
 }
 
@@ -134,6 +187,10 @@ function init() {
     $('ws-log').textContent += `→ ${text}\n`;
   });
   $('post-api').addEventListener('click', () => callApi('POST', '/api/echo', { hello: 'from the SPA' }));
+  // Coming back to the tab: the session may have ended meanwhile.
+  document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState === 'visible' && !$('authenticated').hidden) loadUser().catch(() => {});
+  });
   loadUser().catch((e) => {
     show('anonymous');
     showError(`The gateway did not answer: ${e.message}`);

@@ -4,7 +4,9 @@
 //! - [`CurrentSession`]: a route that needs a session. No cookie is a 401
 //!   `unauthenticated`; a cookie that names no live session (expired,
 //!   revoked, forged) is a 401 `session_expired` that also clears the
-//!   cookie; a store failure is a 503 (fail closed, never guess).
+//!   cookie and names a coarse `reason` (see `session::EndReason`: a forged
+//!   cookie reads as `expired`); a store failure is a 503 (fail closed,
+//!   never guess).
 //! - [`MaybeSession`]: a route that works either way; only a store failure
 //!   is refused.
 //!
@@ -23,7 +25,7 @@ use http::request::Parts;
 use super::client::{ClientAddressPolicy, ClientInfo};
 use crate::error::AppError;
 use crate::session::store::StoreError;
-use crate::session::{Lookup, Session, Sessions};
+use crate::session::{EndReason, Lookup, Session, Sessions};
 
 /// The caller's live session.
 pub struct CurrentSession(pub Box<Session>);
@@ -36,8 +38,9 @@ pub struct MaybeSession(pub Option<Box<Session>>);
 pub enum SessionRejection {
     /// No session cookie.
     Anonymous,
-    /// The cookie names no live session; the value clears it.
-    Ended(HeaderValue),
+    /// The cookie names no live session (why, and the value that clears
+    /// it).
+    Ended(EndReason, HeaderValue),
     Store(StoreError),
 }
 
@@ -45,8 +48,8 @@ impl IntoResponse for SessionRejection {
     fn into_response(self) -> Response {
         match self {
             Self::Anonymous => AppError::Unauthenticated.into_response(),
-            Self::Ended(clear) => {
-                let mut resp = AppError::SessionExpired.into_response();
+            Self::Ended(why, clear) => {
+                let mut resp = AppError::SessionExpired(why).into_response();
                 resp.headers_mut().append(SET_COOKIE, clear);
                 resp
             }
@@ -73,7 +76,8 @@ where
             }
             Ok(session)
         }
-        Ok(Lookup::Ended) => Err(SessionRejection::Ended(
+        Ok(Lookup::Ended(why)) => Err(SessionRejection::Ended(
+            why,
             sessions.cookies().clear_session_cookie(),
         )),
         Ok(Lookup::Anonymous) => Err(SessionRejection::Anonymous),
@@ -117,7 +121,9 @@ where
         match resolve(parts, state).await {
             Ok(s) => Ok(MaybeSession(Some(s))),
             Err(SessionRejection::Store(e)) => Err(SessionRejection::Store(e)),
-            Err(SessionRejection::Anonymous | SessionRejection::Ended(_)) => Ok(MaybeSession(None)),
+            Err(SessionRejection::Anonymous | SessionRejection::Ended(..)) => {
+                Ok(MaybeSession(None))
+            }
         }
     }
 }

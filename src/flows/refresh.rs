@@ -33,7 +33,7 @@ use crate::secret::SecretString;
 use crate::session::cookie::random_token;
 use crate::session::record::SessionSecrets;
 use crate::session::store::{RevokeReason, StoreError};
-use crate::session::{Session, Sessions};
+use crate::session::{EndReason, Session, Sessions};
 
 /// Why a session has no fresh access token.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +42,7 @@ pub enum RefreshError {
     /// (`invalid_grant`), no refresh token past expiry, or a refreshed ID
     /// token that does not validate.
     #[error("session ended")]
-    SessionEnded,
+    SessionEnded(EndReason),
     /// The provider is unreachable, slow, or refused for its own reasons:
     /// the session is kept for a later try.
     #[error(transparent)]
@@ -120,7 +120,7 @@ impl Refresher {
             return if session.stored.body.access_expires_at > now {
                 Ok(session)
             } else {
-                Err(RefreshError::SessionEnded)
+                Err(RefreshError::SessionEnded(EndReason::Expired))
             };
         }
         let key = session.store_id.as_str().to_owned();
@@ -136,9 +136,10 @@ impl Refresher {
     async fn refresh_locked(&self, session: Session, now: u64) -> Result<Session, RefreshError> {
         let sessions = &self.sessions;
         // Another request (here or elsewhere) may have refreshed meanwhile.
-        let Some(mut current) = sessions.reload(&session, now).await? else {
-            return Err(RefreshError::SessionEnded);
-        };
+        let mut current = sessions
+            .reload(&session, now)
+            .await?
+            .map_err(RefreshError::SessionEnded)?;
         if !needs_refresh(&current, now, self.skew) {
             return Ok(current);
         }
@@ -158,9 +159,9 @@ impl Refresher {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
             match sessions.reload(&current, now).await? {
-                None => return Err(RefreshError::SessionEnded),
-                Some(s) if !needs_refresh(&s, now, self.skew) => return Ok(s),
-                Some(s) => current = s,
+                Err(why) => return Err(RefreshError::SessionEnded(why)),
+                Ok(s) if !needs_refresh(&s, now, self.skew) => return Ok(s),
+                Ok(s) => current = s,
             }
         }
         let result = self.refresh_with_lock(&current, now).await;
@@ -177,14 +178,15 @@ impl Refresher {
     ) -> Result<Session, RefreshError> {
         let (sessions, oidc) = (&self.sessions, &self.oidc);
         // Re-read under the lock: the previous holder may have just finished.
-        let Some(latest) = sessions.reload(current, now).await? else {
-            return Err(RefreshError::SessionEnded);
-        };
+        let latest = sessions
+            .reload(current, now)
+            .await?
+            .map_err(RefreshError::SessionEnded)?;
         if !needs_refresh(&latest, now, self.skew) {
             return Ok(latest);
         }
         let Some(refresh_token) = latest.secrets.refresh_token.clone() else {
-            return Err(RefreshError::SessionEnded);
+            return Err(RefreshError::SessionEnded(EndReason::Expired));
         };
         let tokens = match oidc.provider.refresh(&refresh_token).await {
             Ok(t) => t,
@@ -194,7 +196,7 @@ impl Refresher {
                 sessions
                     .revoke(&latest.store_id, RevokeReason::RefreshFailed, "system", now)
                     .await?;
-                return Err(RefreshError::SessionEnded);
+                return Err(RefreshError::SessionEnded(EndReason::RefreshRefused));
             }
             Err(ProviderError::TooLarge(what)) => {
                 return self.end_refused(&latest, None, &what, now).await;
@@ -268,7 +270,7 @@ impl Refresher {
         sessions
             .write_tokens(&latest, secrets, access_expires_at, now)
             .await?
-            .ok_or(RefreshError::SessionEnded)
+            .ok_or(RefreshError::SessionEnded(EndReason::Expired))
     }
 
     /// The provider answered the refresh with something the gateway
@@ -298,6 +300,6 @@ impl Refresher {
         {
             tracing::info!(error = %e, "could not revoke the refused refresh token at the provider");
         }
-        Err(RefreshError::SessionEnded)
+        Err(RefreshError::SessionEnded(EndReason::RefreshRefused))
     }
 }

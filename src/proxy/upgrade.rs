@@ -24,8 +24,10 @@
 //! loses its sockets within seconds, not a minute) and at most once a
 //! second; records the activity when a touch is due; and cuts both
 //! connections when the session has ended — logout, revocation,
-//! back-channel logout, absolute lifetime. A store outage does
-//! not cut open tunnels; the next successful read decides.
+//! back-channel logout, absolute lifetime — after sending the browser a
+//! close frame (code 4401, reason `session ended: {reason}`, the reasons of
+//! `session::EndReason`) between two of the upstream's frames. A store
+//! outage does not cut open tunnels; the next successful read decides.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,9 +37,10 @@ use base64::engine::general_purpose::STANDARD;
 use http::{HeaderMap, HeaderValue, Method, header};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::metrics::{Metrics, ReasonLabel};
-use crate::session::{ClientInfo, Session, Sessions};
+use crate::session::{ClientInfo, EndReason, Session, Sessions};
 
 /// Whether a request asks to switch protocols (`Connection: upgrade` and an
 /// `Upgrade` header).
@@ -145,13 +148,13 @@ impl SessionWatch {
         }
     }
 
-    /// Returns once the session no longer exists.
-    async fn ended(mut self) {
+    /// Returns once the session no longer exists, with why.
+    async fn ended(mut self) -> EndReason {
         loop {
             tokio::time::sleep(self.every).await;
             let now = crate::clock::unix_now();
             match self.sessions.reload(&self.session, now).await {
-                Ok(Some(session)) => {
+                Ok(Ok(session)) => {
                     if self.sessions.touch_due(&session, now)
                         && let Err(e) = self.sessions.touch(&session, &self.client, now).await
                     {
@@ -159,15 +162,29 @@ impl SessionWatch {
                     }
                     self.session = session;
                 }
-                Ok(None) => return,
+                Ok(Err(why)) => return why,
                 Err(e) => tracing::debug!(error = %e, "tunnel cannot check its session now"),
             }
         }
     }
 }
 
+/// The close code a tunnel cut for its session sends the browser: private
+/// use (RFC 6455 §7.4.2), chosen to read like HTTP's 401.
+pub const SESSION_ENDED_CLOSE_CODE: u16 = 4401;
+
+/// How long a cut tunnel waits for the upstream to finish the frame it is
+/// sending, and then for the browser to answer the close.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
 /// Joins the browser's and the upstream's connections once both have
 /// switched protocols, until either side closes or the session ends.
+///
+/// When the session ends the browser gets a close frame (code
+/// [`SESSION_ENDED_CLOSE_CODE`], reason `session ended: {reason}`) rather
+/// than a dropped connection (which it would report as 1006), so the page
+/// can tell why. The upstream's frames are tracked so the close frame goes
+/// out between two of them, never inside one.
 pub fn spawn_tunnel(
     metrics: Arc<Metrics>,
     browser: OnUpgrade,
@@ -182,16 +199,58 @@ pub fn spawn_tunnel(
                 return;
             }
         };
-        let mut browser = TokioIo::new(browser);
-        let mut upstream = TokioIo::new(upstream);
+        let (mut from_browser, mut to_browser) = tokio::io::split(TokioIo::new(browser));
+        let (mut from_upstream, mut to_upstream) = tokio::io::split(TokioIo::new(upstream));
+        let mut frames = FrameTracker::default();
         metrics.tunnels_open.inc();
-        let copy = tokio::io::copy_bidirectional(&mut browser, &mut upstream);
-        let reason = match watch {
-            None => copy.await.map_or("error", |_| "closed"),
-            Some(watch) => tokio::select! {
-                r = copy => r.map_or("error", |_| "closed"),
-                () = watch.ended() => "session_ended",
-            },
+        let ended = async move {
+            match watch {
+                Some(watch) => watch.ended().await,
+                None => std::future::pending().await,
+            }
+        };
+        let outcome = {
+            let mut up = std::pin::pin!(async {
+                tokio::io::copy(&mut from_browser, &mut to_upstream).await?;
+                to_upstream.shutdown().await
+            });
+            let mut down = std::pin::pin!(forward_frames(
+                &mut from_upstream,
+                &mut to_browser,
+                &mut frames,
+                ended
+            ));
+            let mut up_done = false;
+            loop {
+                tokio::select! {
+                    r = &mut up, if !up_done => match r {
+                        Ok(()) => up_done = true,
+                        Err(e) => break Err(e),
+                    },
+                    r = &mut down => {
+                        if matches!(r, Ok(Down::Closed)) && !up_done {
+                            break (&mut up).await.map(|()| Down::Closed);
+                        }
+                        break r;
+                    }
+                }
+            }
+        };
+        let reason = match outcome {
+            Err(_) => "error",
+            Ok(Down::Closed) => "closed",
+            Ok(Down::Ended { why, clean }) => {
+                drop(to_upstream);
+                let sent = clean
+                    && finish_frame(&mut from_upstream, &mut to_browser, &mut frames).await
+                    && close_browser(&mut from_browser, &mut to_browser, why).await;
+                tracing::debug!(
+                    reason = why.as_str(),
+                    close_frame = sent,
+                    "tunnel cut: session ended"
+                );
+                "session_ended"
+            }
         };
         metrics.tunnels_open.dec();
         metrics
@@ -200,6 +259,202 @@ pub fn spawn_tunnel(
             .inc();
         tracing::debug!(reason, "tunnel closed");
     });
+}
+
+/// Sends the close frame for an ended session and waits (within
+/// [`CLOSE_GRACE`]) for the browser's answering close frame: RFC 6455
+/// §7.1.1 has the server close the TCP connection after it. Whether the
+/// frame went out.
+async fn close_browser<R, W>(from_browser: &mut R, to_browser: &mut W, why: EndReason) -> bool
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let frame = close_frame(
+        SESSION_ENDED_CLOSE_CODE,
+        &format!("session ended: {}", why.as_str()),
+    );
+    let sent = to_browser.write_all(&frame).await.is_ok() && to_browser.flush().await.is_ok();
+    if sent {
+        let answer = async {
+            let mut frames = FrameTracker::default();
+            let mut buf = [0u8; 1024];
+            while !frames.saw_close {
+                match from_browser.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => frames.feed(&buf[..n]),
+                }
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_GRACE, answer).await;
+        let _ = to_browser.shutdown().await;
+    }
+    sent
+}
+
+/// An unmasked close frame (server to client): FIN + opcode 8, the code
+/// and a reason cut to the 123 bytes a control frame allows.
+fn close_frame(code: u16, reason: &str) -> Vec<u8> {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let reason = &reason.as_bytes()[..end];
+    let mut frame = Vec::with_capacity(4 + reason.len());
+    frame.push(0x88);
+    // At most 125: fits the 7-bit length.
+    frame.push(u8::try_from(2 + reason.len()).unwrap_or(125));
+    frame.extend_from_slice(&code.to_be_bytes());
+    frame.extend_from_slice(reason);
+    frame
+}
+
+/// How the upstream-to-browser direction stopped.
+enum Down {
+    /// The upstream closed its side (the browser's was shut down after it).
+    Closed,
+    /// The session ended. `clean`: no frame was cut short on the way to the
+    /// browser by the stop (a close frame can follow once the frame under
+    /// way is finished).
+    Ended { why: EndReason, clean: bool },
+}
+
+/// Copies the upstream's bytes to the browser, keeping track of where its
+/// frames begin and end, until the upstream closes or `ended` completes.
+/// A read is dropped safely when the session ends; a write half done is
+/// not, so it is reported as not `clean`.
+async fn forward_frames<R, W>(
+    from: &mut R,
+    to: &mut W,
+    frames: &mut FrameTracker,
+    ended: impl std::future::Future<Output = EndReason>,
+) -> std::io::Result<Down>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut ended = std::pin::pin!(ended);
+    let mut buf = vec![0u8; 8 * 1024];
+    loop {
+        let n = tokio::select! {
+            r = from.read(&mut buf) => r?,
+            why = &mut ended => return Ok(Down::Ended { why, clean: true }),
+        };
+        if n == 0 {
+            to.shutdown().await?;
+            return Ok(Down::Closed);
+        }
+        frames.feed(&buf[..n]);
+        tokio::select! {
+            r = async {
+                to.write_all(&buf[..n]).await?;
+                to.flush().await
+            } => r?,
+            why = &mut ended => return Ok(Down::Ended { why, clean: false }),
+        }
+    }
+}
+
+/// Forwards what is left of the upstream's frame under way (within
+/// [`CLOSE_GRACE`]); whether the browser's stream is now at a frame
+/// boundary.
+async fn finish_frame<R, W>(from: &mut R, to: &mut W, frames: &mut FrameTracker) -> bool
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let finish = async {
+        let mut buf = vec![0u8; 8 * 1024];
+        while !frames.at_boundary() {
+            let want = frames.bytes_to_boundary(buf.len());
+            let n = from.read(&mut buf[..want]).await?;
+            if n == 0 {
+                return Ok(false);
+            }
+            frames.feed(&buf[..n]);
+            to.write_all(&buf[..n]).await?;
+        }
+        to.flush().await?;
+        Ok::<_, std::io::Error>(true)
+    };
+    matches!(
+        tokio::time::timeout(CLOSE_GRACE, finish).await,
+        Ok(Ok(true))
+    )
+}
+
+/// Follows the frame structure of one direction of a WebSocket (RFC 6455
+/// §5.2) without buffering it: where a header ends, how much payload is
+/// left.
+#[derive(Debug, Default)]
+struct FrameTracker {
+    header: [u8; 14],
+    /// Header bytes seen of the frame under way (0: at a boundary or in
+    /// its payload).
+    have: usize,
+    /// Payload bytes still to come.
+    payload_left: u64,
+    /// A close frame's header has gone by.
+    saw_close: bool,
+}
+
+impl FrameTracker {
+    fn at_boundary(&self) -> bool {
+        self.have == 0 && self.payload_left == 0
+    }
+
+    /// The header's full length once its first two bytes are known.
+    fn header_len(&self) -> usize {
+        let ext = match self.header[1] & 0x7f {
+            126 => 2,
+            127 => 8,
+            _ => 0,
+        };
+        let mask = if self.header[1] & 0x80 != 0 { 4 } else { 0 };
+        2 + ext + mask
+    }
+
+    /// How many bytes (at most `max`, at least 1) can be read without
+    /// passing the end of the frame under way.
+    fn bytes_to_boundary(&self, max: usize) -> usize {
+        if self.have > 0 {
+            let need = if self.have < 2 { 2 } else { self.header_len() };
+            (need - self.have).clamp(1, max)
+        } else {
+            usize::try_from(self.payload_left)
+                .unwrap_or(max)
+                .clamp(1, max)
+        }
+    }
+
+    fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.payload_left > 0 {
+                let take = usize::try_from(self.payload_left)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len());
+                self.payload_left -= take as u64;
+                bytes = &bytes[take..];
+                continue;
+            }
+            self.header[self.have] = bytes[0];
+            self.have += 1;
+            bytes = &bytes[1..];
+            if self.have >= 2 && self.have == self.header_len() {
+                self.payload_left = match self.header[1] & 0x7f {
+                    126 => u64::from(u16::from_be_bytes([self.header[2], self.header[3]])),
+                    127 => {
+                        let mut len = [0u8; 8];
+                        len.copy_from_slice(&self.header[2..10]);
+                        u64::from_be_bytes(len)
+                    }
+                    n => u64::from(n),
+                };
+                self.saw_close |= self.header[0] & 0x0f == 0x8;
+                self.have = 0;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -291,5 +546,48 @@ mod tests {
         let mut missing = good.clone();
         missing.remove("sec-websocket-accept");
         assert!(!upstream_accepted(&missing, &key));
+    }
+
+    #[test]
+    fn a_close_frame_carries_the_code_and_a_reason_cut_to_fit_a_control_frame() {
+        let f = close_frame(4401, "session ended: logged_out");
+        assert_eq!(f[0], 0x88);
+        assert_eq!(usize::from(f[1]), 2 + "session ended: logged_out".len());
+        assert_eq!(&f[2..4], &4401u16.to_be_bytes());
+        assert_eq!(&f[4..], b"session ended: logged_out");
+        let long = close_frame(4401, &"é".repeat(100));
+        assert_eq!(
+            long[1], 124,
+            "2 + 122: the reason stops before a split character"
+        );
+        assert!(std::str::from_utf8(&long[4..]).is_ok());
+    }
+
+    #[test]
+    fn the_frame_tracker_knows_the_boundaries_of_frames_fed_in_any_pieces() {
+        // A 3-byte text frame, a 300-byte binary frame (16-bit length) and a
+        // masked close frame, fed one byte at a time and all at once.
+        let mut stream = vec![0x81, 3, b'a', b'b', b'c', 0x82, 126, 0x01, 0x2c];
+        stream.extend(std::iter::repeat_n(0u8, 300));
+        let close = [0x88, 0x82, 1, 2, 3, 4, 0x0f, 0xe9];
+        stream.extend_from_slice(&close);
+        let boundaries = [0, 5, 9 + 300, stream.len()];
+        let mut t = FrameTracker::default();
+        for (i, b) in stream.iter().enumerate() {
+            assert_eq!(t.at_boundary(), boundaries.contains(&i), "before byte {i}");
+            // Known once the close frame's 6-byte header has gone by.
+            assert_eq!(t.saw_close, i >= 9 + 300 + 6, "before byte {i}");
+            t.feed(std::slice::from_ref(b));
+        }
+        assert!(t.at_boundary() && t.saw_close);
+        let mut t = FrameTracker::default();
+        t.feed(&stream[..7]);
+        assert!(!t.at_boundary());
+        assert_eq!(t.bytes_to_boundary(8192), 2, "the rest of the header");
+        t.feed(&stream[7..9]);
+        assert_eq!(t.bytes_to_boundary(8192), 300, "the payload");
+        assert_eq!(t.bytes_to_boundary(100), 100);
+        t.feed(&stream[9..]);
+        assert!(t.at_boundary() && t.saw_close);
     }
 }

@@ -24,8 +24,8 @@ use self::cookie::{CookiePolicy, SessionId, StoreId, hex};
 use self::crypto::{KeyRing, open, seal};
 use self::record::{SessionMeta, SessionSecrets, StoredBody, StoredSession};
 use self::store::{
-    ListCursor, NewSession, OnceKind, Revocation, RevokeOutcome, RevokeReason, SessionStore, Store,
-    StoreError, StoreResult,
+    Fetched, ListCursor, NewSession, OnceKind, Revocation, RevokeOutcome, RevokeReason,
+    SessionStore, Store, StoreError, StoreResult,
 };
 use crate::config::SessionConfig;
 use crate::secret::SecretString;
@@ -50,9 +50,94 @@ pub enum Lookup {
     /// No session cookie at all.
     Anonymous,
     /// A cookie that does not resolve to a live session (malformed, unknown,
-    /// expired, revoked, undecryptable).
-    Ended,
+    /// expired, revoked, undecryptable), and why, as far as the browser may
+    /// know.
+    Ended(EndReason),
     Active(Box<Session>),
+}
+
+/// Why a cookie no longer names a live session, as the browser may learn
+/// it (the `reason` of a 401 `session_expired`, a WebSocket close reason).
+///
+/// Only a tombstone gives a reason other than [`EndReason::Expired`], and a
+/// tombstone is found only under the SHA-256 of a lookup ID the gateway
+/// issued: a forged or unknown cookie is indistinguishable from an expired
+/// one. The categories are coarse on purpose: no actor names, no times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// Idle or absolute lifetime reached, or nothing known about the cookie.
+    Expired,
+    /// Logged out (this browser, or a new login that replaced the session).
+    LoggedOut,
+    /// Ended by the user from another of their sessions.
+    RevokedByUser,
+    /// Ended by an operator (admin API or CLI).
+    RevokedByOperator,
+    /// Ended at the identity provider (back-channel logout).
+    EndedAtProvider,
+    /// The provider refused to refresh the session's tokens.
+    RefreshRefused,
+    /// Evicted by the per-user session limit (a newer login).
+    SessionLimit,
+}
+
+impl EndReason {
+    /// The machine-readable form (stable: SPAs match on it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Expired => "expired",
+            Self::LoggedOut => "logged_out",
+            Self::RevokedByUser => "revoked_by_user",
+            Self::RevokedByOperator => "revoked_by_operator",
+            Self::EndedAtProvider => "ended_at_provider",
+            Self::RefreshRefused => "refresh_refused",
+            Self::SessionLimit => "session_limit",
+        }
+    }
+
+    /// A page title for people.
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::Expired => "Session expired",
+            Self::LoggedOut => "Logged out",
+            _ => "Session ended",
+        }
+    }
+
+    /// A sentence for people.
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::Expired => "Your session has ended. Please log in again.",
+            Self::LoggedOut => "You have logged out. Log in again to continue.",
+            Self::RevokedByUser => {
+                "This session was ended from another of your sessions. Please log in again."
+            }
+            Self::RevokedByOperator => "This session was ended by an administrator.",
+            Self::EndedAtProvider => {
+                "You were logged out at the identity provider. Please log in again."
+            }
+            Self::RefreshRefused => {
+                "The identity provider no longer accepts this session. Please log in again."
+            }
+            Self::SessionLimit => {
+                "This session was closed because you logged in on too many devices."
+            }
+        }
+    }
+
+    /// What a tombstone's reason means for the browser (`None`: a reason
+    /// this version does not know, told as plain expiry).
+    pub fn from_revocation(reason: Option<RevokeReason>) -> Self {
+        match reason {
+            Some(RevokeReason::Logout) => Self::LoggedOut,
+            Some(RevokeReason::User) => Self::RevokedByUser,
+            Some(RevokeReason::Admin) => Self::RevokedByOperator,
+            Some(RevokeReason::Backchannel) => Self::EndedAtProvider,
+            Some(RevokeReason::RefreshFailed) => Self::RefreshRefused,
+            Some(RevokeReason::Limit) => Self::SessionLimit,
+            None => Self::Expired,
+        }
+    }
 }
 
 /// Who is asking: recorded as last IP and user agent.
@@ -227,15 +312,28 @@ impl Sessions {
         };
         let Some(id) = SessionId::parse(value) else {
             tracing::debug!("malformed session cookie refused before lookup");
-            return Ok(Lookup::Ended);
+            return Ok(Lookup::Ended(EndReason::Expired));
         };
         let store_id = id.store_id();
-        let Some(bytes) = self.store.get(&store_id).await? else {
-            return Ok(Lookup::Ended);
-        };
-        Ok(match self.open(id, store_id, &bytes, now) {
-            Some(s) => Lookup::Active(Box::new(s)),
-            None => Lookup::Ended,
+        Ok(match self.open_fetched(id, store_id, now).await? {
+            Ok(s) => Lookup::Active(Box::new(s)),
+            Err(why) => Lookup::Ended(why),
+        })
+    }
+
+    /// One store read, then the session it holds or why there is none.
+    async fn open_fetched(
+        &self,
+        id: SessionId,
+        store_id: StoreId,
+        now: u64,
+    ) -> StoreResult<Result<Session, EndReason>> {
+        Ok(match self.store.get(&store_id).await? {
+            Fetched::Live(bytes) => self
+                .open(id, store_id, &bytes, now)
+                .ok_or(EndReason::Expired),
+            Fetched::Revoked(reason) => Err(EndReason::from_revocation(reason)),
+            Fetched::Missing => Err(EndReason::Expired),
         })
     }
 
@@ -531,7 +629,7 @@ impl Sessions {
                 }));
             }
             // Someone else wrote (a touch): re-read and apply on top.
-            let Some(bytes) = self.store.get(&session.store_id).await? else {
+            let Some(bytes) = self.store.get(&session.store_id).await?.into_live() else {
                 return Ok(None);
             };
             let Some(latest) = self.verify(&session.store_id, &bytes, now) else {
@@ -545,12 +643,14 @@ impl Sessions {
     }
 
     /// Re-reads a session from the store (after another request refreshed
-    /// it, or to see whether it is still alive). `None`: it has ended.
-    pub async fn reload(&self, session: &Session, now: u64) -> StoreResult<Option<Session>> {
-        let Some(bytes) = self.store.get(&session.store_id).await? else {
-            return Ok(None);
-        };
-        Ok(self.open(session.id.clone(), session.store_id.clone(), &bytes, now))
+    /// it, or to see whether it is still alive). `Err`: it has ended, why.
+    pub async fn reload(
+        &self,
+        session: &Session,
+        now: u64,
+    ) -> StoreResult<Result<Session, EndReason>> {
+        self.open_fetched(session.id.clone(), session.store_id.clone(), now)
+            .await
     }
 
     pub async fn revoke(
@@ -607,7 +707,7 @@ impl Sessions {
     /// Whether `store_id` names a live session of the user `sub`: read from
     /// that one record's authenticated header, never by listing the user.
     pub async fn belongs_to(&self, store_id: &StoreId, sub: &str, now: u64) -> StoreResult<bool> {
-        let Some(bytes) = self.store.get(store_id).await? else {
+        let Some(bytes) = self.store.get(store_id).await?.into_live() else {
             return Ok(false);
         };
         Ok(self.verify(store_id, &bytes, now).is_some_and(|r| {
@@ -884,7 +984,12 @@ mod tests {
         assert_eq!(session.claims()["name"], "Alice");
 
         // The stored bytes hold neither the tokens nor the claims in clear.
-        let raw = store.get(&sid).await.expect("get").expect("present");
+        let raw = store
+            .get(&sid)
+            .await
+            .expect("get")
+            .into_live()
+            .expect("present");
         let text = String::from_utf8_lossy(&raw);
         for needle in [
             "access-token-value",
@@ -911,7 +1016,7 @@ mod tests {
         let h = cookie_header(&cookie);
         assert!(matches!(s.load(&h, 1_599).await, Ok(Lookup::Active(_))));
         assert!(
-            matches!(s.load(&h, 1_600).await, Ok(Lookup::Ended)),
+            matches!(s.load(&h, 1_600).await, Ok(Lookup::Ended(_))),
             "idle deadline"
         );
     }
@@ -941,7 +1046,7 @@ mod tests {
                 .expect("touch")
         );
         assert!(
-            matches!(s.load(&h, 4_600).await, Ok(Lookup::Ended)),
+            matches!(s.load(&h, 4_600).await, Ok(Lookup::Ended(_))),
             "absolute deadline"
         );
     }
@@ -970,7 +1075,7 @@ mod tests {
             http::header::COOKIE,
             HeaderValue::from_str(&format!("__Host-oidc-bff={forged}")).expect("v"),
         );
-        assert!(matches!(s.load(&h, 1_001).await, Ok(Lookup::Ended)));
+        assert!(matches!(s.load(&h, 1_001).await, Ok(Lookup::Ended(_))));
     }
 
     /// A session created at 1_000 for alice, its cookie header and the
@@ -980,7 +1085,12 @@ mod tests {
             .create(login("alice"), &ClientInfo::default(), 1_000)
             .await
             .expect("create");
-        let raw = store.get(&sid).await.expect("get").expect("present");
+        let raw = store
+            .get(&sid)
+            .await
+            .expect("get")
+            .into_live()
+            .expect("present");
         (sid, cookie_header(&cookie), raw)
     }
 
@@ -1018,7 +1128,7 @@ mod tests {
             r.body.absolute_expires_at += 1;
         });
         overwrite(&store, &sid, &raw, &later).await;
-        assert!(matches!(s.load(&h, 1_001).await, Ok(Lookup::Ended)));
+        assert!(matches!(s.load(&h, 1_001).await, Ok(Lookup::Ended(_))));
     }
 
     #[tokio::test]
@@ -1048,7 +1158,7 @@ mod tests {
         let mut bytes = raw.clone();
         bytes[record::GENERATION_AT].copy_from_slice(&StoredSession::generation_bytes(99));
         overwrite(&store, &sid, &raw, &bytes).await;
-        assert!(matches!(s.load(&h, 1_001).await, Ok(Lookup::Ended)));
+        assert!(matches!(s.load(&h, 1_001).await, Ok(Lookup::Ended(_))));
     }
 
     #[tokio::test]
@@ -1058,7 +1168,7 @@ mod tests {
         let (a, ha, raw_a) = created(&store, &s).await;
         let (_, _, raw_b) = created(&store, &s).await;
         overwrite(&store, &a, &raw_a, &raw_b).await;
-        assert!(matches!(s.load(&ha, 1_001).await, Ok(Lookup::Ended)));
+        assert!(matches!(s.load(&ha, 1_001).await, Ok(Lookup::Ended(_))));
     }
 
     #[tokio::test]
@@ -1084,7 +1194,7 @@ mod tests {
             })
             .await
             .expect("restore");
-        assert!(matches!(s.load(&h, 1_002).await, Ok(Lookup::Ended)));
+        assert!(matches!(s.load(&h, 1_002).await, Ok(Lookup::Ended(_))));
         assert!(!s.belongs_to(&sid, "alice", 1_002).await.expect("owner"));
     }
 
@@ -1118,7 +1228,7 @@ mod tests {
             overwrite(&store, &sid, &current, &bytes).await;
             current = bytes;
             assert!(
-                matches!(s.load(&h, 1_001).await, Ok(Lookup::Ended)),
+                matches!(s.load(&h, 1_001).await, Ok(Lookup::Ended(_))),
                 "{what}: opened"
             );
         }
@@ -1136,7 +1246,7 @@ mod tests {
         let mut old = raw[..raw.len() - record::TAG_LEN].to_vec();
         old[0] = 1;
         overwrite(&store, &sid, &raw, &old).await;
-        assert!(matches!(s.load(&h, 1_001).await, Ok(Lookup::Ended)));
+        assert!(matches!(s.load(&h, 1_001).await, Ok(Lookup::Ended(_))));
     }
 
     #[tokio::test]
@@ -1163,7 +1273,12 @@ mod tests {
                 .await
                 .expect("touch")
         );
-        let raw = store.get(&sid).await.expect("get").expect("present");
+        let raw = store
+            .get(&sid)
+            .await
+            .expect("get")
+            .into_live()
+            .expect("present");
         assert_eq!(
             StoredSession::decode(&raw)
                 .expect("decodes")

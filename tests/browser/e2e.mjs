@@ -3,9 +3,12 @@
 // and the demo API, all started here on free loopback ports.
 //
 // Walks what a person does — open the app, log in through the provider's
-// form, call the API (also over a WebSocket), reload, log out — and checks what only a browser can
-// show: the session cookie is invisible to page scripts, and no response
-// the page receives from the gateway carries a token. A screenshot of every
+// form, call the API (also over a WebSocket), reload, end the session from
+// a second browser, log out — and checks what only a browser can show: the
+// session cookie is invisible to page scripts, no response the page
+// receives from the gateway carries a token, a page whose session was ended
+// elsewhere says why (and so does its cut WebSocket), and logging out ends
+// on the gateway's "You are logged out" page. A screenshot of every
 // step lands in test-artifacts/browser/.
 //
 //   node tests/browser/e2e.mjs        (after `cargo build --bin oidc-bff --example demo-api`)
@@ -105,7 +108,9 @@ issuer = "${issuer}"
 client_id = "oidc-bff"
 client_secret = "oidc-bff-secret"
 scopes = ["openid", "profile", "email", "api"]
+post_logout_redirect = "/auth/logged-out"
 [session]
+touch_interval = "1s"
 encryption_keys = [{ id = "browser-test", key = "YnJvd3Nlci10ZXN0LWtleS1ub3QtZm9yLXJlYWwtdXM=" }]
 [store]
 url = "redis://127.0.0.1:${redisPort}"
@@ -149,10 +154,10 @@ page.on('websocket', (ws) => {
 });
 
 let step = 0;
-async function shot(name) {
+async function shot(name, on = page) {
   step += 1;
   const file = join(artifacts, `${String(step).padStart(2, '0')}-${name}.png`);
-  await page.screenshot({ path: file, fullPage: true });
+  await on.screenshot({ path: file, fullPage: true });
   console.log(`  ✓ ${name}`);
 }
 
@@ -171,16 +176,27 @@ console.log(`browser e2e: app ${app}, provider ${issuer}`);
 await page.goto(app);
 await expectVisible('#login', 'the login button');
 await shot('app-logged-out');
+// Both the app and the gateway's own pages link an icon that exists (no
+// /favicon.ico 404 on every page).
+for (const icon of ['/favicon.svg', '/auth/favicon.svg']) {
+  const r = await page.evaluate(async (p) => { const x = await fetch(p); return [x.status, x.headers.get('content-type')]; }, icon);
+  if (r[0] !== 200 || !String(r[1]).startsWith('image/svg+xml')) fail(`${icon} answered ${r}`);
+}
+if (!(await page.getAttribute('link[rel=icon]', 'href'))) fail('the app links no icon');
 
 // 2. Log in through the provider's form.
-await page.click('#login');
-await page.waitForURL(`${issuer}/**`);
-await expectVisible('#login', 'the provider login form');
-await page.fill('#login', 'alice');
-await page.fill('#password', 'alice-password');
-await shot('provider-login-form');
-await page.click('#submit');
-await page.waitForURL(`${app}/**`);
+async function logIn(on, screenshot) {
+  await on.click('#login');
+  await on.waitForURL(`${issuer}/**`);
+  await on.locator('#login').first().waitFor({ state: 'visible', timeout: 10000 })
+    .catch(() => fail(`the provider login form did not show on ${on.url()}`));
+  await on.fill('#login', 'alice');
+  await on.fill('#password', 'alice-password');
+  if (screenshot) await shot(screenshot, on);
+  await on.click('#submit');
+  await on.waitForURL(`${app}/**`);
+}
+await logIn(page, 'provider-login-form');
 await expectVisible('#authenticated', 'the logged-in view');
 const name = await page.textContent('#name');
 if (name !== 'Alice Example') fail(`expected the name "Alice Example", page shows ${JSON.stringify(name)}`);
@@ -234,12 +250,50 @@ for (const { url, body } of bodies) {
 }
 console.log(`  ✓ no token in ${bodies.length} gateway responses`);
 
-// 7. Log out (through the provider's end-session endpoint and back).
+// 6b. alice logs in from a second browser with a WebSocket open; from the
+// first, she ends that session ("Your sessions" → Revoke). The second
+// browser's socket is closed with code 4401 and the reason, and its page
+// says the session was ended from another session.
+const context2 = await browser.newContext({ viewport: { width: 1100, height: 900 } });
+const page2 = await context2.newPage();
+page2.on('pageerror', (e) => console.error('page error (second browser):', e.message));
+await page2.goto(app);
+await logIn(page2);
+await page2.locator('#authenticated').waitFor({ state: 'visible', timeout: 10000 })
+  .catch(() => fail('the second browser did not log in'));
+await page2.click('#ws-open');
+await page2.waitForFunction(() => document.querySelector('#ws-log').textContent.includes('Hello, alice'), null, { timeout: 10000 })
+  .catch(async () => fail(`no WebSocket greeting in the second browser: ${await page2.textContent('#ws-log')}`));
+await page.reload();
+await expectVisible('#sessions tbody button', 'the Revoke button for the second browser');
+const revokeButtons = page.locator('#sessions tbody button', { hasText: 'Revoke' });
+if ((await revokeButtons.count()) !== 1) fail(`expected one other session to revoke, found ${await revokeButtons.count()}`);
+await shot('two-sessions');
+await revokeButtons.first().click();
+await page2.waitForFunction(() => document.querySelector('#ws-state').dataset.reason === 'revoked_by_user', null, { timeout: 20000 })
+  .catch(async () => { await shot('failed-websocket-close', page2); fail(`the second browser's socket did not say why it closed: ${await page2.textContent('#ws-state')}`); });
+const wsState = await page2.textContent('#ws-state');
+if (!wsState.includes('another of your sessions')) fail(`the WebSocket state does not explain the close: ${wsState}`);
+console.log(`  ✓ cut WebSocket says: ${wsState}`);
+await page2.locator('#ended').waitFor({ state: 'visible', timeout: 10000 })
+  .catch(async () => { await shot('failed-ended-notice', page2); fail('the second browser does not say its session ended'); });
+const ended = await page2.textContent('#ended');
+if (!ended.includes('ended from another of your sessions')) fail(`the ended-session notice does not give the reason: ${ended}`);
+if (await page2.getAttribute('#ended', 'data-reason') !== 'revoked_by_user') fail('the notice is not for revoked_by_user');
+if (!ended.includes('code 4401, "session ended: revoked_by_user"')) fail(`the notice does not say how the WebSocket was closed: ${ended}`);
+await expectVisible('#authenticated', 'the first browser, still logged in');
+await shot('session-ended-elsewhere', page2);
+await context2.close();
+
+// 7. Log out (through the provider's end-session endpoint and back to the
+// gateway's confirmation page).
 await page.click('#logout');
-await page.waitForURL(`${app}/**`, { timeout: 15000 });
-await expectVisible('#login', 'the logged-out view');
+await page.waitForURL(`${app}/auth/logged-out`, { timeout: 15000 });
+await expectVisible('text=You are logged out', 'the logged-out confirmation');
 await shot('logged-out');
 if ((await context.cookies(app)).some((c) => c.name === '__Host-oidc-bff')) fail('the session cookie survived logout');
+await page.click('text=Back to the start page');
+await expectVisible('#login', 'the logged-out view of the app');
 
 // 8. The API now refuses: the session is gone.
 const status = await page.evaluate(async () => (await fetch('/api/hello', { headers: { 'X-CSRF': '1' } })).status);

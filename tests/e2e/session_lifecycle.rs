@@ -150,6 +150,7 @@ async fn a_refresh_token_revoked_at_the_provider_ends_the_session() {
     let r = b.get("/api/x").await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r:?}");
     assert_eq!(r.json()["error"], "session_expired");
+    assert_eq!(r.json()["reason"], "refresh_refused", "{r:?}");
     assert_eq!(gw.session_count().await, 0, "session removed from Redis");
     assert!(
         gw.user_index(&user).await.is_empty(),
@@ -231,6 +232,7 @@ async fn a_session_without_refresh_token_ends_when_its_access_token_expires() {
     tokio::time::sleep(Duration::from_millis(5500)).await;
     let r = b.get("/api/x").await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r:?}");
+    assert_eq!(r.json()["reason"], "expired", "{r:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,11 +288,13 @@ async fn a_limit_of_two_sessions_evicts_the_oldest_on_the_third_login() {
     assert_eq!(first.get("/api/x").await.status, StatusCode::OK);
     third.login_as(&user).await;
 
+    let evicted = first.get("/api/x").await;
     assert_eq!(
-        first.get("/api/x").await.status,
+        evicted.status,
         StatusCode::UNAUTHORIZED,
         "the oldest was evicted"
     );
+    assert_eq!(evicted.json()["reason"], "session_limit", "{evicted:?}");
     assert_eq!(second.get("/api/x").await.status, StatusCode::OK);
     assert_eq!(third.get("/api/x").await.status, StatusCode::OK);
     let list = third.get("/auth/sessions").await.json();
@@ -354,10 +358,9 @@ async fn users_list_and_revoke_their_own_sessions() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{r:?}");
     assert_eq!(r.json()["result"]["outcome"], "revoked");
-    assert_eq!(
-        browsers[1].get("/api/x").await.status,
-        StatusCode::UNAUTHORIZED
-    );
+    let ended = browsers[1].get("/auth/user").await;
+    assert_eq!(ended.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(ended.json()["reason"], "revoked_by_user", "{ended:?}");
 
     // Twice: the admin API reports it was already revoked, and by whom.
     let (status, v) = gw
@@ -396,10 +399,9 @@ async fn users_list_and_revoke_their_own_sessions() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v["revoked"].as_array().map(Vec::len), Some(1), "{v}");
     assert_eq!(browsers[0].get("/api/x").await.status, StatusCode::OK);
-    assert_eq!(
-        browsers[2].get("/api/x").await.status,
-        StatusCode::UNAUTHORIZED
-    );
+    let ended = browsers[2].get("/api/x").await;
+    assert_eq!(ended.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(ended.json()["reason"], "revoked_by_operator", "{ended:?}");
     assert_eq!(gw.user_index(&user).await, vec![me.clone()]);
 }
 
@@ -552,7 +554,9 @@ async fn backchannel_logout_from_the_provider_ends_that_provider_session() {
         )
         .await;
     assert_eq!(r["ok"], true, "the gateway accepted the logout token: {r}");
-    assert_eq!(b.get("/api/x").await.status, StatusCode::UNAUTHORIZED);
+    let ended = b.get("/api/x").await;
+    assert_eq!(ended.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(ended.json()["reason"], "ended_at_provider", "{ended:?}");
     // Only that provider session ended (by sid), not the other device's.
     assert_eq!(other_device.get("/api/x").await.status, StatusCode::OK);
     assert_eq!(gw.user_index(&user).await.len(), 1);
@@ -718,6 +722,18 @@ async fn get_with_cookie(b: &Browser, gw: &Gateway, cookie: &str) -> StatusCode 
         .status()
 }
 
+/// The 401 body's `reason` for exactly this cookie header.
+async fn reason_with_cookie(b: &Browser, gw: &Gateway, cookie: &str) -> Value {
+    let r =
+        b.gw.get(gw.url("/auth/user"))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .expect("request");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    r.json::<Value>().await.expect("JSON body")["reason"].clone()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_restored_in_redis_after_logout_stays_ended() {
     let upstream = Upstream::start().await;
@@ -741,6 +757,7 @@ async fn a_session_restored_in_redis_after_logout_stays_ended() {
         get_with_cookie(&b, &gw, &cookie).await,
         StatusCode::UNAUTHORIZED
     );
+    assert_eq!(reason_with_cookie(&b, &gw, &cookie).await, "logged_out");
 
     // Someone with write access puts the saved hash back, byte for byte.
     let _: () = redis::cmd("RESTORE")
@@ -761,6 +778,7 @@ async fn a_session_restored_in_redis_after_logout_stays_ended() {
         StatusCode::UNAUTHORIZED,
         "the revocation's tombstone outranks the restored record"
     );
+    assert_eq!(reason_with_cookie(&b, &gw, &cookie).await, "logged_out");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,7 +16,7 @@ use oidc_bff::session::cookie::StoreId;
 use oidc_bff::session::record::{StoredBody, StoredSession};
 use oidc_bff::session::store::redis::RedisStore;
 use oidc_bff::session::store::{
-    ListCursor, MAX_PAGE, NewSession, OnceKind, Revocation, RevokeOutcome, RevokeReason,
+    Fetched, ListCursor, MAX_PAGE, NewSession, OnceKind, Revocation, RevokeOutcome, RevokeReason,
     SessionPage, SessionStore,
 };
 use oidc_bff::session::{sid_hash, user_hash};
@@ -82,6 +82,8 @@ conformance!(
     list_user_clamps_the_page_size_to_one_through_the_maximum,
     list_user_pages_through_a_thousand_sessions_of_one_user,
     a_revoked_session_written_back_is_not_returned,
+    get_names_the_reason_of_each_kind_of_revocation,
+    an_expired_session_is_missing_not_revoked,
     revoke_user_ends_more_sessions_than_one_batch,
     revoke_sid_ends_more_sessions_than_one_batch,
     sweep_trims_more_dead_entries_than_one_batch,
@@ -274,7 +276,7 @@ where
 /// Waits until the session has expired.
 async fn gone<S: SessionStore>(store: &S, id: &StoreId) {
     eventually("the session expires", move || async move {
-        store.get(id).await.expect("get").is_none()
+        store.get(id).await.expect("get") == Fetched::Missing
     })
     .await;
 }
@@ -353,7 +355,7 @@ fn entry(seed: &Seed) -> (StoreId, u64, Vec<u8>) {
     (seed.id.clone(), seed.created, seed.record())
 }
 
-async fn get<S: SessionStore>(store: &S, id: &StoreId) -> Option<Vec<u8>> {
+async fn get<S: SessionStore>(store: &S, id: &StoreId) -> Fetched {
     store.get(id).await.expect("get")
 }
 
@@ -371,14 +373,18 @@ fn already(previous: Revocation) -> RevokeOutcome {
 // get / create / expiry
 
 async fn an_unknown_session_is_none<S: SessionStore>(store: &S) {
-    assert_eq!(get(store, &id(1)).await, None);
+    assert_eq!(get(store, &id(1)).await, Fetched::Missing);
 }
 
 async fn a_created_session_returns_its_record_bytes<S: SessionStore>(store: &S) {
     let s = Seed::new(1, "alice").sid("op-1");
     assert_eq!(s.create(store).await, Vec::<StoreId>::new());
-    assert_eq!(get(store, &s.id).await, Some(s.record()));
-    assert_eq!(get(store, &id(2)).await, None, "other IDs stay unknown");
+    assert_eq!(get(store, &s.id).await, Fetched::Live(s.record()));
+    assert_eq!(
+        get(store, &id(2)).await,
+        Fetched::Missing,
+        "other IDs stay unknown"
+    );
 }
 
 async fn a_session_expires_after_its_ttl<S: SessionStore>(store: &S) {
@@ -387,7 +393,7 @@ async fn a_session_expires_after_its_ttl<S: SessionStore>(store: &S) {
     s.create(store).await;
     let first = get(store, &s.id).await;
     assert!(
-        first == Some(s.record()) || started.elapsed() >= SHORT,
+        first == Fetched::Live(s.record()) || started.elapsed() >= SHORT,
         "alive within its TTL"
     );
     gone(store, &s.id).await;
@@ -407,7 +413,7 @@ async fn replace_if_with_the_current_generation_writes_the_new_record<S: Session
             .await
             .expect("replace_if")
     );
-    assert_eq!(get(store, &s.id).await, Some(next.clone()));
+    assert_eq!(get(store, &s.id).await, Fetched::Live(next.clone()));
     // The stored generation is now 8: the next writer must expect 8.
     let third = s.clone().generation(9).record();
     assert!(
@@ -416,7 +422,7 @@ async fn replace_if_with_the_current_generation_writes_the_new_record<S: Session
             .await
             .expect("replace_if")
     );
-    assert_eq!(get(store, &s.id).await, Some(third));
+    assert_eq!(get(store, &s.id).await, Fetched::Live(third));
 }
 
 async fn replace_if_with_a_stale_generation_is_refused_and_keeps_the_record<S: SessionStore>(
@@ -436,7 +442,7 @@ async fn replace_if_with_a_stale_generation_is_refused_and_keeps_the_record<S: S
             "generation {stale:#x} must be refused"
         );
     }
-    assert_eq!(get(store, &s.id).await, Some(s.record()));
+    assert_eq!(get(store, &s.id).await, Fetched::Live(s.record()));
 }
 
 async fn replace_if_on_a_gone_session_is_refused_and_creates_nothing<S: SessionStore>(store: &S) {
@@ -457,7 +463,14 @@ async fn replace_if_on_a_gone_session_is_refused_and_creates_nothing<S: SessionS
             "{:?} is gone",
             s.id
         );
-        assert_eq!(get(store, &s.id).await, None);
+        assert!(
+            matches!(
+                get(store, &s.id).await,
+                Fetched::Missing | Fetched::Revoked(_)
+            ),
+            "{:?} stays gone",
+            s.id
+        );
     }
     assert_eq!(listed_ids(store, "alice").await, Vec::<StoreId>::new());
 }
@@ -490,7 +503,7 @@ async fn replace_if_sets_a_longer_ttl<S: SessionStore>(store: &S) {
             .expect("replace_if")
     );
     wait_past(store, first_ttl).await;
-    assert_eq!(get(store, &s.id).await, Some(next));
+    assert_eq!(get(store, &s.id).await, Fetched::Live(next));
 }
 
 async fn replace_if_keeps_the_session_in_its_indexes<S: SessionStore>(store: &S) {
@@ -528,8 +541,11 @@ async fn revoke_ends_the_session<S: SessionStore>(store: &S) {
         revoke(store, &s.id, &logout()).await,
         RevokeOutcome::Revoked
     );
-    assert_eq!(get(store, &s.id).await, None);
-    assert_eq!(get(store, &other.id).await, Some(other.record()));
+    assert_eq!(
+        get(store, &s.id).await,
+        Fetched::Revoked(Some(RevokeReason::Logout))
+    );
+    assert_eq!(get(store, &other.id).await, Fetched::Live(other.record()));
 }
 
 async fn revoking_again_reports_the_first_revocation_from_the_tombstone<S: SessionStore>(
@@ -598,11 +614,14 @@ async fn revoke_user_ends_every_session_of_that_user_only<S: SessionStore>(store
         .expect("revoke_user");
     assert_eq!(sorted(revoked), vec![id(1), id(2), id(3)]);
     for s in &alice {
-        assert_eq!(get(store, &s.id).await, None);
+        assert_eq!(
+            get(store, &s.id).await,
+            Fetched::Revoked(Some(RevokeReason::Admin))
+        );
         assert_eq!(revoke(store, &s.id, &logout()).await, already(admin()));
     }
     assert_eq!(listed_ids(store, "alice").await, Vec::<StoreId>::new());
-    assert_eq!(get(store, &bob.id).await, Some(bob.record()));
+    assert_eq!(get(store, &bob.id).await, Fetched::Live(bob.record()));
     assert_eq!(listed_ids(store, "bob").await, vec![bob.id.clone()]);
     assert_eq!(store.sweep().await.expect("sweep"), 0, "no dead entry left");
 }
@@ -617,7 +636,7 @@ async fn revoke_user_spares_the_excepted_session<S: SessionStore>(store: &S) {
         .await
         .expect("revoke_user");
     assert_eq!(sorted(revoked), vec![id(1), id(3)]);
-    assert_eq!(get(store, &id(2)).await, Some(alice[1].record()));
+    assert_eq!(get(store, &id(2)).await, Fetched::Live(alice[1].record()));
     assert_eq!(listed(store, "alice").await, vec![entry(&alice[1])]);
     assert_eq!(revoke(store, &id(1), &admin()).await, already(logout()));
 }
@@ -632,7 +651,7 @@ async fn revoke_user_of_an_unknown_user_revokes_nothing<S: SessionStore>(store: 
             .expect("revoke_user"),
         Vec::<StoreId>::new()
     );
-    assert_eq!(get(store, &s.id).await, Some(s.record()));
+    assert_eq!(get(store, &s.id).await, Fetched::Live(s.record()));
 }
 
 async fn revoke_sid_ends_every_session_bound_to_that_provider_session<S: SessionStore>(store: &S) {
@@ -650,7 +669,10 @@ async fn revoke_sid_ends_every_session_bound_to_that_provider_session<S: Session
         .expect("revoke_sid");
     assert_eq!(sorted(revoked), vec![id(1), id(2)]);
     for s in [&a1, &b2] {
-        assert_eq!(get(store, &s.id).await, None);
+        assert_eq!(
+            get(store, &s.id).await,
+            Fetched::Revoked(Some(RevokeReason::Backchannel))
+        );
         assert_eq!(
             revoke(store, &s.id, &logout()).await,
             already(backchannel.clone())
@@ -679,7 +701,10 @@ async fn the_per_user_limit_evicts_the_oldest_and_returns_its_id<S: SessionStore
     assert_eq!(s1.create(store).await, Vec::<StoreId>::new());
     assert_eq!(s2.create(store).await, Vec::<StoreId>::new());
     assert_eq!(s3.create(store).await, vec![id(1)]);
-    assert_eq!(get(store, &id(1)).await, None);
+    assert_eq!(
+        get(store, &id(1)).await,
+        Fetched::Revoked(Some(RevokeReason::Limit))
+    );
     assert_eq!(listed(store, "alice").await, vec![entry(&s3), entry(&s2)]);
 }
 
@@ -746,7 +771,7 @@ async fn the_per_user_limit_holds_when_creation_times_tie_and_spares_the_new_ses
         let s = Seed::new(n, "alice").created(T0).max(2);
         let want: Vec<StoreId> = evicted.iter().copied().map(id).collect();
         assert_eq!(s.create(store).await, want, "creating {n}");
-        assert_eq!(get(store, &s.id).await, Some(s.record()));
+        assert_eq!(get(store, &s.id).await, Fetched::Live(s.record()));
     }
     // Newest first; ties newest-ID first.
     assert_eq!(listed_ids(store, "alice").await, vec![id(6), id(1)]);
@@ -975,8 +1000,36 @@ async fn a_revoked_session_written_back_is_not_returned<S: SessionStore>(store: 
     revoke(store, &s.id, &logout()).await;
     // The same bytes and index entries again, as a restored backup would.
     s.create(store).await;
-    assert_eq!(get(store, &s.id).await, None);
+    assert_eq!(
+        get(store, &s.id).await,
+        Fetched::Revoked(Some(RevokeReason::Logout))
+    );
     assert_eq!(revoke(store, &s.id, &admin()).await, RevokeOutcome::Revoked);
+}
+
+async fn get_names_the_reason_of_each_kind_of_revocation<S: SessionStore>(store: &S) {
+    let reasons = [
+        RevokeReason::Logout,
+        RevokeReason::Admin,
+        RevokeReason::Backchannel,
+        RevokeReason::Limit,
+        RevokeReason::RefreshFailed,
+        RevokeReason::User,
+    ];
+    for (n, reason) in (1..).zip(reasons) {
+        let s = Seed::new(n, "alice");
+        s.create(store).await;
+        let why = Revocation::new(reason, "someone", 1_700_000_400);
+        assert_eq!(revoke(store, &s.id, &why).await, RevokeOutcome::Revoked);
+        assert_eq!(get(store, &s.id).await, Fetched::Revoked(Some(reason)));
+    }
+}
+
+async fn an_expired_session_is_missing_not_revoked<S: SessionStore>(store: &S) {
+    let s = Seed::new(1, "alice").ttl(SHORT);
+    s.create(store).await;
+    gone(store, &s.id).await;
+    assert_eq!(get(store, &s.id).await, Fetched::Missing);
 }
 
 async fn revoke_user_ends_more_sessions_than_one_batch<S: SessionStore>(store: &S) {
@@ -1232,7 +1285,7 @@ async fn sweep_of_a_store_without_dead_entries_removes_nothing<S: SessionStore>(
     let s = Seed::new(1, "alice").sid("op-1");
     s.create(store).await;
     assert_eq!(store.sweep().await.expect("sweep"), 0, "all alive");
-    assert_eq!(get(store, &s.id).await, Some(s.record()));
+    assert_eq!(get(store, &s.id).await, Fetched::Live(s.record()));
     assert_eq!(listed_ids(store, "alice").await, vec![id(1)]);
 }
 

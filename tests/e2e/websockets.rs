@@ -1,7 +1,7 @@
 //! WebSockets through a route: the handshake is forwarded with the session's
 //! access token, only from the application's own origin, never without a
 //! session; once open, messages flow both ways, and the tunnel is cut when
-//! the session ends. No other upgrade is tunnelled (h2c is refused), and an
+//! the session ends, with a close frame (4401) that says why. No other upgrade is tunnelled (h2c is refused), and an
 //! upstream's 101 that does not answer our handshake is a 502.
 
 use std::time::{Duration, Instant};
@@ -11,6 +11,7 @@ use reqwest::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -146,9 +147,11 @@ async fn logging_out_cuts_the_open_websockets_of_the_session() {
         .request(Method::POST, "/auth/logout", &[("x-csrf", "1")], None)
         .await;
     assert_eq!(logout.status, StatusCode::OK);
-    // The gateway closes both connections at the next check (1 s here).
-    let took = cut(&mut socket, &upstream, Duration::from_secs(10)).await;
+    // The gateway closes both connections at the next check (1 s here),
+    // telling the page why.
+    let (took, close) = cut(&mut socket, &upstream, Duration::from_secs(10)).await;
     eprintln!("socket cut {took:?} after logout");
+    assert_session_ended(close, "session ended: logged_out");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,18 +175,65 @@ async fn an_operators_revocation_cuts_open_websockets_within_ten_seconds() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{v}");
-    let took = cut(&mut socket, &upstream, Duration::from_secs(15)).await;
+    let (took, close) = cut(&mut socket, &upstream, Duration::from_secs(15)).await;
     eprintln!("socket cut {took:?} after the revocation");
+    assert_session_ended(close, "session ended: revoked_by_operator");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ended_from_another_session_closes_the_socket_saying_so() {
+    let (upstream, gw, mut b) = logged_in(|up| {
+        GatewayBuilder::new(up).configure(|c| c.session.touch_interval = duration("1s"))
+    })
+    .await;
+    let mut socket = open(&gw, Some(&b), Some(&gw.base), "/api/ws")
+        .await
+        .expect("handshake accepted");
+    assert_eq!(echo(&mut socket, "hello").await, "echo: hello");
+    // alice again, in another browser, ends the first session.
+    let mut other = Browser::new(&gw);
+    other.login_alice().await;
+    let mine = b.get("/auth/user").await.json()["session"]["id"]
+        .as_str()
+        .expect("session id")
+        .to_owned();
+    let r = other
+        .request(
+            Method::POST,
+            &format!("/auth/sessions/{mine}/revoke"),
+            &[("x-csrf", "1")],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let (_, close) = cut(&mut socket, &upstream, Duration::from_secs(10)).await;
+    assert_session_ended(close, "session ended: revoked_by_user");
+}
+
+/// The close frame of a socket cut because its session ended: code 4401
+/// and the reason.
+#[track_caller]
+fn assert_session_ended(close: Option<CloseFrame>, reason: &str) {
+    let frame = close.expect("the gateway sent a close frame (not a bare TCP close, 1006)");
+    assert_eq!(u16::from(frame.code), 4401, "{frame:?}");
+    assert_eq!(frame.reason.as_str(), reason, "{frame:?}");
 }
 
 /// Waits for the gateway to end `socket` (no message may arrive first) and
-/// for the upstream to see its side end; how long the first took.
-async fn cut(socket: &mut Socket, upstream: &Upstream, within: Duration) -> Duration {
+/// for the upstream to see its side end; how long the first took, and the
+/// close frame the gateway sent, if any.
+async fn cut(
+    socket: &mut Socket,
+    upstream: &Upstream,
+    within: Duration,
+) -> (Duration, Option<CloseFrame>) {
     let started = Instant::now();
+    let mut close = None;
     let end = tokio::time::timeout(within, async {
         loop {
             match socket.next().await {
                 Some(Ok(Message::Text(t))) => panic!("unexpected message {t}"),
+                Some(Ok(Message::Close(frame))) => close = frame,
                 Some(Ok(_)) => continue,
                 end => return end,
             }
@@ -192,12 +242,12 @@ async fn cut(socket: &mut Socket, upstream: &Upstream, within: Duration) -> Dura
     .await
     .expect("the socket was not closed after its session ended");
     let took = started.elapsed();
-    eprintln!("socket ended: {end:?}");
+    eprintln!("socket ended: {end:?}, close frame {close:?}");
     wait_for("the upstream to see the socket end", || {
         upstream.websockets_ended() == 1
     })
     .await;
-    took
+    (took, close)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -241,6 +241,32 @@ async fn the_logged_out_page_is_html_with_the_page_security_headers() {
     assert_eq!(r.status, StatusCode::OK, "{r}");
     assert_eq!(r.header(header::CONTENT_TYPE), "text/html; charset=utf-8");
     crate::errors::assert_page_security_headers(&r);
+    assert!(r.text().contains("You are logged out"), "{r}");
+    assert!(
+        r.text().contains(r#"href="/auth/login?return_to=%2F""#),
+        "{r}"
+    );
+}
+
+#[tokio::test]
+async fn the_pages_link_an_icon_the_gateway_serves() {
+    let app = TestRouter::new().await;
+    let page = app.get("/auth/logged-out", &[]).await;
+    assert!(
+        page.text()
+            .contains(r#"<link rel="icon" href="/auth/favicon.svg""#),
+        "{page}"
+    );
+    let icon = app.get("/auth/favicon.svg", &[]).await;
+    assert_eq!(icon.status, StatusCode::OK, "{icon}");
+    assert_eq!(icon.header(header::CONTENT_TYPE), "image/svg+xml");
+    assert!(icon.text().starts_with("<svg"), "{icon}");
+    assert!(!icon.text().contains("<script"), "{icon}");
+    assert!(
+        icon.header(header::CONTENT_SECURITY_POLICY)
+            .starts_with("default-src 'none'"),
+        "{icon}"
+    );
 }
 
 #[tokio::test]
@@ -260,12 +286,65 @@ async fn user_with_a_bogus_cookie_is_401_and_clears_the_cookie() {
     let app = TestRouter::new().await;
     let cookie = format!("{SESSION_COOKIE}=bogus");
     let r = app.get("/auth/user", &[("cookie", &cookie)]).await;
-    r.assert_error(
-        StatusCode::UNAUTHORIZED,
-        "session_expired",
-        "Your session has ended. Please log in again.",
-    );
+    r.assert_session_ended("expired", "Your session has ended. Please log in again.");
     assert_clears_session_cookie(&r);
+}
+
+#[tokio::test]
+async fn user_of_a_revoked_session_is_401_naming_how_it_ended() {
+    use oidc_bff::session::store::RevokeReason;
+    let app = TestRouter::new().await;
+    for (revoked, reason, message) in [
+        (
+            RevokeReason::Logout,
+            "logged_out",
+            "You have logged out. Log in again to continue.",
+        ),
+        (
+            RevokeReason::User,
+            "revoked_by_user",
+            "This session was ended from another of your sessions. Please log in again.",
+        ),
+        (
+            RevokeReason::Admin,
+            "revoked_by_operator",
+            "This session was ended by an administrator.",
+        ),
+        (
+            RevokeReason::Backchannel,
+            "ended_at_provider",
+            "You were logged out at the identity provider. Please log in again.",
+        ),
+        (
+            RevokeReason::RefreshFailed,
+            "refresh_refused",
+            "The identity provider no longer accepts this session. Please log in again.",
+        ),
+        (
+            RevokeReason::Limit,
+            "session_limit",
+            "This session was closed because you logged in on too many devices.",
+        ),
+    ] {
+        let cookie = app.logged_in("alice").await;
+        app.revoke(&cookie, revoked).await;
+        let r = app.get("/auth/user", &[("cookie", &cookie)]).await;
+        r.assert_session_ended(reason, message);
+        assert_clears_session_cookie(&r);
+    }
+}
+
+#[tokio::test]
+async fn a_forged_cookie_reads_exactly_like_an_expired_session() {
+    let app = TestRouter::new().await;
+    // Well-formed, never issued: indistinguishable from a session whose
+    // record expired (no tombstone either way).
+    let forged = format!("{SESSION_COOKIE}=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    let bogus = format!("{SESSION_COOKIE}=bogus");
+    let a = app.get("/auth/user", &[("cookie", &forged)]).await;
+    let b = app.get("/auth/user", &[("cookie", &bogus)]).await;
+    a.assert_session_ended("expired", "Your session has ended. Please log in again.");
+    assert_eq!(a.body, b.body, "{a}\n{b}");
 }
 
 #[tokio::test]

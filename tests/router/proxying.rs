@@ -86,11 +86,7 @@ async fn a_bogus_session_cookie_is_401_and_clears_the_cookie() {
     let app = TestRouter::new().await;
     let cookie = format!("{SESSION_COOKIE}=not-a-session-id");
     let r = app.get("/api/items", &[("cookie", &cookie)]).await;
-    r.assert_error(
-        StatusCode::UNAUTHORIZED,
-        "session_expired",
-        "Your session has ended. Please log in again.",
-    );
+    r.assert_session_ended("expired", "Your session has ended. Please log in again.");
     assert_eq!(r.header(header::WWW_AUTHENTICATE), WWW_AUTHENTICATE, "{r}");
     assert_clears_session_cookie(&r);
     assert!(app.upstream.uris().is_empty(), "{:?}", app.upstream.uris());
@@ -104,11 +100,7 @@ async fn a_well_formed_cookie_for_an_unknown_session_is_401_and_clears_the_cooki
     let other = TestRouter::new().await;
     let cookie = other.logged_in("alice").await;
     let r = app.get("/api/items", &[("cookie", &cookie)]).await;
-    r.assert_error(
-        StatusCode::UNAUTHORIZED,
-        "session_expired",
-        "Your session has ended. Please log in again.",
-    );
+    r.assert_session_ended("expired", "Your session has ended. Please log in again.");
     assert_clears_session_cookie(&r);
 }
 

@@ -235,6 +235,23 @@ impl TestRouter {
         let set_cookie = set_cookie.to_str().expect("ascii cookie");
         set_cookie.split(';').next().expect("name=value").to_owned()
     }
+
+    /// Ends the session `cookie` (a `Cookie` header value from
+    /// [`TestRouter::logged_in`]) as the gateway would for `reason`.
+    pub async fn revoke(&self, cookie: &str, reason: oidc_bff::session::store::RevokeReason) {
+        let value = cookie.split_once('=').expect("name=value").1;
+        let id = oidc_bff::session::cookie::SessionId::parse(value).expect("a session cookie");
+        self.state
+            .sessions
+            .revoke(
+                &id.store_id(),
+                reason,
+                "router-test",
+                oidc_bff::clock::unix_now(),
+            )
+            .await
+            .expect("revoke session");
+    }
 }
 
 /// A request with headers; `path` may hold a query.
@@ -305,6 +322,19 @@ impl Reply {
             self.header(header::CONTENT_TYPE),
             "application/json",
             "{self}"
+        );
+        assert_eq!(self.header(header::CACHE_CONTROL), "no-store", "{self}");
+    }
+}
+
+impl Reply {
+    /// Asserts the 401 for a cookie that names an ended session: code
+    /// `session_expired`, the `reason` and its sentence, and nothing else.
+    #[track_caller]
+    pub fn assert_session_ended(&self, reason: &str, message: &str) {
+        self.assert_json(
+            StatusCode::UNAUTHORIZED,
+            serde_json::json!({ "error": "session_expired", "reason": reason, "message": message }),
         );
         assert_eq!(self.header(header::CACHE_CONTROL), "no-store", "{self}");
     }

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use tokio::time::{Duration, Instant};
 
 use super::{
-    ListCursor, ListedSession, MAX_PAGE, NewSession, OnceKind, Revocation, RevokeOutcome,
+    Fetched, ListCursor, ListedSession, MAX_PAGE, NewSession, OnceKind, Revocation, RevokeOutcome,
     SessionPage, SessionStore, StoreResult, StoreStats, TOMBSTONE_TTL_MILLIS,
 };
 use crate::session::cookie::StoreId;
@@ -108,12 +108,15 @@ impl MemoryStore {
 }
 
 impl SessionStore for MemoryStore {
-    async fn get(&self, id: &StoreId) -> StoreResult<Option<Vec<u8>>> {
+    async fn get(&self, id: &StoreId) -> StoreResult<Fetched> {
         Ok(self.with(|s, now| {
-            if s.tombstones.get(id).is_some_and(|(_, until)| *until > now) {
-                return None;
+            if let Some((why, until)) = s.tombstones.get(id)
+                && *until > now
+            {
+                return Fetched::Revoked(Some(why.reason));
             }
-            s.live(id, now).map(|e| e.record.clone())
+            s.live(id, now)
+                .map_or(Fetched::Missing, |e| Fetched::Live(e.record.clone()))
         }))
     }
 

@@ -81,6 +81,29 @@ impl RevokeReason {
     }
 }
 
+/// What [`SessionStore::get`] found under a session ID, in one round trip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    /// The record of a session with no tombstone.
+    Live(Vec<u8>),
+    /// A tombstone: the session was ended on purpose, for this reason
+    /// (`None` when the tombstone names a reason this version does not
+    /// know). Wins over a record present again.
+    Revoked(Option<RevokeReason>),
+    /// Neither record nor tombstone: never existed, or expired.
+    Missing,
+}
+
+impl Fetched {
+    /// The record bytes, if the session is live.
+    pub fn into_live(self) -> Option<Vec<u8>> {
+        match self {
+            Self::Live(bytes) => Some(bytes),
+            Self::Revoked(_) | Self::Missing => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Revocation {
     pub reason: RevokeReason,
@@ -207,11 +230,11 @@ pub fn open(config: &crate::config::Config) -> anyhow::Result<Store> {
 
 /// The operations the gateway needs from a session store.
 pub trait SessionStore: Send + Sync {
-    /// The record bytes of a live session. A session with a tombstone is
-    /// ended even if its record is present again (restored from a backup
-    /// or written back by someone with store access): `None`, in the same
-    /// one round trip.
-    fn get(&self, id: &StoreId) -> impl Future<Output = StoreResult<Option<Vec<u8>>>> + Send;
+    /// The record bytes of a live session, or the reason of its tombstone,
+    /// in one round trip. A session with a tombstone is ended even if its
+    /// record is present again (restored from a backup or written back by
+    /// someone with store access): [`Fetched::Revoked`].
+    fn get(&self, id: &StoreId) -> impl Future<Output = StoreResult<Fetched>> + Send;
 
     /// Writes a new session with its index entries; evicts the user's oldest
     /// sessions beyond `max_per_user`. Returns the evicted IDs.
@@ -332,7 +355,7 @@ macro_rules! delegate {
 }
 
 impl SessionStore for Store {
-    async fn get(&self, id: &StoreId) -> StoreResult<Option<Vec<u8>>> {
+    async fn get(&self, id: &StoreId) -> StoreResult<Fetched> {
         delegate!(self, s => s.get(id))
     }
     async fn create(&self, new: &NewSession<'_>) -> StoreResult<Vec<StoreId>> {

@@ -21,8 +21,9 @@ use redis::{AsyncCommands, RedisResult, Script, Value};
 
 use super::redis_link::{ClusterLink, Link, SentinelLink};
 use super::{
-    ListCursor, ListedSession, MAX_PAGE, NewSession, OnceKind, Revocation, RevokeOutcome,
-    SessionPage, SessionStore, StoreError, StoreResult, StoreStats, TOMBSTONE_TTL_MILLIS,
+    Fetched, ListCursor, ListedSession, MAX_PAGE, NewSession, OnceKind, Revocation, RevokeOutcome,
+    RevokeReason, SessionPage, SessionStore, StoreError, StoreResult, StoreStats,
+    TOMBSTONE_TTL_MILLIS,
 };
 use crate::config::{RedisConfig, RedisEndpoint};
 use crate::session::cookie::StoreId;
@@ -205,11 +206,37 @@ return n
 ";
 
 /// A session's record unless it has a tombstone: one round trip for the
-/// hot path, and a restored copy of a revoked record stays ended.
+/// hot path, and a restored copy of a revoked record stays ended. A
+/// tombstone comes back wrapped in a one-element array, so a live record
+/// (a plain bulk string) needs no unwrapping.
 const GET: &str = r"
-if redis.call('EXISTS', KEYS[2]) == 1 then return false end
+local t = redis.call('GET', KEYS[2])
+if t then return {t} end
 return redis.call('HGET', KEYS[1], 'r')
 ";
+
+/// What the `GET` script answered.
+fn fetched(value: redis::Value) -> Fetched {
+    match value {
+        redis::Value::BulkString(record) => Fetched::Live(record),
+        redis::Value::Array(items) => Fetched::Revoked(match items.first() {
+            Some(redis::Value::BulkString(tomb)) => tomb_reason(tomb),
+            _ => None,
+        }),
+        _ => Fetched::Missing,
+    }
+}
+
+/// The reason a tombstone names; only the reason leaves the store layer.
+fn tomb_reason(tomb: &[u8]) -> Option<RevokeReason> {
+    #[derive(serde::Deserialize)]
+    struct Reason {
+        reason: RevokeReason,
+    }
+    serde_json::from_slice::<Reason>(tomb)
+        .ok()
+        .map(|r| r.reason)
+}
 
 const UNLOCK: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -431,7 +458,7 @@ fn tomb(why: &Revocation) -> String {
 }
 
 impl SessionStore for RedisStore {
-    async fn get(&self, id: &StoreId) -> StoreResult<Option<Vec<u8>>> {
+    async fn get(&self, id: &StoreId) -> StoreResult<Fetched> {
         let (record, tombstone) = (self.key("s", id.as_str()), self.key("t", id.as_str()));
         let lookup = || {
             let mut conn = self.conn.clone();
@@ -450,6 +477,7 @@ impl SessionStore for RedisStore {
                 Err(e) if e.is_io_error() || e.is_connection_dropped() => lookup().await,
                 result => result,
             }
+            .map(fetched)
         })
         .await
     }
