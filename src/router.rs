@@ -47,6 +47,12 @@ pub fn build_router(state: AppState) -> Router {
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
         .fallback(routes::static_files::serve);
+    // The identity assertion's public keys, when the gateway signs any.
+    let router = if state.config.assertion.is_some() {
+        router.route("/.well-known/jwks.json", get(routes::jwks::jwks))
+    } else {
+        router
+    };
     // The gateway's own endpoints read bodies into memory: bounded here.
     // Added before the proxied routes, so it does not wrap them: their
     // bodies stream to the upstream unbuffered.
@@ -201,6 +207,9 @@ mod tests {
             auth: RouteAuth::None,
             timeout: Duration::from_secs(1),
             forward_cookies: false,
+            policy: Default::default(),
+            identity_headers: Vec::new(),
+            assertion_audience: None,
         };
         RouteTable::new(&[
             route("/api"),

@@ -1,5 +1,6 @@
 //! Forwarding one request to its upstream: URI rewritten under the route's
-//! base, headers cleaned both ways (`headers`), the access token attached,
+//! base, headers cleaned both ways (`headers`), the access token and the
+//! route's identity headers and assertion attached (`identity`),
 //! bodies streamed (nothing is buffered whole), and a WebSocket handshake
 //! joined into a tunnel when the upstream switches protocols (`upgrade`).
 //!
@@ -16,7 +17,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
-use http::{HeaderValue, StatusCode, Version, header};
+use http::{HeaderName, HeaderValue, StatusCode, Version, header};
 
 use super::client::{HttpClient, build_client};
 use super::headers;
@@ -25,6 +26,7 @@ use super::upgrade::{self, SessionWatch};
 use crate::config::{Config, RouteAuth};
 use crate::error::AppError;
 use crate::extract::client::{ClientAddressPolicy, peer_ip_of};
+use crate::identity::{self, Signer};
 use crate::metrics::Metrics;
 use crate::security_headers::{ResponseKind, mark};
 use crate::session::cookie::CookiePolicy;
@@ -71,6 +73,10 @@ pub struct Forwarder {
     sessions: Arc<Sessions>,
     watch_every: Duration,
     metrics: Arc<Metrics>,
+    /// Signs identity assertions (`[assertion]`), if configured.
+    signer: Option<Arc<Signer>>,
+    /// Header names only the gateway may send (`identity::names_to_strip`).
+    gateway_only: Vec<HeaderName>,
 }
 
 impl Forwarder {
@@ -98,7 +104,40 @@ impl Forwarder {
                 .clamp(Duration::from_secs(1), Duration::from_secs(10)),
             sessions,
             metrics,
+            signer: config
+                .assertion
+                .as_ref()
+                .map(|a| Signer::new(a, public.as_str()).map(Arc::new))
+                .transpose()?,
+            gateway_only: identity::names_to_strip(&config.routes, config.assertion.as_ref()),
         })
+    }
+
+    /// The assertion signer, when `[assertion]` is configured (its JWKS is
+    /// served at `/.well-known/jwks.json`).
+    pub fn signer(&self) -> Option<&Arc<Signer>> {
+        self.signer.as_ref()
+    }
+
+    /// What `route`'s upstream is told about `session`'s user: identity
+    /// headers and, if the route asks, a signed assertion.
+    pub fn identity_for(
+        &self,
+        route: &Route,
+        session: &Session,
+        now: u64,
+    ) -> Result<Vec<(HeaderName, HeaderValue)>, AppError> {
+        if route.identity_headers.is_empty() && route.assertion_audience.is_none() {
+            return Ok(Vec::new());
+        }
+        identity::for_upstream(
+            &route.identity_headers,
+            route.assertion_audience.as_deref(),
+            self.signer.as_deref(),
+            &session.claims(),
+            now,
+        )
+        .map_err(|e| AppError::Internal(format!("identity assertion: {e}")))
     }
 
     /// Whether a handshake comes from a page on the gateway's own origin.
@@ -124,6 +163,10 @@ impl Forwarder {
             ));
         }
         let bearer = session.map(bearer_header).transpose()?;
+        let identity = match session {
+            Some(s) => self.identity_for(route, s, crate::clock::unix_now())?,
+            None => Vec::new(),
+        };
         let (mut parts, body) = req.into_parts();
         // Only a well-formed WebSocket handshake may ask to switch protocols.
         let ws_key = if upgrade::asks_for_upgrade(&parts.headers) {
@@ -169,6 +212,7 @@ impl Forwarder {
                 host: &self.forwarded_host,
             },
         );
+        headers::set_identity(&mut parts.headers, &self.gateway_only, identity);
         parts.extensions = http::Extensions::new();
         let (client, browser_side) = match upgrade {
             Some((on_upgrade, key)) => {

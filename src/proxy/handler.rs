@@ -7,7 +7,11 @@
 //!
 //! In front of each, [`guard`] refuses what must never be forwarded, and the
 //! anti-CSRF layer (`middleware::csrf`) guards session routes. A session's
-//! access token is refreshed here when it is about to expire (`flows`).
+//! access token is refreshed here when it is about to expire (`flows`),
+//! after the route's policy (`authz`) admitted the session: a refused
+//! request (403) never refreshes a token nor reaches the upstream.
+//! WebSocket handshakes take the same handlers, so the policy holds for them
+//! too.
 
 use std::sync::Arc;
 
@@ -20,11 +24,13 @@ use axum::response::{IntoResponse, Response};
 use super::forward::Forwarder;
 use super::routes::Route;
 use super::upgrade;
+use crate::authz;
 use crate::config::RouteAuth;
 use crate::error::AppError;
 use crate::extract::client::ClientIp;
 use crate::extract::session::{CurrentSession, MaybeSession};
 use crate::flows::refresh::Refresher;
+use crate::session::Session;
 use crate::url_policy::path::check_request_path;
 
 /// Refuses, before any session lookup:
@@ -77,8 +83,21 @@ pub async fn required(
     CurrentSession(session): CurrentSession,
     req: Request,
 ) -> Result<Response, AppError> {
+    admit(&route, &session)?;
     let session = refresher.fresh(*session, crate::clock::unix_now()).await?;
     forwarder.forward(&route, req, Some(&session), ip).await
+}
+
+/// The route's policy over the session's claims and scopes: 403 naming
+/// what the route requires (never what the user has).
+fn admit(route: &Route, session: &Session) -> Result<(), AppError> {
+    if route.policy.is_empty() {
+        return Ok(());
+    }
+    authz::check(&route.policy, &session.claims(), session.scopes()).map_err(|refusal| {
+        tracing::info!(route = %route.path, "request refused by the route's policy");
+        AppError::Forbidden(refusal.to_string())
+    })
 }
 
 /// A route that forwards the token when there is a session.
