@@ -7,6 +7,7 @@ mod harness;
 mod callback_failures;
 mod log_hygiene;
 mod login_flow;
+mod policy;
 mod private_ca;
 mod provider_hostile;
 mod provider_keys;
