@@ -150,7 +150,11 @@ pub struct PolicyRefusal {
 
 impl fmt::Display for PolicyRefusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Access denied: this route {}.", self.missing.join("; and "))
+        write!(
+            f,
+            "Access denied: this route {}.",
+            self.missing.join("; and ")
+        )
     }
 }
 
@@ -247,7 +251,10 @@ mod tests {
     #[test]
     fn claim_paths_split_on_dots_and_unescape_backslashes() {
         assert_eq!(path("groups").segments, ["groups"]);
-        assert_eq!(path("realm_access.roles").segments, ["realm_access", "roles"]);
+        assert_eq!(
+            path("realm_access.roles").segments,
+            ["realm_access", "roles"]
+        );
         assert_eq!(
             path(r"https://example\.com/groups").segments,
             ["https://example.com/groups"]
@@ -284,7 +291,11 @@ mod tests {
             (any_of("email_verified", &["true"]), "", true),
             (any_of(r"https://example\.com/tier", &["gold"]), "", true),
             (Condition::Scopes(vec!["read".into()]), "openid read", true),
-            (Condition::Scopes(vec!["read".into(), "admin".into()]), "openid read", false),
+            (
+                Condition::Scopes(vec!["read".into(), "admin".into()]),
+                "openid read",
+                false,
+            ),
             (Condition::Scopes(vec!["read".into()]), "", false),
             (Condition::Acr(vec!["mfa".into(), "hwk".into()]), "", true),
             (Condition::Acr(vec!["hwk".into()]), "", false),

@@ -77,7 +77,10 @@ pub(super) fn validate(raw: &RawAssertion, issues: &mut Issues) -> Option<Assert
         Err(_) => {
             issues.add(
                 "assertion.header",
-                format!("`{}` is not a valid header name; e.g. \"X-Gateway-Assertion\"", raw.header),
+                format!(
+                    "`{}` is not a valid header name; e.g. \"X-Gateway-Assertion\"",
+                    raw.header
+                ),
             );
             None
         }
@@ -86,7 +89,10 @@ pub(super) fn validate(raw: &RawAssertion, issues: &mut Issues) -> Option<Assert
         if c.is_empty() || OWN_CLAIMS.contains(&c.as_str()) {
             issues.add(
                 format!("assertion.claims[{i}]"),
-                format!("`{c}` is empty or a claim the gateway sets itself ({})", OWN_CLAIMS.join(", ")),
+                format!(
+                    "`{c}` is empty or a claim the gateway sets itself ({})",
+                    OWN_CLAIMS.join(", ")
+                ),
             );
         }
     }
@@ -95,9 +101,15 @@ pub(super) fn validate(raw: &RawAssertion, issues: &mut Issues) -> Option<Assert
     for (i, k) in raw.keys.iter().enumerate() {
         let key = format!("assertion.keys[{i}]");
         if k.id.is_empty() || !k.id.bytes().all(|b| b.is_ascii_graphic()) {
-            issues.add(format!("{key}.id"), "must be a non-empty printable name, e.g. \"2026-01\"");
+            issues.add(
+                format!("{key}.id"),
+                "must be a non-empty printable name, e.g. \"2026-01\"",
+            );
         } else if !ids.insert(k.id.clone()) {
-            issues.add(format!("{key}.id"), format!("`{}` is used by another key", k.id));
+            issues.add(
+                format!("{key}.id"),
+                format!("`{}` is used by another key", k.id),
+            );
         }
         if let Some(pkcs8) = read_signing_key(issues, &format!("{key}.key_file"), &k.key_file) {
             keys.push(AssertionKey {
@@ -135,7 +147,13 @@ fn read_signing_key(
     let der = match PrivatePkcs8KeyDer::from_pem_slice(&pem) {
         Ok(d) => zeroize::Zeroizing::new(d.secret_pkcs8_der().to_vec()),
         Err(_) => {
-            issues.add(key, format!("{} holds no PKCS#8 `PRIVATE KEY` PEM block; {fix}", path.display()));
+            issues.add(
+                key,
+                format!(
+                    "{} holds no PKCS#8 `PRIVATE KEY` PEM block; {fix}",
+                    path.display()
+                ),
+            );
             return None;
         }
     };
@@ -147,7 +165,13 @@ fn read_signing_key(
     )
     .is_err()
     {
-        issues.add(key, format!("{} is not an ECDSA P-256 private key; {fix}", path.display()));
+        issues.add(
+            key,
+            format!(
+                "{} is not an ECDSA P-256 private key; {fix}",
+                path.display()
+            ),
+        );
         return None;
     }
     Some(der)

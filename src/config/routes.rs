@@ -178,7 +178,11 @@ pub(super) fn validate(raw: &[RawRoute], issues: &mut Issues) -> Vec<RouteConfig
         }
         let identity_headers = identity_headers(&prefix, &r.identity_headers, issues);
         if auth == RouteAuth::None && (!identity_headers.is_empty() || r.assertion) {
-            let key = if r.assertion { "assertion" } else { "identity_headers" };
+            let key = if r.assertion {
+                "assertion"
+            } else {
+                "identity_headers"
+            };
             issues.add(
                 format!("{prefix}.{key}"),
                 "a route with auth = \"none\" has no user to describe; use auth = \"required\" or \"optional\"",
@@ -190,7 +194,10 @@ pub(super) fn validate(raw: &[RawRoute], issues: &mut Issues) -> Vec<RouteConfig
                 "is set but `assertion` is false; set assertion = true or remove it",
             );
         }
-        if r.assertion_audience.as_deref().is_some_and(|a| a.trim().is_empty() || a.chars().any(char::is_control)) {
+        if r.assertion_audience
+            .as_deref()
+            .is_some_and(|a| a.trim().is_empty() || a.chars().any(char::is_control))
+        {
             issues.add(
                 format!("{prefix}.assertion_audience"),
                 "must be a non-empty audience such as \"https://api.example.com\"",
@@ -238,10 +245,19 @@ fn condition(key: &str, c: &RawCondition, issues: &mut Issues) -> Option<Conditi
     }
     let values = |name: &str, list: &[String], issues: &mut Issues| -> Option<Vec<String>> {
         if list.is_empty() {
-            issues.add(format!("{key}.{name}"), "is empty; list at least one value (an empty list would admit no one or everyone)");
+            issues.add(
+                format!("{key}.{name}"),
+                "is empty; list at least one value (an empty list would admit no one or everyone)",
+            );
             None
-        } else if list.iter().any(|v| v.is_empty() || v.chars().any(char::is_control)) {
-            issues.add(format!("{key}.{name}"), "has an empty value or a control character");
+        } else if list
+            .iter()
+            .any(|v| v.is_empty() || v.chars().any(char::is_control))
+        {
+            issues.add(
+                format!("{key}.{name}"),
+                "has an empty value or a control character",
+            );
             None
         } else {
             Some(list.to_vec())
@@ -266,7 +282,10 @@ fn condition(key: &str, c: &RawCondition, issues: &mut Issues) -> Option<Conditi
                 None
             }
         };
-        return Some(Condition::Claim { path: path?, rule: rule? });
+        return Some(Condition::Claim {
+            path: path?,
+            rule: rule?,
+        });
     }
     if c.any_of.is_some() || c.all_of.is_some() {
         let what = if c.scope.is_some() { "scope" } else { "acr" };
@@ -278,7 +297,10 @@ fn condition(key: &str, c: &RawCondition, issues: &mut Issues) -> Option<Conditi
     }
     if let Some(list) = &c.scope {
         if list.iter().any(|s| s.contains(' ')) {
-            issues.add(format!("{key}.scope"), "list scopes one per string, e.g. [\"read\", \"write\"]");
+            issues.add(
+                format!("{key}.scope"),
+                "list scopes one per string, e.g. [\"read\", \"write\"]",
+            );
             return None;
         }
         return values("scope", list, issues).map(Condition::Scopes);
@@ -318,7 +340,10 @@ fn identity_headers(
         let header = match HeaderName::from_bytes(name.as_bytes()) {
             Ok(h) => h,
             Err(_) => {
-                issues.add(key, "is not a valid header name; use letters, digits and `-`, e.g. \"X-User\"");
+                issues.add(
+                    key,
+                    "is not a valid header name; use letters, digits and `-`, e.g. \"X-User\"",
+                );
                 continue;
             }
         };
@@ -355,7 +380,9 @@ mod tests {
     }
 
     fn route(lines: &str) -> String {
-        minimal() + "\n[[routes]]\npath = \"/admin\"\nupstream = \"http://127.0.0.1:9101\"\n" + lines
+        minimal()
+            + "\n[[routes]]\npath = \"/admin\"\nupstream = \"http://127.0.0.1:9101\"\n"
+            + lines
     }
 
     #[test]
@@ -369,7 +396,9 @@ mod tests {
         let c = load_str(&toml, &[]).expect("valid");
         let conditions = &c.routes[1].policy.conditions;
         assert_eq!(conditions.len(), 4);
-        assert!(matches!(&conditions[0], Condition::Claim { rule: Match::AnyOf(v), .. } if v == &["admin", "ops"]));
+        assert!(
+            matches!(&conditions[0], Condition::Claim { rule: Match::AnyOf(v), .. } if v == &["admin", "ops"])
+        );
         assert_eq!(conditions[2], Condition::Scopes(vec!["read".into()]));
         assert_eq!(c.routes[1].identity_headers[0].0.as_str(), "x-user");
     }

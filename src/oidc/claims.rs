@@ -72,7 +72,10 @@ pub fn granted_scopes(response_scope: Option<&str>, access_token: &str, fallback
     if let Some(s) = response_scope {
         return normalize_scopes(s);
     }
-    let payload = access_token.split('.').nth(1).filter(|_| access_token.split('.').count() == 3);
+    let payload = access_token
+        .split('.')
+        .nth(1)
+        .filter(|_| access_token.split('.').count() == 3);
     let from_jwt = payload
         .and_then(|p| {
             use base64::Engine as _;
@@ -81,17 +84,19 @@ pub fn granted_scopes(response_scope: Option<&str>, access_token: &str, fallback
                 .ok()
         })
         .and_then(|bytes| serde_json::from_slice::<Map<String, Value>>(&bytes).ok())
-        .and_then(|claims| match claims.get("scope").or_else(|| claims.get("scp")) {
-            Some(Value::String(s)) => Some(normalize_scopes(s)),
-            Some(Value::Array(a)) => Some(
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .filter(|s| !s.contains(' '))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            ),
-            _ => None,
-        });
+        .and_then(
+            |claims| match claims.get("scope").or_else(|| claims.get("scp")) {
+                Some(Value::String(s)) => Some(normalize_scopes(s)),
+                Some(Value::Array(a)) => Some(
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .filter(|s| !s.contains(' '))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ),
+                _ => None,
+            },
+        );
     from_jwt.unwrap_or_else(|| normalize_scopes(fallback))
 }
 
@@ -117,10 +122,22 @@ mod tests {
         use base64::Engine as _;
         let b64 = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
         let jwt = |payload: &str| format!("{}.{}.sig", b64("{}"), b64(payload));
-        assert_eq!(super::granted_scopes(Some("read  write"), "opaque", "openid"), "read write");
-        assert_eq!(super::granted_scopes(None, &jwt(r#"{"scope":"api read"}"#), "openid"), "api read");
-        assert_eq!(super::granted_scopes(None, &jwt(r#"{"scp":["a","b"]}"#), "openid"), "a b");
-        assert_eq!(super::granted_scopes(None, "opaque", "openid email"), "openid email");
+        assert_eq!(
+            super::granted_scopes(Some("read  write"), "opaque", "openid"),
+            "read write"
+        );
+        assert_eq!(
+            super::granted_scopes(None, &jwt(r#"{"scope":"api read"}"#), "openid"),
+            "api read"
+        );
+        assert_eq!(
+            super::granted_scopes(None, &jwt(r#"{"scp":["a","b"]}"#), "openid"),
+            "a b"
+        );
+        assert_eq!(
+            super::granted_scopes(None, "opaque", "openid email"),
+            "openid email"
+        );
         assert_eq!(super::granted_scopes(None, &jwt("{}"), "openid"), "openid");
     }
 

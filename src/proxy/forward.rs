@@ -104,19 +104,15 @@ impl Forwarder {
                 .clamp(Duration::from_secs(1), Duration::from_secs(10)),
             sessions,
             metrics,
-            signer: config
-                .assertion
-                .as_ref()
-                .map(|a| Signer::new(a, public.as_str()).map(Arc::new))
-                .transpose()?,
+            signer: None,
             gateway_only: identity::names_to_strip(&config.routes, config.assertion.as_ref()),
         })
     }
 
-    /// The assertion signer, when `[assertion]` is configured (its JWKS is
-    /// served at `/.well-known/jwks.json`).
-    pub fn signer(&self) -> Option<&Arc<Signer>> {
-        self.signer.as_ref()
+    /// Signs the assertions of routes with `assertion = true`.
+    pub fn with_signer(mut self, signer: Option<Arc<Signer>>) -> Self {
+        self.signer = signer;
+        self
     }
 
     /// What `route`'s upstream is told about `session`'s user: identity

@@ -9,9 +9,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::authz::{ClaimPath, Policy};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderName, HeaderValue, Uri};
-use crate::authz::{ClaimPath, Policy};
 
 use crate::config::{RouteAuth, RouteConfig};
 pub use crate::url_policy::path::{has_dot_segment, path_has_prefix};

@@ -2,17 +2,15 @@
 //! assertions the gateway sends to upstreams (`identity::Signer`). Served
 //! only when `[assertion]` is configured.
 
-use std::sync::Arc;
-
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::error::AppError;
-use crate::proxy::forward::Forwarder;
+use crate::state::AppState;
 
-pub async fn jwks(State(forwarder): State<Arc<Forwarder>>) -> Response {
-    match forwarder.signer() {
+pub async fn jwks(State(state): State<AppState>) -> Response {
+    match &state.signer {
         Some(signer) => (
             [(
                 header::CONTENT_TYPE,

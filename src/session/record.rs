@@ -230,7 +230,8 @@ impl SessionSecrets {
         if let Ok(s) = postcard::from_bytes(bytes) {
             return Ok(s);
         }
-        let v1: SessionSecretsV1 = postcard::from_bytes(bytes).map_err(|_| RecordError::Malformed)?;
+        let v1: SessionSecretsV1 =
+            postcard::from_bytes(bytes).map_err(|_| RecordError::Malformed)?;
         Ok(Self {
             access_token: v1.access_token,
             refresh_token: v1.refresh_token,
@@ -397,7 +398,8 @@ mod tests {
     fn secrets_written_before_scopes_were_kept_still_decode() {
         #[derive(Serialize)]
         struct Old<'a>(&'a str, Option<&'a str>, Option<&'a str>, &'a str);
-        let old = postcard::to_stdvec(&Old("at", Some("rt"), None, "{\"sub\":\"a\"}")).expect("encode");
+        let old =
+            postcard::to_stdvec(&Old("at", Some("rt"), None, "{\"sub\":\"a\"}")).expect("encode");
         let back = SessionSecrets::decode(&old).expect("decodes");
         assert_eq!(back.refresh_token.as_ref().map(|t| t.expose()), Some("rt"));
         assert_eq!(back.claims_json, "{\"sub\":\"a\"}");

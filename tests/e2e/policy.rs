@@ -45,10 +45,16 @@ fn signing_key_file() -> std::path::PathBuf {
         .chunks(64)
         .map(|c| std::str::from_utf8(c).expect("ascii"))
         .collect();
-    let path = std::env::temp_dir().join(format!("oidc-bff-assertion-{:016x}.pem", rand::random::<u64>()));
+    let path = std::env::temp_dir().join(format!(
+        "oidc-bff-assertion-{:016x}.pem",
+        rand::random::<u64>()
+    ));
     std::fs::write(
         &path,
-        format!("-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n", body.join("\n")),
+        format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            body.join("\n")
+        ),
     )
     .expect("write key");
     path
@@ -107,7 +113,14 @@ async fn the_providers_admins_pass_the_policy_and_others_get_403_without_reachin
     let gw = gateway(&upstream).await;
 
     let mut staff = logged_in(&gw, "staff").await;
-    let r = staff.request(reqwest::Method::GET, "/api/items", &[("accept", "application/json")], None).await;
+    let r = staff
+        .request(
+            reqwest::Method::GET,
+            "/api/items",
+            &[("accept", "application/json")],
+            None,
+        )
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{r:?}");
     assert_eq!(r.json()["error"], "forbidden");
     assert_eq!(
@@ -116,11 +129,22 @@ async fn the_providers_admins_pass_the_policy_and_others_get_403_without_reachin
     );
     let page = staff.navigate("/api/items").await;
     assert_eq!(page.status, StatusCode::FORBIDDEN);
-    assert!(page.body.contains("requires one of the groups admins"), "{}", page.body);
+    assert!(
+        page.body.contains("requires one of the groups admins"),
+        "{}",
+        page.body
+    );
     assert_eq!(upstream.count(), 0);
 
     let mut admin = logged_in(&gw, "admin").await;
-    let r = admin.request(reqwest::Method::GET, "/api/items", &[("x-user", "root")], None).await;
+    let r = admin
+        .request(
+            reqwest::Method::GET,
+            "/api/items",
+            &[("x-user", "root")],
+            None,
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{r:?}");
     let seen = upstream.seen().pop().expect("forwarded");
     let user = seen.header("x-user").expect("x-user");
@@ -151,10 +175,20 @@ async fn the_upstream_verifies_the_assertion_with_the_gateways_published_jwks() 
     let gw = gateway(&upstream).await;
     let mut admin = logged_in(&gw, "admin").await;
     let r = admin
-        .request(reqwest::Method::GET, "/api/whoami", &[("x-gateway-assertion", "forged")], None)
+        .request(
+            reqwest::Method::GET,
+            "/api/whoami",
+            &[("x-gateway-assertion", "forged")],
+            None,
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{r:?}");
-    let token = upstream.seen().pop().expect("forwarded").header("x-gateway-assertion").expect("assertion");
+    let token = upstream
+        .seen()
+        .pop()
+        .expect("forwarded")
+        .header("x-gateway-assertion")
+        .expect("assertion");
 
     let jwks: JwkSet = reqwest::get(gw.url("/.well-known/jwks.json"))
         .await
@@ -162,21 +196,48 @@ async fn the_upstream_verifies_the_assertion_with_the_gateways_published_jwks() 
         .json()
         .await
         .expect("jwk set");
-    let kid = jsonwebtoken::decode_header(&token).expect("header").kid.expect("kid");
+    let kid = jsonwebtoken::decode_header(&token)
+        .expect("header")
+        .kid
+        .expect("kid");
     let jwk = jwks.find(&kid).expect("published key");
     let issuer = gw.base.trim_end_matches('/').to_owned();
     let mut validation = Validation::new(Algorithm::ES256);
     validation.set_audience(&[format!("{issuer}/api")]);
-    validation.set_issuer(&[issuer.clone()]);
-    let claims = jsonwebtoken::decode::<Value>(&token, &DecodingKey::from_jwk(jwk).expect("key"), &validation)
-        .expect("the assertion verifies")
-        .claims;
-    assert!(claims["sub"].as_str().is_some_and(|s| s.starts_with("admin-")), "{claims}");
-    assert!(claims["email"].as_str().is_some_and(|s| s.ends_with("@example.com")), "{claims}");
-    assert_eq!(claims["exp"].as_u64().expect("exp") - claims["iat"].as_u64().expect("iat"), 60);
+    validation.set_issuer(std::slice::from_ref(&issuer));
+    let claims = jsonwebtoken::decode::<Value>(
+        &token,
+        &DecodingKey::from_jwk(jwk).expect("key"),
+        &validation,
+    )
+    .expect("the assertion verifies")
+    .claims;
+    assert!(
+        claims["sub"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("admin-")),
+        "{claims}"
+    );
+    assert!(
+        claims["email"]
+            .as_str()
+            .is_some_and(|s| s.ends_with("@example.com")),
+        "{claims}"
+    );
+    assert_eq!(
+        claims["exp"].as_u64().expect("exp") - claims["iat"].as_u64().expect("iat"),
+        60
+    );
     // Valid for this route only.
     validation.set_audience(&[format!("{issuer}/mail")]);
-    assert!(jsonwebtoken::decode::<Value>(&token, &DecodingKey::from_jwk(jwk).expect("key"), &validation).is_err());
+    assert!(
+        jsonwebtoken::decode::<Value>(
+            &token,
+            &DecodingKey::from_jwk(jwk).expect("key"),
+            &validation
+        )
+        .is_err()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,20 +245,40 @@ async fn a_websocket_handshake_is_held_to_the_routes_policy() {
     let upstream = Upstream::start().await;
     let gw = gateway(&upstream).await;
     let open = |b: &Browser| {
-        let mut req = format!("ws://{}/api/ws", gw.addr).into_client_request().expect("request");
-        req.headers_mut().insert("cookie", b.cookie_header().parse().expect("cookie"));
-        req.headers_mut().insert("origin", gw.base.trim_end_matches('/').parse().expect("origin"));
+        let mut req = format!("ws://{}/api/ws", gw.addr)
+            .into_client_request()
+            .expect("request");
+        req.headers_mut()
+            .insert("cookie", b.cookie_header().parse().expect("cookie"));
+        req.headers_mut().insert(
+            "origin",
+            gw.base.trim_end_matches('/').parse().expect("origin"),
+        );
         tokio_tungstenite::connect_async(req)
     };
     let staff = logged_in(&gw, "wsstaff").await;
     match open(&staff).await {
         Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status().as_u16(), 403),
-        other => panic!("expected a 403 handshake answer, got {:?}", other.map(|(_, r)| r.status())),
+        other => panic!(
+            "expected a 403 handshake answer, got {:?}",
+            other.map(|(_, r)| r.status())
+        ),
     }
-    assert_eq!(upstream.count(), 0, "the refused handshake never reached the upstream");
+    assert_eq!(
+        upstream.count(),
+        0,
+        "the refused handshake never reached the upstream"
+    );
     let admin = logged_in(&gw, "admin-ws").await;
-    let (mut socket, _) = open(&admin).await.expect("an admin's handshake is accepted");
+    let (mut socket, _) = open(&admin)
+        .await
+        .expect("an admin's handshake is accepted");
     let handshake = upstream.seen().pop().expect("handshake forwarded");
-    assert!(handshake.header("x-user").is_some_and(|u| u.starts_with("admin-ws")), "{handshake:?}");
+    assert!(
+        handshake
+            .header("x-user")
+            .is_some_and(|u| u.starts_with("admin-ws")),
+        "{handshake:?}"
+    );
     socket.close(None).await.expect("close");
 }

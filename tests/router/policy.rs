@@ -33,30 +33,45 @@ async fn app() -> TestRouter {
 async fn a_session_outside_the_required_groups_is_403_json_naming_only_what_the_route_requires() {
     let app = app().await;
     let cookie = app
-        .logged_in_with("carol", json!({ "groups": ["staff", "secret-project"] }), None)
+        .logged_in_with(
+            "carol",
+            json!({ "groups": ["staff", "secret-project"] }),
+            None,
+        )
         .await;
     let r = app
-        .get("/admin/users", &[("cookie", &cookie), ("accept", "application/json")])
+        .get(
+            "/admin/users",
+            &[("cookie", &cookie), ("accept", "application/json")],
+        )
         .await;
     r.assert_error(
         StatusCode::FORBIDDEN,
         "forbidden",
         "Access denied: this route requires one of the groups admin, ops.",
     );
-    assert!(!r.text().contains("secret-project") && !r.text().contains("staff"), "{r}");
+    assert!(
+        !r.text().contains("secret-project") && !r.text().contains("staff"),
+        "{r}"
+    );
     assert!(app.upstream.uris().is_empty(), "{:?}", app.upstream.uris());
 }
 
 #[tokio::test]
 async fn a_refused_navigation_gets_a_403_page_saying_what_is_missing() {
     let app = app().await;
-    let cookie = app.logged_in_with("carol", json!({ "groups": ["staff"] }), None).await;
+    let cookie = app
+        .logged_in_with("carol", json!({ "groups": ["staff"] }), None)
+        .await;
     let mut headers = NAVIGATION.to_vec();
     headers.push(("cookie", &cookie));
     let r = app.get("/admin", &headers).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{r}");
     assert_eq!(r.header(header::CONTENT_TYPE), "text/html; charset=utf-8");
-    assert!(r.text().contains("requires one of the groups admin, ops"), "{r}");
+    assert!(
+        r.text().contains("requires one of the groups admin, ops"),
+        "{r}"
+    );
     assert!(app.upstream.uris().is_empty());
 }
 
@@ -73,7 +88,11 @@ async fn a_session_in_a_required_group_is_forwarded_with_its_identity_headers() 
     let r = app
         .get(
             "/admin/users",
-            &[("cookie", &cookie), ("x-user", "root"), ("X-Groups", "admin")],
+            &[
+                ("cookie", &cookie),
+                ("x-user", "root"),
+                ("X-Groups", "admin"),
+            ],
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{r}");
@@ -81,16 +100,24 @@ async fn a_session_in_a_required_group_is_forwarded_with_its_identity_headers() 
     assert_eq!(seen.len(), 1);
     let h = &seen[0].headers;
     assert_eq!(h.get_all("x-user").iter().collect::<Vec<_>>(), ["dave"]);
-    assert_eq!(h.get_all("x-groups").iter().collect::<Vec<_>>(), ["ops,staff"]);
+    assert_eq!(
+        h.get_all("x-groups").iter().collect::<Vec<_>>(),
+        ["ops,staff"]
+    );
 }
 
 #[tokio::test]
 async fn nested_keycloak_roles_and_granted_scopes_are_both_required() {
     let app = app().await;
     let roles = json!({ "realm_access": { "roles": ["reader", "auditor", "x"] } });
-    let without_scope = app.logged_in_with("erin", roles.clone(), Some("openid")).await;
+    let without_scope = app
+        .logged_in_with("erin", roles.clone(), Some("openid"))
+        .await;
     let r = app
-        .get("/reports/q1", &[("cookie", &without_scope), ("accept", "application/json")])
+        .get(
+            "/reports/q1",
+            &[("cookie", &without_scope), ("accept", "application/json")],
+        )
         .await;
     r.assert_error(
         StatusCode::FORBIDDEN,
@@ -106,9 +133,15 @@ async fn nested_keycloak_roles_and_granted_scopes_are_both_required() {
         .await;
     let r = app.get("/reports/q1", &[("cookie", &one_role)]).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{r}");
-    assert!(r.text().contains("requires all of the realm_access.roles reader, auditor"), "{r}");
+    assert!(
+        r.text()
+            .contains("requires all of the realm_access.roles reader, auditor"),
+        "{r}"
+    );
     assert!(app.upstream.uris().is_empty());
-    let both = app.logged_in_with("gina", roles, Some("openid reports")).await;
+    let both = app
+        .logged_in_with("gina", roles, Some("openid reports"))
+        .await;
     let r = app.get("/reports/q1", &[("cookie", &both)]).await;
     assert_eq!(r.status, StatusCode::OK, "{r}");
     assert_eq!(app.upstream.uris(), ["/reports/q1"]);
@@ -117,7 +150,9 @@ async fn nested_keycloak_roles_and_granted_scopes_are_both_required() {
 #[tokio::test]
 async fn a_websocket_handshake_is_refused_by_the_policy_before_the_upstream() {
     let app = app().await;
-    let cookie = app.logged_in_with("carol", json!({ "groups": ["staff"] }), None).await;
+    let cookie = app
+        .logged_in_with("carol", json!({ "groups": ["staff"] }), None)
+        .await;
     let r = app
         .get(
             "/admin/socket",
@@ -139,7 +174,11 @@ async fn a_websocket_handshake_is_refused_by_the_policy_before_the_upstream() {
 async fn forged_identity_headers_are_stripped_on_every_route_even_without_identity_headers() {
     let app = app().await;
     let cookie = app.logged_in("hank").await;
-    for (path, cookie) in [("/api/x", Some(&cookie)), ("/maybe/x", None), ("/public/x", None)] {
+    for (path, cookie) in [
+        ("/api/x", Some(&cookie)),
+        ("/maybe/x", None),
+        ("/public/x", None),
+    ] {
         let mut headers = vec![
             ("x-user", "admin"),
             ("x-groups", "admin"),
@@ -156,7 +195,10 @@ async fn forged_identity_headers_are_stripped_on_every_route_even_without_identi
         let h = &seen.headers;
         assert!(h.get("x-user").is_none(), "{}: {h:?}", seen.uri);
         assert!(h.get("x-groups").is_none(), "{}: {h:?}", seen.uri);
-        assert_eq!(h.get("x-unrelated").map(|v| v.as_bytes()), Some(&b"kept"[..]));
+        assert_eq!(
+            h.get("x-unrelated").map(|v| v.as_bytes()),
+            Some(&b"kept"[..])
+        );
     }
 }
 
@@ -217,7 +259,11 @@ async fn published_keys(app: &TestRouter) -> JwkSet {
 
 /// Verifies as an upstream would: ES256 only, the published key named by
 /// `kid`, issuer and audience checked.
-fn verify(token: &str, keys: &JwkSet, audience: &str) -> Result<Value, jsonwebtoken::errors::Error> {
+fn verify(
+    token: &str,
+    keys: &JwkSet,
+    audience: &str,
+) -> Result<Value, jsonwebtoken::errors::Error> {
     let header = jsonwebtoken::decode_header(token)?;
     let jwk = keys
         .find(header.kid.as_deref().unwrap_or_default())
@@ -226,39 +272,64 @@ fn verify(token: &str, keys: &JwkSet, audience: &str) -> Result<Value, jsonwebto
     validation.set_audience(&[audience]);
     validation.set_issuer(&[PUBLIC_URL]);
     validation.leeway = 0;
-    jsonwebtoken::decode::<Value>(token, &DecodingKey::from_jwk(jwk)?, &validation).map(|t| t.claims)
+    jsonwebtoken::decode::<Value>(token, &DecodingKey::from_jwk(jwk)?, &validation)
+        .map(|t| t.claims)
 }
 
 #[tokio::test]
-async fn the_assertion_verifies_against_the_published_jwks_for_the_routes_audience_for_60_seconds() {
+async fn the_assertion_verifies_against_the_published_jwks_for_the_routes_audience_for_60_seconds()
+{
     let app = assertion_app().await;
     let keys = published_keys(&app).await;
     assert_eq!(
-        keys.keys.iter().map(|k| k.common.key_id.clone().unwrap_or_default()).collect::<Vec<_>>(),
+        keys.keys
+            .iter()
+            .map(|k| k.common.key_id.clone().unwrap_or_default())
+            .collect::<Vec<_>>(),
         ["new", "old"]
     );
     let cookie = app
-        .logged_in_with("ivy", json!({ "email": "ivy@example.com", "groups": ["g"] }), None)
+        .logged_in_with(
+            "ivy",
+            json!({ "email": "ivy@example.com", "groups": ["g"] }),
+            None,
+        )
         .await;
     for path in ["/signed/a", "/partner/b"] {
         let r = app
-            .get(path, &[("cookie", &cookie), ("x-gateway-assertion", "forged")])
+            .get(
+                path,
+                &[("cookie", &cookie), ("x-gateway-assertion", "forged")],
+            )
             .await;
         assert_eq!(r.status, StatusCode::OK, "{r}");
     }
     let seen = app.upstream.seen();
     let token = |i: usize| {
-        let all: Vec<_> = seen[i].headers.get_all("x-gateway-assertion").iter().collect();
+        let all: Vec<_> = seen[i]
+            .headers
+            .get_all("x-gateway-assertion")
+            .iter()
+            .collect();
         assert_eq!(all.len(), 1, "{:?}", seen[i].headers);
         all[0].to_str().expect("ascii").to_owned()
     };
     let claims = verify(&token(0), &keys, &format!("{PUBLIC_URL}/signed")).expect("verifies");
     assert_eq!(claims["sub"], "ivy");
     assert_eq!(claims["email"], "ivy@example.com");
-    assert!(claims.get("groups").is_none(), "only configured claims: {claims}");
+    assert!(
+        claims.get("groups").is_none(),
+        "only configured claims: {claims}"
+    );
     let lifetime = claims["exp"].as_u64().expect("exp") - claims["iat"].as_u64().expect("iat");
     assert_eq!(lifetime, 60);
-    assert_eq!(jsonwebtoken::decode_header(token(0)).expect("header").kid.as_deref(), Some("new"));
+    assert_eq!(
+        jsonwebtoken::decode_header(token(0))
+            .expect("header")
+            .kid
+            .as_deref(),
+        Some("new")
+    );
     // Another route's assertion is not valid for this one.
     assert!(verify(&token(1), &keys, &format!("{PUBLIC_URL}/signed")).is_err());
     verify(&token(1), &keys, "https://partner.example").expect("its own audience");
@@ -284,7 +355,10 @@ async fn an_assertion_signed_hs256_with_the_public_key_as_secret_is_refused() {
     .expect("encode");
     let err = verify(&forged, &keys, &format!("{PUBLIC_URL}/signed")).expect_err("refused");
     assert!(
-        matches!(err.kind(), jsonwebtoken::errors::ErrorKind::InvalidAlgorithm),
+        matches!(
+            err.kind(),
+            jsonwebtoken::errors::ErrorKind::InvalidAlgorithm
+        ),
         "{err:?}"
     );
 }
@@ -293,7 +367,12 @@ async fn an_assertion_signed_hs256_with_the_public_key_as_secret_is_refused() {
 async fn without_assertion_keys_no_jwks_is_served() {
     let app = TestRouter::new().await;
     let r = app
-        .send(request(Method::GET, "/.well-known/jwks.json", &[("accept", "application/json")], Body::empty()))
+        .send(request(
+            Method::GET,
+            "/.well-known/jwks.json",
+            &[("accept", "application/json")],
+            Body::empty(),
+        ))
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{r}");
 }
