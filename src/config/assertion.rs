@@ -176,3 +176,32 @@ fn read_signing_key(
     }
     Some(der)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{keys_of, load_str, minimal};
+
+    #[test]
+    fn an_assertion_route_needs_a_p256_key_and_says_how_to_make_one() {
+        let toml = minimal().replace(
+            "upstream = \"http://127.0.0.1:9100\"\n",
+            "upstream = \"http://127.0.0.1:9100\"\nassertion = true\n",
+        );
+        let keys = keys_of(load_str(&toml, &[]).expect_err("no keys"));
+        assert_eq!(keys, ["routes[0].assertion"]);
+        let toml = toml
+            + "[assertion]\nkeys = [{ id = \"a\", key_file = \"/etc/hosts\" }]\nclaims = [\"aud\"]\nheader = \"bad header\"\n";
+        let err = load_str(&toml, &[]).expect_err("bad key file");
+        assert_eq!(
+            keys_of(err.clone()),
+            [
+                "assertion.header",
+                "assertion.claims[0]",
+                "assertion.keys[0].key_file",
+                "routes[0].assertion"
+            ],
+            "{err}"
+        );
+        assert!(err.to_string().contains("openssl genpkey"), "{err}");
+    }
+}
