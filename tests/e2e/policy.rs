@@ -64,9 +64,16 @@ fn signing_key_file() -> std::path::PathBuf {
 /// and an assertion; `/mail` needs the granted scope `email`, `/write` a
 /// scope the provider never grants.
 async fn gateway(upstream: &Upstream) -> Gateway {
+    gateway_with(upstream, |b| b).await
+}
+
+async fn gateway_with(
+    upstream: &Upstream,
+    tweak: impl FnOnce(GatewayBuilder) -> GatewayBuilder,
+) -> Gateway {
     let key_file = signing_key_file();
     let up = upstream.url();
-    GatewayBuilder::new(upstream)
+    tweak(GatewayBuilder::new(upstream))
         .configure(move |c| {
             let api = &mut c.routes[0];
             api.require = vec![
@@ -167,6 +174,28 @@ async fn scope_conditions_read_the_scopes_the_provider_granted() {
         "Access denied: this route requires the scopes write."
     );
     assert_eq!(upstream.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn granted_scopes_are_kept_across_token_refreshes() {
+    let upstream = Upstream::start().await;
+    // The fixture's access tokens live 300 s: every request refreshes.
+    let gw = gateway_with(&upstream, |b| b.refresh_skew("10m")).await;
+    let mut b = logged_in(&gw, "refreshed").await;
+    for path in ["/mail/a", "/mail/b"] {
+        let r = b.get(path).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {r:?}");
+    }
+    let tokens: Vec<String> = upstream
+        .seen()
+        .iter()
+        .map(|s| s.header("authorization").expect("bearer"))
+        .collect();
+    assert_eq!(tokens.len(), 2);
+    assert_ne!(
+        tokens[0], tokens[1],
+        "each request was sent with a refreshed token"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
