@@ -175,6 +175,14 @@ fn with_csrf(state: &AppState, methods: MethodRouter<AppState>) -> MethodRouter<
 /// (as an extension), the guard, and on session routes the CSRF rule.
 fn proxy_methods(state: &AppState, route: &Arc<Route>) -> MethodRouter<AppState> {
     let methods = match route.auth {
+        // Bearer clients send no cookie a browser could be tricked into
+        // sending, so their requests need no anti-CSRF header.
+        RouteAuth::Required if route.bearer_audience.is_some() => {
+            any(handler::required).layer(axum::middleware::from_fn_with_state(
+                (state.forwarder.clone(), state.csrf.clone()),
+                handler::csrf_unless_bearer,
+            ))
+        }
         RouteAuth::Required => with_csrf(state, any(handler::required)),
         RouteAuth::Optional => with_csrf(state, any(handler::optional)),
         RouteAuth::None => any(handler::public),
@@ -210,6 +218,7 @@ mod tests {
             policy: Default::default(),
             identity_headers: Vec::new(),
             assertion_audience: None,
+            bearer_audience: None,
         };
         RouteTable::new(&[
             route("/api"),

@@ -48,6 +48,9 @@ pub struct RawRoute {
     /// The assertion's `aud` (default: `server.public_url` with the route's
     /// path, e.g. `https://app.example.com/api`).
     pub assertion_audience: Option<String>,
+    /// Also accept `Authorization: Bearer` JWT access tokens with this `aud`
+    /// from clients that send no session cookie (`auth = "required"` only).
+    pub bearer_audience: Option<String>,
 }
 
 /// One condition of `require`, as written.
@@ -79,6 +82,7 @@ impl Default for RawRoute {
             identity_headers: BTreeMap::new(),
             assertion: false,
             assertion_audience: None,
+            bearer_audience: None,
         }
     }
 }
@@ -105,6 +109,8 @@ pub struct RouteConfig {
     /// The signed assertion's audience, when the route sends one (resolved
     /// against `server.public_url` by `config::validate`).
     pub assertion_audience: Option<String>,
+    /// Bearer clients' tokens must name this audience (off when `None`).
+    pub bearer_audience: Option<String>,
 }
 
 /// The gateway's own endpoints, which no route may shadow.
@@ -203,6 +209,19 @@ pub(super) fn validate(raw: &[RawRoute], issues: &mut Issues) -> Vec<RouteConfig
                 "must be a non-empty audience such as \"https://api.example.com\"",
             );
         }
+        if let Some(aud) = &r.bearer_audience {
+            if auth != RouteAuth::Required {
+                issues.add(
+                    format!("{prefix}.bearer_audience"),
+                    "bearer clients are accepted on auth = \"required\" routes only",
+                );
+            } else if aud.trim().is_empty() || aud.chars().any(char::is_control) {
+                issues.add(
+                    format!("{prefix}.bearer_audience"),
+                    "must be the API's audience as the provider writes it in access tokens, e.g. \"https://api.example.com\"",
+                );
+            }
+        }
         if let Some(upstream) = upstream {
             routes.push(RouteConfig {
                 path: r.path.clone(),
@@ -216,6 +235,7 @@ pub(super) fn validate(raw: &[RawRoute], issues: &mut Issues) -> Vec<RouteConfig
                 assertion_audience: r
                     .assertion
                     .then(|| r.assertion_audience.clone().unwrap_or_default()),
+                bearer_audience: r.bearer_audience.clone(),
             });
         }
     }
@@ -440,5 +460,25 @@ mod tests {
         );
         let keys = keys_of(load_str(&toml, &[]).expect_err("invalid"));
         assert_eq!(keys, ["routes[1].require", "routes[1].identity_headers"]);
+    }
+
+    #[test]
+    fn bearer_clients_are_accepted_on_required_routes_only_with_an_audience() {
+        let ok = load_str(
+            &route("bearer_audience = \"https://api.example.com\"\n"),
+            &[],
+        )
+        .expect("valid");
+        assert_eq!(
+            ok.routes[1].bearer_audience.as_deref(),
+            Some("https://api.example.com")
+        );
+        let optional =
+            route("auth = \"optional\"\nbearer_audience = \"https://api.example.com\"\n");
+        let empty = route("bearer_audience = \" \"\n");
+        for toml in [optional, empty] {
+            let keys = keys_of(load_str(&toml, &[]).expect_err("invalid"));
+            assert_eq!(keys, ["routes[1].bearer_audience"]);
+        }
     }
 }

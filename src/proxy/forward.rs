@@ -56,6 +56,20 @@ impl From<UpstreamError> for AppError {
     }
 }
 
+/// Who a forwarded request is made for.
+pub enum Caller<'a> {
+    /// No session (public routes, anonymous calls to optional routes).
+    Anonymous,
+    /// A browser's session: its access token is attached.
+    Session(&'a Session),
+    /// A bearer client (`bearer_audience`): its own verified `Authorization`
+    /// header goes through as it is; `claims` are its token's.
+    Bearer {
+        authorization: HeaderValue,
+        claims: &'a serde_json::Map<String, serde_json::Value>,
+    },
+}
+
 /// What forwarding needs, built once per gateway (a sub-state).
 pub struct Forwarder {
     client: HttpClient,
@@ -136,6 +150,18 @@ impl Forwarder {
         .map_err(|e| AppError::Internal(format!("identity assertion: {e}")))
     }
 
+    /// Whether the request carries one of the gateway's own cookies (then
+    /// it is a browser's, and never taken for a bearer client's).
+    pub fn carries_our_cookie(&self, headers: &http::HeaderMap) -> bool {
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+            .filter_map(|pair| pair.split(|&b| b == b'=').next())
+            .filter_map(|name| std::str::from_utf8(name.trim_ascii()).ok())
+            .any(|name| self.cookies.is_ours(name))
+    }
+
     /// Whether a handshake comes from a page on the gateway's own origin.
     pub fn from_own_origin(&self, headers: &http::HeaderMap) -> bool {
         headers
@@ -152,16 +178,50 @@ impl Forwarder {
         session: Option<&Session>,
         client_ip: IpAddr,
     ) -> Result<Response, AppError> {
+        let caller = match session {
+            Some(s) => Caller::Session(s),
+            None => Caller::Anonymous,
+        };
+        self.forward_as(route, req, caller, client_ip).await
+    }
+
+    /// Sends `req` to `route`'s upstream on behalf of `caller`.
+    pub async fn forward_as(
+        &self,
+        route: &Route,
+        req: Request,
+        caller: Caller<'_>,
+        client_ip: IpAddr,
+    ) -> Result<Response, AppError> {
+        let session = match &caller {
+            Caller::Session(s) => Some(*s),
+            _ => None,
+        };
         let session_route = route.auth != RouteAuth::None;
         if session_route && headers::is_cors_preflight(req.method(), req.headers()) {
             return Err(AppError::Forbidden(
                 "Cross-origin requests are not allowed on this route.".into(),
             ));
         }
-        let bearer = session.map(bearer_header).transpose()?;
-        let identity = match session {
-            Some(s) => self.identity_for(route, s, crate::clock::unix_now())?,
-            None => Vec::new(),
+        let now = crate::clock::unix_now();
+        let (bearer, identity) = match caller {
+            Caller::Anonymous => (None, Vec::new()),
+            Caller::Session(s) => (Some(bearer_header(s)?), self.identity_for(route, s, now)?),
+            Caller::Bearer {
+                mut authorization,
+                claims,
+            } => {
+                authorization.set_sensitive(true);
+                let identity = identity::for_upstream(
+                    &route.identity_headers,
+                    route.assertion_audience.as_deref(),
+                    self.signer.as_deref(),
+                    claims,
+                    now,
+                )
+                .map_err(|e| AppError::Internal(format!("identity assertion: {e}")))?;
+                (Some(authorization), identity)
+            }
         };
         let (mut parts, body) = req.into_parts();
         // Only a well-formed WebSocket handshake may ask to switch protocols.

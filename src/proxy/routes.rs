@@ -29,6 +29,8 @@ pub struct Route {
     pub identity_headers: Vec<(HeaderName, ClaimPath)>,
     /// The signed assertion's audience, when the route sends one.
     pub assertion_audience: Option<String>,
+    /// Bearer clients' required audience (`bearer_audience`), if accepted.
+    pub bearer_audience: Option<String>,
     scheme: Scheme,
     authority: Authority,
     /// The upstream URL's path without a trailing slash ("" for the root).
@@ -63,6 +65,7 @@ impl RouteTable {
                 policy: c.policy.clone(),
                 identity_headers: c.identity_headers.clone(),
                 assertion_audience: c.assertion_audience.clone(),
+                bearer_audience: c.bearer_audience.clone(),
                 host_header: HeaderValue::from_str(authority.as_str())?,
                 scheme,
                 authority,
@@ -151,6 +154,7 @@ mod tests {
             policy: Default::default(),
             identity_headers: Vec::new(),
             assertion_audience: None,
+            bearer_audience: None,
         };
         RouteTable::new(&[
             route("/api", "http://127.0.0.1:9100", false),

@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod bearer;
 mod callback_failures;
 mod log_hygiene;
 mod login_flow;
