@@ -11,7 +11,9 @@
 //! after the route's policy (`authz`) admitted the session: a refused
 //! request (403) never refreshes a token nor reaches the upstream.
 //! WebSocket handshakes take the same handlers, so the policy holds for them
-//! too.
+//! too. On a route with `bearer_audience`, [`required`] also serves bearer
+//! clients (a verified JWT access token, no gateway cookie), and
+//! [`csrf_unless_bearer`] replaces the plain anti-CSRF layer.
 
 use std::sync::Arc;
 
