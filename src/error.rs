@@ -35,6 +35,10 @@ pub enum AppError {
     /// browser may know (the body's `reason`).
     #[error("session ended: {}", .0.as_str())]
     SessionExpired(EndReason),
+    /// A bearer client's token (on a route with `bearer_audience`) does not
+    /// verify: bad signature, wrong issuer or audience, expired.
+    #[error("invalid bearer token: {0}")]
+    InvalidBearerToken(String),
     #[error("missing or wrong anti-CSRF header")]
     CsrfRejected,
     #[error("forbidden: {0}")]
@@ -115,6 +119,12 @@ impl AppError {
                 "This sign-in took too long, was already completed, or was started in another browser. Please log in again.".into(),
             ),
             Self::Unauthenticated => (S::UNAUTHORIZED, "unauthenticated", "Not logged in", "You are not logged in.".into()),
+            Self::InvalidBearerToken(_) => (
+                S::UNAUTHORIZED,
+                "invalid_token",
+                "Not authorized",
+                "The bearer token is not valid for this route.".into(),
+            ),
             Self::SessionExpired(why) => (
                 S::UNAUTHORIZED,
                 "session_expired",
@@ -208,7 +218,12 @@ impl IntoResponse for AppError {
             .into_response();
         let h = resp.headers_mut();
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if status == StatusCode::UNAUTHORIZED {
+        if code == "invalid_token" {
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"oidc-bff\", error=\"invalid_token\""),
+            );
+        } else if status == StatusCode::UNAUTHORIZED {
             h.insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Session realm=\"oidc-bff\", login=\"/auth/login\""),

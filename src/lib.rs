@@ -4,12 +4,14 @@
 //! tokens stay server-side, encrypted in the session store; API calls are
 //! proxied with the access token attached. See `docs/architecture.md`.
 
+pub mod authz;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod error;
 pub mod extract;
 pub mod flows;
+pub mod identity;
 pub mod metrics;
 pub mod middleware;
 pub mod oidc;

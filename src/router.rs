@@ -48,6 +48,12 @@ pub fn build_router(state: AppState) -> Router {
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
         .fallback(routes::static_files::serve);
+    // The identity assertion's public keys, when the gateway signs any.
+    let router = if state.config.assertion.is_some() {
+        router.route("/.well-known/jwks.json", get(routes::jwks::jwks))
+    } else {
+        router
+    };
     // The gateway's own endpoints read bodies into memory: bounded here.
     // Added before the proxied routes, so it does not wrap them: their
     // bodies stream to the upstream unbuffered.
@@ -170,6 +176,14 @@ fn with_csrf(state: &AppState, methods: MethodRouter<AppState>) -> MethodRouter<
 /// (as an extension), the guard, and on session routes the CSRF rule.
 fn proxy_methods(state: &AppState, route: &Arc<Route>) -> MethodRouter<AppState> {
     let methods = match route.auth {
+        // Bearer clients send no cookie a browser could be tricked into
+        // sending, so their requests need no anti-CSRF header.
+        RouteAuth::Required if route.bearer_audience.is_some() => {
+            any(handler::required).layer(axum::middleware::from_fn_with_state(
+                (state.forwarder.clone(), state.csrf.clone()),
+                handler::csrf_unless_bearer,
+            ))
+        }
         RouteAuth::Required => with_csrf(state, any(handler::required)),
         RouteAuth::Optional => with_csrf(state, any(handler::optional)),
         RouteAuth::None => any(handler::public),
@@ -202,6 +216,10 @@ mod tests {
             auth: RouteAuth::None,
             timeout: Duration::from_secs(1),
             forward_cookies: false,
+            policy: Default::default(),
+            identity_headers: Vec::new(),
+            assertion_audience: None,
+            bearer_audience: None,
         };
         RouteTable::new(&[
             route("/api"),

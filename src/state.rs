@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::extract::client::ClientAddressPolicy;
 use crate::flows::logout::LogoutFlow;
 use crate::flows::refresh::Refresher;
+use crate::identity::Signer;
 use crate::metrics::Metrics;
 use crate::middleware::csrf::CsrfRule;
 use crate::oidc::{Oidc, OidcCaches};
@@ -32,6 +33,8 @@ pub struct Inner {
     pub logout: Arc<LogoutFlow>,
     pub routes: RouteTable,
     pub forwarder: Arc<Forwarder>,
+    /// Signs identity assertions, when `[assertion]` has keys.
+    pub signer: Option<Arc<Signer>>,
     pub pages: Arc<Pages>,
     /// Shared by every worker of the process.
     pub metrics: Arc<Metrics>,
@@ -95,7 +98,14 @@ impl AppState {
             config.oidc.post_logout_redirect.clone(),
             &config.server.public_url,
         ));
-        let forwarder = Arc::new(Forwarder::new(&config, sessions.clone(), metrics.clone())?);
+        let signer = config
+            .assertion
+            .as_ref()
+            .map(|a| Signer::new(a, config.server.public_url.as_str()).map(Arc::new))
+            .transpose()?;
+        let forwarder = Arc::new(
+            Forwarder::new(&config, sessions.clone(), metrics.clone())?.with_signer(signer.clone()),
+        );
         Ok(Self(Arc::new(Inner {
             routes: RouteTable::new(&config.routes)?,
             csrf: Arc::new(CsrfRule {
@@ -109,6 +119,7 @@ impl AppState {
             refresher,
             logout,
             forwarder,
+            signer,
             metrics,
             config,
         })))

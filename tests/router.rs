@@ -19,6 +19,8 @@ mod errors;
 mod hostile_headers;
 #[path = "router/operations.rs"]
 mod operations;
+#[path = "router/policy.rs"]
+mod policy;
 #[path = "router/proxying.rs"]
 mod proxying;
 #[path = "router/static_app.rs"]

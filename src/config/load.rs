@@ -51,8 +51,18 @@ pub(super) fn sections(figment: &Figment) -> Result<RawConfig, ConfigErrors> {
     match figment.extract::<BTreeMap<String, Value>>() {
         Ok(top) => {
             const KNOWN: &[&str] = &[
-                "server", "oidc", "session", "store", "csrf", "proxy", "routes", "static", "admin",
-                "metrics", "log",
+                "server",
+                "oidc",
+                "session",
+                "store",
+                "csrf",
+                "proxy",
+                "routes",
+                "static",
+                "admin",
+                "metrics",
+                "log",
+                "assertion",
             ];
             for key in top.keys() {
                 if !KNOWN.contains(&key.as_str()) {
@@ -83,6 +93,7 @@ pub(super) fn sections(figment: &Figment) -> Result<RawConfig, ConfigErrors> {
     section(figment, "admin", &mut raw.admin, &mut issues);
     section(figment, "metrics", &mut raw.metrics, &mut issues);
     section(figment, "log", &mut raw.log, &mut issues);
+    section(figment, "assertion", &mut raw.assertion, &mut issues);
     if issues.0.is_empty() {
         Ok(raw)
     } else {

@@ -10,12 +10,13 @@
 //! Layout: `load` layers the sources and extracts the sections; each section
 //! has a file holding its `Raw*` struct, its typed struct and its own rules
 //! (`server`, `oidc`, `session`, `store`, `csrf`, `proxy`, `routes`,
-//! `static_files`, `admin`, `metrics`, `log`); `common` holds the helpers
+//! `static_files`, `admin`, `metrics`, `log`, `assertion`); `common` holds the helpers
 //! they share. Rules that read two sections are `cross_section_rules` here.
-//! A leaf of the crate: it imports only `crate::secret` and
-//! `crate::url_policy`.
+//! A leaf of the crate: it imports only `crate::secret`,
+//! `crate::url_policy` and `crate::authz` (itself a leaf).
 
 mod admin;
+mod assertion;
 mod common;
 mod csrf;
 mod load;
@@ -39,6 +40,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 pub use admin::{AdminConfig, RawAdmin};
+pub use assertion::{AssertionConfig, AssertionKey, RawAssertion, RawAssertionKey};
 pub use common::{ClientCertificate, RawDuration};
 pub use csrf::{CsrfConfig, RawCsrf};
 pub use load::ENV_PREFIX;
@@ -46,7 +48,7 @@ pub use log::{LogConfig, LogFormat, RawLog};
 pub use metrics::RawMetrics;
 pub use oidc::{AuthMethod, OidcConfig, ProviderLimits, RawOidc};
 pub use proxy::{ProxyConfig, RawProxy};
-pub use routes::{RawRoute, RouteAuth, RouteConfig};
+pub use routes::{RawCondition, RawRoute, RouteAuth, RouteConfig};
 pub use server::{ConnectionLimits, RawServer, ServerConfig};
 pub use session::{RawKey, RawSession, SameSite, ServerKeyConfig, SessionConfig};
 pub use static_files::{RawStatic, StaticConfig};
@@ -70,6 +72,7 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     pub metrics: RawMetrics,
     pub log: RawLog,
+    pub assertion: RawAssertion,
 }
 
 impl RawConfig {
@@ -107,6 +110,8 @@ pub struct Config {
     /// Where `GET /metrics` is served, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
     pub log: LogConfig,
+    /// The identity assertion's key ring, when `[assertion] keys` is set.
+    pub assertion: Option<AssertionConfig>,
 }
 
 /// One problem with one key.
@@ -166,12 +171,14 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
     let store = store::validate(&raw.store, &mut issues);
     let csrf = csrf::validate(&raw.csrf, &mut issues);
     let proxy = proxy::validate(&raw.proxy, &mut issues);
-    let routes = routes::validate(&raw.routes, &mut issues);
+    let mut routes = routes::validate(&raw.routes, &mut issues);
+    let assertion = assertion::validate(&raw.assertion, &mut issues);
     let static_files = static_files::validate(&raw.static_files, &mut issues);
     let admin = admin::validate(&raw.admin, &mut issues);
     let metrics_listen = metrics::validate(&raw.metrics, &mut issues);
     let log = log::validate(&raw.log, &mut issues);
     let post_logout_redirect = cross_section_rules(raw, &server, &session, &mut issues);
+    assertion_audiences(&server, assertion.is_some(), &mut routes, &mut issues);
     // Last, where `check-config` has always listed them (tests pin it).
     let provider_tls = oidc::provider_tls(&raw.oidc, &mut issues);
 
@@ -200,7 +207,43 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
         admin,
         metrics_listen,
         log,
+        assertion,
     })
+}
+
+/// Routes that send an assertion need `[assertion] keys`; an unset
+/// audience becomes `server.public_url` with the route's path.
+fn assertion_audiences(
+    server: &server::Server,
+    have_keys: bool,
+    routes: &mut [RouteConfig],
+    issues: &mut Issues,
+) {
+    let base = server
+        .public_url
+        .as_ref()
+        .map(|u| u.as_str().trim_end_matches('/').to_owned())
+        .unwrap_or_default();
+    for (i, r) in routes.iter_mut().enumerate() {
+        if have_keys && r.path == "/.well-known/jwks.json" {
+            issues.add(
+                format!("routes[{i}].path"),
+                "is where the gateway publishes its assertion keys; choose another path",
+            );
+        }
+        let Some(aud) = &mut r.assertion_audience else {
+            continue;
+        };
+        if !have_keys {
+            issues.add(
+                format!("routes[{i}].assertion"),
+                "needs a signing key: add [assertion] keys = [{ id = \"...\", key_file = \"...\" }]",
+            );
+        }
+        if aud.is_empty() {
+            *aud = format!("{base}{}", r.path);
+        }
+    }
 }
 
 /// The rules that read more than one section. Returns

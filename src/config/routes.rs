@@ -1,11 +1,16 @@
-//! `[[routes]]`: which path prefixes are proxied to which upstream, and
-//! whether a route needs a session.
+//! `[[routes]]`: which path prefixes are proxied to which upstream, whether
+//! a route needs a session, who may use it (`require`, built into an
+//! `authz::Policy`) and what the upstream is told about the user
+//! (`identity_headers`, `assertion`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use http::HeaderName;
 use serde::{Deserialize, Serialize};
 use url::Url;
+
+use crate::authz::{ClaimPath, Condition, Match, Policy};
 
 use super::common::{Issues, RawDuration, positive_duration};
 
@@ -27,6 +32,41 @@ pub struct RawRoute {
     /// Pass the browser's other cookies (never the gateway's own) to the
     /// upstream. Off by default: the `Cookie` header is removed.
     pub forward_cookies: bool,
+    /// Who may use the route (`auth = "required"` only): every condition
+    /// must hold. Each is one of `{ claim = "groups", any_of = [...] }`,
+    /// `{ claim = "realm_access.roles", all_of = [...] }`,
+    /// `{ scope = [...] }` (all granted to the access token) or
+    /// `{ acr = [...] }` (one of). Otherwise 403.
+    pub require: Vec<RawCondition>,
+    /// Request headers for the upstream, each from a claim of the session:
+    /// `{ "X-User" = "preferred_username", "X-Groups" = "groups" }`. Every
+    /// name configured on any route is removed from every client request.
+    pub identity_headers: BTreeMap<String, String>,
+    /// Attach a short-lived JWT signed with `[assertion]` keys, in the
+    /// header `assertion.header`.
+    pub assertion: bool,
+    /// The assertion's `aud` (default: `server.public_url` with the route's
+    /// path, e.g. `https://app.example.com/api`).
+    pub assertion_audience: Option<String>,
+    /// Also accept `Authorization: Bearer` JWT access tokens with this `aud`
+    /// from clients that send no session cookie (`auth = "required"` only).
+    pub bearer_audience: Option<String>,
+}
+
+/// One condition of `require`, as written.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RawCondition {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claim: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub any_of: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub all_of: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acr: Option<Vec<String>>,
 }
 
 impl Default for RawRoute {
@@ -38,6 +78,11 @@ impl Default for RawRoute {
             auth: "required".into(),
             timeout: RawDuration::text("30s"),
             forward_cookies: false,
+            require: Vec::new(),
+            identity_headers: BTreeMap::new(),
+            assertion: false,
+            assertion_audience: None,
+            bearer_audience: None,
         }
     }
 }
@@ -57,6 +102,15 @@ pub struct RouteConfig {
     pub auth: RouteAuth,
     pub timeout: Duration,
     pub forward_cookies: bool,
+    /// Who may use the route (empty: any session).
+    pub policy: Policy,
+    /// Header → claim, sent to the upstream when there is a session.
+    pub identity_headers: Vec<(HeaderName, ClaimPath)>,
+    /// The signed assertion's audience, when the route sends one (resolved
+    /// against `server.public_url` by `config::validate`).
+    pub assertion_audience: Option<String>,
+    /// Bearer clients' tokens must name this audience (off when `None`).
+    pub bearer_audience: Option<String>,
 }
 
 /// The gateway's own endpoints, which no route may shadow.
@@ -121,6 +175,53 @@ pub(super) fn validate(raw: &[RawRoute], issues: &mut Issues) -> Vec<RouteConfig
             }
         };
         let timeout = positive_duration(issues, &format!("{prefix}.timeout"), &r.timeout);
+        let policy = policy(&prefix, &r.require, issues);
+        if !policy.is_empty() && auth != RouteAuth::Required {
+            issues.add(
+                format!("{prefix}.require"),
+                "needs a session: set auth = \"required\" on this route, or remove `require`",
+            );
+        }
+        let identity_headers = identity_headers(&prefix, &r.identity_headers, issues);
+        if auth == RouteAuth::None && (!identity_headers.is_empty() || r.assertion) {
+            let key = if r.assertion {
+                "assertion"
+            } else {
+                "identity_headers"
+            };
+            issues.add(
+                format!("{prefix}.{key}"),
+                "a route with auth = \"none\" has no user to describe; use auth = \"required\" or \"optional\"",
+            );
+        }
+        if !r.assertion && r.assertion_audience.is_some() {
+            issues.add(
+                format!("{prefix}.assertion_audience"),
+                "is set but `assertion` is false; set assertion = true or remove it",
+            );
+        }
+        if r.assertion_audience
+            .as_deref()
+            .is_some_and(|a| a.trim().is_empty() || a.chars().any(char::is_control))
+        {
+            issues.add(
+                format!("{prefix}.assertion_audience"),
+                "must be a non-empty audience such as \"https://api.example.com\"",
+            );
+        }
+        if let Some(aud) = &r.bearer_audience {
+            if auth != RouteAuth::Required {
+                issues.add(
+                    format!("{prefix}.bearer_audience"),
+                    "bearer clients are accepted on auth = \"required\" routes only",
+                );
+            } else if aud.trim().is_empty() || aud.chars().any(char::is_control) {
+                issues.add(
+                    format!("{prefix}.bearer_audience"),
+                    "must be the API's audience as the provider writes it in access tokens, e.g. \"https://api.example.com\"",
+                );
+            }
+        }
         if let Some(upstream) = upstream {
             routes.push(RouteConfig {
                 path: r.path.clone(),
@@ -129,10 +230,158 @@ pub(super) fn validate(raw: &[RawRoute], issues: &mut Issues) -> Vec<RouteConfig
                 auth,
                 timeout,
                 forward_cookies: r.forward_cookies,
+                policy,
+                identity_headers,
+                assertion_audience: r
+                    .assertion
+                    .then(|| r.assertion_audience.clone().unwrap_or_default()),
+                bearer_audience: r.bearer_audience.clone(),
             });
         }
     }
     routes
+}
+
+/// `routes[i].require`, each condition checked by key.
+fn policy(prefix: &str, raw: &[RawCondition], issues: &mut Issues) -> Policy {
+    let mut conditions = Vec::new();
+    for (j, c) in raw.iter().enumerate() {
+        let key = format!("{prefix}.require[{j}]");
+        if let Some(c) = condition(&key, c, issues) {
+            conditions.push(c);
+        }
+    }
+    Policy { conditions }
+}
+
+fn condition(key: &str, c: &RawCondition, issues: &mut Issues) -> Option<Condition> {
+    let kinds = [c.claim.is_some(), c.scope.is_some(), c.acr.is_some()];
+    if kinds.iter().filter(|k| **k).count() != 1 {
+        issues.add(
+            key.to_owned(),
+            "must name exactly one of `claim` (with any_of or all_of), `scope` or `acr`, e.g. { claim = \"groups\", any_of = [\"admin\"] }",
+        );
+        return None;
+    }
+    let values = |name: &str, list: &[String], issues: &mut Issues| -> Option<Vec<String>> {
+        if list.is_empty() {
+            issues.add(
+                format!("{key}.{name}"),
+                "is empty; list at least one value (an empty list would admit no one or everyone)",
+            );
+            None
+        } else if list
+            .iter()
+            .any(|v| v.is_empty() || v.chars().any(char::is_control))
+        {
+            issues.add(
+                format!("{key}.{name}"),
+                "has an empty value or a control character",
+            );
+            None
+        } else {
+            Some(list.to_vec())
+        }
+    };
+    if let Some(written) = &c.claim {
+        let path = match ClaimPath::parse(written) {
+            Ok(p) => Some(p),
+            Err(why) => {
+                issues.add(format!("{key}.claim"), format!("`{written}` {why}"));
+                None
+            }
+        };
+        let rule = match (&c.any_of, &c.all_of) {
+            (Some(v), None) => values("any_of", v, issues).map(Match::AnyOf),
+            (None, Some(v)) => values("all_of", v, issues).map(Match::AllOf),
+            _ => {
+                issues.add(
+                    key.to_owned(),
+                    "a `claim` condition needs exactly one of `any_of` or `all_of` (for both, write two conditions)",
+                );
+                None
+            }
+        };
+        return Some(Condition::Claim {
+            path: path?,
+            rule: rule?,
+        });
+    }
+    if c.any_of.is_some() || c.all_of.is_some() {
+        let what = if c.scope.is_some() { "scope" } else { "acr" };
+        issues.add(
+            key.to_owned(),
+            format!("`any_of`/`all_of` go with `claim`; `{what}` takes its list directly, e.g. {{ {what} = [\"...\"] }}"),
+        );
+        return None;
+    }
+    if let Some(list) = &c.scope {
+        if list.iter().any(|s| s.contains(' ')) {
+            issues.add(
+                format!("{key}.scope"),
+                "list scopes one per string, e.g. [\"read\", \"write\"]",
+            );
+            return None;
+        }
+        return values("scope", list, issues).map(Condition::Scopes);
+    }
+    c.acr
+        .as_ref()
+        .and_then(|list| values("acr", list, issues))
+        .map(Condition::Acr)
+}
+
+/// Headers no identity header may be: the ones the gateway writes itself or
+/// that change how the request is framed or authenticated.
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "keep-alive",
+    "forwarded",
+];
+
+fn identity_headers(
+    prefix: &str,
+    raw: &BTreeMap<String, String>,
+    issues: &mut Issues,
+) -> Vec<(HeaderName, ClaimPath)> {
+    let mut out = Vec::new();
+    for (name, claim) in raw {
+        let key = format!("{prefix}.identity_headers.{name}");
+        let header = match HeaderName::from_bytes(name.as_bytes()) {
+            Ok(h) => h,
+            Err(_) => {
+                issues.add(
+                    key,
+                    "is not a valid header name; use letters, digits and `-`, e.g. \"X-User\"",
+                );
+                continue;
+            }
+        };
+        let n = header.as_str();
+        if RESERVED_HEADERS.contains(&n)
+            || ["x-forwarded-", "x-original-", "x-real-", "sec-"]
+                .iter()
+                .any(|p| n.starts_with(p))
+        {
+            issues.add(key, "is a header the gateway or the HTTP protocol owns; choose another name, e.g. \"X-User\"");
+            continue;
+        }
+        match ClaimPath::parse(claim) {
+            Ok(path) => out.push((header, path)),
+            Err(why) => issues.add(key, format!("`{claim}` {why}")),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -148,5 +397,88 @@ mod tests {
         assert_eq!(keys_of(err.clone()), ["routes[1].path", "routes[2].path"]);
         assert!(err.0[0].message.contains("overlaps"), "{err}");
         assert!(err.0[1].message.contains("another route"), "{err}");
+    }
+
+    fn route(lines: &str) -> String {
+        minimal()
+            + "\n[[routes]]\npath = \"/admin\"\nupstream = \"http://127.0.0.1:9101\"\n"
+            + lines
+    }
+
+    #[test]
+    fn a_policy_is_built_from_its_conditions() {
+        use crate::authz::{Condition, Match};
+        let toml = route(
+            "require = [{ claim = \"groups\", any_of = [\"admin\", \"ops\"] }, \
+             { claim = 'realm_access.roles', all_of = [\"a\"] }, { scope = [\"read\"] }, { acr = [\"mfa\"] }]\n\
+             identity_headers = { \"X-User\" = \"preferred_username\" }\n",
+        );
+        let c = load_str(&toml, &[]).expect("valid");
+        let conditions = &c.routes[1].policy.conditions;
+        assert_eq!(conditions.len(), 4);
+        assert!(
+            matches!(&conditions[0], Condition::Claim { rule: Match::AnyOf(v), .. } if v == &["admin", "ops"])
+        );
+        assert_eq!(conditions[2], Condition::Scopes(vec!["read".into()]));
+        assert_eq!(c.routes[1].identity_headers[0].0.as_str(), "x-user");
+    }
+
+    #[test]
+    fn check_config_names_every_bad_policy_key_with_the_fix() {
+        let toml = route(
+            "require = [{ claim = \"groups\", any_of = [] }, \
+             { claim = \"groups\", any_of = [\"a\"], all_of = [\"b\"] }, \
+             { claim = \"a..b\", any_of = [\"a\"] }, \
+             { scope = [\"read\"], any_of = [\"x\"] }, \
+             { claim = \"g\", acr = [\"x\"] }]\n\
+             identity_headers = { \"Authorization\" = \"sub\", \"X-Bad Name\" = \"sub\", \"X-Ok\" = \".x\" }\n",
+        );
+        let err = load_str(&toml, &[]).expect_err("invalid");
+        assert_eq!(
+            keys_of(err.clone()),
+            [
+                "routes[1].require[0].any_of",
+                "routes[1].require[1]",
+                "routes[1].require[2].claim",
+                "routes[1].require[3]",
+                "routes[1].require[4]",
+                "routes[1].identity_headers.Authorization",
+                "routes[1].identity_headers.X-Bad Name",
+                "routes[1].identity_headers.X-Ok",
+            ],
+            "{err}"
+        );
+        let unknown = route("require = [{ claim = \"groups\", one_of = [\"a\"] }]\n");
+        let err = load_str(&unknown, &[]).expect_err("unknown key");
+        assert!(err.to_string().contains("one_of"), "{err}");
+    }
+
+    #[test]
+    fn policies_and_identity_need_a_session_route() {
+        let toml = route(
+            "auth = \"none\"\nrequire = [{ acr = [\"mfa\"] }]\nidentity_headers = { \"X-User\" = \"sub\" }\n",
+        );
+        let keys = keys_of(load_str(&toml, &[]).expect_err("invalid"));
+        assert_eq!(keys, ["routes[1].require", "routes[1].identity_headers"]);
+    }
+
+    #[test]
+    fn bearer_clients_are_accepted_on_required_routes_only_with_an_audience() {
+        let ok = load_str(
+            &route("bearer_audience = \"https://api.example.com\"\n"),
+            &[],
+        )
+        .expect("valid");
+        assert_eq!(
+            ok.routes[1].bearer_audience.as_deref(),
+            Some("https://api.example.com")
+        );
+        let optional =
+            route("auth = \"optional\"\nbearer_audience = \"https://api.example.com\"\n");
+        let empty = route("bearer_audience = \" \"\n");
+        for toml in [optional, empty] {
+            let keys = keys_of(load_str(&toml, &[]).expect_err("invalid"));
+            assert_eq!(keys, ["routes[1].bearer_audience"]);
+        }
     }
 }

@@ -21,7 +21,7 @@ use url::Url;
 
 use super::Untrusted;
 use crate::oidc::Oidc;
-use crate::oidc::claims::{bounded_json, strip_protocol_claims};
+use crate::oidc::claims::{bounded_json, granted_scopes, strip_protocol_claims};
 use crate::oidc::jwt::{IdTokenExpectations, TokenError, validate_id_token};
 use crate::oidc::provider::ProviderError;
 use crate::secret::constant_time_eq;
@@ -370,6 +370,12 @@ pub async fn complete(
     })?;
     let return_to = Url::parse(&pending.return_to).map_err(|_| LoginError::Expired)?;
     let access_expires_at = tokens.expires_in.map_or(0, |d: Duration| now + d.as_secs());
+    let requested = oidc.provider.config().scopes.join(" ");
+    let scopes = granted_scopes(
+        tokens.scope.as_deref(),
+        tokens.access_token.expose(),
+        &requested,
+    );
     let (store_id, session_cookie) = sessions
         .create(
             NewLogin {
@@ -380,6 +386,7 @@ pub async fn complete(
                 id_token: Some(id_token),
                 access_expires_at,
                 claims_json,
+                scopes: Some(scopes),
             },
             client,
             now,

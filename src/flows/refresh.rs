@@ -26,7 +26,7 @@ use serde_json::Value;
 
 use crate::metrics::ResultLabel;
 use crate::oidc::Oidc;
-use crate::oidc::claims::{bounded_json, merge_claims};
+use crate::oidc::claims::{bounded_json, granted_scopes, merge_claims};
 use crate::oidc::jwt::{IdTokenExpectations, validate_id_token};
 use crate::oidc::provider::ProviderError;
 use crate::secret::SecretString;
@@ -255,6 +255,11 @@ impl Refresher {
             }
             None => latest.secrets.id_token.clone(),
         };
+        let scopes = granted_scopes(
+            tokens.scope.as_deref(),
+            tokens.access_token.expose(),
+            latest.scopes(),
+        );
         let secrets = SessionSecrets {
             access_token: tokens.access_token,
             // Without rotation the provider sends no new refresh token: keep ours.
@@ -263,6 +268,7 @@ impl Refresher {
                 .or(latest.secrets.refresh_token.clone()),
             id_token,
             claims_json,
+            scopes: Some(scopes),
         };
         let access_expires_at = tokens.expires_in.map_or(0, |d| now + d.as_secs());
         self.count("success");

@@ -61,6 +61,52 @@ pub fn strip_protocol_claims(mut claims: Map<String, Value>) -> Map<String, Valu
 }
 
 /// Claims from a refreshed ID token, over the ones the session had.
+/// The scopes granted to an access token, space-separated, from (in order)
+/// the token response's `scope`, the access token's own `scope` or `scp`
+/// claim when it is a JWT, or `fallback` (what was asked for at login, which
+/// RFC 6749 §5.1 says an absent `scope` means; the previous scopes on
+/// refresh, §6). The access token comes straight from the token endpoint,
+/// so its payload is read as the response's own words, without verifying
+/// its signature; nothing here comes from the browser.
+pub fn granted_scopes(response_scope: Option<&str>, access_token: &str, fallback: &str) -> String {
+    if let Some(s) = response_scope {
+        return normalize_scopes(s);
+    }
+    let payload = access_token
+        .split('.')
+        .nth(1)
+        .filter(|_| access_token.split('.').count() == 3);
+    let from_jwt = payload
+        .and_then(|p| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p.trim_end_matches('='))
+                .ok()
+        })
+        .and_then(|bytes| serde_json::from_slice::<Map<String, Value>>(&bytes).ok())
+        .and_then(
+            |claims| match claims.get("scope").or_else(|| claims.get("scp")) {
+                Some(Value::String(s)) => Some(normalize_scopes(s)),
+                Some(Value::Array(a)) => Some(
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .filter(|s| !s.contains(' '))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ),
+                _ => None,
+            },
+        );
+    from_jwt.unwrap_or_else(|| normalize_scopes(fallback))
+}
+
+fn normalize_scopes(s: &str) -> String {
+    s.split_ascii_whitespace()
+        .filter(|t| !t.chars().any(char::is_control))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 pub fn merge_claims(old_json: &str, new: &Map<String, Value>) -> Map<String, Value> {
     let mut merged: Map<String, Value> = serde_json::from_str(old_json).unwrap_or_default();
     for (k, v) in strip_protocol_claims(new.clone()) {
@@ -71,6 +117,30 @@ pub fn merge_claims(old_json: &str, new: &Map<String, Value>) -> Map<String, Val
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn granted_scopes_come_from_the_response_then_the_jwt_then_the_request() {
+        use base64::Engine as _;
+        let b64 = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        let jwt = |payload: &str| format!("{}.{}.sig", b64("{}"), b64(payload));
+        assert_eq!(
+            super::granted_scopes(Some("read  write"), "opaque", "openid"),
+            "read write"
+        );
+        assert_eq!(
+            super::granted_scopes(None, &jwt(r#"{"scope":"api read"}"#), "openid"),
+            "api read"
+        );
+        assert_eq!(
+            super::granted_scopes(None, &jwt(r#"{"scp":["a","b"]}"#), "openid"),
+            "a b"
+        );
+        assert_eq!(
+            super::granted_scopes(None, "opaque", "openid email"),
+            "openid email"
+        );
+        assert_eq!(super::granted_scopes(None, &jwt("{}"), "openid"), "openid");
+    }
+
     use super::*;
     use serde_json::json;
 

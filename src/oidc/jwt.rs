@@ -55,6 +55,8 @@ pub enum TokenError {
     NonceMismatch,
     #[error("subject (sub) differs from the session's")]
     SubjectChanged,
+    #[error("not a JWT access token (typ must be at+jwt)")]
+    NotAnAccessToken,
     #[error("not a logout token: {0}")]
     NotALogoutToken(&'static str),
     #[error("provider keys unavailable: {0}")]
@@ -234,6 +236,36 @@ async fn verify(
         leeway: cfg.clock_skew.as_secs(),
         require_exp,
         required,
+    };
+    check_signed(token, &header, &key, &expect)
+}
+
+/// Validates a JWT access token a bearer client sent (RFC 9068): `typ`
+/// `at+jwt` (so an ID token is never taken for one), an allowed asymmetric
+/// algorithm, the provider's key, issuer, `audience`, `exp` and `sub`.
+pub async fn validate_access_token(
+    provider: &Provider,
+    keys: &KeyCache,
+    token: &str,
+    audience: &str,
+) -> Result<Claims, TokenError> {
+    let cfg = provider.config();
+    let header = parse_header(token, cfg.limits.token_bytes)?;
+    let typ = header.typ.as_deref().map(str::to_ascii_lowercase);
+    if !matches!(typ.as_deref(), Some("at+jwt" | "application/at+jwt")) {
+        return Err(TokenError::NotAnAccessToken);
+    }
+    let d = provider.discovered().await?;
+    if !d.id_token_algorithms.contains(&header.alg) {
+        return Err(TokenError::AlgorithmNotAllowed(format!("{:?}", header.alg)));
+    }
+    let key = keys.key_for(provider, &header).await?;
+    let expect = Expected {
+        issuer: &d.issuer,
+        audience,
+        leeway: cfg.clock_skew.as_secs(),
+        require_exp: true,
+        required: &["exp", "iss", "aud", "sub"],
     };
     check_signed(token, &header, &key, &expect)
 }

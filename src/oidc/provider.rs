@@ -112,6 +112,10 @@ pub struct TokenSet {
     pub refresh_token: Option<SecretString>,
     pub id_token: Option<SecretString>,
     pub expires_in: Option<Duration>,
+    /// The granted scopes (`scope`, space-separated), when the provider
+    /// says; RFC 6749 §5.1 lets it leave them out when they are the ones
+    /// requested.
+    pub scope: Option<String>,
 }
 
 /// What was learnt from discovery.
@@ -600,6 +604,8 @@ struct RawTokenResponse {
     id_token: Option<String>,
     #[serde(default)]
     expires_in: Option<Value>,
+    #[serde(default)]
+    scope: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -682,6 +688,10 @@ fn parse_token_response(
         refresh_token: raw.refresh_token.map(SecretString::new),
         id_token: raw.id_token.map(SecretString::new),
         expires_in,
+        scope: match raw.scope {
+            Some(Value::String(s)) if !s.chars().any(char::is_control) => Some(s),
+            _ => None,
+        },
     })
 }
 

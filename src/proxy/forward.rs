@@ -1,5 +1,6 @@
 //! Forwarding one request to its upstream: URI rewritten under the route's
-//! base, headers cleaned both ways (`headers`), the access token attached,
+//! base, headers cleaned both ways (`headers`), the access token and the
+//! route's identity headers and assertion attached (`identity`),
 //! bodies streamed (nothing is buffered whole), and a WebSocket handshake
 //! joined into a tunnel when the upstream switches protocols (`upgrade`).
 //!
@@ -16,7 +17,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
-use http::{HeaderValue, StatusCode, Version, header};
+use http::{HeaderName, HeaderValue, StatusCode, Version, header};
 
 use super::client::{HttpClient, build_client};
 use super::headers;
@@ -25,6 +26,7 @@ use super::upgrade::{self, SessionWatch};
 use crate::config::{Config, RouteAuth};
 use crate::error::AppError;
 use crate::extract::client::{ClientAddressPolicy, peer_ip_of};
+use crate::identity::{self, Signer};
 use crate::metrics::Metrics;
 use crate::security_headers::{ResponseKind, mark};
 use crate::session::cookie::CookiePolicy;
@@ -54,6 +56,20 @@ impl From<UpstreamError> for AppError {
     }
 }
 
+/// Who a forwarded request is made for.
+pub enum Caller<'a> {
+    /// No session (public routes, anonymous calls to optional routes).
+    Anonymous,
+    /// A browser's session: its access token is attached.
+    Session(&'a Session),
+    /// A bearer client (`bearer_audience`): its own verified `Authorization`
+    /// header goes through as it is; `claims` are its token's.
+    Bearer {
+        authorization: HeaderValue,
+        claims: &'a serde_json::Map<String, serde_json::Value>,
+    },
+}
+
 /// What forwarding needs, built once per gateway (a sub-state).
 pub struct Forwarder {
     client: HttpClient,
@@ -71,6 +87,10 @@ pub struct Forwarder {
     sessions: Arc<Sessions>,
     watch_every: Duration,
     metrics: Arc<Metrics>,
+    /// Signs identity assertions (`[assertion]`), if configured.
+    signer: Option<Arc<Signer>>,
+    /// Header names only the gateway may send (`identity::names_to_strip`).
+    gateway_only: Vec<HeaderName>,
 }
 
 impl Forwarder {
@@ -98,7 +118,48 @@ impl Forwarder {
                 .clamp(Duration::from_secs(1), Duration::from_secs(10)),
             sessions,
             metrics,
+            signer: None,
+            gateway_only: identity::names_to_strip(&config.routes, config.assertion.as_ref()),
         })
+    }
+
+    /// Signs the assertions of routes with `assertion = true`.
+    pub fn with_signer(mut self, signer: Option<Arc<Signer>>) -> Self {
+        self.signer = signer;
+        self
+    }
+
+    /// What `route`'s upstream is told about `session`'s user: identity
+    /// headers and, if the route asks, a signed assertion.
+    pub fn identity_for(
+        &self,
+        route: &Route,
+        session: &Session,
+        now: u64,
+    ) -> Result<Vec<(HeaderName, HeaderValue)>, AppError> {
+        if route.identity_headers.is_empty() && route.assertion_audience.is_none() {
+            return Ok(Vec::new());
+        }
+        identity::for_upstream(
+            &route.identity_headers,
+            route.assertion_audience.as_deref(),
+            self.signer.as_deref(),
+            &session.claims(),
+            now,
+        )
+        .map_err(|e| AppError::Internal(format!("identity assertion: {e}")))
+    }
+
+    /// Whether the request carries one of the gateway's own cookies (then
+    /// it is a browser's, and never taken for a bearer client's).
+    pub fn carries_our_cookie(&self, headers: &http::HeaderMap) -> bool {
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+            .filter_map(|pair| pair.split(|&b| b == b'=').next())
+            .filter_map(|name| std::str::from_utf8(name.trim_ascii()).ok())
+            .any(|name| self.cookies.is_ours(name))
     }
 
     /// Whether a handshake comes from a page on the gateway's own origin.
@@ -117,13 +178,51 @@ impl Forwarder {
         session: Option<&Session>,
         client_ip: IpAddr,
     ) -> Result<Response, AppError> {
+        let caller = match session {
+            Some(s) => Caller::Session(s),
+            None => Caller::Anonymous,
+        };
+        self.forward_as(route, req, caller, client_ip).await
+    }
+
+    /// Sends `req` to `route`'s upstream on behalf of `caller`.
+    pub async fn forward_as(
+        &self,
+        route: &Route,
+        req: Request,
+        caller: Caller<'_>,
+        client_ip: IpAddr,
+    ) -> Result<Response, AppError> {
+        let session = match &caller {
+            Caller::Session(s) => Some(*s),
+            _ => None,
+        };
         let session_route = route.auth != RouteAuth::None;
         if session_route && headers::is_cors_preflight(req.method(), req.headers()) {
             return Err(AppError::Forbidden(
                 "Cross-origin requests are not allowed on this route.".into(),
             ));
         }
-        let bearer = session.map(bearer_header).transpose()?;
+        let now = crate::clock::unix_now();
+        let (bearer, identity) = match caller {
+            Caller::Anonymous => (None, Vec::new()),
+            Caller::Session(s) => (Some(bearer_header(s)?), self.identity_for(route, s, now)?),
+            Caller::Bearer {
+                mut authorization,
+                claims,
+            } => {
+                authorization.set_sensitive(true);
+                let identity = identity::for_upstream(
+                    &route.identity_headers,
+                    route.assertion_audience.as_deref(),
+                    self.signer.as_deref(),
+                    claims,
+                    now,
+                )
+                .map_err(|e| AppError::Internal(format!("identity assertion: {e}")))?;
+                (Some(authorization), identity)
+            }
+        };
         let (mut parts, body) = req.into_parts();
         // Only a well-formed WebSocket handshake may ask to switch protocols.
         let ws_key = if upgrade::asks_for_upgrade(&parts.headers) {
@@ -169,6 +268,7 @@ impl Forwarder {
                 host: &self.forwarded_host,
             },
         );
+        headers::set_identity(&mut parts.headers, &self.gateway_only, identity);
         parts.extensions = http::Extensions::new();
         let (client, browser_side) = match upgrade {
             Some((on_upgrade, key)) => {

@@ -7,7 +7,13 @@
 //!
 //! In front of each, [`guard`] refuses what must never be forwarded, and the
 //! anti-CSRF layer (`middleware::csrf`) guards session routes. A session's
-//! access token is refreshed here when it is about to expire (`flows`).
+//! access token is refreshed here when it is about to expire (`flows`),
+//! after the route's policy (`authz`) admitted the session: a refused
+//! request (403) never refreshes a token nor reaches the upstream.
+//! WebSocket handshakes take the same handlers, so the policy holds for them
+//! too. On a route with `bearer_audience`, [`required`] also serves bearer
+//! clients (a verified JWT access token, no gateway cookie), and
+//! [`csrf_unless_bearer`] replaces the plain anti-CSRF layer.
 
 use std::sync::Arc;
 
@@ -17,14 +23,19 @@ use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::forward::Forwarder;
+use super::forward::{Caller, Forwarder};
 use super::routes::Route;
 use super::upgrade;
+use crate::authz;
 use crate::config::RouteAuth;
 use crate::error::AppError;
 use crate::extract::client::ClientIp;
-use crate::extract::session::{CurrentSession, MaybeSession};
+use crate::extract::session::{CurrentSession, MaybeSession, SessionRejection};
 use crate::flows::refresh::Refresher;
+use crate::middleware::csrf::{self, CsrfRule};
+use crate::oidc::Oidc;
+use crate::oidc::jwt::{TokenError, validate_access_token};
+use crate::session::Session;
 use crate::url_policy::path::check_request_path;
 
 /// Refuses, before any session lookup:
@@ -68,17 +79,118 @@ pub async fn guard(
     next.run(req).await
 }
 
-/// A route that needs a session.
+/// A route that needs a session — or, on a route with `bearer_audience`,
+/// a bearer client's valid token when the request carries no cookie of the
+/// gateway's (a browser's session always takes precedence).
 pub async fn required(
     State(forwarder): State<Arc<Forwarder>>,
     State(refresher): State<Arc<Refresher>>,
+    State(oidc): State<Arc<Oidc>>,
     Extension(route): Extension<Arc<Route>>,
     ClientIp(ip): ClientIp,
-    CurrentSession(session): CurrentSession,
+    session: Result<CurrentSession, SessionRejection>,
     req: Request,
 ) -> Result<Response, AppError> {
+    let session = match session {
+        Ok(CurrentSession(s)) => s,
+        Err(SessionRejection::Anonymous) if bearer_request(&forwarder, &route, req.headers()) => {
+            return bearer(&forwarder, &oidc, &route, ip, req).await;
+        }
+        Err(rejection) => return Ok(rejection.into_response()),
+    };
+    admit(&route, &session)?;
     let session = refresher.fresh(*session, crate::clock::unix_now()).await?;
     forwarder.forward(&route, req, Some(&session), ip).await
+}
+
+/// Whether `req` is a bearer client's: the route accepts them, the request
+/// has `Authorization: Bearer` and none of the gateway's cookies.
+fn bearer_request(forwarder: &Forwarder, route: &Route, headers: &http::HeaderMap) -> bool {
+    route.bearer_audience.is_some()
+        && bearer_token(headers).is_some()
+        && !forwarder.carries_our_cookie(headers)
+}
+
+fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()).then(|| token.trim())
+}
+
+/// A bearer client: its JWT access token verified against the provider's
+/// keys with the route's audience, the route's policy over its claims and
+/// scopes, then forwarded with the client's own `Authorization` (no
+/// session, no refresh).
+async fn bearer(
+    forwarder: &Forwarder,
+    oidc: &Oidc,
+    route: &Route,
+    ip: std::net::IpAddr,
+    req: Request,
+) -> Result<Response, AppError> {
+    let (Some(audience), Some(token)) = (
+        route.bearer_audience.as_deref(),
+        bearer_token(req.headers()),
+    ) else {
+        return Err(AppError::Unauthenticated);
+    };
+    let claims = match validate_access_token(&oidc.provider, &oidc.keys, token, audience).await {
+        Ok(c) => c,
+        Err(TokenError::KeysUnavailable(e)) => return Err(AppError::Provider(e)),
+        Err(e) => {
+            tracing::info!(reason = %e, route = %route.path, "bearer token refused");
+            return Err(AppError::InvalidBearerToken(e.to_string()));
+        }
+    };
+    let scopes = crate::oidc::claims::granted_scopes(None, token, "");
+    authz::check(&route.policy, &claims, &scopes).map_err(|refusal| {
+        tracing::info!(route = %route.path, "bearer request refused by the route's policy");
+        AppError::Forbidden(refusal.to_string())
+    })?;
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .cloned()
+        .ok_or(AppError::Unauthenticated)?;
+    forwarder
+        .forward_as(
+            route,
+            req,
+            Caller::Bearer {
+                authorization,
+                claims: &claims,
+            },
+            ip,
+        )
+        .await
+}
+
+/// The anti-CSRF rule on a route that accepts bearer clients: a bearer
+/// client's request (no cookie of the gateway's, so no ambient credential
+/// a browser could be tricked into sending) does not need the header;
+/// everything else does.
+pub async fn csrf_unless_bearer(
+    State((forwarder, rule)): State<(Arc<Forwarder>, Arc<CsrfRule>)>,
+    Extension(route): Extension<Arc<Route>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if bearer_request(&forwarder, &route, req.headers()) {
+        return next.run(req).await;
+    }
+    csrf::require_on_unsafe_methods(State(rule), req, next).await
+}
+
+/// The route's policy over the session's claims and scopes: 403 naming
+/// what the route requires (never what the user has).
+fn admit(route: &Route, session: &Session) -> Result<(), AppError> {
+    if route.policy.is_empty() {
+        return Ok(());
+    }
+    authz::check(&route.policy, &session.claims(), session.scopes()).map_err(|refusal| {
+        tracing::info!(route = %route.path, "request refused by the route's policy");
+        AppError::Forbidden(refusal.to_string())
+    })
 }
 
 /// A route that forwards the token when there is a session.

@@ -9,6 +9,11 @@
 //! what it verified. Towards the browser: hop-by-hop headers dropped, any
 //! attempt by an upstream to set the gateway's own cookies removed, and on
 //! session routes every CORS grant removed.
+//!
+//! The identity headers the gateway itself sends (each route's
+//! `identity_headers` and the assertion's header, see `identity`) are
+//! gateway-only too: [`set_identity`] removes the client's copies of every
+//! such name on every route, then adds the route's own values.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -154,6 +159,23 @@ pub fn to_upstream(
     }
     headers.insert(X_FORWARDED_PROTO.clone(), fwd.proto.clone());
     headers.insert(X_FORWARDED_HOST.clone(), fwd.host.clone());
+}
+
+/// Removes every header in `gateway_only` (whoever sent it) and adds
+/// `identity`, the values the gateway vouches for. Called after
+/// [`to_upstream`], on every route, with or without a session.
+pub fn set_identity(
+    headers: &mut HeaderMap,
+    gateway_only: &[HeaderName],
+    identity: Vec<(HeaderName, HeaderValue)>,
+) {
+    for name in gateway_only {
+        headers.remove(name);
+    }
+    for (name, value) in identity {
+        headers.remove(&name);
+        headers.insert(name, value);
+    }
 }
 
 /// `client, proxy1, ..., peer`: the verified hops only, so the leftmost

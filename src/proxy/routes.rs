@@ -9,8 +9,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::authz::{ClaimPath, Policy};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderValue, Uri};
+use http::{HeaderName, HeaderValue, Uri};
 
 use crate::config::{RouteAuth, RouteConfig};
 pub use crate::url_policy::path::{has_dot_segment, path_has_prefix};
@@ -22,6 +23,14 @@ pub struct Route {
     pub timeout: Duration,
     /// Pass the browser's other cookies on (`forward_cookies`).
     pub forward_cookies: bool,
+    /// Who may use the route (`require`; see `authz`).
+    pub policy: Policy,
+    /// Header → claim sent to the upstream (`identity_headers`).
+    pub identity_headers: Vec<(HeaderName, ClaimPath)>,
+    /// The signed assertion's audience, when the route sends one.
+    pub assertion_audience: Option<String>,
+    /// Bearer clients' required audience (`bearer_audience`), if accepted.
+    pub bearer_audience: Option<String>,
     scheme: Scheme,
     authority: Authority,
     /// The upstream URL's path without a trailing slash ("" for the root).
@@ -53,6 +62,10 @@ impl RouteTable {
                 auth: c.auth,
                 timeout: c.timeout,
                 forward_cookies: c.forward_cookies,
+                policy: c.policy.clone(),
+                identity_headers: c.identity_headers.clone(),
+                assertion_audience: c.assertion_audience.clone(),
+                bearer_audience: c.bearer_audience.clone(),
                 host_header: HeaderValue::from_str(authority.as_str())?,
                 scheme,
                 authority,
@@ -138,6 +151,10 @@ mod tests {
             auth: RouteAuth::Required,
             timeout: Duration::from_secs(1),
             forward_cookies: false,
+            policy: Default::default(),
+            identity_headers: Vec::new(),
+            assertion_audience: None,
+            bearer_audience: None,
         };
         RouteTable::new(&[
             route("/api", "http://127.0.0.1:9100", false),

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod auth;
 pub mod backchannel;
 pub mod health;
+pub mod jwks;
 pub mod logout;
 pub mod sessions;
 pub mod static_files;

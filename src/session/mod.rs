@@ -43,6 +43,11 @@ impl Session {
     pub fn claims(&self) -> serde_json::Map<String, serde_json::Value> {
         serde_json::from_str(&self.secrets.claims_json).unwrap_or_default()
     }
+
+    /// The access token's granted scopes, space-separated ("" if unknown).
+    pub fn scopes(&self) -> &str {
+        self.secrets.scopes.as_deref().unwrap_or_default()
+    }
 }
 
 /// What a request's cookie amounts to.
@@ -170,6 +175,8 @@ pub struct NewLogin {
     pub id_token: Option<SecretString>,
     pub access_expires_at: u64,
     pub claims_json: String,
+    /// The granted scopes, space-separated.
+    pub scopes: Option<String>,
 }
 
 /// A session as an operator or its owner sees it: no tokens, no claims.
@@ -490,6 +497,7 @@ impl Sessions {
             refresh_token: login.refresh_token,
             id_token: login.id_token,
             claims_json: login.claims_json,
+            scopes: login.scopes,
         };
         let absolute_expires_at = now + self.absolute_timeout;
         let body = StoredBody {
@@ -948,6 +956,7 @@ mod tests {
             id_token: None,
             access_expires_at: 2_000,
             claims_json: r#"{"sub":"alice","name":"Alice"}"#.into(),
+            scopes: None,
         }
     }
 

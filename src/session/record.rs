@@ -195,6 +195,22 @@ pub struct SessionSecrets {
     pub id_token: Option<SecretString>,
     /// The user's claims as a JSON object.
     pub claims_json: String,
+    /// The access token's granted scopes, space-separated (`None` in
+    /// records written before they were kept).
+    pub scopes: Option<String>,
+}
+
+/// `SessionSecrets` as written before `scopes` existed: postcard has no
+/// field names, so such a record decodes only as this.
+#[derive(Deserialize)]
+struct SessionSecretsV1 {
+    #[serde(with = "secret_string")]
+    access_token: SecretString,
+    #[serde(with = "opt_secret_string")]
+    refresh_token: Option<SecretString>,
+    #[serde(with = "opt_secret_string")]
+    id_token: Option<SecretString>,
+    claims_json: String,
 }
 
 impl std::fmt::Debug for SessionSecrets {
@@ -208,8 +224,21 @@ impl SessionSecrets {
         zeroize::Zeroizing::new(postcard::to_stdvec(self).unwrap_or_default())
     }
 
+    /// Decodes the current layout, or the one before `scopes` (a session
+    /// that predates an upgrade keeps working, with no known scopes).
     pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
-        postcard::from_bytes(bytes).map_err(|_| RecordError::Malformed)
+        if let Ok(s) = postcard::from_bytes(bytes) {
+            return Ok(s);
+        }
+        let v1: SessionSecretsV1 =
+            postcard::from_bytes(bytes).map_err(|_| RecordError::Malformed)?;
+        Ok(Self {
+            access_token: v1.access_token,
+            refresh_token: v1.refresh_token,
+            id_token: v1.id_token,
+            claims_json: v1.claims_json,
+            scopes: None,
+        })
     }
 }
 
@@ -357,9 +386,23 @@ mod tests {
             refresh_token: None,
             id_token: None,
             claims_json: "{}".into(),
+            scopes: Some("openid api".into()),
         };
         assert_eq!(format!("{s:?}"), "SessionSecrets([redacted])");
         let back = SessionSecrets::decode(&s.encode()).expect("decodes");
         assert_eq!(back.access_token.expose(), "at");
+        assert_eq!(back.scopes.as_deref(), Some("openid api"));
+    }
+
+    #[test]
+    fn secrets_written_before_scopes_were_kept_still_decode() {
+        #[derive(Serialize)]
+        struct Old<'a>(&'a str, Option<&'a str>, Option<&'a str>, &'a str);
+        let old =
+            postcard::to_stdvec(&Old("at", Some("rt"), None, "{\"sub\":\"a\"}")).expect("encode");
+        let back = SessionSecrets::decode(&old).expect("decodes");
+        assert_eq!(back.refresh_token.as_ref().map(|t| t.expose()), Some("rt"));
+        assert_eq!(back.claims_json, "{\"sub\":\"a\"}");
+        assert_eq!(back.scopes, None);
     }
 }

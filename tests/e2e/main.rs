@@ -4,9 +4,11 @@
 
 mod harness;
 
+mod bearer;
 mod callback_failures;
 mod log_hygiene;
 mod login_flow;
+mod policy;
 mod private_ca;
 mod provider_hostile;
 mod provider_keys;

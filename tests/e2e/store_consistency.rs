@@ -50,6 +50,7 @@ fn login(user: &str, n: usize) -> NewLogin {
         id_token: None,
         access_expires_at: 0,
         claims_json: "{}".into(),
+        scopes: None,
     }
 }
 

@@ -333,6 +333,8 @@ async function opaqueScenario() {
     check(id1.sub === 'alice' && id1.name === 'Alice Example' && id1.given_name === 'Alice' && id1.family_name === 'Example'
       && id1.email === 'alice@example.com' && id1.email_verified === true && id1.preferred_username === 'alice', 'ID token carries alice\'s claims', id1);
     check(id1.exp - id1.iat === ttl.id, '--id-token-ttl', id1.exp - id1.iat);
+    check(JSON.stringify(id1.groups) === '["staff"]' && JSON.stringify(id1.realm_access) === '{"roles":["reader"]}',
+      'ID token carries the group and realm-role claims', id1);
 
     const atCheck1 = await api(issuer, 'POST', '/__test/access-token/check', { token: t1.json.access_token });
     check(atCheck1.json.active === true && atCheck1.json.sub === 'alice' && atCheck1.json.client_id === 'oidc-bff' && atCheck1.json.exp - now() <= ttl.at, 'access-token/check: active', atCheck1.json);

@@ -98,8 +98,12 @@ const log = (...a) => console.error('[provider]', ...a);
 // Accounts
 // ---------------------------------------------------------------------------
 
+// Group and role claims for authorization tests: logins starting with
+// "admin" are in the "admins" group and hold the Keycloak-style realm role
+// "admin"; everyone is in "staff" with the role "reader".
 function person(login, family) {
   const given = login[0].toUpperCase() + login.slice(1);
+  const admin = login.startsWith('admin');
   return {
     password: `${login}-password`,
     claims: {
@@ -110,6 +114,8 @@ function person(login, family) {
       preferred_username: login,
       email: `${login}@example.com`,
       email_verified: true,
+      groups: admin ? ['admins', 'staff'] : ['staff'],
+      realm_access: { roles: admin ? ['reader', 'admin'] : ['reader'] },
     },
   };
 }
@@ -383,7 +389,7 @@ const configuration = {
   scopes: ['openid', 'offline_access', 'profile', 'email', ...RESOURCE_SCOPES],
   claims: {
     openid: ['sub'],
-    profile: ['name', 'given_name', 'family_name', 'preferred_username'],
+    profile: ['name', 'given_name', 'family_name', 'preferred_username', 'groups', 'realm_access'],
     email: ['email', 'email_verified'],
   },
   // oidc-provider's default puts scope-requested claims only in userinfo;

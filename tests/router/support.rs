@@ -214,6 +214,17 @@ impl TestRouter {
     /// This is the only place that reaches below `build_router` into
     /// `state.sessions`; if the session API moves, only this changes.
     pub async fn logged_in(&self, sub: &str) -> String {
+        self.logged_in_with(sub, serde_json::json!({}), None).await
+    }
+
+    /// As [`TestRouter::logged_in`], with `claims` (an object) added to the
+    /// session's claims and the access token's granted `scopes`.
+    pub async fn logged_in_with(
+        &self,
+        sub: &str,
+        claims: serde_json::Value,
+        scopes: Option<&str>,
+    ) -> String {
         use oidc_bff::secret::SecretString;
         use oidc_bff::session::{ClientInfo, NewLogin};
         let now = oidc_bff::clock::unix_now();
@@ -224,7 +235,14 @@ impl TestRouter {
             refresh_token: None,
             id_token: None,
             access_expires_at: now + 3600,
-            claims_json: serde_json::json!({ "sub": sub, "name": "Router Test" }).to_string(),
+            claims_json: {
+                let mut all = serde_json::json!({ "sub": sub, "name": "Router Test" });
+                if let (Some(all), Some(extra)) = (all.as_object_mut(), claims.as_object()) {
+                    all.extend(extra.clone());
+                }
+                all.to_string()
+            },
+            scopes: scopes.map(str::to_owned),
         };
         let (_, set_cookie) = self
             .state
