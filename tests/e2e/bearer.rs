@@ -232,3 +232,81 @@ async fn a_browsers_session_cookie_takes_precedence_over_a_bearer_header() {
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{r:?}");
     assert_eq!(r.json()["error"], "csrf_rejected");
 }
+
+/// A token the provider signs with its own key, as given: the claims of a
+/// JWT access token for `http://api.test` unless overridden.
+async fn provider_signed(s: &Setup, header: Value, claims: Value) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let mut payload = json!({
+        "iss": s.provider.issuer, "aud": API_AUDIENCE, "sub": "mallory",
+        "client_id": crate::harness::CLIENT_ID, "scope": "openid api",
+        "iat": now, "exp": now + 300, "jti": format!("t-{now}"),
+    });
+    if let (Some(p), Some(over)) = (payload.as_object_mut(), claims.as_object()) {
+        for (k, v) in over {
+            p.insert(k.clone(), v.clone());
+        }
+    }
+    let api = crate::harness::ProviderApi::new(&s.provider.issuer);
+    let r = api
+        .post(
+            "/__test/sign",
+            json!({ "payload": payload, "header": header }),
+        )
+        .await;
+    r["jwt"].as_str().expect("signed token").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_bearer_token_signed_by_the_provider_is_401() {
+    let s = setup().await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    // Past expiry by more than the default clock skew (60 s).
+    let expired = provider_signed(
+        &s,
+        json!({ "typ": "at+jwt" }),
+        json!({ "iat": now - 900, "exp": now - 600 }),
+    )
+    .await;
+    let (status, body, _) = call(&s.gw, reqwest::Method::GET, "/api/x", &expired).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["error"], "invalid_token");
+    // The same claims, still valid, pass: only the expiry made the difference.
+    let valid = provider_signed(&s, json!({ "typ": "at+jwt" }), json!({})).await;
+    let (status, body, _) = call(&s.gw, reqwest::Method::GET, "/api/x", &valid).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        s.upstream.count(),
+        2,
+        "the browser's call and the valid one"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_token_is_not_accepted_as_a_bearer_token() {
+    let s = setup().await;
+    // An ID token's shape: typ JWT, audience the gateway's client ID.
+    let id_token = provider_signed(
+        &s,
+        json!({ "typ": "JWT" }),
+        json!({ "aud": crate::harness::CLIENT_ID, "nonce": "n", "azp": crate::harness::CLIENT_ID }),
+    )
+    .await;
+    let (status, body, _) = call(&s.gw, reqwest::Method::GET, "/api/x", &id_token).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    // Right audience but without `typ: at+jwt` (RFC 9068): still refused.
+    let untyped = provider_signed(&s, json!({ "typ": "JWT" }), json!({})).await;
+    let (status, body, _) = call(&s.gw, reqwest::Method::GET, "/api/x", &untyped).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(
+        s.upstream.count(),
+        1,
+        "only the browser's call was forwarded"
+    );
+}
