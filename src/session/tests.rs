@@ -1,0 +1,409 @@
+//! Unit tests of the session layer over the memory store: what a cookie
+//! opens, deadlines, and what tampering with a stored record does.
+
+use super::*;
+use crate::config::ServerKeyConfig;
+use crate::secret::SecretKey;
+use crate::session::store::memory::MemoryStore;
+use std::time::Duration;
+
+fn sessions(store: Arc<Store>) -> Sessions {
+    Sessions::new(
+        &SessionConfig {
+            idle_timeout: Duration::from_secs(600),
+            absolute_timeout: Duration::from_secs(3600),
+            ..SessionConfig::with_keys(vec![ServerKeyConfig {
+                id: "k1".into(),
+                key: SecretKey::from_bytes([3; 32]),
+            }])
+        },
+        store,
+    )
+}
+
+fn login(sub: &str) -> NewLogin {
+    NewLogin {
+        sub: sub.into(),
+        sid: Some("idp-sid".into()),
+        access_token: SecretString::new("access-token-value"),
+        refresh_token: Some(SecretString::new("refresh-token-value")),
+        id_token: None,
+        access_expires_at: 2_000,
+        claims_json: r#"{"sub":"alice","name":"Alice"}"#.into(),
+        scopes: None,
+    }
+}
+
+fn cookie_header(set_cookie: &HeaderValue) -> HeaderMap {
+    let pair = set_cookie
+        .to_str()
+        .expect("ascii")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_owned();
+    let mut h = HeaderMap::new();
+    h.insert(
+        http::header::COOKIE,
+        HeaderValue::from_str(&pair).expect("value"),
+    );
+    h
+}
+
+#[tokio::test]
+async fn a_created_session_loads_from_its_cookie_and_nothing_else() {
+    let store = Arc::new(Store::Memory(MemoryStore::new()));
+    let s = sessions(store.clone());
+    let (sid, cookie) = s
+        .create(login("alice"), &ClientInfo::default(), 1_000)
+        .await
+        .expect("create");
+    let Lookup::Active(session) = s.load(&cookie_header(&cookie), 1_001).await.expect("load")
+    else {
+        panic!("expected an active session");
+    };
+    assert_eq!(session.store_id, sid);
+    assert_eq!(session.secrets.access_token.expose(), "access-token-value");
+    assert_eq!(session.claims()["name"], "Alice");
+
+    // The stored bytes hold neither the tokens nor the claims in clear.
+    let raw = store
+        .get(&sid)
+        .await
+        .expect("get")
+        .into_live()
+        .expect("present");
+    let text = String::from_utf8_lossy(&raw);
+    for needle in [
+        "access-token-value",
+        "refresh-token-value",
+        "Alice",
+        "alice",
+        "idp-sid",
+    ] {
+        assert!(!text.contains(needle), "{needle} stored in clear");
+    }
+    assert!(matches!(
+        s.load(&HeaderMap::new(), 1_001).await,
+        Ok(Lookup::Anonymous)
+    ));
+}
+
+#[tokio::test]
+async fn sessions_end_at_their_idle_and_absolute_deadlines() {
+    let s = sessions(Arc::new(Store::Memory(MemoryStore::new())));
+    let (_, cookie) = s
+        .create(login("alice"), &ClientInfo::default(), 1_000)
+        .await
+        .expect("create");
+    let h = cookie_header(&cookie);
+    assert!(matches!(s.load(&h, 1_599).await, Ok(Lookup::Active(_))));
+    assert!(
+        matches!(s.load(&h, 1_600).await, Ok(Lookup::Ended(_))),
+        "idle deadline"
+    );
+}
+
+#[tokio::test]
+async fn touching_slides_the_idle_deadline_but_never_past_the_absolute_one() {
+    let s = sessions(Arc::new(Store::Memory(MemoryStore::new())));
+    let (_, cookie) = s
+        .create(login("alice"), &ClientInfo::default(), 1_000)
+        .await
+        .expect("create");
+    let h = cookie_header(&cookie);
+    let Ok(Lookup::Active(session)) = s.load(&h, 1_500).await else {
+        panic!("active")
+    };
+    assert!(s.touch_due(&session, 1_500));
+    assert!(
+        s.touch(&session, &ClientInfo::default(), 1_500)
+            .await
+            .expect("touch")
+    );
+    assert!(matches!(s.load(&h, 2_000).await, Ok(Lookup::Active(_))));
+    // A stale copy cannot overwrite the newer record.
+    assert!(
+        !s.touch(&session, &ClientInfo::default(), 1_501)
+            .await
+            .expect("touch")
+    );
+    assert!(
+        matches!(s.load(&h, 4_600).await, Ok(Lookup::Ended(_))),
+        "absolute deadline"
+    );
+}
+
+#[tokio::test]
+async fn a_cookie_with_the_right_id_but_another_secret_does_not_open() {
+    let s = sessions(Arc::new(Store::Memory(MemoryStore::new())));
+    let (_, cookie) = s
+        .create(login("alice"), &ClientInfo::default(), 1_000)
+        .await
+        .expect("create");
+    let value = cookie
+        .to_str()
+        .expect("ascii")
+        .split(';')
+        .next()
+        .expect("pair")
+        .split_once('=')
+        .expect("=")
+        .1
+        .to_owned();
+    // Same lookup half, different secret half.
+    let forged = format!("{}{}", &value[..22], "A".repeat(21));
+    let mut h = HeaderMap::new();
+    h.insert(
+        http::header::COOKIE,
+        HeaderValue::from_str(&format!("__Host-oidc-bff={forged}")).expect("v"),
+    );
+    assert!(matches!(s.load(&h, 1_001).await, Ok(Lookup::Ended(_))));
+}
+
+/// A session created at 1_000 for alice, its cookie header and the
+/// stored bytes.
+async fn created(store: &Arc<Store>, s: &Sessions) -> (StoreId, HeaderMap, Vec<u8>) {
+    let (sid, cookie) = s
+        .create(login("alice"), &ClientInfo::default(), 1_000)
+        .await
+        .expect("create");
+    let raw = store
+        .get(&sid)
+        .await
+        .expect("get")
+        .into_live()
+        .expect("present");
+    (sid, cookie_header(&cookie), raw)
+}
+
+/// Writes `bytes` as the session's record, as someone with write access
+/// to the store could.
+async fn overwrite(store: &Store, sid: &StoreId, old: &[u8], bytes: &[u8]) {
+    let generation = StoredSession::decode(old)
+        .expect("decodes")
+        .record
+        .generation;
+    assert!(
+        store
+            .replace_if(sid, generation, bytes, 3_600_000)
+            .await
+            .expect("replace")
+    );
+}
+
+fn edited(raw: &[u8], edit: impl FnOnce(&mut StoredSession)) -> Vec<u8> {
+    let tagged = StoredSession::decode(raw).expect("decodes");
+    let mut record = tagged.record;
+    edit(&mut record);
+    let tag: [u8; record::TAG_LEN] = tagged.tag.try_into().expect("tag");
+    // The edited header keeps the old tag: no server key needed.
+    record.encode(|_| tag)
+}
+
+#[tokio::test]
+async fn a_stored_deadline_moved_later_makes_the_record_not_open() {
+    let store = Arc::new(Store::Memory(MemoryStore::new()));
+    let s = sessions(store.clone());
+    let (sid, h, raw) = created(&store, &s).await;
+    let later = edited(&raw, |r| {
+        r.body.idle_expires_at += 1;
+        r.body.absolute_expires_at += 1;
+    });
+    overwrite(&store, &sid, &raw, &later).await;
+    assert!(matches!(s.load(&h, 1_001).await, Ok(Lookup::Ended(_))));
+}
+
+#[tokio::test]
+async fn any_one_byte_of_a_stored_record_changed_makes_it_not_open() {
+    let store = Arc::new(Store::Memory(MemoryStore::new()));
+    let s = sessions(store.clone());
+    let (sid, h, raw) = created(&store, &s).await;
+    let Ok(Lookup::Active(session)) = s.load(&h, 1_001).await else {
+        panic!("the untouched record opens");
+    };
+    for i in 0..raw.len() {
+        let mut bytes = raw.clone();
+        bytes[i] ^= 0x01;
+        assert!(
+            s.open(session.id.clone(), sid.clone(), &bytes, 1_001)
+                .is_none(),
+            "byte {i} changed and the record still opens"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_rewritten_generation_makes_the_record_not_open() {
+    let store = Arc::new(Store::Memory(MemoryStore::new()));
+    let s = sessions(store.clone());
+    let (sid, h, raw) = created(&store, &s).await;
+    let mut bytes = raw.clone();
+    bytes[record::GENERATION_AT].copy_from_slice(&StoredSession::generation_bytes(99));
+    overwrite(&store, &sid, &raw, &bytes).await;
+    assert!(matches!(s.load(&h, 1_001).await, Ok(Lookup::Ended(_))));
+}
+
+#[tokio::test]
+async fn a_record_copied_under_another_session_does_not_open() {
+    let store = Arc::new(Store::Memory(MemoryStore::new()));
+    let s = sessions(store.clone());
+    let (a, ha, raw_a) = created(&store, &s).await;
+    let (_, _, raw_b) = created(&store, &s).await;
+    overwrite(&store, &a, &raw_a, &raw_b).await;
+    assert!(matches!(s.load(&ha, 1_001).await, Ok(Lookup::Ended(_))));
+}
+
+#[tokio::test]
+async fn a_revoked_record_written_back_stays_ended() {
+    let store = Arc::new(Store::Memory(MemoryStore::new()));
+    let s = sessions(store.clone());
+    let (sid, h, raw) = created(&store, &s).await;
+    s.revoke(&sid, RevokeReason::Logout, "user", 1_001)
+        .await
+        .expect("revoke");
+    // Restore the saved bytes and the index entries, as a backup would.
+    store
+        .create(&NewSession {
+            id: &sid,
+            record: &raw,
+            ttl_millis: 3_600_000,
+            user_hash: &user_hash("alice"),
+            sid_hash: None,
+            created_millis: 1_000_000,
+            max_per_user: None,
+            eviction: &Revocation::new(RevokeReason::Limit, "system", 1_001),
+            index_ttl_millis: 3_600_000,
+        })
+        .await
+        .expect("restore");
+    assert!(matches!(s.load(&h, 1_002).await, Ok(Lookup::Ended(_))));
+    assert!(!s.belongs_to(&sid, "alice", 1_002).await.expect("owner"));
+}
+
+#[tokio::test]
+async fn deadlines_beyond_the_configured_lifetimes_do_not_open_even_when_signed() {
+    let store = Arc::new(Store::Memory(MemoryStore::new()));
+    let s = sessions(store.clone());
+    let (sid, h, raw) = created(&store, &s).await;
+    let record = StoredSession::decode(&raw).expect("decodes").record;
+    type Edit = fn(&mut StoredSession);
+    let cases: [(&str, Edit); 4] = [
+        ("absolute", |r| {
+            r.body.absolute_expires_at = r.body.created_at + 3_601
+        }),
+        ("idle", |r| {
+            r.body.idle_expires_at = r.body.last_active_at + 601
+        }),
+        ("created in the future", |r| {
+            r.body.created_at = 5_000;
+            r.body.last_active_at = 5_000;
+        }),
+        ("active before created", |r| r.body.last_active_at = 999),
+    ];
+    let mut current = raw.clone();
+    for (what, edit) in cases {
+        let mut r = record.clone();
+        edit(&mut r);
+        // Signed with the server key: as if written under another
+        // configuration, not merely tampered with.
+        let bytes = s.encode(&sid, &r);
+        overwrite(&store, &sid, &current, &bytes).await;
+        current = bytes;
+        assert!(
+            matches!(s.load(&h, 1_001).await, Ok(Lookup::Ended(_))),
+            "{what}: opened"
+        );
+    }
+    // The same record within the rules opens again.
+    let bytes = s.encode(&sid, &record);
+    overwrite(&store, &sid, &current, &bytes).await;
+    assert!(matches!(s.load(&h, 1_001).await, Ok(Lookup::Active(_))));
+}
+
+#[tokio::test]
+async fn a_record_in_the_untagged_format_1_is_ended_not_a_crash() {
+    let store = Arc::new(Store::Memory(MemoryStore::new()));
+    let s = sessions(store.clone());
+    let (sid, h, raw) = created(&store, &s).await;
+    let mut old = raw[..raw.len() - record::TAG_LEN].to_vec();
+    old[0] = 1;
+    overwrite(&store, &sid, &raw, &old).await;
+    assert!(matches!(s.load(&h, 1_001).await, Ok(Lookup::Ended(_))));
+}
+
+#[tokio::test]
+async fn records_under_an_older_configured_key_open_and_are_resealed_on_write() {
+    let store = Arc::new(Store::Memory(MemoryStore::new()));
+    let old = sessions(store.clone());
+    let (sid, h, _) = created(&store, &old).await;
+    let key = |id: &str, b: u8| ServerKeyConfig {
+        id: id.into(),
+        key: SecretKey::from_bytes([b; 32]),
+    };
+    let config = |keys| SessionConfig {
+        idle_timeout: Duration::from_secs(600),
+        absolute_timeout: Duration::from_secs(3600),
+        ..SessionConfig::with_keys(keys)
+    };
+    let rotated = Sessions::new(&config(vec![key("k2", 4), key("k1", 3)]), store.clone());
+    let Ok(Lookup::Active(session)) = rotated.load(&h, 1_100).await else {
+        panic!("a record under the older key opens");
+    };
+    assert!(
+        rotated
+            .touch(&session, &ClientInfo::default(), 1_100)
+            .await
+            .expect("touch")
+    );
+    let raw = store
+        .get(&sid)
+        .await
+        .expect("get")
+        .into_live()
+        .expect("present");
+    assert_eq!(
+        StoredSession::decode(&raw)
+            .expect("decodes")
+            .record
+            .body
+            .key_id,
+        "k2"
+    );
+    let only_new = Sessions::new(&config(vec![key("k2", 4)]), store.clone());
+    assert!(matches!(
+        only_new.load(&h, 1_101).await,
+        Ok(Lookup::Active(_))
+    ));
+    assert!(
+        only_new
+            .belongs_to(&sid, "alice", 1_101)
+            .await
+            .expect("owner")
+    );
+    assert!(
+        !only_new
+            .belongs_to(&sid, "bob", 1_101)
+            .await
+            .expect("owner")
+    );
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 2000, ..Default::default() })]
+    #[test]
+    fn arbitrary_bytes_as_a_stored_record_never_panic_and_never_open(
+        bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+        version_2 in proptest::prelude::any::<bool>(),
+    ) {
+        let s = sessions(Arc::new(Store::Memory(MemoryStore::new())));
+        let mut bytes = bytes;
+        if version_2 && !bytes.is_empty() {
+            bytes[0] = record::FORMAT_VERSION;
+        }
+        let id = SessionId::generate();
+        let store_id = id.store_id();
+        proptest::prop_assert!(s.open(id, store_id.clone(), &bytes, 1_000).is_none());
+        proptest::prop_assert!(s.verify(&store_id, &bytes, 1_000).is_none());
+    }
+}
