@@ -71,15 +71,8 @@ fn main() -> ExitCode {
 }
 
 fn check_config(path: Option<&std::path::Path>, env: Vec<(String, String)>) -> ExitCode {
-    let raw = match config::load_raw(path, env) {
-        Ok(r) => r,
-        Err(e) => {
-            eprint!("{e}");
-            return ExitCode::from(EX_CONFIG);
-        }
-    };
-    match config::validate(&raw) {
-        Ok(_) => {
+    match config::load_checked(path, env) {
+        Ok((raw, _)) => {
             print!("{}", raw.to_redacted_toml());
             eprintln!("configuration OK");
             ExitCode::SUCCESS

@@ -139,12 +139,18 @@ impl fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 /// Reads the file (if any) and the `OIDC_BFF__*` variables among `env`, and
-/// returns the merged raw configuration with defaults filled in.
+/// returns the merged raw configuration with defaults filled in; an unknown
+/// key is an error here (the raw file is used as written).
 pub fn load_raw(
     path: Option<&Path>,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<RawConfig, ConfigErrors> {
-    load::sections(&load::layers(path, env)?)
+    let read = load::sections(&load::layers(path, env)?)?;
+    if read.unknown.is_empty() {
+        Ok(read.raw)
+    } else {
+        Err(ConfigErrors(read.unknown))
+    }
 }
 
 /// Loads and validates: the configuration the gateway runs with.
@@ -152,8 +158,27 @@ pub fn load(
     path: Option<&Path>,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Config, ConfigErrors> {
-    let raw = load_raw(path, env)?;
-    validate(&raw)
+    load_checked(path, env).map(|(_, config)| config)
+}
+
+/// Loads and validates, keeping the raw configuration (`check-config`
+/// prints it). Unknown keys are reported together with every other
+/// problem: they are dropped and the rest validated, so a typo does not
+/// hide a missing key or a bad value elsewhere.
+pub fn load_checked(
+    path: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(RawConfig, Config), ConfigErrors> {
+    let read = load::sections(&load::layers(path, env)?)?;
+    match validate(&read.raw) {
+        Ok(config) if read.unknown.is_empty() => Ok((read.raw, config)),
+        Ok(_) => Err(ConfigErrors(read.unknown)),
+        Err(ConfigErrors(more)) => {
+            let mut all = read.unknown;
+            all.extend(more);
+            Err(ConfigErrors(all))
+        }
+    }
 }
 
 /// Checks every key and builds the typed configuration, or lists every
