@@ -367,7 +367,7 @@ mod tests {
         let f = dir.join("secret");
         std::fs::write(&f, "from-file\n").expect("write");
         let toml = minimal().replace(
-            "client_secret = \"s3cret\"",
+            "client_secret = \"unit-test-secret\"",
             &format!("client_secret_file = \"{}\"", f.display()),
         );
         let c = load_str(&toml, &[]).expect("valid");

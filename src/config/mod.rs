@@ -23,6 +23,7 @@ mod log;
 mod metrics;
 mod oidc;
 mod proxy;
+mod published;
 mod routes;
 mod server;
 mod session;
@@ -197,6 +198,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
     let metrics_listen = metrics::validate(&raw.metrics, &mut issues);
     let log = log::validate(&raw.log, &mut issues);
     let post_logout_redirect = cross_section_rules(raw, &server, &session, &mut issues);
+    published::refuse_published_secrets(raw, server.public_url.as_ref(), &mut issues);
     // Last, where `check-config` has always listed them (tests pin it).
     let provider_tls = oidc::provider_tls(&raw.oidc, &mut issues);
 
@@ -338,7 +340,7 @@ mod tests {
         };
         let out = raw.to_redacted_toml();
         assert!(
-            !out.contains("s3cret")
+            !out.contains("unit-test-secret")
                 && !out.contains(KEY)
                 && !out.contains("redispw")
                 && !out.contains("sentinelpw"),
