@@ -11,13 +11,22 @@ use oidc_bff::config;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `oidc-bff --version`: the crate version and the git revision it was
+/// built from (`-dirty` with uncommitted changes; see build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("OIDC_BFF_GIT_REV"),
+    ")"
+);
+
 /// Exit code for a configuration error (sysexits EX_USAGE).
 const EX_CONFIG: u8 = 64;
 
 #[derive(Parser)]
 #[command(
     name = "oidc-bff",
-    version,
+    version = VERSION,
     about = "OAuth2/OpenID Connect backend-for-frontend gateway"
 )]
 struct Cli {
