@@ -122,10 +122,13 @@ fn healthcheck(url: &str) -> ExitCode {
 }
 
 fn serve(path: Option<&std::path::Path>, env: Vec<(String, String)>) -> ExitCode {
-    let rust_log = env
-        .iter()
-        .find(|(k, _)| k == "RUST_LOG")
-        .map(|(_, v)| v.clone());
+    let var = |name: &str| {
+        env.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let rust_log = var("RUST_LOG");
+    let no_color = oidc_bff::telemetry::no_color(var("NO_COLOR").as_deref());
     let config = match config::load(path, env) {
         Ok(c) => c,
         Err(e) => {
@@ -133,7 +136,7 @@ fn serve(path: Option<&std::path::Path>, env: Vec<(String, String)>) -> ExitCode
             return ExitCode::from(EX_CONFIG);
         }
     };
-    oidc_bff::telemetry::init(&config.log, rust_log.as_deref());
+    oidc_bff::telemetry::init(&config.log, rust_log.as_deref(), no_color);
     if !config.session.secure_cookies {
         tracing::warn!(
             "session.insecure_cookies = true: cookies are sent over plain HTTP; never do this in production"

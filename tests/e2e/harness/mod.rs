@@ -41,10 +41,14 @@ pub fn shared() -> &'static Shared {
         oidc_bff::telemetry::init(
             &oidc_bff::config::LogConfig {
                 format: oidc_bff::config::LogFormat::Text,
-                level: "warn".into(),
+                // The gateways' expected warnings (refused logins, cut
+                // connections: what the tests provoke) would bury a
+                // failure's output; RUST_LOG=warn shows them.
+                level: "error".into(),
                 access_log: false,
             },
             std::env::var("RUST_LOG").ok().as_deref(),
+            oidc_bff::telemetry::no_color(std::env::var("NO_COLOR").ok().as_deref()),
         );
         Shared {
             redis: RedisServer::start(),
