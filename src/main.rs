@@ -98,35 +98,50 @@ fn healthcheck(url: &str) -> ExitCode {
         .enable_all()
         .build()
     else {
+        eprintln!("{url} is not healthy: cannot start the runtime");
         return ExitCode::FAILURE;
     };
-    let ok = runtime.block_on(async {
-        let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(3))
-            .build();
-        match client {
-            Ok(c) => c
-                .get(url)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success()),
-            Err(_) => false,
+    match runtime.block_on(probe(url)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(why) => {
+            eprintln!("{url} is not healthy: {why}");
+            ExitCode::FAILURE
         }
-    });
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        eprintln!("{url} is not healthy");
-        ExitCode::FAILURE
     }
 }
 
+/// Why `url` is not healthy, if it is not: no answer within 3 s, or an
+/// answer that is not 2xx (with the start of its body: /readyz says which
+/// check failed).
+async fn probe(url: &str) -> Result<(), String> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .build()
+        .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+    let resp = client.get(url).send().await.map_err(|e| {
+        if e.is_timeout() {
+            "no answer within 3 s".to_owned()
+        } else if e.is_connect() {
+            "cannot connect (is the gateway running and listening there?)".to_owned()
+        } else {
+            format!("request failed: {e}")
+        }
+    })?;
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let body = resp.text().await.unwrap_or_default();
+    let body: String = body.trim().chars().take(300).collect();
+    Err(if body.is_empty() {
+        format!("HTTP {status}")
+    } else {
+        format!("HTTP {status}: {body}")
+    })
+}
+
 fn serve(path: Option<&std::path::Path>, env: Vec<(String, String)>) -> ExitCode {
-    let var = |name: &str| {
-        env.iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
+    let var = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let rust_log = var("RUST_LOG");
     let no_color = oidc_bff::telemetry::no_color(var("NO_COLOR").as_deref());
     let config = match config::load(path, env) {

@@ -73,6 +73,9 @@ mod tests {
         assert!(no_color(Some("1")));
         assert!(!use_colour(true, true));
         assert!(use_colour(true, false));
-        assert!(!use_colour(false, false), "never colour into a pipe or file");
+        assert!(
+            !use_colour(false, false),
+            "never colour into a pipe or file"
+        );
     }
 }

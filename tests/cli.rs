@@ -63,7 +63,10 @@ fn check_config_refuses_the_example_until_its_published_secrets_are_replaced() {
     ]);
     let report = text(&out);
     assert_eq!(out.status.code(), Some(64), "{report}");
-    assert!(report.contains("oidc.client_secret: is the sample value"), "{report}");
+    assert!(
+        report.contains("oidc.client_secret: is the sample value"),
+        "{report}"
+    );
     assert!(
         report.contains("session.encryption_keys[0].key: is the sample value"),
         "{report}"
@@ -77,7 +80,40 @@ fn check_config_refuses_the_example_until_its_published_secrets_are_replaced() {
             "Tm90LWEtcHVibGlzaGVkLWtleS1mb3ItdGhlLXRlc3Q=",
         );
     let (dir, file) = write_temp(&replaced);
-    let out = oidc_bff(&["check-config", "--config", file.to_str().expect("utf-8 path")]);
+    let out = oidc_bff(&[
+        "check-config",
+        "--config",
+        file.to_str().expect("utf-8 path"),
+    ]);
     let _ = std::fs::remove_dir_all(&dir);
     assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn healthcheck_says_why_the_gateway_is_not_healthy() {
+    // Nothing listens on port 1.
+    let out = oidc_bff(&["healthcheck", "--url", "http://127.0.0.1:1/readyz"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("http://127.0.0.1:1/readyz is not healthy: cannot connect"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn every_sessions_option_is_described_in_help() {
+    for command in ["list", "revoke", "stats"] {
+        let out = oidc_bff(&["sessions", command, "--help"]);
+        assert!(out.status.success(), "{}", text(&out));
+        let help = String::from_utf8_lossy(&out.stdout);
+        for line in help.lines().filter(|l| l.trim_start().starts_with("--")) {
+            let (_, description) = line.trim_start().split_once("  ").unwrap_or(("", ""));
+            assert!(
+                !description.trim().is_empty(),
+                "`sessions {command} --help`: {line:?} has no description"
+            );
+        }
+    }
 }

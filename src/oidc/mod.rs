@@ -148,15 +148,21 @@ mod tests {
     fn workers_sharing_caches_warn_once_per_retry_round() {
         let config = config();
         let first = Oidc::new(&config, "https://app.example.com/auth/callback").expect("oidc");
-        let second =
-            Oidc::with_caches(&config, "https://app.example.com/auth/callback", first.caches())
-                .expect("oidc");
+        let second = Oidc::with_caches(
+            &config,
+            "https://app.example.com/auth/callback",
+            first.caches(),
+        )
+        .expect("oidc");
         let alone = Oidc::new(&config, "https://app.example.com/auth/callback").expect("oidc");
         let t0 = Instant::now();
         let backoff = Duration::from_secs(2);
         assert!(first.first_to_warn(t0, backoff));
         assert!(!second.first_to_warn(t0 + Duration::from_millis(20), backoff));
         assert!(alone.first_to_warn(t0, backoff), "another process's caches");
-        assert!(second.first_to_warn(t0 + backoff, backoff), "the next round");
+        assert!(
+            second.first_to_warn(t0 + backoff, backoff),
+            "the next round"
+        );
     }
 }

@@ -829,7 +829,10 @@ mod tests {
             "rediss://redis.internal:6380/2"
         );
         let url = url::Url::parse("redis://10.0.0.7").expect("url");
-        assert_eq!(describe(&RedisEndpoint::Url(url), 0), "redis://10.0.0.7:6379/0");
+        assert_eq!(
+            describe(&RedisEndpoint::Url(url), 0),
+            "redis://10.0.0.7:6379/0"
+        );
         let cluster = RedisEndpoint::Cluster {
             nodes: vec![("a".into(), 7000), ("b".into(), 7001)],
             tls: false,
