@@ -11,7 +11,8 @@
 //! has a file holding its `Raw*` struct, its typed struct and its own rules
 //! (`server`, `oidc`, `session`, `store`, `csrf`, `proxy`, `routes`,
 //! `static_files`, `admin`, `metrics`, `log`); `common` holds the helpers
-//! they share. Rules that read two sections are `cross_section_rules` here.
+//! they share. Rules that read two sections are `cross_section_rules` here;
+//! `published` refuses the sample secrets this repository publishes.
 //! A leaf of the crate: it imports only `crate::secret` and
 //! `crate::url_policy`.
 
