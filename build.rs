@@ -29,19 +29,17 @@ fn from_git() -> Option<String> {
     let rev = git(&["rev-parse", "--short", "HEAD"]).filter(|r| !r.is_empty())?;
     // Rerun when HEAD moves or the index changes (commit, checkout, add),
     // and when the sources change (which may make the tree dirty).
-    for file in ["HEAD", "index"] {
-        if let Some(p) = git(&["rev-parse", "--git-path", file]) {
-            if Path::new(&p).exists() {
-                println!("cargo:rerun-if-changed={p}");
-            }
-        }
+    let mut watched: Vec<String> = ["HEAD", "index"]
+        .iter()
+        .filter_map(|file| git(&["rev-parse", "--git-path", file]))
+        .collect();
+    if let Some(name) = git(&["symbolic-ref", "-q", "HEAD"])
+        && let Some(p) = git(&["rev-parse", "--git-path", &name])
+    {
+        watched.push(p);
     }
-    if let Some(name) = git(&["symbolic-ref", "-q", "HEAD"]) {
-        if let Some(p) = git(&["rev-parse", "--git-path", &name]) {
-            if Path::new(&p).exists() {
-                println!("cargo:rerun-if-changed={p}");
-            }
-        }
+    for p in watched.iter().filter(|p| Path::new(p).exists()) {
+        println!("cargo:rerun-if-changed={p}");
     }
     for path in ["src", "templates", "Cargo.toml", "Cargo.lock", "build.rs"] {
         println!("cargo:rerun-if-changed={path}");
