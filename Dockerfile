@@ -24,6 +24,11 @@ RUN mkdir -p src examples/demo-api tests/e2e \
 
 # The real sources. COPY keeps their (older) modification times, so touch
 # the crate roots or cargo would take the placeholder build as up to date.
+# The context has no .git: pass the revision for `oidc-bff --version` with
+#   docker build --build-arg OIDC_BFF_GIT_REV=$(git rev-parse --short HEAD) .
+ARG OIDC_BFF_GIT_REV=""
+ENV OIDC_BFF_GIT_REV=${OIDC_BFF_GIT_REV}
+COPY build.rs ./
 COPY src ./src
 COPY templates ./templates
 COPY examples ./examples

@@ -28,11 +28,13 @@ pub enum SessionsCommand {
         /// Start after this point: the `next` cursor a previous page printed.
         #[arg(long)]
         cursor: Option<String>,
+        /// Print JSON instead of a table, for scripts.
         #[arg(long)]
         json: bool,
     },
     /// End one session (--id), or all of a user's (--user, optionally --except one).
     Revoke {
+        /// End every session of this user (`sub` claim).
         #[arg(long, conflicts_with = "id", required_unless_present = "id")]
         user: Option<String>,
         /// With --user: keep this session.
@@ -41,13 +43,16 @@ pub enum SessionsCommand {
         /// A session ID as `list` shows it.
         #[arg(long)]
         id: Option<String>,
+        /// Print JSON instead of a table, for scripts.
         #[arg(long)]
         json: bool,
     },
     /// Session and user counts, the users with the most sessions, store memory.
     Stats {
+        /// How many of the users with the most sessions to list.
         #[arg(long, default_value_t = 10)]
         top: usize,
+        /// Print JSON instead of a table, for scripts.
         #[arg(long)]
         json: bool,
     },

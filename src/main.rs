@@ -11,13 +11,22 @@ use oidc_bff::config;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `oidc-bff --version`: the crate version and the git revision it was
+/// built from (`-dirty` with uncommitted changes; see build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("OIDC_BFF_GIT_REV"),
+    ")"
+);
+
 /// Exit code for a configuration error (sysexits EX_USAGE).
 const EX_CONFIG: u8 = 64;
 
 #[derive(Parser)]
 #[command(
     name = "oidc-bff",
-    version,
+    version = VERSION,
     about = "OAuth2/OpenID Connect backend-for-frontend gateway"
 )]
 struct Cli {
@@ -71,15 +80,8 @@ fn main() -> ExitCode {
 }
 
 fn check_config(path: Option<&std::path::Path>, env: Vec<(String, String)>) -> ExitCode {
-    let raw = match config::load_raw(path, env) {
-        Ok(r) => r,
-        Err(e) => {
-            eprint!("{e}");
-            return ExitCode::from(EX_CONFIG);
-        }
-    };
-    match config::validate(&raw) {
-        Ok(_) => {
+    match config::load_checked(path, env) {
+        Ok((raw, _)) => {
             print!("{}", raw.to_redacted_toml());
             eprintln!("configuration OK");
             ExitCode::SUCCESS
@@ -96,34 +98,52 @@ fn healthcheck(url: &str) -> ExitCode {
         .enable_all()
         .build()
     else {
+        eprintln!("{url} is not healthy: cannot start the runtime");
         return ExitCode::FAILURE;
     };
-    let ok = runtime.block_on(async {
-        let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(3))
-            .build();
-        match client {
-            Ok(c) => c
-                .get(url)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success()),
-            Err(_) => false,
+    match runtime.block_on(probe(url)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(why) => {
+            eprintln!("{url} is not healthy: {why}");
+            ExitCode::FAILURE
         }
-    });
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        eprintln!("{url} is not healthy");
-        ExitCode::FAILURE
     }
 }
 
+/// Why `url` is not healthy, if it is not: no answer within 3 s, or an
+/// answer that is not 2xx (with the start of its body: /readyz says which
+/// check failed).
+async fn probe(url: &str) -> Result<(), String> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .build()
+        .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+    let resp = client.get(url).send().await.map_err(|e| {
+        if e.is_timeout() {
+            "no answer within 3 s".to_owned()
+        } else if e.is_connect() {
+            "cannot connect (is the gateway running and listening there?)".to_owned()
+        } else {
+            format!("request failed: {e}")
+        }
+    })?;
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let body = resp.text().await.unwrap_or_default();
+    let body: String = body.trim().chars().take(300).collect();
+    Err(if body.is_empty() {
+        format!("HTTP {status}")
+    } else {
+        format!("HTTP {status}: {body}")
+    })
+}
+
 fn serve(path: Option<&std::path::Path>, env: Vec<(String, String)>) -> ExitCode {
-    let rust_log = env
-        .iter()
-        .find(|(k, _)| k == "RUST_LOG")
-        .map(|(_, v)| v.clone());
+    let var = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let rust_log = var("RUST_LOG");
+    let no_color = oidc_bff::telemetry::no_color(var("NO_COLOR").as_deref());
     let config = match config::load(path, env) {
         Ok(c) => c,
         Err(e) => {
@@ -131,7 +151,7 @@ fn serve(path: Option<&std::path::Path>, env: Vec<(String, String)>) -> ExitCode
             return ExitCode::from(EX_CONFIG);
         }
     };
-    oidc_bff::telemetry::init(&config.log, rust_log.as_deref());
+    oidc_bff::telemetry::init(&config.log, rust_log.as_deref(), no_color);
     if !config.session.secure_cookies {
         tracing::warn!(
             "session.insecure_cookies = true: cookies are sent over plain HTTP; never do this in production"

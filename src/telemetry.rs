@@ -1,5 +1,6 @@
 //! Logging: `tracing` to stdout, text or JSON, filtered by `log.level`
-//! (or `RUST_LOG` when set). The access log prints method, path (never the
+//! (or `RUST_LOG` when set), coloured on a terminal unless `NO_COLOR` is
+//! set. The access log prints method, path (never the
 //! query: a callback's query holds the authorization code), status and
 //! latency.
 
@@ -11,8 +12,10 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 
-/// Installs the global subscriber; `rust_log` is the `RUST_LOG` variable if set.
-pub fn init(config: &LogConfig, rust_log: Option<&str>) {
+/// Installs the global subscriber; `rust_log` is the `RUST_LOG` variable if
+/// set, `no_color` whether `NO_COLOR` is set to a non-empty value
+/// (<https://no-color.org>). Text logs are coloured only on a terminal.
+pub fn init(config: &LogConfig, rust_log: Option<&str>, no_color: bool) {
     let filter = rust_log
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| {
@@ -20,7 +23,7 @@ pub fn init(config: &LogConfig, rust_log: Option<&str>) {
         });
     use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
-        .with_ansi(std::io::stdout().is_terminal())
+        .with_ansi(use_colour(std::io::stdout().is_terminal(), no_color))
         .with_env_filter(filter)
         .with_target(false);
     let result = match config.format {
@@ -30,6 +33,16 @@ pub fn init(config: &LogConfig, rust_log: Option<&str>) {
     if result.is_err() {
         // Already installed (tests start several gateways in one process).
     }
+}
+
+/// Colour only for a person at a terminal who has not opted out.
+fn use_colour(terminal: bool, no_color: bool) -> bool {
+    terminal && !no_color
+}
+
+/// Whether a `NO_COLOR` value asks for no colour: set and not empty.
+pub fn no_color(value: Option<&str>) -> bool {
+    value.is_some_and(|v| !v.is_empty())
 }
 
 pub fn make_span<B>(req: &Request<B>) -> Span {
@@ -47,4 +60,22 @@ pub fn on_response<B>(resp: &Response<B>, latency: Duration, _span: &Span) {
         latency_us = latency.as_micros() as u64,
         "request"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{no_color, use_colour};
+
+    #[test]
+    fn no_color_set_to_anything_but_empty_turns_colour_off() {
+        assert!(!no_color(None));
+        assert!(!no_color(Some("")));
+        assert!(no_color(Some("1")));
+        assert!(!use_colour(true, true));
+        assert!(use_colour(true, false));
+        assert!(
+            !use_colour(false, false),
+            "never colour into a pipe or file"
+        );
+    }
 }

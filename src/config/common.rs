@@ -55,6 +55,48 @@ impl RawDuration {
     }
 }
 
+/// Why `text` is not a URL, in words an operator can act on: the `url`
+/// crate's "relative URL without a base" means the scheme is missing.
+pub(super) fn not_a_url(text: &str, error: url::ParseError, example: &str) -> String {
+    let why = match error {
+        url::ParseError::RelativeUrlWithoutBase => {
+            "is not an absolute URL (no scheme such as https://)".to_owned()
+        }
+        url::ParseError::EmptyHost => "is not a URL: the host is missing".to_owned(),
+        other => format!("is not a URL ({other})"),
+    };
+    format!("`{text}` {why}; expected a URL such as \"{example}\"")
+}
+
+/// Edit distance between two short names (Levenshtein, by characters), for
+/// "did you mean" suggestions; a table of a few dozen keys needs nothing
+/// faster, so no crate is added for it.
+pub(super) fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = prev[j] + usize::from(ca != *cb);
+            cur[j + 1] = substitute.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The known name closest to `unknown`, if it is close enough to be a typo
+/// (at most a third of its length, and at least one edit, away).
+pub(super) fn closest<'a>(unknown: &str, known: &[&'a str]) -> Option<&'a str> {
+    let limit = (unknown.chars().count() / 3).max(1);
+    known
+        .iter()
+        .map(|k| (edit_distance(unknown, k), *k))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
 /// Collects every problem so that one `check-config` run lists them all.
 #[derive(Default)]
 pub(super) struct Issues(pub(super) Vec<ConfigIssue>);
@@ -325,7 +367,7 @@ mod tests {
         let f = dir.join("secret");
         std::fs::write(&f, "from-file\n").expect("write");
         let toml = minimal().replace(
-            "client_secret = \"s3cret\"",
+            "client_secret = \"unit-test-secret\"",
             &format!("client_secret_file = \"{}\"", f.display()),
         );
         let c = load_str(&toml, &[]).expect("valid");

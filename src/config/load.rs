@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use figment::Figment;
-use figment::providers::{Format, Toml};
+use figment::providers::{Format, Serialized, Toml};
 use figment::value::{Dict, Map, Value};
 use serde::de::DeserializeOwned;
 
@@ -43,38 +43,30 @@ pub(super) fn layers(
     Ok(figment.merge(EnvVars::new(env)))
 }
 
-/// The merged sections with defaults filled in, or every unknown section,
-/// unknown key and wrongly typed value.
-pub(super) fn sections(figment: &Figment) -> Result<RawConfig, ConfigErrors> {
+/// What the sources hold: the merged sections with defaults filled in, and
+/// the unknown sections and keys, each reported with the nearest known name
+/// and then dropped, so that a typo does not hide the other mistakes.
+pub(super) struct Sections {
+    pub(super) raw: RawConfig,
+    pub(super) unknown: Vec<ConfigIssue>,
+}
+
+/// The sections, or every wrongly typed value (with the unknown keys found
+/// on the way): a section that cannot be read is not validated.
+pub(super) fn sections(figment: &Figment) -> Result<Sections, ConfigErrors> {
+    let mut unknown = Issues::default();
     let mut issues = Issues::default();
     // Unknown top-level sections and TOML syntax errors first.
     match figment.extract::<BTreeMap<String, Value>>() {
         Ok(top) => {
-            const KNOWN: &[&str] = &[
-                "server",
-                "oidc",
-                "session",
-                "store",
-                "csrf",
-                "proxy",
-                "routes",
-                "static",
-                "admin",
-                "metrics",
-                "log",
-                "assertion",
-            ];
             for key in top.keys() {
-                if !KNOWN.contains(&key.as_str()) {
-                    issues.add(
-                        key.clone(),
-                        format!("unknown section; expected one of {}", KNOWN.join(", ")),
-                    );
+                if !SECTIONS.contains(&key.as_str()) {
+                    unknown.add(key.clone(), unknown_message("section", key, SECTIONS));
                 }
             }
         }
         Err(e) => {
-            push_figment_errors(&mut issues, e, None);
+            push_figment_errors(figment, &mut issues, e, None);
             return Err(ConfigErrors(issues.0));
         }
     }
@@ -82,69 +74,233 @@ pub(super) fn sections(figment: &Figment) -> Result<RawConfig, ConfigErrors> {
     // Each section is extracted on its own so that a mistake in one does not
     // hide mistakes in the others.
     let mut raw = RawConfig::default();
-    section(figment, "server", &mut raw.server, &mut issues);
-    section(figment, "oidc", &mut raw.oidc, &mut issues);
-    section(figment, "session", &mut raw.session, &mut issues);
-    section(figment, "store", &mut raw.store, &mut issues);
-    section(figment, "csrf", &mut raw.csrf, &mut issues);
-    section(figment, "proxy", &mut raw.proxy, &mut issues);
-    section(figment, "routes", &mut raw.routes, &mut issues);
-    section(figment, "static", &mut raw.static_files, &mut issues);
-    section(figment, "admin", &mut raw.admin, &mut issues);
-    section(figment, "metrics", &mut raw.metrics, &mut issues);
-    section(figment, "log", &mut raw.log, &mut issues);
-    section(figment, "assertion", &mut raw.assertion, &mut issues);
+    let mut read = Reader {
+        figment,
+        unknown: &mut unknown,
+        issues: &mut issues,
+    };
+    read.section("server", &mut raw.server);
+    read.section("oidc", &mut raw.oidc);
+    read.section("session", &mut raw.session);
+    read.section("store", &mut raw.store);
+    read.section("csrf", &mut raw.csrf);
+    read.section("proxy", &mut raw.proxy);
+    read.section("routes", &mut raw.routes);
+    read.section("static", &mut raw.static_files);
+    read.section("admin", &mut raw.admin);
+    read.section("metrics", &mut raw.metrics);
+    read.section("log", &mut raw.log);
+    read.section("assertion", &mut raw.assertion);
     if issues.0.is_empty() {
-        Ok(raw)
+        Ok(Sections {
+            raw,
+            unknown: unknown.0,
+        })
     } else {
-        Err(ConfigErrors(issues.0))
+        let mut all = unknown.0;
+        all.append(&mut issues.0);
+        Err(ConfigErrors(all))
     }
 }
 
-fn section<T: DeserializeOwned>(figment: &Figment, name: &str, out: &mut T, issues: &mut Issues) {
-    if !figment.contains(name) {
-        return;
+/// The top-level tables of the file.
+const SECTIONS: &[&str] = &[
+    "server",
+    "oidc",
+    "session",
+    "store",
+    "csrf",
+    "proxy",
+    "routes",
+    "static",
+    "admin",
+    "metrics",
+    "log",
+    "assertion",
+];
+
+/// A section has a few dozen keys at most; more unknown ones than this in
+/// one section is not a file of typos, so the rest are left to serde.
+const MAX_UNKNOWN_PER_SECTION: usize = 64;
+
+/// "unknown key; did you mean `issuer`?" followed by the names it could be.
+fn unknown_message(what: &str, name: &str, known: &[&str]) -> String {
+    let hint = match super::common::closest(name, known) {
+        Some(k) => format!("; did you mean `{k}`?"),
+        None => String::new(),
+    };
+    format!(
+        "unknown {what}{hint} (expected one of: {})",
+        known.join(", ")
+    )
+}
+
+struct Reader<'a> {
+    figment: &'a Figment,
+    unknown: &'a mut Issues,
+    issues: &'a mut Issues,
+}
+
+impl Reader<'_> {
+    /// Reads one section; each unknown key serde refuses is reported, taken
+    /// out of a copy of the section and the copy read again, so the
+    /// section's other keys are still read and validated.
+    fn section<T: DeserializeOwned>(&mut self, name: &str, out: &mut T) {
+        let Ok(mut value) = self.figment.find_value(name) else {
+            return;
+        };
+        for _ in 0..MAX_UNKNOWN_PER_SECTION {
+            let copy = Figment::from(Serialized::default(name, &value));
+            let error = match copy.extract_inner::<T>(name) {
+                Ok(v) => {
+                    *out = v;
+                    return;
+                }
+                Err(e) => e,
+            };
+            if let Some((path, field, expected)) = unknown_field(&error, name)
+                && remove(&mut value, &path, &field)
+            {
+                let mut full = path;
+                full.push(field.clone());
+                self.unknown.add(
+                    key_of(name, &full),
+                    unknown_message("key", &field, expected),
+                );
+                continue;
+            }
+            push_figment_errors(self.figment, self.issues, error, Some(name));
+            return;
+        }
     }
-    match figment.extract_inner::<T>(name) {
-        Ok(value) => *out = value,
-        Err(e) => push_figment_errors(issues, e, Some(name)),
+}
+
+/// The first error, if it is an unknown field: the path of the table it is
+/// in (relative to the section), its name and the names serde expected.
+fn unknown_field(
+    error: &figment::Error,
+    section: &str,
+) -> Option<(Vec<String>, String, &'static [&'static str])> {
+    let first = error.clone().into_iter().next()?;
+    let figment::error::Kind::UnknownField(field, expected) = first.kind else {
+        return None;
+    };
+    // The path ends with the unknown field itself.
+    let mut path = relative_path(first.path, section);
+    if path.last() == Some(&field) {
+        path.pop();
     }
+    Some((path, field, expected))
+}
+
+/// `extract_inner` reports paths with the section name appended; this is
+/// the path inside the section.
+fn relative_path(mut path: Vec<String>, section: &str) -> Vec<String> {
+    if path.last().map(String::as_str) == Some(section) {
+        path.pop();
+    }
+    if path.first().map(String::as_str) == Some(section) {
+        path.remove(0);
+    }
+    path
+}
+
+/// Removes `field` from the table at `path` inside `value`; false if it is
+/// not there (then serde's error is reported as it is).
+fn remove(value: &mut Value, path: &[String], field: &str) -> bool {
+    let mut at = value;
+    for part in path {
+        at = match at {
+            Value::Dict(_, d) => match d.get_mut(part) {
+                Some(v) => v,
+                None => return false,
+            },
+            Value::Array(_, a) => match part.parse::<usize>().ok().and_then(|i| a.get_mut(i)) {
+                Some(v) => v,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match at {
+        Value::Dict(_, d) => d.remove(field).is_some(),
+        _ => false,
+    }
+}
+
+/// `section.key[index].key`, the way the reference names keys.
+fn key_of(section: &str, path: &[String]) -> String {
+    let mut key = section.to_owned();
+    for part in path {
+        if part.parse::<usize>().is_ok() {
+            key.push_str(&format!("[{part}]"));
+        } else {
+            key.push('.');
+            key.push_str(part);
+        }
+    }
+    key
 }
 
 /// One issue per figment error, keyed `section.key[index].key` and naming
 /// where the value came from (the file or an environment variable).
-fn push_figment_errors(issues: &mut Issues, error: figment::Error, section: Option<&str>) {
-    for mut e in error {
-        // `extract_inner` appends the section after the inner path.
-        if let Some(section) = section {
-            if e.path.last().map(String::as_str) == Some(section) {
-                e.path.pop();
+fn push_figment_errors(
+    figment: &Figment,
+    issues: &mut Issues,
+    error: figment::Error,
+    section: Option<&str>,
+) {
+    for e in error {
+        let (key, source) = match section {
+            // A section is read from a copy, whose errors know no source:
+            // the original layers say which one set the key.
+            Some(section) => {
+                let path = relative_path(e.path.clone(), section);
+                let mut dotted = vec![section.to_owned()];
+                dotted.extend(path.iter().cloned());
+                (key_of(section, &path), source_of(figment, &dotted))
             }
-            e.path.insert(0, section.to_owned());
-        }
-        let mut key = String::new();
-        for part in &e.path {
-            if part.parse::<usize>().is_ok() {
-                key.push_str(&format!("[{part}]"));
-            } else {
-                if !key.is_empty() {
-                    key.push('.');
-                }
-                key.push_str(part);
+            None => {
+                let key = match e.path.split_first() {
+                    Some((first, rest)) => key_of(first, rest),
+                    None => "(file)".into(),
+                };
+                let source = e.metadata.as_ref().map(describe).unwrap_or_default();
+                (key, source)
             }
+        };
+        issues.add(key, format!("{}{source}", readable(&e.kind)));
+    }
+}
+
+/// figment's message, except where it nests backticks in backticks.
+fn readable(kind: &figment::error::Kind) -> String {
+    use figment::error::Kind;
+    match kind {
+        Kind::UnknownVariant(found, expected) => {
+            format!(
+                "unknown value `{found}`; expected one of: {}",
+                expected.join(", ")
+            )
         }
-        if key.is_empty() {
-            key = "(file)".into();
-        }
-        let source = e
-            .metadata
-            .as_ref()
-            .map(|m| match &m.source {
-                Some(src) => format!(" (in {src})"),
-                None => format!(" (in {})", m.name),
-            })
-            .unwrap_or_default();
-        issues.add(key, format!("{}{source}", e.kind));
+        Kind::UnknownField(found, expected) => unknown_message("key", found, expected),
+        other => other.to_string(),
+    }
+}
+
+/// " (in <file or variable>)" for the deepest part of `path` some layer set.
+fn source_of(figment: &Figment, path: &[String]) -> String {
+    (1..=path.len())
+        .rev()
+        .find_map(|n| figment.find_metadata(&path[..n].join(".")))
+        .map(describe)
+        .unwrap_or_default()
+}
+
+fn describe(m: &figment::Metadata) -> String {
+    match &m.source {
+        Some(src) => format!(" (in {src})"),
+        None => format!(" (in {})", m.name),
     }
 }
 
@@ -210,7 +366,7 @@ mod tests {
     use std::time::Duration;
 
     use super::super::StoreKind;
-    use super::super::testing::{keys_of, load_str, minimal};
+    use super::super::testing::{KEY, keys_of, load_str, minimal};
 
     #[test]
     fn environment_overrides_the_file() {
@@ -250,5 +406,56 @@ mod tests {
         let toml = minimal().replace("[oidc]\n", "[oidc]\nclient_secrett = \"x\"\n");
         let err = load_str(&toml, &[]).expect_err("invalid");
         assert!(err.to_string().contains("client_secrett"), "{err}");
+    }
+
+    #[test]
+    fn a_typo_a_missing_issuer_and_a_short_key_are_reported_together() {
+        let toml = minimal()
+            .replace("issuer = ", "isuer = ")
+            .replace(KEY, "MDEyMzQ1Njc4OQ=="); // 10 bytes
+        let err = load_str(&toml, &[]).expect_err("invalid");
+        let text = err.to_string();
+        assert_eq!(
+            keys_of(err),
+            vec![
+                "oidc.isuer",
+                "oidc.issuer",
+                "session.encryption_keys[0].key"
+            ],
+            "{text}"
+        );
+        assert!(text.contains("did you mean `issuer`?"), "{text}");
+        assert!(!text.contains("``"), "nested backticks: {text}");
+    }
+
+    #[test]
+    fn unknown_keys_in_nested_tables_are_named_with_their_index() {
+        let toml = minimal().replace("upstream = ", "upstreem = \"x\"\nupstream = ");
+        let err = load_str(&toml, &[]).expect_err("invalid");
+        let text = err.to_string();
+        assert_eq!(keys_of(err), vec!["routes[0].upstreem"], "{text}");
+        assert!(text.contains("did you mean `upstream`?"), "{text}");
+    }
+
+    #[test]
+    fn an_unknown_section_suggests_the_nearest_one() {
+        let toml = minimal() + "\n[sever]\nlisten = \"x\"\n";
+        let text = load_str(&toml, &[]).expect_err("invalid").to_string();
+        assert!(text.contains("did you mean `server`?"), "{text}");
+    }
+
+    #[test]
+    fn a_url_without_a_scheme_says_what_is_expected() {
+        let toml = minimal().replace("\"https://app.example.com\"", "\"app.example.com\"");
+        let text = load_str(&toml, &[]).expect_err("invalid").to_string();
+        assert!(!text.contains("relative URL without a base"), "{text}");
+        assert!(text.contains("no scheme such as https://"), "{text}");
+    }
+
+    #[test]
+    fn a_type_error_still_names_the_file_it_came_from() {
+        let toml = minimal() + "\n[proxy]\nconnect_timeout = true\n";
+        let text = load_str(&toml, &[]).expect_err("invalid").to_string();
+        assert!(text.contains("c.toml"), "{text}");
     }
 }

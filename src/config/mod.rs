@@ -10,10 +10,11 @@
 //! Layout: `load` layers the sources and extracts the sections; each section
 //! has a file holding its `Raw*` struct, its typed struct and its own rules
 //! (`server`, `oidc`, `session`, `store`, `csrf`, `proxy`, `routes`,
-//! `static_files`, `admin`, `metrics`, `log`, `assertion`); `common` holds the helpers
-//! they share. Rules that read two sections are `cross_section_rules` here.
-//! A leaf of the crate: it imports only `crate::secret`,
-//! `crate::url_policy` and `crate::authz` (itself a leaf).
+//! `static_files`, `admin`, `metrics`, `log`, `assertion`); `common` holds
+//! the helpers they share. Rules that read two sections are
+//! `cross_section_rules` here; `published` refuses the sample secrets this
+//! repository publishes. A leaf of the crate: it imports only
+//! `crate::secret`, `crate::url_policy` and `crate::authz` (itself a leaf).
 
 mod admin;
 mod assertion;
@@ -24,6 +25,7 @@ mod log;
 mod metrics;
 mod oidc;
 mod proxy;
+mod published;
 mod routes;
 mod server;
 mod session;
@@ -144,12 +146,18 @@ impl fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 /// Reads the file (if any) and the `OIDC_BFF__*` variables among `env`, and
-/// returns the merged raw configuration with defaults filled in.
+/// returns the merged raw configuration with defaults filled in; an unknown
+/// key is an error here (the raw file is used as written).
 pub fn load_raw(
     path: Option<&Path>,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<RawConfig, ConfigErrors> {
-    load::sections(&load::layers(path, env)?)
+    let read = load::sections(&load::layers(path, env)?)?;
+    if read.unknown.is_empty() {
+        Ok(read.raw)
+    } else {
+        Err(ConfigErrors(read.unknown))
+    }
 }
 
 /// Loads and validates: the configuration the gateway runs with.
@@ -157,8 +165,27 @@ pub fn load(
     path: Option<&Path>,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Config, ConfigErrors> {
-    let raw = load_raw(path, env)?;
-    validate(&raw)
+    load_checked(path, env).map(|(_, config)| config)
+}
+
+/// Loads and validates, keeping the raw configuration (`check-config`
+/// prints it). Unknown keys are reported together with every other
+/// problem: they are dropped and the rest validated, so a typo does not
+/// hide a missing key or a bad value elsewhere.
+pub fn load_checked(
+    path: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(RawConfig, Config), ConfigErrors> {
+    let read = load::sections(&load::layers(path, env)?)?;
+    match validate(&read.raw) {
+        Ok(config) if read.unknown.is_empty() => Ok((read.raw, config)),
+        Ok(_) => Err(ConfigErrors(read.unknown)),
+        Err(ConfigErrors(more)) => {
+            let mut all = read.unknown;
+            all.extend(more);
+            Err(ConfigErrors(all))
+        }
+    }
 }
 
 /// Checks every key and builds the typed configuration, or lists every
@@ -179,6 +206,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
     let log = log::validate(&raw.log, &mut issues);
     let post_logout_redirect = cross_section_rules(raw, &server, &session, &mut issues);
     assertion_audiences(&server, assertion.is_some(), &mut routes, &mut issues);
+    published::refuse_published_secrets(raw, server.public_url.as_ref(), &mut issues);
     // Last, where `check-config` has always listed them (tests pin it).
     let provider_tls = oidc::provider_tls(&raw.oidc, &mut issues);
 
@@ -356,7 +384,7 @@ mod tests {
         };
         let out = raw.to_redacted_toml();
         assert!(
-            !out.contains("s3cret")
+            !out.contains("unit-test-secret")
                 && !out.contains(KEY)
                 && !out.contains("redispw")
                 && !out.contains("sentinelpw"),

@@ -426,7 +426,10 @@ fn issuer(raw: &RawOidc, issues: &mut Issues) -> Option<Url> {
             None
         }
         Err(e) => {
-            issues.add("oidc.issuer", format!("`{s}` is not a URL: {e}"));
+            issues.add(
+                "oidc.issuer",
+                super::common::not_a_url(s, e, "https://id.example.com/realms/main"),
+            );
             None
         }
     }

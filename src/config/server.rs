@@ -383,7 +383,10 @@ fn public_url(raw: Option<&str>, issues: &mut Issues) -> Option<Url> {
         }
         Ok(u) => Some(u),
         Err(e) => {
-            issues.add("server.public_url", format!("`{s}` is not a URL: {e}"));
+            issues.add(
+                "server.public_url",
+                super::common::not_a_url(s, e, "https://app.example.com"),
+            );
             None
         }
     }

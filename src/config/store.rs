@@ -510,7 +510,7 @@ mod tests {
         );
 
         let toml = minimal()
-            + "\n[store]\nsentinels = [\"10.0.0.5:26379\", \"[::1]:26380\"]\nsentinel_master = \"sessions\"\nsentinel_password = \"s3cret\"\n";
+            + "\n[store]\nsentinels = [\"10.0.0.5:26379\", \"[::1]:26380\"]\nsentinel_master = \"sessions\"\nsentinel_password = \"unit-test-sentinel\"\n";
         let config = load_str(&toml, &[]).expect("valid");
         let StoreKind::Redis(redis) = config.store.kind else {
             panic!("expected redis")
@@ -523,7 +523,10 @@ mod tests {
             [("10.0.0.5".to_owned(), 26379), ("::1".to_owned(), 26380)]
         );
         assert_eq!(sentinel.master, "sessions");
-        assert_eq!(sentinel.password.expect("password").expose(), "s3cret");
+        assert_eq!(
+            sentinel.password.expect("password").expose(),
+            "unit-test-sentinel"
+        );
         assert!(!sentinel.tls);
 
         // TLS files in Sentinel mode need sentinel_tls; sentinel_tls needs

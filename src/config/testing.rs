@@ -16,7 +16,7 @@ public_url = "https://app.example.com"
 [oidc]
 issuer = "https://id.example.com"
 client_id = "bff"
-client_secret = "s3cret"
+client_secret = "unit-test-secret"
 [session]
 encryption_keys = [{{ id = "k1", key = "{KEY}" }}]
 [[routes]]

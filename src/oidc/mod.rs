@@ -6,8 +6,8 @@ pub mod claims;
 pub mod jwt;
 pub mod provider;
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::config::OidcConfig;
 
@@ -25,6 +25,9 @@ pub struct Oidc {
 pub struct OidcCaches {
     metadata: Arc<provider::MetadataCache>,
     keys: Arc<jwt::KeyCache>,
+    /// When a worker last warned that the provider is unreachable: every
+    /// worker retries, but the process says so once per retry round.
+    last_warning: Arc<Mutex<Option<Instant>>>,
 }
 
 impl OidcCaches {
@@ -35,6 +38,7 @@ impl OidcCaches {
                 config.jwks_min_refresh_interval,
                 config.metadata_refresh_interval,
             )),
+            last_warning: Arc::default(),
         }
     }
 }
@@ -73,6 +77,20 @@ impl Oidc {
         self.provider.loaded().is_some() && self.keys.is_loaded()
     }
 
+    /// Whether no worker of this process has warned within the last half
+    /// `backoff` (the workers retry at about the same times); if so, this
+    /// one warns and says so for the others.
+    fn first_to_warn(&self, now: Instant, backoff: Duration) -> bool {
+        let Ok(mut last) = self.caches.last_warning.lock() else {
+            return true;
+        };
+        if last.is_some_and(|t| now.saturating_duration_since(t) < backoff / 2) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+
     /// Keeps metadata and keys loaded: fast retries while the provider is
     /// unreachable, then a re-read every refresh interval.
     pub async fn keep_warm(&self) {
@@ -95,11 +113,56 @@ impl Oidc {
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?backoff, "identity provider not reachable yet");
+                    if self.first_to_warn(Instant::now(), backoff) {
+                        tracing::warn!(error = %e, retry_in = ?backoff, "identity provider not reachable yet");
+                    }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::Oidc;
+
+    fn config() -> crate::config::OidcConfig {
+        let toml = "[server]\npublic_url = \"https://app.example.com\"\n[oidc]\n\
+                    issuer = \"https://id.example.com\"\nclient_id = \"bff\"\n\
+                    client_secret = \"unit-test-secret\"\n[session]\nencryption_keys = \
+                    [{ id = \"k\", key = \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\" }]\n";
+        let dir = std::env::temp_dir().join(format!("oidc-bff-warn-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("c.toml");
+        std::fs::write(&path, toml).expect("write");
+        let c = crate::config::load(Some(&path), Vec::new()).expect("valid");
+        let _ = std::fs::remove_dir_all(&dir);
+        c.oidc
+    }
+
+    #[test]
+    fn workers_sharing_caches_warn_once_per_retry_round() {
+        let config = config();
+        let first = Oidc::new(&config, "https://app.example.com/auth/callback").expect("oidc");
+        let second = Oidc::with_caches(
+            &config,
+            "https://app.example.com/auth/callback",
+            first.caches(),
+        )
+        .expect("oidc");
+        let alone = Oidc::new(&config, "https://app.example.com/auth/callback").expect("oidc");
+        let t0 = Instant::now();
+        let backoff = Duration::from_secs(2);
+        assert!(first.first_to_warn(t0, backoff));
+        assert!(!second.first_to_warn(t0 + Duration::from_millis(20), backoff));
+        assert!(alone.first_to_warn(t0, backoff), "another process's caches");
+        assert!(
+            second.first_to_warn(t0 + backoff, backoff),
+            "the next round"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! The single-page app, served from `[static] dir` so the app and its API
 //! share one origin. Unknown paths without a file extension get
-//! `index.html` (client-side routes); hashed assets are cached for a year,
-//! `index.html` never.
+//! `index.html` (client-side routes), except under `/auth/`, the gateway's
+//! own namespace; hashed assets are cached for a year, `index.html` never.
 //!
 //! `ServeDir` answers a directory without a trailing slash with a redirect
 //! built from the request URI; the request reaches it in origin form with
@@ -64,6 +64,11 @@ pub async fn serve(State(state): State<AppState>, req: Request) -> Response {
         }
         Err(e) => return AppError::BadRequest(e.into()).into_response(),
     };
+    // The gateway's own namespace: a mistyped `/auth/...` link gets a 404
+    // the app can see, not the app's index.html with a 200.
+    if path == "/auth" || path.starts_with("/auth/") {
+        return AppError::NotFound.into_response();
+    }
     let index = cfg.dir.join("index.html");
     let last = path.rsplit('/').next().unwrap_or_default();
     let client_route = cfg.spa_fallback && !last.contains('.');

@@ -151,6 +151,25 @@ async fn callback_with_a_provider_error_is_login_failed_naming_only_the_error_co
 }
 
 #[tokio::test]
+async fn a_provider_error_page_shows_the_error_code_as_code_without_backticks() {
+    let app = TestRouter::new().await;
+    let r = app
+        .get(
+            "/auth/callback?state=xyz&error=access_denied&error_description=%3Cscript%3E",
+            NAVIGATION,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r}");
+    let html = r.text();
+    assert!(
+        html.contains("the identity provider answered <code>access_denied</code>."),
+        "{r}"
+    );
+    assert!(!html.contains('`'), "{r}");
+    assert!(!html.contains("<script>"), "{r}");
+}
+
+#[tokio::test]
 async fn logout_by_get_is_405() {
     let app = TestRouter::new().await;
     let r = app.get("/auth/logout", &[]).await;

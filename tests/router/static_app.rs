@@ -72,6 +72,18 @@ async fn extensionless_client_routes_fall_back_to_index_html() {
 }
 
 #[tokio::test]
+async fn unknown_auth_paths_are_404_not_the_spa() {
+    let app = spa("").await;
+    for path in ["/auth/logni", "/auth/user/extra", "//auth/nothing", "/auth"] {
+        let r = app.get(path, &[]).await;
+        r.assert_error(StatusCode::NOT_FOUND, "not_found", "There is nothing here.");
+        let r = app.get(path, NAVIGATION).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}: {r}");
+        assert_ne!(r.text(), INDEX, "{path}");
+    }
+}
+
+#[tokio::test]
 async fn a_missing_file_with_an_extension_is_404() {
     let app = spa("").await;
     let r = app.get("/missing.3f9a2c1b.js", &[]).await;

@@ -277,6 +277,31 @@ pub struct RedisStore {
     prefix: String,
     timeout: Duration,
     scripts: Scripts,
+    /// Where the store is, for error messages: `redis://host:port/db`, the
+    /// Sentinels or the cluster seeds; never a user name or password.
+    address: String,
+}
+
+/// `endpoint` as an operator configured it, without credentials.
+fn describe(endpoint: &RedisEndpoint, db: i64) -> String {
+    let nodes = |nodes: &[(String, u16)]| {
+        nodes
+            .iter()
+            .map(|(h, p)| format!("{h}:{p}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match endpoint {
+        RedisEndpoint::Url(url) => {
+            let host = url.host_str().unwrap_or("?");
+            let port = url.port().unwrap_or(6379);
+            format!("{}://{host}:{port}/{db}", url.scheme())
+        }
+        RedisEndpoint::Sentinel(s) => {
+            format!("master `{}` via Sentinels {}", s.master, nodes(&s.nodes))
+        }
+        RedisEndpoint::Cluster { nodes: n, .. } => format!("cluster nodes {}", nodes(n)),
+    }
 }
 
 impl RedisStore {
@@ -318,6 +343,7 @@ impl RedisStore {
                     root_cert: config.tls_ca_pem.clone(),
                 }
             });
+        let address = describe(&config.endpoint, config.db);
         let url = match &config.endpoint {
             RedisEndpoint::Url(url) => url,
             RedisEndpoint::Cluster { nodes, tls } => {
@@ -334,6 +360,7 @@ impl RedisStore {
                     Link::Cluster(Arc::new(link)),
                     prefix,
                     timeout,
+                    address,
                 ));
             }
             RedisEndpoint::Sentinel(sentinel) => {
@@ -343,6 +370,7 @@ impl RedisStore {
                     Link::Sentinel(Arc::new(link)),
                     prefix,
                     timeout,
+                    address,
                 ));
             }
         };
@@ -360,19 +388,20 @@ impl RedisStore {
             Some(certificates) => redis::Client::build_with_tls(info, certificates),
             None => redis::Client::open(info),
         }
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        .map_err(|e| StoreError::Unavailable(format!("{e} (Redis at {address})")))?;
         let conn = client
             .get_connection_manager_lazy(manager_config)
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        Ok(Self::with_link(Link::Fixed(conn), prefix, timeout))
+            .map_err(|e| StoreError::Unavailable(format!("{e} (Redis at {address})")))?;
+        Ok(Self::with_link(Link::Fixed(conn), prefix, timeout, address))
     }
 
-    fn with_link(conn: Link, prefix: &str, timeout: Duration) -> Self {
+    fn with_link(conn: Link, prefix: &str, timeout: Duration, address: String) -> Self {
         Self {
             conn,
             prefix: prefix.to_owned(),
             timeout,
             scripts: Scripts::new(),
+            address,
         }
     }
 
@@ -380,7 +409,10 @@ impl RedisStore {
         match tokio::time::timeout(self.timeout, op).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) if e.is_timeout() => Err(StoreError::Timeout(self.timeout)),
-            Ok(Err(e)) => Err(StoreError::Unavailable(e.to_string())),
+            Ok(Err(e)) => Err(StoreError::Unavailable(format!(
+                "{e} (Redis at {})",
+                self.address
+            ))),
             Err(_) => Err(StoreError::Timeout(self.timeout)),
         }
     }
@@ -799,6 +831,25 @@ impl SessionStore for RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_address_in_store_errors_names_host_port_and_db_but_no_credentials() {
+        let url = url::Url::parse("rediss://gateway@redis.internal:6380").expect("url");
+        assert_eq!(
+            describe(&RedisEndpoint::Url(url), 2),
+            "rediss://redis.internal:6380/2"
+        );
+        let url = url::Url::parse("redis://10.0.0.7").expect("url");
+        assert_eq!(
+            describe(&RedisEndpoint::Url(url), 0),
+            "redis://10.0.0.7:6379/0"
+        );
+        let cluster = RedisEndpoint::Cluster {
+            nodes: vec![("a".into(), 7000), ("b".into(), 7001)],
+            tls: false,
+        };
+        assert_eq!(describe(&cluster, 0), "cluster nodes a:7000, b:7001");
+    }
 
     #[test]
     fn scan_patterns_escape_glob_characters_in_the_prefix() {

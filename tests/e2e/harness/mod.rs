@@ -41,10 +41,15 @@ pub fn shared() -> &'static Shared {
         oidc_bff::telemetry::init(
             &oidc_bff::config::LogConfig {
                 format: oidc_bff::config::LogFormat::Text,
-                level: "warn".into(),
+                // The gateways' logs are what the tests provoke (refused
+                // logins, cut connections, unreachable providers: dozens of
+                // warnings and errors per run) and would bury a failure's
+                // own message; RUST_LOG=warn (or error) shows them.
+                level: "off".into(),
                 access_log: false,
             },
             std::env::var("RUST_LOG").ok().as_deref(),
+            oidc_bff::telemetry::no_color(std::env::var("NO_COLOR").ok().as_deref()),
         );
         Shared {
             redis: RedisServer::start(),
