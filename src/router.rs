@@ -47,6 +47,11 @@ pub fn build_router(state: AppState) -> Router {
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
         .fallback(routes::static_files::serve);
+    // The forward-auth endpoint, when enabled (its path is configurable).
+    let router = match &state.config.forward_auth {
+        Some(fa) => router.route(&fa.path, any(routes::forward_auth::verify)),
+        None => router,
+    };
     // The gateway's own endpoints read bodies into memory: bounded here.
     // Added before the proxied routes, so it does not wrap them: their
     // bodies stream to the upstream unbuffered.

@@ -52,7 +52,7 @@ pub(super) fn sections(figment: &Figment) -> Result<RawConfig, ConfigErrors> {
         Ok(top) => {
             const KNOWN: &[&str] = &[
                 "server", "oidc", "session", "store", "csrf", "proxy", "routes", "static", "admin",
-                "metrics", "log",
+                "metrics", "log", "forward_auth",
             ];
             for key in top.keys() {
                 if !KNOWN.contains(&key.as_str()) {
@@ -83,6 +83,7 @@ pub(super) fn sections(figment: &Figment) -> Result<RawConfig, ConfigErrors> {
     section(figment, "admin", &mut raw.admin, &mut issues);
     section(figment, "metrics", &mut raw.metrics, &mut issues);
     section(figment, "log", &mut raw.log, &mut issues);
+    section(figment, "forward_auth", &mut raw.forward_auth, &mut issues);
     if issues.0.is_empty() {
         Ok(raw)
     } else {

@@ -18,6 +18,7 @@
 mod admin;
 mod common;
 mod csrf;
+mod forward_auth;
 mod load;
 mod log;
 mod metrics;
@@ -41,6 +42,7 @@ use url::Url;
 pub use admin::{AdminConfig, RawAdmin};
 pub use common::{ClientCertificate, RawDuration};
 pub use csrf::{CsrfConfig, RawCsrf};
+pub use forward_auth::{ForwardAuthConfig, RawForwardAuth};
 pub use load::ENV_PREFIX;
 pub use log::{LogConfig, LogFormat, RawLog};
 pub use metrics::RawMetrics;
@@ -70,6 +72,7 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     pub metrics: RawMetrics,
     pub log: RawLog,
+    pub forward_auth: RawForwardAuth,
 }
 
 impl RawConfig {
@@ -107,6 +110,8 @@ pub struct Config {
     /// Where `GET /metrics` is served, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
     pub log: LogConfig,
+    /// The forward-auth endpoint, when enabled.
+    pub forward_auth: Option<ForwardAuthConfig>,
 }
 
 /// One problem with one key.
@@ -171,6 +176,11 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
     let admin = admin::validate(&raw.admin, &mut issues);
     let metrics_listen = metrics::validate(&raw.metrics, &mut issues);
     let log = log::validate(&raw.log, &mut issues);
+    let forward_auth = forward_auth::validate(
+        &raw.forward_auth,
+        !raw.server.trusted_proxies.is_empty(),
+        &mut issues,
+    );
     let post_logout_redirect = cross_section_rules(raw, &server, &session, &mut issues);
     // Last, where `check-config` has always listed them (tests pin it).
     let provider_tls = oidc::provider_tls(&raw.oidc, &mut issues);
@@ -200,6 +210,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
         admin,
         metrics_listen,
         log,
+        forward_auth,
     })
 }
 

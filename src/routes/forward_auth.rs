@@ -1,0 +1,232 @@
+//! The forward-auth endpoint (`[forward_auth]`, `GET /auth/verify` by
+//! default): a front proxy (nginx `auth_request`, Caddy `forward_auth`,
+//! HAProxy, Traefik, Envoy) asks whether the request it holds may go
+//! through, and the gateway answers with the same rules its own proxied
+//! routes apply: the same session extractors, the same path rule
+//! (`url_policy::path`), the route's auth and CSRF rule, the same refresh.
+//!
+//! - 200: allowed; `Authorization: Bearer …` (with a session) and the
+//!   `X-Auth-Request-*` identity headers for the proxy to copy onto the
+//!   upstream request. Never to be passed to the browser.
+//! - 401: no (live) session; `X-Auth-Login-Url` names where to send a
+//!   browser (nginx: `error_page 401 = @login`).
+//! - 403: CSRF header missing on an unsafe original method, or the caller
+//!   is not a trusted proxy. 400: no or an ambiguous original URI.
+//!
+//! It owns only the reading of the proxy's request and the shape of the
+//! answer; sessions, refresh and routes belong to their modules.
+
+use axum::extract::{FromRequestParts as _, Request, State};
+use axum::response::{IntoResponse, Response};
+use http::request::Parts;
+use http::uri::PathAndQuery;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+
+use crate::config::RouteAuth;
+use crate::error::AppError;
+use crate::extract::client::peer_ip;
+use crate::extract::session::{CurrentSession, MaybeSession, SessionRejection};
+use crate::middleware::csrf::is_state_changing;
+use crate::proxy::routes::Route;
+use crate::session::Session;
+use crate::state::AppState;
+use crate::url_policy::path::check_request_path;
+
+/// Where a browser without a session is sent, on 401.
+pub const LOGIN_URL_HEADER: &str = "x-auth-login-url";
+
+/// The request the front proxy is holding, as it describes it.
+struct Original {
+    method: Method,
+    uri: PathAndQuery,
+}
+
+/// Reads the original method and URI: `X-Forwarded-Method`/`-Uri`
+/// (Traefik, Caddy, the HAProxy Lua script) or `X-Original-Method`/`-URI`
+/// (nginx `auth_request`). Without a method header the subrequest's own
+/// method stands (nginx's subrequest keeps the original method).
+fn original(headers: &HeaderMap, own: &Method) -> Result<Original, AppError> {
+    let first = |names: [&str; 2]| names.iter().find_map(|n| headers.get(*n));
+    let missing = || {
+        AppError::BadRequest(
+            "The front proxy must send the original URI (X-Forwarded-Uri or X-Original-URI).".into(),
+        )
+    };
+    let uri = first(["x-forwarded-uri", "x-original-uri"])
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| s.starts_with('/'))
+        .ok_or_else(missing)?;
+    let uri = PathAndQuery::try_from(uri).map_err(|_| missing())?;
+    let method = match first(["x-forwarded-method", "x-original-method"]) {
+        Some(v) => Method::from_bytes(v.as_bytes())
+            .map_err(|_| AppError::BadRequest("The original method is malformed.".into()))?,
+        None => own.clone(),
+    };
+    Ok(Original { method, uri })
+}
+
+/// The endpoint. Short by design: each step is the rule the proxied routes
+/// already apply, in their order (guard, CSRF, session, refresh, policy).
+pub async fn verify(State(state): State<AppState>, req: Request) -> Response {
+    let (mut parts, _) = req.into_parts();
+    match decide(&state, &mut parts).await {
+        Ok(resp) | Err(resp) => resp,
+    }
+}
+
+async fn decide(state: &AppState, parts: &mut Parts) -> Result<Response, Response> {
+    // Only the proxy may ask: the answer carries the access token, and the
+    // original method and URI are believed only from it.
+    if !state.client_address.trusts(peer_ip(parts)) {
+        return Err(AppError::Forbidden(
+            "Forward-auth answers only the configured trusted proxies.".into(),
+        )
+        .into_response());
+    }
+    let orig = original(&parts.headers, &parts.method).map_err(IntoResponse::into_response)?;
+    if matches!(orig.method, Method::TRACE | Method::CONNECT) {
+        return Err(AppError::MethodNotAllowed.into_response());
+    }
+    if let Err(refusal) = check_request_path(orig.uri.path()) {
+        tracing::info!(reason = ?refusal, "forward-auth: original path refused");
+        return Err(AppError::BadRequest(refusal.message().into()).into_response());
+    }
+    let route = state.routes.find(orig.uri.path());
+    let default_auth = state
+        .config
+        .forward_auth
+        .as_ref()
+        .map_or(RouteAuth::Required, |f| f.default_auth);
+    let auth = route.map_or(default_auth, |r| r.auth);
+    if auth == RouteAuth::None {
+        return Ok(allowed(None));
+    }
+    if is_state_changing(&orig.method) && !state.csrf.satisfied_by(&parts.headers) {
+        return Err(AppError::CsrfRejected.into_response());
+    }
+    let session = if auth == RouteAuth::Required {
+        match CurrentSession::from_request_parts(parts, state).await {
+            Ok(CurrentSession(s)) => Some(s),
+            Err(rejection) => return Err(unauthenticated(state, rejection, &orig)),
+        }
+    } else {
+        let MaybeSession(s) = MaybeSession::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        s
+    };
+    let Some(session) = session else {
+        return Ok(allowed(None));
+    };
+    let session = state
+        .refresher
+        .fresh(*session, crate::clock::unix_now())
+        .await
+        .map_err(|e| AppError::from(e).into_response())?;
+    authorize(route, &session).map_err(IntoResponse::into_response)?;
+    Ok(allowed(Some(&session)))
+}
+
+/// The per-route authorization policy on the session's claims: the one
+/// call where it applies to forward-auth, as on the proxied routes. Every
+/// session is allowed until a route states a policy.
+fn authorize(_route: Option<&Route>, _session: &Session) -> Result<(), AppError> {
+    Ok(())
+}
+
+/// 200, with the token and identity for the upstream when there is a
+/// session.
+fn allowed(session: Option<&Session>) -> Response {
+    let mut resp = StatusCode::OK.into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let Some(session) = session else {
+        return resp;
+    };
+    let mut bearer = String::from("Bearer ");
+    bearer.push_str(session.secrets.access_token.expose());
+    if let Ok(mut v) = HeaderValue::from_str(&bearer) {
+        v.set_sensitive(true);
+        h.insert(header::AUTHORIZATION, v);
+    }
+    let claims = session.claims();
+    for (name, claim) in [
+        ("x-auth-request-user", "sub"),
+        ("x-auth-request-email", "email"),
+        ("x-auth-request-preferred-username", "preferred_username"),
+    ] {
+        // A value that is not a valid header (non-ASCII, say) is left out
+        // rather than altered.
+        if let Some(v) = claims
+            .get(claim)
+            .and_then(|v| v.as_str())
+            .and_then(|s| HeaderValue::from_str(s).ok())
+        {
+            h.insert(HeaderName::from_static(name), v);
+        }
+    }
+    resp
+}
+
+/// 401 (or 503 on a store failure) with the login URL that returns the
+/// browser to the original URI.
+fn unauthenticated(state: &AppState, rejection: SessionRejection, orig: &Original) -> Response {
+    let store_failure = matches!(rejection, SessionRejection::Store(_));
+    let mut resp = rejection.into_response();
+    if !store_failure {
+        let login = format!(
+            "{}/auth/login?return_to={}",
+            state.config.server.public_origin(),
+            utf8_percent_encode(orig.uri.as_str(), NON_ALPHANUMERIC)
+        );
+        if let Ok(v) = HeaderValue::from_str(&login) {
+            resp.headers_mut()
+                .insert(HeaderName::from_static(LOGIN_URL_HEADER), v);
+        }
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn each_proxys_convention_names_the_original_request() {
+        let traefik = headers(&[("x-forwarded-method", "POST"), ("x-forwarded-uri", "/api/x?a=1")]);
+        let o = original(&traefik, &Method::GET).expect("read");
+        assert_eq!((o.method, o.uri.as_str()), (Method::POST, "/api/x?a=1"));
+        let nginx = headers(&[("x-original-uri", "/api/y"), ("x-original-method", "DELETE")]);
+        let o = original(&nginx, &Method::GET).expect("read");
+        assert_eq!((o.method, o.uri.as_str()), (Method::DELETE, "/api/y"));
+        let bare = headers(&[("x-original-uri", "/api/z")]);
+        let o = original(&bare, &Method::PUT).expect("read");
+        assert_eq!(o.method, Method::PUT);
+    }
+
+    #[test]
+    fn a_missing_or_absolute_original_uri_is_a_bad_request() {
+        for h in [
+            headers(&[]),
+            headers(&[("x-forwarded-uri", "https://evil.example/api")]),
+            headers(&[("x-forwarded-uri", "api")]),
+        ] {
+            assert!(matches!(
+                original(&h, &Method::GET),
+                Err(AppError::BadRequest(_))
+            ));
+        }
+    }
+}
