@@ -47,15 +47,17 @@ pub fn build_router(state: AppState) -> Router {
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
         .fallback(routes::static_files::serve);
-    // The forward-auth endpoint, when enabled (its path is configurable).
-    let router = match &state.config.forward_auth {
-        Some(fa) => router.route(&fa.path, any(routes::forward_auth::verify)),
-        None => router,
-    };
     // The gateway's own endpoints read bodies into memory: bounded here.
     // Added before the proxied routes, so it does not wrap them: their
     // bodies stream to the upstream unbuffered.
     let mut router = limit_body(router, state.config.server.limits.max_body_bytes);
+    // The forward-auth endpoint, when enabled (its path is configurable).
+    // Outside the body limit: it never reads a body, and a proxy that
+    // passes the original body along (Caddy) must not turn a large upload
+    // into a 413.
+    if let Some(fa) = &state.config.forward_auth {
+        router = router.route(&fa.path, any(routes::forward_auth::verify));
+    }
 
     // Each configured route is registered on the router, so the prefix is
     // matched once and the route's own handler, CSRF rule and guard apply.

@@ -116,7 +116,8 @@ mod tests {
 
     #[test]
     fn forward_auth_needs_trusted_proxies_and_a_plain_path_under_auth() {
-        let toml = minimal() + "\n[forward_auth]\nenabled = true\npath = \"/auth/login\"\ndefault_auth = \"maybe\"\n";
+        let toml = minimal()
+            + "\n[forward_auth]\nenabled = true\npath = \"/auth/login\"\ndefault_auth = \"maybe\"\n";
         let keys = keys_of(load_str(&toml, &[]).expect_err("invalid"));
         assert_eq!(
             keys,
@@ -130,8 +131,10 @@ mod tests {
 
     #[test]
     fn forward_auth_with_a_trusted_proxy_is_valid() {
-        let toml = minimal().replace("[server]\n", "[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n")
-            + "\n[forward_auth]\nenabled = true\n";
+        let toml = minimal().replace(
+            "[server]\n",
+            "[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n",
+        ) + "\n[forward_auth]\nenabled = true\n";
         let c = load_str(&toml, &[]).expect("valid");
         let fa = c.forward_auth.expect("enabled");
         assert_eq!(fa.path, "/auth/verify");

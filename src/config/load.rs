@@ -51,8 +51,18 @@ pub(super) fn sections(figment: &Figment) -> Result<RawConfig, ConfigErrors> {
     match figment.extract::<BTreeMap<String, Value>>() {
         Ok(top) => {
             const KNOWN: &[&str] = &[
-                "server", "oidc", "session", "store", "csrf", "proxy", "routes", "static", "admin",
-                "metrics", "log", "forward_auth",
+                "server",
+                "oidc",
+                "session",
+                "store",
+                "csrf",
+                "proxy",
+                "routes",
+                "static",
+                "admin",
+                "metrics",
+                "log",
+                "forward_auth",
             ];
             for key in top.keys() {
                 if !KNOWN.contains(&key.as_str()) {

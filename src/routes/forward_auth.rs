@@ -8,8 +8,8 @@
 //! - 200: allowed; `Authorization: Bearer …` (with a session) and the
 //!   `X-Auth-Request-*` identity headers for the proxy to copy onto the
 //!   upstream request. Never to be passed to the browser.
-//! - 401: no (live) session; `X-Auth-Login-Url` names where to send a
-//!   browser (nginx: `error_page 401 = @login`).
+//! - 401: no (live) session; on a browser navigation `X-Auth-Login-Url`
+//!   names where to send it (nginx: `error_page 401 = @login`).
 //! - 403: CSRF header missing on an unsafe original method, or the caller
 //!   is not a trusted proxy. 400: no or an ambiguous original URI.
 //!
@@ -28,6 +28,7 @@ use crate::error::AppError;
 use crate::extract::client::peer_ip;
 use crate::extract::session::{CurrentSession, MaybeSession, SessionRejection};
 use crate::middleware::csrf::is_state_changing;
+use crate::pages::is_navigation;
 use crate::proxy::routes::Route;
 use crate::session::Session;
 use crate::state::AppState;
@@ -46,19 +47,45 @@ struct Original {
 /// (Traefik, Caddy, the HAProxy Lua script) or `X-Original-Method`/`-URI`
 /// (nginx `auth_request`). Without a method header the subrequest's own
 /// method stands (nginx's subrequest keeps the original method).
+///
+/// A proxy sets its own convention and passes the client's other headers
+/// on, so a client could add the other convention's header to name a
+/// different request: when both are present they must agree (else 400).
 fn original(headers: &HeaderMap, own: &Method) -> Result<Original, AppError> {
-    let first = |names: [&str; 2]| names.iter().find_map(|n| headers.get(*n));
-    let missing = || {
+    let conflict = || {
         AppError::BadRequest(
-            "The front proxy must send the original URI (X-Forwarded-Uri or X-Original-URI).".into(),
+            "The original request is named twice, differently (X-Forwarded-* and X-Original-*)."
+                .into(),
         )
     };
-    let uri = first(["x-forwarded-uri", "x-original-uri"])
+    let first = |names: [&str; 2]| -> Result<Option<&HeaderValue>, AppError> {
+        let mut values = names.iter().filter_map(|n| {
+            let mut all = headers.get_all(*n).iter();
+            let v = all.next()?;
+            Some(if all.next().is_some() { None } else { Some(v) })
+        });
+        let Some(a) = values.next() else {
+            return Ok(None);
+        };
+        let a = a.ok_or_else(conflict)?;
+        match values.next() {
+            Some(Some(b)) if b != a => Err(conflict()),
+            Some(None) => Err(conflict()),
+            _ => Ok(Some(a)),
+        }
+    };
+    let missing = || {
+        AppError::BadRequest(
+            "The front proxy must send the original URI (X-Forwarded-Uri or X-Original-URI)."
+                .into(),
+        )
+    };
+    let uri = first(["x-forwarded-uri", "x-original-uri"])?
         .and_then(|v| v.to_str().ok())
         .filter(|s| s.starts_with('/'))
         .ok_or_else(missing)?;
     let uri = PathAndQuery::try_from(uri).map_err(|_| missing())?;
-    let method = match first(["x-forwarded-method", "x-original-method"]) {
+    let method = match first(["x-forwarded-method", "x-original-method"])? {
         Some(v) => Method::from_bytes(v.as_bytes())
             .map_err(|_| AppError::BadRequest("The original method is malformed.".into()))?,
         None => own.clone(),
@@ -108,7 +135,7 @@ async fn decide(state: &AppState, parts: &mut Parts) -> Result<Response, Respons
     let session = if auth == RouteAuth::Required {
         match CurrentSession::from_request_parts(parts, state).await {
             Ok(CurrentSession(s)) => Some(s),
-            Err(rejection) => return Err(unauthenticated(state, rejection, &orig)),
+            Err(rejection) => return Err(unauthenticated(state, &parts.headers, rejection, &orig)),
         }
     } else {
         let MaybeSession(s) = MaybeSession::from_request_parts(parts, state)
@@ -171,10 +198,16 @@ fn allowed(session: Option<&Session>) -> Response {
 
 /// 401 (or 503 on a store failure) with the login URL that returns the
 /// browser to the original URI.
-fn unauthenticated(state: &AppState, rejection: SessionRejection, orig: &Original) -> Response {
+fn unauthenticated(
+    state: &AppState,
+    headers: &HeaderMap,
+    rejection: SessionRejection,
+    orig: &Original,
+) -> Response {
     let store_failure = matches!(rejection, SessionRejection::Store(_));
     let mut resp = rejection.into_response();
-    if !store_failure {
+    // Only a browser navigation is sent to log in; an API call keeps its 401.
+    if !store_failure && is_navigation(&headers) {
         let login = format!(
             "{}/auth/login?return_to={}",
             state.config.server.public_origin(),
@@ -205,15 +238,44 @@ mod tests {
 
     #[test]
     fn each_proxys_convention_names_the_original_request() {
-        let traefik = headers(&[("x-forwarded-method", "POST"), ("x-forwarded-uri", "/api/x?a=1")]);
+        let traefik = headers(&[
+            ("x-forwarded-method", "POST"),
+            ("x-forwarded-uri", "/api/x?a=1"),
+        ]);
         let o = original(&traefik, &Method::GET).expect("read");
         assert_eq!((o.method, o.uri.as_str()), (Method::POST, "/api/x?a=1"));
-        let nginx = headers(&[("x-original-uri", "/api/y"), ("x-original-method", "DELETE")]);
+        let nginx = headers(&[
+            ("x-original-uri", "/api/y"),
+            ("x-original-method", "DELETE"),
+        ]);
         let o = original(&nginx, &Method::GET).expect("read");
         assert_eq!((o.method, o.uri.as_str()), (Method::DELETE, "/api/y"));
         let bare = headers(&[("x-original-uri", "/api/z")]);
         let o = original(&bare, &Method::PUT).expect("read");
         assert_eq!(o.method, Method::PUT);
+    }
+
+    #[test]
+    fn both_conventions_naming_different_requests_are_a_bad_request() {
+        let forged = headers(&[
+            ("x-original-uri", "/api/x"),
+            ("x-forwarded-uri", "/public/x"),
+        ]);
+        assert!(matches!(
+            original(&forged, &Method::GET),
+            Err(AppError::BadRequest(_))
+        ));
+        let forged = headers(&[
+            ("x-original-uri", "/api/x"),
+            ("x-original-method", "POST"),
+            ("x-forwarded-method", "GET"),
+        ]);
+        assert!(matches!(
+            original(&forged, &Method::POST),
+            Err(AppError::BadRequest(_))
+        ));
+        let agreeing = headers(&[("x-original-uri", "/api/x"), ("x-forwarded-uri", "/api/x")]);
+        assert!(original(&agreeing, &Method::GET).is_ok());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 mod harness;
 
 mod callback_failures;
+mod front_proxies;
 mod log_hygiene;
 mod login_flow;
 mod private_ca;
