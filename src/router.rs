@@ -56,7 +56,14 @@ pub fn build_router(state: AppState) -> Router {
     // passes the original body along (Caddy) must not turn a large upload
     // into a 413.
     if let Some(fa) = &state.config.forward_auth {
-        router = router.route(&fa.path, any(routes::forward_auth::verify));
+        let base = fa.path.trim_end_matches('/');
+        router = router
+            .route(base, any(routes::forward_auth::verify))
+            // Envoy appends the original path to the endpoint's.
+            .route(
+                &format!("{base}/{{*original}}"),
+                any(routes::forward_auth::verify),
+            );
     }
 
     // Each configured route is registered on the router, so the prefix is

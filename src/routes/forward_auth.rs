@@ -47,11 +47,13 @@ struct Original {
 /// (Traefik, Caddy, the HAProxy Lua script) or `X-Original-Method`/`-URI`
 /// (nginx `auth_request`). Without a method header the subrequest's own
 /// method stands (nginx's subrequest keeps the original method).
+/// Envoy's `ext_authz` names no headers: it appends the original path and
+/// query to the endpoint's path (`suffix`) and keeps the method.
 ///
 /// A proxy sets its own convention and passes the client's other headers
 /// on, so a client could add the other convention's header to name a
 /// different request: when both are present they must agree (else 400).
-fn original(headers: &HeaderMap, own: &Method) -> Result<Original, AppError> {
+fn original(headers: &HeaderMap, own: &Method, suffix: Option<&str>) -> Result<Original, AppError> {
     let conflict = || {
         AppError::BadRequest(
             "The original request is named twice, differently (X-Forwarded-* and X-Original-*)."
@@ -80,10 +82,15 @@ fn original(headers: &HeaderMap, own: &Method) -> Result<Original, AppError> {
                 .into(),
         )
     };
-    let uri = first(["x-forwarded-uri", "x-original-uri"])?
-        .and_then(|v| v.to_str().ok())
-        .filter(|s| s.starts_with('/'))
-        .ok_or_else(missing)?;
+    let named = first(["x-forwarded-uri", "x-original-uri"])?;
+    let uri = match (named, suffix) {
+        (Some(_), Some(_)) => return Err(conflict()),
+        (Some(v), None) => v.to_str().ok(),
+        (None, Some(s)) => Some(s),
+        (None, None) => None,
+    }
+    .filter(|s| s.starts_with('/'))
+    .ok_or_else(missing)?;
     let uri = PathAndQuery::try_from(uri).map_err(|_| missing())?;
     let method = match first(["x-forwarded-method", "x-original-method"])? {
         Some(v) => Method::from_bytes(v.as_bytes())
@@ -111,7 +118,9 @@ async fn decide(state: &AppState, parts: &mut Parts) -> Result<Response, Respons
         )
         .into_response());
     }
-    let orig = original(&parts.headers, &parts.method).map_err(IntoResponse::into_response)?;
+    let suffix = envoy_suffix(state, &parts.uri);
+    let orig = original(&parts.headers, &parts.method, suffix.as_deref())
+        .map_err(IntoResponse::into_response)?;
     if matches!(orig.method, Method::TRACE | Method::CONNECT) {
         return Err(AppError::MethodNotAllowed.into_response());
     }
@@ -153,6 +162,25 @@ async fn decide(state: &AppState, parts: &mut Parts) -> Result<Response, Respons
         .map_err(|e| AppError::from(e).into_response())?;
     authorize(route, &session).map_err(IntoResponse::into_response)?;
     Ok(allowed(Some(&session)))
+}
+
+/// What follows the endpoint's own path (`/auth/verify/api/x?a=1` →
+/// `/api/x?a=1`): how Envoy names the original request.
+fn envoy_suffix(state: &AppState, uri: &http::Uri) -> Option<String> {
+    let own = state
+        .config
+        .forward_auth
+        .as_ref()?
+        .path
+        .trim_end_matches('/');
+    let rest = uri.path().strip_prefix(own)?;
+    if !rest.starts_with('/') || rest == "/" {
+        return None;
+    }
+    Some(match uri.query() {
+        Some(q) => format!("{rest}?{q}"),
+        None => rest.to_owned(),
+    })
 }
 
 /// The per-route authorization policy on the session's claims: the one
@@ -242,17 +270,26 @@ mod tests {
             ("x-forwarded-method", "POST"),
             ("x-forwarded-uri", "/api/x?a=1"),
         ]);
-        let o = original(&traefik, &Method::GET).expect("read");
+        let o = original(&traefik, &Method::GET, None).expect("read");
         assert_eq!((o.method, o.uri.as_str()), (Method::POST, "/api/x?a=1"));
         let nginx = headers(&[
             ("x-original-uri", "/api/y"),
             ("x-original-method", "DELETE"),
         ]);
-        let o = original(&nginx, &Method::GET).expect("read");
+        let o = original(&nginx, &Method::GET, None).expect("read");
         assert_eq!((o.method, o.uri.as_str()), (Method::DELETE, "/api/y"));
         let bare = headers(&[("x-original-uri", "/api/z")]);
-        let o = original(&bare, &Method::PUT).expect("read");
+        let o = original(&bare, &Method::PUT, None).expect("read");
         assert_eq!(o.method, Method::PUT);
+        let envoy = original(&headers(&[]), &Method::POST, Some("/api/e?b=2")).expect("read");
+        assert_eq!(
+            (envoy.method, envoy.uri.as_str()),
+            (Method::POST, "/api/e?b=2")
+        );
+        assert!(matches!(
+            original(&nginx, &Method::GET, Some("/public")),
+            Err(AppError::BadRequest(_))
+        ));
     }
 
     #[test]
@@ -262,7 +299,7 @@ mod tests {
             ("x-forwarded-uri", "/public/x"),
         ]);
         assert!(matches!(
-            original(&forged, &Method::GET),
+            original(&forged, &Method::GET, None),
             Err(AppError::BadRequest(_))
         ));
         let forged = headers(&[
@@ -271,11 +308,11 @@ mod tests {
             ("x-forwarded-method", "GET"),
         ]);
         assert!(matches!(
-            original(&forged, &Method::POST),
+            original(&forged, &Method::POST, None),
             Err(AppError::BadRequest(_))
         ));
         let agreeing = headers(&[("x-original-uri", "/api/x"), ("x-forwarded-uri", "/api/x")]);
-        assert!(original(&agreeing, &Method::GET).is_ok());
+        assert!(original(&agreeing, &Method::GET, None).is_ok());
     }
 
     #[test]
@@ -286,7 +323,7 @@ mod tests {
             headers(&[("x-forwarded-uri", "api")]),
         ] {
             assert!(matches!(
-                original(&h, &Method::GET),
+                original(&h, &Method::GET, None),
                 Err(AppError::BadRequest(_))
             ));
         }

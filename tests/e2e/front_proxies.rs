@@ -307,3 +307,90 @@ fn docs_show_the_tested_front_proxy_configs_verbatim() {
         );
     }
 }
+
+/// The gateway's endpoints stay at the origin's root (`public_url` is an
+/// origin); an app under a sub-path is protected by routes with that
+/// prefix, and the login URL returns to the sub-path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_auth_protects_an_app_under_a_sub_path() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .route(crate::harness::route("/app/api", &upstream.url()))
+        .configure(|c| {
+            c.server.trusted_proxies = vec!["127.0.0.1/32".into()];
+            c.forward_auth.enabled = true;
+            c.forward_auth.default_auth = "none".into();
+        })
+        .start()
+        .await;
+    let mut b = Browser::new(&gw);
+    let verify = |uri: &'static str| [("x-original-uri", uri)];
+    let r = b
+        .request(Method::GET, "/auth/verify", &verify("/app/page"), None)
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "outside the route, default_auth none: {r:?}"
+    );
+    let r = b
+        .request(
+            Method::GET,
+            "/auth/verify",
+            &[
+                ("x-original-uri", "/app/api/x?y=1"),
+                ("accept", "text/html"),
+                ("sec-fetch-mode", "navigate"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r:?}");
+    assert_eq!(
+        r.headers["x-auth-login-url"],
+        format!("{}/auth/login?return_to=%2Fapp%2Fapi%2Fx%3Fy%3D1", gw.base).as_str()
+    );
+    b.login_as(&unique_user("fwd-subpath")).await;
+    let r = b
+        .request(Method::GET, "/auth/verify", &verify("/app/api/x"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert!(r.headers.contains_key("authorization"));
+}
+
+/// Envoy's `ext_authz` names no headers: the original path follows the
+/// endpoint's, and the method is the original one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_auth_reads_envoys_appended_original_path() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .configure(|c| {
+            c.server.trusted_proxies = vec!["127.0.0.1/32".into()];
+            c.forward_auth.enabled = true;
+        })
+        .start()
+        .await;
+    let mut b = Browser::new(&gw);
+    b.login_as(&unique_user("fwd-envoy")).await;
+    let r = b.get("/auth/verify/api/items?a=1").await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert!(r.headers.contains_key("authorization"));
+    let r = b
+        .request(Method::DELETE, "/auth/verify/api/items", &[], None)
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::FORBIDDEN,
+        "unsafe method without CSRF: {r:?}"
+    );
+    assert_eq!(r.json()["error"], "csrf_rejected");
+    let r = b
+        .request(
+            Method::GET,
+            "/auth/verify/api/items",
+            &[("x-original-uri", "/public")],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "two names: {r:?}");
+}
