@@ -159,7 +159,15 @@ async fn decide(state: &AppState, parts: &mut Parts) -> Result<Response, Respons
         .refresher
         .fresh(*session, crate::clock::unix_now())
         .await
-        .map_err(|e| AppError::from(e).into_response())?;
+        // A refused refresh ends the session: a 401, sent to log in too.
+        .map_err(|e| {
+            with_login_url(
+                state,
+                &parts.headers,
+                AppError::from(e).into_response(),
+                &orig,
+            )
+        })?;
     authorize(route, &session).map_err(IntoResponse::into_response)?;
     Ok(allowed(Some(&session)))
 }
@@ -224,18 +232,26 @@ fn allowed(session: Option<&Session>) -> Response {
     resp
 }
 
-/// 401 (or 503 on a store failure) with the login URL that returns the
-/// browser to the original URI.
+/// The session's refusal (401, or 503 on a store failure), sent to log in
+/// when it is a 401 to a browser navigation.
 fn unauthenticated(
     state: &AppState,
     headers: &HeaderMap,
     rejection: SessionRejection,
     orig: &Original,
 ) -> Response {
-    let store_failure = matches!(rejection, SessionRejection::Store(_));
-    let mut resp = rejection.into_response();
-    // Only a browser navigation is sent to log in; an API call keeps its 401.
-    if !store_failure && is_navigation(&headers) {
+    with_login_url(state, headers, rejection.into_response(), orig)
+}
+
+/// Adds `X-Auth-Login-Url` (returning to the original URI) to a 401
+/// answering a browser navigation; an API call keeps its bare 401.
+fn with_login_url(
+    state: &AppState,
+    headers: &HeaderMap,
+    mut resp: Response,
+    orig: &Original,
+) -> Response {
+    if resp.status() == StatusCode::UNAUTHORIZED && is_navigation(headers) {
         let login = format!(
             "{}/auth/login?return_to={}",
             state.config.server.public_origin(),
