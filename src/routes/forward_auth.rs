@@ -141,6 +141,17 @@ async fn decide(state: &AppState, parts: &mut Parts) -> Result<Response, Respons
     if is_state_changing(&orig.method) && !state.csrf.satisfied_by(&parts.headers) {
         return Err(AppError::CsrfRejected.into_response());
     }
+    // As the proxied routes' guard: a browser sends no CSRF header on a
+    // WebSocket handshake, so one from another origin is refused. Proxies
+    // rewrite `Connection`, so the `Upgrade` header alone marks it.
+    if parts.headers.contains_key(header::UPGRADE)
+        && !state.forwarder.from_own_origin(&parts.headers)
+    {
+        return Err(AppError::Forbidden(
+            "WebSocket handshakes must come from this application's own origin.".into(),
+        )
+        .into_response());
+    }
     let session = if auth == RouteAuth::Required {
         match CurrentSession::from_request_parts(parts, state).await {
             Ok(CurrentSession(s)) => Some(s),

@@ -394,3 +394,37 @@ async fn forward_auth_reads_envoys_appended_original_path() {
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "two names: {r:?}");
 }
+
+/// As on proxied routes, a WebSocket handshake from another origin is
+/// refused (a browser sends no CSRF header on one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_auth_refuses_websocket_handshakes_from_other_origins() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .configure(|c| {
+            c.server.trusted_proxies = vec!["127.0.0.1/32".into()];
+            c.forward_auth.enabled = true;
+        })
+        .start()
+        .await;
+    let mut b = Browser::new(&gw);
+    b.login_as(&unique_user("fwd-ws")).await;
+    let own = gw.base.clone();
+    for (origin, want) in [
+        ("https://evil.example", StatusCode::FORBIDDEN),
+        (own.as_str(), StatusCode::OK),
+    ] {
+        let handshake = [
+            ("x-original-uri", "/api/ws"),
+            ("upgrade", "websocket"),
+            ("origin", origin),
+        ];
+        let r = b
+            .request(Method::GET, "/auth/verify", &handshake, None)
+            .await;
+        assert_eq!(r.status, want, "origin {origin}: {r:?}");
+        if want != StatusCode::OK {
+            assert_no_token_or_identity(&r, "cross-origin handshake");
+        }
+    }
+}
