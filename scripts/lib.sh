@@ -56,3 +56,23 @@ ensure_chromium() {
   command -v chromium >/dev/null 2>&1 || apt_install chromium
   command -v chromium >/dev/null 2>&1 || die "chromium still missing; run: sudo apt-get install chromium"
 }
+
+# The forward-auth tests start real front proxies in front of the gateway
+# (tests/e2e/front_proxies.rs): nginx (auth_request), Caddy (forward_auth)
+# and HAProxy (with Lua, for the shipped forward-auth action).
+ensure_front_proxies() {
+  local missing=() cmd
+  for cmd in nginx caddy haproxy; do
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
+  done
+  [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+  for cmd in nginx caddy haproxy; do
+    command -v "$cmd" >/dev/null 2>&1 || die "$cmd still missing; run: sudo apt-get install nginx caddy haproxy"
+  done
+}
+
+# The forward-auth benchmark's load generator.
+ensure_wrk() {
+  command -v wrk >/dev/null 2>&1 || apt_install wrk
+  command -v wrk >/dev/null 2>&1 || die "wrk still missing; run: sudo apt-get install wrk"
+}

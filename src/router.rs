@@ -58,6 +58,20 @@ pub fn build_router(state: AppState) -> Router {
     // Added before the proxied routes, so it does not wrap them: their
     // bodies stream to the upstream unbuffered.
     let mut router = limit_body(router, state.config.server.limits.max_body_bytes);
+    // The forward-auth endpoint, when enabled (its path is configurable).
+    // Outside the body limit: it never reads a body, and a proxy that
+    // passes the original body along (Caddy) must not turn a large upload
+    // into a 413.
+    if let Some(fa) = &state.config.forward_auth {
+        let base = fa.path.trim_end_matches('/');
+        router = router
+            .route(base, any(routes::forward_auth::verify))
+            // Envoy appends the original path to the endpoint's.
+            .route(
+                &format!("{base}/{{*original}}"),
+                any(routes::forward_auth::verify),
+            );
+    }
 
     // Each configured route is registered on the router, so the prefix is
     // matched once and the route's own handler, CSRF rule and guard apply.

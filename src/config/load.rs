@@ -91,6 +91,7 @@ pub(super) fn sections(figment: &Figment) -> Result<Sections, ConfigErrors> {
     read.section("metrics", &mut raw.metrics);
     read.section("log", &mut raw.log);
     read.section("assertion", &mut raw.assertion);
+    read.section("forward_auth", &mut raw.forward_auth);
     if issues.0.is_empty() {
         Ok(Sections {
             raw,
@@ -117,6 +118,7 @@ const SECTIONS: &[&str] = &[
     "metrics",
     "log",
     "assertion",
+    "forward_auth",
 ];
 
 /// A section has a few dozen keys at most; more unknown ones than this in

@@ -20,6 +20,7 @@ mod admin;
 mod assertion;
 mod common;
 mod csrf;
+mod forward_auth;
 mod load;
 mod log;
 mod metrics;
@@ -45,6 +46,7 @@ pub use admin::{AdminConfig, RawAdmin};
 pub use assertion::{AssertionConfig, AssertionKey, RawAssertion, RawAssertionKey};
 pub use common::{ClientCertificate, RawDuration};
 pub use csrf::{CsrfConfig, RawCsrf};
+pub use forward_auth::{ForwardAuthConfig, RawForwardAuth};
 pub use load::ENV_PREFIX;
 pub use log::{LogConfig, LogFormat, RawLog};
 pub use metrics::RawMetrics;
@@ -75,6 +77,7 @@ pub struct RawConfig {
     pub metrics: RawMetrics,
     pub log: RawLog,
     pub assertion: RawAssertion,
+    pub forward_auth: RawForwardAuth,
 }
 
 impl RawConfig {
@@ -114,6 +117,8 @@ pub struct Config {
     pub log: LogConfig,
     /// The identity assertion's key ring, when `[assertion] keys` is set.
     pub assertion: Option<AssertionConfig>,
+    /// The forward-auth endpoint, when enabled.
+    pub forward_auth: Option<ForwardAuthConfig>,
 }
 
 /// One problem with one key.
@@ -204,6 +209,11 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
     let admin = admin::validate(&raw.admin, &mut issues);
     let metrics_listen = metrics::validate(&raw.metrics, &mut issues);
     let log = log::validate(&raw.log, &mut issues);
+    let forward_auth = forward_auth::validate(
+        &raw.forward_auth,
+        !raw.server.trusted_proxies.is_empty(),
+        &mut issues,
+    );
     let post_logout_redirect = cross_section_rules(raw, &server, &session, &mut issues);
     assertion_audiences(&server, assertion.is_some(), &mut routes, &mut issues);
     published::refuse_published_secrets(raw, server.public_url.as_ref(), &mut issues);
@@ -236,6 +246,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
         metrics_listen,
         log,
         assertion,
+        forward_auth,
     })
 }
 

@@ -6,6 +6,7 @@ mod harness;
 
 mod bearer;
 mod callback_failures;
+mod front_proxies;
 mod log_hygiene;
 mod login_flow;
 mod policy;

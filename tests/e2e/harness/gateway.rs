@@ -52,6 +52,9 @@ pub struct GatewayBuilder {
     metrics: bool,
     /// Where a gateway process writes its output.
     log: Option<PathBuf>,
+    /// `server.public_url` when not the gateway's own address (a front
+    /// proxy's).
+    public_url: Option<String>,
 }
 
 pub struct Gateway {
@@ -88,6 +91,7 @@ impl GatewayBuilder {
             admin: false,
             metrics: false,
             log: None,
+            public_url: None,
         }
         .store_timeout(STORE_TIMEOUT)
     }
@@ -134,6 +138,13 @@ impl GatewayBuilder {
             c.store.tls_cert_file = Some(ca.file("client.pem").into());
             c.store.tls_key_file = Some(ca.file("client.key").into());
         })
+    }
+
+    /// `server.public_url`: the origin browsers use when a front proxy
+    /// stands in front of the gateway.
+    pub fn public_url(mut self, url: &str) -> Self {
+        self.public_url = Some(url.to_owned());
+        self
     }
 
     /// With `start_process`: the process's log output goes to `path`.
@@ -212,7 +223,11 @@ impl GatewayBuilder {
     fn finish(&self, port: u16, prefix: &str, admin_port: Option<u16>) -> RawConfig {
         let mut config = self.config.clone();
         config.server.listen = format!("127.0.0.1:{port}");
-        config.server.public_url = Some(format!("http://127.0.0.1:{port}"));
+        config.server.public_url = Some(
+            self.public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://127.0.0.1:{port}")),
+        );
         config.store.key_prefix = prefix.to_owned();
         if let Some(p) = admin_port {
             config.admin.listen = Some(format!("127.0.0.1:{p}"));

@@ -9,6 +9,7 @@
 //! here, so tests import everything from `harness::`.
 
 pub mod browser;
+pub mod front_proxy;
 pub mod gateway;
 pub mod net;
 pub mod procs;

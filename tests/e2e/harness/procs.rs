@@ -47,7 +47,7 @@ pub(super) fn require(cmd: &str, hint: &str) {
 }
 
 /// A process that dies with its stdin.
-struct Guarded {
+pub(super) struct Guarded {
     child: Child,
     _stdin: ChildStdin,
 }
@@ -56,7 +56,12 @@ fn spawn_guarded(program: &str, args: &[String], stdout: Stdio) -> Guarded {
     spawn_guarded_to(program, args, stdout, Stdio::inherit())
 }
 
-fn spawn_guarded_to(program: &str, args: &[String], stdout: Stdio, stderr: Stdio) -> Guarded {
+pub(super) fn spawn_guarded_to(
+    program: &str,
+    args: &[String],
+    stdout: Stdio,
+    stderr: Stdio,
+) -> Guarded {
     // The program runs in the background; the `read` loop ends when our pipe
     // closes (we dropped the guard or died), and then the program is told to
     // stop. SIGTERM is not always enough: a Redis replica that is writing its
