@@ -305,6 +305,26 @@ fn describe(endpoint: &RedisEndpoint, db: i64) -> String {
 }
 
 impl RedisStore {
+    /// Runs a revoking script (`call` builds one invocation) until it says
+    /// it is done: `BATCH` sessions per call, so no script runs long.
+    async fn revoke_in_batches<'a>(
+        &self,
+        call: impl Fn() -> redis::ScriptInvocation<'a>,
+    ) -> StoreResult<Vec<StoreId>> {
+        let mut out = Vec::new();
+        for _ in 0..MAX_BATCHES {
+            let mut conn = self.conn.clone();
+            let invocation = call();
+            let (done, ids): (i64, Vec<String>) =
+                self.run(invocation.invoke_async(&mut conn)).await?;
+            out.extend(Self::ids(ids));
+            if done == 1 {
+                return Ok(out);
+            }
+        }
+        Err(batches_exhausted())
+    }
+
     /// `SET key value NX PX ttl`: `true` if this call set it (single-use
     /// markers, locks, seen token IDs).
     async fn set_nx(&self, key: String, value: &str, ttl_millis: u64) -> StoreResult<bool> {
@@ -593,55 +613,31 @@ impl SessionStore for RedisStore {
         why: &Revocation,
     ) -> StoreResult<Vec<StoreId>> {
         let tomb = tomb(why);
-        let mut out = Vec::new();
-        for _ in 0..MAX_BATCHES {
-            let mut conn = self.conn.clone();
-            let (done, ids): (i64, Vec<String>) = self
-                .run(
-                    self.scripts
-                        .revoke_user
-                        .key(&self.prefix)
-                        .arg(&self.prefix)
-                        .arg(user_hash)
-                        .arg(except.map_or("", StoreId::as_str))
-                        .arg(&tomb)
-                        .arg(TOMBSTONE_TTL_MILLIS)
-                        .arg(BATCH)
-                        .invoke_async(&mut conn),
-                )
-                .await?;
-            out.extend(Self::ids(ids));
-            if done == 1 {
-                return Ok(out);
-            }
-        }
-        Err(batches_exhausted())
+        self.revoke_in_batches(|| {
+            let mut call = self.scripts.revoke_user.key(&self.prefix);
+            call.arg(&self.prefix)
+                .arg(user_hash)
+                .arg(except.map_or("", StoreId::as_str))
+                .arg(&tomb)
+                .arg(TOMBSTONE_TTL_MILLIS)
+                .arg(BATCH);
+            call
+        })
+        .await
     }
 
     async fn revoke_sid(&self, sid_hash: &str, why: &Revocation) -> StoreResult<Vec<StoreId>> {
         let tomb = tomb(why);
-        let mut out = Vec::new();
-        for _ in 0..MAX_BATCHES {
-            let mut conn = self.conn.clone();
-            let (done, ids): (i64, Vec<String>) = self
-                .run(
-                    self.scripts
-                        .revoke_sid
-                        .key(&self.prefix)
-                        .arg(&self.prefix)
-                        .arg(sid_hash)
-                        .arg(&tomb)
-                        .arg(TOMBSTONE_TTL_MILLIS)
-                        .arg(BATCH)
-                        .invoke_async(&mut conn),
-                )
-                .await?;
-            out.extend(Self::ids(ids));
-            if done == 1 {
-                return Ok(out);
-            }
-        }
-        Err(batches_exhausted())
+        self.revoke_in_batches(|| {
+            let mut call = self.scripts.revoke_sid.key(&self.prefix);
+            call.arg(&self.prefix)
+                .arg(sid_hash)
+                .arg(&tomb)
+                .arg(TOMBSTONE_TTL_MILLIS)
+                .arg(BATCH);
+            call
+        })
+        .await
     }
 
     async fn list_user(
