@@ -23,5 +23,7 @@ mod operations;
 mod policy;
 #[path = "router/proxying.rs"]
 mod proxying;
+#[path = "router/mounted.rs"]
+mod mounted;
 #[path = "router/static_app.rs"]
 mod static_app;

@@ -216,6 +216,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
     );
     let post_logout_redirect = cross_section_rules(raw, &server, &session, &mut issues);
     assertion_audiences(&server, assertion.is_some(), &mut routes, &mut issues);
+    routes_clear_of_mount(&server.base_path, &routes, &mut issues);
     published::refuse_published_secrets(raw, server.public_url.as_ref(), &mut issues);
     // Last, where `check-config` has always listed them (tests pin it).
     let provider_tls = oidc::provider_tls(&raw.oidc, &mut issues);
@@ -285,6 +286,29 @@ fn assertion_audiences(
     }
 }
 
+/// Under a mount path the gateway's own endpoints move there
+/// (`/app/auth/...`): a route (written in full, e.g. `/app/api`) may not
+/// shadow them either.
+fn routes_clear_of_mount(base_path: &str, routes: &[RouteConfig], issues: &mut Issues) {
+    if base_path.is_empty() {
+        return;
+    }
+    for (i, r) in routes.iter().enumerate() {
+        let own = ["/auth", "/healthz", "/readyz", "/.well-known/jwks.json"];
+        if own.iter().any(|p| {
+            crate::url_policy::path::path_has_prefix(&r.path, &format!("{base_path}{p}"))
+        }) {
+            issues.add(
+                format!("routes[{i}].path"),
+                format!(
+                    "`{}` overlaps the gateway's own endpoints under server.public_url's path ({base_path}/auth, {base_path}/healthz, {base_path}/readyz)",
+                    r.path
+                ),
+            );
+        }
+    }
+}
+
 /// The rules that read more than one section. Returns
 /// `oidc.post_logout_redirect` resolved against `server.public_url` and the
 /// allowed origins (`None` when it, or `public_url`, is wrong: reported).
@@ -295,6 +319,9 @@ fn cross_section_rules(
     issues: &mut Issues,
 ) -> Option<Url> {
     let to = &raw.oidc.post_logout_redirect;
+    // `/` (the default) is the public URL's own path when it has one.
+    let mount_root = format!("{}/", server.base_path);
+    let to = if to == "/" { &mount_root } else { to };
     let post_logout_redirect = server.public_url.as_ref().and_then(|base| {
         match crate::url_policy::return_to::resolve(to, base, &server.allowed_return_origins) {
             Ok(u) => Some(u),
