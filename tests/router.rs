@@ -17,13 +17,13 @@ mod csrf;
 mod errors;
 #[path = "router/hostile_headers.rs"]
 mod hostile_headers;
+#[path = "router/mounted.rs"]
+mod mounted;
 #[path = "router/operations.rs"]
 mod operations;
 #[path = "router/policy.rs"]
 mod policy;
 #[path = "router/proxying.rs"]
 mod proxying;
-#[path = "router/mounted.rs"]
-mod mounted;
 #[path = "router/static_app.rs"]
 mod static_app;

@@ -295,9 +295,10 @@ fn routes_clear_of_mount(base_path: &str, routes: &[RouteConfig], issues: &mut I
     }
     for (i, r) in routes.iter().enumerate() {
         let own = ["/auth", "/healthz", "/readyz", "/.well-known/jwks.json"];
-        if own.iter().any(|p| {
-            crate::url_policy::path::path_has_prefix(&r.path, &format!("{base_path}{p}"))
-        }) {
+        if own
+            .iter()
+            .any(|p| crate::url_policy::path::path_has_prefix(&r.path, &format!("{base_path}{p}")))
+        {
             issues.add(
                 format!("routes[{i}].path"),
                 format!(

@@ -5,7 +5,7 @@
 
 use axum::http::{StatusCode, header};
 
-use crate::support::{NAVIGATION, PUBLIC_URL, TempDir, TestRouter};
+use crate::support::{NAVIGATION, TempDir, TestRouter};
 
 const INDEX: &str = "<!doctype html><title>SPA</title>";
 
@@ -76,12 +76,14 @@ async fn login_uses_the_redirect_uri_and_default_return_under_the_mount_path() {
     let r = app.get("/app/auth/logged-out", NAVIGATION).await;
     assert_eq!(r.status, StatusCode::OK, "{r}");
     let html = r.text();
-    assert!(html.contains("href=\"/app/auth/login?return_to=%2Fapp%2F\""), "{html}");
+    assert!(
+        html.contains("href=\"/app/auth/login?return_to=%2Fapp%2F\""),
+        "{html}"
+    );
     assert!(html.contains("href=\"/app/\""), "{html}");
     assert!(html.contains("href=\"/app/auth/favicon.svg\""), "{html}");
     let r = app.get("/app/auth/favicon.svg", &[]).await;
     assert_eq!(r.status, StatusCode::OK, "{r}");
-    let _ = PUBLIC_URL;
 }
 
 #[tokio::test]
@@ -90,6 +92,9 @@ async fn user_reports_a_logout_url_under_the_mount_path() {
     let cookie = app.logged_in("alice").await;
     let r = app.get("/app/auth/user", &[("cookie", &cookie)]).await;
     assert_eq!(r.status, StatusCode::OK, "{r}");
-    let url = r.json()["logout_url"].as_str().unwrap_or_default().to_owned();
+    let url = r.json()["logout_url"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert!(url.starts_with("/app/auth/logout?sid="), "{url}");
 }
