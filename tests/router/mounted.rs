@@ -69,7 +69,7 @@ async fn the_static_app_is_served_under_the_mount_path() {
 }
 
 #[tokio::test]
-async fn login_uses_the_redirect_uri_and_default_return_under_the_mount_path() {
+async fn the_gateways_pages_link_under_the_mount_path() {
     let app = mounted().await;
     // No provider runs: the login is refused before any redirect, but the
     // pages it renders link under the mount path.
