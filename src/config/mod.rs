@@ -392,6 +392,30 @@ mod tests {
     }
 
     #[test]
+    fn under_a_mount_path_routes_may_not_overlap_its_own_endpoints() {
+        let mounted = minimal().replace(
+            "\"https://app.example.com\"",
+            "\"https://app.example.com/app\"",
+        );
+        for own in ["/app/auth", "/app/auth/x", "/app/healthz", "/app/readyz"] {
+            let toml = format!(
+                "{mounted}\n[[routes]]\npath = \"{own}\"\nupstream = \"http://127.0.0.1:9\"\n"
+            );
+            let keys = keys_of(load_str(&toml, &[]).expect_err(own));
+            assert!(
+                keys.iter().any(|k| k.ends_with("].path")),
+                "{own}: {keys:?}"
+            );
+        }
+        for fine in ["/app/api", "/app", "/app/authx"] {
+            let toml = format!(
+                "{mounted}\n[[routes]]\npath = \"{fine}\"\nupstream = \"http://127.0.0.1:9\"\n"
+            );
+            assert!(load_str(&toml, &[]).is_ok(), "{fine}");
+        }
+    }
+
+    #[test]
     fn plain_http_public_url_needs_explicit_insecure_cookies() {
         let toml = minimal().replace("https://app.example.com", "http://app.example.com");
         let keys = keys_of(load_str(&toml, &[]).expect_err("invalid"));

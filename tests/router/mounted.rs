@@ -98,3 +98,20 @@ async fn user_reports_a_logout_url_under_the_mount_path() {
         .to_owned();
     assert!(url.starts_with("/app/auth/logout?sid="), "{url}");
 }
+
+#[tokio::test]
+async fn a_route_at_the_mount_path_itself_leaves_the_gateways_endpoints_in_place() {
+    let app = TestRouter::mounted(
+        TempDir::new(),
+        "/app",
+        "[[routes]]\npath = \"/app\"\nupstream = \"{upstream}\"\nauth = \"none\"\n",
+    )
+    .await;
+    let r = app.get("/app/healthz", &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{r}");
+    let r = app.get("/app/auth/user", &[]).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r}");
+    let r = app.get("/app/page", &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{r}");
+    assert_eq!(app.upstream.uris(), vec!["/app/page".to_owned()]);
+}
