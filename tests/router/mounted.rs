@@ -3,9 +3,10 @@
 //! its own endpoints and the static app move under `/app`, configured
 //! routes are written in full, and every URL it makes includes `/app`.
 
-use axum::http::{StatusCode, header};
+use axum::body::Body;
+use axum::http::{Method, StatusCode, header};
 
-use crate::support::{NAVIGATION, TempDir, TestRouter};
+use crate::support::{NAVIGATION, TempDir, TestRouter, request};
 
 const INDEX: &str = "<!doctype html><title>SPA</title>";
 
@@ -17,6 +18,7 @@ async fn mounted() -> TestRouter {
     TestRouter::mounted(
         dir,
         "/app",
+        "",
         "[static]\ndir = \"{dir}/www\"\n\n[[routes]]\npath = \"/app/api\"\nupstream = \"{upstream}\"\nauth = \"none\"\n",
     )
     .await
@@ -104,6 +106,7 @@ async fn a_route_at_the_mount_path_itself_leaves_the_gateways_endpoints_in_place
     let app = TestRouter::mounted(
         TempDir::new(),
         "/app",
+        "",
         "[[routes]]\npath = \"/app\"\nupstream = \"{upstream}\"\nauth = \"none\"\n",
     )
     .await;
@@ -114,4 +117,37 @@ async fn a_route_at_the_mount_path_itself_leaves_the_gateways_endpoints_in_place
     let r = app.get("/app/page", &[]).await;
     assert_eq!(r.status, StatusCode::OK, "{r}");
     assert_eq!(app.upstream.uris(), vec!["/app/page".to_owned()]);
+}
+
+#[tokio::test]
+async fn forward_auth_is_under_the_mount_path_and_names_a_login_url_under_it() {
+    let app = TestRouter::mounted(
+        TempDir::new(),
+        "/app",
+        "trusted_proxies = [\"10.0.0.0/8\"]",
+        "[forward_auth]\nenabled = true\n",
+    )
+    .await;
+    let mut headers = NAVIGATION.to_vec();
+    headers.push(("x-forwarded-uri", "/app/api/x"));
+    headers.push(("x-forwarded-method", "GET"));
+    let r = app
+        .send_from(
+            "10.0.0.1",
+            request(Method::GET, "/app/auth/verify", &headers, Body::empty()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r}");
+    assert_eq!(
+        r.header("x-auth-login-url"),
+        "https://app.example.test/app/auth/login?return_to=%2Fapp%2Fapi%2Fx",
+        "{r}"
+    );
+    let r = app
+        .send_from(
+            "10.0.0.1",
+            request(Method::GET, "/auth/verify", &headers, Body::empty()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{r}");
 }

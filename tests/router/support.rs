@@ -147,9 +147,10 @@ impl TestRouter {
     }
 
     /// As [`TestRouter::with_dir`], with the gateway mounted under `mount`
-    /// (`server.public_url` = [`PUBLIC_URL`] + `mount`, e.g. `/app`).
-    pub async fn mounted(dir: TempDir, mount: &str, extra: &str) -> Self {
-        Self::build_mounted(dir, "", extra, mount).await
+    /// (`server.public_url` = [`PUBLIC_URL`] + `mount`, e.g. `/app`) and
+    /// `server` lines added to `[server]`.
+    pub async fn mounted(dir: TempDir, mount: &str, server: &str, extra: &str) -> Self {
+        Self::build_mounted(dir, server, extra, mount).await
     }
 
     async fn build(dir: TempDir, server: &str, extra: &str) -> Self {
