@@ -40,7 +40,19 @@ impl Pages {
             "default-src 'none'; style-src 'sha256-{hash}'; img-src 'self'; form-action 'self'; \
              frame-ancestors 'none'; base-uri 'none'"
         ))?;
+        env.add_global("base", "");
+        env.add_global("base_q", "");
         Ok(Self { env, csp })
+    }
+
+    /// Pages whose links (login, start page, icon) are under the mount
+    /// path `base` (`server.public_url`'s path; empty for none). `base` is
+    /// a plain path (letters, digits, `-_.~/`), so it needs no escaping in
+    /// HTML; in a query value its slashes are encoded.
+    pub fn with_base_path(mut self, base: &str) -> Self {
+        self.env.add_global("base", base.to_owned());
+        self.env.add_global("base_q", base.replace('/', "%2F"));
+        self
     }
 
     fn render(&self, name: &str, ctx: minijinja::Value) -> Result<String, minijinja::Error> {

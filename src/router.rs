@@ -25,32 +25,37 @@ use crate::state::AppState;
 
 /// The public listener's app.
 pub fn build_router(state: AppState) -> Router {
+    // Under a mount path (`server.public_url` with a path) the gateway's
+    // own endpoints and the static app move there; configured routes are
+    // written in full.
+    let server = state.config.server.clone();
+    let at = |path: &str| server.path(path);
     let router = Router::new()
-        .route("/auth/login", get(routes::auth::login))
-        .route("/auth/callback", get(routes::auth::callback))
+        .route(&at("/auth/login"), get(routes::auth::login))
+        .route(&at("/auth/callback"), get(routes::auth::callback))
         .route(
-            "/auth/logout",
+            &at("/auth/logout"),
             post(routes::logout::logout).get(routes::logout::logout_get),
         )
-        .route("/auth/logout/end", get(routes::logout::logout_end))
-        .route("/auth/logged-out", get(routes::logout::logged_out))
-        .route("/auth/favicon.svg", get(crate::pages::favicon))
-        .route("/auth/user", get(routes::user::user))
-        .route("/auth/sessions", get(routes::sessions::list))
+        .route(&at("/auth/logout/end"), get(routes::logout::logout_end))
+        .route(&at("/auth/logged-out"), get(routes::logout::logged_out))
+        .route(&at("/auth/favicon.svg"), get(crate::pages::favicon))
+        .route(&at("/auth/user"), get(routes::user::user))
+        .route(&at("/auth/sessions"), get(routes::sessions::list))
         .route(
-            "/auth/sessions/{id}/revoke",
+            &at("/auth/sessions/{id}/revoke"),
             with_csrf(&state, post(routes::sessions::revoke)),
         )
         .route(
-            "/auth/backchannel-logout",
+            &at("/auth/backchannel-logout"),
             post(routes::backchannel::logout),
         )
-        .route("/healthz", get(routes::health::healthz))
-        .route("/readyz", get(routes::health::readyz))
+        .route(&at("/healthz"), get(routes::health::healthz))
+        .route(&at("/readyz"), get(routes::health::readyz))
         .fallback(routes::static_files::serve);
     // The identity assertion's public keys, when the gateway signs any.
     let router = if state.config.assertion.is_some() {
-        router.route("/.well-known/jwks.json", get(routes::jwks::jwks))
+        router.route(&at("/.well-known/jwks.json"), get(routes::jwks::jwks))
     } else {
         router
     };
@@ -63,9 +68,9 @@ pub fn build_router(state: AppState) -> Router {
     // passes the original body along (Caddy) must not turn a large upload
     // into a 413.
     if let Some(fa) = &state.config.forward_auth {
-        let base = fa.path.trim_end_matches('/');
+        let base = at(fa.path.trim_end_matches('/'));
         router = router
-            .route(base, any(routes::forward_auth::verify))
+            .route(&base, any(routes::forward_auth::verify))
             // Envoy appends the original path to the endpoint's.
             .route(
                 &format!("{base}/{{*original}}"),
@@ -94,16 +99,44 @@ pub fn build_router(state: AppState) -> Router {
             error_pages::render_errors,
         ))
         .layer(axum::middleware::from_fn_with_state(
-            state.metrics.clone(),
+            (
+                state.metrics.clone(),
+                Arc::<str>::from(server.base_path.as_str()),
+            ),
             track::track,
         ))
         .layer(axum::middleware::map_response(security_headers::apply));
+    let router = if server.base_path.is_empty() {
+        router
+    } else {
+        router.layer(axum::middleware::map_response_with_state(
+            Arc::<str>::from(server.base_path.as_str()),
+            login_under_mount,
+        ))
+    };
     middleware::with_request_log(
         router,
         state.config.log.access_log,
         state.client_address.clone(),
     )
     .with_state(state)
+}
+
+/// A 401's `WWW-Authenticate` names the login endpoint as a path; under a
+/// mount path that path moves with the endpoint.
+async fn login_under_mount(State(base): State<Arc<str>>, mut resp: Response) -> Response {
+    const ROOT_LOGIN: &str = "login=\"/auth/login\"";
+    let h = resp.headers_mut();
+    if let Some(v) = h.get(header::WWW_AUTHENTICATE)
+        && let Ok(text) = v.to_str()
+        && text.contains(ROOT_LOGIN)
+        && let Ok(moved) = HeaderValue::from_str(
+            &text.replace(ROOT_LOGIN, &format!("login=\"{base}/auth/login\"")),
+        )
+    {
+        h.insert(header::WWW_AUTHENTICATE, moved);
+    }
+    resp
 }
 
 /// `router`'s routes (and fallback) with request bodies of at most `max`

@@ -97,6 +97,7 @@ impl AppState {
             config.oidc.end_session,
             config.oidc.post_logout_redirect.clone(),
             &config.server.public_url,
+            &config.server.base_path,
         ));
         let signer = config
             .assertion
@@ -113,7 +114,7 @@ impl AppState {
                 value: config.csrf.value.clone(),
             }),
             client_address: ClientAddressPolicy::new(&config.server.trusted_proxies),
-            pages: Arc::new(Pages::new()?),
+            pages: Arc::new(Pages::new()?.with_base_path(&config.server.base_path)),
             sessions,
             oidc,
             refresher,

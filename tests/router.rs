@@ -17,6 +17,8 @@ mod csrf;
 mod errors;
 #[path = "router/hostile_headers.rs"]
 mod hostile_headers;
+#[path = "router/mounted.rs"]
+mod mounted;
 #[path = "router/operations.rs"]
 mod operations;
 #[path = "router/policy.rs"]

@@ -216,6 +216,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
     );
     let post_logout_redirect = cross_section_rules(raw, &server, &session, &mut issues);
     assertion_audiences(&server, assertion.is_some(), &mut routes, &mut issues);
+    routes_clear_of_mount(&server.base_path, &routes, &mut issues);
     published::refuse_published_secrets(raw, server.public_url.as_ref(), &mut issues);
     // Last, where `check-config` has always listed them (tests pin it).
     let provider_tls = oidc::provider_tls(&raw.oidc, &mut issues);
@@ -285,6 +286,30 @@ fn assertion_audiences(
     }
 }
 
+/// Under a mount path the gateway's own endpoints move there
+/// (`/app/auth/...`): a route (written in full, e.g. `/app/api`) may not
+/// shadow them either.
+fn routes_clear_of_mount(base_path: &str, routes: &[RouteConfig], issues: &mut Issues) {
+    if base_path.is_empty() {
+        return;
+    }
+    for (i, r) in routes.iter().enumerate() {
+        let own = ["/auth", "/healthz", "/readyz", "/.well-known/jwks.json"];
+        if own
+            .iter()
+            .any(|p| crate::url_policy::path::path_has_prefix(&r.path, &format!("{base_path}{p}")))
+        {
+            issues.add(
+                format!("routes[{i}].path"),
+                format!(
+                    "`{}` overlaps the gateway's own endpoints under server.public_url's path ({base_path}/auth, {base_path}/healthz, {base_path}/readyz)",
+                    r.path
+                ),
+            );
+        }
+    }
+}
+
 /// The rules that read more than one section. Returns
 /// `oidc.post_logout_redirect` resolved against `server.public_url` and the
 /// allowed origins (`None` when it, or `public_url`, is wrong: reported).
@@ -295,6 +320,9 @@ fn cross_section_rules(
     issues: &mut Issues,
 ) -> Option<Url> {
     let to = &raw.oidc.post_logout_redirect;
+    // `/` (the default) is the public URL's own path when it has one.
+    let mount_root = format!("{}/", server.base_path);
+    let to = if to == "/" { &mount_root } else { to };
     let post_logout_redirect = server.public_url.as_ref().and_then(|base| {
         match crate::url_policy::return_to::resolve(to, base, &server.allowed_return_origins) {
             Ok(u) => Some(u),
@@ -361,6 +389,30 @@ mod tests {
                 "log.format"
             ]
         );
+    }
+
+    #[test]
+    fn under_a_mount_path_routes_may_not_overlap_its_own_endpoints() {
+        let mounted = minimal().replace(
+            "\"https://app.example.com\"",
+            "\"https://app.example.com/app\"",
+        );
+        for own in ["/app/auth", "/app/auth/x", "/app/healthz", "/app/readyz"] {
+            let toml = format!(
+                "{mounted}\n[[routes]]\npath = \"{own}\"\nupstream = \"http://127.0.0.1:9\"\n"
+            );
+            let keys = keys_of(load_str(&toml, &[]).expect_err(own));
+            assert!(
+                keys.iter().any(|k| k.ends_with("].path")),
+                "{own}: {keys:?}"
+            );
+        }
+        for fine in ["/app/api", "/app", "/app/authx"] {
+            let toml = format!(
+                "{mounted}\n[[routes]]\npath = \"{fine}\"\nupstream = \"http://127.0.0.1:9\"\n"
+            );
+            assert!(load_str(&toml, &[]).is_ok(), "{fine}");
+        }
     }
 
     #[test]

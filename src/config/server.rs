@@ -16,8 +16,11 @@ use super::common::{Issues, RawDuration, duration, positive_duration};
 pub struct RawServer {
     /// Socket address to listen on.
     pub listen: String,
-    /// The external origin browsers use, e.g. `https://app.example.com`. The
-    /// redirect URI registered at the provider is this plus `/auth/callback`.
+    /// The external URL browsers use, e.g. `https://app.example.com`, or
+    /// with a path when the gateway is mounted under one behind a proxy
+    /// that does not strip it (`https://example.com/app`): every endpoint
+    /// of the gateway is then served under that path. The redirect URI
+    /// registered at the provider is this plus `/auth/callback`.
     pub public_url: Option<String>,
     /// Replaced by `trusted_proxies`. `false` is accepted (and ignored);
     /// `true` is refused with a message naming the new key: it meant "believe
@@ -86,6 +89,10 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Origin only (`scheme://host[:port]`), no path.
     pub public_url: Url,
+    /// The path `public_url` was written with, without a trailing slash
+    /// (`/app`), or empty: the gateway's own endpoints and the static app
+    /// are served under it, and every URL the gateway makes includes it.
+    pub base_path: String,
     /// Trusted proxy networks: a network address (host bits zero) and its
     /// prefix length.
     pub trusted_proxies: Vec<(IpAddr, u8)>,
@@ -125,7 +132,12 @@ impl Default for ConnectionLimits {
 
 impl ServerConfig {
     pub fn redirect_uri(&self) -> String {
-        format!("{}/auth/callback", self.public_origin())
+        format!("{}{}", self.public_origin(), self.path("/auth/callback"))
+    }
+
+    /// `path` (starting with `/`) under `base_path`, as the browser sees it.
+    pub fn path(&self, path: &str) -> String {
+        format!("{}{path}", self.base_path)
     }
 
     pub fn public_origin(&self) -> String {
@@ -138,6 +150,8 @@ impl ServerConfig {
 /// the rest.
 pub(super) struct Server {
     pub(super) public_url: Option<Url>,
+    /// `public_url`'s path without its trailing slash, or empty.
+    pub(super) base_path: String,
     /// `public_url`'s origin (when valid) first, then the valid extra ones.
     pub(super) allowed_return_origins: Vec<String>,
     listen: SocketAddr,
@@ -157,6 +171,7 @@ impl Server {
             },
             listen: self.listen,
             public_url: self.public_url?,
+            base_path: self.base_path,
             trusted_proxies: self.trusted_proxies,
             allowed_return_origins: self.allowed_return_origins,
             shutdown_timeout: self.shutdown_timeout,
@@ -176,7 +191,10 @@ pub(super) fn validate(raw: &RawServer, issues: &mut Issues) -> Server {
         );
         SocketAddr::from(([127, 0, 0, 1], 0))
     });
-    let public_url = public_url(raw.public_url.as_deref(), issues);
+    let (public_url, base_path) = match public_url(raw.public_url.as_deref(), issues) {
+        Some((u, p)) => (Some(u), p),
+        None => (None, String::new()),
+    };
     let mut allowed_return_origins = Vec::new();
     if let Some(u) = &public_url {
         allowed_return_origins.push(u.origin().ascii_serialization());
@@ -209,6 +227,7 @@ pub(super) fn validate(raw: &RawServer, issues: &mut Issues) -> Server {
     let limits = limits(raw, issues);
     Server {
         public_url,
+        base_path,
         allowed_return_origins,
         listen,
         trusted_proxies,
@@ -354,7 +373,30 @@ fn parse_cidr(text: &str) -> Option<(IpAddr, u8)> {
 
 /// `server.public_url`: an http(s) origin without path, query, fragment or
 /// user info.
-fn public_url(raw: Option<&str>, issues: &mut Issues) -> Option<Url> {
+/// A plain mount path: `/`-separated segments of letters, digits and
+/// `-_.~`, none empty, `.` or `..` (no percent-encoding, nothing a proxy or
+/// the router could read differently).
+fn is_plain_mount_path(path: &str) -> bool {
+    if path == "/" {
+        return true;
+    }
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    rest.split('/').all(|seg| {
+        !seg.is_empty()
+            && seg != "."
+            && seg != ".."
+            && seg
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b))
+    })
+}
+
+/// `server.public_url` as its origin (path `/`) and its mount path without
+/// a trailing slash (empty for the origin's root).
+fn public_url(raw: Option<&str>, issues: &mut Issues) -> Option<(Url, String)> {
     let Some(s) = raw else {
         issues.add(
             "server.public_url",
@@ -370,10 +412,17 @@ fn public_url(raw: Option<&str>, issues: &mut Issues) -> Option<Url> {
             );
             None
         }
-        Ok(u) if u.path() != "/" || u.query().is_some() || u.fragment().is_some() => {
+        Ok(u) if u.query().is_some() || u.fragment().is_some() || s.contains(['?', '#']) => {
             issues.add(
                 "server.public_url",
-                format!("`{s}` must be an origin only (no path, query or fragment)"),
+                format!("`{s}` must be an origin, optionally with a path (no query or fragment)"),
+            );
+            None
+        }
+        Ok(u) if !is_plain_mount_path(u.path()) => {
+            issues.add(
+                "server.public_url",
+                format!("`{s}` has a path that is not plain: write it as segments of letters, digits and `-_.~`, e.g. \"https://example.com/app\""),
             );
             None
         }
@@ -381,7 +430,11 @@ fn public_url(raw: Option<&str>, issues: &mut Issues) -> Option<Url> {
             issues.add("server.public_url", "must not contain user info");
             None
         }
-        Ok(u) => Some(u),
+        Ok(mut u) => {
+            let base = u.path().trim_end_matches('/').to_owned();
+            u.set_path("/");
+            Some((u, base))
+        }
         Err(e) => {
             issues.add(
                 "server.public_url",
@@ -397,11 +450,39 @@ mod tests {
     use super::super::testing::{keys_of, load_str, minimal};
 
     #[test]
-    fn public_url_must_be_an_origin_without_a_path() {
-        let toml = minimal().replace("https://app.example.com", "https://app.example.com/app");
-        let err = load_str(&toml, &[]).expect_err("invalid");
-        assert_eq!(err.0[0].key, "server.public_url", "{err}");
-        assert!(err.0[0].message.contains("origin only"), "{err}");
+    fn public_url_may_have_a_path_which_is_normalised_without_a_trailing_slash() {
+        for (written, base) in [
+            ("https://app.example.com/app", "/app"),
+            ("https://app.example.com/app/", "/app"),
+            ("https://app.example.com/a/b-c_d", "/a/b-c_d"),
+            ("https://app.example.com/", ""),
+            ("https://app.example.com", ""),
+        ] {
+            let toml = minimal().replace("\"https://app.example.com\"", &format!("\"{written}\""));
+            let config = load_str(&toml, &[]).expect("valid");
+            assert_eq!(config.server.base_path, base, "{written}");
+            assert_eq!(config.server.public_url.path(), "/", "{written}");
+            assert_eq!(
+                config.server.redirect_uri(),
+                format!("https://app.example.com{base}/auth/callback")
+            );
+        }
+    }
+
+    #[test]
+    fn public_url_with_a_query_fragment_or_unplain_path_is_refused() {
+        for bad in [
+            "https://app.example.com/app?x=1",
+            "https://app.example.com/app#f",
+            "https://app.example.com/?",
+            "https://app.example.com/a%2Fb",
+            "https://app.example.com/a//b",
+            "https://app.example.com/a;b",
+        ] {
+            let toml = minimal().replace("\"https://app.example.com\"", &format!("\"{bad}\""));
+            let err = load_str(&toml, &[]).expect_err(bad);
+            assert_eq!(err.0[0].key, "server.public_url", "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub struct LogoutFlow {
     post_logout_redirect: Url,
     /// Where the browser lands after logout, as a `Location` value.
     post_logout_location: String,
+    /// `server.public_url`'s path (empty at the origin's root).
+    base_path: String,
 }
 
 impl LogoutFlow {
@@ -40,8 +42,10 @@ impl LogoutFlow {
         end_session: bool,
         post_logout_redirect: Url,
         public_url: &Url,
+        base_path: &str,
     ) -> Self {
         Self {
+            base_path: base_path.to_owned(),
             post_logout_location: return_to::location_for(&post_logout_redirect, public_url),
             sessions,
             oidc,
@@ -96,7 +100,7 @@ impl LogoutFlow {
                 HANDLE_TTL,
             )
             .await?;
-        Ok(format!("/auth/logout/end?h={handle}"))
+        Ok(format!("{}/auth/logout/end?h={handle}", self.base_path))
     }
 
     /// Where a logout handle leads: the end-session URL the first time, the

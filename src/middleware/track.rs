@@ -35,12 +35,18 @@ fn status_class(status: u16) -> &'static str {
 }
 
 /// Counts and times every request on the main listener.
-pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+/// `base` is `server.public_url`'s path, under which the gateway's own
+/// endpoints are registered (empty for none).
+pub async fn track(
+    State((metrics, base)): State<(Arc<Metrics>, Arc<str>)>,
+    req: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let kind = kind_of(
         req.extensions()
             .get::<MatchedPath>()
-            .map(MatchedPath::as_str),
+            .map(|m| m.as_str().strip_prefix(&*base).unwrap_or(m.as_str())),
     );
     let resp = next.run(req).await;
     metrics

@@ -46,11 +46,13 @@ pub async fn login(
     // repeated parameter is the gateway's own 400 (JSON or page).
     let Query(q) = Query::<LoginQuery>::try_from_uri(&uri)
         .map_err(|_| AppError::BadRequest("The login parameters are malformed.".into()))?;
+    // No target: the root of the app, under the mount path if any.
+    let mount_root = state.config.server.path("/");
     let candidate = q
         .return_to
         .as_deref()
         .filter(|s| !s.is_empty())
-        .unwrap_or("/");
+        .unwrap_or(&mount_root);
     // Refused before it is parsed: a longer target would not fit the cookie.
     if candidate.len() > login::MAX_RETURN_TO_BYTES {
         return Err(login::return_to_too_long().into());

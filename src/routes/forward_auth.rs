@@ -282,8 +282,9 @@ fn with_login_url(
 ) -> Response {
     if resp.status() == StatusCode::UNAUTHORIZED && is_navigation(headers) {
         let login = format!(
-            "{}/auth/login?return_to={}",
+            "{}{}?return_to={}",
             state.config.server.public_origin(),
+            state.config.server.path("/auth/login"),
             utf8_percent_encode(orig.uri.as_str(), NON_ALPHANUMERIC)
         );
         if let Ok(v) = HeaderValue::from_str(&login) {

@@ -47,6 +47,16 @@ fn origin_form(uri: &Uri) -> Result<Uri, &'static str> {
         .map_err(|_| "The request path is not a valid URI path.")
 }
 
+/// `path` relative to the mount path `base` (`/` for `base` itself), or
+/// `None` when it is outside it. An empty `base` keeps every path.
+fn under_mount(path: &str, base: &str) -> Option<String> {
+    match path.strip_prefix(base) {
+        Some("") => Some("/".into()),
+        Some(rest) if rest.starts_with('/') => Some(rest.to_owned()),
+        _ => None,
+    }
+}
+
 /// The router's fallback: a path no route matched.
 pub async fn serve(State(state): State<AppState>, req: Request) -> Response {
     let Some(cfg) = &state.config.static_files else {
@@ -56,9 +66,21 @@ pub async fn serve(State(state): State<AppState>, req: Request) -> Response {
         return AppError::NotFound.into_response();
     }
     let mut req = req;
+    let base = state.config.server.base_path.as_str();
     let path = match origin_form(req.uri()) {
         Ok(uri) => {
-            let path = uri.path().to_owned();
+            // Under a mount path only paths under it are the app's, read
+            // relative to it (`/app/x.js` is the file `x.js`).
+            let Some(path) = under_mount(uri.path(), base) else {
+                return AppError::NotFound.into_response();
+            };
+            let pq = match uri.query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path.clone(),
+            };
+            let Ok(uri) = pq.parse() else {
+                return AppError::NotFound.into_response();
+            };
             *req.uri_mut() = uri;
             path
         }
@@ -97,6 +119,13 @@ pub async fn serve(State(state): State<AppState>, req: Request) -> Response {
         return AppError::NotFound.into_response();
     }
     let mut resp = resp.map(axum::body::Body::new);
+    // `ServeDir` built its redirect from the path it saw, without the mount.
+    if !base.is_empty()
+        && let Some(l) = resp.headers().get(header::LOCATION)
+        && let Ok(moved) = HeaderValue::from_str(&format!("{base}{}", l.to_str().unwrap_or("/")))
+    {
+        resp.headers_mut().insert(header::LOCATION, moved);
+    }
     let cache = if resp.status().is_success() && is_hashed_asset(&path) {
         "public, max-age=31536000, immutable"
     } else {
@@ -110,6 +139,16 @@ pub async fn serve(State(state): State<AppState>, req: Request) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_paths_under_the_mount_path_are_the_apps() {
+        assert_eq!(under_mount("/x.js", "").as_deref(), Some("/x.js"));
+        assert_eq!(under_mount("/app", "/app").as_deref(), Some("/"));
+        assert_eq!(under_mount("/app/", "/app").as_deref(), Some("/"));
+        assert_eq!(under_mount("/app/a/b", "/app").as_deref(), Some("/a/b"));
+        assert_eq!(under_mount("/apps/a", "/app"), None);
+        assert_eq!(under_mount("/", "/app"), None);
+    }
 
     #[test]
     fn hashed_assets_are_recognised() {

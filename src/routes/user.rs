@@ -32,7 +32,7 @@ pub async fn user(
             "idle_expires_at": body.idle_expires_at,
             "absolute_expires_at": body.absolute_expires_at,
         },
-        "logout_url": format!("/auth/logout?sid={logout_token}"),
+        "logout_url": state.config.server.path(&format!("/auth/logout?sid={logout_token}")),
         "logout_token": logout_token,
     });
     if truncated && let Some(o) = reply.as_object_mut() {

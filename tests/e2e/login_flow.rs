@@ -578,3 +578,85 @@ async fn a_login_ends_the_previous_session_even_when_the_strict_cookie_stays_beh
     assert_eq!(old.get("/auth/user").await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(b.get("/auth/user").await.status, StatusCode::OK);
 }
+
+/// The gateway mounted under `/app` (`server.public_url` with a path, a
+/// proxy in front that does not strip it): the whole flow runs under it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_call_the_api_and_logout_under_a_mount_path() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .mount("/app")
+        .configure(|c| c.routes[0].path = "/app/api".into())
+        .start()
+        .await;
+    let mut b = Browser::new(&gw);
+
+    // Outside the mount there is nothing of the gateway's.
+    assert_eq!(b.get("/auth/user").await.status, StatusCode::NOT_FOUND);
+    let anon = b.get("/app/auth/user").await;
+    assert_eq!(anon.status, StatusCode::UNAUTHORIZED, "{anon:?}");
+    assert_eq!(
+        anon.headers
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok()),
+        Some("Session realm=\"oidc-bff\", login=\"/app/auth/login\"")
+    );
+
+    // Login without a return_to: the provider is asked to come back to
+    // /app/auth/callback, and the browser lands on /app/.
+    let start = b.navigate("/app/auth/login").await;
+    assert_eq!(start.status, StatusCode::SEE_OTHER, "{start:?}");
+    let authorize = start.location().expect("authorization URL");
+    let redirect_uri = urlencode(&gw.url("/app/auth/callback"));
+    assert!(
+        authorize.contains(&format!("redirect_uri={redirect_uri}")),
+        "{authorize}"
+    );
+    let cb = b.authenticate(&authorize, "alice", "alice-password").await;
+    assert!(cb.starts_with(&gw.url("/app/auth/callback?")), "{cb}");
+    let done = b.callback(&cb).await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{done:?}");
+    assert_eq!(done.location(), Some(gw.url("/app/")));
+    assert!(b.session_cookie().is_some());
+
+    let user = b.get("/app/auth/user").await;
+    assert_eq!(user.status, StatusCode::OK, "{user:?}");
+    assert_eq!(user.json()["sub"], "alice");
+    assert!(
+        user.json()["logout_url"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("/app/auth/logout?sid=")),
+        "{user:?}"
+    );
+
+    // The route is written in full and forwards its path as is.
+    let api = b.get("/app/api/hello").await;
+    assert_eq!(api.status, StatusCode::OK, "{api:?}");
+    assert_eq!(upstream.seen()[0].uri, "/app/api/hello");
+
+    // Logout: the one-time handle is under the mount, and leads to the
+    // provider; used again, to the mount's root.
+    let out = b
+        .request(Method::POST, "/app/auth/logout", &[("x-csrf", "1")], None)
+        .await;
+    assert_eq!(out.status, StatusCode::OK, "{out:?}");
+    let next = out.json()["redirect_url"]
+        .as_str()
+        .expect("redirect_url")
+        .to_owned();
+    assert!(next.starts_with("/app/auth/logout/end?h="), "{next}");
+    let end = b.navigate(&next).await;
+    assert_eq!(end.status, StatusCode::SEE_OTHER, "{end:?}");
+    let loc = end.location().expect("end-session redirect");
+    assert!(loc.starts_with(&ProviderApi::shared().issuer), "{loc}");
+    assert!(
+        loc.contains(&format!(
+            "post_logout_redirect_uri={}",
+            urlencode(&gw.url("/app/"))
+        )),
+        "{loc}"
+    );
+    let again = b.navigate(&next).await;
+    assert_eq!(again.location(), Some(gw.url("/app/")));
+    assert_eq!(gw.session_count().await, 0);
+}

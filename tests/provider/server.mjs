@@ -306,10 +306,12 @@ function parseUrl(value) {
 
 // Gateways under test listen on random ports, so no fixed list of redirect
 // URIs can name them: any /auth/callback on an allowed origin is accepted, with
-// nothing else (no query, no fragment, no other path, no credentials).
+// nothing else (no query, no fragment, no other path, no credentials). A
+// gateway mounted under a path (`/app/auth/callback`) is one too.
+const CALLBACK_PATH = /^(\/[A-Za-z0-9._~-]+)*\/auth\/callback$/;
 function loopbackCallback(value) {
   const u = parseUrl(value);
-  return !!u && allowedOrigin(u) && u.pathname === '/auth/callback'
+  return !!u && allowedOrigin(u) && CALLBACK_PATH.test(u.pathname)
     && !value.includes('?') && !value.includes('#') && !u.username && !u.password;
 }
 

@@ -146,12 +146,27 @@ impl TestRouter {
         Self::build(TempDir::new(), server, "").await
     }
 
+    /// As [`TestRouter::with_dir`], with the gateway mounted under `mount`
+    /// (`server.public_url` = [`PUBLIC_URL`] + `mount`, e.g. `/app`) and
+    /// `server` lines added to `[server]`.
+    pub async fn mounted(dir: TempDir, mount: &str, server: &str, extra: &str) -> Self {
+        Self::build_mounted(dir, server, extra, mount).await
+    }
+
     async fn build(dir: TempDir, server: &str, extra: &str) -> Self {
+        Self::build_mounted(dir, server, extra, "").await
+    }
+
+    async fn build_mounted(dir: TempDir, server: &str, extra: &str, mount: &str) -> Self {
         let upstream = Upstream::start().await;
         let extra = extra
             .replace("{dir}", &dir.path().display().to_string())
             .replace("{upstream}", &upstream.url);
-        let path = dir.write("oidc-bff.toml", &config_toml(&upstream.url, server, &extra));
+        let toml = config_toml(&upstream.url, server, &extra).replace(
+            &format!("public_url = \"{PUBLIC_URL}\""),
+            &format!("public_url = \"{PUBLIC_URL}{mount}\""),
+        );
+        let path = dir.write("oidc-bff.toml", &toml);
         let config = match oidc_bff::config::load(Some(&path), Vec::new()) {
             Ok(c) => c,
             Err(e) => panic!("test configuration is invalid:\n{e}"),

@@ -55,6 +55,9 @@ pub struct GatewayBuilder {
     /// `server.public_url` when not the gateway's own address (a front
     /// proxy's).
     public_url: Option<String>,
+    /// A path appended to the default `server.public_url` (the gateway
+    /// mounted under it).
+    mount: String,
 }
 
 pub struct Gateway {
@@ -92,6 +95,7 @@ impl GatewayBuilder {
             metrics: false,
             log: None,
             public_url: None,
+            mount: String::new(),
         }
         .store_timeout(STORE_TIMEOUT)
     }
@@ -144,6 +148,13 @@ impl GatewayBuilder {
     /// stands in front of the gateway.
     pub fn public_url(mut self, url: &str) -> Self {
         self.public_url = Some(url.to_owned());
+        self
+    }
+
+    /// The gateway mounted under `path` (e.g. `/app`): `server.public_url`
+    /// is its own address plus `path`.
+    pub fn mount(mut self, path: &str) -> Self {
+        self.mount = path.to_owned();
         self
     }
 
@@ -226,7 +237,7 @@ impl GatewayBuilder {
         config.server.public_url = Some(
             self.public_url
                 .clone()
-                .unwrap_or_else(|| format!("http://127.0.0.1:{port}")),
+                .unwrap_or_else(|| format!("http://127.0.0.1:{port}{}", self.mount)),
         );
         config.store.key_prefix = prefix.to_owned();
         if let Some(p) = admin_port {
