@@ -114,13 +114,71 @@ pub fn build_router(state: AppState) -> Router {
             login_under_mount,
         ))
     };
-    middleware::with_request_log(
+    let base = server.base_path.clone();
+    let client_address = state.client_address.clone();
+    let app = middleware::with_request_log(
         router,
         state.config.log.access_log,
         state.client_address.clone(),
     )
-    .with_state(state)
+    .with_state(state);
+    if base.is_empty() {
+        return app;
+    }
+    // A proxy that strips the mount path says so with `X-Forwarded-Prefix`:
+    // the path is put back before routing, so both kinds of proxy reach the
+    // same routes.
+    Router::new().fallback_service(
+        tower::ServiceBuilder::new()
+            .map_request(move |req: Request| restore_prefix(req, &base, &client_address))
+            .service(app),
+    )
 }
+
+/// Puts the mount path back on a request whose trusted proxy stripped it
+/// (`X-Forwarded-Prefix` equal to the mount path, from a peer in
+/// `server.trusted_proxies`). From anyone else, or naming another prefix,
+/// the header changes nothing: the request is routed as it came.
+fn restore_prefix(
+    mut req: Request,
+    base: &str,
+    client_address: &crate::extract::client::ClientAddressPolicy,
+) -> Request {
+    let Some(prefix) = req.headers().get(&X_FORWARDED_PREFIX) else {
+        return req;
+    };
+    let named_ours = prefix
+        .as_bytes()
+        .strip_suffix(b"/")
+        .unwrap_or(prefix.as_bytes())
+        == base.as_bytes();
+    let trusted = client_address.trusts(crate::extract::client::peer_ip_of(req.extensions()));
+    let path = req.uri().path();
+    let already = path
+        .strip_prefix(base)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+    if !named_ours || !trusted || already || !path.starts_with('/') {
+        return req;
+    }
+    let mut full = String::with_capacity(base.len() + path.len() + 1);
+    full.push_str(base);
+    full.push_str(path);
+    if let Some(q) = req.uri().query() {
+        full.push('?');
+        full.push_str(q);
+    }
+    let mut parts = req.uri().clone().into_parts();
+    match http::uri::PathAndQuery::try_from(full) {
+        Ok(pq) => parts.path_and_query = Some(pq),
+        Err(_) => return req,
+    }
+    if let Ok(uri) = http::Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+    }
+    req
+}
+
+static X_FORWARDED_PREFIX: http::HeaderName = http::HeaderName::from_static("x-forwarded-prefix");
 
 /// A 401's `WWW-Authenticate` names the login endpoint as a path; under a
 /// mount path that path moves with the endpoint.

@@ -151,3 +151,55 @@ async fn forward_auth_is_under_the_mount_path_and_names_a_login_url_under_it() {
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{r}");
 }
+
+/// The same gateway behind a proxy that strips `/app` and says so with
+/// `X-Forwarded-Prefix`: from a trusted proxy the request is routed as if
+/// the prefix were there; from anyone else, or naming another prefix, the
+/// header changes nothing.
+#[tokio::test]
+async fn a_trusted_proxy_that_strips_the_mount_path_names_it_in_x_forwarded_prefix() {
+    let dir = TempDir::new();
+    dir.write("www/index.html", INDEX);
+    let app = TestRouter::mounted(
+        dir,
+        "/app",
+        "trusted_proxies = [\"10.0.0.0/8\"]\n",
+        "[static]\ndir = \"{dir}/www\"\n\n[[routes]]\npath = \"/app/api\"\nupstream = \"{upstream}\"\nauth = \"none\"\n",
+    )
+    .await;
+    let stripped = |path: &str, prefix: &str| {
+        request(
+            Method::GET,
+            path,
+            &[("x-forwarded-prefix", prefix)],
+            Body::empty(),
+        )
+    };
+    let r = app
+        .send_from("10.1.2.3", stripped("/auth/user", "/app"))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r}");
+    assert_eq!(
+        r.header(header::WWW_AUTHENTICATE),
+        "Session realm=\"oidc-bff\", login=\"/app/auth/login\""
+    );
+    let r = app
+        .send_from("10.1.2.3", stripped("/api/items?x=1", "/app/"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r}");
+    assert_eq!(app.upstream.uris(), vec!["/app/api/items?x=1".to_owned()]);
+    // Not from a trusted proxy, or another prefix: routed as it came (404).
+    let r = app
+        .send_from("192.0.2.7", stripped("/auth/user", "/app"))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{r}");
+    let r = app
+        .send_from("10.1.2.3", stripped("/auth/user", "/other"))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{r}");
+    // A request that already carries the path is not prefixed twice.
+    let r = app
+        .send_from("10.1.2.3", stripped("/app/healthz", "/app"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r}");
+}
