@@ -161,34 +161,6 @@ where
     }
 }
 
-/// The verified hops of the request (client first, peer last), for the
-/// proxy's `X-Forwarded-For` and `Forwarded`.
-#[derive(Debug, Clone)]
-pub struct ClientChain(pub Vec<IpAddr>);
-
-impl ClientChain {
-    /// The client: the first verified hop.
-    pub fn client(&self) -> IpAddr {
-        self.0
-            .first()
-            .copied()
-            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
-    }
-}
-
-impl<S> FromRequestParts<S> for ClientChain
-where
-    S: Send + Sync,
-    ClientAddressPolicy: FromRef<S>,
-{
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let policy = ClientAddressPolicy::from_ref(state);
-        Ok(Self(policy.chain(&parts.headers, peer_ip(parts))))
-    }
-}
-
 impl<S> FromRequestParts<S> for ClientInfo
 where
     S: Send + Sync,

@@ -10,7 +10,6 @@
 //! never read a response made with the user's token, whatever CORS policy
 //! the upstream has.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -176,13 +175,12 @@ impl Forwarder {
         route: &Route,
         req: Request,
         session: Option<&Session>,
-        client_ip: IpAddr,
     ) -> Result<Response, AppError> {
         let caller = match session {
             Some(s) => Caller::Session(s),
             None => Caller::Anonymous,
         };
-        self.forward_as(route, req, caller, client_ip).await
+        self.forward_as(route, req, caller).await
     }
 
     /// Sends `req` to `route`'s upstream on behalf of `caller`.
@@ -191,7 +189,6 @@ impl Forwarder {
         route: &Route,
         req: Request,
         caller: Caller<'_>,
-        client_ip: IpAddr,
     ) -> Result<Response, AppError> {
         let session = match &caller {
             Caller::Session(s) => Some(*s),
@@ -206,7 +203,12 @@ impl Forwarder {
         let now = crate::clock::unix_now();
         let (bearer, identity) = match caller {
             Caller::Anonymous => (None, Vec::new()),
-            Caller::Session(s) => (Some(bearer_header(s)?), self.identity_for(route, s, now)?),
+            Caller::Session(s) => (
+                Some(s.bearer_header().map_err(|_| {
+                    AppError::Internal("access token is not a valid header value".into())
+                })?),
+                self.identity_for(route, s, now)?,
+            ),
             Caller::Bearer {
                 mut authorization,
                 claims,
@@ -241,9 +243,11 @@ impl Forwarder {
                 .remove::<hyper::upgrade::OnUpgrade>()
                 .map(|on_upgrade| (on_upgrade, key))
         });
-        let chain = self
-            .client_address
-            .chain(&parts.headers, peer_ip_of(&parts.extensions));
+        // The verified hops, client first: computed once, for the headers
+        // upstream and for the client address a tunnel records.
+        let peer = peer_ip_of(&parts.extensions);
+        let chain = self.client_address.chain(&parts.headers, peer);
+        let client_ip = chain.first().copied().unwrap_or(peer);
         let watch = match (&upgrade, session) {
             (Some(_), Some(s)) => Some(SessionWatch::new(
                 self.sessions.clone(),
@@ -314,17 +318,6 @@ impl Forwarder {
             ResponseKind::Proxied,
         ))
     }
-}
-
-fn bearer_header(session: &Session) -> Result<HeaderValue, AppError> {
-    let token = session.secrets.access_token.expose();
-    let mut v = String::with_capacity(7 + token.len());
-    v.push_str("Bearer ");
-    v.push_str(token);
-    let mut h = HeaderValue::from_str(&v)
-        .map_err(|_| AppError::Internal("access token is not a valid header value".into()))?;
-    h.set_sensitive(true);
-    Ok(h)
 }
 
 fn map_client_error(e: &hyper_util::client::legacy::Error) -> UpstreamError {

@@ -29,13 +29,11 @@ use super::upgrade;
 use crate::authz;
 use crate::config::RouteAuth;
 use crate::error::AppError;
-use crate::extract::client::ClientIp;
 use crate::extract::session::{CurrentSession, MaybeSession, SessionRejection};
 use crate::flows::refresh::Refresher;
 use crate::middleware::csrf::{self, CsrfRule};
 use crate::oidc::Oidc;
 use crate::oidc::jwt::{TokenError, validate_access_token};
-use crate::session::Session;
 use crate::url_policy::path::check_request_path;
 
 /// Refuses, before any session lookup:
@@ -87,20 +85,19 @@ pub async fn required(
     State(refresher): State<Arc<Refresher>>,
     State(oidc): State<Arc<Oidc>>,
     Extension(route): Extension<Arc<Route>>,
-    ClientIp(ip): ClientIp,
     session: Result<CurrentSession, SessionRejection>,
     req: Request,
 ) -> Result<Response, AppError> {
     let session = match session {
         Ok(CurrentSession(s)) => s,
         Err(SessionRejection::Anonymous) if bearer_request(&forwarder, &route, req.headers()) => {
-            return bearer(&forwarder, &oidc, &route, ip, req).await;
+            return bearer(&forwarder, &oidc, &route, req).await;
         }
         Err(rejection) => return Ok(rejection.into_response()),
     };
-    admit(&route, &session)?;
+    route.admit(&session)?;
     let session = refresher.fresh(*session, crate::clock::unix_now()).await?;
-    forwarder.forward(&route, req, Some(&session), ip).await
+    forwarder.forward(&route, req, Some(&session)).await
 }
 
 /// Whether `req` is a bearer client's: the route accepts them, the request
@@ -125,7 +122,6 @@ async fn bearer(
     forwarder: &Forwarder,
     oidc: &Oidc,
     route: &Route,
-    ip: std::net::IpAddr,
     req: Request,
 ) -> Result<Response, AppError> {
     let (Some(audience), Some(token)) = (
@@ -160,7 +156,6 @@ async fn bearer(
                 authorization,
                 claims: &claims,
             },
-            ip,
         )
         .await
 }
@@ -181,24 +176,11 @@ pub async fn csrf_unless_bearer(
     csrf::require_on_unsafe_methods(State(rule), req, next).await
 }
 
-/// The route's policy over the session's claims and scopes: 403 naming
-/// what the route requires (never what the user has).
-fn admit(route: &Route, session: &Session) -> Result<(), AppError> {
-    if route.policy.is_empty() {
-        return Ok(());
-    }
-    authz::check(&route.policy, &session.claims(), session.scopes()).map_err(|refusal| {
-        tracing::info!(route = %route.path, "request refused by the route's policy");
-        AppError::Forbidden(refusal.to_string())
-    })
-}
-
 /// A route that forwards the token when there is a session.
 pub async fn optional(
     State(forwarder): State<Arc<Forwarder>>,
     State(refresher): State<Arc<Refresher>>,
     Extension(route): Extension<Arc<Route>>,
-    ClientIp(ip): ClientIp,
     MaybeSession(session): MaybeSession,
     req: Request,
 ) -> Result<Response, AppError> {
@@ -206,15 +188,14 @@ pub async fn optional(
         Some(s) => Some(refresher.fresh(*s, crate::clock::unix_now()).await?),
         None => None,
     };
-    forwarder.forward(&route, req, session.as_ref(), ip).await
+    forwarder.forward(&route, req, session.as_ref()).await
 }
 
 /// A route without sessions.
 pub async fn public(
     State(forwarder): State<Arc<Forwarder>>,
     Extension(route): Extension<Arc<Route>>,
-    ClientIp(ip): ClientIp,
     req: Request,
 ) -> Result<Response, AppError> {
-    forwarder.forward(&route, req, None, ip).await
+    forwarder.forward(&route, req, None).await
 }

@@ -95,6 +95,19 @@ impl RouteTable {
 }
 
 impl Route {
+    /// The route's policy over a session's claims and granted scopes: 403
+    /// naming what the route requires (never what the user has). The one
+    /// check for proxied requests, WebSocket handshakes and forward-auth.
+    pub fn admit(&self, session: &crate::session::Session) -> Result<(), crate::error::AppError> {
+        if self.policy.is_empty() {
+            return Ok(());
+        }
+        crate::authz::check(&self.policy, &session.claims(), session.scopes()).map_err(|refusal| {
+            tracing::info!(route = %self.path, "request refused by the route's policy");
+            crate::error::AppError::Forbidden(refusal.to_string())
+        })
+    }
+
     /// The router patterns that together match exactly the paths under this
     /// prefix: the prefix itself, with a trailing slash, and anything below
     /// (axum's catch-all matches no empty rest, hence three). Braces are

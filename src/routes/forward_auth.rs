@@ -29,7 +29,6 @@ use crate::extract::client::peer_ip;
 use crate::extract::session::{CurrentSession, MaybeSession, SessionRejection};
 use crate::middleware::csrf::is_state_changing;
 use crate::pages::is_navigation;
-use crate::proxy::routes::Route;
 use crate::session::Session;
 use crate::state::AppState;
 use crate::url_policy::path::check_request_path;
@@ -179,7 +178,16 @@ async fn decide(state: &AppState, parts: &mut Parts) -> Result<Response, Respons
                 &orig,
             )
         })?;
-    authorize(route, &session).map_err(IntoResponse::into_response)?;
+    if let Some(r) = route {
+        r.admit(&session).map_err(IntoResponse::into_response)?;
+    }
+    // As the proxy: a token that cannot be a header is an error, never a
+    // 200 that lets the request through without it.
+    if session.bearer_header().is_err() {
+        return Err(
+            AppError::Internal("access token is not a valid header value".into()).into_response(),
+        );
+    }
     // The route's identity headers and assertion, as the proxy would send.
     let identity = match route {
         Some(r) => state
@@ -214,19 +222,6 @@ fn envoy_suffix(state: &AppState, uri: &http::Uri) -> Option<String> {
     })
 }
 
-/// The per-route authorization policy on the session's claims and granted
-/// scopes (`authz::check`, as on the proxied routes): 403 naming only what
-/// the policy requires. A URI no route covers has no policy.
-fn authorize(route: Option<&Route>, session: &Session) -> Result<(), AppError> {
-    let Some(route) = route else {
-        return Ok(());
-    };
-    crate::authz::check(&route.policy, &session.claims(), session.scopes()).map_err(|refusal| {
-        tracing::info!(route = %route.path, "forward-auth: refused by the route's policy");
-        AppError::Forbidden(refusal.to_string())
-    })
-}
-
 /// 200, with the token and identity for the upstream when there is a
 /// session.
 fn allowed(session: Option<&Session>) -> Response {
@@ -236,10 +231,7 @@ fn allowed(session: Option<&Session>) -> Response {
     let Some(session) = session else {
         return resp;
     };
-    let mut bearer = String::from("Bearer ");
-    bearer.push_str(session.secrets.access_token.expose());
-    if let Ok(mut v) = HeaderValue::from_str(&bearer) {
-        v.set_sensitive(true);
+    if let Ok(v) = session.bearer_header() {
         h.insert(header::AUTHORIZATION, v);
     }
     let claims = session.claims();

@@ -43,6 +43,18 @@ pub struct Session {
 }
 
 impl Session {
+    /// `Authorization: Bearer <access token>`, marked sensitive so no log
+    /// or debug output of the header map prints it.
+    pub fn bearer_header(&self) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
+        let token = self.secrets.access_token.expose();
+        let mut v = String::with_capacity(7 + token.len());
+        v.push_str("Bearer ");
+        v.push_str(token);
+        let mut h = HeaderValue::from_str(&v)?;
+        h.set_sensitive(true);
+        Ok(h)
+    }
+
     pub fn claims(&self) -> serde_json::Map<String, serde_json::Value> {
         serde_json::from_str(&self.secrets.claims_json).unwrap_or_default()
     }
