@@ -38,6 +38,10 @@ pub struct RawServer {
     pub allowed_return_origins: Vec<String>,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub shutdown_timeout: RawDuration,
+    /// After SIGTERM, how long the gateway keeps accepting and serving while
+    /// `/readyz` answers 503, so load balancers stop sending before the
+    /// listener closes ("0s": close at once). SIGINT (Ctrl-C) skips it.
+    pub drain_period: RawDuration,
     /// Worker threads, each with its own listener socket (SO_REUSEPORT),
     /// Redis connection and upstream connection pool. 0: one per CPU.
     pub workers: usize,
@@ -73,6 +77,7 @@ impl Default for RawServer {
             trusted_proxies: Vec::new(),
             allowed_return_origins: Vec::new(),
             shutdown_timeout: RawDuration::text("30s"),
+            drain_period: RawDuration::text("5s"),
             workers: 0,
             header_read_timeout: RawDuration::text("10s"),
             idle_timeout: RawDuration::text("60s"),
@@ -99,6 +104,9 @@ pub struct ServerConfig {
     /// ASCII-serialised origins, `public_url`'s first.
     pub allowed_return_origins: Vec<String>,
     pub shutdown_timeout: Duration,
+    /// Serving on after SIGTERM with `/readyz` at 503, before the
+    /// listeners close (`crate::server`).
+    pub drain_period: Duration,
     /// Resolved: at least 1.
     pub workers: usize,
     pub limits: ConnectionLimits,
@@ -157,6 +165,7 @@ pub(super) struct Server {
     listen: SocketAddr,
     trusted_proxies: Vec<(IpAddr, u8)>,
     shutdown_timeout: Duration,
+    drain_period: Duration,
     workers: usize,
     limits: ConnectionLimits,
 }
@@ -175,6 +184,7 @@ impl Server {
             trusted_proxies: self.trusted_proxies,
             allowed_return_origins: self.allowed_return_origins,
             shutdown_timeout: self.shutdown_timeout,
+            drain_period: self.drain_period,
             limits: self.limits,
         })
     }
@@ -223,6 +233,13 @@ pub(super) fn validate(raw: &RawServer, issues: &mut Issues) -> Server {
         );
     }
     let shutdown_timeout = duration(issues, "server.shutdown_timeout", &raw.shutdown_timeout);
+    let drain_period = duration(issues, "server.drain_period", &raw.drain_period);
+    if drain_period > MAX_DRAIN_PERIOD {
+        issues.add(
+            "server.drain_period",
+            "must be at most 10m: it only needs to outlast your load balancer noticing the 503 from /readyz (seconds), and the orchestrator's kill timeout must exceed it",
+        );
+    }
     let trusted_proxies = trusted_proxies(raw, issues);
     let limits = limits(raw, issues);
     Server {
@@ -232,10 +249,15 @@ pub(super) fn validate(raw: &RawServer, issues: &mut Issues) -> Server {
         listen,
         trusted_proxies,
         shutdown_timeout,
+        drain_period,
         workers: raw.workers,
         limits,
     }
 }
+
+/// Longest `drain_period`: a drain is for load balancers to notice, and
+/// a pod that takes longer to stop holds up a rollout for nothing.
+const MAX_DRAIN_PERIOD: Duration = Duration::from_secs(600);
 
 /// Smallest `max_header_bytes`: hyper's smallest read buffer (it panics
 /// below it), and room for a session cookie plus ordinary headers.
@@ -589,5 +611,23 @@ mod tests {
                 "server.max_body_bytes",
             ]
         );
+    }
+
+    #[test]
+    fn the_drain_period_defaults_to_five_seconds_may_be_zero_and_is_bounded() {
+        let config = load_str(&minimal(), &[]).expect("valid");
+        assert_eq!(
+            config.server.drain_period,
+            std::time::Duration::from_secs(5)
+        );
+        let none = minimal().replace("[server]\n", "[server]\ndrain_period = \"0s\"\n");
+        let config = load_str(&none, &[]).expect("valid");
+        assert_eq!(config.server.drain_period, std::time::Duration::ZERO);
+        for bad in ["\"11m\"", "\"soon\""] {
+            let toml =
+                minimal().replace("[server]\n", &format!("[server]\ndrain_period = {bad}\n"));
+            let keys = keys_of(load_str(&toml, &[]).expect_err("invalid"));
+            assert_eq!(keys, ["server.drain_period"], "{bad}");
+        }
     }
 }
