@@ -12,11 +12,13 @@ pub mod error;
 pub mod extract;
 pub mod flows;
 pub mod identity;
+pub mod lifecycle;
 pub mod metrics;
 pub mod middleware;
 pub mod oidc;
 pub mod pages;
 pub mod proxy;
+pub mod reload;
 pub mod router;
 pub mod routes;
 pub mod secret;
@@ -45,13 +47,13 @@ pub fn spawn_background(state: &AppState) {
 }
 
 /// Keeps the provider's metadata and keys loaded (every worker has its own).
-pub fn spawn_provider_upkeep(state: &AppState) {
+pub fn spawn_provider_upkeep(state: &AppState) -> tokio::task::JoinHandle<()> {
     let s = state.clone();
-    tokio::spawn(async move { s.oidc.keep_warm().await });
+    tokio::spawn(async move { s.oidc.keep_warm().await })
 }
 
 /// Trims index entries of expired sessions every 10 minutes (one per process).
-pub fn spawn_sweeper(state: &AppState) {
+pub fn spawn_sweeper(state: &AppState) -> tokio::task::JoinHandle<()> {
     let s = state.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(600));
@@ -64,7 +66,7 @@ pub fn spawn_sweeper(state: &AppState) {
                 Err(e) => tracing::warn!(error = %e, "index sweep failed"),
             }
         }
-    });
+    })
 }
 
 /// Serves the admin API (if configured) until `shutdown` resolves, with the
@@ -76,11 +78,16 @@ pub async fn serve_admin(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = state.config.server.limits;
+    serve_capped_alone(listener, admin_app(state), limits, shutdown).await
+}
+
+/// The admin API as served on `admin.listen`.
+pub fn admin_app(state: AppState) -> Router {
+    let limits = state.config.server.limits;
     let access_log = state.config.log.access_log;
     let client_address = state.client_address.clone();
     let app = router::limit_body(routes::admin::router(state), limits.max_body_bytes);
-    let app = middleware::with_request_log(app, access_log, client_address);
-    serve_capped_alone(listener, app, limits, shutdown).await
+    middleware::with_request_log(app, access_log, client_address)
 }
 
 /// Serves `GET /metrics` (if configured) until `shutdown` resolves, with

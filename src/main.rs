@@ -144,14 +144,21 @@ fn serve(path: Option<&std::path::Path>, env: Vec<(String, String)>) -> ExitCode
     let var = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let rust_log = var("RUST_LOG");
     let no_color = oidc_bff::telemetry::no_color(var("NO_COLOR").as_deref());
-    let config = match config::load(path, env) {
-        Ok(c) => c,
+    let (raw, config) = match config::load_checked(path, env.clone()) {
+        Ok(loaded) => loaded,
         Err(e) => {
             eprint!("{e}");
             return ExitCode::from(EX_CONFIG);
         }
     };
-    oidc_bff::telemetry::init(&config.log, rust_log.as_deref(), no_color);
+    let log_level = oidc_bff::telemetry::init(&config.log, rust_log.as_deref(), no_color);
+    // SIGHUP reads the file again the same way.
+    let source = oidc_bff::reload::Source {
+        path: path.map(ToOwned::to_owned),
+        env,
+        raw,
+        log_level,
+    };
     if !config.session.secure_cookies {
         tracing::warn!(
             "session.insecure_cookies = true: cookies are sent over plain HTTP; never do this in production"
@@ -162,7 +169,7 @@ fn serve(path: Option<&std::path::Path>, env: Vec<(String, String)>) -> ExitCode
             "store.kind = \"memory\": sessions live in this process only; use Redis for more than one instance"
         );
     }
-    match oidc_bff::server::run(config) {
+    match oidc_bff::server::run(config, source) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "oidc-bff stopped");

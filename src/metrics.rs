@@ -61,6 +61,7 @@ pub struct Metrics {
     pub backchannel_logouts: Family<ResultLabel, Counter>,
     pub tunnels_open: Gauge,
     pub tunnels_closed: Family<ReasonLabel, Counter>,
+    pub config_reloads: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -83,6 +84,7 @@ impl Metrics {
         let backchannel_logouts = Family::<ResultLabel, Counter>::default();
         let tunnels_open = Gauge::default();
         let tunnels_closed = Family::<ReasonLabel, Counter>::default();
+        let config_reloads = Family::<ResultLabel, Counter>::default();
         registry.register(
             "requests",
             "HTTP requests answered, by kind and status class",
@@ -125,8 +127,13 @@ impl Metrics {
         );
         registry.register(
             "websockets_closed",
-            "WebSocket tunnels ended: closed (by either side), session_ended (cut by the gateway) or error",
+            "WebSocket tunnels ended: closed (by either side), session_ended or going_away (cut by the gateway), or error",
             tunnels_closed.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Configuration reloads (SIGHUP, POST /admin/reload): success, invalid (refused by validation) or failed (a worker could not build it); the running configuration is kept unless success",
+            config_reloads.clone(),
         );
         Self {
             registry,
@@ -139,6 +146,7 @@ impl Metrics {
             backchannel_logouts,
             tunnels_open,
             tunnels_closed,
+            config_reloads,
         }
     }
 

@@ -14,6 +14,16 @@
 //! consistent between workers (refresh, revocation, single-use login state)
 //! is coordinated in the store exactly as between separate instances.
 //!
+//! Each worker serves its public and admin apps from a [`LiveApp`] cell, so
+//! a reload (`crate::reload`) swaps in the state each worker built for the
+//! new configuration while requests in flight finish on the old one.
+//!
+//! Shutdown: SIGTERM starts a drain (`/readyz` answers 503, everything else
+//! is still accepted and served) for `server.drain_period`; then the
+//! listeners close, WebSocket tunnels get a 1001 close frame, and requests
+//! and tunnels in flight get `server.shutdown_timeout` to finish. SIGINT
+//! (Ctrl-C) skips the drain; a second signal during the drain ends it.
+//!
 //! Every listener (public, admin, metrics) serves its connections through
 //! [`serve_connections`], which bounds what one client can hold: a
 //! connection cap, a deadline for each request head, an idle timeout, and
@@ -30,6 +40,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use arc_swap::ArcSwap;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::routing::future::RouteFuture;
@@ -38,12 +49,15 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 
 use crate::config::{Config, ConnectionLimits, StoreKind};
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::oidc::OidcCaches;
+use crate::reload::{Reloader, Source, WorkerReload};
 use crate::session::store;
 use crate::session::store::Store;
 use crate::session::store::memory::MemoryStore;
@@ -75,21 +89,94 @@ struct Shared {
     connections: Arc<Semaphore>,
     /// The provider's metadata and keys, fetched once per process.
     oidc_caches: OidcCaches,
+    lifecycle: Lifecycle,
 }
 
-/// One worker: builds its state, reports readiness, serves until told to stop.
+/// A worker's background tasks for its current state (provider upkeep; the
+/// index sweeper on worker 0), replaced with the state on a reload.
+struct Background(Vec<tokio::task::JoinHandle<()>>);
+
+impl Background {
+    fn start(index: usize, state: &AppState) -> Self {
+        let mut tasks = vec![crate::spawn_provider_upkeep(state)];
+        if index == 0 {
+            tasks.push(crate::spawn_sweeper(state));
+        }
+        Self(tasks)
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// What a worker needs to build a state again.
+struct Rebuild {
+    index: usize,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    lifecycle: Lifecycle,
+    public: LiveApp,
+    admin: Option<LiveApp>,
+}
+
+impl Rebuild {
+    /// Builds each reload's state on this worker's runtime and swaps it in
+    /// when every worker could (`crate::reload::Reloader::apply`).
+    async fn run(self, mut background: Background, mut reloads: UnboundedReceiver<WorkerReload>) {
+        while let Some(reload) = reloads.recv().await {
+            let built = AppState::for_worker(
+                reload.config,
+                self.store.clone(),
+                self.metrics.clone(),
+                reload.oidc_caches,
+                self.lifecycle.clone(),
+            );
+            let state = match built {
+                Ok(state) => {
+                    let _ = reload.built.send(Ok(()));
+                    state
+                }
+                Err(e) => {
+                    let _ = reload
+                        .built
+                        .send(Err(format!("worker {}: {e:#}", self.index)));
+                    continue;
+                }
+            };
+            if reload.commit.await != Ok(true) {
+                continue;
+            }
+            self.public.replace(crate::build_router(state.clone()));
+            if let Some(admin) = &self.admin {
+                admin.replace(crate::admin_app(state.clone()));
+            }
+            background = Background::start(self.index, &state);
+        }
+        drop(background);
+    }
+}
+
+/// One worker: builds its state, reports readiness, serves until told to
+/// stop, rebuilding its state on each reload.
 fn worker(
     index: usize,
     config: Config,
     shared: Shared,
     stop: watch::Receiver<bool>,
     ready: mpsc::Sender<anyhow::Result<()>>,
+    reloads: UnboundedReceiver<WorkerReload>,
 ) -> anyhow::Result<()> {
     let Shared {
         store,
         metrics,
         connections,
         oidc_caches,
+        lifecycle,
     } = shared;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -108,7 +195,13 @@ fn worker(
                 .map(|a| a.listen)
                 .filter(|_| index == 0);
             let metrics_listen = config.metrics_listen.filter(|_| index == 0);
-            let state = AppState::with_shared(config, store, metrics, oidc_caches)?;
+            let state = AppState::for_worker(
+                config,
+                store.clone(),
+                metrics.clone(),
+                oidc_caches,
+                lifecycle.clone(),
+            )?;
             let listener = reuseport_listener(listen)
                 .with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
             let admin = match admin {
@@ -127,9 +220,9 @@ fn worker(
                 ),
                 None => None,
             };
-            anyhow::Ok((state, listener, admin, metrics_listener))
+            anyhow::Ok((state, store, listener, admin, metrics_listener))
         };
-        let (state, listener, admin, metrics_listener) = match setup.await {
+        let (state, store, listener, admin, metrics_listener) = match setup.await {
             Ok(parts) => parts,
             Err(e) => {
                 let msg = format!("{e:#}");
@@ -137,31 +230,51 @@ fn worker(
                 return Err(anyhow::anyhow!(msg));
             }
         };
-        crate::spawn_provider_upkeep(&state);
-        if index == 0 {
-            crate::spawn_sweeper(&state);
-            if let Some(l) = admin {
-                tracing::info!(listen = %l.local_addr()?, "admin API listening");
-                tokio::spawn(crate::serve_admin(state.clone(), l, stopped(stop.clone())));
-            }
-            if let Some(l) = metrics_listener {
-                tracing::info!(listen = %l.local_addr()?, "metrics listening");
-                tokio::spawn(crate::serve_metrics(
-                    state.clone(),
-                    l,
-                    stopped(stop.clone()),
-                ));
-            }
+        let limits = state.config.server.limits;
+        let public = LiveApp::new(crate::build_router(state.clone()));
+        let mut admin_app = None;
+        if let Some(l) = admin {
+            tracing::info!(listen = %l.local_addr()?, "admin API listening");
+            let app = LiveApp::new(crate::admin_app(state.clone()));
+            admin_app = Some(app.clone());
+            tokio::spawn(serve_connections(
+                l,
+                app,
+                limits,
+                connection_cap(&limits),
+                stopped(stop.clone()),
+            ));
         }
+        if let Some(l) = metrics_listener {
+            tracing::info!(listen = %l.local_addr()?, "metrics listening");
+            tokio::spawn(crate::serve_metrics(
+                state.clone(),
+                l,
+                stopped(stop.clone()),
+            ));
+        }
+        let rebuild = Rebuild {
+            index,
+            store,
+            metrics,
+            lifecycle: lifecycle.clone(),
+            public: public.clone(),
+            admin: admin_app,
+        };
+        tokio::spawn(rebuild.run(Background::start(index, &state), reloads));
+        drop(state);
         let _ = ready.send(Ok(()));
-        crate::serve_capped(state, listener, connections, stopped(stop)).await?;
+        serve_connections(listener, public, limits, connections, stopped(stop)).await?;
+        // Upgraded connections have left hyper's hands: wait for the
+        // tunnels too (they close with 1001 now; `run` bounds the wait).
+        lifecycle.tunnels_closed().await;
         anyhow::Ok(())
     })
 }
 
-/// Runs the gateway until SIGTERM or Ctrl-C, then gives in-flight requests
-/// `server.shutdown_timeout` to finish.
-pub fn run(config: Config) -> anyhow::Result<()> {
+/// Runs the gateway until SIGTERM or SIGINT: drains, then gives in-flight
+/// requests `server.shutdown_timeout` to finish. SIGHUP reloads `source`.
+pub fn run(config: Config, source: Source) -> anyhow::Result<()> {
     let listen = config.server.listen;
     // SO_REUSEPORT would let a second gateway silently share the port:
     // make sure nobody listens there first.
@@ -170,7 +283,6 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {listen} (server.listen)"))?,
     );
     let workers = config.server.workers.max(1);
-    let grace = config.server.shutdown_timeout;
     let metrics = Arc::new(Metrics::new());
     // `server.max_connections` is per process: the workers' listeners share it.
     let connections = connection_cap(&config.server.limits);
@@ -180,30 +292,32 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         StoreKind::Redis(_) => None,
     };
     let oidc_caches = OidcCaches::new(&config.oidc);
+    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::unbounded_channel();
+    let lifecycle = Lifecycle::new(Some(reload_tx));
     let (stop_tx, stop_rx) = watch::channel(false);
     let (ready_tx, ready_rx) = mpsc::channel();
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<anyhow::Result<()>>();
+    let mut worker_reloads = Vec::new();
     for index in 0..workers {
-        let (config, store, metrics, connections, caches, stop, ready, done) = (
+        let (reloads_tx, reloads) = tokio::sync::mpsc::unbounded_channel();
+        worker_reloads.push(reloads_tx);
+        let (config, stop, ready, done) = (
             config.clone(),
-            shared_store.clone(),
-            metrics.clone(),
-            connections.clone(),
-            oidc_caches.clone(),
             stop_rx.clone(),
             ready_tx.clone(),
             done_tx.clone(),
         );
         let shared = Shared {
-            store,
-            metrics,
-            connections,
-            oidc_caches: caches,
+            store: shared_store.clone(),
+            metrics: metrics.clone(),
+            connections: connections.clone(),
+            oidc_caches: oidc_caches.clone(),
+            lifecycle: lifecycle.clone(),
         };
         std::thread::Builder::new()
             .name(format!("oidc-bff-{index}"))
             .spawn(move || {
-                let _ = done.send(worker(index, config, shared, stop, ready));
+                let _ = done.send(worker(index, config, shared, stop, ready, reloads));
             })
             .context("cannot start a worker thread")?;
     }
@@ -220,26 +334,77 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     tracing::info!(%listen, public_url = %config.server.public_url, workers, "oidc-bff listening");
+    let mut reloader = Reloader::new(source, config, oidc_caches, worker_reloads, metrics);
 
     let signals = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the signal runtime")?;
     signals.block_on(async move {
+        let mut signals = Signals::new()?;
         let mut finished = 0;
         // A worker that ends on its own (an error) ends the process too.
-        let early = tokio::select! {
-            () = shutdown_signal() => None,
-            result = done_rx.recv() => {
-                finished += 1;
-                result
+        let (signal, early) = loop {
+            tokio::select! {
+                signal = signals.next() => match signal {
+                    Signal::Reload => {
+                        tracing::info!("SIGHUP: reloading the configuration");
+                        reloader.reload().await;
+                    }
+                    stop => break (stop, None),
+                },
+                Some(call) = reload_rx.recv() => {
+                    let report = reloader.reload().await;
+                    let _ = call.send(report);
+                }
+                result = done_rx.recv() => {
+                    finished += 1;
+                    break (Signal::Interrupt, result);
+                }
             }
         };
+        let (drain, grace) = (
+            reloader.running().server.drain_period,
+            reloader.running().server.shutdown_timeout,
+        );
+        if early.is_none() && matches!(signal, Signal::Terminate) && !drain.is_zero() {
+            lifecycle.start_draining();
+            tracing::info!(drain = ?drain, "SIGTERM: draining (/readyz answers 503; still serving)");
+            let mut over = pin!(tokio::time::sleep(drain));
+            loop {
+                tokio::select! {
+                    () = &mut over => break,
+                    signal = signals.next() => match signal {
+                        Signal::Reload => {
+                            reloader.reload().await;
+                        }
+                        _ => {
+                            tracing::info!("second signal: drain cut short");
+                            break;
+                        }
+                    },
+                    Some(call) = reload_rx.recv() => {
+                        let report = reloader.reload().await;
+                        let _ = call.send(report);
+                    }
+                    result = done_rx.recv() => {
+                        if let Some(Err(e)) = result {
+                            lifecycle.go_away();
+                            let _ = stop_tx.send(true);
+                            return Err(e);
+                        }
+                        finished += 1;
+                        break;
+                    }
+                }
+            }
+        }
+        lifecycle.go_away();
         let _ = stop_tx.send(true);
         if let Some(Err(e)) = early {
             return Err(e);
         }
-        tracing::info!(grace = ?grace, "shutting down: finishing in-flight requests");
+        tracing::info!(grace = ?grace, "shutting down: listeners closed, finishing in-flight requests");
         let rest = async {
             while finished < workers && done_rx.recv().await.is_some() {
                 finished += 1;
@@ -252,24 +417,87 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     })
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// The signals the process acts on.
+#[derive(Clone, Copy)]
+enum Signal {
+    /// SIGHUP.
+    Reload,
+    /// SIGTERM: drain, then shut down.
+    Terminate,
+    /// SIGINT (Ctrl-C): shut down without a drain.
+    Interrupt,
+}
+
+struct Signals {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    hup: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers (SIGHUP no longer ends the process).
+    fn new() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                hup: signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
+                term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            })
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    async fn next(&mut self) -> Signal {
+        let ctrl_c = async {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.hup.recv() => Signal::Reload,
+                _ = self.term.recv() => Signal::Terminate,
+                () = ctrl_c => Signal::Interrupt,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            ctrl_c.await;
+            Signal::Interrupt
+        }
+    }
+}
+
+/// The app a listener serves, replaceable while it serves: each request
+/// takes the current one at its start (one atomic load), so a request in
+/// flight finishes on the app it started with and a keep-alive connection
+/// gets the new one with its next request.
+#[derive(Clone)]
+pub struct LiveApp(Arc<ArcSwap<Router>>);
+
+impl LiveApp {
+    pub fn new(app: Router) -> Self {
+        Self(Arc::new(ArcSwap::from_pointee(app)))
+    }
+
+    /// Serves `app` from the next request on.
+    pub fn replace(&self, app: Router) {
+        self.0.store(Arc::new(app));
+    }
+
+    /// The app now (a reference count).
+    fn current(&self) -> Router {
+        Router::clone(&self.0.load())
+    }
+}
+
+impl From<Router> for LiveApp {
+    fn from(app: Router) -> Self {
+        Self::new(app)
     }
 }
 
@@ -292,11 +520,12 @@ pub fn connection_cap(limits: &ConnectionLimits) -> Arc<Semaphore> {
 /// `idle_timeout`, is closed.
 pub async fn serve_connections(
     listener: TcpListener,
-    app: Router,
+    app: impl Into<LiveApp>,
     limits: ConnectionLimits,
     cap: Arc<Semaphore>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
+    let app = app.into();
     let builder = Arc::new(connection_builder(&limits));
     let (stop_tx, stop_rx) = watch::channel(false);
     // Every connection task holds a receiver; all dropped = all finished.
@@ -383,7 +612,7 @@ async fn accept_failed(e: std::io::Error) {
 /// One accepted connection and what it needs to be served.
 struct Connection {
     builder: Arc<Builder<TokioExecutor>>,
-    app: Router,
+    app: LiveApp,
     peer: SocketAddr,
     limits: ConnectionLimits,
     stop: watch::Receiver<bool>,
@@ -499,7 +728,7 @@ impl Activity {
 /// The app as one connection's hyper service: records activity and hands
 /// the peer address to the app as `ConnectInfo` (`extract::client::peer_ip`).
 struct ConnectionService {
-    app: Router,
+    app: LiveApp,
     peer: SocketAddr,
     activity: Arc<Activity>,
 }
@@ -512,8 +741,9 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
     fn call(&self, mut req: http::Request<Incoming>) -> Self::Future {
         self.activity.request_started();
         req.extensions_mut().insert(ConnectInfo(self.peer));
-        // `Router` is always ready; a clone is a reference count.
-        tower::Service::call(&mut self.app.clone(), req)
+        // `Router` is always ready; taking it is an atomic load and a
+        // reference count.
+        tower::Service::call(&mut self.app.current(), req)
     }
 }
 

@@ -16,6 +16,7 @@ use crate::extract::client::ClientAddressPolicy;
 use crate::flows::logout::LogoutFlow;
 use crate::flows::refresh::Refresher;
 use crate::identity::Signer;
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::middleware::csrf::CsrfRule;
 use crate::oidc::{Oidc, OidcCaches};
@@ -40,6 +41,9 @@ pub struct Inner {
     pub metrics: Arc<Metrics>,
     pub csrf: Arc<CsrfRule>,
     pub client_address: ClientAddressPolicy,
+    /// The process's drain and shutdown stages (`/readyz`, tunnels) and its
+    /// reload requests (admin API); the same across reloads.
+    pub lifecycle: Lifecycle,
 }
 
 #[derive(Clone)]
@@ -79,6 +83,19 @@ impl AppState {
         metrics: Arc<Metrics>,
         oidc_caches: OidcCaches,
     ) -> anyhow::Result<Self> {
+        Self::for_worker(config, store, metrics, oidc_caches, Lifecycle::default())
+    }
+
+    /// [`Self::with_shared`] in a process that drains and reloads: each
+    /// worker builds one at start-up and one per reload, all with the
+    /// process's `lifecycle`.
+    pub fn for_worker(
+        config: Config,
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+        oidc_caches: OidcCaches,
+        lifecycle: Lifecycle,
+    ) -> anyhow::Result<Self> {
         let sessions = Arc::new(Sessions::new(&config.session, store).with_metrics(&metrics));
         let oidc = Arc::new(Oidc::with_caches(
             &config.oidc,
@@ -105,7 +122,9 @@ impl AppState {
             .map(|a| Signer::new(a, config.server.public_url.as_str()).map(Arc::new))
             .transpose()?;
         let forwarder = Arc::new(
-            Forwarder::new(&config, sessions.clone(), metrics.clone())?.with_signer(signer.clone()),
+            Forwarder::new(&config, sessions.clone(), metrics.clone())?
+                .with_signer(signer.clone())
+                .with_lifecycle(lifecycle.clone()),
         );
         Ok(Self(Arc::new(Inner {
             routes: RouteTable::new(&config.routes)?,
@@ -122,6 +141,7 @@ impl AppState {
             forwarder,
             signer,
             metrics,
+            lifecycle,
             config,
         })))
     }

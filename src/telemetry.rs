@@ -12,27 +12,63 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 
+/// Sets the running log filter (`log.level` on reload).
+pub struct LogLevel(Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>);
+
+impl LogLevel {
+    /// Replaces the filter with `directives` (as in `log.level`).
+    pub fn set(&self, directives: &str) -> Result<(), String> {
+        (self.0)(directives)
+    }
+}
+
 /// Installs the global subscriber; `rust_log` is the `RUST_LOG` variable if
 /// set, `no_color` whether `NO_COLOR` is set to a non-empty value
 /// (<https://no-color.org>). Text logs are coloured only on a terminal.
-pub fn init(config: &LogConfig, rust_log: Option<&str>, no_color: bool) {
-    let filter = rust_log
-        .and_then(|f| EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| {
-            EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info"))
-        });
+///
+/// Returns the handle a reload sets `log.level` with: `None` when
+/// `RUST_LOG` decides the filter (it wins over the file, on reload too) or
+/// a subscriber was already installed.
+pub fn init(config: &LogConfig, rust_log: Option<&str>, no_color: bool) -> Option<LogLevel> {
+    let from_env = rust_log.and_then(|f| EnvFilter::try_new(f).ok());
+    let governed_by_env = from_env.is_some();
+    let filter = from_env.unwrap_or_else(|| {
+        EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info"))
+    });
     use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
         .with_ansi(use_colour(std::io::stdout().is_terminal(), no_color))
         .with_env_filter(filter)
         .with_target(false);
-    let result = match config.format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+    // The handle's type names the whole subscriber, so each format boxes its own.
+    let (result, level) = match config.format {
+        LogFormat::Json => {
+            let builder = builder.json().flatten_event(true).with_filter_reloading();
+            let handle = builder.reload_handle();
+            (
+                builder.try_init(),
+                LogLevel(Box::new(move |d| reload_with(&handle, d))),
+            )
+        }
+        LogFormat::Text => {
+            let builder = builder.with_filter_reloading();
+            let handle = builder.reload_handle();
+            (
+                builder.try_init(),
+                LogLevel(Box::new(move |d| reload_with(&handle, d))),
+            )
+        }
     };
-    if result.is_err() {
-        // Already installed (tests start several gateways in one process).
-    }
+    // Err: already installed (tests start several gateways in one process).
+    (result.is_ok() && !governed_by_env).then_some(level)
+}
+
+fn reload_with<S>(
+    handle: &tracing_subscriber::reload::Handle<EnvFilter, S>,
+    directives: &str,
+) -> Result<(), String> {
+    let filter = EnvFilter::try_new(directives).map_err(|e| e.to_string())?;
+    handle.reload(filter).map_err(|e| e.to_string())
 }
 
 /// Colour only for a person at a terminal who has not opted out.

@@ -26,6 +26,7 @@ use crate::config::{Config, RouteAuth};
 use crate::error::AppError;
 use crate::extract::client::{ClientAddressPolicy, peer_ip_of};
 use crate::identity::{self, Signer};
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::security_headers::{ResponseKind, mark};
 use crate::session::cookie::CookiePolicy;
@@ -90,6 +91,8 @@ pub struct Forwarder {
     signer: Option<Arc<Signer>>,
     /// Header names only the gateway may send (`identity::names_to_strip`).
     gateway_only: Vec<HeaderName>,
+    /// Tunnels close with 1001 when the process's drain ends.
+    lifecycle: Lifecycle,
 }
 
 impl Forwarder {
@@ -118,6 +121,7 @@ impl Forwarder {
             sessions,
             metrics,
             signer: None,
+            lifecycle: Lifecycle::default(),
             gateway_only: identity::names_to_strip(&config.routes, config.assertion.as_ref()),
         })
     }
@@ -125,6 +129,12 @@ impl Forwarder {
     /// Signs the assertions of routes with `assertion = true`.
     pub fn with_signer(mut self, signer: Option<Arc<Signer>>) -> Self {
         self.signer = signer;
+        self
+    }
+
+    /// The process's lifecycle, so tunnels end with the drain.
+    pub fn with_lifecycle(mut self, lifecycle: Lifecycle) -> Self {
+        self.lifecycle = lifecycle;
         self
     }
 
@@ -303,7 +313,13 @@ impl Forwarder {
                 .into());
             }
             let upstream_side = hyper::upgrade::on(&mut resp);
-            upgrade::spawn_tunnel(self.metrics.clone(), browser_side, upstream_side, watch);
+            upgrade::spawn_tunnel(
+                self.metrics.clone(),
+                browser_side,
+                upstream_side,
+                watch,
+                self.lifecycle.clone(),
+            );
             true
         } else {
             false

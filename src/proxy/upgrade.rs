@@ -28,6 +28,9 @@
 //! close frame (code 4401, reason `session ended: {reason}`, the reasons of
 //! `session::EndReason`) between two of the upstream's frames. A store
 //! outage does not cut open tunnels; the next successful read decides.
+//! When the process's drain ends (`crate::lifecycle`), every tunnel is cut
+//! the same way with close code 1001 (going away), and the process waits
+//! for its tunnels (within `server.shutdown_timeout`) before it exits.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +42,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::lifecycle::Lifecycle;
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::session::{ClientInfo, EndReason, Session, Sessions};
 
@@ -173,12 +177,38 @@ impl SessionWatch {
 /// use (RFC 6455 §7.4.2), chosen to read like HTTP's 401.
 pub const SESSION_ENDED_CLOSE_CODE: u16 = 4401;
 
+/// RFC 6455 §7.4.1: the server is going down.
+pub const GOING_AWAY_CLOSE_CODE: u16 = 1001;
+
+/// Why the gateway cut a tunnel.
+#[derive(Debug, Clone, Copy)]
+enum Cut {
+    /// The session ended.
+    Session(EndReason),
+    /// The process is shutting down.
+    GoingAway,
+}
+
+impl Cut {
+    /// The close frame's code and reason.
+    fn close(self) -> (u16, String) {
+        match self {
+            Cut::Session(why) => (
+                SESSION_ENDED_CLOSE_CODE,
+                format!("session ended: {}", why.as_str()),
+            ),
+            Cut::GoingAway => (GOING_AWAY_CLOSE_CODE, "server shutting down".to_owned()),
+        }
+    }
+}
+
 /// How long a cut tunnel waits for the upstream to finish the frame it is
 /// sending, and then for the browser to answer the close.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Joins the browser's and the upstream's connections once both have
-/// switched protocols, until either side closes or the session ends.
+/// switched protocols, until either side closes, the session ends or the
+/// process goes away (`lifecycle`).
 ///
 /// When the session ends the browser gets a close frame (code
 /// [`SESSION_ENDED_CLOSE_CODE`], reason `session ended: {reason}`) rather
@@ -190,8 +220,11 @@ pub fn spawn_tunnel(
     browser: OnUpgrade,
     upstream: OnUpgrade,
     watch: Option<SessionWatch>,
+    lifecycle: Lifecycle,
 ) {
+    let token = lifecycle.tunnel_open();
     tokio::spawn(async move {
+        let _token = token;
         let (browser, upstream) = match tokio::try_join!(browser, upstream) {
             Ok(pair) => pair,
             Err(e) => {
@@ -204,9 +237,15 @@ pub fn spawn_tunnel(
         let mut frames = FrameTracker::default();
         metrics.tunnels_open.inc();
         let ended = async move {
-            match watch {
-                Some(watch) => watch.ended().await,
-                None => std::future::pending().await,
+            let session = async move {
+                match watch {
+                    Some(watch) => watch.ended().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                why = session => Cut::Session(why),
+                () = lifecycle.going_away() => Cut::GoingAway,
             }
         };
         let outcome = {
@@ -244,12 +283,20 @@ pub fn spawn_tunnel(
                 let sent = clean
                     && finish_frame(&mut from_upstream, &mut to_browser, &mut frames).await
                     && close_browser(&mut from_browser, &mut to_browser, why).await;
-                tracing::debug!(
-                    reason = why.as_str(),
-                    close_frame = sent,
-                    "tunnel cut: session ended"
-                );
-                "session_ended"
+                match why {
+                    Cut::Session(why) => {
+                        tracing::debug!(
+                            reason = why.as_str(),
+                            close_frame = sent,
+                            "tunnel cut: session ended"
+                        );
+                        "session_ended"
+                    }
+                    Cut::GoingAway => {
+                        tracing::debug!(close_frame = sent, "tunnel cut: shutting down");
+                        "going_away"
+                    }
+                }
             }
         };
         metrics.tunnels_open.dec();
@@ -261,19 +308,17 @@ pub fn spawn_tunnel(
     });
 }
 
-/// Sends the close frame for an ended session and waits (within
+/// Sends the close frame for a cut tunnel and waits (within
 /// [`CLOSE_GRACE`]) for the browser's answering close frame: RFC 6455
 /// §7.1.1 has the server close the TCP connection after it. Whether the
 /// frame went out.
-async fn close_browser<R, W>(from_browser: &mut R, to_browser: &mut W, why: EndReason) -> bool
+async fn close_browser<R, W>(from_browser: &mut R, to_browser: &mut W, why: Cut) -> bool
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let frame = close_frame(
-        SESSION_ENDED_CLOSE_CODE,
-        &format!("session ended: {}", why.as_str()),
-    );
+    let (code, reason) = why.close();
+    let frame = close_frame(code, &reason);
     let sent = to_browser.write_all(&frame).await.is_ok() && to_browser.flush().await.is_ok();
     if sent {
         let answer = async {
@@ -313,10 +358,10 @@ fn close_frame(code: u16, reason: &str) -> Vec<u8> {
 enum Down {
     /// The upstream closed its side (the browser's was shut down after it).
     Closed,
-    /// The session ended. `clean`: no frame was cut short on the way to the
-    /// browser by the stop (a close frame can follow once the frame under
-    /// way is finished).
-    Ended { why: EndReason, clean: bool },
+    /// The session ended or the process is going away. `clean`: no frame
+    /// was cut short on the way to the browser by the stop (a close frame
+    /// can follow once the frame under way is finished).
+    Ended { why: Cut, clean: bool },
 }
 
 /// Copies the upstream's bytes to the browser, keeping track of where its
@@ -327,7 +372,7 @@ async fn forward_frames<R, W>(
     from: &mut R,
     to: &mut W,
     frames: &mut FrameTracker,
-    ended: impl std::future::Future<Output = EndReason>,
+    ended: impl std::future::Future<Output = Cut>,
 ) -> std::io::Result<Down>
 where
     R: AsyncRead + Unpin,

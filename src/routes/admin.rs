@@ -6,6 +6,7 @@
 //! - `GET  /admin/sessions?user=SUB&limit=N&cursor=C` (one page)
 //! - `POST /admin/sessions/revoke` `{"id": ID}` or `{"user": SUB, "except": ID?}`
 //! - `GET  /admin/stats?top=N`
+//! - `POST /admin/reload` (as SIGHUP: `crate::reload`)
 
 use axum::extract::{Query, RawQuery, Request, State};
 use axum::http::{StatusCode, header};
@@ -140,12 +141,29 @@ async fn stats(State(state): State<AppState>, Query(q): Query<StatsQuery>) -> Ap
     Ok(Json(stats).into_response())
 }
 
+/// Reloads the configuration file and reports the outcome: 200 when it
+/// took effect (with the keys that wait for a restart), 422 when the
+/// running configuration was kept (with why).
+async fn reload(State(state): State<AppState>) -> AppResult<Response> {
+    let Some(report) = state.lifecycle.request_reload().await else {
+        // An embedded gateway (tests, `serve`) has no file to reload.
+        return Err(AppError::NotFound);
+    };
+    let status = if report.result == "success" {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    Ok((status, Json(report)).into_response())
+}
+
 /// The admin router, served on `admin.listen`.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/admin/sessions", get(list))
         .route("/admin/sessions/revoke", post(revoke))
         .route("/admin/stats", get(stats))
+        .route("/admin/reload", post(reload))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,

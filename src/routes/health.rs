@@ -1,6 +1,7 @@
 //! What operators and orchestrators poll: `GET /healthz` (the process
-//! answers), `GET /readyz` (the store answers and the provider's metadata
-//! and keys are loaded), and `GET /metrics` on the metrics listener.
+//! answers), `GET /readyz` (not draining, the store answers and the
+//! provider's metadata and keys are loaded), and `GET /metrics` on the
+//! metrics listener.
 
 use axum::Json;
 use axum::extract::State;
@@ -19,7 +20,16 @@ pub async fn healthz() -> Response {
     Json(json!({ "status": "ok" })).into_response()
 }
 
+/// Draining (after SIGTERM) answers 503 at once, without asking the store:
+/// the load balancer must take this instance out while it still serves.
 pub async fn readyz(State(state): State<AppState>) -> Response {
+    if state.lifecycle.is_draining() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "draining" })),
+        )
+            .into_response();
+    }
     let store = state.sessions.ping().await;
     let provider = state.oidc.is_ready();
     let ready = store.is_ok() && provider;
