@@ -14,6 +14,8 @@ mod private_ca;
 mod provider_hostile;
 mod provider_keys;
 mod proxying;
+mod reload;
+mod rollouts;
 mod server_limits;
 mod session_cookies;
 mod session_lifecycle;

@@ -69,6 +69,10 @@ pub struct Gateway {
     pub metrics: Option<SocketAddr>,
     /// The gateway's own process, when started with `start_process`.
     pub _process: Option<procs::GatewayProcess>,
+    /// The configuration it was started with (`write_config` changes a
+    /// process gateway's file).
+    pub config: RawConfig,
+    config_path: Option<PathBuf>,
 }
 
 impl GatewayBuilder {
@@ -224,7 +228,7 @@ impl GatewayBuilder {
         self
     }
 
-    /// Also serve `/metrics` (in-process gateways only).
+    /// Also serve `/metrics`.
     pub fn metrics(mut self) -> Self {
         self.metrics = true;
         self
@@ -311,6 +315,8 @@ impl GatewayBuilder {
             admin,
             metrics,
             _process: None,
+            config: raw,
+            config_path: None,
         }
     }
 
@@ -320,7 +326,11 @@ impl GatewayBuilder {
         let port = procs::free_port();
         let prefix = self.prefix.clone().unwrap_or_else(random_prefix);
         let admin_port = self.admin.then(procs::free_port);
-        let raw = self.finish(port, &prefix, admin_port);
+        let mut raw = self.finish(port, &prefix, admin_port);
+        let metrics_port = self.metrics.then(procs::free_port);
+        if let Some(p) = metrics_port {
+            raw.metrics.listen = Some(format!("127.0.0.1:{p}"));
+        }
         let path = std::env::temp_dir().join(format!(
             "oidc-bff-test-{}-{:x}.toml",
             prefix.trim_end_matches(':'),
@@ -334,8 +344,10 @@ impl GatewayBuilder {
             prefix,
             redis_url: self.redis_url(),
             admin: admin_port.map(|p| ([127, 0, 0, 1], p).into()),
-            metrics: None,
+            metrics: metrics_port.map(|p| ([127, 0, 0, 1], p).into()),
             _process: Some(process),
+            config: raw,
+            config_path: Some(path),
         }
     }
 }
@@ -349,6 +361,28 @@ fn to_toml(raw: &RawConfig) -> String {
 impl Gateway {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// Rewrites a process gateway's configuration file (it reads it again
+    /// on SIGHUP or `POST /admin/reload`).
+    pub fn write_config(&self, raw: &RawConfig) {
+        self.write_config_text(&to_toml(raw));
+    }
+
+    /// Writes `text` as the configuration file, e.g. one that is not TOML.
+    pub fn write_config_text(&self, text: &str) {
+        let path = self
+            .config_path
+            .as_ref()
+            .expect("gateway started with start_process");
+        std::fs::write(path, text).expect("write config");
+    }
+
+    /// The gateway's process (started with `start_process`).
+    pub fn process(&self) -> &procs::GatewayProcess {
+        self._process
+            .as_ref()
+            .expect("gateway started with start_process")
     }
 
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {

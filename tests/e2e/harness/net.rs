@@ -90,6 +90,14 @@ async fn record(State(up): State<Upstream>, req: Request) -> Response {
     if path.ends_with("/slow") {
         tokio::time::sleep(Duration::from_secs(30)).await;
     }
+    // `/…/sleep/MS`: answers after MS milliseconds (a request in flight
+    // across a reload or a shutdown).
+    if let Some(ms) = path
+        .rsplit_once("/sleep/")
+        .and_then(|(_, ms)| ms.parse::<u64>().ok())
+    {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
     if let Some(n) = path
         .strip_suffix("/stream")
         .and_then(|p| p.rsplit('/').next())

@@ -482,6 +482,55 @@ impl GatewayProcess {
     }
 }
 
+impl GatewayProcess {
+    /// The gateway's own process ID: the child of the guard's shell.
+    pub fn pid(&self) -> u32 {
+        let shell = self._proc.child.id();
+        std::fs::read_dir("/proc")
+            .expect("/proc")
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .find(|pid| proc_stat(*pid).is_some_and(|f| f.get(1) == Some(&shell.to_string())))
+            .expect("the gateway process under its guard")
+    }
+
+    /// Sends a signal (`"HUP"`, `"TERM"`, `"INT"`) to the gateway.
+    pub fn signal(&self, name: &str) {
+        let pid = self.pid().to_string();
+        let ok = Command::new("kill")
+            .args([format!("-{name}"), pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{name} failed");
+    }
+
+    /// The gateway's exit code once it has exited, polling until `within`;
+    /// `None` if it is still running then (or died by a signal).
+    pub async fn wait_exit(&self, within: Duration) -> Option<i32> {
+        let pid = self.pid();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            // Nobody reaps it while the guard's shell waits on stdin: a
+            // zombie keeps its wait status (field 52 of stat).
+            match proc_stat(pid) {
+                Some(f) if f[0] == "Z" => {
+                    let status: i32 = f.get(49)?.parse().ok()?;
+                    return (status & 0x7f == 0).then_some(status >> 8);
+                }
+                Some(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                None => return None,
+            }
+        }
+        None
+    }
+}
+
+/// `/proc/PID/stat` after the command name: state, ppid, …
+fn proc_stat(pid: u32) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = text.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
 impl Drop for GatewayProcess {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.config);
