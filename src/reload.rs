@@ -133,6 +133,21 @@ pub fn changed_sections(old: &RawConfig, new: &RawConfig) -> Vec<String> {
         .collect()
 }
 
+/// A problem's message without the lines of the file a TOML parse error
+/// quotes (`2 | key = "…"`): that line may hold a secret, and unlike
+/// `check-config` at a terminal, a reload's message goes to the log.
+fn without_quoted_source(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|line| {
+            let gutter = line.trim_start_matches(|c: char| c.is_ascii_digit());
+            !line.is_empty() && !gutter.trim_start().starts_with('|')
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 fn as_json(raw: &RawConfig) -> Value {
     serde_json::to_value(raw).unwrap_or(Value::Null)
 }
@@ -206,17 +221,21 @@ impl Reloader {
             match config::load_checked(self.source.path.as_deref(), self.source.env.clone()) {
                 Ok(loaded) => loaded,
                 Err(ConfigErrors(issues)) => {
-                    for issue in &issues {
+                    let problems: Vec<(String, String)> = issues
+                        .iter()
+                        .map(|i| (i.key.clone(), without_quoted_source(&i.message)))
+                        .collect();
+                    for (key, problem) in &problems {
                         tracing::error!(
-                            key = %issue.key,
-                            problem = %issue.message,
+                            key = %key,
+                            problem = %problem,
                             "reload refused: configuration problem; the running configuration stays"
                         );
                     }
                     return ReloadReport {
                         result: "invalid",
                         needs_restart: Vec::new(),
-                        problems: issues.iter().map(ToString::to_string).collect(),
+                        problems: problems.iter().map(|(k, p)| format!("{k}: {p}")).collect(),
                     };
                 }
             };
@@ -345,4 +364,15 @@ mod tests {
     }
 
     use crate::config::RawRoute;
+
+    #[test]
+    fn a_parse_error_is_reported_without_the_line_it_quotes() {
+        let message = "TOML parse error at line 2, column 54\n  |\n2 | encryption_keys = [ { id = \"a\", key = \"SECRET\" ]\n  |     ^\ninvalid inline table\nexpected `}`\n (in bad.toml)";
+        assert_eq!(
+            without_quoted_source(message),
+            "TOML parse error at line 2, column 54; invalid inline table; expected `}`; (in bad.toml)"
+        );
+        let plain = "`x` must be \"strict\" or \"lax\"";
+        assert_eq!(without_quoted_source(plain), plain);
+    }
 }

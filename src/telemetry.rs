@@ -12,8 +12,11 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 
+/// Replaces the filter with the given directives, or says why not.
+type SetFilter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
 /// Sets the running log filter (`log.level` on reload).
-pub struct LogLevel(Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>);
+pub struct LogLevel(SetFilter);
 
 impl LogLevel {
     /// Replaces the filter with `directives` (as in `log.level`).

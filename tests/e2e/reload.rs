@@ -179,13 +179,22 @@ async fn a_reload_that_does_not_validate_is_refused_names_the_key_and_the_old_co
     let mut b = Browser::new(&gw);
     b.login_as(&unique_user("bad-reload")).await;
 
-    // Not TOML at all, by SIGHUP.
-    gw.write_config_text("[server\nlisten = ");
+    // Not TOML, by SIGHUP. The parse error's quoted line holds a key: the
+    // log names the problem without it.
+    gw.write_config_text(
+        "[session]\nencryption_keys = [ { id = \"a\", key = \"NOT-FOR-ANY-LOG\" ]\n",
+    );
     gw.process().signal("HUP");
     eventually("the refusal in the log", || async {
         read(&log).contains("reload refused")
     })
     .await;
+    assert!(
+        read(&log).contains("TOML parse error at line 2"),
+        "{}",
+        read(&log)
+    );
+    assert!(!read(&log).contains("NOT-FOR-ANY-LOG"), "{}", read(&log));
     assert_eq!(b.get("/api/x").await.status, StatusCode::OK);
 
     // A value that does not validate: a route over the gateway's own
@@ -241,4 +250,29 @@ async fn a_reload_that_changes_the_listen_address_applies_the_rest_and_names_the
         StatusCode::OK,
         "still on the old port, with the new route"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_sets_the_log_level() {
+    let upstream = Upstream::start().await;
+    let log = log_file();
+    let gw = GatewayBuilder::new(&upstream)
+        .configure(|c| c.log.level = "warn".into())
+        .admin()
+        .log_to(&log)
+        .start_process()
+        .await;
+    let (status, report) = reload_with(&gw, |_| {}).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert!(
+        !read(&log).contains("configuration reloaded"),
+        "INFO is off"
+    );
+    let (status, report) = reload_with(&gw, |c| c.log.level = "info".into()).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    eventually("an INFO line", || async {
+        read(&log).contains("configuration reloaded")
+    })
+    .await;
+    let _ = std::fs::remove_file(&log);
 }

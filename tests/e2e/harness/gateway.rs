@@ -338,6 +338,14 @@ impl GatewayBuilder {
         ));
         std::fs::write(&path, to_toml(&raw)).expect("write config");
         let process = procs::GatewayProcess::start(&path, port, self.log.as_deref());
+        // The side listeners are bound by worker 0, maybe after another
+        // worker's public one.
+        for side in admin_port.iter().chain(&metrics_port) {
+            assert!(
+                procs::wait_for_port(*side, Duration::from_secs(20)),
+                "oidc-bff process did not listen on {side}"
+            );
+        }
         Gateway {
             addr: ([127, 0, 0, 1], port).into(),
             base: format!("http://127.0.0.1:{port}"),
