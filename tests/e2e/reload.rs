@@ -41,7 +41,10 @@ async fn reload_with(
     let mut raw = gw.config.clone();
     change(&mut raw);
     gw.write_config(&raw);
-    gw.admin(Method::POST, "/admin/reload", None).await
+    let started = Instant::now();
+    let answer = gw.admin(Method::POST, "/admin/reload", None).await;
+    eprintln!("reload answered in {:?}", started.elapsed());
+    answer
 }
 
 fn log_file() -> PathBuf {
