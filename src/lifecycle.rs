@@ -10,7 +10,6 @@
 //! only read them. It must not know about state, routers or config.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -34,7 +33,7 @@ pub type ReloadCall = oneshot::Sender<ReloadReport>;
 pub struct Lifecycle(Arc<Inner>);
 
 struct Inner {
-    draining: AtomicBool,
+    draining: watch::Sender<bool>,
     going_away: watch::Sender<bool>,
     /// Every open tunnel holds a receiver; all dropped = all closed.
     tunnels: watch::Sender<()>,
@@ -52,7 +51,7 @@ impl Lifecycle {
     /// `reload`: where the admin API's reload requests go, if anywhere.
     pub fn new(reload: Option<mpsc::UnboundedSender<ReloadCall>>) -> Self {
         Self(Arc::new(Inner {
-            draining: AtomicBool::new(false),
+            draining: watch::channel(false).0,
             going_away: watch::channel(false).0,
             tunnels: watch::channel(()).0,
             reload,
@@ -61,11 +60,19 @@ impl Lifecycle {
 
     /// From now on `/readyz` answers 503; nothing else changes.
     pub fn start_draining(&self) {
-        self.0.draining.store(true, Ordering::Relaxed);
+        self.0
+            .draining
+            .send_if_modified(|d| !std::mem::replace(d, true));
     }
 
     pub fn is_draining(&self) -> bool {
-        self.0.draining.load(Ordering::Relaxed)
+        *self.0.draining.borrow()
+    }
+
+    /// Resolves once the drain has started.
+    pub async fn draining(&self) {
+        let mut rx = self.0.draining.subscribe();
+        let _ = rx.wait_for(|d| *d).await;
     }
 
     /// The drain is over: tunnels close with 1001 (draining, too, if it was
@@ -115,9 +122,14 @@ mod tests {
             let life = life.clone();
             async move { life.going_away().await }
         });
+        let drain_waiter = tokio::spawn({
+            let life = life.clone();
+            async move { life.draining().await }
+        });
         life.go_away();
         assert!(life.is_draining());
         waiter.await.expect("woken");
+        drain_waiter.await.expect("woken");
         // A late waiter does not wait.
         life.going_away().await;
     }

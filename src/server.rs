@@ -151,7 +151,8 @@ impl Rebuild {
             if reload.commit.await != Ok(true) {
                 continue;
             }
-            self.public.replace(crate::build_router(state.clone()));
+            self.public
+                .replace(public_app(state.clone(), &self.lifecycle));
             if let Some(admin) = &self.admin {
                 admin.replace(crate::admin_app(state.clone()));
             }
@@ -159,6 +160,38 @@ impl Rebuild {
         }
         drop(background);
     }
+}
+
+/// The public app for `state`: during a drain, one that closes
+/// connections (see [`closing_connections`]).
+fn public_app(state: AppState, lifecycle: &Lifecycle) -> Router {
+    let app = crate::build_router(state);
+    if lifecycle.is_draining() {
+        closing_connections(app)
+    } else {
+        app
+    }
+}
+
+/// `app`, with `Connection: close` on every HTTP/1 response but a protocol
+/// switch: during a drain, a keep-alive client finishes its request and
+/// opens its next connection through the load balancer (which by now sends
+/// it elsewhere) instead of having an idle connection cut when the drain
+/// ends. (HTTP/2 has no such header: hyper drops it; those connections get
+/// a GOAWAY when the drain ends.) Swapped in once when the drain starts,
+/// so serving costs nothing extra before.
+fn closing_connections(app: Router) -> Router {
+    app.layer(axum::middleware::map_response(
+        |mut resp: axum::response::Response| async move {
+            if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+                resp.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
+            resp
+        },
+    ))
 }
 
 /// One worker: builds its state, reports readiness, serves until told to
@@ -231,7 +264,14 @@ fn worker(
             }
         };
         let limits = state.config.server.limits;
-        let public = LiveApp::new(crate::build_router(state.clone()));
+        let public = LiveApp::new(public_app(state.clone(), &lifecycle));
+        tokio::spawn({
+            let (lifecycle, public) = (lifecycle.clone(), public.clone());
+            async move {
+                lifecycle.draining().await;
+                public.replace(closing_connections(public.current()));
+            }
+        });
         let mut admin_app = None;
         if let Some(l) = admin {
             tracing::info!(listen = %l.local_addr()?, "admin API listening");
