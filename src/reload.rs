@@ -180,6 +180,9 @@ pub fn keep_running(new: &mut Config, old: &Config) {
 /// Performs reloads for the process (one at a time).
 pub struct Reloader {
     source: Source,
+    /// The raw configuration at start-up: what the keys that need a
+    /// restart still run with, so every reload names them until then.
+    started: RawConfig,
     running: Config,
     oidc_caches: OidcCaches,
     workers: Vec<mpsc::UnboundedSender<WorkerReload>>,
@@ -195,6 +198,7 @@ impl Reloader {
         metrics: std::sync::Arc<Metrics>,
     ) -> Self {
         Self {
+            started: source.raw.clone(),
             source,
             running,
             oidc_caches,
@@ -239,7 +243,7 @@ impl Reloader {
                     };
                 }
             };
-        let needs_restart = needs_restart(&self.source.raw, &raw);
+        let needs_restart = needs_restart(&self.started, &raw);
         for key in &needs_restart {
             tracing::warn!(
                 key = %key,

@@ -246,6 +246,9 @@ async fn a_reload_that_changes_the_listen_address_applies_the_rest_and_names_the
         report["needs_restart"],
         serde_json::json!(["server.listen"])
     );
+    // Named again by the next reload: it still runs on the old address.
+    let (_, again) = gw.admin(Method::POST, "/admin/reload", None).await;
+    assert_eq!(again["needs_restart"], serde_json::json!(["server.listen"]));
     let mut b = Browser::new(&gw);
     b.login_as(&unique_user("listen")).await;
     assert_eq!(
