@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use oidc_bff::config::{RawConfig, RawKey};
 use reqwest::{Method, StatusCode};
 
-use crate::harness::{Browser, Gateway, GatewayBuilder, Upstream, route, unique_user};
+use crate::harness::{
+    Browser, Gateway, GatewayBuilder, TestCa, TlsStatusServer, Upstream, route, unique_user,
+};
 
 /// Another 32-byte key, base64.
 const KEY2_B64: &str = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
@@ -281,4 +283,31 @@ async fn a_reload_sets_the_log_level() {
     })
     .await;
     let _ = std::fs::remove_file(&log);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_ca_added_by_a_reload_is_trusted_from_the_next_request() {
+    let ca = TestCa::new(false);
+    let https_upstream = TlsStatusServer::start(&ca);
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .route(route(
+            "/secure",
+            &format!("https://127.0.0.1:{}", https_upstream.port),
+        ))
+        .admin()
+        .start_process()
+        .await;
+    let mut b = Browser::new(&gw);
+    b.login_as(&unique_user("ca")).await;
+    let r = b.get("/secure/x").await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "not trusted yet: {r:?}");
+
+    let (status, report) = reload_with(&gw, |c| {
+        c.proxy.tls_ca_file = Some(PathBuf::from(ca.file("ca.pem")));
+    })
+    .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    let r = b.get("/secure/x").await;
+    assert_eq!(r.status, StatusCode::OK, "trusted after the reload: {r:?}");
 }
