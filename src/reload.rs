@@ -84,12 +84,13 @@ pub struct Source {
 }
 
 /// One worker's part of a reload: build the state for `config` and say
-/// whether that worked (`built`), then swap it in if `commit` says so.
+/// whether that worked (`built`), then, if `commit` brings a sender, swap
+/// it in and say so on that sender (`None`: keep the running state).
 pub struct WorkerReload {
     pub config: Config,
     pub oidc_caches: OidcCaches,
     pub built: oneshot::Sender<Result<(), String>>,
-    pub commit: oneshot::Receiver<bool>,
+    pub commit: oneshot::Receiver<Option<oneshot::Sender<()>>>,
 }
 
 /// The keys among [`NEEDS_RESTART`] whose value differs between two raw
@@ -288,7 +289,8 @@ impl Reloader {
     }
 
     /// Every worker builds its state for `config`; only when all could is
-    /// the swap committed everywhere.
+    /// the swap committed everywhere, and it returns once every worker has
+    /// swapped (the next request anywhere sees the new configuration).
     async fn apply(&self, config: &Config, oidc_caches: &OidcCaches) -> Result<(), String> {
         let mut commits = Vec::new();
         let mut built = Vec::new();
@@ -316,11 +318,23 @@ impl Reloader {
                 outcome = result;
             }
         }
-        let commit = outcome.is_ok();
-        for tx in commits {
-            let _ = tx.send(commit);
+        if outcome.is_err() {
+            for tx in commits {
+                let _ = tx.send(None);
+            }
+            return outcome;
         }
-        outcome
+        let mut swapped = Vec::new();
+        for tx in commits {
+            let (done_tx, done_rx) = oneshot::channel();
+            let _ = tx.send(Some(done_tx));
+            swapped.push(done_rx);
+        }
+        for rx in swapped {
+            // A worker that has stopped since has nothing left to serve.
+            let _ = rx.await;
+        }
+        Ok(())
     }
 }
 

@@ -148,15 +148,16 @@ impl Rebuild {
                     continue;
                 }
             };
-            if reload.commit.await != Ok(true) {
+            let Ok(Some(swapped)) = reload.commit.await else {
                 continue;
-            }
+            };
             self.public
                 .replace(public_app(state.clone(), &self.lifecycle));
             if let Some(admin) = &self.admin {
                 admin.replace(crate::admin_app(state.clone()));
             }
             background = Background::start(self.index, &state);
+            let _ = swapped.send(());
         }
         drop(background);
     }
@@ -323,6 +324,18 @@ pub fn run(config: Config, source: Source) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {listen} (server.listen)"))?,
     );
     let workers = config.server.workers.max(1);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the signal runtime")?;
+    // Handled from before the workers start, so that a signal is never
+    // lost (SIGINT may be ignored by default, in a background job) nor ends
+    // the process without a drain (SIGTERM, SIGHUP); one received while
+    // starting is acted on once serving.
+    let mut signals = {
+        let _in_runtime = runtime.enter();
+        Signals::new()?
+    };
     let metrics = Arc::new(Metrics::new());
     // `server.max_connections` is per process: the workers' listeners share it.
     let connections = connection_cap(&config.server.limits);
@@ -376,12 +389,7 @@ pub fn run(config: Config, source: Source) -> anyhow::Result<()> {
     tracing::info!(%listen, public_url = %config.server.public_url, workers, "oidc-bff listening");
     let mut reloader = Reloader::new(source, config, oidc_caches, worker_reloads, metrics);
 
-    let signals = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the signal runtime")?;
-    signals.block_on(async move {
-        let mut signals = Signals::new()?;
+    runtime.block_on(async move {
         let mut finished = 0;
         // A worker that ends on its own (an error) ends the process too.
         let (signal, early) = loop {
@@ -473,6 +481,8 @@ struct Signals {
     hup: tokio::signal::unix::Signal,
     #[cfg(unix)]
     term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -484,6 +494,7 @@ impl Signals {
             Ok(Self {
                 hup: signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
                 term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+                int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
             })
         }
         #[cfg(not(unix))]
@@ -491,22 +502,19 @@ impl Signals {
     }
 
     async fn next(&mut self) -> Signal {
-        let ctrl_c = async {
-            if tokio::signal::ctrl_c().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        };
         #[cfg(unix)]
         {
             tokio::select! {
                 _ = self.hup.recv() => Signal::Reload,
                 _ = self.term.recv() => Signal::Terminate,
-                () = ctrl_c => Signal::Interrupt,
+                _ = self.int.recv() => Signal::Interrupt,
             }
         }
         #[cfg(not(unix))]
         {
-            ctrl_c.await;
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
             Signal::Interrupt
         }
     }
