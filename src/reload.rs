@@ -383,6 +383,51 @@ mod tests {
 
     use crate::config::RawRoute;
 
+    /// A raw configuration that validates, with an admin listener.
+    fn valid_raw() -> RawConfig {
+        let mut raw = raw();
+        raw.server.public_url = Some("http://127.0.0.1:8080".into());
+        raw.oidc.issuer = Some("http://127.0.0.1:1".into());
+        raw.oidc.client_id = Some("c".into());
+        raw.oidc.client_secret = Some("s".into());
+        raw.session.encryption_keys = vec![crate::config::RawKey {
+            id: "k".into(),
+            key: Some("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=".into()),
+            key_file: None,
+        }];
+        raw.admin.listen = Some("127.0.0.1:9090".into());
+        raw.admin.token = Some("a".repeat(32));
+        raw
+    }
+
+    #[test]
+    fn the_keys_that_need_a_restart_keep_their_running_values_and_the_rest_changes() {
+        let old = config::validate(&valid_raw()).expect("valid");
+        let mut raw = valid_raw();
+        raw.server.listen = "127.0.0.1:9999".into();
+        raw.server.idle_timeout = crate::config::RawDuration::Text("5s".into());
+        raw.server.max_body_bytes = 2048;
+        raw.store.url = Some("redis://127.0.0.1:6380".into());
+        raw.admin.listen = Some("127.0.0.1:9191".into());
+        raw.admin.token = Some("b".repeat(32));
+        raw.log.format = "json".into();
+        raw.log.level = "debug".into();
+        let mut new = config::validate(&raw).expect("valid");
+        keep_running(&mut new, &old);
+        assert_eq!(new.server.listen, old.server.listen);
+        assert_eq!(
+            new.server.limits.idle_timeout,
+            old.server.limits.idle_timeout
+        );
+        assert_eq!(new.server.limits.max_body_bytes, 2048, "reloads");
+        assert_eq!(format!("{:?}", new.store), format!("{:?}", old.store));
+        let (admin, old_admin) = (new.admin.expect("admin"), old.admin.expect("admin"));
+        assert_eq!(admin.listen, old_admin.listen);
+        assert_eq!(admin.token.expose(), "b".repeat(32), "reloads");
+        assert_eq!(new.log.format, old.log.format);
+        assert_eq!(new.log.level, "debug", "reloads");
+    }
+
     #[test]
     fn a_parse_error_is_reported_without_the_line_it_quotes() {
         let message = "TOML parse error at line 2, column 54\n  |\n2 | encryption_keys = [ { id = \"a\", key = \"SECRET\" ]\n  |     ^\ninvalid inline table\nexpected `}`\n (in bad.toml)";
