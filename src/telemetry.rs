@@ -2,34 +2,57 @@
 //! (or `RUST_LOG` when set), coloured on a terminal unless `NO_COLOR` is
 //! set. The access log prints method, path (never the
 //! query: a callback's query holds the authorization code), status and
-//! latency.
+//! latency. Exported traces are `traces`'.
 
 use std::time::Duration;
 
 use axum::http::{Request, Response};
 use tracing::Span;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::config::{LogConfig, LogFormat};
+use crate::traces::{SPANS, TracesLayer};
 
 /// Installs the global subscriber; `rust_log` is the `RUST_LOG` variable if
 /// set, `no_color` whether `NO_COLOR` is set to a non-empty value
 /// (<https://no-color.org>). Text logs are coloured only on a terminal.
 pub fn init(config: &LogConfig, rust_log: Option<&str>, no_color: bool) {
+    init_with_traces(config, rust_log, no_color, None);
+}
+
+/// [`init`], with the OpenTelemetry layer (`traces::start`) when traces
+/// are exported. The log layer never prints the spans meant for export
+/// (target `traces::SPANS`): they are the exporter's alone.
+pub fn init_with_traces(
+    config: &LogConfig,
+    rust_log: Option<&str>,
+    no_color: bool,
+    traces: Option<TracesLayer>,
+) {
     let filter = rust_log
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| {
             EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info"))
         });
-    use std::io::IsTerminal as _;
-    let builder = tracing_subscriber::fmt()
-        .with_ansi(use_colour(std::io::stdout().is_terminal(), no_color))
-        .with_env_filter(filter)
-        .with_target(false);
-    let result = match config.format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+    let filter = match format!("{SPANS}=off").parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
     };
+    use std::io::IsTerminal as _;
+    let logs = tracing_subscriber::fmt::layer()
+        .with_ansi(use_colour(std::io::stdout().is_terminal(), no_color))
+        .with_target(false);
+    let logs = match config.format {
+        LogFormat::Json => logs.json().flatten_event(true).boxed(),
+        LogFormat::Text => logs.boxed(),
+    };
+    let result = tracing_subscriber::registry()
+        .with(traces)
+        .with(logs.with_filter(filter))
+        .try_init();
     if result.is_err() {
         // Already installed (tests start several gateways in one process).
     }
