@@ -23,4 +23,5 @@ mod store_conformance;
 mod store_consistency;
 mod store_outage;
 mod store_sentinel;
+mod traces;
 mod websockets;
