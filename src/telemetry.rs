@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::http::{Request, Response};
 use tracing::Span;
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::Layer as _;
+use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
@@ -41,20 +41,35 @@ pub fn init_with_traces(
         Ok(directive) => filter.add_directive(directive),
         Err(_) => filter,
     };
+    // Not `.with(Option<layer>)`: an absent (`None`) layer counts as one
+    // interested in everything, and every exported span would be built
+    // with tracing off (tests/traces_off.rs).
+    let result = match traces {
+        Some(traces) => tracing_subscriber::registry()
+            .with(traces)
+            .with(log_layer(config.format, no_color).with_filter(filter))
+            .try_init(),
+        None => tracing_subscriber::registry()
+            .with(log_layer(config.format, no_color).with_filter(filter))
+            .try_init(),
+    };
+    if result.is_err() {
+        // Already installed (tests start several gateways in one process).
+    }
+}
+
+/// The log output: text (coloured only for a person at a terminal) or JSON.
+fn log_layer<S>(format: LogFormat, no_color: bool) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
     use std::io::IsTerminal as _;
     let logs = tracing_subscriber::fmt::layer()
         .with_ansi(use_colour(std::io::stdout().is_terminal(), no_color))
         .with_target(false);
-    let logs = match config.format {
+    match format {
         LogFormat::Json => logs.json().flatten_event(true).boxed(),
         LogFormat::Text => logs.boxed(),
-    };
-    let result = tracing_subscriber::registry()
-        .with(traces)
-        .with(logs.with_filter(filter))
-        .try_init();
-    if result.is_err() {
-        // Already installed (tests start several gateways in one process).
     }
 }
 
