@@ -15,7 +15,8 @@ use crate::harness::{
     shared,
 };
 
-/// A gateway process exporting to `rx`, batching for 100 ms.
+/// A gateway process exporting to `rx` (configured in its file), batching
+/// for 100 ms.
 fn traced(upstream: &Upstream, rx: &OtlpReceiver) -> GatewayBuilder {
     let endpoint = rx.url();
     GatewayBuilder::new(upstream)
@@ -238,9 +239,13 @@ async fn call_with_client_traceparent(
     let upstream = Upstream::start().await;
     let mut open = route("/open", &upstream.url());
     open.auth = "none".into();
-    let gw = traced(&upstream, &rx)
+    // Configured by the standard variables alone this time.
+    let gw = GatewayBuilder::new(&upstream)
         .route(open)
         .configure(|c| c.server.trusted_proxies = trusted_proxies)
+        .process_env("OTEL_EXPORTER_OTLP_ENDPOINT", &rx.url())
+        .process_env("OTEL_SERVICE_NAME", "bff-from-env")
+        .process_env("OTEL_BSP_SCHEDULE_DELAY", "100")
         .start_process()
         .await;
     let resp = reqwest::Client::new()
@@ -268,6 +273,14 @@ async fn call_with_client_traceparent(
     let up = named(&trace, "upstream GET");
     assert_eq!(up.len(), 1, "{}", describe(&trace));
     assert_eq!(up[0].span_id, parent);
+    assert_eq!(
+        server
+            .resource
+            .iter()
+            .find(|(k, _)| k == "service.name")
+            .map(|(_, v)| v.as_str()),
+        Some("bff-from-env")
+    );
     (
         trace_id,
         call.header("tracestate").unwrap_or_default(),
@@ -319,4 +332,30 @@ async fn with_tracing_off_nothing_is_exported_and_no_client_trace_context_passes
     assert_eq!(seen.last().expect("called").header("traceparent"), None);
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(rx.requests(), 0, "spans were exported: {:?}", rx.spans());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_still_queued_at_shutdown_are_sent_before_the_process_exits() {
+    let rx = OtlpReceiver::start().await;
+    let upstream = Upstream::start().await;
+    // A batch delay far longer than the test: only the flush at exit sends.
+    let gw = traced(&upstream, &rx)
+        .process_env("OTEL_BSP_SCHEDULE_DELAY", "600000")
+        .start_process()
+        .await;
+    let resp = reqwest::get(gw.url("/healthz")).await.expect("healthz");
+    assert_eq!(resp.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(rx.requests(), 0, "nothing is sent before the batch is due");
+
+    gw._process.as_ref().expect("a process").signal("INT");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !rx.spans().iter().any(|s| s.name == "GET /healthz") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the queued spans were not flushed at shutdown: {:?}",
+            rx.spans()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -487,6 +487,28 @@ impl GatewayProcess {
     }
 }
 
+impl GatewayProcess {
+    /// Sends `signal` (e.g. "INT") to the gateway this test started: the
+    /// process whose command line is exactly this binary serving this
+    /// test's own (uniquely named) config file.
+    pub fn signal(&self, signal: &str) {
+        let bin = env!("CARGO_BIN_EXE_oidc-bff");
+        let pattern = format!("^{bin} serve --config {}$", self.config.display());
+        let out = Command::new("pgrep")
+            .args(["-f", &pattern])
+            .output()
+            .expect("pgrep");
+        let pids = String::from_utf8_lossy(&out.stdout);
+        let pids: Vec<&str> = pids.split_whitespace().collect();
+        assert_eq!(pids.len(), 1, "one gateway process for {pattern}: {pids:?}");
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), pids[0]])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} {}", pids[0]);
+    }
+}
+
 impl Drop for GatewayProcess {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.config);
