@@ -485,27 +485,36 @@ impl GatewayProcess {
             config: config.to_owned(),
         }
     }
-}
 
-impl GatewayProcess {
     /// Sends `signal` (e.g. "INT") to the gateway this test started: the
     /// process whose command line is exactly this binary serving this
-    /// test's own (uniquely named) config file.
+    /// test's own (uniquely named) config file, found in /proc (no procps
+    /// needed) and signalled with the shell's `kill` builtin.
     pub fn signal(&self, signal: &str) {
-        let bin = env!("CARGO_BIN_EXE_oidc-bff");
-        let pattern = format!("^{bin} serve --config {}$", self.config.display());
-        let out = Command::new("pgrep")
-            .args(["-f", &pattern])
-            .output()
-            .expect("pgrep");
-        let pids = String::from_utf8_lossy(&out.stdout);
-        let pids: Vec<&str> = pids.split_whitespace().collect();
-        assert_eq!(pids.len(), 1, "one gateway process for {pattern}: {pids:?}");
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), pids[0]])
+        let want = [
+            env!("CARGO_BIN_EXE_oidc-bff").to_owned(),
+            "serve".to_owned(),
+            "--config".to_owned(),
+            self.config.to_string_lossy().into_owned(),
+        ]
+        .join("\0")
+            + "\0";
+        let pids: Vec<String> = std::fs::read_dir("/proc")
+            .expect("/proc")
+            .filter_map(|e| {
+                let e = e.ok()?;
+                let name = e.file_name().into_string().ok()?;
+                name.parse::<u32>().ok()?;
+                let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+                (cmdline == want.as_bytes()).then_some(name)
+            })
+            .collect();
+        assert_eq!(pids.len(), 1, "one gateway process for {want:?}: {pids:?}");
+        let status = Command::new("sh")
+            .args(["-c", "kill -s \"$1\" \"$2\"", "sh", signal, &pids[0]])
             .status()
             .expect("kill");
-        assert!(status.success(), "kill -{signal} {}", pids[0]);
+        assert!(status.success(), "kill -s {signal} {}", pids[0]);
     }
 }
 
