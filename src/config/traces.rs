@@ -345,6 +345,17 @@ mod tests {
     }
 
     #[test]
+    fn check_config_prints_export_headers_redacted() {
+        let mut raw = super::super::RawConfig::default();
+        raw.tracing
+            .headers
+            .insert("api-key".into(), "collector-secret-4711".into());
+        let printed = raw.to_redacted_toml();
+        assert!(printed.contains("api-key"), "{printed}");
+        assert!(!printed.contains("collector-secret-4711"), "{printed}");
+    }
+
+    #[test]
     fn unknown_tracing_keys_are_refused() {
         let toml = minimal() + "\n[tracing]\nenabeld = true\n";
         let err = load_str(&toml, &[]).expect_err("invalid");
