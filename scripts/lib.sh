@@ -76,3 +76,27 @@ ensure_wrk() {
   command -v wrk >/dev/null 2>&1 || apt_install wrk
   command -v wrk >/dev/null 2>&1 || die "wrk still missing; run: sudo apt-get install wrk"
 }
+
+# kubernetes-validate (PyPI) in a virtualenv under the user's cache: checks
+# config/kubernetes/ against the Kubernetes OpenAPI schemas it ships (no
+# cluster, no network once installed). Sets KUBERNETES_VALIDATE_PY to the
+# venv's python (which also has PyYAML, a dependency of the package).
+KUBERNETES_VALIDATE_VERSION=1.37.0
+ensure_kubernetes_validate() {
+  local venv="${XDG_CACHE_HOME:-$HOME/.cache}/oidc-bff/kubernetes-validate-$KUBERNETES_VALIDATE_VERSION"
+  if [ ! -x "$venv/bin/kubernetes-validate" ]; then
+    command -v python3 >/dev/null 2>&1 || apt_install python3
+    # Debian's python3 makes virtualenvs only with python3-venv installed.
+    if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+      rm -rf "$venv"
+      apt_install python3-venv
+      python3 -m venv "$venv" || die "cannot make a Python virtualenv; run: sudo apt-get install python3-venv"
+    fi
+    say "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION (pip, into $venv)"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check \
+      "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
+      || die "pip install kubernetes-validate failed (needs PyPI)"
+  fi
+  KUBERNETES_VALIDATE="$venv/bin/kubernetes-validate"
+  KUBERNETES_VALIDATE_PY="$venv/bin/python"
+}

@@ -27,6 +27,7 @@ pub mod server;
 pub mod session;
 pub mod state;
 pub mod telemetry;
+pub mod traces;
 pub mod url_policy;
 
 use std::future::Future;

@@ -151,7 +151,20 @@ fn serve(path: Option<&std::path::Path>, env: Vec<(String, String)>) -> ExitCode
             return ExitCode::from(EX_CONFIG);
         }
     };
-    let log_level = oidc_bff::telemetry::init(&config.log, rust_log.as_deref(), no_color);
+    let (traces, traces_layer) = match config.tracing.as_ref().map(oidc_bff::traces::start) {
+        None => (oidc_bff::traces::Traces::off(), None),
+        Some(Ok((traces, layer))) => (traces, Some(layer)),
+        Some(Err(e)) => {
+            eprintln!("cannot start tracing: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let log_level = oidc_bff::telemetry::init_with_traces(
+        &config.log,
+        rust_log.as_deref(),
+        no_color,
+        traces_layer,
+    );
     // SIGHUP reads the file again the same way.
     let source = oidc_bff::reload::Source {
         path: path.map(ToOwned::to_owned),
@@ -169,7 +182,10 @@ fn serve(path: Option<&std::path::Path>, env: Vec<(String, String)>) -> ExitCode
             "store.kind = \"memory\": sessions live in this process only; use Redis for more than one instance"
         );
     }
-    match oidc_bff::server::run(config, source) {
+    let result = oidc_bff::server::run(config, source);
+    // Queued spans are sent before exit (the batch processor's last flush).
+    traces.shutdown();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "oidc-bff stopped");

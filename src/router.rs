@@ -114,6 +114,17 @@ pub fn build_router(state: AppState) -> Router {
             login_under_mount,
         ))
     };
+    // With traces exported, every request gets a server span: outside the
+    // layers above, so the span covers them and records the status the
+    // client gets; inside the request ID and access log.
+    let router = if state.config.tracing.is_some() {
+        router.layer(axum::middleware::from_fn_with_state(
+            state.client_address.clone(),
+            middleware::server_span::server_span,
+        ))
+    } else {
+        router
+    };
     let base = server.base_path.clone();
     let client_address = state.client_address.clone();
     let app = middleware::with_request_log(

@@ -92,6 +92,7 @@ pub(super) fn sections(figment: &Figment) -> Result<Sections, ConfigErrors> {
     read.section("log", &mut raw.log);
     read.section("assertion", &mut raw.assertion);
     read.section("forward_auth", &mut raw.forward_auth);
+    read.section("tracing", &mut raw.tracing);
     if issues.0.is_empty() {
         Ok(Sections {
             raw,
@@ -119,6 +120,7 @@ const SECTIONS: &[&str] = &[
     "log",
     "assertion",
     "forward_auth",
+    "tracing",
 ];
 
 /// A section has a few dozen keys at most; more unknown ones than this in

@@ -10,7 +10,8 @@
 //! Layout: `load` layers the sources and extracts the sections; each section
 //! has a file holding its `Raw*` struct, its typed struct and its own rules
 //! (`server`, `oidc`, `session`, `store`, `csrf`, `proxy`, `routes`,
-//! `static_files`, `admin`, `metrics`, `log`, `assertion`); `common` holds
+//! `static_files`, `admin`, `metrics`, `log`, `assertion`, `traces` for
+//! `[tracing]`); `common` holds
 //! the helpers they share. Rules that read two sections are
 //! `cross_section_rules` here; `published` refuses the sample secrets this
 //! repository publishes. A leaf of the crate: it imports only
@@ -34,6 +35,7 @@ mod static_files;
 mod store;
 #[cfg(test)]
 mod testing;
+mod traces;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -57,6 +59,7 @@ pub use server::{ConnectionLimits, RawServer, ServerConfig};
 pub use session::{RawKey, RawSession, SameSite, ServerKeyConfig, SessionConfig};
 pub use static_files::{RawStatic, StaticConfig};
 pub use store::{RawStore, RedisConfig, RedisEndpoint, SentinelConfig, StoreConfig, StoreKind};
+pub use traces::{RawTracing, Sampler, TracingConfig};
 
 use common::{Issues, is_loopback_host};
 
@@ -78,6 +81,7 @@ pub struct RawConfig {
     pub log: RawLog,
     pub assertion: RawAssertion,
     pub forward_auth: RawForwardAuth,
+    pub tracing: RawTracing,
 }
 
 impl RawConfig {
@@ -95,6 +99,9 @@ impl RawConfig {
         redact(&mut copy.admin.token);
         for k in &mut copy.session.encryption_keys {
             redact(&mut k.key);
+        }
+        for v in copy.tracing.headers.values_mut() {
+            *v = "[redacted]".into();
         }
         toml::to_string_pretty(&copy).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
@@ -119,6 +126,8 @@ pub struct Config {
     pub assertion: Option<AssertionConfig>,
     /// The forward-auth endpoint, when enabled.
     pub forward_auth: Option<ForwardAuthConfig>,
+    /// Where OpenTelemetry traces go, when they are exported.
+    pub tracing: Option<TracingConfig>,
 }
 
 /// One problem with one key.
@@ -157,7 +166,9 @@ pub fn load_raw(
     path: Option<&Path>,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<RawConfig, ConfigErrors> {
-    let read = load::sections(&load::layers(path, env)?)?;
+    let env: Vec<(String, String)> = env.into_iter().collect();
+    let mut read = load::sections(&load::layers(path, env.iter().cloned())?)?;
+    traces::apply_otel_env(&mut read.raw.tracing, &env);
     if read.unknown.is_empty() {
         Ok(read.raw)
     } else {
@@ -181,7 +192,9 @@ pub fn load_checked(
     path: Option<&Path>,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<(RawConfig, Config), ConfigErrors> {
-    let read = load::sections(&load::layers(path, env)?)?;
+    let env: Vec<(String, String)> = env.into_iter().collect();
+    let mut read = load::sections(&load::layers(path, env.iter().cloned())?)?;
+    traces::apply_otel_env(&mut read.raw.tracing, &env);
     match validate(&read.raw) {
         Ok(config) if read.unknown.is_empty() => Ok((read.raw, config)),
         Ok(_) => Err(ConfigErrors(read.unknown)),
@@ -209,6 +222,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
     let admin = admin::validate(&raw.admin, &mut issues);
     let metrics_listen = metrics::validate(&raw.metrics, &mut issues);
     let log = log::validate(&raw.log, &mut issues);
+    let tracing = traces::validate(&raw.tracing, &mut issues);
     let forward_auth = forward_auth::validate(
         &raw.forward_auth,
         !raw.server.trusted_proxies.is_empty(),
@@ -248,6 +262,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
         log,
         assertion,
         forward_auth,
+        tracing,
     })
 }
 

@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use http::HeaderValue;
 use http::header::SET_COOKIE;
 use http::request::Parts;
+use tracing::Instrument as _;
 
 use super::client::{ClientAddressPolicy, ClientInfo};
 use crate::error::AppError;
@@ -68,7 +69,27 @@ where
 {
     let sessions = Arc::<Sessions>::from_ref(state);
     let now = crate::clock::unix_now();
-    match sessions.load(&parts.headers, now).await {
+    // Exported traces see the lookup and its store read; its outcome is
+    // one of a few words, never the cookie or the session's contents.
+    let span = tracing::info_span!(
+        target: crate::traces::SPANS,
+        "session.lookup",
+        session.outcome = tracing::field::Empty,
+    );
+    let looked_up = sessions
+        .load(&parts.headers, now)
+        .instrument(span.clone())
+        .await;
+    span.record(
+        "session.outcome",
+        match &looked_up {
+            Ok(Lookup::Active(_)) => "active",
+            Ok(Lookup::Ended(_)) => "ended",
+            Ok(Lookup::Anonymous) => "anonymous",
+            Err(_) => "store_error",
+        },
+    );
+    match looked_up {
         Ok(Lookup::Active(session)) => {
             if sessions.touch_due(&session, now) {
                 let Ok(client) = ClientInfo::from_request_parts(parts, state).await;

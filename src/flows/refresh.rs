@@ -23,6 +23,7 @@ use std::time::Duration;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use serde_json::Value;
+use tracing::Instrument as _;
 
 use crate::metrics::ResultLabel;
 use crate::oidc::Oidc;
@@ -125,10 +126,23 @@ impl Refresher {
         }
         let key = session.store_id.as_str().to_owned();
         let local = self.flights.lock_for(&key);
-        let result = {
+        // One span per refresh for exported traces: the wait for the lock,
+        // the store reads and writes and the provider call inside it.
+        let span = tracing::info_span!(
+            target: crate::traces::SPANS,
+            "session.refresh",
+            refresh.outcome = tracing::field::Empty,
+        );
+        let result = async {
             let _guard = local.lock().await;
             self.refresh_locked(session, now).await
-        };
+        }
+        .instrument(span.clone())
+        .await;
+        span.record(
+            "refresh.outcome",
+            if result.is_ok() { "ok" } else { "failed" },
+        );
         self.flights.release(&key, local);
         result
     }

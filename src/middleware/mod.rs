@@ -1,10 +1,12 @@
 //! Cross-cutting layers: request IDs and the access log, request metrics
 //! (`track`), error pages for navigations (`error_pages`), the anti-CSRF
-//! rule (`csrf`). The order they are applied in is written down once, in
+//! rule (`csrf`), the server span of exported traces (`server_span`). The
+//! order they are applied in is written down once, in
 //! `router::build_router`.
 
 pub mod csrf;
 pub mod error_pages;
+pub mod server_span;
 pub mod track;
 
 use axum::Router;

@@ -335,7 +335,10 @@ impl Provider {
     }
 
     /// GET a JSON document from the provider; 2xx only, at most
-    /// `oidc.max_response_bytes`.
+    /// `oidc.max_response_bytes`. Its span (exported traces; target
+    /// `traces::SPANS`) names the document: discovery or JWKS.
+    #[tracing::instrument(target = "oidc_bff_otel", name = "provider.fetch", skip_all,
+        fields(otel.kind = "client", otel.name = %format_args!("provider {what}"), oidc.document = what))]
     pub async fn get_json(&self, url: &str, what: &str) -> Result<Vec<u8>, ProviderError> {
         let resp = self
             .http
@@ -467,7 +470,8 @@ impl Provider {
         Ok(url)
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(target = "oidc_bff_otel", name = "provider.token", skip_all,
+        fields(otel.kind = "client", oidc.grant_type = "authorization_code"))]
     pub async fn exchange_code(
         &self,
         code: &str,
@@ -482,7 +486,8 @@ impl Provider {
         .await
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(target = "oidc_bff_otel", name = "provider.refresh", skip_all,
+        fields(otel.kind = "client", oidc.grant_type = "refresh_token"))]
     pub async fn refresh(&self, refresh_token: &SecretString) -> Result<TokenSet, ProviderError> {
         self.token_request(&[
             ("grant_type", "refresh_token"),
@@ -495,7 +500,8 @@ impl Provider {
     /// `Ok(false)`: nothing to do (no endpoint). Done by hand rather than with
     /// `oauth2`'s revocation request, which refuses `http://` endpoints and so
     /// every development stack.
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(target = "oidc_bff_otel", name = "provider.revocation", skip_all,
+        fields(otel.kind = "client"))]
     pub async fn revoke_refresh_token(
         &self,
         refresh_token: &SecretString,
@@ -533,7 +539,8 @@ impl Provider {
     }
 
     /// Claims from the userinfo endpoint.
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(target = "oidc_bff_otel", name = "provider.userinfo", skip_all,
+        fields(otel.kind = "client"))]
     pub async fn userinfo(
         &self,
         access_token: &SecretString,

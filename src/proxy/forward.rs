@@ -17,6 +17,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderName, HeaderValue, StatusCode, Version, header};
+use tracing::Instrument as _;
 
 use super::client::{HttpClient, build_client};
 use super::headers;
@@ -283,6 +284,21 @@ impl Forwarder {
             },
         );
         headers::set_identity(&mut parts.headers, &self.gateway_only, identity);
+        // The upstream call's client span (exported traces): the upstream
+        // receives its context as `traceparent`. A client's own trace
+        // context passes only from a trusted proxy (`traces::propagate`).
+        let span = tracing::info_span!(
+            target: crate::traces::SPANS,
+            "upstream",
+            otel.name = %format_args!("upstream {}", parts.method),
+            otel.kind = "client",
+            http.request.method = parts.method.as_str(),
+            server.address = parts.uri.host().unwrap_or_default(),
+            oidc_bff.route = route.path.as_str(),
+            http.response.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        crate::traces::propagate(&span, &mut parts.headers, self.client_address.trusts(peer));
         parts.extensions = http::Extensions::new();
         let (client, browser_side) = match upgrade {
             Some((on_upgrade, key)) => {
@@ -292,12 +308,21 @@ impl Forwarder {
             None => (&self.client, None),
         };
         let upstream_req = Request::from_parts(parts, body);
-        let mut resp = match tokio::time::timeout(route.timeout, client.request(upstream_req)).await
-        {
-            Err(_) => return Err(UpstreamError::Timeout.into()),
-            Ok(Err(e)) => return Err(map_client_error(&e).into()),
+        let sent = tokio::time::timeout(route.timeout, client.request(upstream_req))
+            .instrument(span.clone())
+            .await;
+        let mut resp = match sent {
+            Err(_) => {
+                span.record("otel.status_code", "ERROR");
+                return Err(UpstreamError::Timeout.into());
+            }
+            Ok(Err(e)) => {
+                span.record("otel.status_code", "ERROR");
+                return Err(map_client_error(&e).into());
+            }
             Ok(Ok(r)) => r,
         };
+        span.record("http.response.status_code", resp.status().as_u16());
         // A 101 must answer our WebSocket handshake exactly; anything else is
         // dropped with its connection, and nothing is tunnelled.
         let switched = if resp.status() == StatusCode::SWITCHING_PROTOCOLS {

@@ -25,4 +25,5 @@ mod store_conformance;
 mod store_consistency;
 mod store_outage;
 mod store_sentinel;
+mod traces;
 mod websockets;

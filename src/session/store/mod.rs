@@ -345,13 +345,34 @@ pub enum Store {
     Memory(memory::MemoryStore),
 }
 
+/// Calls the configured store, each call in a client span for exported
+/// traces named for the operation (no key or value is recorded).
 macro_rules! delegate {
-    ($self:ident, $s:ident => $call:expr) => {
+    ($self:ident, $s:ident => $recv:ident . $op:ident ( $($arg:expr),* )) => {{
+        use tracing::Instrument as _;
+        let span = tracing::info_span!(
+            target: crate::traces::SPANS,
+            "store",
+            otel.name = concat!("store ", stringify!($op)),
+            otel.kind = "client",
+            db.system.name = $self.system_name(),
+            db.operation.name = stringify!($op),
+        );
         match $self {
-            Store::Redis($s) => $call.await,
-            Store::Memory($s) => $call.await,
+            Store::Redis($s) => $recv.$op($($arg),*).instrument(span).await,
+            Store::Memory($s) => $recv.$op($($arg),*).instrument(span).await,
         }
-    };
+    }};
+}
+
+impl Store {
+    /// The store's kind, as traces name it.
+    fn system_name(&self) -> &'static str {
+        match self {
+            Store::Redis(_) => "redis",
+            Store::Memory(_) => "memory",
+        }
+    }
 }
 
 impl SessionStore for Store {

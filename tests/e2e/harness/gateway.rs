@@ -52,6 +52,8 @@ pub struct GatewayBuilder {
     metrics: bool,
     /// Where a gateway process writes its output.
     log: Option<PathBuf>,
+    /// Environment variables of a gateway process (beyond the test's own).
+    process_env: Vec<(String, String)>,
     /// `server.public_url` when not the gateway's own address (a front
     /// proxy's).
     public_url: Option<String>,
@@ -98,6 +100,7 @@ impl GatewayBuilder {
             admin: false,
             metrics: false,
             log: None,
+            process_env: Vec::new(),
             public_url: None,
             mount: String::new(),
         }
@@ -163,6 +166,12 @@ impl GatewayBuilder {
     }
 
     /// With `start_process`: the process's log output goes to `path`.
+    /// Sets `name` in a gateway process's environment (`start_process`).
+    pub fn process_env(mut self, name: &str, value: &str) -> Self {
+        self.process_env.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
     pub fn log_to(mut self, path: &Path) -> Self {
         self.log = Some(path.to_owned());
         self
@@ -337,7 +346,8 @@ impl GatewayBuilder {
             rand::random::<u32>()
         ));
         std::fs::write(&path, to_toml(&raw)).expect("write config");
-        let process = procs::GatewayProcess::start(&path, port, self.log.as_deref());
+        let process =
+            procs::GatewayProcess::start(&path, port, self.log.as_deref(), &self.process_env);
         // The side listeners are bound by worker 0, maybe after another
         // worker's public one.
         for side in admin_port.iter().chain(&metrics_port) {

@@ -5,13 +5,14 @@
 //!
 //! This module owns only the processes every test shares and the constants
 //! they are configured with; each part lives in its own file (`gateway`,
-//! `browser`, `provider_api`, `net`, `procs`, `test_ca`) and is re-exported
+//! `browser`, `provider_api`, `net`, `otlp`, `procs`, `test_ca`) and is re-exported
 //! here, so tests import everything from `harness::`.
 
 pub mod browser;
 pub mod front_proxy;
 pub mod gateway;
 pub mod net;
+pub mod otlp;
 pub mod procs;
 pub mod provider_api;
 pub mod test_ca;
@@ -21,6 +22,7 @@ use std::sync::OnceLock;
 pub use browser::{Browser, form_action, hidden_inputs, urlencode};
 pub use gateway::{Gateway, GatewayBuilder, duration, route};
 pub use net::{Chaos, Upstream};
+pub use otlp::OtlpReceiver;
 pub use procs::{ProviderProcess, RedisCluster, RedisServer, SentinelProcess, TlsStatusServer};
 pub use provider_api::ProviderApi;
 pub use test_ca::TestCa;

@@ -455,13 +455,18 @@ pub struct GatewayProcess {
 impl GatewayProcess {
     /// Starts `oidc-bff serve`; its output goes to `log` (both streams) or
     /// nowhere.
-    pub fn start(config: &Path, port: u16, log: Option<&Path>) -> Self {
+    /// `env` is added to its environment (through `env(1)`, which execs the
+    /// gateway, so the guard still stops the gateway itself).
+    pub fn start(config: &Path, port: u16, log: Option<&Path>, env: &[(String, String)]) -> Self {
         let bin = env!("CARGO_BIN_EXE_oidc-bff");
-        let args = vec![
+        let mut args: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        args.extend([
+            bin.to_owned(),
             "serve".to_owned(),
             "--config".to_owned(),
             config.to_string_lossy().into_owned(),
-        ];
+        ]);
+        let bin = "env";
         let (stdout, stderr) = match log {
             Some(path) => {
                 let file = std::fs::File::create(path).expect("log file");
