@@ -4,6 +4,7 @@
 //! tokens stay server-side, encrypted in the session store; API calls are
 //! proxied with the access token attached. See `docs/architecture.md`.
 
+pub mod audit;
 pub mod authz;
 pub mod cli;
 pub mod clock;

@@ -75,6 +75,7 @@ struct Shared {
     connections: Arc<Semaphore>,
     /// The provider's metadata and keys, fetched once per process.
     oidc_caches: OidcCaches,
+    audit: crate::audit::Auditor,
 }
 
 /// One worker: builds its state, reports readiness, serves until told to stop.
@@ -90,6 +91,7 @@ fn worker(
         metrics,
         connections,
         oidc_caches,
+        audit,
     } = shared;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -108,7 +110,7 @@ fn worker(
                 .map(|a| a.listen)
                 .filter(|_| index == 0);
             let metrics_listen = config.metrics_listen.filter(|_| index == 0);
-            let state = AppState::with_shared(config, store, metrics, oidc_caches)?;
+            let state = AppState::with_shared(config, store, metrics, oidc_caches, audit)?;
             let listener = reuseport_listener(listen)
                 .with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
             let admin = match admin {
@@ -180,6 +182,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         StoreKind::Redis(_) => None,
     };
     let oidc_caches = OidcCaches::new(&config.oidc);
+    let audit = crate::state::open_audit(&config, &metrics)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (ready_tx, ready_rx) = mpsc::channel();
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<anyhow::Result<()>>();
@@ -199,6 +202,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             metrics,
             connections,
             oidc_caches: caches,
+            audit: audit.clone(),
         };
         std::thread::Builder::new()
             .name(format!("oidc-bff-{index}"))

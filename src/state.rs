@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use axum::extract::FromRef;
 
+use crate::audit::Auditor;
 use crate::config::Config;
 use crate::extract::client::ClientAddressPolicy;
 use crate::flows::logout::LogoutFlow;
@@ -40,6 +41,8 @@ pub struct Inner {
     pub metrics: Arc<Metrics>,
     pub csrf: Arc<CsrfRule>,
     pub client_address: ClientAddressPolicy,
+    /// The audit trail's writer, shared by every worker of the process.
+    pub audit: Auditor,
 }
 
 #[derive(Clone)]
@@ -67,7 +70,8 @@ impl AppState {
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let caches = OidcCaches::new(&config.oidc);
-        Self::with_shared(config, store, metrics, caches)
+        let audit = open_audit(&config, &metrics)?;
+        Self::with_shared(config, store, metrics, caches, audit)
     }
 
     /// One worker of a gateway: store, metrics and the provider's metadata
@@ -78,6 +82,7 @@ impl AppState {
         store: Arc<Store>,
         metrics: Arc<Metrics>,
         oidc_caches: OidcCaches,
+        audit: Auditor,
     ) -> anyhow::Result<Self> {
         let sessions = Arc::new(Sessions::new(&config.session, store).with_metrics(&metrics));
         let oidc = Arc::new(Oidc::with_caches(
@@ -90,6 +95,7 @@ impl AppState {
             oidc.clone(),
             config.session.refresh_skew,
             metrics.refreshes.clone(),
+            audit.clone(),
         ));
         let logout = Arc::new(LogoutFlow::new(
             sessions.clone(),
@@ -112,6 +118,8 @@ impl AppState {
             csrf: Arc::new(CsrfRule {
                 header: config.csrf.header.clone(),
                 value: config.csrf.value.clone(),
+                audit: audit.clone(),
+                sessions: sessions.clone(),
             }),
             client_address: ClientAddressPolicy::new(&config.server.trusted_proxies),
             pages: Arc::new(Pages::new()?.with_base_path(&config.server.base_path)),
@@ -122,9 +130,21 @@ impl AppState {
             forwarder,
             signer,
             metrics,
+            audit,
             config,
         })))
     }
+}
+
+/// The audit trail's writer for `config` (one per process: the workers
+/// share it), counting its drops in `metrics`.
+pub fn open_audit(config: &Config, metrics: &Metrics) -> anyhow::Result<Auditor> {
+    let policy = ClientAddressPolicy::new(&config.server.trusted_proxies);
+    Auditor::open(
+        &config.audit,
+        Arc::new(move |headers, peer| crate::extract::client::client_ip(headers, peer, &policy)),
+        metrics.audit_dropped.clone(),
+    )
 }
 
 /// Sub-states: each is one field of the state, handed to whoever needs
@@ -149,4 +169,5 @@ sub_state! {
     Arc<Metrics> => metrics,
     Arc<CsrfRule> => csrf,
     ClientAddressPolicy => client_address,
+    Auditor => audit,
 }

@@ -24,7 +24,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use serde_json::Value;
 
-use crate::metrics::ResultLabel;
+use crate::audit::{Action, Auditor, Event, Origin};
+use crate::metrics::OutcomeLabels;
 use crate::oidc::Oidc;
 use crate::oidc::claims::{bounded_json, granted_scopes, merge_claims};
 use crate::oidc::jwt::{IdTokenExpectations, validate_id_token};
@@ -59,7 +60,8 @@ pub struct Refresher {
     flights: SingleFlight,
     /// Refresh this long before the access token expires.
     skew: u64,
-    refreshes: Family<ResultLabel, Counter>,
+    refreshes: Family<OutcomeLabels, Counter>,
+    audit: Auditor,
 }
 
 /// Per-session local locks; entries are removed when nobody holds them.
@@ -94,7 +96,8 @@ impl Refresher {
         sessions: Arc<Sessions>,
         oidc: Arc<Oidc>,
         skew: Duration,
-        refreshes: Family<ResultLabel, Counter>,
+        refreshes: Family<OutcomeLabels, Counter>,
+        audit: Auditor,
     ) -> Self {
         Self {
             sessions,
@@ -102,16 +105,44 @@ impl Refresher {
             flights: SingleFlight::default(),
             skew: skew.as_secs(),
             refreshes,
+            audit,
         }
     }
 
-    fn count(&self, result: &'static str) {
-        self.refreshes.get_or_create(&ResultLabel { result }).inc();
+    /// Counts a refresh (`None`: success, else the failure reason) and
+    /// writes its audit event; a failure that ends the session is also a
+    /// revocation.
+    fn count(&self, origin: Origin<'_>, session: &Session, failure: Option<&'static str>) {
+        let labels = failure.map_or(OutcomeLabels::SUCCESS, OutcomeLabels::failure);
+        self.refreshes.get_or_create(&labels).inc();
+        let sub = crate::audit::subject(session);
+        let event = match failure {
+            None => Event::success(Action::Refresh),
+            Some(reason) => Event::failure(Action::Refresh, reason),
+        };
+        self.audit
+            .record(origin, event.session(&session.store_id).user(&sub));
+        if matches!(failure, Some("invalid_grant" | "refused")) {
+            self.audit.record(
+                origin,
+                Event::success(Action::Revocation)
+                    .reason(RevokeReason::RefreshFailed.as_str())
+                    .actor("system")
+                    .session(&session.store_id)
+                    .user(&sub),
+            );
+        }
     }
 
     /// Returns a session whose access token is valid for at least the
     /// configured skew, refreshing it if needed.
-    pub async fn fresh(&self, session: Session, now: u64) -> Result<Session, RefreshError> {
+    /// `origin` is the request that needs the token (for the audit trail).
+    pub async fn fresh(
+        &self,
+        session: Session,
+        now: u64,
+        origin: Origin<'_>,
+    ) -> Result<Session, RefreshError> {
         if !needs_refresh(&session, now, self.skew) {
             return Ok(session);
         }
@@ -127,13 +158,18 @@ impl Refresher {
         let local = self.flights.lock_for(&key);
         let result = {
             let _guard = local.lock().await;
-            self.refresh_locked(session, now).await
+            self.refresh_locked(session, now, origin).await
         };
         self.flights.release(&key, local);
         result
     }
 
-    async fn refresh_locked(&self, session: Session, now: u64) -> Result<Session, RefreshError> {
+    async fn refresh_locked(
+        &self,
+        session: Session,
+        now: u64,
+        origin: Origin<'_>,
+    ) -> Result<Session, RefreshError> {
         let sessions = &self.sessions;
         // Another request (here or elsewhere) may have refreshed meanwhile.
         let mut current = sessions
@@ -164,7 +200,7 @@ impl Refresher {
                 Ok(s) => current = s,
             }
         }
-        let result = self.refresh_with_lock(&current, now).await;
+        let result = self.refresh_with_lock(&current, now, origin).await;
         if let Err(e) = sessions.unlock_refresh(&current.store_id, &token).await {
             tracing::warn!(error = %super::Untrusted(&e), "could not release refresh lock; it expires by itself");
         }
@@ -175,6 +211,7 @@ impl Refresher {
         &self,
         current: &Session,
         now: u64,
+        origin: Origin<'_>,
     ) -> Result<Session, RefreshError> {
         let (sessions, oidc) = (&self.sessions, &self.oidc);
         // Re-read under the lock: the previous holder may have just finished.
@@ -192,14 +229,14 @@ impl Refresher {
             Ok(t) => t,
             Err(e) if e.is_invalid_grant() => {
                 tracing::info!(session = ?latest.store_id, "refresh token refused (invalid_grant); ending the session");
-                self.count("invalid_grant");
+                self.count(origin, &latest, Some("invalid_grant"));
                 sessions
                     .revoke(&latest.store_id, RevokeReason::RefreshFailed, "system", now)
                     .await?;
                 return Err(RefreshError::SessionEnded(EndReason::RefreshRefused));
             }
             Err(ProviderError::TooLarge(what)) => {
-                return self.end_refused(&latest, None, &what, now).await;
+                return self.end_refused(&latest, None, &what, now, origin).await;
             }
             Err(e) => {
                 // Any other refusal (invalid_client after a secret change, ...)
@@ -210,7 +247,7 @@ impl Refresher {
                     )),
                     other => other,
                 };
-                self.count("provider_error");
+                self.count(origin, &latest, Some("provider_error"));
                 tracing::warn!(session = ?latest.store_id, error = %super::Untrusted(&e), "refresh failed; keeping the session");
                 return Err(RefreshError::Provider(e));
             }
@@ -239,7 +276,7 @@ impl Refresher {
                     Err(e) => {
                         let why = format!("ID token from refresh is invalid: {e}");
                         let spent = tokens.refresh_token.as_ref();
-                        return self.end_refused(&latest, spent, &why, now).await;
+                        return self.end_refused(&latest, spent, &why, now, origin).await;
                     }
                 };
                 let merged = merge_claims(&latest.secrets.claims_json, &claims);
@@ -248,7 +285,7 @@ impl Refresher {
                     Err(e) => {
                         let why = format!("claims from refresh too large: {e}");
                         let spent = tokens.refresh_token.as_ref();
-                        return self.end_refused(&latest, spent, &why, now).await;
+                        return self.end_refused(&latest, spent, &why, now, origin).await;
                     }
                 };
                 Some(t)
@@ -271,7 +308,7 @@ impl Refresher {
             scopes: Some(scopes),
         };
         let access_expires_at = tokens.expires_in.map_or(0, |d| now + d.as_secs());
-        self.count("success");
+        self.count(origin, &latest, None);
         tracing::debug!(session = ?latest.store_id, "access token refreshed");
         sessions
             .write_tokens(&latest, secrets, access_expires_at, now)
@@ -290,9 +327,10 @@ impl Refresher {
         new_refresh_token: Option<&SecretString>,
         why: &str,
         now: u64,
+        origin: Origin<'_>,
     ) -> Result<Session, RefreshError> {
         tracing::warn!(session = ?session.store_id, reason = %why, "refresh answer refused; ending the session");
-        self.count("refused");
+        self.count(origin, session, Some("refused"));
         self.sessions
             .revoke(
                 &session.store_id,

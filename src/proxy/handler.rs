@@ -26,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use super::forward::{Caller, Forwarder};
 use super::routes::Route;
 use super::upgrade;
+use crate::audit::{Action, Auditor, Event, Origin};
 use crate::authz;
 use crate::config::RouteAuth;
 use crate::error::AppError;
@@ -48,7 +49,7 @@ use crate::url_policy::path::check_request_path;
 ///   browser sends no CSRF header on a handshake and WebSockets ignore
 ///   CORS, so a sibling origin could otherwise open a socket as the user).
 pub async fn guard(
-    State(forwarder): State<Arc<Forwarder>>,
+    State((forwarder, audit)): State<(Arc<Forwarder>, Auditor)>,
     Extension(route): Extension<Arc<Route>>,
     req: Request,
     next: Next,
@@ -69,6 +70,10 @@ pub async fn guard(
         && upgrade::requested(req.headers())
         && !forwarder.from_own_origin(req.headers())
     {
+        audit.record(
+            Origin::of_request(&req),
+            Event::failure(Action::PolicyRefusal, "websocket_origin").route(&route.path),
+        );
         return AppError::Forbidden(
             "WebSocket handshakes must come from this application's own origin.".into(),
         )
@@ -84,6 +89,7 @@ pub async fn required(
     State(forwarder): State<Arc<Forwarder>>,
     State(refresher): State<Arc<Refresher>>,
     State(oidc): State<Arc<Oidc>>,
+    State(audit): State<Auditor>,
     Extension(route): Extension<Arc<Route>>,
     session: Result<CurrentSession, SessionRejection>,
     req: Request,
@@ -95,8 +101,19 @@ pub async fn required(
         }
         Err(rejection) => return Ok(rejection.into_response()),
     };
-    route.admit(&session)?;
-    let session = refresher.fresh(*session, crate::clock::unix_now()).await?;
+    if let Err(refused) = route.admit(&session) {
+        audit.record(
+            Origin::of_request(&req),
+            Event::failure(Action::PolicyRefusal, "route_policy")
+                .route(&route.path)
+                .session(&session.store_id)
+                .user(&crate::audit::subject(&session)),
+        );
+        return Err(refused);
+    }
+    let session = refresher
+        .fresh(*session, crate::clock::unix_now(), Origin::of_request(&req))
+        .await?;
     forwarder.forward(&route, req, Some(&session)).await
 }
 
@@ -185,7 +202,11 @@ pub async fn optional(
     req: Request,
 ) -> Result<Response, AppError> {
     let session = match session {
-        Some(s) => Some(refresher.fresh(*s, crate::clock::unix_now()).await?),
+        Some(s) => Some(
+            refresher
+                .fresh(*s, crate::clock::unix_now(), Origin::of_request(&req))
+                .await?,
+        ),
         None => None,
     };
     forwarder.forward(&route, req, session.as_ref()).await

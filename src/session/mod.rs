@@ -296,6 +296,14 @@ impl Sessions {
         })
     }
 
+    /// The store handle of the session the request's cookie names, if the
+    /// cookie is well-formed; nothing is read from the store (the audit
+    /// trail names the session of a refused request with it).
+    pub fn presented(&self, headers: &HeaderMap) -> Option<StoreId> {
+        let value = cookie::find(headers, self.cookies.session_name())?;
+        SessionId::parse(value).map(|id| id.store_id())
+    }
+
     /// One store read, then the session it holds or why there is none.
     async fn open_fetched(
         &self,
@@ -452,6 +460,18 @@ impl Sessions {
         client: &ClientInfo,
         now: u64,
     ) -> StoreResult<(StoreId, HeaderValue)> {
+        let (id, cookie, _) = self.create_evicting(login, client, now).await?;
+        Ok((id, cookie))
+    }
+
+    /// [`Self::create`], also returning the sessions the per-user limit
+    /// evicted to make room (for the audit trail).
+    pub async fn create_evicting(
+        &self,
+        login: NewLogin,
+        client: &ClientInfo,
+        now: u64,
+    ) -> StoreResult<(StoreId, HeaderValue, Vec<StoreId>)> {
         let id = SessionId::generate();
         let store_id = id.store_id();
         let meta = SessionMeta {
@@ -503,13 +523,13 @@ impl Sessions {
             })
             .await?;
         self.count_revocations(RevokeReason::Limit, evicted.len());
-        for old in evicted {
+        for old in &evicted {
             tracing::info!(session = ?old, "session evicted: per-user limit reached");
         }
         let cookie = self
             .cookies
             .session_cookie(&id, std::time::Duration::from_secs(self.absolute_timeout));
-        Ok((store_id, cookie))
+        Ok((store_id, cookie, evicted))
     }
 
     /// Whether the last-activity write is due.
