@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod audit_trail;
 mod bearer;
 mod callback_failures;
 mod front_proxies;
