@@ -51,8 +51,13 @@ pub fn spawn_provider_upkeep(state: &AppState) {
     tokio::spawn(async move { s.oidc.keep_warm().await });
 }
 
-/// Trims index entries of expired sessions every 10 minutes (one per process).
+/// How often the active-sessions gauge is recounted: its staleness.
+pub const SESSION_COUNT_EVERY: Duration = Duration::from_secs(30);
+
+/// Trims index entries of expired sessions every 10 minutes, and keeps the
+/// active-sessions gauge counted (one of each per process).
 pub fn spawn_sweeper(state: &AppState) {
+    spawn_session_counter(state);
     let s = state.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(600));
@@ -63,6 +68,29 @@ pub fn spawn_sweeper(state: &AppState) {
                 Ok(n) if n > 0 => tracing::info!(removed = n, "swept expired index entries"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "index sweep failed"),
+            }
+        }
+    });
+}
+
+/// Counts the store's sessions into `oidc_bff_sessions_active` now and
+/// every [`SESSION_COUNT_EVERY`]. A scan of the store's keys, once per
+/// process (every instance reports the same shared total: aggregate with
+/// `max`, not `sum`); a failed count leaves the last value.
+pub fn spawn_session_counter(state: &AppState) {
+    let s = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SESSION_COUNT_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match s.sessions.count().await {
+                Ok(n) => {
+                    s.metrics
+                        .sessions_active
+                        .set(i64::try_from(n).unwrap_or(i64::MAX));
+                }
+                Err(e) => tracing::debug!(error = %e, "counting sessions failed"),
             }
         }
     });
@@ -79,9 +107,10 @@ pub async fn serve_admin(
     let limits = state.config.server.limits;
     let access_log = state.config.log.access_log;
     let client_address = state.client_address.clone();
+    let open = state.metrics.connections("admin");
     let app = router::limit_body(routes::admin::router(state), limits.max_body_bytes);
     let app = middleware::with_request_log(app, access_log, client_address);
-    serve_capped_alone(listener, app, limits, shutdown).await
+    serve_capped_alone(listener, app, limits, open, shutdown).await
 }
 
 /// Serves `GET /metrics` (if configured) until `shutdown` resolves, with
@@ -95,7 +124,8 @@ pub async fn serve_metrics(
     let app = Router::new()
         .route("/metrics", get(routes::health::metrics))
         .with_state(state.metrics.clone());
-    serve_capped_alone(listener, app, limits, shutdown).await
+    let open = state.metrics.connections("metrics");
+    serve_capped_alone(listener, app, limits, open, shutdown).await
 }
 
 /// Serves a side listener (admin, metrics) with the `[server]` limits and
@@ -105,6 +135,7 @@ async fn serve_capped_alone(
     listener: tokio::net::TcpListener,
     app: Router,
     limits: config::ConnectionLimits,
+    open: prometheus_client::metrics::gauge::Gauge,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     server::serve_connections(
@@ -112,6 +143,7 @@ async fn serve_capped_alone(
         app,
         limits,
         server::connection_cap(&limits),
+        open,
         shutdown,
     )
     .await
@@ -137,6 +169,7 @@ pub async fn serve_capped(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = state.config.server.limits;
+    let open = state.metrics.connections("public");
     let app = build_router(state);
-    server::serve_connections(listener, app, limits, connections, shutdown).await
+    server::serve_connections(listener, app, limits, connections, open, shutdown).await
 }

@@ -36,6 +36,7 @@ use axum::routing::future::RouteFuture;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -285,7 +286,8 @@ pub fn connection_cap(limits: &ConnectionLimits) -> Arc<Semaphore> {
     ))
 }
 
-/// Serves `app` on `listener` within `limits` until `shutdown` resolves,
+/// Serves `app` on `listener` within `limits` until `shutdown` resolves
+/// (counting its open connections in `open`),
 /// then stops accepting and waits for the open connections to finish
 /// their in-flight requests (the caller bounds that wait).
 ///
@@ -299,6 +301,7 @@ pub async fn serve_connections(
     app: Router,
     limits: ConnectionLimits,
     cap: Arc<Semaphore>,
+    open: Gauge,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let builder = Arc::new(connection_builder(&limits));
@@ -333,9 +336,11 @@ pub async fn serve_connections(
             stop: stop_rx.clone(),
             _open: open_rx.clone(),
         };
+        open.inc();
         tokio::spawn(connection.serve(CappedStream {
             stream,
             _permit: permit,
+            _open: Open(open.clone()),
         }));
     }
     drop(listener);
@@ -526,6 +531,17 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
 struct CappedStream {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
+    _open: Open,
+}
+
+/// One count in the listener's open-connections gauge
+/// (`oidc_bff_connections_open`), given back when the stream is dropped.
+struct Open(Gauge);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl AsyncRead for CappedStream {

@@ -85,11 +85,10 @@ impl AppState {
         audit: Auditor,
     ) -> anyhow::Result<Self> {
         let sessions = Arc::new(Sessions::new(&config.session, store).with_metrics(&metrics));
-        let oidc = Arc::new(Oidc::with_caches(
-            &config.oidc,
-            &config.server.redirect_uri(),
-            oidc_caches,
-        )?);
+        let oidc = Arc::new(
+            Oidc::with_caches(&config.oidc, &config.server.redirect_uri(), oidc_caches)?
+                .with_metrics(&metrics),
+        );
         let refresher = Arc::new(Refresher::new(
             sessions.clone(),
             oidc.clone(),

@@ -10,6 +10,7 @@
 //! never read a response made with the user's token, whatever CORS policy
 //! the upstream has.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +27,7 @@ use crate::config::{Config, RouteAuth};
 use crate::error::AppError;
 use crate::extract::client::{ClientAddressPolicy, peer_ip_of};
 use crate::identity::{self, Signer};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, UpstreamRoute};
 use crate::security_headers::{ResponseKind, mark};
 use crate::session::cookie::CookiePolicy;
 use crate::session::{ClientInfo, Session, Sessions};
@@ -86,6 +87,9 @@ pub struct Forwarder {
     sessions: Arc<Sessions>,
     watch_every: Duration,
     metrics: Arc<Metrics>,
+    /// Each configured route's upstream latency and status classes, by
+    /// the route's path (resolved once: the proxy path only increments).
+    upstream_metrics: HashMap<String, UpstreamRoute>,
     /// Signs identity assertions (`[assertion]`), if configured.
     signer: Option<Arc<Signer>>,
     /// Header names only the gateway may send (`identity::names_to_strip`).
@@ -116,6 +120,11 @@ impl Forwarder {
                 .touch_interval
                 .clamp(Duration::from_secs(1), Duration::from_secs(10)),
             sessions,
+            upstream_metrics: config
+                .routes
+                .iter()
+                .map(|r| (r.path.clone(), metrics.upstream_route(&r.path)))
+                .collect(),
             metrics,
             signer: None,
             gateway_only: identity::names_to_strip(&config.routes, config.assertion.as_ref()),
@@ -282,8 +291,16 @@ impl Forwarder {
             None => (&self.client, None),
         };
         let upstream_req = Request::from_parts(parts, body);
-        let mut resp = match tokio::time::timeout(route.timeout, client.request(upstream_req)).await
-        {
+        let started = std::time::Instant::now();
+        let answer = tokio::time::timeout(route.timeout, client.request(upstream_req)).await;
+        if let Some(m) = self.upstream_metrics.get(route.path.as_str()) {
+            let status = match &answer {
+                Ok(Ok(r)) => Some(r.status().as_u16()),
+                _ => None,
+            };
+            m.observe(status, started.elapsed().as_secs_f64());
+        }
+        let mut resp = match answer {
             Err(_) => return Err(UpstreamError::Timeout.into()),
             Ok(Err(e)) => return Err(map_client_error(&e).into()),
             Ok(Ok(r)) => r,
