@@ -10,6 +10,7 @@ mod callback_failures;
 mod front_proxies;
 mod log_hygiene;
 mod login_flow;
+mod monitoring;
 mod policy;
 mod private_ca;
 mod provider_hostile;
