@@ -97,7 +97,7 @@ pub async fn required(
     let session = match session {
         Ok(CurrentSession(s)) => s,
         Err(SessionRejection::Anonymous) if bearer_request(&forwarder, &route, req.headers()) => {
-            return bearer(&forwarder, &oidc, &route, req).await;
+            return bearer(&forwarder, &oidc, &audit, &route, req).await;
         }
         Err(rejection) => return Ok(rejection.into_response()),
     };
@@ -138,6 +138,7 @@ fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
 async fn bearer(
     forwarder: &Forwarder,
     oidc: &Oidc,
+    audit: &Auditor,
     route: &Route,
     req: Request,
 ) -> Result<Response, AppError> {
@@ -158,6 +159,11 @@ async fn bearer(
     let scopes = crate::oidc::claims::granted_scopes(None, token, "");
     authz::check(&route.policy, &claims, &scopes).map_err(|refusal| {
         tracing::info!(route = %route.path, "bearer request refused by the route's policy");
+        let mut event = Event::failure(Action::PolicyRefusal, "bearer_policy").route(&route.path);
+        if let Some(sub) = claims.get("sub").and_then(serde_json::Value::as_str) {
+            event = event.user(sub);
+        }
+        audit.record(Origin::of_request(&req), event);
         AppError::Forbidden(refusal.to_string())
     })?;
     let authorization = req

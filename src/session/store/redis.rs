@@ -787,7 +787,9 @@ impl SessionStore for RedisStore {
     }
 
     /// Counts `s:*` keys by SCAN, batch by batch (no key list is kept).
-    /// It reaches the nodes the store's SCAN reaches (see `scan`).
+    /// Sent where `scan` sends it: on a Cluster, the node of the prefix's
+    /// slot, which holds every key of the gateway (a layout that spreads
+    /// keys over several primaries must count on each of them).
     async fn count_sessions(&self) -> StoreResult<u64> {
         let pattern = format!("{}s:*", glob_escape(&self.prefix));
         let mut conn = self.conn.clone();
