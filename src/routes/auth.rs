@@ -132,34 +132,7 @@ pub async fn callback(
         now,
     )
     .await;
-    let labels = match &result {
-        Ok(done) => {
-            state.audit.record(
-                origin,
-                Event::success(Action::Login)
-                    .session(&done.store_id)
-                    .user(&done.sub),
-            );
-            for old in &done.evicted {
-                state.audit.record(
-                    origin,
-                    Event::success(Action::Eviction)
-                        .reason("max_per_user")
-                        .actor("system")
-                        .session(old)
-                        .user(&done.sub),
-                );
-            }
-            OutcomeLabels::SUCCESS
-        }
-        Err(e) => {
-            state
-                .audit
-                .record(origin, Event::failure(Action::Login, e.reason()));
-            OutcomeLabels::failure(e.reason())
-        }
-    };
-    crate::metrics::Metrics::count(&state.metrics.logins, &labels);
+    record_login(&state, origin, &result);
     let clear = slot
         .filter(|_| login_cookie.is_some())
         .map(|s| cookies.clear_login_cookie(s));
@@ -201,4 +174,41 @@ pub async fn callback(
     resp.headers_mut()
         .append(header::SET_COOKIE, done.session_cookie);
     Ok(resp)
+}
+
+/// Counts a callback's outcome and writes its audit events: the login, and
+/// each session the per-user limit evicted to make room for it.
+fn record_login(
+    state: &AppState,
+    origin: Origin<'_>,
+    result: &Result<login::LoginDone, login::LoginError>,
+) {
+    let labels = match result {
+        Ok(done) => {
+            state.audit.record(
+                origin,
+                Event::success(Action::Login)
+                    .session(&done.store_id)
+                    .user(&done.sub),
+            );
+            for old in &done.evicted {
+                state.audit.record(
+                    origin,
+                    Event::success(Action::Eviction)
+                        .reason("max_per_user")
+                        .actor("system")
+                        .session(old)
+                        .user(&done.sub),
+                );
+            }
+            OutcomeLabels::SUCCESS
+        }
+        Err(e) => {
+            state
+                .audit
+                .record(origin, Event::failure(Action::Login, e.reason()));
+            OutcomeLabels::failure(e.reason())
+        }
+    };
+    crate::metrics::Metrics::count(&state.metrics.logins, &labels);
 }
