@@ -18,8 +18,9 @@
 
 use std::io::Write;
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use http::HeaderMap;
@@ -255,6 +256,25 @@ struct Shared {
     queue: Option<SyncSender<Vec<u8>>>,
     dropped: Counter,
     client_address: ClientResolver,
+    /// Hears from the writer thread once it has written everything queued
+    /// and flushed (see `Drop`).
+    finished: Mutex<Option<Receiver<()>>>,
+}
+
+/// How long the last clone's drop waits for queued events to be written.
+const DRAIN_WAIT: Duration = Duration::from_secs(5);
+
+/// When the gateway stops (the last clone goes with the process's state),
+/// the events still queued are written before it exits, for at most
+/// [`DRAIN_WAIT`] (a sink that is stuck must not hold the exit up).
+impl Drop for Shared {
+    fn drop(&mut self) {
+        drop(self.queue.take());
+        let finished = self.finished.get_mut().map_or(None, Option::take);
+        if let Some(rx) = finished {
+            let _ = rx.recv_timeout(DRAIN_WAIT);
+        }
+    }
 }
 
 /// How the client's address is read from a request's headers and TCP
@@ -298,15 +318,30 @@ impl Auditor {
                     })?,
             ),
         };
-        let (tx, rx) = sync_channel(config.queue);
+        Self::start(sink, config.queue, client_address, dropped)
+    }
+
+    /// A writer thread over `sink`, behind a queue of `queue` events.
+    fn start(
+        sink: Box<dyn Write + Send>,
+        queue: usize,
+        client_address: ClientResolver,
+        dropped: Counter,
+    ) -> anyhow::Result<Self> {
+        let (tx, rx) = sync_channel(queue);
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("oidc-bff-audit".into())
-            .spawn(move || write_lines(&rx, sink))
+            .spawn(move || {
+                write_lines(&rx, sink);
+                let _ = done_tx.send(());
+            })
             .context("cannot start the audit writer thread")?;
         Ok(Self(Arc::new(Shared {
             queue: Some(tx),
             dropped,
             client_address,
+            finished: Mutex::new(Some(done_rx)),
         })))
     }
 
@@ -320,6 +355,7 @@ impl Auditor {
             queue: None,
             dropped,
             client_address,
+            finished: Mutex::new(None),
         }))
     }
 
@@ -472,11 +508,57 @@ mod tests {
             queue: Some(tx),
             dropped: dropped.clone(),
             client_address: peer_only(),
+            finished: Mutex::new(None),
         }));
         for _ in 0..3 {
             auditor.record(Origin::NONE, Event::success(Action::Logout));
         }
         assert_eq!(dropped.get(), 2);
+    }
+
+    /// A sink that takes 20 ms per write, like a disk that is behind.
+    struct SlowSink(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for SlowSink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            std::thread::sleep(Duration::from_millis(20));
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn events_queued_when_the_gateway_stops_are_written_before_it_exits() {
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let sink = Box::new(SlowSink(written.clone()));
+        let auditor = Auditor::start(sink, 100, peer_only(), Counter::default()).expect("start");
+        for _ in 0..20 {
+            auditor.record(Origin::NONE, Event::success(Action::Logout));
+            // Each event its own write: the writer falls behind.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(auditor);
+        let text = String::from_utf8(written.lock().expect("lock").clone()).expect("utf-8");
+        assert_eq!(text.lines().count(), 20, "{text}");
+    }
+
+    #[test]
+    fn an_audit_file_that_cannot_be_opened_names_the_key() {
+        let config = AuditConfig {
+            output: AuditOutput::File("/nonexistent-dir/oidc-bff/audit.jsonl".into()),
+            queue: 10,
+        };
+        let Err(e) = Auditor::open(&config, peer_only(), Counter::default()) else {
+            panic!("opened a file in a directory that does not exist");
+        };
+        assert!(format!("{e:#}").contains("audit.output"), "{e:#}");
     }
 
     #[test]
