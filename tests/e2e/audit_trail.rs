@@ -2,7 +2,8 @@
 //! (`[audit] output = <path>`): each action produces exactly its events,
 //! with the request's ID, the resolved client address, the user agent, the
 //! user and the session's one-way hash — and no token, cookie, code or
-//! state anywhere in the file.
+//! state anywhere in the file. The real binary with two workers writes
+//! one trail; a file it cannot open stops it at start-up, naming the key.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -405,3 +406,69 @@ async fn policy_and_csrf_refusals_are_audited_with_the_route() {
 
 /// A user agent with JSON's special characters.
 const UA: &str = r#"audit-test "agent" \ {"action":"forged"}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_process_with_two_workers_writes_one_trail() {
+    let upstream = Upstream::start().await;
+    let file = AuditFile::new();
+    let gw = audited(&upstream, &file)
+        .configure(|c| c.server.workers = 2)
+        .start_process()
+        .await;
+    let user = unique_user("proc");
+    // Two browsers, so both workers are likely to serve some of it.
+    for _ in 0..2 {
+        let mut b = Browser::new(&gw);
+        b.login_as(&user).await;
+        let out = b
+            .request(Method::POST, "/auth/logout", &[("x-csrf", "1")], None)
+            .await;
+        assert_eq!(out.status, StatusCode::OK);
+    }
+    let events = file.at_least(4).await;
+    assert_eq!(events.len(), 4, "{events:#?}");
+    assert_eq!(of(&events, "login").len(), 2);
+    assert_eq!(of(&events, "logout").len(), 2);
+    for e in &events {
+        assert_eq!(e["user"], user.as_str());
+        assert_request_facts(e);
+    }
+}
+
+#[test]
+fn an_audit_file_that_cannot_be_opened_stops_the_start_naming_the_key() {
+    let port = crate::harness::procs::free_port();
+    let config = std::env::temp_dir().join(format!(
+        "oidc-bff-audit-bad-{:x}.toml",
+        rand::random::<u32>()
+    ));
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
+             [oidc]\nissuer = \"http://127.0.0.1:1\"\nclient_id = \"x\"\nclient_secret = \"x\"\n\
+             [session]\nencryption_keys = [{{ id = \"t1\", key = \"{}\" }}]\n\
+             [store]\nkind = \"memory\"\n\
+             [audit]\noutput = \"/nonexistent-dir/oidc-bff/audit.jsonl\"\n",
+            crate::harness::KEY_B64,
+        ),
+    )
+    .expect("config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_oidc-bff"))
+        .arg("--config")
+        .arg(&config)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run");
+    let _ = std::fs::remove_file(&config);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "started anyway: {text}");
+    assert!(
+        text.contains("audit.output") && text.contains("/nonexistent-dir/oidc-bff/audit.jsonl"),
+        "{text}"
+    );
+}
