@@ -273,3 +273,107 @@ async fn every_metric_the_alerts_and_the_dashboard_name_is_exported_by_a_gateway
         );
     }
 }
+
+/// The value of one sample line (`name{labels}`) of a scrape, if present.
+fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.split(' ').next()?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sessions_gauge_counts_the_stores_sessions_and_upstream_answers_are_counted_per_route()
+{
+    let upstream = Upstream::start().await;
+    let first = GatewayBuilder::new(&upstream)
+        .route(crate::harness::route("/down", "http://127.0.0.1:9"))
+        .start()
+        .await;
+    for _ in 0..3 {
+        Browser::new(&first).login_as(&unique_user("gauge")).await;
+    }
+    // A second instance on the same store counts at start-up, then every
+    // 30 s: the three sessions are there at once.
+    let gw = GatewayBuilder::new(&upstream)
+        .route(crate::harness::route("/down", "http://127.0.0.1:9"))
+        .prefix(&first.prefix)
+        .metrics()
+        .start()
+        .await;
+    let mut scrape = String::new();
+    for _ in 0..50 {
+        scrape = gw.scrape().await;
+        if sample(&scrape, "oidc_bff_sessions_active") == Some(3.0) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        sample(&scrape, "oidc_bff_sessions_active"),
+        Some(3.0),
+        "{scrape}"
+    );
+
+    let mut b = Browser::new(&gw);
+    b.login_as(&unique_user("routes")).await;
+    assert_eq!(b.get("/api/x").await.status, StatusCode::OK);
+    assert_eq!(b.get("/api/y").await.status, StatusCode::OK);
+    assert_eq!(b.get("/down/x").await.status, StatusCode::BAD_GATEWAY);
+    let scrape = gw.scrape().await;
+    let count = |series: &str| sample(&scrape, series).unwrap_or(0.0);
+    assert_eq!(
+        count(r#"oidc_bff_upstream_responses_total{route="/api",status="2xx"}"#),
+        2.0,
+        "{scrape}"
+    );
+    assert_eq!(
+        count(r#"oidc_bff_upstream_responses_total{route="/down",status="error"}"#),
+        1.0
+    );
+    assert_eq!(
+        count(r#"oidc_bff_upstream_duration_seconds_count{route="/api"}"#),
+        2.0
+    );
+    assert!(count(r#"oidc_bff_store_operation_duration_seconds_count{operation="get"}"#) >= 3.0);
+    assert!(count(r#"oidc_bff_store_operation_duration_seconds_count{operation="create"}"#) >= 1.0);
+    assert!(count(r#"oidc_bff_provider_request_duration_seconds_count{endpoint="token"}"#) >= 1.0);
+    assert!(count(r#"oidc_bff_connections_open{listener="metrics"}"#) >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_connections_are_counted_per_listener_and_given_back_when_closed() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream).metrics().start().await;
+    let public = r#"oidc_bff_connections_open{listener="public"}"#;
+    let before = sample(&gw.scrape().await, public).unwrap_or(0.0);
+    let held: Vec<tokio::net::TcpStream> = {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            v.push(
+                tokio::net::TcpStream::connect(gw.addr)
+                    .await
+                    .expect("connect"),
+            );
+        }
+        v
+    };
+    let mut now = 0.0;
+    for _ in 0..50 {
+        now = sample(&gw.scrape().await, public).unwrap_or(0.0);
+        if now >= before + 3.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(now, before + 3.0);
+    drop(held);
+    for _ in 0..100 {
+        now = sample(&gw.scrape().await, public).unwrap_or(0.0);
+        if now == before {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(now, before, "closed connections are given back");
+}
