@@ -359,6 +359,12 @@ impl Auditor {
         }))
     }
 
+    /// Whether events are written at all (`audit.output` is not `off`), so
+    /// a caller can skip preparing one.
+    pub fn enabled(&self) -> bool {
+        self.0.queue.is_some()
+    }
+
     /// Queues one event for the writer; never waits. A full queue drops
     /// the event and counts it.
     pub fn record(&self, origin: Origin<'_>, event: Event<'_>) {

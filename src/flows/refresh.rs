@@ -115,6 +115,10 @@ impl Refresher {
     fn count(&self, origin: Origin<'_>, session: &Session, failure: Option<&'static str>) {
         let labels = failure.map_or(OutcomeLabels::SUCCESS, OutcomeLabels::failure);
         self.refreshes.get_or_create(&labels).inc();
+        if !self.audit.enabled() {
+            return;
+        }
+        // The claims are parsed for the user only when it is written.
         let sub = crate::audit::subject(session);
         let event = match failure {
             None => Event::success(Action::Refresh),
