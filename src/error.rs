@@ -67,7 +67,7 @@ impl From<LoginError> for AppError {
     fn from(e: LoginError) -> Self {
         match e {
             LoginError::BadRequest(m) => Self::BadRequest(m),
-            LoginError::Failed(m) => Self::LoginFailed(m),
+            LoginError::Failed(_, m) => Self::LoginFailed(m),
             LoginError::Expired => Self::LoginExpired,
             LoginError::Provider(p) => Self::Provider(p),
             LoginError::Store(s) => Self::Store(s),

@@ -4,6 +4,7 @@
 //! tokens stay server-side, encrypted in the session store; API calls are
 //! proxied with the access token attached. See `docs/architecture.md`.
 
+pub mod audit;
 pub mod authz;
 pub mod cli;
 pub mod clock;
@@ -41,10 +42,11 @@ pub use crate::router::build_router;
 pub use crate::state::AppState;
 
 /// Background work of one gateway: keep provider metadata and keys loaded,
-/// sweep dead index entries.
+/// sweep dead index entries, count the active sessions.
 pub fn spawn_background(state: &AppState) {
     spawn_provider_upkeep(state);
     spawn_sweeper(state);
+    spawn_session_counter(state);
 }
 
 /// Keeps the provider's metadata and keys loaded (every worker has its own).
@@ -52,6 +54,9 @@ pub fn spawn_provider_upkeep(state: &AppState) -> tokio::task::JoinHandle<()> {
     let s = state.clone();
     tokio::spawn(async move { s.oidc.keep_warm().await })
 }
+
+/// How often the active-sessions gauge is recounted: its staleness.
+pub const SESSION_COUNT_EVERY: Duration = Duration::from_secs(30);
 
 /// Trims index entries of expired sessions every 10 minutes (one per process).
 pub fn spawn_sweeper(state: &AppState) -> tokio::task::JoinHandle<()> {
@@ -70,6 +75,29 @@ pub fn spawn_sweeper(state: &AppState) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// Counts the store's sessions into `oidc_bff_sessions_active` now and
+/// every [`SESSION_COUNT_EVERY`]. A scan of the store's keys, once per
+/// process (every instance reports the same shared total: aggregate with
+/// `max`, not `sum`); a failed count leaves the last value.
+pub fn spawn_session_counter(state: &AppState) -> tokio::task::JoinHandle<()> {
+    let s = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SESSION_COUNT_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match s.sessions.count().await {
+                Ok(n) => {
+                    s.metrics
+                        .sessions_active
+                        .set(i64::try_from(n).unwrap_or(i64::MAX));
+                }
+                Err(e) => tracing::debug!(error = %e, "counting sessions failed"),
+            }
+        }
+    })
+}
+
 /// Serves the admin API (if configured) until `shutdown` resolves, with the
 /// `[server]` connection limits and its own connection cap (a flood on the
 /// public listener cannot lock operators out).
@@ -79,7 +107,8 @@ pub async fn serve_admin(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = state.config.server.limits;
-    serve_capped_alone(listener, admin_app(state), limits, shutdown).await
+    let open = state.metrics.connections("admin");
+    serve_capped_alone(listener, admin_app(state), limits, open, shutdown).await
 }
 
 /// The admin API as served on `admin.listen`.
@@ -102,7 +131,8 @@ pub async fn serve_metrics(
     let app = Router::new()
         .route("/metrics", get(routes::health::metrics))
         .with_state(state.metrics.clone());
-    serve_capped_alone(listener, app, limits, shutdown).await
+    let open = state.metrics.connections("metrics");
+    serve_capped_alone(listener, app, limits, open, shutdown).await
 }
 
 /// Serves a side listener (admin, metrics) with the `[server]` limits and
@@ -112,6 +142,7 @@ async fn serve_capped_alone(
     listener: tokio::net::TcpListener,
     app: Router,
     limits: config::ConnectionLimits,
+    open: prometheus_client::metrics::gauge::Gauge,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     server::serve_connections(
@@ -119,6 +150,7 @@ async fn serve_capped_alone(
         app,
         limits,
         server::connection_cap(&limits),
+        open,
         shutdown,
     )
     .await
@@ -144,6 +176,7 @@ pub async fn serve_capped(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = state.config.server.limits;
+    let open = state.metrics.connections("public");
     let app = build_router(state);
-    server::serve_connections(listener, app, limits, connections, shutdown).await
+    server::serve_connections(listener, app, limits, connections, open, shutdown).await
 }

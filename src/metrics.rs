@@ -5,8 +5,13 @@
 //! the code that observes the event (`middleware::track` for requests).
 //!
 //! Every label takes values from a small fixed set (request kinds, status
-//! classes, error codes, outcomes): no user, session or path ever becomes a
+//! classes, error codes, outcomes, store operations, provider endpoints,
+//! listeners) or from the configuration (a route's configured path
+//! prefix): no user, session, address or request path ever becomes a
 //! label, so cardinality stays bounded and nothing personal is exported.
+//! Handles the hot path uses (per route, per store operation) are resolved
+//! once, so a request only increments. Every family and what to alert on is
+//! listed in `docs/operations.md` ("Metrics and alerting").
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -33,6 +38,57 @@ pub struct CodeLabel {
     pub code: &'static str,
 }
 
+/// `outcome` is `success` or `failure`; `reason` says why a failure
+/// failed, from a fixed list per family (`none` for a success).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+    pub reason: &'static str,
+}
+
+impl OutcomeLabels {
+    pub const SUCCESS: Self = Self {
+        outcome: "success",
+        reason: "none",
+    };
+
+    pub fn failure(reason: &'static str) -> Self {
+        Self {
+            outcome: "failure",
+            reason,
+        }
+    }
+}
+
+/// A configured route (its path prefix, from the config: bounded by it)
+/// and the status class of the upstream's answer (`error`: none came).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub route: String,
+    pub status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabel {
+    pub operation: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabel {
+    pub endpoint: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabel {
+    pub listener: &'static str,
+}
+
+/// A configuration reload's result.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     pub result: &'static str,
@@ -43,6 +99,11 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+/// A family of [`duration_histogram`]s.
+fn histograms<S: Clone + std::hash::Hash + Eq>() -> Family<S, Histogram, fn() -> Histogram> {
+    Family::new_with_constructor(duration_histogram)
+}
+
 fn duration_histogram() -> Histogram {
     // 0.5 ms … ~8 s
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
@@ -50,18 +111,50 @@ fn duration_histogram() -> Histogram {
     ))
 }
 
+/// One route's upstream latency histogram and status-class counters.
+#[derive(Clone, Debug)]
+pub struct UpstreamRoute {
+    pub latency: Histogram,
+    /// 1xx, 2xx, 3xx, 4xx, 5xx, no answer.
+    classes: [Counter; 6],
+}
+
+impl UpstreamRoute {
+    /// Counts an answer (`Some(status)`) or its absence, and times it.
+    pub fn observe(&self, status: Option<u16>, seconds: f64) {
+        self.latency.observe(seconds);
+        let i = match status {
+            Some(100..=199) => 0,
+            Some(200..=299) => 1,
+            Some(300..=399) => 2,
+            Some(400..=499) => 3,
+            Some(_) => 4,
+            None => 5,
+        };
+        self.classes[i].inc();
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
     pub duration: Family<KindLabel, Histogram, fn() -> Histogram>,
     pub errors: Family<CodeLabel, Counter>,
-    pub logins: Family<ResultLabel, Counter>,
-    pub refreshes: Family<ResultLabel, Counter>,
+    pub logins: Family<OutcomeLabels, Counter>,
+    pub refreshes: Family<OutcomeLabels, Counter>,
     pub revocations: Family<ReasonLabel, Counter>,
-    pub backchannel_logouts: Family<ResultLabel, Counter>,
+    pub backchannel_logouts: Family<OutcomeLabels, Counter>,
     pub tunnels_open: Gauge,
     pub tunnels_closed: Family<ReasonLabel, Counter>,
     pub config_reloads: Family<ResultLabel, Counter>,
+    /// Sessions in the store, as last counted (`spawn_session_counter`).
+    pub sessions_active: Gauge,
+    pub upstream_responses: Family<UpstreamLabels, Counter>,
+    pub upstream_duration: Family<RouteLabel, Histogram, fn() -> Histogram>,
+    pub store_duration: Family<OperationLabel, Histogram, fn() -> Histogram>,
+    pub provider_duration: Family<EndpointLabel, Histogram, fn() -> Histogram>,
+    pub connections_open: Family<ListenerLabel, Gauge>,
+    pub audit_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -73,81 +166,112 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("oidc_bff");
-        let requests = Family::<RequestLabels, Counter>::default();
-        let duration = Family::<KindLabel, Histogram, fn() -> Histogram>::new_with_constructor(
-            duration_histogram,
-        );
-        let errors = Family::<CodeLabel, Counter>::default();
-        let logins = Family::<ResultLabel, Counter>::default();
-        let refreshes = Family::<ResultLabel, Counter>::default();
-        let revocations = Family::<ReasonLabel, Counter>::default();
-        let backchannel_logouts = Family::<ResultLabel, Counter>::default();
-        let tunnels_open = Gauge::default();
-        let tunnels_closed = Family::<ReasonLabel, Counter>::default();
-        let config_reloads = Family::<ResultLabel, Counter>::default();
+        let m = Self {
+            registry: Registry::default(),
+            requests: Family::default(),
+            duration: histograms(),
+            errors: Family::default(),
+            logins: Family::default(),
+            refreshes: Family::default(),
+            revocations: Family::default(),
+            backchannel_logouts: Family::default(),
+            tunnels_open: Gauge::default(),
+            tunnels_closed: Family::default(),
+            sessions_active: Gauge::default(),
+            upstream_responses: Family::default(),
+            upstream_duration: histograms(),
+            store_duration: histograms(),
+            provider_duration: histograms(),
+            connections_open: Family::default(),
+            audit_dropped: Counter::default(),
+            config_reloads: Family::default(),
+        };
         registry.register(
             "requests",
             "HTTP requests answered, by kind and status class",
-            requests.clone(),
+            m.requests.clone(),
         );
         registry.register(
             "request_duration_seconds",
             "Time to the response head, by kind",
-            duration.clone(),
+            m.duration.clone(),
         );
         registry.register(
             "errors",
             "Error answers, by error code (as in the JSON body)",
-            errors.clone(),
+            m.errors.clone(),
         );
         registry.register(
             "logins",
-            "Completed callbacks: success or failed",
-            logins.clone(),
+            "Completed callbacks, by outcome and failure reason",
+            m.logins.clone(),
         );
         registry.register(
             "token_refreshes",
-            "Access-token refreshes: success, invalid_grant or refused (session ended), provider_error (session kept)",
-            refreshes.clone(),
+            "Access-token refreshes, by outcome; failure reasons: invalid_grant or refused (session ended), provider_error (session kept)",
+            m.refreshes.clone(),
         );
         registry.register(
             "session_revocations",
             "Sessions ended, by reason",
-            revocations.clone(),
+            m.revocations.clone(),
         );
         registry.register(
             "backchannel_logouts",
-            "Back-channel logout requests: accepted or refused",
-            backchannel_logouts.clone(),
+            "Back-channel logout requests, by outcome and failure reason",
+            m.backchannel_logouts.clone(),
         );
         registry.register(
             "websockets_open",
             "WebSocket (upgraded) connections being proxied now",
-            tunnels_open.clone(),
+            m.tunnels_open.clone(),
         );
         registry.register(
             "websockets_closed",
             "WebSocket tunnels ended: closed (by either side), session_ended or going_away (cut by the gateway), or error",
-            tunnels_closed.clone(),
+            m.tunnels_closed.clone(),
+        );
+        registry.register(
+            "sessions_active",
+            "Live sessions in the store, as last counted (every 30 s by one worker)",
+            m.sessions_active.clone(),
+        );
+        registry.register(
+            "upstream_responses",
+            "Upstream answers by configured route and status class (error: no answer)",
+            m.upstream_responses.clone(),
+        );
+        registry.register(
+            "upstream_duration_seconds",
+            "Time from sending to an upstream to its response head, by configured route",
+            m.upstream_duration.clone(),
+        );
+        registry.register(
+            "store_operation_duration_seconds",
+            "Session store round trips, by operation",
+            m.store_duration.clone(),
+        );
+        registry.register(
+            "provider_request_duration_seconds",
+            "Identity provider calls, by endpoint",
+            m.provider_duration.clone(),
+        );
+        registry.register(
+            "connections_open",
+            "TCP connections open now, by listener (public, admin, metrics)",
+            m.connections_open.clone(),
+        );
+        registry.register(
+            "audit_events_dropped",
+            "Audit events dropped because the writer's queue was full",
+            m.audit_dropped.clone(),
         );
         registry.register(
             "config_reloads",
             "Configuration reloads (SIGHUP, POST /admin/reload): success, invalid (refused by validation) or failed (a worker could not build it); the running configuration is kept unless success",
-            config_reloads.clone(),
+            m.config_reloads.clone(),
         );
-        Self {
-            registry,
-            requests,
-            duration,
-            errors,
-            logins,
-            refreshes,
-            revocations,
-            backchannel_logouts,
-            tunnels_open,
-            tunnels_closed,
-            config_reloads,
-        }
+        Self { registry, ..m }
     }
 
     /// The text exposition format.
@@ -159,8 +283,59 @@ impl Metrics {
         out
     }
 
-    pub fn count(family: &Family<ResultLabel, Counter>, result: &'static str) {
-        family.get_or_create(&ResultLabel { result }).inc();
+    pub fn count(family: &Family<OutcomeLabels, Counter>, labels: &OutcomeLabels) {
+        family.get_or_create(labels).inc();
+    }
+
+    /// The gauge of open connections on one listener (`public`, `admin`,
+    /// `metrics`), resolved once per listener.
+    pub fn connections(&self, listener: &'static str) -> Gauge {
+        self.connections_open
+            .get_or_create(&ListenerLabel { listener })
+            .clone()
+    }
+
+    /// One configured route's upstream metrics, resolved once (at start-up)
+    /// so the proxy path only increments.
+    pub fn upstream_route(&self, route: &str) -> UpstreamRoute {
+        let status = |status: &'static str| {
+            self.upstream_responses
+                .get_or_create(&UpstreamLabels {
+                    route: route.to_owned(),
+                    status,
+                })
+                .clone()
+        };
+        UpstreamRoute {
+            latency: self
+                .upstream_duration
+                .get_or_create(&RouteLabel {
+                    route: route.to_owned(),
+                })
+                .clone(),
+            classes: [
+                status("1xx"),
+                status("2xx"),
+                status("3xx"),
+                status("4xx"),
+                status("5xx"),
+                status("error"),
+            ],
+        }
+    }
+
+    /// The histogram of one store operation, resolved once.
+    pub fn store_operation(&self, operation: &'static str) -> Histogram {
+        self.store_duration
+            .get_or_create(&OperationLabel { operation })
+            .clone()
+    }
+
+    /// The histogram of one provider endpoint, resolved once.
+    pub fn provider_endpoint(&self, endpoint: &'static str) -> Histogram {
+        self.provider_duration
+            .get_or_create(&EndpointLabel { endpoint })
+            .clone()
     }
 }
 
@@ -177,7 +352,7 @@ mod tests {
                 status: "2xx",
             })
             .inc();
-        Metrics::count(&m.logins, "success");
+        Metrics::count(&m.logins, &OutcomeLabels::SUCCESS);
         m.duration
             .get_or_create(&KindLabel { kind: "proxy" })
             .observe(0.002);
@@ -187,7 +362,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("oidc_bff_logins_total{result=\"success\"} 1"),
+            text.contains("oidc_bff_logins_total{outcome=\"success\",reason=\"none\"} 1"),
             "{text}"
         );
         assert!(

@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{self, Config, ConfigErrors, RawConfig};
 use crate::lifecycle::ReloadReport;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ResultLabel};
 use crate::oidc::OidcCaches;
 use crate::telemetry::LogLevel;
 
@@ -68,6 +68,14 @@ pub const NEEDS_RESTART: &[(&str, &str)] = &[
         "the metrics listener is bound at start-up",
     ),
     ("log.format", "the log format is chosen when logging starts"),
+    (
+        "audit",
+        "the audit trail's writer thread and sink are opened at start-up",
+    ),
+    (
+        "tracing",
+        "the tracer and its exporter are installed process-wide at start-up",
+    ),
 ];
 
 /// What the process was started with, to load the configuration again the
@@ -176,6 +184,8 @@ pub fn keep_running(new: &mut Config, old: &Config) {
     }
     new.metrics_listen = old.metrics_listen;
     new.log.format = old.log.format;
+    new.audit = old.audit.clone();
+    new.tracing = old.tracing.clone();
 }
 
 /// Performs reloads for the process (one at a time).
@@ -217,7 +227,12 @@ impl Reloader {
     /// the running configuration stays. Logs and counts the outcome.
     pub async fn reload(&mut self) -> ReloadReport {
         let report = self.try_reload().await;
-        Metrics::count(&self.metrics.config_reloads, report.result);
+        self.metrics
+            .config_reloads
+            .get_or_create(&ResultLabel {
+                result: report.result,
+            })
+            .inc();
         report
     }
 

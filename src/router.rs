@@ -305,7 +305,7 @@ fn proxy_methods(state: &AppState, route: &Arc<Route>) -> MethodRouter<AppState>
         RouteAuth::None => any(handler::public),
     };
     let guarded: MethodRouter<AppState> = methods.layer(axum::middleware::from_fn_with_state(
-        state.forwarder.clone(),
+        (state.forwarder.clone(), state.audit.clone()),
         handler::guard,
     ));
     guarded.layer(Extension(route.clone()))

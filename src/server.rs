@@ -47,6 +47,7 @@ use axum::routing::future::RouteFuture;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -90,10 +91,12 @@ struct Shared {
     /// The provider's metadata and keys, fetched once per process.
     oidc_caches: OidcCaches,
     lifecycle: Lifecycle,
+    /// The audit trail's writer (one per process, kept across reloads).
+    audit: crate::audit::Auditor,
 }
 
 /// A worker's background tasks for its current state (provider upkeep; the
-/// index sweeper on worker 0), replaced with the state on a reload.
+/// index sweeper and the active-sessions count on worker 0), replaced with the state on a reload.
 struct Background(Vec<tokio::task::JoinHandle<()>>);
 
 impl Background {
@@ -101,6 +104,7 @@ impl Background {
         let mut tasks = vec![crate::spawn_provider_upkeep(state)];
         if index == 0 {
             tasks.push(crate::spawn_sweeper(state));
+            tasks.push(crate::spawn_session_counter(state));
         }
         Self(tasks)
     }
@@ -119,6 +123,7 @@ struct Rebuild {
     index: usize,
     store: Arc<Store>,
     metrics: Arc<Metrics>,
+    audit: crate::audit::Auditor,
     lifecycle: Lifecycle,
     public: LiveApp,
     admin: Option<LiveApp>,
@@ -134,6 +139,7 @@ impl Rebuild {
                 self.store.clone(),
                 self.metrics.clone(),
                 reload.oidc_caches,
+                self.audit.clone(),
                 self.lifecycle.clone(),
             );
             let state = match built {
@@ -211,6 +217,7 @@ fn worker(
         connections,
         oidc_caches,
         lifecycle,
+        audit,
     } = shared;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -234,6 +241,7 @@ fn worker(
                 store.clone(),
                 metrics.clone(),
                 oidc_caches,
+                audit.clone(),
                 lifecycle.clone(),
             )?;
             let listener = reuseport_listener(listen)
@@ -283,6 +291,7 @@ fn worker(
                 app,
                 limits,
                 connection_cap(&limits),
+                metrics.connections("admin"),
                 stopped(stop.clone()),
             ));
         }
@@ -294,10 +303,12 @@ fn worker(
                 stopped(stop.clone()),
             ));
         }
+        let open = metrics.connections("public");
         let rebuild = Rebuild {
             index,
             store,
             metrics,
+            audit,
             lifecycle: lifecycle.clone(),
             public: public.clone(),
             admin: admin_app,
@@ -305,7 +316,7 @@ fn worker(
         tokio::spawn(rebuild.run(Background::start(index, &state), reloads));
         drop(state);
         let _ = ready.send(Ok(()));
-        serve_connections(listener, public, limits, connections, stopped(stop)).await?;
+        serve_connections(listener, public, limits, connections, open, stopped(stop)).await?;
         // Upgraded connections have left hyper's hands: wait for the
         // tunnels too (they close with 1001 now; `run` bounds the wait).
         lifecycle.tunnels_closed().await;
@@ -347,6 +358,7 @@ pub fn run(config: Config, source: Source) -> anyhow::Result<()> {
     let oidc_caches = OidcCaches::new(&config.oidc);
     let (reload_tx, mut reload_rx) = tokio::sync::mpsc::unbounded_channel();
     let lifecycle = Lifecycle::new(Some(reload_tx));
+    let audit = crate::state::open_audit(&config, &metrics)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (ready_tx, ready_rx) = mpsc::channel();
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<anyhow::Result<()>>();
@@ -366,6 +378,7 @@ pub fn run(config: Config, source: Source) -> anyhow::Result<()> {
             connections: connections.clone(),
             oidc_caches: oidc_caches.clone(),
             lifecycle: lifecycle.clone(),
+            audit: audit.clone(),
         };
         std::thread::Builder::new()
             .name(format!("oidc-bff-{index}"))
@@ -557,7 +570,8 @@ pub fn connection_cap(limits: &ConnectionLimits) -> Arc<Semaphore> {
     ))
 }
 
-/// Serves `app` on `listener` within `limits` until `shutdown` resolves,
+/// Serves `app` on `listener` within `limits` until `shutdown` resolves
+/// (counting its open connections in `open`),
 /// then stops accepting and waits for the open connections to finish
 /// their in-flight requests (the caller bounds that wait).
 ///
@@ -571,6 +585,7 @@ pub async fn serve_connections(
     app: impl Into<LiveApp>,
     limits: ConnectionLimits,
     cap: Arc<Semaphore>,
+    open: Gauge,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let app = app.into();
@@ -606,9 +621,11 @@ pub async fn serve_connections(
             stop: stop_rx.clone(),
             _open: open_rx.clone(),
         };
+        open.inc();
         tokio::spawn(connection.serve(CappedStream {
             stream,
             _permit: permit,
+            _open: Open(open.clone()),
         }));
     }
     drop(listener);
@@ -800,6 +817,17 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
 struct CappedStream {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
+    _open: Open,
+}
+
+/// One count in the listener's open-connections gauge
+/// (`oidc_bff_connections_open`), given back when the stream is dropped.
+struct Open(Gauge);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl AsyncRead for CappedStream {

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use axum::extract::FromRef;
 
+use crate::audit::Auditor;
 use crate::config::Config;
 use crate::extract::client::ClientAddressPolicy;
 use crate::flows::logout::LogoutFlow;
@@ -44,6 +45,9 @@ pub struct Inner {
     /// The process's drain and shutdown stages (`/readyz`, tunnels) and its
     /// reload requests (admin API); the same across reloads.
     pub lifecycle: Lifecycle,
+    /// The audit trail's writer, shared by every worker of the process
+    /// (and kept across reloads: `[audit]` needs a restart).
+    pub audit: Auditor,
 }
 
 #[derive(Clone)]
@@ -71,7 +75,8 @@ impl AppState {
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let caches = OidcCaches::new(&config.oidc);
-        Self::with_shared(config, store, metrics, caches)
+        let audit = open_audit(&config, &metrics)?;
+        Self::with_shared(config, store, metrics, caches, audit)
     }
 
     /// One worker of a gateway: store, metrics and the provider's metadata
@@ -82,8 +87,16 @@ impl AppState {
         store: Arc<Store>,
         metrics: Arc<Metrics>,
         oidc_caches: OidcCaches,
+        audit: Auditor,
     ) -> anyhow::Result<Self> {
-        Self::for_worker(config, store, metrics, oidc_caches, Lifecycle::default())
+        Self::for_worker(
+            config,
+            store,
+            metrics,
+            oidc_caches,
+            audit,
+            Lifecycle::default(),
+        )
     }
 
     /// [`Self::with_shared`] in a process that drains and reloads: each
@@ -94,19 +107,20 @@ impl AppState {
         store: Arc<Store>,
         metrics: Arc<Metrics>,
         oidc_caches: OidcCaches,
+        audit: Auditor,
         lifecycle: Lifecycle,
     ) -> anyhow::Result<Self> {
         let sessions = Arc::new(Sessions::new(&config.session, store).with_metrics(&metrics));
-        let oidc = Arc::new(Oidc::with_caches(
-            &config.oidc,
-            &config.server.redirect_uri(),
-            oidc_caches,
-        )?);
+        let oidc = Arc::new(
+            Oidc::with_caches(&config.oidc, &config.server.redirect_uri(), oidc_caches)?
+                .with_metrics(&metrics),
+        );
         let refresher = Arc::new(Refresher::new(
             sessions.clone(),
             oidc.clone(),
             config.session.refresh_skew,
             metrics.refreshes.clone(),
+            audit.clone(),
         ));
         let logout = Arc::new(LogoutFlow::new(
             sessions.clone(),
@@ -131,6 +145,8 @@ impl AppState {
             csrf: Arc::new(CsrfRule {
                 header: config.csrf.header.clone(),
                 value: config.csrf.value.clone(),
+                audit: audit.clone(),
+                sessions: sessions.clone(),
             }),
             client_address: ClientAddressPolicy::new(&config.server.trusted_proxies),
             pages: Arc::new(Pages::new()?.with_base_path(&config.server.base_path)),
@@ -142,9 +158,21 @@ impl AppState {
             signer,
             metrics,
             lifecycle,
+            audit,
             config,
         })))
     }
+}
+
+/// The audit trail's writer for `config` (one per process: the workers
+/// share it), counting its drops in `metrics`.
+pub fn open_audit(config: &Config, metrics: &Metrics) -> anyhow::Result<Auditor> {
+    let policy = ClientAddressPolicy::new(&config.server.trusted_proxies);
+    Auditor::open(
+        &config.audit,
+        Arc::new(move |headers, peer| crate::extract::client::client_ip(headers, peer, &policy)),
+        metrics.audit_dropped.clone(),
+    )
 }
 
 /// Sub-states: each is one field of the state, handed to whoever needs
@@ -169,4 +197,5 @@ sub_state! {
     Arc<Metrics> => metrics,
     Arc<CsrfRule> => csrf,
     ClientAddressPolicy => client_address,
+    Auditor => audit,
 }

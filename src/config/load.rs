@@ -90,6 +90,7 @@ pub(super) fn sections(figment: &Figment) -> Result<Sections, ConfigErrors> {
     read.section("admin", &mut raw.admin);
     read.section("metrics", &mut raw.metrics);
     read.section("log", &mut raw.log);
+    read.section("audit", &mut raw.audit);
     read.section("assertion", &mut raw.assertion);
     read.section("forward_auth", &mut raw.forward_auth);
     read.section("tracing", &mut raw.tracing);
@@ -118,6 +119,7 @@ const SECTIONS: &[&str] = &[
     "admin",
     "metrics",
     "log",
+    "audit",
     "assertion",
     "forward_auth",
     "tracing",

@@ -10,8 +10,8 @@
 //! Layout: `load` layers the sources and extracts the sections; each section
 //! has a file holding its `Raw*` struct, its typed struct and its own rules
 //! (`server`, `oidc`, `session`, `store`, `csrf`, `proxy`, `routes`,
-//! `static_files`, `admin`, `metrics`, `log`, `assertion`, `traces` for
-//! `[tracing]`); `common` holds
+//! `static_files`, `admin`, `metrics`, `log`, `audit`, `assertion`, `traces`
+//! for `[tracing]`); `common` holds
 //! the helpers they share. Rules that read two sections are
 //! `cross_section_rules` here; `published` refuses the sample secrets this
 //! repository publishes. A leaf of the crate: it imports only
@@ -19,6 +19,7 @@
 
 mod admin;
 mod assertion;
+mod audit;
 mod common;
 mod csrf;
 mod forward_auth;
@@ -46,6 +47,7 @@ use url::Url;
 
 pub use admin::{AdminConfig, RawAdmin};
 pub use assertion::{AssertionConfig, AssertionKey, RawAssertion, RawAssertionKey};
+pub use audit::{AuditConfig, AuditOutput, RawAudit};
 pub use common::{ClientCertificate, RawDuration};
 pub use csrf::{CsrfConfig, RawCsrf};
 pub use forward_auth::{ForwardAuthConfig, RawForwardAuth};
@@ -79,6 +81,7 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     pub metrics: RawMetrics,
     pub log: RawLog,
+    pub audit: RawAudit,
     pub assertion: RawAssertion,
     pub forward_auth: RawForwardAuth,
     pub tracing: RawTracing,
@@ -122,6 +125,8 @@ pub struct Config {
     /// Where `GET /metrics` is served, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
     pub log: LogConfig,
+    /// Where the audit trail goes (`crate::audit`).
+    pub audit: AuditConfig,
     /// The identity assertion's key ring, when `[assertion] keys` is set.
     pub assertion: Option<AssertionConfig>,
     /// The forward-auth endpoint, when enabled.
@@ -223,6 +228,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
     let metrics_listen = metrics::validate(&raw.metrics, &mut issues);
     let log = log::validate(&raw.log, &mut issues);
     let tracing = traces::validate(&raw.tracing, &mut issues);
+    let audit = audit::validate(&raw.audit, &mut issues);
     let forward_auth = forward_auth::validate(
         &raw.forward_auth,
         !raw.server.trusted_proxies.is_empty(),
@@ -260,6 +266,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
         admin,
         metrics_listen,
         log,
+        audit,
         assertion,
         forward_auth,
         tracing,

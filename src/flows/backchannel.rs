@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::oidc::Oidc;
 use crate::oidc::jwt::{TokenError, validate_logout_token};
 use crate::session::Sessions;
+use crate::session::cookie::StoreId;
 use crate::session::store::RevokeReason;
 
 /// Why a logout token did not end anything.
@@ -17,21 +18,30 @@ use crate::session::store::RevokeReason;
 pub enum BackchannelError {
     /// The token is invalid or replayed; the reason is safe to tell the
     /// provider.
-    #[error("{0}")]
-    Refused(String),
+    /// Why, as a fixed word (audit trail, metrics), and as told to the
+    /// provider.
+    #[error("{1}")]
+    Refused(&'static str, String),
     /// Keys or store unavailable: the provider should try again.
     #[error("temporarily unavailable: {0}")]
     Unavailable(String),
 }
 
-/// Validates `token` and ends the sessions it names; returns how many.
+/// What a back-channel logout did: whom it named (`sub`, when the token
+/// has one) and the sessions it ended.
+pub struct Ended {
+    pub user: Option<String>,
+    pub sessions: Vec<StoreId>,
+}
+
+/// Validates `token` and ends the sessions it names.
 pub async fn logout(
     sessions: &Sessions,
     oidc: &Oidc,
     token: &str,
     clock_skew: Duration,
     now: u64,
-) -> Result<usize, BackchannelError> {
+) -> Result<Ended, BackchannelError> {
     let claims = match validate_logout_token(&oidc.provider, &oidc.keys, token, now).await {
         Ok(c) => c,
         Err(TokenError::KeysUnavailable(e)) => {
@@ -39,10 +49,13 @@ pub async fn logout(
                 "provider keys unavailable: {e}"
             )));
         }
-        Err(e) => return Err(BackchannelError::Refused(e.to_string())),
+        Err(e) => return Err(BackchannelError::Refused("token_invalid", e.to_string())),
     };
     if claims.sid.is_none() && claims.sub.is_none() {
-        return Err(BackchannelError::Refused("neither sid nor sub".into()));
+        return Err(BackchannelError::Refused(
+            "no_subject",
+            "neither sid nor sub".into(),
+        ));
     }
     // Remember the jti until the token could no longer be accepted anyway.
     let until = claims.exp.unwrap_or(claims.iat + 600).max(claims.iat + 600) + clock_skew.as_secs();
@@ -56,6 +69,7 @@ pub async fn logout(
         .map_err(unavailable)?
     {
         return Err(BackchannelError::Refused(
+            "replayed",
             "logout token replayed (jti already used)".into(),
         ));
     }
@@ -66,8 +80,16 @@ pub async fn logout(
                 .revoke_user(sub, None, RevokeReason::Backchannel, "provider", now)
                 .await
         }
-        (None, None) => return Err(BackchannelError::Refused("neither sid nor sub".into())),
+        (None, None) => {
+            return Err(BackchannelError::Refused(
+                "no_subject",
+                "neither sid nor sub".into(),
+            ));
+        }
     }
     .map_err(unavailable)?;
-    Ok(ids.len())
+    Ok(Ended {
+        user: claims.sub,
+        sessions: ids,
+    })
 }

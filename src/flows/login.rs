@@ -36,9 +36,10 @@ pub enum LoginError {
     /// target too long).
     #[error("{0}")]
     BadRequest(String),
-    /// The provider or the ID token said no.
-    #[error("login failed: {0}")]
-    Failed(String),
+    /// The provider or the ID token said no: why (a fixed word, for the
+    /// audit trail and metrics) and what the user is told.
+    #[error("login failed: {1}")]
+    Failed(&'static str, String),
     /// The state is unknown, expired, used, or from another browser.
     #[error("login expired or already completed")]
     Expired,
@@ -48,6 +49,19 @@ pub enum LoginError {
     Store(#[from] StoreError),
 }
 
+impl LoginError {
+    /// Why the login failed, as one fixed word (audit trail, metrics).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad_request",
+            Self::Failed(reason, _) => reason,
+            Self::Expired => "state_invalid",
+            Self::Provider(_) => "provider_unavailable",
+            Self::Store(_) => "store_unavailable",
+        }
+    }
+}
+
 /// Only missing keys are an outage (503, try again); any other fault of the
 /// token — missing `iss`/`sub`/`iat`/`exp`, bad signature, too large — is a
 /// failed login (400 page, reason logged).
@@ -55,7 +69,10 @@ impl From<TokenError> for LoginError {
     fn from(e: TokenError) -> Self {
         match e {
             TokenError::KeysUnavailable(p) => Self::Provider(p),
-            other => Self::Failed(format!("the ID token is invalid: {other}")),
+            other => Self::Failed(
+                "id_token_invalid",
+                format!("the ID token is invalid: {other}"),
+            ),
         }
     }
 }
@@ -66,7 +83,10 @@ fn oversized_fails(e: ProviderError) -> LoginError {
     match e {
         ProviderError::TooLarge(what) => {
             tracing::warn!(reason = %what, "provider answer too large; login refused");
-            LoginError::Failed(format!("the identity provider sent too much: {what}"))
+            LoginError::Failed(
+                "provider_answer_too_large",
+                format!("the identity provider sent too much: {what}"),
+            )
         }
         other => LoginError::Provider(other),
     }
@@ -232,6 +252,10 @@ pub struct LoginDone {
     pub store_id: StoreId,
     /// The session this browser had when the login started, to be ended.
     pub previous: Option<StoreId>,
+    /// The user (`sub`), for the audit trail.
+    pub sub: String,
+    /// Sessions of the user ended by `session.max_per_user` to make room.
+    pub evicted: Vec<StoreId>,
 }
 
 /// Completes a login at the callback: exactly one session is created, or
@@ -274,10 +298,10 @@ pub async fn complete(
             description = %Untrusted(params.error_description.as_deref().unwrap_or_default()),
             "provider returned an error to the callback"
         );
-        return Err(LoginError::Failed(format!(
-            "the identity provider answered `{}`",
-            sanitize(error)
-        )));
+        return Err(LoginError::Failed(
+            "provider_error",
+            format!("the identity provider answered `{}`", sanitize(error)),
+        ));
     }
     let Some(_) = state else {
         return Err(LoginError::BadRequest(
@@ -296,6 +320,7 @@ pub async fn complete(
         let d = oidc.provider.discovered().await?;
         if iss != &d.issuer {
             return Err(LoginError::Failed(
+                "issuer_mismatch",
                 "the callback came from another issuer".into(),
             ));
         }
@@ -310,14 +335,18 @@ pub async fn complete(
         .exchange_code(code, &pending.pkce_verifier)
         .await
         .map_err(|e| match e {
-            ProviderError::Rejected { error, .. } => LoginError::Failed(format!(
-                "the identity provider refused the code (`{}`)",
-                sanitize(&error)
-            )),
+            ProviderError::Rejected { error, .. } => LoginError::Failed(
+                "code_rejected",
+                format!(
+                    "the identity provider refused the code (`{}`)",
+                    sanitize(&error)
+                ),
+            ),
             other => oversized_fails(other),
         })?;
     let Some(id_token) = tokens.id_token.clone() else {
         return Err(LoginError::Failed(
+            "id_token_missing",
             "the identity provider sent no ID token".into(),
         ));
     };
@@ -342,7 +371,10 @@ pub async fn complete(
         .unwrap_or_default()
         .to_owned();
     if sub.is_empty() {
-        return Err(LoginError::Failed("the ID token has no subject".into()));
+        return Err(LoginError::Failed(
+            "id_token_invalid",
+            "the ID token has no subject".into(),
+        ));
     }
     if oidc.provider.config().userinfo {
         let info = oidc
@@ -352,6 +384,7 @@ pub async fn complete(
             .map_err(oversized_fails)?;
         if info.get("sub").and_then(Value::as_str) != Some(sub.as_str()) {
             return Err(LoginError::Failed(
+                "userinfo_mismatch",
                 "userinfo is about another subject".into(),
             ));
         }
@@ -366,7 +399,10 @@ pub async fn complete(
     )
     .map_err(|e| {
         tracing::warn!(reason = %e, "claims too large; login refused");
-        LoginError::Failed(format!("the identity provider sent too many claims: {e}"))
+        LoginError::Failed(
+            "provider_answer_too_large",
+            format!("the identity provider sent too many claims: {e}"),
+        )
     })?;
     let return_to = Url::parse(&pending.return_to).map_err(|_| LoginError::Expired)?;
     let access_expires_at = tokens.expires_in.map_or(0, |d: Duration| now + d.as_secs());
@@ -376,10 +412,10 @@ pub async fn complete(
         tokens.access_token.expose(),
         &requested,
     );
-    let (store_id, session_cookie) = sessions
-        .create(
+    let (store_id, session_cookie, evicted) = sessions
+        .create_evicting(
             NewLogin {
-                sub,
+                sub: sub.clone(),
                 sid,
                 access_token: tokens.access_token,
                 refresh_token: tokens.refresh_token,
@@ -398,6 +434,8 @@ pub async fn complete(
         session_cookie,
         store_id,
         previous: pending.previous.as_deref().and_then(StoreId::parse),
+        sub,
+        evicted,
     })
 }
 
@@ -633,7 +671,7 @@ mod tests {
         for e in failures {
             let shown = e.to_string();
             match LoginError::from(e) {
-                LoginError::Failed(m) => assert!(m.contains(&shown), "{m}"),
+                LoginError::Failed(_, m) => assert!(m.contains(&shown), "{m}"),
                 other => panic!("{shown} became {other:?}, not a failed login"),
             }
         }
@@ -648,7 +686,7 @@ mod tests {
     fn oversized_provider_answers_fail_the_login_and_others_stay_outages() {
         assert!(matches!(
             oversized_fails(ProviderError::TooLarge("the ID token".into())),
-            LoginError::Failed(m) if m.contains("the ID token")
+            LoginError::Failed(_, m) if m.contains("the ID token")
         ));
         assert!(matches!(
             oversized_fails(ProviderError::Timeout(Duration::from_secs(1))),

@@ -25,7 +25,8 @@ use prometheus_client::metrics::family::Family;
 use serde_json::Value;
 use tracing::Instrument as _;
 
-use crate::metrics::ResultLabel;
+use crate::audit::{Action, Auditor, Event, Origin};
+use crate::metrics::OutcomeLabels;
 use crate::oidc::Oidc;
 use crate::oidc::claims::{bounded_json, granted_scopes, merge_claims};
 use crate::oidc::jwt::{IdTokenExpectations, validate_id_token};
@@ -60,7 +61,8 @@ pub struct Refresher {
     flights: SingleFlight,
     /// Refresh this long before the access token expires.
     skew: u64,
-    refreshes: Family<ResultLabel, Counter>,
+    refreshes: Family<OutcomeLabels, Counter>,
+    audit: Auditor,
 }
 
 /// Per-session local locks; entries are removed when nobody holds them.
@@ -95,7 +97,8 @@ impl Refresher {
         sessions: Arc<Sessions>,
         oidc: Arc<Oidc>,
         skew: Duration,
-        refreshes: Family<ResultLabel, Counter>,
+        refreshes: Family<OutcomeLabels, Counter>,
+        audit: Auditor,
     ) -> Self {
         Self {
             sessions,
@@ -103,16 +106,48 @@ impl Refresher {
             flights: SingleFlight::default(),
             skew: skew.as_secs(),
             refreshes,
+            audit,
         }
     }
 
-    fn count(&self, result: &'static str) {
-        self.refreshes.get_or_create(&ResultLabel { result }).inc();
+    /// Counts a refresh (`None`: success, else the failure reason) and
+    /// writes its audit event; a failure that ends the session is also a
+    /// revocation.
+    fn count(&self, origin: Origin<'_>, session: &Session, failure: Option<&'static str>) {
+        let labels = failure.map_or(OutcomeLabels::SUCCESS, OutcomeLabels::failure);
+        self.refreshes.get_or_create(&labels).inc();
+        if !self.audit.enabled() {
+            return;
+        }
+        // The claims are parsed for the user only when it is written.
+        let sub = crate::audit::subject(session);
+        let event = match failure {
+            None => Event::success(Action::Refresh),
+            Some(reason) => Event::failure(Action::Refresh, reason),
+        };
+        self.audit
+            .record(origin, event.session(&session.store_id).user(&sub));
+        if matches!(failure, Some("invalid_grant" | "refused")) {
+            self.audit.record(
+                origin,
+                Event::success(Action::Revocation)
+                    .reason(RevokeReason::RefreshFailed.as_str())
+                    .actor("system")
+                    .session(&session.store_id)
+                    .user(&sub),
+            );
+        }
     }
 
     /// Returns a session whose access token is valid for at least the
     /// configured skew, refreshing it if needed.
-    pub async fn fresh(&self, session: Session, now: u64) -> Result<Session, RefreshError> {
+    /// `origin` is the request that needs the token (for the audit trail).
+    pub async fn fresh(
+        &self,
+        session: Session,
+        now: u64,
+        origin: Origin<'_>,
+    ) -> Result<Session, RefreshError> {
         if !needs_refresh(&session, now, self.skew) {
             return Ok(session);
         }
@@ -135,7 +170,7 @@ impl Refresher {
         );
         let result = async {
             let _guard = local.lock().await;
-            self.refresh_locked(session, now).await
+            self.refresh_locked(session, now, origin).await
         }
         .instrument(span.clone())
         .await;
@@ -147,7 +182,12 @@ impl Refresher {
         result
     }
 
-    async fn refresh_locked(&self, session: Session, now: u64) -> Result<Session, RefreshError> {
+    async fn refresh_locked(
+        &self,
+        session: Session,
+        now: u64,
+        origin: Origin<'_>,
+    ) -> Result<Session, RefreshError> {
         let sessions = &self.sessions;
         // Another request (here or elsewhere) may have refreshed meanwhile.
         let mut current = sessions
@@ -178,7 +218,7 @@ impl Refresher {
                 Ok(s) => current = s,
             }
         }
-        let result = self.refresh_with_lock(&current, now).await;
+        let result = self.refresh_with_lock(&current, now, origin).await;
         if let Err(e) = sessions.unlock_refresh(&current.store_id, &token).await {
             tracing::warn!(error = %super::Untrusted(&e), "could not release refresh lock; it expires by itself");
         }
@@ -189,6 +229,7 @@ impl Refresher {
         &self,
         current: &Session,
         now: u64,
+        origin: Origin<'_>,
     ) -> Result<Session, RefreshError> {
         let (sessions, oidc) = (&self.sessions, &self.oidc);
         // Re-read under the lock: the previous holder may have just finished.
@@ -206,14 +247,14 @@ impl Refresher {
             Ok(t) => t,
             Err(e) if e.is_invalid_grant() => {
                 tracing::info!(session = ?latest.store_id, "refresh token refused (invalid_grant); ending the session");
-                self.count("invalid_grant");
+                self.count(origin, &latest, Some("invalid_grant"));
                 sessions
                     .revoke(&latest.store_id, RevokeReason::RefreshFailed, "system", now)
                     .await?;
                 return Err(RefreshError::SessionEnded(EndReason::RefreshRefused));
             }
             Err(ProviderError::TooLarge(what)) => {
-                return self.end_refused(&latest, None, &what, now).await;
+                return self.end_refused(&latest, None, &what, now, origin).await;
             }
             Err(e) => {
                 // Any other refusal (invalid_client after a secret change, ...)
@@ -224,7 +265,7 @@ impl Refresher {
                     )),
                     other => other,
                 };
-                self.count("provider_error");
+                self.count(origin, &latest, Some("provider_error"));
                 tracing::warn!(session = ?latest.store_id, error = %super::Untrusted(&e), "refresh failed; keeping the session");
                 return Err(RefreshError::Provider(e));
             }
@@ -253,7 +294,7 @@ impl Refresher {
                     Err(e) => {
                         let why = format!("ID token from refresh is invalid: {e}");
                         let spent = tokens.refresh_token.as_ref();
-                        return self.end_refused(&latest, spent, &why, now).await;
+                        return self.end_refused(&latest, spent, &why, now, origin).await;
                     }
                 };
                 let merged = merge_claims(&latest.secrets.claims_json, &claims);
@@ -262,7 +303,7 @@ impl Refresher {
                     Err(e) => {
                         let why = format!("claims from refresh too large: {e}");
                         let spent = tokens.refresh_token.as_ref();
-                        return self.end_refused(&latest, spent, &why, now).await;
+                        return self.end_refused(&latest, spent, &why, now, origin).await;
                     }
                 };
                 Some(t)
@@ -285,7 +326,7 @@ impl Refresher {
             scopes: Some(scopes),
         };
         let access_expires_at = tokens.expires_in.map_or(0, |d| now + d.as_secs());
-        self.count("success");
+        self.count(origin, &latest, None);
         tracing::debug!(session = ?latest.store_id, "access token refreshed");
         sessions
             .write_tokens(&latest, secrets, access_expires_at, now)
@@ -304,9 +345,10 @@ impl Refresher {
         new_refresh_token: Option<&SecretString>,
         why: &str,
         now: u64,
+        origin: Origin<'_>,
     ) -> Result<Session, RefreshError> {
         tracing::warn!(session = ?session.store_id, reason = %why, "refresh answer refused; ending the session");
-        self.count("refused");
+        self.count(origin, session, Some("refused"));
         self.sessions
             .revoke(
                 &session.store_id,

@@ -11,21 +11,42 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRef, FromRequestParts, Request, State};
+use axum::extract::{FromRef, FromRequestParts, MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
+use crate::audit::{Action, Auditor, Event, Origin};
 use crate::error::AppError;
+use crate::session::Sessions;
 
-/// The configured header and value (a sub-state).
+/// The configured header and value (a sub-state), and where a refusal
+/// is recorded.
 pub struct CsrfRule {
     pub header: HeaderName,
     pub value: HeaderValue,
+    pub audit: Auditor,
+    /// To name the presented session in a refusal's audit event.
+    pub sessions: Arc<Sessions>,
 }
 
 impl CsrfRule {
+    /// Records a refusal in the audit trail. The session is the one the
+    /// request's cookie names (hashed; not looked up, so a refusal costs
+    /// no store read and the user is not known).
+    pub fn record_refusal(&self, origin: Origin<'_>, headers: &HeaderMap, route: Option<&str>) {
+        let presented = self.sessions.presented(headers);
+        let mut event = Event::failure(Action::CsrfRefusal, "missing_csrf_header");
+        if let Some(id) = &presented {
+            event = event.session(id);
+        }
+        if let Some(r) = route {
+            event = event.route(r);
+        }
+        self.audit.record(origin, event);
+    }
+
     /// Whether the request carries the header with the right value.
     pub fn satisfied_by(&self, headers: &HeaderMap) -> bool {
         headers.get(&self.header).is_some_and(|v| v == self.value)
@@ -48,6 +69,18 @@ pub async fn require_on_unsafe_methods(
     next: Next,
 ) -> Response {
     if is_state_changing(req.method()) && !rule.satisfied_by(req.headers()) {
+        // The route as registered, without its catch-all: the configured
+        // prefix (or the gateway's own endpoint).
+        let route = req.extensions().get::<MatchedPath>().map(|m| {
+            let p = m.as_str();
+            let p = p.strip_suffix("{*rest}").unwrap_or(p);
+            if p.len() > 1 {
+                p.trim_end_matches('/')
+            } else {
+                p
+            }
+        });
+        rule.record_refusal(Origin::of_request(&req), req.headers(), route);
         return AppError::CsrfRejected.into_response();
     }
     next.run(req).await

@@ -62,6 +62,13 @@ impl Oidc {
         })
     }
 
+    /// Times the provider's calls into the gateway's registry.
+    pub fn with_metrics(mut self, metrics: &crate::metrics::Metrics) -> Self {
+        let timers = Arc::new(provider::EndpointTimers::new(metrics));
+        self.provider = self.provider.with_timers(timers);
+        self
+    }
+
     /// The caches, to build another worker's `Oidc` over them.
     pub fn caches(&self) -> OidcCaches {
         self.caches.clone()

@@ -31,6 +31,7 @@ use openidconnect::{
     EndpointMaybeSet, EndpointNotSet, EndpointSet, LogoutProviderMetadata, LogoutRequest, Nonce,
     PkceCodeChallenge, PostLogoutRedirectUrl, ProviderMetadata, RedirectUrl, Scope,
 };
+use prometheus_client::metrics::histogram::Histogram;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::time::Instant;
@@ -148,6 +149,40 @@ pub struct Provider {
     redirect_uri: RedirectUrl,
     http: reqwest::Client,
     cache: Arc<MetadataCache>,
+    /// Call latency by endpoint (`oidc_bff_provider_request_duration_seconds`),
+    /// when a registry was given.
+    timers: Option<Arc<EndpointTimers>>,
+}
+
+/// The provider's endpoints, one latency histogram each (a fixed list, so
+/// the label stays bounded).
+pub struct EndpointTimers {
+    discovery: Histogram,
+    jwks: Histogram,
+    token: Histogram,
+    revocation: Histogram,
+    userinfo: Histogram,
+}
+
+impl EndpointTimers {
+    pub fn new(metrics: &crate::metrics::Metrics) -> Self {
+        Self {
+            discovery: metrics.provider_endpoint("discovery"),
+            jwks: metrics.provider_endpoint("jwks"),
+            token: metrics.provider_endpoint("token"),
+            revocation: metrics.provider_endpoint("revocation"),
+            userinfo: metrics.provider_endpoint("userinfo"),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Endpoint {
+    Discovery,
+    Jwks,
+    Token,
+    Revocation,
+    Userinfo,
 }
 
 impl Provider {
@@ -187,7 +222,35 @@ impl Provider {
             redirect_uri: RedirectUrl::new(redirect_uri.to_owned())?,
             http,
             cache,
+            timers: None,
         })
+    }
+
+    /// Times every call into the gateway's registry.
+    pub fn with_timers(mut self, timers: Arc<EndpointTimers>) -> Self {
+        self.timers = Some(timers);
+        self
+    }
+
+    /// Sends one request to `endpoint`, timing it to the response head.
+    async fn send(
+        &self,
+        endpoint: Endpoint,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ProviderError> {
+        let started = std::time::Instant::now();
+        let result = req.send().await;
+        if let Some(t) = &self.timers {
+            let h = match endpoint {
+                Endpoint::Discovery => &t.discovery,
+                Endpoint::Jwks => &t.jwks,
+                Endpoint::Token => &t.token,
+                Endpoint::Revocation => &t.revocation,
+                Endpoint::Userinfo => &t.userinfo,
+            };
+            h.observe(started.elapsed().as_secs_f64());
+        }
+        result.map_err(|e| self.map_reqwest(e))
     }
 
     pub fn http(&self) -> &reqwest::Client {
@@ -340,13 +403,13 @@ impl Provider {
     #[tracing::instrument(target = "oidc_bff_otel", name = "provider.fetch", skip_all,
         fields(otel.kind = "client", otel.name = %format_args!("provider {what}"), oidc.document = what))]
     pub async fn get_json(&self, url: &str, what: &str) -> Result<Vec<u8>, ProviderError> {
-        let resp = self
-            .http
-            .get(url)
-            .header("accept", "application/json")
-            .send()
-            .await
-            .map_err(|e| self.map_reqwest(e))?;
+        let endpoint = if what == "JWKS" {
+            Endpoint::Jwks
+        } else {
+            Endpoint::Discovery
+        };
+        let req = self.http.get(url).header("accept", "application/json");
+        let resp = self.send(endpoint, req).await?;
         let status = resp.status();
         if !status.is_success() {
             return Err(ProviderError::Unavailable(format!(
@@ -432,12 +495,8 @@ impl Provider {
             .http
             .post(d.token_endpoint.clone())
             .header("accept", "application/json");
-        let resp = self
-            .authenticated(req, &mut form)
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| self.map_reqwest(e))?;
+        let req = self.authenticated(req, &mut form).form(&form);
+        let resp = self.send(Endpoint::Token, req).await?;
         let status = resp.status();
         let body = self.read_limited(resp, "token response").await?;
         parse_token_response(status, &body, &self.config.limits)
@@ -515,12 +574,8 @@ impl Provider {
             ("token_type_hint", "refresh_token"),
         ];
         let req = self.http.post(endpoint.clone());
-        let resp = self
-            .authenticated(req, &mut form)
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| self.map_reqwest(e))?;
+        let req = self.authenticated(req, &mut form).form(&form);
+        let resp = self.send(Endpoint::Revocation, req).await?;
         let status = resp.status();
         if status.is_success() {
             return Ok(true);
@@ -549,14 +604,12 @@ impl Provider {
         let Some(endpoint) = &d.userinfo_endpoint else {
             return Ok(serde_json::Map::new());
         };
-        let resp = self
+        let req = self
             .http
             .get(endpoint.clone())
             .bearer_auth(access_token.expose())
-            .header("accept", "application/json")
-            .send()
-            .await
-            .map_err(|e| self.map_reqwest(e))?;
+            .header("accept", "application/json");
+        let resp = self.send(Endpoint::Userinfo, req).await?;
         if !resp.status().is_success() {
             return Err(ProviderError::Unavailable(format!(
                 "userinfo answered {}",

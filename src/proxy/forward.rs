@@ -10,6 +10,7 @@
 //! never read a response made with the user's token, whatever CORS policy
 //! the upstream has.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +29,7 @@ use crate::error::AppError;
 use crate::extract::client::{ClientAddressPolicy, peer_ip_of};
 use crate::identity::{self, Signer};
 use crate::lifecycle::Lifecycle;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, UpstreamRoute};
 use crate::security_headers::{ResponseKind, mark};
 use crate::session::cookie::CookiePolicy;
 use crate::session::{ClientInfo, Session, Sessions};
@@ -88,6 +89,9 @@ pub struct Forwarder {
     sessions: Arc<Sessions>,
     watch_every: Duration,
     metrics: Arc<Metrics>,
+    /// Each configured route's upstream latency and status classes, by
+    /// the route's path (resolved once: the proxy path only increments).
+    upstream_metrics: HashMap<String, UpstreamRoute>,
     /// Signs identity assertions (`[assertion]`), if configured.
     signer: Option<Arc<Signer>>,
     /// Header names only the gateway may send (`identity::names_to_strip`).
@@ -120,6 +124,11 @@ impl Forwarder {
                 .touch_interval
                 .clamp(Duration::from_secs(1), Duration::from_secs(10)),
             sessions,
+            upstream_metrics: config
+                .routes
+                .iter()
+                .map(|r| (r.path.clone(), metrics.upstream_route(&r.path)))
+                .collect(),
             metrics,
             signer: None,
             lifecycle: Lifecycle::default(),
@@ -308,10 +317,18 @@ impl Forwarder {
             None => (&self.client, None),
         };
         let upstream_req = Request::from_parts(parts, body);
-        let sent = tokio::time::timeout(route.timeout, client.request(upstream_req))
+        let started = std::time::Instant::now();
+        let answer = tokio::time::timeout(route.timeout, client.request(upstream_req))
             .instrument(span.clone())
             .await;
-        let mut resp = match sent {
+        if let Some(m) = self.upstream_metrics.get(route.path.as_str()) {
+            let status = match &answer {
+                Ok(Ok(r)) => Some(r.status().as_u16()),
+                _ => None,
+            };
+            m.observe(status, started.elapsed().as_secs_f64());
+        }
+        let mut resp = match answer {
             Err(_) => {
                 span.record("otel.status_code", "ERROR");
                 return Err(UpstreamError::Timeout.into());

@@ -26,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use super::forward::{Caller, Forwarder};
 use super::routes::Route;
 use super::upgrade;
+use crate::audit::{Action, Auditor, Event, Origin};
 use crate::authz;
 use crate::config::RouteAuth;
 use crate::error::AppError;
@@ -48,7 +49,7 @@ use crate::url_policy::path::check_request_path;
 ///   browser sends no CSRF header on a handshake and WebSockets ignore
 ///   CORS, so a sibling origin could otherwise open a socket as the user).
 pub async fn guard(
-    State(forwarder): State<Arc<Forwarder>>,
+    State((forwarder, audit)): State<(Arc<Forwarder>, Auditor)>,
     Extension(route): Extension<Arc<Route>>,
     req: Request,
     next: Next,
@@ -69,6 +70,10 @@ pub async fn guard(
         && upgrade::requested(req.headers())
         && !forwarder.from_own_origin(req.headers())
     {
+        audit.record(
+            Origin::of_request(&req),
+            Event::failure(Action::PolicyRefusal, "websocket_origin").route(&route.path),
+        );
         return AppError::Forbidden(
             "WebSocket handshakes must come from this application's own origin.".into(),
         )
@@ -84,6 +89,7 @@ pub async fn required(
     State(forwarder): State<Arc<Forwarder>>,
     State(refresher): State<Arc<Refresher>>,
     State(oidc): State<Arc<Oidc>>,
+    State(audit): State<Auditor>,
     Extension(route): Extension<Arc<Route>>,
     session: Result<CurrentSession, SessionRejection>,
     req: Request,
@@ -91,12 +97,23 @@ pub async fn required(
     let session = match session {
         Ok(CurrentSession(s)) => s,
         Err(SessionRejection::Anonymous) if bearer_request(&forwarder, &route, req.headers()) => {
-            return bearer(&forwarder, &oidc, &route, req).await;
+            return bearer(&forwarder, &oidc, &audit, &route, req).await;
         }
         Err(rejection) => return Ok(rejection.into_response()),
     };
-    route.admit(&session)?;
-    let session = refresher.fresh(*session, crate::clock::unix_now()).await?;
+    if let Err(refused) = route.admit(&session) {
+        audit.record(
+            Origin::of_request(&req),
+            Event::failure(Action::PolicyRefusal, "route_policy")
+                .route(&route.path)
+                .session(&session.store_id)
+                .user(&crate::audit::subject(&session)),
+        );
+        return Err(refused);
+    }
+    let session = refresher
+        .fresh(*session, crate::clock::unix_now(), Origin::of_request(&req))
+        .await?;
     forwarder.forward(&route, req, Some(&session)).await
 }
 
@@ -121,6 +138,7 @@ fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
 async fn bearer(
     forwarder: &Forwarder,
     oidc: &Oidc,
+    audit: &Auditor,
     route: &Route,
     req: Request,
 ) -> Result<Response, AppError> {
@@ -141,6 +159,11 @@ async fn bearer(
     let scopes = crate::oidc::claims::granted_scopes(None, token, "");
     authz::check(&route.policy, &claims, &scopes).map_err(|refusal| {
         tracing::info!(route = %route.path, "bearer request refused by the route's policy");
+        let mut event = Event::failure(Action::PolicyRefusal, "bearer_policy").route(&route.path);
+        if let Some(sub) = claims.get("sub").and_then(serde_json::Value::as_str) {
+            event = event.user(sub);
+        }
+        audit.record(Origin::of_request(&req), event);
         AppError::Forbidden(refusal.to_string())
     })?;
     let authorization = req
@@ -185,7 +208,11 @@ pub async fn optional(
     req: Request,
 ) -> Result<Response, AppError> {
     let session = match session {
-        Some(s) => Some(refresher.fresh(*s, crate::clock::unix_now()).await?),
+        Some(s) => Some(
+            refresher
+                .fresh(*s, crate::clock::unix_now(), Origin::of_request(&req))
+                .await?,
+        ),
         None => None,
     };
     forwarder.forward(&route, req, session.as_ref()).await

@@ -17,10 +17,11 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::audit::{Action, Event, Origin, RequestFacts};
 use crate::error::{AppError, AppResult};
 use crate::secret::constant_time_eq;
 use crate::session::cookie::StoreId;
-use crate::session::store::RevokeReason;
+use crate::session::store::{RevokeOutcome, RevokeReason};
 use crate::state::AppState;
 
 async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -37,6 +38,10 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
             next.run(req).await
         }
         _ => {
+            state.audit.record(
+                Origin::of_request(&req),
+                Event::failure(Action::AdminAction, "unauthorized"),
+            );
             let mut resp = (StatusCode::UNAUTHORIZED, Json(json!({"error": "unauthorized", "message": "A valid admin bearer token is required."}))).into_response();
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -47,7 +52,11 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
     }
 }
 
-async fn list(State(state): State<AppState>, RawQuery(query): RawQuery) -> AppResult<Response> {
+async fn list(
+    State(state): State<AppState>,
+    facts: RequestFacts,
+    RawQuery(query): RawQuery,
+) -> AppResult<Response> {
     let page = super::sessions::page_params(query.as_deref())?;
     let users: Vec<String> = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
         .filter(|(k, _)| k == "user")
@@ -75,6 +84,12 @@ async fn list(State(state): State<AppState>, RawQuery(query): RawQuery) -> AppRe
             crate::clock::unix_now(),
         )
         .await?;
+    state.audit.record(
+        facts.origin(),
+        Event::success(Action::AdminAction)
+            .operation("list_sessions")
+            .user(&user),
+    );
     Ok(Json(
         json!({ "user": user, "sessions": listed.sessions, "next_cursor": listed.next_cursor }),
     )
@@ -91,8 +106,20 @@ struct RevokeBody {
 
 async fn revoke(
     State(state): State<AppState>,
+    facts: RequestFacts,
     Json(body): Json<RevokeBody>,
 ) -> AppResult<Response> {
+    let origin = facts.origin();
+    let revoked = |id: &StoreId, user: Option<&str>| {
+        let mut event = Event::success(Action::Revocation)
+            .reason(RevokeReason::Admin.as_str())
+            .actor("admin")
+            .session(id);
+        if let Some(u) = user {
+            event = event.user(u);
+        }
+        state.audit.record(origin, event);
+    };
     let now = crate::clock::unix_now();
     let parse = |s: &str| {
         StoreId::parse(s).ok_or_else(|| {
@@ -106,6 +133,17 @@ async fn revoke(
                 .sessions
                 .revoke(&id, RevokeReason::Admin, "admin-api", now)
                 .await?;
+            let n = usize::from(outcome == RevokeOutcome::Revoked);
+            state.audit.record(
+                origin,
+                Event::success(Action::AdminAction)
+                    .operation("revoke_session")
+                    .session(&id)
+                    .sessions(n),
+            );
+            if n == 1 {
+                revoked(&id, None);
+            }
             Ok(Json(json!({ "id": id.as_str(), "result": outcome })).into_response())
         }
         (None, Some(user)) => {
@@ -120,6 +158,16 @@ async fn revoke(
                     now,
                 )
                 .await?;
+            state.audit.record(
+                origin,
+                Event::success(Action::AdminAction)
+                    .operation("revoke_user")
+                    .user(&user)
+                    .sessions(ids.len()),
+            );
+            for id in &ids {
+                revoked(id, Some(&user));
+            }
             Ok(Json(json!({ "user": user, "revoked": ids.iter().map(StoreId::as_str).collect::<Vec<_>>() })).into_response())
         }
         _ => Err(AppError::BadRequest(
@@ -133,11 +181,19 @@ struct StatsQuery {
     top: Option<usize>,
 }
 
-async fn stats(State(state): State<AppState>, Query(q): Query<StatsQuery>) -> AppResult<Response> {
+async fn stats(
+    State(state): State<AppState>,
+    facts: RequestFacts,
+    Query(q): Query<StatsQuery>,
+) -> AppResult<Response> {
     let stats = state
         .sessions
         .stats(q.top.unwrap_or(10).min(1000), crate::clock::unix_now())
         .await?;
+    state.audit.record(
+        facts.origin(),
+        Event::success(Action::AdminAction).operation("stats"),
+    );
     Ok(Json(stats).into_response())
 }
 

@@ -2,18 +2,20 @@
 //! authorization code flow (`flows::login`). Both are navigations:
 //! redirects, and pages on error.
 
-use axum::extract::{Query, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use crate::audit::{Action, Event, Origin};
 use crate::error::{AppError, AppResult};
 use crate::extract::client::ClientInfo;
 use crate::extract::session::MaybeSession;
 use crate::flows::Untrusted;
 use crate::flows::login::{self, CallbackParams};
+use crate::metrics::OutcomeLabels;
 use crate::session::cookie;
-use crate::session::store::RevokeReason;
+use crate::session::store::{RevokeOutcome, RevokeReason};
 use crate::state::AppState;
 use crate::url_policy::return_to;
 
@@ -106,15 +108,21 @@ pub async fn callback(
     State(state): State<AppState>,
     client: ClientInfo,
     MaybeSession(current): MaybeSession,
-    headers: HeaderMap,
-    uri: Uri,
+    req: Request,
 ) -> AppResult<Response> {
-    let Query(params) = Query::<CallbackParams>::try_from_uri(&uri)
-        .map_err(|_| AppError::BadRequest("The callback parameters are malformed.".into()))?;
+    let (parts, _) = req.into_parts();
+    let (headers, uri) = (&parts.headers, &parts.uri);
+    let origin = Origin::of_parts(&parts);
+    let Query(params) = Query::<CallbackParams>::try_from_uri(uri).map_err(|_| {
+        state
+            .audit
+            .record(origin, Event::failure(Action::Login, "bad_request"));
+        AppError::BadRequest("The callback parameters are malformed.".into())
+    })?;
     let now = crate::clock::unix_now();
     let cookies = state.sessions.cookies();
     let slot = params.state.as_deref().and_then(cookie::login_slot);
-    let login_cookie = slot.and_then(|s| cookie::find(&headers, &cookies.login_cookie_name(s)));
+    let login_cookie = slot.and_then(|s| cookie::find(headers, &cookies.login_cookie_name(s)));
     let result = login::complete(
         &state.oidc,
         &state.sessions,
@@ -124,8 +132,7 @@ pub async fn callback(
         now,
     )
     .await;
-    let outcome = if result.is_ok() { "success" } else { "failed" };
-    crate::metrics::Metrics::count(&state.metrics.logins, outcome);
+    record_login(&state, origin, &result);
     let clear = slot
         .filter(|_| login_cookie.is_some())
         .map(|s| cookies.clear_login_cookie(s));
@@ -142,10 +149,20 @@ pub async fn callback(
     let mut ended = vec![];
     for old in done.previous.into_iter().chain(current.map(|s| s.store_id)) {
         if old != done.store_id && !ended.contains(&old) {
-            let _ = state
+            if let Ok(RevokeOutcome::Revoked) = state
                 .sessions
                 .revoke(&old, RevokeReason::Logout, "login", now)
-                .await;
+                .await
+            {
+                state.audit.record(
+                    origin,
+                    Event::success(Action::Revocation)
+                        .reason("replaced_by_login")
+                        .actor("login")
+                        .session(&old)
+                        .user(&done.sub),
+                );
+            }
             ended.push(old);
         }
     }
@@ -157,4 +174,41 @@ pub async fn callback(
     resp.headers_mut()
         .append(header::SET_COOKIE, done.session_cookie);
     Ok(resp)
+}
+
+/// Counts a callback's outcome and writes its audit events: the login, and
+/// each session the per-user limit evicted to make room for it.
+fn record_login(
+    state: &AppState,
+    origin: Origin<'_>,
+    result: &Result<login::LoginDone, login::LoginError>,
+) {
+    let labels = match result {
+        Ok(done) => {
+            state.audit.record(
+                origin,
+                Event::success(Action::Login)
+                    .session(&done.store_id)
+                    .user(&done.sub),
+            );
+            for old in &done.evicted {
+                state.audit.record(
+                    origin,
+                    Event::success(Action::Eviction)
+                        .reason("max_per_user")
+                        .actor("system")
+                        .session(old)
+                        .user(&done.sub),
+                );
+            }
+            OutcomeLabels::SUCCESS
+        }
+        Err(e) => {
+            state
+                .audit
+                .record(origin, Event::failure(Action::Login, e.reason()));
+            OutcomeLabels::failure(e.reason())
+        }
+    };
+    crate::metrics::Metrics::count(&state.metrics.logins, &labels);
 }

@@ -6,14 +6,16 @@
 //! keys or the store are unavailable (the provider retries).
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::audit::{Action, Event, Origin};
 use crate::flows::backchannel::{self, BackchannelError};
+use crate::metrics::OutcomeLabels;
+use crate::session::store::RevokeReason;
 use crate::state::AppState;
 
 #[derive(Deserialize)]
@@ -25,8 +27,16 @@ fn answer(status: StatusCode, body: serde_json::Value) -> Response {
     (status, Json(body)).into_response()
 }
 
-fn refuse(state: &AppState, reason: &str) -> Response {
-    crate::metrics::Metrics::count(&state.metrics.backchannel_logouts, "refused");
+/// A refusal: `why` is the fixed word for the trail and metrics, `reason`
+/// what the provider is told.
+fn refuse(state: &AppState, origin: Origin<'_>, why: &'static str, reason: &str) -> Response {
+    crate::metrics::Metrics::count(
+        &state.metrics.backchannel_logouts,
+        &OutcomeLabels::failure(why),
+    );
+    state
+        .audit
+        .record(origin, Event::failure(Action::BackchannelLogout, why));
     tracing::warn!(reason, "back-channel logout token refused");
     answer(
         StatusCode::BAD_REQUEST,
@@ -34,28 +44,60 @@ fn refuse(state: &AppState, reason: &str) -> Response {
     )
 }
 
-pub async fn logout(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn logout(State(state): State<AppState>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let origin = Origin::of_parts(&parts);
+    let headers = &parts.headers;
+    // Already read within `server.max_body_bytes` (`router::limit_body`).
+    let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
+        return refuse(&state, origin, "bad_request", "unreadable body");
+    };
     let form_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
     if !form_type {
-        return refuse(&state, "expected an application/x-www-form-urlencoded body");
+        return refuse(
+            &state,
+            origin,
+            "bad_request",
+            "expected an application/x-www-form-urlencoded body",
+        );
     }
     let Some(token) = serde_urlencoded::from_bytes::<Form>(&body)
         .ok()
         .and_then(|f| f.logout_token)
     else {
-        return refuse(&state, "missing logout_token");
+        return refuse(&state, origin, "bad_request", "missing logout_token");
     };
     let skew = state.config.oidc.clock_skew;
     let now = crate::clock::unix_now();
     match backchannel::logout(&state.sessions, &state.oidc, &token, skew, now).await {
-        Ok(revoked) => {
-            crate::metrics::Metrics::count(&state.metrics.backchannel_logouts, "accepted");
-            answer(StatusCode::OK, json!({ "revoked": revoked }))
+        Ok(ended) => {
+            crate::metrics::Metrics::count(
+                &state.metrics.backchannel_logouts,
+                &OutcomeLabels::SUCCESS,
+            );
+            let user = ended.user.as_deref();
+            let mut event =
+                Event::success(Action::BackchannelLogout).sessions(ended.sessions.len());
+            if let Some(sub) = user {
+                event = event.user(sub);
+            }
+            state.audit.record(origin, event);
+            for id in &ended.sessions {
+                let mut event = Event::success(Action::Revocation)
+                    .reason(RevokeReason::Backchannel.as_str())
+                    .actor("provider")
+                    .session(id);
+                if let Some(sub) = user {
+                    event = event.user(sub);
+                }
+                state.audit.record(origin, event);
+            }
+            answer(StatusCode::OK, json!({ "revoked": ended.sessions.len() }))
         }
-        Err(BackchannelError::Refused(reason)) => refuse(&state, &reason),
+        Err(BackchannelError::Refused(why, reason)) => refuse(&state, origin, why, &reason),
         Err(e @ BackchannelError::Unavailable(_)) => {
             tracing::warn!(error = %e, "back-channel logout not processed");
             answer(

@@ -167,7 +167,11 @@ async fn decide(state: &AppState, parts: &mut Parts) -> Result<Response, Respons
     };
     let session = state
         .refresher
-        .fresh(*session, crate::clock::unix_now())
+        .fresh(
+            *session,
+            crate::clock::unix_now(),
+            crate::audit::Origin::of_parts(parts),
+        )
         .await
         // A refused refresh ends the session: a 401, sent to log in too.
         .map_err(|e| {
@@ -178,8 +182,18 @@ async fn decide(state: &AppState, parts: &mut Parts) -> Result<Response, Respons
                 &orig,
             )
         })?;
-    if let Some(r) = route {
-        r.admit(&session).map_err(IntoResponse::into_response)?;
+    if let Some(r) = route
+        && let Err(refused) = r.admit(&session)
+    {
+        use crate::audit::{Action, Event, Origin};
+        state.audit.record(
+            Origin::of_parts(parts),
+            Event::failure(Action::PolicyRefusal, "route_policy")
+                .route(&r.path)
+                .session(&session.store_id)
+                .user(&crate::audit::subject(&session)),
+        );
+        return Err(refused.into_response());
     }
     // As the proxy: a token that cannot be a header is an error, never a
     // 200 that lets the request through without it.

@@ -6,6 +6,7 @@
 //! redirect). A GET would let any page log users out.
 
 use axum::Json;
+use axum::body::Body;
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -13,6 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::redirect;
+use crate::audit::{Action, Event, Origin};
 use crate::error::{AppError, AppResult};
 use crate::extract::session::MaybeSession;
 use crate::middleware::csrf::CsrfHeader;
@@ -24,8 +26,7 @@ struct LogoutForm {
 }
 
 /// The logout token of a form logout: from the query or the form body.
-async fn form_token(req: Request) -> AppResult<Option<String>> {
-    let (parts, body) = req.into_parts();
+async fn form_token(parts: &http::request::Parts, body: Body) -> AppResult<Option<String>> {
     if let Some(t) = Query::<LogoutForm>::try_from_uri(&parts.uri)
         .ok()
         .and_then(|q| q.0.sid)
@@ -55,13 +56,30 @@ pub async fn logout(
     MaybeSession(session): MaybeSession,
     req: Request,
 ) -> AppResult<Response> {
+    let (parts, body) = req.into_parts();
+    let origin = Origin::of_parts(&parts);
+    let refused = |presented: Option<&crate::session::Session>| {
+        let id = presented
+            .map(|s| s.store_id.clone())
+            .or_else(|| state.sessions.presented(&parts.headers));
+        let mut event = Event::failure(Action::CsrfRefusal, "missing_logout_proof");
+        if let Some(id) = &id {
+            event = event.session(id);
+        }
+        let sub = presented.map(crate::audit::subject);
+        if let Some(sub) = &sub {
+            event = event.user(sub);
+        }
+        state.audit.record(origin, event);
+        AppError::CsrfRejected
+    };
     let token = if via_fetch {
         None
     } else {
-        form_token(req).await?
+        form_token(&parts, body).await?
     };
     if !via_fetch && token.is_none() {
-        return Err(AppError::CsrfRejected);
+        return Err(refused(session.as_deref()));
     }
     let mut end_session = None;
     if let Some(session) = session {
@@ -70,9 +88,15 @@ pub async fn logout(
                 .as_deref()
                 .is_some_and(|t| state.sessions.logout_token_matches(&session.store_id, t));
         if !proven {
-            return Err(AppError::CsrfRejected);
+            return Err(refused(Some(&session)));
         }
         end_session = state.logout.end(&session, crate::clock::unix_now()).await?;
+        state.audit.record(
+            origin,
+            Event::success(Action::Logout)
+                .session(&session.store_id)
+                .user(&crate::audit::subject(&session)),
+        );
     }
     let clear = state.sessions.cookies().clear_session_cookie();
     let mut resp = if via_fetch {

@@ -12,6 +12,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::audit::{Action, Event, Origin};
 use crate::error::{AppError, AppResult};
 use crate::extract::session::CurrentSession;
 use crate::session::Session;
@@ -114,6 +115,7 @@ pub async fn revoke(
     State(state): State<AppState>,
     Path(id): Path<String>,
     CurrentSession(session): CurrentSession,
+    req: axum::extract::Request,
 ) -> AppResult<Response> {
     let now = crate::clock::unix_now();
     let target =
@@ -131,6 +133,16 @@ pub async fn revoke(
         .sessions
         .revoke(&target, RevokeReason::User, "user", now)
         .await?;
+    if outcome == RevokeOutcome::Revoked {
+        state.audit.record(
+            Origin::of_request(&req),
+            Event::success(Action::Revocation)
+                .reason(RevokeReason::User.as_str())
+                .actor("user")
+                .session(&target)
+                .user(&crate::audit::subject(&session)),
+        );
+    }
     let mut resp = Json(json!({ "id": target.as_str(), "result": outcome })).into_response();
     if target == session.store_id && outcome == RevokeOutcome::Revoked {
         resp.headers_mut().append(

@@ -6,7 +6,7 @@
 
 use super::cookie::StoreId;
 use super::store::{OnceKind, SessionStore, StoreResult};
-use super::{Sessions, sha256_hex};
+use super::{Sessions, StoreOp, sha256_hex};
 
 fn once_aad(kind: OnceKind, key: &str) -> Vec<u8> {
     format!("{}:{key}", kind.as_str()).into_bytes()
@@ -35,7 +35,11 @@ impl Sessions {
         let key = sha256_hex(handle);
         let sealed = self.keys.seal_tagged(&once_aad(kind, &key), value);
         let ttl_millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-        self.store.put_once(kind, &key, &sealed, ttl_millis).await
+        self.timed(
+            StoreOp::Once,
+            self.store.put_once(kind, &key, &sealed, ttl_millis),
+        )
+        .await
     }
 
     /// Takes a value kept by [`Self::put_sealed_once`]: the first caller
@@ -47,7 +51,10 @@ impl Sessions {
         handle: &str,
     ) -> StoreResult<Option<zeroize::Zeroizing<Vec<u8>>>> {
         let key = sha256_hex(handle);
-        let Some(sealed) = self.store.take_once(kind, &key).await? else {
+        let Some(sealed) = self
+            .timed(StoreOp::Once, self.store.take_once(kind, &key))
+            .await?
+        else {
             return Ok(None);
         };
         Ok(self.keys.open_tagged(&once_aad(kind, &key), &sealed).ok())
@@ -92,7 +99,8 @@ impl Sessions {
     ) -> StoreResult<bool> {
         let key = sha256_hex(&format!("{purpose}:{handle}"));
         let ttl_millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-        self.store.claim_once(&key, ttl_millis).await
+        self.timed(StoreOp::Once, self.store.claim_once(&key, ttl_millis))
+            .await
     }
 
     /// Takes the session's short refresh lock (shared by every instance);
@@ -104,12 +112,14 @@ impl Sessions {
         ttl: std::time::Duration,
     ) -> StoreResult<bool> {
         let ttl_millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-        self.store.lock(store_id, token, ttl_millis).await
+        self.timed(StoreOp::Lock, self.store.lock(store_id, token, ttl_millis))
+            .await
     }
 
     /// Releases the refresh lock if `token` still holds it.
     pub async fn unlock_refresh(&self, store_id: &StoreId, token: &str) -> StoreResult<()> {
-        self.store.unlock(store_id, token).await
+        self.timed(StoreOp::Lock, self.store.unlock(store_id, token))
+            .await
     }
 
     /// Records a back-channel logout token's `jti` until `ttl`; `false` if
@@ -120,6 +130,8 @@ impl Sessions {
         ttl: std::time::Duration,
     ) -> StoreResult<bool> {
         let ttl_millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-        self.store.remember_jti(&sha256_hex(jti), ttl_millis).await
+        let hash = sha256_hex(jti);
+        self.timed(StoreOp::Once, self.store.remember_jti(&hash, ttl_millis))
+            .await
     }
 }

@@ -227,6 +227,65 @@ type Counters<L> =
 #[derive(Default)]
 pub struct SessionMetrics {
     pub revocations: Counters<crate::metrics::ReasonLabel>,
+    /// One latency histogram per [`StoreOp`], resolved once; none in
+    /// tests that build `Sessions` without a registry.
+    store: Option<Vec<prometheus_client::metrics::histogram::Histogram>>,
+}
+
+/// The store operations timed (`oidc_bff_store_operation_duration_seconds`),
+/// a fixed list so the label stays bounded.
+#[derive(Debug, Clone, Copy)]
+pub enum StoreOp {
+    /// A session read (every authenticated request).
+    Get,
+    /// A new session, with its indexes and evictions.
+    Create,
+    /// A record rewrite: a touch or refreshed tokens.
+    Update,
+    /// One session ended.
+    Revoke,
+    /// A user's or a provider session's sessions ended.
+    RevokeMany,
+    /// A page of a user's sessions (listings, stats).
+    List,
+    /// Single-use values: login state claims, logout handles, logout-token IDs.
+    Once,
+    /// The refresh lock.
+    Lock,
+    /// Readiness.
+    Ping,
+    /// Index sweeps, statistics and the active-sessions count.
+    Maintenance,
+}
+
+impl StoreOp {
+    const ALL: [StoreOp; 10] = [
+        Self::Get,
+        Self::Create,
+        Self::Update,
+        Self::Revoke,
+        Self::RevokeMany,
+        Self::List,
+        Self::Once,
+        Self::Lock,
+        Self::Ping,
+        Self::Maintenance,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Get => "get",
+            Self::Create => "create",
+            Self::Update => "update",
+            Self::Revoke => "revoke",
+            Self::RevokeMany => "revoke_many",
+            Self::List => "list",
+            Self::Once => "once",
+            Self::Lock => "lock",
+            Self::Ping => "ping",
+            Self::Maintenance => "maintenance",
+        }
+    }
 }
 
 pub struct Sessions {
@@ -258,8 +317,25 @@ impl Sessions {
     pub fn with_metrics(mut self, metrics: &crate::metrics::Metrics) -> Self {
         self.metrics = SessionMetrics {
             revocations: metrics.revocations.clone(),
+            store: Some(
+                StoreOp::ALL
+                    .iter()
+                    .map(|op| metrics.store_operation(op.label()))
+                    .collect(),
+            ),
         };
         self
+    }
+
+    /// Runs one store operation, timing it into its histogram.
+    async fn timed<T>(&self, op: StoreOp, call: impl std::future::Future<Output = T>) -> T {
+        let Some(h) = self.metrics.store.as_ref().and_then(|h| h.get(op as usize)) else {
+            return call.await;
+        };
+        let started = std::time::Instant::now();
+        let out = call.await;
+        h.observe(started.elapsed().as_secs_f64());
+        out
     }
 
     fn count_revocations(&self, reason: RevokeReason, n: usize) {
@@ -296,6 +372,14 @@ impl Sessions {
         })
     }
 
+    /// The store handle of the session the request's cookie names, if the
+    /// cookie is well-formed; nothing is read from the store (the audit
+    /// trail names the session of a refused request with it).
+    pub fn presented(&self, headers: &HeaderMap) -> Option<StoreId> {
+        let value = cookie::find(headers, self.cookies.session_name())?;
+        SessionId::parse(value).map(|id| id.store_id())
+    }
+
     /// One store read, then the session it holds or why there is none.
     async fn open_fetched(
         &self,
@@ -303,13 +387,15 @@ impl Sessions {
         store_id: StoreId,
         now: u64,
     ) -> StoreResult<Result<Session, EndReason>> {
-        Ok(match self.store.get(&store_id).await? {
-            Fetched::Live(bytes) => self
-                .open(id, store_id, &bytes, now)
-                .ok_or(EndReason::Expired),
-            Fetched::Revoked(reason) => Err(EndReason::from_revocation(reason)),
-            Fetched::Missing => Err(EndReason::Expired),
-        })
+        Ok(
+            match self.timed(StoreOp::Get, self.store.get(&store_id)).await? {
+                Fetched::Live(bytes) => self
+                    .open(id, store_id, &bytes, now)
+                    .ok_or(EndReason::Expired),
+                Fetched::Revoked(reason) => Err(EndReason::from_revocation(reason)),
+                Fetched::Missing => Err(EndReason::Expired),
+            },
+        )
     }
 
     /// Decodes and decrypts a stored record for the cookie that names it.
@@ -452,6 +538,18 @@ impl Sessions {
         client: &ClientInfo,
         now: u64,
     ) -> StoreResult<(StoreId, HeaderValue)> {
+        let (id, cookie, _) = self.create_evicting(login, client, now).await?;
+        Ok((id, cookie))
+    }
+
+    /// [`Self::create`], also returning the sessions the per-user limit
+    /// evicted to make room (for the audit trail).
+    pub async fn create_evicting(
+        &self,
+        login: NewLogin,
+        client: &ClientInfo,
+        now: u64,
+    ) -> StoreResult<(StoreId, HeaderValue, Vec<StoreId>)> {
         let id = SessionId::generate();
         let store_id = id.store_id();
         let meta = SessionMeta {
@@ -488,28 +586,26 @@ impl Sessions {
         let bytes = self.encode(&store_id, &record);
         let eviction = Revocation::new(RevokeReason::Limit, "system", now);
         let now_ms = now * 1000;
-        let evicted = self
-            .store
-            .create(&NewSession {
-                id: &store_id,
-                record: &bytes,
-                ttl_millis: record.body.ttl_millis(now_ms),
-                user_hash: &record.body.user_hash,
-                sid_hash: record.body.sid_hash.as_deref(),
-                created_millis: crate::clock::unix_now_millis(),
-                max_per_user: self.max_per_user,
-                eviction: &eviction,
-                index_ttl_millis: self.absolute_timeout * 1000 + 60_000,
-            })
-            .await?;
+        let new = NewSession {
+            id: &store_id,
+            record: &bytes,
+            ttl_millis: record.body.ttl_millis(now_ms),
+            user_hash: &record.body.user_hash,
+            sid_hash: record.body.sid_hash.as_deref(),
+            created_millis: crate::clock::unix_now_millis(),
+            max_per_user: self.max_per_user,
+            eviction: &eviction,
+            index_ttl_millis: self.absolute_timeout * 1000 + 60_000,
+        };
+        let evicted = self.timed(StoreOp::Create, self.store.create(&new)).await?;
         self.count_revocations(RevokeReason::Limit, evicted.len());
-        for old in evicted {
+        for old in &evicted {
             tracing::info!(session = ?old, "session evicted: per-user limit reached");
         }
         let cookie = self
             .cookies
             .session_cookie(&id, std::time::Duration::from_secs(self.absolute_timeout));
-        Ok((store_id, cookie))
+        Ok((store_id, cookie, evicted))
     }
 
     /// Whether the last-activity write is due.
@@ -551,14 +647,11 @@ impl Sessions {
             body,
         };
         let ttl = next.body.ttl_millis(now * 1000);
-        self.store
-            .replace_if(
-                &session.store_id,
-                session.stored.generation,
-                &self.encode(&session.store_id, &next),
-                ttl,
-            )
-            .await
+        let record = self.encode(&session.store_id, &next);
+        let write =
+            self.store
+                .replace_if(&session.store_id, session.stored.generation, &record, ttl);
+        self.timed(StoreOp::Update, write).await
     }
 
     /// Stores refreshed tokens on top of the latest version of the record.
@@ -587,16 +680,11 @@ impl Sessions {
                 body,
             };
             let ttl = next.body.ttl_millis(now * 1000);
-            if self
+            let record = self.encode(&session.store_id, &next);
+            let write = self
                 .store
-                .replace_if(
-                    &session.store_id,
-                    current.generation,
-                    &self.encode(&session.store_id, &next),
-                    ttl,
-                )
-                .await?
-            {
+                .replace_if(&session.store_id, current.generation, &record, ttl);
+            if self.timed(StoreOp::Update, write).await? {
                 return Ok(Some(Session {
                     id: session.id.clone(),
                     store_id: session.store_id.clone(),
@@ -605,7 +693,11 @@ impl Sessions {
                 }));
             }
             // Someone else wrote (a touch): re-read and apply on top.
-            let Some(bytes) = self.store.get(&session.store_id).await?.into_live() else {
+            let Some(bytes) = self
+                .timed(StoreOp::Get, self.store.get(&session.store_id))
+                .await?
+                .into_live()
+            else {
                 return Ok(None);
             };
             let Some(latest) = self.verify(&session.store_id, &bytes, now) else {
@@ -636,9 +728,9 @@ impl Sessions {
         actor: &str,
         now: u64,
     ) -> StoreResult<RevokeOutcome> {
+        let why = Revocation::new(reason, actor, now);
         let outcome = self
-            .store
-            .revoke(store_id, &Revocation::new(reason, actor, now))
+            .timed(StoreOp::Revoke, self.store.revoke(store_id, &why))
             .await?;
         self.count_revocations(reason, usize::from(outcome == RevokeOutcome::Revoked));
         tracing::info!(session = ?store_id, reason = reason.as_str(), actor, ?outcome, "session revoked");
@@ -647,12 +739,19 @@ impl Sessions {
 
     /// Whether the store answers (readiness).
     pub async fn ping(&self) -> StoreResult<()> {
-        self.store.ping().await
+        self.timed(StoreOp::Ping, self.store.ping()).await
+    }
+
+    /// How many live sessions the store holds (the active-sessions gauge;
+    /// a scan of the store's keys, so a background task calls it).
+    pub async fn count(&self) -> StoreResult<u64> {
+        self.timed(StoreOp::Maintenance, self.store.count_sessions())
+            .await
     }
 
     /// Drops index entries of expired sessions; returns how many.
     pub async fn sweep(&self) -> StoreResult<u64> {
-        self.store.sweep().await
+        self.timed(StoreOp::Maintenance, self.store.sweep()).await
     }
 
     /// The form-logout token for a session, as the current key makes it.

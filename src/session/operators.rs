@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::cookie::StoreId;
 use super::store::{ListCursor, Revocation, RevokeReason, SessionStore, StoreResult};
-use super::{Sessions, sid_hash, user_hash};
+use super::{Sessions, StoreOp, sid_hash, user_hash};
 
 /// A session as an operator or its owner sees it: no tokens, no claims.
 #[derive(Debug, Clone, Serialize)]
@@ -56,7 +56,10 @@ impl Sessions {
         limit: usize,
         now: u64,
     ) -> StoreResult<SessionInfoPage> {
-        let page = self.store.list_user(&user_hash(sub), after, limit).await?;
+        let hash = user_hash(sub);
+        let page = self
+            .timed(StoreOp::List, self.store.list_user(&hash, after, limit))
+            .await?;
         let sessions = page
             .sessions
             .into_iter()
@@ -84,7 +87,11 @@ impl Sessions {
     /// Whether `store_id` names a live session of the user `sub`: read from
     /// that one record's authenticated header, never by listing the user.
     pub async fn belongs_to(&self, store_id: &StoreId, sub: &str, now: u64) -> StoreResult<bool> {
-        let Some(bytes) = self.store.get(store_id).await?.into_live() else {
+        let Some(bytes) = self
+            .timed(StoreOp::Get, self.store.get(store_id))
+            .await?
+            .into_live()
+        else {
             return Ok(false);
         };
         Ok(self.verify(store_id, &bytes, now).is_some_and(|r| {
@@ -101,12 +108,11 @@ impl Sessions {
         actor: &str,
         now: u64,
     ) -> StoreResult<Vec<StoreId>> {
+        let (hash, why) = (user_hash(sub), Revocation::new(reason, actor, now));
         let ids = self
-            .store
-            .revoke_user(
-                &user_hash(sub),
-                except,
-                &Revocation::new(reason, actor, now),
+            .timed(
+                StoreOp::RevokeMany,
+                self.store.revoke_user(&hash, except, &why),
             )
             .await?;
         self.count_revocations(reason, ids.len());
@@ -126,12 +132,12 @@ impl Sessions {
         actor: &str,
         now: u64,
     ) -> StoreResult<Vec<StoreId>> {
+        let (hash, why) = (
+            sid_hash(sid),
+            Revocation::new(RevokeReason::Backchannel, actor, now),
+        );
         let ids = self
-            .store
-            .revoke_sid(
-                &sid_hash(sid),
-                &Revocation::new(RevokeReason::Backchannel, actor, now),
-            )
+            .timed(StoreOp::RevokeMany, self.store.revoke_sid(&hash, &why))
             .await?;
         self.count_revocations(RevokeReason::Backchannel, ids.len());
         tracing::info!(
@@ -144,11 +150,15 @@ impl Sessions {
     /// Store statistics, with the top users named (their subject is read
     /// from the sealed metadata of one of their sessions).
     pub async fn stats(&self, top: usize, now: u64) -> StoreResult<Stats> {
-        let raw = self.store.stats(top).await?;
+        let raw = self
+            .timed(StoreOp::Maintenance, self.store.stats(top))
+            .await?;
         let mut top_users = Vec::with_capacity(raw.top_users.len());
         for (hash, count) in raw.top_users {
             // One short page is enough to name the user.
-            let listed = self.store.list_user(&hash, None, 8).await?;
+            let listed = self
+                .timed(StoreOp::List, self.store.list_user(&hash, None, 8))
+                .await?;
             let sub = listed.sessions.iter().find_map(|l| {
                 let stored = self.verify(&l.id, &l.record, now)?;
                 self.open_meta(&l.id, &stored.body).map(|m| m.sub)

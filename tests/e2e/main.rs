@@ -4,11 +4,13 @@
 
 mod harness;
 
+mod audit_trail;
 mod bearer;
 mod callback_failures;
 mod front_proxies;
 mod log_hygiene;
 mod login_flow;
+mod monitoring;
 mod policy;
 mod private_ca;
 mod provider_hostile;

@@ -285,7 +285,7 @@ async fn metrics_count_requests_logins_and_errors_without_personal_labels() {
         "oidc_bff_requests_total{kind=\"proxy\",status=\"2xx\"} 1",
         "oidc_bff_requests_total{kind=\"proxy\",status=\"4xx\"} 1",
         "oidc_bff_errors_total{code=\"csrf_rejected\"} 1",
-        "oidc_bff_logins_total{result=\"success\"} 1",
+        "oidc_bff_logins_total{outcome=\"success\",reason=\"none\"} 1",
         "oidc_bff_request_duration_seconds_count{kind=\"proxy\"} 2",
     ] {
         assert!(text.contains(line), "missing {line}:\n{text}");

@@ -104,6 +104,7 @@ conformance!(
     sweep_of_a_store_without_dead_entries_removes_nothing,
     stats_count_live_sessions_and_users_with_the_top_users_descending,
     stats_of_an_empty_store_are_zero,
+    count_sessions_counts_live_sessions_only,
     ping_answers,
 );
 
@@ -1324,6 +1325,26 @@ async fn stats_of_an_empty_store_are_zero<S: SessionStore>(store: &S) {
     assert_eq!(stats.sessions, 0);
     assert_eq!(stats.users, 0);
     assert_eq!(stats.top_users, Vec::<(String, u64)>::new());
+}
+
+/// The active-sessions gauge's count: live records, of every user; not
+/// revoked ones (their tombstones are not sessions), not expired ones, and
+/// more than one SCAN batch of them.
+async fn count_sessions_counts_live_sessions_only<S: SessionStore>(store: &S) {
+    assert_eq!(store.count_sessions().await.expect("count"), 0);
+    for n in 1..=1200 {
+        Seed::new(n, if n % 2 == 0 { "alice" } else { "bob" })
+            .create(store)
+            .await;
+    }
+    let short = Seed::new(5000, "carol").ttl(SHORT);
+    short.create(store).await;
+    assert_eq!(
+        revoke(store, &id(1), &logout()).await,
+        RevokeOutcome::Revoked
+    );
+    gone(store, &short.id).await;
+    assert_eq!(store.count_sessions().await.expect("count"), 1199);
 }
 
 async fn ping_answers<S: SessionStore>(store: &S) {

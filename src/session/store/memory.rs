@@ -379,6 +379,10 @@ impl SessionStore for MemoryStore {
         }))
     }
 
+    async fn count_sessions(&self) -> StoreResult<u64> {
+        Ok(self.with(|s, now| s.sessions.values().filter(|e| e.expires > now).count() as u64))
+    }
+
     async fn stats(&self, top: usize) -> StoreResult<StoreStats> {
         self.sweep().await?;
         Ok(self.with(|s, _| {

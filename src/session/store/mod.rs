@@ -335,6 +335,10 @@ pub trait SessionStore: Send + Sync {
 
     fn stats(&self, top: usize) -> impl Future<Output = StoreResult<StoreStats>> + Send;
 
+    /// How many session records exist now (the active-sessions gauge). A
+    /// scan of the keys: call it from a background task, not per request.
+    fn count_sessions(&self) -> impl Future<Output = StoreResult<u64>> + Send;
+
     fn ping(&self) -> impl Future<Output = StoreResult<()>> + Send;
 }
 
@@ -442,6 +446,9 @@ impl SessionStore for Store {
     }
     async fn stats(&self, top: usize) -> StoreResult<StoreStats> {
         delegate!(self, s => s.stats(top))
+    }
+    async fn count_sessions(&self) -> StoreResult<u64> {
+        delegate!(self, s => s.count_sessions())
     }
     async fn ping(&self) -> StoreResult<()> {
         delegate!(self, s => s.ping())

@@ -786,6 +786,34 @@ impl SessionStore for RedisStore {
         Ok(removed)
     }
 
+    /// Counts `s:*` keys by SCAN, batch by batch (no key list is kept).
+    /// Sent where `scan` sends it: on a Cluster, the node of the prefix's
+    /// slot, which holds every key of the gateway (a layout that spreads
+    /// keys over several primaries must count on each of them).
+    async fn count_sessions(&self) -> StoreResult<u64> {
+        let pattern = format!("{}s:*", glob_escape(&self.prefix));
+        let mut conn = self.conn.clone();
+        let (mut cursor, mut count) = (0u64, 0u64);
+        loop {
+            let (next, batch): (u64, Vec<String>) = self
+                .run(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut conn),
+                )
+                .await?;
+            count += batch.len() as u64;
+            if next == 0 {
+                return Ok(count);
+            }
+            cursor = next;
+        }
+    }
+
     async fn stats(&self, top: usize) -> StoreResult<StoreStats> {
         self.sweep().await?;
         let user_prefix_len = self.prefix.len() + 2;
