@@ -200,16 +200,22 @@ async fn stats(
 /// Reloads the configuration file and reports the outcome: 200 when it
 /// took effect (with the keys that wait for a restart), 422 when the
 /// running configuration was kept (with why).
-async fn reload(State(state): State<AppState>) -> AppResult<Response> {
+async fn reload(State(state): State<AppState>, facts: RequestFacts) -> AppResult<Response> {
     let Some(report) = state.lifecycle.request_reload().await else {
         // An embedded gateway (tests, `serve`) has no file to reload.
         return Err(AppError::NotFound);
     };
-    let status = if report.result == "success" {
-        StatusCode::OK
+    let (status, event) = if report.result == "success" {
+        (StatusCode::OK, Event::success(Action::AdminAction))
     } else {
-        StatusCode::UNPROCESSABLE_ENTITY
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Event::failure(Action::AdminAction, report.result),
+        )
     };
+    state
+        .audit
+        .record(facts.origin(), event.operation("reload"));
     Ok((status, Json(report)).into_response())
 }
 

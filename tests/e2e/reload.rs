@@ -311,3 +311,44 @@ async fn an_upstream_ca_added_by_a_reload_is_trusted_from_the_next_request() {
     let r = b.get("/secure/x").await;
     assert_eq!(r.status, StatusCode::OK, "trusted after the reload: {r:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_reloads_are_audited_as_admin_actions_taken_or_refused() {
+    let upstream = Upstream::start().await;
+    let trail = std::env::temp_dir().join(format!(
+        "oidc-bff-reload-audit-{:016x}.jsonl",
+        rand::random::<u64>()
+    ));
+    let path = trail.to_string_lossy().into_owned();
+    let gw = GatewayBuilder::new(&upstream)
+        .admin()
+        .configure(move |c| c.audit.output = path)
+        .start_process()
+        .await;
+
+    let (status, _) = reload_with(&gw, |c| c.routes.push(route("/v2", &upstream.url()))).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = reload_with(&gw, |c| {
+        c.routes.push(route("/auth/extra", &upstream.url()));
+    })
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    let reloads = || {
+        read(&trail)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["operation"] == "reload")
+            .collect::<Vec<_>>()
+    };
+    eventually("two reload events in the trail", || async {
+        reloads().len() == 2
+    })
+    .await;
+    let events = reloads();
+    assert_eq!(events[0]["action"], "admin_action");
+    assert_eq!(events[0]["outcome"], "success");
+    assert_eq!(events[1]["outcome"], "failure");
+    assert_eq!(events[1]["reason"], "invalid");
+    let _ = std::fs::remove_file(&trail);
+}
