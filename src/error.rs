@@ -39,6 +39,14 @@ pub enum AppError {
     /// verify: bad signature, wrong issuer or audience, expired.
     #[error("invalid bearer token: {0}")]
     InvalidBearerToken(String),
+    /// The session is good but its login is not strong or recent enough
+    /// for this route (or the upstream said so, RFC 9470): log in again
+    /// with what `login_url` asks. The session stays.
+    #[error("step-up required")]
+    StepUpRequired {
+        challenge: crate::step_up::Challenge,
+        login_url: String,
+    },
     #[error("missing or wrong anti-CSRF header")]
     CsrfRejected,
     #[error("forbidden: {0}")]
@@ -69,6 +77,15 @@ impl From<LoginError> for AppError {
             LoginError::BadRequest(m) => Self::BadRequest(m),
             LoginError::Failed(m) => Self::LoginFailed(m),
             LoginError::Expired => Self::LoginExpired,
+            // The callback handler returns a silent check to the app; this
+            // is only what it would mean anywhere else.
+            LoginError::Silent { reason, .. } => Self::LoginFailed(format!(
+                "the identity provider answered `{reason}`"
+            )),
+            LoginError::OtherUser => Self::LoginFailed(
+                "you signed in as a different user than the one this step-up was for; your earlier sign-in is still active. Sign in again as the same user, or log out first"
+                    .into(),
+            ),
             LoginError::Provider(p) => Self::Provider(p),
             LoginError::Store(s) => Self::Store(s),
         }
@@ -103,9 +120,20 @@ struct Body<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'static str>,
     message: &'a str,
+    /// Only on `step_up_required`: where to log in again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    login_url: Option<&'a str>,
 }
 
 impl AppError {
+    /// `step_up_required` for `challenge`, logging in at `login_path`.
+    pub fn step_up(challenge: &crate::step_up::Challenge, login_path: &str) -> Self {
+        Self::StepUpRequired {
+            login_url: challenge.login_url(login_path, None),
+            challenge: challenge.clone(),
+        }
+    }
+
     /// Status, machine code, page title, user-facing sentence.
     pub fn describe(&self) -> (StatusCode, &'static str, &'static str, String) {
         use StatusCode as S;
@@ -130,6 +158,12 @@ impl AppError {
                 "session_expired",
                 why.title(),
                 why.message().into(),
+            ),
+            Self::StepUpRequired { .. } => (
+                S::UNAUTHORIZED,
+                "step_up_required",
+                "Please sign in again",
+                "This needs a stronger or more recent sign-in.".into(),
             ),
             Self::CsrfRejected => (
                 S::FORBIDDEN,
@@ -202,7 +236,11 @@ impl IntoResponse for AppError {
         }
         let relogin = matches!(
             code,
-            "login_failed" | "login_expired" | "session_expired" | "unauthenticated"
+            "login_failed"
+                | "login_expired"
+                | "session_expired"
+                | "unauthenticated"
+                | "step_up_required"
         );
         let mut resp = (
             status,
@@ -213,12 +251,31 @@ impl IntoResponse for AppError {
                     _ => None,
                 },
                 message: &message,
+                login_url: match &self {
+                    Self::StepUpRequired { login_url, .. } => Some(login_url),
+                    _ => None,
+                },
             }),
         )
             .into_response();
         let h = resp.headers_mut();
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if code == "invalid_token" {
+        if let Self::StepUpRequired { challenge, .. } = &self {
+            // RFC 9470's own challenge, so a client that knows it needs
+            // nothing else; values are ACR tokens and digits only.
+            let mut v = String::from(
+                "Bearer realm=\"oidc-bff\", error=\"insufficient_user_authentication\"",
+            );
+            if let Some(a) = &challenge.acr_values {
+                v.push_str(&format!(", acr_values=\"{a}\""));
+            }
+            if let Some(m) = challenge.max_age {
+                v.push_str(&format!(", max_age={m}"));
+            }
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                h.insert(header::WWW_AUTHENTICATE, v);
+            }
+        } else if code == "invalid_token" {
             h.insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"oidc-bff\", error=\"invalid_token\""),

@@ -13,6 +13,7 @@ pub mod extract;
 pub mod flows;
 pub mod identity;
 pub mod lifecycle;
+pub mod login_params;
 pub mod metrics;
 pub mod middleware;
 pub mod oidc;
@@ -26,6 +27,7 @@ pub mod security_headers;
 pub mod server;
 pub mod session;
 pub mod state;
+pub mod step_up;
 pub mod telemetry;
 pub mod url_policy;
 

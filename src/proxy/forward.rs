@@ -93,6 +93,9 @@ pub struct Forwarder {
     gateway_only: Vec<HeaderName>,
     /// Tunnels close with 1001 when the process's drain ends.
     lifecycle: Lifecycle,
+    /// `/auth/login` as the browser sees it: where a relayed step-up
+    /// challenge sends the SPA.
+    login_path: String,
 }
 
 impl Forwarder {
@@ -123,6 +126,7 @@ impl Forwarder {
             signer: None,
             lifecycle: Lifecycle::default(),
             gateway_only: identity::names_to_strip(&config.routes, config.assertion.as_ref()),
+            login_path: config.server.path("/auth/login"),
         })
     }
 
@@ -324,6 +328,21 @@ impl Forwarder {
         } else {
             false
         };
+        // An API's RFC 9470 challenge to a browser session becomes the
+        // gateway's own `step_up_required`, as a route's rule would; any
+        // other 401 (or one that does not parse) passes through.
+        if resp.status() == StatusCode::UNAUTHORIZED
+            && session.is_some()
+            && let Some(challenge) = resp
+                .headers()
+                .get_all(http::header::WWW_AUTHENTICATE)
+                .iter()
+                .take(4)
+                .find_map(|v| crate::step_up::parse_upstream_challenge(v.as_bytes()))
+        {
+            tracing::info!(route = %route.path, "upstream asked for step-up; relayed");
+            return Err(AppError::step_up(&challenge, &self.login_path));
+        }
         let (mut parts, body) = resp.into_parts();
         headers::to_browser(&mut parts.headers, &self.cookies, session_route);
         if switched {
