@@ -411,7 +411,9 @@ function loginPolicy() {
     'login_required',
     (ctx) => {
       const asked = requestedAcrs(ctx.oidc.params);
-      if (asked.length === 0) return Check.NO_NEED_TO_PROMPT;
+      // Just logged in through the form: that is the best this provider
+      // can do (an unsupported value stays unmet, and the client decides).
+      if (asked.length === 0 || ctx.oidc.result?.login) return Check.NO_NEED_TO_PROMPT;
       return asked.includes(ctx.oidc.session?.acr) ? Check.NO_NEED_TO_PROMPT : Check.REQUEST_PROMPT;
     },
   ));
