@@ -516,6 +516,46 @@ mod tests {
     use super::super::testing::{keys_of, load_str, minimal};
 
     #[test]
+    fn login_parameters_name_extras_the_gateway_does_not_set_itself() {
+        let with = |list: &str| {
+            minimal().replace(
+                "client_id = \"bff\"",
+                &format!("client_id = \"bff\"\nextra_auth_params = {{ audience = \"x\" }}\nlogin_parameters = {list}"),
+            )
+        };
+        let ok = load_str(&with("[\"organization\", \"claims_locales\"]"), &[]).expect("valid");
+        assert_eq!(ok.oidc.login_parameters, ["organization", "claims_locales"]);
+        let err = load_str(
+            &with(
+                "[\"Org\", \"state\", \"prompt\", \"org\", \"org\", \"audience\", \"return_to\"]",
+            ),
+            &[],
+        )
+        .expect_err("invalid");
+        assert_eq!(
+            keys_of(err.clone()),
+            [
+                "oidc.login_parameters[0]",
+                "oidc.login_parameters[1]",
+                "oidc.login_parameters[2]",
+                "oidc.login_parameters[4]",
+                "oidc.login_parameters[5]",
+                "oidc.login_parameters[6]",
+            ],
+            "{err}"
+        );
+        let typo = minimal().replace(
+            "client_id = \"bff\"",
+            "client_id = \"bff\"\nlogin_parameter = []",
+        );
+        let err = load_str(&typo, &[]).expect_err("unknown key");
+        assert!(
+            err.to_string().contains("did you mean `login_parameters`?"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn provider_limits_have_floors_and_a_token_must_fit_in_a_response() {
         let toml = minimal().replace(
             "client_id = \"bff\"",

@@ -439,6 +439,8 @@ fn identity_headers(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::super::testing::{keys_of, load_str, minimal};
 
     #[test]
@@ -513,6 +515,39 @@ mod tests {
         );
         let keys = keys_of(load_str(&toml, &[]).expect_err("invalid"));
         assert_eq!(keys, ["routes[1].require", "routes[1].identity_headers"]);
+    }
+
+    #[test]
+    fn step_up_rules_are_read_and_checked_by_key() {
+        let ok = load_str(
+            &route("acr_values = [\"mfa\", \"urn:acr:hwk\"]\nmax_auth_age = \"10m\"\n"),
+            &[],
+        )
+        .expect("valid");
+        let rule = &ok.routes[1].step_up;
+        assert_eq!(rule.acr_values, ["mfa", "urn:acr:hwk"]);
+        assert_eq!(rule.max_auth_age, Some(Duration::from_secs(600)));
+        assert!(ok.routes[0].step_up.is_empty());
+        let bad = route("acr_values = [\"m f a\", \"\"]\nmax_auth_age = \"0s\"\n");
+        let err = load_str(&bad, &[]).expect_err("invalid");
+        assert_eq!(
+            keys_of(err.clone()),
+            [
+                "routes[1].acr_values[0]",
+                "routes[1].acr_values[1]",
+                "routes[1].max_auth_age"
+            ],
+            "{err}"
+        );
+        let public = route("auth = \"optional\"\nmax_auth_age = \"5m\"\n");
+        let keys = keys_of(load_str(&public, &[]).expect_err("invalid"));
+        assert_eq!(keys, ["routes[1].max_auth_age"]);
+        let typo = route("max_auth_ag = \"5m\"\n");
+        let err = load_str(&typo, &[]).expect_err("unknown key");
+        assert!(
+            err.to_string().contains("did you mean `max_auth_age`?"),
+            "{err}"
+        );
     }
 
     #[test]
