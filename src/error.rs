@@ -126,10 +126,15 @@ struct Body<'a> {
 }
 
 impl AppError {
-    /// `step_up_required` for `challenge`, logging in at `login_path`.
-    pub fn step_up(challenge: &crate::step_up::Challenge, login_path: &str) -> Self {
+    /// `step_up_required` for `challenge`, logging in at `login_path` and
+    /// coming back to `return_to` (when known).
+    pub fn step_up(
+        challenge: &crate::step_up::Challenge,
+        login_path: &str,
+        return_to: Option<&str>,
+    ) -> Self {
         Self::StepUpRequired {
-            login_url: challenge.login_url(login_path, None),
+            login_url: challenge.login_url(login_path, return_to),
             challenge: challenge.clone(),
         }
     }

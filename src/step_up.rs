@@ -77,6 +77,20 @@ impl Challenge {
     }
 }
 
+/// The page a step-up should return to: the path and query of the
+/// request's `Referer` when it is a page of `public_origin` (what a
+/// browser sends on a same-origin `fetch`), at most `max_len` bytes. The
+/// login endpoint validates it again like any `return_to`.
+pub fn return_to_from_referer(
+    headers: &http::HeaderMap,
+    public_origin: &str,
+    max_len: usize,
+) -> Option<String> {
+    let referer = headers.get(http::header::REFERER)?.to_str().ok()?;
+    let rest = referer.strip_prefix(public_origin)?;
+    (rest.starts_with('/') && rest.len() <= max_len && !rest.contains('#')).then(|| rest.to_owned())
+}
+
 /// The longest `WWW-Authenticate` value read for a challenge; a longer one
 /// is passed through untouched.
 const MAX_CHALLENGE_BYTES: usize = 2048;
@@ -265,6 +279,44 @@ mod tests {
         assert_eq!(
             Challenge::default().login_url("/auth/login", None),
             "/auth/login"
+        );
+    }
+
+    #[test]
+    fn only_a_same_origin_referer_becomes_the_return_target() {
+        let h = |v: &str| {
+            let mut m = http::HeaderMap::new();
+            m.insert(
+                http::header::REFERER,
+                http::HeaderValue::from_str(v).expect("hv"),
+            );
+            m
+        };
+        let origin = "https://app.example";
+        assert_eq!(
+            return_to_from_referer(&h("https://app.example/orders?id=3"), origin, 100).as_deref(),
+            Some("/orders?id=3")
+        );
+        for other in [
+            "https://app.example.evil/x",
+            "https://app.example:8443/x",
+            "http://app.example/x",
+            "https://evil.example/",
+            "https://app.example",
+        ] {
+            assert_eq!(
+                return_to_from_referer(&h(other), origin, 100),
+                None,
+                "{other}"
+            );
+        }
+        assert_eq!(
+            return_to_from_referer(&h("https://app.example/aaaa"), origin, 3),
+            None
+        );
+        assert_eq!(
+            return_to_from_referer(&http::HeaderMap::new(), origin, 100),
+            None
         );
     }
 

@@ -197,6 +197,16 @@ impl Forwarder {
         self.forward_as(route, req, caller).await
     }
 
+    /// Where a step-up for this browser request should come back to: its
+    /// same-origin `Referer`'s path and query.
+    pub fn step_up_return_to(&self, headers: &http::HeaderMap) -> Option<String> {
+        crate::step_up::return_to_from_referer(
+            headers,
+            &self.public_origin,
+            crate::url_policy::return_to::MAX_LEN,
+        )
+    }
+
     /// Sends `req` to `route`'s upstream on behalf of `caller`.
     pub async fn forward_as(
         &self,
@@ -240,6 +250,7 @@ impl Forwarder {
             }
         };
         let (mut parts, body) = req.into_parts();
+        let step_up_return_to = session.and_then(|_| self.step_up_return_to(&parts.headers));
         // Only a well-formed WebSocket handshake may ask to switch protocols.
         let ws_key = if upgrade::asks_for_upgrade(&parts.headers) {
             Some(
@@ -341,7 +352,11 @@ impl Forwarder {
                 .find_map(|v| crate::step_up::parse_upstream_challenge(v.as_bytes()))
         {
             tracing::info!(route = %route.path, "upstream asked for step-up; relayed");
-            return Err(AppError::step_up(&challenge, &self.login_path));
+            return Err(AppError::step_up(
+                &challenge,
+                &self.login_path,
+                step_up_return_to.as_deref(),
+            ));
         }
         let (mut parts, body) = resp.into_parts();
         headers::to_browser(&mut parts.headers, &self.cookies, session_route);

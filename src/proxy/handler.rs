@@ -95,7 +95,10 @@ pub async fn required(
         }
         Err(rejection) => return Ok(rejection.into_response()),
     };
-    route.admit(&session)?;
+    route.admit(
+        &session,
+        forwarder.step_up_return_to(req.headers()).as_deref(),
+    )?;
     let session = refresher.fresh(*session, crate::clock::unix_now()).await?;
     forwarder.forward(&route, req, Some(&session)).await
 }

@@ -118,9 +118,14 @@ impl Route {
     /// naming what the route requires (never what the user has); then its
     /// step-up rule over the login's `acr` and `auth_time`: 401
     /// `step_up_required` with a login URL asking for what is missing (the
-    /// session stays). The one check for proxied requests, WebSocket
-    /// handshakes and forward-auth.
-    pub fn admit(&self, session: &crate::session::Session) -> Result<(), crate::error::AppError> {
+    /// session stays; `return_to` is where that login comes back to). The
+    /// one check for proxied requests, WebSocket handshakes and
+    /// forward-auth.
+    pub fn admit(
+        &self,
+        session: &crate::session::Session,
+        return_to: Option<&str>,
+    ) -> Result<(), crate::error::AppError> {
         if self.policy.is_empty() && self.step_up.is_empty() {
             return Ok(());
         }
@@ -136,6 +141,7 @@ impl Route {
                 Err(crate::error::AppError::step_up(
                     &challenge,
                     &self.login_path,
+                    return_to,
                 ))
             }
         }

@@ -179,7 +179,9 @@ async fn decide(state: &AppState, parts: &mut Parts) -> Result<Response, Respons
             )
         })?;
     if let Some(r) = route {
-        r.admit(&session).map_err(IntoResponse::into_response)?;
+        // The step-up comes back to the page the proxy was asked for.
+        r.admit(&session, Some(orig.uri.as_str()))
+            .map_err(IntoResponse::into_response)?;
     }
     // As the proxy: a token that cannot be a header is an error, never a
     // 200 that lets the request through without it.

@@ -48,7 +48,12 @@ async fn api_get(b: &mut Browser, path: &str) -> crate::harness::browser::Resp {
 /// Follows a `step_up_required` answer's login URL as `user`; the
 /// gateway's answer at the callback.
 async fn step_up(b: &mut Browser, login_url: &str, user: &str) -> crate::harness::browser::Resp {
-    let start = b.navigate(&format!("{login_url}&return_to=%2Fapp")).await;
+    let url = if login_url.contains("return_to=") {
+        login_url.to_owned()
+    } else {
+        format!("{login_url}&return_to=%2Fapp")
+    };
+    let start = b.navigate(&url).await;
     assert_eq!(start.status, StatusCode::SEE_OTHER, "{start:?}");
     let authorize = start.location().expect("authorization URL");
     let cb = b
@@ -86,9 +91,24 @@ async fn a_step_up_route_answers_step_up_required_and_the_step_up_login_lets_the
     // The session stays: other routes still work.
     assert_eq!(api_get(&mut b, "/api/x").await.status, StatusCode::OK);
 
-    let done = step_up(&mut b, &url, &user).await;
+    // From a page of the app (a same-origin fetch sends it as Referer),
+    // the login comes back there.
+    let referer = gw.url("/orders?id=3");
+    let from_page = b
+        .request(
+            Method::GET,
+            "/secure/data",
+            &[("accept", "application/json"), ("referer", &referer)],
+            None,
+        )
+        .await;
+    assert_eq!(
+        login_url(&from_page),
+        "/auth/login?acr_values=mfa&return_to=%2Forders%3Fid%3D3"
+    );
+    let done = step_up(&mut b, &login_url(&from_page), &user).await;
     assert_eq!(done.status, StatusCode::SEE_OTHER, "{done:?}");
-    assert_eq!(done.location(), Some(gw.url("/app")));
+    assert_eq!(done.location(), Some(gw.url("/orders?id=3")));
     let ok = api_get(&mut b, "/secure/data").await;
     assert_eq!(ok.status, StatusCode::OK, "{ok:?}");
     let seen = upstream.seen();
