@@ -56,7 +56,7 @@ pub fn parse(query: Option<&str>, extras: &[String]) -> Result<LoginQuery, Strin
                 shown(name)
             ));
         }
-        if seen.len() >= STANDARD.len() + extras.len() + 1 {
+        if seen.len() > STANDARD.len() + extras.len() {
             return Err("There are too many login parameters.".into());
         }
         seen.push(name.to_owned());

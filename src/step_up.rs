@@ -107,7 +107,7 @@ pub fn parse_upstream_challenge(header: &[u8]) -> Option<Challenge> {
         return None;
     }
     let text = std::str::from_utf8(header).ok()?.trim();
-    let (scheme, rest) = text.split_once(|c: char| c == ' ' || c == '\t')?;
+    let (scheme, rest) = text.split_once([' ', '\t'])?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return None;
     }
