@@ -2,7 +2,8 @@
 //! callback.
 //!
 //! A started login (state, nonce, PKCE verifier, return target, expiry, the
-//! session it replaces) is not stored: it travels in a cookie of its own,
+//! session it replaces, and what the SPA asked for: `acr_values`,
+//! `max_age`, a silent check, the user a step-up is for) is not stored: it travels in a cookie of its own,
 //! sealed under the server key, so an anonymous `/auth/login` costs the
 //! store nothing. The cookie is named by a short prefix of the state, one
 //! per login under way, so several tabs can log in at once; at most
@@ -11,6 +12,11 @@
 //! another browser fails (login CSRF); single use across every instance
 //! comes from a tiny claim marker written at the callback, which lives
 //! until the login would have expired anyway.
+//!
+//! At the callback, a login is checked against what it asked for (`acr`,
+//! `auth_time`) and, as a step-up, for being the same user; a silent
+//! check's "the user must log in" answer goes back to the app
+//! ([`LoginError::Silent`]) instead of becoming an error page.
 
 use std::time::Duration;
 
@@ -91,8 +97,7 @@ pub const MAX_PENDING_LOGINS: usize = 5;
 
 /// The longest return target (as resolved, in bytes) a login carries. It
 /// keeps one sealed login cookie under 3.8 KB (step-up fields included),
-/// under the 4 KB
-/// browsers keep per cookie.
+/// below the 4 KB browsers keep per cookie.
 pub const MAX_RETURN_TO_BYTES: usize = crate::url_policy::return_to::MAX_LEN;
 
 /// The most pending-login cookie bytes a browser is asked to keep at once
