@@ -430,7 +430,9 @@ const configuration = {
   responseTypes: ['code'],
   scopes: ['openid', 'offline_access', 'profile', 'email', ...RESOURCE_SCOPES],
   claims: {
-    openid: ['sub'],
+    // acr with every openid login, not only when a client asks for it: the
+    // gateway keeps it in the session for step-up.
+    openid: ['sub', 'acr'],
     profile: ['name', 'given_name', 'family_name', 'preferred_username', 'groups', 'realm_access'],
     email: ['email', 'email_verified'],
   },
