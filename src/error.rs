@@ -111,6 +111,9 @@ pub struct ErrorInfo {
     pub message: String,
     /// Offer a "log in again" link.
     pub relogin: bool,
+    /// Where that link goes when not the plain login (a step-up's login
+    /// URL, asking for what the route needs).
+    pub login_url: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -291,12 +294,17 @@ impl IntoResponse for AppError {
                 HeaderValue::from_static("Session realm=\"oidc-bff\", login=\"/auth/login\""),
             );
         }
+        let login_url = match &self {
+            Self::StepUpRequired { login_url, .. } => Some(login_url.clone()),
+            _ => None,
+        };
         resp.extensions_mut().insert(ErrorInfo {
             status: status.as_u16(),
             code,
             title,
             message,
             relogin,
+            login_url,
         });
         resp
     }

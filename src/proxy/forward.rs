@@ -197,9 +197,16 @@ impl Forwarder {
         self.forward_as(route, req, caller).await
     }
 
-    /// Where a step-up for this browser request should come back to: its
-    /// same-origin `Referer`'s path and query.
-    pub fn step_up_return_to(&self, headers: &http::HeaderMap) -> Option<String> {
+    /// Where a step-up for this browser request should come back to: the
+    /// page itself for a navigation, else its same-origin `Referer`'s path
+    /// and query (the page that made the call).
+    pub fn step_up_return_to(&self, headers: &http::HeaderMap, uri: &http::Uri) -> Option<String> {
+        if crate::pages::is_navigation(headers) {
+            return uri
+                .path_and_query()
+                .map(|pq| pq.as_str().to_owned())
+                .filter(|pq| pq.len() <= crate::url_policy::return_to::MAX_LEN);
+        }
         crate::step_up::return_to_from_referer(
             headers,
             &self.public_origin,
@@ -250,7 +257,8 @@ impl Forwarder {
             }
         };
         let (mut parts, body) = req.into_parts();
-        let step_up_return_to = session.and_then(|_| self.step_up_return_to(&parts.headers));
+        let step_up_return_to =
+            session.and_then(|_| self.step_up_return_to(&parts.headers, &parts.uri));
         // Only a well-formed WebSocket handshake may ask to switch protocols.
         let ws_key = if upgrade::asks_for_upgrade(&parts.headers) {
             Some(

@@ -97,7 +97,9 @@ pub async fn required(
     };
     route.admit(
         &session,
-        forwarder.step_up_return_to(req.headers()).as_deref(),
+        forwarder
+            .step_up_return_to(req.headers(), req.uri())
+            .as_deref(),
     )?;
     let session = refresher.fresh(*session, crate::clock::unix_now()).await?;
     forwarder.forward(&route, req, Some(&session)).await

@@ -153,3 +153,24 @@ async fn login_parameters_outside_the_allowlist_are_a_400_naming_the_parameter()
         "the value is not echoed: {page}"
     );
 }
+
+#[tokio::test]
+async fn a_navigation_to_a_step_up_route_gets_a_page_whose_login_link_asks_for_the_step_up() {
+    let app = app().await;
+    let cookie = app
+        .logged_in_with("finn", json!({ "acr": "pwd", "auth_time": now() }), None)
+        .await;
+    let mut headers = NAVIGATION.to_vec();
+    headers.push(("cookie", &cookie));
+    let page = app.get("/app/vault/report?y=2", &headers).await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED, "{page}");
+    // As the browser reads the attribute (HTML-escaped in the page).
+    let html = page.text().replace("&#x2f;", "/").replace("&amp;", "&");
+    assert!(
+        html.contains(
+            "href=\"/app/auth/login?acr_values=mfa+hwk&max_age=600&return_to=%2Fapp%2Fvault%2Freport%3Fy%3D2\""
+        ),
+        "{page}"
+    );
+    assert!(app.upstream.uris().is_empty());
+}
