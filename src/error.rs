@@ -359,6 +359,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn step_up_required_carries_its_login_url_and_an_rfc_9470_challenge() {
+        let challenge = crate::step_up::Challenge {
+            acr_values: Some("mfa".into()),
+            max_age: Some(300),
+        };
+        let (status, v, resp) = body_of(AppError::step_up(
+            &challenge,
+            "/auth/login",
+            Some("/orders"),
+        ))
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(v["error"], "step_up_required");
+        assert_eq!(
+            v["login_url"],
+            "/auth/login?acr_values=mfa&max_age=300&return_to=%2Forders"
+        );
+        assert_eq!(
+            resp.headers()[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"oidc-bff\", error=\"insufficient_user_authentication\", acr_values=\"mfa\", max_age=300"
+        );
+        let info = resp.extensions().get::<ErrorInfo>().expect("info");
+        assert!(info.relogin);
+        assert_eq!(info.login_url.as_deref(), v["login_url"].as_str());
+        let (_, other, _) = body_of(AppError::Unauthenticated).await;
+        assert!(other.get("login_url").is_none(), "{other}");
+    }
+
+    #[tokio::test]
     async fn an_ended_session_says_why_in_a_category_and_nothing_more() {
         for (why, reason) in [
             (EndReason::Expired, "expired"),

@@ -206,4 +206,19 @@ mod tests {
         let e = parse(Some("%3Cscript%3E=1"), &[]).expect_err("unknown");
         assert!(!e.contains('<'), "{e}");
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2048, ..Default::default() })]
+
+        #[test]
+        fn any_query_is_refused_or_gives_only_bounded_allowlisted_parameters(q in "[a-z_=&%0-9A-F+ ]{0,300}") {
+            if let Ok(p) = parse(Some(&q), &["organization".into()]) {
+                for (k, v) in &p.params {
+                    proptest::prop_assert!(STANDARD.contains(&k.as_str()) || k == "organization", "{k}");
+                    proptest::prop_assert!(v.len() <= MAX_VALUE_BYTES && !v.is_empty());
+                    proptest::prop_assert!(!v.chars().any(char::is_control));
+                }
+            }
+        }
+    }
 }
