@@ -148,6 +148,12 @@ async fn bearer(
         tracing::info!(route = %route.path, "bearer request refused by the route's policy");
         AppError::Forbidden(refusal.to_string())
     })?;
+    // The step-up rule over the token's own `acr` / `auth_time`: a client
+    // gets the RFC 9470 challenge to take to its provider.
+    if let Some(challenge) = route.step_up.check(&claims, crate::clock::unix_now()) {
+        tracing::info!(route = %route.path, "bearer request needs a stronger login");
+        return Err(AppError::step_up(&challenge, &route.login_path, None));
+    }
     let authorization = req
         .headers()
         .get(header::AUTHORIZATION)
