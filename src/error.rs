@@ -39,6 +39,14 @@ pub enum AppError {
     /// verify: bad signature, wrong issuer or audience, expired.
     #[error("invalid bearer token: {0}")]
     InvalidBearerToken(String),
+    /// The session is good but its login is not strong or recent enough
+    /// for this route (or the upstream said so, RFC 9470): log in again
+    /// with what `login_url` asks. The session stays.
+    #[error("step-up required")]
+    StepUpRequired {
+        challenge: crate::step_up::Challenge,
+        login_url: String,
+    },
     #[error("missing or wrong anti-CSRF header")]
     CsrfRejected,
     #[error("forbidden: {0}")]
@@ -69,6 +77,15 @@ impl From<LoginError> for AppError {
             LoginError::BadRequest(m) => Self::BadRequest(m),
             LoginError::Failed(_, m) => Self::LoginFailed(m),
             LoginError::Expired => Self::LoginExpired,
+            // The callback handler returns a silent check to the app; this
+            // is only what it would mean anywhere else.
+            LoginError::Silent { reason, .. } => Self::LoginFailed(format!(
+                "the identity provider answered `{reason}`"
+            )),
+            LoginError::OtherUser => Self::LoginFailed(
+                "you signed in as a different user than the one this step-up was for; your earlier sign-in is still active. Sign in again as the same user, or log out first"
+                    .into(),
+            ),
             LoginError::Provider(p) => Self::Provider(p),
             LoginError::Store(s) => Self::Store(s),
         }
@@ -94,6 +111,9 @@ pub struct ErrorInfo {
     pub message: String,
     /// Offer a "log in again" link.
     pub relogin: bool,
+    /// Where that link goes when not the plain login (a step-up's login
+    /// URL, asking for what the route needs).
+    pub login_url: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -103,9 +123,34 @@ struct Body<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'static str>,
     message: &'a str,
+    /// Only on `step_up_required`: where to log in again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    login_url: Option<&'a str>,
 }
 
 impl AppError {
+    /// The audit trail's reason for a route refusing a session
+    /// (`Route::admit`): a step-up, or the route's policy.
+    pub fn audit_refusal(&self) -> &'static str {
+        match self {
+            Self::StepUpRequired { .. } => "step_up_required",
+            _ => "route_policy",
+        }
+    }
+
+    /// `step_up_required` for `challenge`, logging in at `login_path` and
+    /// coming back to `return_to` (when known).
+    pub fn step_up(
+        challenge: &crate::step_up::Challenge,
+        login_path: &str,
+        return_to: Option<&str>,
+    ) -> Self {
+        Self::StepUpRequired {
+            login_url: challenge.login_url(login_path, return_to),
+            challenge: challenge.clone(),
+        }
+    }
+
     /// Status, machine code, page title, user-facing sentence.
     pub fn describe(&self) -> (StatusCode, &'static str, &'static str, String) {
         use StatusCode as S;
@@ -130,6 +175,12 @@ impl AppError {
                 "session_expired",
                 why.title(),
                 why.message().into(),
+            ),
+            Self::StepUpRequired { .. } => (
+                S::UNAUTHORIZED,
+                "step_up_required",
+                "Please sign in again",
+                "This needs a stronger or more recent sign-in.".into(),
             ),
             Self::CsrfRejected => (
                 S::FORBIDDEN,
@@ -202,7 +253,11 @@ impl IntoResponse for AppError {
         }
         let relogin = matches!(
             code,
-            "login_failed" | "login_expired" | "session_expired" | "unauthenticated"
+            "login_failed"
+                | "login_expired"
+                | "session_expired"
+                | "unauthenticated"
+                | "step_up_required"
         );
         let mut resp = (
             status,
@@ -213,12 +268,31 @@ impl IntoResponse for AppError {
                     _ => None,
                 },
                 message: &message,
+                login_url: match &self {
+                    Self::StepUpRequired { login_url, .. } => Some(login_url),
+                    _ => None,
+                },
             }),
         )
             .into_response();
         let h = resp.headers_mut();
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if code == "invalid_token" {
+        if let Self::StepUpRequired { challenge, .. } = &self {
+            // RFC 9470's own challenge, so a client that knows it needs
+            // nothing else; values are ACR tokens and digits only.
+            let mut v = String::from(
+                "Bearer realm=\"oidc-bff\", error=\"insufficient_user_authentication\"",
+            );
+            if let Some(a) = &challenge.acr_values {
+                v.push_str(&format!(", acr_values=\"{a}\""));
+            }
+            if let Some(m) = challenge.max_age {
+                v.push_str(&format!(", max_age={m}"));
+            }
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                h.insert(header::WWW_AUTHENTICATE, v);
+            }
+        } else if code == "invalid_token" {
             h.insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"oidc-bff\", error=\"invalid_token\""),
@@ -229,12 +303,17 @@ impl IntoResponse for AppError {
                 HeaderValue::from_static("Session realm=\"oidc-bff\", login=\"/auth/login\""),
             );
         }
+        let login_url = match &self {
+            Self::StepUpRequired { login_url, .. } => Some(login_url.clone()),
+            _ => None,
+        };
         resp.extensions_mut().insert(ErrorInfo {
             status: status.as_u16(),
             code,
             title,
             message,
             relogin,
+            login_url,
         });
         resp
     }
@@ -286,6 +365,35 @@ mod tests {
                 .get::<ErrorInfo>()
                 .is_some_and(|i| i.relogin)
         );
+    }
+
+    #[tokio::test]
+    async fn step_up_required_carries_its_login_url_and_an_rfc_9470_challenge() {
+        let challenge = crate::step_up::Challenge {
+            acr_values: Some("mfa".into()),
+            max_age: Some(300),
+        };
+        let (status, v, resp) = body_of(AppError::step_up(
+            &challenge,
+            "/auth/login",
+            Some("/orders"),
+        ))
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(v["error"], "step_up_required");
+        assert_eq!(
+            v["login_url"],
+            "/auth/login?acr_values=mfa&max_age=300&return_to=%2Forders"
+        );
+        assert_eq!(
+            resp.headers()[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"oidc-bff\", error=\"insufficient_user_authentication\", acr_values=\"mfa\", max_age=300"
+        );
+        let info = resp.extensions().get::<ErrorInfo>().expect("info");
+        assert!(info.relogin);
+        assert_eq!(info.login_url.as_deref(), v["login_url"].as_str());
+        let (_, other, _) = body_of(AppError::Unauthenticated).await;
+        assert!(other.get("login_url").is_none(), "{other}");
     }
 
     #[tokio::test]

@@ -78,6 +78,7 @@ impl Pages {
                 context! {
                     css => CSS, title => info.title, message => info.message, code => info.code,
                     status => info.status, relogin => info.relogin, request_id => request_id,
+                    login_url => info.login_url,
                 },
             )
             .unwrap_or_else(|e| {
@@ -181,6 +182,7 @@ mod tests {
                 title: "Sign-in failed",
                 message: "<script>x</script>".into(),
                 relogin: true,
+                login_url: None,
             },
             Some("req-1"),
         );

@@ -336,6 +336,7 @@ mod tests {
             identity_headers: Vec::new(),
             assertion_audience: None,
             bearer_audience: None,
+            step_up: Default::default(),
         };
         RouteTable::new(&[
             route("/api"),

@@ -141,7 +141,8 @@ impl AppState {
                 .with_lifecycle(lifecycle.clone()),
         );
         Ok(Self(Arc::new(Inner {
-            routes: RouteTable::new(&config.routes)?,
+            routes: RouteTable::new(&config.routes)?
+                .with_login_path(&config.server.path("/auth/login")),
             csrf: Arc::new(CsrfRule {
                 header: config.csrf.header.clone(),
                 value: config.csrf.value.clone(),

@@ -27,3 +27,5 @@ mod policy;
 mod proxying;
 #[path = "router/static_app.rs"]
 mod static_app;
+#[path = "router/step_up.rs"]
+mod step_up;

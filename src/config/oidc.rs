@@ -36,6 +36,10 @@ pub struct RawOidc {
     pub scopes: Vec<String>,
     /// Extra parameters for the authorization request (e.g. `audience`).
     pub extra_auth_params: BTreeMap<String, String>,
+    /// Names of authorization-request parameters the SPA may pass through
+    /// `/auth/login` besides the standard `prompt`, `login_hint`,
+    /// `acr_values`, `max_age` and `ui_locales` (e.g. `["audience"]`).
+    pub login_parameters: Vec<String>,
     /// Where the browser lands after logout: a path on `public_url` or a URL
     /// on an allowed origin. Register it at the provider as a post-logout
     /// redirect URI.
@@ -98,6 +102,7 @@ impl Default for RawOidc {
             auth_method: "client_secret_basic".into(),
             scopes: vec!["openid".into(), "profile".into(), "email".into()],
             extra_auth_params: BTreeMap::new(),
+            login_parameters: Vec::new(),
             post_logout_redirect: "/".into(),
             end_session: true,
             id_token_algorithms: vec!["RS256".into(), "PS256".into(), "ES256".into()],
@@ -134,6 +139,9 @@ pub struct OidcConfig {
     pub auth_method: AuthMethod,
     pub scopes: Vec<String>,
     pub extra_auth_params: Vec<(String, String)>,
+    /// Extra parameter names `/auth/login` accepts from the SPA
+    /// (`flows::login_params`).
+    pub login_parameters: Vec<String>,
     /// Absolute URL.
     pub post_logout_redirect: Url,
     pub end_session: bool,
@@ -171,6 +179,7 @@ pub(super) struct Oidc {
     auth_method: AuthMethod,
     scopes: Vec<String>,
     extra_auth_params: Vec<(String, String)>,
+    login_parameters: Vec<String>,
     end_session: bool,
     id_token_algorithms: Vec<jsonwebtoken::Algorithm>,
     clock_skew: Duration,
@@ -204,6 +213,7 @@ impl Oidc {
             auth_method: self.auth_method,
             scopes: self.scopes,
             extra_auth_params: self.extra_auth_params,
+            login_parameters: self.login_parameters,
             post_logout_redirect,
             end_session: self.end_session,
             id_token_algorithms: self.id_token_algorithms,
@@ -219,6 +229,52 @@ impl Oidc {
             limits: self.limits,
         })
     }
+}
+
+/// `oidc.login_parameters`: parameter names (lower-case letters, digits,
+/// `_`, at most 64) that the gateway does not set itself, are not already
+/// allowed, and are listed once.
+fn login_parameters(raw: &RawOidc, issues: &mut Issues) -> Vec<String> {
+    use crate::login_params::STANDARD;
+    let mut out: Vec<String> = Vec::new();
+    for (i, name) in raw.login_parameters.iter().enumerate() {
+        let key = format!("oidc.login_parameters[{i}]");
+        let well_formed = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !well_formed {
+            issues.add(key, format!("`{name}` must be a parameter name of lower-case letters, digits and `_` (at most 64)"));
+        } else if RESERVED_AUTH_PARAMS.contains(&name.as_str())
+            || matches!(
+                name.as_str(),
+                "return_to" | "response_mode" | "request" | "request_uri"
+            )
+        {
+            issues.add(
+                key,
+                format!("`{name}` is set by the gateway itself and cannot come from the browser"),
+            );
+        } else if STANDARD.contains(&name.as_str()) {
+            issues.add(
+                key,
+                format!("`{name}` is always accepted; remove it from the list"),
+            );
+        } else if out.contains(name) {
+            issues.add(key, format!("`{name}` is listed twice"));
+        } else if raw.extra_auth_params.contains_key(name) {
+            issues.add(
+                key,
+                format!(
+                    "`{name}` is fixed by oidc.extra_auth_params; remove it from one of the two"
+                ),
+            );
+        } else {
+            out.push(name.clone());
+        }
+    }
+    out
 }
 
 /// Parameters the gateway sets on every authorization request itself.
@@ -285,6 +341,7 @@ pub(super) fn validate(raw: &RawOidc, issues: &mut Issues) -> Oidc {
             );
         }
     }
+    let login_parameters = login_parameters(raw, issues);
     let mut id_token_algorithms = Vec::new();
     for (i, a) in raw.id_token_algorithms.iter().enumerate() {
         match parse_algorithm(a) {
@@ -337,6 +394,7 @@ pub(super) fn validate(raw: &RawOidc, issues: &mut Issues) -> Oidc {
         client_secret,
         auth_method,
         scopes: raw.scopes.clone(),
+        login_parameters,
         extra_auth_params: raw
             .extra_auth_params
             .iter()
@@ -456,6 +514,46 @@ fn parse_algorithm(name: &str) -> Option<jsonwebtoken::Algorithm> {
 #[cfg(test)]
 mod tests {
     use super::super::testing::{keys_of, load_str, minimal};
+
+    #[test]
+    fn login_parameters_name_extras_the_gateway_does_not_set_itself() {
+        let with = |list: &str| {
+            minimal().replace(
+                "client_id = \"bff\"",
+                &format!("client_id = \"bff\"\nextra_auth_params = {{ audience = \"x\" }}\nlogin_parameters = {list}"),
+            )
+        };
+        let ok = load_str(&with("[\"organization\", \"claims_locales\"]"), &[]).expect("valid");
+        assert_eq!(ok.oidc.login_parameters, ["organization", "claims_locales"]);
+        let err = load_str(
+            &with(
+                "[\"Org\", \"state\", \"prompt\", \"org\", \"org\", \"audience\", \"return_to\"]",
+            ),
+            &[],
+        )
+        .expect_err("invalid");
+        assert_eq!(
+            keys_of(err.clone()),
+            [
+                "oidc.login_parameters[0]",
+                "oidc.login_parameters[1]",
+                "oidc.login_parameters[2]",
+                "oidc.login_parameters[4]",
+                "oidc.login_parameters[5]",
+                "oidc.login_parameters[6]",
+            ],
+            "{err}"
+        );
+        let typo = minimal().replace(
+            "client_id = \"bff\"",
+            "client_id = \"bff\"\nlogin_parameter = []",
+        );
+        let err = load_str(&typo, &[]).expect_err("unknown key");
+        assert!(
+            err.to_string().contains("did you mean `login_parameters`?"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn provider_limits_have_floors_and_a_token_must_fit_in_a_response() {

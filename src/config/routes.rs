@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::authz::{ClaimPath, Condition, Match, Policy};
+use crate::step_up::StepUpRule;
 
 use super::common::{Issues, RawDuration, positive_duration};
 
@@ -51,6 +52,13 @@ pub struct RawRoute {
     /// Also accept `Authorization: Bearer` JWT access tokens with this `aud`
     /// from clients that send no session cookie (`auth = "required"` only).
     pub bearer_audience: Option<String>,
+    /// Step-up: the session's login must have one of these `acr` values
+    /// (`auth = "required"` only); otherwise 401 `step_up_required` with a
+    /// login URL asking for them.
+    pub acr_values: Vec<String>,
+    /// Step-up: the session's login (`auth_time`) must be at most this old,
+    /// e.g. "10m"; otherwise 401 `step_up_required` with `max_age`.
+    pub max_auth_age: Option<RawDuration>,
 }
 
 /// One condition of `require`, as written.
@@ -83,6 +91,8 @@ impl Default for RawRoute {
             assertion: false,
             assertion_audience: None,
             bearer_audience: None,
+            acr_values: Vec::new(),
+            max_auth_age: None,
         }
     }
 }
@@ -111,6 +121,9 @@ pub struct RouteConfig {
     pub assertion_audience: Option<String>,
     /// Bearer clients' tokens must name this audience (off when `None`).
     pub bearer_audience: Option<String>,
+    /// What the session's login must meet (`acr_values`, `max_auth_age`;
+    /// empty: nothing).
+    pub step_up: StepUpRule,
 }
 
 /// The gateway's own endpoints, which no route may shadow.
@@ -222,6 +235,7 @@ pub(super) fn validate(raw: &[RawRoute], issues: &mut Issues) -> Vec<RouteConfig
                 );
             }
         }
+        let step_up = step_up(&prefix, r, auth, issues);
         if let Some(upstream) = upstream {
             routes.push(RouteConfig {
                 path: r.path.clone(),
@@ -236,10 +250,49 @@ pub(super) fn validate(raw: &[RawRoute], issues: &mut Issues) -> Vec<RouteConfig
                     .assertion
                     .then(|| r.assertion_audience.clone().unwrap_or_default()),
                 bearer_audience: r.bearer_audience.clone(),
+                step_up,
             });
         }
     }
     routes
+}
+
+/// `routes[i].acr_values` and `max_auth_age`: ACR values the provider can
+/// be asked for, a positive age, and a route that has a session.
+fn step_up(prefix: &str, r: &RawRoute, auth: RouteAuth, issues: &mut Issues) -> StepUpRule {
+    let mut rule = StepUpRule::default();
+    for (j, a) in r.acr_values.iter().enumerate() {
+        if crate::step_up::is_acr_token(a) {
+            rule.acr_values.push(a.clone());
+        } else {
+            issues.add(
+                format!("{prefix}.acr_values[{j}]"),
+                format!("`{a}` must be an ACR value of printable characters without spaces, quotes, commas or backslashes (at most 128)"),
+            );
+        }
+    }
+    if r.acr_values.len() > 8 {
+        issues.add(format!("{prefix}.acr_values"), "lists more than 8 values");
+    }
+    if let Some(age) = &r.max_auth_age {
+        rule.max_auth_age = Some(positive_duration(
+            issues,
+            &format!("{prefix}.max_auth_age"),
+            age,
+        ));
+    }
+    if !rule.is_empty() && auth != RouteAuth::Required {
+        let key = if r.acr_values.is_empty() {
+            "max_auth_age"
+        } else {
+            "acr_values"
+        };
+        issues.add(
+            format!("{prefix}.{key}"),
+            "step-up needs a session: set auth = \"required\" on this route, or remove it",
+        );
+    }
+    rule
 }
 
 /// `routes[i].require`, each condition checked by key.
@@ -386,6 +439,8 @@ fn identity_headers(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::super::testing::{keys_of, load_str, minimal};
 
     #[test]
@@ -460,6 +515,39 @@ mod tests {
         );
         let keys = keys_of(load_str(&toml, &[]).expect_err("invalid"));
         assert_eq!(keys, ["routes[1].require", "routes[1].identity_headers"]);
+    }
+
+    #[test]
+    fn step_up_rules_are_read_and_checked_by_key() {
+        let ok = load_str(
+            &route("acr_values = [\"mfa\", \"urn:acr:hwk\"]\nmax_auth_age = \"10m\"\n"),
+            &[],
+        )
+        .expect("valid");
+        let rule = &ok.routes[1].step_up;
+        assert_eq!(rule.acr_values, ["mfa", "urn:acr:hwk"]);
+        assert_eq!(rule.max_auth_age, Some(Duration::from_secs(600)));
+        assert!(ok.routes[0].step_up.is_empty());
+        let bad = route("acr_values = [\"m f a\", \"\"]\nmax_auth_age = \"0s\"\n");
+        let err = load_str(&bad, &[]).expect_err("invalid");
+        assert_eq!(
+            keys_of(err.clone()),
+            [
+                "routes[1].acr_values[0]",
+                "routes[1].acr_values[1]",
+                "routes[1].max_auth_age"
+            ],
+            "{err}"
+        );
+        let public = route("auth = \"optional\"\nmax_auth_age = \"5m\"\n");
+        let keys = keys_of(load_str(&public, &[]).expect_err("invalid"));
+        assert_eq!(keys, ["routes[1].max_auth_age"]);
+        let typo = route("max_auth_ag = \"5m\"\n");
+        let err = load_str(&typo, &[]).expect_err("unknown key");
+        assert!(
+            err.to_string().contains("did you mean `max_auth_age`?"),
+            "{err}"
+        );
     }
 
     #[test]

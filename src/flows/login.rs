@@ -2,7 +2,8 @@
 //! callback.
 //!
 //! A started login (state, nonce, PKCE verifier, return target, expiry, the
-//! session it replaces) is not stored: it travels in a cookie of its own,
+//! session it replaces, and what the SPA asked for: `acr_values`,
+//! `max_age`, a silent check, the user a step-up is for) is not stored: it travels in a cookie of its own,
 //! sealed under the server key, so an anonymous `/auth/login` costs the
 //! store nothing. The cookie is named by a short prefix of the state, one
 //! per login under way, so several tabs can log in at once; at most
@@ -11,6 +12,11 @@
 //! another browser fails (login CSRF); single use across every instance
 //! comes from a tiny claim marker written at the callback, which lives
 //! until the login would have expired anyway.
+//!
+//! At the callback, a login is checked against what it asked for (`acr`,
+//! `auth_time`) and, as a step-up, for being the same user; a silent
+//! check's "the user must log in" answer goes back to the app
+//! ([`LoginError::Silent`]) instead of becoming an error page.
 
 use std::time::Duration;
 
@@ -20,6 +26,7 @@ use serde_json::Value;
 use url::Url;
 
 use super::Untrusted;
+use crate::login_params::LoginQuery;
 use crate::oidc::Oidc;
 use crate::oidc::claims::{bounded_json, granted_scopes, strip_protocol_claims};
 use crate::oidc::jwt::{IdTokenExpectations, TokenError, validate_id_token};
@@ -43,6 +50,18 @@ pub enum LoginError {
     /// The state is unknown, expired, used, or from another browser.
     #[error("login expired or already completed")]
     Expired,
+    /// A silent check (`prompt=none`) found no usable login at the
+    /// provider: back to the app, at `return_to` with `login_error` set to
+    /// the provider's reason. No session was created or ended.
+    #[error("silent login not possible: {reason}")]
+    Silent {
+        return_to: Url,
+        reason: &'static str,
+    },
+    /// A step-up login came back as another user than the session it was
+    /// to strengthen: refused, the session stays.
+    #[error("the step-up login was for another user")]
+    OtherUser,
     #[error(transparent)]
     Provider(#[from] ProviderError),
     #[error(transparent)]
@@ -56,6 +75,9 @@ impl LoginError {
             Self::BadRequest(_) => "bad_request",
             Self::Failed(reason, _) => reason,
             Self::Expired => "state_invalid",
+            // The provider's own word: login_required, interaction_required, …
+            Self::Silent { reason, .. } => reason,
+            Self::OtherUser => "step_up_other_user",
             Self::Provider(_) => "provider_unavailable",
             Self::Store(_) => "store_unavailable",
         }
@@ -97,8 +119,8 @@ fn oversized_fails(e: ProviderError) -> LoginError {
 pub const MAX_PENDING_LOGINS: usize = 5;
 
 /// The longest return target (as resolved, in bytes) a login carries. It
-/// keeps one sealed login cookie near 3 KB at most, well under the 4 KB
-/// browsers keep per cookie.
+/// keeps one sealed login cookie under 3.8 KB (step-up fields included),
+/// below the 4 KB browsers keep per cookie.
 pub const MAX_RETURN_TO_BYTES: usize = crate::url_policy::return_to::MAX_LEN;
 
 /// The most pending-login cookie bytes a browser is asked to keep at once
@@ -124,7 +146,25 @@ struct PendingLogin {
     /// navigation, which sees even a `SameSite=Strict` cookie): the
     /// callback, a cross-site navigation that may not, ends it.
     previous: Option<String>,
+    /// `acr_values` asked for: the ID token's `acr` must be one of them.
+    acr_values: Option<String>,
+    /// `max_age` asked for: the ID token's `auth_time` must be that recent.
+    max_age: Option<u64>,
+    /// `prompt=none`: "log in first" answers go back to the app.
+    silent: bool,
+    /// A step-up of the session of this user (hash of `sub`): another
+    /// user's login is refused.
+    step_up_of: Option<String>,
 }
+
+/// The answers to `prompt=none` that mean "the user must interact" (OIDC
+/// Core 3.1.2.6): a silent check returns them to the app.
+const SILENT_ERRORS: &[&str] = &[
+    "login_required",
+    "interaction_required",
+    "consent_required",
+    "account_selection_required",
+];
 
 impl PendingLogin {
     fn open(sessions: &Sessions, value: &str) -> Option<Self> {
@@ -152,13 +192,17 @@ pub struct LoginStart {
 /// Starts a login: seals the pending state for the browser and returns
 /// where to send it. Writes nothing to the store.
 ///
-/// `previous` is the browser's session now; `under_way` its pending-login
-/// cookies as `(slot, value)`.
+/// `previous` is the browser's session now and the hash of its user;
+/// `asked` the SPA's login parameters; `under_way` its pending-login
+/// cookies as `(slot, value)`. A login that asks for `acr_values` or
+/// `max_age` from a browser with a session is a step-up of that session:
+/// it must come back as the same user.
 pub async fn begin(
     oidc: &Oidc,
     sessions: &Sessions,
     return_to: &Url,
-    previous: Option<&StoreId>,
+    asked: &LoginQuery,
+    previous: Option<(&StoreId, &str)>,
     under_way: &[(&str, &str)],
     now: u64,
 ) -> Result<LoginStart, LoginError> {
@@ -175,14 +219,20 @@ pub async fn begin(
         pkce_verifier: verifier.secret().clone(),
         return_to: return_to.to_string(),
         expires_at: now.saturating_add(login_timeout.as_secs()),
-        previous: previous.map(|id| id.as_str().to_owned()),
+        previous: previous.map(|(id, _)| id.as_str().to_owned()),
+        acr_values: asked.acr_values.clone(),
+        max_age: asked.max_age,
+        silent: asked.silent,
+        step_up_of: previous
+            .filter(|_| asked.acr_values.is_some() || asked.max_age.is_some())
+            .map(|(_, user)| user.to_owned()),
     };
     let plain = zeroize::Zeroizing::new(postcard::to_stdvec(&pending).unwrap_or_default());
     let value = sessions.seal_for_browser(SEAL_PURPOSE, &plain);
     let slot = login_slot(&state).unwrap_or_default().to_owned();
     let redirect = oidc
         .provider
-        .authorization_url(&state, &nonce, challenge)
+        .authorization_url(&state, &nonce, challenge, &asked.params)
         .await?;
     let superseded = superseded(sessions, under_way, &slot, value.len(), now);
     Ok(LoginStart {
@@ -292,6 +342,17 @@ pub async fn complete(
         }
         None => None,
     };
+    if let (Some(error), Some(p)) = (&params.error, &pending)
+        && p.silent
+        && let Some(reason) = SILENT_ERRORS.iter().find(|e| **e == error.as_str())
+    {
+        tracing::info!(reason, "silent login check: the user must log in");
+        let mut return_to = Url::parse(&p.return_to).map_err(|_| LoginError::Expired)?;
+        return_to
+            .query_pairs_mut()
+            .append_pair("login_error", reason);
+        return Err(LoginError::Silent { return_to, reason });
+    }
     if let Some(error) = &params.error {
         tracing::info!(
             error = %Untrusted(error),
@@ -376,6 +437,13 @@ pub async fn complete(
             "the ID token has no subject".into(),
         ));
     }
+    check_asked(&pending, &claims, oidc.provider.config().clock_skew, now)?;
+    if pending.step_up_of.as_deref().is_some_and(|u| {
+        !constant_time_eq(u.as_bytes(), crate::session::user_hash(&sub).as_bytes())
+    }) {
+        tracing::warn!("step-up login came back as another user; refused, the session stays");
+        return Err(LoginError::OtherUser);
+    }
     if oidc.provider.config().userinfo {
         let info = oidc
             .provider
@@ -439,6 +507,43 @@ pub async fn complete(
     })
 }
 
+/// OIDC Core 3.1.2.1 / 3.1.3.7: when `acr_values` were asked, the ID
+/// token's `acr` is one of them; when `max_age` was, its `auth_time` is
+/// no older (give or take the clock skew). Otherwise the login fails: the
+/// provider did not do what the route needs.
+fn check_asked(
+    pending: &PendingLogin,
+    claims: &serde_json::Map<String, Value>,
+    skew: Duration,
+    now: u64,
+) -> Result<(), LoginError> {
+    if let Some(asked) = &pending.acr_values {
+        let acr = claims.get("acr").and_then(Value::as_str);
+        if !acr.is_some_and(|a| asked.split(' ').any(|w| w == a)) {
+            tracing::warn!("ID token's acr is not one that was asked for; login refused");
+            return Err(LoginError::Failed(
+                "acr_not_satisfied",
+                "the identity provider did not sign you in at the level this application asked for"
+                    .into(),
+            ));
+        }
+    }
+    if let Some(max_age) = pending.max_age {
+        let fresh = claims
+            .get("auth_time")
+            .and_then(Value::as_u64)
+            .is_some_and(|t| t.saturating_add(max_age).saturating_add(skew.as_secs()) >= now);
+        if !fresh {
+            tracing::warn!("ID token's auth_time is missing or older than max_age; login refused");
+            return Err(LoginError::Failed(
+                "auth_time_too_old",
+                "the identity provider did not sign you in again recently enough".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// An error code from the provider, reduced to what is safe to show.
 fn sanitize(s: &str) -> String {
     s.chars()
@@ -482,6 +587,10 @@ mod tests {
             return_to: return_to.into(),
             expires_at,
             previous: Some("ab".repeat(32)),
+            acr_values: None,
+            max_age: None,
+            silent: false,
+            step_up_of: None,
         }
     }
 
@@ -520,11 +629,16 @@ mod tests {
             "a".repeat(MAX_RETURN_TO_BYTES - 20)
         );
         assert_eq!(return_to.len(), MAX_RETURN_TO_BYTES);
-        let value = sealed(&s, &pending(&return_to, u64::MAX));
+        let mut largest = pending(&return_to, u64::MAX);
+        largest.acr_values = Some("a".repeat(crate::login_params::MAX_VALUE_BYTES));
+        largest.max_age = Some(u64::MAX);
+        largest.step_up_of = Some("f".repeat(64));
+        let value = sealed(&s, &largest);
         let header =
             s.cookies()
                 .login_cookie("abcdefgh", &value, Duration::from_secs(u64::from(u32::MAX)));
-        assert!(header.len() < 3400, "{} bytes", header.len());
+        // With every step-up field at its largest: still well under 4 KB.
+        assert!(header.len() < 3800, "{} bytes", header.len());
         assert!(
             value.len() * 2 <= MAX_PENDING_COOKIE_BYTES,
             "two always fit"

@@ -38,6 +38,8 @@ pub fn bounded_json(
 }
 
 /// Claims that describe the token, not the user: not kept in the session.
+/// (`auth_time` and `acr` describe the login and are kept: step-up reads
+/// them.)
 const PROTOCOL_CLAIMS: &[&str] = &[
     "iss",
     "aud",
@@ -50,7 +52,6 @@ const PROTOCOL_CLAIMS: &[&str] = &[
     "s_hash",
     "azp",
     "jti",
-    "auth_time",
     "typ",
     "session_state",
 ];

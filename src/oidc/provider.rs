@@ -508,6 +508,7 @@ impl Provider {
         state: &str,
         nonce: &str,
         pkce_challenge: PkceCodeChallenge,
+        from_browser: &[(String, String)],
     ) -> Result<Url, ProviderError> {
         let d = self.discovered().await?;
         let (state, nonce) = (state.to_owned(), nonce.to_owned());
@@ -522,7 +523,14 @@ impl Provider {
         for s in self.config.scopes.iter().filter(|s| *s != "openid") {
             req = req.add_scope(Scope::new(s.clone()));
         }
+        // The SPA's login parameters (already checked against the
+        // allowlist) take the place of a configured one of the same name.
         for (k, v) in &self.config.extra_auth_params {
+            if !from_browser.iter().any(|(b, _)| b == k) {
+                req = req.add_extra_param(k.clone(), v.clone());
+            }
+        }
+        for (k, v) in from_browser {
             req = req.add_extra_param(k.clone(), v.clone());
         }
         let (url, _, _) = req.url();

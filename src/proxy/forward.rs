@@ -98,6 +98,9 @@ pub struct Forwarder {
     gateway_only: Vec<HeaderName>,
     /// Tunnels close with 1001 when the process's drain ends.
     lifecycle: Lifecycle,
+    /// `/auth/login` as the browser sees it: where a relayed step-up
+    /// challenge sends the SPA.
+    login_path: String,
 }
 
 impl Forwarder {
@@ -133,6 +136,7 @@ impl Forwarder {
             signer: None,
             lifecycle: Lifecycle::default(),
             gateway_only: identity::names_to_strip(&config.routes, config.assertion.as_ref()),
+            login_path: config.server.path("/auth/login"),
         })
     }
 
@@ -203,6 +207,23 @@ impl Forwarder {
         self.forward_as(route, req, caller).await
     }
 
+    /// Where a step-up for this browser request should come back to: the
+    /// page itself for a navigation, else its same-origin `Referer`'s path
+    /// and query (the page that made the call).
+    pub fn step_up_return_to(&self, headers: &http::HeaderMap, uri: &http::Uri) -> Option<String> {
+        if crate::pages::is_navigation(headers) {
+            return uri
+                .path_and_query()
+                .map(|pq| pq.as_str().to_owned())
+                .filter(|pq| pq.len() <= crate::url_policy::return_to::MAX_LEN);
+        }
+        crate::step_up::return_to_from_referer(
+            headers,
+            &self.public_origin,
+            crate::url_policy::return_to::MAX_LEN,
+        )
+    }
+
     /// Sends `req` to `route`'s upstream on behalf of `caller`.
     pub async fn forward_as(
         &self,
@@ -246,6 +267,8 @@ impl Forwarder {
             }
         };
         let (mut parts, body) = req.into_parts();
+        let step_up_return_to =
+            session.and_then(|_| self.step_up_return_to(&parts.headers, &parts.uri));
         // Only a well-formed WebSocket handshake may ask to switch protocols.
         let ws_key = if upgrade::asks_for_upgrade(&parts.headers) {
             Some(
@@ -366,6 +389,25 @@ impl Forwarder {
         } else {
             false
         };
+        // An API's RFC 9470 challenge to a browser session becomes the
+        // gateway's own `step_up_required`, as a route's rule would; any
+        // other 401 (or one that does not parse) passes through.
+        if resp.status() == StatusCode::UNAUTHORIZED
+            && session.is_some()
+            && let Some(challenge) = resp
+                .headers()
+                .get_all(http::header::WWW_AUTHENTICATE)
+                .iter()
+                .take(4)
+                .find_map(|v| crate::step_up::parse_upstream_challenge(v.as_bytes()))
+        {
+            tracing::info!(route = %route.path, "upstream asked for step-up; relayed");
+            return Err(AppError::step_up(
+                &challenge,
+                &self.login_path,
+                step_up_return_to.as_deref(),
+            ));
+        }
         let (mut parts, body) = resp.into_parts();
         headers::to_browser(&mut parts.headers, &self.cookies, session_route);
         if switched {

@@ -101,10 +101,11 @@ pub async fn required(
         }
         Err(rejection) => return Ok(rejection.into_response()),
     };
-    if let Err(refused) = route.admit(&session) {
+    let return_to = forwarder.step_up_return_to(req.headers(), req.uri());
+    if let Err(refused) = route.admit(&session, return_to.as_deref()) {
         audit.record(
             Origin::of_request(&req),
-            Event::failure(Action::PolicyRefusal, "route_policy")
+            Event::failure(Action::PolicyRefusal, refused.audit_refusal())
                 .route(&route.path)
                 .session(&session.store_id)
                 .user(&crate::audit::subject(&session)),
@@ -166,6 +167,18 @@ async fn bearer(
         audit.record(Origin::of_request(&req), event);
         AppError::Forbidden(refusal.to_string())
     })?;
+    // The step-up rule over the token's own `acr` / `auth_time`: a client
+    // gets the RFC 9470 challenge to take to its provider.
+    if let Some(challenge) = route.step_up.check(&claims, crate::clock::unix_now()) {
+        tracing::info!(route = %route.path, "bearer request needs a stronger login");
+        let mut event =
+            Event::failure(Action::PolicyRefusal, "step_up_required").route(&route.path);
+        if let Some(sub) = claims.get("sub").and_then(serde_json::Value::as_str) {
+            event = event.user(sub);
+        }
+        audit.record(Origin::of_request(&req), event);
+        return Err(AppError::step_up(&challenge, &route.login_path, None));
+    }
     let authorization = req
         .headers()
         .get(header::AUTHORIZATION)

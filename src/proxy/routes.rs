@@ -14,6 +14,7 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderName, HeaderValue, Uri};
 
 use crate::config::{RouteAuth, RouteConfig};
+use crate::step_up::StepUpRule;
 pub use crate::url_policy::path::{has_dot_segment, path_has_prefix};
 
 pub struct Route {
@@ -31,6 +32,11 @@ pub struct Route {
     pub assertion_audience: Option<String>,
     /// Bearer clients' required audience (`bearer_audience`), if accepted.
     pub bearer_audience: Option<String>,
+    /// What the session's login must meet (`acr_values`, `max_auth_age`).
+    pub step_up: StepUpRule,
+    /// The gateway's `/auth/login` as the browser sees it (under the mount
+    /// path): the base of a step-up challenge's login URL.
+    pub login_path: String,
     scheme: Scheme,
     authority: Authority,
     /// The upstream URL's path without a trailing slash ("" for the root).
@@ -66,6 +72,8 @@ impl RouteTable {
                 identity_headers: c.identity_headers.clone(),
                 assertion_audience: c.assertion_audience.clone(),
                 bearer_audience: c.bearer_audience.clone(),
+                step_up: c.step_up.clone(),
+                login_path: "/auth/login".into(),
                 host_header: HeaderValue::from_str(authority.as_str())?,
                 scheme,
                 authority,
@@ -74,6 +82,17 @@ impl RouteTable {
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
         Ok(Self { routes })
+    }
+
+    /// Step-up challenges name `login_path` (`/auth/login` under the
+    /// mount path) as where to log in.
+    pub fn with_login_path(mut self, login_path: &str) -> Self {
+        for r in &mut self.routes {
+            if let Some(r) = Arc::get_mut(r) {
+                r.login_path = login_path.to_owned();
+            }
+        }
+        self
     }
 
     /// The route a path falls under (the router does this matching; this
@@ -96,16 +115,36 @@ impl RouteTable {
 
 impl Route {
     /// The route's policy over a session's claims and granted scopes: 403
-    /// naming what the route requires (never what the user has). The one
-    /// check for proxied requests, WebSocket handshakes and forward-auth.
-    pub fn admit(&self, session: &crate::session::Session) -> Result<(), crate::error::AppError> {
-        if self.policy.is_empty() {
+    /// naming what the route requires (never what the user has); then its
+    /// step-up rule over the login's `acr` and `auth_time`: 401
+    /// `step_up_required` with a login URL asking for what is missing (the
+    /// session stays; `return_to` is where that login comes back to). The
+    /// one check for proxied requests, WebSocket handshakes and
+    /// forward-auth.
+    pub fn admit(
+        &self,
+        session: &crate::session::Session,
+        return_to: Option<&str>,
+    ) -> Result<(), crate::error::AppError> {
+        if self.policy.is_empty() && self.step_up.is_empty() {
             return Ok(());
         }
-        crate::authz::check(&self.policy, &session.claims(), session.scopes()).map_err(|refusal| {
+        let claims = session.claims();
+        crate::authz::check(&self.policy, &claims, session.scopes()).map_err(|refusal| {
             tracing::info!(route = %self.path, "request refused by the route's policy");
             crate::error::AppError::Forbidden(refusal.to_string())
-        })
+        })?;
+        match self.step_up.check(&claims, crate::clock::unix_now()) {
+            None => Ok(()),
+            Some(challenge) => {
+                tracing::info!(route = %self.path, "step-up required by the route");
+                Err(crate::error::AppError::step_up(
+                    &challenge,
+                    &self.login_path,
+                    return_to,
+                ))
+            }
+        }
     }
 
     /// The router patterns that together match exactly the paths under this
@@ -168,6 +207,7 @@ mod tests {
             identity_headers: Vec::new(),
             assertion_audience: None,
             bearer_audience: None,
+            step_up: Default::default(),
         };
         RouteTable::new(&[
             route("/api", "http://127.0.0.1:9100", false),

@@ -5,7 +5,6 @@
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 
 use crate::audit::{Action, Event, Origin};
 use crate::error::{AppError, AppResult};
@@ -30,24 +29,24 @@ pub fn redirect(location: &str) -> Response {
     resp
 }
 
-#[derive(Deserialize)]
-pub struct LoginQuery {
-    return_to: Option<String>,
-}
-
-/// `GET /auth/login?return_to=…`: starts the authorization code flow. The
-/// pending login goes to the browser in a sealed cookie of its own; the
-/// store is not written.
+/// `GET /auth/login?return_to=…&prompt=…`: starts the authorization code
+/// flow, passing on the SPA's allowed login parameters (`login_params`;
+/// any other is a 400). The pending login goes to the browser in a sealed
+/// cookie of its own; the store is not written.
 pub async fn login(
     State(state): State<AppState>,
     MaybeSession(current): MaybeSession,
     headers: HeaderMap,
     uri: Uri,
 ) -> AppResult<Response> {
-    // Parsed here rather than by the `Query` extractor, so a malformed or
-    // repeated parameter is the gateway's own 400 (JSON or page).
-    let Query(q) = Query::<LoginQuery>::try_from_uri(&uri)
-        .map_err(|_| AppError::BadRequest("The login parameters are malformed.".into()))?;
+    // Parsed here rather than by the `Query` extractor, so a malformed,
+    // unknown or repeated parameter is the gateway's own 400 (JSON or page).
+    let q = crate::login_params::parse(uri.query(), &state.config.oidc.login_parameters).map_err(
+        |e| {
+            tracing::info!("login parameters refused");
+            AppError::BadRequest(e)
+        },
+    )?;
     // No target: the root of the app, under the mount path if any.
     let mount_root = state.config.server.path("/");
     let candidate = q
@@ -71,12 +70,15 @@ pub async fn login(
     })?;
     let cookies = state.sessions.cookies();
     let under_way = cookies.pending_logins(&headers);
-    let previous = current.as_ref().map(|s| &s.store_id);
+    let previous = current
+        .as_ref()
+        .map(|s| (&s.store_id, s.stored.body.user_hash.as_str()));
     let now = crate::clock::unix_now();
     let start = login::begin(
         &state.oidc,
         &state.sessions,
         &target,
+        &q,
         previous,
         &under_way,
         now,
@@ -138,6 +140,16 @@ pub async fn callback(
         .map(|s| cookies.clear_login_cookie(s));
     let done = match result {
         Ok(done) => done,
+        // A silent check that needs the user: back to the app, which reads
+        // `login_error`; the browser's session, if any, is untouched.
+        Err(login::LoginError::Silent { return_to, .. }) => {
+            let location = return_to::location_for(&return_to, &state.config.server.public_url);
+            let mut resp = redirect(&location);
+            if let Some(c) = clear {
+                resp.headers_mut().append(header::SET_COOKIE, c);
+            }
+            return Ok(resp);
+        }
         Err(e) => {
             let mut resp = AppError::from(e).into_response();
             if let Some(c) = clear {

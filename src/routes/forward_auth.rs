@@ -183,12 +183,13 @@ async fn decide(state: &AppState, parts: &mut Parts) -> Result<Response, Respons
             )
         })?;
     if let Some(r) = route
-        && let Err(refused) = r.admit(&session)
+        // The step-up comes back to the page the proxy was asked for.
+        && let Err(refused) = r.admit(&session, Some(orig.uri.as_str()))
     {
         use crate::audit::{Action, Event, Origin};
         state.audit.record(
             Origin::of_parts(parts),
-            Event::failure(Action::PolicyRefusal, "route_policy")
+            Event::failure(Action::PolicyRefusal, refused.audit_refusal())
                 .route(&r.path)
                 .session(&session.store_id)
                 .user(&crate::audit::subject(&session)),

@@ -54,6 +54,11 @@ async fn setup() -> Setup {
                 }],
                 ..route("/admin", &up)
             });
+            c.routes.push(RawRoute {
+                bearer_audience: Some(API_AUDIENCE.into()),
+                acr_values: vec!["mfa".into()],
+                ..route("/strong", &up)
+            });
         })
         .start()
         .await;
@@ -197,6 +202,27 @@ async fn the_routes_policy_applies_to_a_bearer_tokens_scopes() {
         "Access denied: this route requires the scopes admin."
     );
     assert_eq!(s.upstream.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_up_route_asks_a_bearer_client_for_a_token_from_a_stronger_login() {
+    let s = setup().await;
+    let (status, body, headers) = call(&s.gw, reqwest::Method::GET, "/strong/x", &s.token).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["error"], "step_up_required");
+    let challenge = headers["www-authenticate"].to_str().expect("ascii");
+    assert!(
+        challenge.contains("error=\"insufficient_user_authentication\", acr_values=\"mfa\""),
+        "{challenge}"
+    );
+    let strong = provider_signed(&s, json!({ "typ": "at+jwt" }), json!({ "acr": "mfa" })).await;
+    let (status, body, _) = call(&s.gw, reqwest::Method::GET, "/strong/x", &strong).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        s.upstream.count(),
+        2,
+        "only the strong token's call was forwarded"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

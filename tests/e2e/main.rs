@@ -22,6 +22,7 @@ mod server_limits;
 mod session_cookies;
 mod session_lifecycle;
 mod static_app;
+mod step_up;
 mod store_cluster;
 mod store_conformance;
 mod store_consistency;

@@ -190,8 +190,8 @@ function authorizeUrl(disco, { clientId, redirectUri, scope = 'openid profile em
 
 // Follows the provider's pages from the authorization URL to the client's
 // redirect URI (never fetched: nobody listens there). Returns the callback URL.
-async function signIn(browser, disco, { clientId, redirectUri, user, password, wrongPasswordFirst = false, scope, expectForm = true }) {
-  const req = authorizeUrl(disco, { clientId, redirectUri, scope });
+async function signIn(browser, disco, { clientId, redirectUri, user, password, wrongPasswordFirst = false, scope, expectForm = true, extra }) {
+  const req = authorizeUrl(disco, { clientId, redirectUri, scope, extra });
   let url = req.url;
   let sawForm = false;
   for (let i = 0; i < 10; i += 1) {
@@ -341,6 +341,12 @@ async function opaqueScenario() {
     const rts = await api(issuer, 'GET', '/__test/refresh-tokens');
     const rt1 = rts.json.find((t) => t.sub === 'alice' && !t.consumed);
     check(rt1 && Math.abs(rt1.exp - (now() + ttl.rt)) <= 3, '--refresh-token-ttl', rt1);
+
+    check(id1.acr === 'pwd' && Number.isInteger(id1.auth_time) && Math.abs(id1.auth_time - now()) <= 5,
+      'ID token carries acr "pwd" and auth_time', id1);
+    const asked = (await api(issuer, 'GET', '/__test/authorization-requests')).json;
+    check(asked.some((r) => r.client_id === 'oidc-bff' && r.redirect_uri === redirectUri) && asked.every((r) => !('state' in r) && !('nonce' in r)),
+      '/__test/authorization-requests records requests without state and nonce', asked);
 
     const sessions = await api(issuer, 'GET', '/__test/sessions');
     check(sessions.json.some((s) => s.sub === 'alice' && s.sid === id1.sid && s.client_id === 'oidc-bff'), '/__test/sessions lists alice with the ID token sid', sessions.json);
@@ -508,6 +514,26 @@ async function opaqueScenario() {
     check(afterLogout.status === 400 && afterLogout.json.error === 'invalid_grant', 'refresh token dies with the provider session', afterLogout);
     check(!(await api(issuer, 'GET', '/__test/sessions')).json.some((s) => s.sid === id6.sid), 'the session is gone from /__test/sessions');
     // Without a provider session: an auto-posting form that already says logout=yes.
+    const stepper = new Browser();
+    await signIn(stepper, disco, { clientId: 'oidc-bff', redirectUri, user: 'stepper', password: 'stepper-password' });
+    // Step-up: a session at "pwd" asked for acr_values=mfa shows the form
+    // again and the new ID token says "mfa"; prompt=none would not do.
+    const silent = await stepper.request(authorizeUrl(disco, { clientId: 'oidc-bff', redirectUri, extra: { acr_values: 'mfa', prompt: 'none' } }).url);
+    let silentLoc = silent.location ?? '';
+    for (let i = 0; i < 5 && silentLoc && !silentLoc.startsWith(redirectUri); i += 1) {
+      silentLoc = (await stepper.request(silentLoc)).location ?? '';
+    }
+    check(new URL(silentLoc || 'http://x/').searchParams.get('error') === 'login_required',
+      'prompt=none with a weaker session than acr_values asks: login_required', silentLoc);
+    const up = await signIn(stepper, disco, { clientId: 'oidc-bff', redirectUri, user: 'stepper', password: 'stepper-password', extra: { acr_values: 'mfa' } });
+    const tUp = await exchange(disco, 'oidc-bff', 'basic', up);
+    must(tUp.status === 200, 'code exchange after step-up', tUp);
+    check(jose.decodeJwt(tUp.json.id_token).acr === 'mfa', 'the step-up ID token carries acr "mfa"', jose.decodeJwt(tUp.json.id_token));
+
+    const nobody = await new Browser().request(authorizeUrl(disco, { clientId: 'oidc-bff', redirectUri, extra: { prompt: 'none' } }).url);
+    let nobodyLoc = nobody.location ?? '';
+    check(nobodyLoc.startsWith(redirectUri) && new URL(nobodyLoc).searchParams.get('error') === 'login_required',
+      'prompt=none without a provider session: login_required at the redirect URI', nobodyLoc);
     const stranger = new Browser();
     const noSession = await stranger.request(endUrl.href);
     const nsf = formOf(noSession.text);

@@ -22,7 +22,7 @@ import { parseArgs } from 'node:util';
 // imports below), so the ready line stays the only stdout output.
 for (const m of ['log', 'info', 'debug']) console[m] = console.error;
 
-const { default: Provider, errors } = await import('oidc-provider');
+const { default: Provider, errors, interactionPolicy } = await import('oidc-provider');
 const jose = await import('jose');
 
 // ---------------------------------------------------------------------------
@@ -326,6 +326,8 @@ function loopbackPostLogout(value) {
 
 // Applied to static and runtime clients alike unless they say otherwise.
 const CLIENT_DEFAULTS = {
+  // Every ID token carries auth_time (step-up checks it against max_age).
+  require_auth_time: true,
   grant_types: ['authorization_code', 'refresh_token'],
   response_types: ['code'],
   token_endpoint_auth_method: 'client_secret_basic',
@@ -381,8 +383,46 @@ function httpOptions(url) {
   return { agent };
 }
 
+// Authentication context classes, weakest first. A password login is
+// `pwd`; a login whose authorization request asked for `mfa` (acr_values)
+// counts as the stronger one -- the password form stands in for the second
+// factor. Any other requested value is not supported and never granted.
+const ACR_VALUES = ['pwd', 'mfa'];
+
+function requestedAcrs(params) {
+  return String(params?.acr_values ?? '').split(' ').filter(Boolean);
+}
+
+// The acr a login through the form earns for an authorization request.
+function acrFor(params) {
+  return requestedAcrs(params).find((a) => ACR_VALUES.includes(a)) ?? 'pwd';
+}
+
+// The default policy, plus: a provider session whose acr is not one of the
+// requested acr_values must log in again (v8 treats acr_values as voluntary
+// and would otherwise answer from the weaker session). With prompt=none this
+// is login_required.
+function loginPolicy() {
+  const { base, Check } = interactionPolicy;
+  const policy = base();
+  policy.get('login').checks.add(new Check(
+    'acr_values_not_met',
+    'the provider session does not meet the requested acr_values',
+    'login_required',
+    (ctx) => {
+      const asked = requestedAcrs(ctx.oidc.params);
+      // Just logged in through the form: that is the best this provider
+      // can do (an unsupported value stays unmet, and the client decides).
+      if (asked.length === 0 || ctx.oidc.result?.login) return Check.NO_NEED_TO_PROMPT;
+      return asked.includes(ctx.oidc.session?.acr) ? Check.NO_NEED_TO_PROMPT : Check.REQUEST_PROMPT;
+    },
+  ));
+  return policy;
+}
+
 const configuration = {
   adapter: MemoryAdapter,
+  acrValues: ACR_VALUES,
   clients: STATIC_CLIENTS,
   clientDefaults: CLIENT_DEFAULTS,
   findAccount,
@@ -390,7 +430,9 @@ const configuration = {
   responseTypes: ['code'],
   scopes: ['openid', 'offline_access', 'profile', 'email', ...RESOURCE_SCOPES],
   claims: {
-    openid: ['sub'],
+    // acr with every openid login, not only when a client asks for it: the
+    // gateway keeps it in the session for step-up.
+    openid: ['sub', 'acr'],
     profile: ['name', 'given_name', 'family_name', 'preferred_username', 'groups', 'realm_access'],
     email: ['email', 'email_verified'],
   },
@@ -428,6 +470,7 @@ const configuration = {
   },
   interactions: {
     url: (ctx, interaction) => `/interaction/${interaction.uid}`,
+    policy: loginPolicy(),
   },
   features: {
     devInteractions: { enabled: false },
@@ -654,7 +697,7 @@ async function interactionRoute(req, res, path) {
     }
     const grantId = await grantEverything(details, login);
     return provider.interactionFinished(req, res, {
-      login: { accountId: login, amr: ['pwd'] },
+      login: { accountId: login, amr: ['pwd'], acr: acrFor(details.params) },
       consent: { grantId },
     }, { mergeWithLastSubmission: false });
   }
@@ -856,6 +899,11 @@ async function controlApi(req, res, path) {
       const kid = body.header?.kid ?? randomUUID();
       return sendJson(res, 200, { jwt: await signJws(body.payload ?? {}, body.header ?? {}, privateKey, kid) });
     }
+    case 'GET /__test/authorization-requests':
+      return sendJson(res, 200, authorizationRequests);
+    case 'POST /__test/authorization-requests/reset':
+      authorizationRequests.length = 0;
+      return sendJson(res, 200, authorizationRequests);
     case 'GET /__test/sessions':
       return sendJson(res, 200, currentSessions().map(({ login_ts: _, ...s }) => s));
     case 'GET /__test/refresh-tokens':
@@ -953,6 +1001,11 @@ provider.use(async (ctx, next) => {
   if (ctx.oidc?.route === 'revocation' && ctx.status === 200) stats.revocations += 1;
 });
 
+// The last authorization requests' parameters (without state, nonce and
+// PKCE), newest last: GET /__test/authorization-requests.
+const authorizationRequests = [];
+const UNRECORDED = new Set(['state', 'nonce', 'code_challenge', 'code_challenge_method']);
+
 const callback = provider.callback();
 server.on('request', async (req, res) => {
   let path;
@@ -967,6 +1020,14 @@ server.on('request', async (req, res) => {
       return await controlApi(req, res, path);
     }
     if (path.startsWith('/interaction/')) return await interactionRoute(req, res, path);
+    if (path === '/auth' && req.method === 'GET') {
+      const params = {};
+      for (const [k, v] of new URL(req.url, 'http://x').searchParams) {
+        if (!UNRECORDED.has(k)) params[k] = v;
+      }
+      authorizationRequests.push(params);
+      if (authorizationRequests.length > 50) authorizationRequests.shift();
+    }
     if (args['tls-client-ca'] && BACK_CHANNEL.has(path) && !req.socket.authorized) {
       return sendJson(res, 403, { error: 'client_certificate_required', message: 'this endpoint needs a client certificate from the test CA' });
     }

@@ -87,7 +87,7 @@ async fn login_refuses_malformed_parameters_with_its_own_json_answer() {
     r.assert_error(
         StatusCode::BAD_REQUEST,
         "bad_request",
-        "The login parameters are malformed.",
+        "The login parameter `return_to` is repeated.",
     );
     // Bytes that are not UTF-8 decode to U+FFFD: not a path.
     let r = app.get("/auth/login?return_to=%FF", &[]).await;

@@ -87,6 +87,30 @@ async fn record(State(up): State<Upstream>, req: Request) -> Response {
         headers: parts.headers.clone(),
         body_len,
     });
+    // `/…/step-up`: an API that wants an `mfa` login (RFC 9470), known
+    // from the `X-Acr` identity header; `/…/challenge`: a 401 whose
+    // `WWW-Authenticate` is the request's `X-Test-Challenge` (hostile
+    // challenges).
+    if path.ends_with("/step-up")
+        && parts.headers.get("x-acr").and_then(|v| v.to_str().ok()) != Some("mfa")
+    {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(
+                "www-authenticate",
+                "Bearer error=\"insufficient_user_authentication\", error_description=\"A stronger login is required\", acr_values=\"mfa\", max_age=300",
+            )],
+            "step up, please",
+        )
+            .into_response();
+    }
+    if path.ends_with("/challenge") {
+        let mut resp = (StatusCode::UNAUTHORIZED, "challenge").into_response();
+        if let Some(v) = parts.headers.get("x-test-challenge") {
+            resp.headers_mut().insert("www-authenticate", v.clone());
+        }
+        return resp;
+    }
     if path.ends_with("/slow") {
         tokio::time::sleep(Duration::from_secs(30)).await;
     }
