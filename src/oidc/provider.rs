@@ -330,6 +330,7 @@ impl Provider {
             None => format!("{issuer}/.well-known/openid-configuration"),
         };
         let body = self.get_json(&url, "discovery document").await?;
+        let body = super::discovery_overrides::apply(body, &self.config.endpoints)?;
         let metadata: Metadata = serde_json::from_slice(&body)
             .map_err(|e| ProviderError::InvalidResponse(format!("discovery document: {e}")))?;
         // The issuer in the document must be the configured one, exactly
@@ -631,6 +632,9 @@ impl Provider {
         id_token: Option<&SecretString>,
         post_logout: &Url,
     ) -> Option<Url> {
+        if let Some(url) = self.templated_end_session_url(post_logout) {
+            return Some(url);
+        }
         let endpoint = d.end_session_endpoint.clone()?;
         let mut req = LogoutRequest::from(endpoint)
             .set_client_id(ClientId::new(self.config.client_id.clone()))
@@ -639,6 +643,16 @@ impl Provider {
             req = req.set_id_token_hint(&t);
         }
         Some(req.http_get_url())
+    }
+
+    /// `oidc.end_session_url_template` filled in, when configured: it wins
+    /// over discovery (it is how providers without an `end_session_endpoint`
+    /// log out).
+    fn templated_end_session_url(&self, post_logout: &Url) -> Option<Url> {
+        let template = self.config.end_session_url_template.as_ref()?;
+        let url = template.render(&self.config.client_id, post_logout.as_str());
+        // Checked with sample values at start-up; a value cannot break it.
+        Url::parse(&url).ok()
     }
 }
 

@@ -1,0 +1,352 @@
+//! What `[oidc]` says about providers whose discovery is incomplete or
+//! unusual: `[oidc.endpoints]` overrides, `oidc.end_session_url_template`
+//! for providers without an `end_session_endpoint` (Auth0, Cognito), and
+//! `[oidc.frontchannel_logout]` (OpenID Connect Front-Channel Logout 1.0).
+//!
+//! Every URL here is held to the rule of `oidc.issuer`: https, or plain
+//! http on loopback or with `oidc.allow_insecure_issuer`.
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use super::common::{Issues, is_loopback_host, not_a_url};
+
+/// `[oidc.endpoints]`: each set key replaces (or supplies) the discovery
+/// document's field of the same meaning.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawEndpoints {
+    /// Replaces `authorization_endpoint`.
+    pub authorization: Option<String>,
+    /// Replaces `token_endpoint`.
+    pub token: Option<String>,
+    /// Replaces `userinfo_endpoint`.
+    pub userinfo: Option<String>,
+    /// Replaces `jwks_uri`.
+    pub jwks_uri: Option<String>,
+    /// Replaces `end_session_endpoint`.
+    pub end_session: Option<String>,
+    /// Replaces `revocation_endpoint`.
+    pub revocation: Option<String>,
+    /// Replaces `introspection_endpoint`.
+    pub introspection: Option<String>,
+    /// Replaces `pushed_authorization_request_endpoint`.
+    pub pushed_authorization_request: Option<String>,
+}
+
+/// `[oidc.frontchannel_logout]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawFrontchannel {
+    /// Serve `GET /auth/frontchannel-logout` (register it at the provider
+    /// as the client's `frontchannel_logout_uri`).
+    pub enabled: bool,
+    /// Refuse a request without `iss` and `sid` (register
+    /// `frontchannel_logout_session_required = true` to match).
+    pub session_required: bool,
+    /// Origins allowed to frame the logout page (CSP `frame-ancestors`);
+    /// empty means the issuer's origin.
+    pub frame_ancestors: Vec<String>,
+}
+
+impl Default for RawFrontchannel {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            session_required: true,
+            frame_ancestors: Vec::new(),
+        }
+    }
+}
+
+/// `[oidc.endpoints]` as discovery-document fields and their URLs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndpointOverrides(pub Vec<(&'static str, Url)>);
+
+/// `[oidc.frontchannel_logout]`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrontchannelConfig {
+    pub session_required: bool,
+    /// Origins, each serialised as `scheme://host[:port]`.
+    pub frame_ancestors: Vec<String>,
+}
+
+/// A value substituted into `oidc.end_session_url_template`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placeholder {
+    ClientId,
+    PostLogoutRedirectUri,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    Value(Placeholder),
+}
+
+/// `oidc.end_session_url_template`, split into text and placeholders at
+/// start-up so that rendering cannot fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndSessionTemplate(Vec<Part>);
+
+/// Everything but RFC 3986 unreserved characters is encoded: a substituted
+/// value can never add a parameter or change the path.
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+impl EndSessionTemplate {
+    /// The URL for this client and post-logout page, each value
+    /// percent-encoded.
+    pub fn render(&self, client_id: &str, post_logout_redirect_uri: &str) -> String {
+        let mut out = String::new();
+        for part in &self.0 {
+            match part {
+                Part::Text(t) => out.push_str(t),
+                Part::Value(p) => {
+                    let v = match p {
+                        Placeholder::ClientId => client_id,
+                        Placeholder::PostLogoutRedirectUri => post_logout_redirect_uri,
+                    };
+                    out.extend(utf8_percent_encode(v, COMPONENT));
+                }
+            }
+        }
+        out
+    }
+
+    fn parse(text: &str) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while let Some(open) = rest.find(['{', '}']) {
+            if rest[open..].starts_with('}') {
+                return Err("has a `}` without a `{`".into());
+            }
+            let Some(len) = rest[open..].find('}') else {
+                return Err("has a `{` without a `}`".into());
+            };
+            let name = &rest[open + 1..open + len];
+            let value = match name {
+                "client_id" => Placeholder::ClientId,
+                "post_logout_redirect_uri" => Placeholder::PostLogoutRedirectUri,
+                other => {
+                    return Err(format!(
+                        "has an unknown placeholder `{{{other}}}`; use {{client_id}} and {{post_logout_redirect_uri}}"
+                    ));
+                }
+            };
+            if open > 0 {
+                parts.push(Part::Text(rest[..open].to_owned()));
+            }
+            parts.push(Part::Value(value));
+            rest = &rest[open + len + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Text(rest.to_owned()));
+        }
+        Ok(Self(parts))
+    }
+}
+
+/// An endpoint URL under the issuer's rule; the problem is reported under
+/// `key`.
+fn provider_url(issues: &mut Issues, key: &str, text: &str, allow_insecure: bool) -> Option<Url> {
+    match Url::parse(text) {
+        Ok(u) if u.scheme() == "https" => Some(u),
+        Ok(u) if u.scheme() == "http" && (is_loopback_host(&u) || allow_insecure) => Some(u),
+        Ok(u) if u.scheme() == "http" => {
+            issues.add(
+                key,
+                format!("`{text}` uses plain http on a non-loopback host; use https, or set oidc.allow_insecure_issuer = true for a development stack"),
+            );
+            None
+        }
+        Ok(_) => {
+            issues.add(key, format!("`{text}` must be an https:// URL"));
+            None
+        }
+        Err(e) => {
+            issues.add(
+                key,
+                not_a_url(text, e, "https://id.example.com/oauth2/token"),
+            );
+            None
+        }
+    }
+}
+
+pub(super) fn endpoints(
+    raw: &RawEndpoints,
+    allow_insecure: bool,
+    issues: &mut Issues,
+) -> EndpointOverrides {
+    let fields = [
+        (
+            "authorization",
+            "authorization_endpoint",
+            &raw.authorization,
+        ),
+        ("token", "token_endpoint", &raw.token),
+        ("userinfo", "userinfo_endpoint", &raw.userinfo),
+        ("jwks_uri", "jwks_uri", &raw.jwks_uri),
+        ("end_session", "end_session_endpoint", &raw.end_session),
+        ("revocation", "revocation_endpoint", &raw.revocation),
+        (
+            "introspection",
+            "introspection_endpoint",
+            &raw.introspection,
+        ),
+        (
+            "pushed_authorization_request",
+            "pushed_authorization_request_endpoint",
+            &raw.pushed_authorization_request,
+        ),
+    ];
+    let mut out = Vec::new();
+    for (key, field, value) in fields {
+        if let Some(text) = value
+            && let Some(u) = provider_url(
+                issues,
+                &format!("oidc.endpoints.{key}"),
+                text,
+                allow_insecure,
+            )
+        {
+            out.push((field, u));
+        }
+    }
+    EndpointOverrides(out)
+}
+
+pub(super) fn end_session_template(
+    raw: Option<&String>,
+    allow_insecure: bool,
+    issues: &mut Issues,
+) -> Option<EndSessionTemplate> {
+    const KEY: &str = "oidc.end_session_url_template";
+    let text = raw?;
+    let template = match EndSessionTemplate::parse(text) {
+        Ok(t) => t,
+        Err(why) => {
+            issues.add(KEY, format!("`{text}` {why}"));
+            return None;
+        }
+    };
+    // The template with sample values must be a provider URL.
+    let sample = template.render("client", "https://app.example.com/");
+    provider_url(issues, KEY, &sample, allow_insecure)?;
+    Some(template)
+}
+
+pub(super) fn frontchannel(
+    raw: &RawFrontchannel,
+    issuer: Option<&Url>,
+    allow_insecure: bool,
+    issues: &mut Issues,
+) -> Option<FrontchannelConfig> {
+    if !raw.enabled {
+        return None;
+    }
+    let mut frame_ancestors = Vec::new();
+    for (i, text) in raw.frame_ancestors.iter().enumerate() {
+        let key = format!("oidc.frontchannel_logout.frame_ancestors[{i}]");
+        let Some(u) = provider_url(issues, &key, text, allow_insecure) else {
+            continue;
+        };
+        if u.path() != "/" || u.query().is_some() || u.fragment().is_some() {
+            issues.add(
+                key,
+                format!("`{text}` must be an origin only (scheme://host[:port]), e.g. \"https://login.example.com\""),
+            );
+            continue;
+        }
+        frame_ancestors.push(u.origin().ascii_serialization());
+    }
+    if raw.frame_ancestors.is_empty()
+        && let Some(issuer) = issuer
+    {
+        frame_ancestors.push(issuer.origin().ascii_serialization());
+    }
+    Some(FrontchannelConfig {
+        session_required: raw.session_required,
+        frame_ancestors,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{keys_of, load_str, minimal};
+    use super::*;
+
+    /// The minimal config with `keys` in `[oidc]` and `tables` appended.
+    fn with(keys: &str, tables: &str) -> String {
+        minimal().replace(
+            "client_id = \"bff\"",
+            &format!("client_id = \"bff\"\n{keys}"),
+        ) + tables
+    }
+
+    #[test]
+    fn end_session_template_values_are_percent_encoded() {
+        let t = EndSessionTemplate::parse(
+            "https://t.auth0.com/v2/logout?client_id={client_id}&returnTo={post_logout_redirect_uri}",
+        )
+        .expect("valid");
+        assert_eq!(
+            t.render("a b&c", "https://app.example.com/bye?x=1&y=2"),
+            "https://t.auth0.com/v2/logout?client_id=a%20b%26c&returnTo=https%3A%2F%2Fapp.example.com%2Fbye%3Fx%3D1%26y%3D2"
+        );
+    }
+
+    #[test]
+    fn bad_templates_and_endpoint_urls_are_refused_by_key() {
+        let toml = with(
+            "end_session_url_template = \"https://t.example.com/logout?to={return_to}\"",
+            concat!(
+                "[oidc.endpoints]\n",
+                "token = \"http://id.example.com/token\"\n",
+                "jwks_uri = \"not a url\"\n",
+                "userinfo = \"https://id.example.com/me\"\n",
+            ),
+        );
+        let keys = keys_of(load_str(&toml, &[]).expect_err("invalid"));
+        assert_eq!(
+            keys,
+            vec![
+                "oidc.endpoints.token",
+                "oidc.endpoints.jwks_uri",
+                "oidc.end_session_url_template"
+            ]
+        );
+        for bad in [
+            "https://x.example.com/{client_id",
+            "https://x.example.com/}",
+            "ftp://x/{client_id}",
+        ] {
+            let toml = with(&format!("end_session_url_template = \"{bad}\""), "");
+            let keys = keys_of(load_str(&toml, &[]).expect_err(bad));
+            assert_eq!(keys, vec!["oidc.end_session_url_template"], "{bad}");
+        }
+    }
+
+    #[test]
+    fn frontchannel_frame_ancestors_default_to_the_issuer_origin() {
+        let toml = with("", "[oidc.frontchannel_logout]\nenabled = true");
+        let c = load_str(&toml, &[]).expect("valid");
+        let f = c.oidc.frontchannel_logout.expect("enabled");
+        assert!(f.session_required);
+        assert_eq!(
+            f.frame_ancestors,
+            vec![c.oidc.issuer.origin().ascii_serialization()]
+        );
+        let toml = with(
+            "",
+            "[oidc.frontchannel_logout]\nenabled = true\nframe_ancestors = [\"https://login.example.com/path\"]",
+        );
+        let keys = keys_of(load_str(&toml, &[]).expect_err("a path"));
+        assert_eq!(keys, vec!["oidc.frontchannel_logout.frame_ancestors[0]"]);
+    }
+}

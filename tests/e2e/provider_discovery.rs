@@ -1,0 +1,165 @@
+//! Providers whose discovery is incomplete or unusual: `[oidc.endpoints]`
+//! overrides, a provider without an `end_session_endpoint` (with and
+//! without `oidc.end_session_url_template`), and front-channel logout.
+//!
+//! The discovery documents here are the real provider's, altered and served
+//! from a loopback server of the test (`oidc.discovery_url`); every other
+//! call goes to the real provider fixture.
+
+use axum::Router;
+use axum::routing::get;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::harness::{Browser, CLIENT_ID, GatewayBuilder, ProviderApi, Upstream, unique_user};
+
+/// The shared provider's discovery document, changed by `edit`, served at
+/// a loopback URL (returned).
+async fn served_discovery(edit: impl FnOnce(&mut serde_json::Map<String, Value>)) -> String {
+    let issuer = ProviderApi::shared().issuer;
+    let mut doc: Value = reqwest::get(format!("{issuer}/.well-known/openid-configuration"))
+        .await
+        .expect("discovery")
+        .json()
+        .await
+        .expect("json");
+    edit(doc.as_object_mut().expect("object"));
+    let app = Router::new().route(
+        "/openid-configuration",
+        get(move || {
+            let doc = doc.clone();
+            async move { axum::Json(doc) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/openid-configuration")
+}
+
+/// Refresh tokens of `user` still live at the provider.
+async fn live_refresh_tokens(user: &str) -> usize {
+    ProviderApi::shared()
+        .get("/__test/refresh-tokens")
+        .await
+        .as_array()
+        .map_or(0, |a| a.iter().filter(|t| t["sub"] == user).count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_overrides_are_used_instead_of_what_discovery_says() {
+    let issuer = ProviderApi::shared().issuer;
+    // Discovery names dead endpoints for the token and key calls.
+    let discovery = served_discovery(|d| {
+        d.insert("token_endpoint".into(), "http://127.0.0.1:1/token".into());
+        d.insert("jwks_uri".into(), "http://127.0.0.1:1/jwks".into());
+    })
+    .await;
+    let upstream = Upstream::start().await;
+
+    // Without overrides the login cannot complete.
+    let d = discovery.clone();
+    let broken = GatewayBuilder::new(&upstream)
+        .configure(|c| c.oidc.discovery_url = Some(d))
+        .start()
+        .await;
+    let mut b = Browser::new(&broken);
+    let user = unique_user("noover");
+    let r = b.try_login(&user, &format!("{user}-password")).await;
+    assert!(b.session_cookie().is_none(), "{r:?}");
+    assert_eq!(b.get("/api/hello").await.status, StatusCode::UNAUTHORIZED);
+
+    let gw = GatewayBuilder::new(&upstream)
+        .configure(|c| {
+            c.oidc.discovery_url = Some(discovery);
+            c.oidc.endpoints.token = Some(format!("{issuer}/token"));
+            c.oidc.endpoints.jwks_uri = Some(format!("{issuer}/jwks"));
+        })
+        .start()
+        .await;
+    let mut b = Browser::new(&gw);
+    b.login_as(&unique_user("override")).await;
+    assert_eq!(b.get("/api/hello").await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_end_session_endpoint_logout_ends_the_session_and_lands_on_the_post_logout_page() {
+    let discovery = served_discovery(|d| {
+        d.remove("end_session_endpoint");
+    })
+    .await;
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .configure(|c| {
+            c.oidc.discovery_url = Some(discovery);
+            c.oidc.post_logout_redirect = "/goodbye".into();
+        })
+        .start()
+        .await;
+    let user = unique_user("noend");
+    let mut b = Browser::new(&gw);
+    b.login_as(&user).await;
+    assert_eq!(
+        live_refresh_tokens(&user).await,
+        1,
+        "login issued a refresh token"
+    );
+
+    let out = b
+        .request(Method::POST, "/auth/logout", &[("x-csrf", "1")], None)
+        .await;
+    assert_eq!(out.status, StatusCode::OK, "{out:?}");
+    assert_eq!(out.json()["redirect_url"], format!("{}/goodbye", gw.base));
+    assert_eq!(b.get("/api/x").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(gw.session_count().await, 0);
+    for _ in 0..50 {
+        if live_refresh_tokens(&user).await == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the refresh token is still live at the provider after logout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_end_session_endpoint_the_template_names_the_provider_logout() {
+    let discovery = served_discovery(|d| {
+        d.remove("end_session_endpoint");
+    })
+    .await;
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .configure(|c| {
+            c.oidc.discovery_url = Some(discovery);
+            c.oidc.end_session_url_template = Some(
+                "https://tenant.auth0.example/v2/logout?client_id={client_id}&returnTo={post_logout_redirect_uri}"
+                    .into(),
+            );
+        })
+        .start()
+        .await;
+    let mut b = Browser::new(&gw);
+    b.login_as(&unique_user("template")).await;
+    let out = b
+        .request(Method::POST, "/auth/logout", &[("x-csrf", "1")], None)
+        .await;
+    let next = out.json()["redirect_url"]
+        .as_str()
+        .expect("redirect_url")
+        .to_owned();
+    assert!(next.starts_with("/auth/logout/end?h="), "{next}");
+    assert_eq!(b.get("/api/x").await.status, StatusCode::UNAUTHORIZED);
+    let end = b.navigate(&next).await;
+    assert_eq!(end.status, StatusCode::SEE_OTHER);
+    let post_logout: String =
+        url::form_urlencoded::byte_serialize(format!("{}/", gw.base).as_bytes()).collect();
+    assert_eq!(
+        end.location().expect("location"),
+        format!(
+            "https://tenant.auth0.example/v2/logout?client_id={CLIENT_ID}&returnTo={}",
+            post_logout.replace('+', "%20")
+        )
+    );
+}
