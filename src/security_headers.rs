@@ -26,6 +26,10 @@ pub enum ResponseKind {
     StaticApp,
     /// An upstream's answer, passed through as it is.
     Proxied,
+    /// The front-channel logout page, framed by the provider: like a page
+    /// but without `X-Frame-Options`; its handler sets the CSP whose
+    /// `frame-ancestors` names the only origins allowed to frame it.
+    FramedByProvider,
 }
 
 static NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
@@ -47,6 +51,12 @@ pub fn secure(kind: ResponseKind, h: &mut HeaderMap) {
         ResponseKind::Api | ResponseKind::Page => {
             h.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF.clone());
             h.insert(header::X_FRAME_OPTIONS, DENY.clone());
+            h.insert(header::REFERRER_POLICY, NO_REFERRER.clone());
+            h.insert(header::CACHE_CONTROL, NO_STORE.clone());
+        }
+        ResponseKind::FramedByProvider => {
+            h.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF.clone());
+            h.remove(header::X_FRAME_OPTIONS);
             h.insert(header::REFERRER_POLICY, NO_REFERRER.clone());
             h.insert(header::CACHE_CONTROL, NO_STORE.clone());
         }

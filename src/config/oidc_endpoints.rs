@@ -41,10 +41,11 @@ pub struct RawEndpoints {
 pub struct RawFrontchannel {
     /// Serve `GET /auth/frontchannel-logout` (register it at the provider
     /// as the client's `frontchannel_logout_uri`).
+    /// A request must name `iss` and `sid` (register
+    /// `frontchannel_logout_session_required = true`): a GET that ended
+    /// whatever session its cookie names would let any page log users out,
+    /// the reason `/auth/logout` is POST only.
     pub enabled: bool,
-    /// Refuse a request without `iss` and `sid` (register
-    /// `frontchannel_logout_session_required = true` to match).
-    pub session_required: bool,
     /// Origins allowed to frame the logout page (CSP `frame-ancestors`);
     /// empty means the issuer's origin.
     pub frame_ancestors: Vec<String>,
@@ -54,7 +55,6 @@ impl Default for RawFrontchannel {
     fn default() -> Self {
         Self {
             enabled: false,
-            session_required: true,
             frame_ancestors: Vec::new(),
         }
     }
@@ -67,7 +67,6 @@ pub struct EndpointOverrides(pub Vec<(&'static str, Url)>);
 /// `[oidc.frontchannel_logout]`, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FrontchannelConfig {
-    pub session_required: bool,
     /// Origins, each serialised as `scheme://host[:port]`.
     pub frame_ancestors: Vec<String>,
 }
@@ -270,10 +269,7 @@ pub(super) fn frontchannel(
     {
         frame_ancestors.push(issuer.origin().ascii_serialization());
     }
-    Some(FrontchannelConfig {
-        session_required: raw.session_required,
-        frame_ancestors,
-    })
+    Some(FrontchannelConfig { frame_ancestors })
 }
 
 #[cfg(test)]
@@ -337,7 +333,6 @@ mod tests {
         let toml = with("", "[oidc.frontchannel_logout]\nenabled = true");
         let c = load_str(&toml, &[]).expect("valid");
         let f = c.oidc.frontchannel_logout.expect("enabled");
-        assert!(f.session_required);
         assert_eq!(
             f.frame_ancestors,
             vec![c.oidc.issuer.origin().ascii_serialization()]

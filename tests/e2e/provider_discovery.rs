@@ -163,3 +163,87 @@ async fn without_end_session_endpoint_the_template_names_the_provider_logout() {
         )
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frontchannel_logout_ends_the_provider_session_it_names_and_only_the_provider_may_frame_it()
+{
+    let issuer = ProviderApi::shared().issuer;
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .configure(|c| c.oidc.frontchannel_logout.enabled = true)
+        .start()
+        .await;
+    let user = unique_user("fcl");
+    let mut b = Browser::new(&gw);
+    b.login_as(&user).await;
+    let mut other_device = Browser::new(&gw);
+    other_device.login_as(&user).await;
+    let sid = b.get("/auth/user").await.json()["claims"]["sid"]
+        .as_str()
+        .expect("the ID token carried the provider sid")
+        .to_owned();
+    // The provider's iframe: a cross-site load, so no gateway cookie.
+    let iframe = reqwest::Client::new();
+    let load = |query: Vec<(&'static str, String)>| {
+        let req = iframe
+            .get(gw.url("/auth/frontchannel-logout"))
+            .query(&query);
+        async move { req.send().await.expect("front-channel request") }
+    };
+
+    // A wrong issuer, or a missing iss or sid, ends nothing.
+    for query in [
+        vec![
+            ("iss", "http://127.0.0.1:1".to_owned()),
+            ("sid", sid.clone()),
+        ],
+        vec![("iss", format!("{issuer}/other")), ("sid", sid.clone())],
+        vec![("sid", sid.clone())],
+        vec![("iss", issuer.clone())],
+        vec![],
+    ] {
+        let r = load(query.clone()).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{query:?}");
+        assert_eq!(b.get("/api/x").await.status, StatusCode::OK, "{query:?}");
+    }
+
+    let r = load(vec![("iss", issuer.clone()), ("sid", sid.clone())]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let h = r.headers().clone();
+    assert_eq!(h["cache-control"], "no-store");
+    let origin = url::Url::parse(&issuer)
+        .expect("issuer")
+        .origin()
+        .ascii_serialization();
+    let csp = h["content-security-policy"].to_str().expect("csp");
+    assert!(
+        csp.contains(&format!("frame-ancestors {origin}")) && !csp.contains("frame-ancestors *"),
+        "{csp}"
+    );
+    assert!(h.get("x-frame-options").is_none(), "{h:?}");
+    assert!(r.text().await.expect("body").contains("Logged out"));
+
+    let ended = b.get("/api/x").await;
+    assert_eq!(ended.status, StatusCode::UNAUTHORIZED, "{ended:?}");
+    // Only that provider session ended, not the other device's.
+    assert_eq!(other_device.get("/api/x").await.status, StatusCode::OK);
+    // Nothing else is relaxed: the gateway's other answers still refuse framing.
+    let user_info = other_device.get("/auth/user").await;
+    assert_eq!(user_info.headers["x-frame-options"], "DENY");
+    let page = iframe
+        .get(gw.url("/auth/logged-out"))
+        .send()
+        .await
+        .expect("logged-out page");
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frontchannel_logout_is_not_served_unless_enabled() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream).start().await;
+    let r = reqwest::get(gw.url("/auth/frontchannel-logout?iss=x&sid=y"))
+        .await
+        .expect("request");
+    assert_ne!(r.status(), StatusCode::OK);
+}
