@@ -57,7 +57,8 @@ pub use log::{LogConfig, LogFormat, RawLog};
 pub use metrics::RawMetrics;
 pub use oidc::{AuthMethod, OidcConfig, ProviderLimits, RawOidc};
 pub use oidc_endpoints::{
-    EndSessionTemplate, EndpointOverrides, FrontchannelConfig, RawEndpoints, RawFrontchannel,
+    EndSessionTemplate, EndpointOverrides, FrontchannelConfig, IssuerTemplate, RawEndpoints,
+    RawFrontchannel,
 };
 pub use proxy::{ProxyConfig, RawProxy};
 pub use routes::{RawCondition, RawRoute, RouteAuth, RouteConfig};

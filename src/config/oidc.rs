@@ -17,7 +17,8 @@ use super::common::{
     positive_duration, read_pem, secret_from,
 };
 use super::oidc_endpoints::{
-    self, EndSessionTemplate, EndpointOverrides, FrontchannelConfig, RawEndpoints, RawFrontchannel,
+    self, EndSessionTemplate, EndpointOverrides, FrontchannelConfig, IssuerTemplate, RawEndpoints,
+    RawFrontchannel,
 };
 use crate::secret::SecretString;
 
@@ -93,6 +94,12 @@ pub struct RawOidc {
     /// `end_session_endpoint` (Auth0, Cognito), with `{client_id}` and
     /// `{post_logout_redirect_uri}` placeholders.
     pub end_session_url_template: Option<String>,
+    /// Multi-tenant providers (Entra ID): an ID token's `iss` must be this
+    /// with `{tenantid}` replaced by its `tid` claim; needs
+    /// `allowed_tenants`.
+    pub issuer_template: Option<String>,
+    /// The tenants (`tid`) whose users may log in with `issuer_template`.
+    pub allowed_tenants: Vec<String>,
     /// Endpoint URLs used instead of (or in the absence of) discovery's.
     pub endpoints: RawEndpoints,
     /// OpenID Connect Front-Channel Logout 1.0.
@@ -128,6 +135,8 @@ impl Default for RawOidc {
             max_claims_bytes: 16 * 1024,
             max_claims: 100,
             end_session_url_template: None,
+            issuer_template: None,
+            allowed_tenants: Vec::new(),
             endpoints: RawEndpoints::default(),
             frontchannel_logout: RawFrontchannel::default(),
         }
@@ -167,6 +176,7 @@ pub struct OidcConfig {
     pub end_session_url_template: Option<EndSessionTemplate>,
     pub endpoints: EndpointOverrides,
     pub frontchannel_logout: Option<FrontchannelConfig>,
+    pub issuer_template: Option<IssuerTemplate>,
 }
 
 /// Bounds on what the provider may send (`oidc.max_*`): a validly signed
@@ -201,6 +211,7 @@ pub(super) struct Oidc {
     end_session_url_template: Option<EndSessionTemplate>,
     endpoints: EndpointOverrides,
     frontchannel_logout: Option<FrontchannelConfig>,
+    issuer_template: Option<IssuerTemplate>,
 }
 
 /// The provider's private CA and the client certificate shown to it.
@@ -240,6 +251,7 @@ impl Oidc {
             end_session_url_template: self.end_session_url_template,
             endpoints: self.endpoints,
             frontchannel_logout: self.frontchannel_logout,
+            issuer_template: self.issuer_template,
         })
     }
 }
@@ -361,6 +373,12 @@ pub(super) fn validate(raw: &RawOidc, issues: &mut Issues) -> Oidc {
         insecure,
         issues,
     );
+    let issuer_template = oidc_endpoints::issuer_template(
+        raw.issuer_template.as_ref(),
+        &raw.allowed_tenants,
+        insecure,
+        issues,
+    );
     let frontchannel_logout =
         oidc_endpoints::frontchannel(&raw.frontchannel_logout, issuer.as_ref(), insecure, issues);
     Oidc {
@@ -387,6 +405,7 @@ pub(super) fn validate(raw: &RawOidc, issues: &mut Issues) -> Oidc {
         end_session_url_template,
         endpoints,
         frontchannel_logout,
+        issuer_template,
     }
 }
 

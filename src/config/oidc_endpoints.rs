@@ -1,7 +1,9 @@
 //! What `[oidc]` says about providers whose discovery is incomplete or
 //! unusual: `[oidc.endpoints]` overrides, `oidc.end_session_url_template`
 //! for providers without an `end_session_endpoint` (Auth0, Cognito), and
-//! `[oidc.frontchannel_logout]` (OpenID Connect Front-Channel Logout 1.0).
+//! `[oidc.frontchannel_logout]` (OpenID Connect Front-Channel Logout 1.0),
+//! and `oidc.issuer_template` with `oidc.allowed_tenants` for multi-tenant
+//! providers (Entra ID).
 //!
 //! Every URL here is held to the rule of `oidc.issuer`: https, or plain
 //! http on loopback or with `oidc.allow_insecure_issuer`.
@@ -69,6 +71,29 @@ pub struct EndpointOverrides(pub Vec<(&'static str, Url)>);
 pub struct FrontchannelConfig {
     /// Origins, each serialised as `scheme://host[:port]`.
     pub frame_ancestors: Vec<String>,
+}
+
+/// `oidc.issuer_template` and `oidc.allowed_tenants`: an ID token's `iss`
+/// must be the template with `{tenantid}` replaced by its `tid` claim, and
+/// that tenant must be allowed. There is no "any tenant".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuerTemplate {
+    /// The template as written (multi-tenant discovery documents advertise
+    /// it as their `issuer`).
+    pub text: String,
+    prefix: String,
+    suffix: String,
+    allowed_tenants: Vec<String>,
+}
+
+impl IssuerTemplate {
+    /// The issuer a token of tenant `tid` must carry, if `tid` is allowed.
+    pub fn issuer_for(&self, tid: &str) -> Option<String> {
+        self.allowed_tenants
+            .iter()
+            .any(|t| t == tid)
+            .then(|| format!("{}{tid}{}", self.prefix, self.suffix))
+    }
 }
 
 /// A value substituted into `oidc.end_session_url_template`.
@@ -240,6 +265,70 @@ pub(super) fn end_session_template(
     Some(template)
 }
 
+pub(super) fn issuer_template(
+    raw: Option<&String>,
+    allowed: &[String],
+    allow_insecure: bool,
+    issues: &mut Issues,
+) -> Option<IssuerTemplate> {
+    const KEY: &str = "oidc.issuer_template";
+    let Some(text) = raw else {
+        if !allowed.is_empty() {
+            issues.add(
+                "oidc.allowed_tenants",
+                "is only used with oidc.issuer_template; set the template or remove the list",
+            );
+        }
+        return None;
+    };
+    let Some((prefix, suffix)) = text.split_once("{tenantid}") else {
+        issues.add(
+            KEY,
+            format!("`{text}` has no {{tenantid}} placeholder, e.g. \"https://login.microsoftonline.com/{{tenantid}}/v2.0\""),
+        );
+        return None;
+    };
+    if suffix.contains("{tenantid}") || format!("{prefix}{suffix}").contains(['{', '}']) {
+        issues.add(
+            KEY,
+            format!("`{text}` must hold {{tenantid}} exactly once and no other placeholder"),
+        );
+        return None;
+    }
+    provider_url(
+        issues,
+        KEY,
+        &format!("{prefix}tenant{suffix}"),
+        allow_insecure,
+    )?;
+    if allowed.is_empty() {
+        issues.add(
+            "oidc.allowed_tenants",
+            "must list the tenant IDs whose users may log in when oidc.issuer_template is set (there is no \"any tenant\")",
+        );
+        return None;
+    }
+    for (i, t) in allowed.iter().enumerate() {
+        if t.is_empty()
+            || !t
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+        {
+            issues.add(
+                format!("oidc.allowed_tenants[{i}]"),
+                format!("`{t}` is not a tenant ID (letters, digits, '-', '.', '_')"),
+            );
+            return None;
+        }
+    }
+    Some(IssuerTemplate {
+        text: text.clone(),
+        prefix: prefix.to_owned(),
+        suffix: suffix.to_owned(),
+        allowed_tenants: allowed.to_vec(),
+    })
+}
+
 pub(super) fn frontchannel(
     raw: &RawFrontchannel,
     issuer: Option<&Url>,
@@ -326,6 +415,39 @@ mod tests {
             let keys = keys_of(load_str(&toml, &[]).expect_err(bad));
             assert_eq!(keys, vec!["oidc.end_session_url_template"], "{bad}");
         }
+    }
+
+    #[test]
+    fn an_issuer_template_needs_a_tenant_allowlist() {
+        let template = "issuer_template = \"https://login.example.com/{tenantid}/v2.0\"";
+        let keys = keys_of(load_str(&with(template, ""), &[]).expect_err("no allowlist"));
+        assert_eq!(keys, vec!["oidc.allowed_tenants"]);
+        let toml = with(&format!("{template}\nallowed_tenants = [\"\"]"), "");
+        let keys = keys_of(load_str(&toml, &[]).expect_err("empty tenant"));
+        assert_eq!(keys, vec!["oidc.allowed_tenants[0]"]);
+        let toml = with(
+            "issuer_template = \"https://login.example.com/v2.0\"\nallowed_tenants = [\"a\"]",
+            "",
+        );
+        let keys = keys_of(load_str(&toml, &[]).expect_err("no placeholder"));
+        assert_eq!(keys, vec!["oidc.issuer_template"]);
+        let keys = keys_of(
+            load_str(&with("allowed_tenants = [\"a\"]", ""), &[]).expect_err("no template"),
+        );
+        assert_eq!(keys, vec!["oidc.allowed_tenants"]);
+
+        let toml = with(&format!("{template}\nallowed_tenants = [\"tenant-a\"]"), "");
+        let t = load_str(&toml, &[])
+            .expect("valid")
+            .oidc
+            .issuer_template
+            .expect("set");
+        assert_eq!(
+            t.issuer_for("tenant-a").as_deref(),
+            Some("https://login.example.com/tenant-a/v2.0")
+        );
+        assert_eq!(t.issuer_for("tenant-b"), None);
+        assert_eq!(t.issuer_for("tenant"), None);
     }
 
     #[test]

@@ -336,7 +336,16 @@ impl Provider {
         // The issuer in the document must be the configured one, exactly
         // (OpenID Connect Discovery 1.0 §4.3), modulo a trailing slash in config.
         let advertised = metadata.issuer().as_str();
-        if advertised != self.config.issuer.as_str() && advertised != issuer {
+        // A multi-tenant provider advertises its issuer template.
+        let template = self
+            .config
+            .issuer_template
+            .as_ref()
+            .map(|t| t.text.as_str());
+        if advertised != self.config.issuer.as_str()
+            && advertised != issuer
+            && Some(advertised) != template
+        {
             return Err(ProviderError::InvalidResponse(format!(
                 "discovery issuer {advertised} does not match configured oidc.issuer {}",
                 self.config.issuer

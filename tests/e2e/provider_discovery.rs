@@ -247,3 +247,65 @@ async fn frontchannel_logout_is_not_served_unless_enabled() {
         .expect("request");
     assert_ne!(r.status(), StatusCode::OK);
 }
+
+/// Makes the shared provider issue `user`'s ID tokens (re-signed with its
+/// key) with this `iss` and `tid`, as a multi-tenant provider does.
+async fn issue_as_tenant(user: &str, iss: &str, tid: Option<&str>) {
+    let mut set = serde_json::json!({ "iss": iss });
+    if let Some(tid) = tid {
+        set["tid"] = tid.into();
+    }
+    ProviderApi::shared()
+        .post(
+            "/__test/id-token-tweaks",
+            serde_json::json!({ "sub": user, "set": set }),
+        )
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issuer_template_admits_only_allowed_tenants_with_their_own_issuer() {
+    let issuer = ProviderApi::shared().issuer;
+    let tenant = |t: &str| format!("{issuer}/t/{t}");
+    let upstream = Upstream::start().await;
+    let template = format!("{issuer}/t/{{tenantid}}");
+    let gw = GatewayBuilder::new(&upstream)
+        .configure(|c| {
+            c.oidc.issuer_template = Some(template);
+            c.oidc.allowed_tenants = vec!["tenant-a".into()];
+        })
+        .start()
+        .await;
+
+    let allowed = unique_user("tenanta");
+    issue_as_tenant(&allowed, &tenant("tenant-a"), Some("tenant-a")).await;
+    let mut b = Browser::new(&gw);
+    b.login_as(&allowed).await;
+    assert_eq!(b.get("/api/x").await.status, StatusCode::OK);
+
+    let refused = [
+        // A tenant not in the allowlist, with its own issuer.
+        ("tenantb", tenant("tenant-b"), Some("tenant-b")),
+        // An allowed tid, but another tenant's issuer.
+        ("mixed", tenant("tenant-b"), Some("tenant-a")),
+        // The plain issuer, no tenant at all: the template is no bypass.
+        ("notid", issuer.clone(), None),
+        ("plain", issuer.clone(), Some("tenant-a")),
+    ];
+    for (label, iss, tid) in refused {
+        let user = unique_user(label);
+        issue_as_tenant(&user, &iss, tid).await;
+        let mut b = Browser::new(&gw);
+        let r = b.try_login(&user, &format!("{user}-password")).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{label}: {r:?}");
+        assert!(r.body.contains("Sign-in failed"), "{label}: {}", r.body);
+        assert!(b.session_cookie().is_none(), "{label}");
+        assert_eq!(b.get("/api/x").await.status, StatusCode::UNAUTHORIZED);
+    }
+
+    // Without the template, a tenant's issuer is simply the wrong issuer.
+    let plain = GatewayBuilder::new(&upstream).start().await;
+    let mut b = Browser::new(&plain);
+    let r = b.try_login(&allowed, &format!("{allowed}-password")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+}
