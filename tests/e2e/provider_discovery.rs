@@ -309,3 +309,111 @@ async fn an_issuer_template_admits_only_allowed_tenants_with_their_own_issuer() 
     let r = b.try_login(&allowed, &format!("{allowed}-password")).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
 }
+
+/// Answers in the odd shapes real providers use for errors, each carrying
+/// `MARKER` so a test can tell whether any of it reached the browser.
+const SHAPES: &[(&str, u16, &str, usize)] = &[
+    ("html", 500, "text/html", 0),
+    ("nested", 400, "application/json", 0),
+    ("text", 400, "text/plain", 0),
+    ("empty", 502, "text/plain", 0),
+    ("huge", 200, "application/json", 2 << 20),
+];
+const MARKER: &str = "PROVIDER-SAID-THIS";
+
+/// A loopback server answering every request in `shape`.
+async fn odd_server(shape: &'static str) -> String {
+    let (_, status, content_type, pad) =
+        *SHAPES.iter().find(|s| s.0 == shape).expect("known shape");
+    let body = match shape {
+        "html" => format!(
+            "<!doctype html><html><body><h1>{MARKER}</h1><script>x()</script></body></html>"
+        ),
+        "nested" => format!(r#"{{"error":{{"message":"{MARKER}","code":42}}}}"#),
+        "text" => format!("{MARKER}: bad request"),
+        "empty" => String::new(),
+        _ => format!(
+            r#"{{"access_token":"{}"}}"#,
+            MARKER.repeat(pad / MARKER.len())
+        ),
+    };
+    let app = Router::new().fallback(move || {
+        let body = body.clone();
+        async move {
+            (
+                axum::http::StatusCode::from_u16(status).expect("status"),
+                [("content-type", content_type)],
+                body,
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+fn assert_rendered_without_echo(
+    label: &str,
+    r: &crate::harness::browser::Resp,
+    status: StatusCode,
+) {
+    assert_eq!(r.status, status, "{label}: {r:?}");
+    assert!(
+        r.headers["content-type"]
+            .to_str()
+            .unwrap_or_default()
+            .starts_with("text/html"),
+        "{label}: the usual error page: {r:?}"
+    );
+    assert!(
+        !r.body.contains(MARKER),
+        "{label}: provider body echoed: {}",
+        r.body
+    );
+    assert!(r.body.len() < 64 * 1024, "{label}: {} bytes", r.body.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_token_endpoint_errors_become_the_usual_error_page_with_nothing_echoed() {
+    let upstream = Upstream::start().await;
+    for (shape, _, _, _) in SHAPES {
+        let token = format!("{}/token", odd_server(shape).await);
+        let gw = GatewayBuilder::new(&upstream)
+            .configure(|c| c.oidc.endpoints.token = Some(token))
+            .start()
+            .await;
+        let user = unique_user(shape);
+        let mut b = Browser::new(&gw);
+        let r = b.try_login(&user, &format!("{user}-password")).await;
+        // A provider that sent too much fails the login (400, naming the
+        // bound); one that answered nonsense is unavailable (503).
+        let status = if *shape == "huge" {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        assert_rendered_without_echo(shape, &r, status);
+        assert!(b.session_cookie().is_none(), "{shape}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_discovery_answers_become_the_usual_error_page_with_nothing_echoed() {
+    let upstream = Upstream::start().await;
+    for (shape, _, _, _) in SHAPES {
+        let discovery = format!(
+            "{}/.well-known/openid-configuration",
+            odd_server(shape).await
+        );
+        let gw = GatewayBuilder::new(&upstream)
+            .configure(|c| c.oidc.discovery_url = Some(discovery))
+            .start()
+            .await;
+        let mut b = Browser::new(&gw);
+        let r = b.navigate("/auth/login?return_to=%2Fapp").await;
+        assert_rendered_without_echo(shape, &r, StatusCode::SERVICE_UNAVAILABLE);
+    }
+}
