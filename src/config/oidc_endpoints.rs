@@ -38,7 +38,7 @@ pub struct RawEndpoints {
 }
 
 /// `[oidc.frontchannel_logout]`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawFrontchannel {
     /// Serve `GET /auth/frontchannel-logout` (register it at the provider
@@ -51,15 +51,6 @@ pub struct RawFrontchannel {
     /// Origins allowed to frame the logout page (CSP `frame-ancestors`);
     /// empty means the issuer's origin.
     pub frame_ancestors: Vec<String>,
-}
-
-impl Default for RawFrontchannel {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            frame_ancestors: Vec::new(),
-        }
-    }
 }
 
 /// `[oidc.endpoints]` as discovery-document fields and their URLs.
