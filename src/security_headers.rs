@@ -109,6 +109,15 @@ mod tests {
         );
         assert_eq!(app[header::REFERRER_POLICY], "same-origin");
 
+        // The front-channel logout page: like a page, minus X-Frame-Options
+        // (its handler's CSP frame-ancestors decides who may frame it).
+        let mut framed = HeaderMap::new();
+        framed.insert(header::X_FRAME_OPTIONS, DENY.clone());
+        secure(ResponseKind::FramedByProvider, &mut framed);
+        assert!(framed.get(header::X_FRAME_OPTIONS).is_none());
+        assert_eq!(framed[header::CACHE_CONTROL], "no-store");
+        assert_eq!(framed[header::REFERRER_POLICY], "no-referrer");
+
         let mut upstream = HeaderMap::new();
         upstream.insert(header::REFERRER_POLICY, HeaderValue::from_static("origin"));
         secure(ResponseKind::Proxied, &mut upstream);
