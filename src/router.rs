@@ -53,6 +53,15 @@ pub fn build_router(state: AppState) -> Router {
         .route(&at("/healthz"), get(routes::health::healthz))
         .route(&at("/readyz"), get(routes::health::readyz))
         .fallback(routes::static_files::serve);
+    // Front-channel logout, when enabled (`[oidc.frontchannel_logout]`).
+    let router = if state.config.oidc.frontchannel_logout.is_some() {
+        router.route(
+            &at("/auth/frontchannel-logout"),
+            get(routes::frontchannel::logout),
+        )
+    } else {
+        router
+    };
     // The identity assertion's public keys, when the gateway signs any.
     let router = if state.config.assertion.is_some() {
         router.route(&at("/.well-known/jwks.json"), get(routes::jwks::jwks))

@@ -26,6 +26,10 @@ pub enum ResponseKind {
     StaticApp,
     /// An upstream's answer, passed through as it is.
     Proxied,
+    /// The front-channel logout page, framed by the provider: like a page
+    /// but without `X-Frame-Options`; its handler sets the CSP whose
+    /// `frame-ancestors` names the only origins allowed to frame it.
+    FramedByProvider,
 }
 
 static NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
@@ -47,6 +51,12 @@ pub fn secure(kind: ResponseKind, h: &mut HeaderMap) {
         ResponseKind::Api | ResponseKind::Page => {
             h.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF.clone());
             h.insert(header::X_FRAME_OPTIONS, DENY.clone());
+            h.insert(header::REFERRER_POLICY, NO_REFERRER.clone());
+            h.insert(header::CACHE_CONTROL, NO_STORE.clone());
+        }
+        ResponseKind::FramedByProvider => {
+            h.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF.clone());
+            h.remove(header::X_FRAME_OPTIONS);
             h.insert(header::REFERRER_POLICY, NO_REFERRER.clone());
             h.insert(header::CACHE_CONTROL, NO_STORE.clone());
         }
@@ -98,6 +108,15 @@ mod tests {
             "public, max-age=31536000, immutable"
         );
         assert_eq!(app[header::REFERRER_POLICY], "same-origin");
+
+        // The front-channel logout page: like a page, minus X-Frame-Options
+        // (its handler's CSP frame-ancestors decides who may frame it).
+        let mut framed = HeaderMap::new();
+        framed.insert(header::X_FRAME_OPTIONS, DENY.clone());
+        secure(ResponseKind::FramedByProvider, &mut framed);
+        assert!(framed.get(header::X_FRAME_OPTIONS).is_none());
+        assert_eq!(framed[header::CACHE_CONTROL], "no-store");
+        assert_eq!(framed[header::REFERRER_POLICY], "no-referrer");
 
         let mut upstream = HeaderMap::new();
         upstream.insert(header::REFERRER_POLICY, HeaderValue::from_static("origin"));

@@ -27,6 +27,7 @@ mod load;
 mod log;
 mod metrics;
 mod oidc;
+mod oidc_endpoints;
 mod proxy;
 mod published;
 mod routes;
@@ -55,6 +56,10 @@ pub use load::ENV_PREFIX;
 pub use log::{LogConfig, LogFormat, RawLog};
 pub use metrics::RawMetrics;
 pub use oidc::{AuthMethod, OidcConfig, ProviderLimits, RawOidc};
+pub use oidc_endpoints::{
+    EndSessionTemplate, EndpointOverrides, FrontchannelConfig, IssuerTemplate, RawEndpoints,
+    RawFrontchannel,
+};
 pub use proxy::{ProxyConfig, RawProxy};
 pub use routes::{RawCondition, RawRoute, RouteAuth, RouteConfig};
 pub use server::{ConnectionLimits, RawServer, ServerConfig};

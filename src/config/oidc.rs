@@ -16,6 +16,10 @@ use super::common::{
     ClientCertificate, Issues, Pem, RawDuration, client_certificate, duration, is_loopback_host,
     positive_duration, read_pem, secret_from,
 };
+use super::oidc_endpoints::{
+    self, EndSessionTemplate, EndpointOverrides, FrontchannelConfig, IssuerTemplate, RawEndpoints,
+    RawFrontchannel,
+};
 use crate::secret::SecretString;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -90,6 +94,20 @@ pub struct RawOidc {
     pub max_claims_bytes: u64,
     /// Most claims kept in a session.
     pub max_claims: u64,
+    /// The provider's logout URL when its discovery document has no
+    /// `end_session_endpoint` (Auth0, Cognito), with `{client_id}` and
+    /// `{post_logout_redirect_uri}` placeholders.
+    pub end_session_url_template: Option<String>,
+    /// Multi-tenant providers (Entra ID): an ID token's `iss` must be this
+    /// with `{tenantid}` replaced by its `tid` claim; needs
+    /// `allowed_tenants`.
+    pub issuer_template: Option<String>,
+    /// The tenants (`tid`) whose users may log in with `issuer_template`.
+    pub allowed_tenants: Vec<String>,
+    /// Endpoint URLs used instead of (or in the absence of) discovery's.
+    pub endpoints: RawEndpoints,
+    /// OpenID Connect Front-Channel Logout 1.0.
+    pub frontchannel_logout: RawFrontchannel,
 }
 
 impl Default for RawOidc {
@@ -121,6 +139,11 @@ impl Default for RawOidc {
             max_token_bytes: 16 * 1024,
             max_claims_bytes: 16 * 1024,
             max_claims: 100,
+            end_session_url_template: None,
+            issuer_template: None,
+            allowed_tenants: Vec::new(),
+            endpoints: RawEndpoints::default(),
+            frontchannel_logout: RawFrontchannel::default(),
         }
     }
 }
@@ -158,6 +181,10 @@ pub struct OidcConfig {
     /// The certificate the gateway presents to the provider.
     pub tls_client: Option<ClientCertificate>,
     pub limits: ProviderLimits,
+    pub end_session_url_template: Option<EndSessionTemplate>,
+    pub endpoints: EndpointOverrides,
+    pub frontchannel_logout: Option<FrontchannelConfig>,
+    pub issuer_template: Option<IssuerTemplate>,
 }
 
 /// Bounds on what the provider may send (`oidc.max_*`): a validly signed
@@ -190,6 +217,10 @@ pub(super) struct Oidc {
     metadata_refresh_interval: Duration,
     discovery_url: Option<Url>,
     limits: ProviderLimits,
+    end_session_url_template: Option<EndSessionTemplate>,
+    endpoints: EndpointOverrides,
+    frontchannel_logout: Option<FrontchannelConfig>,
+    issuer_template: Option<IssuerTemplate>,
 }
 
 /// The provider's private CA and the client certificate shown to it.
@@ -227,6 +258,10 @@ impl Oidc {
             tls_ca_pem: tls.ca_pem,
             tls_client: tls.client,
             limits: self.limits,
+            end_session_url_template: self.end_session_url_template,
+            endpoints: self.endpoints,
+            frontchannel_logout: self.frontchannel_logout,
+            issuer_template: self.issuer_template,
         })
     }
 }
@@ -388,6 +423,21 @@ pub(super) fn validate(raw: &RawOidc, issues: &mut Issues) -> Oidc {
             }
         });
     let limits = limits(raw, issues);
+    let insecure = raw.allow_insecure_issuer;
+    let endpoints = oidc_endpoints::endpoints(&raw.endpoints, insecure, issues);
+    let end_session_url_template = oidc_endpoints::end_session_template(
+        raw.end_session_url_template.as_ref(),
+        insecure,
+        issues,
+    );
+    let issuer_template = oidc_endpoints::issuer_template(
+        raw.issuer_template.as_ref(),
+        &raw.allowed_tenants,
+        insecure,
+        issues,
+    );
+    let frontchannel_logout =
+        oidc_endpoints::frontchannel(&raw.frontchannel_logout, issuer.as_ref(), insecure, issues);
     Oidc {
         issuer,
         client_id,
@@ -410,6 +460,10 @@ pub(super) fn validate(raw: &RawOidc, issues: &mut Issues) -> Oidc {
         metadata_refresh_interval,
         discovery_url,
         limits,
+        end_session_url_template,
+        endpoints,
+        frontchannel_logout,
+        issuer_template,
     }
 }
 

@@ -769,6 +769,7 @@ mod tests {
             TokenError::UnknownKey,
             TokenError::BadSignature,
             TokenError::WrongIssuer,
+            TokenError::TenantNotAllowed,
             TokenError::WrongAudience,
             TokenError::WrongAuthorizedParty,
             TokenError::Expired,

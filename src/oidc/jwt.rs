@@ -39,6 +39,9 @@ pub enum TokenError {
     BadSignature,
     #[error("issuer does not match")]
     WrongIssuer,
+    /// `oidc.issuer_template`: no `tid`, or one not in `oidc.allowed_tenants`.
+    #[error("tenant (tid) missing or not in oidc.allowed_tenants")]
+    TenantNotAllowed,
     #[error("audience does not include this client")]
     WrongAudience,
     #[error("authorized party (azp) is not this client")]
@@ -222,6 +225,7 @@ async fn verify(
     token: &str,
     required: &[&str],
     require_exp: bool,
+    tenant_issuer: bool,
 ) -> Result<Claims, TokenError> {
     let cfg = provider.config();
     let header = parse_header(token, cfg.limits.token_bytes)?;
@@ -230,14 +234,38 @@ async fn verify(
         return Err(TokenError::AlgorithmNotAllowed(format!("{:?}", header.alg)));
     }
     let key = keys.key_for(provider, &header).await?;
+    let template = cfg.issuer_template.as_ref().filter(|_| tenant_issuer);
     let expect = Expected {
-        issuer: &d.issuer,
+        // With a template the issuer depends on the token's tenant: checked
+        // below, after the signature.
+        issuer: template.is_none().then_some(d.issuer.as_str()),
         audience: &cfg.client_id,
         leeway: cfg.clock_skew.as_secs(),
         require_exp,
         required,
     };
-    check_signed(token, &header, &key, &expect)
+    let claims = check_signed(token, &header, &key, &expect)?;
+    if let Some(template) = template {
+        check_tenant_issuer(&claims, template)?;
+    }
+    Ok(claims)
+}
+
+/// `oidc.issuer_template`: `tid` is an allowed tenant and `iss` is that
+/// tenant's issuer, exactly.
+fn check_tenant_issuer(
+    claims: &Claims,
+    template: &crate::config::IssuerTemplate,
+) -> Result<(), TokenError> {
+    let expected = claims
+        .get("tid")
+        .and_then(Value::as_str)
+        .and_then(|tid| template.issuer_for(tid))
+        .ok_or(TokenError::TenantNotAllowed)?;
+    if claims.get("iss").and_then(Value::as_str) != Some(expected.as_str()) {
+        return Err(TokenError::WrongIssuer);
+    }
+    Ok(())
 }
 
 /// Validates a JWT access token a bearer client sent (RFC 9068): `typ`
@@ -261,7 +289,7 @@ pub async fn validate_access_token(
     }
     let key = keys.key_for(provider, &header).await?;
     let expect = Expected {
-        issuer: &d.issuer,
+        issuer: Some(&d.issuer),
         audience,
         leeway: cfg.clock_skew.as_secs(),
         require_exp: true,
@@ -272,7 +300,8 @@ pub async fn validate_access_token(
 
 /// What a signed token is checked against, besides its key.
 struct Expected<'a> {
-    issuer: &'a str,
+    /// `None`: checked by the caller (`oidc.issuer_template`).
+    issuer: Option<&'a str>,
     audience: &'a str,
     leeway: u64,
     require_exp: bool,
@@ -288,7 +317,9 @@ fn check_signed(
     expect: &Expected<'_>,
 ) -> Result<Claims, TokenError> {
     let mut v = Validation::new(header.alg);
-    v.set_issuer(&[expect.issuer]);
+    if let Some(issuer) = expect.issuer {
+        v.set_issuer(&[issuer]);
+    }
     v.set_audience(&[expect.audience]);
     v.leeway = expect.leeway;
     v.validate_exp = expect.require_exp;
@@ -356,7 +387,15 @@ pub async fn validate_id_token(
     token: &str,
     expect: &IdTokenExpectations<'_>,
 ) -> Result<Claims, TokenError> {
-    let claims = verify(provider, keys, token, &["exp", "iss", "aud", "sub"], true).await?;
+    let claims = verify(
+        provider,
+        keys,
+        token,
+        &["exp", "iss", "aud", "sub"],
+        true,
+        true,
+    )
+    .await?;
     let cfg = provider.config();
     let skew = cfg.clock_skew.as_secs();
     // An ID token is minted for this login; an old one is a replay.
@@ -411,7 +450,7 @@ pub async fn validate_logout_token(
     {
         return Err(TokenError::NotALogoutToken("typ is not logout+jwt"));
     }
-    let claims = verify(provider, keys, token, &["iss", "aud"], false).await?;
+    let claims = verify(provider, keys, token, &["iss", "aud"], false, false).await?;
     let cfg = provider.config();
     let skew = cfg.clock_skew.as_secs();
     check_iat(&claims, now, skew, 600)?;
@@ -511,7 +550,7 @@ mod tests {
             return false;
         };
         let expect = Expected {
-            issuer: "https://id.example",
+            issuer: Some("https://id.example"),
             audience: "bff",
             leeway: 60,
             require_exp: true,

@@ -3,6 +3,7 @@
 //! that join the provider and the session store live in `flows`.
 
 pub mod claims;
+mod discovery_overrides;
 pub mod jwt;
 pub mod provider;
 

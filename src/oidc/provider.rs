@@ -330,12 +330,22 @@ impl Provider {
             None => format!("{issuer}/.well-known/openid-configuration"),
         };
         let body = self.get_json(&url, "discovery document").await?;
+        let body = super::discovery_overrides::apply(body, &self.config.endpoints)?;
         let metadata: Metadata = serde_json::from_slice(&body)
             .map_err(|e| ProviderError::InvalidResponse(format!("discovery document: {e}")))?;
         // The issuer in the document must be the configured one, exactly
         // (OpenID Connect Discovery 1.0 §4.3), modulo a trailing slash in config.
         let advertised = metadata.issuer().as_str();
-        if advertised != self.config.issuer.as_str() && advertised != issuer {
+        // A multi-tenant provider advertises its issuer template.
+        let template = self
+            .config
+            .issuer_template
+            .as_ref()
+            .map(|t| t.text.as_str());
+        if advertised != self.config.issuer.as_str()
+            && advertised != issuer
+            && Some(advertised) != template
+        {
             return Err(ProviderError::InvalidResponse(format!(
                 "discovery issuer {advertised} does not match configured oidc.issuer {}",
                 self.config.issuer
@@ -639,6 +649,9 @@ impl Provider {
         id_token: Option<&SecretString>,
         post_logout: &Url,
     ) -> Option<Url> {
+        if let Some(url) = self.templated_end_session_url(post_logout) {
+            return Some(url);
+        }
         let endpoint = d.end_session_endpoint.clone()?;
         let mut req = LogoutRequest::from(endpoint)
             .set_client_id(ClientId::new(self.config.client_id.clone()))
@@ -647,6 +660,16 @@ impl Provider {
             req = req.set_id_token_hint(&t);
         }
         Some(req.http_get_url())
+    }
+
+    /// `oidc.end_session_url_template` filled in, when configured: it wins
+    /// over discovery (it is how providers without an `end_session_endpoint`
+    /// log out).
+    fn templated_end_session_url(&self, post_logout: &Url) -> Option<Url> {
+        let template = self.config.end_session_url_template.as_ref()?;
+        let url = template.render(&self.config.client_id, post_logout.as_str());
+        // Checked with sample values at start-up; a value cannot break it.
+        Url::parse(&url).ok()
     }
 }
 

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod auth;
 pub mod backchannel;
 pub mod forward_auth;
+pub mod frontchannel;
 pub mod health;
 pub mod jwks;
 pub mod logout;

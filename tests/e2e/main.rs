@@ -13,6 +13,7 @@ mod login_flow;
 mod monitoring;
 mod policy;
 mod private_ca;
+mod provider_discovery;
 mod provider_hostile;
 mod provider_keys;
 mod proxying;
