@@ -452,7 +452,8 @@ impl Sessions {
         client: &ClientInfo,
         now: u64,
     ) -> StoreResult<(StoreId, HeaderValue)> {
-        let id = SessionId::generate();
+        let user_hash = user_hash(&login.sub);
+        let id = SessionId::generate(self.store.shard_of(&user_hash).await?);
         let store_id = id.store_id();
         let meta = SessionMeta {
             sub: login.sub.clone(),
@@ -470,7 +471,7 @@ impl Sessions {
         let absolute_expires_at = now + self.absolute_timeout;
         let body = StoredBody {
             key_id: self.keys.current().id().to_owned(),
-            user_hash: user_hash(&login.sub),
+            user_hash,
             sid_hash: login.sid.as_deref().map(sid_hash),
             created_at: now,
             last_active_at: now,

@@ -14,6 +14,7 @@ pub mod gateway;
 pub mod net;
 pub mod procs;
 pub mod provider_api;
+pub mod sharded;
 pub mod test_ca;
 
 use std::sync::OnceLock;
