@@ -454,6 +454,29 @@ impl Sessions {
     ) -> StoreResult<(StoreId, HeaderValue)> {
         let user_hash = user_hash(&login.sub);
         let id = SessionId::generate(self.store.shard_of(&user_hash).await?);
+        self.create_as(id, login, client, now).await
+    }
+
+    /// A session as gateways before shard tags wrote it (43-character
+    /// cookie, legacy key layout): only for tests of the upgrade path.
+    #[doc(hidden)]
+    pub async fn create_legacy(
+        &self,
+        login: NewLogin,
+        client: &ClientInfo,
+        now: u64,
+    ) -> StoreResult<(StoreId, HeaderValue)> {
+        self.create_as(SessionId::generate_legacy(), login, client, now)
+            .await
+    }
+
+    async fn create_as(
+        &self,
+        id: SessionId,
+        login: NewLogin,
+        client: &ClientInfo,
+        now: u64,
+    ) -> StoreResult<(StoreId, HeaderValue)> {
         let store_id = id.store_id();
         let meta = SessionMeta {
             sub: login.sub.clone(),
@@ -471,7 +494,7 @@ impl Sessions {
         let absolute_expires_at = now + self.absolute_timeout;
         let body = StoredBody {
             key_id: self.keys.current().id().to_owned(),
-            user_hash,
+            user_hash: user_hash(&login.sub),
             sid_hash: login.sid.as_deref().map(sid_hash),
             created_at: now,
             last_active_at: now,

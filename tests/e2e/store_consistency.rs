@@ -60,7 +60,7 @@ impl Target {
     }
 }
 
-pub fn sessions_on(target: &Target, prefix: &str, max_per_user: Option<u32>) -> Sessions {
+pub fn store_on(target: &Target, prefix: &str) -> RedisStore {
     let redis = RedisConfig {
         endpoint: target.endpoint(),
         username: None,
@@ -70,7 +70,10 @@ pub fn sessions_on(target: &Target, prefix: &str, max_per_user: Option<u32>) -> 
         tls_ca_pem: None,
         tls_client: None,
     };
-    let store = RedisStore::new(&redis, prefix, Duration::from_secs(5)).expect("store");
+    RedisStore::new(&redis, prefix, Duration::from_secs(5)).expect("store")
+}
+
+pub fn sessions_over(store: RedisStore, max_per_user: Option<u32>) -> Sessions {
     Sessions::new(
         &SessionConfig {
             idle_timeout: Duration::from_secs(600),
@@ -83,6 +86,10 @@ pub fn sessions_on(target: &Target, prefix: &str, max_per_user: Option<u32>) -> 
         },
         Arc::new(Store::Redis(store)),
     )
+}
+
+pub fn sessions_on(target: &Target, prefix: &str, max_per_user: Option<u32>) -> Sessions {
+    sessions_over(store_on(target, prefix), max_per_user)
 }
 
 pub fn login(user: &str, n: usize) -> NewLogin {

@@ -86,7 +86,7 @@ impl State {
 }
 
 pub struct MemoryStore {
-    state: Mutex<State>,
+    state: Box<Mutex<State>>,
     /// Keys the shard tags' hash: random per process (one process is the
     /// whole deployment of a memory store).
     shard_key: [u8; 32],
@@ -97,7 +97,7 @@ impl Default for MemoryStore {
         let mut shard_key = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut shard_key);
         Self {
-            state: Mutex::default(),
+            state: Box::default(),
             shard_key,
         }
     }

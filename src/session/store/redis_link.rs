@@ -69,7 +69,14 @@ impl ClusterLink {
             .collect::<RedisResult<_>>()?;
         let mut builder = ClusterClientBuilder::new(seeds)
             .connection_timeout(timeouts.0)
-            .response_timeout(timeouts.1);
+            .response_timeout(timeouts.1)
+            // The client's defaults retry 16 times with waits of seconds to
+            // minutes: past the store timeout, so a failover would leave
+            // requests queued behind retries nobody waits for. A few quick
+            // retries ride out a slot move or a promotion.
+            .retries(3)
+            .min_retry_wait(50)
+            .max_retry_wait(500);
         if tls {
             builder = builder.tls(TlsMode::Secure);
             if let Some(certs) = certificates {
