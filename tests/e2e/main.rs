@@ -21,6 +21,7 @@ mod static_app;
 mod store_cluster;
 mod store_conformance;
 mod store_consistency;
+mod store_costs;
 mod store_outage;
 mod store_sentinel;
 mod websockets;

@@ -20,6 +20,8 @@ use crate::harness::{RedisCluster, random_prefix, shared};
 #[derive(Clone)]
 pub enum Target {
     Standalone,
+    /// A server of its own (measurements).
+    Url(String),
     Cluster(Vec<String>),
 }
 
@@ -27,6 +29,7 @@ impl Target {
     fn endpoint(&self) -> RedisEndpoint {
         match self {
             Self::Standalone => RedisEndpoint::Url(shared().redis.url().parse().expect("url")),
+            Self::Url(url) => RedisEndpoint::Url(url.parse().expect("url")),
             Self::Cluster(nodes) => RedisEndpoint::Cluster {
                 nodes: nodes
                     .iter()
@@ -44,6 +47,7 @@ impl Target {
     async fn servers(&self) -> Vec<redis::aio::MultiplexedConnection> {
         let urls = match self {
             Self::Standalone => vec![shared().redis.url()],
+            Self::Url(url) => vec![url.clone()],
             Self::Cluster(nodes) => nodes.iter().map(|a| format!("redis://{a}")).collect(),
         };
         let mut out = Vec::new();
