@@ -142,29 +142,36 @@ impl SessionId {
         &self.secret
     }
 
-    /// The store's name for this session: the shard tag in hex, then hex
-    /// SHA-256 of the lookup ID.
+    /// The store's name for this session: the shard tag in hex, then the
+    /// first 224 bits of SHA-256 of the lookup ID in hex (60 characters: an
+    /// index member of at most 64 bytes stays in Redis' compact listpack
+    /// encoding); before shard tags, the whole hash (64).
     pub fn store_id(&self) -> StoreId {
         let digest = hex(&Sha256::digest(self.lookup));
         StoreId(match self.shard {
-            Some(tag) => hex(&tag) + &digest,
+            Some(tag) => hex(&tag) + &digest[..SHARDED_HASH_HEX],
             None => digest,
         })
     }
 }
 
+/// Hex digits of the lookup ID's hash in a sharded store ID.
+const SHARDED_HASH_HEX: usize = 56;
+/// A sharded store ID: 4 hex digits of tag and the hash.
+const SHARDED_ID_LEN: usize = 4 + SHARDED_HASH_HEX;
+
 /// A session's public handle, safe to log and to show operators (it cannot
-/// be turned back into a cookie): 4 hex digits of shard tag and the hex
-/// SHA-256 of the lookup ID (68 characters), or for a session from before
-/// shard tags the hash alone (64).
+/// be turned back into a cookie): 4 hex digits of shard tag and 224 bits of
+/// the SHA-256 of the lookup ID (60 characters), or for a session from
+/// before shard tags the whole hash (64).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StoreId(String);
 
 impl StoreId {
-    /// Accepts an operator-supplied handle (68 or 64 lowercase hex
+    /// Accepts an operator-supplied handle (60 or 64 lowercase hex
     /// characters).
     pub fn parse(s: &str) -> Option<Self> {
-        (matches!(s.len(), 64 | 68)
+        (matches!(s.len(), SHARDED_ID_LEN | 64)
             && s.bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
         .then(|| Self(s.to_owned()))
@@ -177,7 +184,7 @@ impl StoreId {
     /// The shard tag (4 hex digits) and the rest; `None` for a session of
     /// the legacy layout.
     pub fn shard(&self) -> Option<(&str, &str)> {
-        (self.0.len() == 68).then(|| self.0.split_at(4))
+        (self.0.len() == SHARDED_ID_LEN).then(|| self.0.split_at(4))
     }
 }
 
@@ -528,7 +535,7 @@ mod tests {
     fn store_id_is_a_hash_not_the_cookie() {
         let id = SessionId::generate([0, 7]);
         let sid = id.store_id();
-        assert_eq!(sid.as_str().len(), 68);
+        assert_eq!(sid.as_str().len(), 60);
         assert!(!id.encode().contains(sid.as_str()));
         assert!(StoreId::parse(sid.as_str()).is_some());
         assert!(StoreId::parse("xyz").is_none());

@@ -441,7 +441,7 @@ async fn a_session_of_the_single_slot_layout_still_opens_and_is_revoked_after_th
         .create(login(user, 3), &client, now)
         .await
         .expect("create");
-    assert_eq!(new_id.as_str().len(), 68);
+    assert_eq!(new_id.as_str().len(), 60);
     let listed = after.list_user(user, None, 10, now).await.expect("list");
     assert_eq!(listed.sessions.len(), 4, "old and new sessions listed");
 

@@ -52,16 +52,23 @@ async fn redis_commands_per_login() {
     }
     let after = command_calls(&redis);
     let mut total = 0;
+    let mut sent = 0;
     for (name, calls) in &after {
         let d = calls - before.get(name).copied().unwrap_or(0);
         // The measuring INFO itself is not the login's.
         if d > 0 && name != "info" {
             eprintln!("{name}: {:.2} per login", d as f64 / LOGINS as f64);
             total += d;
+            // What the gateway sends: scripts, and the one plain SET NX of
+            // the login's claim marker (no script of a login calls SET).
+            if matches!(name.as_str(), "evalsha" | "eval" | "set" | "get" | "hget") {
+                sent += d;
+            }
         }
     }
     eprintln!(
-        "Redis commands (= round trips, none pipelined) per login: {:.2}",
+        "per login: {:.2} round trips (commands the gateway sends), {:.2} commands Redis runs (scripts' calls included)",
+        sent as f64 / LOGINS as f64,
         total as f64 / LOGINS as f64
     );
 }
@@ -82,8 +89,9 @@ fn realistic_login(user: &str, n: usize) -> NewLogin {
     }
 }
 
-/// MEMORY USAGE summed over every key under `prefix`.
-async fn bytes_under(redis: &RedisServer, prefix: &str) -> (u64, u64) {
+/// MEMORY USAGE summed over every key under `prefix`, and by kind (`s`,
+/// `u`, `x`/`sid`, ...).
+async fn bytes_under(redis: &RedisServer, prefix: &str) -> (u64, u64, BTreeMap<String, u64>) {
     let client = redis::Client::open(redis.url()).expect("client");
     let mut c = client
         .get_multiplexed_async_connection()
@@ -108,15 +116,25 @@ async fn bytes_under(redis: &RedisServer, prefix: &str) -> (u64, u64) {
         cursor = next;
     }
     let mut total = 0;
+    let mut by_kind = BTreeMap::<String, u64>::new();
     for chunk in keys.chunks(1000) {
         let mut pipe = redis::pipe();
         for k in chunk {
             pipe.cmd("MEMORY").arg("USAGE").arg(k).arg("SAMPLES").arg(0);
         }
         let sizes: Vec<Option<u64>> = pipe.query_async(&mut c).await.expect("memory usage");
-        total += sizes.into_iter().flatten().sum::<u64>();
+        for (k, size) in chunk.iter().zip(sizes) {
+            let kind = k[prefix.len()..]
+                .split(':')
+                .next()
+                .unwrap_or("?")
+                .to_owned();
+            let size = size.unwrap_or(0);
+            *by_kind.entry(kind).or_default() += size;
+            total += size;
+        }
     }
-    (total, keys.len() as u64)
+    (total, keys.len() as u64, by_kind)
 }
 
 async fn fill(s: &Sessions, sessions: usize, users: usize, legacy: bool) {
@@ -140,8 +158,11 @@ async fn fill(s: &Sessions, sessions: usize, users: usize, legacy: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement: run with --ignored"]
 async fn redis_bytes_per_session_with_many_users() {
-    const SESSIONS: usize = 100_000;
-    const USERS: usize = 20_000;
+    let sessions: usize = std::env::var("COST_SESSIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let users = sessions / 5;
     let redis = RedisServer::start();
     let target = Target::Url(redis.url());
     for legacy in [false, true] {
@@ -150,16 +171,21 @@ async fn redis_bytes_per_session_with_many_users() {
             crate::store_consistency::store_on(&target, &prefix),
             None,
         ));
-        fill(&s, SESSIONS, USERS, legacy).await;
-        let (bytes, keys) = bytes_under(&redis, &prefix).await;
+        fill(&s, sessions, users, legacy).await;
+        let (bytes, keys, by_kind) = bytes_under(&redis, &prefix).await;
+        let per_kind: Vec<String> = by_kind
+            .iter()
+            .map(|(k, b)| format!("{k}: {}", b / sessions as u64))
+            .collect();
+        let layout = if legacy {
+            "single-slot (old)"
+        } else {
+            "sharded"
+        };
         eprintln!(
-            "{} layout: {SESSIONS} sessions of {USERS} users, {keys} keys, {} B per session (MEMORY USAGE over every key, indexes included)",
-            if legacy {
-                "single-slot (old)"
-            } else {
-                "sharded"
-            },
-            bytes / SESSIONS as u64
+            "{layout} layout: {sessions} sessions of {users} users, {keys} keys, {} B per session (MEMORY USAGE over every key, indexes included; by key kind {})",
+            bytes / sessions as u64,
+            per_kind.join(", ")
         );
     }
 }

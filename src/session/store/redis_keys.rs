@@ -146,8 +146,8 @@ mod tests {
     #[test]
     fn a_sessions_keys_and_its_users_index_carry_the_same_hash_tag() {
         let l = layout("bff:");
-        let id = StoreId::parse(&format!("ab12{}", "c".repeat(64))).expect("id");
-        let tag = format!("{{ab12}}{}", "c".repeat(64));
+        let id = StoreId::parse(&format!("ab12{}", "c".repeat(56))).expect("id");
+        let tag = format!("{{ab12}}{}", "c".repeat(56));
         assert_eq!(l.record(&id), format!("bff:s:{tag}"));
         assert_eq!(l.tombstone(&id), format!("bff:t:{tag}"));
         assert_eq!(l.lock(&id), format!("bff:l:{tag}"));

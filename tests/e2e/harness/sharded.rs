@@ -3,6 +3,8 @@
 //! in the legacy layout), so this wrapper gives each one the shard tag of
 //! its user on the way in (as the gateway does at login) and takes it off
 //! again on the way out. Every behaviour is then checked on both layouts.
+//! A sharded ID holds 56 hex digits of hash: the suite's IDs end in zeros
+//! (`id(n)` puts `n` first), so the last 8 are dropped and restored.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -35,7 +37,8 @@ impl<S: SessionStore> Sharded<S> {
             .get(id)
             .copied()
             .unwrap_or([0, 0]);
-        StoreId::parse(&(hex(&tag) + id.as_str())).expect("a sharded ID")
+        assert!(id.as_str().ends_with("00000000"), "{id:?}");
+        StoreId::parse(&(hex(&tag) + &id.as_str()[..56])).expect("a sharded ID")
     }
 
     fn outward(id: &StoreId) -> StoreId {
@@ -43,7 +46,7 @@ impl<S: SessionStore> Sharded<S> {
             id.shard().is_some(),
             "the store answered a legacy ID {id:?}"
         );
-        StoreId::parse(&id.as_str()[4..]).expect("a plain ID")
+        StoreId::parse(&(id.as_str()[4..].to_owned() + "00000000")).expect("a plain ID")
     }
 
     fn outward_all(ids: Vec<StoreId>) -> Vec<StoreId> {
