@@ -110,7 +110,7 @@ fn session_rows(list: &[SessionInfo]) -> Vec<Vec<String>> {
 
 fn parse_id(s: &str) -> Result<StoreId, String> {
     StoreId::parse(s).ok_or_else(|| {
-        format!("`{s}` is not a session ID (64 hex characters, as `sessions list` prints)")
+        format!("`{s}` is not a session ID (60 or 64 hex characters, as `sessions list` prints)")
     })
 }
 

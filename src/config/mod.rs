@@ -65,7 +65,9 @@ pub use routes::{RawCondition, RawRoute, RouteAuth, RouteConfig};
 pub use server::{ConnectionLimits, RawServer, ServerConfig};
 pub use session::{RawKey, RawSession, SameSite, ServerKeyConfig, SessionConfig};
 pub use static_files::{RawStatic, StaticConfig};
-pub use store::{RawStore, RedisConfig, RedisEndpoint, SentinelConfig, StoreConfig, StoreKind};
+pub use store::{
+    RawStore, RedisConfig, RedisEndpoint, SentinelConfig, StoreConfig, StoreKind, has_hash_tag,
+};
 pub use traces::{RawTracing, Sampler, TracingConfig};
 
 use common::{Issues, is_loopback_host};

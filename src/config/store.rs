@@ -42,8 +42,8 @@ pub struct RawStore {
     /// apply to both).
     pub sentinel_tls: bool,
     /// Redis Cluster: `host:port` of some cluster nodes (the client learns
-    /// the rest). Every key must then share one hash slot: `key_prefix`
-    /// needs a hash tag such as `{oidc-bff}:`.
+    /// the rest). Sessions spread over the primaries by their shard tag, so
+    /// `key_prefix` must not carry a hash tag of its own.
     pub cluster_nodes: Vec<String>,
     /// TLS to the cluster's nodes (`tls_*_file` apply).
     pub cluster_tls: bool,
@@ -57,6 +57,10 @@ pub struct RawStore {
     pub db: i64,
     /// Prefix of every key this gateway writes.
     pub key_prefix: String,
+    /// Prefix of the sessions written before shard tags (the single-slot
+    /// layout), read until they expire; default `key_prefix`. Set it when
+    /// upgrading a Redis Cluster deployment from `"{oidc-bff}:"`.
+    pub legacy_key_prefix: Option<String>,
     /// PEM file of the CA that signed the Redis server's certificate, for
     /// `rediss://` with a private CA (default: the public web PKI roots).
     pub tls_ca_file: Option<PathBuf>,
@@ -89,6 +93,7 @@ impl Default for RawStore {
             password_file: None,
             db: 0,
             key_prefix: "oidc-bff:".into(),
+            legacy_key_prefix: None,
             tls_ca_file: None,
             tls_cert_file: None,
             tls_key_file: None,
@@ -147,6 +152,8 @@ pub struct RedisConfig {
 pub struct StoreConfig {
     pub kind: StoreKind,
     pub key_prefix: String,
+    /// Where sessions of the single-slot layout live (default: `key_prefix`).
+    pub legacy_key_prefix: String,
     pub timeout: Duration,
 }
 
@@ -162,21 +169,28 @@ pub(super) fn validate(st: &RawStore, issues: &mut Issues) -> StoreConfig {
             StoreKind::Memory
         }
     };
-    if st.key_prefix.is_empty()
-        || st.key_prefix.len() > 64
-        || st
-            .key_prefix
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control())
-    {
+    let bad_prefix = |p: &str| {
+        p.is_empty() || p.len() > 64 || p.chars().any(|c| c.is_whitespace() || c.is_control())
+    };
+    if bad_prefix(&st.key_prefix) {
         issues.add(
             "store.key_prefix",
             "must be 1-64 characters without whitespace, e.g. \"oidc-bff:\"",
         );
     }
+    if st.legacy_key_prefix.as_deref().is_some_and(bad_prefix) {
+        issues.add(
+            "store.legacy_key_prefix",
+            "must be 1-64 characters without whitespace, e.g. \"{oidc-bff}:\" (the key_prefix before the upgrade)",
+        );
+    }
     StoreConfig {
         kind,
         key_prefix: st.key_prefix.clone(),
+        legacy_key_prefix: st
+            .legacy_key_prefix
+            .clone()
+            .unwrap_or_else(|| st.key_prefix.clone()),
         timeout: positive_duration(issues, "store.timeout", &st.timeout),
     }
 }
@@ -323,12 +337,22 @@ fn redis_cluster(issues: &mut Issues, st: &RawStore) -> RedisEndpoint {
             "must be 0 with store.cluster_nodes (a Redis Cluster has one database)",
         );
     }
-    if !has_hash_tag(&st.key_prefix) {
+    if st.key_prefix.contains(['{', '}']) {
         issues.add(
             "store.key_prefix",
             format!(
-                "`{}` has no hash tag; with store.cluster_nodes write it like \"{{oidc-bff}}:\" so every key of the gateway lands in one hash slot (its scripts change several keys at once)",
-                st.key_prefix
+                "`{}` has a hash tag, which would put every session on one primary; with store.cluster_nodes write it without braces, like \"oidc-bff:\" (each session's keys carry their own shard tag). Upgrading from a single-slot prefix: set legacy_key_prefix = \"{}\" so sessions from before keep working",
+                st.key_prefix, st.key_prefix
+            ),
+        );
+    }
+    if let Some(legacy) = &st.legacy_key_prefix
+        && !has_hash_tag(legacy)
+    {
+        issues.add(
+            "store.legacy_key_prefix",
+            format!(
+                "`{legacy}` has no hash tag; with store.cluster_nodes it names the key_prefix of the single-slot layout before the upgrade, like \"{{oidc-bff}}:\" (leave it unset for a new deployment)"
             ),
         );
     }
@@ -340,7 +364,7 @@ fn redis_cluster(issues: &mut Issues, st: &RawStore) -> RedisEndpoint {
 
 /// Whether Redis Cluster hashes `prefix...` by a `{tag}` in the prefix: the
 /// first `{` followed, later, by a `}` with something in between.
-fn has_hash_tag(prefix: &str) -> bool {
+pub fn has_hash_tag(prefix: &str) -> bool {
     prefix
         .find('{')
         .and_then(|open| prefix[open + 1..].find('}'))
@@ -466,20 +490,31 @@ mod tests {
     }
 
     #[test]
-    fn cluster_mode_needs_a_hash_tag_in_the_key_prefix() {
-        let toml = minimal() + "\n[store]\ncluster_nodes = [\"10.0.0.5:6379\", \"nope\"]\n";
+    fn cluster_mode_refuses_a_hash_tag_in_the_key_prefix_and_names_the_upgrade_path() {
+        let toml = minimal()
+            + "\n[store]\ncluster_nodes = [\"10.0.0.5:6379\", \"nope\"]\nkey_prefix = \"{oidc-bff}:\"\nlegacy_key_prefix = \"oidc-bff:\"\n";
         let err = load_str(&toml, &[]).expect_err("invalid");
         let keys: Vec<&str> = err.0.iter().map(|i| i.key.as_str()).collect();
         assert_eq!(
             keys,
-            ["store.key_prefix", "store.cluster_nodes[1]"],
+            [
+                "store.key_prefix",
+                "store.legacy_key_prefix",
+                "store.cluster_nodes[1]"
+            ],
             "{err}"
         );
-        assert!(err.0[0].message.contains("{oidc-bff}:"), "{err}");
+        assert!(
+            err.0[0]
+                .message
+                .contains("legacy_key_prefix = \"{oidc-bff}:\""),
+            "{err}"
+        );
 
         let toml = minimal()
-            + "\n[store]\ncluster_nodes = [\"10.0.0.5:6379\"]\nkey_prefix = \"{sessions}:\"\n";
+            + "\n[store]\ncluster_nodes = [\"10.0.0.5:6379\"]\nkey_prefix = \"sessions:\"\nlegacy_key_prefix = \"{sessions}:\"\n";
         let config = load_str(&toml, &[]).expect("valid");
+        assert_eq!(config.store.legacy_key_prefix, "{sessions}:");
         let StoreKind::Redis(redis) = config.store.kind else {
             panic!("expected redis")
         };

@@ -123,7 +123,9 @@ async fn revoke(
     let now = crate::clock::unix_now();
     let parse = |s: &str| {
         StoreId::parse(s).ok_or_else(|| {
-            AppError::BadRequest(format!("`{s}` is not a session ID (64 hex characters)."))
+            AppError::BadRequest(format!(
+                "`{s}` is not a session ID (60 or 64 hex characters)."
+            ))
         })
     };
     match (body.id, body.user) {

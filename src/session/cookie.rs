@@ -2,12 +2,18 @@
 //! the gateway sets: the session cookie and one pending-login cookie per
 //! login under way (named by a short prefix of its state).
 //!
-//! A session cookie value is 256 bits from the OS CSPRNG, base64url without
-//! padding (43 characters): a 128-bit lookup ID and a 128-bit per-session
-//! secret. The store only ever sees SHA-256(lookup ID) as its key and never
-//! the secret, which is an input to the key that encrypts the session's
-//! tokens. Values of the wrong length or alphabet are refused here, before
-//! any store lookup.
+//! A session cookie value is a 2-byte shard tag, a 128-bit lookup ID and a
+//! 128-bit per-session secret, base64url without padding (46 characters).
+//! The shard tag is chosen at login from a keyed hash of the user (see
+//! [`crate::session::store::SessionStore::shard_of`]): it carries nothing
+//! personal, and it puts the session's keys and its user's index in one
+//! Redis Cluster hash slot while different users spread over the cluster.
+//! Cookies issued before shard tags existed (43 characters: lookup ID and
+//! secret only) are still accepted until they expire; their sessions live
+//! under the legacy key layout. The store only ever sees the shard tag and
+//! SHA-256(lookup ID) as its key and never the secret, which is an input to
+//! the key that encrypts the session's tokens. Values of the wrong length or
+//! alphabet are refused here, before any store lookup.
 
 use std::fmt;
 use std::time::Duration;
@@ -24,11 +30,20 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::config::{SameSite, SessionConfig};
 
-const ENCODED_LEN: usize = 43;
+/// A cookie value from before shard tags: lookup ID and secret.
+const LEGACY_ENCODED_LEN: usize = 43;
+/// Shard tag, lookup ID and secret (34 bytes).
+const ENCODED_LEN: usize = 46;
+
+/// Which hash slot group a session's keys live in: 16 bits of a keyed hash
+/// of its user, shown as 4 hex digits (the Redis hash tag `{abcd}`).
+pub type ShardTag = [u8; 2];
 
 /// The secret half of a session: never logged, never stored.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct SessionId {
+    /// `None` for a cookie issued before shard tags (legacy key layout).
+    shard: Option<ShardTag>,
     lookup: [u8; 16],
     secret: [u8; 16],
 }
@@ -40,49 +55,85 @@ impl fmt::Debug for SessionId {
 }
 
 impl SessionId {
-    pub fn generate() -> Self {
+    /// A fresh ID in shard `shard` (from the store's
+    /// [`shard_of`](crate::session::store::SessionStore::shard_of)).
+    pub fn generate(shard: ShardTag) -> Self {
         let mut bytes = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut bytes);
-        let id = Self::from_bytes(&bytes);
+        let id = Self::from_bytes(Some(shard), &bytes);
         bytes.zeroize();
         id
     }
 
-    fn from_bytes(bytes: &[u8; 32]) -> Self {
+    /// A fresh ID of the format before shard tags, as gateways before the
+    /// sharded layout issued them: only for tests of the upgrade path.
+    #[doc(hidden)]
+    pub fn generate_legacy() -> Self {
+        let mut bytes = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        let id = Self::from_bytes(None, &bytes);
+        bytes.zeroize();
+        id
+    }
+
+    fn from_bytes(shard: Option<ShardTag>, bytes: &[u8; 32]) -> Self {
         let mut lookup = [0u8; 16];
         let mut secret = [0u8; 16];
         lookup.copy_from_slice(&bytes[..16]);
         secret.copy_from_slice(&bytes[16..]);
-        Self { lookup, secret }
+        Self {
+            shard,
+            lookup,
+            secret,
+        }
     }
 
-    /// Parses a cookie value; `None` unless it is exactly 43 base64url
-    /// characters encoding 32 bytes.
+    /// Parses a cookie value; `None` unless it is exactly 46 base64url
+    /// characters encoding 34 bytes (or, from before shard tags, 43 encoding
+    /// 32).
     pub fn parse(value: &str) -> Option<Self> {
-        if value.len() != ENCODED_LEN
+        if !matches!(value.len(), ENCODED_LEN | LEGACY_ENCODED_LEN)
             || !value
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
             return None;
         }
-        let mut bytes = [0u8; 32];
-        match URL_SAFE_NO_PAD.decode_slice(value, &mut bytes) {
-            Ok(32) => {
-                let id = Self::from_bytes(&bytes);
-                bytes.zeroize();
+        let mut bytes = [0u8; 34];
+        let id = match URL_SAFE_NO_PAD.decode_slice(value, &mut bytes) {
+            Ok(34) if value.len() == ENCODED_LEN => {
+                let mut rest = [0u8; 32];
+                rest.copy_from_slice(&bytes[2..]);
+                let id = Self::from_bytes(Some([bytes[0], bytes[1]]), &rest);
+                rest.zeroize();
+                Some(id)
+            }
+            Ok(32) if value.len() == LEGACY_ENCODED_LEN => {
+                let mut rest = [0u8; 32];
+                rest.copy_from_slice(&bytes[..32]);
+                let id = Self::from_bytes(None, &rest);
+                rest.zeroize();
                 Some(id)
             }
             _ => None,
-        }
+        };
+        bytes.zeroize();
+        id
     }
 
     /// The cookie value. Handle like a password.
     pub fn encode(&self) -> String {
-        let mut bytes = [0u8; 32];
-        bytes[..16].copy_from_slice(&self.lookup);
-        bytes[16..].copy_from_slice(&self.secret);
-        let s = URL_SAFE_NO_PAD.encode(bytes);
+        let mut bytes = [0u8; 34];
+        let at = match self.shard {
+            Some(tag) => {
+                bytes[..2].copy_from_slice(&tag);
+                2
+            }
+            None => 0,
+        };
+        bytes[at..at + 16].copy_from_slice(&self.lookup);
+        bytes[at + 16..at + 32].copy_from_slice(&self.secret);
+        let s = URL_SAFE_NO_PAD.encode(&bytes[..at + 32]);
         bytes.zeroize();
         s
     }
@@ -91,26 +142,36 @@ impl SessionId {
         &self.secret
     }
 
-    /// The store's name for this session: hex SHA-256 of the lookup ID.
+    /// The store's name for this session: the shard tag in hex, then the
+    /// first 224 bits of SHA-256 of the lookup ID in hex (60 characters: an
+    /// index member of at most 64 bytes stays in Redis' compact listpack
+    /// encoding); before shard tags, the whole hash (64).
     pub fn store_id(&self) -> StoreId {
-        StoreId::hash_of(&self.lookup)
+        let digest = hex(&Sha256::digest(self.lookup));
+        StoreId(match self.shard {
+            Some(tag) => hex(&tag) + &digest[..SHARDED_HASH_HEX],
+            None => digest,
+        })
     }
 }
 
-/// Hex SHA-256 of a session's lookup ID: the session's public handle, safe
-/// to log and to show operators (it cannot be turned back into a cookie).
+/// Hex digits of the lookup ID's hash in a sharded store ID.
+const SHARDED_HASH_HEX: usize = 56;
+/// A sharded store ID: 4 hex digits of tag and the hash.
+const SHARDED_ID_LEN: usize = 4 + SHARDED_HASH_HEX;
+
+/// A session's public handle, safe to log and to show operators (it cannot
+/// be turned back into a cookie): 4 hex digits of shard tag and 224 bits of
+/// the SHA-256 of the lookup ID (60 characters), or for a session from
+/// before shard tags the whole hash (64).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StoreId(String);
 
 impl StoreId {
-    fn hash_of(lookup: &[u8]) -> Self {
-        let digest = Sha256::digest(lookup);
-        Self(hex(&digest))
-    }
-
-    /// Accepts an operator-supplied handle (64 lowercase hex characters).
+    /// Accepts an operator-supplied handle (60 or 64 lowercase hex
+    /// characters).
     pub fn parse(s: &str) -> Option<Self> {
-        (s.len() == 64
+        (matches!(s.len(), SHARDED_ID_LEN | 64)
             && s.bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
         .then(|| Self(s.to_owned()))
@@ -118,6 +179,12 @@ impl StoreId {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The shard tag (4 hex digits) and the rest; `None` for a session of
+    /// the legacy layout.
+    pub fn shard(&self) -> Option<(&str, &str)> {
+        (self.0.len() == SHARDED_ID_LEN).then(|| self.0.split_at(4))
     }
 }
 
@@ -421,27 +488,44 @@ mod tests {
 
     #[test]
     fn generated_ids_round_trip_and_are_unique() {
-        let a = SessionId::generate();
+        let a = SessionId::generate([0xab, 0x12]);
         let encoded = a.encode();
-        assert_eq!(encoded.len(), 43);
+        assert_eq!(encoded.len(), 46);
         let parsed = SessionId::parse(&encoded).expect("parses");
         assert_eq!(parsed.store_id(), a.store_id());
         assert_eq!(parsed.secret(), a.secret());
-        assert_ne!(SessionId::generate().encode(), encoded);
+        assert_ne!(SessionId::generate([0xab, 0x12]).encode(), encoded);
+        assert!(a.store_id().as_str().starts_with("ab12"));
+        assert_eq!(a.store_id().shard().map(|(t, _)| t), Some("ab12"));
+    }
+
+    #[test]
+    fn cookies_from_before_shard_tags_still_parse_to_their_old_store_id() {
+        let old = SessionId::generate_legacy();
+        let encoded = old.encode();
+        assert_eq!(encoded.len(), 43);
+        let parsed = SessionId::parse(&encoded).expect("a legacy cookie parses");
+        assert_eq!(parsed.store_id(), old.store_id());
+        assert_eq!(parsed.store_id().as_str().len(), 64);
+        assert!(parsed.store_id().shard().is_none());
+        assert_eq!(parsed.secret(), old.secret());
     }
 
     #[test]
     fn malformed_cookie_values_are_refused_before_any_lookup() {
-        let good = SessionId::generate().encode();
+        let good = SessionId::generate([1, 2]).encode();
         for bad in [
             String::new(),
             good[..42].to_string(),
+            good[..44].to_string(),
+            good[..45].to_string(),
             format!("{good}A"),
-            format!("{}+", &good[..42]),
-            format!("{}=", &good[..42]),
-            format!("{}/", &good[..42]),
+            format!("{}+", &good[..45]),
+            format!("{}=", &good[..45]),
+            format!("{}/", &good[..45]),
             "é".repeat(21) + "a",
             " ".repeat(43),
+            " ".repeat(46),
         ] {
             assert!(SessionId::parse(&bad).is_none(), "{bad:?} accepted");
         }
@@ -449,9 +533,9 @@ mod tests {
 
     #[test]
     fn store_id_is_a_hash_not_the_cookie() {
-        let id = SessionId::generate();
+        let id = SessionId::generate([0, 7]);
         let sid = id.store_id();
-        assert_eq!(sid.as_str().len(), 64);
+        assert_eq!(sid.as_str().len(), 60);
         assert!(!id.encode().contains(sid.as_str()));
         assert!(StoreId::parse(sid.as_str()).is_some());
         assert!(StoreId::parse("xyz").is_none());
@@ -459,7 +543,7 @@ mod tests {
 
     #[test]
     fn session_cookie_has_the_strict_attributes() {
-        let v = policy().session_cookie(&SessionId::generate(), Duration::from_secs(600));
+        let v = policy().session_cookie(&SessionId::generate([0, 0]), Duration::from_secs(600));
         let s = v.to_str().expect("ascii");
         assert!(s.starts_with("__Host-oidc-bff="), "{s}");
         for attr in [

@@ -550,7 +550,33 @@ impl Sessions {
         client: &ClientInfo,
         now: u64,
     ) -> StoreResult<(StoreId, HeaderValue, Vec<StoreId>)> {
-        let id = SessionId::generate();
+        let user_hash = user_hash(&login.sub);
+        let id = SessionId::generate(self.store.shard_of(&user_hash).await?);
+        self.create_as(id, login, client, now).await
+    }
+
+    /// A session as gateways before shard tags wrote it (43-character
+    /// cookie, legacy key layout): only for tests of the upgrade path.
+    #[doc(hidden)]
+    pub async fn create_legacy(
+        &self,
+        login: NewLogin,
+        client: &ClientInfo,
+        now: u64,
+    ) -> StoreResult<(StoreId, HeaderValue)> {
+        let (id, cookie, _) = self
+            .create_as(SessionId::generate_legacy(), login, client, now)
+            .await?;
+        Ok((id, cookie))
+    }
+
+    async fn create_as(
+        &self,
+        id: SessionId,
+        login: NewLogin,
+        client: &ClientInfo,
+        now: u64,
+    ) -> StoreResult<(StoreId, HeaderValue, Vec<StoreId>)> {
         let store_id = id.store_id();
         let meta = SessionMeta {
             sub: login.sub.clone(),

@@ -401,7 +401,7 @@ proptest::proptest! {
         if version_2 && !bytes.is_empty() {
             bytes[0] = record::FORMAT_VERSION;
         }
-        let id = SessionId::generate();
+        let id = SessionId::generate([3, 4]);
         let store_id = id.store_id();
         proptest::prop_assert!(s.open(id, store_id.clone(), &bytes, 1_000).is_none());
         proptest::prop_assert!(s.verify(&store_id, &bytes, 1_000).is_none());

@@ -27,6 +27,7 @@ mod step_up;
 mod store_cluster;
 mod store_conformance;
 mod store_consistency;
+mod store_costs;
 mod store_outage;
 mod store_sentinel;
 mod traces;

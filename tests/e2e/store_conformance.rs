@@ -4,6 +4,11 @@
 //! prefix per test), so the in-memory store cannot drift from the one
 //! deployments use. It drives the stores directly, never the gateway.
 //!
+//! Redis runs each behaviour twice: with the suite's plain IDs (the legacy
+//! key layout of sessions from before shard tags) and through
+//! [`Sharded`](crate::harness::sharded::Sharded), which gives each ID its
+//! user's shard tag (the layout every new session has).
+//!
 //! Records are built with the crate's own encoder (`StoredSession`), so the
 //! compare-and-set tests fail for both stores if the record layout ever moves
 //! the generation the stores read at a fixed offset.
@@ -24,7 +29,8 @@ use tokio::time::Instant;
 
 use crate::harness::{random_prefix, shared};
 
-/// Instantiates each behaviour twice: `memory::<name>` and `redis::<name>`.
+/// Instantiates each behaviour three times: `memory::<name>`,
+/// `redis::<name>` (legacy layout) and `redis_sharded::<name>`.
 macro_rules! conformance {
     ($($name:ident),+ $(,)?) => {
         mod memory {
@@ -40,6 +46,14 @@ macro_rules! conformance {
                 #[tokio::test]
                 async fn $name() {
                     super::$name(&super::redis_store()).await;
+                }
+            )+
+        }
+        mod redis_sharded {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(&crate::harness::sharded::Sharded::new(super::redis_store())).await;
                 }
             )+
         }

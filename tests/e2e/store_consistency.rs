@@ -2,7 +2,7 @@
 //! Redis, then an exact comparison: the per-user index, the provider-session
 //! index and the session records must agree.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,11 +13,60 @@ use oidc_bff::session::store::redis::RedisStore;
 use oidc_bff::session::store::{RevokeReason, Store};
 use oidc_bff::session::{ClientInfo, NewLogin, Sessions, sid_hash, user_hash};
 
-use crate::harness::{random_prefix, shared};
+use crate::harness::{RedisCluster, random_prefix, shared};
 
-fn sessions(prefix: &str, max_per_user: Option<u32>) -> Sessions {
+/// Where the store under test is: the shared standalone Redis, or a
+/// cluster (whose every primary is read when comparing).
+#[derive(Clone)]
+pub enum Target {
+    Standalone,
+    /// A server of its own (measurements).
+    Url(String),
+    Cluster(Vec<String>),
+}
+
+impl Target {
+    fn endpoint(&self) -> RedisEndpoint {
+        match self {
+            Self::Standalone => RedisEndpoint::Url(shared().redis.url().parse().expect("url")),
+            Self::Url(url) => RedisEndpoint::Url(url.parse().expect("url")),
+            Self::Cluster(nodes) => RedisEndpoint::Cluster {
+                nodes: nodes
+                    .iter()
+                    .map(|a| {
+                        let (h, p) = a.rsplit_once(':').expect("host:port");
+                        (h.to_owned(), p.parse().expect("port"))
+                    })
+                    .collect(),
+                tls: false,
+            },
+        }
+    }
+
+    /// One plain connection per server that may hold keys.
+    async fn servers(&self) -> Vec<redis::aio::MultiplexedConnection> {
+        let urls = match self {
+            Self::Standalone => vec![shared().redis.url()],
+            Self::Url(url) => vec![url.clone()],
+            Self::Cluster(nodes) => nodes.iter().map(|a| format!("redis://{a}")).collect(),
+        };
+        let mut out = Vec::new();
+        for url in urls {
+            let client = redis::Client::open(url).expect("client");
+            out.push(
+                client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .expect("conn"),
+            );
+        }
+        out
+    }
+}
+
+pub fn store_on(target: &Target, prefix: &str) -> RedisStore {
     let redis = RedisConfig {
-        endpoint: RedisEndpoint::Url(shared().redis.url().parse().expect("url")),
+        endpoint: target.endpoint(),
         username: None,
         password: None,
         db: 0,
@@ -25,7 +74,10 @@ fn sessions(prefix: &str, max_per_user: Option<u32>) -> Sessions {
         tls_ca_pem: None,
         tls_client: None,
     };
-    let store = RedisStore::new(&redis, prefix, Duration::from_secs(5)).expect("store");
+    RedisStore::new(&redis, prefix, Duration::from_secs(5)).expect("store")
+}
+
+pub fn sessions_over(store: RedisStore, max_per_user: Option<u32>) -> Sessions {
     Sessions::new(
         &SessionConfig {
             idle_timeout: Duration::from_secs(600),
@@ -40,7 +92,11 @@ fn sessions(prefix: &str, max_per_user: Option<u32>) -> Sessions {
     )
 }
 
-fn login(user: &str, n: usize) -> NewLogin {
+pub fn sessions_on(target: &Target, prefix: &str, max_per_user: Option<u32>) -> Sessions {
+    sessions_over(store_on(target, prefix), max_per_user)
+}
+
+pub fn login(user: &str, n: usize) -> NewLogin {
     NewLogin {
         sub: user.into(),
         // Two provider sessions shared by many of ours.
@@ -54,66 +110,97 @@ fn login(user: &str, n: usize) -> NewLogin {
     }
 }
 
-async fn check_agreement(prefix: &str, user: &str) -> usize {
-    let client = redis::Client::open(shared().redis.url()).expect("client");
-    let mut c = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("conn");
-    let uh = user_hash(user);
-    let index: BTreeSet<String> = redis::cmd("ZRANGE")
-        .arg(format!("{prefix}u:{uh}"))
-        .arg(0)
-        .arg(-1)
-        .query_async::<Vec<String>>(&mut c)
-        .await
-        .expect("zrange")
-        .into_iter()
-        .collect();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}s:*"))
-        .query_async(&mut c)
-        .await
-        .expect("keys");
-    let mut records = BTreeSet::new();
-    let mut by_sid: [BTreeSet<String>; 2] = Default::default();
-    for k in keys {
-        let owner: Option<String> = redis::cmd("HGET")
-            .arg(&k)
-            .arg("u")
+/// Everything under `prefix` on every primary: session records (ID → user
+/// hash, sid hash), user index members (user hash → IDs), provider-session
+/// index members (sid hash → IDs). Keys are read on the server that holds
+/// them, with plain (non-cluster) connections; replicas hold no key of
+/// their own and answer KEYS with their primary's, so only primaries count.
+pub struct Dump {
+    pub records: BTreeMap<String, (String, Option<String>)>,
+    pub users: BTreeMap<String, BTreeSet<String>>,
+    pub sids: BTreeMap<String, BTreeSet<String>>,
+}
+
+pub async fn dump(target: &Target, prefix: &str) -> Dump {
+    let mut d = Dump {
+        records: BTreeMap::new(),
+        users: BTreeMap::new(),
+        sids: BTreeMap::new(),
+    };
+    for mut c in target.servers().await {
+        let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut c).await.expect("role");
+        if !matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master") {
+            continue;
+        }
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
             .query_async(&mut c)
             .await
-            .expect("hget");
-        assert_eq!(
-            owner.as_deref(),
-            Some(uh.as_str()),
-            "record {k} without its user"
-        );
-        let id = k.trim_start_matches(&format!("{prefix}s:")).to_owned();
-        let sid: Option<String> = redis::cmd("HGET")
-            .arg(&k)
-            .arg("x")
-            .query_async(&mut c)
-            .await
-            .expect("hget");
-        for (i, set) in by_sid.iter_mut().enumerate() {
-            if sid.as_deref() == Some(sid_hash(&format!("sid-{i}")).as_str()) {
-                set.insert(id.clone());
+            .expect("keys");
+        for k in keys {
+            let rest = &k[prefix.len()..];
+            // `s:{tag}hash` → ID `taghash`; `u:{tag}user` → user.
+            let untag = |s: &str| s.replace(['{', '}'], "");
+            let untag_user = |s: &str| s.split_once('}').map_or(s, |(_, u)| u).to_owned();
+            if let Some(id) = rest.strip_prefix("s:") {
+                let (u, x): (Option<String>, Option<String>) = redis::cmd("HMGET")
+                    .arg(&k)
+                    .arg("u")
+                    .arg("x")
+                    .query_async(&mut c)
+                    .await
+                    .expect("hmget");
+                d.records
+                    .insert(untag(id), (u.expect("record without its user"), x));
+            } else if let Some(user) = rest.strip_prefix("u:") {
+                let members: Vec<String> = redis::cmd("ZRANGE")
+                    .arg(&k)
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(&mut c)
+                    .await
+                    .expect("zrange");
+                d.users.entry(untag_user(user)).or_default().extend(members);
+            } else if let Some(sid) = rest.strip_prefix("x:") {
+                let members: Vec<String> = redis::cmd("ZRANGE")
+                    .arg(&k)
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(&mut c)
+                    .await
+                    .expect("zrange");
+                d.sids.entry(sid.to_owned()).or_default().extend(members);
             }
         }
-        records.insert(id);
     }
-    assert_eq!(index, records, "user index and records disagree");
-    for (i, expected) in by_sid.iter().enumerate() {
-        let members: BTreeSet<String> = redis::cmd("SMEMBERS")
-            .arg(format!("{prefix}sid:{}", sid_hash(&format!("sid-{i}"))))
-            .query_async::<Vec<String>>(&mut c)
-            .await
-            .expect("smembers")
-            .into_iter()
+    d
+}
+
+/// The user index, the provider-session indexes and the records agree
+/// exactly; returns how many sessions the user has.
+async fn check_agreement(target: &Target, prefix: &str, user: &str) -> usize {
+    let uh = user_hash(user);
+    let d = dump(target, prefix).await;
+    let records: BTreeSet<String> = d.records.keys().cloned().collect();
+    for (id, (owner, _)) in &d.records {
+        assert_eq!(owner, &uh, "record {id} without its user");
+    }
+    assert_eq!(
+        d.users.get(&uh).cloned().unwrap_or_default(),
+        records,
+        "user index and records disagree"
+    );
+    for i in 0..2 {
+        let sh = sid_hash(&format!("sid-{i}"));
+        let expected: BTreeSet<String> = d
+            .records
+            .iter()
+            .filter(|(_, (_, x))| x.as_deref() == Some(sh.as_str()))
+            .map(|(id, _)| id.clone())
             .collect();
         assert_eq!(
-            &members, expected,
+            d.sids.get(&sh).cloned().unwrap_or_default(),
+            expected,
             "provider-session index sid-{i} disagrees"
         );
     }
@@ -122,8 +209,18 @@ async fn check_agreement(prefix: &str, user: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn parallel_creates_and_revokes_leave_indexes_and_records_in_agreement() {
+    parallel_creates_and_revokes_agree_on(&Target::Standalone).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_creates_and_revokes_leave_indexes_and_records_in_agreement_on_a_cluster() {
+    let cluster = RedisCluster::start(3, 0);
+    parallel_creates_and_revokes_agree_on(&Target::Cluster(cluster.addrs())).await;
+}
+
+async fn parallel_creates_and_revokes_agree_on(target: &Target) {
     let prefix = random_prefix();
-    let s = Arc::new(sessions(&prefix, None));
+    let s = Arc::new(sessions_on(target, &prefix, None));
     let user = "concurrent-user";
     let now = oidc_bff::clock::unix_now();
 
@@ -171,7 +268,7 @@ async fn parallel_creates_and_revokes_leave_indexes_and_records_in_agreement() {
     for t in tasks {
         t.await.expect("task");
     }
-    check_agreement(&prefix, user).await;
+    check_agreement(target, &prefix, user).await;
     // Then revoke everything but one live session: exactly one is left.
     let live = s.list_user(user, None, 100, now).await.expect("list");
     if let Some(keep) = live.sessions.first() {
@@ -179,12 +276,12 @@ async fn parallel_creates_and_revokes_leave_indexes_and_records_in_agreement() {
         s.revoke_user(user, Some(&keep), RevokeReason::Admin, "test", now)
             .await
             .expect("revoke all");
-        assert_eq!(check_agreement(&prefix, user).await, 1);
+        assert_eq!(check_agreement(target, &prefix, user).await, 1);
     }
 
     // Round 2: a per-user limit under concurrent logins.
     let prefix = random_prefix();
-    let s = Arc::new(sessions(&prefix, Some(3)));
+    let s = Arc::new(sessions_on(target, &prefix, Some(3)));
     join_all((0..40).map(|n| {
         let s = s.clone();
         async move {
@@ -195,7 +292,7 @@ async fn parallel_creates_and_revokes_leave_indexes_and_records_in_agreement() {
     }))
     .await;
     assert_eq!(
-        check_agreement(&prefix, user).await,
+        check_agreement(target, &prefix, user).await,
         3,
         "the limit holds under concurrency"
     );

@@ -15,7 +15,7 @@ use super::{
     Fetched, ListCursor, ListedSession, MAX_PAGE, NewSession, OnceKind, Revocation, RevokeOutcome,
     SessionPage, SessionStore, StoreResult, StoreStats, TOMBSTONE_TTL_MILLIS,
 };
-use crate::session::cookie::StoreId;
+use crate::session::cookie::{ShardTag, StoreId};
 use crate::session::record::StoredSession;
 
 struct Entry {
@@ -85,9 +85,22 @@ impl State {
     }
 }
 
-#[derive(Default)]
 pub struct MemoryStore {
-    state: Mutex<State>,
+    state: Box<Mutex<State>>,
+    /// Keys the shard tags' hash: random per process (one process is the
+    /// whole deployment of a memory store).
+    shard_key: [u8; 32],
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        let mut shard_key = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut shard_key);
+        Self {
+            state: Box::default(),
+            shard_key,
+        }
+    }
 }
 
 impl MemoryStore {
@@ -108,6 +121,10 @@ impl MemoryStore {
 }
 
 impl SessionStore for MemoryStore {
+    async fn shard_of(&self, user_hash: &str) -> StoreResult<ShardTag> {
+        Ok(super::shard_tag(&self.shard_key, user_hash))
+    }
+
     async fn get(&self, id: &StoreId) -> StoreResult<Fetched> {
         Ok(self.with(|s, now| {
             if let Some((why, until)) = s.tombstones.get(id)

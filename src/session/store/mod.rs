@@ -9,27 +9,42 @@
 //! Every mutation keeps a record and its indexes in agreement atomically.
 //! The store moves opaque bytes: it never sees a token or a claim in clear.
 //!
-//! Key layout (under the configured prefix):
-//! - `s:{id}` — hash: `r` record bytes, `u` user hash, `x` provider-sid hash;
-//!   expires with the session;
-//! - `u:{user_hash}` — sorted set of session IDs by creation time (ms);
-//! - `sid:{sid_hash}` — set of session IDs for one provider session;
-//! - `t:{id}` — tombstone of a revoked session (reason, actor, time);
-//! - `o:{kind}:{hash}` — single-use values (logout handles);
-//! - `c:{hash}` — claim markers: a login state spent at the callback (tiny
-//!   value, expires with the login it guards);
-//! - `l:{id}` — refresh lock; `j:{hash}` — seen logout-token IDs.
+//! Key layout (under the configured prefix `P`; `{T}` is a Redis hash tag:
+//! the 4 hex digits of a session's shard tag, a keyed hash of its user):
+//! - `P s:{T}{id}` — hash: `r` record bytes, `u` user hash, `x` provider-sid
+//!   hash; expires with the session;
+//! - `P t:{T}{id}` — tombstone of a revoked session (reason, actor, time);
+//! - `P l:{T}{id}` — refresh lock;
+//! - `P u:{T}{user_hash}` — sorted set of the user's session IDs by creation
+//!   time (ms). Same tag as the user's sessions: one slot per user, so a
+//!   create or revoke changes record and index atomically;
+//! - `P x:{sid_hash}` — sorted set of session IDs (by creation time) for one
+//!   provider session; in its own slot, so written *before* the session and
+//!   cleaned *after* it (see `redis.rs`): it may hold a dead entry for a
+//!   while (the sweep drops it), never miss a live session;
+//! - `P o:{kind}:{hash}` — single-use values (logout handles);
+//! - `P c:{hash}` — claim markers: a login state spent at the callback;
+//! - `P j:{hash}` — seen logout-token IDs;
+//! - `P shard-key` — the random key of the shard tags' keyed hash (no TTL).
+//!
+//! Sessions from before shard tags (64-hex IDs) keep the legacy layout under
+//! the legacy prefix `L` (by default `P`): `L s:{id}`, `L t:{id}`,
+//! `L l:{id}`, `L u:{user_hash}` and `L sid:{sid_hash}` (a plain set). They
+//! are read, revoked and swept there until they expire; nothing new is
+//! written in that layout.
 
 pub mod memory;
 pub mod redis;
+mod redis_keys;
 mod redis_link;
+mod redis_scripts;
 
 use std::future::Future;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::session::cookie::StoreId;
+use crate::session::cookie::{ShardTag, StoreId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -208,6 +223,19 @@ pub struct StoreStats {
     pub memory_bytes: Option<u64>,
 }
 
+/// The shard tag of `user_hash` under `key`: the first 16 bits of
+/// HMAC-SHA-256. Without the key the tag cannot be linked to a user.
+pub fn shard_tag(key: &[u8], user_hash: &str) -> ShardTag {
+    use hmac::Mac;
+    // HMAC takes a key of any length: this never fails.
+    let Ok(mut mac) = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(key) else {
+        return [0, 0];
+    };
+    mac.update(user_hash.as_bytes());
+    let out = mac.finalize().into_bytes();
+    [out[0], out[1]]
+}
+
 /// How long a tombstone lasts at least: long enough for "already revoked"
 /// answers and for late requests to be told why. It also lasts as long as
 /// the revoked record would have, so a restored copy never outlives it.
@@ -220,16 +248,21 @@ pub fn open(config: &crate::config::Config) -> anyhow::Result<Store> {
     use crate::config::StoreKind;
     Ok(match &config.store.kind {
         StoreKind::Memory => Store::Memory(memory::MemoryStore::new()),
-        StoreKind::Redis(r) => Store::Redis(redis::RedisStore::new(
-            r,
-            &config.store.key_prefix,
-            config.store.timeout,
-        )?),
+        StoreKind::Redis(r) => Store::Redis(
+            redis::RedisStore::new(r, &config.store.key_prefix, config.store.timeout)?
+                .with_legacy_prefix(&config.store.legacy_key_prefix),
+        ),
     })
 }
 
 /// The operations the gateway needs from a session store.
 pub trait SessionStore: Send + Sync {
+    /// The shard tag of a user's sessions: a keyed hash of the user hash,
+    /// stable for the deployment (every instance agrees), so the user's
+    /// sessions and index share a Redis Cluster slot and different users
+    /// spread. Carries nothing that names the user.
+    fn shard_of(&self, user_hash: &str) -> impl Future<Output = StoreResult<ShardTag>> + Send;
+
     /// The record bytes of a live session, or the reason of its tombstone,
     /// in one round trip. A session with a tombstone is ended even if its
     /// record is present again (restored from a backup or written back by
@@ -380,6 +413,9 @@ impl Store {
 }
 
 impl SessionStore for Store {
+    async fn shard_of(&self, user_hash: &str) -> StoreResult<ShardTag> {
+        delegate!(self, s => s.shard_of(user_hash))
+    }
     async fn get(&self, id: &StoreId) -> StoreResult<Fetched> {
         delegate!(self, s => s.get(id))
     }

@@ -8,212 +8,36 @@
 //! Each operation is bounded by the configured timeout: past it, the caller
 //! gets [`StoreError::Timeout`] and the request a 503.
 //!
-//! Scripts that build their key names from the prefix (ARGV) still declare
-//! the prefix as KEYS[1]: on Redis Cluster that routes them to the node of
-//! the prefix's hash tag, whose one slot holds every key of the gateway.
+//! Redis Cluster spreads the sessions: a session's keys and its user's
+//! index share one hash slot (the shard tag), different users do not, and
+//! every script declares its keys and touches one slot only (see
+//! `redis_scripts.rs`). The provider-session index lives in a slot of its
+//! own, so it is written before a session and cleaned after one; a lost
+//! write leaves a dead entry for the sweep, never a session that a
+//! back-channel logout cannot find. Keyless commands (SCAN, INFO) visit
+//! every primary.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::ConnectionManagerConfig;
-use redis::{AsyncCommands, RedisResult, Script, Value};
+use redis::{AsyncCommands, RedisResult};
 
+use super::redis_keys::{Layout, SidIndex};
 use super::redis_link::{ClusterLink, Link, SentinelLink};
+use super::redis_scripts::Scripts;
 use super::{
     Fetched, ListCursor, ListedSession, MAX_PAGE, NewSession, OnceKind, Revocation, RevokeOutcome,
     RevokeReason, SessionPage, SessionStore, StoreError, StoreResult, StoreStats,
     TOMBSTONE_TTL_MILLIS,
 };
 use crate::config::{RedisConfig, RedisEndpoint};
-use crate::session::cookie::StoreId;
+use crate::session::cookie::{ShardTag, StoreId};
 use crate::session::record::{GENERATION_AT, StoredSession};
 
-/// Shared by the scripts that end sessions: deletes the record, removes it
-/// from both indexes and leaves a tombstone. Returns 1 if a live session was
-/// ended.
-const REVOKE_ONE: &str = r"
-local function revoke_one(p, id, tomb, tttl)
-  local sk = p .. 's:' .. id
-  local f = redis.call('HMGET', sk, 'u', 'x')
-  local left = redis.call('PTTL', sk)
-  if redis.call('DEL', sk) == 0 then return 0 end
-  if f[1] then redis.call('ZREM', p .. 'u:' .. f[1], id) end
-  if f[2] then redis.call('SREM', p .. 'sid:' .. f[2], id) end
-  -- The tombstone outlives whatever was left of the record, so a copy of
-  -- it written back later is still refused by GET.
-  redis.call('SET', p .. 't:' .. id, tomb, 'PX', math.max(tonumber(tttl), left))
-  return 1
-end
-local function extend(k, ms)
-  if redis.call('PTTL', k) < ms then redis.call('PEXPIRE', k, ms) end
-end
-";
-
-const CREATE: &str = r"
-local p, id, rec, ttl, score = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local maxn, ittl, uh, sh = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8], ARGV[9]
-local tomb, tttl = ARGV[10], ARGV[11]
-local sk, uk = p .. 's:' .. id, p .. 'u:' .. uh
-redis.call('DEL', sk)
-if sh ~= '' then
-  redis.call('HSET', sk, 'r', rec, 'u', uh, 'x', sh)
-  local xk = p .. 'sid:' .. sh
-  redis.call('SADD', xk, id)
-  extend(xk, ittl)
-else
-  redis.call('HSET', sk, 'r', rec, 'u', uh)
-end
-redis.call('PEXPIRE', sk, ttl)
-redis.call('ZADD', uk, score, id)
-extend(uk, ittl)
-local evicted = {}
-if maxn > 0 and redis.call('ZCARD', uk) > maxn then
-  -- Bounded work per login whatever the index holds: dead entries among
-  -- the oldest maxn + 256, then at most 256 evictions; a larger backlog
-  -- (a limit lowered since) shrinks over the next logins.
-  for _, m in ipairs(redis.call('ZRANGE', uk, 0, maxn + 255)) do
-    if redis.call('EXISTS', p .. 's:' .. m) == 0 then redis.call('ZREM', uk, m) end
-  end
-  local budget = 256
-  while budget > 0 and redis.call('ZCARD', uk) > maxn do
-    budget = budget - 1
-    -- The oldest other than the new session (equal scores sort by ID).
-    local two = redis.call('ZRANGE', uk, 0, 1)
-    local victim = two[1]
-    if victim == id then victim = two[2] end
-    if not victim then break end
-    revoke_one(p, victim, tomb, tttl)
-    redis.call('ZREM', uk, victim)
-    table.insert(evicted, victim)
-  end
-end
-return evicted
-";
-
-const REPLACE_IF: &str = r"
-local cur = redis.call('HGET', KEYS[1], 'r')
-if not cur then return 0 end
-if string.sub(cur, ARGV[4], ARGV[5]) ~= ARGV[1] then return -1 end
-redis.call('HSET', KEYS[1], 'r', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 1
-";
-
-const REVOKE: &str = r"
-local p, id, tomb, tttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-if revoke_one(p, id, tomb, tttl) == 1 then return {1, ''} end
-local t = redis.call('GET', p .. 't:' .. id)
-if t then return {2, t} end
-return {0, ''}
-";
-
-/// One batch: the oldest `n` entries other than `except`. Returns
-/// `{done, revoked IDs}`; the caller repeats until `done` is 1.
-const REVOKE_USER: &str = r"
-local p, uh, except, tomb, tttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local n = tonumber(ARGV[6])
-local uk = p .. 'u:' .. uh
-local ids = redis.call('ZRANGE', uk, 0, n)
-local out = {}
-local left = n
-for _, id in ipairs(ids) do
-  if id ~= except and left > 0 then
-    left = left - 1
-    if revoke_one(p, id, tomb, tttl) == 1 then table.insert(out, id) end
-    redis.call('ZREM', uk, id)
-  end
-end
-local done = 0
-if #ids <= n then done = 1 end
-return {done, out}
-";
-
-/// One batch of at most `n` sessions of a provider session. Returns
-/// `{done, revoked IDs}`; the caller repeats until `done` is 1.
-const REVOKE_SID: &str = r"
-local p, sh, tomb, tttl, n = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
-local xk = p .. 'sid:' .. sh
-local out = {}
-for _, id in ipairs(redis.call('SPOP', xk, n)) do
-  if revoke_one(p, id, tomb, tttl) == 1 then table.insert(out, id) end
-end
-local done = 0
-if redis.call('SCARD', xk) == 0 then done = 1 end
-return {done, out}
-";
-
-/// One page of a user's index, newest first, after the cursor (ARGV[4]
-/// score, ARGV[5] ID; empty for the first page). The cursor's rank is found
-/// in O(log n) — if its entry has gone meanwhile it is put back for that
-/// instant, inside the script, so its neighbours are still found. Examines
-/// at most 2 * limit + 1 entries: the page, the entry that shows more exist,
-/// and room for dead entries (dropped). Returns
-/// `{more, last score, last ID, {id, score, record, ...}}`; the last entry
-/// examined is where the next page starts.
-const LIST_USER: &str = r"
-local p, uh, lim, cs, cid = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
-local uk = p .. 'u:' .. uh
-local start = 0
-if cid ~= '' then
-  if redis.call('ZSCORE', uk, cid) then
-    start = redis.call('ZREVRANK', uk, cid) + 1
-  else
-    redis.call('ZADD', uk, cs, cid)
-    start = redis.call('ZREVRANK', uk, cid) + 1
-    redis.call('ZREM', uk, cid)
-    start = start - 1
-  end
-end
-local want = 2 * lim + 1
-local entries = redis.call('ZREVRANGE', uk, start, start + want - 1, 'WITHSCORES')
-local out, n, more = {}, 0, 0
-local last_s, last_id = '', ''
-for i = 1, #entries, 2 do
-  local id, s = entries[i], entries[i + 1]
-  if n == lim then
-    more = 1
-    break
-  end
-  local r = redis.call('HGET', p .. 's:' .. id, 'r')
-  if r then
-    table.insert(out, id)
-    table.insert(out, s)
-    table.insert(out, r)
-    n = n + 1
-  else
-    redis.call('ZREM', uk, id)
-  end
-  last_s, last_id = s, id
-end
-if #entries == 2 * want then more = 1 end
-return {more, last_s, last_id, out}
-";
-
-/// Drops the given members of one index (KEYS[1]) whose sessions are gone:
-/// the caller feeds it one ZSCAN/SSCAN batch at a time.
-const TRIM_INDEX: &str = r"
-local p, k, kind = ARGV[1], KEYS[1], ARGV[2]
-local n = 0
-for i = 3, #ARGV do
-  local id = ARGV[i]
-  if redis.call('EXISTS', p .. 's:' .. id) == 0 then
-    if kind == 'z' then redis.call('ZREM', k, id) else redis.call('SREM', k, id) end
-    n = n + 1
-  end
-end
-return n
-";
-
-/// A session's record unless it has a tombstone: one round trip for the
-/// hot path, and a restored copy of a revoked record stays ended. A
-/// tombstone comes back wrapped in a one-element array, so a live record
-/// (a plain bulk string) needs no unwrapping.
-const GET: &str = r"
-local t = redis.call('GET', KEYS[2])
-if t then return {t} end
-return redis.call('HGET', KEYS[1], 'r')
-";
+mod sweep;
+use sweep::glob_escape;
 
 /// What the `GET` script answered.
 fn fetched(value: redis::Value) -> Fetched {
@@ -238,45 +62,13 @@ fn tomb_reason(tomb: &[u8]) -> Option<RevokeReason> {
         .map(|r| r.reason)
 }
 
-const UNLOCK: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-";
-
-struct Scripts {
-    get: Script,
-    create: Script,
-    replace_if: Script,
-    revoke: Script,
-    revoke_user: Script,
-    revoke_sid: Script,
-    list_user: Script,
-    trim_index: Script,
-    unlock: Script,
-}
-
-impl Scripts {
-    fn new() -> Self {
-        let with_prelude = |body: &str| Script::new(&format!("{REVOKE_ONE}\n{body}"));
-        Self {
-            get: Script::new(GET),
-            create: with_prelude(CREATE),
-            replace_if: Script::new(REPLACE_IF),
-            revoke: with_prelude(REVOKE),
-            revoke_user: with_prelude(REVOKE_USER),
-            revoke_sid: with_prelude(REVOKE_SID),
-            list_user: Script::new(LIST_USER),
-            trim_index: Script::new(TRIM_INDEX),
-            unlock: Script::new(UNLOCK),
-        }
-    }
-}
-
 pub struct RedisStore {
     conn: Link,
-    prefix: String,
+    keys: Layout,
     timeout: Duration,
-    scripts: Scripts,
+    scripts: Box<Scripts>,
+    /// The shard tags' hash key, read (or created) once from the store.
+    shard_key: tokio::sync::OnceCell<Vec<u8>>,
     /// Where the store is, for error messages: `redis://host:port/db`, the
     /// Sentinels or the cluster seeds; never a user name or password.
     address: String,
@@ -305,26 +97,6 @@ fn describe(endpoint: &RedisEndpoint, db: i64) -> String {
 }
 
 impl RedisStore {
-    /// Runs a revoking script (`call` builds one invocation) until it says
-    /// it is done: `BATCH` sessions per call, so no script runs long.
-    async fn revoke_in_batches<'a>(
-        &self,
-        call: impl Fn() -> redis::ScriptInvocation<'a>,
-    ) -> StoreResult<Vec<StoreId>> {
-        let mut out = Vec::new();
-        for _ in 0..MAX_BATCHES {
-            let mut conn = self.conn.clone();
-            let invocation = call();
-            let (done, ids): (i64, Vec<String>) =
-                self.run(invocation.invoke_async(&mut conn)).await?;
-            out.extend(Self::ids(ids));
-            if done == 1 {
-                return Ok(out);
-            }
-        }
-        Err(batches_exhausted())
-    }
-
     /// `SET key value NX PX ttl`: `true` if this call set it (single-use
     /// markers, locks, seen token IDs).
     async fn set_nx(&self, key: String, value: &str, ttl_millis: u64) -> StoreResult<bool> {
@@ -372,7 +144,6 @@ impl RedisStore {
                     *tls,
                     config,
                     certificates,
-                    prefix,
                     (config.connect_timeout, timeout),
                 )
                 .map_err(|e| StoreError::Unavailable(format!("store.cluster_nodes: {e}")))?;
@@ -417,12 +188,24 @@ impl RedisStore {
 
     fn with_link(conn: Link, prefix: &str, timeout: Duration, address: String) -> Self {
         Self {
-            conn,
-            prefix: prefix.to_owned(),
+            keys: Layout {
+                prefix: prefix.to_owned(),
+                legacy: prefix.to_owned(),
+                cluster: matches!(conn, Link::Cluster(_)),
+            },
             timeout,
-            scripts: Scripts::new(),
+            scripts: Box::new(Scripts::new()),
+            shard_key: tokio::sync::OnceCell::new(),
             address,
+            conn,
         }
+    }
+
+    /// Where sessions of the layout before shard tags live (by default the
+    /// prefix itself): read, revoked and swept there until they expire.
+    pub fn with_legacy_prefix(mut self, legacy: &str) -> Self {
+        legacy.clone_into(&mut self.keys.legacy);
+        self
     }
 
     async fn run<T>(&self, op: impl Future<Output = RedisResult<T>>) -> StoreResult<T> {
@@ -437,55 +220,279 @@ impl RedisStore {
         }
     }
 
-    fn key(&self, kind: &str, rest: &str) -> String {
-        let mut k = String::with_capacity(self.prefix.len() + kind.len() + 1 + rest.len());
-        k.push_str(&self.prefix);
-        k.push_str(kind);
-        k.push(':');
-        k.push_str(rest);
-        k
-    }
-
     fn ids(values: Vec<String>) -> Vec<StoreId> {
         values.iter().filter_map(|s| StoreId::parse(s)).collect()
     }
 
-    /// Keys matching `{prefix}{kind}:*`, by SCAN (never KEYS).
-    async fn scan(&self, kind: &str) -> StoreResult<Vec<String>> {
-        let pattern = format!("{}{kind}:*", glob_escape(&self.prefix));
+    /// The shard tags' hash key: read once; the first instance ever to ask
+    /// creates it (`SET NX`, so concurrent first instances agree). It has no
+    /// TTL: deleting it would move users' indexes.
+    async fn shard_key(&self) -> StoreResult<&[u8]> {
+        let key = self.keys.shard_key();
+        self.shard_key
+            .get_or_try_init(|| async {
+                let mut conn = self.conn.clone();
+                let found: Option<Vec<u8>> = self.run(conn.get(&key)).await?;
+                if let Some(k) = found {
+                    return Ok(k);
+                }
+                let mut fresh = [0u8; 32];
+                rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut fresh);
+                let _: Option<String> = self
+                    .run(
+                        redis::cmd("SET")
+                            .arg(&key)
+                            .arg(crate::session::cookie::hex(&fresh))
+                            .arg("NX")
+                            .query_async(&mut conn),
+                    )
+                    .await?;
+                let found: Option<Vec<u8>> = self.run(conn.get(&key)).await?;
+                found.ok_or_else(|| {
+                    StoreError::Unavailable(format!("{key} vanished as it was written"))
+                })
+            })
+            .await
+            .map(Vec::as_slice)
+    }
+
+    /// Removes a session from a provider-session index, after the session
+    /// was ended (the index is in another slot). Best effort: an entry left
+    /// behind names a dead session, which a back-channel logout merely
+    /// tombstones again and the sweep drops.
+    async fn unindex_sid(&self, id: &StoreId, sid_hash: &str) {
+        if sid_hash.is_empty() {
+            return;
+        }
+        let (key, kind) = self.keys.sid_index_of(id, sid_hash);
+        let cmd = match kind {
+            SidIndex::Sorted => "ZREM",
+            SidIndex::Set => "SREM",
+        };
         let mut conn = self.conn.clone();
-        let mut cursor: u64 = 0;
-        let mut out = Vec::new();
-        loop {
-            let (next, batch): (u64, Vec<String>) = self
+        let done: StoreResult<i64> = self
+            .run(
+                redis::cmd(cmd)
+                    .arg(&key)
+                    .arg(id.as_str())
+                    .query_async(&mut conn),
+            )
+            .await;
+        if let Err(e) = done {
+            tracing::debug!(error = %e, "provider-session index entry left for the sweep");
+        }
+    }
+
+    /// Ends one session by ID: reads which user index lists it, then ends
+    /// record, index entry and leaves a tombstone in one script on the
+    /// session's slot. With `fence`, an ID without record or tombstone gets a
+    /// tombstone too (revocation by provider session: the session may be
+    /// being written). Returns the script's `(code, text)`; see `REVOKE`.
+    async fn end_one(&self, id: &StoreId, tomb: &str, fence: bool) -> StoreResult<(i64, String)> {
+        let (record, tombstone) = (self.keys.record(id), self.keys.tombstone(id));
+        for _ in 0..3 {
+            let mut conn = self.conn.clone();
+            let user: Option<String> = self.run(conn.hget(&record, "u")).await?;
+            let mut call = self.scripts.revoke.prepare_invoke();
+            call.key(&record).key(&tombstone);
+            if let Some(uh) = &user {
+                call.key(self.keys.user_index_of(id, uh));
+            }
+            call.arg(tomb)
+                .arg(TOMBSTONE_TTL_MILLIS)
+                .arg(id.as_str())
+                .arg(user.as_deref().unwrap_or_default())
+                .arg(if fence { "1" } else { "0" });
+            let (code, text): (i64, String) = self.run(call.invoke_async(&mut conn)).await?;
+            if code != 3 {
+                return Ok((code, text));
+            }
+        }
+        Err(StoreError::Unavailable(
+            "a session record kept changing while it was revoked".into(),
+        ))
+    }
+
+    /// The per-user limit after a create: ends the oldest sessions of the
+    /// index `index` (other than `keep`) while it holds more than `max`.
+    async fn evict(
+        &self,
+        index: &str,
+        keep: &StoreId,
+        max: u32,
+        mut size: u64,
+        why: &Revocation,
+    ) -> StoreResult<Vec<StoreId>> {
+        let tomb = tomb(why);
+        let mut evicted = Vec::new();
+        for _ in 0..EVICT_ROUNDS {
+            if size <= u64::from(max) {
+                break;
+            }
+            // Bounded work per login whatever the index holds: dead entries
+            // among the oldest max + 256, and evictions among those; a larger
+            // backlog (a limit lowered since) shrinks over the next logins.
+            let mut conn = self.conn.clone();
+            let oldest: Vec<String> = self.run(conn.zrange(index, 0, max as isize + 255)).await?;
+            let candidates = Self::ids(oldest);
+            let mut call = self.scripts.evict.prepare_invoke();
+            call.key(index);
+            for c in &candidates {
+                call.key(self.keys.record(c)).key(self.keys.tombstone(c));
+            }
+            call.arg(max)
+                .arg(keep.as_str())
+                .arg(&tomb)
+                .arg(TOMBSTONE_TTL_MILLIS);
+            for c in &candidates {
+                call.arg(c.as_str());
+            }
+            let (left, ended): (u64, Vec<String>) = self.run(call.invoke_async(&mut conn)).await?;
+            let progress = left < size;
+            size = left;
+            for pair in ended.chunks_exact(2) {
+                if let Some(id) = StoreId::parse(&pair[0]) {
+                    self.unindex_sid(&id, &pair[1]).await;
+                    evicted.push(id);
+                }
+            }
+            if !progress {
+                break;
+            }
+        }
+        Ok(evicted)
+    }
+
+    /// Ends every session listed in one user index but `except`, a batch
+    /// per call: the IDs are read first, then passed as keys.
+    async fn revoke_index(
+        &self,
+        index: &str,
+        except: Option<&StoreId>,
+        tomb: &str,
+        out: &mut Vec<StoreId>,
+    ) -> StoreResult<()> {
+        for _ in 0..MAX_BATCHES {
+            let mut conn = self.conn.clone();
+            let listed: Vec<String> = self.run(conn.zrange(index, 0, BATCH as isize)).await?;
+            let batch: Vec<StoreId> = Self::ids(listed.clone())
+                .into_iter()
+                .filter(|id| Some(id) != except)
+                .take(BATCH)
+                .collect();
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let mut call = self.scripts.revoke_many.prepare_invoke();
+            call.key(index);
+            for id in &batch {
+                call.key(self.keys.record(id)).key(self.keys.tombstone(id));
+            }
+            call.arg(tomb).arg(TOMBSTONE_TTL_MILLIS);
+            for id in &batch {
+                call.arg(id.as_str());
+            }
+            let ended: Vec<String> = self.run(call.invoke_async(&mut conn)).await?;
+            for pair in ended.chunks_exact(2) {
+                if let Some(id) = StoreId::parse(&pair[0]) {
+                    self.unindex_sid(&id, &pair[1]).await;
+                    out.push(id);
+                }
+            }
+            if listed.len() <= BATCH {
+                return Ok(());
+            }
+        }
+        Err(batches_exhausted())
+    }
+
+    /// Ends every session listed in one provider-session index, a batch at
+    /// a time: each listed ID is ended (or fenced by a tombstone if its
+    /// record is not there) before its entry is removed, so an entry is
+    /// only ever dropped once its session cannot be live.
+    async fn revoke_sid_index(
+        &self,
+        index: &str,
+        kind: SidIndex,
+        tomb: &str,
+        out: &mut Vec<StoreId>,
+    ) -> StoreResult<()> {
+        for _ in 0..MAX_BATCHES {
+            let mut conn = self.conn.clone();
+            let listed: Vec<String> = match kind {
+                SidIndex::Sorted => self.run(conn.zrange(index, 0, BATCH as isize - 1)).await?,
+                SidIndex::Set => {
+                    self.run(conn.srandmember_multiple(index, BATCH as isize))
+                        .await?
+                }
+            };
+            if listed.is_empty() {
+                return Ok(());
+            }
+            let ids = Self::ids(listed.clone());
+            let ended =
+                futures_util::future::join_all(ids.iter().map(|id| self.end_one(id, tomb, true)))
+                    .await;
+            for (id, result) in ids.into_iter().zip(ended) {
+                if result?.0 == 1 {
+                    out.push(id);
+                }
+            }
+            let cmd = match kind {
+                SidIndex::Sorted => "ZREM",
+                SidIndex::Set => "SREM",
+            };
+            let _: i64 = self
                 .run(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(500)
+                    redis::cmd(cmd)
+                        .arg(index)
+                        .arg(&listed)
                         .query_async(&mut conn),
                 )
                 .await?;
-            out.extend(batch);
-            if next == 0 {
-                return Ok(out);
-            }
-            cursor = next;
         }
+        Err(batches_exhausted())
     }
-}
 
-fn glob_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
+    /// One window of a user index after the cursor, with the records of
+    /// its entries (`None`: dead, dropped from the index).
+    async fn list_index(
+        &self,
+        index: &str,
+        after: Option<&ListCursor>,
+        want: usize,
+    ) -> StoreResult<Vec<(u64, StoreId, Option<Vec<u8>>)>> {
+        let mut conn = self.conn.clone();
+        let flat: Vec<String> = self
+            .run(
+                self.scripts
+                    .list_window
+                    .key(index)
+                    .arg(want)
+                    .arg(after.map_or(String::new(), |c| c.created_millis.to_string()))
+                    .arg(after.map_or("", |c| c.id.as_str()))
+                    .invoke_async(&mut conn),
+            )
+            .await?;
+        let entries: Vec<(u64, StoreId)> = flat
+            .chunks_exact(2)
+            .filter_map(|p| Some((score_millis(&p[1]), StoreId::parse(&p[0])?)))
+            .collect();
+        if entries.is_empty() {
+            return Ok(Vec::new());
         }
-        out.push(c);
+        let mut call = self.scripts.read_live.prepare_invoke();
+        call.key(index).arg("z");
+        for (_, id) in &entries {
+            call.key(self.keys.record(id)).arg(id.as_str());
+        }
+        let records: Vec<Vec<u8>> = self.run(call.invoke_async(&mut conn)).await?;
+        Ok(entries
+            .into_iter()
+            .zip(records)
+            .map(|((score, id), r)| (score, id, (!r.is_empty()).then_some(r)))
+            .collect())
     }
-    out
 }
 
 /// Sessions ended per script call by `revoke_user`/`revoke_sid`, and index
@@ -493,6 +500,12 @@ fn glob_escape(s: &str) -> String {
 const BATCH: usize = 100;
 /// A bound on the batches of one revocation (100 000 sessions).
 const MAX_BATCHES: usize = 1000;
+/// Rounds of eviction per login (each ends up to 256 sessions).
+const EVICT_ROUNDS: usize = 4;
+/// How old a provider-session index entry must be before the sweep may drop
+/// it for a missing record: far longer than a create takes, so an entry
+/// written just before its session is never taken for a dead one.
+const SID_GRACE_MILLIS: u64 = 10 * 60 * 1000;
 
 fn batches_exhausted() -> StoreError {
     StoreError::Unavailable(format!(
@@ -510,8 +523,12 @@ fn tomb(why: &Revocation) -> String {
 }
 
 impl SessionStore for RedisStore {
+    async fn shard_of(&self, user_hash: &str) -> StoreResult<ShardTag> {
+        Ok(super::shard_tag(self.shard_key().await?, user_hash))
+    }
+
     async fn get(&self, id: &StoreId) -> StoreResult<Fetched> {
-        let (record, tombstone) = (self.key("s", id.as_str()), self.key("t", id.as_str()));
+        let (record, tombstone) = (self.keys.record(id), self.keys.tombstone(id));
         let lookup = || {
             let mut conn = self.conn.clone();
             let (record, tombstone) = (&record, &tombstone);
@@ -534,28 +551,53 @@ impl SessionStore for RedisStore {
         .await
     }
 
+    /// The provider-session entry first (its own slot), then record and
+    /// user index in one script: if the second step fails, the entry names
+    /// no session and the sweep drops it; a back-channel logout that reads
+    /// the entry before the record exists leaves a tombstone, which GET
+    /// answers before the record written after it.
     async fn create(&self, new: &NewSession<'_>) -> StoreResult<Vec<StoreId>> {
+        let id = new.id;
         let mut conn = self.conn.clone();
-        let evicted: Vec<String> = self
+        if let Some(sh) = new.sid_hash {
+            let (index, kind) = self.keys.sid_index_of(id, sh);
+            let _: i64 = self
+                .run(
+                    self.scripts
+                        .index_add
+                        .key(&index)
+                        .arg(new.created_millis)
+                        .arg(id.as_str())
+                        .arg(new.index_ttl_millis)
+                        .arg(kind.tag())
+                        .invoke_async(&mut conn),
+                )
+                .await?;
+        }
+        let index = self.keys.user_index_of(id, new.user_hash);
+        let size: i64 = self
             .run(
                 self.scripts
                     .create
-                    .key(&self.prefix)
-                    .arg(&self.prefix)
-                    .arg(new.id.as_str())
+                    .key(self.keys.record(id))
+                    .key(&index)
                     .arg(new.record)
                     .arg(new.ttl_millis)
                     .arg(new.created_millis)
-                    .arg(new.max_per_user.unwrap_or(0))
                     .arg(new.index_ttl_millis)
                     .arg(new.user_hash)
                     .arg(new.sid_hash.unwrap_or(""))
-                    .arg(tomb(new.eviction))
-                    .arg(TOMBSTONE_TTL_MILLIS)
+                    .arg(id.as_str())
                     .invoke_async(&mut conn),
             )
             .await?;
-        Ok(Self::ids(evicted))
+        match new.max_per_user {
+            Some(max) if max > 0 && size > i64::from(max) => {
+                self.evict(&index, id, max, size.unsigned_abs(), new.eviction)
+                    .await
+            }
+            _ => Ok(Vec::new()),
+        }
     }
 
     async fn replace_if(
@@ -570,7 +612,7 @@ impl SessionStore for RedisStore {
             .run(
                 self.scripts
                     .replace_if
-                    .key(self.key("s", id.as_str()))
+                    .key(self.keys.record(id))
                     .arg(&StoredSession::generation_bytes(expected)[..])
                     .arg(record)
                     .arg(ttl_millis)
@@ -584,23 +626,14 @@ impl SessionStore for RedisStore {
     }
 
     async fn revoke(&self, id: &StoreId, why: &Revocation) -> StoreResult<RevokeOutcome> {
-        let mut conn = self.conn.clone();
-        let (code, previous): (i64, String) = self
-            .run(
-                self.scripts
-                    .revoke
-                    .key(&self.prefix)
-                    .arg(&self.prefix)
-                    .arg(id.as_str())
-                    .arg(tomb(why))
-                    .arg(TOMBSTONE_TTL_MILLIS)
-                    .invoke_async(&mut conn),
-            )
-            .await?;
+        let (code, text) = self.end_one(id, &tomb(why), false).await?;
         Ok(match code {
-            1 => RevokeOutcome::Revoked,
+            1 => {
+                self.unindex_sid(id, &text).await;
+                RevokeOutcome::Revoked
+            }
             2 => RevokeOutcome::AlreadyRevoked {
-                previous: serde_json::from_str(&previous).ok(),
+                previous: serde_json::from_str(&text).ok(),
             },
             _ => RevokeOutcome::NotFound,
         })
@@ -613,33 +646,42 @@ impl SessionStore for RedisStore {
         why: &Revocation,
     ) -> StoreResult<Vec<StoreId>> {
         let tomb = tomb(why);
-        self.revoke_in_batches(|| {
-            let mut call = self.scripts.revoke_user.key(&self.prefix);
-            call.arg(&self.prefix)
-                .arg(user_hash)
-                .arg(except.map_or("", StoreId::as_str))
-                .arg(&tomb)
-                .arg(TOMBSTONE_TTL_MILLIS)
-                .arg(BATCH);
-            call
-        })
-        .await
+        let tag = self.shard_of(user_hash).await?;
+        let mut out = Vec::new();
+        for index in [
+            self.keys.user_index(tag, user_hash),
+            self.keys.legacy_user_index(user_hash),
+        ] {
+            self.revoke_index(&index, except, &tomb, &mut out).await?;
+        }
+        Ok(out)
     }
 
     async fn revoke_sid(&self, sid_hash: &str, why: &Revocation) -> StoreResult<Vec<StoreId>> {
         let tomb = tomb(why);
-        self.revoke_in_batches(|| {
-            let mut call = self.scripts.revoke_sid.key(&self.prefix);
-            call.arg(&self.prefix)
-                .arg(sid_hash)
-                .arg(&tomb)
-                .arg(TOMBSTONE_TTL_MILLIS)
-                .arg(BATCH);
-            call
-        })
-        .await
+        let mut out = Vec::new();
+        self.revoke_sid_index(
+            &self.keys.sid_index(sid_hash),
+            SidIndex::Sorted,
+            &tomb,
+            &mut out,
+        )
+        .await?;
+        self.revoke_sid_index(
+            &self.keys.legacy_sid_index(sid_hash),
+            SidIndex::Set,
+            &tomb,
+            &mut out,
+        )
+        .await?;
+        Ok(out)
     }
 
+    /// Merges the user's sharded and legacy indexes. Each window examines
+    /// at most 2 * limit + 1 entries: the page, the entry that shows more
+    /// exist, and room for dead entries (dropped). When a window was full,
+    /// entries past its last one are left for the next page, since the
+    /// other index may hold entries before them.
     async fn list_user(
         &self,
         user_hash: &str,
@@ -647,45 +689,49 @@ impl SessionStore for RedisStore {
         limit: usize,
     ) -> StoreResult<SessionPage> {
         let limit = limit.clamp(1, MAX_PAGE);
-        let mut conn = self.conn.clone();
-        let (more, last_score, last_id, flat): (i64, String, String, Vec<Value>) = self
-            .run(
-                self.scripts
-                    .list_user
-                    .key(&self.prefix)
-                    .arg(&self.prefix)
-                    .arg(user_hash)
-                    .arg(limit)
-                    .arg(after.map_or(String::new(), |c| c.created_millis.to_string()))
-                    .arg(after.map_or("", |c| c.id.as_str()))
-                    .invoke_async(&mut conn),
-            )
-            .await?;
-        let mut sessions = Vec::with_capacity(flat.len() / 3);
-        for chunk in flat.chunks_exact(3) {
-            let (Value::BulkString(id), Value::BulkString(score), Value::BulkString(record)) =
-                (&chunk[0], &chunk[1], &chunk[2])
-            else {
-                continue;
-            };
-            let Some(id) = std::str::from_utf8(id).ok().and_then(StoreId::parse) else {
-                continue;
-            };
-            sessions.push(ListedSession {
-                id,
-                created_millis: score_millis(std::str::from_utf8(score).unwrap_or_default()),
-                record: record.clone(),
-            });
+        let want = 2 * limit + 1;
+        let tag = self.shard_of(user_hash).await?;
+        let mut merged = Vec::new();
+        let mut boundary: Option<(u64, StoreId)> = None;
+        for index in [
+            self.keys.user_index(tag, user_hash),
+            self.keys.legacy_user_index(user_hash),
+        ] {
+            let window = self.list_index(&index, after, want).await?;
+            if window.len() == want
+                && let Some((score, id, _)) = window.last()
+                && boundary.as_ref().is_none_or(|b| (*score, id) > (b.0, &b.1))
+            {
+                boundary = Some((*score, id.clone()));
+            }
+            merged.extend(window);
         }
-        let next = (more == 1)
-            .then(|| {
-                Some(ListCursor {
-                    created_millis: score_millis(&last_score),
-                    id: StoreId::parse(&last_id)?,
-                })
-            })
-            .flatten();
-        Ok(SessionPage { sessions, next })
+        // Newest first; equal creation times by descending ID.
+        merged.sort_by(|a, b| (b.0, &b.1).cmp(&(a.0, &a.1)));
+        if let Some((score, id)) = &boundary {
+            merged.retain(|e| (e.0, &e.1) >= (*score, id));
+        }
+        let mut sessions = Vec::new();
+        let mut last = None;
+        let mut more = boundary.is_some();
+        for (created_millis, id, record) in merged {
+            if sessions.len() == limit {
+                more = true;
+                break;
+            }
+            if let Some(record) = record {
+                sessions.push(ListedSession {
+                    id: id.clone(),
+                    created_millis,
+                    record,
+                });
+            }
+            last = Some(ListCursor { created_millis, id });
+        }
+        Ok(SessionPage {
+            sessions,
+            next: if more { last } else { None },
+        })
     }
 
     async fn put_once(
@@ -696,7 +742,7 @@ impl SessionStore for RedisStore {
         ttl_millis: u64,
     ) -> StoreResult<()> {
         let mut conn = self.conn.clone();
-        let k = self.key("o", &format!("{}:{key}", kind.as_str()));
+        let k = self.keys.plain("o", &format!("{}:{key}", kind.as_str()));
         self.run(
             redis::cmd("SET")
                 .arg(k)
@@ -710,18 +756,18 @@ impl SessionStore for RedisStore {
 
     async fn take_once(&self, kind: OnceKind, key: &str) -> StoreResult<Option<Vec<u8>>> {
         let mut conn = self.conn.clone();
-        let k = self.key("o", &format!("{}:{key}", kind.as_str()));
+        let k = self.keys.plain("o", &format!("{}:{key}", kind.as_str()));
         self.run(redis::cmd("GETDEL").arg(k).query_async(&mut conn))
             .await
     }
 
     async fn claim_once(&self, key: &str, ttl_millis: u64) -> StoreResult<bool> {
-        self.set_nx(self.key("c", key), "1", ttl_millis).await
+        self.set_nx(self.keys.plain("c", key), "1", ttl_millis)
+            .await
     }
 
     async fn lock(&self, id: &StoreId, token: &str, ttl_millis: u64) -> StoreResult<bool> {
-        self.set_nx(self.key("l", id.as_str()), token, ttl_millis)
-            .await
+        self.set_nx(self.keys.lock(id), token, ttl_millis).await
     }
 
     async fn unlock(&self, id: &StoreId, token: &str) -> StoreResult<()> {
@@ -730,7 +776,7 @@ impl SessionStore for RedisStore {
             .run(
                 self.scripts
                     .unlock
-                    .key(self.key("l", id.as_str()))
+                    .key(self.keys.lock(id))
                     .arg(token)
                     .invoke_async(&mut conn),
             )
@@ -739,104 +785,77 @@ impl SessionStore for RedisStore {
     }
 
     async fn remember_jti(&self, hash: &str, ttl_millis: u64) -> StoreResult<bool> {
-        self.set_nx(self.key("j", hash), "1", ttl_millis).await
+        self.set_nx(self.keys.plain("j", hash), "1", ttl_millis)
+            .await
     }
 
-    /// Walks each index with ZSCAN/SSCAN and trims one batch per script
+    /// Walks every index on every primary, in both layouts, a batch per
     /// call, so no single call runs long however large an index grew.
     async fn sweep(&self) -> StoreResult<u64> {
         let mut removed = 0u64;
-        for (kind, tag, scan) in [("u", "z", "ZSCAN"), ("sid", "s", "SSCAN")] {
-            for key in self.scan(kind).await? {
-                let mut cursor: u64 = 0;
-                loop {
-                    let mut conn = self.conn.clone();
-                    let (next, batch): (u64, Vec<String>) = self
-                        .run(
-                            redis::cmd(scan)
-                                .arg(&key)
-                                .arg(cursor)
-                                .arg("COUNT")
-                                .arg(BATCH)
-                                .query_async(&mut conn),
-                        )
-                        .await?;
-                    // ZSCAN answers member, score, member, score, ...
-                    let members: Vec<&String> = if tag == "z" {
-                        batch.iter().step_by(2).collect()
-                    } else {
-                        batch.iter().collect()
-                    };
-                    if !members.is_empty() {
-                        let mut invocation = self.scripts.trim_index.key(&key);
-                        invocation.arg(&self.prefix).arg(tag);
-                        for m in members {
-                            invocation.arg(m);
-                        }
-                        let n: u64 = self.run(invocation.invoke_async(&mut conn)).await?;
-                        removed += n;
-                    }
-                    if next == 0 {
-                        break;
-                    }
-                    cursor = next;
+        let now = crate::clock::unix_now_millis();
+        for prefix in self.keys.prefixes() {
+            for key in self.scan(&format!("{}u:*", glob_escape(prefix))).await? {
+                removed += self.trim(&key, SidIndex::Sorted).await?;
+            }
+            if prefix == self.keys.prefix {
+                for key in self.scan(&format!("{}x:*", glob_escape(prefix))).await? {
+                    removed += self.trim_sid(&key, now).await?;
+                }
+            }
+            if prefix == self.keys.legacy {
+                for key in self.scan(&format!("{}sid:*", glob_escape(prefix))).await? {
+                    removed += self.trim(&key, SidIndex::Set).await?;
                 }
             }
         }
         Ok(removed)
     }
 
-    /// Counts `s:*` keys by SCAN, batch by batch (no key list is kept).
-    /// Sent where `scan` sends it: on a Cluster, the node of the prefix's
-    /// slot, which holds every key of the gateway (a layout that spreads
-    /// keys over several primaries must count on each of them).
+    /// Counts session records (`s:*` under each key prefix, either layout)
+    /// by SCAN on every primary, batch by batch (no key list is kept).
     async fn count_sessions(&self) -> StoreResult<u64> {
-        let pattern = format!("{}s:*", glob_escape(&self.prefix));
-        let mut conn = self.conn.clone();
-        let (mut cursor, mut count) = (0u64, 0u64);
-        loop {
-            let (next, batch): (u64, Vec<String>) = self
-                .run(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .query_async(&mut conn),
-                )
-                .await?;
-            count += batch.len() as u64;
-            if next == 0 {
-                return Ok(count);
-            }
-            cursor = next;
+        let mut count = 0;
+        for prefix in self.keys.prefixes() {
+            count += self.count(&format!("{}s:*", glob_escape(prefix))).await?;
         }
+        Ok(count)
     }
 
     async fn stats(&self, top: usize) -> StoreResult<StoreStats> {
         self.sweep().await?;
-        let user_prefix_len = self.prefix.len() + 2;
-        let mut users = Vec::new();
-        for key in self.scan("u").await? {
-            let mut conn = self.conn.clone();
-            let n: u64 = self.run(conn.zcard(&key)).await?;
-            if n > 0 {
-                users.push((key.get(user_prefix_len..).unwrap_or_default().to_owned(), n));
+        let mut counts = std::collections::BTreeMap::<String, u64>::new();
+        for prefix in self.keys.prefixes() {
+            for key in self.scan(&format!("{}u:*", glob_escape(prefix))).await? {
+                let Some(user) = self.keys.user_of_index(&key) else {
+                    continue;
+                };
+                let user = user.to_owned();
+                let mut conn = self.conn.clone();
+                let n: u64 = self.run(conn.zcard(&key)).await?;
+                if n > 0 {
+                    *counts.entry(user).or_default() += n;
+                }
             }
         }
+        let mut users: Vec<(String, u64)> = counts.into_iter().collect();
         users.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         let sessions = users.iter().map(|(_, n)| n).sum();
         let user_count = users.len() as u64;
         users.truncate(top);
-        let mut conn = self.conn.clone();
-        let info: String = self
-            .run(redis::cmd("INFO").arg("memory").query_async(&mut conn))
-            .await?;
-        let memory_bytes = info
-            .lines()
-            .find_map(|l| l.strip_prefix("used_memory:"))
-            .and_then(|v| v.trim().parse().ok());
+        let mut memory_bytes = None;
+        for node in self.run(self.conn.primaries()).await? {
+            let info: String = self
+                .run(self.conn.on_node(&node, redis::cmd("INFO").arg("memory")))
+                .await?;
+            if let Some(used) = info
+                .lines()
+                .find_map(|l| l.strip_prefix("used_memory:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+            {
+                memory_bytes = Some(memory_bytes.unwrap_or(0) + used);
+            }
+        }
         Ok(StoreStats {
             sessions,
             users: user_count,

@@ -11,7 +11,8 @@
 //! once more to the new master. A command whose connection broke may have
 //! run: it is sent again only if it just reads (a session lookup); any
 //! other gets the error (a 503). [`Link::Cluster`] leaves topology to the
-//! cluster client and only steers keyless commands to the gateway's slot.
+//! cluster client; commands that name no key (SCAN, INFO) are sent to each
+//! primary in turn by [`Link::on_node`] over [`Link::primaries`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -20,7 +21,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
     Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo, Pipeline, RedisError,
@@ -37,15 +38,20 @@ pub enum Link {
     Cluster(Arc<ClusterLink>),
 }
 
+/// One server to send a keyless command to: the one server of a fixed or
+/// Sentinel link, or one primary of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Node {
+    The,
+    Primary { host: String, port: u16 },
+}
+
 /// A Redis Cluster. The cluster client follows slot moves and failovers by
 /// itself; this only opens it lazily (so the gateway starts while Redis is
-/// down) and sends the commands that name no key — SCAN, INFO — to the node
-/// that owns the gateway's one slot, where its keys are.
+/// down) and sends the commands that name no key to the node asked for.
 pub struct ClusterLink {
     client: ClusterClient,
     conn: tokio::sync::OnceCell<ClusterConnection>,
-    /// The primary owning the slot of this key holds every gateway key.
-    slot_owner: Route,
 }
 
 impl ClusterLink {
@@ -55,7 +61,6 @@ impl ClusterLink {
         tls: bool,
         data_nodes: &RedisConfig,
         certificates: Option<TlsCertificates>,
-        key_prefix: &str,
         timeouts: (Duration, Duration),
     ) -> RedisResult<Self> {
         let seeds: Vec<ConnectionInfo> = nodes
@@ -64,7 +69,14 @@ impl ClusterLink {
             .collect::<RedisResult<_>>()?;
         let mut builder = ClusterClientBuilder::new(seeds)
             .connection_timeout(timeouts.0)
-            .response_timeout(timeouts.1);
+            .response_timeout(timeouts.1)
+            // The client's defaults retry 16 times with waits of seconds to
+            // minutes: past the store timeout, so a failover would leave
+            // requests queued behind retries nobody waits for. A few quick
+            // retries ride out a slot move or a promotion.
+            .retries(3)
+            .min_retry_wait(50)
+            .max_retry_wait(500);
         if tls {
             builder = builder.tls(TlsMode::Secure);
             if let Some(certs) = certificates {
@@ -80,7 +92,6 @@ impl ClusterLink {
         Ok(Self {
             client: builder.build()?,
             conn: tokio::sync::OnceCell::new(),
-            slot_owner: Route::with_key(key_prefix, SlotAddr::Master),
         })
     }
 
@@ -93,12 +104,27 @@ impl ClusterLink {
 
     async fn command(&self, cmd: &Cmd) -> RedisResult<Value> {
         let mut conn = self.connection().await?;
-        if names_no_key(cmd) {
-            let route =
-                RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(self.slot_owner));
-            return conn.route_command(cmd.clone(), route).await;
-        }
         conn.req_packed_command(cmd).await
+    }
+
+    /// The primaries serving slots now, from `CLUSTER NODES` of any node.
+    async fn primaries(&self) -> RedisResult<Vec<Node>> {
+        let mut conn = self.connection().await?;
+        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
+        let text: String = redis::from_redis_value(
+            conn.route_command(redis::cmd("CLUSTER").arg("NODES").clone(), route)
+                .await?,
+        )?;
+        Ok(primaries_in(&text))
+    }
+
+    async fn on_node(&self, host: &str, port: u16, cmd: &Cmd) -> RedisResult<Value> {
+        let mut conn = self.connection().await?;
+        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+            host: host.to_owned(),
+            port,
+        });
+        conn.route_command(cmd.clone(), route).await
     }
 
     async fn pipeline(
@@ -134,10 +160,34 @@ fn named(cmd: &Cmd, names: &[&[u8]]) -> bool {
     }
 }
 
-/// Commands the gateway sends without a key, which must reach the node
-/// holding its slot rather than a random one.
-fn names_no_key(cmd: &Cmd) -> bool {
-    named(cmd, &[b"SCAN", b"INFO", b"DBSIZE"])
+/// The primaries in a `CLUSTER NODES` answer that serve slots and are not
+/// marked failed: `<id> <host:port@cport[,hostname]> <flags> <primary>
+/// <ping> <pong> <epoch> <state> <slot ranges...>`.
+fn primaries_in(text: &str) -> Vec<Node> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(addr), Some(flags)) = (fields.get(1), fields.get(2)) else {
+            continue;
+        };
+        let flags: Vec<&str> = flags.split(',').collect();
+        if !flags.contains(&"master") || flags.iter().any(|f| f.starts_with("fail")) {
+            continue;
+        }
+        if fields.len() < 9 {
+            continue; // a primary without slots holds no keys
+        }
+        let addr = addr.split(['@', ',']).next().unwrap_or_default();
+        if let Some((host, port)) = addr.rsplit_once(':')
+            && let Ok(port) = port.parse()
+        {
+            out.push(Node::Primary {
+                host: host.to_owned(),
+                port,
+            });
+        }
+    }
+    out
 }
 
 pub struct SentinelLink {
@@ -337,6 +387,32 @@ fn failure(e: &RedisError) -> Option<Sign> {
     }
 }
 
+impl Link {
+    /// Every server that holds keys: the one server, or each primary of a
+    /// cluster (keyless commands such as SCAN must visit all of them).
+    pub async fn primaries(&self) -> RedisResult<Vec<Node>> {
+        match self {
+            Link::Fixed(_) | Link::Sentinel(_) => Ok(vec![Node::The]),
+            Link::Cluster(link) => link.primaries().await,
+        }
+    }
+
+    /// Runs a command that names no key on `node`.
+    pub async fn on_node<T: redis::FromRedisValue>(
+        &self,
+        node: &Node,
+        cmd: &Cmd,
+    ) -> RedisResult<T> {
+        let value = match (self, node) {
+            (Link::Cluster(link), Node::Primary { host, port }) => {
+                link.on_node(host, *port, cmd).await?
+            }
+            _ => self.clone().req_packed_command(cmd).await?,
+        };
+        Ok(redis::from_redis_value(value)?)
+    }
+}
+
 impl ConnectionLike for Link {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
@@ -380,6 +456,26 @@ mod tests {
         assert!(!reads_only(redis::cmd("SET").arg("k").arg("v")));
         assert!(!reads_only(redis::cmd("GETDEL").arg("k")));
         assert!(!reads_only(redis::cmd("EVALSHA").arg("0123").arg(0)));
+    }
+
+    #[test]
+    fn keyless_commands_visit_every_primary_that_serves_slots() {
+        let nodes = "\
+a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460
+b2 127.0.0.1:7001@17001 master - 0 0 2 connected 5461-10922
+c3 127.0.0.1:7002@17002,node-c master - 0 0 3 connected 10923-16383
+d4 127.0.0.1:7003@17003 slave a1 0 0 1 connected
+e5 127.0.0.1:7004@17004 master,fail - 0 0 4 disconnected 1-2
+f6 127.0.0.1:7005@17005 master - 0 0 5 connected
+";
+        let ports: Vec<u16> = primaries_in(nodes)
+            .into_iter()
+            .map(|n| match n {
+                Node::Primary { port, .. } => port,
+                Node::The => 0,
+            })
+            .collect();
+        assert_eq!(ports, [7000, 7001, 7002]);
     }
 
     #[test]

@@ -208,10 +208,9 @@ impl GatewayBuilder {
         }
     }
 
-    /// Use the Redis Cluster of these nodes, under a prefix with a hash tag.
-    pub fn cluster(mut self, nodes: &[String]) -> Self {
-        self.prefix
-            .get_or_insert_with(|| format!("{{t{:016x}}}:", rand::random::<u64>()));
+    /// Use the Redis Cluster of these nodes (under a prefix without a hash
+    /// tag: sessions spread by their shard tags).
+    pub fn cluster(self, nodes: &[String]) -> Self {
         self.configure(|c| {
             c.store.url = None;
             c.store.cluster_nodes = nodes.to_vec();
@@ -433,7 +432,8 @@ impl Gateway {
             .count()
     }
 
-    /// Session IDs in a user's index.
+    /// Session IDs in a user's index (`u:{shard tag}{user hash}`, or the
+    /// legacy `u:{user hash}`).
     pub async fn user_index(&self, sub: &str) -> Vec<String> {
         use sha2::Digest;
         let hash: String = sha2::Sha256::digest(sub.as_bytes())
@@ -441,13 +441,23 @@ impl Gateway {
             .map(|b| format!("{b:02x}"))
             .collect();
         let mut conn = self.redis().await;
-        redis::cmd("ZRANGE")
-            .arg(format!("{}u:{hash}", self.prefix))
-            .arg(0)
-            .arg(-1)
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}u:*{hash}", self.prefix))
             .query_async(&mut conn)
             .await
-            .expect("ZRANGE")
+            .expect("KEYS");
+        let mut ids = Vec::new();
+        for key in keys {
+            let some: Vec<String> = redis::cmd("ZRANGE")
+                .arg(key)
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut conn)
+                .await
+                .expect("ZRANGE");
+            ids.extend(some);
+        }
+        ids
     }
 
     /// The metrics text.

@@ -15,6 +15,7 @@ pub mod net;
 pub mod otlp;
 pub mod procs;
 pub mod provider_api;
+pub mod sharded;
 pub mod test_ca;
 
 use std::sync::OnceLock;

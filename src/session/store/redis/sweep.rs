@@ -1,0 +1,172 @@
+//! Walking the store's indexes: SCAN over every primary, and trimming the
+//! entries of sessions that are gone (the sweep and the statistics).
+
+use redis::AsyncCommands;
+
+use super::super::redis_keys::SidIndex;
+use super::{BATCH, RedisStore, SID_GRACE_MILLIS, score_millis};
+use crate::session::cookie::StoreId;
+use crate::session::store::StoreResult;
+
+impl RedisStore {
+    /// Keys matching `pattern` on every primary, by SCAN (never KEYS).
+    pub(super) async fn scan(&self, pattern: &str) -> StoreResult<Vec<String>> {
+        let mut out = Vec::new();
+        for node in self.run(self.conn.primaries()).await? {
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, batch): (u64, Vec<String>) = self
+                    .run(
+                        self.conn.on_node(
+                            &node,
+                            redis::cmd("SCAN")
+                                .arg(cursor)
+                                .arg("MATCH")
+                                .arg(pattern)
+                                .arg("COUNT")
+                                .arg(500),
+                        ),
+                    )
+                    .await?;
+                out.extend(batch);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// How many keys match `pattern` on every primary, by SCAN, without
+    /// keeping them (the active-sessions gauge).
+    pub(super) async fn count(&self, pattern: &str) -> StoreResult<u64> {
+        let mut count = 0;
+        for node in self.run(self.conn.primaries()).await? {
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, batch): (u64, Vec<String>) = self
+                    .run(
+                        self.conn.on_node(
+                            &node,
+                            redis::cmd("SCAN")
+                                .arg(cursor)
+                                .arg("MATCH")
+                                .arg(pattern)
+                                .arg("COUNT")
+                                .arg(1000),
+                        ),
+                    )
+                    .await?;
+                count += batch.len() as u64;
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(count)
+    }
+
+    /// Walks one index whose members' records share its slot (a user index,
+    /// a legacy provider-session index) and drops dead members, one
+    /// ZSCAN/SSCAN batch per script call.
+    pub(super) async fn trim(&self, key: &str, kind: SidIndex) -> StoreResult<u64> {
+        let scan = match kind {
+            SidIndex::Sorted => "ZSCAN",
+            SidIndex::Set => "SSCAN",
+        };
+        let mut removed = 0;
+        let mut cursor: u64 = 0;
+        loop {
+            let mut conn = self.conn.clone();
+            let (next, batch): (u64, Vec<String>) = self
+                .run(
+                    redis::cmd(scan)
+                        .arg(key)
+                        .arg(cursor)
+                        .arg("COUNT")
+                        .arg(BATCH)
+                        .query_async(&mut conn),
+                )
+                .await?;
+            // ZSCAN answers member, score, member, score, ...
+            let step = if kind == SidIndex::Sorted { 2 } else { 1 };
+            let members = Self::ids(batch.into_iter().step_by(step).collect());
+            if !members.is_empty() {
+                let mut call = self.scripts.trim.prepare_invoke();
+                call.key(key).arg(kind.tag());
+                for m in &members {
+                    call.key(self.keys.record(m)).arg(m.as_str());
+                }
+                let n: u64 = self.run(call.invoke_async(&mut conn)).await?;
+                removed += n;
+            }
+            if next == 0 {
+                return Ok(removed);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Walks one sharded provider-session index (its members' records are
+    /// in other slots): drops members older than [`SID_GRACE_MILLIS`] whose
+    /// record is gone. A younger entry may belong to a session still being
+    /// written, so it stays.
+    pub(super) async fn trim_sid(&self, key: &str, now_millis: u64) -> StoreResult<u64> {
+        let mut removed = 0;
+        let mut cursor: u64 = 0;
+        loop {
+            let mut conn = self.conn.clone();
+            let (next, batch): (u64, Vec<String>) = self
+                .run(
+                    redis::cmd("ZSCAN")
+                        .arg(key)
+                        .arg(cursor)
+                        .arg("COUNT")
+                        .arg(BATCH)
+                        .query_async(&mut conn),
+                )
+                .await?;
+            let old: Vec<StoreId> = batch
+                .chunks_exact(2)
+                .filter(|p| score_millis(&p[1]).saturating_add(SID_GRACE_MILLIS) < now_millis)
+                .filter_map(|p| StoreId::parse(&p[0]))
+                .collect();
+            let exists = futures_util::future::join_all(old.iter().map(|id| {
+                let mut conn = self.conn.clone();
+                let record = self.keys.record(id);
+                async move { self.run(conn.exists::<_, bool>(record)).await }
+            }))
+            .await;
+            let mut dead = Vec::new();
+            for (id, e) in old.iter().zip(exists) {
+                if !e? {
+                    dead.push(id.as_str());
+                }
+            }
+            if !dead.is_empty() {
+                let n: u64 = self.run(conn.zrem(key, &dead)).await?;
+                removed += n;
+            }
+            if next == 0 {
+                return Ok(removed);
+            }
+            cursor = next;
+        }
+    }
+}
+
+/// `s` with the glob characters of SCAN's MATCH escaped.
+pub(super) fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}

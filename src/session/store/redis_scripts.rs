@@ -1,0 +1,242 @@
+//! The Lua scripts of the Redis store. Each declares every key it touches
+//! in `KEYS` (Redis' rule for scripts), and the keys of one call always
+//! share a hash slot: a session's record, tombstone and its user's index
+//! carry the same hash tag (`{T}`, the shard tag), and the legacy layout
+//! keeps every key in the legacy prefix's slot. Keys found by reading an
+//! index (the members of a user's index) are read by one call and passed
+//! to the next: the store (`redis.rs`) does that, never a script.
+
+use redis::Script;
+
+/// Shared by the scripts that end sessions: deletes the record, drops it
+/// from its user's index and leaves a tombstone. Returns the record's
+/// provider-sid hash ('' if none) when a live session was ended, `false`
+/// otherwise; the caller removes the session from the provider-session
+/// index, which lives in another slot.
+const PRELUDE: &str = r"
+local function revoke_one(sk, tk, uk, id, tomb, tttl)
+  local left = redis.call('PTTL', sk)
+  local x = redis.call('HGET', sk, 'x')
+  if redis.call('DEL', sk) == 0 then return false end
+  redis.call('ZREM', uk, id)
+  -- The tombstone outlives whatever was left of the record, so a copy of
+  -- it written back later is still refused by GET.
+  redis.call('SET', tk, tomb, 'PX', math.max(tonumber(tttl), left))
+  return x or ''
+end
+local function extend(k, ms)
+  if redis.call('PTTL', k) < tonumber(ms) then redis.call('PEXPIRE', k, ms) end
+end
+";
+
+/// KEYS: record, user index. ARGV: record bytes, TTL, score (creation
+/// ms), index TTL, user hash, sid hash ('' if none), ID. An ID with a
+/// tombstone is written all the same (a restored backup does that too): GET
+/// answers the tombstone first, so a session that a back-channel logout
+/// fenced while it was being written stays ended. Returns the index size.
+const CREATE: &str = r"
+local sk, uk = KEYS[1], KEYS[2]
+local rec, ttl, score, ittl, uh, sh, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+redis.call('DEL', sk)
+if sh ~= '' then
+  redis.call('HSET', sk, 'r', rec, 'u', uh, 'x', sh)
+else
+  redis.call('HSET', sk, 'r', rec, 'u', uh)
+end
+redis.call('PEXPIRE', sk, ttl)
+redis.call('ZADD', uk, score, id)
+extend(uk, ittl)
+return redis.call('ZCARD', uk)
+";
+
+/// Adds a session to a provider-session index (KEYS[1]; a sorted set by
+/// creation ms in the sharded layout, a set in the legacy one: ARGV[4]
+/// 'z' or 's'). ARGV: score, ID, index TTL, kind.
+const INDEX_ADD: &str = r"
+if ARGV[4] == 'z' then
+  redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+else
+  redis.call('SADD', KEYS[1], ARGV[2])
+end
+extend(KEYS[1], ARGV[3])
+return 1
+";
+
+/// The per-user limit. KEYS: user index, then record and tombstone of each
+/// candidate (the index's oldest entries, oldest first). ARGV: limit, the
+/// new session's ID (never evicted), tombstone, tombstone TTL, candidate
+/// IDs. Drops candidates whose record is gone, then ends the oldest live
+/// ones while the index is over the limit. Returns `{index size, {id, sid
+/// hash, ...}}` of the sessions ended.
+const EVICT: &str = r"
+local uk, maxn, keep, tomb, tttl = KEYS[1], tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
+local n = #ARGV - 4
+for i = 1, n do
+  if redis.call('EXISTS', KEYS[2 * i]) == 0 then redis.call('ZREM', uk, ARGV[4 + i]) end
+end
+local out = {}
+for i = 1, n do
+  if redis.call('ZCARD', uk) <= maxn then break end
+  local id = ARGV[4 + i]
+  if id ~= keep and redis.call('ZSCORE', uk, id) then
+    local x = revoke_one(KEYS[2 * i], KEYS[2 * i + 1], uk, id, tomb, tttl)
+    redis.call('ZREM', uk, id)
+    if x then
+      table.insert(out, id)
+      table.insert(out, x)
+    end
+  end
+end
+return {redis.call('ZCARD', uk), out}
+";
+
+/// One session by ID. KEYS: record, tombstone, and the user index the
+/// caller read from the record (absent if it found no record). ARGV:
+/// tombstone, tombstone TTL, ID, that user hash, fence ('1': leave a
+/// tombstone even if there is no record, so a create still under way for
+/// this ID is refused). Returns `{1, sid hash}` ended, `{2, tombstone}`
+/// ended before, `{0, ''}` unknown, `{3, ''}` the record changed since the
+/// caller read it (ask again).
+const REVOKE: &str = r"
+local sk, tk, uk = KEYS[1], KEYS[2], KEYS[3]
+local u = redis.call('HGET', sk, 'u')
+if u then
+  if not uk or u ~= ARGV[4] then return {3, ''} end
+  return {1, revoke_one(sk, tk, uk, ARGV[3], ARGV[1], ARGV[2])}
+end
+local t = redis.call('GET', tk)
+if t then return {2, t} end
+if ARGV[5] == '1' then redis.call('SET', tk, ARGV[1], 'PX', ARGV[2]) end
+return {0, ''}
+";
+
+/// A batch of one user's sessions. KEYS: user index, then record and
+/// tombstone of each ID. ARGV: tombstone, tombstone TTL, IDs. Returns
+/// `{id, sid hash, ...}` of the sessions ended.
+const REVOKE_MANY: &str = r"
+local uk = KEYS[1]
+local out = {}
+for i = 3, #ARGV do
+  local j = i - 2
+  local x = revoke_one(KEYS[2 * j], KEYS[2 * j + 1], uk, ARGV[i], ARGV[1], ARGV[2])
+  redis.call('ZREM', uk, ARGV[i])
+  if x then
+    table.insert(out, ARGV[i])
+    table.insert(out, x)
+  end
+end
+return out
+";
+
+/// A window of a user's index (KEYS[1]), newest first, after the cursor
+/// (ARGV[2] score, ARGV[3] ID; empty for the first page): at most ARGV[1]
+/// entries as `{id, score, ...}`. The cursor's rank is found in O(log n) —
+/// if its entry has gone (or lives in the other layout's index) it is put
+/// in for that instant, inside the script, so its neighbours are found.
+const LIST_WINDOW: &str = r"
+local uk, want, cs, cid = KEYS[1], tonumber(ARGV[1]), ARGV[2], ARGV[3]
+local start = 0
+if cid ~= '' then
+  if redis.call('ZSCORE', uk, cid) then
+    start = redis.call('ZREVRANK', uk, cid) + 1
+  else
+    redis.call('ZADD', uk, cs, cid)
+    start = redis.call('ZREVRANK', uk, cid)
+    redis.call('ZREM', uk, cid)
+  end
+end
+return redis.call('ZREVRANGE', uk, start, start + want - 1, 'WITHSCORES')
+";
+
+/// The records of some entries of one index. KEYS: the index, then each
+/// entry's record. ARGV: kind ('z' sorted set, 's' set), the IDs. Entries
+/// whose record is gone are dropped from the index (answered as '').
+/// Serves listing and the sweep.
+const READ_LIVE: &str = r"
+local out = {}
+for i = 2, #ARGV do
+  local r = redis.call('HGET', KEYS[i], 'r')
+  if r then
+    table.insert(out, r)
+  else
+    if ARGV[1] == 'z' then
+      redis.call('ZREM', KEYS[1], ARGV[i])
+    else
+      redis.call('SREM', KEYS[1], ARGV[i])
+    end
+    table.insert(out, '')
+  end
+end
+return out
+";
+
+/// Drops the members of one index (KEYS[1]) whose record (KEYS[i + 1]) is
+/// gone; ARGV: kind ('z' or 's'), the members. The sweep feeds it one
+/// ZSCAN/SSCAN batch at a time. Returns how many it dropped.
+const TRIM: &str = r"
+local n = 0
+for i = 2, #ARGV do
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    if ARGV[1] == 'z' then redis.call('ZREM', KEYS[1], ARGV[i]) else redis.call('SREM', KEYS[1], ARGV[i]) end
+    n = n + 1
+  end
+end
+return n
+";
+
+/// A session's record unless it has a tombstone: one round trip for the
+/// hot path, and a restored copy of a revoked record stays ended. A
+/// tombstone comes back wrapped in a one-element array, so a live record
+/// (a plain bulk string) needs no unwrapping.
+const GET: &str = r"
+local t = redis.call('GET', KEYS[2])
+if t then return {t} end
+return redis.call('HGET', KEYS[1], 'r')
+";
+
+const REPLACE_IF: &str = r"
+local cur = redis.call('HGET', KEYS[1], 'r')
+if not cur then return 0 end
+if string.sub(cur, ARGV[4], ARGV[5]) ~= ARGV[1] then return -1 end
+redis.call('HSET', KEYS[1], 'r', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+";
+
+const UNLOCK: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
+pub(super) struct Scripts {
+    pub get: Script,
+    pub create: Script,
+    pub index_add: Script,
+    pub evict: Script,
+    pub replace_if: Script,
+    pub revoke: Script,
+    pub revoke_many: Script,
+    pub list_window: Script,
+    pub read_live: Script,
+    pub trim: Script,
+    pub unlock: Script,
+}
+
+impl Scripts {
+    pub fn new() -> Self {
+        let with_prelude = |body: &str| Script::new(&format!("{PRELUDE}\n{body}"));
+        Self {
+            get: Script::new(GET),
+            create: with_prelude(CREATE),
+            index_add: with_prelude(INDEX_ADD),
+            evict: with_prelude(EVICT),
+            replace_if: Script::new(REPLACE_IF),
+            revoke: with_prelude(REVOKE),
+            revoke_many: with_prelude(REVOKE_MANY),
+            list_window: Script::new(LIST_WINDOW),
+            read_live: Script::new(READ_LIVE),
+            trim: Script::new(TRIM),
+            unlock: Script::new(UNLOCK),
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! What a login and a stored session cost Redis: measurements, not
+//! assertions of speed (ignored by default; `docs/benchmarks.md` holds the
+//! figures and the command). Each runs on a Redis server of its own so no
+//! other test's traffic is counted.
+//!
+//!     cargo test --test e2e store_costs -- --ignored --nocapture --test-threads=1
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use oidc_bff::secret::SecretString;
+use oidc_bff::session::{ClientInfo, NewLogin, Sessions};
+
+use crate::harness::{Browser, GatewayBuilder, RedisServer, Upstream, random_prefix};
+use crate::store_consistency::{Target, sessions_over};
+
+/// `INFO commandstats` as command → calls.
+fn command_calls(redis: &RedisServer) -> BTreeMap<String, u64> {
+    redis
+        .cli(&["INFO", "commandstats"])
+        .lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run with --ignored"]
+async fn redis_commands_per_login() {
+    const LOGINS: u64 = 50;
+    let redis = RedisServer::start();
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .redis(&redis.url())
+        .start()
+        .await;
+    // One login first: script loading and the shard key are once per process.
+    Browser::new(&gw).login_as("warm-up").await;
+    let before = command_calls(&redis);
+    for n in 0..LOGINS {
+        let mut b = Browser::new(&gw);
+        b.login_as(&format!("login-cost-{n}")).await;
+    }
+    let after = command_calls(&redis);
+    let mut total = 0;
+    let mut sent = 0;
+    for (name, calls) in &after {
+        let d = calls - before.get(name).copied().unwrap_or(0);
+        // The measuring INFO itself is not the login's.
+        if d > 0 && name != "info" {
+            eprintln!("{name}: {:.2} per login", d as f64 / LOGINS as f64);
+            total += d;
+            // What the gateway sends: scripts, and the one plain SET NX of
+            // the login's claim marker (no script of a login calls SET).
+            if matches!(name.as_str(), "evalsha" | "eval" | "set" | "get" | "hget") {
+                sent += d;
+            }
+        }
+    }
+    eprintln!(
+        "per login: {:.2} round trips (commands the gateway sends), {:.2} commands Redis runs (scripts' calls included)",
+        sent as f64 / LOGINS as f64,
+        total as f64 / LOGINS as f64
+    );
+}
+
+fn realistic_login(user: &str, n: usize) -> NewLogin {
+    // Keycloak-like sizes: JWT access and ID tokens, an opaque refresh token.
+    NewLogin {
+        sub: user.to_owned(),
+        sid: Some(format!("{user}-sid-{}", n % 2)),
+        access_token: SecretString::new("a".repeat(1_200)),
+        refresh_token: Some(SecretString::new("r".repeat(400))),
+        id_token: Some(SecretString::new("i".repeat(1_000))),
+        access_expires_at: 0,
+        claims_json: format!(
+            "{{\"sub\":\"{user}\",\"name\":\"A Person\",\"email\":\"{user}@example.com\",\"groups\":[\"staff\",\"dev\"]}}"
+        ),
+        scopes: Some("openid profile email".into()),
+    }
+}
+
+/// MEMORY USAGE summed over every key under `prefix`, and by kind (`s`,
+/// `u`, `x`/`sid`, ...).
+async fn bytes_under(redis: &RedisServer, prefix: &str) -> (u64, u64, BTreeMap<String, u64>) {
+    let client = redis::Client::open(redis.url()).expect("client");
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn");
+    let mut keys = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut c)
+            .await
+            .expect("scan");
+        keys.extend(batch);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    let mut total = 0;
+    let mut by_kind = BTreeMap::<String, u64>::new();
+    for chunk in keys.chunks(1000) {
+        let mut pipe = redis::pipe();
+        for k in chunk {
+            pipe.cmd("MEMORY").arg("USAGE").arg(k).arg("SAMPLES").arg(0);
+        }
+        let sizes: Vec<Option<u64>> = pipe.query_async(&mut c).await.expect("memory usage");
+        for (k, size) in chunk.iter().zip(sizes) {
+            let kind = k[prefix.len()..]
+                .split(':')
+                .next()
+                .unwrap_or("?")
+                .to_owned();
+            let size = size.unwrap_or(0);
+            *by_kind.entry(kind).or_default() += size;
+            total += size;
+        }
+    }
+    (total, keys.len() as u64, by_kind)
+}
+
+async fn fill(s: &Sessions, sessions: usize, users: usize, legacy: bool) {
+    let now = oidc_bff::clock::unix_now();
+    futures_util::stream::iter(0..sessions)
+        .map(|n| async move {
+            let user = format!("user-{:05}", n % users);
+            let login = realistic_login(&user, n);
+            if legacy {
+                s.create_legacy(login, &ClientInfo::default(), now).await
+            } else {
+                s.create(login, &ClientInfo::default(), now).await
+            }
+            .expect("create");
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run with --ignored"]
+async fn redis_bytes_per_session_with_many_users() {
+    let sessions: usize = std::env::var("COST_SESSIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let users = sessions / 5;
+    let redis = RedisServer::start();
+    let target = Target::Url(redis.url());
+    for legacy in [false, true] {
+        let prefix = random_prefix();
+        let s = Arc::new(sessions_over(
+            crate::store_consistency::store_on(&target, &prefix),
+            None,
+        ));
+        fill(&s, sessions, users, legacy).await;
+        let (bytes, keys, by_kind) = bytes_under(&redis, &prefix).await;
+        let per_kind: Vec<String> = by_kind
+            .iter()
+            .map(|(k, b)| format!("{k}: {}", b / sessions as u64))
+            .collect();
+        let layout = if legacy {
+            "single-slot (old)"
+        } else {
+            "sharded"
+        };
+        eprintln!(
+            "{layout} layout: {sessions} sessions of {users} users, {keys} keys, {} B per session (MEMORY USAGE over every key, indexes included; by key kind {})",
+            bytes / sessions as u64,
+            per_kind.join(", ")
+        );
+    }
+}
