@@ -53,8 +53,9 @@ pub fn build_router(state: AppState) -> Router {
         .route(&at("/healthz"), get(routes::health::healthz))
         .route(&at("/readyz"), get(routes::health::readyz))
         .fallback(routes::static_files::serve);
-    // The identity assertion's public keys, when the gateway signs any.
-    let router = if state.config.assertion.is_some() {
+    // The identity assertion's public keys and the client key, when the
+    // gateway signs anything.
+    let router = if state.jwks.is_some() {
         router.route(&at("/.well-known/jwks.json"), get(routes::jwks::jwks))
     } else {
         router

@@ -37,7 +37,8 @@ use serde_json::Value;
 use tokio::time::Instant;
 use url::Url;
 
-use crate::config::{AuthMethod, OidcConfig};
+use super::client_auth::{ASSERTION_TYPE, AssertionSigner};
+use crate::config::{AssertionAudience, AuthMethod, OidcConfig, PushedAuthorization};
 use crate::secret::SecretString;
 
 /// Discovery fields beyond what `openidconnect` models.
@@ -45,6 +46,9 @@ use crate::secret::SecretString;
 pub struct ExtraMetadata {
     pub revocation_endpoint: Option<Url>,
     pub backchannel_logout_supported: Option<bool>,
+    /// RFC 9126 §5.
+    pub pushed_authorization_request_endpoint: Option<Url>,
+    pub require_pushed_authorization_requests: Option<bool>,
 }
 
 impl AdditionalProviderMetadata for ExtraMetadata {}
@@ -132,6 +136,9 @@ pub struct Discovered {
     pub revocation_endpoint: Option<Url>,
     pub userinfo_endpoint: Option<Url>,
     pub backchannel_logout_supported: bool,
+    /// Where authorization requests are pushed (RFC 9126), when
+    /// `oidc.pushed_authorization` says they are.
+    pub par_endpoint: Option<Url>,
     loaded_at: Instant,
 }
 
@@ -149,6 +156,8 @@ pub struct Provider {
     redirect_uri: RedirectUrl,
     http: reqwest::Client,
     cache: Arc<MetadataCache>,
+    /// Signs `private_key_jwt` client assertions (that method only).
+    assertions: Option<AssertionSigner>,
     /// Call latency by endpoint (`oidc_bff_provider_request_duration_seconds`),
     /// when a registry was given.
     timers: Option<Arc<EndpointTimers>>,
@@ -162,6 +171,7 @@ pub struct EndpointTimers {
     token: Histogram,
     revocation: Histogram,
     userinfo: Histogram,
+    par: Histogram,
 }
 
 impl EndpointTimers {
@@ -172,6 +182,7 @@ impl EndpointTimers {
             token: metrics.provider_endpoint("token"),
             revocation: metrics.provider_endpoint("revocation"),
             userinfo: metrics.provider_endpoint("userinfo"),
+            par: metrics.provider_endpoint("par"),
         }
     }
 }
@@ -183,6 +194,7 @@ enum Endpoint {
     Token,
     Revocation,
     Userinfo,
+    Par,
 }
 
 impl Provider {
@@ -217,11 +229,19 @@ impl Provider {
             );
         }
         let http = http.build()?;
+        let assertions = match (config.auth_method, &config.client_key) {
+            (AuthMethod::PrivateKeyJwt, Some(key)) => Some(AssertionSigner::new(key)?),
+            (AuthMethod::PrivateKeyJwt, None) => {
+                anyhow::bail!("oidc.client_key_file: private_key_jwt needs a key")
+            }
+            _ => None,
+        };
         Ok(Self {
             config: config.clone(),
             redirect_uri: RedirectUrl::new(redirect_uri.to_owned())?,
             http,
             cache,
+            assertions,
             timers: None,
         })
     }
@@ -247,6 +267,7 @@ impl Provider {
                 Endpoint::Token => &t.token,
                 Endpoint::Revocation => &t.revocation,
                 Endpoint::Userinfo => &t.userinfo,
+                Endpoint::Par => &t.par,
             };
             h.observe(started.elapsed().as_secs_f64());
         }
@@ -362,19 +383,35 @@ impl Provider {
             .additional_metadata
             .backchannel_logout_supported
             .unwrap_or(false);
+        let par_endpoint = pushed_authorization_endpoint(
+            self.config.pushed_authorization,
+            extra
+                .additional_metadata
+                .pushed_authorization_request_endpoint
+                .as_ref(),
+            extra
+                .additional_metadata
+                .require_pushed_authorization_requests
+                .unwrap_or(false),
+        )?;
         let jwks_uri = metadata.jwks_uri().url().clone();
         let userinfo_endpoint = metadata.userinfo_endpoint().map(|u| u.url().clone());
         let issuer = advertised.to_owned();
+        // `openidconnect` only builds the authorization URL: every
+        // authenticated call is made by hand (`authenticated`).
         let auth_type = match self.config.auth_method {
             AuthMethod::ClientSecretBasic => AuthType::BasicAuth,
-            AuthMethod::ClientSecretPost => AuthType::RequestBody,
+            _ => AuthType::RequestBody,
         };
+        let secret = self
+            .config
+            .auth_method
+            .uses_secret()
+            .then(|| ClientSecret::new(self.config.client_secret.expose().to_owned()));
         let client = CoreClient::from_provider_metadata(
             metadata,
             ClientId::new(self.config.client_id.clone()),
-            Some(ClientSecret::new(
-                self.config.client_secret.expose().to_owned(),
-            )),
+            secret,
         )
         .set_redirect_uri(self.redirect_uri.clone())
         .set_auth_type(auth_type);
@@ -393,6 +430,7 @@ impl Provider {
             revocation_endpoint,
             userinfo_endpoint,
             backchannel_logout_supported,
+            par_endpoint,
             loaded_at: Instant::now(),
         })
     }
@@ -462,40 +500,73 @@ impl Provider {
     /// reads bodies without a limit and parses the ID token's claims itself
     /// (so a token lacking `iat` became an "invalid provider response", an
     /// outage, instead of a failed login decided by `jwt`).
-    /// Adds the client's credentials to a back-channel request: Basic
-    /// authentication or form fields, as `oidc.auth_method` says.
-    fn authenticated<'a>(
-        &'a self,
+    /// Adds the client's credentials to a back-channel request (token,
+    /// revocation, PAR), as `oidc.auth_method` says: Basic authentication,
+    /// form fields, a signed client assertion, or only `client_id` when the
+    /// TLS client certificate (set on the connection) authenticates.
+    fn authenticated(
+        &self,
         req: reqwest::RequestBuilder,
-        form: &mut Vec<(&'a str, &'a str)>,
-    ) -> reqwest::RequestBuilder {
+        d: &Discovered,
+        form: &mut Vec<(&'static str, String)>,
+    ) -> Result<reqwest::RequestBuilder, ProviderError> {
+        let client_id = || self.config.client_id.clone();
         match self.config.auth_method {
             AuthMethod::ClientSecretBasic => {
                 // RFC 6749 §2.3.1: form-urlencode the credentials before Basic.
                 let enc = |s: &str| {
                     url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
                 };
-                req.basic_auth(
+                return Ok(req.basic_auth(
                     enc(&self.config.client_id),
                     Some(enc(self.config.client_secret.expose())),
-                )
+                ));
             }
             AuthMethod::ClientSecretPost => {
-                form.push(("client_id", &self.config.client_id));
-                form.push(("client_secret", self.config.client_secret.expose()));
-                req
+                form.push(("client_id", client_id()));
+                form.push((
+                    "client_secret",
+                    self.config.client_secret.expose().to_owned(),
+                ));
+            }
+            AuthMethod::PrivateKeyJwt => {
+                let signer = self.assertions.as_ref().ok_or_else(|| {
+                    ProviderError::Misconfigured("no key for private_key_jwt".into())
+                })?;
+                let audience = match self.config.client_assertion_audience {
+                    AssertionAudience::TokenEndpoint => d.token_endpoint.as_str(),
+                    AssertionAudience::Issuer => d.issuer.as_str(),
+                };
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|t| t.as_secs())
+                    .unwrap_or_default();
+                let assertion = signer
+                    .assertion(&self.config.client_id, audience, now)
+                    .map_err(|e| ProviderError::Misconfigured(e.to_string()))?;
+                form.push(("client_id", client_id()));
+                form.push(("client_assertion_type", ASSERTION_TYPE.to_owned()));
+                form.push(("client_assertion", assertion));
+            }
+            AuthMethod::TlsClientAuth | AuthMethod::SelfSignedTlsClientAuth => {
+                form.push(("client_id", client_id()));
             }
         }
+        Ok(req)
     }
 
-    async fn token_request(&self, grant: &[(&str, &str)]) -> Result<TokenSet, ProviderError> {
+    async fn token_request(
+        &self,
+        grant: &[(&'static str, &str)],
+    ) -> Result<TokenSet, ProviderError> {
         let d = self.discovered().await?;
-        let mut form: Vec<(&str, &str)> = grant.to_vec();
+        let mut form: Vec<(&'static str, String)> =
+            grant.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
         let req = self
             .http
             .post(d.token_endpoint.clone())
             .header("accept", "application/json");
-        let req = self.authenticated(req, &mut form).form(&form);
+        let req = self.authenticated(req, &d, &mut form)?.form(&form);
         let resp = self.send(Endpoint::Token, req).await?;
         let status = resp.status();
         let body = self.read_limited(resp, "token response").await?;
@@ -526,7 +597,52 @@ impl Provider {
             req = req.add_extra_param(k.clone(), v.clone());
         }
         let (url, _, _) = req.url();
-        Ok(url)
+        match &d.par_endpoint {
+            Some(endpoint) => self.pushed(&d, endpoint, url).await,
+            None => Ok(url),
+        }
+    }
+
+    /// RFC 9126: POSTs the authorization request `url` carries to the PAR
+    /// endpoint, authenticated like a token request, and returns the URL
+    /// the browser gets instead: only `client_id` and `request_uri`.
+    #[tracing::instrument(target = "oidc_bff_otel", name = "provider.par", skip_all,
+        fields(otel.kind = "client"))]
+    async fn pushed(
+        &self,
+        d: &Discovered,
+        endpoint: &Url,
+        url: Url,
+    ) -> Result<Url, ProviderError> {
+        let mut form: Vec<(&'static str, String)> = Vec::new();
+        let mut params: Vec<(String, String)> = url
+            .query_pairs()
+            .filter(|(k, _)| k != "client_id")
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        let req = self
+            .http
+            .post(endpoint.clone())
+            .header("accept", "application/json");
+        let req = self.authenticated(req, d, &mut form)?;
+        if !form.iter().any(|(k, _)| *k == "client_id") {
+            // Basic authentication: the request still names its client.
+            form.push(("client_id", self.config.client_id.clone()));
+        }
+        params.extend(form.into_iter().map(|(k, v)| (k.to_owned(), v)));
+        let resp = self.send(Endpoint::Par, req.form(&params)).await?;
+        let status = resp.status();
+        let body = self
+            .read_limited(resp, "pushed authorization response")
+            .await?;
+        let request_uri = parse_par_response(status, &body)?;
+        let mut browser = url;
+        browser.set_query(None);
+        browser
+            .query_pairs_mut()
+            .append_pair("client_id", &self.config.client_id)
+            .append_pair("request_uri", &request_uri);
+        Ok(browser)
     }
 
     #[tracing::instrument(target = "oidc_bff_otel", name = "provider.token", skip_all,
@@ -570,11 +686,11 @@ impl Provider {
             return Ok(false);
         };
         let mut form = vec![
-            ("token", refresh_token.expose()),
-            ("token_type_hint", "refresh_token"),
+            ("token", refresh_token.expose().to_owned()),
+            ("token_type_hint", "refresh_token".to_owned()),
         ];
         let req = self.http.post(endpoint.clone());
-        let req = self.authenticated(req, &mut form).form(&form);
+        let req = self.authenticated(req, &d, &mut form)?.form(&form);
         let resp = self.send(Endpoint::Revocation, req).await?;
         let status = resp.status();
         if status.is_success() {
@@ -650,6 +766,63 @@ pub fn usable_algorithms(configured: &[Algorithm], advertised: &[String]) -> Vec
         .copied()
         .filter(|a| advertised.iter().any(|s| *s == format!("{a:?}")))
         .collect()
+}
+
+/// The PAR endpoint to use, if any, under `oidc.pushed_authorization`:
+/// `auto` pushes only when the provider says it requires it; `always`
+/// makes a provider without the endpoint unusable, naming the key.
+fn pushed_authorization_endpoint(
+    mode: PushedAuthorization,
+    advertised: Option<&Url>,
+    required: bool,
+) -> Result<Option<Url>, ProviderError> {
+    match (mode, advertised) {
+        (PushedAuthorization::Never, _) => Ok(None),
+        (PushedAuthorization::Always, None) => Err(ProviderError::Misconfigured(
+            "oidc.pushed_authorization = \"always\" but the provider advertises no pushed_authorization_request_endpoint; set it to \"auto\" or \"never\", or enable PAR at the provider".into(),
+        )),
+        (PushedAuthorization::Auto, None) if required => Err(ProviderError::Misconfigured(
+            "the provider requires pushed authorization requests but advertises no pushed_authorization_request_endpoint".into(),
+        )),
+        (PushedAuthorization::Always, Some(u)) => Ok(Some(u.clone())),
+        (PushedAuthorization::Auto, Some(u)) if required => Ok(Some(u.clone())),
+        (PushedAuthorization::Auto, _) => Ok(None),
+    }
+}
+
+/// Longest `request_uri` accepted (RFC 9126 gives no bound; a URN with a
+/// random reference is well under this).
+const MAX_REQUEST_URI_BYTES: usize = 2048;
+
+/// A PAR endpoint's answer (RFC 9126 §2.2, §2.3): the `request_uri`, or a
+/// refusal whose text is never shown to the browser.
+fn parse_par_response(status: reqwest::StatusCode, body: &[u8]) -> Result<String, ProviderError> {
+    if !status.is_success() {
+        return Err(match serde_json::from_slice::<RawErrorResponse>(body) {
+            Ok(e) => ProviderError::Rejected {
+                error: e.error,
+                description: e.error_description,
+            },
+            Err(_) => ProviderError::Unavailable(format!(
+                "PAR endpoint answered {status} without an OAuth error"
+            )),
+        });
+    }
+    #[derive(Deserialize)]
+    struct Pushed {
+        request_uri: String,
+    }
+    let pushed: Pushed = serde_json::from_slice(body)
+        .map_err(|e| ProviderError::InvalidResponse(format!("PAR response: {e}")))?;
+    if pushed.request_uri.is_empty()
+        || pushed.request_uri.len() > MAX_REQUEST_URI_BYTES
+        || pushed.request_uri.chars().any(char::is_control)
+    {
+        return Err(ProviderError::InvalidResponse(
+            "PAR response has an unusable request_uri".into(),
+        ));
+    }
+    Ok(pushed.request_uri)
 }
 
 /// A token endpoint's answer (RFC 6749 §5.1), tokens still unchecked.
@@ -827,6 +1000,46 @@ mod tests {
             parse_token_response(ok, br#"{"token_type":"Bearer"}"#, &LIMITS),
             Err(ProviderError::InvalidResponse(_))
         ));
+    }
+
+    #[test]
+    fn par_is_used_when_configured_or_required_and_always_needs_the_endpoint() {
+        use PushedAuthorization::*;
+        let u = Url::parse("https://id.example.com/par").expect("url");
+        assert_eq!(pushed_authorization_endpoint(Auto, Some(&u), false).ok(), Some(None));
+        assert_eq!(
+            pushed_authorization_endpoint(Auto, Some(&u), true).ok(),
+            Some(Some(u.clone()))
+        );
+        assert_eq!(
+            pushed_authorization_endpoint(Always, Some(&u), false).ok(),
+            Some(Some(u.clone()))
+        );
+        assert_eq!(pushed_authorization_endpoint(Never, Some(&u), true).ok(), Some(None));
+        assert_eq!(pushed_authorization_endpoint(Auto, None, false).ok(), Some(None));
+        assert!(matches!(
+            pushed_authorization_endpoint(Always, None, false),
+            Err(ProviderError::Misconfigured(m)) if m.contains("oidc.pushed_authorization")
+        ));
+    }
+
+    #[test]
+    fn par_answers_give_a_request_uri_or_a_refusal_without_the_body() {
+        let uri = parse_par_response(
+            reqwest::StatusCode::CREATED,
+            br#"{"request_uri":"urn:ietf:params:oauth:request_uri:abc","expires_in":60}"#,
+        )
+        .expect("pushed");
+        assert_eq!(uri, "urn:ietf:params:oauth:request_uri:abc");
+        assert!(matches!(
+            parse_par_response(reqwest::StatusCode::BAD_REQUEST, br#"{"error":"invalid_client"}"#),
+            Err(ProviderError::Rejected { error, .. }) if error == "invalid_client"
+        ));
+        assert!(matches!(
+            parse_par_response(reqwest::StatusCode::BAD_GATEWAY, b"<html>secret page</html>"),
+            Err(ProviderError::Unavailable(m)) if !m.contains("secret")
+        ));
+        assert!(parse_par_response(reqwest::StatusCode::CREATED, br#"{"request_uri":""}"#).is_err());
     }
 
     proptest::proptest! {
