@@ -330,7 +330,10 @@ mod tests {
     use super::*;
 
     fn with(extra: &str) -> String {
-        minimal().replace("client_id = \"bff\"", &format!("client_id = \"bff\"\n{extra}"))
+        minimal().replace(
+            "client_id = \"bff\"",
+            &format!("client_id = \"bff\"\n{extra}"),
+        )
     }
 
     fn openssl_key(dir: &Path, name: &str, args: &[&str]) -> std::path::PathBuf {

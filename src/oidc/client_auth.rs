@@ -209,7 +209,10 @@ mod tests {
             .expect("verifies");
             assert_eq!(data.header.kid.as_deref(), Some("k1"));
             let c = data.claims;
-            assert_eq!((c["iss"].as_str(), c["sub"].as_str()), (Some("bff"), Some("bff")));
+            assert_eq!(
+                (c["iss"].as_str(), c["sub"].as_str()),
+                (Some("bff"), Some("bff"))
+            );
             assert_eq!(c["exp"].as_u64(), Some(now + ASSERTION_LIFETIME_SECS));
             let again = signer.assertion("bff", "a", now).expect("signed");
             assert_ne!(jwt, again, "a fresh jti each time");

@@ -608,12 +608,7 @@ impl Provider {
     /// the browser gets instead: only `client_id` and `request_uri`.
     #[tracing::instrument(target = "oidc_bff_otel", name = "provider.par", skip_all,
         fields(otel.kind = "client"))]
-    async fn pushed(
-        &self,
-        d: &Discovered,
-        endpoint: &Url,
-        url: Url,
-    ) -> Result<Url, ProviderError> {
+    async fn pushed(&self, d: &Discovered, endpoint: &Url, url: Url) -> Result<Url, ProviderError> {
         let mut form: Vec<(&'static str, String)> = Vec::new();
         let mut params: Vec<(String, String)> = url
             .query_pairs()
@@ -1006,7 +1001,10 @@ mod tests {
     fn par_is_used_when_configured_or_required_and_always_needs_the_endpoint() {
         use PushedAuthorization::*;
         let u = Url::parse("https://id.example.com/par").expect("url");
-        assert_eq!(pushed_authorization_endpoint(Auto, Some(&u), false).ok(), Some(None));
+        assert_eq!(
+            pushed_authorization_endpoint(Auto, Some(&u), false).ok(),
+            Some(None)
+        );
         assert_eq!(
             pushed_authorization_endpoint(Auto, Some(&u), true).ok(),
             Some(Some(u.clone()))
@@ -1015,8 +1013,14 @@ mod tests {
             pushed_authorization_endpoint(Always, Some(&u), false).ok(),
             Some(Some(u.clone()))
         );
-        assert_eq!(pushed_authorization_endpoint(Never, Some(&u), true).ok(), Some(None));
-        assert_eq!(pushed_authorization_endpoint(Auto, None, false).ok(), Some(None));
+        assert_eq!(
+            pushed_authorization_endpoint(Never, Some(&u), true).ok(),
+            Some(None)
+        );
+        assert_eq!(
+            pushed_authorization_endpoint(Auto, None, false).ok(),
+            Some(None)
+        );
         assert!(matches!(
             pushed_authorization_endpoint(Always, None, false),
             Err(ProviderError::Misconfigured(m)) if m.contains("oidc.pushed_authorization")
@@ -1039,7 +1043,9 @@ mod tests {
             parse_par_response(reqwest::StatusCode::BAD_GATEWAY, b"<html>secret page</html>"),
             Err(ProviderError::Unavailable(m)) if !m.contains("secret")
         ));
-        assert!(parse_par_response(reqwest::StatusCode::CREATED, br#"{"request_uri":""}"#).is_err());
+        assert!(
+            parse_par_response(reqwest::StatusCode::CREATED, br#"{"request_uri":""}"#).is_err()
+        );
     }
 
     proptest::proptest! {

@@ -1,0 +1,291 @@
+//! Client authentication beyond a shared secret and pushed authorization
+//! requests, against the provider fixture: clients registered at run time
+//! that allow only the method under test, so the provider refuses any
+//! other.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sha2::Digest as _;
+
+use crate::harness::{
+    Browser, GatewayBuilder, ProviderApi, ProviderProcess, Upstream, unique_user,
+};
+
+/// A fresh P-256 key in a PKCS#8 PEM file (`openssl genpkey`, like the
+/// docs tell operators).
+fn ec_key_file() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("oidc-bff-e2e-key-{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let path = dir.join("client-key.pem");
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+        ])
+        .arg(&path)
+        .status()
+        .expect("openssl")
+        .success();
+    assert!(ok, "openssl genpkey");
+    path
+}
+
+/// Registers `client_id` at the provider for `method` only.
+async fn register(api: &ProviderApi, client_id: &str, method: &str, extra: Value) {
+    let mut body = json!({
+        "client_id": client_id,
+        "token_endpoint_auth_method": method,
+    });
+    if method == "private_key_jwt" {
+        body["token_endpoint_auth_signing_alg"] = json!("ES256");
+    }
+    if let (Value::Object(b), Value::Object(e)) = (&mut body, extra) {
+        b.extend(e);
+    }
+    api.post("/__test/clients", body).await;
+}
+
+/// A gateway for `client_id` signing client assertions with `key`.
+fn private_key_jwt(
+    builder: GatewayBuilder,
+    client_id: &str,
+    key: &std::path::Path,
+) -> GatewayBuilder {
+    let key = key.to_owned();
+    builder.client_id(client_id).configure(move |c| {
+        c.oidc.auth_method = "private_key_jwt".into();
+        c.oidc.client_secret = None;
+        c.oidc.client_key_file = Some(key);
+        c.oidc.client_key_algorithm = "ES256".into();
+    })
+}
+
+fn live_refresh_tokens(v: &Value, user: &str) -> usize {
+    v.as_array().map_or(0, |a| {
+        a.iter()
+            .filter(|t| t["sub"] == user && t["consumed"] == false)
+            .count()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_key_jwt_logs_in_refreshes_and_revokes_with_keys_fetched_from_the_gateway() {
+    // A provider of this test's own, with 5-second access tokens, so its
+    // counters are this test's.
+    let provider = ProviderProcess::start(&["--access-token-ttl", "5"]);
+    let api = ProviderApi::new(&provider.issuer);
+    let client_id = format!("pkjwt-{:08x}", rand::random::<u32>());
+    register(
+        &api,
+        &client_id,
+        "private_key_jwt",
+        json!({ "jwks_uri": "http://127.0.0.1:1/jwks" }),
+    )
+    .await;
+    let upstream = Upstream::start().await;
+    let key = ec_key_file();
+    let gw = private_key_jwt(GatewayBuilder::new(&upstream), &client_id, &key)
+        .issuer(&provider.issuer)
+        .refresh_skew("1s")
+        .start()
+        .await;
+
+    // The gateway publishes the key's public half under its RFC 7638
+    // thumbprint; the provider reads it from there.
+    let jwks: Value = reqwest::get(gw.url("/.well-known/jwks.json"))
+        .await
+        .expect("jwks")
+        .json()
+        .await
+        .expect("json");
+    let keys = jwks["keys"].as_array().expect("keys");
+    assert_eq!(keys.len(), 1, "{jwks}");
+    let k = &keys[0];
+    assert!(k.get("d").is_none(), "no private part: {k}");
+    let canonical = format!(
+        r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
+        k["x"].as_str().expect("x"),
+        k["y"].as_str().expect("y")
+    );
+    assert_eq!(
+        k["kid"].as_str(),
+        Some(
+            URL_SAFE_NO_PAD
+                .encode(sha2::Sha256::digest(canonical))
+                .as_str()
+        )
+    );
+    assert_eq!(k["alg"], "ES256");
+    register(
+        &api,
+        &client_id,
+        "private_key_jwt",
+        json!({ "jwks_uri": gw.url("/.well-known/jwks.json") }),
+    )
+    .await;
+
+    let user = unique_user("pkjwt");
+    let mut b = Browser::new(&gw);
+    b.login_as(&user).await;
+    assert_eq!(b.get("/api/first").await.status, StatusCode::OK);
+    let stats = api.get("/__test/stats").await;
+    assert_eq!(stats["token_grants"]["authorization_code"], 1, "{stats}");
+
+    // Refresh with a new assertion (the provider refuses a replayed jti).
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    assert_eq!(b.get("/api/second").await.status, StatusCode::OK);
+    let stats = api.get("/__test/stats").await;
+    assert_eq!(stats["token_grants"]["refresh_token"], 1, "{stats}");
+    assert_eq!(stats["refresh_failures"], 0, "{stats}");
+
+    // Logout revokes the refresh token at the provider, authenticated the
+    // same way.
+    assert_eq!(
+        live_refresh_tokens(&api.get("/__test/refresh-tokens").await, &user),
+        1
+    );
+    let r = b
+        .request(Method::POST, "/auth/logout", &[("x-csrf", "1")], None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    for _ in 0..50 {
+        if live_refresh_tokens(&api.get("/__test/refresh-tokens").await, &user) == 0 {
+            assert_eq!(api.get("/__test/stats").await["revocations"], 1);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the refresh token is still live at the provider after logout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_registered_for_private_key_jwt_refuses_a_client_secret() {
+    let api = ProviderApi::shared();
+    let client_id = format!("pkjwt-only-{:08x}", rand::random::<u32>());
+    // The registration still carries the fixture's default secret: the
+    // method alone decides.
+    register(
+        &api,
+        &client_id,
+        "private_key_jwt",
+        json!({ "jwks_uri": "http://127.0.0.1:1/jwks" }),
+    )
+    .await;
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .client_id(&client_id)
+        .start()
+        .await;
+    let mut b = Browser::new(&gw);
+    let user = unique_user("pkjwtsecret");
+    let r = b.try_login(&user, &format!("{user}-password")).await;
+    // The code exchange is refused: the usual error page, no session.
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+    assert!(
+        b.session_cookie().is_none(),
+        "no session with a refused client"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn par_required_by_the_provider_is_used_and_the_browser_carries_only_the_request_uri() {
+    let api = ProviderApi::shared();
+    let client_id = format!("par-{:08x}", rand::random::<u32>());
+    register(
+        &api,
+        &client_id,
+        "private_key_jwt",
+        json!({ "jwks_uri": "http://127.0.0.1:1/jwks", "require_pushed_authorization_requests": true }),
+    )
+    .await;
+    let upstream = Upstream::start().await;
+    let key = ec_key_file();
+    let start = |mode: &'static str| {
+        private_key_jwt(GatewayBuilder::new(&upstream), &client_id, &key)
+            .configure(move |c| c.oidc.pushed_authorization = mode.into())
+            .start()
+    };
+    let gw = start("always").await;
+    register(
+        &api,
+        &client_id,
+        "private_key_jwt",
+        json!({ "jwks_uri": gw.url("/.well-known/jwks.json"), "require_pushed_authorization_requests": true }),
+    )
+    .await;
+
+    let user = unique_user("par");
+    let mut b = Browser::new(&gw);
+    let authorize = b.start_login("/app").await;
+    let url = url::Url::parse(&authorize).expect("url");
+    let mut names: Vec<String> = url.query_pairs().map(|(k, _)| k.into_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["client_id", "request_uri"], "{authorize}");
+    assert!(!authorize.contains("code_challenge") && !authorize.contains("state="));
+    let cb = b
+        .authenticate(&authorize, &user, &format!("{user}-password"))
+        .await;
+    let r = b.callback(&cb).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{r:?}");
+    assert_eq!(b.get("/api/x").await.status, StatusCode::OK);
+
+    // The provider really requires it: without PAR the same client's
+    // authorization request is refused.
+    let gw = start("never").await;
+    let mut b = Browser::new(&gw);
+    let authorize = b.start_login("/app").await;
+    assert!(authorize.contains("code_challenge="), "{authorize}");
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .get(&authorize)
+        .send()
+        .await
+        .expect("authorize");
+    let location = r
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        r.status() == StatusCode::BAD_REQUEST || location.contains("error=invalid_request"),
+        "{} {location}",
+        r.status()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_pushed_authorization_request_renders_the_error_page_without_the_provider_text() {
+    let api = ProviderApi::shared();
+    let client_id = format!("par-secret-{:08x}", rand::random::<u32>());
+    register(&api, &client_id, "client_secret_basic", json!({})).await;
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .client_id(&client_id)
+        .configure(|c| {
+            c.oidc.client_secret = Some("not-the-secret".into());
+            c.oidc.pushed_authorization = "always".into();
+        })
+        .start()
+        .await;
+    let mut b = Browser::new(&gw);
+    let r = b.navigate("/auth/login?return_to=%2Fapp").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+    let body = r.body.to_lowercase();
+    assert!(body.contains("sign-in failed"), "{body}");
+    assert!(
+        !body.contains("invalid_client") && !body.contains("client authentication"),
+        "{body}"
+    );
+}
