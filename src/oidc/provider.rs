@@ -37,8 +37,11 @@ use serde_json::Value;
 use tokio::time::Instant;
 use url::Url;
 
-use super::client_auth::{ASSERTION_TYPE, AssertionSigner};
-use crate::config::{AssertionAudience, AuthMethod, OidcConfig, PushedAuthorization};
+use super::client_auth::AssertionSigner;
+use crate::config::{AuthMethod, OidcConfig};
+
+mod credentials;
+mod par;
 use crate::secret::SecretString;
 
 /// Discovery fields beyond what `openidconnect` models.
@@ -383,7 +386,7 @@ impl Provider {
             .additional_metadata
             .backchannel_logout_supported
             .unwrap_or(false);
-        let par_endpoint = pushed_authorization_endpoint(
+        let par_endpoint = par::pushed_authorization_endpoint(
             self.config.pushed_authorization,
             extra
                 .additional_metadata
@@ -500,61 +503,6 @@ impl Provider {
     /// reads bodies without a limit and parses the ID token's claims itself
     /// (so a token lacking `iat` became an "invalid provider response", an
     /// outage, instead of a failed login decided by `jwt`).
-    /// Adds the client's credentials to a back-channel request (token,
-    /// revocation, PAR), as `oidc.auth_method` says: Basic authentication,
-    /// form fields, a signed client assertion, or only `client_id` when the
-    /// TLS client certificate (set on the connection) authenticates.
-    fn authenticated(
-        &self,
-        req: reqwest::RequestBuilder,
-        d: &Discovered,
-        form: &mut Vec<(&'static str, String)>,
-    ) -> Result<reqwest::RequestBuilder, ProviderError> {
-        let client_id = || self.config.client_id.clone();
-        match self.config.auth_method {
-            AuthMethod::ClientSecretBasic => {
-                // RFC 6749 §2.3.1: form-urlencode the credentials before Basic.
-                let enc = |s: &str| {
-                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
-                };
-                return Ok(req.basic_auth(
-                    enc(&self.config.client_id),
-                    Some(enc(self.config.client_secret.expose())),
-                ));
-            }
-            AuthMethod::ClientSecretPost => {
-                form.push(("client_id", client_id()));
-                form.push((
-                    "client_secret",
-                    self.config.client_secret.expose().to_owned(),
-                ));
-            }
-            AuthMethod::PrivateKeyJwt => {
-                let signer = self.assertions.as_ref().ok_or_else(|| {
-                    ProviderError::Misconfigured("no key for private_key_jwt".into())
-                })?;
-                let audience = match self.config.client_assertion_audience {
-                    AssertionAudience::TokenEndpoint => d.token_endpoint.as_str(),
-                    AssertionAudience::Issuer => d.issuer.as_str(),
-                };
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|t| t.as_secs())
-                    .unwrap_or_default();
-                let assertion = signer
-                    .assertion(&self.config.client_id, audience, now)
-                    .map_err(|e| ProviderError::Misconfigured(e.to_string()))?;
-                form.push(("client_id", client_id()));
-                form.push(("client_assertion_type", ASSERTION_TYPE.to_owned()));
-                form.push(("client_assertion", assertion));
-            }
-            AuthMethod::TlsClientAuth | AuthMethod::SelfSignedTlsClientAuth => {
-                form.push(("client_id", client_id()));
-            }
-        }
-        Ok(req)
-    }
-
     async fn token_request(
         &self,
         grant: &[(&'static str, &str)],
@@ -601,43 +549,6 @@ impl Provider {
             Some(endpoint) => self.pushed(&d, endpoint, url).await,
             None => Ok(url),
         }
-    }
-
-    /// RFC 9126: POSTs the authorization request `url` carries to the PAR
-    /// endpoint, authenticated like a token request, and returns the URL
-    /// the browser gets instead: only `client_id` and `request_uri`.
-    #[tracing::instrument(target = "oidc_bff_otel", name = "provider.par", skip_all,
-        fields(otel.kind = "client"))]
-    async fn pushed(&self, d: &Discovered, endpoint: &Url, url: Url) -> Result<Url, ProviderError> {
-        let mut form: Vec<(&'static str, String)> = Vec::new();
-        let mut params: Vec<(String, String)> = url
-            .query_pairs()
-            .filter(|(k, _)| k != "client_id")
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
-        let req = self
-            .http
-            .post(endpoint.clone())
-            .header("accept", "application/json");
-        let req = self.authenticated(req, d, &mut form)?;
-        if !form.iter().any(|(k, _)| *k == "client_id") {
-            // Basic authentication: the request still names its client.
-            form.push(("client_id", self.config.client_id.clone()));
-        }
-        params.extend(form.into_iter().map(|(k, v)| (k.to_owned(), v)));
-        let resp = self.send(Endpoint::Par, req.form(&params)).await?;
-        let status = resp.status();
-        let body = self
-            .read_limited(resp, "pushed authorization response")
-            .await?;
-        let request_uri = parse_par_response(status, &body)?;
-        let mut browser = url;
-        browser.set_query(None);
-        browser
-            .query_pairs_mut()
-            .append_pair("client_id", &self.config.client_id)
-            .append_pair("request_uri", &request_uri);
-        Ok(browser)
     }
 
     #[tracing::instrument(target = "oidc_bff_otel", name = "provider.token", skip_all,
@@ -761,63 +672,6 @@ pub fn usable_algorithms(configured: &[Algorithm], advertised: &[String]) -> Vec
         .copied()
         .filter(|a| advertised.iter().any(|s| *s == format!("{a:?}")))
         .collect()
-}
-
-/// The PAR endpoint to use, if any, under `oidc.pushed_authorization`:
-/// `auto` pushes only when the provider says it requires it; `always`
-/// makes a provider without the endpoint unusable, naming the key.
-fn pushed_authorization_endpoint(
-    mode: PushedAuthorization,
-    advertised: Option<&Url>,
-    required: bool,
-) -> Result<Option<Url>, ProviderError> {
-    match (mode, advertised) {
-        (PushedAuthorization::Never, _) => Ok(None),
-        (PushedAuthorization::Always, None) => Err(ProviderError::Misconfigured(
-            "oidc.pushed_authorization = \"always\" but the provider advertises no pushed_authorization_request_endpoint; set it to \"auto\" or \"never\", or enable PAR at the provider".into(),
-        )),
-        (PushedAuthorization::Auto, None) if required => Err(ProviderError::Misconfigured(
-            "the provider requires pushed authorization requests but advertises no pushed_authorization_request_endpoint".into(),
-        )),
-        (PushedAuthorization::Always, Some(u)) => Ok(Some(u.clone())),
-        (PushedAuthorization::Auto, Some(u)) if required => Ok(Some(u.clone())),
-        (PushedAuthorization::Auto, _) => Ok(None),
-    }
-}
-
-/// Longest `request_uri` accepted (RFC 9126 gives no bound; a URN with a
-/// random reference is well under this).
-const MAX_REQUEST_URI_BYTES: usize = 2048;
-
-/// A PAR endpoint's answer (RFC 9126 §2.2, §2.3): the `request_uri`, or a
-/// refusal whose text is never shown to the browser.
-fn parse_par_response(status: reqwest::StatusCode, body: &[u8]) -> Result<String, ProviderError> {
-    if !status.is_success() {
-        return Err(match serde_json::from_slice::<RawErrorResponse>(body) {
-            Ok(e) => ProviderError::Rejected {
-                error: e.error,
-                description: e.error_description,
-            },
-            Err(_) => ProviderError::Unavailable(format!(
-                "PAR endpoint answered {status} without an OAuth error"
-            )),
-        });
-    }
-    #[derive(Deserialize)]
-    struct Pushed {
-        request_uri: String,
-    }
-    let pushed: Pushed = serde_json::from_slice(body)
-        .map_err(|e| ProviderError::InvalidResponse(format!("PAR response: {e}")))?;
-    if pushed.request_uri.is_empty()
-        || pushed.request_uri.len() > MAX_REQUEST_URI_BYTES
-        || pushed.request_uri.chars().any(char::is_control)
-    {
-        return Err(ProviderError::InvalidResponse(
-            "PAR response has an unusable request_uri".into(),
-        ));
-    }
-    Ok(pushed.request_uri)
 }
 
 /// A token endpoint's answer (RFC 6749 §5.1), tokens still unchecked.
@@ -995,57 +849,6 @@ mod tests {
             parse_token_response(ok, br#"{"token_type":"Bearer"}"#, &LIMITS),
             Err(ProviderError::InvalidResponse(_))
         ));
-    }
-
-    #[test]
-    fn par_is_used_when_configured_or_required_and_always_needs_the_endpoint() {
-        use PushedAuthorization::*;
-        let u = Url::parse("https://id.example.com/par").expect("url");
-        assert_eq!(
-            pushed_authorization_endpoint(Auto, Some(&u), false).ok(),
-            Some(None)
-        );
-        assert_eq!(
-            pushed_authorization_endpoint(Auto, Some(&u), true).ok(),
-            Some(Some(u.clone()))
-        );
-        assert_eq!(
-            pushed_authorization_endpoint(Always, Some(&u), false).ok(),
-            Some(Some(u.clone()))
-        );
-        assert_eq!(
-            pushed_authorization_endpoint(Never, Some(&u), true).ok(),
-            Some(None)
-        );
-        assert_eq!(
-            pushed_authorization_endpoint(Auto, None, false).ok(),
-            Some(None)
-        );
-        assert!(matches!(
-            pushed_authorization_endpoint(Always, None, false),
-            Err(ProviderError::Misconfigured(m)) if m.contains("oidc.pushed_authorization")
-        ));
-    }
-
-    #[test]
-    fn par_answers_give_a_request_uri_or_a_refusal_without_the_body() {
-        let uri = parse_par_response(
-            reqwest::StatusCode::CREATED,
-            br#"{"request_uri":"urn:ietf:params:oauth:request_uri:abc","expires_in":60}"#,
-        )
-        .expect("pushed");
-        assert_eq!(uri, "urn:ietf:params:oauth:request_uri:abc");
-        assert!(matches!(
-            parse_par_response(reqwest::StatusCode::BAD_REQUEST, br#"{"error":"invalid_client"}"#),
-            Err(ProviderError::Rejected { error, .. }) if error == "invalid_client"
-        ));
-        assert!(matches!(
-            parse_par_response(reqwest::StatusCode::BAD_GATEWAY, b"<html>secret page</html>"),
-            Err(ProviderError::Unavailable(m)) if !m.contains("secret")
-        ));
-        assert!(
-            parse_par_response(reqwest::StatusCode::CREATED, br#"{"request_uri":""}"#).is_err()
-        );
     }
 
     proptest::proptest! {

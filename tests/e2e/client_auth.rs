@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use sha2::Digest as _;
 
 use crate::harness::{
-    Browser, GatewayBuilder, ProviderApi, ProviderProcess, Upstream, unique_user,
+    Browser, GatewayBuilder, ProviderApi, ProviderProcess, TestCa, Upstream, unique_user,
 };
 
 /// A fresh P-256 key in a PKCS#8 PEM file (`openssl genpkey`, like the
@@ -288,4 +288,133 @@ async fn a_refused_pushed_authorization_request_renders_the_error_page_without_t
         !body.contains("invalid_client") && !body.contains("client authentication"),
         "{body}"
     );
+}
+
+/// The control API of an HTTPS fixture whose certificate `ca` signed.
+async fn https_api(
+    ca_pem: &[u8],
+    issuer: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> Value {
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem).expect("CA"))
+        .build()
+        .expect("client");
+    let mut req = client.request(method, format!("{issuer}{path}"));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.expect("provider api");
+    let status = r.status();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "{path}: {status} {v}");
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_client_auth_logs_in_refreshes_and_revokes_with_the_client_certificate_only() {
+    // The fixture on HTTPS, asking for client certificates from the test CA
+    // (whose client certificate has the subject CN=oidc-bff).
+    let ca = TestCa::new(false);
+    let ca_pem = std::fs::read(ca.file("ca.pem")).expect("CA");
+    let (cert, key, ca_file) = (
+        ca.file("client.pem"),
+        ca.file("client.key"),
+        ca.file("ca.pem"),
+    );
+    let provider = ProviderProcess::start(&[
+        "--tls-cert",
+        &ca.file("server.pem"),
+        "--tls-key",
+        &ca.file("server.key"),
+        "--tls-client-ca",
+        &ca_file,
+        "--access-token-ttl",
+        "5",
+    ]);
+    let issuer = provider.issuer.clone();
+    let api = |method: Method, path: &'static str, body: Option<Value>| {
+        let (ca_pem, issuer) = (ca_pem.clone(), issuer.clone());
+        async move { https_api(&ca_pem, &issuer, method, path, body).await }
+    };
+    let client_id = format!("mtls-{:08x}", rand::random::<u32>());
+    let other_id = format!("mtls-other-{:08x}", rand::random::<u32>());
+    for (id, dn) in [(&client_id, "CN=oidc-bff"), (&other_id, "CN=someone-else")] {
+        api(
+            Method::POST,
+            "/__test/clients",
+            Some(json!({
+                "client_id": id,
+                "token_endpoint_auth_method": "tls_client_auth",
+                "tls_client_auth_subject_dn": dn,
+            })),
+        )
+        .await;
+    }
+    let upstream = Upstream::start().await;
+    let gateway = |id: &str, method: &'static str| {
+        let (cert, key, ca_file) = (cert.clone(), key.clone(), ca_file.clone());
+        GatewayBuilder::new(&upstream)
+            .issuer(&issuer)
+            .client_id(id)
+            .refresh_skew("1s")
+            .configure(move |c| {
+                c.oidc.tls_ca_file = Some(ca_file.into());
+                c.oidc.tls_cert_file = Some(cert.into());
+                c.oidc.tls_key_file = Some(key.into());
+                c.oidc.auth_method = method.into();
+                if method != "client_secret_basic" {
+                    c.oidc.client_secret = None;
+                }
+            })
+            .start()
+    };
+
+    let gw = gateway(&client_id, "tls_client_auth").await;
+    let user = unique_user("mtls");
+    let mut b = Browser::trusting(&gw, Some(&ca_pem));
+    b.login_as(&user).await;
+    assert_eq!(b.get("/api/first").await.status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    assert_eq!(b.get("/api/second").await.status, StatusCode::OK);
+    let stats = api(Method::GET, "/__test/stats", None).await;
+    assert_eq!(stats["token_grants"]["authorization_code"], 1, "{stats}");
+    assert_eq!(stats["token_grants"]["refresh_token"], 1, "{stats}");
+    let r = b
+        .request(Method::POST, "/auth/logout", &[("x-csrf", "1")], None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let mut revoked = false;
+    for _ in 0..50 {
+        let tokens = api(Method::GET, "/__test/refresh-tokens", None).await;
+        if live_refresh_tokens(&tokens, &user) == 0 {
+            revoked = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        revoked,
+        "the refresh token is still live at the provider after logout"
+    );
+    assert_eq!(
+        api(Method::GET, "/__test/stats", None).await["revocations"],
+        1
+    );
+
+    // The provider enforces the method and the subject: the same
+    // certificate with a secret, or for a client registered for another
+    // subject, gets no tokens.
+    for gw in [
+        gateway(&client_id, "client_secret_basic").await,
+        gateway(&other_id, "tls_client_auth").await,
+    ] {
+        let mut b = Browser::trusting(&gw, Some(&ca_pem));
+        let user = unique_user("mtlsrefused");
+        let r = b.try_login(&user, &format!("{user}-password")).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+        assert!(b.session_cookie().is_none());
+    }
 }
