@@ -16,6 +16,7 @@
 //! of the process; the HTTP client is each worker's own (its connections
 //! are driven by that worker's runtime).
 
+use std::borrow::Cow;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -39,10 +40,10 @@ use url::Url;
 
 use super::client_auth::AssertionSigner;
 use crate::config::{AuthMethod, OidcConfig};
+use crate::secret::SecretString;
 
 mod credentials;
 mod par;
-use crate::secret::SecretString;
 
 /// Discovery fields beyond what `openidconnect` models.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -508,8 +509,8 @@ impl Provider {
         grant: &[(&'static str, &str)],
     ) -> Result<TokenSet, ProviderError> {
         let d = self.discovered().await?;
-        let mut form: Vec<(&'static str, String)> =
-            grant.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        let mut form: Vec<(&'static str, Cow<'_, str>)> =
+            grant.iter().map(|(k, v)| (*k, Cow::Borrowed(*v))).collect();
         let req = self
             .http
             .post(d.token_endpoint.clone())
@@ -592,8 +593,8 @@ impl Provider {
             return Ok(false);
         };
         let mut form = vec![
-            ("token", refresh_token.expose().to_owned()),
-            ("token_type_hint", "refresh_token".to_owned()),
+            ("token", Cow::Borrowed(refresh_token.expose())),
+            ("token_type_hint", Cow::Borrowed("refresh_token")),
         ];
         let req = self.http.post(endpoint.clone());
         let req = self.authenticated(req, &d, &mut form)?.form(&form);

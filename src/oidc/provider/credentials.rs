@@ -1,6 +1,8 @@
 //! How the gateway authenticates itself on the back channel (token,
 //! refresh, revocation and PAR requests), as `oidc.auth_method` says.
 
+use std::borrow::Cow;
+
 use super::{Discovered, Provider, ProviderError};
 use crate::config::{AssertionAudience, AuthMethod};
 use crate::oidc::client_auth::ASSERTION_TYPE;
@@ -9,14 +11,15 @@ impl Provider {
     /// Adds the client's credentials to a back-channel request (token,
     /// revocation, PAR), as `oidc.auth_method` says: Basic authentication,
     /// form fields, a signed client assertion, or only `client_id` when the
-    /// TLS client certificate (set on the connection) authenticates.
-    pub(super) fn authenticated(
-        &self,
+    /// TLS client certificate (set on the connection) authenticates. The
+    /// secret is borrowed, never copied.
+    pub(super) fn authenticated<'a>(
+        &'a self,
         req: reqwest::RequestBuilder,
         d: &Discovered,
-        form: &mut Vec<(&'static str, String)>,
+        form: &mut Vec<(&'static str, Cow<'a, str>)>,
     ) -> Result<reqwest::RequestBuilder, ProviderError> {
-        let client_id = || self.config.client_id.clone();
+        let client_id = || Cow::Borrowed(self.config.client_id.as_str());
         match self.config.auth_method {
             AuthMethod::ClientSecretBasic => {
                 // RFC 6749 §2.3.1: form-urlencode the credentials before Basic.
@@ -32,7 +35,7 @@ impl Provider {
                 form.push(("client_id", client_id()));
                 form.push((
                     "client_secret",
-                    self.config.client_secret.expose().to_owned(),
+                    Cow::Borrowed(self.config.client_secret.expose()),
                 ));
             }
             AuthMethod::PrivateKeyJwt => {
@@ -51,8 +54,8 @@ impl Provider {
                     .assertion(&self.config.client_id, audience, now)
                     .map_err(|e| ProviderError::Misconfigured(e.to_string()))?;
                 form.push(("client_id", client_id()));
-                form.push(("client_assertion_type", ASSERTION_TYPE.to_owned()));
-                form.push(("client_assertion", assertion));
+                form.push(("client_assertion_type", Cow::Borrowed(ASSERTION_TYPE)));
+                form.push(("client_assertion", Cow::Owned(assertion)));
             }
             AuthMethod::TlsClientAuth | AuthMethod::SelfSignedTlsClientAuth => {
                 form.push(("client_id", client_id()));

@@ -2,6 +2,8 @@
 //! them (`oidc.pushed_authorization` and its discovery document), the push
 //! itself, and reading its answer.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 use url::Url;
 
@@ -20,11 +22,10 @@ impl Provider {
         endpoint: &Url,
         url: Url,
     ) -> Result<Url, ProviderError> {
-        let mut form: Vec<(&'static str, String)> = Vec::new();
-        let mut params: Vec<(String, String)> = url
+        let mut form: Vec<(&'static str, Cow<'_, str>)> = Vec::new();
+        let mut params: Vec<(Cow<'_, str>, Cow<'_, str>)> = url
             .query_pairs()
             .filter(|(k, _)| k != "client_id")
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
         let req = self
             .http
@@ -33,9 +34,9 @@ impl Provider {
         let req = self.authenticated(req, d, &mut form)?;
         if !form.iter().any(|(k, _)| *k == "client_id") {
             // Basic authentication: the request still names its client.
-            form.push(("client_id", self.config.client_id.clone()));
+            form.push(("client_id", Cow::Borrowed(self.config.client_id.as_str())));
         }
-        params.extend(form.into_iter().map(|(k, v)| (k.to_owned(), v)));
+        params.extend(form.into_iter().map(|(k, v)| (Cow::Borrowed(k), v)));
         let resp = self.send(Endpoint::Par, req.form(&params)).await?;
         let status = resp.status();
         let body = self
