@@ -418,3 +418,94 @@ async fn tls_client_auth_logs_in_refreshes_and_revokes_with_the_client_certifica
         assert!(b.session_cookie().is_none());
     }
 }
+
+/// The public JWK of an RSA certificate with the certificate in `x5c`, as a
+/// client registers it for `self_signed_tls_client_auth` (RFC 8705 §2.2).
+fn certificate_jwk(pem_file: &str) -> Value {
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(["x509", "-in", pem_file])
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(out.status.success(), "openssl x509 {args:?}");
+        out.stdout
+    };
+    let modulus = String::from_utf8(openssl(&["-noout", "-modulus"])).expect("text");
+    let hex = modulus.trim().trim_start_matches("Modulus=");
+    let n: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+        .collect();
+    let der = openssl(&["-outform", "DER"]);
+    json!({
+        "kty": "RSA",
+        "e": "AQAB",
+        "n": URL_SAFE_NO_PAD.encode(n),
+        "x5c": [base64::engine::general_purpose::STANDARD.encode(der)],
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_signed_tls_client_auth_logs_in_with_the_registered_certificate_only() {
+    let ca = TestCa::new(false);
+    let ca_pem = std::fs::read(ca.file("ca.pem")).expect("CA");
+    let (cert, key, ca_file) = (
+        ca.file("client.pem"),
+        ca.file("client.key"),
+        ca.file("ca.pem"),
+    );
+    let provider = ProviderProcess::start(&[
+        "--tls-cert",
+        &ca.file("server.pem"),
+        "--tls-key",
+        &ca.file("server.key"),
+        "--tls-client-ca",
+        &ca_file,
+    ]);
+    let issuer = provider.issuer.clone();
+    let client_id = format!("selfsigned-{:08x}", rand::random::<u32>());
+    let other_id = format!("selfsigned-other-{:08x}", rand::random::<u32>());
+    // The gateway's certificate for one client; another certificate (the
+    // server's) for the other.
+    for (id, registered) in [(&client_id, &cert), (&other_id, &ca.file("server.pem"))] {
+        https_api(
+            &ca_pem,
+            &issuer,
+            Method::POST,
+            "/__test/clients",
+            Some(json!({
+                "client_id": id,
+                "token_endpoint_auth_method": "self_signed_tls_client_auth",
+                "jwks": { "keys": [certificate_jwk(registered)] },
+            })),
+        )
+        .await;
+    }
+    let upstream = Upstream::start().await;
+    for (id, works) in [(&client_id, true), (&other_id, false)] {
+        let (cert, key, ca_file) = (cert.clone(), key.clone(), ca_file.clone());
+        let gw = GatewayBuilder::new(&upstream)
+            .issuer(&issuer)
+            .client_id(id)
+            .configure(move |c| {
+                c.oidc.tls_ca_file = Some(ca_file.into());
+                c.oidc.tls_cert_file = Some(cert.into());
+                c.oidc.tls_key_file = Some(key.into());
+                c.oidc.auth_method = "self_signed_tls_client_auth".into();
+                c.oidc.client_secret = None;
+            })
+            .start()
+            .await;
+        let mut b = Browser::trusting(&gw, Some(&ca_pem));
+        let user = unique_user("selfsigned");
+        let r = b.try_login(&user, &format!("{user}-password")).await;
+        if works {
+            assert_eq!(r.status, StatusCode::SEE_OTHER, "{r:?}");
+            assert_eq!(b.get("/api/x").await.status, StatusCode::OK);
+        } else {
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+            assert!(b.session_cookie().is_none());
+        }
+    }
+}
