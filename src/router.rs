@@ -62,8 +62,9 @@ pub fn build_router(state: AppState) -> Router {
     } else {
         router
     };
-    // The identity assertion's public keys, when the gateway signs any.
-    let router = if state.config.assertion.is_some() {
+    // The identity assertion's public keys and the client key, when the
+    // gateway signs anything.
+    let router = if state.jwks.is_some() {
         router.route(&at("/.well-known/jwks.json"), get(routes::jwks::jwks))
     } else {
         router

@@ -37,6 +37,9 @@ pub struct Inner {
     pub forwarder: Arc<Forwarder>,
     /// Signs identity assertions, when `[assertion]` has keys.
     pub signer: Option<Arc<Signer>>,
+    /// `/.well-known/jwks.json`: the assertion keys and the
+    /// `private_key_jwt` client key, when there are any.
+    pub jwks: Option<String>,
     pub pages: Arc<Pages>,
     /// Shared by every worker of the process.
     pub metrics: Arc<Metrics>,
@@ -156,6 +159,10 @@ impl AppState {
             refresher,
             logout,
             forwarder,
+            jwks: crate::oidc::client_auth::published_jwks(
+                signer.as_deref().map(Signer::jwks_json),
+                config.oidc.client_key.as_ref(),
+            ),
             signer,
             metrics,
             lifecycle,

@@ -90,6 +90,54 @@ fn check_config_refuses_the_example_until_its_published_secrets_are_replaced() {
 }
 
 #[test]
+fn check_config_names_a_client_key_that_does_not_fit_its_algorithm() {
+    let dir = std::env::temp_dir().join(format!("oidc-bff-cli-key-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let key = dir.join("rsa.pem");
+    let ok = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&key)
+        .status()
+        .expect("openssl")
+        .success();
+    assert!(ok, "openssl genpkey");
+    let config = example()
+        .replace("\"change-me\"", "\"a-secret-the-provider-issued\"")
+        .replace(
+            "bWFrZS15b3VyLW93bi1rZXktd2l0aC1vcGVuc3NsISE=",
+            "Tm90LWEtcHVibGlzaGVkLWtleS1mb3ItdGhlLXRlc3Q=",
+        )
+        .replace(
+            "auth_method = \"client_secret_basic\"",
+            &format!(
+                "auth_method = \"private_key_jwt\"\nclient_key_file = \"{}\"\nclient_key_algorithm = \"ES256\"",
+                key.display()
+            ),
+        );
+    let file = dir.join("oidc-bff.toml");
+    std::fs::write(&file, config).expect("write config");
+    let out = oidc_bff(&[
+        "check-config",
+        "--config",
+        file.to_str().expect("utf-8 path"),
+    ]);
+    let _ = std::fs::remove_dir_all(&dir);
+    let report = text(&out);
+    assert_eq!(out.status.code(), Some(64), "{report}");
+    assert!(
+        report.contains("oidc.client_key_file:") && report.contains("holds an RSA key"),
+        "{report}"
+    );
+}
+
+#[test]
 fn healthcheck_says_why_the_gateway_is_not_healthy() {
     // Nothing listens on port 1.
     let out = oidc_bff(&["healthcheck", "--url", "http://127.0.0.1:1/readyz"]);

@@ -20,6 +20,7 @@
 mod admin;
 mod assertion;
 mod audit;
+mod client_auth;
 mod common;
 mod csrf;
 mod forward_auth;
@@ -49,6 +50,9 @@ use url::Url;
 pub use admin::{AdminConfig, RawAdmin};
 pub use assertion::{AssertionConfig, AssertionKey, RawAssertion, RawAssertionKey};
 pub use audit::{AuditConfig, AuditOutput, RawAudit};
+pub use client_auth::{
+    AssertionAudience, ClientKey, ClientKeyAlgorithm, KeyEncoding, PushedAuthorization,
+};
 pub use common::{ClientCertificate, RawDuration};
 pub use csrf::{CsrfConfig, RawCsrf};
 pub use forward_auth::{ForwardAuthConfig, RawForwardAuth};
@@ -243,6 +247,17 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
     );
     let post_logout_redirect = cross_section_rules(raw, &server, &session, &mut issues);
     assertion_audiences(&server, assertion.is_some(), &mut routes, &mut issues);
+    if assertion.is_none() && raw.oidc.client_key_file.is_some() {
+        // The `private_key_jwt` key is published there too.
+        for (i, r) in routes.iter().enumerate() {
+            if r.path == "/.well-known/jwks.json" {
+                issues.add(
+                    format!("routes[{i}].path"),
+                    "is where the gateway publishes its client key (oidc.client_key_file); choose another path",
+                );
+            }
+        }
+    }
     routes_clear_of_mount(&server.base_path, &routes, &mut issues);
     published::refuse_published_secrets(raw, server.public_url.as_ref(), &mut issues);
     // Last, where `check-config` has always listed them (tests pin it).

@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use super::client_auth::{self, AssertionAudience, ClientAuth, ClientKey, PushedAuthorization};
 use super::common::{
     ClientCertificate, Issues, Pem, RawDuration, client_certificate, duration, is_loopback_host,
     positive_duration, read_pem, secret_from,
@@ -33,9 +34,23 @@ pub struct RawOidc {
     pub client_secret: Option<String>,
     /// A file holding the client secret (trailing newline ignored).
     pub client_secret_file: Option<PathBuf>,
-    /// How the client authenticates at the token endpoint:
-    /// `client_secret_basic` or `client_secret_post`.
+    /// How the client authenticates at the token, revocation and PAR
+    /// endpoints: `client_secret_basic`, `client_secret_post`,
+    /// `private_key_jwt`, `tls_client_auth` or `self_signed_tls_client_auth`.
     pub auth_method: String,
+    /// `private_key_jwt`: PEM private key that signs client assertions
+    /// (PKCS#8; PKCS#1 for RSA). Its public half is published at
+    /// `/.well-known/jwks.json`.
+    pub client_key_file: Option<PathBuf>,
+    /// `private_key_jwt`: `ES256`, `RS256` or `PS256`; must fit the key.
+    pub client_key_algorithm: String,
+    /// `private_key_jwt`: the key's `kid` (default: its RFC 7638 thumbprint).
+    pub client_key_id: Option<String>,
+    /// `private_key_jwt`: the assertion's `aud`: `token_endpoint` or `issuer`.
+    pub client_assertion_audience: String,
+    /// Pushed authorization requests (RFC 9126): `auto` (when the provider
+    /// says it requires them), `always` or `never`.
+    pub pushed_authorization: String,
     /// Scopes to request; must include `openid`.
     pub scopes: Vec<String>,
     /// Extra parameters for the authorization request (e.g. `audience`).
@@ -118,6 +133,11 @@ impl Default for RawOidc {
             client_secret: None,
             client_secret_file: None,
             auth_method: "client_secret_basic".into(),
+            client_key_file: None,
+            client_key_algorithm: "ES256".into(),
+            client_key_id: None,
+            client_assertion_audience: "token_endpoint".into(),
+            pushed_authorization: "auto".into(),
             scopes: vec!["openid".into(), "profile".into(), "email".into()],
             extra_auth_params: BTreeMap::new(),
             login_parameters: Vec::new(),
@@ -152,14 +172,31 @@ impl Default for RawOidc {
 pub enum AuthMethod {
     ClientSecretBasic,
     ClientSecretPost,
+    /// RFC 7523 client assertion signed with `oidc.client_key_file`.
+    PrivateKeyJwt,
+    /// RFC 8705: the client certificate (`oidc.tls_cert_file`), no secret.
+    TlsClientAuth,
+    SelfSignedTlsClientAuth,
+}
+
+impl AuthMethod {
+    /// Whether `oidc.client_secret` is needed.
+    pub fn uses_secret(self) -> bool {
+        matches!(self, Self::ClientSecretBasic | Self::ClientSecretPost)
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct OidcConfig {
     pub issuer: Url,
     pub client_id: String,
+    /// Empty when `auth_method` uses no secret.
     pub client_secret: SecretString,
     pub auth_method: AuthMethod,
+    /// The `private_key_jwt` key (only with that method).
+    pub client_key: Option<ClientKey>,
+    pub client_assertion_audience: AssertionAudience,
+    pub pushed_authorization: PushedAuthorization,
     pub scopes: Vec<String>,
     pub extra_auth_params: Vec<(String, String)>,
     /// Extra parameter names `/auth/login` accepts from the SPA
@@ -204,6 +241,7 @@ pub(super) struct Oidc {
     client_id: String,
     client_secret: Option<SecretString>,
     auth_method: AuthMethod,
+    client_auth: ClientAuth,
     scopes: Vec<String>,
     extra_auth_params: Vec<(String, String)>,
     login_parameters: Vec<String>,
@@ -240,8 +278,15 @@ impl Oidc {
         Some(OidcConfig {
             issuer: self.issuer?,
             client_id: self.client_id,
-            client_secret: self.client_secret?,
+            client_secret: match self.client_secret {
+                Some(s) => s,
+                None if !self.auth_method.uses_secret() => SecretString::default(),
+                None => return None,
+            },
             auth_method: self.auth_method,
+            client_key: self.client_auth.key,
+            client_assertion_audience: self.client_auth.audience,
+            pushed_authorization: self.client_auth.pushed_authorization,
             scopes: self.scopes,
             extra_auth_params: self.extra_auth_params,
             login_parameters: self.login_parameters,
@@ -336,24 +381,28 @@ pub(super) fn validate(raw: &RawOidc, issues: &mut Issues) -> Oidc {
             String::new()
         }
     };
+    let auth_method = match raw.auth_method.as_str() {
+        "client_secret_basic" => AuthMethod::ClientSecretBasic,
+        "client_secret_post" => AuthMethod::ClientSecretPost,
+        "private_key_jwt" => AuthMethod::PrivateKeyJwt,
+        "tls_client_auth" => AuthMethod::TlsClientAuth,
+        "self_signed_tls_client_auth" => AuthMethod::SelfSignedTlsClientAuth,
+        other => {
+            issues.add(
+                "oidc.auth_method",
+                format!("`{other}` is not supported; use \"client_secret_basic\", \"client_secret_post\", \"private_key_jwt\", \"tls_client_auth\" or \"self_signed_tls_client_auth\""),
+            );
+            AuthMethod::ClientSecretBasic
+        }
+    };
     let client_secret = secret_from(
         issues,
         "oidc.client_secret",
         raw.client_secret.as_ref(),
         raw.client_secret_file.as_ref(),
-        true,
+        auth_method.uses_secret(),
     );
-    let auth_method = match raw.auth_method.as_str() {
-        "client_secret_basic" => AuthMethod::ClientSecretBasic,
-        "client_secret_post" => AuthMethod::ClientSecretPost,
-        other => {
-            issues.add(
-                "oidc.auth_method",
-                format!("`{other}` is not supported; use \"client_secret_basic\" or \"client_secret_post\""),
-            );
-            AuthMethod::ClientSecretBasic
-        }
-    };
+    let client_auth = client_auth::validate(raw, auth_method, issues);
     if !raw.scopes.iter().any(|s| s == "openid") {
         issues.add("oidc.scopes", "must include \"openid\"");
     }
@@ -443,6 +492,7 @@ pub(super) fn validate(raw: &RawOidc, issues: &mut Issues) -> Oidc {
         client_id,
         client_secret,
         auth_method,
+        client_auth,
         scopes: raw.scopes.clone(),
         login_parameters,
         extra_auth_params: raw

@@ -3,6 +3,7 @@
 //! that join the provider and the session store live in `flows`.
 
 pub mod claims;
+pub mod client_auth;
 mod discovery_overrides;
 pub mod jwt;
 pub mod provider;

@@ -16,6 +16,7 @@
 //! of the process; the HTTP client is each worker's own (its connections
 //! are driven by that worker's runtime).
 
+use std::borrow::Cow;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -37,14 +38,21 @@ use serde_json::Value;
 use tokio::time::Instant;
 use url::Url;
 
+use super::client_auth::AssertionSigner;
 use crate::config::{AuthMethod, OidcConfig};
 use crate::secret::SecretString;
+
+mod credentials;
+mod par;
 
 /// Discovery fields beyond what `openidconnect` models.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct ExtraMetadata {
     pub revocation_endpoint: Option<Url>,
     pub backchannel_logout_supported: Option<bool>,
+    /// RFC 9126 §5.
+    pub pushed_authorization_request_endpoint: Option<Url>,
+    pub require_pushed_authorization_requests: Option<bool>,
 }
 
 impl AdditionalProviderMetadata for ExtraMetadata {}
@@ -132,6 +140,9 @@ pub struct Discovered {
     pub revocation_endpoint: Option<Url>,
     pub userinfo_endpoint: Option<Url>,
     pub backchannel_logout_supported: bool,
+    /// Where authorization requests are pushed (RFC 9126), when
+    /// `oidc.pushed_authorization` says they are.
+    pub par_endpoint: Option<Url>,
     loaded_at: Instant,
 }
 
@@ -149,6 +160,8 @@ pub struct Provider {
     redirect_uri: RedirectUrl,
     http: reqwest::Client,
     cache: Arc<MetadataCache>,
+    /// Signs `private_key_jwt` client assertions (that method only).
+    assertions: Option<AssertionSigner>,
     /// Call latency by endpoint (`oidc_bff_provider_request_duration_seconds`),
     /// when a registry was given.
     timers: Option<Arc<EndpointTimers>>,
@@ -162,6 +175,7 @@ pub struct EndpointTimers {
     token: Histogram,
     revocation: Histogram,
     userinfo: Histogram,
+    par: Histogram,
 }
 
 impl EndpointTimers {
@@ -172,6 +186,7 @@ impl EndpointTimers {
             token: metrics.provider_endpoint("token"),
             revocation: metrics.provider_endpoint("revocation"),
             userinfo: metrics.provider_endpoint("userinfo"),
+            par: metrics.provider_endpoint("par"),
         }
     }
 }
@@ -183,6 +198,7 @@ enum Endpoint {
     Token,
     Revocation,
     Userinfo,
+    Par,
 }
 
 impl Provider {
@@ -217,11 +233,19 @@ impl Provider {
             );
         }
         let http = http.build()?;
+        let assertions = match (config.auth_method, &config.client_key) {
+            (AuthMethod::PrivateKeyJwt, Some(key)) => Some(AssertionSigner::new(key)?),
+            (AuthMethod::PrivateKeyJwt, None) => {
+                anyhow::bail!("oidc.client_key_file: private_key_jwt needs a key")
+            }
+            _ => None,
+        };
         Ok(Self {
             config: config.clone(),
             redirect_uri: RedirectUrl::new(redirect_uri.to_owned())?,
             http,
             cache,
+            assertions,
             timers: None,
         })
     }
@@ -247,6 +271,7 @@ impl Provider {
                 Endpoint::Token => &t.token,
                 Endpoint::Revocation => &t.revocation,
                 Endpoint::Userinfo => &t.userinfo,
+                Endpoint::Par => &t.par,
             };
             h.observe(started.elapsed().as_secs_f64());
         }
@@ -372,19 +397,35 @@ impl Provider {
             .additional_metadata
             .backchannel_logout_supported
             .unwrap_or(false);
+        let par_endpoint = par::pushed_authorization_endpoint(
+            self.config.pushed_authorization,
+            extra
+                .additional_metadata
+                .pushed_authorization_request_endpoint
+                .as_ref(),
+            extra
+                .additional_metadata
+                .require_pushed_authorization_requests
+                .unwrap_or(false),
+        )?;
         let jwks_uri = metadata.jwks_uri().url().clone();
         let userinfo_endpoint = metadata.userinfo_endpoint().map(|u| u.url().clone());
         let issuer = advertised.to_owned();
+        // `openidconnect` only builds the authorization URL: every
+        // authenticated call is made by hand (`authenticated`).
         let auth_type = match self.config.auth_method {
             AuthMethod::ClientSecretBasic => AuthType::BasicAuth,
-            AuthMethod::ClientSecretPost => AuthType::RequestBody,
+            _ => AuthType::RequestBody,
         };
+        let secret = self
+            .config
+            .auth_method
+            .uses_secret()
+            .then(|| ClientSecret::new(self.config.client_secret.expose().to_owned()));
         let client = CoreClient::from_provider_metadata(
             metadata,
             ClientId::new(self.config.client_id.clone()),
-            Some(ClientSecret::new(
-                self.config.client_secret.expose().to_owned(),
-            )),
+            secret,
         )
         .set_redirect_uri(self.redirect_uri.clone())
         .set_auth_type(auth_type);
@@ -403,6 +444,7 @@ impl Provider {
             revocation_endpoint,
             userinfo_endpoint,
             backchannel_logout_supported,
+            par_endpoint,
             loaded_at: Instant::now(),
         })
     }
@@ -472,40 +514,18 @@ impl Provider {
     /// reads bodies without a limit and parses the ID token's claims itself
     /// (so a token lacking `iat` became an "invalid provider response", an
     /// outage, instead of a failed login decided by `jwt`).
-    /// Adds the client's credentials to a back-channel request: Basic
-    /// authentication or form fields, as `oidc.auth_method` says.
-    fn authenticated<'a>(
-        &'a self,
-        req: reqwest::RequestBuilder,
-        form: &mut Vec<(&'a str, &'a str)>,
-    ) -> reqwest::RequestBuilder {
-        match self.config.auth_method {
-            AuthMethod::ClientSecretBasic => {
-                // RFC 6749 §2.3.1: form-urlencode the credentials before Basic.
-                let enc = |s: &str| {
-                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
-                };
-                req.basic_auth(
-                    enc(&self.config.client_id),
-                    Some(enc(self.config.client_secret.expose())),
-                )
-            }
-            AuthMethod::ClientSecretPost => {
-                form.push(("client_id", &self.config.client_id));
-                form.push(("client_secret", self.config.client_secret.expose()));
-                req
-            }
-        }
-    }
-
-    async fn token_request(&self, grant: &[(&str, &str)]) -> Result<TokenSet, ProviderError> {
+    async fn token_request(
+        &self,
+        grant: &[(&'static str, &str)],
+    ) -> Result<TokenSet, ProviderError> {
         let d = self.discovered().await?;
-        let mut form: Vec<(&str, &str)> = grant.to_vec();
+        let mut form: Vec<(&'static str, Cow<'_, str>)> =
+            grant.iter().map(|(k, v)| (*k, Cow::Borrowed(*v))).collect();
         let req = self
             .http
             .post(d.token_endpoint.clone())
             .header("accept", "application/json");
-        let req = self.authenticated(req, &mut form).form(&form);
+        let req = self.authenticated(req, &d, &mut form)?.form(&form);
         let resp = self.send(Endpoint::Token, req).await?;
         let status = resp.status();
         let body = self.read_limited(resp, "token response").await?;
@@ -544,7 +564,10 @@ impl Provider {
             req = req.add_extra_param(k.clone(), v.clone());
         }
         let (url, _, _) = req.url();
-        Ok(url)
+        match &d.par_endpoint {
+            Some(endpoint) => self.pushed(&d, endpoint, url).await,
+            None => Ok(url),
+        }
     }
 
     #[tracing::instrument(target = "oidc_bff_otel", name = "provider.token", skip_all,
@@ -588,11 +611,11 @@ impl Provider {
             return Ok(false);
         };
         let mut form = vec![
-            ("token", refresh_token.expose()),
-            ("token_type_hint", "refresh_token"),
+            ("token", Cow::Borrowed(refresh_token.expose())),
+            ("token_type_hint", Cow::Borrowed("refresh_token")),
         ];
         let req = self.http.post(endpoint.clone());
-        let req = self.authenticated(req, &mut form).form(&form);
+        let req = self.authenticated(req, &d, &mut form)?.form(&form);
         let resp = self.send(Endpoint::Revocation, req).await?;
         let status = resp.status();
         if status.is_success() {

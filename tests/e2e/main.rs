@@ -7,6 +7,7 @@ mod harness;
 mod audit_trail;
 mod bearer;
 mod callback_failures;
+mod client_auth;
 mod front_proxies;
 mod log_hygiene;
 mod login_flow;

@@ -694,6 +694,66 @@ async function flagsScenario() {
   }
 }
 
+// ---------------------------------------------------------------------------
+// Scenario: private_key_jwt and PAR for runtime clients; mTLS methods only
+// with --tls-client-ca
+// ---------------------------------------------------------------------------
+
+async function clientAuthScenario() {
+  scenario = 'client-auth';
+  const p = await startProvider(['--test-api']);
+  try {
+    const { issuer } = p.ready.json;
+    const disco = await (await fetch(`${issuer}/.well-known/openid-configuration`)).json();
+    check(typeof disco.pushed_authorization_request_endpoint === 'string', 'discovery has pushed_authorization_request_endpoint');
+    check(disco.token_endpoint_auth_methods_supported?.includes('private_key_jwt'), 'private_key_jwt is supported');
+    check(!disco.token_endpoint_auth_methods_supported?.includes('tls_client_auth'), 'tls_client_auth only with --tls-client-ca');
+    const mtls = await api(issuer, 'POST', '/__test/clients', { client_id: 'selftest-mtls', token_endpoint_auth_method: 'tls_client_auth', tls_client_auth_subject_dn: 'CN=x' });
+    check(mtls.status === 400, 'a tls_client_auth client is refused without --tls-client-ca', mtls);
+
+    const { publicKey, privateKey } = await jose.generateKeyPair('ES256');
+    const jwk = { ...(await jose.exportJWK(publicKey)), kid: 'selftest-client', alg: 'ES256', use: 'sig' };
+    const reg = await api(issuer, 'POST', '/__test/clients', {
+      client_id: 'selftest-pkjwt', token_endpoint_auth_method: 'private_key_jwt', token_endpoint_auth_signing_alg: 'ES256',
+      jwks: { keys: [jwk] }, require_pushed_authorization_requests: true,
+    });
+    must(reg.status === 200, 'a private_key_jwt client requiring PAR registers', reg);
+    const assertion = (aud) => new jose.SignJWT({ jti: b64url(randomBytes(12)) })
+      .setProtectedHeader({ alg: 'ES256', kid: 'selftest-client' })
+      .setIssuer('selftest-pkjwt').setSubject('selftest-pkjwt').setAudience(aud)
+      .setIssuedAt().setExpirationTime('60s').sign(privateKey);
+    const request = authorizeUrl(disco, { clientId: 'selftest-pkjwt', redirectUri: 'http://127.0.0.1:9/auth/callback' });
+    const params = new URL(request.url).searchParams;
+    const push = async (extra, headers = {}) => {
+      const res = await fetch(disco.pushed_authorization_request_endpoint, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers },
+        body: new URLSearchParams([...params, ...Object.entries(extra)]),
+      });
+      return { status: res.status, json: await res.json() };
+    };
+    const assertionType = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
+    const pushed = await push({ client_assertion_type: assertionType, client_assertion: await assertion(disco.token_endpoint) });
+    check(pushed.status === 201 && pushed.json.request_uri?.startsWith('urn:'), 'PAR with a client assertion gives a request_uri', pushed);
+    const secret = await push({}, { authorization: BASIC('selftest-pkjwt', SECRET) });
+    check(secret.status === 401 && secret.json.error === 'invalid_client', 'PAR with the secret is refused for a private_key_jwt client', secret);
+    const wrongAud = await push({ client_assertion_type: assertionType, client_assertion: await assertion('https://elsewhere.test') });
+    check(wrongAud.status === 401, 'an assertion for another audience is refused', wrongAud);
+
+    const direct = await new Browser().request(request.url);
+    check(direct.status === 400 || direct.location?.includes('error=invalid_request'), 'without PAR the authorization request is refused', `${direct.status} ${direct.location}`);
+    if (pushed.json.request_uri) {
+      const u = new URL(disco.authorization_endpoint);
+      u.searchParams.set('client_id', 'selftest-pkjwt');
+      u.searchParams.set('request_uri', pushed.json.request_uri);
+      const viaPar = await new Browser().request(u.href);
+      check(viaPar.status === 303 && viaPar.location?.includes('/interaction/'), 'the pushed request starts an interaction', `${viaPar.status} ${viaPar.location}`);
+    }
+  } finally {
+    await stopProvider(p);
+  }
+}
+
 async function freePort() {
   const srv = createServer();
   await new Promise((r) => srv.listen(0, '127.0.0.1', r));
@@ -705,7 +765,7 @@ async function freePort() {
 // ---------------------------------------------------------------------------
 
 const started = Date.now();
-for (const s of [opaqueScenario, jwtScenario, flagsScenario]) {
+for (const s of [opaqueScenario, jwtScenario, flagsScenario, clientAuthScenario]) {
   try {
     await s();
   } catch (e) {

@@ -13,7 +13,7 @@
 import { createServer, Agent } from 'node:http';
 import { createServer as createTlsServer } from 'node:https';
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { randomUUID } from 'node:crypto';
+import { randomUUID, X509Certificate } from 'node:crypto';
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
@@ -420,9 +420,35 @@ function loginPolicy() {
   return policy;
 }
 
+
+// RFC 8705 client authentication (tls_client_auth, self_signed_tls_client_auth)
+// when the fixture serves HTTPS and asks for client certificates
+// (--tls-client-ca): the certificate is the TLS connection's own, so no
+// terminating proxy is involved. Not bound to access tokens.
+function peerCertificate(ctx) {
+  const raw = ctx.socket?.getPeerCertificate?.()?.raw;
+  return raw ? new X509Certificate(raw) : undefined;
+}
+const MTLS_FEATURE = args['tls-client-ca'] ? {
+  enabled: true,
+  certificateBoundAccessTokens: false,
+  tlsClientAuth: true,
+  selfSignedTlsClientAuth: true,
+  getCertificate: (ctx) => peerCertificate(ctx)?.toString(),
+  // Signed by --tls-client-ca (the listener verified the chain).
+  certificateAuthorized: (ctx) => ctx.socket?.authorized === true,
+  // Only the subject DN (tls_client_auth_subject_dn), as "CN=a,O=b".
+  certificateSubjectMatches: (ctx, property, expected) => property === 'tls_client_auth_subject_dn'
+    && peerCertificate(ctx)?.subject.split('\n').join(',') === expected,
+} : { enabled: false };
+
+const CLIENT_AUTH_METHODS = ['client_secret_basic', 'client_secret_jwt', 'client_secret_post', 'private_key_jwt', 'none',
+  ...(MTLS_FEATURE.enabled ? ['tls_client_auth', 'self_signed_tls_client_auth'] : [])];
+
 const configuration = {
   adapter: MemoryAdapter,
   acrValues: ACR_VALUES,
+  clientAuthMethods: CLIENT_AUTH_METHODS,
   clients: STATIC_CLIENTS,
   clientDefaults: CLIENT_DEFAULTS,
   findAccount,
@@ -474,6 +500,7 @@ const configuration = {
   },
   features: {
     devInteractions: { enabled: false },
+    mTLS: MTLS_FEATURE,
     revocation: { enabled: true },
     // Only the client a token was issued to may introspect it.
     introspection: {
