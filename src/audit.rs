@@ -53,6 +53,9 @@ pub enum Action {
     Eviction,
     /// A back-channel logout request from the provider.
     BackchannelLogout,
+    /// A front-channel logout request (the provider's logout page framing
+    /// `/auth/frontchannel-logout`).
+    FrontchannelLogout,
     /// A request refused by a route's policy (or an origin rule).
     PolicyRefusal,
     /// A state-changing request refused for missing anti-CSRF proof.

@@ -13,6 +13,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 
+use crate::audit::{Action, Event, Origin};
 use crate::security_headers::{ResponseKind, mark};
 use crate::state::AppState;
 
@@ -54,14 +55,29 @@ fn is_our_issuer(state: &AppState, iss: &str) -> bool {
 }
 
 /// `GET /auth/frontchannel-logout`.
-pub async fn logout(State(state): State<AppState>, Query(q): Query<FrontchannelQuery>) -> Response {
+pub async fn logout(
+    State(state): State<AppState>,
+    parts: axum::http::request::Parts,
+    Query(q): Query<FrontchannelQuery>,
+) -> Response {
+    let origin = Origin::of_parts(&parts);
+    let refused = |why: &'static str| {
+        state
+            .audit
+            .record(origin, Event::failure(Action::FrontchannelLogout, why));
+        page(&state, StatusCode::BAD_REQUEST, "Logout request refused.")
+    };
     let (Some(iss), Some(sid)) = (q.iss.as_deref(), q.sid.as_deref()) else {
         tracing::info!("front-channel logout refused: iss and sid are required");
-        return page(&state, StatusCode::BAD_REQUEST, "Logout request refused.");
+        return refused("bad_request");
     };
-    if sid.is_empty() || sid.len() > 256 || !is_our_issuer(&state, iss) {
-        tracing::info!("front-channel logout refused: not our issuer, or no usable sid");
-        return page(&state, StatusCode::BAD_REQUEST, "Logout request refused.");
+    if sid.is_empty() || sid.len() > 256 {
+        tracing::info!("front-channel logout refused: no usable sid");
+        return refused("bad_request");
+    }
+    if !is_our_issuer(&state, iss) {
+        tracing::info!("front-channel logout refused: not our issuer");
+        return refused("issuer_mismatch");
     }
     let now = crate::clock::unix_now();
     match state
@@ -71,6 +87,19 @@ pub async fn logout(State(state): State<AppState>, Query(q): Query<FrontchannelQ
     {
         Ok(ended) => {
             tracing::info!(sessions = ended.len(), "front-channel logout");
+            state.audit.record(
+                origin,
+                Event::success(Action::FrontchannelLogout).sessions(ended.len()),
+            );
+            for id in &ended {
+                state.audit.record(
+                    origin,
+                    Event::success(Action::Revocation)
+                        .reason("frontchannel")
+                        .actor("provider")
+                        .session(id),
+                );
+            }
             page(&state, StatusCode::OK, "Logged out.")
         }
         Err(e) => {

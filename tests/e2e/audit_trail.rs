@@ -472,3 +472,56 @@ fn an_audit_file_that_cannot_be_opened_stops_the_start_naming_the_key() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frontchannel_logout_is_audited_with_the_sessions_it_ended_and_a_refusal_too() {
+    let upstream = Upstream::start().await;
+    let file = AuditFile::new();
+    let gw = audited(&upstream, &file)
+        .configure(|c| c.oidc.frontchannel_logout.enabled = true)
+        .start()
+        .await;
+    let mut b = Browser::new(&gw);
+    b.login_as(&unique_user("audit-fcl")).await;
+    let sid = b.get("/auth/user").await.json()["claims"]["sid"]
+        .as_str()
+        .expect("the ID token carried the provider sid")
+        .to_owned();
+    let issuer = ProviderApi::shared().issuer;
+    let frame = reqwest::Client::new();
+    let wrong = frame
+        .get(gw.url("/auth/frontchannel-logout"))
+        .query(&[("iss", "http://127.0.0.1:1"), ("sid", sid.as_str())])
+        .send()
+        .await
+        .expect("front-channel request");
+    assert_eq!(wrong.status(), StatusCode::BAD_REQUEST);
+    let ok = frame
+        .get(gw.url("/auth/frontchannel-logout"))
+        .query(&[("iss", issuer.as_str()), ("sid", sid.as_str())])
+        .send()
+        .await
+        .expect("front-channel request");
+    assert_eq!(ok.status(), StatusCode::OK);
+
+    // login, the refusal, the logout and the one revocation it caused.
+    let events = file.at_least(4).await;
+    let fcl = of(&events, "frontchannel_logout");
+    assert_eq!(fcl.len(), 2, "{events:#?}");
+    assert_eq!(fcl[0]["outcome"], "failure");
+    assert_eq!(fcl[0]["reason"], "issuer_mismatch");
+    assert_eq!(fcl[1]["outcome"], "success");
+    assert_eq!(fcl[1]["sessions"], 1);
+    let revocation = only(&events, "revocation");
+    assert_eq!(revocation["reason"], "frontchannel");
+    assert_eq!(revocation["actor"], "provider");
+    assert_eq!(
+        revocation["session"],
+        only(&events, "login")["session"],
+        "the session the login made"
+    );
+    assert!(
+        !file.text().contains(&sid),
+        "the provider sid is never written"
+    );
+}
