@@ -100,3 +100,28 @@ ensure_kubernetes_validate() {
   KUBERNETES_VALIDATE="$venv/bin/kubernetes-validate"
   KUBERNETES_VALIDATE_PY="$venv/bin/python"
 }
+
+# The second OpenID provider of the e2e tests (tests/provider2/): IdentityPython's
+# pyop with Flask, from PyPI, into a virtualenv under the user's cache with
+# the versions pinned in tests/provider2/requirements.txt. The e2e harness
+# finds it at the same path (or at $OIDC_BFF_PROVIDER2_VENV) and refuses to
+# run when its stamp does not match the requirements file.
+provider2_venv() {
+  echo "${OIDC_BFF_PROVIDER2_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/oidc-bff/provider2-venv}"
+}
+ensure_provider2() {
+  local venv req=tests/provider2/requirements.txt
+  venv=$(provider2_venv)
+  if [ -x "$venv/bin/python" ] && cmp -s "$req" "$venv/.requirements-stamp"; then return; fi
+  command -v python3 >/dev/null 2>&1 || apt_install python3
+  rm -rf "$venv"
+  if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+    rm -rf "$venv"
+    apt_install python3-venv
+    python3 -m venv "$venv" || die "cannot make a Python virtualenv; run: sudo apt-get install python3-venv"
+  fi
+  say "installing the second provider (pyop, Flask; pip, into $venv)"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req" \
+    || die "pip install -r $req failed (needs PyPI)"
+  cp "$req" "$venv/.requirements-stamp"
+}

@@ -1,6 +1,8 @@
 //! End-to-end tests: the real gateway against a real `redis-server` and a
 //! real OpenID provider (panva's oidc-provider, tests/provider), driven over
-//! HTTP the way a browser would. See `harness` for how the parts are started.
+//! HTTP the way a browser would; the core flow also against a second,
+//! independent provider (IdentityPython's pyop, tests/provider2). See
+//! `harness` for how the parts are started.
 
 mod harness;
 
@@ -20,6 +22,7 @@ mod provider_keys;
 mod proxying;
 mod reload;
 mod rollouts;
+mod second_provider;
 mod server_limits;
 mod session_cookies;
 mod session_lifecycle;

@@ -5,7 +5,7 @@
 //!
 //! This module owns only the processes every test shares and the constants
 //! they are configured with; each part lives in its own file (`gateway`,
-//! `browser`, `provider_api`, `net`, `otlp`, `procs`, `test_ca`) and is re-exported
+//! `browser`, `provider_api`, `provider2`, `net`, `otlp`, `procs`, `test_ca`) and is re-exported
 //! here, so tests import everything from `harness::`.
 
 pub mod browser;
@@ -14,6 +14,7 @@ pub mod gateway;
 pub mod net;
 pub mod otlp;
 pub mod procs;
+pub mod provider2;
 pub mod provider_api;
 pub mod sharded;
 pub mod test_ca;
@@ -26,6 +27,7 @@ pub use net::{Chaos, Upstream};
 pub use otlp::OtlpReceiver;
 pub use procs::{ProviderProcess, RedisCluster, RedisServer, SentinelProcess, TlsStatusServer};
 pub use provider_api::ProviderApi;
+pub use provider2::Provider2Process;
 pub use test_ca::TestCa;
 
 pub const KEY_B64: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";

@@ -48,7 +48,7 @@ pub(super) fn require(cmd: &str, hint: &str) {
 
 /// A process that dies with its stdin.
 pub(super) struct Guarded {
-    child: Child,
+    pub(super) child: Child,
     _stdin: ChildStdin,
 }
 
