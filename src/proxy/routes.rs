@@ -208,6 +208,12 @@ mod tests {
             assertion_audience: None,
             bearer_audience: None,
             step_up: Default::default(),
+            token: crate::config::RouteToken {
+                kind: crate::config::TokenKind::User,
+                resource: None,
+                scopes: Vec::new(),
+                exchange: false,
+            },
         };
         RouteTable::new(&[
             route("/api", "http://127.0.0.1:9100", false),
