@@ -325,9 +325,7 @@ fn route_token(prefix: &str, r: &RawRoute, issues: &mut Issues) -> RouteToken {
         other => {
             issues.add(
                 format!("{prefix}.token"),
-                format!(
-                    "`{other}` must be \"user\", \"client\", \"user_or_client\" or \"none\""
-                ),
+                format!("`{other}` must be \"user\", \"client\", \"user_or_client\" or \"none\""),
             );
             TokenKind::User
         }
@@ -353,7 +351,9 @@ fn route_token(prefix: &str, r: &RawRoute, issues: &mut Issues) -> RouteToken {
         if !is_scope_token(s) {
             issues.add(
                 format!("{prefix}.scopes[{j}]"),
-                format!("`{s}` must be one scope: printable ASCII without spaces, quotes or backslashes"),
+                format!(
+                    "`{s}` must be one scope: printable ASCII without spaces, quotes or backslashes"
+                ),
             );
         }
     }
@@ -361,7 +361,11 @@ fn route_token(prefix: &str, r: &RawRoute, issues: &mut Issues) -> RouteToken {
         issues.add(format!("{prefix}.scopes"), "lists more than 32 scopes");
     }
     if kind == TokenKind::None && (r.resource.is_some() || !r.scopes.is_empty()) {
-        let key = if r.resource.is_some() { "resource" } else { "scopes" };
+        let key = if r.resource.is_some() {
+            "resource"
+        } else {
+            "scopes"
+        };
         issues.add(
             format!("{prefix}.{key}"),
             "a route with token = \"none\" sends no token; remove it or choose another `token`",
@@ -692,12 +696,18 @@ mod tests {
         .expect("valid");
         let t = &ok.routes[1].token;
         assert_eq!(t.kind, TokenKind::User);
-        assert_eq!(t.resource.as_ref().map(url::Url::as_str), Some("https://api-a.test/"));
+        assert_eq!(
+            t.resource.as_ref().map(url::Url::as_str),
+            Some("https://api-a.test/")
+        );
         assert_eq!(t.scopes, ["a.read", "a:write"]);
         assert!(t.exchange && t.is_derived());
         let plain = &ok.routes[0].token;
         assert_eq!(plain.kind, TokenKind::User);
-        assert!(!plain.is_derived(), "no resource, scopes or exchange: the login's token");
+        assert!(
+            !plain.is_derived(),
+            "no resource, scopes or exchange: the login's token"
+        );
         let bad = route(
             "token = \"users\"\nresource = \"https://api.test/#frag\"\nscopes = [\"a b\", \"\\\"q\"]\n",
         );
