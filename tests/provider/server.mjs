@@ -51,6 +51,11 @@ try {
       'refresh-token-ttl': { type: 'string', default: '86400' },
       'test-api': { type: 'boolean', default: false },
       'jwt-access-tokens': { type: 'string' },
+      // Two APIs for derived user tokens (RFC 8707): https://api-a.test
+      // (scope a.read) and https://api-b.test (scope b.read). Every
+      // authorization is for both; a refresh grant naming one gets a JWT
+      // access token with that audience; the login's own is opaque.
+      'derived-resources': { type: 'boolean', default: false },
       'client-base': { type: 'string', multiple: true, default: [] },
       'jwks-file': { type: 'string' },
       // Gives the two static clients a back-channel logout URI (the demo's
@@ -91,6 +96,14 @@ if (JWT_AUDIENCE !== undefined) {
   // than with invalid_target at the first login.
   try { new URL(JWT_AUDIENCE); } catch { die(`--jwt-access-tokens must be an absolute URI, got ${JWT_AUDIENCE}`); }
 }
+
+const DERIVED = args['derived-resources'];
+if (DERIVED && JWT_AUDIENCE !== undefined) die('--derived-resources and --jwt-access-tokens exclude each other');
+/// --derived-resources: resource -> its scopes.
+const DERIVED_RESOURCES = {
+  'https://api-a.test/': ['a.read'],
+  'https://api-b.test/': ['b.read'],
+};
 
 const log = (...a) => console.error('[provider]', ...a);
 
@@ -454,7 +467,7 @@ const configuration = {
   findAccount,
   jwks: JWKS,
   responseTypes: ['code'],
-  scopes: ['openid', 'offline_access', 'profile', 'email', ...RESOURCE_SCOPES],
+  scopes: ['openid', 'offline_access', 'profile', 'email', ...RESOURCE_SCOPES, ...(DERIVED ? Object.values(DERIVED_RESOURCES).flat() : [])],
   claims: {
     // acr with every openid login, not only when a client asks for it: the
     // gateway keeps it in the session for step-up.
@@ -527,6 +540,24 @@ const configuration = {
         return {
           scope: RESOURCE_SCOPES.join(' '),
           audience: JWT_AUDIENCE,
+          accessTokenTTL: ACCESS_TOKEN_TTL,
+          accessTokenFormat: 'jwt',
+          jwt: { sign: { alg: 'RS256' } },
+        };
+      },
+    } : DERIVED ? {
+      enabled: true,
+      // Authorization requests are for every API (so a refresh grant may
+      // name either); the token endpoint names none by default, and then
+      // the login's token is the opaque userinfo one.
+      defaultResource: async (ctx) => (ctx.oidc.route === 'token' ? undefined : Object.keys(DERIVED_RESOURCES)),
+      useGrantedResource: async () => false,
+      getResourceServerInfo: async (ctx, resourceIndicator) => {
+        const scopes = DERIVED_RESOURCES[resourceIndicator];
+        if (!scopes) throw new errors.InvalidTarget();
+        return {
+          scope: scopes.join(' '),
+          audience: resourceIndicator,
           accessTokenTTL: ACCESS_TOKEN_TTL,
           accessTokenFormat: 'jwt',
           jwt: { sign: { alg: 'RS256' } },
@@ -673,7 +704,8 @@ async function grantEverything(details, accountId) {
     } catch { /* malformed claims parameter: the provider rejects it itself */ }
   }
   for (const resource of asList(params.resource)) {
-    grant.addResourceScope(resource, scopes.filter((s) => RESOURCE_SCOPES.includes(s)).join(' '));
+    const known = DERIVED ? (DERIVED_RESOURCES[resource] ?? []) : RESOURCE_SCOPES;
+    grant.addResourceScope(resource, scopes.filter((s) => known.includes(s)).join(' '));
   }
   // Whatever the consent prompt still reports missing (e.g. on a second
   // round), grant it too, so the flow can never loop back here.
@@ -748,6 +780,8 @@ const stats = {};
 function resetStats() {
   Object.assign(stats, {
     token_grants: { authorization_code: 0, refresh_token: 0 },
+    // Successful token grants that named a resource, by resource.
+    resource_grants: {},
     refresh_failures: 0,
     revocations: 0,
     backchannel_logouts_sent: 0,
@@ -1002,6 +1036,8 @@ const provider = new Provider(issuer, configuration);
 provider.on('grant.success', (ctx) => {
   const type = ctx.oidc.params.grant_type;
   stats.token_grants[type] = (stats.token_grants[type] ?? 0) + 1;
+  const resource = ctx.oidc.params.resource;
+  if (typeof resource === 'string') stats.resource_grants[resource] = (stats.resource_grants[resource] ?? 0) + 1;
 });
 provider.on('grant.error', (ctx, err) => {
   const type = ctx.oidc?.params?.grant_type;
