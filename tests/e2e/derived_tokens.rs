@@ -107,6 +107,19 @@ async fn each_route_gets_a_token_for_its_own_api_never_the_login_token_nor_the_o
     assert_eq!(resource_grants(&api, API_A).await, 1);
     assert_eq!(resource_grants(&api, API_B).await, 1);
 
+    let dump = redis_dump(&gw).await;
+    for (what, token) in [
+        ("API A's token", &a[0]),
+        ("API B's token", &b[0]),
+        ("login token", &login),
+    ] {
+        assert!(
+            !dump.contains(token.as_str()),
+            "{what} found in clear in Redis"
+        );
+    }
+    assert!(!dump.contains("eyJ"), "a JWT found in clear in Redis");
+
     let user = browser.get("/auth/user").await;
     assert_eq!(user.status, StatusCode::OK);
     let shown = user.json().to_string();
@@ -128,6 +141,89 @@ async fn each_route_gets_a_token_for_its_own_api_never_the_login_token_nor_the_o
     let r = browser.get("/a/x").await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r:?}");
     assert_eq!(bearers(&up_a).len(), 2, "nothing more forwarded");
+}
+
+/// Every key and value under the gateway's prefix, as text.
+async fn redis_dump(gw: &Gateway) -> String {
+    let client = redis::Client::open(gw.redis_url.as_str()).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn");
+    let mut dump = Vec::<u8>::new();
+    for key in gw.redis_keys().await {
+        dump.extend_from_slice(key.as_bytes());
+        let kind: String = redis::cmd("TYPE")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .expect("TYPE");
+        let read = match kind.as_str() {
+            "string" => "GET",
+            "hash" => "HGETALL",
+            "set" => "SMEMBERS",
+            "zset" => "ZRANGE",
+            other => panic!("unexpected key type {other} for {key}"),
+        };
+        let mut cmd = redis::cmd(read);
+        cmd.arg(&key);
+        if read == "ZRANGE" {
+            cmd.arg(0).arg(-1);
+        }
+        let values: Vec<Vec<u8>> = if read == "GET" {
+            vec![cmd.query_async(&mut conn).await.expect("GET")]
+        } else {
+            cmd.query_async(&mut conn).await.expect("read")
+        };
+        for v in values {
+            dump.extend_from_slice(&v);
+        }
+    }
+    String::from_utf8_lossy(&dump).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_exchange_route_gets_an_exchanged_token_for_its_api() {
+    const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+    let (provider, api) = provider("300");
+    let (main, up_a, up_b) = (
+        Upstream::start().await,
+        Upstream::start().await,
+        Upstream::start().await,
+    );
+    let up_x = Upstream::start().await;
+    let x = up_x.url();
+    let gw = gateway(&provider, &main, &up_a, &up_b)
+        .configure(move |c| {
+            c.routes.push(RawRoute {
+                resource: Some(API_B.into()),
+                scopes: vec!["b.read".into()],
+                token_exchange: true,
+                ..route("/x", &x)
+            });
+        })
+        .start()
+        .await;
+    let mut browser = Browser::new(&gw);
+    browser.login_as(&unique_user("exchange")).await;
+    for path in ["/api/x", "/b/x", "/x/1", "/x/2"] {
+        let r = browser.get(path).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {r:?}");
+    }
+    let stats = api.get("/__test/stats").await;
+    assert_eq!(stats["token_grants"][TOKEN_EXCHANGE], 1, "{stats}");
+    let login = bearers(&main).pop().expect("login token");
+    let (b, exchanged) = (bearers(&up_b), bearers(&up_x));
+    assert_eq!(exchanged.len(), 2);
+    assert_eq!(exchanged[0], exchanged[1], "kept and reused");
+    assert_ne!(exchanged[0], login, "never the login token");
+    assert_ne!(
+        exchanged[0], b[0],
+        "not the refresh-grant route's token either"
+    );
+    let p = payload(&exchanged[0]);
+    assert_eq!(p["aud"], API_B, "{p}");
+    assert_eq!(p["scope"], "b.read", "{p}");
 }
 
 /// 50 concurrent GETs with one cookie on `/a`, spread over the gateways.

@@ -105,6 +105,10 @@ const DERIVED_RESOURCES = {
   'https://api-b.test/': ['b.read'],
 };
 
+// RFC 8693, registered as a custom grant with --derived-resources.
+const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+
 const log = (...a) => console.error('[provider]', ...a);
 
 // ---------------------------------------------------------------------------
@@ -341,7 +345,7 @@ function loopbackPostLogout(value) {
 const CLIENT_DEFAULTS = {
   // Every ID token carries auth_time (step-up checks it against max_age).
   require_auth_time: true,
-  grant_types: ['authorization_code', 'refresh_token'],
+  grant_types: ['authorization_code', 'refresh_token', ...(DERIVED ? [TOKEN_EXCHANGE] : [])],
   response_types: ['code'],
   token_endpoint_auth_method: 'client_secret_basic',
   id_token_signed_response_alg: 'RS256',
@@ -998,6 +1002,51 @@ const hostForUrl = args.host.includes(':') ? `[${args.host}]` : args.host;
 const issuer = (args.issuer ?? `${TLS ? 'https' : 'http'}://${hostForUrl}:${port}`).replace(/\/+$/, '');
 
 const provider = new Provider(issuer, configuration);
+
+// RFC 8693 token exchange (--derived-resources): an access token this
+// provider issued to the calling client (the subject) becomes a JWT access
+// token for one of the known APIs, with scopes of that API only.
+async function tokenExchange(ctx) {
+  const { params, client } = ctx.oidc;
+  if (params.subject_token_type !== ACCESS_TOKEN_TYPE) {
+    throw new errors.InvalidRequest('subject_token_type must be an access token');
+  }
+  if (params.requested_token_type && params.requested_token_type !== ACCESS_TOKEN_TYPE) {
+    throw new errors.InvalidRequest('only access tokens are issued');
+  }
+  const subject = await provider.AccessToken.find(String(params.subject_token ?? ''));
+  if (!subject || subject.isExpired || subject.clientId !== client.clientId) {
+    throw new errors.InvalidGrant('subject_token is not a valid access token of this client');
+  }
+  const resource = params.resource ?? params.audience;
+  const allowed = DERIVED_RESOURCES[resource];
+  if (!allowed) throw new errors.InvalidTarget();
+  const scopes = String(params.scope ?? allowed.join(' ')).split(' ').filter(Boolean);
+  if (scopes.some((s) => !allowed.includes(s))) throw new errors.InvalidScope('scope not granted for this resource', scopes.join(' '));
+  const at = new provider.AccessToken({
+    accountId: subject.accountId,
+    client,
+    grantId: subject.grantId,
+    gty: 'token_exchange',
+    sessionUid: subject.sessionUid,
+  });
+  at.resourceServer = new provider.ResourceServer(resource, await configuration.features.resourceIndicators.getResourceServerInfo(ctx, resource, client));
+  at.scope = scopes.join(' ');
+  ctx.oidc.entity('AccessToken', at);
+  const value = await at.save();
+  ctx.body = {
+    access_token: value,
+    issued_token_type: ACCESS_TOKEN_TYPE,
+    token_type: 'Bearer',
+    expires_in: at.expiration,
+    scope: at.scope,
+  };
+}
+if (DERIVED) {
+  provider.registerGrantType(TOKEN_EXCHANGE, tokenExchange, [
+    'subject_token', 'subject_token_type', 'requested_token_type', 'resource', 'audience', 'scope',
+  ]);
+}
 
 {
   const { prototype } = provider.Client;
