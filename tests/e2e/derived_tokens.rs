@@ -293,3 +293,39 @@ async fn a_derived_token_is_refreshed_exactly_once_by_fifty_calls_on_two_gateway
         "the rotated refresh token was kept: no grant reused a spent one"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_exchange_against_a_provider_without_the_grant_is_not_ready_and_names_the_key() {
+    // The shared provider does not offer token exchange.
+    let upstream = Upstream::start().await;
+    let log = std::env::temp_dir().join(format!(
+        "oidc-bff-exchange-log-{:x}.log",
+        rand::random::<u64>()
+    ));
+    let up = upstream.url();
+    let gw = GatewayBuilder::new(&upstream)
+        .configure(move |c| {
+            c.routes.push(RawRoute {
+                resource: Some(API_A.into()),
+                token_exchange: true,
+                ..route("/x", &up)
+            });
+        })
+        .log_to(&log)
+        .start_process()
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut text = String::new();
+    while !text.contains("routes[1].token_exchange") {
+        assert!(std::time::Instant::now() < deadline, "never logged: {text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+    }
+    let ready = reqwest::get(gw.url("/readyz"))
+        .await
+        .expect("readyz")
+        .status();
+    assert_eq!(ready, StatusCode::SERVICE_UNAVAILABLE);
+    drop(gw);
+    let _ = std::fs::remove_file(&log);
+}
