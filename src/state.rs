@@ -116,6 +116,13 @@ impl AppState {
         let sessions = Arc::new(Sessions::new(&config.session, store).with_metrics(&metrics));
         let oidc = Arc::new(
             Oidc::with_caches(&config.oidc, &config.server.redirect_uri(), oidc_caches)?
+                .requiring_token_exchange(
+                    config
+                        .routes
+                        .iter()
+                        .position(|r| r.token.exchange)
+                        .map(|i| format!("routes[{i}].token_exchange")),
+                )
                 .with_metrics(&metrics),
         );
         let refresher = Arc::new(Refresher::new(

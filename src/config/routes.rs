@@ -59,6 +59,15 @@ pub struct RawRoute {
     /// Step-up: the session's login (`auth_time`) must be at most this old,
     /// e.g. "10m"; otherwise 401 `step_up_required` with `max_age`.
     pub max_auth_age: Option<RawDuration>,
+    /// Which access token the upstream receives: `user` (default),
+    /// `client`, `user_or_client` or `none`.
+    pub token: Option<String>,
+    /// RFC 8707 resource the route's token is made for (an absolute URI).
+    pub resource: Option<String>,
+    /// Scopes asked for the route's token.
+    pub scopes: Vec<String>,
+    /// Derive the user token by RFC 8693 token exchange.
+    pub token_exchange: bool,
 }
 
 /// One condition of `require`, as written.
@@ -93,6 +102,10 @@ impl Default for RawRoute {
             bearer_audience: None,
             acr_values: Vec::new(),
             max_auth_age: None,
+            token: None,
+            resource: None,
+            scopes: Vec::new(),
+            token_exchange: false,
         }
     }
 }
@@ -124,6 +137,46 @@ pub struct RouteConfig {
     /// What the session's login must meet (`acr_values`, `max_auth_age`;
     /// empty: nothing).
     pub step_up: StepUpRule,
+    /// Which token the upstream receives (`token`, `resource`, `scopes`,
+    /// `token_exchange`).
+    pub token: RouteToken,
+}
+
+/// Which access token a route's upstream receives (`[[routes]] token`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenKind {
+    /// The user's token (today's behaviour; the default). With `auth = "optional"`
+    /// and no session, no token.
+    User,
+    /// The gateway's own client-credentials token; needs no session.
+    Client,
+    /// The user's token when there is a session, else the client token.
+    UserOrClient,
+    /// No Authorization header at all.
+    None,
+}
+
+/// The token a route's upstream receives: its kind, and for derived or client
+/// tokens the RFC 8707 resource and the scopes asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteToken {
+    pub kind: TokenKind,
+    /// RFC 8707 `resource` (an absolute URI without fragment).
+    pub resource: Option<Url>,
+    /// Scopes asked for; empty = the login's scopes (user) / none sent (client).
+    pub scopes: Vec<String>,
+    /// Derive the user token by RFC 8693 token exchange instead of a
+    /// refresh-token grant with `resource`/`scope`.
+    pub exchange: bool,
+}
+
+impl RouteToken {
+    /// Whether the route's user token is made for it (a derived token)
+    /// rather than the login's own access token.
+    pub fn is_derived(&self) -> bool {
+        matches!(self.kind, TokenKind::User | TokenKind::UserOrClient)
+            && (self.resource.is_some() || !self.scopes.is_empty() || self.exchange)
+    }
 }
 
 /// The gateway's own endpoints, which no route may shadow.
@@ -236,6 +289,7 @@ pub(super) fn validate(raw: &[RawRoute], issues: &mut Issues) -> Vec<RouteConfig
             }
         }
         let step_up = step_up(&prefix, r, auth, issues);
+        let token = route_token(&prefix, r, issues);
         if let Some(upstream) = upstream {
             routes.push(RouteConfig {
                 path: r.path.clone(),
@@ -251,10 +305,92 @@ pub(super) fn validate(raw: &[RawRoute], issues: &mut Issues) -> Vec<RouteConfig
                     .then(|| r.assertion_audience.clone().unwrap_or_default()),
                 bearer_audience: r.bearer_audience.clone(),
                 step_up,
+                token,
             });
         }
     }
     routes
+}
+
+/// `routes[i].token`, `resource`, `scopes` and `token_exchange`: a known
+/// kind, an absolute http(s) resource without fragment, RFC 6749 scope
+/// tokens, and token exchange only for the user's token. Whether the
+/// provider offers token exchange is checked at discovery.
+fn route_token(prefix: &str, r: &RawRoute, issues: &mut Issues) -> RouteToken {
+    let kind = match r.token.as_deref().unwrap_or("user") {
+        "user" => TokenKind::User,
+        "client" => TokenKind::Client,
+        "user_or_client" => TokenKind::UserOrClient,
+        "none" => TokenKind::None,
+        other => {
+            issues.add(
+                format!("{prefix}.token"),
+                format!("`{other}` must be \"user\", \"client\", \"user_or_client\" or \"none\""),
+            );
+            TokenKind::User
+        }
+    };
+    let resource = r.resource.as_deref().and_then(|text| match Url::parse(text) {
+        Ok(u)
+            if matches!(u.scheme(), "http" | "https")
+                && u.host().is_some()
+                && u.fragment().is_none()
+                && u.username().is_empty() =>
+        {
+            Some(u)
+        }
+        _ => {
+            issues.add(
+                format!("{prefix}.resource"),
+                format!("`{text}` must be an absolute http:// or https:// URI without fragment or user info, e.g. \"https://api.example.com\""),
+            );
+            None
+        }
+    });
+    for (j, s) in r.scopes.iter().enumerate() {
+        if !is_scope_token(s) {
+            issues.add(
+                format!("{prefix}.scopes[{j}]"),
+                format!(
+                    "`{s}` must be one scope: printable ASCII without spaces, quotes or backslashes"
+                ),
+            );
+        }
+    }
+    if r.scopes.len() > 32 {
+        issues.add(format!("{prefix}.scopes"), "lists more than 32 scopes");
+    }
+    if kind == TokenKind::None && (r.resource.is_some() || !r.scopes.is_empty()) {
+        let key = if r.resource.is_some() {
+            "resource"
+        } else {
+            "scopes"
+        };
+        issues.add(
+            format!("{prefix}.{key}"),
+            "a route with token = \"none\" sends no token; remove it or choose another `token`",
+        );
+    }
+    if r.token_exchange && !matches!(kind, TokenKind::User | TokenKind::UserOrClient) {
+        issues.add(
+            format!("{prefix}.token_exchange"),
+            "exchanges the user's token: use it with token = \"user\" or \"user_or_client\", or remove it",
+        );
+    }
+    RouteToken {
+        kind,
+        resource,
+        scopes: r.scopes.clone(),
+        exchange: r.token_exchange,
+    }
+}
+
+/// RFC 6749 §3.3 `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`.
+pub fn is_scope_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 256
+        && s.bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
 }
 
 /// `routes[i].acr_values` and `max_auth_age`: ACR values the provider can
@@ -548,6 +684,54 @@ mod tests {
             err.to_string().contains("did you mean `max_auth_age`?"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn route_tokens_are_read_and_checked_by_key() {
+        use super::TokenKind;
+        let ok = load_str(
+            &route("resource = \"https://api-a.test\"\nscopes = [\"a.read\", \"a:write\"]\ntoken_exchange = true\n"),
+            &[],
+        )
+        .expect("valid");
+        let t = &ok.routes[1].token;
+        assert_eq!(t.kind, TokenKind::User);
+        assert_eq!(
+            t.resource.as_ref().map(url::Url::as_str),
+            Some("https://api-a.test/")
+        );
+        assert_eq!(t.scopes, ["a.read", "a:write"]);
+        assert!(t.exchange && t.is_derived());
+        let plain = &ok.routes[0].token;
+        assert_eq!(plain.kind, TokenKind::User);
+        assert!(
+            !plain.is_derived(),
+            "no resource, scopes or exchange: the login's token"
+        );
+        let bad = route(
+            "token = \"users\"\nresource = \"https://api.test/#frag\"\nscopes = [\"a b\", \"\\\"q\"]\n",
+        );
+        let err = load_str(&bad, &[]).expect_err("invalid");
+        assert_eq!(
+            keys_of(err.clone()),
+            [
+                "routes[1].token",
+                "routes[1].resource",
+                "routes[1].scopes[0]",
+                "routes[1].scopes[1]"
+            ],
+            "{err}"
+        );
+        for lines in ["resource = \"urn:api\"\n", "resource = \"/relative\"\n"] {
+            let keys = keys_of(load_str(&route(lines), &[]).expect_err("invalid"));
+            assert_eq!(keys, ["routes[1].resource"], "{lines}");
+        }
+        let exchange_client = route("token = \"client\"\ntoken_exchange = true\n");
+        let keys = keys_of(load_str(&exchange_client, &[]).expect_err("invalid"));
+        assert_eq!(keys, ["routes[1].token_exchange"]);
+        let none_scoped = route("token = \"none\"\nscopes = [\"x\"]\n");
+        let keys = keys_of(load_str(&none_scoped, &[]).expect_err("invalid"));
+        assert_eq!(keys, ["routes[1].scopes"]);
     }
 
     #[test]

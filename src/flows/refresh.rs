@@ -37,6 +37,9 @@ use crate::session::record::SessionSecrets;
 use crate::session::store::{RevokeReason, StoreError};
 use crate::session::{EndReason, Session, Sessions};
 
+mod derived;
+pub use derived::derived_key;
+
 /// Why a session has no fresh access token.
 #[derive(Debug, thiserror::Error)]
 pub enum RefreshError {
@@ -324,6 +327,8 @@ impl Refresher {
             id_token,
             claims_json,
             scopes: Some(scopes),
+            // Derived tokens stay valid until their own expiry.
+            derived: latest.secrets.derived.clone(),
         };
         let access_expires_at = tokens.expires_in.map_or(0, |d| now + d.as_secs());
         self.count(origin, &latest, None);

@@ -64,6 +64,13 @@ impl Oidc {
         })
     }
 
+    /// Discovery requires the token-exchange grant when a route uses it
+    /// (`key` names that route's `token_exchange`).
+    pub fn requiring_token_exchange(mut self, key: Option<String>) -> Self {
+        self.provider = self.provider.requiring_token_exchange(key);
+        self
+    }
+
     /// Times the provider's calls into the gateway's registry.
     pub fn with_metrics(mut self, metrics: &crate::metrics::Metrics) -> Self {
         let timers = Arc::new(provider::EndpointTimers::new(metrics));

@@ -43,7 +43,10 @@ use crate::config::{AuthMethod, OidcConfig};
 use crate::secret::SecretString;
 
 mod credentials;
+mod derived;
 mod par;
+
+pub use derived::TOKEN_EXCHANGE_GRANT;
 
 /// Discovery fields beyond what `openidconnect` models.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -162,6 +165,9 @@ pub struct Provider {
     cache: Arc<MetadataCache>,
     /// Signs `private_key_jwt` client assertions (that method only).
     assertions: Option<AssertionSigner>,
+    /// The first `routes[i].token_exchange` key that is on: discovery then
+    /// requires the provider to offer token exchange.
+    token_exchange_key: Option<String>,
     /// Call latency by endpoint (`oidc_bff_provider_request_duration_seconds`),
     /// when a registry was given.
     timers: Option<Arc<EndpointTimers>>,
@@ -247,7 +253,15 @@ impl Provider {
             cache,
             assertions,
             timers: None,
+            token_exchange_key: None,
         })
+    }
+
+    /// Discovery will require the token-exchange grant, naming `key`
+    /// (`routes[i].token_exchange`) when the provider lacks it.
+    pub fn requiring_token_exchange(mut self, key: Option<String>) -> Self {
+        self.token_exchange_key = key;
+        self
     }
 
     /// Times every call into the gateway's registry.
@@ -407,6 +421,10 @@ impl Provider {
                 .additional_metadata
                 .require_pushed_authorization_requests
                 .unwrap_or(false),
+        )?;
+        derived::check_token_exchange(
+            self.token_exchange_key.as_deref(),
+            metadata.grant_types_supported(),
         )?;
         let jwks_uri = metadata.jwks_uri().url().clone();
         let userinfo_endpoint = metadata.userinfo_endpoint().map(|u| u.url().clone());

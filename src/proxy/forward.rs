@@ -30,6 +30,7 @@ use crate::extract::client::{ClientAddressPolicy, peer_ip_of};
 use crate::identity::{self, Signer};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::{Metrics, UpstreamRoute};
+use crate::secret::SecretString;
 use crate::security_headers::{ResponseKind, mark};
 use crate::session::cookie::CookiePolicy;
 use crate::session::{ClientInfo, Session, Sessions};
@@ -58,12 +59,23 @@ impl From<UpstreamError> for AppError {
     }
 }
 
+/// `Bearer <token>`, marked sensitive so no log or debug output of the
+/// header map prints it.
+fn bearer_value(token: &SecretString) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
+    let mut h = HeaderValue::from_str(&format!("Bearer {}", token.expose()))?;
+    h.set_sensitive(true);
+    Ok(h)
+}
+
 /// Who a forwarded request is made for.
 pub enum Caller<'a> {
     /// No session (public routes, anonymous calls to optional routes).
     Anonymous,
     /// A browser's session: its access token is attached.
     Session(&'a Session),
+    /// A browser's session on a route with a derived token: that token is
+    /// attached instead of the session's own.
+    Derived(&'a Session, &'a SecretString),
     /// A bearer client (`bearer_audience`): its own verified `Authorization`
     /// header goes through as it is; `claims` are its token's.
     Bearer {
@@ -232,7 +244,7 @@ impl Forwarder {
         caller: Caller<'_>,
     ) -> Result<Response, AppError> {
         let session = match &caller {
-            Caller::Session(s) => Some(*s),
+            Caller::Session(s) | Caller::Derived(s, _) => Some(*s),
             _ => None,
         };
         let session_route = route.auth != RouteAuth::None;
@@ -247,6 +259,12 @@ impl Forwarder {
             Caller::Session(s) => (
                 Some(s.bearer_header().map_err(|_| {
                     AppError::Internal("access token is not a valid header value".into())
+                })?),
+                self.identity_for(route, s, now)?,
+            ),
+            Caller::Derived(s, token) => (
+                Some(bearer_value(token).map_err(|_| {
+                    AppError::Internal("derived token is not a valid header value".into())
                 })?),
                 self.identity_for(route, s, now)?,
             ),

@@ -115,7 +115,33 @@ pub async fn required(
     let session = refresher
         .fresh(*session, crate::clock::unix_now(), Origin::of_request(&req))
         .await?;
-    forwarder.forward(&route, req, Some(&session)).await
+    forward_session(&forwarder, &refresher, &route, req, session).await
+}
+
+/// Forwards a session's request with the token the route's upstream is
+/// meant to get: a token derived for the route (obtained or refreshed
+/// here), else the session's own.
+async fn forward_session(
+    forwarder: &Forwarder,
+    refresher: &Refresher,
+    route: &Route,
+    req: Request,
+    session: crate::session::Session,
+) -> Result<Response, AppError> {
+    if !route.token.is_derived() {
+        return forwarder.forward(route, req, Some(&session)).await;
+    }
+    let token = refresher
+        .derived(
+            &session,
+            &route.token,
+            crate::clock::unix_now(),
+            Origin::of_request(&req),
+        )
+        .await?;
+    forwarder
+        .forward_as(route, req, Caller::Derived(&session, &token))
+        .await
 }
 
 /// Whether `req` is a bearer client's: the route accepts them, the request
@@ -220,15 +246,15 @@ pub async fn optional(
     MaybeSession(session): MaybeSession,
     req: Request,
 ) -> Result<Response, AppError> {
-    let session = match session {
-        Some(s) => Some(
-            refresher
+    match session {
+        Some(s) => {
+            let session = refresher
                 .fresh(*s, crate::clock::unix_now(), Origin::of_request(&req))
-                .await?,
-        ),
-        None => None,
-    };
-    forwarder.forward(&route, req, session.as_ref()).await
+                .await?;
+            forward_session(&forwarder, &refresher, &route, req, session).await
+        }
+        None => forwarder.forward(&route, req, None).await,
+    }
 }
 
 /// A route without sessions.

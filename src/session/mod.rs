@@ -590,6 +590,7 @@ impl Sessions {
             id_token: login.id_token,
             claims_json: login.claims_json,
             scopes: login.scopes,
+            derived: Vec::new(),
         };
         let absolute_expires_at = now + self.absolute_timeout;
         let body = StoredBody {

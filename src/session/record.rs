@@ -198,6 +198,41 @@ pub struct SessionSecrets {
     /// The access token's granted scopes, space-separated (`None` in
     /// records written before they were kept).
     pub scopes: Option<String>,
+    /// Tokens made for routes' APIs (derived user tokens), at most
+    /// [`MAX_DERIVED`], one per key (empty in records written before
+    /// they were kept). They live and die with the record.
+    pub derived: Vec<DerivedToken>,
+}
+
+/// Most derived tokens a session keeps: one per distinct (resource,
+/// scopes, exchange) among the routes, so a config's routes bound it; the
+/// bound keeps a record small whatever the config.
+pub const MAX_DERIVED: usize = 16;
+
+/// One derived user token.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct DerivedToken {
+    /// What it was asked for: the route token's stable key (resource,
+    /// scopes, exchange), never the route's path, so routes asking the
+    /// same share it and no two asking differently do.
+    pub key: String,
+    #[serde(with = "secret_string")]
+    pub access_token: SecretString,
+    /// When it expires (0: the provider did not say).
+    pub expires_at: u64,
+}
+
+/// `SessionSecrets` as written before `derived` existed.
+#[derive(Deserialize)]
+struct SessionSecretsV2 {
+    #[serde(with = "secret_string")]
+    access_token: SecretString,
+    #[serde(with = "opt_secret_string")]
+    refresh_token: Option<SecretString>,
+    #[serde(with = "opt_secret_string")]
+    id_token: Option<SecretString>,
+    claims_json: String,
+    scopes: Option<String>,
 }
 
 /// `SessionSecrets` as written before `scopes` existed: postcard has no
@@ -224,11 +259,23 @@ impl SessionSecrets {
         zeroize::Zeroizing::new(postcard::to_stdvec(self).unwrap_or_default())
     }
 
-    /// Decodes the current layout, or the one before `scopes` (a session
-    /// that predates an upgrade keeps working, with no known scopes).
+    /// Decodes the current layout, or an older one: before `derived` (no
+    /// derived tokens yet) or before `scopes` (no known scopes) — a session
+    /// that predates an upgrade keeps working. Each older layout is a
+    /// prefix of the newer, so the newest that decodes is tried first.
     pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
         if let Ok(s) = postcard::from_bytes(bytes) {
             return Ok(s);
+        }
+        if let Ok(v2) = postcard::from_bytes::<SessionSecretsV2>(bytes) {
+            return Ok(Self {
+                access_token: v2.access_token,
+                refresh_token: v2.refresh_token,
+                id_token: v2.id_token,
+                claims_json: v2.claims_json,
+                scopes: v2.scopes,
+                derived: Vec::new(),
+            });
         }
         let v1: SessionSecretsV1 =
             postcard::from_bytes(bytes).map_err(|_| RecordError::Malformed)?;
@@ -238,7 +285,36 @@ impl SessionSecrets {
             id_token: v1.id_token,
             claims_json: v1.claims_json,
             scopes: None,
+            derived: Vec::new(),
         })
+    }
+
+    /// The derived token stored under `key`, if it is still valid `skew`
+    /// seconds from `now` (one without an expiry is used as it is).
+    pub fn derived_token(&self, key: &str, now: u64, skew: u64) -> Option<&SecretString> {
+        self.derived
+            .iter()
+            .find(|d| d.key == key && (d.expires_at == 0 || now + skew < d.expires_at))
+            .map(|d| &d.access_token)
+    }
+
+    /// Stores `token`, replacing any under the same key; past
+    /// [`MAX_DERIVED`], the one expiring first goes.
+    pub fn put_derived(&mut self, token: DerivedToken) {
+        self.derived.retain(|d| d.key != token.key);
+        while self.derived.len() >= MAX_DERIVED {
+            let Some(first) = self
+                .derived
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, d)| d.expires_at)
+                .map(|(i, _)| i)
+            else {
+                break;
+            };
+            self.derived.remove(first);
+        }
+        self.derived.push(token);
     }
 }
 
@@ -387,6 +463,7 @@ mod tests {
             id_token: None,
             claims_json: "{}".into(),
             scopes: Some("openid api".into()),
+            derived: Vec::new(),
         };
         assert_eq!(format!("{s:?}"), "SessionSecrets([redacted])");
         let back = SessionSecrets::decode(&s.encode()).expect("decodes");
@@ -404,5 +481,64 @@ mod tests {
         assert_eq!(back.refresh_token.as_ref().map(|t| t.expose()), Some("rt"));
         assert_eq!(back.claims_json, "{\"sub\":\"a\"}");
         assert_eq!(back.scopes, None);
+    }
+
+    fn derived(key: &str, token: &str, expires_at: u64) -> DerivedToken {
+        DerivedToken {
+            key: key.into(),
+            access_token: SecretString::new(token),
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn derived_tokens_are_kept_per_key_bounded_and_round_trip() {
+        let mut s = SessionSecrets {
+            access_token: SecretString::new("login"),
+            refresh_token: Some(SecretString::new("rt")),
+            id_token: None,
+            claims_json: "{}".into(),
+            scopes: None,
+            derived: Vec::new(),
+        };
+        s.put_derived(derived("r|https://api-a.test/|", "for-a", 1_000));
+        s.put_derived(derived("r|https://api-b.test/|", "for-b", 1_000));
+        s.put_derived(derived("r|https://api-a.test/|", "for-a-2", 2_000));
+        assert_eq!(s.derived.len(), 2, "one per key");
+        let back = SessionSecrets::decode(&s.encode()).expect("decodes");
+        let get = |key: &str, now: u64| {
+            back.derived_token(key, now, 30)
+                .map(|t| t.expose().to_owned())
+        };
+        assert_eq!(
+            get("r|https://api-a.test/|", 100).as_deref(),
+            Some("for-a-2")
+        );
+        assert_eq!(get("r|https://api-b.test/|", 100).as_deref(), Some("for-b"));
+        assert_eq!(get("r|https://api-b.test/|", 970), None, "inside the skew");
+        assert_eq!(get("x|https://api-b.test/|", 100), None, "another key");
+        for i in 0..40 {
+            s.put_derived(derived(&format!("k{i}"), "t", 5_000 + i));
+        }
+        assert_eq!(s.derived.len(), MAX_DERIVED);
+        assert!(s.derived_token("k39", 0, 0).is_some(), "the newest stays");
+    }
+
+    #[test]
+    fn secrets_written_before_derived_tokens_still_decode() {
+        #[derive(Serialize)]
+        struct V2<'a>(
+            &'a str,
+            Option<&'a str>,
+            Option<&'a str>,
+            &'a str,
+            Option<&'a str>,
+        );
+        let old =
+            postcard::to_stdvec(&V2("at", Some("rt"), None, "{}", Some("openid"))).expect("encode");
+        let back = SessionSecrets::decode(&old).expect("decodes");
+        assert_eq!(back.access_token.expose(), "at");
+        assert_eq!(back.scopes.as_deref(), Some("openid"));
+        assert!(back.derived.is_empty());
     }
 }

@@ -10,6 +10,7 @@ mod audit_trail;
 mod bearer;
 mod callback_failures;
 mod client_auth;
+mod derived_tokens;
 mod front_proxies;
 mod log_hygiene;
 mod login_flow;

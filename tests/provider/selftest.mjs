@@ -754,6 +754,59 @@ async function clientAuthScenario() {
   }
 }
 
+// ---------------------------------------------------------------------------
+// Scenario: --derived-resources (RFC 8707 refresh grants, RFC 8693 exchange)
+// ---------------------------------------------------------------------------
+
+async function derivedScenario() {
+  scenario = 'derived';
+  const A = 'https://api-a.test/';
+  const B = 'https://api-b.test/';
+  const TE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+  const AT_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+  const p = await startProvider(['--test-api', '--access-token-ttl', '60', '--derived-resources']);
+  try {
+    const { issuer } = p.ready.json;
+    const disco = await (await fetch(`${issuer}/.well-known/openid-configuration`)).json();
+    check(disco.grant_types_supported.includes(TE), 'discovery advertises token exchange', disco.grant_types_supported);
+    const jwks = jose.createLocalJWKSet(await (await fetch(disco.jwks_uri)).json());
+    const redirectUri = 'http://127.0.0.1:3/auth/callback';
+    const b = new Browser();
+    const login = await signIn(b, disco, { clientId: 'oidc-bff', redirectUri, user: 'alice', password: 'alice-password', scope: 'openid profile a.read b.read' });
+    const t = await exchange(disco, 'oidc-bff', 'basic', login);
+    must(t.status === 200, 'code exchange with two resources granted', t);
+    check(t.json.access_token.split('.').length !== 3, 'the login token is opaque (no resource named)', t.json.access_token);
+
+    const ra = await token(disco, 'oidc-bff', 'basic', { grant_type: 'refresh_token', refresh_token: t.json.refresh_token, resource: A, scope: 'a.read' });
+    must(ra.status === 200, 'refresh grant with resource A', ra);
+    const { payload: a } = await jose.jwtVerify(ra.json.access_token, jwks, { issuer, audience: A, typ: 'at+jwt' });
+    check(a.sub === 'alice' && a.scope === 'a.read', 'token for A: aud A, scope a.read', a);
+    check(typeof ra.json.refresh_token === 'string' && ra.json.refresh_token !== t.json.refresh_token, 'the grant rotates the refresh token');
+    const rb = await token(disco, 'oidc-bff', 'basic', { grant_type: 'refresh_token', refresh_token: ra.json.refresh_token, resource: B, scope: 'b.read' });
+    must(rb.status === 200, 'refresh grant with resource B (rotated token)', rb);
+    const { payload: bb } = await jose.jwtVerify(rb.json.access_token, jwks, { issuer, audience: B, typ: 'at+jwt' });
+    check(bb.scope === 'b.read', 'token for B: aud B, scope b.read', bb);
+    const cross = await token(disco, 'oidc-bff', 'basic', { grant_type: 'refresh_token', refresh_token: rb.json.refresh_token, resource: A, scope: 'b.read' });
+    must(cross.status === 200, 'refresh grant for A asking a scope of B', cross);
+    const { payload: ax } = await jose.jwtVerify(cross.json.access_token, jwks, { issuer, audience: A, typ: 'at+jwt' });
+    check(ax.scope === undefined && cross.json.scope === '', 'a scope of B never goes into a token for A', ax);
+
+    const x = await token(disco, 'oidc-bff', 'basic', { grant_type: TE, subject_token: t.json.access_token, subject_token_type: AT_TYPE, resource: B, audience: B, scope: 'b.read' });
+    must(x.status === 200, 'token exchange for B', x);
+    check(x.json.issued_token_type === AT_TYPE, 'exchange answers issued_token_type', x.json);
+    const { payload: xb } = await jose.jwtVerify(x.json.access_token, jwks, { issuer, audience: B, typ: 'at+jwt' });
+    check(xb.sub === 'alice' && xb.scope === 'b.read', 'exchanged token: aud B, scope b.read, same user', xb);
+    const bad = await token(disco, 'oidc-bff', 'basic', { grant_type: TE, subject_token: 'not-a-token', subject_token_type: AT_TYPE, resource: B });
+    check(bad.status === 400 && bad.json.error === 'invalid_grant', 'exchange of an unknown subject token: invalid_grant', bad);
+    const other = await token(disco, 'oidc-bff', 'basic', { grant_type: TE, subject_token: t.json.access_token, subject_token_type: AT_TYPE, resource: 'https://elsewhere.test/' });
+    check(other.status === 400 && other.json.error === 'invalid_target', 'exchange for an unknown API: invalid_target', other);
+    const stats = (await api(issuer, 'GET', '/__test/stats')).json;
+    check(stats.token_grants[TE] === 1 && stats.resource_grants[A] === 2 && stats.resource_grants[B] === 2, 'grants counted by type and resource', stats);
+  } finally {
+    await stopProvider(p);
+  }
+}
+
 async function freePort() {
   const srv = createServer();
   await new Promise((r) => srv.listen(0, '127.0.0.1', r));
@@ -765,7 +818,7 @@ async function freePort() {
 // ---------------------------------------------------------------------------
 
 const started = Date.now();
-for (const s of [opaqueScenario, jwtScenario, flagsScenario, clientAuthScenario]) {
+for (const s of [opaqueScenario, jwtScenario, flagsScenario, clientAuthScenario, derivedScenario]) {
   try {
     await s();
   } catch (e) {

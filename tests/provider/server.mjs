@@ -51,6 +51,11 @@ try {
       'refresh-token-ttl': { type: 'string', default: '86400' },
       'test-api': { type: 'boolean', default: false },
       'jwt-access-tokens': { type: 'string' },
+      // Two APIs for derived user tokens (RFC 8707): https://api-a.test
+      // (scope a.read) and https://api-b.test (scope b.read). Every
+      // authorization is for both; a refresh grant naming one gets a JWT
+      // access token with that audience; the login's own is opaque.
+      'derived-resources': { type: 'boolean', default: false },
       'client-base': { type: 'string', multiple: true, default: [] },
       'jwks-file': { type: 'string' },
       // Gives the two static clients a back-channel logout URI (the demo's
@@ -91,6 +96,18 @@ if (JWT_AUDIENCE !== undefined) {
   // than with invalid_target at the first login.
   try { new URL(JWT_AUDIENCE); } catch { die(`--jwt-access-tokens must be an absolute URI, got ${JWT_AUDIENCE}`); }
 }
+
+const DERIVED = args['derived-resources'];
+if (DERIVED && JWT_AUDIENCE !== undefined) die('--derived-resources and --jwt-access-tokens exclude each other');
+/// --derived-resources: resource -> its scopes.
+const DERIVED_RESOURCES = {
+  'https://api-a.test/': ['a.read'],
+  'https://api-b.test/': ['b.read'],
+};
+
+// RFC 8693, registered as a custom grant with --derived-resources.
+const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
 
 const log = (...a) => console.error('[provider]', ...a);
 
@@ -328,7 +345,7 @@ function loopbackPostLogout(value) {
 const CLIENT_DEFAULTS = {
   // Every ID token carries auth_time (step-up checks it against max_age).
   require_auth_time: true,
-  grant_types: ['authorization_code', 'refresh_token'],
+  grant_types: ['authorization_code', 'refresh_token', ...(DERIVED ? [TOKEN_EXCHANGE] : [])],
   response_types: ['code'],
   token_endpoint_auth_method: 'client_secret_basic',
   id_token_signed_response_alg: 'RS256',
@@ -454,7 +471,7 @@ const configuration = {
   findAccount,
   jwks: JWKS,
   responseTypes: ['code'],
-  scopes: ['openid', 'offline_access', 'profile', 'email', ...RESOURCE_SCOPES],
+  scopes: ['openid', 'offline_access', 'profile', 'email', ...RESOURCE_SCOPES, ...(DERIVED ? Object.values(DERIVED_RESOURCES).flat() : [])],
   claims: {
     // acr with every openid login, not only when a client asks for it: the
     // gateway keeps it in the session for step-up.
@@ -527,6 +544,24 @@ const configuration = {
         return {
           scope: RESOURCE_SCOPES.join(' '),
           audience: JWT_AUDIENCE,
+          accessTokenTTL: ACCESS_TOKEN_TTL,
+          accessTokenFormat: 'jwt',
+          jwt: { sign: { alg: 'RS256' } },
+        };
+      },
+    } : DERIVED ? {
+      enabled: true,
+      // Authorization requests are for every API (so a refresh grant may
+      // name either); the token endpoint names none by default, and then
+      // the login's token is the opaque userinfo one.
+      defaultResource: async (ctx) => (ctx.oidc.route === 'token' ? undefined : Object.keys(DERIVED_RESOURCES)),
+      useGrantedResource: async () => false,
+      getResourceServerInfo: async (ctx, resourceIndicator) => {
+        const scopes = DERIVED_RESOURCES[resourceIndicator];
+        if (!scopes) throw new errors.InvalidTarget();
+        return {
+          scope: scopes.join(' '),
+          audience: resourceIndicator,
           accessTokenTTL: ACCESS_TOKEN_TTL,
           accessTokenFormat: 'jwt',
           jwt: { sign: { alg: 'RS256' } },
@@ -673,7 +708,8 @@ async function grantEverything(details, accountId) {
     } catch { /* malformed claims parameter: the provider rejects it itself */ }
   }
   for (const resource of asList(params.resource)) {
-    grant.addResourceScope(resource, scopes.filter((s) => RESOURCE_SCOPES.includes(s)).join(' '));
+    const known = DERIVED ? (DERIVED_RESOURCES[resource] ?? []) : RESOURCE_SCOPES;
+    grant.addResourceScope(resource, scopes.filter((s) => known.includes(s)).join(' '));
   }
   // Whatever the consent prompt still reports missing (e.g. on a second
   // round), grant it too, so the flow can never loop back here.
@@ -748,6 +784,8 @@ const stats = {};
 function resetStats() {
   Object.assign(stats, {
     token_grants: { authorization_code: 0, refresh_token: 0 },
+    // Successful token grants that named a resource, by resource.
+    resource_grants: {},
     refresh_failures: 0,
     revocations: 0,
     backchannel_logouts_sent: 0,
@@ -965,6 +1003,51 @@ const issuer = (args.issuer ?? `${TLS ? 'https' : 'http'}://${hostForUrl}:${port
 
 const provider = new Provider(issuer, configuration);
 
+// RFC 8693 token exchange (--derived-resources): an access token this
+// provider issued to the calling client (the subject) becomes a JWT access
+// token for one of the known APIs, with scopes of that API only.
+async function tokenExchange(ctx) {
+  const { params, client } = ctx.oidc;
+  if (params.subject_token_type !== ACCESS_TOKEN_TYPE) {
+    throw new errors.InvalidRequest('subject_token_type must be an access token');
+  }
+  if (params.requested_token_type && params.requested_token_type !== ACCESS_TOKEN_TYPE) {
+    throw new errors.InvalidRequest('only access tokens are issued');
+  }
+  const subject = await provider.AccessToken.find(String(params.subject_token ?? ''));
+  if (!subject || subject.isExpired || subject.clientId !== client.clientId) {
+    throw new errors.InvalidGrant('subject_token is not a valid access token of this client');
+  }
+  const resource = params.resource ?? params.audience;
+  const allowed = DERIVED_RESOURCES[resource];
+  if (!allowed) throw new errors.InvalidTarget();
+  const scopes = String(params.scope ?? allowed.join(' ')).split(' ').filter(Boolean);
+  if (scopes.some((s) => !allowed.includes(s))) throw new errors.InvalidScope('scope not granted for this resource', scopes.join(' '));
+  const at = new provider.AccessToken({
+    accountId: subject.accountId,
+    client,
+    grantId: subject.grantId,
+    gty: 'token_exchange',
+    sessionUid: subject.sessionUid,
+  });
+  at.resourceServer = new provider.ResourceServer(resource, await configuration.features.resourceIndicators.getResourceServerInfo(ctx, resource, client));
+  at.scope = scopes.join(' ');
+  ctx.oidc.entity('AccessToken', at);
+  const value = await at.save();
+  ctx.body = {
+    access_token: value,
+    issued_token_type: ACCESS_TOKEN_TYPE,
+    token_type: 'Bearer',
+    expires_in: at.expiration,
+    scope: at.scope,
+  };
+}
+if (DERIVED) {
+  provider.registerGrantType(TOKEN_EXCHANGE, tokenExchange, [
+    'subject_token', 'subject_token_type', 'requested_token_type', 'resource', 'audience', 'scope',
+  ]);
+}
+
 {
   const { prototype } = provider.Client;
   // Redirect URI policy (see loopbackCallback) on top of exact matching. The
@@ -1002,6 +1085,8 @@ const provider = new Provider(issuer, configuration);
 provider.on('grant.success', (ctx) => {
   const type = ctx.oidc.params.grant_type;
   stats.token_grants[type] = (stats.token_grants[type] ?? 0) + 1;
+  const resource = ctx.oidc.params.resource;
+  if (typeof resource === 'string') stats.resource_grants[resource] = (stats.resource_grants[resource] ?? 0) + 1;
 });
 provider.on('grant.error', (ctx, err) => {
   const type = ctx.oidc?.params?.grant_type;
