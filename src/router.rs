@@ -347,6 +347,7 @@ mod tests {
             assertion_audience: None,
             bearer_audience: None,
             step_up: Default::default(),
+            token: Default::default(),
         };
         RouteTable::new(&[
             route("/api"),

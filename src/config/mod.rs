@@ -65,7 +65,7 @@ pub use oidc_endpoints::{
     RawFrontchannel,
 };
 pub use proxy::{ProxyConfig, RawProxy};
-pub use routes::{RawCondition, RawRoute, RouteAuth, RouteConfig};
+pub use routes::{RawCondition, RawRoute, RouteAuth, RouteConfig, RouteToken, TokenKind};
 pub use server::{ConnectionLimits, RawServer, ServerConfig};
 pub use session::{RawKey, RawSession, SameSite, ServerKeyConfig, SessionConfig};
 pub use static_files::{RawStatic, StaticConfig};

@@ -59,6 +59,55 @@ pub struct RawRoute {
     /// Step-up: the session's login (`auth_time`) must be at most this old,
     /// e.g. "10m"; otherwise 401 `step_up_required` with `max_age`.
     pub max_auth_age: Option<RawDuration>,
+    /// Which access token the upstream receives: "user" (the login's, the
+    /// default), "client" (the gateway's own client-credentials token),
+    /// "user_or_client" or "none".
+    pub token: Option<String>,
+    /// RFC 8707 resource the route's token is asked for.
+    pub resource: Option<String>,
+    /// Scopes the route's token is asked for.
+    pub scopes: Vec<String>,
+    /// Derive the user token by RFC 8693 token exchange.
+    pub token_exchange: bool,
+}
+
+/// Which access token a route's upstream receives (`[[routes]] token`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenKind {
+    /// The user's token (today's behaviour; the default). With `auth = "optional"`
+    /// and no session, no token.
+    User,
+    /// The gateway's own client-credentials token; needs no session.
+    Client,
+    /// The user's token when there is a session, else the client token.
+    UserOrClient,
+    /// No Authorization header at all.
+    None,
+}
+
+/// The token a route's upstream receives: its kind, and for derived or client
+/// tokens the RFC 8707 resource and the scopes asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteToken {
+    pub kind: TokenKind,
+    /// RFC 8707 `resource` (an absolute URI without fragment).
+    pub resource: Option<Url>,
+    /// Scopes asked for; empty = the login's scopes (user) / none sent (client).
+    pub scopes: Vec<String>,
+    /// Derive the user token by RFC 8693 token exchange instead of a
+    /// refresh-token grant with `resource`/`scope`.
+    pub exchange: bool,
+}
+
+impl Default for RouteToken {
+    fn default() -> Self {
+        Self {
+            kind: TokenKind::User,
+            resource: None,
+            scopes: Vec::new(),
+            exchange: false,
+        }
+    }
 }
 
 /// One condition of `require`, as written.
@@ -93,6 +142,10 @@ impl Default for RawRoute {
             bearer_audience: None,
             acr_values: Vec::new(),
             max_auth_age: None,
+            token: None,
+            resource: None,
+            scopes: Vec::new(),
+            token_exchange: false,
         }
     }
 }
@@ -124,6 +177,9 @@ pub struct RouteConfig {
     /// What the session's login must meet (`acr_values`, `max_auth_age`;
     /// empty: nothing).
     pub step_up: StepUpRule,
+    /// Which token the upstream receives (`token`, `resource`, `scopes`,
+    /// `token_exchange`).
+    pub token: RouteToken,
 }
 
 /// The gateway's own endpoints, which no route may shadow.
@@ -236,6 +292,7 @@ pub(super) fn validate(raw: &[RawRoute], issues: &mut Issues) -> Vec<RouteConfig
             }
         }
         let step_up = step_up(&prefix, r, auth, issues);
+        let token = route_token(&prefix, r, auth, issues);
         if let Some(upstream) = upstream {
             routes.push(RouteConfig {
                 path: r.path.clone(),
@@ -251,10 +308,97 @@ pub(super) fn validate(raw: &[RawRoute], issues: &mut Issues) -> Vec<RouteConfig
                     .then(|| r.assertion_audience.clone().unwrap_or_default()),
                 bearer_audience: r.bearer_audience.clone(),
                 step_up,
+                token,
             });
         }
     }
     routes
+}
+
+/// `routes[i].token`, `resource`, `scopes` and `token_exchange`: a kind the
+/// route can send (a user token needs a session), a resource that is an
+/// absolute http(s) URI without fragment (RFC 8707 §2), scopes of the
+/// RFC 6749 §3.3 character set, and token exchange for user tokens only.
+fn route_token(prefix: &str, r: &RawRoute, auth: RouteAuth, issues: &mut Issues) -> RouteToken {
+    let kind = match r.token.as_deref().unwrap_or("user") {
+        "user" => TokenKind::User,
+        "client" => TokenKind::Client,
+        "user_or_client" => TokenKind::UserOrClient,
+        "none" => TokenKind::None,
+        other => {
+            issues.add(
+                format!("{prefix}.token"),
+                format!("`{other}` must be \"user\", \"client\", \"user_or_client\" or \"none\""),
+            );
+            TokenKind::User
+        }
+    };
+    if auth == RouteAuth::None && matches!(kind, TokenKind::User | TokenKind::UserOrClient) {
+        issues.add(
+            format!("{prefix}.token"),
+            "a route with auth = \"none\" has no user token to send; set token = \"client\" or \"none\", or auth = \"optional\"",
+        );
+    }
+    let resource = r.resource.as_deref().and_then(|written| match Url::parse(written) {
+        Ok(u)
+            if matches!(u.scheme(), "http" | "https")
+                && u.host().is_some()
+                && u.fragment().is_none() =>
+        {
+            Some(u)
+        }
+        _ => {
+            issues.add(
+                format!("{prefix}.resource"),
+                format!("`{written}` must be an absolute http:// or https:// URI without fragment, e.g. \"https://api.example.com\""),
+            );
+            None
+        }
+    });
+    for (j, s) in r.scopes.iter().enumerate() {
+        if !is_scope_token(s) {
+            issues.add(
+                format!("{prefix}.scopes[{j}]"),
+                format!("`{s}` must be one scope of printable characters without spaces, quotes or backslashes"),
+            );
+        }
+    }
+    let derived = resource.is_some() || !r.scopes.is_empty() || r.token_exchange;
+    if derived && kind == TokenKind::None {
+        let key = if r.token_exchange {
+            "token_exchange"
+        } else if r.resource.is_some() {
+            "resource"
+        } else {
+            "scopes"
+        };
+        issues.add(
+            format!("{prefix}.{key}"),
+            "a route with token = \"none\" sends no token; remove it or choose a token kind",
+        );
+    }
+    if r.token_exchange && kind == TokenKind::Client {
+        issues.add(
+            format!("{prefix}.token_exchange"),
+            "exchanges a user's token; use it with token = \"user\" or \"user_or_client\"",
+        );
+    }
+    RouteToken {
+        kind,
+        resource,
+        scopes: r.scopes.clone(),
+        exchange: r.token_exchange,
+    }
+}
+
+/// RFC 6749 §3.3 `scope-token`: `%x21 / %x23-5B / %x5D-7E`, non-empty
+/// (bounded, so a scope list stays a reasonable form field).
+fn is_scope_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 256
+        && s
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
 }
 
 /// `routes[i].acr_values` and `max_auth_age`: ACR values the provider can
@@ -568,5 +712,54 @@ mod tests {
             let keys = keys_of(load_str(&toml, &[]).expect_err("invalid"));
             assert_eq!(keys, ["routes[1].bearer_audience"]);
         }
+    }
+
+    #[test]
+    fn route_tokens_are_read_with_user_as_the_default() {
+        use super::{RouteToken, TokenKind};
+        let ok = load_str(
+            &route("auth = \"none\"\ntoken = \"client\"\nscopes = [\"api:read\"]\nresource = \"https://api.example.com/v1\"\n"),
+            &[],
+        )
+        .expect("valid");
+        assert_eq!(ok.routes[0].token, RouteToken::default());
+        let t = &ok.routes[1].token;
+        assert_eq!(t.kind, TokenKind::Client);
+        assert_eq!(t.scopes, ["api:read"]);
+        assert_eq!(
+            t.resource.as_ref().map(url::Url::as_str),
+            Some("https://api.example.com/v1")
+        );
+        for (lines, kind) in [
+            ("auth = \"optional\"\ntoken = \"user_or_client\"\n", TokenKind::UserOrClient),
+            ("token = \"none\"\n", TokenKind::None),
+            ("token = \"client\"\n", TokenKind::Client),
+            ("token_exchange = true\n", TokenKind::User),
+        ] {
+            let c = load_str(&route(lines), &[]).expect(lines);
+            assert_eq!(c.routes[1].token.kind, kind, "{lines}");
+        }
+    }
+
+    #[test]
+    fn route_tokens_are_checked_by_key() {
+        let cases = [
+            ("token = \"service\"\n", "routes[1].token"),
+            ("auth = \"none\"\n", "routes[1].token"),
+            ("auth = \"none\"\ntoken = \"user_or_client\"\n", "routes[1].token"),
+            ("resource = \"https://api.example.com#x\"\n", "routes[1].resource"),
+            ("resource = \"/relative\"\n", "routes[1].resource"),
+            ("scopes = [\"a b\"]\n", "routes[1].scopes[0]"),
+            ("scopes = [\"\"]\n", "routes[1].scopes[0]"),
+            ("token = \"client\"\ntoken_exchange = true\n", "routes[1].token_exchange"),
+            ("token = \"none\"\nscopes = [\"a\"]\n", "routes[1].scopes"),
+        ];
+        for (lines, key) in cases {
+            let err = load_str(&route(lines), &[]).expect_err(lines);
+            assert_eq!(keys_of(err.clone()), [key], "{lines}: {err}");
+        }
+        let typo = route("tokens = \"client\"\n");
+        let err = load_str(&typo, &[]).expect_err("unknown key");
+        assert!(err.to_string().contains("`token`"), "{err}");
     }
 }

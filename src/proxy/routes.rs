@@ -13,7 +13,7 @@ use crate::authz::{ClaimPath, Policy};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderName, HeaderValue, Uri};
 
-use crate::config::{RouteAuth, RouteConfig};
+use crate::config::{RouteAuth, RouteConfig, RouteToken};
 use crate::step_up::StepUpRule;
 pub use crate::url_policy::path::{has_dot_segment, path_has_prefix};
 
@@ -34,6 +34,8 @@ pub struct Route {
     pub bearer_audience: Option<String>,
     /// What the session's login must meet (`acr_values`, `max_auth_age`).
     pub step_up: StepUpRule,
+    /// Which token the upstream receives (`token`; see `proxy::token`).
+    pub token: RouteToken,
     /// The gateway's `/auth/login` as the browser sees it (under the mount
     /// path): the base of a step-up challenge's login URL.
     pub login_path: String,
@@ -73,6 +75,7 @@ impl RouteTable {
                 assertion_audience: c.assertion_audience.clone(),
                 bearer_audience: c.bearer_audience.clone(),
                 step_up: c.step_up.clone(),
+                token: c.token.clone(),
                 login_path: "/auth/login".into(),
                 host_header: HeaderValue::from_str(authority.as_str())?,
                 scheme,
@@ -208,6 +211,7 @@ mod tests {
             assertion_audience: None,
             bearer_audience: None,
             step_up: Default::default(),
+            token: Default::default(),
         };
         RouteTable::new(&[
             route("/api", "http://127.0.0.1:9100", false),
