@@ -15,6 +15,7 @@ use crate::audit::Auditor;
 use crate::config::Config;
 use crate::extract::client::ClientAddressPolicy;
 use crate::flows::logout::LogoutFlow;
+use crate::flows::client_token::ClientTokens;
 use crate::flows::refresh::Refresher;
 use crate::identity::Signer;
 use crate::lifecycle::Lifecycle;
@@ -139,7 +140,15 @@ impl AppState {
             .map(|a| Signer::new(a, config.server.public_url.as_str()).map(Arc::new))
             .transpose()?;
         let forwarder = Arc::new(
-            Forwarder::new(&config, sessions.clone(), metrics.clone())?
+            Forwarder::new(
+                &config,
+                sessions.clone(),
+                metrics.clone(),
+                Arc::new(ClientTokens::new(
+                    oidc.clone(),
+                    config.session.refresh_skew,
+                )),
+            )?
                 .with_signer(signer.clone())
                 .with_lifecycle(lifecycle.clone()),
         );

@@ -23,9 +23,11 @@ use tracing::Instrument as _;
 use super::client::{HttpClient, build_client};
 use super::headers;
 use super::routes::Route;
+use super::token;
 use super::upgrade::{self, SessionWatch};
 use crate::config::{Config, RouteAuth};
 use crate::error::AppError;
+use crate::flows::client_token::ClientTokens;
 use crate::extract::client::{ClientAddressPolicy, peer_ip_of};
 use crate::identity::{self, Signer};
 use crate::lifecycle::Lifecycle;
@@ -101,6 +103,8 @@ pub struct Forwarder {
     /// `/auth/login` as the browser sees it: where a relayed step-up
     /// challenge sends the SPA.
     login_path: String,
+    /// The gateway's own tokens, for `token = "client"` routes.
+    client_tokens: Arc<ClientTokens>,
 }
 
 impl Forwarder {
@@ -108,6 +112,7 @@ impl Forwarder {
         config: &Config,
         sessions: Arc<Sessions>,
         metrics: Arc<Metrics>,
+        client_tokens: Arc<ClientTokens>,
     ) -> anyhow::Result<Self> {
         let public = &config.server.public_url;
         let host = match public.port() {
@@ -137,6 +142,7 @@ impl Forwarder {
             lifecycle: Lifecycle::default(),
             gateway_only: identity::names_to_strip(&config.routes, config.assertion.as_ref()),
             login_path: config.server.path("/auth/login"),
+            client_tokens,
         })
     }
 
@@ -243,11 +249,16 @@ impl Forwarder {
         }
         let now = crate::clock::unix_now();
         let (bearer, identity) = match caller {
-            Caller::Anonymous => (None, Vec::new()),
+            Caller::Anonymous => (
+                token::decide(&route.token, None, &self.client_tokens)
+                    .await?
+                    .map(|a| a.header().clone()),
+                Vec::new(),
+            ),
             Caller::Session(s) => (
-                Some(s.bearer_header().map_err(|_| {
-                    AppError::Internal("access token is not a valid header value".into())
-                })?),
+                token::decide(&route.token, Some(s), &self.client_tokens)
+                    .await?
+                    .map(|a| a.header().clone()),
                 self.identity_for(route, s, now)?,
             ),
             Caller::Bearer {

@@ -16,4 +16,5 @@ pub mod forward;
 pub mod handler;
 pub mod headers;
 pub mod routes;
+pub mod token;
 pub mod upgrade;
