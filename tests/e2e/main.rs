@@ -25,6 +25,7 @@ mod session_cookies;
 mod session_lifecycle;
 mod static_app;
 mod step_up;
+mod tokens;
 mod store_cluster;
 mod store_conformance;
 mod store_consistency;
