@@ -148,6 +148,7 @@ impl AppState {
                     oidc.clone(),
                     config.session.refresh_skew,
                 )),
+                refresher.clone(),
             )?
                 .with_signer(signer.clone())
                 .with_lifecycle(lifecycle.clone()),

@@ -134,3 +134,105 @@ async fn user_or_client_sends_the_users_token_with_a_session_and_none_sends_no_t
         1
     );
 }
+
+async fn refresh_grants(api: &ProviderApi) -> u64 {
+    api.get("/__test/stats").await["token_grants"]["refresh_token"]
+        .as_u64()
+        .expect("refresh_token count")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_the_api_refuses_is_renewed_once_and_the_call_retried_once() {
+    let provider = ProviderProcess::start(&[]);
+    let api = ProviderApi::new(&provider.issuer);
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .issuer(&provider.issuer)
+        .route(RawRoute {
+            auth: "none".into(),
+            token: Some("client".into()),
+            ..route("/svc", &upstream.url())
+        })
+        .start()
+        .await;
+    let mut b = Browser::new(&gw);
+    b.login_alice().await;
+    assert_eq!(b.get("/api/x").await.status, StatusCode::OK);
+    let revoked = last_bearer(&upstream).expect("user token");
+    upstream.revoke(&revoked);
+    let refreshes = refresh_grants(&api).await;
+
+    // GET: refused, one refresh, one retry with the new token, 200.
+    let seen = upstream.count();
+    let r = b.get("/api/x").await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(upstream.count() - seen, 2, "the refused call and one retry");
+    assert_eq!(refresh_grants(&api).await - refreshes, 1, "exactly one refresh");
+    let renewed = last_bearer(&upstream).expect("renewed token");
+    assert_ne!(renewed, revoked);
+    assert_eq!(api.check_access_token(&renewed).await["sub"], "alice");
+    // The session keeps the new token: the next call is not refused.
+    let seen = upstream.count();
+    assert_eq!(b.get("/api/x").await.status, StatusCode::OK);
+    assert_eq!(upstream.count() - seen, 1);
+    assert_eq!(last_bearer(&upstream).as_deref(), Some(renewed.as_str()));
+
+    // A small POST body is kept and sent again whole.
+    upstream.revoke(&renewed);
+    let r = b
+        .request(
+            reqwest::Method::POST,
+            "/api/items",
+            &[("x-csrf", "1"), ("content-type", "application/json")],
+            Some("{\"a\":1}".into()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    let last = upstream.seen().last().cloned().expect("retry");
+    assert_eq!((last.method.as_str(), last.body_len), ("POST", 7));
+    assert_eq!(refresh_grants(&api).await - refreshes, 2);
+
+    // Refused again after the retry: the second 401 reaches the browser.
+    let seen = upstream.count();
+    let r = b.get("/api/refuse-always").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r:?}");
+    assert!(
+        r.headers
+            .get_all("www-authenticate")
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|v| v.contains("invalid_token"))),
+        "{r:?}"
+    );
+    assert_eq!(upstream.count() - seen, 2, "one retry, not more");
+    assert_eq!(refresh_grants(&api).await - refreshes, 3);
+
+    // A streamed body is not kept: its 401 passes through, no retry.
+    let current = last_bearer(&upstream).expect("token");
+    upstream.revoke(&current);
+    let seen = upstream.count();
+    let chunks =
+        futures_util::stream::iter((0..4).map(|_| Ok::<_, std::io::Error>(vec![b'x'; 1024])));
+    let r =
+        b.gw.post(gw.url("/api/upload"))
+            .header("cookie", b.cookie_header())
+            .header("x-csrf", "1")
+            .body(reqwest::Body::wrap_stream(chunks))
+            .send()
+            .await
+            .expect("upload");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(upstream.count() - seen, 1, "no retry for a streamed body");
+    assert_eq!(refresh_grants(&api).await - refreshes, 3, "and no refresh");
+
+    // A client token the API refuses: dropped, fetched anew, retried once.
+    let mut anonymous = Browser::new(&gw);
+    assert_eq!(anonymous.get("/svc/x").await.status, StatusCode::OK);
+    let client = last_bearer(&upstream).expect("client token");
+    upstream.revoke(&client);
+    let grants = client_grants(&api).await;
+    assert_eq!(anonymous.get("/svc/x").await.status, StatusCode::OK);
+    assert_eq!(client_grants(&api).await - grants, 1);
+    let fresh = last_bearer(&upstream).expect("new client token");
+    assert_ne!(fresh, client);
+    assert!(is_client_token(&api.check_access_token(&fresh).await));
+}
