@@ -14,8 +14,8 @@ use axum::extract::FromRef;
 use crate::audit::Auditor;
 use crate::config::Config;
 use crate::extract::client::ClientAddressPolicy;
-use crate::flows::logout::LogoutFlow;
 use crate::flows::client_token::ClientTokens;
+use crate::flows::logout::LogoutFlow;
 use crate::flows::refresh::Refresher;
 use crate::identity::Signer;
 use crate::lifecycle::Lifecycle;
@@ -144,14 +144,11 @@ impl AppState {
                 &config,
                 sessions.clone(),
                 metrics.clone(),
-                Arc::new(ClientTokens::new(
-                    oidc.clone(),
-                    config.session.refresh_skew,
-                )),
+                Arc::new(ClientTokens::new(oidc.clone(), config.session.refresh_skew)),
                 refresher.clone(),
             )?
-                .with_signer(signer.clone())
-                .with_lifecycle(lifecycle.clone()),
+            .with_signer(signer.clone())
+            .with_lifecycle(lifecycle.clone()),
         );
         Ok(Self(Arc::new(Inner {
             routes: RouteTable::new(&config.routes)?

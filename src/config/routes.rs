@@ -333,7 +333,11 @@ fn route_token(prefix: &str, r: &RawRoute, auth: RouteAuth, issues: &mut Issues)
             TokenKind::User
         }
     };
-    if auth == RouteAuth::None && matches!(kind, TokenKind::User | TokenKind::UserOrClient) {
+    // Written out only: by default an `auth = "none"` route sends no token.
+    if auth == RouteAuth::None
+        && r.token.is_some()
+        && matches!(kind, TokenKind::User | TokenKind::UserOrClient)
+    {
         issues.add(
             format!("{prefix}.token"),
             "a route with auth = \"none\" has no user token to send; set token = \"client\" or \"none\", or auth = \"optional\"",
@@ -396,8 +400,7 @@ fn route_token(prefix: &str, r: &RawRoute, auth: RouteAuth, issues: &mut Issues)
 fn is_scope_token(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 256
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
 }
 
@@ -723,6 +726,10 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(ok.routes[0].token, RouteToken::default());
+        // Unwritten, `user` is the default on any route (without a
+        // session it sends nothing).
+        let public = load_str(&route("auth = \"none\"\n"), &[]).expect("valid");
+        assert_eq!(public.routes[1].token.kind, TokenKind::User);
         let t = &ok.routes[1].token;
         assert_eq!(t.kind, TokenKind::Client);
         assert_eq!(t.scopes, ["api:read"]);
@@ -731,7 +738,10 @@ mod tests {
             Some("https://api.example.com/v1")
         );
         for (lines, kind) in [
-            ("auth = \"optional\"\ntoken = \"user_or_client\"\n", TokenKind::UserOrClient),
+            (
+                "auth = \"optional\"\ntoken = \"user_or_client\"\n",
+                TokenKind::UserOrClient,
+            ),
             ("token = \"none\"\n", TokenKind::None),
             ("token = \"client\"\n", TokenKind::Client),
             ("token_exchange = true\n", TokenKind::User),
@@ -745,13 +755,22 @@ mod tests {
     fn route_tokens_are_checked_by_key() {
         let cases = [
             ("token = \"service\"\n", "routes[1].token"),
-            ("auth = \"none\"\n", "routes[1].token"),
-            ("auth = \"none\"\ntoken = \"user_or_client\"\n", "routes[1].token"),
-            ("resource = \"https://api.example.com#x\"\n", "routes[1].resource"),
+            ("auth = \"none\"\ntoken = \"user\"\n", "routes[1].token"),
+            (
+                "auth = \"none\"\ntoken = \"user_or_client\"\n",
+                "routes[1].token",
+            ),
+            (
+                "resource = \"https://api.example.com#x\"\n",
+                "routes[1].resource",
+            ),
             ("resource = \"/relative\"\n", "routes[1].resource"),
             ("scopes = [\"a b\"]\n", "routes[1].scopes[0]"),
             ("scopes = [\"\"]\n", "routes[1].scopes[0]"),
-            ("token = \"client\"\ntoken_exchange = true\n", "routes[1].token_exchange"),
+            (
+                "token = \"client\"\ntoken_exchange = true\n",
+                "routes[1].token_exchange",
+            ),
             ("token = \"none\"\nscopes = [\"a\"]\n", "routes[1].scopes"),
         ];
         for (lines, key) in cases {

@@ -27,9 +27,9 @@ use super::token;
 use super::upgrade::{self, SessionWatch};
 use crate::config::{Config, RouteAuth};
 use crate::error::AppError;
+use crate::extract::client::{ClientAddressPolicy, peer_ip_of};
 use crate::flows::client_token::ClientTokens;
 use crate::flows::refresh::Refresher;
-use crate::extract::client::{ClientAddressPolicy, peer_ip_of};
 use crate::identity::{self, Signer};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::{Metrics, UpstreamRoute};
@@ -161,6 +161,18 @@ impl Forwarder {
     pub fn with_lifecycle(mut self, lifecycle: Lifecycle) -> Self {
         self.lifecycle = lifecycle;
         self
+    }
+
+    /// The `Authorization` `route`'s upstream receives (`proxy::token`),
+    /// for forward-auth answers.
+    pub async fn token_for(
+        &self,
+        route: &Route,
+        session: Option<&Session>,
+    ) -> Result<Option<HeaderValue>, AppError> {
+        Ok(token::decide(&route.token, session, &self.client_tokens)
+            .await?
+            .map(|a| a.header().clone()))
     }
 
     /// What `route`'s upstream is told about `session`'s user: identity
@@ -430,7 +442,14 @@ impl Forwarder {
             (Some(_), None) if renewable => keep_for_replay(&parts, body).await?,
             _ => (body, None),
         };
-        let replay = replay.map(|b| (parts.method.clone(), parts.uri.clone(), parts.headers.clone(), b));
+        let replay = replay.map(|b| {
+            (
+                parts.method.clone(),
+                parts.uri.clone(),
+                parts.headers.clone(),
+                b,
+            )
+        });
         let upstream_req = Request::from_parts(parts, body);
         let mut resp = self.send(route, client, upstream_req, &span).await?;
         if resp.status() == StatusCode::UNAUTHORIZED

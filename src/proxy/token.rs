@@ -87,7 +87,9 @@ fn is_invalid_token_challenge(header: &[u8]) -> bool {
         return false;
     }
     crate::step_up::auth_params(rest).is_some_and(|params| {
-        let mut errors = params.iter().filter(|(k, _)| k.eq_ignore_ascii_case("error"));
+        let mut errors = params
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("error"));
         matches!((errors.next(), errors.next()), (Some((_, v)), None) if v == "invalid_token")
     })
 }

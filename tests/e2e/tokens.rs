@@ -56,9 +56,16 @@ async fn a_client_token_route_needs_no_session_and_its_token_is_fetched_once_unt
     });
     for r in futures_util::future::join_all(calls).await {
         assert_eq!(r.status, StatusCode::OK, "{r:?}");
-        assert!(!r.body.contains("Bearer"), "the token never reaches the browser");
+        assert!(
+            !r.body.contains("Bearer"),
+            "the token never reaches the browser"
+        );
     }
-    assert_eq!(client_grants(&api).await - before, 1, "one grant for 8 concurrent calls");
+    assert_eq!(
+        client_grants(&api).await - before,
+        1,
+        "one grant for 8 concurrent calls"
+    );
     let tokens: std::collections::BTreeSet<_> = upstream
         .seen()
         .iter()
@@ -80,7 +87,11 @@ async fn a_client_token_route_needs_no_session_and_its_token_is_fetched_once_unt
     let mut b = Browser::new(&gw);
     assert_eq!(b.get("/svc/again").await.status, StatusCode::OK);
     assert_eq!(b.get("/svc/again").await.status, StatusCode::OK);
-    assert_eq!(client_grants(&api).await - before, 2, "fetched again after expiry");
+    assert_eq!(
+        client_grants(&api).await - before,
+        2,
+        "fetched again after expiry"
+    );
     let second = last_bearer(&upstream).expect("bearer");
     assert_ne!(second, first);
     assert!(is_client_token(&api.check_access_token(&second).await));
@@ -128,7 +139,10 @@ async fn user_or_client_sends_the_users_token_with_a_session_and_none_sends_no_t
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{r:?}");
-    assert_eq!(bare.seen().last().and_then(|s| s.header("authorization")), None);
+    assert_eq!(
+        bare.seen().last().and_then(|s| s.header("authorization")),
+        None
+    );
     assert_eq!(
         api.get("/__test/stats").await["token_grants"]["client_credentials"],
         1
@@ -167,7 +181,11 @@ async fn a_token_the_api_refuses_is_renewed_once_and_the_call_retried_once() {
     let r = b.get("/api/x").await;
     assert_eq!(r.status, StatusCode::OK, "{r:?}");
     assert_eq!(upstream.count() - seen, 2, "the refused call and one retry");
-    assert_eq!(refresh_grants(&api).await - refreshes, 1, "exactly one refresh");
+    assert_eq!(
+        refresh_grants(&api).await - refreshes,
+        1,
+        "exactly one refresh"
+    );
     let renewed = last_bearer(&upstream).expect("renewed token");
     assert_ne!(renewed, revoked);
     assert_eq!(api.check_access_token(&renewed).await["sub"], "alice");
@@ -235,4 +253,58 @@ async fn a_token_the_api_refuses_is_renewed_once_and_the_call_retried_once() {
     let fresh = last_bearer(&upstream).expect("new client token");
     assert_ne!(fresh, client);
     assert!(is_client_token(&api.check_access_token(&fresh).await));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_auth_answers_with_the_routes_token() {
+    let provider = ProviderProcess::start(&[]);
+    let api = ProviderApi::new(&provider.issuer);
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .issuer(&provider.issuer)
+        .configure(|c| {
+            c.server.trusted_proxies = vec!["127.0.0.1/32".into()];
+            c.forward_auth.enabled = true;
+        })
+        .route(RawRoute {
+            auth: "none".into(),
+            token: Some("client".into()),
+            ..route("/svc", &upstream.url())
+        })
+        .route(RawRoute {
+            token: Some("none".into()),
+            ..route("/bare", &upstream.url())
+        })
+        .start()
+        .await;
+    let verify = |b: &mut Browser, original: &'static str| {
+        let mut b = std::mem::replace(b, Browser::new(&gw));
+        async move {
+            let r = b
+                .request(
+                    reqwest::Method::GET,
+                    "/auth/verify",
+                    &[("x-original-uri", original)],
+                    None,
+                )
+                .await;
+            (b, r)
+        }
+    };
+    // No session: the client route's answer carries the client token.
+    let (mut b, r) = verify(&mut Browser::new(&gw), "/svc/x").await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    let token = r.headers["authorization"]
+        .to_str()
+        .expect("ascii")
+        .strip_prefix("Bearer ")
+        .expect("bearer")
+        .to_owned();
+    assert!(is_client_token(&api.check_access_token(&token).await));
+    // A session on a `none` route: allowed, identity but no token.
+    b.login_alice().await;
+    let (_, r) = verify(&mut b, "/bare/x").await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert!(!r.headers.contains_key("authorization"), "{r:?}");
+    assert_eq!(r.headers["x-auth-request-user"], "alice");
 }

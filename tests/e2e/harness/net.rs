@@ -115,8 +115,8 @@ async fn record(State(up): State<Upstream>, req: Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    let refuse = up.revoked.lock().expect("lock").contains(token)
-        || path.ends_with("/refuse-always");
+    let refuse =
+        up.revoked.lock().expect("lock").contains(token) || path.ends_with("/refuse-always");
     if refuse {
         return (
             StatusCode::UNAUTHORIZED,
