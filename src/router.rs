@@ -347,12 +347,7 @@ mod tests {
             assertion_audience: None,
             bearer_audience: None,
             step_up: Default::default(),
-            token: crate::config::RouteToken {
-                kind: crate::config::TokenKind::User,
-                resource: None,
-                scopes: Vec::new(),
-                exchange: false,
-            },
+            token: Default::default(),
         };
         RouteTable::new(&[
             route("/api"),

@@ -14,6 +14,7 @@ use axum::extract::FromRef;
 use crate::audit::Auditor;
 use crate::config::Config;
 use crate::extract::client::ClientAddressPolicy;
+use crate::flows::client_token::ClientTokens;
 use crate::flows::logout::LogoutFlow;
 use crate::flows::refresh::Refresher;
 use crate::identity::Signer;
@@ -146,9 +147,15 @@ impl AppState {
             .map(|a| Signer::new(a, config.server.public_url.as_str()).map(Arc::new))
             .transpose()?;
         let forwarder = Arc::new(
-            Forwarder::new(&config, sessions.clone(), metrics.clone())?
-                .with_signer(signer.clone())
-                .with_lifecycle(lifecycle.clone()),
+            Forwarder::new(
+                &config,
+                sessions.clone(),
+                metrics.clone(),
+                Arc::new(ClientTokens::new(oidc.clone(), config.session.refresh_skew)),
+                refresher.clone(),
+            )?
+            .with_signer(signer.clone())
+            .with_lifecycle(lifecycle.clone()),
         );
         Ok(Self(Arc::new(Inner {
             routes: RouteTable::new(&config.routes)?

@@ -93,7 +93,7 @@ pub fn return_to_from_referer(
 
 /// The longest `WWW-Authenticate` value read for a challenge; a longer one
 /// is passed through untouched.
-const MAX_CHALLENGE_BYTES: usize = 2048;
+pub(crate) const MAX_CHALLENGE_BYTES: usize = 2048;
 /// The most `auth-param`s read from one challenge.
 const MAX_PARAMS: usize = 16;
 
@@ -165,7 +165,7 @@ pub fn is_acr_token(t: &str) -> bool {
 
 /// `name=value` pairs of one challenge (RFC 9110 §11.2): values are tokens
 /// or quoted strings. `None` on any syntax error or a second challenge.
-fn auth_params(mut s: &str) -> Option<Vec<(String, String)>> {
+pub(crate) fn auth_params(mut s: &str) -> Option<Vec<(String, String)>> {
     let mut out = Vec::new();
     loop {
         s = s.trim_start_matches([' ', '\t', ',']);

@@ -179,6 +179,17 @@ impl RouteToken {
     }
 }
 
+impl Default for RouteToken {
+    fn default() -> Self {
+        Self {
+            kind: TokenKind::User,
+            resource: None,
+            scopes: Vec::new(),
+            exchange: false,
+        }
+    }
+}
+
 /// The gateway's own endpoints, which no route may shadow.
 const OWN_PREFIXES: [&str; 3] = ["/auth", "/healthz", "/readyz"];
 
@@ -289,7 +300,7 @@ pub(super) fn validate(raw: &[RawRoute], issues: &mut Issues) -> Vec<RouteConfig
             }
         }
         let step_up = step_up(&prefix, r, auth, issues);
-        let token = route_token(&prefix, r, issues);
+        let token = route_token(&prefix, r, auth, issues);
         if let Some(upstream) = upstream {
             routes.push(RouteConfig {
                 path: r.path.clone(),
@@ -312,11 +323,11 @@ pub(super) fn validate(raw: &[RawRoute], issues: &mut Issues) -> Vec<RouteConfig
     routes
 }
 
-/// `routes[i].token`, `resource`, `scopes` and `token_exchange`: a known
-/// kind, an absolute http(s) resource without fragment, RFC 6749 scope
-/// tokens, and token exchange only for the user's token. Whether the
-/// provider offers token exchange is checked at discovery.
-fn route_token(prefix: &str, r: &RawRoute, issues: &mut Issues) -> RouteToken {
+/// `routes[i].token`, `resource`, `scopes` and `token_exchange`: a kind the
+/// route can send (a user token needs a session), a resource that is an
+/// absolute http(s) URI without fragment (RFC 8707 §2), scopes of the
+/// RFC 6749 §3.3 character set, and token exchange for user tokens only.
+fn route_token(prefix: &str, r: &RawRoute, auth: RouteAuth, issues: &mut Issues) -> RouteToken {
     let kind = match r.token.as_deref().unwrap_or("user") {
         "user" => TokenKind::User,
         "client" => TokenKind::Client,
@@ -330,6 +341,16 @@ fn route_token(prefix: &str, r: &RawRoute, issues: &mut Issues) -> RouteToken {
             TokenKind::User
         }
     };
+    // Written out only: by default an `auth = "none"` route sends no token.
+    if auth == RouteAuth::None
+        && r.token.is_some()
+        && matches!(kind, TokenKind::User | TokenKind::UserOrClient)
+    {
+        issues.add(
+            format!("{prefix}.token"),
+            "a route with auth = \"none\" has no user token to send; set token = \"client\" or \"none\", or auth = \"optional\"",
+        );
+    }
     let resource = r.resource.as_deref().and_then(|text| match Url::parse(text) {
         Ok(u)
             if matches!(u.scheme(), "http" | "https")
@@ -351,30 +372,31 @@ fn route_token(prefix: &str, r: &RawRoute, issues: &mut Issues) -> RouteToken {
         if !is_scope_token(s) {
             issues.add(
                 format!("{prefix}.scopes[{j}]"),
-                format!(
-                    "`{s}` must be one scope: printable ASCII without spaces, quotes or backslashes"
-                ),
+                format!("`{s}` must be one scope of printable characters without spaces, quotes or backslashes"),
             );
         }
     }
     if r.scopes.len() > 32 {
         issues.add(format!("{prefix}.scopes"), "lists more than 32 scopes");
     }
-    if kind == TokenKind::None && (r.resource.is_some() || !r.scopes.is_empty()) {
-        let key = if r.resource.is_some() {
+    let derived = resource.is_some() || !r.scopes.is_empty() || r.token_exchange;
+    if derived && kind == TokenKind::None {
+        let key = if r.token_exchange {
+            "token_exchange"
+        } else if r.resource.is_some() {
             "resource"
         } else {
             "scopes"
         };
         issues.add(
             format!("{prefix}.{key}"),
-            "a route with token = \"none\" sends no token; remove it or choose another `token`",
+            "a route with token = \"none\" sends no token; remove it or choose a token kind",
         );
     }
-    if r.token_exchange && !matches!(kind, TokenKind::User | TokenKind::UserOrClient) {
+    if r.token_exchange && kind == TokenKind::Client {
         issues.add(
             format!("{prefix}.token_exchange"),
-            "exchanges the user's token: use it with token = \"user\" or \"user_or_client\", or remove it",
+            "exchanges a user's token; use it with token = \"user\" or \"user_or_client\"",
         );
     }
     RouteToken {
@@ -752,5 +774,70 @@ mod tests {
             let keys = keys_of(load_str(&toml, &[]).expect_err("invalid"));
             assert_eq!(keys, ["routes[1].bearer_audience"]);
         }
+    }
+
+    #[test]
+    fn route_tokens_are_read_with_user_as_the_default() {
+        use super::{RouteToken, TokenKind};
+        let ok = load_str(
+            &route("auth = \"none\"\ntoken = \"client\"\nscopes = [\"api:read\"]\nresource = \"https://api.example.com/v1\"\n"),
+            &[],
+        )
+        .expect("valid");
+        assert_eq!(ok.routes[0].token, RouteToken::default());
+        // Unwritten, `user` is the default on any route (without a
+        // session it sends nothing).
+        let public = load_str(&route("auth = \"none\"\n"), &[]).expect("valid");
+        assert_eq!(public.routes[1].token.kind, TokenKind::User);
+        let t = &ok.routes[1].token;
+        assert_eq!(t.kind, TokenKind::Client);
+        assert_eq!(t.scopes, ["api:read"]);
+        assert_eq!(
+            t.resource.as_ref().map(url::Url::as_str),
+            Some("https://api.example.com/v1")
+        );
+        for (lines, kind) in [
+            (
+                "auth = \"optional\"\ntoken = \"user_or_client\"\n",
+                TokenKind::UserOrClient,
+            ),
+            ("token = \"none\"\n", TokenKind::None),
+            ("token = \"client\"\n", TokenKind::Client),
+            ("token_exchange = true\n", TokenKind::User),
+        ] {
+            let c = load_str(&route(lines), &[]).expect(lines);
+            assert_eq!(c.routes[1].token.kind, kind, "{lines}");
+        }
+    }
+
+    #[test]
+    fn route_tokens_are_checked_by_key() {
+        let cases = [
+            ("token = \"service\"\n", "routes[1].token"),
+            ("auth = \"none\"\ntoken = \"user\"\n", "routes[1].token"),
+            (
+                "auth = \"none\"\ntoken = \"user_or_client\"\n",
+                "routes[1].token",
+            ),
+            (
+                "resource = \"https://api.example.com#x\"\n",
+                "routes[1].resource",
+            ),
+            ("resource = \"/relative\"\n", "routes[1].resource"),
+            ("scopes = [\"a b\"]\n", "routes[1].scopes[0]"),
+            ("scopes = [\"\"]\n", "routes[1].scopes[0]"),
+            (
+                "token = \"client\"\ntoken_exchange = true\n",
+                "routes[1].token_exchange",
+            ),
+            ("token = \"none\"\nscopes = [\"a\"]\n", "routes[1].scopes"),
+        ];
+        for (lines, key) in cases {
+            let err = load_str(&route(lines), &[]).expect_err(lines);
+            assert_eq!(keys_of(err.clone()), [key], "{lines}: {err}");
+        }
+        let typo = route("tokens = \"client\"\n");
+        let err = load_str(&typo, &[]).expect_err("unknown key");
+        assert!(err.to_string().contains("`token`"), "{err}");
     }
 }

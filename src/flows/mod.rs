@@ -7,6 +7,7 @@
 //! handlers in `routes` and the proxy do that.
 
 pub mod backchannel;
+pub mod client_token;
 pub mod login;
 pub mod logout;
 pub mod refresh;

@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use http::HeaderValue;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use serde_json::Value;
@@ -151,7 +152,39 @@ impl Refresher {
         now: u64,
         origin: Origin<'_>,
     ) -> Result<Session, RefreshError> {
-        if !needs_refresh(&session, now, self.skew) {
+        self.fresh_unless(session, None, now, origin).await
+    }
+
+    /// [`Self::fresh`], also refreshing when the session's access token is
+    /// still `refused` (an upstream answered `invalid_token` to it) however
+    /// far its expiry: single-flight like any refresh, and a request that
+    /// finds the session already carrying another token (refreshed by
+    /// another request meanwhile) uses that one without a new grant.
+    pub async fn renew_refused(
+        &self,
+        session: Session,
+        refused: &HeaderValue,
+        now: u64,
+        origin: Origin<'_>,
+    ) -> Result<Session, RefreshError> {
+        self.fresh_unless(session, Some(refused), now, origin).await
+    }
+
+    /// Whether `session` needs a new access token: about to expire, or
+    /// still the `refused` one.
+    fn stale(&self, session: &Session, now: u64, refused: Option<&HeaderValue>) -> bool {
+        needs_refresh(session, now, self.skew)
+            || refused.is_some_and(|r| session.bearer_header().is_ok_and(|h| h == *r))
+    }
+
+    async fn fresh_unless(
+        &self,
+        session: Session,
+        refused: Option<&HeaderValue>,
+        now: u64,
+        origin: Origin<'_>,
+    ) -> Result<Session, RefreshError> {
+        if !self.stale(&session, now, refused) {
             return Ok(session);
         }
         if !session.stored.body.has_refresh_token {
@@ -173,7 +206,7 @@ impl Refresher {
         );
         let result = async {
             let _guard = local.lock().await;
-            self.refresh_locked(session, now, origin).await
+            self.refresh_locked(session, refused, now, origin).await
         }
         .instrument(span.clone())
         .await;
@@ -188,6 +221,7 @@ impl Refresher {
     async fn refresh_locked(
         &self,
         session: Session,
+        refused: Option<&HeaderValue>,
         now: u64,
         origin: Origin<'_>,
     ) -> Result<Session, RefreshError> {
@@ -197,7 +231,7 @@ impl Refresher {
             .reload(&session, now)
             .await?
             .map_err(RefreshError::SessionEnded)?;
-        if !needs_refresh(&current, now, self.skew) {
+        if !self.stale(&current, now, refused) {
             return Ok(current);
         }
         let lock_ttl = self.oidc.provider.config().http_timeout + Duration::from_secs(5);
@@ -217,11 +251,11 @@ impl Refresher {
             tokio::time::sleep(Duration::from_millis(50)).await;
             match sessions.reload(&current, now).await? {
                 Err(why) => return Err(RefreshError::SessionEnded(why)),
-                Ok(s) if !needs_refresh(&s, now, self.skew) => return Ok(s),
+                Ok(s) if !self.stale(&s, now, refused) => return Ok(s),
                 Ok(s) => current = s,
             }
         }
-        let result = self.refresh_with_lock(&current, now, origin).await;
+        let result = self.refresh_with_lock(&current, refused, now, origin).await;
         if let Err(e) = sessions.unlock_refresh(&current.store_id, &token).await {
             tracing::warn!(error = %super::Untrusted(&e), "could not release refresh lock; it expires by itself");
         }
@@ -231,6 +265,7 @@ impl Refresher {
     async fn refresh_with_lock(
         &self,
         current: &Session,
+        refused: Option<&HeaderValue>,
         now: u64,
         origin: Origin<'_>,
     ) -> Result<Session, RefreshError> {
@@ -240,7 +275,7 @@ impl Refresher {
             .reload(current, now)
             .await?
             .map_err(RefreshError::SessionEnded)?;
-        if !needs_refresh(&latest, now, self.skew) {
+        if !self.stale(&latest, now, refused) {
             return Ok(latest);
         }
         let Some(refresh_token) = latest.secrets.refresh_token.clone() else {

@@ -42,6 +42,7 @@ use super::client_auth::AssertionSigner;
 use crate::config::{AuthMethod, OidcConfig};
 use crate::secret::SecretString;
 
+mod client_credentials;
 mod credentials;
 mod derived;
 mod par;

@@ -23,10 +23,13 @@ use tracing::Instrument as _;
 use super::client::{HttpClient, build_client};
 use super::headers;
 use super::routes::Route;
+use super::token;
 use super::upgrade::{self, SessionWatch};
 use crate::config::{Config, RouteAuth};
 use crate::error::AppError;
 use crate::extract::client::{ClientAddressPolicy, peer_ip_of};
+use crate::flows::client_token::ClientTokens;
+use crate::flows::refresh::Refresher;
 use crate::identity::{self, Signer};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::{Metrics, UpstreamRoute};
@@ -113,6 +116,10 @@ pub struct Forwarder {
     /// `/auth/login` as the browser sees it: where a relayed step-up
     /// challenge sends the SPA.
     login_path: String,
+    /// The gateway's own tokens, for `token = "client"` routes.
+    client_tokens: Arc<ClientTokens>,
+    /// Renews a session's token an upstream refused.
+    refresher: Arc<Refresher>,
 }
 
 impl Forwarder {
@@ -120,6 +127,8 @@ impl Forwarder {
         config: &Config,
         sessions: Arc<Sessions>,
         metrics: Arc<Metrics>,
+        client_tokens: Arc<ClientTokens>,
+        refresher: Arc<Refresher>,
     ) -> anyhow::Result<Self> {
         let public = &config.server.public_url;
         let host = match public.port() {
@@ -149,6 +158,8 @@ impl Forwarder {
             lifecycle: Lifecycle::default(),
             gateway_only: identity::names_to_strip(&config.routes, config.assertion.as_ref()),
             login_path: config.server.path("/auth/login"),
+            client_tokens,
+            refresher,
         })
     }
 
@@ -162,6 +173,31 @@ impl Forwarder {
     pub fn with_lifecycle(mut self, lifecycle: Lifecycle) -> Self {
         self.lifecycle = lifecycle;
         self
+    }
+
+    /// The `Authorization` `route`'s upstream receives (`proxy::token`, or
+    /// the route's derived user token), for forward-auth answers; `origin`
+    /// is the request's, for the audit trail of a refresh.
+    pub async fn token_for(
+        &self,
+        route: &Route,
+        session: Option<&Session>,
+        origin: crate::audit::Origin<'_>,
+    ) -> Result<Option<HeaderValue>, AppError> {
+        if let Some(s) = session
+            && route.token.is_derived()
+        {
+            let derived = self
+                .refresher
+                .derived(s, &route.token, crate::clock::unix_now(), origin)
+                .await?;
+            return bearer_value(&derived).map(Some).map_err(|_| {
+                AppError::Internal("derived token is not a valid header value".into())
+            });
+        }
+        Ok(token::decide(&route.token, session, &self.client_tokens)
+            .await?
+            .map(|a| a.header().clone()))
     }
 
     /// What `route`'s upstream is told about `session`'s user: identity
@@ -219,6 +255,74 @@ impl Forwarder {
         self.forward_as(route, req, caller).await
     }
 
+    /// Sends one request upstream within the route's timeout, counting it
+    /// in the route's metrics and on `span`.
+    async fn send(
+        &self,
+        route: &Route,
+        client: &HttpClient,
+        req: Request,
+        span: &tracing::Span,
+    ) -> Result<http::Response<hyper::body::Incoming>, AppError> {
+        let started = std::time::Instant::now();
+        let answer = tokio::time::timeout(route.timeout, client.request(req))
+            .instrument(span.clone())
+            .await;
+        if let Some(m) = self.upstream_metrics.get(route.path.as_str()) {
+            let status = match &answer {
+                Ok(Ok(r)) => Some(r.status().as_u16()),
+                _ => None,
+            };
+            m.observe(status, started.elapsed().as_secs_f64());
+        }
+        let resp = match answer {
+            Err(_) => {
+                span.record("otel.status_code", "ERROR");
+                return Err(UpstreamError::Timeout.into());
+            }
+            Ok(Err(e)) => {
+                span.record("otel.status_code", "ERROR");
+                return Err(map_client_error(&e).into());
+            }
+            Ok(Ok(r)) => r,
+        };
+        span.record("http.response.status_code", resp.status().as_u16());
+        Ok(resp)
+    }
+
+    /// A new token in place of `refused`: the session's, refreshed
+    /// single-flight unless another request already replaced it; or a new
+    /// client token. `None`: nothing new to send (no refresh token).
+    async fn renew(
+        &self,
+        route: &Route,
+        session: Option<&Session>,
+        refused: &token::Attached,
+        peer: std::net::IpAddr,
+    ) -> Result<Option<HeaderValue>, AppError> {
+        let renewed = match (refused, session) {
+            (token::Attached::User(old), Some(s)) => {
+                let headers = http::HeaderMap::new();
+                let origin = crate::audit::Origin::new(&headers, peer);
+                let s = self
+                    .refresher
+                    .renew_refused(s.clone(), old, crate::clock::unix_now(), origin)
+                    .await?;
+                s.bearer_header().map_err(|_| {
+                    AppError::Internal("access token is not a valid header value".into())
+                })?
+            }
+            (token::Attached::Client(old), _) => {
+                self.client_tokens.forget(&route.token, old).await;
+                self.client_tokens.header(&route.token).await?
+            }
+            (token::Attached::User(_), None) | (token::Attached::Derived(_), _) => {
+                return Ok(None);
+            }
+        };
+        Ok((renewed != *refused.header()).then_some(renewed))
+    }
+
     /// Where a step-up for this browser request should come back to: the
     /// page itself for a navigation, else its same-origin `Referer`'s path
     /// and query (the page that made the call).
@@ -254,18 +358,21 @@ impl Forwarder {
             ));
         }
         let now = crate::clock::unix_now();
-        let (bearer, identity) = match caller {
-            Caller::Anonymous => (None, Vec::new()),
+        let bearer_caller = matches!(caller, Caller::Bearer { .. });
+        // `attached`: the token the gateway chose (renewed once if refused).
+        let (attached, identity) = match caller {
+            Caller::Anonymous => (
+                token::decide(&route.token, None, &self.client_tokens).await?,
+                Vec::new(),
+            ),
             Caller::Session(s) => (
-                Some(s.bearer_header().map_err(|_| {
-                    AppError::Internal("access token is not a valid header value".into())
-                })?),
+                token::decide(&route.token, Some(s), &self.client_tokens).await?,
                 self.identity_for(route, s, now)?,
             ),
             Caller::Derived(s, token) => (
-                Some(bearer_value(token).map_err(|_| {
-                    AppError::Internal("derived token is not a valid header value".into())
-                })?),
+                Some(token::Attached::Derived(bearer_value(token).map_err(
+                    |_| AppError::Internal("derived token is not a valid header value".into()),
+                )?)),
                 self.identity_for(route, s, now)?,
             ),
             Caller::Bearer {
@@ -281,9 +388,13 @@ impl Forwarder {
                     now,
                 )
                 .map_err(|e| AppError::Internal(format!("identity assertion: {e}")))?;
-                (Some(authorization), identity)
+                (Some(token::Attached::Client(authorization)), identity)
             }
         };
+        let bearer = attached.as_ref().map(|a| a.header().clone());
+        // Only a token the gateway chose can be renewed: a bearer client's
+        // own 401 is its own to handle.
+        let renewable = !bearer_caller;
         let (mut parts, body) = req.into_parts();
         let step_up_return_to =
             session.and_then(|_| self.step_up_return_to(&parts.headers, &parts.uri));
@@ -357,30 +468,37 @@ impl Forwarder {
             }
             None => (&self.client, None),
         };
-        let upstream_req = Request::from_parts(parts, body);
-        let started = std::time::Instant::now();
-        let answer = tokio::time::timeout(route.timeout, client.request(upstream_req))
-            .instrument(span.clone())
-            .await;
-        if let Some(m) = self.upstream_metrics.get(route.path.as_str()) {
-            let status = match &answer {
-                Ok(Ok(r)) => Some(r.status().as_u16()),
-                _ => None,
-            };
-            m.observe(status, started.elapsed().as_secs_f64());
-        }
-        let mut resp = match answer {
-            Err(_) => {
-                span.record("otel.status_code", "ERROR");
-                return Err(UpstreamError::Timeout.into());
-            }
-            Ok(Err(e)) => {
-                span.record("otel.status_code", "ERROR");
-                return Err(map_client_error(&e).into());
-            }
-            Ok(Ok(r)) => r,
+        // A request whose token an upstream may refuse is kept whole when
+        // it is small (bodyless, or a Content-Length within the limit), so
+        // it can be sent once more with a new token.
+        let (body, replay) = match (&attached, &browser_side) {
+            (Some(_), None) if renewable => keep_for_replay(&parts, body).await?,
+            _ => (body, None),
         };
-        span.record("http.response.status_code", resp.status().as_u16());
+        let replay = replay.map(|b| {
+            (
+                parts.method.clone(),
+                parts.uri.clone(),
+                parts.headers.clone(),
+                b,
+            )
+        });
+        let upstream_req = Request::from_parts(parts, body);
+        let mut resp = self.send(route, client, upstream_req, &span).await?;
+        if resp.status() == StatusCode::UNAUTHORIZED
+            && token::refused_token(resp.headers())
+            && let (Some((method, uri, mut headers, bytes)), Some(refused)) = (replay, &attached)
+            && let Some(renewed) = self.renew(route, session, refused, peer).await?
+        {
+            tracing::info!(route = %route.path, "upstream refused the token; retrying once with a new one");
+            headers.insert(header::AUTHORIZATION, renewed);
+            let mut again = Request::new(Body::from(bytes));
+            *again.method_mut() = method;
+            *again.uri_mut() = uri;
+            *again.version_mut() = Version::HTTP_11;
+            *again.headers_mut() = headers;
+            resp = self.send(route, client, again, &span).await?;
+        }
         // A 101 must answer our WebSocket handshake exactly; anything else is
         // dropped with its connection, and nothing is tunnelled.
         let switched = if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -436,6 +554,29 @@ impl Forwarder {
             ResponseKind::Proxied,
         ))
     }
+}
+
+/// The request body kept in memory when it is small enough to send
+/// again: bodyless, or an exact size (Content-Length) within
+/// [`token::REPLAY_BODY_LIMIT`]. Anything else streams as it comes.
+async fn keep_for_replay(
+    parts: &http::request::Parts,
+    body: Body,
+) -> Result<(Body, Option<bytes::Bytes>), AppError> {
+    use http_body::Body as _;
+    let small = body
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n <= token::REPLAY_BODY_LIMIT)
+        && !parts.headers.contains_key(header::TRANSFER_ENCODING);
+    if !small {
+        return Ok((body, None));
+    }
+    let limit = usize::try_from(token::REPLAY_BODY_LIMIT).unwrap_or(usize::MAX);
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| AppError::BadRequest("The request body could not be read.".into()))?;
+    Ok((Body::from(bytes.clone()), Some(bytes)))
 }
 
 fn map_client_error(e: &hyper_util::client::legacy::Error) -> UpstreamError {

@@ -13,7 +13,7 @@ use crate::authz::{ClaimPath, Policy};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderName, HeaderValue, Uri};
 
-use crate::config::{RouteAuth, RouteConfig};
+use crate::config::{RouteAuth, RouteConfig, RouteToken};
 use crate::step_up::StepUpRule;
 pub use crate::url_policy::path::{has_dot_segment, path_has_prefix};
 
@@ -34,9 +34,8 @@ pub struct Route {
     pub bearer_audience: Option<String>,
     /// What the session's login must meet (`acr_values`, `max_auth_age`).
     pub step_up: StepUpRule,
-    /// Which token the upstream receives (`token`, `resource`, `scopes`,
-    /// `token_exchange`).
-    pub token: crate::config::RouteToken,
+    /// Which token the upstream receives (`token`; see `proxy::token`).
+    pub token: RouteToken,
     /// The gateway's `/auth/login` as the browser sees it (under the mount
     /// path): the base of a step-up challenge's login URL.
     pub login_path: String,
@@ -212,12 +211,7 @@ mod tests {
             assertion_audience: None,
             bearer_audience: None,
             step_up: Default::default(),
-            token: crate::config::RouteToken {
-                kind: crate::config::TokenKind::User,
-                resource: None,
-                scopes: Vec::new(),
-                exchange: false,
-            },
+            token: Default::default(),
         };
         RouteTable::new(&[
             route("/api", "http://127.0.0.1:9100", false),

@@ -5,7 +5,8 @@
 //! routes apply: the same session extractors, the same path rule
 //! (`url_policy::path`), the route's auth and CSRF rule, the same refresh.
 //!
-//! - 200: allowed; `Authorization: Bearer …` (with a session) and the
+//! - 200: allowed; `Authorization: Bearer …` (the route's token, decided
+//!   by `proxy::token` as for proxied requests) and the
 //!   `X-Auth-Request-*` identity headers for the proxy to copy onto the
 //!   upstream request. Never to be passed to the browser.
 //! - 401: no (live) session; on a browser navigation `X-Auth-Login-Url`
@@ -135,7 +136,8 @@ async fn decide(state: &AppState, parts: &mut Parts) -> Result<Response, Respons
         .map_or(RouteAuth::Required, |f| f.default_auth);
     let auth = route.map_or(default_auth, |r| r.auth);
     if auth == RouteAuth::None {
-        return Ok(allowed(None));
+        let token = token_for(state, parts, route, None).await?;
+        return Ok(allowed(None, token));
     }
     if is_state_changing(&orig.method) && !state.csrf.satisfied_by(&parts.headers) {
         return Err(AppError::CsrfRejected.into_response());
@@ -163,7 +165,8 @@ async fn decide(state: &AppState, parts: &mut Parts) -> Result<Response, Respons
         s
     };
     let Some(session) = session else {
-        return Ok(allowed(None));
+        let token = token_for(state, parts, route, None).await?;
+        return Ok(allowed(None, token));
     };
     let session = state
         .refresher
@@ -211,7 +214,8 @@ async fn decide(state: &AppState, parts: &mut Parts) -> Result<Response, Respons
             .map_err(IntoResponse::into_response)?,
         None => Vec::new(),
     };
-    let mut resp = allowed(Some(&session));
+    let token = token_for(state, parts, route, Some(&session)).await?;
+    let mut resp = allowed(Some(&session), token);
     for (name, value) in identity {
         resp.headers_mut().insert(name, value);
     }
@@ -239,16 +243,35 @@ fn envoy_suffix(state: &AppState, uri: &http::Uri) -> Option<String> {
 
 /// 200, with the token and identity for the upstream when there is a
 /// session.
-fn allowed(session: Option<&Session>) -> Response {
+/// The token the front proxy is to send upstream: the route's (`token`,
+/// decided as for proxied requests), or the session's where no route
+/// matches.
+async fn token_for(
+    state: &AppState,
+    parts: &Parts,
+    route: Option<&crate::proxy::routes::Route>,
+    session: Option<&Session>,
+) -> Result<Option<HeaderValue>, Response> {
+    match route {
+        Some(r) => state
+            .forwarder
+            .token_for(r, session, crate::audit::Origin::of_parts(parts))
+            .await
+            .map_err(IntoResponse::into_response),
+        None => Ok(session.and_then(|s| s.bearer_header().ok())),
+    }
+}
+
+fn allowed(session: Option<&Session>, token: Option<HeaderValue>) -> Response {
     let mut resp = StatusCode::OK.into_response();
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(v) = token {
+        h.insert(header::AUTHORIZATION, v);
+    }
     let Some(session) = session else {
         return resp;
     };
-    if let Ok(v) = session.bearer_header() {
-        h.insert(header::AUTHORIZATION, v);
-    }
     let claims = session.claims();
     for (name, claim) in [
         ("x-auth-request-user", "sub"),

@@ -329,3 +329,59 @@ async fn token_exchange_against_a_provider_without_the_grant_is_not_ready_and_na
     drop(gw);
     let _ = std::fs::remove_file(&log);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_auth_answers_a_derived_route_with_its_own_token_not_the_login_token() {
+    let (provider, api) = provider("300");
+    let (main, up_a, up_b) = (
+        Upstream::start().await,
+        Upstream::start().await,
+        Upstream::start().await,
+    );
+    let gw = gateway(&provider, &main, &up_a, &up_b)
+        .configure(|c| {
+            c.server.trusted_proxies = vec!["127.0.0.1/32".into()];
+            c.forward_auth.enabled = true;
+        })
+        .start()
+        .await;
+    let mut browser = Browser::new(&gw);
+    browser.login_as(&unique_user("derived-fa")).await;
+    let r = browser
+        .request(
+            reqwest::Method::GET,
+            "/auth/verify",
+            &[("x-original-uri", "/a/x")],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    let token = r.headers["authorization"]
+        .to_str()
+        .expect("ascii")
+        .strip_prefix("Bearer ")
+        .expect("bearer")
+        .to_owned();
+    let p = payload(&token);
+    assert_eq!(p["aud"], API_A, "{p}");
+    assert_eq!(p["scope"], "a.read", "{p}");
+    // The proxied route and the forward-auth answer share the one derived
+    // token (one grant for API A).
+    assert_eq!(browser.get("/a/y").await.status, StatusCode::OK);
+    assert_eq!(bearers(&up_a), vec![token.clone()]);
+    assert_eq!(resource_grants(&api, API_A).await, 1);
+    let r = browser
+        .request(
+            reqwest::Method::GET,
+            "/auth/verify",
+            &[("x-original-uri", "/api/x")],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_ne!(
+        r.headers["authorization"].to_str().expect("ascii"),
+        format!("Bearer {token}"),
+        "the login route keeps the login token"
+    );
+}

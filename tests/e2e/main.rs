@@ -35,5 +35,6 @@ mod store_consistency;
 mod store_costs;
 mod store_outage;
 mod store_sentinel;
+mod tokens;
 mod traces;
 mod websockets;

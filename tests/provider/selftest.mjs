@@ -376,6 +376,16 @@ async function opaqueScenario() {
     let stats = (await api(issuer, 'GET', '/__test/stats')).json;
     check(stats.token_grants.authorization_code === 1 && stats.token_grants.refresh_token === 1 && stats.refresh_failures === 0, 'stats after one exchange and one refresh', stats);
 
+    // client_credentials: the gateway's own token, no user, counted apart.
+    const cc = await token(disco, 'oidc-bff', 'basic', { grant_type: 'client_credentials' });
+    must(cc.status === 200 && cc.json.access_token && !cc.json.refresh_token, 'client_credentials grant', cc);
+    check(cc.json.expires_in === ttl.at, 'client_credentials: expires_in is --access-token-ttl', cc.json.expires_in);
+    const ccCheck = await api(issuer, 'POST', '/__test/access-token/check', { token: cc.json.access_token });
+    check(ccCheck.json.active === true && ccCheck.json.kind === 'client_credentials' && ccCheck.json.client_id === 'oidc-bff' && ccCheck.json.sub === undefined,
+      'access-token/check: a client-credentials token is active and has no sub', ccCheck.json);
+    stats = (await api(issuer, 'GET', '/__test/stats')).json;
+    check(stats.token_grants.client_credentials === 1, 'stats count client_credentials grants', stats);
+
     const reuse = await refresh(disco, 'oidc-bff', 'basic', t1.json.refresh_token);
     check(reuse.status === 400 && reuse.json.error === 'invalid_grant', 'reusing the old refresh token: invalid_grant', reuse);
     // oidc-provider treats reuse as theft and revokes the whole grant.

@@ -345,7 +345,8 @@ function loopbackPostLogout(value) {
 const CLIENT_DEFAULTS = {
   // Every ID token carries auth_time (step-up checks it against max_age).
   require_auth_time: true,
-  grant_types: ['authorization_code', 'refresh_token', ...(DERIVED ? [TOKEN_EXCHANGE] : [])],
+  // client_credentials: the gateway's own tokens (`token = "client"` routes).
+  grant_types: ['authorization_code', 'refresh_token', 'client_credentials', ...(DERIVED ? [TOKEN_EXCHANGE] : [])],
   response_types: ['code'],
   token_endpoint_auth_method: 'client_secret_basic',
   id_token_signed_response_alg: 'RS256',
@@ -490,6 +491,7 @@ const configuration = {
   rotateRefreshToken: true,
   ttl: {
     AccessToken: ACCESS_TOKEN_TTL,
+    ClientCredentials: ACCESS_TOKEN_TTL,
     AuthorizationCode: 60,
     IdToken: ID_TOKEN_TTL,
     RefreshToken: REFRESH_TOKEN_TTL,
@@ -519,6 +521,8 @@ const configuration = {
     devInteractions: { enabled: false },
     mTLS: MTLS_FEATURE,
     revocation: { enabled: true },
+    // The gateway's own tokens for `token = "client"` routes.
+    clientCredentials: { enabled: true },
     // Only the client a token was issued to may introspect it.
     introspection: {
       enabled: true,
@@ -783,7 +787,7 @@ async function interactionRoute(req, res, path) {
 const stats = {};
 function resetStats() {
   Object.assign(stats, {
-    token_grants: { authorization_code: 0, refresh_token: 0 },
+    token_grants: { authorization_code: 0, refresh_token: 0, client_credentials: 0 },
     // Successful token grants that named a resource, by resource.
     resource_grants: {},
     refresh_failures: 0,
@@ -826,7 +830,12 @@ async function checkAccessToken(token) {
   }
   // Opaque: the provider's own lookup (expiry, session binding, revocation).
   const at = await provider.AccessToken.find(token);
-  if (!at) return { active: false, format: 'opaque' };
+  if (!at) {
+    // A client-credentials token: the client's own, no user.
+    const cc = await provider.ClientCredentials.find(token);
+    if (!cc) return { active: false, format: 'opaque' };
+    return { active: true, format: 'opaque', kind: 'client_credentials', client_id: cc.clientId, exp: cc.exp, scope: cc.scope };
+  }
   return {
     active: true, format: 'opaque', sub: at.accountId, client_id: at.clientId, exp: at.exp, scope: at.scope,
   };

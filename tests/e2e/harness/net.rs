@@ -41,6 +41,8 @@ pub struct Upstream {
     seen: Arc<Mutex<Vec<Seen>>>,
     /// WebSockets at `/api/ws` that have ended, as the upstream saw it.
     ws_ended: Arc<AtomicUsize>,
+    /// Bearer tokens this API treats as revoked (`Upstream::revoke`).
+    revoked: Arc<Mutex<std::collections::HashSet<String>>>,
 }
 
 /// `/api/ws`: records the handshake, then answers each text message with
@@ -101,6 +103,31 @@ async fn record(State(up): State<Upstream>, req: Request) -> Response {
                 "Bearer error=\"insufficient_user_authentication\", error_description=\"A stronger login is required\", acr_values=\"mfa\", max_age=300",
             )],
             "step up, please",
+        )
+            .into_response();
+    }
+    // A token revoked at the API (`Upstream::revoke`) or any token at
+    // `/…/refuse-always`: 401 `invalid_token` (RFC 6750), after another
+    // scheme's challenge.
+    let token = parts
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let refuse =
+        up.revoked.lock().expect("lock").contains(token) || path.ends_with("/refuse-always");
+    if refuse {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [
+                ("www-authenticate", "Basic realm=\"api\""),
+                (
+                    "www-authenticate",
+                    "Bearer realm=\"api\", error=\"invalid_token\", error_description=\"The access token was revoked\"",
+                ),
+            ],
+            "token refused",
         )
             .into_response();
     }
@@ -182,6 +209,12 @@ impl Upstream {
 
     pub fn count(&self) -> usize {
         self.seen.lock().expect("lock").len()
+    }
+
+    /// From now on, answers requests with this bearer token 401
+    /// `invalid_token`.
+    pub fn revoke(&self, token: &str) {
+        self.revoked.lock().expect("lock").insert(token.to_owned());
     }
 
     pub fn websockets_ended(&self) -> usize {
