@@ -225,14 +225,34 @@ impl Refresher {
         now: u64,
         origin: Origin<'_>,
     ) -> Result<Session, RefreshError> {
-        let sessions = &self.sessions;
-        // Another request (here or elsewhere) may have refreshed meanwhile.
-        let mut current = sessions
+        let current = self
+            .sessions
             .reload(&session, now)
             .await?
             .map_err(RefreshError::SessionEnded)?;
-        if !self.stale(&current, now, refused) {
-            return Ok(current);
+        // Another request (here or elsewhere) may have refreshed meanwhile.
+        let done = |s: &Session| (!self.stale(s, now, refused)).then(|| s.clone());
+        self.under_refresh_lock(current, now, done, async |current: &Session| {
+            self.refresh_with_lock(current, refused, now, origin).await
+        })
+        .await
+    }
+
+    /// Runs `work` under the session's cross-instance refresh lock (Redis),
+    /// unless `done` finds what is needed in the stored session first —
+    /// before taking the lock, or after another instance's refresh while
+    /// waiting for it. Shared by the main token's refresh and derived
+    /// tokens: both spend the session's refresh token, so never at once.
+    pub(super) async fn under_refresh_lock<T>(
+        &self,
+        mut current: Session,
+        now: u64,
+        done: impl Fn(&Session) -> Option<T>,
+        work: impl AsyncFnOnce(&Session) -> Result<T, RefreshError>,
+    ) -> Result<T, RefreshError> {
+        let sessions = &self.sessions;
+        if let Some(t) = done(&current) {
+            return Ok(t);
         }
         let lock_ttl = self.oidc.provider.config().http_timeout + Duration::from_secs(5);
         let token = random_token();
@@ -244,18 +264,20 @@ impl Refresher {
             {
                 break;
             }
-            // Another instance is refreshing: wait for its result.
+            // Another instance holds the lock: wait for its result.
             if tokio::time::Instant::now() >= deadline {
                 return Err(RefreshError::Provider(ProviderError::Timeout(lock_ttl)));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
-            match sessions.reload(&current, now).await? {
-                Err(why) => return Err(RefreshError::SessionEnded(why)),
-                Ok(s) if !self.stale(&s, now, refused) => return Ok(s),
-                Ok(s) => current = s,
+            current = sessions
+                .reload(&current, now)
+                .await?
+                .map_err(RefreshError::SessionEnded)?;
+            if let Some(t) = done(&current) {
+                return Ok(t);
             }
         }
-        let result = self.refresh_with_lock(&current, refused, now, origin).await;
+        let result = work(&current).await;
         if let Err(e) = sessions.unlock_refresh(&current.store_id, &token).await {
             tracing::warn!(error = %super::Untrusted(&e), "could not release refresh lock; it expires by itself");
         }

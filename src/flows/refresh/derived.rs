@@ -11,8 +11,6 @@
 //! asked (resource, scopes, exchange), so they are dropped with the record
 //! at logout and revocation and never reach the browser.
 
-use std::time::Duration;
-
 use tracing::Instrument as _;
 
 use super::{RefreshError, Refresher};
@@ -20,7 +18,6 @@ use crate::audit::Origin;
 use crate::config::RouteToken;
 use crate::oidc::provider::ProviderError;
 use crate::secret::SecretString;
-use crate::session::cookie::random_token;
 use crate::session::record::DerivedToken;
 use crate::session::store::RevokeReason;
 use crate::session::{EndReason, Session};
@@ -75,45 +72,17 @@ impl Refresher {
         now: u64,
         origin: Origin<'_>,
     ) -> Result<SecretString, RefreshError> {
-        let sessions = &self.sessions;
-        let fresh = |s: &Session| s.secrets.derived_token(key, now, self.skew).cloned();
-        let mut current = sessions
+        let current = self
+            .sessions
             .reload(session, now)
             .await?
             .map_err(RefreshError::SessionEnded)?;
-        if let Some(t) = fresh(&current) {
-            return Ok(t);
-        }
-        let lock_ttl = self.oidc.provider.config().http_timeout + Duration::from_secs(5);
-        let lock = random_token();
-        let deadline = tokio::time::Instant::now() + lock_ttl;
-        loop {
-            if sessions
-                .lock_refresh(&current.store_id, &lock, lock_ttl)
-                .await?
-            {
-                break;
-            }
-            // Another instance holds the session's lock: use what it stores.
-            if tokio::time::Instant::now() >= deadline {
-                return Err(RefreshError::Provider(ProviderError::Timeout(lock_ttl)));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            current = sessions
-                .reload(&current, now)
-                .await?
-                .map_err(RefreshError::SessionEnded)?;
-            if let Some(t) = fresh(&current) {
-                return Ok(t);
-            }
-        }
-        let result = self
-            .derive_with_lock(&current, route, key, now, origin)
-            .await;
-        if let Err(e) = sessions.unlock_refresh(&current.store_id, &lock).await {
-            tracing::warn!(error = %crate::flows::Untrusted(&e), "could not release refresh lock; it expires by itself");
-        }
-        result
+        let fresh = |s: &Session| s.secrets.derived_token(key, now, self.skew).cloned();
+        self.under_refresh_lock(current, now, fresh, async |current: &Session| {
+            self.derive_with_lock(current, route, key, now, origin)
+                .await
+        })
+        .await
     }
 
     async fn derive_with_lock(

@@ -12,29 +12,8 @@ impl RedisStore {
     /// Keys matching `pattern` on every primary, by SCAN (never KEYS).
     pub(super) async fn scan(&self, pattern: &str) -> StoreResult<Vec<String>> {
         let mut out = Vec::new();
-        for node in self.run(self.conn.primaries()).await? {
-            let mut cursor: u64 = 0;
-            loop {
-                let (next, batch): (u64, Vec<String>) = self
-                    .run(
-                        self.conn.on_node(
-                            &node,
-                            redis::cmd("SCAN")
-                                .arg(cursor)
-                                .arg("MATCH")
-                                .arg(pattern)
-                                .arg("COUNT")
-                                .arg(500),
-                        ),
-                    )
-                    .await?;
-                out.extend(batch);
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
-            }
-        }
+        self.scan_batches(pattern, 500, |batch| out.extend(batch))
+            .await?;
         out.sort_unstable();
         out.dedup();
         Ok(out)
@@ -44,10 +23,23 @@ impl RedisStore {
     /// keeping them (the active-sessions gauge).
     pub(super) async fn count(&self, pattern: &str) -> StoreResult<u64> {
         let mut count = 0;
+        self.scan_batches(pattern, 1000, |batch| count += batch.len() as u64)
+            .await?;
+        Ok(count)
+    }
+
+    /// Hands `each` every SCAN batch of keys matching `pattern`, primary by
+    /// primary.
+    async fn scan_batches(
+        &self,
+        pattern: &str,
+        batch: usize,
+        mut each: impl FnMut(Vec<String>),
+    ) -> StoreResult<()> {
         for node in self.run(self.conn.primaries()).await? {
             let mut cursor: u64 = 0;
             loop {
-                let (next, batch): (u64, Vec<String>) = self
+                let (next, keys): (u64, Vec<String>) = self
                     .run(
                         self.conn.on_node(
                             &node,
@@ -56,18 +48,18 @@ impl RedisStore {
                                 .arg("MATCH")
                                 .arg(pattern)
                                 .arg("COUNT")
-                                .arg(1000),
+                                .arg(batch),
                         ),
                     )
                     .await?;
-                count += batch.len() as u64;
+                each(keys);
                 if next == 0 {
                     break;
                 }
                 cursor = next;
             }
         }
-        Ok(count)
+        Ok(())
     }
 
     /// Walks one index whose members' records share its slot (a user index,
