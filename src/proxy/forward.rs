@@ -316,9 +316,22 @@ impl Forwarder {
                 self.client_tokens.forget(&route.token, old).await;
                 self.client_tokens.header(&route.token).await?
             }
-            (token::Attached::User(_), None) | (token::Attached::Derived(_), _) => {
-                return Ok(None);
+            (token::Attached::Derived(old), Some(s)) => {
+                let Some(refused) = old.to_str().ok().and_then(|h| h.strip_prefix("Bearer "))
+                else {
+                    return Ok(None);
+                };
+                let headers = http::HeaderMap::new();
+                let origin = crate::audit::Origin::new(&headers, peer);
+                let renewed = self
+                    .refresher
+                    .derived_refused(s, &route.token, refused, crate::clock::unix_now(), origin)
+                    .await?;
+                bearer_value(&renewed).map_err(|_| {
+                    AppError::Internal("derived token is not a valid header value".into())
+                })?
             }
+            (token::Attached::User(_) | token::Attached::Derived(_), None) => return Ok(None),
         };
         Ok((renewed != *refused.header()).then_some(renewed))
     }

@@ -27,7 +27,7 @@ pub enum Attached {
     /// The gateway's client token.
     Client(HeaderValue),
     /// A user token derived for the route (`resource`/`scopes`/
-    /// `token_exchange`): not renewed on a refusal (its 401 passes through).
+    /// `token_exchange`): renewed on a refusal like the session's.
     Derived(HeaderValue),
 }
 

@@ -385,3 +385,55 @@ async fn forward_auth_answers_a_derived_route_with_its_own_token_not_the_login_t
         "the login route keeps the login token"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_derived_token_the_api_refuses_is_replaced_once_and_the_call_retried() {
+    let (provider, api) = provider("300");
+    let (main, up_a, up_b) = (
+        Upstream::start().await,
+        Upstream::start().await,
+        Upstream::start().await,
+    );
+    let gw = gateway(&provider, &main, &up_a, &up_b).start().await;
+    let mut browser = Browser::new(&gw);
+    browser.login_as(&unique_user("derived-retry")).await;
+    assert_eq!(browser.get("/a/x").await.status, StatusCode::OK);
+    let first = bearers(&up_a).pop().expect("API A's token");
+    assert_eq!(resource_grants(&api, API_A).await, 1);
+
+    // API A revokes it: one new grant, the call retried with the new token.
+    up_a.revoke(&first);
+    let r = browser.get("/a/y").await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    let seen = bearers(&up_a);
+    assert_eq!(
+        seen.len(),
+        3,
+        "first call, refused attempt, retry: {seen:?}"
+    );
+    assert_eq!(seen[1], first, "the refused attempt");
+    assert_ne!(seen[2], first, "the retry carries a new token");
+    assert_eq!(payload(&seen[2])["aud"], API_A);
+    assert_eq!(
+        resource_grants(&api, API_A).await,
+        2,
+        "exactly one new grant"
+    );
+
+    // The new one is kept: the next call uses it without a grant.
+    assert_eq!(browser.get("/a/z").await.status, StatusCode::OK);
+    assert_eq!(bearers(&up_a).pop().as_ref(), Some(&seen[2]));
+    assert_eq!(resource_grants(&api, API_A).await, 2);
+
+    // An API that refuses every token: one renewal, one retry, and its
+    // second 401 reaches the browser.
+    let (before, grants) = (bearers(&up_a).len(), resource_grants(&api, API_A).await);
+    let r = browser.get("/a/refuse-always").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r:?}");
+    assert_eq!(
+        bearers(&up_a).len(),
+        before + 2,
+        "one attempt and one retry"
+    );
+    assert_eq!(resource_grants(&api, API_A).await, grants + 1);
+}

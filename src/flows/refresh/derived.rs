@@ -47,16 +47,59 @@ impl Refresher {
         now: u64,
         origin: Origin<'_>,
     ) -> Result<SecretString, RefreshError> {
+        self.derived_unless(session, route, None, now, origin).await
+    }
+
+    /// [`Self::derived`] after the route's API refused `refused` (a 401
+    /// `invalid_token`): a new one, unless another request already
+    /// replaced it (single-flight, across instances).
+    pub async fn derived_refused(
+        &self,
+        session: &Session,
+        route: &RouteToken,
+        refused: &str,
+        now: u64,
+        origin: Origin<'_>,
+    ) -> Result<SecretString, RefreshError> {
+        self.derived_unless(session, route, Some(refused), now, origin)
+            .await
+    }
+
+    /// The stored token for `key` if it is valid for the skew and is not
+    /// the `refused` one.
+    fn usable(
+        &self,
+        session: &Session,
+        key: &str,
+        refused: Option<&str>,
+        now: u64,
+    ) -> Option<SecretString> {
+        session
+            .secrets
+            .derived_token(key, now, self.skew)
+            .filter(|t| refused.is_none_or(|r| t.expose() != r))
+            .cloned()
+    }
+
+    async fn derived_unless(
+        &self,
+        session: &Session,
+        route: &RouteToken,
+        refused: Option<&str>,
+        now: u64,
+        origin: Origin<'_>,
+    ) -> Result<SecretString, RefreshError> {
         let key = derived_key(route);
-        if let Some(t) = session.secrets.derived_token(&key, now, self.skew) {
-            return Ok(t.clone());
+        if let Some(t) = self.usable(session, &key, refused, now) {
+            return Ok(t);
         }
         let flight = session.store_id.as_str().to_owned();
         let local = self.flights.lock_for(&flight);
         let span = tracing::info_span!(target: crate::traces::SPANS, "session.derived_token");
         let result = async {
             let _guard = local.lock().await;
-            self.derive_locked(session, route, &key, now, origin).await
+            self.derive_locked(session, route, &key, refused, now, origin)
+                .await
         }
         .instrument(span)
         .await;
@@ -69,6 +112,7 @@ impl Refresher {
         session: &Session,
         route: &RouteToken,
         key: &str,
+        refused: Option<&str>,
         now: u64,
         origin: Origin<'_>,
     ) -> Result<SecretString, RefreshError> {
@@ -77,9 +121,9 @@ impl Refresher {
             .reload(session, now)
             .await?
             .map_err(RefreshError::SessionEnded)?;
-        let fresh = |s: &Session| s.secrets.derived_token(key, now, self.skew).cloned();
+        let fresh = |s: &Session| self.usable(s, key, refused, now);
         self.under_refresh_lock(current, now, fresh, async |current: &Session| {
-            self.derive_with_lock(current, route, key, now, origin)
+            self.derive_with_lock(current, route, key, refused, now, origin)
                 .await
         })
         .await
@@ -90,6 +134,7 @@ impl Refresher {
         current: &Session,
         route: &RouteToken,
         key: &str,
+        refused: Option<&str>,
         now: u64,
         origin: Origin<'_>,
     ) -> Result<SecretString, RefreshError> {
@@ -98,8 +143,8 @@ impl Refresher {
             .reload(current, now)
             .await?
             .map_err(RefreshError::SessionEnded)?;
-        if let Some(t) = latest.secrets.derived_token(key, now, self.skew) {
-            return Ok(t.clone());
+        if let Some(t) = self.usable(&latest, key, refused, now) {
+            return Ok(t);
         }
         let answer = self
             .oidc
