@@ -159,7 +159,8 @@ impl AppState {
         );
         Ok(Self(Arc::new(Inner {
             routes: RouteTable::new(&config.routes)?
-                .with_login_path(&config.server.path("/auth/login")),
+                .with_login_path(&config.server.path("/auth/login"))
+                .with_metrics(&metrics),
             csrf: Arc::new(CsrfRule {
                 header: config.csrf.header.clone(),
                 value: config.csrf.value.clone(),

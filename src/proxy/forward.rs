@@ -10,7 +10,6 @@
 //! never read a response made with the user's token, whatever CORS policy
 //! the upstream has.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,7 +31,7 @@ use crate::flows::client_token::ClientTokens;
 use crate::flows::refresh::Refresher;
 use crate::identity::{self, Signer};
 use crate::lifecycle::Lifecycle;
-use crate::metrics::{Metrics, UpstreamRoute};
+use crate::metrics::Metrics;
 use crate::secret::SecretString;
 use crate::security_headers::{ResponseKind, mark};
 use crate::session::cookie::CookiePolicy;
@@ -104,9 +103,6 @@ pub struct Forwarder {
     sessions: Arc<Sessions>,
     watch_every: Duration,
     metrics: Arc<Metrics>,
-    /// Each configured route's upstream latency and status classes, by
-    /// the route's path (resolved once: the proxy path only increments).
-    upstream_metrics: HashMap<String, UpstreamRoute>,
     /// Signs identity assertions (`[assertion]`), if configured.
     signer: Option<Arc<Signer>>,
     /// Header names only the gateway may send (`identity::names_to_strip`).
@@ -148,11 +144,6 @@ impl Forwarder {
                 .touch_interval
                 .clamp(Duration::from_secs(1), Duration::from_secs(10)),
             sessions,
-            upstream_metrics: config
-                .routes
-                .iter()
-                .map(|r| (r.path.clone(), metrics.upstream_route(&r.path)))
-                .collect(),
             metrics,
             signer: None,
             lifecycle: Lifecycle::default(),
@@ -268,7 +259,7 @@ impl Forwarder {
         let answer = tokio::time::timeout(route.timeout, client.request(req))
             .instrument(span.clone())
             .await;
-        if let Some(m) = self.upstream_metrics.get(route.path.as_str()) {
+        if let Some(m) = &route.upstream_metrics {
             let status = match &answer {
                 Ok(Ok(r)) => Some(r.status().as_u16()),
                 _ => None,

@@ -39,6 +39,9 @@ pub struct Route {
     /// The gateway's `/auth/login` as the browser sees it (under the mount
     /// path): the base of a step-up challenge's login URL.
     pub login_path: String,
+    /// This route's upstream latency and status-class series, resolved
+    /// once (`RouteTable::with_metrics`) so the proxy path only records.
+    pub upstream_metrics: Option<crate::metrics::UpstreamRoute>,
     scheme: Scheme,
     authority: Authority,
     /// The upstream URL's path without a trailing slash ("" for the root).
@@ -77,6 +80,7 @@ impl RouteTable {
                 step_up: c.step_up.clone(),
                 token: c.token.clone(),
                 login_path: "/auth/login".into(),
+                upstream_metrics: None,
                 host_header: HeaderValue::from_str(authority.as_str())?,
                 scheme,
                 authority,
@@ -93,6 +97,17 @@ impl RouteTable {
         for r in &mut self.routes {
             if let Some(r) = Arc::get_mut(r) {
                 r.login_path = login_path.to_owned();
+            }
+        }
+        self
+    }
+
+    /// Resolves each route's upstream series in `metrics` (label: the
+    /// route's configured prefix).
+    pub fn with_metrics(mut self, metrics: &crate::metrics::Metrics) -> Self {
+        for r in &mut self.routes {
+            if let Some(r) = Arc::get_mut(r) {
+                r.upstream_metrics = Some(metrics.upstream_route(&r.path));
             }
         }
         self
