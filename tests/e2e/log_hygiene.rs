@@ -9,7 +9,8 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 
 use crate::harness::{
-    Browser, CLIENT_SECRET, GatewayBuilder, KEY_B64, ProviderApi, ProviderProcess, Upstream,
+    Browser, CLIENT_SECRET, GatewayBuilder, KEY_B64, LoginSecrets, ProviderApi, ProviderProcess,
+    Upstream,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -30,23 +31,11 @@ async fn no_token_cookie_or_secret_reaches_the_log_even_at_trace_level() {
         .await;
 
     let mut b = Browser::new(&gw);
-    let authorize = b.start_login("/app").await;
-    let login_cookies: Vec<String> = b.cookies.values().cloned().collect();
-    let callback = b.authenticate(&authorize, "alice", "alice-password").await;
-    let query: Vec<(String, String)> = url::Url::parse(&callback)
-        .expect("callback URL")
-        .query_pairs()
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    let param = |name: &str| {
-        query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_else(|| panic!("no {name} in {callback}"))
-    };
-    let (code, state) = (param("code"), param("state"));
-    assert_eq!(b.callback(&callback).await.status, StatusCode::SEE_OTHER);
+    let LoginSecrets {
+        login_cookies,
+        code,
+        state,
+    } = b.login_revealing("/app", "alice", "alice-password").await;
     let session = b.session_cookie().expect("session cookie");
     let logout_token = b.get("/auth/user").await.json()["logout_token"]
         .as_str()

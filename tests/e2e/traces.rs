@@ -11,8 +11,8 @@ use reqwest::{Method, StatusCode};
 
 use crate::harness::otlp::{CLIENT, SERVER, SpanRecord};
 use crate::harness::{
-    Browser, CLIENT_SECRET, GatewayBuilder, KEY_B64, OtlpReceiver, ProviderApi, Upstream, route,
-    shared,
+    Browser, CLIENT_SECRET, GatewayBuilder, KEY_B64, LoginSecrets, OtlpReceiver, ProviderApi,
+    Upstream, route, shared,
 };
 
 /// A gateway process exporting to `rx` (configured in its file), batching
@@ -65,23 +65,11 @@ async fn a_proxied_call_is_one_trace_from_request_to_upstream_with_no_secret_in_
         .await;
 
     let mut b = Browser::new(&gw);
-    let authorize = b.start_login("/app").await;
-    let login_cookies: Vec<String> = b.cookies.values().cloned().collect();
-    let callback = b.authenticate(&authorize, "alice", "alice-password").await;
-    let query: Vec<(String, String)> = url::Url::parse(&callback)
-        .expect("callback URL")
-        .query_pairs()
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    let param = |name: &str| {
-        query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_else(|| panic!("no {name} in {callback}"))
-    };
-    let (code, state) = (param("code"), param("state"));
-    assert_eq!(b.callback(&callback).await.status, StatusCode::SEE_OTHER);
+    let LoginSecrets {
+        login_cookies,
+        code,
+        state,
+    } = b.login_revealing("/app", "alice", "alice-password").await;
     let session = b.session_cookie().expect("session cookie");
     let user = b.get("/auth/user").await.json();
     let text_of = |v: &serde_json::Value| v.as_str().expect("string").to_owned();

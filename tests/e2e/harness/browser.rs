@@ -210,6 +210,33 @@ impl Browser {
     }
 
     /// `GET /auth/login`, returning the provider authorization URL.
+    /// A whole login as alice's browser sees it, keeping what the secret
+    /// scans look for: the login cookies, the authorization code and state.
+    pub async fn login_revealing(
+        &mut self,
+        return_to: &str,
+        user: &str,
+        password: &str,
+    ) -> LoginSecrets {
+        let authorize = self.start_login(return_to).await;
+        let login_cookies: Vec<String> = self.cookies.values().cloned().collect();
+        let callback = self.authenticate(&authorize, user, password).await;
+        let url = url::Url::parse(&callback).expect("callback URL");
+        let param = |name: &str| {
+            url.query_pairs()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_else(|| panic!("no {name} in {callback}"))
+        };
+        let (code, state) = (param("code"), param("state"));
+        assert_eq!(self.callback(&callback).await.status, StatusCode::SEE_OTHER);
+        LoginSecrets {
+            login_cookies,
+            code,
+            state,
+        }
+    }
+
     pub async fn start_login(&mut self, return_to: &str) -> String {
         let r = self
             .navigate(&format!("/auth/login?return_to={}", urlencode(return_to)))
@@ -315,4 +342,12 @@ impl Browser {
 
 pub fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// What a login revealed to the browser, for tests that scan logs, traces
+/// or stores for secrets ([`Browser::login_revealing`]).
+pub struct LoginSecrets {
+    pub login_cookies: Vec<String>,
+    pub code: String,
+    pub state: String,
 }

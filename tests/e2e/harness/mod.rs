@@ -21,7 +21,7 @@ pub mod test_ca;
 
 use std::sync::OnceLock;
 
-pub use browser::{Browser, form_action, hidden_inputs, urlencode};
+pub use browser::{Browser, LoginSecrets, form_action, hidden_inputs, urlencode};
 pub use gateway::{Gateway, GatewayBuilder, duration, route};
 pub use net::{Chaos, Upstream};
 pub use otlp::OtlpReceiver;
