@@ -568,13 +568,12 @@ async fn keep_for_replay(
     body: Body,
 ) -> Result<(Body, Option<bytes::Bytes>), AppError> {
     use http_body::Body as _;
-    let small = body
-        .size_hint()
-        .exact()
-        .is_some_and(|n| n <= token::REPLAY_BODY_LIMIT)
-        && !parts.headers.contains_key(header::TRANSFER_ENCODING);
-    if !small {
-        return Ok((body, None));
+    let chunked = parts.headers.contains_key(header::TRANSFER_ENCODING);
+    match body.size_hint().exact() {
+        // The usual GET: nothing to read or re-wrap.
+        Some(0) if !chunked => return Ok((body, Some(bytes::Bytes::new()))),
+        Some(n) if n <= token::REPLAY_BODY_LIMIT && !chunked => {}
+        _ => return Ok((body, None)),
     }
     let limit = usize::try_from(token::REPLAY_BODY_LIMIT).unwrap_or(usize::MAX);
     let bytes = axum::body::to_bytes(body, limit)
