@@ -259,6 +259,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
         }
     }
     routes_clear_of_mount(&server.base_path, &routes, &mut issues);
+    dpop_routes(raw, &mut issues);
     published::refuse_published_secrets(raw, server.public_url.as_ref(), &mut issues);
     // Last, where `check-config` has always listed them (tests pin it).
     let provider_tls = oidc::provider_tls(&raw.oidc, &mut issues);
@@ -326,6 +327,26 @@ fn assertion_audiences(
         }
         if aud.is_empty() {
             *aud = format!("{base}{}", r.path);
+        }
+    }
+}
+
+/// `routes[i].dpop` needs the session keys of `oidc.dpop`, and a gateway
+/// that proxies the request itself: forward-auth answers a front proxy,
+/// which would send the token without a proof for its own request.
+fn dpop_routes(raw: &RawConfig, issues: &mut Issues) {
+    for (i, _) in raw.routes.iter().enumerate().filter(|(_, r)| r.dpop) {
+        if !raw.oidc.dpop {
+            issues.add(
+                format!("routes[{i}].dpop"),
+                "needs DPoP-bound session tokens: set oidc.dpop = true (the provider must offer DPoP), or remove dpop from the route",
+            );
+        }
+        if raw.forward_auth.enabled {
+            issues.add(
+                format!("routes[{i}].dpop"),
+                "cannot be served through forward-auth ([forward_auth] enabled): a DPoP proof is bound to the request the gateway makes, and a front proxy would send the token without one; proxy this route through the gateway with forward-auth off, or remove dpop",
+            );
         }
     }
 }
@@ -558,5 +579,21 @@ mod tests {
             "undocumented keys:\n{}",
             missing.join("\n")
         );
+    }
+
+    #[test]
+    fn a_dpop_route_needs_oidc_dpop_and_no_forward_auth() {
+        let route = minimal() + "dpop = true\n";
+        let err = load_str(&route, &[]).expect_err("needs oidc.dpop");
+        assert_eq!(keys_of(err.clone()), ["routes[0].dpop"], "{err}");
+        assert!(err.to_string().contains("oidc.dpop = true"), "{err}");
+        let on = route.replace("client_id = \"bff\"", "client_id = \"bff\"\ndpop = true");
+        load_str(&on, &[]).expect("valid with oidc.dpop");
+        let forward = on
+            .replace("[session]", "[forward_auth]\nenabled = true\n[session]")
+            .replace("[server]", "[server]\ntrusted_proxies = [\"127.0.0.1/32\"]");
+        let err = load_str(&forward, &[]).expect_err("forward-auth");
+        assert_eq!(keys_of(err.clone()), ["routes[0].dpop"], "{err}");
+        assert!(err.to_string().contains("forward-auth"), "{err}");
     }
 }

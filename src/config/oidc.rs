@@ -123,6 +123,13 @@ pub struct RawOidc {
     pub endpoints: RawEndpoints,
     /// OpenID Connect Front-Channel Logout 1.0.
     pub frontchannel_logout: RawFrontchannel,
+    /// DPoP (RFC 9449): give each session its own key and bind its tokens
+    /// to it. The provider must advertise DPoP; a token answer that is not
+    /// bound (`token_type` other than `DPoP`) fails the login or refresh.
+    pub dpop: bool,
+    /// The DPoP proof algorithm: `ES256` (the only one; `none` and HMAC
+    /// are never accepted).
+    pub dpop_signing_alg: String,
 }
 
 impl Default for RawOidc {
@@ -164,6 +171,8 @@ impl Default for RawOidc {
             allowed_tenants: Vec::new(),
             endpoints: RawEndpoints::default(),
             frontchannel_logout: RawFrontchannel::default(),
+            dpop: false,
+            dpop_signing_alg: "ES256".into(),
         }
     }
 }
@@ -222,6 +231,8 @@ pub struct OidcConfig {
     pub endpoints: EndpointOverrides,
     pub frontchannel_logout: Option<FrontchannelConfig>,
     pub issuer_template: Option<IssuerTemplate>,
+    /// DPoP-bound tokens (`oidc.dpop`), proofs signed with ES256.
+    pub dpop: bool,
 }
 
 /// Bounds on what the provider may send (`oidc.max_*`): a validly signed
@@ -259,6 +270,7 @@ pub(super) struct Oidc {
     endpoints: EndpointOverrides,
     frontchannel_logout: Option<FrontchannelConfig>,
     issuer_template: Option<IssuerTemplate>,
+    dpop: bool,
 }
 
 /// The provider's private CA and the client certificate shown to it.
@@ -307,6 +319,7 @@ impl Oidc {
             endpoints: self.endpoints,
             frontchannel_logout: self.frontchannel_logout,
             issuer_template: self.issuer_template,
+            dpop: self.dpop,
         })
     }
 }
@@ -487,6 +500,7 @@ pub(super) fn validate(raw: &RawOidc, issues: &mut Issues) -> Oidc {
     );
     let frontchannel_logout =
         oidc_endpoints::frontchannel(&raw.frontchannel_logout, issuer.as_ref(), insecure, issues);
+    dpop_signing_alg(raw, issues);
     Oidc {
         issuer,
         client_id,
@@ -514,7 +528,27 @@ pub(super) fn validate(raw: &RawOidc, issues: &mut Issues) -> Oidc {
         endpoints,
         frontchannel_logout,
         issuer_template,
+        dpop: raw.dpop,
     }
+}
+
+/// `oidc.dpop_signing_alg`: ES256, the curve of the per-session keys.
+/// `none` and HMAC prove nothing (no private key); other asymmetric ones
+/// are not offered (an RSA key per session costs too much to generate).
+fn dpop_signing_alg(raw: &RawOidc, issues: &mut Issues) {
+    let alg = raw.dpop_signing_alg.as_str();
+    if alg == "ES256" {
+        return;
+    }
+    let why = if alg.eq_ignore_ascii_case("none") || alg.to_ascii_uppercase().starts_with("HS") {
+        "is never accepted: a DPoP proof must be signed with the session's private key"
+    } else {
+        "is not supported"
+    };
+    issues.add(
+        "oidc.dpop_signing_alg",
+        format!("`{alg}` {why}; use \"ES256\""),
+    );
 }
 
 /// `oidc.max_*`: positive, and a token must fit in a response.
@@ -687,5 +721,29 @@ mod tests {
             keys,
             vec!["oidc.id_token_algorithms[0]", "oidc.id_token_algorithms[1]"]
         );
+    }
+
+    #[test]
+    fn dpop_is_off_by_default_and_its_algorithm_is_es256_only() {
+        let off = load_str(&minimal(), &[]).expect("valid");
+        assert!(!off.oidc.dpop);
+        let on = minimal().replace("client_id = \"bff\"", "client_id = \"bff\"\ndpop = true");
+        assert!(load_str(&on, &[]).expect("valid").oidc.dpop);
+        for (alg, says) in [
+            ("none", "never accepted"),
+            ("HS256", "never accepted"),
+            ("RS256", "not supported"),
+        ] {
+            let toml = minimal().replace(
+                "client_id = \"bff\"",
+                &format!("client_id = \"bff\"\ndpop = true\ndpop_signing_alg = \"{alg}\""),
+            );
+            let err = load_str(&toml, &[]).expect_err("refused");
+            assert_eq!(keys_of(err.clone()), ["oidc.dpop_signing_alg"], "{err}");
+            assert!(
+                err.to_string().contains(says) && err.to_string().contains("use \"ES256\""),
+                "{err}"
+            );
+        }
     }
 }

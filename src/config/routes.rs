@@ -68,6 +68,9 @@ pub struct RawRoute {
     pub scopes: Vec<String>,
     /// Derive the user token by RFC 8693 token exchange.
     pub token_exchange: bool,
+    /// Send the session's DPoP-bound token as `Authorization: DPoP …` with
+    /// a `DPoP` proof for this request (RFC 9449 §7); needs `oidc.dpop`.
+    pub dpop: bool,
 }
 
 /// One condition of `require`, as written.
@@ -106,6 +109,7 @@ impl Default for RawRoute {
             resource: None,
             scopes: Vec::new(),
             token_exchange: false,
+            dpop: false,
         }
     }
 }
@@ -168,6 +172,8 @@ pub struct RouteToken {
     /// Derive the user token by RFC 8693 token exchange instead of a
     /// refresh-token grant with `resource`/`scope`.
     pub exchange: bool,
+    /// Present the session's token with a DPoP proof (`routes[i].dpop`).
+    pub dpop: bool,
 }
 
 impl RouteToken {
@@ -186,6 +192,7 @@ impl Default for RouteToken {
             resource: None,
             scopes: Vec::new(),
             exchange: false,
+            dpop: false,
         }
     }
 }
@@ -399,11 +406,36 @@ fn route_token(prefix: &str, r: &RawRoute, auth: RouteAuth, issues: &mut Issues)
             "exchanges a user's token; use it with token = \"user\" or \"user_or_client\"",
         );
     }
+    if r.dpop {
+        // The proof is made with the session's key for the session's own
+        // token: nothing else the gateway sends is bound to that key.
+        let why = if auth == RouteAuth::None {
+            Some(
+                "a route with auth = \"none\" has no session key to prove; use auth = \"required\" or \"optional\"",
+            )
+        } else if kind != TokenKind::User {
+            Some("proves the session's own token; use it with token = \"user\"")
+        } else if derived {
+            Some(
+                "derived tokens (resource, scopes, token_exchange) are not DPoP-bound; remove them or dpop",
+            )
+        } else if r.bearer_audience.is_some() {
+            Some(
+                "bearer clients' own tokens are passed on as they are; remove bearer_audience or dpop",
+            )
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            issues.add(format!("{prefix}.dpop"), why);
+        }
+    }
     RouteToken {
         kind,
         resource,
         scopes: r.scopes.clone(),
         exchange: r.token_exchange,
+        dpop: r.dpop,
     }
 }
 
@@ -839,5 +871,24 @@ mod tests {
         let typo = route("tokens = \"client\"\n");
         let err = load_str(&typo, &[]).expect_err("unknown key");
         assert!(err.to_string().contains("`token`"), "{err}");
+    }
+
+    #[test]
+    fn dpop_routes_send_the_sessions_own_token_only() {
+        let route = |lines: &str| {
+            route(lines).replace("client_id = \"bff\"", "client_id = \"bff\"\ndpop = true")
+        };
+        let ok = load_str(&route("dpop = true\n"), &[]).expect("valid");
+        assert!(ok.routes[1].token.dpop);
+        assert!(!ok.routes[0].token.dpop, "off by default");
+        for lines in [
+            "auth = \"none\"\ndpop = true\n",
+            "token = \"client\"\ndpop = true\n",
+            "scopes = [\"a\"]\ndpop = true\n",
+            "bearer_audience = \"https://api.example.com\"\ndpop = true\n",
+        ] {
+            let err = load_str(&route(lines), &[]).expect_err(lines);
+            assert_eq!(keys_of(err.clone()), ["routes[1].dpop"], "{lines}: {err}");
+        }
     }
 }

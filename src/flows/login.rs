@@ -29,8 +29,9 @@ use super::Untrusted;
 use crate::login_params::LoginQuery;
 use crate::oidc::Oidc;
 use crate::oidc::claims::{bounded_json, granted_scopes, strip_protocol_claims};
+use crate::oidc::dpop::DpopKey;
 use crate::oidc::jwt::{IdTokenExpectations, TokenError, validate_id_token};
-use crate::oidc::provider::ProviderError;
+use crate::oidc::provider::{DPOP_NOT_BOUND, ProviderError};
 use crate::secret::constant_time_eq;
 use crate::session::cookie::{StoreId, login_slot, random_token};
 use crate::session::store::StoreError;
@@ -391,11 +392,29 @@ pub async fn complete(
             "The callback is missing its code parameter.".into(),
         ));
     };
+    // DPoP (`oidc.dpop`): the session's own key, made here so the code
+    // exchange binds the tokens to it; it is sealed with them below.
+    let dpop_key = match oidc.provider.config().dpop {
+        true => Some(
+            DpopKey::generate()
+                .map_err(|e| LoginError::Provider(ProviderError::Misconfigured(e.to_string())))?,
+        ),
+        false => None,
+    };
+    let dpop = dpop_key
+        .as_deref()
+        .map(|k| DpopKey::from_pkcs8(k))
+        .transpose()
+        .map_err(|e| LoginError::Provider(ProviderError::Misconfigured(e.to_string())))?;
     let tokens = oidc
         .provider
-        .exchange_code(code, &pending.pkce_verifier)
+        .exchange_code(code, &pending.pkce_verifier, dpop.as_ref())
         .await
         .map_err(|e| match e {
+            ProviderError::Rejected { error, .. } if error == DPOP_NOT_BOUND => LoginError::Failed(
+                "dpop_not_bound",
+                "the identity provider issued tokens that are not bound to this session's DPoP key, which this gateway requires (oidc.dpop)".into(),
+            ),
             ProviderError::Rejected { error, .. } => LoginError::Failed(
                 "code_rejected",
                 format!(
@@ -447,7 +466,7 @@ pub async fn complete(
     if oidc.provider.config().userinfo {
         let info = oidc
             .provider
-            .userinfo(&tokens.access_token)
+            .userinfo(&tokens.access_token, dpop.as_ref())
             .await
             .map_err(oversized_fails)?;
         if info.get("sub").and_then(Value::as_str) != Some(sub.as_str()) {
@@ -491,6 +510,7 @@ pub async fn complete(
                 access_expires_at,
                 claims_json,
                 scopes: Some(scopes),
+                dpop_key,
             },
             client,
             now,

@@ -30,8 +30,9 @@ use crate::audit::{Action, Auditor, Event, Origin};
 use crate::metrics::OutcomeLabels;
 use crate::oidc::Oidc;
 use crate::oidc::claims::{bounded_json, granted_scopes, merge_claims};
+use crate::oidc::dpop::DpopKey;
 use crate::oidc::jwt::{IdTokenExpectations, validate_id_token};
-use crate::oidc::provider::ProviderError;
+use crate::oidc::provider::{DPOP_NOT_BOUND, ProviderError};
 use crate::secret::SecretString;
 use crate::session::cookie::random_token;
 use crate::session::record::SessionSecrets;
@@ -303,7 +304,26 @@ impl Refresher {
         let Some(refresh_token) = latest.secrets.refresh_token.clone() else {
             return Err(RefreshError::SessionEnded(EndReason::Expired));
         };
-        let tokens = match oidc.provider.refresh(&refresh_token).await {
+        // With `oidc.dpop`, the refresh carries a proof of the session's
+        // key, so the new access token is bound to it as the first was. A
+        // session from before DPoP was turned on has no key: it ends here
+        // (one new login) rather than carry an unbound token on.
+        let dpop = match (&latest.secrets.dpop_key, oidc.provider.config().dpop) {
+            (Some(k), true) => match DpopKey::from_pkcs8(k) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    return self
+                        .end_refused(&latest, None, &e.to_string(), now, origin)
+                        .await;
+                }
+            },
+            (None, true) => {
+                let why = "the session has no DPoP key (it predates oidc.dpop)";
+                return self.end_refused(&latest, None, why, now, origin).await;
+            }
+            (_, false) => None,
+        };
+        let tokens = match oidc.provider.refresh(&refresh_token, dpop.as_ref()).await {
             Ok(t) => t,
             Err(e) if e.is_invalid_grant() => {
                 tracing::info!(session = ?latest.store_id, "refresh token refused (invalid_grant); ending the session");
@@ -315,6 +335,10 @@ impl Refresher {
             }
             Err(ProviderError::TooLarge(what)) => {
                 return self.end_refused(&latest, None, &what, now, origin).await;
+            }
+            Err(ProviderError::Rejected { error, .. }) if error == DPOP_NOT_BOUND => {
+                let why = "the refreshed token is not bound to the session's DPoP key";
+                return self.end_refused(&latest, None, why, now, origin).await;
             }
             Err(e) => {
                 // Any other refusal (invalid_client after a secret change, ...)
@@ -386,6 +410,8 @@ impl Refresher {
             scopes: Some(scopes),
             // Derived tokens stay valid until their own expiry.
             derived: latest.secrets.derived.clone(),
+            // The key the new tokens are bound to: the session's, for life.
+            dpop_key: latest.secrets.dpop_key.clone(),
         };
         let access_expires_at = tokens.expires_in.map_or(0, |d| now + d.as_secs());
         self.count(origin, &latest, None);

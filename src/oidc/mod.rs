@@ -5,6 +5,7 @@
 pub mod claims;
 pub mod client_auth;
 mod discovery_overrides;
+pub mod dpop;
 pub mod jwt;
 pub mod provider;
 

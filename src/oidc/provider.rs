@@ -39,15 +39,18 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::client_auth::AssertionSigner;
+use super::dpop::DpopKey;
 use crate::config::{AuthMethod, OidcConfig};
 use crate::secret::SecretString;
 
 mod client_credentials;
 mod credentials;
 mod derived;
+mod dpop;
 mod par;
 
 pub use derived::TOKEN_EXCHANGE_GRANT;
+pub use dpop::NOT_BOUND as DPOP_NOT_BOUND;
 
 /// Discovery fields beyond what `openidconnect` models.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -57,6 +60,8 @@ pub struct ExtraMetadata {
     /// RFC 9126 §5.
     pub pushed_authorization_request_endpoint: Option<Url>,
     pub require_pushed_authorization_requests: Option<bool>,
+    /// RFC 9449 §5.1: the provider accepts DPoP proofs signed with these.
+    pub dpop_signing_alg_values_supported: Option<Vec<String>>,
 }
 
 impl AdditionalProviderMetadata for ExtraMetadata {}
@@ -129,6 +134,8 @@ pub struct TokenSet {
     /// says; RFC 6749 §5.1 lets it leave them out when they are the ones
     /// requested.
     pub scope: Option<String>,
+    /// `token_type`: `Bearer`, or `DPoP` for tokens bound to a DPoP key.
+    pub token_type: String,
 }
 
 /// What was learnt from discovery.
@@ -157,6 +164,8 @@ pub struct MetadataCache {
     last_error: RwLock<Option<String>>,
     /// Serialises discovery across every worker.
     refresh_lock: tokio::sync::Mutex<()>,
+    /// The provider's latest DPoP nonces (RFC 9449 §8), per process.
+    dpop_nonces: super::dpop::Nonces,
 }
 
 pub struct Provider {
@@ -427,6 +436,13 @@ impl Provider {
             self.token_exchange_key.as_deref(),
             metadata.grant_types_supported(),
         )?;
+        dpop::check_advertised(
+            self.config.dpop,
+            extra
+                .additional_metadata
+                .dpop_signing_alg_values_supported
+                .as_deref(),
+        )?;
         let jwks_uri = metadata.jwks_uri().url().clone();
         let userinfo_endpoint = metadata.userinfo_endpoint().map(|u| u.url().clone());
         let issuer = advertised.to_owned();
@@ -533,22 +549,48 @@ impl Provider {
     /// reads bodies without a limit and parses the ID token's claims itself
     /// (so a token lacking `iat` became an "invalid provider response", an
     /// outage, instead of a failed login decided by `jwt`).
+    ///
+    /// With a DPoP key, each request carries a proof (RFC 9449 §5) with the
+    /// provider's latest nonce; a `use_dpop_nonce` refusal with a new nonce
+    /// is retried once, and a token not bound to the key (`token_type`
+    /// other than `DPoP`) is refused.
     async fn token_request(
         &self,
         grant: &[(&'static str, &str)],
+        dpop: Option<&DpopKey>,
     ) -> Result<TokenSet, ProviderError> {
         let d = self.discovered().await?;
-        let mut form: Vec<(&'static str, Cow<'_, str>)> =
-            grant.iter().map(|(k, v)| (*k, Cow::Borrowed(*v))).collect();
-        let req = self
-            .http
-            .post(d.token_endpoint.clone())
-            .header("accept", "application/json");
-        let req = self.authenticated(req, &d, &mut form)?.form(&form);
-        let resp = self.send(Endpoint::Token, req).await?;
-        let status = resp.status();
-        let body = self.read_limited(resp, "token response").await?;
-        parse_token_response(status, &body, &self.config.limits)
+        let mut retried = false;
+        loop {
+            let mut form: Vec<(&'static str, Cow<'_, str>)> =
+                grant.iter().map(|(k, v)| (*k, Cow::Borrowed(*v))).collect();
+            let mut req = self
+                .http
+                .post(d.token_endpoint.clone())
+                .header("accept", "application/json");
+            if let Some(key) = dpop {
+                req = req.header(
+                    "DPoP",
+                    self.dpop_proof(key, "POST", &d.token_endpoint, None)?,
+                );
+            }
+            let req = self.authenticated(req, &d, &mut form)?.form(&form);
+            let resp = self.send(Endpoint::Token, req).await?;
+            let status = resp.status();
+            let new_nonce = dpop.is_some() && self.remember_dpop_nonce(&d.token_endpoint, &resp);
+            let body = self.read_limited(resp, "token response").await?;
+            let answer = parse_token_response(status, &body, &self.config.limits);
+            match (answer, dpop) {
+                (Err(ProviderError::Rejected { error, .. }), Some(_))
+                    if error == "use_dpop_nonce" && new_nonce && !retried =>
+                {
+                    tracing::debug!("token endpoint asked for a DPoP nonce; retrying once with it");
+                    retried = true;
+                }
+                (Ok(tokens), Some(_)) => return dpop::bound(tokens),
+                (answer, _) => return answer,
+            }
+        }
     }
 
     /// The URL to send the browser to, with PKCE S256, state and nonce.
@@ -595,23 +637,34 @@ impl Provider {
         &self,
         code: &str,
         verifier: &str,
+        dpop: Option<&DpopKey>,
     ) -> Result<TokenSet, ProviderError> {
-        self.token_request(&[
-            ("grant_type", "authorization_code"),
-            ("code", code),
-            ("redirect_uri", self.redirect_uri.as_str()),
-            ("code_verifier", verifier),
-        ])
+        self.token_request(
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", self.redirect_uri.as_str()),
+                ("code_verifier", verifier),
+            ],
+            dpop,
+        )
         .await
     }
 
     #[tracing::instrument(target = "oidc_bff_otel", name = "provider.refresh", skip_all,
         fields(otel.kind = "client", oidc.grant_type = "refresh_token"))]
-    pub async fn refresh(&self, refresh_token: &SecretString) -> Result<TokenSet, ProviderError> {
-        self.token_request(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh_token.expose()),
-        ])
+    pub async fn refresh(
+        &self,
+        refresh_token: &SecretString,
+        dpop: Option<&DpopKey>,
+    ) -> Result<TokenSet, ProviderError> {
+        self.token_request(
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token.expose()),
+            ],
+            dpop,
+        )
         .await
     }
 
@@ -659,17 +712,23 @@ impl Provider {
     pub async fn userinfo(
         &self,
         access_token: &SecretString,
+        dpop: Option<&DpopKey>,
     ) -> Result<serde_json::Map<String, serde_json::Value>, ProviderError> {
         let d = self.discovered().await?;
         let Some(endpoint) = &d.userinfo_endpoint else {
             return Ok(serde_json::Map::new());
         };
-        let req = self
-            .http
-            .get(endpoint.clone())
-            .bearer_auth(access_token.expose())
-            .header("accept", "application/json");
-        let resp = self.send(Endpoint::Userinfo, req).await?;
+        let resp = match dpop {
+            Some(key) => self.dpop_userinfo(endpoint, access_token, key).await?,
+            None => {
+                let req = self
+                    .http
+                    .get(endpoint.clone())
+                    .bearer_auth(access_token.expose())
+                    .header("accept", "application/json");
+                self.send(Endpoint::Userinfo, req).await?
+            }
+        };
         if !resp.status().is_success() {
             return Err(ProviderError::Unavailable(format!(
                 "userinfo answered {}",
@@ -729,7 +788,6 @@ pub fn usable_algorithms(configured: &[Algorithm], advertised: &[String]) -> Vec
 #[derive(Deserialize)]
 struct RawTokenResponse {
     access_token: String,
-    #[expect(dead_code, reason = "required by RFC 6749 §5.1; its value is not used")]
     token_type: String,
     #[serde(default)]
     refresh_token: Option<String>,
@@ -825,6 +883,7 @@ fn parse_token_response(
             Some(Value::String(s)) if !s.chars().any(char::is_control) => Some(s),
             _ => None,
         },
+        token_type: raw.token_type,
     })
 }
 

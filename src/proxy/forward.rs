@@ -20,6 +20,7 @@ use http::{HeaderName, HeaderValue, StatusCode, Version, header};
 use tracing::Instrument as _;
 
 use super::client::{HttpClient, build_client};
+use super::dpop::{self, UpstreamDpop};
 use super::headers;
 use super::routes::Route;
 use super::token;
@@ -116,6 +117,8 @@ pub struct Forwarder {
     client_tokens: Arc<ClientTokens>,
     /// Renews a session's token an upstream refused.
     refresher: Arc<Refresher>,
+    /// Upstreams' latest DPoP nonces (routes with `dpop = true`).
+    dpop_nonces: crate::oidc::dpop::Nonces,
 }
 
 impl Forwarder {
@@ -151,6 +154,7 @@ impl Forwarder {
             login_path: config.server.path("/auth/login"),
             client_tokens,
             refresher,
+            dpop_nonces: crate::oidc::dpop::Nonces::default(),
         })
     }
 
@@ -396,9 +400,11 @@ impl Forwarder {
             }
         };
         let bearer = attached.as_ref().map(|a| a.header().clone());
+        // A DPoP route presents the session's token with a proof instead.
+        let dpop = UpstreamDpop::for_route(route.token.dpop, session)?;
         // Only a token the gateway chose can be renewed: a bearer client's
         // own 401 is its own to handle.
-        let renewable = !bearer_caller;
+        let renewable = !bearer_caller && dpop.is_none();
         let (mut parts, body) = req.into_parts();
         let step_up_return_to =
             session.and_then(|_| self.step_up_return_to(&parts.headers, &parts.uri));
@@ -449,6 +455,14 @@ impl Forwarder {
             },
         );
         headers::set_identity(&mut parts.headers, &self.gateway_only, identity);
+        if let Some(d) = &dpop {
+            d.attach(
+                &mut parts.headers,
+                &parts.method,
+                &parts.uri,
+                &self.dpop_nonces,
+            )?;
+        }
         // The upstream call's client span (exported traces): the upstream
         // receives its context as `traceparent`. A client's own trace
         // context passes only from a trusted proxy (`traces::propagate`).
@@ -476,7 +490,7 @@ impl Forwarder {
         // it is small (bodyless, or a Content-Length within the limit), so
         // it can be sent once more with a new token.
         let (body, replay) = match (&attached, &browser_side) {
-            (Some(_), None) if renewable => keep_for_replay(&parts, body).await?,
+            (Some(_), None) if renewable || dpop.is_some() => keep_for_replay(&parts, body).await?,
             _ => (body, None),
         };
         let replay = replay.map(|b| {
@@ -487,8 +501,27 @@ impl Forwarder {
                 b,
             )
         });
+        let dpop_uri = dpop.as_ref().map(|_| parts.uri.clone());
         let upstream_req = Request::from_parts(parts, body);
         let mut resp = self.send(route, client, upstream_req, &span).await?;
+        let mut replay = replay;
+        if let (Some(d), Some(uri)) = (&dpop, &dpop_uri)
+            && resp.status() == StatusCode::UNAUTHORIZED
+            && dpop::remember_nonce(uri, resp.headers(), &self.dpop_nonces).is_some()
+            && let Some((method, uri, mut headers, bytes)) = replay.take()
+        {
+            tracing::info!(route = %route.path, "upstream asked for a DPoP nonce; retrying once with it");
+            d.attach(&mut headers, &method, &uri, &self.dpop_nonces)?;
+            let mut again = Request::new(Body::from(bytes));
+            *again.method_mut() = method;
+            *again.uri_mut() = uri;
+            *again.version_mut() = Version::HTTP_11;
+            *again.headers_mut() = headers;
+            resp = self.send(route, client, again, &span).await?;
+        }
+        if let Some(uri) = &dpop_uri {
+            dpop::remember_nonce(uri, resp.headers(), &self.dpop_nonces);
+        }
         if resp.status() == StatusCode::UNAUTHORIZED
             && token::refused_token(resp.headers())
             && let (Some((method, uri, mut headers, bytes)), Some(refused)) = (replay, &attached)

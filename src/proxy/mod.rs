@@ -15,6 +15,7 @@
 //! upstream switches protocols.
 
 pub mod client;
+pub mod dpop;
 pub mod forward;
 pub mod handler;
 pub mod headers;

@@ -192,6 +192,8 @@ pub struct NewLogin {
     pub claims_json: String,
     /// The granted scopes, space-separated.
     pub scopes: Option<String>,
+    /// The session's DPoP private key (PKCS#8), when `oidc.dpop` is on.
+    pub dpop_key: Option<zeroize::Zeroizing<Vec<u8>>>,
 }
 
 /// The hex SHA-256 of a value: how identifiers (subjects, provider session
@@ -591,6 +593,7 @@ impl Sessions {
             claims_json: login.claims_json,
             scopes: login.scopes,
             derived: Vec::new(),
+            dpop_key: login.dpop_key,
         };
         let absolute_expires_at = now + self.absolute_timeout;
         let body = StoredBody {

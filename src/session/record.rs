@@ -202,6 +202,12 @@ pub struct SessionSecrets {
     /// [`MAX_DERIVED`], one per key (empty in records written before
     /// they were kept). They live and die with the record.
     pub derived: Vec<DerivedToken>,
+    /// The session's DPoP private key (RFC 9449; PKCS#8), when
+    /// `oidc.dpop` is on: its tokens are bound to it. Sealed here only, so
+    /// a copy of the store cannot use them (`None` in records written
+    /// before DPoP, or with it off).
+    #[serde(with = "opt_secret_bytes")]
+    pub dpop_key: Option<zeroize::Zeroizing<Vec<u8>>>,
 }
 
 /// Most derived tokens a session keeps: one per distinct (resource,
@@ -220,6 +226,20 @@ pub struct DerivedToken {
     pub access_token: SecretString,
     /// When it expires (0: the provider did not say).
     pub expires_at: u64,
+}
+
+/// `SessionSecrets` as written before `dpop_key` existed.
+#[derive(Deserialize)]
+struct SessionSecretsV3 {
+    #[serde(with = "secret_string")]
+    access_token: SecretString,
+    #[serde(with = "opt_secret_string")]
+    refresh_token: Option<SecretString>,
+    #[serde(with = "opt_secret_string")]
+    id_token: Option<SecretString>,
+    claims_json: String,
+    scopes: Option<String>,
+    derived: Vec<DerivedToken>,
 }
 
 /// `SessionSecrets` as written before `derived` existed.
@@ -259,13 +279,25 @@ impl SessionSecrets {
         zeroize::Zeroizing::new(postcard::to_stdvec(self).unwrap_or_default())
     }
 
-    /// Decodes the current layout, or an older one: before `derived` (no
-    /// derived tokens yet) or before `scopes` (no known scopes) — a session
-    /// that predates an upgrade keeps working. Each older layout is a
-    /// prefix of the newer, so the newest that decodes is tried first.
+    /// Decodes the current layout, or an older one: before `dpop_key` (no
+    /// DPoP key), before `derived` (no derived tokens yet) or before
+    /// `scopes` (no known scopes) — a session that predates an upgrade
+    /// keeps working. Each older layout is a prefix of the newer, so the
+    /// newest that decodes is tried first.
     pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
         if let Ok(s) = postcard::from_bytes(bytes) {
             return Ok(s);
+        }
+        if let Ok(v3) = postcard::from_bytes::<SessionSecretsV3>(bytes) {
+            return Ok(Self {
+                access_token: v3.access_token,
+                refresh_token: v3.refresh_token,
+                id_token: v3.id_token,
+                claims_json: v3.claims_json,
+                scopes: v3.scopes,
+                derived: v3.derived,
+                dpop_key: None,
+            });
         }
         if let Ok(v2) = postcard::from_bytes::<SessionSecretsV2>(bytes) {
             return Ok(Self {
@@ -275,6 +307,7 @@ impl SessionSecrets {
                 claims_json: v2.claims_json,
                 scopes: v2.scopes,
                 derived: Vec::new(),
+                dpop_key: None,
             });
         }
         let v1: SessionSecretsV1 =
@@ -286,6 +319,7 @@ impl SessionSecrets {
             claims_json: v1.claims_json,
             scopes: None,
             derived: Vec::new(),
+            dpop_key: None,
         })
     }
 
@@ -338,6 +372,29 @@ mod secret_string {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SecretString, D::Error> {
         String::deserialize(d).map(SecretString::new)
+    }
+}
+
+/// Key bytes, wiped from memory when dropped.
+mod opt_secret_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use zeroize::Zeroizing;
+
+    pub fn serialize<S: Serializer>(
+        v: &Option<Zeroizing<Vec<u8>>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => s.serialize_some(serde_bytes::Bytes::new(b)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, D::Error> {
+        Option::<serde_bytes::ByteBuf>::deserialize(d)
+            .map(|o| o.map(|b| Zeroizing::new(b.into_vec())))
     }
 }
 
@@ -464,6 +521,7 @@ mod tests {
             claims_json: "{}".into(),
             scopes: Some("openid api".into()),
             derived: Vec::new(),
+            dpop_key: None,
         };
         assert_eq!(format!("{s:?}"), "SessionSecrets([redacted])");
         let back = SessionSecrets::decode(&s.encode()).expect("decodes");
@@ -500,6 +558,7 @@ mod tests {
             claims_json: "{}".into(),
             scopes: None,
             derived: Vec::new(),
+            dpop_key: None,
         };
         s.put_derived(derived("r|https://api-a.test/|", "for-a", 1_000));
         s.put_derived(derived("r|https://api-b.test/|", "for-b", 1_000));
@@ -540,5 +599,41 @@ mod tests {
         assert_eq!(back.access_token.expose(), "at");
         assert_eq!(back.scopes.as_deref(), Some("openid"));
         assert!(back.derived.is_empty());
+    }
+
+    #[test]
+    fn the_dpop_key_round_trips_and_secrets_written_before_it_still_decode() {
+        let mut s = SessionSecrets {
+            access_token: SecretString::new("at"),
+            refresh_token: Some(SecretString::new("rt")),
+            id_token: None,
+            claims_json: "{}".into(),
+            scopes: Some("openid".into()),
+            derived: Vec::new(),
+            dpop_key: Some(zeroize::Zeroizing::new(vec![7; 138])),
+        };
+        s.put_derived(derived("k", "for-k", 5));
+        let back = SessionSecrets::decode(&s.encode()).expect("decodes");
+        assert_eq!(
+            back.dpop_key.as_deref().map(Vec::as_slice),
+            Some(&[7u8; 138][..])
+        );
+        assert_eq!(back.derived.len(), 1);
+        // The layout before `dpop_key` (V3): derived tokens kept, no key.
+        #[derive(Serialize)]
+        struct V3<'a>(
+            &'a str,
+            Option<&'a str>,
+            Option<&'a str>,
+            &'a str,
+            Option<&'a str>,
+            Vec<(&'a str, &'a str, u64)>,
+        );
+        let old = postcard::to_stdvec(&V3("at", Some("rt"), None, "{}", None, vec![("k", "t", 9)]))
+            .expect("encode");
+        let back = SessionSecrets::decode(&old).expect("decodes");
+        assert_eq!(back.derived.len(), 1);
+        assert_eq!(back.derived[0].access_token.expose(), "t");
+        assert!(back.dpop_key.is_none());
     }
 }

@@ -31,6 +31,7 @@ fn login(sub: &str) -> NewLogin {
         access_expires_at: 2_000,
         claims_json: r#"{"sub":"alice","name":"Alice"}"#.into(),
         scopes: None,
+        dpop_key: None,
     }
 }
 

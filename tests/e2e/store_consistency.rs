@@ -107,6 +107,7 @@ pub fn login(user: &str, n: usize) -> NewLogin {
         access_expires_at: 0,
         claims_json: "{}".into(),
         scopes: None,
+        dpop_key: None,
     }
 }
 

@@ -86,6 +86,7 @@ fn realistic_login(user: &str, n: usize) -> NewLogin {
             "{{\"sub\":\"{user}\",\"name\":\"A Person\",\"email\":\"{user}@example.com\",\"groups\":[\"staff\",\"dev\"]}}"
         ),
         scopes: Some("openid profile email".into()),
+        dpop_key: None,
     }
 }
 

@@ -258,6 +258,7 @@ impl TestRouter {
                 all.to_string()
             },
             scopes: scopes.map(str::to_owned),
+            dpop_key: None,
         };
         let (_, set_cookie) = self
             .state

@@ -214,6 +214,7 @@ mod tests {
             resource: resource.map(|r| r.parse().expect("url")),
             scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
             exchange,
+            dpop: false,
         }
     }
 

@@ -21,6 +21,6 @@ impl Provider {
         if let Some(r) = resource {
             grant.push(("resource", r));
         }
-        self.token_request(&grant).await
+        self.token_request(&grant, None).await
     }
 }

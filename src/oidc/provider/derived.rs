@@ -57,7 +57,7 @@ impl Provider {
         if !scope.is_empty() {
             grant.push(("scope", &scope));
         }
-        self.token_request(&grant).await
+        self.token_request(&grant, None).await
     }
 }
 

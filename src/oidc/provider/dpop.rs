@@ -1,0 +1,137 @@
+//! DPoP at the provider (RFC 9449): whether discovery allows `oidc.dpop`,
+//! the proofs sent to the token and userinfo endpoints with the provider's
+//! latest nonce (remembered per process in the metadata cache), and the
+//! check that a token answer is bound (`token_type: DPoP`).
+
+use url::Url;
+
+use super::{Endpoint, Provider, ProviderError, TokenSet};
+use crate::oidc::dpop::{ALGORITHM, DpopKey};
+use crate::secret::SecretString;
+
+/// The word a token answer not bound to the session's key is refused with
+/// (`ProviderError::Rejected`): the login fails, a refresh keeps nothing.
+pub const NOT_BOUND: &str = "dpop_not_bound";
+
+/// At discovery, with `oidc.dpop` on: the provider must advertise DPoP
+/// (`dpop_signing_alg_values_supported`, RFC 9449 §5.1) with ES256;
+/// otherwise it is unusable with this configuration (not ready), naming
+/// the key and the fix.
+pub(super) fn check_advertised(
+    dpop: bool,
+    advertised: Option<&[String]>,
+) -> Result<(), ProviderError> {
+    if !dpop {
+        return Ok(());
+    }
+    match advertised {
+        None => Err(ProviderError::Misconfigured(
+            "oidc.dpop is on but the provider's discovery document has no dpop_signing_alg_values_supported (it does not offer DPoP); enable DPoP at the provider or set oidc.dpop = false".into(),
+        )),
+        Some(algs) if !algs.iter().any(|a| a == ALGORITHM) => {
+            Err(ProviderError::Misconfigured(format!(
+                "oidc.dpop_signing_alg {ALGORITHM} is not in the provider's dpop_signing_alg_values_supported {algs:?}; enable ES256 for DPoP at the provider"
+            )))
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+/// A token answer to a request with a proof must be bound to its key: a
+/// `Bearer` answer would put a replayable token in the session where the
+/// configuration promises a sender-constrained one.
+pub(super) fn bound(tokens: TokenSet) -> Result<TokenSet, ProviderError> {
+    if tokens.token_type.eq_ignore_ascii_case("DPoP") {
+        return Ok(tokens);
+    }
+    tracing::warn!(
+        "token endpoint ignored the DPoP proof (token_type is not DPoP); answer refused"
+    );
+    Err(ProviderError::Rejected {
+        error: NOT_BOUND.into(),
+        description: Some("the token endpoint issued a token not bound to the DPoP key".into()),
+    })
+}
+
+impl Provider {
+    /// A proof for `method` on `url` with the provider's latest nonce.
+    pub(super) fn dpop_proof(
+        &self,
+        key: &DpopKey,
+        method: &str,
+        url: &Url,
+        access_token: Option<&str>,
+    ) -> Result<String, ProviderError> {
+        let nonce = self.cache.dpop_nonces.get(url.as_str());
+        key.proof(
+            method,
+            url.as_str(),
+            crate::clock::unix_now(),
+            nonce.as_deref(),
+            access_token,
+        )
+        .map_err(|e| ProviderError::Misconfigured(e.to_string()))
+    }
+
+    /// Keeps the `DPoP-Nonce` a provider answer carries; whether it
+    /// carried a new one (then a `use_dpop_nonce` refusal is worth one
+    /// retry).
+    pub(super) fn remember_dpop_nonce(&self, url: &Url, resp: &reqwest::Response) -> bool {
+        let Some(value) = resp.headers().get("dpop-nonce") else {
+            return false;
+        };
+        let before = self.cache.dpop_nonces.get(url.as_str());
+        self.cache
+            .dpop_nonces
+            .remember(url.as_str(), value.as_bytes());
+        let after = self.cache.dpop_nonces.get(url.as_str());
+        after.is_some() && after != before
+    }
+
+    /// Userinfo with a DPoP-bound access token (`Authorization: DPoP`, a
+    /// proof with `ath`), retried once on a `use_dpop_nonce` challenge.
+    pub(super) async fn dpop_userinfo(
+        &self,
+        endpoint: &Url,
+        access_token: &SecretString,
+        key: &DpopKey,
+    ) -> Result<reqwest::Response, ProviderError> {
+        let mut retried = false;
+        loop {
+            let proof = self.dpop_proof(key, "GET", endpoint, Some(access_token.expose()))?;
+            let req = self
+                .http
+                .get(endpoint.clone())
+                .header("authorization", format!("DPoP {}", access_token.expose()))
+                .header("DPoP", proof)
+                .header("accept", "application/json");
+            let resp = self.send(Endpoint::Userinfo, req).await?;
+            let new_nonce = self.remember_dpop_nonce(endpoint, &resp);
+            if resp.status() == reqwest::StatusCode::UNAUTHORIZED
+                && new_nonce
+                && !retried
+                && crate::oidc::dpop::resource_nonce_challenge(resp.headers()).is_some()
+            {
+                retried = true;
+                continue;
+            }
+            return Ok(resp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dpop_needs_a_provider_that_advertises_es256_proofs() {
+        assert!(check_advertised(false, None).is_ok());
+        let es = vec!["ES256".to_owned(), "RS256".to_owned()];
+        assert!(check_advertised(true, Some(&es)).is_ok());
+        let err = check_advertised(true, None).expect_err("not offered");
+        assert!(err.to_string().contains("oidc.dpop"), "{err}");
+        let err = check_advertised(true, Some(&["RS256".to_owned()])).expect_err("no ES256");
+        assert!(err.to_string().contains("oidc.dpop_signing_alg"), "{err}");
+    }
+}

@@ -1,0 +1,134 @@
+//! DPoP to upstreams (RFC 9449 §7) on routes with `dpop = true`: the
+//! session's DPoP-bound access token goes as `Authorization: DPoP …` with
+//! a proof signed by the session's key, bound to this request's method,
+//! its upstream URL (without query) and the token (`ath`), and carrying
+//! the upstream's latest nonce. A `use_dpop_nonce` refusal is retried
+//! once with the new nonce by `forward` (the request kept for a replay,
+//! as for a refused token). Never a `Bearer` fallback.
+
+use http::{HeaderMap, HeaderValue, Method, Uri, header};
+
+use crate::error::AppError;
+use crate::oidc::dpop::{DpopKey, Nonces};
+use crate::secret::SecretString;
+use crate::session::Session;
+
+/// The `DPoP` request header.
+pub const DPOP: header::HeaderName = header::HeaderName::from_static("dpop");
+
+/// What a DPoP route's request is sent with: the session's key and token.
+pub struct UpstreamDpop {
+    key: DpopKey,
+    token: SecretString,
+}
+
+impl UpstreamDpop {
+    /// For `session` on a route with `dpop = true`; `None` on other routes
+    /// (or without a session: nothing to prove). A session without a key
+    /// (made before `oidc.dpop` was on) is refused, never sent as Bearer.
+    pub fn for_route(wants: bool, session: Option<&Session>) -> Result<Option<Self>, AppError> {
+        let (true, Some(s)) = (wants, session) else {
+            return Ok(None);
+        };
+        let Some(bytes) = s.secrets.dpop_key.as_deref() else {
+            return Err(AppError::Forbidden(
+                "This API needs a session bound to a DPoP key; log in again.".into(),
+            ));
+        };
+        let key = DpopKey::from_pkcs8(bytes)
+            .map_err(|e| AppError::Internal(format!("session DPoP key: {e}")))?;
+        Ok(Some(Self {
+            key,
+            token: s.secrets.access_token.clone(),
+        }))
+    }
+
+    /// Sets `Authorization: DPoP <token>` and a fresh proof for `method`
+    /// on `uri` (absolute: the upstream's), with `uri`'s server's latest
+    /// nonce.
+    pub fn attach(
+        &self,
+        headers: &mut HeaderMap,
+        method: &Method,
+        uri: &Uri,
+        nonces: &Nonces,
+    ) -> Result<(), AppError> {
+        let htu = htu(uri);
+        let proof = self
+            .key
+            .proof(
+                method.as_str(),
+                &htu,
+                crate::clock::unix_now(),
+                nonces.get(&htu).as_deref(),
+                Some(self.token.expose()),
+            )
+            .map_err(|e| AppError::Internal(format!("DPoP proof: {e}")))?;
+        let bad = |_| AppError::Internal("DPoP header is not a valid header value".into());
+        let mut auth =
+            HeaderValue::from_str(&format!("DPoP {}", self.token.expose())).map_err(bad)?;
+        auth.set_sensitive(true);
+        let mut proof = HeaderValue::from_str(&proof).map_err(bad)?;
+        proof.set_sensitive(true);
+        headers.insert(header::AUTHORIZATION, auth);
+        headers.insert(DPOP, proof);
+        Ok(())
+    }
+}
+
+/// `scheme://authority/path` of an upstream request URI (RFC 9449 §4.2
+/// `htu`: no query, no fragment).
+fn htu(uri: &Uri) -> String {
+    format!(
+        "{}://{}{}",
+        uri.scheme_str().unwrap_or("http"),
+        uri.authority().map(|a| a.as_str()).unwrap_or_default(),
+        uri.path()
+    )
+}
+
+/// Keeps the `DPoP-Nonce` an upstream answered with (RFC 9449 §9: on a
+/// refusal or any other answer); the new nonce when the answer was a
+/// `use_dpop_nonce` refusal worth a retry.
+pub fn remember_nonce(uri: &Uri, answer: &HeaderMap, nonces: &Nonces) -> Option<String> {
+    let value = answer.get("dpop-nonce")?;
+    let htu = htu(uri);
+    let before = nonces.get(&htu);
+    nonces.remember(&htu, value.as_bytes());
+    let challenge = crate::oidc::dpop::resource_nonce_challenge(answer)?;
+    (before.as_deref() != Some(challenge.as_str())).then_some(challenge)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_proofs_url_is_the_upstream_request_without_its_query() {
+        let uri: Uri = "http://127.0.0.1:9100/base/x/y?q=secret"
+            .parse()
+            .expect("uri");
+        assert_eq!(htu(&uri), "http://127.0.0.1:9100/base/x/y");
+    }
+
+    #[test]
+    fn only_a_new_nonce_in_a_use_dpop_nonce_refusal_is_worth_a_retry() {
+        let uri: Uri = "http://api.test/r".parse().expect("uri");
+        let nonces = Nonces::default();
+        let mut h = HeaderMap::new();
+        h.insert("dpop-nonce", HeaderValue::from_static("n1"));
+        assert_eq!(remember_nonce(&uri, &h, &nonces), None, "no challenge");
+        assert_eq!(nonces.get("http://api.test/other").as_deref(), Some("n1"));
+        h.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(r#"DPoP error="use_dpop_nonce""#),
+        );
+        assert_eq!(
+            remember_nonce(&uri, &h, &nonces),
+            None,
+            "the nonce already sent"
+        );
+        h.insert("dpop-nonce", HeaderValue::from_static("n2"));
+        assert_eq!(remember_nonce(&uri, &h, &nonces).as_deref(), Some("n2"));
+    }
+}
