@@ -11,7 +11,7 @@
 
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:http';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, existsSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -817,6 +817,96 @@ async function derivedScenario() {
   }
 }
 
+// --dpop: a DPoP proof (RFC 9449) for `htm` `htu` made with `key`.
+async function dpopProof(key, jwk, htm, htu, { nonce, token, iat = now(), jti = randomUUID(), typ = 'dpop+jwt' } = {}) {
+  const payload = { htm, htu, iat, jti };
+  if (nonce) payload.nonce = nonce;
+  if (token) payload.ath = createHash('sha256').update(token).digest('base64url');
+  return new jose.SignJWT(payload).setProtectedHeader({ alg: 'ES256', typ, jwk }).sign(key);
+}
+
+async function dpopScenario() {
+  scenario = 'dpop';
+  const p = await startProvider(['--test-api', '--dpop']);
+  try {
+    const { issuer } = p.ready.json;
+    const disco = await (await fetch(`${issuer}/.well-known/openid-configuration`)).json();
+    check(disco.dpop_signing_alg_values_supported?.includes('ES256'), 'discovery advertises DPoP with ES256', disco.dpop_signing_alg_values_supported);
+    const keyPair = async () => {
+      const { privateKey, publicKey } = await jose.generateKeyPair('ES256');
+      const { kty, crv, x, y } = await jose.exportJWK(publicKey);
+      return { key: privateKey, jwk: { kty, crv, x, y }, jkt: await jose.calculateJwkThumbprint({ kty, crv, x, y }) };
+    };
+    const mine = await keyPair();
+    const theirs = await keyPair();
+    const redirectUri = 'http://127.0.0.1:3/auth/callback';
+    const b = new Browser();
+    const login = await signIn(b, disco, { clientId: 'oidc-bff', redirectUri, user: 'alice', password: 'alice-password' });
+    const post = async (form, proof) => {
+      const res = await fetch(disco.token_endpoint, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: BASIC('oidc-bff', SECRET), ...(proof ? { dpop: proof } : {}) },
+        body: new URLSearchParams(form),
+      });
+      return { status: res.status, json: await res.json(), nonce: res.headers.get('dpop-nonce') };
+    };
+    const code = { grant_type: 'authorization_code', code: login.code, redirect_uri: redirectUri, code_verifier: login.verifier };
+    const first = await post(code, await dpopProof(mine.key, mine.jwk, 'POST', disco.token_endpoint));
+    check(first.status === 400 && first.json.error === 'use_dpop_nonce' && !!first.nonce, 'a proof without the nonce: use_dpop_nonce with a DPoP-Nonce', first);
+    const t = await post(code, await dpopProof(mine.key, mine.jwk, 'POST', disco.token_endpoint, { nonce: first.nonce }));
+    must(t.status === 200 && t.json.token_type === 'DPoP', 'code exchange with the nonce: a DPoP token', t);
+    const stored = (await api(issuer, 'GET', '/__test/access-tokens')).json.find((a) => a.token === t.json.access_token);
+    check(stored?.jkt === mine.jkt, 'the token is bound to the proof key (jkt)', stored);
+
+    const RES = `${issuer}/resource/dpop`;
+    const call = async (headers, method = 'GET', url = RES) => {
+      const res = await fetch(url, { method, headers });
+      const text = await res.text();
+      let json;
+      try { json = JSON.parse(text); } catch { json = text; }
+      return { status: res.status, json, nonce: res.headers.get('dpop-nonce'), challenge: res.headers.get('www-authenticate') };
+    };
+    const at = t.json.access_token;
+    const dpopAuth = `DPoP ${at}`;
+    const noNonce = await call({ authorization: dpopAuth, dpop: await dpopProof(mine.key, mine.jwk, 'GET', RES, { token: at }) });
+    must(noNonce.status === 401 && noNonce.json.error === 'use_dpop_nonce' && !!noNonce.nonce, 'the resource asks for its nonce', noNonce);
+    const rn = noNonce.nonce;
+    const good = await dpopProof(mine.key, mine.jwk, 'GET', `${RES}?q=1`, { token: at, nonce: rn });
+    const ok = await call({ authorization: dpopAuth, dpop: good }, 'GET', `${RES}?q=1`);
+    check(ok.status === 200 && ok.json.sub === 'alice' && ok.json.jkt === mine.jkt, 'a valid proof reaches the resource (htu without query)', ok);
+    const refusals = [
+      [{}, 'no access token'],
+      [{ authorization: `Bearer ${at}` }, 'a DPoP-bound token sent as Bearer'],
+      [{ authorization: dpopAuth }, 'no DPoP proof'],
+      [{ authorization: dpopAuth, dpop: await dpopProof(theirs.key, theirs.jwk, 'GET', RES, { token: at, nonce: rn }) }, 'the proof is signed by another key than the token is bound to'],
+      [{ authorization: dpopAuth, dpop: await dpopProof(mine.key, mine.jwk, 'POST', RES, { token: at, nonce: rn }) }, 'htm mismatch'],
+      [{ authorization: dpopAuth, dpop: await dpopProof(mine.key, mine.jwk, 'GET', `${issuer}/resource/other`, { token: at, nonce: rn }) }, 'htu mismatch'],
+      [{ authorization: dpopAuth, dpop: await dpopProof(mine.key, mine.jwk, 'GET', RES, { token: 'another', nonce: rn }) }, 'ath mismatch'],
+      [{ authorization: dpopAuth, dpop: await dpopProof(mine.key, mine.jwk, 'GET', RES, { token: at, nonce: rn, iat: now() - 600 }) }, 'iat is not recent'],
+      [{ authorization: dpopAuth, dpop: good }, 'replayed proof (jti seen before)'],
+    ];
+    for (const [headers, why] of refusals) {
+      const r = await call(headers);
+      check(r.status === 401 && r.json.error_description === why && /^DPoP /.test(r.challenge ?? ''), `the resource refuses: ${why}`, r);
+    }
+    const signedWrongTyp = await call({ authorization: dpopAuth, dpop: await dpopProof(mine.key, mine.jwk, 'GET', RES, { token: at, nonce: rn, typ: 'JWT' }) });
+    check(signedWrongTyp.status === 401 && signedWrongTyp.json.error === 'invalid_dpop_proof', 'the resource refuses a proof of another typ', signedWrongTyp);
+
+    // Refresh: bound again to the same key; without a proof refused.
+    const bare = await post({ grant_type: 'refresh_token', refresh_token: t.json.refresh_token });
+    check(bare.status === 200 && bare.json.token_type === 'Bearer', 'a refresh without a proof gets a Bearer token (the client is confidential)', bare);
+    const r = await post({ grant_type: 'refresh_token', refresh_token: bare.json.refresh_token }, await dpopProof(mine.key, mine.jwk, 'POST', disco.token_endpoint, { nonce: first.nonce }));
+    check(r.status === 200 && r.json.token_type === 'DPoP', 'a refresh with a proof: a DPoP token', r);
+    await api(issuer, 'POST', '/__test/resource/rotate-nonce', {});
+    const rotated = await call({ authorization: dpopAuth, dpop: await dpopProof(mine.key, mine.jwk, 'GET', RES, { token: at, nonce: rn }) });
+    check(rotated.status === 401 && rotated.json.error === 'use_dpop_nonce' && rotated.nonce && rotated.nonce !== rn, 'a rotated resource nonce is asked for again', rotated);
+    const stats = (await api(issuer, 'GET', '/__test/stats')).json;
+    check(stats.token_dpop_nonce_challenges === 1 && stats.resource.ok === 1 && stats.resource.nonce_challenges === 2, 'nonce challenges and resource answers counted', stats);
+  } finally {
+    await stopProvider(p);
+  }
+}
+
 async function freePort() {
   const srv = createServer();
   await new Promise((r) => srv.listen(0, '127.0.0.1', r));
@@ -828,7 +918,7 @@ async function freePort() {
 // ---------------------------------------------------------------------------
 
 const started = Date.now();
-for (const s of [opaqueScenario, jwtScenario, flagsScenario, clientAuthScenario, derivedScenario]) {
+for (const s of [opaqueScenario, jwtScenario, flagsScenario, clientAuthScenario, derivedScenario, dpopScenario]) {
   try {
     await s();
   } catch (e) {

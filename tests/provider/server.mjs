@@ -13,7 +13,7 @@
 import { createServer, Agent } from 'node:http';
 import { createServer as createTlsServer } from 'node:https';
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { randomUUID, X509Certificate } from 'node:crypto';
+import { createHash, randomBytes, randomUUID, X509Certificate } from 'node:crypto';
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
@@ -71,6 +71,11 @@ try {
       // Browser-facing endpoints (authorization, interaction, end session)
       // stay open, as at a provider that protects only its back channel.
       'tls-client-ca': { type: 'string' },
+      // DPoP (RFC 9449): the token endpoint binds tokens to a proof's key
+      // and requires its nonces (use_dpop_nonce); GET/POST /resource/dpop
+      // is a resource server that accepts only a DPoP-bound token with a
+      // valid proof of its key.
+      dpop: { type: 'boolean', default: false },
     },
     strict: true,
   }));
@@ -108,6 +113,8 @@ const DERIVED_RESOURCES = {
 // RFC 8693, registered as a custom grant with --derived-resources.
 const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+
+const DPOP = args.dpop;
 
 const log = (...a) => console.error('[provider]', ...a);
 
@@ -519,6 +526,9 @@ const configuration = {
   },
   features: {
     devInteractions: { enabled: false },
+    // --dpop: nonces are always required, so every client meets
+    // use_dpop_nonce once (and again when the nonce rotates, every minute).
+    dPoP: DPOP ? { enabled: true, nonceSecret: randomBytes(32), requireNonce: () => true } : { enabled: false },
     mTLS: MTLS_FEATURE,
     revocation: { enabled: true },
     // The gateway's own tokens for `token = "client"` routes.
@@ -794,6 +804,10 @@ function resetStats() {
     revocations: 0,
     backchannel_logouts_sent: 0,
     backchannel_logout_failures: 0,
+    // --dpop: use_dpop_nonce answers of the token endpoint, and what the
+    // resource server (/resource/dpop) answered, by outcome.
+    token_dpop_nonce_challenges: 0,
+    resource: { ok: 0, nonce_challenges: 0, refused: {} },
   });
 }
 resetStats();
@@ -980,6 +994,15 @@ async function controlApi(req, res, path) {
       return sendJson(res, 200, authorizationRequests);
     case 'GET /__test/sessions':
       return sendJson(res, 200, currentSessions().map(({ login_ts: _, ...s }) => s));
+    // Live access tokens as an attacker with a copy of the provider's (or
+    // a resource server's) storage would have them: value, user, binding.
+    case 'GET /__test/access-tokens':
+      return sendJson(res, 200, liveEntries('AccessToken').map(([id, at]) => ({
+        token: id, sub: at.accountId, client_id: at.clientId, jkt: at.jkt ?? null, exp: at.exp,
+      })));
+    case 'POST /__test/resource/rotate-nonce':
+      resourceNonce = randomBytes(16).toString('base64url');
+      return sendJson(res, 200, { ok: true });
     case 'GET /__test/refresh-tokens':
       return sendJson(res, 200, liveEntries('RefreshToken').map(([id, rt]) => ({
         id, sub: rt.accountId, client_id: rt.clientId, grant_id: rt.grantId, consumed: !!rt.consumed, exp: rt.exp,
@@ -987,6 +1010,84 @@ async function controlApi(req, res, path) {
     default:
       return sendJson(res, 404, { error: `no control endpoint ${req.method} ${path}` });
   }
+}
+
+// ---------------------------------------------------------------------------
+// DPoP resource server (--dpop): GET/POST /resource/dpop
+// ---------------------------------------------------------------------------
+
+// The resource server's own nonce (RFC 9449 §9): every proof must carry it.
+// Rotated by POST /__test/resource/rotate-nonce.
+let resourceNonce = randomBytes(16).toString('base64url');
+// Proof jtis seen within the iat window (replay detection).
+const seenProofs = new Map();
+const PROOF_WINDOW_S = 60;
+
+// Checks, in order: a token sent with the DPoP scheme, known and bound
+// (cnf.jkt); one proof, signed (typ dpop+jwt) with the key it embeds,
+// which is the token's (thumbprint = jkt); htm, htu (no query), ath, a
+// recent iat; the resource's current nonce; a jti not seen before. 200
+// with the token's subject and the proof's public key; otherwise 401 with
+// a DPoP challenge naming what failed.
+async function dpopResource(req, res, path) {
+  const refuse = (error, description, extra = {}) => {
+    if (error === 'use_dpop_nonce') stats.resource.nonce_challenges += 1;
+    else stats.resource.refused[description] = (stats.resource.refused[description] ?? 0) + 1;
+    return send(res, 401, JSON.stringify({ error, error_description: description }), 'application/json', {
+      'www-authenticate': `DPoP error="${error}", error_description="${description}", algs="ES256"`,
+      ...extra,
+    });
+  };
+  const m = /^(\S+) +(\S+)$/.exec(req.headers.authorization ?? '');
+  if (!m) return refuse('invalid_token', 'no access token');
+  const [, scheme, token] = m;
+  const at = await provider.AccessToken.find(token);
+  if (!at || at.isExpired) return refuse('invalid_token', 'unknown or expired access token');
+  if (!at.jkt) return refuse('invalid_token', 'the access token is not DPoP-bound');
+  if (scheme.toLowerCase() !== 'dpop') return refuse('invalid_token', 'a DPoP-bound token sent as Bearer');
+  const proof = req.headers.dpop;
+  if (typeof proof !== 'string' || !proof) return refuse('invalid_dpop_proof', 'no DPoP proof');
+  if (proof.includes(',')) return refuse('invalid_dpop_proof', 'more than one DPoP proof');
+  let header;
+  let payload;
+  try {
+    ({ protectedHeader: header, payload } = await jose.jwtVerify(proof, jose.EmbeddedJWK, {
+      typ: 'dpop+jwt', algorithms: ['ES256', 'ES384', 'PS256', 'RS256', 'EdDSA'],
+    }));
+  } catch (e) {
+    return refuse('invalid_dpop_proof', `the proof does not verify (${e.code ?? e.name})`);
+  }
+  if (await jose.calculateJwkThumbprint(header.jwk) !== at.jkt) {
+    return refuse('invalid_dpop_proof', 'the proof is signed by another key than the token is bound to');
+  }
+  if (payload.htm !== req.method) return refuse('invalid_dpop_proof', 'htm mismatch');
+  let htu;
+  try {
+    htu = new URL(payload.htu);
+    htu.search = '';
+    htu.hash = '';
+  } catch {
+    return refuse('invalid_dpop_proof', 'htu is not a URL');
+  }
+  if (htu.href !== new URL(path, `${provider.issuer}/`).href) return refuse('invalid_dpop_proof', 'htu mismatch');
+  const ath = createHash('sha256').update(token).digest('base64url');
+  if (payload.ath !== ath) return refuse('invalid_dpop_proof', 'ath mismatch');
+  const now = Math.floor(Date.now() / 1000);
+  if (typeof payload.iat !== 'number' || Math.abs(now - payload.iat) > PROOF_WINDOW_S) {
+    return refuse('invalid_dpop_proof', 'iat is not recent');
+  }
+  if (payload.nonce !== resourceNonce) {
+    return refuse('use_dpop_nonce', 'the resource requires its nonce', { 'dpop-nonce': resourceNonce });
+  }
+  for (const [jti, until] of seenProofs) if (until < now) seenProofs.delete(jti);
+  if (typeof payload.jti !== 'string' || seenProofs.has(payload.jti)) {
+    return refuse('invalid_dpop_proof', 'replayed proof (jti seen before)');
+  }
+  seenProofs.set(payload.jti, now + 2 * PROOF_WINDOW_S);
+  stats.resource.ok += 1;
+  return sendJson(res, 200, {
+    sub: at.accountId, jkt: at.jkt, method: req.method, jwk: { x: header.jwk.x, y: header.jwk.y },
+  });
 }
 
 // ---------------------------------------------------------------------------
@@ -1120,6 +1221,7 @@ provider.use(async (ctx, next) => {
   if (ctx.oidc?.route === 'token' && ctx.status === 200) await tweakIdToken(ctx);
   // v8 has no revocation success event: count 200 answers of the route.
   if (ctx.oidc?.route === 'revocation' && ctx.status === 200) stats.revocations += 1;
+  if (ctx.oidc?.route === 'token' && ctx.body?.error === 'use_dpop_nonce') stats.token_dpop_nonce_challenges += 1;
 });
 
 // The last authorization requests' parameters (without state, nonce and
@@ -1141,6 +1243,7 @@ server.on('request', async (req, res) => {
       return await controlApi(req, res, path);
     }
     if (path.startsWith('/interaction/')) return await interactionRoute(req, res, path);
+    if (DPOP && path === '/resource/dpop') return await dpopResource(req, res, path);
     if (path === '/auth' && req.method === 'GET') {
       const params = {};
       for (const [k, v] of new URL(req.url, 'http://x').searchParams) {
