@@ -11,6 +11,7 @@ mod bearer;
 mod callback_failures;
 mod client_auth;
 mod derived_tokens;
+mod dpop;
 mod front_proxies;
 mod log_hygiene;
 mod login_flow;
