@@ -138,6 +138,39 @@ fn check_config_names_a_client_key_that_does_not_fit_its_algorithm() {
 }
 
 #[test]
+fn check_config_names_the_dpop_keys_with_their_fix() {
+    let config = example()
+        .replace("\"change-me\"", "\"a-secret-the-provider-issued\"")
+        .replace(
+            "bWFrZS15b3VyLW93bi1rZXktd2l0aC1vcGVuc3NsISE=",
+            "Tm90LWEtcHVibGlzaGVkLWtleS1mb3ItdGhlLXRlc3Q=",
+        )
+        .replace("dpop_signing_alg = \"ES256\"", "dpop_signing_alg = \"HS256\"")
+        .replace("forward_cookies = false\n", "forward_cookies = false\ndpop = true\n");
+    let dir = std::env::temp_dir().join(format!("oidc-bff-cli-dpop-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("oidc-bff.toml");
+    std::fs::write(&file, config).expect("write config");
+    let out = oidc_bff(&[
+        "check-config",
+        "--config",
+        file.to_str().expect("utf-8 path"),
+    ]);
+    let _ = std::fs::remove_dir_all(&dir);
+    let report = text(&out);
+    assert_eq!(out.status.code(), Some(64), "{report}");
+    assert!(
+        report.contains("oidc.dpop_signing_alg: `HS256` is never accepted")
+            && report.contains("use \"ES256\""),
+        "{report}"
+    );
+    assert!(
+        report.contains("routes[0].dpop: needs DPoP-bound session tokens: set oidc.dpop = true"),
+        "{report}"
+    );
+}
+
+#[test]
 fn healthcheck_says_why_the_gateway_is_not_healthy() {
     // Nothing listens on port 1.
     let out = oidc_bff(&["healthcheck", "--url", "http://127.0.0.1:1/readyz"]);
