@@ -145,8 +145,14 @@ fn check_config_names_the_dpop_keys_with_their_fix() {
             "bWFrZS15b3VyLW93bi1rZXktd2l0aC1vcGVuc3NsISE=",
             "Tm90LWEtcHVibGlzaGVkLWtleS1mb3ItdGhlLXRlc3Q=",
         )
-        .replace("dpop_signing_alg = \"ES256\"", "dpop_signing_alg = \"HS256\"")
-        .replace("forward_cookies = false\n", "forward_cookies = false\ndpop = true\n");
+        .replace(
+            "dpop_signing_alg = \"ES256\"",
+            "dpop_signing_alg = \"HS256\"",
+        )
+        .replace(
+            "forward_cookies = false\n",
+            "forward_cookies = false\ndpop = true\n",
+        );
     let dir = std::env::temp_dir().join(format!("oidc-bff-cli-dpop-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let file = dir.join("oidc-bff.toml");

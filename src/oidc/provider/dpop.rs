@@ -134,4 +134,31 @@ mod tests {
         let err = check_advertised(true, Some(&["RS256".to_owned()])).expect_err("no ES256");
         assert!(err.to_string().contains("oidc.dpop_signing_alg"), "{err}");
     }
+
+    fn tokens(token_type: &str) -> TokenSet {
+        TokenSet {
+            access_token: SecretString::new("at"),
+            refresh_token: None,
+            id_token: None,
+            expires_in: None,
+            scope: None,
+            token_type: token_type.into(),
+        }
+    }
+
+    #[test]
+    fn only_a_dpop_token_type_answers_a_request_with_a_proof() {
+        assert!(bound(tokens("DPoP")).is_ok());
+        assert!(
+            bound(tokens("dpop")).is_ok(),
+            "case-insensitive (RFC 6749 §7.1)"
+        );
+        for other in ["Bearer", "bearer", "", "DPoP2"] {
+            let err = bound(tokens(other)).err().expect("refused");
+            assert!(
+                matches!(&err, ProviderError::Rejected { error, .. } if error == NOT_BOUND),
+                "{other}: {err}"
+            );
+        }
+    }
 }
