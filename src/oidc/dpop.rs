@@ -351,4 +351,40 @@ mod tests {
         assert_eq!(origin_of("http://127.0.0.1:9/a/b?c"), "http://127.0.0.1:9");
         assert_eq!(htu_of("http://h/a#b?c"), "http://h/a");
     }
+
+    /// What DPoP adds per proxied request on a `dpop = true` route: loading
+    /// the session's key and signing one proof. A measurement, not a check:
+    /// `cargo test --lib dpop_cost -- --ignored --nocapture` (build profile
+    /// matters: run it with `--release` for production numbers).
+    #[test]
+    #[ignore = "a measurement"]
+    fn dpop_cost_per_request() {
+        let bytes = DpopKey::generate().expect("key");
+        let n = 2000u32;
+        let started = std::time::Instant::now();
+        for _ in 0..n {
+            let _ = DpopKey::generate().expect("key");
+        }
+        let generate = started.elapsed() / n;
+        let started = std::time::Instant::now();
+        for _ in 0..n {
+            let key = DpopKey::from_pkcs8(&bytes).expect("loads");
+            let _ = key
+                .proof("GET", "https://api.test/x", 1, Some("nonce"), Some("token"))
+                .expect("signs");
+        }
+        let per_request = started.elapsed() / n;
+        let key = DpopKey::from_pkcs8(&bytes).expect("loads");
+        let started = std::time::Instant::now();
+        for _ in 0..n {
+            let _ = key
+                .proof("GET", "https://api.test/x", 1, Some("nonce"), Some("token"))
+                .expect("signs");
+        }
+        let proof = started.elapsed() / n;
+        println!(
+            "PKCS#8 {} bytes; generate {generate:?}; load + proof {per_request:?} (proof alone {proof:?})",
+            bytes.len()
+        );
+    }
 }
