@@ -383,7 +383,52 @@ async fn dpop_against_a_provider_that_does_not_offer_it_is_not_ready_and_logs_no
     let ready = reqwest::get(gw.url("/readyz")).await.expect("readyz");
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
     let mut b = Browser::new(&gw);
-    let r = b.get("/auth/login").await;
-    assert_ne!(r.status, StatusCode::FOUND, "no login starts: {r:?}");
+    let r = b.navigate("/auth/login").await;
+    assert_eq!(
+        r.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no login starts: {r:?}"
+    );
     assert!(b.session_cookie().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bearer_answer_to_a_proof_fails_the_login_and_creates_no_session() {
+    let provider = ProviderProcess::start(&["--dpop"]);
+    let api = ProviderApi::new(&provider.issuer);
+    api.post("/__test/token-type", json!({ "token_type": "Bearer" }))
+        .await;
+    let upstream = Upstream::start().await;
+    let gw = dpop_gateway(&provider, &upstream).await;
+    let user = unique_user("dpop-bearer");
+    let mut b = Browser::new(&gw);
+    let r = b.try_login(&user, &format!("{user}-password")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+    assert!(r.body.contains("Sign-in failed"), "{}", r.body);
+    assert!(r.body.contains("not bound to this session"), "{}", r.body);
+    assert!(b.session_cookie().is_none());
+    assert_eq!(gw.session_count().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn userinfo_at_login_is_called_with_the_bound_token_and_a_proof() {
+    // oidc-provider's userinfo refuses a DPoP-bound token sent as Bearer
+    // or without a proof: the login only completes if the gateway proves
+    // the key there too.
+    let provider = ProviderProcess::start(&["--dpop"]);
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .issuer(&provider.issuer)
+        .configure(|c| {
+            c.oidc.dpop = true;
+            c.oidc.userinfo = true;
+        })
+        .start()
+        .await;
+    let user = unique_user("dpop-userinfo");
+    let mut b = Browser::new(&gw);
+    b.login_as(&user).await;
+    let me = b.get("/auth/user").await;
+    assert_eq!(me.status, StatusCode::OK, "{me:?}");
+    assert_eq!(me.json()["claims"]["sub"], user.as_str(), "{me:?}");
 }

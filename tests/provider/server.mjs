@@ -1000,6 +1000,9 @@ async function controlApi(req, res, path) {
       return sendJson(res, 200, liveEntries('AccessToken').map(([id, at]) => ({
         token: id, sub: at.accountId, client_id: at.clientId, jkt: at.jkt ?? null, exp: at.exp,
       })));
+    case 'POST /__test/token-type':
+      tokenTypeOverride = typeof body.token_type === 'string' ? body.token_type : undefined;
+      return sendJson(res, 200, { ok: true, token_type: tokenTypeOverride ?? null });
     case 'POST /__test/resource/rotate-nonce':
       resourceNonce = randomBytes(16).toString('base64url');
       return sendJson(res, 200, { ok: true });
@@ -1011,6 +1014,9 @@ async function controlApi(req, res, path) {
       return sendJson(res, 404, { error: `no control endpoint ${req.method} ${path}` });
   }
 }
+
+// The token_type every token answer claims instead of its own, when set.
+let tokenTypeOverride;
 
 // ---------------------------------------------------------------------------
 // DPoP resource server (--dpop): GET/POST /resource/dpop
@@ -1219,6 +1225,10 @@ provider.on('server_error', (ctx, err) => log('server error:', err));
 provider.use(async (ctx, next) => {
   await requestContext.run(ctx, next);
   if (ctx.oidc?.route === 'token' && ctx.status === 200) await tweakIdToken(ctx);
+  // A provider that ignores DPoP proofs (POST /__test/token-type).
+  if (ctx.oidc?.route === 'token' && ctx.status === 200 && tokenTypeOverride) {
+    ctx.body = { ...ctx.body, token_type: tokenTypeOverride };
+  }
   // v8 has no revocation success event: count 200 answers of the route.
   if (ctx.oidc?.route === 'revocation' && ctx.status === 200) stats.revocations += 1;
   if (ctx.oidc?.route === 'token' && ctx.body?.error === 'use_dpop_nonce') stats.token_dpop_nonce_challenges += 1;
