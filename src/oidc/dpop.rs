@@ -31,7 +31,7 @@ pub const ALGORITHM: &str = "ES256";
 /// gateway carry an unbounded value in every later proof.
 pub const MAX_NONCE_LEN: usize = 256;
 
-/// Most origins whose nonce is remembered per process (upstreams and the
+/// Most origins one [`Nonces`] table remembers (upstreams, or the
 /// provider); past it the table is emptied and refilled by the next
 /// challenges, which cost one retry each.
 const MAX_REMEMBERED: usize = 64;
@@ -192,7 +192,8 @@ pub fn resource_nonce_challenge(headers: &http::HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The latest nonce each server (by origin) gave, per process: a proof
+/// The latest nonce each server (by origin) gave, kept by its owner (the
+/// provider's metadata cache per process, the forwarder per worker): a proof
 /// carries it from the start, so only the first request to a server, or
 /// one after the server rotated its nonce, is refused and retried.
 #[derive(Default)]

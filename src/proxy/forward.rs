@@ -117,7 +117,8 @@ pub struct Forwarder {
     client_tokens: Arc<ClientTokens>,
     /// Renews a session's token an upstream refused.
     refresher: Arc<Refresher>,
-    /// Upstreams' latest DPoP nonces (routes with `dpop = true`).
+    /// Upstreams' latest DPoP nonces (routes with `dpop = true`), this
+    /// worker's: a worker meets an upstream's first challenge once.
     dpop_nonces: crate::oidc::dpop::Nonces,
 }
 
