@@ -59,6 +59,7 @@ use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::oidc::OidcCaches;
 use crate::reload::{Reloader, Source, WorkerReload};
+use crate::session::cache::ProcessCache;
 use crate::session::store;
 use crate::session::store::Store;
 use crate::session::store::memory::MemoryStore;
@@ -93,6 +94,9 @@ struct Shared {
     lifecycle: Lifecycle,
     /// The audit trail's writer (one per process, kept across reloads).
     audit: crate::audit::Auditor,
+    /// The session cache and its invalidation connections (one per
+    /// process, kept across reloads: `store` needs a restart).
+    cache: Option<Arc<ProcessCache>>,
 }
 
 /// A worker's background tasks for its current state (provider upkeep; the
@@ -127,6 +131,7 @@ struct Rebuild {
     lifecycle: Lifecycle,
     public: LiveApp,
     admin: Option<LiveApp>,
+    cache: Option<Arc<ProcessCache>>,
 }
 
 impl Rebuild {
@@ -141,6 +146,7 @@ impl Rebuild {
                 reload.oidc_caches,
                 self.audit.clone(),
                 self.lifecycle.clone(),
+                self.cache.clone(),
             );
             let state = match built {
                 Ok(state) => {
@@ -163,6 +169,11 @@ impl Rebuild {
                 admin.replace(crate::admin_app(state.clone()));
             }
             background = Background::start(self.index, &state);
+            // Entries were checked against the old `[session]` (lifetimes,
+            // keys): the new state opens them again.
+            if let Some(cache) = &self.cache {
+                cache.flush();
+            }
             let _ = swapped.send(());
         }
         drop(background);
@@ -218,6 +229,7 @@ fn worker(
         oidc_caches,
         lifecycle,
         audit,
+        cache,
     } = shared;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -243,6 +255,7 @@ fn worker(
                 oidc_caches,
                 audit.clone(),
                 lifecycle.clone(),
+                cache.clone(),
             )?;
             let listener = reuseport_listener(listen)
                 .with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
@@ -312,6 +325,7 @@ fn worker(
             lifecycle: lifecycle.clone(),
             public: public.clone(),
             admin: admin_app,
+            cache,
         };
         tokio::spawn(rebuild.run(Background::start(index, &state), reloads));
         drop(state);
@@ -359,6 +373,7 @@ pub fn run(config: Config, source: Source) -> anyhow::Result<()> {
     let (reload_tx, mut reload_rx) = tokio::sync::mpsc::unbounded_channel();
     let lifecycle = Lifecycle::new(Some(reload_tx));
     let audit = crate::state::open_audit(&config, &metrics)?;
+    let cache = ProcessCache::open(&config, &metrics.session_cache)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (ready_tx, ready_rx) = mpsc::channel();
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<anyhow::Result<()>>();
@@ -379,6 +394,7 @@ pub fn run(config: Config, source: Source) -> anyhow::Result<()> {
             oidc_caches: oidc_caches.clone(),
             lifecycle: lifecycle.clone(),
             audit: audit.clone(),
+            cache: cache.clone(),
         };
         std::thread::Builder::new()
             .name(format!("oidc-bff-{index}"))

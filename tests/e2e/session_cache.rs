@@ -1,0 +1,418 @@
+//! The in-process session cache (`store.cache_entries`, on by default)
+//! kept exact by Redis `CLIENT TRACKING`: a session cached by one gateway
+//! and changed or ended through another is never served stale — over one
+//! Redis server, Sentinel (after a failover) and a Cluster (tracking on
+//! every primary); a lost invalidation connection empties the cache and
+//! reads through until it is back; and a cached session goes only to the
+//! cookie that opened it.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::harness::{
+    Browser, Gateway, GatewayBuilder, RedisCluster, RedisServer, SentinelProcess, Upstream,
+    unique_user,
+};
+
+const HITS: &str = "oidc_bff_session_cache_lookups_total{outcome=\"hit\"}";
+const BYPASSED: &str = "oidc_bff_session_cache_lookups_total{outcome=\"bypass\"}";
+const FLUSHES: &str = "oidc_bff_session_cache_flushes_total";
+const TRACKING_UP: &str = "oidc_bff_session_cache_tracking_up";
+
+/// One series' value in a scrape (0 if absent).
+fn sample(scrape: &str, series: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+async fn metric(gw: &Gateway, series: &str) -> f64 {
+    sample(&gw.scrape().await, series)
+}
+
+/// Waits (generously: a loaded 2-core machine) until `series` reads `want`.
+async fn wait_metric(gw: &Gateway, series: &str, want: f64, what: &str) {
+    let started = Instant::now();
+    loop {
+        let scrape = gw.scrape().await;
+        if sample(&scrape, series) == want {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what} ({series} = {want}):\n{scrape}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn tracking_up(gw: &Gateway) {
+    wait_metric(gw, TRACKING_UP, 1.0, "the invalidation connections").await;
+}
+
+/// A GET to `url` presenting exactly `cookie` (the browser's jar may have
+/// dropped it after a logout).
+async fn get_with(cookie: &str, url: &str) -> (StatusCode, String) {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let r = client
+        .get(url)
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = r.status();
+    (status, r.text().await.unwrap_or_default())
+}
+
+/// Uses the session on `gw` until `gw` answers it from its cache.
+async fn cached_on(gw: &Gateway, cookie: &str) {
+    let started = Instant::now();
+    loop {
+        let before = metric(gw, HITS).await;
+        let (status, body) = get_with(cookie, &gw.url("/api/cached")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        if metric(gw, HITS).await > before {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the session was never served from the cache"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Two gateway processes over one Redis: `a` (admin API, no cache: it
+/// only revokes) and `b` (cache on, metrics), same key prefix.
+async fn two_instances(upstream: &Upstream, redis: Option<&RedisServer>) -> (Gateway, Gateway) {
+    let with_redis = |b: GatewayBuilder| match redis {
+        Some(r) => b.redis(&r.url()),
+        None => b,
+    };
+    let a = with_redis(GatewayBuilder::new(upstream))
+        .admin()
+        .configure(|c| c.store.cache_entries = 0)
+        .start_process()
+        .await;
+    let b = with_redis(GatewayBuilder::new(upstream))
+        .prefix(&a.prefix)
+        .metrics()
+        .start_process()
+        .await;
+    tracking_up(&b).await;
+    (a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_on_one_instance_is_refused_by_another_at_its_next_request() {
+    let upstream = Upstream::start().await;
+    let (a, b) = two_instances(&upstream, None).await;
+    let mut alice = Browser::new(&a);
+    alice.login_as(&unique_user("cache-logout")).await;
+    let cookie = alice.cookie_header();
+    cached_on(&b, &cookie).await;
+
+    let out = alice
+        .request(Method::POST, "/auth/logout", &[("x-csrf", "1")], None)
+        .await;
+    assert_eq!(out.status, StatusCode::OK, "{out:?}");
+    let (status, body) = get_with(&cookie, &b.url("/api/after")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(body.contains("logged_out"), "{body}");
+    assert!(
+        upstream.seen().iter().all(|s| s.uri != "/api/after"),
+        "nothing was forwarded for the ended session"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_revoke_on_one_instance_is_refused_by_another_at_its_next_request() {
+    let upstream = Upstream::start().await;
+    let (a, b) = two_instances(&upstream, None).await;
+    let user = unique_user("cache-admin");
+    let mut alice = Browser::new(&a);
+    alice.login_as(&user).await;
+    let cookie = alice.cookie_header();
+    cached_on(&b, &cookie).await;
+
+    let (status, body) = a
+        .admin(
+            Method::POST,
+            "/admin/sessions/revoke",
+            Some(json!({ "user": user })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = get_with(&cookie, &b.url("/api/after")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(body.contains("revoked_by_operator"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_refreshed_on_one_instance_is_what_another_sends_next() {
+    let upstream = Upstream::start().await;
+    let (a, b) = two_instances(&upstream, None).await;
+    let mut alice = Browser::new(&a);
+    alice.login_as(&unique_user("cache-refresh")).await;
+    let cookie = alice.cookie_header();
+    cached_on(&b, &cookie).await;
+    let first = upstream
+        .seen()
+        .last()
+        .and_then(|s| s.header("authorization"))
+        .expect("a token was sent");
+
+    // The API refuses the token: A renews it (one refresh) and retries.
+    upstream.revoke(first.trim_start_matches("Bearer "));
+    assert_eq!(alice.get("/api/on-a").await.status, StatusCode::OK);
+    let renewed = upstream
+        .seen()
+        .last()
+        .and_then(|s| s.header("authorization"))
+        .expect("the retry's token");
+    assert_ne!(renewed, first);
+
+    // B's cached copy held the old token, which it still believes valid
+    // for minutes: only the invalidation makes it send the new one first.
+    let seen = upstream.count();
+    let (status, body) = get_with(&cookie, &b.url("/api/on-b")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let calls: Vec<String> = upstream.seen()[seen..]
+        .iter()
+        .filter_map(|s| s.header("authorization"))
+        .collect();
+    assert_eq!(calls, [renewed], "B sent the refreshed token, once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cookie_with_the_right_lookup_id_and_a_wrong_secret_never_gets_the_cached_session() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream).metrics().start().await;
+    tracking_up(&gw).await;
+    let mut alice = Browser::new(&gw);
+    alice.login_as(&unique_user("cache-forged")).await;
+    let real = alice.session_cookie().expect("session cookie");
+    let cookie = format!("__Host-oidc-bff={real}");
+    cached_on(&gw, &cookie).await;
+
+    // Same shard tag and lookup ID (so the same store ID and cache entry),
+    // another secret.
+    let mut bytes = URL_SAFE_NO_PAD.decode(&real).expect("base64url");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x5a;
+    let forged = format!("__Host-oidc-bff={}", URL_SAFE_NO_PAD.encode(&bytes));
+    let hits = metric(&gw, HITS).await;
+    let seen = upstream.count();
+    let (status, body) = get_with(&forged, &gw.url("/api/forged")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(upstream.count(), seen, "nothing forwarded");
+    assert_eq!(metric(&gw, HITS).await, hits, "no cache hit for it");
+    // The owner's cookie is still served, from the cache.
+    cached_on(&gw, &cookie).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_invalidation_connection_empties_the_cache_and_reads_through_until_it_is_back() {
+    // B reaches its own Redis as an ACL user that can be turned off:
+    // connections already open keep working (so B's store connection does)
+    // while its invalidation connection, once killed, cannot come back.
+    let redis = RedisServer::start();
+    let ok = redis.cli(&[
+        "ACL",
+        "SETUSER",
+        "gw-b",
+        "on",
+        ">gw-b-password",
+        "~*",
+        "&*",
+        "+@all",
+    ]);
+    assert_eq!(ok.trim(), "OK", "{ok}");
+    let upstream = Upstream::start().await;
+    let a = GatewayBuilder::new(&upstream)
+        .redis(&redis.url())
+        .configure(|c| c.store.cache_entries = 0)
+        .start_process()
+        .await;
+    let b = GatewayBuilder::new(&upstream)
+        .redis(&redis.url())
+        .prefix(&a.prefix)
+        .metrics()
+        .configure(|c| {
+            c.server.workers = 1;
+            c.store.username = Some("gw-b".into());
+            c.store.password = Some("gw-b-password".into());
+        })
+        .start_process()
+        .await;
+    tracking_up(&b).await;
+    let mut alice = Browser::new(&a);
+    alice.login_as(&unique_user("cache-outage")).await;
+    let cookie = alice.cookie_header();
+    cached_on(&b, &cookie).await;
+
+    let flushes = metric(&b, FLUSHES).await;
+    assert_eq!(redis.cli(&["ACL", "SETUSER", "gw-b", "off"]).trim(), "OK");
+    let clients = redis.cli(&["CLIENT", "LIST"]);
+    let tracking: Vec<&str> = clients
+        .lines()
+        .filter(|l| l.contains("name=oidc-bff-tracking"))
+        .filter_map(|l| l.split_whitespace().next()?.strip_prefix("id="))
+        .collect();
+    assert_eq!(
+        tracking.len(),
+        1,
+        "B's one invalidation connection:\n{clients}"
+    );
+    redis.cli(&["CLIENT", "KILL", "ID", tracking[0]]);
+    wait_metric(&b, TRACKING_UP, 0.0, "B to notice the lost connection").await;
+    assert!(metric(&b, FLUSHES).await > flushes, "the cache was emptied");
+
+    // Revoked while B hears nothing from Redis: B reads through.
+    let out = alice
+        .request(Method::POST, "/auth/logout", &[("x-csrf", "1")], None)
+        .await;
+    assert_eq!(out.status, StatusCode::OK, "{out:?}");
+    let bypassed = metric(&b, BYPASSED).await;
+    let (status, body) = get_with(&cookie, &b.url("/api/during")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(
+        metric(&b, BYPASSED).await > bypassed,
+        "read through the store"
+    );
+    assert_eq!(metric(&b, TRACKING_UP).await, 0.0, "still disconnected");
+
+    // Back: the cache serves again.
+    assert_eq!(redis.cli(&["ACL", "SETUSER", "gw-b", "on"]).trim(), "OK");
+    tracking_up(&b).await;
+    let mut bob = Browser::new(&a);
+    bob.login_as(&unique_user("cache-after")).await;
+    cached_on(&b, &bob.cookie_header()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_sentinel_the_cache_follows_a_failover_and_a_revoke_is_still_refused_everywhere() {
+    use crate::store_sentinel::{MASTER, settled, wait_for, wait_for_sentinel};
+    let upstream = Upstream::start().await;
+    let mut master = RedisServer::start();
+    let replica = RedisServer::start_replica(&master);
+    wait_for("the replica to sync", Duration::from_secs(10), || {
+        replica
+            .cli(&["INFO", "replication"])
+            .contains("master_link_status:up")
+    });
+    let sentinel = SentinelProcess::start(MASTER, &master);
+    wait_for(
+        "Sentinel to see the replica",
+        Duration::from_secs(90),
+        || {
+            sentinel
+                .cli(&["SENTINEL", "replicas", MASTER])
+                .contains(&replica.port.to_string())
+        },
+    );
+    let a = GatewayBuilder::new(&upstream)
+        .sentinel(sentinel.port, MASTER)
+        .configure(|c| c.store.cache_entries = 0)
+        .start()
+        .await;
+    let b = GatewayBuilder::new(&upstream)
+        .sentinel(sentinel.port, MASTER)
+        .prefix(&a.prefix)
+        .metrics()
+        .start()
+        .await;
+    tracking_up(&b).await;
+    let mut alice = Browser::new(&a);
+    alice.login_as(&unique_user("cache-sentinel")).await;
+    assert_eq!(master.cli(&["WAIT", "1", "2000"]).trim(), "1");
+    let cookie = alice.cookie_header();
+    cached_on(&b, &cookie).await;
+
+    master.stop();
+    wait_for_sentinel(
+        "Sentinel to promote the replica",
+        &sentinel,
+        [&master, &replica],
+        || settled(&sentinel, &replica, &[]),
+    );
+    // B tracks the new master and serves from its cache again.
+    tracking_up(&b).await;
+    cached_on(&b, &cookie).await;
+
+    let out = alice
+        .request(Method::POST, "/auth/logout", &[("x-csrf", "1")], None)
+        .await;
+    assert_eq!(out.status, StatusCode::OK, "{out:?}");
+    let (status, body) = get_with(&cookie, &b.url("/api/after")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_every_primarys_sessions_are_tracked_and_revokes_are_refused_everywhere() {
+    let cluster = RedisCluster::start(3, 0);
+    let upstream = Upstream::start().await;
+    let a = GatewayBuilder::new(&upstream)
+        .cluster(&cluster.addrs())
+        .configure(|c| c.store.cache_entries = 0)
+        .start()
+        .await;
+    let b = GatewayBuilder::new(&upstream)
+        .cluster(&cluster.addrs())
+        .prefix(&a.prefix)
+        .metrics()
+        .start()
+        .await;
+    tracking_up(&b).await;
+    // Enough users that every primary holds some of their sessions.
+    let mut users = Vec::new();
+    for n in 0..12 {
+        let mut browser = Browser::new(&a);
+        browser
+            .login_as(&unique_user(&format!("cache-cluster-{n}")))
+            .await;
+        let cookie = browser.cookie_header();
+        cached_on(&b, &cookie).await;
+        users.push((browser, cookie));
+    }
+    let holding = cluster
+        .addrs()
+        .iter()
+        .filter(|addr| {
+            let port = addr.rsplit(':').next().expect("port");
+            let out = std::process::Command::new("redis-cli")
+                .args(["-p", port, "--raw", "DBSIZE"])
+                .output()
+                .expect("redis-cli");
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse::<u64>()
+                .unwrap_or(0)
+                > 0
+        })
+        .count();
+    assert_eq!(holding, 3, "sessions on every primary");
+
+    for (browser, cookie) in &mut users {
+        let out = browser
+            .request(Method::POST, "/auth/logout", &[("x-csrf", "1")], None)
+            .await;
+        assert_eq!(out.status, StatusCode::OK, "{out:?}");
+        let (status, body) = get_with(cookie, &b.url("/api/after")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    }
+}
