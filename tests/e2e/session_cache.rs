@@ -416,3 +416,228 @@ async fn on_a_cluster_every_primarys_sessions_are_tracked_and_revokes_are_refuse
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     }
 }
+
+/// The hit ratio under a realistic mix, with the cache on and off: a
+/// measurement, not an assertion of speed (ignored by default; the figures
+/// and the command are in `docs/benchmarks.md`).
+///
+///     cargo test --test e2e cache_hit_ratio -- --ignored --nocapture --test-threads=1
+///
+/// Time is compressed 20×: a simulated minute lasts 3 s and
+/// `session.touch_interval` is 3 s (60 s in production). Each minute every
+/// session makes 4 API calls and 1 % of the sessions change through
+/// another instance (the store API, as a second gateway would): half get
+/// refreshed tokens, half are revoked and replaced by a new login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run with --ignored"]
+async fn cache_hit_ratio_under_one_percent_churn_per_minute() {
+    for entries in [10_000, 0] {
+        let r = run_mix(entries).await;
+        eprintln!(
+            "cache_entries = {entries}: {} calls in {:.1} s; hits {} misses {} bypassed {} (hit ratio {:.1} %); invalidations {}; revoked sessions refused at their next call: {}/{}; client p50 {:.2} ms p99 {:.2} ms; gateway CPU {:.0} µs per call",
+            r.calls,
+            r.seconds,
+            r.hits,
+            r.misses,
+            r.bypassed,
+            100.0 * r.hits / (r.hits + r.misses + r.bypassed).max(1.0),
+            r.invalidations,
+            r.refused,
+            r.revoked,
+            r.p50_ms,
+            r.p99_ms,
+            r.cpu_us_per_call,
+        );
+    }
+}
+
+struct MixResult {
+    calls: usize,
+    seconds: f64,
+    hits: f64,
+    misses: f64,
+    bypassed: f64,
+    invalidations: f64,
+    revoked: usize,
+    refused: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    cpu_us_per_call: f64,
+}
+
+/// utime + stime of a process, in µs (clock ticks of 10 ms).
+fn cpu_micros(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .expect("comm")
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: f64 =
+        fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
+    ticks * 10_000.0
+}
+
+async fn run_mix(entries: u32) -> MixResult {
+    use futures_util::StreamExt;
+    use oidc_bff::secret::SecretString;
+    use oidc_bff::session::store::RevokeReason;
+    use oidc_bff::session::{ClientInfo, Lookup, NewLogin, Sessions};
+
+    const SESSIONS: usize = 300;
+    const MINUTES: usize = 10;
+    const CALLS_PER_MINUTE: usize = 4;
+    const MINUTE: Duration = Duration::from_secs(3);
+
+    let redis = RedisServer::start();
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .redis(&redis.url())
+        .metrics()
+        .configure(|c| {
+            c.store.cache_entries = entries;
+            c.session.touch_interval = crate::harness::duration("3s");
+        })
+        .start_process()
+        .await;
+    if entries > 0 {
+        tracking_up(&gw).await;
+    }
+    // "Instance A": the same configuration, through the store API.
+    let config = oidc_bff::config::validate(&gw.config).expect("config");
+    let store = oidc_bff::session::store::open(&config).expect("store");
+    let other = Sessions::new(&config.session, std::sync::Arc::new(store));
+    let login = |n: usize| NewLogin {
+        sub: format!("mix-user-{n}"),
+        sid: Some(format!("mix-sid-{n}")),
+        access_token: SecretString::new("a".repeat(1_200)),
+        refresh_token: Some(SecretString::new("r".repeat(400))),
+        id_token: Some(SecretString::new("i".repeat(1_000))),
+        access_expires_at: oidc_bff::clock::unix_now() + 3600,
+        claims_json: format!(
+            "{{\"sub\":\"mix-user-{n}\",\"name\":\"A Person\",\"email\":\"u{n}@example.com\",\"groups\":[\"staff\",\"dev\"]}}"
+        ),
+        scopes: Some("openid profile email".into()),
+    };
+    let cookie_of = |set: &http::HeaderValue| -> String {
+        set.to_str()
+            .expect("ascii")
+            .split(';')
+            .next()
+            .expect("pair")
+            .to_owned()
+    };
+    let mut live = Vec::with_capacity(SESSIONS);
+    let mut next_user = 0;
+    for _ in 0..SESSIONS {
+        let (id, set) = other
+            .create(
+                login(next_user),
+                &ClientInfo::default(),
+                oidc_bff::clock::unix_now(),
+            )
+            .await
+            .expect("create");
+        next_user += 1;
+        live.push((id, cookie_of(&set)));
+    }
+    let client = reqwest::Client::new();
+    let url = gw.url("/api/mix");
+    let scrape_before = gw.scrape().await;
+    let pid = gw.process().pid();
+    let cpu_before = cpu_micros(pid);
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    let (mut revoked, mut refused) = (0, 0);
+    let churn = (SESSIONS / 100).max(1);
+    for minute in 0..MINUTES {
+        let minute_start = Instant::now();
+        for _ in 0..CALLS_PER_MINUTE {
+            let cookies: Vec<String> = live.iter().map(|(_, c)| c.clone()).collect();
+            let timed: Vec<(StatusCode, Duration)> = futures_util::stream::iter(cookies)
+                .map(|cookie| {
+                    let (client, url) = (client.clone(), url.clone());
+                    async move {
+                        let t = Instant::now();
+                        let r = client
+                            .get(&url)
+                            .header("cookie", cookie)
+                            .send()
+                            .await
+                            .expect("call");
+                        (r.status(), t.elapsed())
+                    }
+                })
+                .buffer_unordered(16)
+                .collect()
+                .await;
+            for (status, took) in timed {
+                assert_eq!(status, StatusCode::OK);
+                latencies.push(took);
+            }
+        }
+        // 1 % of the sessions change on the other instance.
+        for k in 0..churn {
+            let slot = (minute * churn + k) * 7 % live.len();
+            let now = oidc_bff::clock::unix_now();
+            if k % 2 == 0 {
+                let mut headers = http::HeaderMap::new();
+                headers.insert("cookie", live[slot].1.parse().expect("cookie"));
+                let Ok(Lookup::Active(s)) = other.load(&headers, now).await else {
+                    panic!("a live session");
+                };
+                let mut secrets = s.secrets.clone();
+                secrets.access_token = SecretString::new(format!("{}-{minute}", "b".repeat(1_190)));
+                other
+                    .write_tokens(&s, secrets, now + 3600, now)
+                    .await
+                    .expect("refresh")
+                    .expect("still live");
+            } else {
+                other
+                    .revoke(&live[slot].0, RevokeReason::User, "bench", now)
+                    .await
+                    .expect("revoke");
+                revoked += 1;
+                let r = client
+                    .get(&url)
+                    .header("cookie", live[slot].1.clone())
+                    .send()
+                    .await
+                    .expect("call");
+                if r.status() == StatusCode::UNAUTHORIZED {
+                    refused += 1;
+                }
+                let (id, set) = other
+                    .create(login(next_user), &ClientInfo::default(), now)
+                    .await
+                    .expect("create");
+                next_user += 1;
+                live[slot] = (id, cookie_of(&set));
+            }
+        }
+        if let Some(rest) = MINUTE.checked_sub(minute_start.elapsed()) {
+            tokio::time::sleep(rest).await;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu = cpu_micros(pid) - cpu_before;
+    let after = gw.scrape().await;
+    let delta = |series: &str| sample(&after, series) - sample(&scrape_before, series);
+    latencies.sort();
+    let pick = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    MixResult {
+        calls: latencies.len(),
+        seconds,
+        hits: delta(HITS),
+        misses: delta("oidc_bff_session_cache_lookups_total{outcome=\"miss\"}"),
+        bypassed: delta(BYPASSED),
+        invalidations: delta("oidc_bff_session_cache_invalidations_total"),
+        revoked,
+        refused,
+        p50_ms: pick(0.5).as_secs_f64() * 1000.0,
+        p99_ms: pick(0.99).as_secs_f64() * 1000.0,
+        cpu_us_per_call: cpu / (latencies.len() + revoked) as f64,
+    }
+}
