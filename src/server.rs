@@ -275,9 +275,12 @@ fn worker(
                 ),
                 None => None,
             };
-            anyhow::Ok((state, store, listener, admin, metrics_listener))
+            // This worker's invalidation connections, on its own runtime
+            // (see `ProcessCache`); they end with the worker.
+            let tracking = cache.as_ref().map(|c| c.track_here(index)).transpose()?;
+            anyhow::Ok((state, store, listener, admin, metrics_listener, tracking))
         };
-        let (state, store, listener, admin, metrics_listener) = match setup.await {
+        let (state, store, listener, admin, metrics_listener, _tracking) = match setup.await {
             Ok(parts) => parts,
             Err(e) => {
                 let msg = format!("{e:#}");
@@ -373,7 +376,7 @@ pub fn run(config: Config, source: Source) -> anyhow::Result<()> {
     let (reload_tx, mut reload_rx) = tokio::sync::mpsc::unbounded_channel();
     let lifecycle = Lifecycle::new(Some(reload_tx));
     let audit = crate::state::open_audit(&config, &metrics)?;
-    let cache = ProcessCache::open(&config, &metrics.session_cache)?;
+    let cache = ProcessCache::for_workers(&config, &metrics.session_cache, workers);
     let (stop_tx, stop_rx) = watch::channel(false);
     let (ready_tx, ready_rx) = mpsc::channel();
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<anyhow::Result<()>>();

@@ -40,8 +40,9 @@ use std::time::{Duration, Instant};
 
 use super::Session;
 use super::cookie::{SessionId, StoreId};
+pub use super::store::tracking::TrackerTask;
 use super::store::tracking::{Tracker, tracked_prefixes};
-use crate::config::{Config, StoreKind};
+use crate::config::{Config, RedisConfig, StoreKind};
 pub use crate::metrics::CacheMetrics;
 
 /// How long a confirmation of the invalidation connections (their last
@@ -80,18 +81,21 @@ pub struct SessionCache {
     per_shard: usize,
     /// Bumped by every flush: tickets from before are void.
     epoch: AtomicU64,
-    /// Every invalidation connection is up and confirmed.
+    /// Per tracking link (a set of invalidation connections, one per
+    /// server): when it was last confirmed, in ms since `started` plus 1;
+    /// 0 while it is down. The cache serves only while all are recent.
+    links: Box<[AtomicU64]>,
+    /// Whether the cache was serving at the last change of a link.
     up: AtomicBool,
-    /// When tracking was last confirmed (ms since `started`).
-    confirmed_ms: AtomicU64,
     started: Instant,
     metrics: CacheMetrics,
 }
 
 impl SessionCache {
-    /// A cache of at most `entries` sessions (at least 1). It serves
-    /// nothing until the tracker reports its connections up.
-    pub fn new(entries: usize, metrics: CacheMetrics) -> Self {
+    /// A cache of at most `entries` sessions (at least 1), kept by `links`
+    /// tracking links (at least 1). It serves nothing until every link
+    /// reports its connections up.
+    pub fn new(entries: usize, links: usize, metrics: CacheMetrics) -> Self {
         let entries = entries.max(1);
         // Shards keep the two workers (and the tracker) off each other's
         // lock; small caches (tests) keep one so the bound is exact.
@@ -109,8 +113,8 @@ impl SessionCache {
                 .collect(),
             per_shard,
             epoch: AtomicU64::new(0),
+            links: (0..links.max(1)).map(|_| AtomicU64::new(0)).collect(),
             up: AtomicBool::new(false),
-            confirmed_ms: AtomicU64::new(0),
             started: Instant::now(),
             metrics,
         }
@@ -138,13 +142,14 @@ impl SessionCache {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Whether entries may be served and inserted now.
+    /// Whether entries may be served and inserted now: every link is up
+    /// and was confirmed within the lease.
     fn serving(&self) -> bool {
-        self.up.load(Ordering::SeqCst)
-            && self
-                .elapsed_ms()
-                .saturating_sub(self.confirmed_ms.load(Ordering::SeqCst))
-                <= LEASE.as_millis() as u64
+        let now = self.elapsed_ms() + 1;
+        self.links.iter().all(|l| {
+            let at = l.load(Ordering::SeqCst);
+            at != 0 && now.saturating_sub(at) <= LEASE.as_millis() as u64
+        })
     }
 
     /// The cached session for the request presenting `id`, or how to read
@@ -225,6 +230,12 @@ impl SessionCache {
         self.remove(id, true);
     }
 
+    /// [`Self::invalidate`] for a message received on tracking link
+    /// `link`: every link receives each message, so only link 0's count.
+    pub fn invalidated_on(&self, id: &StoreId, link: usize) {
+        self.remove(id, link == 0);
+    }
+
     /// Drops every entry and voids every ticket.
     pub fn flush(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
@@ -239,23 +250,38 @@ impl SessionCache {
         self.metrics.flushes.inc();
     }
 
-    /// A tracking connection is down (or not yet confirmed): stop serving,
-    /// then empty the cache (so nothing cached before the gap survives it).
-    pub fn tracking_down(&self) {
-        let was_up = self.up.swap(false, Ordering::SeqCst);
+    /// A connection of tracking link `link` is down (or not yet
+    /// confirmed): stop serving, then empty the cache (so nothing cached
+    /// before the gap survives it).
+    pub fn tracking_down(&self, link: usize) {
+        if let Some(l) = self.links.get(link) {
+            l.store(0, Ordering::SeqCst);
+        }
         self.metrics.tracking_up.set(0);
-        if was_up {
+        if self.up.swap(false, Ordering::SeqCst) {
             self.flush();
         }
     }
 
-    /// Every tracking connection is up and confirmed as of `sent` (when
-    /// the confirming command was sent): serve again, for [`LEASE`].
-    pub fn tracking_confirmed(&self, sent: Instant) {
+    /// Every connection of link `link` is up and confirmed as of `sent`
+    /// (when the confirming command was sent): once all links are, the
+    /// cache serves, for [`LEASE`] after the oldest confirmation.
+    pub fn tracking_confirmed(&self, link: usize, sent: Instant) {
         let at = u64::try_from(sent.saturating_duration_since(self.started).as_millis())
-            .unwrap_or(u64::MAX);
-        self.confirmed_ms.fetch_max(at, Ordering::SeqCst);
-        if !self.up.swap(true, Ordering::SeqCst) {
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
+        if let Some(l) = self.links.get(link) {
+            let before = l.fetch_max(at, Ordering::SeqCst);
+            if before != 0 && at.saturating_sub(before) > LEASE.as_millis() as u64 {
+                // A gap longer than the lease without a loss noticed (a
+                // stalled connection): what was cached may have missed
+                // invalidations.
+                self.flush();
+            }
+        }
+        if self.links.iter().all(|l| l.load(Ordering::SeqCst) != 0)
+            && !self.up.swap(true, Ordering::SeqCst)
+        {
             self.metrics.tracking_up.set(1);
         }
     }
@@ -272,12 +298,30 @@ impl SessionCache {
     }
 }
 
-/// The process's cache with its invalidation connections: built once per
-/// process, shared by every worker's `Sessions`; dropping the last holder
-/// stops the connections.
+/// The process's cache with what keeps it exact: built once per process,
+/// shared by every worker's `Sessions`.
+///
+/// Each worker of a gateway process keeps its own set of invalidation
+/// connections on its own runtime ([`Self::track_here`]), as a link of its
+/// own: the cache serves only while every link is confirmed. On one
+/// runtime, the invalidation message that Redis sent before answering the
+/// revoking instance is read before the request that followed that answer
+/// (the worker's event loop sees the readiness of the two sockets in the
+/// order they became readable and runs the woken tasks in that order), so
+/// a busy machine cannot delay the eviction behind the request the way a
+/// separate thread's scheduling could. An embedded gateway (tests, one
+/// runtime) gets one link on a thread of its own ([`Self::open`]).
 pub struct ProcessCache {
     cache: Arc<SessionCache>,
-    _tracker: Tracker,
+    source: Source,
+    _thread: Option<Tracker>,
+}
+
+/// What the invalidation connections are opened from.
+struct Source {
+    redis: RedisConfig,
+    prefixes: Vec<String>,
+    timeout: std::time::Duration,
 }
 
 impl std::ops::Deref for ProcessCache {
@@ -288,29 +332,75 @@ impl std::ops::Deref for ProcessCache {
 }
 
 impl ProcessCache {
-    /// The cache `store.cache_entries` asks for, tracking the configured
-    /// Redis (`None`: off, or the memory store).
-    pub fn open(config: &Config, metrics: &CacheMetrics) -> anyhow::Result<Option<Arc<Self>>> {
+    /// The cache `store.cache_entries` asks for (`None`: off, or the
+    /// memory store), kept by `links` links that are not started yet.
+    fn build(
+        config: &Config,
+        metrics: &CacheMetrics,
+        links: usize,
+    ) -> Option<(Arc<SessionCache>, Source)> {
         let StoreKind::Redis(redis) = &config.store.kind else {
-            return Ok(None);
+            return None;
         };
         if config.store.cache_entries == 0 {
-            return Ok(None);
+            return None;
         }
         let cache = Arc::new(SessionCache::new(
             config.store.cache_entries,
+            links,
             metrics.clone(),
         ));
-        let tracker = Tracker::start(
-            redis,
-            tracked_prefixes(&config.store.key_prefix, &config.store.legacy_key_prefix),
-            config.store.timeout,
+        let source = Source {
+            redis: (**redis).clone(),
+            prefixes: tracked_prefixes(&config.store.key_prefix, &config.store.legacy_key_prefix),
+            timeout: config.store.timeout,
+        };
+        Some((cache, source))
+    }
+
+    /// The cache of an embedded gateway: one link, on a thread of its own.
+    pub fn open(config: &Config, metrics: &CacheMetrics) -> anyhow::Result<Option<Arc<Self>>> {
+        let Some((cache, source)) = Self::build(config, metrics, 1) else {
+            return Ok(None);
+        };
+        let thread = Tracker::start(
+            &source.redis,
+            source.prefixes.clone(),
+            source.timeout,
             cache.clone(),
         )?;
         Ok(Some(Arc::new(Self {
             cache,
-            _tracker: tracker,
+            source,
+            _thread: Some(thread),
         })))
+    }
+
+    /// The cache of a gateway process with `workers` workers: each starts
+    /// its link with [`Self::track_here`].
+    pub fn for_workers(
+        config: &Config,
+        metrics: &CacheMetrics,
+        workers: usize,
+    ) -> Option<Arc<Self>> {
+        let (cache, source) = Self::build(config, metrics, workers)?;
+        Some(Arc::new(Self {
+            cache,
+            source,
+            _thread: None,
+        }))
+    }
+
+    /// Starts link `link` on the current runtime (a worker's); it stops,
+    /// and the cache stops serving, when the returned handle is dropped.
+    pub fn track_here(&self, link: usize) -> anyhow::Result<TrackerTask> {
+        TrackerTask::spawn(
+            &self.source.redis,
+            self.source.prefixes.clone(),
+            self.source.timeout,
+            self.cache.clone(),
+            link,
+        )
     }
 }
 
@@ -352,8 +442,8 @@ mod tests {
     }
 
     fn live(entries: usize) -> SessionCache {
-        let c = SessionCache::new(entries, CacheMetrics::default());
-        c.tracking_confirmed(Instant::now());
+        let c = SessionCache::new(entries, 1, CacheMetrics::default());
+        c.tracking_confirmed(0, Instant::now());
         c
     }
 
@@ -429,14 +519,14 @@ mod tests {
         let c = live(10);
         let id = SessionId::generate([1, 2]);
         let t = ticket(&c, &id);
-        c.tracking_down();
+        c.tracking_down(0);
         c.insert(t, &session(&id, 1000));
         assert!(matches!(c.probe(&id, &id.store_id(), 150), Probe::Bypass));
-        c.tracking_confirmed(Instant::now());
+        c.tracking_confirmed(0, Instant::now());
         let t = ticket(&c, &id);
         c.insert(t, &session(&id, 1000));
         assert_eq!(c.len(), 1);
-        c.tracking_down();
+        c.tracking_down(0);
         assert!(c.is_empty());
         assert_eq!(c.metrics.flushes.get(), 2, "one flush per loss");
         assert_eq!(c.metrics.tracking_up.get(), 0);
@@ -444,19 +534,21 @@ mod tests {
 
     #[test]
     fn a_confirmation_older_than_the_lease_stops_the_cache_serving() {
-        let c = SessionCache::new(10, CacheMetrics::default());
+        let c = SessionCache::new(10, 2, CacheMetrics::default());
         assert!(
             !c.serving(),
             "nothing is served before tracking is confirmed"
         );
-        c.tracking_confirmed(Instant::now());
+        c.tracking_confirmed(0, Instant::now());
+        assert!(!c.serving(), "nor while one link of two is");
+        c.tracking_confirmed(1, Instant::now());
         assert!(c.serving());
-        c.confirmed_ms.store(0, Ordering::SeqCst);
         let c2 = SessionCache {
             started: Instant::now() - LEASE - Duration::from_secs(1),
             ..c
         };
-        assert!(!c2.serving());
+        c2.links[0].store(1, Ordering::SeqCst);
+        assert!(!c2.serving(), "a confirmation older than the lease");
     }
 
     #[test]

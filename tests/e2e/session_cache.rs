@@ -425,7 +425,7 @@ async fn on_a_cluster_every_primarys_sessions_are_tracked_and_revokes_are_refuse
 ///
 /// Time is compressed 20×: a simulated minute lasts 3 s and
 /// `session.touch_interval` is 3 s (60 s in production). Each minute every
-/// session makes 4 API calls and 1 % of the sessions change through
+/// session (500 of them) makes 3 API calls and 1 % of the sessions change through
 /// another instance (the store API, as a second gateway would): half get
 /// refreshed tokens, half are revoked and replaced by a new login.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -485,9 +485,9 @@ async fn run_mix(entries: u32) -> MixResult {
     use oidc_bff::session::store::RevokeReason;
     use oidc_bff::session::{ClientInfo, Lookup, NewLogin, Sessions};
 
-    const SESSIONS: usize = 300;
+    const SESSIONS: usize = 500;
     const MINUTES: usize = 10;
-    const CALLS_PER_MINUTE: usize = 4;
+    const CALLS_PER_MINUTE: usize = 3;
     const MINUTE: Duration = Duration::from_secs(3);
 
     let redis = RedisServer::start();

@@ -173,6 +173,7 @@ fn on_push(
     push: PushInfo,
     prefixes: &[String],
     cache: &SessionCache,
+    link: usize,
     lost: &mpsc::UnboundedSender<()>,
 ) {
     match push.kind {
@@ -183,7 +184,7 @@ fn on_push(
                         continue;
                     };
                     match session_of(key, prefixes) {
-                        Some(id) => cache.invalidate(&id),
+                        Some(id) => cache.invalidated_on(&id, link),
                         // Under a tracked prefix but not a session's key
                         // (nothing of ours is): dropping all is the safe
                         // answer to what cannot be read.
@@ -196,7 +197,7 @@ fn on_push(
             _ => cache.flush(),
         },
         PushKind::Disconnection => {
-            cache.tracking_down();
+            cache.tracking_down(link);
             let _ = lost.send(());
         }
         _ => {}
@@ -241,16 +242,56 @@ impl Tracker {
                         cache,
                         timeout,
                         connect_timeout,
+                        index: 0,
                     };
                     tokio::select! {
                         () = link.run() => {}
                         _ = stopped.changed() => {}
                     }
                     // Stopped: whoever still holds the cache reads through.
-                    off.tracking_down();
+                    off.tracking_down(0);
                 });
             })?;
         Ok(Self { _stop: stop })
+    }
+}
+
+/// One worker's link, running as a task on its runtime; dropping it stops
+/// the link (and the cache serves nothing until it is started again).
+pub struct TrackerTask {
+    task: tokio::task::JoinHandle<()>,
+    cache: Arc<SessionCache>,
+    index: usize,
+}
+
+impl TrackerTask {
+    pub(crate) fn spawn(
+        config: &RedisConfig,
+        prefixes: Vec<String>,
+        timeout: Duration,
+        cache: Arc<SessionCache>,
+        index: usize,
+    ) -> anyhow::Result<Self> {
+        let link = Link {
+            targets: Targets::new(config, timeout)?,
+            prefixes,
+            cache: cache.clone(),
+            timeout,
+            connect_timeout: config.connect_timeout,
+            index,
+        };
+        Ok(Self {
+            task: tokio::spawn(async move { link.run().await }),
+            cache,
+            index,
+        })
+    }
+}
+
+impl Drop for TrackerTask {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.cache.tracking_down(self.index);
     }
 }
 
@@ -260,6 +301,8 @@ struct Link {
     cache: Arc<SessionCache>,
     timeout: Duration,
     connect_timeout: Duration,
+    /// Which of the cache's links this is.
+    index: usize,
 }
 
 impl Link {
@@ -270,7 +313,7 @@ impl Link {
         loop {
             let started = Instant::now();
             let why = self.session(&mut was_up).await;
-            self.cache.tracking_down();
+            self.cache.tracking_down(self.index);
             if was_up {
                 tracing::warn!(why = %why, "session cache: invalidation connection lost; cache emptied, reading through until it is back");
                 was_up = false;
@@ -309,13 +352,17 @@ impl Link {
         let mut conns = Vec::with_capacity(clients.len());
         let sent = Instant::now();
         for client in &clients {
-            let (prefixes, cache, lost_tx) =
-                (self.prefixes.clone(), self.cache.clone(), lost_tx.clone());
+            let (prefixes, cache, lost_tx, link) = (
+                self.prefixes.clone(),
+                self.cache.clone(),
+                lost_tx.clone(),
+                self.index,
+            );
             let config = AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(self.connect_timeout))
                 .set_response_timeout(Some(self.timeout))
                 .set_push_sender(move |push: PushInfo| {
-                    on_push(push, &prefixes, &cache, &lost_tx);
+                    on_push(push, &prefixes, &cache, link, &lost_tx);
                     Ok::<(), std::convert::Infallible>(())
                 });
             let mut conn = match self
@@ -356,7 +403,7 @@ impl Link {
         }
         // Every server now sends this process every change to a session
         // key: from here the cache may serve.
-        self.cache.tracking_confirmed(sent);
+        self.cache.tracking_confirmed(self.index, sent);
         *was_up = true;
         tracing::info!(servers = ?addrs, "session cache: tracking session keys");
         loop {
@@ -385,7 +432,7 @@ impl Link {
             }
             // Every invalidation sent before the pings has been received
             // (replies come in order on each connection).
-            self.cache.tracking_confirmed(sent);
+            self.cache.tracking_confirmed(self.index, sent);
         }
     }
 }
