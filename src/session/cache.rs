@@ -310,11 +310,13 @@ impl SessionCache {
 /// order they became readable and runs the woken tasks in that order), so
 /// a busy machine cannot delay the eviction behind the request the way a
 /// separate thread's scheduling could. An embedded gateway (tests, one
-/// runtime) gets one link on a thread of its own ([`Self::open`]).
+/// runtime) gets one link on the runtime it is built in, or on a thread of
+/// its own when built outside one ([`Self::open`]).
 pub struct ProcessCache {
     cache: Arc<SessionCache>,
     source: Source,
     _thread: Option<Tracker>,
+    _task: Option<TrackerTask>,
 }
 
 /// What the invalidation connections are opened from.
@@ -358,21 +360,35 @@ impl ProcessCache {
         Some((cache, source))
     }
 
-    /// The cache of an embedded gateway: one link, on a thread of its own.
+    /// The cache of an embedded gateway: one link, on the current runtime
+    /// (the one that serves the gateway), else on a thread of its own.
     pub fn open(config: &Config, metrics: &CacheMetrics) -> anyhow::Result<Option<Arc<Self>>> {
         let Some((cache, source)) = Self::build(config, metrics, 1) else {
             return Ok(None);
         };
-        let thread = Tracker::start(
-            &source.redis,
-            source.prefixes.clone(),
-            source.timeout,
-            cache.clone(),
-        )?;
+        let (thread, task) = if tokio::runtime::Handle::try_current().is_ok() {
+            let task = TrackerTask::spawn(
+                &source.redis,
+                source.prefixes.clone(),
+                source.timeout,
+                cache.clone(),
+                0,
+            )?;
+            (None, Some(task))
+        } else {
+            let thread = Tracker::start(
+                &source.redis,
+                source.prefixes.clone(),
+                source.timeout,
+                cache.clone(),
+            )?;
+            (Some(thread), None)
+        };
         Ok(Some(Arc::new(Self {
             cache,
             source,
-            _thread: Some(thread),
+            _thread: thread,
+            _task: task,
         })))
     }
 
@@ -388,6 +404,7 @@ impl ProcessCache {
             cache,
             source,
             _thread: None,
+            _task: None,
         }))
     }
 

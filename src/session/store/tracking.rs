@@ -23,8 +23,11 @@
 //! notice, a `PING` unanswered within `store.timeout`, a changed topology)
 //! empties the cache at once and reconnects with backoff; the cache serves
 //! again only after every server has answered `CLIENT TRACKING` with `OK`.
-//! It runs on a thread and runtime of its own, so a busy worker never
-//! delays an invalidation.
+//! A gateway process runs one link (a connection per server) per worker,
+//! as a task on the worker's runtime ([`TrackerTask`]): the worker then
+//! reads an invalidation before a request that arrived after it (see
+//! `session::cache::ProcessCache`). An embedded gateway runs one link on a
+//! thread of its own ([`Tracker`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
