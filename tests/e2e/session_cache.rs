@@ -305,6 +305,46 @@ async fn a_lost_invalidation_connection_empties_the_cache_and_reads_through_unti
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_stops_the_cache_serving_within_its_lease_then_answers_503() {
+    let upstream = Upstream::start().await;
+    let redis = RedisServer::start();
+    let chaos = crate::harness::Chaos::start(([127, 0, 0, 1], redis.port).into()).await;
+    let gw = GatewayBuilder::new(&upstream)
+        .redis(&format!("redis://{}", chaos.addr))
+        .metrics()
+        .start()
+        .await;
+    tracking_up(&gw).await;
+    let mut alice = Browser::new(&gw);
+    alice.login_alice().await;
+    let cookie = alice.cookie_header();
+    cached_on(&gw, &cookie).await;
+
+    // Redis stops answering (and so stops sending invalidations): the
+    // cache may answer only until its last confirmation is 3 s old.
+    chaos.stall();
+    let stalled = Instant::now();
+    loop {
+        let (status, body) = get_with(&cookie, &gw.url("/api/hung")).await;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            break;
+        }
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(
+            stalled.elapsed() < Duration::from_secs(4),
+            "served from the cache {:?} after Redis hung",
+            stalled.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(metric(&gw, TRACKING_UP).await, 0.0);
+    chaos.pass();
+    tracking_up(&gw).await;
+    let (status, body) = get_with(&cookie, &gw.url("/api/back")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_sentinel_the_cache_follows_a_failover_and_a_revoke_is_still_refused_everywhere() {
     use crate::store_sentinel::{MASTER, settled, wait_for, wait_for_sentinel};
     let upstream = Upstream::start().await;
