@@ -155,6 +155,62 @@ pub struct Metrics {
     pub provider_duration: Family<EndpointLabel, Histogram, fn() -> Histogram>,
     pub connections_open: Family<ListenerLabel, Gauge>,
     pub audit_dropped: Counter,
+    /// The in-process session cache (`store.cache_entries`).
+    pub session_cache: CacheMetrics,
+}
+
+/// The session cache's handles (`session::cache`), resolved once.
+#[derive(Clone, Default)]
+pub struct CacheMetrics {
+    /// Requests answered from the cache.
+    pub hits: Counter,
+    /// Requests that read the store while the cache was serving.
+    pub misses: Counter,
+    /// Requests that read the store because tracking was not confirmed.
+    pub bypassed: Counter,
+    /// Keys invalidated (by Redis' messages or this process's own writes).
+    pub invalidations: Counter,
+    /// Whole-cache flushes (a tracking connection lost, Redis flushed).
+    pub flushes: Counter,
+    /// Entries held now.
+    pub entries: Gauge,
+    /// 1 while every invalidation connection is confirmed, else 0.
+    pub tracking_up: Gauge,
+}
+
+impl CacheMetrics {
+    fn register(&self, lookups: &Family<OutcomeLabel, Counter>, registry: &mut Registry) {
+        registry.register(
+            "session_cache_lookups",
+            "Session lookups by the in-process cache's answer: hit (no store read), miss (read and cached), bypass (read through: invalidation tracking not confirmed)",
+            lookups.clone(),
+        );
+        registry.register(
+            "session_cache_invalidations",
+            "Sessions evicted from the cache because they changed or ended (Redis invalidation messages and this process's own writes)",
+            self.invalidations.clone(),
+        );
+        registry.register(
+            "session_cache_flushes",
+            "Times the whole session cache was emptied (an invalidation connection lost, Redis flushed)",
+            self.flushes.clone(),
+        );
+        registry.register(
+            "session_cache_entries",
+            "Opened sessions held in this process's cache",
+            self.entries.clone(),
+        );
+        registry.register(
+            "session_cache_tracking_up",
+            "1 while every Redis invalidation connection of the session cache is confirmed (the cache serves), else 0",
+            self.tracking_up.clone(),
+        );
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
 }
 
 impl Default for Metrics {
@@ -185,6 +241,7 @@ impl Metrics {
             connections_open: Family::default(),
             audit_dropped: Counter::default(),
             config_reloads: Family::default(),
+            session_cache: CacheMetrics::default(),
         };
         registry.register(
             "requests",
@@ -271,7 +328,28 @@ impl Metrics {
             "Configuration reloads (SIGHUP, POST /admin/reload): success, invalid (refused by validation) or failed (a worker could not build it); the running configuration is kept unless success",
             m.config_reloads.clone(),
         );
-        Self { registry, ..m }
+        let lookups = Family::<OutcomeLabel, Counter>::default();
+        // One statement each: a family's guard must be gone before the
+        // next `get_or_create` (it may take the write lock).
+        let outcome = |outcome: &'static str| -> Counter {
+            let counter = lookups.get_or_create(&OutcomeLabel { outcome });
+            counter.clone()
+        };
+        let hits = outcome("hit");
+        let misses = outcome("miss");
+        let bypassed = outcome("bypass");
+        let session_cache = CacheMetrics {
+            hits,
+            misses,
+            bypassed,
+            ..CacheMetrics::default()
+        };
+        session_cache.register(&lookups, &mut registry);
+        Self {
+            registry,
+            session_cache,
+            ..m
+        }
     }
 
     /// The text exposition format.

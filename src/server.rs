@@ -59,6 +59,7 @@ use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::oidc::OidcCaches;
 use crate::reload::{Reloader, Source, WorkerReload};
+use crate::session::cache::ProcessCache;
 use crate::session::store;
 use crate::session::store::Store;
 use crate::session::store::memory::MemoryStore;
@@ -93,6 +94,9 @@ struct Shared {
     lifecycle: Lifecycle,
     /// The audit trail's writer (one per process, kept across reloads).
     audit: crate::audit::Auditor,
+    /// The session cache and its invalidation connections (one per
+    /// process, kept across reloads: `store` needs a restart).
+    cache: Option<Arc<ProcessCache>>,
 }
 
 /// A worker's background tasks for its current state (provider upkeep; the
@@ -127,6 +131,7 @@ struct Rebuild {
     lifecycle: Lifecycle,
     public: LiveApp,
     admin: Option<LiveApp>,
+    cache: Option<Arc<ProcessCache>>,
 }
 
 impl Rebuild {
@@ -141,6 +146,7 @@ impl Rebuild {
                 reload.oidc_caches,
                 self.audit.clone(),
                 self.lifecycle.clone(),
+                self.cache.clone(),
             );
             let state = match built {
                 Ok(state) => {
@@ -163,6 +169,11 @@ impl Rebuild {
                 admin.replace(crate::admin_app(state.clone()));
             }
             background = Background::start(self.index, &state);
+            // Entries were checked against the old `[session]` (lifetimes,
+            // keys): the new state opens them again.
+            if let Some(cache) = &self.cache {
+                cache.flush();
+            }
             let _ = swapped.send(());
         }
         drop(background);
@@ -218,6 +229,7 @@ fn worker(
         oidc_caches,
         lifecycle,
         audit,
+        cache,
     } = shared;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -243,6 +255,7 @@ fn worker(
                 oidc_caches,
                 audit.clone(),
                 lifecycle.clone(),
+                cache.clone(),
             )?;
             let listener = reuseport_listener(listen)
                 .with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
@@ -262,9 +275,12 @@ fn worker(
                 ),
                 None => None,
             };
-            anyhow::Ok((state, store, listener, admin, metrics_listener))
+            // This worker's invalidation connections, on its own runtime
+            // (see `ProcessCache`); they end with the worker.
+            let tracking = cache.as_ref().map(|c| c.track_here(index)).transpose()?;
+            anyhow::Ok((state, store, listener, admin, metrics_listener, tracking))
         };
-        let (state, store, listener, admin, metrics_listener) = match setup.await {
+        let (state, store, listener, admin, metrics_listener, _tracking) = match setup.await {
             Ok(parts) => parts,
             Err(e) => {
                 let msg = format!("{e:#}");
@@ -312,6 +328,7 @@ fn worker(
             lifecycle: lifecycle.clone(),
             public: public.clone(),
             admin: admin_app,
+            cache,
         };
         tokio::spawn(rebuild.run(Background::start(index, &state), reloads));
         drop(state);
@@ -359,6 +376,7 @@ pub fn run(config: Config, source: Source) -> anyhow::Result<()> {
     let (reload_tx, mut reload_rx) = tokio::sync::mpsc::unbounded_channel();
     let lifecycle = Lifecycle::new(Some(reload_tx));
     let audit = crate::state::open_audit(&config, &metrics)?;
+    let cache = ProcessCache::for_workers(&config, &metrics.session_cache, workers);
     let (stop_tx, stop_rx) = watch::channel(false);
     let (ready_tx, ready_rx) = mpsc::channel();
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<anyhow::Result<()>>();
@@ -379,6 +397,7 @@ pub fn run(config: Config, source: Source) -> anyhow::Result<()> {
             oidc_caches: oidc_caches.clone(),
             lifecycle: lifecycle.clone(),
             audit: audit.clone(),
+            cache: cache.clone(),
         };
         std::thread::Builder::new()
             .name(format!("oidc-bff-{index}"))

@@ -26,6 +26,7 @@ use crate::pages::Pages;
 use crate::proxy::forward::Forwarder;
 use crate::proxy::routes::RouteTable;
 use crate::session::Sessions;
+use crate::session::cache::ProcessCache;
 use crate::session::store::{self, Store};
 
 pub struct Inner {
@@ -80,7 +81,16 @@ impl AppState {
     ) -> anyhow::Result<Self> {
         let caches = OidcCaches::new(&config.oidc);
         let audit = open_audit(&config, &metrics)?;
-        Self::with_shared(config, store, metrics, caches, audit)
+        let cache = ProcessCache::open(&config, &metrics.session_cache)?;
+        Self::for_worker(
+            config,
+            store,
+            metrics,
+            caches,
+            audit,
+            Lifecycle::default(),
+            cache,
+        )
     }
 
     /// One worker of a gateway: store, metrics and the provider's metadata
@@ -100,12 +110,13 @@ impl AppState {
             oidc_caches,
             audit,
             Lifecycle::default(),
+            None,
         )
     }
 
     /// [`Self::with_shared`] in a process that drains and reloads: each
     /// worker builds one at start-up and one per reload, all with the
-    /// process's `lifecycle`.
+    /// process's `lifecycle` and session cache.
     pub fn for_worker(
         config: Config,
         store: Arc<Store>,
@@ -113,8 +124,13 @@ impl AppState {
         oidc_caches: OidcCaches,
         audit: Auditor,
         lifecycle: Lifecycle,
+        cache: Option<Arc<ProcessCache>>,
     ) -> anyhow::Result<Self> {
-        let sessions = Arc::new(Sessions::new(&config.session, store).with_metrics(&metrics));
+        let sessions = Arc::new(
+            Sessions::new(&config.session, store)
+                .with_metrics(&metrics)
+                .with_cache(cache),
+        );
         let oidc = Arc::new(
             Oidc::with_caches(&config.oidc, &config.server.redirect_uri(), oidc_caches)?
                 .requiring_token_exchange(

@@ -73,6 +73,10 @@ pub struct RawStore {
     pub timeout: RawDuration,
     /// Limit for establishing a connection.
     pub connect_timeout: RawDuration,
+    /// Sessions each gateway process keeps opened in memory (0: off), kept
+    /// exact by Redis' invalidation messages (`CLIENT TRACKING`). Only
+    /// with `kind = "redis"`.
+    pub cache_entries: u32,
 }
 
 impl Default for RawStore {
@@ -99,9 +103,17 @@ impl Default for RawStore {
             tls_key_file: None,
             timeout: RawDuration::text("2s"),
             connect_timeout: RawDuration::text("2s"),
+            cache_entries: DEFAULT_CACHE_ENTRIES,
         }
     }
 }
+
+/// The session cache's default size: about 60 MB at ~6 KB per opened
+/// session (Keycloak-like tokens), and more sessions than one process
+/// serves at once in most deployments.
+pub const DEFAULT_CACHE_ENTRIES: u32 = 10_000;
+/// The largest cache the gateway accepts (a few GB at most).
+const MAX_CACHE_ENTRIES: u32 = 1_000_000;
 
 #[derive(Debug, Clone)]
 pub enum StoreKind {
@@ -155,6 +167,9 @@ pub struct StoreConfig {
     /// Where sessions of the single-slot layout live (default: `key_prefix`).
     pub legacy_key_prefix: String,
     pub timeout: Duration,
+    /// How many opened sessions the process caches (0: no cache; always 0
+    /// with the memory store, which is in-process already).
+    pub cache_entries: usize,
 }
 
 pub(super) fn validate(st: &RawStore, issues: &mut Issues) -> StoreConfig {
@@ -192,7 +207,26 @@ pub(super) fn validate(st: &RawStore, issues: &mut Issues) -> StoreConfig {
             .clone()
             .unwrap_or_else(|| st.key_prefix.clone()),
         timeout: positive_duration(issues, "store.timeout", &st.timeout),
+        cache_entries: cache_entries(st, issues),
     }
+}
+
+/// `store.cache_entries`: bounded, and off with the memory store.
+fn cache_entries(st: &RawStore, issues: &mut Issues) -> usize {
+    if st.cache_entries > MAX_CACHE_ENTRIES {
+        issues.add(
+            "store.cache_entries",
+            format!(
+                "{} is more than {MAX_CACHE_ENTRIES}; each entry holds an opened session (a few KB): use at most {MAX_CACHE_ENTRIES}, or 0 to turn the cache off",
+                st.cache_entries
+            ),
+        );
+        return 0;
+    }
+    if st.kind == "memory" {
+        return 0;
+    }
+    st.cache_entries as usize
 }
 
 /// `store.kind = "redis"`: credentials, then the one topology the keys
@@ -457,6 +491,23 @@ fn redis_tls_applies(issues: &mut Issues, st: &RawStore, key: &str) -> bool {
 mod tests {
     use super::super::testing::{load_str, minimal};
     use super::{RedisEndpoint, StoreKind, has_hash_tag};
+
+    #[test]
+    fn the_session_cache_is_bounded_and_off_with_the_memory_store() {
+        let config = load_str(&minimal(), &[]).expect("valid");
+        assert_eq!(config.store.cache_entries, 10_000);
+        let off = minimal() + "\n[store]\ncache_entries = 0\n";
+        assert_eq!(load_str(&off, &[]).expect("valid").store.cache_entries, 0);
+        let memory = minimal() + "\n[store]\nkind = \"memory\"\ncache_entries = 50\n";
+        assert_eq!(
+            load_str(&memory, &[]).expect("valid").store.cache_entries,
+            0
+        );
+        let huge = minimal() + "\n[store]\ncache_entries = 2000000\n";
+        let err = load_str(&huge, &[]).expect_err("invalid");
+        assert_eq!(err.0[0].key, "store.cache_entries", "{err}");
+        assert!(err.0[0].message.contains("at most 1000000"), "{err}");
+    }
 
     #[test]
     fn a_redis_ca_file_needs_rediss_and_a_pem_certificate() {

@@ -142,6 +142,27 @@ impl SessionId {
         &self.secret
     }
 
+    /// Whether `other` is the same whole cookie value (shard tag, lookup
+    /// ID and secret), compared in constant time: the session cache hands
+    /// an opened session only to the cookie it was opened for.
+    pub fn same_as(&self, other: &SessionId) -> bool {
+        let tag = |id: &SessionId| match id.shard {
+            Some([a, b]) => [1, a, b],
+            None => [0, 0, 0],
+        };
+        let mut mine = [0u8; 35];
+        let mut theirs = [0u8; 35];
+        for (out, id) in [(&mut mine, self), (&mut theirs, other)] {
+            out[..3].copy_from_slice(&tag(id));
+            out[3..19].copy_from_slice(&id.lookup);
+            out[19..].copy_from_slice(&id.secret);
+        }
+        let same = crate::secret::constant_time_eq(&mine, &theirs);
+        mine.zeroize();
+        theirs.zeroize();
+        same
+    }
+
     /// The store's name for this session: the shard tag in hex, then the
     /// first 224 bits of SHA-256 of the lookup ID in hex (60 characters: an
     /// index member of at most 64 bytes stays in Redis' compact listpack

@@ -1,12 +1,15 @@
 //! Server-side sessions: what a browser's cookie resolves to, and every
 //! change to it over its life (create, touch, token refresh, revoke).
 //!
-//! The hot path is [`Sessions::load`]: cookie → SHA-256 → one store read →
+//! The hot path is [`Sessions::load`]: cookie → SHA-256 → the process's
+//! session cache (`cache`: the opened session, if this very cookie opened
+//! it and Redis has announced no change since) or else one store read →
 //! decode → deadline check → HKDF + AES-GCM open. Nothing else happens per
 //! request unless the last-activity write is due (at most once per
 //! `session.touch_interval`, in the background) or the access token is about
 //! to expire (see `flows::refresh`).
 
+pub mod cache;
 pub mod cookie;
 pub mod crypto;
 mod markers;
@@ -23,6 +26,7 @@ use hmac::Mac;
 use http::{HeaderMap, HeaderValue};
 use sha2::{Digest, Sha256};
 
+use self::cache::{Probe, ProcessCache};
 use self::cookie::{CookiePolicy, SessionId, StoreId, hex};
 use self::crypto::{KeyRing, open, seal};
 use self::record::{SessionMeta, SessionSecrets, StoredBody, StoredSession};
@@ -299,6 +303,8 @@ pub struct Sessions {
     absolute_timeout: u64,
     touch_interval: u64,
     max_per_user: Option<u32>,
+    /// The process's session cache, when `store.cache_entries` > 0.
+    cache: Option<Arc<ProcessCache>>,
 }
 
 impl Sessions {
@@ -312,6 +318,23 @@ impl Sessions {
             absolute_timeout: config.absolute_timeout.as_secs().max(1),
             touch_interval: config.touch_interval.as_secs(),
             max_per_user: config.max_per_user,
+            cache: None,
+        }
+    }
+
+    /// Serves lookups from the process's session cache (shared by every
+    /// worker; `None`: every lookup reads the store).
+    pub fn with_cache(mut self, cache: Option<Arc<ProcessCache>>) -> Self {
+        self.cache = cache;
+        self
+    }
+
+    /// Evicts a session this process just changed or ended from the cache
+    /// (Redis announces it too, but this process's next request must not
+    /// wait for the message).
+    fn forget(&self, id: &StoreId) {
+        if let Some(cache) = &self.cache {
+            cache.invalidate(id);
         }
     }
 
@@ -368,8 +391,18 @@ impl Sessions {
             return Ok(Lookup::Ended(EndReason::Expired));
         };
         let store_id = id.store_id();
+        let ticket = match self.cache.as_ref().map(|c| c.probe(&id, &store_id, now)) {
+            Some(Probe::Hit(session)) => return Ok(Lookup::Active(session)),
+            Some(Probe::Miss(ticket)) => Some(ticket),
+            Some(Probe::Bypass) | None => None,
+        };
         Ok(match self.open_fetched(id, store_id, now).await? {
-            Ok(s) => Lookup::Active(Box::new(s)),
+            Ok(s) => {
+                if let (Some(cache), Some(ticket)) = (&self.cache, ticket) {
+                    cache.insert(ticket, &s);
+                }
+                Lookup::Active(Box::new(s))
+            }
             Err(why) => Lookup::Ended(why),
         })
     }
@@ -630,6 +663,7 @@ impl Sessions {
         let evicted = self.timed(StoreOp::Create, self.store.create(&new)).await?;
         self.count_revocations(RevokeReason::Limit, evicted.len());
         for old in &evicted {
+            self.forget(old);
             tracing::info!(session = ?old, "session evicted: per-user limit reached");
         }
         let cookie = self
@@ -681,7 +715,9 @@ impl Sessions {
         let write =
             self.store
                 .replace_if(&session.store_id, session.stored.generation, &record, ttl);
-        self.timed(StoreOp::Update, write).await
+        let written = self.timed(StoreOp::Update, write).await;
+        self.forget(&session.store_id);
+        written
     }
 
     /// Stores refreshed tokens on top of the latest version of the record.
@@ -714,7 +750,9 @@ impl Sessions {
             let write = self
                 .store
                 .replace_if(&session.store_id, current.generation, &record, ttl);
-            if self.timed(StoreOp::Update, write).await? {
+            let written = self.timed(StoreOp::Update, write).await;
+            self.forget(&session.store_id);
+            if written? {
                 return Ok(Some(Session {
                     id: session.id.clone(),
                     store_id: session.store_id.clone(),
@@ -761,7 +799,9 @@ impl Sessions {
         let why = Revocation::new(reason, actor, now);
         let outcome = self
             .timed(StoreOp::Revoke, self.store.revoke(store_id, &why))
-            .await?;
+            .await;
+        self.forget(store_id);
+        let outcome = outcome?;
         self.count_revocations(reason, usize::from(outcome == RevokeOutcome::Revoked));
         tracing::info!(session = ?store_id, reason = reason.as_str(), actor, ?outcome, "session revoked");
         Ok(outcome)

@@ -115,6 +115,7 @@ impl Sessions {
                 self.store.revoke_user(&hash, except, &why),
             )
             .await?;
+        ids.iter().for_each(|id| self.forget(id));
         self.count_revocations(reason, ids.len());
         tracing::info!(
             count = ids.len(),
@@ -139,6 +140,7 @@ impl Sessions {
         let ids = self
             .timed(StoreOp::RevokeMany, self.store.revoke_sid(&hash, &why))
             .await?;
+        ids.iter().for_each(|id| self.forget(id));
         self.count_revocations(RevokeReason::Backchannel, ids.len());
         tracing::info!(
             count = ids.len(),

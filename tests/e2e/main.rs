@@ -26,6 +26,7 @@ mod reload;
 mod rollouts;
 mod second_provider;
 mod server_limits;
+mod session_cache;
 mod session_cookies;
 mod session_lifecycle;
 mod static_app;

@@ -295,10 +295,12 @@ async fn the_sessions_gauge_counts_the_stores_sessions_and_upstream_answers_are_
     }
     // A second instance on the same store counts at start-up, then every
     // 30 s: the three sessions are there at once.
+    // The session cache off: every lookup is a timed store read.
     let gw = GatewayBuilder::new(&upstream)
         .route(crate::harness::route("/down", "http://127.0.0.1:9"))
         .prefix(&first.prefix)
         .metrics()
+        .configure(|c| c.store.cache_entries = 0)
         .start()
         .await;
     let mut scrape = String::new();

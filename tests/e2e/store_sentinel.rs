@@ -13,14 +13,14 @@ use crate::harness::{
 };
 use crate::store_outage::wait_until_ok;
 
-const MASTER: &str = "sessions";
+pub(crate) const MASTER: &str = "sessions";
 
 /// How long to wait for Sentinel to act. It usually takes seconds, but on a
 /// busy machine Sentinel may enter TILT mode (its timer ran more than 2 s
 /// late) and then does nothing for 30 s.
 const SENTINEL_PATIENCE: Duration = Duration::from_secs(90);
 
-fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let started = Instant::now();
     while !done() {
         assert!(started.elapsed() < timeout, "timed out waiting for {what}");
@@ -32,7 +32,11 @@ fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
 /// is in progress (during one, Sentinel already names the replica it is
 /// promoting, and an aborted failover goes back), `master` says it is a
 /// master, and each of `replicas` replicates from it.
-fn settled(sentinel: &SentinelProcess, master: &RedisServer, replicas: &[&RedisServer]) -> bool {
+pub(crate) fn settled(
+    sentinel: &SentinelProcess,
+    master: &RedisServer,
+    replicas: &[&RedisServer],
+) -> bool {
     let info = sentinel.cli(&["SENTINEL", "master", MASTER]);
     let flags = info
         .lines()
@@ -51,7 +55,7 @@ fn settled(sentinel: &SentinelProcess, master: &RedisServer, replicas: &[&RedisS
 
 /// Waits for `done`; on timeout, fails with what Sentinel and the servers
 /// say.
-fn wait_for_sentinel(
+pub(crate) fn wait_for_sentinel(
     what: &str,
     sentinel: &SentinelProcess,
     servers: [&RedisServer; 2],

@@ -59,8 +59,11 @@ async fn a_proxied_call_is_one_trace_from_request_to_upstream_with_no_secret_in_
     let upstream = Upstream::start().await;
     // A skew longer than the access token's life: every proxied call
     // refreshes first, so the trace shows the refresh too.
+    // The session cache off: the trace is to show the lookup's store read
+    // (a cache hit has none).
     let gw = traced(&upstream, &rx)
         .refresh_skew("2h")
+        .configure(|c| c.store.cache_entries = 0)
         .start_process()
         .await;
 

@@ -38,6 +38,7 @@ pub mod redis;
 mod redis_keys;
 mod redis_link;
 mod redis_scripts;
+pub(crate) mod tracking;
 
 use std::future::Future;
 use std::time::Duration;

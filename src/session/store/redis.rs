@@ -75,7 +75,7 @@ pub struct RedisStore {
 }
 
 /// `endpoint` as an operator configured it, without credentials.
-fn describe(endpoint: &RedisEndpoint, db: i64) -> String {
+pub(super) fn describe(endpoint: &RedisEndpoint, db: i64) -> String {
     let nodes = |nodes: &[(String, u16)]| {
         nodes
             .iter()
@@ -94,6 +94,43 @@ fn describe(endpoint: &RedisEndpoint, db: i64) -> String {
         }
         RedisEndpoint::Cluster { nodes: n, .. } => format!("cluster nodes {}", nodes(n)),
     }
+}
+
+/// A private CA (trusted instead of the public roots) and/or a client
+/// certificate for mutual TLS, when configured.
+pub(super) fn certificates(config: &RedisConfig) -> Option<redis::TlsCertificates> {
+    (config.tls_ca_pem.is_some() || config.tls_client.is_some()).then(|| redis::TlsCertificates {
+        client_tls: config.tls_client.as_ref().map(|c| redis::ClientTlsConfig {
+            client_cert: c.cert_pem.clone(),
+            client_key: c.key_pem.expose().as_bytes().to_vec(),
+        }),
+        root_cert: config.tls_ca_pem.clone(),
+    })
+}
+
+/// The client of one fixed server (`store.url`), with the configured
+/// database, credentials and certificates.
+pub(super) fn fixed_client(
+    config: &RedisConfig,
+    url: &url::Url,
+    certificates: Option<redis::TlsCertificates>,
+    address: &str,
+) -> Result<redis::Client, StoreError> {
+    let mut info = redis::IntoConnectionInfo::into_connection_info(url.as_str())
+        .map_err(|e| StoreError::Unavailable(format!("store.url: {e}")))?;
+    let mut settings = info.redis_settings().clone().set_db(config.db);
+    if let Some(user) = &config.username {
+        settings = settings.set_username(user);
+    }
+    if let Some(pw) = &config.password {
+        settings = settings.set_password(pw.expose());
+    }
+    info = info.set_redis_settings(settings);
+    match certificates {
+        Some(certificates) => redis::Client::build_with_tls(info, certificates),
+        None => redis::Client::open(info),
+    }
+    .map_err(|e| StoreError::Unavailable(format!("{e} (Redis at {address})")))
 }
 
 impl RedisStore {
@@ -123,18 +160,7 @@ impl RedisStore {
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(2));
-        // A private CA (trusted instead of the public roots) and/or a client
-        // certificate for mutual TLS.
-        let certificates =
-            (config.tls_ca_pem.is_some() || config.tls_client.is_some()).then(|| {
-                redis::TlsCertificates {
-                    client_tls: config.tls_client.as_ref().map(|c| redis::ClientTlsConfig {
-                        client_cert: c.cert_pem.clone(),
-                        client_key: c.key_pem.expose().as_bytes().to_vec(),
-                    }),
-                    root_cert: config.tls_ca_pem.clone(),
-                }
-            });
+        let certificates = certificates(config);
         let address = describe(&config.endpoint, config.db);
         let url = match &config.endpoint {
             RedisEndpoint::Url(url) => url,
@@ -165,21 +191,7 @@ impl RedisStore {
                 ));
             }
         };
-        let mut info = redis::IntoConnectionInfo::into_connection_info(url.as_str())
-            .map_err(|e| StoreError::Unavailable(format!("store.url: {e}")))?;
-        let mut settings = info.redis_settings().clone().set_db(config.db);
-        if let Some(user) = &config.username {
-            settings = settings.set_username(user);
-        }
-        if let Some(pw) = &config.password {
-            settings = settings.set_password(pw.expose());
-        }
-        info = info.set_redis_settings(settings);
-        let client = match certificates {
-            Some(certificates) => redis::Client::build_with_tls(info, certificates),
-            None => redis::Client::open(info),
-        }
-        .map_err(|e| StoreError::Unavailable(format!("{e} (Redis at {address})")))?;
+        let client = fixed_client(config, url, certificates, &address)?;
         let conn = client
             .get_connection_manager_lazy(manager_config)
             .map_err(|e| StoreError::Unavailable(format!("{e} (Redis at {address})")))?;

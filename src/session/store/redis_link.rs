@@ -108,7 +108,7 @@ impl ClusterLink {
     }
 
     /// The primaries serving slots now, from `CLUSTER NODES` of any node.
-    async fn primaries(&self) -> RedisResult<Vec<Node>> {
+    pub(super) async fn primaries(&self) -> RedisResult<Vec<Node>> {
         let mut conn = self.connection().await?;
         let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
         let text: String = redis::from_redis_value(
@@ -139,7 +139,7 @@ impl ClusterLink {
 }
 
 /// A node's address, over TLS (host name verified) or plain TCP.
-fn address(host: &str, port: u16, tls: bool) -> ConnectionAddr {
+pub(super) fn address(host: &str, port: u16, tls: bool) -> ConnectionAddr {
     if tls {
         ConnectionAddr::TcpTls {
             host: host.to_owned(),
@@ -277,6 +277,12 @@ impl SentinelLink {
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((generation, conn.clone()));
         tracing::info!(master = %addr, "redis sentinel: connected to the current master");
         Ok((generation, conn))
+    }
+
+    /// A client of the master the Sentinels name now, asked afresh: the
+    /// session cache's invalidation connection follows it.
+    pub(super) async fn master_client(&self) -> RedisResult<redis::Client> {
+        self.sentinel.lock().await.async_get_client().await
     }
 
     /// Drops connection `generation` if it is still the current one.

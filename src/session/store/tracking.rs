@@ -1,0 +1,479 @@
+//! The session cache's invalidation connections: Redis server-assisted
+//! client-side caching (RESP3 `CLIENT TRACKING ON BCAST`) on the session
+//! keys, one dedicated connection per Redis server that holds sessions.
+//!
+//! BCAST on the prefixes of the session records and tombstones (`P s:`,
+//! `P t:`, and the legacy prefix's, see `store` for the key layout) fits
+//! every topology: the connection needs no reads to register interest (so
+//! on a Cluster it can sit on each primary without knowing its slots), and
+//! every write, deletion or expiry of any session key is announced to every
+//! gateway process. The cost is one message per session write to each
+//! process, whether it caches that session or not: touches, refreshes,
+//! logins and revocations, a small fraction of the requests.
+//!
+//! Which servers: the one `store.url` server; the master the Sentinels name
+//! now (asked again each second and after every loss, so a failover moves
+//! the connection); every primary of a Cluster that serves slots (`CLUSTER
+//! NODES`, re-read each second: a new or promoted primary is tracked
+//! before the cache serves again).
+//!
+//! This module owns those connections and what their messages mean for the
+//! cache ([`SessionCache`]); it must never make the cache serve while any
+//! of them is unconfirmed. A lost connection (the library's disconnection
+//! notice, a `PING` unanswered within `store.timeout`, a changed topology)
+//! empties the cache at once and reconnects with backoff; the cache serves
+//! again only after every server has answered `CLIENT TRACKING` with `OK`.
+//! A gateway process runs one link (a connection per server) per worker,
+//! as a task on the worker's runtime ([`TrackerTask`]): the worker then
+//! reads an invalidation before a request that arrived after it (see
+//! `session::cache::ProcessCache`). An embedded gateway runs one link on a
+//! thread of its own ([`Tracker`]).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::{AsyncConnectionConfig, Client, ProtocolVersion, PushInfo, PushKind, Value};
+use tokio::sync::{mpsc, watch};
+
+use super::redis::{certificates, describe, fixed_client};
+use super::redis_link::{ClusterLink, Node, SentinelLink, address};
+use crate::config::{RedisConfig, RedisEndpoint};
+use crate::session::cache::SessionCache;
+use crate::session::cookie::StoreId;
+
+/// How often every invalidation connection is pinged (and the topology
+/// re-read); the cache's lease ([`crate::session::cache::LEASE`]) is a few
+/// of these.
+const PING_EVERY: Duration = Duration::from_secs(1);
+/// The invalidation connections' name in `CLIENT LIST`.
+pub const CONNECTION_NAME: &str = "oidc-bff-tracking";
+/// Longest wait between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Where the invalidation connections go.
+enum Targets {
+    Fixed(Client),
+    Sentinel(SentinelLink),
+    Cluster {
+        link: ClusterLink,
+        tls: bool,
+        config: Box<RedisConfig>,
+    },
+}
+
+impl Targets {
+    fn new(config: &RedisConfig, timeout: Duration) -> anyhow::Result<Self> {
+        let certs = certificates(config);
+        Ok(match &config.endpoint {
+            RedisEndpoint::Url(url) => Self::Fixed(fixed_client(
+                config,
+                url,
+                certs,
+                &describe(&config.endpoint, config.db),
+            )?),
+            RedisEndpoint::Sentinel(sentinel) => Self::Sentinel(SentinelLink::new(
+                sentinel,
+                config,
+                certs,
+                redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(config.connect_timeout))
+                    .set_response_timeout(Some(timeout)),
+            )?),
+            RedisEndpoint::Cluster { nodes, tls } => Self::Cluster {
+                link: ClusterLink::new(
+                    nodes,
+                    *tls,
+                    config,
+                    certs,
+                    (config.connect_timeout, timeout),
+                )?,
+                tls: *tls,
+                config: Box::new(config.clone()),
+            },
+        })
+    }
+
+    /// The servers to track now, as RESP3 clients, in a stable order.
+    async fn resolve(&self) -> redis::RedisResult<Vec<Client>> {
+        let clients = match self {
+            Self::Fixed(client) => vec![client.clone()],
+            Self::Sentinel(link) => vec![link.master_client().await?],
+            Self::Cluster { link, tls, config } => {
+                let mut out = Vec::new();
+                for node in link.primaries().await? {
+                    let Node::Primary { host, port } = node else {
+                        continue;
+                    };
+                    let mut info = redis::IntoConnectionInfo::into_connection_info(address(
+                        &host, port, *tls,
+                    ))?;
+                    let mut settings = info.redis_settings().clone();
+                    if let Some(user) = &config.username {
+                        settings = settings.set_username(user);
+                    }
+                    if let Some(pw) = &config.password {
+                        settings = settings.set_password(pw.expose());
+                    }
+                    info = info.set_redis_settings(settings);
+                    out.push(match certificates(config) {
+                        Some(c) => Client::build_with_tls(info, c)?,
+                        None => Client::open(info)?,
+                    });
+                }
+                out
+            }
+        };
+        clients.into_iter().map(resp3).collect()
+    }
+}
+
+/// The same server, spoken to in RESP3 (push messages need it).
+fn resp3(client: Client) -> redis::RedisResult<Client> {
+    let info = client.get_connection_info().clone();
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(ProtocolVersion::RESP3);
+    Client::open(info.set_redis_settings(settings))
+}
+
+fn addr(client: &Client) -> String {
+    client.get_connection_info().addr().to_string()
+}
+
+/// The key prefixes to track: records and tombstones under the prefix and
+/// the legacy prefix, without overlaps (Redis refuses a prefix that
+/// starts another one on the same connection; the shorter covers both).
+pub fn tracked_prefixes(prefix: &str, legacy: &str) -> Vec<String> {
+    let mut all: Vec<String> = [prefix, legacy]
+        .iter()
+        .flat_map(|p| [format!("{p}s:"), format!("{p}t:")])
+        .collect();
+    all.sort_by_key(String::len);
+    let mut kept: Vec<String> = Vec::new();
+    for p in all {
+        if !kept.iter().any(|k| p.starts_with(k.as_str())) {
+            kept.push(p);
+        }
+    }
+    kept
+}
+
+/// The session a tracked key belongs to: the key without its prefix and
+/// hash-tag braces is the store ID (`P s:{abcd}rest` → `abcdrest`,
+/// `L s:id`, `L s:{id}`).
+pub fn session_of(key: &[u8], prefixes: &[String]) -> Option<StoreId> {
+    let key = std::str::from_utf8(key).ok()?;
+    prefixes.iter().find_map(|p| {
+        let rest = key.strip_prefix(p.as_str())?;
+        let id: String = rest.chars().filter(|c| !matches!(c, '{' | '}')).collect();
+        StoreId::parse(&id)
+    })
+}
+
+/// What one push message means for the cache.
+fn on_push(
+    push: PushInfo,
+    prefixes: &[String],
+    cache: &SessionCache,
+    link: usize,
+    lost: &mpsc::UnboundedSender<()>,
+) {
+    match push.kind {
+        PushKind::Invalidate => match push.data.first() {
+            Some(Value::Array(keys)) => {
+                for key in keys {
+                    let Value::BulkString(key) = key else {
+                        continue;
+                    };
+                    match session_of(key, prefixes) {
+                        Some(id) => cache.invalidated_on(&id, link),
+                        // Under a tracked prefix but not a session's key
+                        // (nothing of ours is): dropping all is the safe
+                        // answer to what cannot be read.
+                        None => cache.flush(),
+                    }
+                }
+            }
+            // `invalidate` with null: the server flushed (FLUSHALL, a
+            // full resync): everything goes.
+            _ => cache.flush(),
+        },
+        PushKind::Disconnection => {
+            cache.tracking_down(link);
+            let _ = lost.send(());
+        }
+        _ => {}
+    }
+}
+
+/// Keeps the cache's invalidation connections while it lives; dropping it
+/// stops them (the cache then stays off).
+pub struct Tracker {
+    _stop: watch::Sender<()>,
+}
+
+impl Tracker {
+    /// Starts the tracking thread for `cache` over the configured Redis.
+    pub fn start(
+        config: &RedisConfig,
+        prefixes: Vec<String>,
+        timeout: Duration,
+        cache: Arc<SessionCache>,
+    ) -> anyhow::Result<Self> {
+        let targets = Targets::new(config, timeout)?;
+        let (stop, mut stopped) = watch::channel(());
+        let connect_timeout = config.connect_timeout;
+        std::thread::Builder::new()
+            .name("oidc-bff-cache".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(error = %e, "session cache: no runtime for invalidations; the cache stays off");
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let off = cache.clone();
+                    let link = Link {
+                        targets,
+                        prefixes,
+                        cache,
+                        timeout,
+                        connect_timeout,
+                        index: 0,
+                    };
+                    tokio::select! {
+                        () = link.run() => {}
+                        _ = stopped.changed() => {}
+                    }
+                    // Stopped: whoever still holds the cache reads through.
+                    off.tracking_down(0);
+                });
+            })?;
+        Ok(Self { _stop: stop })
+    }
+}
+
+/// One worker's link, running as a task on its runtime; dropping it stops
+/// the link (and the cache serves nothing until it is started again).
+pub struct TrackerTask {
+    task: tokio::task::JoinHandle<()>,
+    cache: Arc<SessionCache>,
+    index: usize,
+}
+
+impl TrackerTask {
+    pub(crate) fn spawn(
+        config: &RedisConfig,
+        prefixes: Vec<String>,
+        timeout: Duration,
+        cache: Arc<SessionCache>,
+        index: usize,
+    ) -> anyhow::Result<Self> {
+        let link = Link {
+            targets: Targets::new(config, timeout)?,
+            prefixes,
+            cache: cache.clone(),
+            timeout,
+            connect_timeout: config.connect_timeout,
+            index,
+        };
+        Ok(Self {
+            task: tokio::spawn(async move { link.run().await }),
+            cache,
+            index,
+        })
+    }
+}
+
+impl Drop for TrackerTask {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.cache.tracking_down(self.index);
+    }
+}
+
+struct Link {
+    targets: Targets,
+    prefixes: Vec<String>,
+    cache: Arc<SessionCache>,
+    timeout: Duration,
+    connect_timeout: Duration,
+    /// Which of the cache's links this is.
+    index: usize,
+}
+
+impl Link {
+    /// Tracks forever: a session until it fails, then backoff and again.
+    async fn run(&self) {
+        let mut backoff = Duration::from_millis(100);
+        let mut was_up = false;
+        loop {
+            let started = Instant::now();
+            let why = self.session(&mut was_up).await;
+            self.cache.tracking_down(self.index);
+            if was_up {
+                tracing::warn!(why = %why, "session cache: invalidation connection lost; cache emptied, reading through until it is back");
+                was_up = false;
+            } else {
+                tracing::debug!(why = %why, "session cache: invalidation connection not established");
+            }
+            if started.elapsed() > MAX_BACKOFF * 2 {
+                backoff = Duration::from_millis(100);
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    async fn bounded<T>(
+        &self,
+        limit: Duration,
+        op: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, String> {
+        match tokio::time::timeout(limit, op).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {limit:?}")),
+        }
+    }
+
+    /// One tracking session over every server; returns why it ended.
+    async fn session(&self, was_up: &mut bool) -> String {
+        let clients = match self.bounded(self.timeout, self.targets.resolve()).await {
+            Ok(c) if c.is_empty() => return "no Redis server holds sessions".into(),
+            Ok(c) => c,
+            Err(e) => return format!("cannot find the Redis servers: {e}"),
+        };
+        let addrs: Vec<String> = clients.iter().map(addr).collect();
+        let (lost_tx, mut lost) = mpsc::unbounded_channel();
+        let mut conns = Vec::with_capacity(clients.len());
+        let sent = Instant::now();
+        for client in &clients {
+            let (prefixes, cache, lost_tx, link) = (
+                self.prefixes.clone(),
+                self.cache.clone(),
+                lost_tx.clone(),
+                self.index,
+            );
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(self.connect_timeout))
+                .set_response_timeout(Some(self.timeout))
+                .set_push_sender(move |push: PushInfo| {
+                    on_push(push, &prefixes, &cache, link, &lost_tx);
+                    Ok::<(), std::convert::Infallible>(())
+                });
+            let mut conn = match self
+                .bounded(
+                    self.connect_timeout + self.timeout,
+                    client.get_multiplexed_async_connection_with_config(&config),
+                )
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => return format!("cannot connect to {}: {e}", addr(client)),
+            };
+            // Named, so operators (and tests) find it in `CLIENT LIST`.
+            let named: Result<(), String> = self
+                .bounded(
+                    self.timeout,
+                    redis::cmd("CLIENT")
+                        .arg("SETNAME")
+                        .arg(CONNECTION_NAME)
+                        .query_async(&mut conn),
+                )
+                .await;
+            if let Err(e) = named {
+                return format!("CLIENT SETNAME refused by {}: {e}", addr(client));
+            }
+            let mut tracking = redis::cmd("CLIENT");
+            tracking.arg("TRACKING").arg("ON").arg("BCAST");
+            for p in &self.prefixes {
+                tracking.arg("PREFIX").arg(p);
+            }
+            let on: Result<(), String> = self
+                .bounded(self.timeout, tracking.query_async(&mut conn))
+                .await;
+            if let Err(e) = on {
+                return format!("CLIENT TRACKING refused by {}: {e}", addr(client));
+            }
+            conns.push(conn);
+        }
+        // Every server now sends this process every change to a session
+        // key: from here the cache may serve.
+        self.cache.tracking_confirmed(self.index, sent);
+        *was_up = true;
+        tracing::info!(servers = ?addrs, "session cache: tracking session keys");
+        loop {
+            tokio::select! {
+                _ = lost.recv() => return "the connection closed".into(),
+                () = tokio::time::sleep(PING_EVERY) => {}
+            }
+            let sent = Instant::now();
+            for (conn, at) in conns.iter_mut().zip(&addrs) {
+                let pong: Result<String, String> = self
+                    .bounded(self.timeout, redis::cmd("PING").query_async(conn))
+                    .await;
+                if let Err(e) = pong {
+                    return format!("{at} did not answer PING: {e}");
+                }
+            }
+            if !matches!(self.targets, Targets::Fixed(_)) {
+                match self.bounded(self.timeout, self.targets.resolve()).await {
+                    Ok(now) if now.iter().map(addr).collect::<Vec<_>>() == addrs => {}
+                    Ok(_) => {
+                        return "the servers holding sessions changed (failover or new primary)"
+                            .into();
+                    }
+                    Err(e) => return format!("cannot re-read the topology: {e}"),
+                }
+            }
+            // Every invalidation sent before the pings has been received
+            // (replies come in order on each connection).
+            self.cache.tracking_confirmed(self.index, sent);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlapping_prefixes_collapse_to_the_shorter() {
+        assert_eq!(tracked_prefixes("bff:", "bff:"), ["bff:s:", "bff:t:"]);
+        assert_eq!(
+            tracked_prefixes("bff:", "{bff}:"),
+            ["bff:s:", "bff:t:", "{bff}:s:", "{bff}:t:"]
+        );
+    }
+
+    #[test]
+    fn tracked_keys_name_their_session_in_either_layout() {
+        let prefixes = tracked_prefixes("bff:", "{old}:");
+        let sharded = format!("ab12{}", "c".repeat(56));
+        let key = format!("bff:s:{{ab12}}{}", "c".repeat(56));
+        assert_eq!(
+            session_of(key.as_bytes(), &prefixes).map(|id| id.as_str().to_owned()),
+            Some(sharded)
+        );
+        let legacy = "d".repeat(64);
+        for key in [
+            format!("{{old}}:t:{legacy}"),
+            format!("{{old}}:s:{{{legacy}}}"),
+        ] {
+            assert_eq!(
+                session_of(key.as_bytes(), &prefixes).map(|id| id.as_str().to_owned()),
+                Some(legacy.clone()),
+                "{key}"
+            );
+        }
+        assert_eq!(session_of(b"bff:shard-key", &prefixes), None);
+        assert_eq!(session_of(b"bff:s:nothex", &prefixes), None);
+    }
+}
