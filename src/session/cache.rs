@@ -454,6 +454,7 @@ mod tests {
                 claims_json: "{}".into(),
                 scopes: None,
                 derived: Vec::new(),
+                dpop_key: None,
             },
         }
     }

@@ -559,6 +559,7 @@ async fn run_mix(entries: u32) -> MixResult {
             "{{\"sub\":\"mix-user-{n}\",\"name\":\"A Person\",\"email\":\"u{n}@example.com\",\"groups\":[\"staff\",\"dev\"]}}"
         ),
         scopes: Some("openid profile email".into()),
+        dpop_key: None,
     };
     let cookie_of = |set: &http::HeaderValue| -> String {
         set.to_str()
