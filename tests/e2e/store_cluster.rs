@@ -263,6 +263,11 @@ async fn thirty_thousand_sessions_of_three_thousand_users_spread_evenly_over_thr
 async fn killing_a_primary_under_load_loses_no_session_its_replica_held() {
     use std::sync::atomic::{AtomicBool, Ordering};
 
+    // The store's own log lines (a replaced connection) in the test output.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("oidc_bff::session::store=info")
+        .with_test_writer()
+        .try_init();
     let mut cluster = RedisCluster::start(3, 1);
     let prefix = random_prefix();
     let store = Arc::new(Store::Redis(store_on(
