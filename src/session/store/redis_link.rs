@@ -54,15 +54,16 @@ pub enum Node {
 /// down), sends the commands that name no key to the node asked for, and
 /// replaces a connection that has wedged.
 ///
-/// Why the replacement: redis-rs 1.8 drives each cluster connection from one
-/// task that stops dispatching and polling requests while it refreshes the
-/// slot map, and the refresh needs the connection map's write lock. A
-/// request (or a node repair) that was queued for that lock before the
-/// refresh began is handed the lock but never polled again, so the refresh
-/// waits for ever and so does every later command, of every slot. Seen
-/// after a primary was killed under load (64 lookups at a time): the
-/// connection that lived through the failover timed out for minutes while a
-/// fresh one found every session (`store_cluster::killing_a_primary_under_load_loses_no_session_its_replica_held`).
+/// Why the replacement: after a primary was killed under load (64 lookups
+/// at a time), the connection that lived through the failover timed out on
+/// every slot for the rest of the run while a fresh one found every session
+/// (`store_cluster::killing_a_primary_under_load_loses_no_session_its_replica_held`).
+/// The likely cause, from reading redis-rs 1.8 (not traced): one task drives
+/// each cluster connection and neither dispatches nor polls requests while
+/// it refreshes the slot map, and the refresh needs the connection map's
+/// write lock; a request or node repair queued for that lock before the
+/// refresh began is granted it but never polled again, so the refresh, and
+/// every command after it, waits for ever.
 pub struct ClusterLink {
     client: ClusterClient,
     /// The connection in use and its generation, so that stalls seen on a
