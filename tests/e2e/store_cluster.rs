@@ -128,12 +128,32 @@ async fn when_the_primary_of_a_users_slot_dies_its_replica_takes_over() {
         })
         .expect("the primary has a replica");
     cluster.nodes[primary].stop();
+    let killed = Instant::now();
 
     // The cluster promotes the replica (cluster-node-timeout 2 s); the
-    // gateway follows and alice's session is still there.
-    let took = crate::store_outage::wait_until_ok(&mut alice, "/api/a").await;
-    eprintln!("alice served again {took:?} after her slot's primary died");
-    assert!(cluster.nodes[replica].cli(&["ROLE"]).starts_with("master"));
+    // gateway's connection follows and alice's session is still there,
+    // within 15 s of the promotion.
+    while !cluster.nodes[replica].cli(&["ROLE"]).starts_with("master") {
+        assert!(killed.elapsed() < Duration::from_secs(40), "no failover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let promoted = Instant::now();
+    loop {
+        let r = alice.get("/api/a").await;
+        if r.status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            promoted.elapsed() < Duration::from_secs(15),
+            "alice not served within 15 s of the promotion: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "replica promoted {:?} after the kill; alice served again {:?} after the promotion",
+        promoted.duration_since(killed),
+        promoted.elapsed()
+    );
     // Writes too, once the client has refreshed its slot map (requests in
     // between may get 503).
     let started = std::time::Instant::now();
@@ -263,6 +283,11 @@ async fn thirty_thousand_sessions_of_three_thousand_users_spread_evenly_over_thr
 async fn killing_a_primary_under_load_loses_no_session_its_replica_held() {
     use std::sync::atomic::{AtomicBool, Ordering};
 
+    // The store's own log lines (a replaced connection) in the test output.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("oidc_bff::session::store=info")
+        .with_test_writer()
+        .try_init();
     let mut cluster = RedisCluster::start(3, 1);
     let prefix = random_prefix();
     let store = Arc::new(Store::Redis(store_on(
@@ -272,39 +297,44 @@ async fn killing_a_primary_under_load_loses_no_session_its_replica_held() {
     let ids = create_sessions(&store, 300, 10, true).await;
     wait_replicated(&cluster);
 
-    // Load while the primary dies: lookups of those sessions and new logins.
+    // Load while the primary dies: 64 lookups of those sessions at a time
+    // (the queue that once wedged the connection), and new logins.
     let stop = Arc::new(AtomicBool::new(false));
     let load = tokio::spawn({
         let (store, stop, ids) = (store.clone(), stop.clone(), ids.clone());
         async move {
             let (mut ok, mut failed, mut i) = (0u64, 0u64, 0usize);
             while !stop.load(Ordering::Relaxed) {
-                match store.get(&ids[i % ids.len()]).await {
-                    Ok(_) => ok += 1,
-                    Err(_) => failed += 1,
+                let batch: Vec<bool> = futures_util::stream::iter(i..i + 64)
+                    .map(|n| {
+                        let (store, id) = (&store, &ids[n % ids.len()]);
+                        async move { store.get(id).await.is_ok() }
+                    })
+                    .buffer_unordered(64)
+                    .collect()
+                    .await;
+                ok += batch.iter().filter(|&&b| b).count() as u64;
+                failed += batch.iter().filter(|&&b| !b).count() as u64;
+                // A login per batch; refused while its slot has no primary.
+                let uh = user_hash(&format!("load-{i}"));
+                if let Ok(tag) = store.shard_of(&uh).await {
+                    let id = SessionId::generate(tag).store_id();
+                    let why = Revocation::new(RevokeReason::Limit, "system", 0);
+                    let _ = store
+                        .create(&NewSession {
+                            id: &id,
+                            record: &[7u8; 200],
+                            ttl_millis: 60_000,
+                            user_hash: &uh,
+                            sid_hash: None,
+                            created_millis: 1,
+                            max_per_user: None,
+                            eviction: &why,
+                            index_ttl_millis: 120_000,
+                        })
+                        .await;
                 }
-                if i % 10 == 0 {
-                    // A login; refused while its slot has no primary.
-                    let uh = user_hash(&format!("load-{i}"));
-                    if let Ok(tag) = store.shard_of(&uh).await {
-                        let id = SessionId::generate(tag).store_id();
-                        let why = Revocation::new(RevokeReason::Limit, "system", 0);
-                        let _ = store
-                            .create(&NewSession {
-                                id: &id,
-                                record: &[7u8; 200],
-                                ttl_millis: 60_000,
-                                user_hash: &uh,
-                                sid_hash: None,
-                                created_millis: 1,
-                                max_per_user: None,
-                                eviction: &why,
-                                index_ttl_millis: 120_000,
-                            })
-                            .await;
-                    }
-                }
-                i += 1;
+                i += 64;
             }
             (ok, failed)
         }
@@ -328,34 +358,47 @@ async fn killing_a_primary_under_load_loses_no_session_its_replica_held() {
     cluster.nodes[victim].stop();
     let killed = Instant::now();
 
-    // The cluster promotes the replica (cluster-node-timeout 2 s), and every
-    // session is found again, those of the dead primary on its replica.
+    // The cluster promotes the replica (cluster-node-timeout 2 s).
     let deadline = Instant::now() + Duration::from_secs(40);
     while !cluster.nodes[replica].cli(&["ROLE"]).starts_with("master") {
         assert!(Instant::now() < deadline, "no failover");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let promoted = Instant::now();
     eprintln!("replica promoted {:?} after the kill", killed.elapsed());
-    // Checked through a connection opened now (as a restarted or new
-    // instance would) and through the one that lived through the failover.
-    let fresh = Store::Redis(store_on(&Target::Cluster(cluster.addrs()), &prefix));
-    let mut missing = missing_on(&fresh, &ids, killed).await;
-    while missing > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        missing = missing_on(&fresh, &ids, killed).await;
+    // The connection that lived through the failover, still under load,
+    // finds every session again (of every slot; those of the dead primary
+    // on its replica) within 15 s of the promotion.
+    let bound = Duration::from_secs(15);
+    let mut missing = usize::MAX;
+    while missing > 0 && promoted.elapsed() < bound {
+        let left = bound.saturating_sub(promoted.elapsed());
+        missing = tokio::time::timeout(left, missing_on(&store, &ids, killed))
+            .await
+            .unwrap_or(usize::MAX);
+        if missing > 0 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
-    assert_eq!(missing, 0, "sessions lost with the primary");
-    // The long-lived connection: reported, not asserted (on a loaded machine
-    // its lookups have kept timing out well after the promotion; see the
-    // operations guide).
-    let lived =
-        tokio::time::timeout(Duration::from_secs(30), missing_on(&store, &ids, killed)).await;
-    eprintln!("through the connection that lived through the failover: {lived:?} missing");
+    assert_eq!(
+        missing, 0,
+        "the long-lived connection did not find every session within {bound:?} of the promotion"
+    );
+    eprintln!(
+        "all sessions found through the long-lived connection {:?} after the promotion",
+        promoted.elapsed()
+    );
+    // A connection opened now (as a new instance would) agrees.
+    let fresh = Store::Redis(store_on(&Target::Cluster(cluster.addrs()), &prefix));
+    assert_eq!(
+        missing_on(&fresh, &ids, killed).await,
+        0,
+        "through a fresh connection"
+    );
     stop.store(true, Ordering::Relaxed);
     let (ok, failed) = load.await.expect("load");
     eprintln!(
-        "all sessions found {:?} after the primary died; load: {ok} lookups answered, {failed} failed",
-        killed.elapsed()
+        "load: {ok} lookups answered, {failed} failed (timed out or refused while the slots had no primary)"
     );
     assert!(cluster.nodes[replica].cli(&["ROLE"]).starts_with("master"));
 }

@@ -12,16 +12,19 @@
 //! run: it is sent again only if it just reads (a session lookup); any
 //! other gets the error (a 503). [`Link::Cluster`] leaves topology to the
 //! cluster client; commands that name no key (SCAN, INFO) are sent to each
-//! primary in turn by [`Link::on_node`] over [`Link::primaries`].
+//! primary in turn by [`Link::on_node`] over [`Link::primaries`]. The
+//! cluster client can wedge during a failover (every command of every slot
+//! times out while a new connection works), so [`ClusterLink`] watches for
+//! commands of several slots timing out in a row and then opens a new one.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
     Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo, Pipeline, RedisError,
@@ -47,11 +50,78 @@ pub enum Node {
 }
 
 /// A Redis Cluster. The cluster client follows slot moves and failovers by
-/// itself; this only opens it lazily (so the gateway starts while Redis is
-/// down) and sends the commands that name no key to the node asked for.
+/// itself; this opens it lazily (so the gateway starts while Redis is
+/// down), sends the commands that name no key to the node asked for, and
+/// replaces a connection that has wedged.
+///
+/// Why the replacement: after a primary was killed under load (64 lookups
+/// at a time), the connection that lived through the failover timed out on
+/// every slot for the rest of the run while a fresh one found every session
+/// (`store_cluster::killing_a_primary_under_load_loses_no_session_its_replica_held`).
+/// The likely cause, from reading redis-rs 1.8 (not traced): one task drives
+/// each cluster connection and neither dispatches nor polls requests while
+/// it refreshes the slot map, and the refresh needs the connection map's
+/// write lock; a request or node repair queued for that lock before the
+/// refresh began is granted it but never polled again, so the refresh, and
+/// every command after it, waits for ever.
 pub struct ClusterLink {
     client: ClusterClient,
-    conn: tokio::sync::OnceCell<ClusterConnection>,
+    /// The connection in use and its generation, so that stalls seen on a
+    /// replaced connection do not condemn its successor.
+    current: RwLock<Option<(u64, ClusterConnection)>>,
+    /// Held while one task opens a connection, so concurrent requests wait
+    /// for it instead of each opening their own.
+    opening: tokio::sync::Mutex<()>,
+    generations: AtomicU64,
+    health: Mutex<Health>,
+    /// How long opening a connection may take (connect, then the slot map).
+    open_within: Duration,
+    /// A command pending this long and then abandoned by its caller (the
+    /// store's timeout) counts as stalled.
+    stall_after: Duration,
+    /// At most one replacement per this long.
+    replace_every: Duration,
+}
+
+/// Consecutive stalled commands on the current connection, with no answer
+/// (of any kind, errors included) in between.
+#[derive(Default)]
+struct Health {
+    generation: u64,
+    stalls: u32,
+    /// The slots those commands were for (`None`: no key); a few suffice.
+    slots: Vec<Option<Route>>,
+    replaced: Option<Instant>,
+}
+
+/// How many commands must stall in a row, over at least [`STALLED_SLOTS`]
+/// slots, before the connection is replaced. One slow or dead node cannot
+/// cause that: commands of the other slots are answered in between and reset
+/// the count; and a node that stays unreachable is no better through a new
+/// connection.
+const STALLS_IN_A_ROW: u32 = 3;
+const STALLED_SLOTS: usize = 2;
+
+impl Health {
+    /// Counts one stalled command for `slot`; `Some(stalls)` when the
+    /// connection is to be replaced now (and the count starts again).
+    fn stall(&mut self, slot: Option<Route>, replace_every: Duration) -> Option<u32> {
+        self.stalls += 1;
+        if !self.slots.contains(&slot) && self.slots.len() < STALLED_SLOTS {
+            self.slots.push(slot);
+        }
+        if self.stalls < STALLS_IN_A_ROW
+            || self.slots.len() < STALLED_SLOTS
+            || self.replaced.is_some_and(|at| at.elapsed() < replace_every)
+        {
+            return None;
+        }
+        let stalls = self.stalls;
+        self.replaced = Some(Instant::now());
+        self.stalls = 0;
+        self.slots.clear();
+        Some(stalls)
+    }
 }
 
 impl ClusterLink {
@@ -91,40 +161,157 @@ impl ClusterLink {
         }
         Ok(Self {
             client: builder.build()?,
-            conn: tokio::sync::OnceCell::new(),
+            current: RwLock::new(None),
+            opening: tokio::sync::Mutex::new(()),
+            generations: AtomicU64::new(0),
+            health: Mutex::new(Health::default()),
+            open_within: timeouts.0 + timeouts.1,
+            stall_after: timeouts.1 * 3 / 4,
+            replace_every: timeouts.1.max(Duration::from_secs(1)),
         })
     }
 
-    async fn connection(&self) -> RedisResult<ClusterConnection> {
-        self.conn
-            .get_or_try_init(|| self.client.get_async_connection())
+    fn cached(&self) -> Option<(u64, ClusterConnection)> {
+        self.current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// The connection in use, opening one when there is none (at the first
+    /// command, and after a wedged one was dropped).
+    async fn connection(&self) -> RedisResult<(u64, ClusterConnection)> {
+        if let Some(found) = self.cached() {
+            return Ok(found);
+        }
+        let _opening = self.opening.lock().await;
+        if let Some(found) = self.cached() {
+            return Ok(found);
+        }
+        // Bounded: the client's own initial connect has no overall limit.
+        let conn = tokio::time::timeout(self.open_within, self.client.get_async_connection())
             .await
-            .cloned()
+            .map_err(|_| {
+                RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "opening the cluster connection timed out",
+                ))
+            })??;
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed);
+        *self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((generation, conn.clone()));
+        tracing::info!(generation, "redis cluster: connected");
+        Ok((generation, conn))
+    }
+
+    /// Runs `op` on the current connection and tells [`Self::health`] how
+    /// it went: answered, timed out, or abandoned by its caller after
+    /// [`Self::stall_after`].
+    async fn watched<T, F>(
+        &self,
+        slot: Option<Route>,
+        op: impl FnOnce(ClusterConnection) -> F,
+    ) -> RedisResult<T>
+    where
+        F: Future<Output = RedisResult<T>>,
+    {
+        let (generation, conn) = self.connection().await?;
+        let mut watch = Watch {
+            link: self,
+            generation,
+            slot,
+            started: Instant::now(),
+            finished: false,
+        };
+        let result = op(conn).await;
+        watch.finished = true;
+        match &result {
+            Err(e) if e.is_timeout() => self.stalled(generation, slot),
+            _ => self.answered(generation),
+        }
+        result
+    }
+
+    fn answered(&self, generation: u64) {
+        let mut health = self
+            .health
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if health.generation == generation {
+            health.stalls = 0;
+            health.slots.clear();
+        }
+    }
+
+    /// Counts a stalled command; drops the connection (the next command
+    /// opens a new one) once enough have stalled in a row over several
+    /// slots, at most once per [`Self::replace_every`].
+    fn stalled(&self, generation: u64, slot: Option<Route>) {
+        let mut health = self
+            .health
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if health.generation != generation {
+            if self.cached().is_none_or(|(g, _)| g != generation) {
+                return; // a connection already replaced
+            }
+            *health = Health {
+                generation,
+                replaced: health.replaced,
+                ..Health::default()
+            };
+        }
+        let Some(stalls) = health.stall(slot, self.replace_every) else {
+            return;
+        };
+        drop(health);
+        let mut current = self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if current.as_ref().is_some_and(|(g, _)| *g == generation) {
+            *current = None;
+            drop(current);
+            tracing::warn!(
+                generation,
+                stalls,
+                "redis cluster: commands of several slots timed out in a row; \
+                 opening a new cluster connection"
+            );
+        }
     }
 
     async fn command(&self, cmd: &Cmd) -> RedisResult<Value> {
-        let mut conn = self.connection().await?;
-        conn.req_packed_command(cmd).await
+        self.watched(slot_of(cmd), |mut conn| async move {
+            conn.req_packed_command(cmd).await
+        })
+        .await
     }
 
     /// The primaries serving slots now, from `CLUSTER NODES` of any node.
     pub(super) async fn primaries(&self) -> RedisResult<Vec<Node>> {
-        let mut conn = self.connection().await?;
-        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
-        let text: String = redis::from_redis_value(
-            conn.route_command(redis::cmd("CLUSTER").arg("NODES").clone(), route)
-                .await?,
-        )?;
+        let value = self
+            .watched(None, |mut conn| async move {
+                let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
+                conn.route_command(redis::cmd("CLUSTER").arg("NODES").clone(), route)
+                    .await
+            })
+            .await?;
+        let text: String = redis::from_redis_value(value)?;
         Ok(primaries_in(&text))
     }
 
     async fn on_node(&self, host: &str, port: u16, cmd: &Cmd) -> RedisResult<Value> {
-        let mut conn = self.connection().await?;
-        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
-            host: host.to_owned(),
-            port,
-        });
-        conn.route_command(cmd.clone(), route).await
+        self.watched(None, |mut conn| async move {
+            let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                host: host.to_owned(),
+                port,
+            });
+            conn.route_command(cmd.clone(), route).await
+        })
+        .await
     }
 
     async fn pipeline(
@@ -133,9 +320,57 @@ impl ClusterLink {
         offset: usize,
         count: usize,
     ) -> RedisResult<Vec<Value>> {
-        let mut conn = self.connection().await?;
-        conn.req_packed_commands(pipeline, offset, count).await
+        let slot = pipeline.cmd_iter().next().and_then(slot_of);
+        self.watched(slot, |mut conn| async move {
+            conn.req_packed_commands(pipeline, offset, count).await
+        })
+        .await
     }
+}
+
+/// One command in flight on a cluster connection; if its caller drops it
+/// (the store's timeout) after [`ClusterLink::stall_after`], it stalled.
+struct Watch<'a> {
+    link: &'a ClusterLink,
+    generation: u64,
+    slot: Option<Route>,
+    started: Instant,
+    finished: bool,
+}
+
+impl Drop for Watch<'_> {
+    fn drop(&mut self) {
+        if !self.finished && self.started.elapsed() >= self.link.stall_after {
+            self.link.stalled(self.generation, self.slot);
+        }
+    }
+}
+
+/// The slot of a command's first key: the argument after the name, or for
+/// scripts (`EVAL`, `EVALSHA`, `FCALL`) the first of `KEYS`. `None` for a
+/// command without keys.
+fn slot_of(cmd: &Cmd) -> Option<Route> {
+    let args: Vec<&[u8]> = cmd
+        .args_iter()
+        .take(4)
+        .filter_map(|a| match a {
+            redis::Arg::Simple(bytes) => Some(bytes),
+            _ => None,
+        })
+        .collect();
+    let key = if named(
+        cmd,
+        &[b"EVAL", b"EVALSHA", b"FCALL", b"EVAL_RO", b"EVALSHA_RO"],
+    ) {
+        let keys: u32 = std::str::from_utf8(args.get(2)?).ok()?.parse().ok()?;
+        if keys == 0 {
+            return None;
+        }
+        args.get(3)?
+    } else {
+        args.get(1)?
+    };
+    Some(Route::with_key(key, SlotAddr::Master))
 }
 
 /// A node's address, over TLS (host name verified) or plain TCP.
@@ -462,6 +697,44 @@ mod tests {
         assert!(!reads_only(redis::cmd("SET").arg("k").arg("v")));
         assert!(!reads_only(redis::cmd("GETDEL").arg("k")));
         assert!(!reads_only(redis::cmd("EVALSHA").arg("0123").arg(0)));
+    }
+
+    #[test]
+    fn a_cluster_connection_is_replaced_after_commands_of_several_slots_stall_in_a_row() {
+        let (a, b) = (
+            slot_of(redis::cmd("HGET").arg("s:{aa}1").arg("r")),
+            slot_of(redis::cmd("GET").arg("s:{bb}2")),
+        );
+        assert_ne!(a, b);
+        let every = Duration::from_secs(60);
+        let mut health = Health::default();
+        // One slot alone (a dead node whose slots wait for a promotion) is
+        // no reason: a new connection would wait for it too.
+        for _ in 0..5 {
+            assert_eq!(health.stall(a, every), None);
+        }
+        assert_eq!(health.stall(b, every), Some(6));
+        // Then at most once per `every`.
+        for slot in [a, b, a, b] {
+            assert_eq!(health.stall(slot, every), None);
+        }
+        let mut health = Health::default();
+        assert_eq!(health.stall(a, Duration::ZERO), None);
+        assert_eq!(health.stall(None, Duration::ZERO), None);
+        assert_eq!(health.stall(a, Duration::ZERO), Some(3));
+    }
+
+    #[test]
+    fn a_commands_slot_is_that_of_its_first_key() {
+        let key = "oidc-bff:s:{3fa2}abc";
+        let expected = Some(Route::with_key("3fa2", SlotAddr::Master));
+        assert_eq!(slot_of(redis::cmd("HGET").arg(key).arg("r")), expected);
+        assert_eq!(
+            slot_of(redis::cmd("EVALSHA").arg("0123").arg(2).arg(key).arg("x")),
+            expected
+        );
+        assert_eq!(slot_of(redis::cmd("EVALSHA").arg("0123").arg(0)), None);
+        assert_eq!(slot_of(&redis::cmd("PING")), None);
     }
 
     #[test]
