@@ -332,10 +332,15 @@ impl SentinelProcess {
         let dir =
             std::env::temp_dir().join(format!("oidc-bff-sentinel-{port}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("sentinel dir");
+        // down-after 3.1 s: a Sentinel starved of CPU on a loaded test
+        // machine enters TILT (a 30 s pause), and afterwards refuses a
+        // replica that was cut off for more than 10 × down-after; 31 s
+        // covers the pause, 10 s did not (the failover was then aborted
+        // for good: `-failover-abort-no-good-slave`).
         let mut conf = format!(
             "port {port}\nbind 127.0.0.1\ndir {dir}\nlogfile {dir}/sentinel.log\n\
              sentinel monitor {master_name} 127.0.0.1 {master_port} 1\n\
-             sentinel down-after-milliseconds {master_name} 1000\n\
+             sentinel down-after-milliseconds {master_name} 3100\n\
              sentinel failover-timeout {master_name} 10000\n",
             dir = dir.display(),
             master_port = master.port,
