@@ -7,6 +7,7 @@ pub mod client_auth;
 mod discovery_overrides;
 pub mod jwt;
 pub mod provider;
+mod rsa_ring;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
