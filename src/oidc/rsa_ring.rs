@@ -52,8 +52,7 @@ fn ring_takes(n: &[u8], e: &[u8]) -> bool {
     let e_value = e.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
     (2048..=8192).contains(&n_bits)
         && e.len() <= 5
-        && e_value >= 3
-        && e_value < (1 << 33)
+        && (3..(1 << 33)).contains(&e_value)
         && e_value % 2 == 1
 }
 
