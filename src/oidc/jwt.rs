@@ -86,6 +86,7 @@ struct Fetches {
 
 impl KeyCache {
     pub fn new(min_refetch_interval: Duration, max_age: Duration) -> Self {
+        super::rsa_ring::install();
         Self {
             keys: RwLock::new(Arc::new(Vec::new())),
             fetches: tokio::sync::Mutex::new(Fetches::default()),

@@ -8,6 +8,7 @@ mod discovery_overrides;
 pub mod dpop;
 pub mod jwt;
 pub mod provider;
+mod rsa_ring;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -11,7 +11,11 @@
 //! the sealed parts, so write access to the store cannot extend or re-target
 //! a session. This module splits the tag off; `Session::open` checks it.
 //!
-//! Records of format 1 (before the tag existed) decode to
+//! Format 3 packs what format 2 stored as text: the index hashes as their
+//! 32 bytes, and the tokens in the sealed secrets as decoded base64url
+//! segments (`packed.rs`); records of format 2 still decode, so a session
+//! that predates the upgrade keeps working (and is written as format 3 at
+//! its next change). Records of format 1 (before the tag existed) decode to
 //! [`RecordError::UnknownVersion`] and are treated as ended: upgrading signs
 //! every user out once, rather than trusting a header nobody authenticated.
 //! Anything that does not decode is an error value, never a panic: the
@@ -19,9 +23,13 @@
 
 use serde::{Deserialize, Serialize};
 
+mod packed;
 use crate::secret::SecretString;
 
-pub const FORMAT_VERSION: u8 = 2;
+/// The format records are written in.
+pub const FORMAT_VERSION: u8 = 3;
+/// The format before packing (hex hashes, tokens as text): still read.
+pub const FORMAT_TEXT: u8 = 2;
 const HEADER_LEN: usize = 9;
 /// Length of the record tag (HMAC-SHA-256) at the end of a record.
 pub const TAG_LEN: usize = 32;
@@ -75,6 +83,83 @@ pub struct StoredBody {
     pub secrets: Vec<u8>,
 }
 
+/// [`StoredBody`] as format 3 writes it: the same fields in the same
+/// order, the hashes as bytes.
+#[derive(Serialize)]
+struct PackedBodyRef<'a> {
+    key_id: &'a str,
+    #[serde(with = "packed::hash")]
+    user_hash: &'a str,
+    #[serde(with = "packed::opt_hash")]
+    sid_hash: Option<&'a str>,
+    created_at: u64,
+    last_active_at: u64,
+    idle_expires_at: u64,
+    absolute_expires_at: u64,
+    access_expires_at: u64,
+    has_refresh_token: bool,
+    #[serde(with = "serde_bytes")]
+    meta: &'a [u8],
+    #[serde(with = "serde_bytes")]
+    secrets: &'a [u8],
+}
+
+impl<'a> From<&'a StoredBody> for PackedBodyRef<'a> {
+    fn from(b: &'a StoredBody) -> Self {
+        Self {
+            key_id: &b.key_id,
+            user_hash: &b.user_hash,
+            sid_hash: b.sid_hash.as_deref(),
+            created_at: b.created_at,
+            last_active_at: b.last_active_at,
+            idle_expires_at: b.idle_expires_at,
+            absolute_expires_at: b.absolute_expires_at,
+            access_expires_at: b.access_expires_at,
+            has_refresh_token: b.has_refresh_token,
+            meta: &b.meta,
+            secrets: &b.secrets,
+        }
+    }
+}
+
+/// What [`PackedBodyRef`] wrote, read back.
+#[derive(Deserialize)]
+struct PackedBody {
+    key_id: String,
+    #[serde(with = "packed::hash")]
+    user_hash: String,
+    #[serde(with = "packed::opt_hash")]
+    sid_hash: Option<String>,
+    created_at: u64,
+    last_active_at: u64,
+    idle_expires_at: u64,
+    absolute_expires_at: u64,
+    access_expires_at: u64,
+    has_refresh_token: bool,
+    #[serde(with = "serde_bytes")]
+    meta: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    secrets: Vec<u8>,
+}
+
+impl From<PackedBody> for StoredBody {
+    fn from(b: PackedBody) -> Self {
+        Self {
+            key_id: b.key_id,
+            user_hash: b.user_hash,
+            sid_hash: b.sid_hash,
+            created_at: b.created_at,
+            last_active_at: b.last_active_at,
+            idle_expires_at: b.idle_expires_at,
+            absolute_expires_at: b.absolute_expires_at,
+            access_expires_at: b.access_expires_at,
+            has_refresh_token: b.has_refresh_token,
+            meta: b.meta,
+            secrets: b.secrets,
+        }
+    }
+}
+
 /// Why a stored session is no longer usable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expiry {
@@ -125,7 +210,7 @@ impl StoredSession {
         out.push(FORMAT_VERSION);
         out.extend_from_slice(&self.generation.to_be_bytes());
         // Serialising plain data into a Vec cannot fail.
-        let Ok(mut out) = postcard::to_extend(&self.body, out) else {
+        let Ok(mut out) = postcard::to_extend(&PackedBodyRef::from(&self.body), out) else {
             return Vec::new();
         };
         let tag = sign(&out);
@@ -139,14 +224,17 @@ impl StoredSession {
         if bytes.len() < HEADER_LEN + TAG_LEN {
             return Err(RecordError::Truncated);
         }
-        if bytes[0] != FORMAT_VERSION {
-            return Err(RecordError::UnknownVersion(bytes[0]));
-        }
         let (signed, tag) = bytes.split_at(bytes.len() - TAG_LEN);
         let mut generation = [0u8; 8];
         generation.copy_from_slice(&signed[GENERATION_AT]);
-        let (body, rest) = postcard::take_from_bytes::<StoredBody>(&signed[HEADER_LEN..])
-            .map_err(|_| RecordError::Malformed)?;
+        let wire = &signed[HEADER_LEN..];
+        let (body, rest) = match bytes[0] {
+            FORMAT_VERSION => postcard::take_from_bytes::<PackedBody>(wire)
+                .map(|(b, rest)| (StoredBody::from(b), rest)),
+            FORMAT_TEXT => postcard::take_from_bytes::<StoredBody>(wire),
+            other => return Err(RecordError::UnknownVersion(other)),
+        }
+        .map_err(|_| RecordError::Malformed)?;
         if !rest.is_empty() {
             return Err(RecordError::Malformed);
         }
@@ -184,14 +272,16 @@ pub struct SessionMeta {
 }
 
 /// Sealed under the server key and the cookie's secret: never readable
-/// without the browser's cookie.
+/// without the browser's cookie. Written with its tokens packed (after
+/// [`PACKED_SECRETS`]); the older layouts below, with tokens as text, are
+/// still read.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct SessionSecrets {
-    #[serde(with = "secret_string")]
+    #[serde(with = "packed::token")]
     pub access_token: SecretString,
-    #[serde(with = "opt_secret_string")]
+    #[serde(with = "packed::opt_token")]
     pub refresh_token: Option<SecretString>,
-    #[serde(with = "opt_secret_string")]
+    #[serde(with = "packed::opt_token")]
     pub id_token: Option<SecretString>,
     /// The user's claims as a JSON object.
     pub claims_json: String,
@@ -222,13 +312,20 @@ pub struct DerivedToken {
     /// scopes, exchange), never the route's path, so routes asking the
     /// same share it and no two asking differently do.
     pub key: String,
-    #[serde(with = "secret_string")]
+    #[serde(with = "packed::token")]
     pub access_token: SecretString,
     /// When it expires (0: the provider did not say).
     pub expires_at: u64,
 }
 
-/// `SessionSecrets` as written before `dpop_key` existed.
+/// How the sealed secrets of a format-3 record begin: an empty access
+/// token followed by an `Option` tag of 2, which no layout with tokens as
+/// text can start with (postcard's `Option` tag is 0 or 1, and every such
+/// layout begins with the access token and the optional refresh token).
+/// The packed layout follows.
+pub const PACKED_SECRETS: [u8; 2] = [0x00, 0x02];
+
+/// `SessionSecrets` with its tokens as text, as format 2 wrote it.
 #[derive(Deserialize)]
 struct SessionSecretsV3 {
     #[serde(with = "secret_string")]
@@ -239,7 +336,16 @@ struct SessionSecretsV3 {
     id_token: Option<SecretString>,
     claims_json: String,
     scopes: Option<String>,
-    derived: Vec<DerivedToken>,
+    derived: Vec<DerivedTokenText>,
+}
+
+/// `DerivedToken` with its token as text.
+#[derive(Deserialize)]
+struct DerivedTokenText {
+    key: String,
+    #[serde(with = "secret_string")]
+    access_token: SecretString,
+    expires_at: u64,
 }
 
 /// `SessionSecrets` as written before `derived` existed.
@@ -275,18 +381,25 @@ impl std::fmt::Debug for SessionSecrets {
 }
 
 impl SessionSecrets {
+    /// The packed layout after [`PACKED_SECRETS`].
     pub fn encode(&self) -> zeroize::Zeroizing<Vec<u8>> {
-        zeroize::Zeroizing::new(postcard::to_stdvec(self).unwrap_or_default())
+        let mut out = zeroize::Zeroizing::new(Vec::with_capacity(2048));
+        out.extend_from_slice(&PACKED_SECRETS);
+        // Serialising plain data into a Vec cannot fail.
+        if let Ok(v) = postcard::to_extend(self, std::mem::take(&mut *out)) {
+            *out = v;
+        }
+        out
     }
 
-    /// Decodes the current layout, or an older one: before `dpop_key` (no
-    /// DPoP key), before `derived` (no derived tokens yet) or before
+    /// Decodes the packed layout, or one with tokens as text: as format 2
+    /// wrote it, before `derived` (no derived tokens yet) or before
     /// `scopes` (no known scopes) — a session that predates an upgrade
     /// keeps working. Each older layout is a prefix of the newer, so the
     /// newest that decodes is tried first.
     pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
-        if let Ok(s) = postcard::from_bytes(bytes) {
-            return Ok(s);
+        if let Some(packed) = bytes.strip_prefix(&PACKED_SECRETS[..]) {
+            return postcard::from_bytes(packed).map_err(|_| RecordError::Malformed);
         }
         if let Ok(v3) = postcard::from_bytes::<SessionSecretsV3>(bytes) {
             return Ok(Self {
@@ -295,7 +408,15 @@ impl SessionSecrets {
                 id_token: v3.id_token,
                 claims_json: v3.claims_json,
                 scopes: v3.scopes,
-                derived: v3.derived,
+                derived: v3
+                    .derived
+                    .into_iter()
+                    .map(|d| DerivedToken {
+                        key: d.key,
+                        access_token: d.access_token,
+                        expires_at: d.expires_at,
+                    })
+                    .collect(),
                 dpop_key: None,
             });
         }
@@ -362,13 +483,55 @@ impl SessionMeta {
     }
 }
 
+/// The encoders of format 2, kept for tests that a record written before
+/// packing still opens.
+#[cfg(test)]
+pub(crate) mod format_text {
+    use super::*;
+
+    /// A record as format 2 wrote it: hex hashes, and `body.secrets` as
+    /// the caller sealed it.
+    pub fn encode_record(r: &StoredSession, sign: impl FnOnce(&[u8]) -> [u8; TAG_LEN]) -> Vec<u8> {
+        let mut out = vec![FORMAT_TEXT];
+        out.extend_from_slice(&r.generation.to_be_bytes());
+        let mut out = postcard::to_extend(&r.body, out).expect("encode");
+        let tag = sign(&out);
+        out.extend_from_slice(&tag);
+        out
+    }
+
+    /// Secrets as format 2 sealed them: tokens as text, no marker.
+    pub fn encode_secrets(s: &SessionSecrets) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Derived<'a>(&'a str, &'a str, u64);
+        #[derive(Serialize)]
+        struct V3<'a>(
+            &'a str,
+            Option<&'a str>,
+            Option<&'a str>,
+            &'a str,
+            Option<&'a str>,
+            Vec<Derived<'a>>,
+        );
+        postcard::to_stdvec(&V3(
+            s.access_token.expose(),
+            s.refresh_token.as_ref().map(|t| t.expose()),
+            s.id_token.as_ref().map(|t| t.expose()),
+            &s.claims_json,
+            s.scopes.as_deref(),
+            s.derived
+                .iter()
+                .map(|d| Derived(&d.key, d.access_token.expose(), d.expires_at))
+                .collect(),
+        ))
+        .expect("encode")
+    }
+}
+
+/// Tokens as text: how the layouts before packing stored them (read only).
 mod secret_string {
     use super::SecretString;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &SecretString, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(v.expose())
-    }
+    use serde::{Deserialize, Deserializer};
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SecretString, D::Error> {
         String::deserialize(d).map(SecretString::new)
@@ -400,11 +563,7 @@ mod opt_secret_bytes {
 
 mod opt_secret_string {
     use super::SecretString;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
-        v.as_ref().map(|x| x.expose()).serialize(s)
-    }
+    use serde::{Deserialize, Deserializer};
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Error> {
         Option::<String>::deserialize(d).map(|o| o.map(SecretString::new))
@@ -461,6 +620,66 @@ mod tests {
     }
 
     #[test]
+    fn format_3_packs_the_hashes_and_format_2_records_still_decode() {
+        let r = sample();
+        let packed = r.encode(sign);
+        let text = format_text::encode_record(&r, sign);
+        assert_eq!(text[0], FORMAT_TEXT);
+        assert_eq!(packed.len() + 2 * 32, text.len(), "two hashes as bytes");
+        let back = StoredSession::decode(&text).expect("format 2 decodes");
+        assert_eq!(back.record, r);
+        assert_eq!(&text[GENERATION_AT], &StoredSession::generation_bytes(7));
+        // Hashes that are not lower-case hex SHA-256 come back as they were.
+        let mut odd = sample();
+        odd.body.user_hash = "AB".repeat(32);
+        odd.body.sid_hash = None;
+        let bytes = odd.encode(sign);
+        assert_eq!(StoredSession::decode(&bytes).expect("decodes").record, odd);
+    }
+
+    #[test]
+    fn secrets_of_format_2_decode_and_packed_ones_round_trip() {
+        let s = SessionSecrets {
+            access_token: SecretString::new("eyJhbGciOiJub25lIn0.eyJzdWIiOiJhIn0.c2ln"),
+            refresh_token: Some(SecretString::new("opaque-refresh")),
+            id_token: Some(SecretString::new("eyJhbGciOiJub25lIn0.eyJzdWIiOiJhIn0.")),
+            claims_json: "{\"sub\":\"a\"}".into(),
+            scopes: Some("openid".into()),
+            derived: vec![derived("k", "eyJ4IjoxfQ.eyJ5IjoyfQ.c2ln", 9)],
+            dpop_key: None,
+        };
+        let same = |b: SessionSecrets| {
+            assert_eq!(b.access_token.expose(), s.access_token.expose());
+            assert_eq!(
+                b.refresh_token.as_ref().map(|t| t.expose()),
+                Some("opaque-refresh")
+            );
+            assert_eq!(
+                b.id_token.as_ref().map(|t| t.expose()),
+                s.id_token.as_ref().map(|t| t.expose())
+            );
+            assert_eq!(b.claims_json, s.claims_json);
+            assert_eq!(b.scopes, s.scopes);
+            assert_eq!(
+                b.derived_token("k", 0, 0).map(|t| t.expose()),
+                Some("eyJ4IjoxfQ.eyJ5IjoyfQ.c2ln")
+            );
+        };
+        let packed = s.encode();
+        assert!(packed.starts_with(&PACKED_SECRETS));
+        same(SessionSecrets::decode(&packed).expect("packed"));
+        let text = format_text::encode_secrets(&s);
+        assert!(!text.starts_with(&PACKED_SECRETS));
+        assert!(text.len() > packed.len());
+        same(SessionSecrets::decode(&text).expect("format 2"));
+        // A packed body cut short is an error.
+        assert_eq!(
+            SessionSecrets::decode(&packed[..packed.len() - 3]).err(),
+            Some(RecordError::Malformed)
+        );
+    }
+
+    #[test]
     fn records_of_the_untagged_format_1_are_refused_as_unknown() {
         let mut bytes = sample().encode(sign);
         bytes[0] = 1;
@@ -474,7 +693,7 @@ mod tests {
     fn garbage_is_an_error_never_a_panic() {
         let decode = |b: &[u8]| StoredSession::decode(b).map(|t| t.record);
         assert_eq!(decode(b""), Err(RecordError::Truncated));
-        assert_eq!(decode(&[3; 60]), Err(RecordError::UnknownVersion(3)));
+        assert_eq!(decode(&[4; 60]), Err(RecordError::UnknownVersion(4)));
         // A body cut short, or with a byte too many, before the tag.
         let full = sample().encode(sign);
         let (signed, tag) = full.split_at(full.len() - TAG_LEN);

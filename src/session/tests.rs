@@ -395,16 +395,121 @@ proptest::proptest! {
     #[test]
     fn arbitrary_bytes_as_a_stored_record_never_panic_and_never_open(
         bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
-        version_2 in proptest::prelude::any::<bool>(),
+        version in 0u8..3,
     ) {
         let s = sessions(Arc::new(Store::Memory(MemoryStore::new())));
         let mut bytes = bytes;
-        if version_2 && !bytes.is_empty() {
-            bytes[0] = record::FORMAT_VERSION;
+        if version > 0 && !bytes.is_empty() {
+            // The packed format and the one before it.
+            bytes[0] = [record::FORMAT_VERSION, record::FORMAT_TEXT][usize::from(version - 1)];
         }
         let id = SessionId::generate([3, 4]);
         let store_id = id.store_id();
         proptest::prop_assert!(s.open(id, store_id.clone(), &bytes, 1_000).is_none());
         proptest::prop_assert!(s.verify(&store_id, &bytes, 1_000).is_none());
     }
+}
+
+/// A JWT-shaped token of about `len` characters (base64url segments).
+fn jwt_like(len: usize) -> String {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let payload: Vec<u8> = (0..len * 3 / 4).map(|i| b'a' + (i % 26) as u8).collect();
+    format!(
+        "{}.{}.{}",
+        b64(br#"{"alg":"RS256","kid":"k"}"#),
+        b64(&payload),
+        b64(&[9; 64])
+    )
+}
+
+#[tokio::test]
+async fn a_session_stored_in_format_2_before_packing_still_opens_and_is_rewritten_packed() {
+    let store = Arc::new(Store::Memory(MemoryStore::new()));
+    let s = sessions(store.clone());
+    let (access, id_token) = (jwt_like(900), jwt_like(700));
+    let (sid, cookie) = s
+        .create(
+            NewLogin {
+                access_token: SecretString::new(access.clone()),
+                id_token: Some(SecretString::new(id_token.clone())),
+                ..login("alice")
+            },
+            &ClientInfo::default(),
+            1_000,
+        )
+        .await
+        .expect("create");
+    let h = cookie_header(&cookie);
+    let raw = store
+        .get(&sid)
+        .await
+        .expect("get")
+        .into_live()
+        .expect("live");
+    assert_eq!(raw[0], record::FORMAT_VERSION);
+    let Ok(Lookup::Active(session)) = s.load(&h, 1_001).await else {
+        panic!("a new session opens");
+    };
+    // The same session as the previous version wrote it: format 2, hex
+    // hashes, secrets with tokens as text, tagged under the same key.
+    let mut old = StoredSession::decode(&raw).expect("decodes").record;
+    let cipher = s.keys.current().session_cipher(session.id.secret());
+    old.body.secrets = seal(
+        &cipher,
+        &aad(&sid, "secrets"),
+        &record::format_text::encode_secrets(&session.secrets),
+    );
+    let key = s.keys.current();
+    let sign = |signed: &[u8]| -> [u8; record::TAG_LEN] {
+        let mut mac = key.record_mac(sid.as_str());
+        mac.update(signed);
+        mac.finalize().into_bytes().into()
+    };
+    let format_2 = record::format_text::encode_record(&old, sign);
+    assert_eq!(format_2[0], 2);
+    assert!(
+        format_2.len() > raw.len() + 400,
+        "packing saves a quarter of the tokens: {} vs {}",
+        format_2.len(),
+        raw.len()
+    );
+    overwrite(&store, &sid, &raw, &format_2).await;
+    let Ok(Lookup::Active(loaded)) = s.load(&h, 1_002).await else {
+        panic!("a format-2 record opens");
+    };
+    assert_eq!(loaded.secrets.access_token.expose(), access);
+    assert_eq!(
+        loaded.secrets.id_token.as_ref().map(|t| t.expose()),
+        Some(id_token.as_str())
+    );
+    assert_eq!(loaded.stored.body.user_hash, user_hash("alice"));
+    assert_eq!(loaded.stored.body.sid_hash, Some(sid_hash("idp-sid")));
+    // Tampering with a format-2 record is refused as before.
+    for i in [0, 5, format_2.len() / 2, format_2.len() - 1] {
+        let mut bytes = format_2.clone();
+        bytes[i] ^= 0x01;
+        assert!(
+            s.open(loaded.id.clone(), sid.clone(), &bytes, 1_002)
+                .is_none(),
+            "byte {i}"
+        );
+    }
+    // Its next write is packed, and still opens.
+    assert!(
+        s.touch(&loaded, &ClientInfo::default(), 1_100)
+            .await
+            .expect("touch")
+    );
+    let rewritten = store
+        .get(&sid)
+        .await
+        .expect("get")
+        .into_live()
+        .expect("live");
+    assert_eq!(rewritten[0], record::FORMAT_VERSION);
+    let Ok(Lookup::Active(again)) = s.load(&h, 1_101).await else {
+        panic!("the rewritten record opens");
+    };
+    assert_eq!(again.secrets.access_token.expose(), access);
 }

@@ -71,16 +71,76 @@ async fn redis_commands_per_login() {
         sent as f64 / LOGINS as f64,
         total as f64 / LOGINS as f64
     );
+    // What the sessions of these logins (the fixture provider's tokens, one
+    // user each) hold in Redis, keys of every kind under the gateway's
+    // prefix (single-use login markers included while they live).
+    let sessions = LOGINS + 1;
+    let (bytes, keys, by_kind) = bytes_under(&redis, &gw.prefix).await;
+    let per_kind: Vec<String> = by_kind
+        .iter()
+        .map(|(k, b)| format!("{k}: {}", b / sessions))
+        .collect();
+    eprintln!(
+        "fixture provider's tokens: {sessions} sessions, {keys} keys, {} B per session (by key kind {})",
+        bytes / sessions,
+        per_kind.join(", ")
+    );
+    let (record, _) = record_sizes(&redis, &gw.prefix).await;
+    eprintln!("fixture provider's tokens: stored record {record} B on average");
 }
 
-fn realistic_login(user: &str, n: usize) -> NewLogin {
-    // Keycloak-like sizes: JWT access and ID tokens, an opaque refresh token.
+/// The shape of the tokens a measurement stores.
+#[derive(Debug, Clone, Copy)]
+enum Tokens {
+    /// Opaque strings of 1,200 / 400 / 1,000 characters (the figures of
+    /// earlier measurements; nothing to pack).
+    Synthetic,
+    /// Keycloak-typical: RS256 JWT access (1,200 characters) and ID
+    /// (1,000) tokens and a JWT refresh token (400), base64url of JSON and
+    /// of a 256-byte signature.
+    KeycloakLike,
+}
+
+/// A JWT-shaped token of `len` characters: a header, a JSON payload of
+/// varied bytes, and (when it fits) an RS256-sized signature.
+fn jwt_of(len: usize, seed: usize) -> String {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let header = b64(br#"{"alg":"RS256","typ":"JWT","kid":"kP4x9aVb0d8sZ-_c2Wq1nT7yU3mLr5eJ"}"#);
+    let sig_bytes = if len > 800 { 256 } else { 32 };
+    let mut x = (seed as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let sig: Vec<u8> = (0..sig_bytes).map(|_| next() as u8).collect();
+    let sig = b64(&sig);
+    let room = len.saturating_sub(header.len() + sig.len() + 2) * 3 / 4;
+    let mut payload = String::from("{\"jti\":\"");
+    while payload.len() + 2 < room {
+        payload.push(char::from(b'a' + (next() % 26) as u8));
+    }
+    payload.push_str("\"}");
+    format!("{header}.{}.{sig}", b64(payload.as_bytes()))
+}
+
+fn realistic_login(user: &str, n: usize, tokens: Tokens) -> NewLogin {
+    let (access, refresh, id) = match tokens {
+        Tokens::Synthetic => ("a".repeat(1_200), "r".repeat(400), "i".repeat(1_000)),
+        Tokens::KeycloakLike => (
+            jwt_of(1_200, 3 * n),
+            jwt_of(400, 3 * n + 1),
+            jwt_of(1_000, 3 * n + 2),
+        ),
+    };
     NewLogin {
         sub: user.to_owned(),
         sid: Some(format!("{user}-sid-{}", n % 2)),
-        access_token: SecretString::new("a".repeat(1_200)),
-        refresh_token: Some(SecretString::new("r".repeat(400))),
-        id_token: Some(SecretString::new("i".repeat(1_000))),
+        access_token: SecretString::new(access),
+        refresh_token: Some(SecretString::new(refresh)),
+        id_token: Some(SecretString::new(id)),
         access_expires_at: 0,
         claims_json: format!(
             "{{\"sub\":\"{user}\",\"name\":\"A Person\",\"email\":\"{user}@example.com\",\"groups\":[\"staff\",\"dev\"]}}"
@@ -138,12 +198,37 @@ async fn bytes_under(redis: &RedisServer, prefix: &str) -> (u64, u64, BTreeMap<S
     (total, keys.len() as u64, by_kind)
 }
 
-async fn fill(s: &Sessions, sessions: usize, users: usize, legacy: bool) {
+/// The average length of the stored records (the `r` field of the session
+/// hashes) under `prefix`, and how many there are.
+async fn record_sizes(redis: &RedisServer, prefix: &str) -> (u64, u64) {
+    let client = redis::Client::open(redis.url()).expect("client");
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}s:*"))
+        .query_async(&mut c)
+        .await
+        .expect("keys");
+    let mut total = 0;
+    for chunk in keys.chunks(1000) {
+        let mut pipe = redis::pipe();
+        for k in chunk {
+            pipe.cmd("HSTRLEN").arg(k).arg("r");
+        }
+        let lens: Vec<u64> = pipe.query_async(&mut c).await.expect("hstrlen");
+        total += lens.iter().sum::<u64>();
+    }
+    (total / (keys.len().max(1) as u64), keys.len() as u64)
+}
+
+async fn fill(s: &Sessions, sessions: usize, users: usize, legacy: bool, tokens: Tokens) {
     let now = oidc_bff::clock::unix_now();
     futures_util::stream::iter(0..sessions)
         .map(|n| async move {
             let user = format!("user-{:05}", n % users);
-            let login = realistic_login(&user, n);
+            let login = realistic_login(&user, n, tokens);
             if legacy {
                 s.create_legacy(login, &ClientInfo::default(), now).await
             } else {
@@ -166,14 +251,20 @@ async fn redis_bytes_per_session_with_many_users() {
     let users = sessions / 5;
     let redis = RedisServer::start();
     let target = Target::Url(redis.url());
-    for legacy in [false, true] {
+    let cases = [
+        (false, Tokens::KeycloakLike),
+        (false, Tokens::Synthetic),
+        (true, Tokens::KeycloakLike),
+    ];
+    for (legacy, tokens) in cases {
         let prefix = random_prefix();
         let s = Arc::new(sessions_over(
             crate::store_consistency::store_on(&target, &prefix),
             None,
         ));
-        fill(&s, sessions, users, legacy).await;
+        fill(&s, sessions, users, legacy, tokens).await;
         let (bytes, keys, by_kind) = bytes_under(&redis, &prefix).await;
+        let (record, _) = record_sizes(&redis, &prefix).await;
         let per_kind: Vec<String> = by_kind
             .iter()
             .map(|(k, b)| format!("{k}: {}", b / sessions as u64))
@@ -184,9 +275,19 @@ async fn redis_bytes_per_session_with_many_users() {
             "sharded"
         };
         eprintln!(
-            "{layout} layout: {sessions} sessions of {users} users, {keys} keys, {} B per session (MEMORY USAGE over every key, indexes included; by key kind {})",
+            "{layout} layout, {tokens:?} tokens: {sessions} sessions of {users} users, {keys} keys, {} B per session (MEMORY USAGE over every key, indexes included; by key kind {}); stored record {record} B",
             bytes / sessions as u64,
             per_kind.join(", ")
         );
+        // Free the memory before the next case.
+        let client = redis::Client::open(redis.url()).expect("client");
+        let mut c = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("conn");
+        let _: () = redis::cmd("FLUSHDB")
+            .query_async(&mut c)
+            .await
+            .expect("flush");
     }
 }
