@@ -13,11 +13,17 @@ use crate::harness::{Browser, Chaos, GatewayBuilder, RedisServer, TestCa, Upstre
 /// Redis is noticed quickly (the harness default is generous instead).
 const STORE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// A gateway on `redis_url` with the short [`STORE_TIMEOUT`].
+/// A gateway on `redis_url` with the short [`STORE_TIMEOUT`], and without
+/// the session cache: these tests specify what a request that reaches the
+/// store sees. (With the cache, a request in the instant between Redis'
+/// death and the tracking connection's end is served from the cache —
+/// nothing could have changed in Redis after it died; `session_cache`
+/// specifies how the cache stops serving.)
 fn gateway(upstream: &Upstream, redis_url: &str) -> GatewayBuilder {
     GatewayBuilder::new(upstream)
         .redis(redis_url)
         .store_timeout(STORE_TIMEOUT)
+        .configure(|c| c.store.cache_entries = 0)
 }
 
 pub(crate) async fn wait_until_ok(b: &mut Browser, path: &str) -> Duration {
@@ -96,7 +102,6 @@ async fn a_hung_redis_answers_503_within_the_store_timeout_then_recovers() {
     // The store path: with the session cache on, a cached session is
     // served until the tracking lease runs out (3 s), then as here.
     let gw = gateway(&upstream, &format!("redis://{}", chaos.addr))
-        .configure(|c| c.store.cache_entries = 0)
         .start()
         .await;
     let mut b = Browser::new(&gw);

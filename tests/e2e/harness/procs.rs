@@ -223,7 +223,9 @@ impl RedisServer {
         args.extend(self.extra.iter().cloned());
         self.proc = Some(spawn_guarded("redis-server", &args, Stdio::null()));
         assert!(
-            wait_for_port(self.port, Duration::from_secs(10)),
+            // Generous: six cluster nodes starting at once on a loaded
+            // 2-core machine have taken more than 10 s.
+            wait_for_port(self.port, Duration::from_secs(30)),
             "redis-server did not start on {}",
             self.port
         );
