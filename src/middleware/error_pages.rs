@@ -15,16 +15,17 @@ use crate::error::ErrorInfo;
 use crate::pages::{Pages, is_navigation};
 
 pub async fn render_errors(State(pages): State<Arc<Pages>>, req: Request, next: Next) -> Response {
-    let navigation = is_navigation(req.headers());
+    // Only a navigation can get a page: everything else (the API calls
+    // that make up most traffic) passes without a copy of its request ID.
+    if !is_navigation(req.headers()) {
+        return next.run(req).await;
+    }
     let request_id = req
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let resp = next.run(req).await;
-    if !navigation {
-        return resp;
-    }
     let Some(info) = resp.extensions().get::<ErrorInfo>().cloned() else {
         return resp;
     };

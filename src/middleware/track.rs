@@ -11,26 +11,16 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use crate::error::ErrorInfo;
-use crate::metrics::{CodeLabel, KindLabel, Metrics, RequestLabels};
+use crate::metrics::{CodeLabel, Metrics, RequestKind};
 
-/// The request kind label for a matched route (`None`: the fallback, i.e.
+/// The request kind for a matched route (`None`: the fallback, i.e.
 /// the static app or a 404).
-fn kind_of(matched: Option<&str>) -> &'static str {
+fn kind_of(matched: Option<&str>) -> RequestKind {
     match matched {
-        None => "static",
-        Some(p) if p.starts_with("/auth/") => "auth",
-        Some("/healthz" | "/readyz") => "health",
-        Some(_) => "proxy",
-    }
-}
-
-fn status_class(status: u16) -> &'static str {
-    match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+        None => RequestKind::Static,
+        Some(p) if p.starts_with("/auth/") => RequestKind::Auth,
+        Some("/healthz" | "/readyz") => RequestKind::Health,
+        Some(_) => RequestKind::Proxy,
     }
 }
 
@@ -49,17 +39,11 @@ pub async fn track(
             .map(|m| m.as_str().strip_prefix(&*base).unwrap_or(m.as_str())),
     );
     let resp = next.run(req).await;
-    metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            kind,
-            status: status_class(resp.status().as_u16()),
-        })
-        .inc();
-    metrics
-        .duration
-        .get_or_create(&KindLabel { kind })
-        .observe(started.elapsed().as_secs_f64());
+    metrics.record_request(
+        kind,
+        resp.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     if let Some(info) = resp.extensions().get::<ErrorInfo>() {
         metrics
             .errors
@@ -75,11 +59,9 @@ mod tests {
 
     #[test]
     fn request_kinds_come_from_the_matched_route() {
-        assert_eq!(kind_of(Some("/auth/login")), "auth");
-        assert_eq!(kind_of(Some("/readyz")), "health");
-        assert_eq!(kind_of(Some("/api/{*rest}")), "proxy");
-        assert_eq!(kind_of(None), "static");
-        assert_eq!(status_class(204), "2xx");
-        assert_eq!(status_class(503), "5xx");
+        assert_eq!(kind_of(Some("/auth/login")), RequestKind::Auth);
+        assert_eq!(kind_of(Some("/readyz")), RequestKind::Health);
+        assert_eq!(kind_of(Some("/api/{*rest}")), RequestKind::Proxy);
+        assert_eq!(kind_of(None), RequestKind::Static);
     }
 }

@@ -434,7 +434,7 @@ impl Forwarder {
             _ => None,
         };
         parts.uri = route
-            .upstream_uri(parts.uri.path(), parts.uri.query())
+            .upstream_uri_for(std::mem::take(&mut parts.uri))
             .map_err(|_| UpstreamError::BadPath)?;
         parts.version = Version::HTTP_11;
         headers::to_upstream(
@@ -449,6 +449,10 @@ impl Forwarder {
             },
         );
         headers::set_identity(&mut parts.headers, &self.gateway_only, identity);
+        // What hyper's client would write itself, made once per route.
+        if let Some(host) = &route.host_header {
+            parts.headers.insert(header::HOST, host.clone());
+        }
         // The upstream call's client span (exported traces): the upstream
         // receives its context as `traceparent`. A client's own trace
         // context passes only from a trusted proxy (`traces::propagate`).
