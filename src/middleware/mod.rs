@@ -1,11 +1,13 @@
-//! Cross-cutting layers: request IDs and the access log, request metrics
-//! (`track`), error pages for navigations (`error_pages`), the anti-CSRF
+//! Cross-cutting layers: request IDs and the access log, the way out of
+//! every answer (`respond`: error pages for navigations, `error_pages`;
+//! request metrics, `track`; security headers), the anti-CSRF
 //! rule (`csrf`), the server span of exported traces (`server_span`). The
 //! order they are applied in is written down once, in
 //! `router::build_router`.
 
 pub mod csrf;
 pub mod error_pages;
+pub mod respond;
 pub mod server_span;
 pub mod track;
 

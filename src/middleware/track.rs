@@ -3,11 +3,9 @@
 //! their code. The kind comes from the route the router matched, so no path
 //! is looked at twice and no path ever becomes a label.
 
-use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
+use axum::extract::{MatchedPath, Request};
 use axum::response::Response;
 
 use crate::error::ErrorInfo;
@@ -24,21 +22,20 @@ fn kind_of(matched: Option<&str>) -> RequestKind {
     }
 }
 
-/// Counts and times every request on the main listener.
-/// `base` is `server.public_url`'s path, under which the gateway's own
-/// endpoints are registered (empty for none).
-pub async fn track(
-    State((metrics, base)): State<(Arc<Metrics>, Arc<str>)>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let kind = kind_of(
+/// The request's kind, from the route the router matched. `base` is
+/// `server.public_url`'s path, under which the gateway's own endpoints are
+/// registered (empty for none).
+pub fn kind_of_request(req: &Request, base: &str) -> RequestKind {
+    kind_of(
         req.extensions()
             .get::<MatchedPath>()
-            .map(|m| m.as_str().strip_prefix(&*base).unwrap_or(m.as_str())),
-    );
-    let resp = next.run(req).await;
+            .map(|m| m.as_str().strip_prefix(base).unwrap_or(m.as_str())),
+    )
+}
+
+/// Counts and times one answer (`started`: when its request came in), and
+/// counts an error answer by its code.
+pub fn record(metrics: &Metrics, kind: RequestKind, started: Instant, resp: &Response) {
     metrics.record_request(
         kind,
         resp.status().as_u16(),
@@ -50,7 +47,6 @@ pub async fn track(
             .get_or_create(&CodeLabel { code: info.code })
             .inc();
     }
-    resp
 }
 
 #[cfg(test)]
