@@ -496,7 +496,9 @@ impl Forwarder {
         if resp.status() == StatusCode::UNAUTHORIZED
             && token::refused_token(resp.headers())
             && let (Some((method, uri, mut headers, bytes)), Some(refused)) = (replay, &attached)
-            && let Some(renewed) = self.renew(route, session, refused, peer).await?
+            // Boxed: rarely taken, and its future (a refresh or a token
+            // grant) would otherwise make every request's future larger.
+            && let Some(renewed) = Box::pin(self.renew(route, session, refused, peer)).await?
         {
             tracing::info!(route = %route.path, "upstream refused the token; retrying once with a new one");
             headers.insert(header::AUTHORIZATION, renewed);
