@@ -219,12 +219,8 @@ fn worker(
         lifecycle,
         audit,
     } = shared;
-    // Log lines wait while the worker is busy and are written together
-    // when it goes idle: one write for many requests' access-log lines.
-    crate::telemetry::batch_this_thread();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .on_thread_park(crate::telemetry::flush_batched)
         .build()
         .context("cannot start a worker runtime")?;
     runtime.block_on(async move {

@@ -3,12 +3,6 @@
 //! set. The access log prints method, path (never the
 //! query: a callback's query holds the authorization code), status and
 //! latency. Exported traces are `traces`'.
-//!
-//! Lines go to stdout whole (one write per line), except on the server's
-//! worker threads, which collect their lines and write them in one go
-//! when their runtime goes idle, or once 64 KiB wait ([`batch_this_thread`],
-//! [`flush_batched`]): with the access log on, a write per request was
-//! about a twentieth of the gateway's CPU under load (docs/benchmarks.md).
 
 use std::time::Duration;
 
@@ -107,109 +101,6 @@ fn reload_with<S>(
         .map_err(|e| e.to_string())
 }
 
-/// A worker thread's log lines not written yet (written when the thread
-/// ends, too), and where they go.
-struct Batch {
-    buf: Vec<u8>,
-    out: fn(&[u8]),
-}
-
-impl Batch {
-    fn write_out(&mut self) {
-        if !self.buf.is_empty() {
-            (self.out)(&self.buf);
-            self.buf.clear();
-        }
-    }
-}
-
-impl Drop for Batch {
-    fn drop(&mut self) {
-        self.write_out();
-    }
-}
-
-/// Lines waiting in one batch before they are written anyway.
-const BATCH_LIMIT: usize = 64 * 1024;
-
-thread_local! {
-    /// `Some` on threads that batch (see [`batch_this_thread`]).
-    static BATCH: std::cell::RefCell<Option<Batch>> = const { std::cell::RefCell::new(None) };
-}
-
-/// Writes lines to stdout. A failed write loses them, as the unbatched
-/// writer would.
-fn to_stdout(lines: &[u8]) {
-    use std::io::Write as _;
-    let _ = std::io::stdout().lock().write_all(lines);
-}
-
-/// From now on this thread's log lines wait for [`flush_batched`] (or
-/// [`BATCH_LIMIT`] bytes, or the thread's end). For threads that run a
-/// runtime calling [`flush_batched`] whenever it goes idle, so a line
-/// waits at most while the thread is busy.
-pub fn batch_this_thread() {
-    batch_into(to_stdout);
-}
-
-fn batch_into(out: fn(&[u8])) {
-    BATCH.with(|b| {
-        *b.borrow_mut() = Some(Batch {
-            buf: Vec::with_capacity(BATCH_LIMIT),
-            out,
-        });
-    });
-}
-
-/// Writes the lines this thread has collected (a runtime's park hook).
-pub fn flush_batched() {
-    BATCH.with(|b| {
-        if let Ok(mut batch) = b.try_borrow_mut()
-            && let Some(batch) = batch.as_mut()
-        {
-            batch.write_out();
-        }
-    });
-}
-
-/// The log layer's writer: into this thread's batch, or straight to stdout.
-struct LogOutput;
-
-impl std::io::Write for LogOutput {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        let batched = BATCH.with(|b| {
-            let Ok(mut batch) = b.try_borrow_mut() else {
-                return false;
-            };
-            let Some(batch) = batch.as_mut() else {
-                return false;
-            };
-            batch.buf.extend_from_slice(data);
-            if batch.buf.len() >= BATCH_LIMIT {
-                batch.write_out();
-            }
-            true
-        });
-        if batched {
-            Ok(data.len())
-        } else {
-            std::io::stdout().lock().write(data)
-        }
-    }
-
-    fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
-        match self.write(data)? {
-            n if n == data.len() => Ok(()),
-            n => std::io::stdout().lock().write_all(&data[n..]),
-        }
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        flush_batched();
-        std::io::stdout().lock().flush()
-    }
-}
-
 /// The log output: text (coloured only for a person at a terminal) or JSON.
 fn log_layer<S>(format: LogFormat, no_color: bool) -> Box<dyn Layer<S> + Send + Sync>
 where
@@ -218,8 +109,7 @@ where
     use std::io::IsTerminal as _;
     let logs = tracing_subscriber::fmt::layer()
         .with_ansi(use_colour(std::io::stdout().is_terminal(), no_color))
-        .with_target(false)
-        .with_writer(|| LogOutput);
+        .with_target(false);
     match format {
         LogFormat::Json => logs.json().flatten_event(true).boxed(),
         LogFormat::Text => logs.boxed(),
@@ -255,45 +145,7 @@ pub fn on_response<B>(resp: &Response<B>, latency: Duration, _span: &Span) {
 
 #[cfg(test)]
 mod tests {
-    use super::{BATCH, BATCH_LIMIT, LogOutput, batch_into, flush_batched};
     use super::{no_color, use_colour};
-
-    thread_local! {
-        static WRITTEN: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-
-    fn record(lines: &[u8]) {
-        WRITTEN.with(|w| w.borrow_mut().push(lines.len()));
-    }
-
-    fn writes() -> Vec<usize> {
-        WRITTEN.with(|w| w.borrow().clone())
-    }
-
-    fn waiting() -> usize {
-        BATCH.with(|b| b.borrow().as_ref().map_or(0, |batch| batch.buf.len()))
-    }
-
-    #[test]
-    fn a_batching_thread_writes_its_lines_in_one_go_when_flushed_or_at_the_limit() {
-        use std::io::Write as _;
-        std::thread::spawn(|| {
-            batch_into(record);
-            LogOutput.write_all(b"one line\n").expect("write");
-            LogOutput.write_all(b"two\n").expect("write");
-            assert_eq!((waiting(), writes()), (13, vec![]));
-            flush_batched();
-            assert_eq!((waiting(), writes()), (0, vec![13]));
-            let line = vec![b'x'; 1000];
-            for _ in 0..=BATCH_LIMIT / line.len() {
-                LogOutput.write_all(&line).expect("write");
-            }
-            assert_eq!(waiting(), 0, "written out at the limit");
-            assert_eq!(writes(), vec![13, (BATCH_LIMIT / 1000 + 1) * 1000]);
-        })
-        .join()
-        .expect("thread");
-    }
 
     #[test]
     fn no_color_set_to_anything_but_empty_turns_colour_off() {
