@@ -135,8 +135,44 @@ impl UpstreamRoute {
     }
 }
 
+/// The `kind` label of `requests` and `request_duration_seconds`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestKind {
+    Proxy,
+    Auth,
+    Static,
+    Health,
+}
+
+impl RequestKind {
+    const ALL: [Self; 4] = [Self::Proxy, Self::Auth, Self::Static, Self::Health];
+
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Proxy => "proxy",
+            Self::Auth => "auth",
+            Self::Static => "static",
+            Self::Health => "health",
+        }
+    }
+}
+
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The series every request touches (`requests` by kind and status class,
+/// `request_duration_seconds` by kind), each taken from its family on
+/// first use and kept: a request then increments without hashing its
+/// labels or taking the family's lock. A series still appears in
+/// `/metrics` only once used.
+#[derive(Default)]
+struct RequestSeries {
+    counts: [[std::sync::OnceLock<Counter>; 5]; 4],
+    durations: [std::sync::OnceLock<Histogram>; 4],
+}
+
 pub struct Metrics {
     registry: Registry,
+    request_series: RequestSeries,
     pub requests: Family<RequestLabels, Counter>,
     pub duration: Family<KindLabel, Histogram, fn() -> Histogram>,
     pub errors: Family<CodeLabel, Counter>,
@@ -224,6 +260,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("oidc_bff");
         let m = Self {
             registry: Registry::default(),
+            request_series: RequestSeries::default(),
             requests: Family::default(),
             duration: histograms(),
             errors: Family::default(),
@@ -361,6 +398,38 @@ impl Metrics {
         out
     }
 
+    /// Counts one answer of the main listener (`status`: its status code)
+    /// and times it.
+    pub fn record_request(&self, kind: RequestKind, status: u16, seconds: f64) {
+        let class = match status {
+            100..=199 => 0,
+            200..=299 => 1,
+            300..=399 => 2,
+            400..=499 => 3,
+            _ => 4,
+        };
+        let k = kind as usize;
+        self.request_series.counts[k][class]
+            .get_or_init(|| {
+                self.requests
+                    .get_or_create(&RequestLabels {
+                        kind: RequestKind::ALL[k].label(),
+                        status: STATUS_CLASSES[class],
+                    })
+                    .clone()
+            })
+            .inc();
+        self.request_series.durations[k]
+            .get_or_init(|| {
+                self.duration
+                    .get_or_create(&KindLabel {
+                        kind: RequestKind::ALL[k].label(),
+                    })
+                    .clone()
+            })
+            .observe(seconds);
+    }
+
     pub fn count(family: &Family<OutcomeLabels, Counter>, labels: &OutcomeLabels) {
         family.get_or_create(labels).inc();
     }
@@ -434,7 +503,21 @@ mod tests {
         m.duration
             .get_or_create(&KindLabel { kind: "proxy" })
             .observe(0.002);
+        m.record_request(RequestKind::Health, 503, 0.001);
+        m.record_request(RequestKind::Health, 503, 0.001);
         let text = m.render();
+        assert!(
+            text.contains("oidc_bff_requests_total{kind=\"health\",status=\"5xx\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("oidc_bff_request_duration_seconds_count{kind=\"health\"} 2"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("kind=\"auth\""),
+            "a series appears only once used: {text}"
+        );
         assert!(
             text.contains("oidc_bff_requests_total{kind=\"proxy\",status=\"2xx\"} 1"),
             "{text}"

@@ -16,11 +16,10 @@ use http_body_util::BodyExt as _;
 
 use crate::config::RouteAuth;
 use crate::error::AppError;
-use crate::middleware::{self, csrf, error_pages, track};
+use crate::middleware::{self, csrf, respond};
 use crate::proxy::handler;
 use crate::proxy::routes::Route;
 use crate::routes;
-use crate::security_headers;
 use crate::state::AppState;
 
 /// The public listener's app.
@@ -99,23 +98,19 @@ pub fn build_router(state: AppState) -> Router {
 
     // Layers run outside-in on requests. From the outside: a request ID is
     // assigned (or kept) and echoed on the response, so the access log and
-    // every log line below carry it; security headers are set by response
-    // kind on whatever comes back; metrics count what the client gets; errors
-    // become pages for browser navigations, innermost, so the page sees the
-    // handler's own response.
-    let router = router
-        .layer(axum::middleware::from_fn_with_state(
-            state.pages.clone(),
-            error_pages::render_errors,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            (
-                state.metrics.clone(),
-                Arc::<str>::from(server.base_path.as_str()),
-            ),
-            track::track,
-        ))
-        .layer(axum::middleware::map_response(security_headers::apply));
+    // every log line below carry it; then one layer on the way out
+    // (`respond`): errors become pages for browser navigations first, so
+    // the page sees the handler's own response; metrics count what the
+    // client gets; security headers are set by response kind on whatever
+    // comes back.
+    let router = router.layer(axum::middleware::from_fn_with_state(
+        Arc::new(respond::Respond {
+            pages: state.pages.clone(),
+            metrics: state.metrics.clone(),
+            base: server.base_path.clone(),
+        }),
+        respond::respond,
+    ));
     let router = if server.base_path.is_empty() {
         router
     } else {
@@ -299,25 +294,34 @@ fn with_csrf(state: &AppState, methods: MethodRouter<AppState>) -> MethodRouter<
 }
 
 /// The handler of one configured route with its layers: the route itself
-/// (as an extension), the guard, and on session routes the CSRF rule.
+/// (as an extension), and the guard, which on session routes also applies
+/// the anti-CSRF rule (one layer: each costs every request a boxed service
+/// clone and a boxed future).
 fn proxy_methods(state: &AppState, route: &Arc<Route>) -> MethodRouter<AppState> {
-    let methods = match route.auth {
+    let (methods, csrf) = match route.auth {
         // Bearer clients send no cookie a browser could be tricked into
         // sending, so their requests need no anti-CSRF header.
-        RouteAuth::Required if route.bearer_audience.is_some() => {
-            any(handler::required).layer(axum::middleware::from_fn_with_state(
-                (state.forwarder.clone(), state.csrf.clone()),
-                handler::csrf_unless_bearer,
-            ))
-        }
-        RouteAuth::Required => with_csrf(state, any(handler::required)),
-        RouteAuth::Optional => with_csrf(state, any(handler::optional)),
-        RouteAuth::None => any(handler::public),
+        RouteAuth::Required if route.bearer_audience.is_some() => (
+            any(handler::required),
+            handler::CsrfCheck::UnlessBearer(state.csrf.clone()),
+        ),
+        RouteAuth::Required => (
+            any(handler::required),
+            handler::CsrfCheck::Always(state.csrf.clone()),
+        ),
+        RouteAuth::Optional => (
+            any(handler::optional),
+            handler::CsrfCheck::Always(state.csrf.clone()),
+        ),
+        RouteAuth::None => (any(handler::public), handler::CsrfCheck::None),
     };
-    let guarded: MethodRouter<AppState> = methods.layer(axum::middleware::from_fn_with_state(
-        (state.forwarder.clone(), state.audit.clone()),
-        handler::guard,
-    ));
+    let guard = Arc::new(handler::Guard {
+        forwarder: state.forwarder.clone(),
+        audit: state.audit.clone(),
+        csrf,
+    });
+    let guarded: MethodRouter<AppState> =
+        methods.layer(axum::middleware::from_fn_with_state(guard, handler::guard));
     guarded.layer(Extension(route.clone()))
 }
 

@@ -2,7 +2,7 @@
 //! policy per kind of response, applied in one layer.
 //!
 //! A producer marks its response with a [`ResponseKind`] extension; the
-//! layer ([`apply`]) then sets that kind's headers. Unmarked responses are
+//! way out of every answer ([`secure_response`]) then sets that kind's headers. Unmarked responses are
 //! the gateway's own API answers (JSON, redirects). What an upstream sends
 //! is marked [`ResponseKind::Proxied`] and left as the upstream wrote it:
 //! the gateway does not know that application's needs. Pages also carry a
@@ -68,8 +68,9 @@ pub fn secure(kind: ResponseKind, h: &mut HeaderMap) {
     }
 }
 
-/// The layer (`axum::middleware::map_response(apply)`).
-pub async fn apply(mut resp: Response) -> Response {
+/// Sets the headers of the kind `resp` is marked with (applied to every
+/// answer of the main listener by `middleware::respond`).
+pub fn secure_response(mut resp: Response) -> Response {
     let kind = resp
         .extensions()
         .get::<ResponseKind>()

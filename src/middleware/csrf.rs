@@ -68,6 +68,17 @@ pub async fn require_on_unsafe_methods(
     req: Request,
     next: Next,
 ) -> Response {
+    match refusal(&rule, &req) {
+        Some(refused) => refused,
+        None => next.run(req).await,
+    }
+}
+
+/// The rule over one request: `Some(403 csrf_rejected)`, recorded in the
+/// audit trail, for a state-changing request without the header. For
+/// layers that apply the rule among other checks (the proxied routes'
+/// guard).
+pub fn refusal(rule: &CsrfRule, req: &Request) -> Option<Response> {
     if is_state_changing(req.method()) && !rule.satisfied_by(req.headers()) {
         // The route as registered, without its catch-all: the configured
         // prefix (or the gateway's own endpoint).
@@ -80,10 +91,10 @@ pub async fn require_on_unsafe_methods(
                 p
             }
         });
-        rule.record_refusal(Origin::of_request(&req), req.headers(), route);
-        return AppError::CsrfRejected.into_response();
+        rule.record_refusal(Origin::of_request(req), req.headers(), route);
+        return Some(AppError::CsrfRejected.into_response());
     }
-    next.run(req).await
+    None
 }
 
 /// Whether the request carries the anti-CSRF header (for handlers that

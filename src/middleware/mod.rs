@@ -1,11 +1,13 @@
-//! Cross-cutting layers: request IDs and the access log, request metrics
-//! (`track`), error pages for navigations (`error_pages`), the anti-CSRF
+//! Cross-cutting layers: request IDs and the access log, the way out of
+//! every answer (`respond`: error pages for navigations, `error_pages`;
+//! request metrics, `track`; security headers), the anti-CSRF
 //! rule (`csrf`), the server span of exported traces (`server_span`). The
 //! order they are applied in is written down once, in
 //! `router::build_router`.
 
 pub mod csrf;
 pub mod error_pages;
+pub mod respond;
 pub mod server_span;
 pub mod track;
 
@@ -85,10 +87,16 @@ pub struct RandomRequestId;
 
 impl MakeRequestId for RandomRequestId {
     fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut bytes = [0u8; 8];
         rand::thread_rng().fill_bytes(&mut bytes);
-        let id = crate::session::cookie::hex(&bytes);
-        HeaderValue::from_str(&id).ok().map(RequestId::new)
+        // Hex straight into the header value's bytes: no string in between.
+        let mut id = [0u8; 16];
+        for (pair, b) in id.chunks_exact_mut(2).zip(bytes) {
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 0xf)];
+        }
+        HeaderValue::from_bytes(&id).ok().map(RequestId::new)
     }
 }
 
@@ -96,6 +104,29 @@ impl MakeRequestId for RandomRequestId {
 mod tests {
     use super::*;
     use axum::http::HeaderMap;
+
+    #[test]
+    fn a_made_up_request_id_is_16_lowercase_hex_characters_and_kept_by_our_own_rule() {
+        let req = Request::new(());
+        let ids: Vec<HeaderValue> = (0..8)
+            .filter_map(|_| RandomRequestId.make_request_id(&req))
+            .map(RequestId::into_header_value)
+            .collect();
+        assert_eq!(ids.len(), 8);
+        for id in &ids {
+            assert_eq!(id.len(), 16, "{id:?}");
+            assert!(
+                id.as_bytes()
+                    .iter()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b)),
+                "{id:?}"
+            );
+            let mut h = HeaderMap::new();
+            h.insert(&X_REQUEST_ID, id.clone());
+            assert!(keep_request_id(&h, true));
+        }
+        assert_ne!(ids[0], ids[1], "random, not fixed");
+    }
 
     #[test]
     fn an_incoming_request_id_is_kept_only_from_a_trusted_proxy_and_only_when_well_formed() {

@@ -441,7 +441,7 @@ impl Forwarder {
             _ => None,
         };
         parts.uri = route
-            .upstream_uri(parts.uri.path(), parts.uri.query())
+            .upstream_uri_for(std::mem::take(&mut parts.uri))
             .map_err(|_| UpstreamError::BadPath)?;
         parts.version = Version::HTTP_11;
         headers::to_upstream(
@@ -456,6 +456,10 @@ impl Forwarder {
             },
         );
         headers::set_identity(&mut parts.headers, &self.gateway_only, identity);
+        // What hyper's client would write itself, made once per route.
+        if let Some(host) = &route.host_header {
+            parts.headers.insert(header::HOST, host.clone());
+        }
         if let Some(d) = &dpop {
             d.attach(
                 &mut parts.headers,
@@ -526,7 +530,9 @@ impl Forwarder {
         if resp.status() == StatusCode::UNAUTHORIZED
             && token::refused_token(resp.headers())
             && let (Some((method, uri, mut headers, bytes)), Some(refused)) = (replay, &attached)
-            && let Some(renewed) = self.renew(route, session, refused, peer).await?
+            // Boxed: rarely taken, and its future (a refresh or a token
+            // grant) would otherwise make every request's future larger.
+            && let Some(renewed) = Box::pin(self.renew(route, session, refused, peer)).await?
         {
             tracing::info!(route = %route.path, "upstream refused the token; retrying once with a new one");
             headers.insert(header::AUTHORIZATION, renewed);

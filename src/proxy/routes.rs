@@ -46,7 +46,11 @@ pub struct Route {
     authority: Authority,
     /// The upstream URL's path without a trailing slash ("" for the root).
     base_path: String,
-    pub host_header: HeaderValue,
+    /// The `Host` an `http://` upstream receives, as hyper's client would
+    /// write it for every request (host, and the port unless it is 80):
+    /// made once here. `None` for `https://`, where the connection may be
+    /// HTTP/2 (`:authority`, written by the client).
+    pub host_header: Option<HeaderValue>,
 }
 
 pub struct RouteTable {
@@ -81,7 +85,7 @@ impl RouteTable {
                 token: c.token.clone(),
                 login_path: "/auth/login".into(),
                 upstream_metrics: None,
-                host_header: HeaderValue::from_str(authority.as_str())?,
+                host_header: plain_http_host(&scheme, &authority)?,
                 scheme,
                 authority,
                 base_path,
@@ -129,6 +133,21 @@ impl RouteTable {
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Route>> {
         self.routes.iter()
     }
+}
+
+/// See [`Route::host_header`].
+fn plain_http_host(
+    scheme: &Scheme,
+    authority: &Authority,
+) -> Result<Option<HeaderValue>, http::header::InvalidHeaderValue> {
+    if *scheme != Scheme::HTTP {
+        return Ok(None);
+    }
+    let host = match authority.port_u16() {
+        Some(80) | None => HeaderValue::from_str(authority.host())?,
+        Some(port) => HeaderValue::from_str(&format!("{}:{port}", authority.host()))?,
+    };
+    Ok(Some(host))
 }
 
 impl Route {
@@ -179,6 +198,23 @@ impl Route {
             format!("{literal}/"),
             format!("{literal}/{{*rest}}"),
         ]
+    }
+
+    /// The upstream URI for a request's URI. On a route that neither
+    /// strips its prefix nor has a base path, the request's path and query
+    /// are kept as they came (shared, not copied or parsed again): the
+    /// same URI [`Self::upstream_uri`] builds.
+    pub fn upstream_uri_for(&self, uri: Uri) -> Result<Uri, http::Error> {
+        let as_is = self.base_path.is_empty()
+            && !(self.strip_prefix && self.path != "/")
+            && uri.path().starts_with('/');
+        if !as_is {
+            return self.upstream_uri(uri.path(), uri.query());
+        }
+        let mut parts = uri.into_parts();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        Ok(Uri::from_parts(parts)?)
     }
 
     /// The upstream URI for a request's path and query.
@@ -270,6 +306,72 @@ mod tests {
         );
         assert_eq!(uri("/api/v2", None), "http://127.0.0.1:9200/base/");
         assert_eq!(uri("/public/x", None), "https://example.com/p/x");
+    }
+
+    #[test]
+    fn plain_http_upstreams_get_the_host_hypers_client_would_write() {
+        let host = |upstream: &str| {
+            let uri: Uri = upstream.parse().expect("uri");
+            plain_http_host(
+                uri.scheme().expect("scheme"),
+                uri.authority().expect("authority"),
+            )
+            .expect("value")
+            .map(|h| h.to_str().expect("ascii").to_owned())
+        };
+        assert_eq!(
+            host("http://127.0.0.1:9100").as_deref(),
+            Some("127.0.0.1:9100")
+        );
+        assert_eq!(
+            host("http://api.internal:80/v1").as_deref(),
+            Some("api.internal")
+        );
+        assert_eq!(
+            host("http://api.internal/v1").as_deref(),
+            Some("api.internal")
+        );
+        assert_eq!(host("http://[::1]:8080").as_deref(), Some("[::1]:8080"));
+        assert_eq!(host("https://api.example.com"), None);
+    }
+
+    #[test]
+    fn a_request_uri_kept_as_it_came_is_the_uri_built_from_its_path_and_query() {
+        let t = RouteTable::new(&[RouteConfig {
+            path: "/api".into(),
+            upstream: "http://127.0.0.1:9100".parse().expect("url"),
+            strip_prefix: false,
+            auth: RouteAuth::Required,
+            timeout: Duration::from_secs(1),
+            forward_cookies: false,
+            policy: Default::default(),
+            identity_headers: Vec::new(),
+            assertion_audience: None,
+            bearer_audience: None,
+            step_up: Default::default(),
+            token: Default::default(),
+        }])
+        .expect("table");
+        let other = table();
+        let routes = [
+            t.find("/api").expect("route"),
+            other.find("/api/v2/x").expect("route"),
+        ];
+        for route in routes {
+            for target in [
+                "/api",
+                "/api/",
+                "/api/v2/users?a=1&b=%20",
+                "/api/x?",
+                "/api/a%2Fb;p=1?q",
+            ] {
+                let uri: Uri = target.parse().expect("uri");
+                let built = route.upstream_uri(uri.path(), uri.query()).expect("built");
+                let kept = route.upstream_uri_for(uri).expect("kept");
+                assert_eq!(kept, built, "{target}");
+                assert_eq!(kept.to_string(), built.to_string(), "{target}");
+            }
+        }
     }
 
     /// Request paths rich in what upstreams read differently, under the

@@ -53,9 +53,11 @@ pub async fn decide(
     match (token.kind, session) {
         (TokenKind::None, _) | (TokenKind::User, None) => Ok(None),
         (TokenKind::User | TokenKind::UserOrClient, Some(s)) => user(s).map(Some),
-        (TokenKind::Client, _) | (TokenKind::UserOrClient, None) => {
-            Ok(Some(Attached::Client(client.header(token).await?)))
-        }
+        // Boxed: a token grant's future would otherwise be part of every
+        // request's (moved by value as it is handed down the layers).
+        (TokenKind::Client, _) | (TokenKind::UserOrClient, None) => Ok(Some(Attached::Client(
+            Box::pin(client.header(token)).await?,
+        ))),
     }
 }
 
