@@ -29,6 +29,39 @@ async fn dpop_gateway(provider: &ProviderProcess, upstream: &Upstream) -> Gatewa
         .await
 }
 
+/// The usual cast of these tests: a `--dpop` provider, its control API, an
+/// upstream and a [`dpop_gateway`] in front of them. Each lives as long as
+/// the binding its test gives it.
+struct DpopWorld {
+    provider: ProviderProcess,
+    api: ProviderApi,
+    upstream: Upstream,
+    gw: Gateway,
+}
+
+impl DpopWorld {
+    async fn start() -> Self {
+        let provider = ProviderProcess::start(&["--dpop"]);
+        let api = ProviderApi::new(&provider.issuer);
+        let upstream = Upstream::start().await;
+        let gw = dpop_gateway(&provider, &upstream).await;
+        Self {
+            provider,
+            api,
+            upstream,
+            gw,
+        }
+    }
+}
+
+/// A browser logged in through `gw` as a new user named after `name`.
+async fn logged_in(gw: &Gateway, name: &str) -> (Browser, String) {
+    let user = unique_user(name);
+    let mut b = Browser::new(gw);
+    b.login_as(&user).await;
+    (b, user)
+}
+
 /// The live access tokens of `user` at the provider, oldest first, as a
 /// thief of the provider's (or an API's) storage would have them.
 async fn tokens_of(api: &ProviderApi, user: &str) -> Vec<Value> {
@@ -68,13 +101,13 @@ async fn call_resource(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_with_dpop_binds_tokens_to_the_session_key_and_meets_the_token_endpoints_nonce() {
-    let provider = ProviderProcess::start(&["--dpop"]);
-    let api = ProviderApi::new(&provider.issuer);
-    let upstream = Upstream::start().await;
-    let gw = dpop_gateway(&provider, &upstream).await;
-    let user = unique_user("dpop");
-    let mut b = Browser::new(&gw);
-    b.login_as(&user).await;
+    let DpopWorld {
+        provider: _provider,
+        api,
+        upstream: _upstream,
+        gw,
+    } = DpopWorld::start().await;
+    let (b, user) = logged_in(&gw, "dpop").await;
     assert!(b.session_cookie().is_some(), "logged in");
 
     let tokens = tokens_of(&api, &user).await;
@@ -107,13 +140,13 @@ async fn login_with_dpop_binds_tokens_to_the_session_key_and_meets_the_token_end
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dpop_route_reaches_the_resource_with_a_valid_proof_and_remembers_its_nonce() {
-    let provider = ProviderProcess::start(&["--dpop"]);
-    let api = ProviderApi::new(&provider.issuer);
-    let upstream = Upstream::start().await;
-    let gw = dpop_gateway(&provider, &upstream).await;
-    let user = unique_user("dpop-route");
-    let mut b = Browser::new(&gw);
-    b.login_as(&user).await;
+    let DpopWorld {
+        provider: _provider,
+        api,
+        upstream,
+        gw,
+    } = DpopWorld::start().await;
+    let (mut b, user) = logged_in(&gw, "dpop-route").await;
     let jkt = tokens_of(&api, &user).await[0]["jkt"].clone();
 
     let r = b.get("/dpop-api/dpop?page=2").await;
@@ -175,13 +208,13 @@ async fn a_dpop_route_reaches_the_resource_with_a_valid_proof_and_remembers_its_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_resource_refuses_a_stolen_token_without_a_proof_and_with_a_proof_from_another_key() {
-    let provider = ProviderProcess::start(&["--dpop"]);
-    let api = ProviderApi::new(&provider.issuer);
-    let upstream = Upstream::start().await;
-    let gw = dpop_gateway(&provider, &upstream).await;
-    let user = unique_user("dpop-thief");
-    let mut b = Browser::new(&gw);
-    b.login_as(&user).await;
+    let DpopWorld {
+        provider,
+        api,
+        upstream: _upstream,
+        gw,
+    } = DpopWorld::start().await;
+    let (mut b, user) = logged_in(&gw, "dpop-thief").await;
     assert_eq!(b.get("/dpop-api/dpop").await.status, StatusCode::OK);
 
     let stolen = tokens_of(&api, &user).await[0]["token"]
@@ -278,13 +311,13 @@ async fn refresh_with_dpop_uses_the_nonce_and_keeps_the_binding() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stolen_redis_record_holds_neither_the_key_nor_the_tokens_in_clear() {
-    let provider = ProviderProcess::start(&["--dpop"]);
-    let api = ProviderApi::new(&provider.issuer);
-    let upstream = Upstream::start().await;
-    let gw = dpop_gateway(&provider, &upstream).await;
-    let user = unique_user("dpop-dump");
-    let mut b = Browser::new(&gw);
-    b.login_as(&user).await;
+    let DpopWorld {
+        provider: _provider,
+        api,
+        upstream: _upstream,
+        gw,
+    } = DpopWorld::start().await;
+    let (mut b, user) = logged_in(&gw, "dpop-dump").await;
     let r = b.get("/dpop-api/dpop").await;
     assert_eq!(r.status, StatusCode::OK, "{r:?}");
     // The session key's public half, as the proof showed it.
@@ -335,13 +368,13 @@ async fn a_stolen_redis_record_holds_neither_the_key_nor_the_tokens_in_clear() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_revokes_the_refresh_token_of_a_dpop_session() {
-    let provider = ProviderProcess::start(&["--dpop"]);
-    let api = ProviderApi::new(&provider.issuer);
-    let upstream = Upstream::start().await;
-    let gw = dpop_gateway(&provider, &upstream).await;
-    let user = unique_user("dpop-logout");
-    let mut b = Browser::new(&gw);
-    b.login_as(&user).await;
+    let DpopWorld {
+        provider: _provider,
+        api,
+        upstream: _upstream,
+        gw,
+    } = DpopWorld::start().await;
+    let (mut b, user) = logged_in(&gw, "dpop-logout").await;
     let live = |v: &Value| {
         v.as_array().map_or(0, |a| {
             a.iter()
