@@ -123,15 +123,7 @@ impl UpstreamRoute {
     /// Counts an answer (`Some(status)`) or its absence, and times it.
     pub fn observe(&self, status: Option<u16>, seconds: f64) {
         self.latency.observe(seconds);
-        let i = match status {
-            Some(100..=199) => 0,
-            Some(200..=299) => 1,
-            Some(300..=399) => 2,
-            Some(400..=499) => 3,
-            Some(_) => 4,
-            None => 5,
-        };
-        self.classes[i].inc();
+        self.classes[status.map_or(STATUS_CLASSES.len(), status_class)].inc();
     }
 }
 
@@ -158,6 +150,17 @@ impl RequestKind {
 }
 
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// A status code's index in [`STATUS_CLASSES`] (anything past 499 is 5xx).
+fn status_class(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    }
+}
 
 /// The series every request touches (`requests` by kind and status class,
 /// `request_duration_seconds` by kind), each taken from its family on
@@ -401,13 +404,7 @@ impl Metrics {
     /// Counts one answer of the main listener (`status`: its status code)
     /// and times it.
     pub fn record_request(&self, kind: RequestKind, status: u16, seconds: f64) {
-        let class = match status {
-            100..=199 => 0,
-            200..=299 => 1,
-            300..=399 => 2,
-            400..=499 => 3,
-            _ => 4,
-        };
+        let class = status_class(status);
         let k = kind as usize;
         self.request_series.counts[k][class]
             .get_or_init(|| {
@@ -461,11 +458,11 @@ impl Metrics {
                 })
                 .clone(),
             classes: [
-                status("1xx"),
-                status("2xx"),
-                status("3xx"),
-                status("4xx"),
-                status("5xx"),
+                status(STATUS_CLASSES[0]),
+                status(STATUS_CLASSES[1]),
+                status(STATUS_CLASSES[2]),
+                status(STATUS_CLASSES[3]),
+                status(STATUS_CLASSES[4]),
                 status("error"),
             ],
         }
