@@ -568,16 +568,16 @@ impl Provider {
                 .http
                 .post(d.token_endpoint.clone())
                 .header("accept", "application/json");
+            let mut sent = None;
             if let Some(key) = dpop {
-                req = req.header(
-                    "DPoP",
-                    self.dpop_proof(key, "POST", &d.token_endpoint, None)?,
-                );
+                let (proof, nonce) = self.dpop_proof(key, "POST", &d.token_endpoint, None)?;
+                (req, sent) = (req.header("DPoP", proof), nonce);
             }
             let req = self.authenticated(req, &d, &mut form)?.form(&form);
             let resp = self.send(Endpoint::Token, req).await?;
             let status = resp.status();
-            let new_nonce = dpop.is_some() && self.remember_dpop_nonce(&d.token_endpoint, &resp);
+            let new_nonce = dpop.is_some()
+                && self.remember_dpop_nonce(&d.token_endpoint, &resp, sent.as_deref());
             let body = self.read_limited(resp, "token response").await?;
             let answer = parse_token_response(status, &body, &self.config.limits);
             match (answer, dpop) {

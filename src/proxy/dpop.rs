@@ -45,22 +45,23 @@ impl UpstreamDpop {
 
     /// Sets `Authorization: DPoP <token>` and a fresh proof for `method`
     /// on `uri` (absolute: the upstream's), with `uri`'s server's latest
-    /// nonce.
+    /// nonce; gives back the nonce the proof carries.
     pub fn attach(
         &self,
         headers: &mut HeaderMap,
         method: &Method,
         uri: &Uri,
         nonces: &Nonces,
-    ) -> Result<(), AppError> {
+    ) -> Result<Option<String>, AppError> {
         let htu = htu(uri);
+        let nonce = nonces.get(&htu);
         let proof = self
             .key
             .proof(
                 method.as_str(),
                 &htu,
                 crate::clock::unix_now(),
-                nonces.get(&htu).as_deref(),
+                nonce.as_deref(),
                 Some(self.token.expose()),
             )
             .map_err(|e| AppError::Internal(format!("DPoP proof: {e}")))?;
@@ -72,7 +73,7 @@ impl UpstreamDpop {
         proof.set_sensitive(true);
         headers.insert(header::AUTHORIZATION, auth);
         headers.insert(DPOP, proof);
-        Ok(())
+        Ok(nonce)
     }
 }
 
@@ -89,14 +90,20 @@ fn htu(uri: &Uri) -> String {
 
 /// Keeps the `DPoP-Nonce` an upstream answered with (RFC 9449 §9: on a
 /// refusal or any other answer); the new nonce when the answer was a
-/// `use_dpop_nonce` refusal worth a retry.
-pub fn remember_nonce(uri: &Uri, answer: &HeaderMap, nonces: &Nonces) -> Option<String> {
+/// `use_dpop_nonce` refusal worth a retry: one other than the nonce the
+/// request's proof `sent` (not the shared table's: when many requests meet
+/// a rotated nonce at once, the first to store it must not make the others
+/// give up).
+pub fn remember_nonce(
+    uri: &Uri,
+    answer: &HeaderMap,
+    nonces: &Nonces,
+    sent: Option<&str>,
+) -> Option<String> {
     let value = answer.get("dpop-nonce")?;
-    let htu = htu(uri);
-    let before = nonces.get(&htu);
-    nonces.remember(&htu, value.as_bytes());
+    nonces.remember(&htu(uri), value.as_bytes());
     let challenge = crate::oidc::dpop::resource_nonce_challenge(answer)?;
-    (before.as_deref() != Some(challenge.as_str())).then_some(challenge)
+    (sent != Some(challenge.as_str())).then_some(challenge)
 }
 
 #[cfg(test)]
@@ -117,18 +124,31 @@ mod tests {
         let nonces = Nonces::default();
         let mut h = HeaderMap::new();
         h.insert("dpop-nonce", HeaderValue::from_static("n1"));
-        assert_eq!(remember_nonce(&uri, &h, &nonces), None, "no challenge");
+        assert_eq!(
+            remember_nonce(&uri, &h, &nonces, None),
+            None,
+            "no challenge"
+        );
         assert_eq!(nonces.get("http://api.test/other").as_deref(), Some("n1"));
         h.insert(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static(r#"DPoP error="use_dpop_nonce""#),
         );
         assert_eq!(
-            remember_nonce(&uri, &h, &nonces),
+            remember_nonce(&uri, &h, &nonces, Some("n1")),
             None,
             "the nonce already sent"
         );
         h.insert("dpop-nonce", HeaderValue::from_static("n2"));
-        assert_eq!(remember_nonce(&uri, &h, &nonces).as_deref(), Some("n2"));
+        assert_eq!(
+            remember_nonce(&uri, &h, &nonces, Some("n1")).as_deref(),
+            Some("n2")
+        );
+        // Another request that sent n1 and meets n2 after the first stored
+        // it still retries.
+        assert_eq!(
+            remember_nonce(&uri, &h, &nonces, Some("n1")).as_deref(),
+            Some("n2")
+        );
     }
 }

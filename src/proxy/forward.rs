@@ -460,14 +460,15 @@ impl Forwarder {
         if let Some(host) = &route.host_header {
             parts.headers.insert(header::HOST, host.clone());
         }
-        if let Some(d) = &dpop {
-            d.attach(
+        let mut sent_nonce = match &dpop {
+            Some(d) => d.attach(
                 &mut parts.headers,
                 &parts.method,
                 &parts.uri,
                 &self.dpop_nonces,
-            )?;
-        }
+            )?,
+            None => None,
+        };
         // The upstream call's client span (exported traces): the upstream
         // receives its context as `traceparent`. A client's own trace
         // context passes only from a trusted proxy (`traces::propagate`).
@@ -510,24 +511,38 @@ impl Forwarder {
         let upstream_req = Request::from_parts(parts, body);
         let mut resp = self.send(route, client, upstream_req, &span).await?;
         let mut replay = replay;
-        if let (Some(d), Some(uri)) = (&dpop, &dpop_uri)
+        let fresh_nonce = dpop_uri.as_ref().and_then(|uri| {
+            dpop::remember_nonce(
+                uri,
+                resp.headers(),
+                &self.dpop_nonces,
+                sent_nonce.as_deref(),
+            )
+        });
+        if let (Some(d), Some(dpop_uri), Some(_)) = (&dpop, &dpop_uri, fresh_nonce)
             && resp.status() == StatusCode::UNAUTHORIZED
-            && dpop::remember_nonce(uri, resp.headers(), &self.dpop_nonces).is_some()
             && let Some((method, uri, mut headers, bytes)) = replay.take()
         {
             tracing::info!(route = %route.path, "upstream asked for a DPoP nonce; retrying once with it");
-            d.attach(&mut headers, &method, &uri, &self.dpop_nonces)?;
+            sent_nonce = d.attach(&mut headers, &method, &uri, &self.dpop_nonces)?;
             let mut again = Request::new(Body::from(bytes));
             *again.method_mut() = method;
             *again.uri_mut() = uri;
             *again.version_mut() = Version::HTTP_11;
             *again.headers_mut() = headers;
             resp = self.send(route, client, again, &span).await?;
+            dpop::remember_nonce(
+                dpop_uri,
+                resp.headers(),
+                &self.dpop_nonces,
+                sent_nonce.as_deref(),
+            );
         }
-        if let Some(uri) = &dpop_uri {
-            dpop::remember_nonce(uri, resp.headers(), &self.dpop_nonces);
-        }
-        if resp.status() == StatusCode::UNAUTHORIZED
+        // Not on a DPoP route (`renewable` is false there): the replay kept
+        // for its nonce retry carries a proof for the old token, and a new
+        // token goes out only with a proof of its own, never as Bearer.
+        if renewable
+            && resp.status() == StatusCode::UNAUTHORIZED
             && token::refused_token(resp.headers())
             && let (Some((method, uri, mut headers, bytes)), Some(refused)) = (replay, &attached)
             // Boxed: rarely taken, and its future (a refresh or a token

@@ -465,3 +465,50 @@ async fn userinfo_at_login_is_called_with_the_bound_token_and_a_proof() {
     assert_eq!(me.status, StatusCode::OK, "{me:?}");
     assert_eq!(me.json()["claims"]["sub"], user.as_str(), "{me:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_on_a_dpop_route_is_never_retried_as_bearer() {
+    let DpopWorld {
+        provider,
+        api,
+        upstream: _upstream,
+        gw,
+    } = DpopWorld::start().await;
+    let (mut b, user) = logged_in(&gw, "dpop-refused").await;
+    assert_eq!(b.get("/dpop-api/dpop").await.status, StatusCode::OK);
+
+    // The access token alone is revoked (RFC 7009, as the client): the
+    // refresh token still works, so a Bearer-style renewal would succeed.
+    let token = tokens_of(&api, &user).await[0]["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let revoked = reqwest::Client::new()
+        .post(format!("{}/token/revocation", provider.issuer))
+        .basic_auth(
+            crate::harness::CLIENT_ID,
+            Some(crate::harness::CLIENT_SECRET),
+        )
+        .form(&[
+            ("token", token.as_str()),
+            ("token_type_hint", "access_token"),
+        ])
+        .send()
+        .await
+        .expect("revocation");
+    assert!(revoked.status().is_success(), "{revoked:?}");
+
+    let r = b.get("/dpop-api/dpop").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r:?}");
+    let s = stats(&api).await;
+    let refused = s["resource"]["refused"].as_object().expect("refusals");
+    assert!(
+        !refused.contains_key("a DPoP-bound token sent as Bearer"),
+        "the gateway never falls back to Bearer: {s}"
+    );
+    assert_eq!(
+        s["token_grants"]["refresh_token"].as_u64().unwrap_or(0),
+        0,
+        "no renewal on a DPoP route: {s}"
+    );
+}

@@ -54,38 +54,46 @@ pub(super) fn bound(tokens: TokenSet) -> Result<TokenSet, ProviderError> {
 }
 
 impl Provider {
-    /// A proof for `method` on `url` with the provider's latest nonce.
+    /// A proof for `method` on `url` with the provider's latest nonce, and
+    /// the nonce it carries.
     pub(super) fn dpop_proof(
         &self,
         key: &DpopKey,
         method: &str,
         url: &Url,
         access_token: Option<&str>,
-    ) -> Result<String, ProviderError> {
+    ) -> Result<(String, Option<String>), ProviderError> {
         let nonce = self.cache.dpop_nonces.get(url.as_str());
-        key.proof(
-            method,
-            url.as_str(),
-            crate::clock::unix_now(),
-            nonce.as_deref(),
-            access_token,
-        )
-        .map_err(|e| ProviderError::Misconfigured(e.to_string()))
+        let proof = key
+            .proof(
+                method,
+                url.as_str(),
+                crate::clock::unix_now(),
+                nonce.as_deref(),
+                access_token,
+            )
+            .map_err(|e| ProviderError::Misconfigured(e.to_string()))?;
+        Ok((proof, nonce))
     }
 
-    /// Keeps the `DPoP-Nonce` a provider answer carries; whether it
-    /// carried a new one (then a `use_dpop_nonce` refusal is worth one
-    /// retry).
-    pub(super) fn remember_dpop_nonce(&self, url: &Url, resp: &reqwest::Response) -> bool {
+    /// Keeps the `DPoP-Nonce` a provider answer carries; whether it differs
+    /// from the nonce this request's proof `sent` (then a `use_dpop_nonce`
+    /// refusal is worth one retry). Compared with what was sent, not with
+    /// the shared table: when many requests meet a new nonce at once, the
+    /// first to store it must not make the others give up.
+    pub(super) fn remember_dpop_nonce(
+        &self,
+        url: &Url,
+        resp: &reqwest::Response,
+        sent: Option<&str>,
+    ) -> bool {
         let Some(value) = resp.headers().get("dpop-nonce") else {
             return false;
         };
-        let before = self.cache.dpop_nonces.get(url.as_str());
         self.cache
             .dpop_nonces
             .remember(url.as_str(), value.as_bytes());
-        let after = self.cache.dpop_nonces.get(url.as_str());
-        after.is_some() && after != before
+        crate::oidc::dpop::valid_nonce(value.as_bytes()).is_some_and(|n| Some(n) != sent)
     }
 
     /// Userinfo with a DPoP-bound access token (`Authorization: DPoP`, a
@@ -98,7 +106,8 @@ impl Provider {
     ) -> Result<reqwest::Response, ProviderError> {
         let mut retried = false;
         loop {
-            let proof = self.dpop_proof(key, "GET", endpoint, Some(access_token.expose()))?;
+            let (proof, sent) =
+                self.dpop_proof(key, "GET", endpoint, Some(access_token.expose()))?;
             let req = self
                 .http
                 .get(endpoint.clone())
@@ -106,7 +115,7 @@ impl Provider {
                 .header("DPoP", proof)
                 .header("accept", "application/json");
             let resp = self.send(Endpoint::Userinfo, req).await?;
-            let new_nonce = self.remember_dpop_nonce(endpoint, &resp);
+            let new_nonce = self.remember_dpop_nonce(endpoint, &resp, sent.as_deref());
             if resp.status() == reqwest::StatusCode::UNAUTHORIZED
                 && new_nonce
                 && !retried
