@@ -42,18 +42,22 @@ fn params(alg: Algorithm) -> Option<&'static RsaParameters> {
     })
 }
 
-/// Whether `ring` takes this public key: a modulus of 2,048 to 8,192 bits
-/// and an odd exponent from 3 to 2^33 - 1. Other keys go to RustCrypto,
-/// so the choice of library never changes which tokens verify.
-fn ring_takes(n: &[u8], e: &[u8]) -> bool {
+/// The key as `ring` takes it (modulus and exponent without leading zero
+/// bytes, which `ring` refuses and a JWKS may carry), if it does: a
+/// modulus of 2,048 to 4,096 bits (RustCrypto, jsonwebtoken's own
+/// provider, refuses larger ones) and an odd exponent from 3 to 2^33 - 1.
+/// Other keys go to RustCrypto, so the choice of library never changes
+/// which tokens verify.
+fn ring_takes(n: &[u8], e: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
     let strip = |b: &[u8]| -> Vec<u8> { b.iter().copied().skip_while(|x| *x == 0).collect() };
     let (n, e) = (strip(n), strip(e));
     let n_bits = (n.len() * 8).saturating_sub(n.first().map_or(0, |b| b.leading_zeros() as usize));
     let e_value = e.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
-    (2048..=8192).contains(&n_bits)
+    ((2048..=4096).contains(&n_bits)
         && e.len() <= 5
         && (3..(1 << 33)).contains(&e_value)
-        && e_value % 2 == 1
+        && e_value % 2 == 1)
+        .then_some((n, e))
 }
 
 struct RingRsa {
@@ -82,13 +86,13 @@ impl JwtVerifier for RingRsa {
 
 fn verifier(alg: &Algorithm, key: &DecodingKey) -> Result<Box<dyn JwtVerifier>> {
     if let (Some(params), DecodingKeyKind::RsaModulusExponent { n, e }) = (params(*alg), key.kind())
-        && ring_takes(n, e)
+        && let Some((n, e)) = ring_takes(n, e)
     {
         return Ok(Box::new(RingRsa {
             alg: *alg,
             params,
-            n: n.clone(),
-            e: e.clone(),
+            n,
+            e,
         }));
     }
     (rust_crypto::DEFAULT_PROVIDER.verifier_factory)(alg, key)
@@ -174,12 +178,46 @@ mod tests {
     #[test]
     fn keys_ring_does_not_take_stay_with_rustcrypto() {
         let n2048 = [0xC5u8; 256];
-        assert!(ring_takes(&n2048, &[1, 0, 1]));
-        assert!(ring_takes(&[&[0u8, 0][..], &n2048].concat(), &[0, 1, 0, 1]));
-        assert!(!ring_takes(&[0xC5; 128], &[1, 0, 1]), "1,024 bits");
-        assert!(!ring_takes(&n2048, &[1, 0, 0]), "even exponent");
-        assert!(!ring_takes(&n2048, &[1]), "exponent 1");
-        assert!(!ring_takes(&n2048, &[2, 0, 0, 0, 1]), "exponent of 34 bits");
-        assert!(!ring_takes(&[], &[]), "empty");
+        assert!(ring_takes(&n2048, &[1, 0, 1]).is_some());
+        assert_eq!(
+            ring_takes(&[&[0u8, 0][..], &n2048].concat(), &[0, 1, 0, 1]),
+            Some((n2048.to_vec(), vec![1, 0, 1])),
+            "leading zero bytes are taken off for ring"
+        );
+        assert!(ring_takes(&[0xC5; 512], &[1, 0, 1]).is_some(), "4,096 bits");
+        assert!(
+            ring_takes(&[&[1u8][..], &[0xC5; 512]].concat(), &[1, 0, 1]).is_none(),
+            "4,097 bits: RustCrypto refuses it, so ring must not take it"
+        );
+        assert!(ring_takes(&[0xC5; 128], &[1, 0, 1]).is_none(), "1,024 bits");
+        assert!(ring_takes(&n2048, &[1, 0, 0]).is_none(), "even exponent");
+        assert!(ring_takes(&n2048, &[1]).is_none(), "exponent 1");
+        assert!(
+            ring_takes(&n2048, &[2, 0, 0, 0, 1]).is_none(),
+            "exponent of 34 bits"
+        );
+        assert!(ring_takes(&[], &[]).is_none(), "empty");
+    }
+
+    #[test]
+    fn a_key_published_with_leading_zero_bytes_verifies_through_ring() {
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(TEST_KEY)
+            .expect("base64");
+        let (n, e) = (rust_crypto::DEFAULT_PROVIDER
+            .jwk_utils
+            .extract_rsa_public_key_components)(&der)
+        .expect("components");
+        let padded = DecodingKey::from_rsa_raw_components(
+            &[&[0u8][..], &n].concat(),
+            &[&[0u8][..], &e].concat(),
+        );
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::RS256),
+            &serde_json::json!({"sub": "a"}),
+            &EncodingKey::from_rsa_der(&der),
+        )
+        .expect("sign");
+        assert_eq!(check(Algorithm::RS256, &token, &padded), (true, true));
     }
 }
