@@ -124,11 +124,9 @@ impl SessionCache {
         // Store IDs are hex of a hash (after the 4-digit shard tag): their
         // last digits are already uniform.
         let tail = id.as_str().as_bytes();
-        let n = tail
-            .iter()
-            .rev()
-            .take(4)
-            .fold(0usize, |acc, b| acc * 16 + usize::from(*b & 0x0f));
+        let n = tail.iter().rev().take(4).fold(0usize, |acc, b| {
+            acc * 16 + (*b as char).to_digit(16).unwrap_or(0) as usize
+        });
         n % self.shards.len()
     }
 

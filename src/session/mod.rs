@@ -392,7 +392,17 @@ impl Sessions {
         };
         let store_id = id.store_id();
         let ticket = match self.cache.as_ref().map(|c| c.probe(&id, &store_id, now)) {
-            Some(Probe::Hit(session)) => return Ok(Lookup::Active(session)),
+            // What a store read checks beyond the deadlines holds for the
+            // configuration serving now (a reload may have retired the key
+            // that sealed it or shortened the lifetimes): else the entry
+            // goes and the store decides.
+            Some(Probe::Hit(session)) if self.still_acceptable(&session.stored.body, now) => {
+                return Ok(Lookup::Active(session));
+            }
+            Some(Probe::Hit(_)) => {
+                self.forget(&store_id);
+                None
+            }
             Some(Probe::Miss(ticket)) => Some(ticket),
             Some(Probe::Bypass) | None => None,
         };
@@ -510,6 +520,12 @@ impl Sessions {
     /// The deadline rules every record the gateway writes obeys, checked
     /// again on load: a record that breaks them was not written under this
     /// configuration (or at all) and must not outlive what it allows.
+    /// Whether an opened session (from the cache) is still sealed under a
+    /// configured key and within the configured lifetimes.
+    fn still_acceptable(&self, body: &StoredBody, now: u64) -> bool {
+        self.keys.by_id(&body.key_id).is_some() && self.within_lifetimes(body, now).is_ok()
+    }
+
     fn within_lifetimes(&self, body: &StoredBody, now: u64) -> Result<(), &'static str> {
         let ahead = now.saturating_add(CLOCK_SKEW_SECS);
         if body.created_at > ahead {

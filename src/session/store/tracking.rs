@@ -184,6 +184,8 @@ fn on_push(
             Some(Value::Array(keys)) => {
                 for key in keys {
                     let Value::BulkString(key) = key else {
+                        // A key we cannot read might be a session's.
+                        cache.flush();
                         continue;
                     };
                     match session_of(key, prefixes) {
