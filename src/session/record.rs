@@ -383,13 +383,35 @@ impl std::fmt::Debug for SessionSecrets {
 impl SessionSecrets {
     /// The packed layout after [`PACKED_SECRETS`].
     pub fn encode(&self) -> zeroize::Zeroizing<Vec<u8>> {
-        let mut out = zeroize::Zeroizing::new(Vec::with_capacity(2048));
+        // All the room up front: a buffer that grows frees its old copy,
+        // tokens and key included, without wiping it.
+        let mut out = zeroize::Zeroizing::new(Vec::with_capacity(self.encoded_capacity()));
         out.extend_from_slice(&PACKED_SECRETS);
         // Serialising plain data into a Vec cannot fail.
         if let Ok(v) = postcard::to_extend(self, std::mem::take(&mut *out)) {
             *out = v;
         }
         out
+    }
+
+    /// An upper bound of [`Self::encode`]'s length: the text lengths bound
+    /// the packed tokens, plus room for postcard's lengths and tags.
+    fn encoded_capacity(&self) -> usize {
+        let text = |s: &SecretString| s.expose().len() + 48;
+        let opt = |s: &Option<SecretString>| s.as_ref().map_or(1, text);
+        PACKED_SECRETS.len()
+            + 64
+            + text(&self.access_token)
+            + opt(&self.refresh_token)
+            + opt(&self.id_token)
+            + self.claims_json.len()
+            + self.scopes.as_ref().map_or(0, String::len)
+            + self
+                .derived
+                .iter()
+                .map(|d| d.key.len() + text(&d.access_token) + 16)
+                .sum::<usize>()
+            + self.dpop_key.as_ref().map_or(0, |k| k.len() + 8)
     }
 
     /// Decodes the packed layout, or one with tokens as text: as format 2
@@ -648,6 +670,12 @@ mod tests {
             derived: vec![derived("k", "eyJ4IjoxfQ.eyJ5IjoyfQ.c2ln", 9)],
             dpop_key: None,
         };
+        let packed = s.encode();
+        assert_eq!(
+            packed.capacity(),
+            s.encoded_capacity(),
+            "the buffer never grew (a grown one leaves an unwiped copy)"
+        );
         let same = |b: SessionSecrets| {
             assert_eq!(b.access_token.expose(), s.access_token.expose());
             assert_eq!(
