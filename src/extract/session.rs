@@ -29,10 +29,10 @@ use crate::session::store::StoreError;
 use crate::session::{EndReason, Lookup, Session, Sessions};
 
 /// The caller's live session.
-pub struct CurrentSession(pub Box<Session>);
+pub struct CurrentSession(pub Arc<Session>);
 
 /// The caller's live session, if there is one.
-pub struct MaybeSession(pub Option<Box<Session>>);
+pub struct MaybeSession(pub Option<Arc<Session>>);
 
 /// Why a request has no session where it needs one.
 #[derive(Debug)]
@@ -61,7 +61,7 @@ impl IntoResponse for SessionRejection {
 
 /// Resolves the cookie once: the live session (touched when due), or why
 /// there is none.
-async fn resolve<S>(parts: &mut Parts, state: &S) -> Result<Box<Session>, SessionRejection>
+async fn resolve<S>(parts: &mut Parts, state: &S) -> Result<Arc<Session>, SessionRejection>
 where
     S: Send + Sync,
     Arc<Sessions>: FromRef<S>,
@@ -108,8 +108,13 @@ where
 
 /// Records activity without holding up the request. Best effort: a lost
 /// race or a failed write only delays the next touch.
-fn touch_in_background(sessions: Arc<Sessions>, session: &Session, client: ClientInfo, now: u64) {
-    let snapshot = session.clone();
+fn touch_in_background(
+    sessions: Arc<Sessions>,
+    session: &Arc<Session>,
+    client: ClientInfo,
+    now: u64,
+) {
+    let snapshot = Arc::clone(session);
     tokio::spawn(async move {
         if let Err(e) = sessions.touch(&snapshot, &client, now).await {
             tracing::debug!(error = %e, "activity write failed");

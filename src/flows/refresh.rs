@@ -147,12 +147,14 @@ impl Refresher {
     /// Returns a session whose access token is valid for at least the
     /// configured skew, refreshing it if needed.
     /// `origin` is the request that needs the token (for the audit trail).
+    /// A session that needs nothing comes back as it came (shared with the
+    /// session cache); a refreshed one is new.
     pub async fn fresh(
         &self,
-        session: Session,
+        session: Arc<Session>,
         now: u64,
         origin: Origin<'_>,
-    ) -> Result<Session, RefreshError> {
+    ) -> Result<Arc<Session>, RefreshError> {
         self.fresh_unless(session, None, now, origin).await
     }
 
@@ -163,12 +165,13 @@ impl Refresher {
     /// another request meanwhile) uses that one without a new grant.
     pub async fn renew_refused(
         &self,
-        session: Session,
+        session: impl Into<Arc<Session>>,
         refused: &HeaderValue,
         now: u64,
         origin: Origin<'_>,
-    ) -> Result<Session, RefreshError> {
-        self.fresh_unless(session, Some(refused), now, origin).await
+    ) -> Result<Arc<Session>, RefreshError> {
+        self.fresh_unless(session.into(), Some(refused), now, origin)
+            .await
     }
 
     /// Whether `session` needs a new access token: about to expire, or
@@ -180,11 +183,11 @@ impl Refresher {
 
     async fn fresh_unless(
         &self,
-        session: Session,
+        session: Arc<Session>,
         refused: Option<&HeaderValue>,
         now: u64,
         origin: Origin<'_>,
-    ) -> Result<Session, RefreshError> {
+    ) -> Result<Arc<Session>, RefreshError> {
         if !self.stale(&session, now, refused) {
             return Ok(session);
         }
@@ -207,7 +210,9 @@ impl Refresher {
         );
         let result = async {
             let _guard = local.lock().await;
-            self.refresh_locked(session, refused, now, origin).await
+            self.refresh_locked(&session, refused, now, origin)
+                .await
+                .map(Arc::new)
         }
         .instrument(span.clone())
         .await;
@@ -221,14 +226,14 @@ impl Refresher {
 
     async fn refresh_locked(
         &self,
-        session: Session,
+        session: &Session,
         refused: Option<&HeaderValue>,
         now: u64,
         origin: Origin<'_>,
     ) -> Result<Session, RefreshError> {
         let current = self
             .sessions
-            .reload(&session, now)
+            .reload(session, now)
             .await?
             .map_err(RefreshError::SessionEnded)?;
         // Another request (here or elsewhere) may have refreshed meanwhile.

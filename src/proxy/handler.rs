@@ -165,7 +165,7 @@ pub async fn required(
         return Err(refused);
     }
     let session = refresher
-        .fresh(*session, crate::clock::unix_now(), Origin::of_request(&req))
+        .fresh(session, crate::clock::unix_now(), Origin::of_request(&req))
         .await?;
     forward_session(&forwarder, &refresher, &route, req, session).await
 }
@@ -178,7 +178,7 @@ async fn forward_session(
     refresher: &Refresher,
     route: &Route,
     req: Request,
-    session: crate::session::Session,
+    session: Arc<crate::session::Session>,
 ) -> Result<Response, AppError> {
     if !route.token.is_derived() {
         return forwarder.forward(route, req, Some(&session)).await;
@@ -284,7 +284,7 @@ pub async fn optional(
     match session {
         Some(s) => {
             let session = refresher
-                .fresh(*s, crate::clock::unix_now(), Origin::of_request(&req))
+                .fresh(s, crate::clock::unix_now(), Origin::of_request(&req))
                 .await?;
             forward_session(&forwarder, &refresher, &route, req, session).await
         }

@@ -171,7 +171,7 @@ async fn decide(state: &AppState, parts: &mut Parts) -> Result<Response, Respons
     let session = state
         .refresher
         .fresh(
-            *session,
+            session,
             crate::clock::unix_now(),
             crate::audit::Origin::of_parts(parts),
         )

@@ -63,7 +63,7 @@ pub struct Ticket {
 /// What the cache says about a request's cookie.
 pub enum Probe {
     /// The opened session, for this very cookie, within its deadlines.
-    Hit(Box<Session>),
+    Hit(Arc<Session>),
     /// Read the store, then offer the result with this ticket.
     Miss(Ticket),
     /// Tracking is not confirmed: read the store and insert nothing.
@@ -171,10 +171,10 @@ impl SessionCache {
             Some(session) if session.id.same_as(id) => {
                 if session.stored.body.expired(now).is_none() {
                     self.metrics.hits.inc();
-                    return Probe::Hit(Box::new(Session::clone(&session)));
+                    return Probe::Hit(session);
                 }
                 // Past a deadline: the store decides what the browser is told.
-                self.remove(store_id, false);
+                self.evict(store_id);
             }
             // Right lookup half, wrong secret: read through (it will fail
             // to decrypt there); the entry stays for its real owner.
@@ -187,7 +187,7 @@ impl SessionCache {
     /// Offers a session just read from the store under `ticket`; kept only
     /// if nothing in its shard was invalidated since the ticket was taken
     /// and tracking is still confirmed.
-    pub fn insert(&self, ticket: Ticket, session: &Session) {
+    pub fn insert(&self, ticket: Ticket, session: &Arc<Session>) {
         let mut s = self.lock(ticket.shard);
         if s.seq != ticket.seq
             || self.epoch.load(Ordering::SeqCst) != ticket.epoch
@@ -203,13 +203,16 @@ impl SessionCache {
             }
         }
         if s.entries
-            .insert(session.store_id.clone(), Arc::new(session.clone()))
+            .insert(session.store_id.clone(), Arc::clone(session))
             .is_none()
         {
             self.metrics.entries.inc();
         }
     }
 
+    /// Drops `id` because it changed or ended: tickets of its shard are
+    /// void (a read in flight may have fetched the record before the
+    /// change).
     fn remove(&self, id: &StoreId, count: bool) {
         let mut s = self.lock(self.shard_of(id));
         s.seq += 1;
@@ -219,6 +222,17 @@ impl SessionCache {
         drop(s);
         if count {
             self.metrics.invalidations.inc();
+        }
+    }
+
+    /// Drops `id` for a reason of this process's own (past a deadline,
+    /// sealed under a retired key): nothing was written, so a read in
+    /// flight in its shard fetched what is still current and its ticket
+    /// stays good. Only [`Self::invalidate`] (a write) voids tickets.
+    pub fn evict(&self, id: &StoreId) {
+        let mut s = self.lock(self.shard_of(id));
+        if s.entries.remove(id).is_some() {
+            self.metrics.entries.dec();
         }
     }
 
@@ -425,8 +439,8 @@ mod tests {
     use crate::secret::SecretString;
     use crate::session::record::{SessionSecrets, StoredBody, StoredSession};
 
-    fn session(id: &SessionId, expires: u64) -> Session {
-        Session {
+    fn session(id: &SessionId, expires: u64) -> Arc<Session> {
+        Arc::new(Session {
             id: id.clone(),
             store_id: id.store_id(),
             stored: StoredSession {
@@ -454,7 +468,7 @@ mod tests {
                 derived: Vec::new(),
                 dpop_key: None,
             },
-        }
+        })
     }
 
     fn live(entries: usize) -> SessionCache {
@@ -531,6 +545,28 @@ mod tests {
     }
 
     #[test]
+    fn an_expiry_does_not_void_a_concurrent_ticket_but_an_invalidation_does() {
+        // One shard, so the two sessions share it.
+        let c = live(10);
+        let (old, other) = (SessionId::generate([1, 2]), SessionId::generate([1, 2]));
+        let t = ticket(&c, &old);
+        c.insert(t, &session(&old, 200));
+        // A read of `other` is in flight when `old`'s entry is found past
+        // its deadline and dropped: nothing was written, so its answer is
+        // still current and is kept.
+        let t = ticket(&c, &other);
+        assert!(!hit(&c, &old, 200), "expired");
+        c.insert(t, &session(&other, 1000));
+        assert!(hit(&c, &other, 150), "the concurrent read was cached");
+        // An invalidation of any key of the shard still voids a ticket.
+        c.invalidate(&other.store_id());
+        let t = ticket(&c, &other);
+        c.invalidate(&old.store_id());
+        c.insert(t, &session(&other, 1000));
+        assert!(c.is_empty());
+    }
+
+    #[test]
     fn a_lost_tracking_connection_empties_the_cache_and_bypasses_it_until_confirmed() {
         let c = live(10);
         let id = SessionId::generate([1, 2]);
@@ -565,6 +601,43 @@ mod tests {
         };
         c2.links[0].store(1, Ordering::SeqCst);
         assert!(!c2.serving(), "a confirmation older than the lease");
+    }
+
+    /// What a hit costs, against the deep copy a hit used to hand out
+    /// (claims, tokens, record: what a real login stores). A measurement,
+    /// not a check: `cargo test --release --lib cache_hit_cost --
+    /// --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement"]
+    fn cache_hit_cost() {
+        let c = live(10);
+        let id = SessionId::generate([1, 2]);
+        let mut s = Arc::unwrap_or_clone(session(&id, u64::MAX));
+        s.secrets.access_token = SecretString::new("a".repeat(900));
+        s.secrets.refresh_token = Some(SecretString::new("r".repeat(400)));
+        s.secrets.id_token = Some(SecretString::new("i".repeat(900)));
+        s.secrets.claims_json = format!(r#"{{"sub":"{}"}}"#, "c".repeat(700));
+        s.stored.body.secrets = vec![0; 2400];
+        let t = ticket(&c, &id);
+        c.insert(t, &Arc::new(s));
+        let n = 200_000u32;
+        let started = Instant::now();
+        for _ in 0..n {
+            let Probe::Hit(s) = c.probe(&id, &id.store_id(), 150) else {
+                panic!("a hit");
+            };
+            std::hint::black_box(&s);
+        }
+        let hit = started.elapsed() / n;
+        let started = Instant::now();
+        for _ in 0..n {
+            let Probe::Hit(s) = c.probe(&id, &id.store_id(), 150) else {
+                panic!("a hit");
+            };
+            std::hint::black_box(Session::clone(&s));
+        }
+        let copied = started.elapsed() / n;
+        println!("hit (shared) {hit:?}; hit + deep copy (before) {copied:?}");
     }
 
     #[test]

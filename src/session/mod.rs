@@ -77,7 +77,9 @@ pub enum Lookup {
     /// expired, revoked, undecryptable), and why, as far as the browser may
     /// know.
     Ended(EndReason),
-    Active(Box<Session>),
+    /// Shared with the session cache: a cache hit is a reference count
+    /// increment, not a copy of the claims and tokens.
+    Active(Arc<Session>),
 }
 
 /// Why a cookie no longer names a live session, as the browser may learn
@@ -400,7 +402,10 @@ impl Sessions {
                 return Ok(Lookup::Active(session));
             }
             Some(Probe::Hit(_)) => {
-                self.forget(&store_id);
+                // Not a write: reads in flight keep their tickets.
+                if let Some(cache) = &self.cache {
+                    cache.evict(&store_id);
+                }
                 None
             }
             Some(Probe::Miss(ticket)) => Some(ticket),
@@ -408,10 +413,11 @@ impl Sessions {
         };
         Ok(match self.open_fetched(id, store_id, now).await? {
             Ok(s) => {
+                let s = Arc::new(s);
                 if let (Some(cache), Some(ticket)) = (&self.cache, ticket) {
                     cache.insert(ticket, &s);
                 }
-                Lookup::Active(Box::new(s))
+                Lookup::Active(s)
             }
             Err(why) => Lookup::Ended(why),
         })
