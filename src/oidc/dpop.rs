@@ -353,8 +353,10 @@ mod tests {
         assert_eq!(htu_of("http://h/a#b?c"), "http://h/a");
     }
 
-    /// What DPoP adds per proxied request on a `dpop = true` route: loading
-    /// the session's key and signing one proof. A measurement, not a check:
+    /// What DPoP adds per proxied request on a `dpop = true` route: signing
+    /// one proof (the key is parsed once per opened session, see
+    /// `Session::dpop`; before, every request also loaded it from PKCS#8:
+    /// "load + proof"). A measurement, not a check:
     /// `cargo test --lib dpop_cost -- --ignored --nocapture` (build profile
     /// matters: run it with `--release` for production numbers).
     #[test]
@@ -384,7 +386,7 @@ mod tests {
         }
         let proof = started.elapsed() / n;
         println!(
-            "PKCS#8 {} bytes; generate {generate:?}; load + proof {per_request:?} (proof alone {proof:?})",
+            "PKCS#8 {} bytes; generate {generate:?}; load + proof (before) {per_request:?}; proof alone (now, per request) {proof:?}",
             bytes.len()
         );
     }

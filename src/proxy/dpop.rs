@@ -16,30 +16,32 @@ use crate::session::Session;
 /// The `DPoP` request header.
 pub const DPOP: header::HeaderName = header::HeaderName::from_static("dpop");
 
-/// What a DPoP route's request is sent with: the session's key and token.
-pub struct UpstreamDpop {
-    key: DpopKey,
-    token: SecretString,
+/// What a DPoP route's request is sent with: the session's key (parsed
+/// once per opened session, see `Session::dpop`) and token.
+pub struct UpstreamDpop<'s> {
+    key: &'s DpopKey,
+    token: &'s SecretString,
 }
 
-impl UpstreamDpop {
+impl<'s> UpstreamDpop<'s> {
     /// For `session` on a route with `dpop = true`; `None` on other routes
     /// (or without a session: nothing to prove). A session without a key
     /// (made before `oidc.dpop` was on) is refused, never sent as Bearer.
-    pub fn for_route(wants: bool, session: Option<&Session>) -> Result<Option<Self>, AppError> {
+    pub fn for_route(wants: bool, session: Option<&'s Session>) -> Result<Option<Self>, AppError> {
         let (true, Some(s)) = (wants, session) else {
             return Ok(None);
         };
-        let Some(bytes) = s.secrets.dpop_key.as_deref() else {
+        let Some(key) = s
+            .dpop()
+            .map_err(|e| AppError::Internal(format!("session DPoP key: {e}")))?
+        else {
             return Err(AppError::Forbidden(
                 "This API needs a session bound to a DPoP key; log in again.".into(),
             ));
         };
-        let key = DpopKey::from_pkcs8(bytes)
-            .map_err(|e| AppError::Internal(format!("session DPoP key: {e}")))?;
         Ok(Some(Self {
             key,
-            token: s.secrets.access_token.clone(),
+            token: &s.secrets.access_token,
         }))
     }
 

@@ -468,6 +468,7 @@ mod tests {
                 derived: Vec::new(),
                 dpop_key: None,
             },
+            dpop: Default::default(),
         })
     }
 

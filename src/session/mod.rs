@@ -44,7 +44,15 @@ pub struct Session {
     pub store_id: StoreId,
     pub stored: StoredSession,
     pub secrets: SessionSecrets,
+    /// `secrets.dpop_key` parsed at its first use ([`Session::dpop`]) and
+    /// kept with this opened session (in the session cache with it), so a
+    /// DPoP route parses PKCS#8 once per session, not per request; it goes
+    /// when the session does (a refresh, a revocation, an eviction).
+    pub dpop: DpopSlot,
 }
+
+/// A session's parsed DPoP key, filled once (empty until first used).
+pub type DpopSlot = std::sync::OnceLock<Arc<crate::oidc::dpop::DpopKey>>;
 
 impl Session {
     /// `Authorization: Bearer <access token>`, marked sensitive so no log
@@ -61,6 +69,22 @@ impl Session {
 
     pub fn claims(&self) -> serde_json::Map<String, serde_json::Value> {
         serde_json::from_str(&self.secrets.claims_json).unwrap_or_default()
+    }
+
+    /// The session's DPoP key, ready to sign (`None`: the session has
+    /// none, it predates `oidc.dpop`). Parsed from the sealed PKCS#8 bytes
+    /// at the first call only.
+    pub fn dpop(
+        &self,
+    ) -> Result<Option<&crate::oidc::dpop::DpopKey>, crate::oidc::dpop::DpopError> {
+        let Some(bytes) = self.secrets.dpop_key.as_deref() else {
+            return Ok(None);
+        };
+        if let Some(key) = self.dpop.get() {
+            return Ok(Some(key));
+        }
+        let key = Arc::new(crate::oidc::dpop::DpopKey::from_pkcs8(bytes)?);
+        Ok(Some(self.dpop.get_or_init(|| key)))
     }
 
     /// The access token's granted scopes, space-separated ("" if unknown).
@@ -479,6 +503,7 @@ impl Sessions {
             store_id,
             stored,
             secrets,
+            dpop: DpopSlot::new(),
         })
     }
 
@@ -780,6 +805,7 @@ impl Sessions {
                     store_id: session.store_id.clone(),
                     stored: next,
                     secrets,
+                    dpop: DpopSlot::new(),
                 }));
             }
             // Someone else wrote (a touch): re-read and apply on top.

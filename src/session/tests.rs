@@ -513,3 +513,39 @@ async fn a_session_stored_in_format_2_before_packing_still_opens_and_is_rewritte
     };
     assert_eq!(again.secrets.access_token.expose(), access);
 }
+
+#[tokio::test]
+async fn an_opened_sessions_dpop_key_is_parsed_once_and_is_the_sealed_one() {
+    let store = Arc::new(Store::Memory(MemoryStore::new()));
+    let s = sessions(store);
+    let pkcs8 = crate::oidc::dpop::DpopKey::generate().expect("key");
+    let sealed = crate::oidc::dpop::DpopKey::from_pkcs8(&pkcs8).expect("loads");
+    let (_, cookie) = s
+        .create(
+            NewLogin {
+                dpop_key: Some(pkcs8),
+                ..login("alice")
+            },
+            &ClientInfo::default(),
+            1_000,
+        )
+        .await
+        .expect("create");
+    let Ok(Lookup::Active(session)) = s.load(&cookie_header(&cookie), 1_001).await else {
+        panic!("expected an active session");
+    };
+    assert!(session.dpop.get().is_none(), "not parsed before it is used");
+    let first = session.dpop().expect("parses").expect("has a key");
+    assert_eq!(first.thumbprint(), sealed.thumbprint());
+    let again = session.dpop().expect("parses").expect("has a key");
+    assert!(std::ptr::eq(first, again), "parsed once, then reused");
+
+    let (_, cookie) = s
+        .create(login("bob"), &ClientInfo::default(), 1_000)
+        .await
+        .expect("create");
+    let Ok(Lookup::Active(keyless)) = s.load(&cookie_header(&cookie), 1_001).await else {
+        panic!("expected an active session");
+    };
+    assert!(keyless.dpop().expect("no key is no error").is_none());
+}
