@@ -1,7 +1,8 @@
 //! DPoP (RFC 9449): the per-session proof-of-possession key and the proofs
 //! made with it, for the token endpoint (code exchange, refresh) and for
 //! upstream APIs on routes with `dpop = true`; the server nonces
-//! (`use_dpop_nonce`) remembered per origin.
+//! (`use_dpop_nonce`) remembered per server (each caller names its
+//! servers: the provider per endpoint, upstreams per origin).
 //!
 //! Each session has its own P-256 key, generated at the login's callback
 //! and kept (as PKCS#8 bytes) only in the session's sealed secrets, which
@@ -31,8 +32,8 @@ pub const ALGORITHM: &str = "ES256";
 /// gateway carry an unbounded value in every later proof.
 pub const MAX_NONCE_LEN: usize = 256;
 
-/// Most origins one [`Nonces`] table remembers (upstreams, or the
-/// provider); past it the table is emptied and refilled by the next
+/// Most servers one [`Nonces`] table remembers (upstreams, or the
+/// provider's endpoints); past it the table is emptied and refilled by the next
 /// challenges, which cost one retry each.
 const MAX_REMEMBERED: usize = 64;
 
@@ -139,7 +140,8 @@ pub fn htu_of(uri: &str) -> &str {
     &uri[..end]
 }
 
-/// The origin (`scheme://authority`) a nonce is remembered under.
+/// The origin (`scheme://authority`) of a URL: the server an upstream's
+/// nonces are remembered under.
 pub fn origin_of(uri: &str) -> &str {
     let after_scheme = uri.find("://").map_or(0, |i| i + 3);
     let end = uri[after_scheme..]
@@ -192,35 +194,44 @@ pub fn resource_nonce_challenge(headers: &http::HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The latest nonce each server (by origin) gave, kept by its owner (the
-/// provider's metadata cache per process, the forwarder per worker): a proof
-/// carries it from the start, so only the first request to a server, or
-/// one after the server rotated its nonce, is refused and retried.
+/// The latest nonce each server gave, kept by its owner (the provider's
+/// metadata cache per process, the forwarder per worker): a proof carries
+/// it from the start, so only the first request to a server, or one after
+/// the server rotated its nonce, is refused and retried.
+///
+/// A nonce belongs to the server that issued it (RFC 9449 §8, §9), and
+/// which URLs make one server is the caller's to say: the owner passes the
+/// server's name (`server`) as it keys it. The provider names each
+/// endpoint (its token endpoint and userinfo may be an authorization
+/// server and a resource server on one origin, with nonces of their own:
+/// one table entry shared between them would cost a retry at each turn);
+/// upstreams are named by origin (one resource server per upstream).
 #[derive(Default)]
 pub struct Nonces {
-    by_origin: Mutex<HashMap<String, String>>,
+    by_server: Mutex<HashMap<String, String>>,
 }
 
 impl Nonces {
-    pub fn get(&self, uri: &str) -> Option<String> {
-        self.by_origin
+    /// The nonce `server` gave last.
+    pub fn get(&self, server: &str) -> Option<String> {
+        self.by_server
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(origin_of(uri))
+            .get(server)
             .cloned()
     }
 
-    /// Remembers a `DPoP-Nonce` value `uri`'s server sent (ignored when it
-    /// is not a valid nonce).
-    pub fn remember(&self, uri: &str, value: &[u8]) {
+    /// Remembers a `DPoP-Nonce` value `server` sent (ignored when it is not
+    /// a valid nonce).
+    pub fn remember(&self, server: &str, value: &[u8]) {
         let Some(nonce) = valid_nonce(value) else {
             return;
         };
-        let mut map = self.by_origin.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MAX_REMEMBERED && !map.contains_key(origin_of(uri)) {
+        let mut map = self.by_server.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_REMEMBERED && !map.contains_key(server) {
             map.clear();
         }
-        map.insert(origin_of(uri).to_owned(), nonce.to_owned());
+        map.insert(server.to_owned(), nonce.to_owned());
     }
 }
 
@@ -339,16 +350,18 @@ mod tests {
     }
 
     #[test]
-    fn nonces_are_remembered_per_origin_and_bounded() {
+    fn nonces_are_remembered_per_named_server_and_bounded() {
         let n = Nonces::default();
         n.remember("https://op.test/token", b"one");
-        assert_eq!(n.get("https://op.test/other?x").as_deref(), Some("one"));
+        assert_eq!(n.get("https://op.test/token").as_deref(), Some("one"));
+        assert_eq!(n.get("https://op.test/userinfo"), None, "another server");
         assert_eq!(n.get("https://api.test/token"), None);
-        n.remember("https://op.test:443/token", b"bad\"nonce");
+        n.remember("https://op.test/token", b"bad\"nonce");
+        assert_eq!(n.get("https://op.test/token").as_deref(), Some("one"));
         for i in 0..200 {
             n.remember(&format!("https://h{i}.test/"), b"x");
         }
-        assert!(n.by_origin.lock().expect("lock").len() <= MAX_REMEMBERED);
+        assert!(n.by_server.lock().expect("lock").len() <= MAX_REMEMBERED);
         assert_eq!(origin_of("http://127.0.0.1:9/a/b?c"), "http://127.0.0.1:9");
         assert_eq!(htu_of("http://h/a#b?c"), "http://h/a");
     }

@@ -2,14 +2,15 @@
 //! session's DPoP-bound access token goes as `Authorization: DPoP …` with
 //! a proof signed by the session's key, bound to this request's method,
 //! its upstream URL (without query) and the token (`ath`), and carrying
-//! the upstream's latest nonce. A `use_dpop_nonce` refusal is retried
+//! the upstream's latest nonce (one per origin: an upstream is one
+//! resource server). A `use_dpop_nonce` refusal is retried
 //! once with the new nonce by `forward` (the request kept for a replay,
 //! as for a refused token). Never a `Bearer` fallback.
 
 use http::{HeaderMap, HeaderValue, Method, Uri, header};
 
 use crate::error::AppError;
-use crate::oidc::dpop::{DpopKey, Nonces};
+use crate::oidc::dpop::{DpopKey, Nonces, origin_of};
 use crate::secret::SecretString;
 use crate::session::Session;
 
@@ -56,7 +57,7 @@ impl<'s> UpstreamDpop<'s> {
         nonces: &Nonces,
     ) -> Result<Option<String>, AppError> {
         let htu = htu(uri);
-        let nonce = nonces.get(&htu);
+        let nonce = nonces.get(origin_of(&htu));
         let proof = self
             .key
             .proof(
@@ -103,7 +104,7 @@ pub fn remember_nonce(
     sent: Option<&str>,
 ) -> Option<String> {
     let value = answer.get("dpop-nonce")?;
-    nonces.remember(&htu(uri), value.as_bytes());
+    nonces.remember(origin_of(&htu(uri)), value.as_bytes());
     let challenge = crate::oidc::dpop::resource_nonce_challenge(answer)?;
     (sent != Some(challenge.as_str())).then_some(challenge)
 }
@@ -131,7 +132,11 @@ mod tests {
             None,
             "no challenge"
         );
-        assert_eq!(nonces.get("http://api.test/other").as_deref(), Some("n1"));
+        assert_eq!(
+            nonces.get("http://api.test").as_deref(),
+            Some("n1"),
+            "kept for the upstream's origin, every path of it"
+        );
         h.insert(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static(r#"DPoP error="use_dpop_nonce""#),

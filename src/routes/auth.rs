@@ -159,7 +159,11 @@ pub async fn callback(
         }
     };
     let mut ended = vec![];
-    for old in done.previous.into_iter().chain(current.map(|s| s.store_id.clone())) {
+    for old in done
+        .previous
+        .into_iter()
+        .chain(current.map(|s| s.store_id.clone()))
+    {
         if old != done.store_id && !ended.contains(&old) {
             if let Ok(RevokeOutcome::Revoked) = state
                 .sessions

@@ -1,7 +1,7 @@
 //! DPoP at the provider (RFC 9449): whether discovery allows `oidc.dpop`,
-//! the proofs sent to the token and userinfo endpoints with the provider's
-//! latest nonce (remembered per process in the metadata cache), and the
-//! check that a token answer is bound (`token_type: DPoP`).
+//! the proofs sent to the token and userinfo endpoints with the latest
+//! nonce of that endpoint (remembered per process in the metadata cache),
+//! and the check that a token answer is bound (`token_type: DPoP`).
 
 use url::Url;
 
@@ -53,8 +53,17 @@ pub(super) fn bound(tokens: TokenSet) -> Result<TokenSet, ProviderError> {
     })
 }
 
+/// The server a provider endpoint's nonces belong to: the endpoint itself
+/// (its URL without query). RFC 9449 gives the authorization server (token
+/// endpoint) and a resource server (userinfo) nonces of their own; one
+/// origin may serve both, with different nonces, and sharing one entry
+/// would make each alternate request meet the other's nonce and retry.
+fn nonce_server(url: &Url) -> &str {
+    crate::oidc::dpop::htu_of(url.as_str())
+}
+
 impl Provider {
-    /// A proof for `method` on `url` with the provider's latest nonce, and
+    /// A proof for `method` on `url` with that endpoint's latest nonce, and
     /// the nonce it carries.
     pub(super) fn dpop_proof(
         &self,
@@ -63,7 +72,7 @@ impl Provider {
         url: &Url,
         access_token: Option<&str>,
     ) -> Result<(String, Option<String>), ProviderError> {
-        let nonce = self.cache.dpop_nonces.get(url.as_str());
+        let nonce = self.cache.dpop_nonces.get(nonce_server(url));
         let proof = key
             .proof(
                 method,
@@ -92,7 +101,7 @@ impl Provider {
         };
         self.cache
             .dpop_nonces
-            .remember(url.as_str(), value.as_bytes());
+            .remember(nonce_server(url), value.as_bytes());
         crate::oidc::dpop::valid_nonce(value.as_bytes()).is_some_and(|n| Some(n) != sent)
     }
 
@@ -142,6 +151,26 @@ mod tests {
         assert!(err.to_string().contains("oidc.dpop"), "{err}");
         let err = check_advertised(true, Some(&["RS256".to_owned()])).expect_err("no ES256");
         assert!(err.to_string().contains("oidc.dpop_signing_alg"), "{err}");
+    }
+
+    #[test]
+    fn the_token_endpoint_and_userinfo_keep_nonces_of_their_own() {
+        let nonces = crate::oidc::dpop::Nonces::default();
+        let token = Url::parse("https://op.test/oauth/token").expect("url");
+        let userinfo = Url::parse("https://op.test/oauth/userinfo?x=1").expect("url");
+        nonces.remember(nonce_server(&token), b"as-nonce");
+        nonces.remember(nonce_server(&userinfo), b"rs-nonce");
+        assert_eq!(
+            nonces.get(nonce_server(&token)).as_deref(),
+            Some("as-nonce")
+        );
+        assert_eq!(
+            nonces.get(nonce_server(&userinfo)).as_deref(),
+            Some("rs-nonce")
+        );
+        // The query is not part of the server's name.
+        let plain = Url::parse("https://op.test/oauth/userinfo").expect("url");
+        assert_eq!(nonce_server(&plain), nonce_server(&userinfo));
     }
 
     fn tokens(token_type: &str) -> TokenSet {
