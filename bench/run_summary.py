@@ -5,11 +5,13 @@ a Markdown table of medians (with the min-max range over the rounds) out.
 Input columns (tab-separated, a header line first):
 
     round case requests seconds rps p50_ms p99_ms non2xx socket_errors
-    gateway_ticks proxy_nginx_ticks upstream_ticks redis_ticks wrk_ticks
+    gateway_ticks proxy_nginx_ticks apache_ticks upstream_ticks redis_ticks
+    wrk_ticks
 
 `*_ticks` are utime+stime clock ticks (/proc/<pid>/stat; nginx summed over
-its master and workers) spent by that process during the case's measured
-run. CPU per request = ticks * 1e6 / clk_tck / requests, in microseconds.
+its master and workers, Apache over its master and children) spent by that
+process during the case's measured run; `apache_ticks` may be missing (a
+TSV from before the mod-auth-openidc case), read as 0. CPU per request = ticks * 1e6 / clk_tck / requests, in microseconds.
 
     run_summary.py --clk-tck 100 results.tsv     # prints the Markdown
     run_summary.py --self-test                   # checks itself
@@ -28,8 +30,9 @@ CASES = [
     "bff-no-auth-route",
     "bff-b-authenticated",
     "bff-b-no-auth-route",
+    "mod-auth-openidc",
 ]
-PROCESSES = ["gateway", "proxy_nginx", "upstream", "redis", "wrk"]
+PROCESSES = ["gateway", "proxy_nginx", "apache", "upstream", "redis", "wrk"]
 # Which process is "the proxy" of each case.
 PROXY_OF = {
     "direct": None,
@@ -40,6 +43,8 @@ PROXY_OF = {
     # A/B runs: a second gateway binary (bench/run's BFF_B).
     "bff-b-authenticated": "gateway",
     "bff-b-no-auth-route": "gateway",
+    # The peer: Apache with mod_auth_openidc.
+    "mod-auth-openidc": "apache",
 }
 BASELINE = "nginx-keepalive"
 
@@ -60,7 +65,7 @@ def read_rows(lines, clk_tck):
             "socket_errors": int(r["socket_errors"]),
         }
         for p in PROCESSES:
-            ticks = int(r[p + "_ticks"])
+            ticks = int(r.get(p + "_ticks") or 0)
             row[p] = ticks * 1e6 / clk_tck / requests if requests else float("nan")
         proxy = PROXY_OF.get(row["case"])
         row["proxy"] = row[proxy] if proxy else 0.0
@@ -113,8 +118,8 @@ def summarise(rows):
         "",
         "CPU µs per request of each process (median of the rounds, min–max):",
         "",
-        "| case | gateway | proxy nginx | upstream nginx | redis | wrk |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| case | gateway | proxy nginx | apache | upstream nginx | redis | wrk |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for c in cases:
         rs = by_case[c]
@@ -132,10 +137,11 @@ def self_test():
     )
     lines = [
         header,
-        "1\tnginx-keepalive\t100000\t10\t10000\t1.0\t4.0\t0\t0\t0\t300\t100\t0\t400",
-        "2\tnginx-keepalive\t200000\t10\t20000\t1.0\t5.0\t0\t0\t0\t620\t200\t0\t800",
-        "3\tnginx-keepalive\t150000\t10\t15000\t1.0\t6.0\t0\t0\t0\t450\t150\t0\t600",
-        "1\tbff-authenticated\t100000\t10\t10000\t2.0\t8.0\t3\t0\t600\t0\t100\t90\t400",
+        "1\tnginx-keepalive\t100000\t10\t10000\t1.0\t4.0\t0\t0\t0\t300\t0\t100\t0\t400",
+        "2\tnginx-keepalive\t200000\t10\t20000\t1.0\t5.0\t0\t0\t0\t620\t0\t200\t0\t800",
+        "3\tnginx-keepalive\t150000\t10\t15000\t1.0\t6.0\t0\t0\t0\t450\t0\t150\t0\t600",
+        "1\tbff-authenticated\t100000\t10\t10000\t2.0\t8.0\t3\t0\t600\t0\t0\t100\t90\t400",
+        "1\tmod-auth-openidc\t20000\t10\t2000\t20.0\t80.0\t0\t0\t0\t0\t1400\t20\t30\t80",
     ]
     rows = read_rows(lines, 100)
     assert abs(rows[0]["proxy"] - 30.0) < 1e-9, rows[0]
@@ -147,6 +153,13 @@ def self_test():
     bff = next(l for l in table if l.startswith("| bff-authenticated |"))
     # 10,000 / 15,000 req/s; 60 / 30 µs; 3 non-2xx.
     assert "| 0.67 | 2.00 | 3 | 0 |" in bff, bff
+    # Apache's CPU is the peer's proxy CPU: 1,400 ticks / 20,000 requests.
+    assert abs(rows[4]["proxy"] - 700.0) < 1e-9, rows[4]
+    peer = next(l for l in table if l.startswith("| mod-auth-openidc |"))
+    assert "| 700.0 | 0.13 | 23.33 |" in peer, peer
+    # A TSV from before the apache column still reads.
+    old = [header.replace("\tapache_ticks", ""), "1\tdirect\t100\t1\t100\t1.0\t1.0\t0\t0\t0\t0\t10\t0\t10"]
+    assert read_rows(old, 100)[0]["apache"] == 0
     print("run_summary self-test: ok")
 
 
