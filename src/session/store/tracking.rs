@@ -55,7 +55,7 @@ enum Targets {
     Fixed(Client),
     Sentinel(SentinelLink),
     Cluster {
-        link: ClusterLink,
+        link: Arc<ClusterLink>,
         tls: bool,
         config: Box<RedisConfig>,
     },
@@ -80,13 +80,13 @@ impl Targets {
                     .set_response_timeout(Some(timeout)),
             )?),
             RedisEndpoint::Cluster { nodes, tls } => Self::Cluster {
-                link: ClusterLink::new(
+                link: Arc::new(ClusterLink::new(
                     nodes,
                     *tls,
                     config,
                     certs,
                     (config.connect_timeout, timeout),
-                )?,
+                )?),
                 tls: *tls,
                 config: Box::new(config.clone()),
             },

@@ -1,0 +1,812 @@
+//! The Redis Cluster link: the cluster client opened lazily and replaced
+//! when it wedges (stalls counted per primary, from the slot map), and the
+//! keyless commands sent to a node of one's choice. Knows nothing of
+//! sessions; `redis_link` dispatches to it.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use redis::aio::ConnectionLike;
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::{
+    Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisError, RedisResult, TlsCertificates,
+    TlsMode, Value,
+};
+
+use super::{Node, address, named};
+use crate::config::RedisConfig;
+
+/// A Redis Cluster. The cluster client follows slot moves and failovers by
+/// itself; this opens it lazily (so the gateway starts while Redis is
+/// down), sends the commands that name no key to the node asked for, and
+/// replaces a connection that has wedged.
+///
+/// Why the replacement: after a primary was killed under load (64 lookups
+/// at a time), the connection that lived through the failover timed out on
+/// every slot for the rest of the run while a fresh one found every session
+/// (`store_cluster::killing_a_primary_under_load_loses_no_session_its_replica_held`).
+/// The likely cause, from reading redis-rs 1.8 (not traced): one task drives
+/// each cluster connection and neither dispatches nor polls requests while
+/// it refreshes the slot map, and the refresh needs the connection map's
+/// write lock; a request or node repair queued for that lock before the
+/// refresh began is granted it but never polled again, so the refresh, and
+/// every command after it, waits for ever.
+pub struct ClusterLink {
+    client: ClusterClient,
+    /// The connection in use and its generation, so that stalls seen on a
+    /// replaced connection do not condemn its successor.
+    current: RwLock<Option<(u64, ClusterConnection)>>,
+    /// Set while a task opens a connection: one at a time, in a task of its
+    /// own, so a caller that gives up (the store's timeout) does not cancel
+    /// it and leave the link with none; concurrent callers wait for it.
+    opening: AtomicBool,
+    /// Counts finished attempts to open a connection, with the last one's
+    /// error: what waiting callers watch.
+    attempts: tokio::sync::watch::Sender<Attempt>,
+    generations: AtomicU64,
+    health: Mutex<Health>,
+    /// Which primary serves which slots, from `CLUSTER NODES` at each
+    /// opening and each [`Self::primaries`]: stalls are counted per node.
+    owners: RwLock<SlotOwners>,
+    /// How long opening a connection may take (connect, then the slot map).
+    open_within: Duration,
+    /// A command pending this long and then abandoned by its caller (the
+    /// store's timeout) counts as stalled.
+    stall_after: Duration,
+    /// At most one replacement per this long.
+    replace_every: Duration,
+}
+
+/// A finished attempt to open the cluster connection.
+#[derive(Clone, Default)]
+struct Attempt {
+    count: u64,
+    error: Option<RedisError>,
+}
+
+/// Consecutive stalled commands on the current connection, with no answer
+/// (of any kind, errors included) in between.
+#[derive(Default)]
+struct Health {
+    generation: u64,
+    stalls: u32,
+    /// The nodes those commands were for; a few suffice.
+    nodes: Vec<NodeOf>,
+    replaced: Option<Instant>,
+}
+
+/// The node a stalled command was for: the primary serving its slot, or
+/// the slot itself while the slot map is unknown (then two slots of one
+/// node count as two nodes, as before the map was kept).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum NodeOf {
+    Primary(Arc<str>),
+    Slot(u16),
+}
+
+/// How many commands must stall in a row, over at least [`STALLED_NODES`]
+/// primaries, before the connection is replaced. One slow or dead node
+/// cannot cause that, however many of its slots the stalled commands were
+/// for (during a failover all of them wait for the promotion): commands of
+/// the other nodes are answered in between and reset the count; and a node
+/// that stays unreachable is no better through a new connection. Commands
+/// without a key are not counted: they say nothing of a node.
+const STALLS_IN_A_ROW: u32 = 3;
+const STALLED_NODES: usize = 2;
+
+impl Health {
+    /// Counts one stalled command for a key of `node`; `Some(stalls)` when
+    /// the connection is to be replaced now (and the count starts again).
+    fn stall(&mut self, node: NodeOf, now: Instant, replace_every: Duration) -> Option<u32> {
+        self.stalls += 1;
+        if !self.nodes.contains(&node) && self.nodes.len() < STALLED_NODES {
+            self.nodes.push(node);
+        }
+        if self.stalls < STALLS_IN_A_ROW
+            || self.nodes.len() < STALLED_NODES
+            || self
+                .replaced
+                .is_some_and(|at| now.saturating_duration_since(at) < replace_every)
+        {
+            return None;
+        }
+        let stalls = self.stalls;
+        self.replaced = Some(now);
+        self.stalls = 0;
+        self.nodes.clear();
+        Some(stalls)
+    }
+}
+
+/// Slot ranges and the primary (`host:port`) serving each, sorted.
+#[derive(Default)]
+struct SlotOwners {
+    ranges: Vec<(u16, u16, Arc<str>)>,
+}
+
+impl SlotOwners {
+    /// From a `CLUSTER NODES` answer: the slot ranges of the primaries not
+    /// marked failed (single slots, `a-b` ranges; `[…]` migration entries
+    /// skipped).
+    fn parse(text: &str) -> Self {
+        let mut ranges = Vec::new();
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(addr), Some(flags)) = (fields.get(1), fields.get(2)) else {
+                continue;
+            };
+            if !flags.split(',').any(|f| f == "master")
+                || flags.split(',').any(|f| f.starts_with("fail"))
+            {
+                continue;
+            }
+            let node: Arc<str> = addr.split(['@', ',']).next().unwrap_or_default().into();
+            for range in fields.iter().skip(8) {
+                if range.starts_with('[') {
+                    continue;
+                }
+                let (a, b) = range.split_once('-').unwrap_or((range, range));
+                if let (Ok(a), Ok(b)) = (a.parse::<u16>(), b.parse::<u16>()) {
+                    ranges.push((a, b, node.clone()));
+                }
+            }
+        }
+        ranges.sort_by_key(|r| r.0);
+        Self { ranges }
+    }
+
+    /// The node serving `slot`, or the slot itself when the map has none.
+    fn node_of(&self, slot: u16) -> NodeOf {
+        let i = self.ranges.partition_point(|r| r.0 <= slot);
+        match i.checked_sub(1).map(|i| &self.ranges[i]) {
+            Some((_, end, node)) if slot <= *end => NodeOf::Primary(node.clone()),
+            _ => NodeOf::Slot(slot),
+        }
+    }
+}
+
+impl ClusterLink {
+    /// `timeouts` are (connect, response); `certificates` apply when `tls`.
+    pub fn new(
+        nodes: &[(String, u16)],
+        tls: bool,
+        data_nodes: &RedisConfig,
+        certificates: Option<TlsCertificates>,
+        timeouts: (Duration, Duration),
+    ) -> RedisResult<Self> {
+        let seeds: Vec<ConnectionInfo> = nodes
+            .iter()
+            .map(|(host, port)| address(host, *port, tls).into_connection_info())
+            .collect::<RedisResult<_>>()?;
+        let mut builder = ClusterClientBuilder::new(seeds)
+            .connection_timeout(timeouts.0)
+            .response_timeout(timeouts.1)
+            // The client's defaults retry 16 times with waits of seconds to
+            // minutes: past the store timeout, so a failover would leave
+            // requests queued behind retries nobody waits for. A few quick
+            // retries ride out a slot move or a promotion.
+            .retries(3)
+            .min_retry_wait(50)
+            .max_retry_wait(500);
+        if tls {
+            builder = builder.tls(TlsMode::Secure);
+            if let Some(certs) = certificates {
+                builder = builder.certs(certs);
+            }
+        }
+        if let Some(user) = &data_nodes.username {
+            builder = builder.username(user);
+        }
+        if let Some(pw) = &data_nodes.password {
+            builder = builder.password(pw.expose());
+        }
+        Ok(Self {
+            client: builder.build()?,
+            current: RwLock::new(None),
+            opening: AtomicBool::new(false),
+            attempts: tokio::sync::watch::Sender::new(Attempt::default()),
+            generations: AtomicU64::new(0),
+            health: Mutex::new(Health::default()),
+            owners: RwLock::new(SlotOwners::default()),
+            open_within: timeouts.0 + timeouts.1,
+            stall_after: timeouts.1 * 3 / 4,
+            replace_every: timeouts.1.max(Duration::from_secs(1)),
+        })
+    }
+
+    fn cached(&self) -> Option<(u64, ClusterConnection)> {
+        self.current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// The connection in use, opening one when there is none (at the first
+    /// command, and after a wedged one was dropped). The opening runs in a
+    /// task of its own, one at a time: a caller that stops waiting (the
+    /// store's timeout) leaves it to finish for the next command.
+    async fn connection(self: &Arc<Self>) -> RedisResult<(u64, ClusterConnection)> {
+        if let Some(found) = self.cached() {
+            return Ok(found);
+        }
+        let mut attempts = self.attempts.subscribe();
+        // Again after subscribing: an opening that finished in between.
+        if let Some(found) = self.cached() {
+            return Ok(found);
+        }
+        self.open_in_background();
+        // The sender lives in `self`: `changed` cannot fail here.
+        let _ = attempts.changed().await;
+        if let Some(found) = self.cached() {
+            return Ok(found);
+        }
+        Err(attempts.borrow().error.clone().unwrap_or_else(|| {
+            RedisError::from(std::io::Error::other(
+                "the cluster connection could not be opened",
+            ))
+        }))
+    }
+
+    /// Starts opening a connection unless a task is doing so already.
+    fn open_in_background(self: &Arc<Self>) {
+        // No runtime (a command's future dropped at shutdown): the next
+        // command opens it.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.opening.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let link = Arc::clone(self);
+        runtime.spawn(async move {
+            let error = if link.cached().is_some() {
+                None
+            } else {
+                link.open().await.err()
+            };
+            link.opening.store(false, Ordering::SeqCst);
+            link.attempts.send_modify(|a| {
+                a.count += 1;
+                a.error = error;
+            });
+        });
+    }
+
+    /// Opens a connection, reads the slot map, and makes it the current one.
+    async fn open(&self) -> RedisResult<()> {
+        let timed_out = |what: &'static str| {
+            RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, what))
+        };
+        // Bounded: the client's own initial connect has no overall limit.
+        let mut conn = tokio::time::timeout(self.open_within, self.client.get_async_connection())
+            .await
+            .map_err(|_| timed_out("opening the cluster connection timed out"))??;
+        // Which node serves which slots, for counting stalls per node; a
+        // connection without it still serves (stalls then count per slot).
+        match tokio::time::timeout(self.open_within, cluster_nodes(&mut conn)).await {
+            Ok(Ok(text)) => self.learn_owners(&text),
+            Ok(Err(e)) => tracing::debug!(error = %e, "redis cluster: no slot map"),
+            Err(_) => tracing::debug!("redis cluster: no slot map (timed out)"),
+        }
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed);
+        *self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((generation, conn));
+        tracing::info!(generation, "redis cluster: connected");
+        Ok(())
+    }
+
+    fn learn_owners(&self, cluster_nodes: &str) {
+        let owners = SlotOwners::parse(cluster_nodes);
+        if !owners.ranges.is_empty() {
+            *self
+                .owners
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = owners;
+        }
+    }
+
+    /// The node a stalled command for `slot` counts against.
+    fn node_of(&self, slot: u16) -> NodeOf {
+        self.owners
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .node_of(slot)
+    }
+
+    /// Runs `op` on the current connection and tells [`Self::health`] how
+    /// it went: answered, timed out, or abandoned by its caller after
+    /// [`Self::stall_after`].
+    async fn watched<T, F>(
+        self: &Arc<Self>,
+        slot: Option<u16>,
+        op: impl FnOnce(ClusterConnection) -> F,
+    ) -> RedisResult<T>
+    where
+        F: Future<Output = RedisResult<T>>,
+    {
+        let (generation, conn) = self.connection().await?;
+        let mut watch = Watch {
+            link: self,
+            generation,
+            slot,
+            started: Instant::now(),
+            finished: false,
+        };
+        let result = op(conn).await;
+        watch.finished = true;
+        match &result {
+            Err(e) if e.is_timeout() => self.stalled(generation, slot),
+            _ => self.answered(generation),
+        }
+        result
+    }
+
+    fn answered(&self, generation: u64) {
+        let mut health = self
+            .health
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if health.generation == generation {
+            health.stalls = 0;
+            health.nodes.clear();
+        }
+    }
+
+    /// Counts a stalled command; drops the connection and opens a new one
+    /// once enough have stalled in a row over several nodes, at most once
+    /// per [`Self::replace_every`]. A command without a key is not counted.
+    fn stalled(self: &Arc<Self>, generation: u64, slot: Option<u16>) {
+        let Some(slot) = slot else {
+            return;
+        };
+        let node = self.node_of(slot);
+        let mut health = self
+            .health
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if health.generation != generation {
+            if self.cached().is_none_or(|(g, _)| g != generation) {
+                return; // a connection already replaced
+            }
+            *health = Health {
+                generation,
+                replaced: health.replaced,
+                ..Health::default()
+            };
+        }
+        let Some(stalls) = health.stall(node, Instant::now(), self.replace_every) else {
+            return;
+        };
+        drop(health);
+        let mut current = self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if current.as_ref().is_some_and(|(g, _)| *g == generation) {
+            *current = None;
+            drop(current);
+            tracing::warn!(
+                generation,
+                stalls,
+                "redis cluster: commands of several nodes timed out in a row; \
+                 opening a new cluster connection"
+            );
+            // Now, not in the next caller's future: that caller's timeout
+            // would cancel it.
+            self.open_in_background();
+        }
+    }
+
+    pub(super) async fn command(self: &Arc<Self>, cmd: &Cmd) -> RedisResult<Value> {
+        self.watched(slot_of(cmd), |mut conn| async move {
+            conn.req_packed_command(cmd).await
+        })
+        .await
+    }
+
+    /// The primaries serving slots now, from `CLUSTER NODES` of any node
+    /// (which also refreshes the slot map stalls are counted with).
+    pub(in crate::session::store) async fn primaries(self: &Arc<Self>) -> RedisResult<Vec<Node>> {
+        let text = self
+            .watched(
+                None,
+                |mut conn| async move { cluster_nodes(&mut conn).await },
+            )
+            .await?;
+        self.learn_owners(&text);
+        Ok(primaries_in(&text))
+    }
+
+    pub(super) async fn on_node(
+        self: &Arc<Self>,
+        host: &str,
+        port: u16,
+        cmd: &Cmd,
+    ) -> RedisResult<Value> {
+        self.watched(None, |mut conn| async move {
+            let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                host: host.to_owned(),
+                port,
+            });
+            conn.route_command(cmd.clone(), route).await
+        })
+        .await
+    }
+
+    pub(super) async fn pipeline(
+        self: &Arc<Self>,
+        pipeline: &Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<Vec<Value>> {
+        let slot = pipeline.cmd_iter().next().and_then(slot_of);
+        self.watched(slot, |mut conn| async move {
+            conn.req_packed_commands(pipeline, offset, count).await
+        })
+        .await
+    }
+}
+
+/// `CLUSTER NODES` of any node.
+async fn cluster_nodes(conn: &mut ClusterConnection) -> RedisResult<String> {
+    let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
+    let value = conn
+        .route_command(redis::cmd("CLUSTER").arg("NODES").clone(), route)
+        .await?;
+    Ok(redis::from_redis_value(value)?)
+}
+
+/// One command in flight on a cluster connection; if its caller drops it
+/// (the store's timeout) after [`ClusterLink::stall_after`], it stalled.
+struct Watch<'a> {
+    link: &'a Arc<ClusterLink>,
+    generation: u64,
+    slot: Option<u16>,
+    started: Instant,
+    finished: bool,
+}
+
+impl Drop for Watch<'_> {
+    fn drop(&mut self) {
+        if !self.finished && self.started.elapsed() >= self.link.stall_after {
+            self.link.stalled(self.generation, self.slot);
+        }
+    }
+}
+
+/// The slot of a command's first key: the argument after the name, or for
+/// scripts (`EVAL`, `EVALSHA`, `FCALL`) the first of `KEYS`. `None` for a
+/// command without keys.
+fn slot_of(cmd: &Cmd) -> Option<u16> {
+    let args: Vec<&[u8]> = cmd
+        .args_iter()
+        .take(4)
+        .filter_map(|a| match a {
+            redis::Arg::Simple(bytes) => Some(bytes),
+            _ => None,
+        })
+        .collect();
+    let key = if named(
+        cmd,
+        &[b"EVAL", b"EVALSHA", b"FCALL", b"EVAL_RO", b"EVALSHA_RO"],
+    ) {
+        let keys: u32 = std::str::from_utf8(args.get(2)?).ok()?.parse().ok()?;
+        if keys == 0 {
+            return None;
+        }
+        args.get(3)?
+    } else {
+        args.get(1)?
+    };
+    Some(key_slot(key))
+}
+
+/// Redis Cluster's slot of `key`: CRC16 (XMODEM) of its hash tag (the
+/// text between the first `{` and the next `}`, if not empty) or of the
+/// whole key, modulo 16384. (The cluster client computes it too, but does
+/// not say.)
+fn key_slot(key: &[u8]) -> u16 {
+    let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
+        let rest = &key[open + 1..];
+        let close = rest.iter().position(|&b| b == b'}')?;
+        (close > 0).then(|| &rest[..close])
+    });
+    crc16(tagged.unwrap_or(key)) % 16384
+}
+
+/// CRC16-CCITT (XMODEM: polynomial 0x1021, initial 0), as Redis uses.
+fn crc16(bytes: &[u8]) -> u16 {
+    bytes.iter().fold(0u16, |mut crc, &b| {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+        crc
+    })
+}
+
+/// The primaries in a `CLUSTER NODES` answer that serve slots and are not
+/// marked failed: `<id> <host:port@cport[,hostname]> <flags> <primary>
+/// <ping> <pong> <epoch> <state> <slot ranges...>`.
+fn primaries_in(text: &str) -> Vec<Node> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(addr), Some(flags)) = (fields.get(1), fields.get(2)) else {
+            continue;
+        };
+        let flags: Vec<&str> = flags.split(',').collect();
+        if !flags.contains(&"master") || flags.iter().any(|f| f.starts_with("fail")) {
+            continue;
+        }
+        if fields.len() < 9 {
+            continue; // a primary without slots holds no keys
+        }
+        let addr = addr.split(['@', ',']).next().unwrap_or_default();
+        if let Some((host, port)) = addr.rsplit_once(':')
+            && let Ok(port) = port.parse()
+        {
+            out.push(Node::Primary {
+                host: host.to_owned(),
+                port,
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NODES: &str = "\
+a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460
+b2 127.0.0.1:7001@17001 master - 0 0 2 connected 5461-10922 [5461->-a1]
+c3 127.0.0.1:7002@17002,node-c master - 0 0 3 connected 10923-16382 16383
+d4 127.0.0.1:7003@17003 slave a1 0 0 1 connected
+e5 127.0.0.1:7004@17004 master,fail - 0 0 4 disconnected 1-2
+";
+
+    #[test]
+    fn the_slot_map_names_the_primary_of_each_slot() {
+        let owners = SlotOwners::parse(NODES);
+        let primary = |s: &str| NodeOf::Primary(s.into());
+        assert_eq!(owners.node_of(0), primary("127.0.0.1:7000"));
+        assert_eq!(
+            owners.node_of(1),
+            primary("127.0.0.1:7000"),
+            "not the failed node"
+        );
+        assert_eq!(owners.node_of(5460), primary("127.0.0.1:7000"));
+        assert_eq!(owners.node_of(5461), primary("127.0.0.1:7001"));
+        assert_eq!(owners.node_of(16383), primary("127.0.0.1:7002"));
+        assert_eq!(SlotOwners::default().node_of(42), NodeOf::Slot(42));
+    }
+
+    #[test]
+    fn a_cluster_connection_is_replaced_only_after_commands_of_several_nodes_stall_in_a_row() {
+        let owners = SlotOwners::parse(NODES);
+        // Two slots of one primary, one of another.
+        let (a, a2, b) = (
+            owners.node_of(100),
+            owners.node_of(200),
+            owners.node_of(6000),
+        );
+        assert_eq!(a, a2);
+        assert_ne!(a, b);
+        let (every, t0) = (Duration::from_secs(60), Instant::now());
+        let mut health = Health::default();
+        // One node alone, over any number of its slots (a dead primary
+        // whose slots wait for a promotion) is no reason: a new connection
+        // would wait for it too.
+        for n in [&a, &a2, &a, &a2, &a] {
+            assert_eq!(health.stall(n.clone(), t0, every), None);
+        }
+        assert_eq!(health.stall(b.clone(), t0, every), Some(6));
+        // Then at most once per `every`.
+        for n in [&a, &b, &a, &b] {
+            assert_eq!(health.stall(n.clone(), t0 + every / 2, every), None);
+        }
+        assert_eq!(health.stall(a.clone(), t0 + every, every), Some(5));
+        // Without a slot map, slots stand for nodes.
+        let mut health = Health::default();
+        assert_eq!(health.stall(NodeOf::Slot(1), t0, every), None);
+        assert_eq!(health.stall(NodeOf::Slot(1), t0, every), None);
+        assert_eq!(health.stall(NodeOf::Slot(2), t0, every), Some(3));
+    }
+
+    /// A real one-node Redis Cluster (all slots on it), stopped on drop.
+    struct OneNodeCluster {
+        child: std::process::Child,
+        dir: std::path::PathBuf,
+        port: u16,
+    }
+
+    impl OneNodeCluster {
+        fn start() -> Self {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let dir = std::env::temp_dir().join(format!("oidc-bff-link-{port}"));
+            std::fs::create_dir_all(&dir).expect("dir");
+            let child = std::process::Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args([
+                    "--cluster-enabled",
+                    "yes",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .current_dir(&dir)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server (from the redis-server package) runs");
+            let node = Self { child, dir, port };
+            let cli = |args: &[&str]| {
+                std::process::Command::new("redis-cli")
+                    .args(["-p", &port.to_string()])
+                    .args(args)
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default()
+            };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !cli(&["PING"]).contains("PONG") {
+                assert!(Instant::now() < deadline, "redis-server did not start");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            cli(&["CLUSTER", "ADDSLOTSRANGE", "0", "16383"]);
+            while !cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok") {
+                assert!(Instant::now() < deadline, "the cluster did not come up");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            node
+        }
+    }
+
+    impl Drop for OneNodeCluster {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// A slow network in front of `port`: each connection's bytes start
+    /// to flow `delay` after it was accepted.
+    async fn slow_relay(port: u16, delay: Duration) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let relay = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    if let Ok(mut outbound) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", port)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        relay
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_gives_up_does_not_leave_the_cluster_link_without_a_connection() {
+        let node = OneNodeCluster::start();
+        // Opening takes longer than the caller waits (the store's timeout
+        // in the gateway), though no single answer is late.
+        let seed = slow_relay(node.port, Duration::from_millis(600)).await;
+        let config = RedisConfig {
+            endpoint: crate::config::RedisEndpoint::Cluster {
+                nodes: vec![("127.0.0.1".into(), seed)],
+                tls: false,
+            },
+            username: None,
+            password: None,
+            db: 0,
+            connect_timeout: Duration::from_secs(5),
+            tls_ca_pem: None,
+            tls_client: None,
+        };
+        let link = Arc::new(
+            ClusterLink::new(
+                &[("127.0.0.1".into(), seed)],
+                false,
+                &config,
+                None,
+                (Duration::from_secs(5), Duration::from_secs(5)),
+            )
+            .expect("link"),
+        );
+        let get = redis::cmd("GET").arg("k").clone();
+        let gave_up = tokio::time::timeout(Duration::from_millis(100), link.command(&get)).await;
+        assert!(gave_up.is_err(), "the caller stopped waiting");
+        // Nobody asks again: the opening goes on by itself.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while link.cached().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the opening was cancelled with its caller"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // And the next command uses it without opening another.
+        let before = link.generations.load(Ordering::Relaxed);
+        let value = tokio::time::timeout(Duration::from_secs(5), link.command(&get))
+            .await
+            .expect("answered in time")
+            .expect("answered");
+        assert_eq!(value, Value::Nil);
+        assert_eq!(link.generations.load(Ordering::Relaxed), before);
+    }
+
+    #[test]
+    fn slots_are_redis_clusters() {
+        // CRC16/XMODEM's check value, and Redis' own examples.
+        assert_eq!(crc16(b"123456789"), 0x31c3);
+        for key in [
+            "foo",
+            "bar",
+            "{user1000}.following",
+            "a{}b",
+            "{}{x}",
+            "oidc-bff:s:{3fa2}abc",
+        ] {
+            assert_eq!(
+                redis::cluster_routing::Route::new(
+                    key_slot(key.as_bytes()),
+                    redis::cluster_routing::SlotAddr::Master
+                ),
+                redis::cluster_routing::Route::with_key(
+                    key,
+                    redis::cluster_routing::SlotAddr::Master
+                ),
+                "{key}"
+            );
+        }
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+    }
+
+    #[test]
+    fn a_commands_slot_is_that_of_its_first_key() {
+        let key = "oidc-bff:s:{3fa2}abc";
+        let expected = Some(key_slot(b"3fa2"));
+        assert_eq!(slot_of(redis::cmd("HGET").arg(key).arg("r")), expected);
+        assert_eq!(
+            slot_of(redis::cmd("EVALSHA").arg("0123").arg(2).arg(key).arg("x")),
+            expected
+        );
+        assert_eq!(slot_of(redis::cmd("EVALSHA").arg("0123").arg(0)), None);
+        assert_eq!(slot_of(&redis::cmd("PING")), None);
+    }
+
+    #[test]
+    fn keyless_commands_visit_every_primary_that_serves_slots() {
+        let nodes = format!("{NODES}f6 127.0.0.1:7005@17005 master - 0 0 5 connected\n");
+        let ports: Vec<u16> = primaries_in(&nodes)
+            .into_iter()
+            .map(|n| match n {
+                Node::Primary { port, .. } => port,
+                Node::The => 0,
+            })
+            .collect();
+        assert_eq!(ports, [7000, 7001, 7002]);
+    }
+}
