@@ -59,7 +59,8 @@ impl SessionId {
     /// [`shard_of`](crate::session::store::SessionStore::shard_of)).
     pub fn generate(shard: ShardTag) -> Self {
         let mut bytes = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        // The thread's CSPRNG ([`random_token`] says why not the OS).
+        rand::thread_rng().fill_bytes(&mut bytes);
         let id = Self::from_bytes(Some(shard), &bytes);
         bytes.zeroize();
         id
@@ -232,9 +233,15 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// Random 32 bytes, base64url: for login states, nonces and handles.
+///
+/// From the thread's CSPRNG (`rand::thread_rng`: ChaCha12 seeded from the
+/// OS and reseeded from it every 64 KiB and after a fork), not a
+/// `getrandom` system call per value: a login drew six (state, nonce, the
+/// session ID, three AES-GCM nonces), each a system call on the login's
+/// path. The values are as unpredictable either way.
 pub fn random_token() -> String {
     let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    rand::thread_rng().fill_bytes(&mut bytes);
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
@@ -518,6 +525,26 @@ mod tests {
         assert_ne!(SessionId::generate([0xab, 0x12]).encode(), encoded);
         assert!(a.store_id().as_str().starts_with("ab12"));
         assert_eq!(a.store_id().shard().map(|(t, _)| t), Some("ab12"));
+    }
+
+    /// The thread's generator, not the OS, draws them now: every thread's
+    /// (each worker's) is seeded on its own, so no two threads repeat each
+    /// other's values, and a token is 256 bits of base64url.
+    #[test]
+    fn random_tokens_from_every_thread_are_distinct_256_bit_values() {
+        let per_thread: Vec<Vec<String>> = (0..4)
+            .map(|_| std::thread::spawn(|| (0..64).map(|_| random_token()).collect()))
+            .map(|t| t.join().expect("thread"))
+            .collect();
+        let all: std::collections::HashSet<&String> = per_thread.iter().flatten().collect();
+        assert_eq!(all.len(), 4 * 64, "a token repeated");
+        for t in &all {
+            assert_eq!(t.len(), 43);
+            assert_eq!(
+                URL_SAFE_NO_PAD.decode(t.as_bytes()).map(|b| b.len()),
+                Ok(32)
+            );
+        }
     }
 
     #[test]
