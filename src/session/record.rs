@@ -15,7 +15,15 @@
 //! 32 bytes, and the tokens in the sealed secrets as decoded base64url
 //! segments (`packed.rs`); records of format 2 still decode, so a session
 //! that predates the upgrade keeps working (and is written as format 3 at
-//! its next change). Records of format 1 (before the tag existed) decode to
+//! its next change). Since [`CLAIMS_ONCE_SECRETS`], the sealed secrets keep
+//! the claims once: rebuilt from the ID token's payload where they can be
+//! (`claims.rs`); the sealed layout before it still decodes.
+//!
+//! Decoding is strict: the record body, the operator metadata and the
+//! secrets of the current layouts must be exactly what the encoder writes
+//! for the values they decode to (checked by encoding them again), so a
+//! record has one encoding and nothing else — no trailing byte, no
+//! over-long length — opens. Records of format 1 (before the tag existed) decode to
 //! [`RecordError::UnknownVersion`] and are treated as ended: upgrading signs
 //! every user out once, rather than trusting a header nobody authenticated.
 //! Anything that does not decode is an error value, never a panic: the
@@ -23,6 +31,7 @@
 
 use serde::{Deserialize, Serialize};
 
+mod claims;
 mod packed;
 use crate::secret::SecretString;
 
@@ -228,16 +237,20 @@ impl StoredSession {
         let mut generation = [0u8; 8];
         generation.copy_from_slice(&signed[GENERATION_AT]);
         let wire = &signed[HEADER_LEN..];
-        let (body, rest) = match bytes[0] {
-            FORMAT_VERSION => postcard::take_from_bytes::<PackedBody>(wire)
-                .map(|(b, rest)| (StoredBody::from(b), rest)),
-            FORMAT_TEXT => postcard::take_from_bytes::<StoredBody>(wire),
+        // Each body must be exactly what its encoder writes for it.
+        let body = match bytes[0] {
+            FORMAT_VERSION => {
+                let body = StoredBody::from(canonical::<PackedBody>(wire)?);
+                same_bytes(postcard::to_stdvec(&PackedBodyRef::from(&body)), wire)?;
+                body
+            }
+            FORMAT_TEXT => {
+                let body = canonical::<StoredBody>(wire)?;
+                same_bytes(postcard::to_stdvec(&body), wire)?;
+                body
+            }
             other => return Err(RecordError::UnknownVersion(other)),
-        }
-        .map_err(|_| RecordError::Malformed)?;
-        if !rest.is_empty() {
-            return Err(RecordError::Malformed);
-        }
+        };
         Ok(Tagged {
             record: Self {
                 generation: u64::from_be_bytes(generation),
@@ -261,6 +274,23 @@ impl StoredSession {
     }
 }
 
+/// A value that takes every byte of `wire` (nothing left over).
+fn canonical<'de, T: Deserialize<'de>>(wire: &'de [u8]) -> Result<T, RecordError> {
+    match postcard::take_from_bytes::<T>(wire) {
+        Ok((v, [])) => Ok(v),
+        _ => Err(RecordError::Malformed),
+    }
+}
+
+/// Whether encoding a decoded value again gave back the bytes it came
+/// from: postcard accepts over-long lengths, the encoder never writes them.
+fn same_bytes(again: Result<Vec<u8>, postcard::Error>, wire: &[u8]) -> Result<(), RecordError> {
+    match again {
+        Ok(v) if v == wire => Ok(()),
+        _ => Err(RecordError::Malformed),
+    }
+}
+
 /// Sealed under the server key: what operators see when listing sessions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionMeta {
@@ -272,9 +302,11 @@ pub struct SessionMeta {
 }
 
 /// Sealed under the server key and the cookie's secret: never readable
-/// without the browser's cookie. Written with its tokens packed (after
-/// [`PACKED_SECRETS`]); the older layouts below, with tokens as text, are
-/// still read.
+/// without the browser's cookie. Written with its tokens packed and its
+/// claims kept once (after [`CLAIMS_ONCE_SECRETS`]); the older layouts are
+/// still read: tokens packed and claims as text (this struct's derived
+/// serde form, after [`PACKED_SECRETS`]), and those below with tokens as
+/// text.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct SessionSecrets {
     #[serde(with = "packed::token")]
@@ -324,6 +356,41 @@ pub struct DerivedToken {
 /// layout begins with the access token and the optional refresh token).
 /// The packed layout follows.
 pub const PACKED_SECRETS: [u8; 2] = [0x00, 0x02];
+
+/// How the sealed secrets begin since the claims are kept once: as
+/// [`PACKED_SECRETS`], with an `Option` tag of 3 (no text layout can start
+/// so either). [`SecretsOut`] follows.
+pub const CLAIMS_ONCE_SECRETS: [u8; 2] = [0x00, 0x03];
+
+/// [`SessionSecrets`] as written after [`CLAIMS_ONCE_SECRETS`]: the same
+/// fields in the same order, `claims_json` in its packed form.
+#[derive(Serialize)]
+struct SecretsOut<'a> {
+    access_token: packed::TokenRef<'a>,
+    refresh_token: Option<packed::TokenRef<'a>>,
+    id_token: Option<packed::TokenRef<'a>>,
+    claims: claims::PackedClaims<'a>,
+    scopes: Option<&'a str>,
+    derived: &'a [DerivedToken],
+    dpop_key: Option<&'a serde_bytes::Bytes>,
+}
+
+/// What [`SecretsOut`] wrote, read back.
+#[derive(Deserialize)]
+struct SecretsIn<'a> {
+    #[serde(with = "packed::token")]
+    access_token: SecretString,
+    #[serde(with = "packed::opt_token")]
+    refresh_token: Option<SecretString>,
+    #[serde(with = "packed::opt_token")]
+    id_token: Option<SecretString>,
+    #[serde(borrow)]
+    claims: claims::PackedClaims<'a>,
+    scopes: Option<String>,
+    derived: Vec<DerivedToken>,
+    #[serde(with = "opt_secret_bytes")]
+    dpop_key: Option<zeroize::Zeroizing<Vec<u8>>>,
+}
 
 /// `SessionSecrets` with its tokens as text, as format 2 wrote it.
 #[derive(Deserialize)]
@@ -381,17 +448,60 @@ impl std::fmt::Debug for SessionSecrets {
 }
 
 impl SessionSecrets {
-    /// The packed layout after [`PACKED_SECRETS`].
+    /// The layout after [`CLAIMS_ONCE_SECRETS`].
     pub fn encode(&self) -> zeroize::Zeroizing<Vec<u8>> {
         // All the room up front: a buffer that grows frees its old copy,
         // tokens and key included, without wiping it.
         let mut out = zeroize::Zeroizing::new(Vec::with_capacity(self.encoded_capacity()));
-        out.extend_from_slice(&PACKED_SECRETS);
+        out.extend_from_slice(&CLAIMS_ONCE_SECRETS);
+        let id_token = self.id_token.as_ref().map(SecretString::expose);
+        let layout = SecretsOut {
+            access_token: packed::TokenRef(&self.access_token),
+            refresh_token: self.refresh_token.as_ref().map(packed::TokenRef),
+            id_token: self.id_token.as_ref().map(packed::TokenRef),
+            claims: claims::pack(&self.claims_json, id_token),
+            scopes: self.scopes.as_deref(),
+            derived: &self.derived,
+            dpop_key: self.dpop_key.as_deref().map(|k| serde_bytes::Bytes::new(k)),
+        };
         // Serialising plain data into a Vec cannot fail.
-        if let Ok(v) = postcard::to_extend(self, std::mem::take(&mut *out)) {
+        if let Ok(v) = postcard::to_extend(&layout, std::mem::take(&mut *out)) {
             *out = v;
         }
         out
+    }
+
+    /// The layout after [`CLAIMS_ONCE_SECRETS`], read strictly: only what
+    /// [`Self::encode`] writes for the values it decodes to.
+    fn decode_claims_once(wire: &[u8]) -> Result<Self, RecordError> {
+        let v: SecretsIn<'_> = canonical(wire)?;
+        let claims_json = claims::unpack(v.claims, v.id_token.as_ref().map(SecretString::expose))
+            .ok_or(RecordError::Malformed)?;
+        let s = Self {
+            access_token: v.access_token,
+            refresh_token: v.refresh_token,
+            id_token: v.id_token,
+            claims_json,
+            scopes: v.scopes,
+            derived: v.derived,
+            dpop_key: v.dpop_key,
+        };
+        let again = s.encode();
+        if again.get(CLAIMS_ONCE_SECRETS.len()..) != Some(wire) {
+            return Err(RecordError::Malformed);
+        }
+        Ok(s)
+    }
+
+    /// The packed layout with the claims as text (after
+    /// [`PACKED_SECRETS`]), read as strictly.
+    fn decode_packed(wire: &[u8]) -> Result<Self, RecordError> {
+        let s: Self = canonical(wire)?;
+        let again = zeroize::Zeroizing::new(postcard::to_stdvec(&s).unwrap_or_default());
+        if again.as_slice() != wire {
+            return Err(RecordError::Malformed);
+        }
+        Ok(s)
     }
 
     /// An upper bound of [`Self::encode`]'s length: the text lengths bound
@@ -414,14 +524,17 @@ impl SessionSecrets {
             + self.dpop_key.as_ref().map_or(0, |k| k.len() + 8)
     }
 
-    /// Decodes the packed layout, or one with tokens as text: as format 2
-    /// wrote it, before `derived` (no derived tokens yet) or before
+    /// Decodes the current layout, the packed one with the claims as
+    /// text, or one with tokens as text: as format 2 wrote it, before `derived` (no derived tokens yet) or before
     /// `scopes` (no known scopes) — a session that predates an upgrade
     /// keeps working. Each older layout is a prefix of the newer, so the
     /// newest that decodes is tried first.
     pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
+        if let Some(wire) = bytes.strip_prefix(&CLAIMS_ONCE_SECRETS[..]) {
+            return Self::decode_claims_once(wire);
+        }
         if let Some(packed) = bytes.strip_prefix(&PACKED_SECRETS[..]) {
-            return postcard::from_bytes(packed).map_err(|_| RecordError::Malformed);
+            return Self::decode_packed(packed);
         }
         if let Ok(v3) = postcard::from_bytes::<SessionSecretsV3>(bytes) {
             return Ok(Self {
@@ -500,8 +613,11 @@ impl SessionMeta {
         postcard::to_stdvec(self).unwrap_or_default()
     }
 
+    /// Strict, as the record: only what [`Self::encode`] writes.
     pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
-        postcard::from_bytes(bytes).map_err(|_| RecordError::Malformed)
+        let meta: Self = canonical(bytes)?;
+        same_bytes(postcard::to_stdvec(&meta), bytes)?;
+        Ok(meta)
     }
 }
 
@@ -519,6 +635,14 @@ pub(crate) mod format_text {
         let mut out = postcard::to_extend(&r.body, out).expect("encode");
         let tag = sign(&out);
         out.extend_from_slice(&tag);
+        out
+    }
+
+    /// Secrets as format 3 sealed them before the claims were kept once:
+    /// tokens packed, claims as text.
+    pub fn encode_packed_secrets(s: &SessionSecrets) -> Vec<u8> {
+        let mut out = PACKED_SECRETS.to_vec();
+        out.extend(postcard::to_stdvec(s).expect("encode"));
         out
     }
 
@@ -694,8 +818,17 @@ mod tests {
             );
         };
         let packed = s.encode();
-        assert!(packed.starts_with(&PACKED_SECRETS));
+        assert!(packed.starts_with(&CLAIMS_ONCE_SECRETS));
         same(SessionSecrets::decode(&packed).expect("packed"));
+        // Format 3's layout before the claims were kept once.
+        let claims_twice = format_text::encode_packed_secrets(&s);
+        assert!(claims_twice.starts_with(&PACKED_SECRETS));
+        assert_eq!(
+            claims_twice.len(),
+            packed.len() + s.claims_json.len() - 2,
+            "the claims are the ID token's: a marker instead of the text"
+        );
+        same(SessionSecrets::decode(&claims_twice).expect("claims as text"));
         let text = format_text::encode_secrets(&s);
         assert!(!text.starts_with(&PACKED_SECRETS));
         assert!(text.len() > packed.len());
