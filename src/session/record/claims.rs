@@ -277,7 +277,7 @@ mod tests {
                     1 => Value::from(format!("v{}", x % 77)),
                     2 => Value::from(vec![Value::from("a"), Value::from(x % 3)]),
                     3 => Value::from((x % 100) as f64 / 8.0),
-                    _ => Value::Bool(x % 2 == 0),
+                    _ => Value::Bool(x.is_multiple_of(2)),
                 };
                 match (x >> 16) % 4 {
                     0 => {

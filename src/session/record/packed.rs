@@ -259,4 +259,31 @@ mod tests {
             assert_eq!((back.0, back.1), (odd, None));
         }
     }
+
+    #[test]
+    fn forms_the_encoder_never_writes_are_refused() {
+        let decode = |v: &PackedToken<'_>| {
+            let bytes = postcard::to_stdvec(v).expect("encode");
+            postcard::from_bytes::<T>(&bytes).map(|t| t.0.expose().to_owned())
+        };
+        // A packable token stored as text.
+        assert!(decode(&PackedToken::Text("AA.AQ.")).is_err());
+        assert_eq!(
+            decode(&PackedToken::Text("opaque")).ok().as_deref(),
+            Some("opaque")
+        );
+        // Packed with a segment count the encoder never packs.
+        let seg = serde_bytes::Bytes::new(b"\x01");
+        assert!(decode(&PackedToken::Segments(vec![seg])).is_err());
+        assert!(decode(&PackedToken::Segments(vec![seg; MAX_SEGMENTS + 1])).is_err());
+        assert!(decode(&PackedToken::Segments(vec![seg; 2])).is_ok());
+        // A hex hash stored as text.
+        #[derive(Deserialize)]
+        struct H(#[serde(with = "hash")] String);
+        let h = "0123456789abcdef".repeat(4);
+        let bytes = postcard::to_stdvec(&PackedHash::Text(&h)).expect("encode");
+        assert!(postcard::from_bytes::<H>(&bytes).is_err());
+        let bytes = postcard::to_stdvec(&PackedHash::Text("AB")).expect("encode");
+        assert_eq!(postcard::from_bytes::<H>(&bytes).expect("text").0, "AB");
+    }
 }
