@@ -395,3 +395,76 @@ fn each_record_has_one_encoding_only() {
     assert!(SessionSecrets::decode(&before).is_ok());
     assert!(SessionSecrets::decode(&[&before[..], &[0]].concat()).is_err());
 }
+
+/// What keeping the claims once and decoding strictly cost per open (a
+/// cache miss): a measurement, not an assertion (ignored; run in release:
+/// `cargo test --release --lib cost_of_decoding_secrets -- --ignored
+/// --nocapture`). Figures in `docs/benchmarks.md`.
+#[test]
+#[ignore = "a measurement: run with --ignored"]
+fn cost_of_decoding_secrets() {
+    use base64::Engine as _;
+    use std::time::Instant;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    // The fixture provider's shape: opaque access and refresh tokens, an
+    // RS256 ID token, about 270 B of kept claims.
+    let payload = r#"{"sub":"alice","sid":"Mh1bq8n3aQpZ0vJ4y7Xk2W","auth_time":1764920000,"acr":"0","amr":["pwd"],"name":"Alice Liddell","given_name":"Alice","family_name":"Liddell","email":"alice@example.com","email_verified":true,"locale":"en-GB","groups":["staff","dev"],"at_hash":"77QmUPtjPfzWtF2AnpK9RQ","aud":"bff-client","exp":1764923600,"iat":1764920000,"iss":"http://127.0.0.1:40001","nonce":"n-0S6_WzA2Mj4dK8cT3uYq"}"#;
+    let id_token = format!(
+        "{}.{}.{}",
+        b64(br#"{"alg":"RS256","typ":"JWT","kid":"kP4x9aVb0d8sZ-_c2Wq1nT7yU3mLr5eJ"}"#),
+        b64(payload.as_bytes()),
+        b64(&[7u8; 256])
+    );
+    let mut kept: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(payload).expect("json");
+    for k in ["at_hash", "aud", "exp", "iat", "iss", "nonce"] {
+        kept.remove(k);
+    }
+    let s = SessionSecrets {
+        access_token: SecretString::new("Zm9vYmFyYmF6cXV4".repeat(3)),
+        refresh_token: Some(SecretString::new("cmVmcmVzaHRva2Vu".repeat(3))),
+        id_token: Some(SecretString::new(id_token)),
+        claims_json: serde_json::Value::Object(kept).to_string(),
+        scopes: Some("openid profile email offline_access".into()),
+        derived: Vec::new(),
+        dpop_key: None,
+    };
+    let once = s.encode();
+    let twice = format_text::encode_packed_secrets(&s);
+    let time = |what: &str, f: &dyn Fn()| {
+        const N: u32 = 20_000;
+        for _ in 0..1_000 {
+            f();
+        }
+        let t = Instant::now();
+        for _ in 0..N {
+            f();
+        }
+        let per = t.elapsed().as_secs_f64() * 1e6 / f64::from(N);
+        eprintln!("{what}: {per:.2} µs");
+    };
+    eprintln!(
+        "claims {} B; sealed secrets {} B (claims as text: {} B)",
+        s.claims_json.len(),
+        once.len(),
+        twice.len()
+    );
+    time("decode, claims kept once (rebuilt, strict)", &|| {
+        std::hint::black_box(SessionSecrets::decode(std::hint::black_box(&once)).is_ok());
+    });
+    time("decode, claims as text (strict)", &|| {
+        std::hint::black_box(SessionSecrets::decode(std::hint::black_box(&twice)).is_ok());
+    });
+    time("  of which the re-encoding (strictness)", &|| {
+        std::hint::black_box(std::hint::black_box(&s).encode());
+    });
+    let id = s.id_token.as_ref().map(SecretString::expose);
+    let stored = postcard::to_stdvec(&claims::pack(&s.claims_json, id)).expect("encode");
+    time(
+        "  of which rebuilding the claims from the ID token",
+        &|| {
+            let p: claims::PackedClaims<'_> = postcard::from_bytes(&stored).expect("decode");
+            std::hint::black_box(claims::unpack(std::hint::black_box(p), id));
+        },
+    );
+}
