@@ -455,15 +455,7 @@ impl SessionSecrets {
         let mut out = zeroize::Zeroizing::new(Vec::with_capacity(self.encoded_capacity()));
         out.extend_from_slice(&CLAIMS_ONCE_SECRETS);
         let id_token = self.id_token.as_ref().map(SecretString::expose);
-        let layout = SecretsOut {
-            access_token: packed::TokenRef(&self.access_token),
-            refresh_token: self.refresh_token.as_ref().map(packed::TokenRef),
-            id_token: self.id_token.as_ref().map(packed::TokenRef),
-            claims: claims::pack(&self.claims_json, id_token),
-            scopes: self.scopes.as_deref(),
-            derived: &self.derived,
-            dpop_key: self.dpop_key.as_deref().map(|k| serde_bytes::Bytes::new(k)),
-        };
+        let layout = self.layout_with(claims::pack(&self.claims_json, id_token));
         // Serialising plain data into a Vec cannot fail.
         if let Ok(v) = postcard::to_extend(&layout, std::mem::take(&mut *out)) {
             *out = v;
@@ -471,12 +463,31 @@ impl SessionSecrets {
         out
     }
 
+    /// The fields as [`CLAIMS_ONCE_SECRETS`] lays them out, the claims in
+    /// the form given.
+    fn layout_with<'a>(&'a self, claims: claims::PackedClaims<'a>) -> SecretsOut<'a> {
+        SecretsOut {
+            access_token: packed::TokenRef(&self.access_token),
+            refresh_token: self.refresh_token.as_ref().map(packed::TokenRef),
+            id_token: self.id_token.as_ref().map(packed::TokenRef),
+            claims,
+            scopes: self.scopes.as_deref(),
+            derived: &self.derived,
+            dpop_key: self.dpop_key.as_deref().map(|k| serde_bytes::Bytes::new(k)),
+        }
+    }
+
     /// The layout after [`CLAIMS_ONCE_SECRETS`], read strictly: only what
-    /// [`Self::encode`] writes for the values it decodes to.
+    /// [`Self::encode`] writes for the values it decodes to. Tokens and
+    /// claims check their own form as they decode; what is left to differ
+    /// is an over-long length, which the encoded size shows without
+    /// encoding again.
     fn decode_claims_once(wire: &[u8]) -> Result<Self, RecordError> {
         let v: SecretsIn<'_> = canonical(wire)?;
-        let claims_json = claims::unpack(v.claims, v.id_token.as_ref().map(SecretString::expose))
-            .ok_or(RecordError::Malformed)?;
+        let claims_len = claims::stored_len(&v.claims);
+        let id_token = v.id_token.as_ref().map(SecretString::expose);
+        let claims_json =
+            claims::unpack_canonical(v.claims, id_token).ok_or(RecordError::Malformed)?;
         let s = Self {
             access_token: v.access_token,
             refresh_token: v.refresh_token,
@@ -486,8 +497,11 @@ impl SessionSecrets {
             derived: v.derived,
             dpop_key: v.dpop_key,
         };
-        let again = s.encode();
-        if again.get(CLAIMS_ONCE_SECRETS.len()..) != Some(wire) {
+        // Everything but the claims, with empty text (2 bytes) in their place.
+        let empty = claims::PackedClaims::Text(std::borrow::Cow::Borrowed(""));
+        let rest = postcard::experimental::serialized_size(&s.layout_with(empty));
+        let canonical_len = rest.map(|r| r - 2 + claims_len);
+        if canonical_len != Ok(wire.len()) {
             return Err(RecordError::Malformed);
         }
         Ok(s)

@@ -126,12 +126,69 @@ pub(super) fn pack<'a>(claims_json: &'a str, id_token: Option<&str>) -> PackedCl
     }
 }
 
-fn stored_len(p: &PackedClaims<'_>) -> usize {
+/// The claims' JSON text back from their stored form, strictly: `None`
+/// unless `packed` is what [`pack`] writes for the claims it stands for
+/// (so a record has one encoding). Checks the rebuilt form against
+/// `pack`'s rules rather than packing again, which would parse the payload
+/// and the claims a second time on every cache miss.
+pub(super) fn unpack_canonical(packed: PackedClaims<'_>, id_token: Option<&str>) -> Option<String> {
+    let (dropped, extras) = match packed {
+        PackedClaims::Text(t) => {
+            return matches!(pack(&t, id_token), PackedClaims::Text(_)).then(|| t.into_owned());
+        }
+        PackedClaims::FromIdToken { dropped, extras } => (dropped, extras),
+    };
+    let mut payload = payload_of(id_token?)?;
+    for k in IMPLIED_DROPS {
+        payload.remove(*k);
+    }
+    // `pack` names them once each, in the payload's (sorted) key order, and
+    // only claims the payload has.
+    if !dropped.windows(2).all(|w| w[0] < w[1]) {
+        return None;
+    }
+    for k in &dropped {
+        payload.remove(k.as_ref())?;
+    }
+    let extras_map: Map<String, Value> = if extras.is_empty() {
+        Map::new()
+    } else {
+        let m: Map<String, Value> = serde_json::from_str(&extras).ok()?;
+        // Written by serde_json, never empty (that is "").
+        if m.is_empty() || serde_json::to_string(&m).ok()? != *extras {
+            return None;
+        }
+        m
+    };
+    for (k, v) in &extras_map {
+        // Only claims the payload lacks or has otherwise, never a dropped one.
+        let implied = IMPLIED_DROPS.contains(&k.as_str());
+        if (!implied && payload.get(k) == Some(v)) || dropped.iter().any(|d| d == k) {
+            return None;
+        }
+    }
+    payload.extend(extras_map);
+    let claims = Value::Object(payload).to_string();
+    // And only where it is the smaller form.
+    let rebuilt = PackedClaims::FromIdToken { dropped, extras };
+    let smaller = match &rebuilt {
+        PackedClaims::FromIdToken { dropped, extras } => {
+            extras.len() + dropped.iter().map(|d| d.len()).sum::<usize>() < claims.len()
+        }
+        PackedClaims::Text(_) => false,
+    };
+    (smaller && stored_len(&rebuilt) < stored_len(&PackedClaims::Text(Cow::Borrowed(&claims))))
+        .then_some(claims)
+}
+
+/// How many bytes `p` takes in a record.
+pub(super) fn stored_len(p: &PackedClaims<'_>) -> usize {
     postcard::experimental::serialized_size(p).unwrap_or(usize::MAX)
 }
 
 /// The claims' JSON text back from their stored form; `None` if it names
 /// an ID token payload that is not there.
+#[cfg(test)]
 pub(super) fn unpack(packed: PackedClaims<'_>, id_token: Option<&str>) -> Option<String> {
     match packed {
         PackedClaims::Text(t) => Some(t.into_owned()),
@@ -166,6 +223,17 @@ mod tests {
             Some(claims_json),
             "{claims_json} next to {id_token:?}"
         );
+        let back: PackedClaims<'_> = postcard::from_bytes(&bytes).expect("decode");
+        assert_eq!(
+            unpack_canonical(back, id_token).as_deref(),
+            Some(claims_json),
+            "strictly: {claims_json} next to {id_token:?}"
+        );
+        if rebuilt {
+            // The text form of the same claims is not what `pack` writes.
+            let text = PackedClaims::Text(claims_json.into());
+            assert_eq!(unpack_canonical(text, id_token), None, "{claims_json}");
+        }
         if rebuilt {
             let text =
                 postcard::to_stdvec(&PackedClaims::Text(claims_json.into())).expect("encode");
@@ -312,5 +380,38 @@ mod tests {
             extras: Cow::Borrowed("[not json"),
         };
         assert_eq!(unpack(odd, Some(&id)), None);
+    }
+
+    #[test]
+    fn rebuilt_forms_pack_would_not_write_are_refused() {
+        let id = jwt(
+            r#"{"iss":"i","sub":"alice","name":"Alice Liddell","email":"a@example.com","groups":["a","b","c"]}"#,
+        );
+        let form = |dropped: &[&'static str], extras: &'static str| PackedClaims::FromIdToken {
+            dropped: dropped.iter().map(|d| Cow::Borrowed(*d)).collect(),
+            extras: Cow::Borrowed(extras),
+        };
+        let ok = |p| unpack_canonical(p, Some(&id));
+        assert!(ok(form(&[], "")).is_some());
+        assert!(ok(form(&["email"], "")).is_some());
+        assert!(ok(form(&["email", "groups"], "")).is_some());
+        assert!(ok(form(&["name"], r#"{"x":1}"#)).is_some());
+        for odd in [
+            form(&["groups", "email"], ""),         // out of order
+            form(&["email", "email"], ""),          // twice
+            form(&["absent"], ""),                  // not in the payload
+            form(&["iss"], ""),                     // implied already
+            form(&[], "{}"),                        // empty extras are ""
+            form(&[], r#"{ "x":1}"#),               // not serde_json's text
+            form(&[], r#"{"sub":"alice"}"#),        // the payload's own value
+            form(&["name"], r#"{"name":"B"}"#),     // dropped and extra
+            form(&[], "[1]"),                       // not an object
+            form(&["email", "groups", "name"], ""), // not smaller than the text
+        ] {
+            assert_eq!(ok(odd), None);
+        }
+        // An implied claim kept after all is an extra even with the
+        // payload's value.
+        assert!(ok(form(&[], r#"{"iss":"i"}"#)).is_some());
     }
 }
