@@ -20,10 +20,13 @@
 //! (`claims.rs`); the sealed layout before it still decodes.
 //!
 //! Decoding is strict: the record body, the operator metadata and the
-//! secrets of the current layouts must be exactly what the encoder writes
-//! for the values they decode to (checked by encoding them again), so a
+//! sealed secrets must be exactly what the encoder writes for the values
+//! they decode to (the body and metadata are encoded again and compared;
+//! the secrets check their parts' forms and their encoded size), so a
 //! record has one encoding and nothing else — no trailing byte, no
-//! over-long length — opens. Records of format 1 (before the tag existed) decode to
+//! over-long length — opens.
+//!
+//! Records of format 1 (before the tag existed) decode to
 //! [`RecordError::UnknownVersion`] and are treated as ended: upgrading signs
 //! every user out once, rather than trusting a header nobody authenticated.
 //! Anything that does not decode is an error value, never a panic: the
