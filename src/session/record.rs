@@ -15,7 +15,18 @@
 //! 32 bytes, and the tokens in the sealed secrets as decoded base64url
 //! segments (`packed.rs`); records of format 2 still decode, so a session
 //! that predates the upgrade keeps working (and is written as format 3 at
-//! its next change). Records of format 1 (before the tag existed) decode to
+//! its next change). Since [`CLAIMS_ONCE_SECRETS`], the sealed secrets keep
+//! the claims once: rebuilt from the ID token's payload where they can be
+//! (`claims.rs`); the sealed layout before it still decodes.
+//!
+//! Decoding is strict: the record body, the operator metadata and the
+//! sealed secrets must be exactly what the encoder writes for the values
+//! they decode to (the body and metadata are encoded again and compared;
+//! the secrets check their parts' forms and their encoded size), so a
+//! record has one encoding and nothing else — no trailing byte, no
+//! over-long length — opens.
+//!
+//! Records of format 1 (before the tag existed) decode to
 //! [`RecordError::UnknownVersion`] and are treated as ended: upgrading signs
 //! every user out once, rather than trusting a header nobody authenticated.
 //! Anything that does not decode is an error value, never a panic: the
@@ -23,6 +34,7 @@
 
 use serde::{Deserialize, Serialize};
 
+mod claims;
 mod packed;
 use crate::secret::SecretString;
 
@@ -228,16 +240,20 @@ impl StoredSession {
         let mut generation = [0u8; 8];
         generation.copy_from_slice(&signed[GENERATION_AT]);
         let wire = &signed[HEADER_LEN..];
-        let (body, rest) = match bytes[0] {
-            FORMAT_VERSION => postcard::take_from_bytes::<PackedBody>(wire)
-                .map(|(b, rest)| (StoredBody::from(b), rest)),
-            FORMAT_TEXT => postcard::take_from_bytes::<StoredBody>(wire),
+        // Each body must be exactly what its encoder writes for it.
+        let body = match bytes[0] {
+            FORMAT_VERSION => {
+                let body = StoredBody::from(canonical::<PackedBody>(wire)?);
+                same_bytes(postcard::to_stdvec(&PackedBodyRef::from(&body)), wire)?;
+                body
+            }
+            FORMAT_TEXT => {
+                let body = canonical::<StoredBody>(wire)?;
+                same_bytes(postcard::to_stdvec(&body), wire)?;
+                body
+            }
             other => return Err(RecordError::UnknownVersion(other)),
-        }
-        .map_err(|_| RecordError::Malformed)?;
-        if !rest.is_empty() {
-            return Err(RecordError::Malformed);
-        }
+        };
         Ok(Tagged {
             record: Self {
                 generation: u64::from_be_bytes(generation),
@@ -261,6 +277,23 @@ impl StoredSession {
     }
 }
 
+/// A value that takes every byte of `wire` (nothing left over).
+fn canonical<'de, T: Deserialize<'de>>(wire: &'de [u8]) -> Result<T, RecordError> {
+    match postcard::take_from_bytes::<T>(wire) {
+        Ok((v, [])) => Ok(v),
+        _ => Err(RecordError::Malformed),
+    }
+}
+
+/// Whether encoding a decoded value again gave back the bytes it came
+/// from: postcard accepts over-long lengths, the encoder never writes them.
+fn same_bytes(again: Result<Vec<u8>, postcard::Error>, wire: &[u8]) -> Result<(), RecordError> {
+    match again {
+        Ok(v) if v == wire => Ok(()),
+        _ => Err(RecordError::Malformed),
+    }
+}
+
 /// Sealed under the server key: what operators see when listing sessions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionMeta {
@@ -272,9 +305,11 @@ pub struct SessionMeta {
 }
 
 /// Sealed under the server key and the cookie's secret: never readable
-/// without the browser's cookie. Written with its tokens packed (after
-/// [`PACKED_SECRETS`]); the older layouts below, with tokens as text, are
-/// still read.
+/// without the browser's cookie. Written with its tokens packed and its
+/// claims kept once (after [`CLAIMS_ONCE_SECRETS`]); the older layouts are
+/// still read: tokens packed and claims as text (this struct's derived
+/// serde form, after [`PACKED_SECRETS`]), and those below with tokens as
+/// text.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct SessionSecrets {
     #[serde(with = "packed::token")]
@@ -324,6 +359,41 @@ pub struct DerivedToken {
 /// layout begins with the access token and the optional refresh token).
 /// The packed layout follows.
 pub const PACKED_SECRETS: [u8; 2] = [0x00, 0x02];
+
+/// How the sealed secrets begin since the claims are kept once: as
+/// [`PACKED_SECRETS`], with an `Option` tag of 3 (no text layout can start
+/// so either). [`SecretsOut`] follows.
+pub const CLAIMS_ONCE_SECRETS: [u8; 2] = [0x00, 0x03];
+
+/// [`SessionSecrets`] as written after [`CLAIMS_ONCE_SECRETS`]: the same
+/// fields in the same order, `claims_json` in its packed form.
+#[derive(Serialize)]
+struct SecretsOut<'a> {
+    access_token: packed::TokenRef<'a>,
+    refresh_token: Option<packed::TokenRef<'a>>,
+    id_token: Option<packed::TokenRef<'a>>,
+    claims: claims::PackedClaims<'a>,
+    scopes: Option<&'a str>,
+    derived: &'a [DerivedToken],
+    dpop_key: Option<&'a serde_bytes::Bytes>,
+}
+
+/// What [`SecretsOut`] wrote, read back.
+#[derive(Deserialize)]
+struct SecretsIn<'a> {
+    #[serde(with = "packed::token")]
+    access_token: SecretString,
+    #[serde(with = "packed::opt_token")]
+    refresh_token: Option<SecretString>,
+    #[serde(with = "packed::opt_token")]
+    id_token: Option<SecretString>,
+    #[serde(borrow)]
+    claims: claims::PackedClaims<'a>,
+    scopes: Option<String>,
+    derived: Vec<DerivedToken>,
+    #[serde(with = "opt_secret_bytes")]
+    dpop_key: Option<zeroize::Zeroizing<Vec<u8>>>,
+}
 
 /// `SessionSecrets` with its tokens as text, as format 2 wrote it.
 #[derive(Deserialize)]
@@ -381,17 +451,74 @@ impl std::fmt::Debug for SessionSecrets {
 }
 
 impl SessionSecrets {
-    /// The packed layout after [`PACKED_SECRETS`].
+    /// The layout after [`CLAIMS_ONCE_SECRETS`].
     pub fn encode(&self) -> zeroize::Zeroizing<Vec<u8>> {
         // All the room up front: a buffer that grows frees its old copy,
         // tokens and key included, without wiping it.
         let mut out = zeroize::Zeroizing::new(Vec::with_capacity(self.encoded_capacity()));
-        out.extend_from_slice(&PACKED_SECRETS);
+        out.extend_from_slice(&CLAIMS_ONCE_SECRETS);
+        let id_token = self.id_token.as_ref().map(SecretString::expose);
+        let layout = self.layout_with(claims::pack(&self.claims_json, id_token));
         // Serialising plain data into a Vec cannot fail.
-        if let Ok(v) = postcard::to_extend(self, std::mem::take(&mut *out)) {
+        if let Ok(v) = postcard::to_extend(&layout, std::mem::take(&mut *out)) {
             *out = v;
         }
         out
+    }
+
+    /// The fields as [`CLAIMS_ONCE_SECRETS`] lays them out, the claims in
+    /// the form given.
+    fn layout_with<'a>(&'a self, claims: claims::PackedClaims<'a>) -> SecretsOut<'a> {
+        SecretsOut {
+            access_token: packed::TokenRef(&self.access_token),
+            refresh_token: self.refresh_token.as_ref().map(packed::TokenRef),
+            id_token: self.id_token.as_ref().map(packed::TokenRef),
+            claims,
+            scopes: self.scopes.as_deref(),
+            derived: &self.derived,
+            dpop_key: self.dpop_key.as_deref().map(|k| serde_bytes::Bytes::new(k)),
+        }
+    }
+
+    /// The layout after [`CLAIMS_ONCE_SECRETS`], read strictly: only what
+    /// [`Self::encode`] writes for the values it decodes to. Tokens and
+    /// claims check their own form as they decode; what is left to differ
+    /// is an over-long length, which the encoded size shows without
+    /// encoding again.
+    fn decode_claims_once(wire: &[u8]) -> Result<Self, RecordError> {
+        let v: SecretsIn<'_> = canonical(wire)?;
+        let claims_len = claims::stored_len(&v.claims);
+        let id_token = v.id_token.as_ref().map(SecretString::expose);
+        let claims_json =
+            claims::unpack_canonical(v.claims, id_token).ok_or(RecordError::Malformed)?;
+        let s = Self {
+            access_token: v.access_token,
+            refresh_token: v.refresh_token,
+            id_token: v.id_token,
+            claims_json,
+            scopes: v.scopes,
+            derived: v.derived,
+            dpop_key: v.dpop_key,
+        };
+        // Everything but the claims, with empty text (2 bytes) in their place.
+        let empty = claims::PackedClaims::Text(std::borrow::Cow::Borrowed(""));
+        let rest = postcard::experimental::serialized_size(&s.layout_with(empty));
+        let canonical_len = rest.map(|r| r - 2 + claims_len);
+        if canonical_len != Ok(wire.len()) {
+            return Err(RecordError::Malformed);
+        }
+        Ok(s)
+    }
+
+    /// The packed layout with the claims as text (after
+    /// [`PACKED_SECRETS`]), read as strictly.
+    fn decode_packed(wire: &[u8]) -> Result<Self, RecordError> {
+        let s: Self = canonical(wire)?;
+        let again = zeroize::Zeroizing::new(postcard::to_stdvec(&s).unwrap_or_default());
+        if again.as_slice() != wire {
+            return Err(RecordError::Malformed);
+        }
+        Ok(s)
     }
 
     /// An upper bound of [`Self::encode`]'s length: the text lengths bound
@@ -414,14 +541,17 @@ impl SessionSecrets {
             + self.dpop_key.as_ref().map_or(0, |k| k.len() + 8)
     }
 
-    /// Decodes the packed layout, or one with tokens as text: as format 2
-    /// wrote it, before `derived` (no derived tokens yet) or before
+    /// Decodes the current layout, the packed one with the claims as
+    /// text, or one with tokens as text: as format 2 wrote it, before `derived` (no derived tokens yet) or before
     /// `scopes` (no known scopes) — a session that predates an upgrade
     /// keeps working. Each older layout is a prefix of the newer, so the
     /// newest that decodes is tried first.
     pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
+        if let Some(wire) = bytes.strip_prefix(&CLAIMS_ONCE_SECRETS[..]) {
+            return Self::decode_claims_once(wire);
+        }
         if let Some(packed) = bytes.strip_prefix(&PACKED_SECRETS[..]) {
-            return postcard::from_bytes(packed).map_err(|_| RecordError::Malformed);
+            return Self::decode_packed(packed);
         }
         if let Ok(v3) = postcard::from_bytes::<SessionSecretsV3>(bytes) {
             return Ok(Self {
@@ -500,8 +630,11 @@ impl SessionMeta {
         postcard::to_stdvec(self).unwrap_or_default()
     }
 
+    /// Strict, as the record: only what [`Self::encode`] writes.
     pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
-        postcard::from_bytes(bytes).map_err(|_| RecordError::Malformed)
+        let meta: Self = canonical(bytes)?;
+        same_bytes(postcard::to_stdvec(&meta), bytes)?;
+        Ok(meta)
     }
 }
 
@@ -519,6 +652,14 @@ pub(crate) mod format_text {
         let mut out = postcard::to_extend(&r.body, out).expect("encode");
         let tag = sign(&out);
         out.extend_from_slice(&tag);
+        out
+    }
+
+    /// Secrets as format 3 sealed them before the claims were kept once:
+    /// tokens packed, claims as text.
+    pub fn encode_packed_secrets(s: &SessionSecrets) -> Vec<u8> {
+        let mut out = PACKED_SECRETS.to_vec();
+        out.extend(postcard::to_stdvec(s).expect("encode"));
         out
     }
 
@@ -593,294 +734,4 @@ mod opt_secret_string {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sample() -> StoredSession {
-        StoredSession {
-            generation: 7,
-            body: StoredBody {
-                key_id: "k1".into(),
-                user_hash: "ab".repeat(32),
-                sid_hash: Some("cd".repeat(32)),
-                created_at: 1_000,
-                last_active_at: 1_100,
-                idle_expires_at: 4_700,
-                absolute_expires_at: 44_200,
-                access_expires_at: 1_400,
-                has_refresh_token: true,
-                meta: vec![1, 2, 3],
-                secrets: vec![4; 300],
-            },
-        }
-    }
-
-    fn sign(_: &[u8]) -> [u8; TAG_LEN] {
-        [0xAB; TAG_LEN]
-    }
-
-    #[test]
-    fn records_round_trip_with_the_generation_at_a_fixed_offset_and_the_tag_last() {
-        let r = sample();
-        let bytes = r.encode(sign);
-        assert_eq!(bytes[0], FORMAT_VERSION);
-        assert_eq!(&bytes[1..9], &StoredSession::generation_bytes(7));
-        let tagged = StoredSession::decode(&bytes).expect("decodes");
-        assert_eq!(tagged.record, r);
-        assert_eq!(tagged.tag, &[0xAB; TAG_LEN][..]);
-        assert_eq!(tagged.signed, &bytes[..bytes.len() - TAG_LEN]);
-    }
-
-    #[test]
-    fn the_tag_covers_every_byte_before_it() {
-        let mut seen = Vec::new();
-        let bytes = sample().encode(|b| {
-            seen = b.to_vec();
-            [0; TAG_LEN]
-        });
-        assert_eq!(seen, &bytes[..bytes.len() - TAG_LEN]);
-    }
-
-    #[test]
-    fn format_3_packs_the_hashes_and_format_2_records_still_decode() {
-        let r = sample();
-        let packed = r.encode(sign);
-        let text = format_text::encode_record(&r, sign);
-        assert_eq!(text[0], FORMAT_TEXT);
-        assert_eq!(packed.len() + 2 * 32, text.len(), "two hashes as bytes");
-        let back = StoredSession::decode(&text).expect("format 2 decodes");
-        assert_eq!(back.record, r);
-        assert_eq!(&text[GENERATION_AT], &StoredSession::generation_bytes(7));
-        // Hashes that are not lower-case hex SHA-256 come back as they were.
-        let mut odd = sample();
-        odd.body.user_hash = "AB".repeat(32);
-        odd.body.sid_hash = None;
-        let bytes = odd.encode(sign);
-        assert_eq!(StoredSession::decode(&bytes).expect("decodes").record, odd);
-    }
-
-    #[test]
-    fn secrets_of_format_2_decode_and_packed_ones_round_trip() {
-        let s = SessionSecrets {
-            access_token: SecretString::new("eyJhbGciOiJub25lIn0.eyJzdWIiOiJhIn0.c2ln"),
-            refresh_token: Some(SecretString::new("opaque-refresh")),
-            id_token: Some(SecretString::new("eyJhbGciOiJub25lIn0.eyJzdWIiOiJhIn0.")),
-            claims_json: "{\"sub\":\"a\"}".into(),
-            scopes: Some("openid".into()),
-            derived: vec![derived("k", "eyJ4IjoxfQ.eyJ5IjoyfQ.c2ln", 9)],
-            dpop_key: None,
-        };
-        let packed = s.encode();
-        assert_eq!(
-            packed.capacity(),
-            s.encoded_capacity(),
-            "the buffer never grew (a grown one leaves an unwiped copy)"
-        );
-        let same = |b: SessionSecrets| {
-            assert_eq!(b.access_token.expose(), s.access_token.expose());
-            assert_eq!(
-                b.refresh_token.as_ref().map(|t| t.expose()),
-                Some("opaque-refresh")
-            );
-            assert_eq!(
-                b.id_token.as_ref().map(|t| t.expose()),
-                s.id_token.as_ref().map(|t| t.expose())
-            );
-            assert_eq!(b.claims_json, s.claims_json);
-            assert_eq!(b.scopes, s.scopes);
-            assert_eq!(
-                b.derived_token("k", 0, 0).map(|t| t.expose()),
-                Some("eyJ4IjoxfQ.eyJ5IjoyfQ.c2ln")
-            );
-        };
-        let packed = s.encode();
-        assert!(packed.starts_with(&PACKED_SECRETS));
-        same(SessionSecrets::decode(&packed).expect("packed"));
-        let text = format_text::encode_secrets(&s);
-        assert!(!text.starts_with(&PACKED_SECRETS));
-        assert!(text.len() > packed.len());
-        same(SessionSecrets::decode(&text).expect("format 2"));
-        // A packed body cut short is an error.
-        assert_eq!(
-            SessionSecrets::decode(&packed[..packed.len() - 3]).err(),
-            Some(RecordError::Malformed)
-        );
-    }
-
-    #[test]
-    fn records_of_the_untagged_format_1_are_refused_as_unknown() {
-        let mut bytes = sample().encode(sign);
-        bytes[0] = 1;
-        assert_eq!(
-            StoredSession::decode(&bytes).map(|t| t.record),
-            Err(RecordError::UnknownVersion(1))
-        );
-    }
-
-    #[test]
-    fn garbage_is_an_error_never_a_panic() {
-        let decode = |b: &[u8]| StoredSession::decode(b).map(|t| t.record);
-        assert_eq!(decode(b""), Err(RecordError::Truncated));
-        assert_eq!(decode(&[4; 60]), Err(RecordError::UnknownVersion(4)));
-        // A body cut short, or with a byte too many, before the tag.
-        let full = sample().encode(sign);
-        let (signed, tag) = full.split_at(full.len() - TAG_LEN);
-        let short = [&signed[..signed.len() - 5], tag].concat();
-        assert_eq!(decode(&short), Err(RecordError::Malformed));
-        let long = [signed, &[0], tag].concat();
-        assert_eq!(decode(&long), Err(RecordError::Malformed));
-        // Every prefix and a sweep of random-ish inputs: no panic.
-        for n in 0..full.len() {
-            let _ = StoredSession::decode(&full[..n]);
-        }
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        for _ in 0..2000 {
-            let mut buf = vec![FORMAT_VERSION];
-            for _ in 0..(x % 97) {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                buf.push(x as u8);
-            }
-            let _ = StoredSession::decode(&buf);
-            let _ = SessionSecrets::decode(&buf);
-            let _ = SessionMeta::decode(&buf);
-        }
-    }
-
-    #[test]
-    fn expiry_reports_which_limit_ended_the_session() {
-        let b = sample().body;
-        assert_eq!(b.expired(1_200), None);
-        assert_eq!(b.expired(4_700), Some(Expiry::Idle));
-        assert_eq!(b.expired(44_200), Some(Expiry::Absolute));
-        assert_eq!(b.ends_at(), 4_700);
-        assert_eq!(b.ttl_millis(4_600_000), 100_000);
-        assert_eq!(b.ttl_millis(9_999_999), 1);
-    }
-
-    #[test]
-    fn secrets_debug_is_redacted() {
-        let s = SessionSecrets {
-            access_token: SecretString::new("at"),
-            refresh_token: None,
-            id_token: None,
-            claims_json: "{}".into(),
-            scopes: Some("openid api".into()),
-            derived: Vec::new(),
-            dpop_key: None,
-        };
-        assert_eq!(format!("{s:?}"), "SessionSecrets([redacted])");
-        let back = SessionSecrets::decode(&s.encode()).expect("decodes");
-        assert_eq!(back.access_token.expose(), "at");
-        assert_eq!(back.scopes.as_deref(), Some("openid api"));
-    }
-
-    #[test]
-    fn secrets_written_before_scopes_were_kept_still_decode() {
-        #[derive(Serialize)]
-        struct Old<'a>(&'a str, Option<&'a str>, Option<&'a str>, &'a str);
-        let old =
-            postcard::to_stdvec(&Old("at", Some("rt"), None, "{\"sub\":\"a\"}")).expect("encode");
-        let back = SessionSecrets::decode(&old).expect("decodes");
-        assert_eq!(back.refresh_token.as_ref().map(|t| t.expose()), Some("rt"));
-        assert_eq!(back.claims_json, "{\"sub\":\"a\"}");
-        assert_eq!(back.scopes, None);
-    }
-
-    fn derived(key: &str, token: &str, expires_at: u64) -> DerivedToken {
-        DerivedToken {
-            key: key.into(),
-            access_token: SecretString::new(token),
-            expires_at,
-        }
-    }
-
-    #[test]
-    fn derived_tokens_are_kept_per_key_bounded_and_round_trip() {
-        let mut s = SessionSecrets {
-            access_token: SecretString::new("login"),
-            refresh_token: Some(SecretString::new("rt")),
-            id_token: None,
-            claims_json: "{}".into(),
-            scopes: None,
-            derived: Vec::new(),
-            dpop_key: None,
-        };
-        s.put_derived(derived("r|https://api-a.test/|", "for-a", 1_000));
-        s.put_derived(derived("r|https://api-b.test/|", "for-b", 1_000));
-        s.put_derived(derived("r|https://api-a.test/|", "for-a-2", 2_000));
-        assert_eq!(s.derived.len(), 2, "one per key");
-        let back = SessionSecrets::decode(&s.encode()).expect("decodes");
-        let get = |key: &str, now: u64| {
-            back.derived_token(key, now, 30)
-                .map(|t| t.expose().to_owned())
-        };
-        assert_eq!(
-            get("r|https://api-a.test/|", 100).as_deref(),
-            Some("for-a-2")
-        );
-        assert_eq!(get("r|https://api-b.test/|", 100).as_deref(), Some("for-b"));
-        assert_eq!(get("r|https://api-b.test/|", 970), None, "inside the skew");
-        assert_eq!(get("x|https://api-b.test/|", 100), None, "another key");
-        for i in 0..40 {
-            s.put_derived(derived(&format!("k{i}"), "t", 5_000 + i));
-        }
-        assert_eq!(s.derived.len(), MAX_DERIVED);
-        assert!(s.derived_token("k39", 0, 0).is_some(), "the newest stays");
-    }
-
-    #[test]
-    fn secrets_written_before_derived_tokens_still_decode() {
-        #[derive(Serialize)]
-        struct V2<'a>(
-            &'a str,
-            Option<&'a str>,
-            Option<&'a str>,
-            &'a str,
-            Option<&'a str>,
-        );
-        let old =
-            postcard::to_stdvec(&V2("at", Some("rt"), None, "{}", Some("openid"))).expect("encode");
-        let back = SessionSecrets::decode(&old).expect("decodes");
-        assert_eq!(back.access_token.expose(), "at");
-        assert_eq!(back.scopes.as_deref(), Some("openid"));
-        assert!(back.derived.is_empty());
-    }
-
-    #[test]
-    fn the_dpop_key_round_trips_and_secrets_written_before_it_still_decode() {
-        let mut s = SessionSecrets {
-            access_token: SecretString::new("at"),
-            refresh_token: Some(SecretString::new("rt")),
-            id_token: None,
-            claims_json: "{}".into(),
-            scopes: Some("openid".into()),
-            derived: Vec::new(),
-            dpop_key: Some(zeroize::Zeroizing::new(vec![7; 138])),
-        };
-        s.put_derived(derived("k", "for-k", 5));
-        let back = SessionSecrets::decode(&s.encode()).expect("decodes");
-        assert_eq!(
-            back.dpop_key.as_deref().map(Vec::as_slice),
-            Some(&[7u8; 138][..])
-        );
-        assert_eq!(back.derived.len(), 1);
-        // The layout before `dpop_key` (V3): derived tokens kept, no key.
-        #[derive(Serialize)]
-        struct V3<'a>(
-            &'a str,
-            Option<&'a str>,
-            Option<&'a str>,
-            &'a str,
-            Option<&'a str>,
-            Vec<(&'a str, &'a str, u64)>,
-        );
-        let old = postcard::to_stdvec(&V3("at", Some("rt"), None, "{}", None, vec![("k", "t", 9)]))
-            .expect("encode");
-        let back = SessionSecrets::decode(&old).expect("decodes");
-        assert_eq!(back.derived.len(), 1);
-        assert_eq!(back.derived[0].access_token.expose(), "t");
-        assert!(back.dpop_key.is_none());
-    }
-}
+mod tests;

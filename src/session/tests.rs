@@ -549,3 +549,114 @@ async fn an_opened_sessions_dpop_key_is_parsed_once_and_is_the_sealed_one() {
     };
     assert!(keyless.dpop().expect("no key is no error").is_none());
 }
+
+/// A compact JWS with `payload` (not checked here: the flows validate).
+fn id_token_with(payload: &str) -> String {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    format!(
+        "{}.{}.{}",
+        b64(br#"{"alg":"RS256","kid":"k"}"#),
+        b64(payload.as_bytes()),
+        b64(&[7; 256])
+    )
+}
+
+/// The sealed secrets of the record stored for `sid`, opened.
+async fn stored_secrets(s: &Sessions, store: &Store, sid: &StoreId, id: &SessionId) -> Vec<u8> {
+    let raw = store
+        .get(sid)
+        .await
+        .expect("get")
+        .into_live()
+        .expect("live");
+    let record = StoredSession::decode(&raw).expect("decodes").record;
+    let cipher = s.keys.current().session_cipher(id.secret());
+    open(&cipher, &aad(sid, "secrets"), &record.body.secrets)
+        .expect("opens")
+        .to_vec()
+}
+
+#[tokio::test]
+async fn a_format_3_session_with_its_claims_stored_twice_opens_and_its_next_token_write_keeps_them_once()
+ {
+    let store = Arc::new(Store::Memory(MemoryStore::new()));
+    let s = sessions(store.clone());
+    let payload = r#"{"iss":"https://op.test","aud":"bff","exp":1700000600,"iat":1700000000,"nonce":"n0","at_hash":"x","sub":"alice","sid":"idp-sid","auth_time":1700000000,"name":"Alice Liddell","email":"alice@example.com","groups":["staff","dev"]}"#;
+    let claims_json = r#"{"auth_time":1700000000,"email":"alice@example.com","groups":["staff","dev"],"name":"Alice Liddell","sid":"idp-sid","sub":"alice"}"#;
+    let (sid, cookie) = s
+        .create(
+            NewLogin {
+                id_token: Some(SecretString::new(id_token_with(payload))),
+                claims_json: claims_json.into(),
+                ..login("alice")
+            },
+            &ClientInfo::default(),
+            1_000,
+        )
+        .await
+        .expect("create");
+    let h = cookie_header(&cookie);
+    let raw = store
+        .get(&sid)
+        .await
+        .expect("get")
+        .into_live()
+        .expect("live");
+    let Ok(Lookup::Active(session)) = s.load(&h, 1_001).await else {
+        panic!("a new session opens");
+    };
+    assert_eq!(session.secrets.claims_json, claims_json);
+    let once = stored_secrets(&s, &store, &sid, &session.id).await;
+    assert!(once.starts_with(&record::CLAIMS_ONCE_SECRETS));
+    // The same session as format 3 sealed it before: claims as text.
+    let mut old = StoredSession::decode(&raw).expect("decodes").record;
+    let cipher = s.keys.current().session_cipher(session.id.secret());
+    old.body.secrets = seal(
+        &cipher,
+        &aad(&sid, "secrets"),
+        &record::format_text::encode_packed_secrets(&session.secrets),
+    );
+    let twice = s.encode(&sid, &old);
+    assert!(
+        twice.len() >= raw.len() + claims_json.len() - 4,
+        "the claims' text is what the new layout saves: {} vs {}",
+        twice.len(),
+        raw.len()
+    );
+    overwrite(&store, &sid, &raw, &twice).await;
+    let Ok(Lookup::Active(loaded)) = s.load(&h, 1_002).await else {
+        panic!("a record of the layout before opens");
+    };
+    assert_eq!(loaded.secrets.claims_json, claims_json);
+    assert_eq!(loaded.claims(), session.claims());
+    // Its next token write (a refresh without a new ID token) keeps the
+    // claims once, and they open the same.
+    let written = s
+        .write_tokens(&loaded, loaded.secrets.clone(), 3_000, 1_003)
+        .await
+        .expect("write")
+        .expect("live");
+    let rewritten = stored_secrets(&s, &store, &sid, &written.id).await;
+    assert!(rewritten.starts_with(&record::CLAIMS_ONCE_SECRETS));
+    let Ok(Lookup::Active(again)) = s.load(&h, 1_004).await else {
+        panic!("the rewritten record opens");
+    };
+    assert_eq!(again.secrets.claims_json, claims_json);
+    // A refresh with a new ID token: merged claims (the old `email`, which
+    // the new payload lacks, stays) come back byte for byte.
+    let new_payload =
+        r#"{"iss":"https://op.test","sub":"alice","name":"Alice L.","iat":1700009000}"#;
+    let merged = r#"{"auth_time":1700000000,"email":"alice@example.com","groups":["staff","dev"],"name":"Alice L.","sid":"idp-sid","sub":"alice"}"#;
+    let mut refreshed = again.secrets.clone();
+    refreshed.id_token = Some(SecretString::new(id_token_with(new_payload)));
+    refreshed.claims_json = merged.into();
+    s.write_tokens(&again, refreshed, 4_000, 1_005)
+        .await
+        .expect("write")
+        .expect("live");
+    let Ok(Lookup::Active(last)) = s.load(&h, 1_006).await else {
+        panic!("the refreshed record opens");
+    };
+    assert_eq!(last.secrets.claims_json, merged);
+}

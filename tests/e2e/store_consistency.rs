@@ -144,15 +144,16 @@ pub async fn dump(target: &Target, prefix: &str) -> Dump {
             let untag = |s: &str| s.replace(['{', '}'], "");
             let untag_user = |s: &str| s.split_once('}').map_or(s, |(_, u)| u).to_owned();
             if let Some(id) = rest.strip_prefix("s:") {
-                let (u, x): (Option<String>, Option<String>) = redis::cmd("HMGET")
+                let (u, x): (Option<Vec<u8>>, Option<Vec<u8>>) = redis::cmd("HMGET")
                     .arg(&k)
                     .arg("u")
                     .arg("x")
                     .query_async(&mut c)
                     .await
                     .expect("hmget");
+                let u = u.expect("record without its user");
                 d.records
-                    .insert(untag(id), (u.expect("record without its user"), x));
+                    .insert(untag(id), (field_hash(&u), x.as_deref().map(field_hash)));
             } else if let Some(user) = rest.strip_prefix("u:") {
                 let members: Vec<String> = redis::cmd("ZRANGE")
                     .arg(&k)
@@ -175,6 +176,16 @@ pub async fn dump(target: &Target, prefix: &str) -> Dump {
         }
     }
     d
+}
+
+/// A record's `u` or `x` field in hex: 32 bytes as written now, or the
+/// hex text versions before wrote.
+fn field_hash(field: &[u8]) -> String {
+    if field.len() == 32 {
+        field.iter().map(|b| format!("{b:02x}")).collect()
+    } else {
+        String::from_utf8(field.to_vec()).expect("hex text")
+    }
 }
 
 /// The user index, the provider-session indexes and the records agree
@@ -305,4 +316,97 @@ async fn parallel_creates_and_revokes_agree_on(target: &Target) {
             .len(),
         3
     );
+}
+
+/// Records written by the version before index hashes were stored as bytes
+/// hold `u` and `x` as 64 hex digits: they are still found, evicted and
+/// revoked (by ID, by provider session, by user), and their index entries
+/// go with them, next to records of the current form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_with_hex_index_hashes_from_the_previous_version_are_still_revoked() {
+    let target = Target::Standalone;
+    let prefix = random_prefix();
+    let s = sessions_on(&target, &prefix, None);
+    let user = "hex-era-user";
+    let now = oidc_bff::clock::unix_now();
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        let (id, _) = s
+            .create(login(user, n), &ClientInfo::default(), now + n as u64)
+            .await
+            .expect("create");
+        ids.push(id);
+    }
+    let mut conn = redis::Client::open(shared().redis.url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}s:*"))
+        .query_async(&mut conn)
+        .await
+        .expect("keys");
+    assert_eq!(keys.len(), 6);
+    for k in &keys {
+        let (u, x): (Vec<u8>, Vec<u8>) = redis::cmd("HMGET")
+            .arg(k)
+            .arg("u")
+            .arg("x")
+            .query_async(&mut conn)
+            .await
+            .expect("hmget");
+        assert_eq!((u.len(), x.len()), (32, 32), "written as bytes");
+        // As the previous version wrote them.
+        let _: () = redis::cmd("HSET")
+            .arg(k)
+            .arg("u")
+            .arg(field_hash(&u))
+            .arg("x")
+            .arg(field_hash(&x))
+            .query_async(&mut conn)
+            .await
+            .expect("hset");
+    }
+    assert_eq!(check_agreement(&target, &prefix, user).await, 6);
+    // Eviction by the per-user limit at the next login.
+    let limited = sessions_on(&target, &prefix, Some(5));
+    let (newest, _) = limited
+        .create(login(user, 6), &ClientInfo::default(), now + 10)
+        .await
+        .expect("create");
+    assert_eq!(check_agreement(&target, &prefix, user).await, 5);
+    // By ID.
+    s.revoke(&ids[3], RevokeReason::Admin, "test", now)
+        .await
+        .expect("revoke");
+    assert_eq!(check_agreement(&target, &prefix, user).await, 4);
+    // By provider session: sid-1 holds n = 1, 3, 5 less the revoked n = 3
+    // and whichever the limit evicted (creation times may tie).
+    let sh = sid_hash("sid-1");
+    let expected: BTreeSet<String> = dump(&target, &prefix)
+        .await
+        .records
+        .into_iter()
+        .filter(|(_, (_, x))| x.as_deref() == Some(sh.as_str()))
+        .map(|(id, _)| id)
+        .collect();
+    assert!(!expected.is_empty());
+    let left = 4 - expected.len();
+    let ended: BTreeSet<String> = s
+        .revoke_provider_session("sid-1", "test", now)
+        .await
+        .expect("back-channel")
+        .iter()
+        .map(|id| id.as_str().replace(['{', '}'], ""))
+        .collect();
+    assert_eq!(ended, expected);
+    assert_eq!(check_agreement(&target, &prefix, user).await, left);
+    // By user, keeping the session of the current form.
+    s.revoke_user(user, Some(&newest), RevokeReason::Admin, "test", now)
+        .await
+        .expect("revoke all");
+    assert_eq!(check_agreement(&target, &prefix, user).await, 1);
+    let d = dump(&target, &prefix).await;
+    assert!(d.sids.values().all(|m| m.len() <= 1), "{:?}", d.sids);
 }

@@ -86,7 +86,10 @@ async fn redis_commands_per_login() {
         per_kind.join(", ")
     );
     let (record, _) = record_sizes(&redis, &gw.prefix).await;
-    eprintln!("fixture provider's tokens: stored record {record} B on average");
+    eprintln!(
+        "fixture provider's tokens: stored record {record} B on average (jemalloc class {} B)",
+        size_class(record + 6)
+    );
 }
 
 /// The shape of the tokens a measurement stores.
@@ -104,6 +107,12 @@ enum Tokens {
 /// A JWT-shaped token of `len` characters: a header, a JSON payload of
 /// varied bytes, and (when it fits) an RS256-sized signature.
 fn jwt_of(len: usize, seed: usize) -> String {
+    jwt_with(len, seed, "")
+}
+
+/// [`jwt_of`] whose payload also holds `claims` (JSON members, e.g. the
+/// user's claims in an ID token), padded to `len` by its `jti`.
+fn jwt_with(len: usize, seed: usize, claims: &str) -> String {
     use base64::Engine as _;
     let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
     let header = b64(br#"{"alg":"RS256","typ":"JWT","kid":"kP4x9aVb0d8sZ-_c2Wq1nT7yU3mLr5eJ"}"#);
@@ -118,7 +127,7 @@ fn jwt_of(len: usize, seed: usize) -> String {
     let sig: Vec<u8> = (0..sig_bytes).map(|_| next() as u8).collect();
     let sig = b64(&sig);
     let room = len.saturating_sub(header.len() + sig.len() + 2) * 3 / 4;
-    let mut payload = String::from("{\"jti\":\"");
+    let mut payload = format!("{{{claims}\"jti\":\"");
     while payload.len() + 2 < room {
         payload.push(char::from(b'a' + (next() % 26) as u8));
     }
@@ -127,23 +136,31 @@ fn jwt_of(len: usize, seed: usize) -> String {
 }
 
 fn realistic_login(user: &str, n: usize, tokens: Tokens) -> NewLogin {
+    let sid = format!("{user}-sid-{}", n % 2);
+    let claims = format!(
+        "\"sub\":\"{user}\",\"name\":\"A Person\",\"email\":\"{user}@example.com\",\"groups\":[\"staff\",\"dev\"]"
+    );
     let (access, refresh, id) = match tokens {
         Tokens::Synthetic => ("a".repeat(1_200), "r".repeat(400), "i".repeat(1_000)),
+        // The ID token carries the user's claims, as a provider's does
+        // (same length as before they were in it).
         Tokens::KeycloakLike => (
             jwt_of(1_200, 3 * n),
             jwt_of(400, 3 * n + 1),
-            jwt_of(1_000, 3 * n + 2),
+            jwt_with(1_000, 3 * n + 2, &format!("{claims},")),
         ),
     };
     NewLogin {
         sub: user.to_owned(),
-        sid: Some(format!("{user}-sid-{}", n % 2)),
+        sid: Some(sid.clone()),
         access_token: SecretString::new(access),
         refresh_token: Some(SecretString::new(refresh)),
         id_token: Some(SecretString::new(id)),
         access_expires_at: 0,
+        // What the login flow keeps of such an ID token (all but `jti`,
+        // keys sorted as serde_json writes them): the same 90 B as ever.
         claims_json: format!(
-            "{{\"sub\":\"{user}\",\"name\":\"A Person\",\"email\":\"{user}@example.com\",\"groups\":[\"staff\",\"dev\"]}}"
+            "{{\"email\":\"{user}@example.com\",\"groups\":[\"staff\",\"dev\"],\"name\":\"A Person\",\"sub\":\"{user}\"}}"
         ),
         scopes: Some("openid profile email".into()),
         dpop_key: None,
@@ -196,6 +213,18 @@ async fn bytes_under(redis: &RedisServer, prefix: &str) -> (u64, u64, BTreeMap<S
         }
     }
     (total, keys.len() as u64, by_kind)
+}
+
+/// The jemalloc size class (Redis' allocator) an allocation of `n` bytes
+/// takes: four classes per doubling above 64 B. A stored record is an sds
+/// string: `n` is its length plus 6 (a 5-byte header and the NUL) for
+/// records under 64 KiB.
+fn size_class(n: u64) -> u64 {
+    if n <= 64 {
+        return n.div_ceil(16) * 16;
+    }
+    let step = 1u64 << (63 - (n - 1).leading_zeros() - 2);
+    n.div_ceil(step) * step
 }
 
 /// The average length of the stored records (the `r` field of the session
@@ -275,9 +304,10 @@ async fn redis_bytes_per_session_with_many_users() {
             "sharded"
         };
         eprintln!(
-            "{layout} layout, {tokens:?} tokens: {sessions} sessions of {users} users, {keys} keys, {} B per session (MEMORY USAGE over every key, indexes included; by key kind {}); stored record {record} B",
+            "{layout} layout, {tokens:?} tokens: {sessions} sessions of {users} users, {keys} keys, {} B per session (MEMORY USAGE over every key, indexes included; by key kind {}); stored record {record} B (jemalloc class {} B)",
             bytes / sessions as u64,
-            per_kind.join(", ")
+            per_kind.join(", "),
+            size_class(record + 6)
         );
         // Free the memory before the next case.
         let client = redis::Client::open(redis.url()).expect("client");

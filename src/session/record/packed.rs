@@ -2,6 +2,11 @@
 //! hex hashes. Owns the byte-level packing of format-3 records (see
 //! `record.rs`); nothing here knows what a session is.
 //!
+//! Decoding is strict: a form the encoder would not have written (a token
+//! stored as text that it would have packed, a packed token of fewer than
+//! two or more than [`MAX_SEGMENTS`] segments, a hex hash stored as text)
+//! is refused, so each value has one encoding.
+//!
 //! A token is mostly base64url text (a JWT, a JWE, or an opaque string):
 //! when it is dot-separated canonical base64url segments, the decoded bytes
 //! are stored and the text is rebuilt on read, a quarter smaller. Anything
@@ -43,6 +48,16 @@ fn segments(token: &str) -> Option<Vec<Zeroizing<Vec<u8>>>> {
         .collect()
 }
 
+/// A token to serialise packed, by reference: for layouts written from
+/// borrowed fields.
+pub struct TokenRef<'a>(pub &'a SecretString);
+
+impl Serialize for TokenRef<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serialize_token(self.0, s)
+    }
+}
+
 /// Serialises a token packed.
 pub fn serialize_token<S: Serializer>(token: &SecretString, s: S) -> Result<S::Ok, S::Error> {
     let text = token.expose();
@@ -58,10 +73,20 @@ pub fn serialize_token<S: Serializer>(token: &SecretString, s: S) -> Result<S::O
     }
 }
 
-/// Rebuilds a token's text from its packed form.
+/// Rebuilds a token's text from its packed form; refuses a form the
+/// encoder would not have written.
 pub fn deserialize_token<'de, D: Deserializer<'de>>(d: D) -> Result<SecretString, D::Error> {
+    use serde::de::Error as _;
     Ok(SecretString::new(match PackedToken::deserialize(d)? {
+        PackedToken::Text(t) if segments(t).is_some() => {
+            return Err(D::Error::custom("a packable token stored as text"));
+        }
         PackedToken::Text(t) => t.to_owned(),
+        PackedToken::Segments(parts) if !(2..=MAX_SEGMENTS).contains(&parts.len()) => {
+            return Err(D::Error::custom(
+                "a packed token of too few or many segments",
+            ));
+        }
         PackedToken::Segments(parts) => {
             let mut out = String::with_capacity(parts.iter().map(|p| p.len() * 4 / 3 + 3).sum());
             for (i, p) in parts.iter().enumerate() {
@@ -85,13 +110,7 @@ pub mod opt_token {
     use super::SecretString;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    struct Packed<'a>(&'a SecretString);
-
-    impl Serialize for Packed<'_> {
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            super::serialize_token(self.0, s)
-        }
-    }
+    use super::TokenRef as Packed;
 
     #[derive(Deserialize)]
     struct Unpacked(#[serde(with = "super::token")] SecretString);
@@ -145,8 +164,12 @@ pub mod hash {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        use serde::de::Error as _;
         Ok(match PackedHash::deserialize(d)? {
             PackedHash::Bytes(b) => crate::session::cookie::hex(&b),
+            PackedHash::Text(t) if unhex(t).is_some() => {
+                return Err(D::Error::custom("a hex hash stored as text"));
+            }
             PackedHash::Text(t) => t.to_owned(),
         })
     }
@@ -235,5 +258,32 @@ mod tests {
             let back: H = postcard::from_bytes(&bytes).expect("decode");
             assert_eq!((back.0, back.1), (odd, None));
         }
+    }
+
+    #[test]
+    fn forms_the_encoder_never_writes_are_refused() {
+        let decode = |v: &PackedToken<'_>| {
+            let bytes = postcard::to_stdvec(v).expect("encode");
+            postcard::from_bytes::<T>(&bytes).map(|t| t.0.expose().to_owned())
+        };
+        // A packable token stored as text.
+        assert!(decode(&PackedToken::Text("AA.AQ.")).is_err());
+        assert_eq!(
+            decode(&PackedToken::Text("opaque")).ok().as_deref(),
+            Some("opaque")
+        );
+        // Packed with a segment count the encoder never packs.
+        let seg = serde_bytes::Bytes::new(b"\x01");
+        assert!(decode(&PackedToken::Segments(vec![seg])).is_err());
+        assert!(decode(&PackedToken::Segments(vec![seg; MAX_SEGMENTS + 1])).is_err());
+        assert!(decode(&PackedToken::Segments(vec![seg; 2])).is_ok());
+        // A hex hash stored as text.
+        #[derive(Deserialize)]
+        struct H(#[serde(with = "hash")] String);
+        let h = "0123456789abcdef".repeat(4);
+        let bytes = postcard::to_stdvec(&PackedHash::Text(&h)).expect("encode");
+        assert!(postcard::from_bytes::<H>(&bytes).is_err());
+        let bytes = postcard::to_stdvec(&PackedHash::Text("AB")).expect("encode");
+        assert_eq!(postcard::from_bytes::<H>(&bytes).expect("text").0, "AB");
     }
 }

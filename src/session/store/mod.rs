@@ -12,7 +12,8 @@
 //! Key layout (under the configured prefix `P`; `{T}` is a Redis hash tag:
 //! the 4 hex digits of a session's shard tag, a keyed hash of its user):
 //! - `P s:{T}{id}` — hash: `r` record bytes, `u` user hash, `x` provider-sid
-//!   hash; expires with the session;
+//!   hash (32 bytes each; hex in records of earlier versions); expires with
+//!   the session;
 //! - `P t:{T}{id}` — tombstone of a revoked session (reason, actor, time);
 //! - `P l:{T}{id}` — refresh lock;
 //! - `P u:{T}{user_hash}` — sorted set of the user's session IDs by creation

@@ -24,7 +24,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManagerConfig;
 use redis::{AsyncCommands, RedisResult};
 
-use super::redis_keys::{Layout, SidIndex};
+use super::redis_keys::{Layout, SidIndex, field_hash, hash_field};
 use super::redis_link::{ClusterLink, Link, SentinelLink};
 use super::redis_scripts::Scripts;
 use super::{
@@ -304,20 +304,25 @@ impl RedisStore {
         let (record, tombstone) = (self.keys.record(id), self.keys.tombstone(id));
         for _ in 0..3 {
             let mut conn = self.conn.clone();
-            let user: Option<String> = self.run(conn.hget(&record, "u")).await?;
+            // `u` as stored (bytes, or hex from an older version): the
+            // script compares it as it is.
+            let user: Option<Vec<u8>> = self.run(conn.hget(&record, "u")).await?;
             let mut call = self.scripts.revoke.prepare_invoke();
             call.key(&record).key(&tombstone);
             if let Some(uh) = &user {
-                call.key(self.keys.user_index_of(id, uh));
+                call.key(self.keys.user_index_of(id, &field_hash(uh)));
             }
             call.arg(tomb)
                 .arg(TOMBSTONE_TTL_MILLIS)
                 .arg(id.as_str())
                 .arg(user.as_deref().unwrap_or_default())
                 .arg(if fence { "1" } else { "0" });
-            let (code, text): (i64, String) = self.run(call.invoke_async(&mut conn)).await?;
-            if code != 3 {
-                return Ok((code, text));
+            let (code, text): (i64, Vec<u8>) = self.run(call.invoke_async(&mut conn)).await?;
+            match code {
+                // The sid hash of the session ended, as the record's `x`.
+                1 => return Ok((code, field_hash(&text))),
+                3 => {}
+                _ => return Ok((code, String::from_utf8_lossy(&text).into_owned())),
             }
         }
         Err(StoreError::Unavailable(
@@ -359,12 +364,12 @@ impl RedisStore {
             for c in &candidates {
                 call.arg(c.as_str());
             }
-            let (left, ended): (u64, Vec<String>) = self.run(call.invoke_async(&mut conn)).await?;
+            let (left, ended): (u64, Vec<Vec<u8>>) = self.run(call.invoke_async(&mut conn)).await?;
             let progress = left < size;
             size = left;
             for pair in ended.chunks_exact(2) {
-                if let Some(id) = StoreId::parse(&pair[0]) {
-                    self.unindex_sid(&id, &pair[1]).await;
+                if let Some(id) = std::str::from_utf8(&pair[0]).ok().and_then(StoreId::parse) {
+                    self.unindex_sid(&id, &field_hash(&pair[1])).await;
                     evicted.push(id);
                 }
             }
@@ -404,10 +409,10 @@ impl RedisStore {
             for id in &batch {
                 call.arg(id.as_str());
             }
-            let ended: Vec<String> = self.run(call.invoke_async(&mut conn)).await?;
+            let ended: Vec<Vec<u8>> = self.run(call.invoke_async(&mut conn)).await?;
             for pair in ended.chunks_exact(2) {
-                if let Some(id) = StoreId::parse(&pair[0]) {
-                    self.unindex_sid(&id, &pair[1]).await;
+                if let Some(id) = std::str::from_utf8(&pair[0]).ok().and_then(StoreId::parse) {
+                    self.unindex_sid(&id, &field_hash(&pair[1])).await;
                     out.push(id);
                 }
             }
@@ -597,8 +602,8 @@ impl SessionStore for RedisStore {
                     .arg(new.ttl_millis)
                     .arg(new.created_millis)
                     .arg(new.index_ttl_millis)
-                    .arg(new.user_hash)
-                    .arg(new.sid_hash.unwrap_or(""))
+                    .arg(hash_field(new.user_hash))
+                    .arg(new.sid_hash.map(hash_field).unwrap_or_default())
                     .arg(id.as_str())
                     .invoke_async(&mut conn),
             )

@@ -1,6 +1,7 @@
 //! Where each key of the Redis store lives: the key names of the sharded
 //! layout and of the legacy (single-slot) one, decided by the session ID's
-//! format. See the key layout in the parent module's documentation.
+//! format. See the key layout in the parent module's documentation. Also
+//! how a record's hash holds the index hashes (`u`, `x`) it names.
 
 use crate::session::cookie::{ShardTag, StoreId, hex};
 
@@ -131,6 +132,39 @@ impl Layout {
     }
 }
 
+/// A user or provider-session hash (64 lower-case hex digits) as the
+/// record's hash stores it in `u` and `x`: its 32 bytes. The scripts only
+/// compare and return these fields, and Lua strings are byte strings.
+/// Anything that is not such a hash (never written by the gateway, whose
+/// hashes are all SHA-256 in hex) is stored as it is.
+pub(super) fn hash_field(hex_hash: &str) -> Vec<u8> {
+    let b = hex_hash.as_bytes();
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let packed: Option<Vec<u8>> = (b.len() == 64)
+        .then(|| {
+            b.chunks_exact(2)
+                .map(|p| Some((digit(p[0])? << 4) | digit(p[1])?))
+                .collect()
+        })
+        .flatten();
+    packed.unwrap_or_else(|| b.to_vec())
+}
+
+/// The hash a `u` or `x` field names, in hex: 32 bytes as this version
+/// writes them, or the 64 hex digits that versions before it wrote (still
+/// read until those records expire).
+pub(super) fn field_hash(field: &[u8]) -> String {
+    if field.len() == 32 {
+        hex(field)
+    } else {
+        String::from_utf8_lossy(field).into_owned()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,5 +218,20 @@ mod tests {
             ..layout("bff:")
         };
         assert_eq!(standalone.record(&id), format!("bff:s:{}", "d".repeat(64)));
+    }
+
+    #[test]
+    fn index_hashes_are_stored_as_32_bytes_and_hex_ones_still_read() {
+        let h = "0123456789abcdef".repeat(4);
+        let field = hash_field(&h);
+        assert_eq!(field.len(), 32);
+        assert_eq!(field_hash(&field), h);
+        // As the previous version wrote it.
+        assert_eq!(field_hash(h.as_bytes()), h);
+        assert_eq!(field_hash(b""), "");
+        for odd in ["AB".repeat(32), "xyz".into(), String::new()] {
+            assert_eq!(hash_field(&odd), odd.as_bytes());
+            assert_eq!(field_hash(&hash_field(&odd)), odd);
+        }
     }
 }

@@ -13,6 +13,12 @@ use redis::Script;
 /// provider-sid hash ('' if none) when a live session was ended, `false`
 /// otherwise; the caller removes the session from the provider-session
 /// index, which lives in another slot.
+///
+/// A record's hash holds the index hashes it names in `u` (user) and `x`
+/// (provider session) as 32 bytes (`redis_keys::hash_field`); records
+/// written before hold them as 64 hex digits. The scripts never interpret
+/// either: they compare `u` with what the caller read from it and return
+/// `x` as stored, so both forms work and no script changed with the form.
 const PRELUDE: &str = r"
 local function revoke_one(sk, tk, uk, id, tomb, tttl)
   local left = redis.call('PTTL', sk)
@@ -30,7 +36,8 @@ end
 ";
 
 /// KEYS: record, user index. ARGV: record bytes, TTL, score (creation
-/// ms), index TTL, user hash, sid hash ('' if none), ID. An ID with a
+/// ms), index TTL, user hash and sid hash ('' if none) as `u` and `x`
+/// store them, ID. An ID with a
 /// tombstone is written all the same (a restored backup does that too): GET
 /// answers the tombstone first, so a session that a back-channel logout
 /// fenced while it was being written stays ended. Returns the index size.
@@ -92,7 +99,7 @@ return {redis.call('ZCARD', uk), out}
 
 /// One session by ID. KEYS: record, tombstone, and the user index the
 /// caller read from the record (absent if it found no record). ARGV:
-/// tombstone, tombstone TTL, ID, that user hash, fence ('1': leave a
+/// tombstone, tombstone TTL, ID, that user hash (the `u` field as read), fence ('1': leave a
 /// tombstone even if there is no record, so a create still under way for
 /// this ID is refused). Returns `{1, sid hash}` ended, `{2, tombstone}`
 /// ended before, `{0, ''}` unknown, `{3, ''}` the record changed since the
