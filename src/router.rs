@@ -352,6 +352,7 @@ mod tests {
             bearer_audience: None,
             step_up: Default::default(),
             token: Default::default(),
+            upstream_http2: false,
         };
         RouteTable::new(&[
             route("/api"),

@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderName, HeaderValue, StatusCode, Version, header};
 use tracing::Instrument as _;
 
-use super::client::{HttpClient, build_client};
+use super::client::{HttpClient, Versions, build_client};
 use super::dpop::{self, UpstreamDpop};
 use super::headers;
 use super::routes::Route;
@@ -92,6 +92,8 @@ pub struct Forwarder {
     client: HttpClient,
     /// HTTP/1.1 only: upgrades (WebSockets) do not exist in HTTP/2 here.
     upgrade_client: HttpClient,
+    /// HTTP/2 only, for `upstream_http2` routes.
+    http2_client: HttpClient,
     cookies: CookiePolicy,
     /// Which peers' `X-Forwarded-For` is believed (`server.trusted_proxies`).
     client_address: ClientAddressPolicy,
@@ -136,8 +138,9 @@ impl Forwarder {
             None => public.host_str().unwrap_or_default().to_owned(),
         };
         Ok(Self {
-            client: build_client(&config.proxy, true)?,
-            upgrade_client: build_client(&config.proxy, false)?,
+            client: build_client(&config.proxy, Versions::Http1OrAlpn)?,
+            upgrade_client: build_client(&config.proxy, Versions::Http1)?,
+            http2_client: build_client(&config.proxy, Versions::Http2)?,
             cookies: sessions.cookies().clone(),
             client_address: ClientAddressPolicy::new(&config.server.trusted_proxies),
             forwarded_proto: HeaderValue::from_str(public.scheme())?,
@@ -443,7 +446,13 @@ impl Forwarder {
         parts.uri = route
             .upstream_uri_for(std::mem::take(&mut parts.uri))
             .map_err(|_| UpstreamError::BadPath)?;
-        parts.version = Version::HTTP_11;
+        // An upgrade is HTTP/1.1 whatever the route says: HTTP/2 has none.
+        let version = if route.upstream_http2 && upgrade.is_none() {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+        parts.version = version;
         headers::to_upstream(
             &mut parts.headers,
             &self.cookies,
@@ -490,6 +499,7 @@ impl Forwarder {
                 upgrade::restore_headers(&mut parts.headers, HeaderValue::from_static("websocket"));
                 (&self.upgrade_client, Some((on_upgrade, key)))
             }
+            None if route.upstream_http2 => (&self.http2_client, None),
             None => (&self.client, None),
         };
         // A request whose token an upstream may refuse is kept whole when
@@ -528,7 +538,7 @@ impl Forwarder {
             let mut again = Request::new(Body::from(bytes));
             *again.method_mut() = method;
             *again.uri_mut() = uri;
-            *again.version_mut() = Version::HTTP_11;
+            *again.version_mut() = version;
             *again.headers_mut() = headers;
             resp = self.send(route, client, again, &span).await?;
             dpop::remember_nonce(
@@ -554,7 +564,7 @@ impl Forwarder {
             let mut again = Request::new(Body::from(bytes));
             *again.method_mut() = method;
             *again.uri_mut() = uri;
-            *again.version_mut() = Version::HTTP_11;
+            *again.version_mut() = version;
             *again.headers_mut() = headers;
             resp = self.send(route, client, again, &span).await?;
         }

@@ -133,6 +133,73 @@ async fn large_bodies_stream_both_ways() {
     assert_eq!(n, 512 * 65536);
 }
 
+/// An upstream that speaks only HTTP/1.1 (hyper's HTTP/1 server), whatever
+/// it is sent; answers "http/1 only".
+async fn http1_only_upstream() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let service = hyper::service::service_fn(|_req| async {
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(String::from("http/1 only")))
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_http2_route_speaks_http2_and_an_http1_only_upstream_is_a_clean_502() {
+    let upstream = Upstream::start().await;
+    let http1 = http1_only_upstream().await;
+    let h2 = |path: &str, url: &str| RawRoute {
+        upstream_http2: true,
+        ..route(path, url)
+    };
+    let gw = GatewayBuilder::new(&upstream)
+        .route(h2("/h2", &upstream.url()))
+        .route(h2("/h1only", &http1))
+        .route(route("/h1", &http1))
+        .start()
+        .await;
+    let mut b = Browser::new(&gw);
+    b.login_alice().await;
+
+    let r = b.get("/api/x").await;
+    assert_eq!(r.json()["version"], "HTTP/1.1", "off by default: {r:?}");
+    let r = b.get("/h2/x?q=1").await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(r.json()["version"], "HTTP/2.0", "{r:?}");
+    assert_eq!(r.json()["authorization_present"], true);
+    let body = "x".repeat(200_000);
+    let r = b
+        .request(Method::PUT, "/h2/items", &[("x-csrf", "1")], Some(body))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(r.json()["version"], "HTTP/2.0");
+    assert_eq!(
+        r.json()["body_len"],
+        200_000,
+        "the body streamed over HTTP/2"
+    );
+    let seen = upstream.seen();
+    let last = seen.last().expect("seen");
+    assert_eq!(last.uri, format!("{}/h2/items", upstream.url()), "{last:?}");
+
+    // The same HTTP/1-only server answers HTTP/1.1, and refuses HTTP/2.
+    let r = b.get("/h1/x").await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    let r = b.get("/h1only/x").await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{r:?}");
+    assert_eq!(r.json()["error"], "upstream_unavailable");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_upstream_is_a_502_and_a_slow_one_a_504() {
     let upstream = Upstream::start().await;
