@@ -103,14 +103,11 @@ pub fn build_router(state: AppState) -> Router {
     // the page sees the handler's own response; metrics count what the
     // client gets; security headers are set by response kind on whatever
     // comes back.
-    let router = router.layer(axum::middleware::from_fn_with_state(
-        Arc::new(respond::Respond {
-            pages: state.pages.clone(),
-            metrics: state.metrics.clone(),
-            base: server.base_path.clone(),
-        }),
-        respond::respond,
-    ));
+    let router = router.layer(respond::RespondLayer::new(respond::Respond {
+        pages: state.pages.clone(),
+        metrics: state.metrics.clone(),
+        base: server.base_path.clone(),
+    }));
     let router = if server.base_path.is_empty() {
         router
     } else {

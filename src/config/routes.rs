@@ -882,6 +882,20 @@ mod tests {
     }
 
     #[test]
+    fn upstream_http2_is_off_by_default_and_taken_for_either_scheme() {
+        let ok = load_str(&route("upstream_http2 = true\n"), &[]).expect("valid");
+        assert!(ok.routes[1].upstream_http2);
+        assert!(!ok.routes[0].upstream_http2, "off by default");
+        let tls = route("upstream_http2 = true\n").replace(
+            "upstream = \"http://127.0.0.1:9101\"",
+            "upstream = \"https://api.example.com\"",
+        );
+        assert!(load_str(&tls, &[]).expect("valid").routes[1].upstream_http2);
+        let err = load_str(&route("upstream_http2 = \"yes\"\n"), &[]).expect_err("not a bool");
+        assert!(err.to_string().contains("upstream_http2"), "{err}");
+    }
+
+    #[test]
     fn dpop_routes_send_the_sessions_own_token_only() {
         let route = |lines: &str| {
             route(lines).replace("client_id = \"bff\"", "client_id = \"bff\"\ndpop = true")
