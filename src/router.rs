@@ -10,7 +10,7 @@ use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse as _, Response};
 use axum::routing::{MethodRouter, any, get, post};
-use axum::{Extension, Router};
+use axum::Router;
 use bytes::BytesMut;
 use http_body_util::BodyExt as _;
 
@@ -290,10 +290,9 @@ fn with_csrf(state: &AppState, methods: MethodRouter<AppState>) -> MethodRouter<
     ))
 }
 
-/// The handler of one configured route with its layers: the route itself
-/// (as an extension), and the guard, which on session routes also applies
-/// the anti-CSRF rule (one layer: each costs every request a boxed service
-/// clone and a boxed future).
+/// The handler of one configured route with its one layer
+/// (`handler::GuardLayer`): the route itself (as an extension), and the
+/// guard, which on session routes also applies the anti-CSRF rule.
 fn proxy_methods(state: &AppState, route: &Arc<Route>) -> MethodRouter<AppState> {
     let (methods, csrf) = match route.auth {
         // Bearer clients send no cookie a browser could be tricked into
@@ -312,14 +311,14 @@ fn proxy_methods(state: &AppState, route: &Arc<Route>) -> MethodRouter<AppState>
         ),
         RouteAuth::None => (any(handler::public), handler::CsrfCheck::None),
     };
-    let guard = Arc::new(handler::Guard {
-        forwarder: state.forwarder.clone(),
-        audit: state.audit.clone(),
-        csrf,
-    });
-    let guarded: MethodRouter<AppState> =
-        methods.layer(axum::middleware::from_fn_with_state(guard, handler::guard));
-    guarded.layer(Extension(route.clone()))
+    methods.layer(handler::GuardLayer {
+        guard: Arc::new(handler::Guard {
+            forwarder: state.forwarder.clone(),
+            audit: state.audit.clone(),
+            csrf,
+        }),
+        route: route.clone(),
+    })
 }
 
 #[cfg(test)]
