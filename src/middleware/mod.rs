@@ -1,9 +1,9 @@
-//! Cross-cutting layers: request IDs and the access log, the way out of
-//! every answer (`respond`: error pages for navigations, `error_pages`;
-//! request metrics, `track`; security headers), the anti-CSRF
-//! rule (`csrf`), the server span of exported traces (`server_span`). The
-//! order they are applied in is written down once, in
-//! `router::build_router`.
+//! Cross-cutting layers: request IDs and the access log (`request_log`),
+//! the way out of every answer (`respond`: error pages for navigations,
+//! `error_pages`; request metrics, `track`; security headers), the
+//! anti-CSRF rule (`csrf`), the server span of exported traces
+//! (`server_span`). The order they are applied in is written down once,
+//! in `router::build_router`.
 
 pub mod csrf;
 pub mod error_pages;
@@ -20,7 +20,7 @@ use crate::extract::client::ClientAddressPolicy;
 
 pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The outermost layers of the public and the admin listener: a request ID
+/// The outermost layer of the public and the admin listener: a request ID
 /// (kept from a trusted proxy when well-formed, else made up; echoed on the
 /// response and passed to upstreams) and, with `log.access_log`, one log
 /// line per request carrying it. `/metrics` gets neither: a scrape every few
