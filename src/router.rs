@@ -4,13 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
 use axum::body::{Body, Bytes, HttpBody as _};
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse as _, Response};
 use axum::routing::{MethodRouter, any, get, post};
-use axum::{Extension, Router};
 use bytes::BytesMut;
 use http_body_util::BodyExt as _;
 
@@ -103,14 +103,11 @@ pub fn build_router(state: AppState) -> Router {
     // the page sees the handler's own response; metrics count what the
     // client gets; security headers are set by response kind on whatever
     // comes back.
-    let router = router.layer(axum::middleware::from_fn_with_state(
-        Arc::new(respond::Respond {
-            pages: state.pages.clone(),
-            metrics: state.metrics.clone(),
-            base: server.base_path.clone(),
-        }),
-        respond::respond,
-    ));
+    let router = router.layer(respond::RespondLayer::new(respond::Respond {
+        pages: state.pages.clone(),
+        metrics: state.metrics.clone(),
+        base: server.base_path.clone(),
+    }));
     let router = if server.base_path.is_empty() {
         router
     } else {
@@ -293,10 +290,9 @@ fn with_csrf(state: &AppState, methods: MethodRouter<AppState>) -> MethodRouter<
     ))
 }
 
-/// The handler of one configured route with its layers: the route itself
-/// (as an extension), and the guard, which on session routes also applies
-/// the anti-CSRF rule (one layer: each costs every request a boxed service
-/// clone and a boxed future).
+/// The handler of one configured route with its one layer
+/// (`handler::GuardLayer`): the route itself (as an extension), and the
+/// guard, which on session routes also applies the anti-CSRF rule.
 fn proxy_methods(state: &AppState, route: &Arc<Route>) -> MethodRouter<AppState> {
     let (methods, csrf) = match route.auth {
         // Bearer clients send no cookie a browser could be tricked into
@@ -315,14 +311,14 @@ fn proxy_methods(state: &AppState, route: &Arc<Route>) -> MethodRouter<AppState>
         ),
         RouteAuth::None => (any(handler::public), handler::CsrfCheck::None),
     };
-    let guard = Arc::new(handler::Guard {
-        forwarder: state.forwarder.clone(),
-        audit: state.audit.clone(),
-        csrf,
-    });
-    let guarded: MethodRouter<AppState> =
-        methods.layer(axum::middleware::from_fn_with_state(guard, handler::guard));
-    guarded.layer(Extension(route.clone()))
+    methods.layer(handler::GuardLayer {
+        guard: Arc::new(handler::Guard {
+            forwarder: state.forwarder.clone(),
+            audit: state.audit.clone(),
+            csrf,
+        }),
+        route: route.clone(),
+    })
 }
 
 #[cfg(test)]
@@ -352,6 +348,7 @@ mod tests {
             bearer_audience: None,
             step_up: Default::default(),
             token: Default::default(),
+            upstream_http2: false,
         };
         RouteTable::new(&[
             route("/api"),

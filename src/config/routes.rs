@@ -71,6 +71,10 @@ pub struct RawRoute {
     /// Send the session's DPoP-bound token as `Authorization: DPoP …` with
     /// a `DPoP` proof for this request (RFC 9449 §7); needs `oidc.dpop`.
     pub dpop: bool,
+    /// Speak HTTP/2 to the upstream: prior knowledge (h2c) for `http://`,
+    /// ALPN `h2` only for `https://`. Off: HTTP/1.1 for `http://`, and for
+    /// `https://` whichever of the two the upstream picks by ALPN.
+    pub upstream_http2: bool,
 }
 
 /// One condition of `require`, as written.
@@ -110,6 +114,7 @@ impl Default for RawRoute {
             scopes: Vec::new(),
             token_exchange: false,
             dpop: false,
+            upstream_http2: false,
         }
     }
 }
@@ -144,6 +149,8 @@ pub struct RouteConfig {
     /// Which token the upstream receives (`token`, `resource`, `scopes`,
     /// `token_exchange`).
     pub token: RouteToken,
+    /// HTTP/2 to the upstream (`upstream_http2`).
+    pub upstream_http2: bool,
 }
 
 /// Which access token a route's upstream receives (`[[routes]] token`).
@@ -324,6 +331,7 @@ pub(super) fn validate(raw: &[RawRoute], issues: &mut Issues) -> Vec<RouteConfig
                 bearer_audience: r.bearer_audience.clone(),
                 step_up,
                 token,
+                upstream_http2: r.upstream_http2,
             });
         }
     }
@@ -871,6 +879,20 @@ mod tests {
         let typo = route("tokens = \"client\"\n");
         let err = load_str(&typo, &[]).expect_err("unknown key");
         assert!(err.to_string().contains("`token`"), "{err}");
+    }
+
+    #[test]
+    fn upstream_http2_is_off_by_default_and_taken_for_either_scheme() {
+        let ok = load_str(&route("upstream_http2 = true\n"), &[]).expect("valid");
+        assert!(ok.routes[1].upstream_http2);
+        assert!(!ok.routes[0].upstream_http2, "off by default");
+        let tls = route("upstream_http2 = true\n").replace(
+            "upstream = \"http://127.0.0.1:9101\"",
+            "upstream = \"https://api.example.com\"",
+        );
+        assert!(load_str(&tls, &[]).expect("valid").routes[1].upstream_http2);
+        let err = load_str(&route("upstream_http2 = \"yes\"\n"), &[]).expect_err("not a bool");
+        assert!(err.to_string().contains("upstream_http2"), "{err}");
     }
 
     #[test]

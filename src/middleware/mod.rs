@@ -1,31 +1,26 @@
-//! Cross-cutting layers: request IDs and the access log, the way out of
-//! every answer (`respond`: error pages for navigations, `error_pages`;
-//! request metrics, `track`; security headers), the anti-CSRF
-//! rule (`csrf`), the server span of exported traces (`server_span`). The
-//! order they are applied in is written down once, in
-//! `router::build_router`.
+//! Cross-cutting layers: request IDs and the access log (`request_log`),
+//! the way out of every answer (`respond`: error pages for navigations,
+//! `error_pages`; request metrics, `track`; security headers), the
+//! anti-CSRF rule (`csrf`), the server span of exported traces
+//! (`server_span`). The order they are applied in is written down once,
+//! in `router::build_router`.
 
 pub mod csrf;
 pub mod error_pages;
+pub mod request_log;
 pub mod respond;
 pub mod server_span;
 pub mod track;
 
 use axum::Router;
-use axum::body::Body;
-use axum::http::{HeaderName, HeaderValue, Request};
+use axum::http::{HeaderName, HeaderValue};
 use rand::RngCore;
-use tower::util::MapRequestLayer;
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
-use tower_http::trace::TraceLayer;
 
-use crate::extract::client::{ClientAddressPolicy, peer_ip_of};
+use crate::extract::client::ClientAddressPolicy;
 
-static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The outermost layers of the public and the admin listener: a request ID
+/// The outermost layer of the public and the admin listener: a request ID
 /// (kept from a trusted proxy when well-formed, else made up; echoed on the
 /// response and passed to upstreams) and, with `log.access_log`, one log
 /// line per request carrying it. `/metrics` gets neither: a scrape every few
@@ -35,33 +30,10 @@ pub fn with_request_log<S: Clone + Send + Sync + 'static>(
     access_log: bool,
     client_address: ClientAddressPolicy,
 ) -> Router<S> {
-    let router = if access_log {
-        router.layer(
-            TraceLayer::new_for_http()
-                .make_span_with(crate::telemetry::make_span)
-                .on_response(crate::telemetry::on_response)
-                .on_request(())
-                .on_failure(()),
-        )
-    } else {
-        router
-    };
-    router
-        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()))
-        .layer(SetRequestIdLayer::new(
-            X_REQUEST_ID.clone(),
-            RandomRequestId,
-        ))
-        // Outermost: an incoming ID that is not to be kept is removed, so the
-        // layer above makes a new one.
-        .layer(MapRequestLayer::new(move |mut req: Request<Body>| {
-            let peer = peer_ip_of(req.extensions());
-            let headers = req.headers_mut();
-            if !keep_request_id(headers, client_address.trusts(peer)) {
-                headers.remove(&X_REQUEST_ID);
-            }
-            req
-        }))
+    router.layer(request_log::RequestLogLayer {
+        access_log,
+        client_address,
+    })
 }
 
 /// Whether an incoming `X-Request-Id` is kept: only from a trusted proxy
@@ -81,23 +53,19 @@ pub fn keep_request_id(headers: &axum::http::HeaderMap, from_trusted_proxy: bool
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// 16 hex characters per request: enough to find one request in the logs.
-#[derive(Clone, Copy, Default)]
-pub struct RandomRequestId;
-
-impl MakeRequestId for RandomRequestId {
-    fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        let mut bytes = [0u8; 8];
-        rand::thread_rng().fill_bytes(&mut bytes);
-        // Hex straight into the header value's bytes: no string in between.
-        let mut id = [0u8; 16];
-        for (pair, b) in id.chunks_exact_mut(2).zip(bytes) {
-            pair[0] = DIGITS[usize::from(b >> 4)];
-            pair[1] = DIGITS[usize::from(b & 0xf)];
-        }
-        HeaderValue::from_bytes(&id).ok().map(RequestId::new)
+/// A new request ID: 16 hex characters, enough to find one request in the
+/// logs.
+pub fn new_request_id() -> HeaderValue {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut bytes = [0u8; 8];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    // Hex straight into the header value's bytes: no string in between.
+    let mut id = [0u8; 16];
+    for (pair, b) in id.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
     }
+    HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("0000000000000000"))
 }
 
 #[cfg(test)]
@@ -107,11 +75,7 @@ mod tests {
 
     #[test]
     fn a_made_up_request_id_is_16_lowercase_hex_characters_and_kept_by_our_own_rule() {
-        let req = Request::new(());
-        let ids: Vec<HeaderValue> = (0..8)
-            .filter_map(|_| RandomRequestId.make_request_id(&req))
-            .map(RequestId::into_header_value)
-            .collect();
+        let ids: Vec<HeaderValue> = (0..8).map(|_| new_request_id()).collect();
         assert_eq!(ids.len(), 8);
         for id in &ids {
             assert_eq!(id.len(), 16, "{id:?}");

@@ -10,28 +10,44 @@ use crate::config::ProxyConfig;
 
 pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
 
+/// Which HTTP versions a client speaks to upstreams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Versions {
+    /// HTTP/1.1 to `http://`; to `https://` what the upstream picks by
+    /// ALPN, `h2` or `http/1.1`. The default.
+    Http1OrAlpn,
+    /// HTTP/1.1 only, which upgrades (WebSockets) need.
+    Http1,
+    /// HTTP/2 only (`routes[i].upstream_http2`): prior knowledge (h2c) to
+    /// `http://`, ALPN `h2` alone to `https://`. An upstream that does not
+    /// speak it fails the connection (502).
+    Http2,
+}
+
 /// One pooled client for every upstream. `https://` upstreams are checked
 /// against the public roots, or only against `proxy.tls_ca_file`'s CAs, and
 /// are shown `proxy.tls_cert_file` when they ask for a client certificate.
-/// Without `http2` it offers only HTTP/1.1, which upgrades need.
-pub fn build_client(config: &ProxyConfig, http2: bool) -> anyhow::Result<HttpClient> {
+pub fn build_client(config: &ProxyConfig, versions: Versions) -> anyhow::Result<HttpClient> {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.enforce_http(false);
     http.set_connect_timeout(Some(config.connect_timeout));
     let builder = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(upstream_tls(config)?)
-        .https_or_http()
-        .enable_http1();
-    let https = if http2 {
-        builder.enable_http2().wrap_connector(http)
-    } else {
-        builder.wrap_connector(http)
+        .https_or_http();
+    let https = match versions {
+        Versions::Http1OrAlpn => builder.enable_http1().enable_http2().wrap_connector(http),
+        Versions::Http1 => builder.enable_http1().wrap_connector(http),
+        Versions::Http2 => builder.enable_http2().wrap_connector(http),
     };
-    Ok(Client::builder(TokioExecutor::new())
+    let mut client = Client::builder(TokioExecutor::new());
+    client
         .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(config.pool_idle_timeout)
-        .build(https))
+        .pool_idle_timeout(config.pool_idle_timeout);
+    if versions == Versions::Http2 {
+        client.http2_only(true).timer(TokioTimer::new());
+    }
+    Ok(client.build(https))
 }
 
 /// The TLS client configuration for upstreams: whose certificates to trust,

@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderName, HeaderValue, StatusCode, Version, header};
 use tracing::Instrument as _;
 
-use super::client::{HttpClient, build_client};
+use super::client::{HttpClient, Versions, build_client};
 use super::dpop::{self, UpstreamDpop};
 use super::headers;
 use super::routes::Route;
@@ -92,6 +92,8 @@ pub struct Forwarder {
     client: HttpClient,
     /// HTTP/1.1 only: upgrades (WebSockets) do not exist in HTTP/2 here.
     upgrade_client: HttpClient,
+    /// HTTP/2 only, for `upstream_http2` routes.
+    http2_client: HttpClient,
     cookies: CookiePolicy,
     /// Which peers' `X-Forwarded-For` is believed (`server.trusted_proxies`).
     client_address: ClientAddressPolicy,
@@ -136,8 +138,9 @@ impl Forwarder {
             None => public.host_str().unwrap_or_default().to_owned(),
         };
         Ok(Self {
-            client: build_client(&config.proxy, true)?,
-            upgrade_client: build_client(&config.proxy, false)?,
+            client: build_client(&config.proxy, Versions::Http1OrAlpn)?,
+            upgrade_client: build_client(&config.proxy, Versions::Http1)?,
+            http2_client: build_client(&config.proxy, Versions::Http2)?,
             cookies: sessions.cookies().clone(),
             client_address: ClientAddressPolicy::new(&config.server.trusted_proxies),
             forwarded_proto: HeaderValue::from_str(public.scheme())?,
@@ -252,18 +255,31 @@ impl Forwarder {
     }
 
     /// Sends one request upstream within the route's timeout, counting it
-    /// in the route's metrics and on `span`.
+    /// in the route's metrics and on `span`. With `again` (a copy of the
+    /// request), a request the upstream refused unprocessed over HTTP/2
+    /// (`REFUSED_STREAM`, or beyond the last stream of its `GOAWAY`, as
+    /// when it closes a connection after so many requests) is sent once
+    /// more: RFC 9113 §8.7 says it is safe to.
     async fn send(
         &self,
         route: &Route,
         client: &HttpClient,
         req: Request,
         span: &tracing::Span,
+        again: Option<&Replay>,
     ) -> Result<http::Response<hyper::body::Incoming>, AppError> {
         let started = std::time::Instant::now();
-        let answer = tokio::time::timeout(route.timeout, client.request(req))
+        let mut answer = tokio::time::timeout(route.timeout, client.request(req))
             .instrument(span.clone())
             .await;
+        if let (Ok(Err(e)), Some(r)) = (&answer, again)
+            && unprocessed_over_http2(e)
+        {
+            tracing::info!(route = %route.path, "upstream refused a request unprocessed (HTTP/2); sending it once more");
+            answer = tokio::time::timeout(route.timeout, client.request(r.request()))
+                .instrument(span.clone())
+                .await;
+        }
         if let Some(m) = &route.upstream_metrics {
             let status = match &answer {
                 Ok(Ok(r)) => Some(r.status().as_u16()),
@@ -443,7 +459,13 @@ impl Forwarder {
         parts.uri = route
             .upstream_uri_for(std::mem::take(&mut parts.uri))
             .map_err(|_| UpstreamError::BadPath)?;
-        parts.version = Version::HTTP_11;
+        // An upgrade is HTTP/1.1 whatever the route says: HTTP/2 has none.
+        let version = if route.upstream_http2 && upgrade.is_none() {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+        parts.version = version;
         headers::to_upstream(
             &mut parts.headers,
             &self.cookies,
@@ -490,26 +512,31 @@ impl Forwarder {
                 upgrade::restore_headers(&mut parts.headers, HeaderValue::from_static("websocket"));
                 (&self.upgrade_client, Some((on_upgrade, key)))
             }
+            None if route.upstream_http2 => (&self.http2_client, None),
             None => (&self.client, None),
         };
         // A request whose token an upstream may refuse is kept whole when
         // it is small (bodyless, or a Content-Length within the limit), so
         // it can be sent once more with a new token.
-        let (body, replay) = match (&attached, &browser_side) {
-            (Some(_), None) if renewable || dpop.is_some() => keep_for_replay(&parts, body).await?,
-            _ => (body, None),
+        // Over HTTP/2 too, for the upstream's unprocessed refusals (`send`).
+        let keep = browser_side.is_none()
+            && (route.upstream_http2 || (attached.is_some() && (renewable || dpop.is_some())));
+        let (body, replay) = if keep {
+            keep_for_replay(&parts, body).await?
+        } else {
+            (body, None)
         };
-        let replay = replay.map(|b| {
-            (
-                parts.method.clone(),
-                parts.uri.clone(),
-                parts.headers.clone(),
-                b,
-            )
+        let replay = replay.map(|body| Replay {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+            body,
         });
         let dpop_uri = dpop.as_ref().map(|_| parts.uri.clone());
         let upstream_req = Request::from_parts(parts, body);
-        let mut resp = self.send(route, client, upstream_req, &span).await?;
+        let again = replay.as_ref().filter(|_| route.upstream_http2);
+        let mut resp = self.send(route, client, upstream_req, &span, again).await?;
         let mut replay = replay;
         let fresh_nonce = dpop_uri.as_ref().and_then(|uri| {
             dpop::remember_nonce(
@@ -521,16 +548,12 @@ impl Forwarder {
         });
         if let (Some(d), Some(dpop_uri), Some(_)) = (&dpop, &dpop_uri, fresh_nonce)
             && resp.status() == StatusCode::UNAUTHORIZED
-            && let Some((method, uri, mut headers, bytes)) = replay.take()
+            && let Some(mut r) = replay.take()
         {
             tracing::info!(route = %route.path, "upstream asked for a DPoP nonce; retrying once with it");
-            sent_nonce = d.attach(&mut headers, &method, &uri, &self.dpop_nonces)?;
-            let mut again = Request::new(Body::from(bytes));
-            *again.method_mut() = method;
-            *again.uri_mut() = uri;
-            *again.version_mut() = Version::HTTP_11;
-            *again.headers_mut() = headers;
-            resp = self.send(route, client, again, &span).await?;
+            sent_nonce = d.attach(&mut r.headers, &r.method, &r.uri, &self.dpop_nonces)?;
+            let again = route.upstream_http2.then_some(&r);
+            resp = self.send(route, client, r.request(), &span, again).await?;
             dpop::remember_nonce(
                 dpop_uri,
                 resp.headers(),
@@ -544,19 +567,15 @@ impl Forwarder {
         if renewable
             && resp.status() == StatusCode::UNAUTHORIZED
             && token::refused_token(resp.headers())
-            && let (Some((method, uri, mut headers, bytes)), Some(refused)) = (replay, &attached)
+            && let (Some(mut r), Some(refused)) = (replay, &attached)
             // Boxed: rarely taken, and its future (a refresh or a token
             // grant) would otherwise make every request's future larger.
             && let Some(renewed) = Box::pin(self.renew(route, session, refused, peer)).await?
         {
             tracing::info!(route = %route.path, "upstream refused the token; retrying once with a new one");
-            headers.insert(header::AUTHORIZATION, renewed);
-            let mut again = Request::new(Body::from(bytes));
-            *again.method_mut() = method;
-            *again.uri_mut() = uri;
-            *again.version_mut() = Version::HTTP_11;
-            *again.headers_mut() = headers;
-            resp = self.send(route, client, again, &span).await?;
+            r.headers.insert(header::AUTHORIZATION, renewed);
+            let again = route.upstream_http2.then_some(&r);
+            resp = self.send(route, client, r.request(), &span, again).await?;
         }
         // A 101 must answer our WebSocket handshake exactly; anything else is
         // dropped with its connection, and nothing is tunnelled.
@@ -635,6 +654,43 @@ async fn keep_for_replay(
         .await
         .map_err(|_| AppError::BadRequest("The request body could not be read.".into()))?;
     Ok((Body::from(bytes.clone()), Some(bytes)))
+}
+
+/// A request kept whole so it can be sent again (a renewed token, a DPoP
+/// nonce, an HTTP/2 upstream's unprocessed refusal).
+struct Replay {
+    method: http::Method,
+    uri: http::Uri,
+    version: Version,
+    headers: http::HeaderMap,
+    body: bytes::Bytes,
+}
+
+impl Replay {
+    fn request(&self) -> Request {
+        let mut req = Request::new(Body::from(self.body.clone()));
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = self.headers.clone();
+        *req.version_mut() = self.version;
+        req
+    }
+}
+
+/// Whether an HTTP/2 upstream refused the request without processing it:
+/// `REFUSED_STREAM`, or a `GOAWAY` whose last stream is below the
+/// request's (RFC 9113 §6.8, §8.7): safe to send again, whatever the
+/// method.
+fn unprocessed_over_http2(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+                || (h2.is_go_away() && h2.is_remote());
+        }
+        source = s.source();
+    }
+    false
 }
 
 fn map_client_error(e: &hyper_util::client::legacy::Error) -> UpstreamError {

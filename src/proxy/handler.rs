@@ -15,12 +15,14 @@
 //! clients (a verified JWT access token, no gateway cookie), whose
 //! requests need no anti-CSRF header ([`CsrfCheck::UnlessBearer`]).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum::Extension;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::forward::{Caller, Forwarder};
@@ -68,30 +70,103 @@ pub struct Guard {
 ///   browser sends no CSRF header on a handshake and WebSockets ignore
 ///   CORS, so a sibling origin could otherwise open a socket as the user);
 /// - then, on session routes, what the anti-CSRF rule refuses
-///   (`middleware::csrf`), in this one layer rather than a second.
-pub async fn guard(
-    State(guard): State<Arc<Guard>>,
-    Extension(route): Extension<Arc<Route>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    if let Some(refused) = refuse(&guard.forwarder, &guard.audit, &route, &req) {
-        return refused;
+///   (`middleware::csrf`), in this one check rather than a second layer.
+///
+/// `None`: the request may go on to the route's handler.
+pub fn guard(guard: &Guard, route: &Route, req: &Request) -> Option<Response> {
+    if let Some(refused) = refuse(&guard.forwarder, &guard.audit, route, req) {
+        return Some(refused);
     }
-    let csrf = match &guard.csrf {
+    match &guard.csrf {
         CsrfCheck::None => None,
-        CsrfCheck::Always(rule) => csrf::refusal(rule, &req),
+        CsrfCheck::Always(rule) => csrf::refusal(rule, req),
         CsrfCheck::UnlessBearer(rule) => {
-            if bearer_request(&guard.forwarder, &route, req.headers()) {
+            if bearer_request(&guard.forwarder, route, req.headers()) {
                 None
             } else {
-                csrf::refusal(rule, &req)
+                csrf::refusal(rule, req)
             }
         }
-    };
-    match csrf {
-        Some(refused) => refused,
-        None => next.run(req).await,
+    }
+}
+
+/// The layer in front of a configured route's handler: puts the route in
+/// the request's extensions (the handlers' `Extension<Arc<Route>>`) and
+/// applies [`guard`]. Hand-written (a tower service with its own future,
+/// not `from_fn` plus `Extension`): no boxed future, no boxed clone of the
+/// handler's service per request.
+#[derive(Clone)]
+pub struct GuardLayer {
+    pub guard: Arc<Guard>,
+    pub route: Arc<Route>,
+}
+
+impl<S> tower::Layer<S> for GuardLayer {
+    type Service = Guarded<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Guarded {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service of [`GuardLayer`].
+#[derive(Clone)]
+pub struct Guarded<S> {
+    inner: S,
+    layer: GuardLayer,
+}
+
+impl<S> tower::Service<Request> for Guarded<S>
+where
+    S: tower::Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = GuardFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        let GuardLayer { guard: g, route } = &self.layer;
+        if let Some(refused) = guard(g, route, &req) {
+            return GuardFuture::Refused {
+                answer: Some(refused),
+            };
+        }
+        req.extensions_mut().insert(route.clone());
+        GuardFuture::Inner {
+            inner: self.inner.call(req),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The handler's answer, or the guard's refusal.
+    #[project = GuardFutureProj]
+    pub enum GuardFuture<F> {
+        Refused { answer: Option<Response> },
+        Inner { #[pin] inner: F },
+    }
+}
+
+impl<F, E> Future for GuardFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            GuardFutureProj::Refused { answer } => {
+                Poll::Ready(Ok(answer.take().unwrap_or_default()))
+            }
+            GuardFutureProj::Inner { inner } => inner.poll(cx),
+        }
     }
 }
 

@@ -49,8 +49,12 @@ pub struct Route {
     /// The `Host` an `http://` upstream receives, as hyper's client would
     /// write it for every request (host, and the port unless it is 80):
     /// made once here. `None` for `https://`, where the connection may be
-    /// HTTP/2 (`:authority`, written by the client).
+    /// HTTP/2 (`:authority`, written by the client), and for
+    /// `upstream_http2` routes.
     pub host_header: Option<HeaderValue>,
+    /// HTTP/2 to the upstream (`upstream_http2`): prior knowledge for
+    /// `http://`, ALPN `h2` only for `https://`.
+    pub upstream_http2: bool,
 }
 
 pub struct RouteTable {
@@ -85,7 +89,12 @@ impl RouteTable {
                 token: c.token.clone(),
                 login_path: "/auth/login".into(),
                 upstream_metrics: None,
-                host_header: plain_http_host(&scheme, &authority)?,
+                host_header: if c.upstream_http2 {
+                    None
+                } else {
+                    plain_http_host(&scheme, &authority)?
+                },
+                upstream_http2: c.upstream_http2,
                 scheme,
                 authority,
                 base_path,
@@ -263,6 +272,7 @@ mod tests {
             bearer_audience: None,
             step_up: Default::default(),
             token: Default::default(),
+            upstream_http2: false,
         };
         RouteTable::new(&[
             route("/api", "http://127.0.0.1:9100", false),
@@ -350,6 +360,7 @@ mod tests {
             bearer_audience: None,
             step_up: Default::default(),
             token: Default::default(),
+            upstream_http2: false,
         }])
         .expect("table");
         let other = table();

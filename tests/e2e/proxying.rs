@@ -1,6 +1,8 @@
 //! The proxy: CSRF on state-changing calls, streaming, upstream failures,
 //! route auth modes, and paths that must not be forwarded.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use oidc_bff::config::RawRoute;
@@ -131,6 +133,146 @@ async fn large_bodies_stream_both_ways() {
         n += c.expect("chunk").len();
     }
     assert_eq!(n, 512 * 65536);
+}
+
+/// An upstream that speaks only HTTP/1.1 (hyper's HTTP/1 server), whatever
+/// it is sent; answers "http/1 only".
+async fn http1_only_upstream() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let service = hyper::service::service_fn(|_req| async {
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(String::from("http/1 only")))
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_http2_route_speaks_http2_and_an_http1_only_upstream_is_a_clean_502() {
+    let upstream = Upstream::start().await;
+    let http1 = http1_only_upstream().await;
+    let h2 = |path: &str, url: &str| RawRoute {
+        upstream_http2: true,
+        ..route(path, url)
+    };
+    let gw = GatewayBuilder::new(&upstream)
+        .route(h2("/h2", &upstream.url()))
+        .route(h2("/h1only", &http1))
+        .route(route("/h1", &http1))
+        .start()
+        .await;
+    let mut b = Browser::new(&gw);
+    b.login_alice().await;
+
+    let r = b.get("/api/x").await;
+    assert_eq!(r.json()["version"], "HTTP/1.1", "off by default: {r:?}");
+    let r = b.get("/h2/x?q=1").await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(r.json()["version"], "HTTP/2.0", "{r:?}");
+    assert_eq!(r.json()["authorization_present"], true);
+    let body = "x".repeat(200_000);
+    let r = b
+        .request(Method::PUT, "/h2/items", &[("x-csrf", "1")], Some(body))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(r.json()["version"], "HTTP/2.0");
+    assert_eq!(
+        r.json()["body_len"],
+        200_000,
+        "the body streamed over HTTP/2"
+    );
+    let seen = upstream.seen();
+    let last = seen.last().expect("seen");
+    assert_eq!(last.uri, format!("{}/h2/items", upstream.url()), "{last:?}");
+
+    // The same HTTP/1-only server answers HTTP/1.1, and refuses HTTP/2.
+    let r = b.get("/h1/x").await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    let r = b.get("/h1only/x").await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{r:?}");
+    assert_eq!(r.json()["error"], "upstream_unavailable");
+}
+
+/// An HTTP/2 upstream (h2c) that refuses every other request it is sent
+/// with `REFUSED_STREAM` (RFC 9113 §8.7: not processed, safe to retry),
+/// and answers the others with the length of the body it read. Counts
+/// what it was sent.
+async fn refusing_h2_upstream() -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let sent = Arc::new(AtomicUsize::new(0));
+    let counter = sent.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(stream).await else {
+                    return;
+                };
+                while let Some(Ok((req, mut respond))) = conn.accept().await {
+                    if counter.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
+                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        continue;
+                    }
+                    tokio::spawn(async move {
+                        let mut body = req.into_body();
+                        let mut n = 0;
+                        while let Some(Ok(chunk)) = body.data().await {
+                            n += chunk.len();
+                            let _ = body.flow_control().release_capacity(chunk.len());
+                        }
+                        let Ok(mut out) = respond.send_response(http::Response::new(()), false)
+                        else {
+                            return;
+                        };
+                        let _ = out.send_data(bytes::Bytes::from(n.to_string()), true);
+                    });
+                }
+            });
+        }
+    });
+    (format!("http://{addr}"), sent)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_an_http2_upstream_refused_unprocessed_is_sent_once_more() {
+    let upstream = Upstream::start().await;
+    let (refusing, sent) = refusing_h2_upstream().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .route(RawRoute {
+            auth: "none".into(),
+            upstream_http2: true,
+            ..route("/refusing", &refusing)
+        })
+        .start()
+        .await;
+    let mut b = Browser::new(&gw);
+    let r = b.get("/refusing/x").await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(r.body, "0");
+    assert_eq!(sent.load(Ordering::SeqCst), 2, "refused, then sent again");
+    let r = b
+        .request(
+            Method::POST,
+            "/refusing/items",
+            &[],
+            Some("{\"a\":1}".into()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(r.body, "7", "the body sent again whole");
+    assert_eq!(sent.load(Ordering::SeqCst), 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

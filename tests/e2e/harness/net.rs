@@ -169,6 +169,7 @@ async fn record(State(up): State<Upstream>, req: Request) -> Response {
         "method": parts.method.as_str(),
         "body_len": body_len,
         "authorization_present": parts.headers.contains_key("authorization"),
+        "version": format!("{:?}", parts.version),
     }))
     .into_response();
     resp.headers_mut().append(
