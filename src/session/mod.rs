@@ -34,7 +34,7 @@ use self::store::{
     Fetched, NewSession, Revocation, RevokeOutcome, RevokeReason, SessionStore, Store, StoreError,
     StoreResult,
 };
-use crate::config::SessionConfig;
+use crate::config::{RecordLayout, SessionConfig};
 use crate::secret::SecretString;
 
 /// A loaded, valid session.
@@ -331,6 +331,8 @@ pub struct Sessions {
     max_per_user: Option<u32>,
     /// The process's session cache, when `store.cache_entries` > 0.
     cache: Option<Arc<ProcessCache>>,
+    /// How sealed secrets are written (`store.record_layout`).
+    layout: RecordLayout,
 }
 
 impl Sessions {
@@ -345,7 +347,16 @@ impl Sessions {
             touch_interval: config.touch_interval.as_secs(),
             max_per_user: config.max_per_user,
             cache: None,
+            layout: RecordLayout::Compact,
         }
+    }
+
+    /// Writes sealed secrets in `layout` (`store.record_layout`): during a
+    /// rolling upgrade, [`RecordLayout::Previous`] keeps the sessions this
+    /// version writes readable by instances of the version before.
+    pub fn with_record_layout(mut self, layout: RecordLayout) -> Self {
+        self.layout = layout;
+        self
     }
 
     /// Serves lookups from the process's session cache (shared by every
@@ -610,7 +621,11 @@ impl Sessions {
         secrets: &SessionSecrets,
     ) -> Vec<u8> {
         let cipher = self.keys.current().session_cipher(id.secret());
-        seal(&cipher, &aad(store_id, "secrets"), &secrets.encode())
+        seal(
+            &cipher,
+            &aad(store_id, "secrets"),
+            &secrets.encode_as(self.layout),
+        )
     }
 
     /// Writes a new session (fresh ID: no fixation) and returns its cookie.

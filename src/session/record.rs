@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 
 mod claims;
 mod packed;
+use crate::config::RecordLayout;
 use crate::secret::SecretString;
 
 /// The format records are written in.
@@ -453,14 +454,31 @@ impl std::fmt::Debug for SessionSecrets {
 impl SessionSecrets {
     /// The layout after [`CLAIMS_ONCE_SECRETS`].
     pub fn encode(&self) -> zeroize::Zeroizing<Vec<u8>> {
+        self.encode_as(RecordLayout::Compact)
+    }
+
+    /// The layout `store.record_layout` names: after
+    /// [`CLAIMS_ONCE_SECRETS`], or ([`RecordLayout::Previous`]) exactly what
+    /// the version before wrote — after [`PACKED_SECRETS`], the claims as
+    /// text (this struct's derived serde form, unchanged since).
+    pub fn encode_as(&self, layout: RecordLayout) -> zeroize::Zeroizing<Vec<u8>> {
         // All the room up front: a buffer that grows frees its old copy,
         // tokens and key included, without wiping it.
         let mut out = zeroize::Zeroizing::new(Vec::with_capacity(self.encoded_capacity()));
-        out.extend_from_slice(&CLAIMS_ONCE_SECRETS);
-        let id_token = self.id_token.as_ref().map(SecretString::expose);
-        let layout = self.layout_with(claims::pack(&self.claims_json, id_token));
         // Serialising plain data into a Vec cannot fail.
-        if let Ok(v) = postcard::to_extend(&layout, std::mem::take(&mut *out)) {
+        let written = match layout {
+            RecordLayout::Compact => {
+                out.extend_from_slice(&CLAIMS_ONCE_SECRETS);
+                let id_token = self.id_token.as_ref().map(SecretString::expose);
+                let layout = self.layout_with(claims::pack(&self.claims_json, id_token));
+                postcard::to_extend(&layout, std::mem::take(&mut *out))
+            }
+            RecordLayout::Previous => {
+                out.extend_from_slice(&PACKED_SECRETS);
+                postcard::to_extend(self, std::mem::take(&mut *out))
+            }
+        };
+        if let Ok(v) = written {
             *out = v;
         }
         out

@@ -465,3 +465,49 @@ fn cost_of_decoding_secrets() {
         std::hint::black_box(std::hint::black_box(&s).encode());
     });
 }
+
+/// `store.record_layout = "previous"` writes the sealed secrets exactly as
+/// the version before this one (85ed221) did, so its instances open them
+/// during a rolling upgrade. The expected bytes are frozen: produced by
+/// that version's encoder (the derived serde form after `00 02`, which
+/// has not changed since), written out here so no later change to
+/// `SessionSecrets` can drift from them unnoticed.
+#[test]
+fn the_previous_layout_writes_the_secrets_byte_for_byte_as_the_version_before() {
+    let s = SessionSecrets {
+        access_token: SecretString::new("opaque-at"),
+        refresh_token: Some(SecretString::new("AA.AQ")),
+        id_token: Some(SecretString::new("eyJhbGciOiJub25lIn0.eyJzdWIiOiJhIn0.")),
+        claims_json: "{\"sub\":\"a\"}".into(),
+        scopes: Some("openid".into()),
+        derived: vec![derived("k", "t", 9)],
+        dpop_key: Some(zeroize::Zeroizing::new(vec![7; 3])),
+    };
+    let previous = s.encode_as(RecordLayout::Previous);
+    let hex = crate::session::cookie::hex(&previous);
+    assert_eq!(hex, FROZEN_PREVIOUS_SECRETS, "{hex}");
+    assert!(previous.starts_with(&PACKED_SECRETS));
+    assert!(
+        previous.capacity() == s.encoded_capacity(),
+        "the buffer never grew"
+    );
+    // This version reads it back, and the default layout differs.
+    let back = SessionSecrets::decode(&previous).expect("decodes");
+    assert_eq!(back.claims_json, s.claims_json);
+    assert_eq!(
+        back.encode_as(RecordLayout::Previous).to_vec(),
+        previous.to_vec()
+    );
+    assert!(s.encode().starts_with(&CLAIMS_ONCE_SECRETS));
+    assert_eq!(
+        s.encode().to_vec(),
+        s.encode_as(RecordLayout::Compact).to_vec()
+    );
+}
+
+/// 85ed221's `SessionSecrets::encode` of the secrets above, in hex:
+/// `00 02`; access token as text (`00`, 9, "opaque-at"); refresh token
+/// packed (`01` some, `01` segments, 2: `00`, `01`); ID token packed (3
+/// segments, the last empty); the claims as text (11 B); scopes; one
+/// derived token (`k`, text `t`, expiry 9); the DPoP key (3 bytes).
+const FROZEN_PREVIOUS_SECRETS: &str = "000200096f70617175652d6174010102010001010101030e7b22616c67223a226e6f6e65227d0b7b22737562223a2261227d000b7b22737562223a2261227d01066f70656e696401016b000174090103070707";
