@@ -67,8 +67,22 @@ impl Session {
         Ok(h)
     }
 
-    pub fn claims(&self) -> serde_json::Map<String, serde_json::Value> {
-        serde_json::from_str(&self.secrets.claims_json).unwrap_or_default()
+    /// The user's claims. Kept once in the record, they are checked and
+    /// rebuilt from the ID token here, at their first use by this opened
+    /// session (a cache hit shares it): routes that read none never pay.
+    /// `Err`: they do not rebuild or are not a JSON object — a corrupt
+    /// record, never one this code wrote and sealed. The caller refuses
+    /// the session ([`ClaimsUnreadable`] is a 401 `session_expired`), never
+    /// goes on with no claims, which could grant or deny a policy.
+    pub fn claims(&self) -> Result<serde_json::Map<String, serde_json::Value>, ClaimsUnreadable> {
+        let parsed = match self.secrets.claims_json() {
+            Ok(text) => serde_json::from_str(text).map_err(|_| "not a JSON object"),
+            Err(_) => Err("they do not rebuild from the ID token"),
+        };
+        parsed.map_err(|why| {
+            tracing::warn!(session = ?self.store_id, reason = why, "session claims unreadable (corrupt record); refusing the session");
+            ClaimsUnreadable
+        })
     }
 
     /// The session's DPoP key, ready to sign (`None`: the session has
@@ -92,6 +106,12 @@ impl Session {
         self.secrets.scopes.as_deref().unwrap_or_default()
     }
 }
+
+/// A session whose claims cannot be read: its record is corrupt (see
+/// [`Session::claims`]); it is refused as ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("session claims unreadable (corrupt record)")]
+pub struct ClaimsUnreadable;
 
 /// What a request's cookie amounts to.
 pub enum Lookup {
@@ -685,7 +705,7 @@ impl Sessions {
             access_token: login.access_token,
             refresh_token: login.refresh_token,
             id_token: login.id_token,
-            claims_json: login.claims_json,
+            claims: login.claims_json.into(),
             scopes: login.scopes,
             derived: Vec::new(),
             dpop_key: login.dpop_key,
