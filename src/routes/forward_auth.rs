@@ -214,12 +214,12 @@ async fn decide(state: &AppState, parts: &mut Parts) -> Result<Response, Respons
             .map_err(IntoResponse::into_response)?,
         None => Vec::new(),
     };
-    let token = token_for(state, parts, route, Some(&session)).await?;
     // Claims that do not read refuse the session (401), never a 200
     // without the user's headers.
     let claims = session
         .claims()
         .map_err(|e| AppError::from(e).into_response())?;
+    let token = token_for(state, parts, route, Some(&session)).await?;
     let mut resp = allowed(Some(&claims), token);
     for (name, value) in identity {
         resp.headers_mut().insert(name, value);
