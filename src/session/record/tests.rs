@@ -489,9 +489,10 @@ fn cost_of_decoding_secrets() {
 
 /// `store.record_layout = "previous"` writes the sealed secrets exactly as
 /// the version before this one (85ed221) did, so its instances open them
-/// during a rolling upgrade. The expected bytes are frozen: produced by
-/// that version's encoder (the derived serde form after `00 02`, which
-/// has not changed since), written out here so no later change to
+/// during a rolling upgrade. The expected bytes are frozen: checked
+/// against 85ed221 itself (built in a scratch worktree, its own
+/// `SessionSecrets::encode` of these secrets gave exactly these bytes and
+/// its `decode` read them back), written out here so no later change to
 /// `SessionSecrets` can drift from them unnoticed.
 #[test]
 fn the_previous_layout_writes_the_secrets_byte_for_byte_as_the_version_before() {
