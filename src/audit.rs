@@ -239,10 +239,11 @@ pub fn session_hash(id: &StoreId) -> String {
     crate::session::cookie::hex(&h.finalize()[..16])
 }
 
-/// A session's user (`sub`), for its events ("" if the claims lack one).
+/// A session's user (`sub`), for its events ("" if the claims lack one,
+/// or do not read: a corrupt record, refused where its claims are used).
 pub fn subject(session: &Session) -> String {
-    session
-        .claims()
+    let claims = session.claims().unwrap_or_default();
+    claims
         .get("sub")
         .and_then(serde_json::Value::as_str)
         .unwrap_or_default()

@@ -92,6 +92,14 @@ impl From<LoginError> for AppError {
     }
 }
 
+/// A session whose claims do not read is refused as ended (401
+/// `session_expired`), like a record that does not decode.
+impl From<crate::session::ClaimsUnreadable> for AppError {
+    fn from(_: crate::session::ClaimsUnreadable) -> Self {
+        AppError::SessionExpired(EndReason::Expired)
+    }
+}
+
 impl From<RefreshError> for AppError {
     fn from(e: RefreshError) -> Self {
         match e {
@@ -350,6 +358,15 @@ mod tests {
         let (status, v, _) = body_of(AppError::Internal("secret detail".into())).await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(!v.to_string().contains("secret detail"));
+    }
+
+    #[tokio::test]
+    async fn a_session_whose_claims_do_not_read_is_refused_as_ended() {
+        let e = AppError::from(crate::session::ClaimsUnreadable);
+        let (status, v, _) = body_of(e).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(v["error"], "session_expired");
+        assert_eq!(v["reason"], "expired");
     }
 
     #[tokio::test]

@@ -128,6 +128,7 @@ impl AppState {
     ) -> anyhow::Result<Self> {
         let sessions = Arc::new(
             Sessions::new(&config.session, store)
+                .with_record_layout(config.store.record_layout)
                 .with_metrics(&metrics)
                 .with_cache(cache),
         );

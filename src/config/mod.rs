@@ -70,7 +70,8 @@ pub use server::{ConnectionLimits, RawServer, ServerConfig};
 pub use session::{RawKey, RawSession, SameSite, ServerKeyConfig, SessionConfig};
 pub use static_files::{RawStatic, StaticConfig};
 pub use store::{
-    RawStore, RedisConfig, RedisEndpoint, SentinelConfig, StoreConfig, StoreKind, has_hash_tag,
+    RawStore, RecordLayout, RedisConfig, RedisEndpoint, SentinelConfig, StoreConfig, StoreKind,
+    has_hash_tag,
 };
 pub use traces::{RawTracing, Sampler, TracingConfig};
 

@@ -77,6 +77,9 @@ pub struct RawStore {
     /// exact by Redis' invalidation messages (`CLIENT TRACKING`). Only
     /// with `kind = "redis"`.
     pub cache_entries: u32,
+    /// What this version writes: `"compact"` (default) or `"previous"`,
+    /// the layout the version before it reads, for a rolling upgrade.
+    pub record_layout: String,
 }
 
 impl Default for RawStore {
@@ -104,6 +107,7 @@ impl Default for RawStore {
             timeout: RawDuration::text("2s"),
             connect_timeout: RawDuration::text("2s"),
             cache_entries: DEFAULT_CACHE_ENTRIES,
+            record_layout: "compact".into(),
         }
     }
 }
@@ -170,6 +174,23 @@ pub struct StoreConfig {
     /// How many opened sessions the process caches (0: no cache; always 0
     /// with the memory store, which is in-process already).
     pub cache_entries: usize,
+    /// What the gateway writes (`store.record_layout`); every layout is read.
+    pub record_layout: RecordLayout,
+}
+
+/// `store.record_layout`: the layout of the session records this version
+/// writes. Reading does not depend on it: every layout is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecordLayout {
+    /// Claims kept once in the sealed secrets (marker `00 03`), index
+    /// hashes `u`/`x` as 32 bytes: the smallest, but the version before
+    /// this one cannot open or revoke such a session.
+    #[default]
+    Compact,
+    /// Exactly what the version before wrote (claims as text, marker
+    /// `00 02`; hex `u`/`x`): for a rolling upgrade while instances of
+    /// that version still share the store.
+    Previous,
 }
 
 pub(super) fn validate(st: &RawStore, issues: &mut Issues) -> StoreConfig {
@@ -208,6 +229,24 @@ pub(super) fn validate(st: &RawStore, issues: &mut Issues) -> StoreConfig {
             .unwrap_or_else(|| st.key_prefix.clone()),
         timeout: positive_duration(issues, "store.timeout", &st.timeout),
         cache_entries: cache_entries(st, issues),
+        record_layout: record_layout(st, issues),
+    }
+}
+
+/// `store.record_layout`: one of the two names.
+fn record_layout(st: &RawStore, issues: &mut Issues) -> RecordLayout {
+    match st.record_layout.as_str() {
+        "compact" => RecordLayout::Compact,
+        "previous" => RecordLayout::Previous,
+        other => {
+            issues.add(
+                "store.record_layout",
+                format!(
+                    "`{other}` must be \"compact\" (the default) or \"previous\" (write what the version before reads, while it still runs during a rolling upgrade)"
+                ),
+            );
+            RecordLayout::Compact
+        }
     }
 }
 
@@ -490,7 +529,26 @@ fn redis_tls_applies(issues: &mut Issues, st: &RawStore, key: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::super::testing::{load_str, minimal};
-    use super::{RedisEndpoint, StoreKind, has_hash_tag};
+    use super::{RecordLayout, RedisEndpoint, StoreKind, has_hash_tag};
+
+    #[test]
+    fn the_record_layout_is_compact_unless_previous_is_asked_for_by_name() {
+        let config = load_str(&minimal(), &[]).expect("valid");
+        assert_eq!(config.store.record_layout, RecordLayout::Compact);
+        for (name, layout) in [
+            ("compact", RecordLayout::Compact),
+            ("previous", RecordLayout::Previous),
+        ] {
+            let toml = minimal() + &format!("\n[store]\nrecord_layout = \"{name}\"\n");
+            let config = load_str(&toml, &[]).expect("valid");
+            assert_eq!(config.store.record_layout, layout);
+        }
+        let odd = minimal() + "\n[store]\nrecord_layout = \"old\"\n";
+        let err = load_str(&odd, &[]).expect_err("invalid");
+        assert_eq!(err.0[0].key, "store.record_layout", "{err}");
+        assert!(err.0[0].message.contains("`old`"), "{err}");
+        assert!(err.0[0].message.contains("\"previous\""), "{err}");
+    }
 
     #[test]
     fn the_session_cache_is_bounded_and_off_with_the_memory_store() {

@@ -359,14 +359,21 @@ impl Refresher {
                 return Err(RefreshError::Provider(e));
             }
         };
-        let mut claims_json = latest.secrets.claims_json.clone();
+        // Claims that do not rebuild: a corrupt record, ended here.
+        let Ok(kept) = latest.claims() else {
+            let spent = tokens.refresh_token.as_ref();
+            let why = "the session's claims do not rebuild (corrupt record)";
+            return self.end_refused(&latest, spent, why, now, origin).await;
+        };
+        // The text as kept (read once already: `claims` succeeded).
+        let mut claims_json = latest
+            .secrets
+            .claims_json()
+            .map(str::to_owned)
+            .unwrap_or_default();
         let id_token = match tokens.id_token {
             Some(t) => {
-                let sub = latest
-                    .claims()
-                    .get("sub")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned);
+                let sub = kept.get("sub").and_then(Value::as_str).map(str::to_owned);
                 let validated = validate_id_token(
                     &oidc.provider,
                     &oidc.keys,
@@ -386,7 +393,7 @@ impl Refresher {
                         return self.end_refused(&latest, spent, &why, now, origin).await;
                     }
                 };
-                let merged = merge_claims(&latest.secrets.claims_json, &claims);
+                let merged = merge_claims(&claims_json, &claims);
                 claims_json = match bounded_json(&merged, &oidc.provider.config().limits) {
                     Ok(json) => json,
                     Err(e) => {
@@ -411,7 +418,7 @@ impl Refresher {
                 .refresh_token
                 .or(latest.secrets.refresh_token.clone()),
             id_token,
-            claims_json,
+            claims: claims_json.into(),
             scopes: Some(scopes),
             // Derived tokens stay valid until their own expiry.
             derived: latest.secrets.derived.clone(),

@@ -214,7 +214,7 @@ impl Forwarder {
             &route.identity_headers,
             route.assertion_audience.as_deref(),
             self.signer.as_deref(),
-            &session.claims(),
+            &session.claims()?,
             now,
         )
         .map_err(|e| AppError::Internal(format!("identity assertion: {e}")))

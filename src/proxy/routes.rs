@@ -175,7 +175,9 @@ impl Route {
         if self.policy.is_empty() && self.step_up.is_empty() {
             return Ok(());
         }
-        let claims = session.claims();
+        // Claims that do not read refuse the session (401), never a
+        // policy checked against no claims.
+        let claims = session.claims()?;
         crate::authz::check(&self.policy, &claims, session.scopes()).map_err(|refusal| {
             tracing::info!(route = %self.path, "request refused by the route's policy");
             crate::error::AppError::Forbidden(refusal.to_string())

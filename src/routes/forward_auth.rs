@@ -214,8 +214,13 @@ async fn decide(state: &AppState, parts: &mut Parts) -> Result<Response, Respons
             .map_err(IntoResponse::into_response)?,
         None => Vec::new(),
     };
+    // Claims that do not read refuse the session (401), never a 200
+    // without the user's headers.
+    let claims = session
+        .claims()
+        .map_err(|e| AppError::from(e).into_response())?;
     let token = token_for(state, parts, route, Some(&session)).await?;
-    let mut resp = allowed(Some(&session), token);
+    let mut resp = allowed(Some(&claims), token);
     for (name, value) in identity {
         resp.headers_mut().insert(name, value);
     }
@@ -262,17 +267,19 @@ async fn token_for(
     }
 }
 
-fn allowed(session: Option<&Session>, token: Option<HeaderValue>) -> Response {
+fn allowed(
+    claims: Option<&serde_json::Map<String, serde_json::Value>>,
+    token: Option<HeaderValue>,
+) -> Response {
     let mut resp = StatusCode::OK.into_response();
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Some(v) = token {
         h.insert(header::AUTHORIZATION, v);
     }
-    let Some(session) = session else {
+    let Some(claims) = claims else {
         return resp;
     };
-    let claims = session.claims();
     for (name, claim) in [
         ("x-auth-request-user", "sub"),
         ("x-auth-request-email", "email"),

@@ -22,7 +22,7 @@ use crate::state::AppState;
 
 fn subject(session: &Session) -> Result<String, AppError> {
     session
-        .claims()
+        .claims()?
         .get("sub")
         .and_then(Value::as_str)
         .map(str::to_owned)

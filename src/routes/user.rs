@@ -16,7 +16,11 @@ pub async fn user(
     State(state): State<AppState>,
     CurrentSession(session): CurrentSession,
 ) -> Response {
-    let (claims, truncated) = within_bounds(session.claims(), &state);
+    let claims = match session.claims() {
+        Ok(claims) => claims,
+        Err(e) => return crate::error::AppError::from(e).into_response(),
+    };
+    let (claims, truncated) = within_bounds(claims, &state);
     if truncated {
         tracing::warn!(session = ?session.store_id, "session claims over oidc.max_claims_bytes / max_claims; /auth/user returns only sub");
     }

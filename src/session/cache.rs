@@ -463,7 +463,7 @@ mod tests {
                 access_token: SecretString::new("at"),
                 refresh_token: None,
                 id_token: None,
-                claims_json: "{}".into(),
+                claims: "{}".into(),
                 scopes: None,
                 derived: Vec::new(),
                 dpop_key: None,
@@ -617,7 +617,7 @@ mod tests {
         s.secrets.access_token = SecretString::new("a".repeat(900));
         s.secrets.refresh_token = Some(SecretString::new("r".repeat(400)));
         s.secrets.id_token = Some(SecretString::new("i".repeat(900)));
-        s.secrets.claims_json = format!(r#"{{"sub":"{}"}}"#, "c".repeat(700));
+        s.secrets.claims = format!(r#"{{"sub":"{}"}}"#, "c".repeat(700)).into();
         s.stored.body.secrets = vec![0; 2400];
         let t = ticket(&c, &id);
         c.insert(t, &Arc::new(s));

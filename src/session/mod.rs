@@ -34,7 +34,7 @@ use self::store::{
     Fetched, NewSession, Revocation, RevokeOutcome, RevokeReason, SessionStore, Store, StoreError,
     StoreResult,
 };
-use crate::config::SessionConfig;
+use crate::config::{RecordLayout, SessionConfig};
 use crate::secret::SecretString;
 
 /// A loaded, valid session.
@@ -67,8 +67,22 @@ impl Session {
         Ok(h)
     }
 
-    pub fn claims(&self) -> serde_json::Map<String, serde_json::Value> {
-        serde_json::from_str(&self.secrets.claims_json).unwrap_or_default()
+    /// The user's claims. Kept once in the record, they are checked and
+    /// rebuilt from the ID token here, at their first use by this opened
+    /// session (a cache hit shares it): routes that read none never pay.
+    /// `Err`: they do not rebuild or are not a JSON object — a corrupt
+    /// record, never one this code wrote and sealed. The caller refuses
+    /// the session ([`ClaimsUnreadable`] is a 401 `session_expired`), never
+    /// goes on with no claims, which could grant or deny a policy.
+    pub fn claims(&self) -> Result<serde_json::Map<String, serde_json::Value>, ClaimsUnreadable> {
+        let parsed = match self.secrets.claims_json() {
+            Ok(text) => serde_json::from_str(text).map_err(|_| "not a JSON object"),
+            Err(_) => Err("they do not rebuild from the ID token"),
+        };
+        parsed.map_err(|why| {
+            tracing::warn!(session = ?self.store_id, reason = why, "session claims unreadable (corrupt record); refusing the session");
+            ClaimsUnreadable
+        })
     }
 
     /// The session's DPoP key, ready to sign (`None`: the session has
@@ -92,6 +106,12 @@ impl Session {
         self.secrets.scopes.as_deref().unwrap_or_default()
     }
 }
+
+/// A session whose claims cannot be read: its record is corrupt (see
+/// [`Session::claims`]); it is refused as ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("session claims unreadable (corrupt record)")]
+pub struct ClaimsUnreadable;
 
 /// What a request's cookie amounts to.
 pub enum Lookup {
@@ -331,6 +351,8 @@ pub struct Sessions {
     max_per_user: Option<u32>,
     /// The process's session cache, when `store.cache_entries` > 0.
     cache: Option<Arc<ProcessCache>>,
+    /// How sealed secrets are written (`store.record_layout`).
+    layout: RecordLayout,
 }
 
 impl Sessions {
@@ -345,7 +367,16 @@ impl Sessions {
             touch_interval: config.touch_interval.as_secs(),
             max_per_user: config.max_per_user,
             cache: None,
+            layout: RecordLayout::Compact,
         }
+    }
+
+    /// Writes sealed secrets in `layout` (`store.record_layout`): during a
+    /// rolling upgrade, [`RecordLayout::Previous`] keeps the sessions this
+    /// version writes readable by instances of the version before.
+    pub fn with_record_layout(mut self, layout: RecordLayout) -> Self {
+        self.layout = layout;
+        self
     }
 
     /// Serves lookups from the process's session cache (shared by every
@@ -610,7 +641,11 @@ impl Sessions {
         secrets: &SessionSecrets,
     ) -> Vec<u8> {
         let cipher = self.keys.current().session_cipher(id.secret());
-        seal(&cipher, &aad(store_id, "secrets"), &secrets.encode())
+        seal(
+            &cipher,
+            &aad(store_id, "secrets"),
+            &secrets.encode_as(self.layout),
+        )
     }
 
     /// Writes a new session (fresh ID: no fixation) and returns its cookie.
@@ -670,7 +705,7 @@ impl Sessions {
             access_token: login.access_token,
             refresh_token: login.refresh_token,
             id_token: login.id_token,
-            claims_json: login.claims_json,
+            claims: login.claims_json.into(),
             scopes: login.scopes,
             derived: Vec::new(),
             dpop_key: login.dpop_key,

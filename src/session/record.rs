@@ -36,7 +36,9 @@ use serde::{Deserialize, Serialize};
 
 mod claims;
 mod packed;
+use crate::config::RecordLayout;
 use crate::secret::SecretString;
+pub use claims::Claims;
 
 /// The format records are written in.
 pub const FORMAT_VERSION: u8 = 3;
@@ -58,6 +60,10 @@ pub enum RecordError {
     UnknownVersion(u8),
     #[error("record body does not decode")]
     Malformed,
+    /// The sealed claims, checked and rebuilt at their first use, are not
+    /// what the encoder writes next to the record's ID token.
+    #[error("session claims do not rebuild from the ID token")]
+    Claims,
 }
 
 /// What the store holds for one session.
@@ -310,7 +316,11 @@ pub struct SessionMeta {
 /// still read: tokens packed and claims as text (this struct's derived
 /// serde form, after [`PACKED_SECRETS`]), and those below with tokens as
 /// text.
-#[derive(Clone, Serialize, Deserialize)]
+///
+/// Decoding checks structure only (lengths, forms, no byte left over);
+/// the claims kept once are checked and rebuilt at their first use
+/// ([`Self::claims_json`]), which most requests never make.
+#[derive(Clone, Deserialize)]
 pub struct SessionSecrets {
     #[serde(with = "packed::token")]
     pub access_token: SecretString,
@@ -318,8 +328,11 @@ pub struct SessionSecrets {
     pub refresh_token: Option<SecretString>,
     #[serde(with = "packed::opt_token")]
     pub id_token: Option<SecretString>,
-    /// The user's claims as a JSON object.
-    pub claims_json: String,
+    /// The user's claims as a JSON object: [`Self::claims_json`]. Claims
+    /// read from a record go with its ID token; a new ID token comes with
+    /// new claims (text).
+    #[serde(deserialize_with = "claims_text")]
+    pub claims: Claims,
     /// The access token's granted scopes, space-separated (`None` in
     /// records written before they were kept).
     pub scopes: Option<String>,
@@ -365,14 +378,15 @@ pub const PACKED_SECRETS: [u8; 2] = [0x00, 0x02];
 /// so either). [`SecretsOut`] follows.
 pub const CLAIMS_ONCE_SECRETS: [u8; 2] = [0x00, 0x03];
 
-/// [`SessionSecrets`] as written after [`CLAIMS_ONCE_SECRETS`]: the same
-/// fields in the same order, `claims_json` in its packed form.
+/// [`SessionSecrets`] as written: the same fields in the same order,
+/// the claims as `C` (their packed form after [`CLAIMS_ONCE_SECRETS`],
+/// text after [`PACKED_SECRETS`]).
 #[derive(Serialize)]
-struct SecretsOut<'a> {
+struct SecretsOut<'a, C> {
     access_token: packed::TokenRef<'a>,
     refresh_token: Option<packed::TokenRef<'a>>,
     id_token: Option<packed::TokenRef<'a>>,
-    claims: claims::PackedClaims<'a>,
+    claims: C,
     scopes: Option<&'a str>,
     derived: &'a [DerivedToken],
     dpop_key: Option<&'a serde_bytes::Bytes>,
@@ -453,14 +467,43 @@ impl std::fmt::Debug for SessionSecrets {
 impl SessionSecrets {
     /// The layout after [`CLAIMS_ONCE_SECRETS`].
     pub fn encode(&self) -> zeroize::Zeroizing<Vec<u8>> {
+        self.encode_as(RecordLayout::Compact)
+    }
+
+    /// The layout `store.record_layout` names: after
+    /// [`CLAIMS_ONCE_SECRETS`], or ([`RecordLayout::Previous`]) exactly what
+    /// the version before wrote — after [`PACKED_SECRETS`], the claims as
+    /// text (this struct's serde form then, unchanged).
+    ///
+    /// Claims that do not rebuild ([`RecordError::Claims`]: never so for a
+    /// record this code wrote and sealed) are written back in the stored
+    /// form they were read in, so the record stays refused at their use —
+    /// never rewritten as some other claims.
+    pub fn encode_as(&self, layout: RecordLayout) -> zeroize::Zeroizing<Vec<u8>> {
         // All the room up front: a buffer that grows frees its old copy,
         // tokens and key included, without wiping it.
         let mut out = zeroize::Zeroizing::new(Vec::with_capacity(self.encoded_capacity()));
-        out.extend_from_slice(&CLAIMS_ONCE_SECRETS);
         let id_token = self.id_token.as_ref().map(SecretString::expose);
-        let layout = self.layout_with(claims::pack(&self.claims_json, id_token));
+        let text = self.claims.text(id_token);
         // Serialising plain data into a Vec cannot fail.
-        if let Ok(v) = postcard::to_extend(&layout, std::mem::take(&mut *out)) {
+        let written = match (layout, text, self.claims.stored_form()) {
+            (RecordLayout::Previous, Some(text), _) => {
+                out.extend_from_slice(&PACKED_SECRETS);
+                postcard::to_extend(&self.layout_with(text), std::mem::take(&mut *out))
+            }
+            (_, Some(text), _) => {
+                out.extend_from_slice(&CLAIMS_ONCE_SECRETS);
+                let layout = self.layout_with(claims::pack(text, id_token));
+                postcard::to_extend(&layout, std::mem::take(&mut *out))
+            }
+            (_, None, form) => {
+                out.extend_from_slice(&CLAIMS_ONCE_SECRETS);
+                let empty = claims::PackedClaims::Text(std::borrow::Cow::Borrowed(""));
+                let layout = self.layout_with(form.unwrap_or(&empty));
+                postcard::to_extend(&layout, std::mem::take(&mut *out))
+            }
+        };
+        if let Ok(v) = written {
             *out = v;
         }
         out
@@ -468,7 +511,7 @@ impl SessionSecrets {
 
     /// The fields as [`CLAIMS_ONCE_SECRETS`] lays them out, the claims in
     /// the form given.
-    fn layout_with<'a>(&'a self, claims: claims::PackedClaims<'a>) -> SecretsOut<'a> {
+    fn layout_with<C>(&self, claims: C) -> SecretsOut<'_, C> {
         SecretsOut {
             access_token: packed::TokenRef(&self.access_token),
             refresh_token: self.refresh_token.as_ref().map(packed::TokenRef),
@@ -481,21 +524,18 @@ impl SessionSecrets {
     }
 
     /// The layout after [`CLAIMS_ONCE_SECRETS`], read strictly: only what
-    /// [`Self::encode`] writes for the values it decodes to. Tokens and
-    /// claims check their own form as they decode; what is left to differ
-    /// is an over-long length, which the encoded size shows without
-    /// encoding again.
+    /// [`Self::encode`] writes for the values it decodes to. Tokens check
+    /// their own form as they decode, the claims at their first use
+    /// ([`Self::claims_json`]); what is left to differ is an over-long
+    /// length, which the encoded size shows without encoding again.
     fn decode_claims_once(wire: &[u8]) -> Result<Self, RecordError> {
         let v: SecretsIn<'_> = canonical(wire)?;
         let claims_len = claims::stored_len(&v.claims);
-        let id_token = v.id_token.as_ref().map(SecretString::expose);
-        let claims_json =
-            claims::unpack_canonical(v.claims, id_token).ok_or(RecordError::Malformed)?;
         let s = Self {
             access_token: v.access_token,
             refresh_token: v.refresh_token,
             id_token: v.id_token,
-            claims_json,
+            claims: Claims::stored(v.claims),
             scopes: v.scopes,
             derived: v.derived,
             dpop_key: v.dpop_key,
@@ -514,7 +554,9 @@ impl SessionSecrets {
     /// [`PACKED_SECRETS`]), read as strictly.
     fn decode_packed(wire: &[u8]) -> Result<Self, RecordError> {
         let s: Self = canonical(wire)?;
-        let again = zeroize::Zeroizing::new(postcard::to_stdvec(&s).unwrap_or_default());
+        let text = s.claims.text(None).unwrap_or_default();
+        let again =
+            zeroize::Zeroizing::new(postcard::to_stdvec(&s.layout_with(text)).unwrap_or_default());
         if again.as_slice() != wire {
             return Err(RecordError::Malformed);
         }
@@ -531,7 +573,7 @@ impl SessionSecrets {
             + text(&self.access_token)
             + opt(&self.refresh_token)
             + opt(&self.id_token)
-            + self.claims_json.len()
+            + self.claims.len_bound()
             + self.scopes.as_ref().map_or(0, String::len)
             + self
                 .derived
@@ -558,7 +600,7 @@ impl SessionSecrets {
                 access_token: v3.access_token,
                 refresh_token: v3.refresh_token,
                 id_token: v3.id_token,
-                claims_json: v3.claims_json,
+                claims: v3.claims_json.into(),
                 scopes: v3.scopes,
                 derived: v3
                     .derived
@@ -577,7 +619,7 @@ impl SessionSecrets {
                 access_token: v2.access_token,
                 refresh_token: v2.refresh_token,
                 id_token: v2.id_token,
-                claims_json: v2.claims_json,
+                claims: v2.claims_json.into(),
                 scopes: v2.scopes,
                 derived: Vec::new(),
                 dpop_key: None,
@@ -589,11 +631,21 @@ impl SessionSecrets {
             access_token: v1.access_token,
             refresh_token: v1.refresh_token,
             id_token: v1.id_token,
-            claims_json: v1.claims_json,
+            claims: v1.claims_json.into(),
             scopes: None,
             derived: Vec::new(),
             dpop_key: None,
         })
+    }
+
+    /// The user's claims as a JSON object, checked and rebuilt from the ID
+    /// token at the first call if the record kept them once.
+    /// [`RecordError::Claims`]: they do not rebuild — a corrupt record
+    /// (never one this code wrote and sealed); the caller refuses the
+    /// session rather than reading no claims.
+    pub fn claims_json(&self) -> Result<&str, RecordError> {
+        let id_token = self.id_token.as_ref().map(SecretString::expose);
+        self.claims.text(id_token).ok_or(RecordError::Claims)
     }
 
     /// The derived token stored under `key`, if it is still valid `skew`
@@ -658,9 +710,7 @@ pub(crate) mod format_text {
     /// Secrets as format 3 sealed them before the claims were kept once:
     /// tokens packed, claims as text.
     pub fn encode_packed_secrets(s: &SessionSecrets) -> Vec<u8> {
-        let mut out = PACKED_SECRETS.to_vec();
-        out.extend(postcard::to_stdvec(s).expect("encode"));
-        out
+        s.encode_as(RecordLayout::Previous).to_vec()
     }
 
     /// Secrets as format 2 sealed them: tokens as text, no marker.
@@ -680,7 +730,7 @@ pub(crate) mod format_text {
             s.access_token.expose(),
             s.refresh_token.as_ref().map(|t| t.expose()),
             s.id_token.as_ref().map(|t| t.expose()),
-            &s.claims_json,
+            s.claims_json().expect("claims"),
             s.scopes.as_deref(),
             s.derived
                 .iter()
@@ -702,19 +752,15 @@ mod secret_string {
 }
 
 /// Key bytes, wiped from memory when dropped.
-mod opt_secret_bytes {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use zeroize::Zeroizing;
+/// Claims stored as JSON text.
+fn claims_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Claims, D::Error> {
+    String::deserialize(d).map(Claims::from)
+}
 
-    pub fn serialize<S: Serializer>(
-        v: &Option<Zeroizing<Vec<u8>>>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(b) => s.serialize_some(serde_bytes::Bytes::new(b)),
-            None => s.serialize_none(),
-        }
-    }
+/// Written as `Option<&serde_bytes::Bytes>` by the layouts' own structs.
+mod opt_secret_bytes {
+    use serde::{Deserialize, Deserializer};
+    use zeroize::Zeroizing;
 
     pub fn deserialize<'de, D: Deserializer<'de>>(
         d: D,

@@ -65,7 +65,7 @@ async fn a_created_session_loads_from_its_cookie_and_nothing_else() {
     };
     assert_eq!(session.store_id, sid);
     assert_eq!(session.secrets.access_token.expose(), "access-token-value");
-    assert_eq!(session.claims()["name"], "Alice");
+    assert_eq!(session.claims().expect("claims")["name"], "Alice");
 
     // The stored bytes hold neither the tokens nor the claims in clear.
     let raw = store
@@ -606,7 +606,7 @@ async fn a_format_3_session_with_its_claims_stored_twice_opens_and_its_next_toke
     let Ok(Lookup::Active(session)) = s.load(&h, 1_001).await else {
         panic!("a new session opens");
     };
-    assert_eq!(session.secrets.claims_json, claims_json);
+    assert_eq!(session.secrets.claims_json().expect("claims"), claims_json);
     let once = stored_secrets(&s, &store, &sid, &session.id).await;
     assert!(once.starts_with(&record::CLAIMS_ONCE_SECRETS));
     // The same session as format 3 sealed it before: claims as text.
@@ -628,8 +628,11 @@ async fn a_format_3_session_with_its_claims_stored_twice_opens_and_its_next_toke
     let Ok(Lookup::Active(loaded)) = s.load(&h, 1_002).await else {
         panic!("a record of the layout before opens");
     };
-    assert_eq!(loaded.secrets.claims_json, claims_json);
-    assert_eq!(loaded.claims(), session.claims());
+    assert_eq!(loaded.secrets.claims_json().expect("claims"), claims_json);
+    assert_eq!(
+        loaded.claims().expect("claims"),
+        session.claims().expect("claims")
+    );
     // Its next token write (a refresh without a new ID token) keeps the
     // claims once, and they open the same.
     let written = s
@@ -642,7 +645,7 @@ async fn a_format_3_session_with_its_claims_stored_twice_opens_and_its_next_toke
     let Ok(Lookup::Active(again)) = s.load(&h, 1_004).await else {
         panic!("the rewritten record opens");
     };
-    assert_eq!(again.secrets.claims_json, claims_json);
+    assert_eq!(again.secrets.claims_json().expect("claims"), claims_json);
     // A refresh with a new ID token: merged claims (the old `email`, which
     // the new payload lacks, stays) come back byte for byte.
     let new_payload =
@@ -650,7 +653,7 @@ async fn a_format_3_session_with_its_claims_stored_twice_opens_and_its_next_toke
     let merged = r#"{"auth_time":1700000000,"email":"alice@example.com","groups":["staff","dev"],"name":"Alice L.","sid":"idp-sid","sub":"alice"}"#;
     let mut refreshed = again.secrets.clone();
     refreshed.id_token = Some(SecretString::new(id_token_with(new_payload)));
-    refreshed.claims_json = merged.into();
+    refreshed.claims = merged.into();
     s.write_tokens(&again, refreshed, 4_000, 1_005)
         .await
         .expect("write")
@@ -658,5 +661,63 @@ async fn a_format_3_session_with_its_claims_stored_twice_opens_and_its_next_toke
     let Ok(Lookup::Active(last)) = s.load(&h, 1_006).await else {
         panic!("the refreshed record opens");
     };
-    assert_eq!(last.secrets.claims_json, merged);
+    assert_eq!(last.secrets.claims_json().expect("claims"), merged);
+}
+
+/// Sealed claims that do not rebuild (a corrupt record: never one this
+/// code wrote and sealed) do not stop the session from opening — decoding
+/// checks structure only — but every use of its claims refuses it as
+/// ended (401 `session_expired`: `error.rs`), never answers with no
+/// claims; and
+/// `store.record_layout = "previous"` writes a session's secrets in the
+/// layout the version before reads.
+#[tokio::test]
+async fn claims_that_do_not_rebuild_refuse_the_session_where_they_are_used() {
+    let store = Arc::new(Store::Memory(MemoryStore::new()));
+    let s = sessions(store.clone()).with_record_layout(crate::config::RecordLayout::Previous);
+    let payload = r#"{"sub":"alice","name":"Alice Liddell","email":"alice@example.com"}"#;
+    let (sid, cookie) = s
+        .create(
+            NewLogin {
+                id_token: Some(SecretString::new(id_token_with(payload))),
+                claims_json:
+                    r#"{"email":"alice@example.com","name":"Alice Liddell","sub":"alice"}"#.into(),
+                ..login("alice")
+            },
+            &ClientInfo::default(),
+            1_000,
+        )
+        .await
+        .expect("create");
+    let h = cookie_header(&cookie);
+    let Ok(Lookup::Active(session)) = s.load(&h, 1_001).await else {
+        panic!("a new session opens");
+    };
+    let previous = stored_secrets(&s, &store, &sid, &session.id).await;
+    assert!(
+        previous.starts_with(&record::PACKED_SECRETS),
+        "the layout before"
+    );
+    assert_eq!(session.claims().expect("claims")["name"], "Alice Liddell");
+    // The claims kept once, then the ID token they rebuild from taken away.
+    let compact = session.secrets.encode();
+    let mut broken = record::SessionSecrets::decode(&compact).expect("decodes");
+    broken.id_token = None;
+    let raw = store
+        .get(&sid)
+        .await
+        .expect("get")
+        .into_live()
+        .expect("live");
+    let mut record = StoredSession::decode(&raw).expect("decodes").record;
+    let cipher = s.keys.current().session_cipher(session.id.secret());
+    record.body.secrets = seal(&cipher, &aad(&sid, "secrets"), &broken.encode());
+    let corrupt = s.encode(&sid, &record);
+    overwrite(&store, &sid, &raw, &corrupt).await;
+    let Ok(Lookup::Active(opened)) = s.load(&h, 1_002).await else {
+        panic!("structurally sound: it opens");
+    };
+    assert_eq!(opened.secrets.access_token.expose(), "access-token-value");
+    assert_eq!(opened.claims(), Err(ClaimsUnreadable));
+    assert_eq!(opened.claims(), Err(ClaimsUnreadable), "at every use");
 }

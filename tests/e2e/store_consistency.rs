@@ -410,3 +410,75 @@ async fn records_with_hex_index_hashes_from_the_previous_version_are_still_revok
     let d = dump(&target, &prefix).await;
     assert!(d.sids.values().all(|m| m.len() <= 1), "{:?}", d.sids);
 }
+
+/// `store.record_layout = "previous"`: the index hashes of a new record
+/// are written as the version before wrote them (64 hex digits), so its
+/// revoke — `HGET u` read as text, that user's index named from it —
+/// finds the session; this version reads and revokes them as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_previous_record_layout_writes_index_hashes_the_version_before_reads() {
+    use oidc_bff::config::RecordLayout;
+    let target = Target::Standalone;
+    let prefix = random_prefix();
+    let store = store_on(&target, &prefix).with_record_layout(RecordLayout::Previous);
+    let s = sessions_over(store, None).with_record_layout(RecordLayout::Previous);
+    let user = "rolling-upgrade-user";
+    let now = oidc_bff::clock::unix_now();
+    let mut ids = Vec::new();
+    for n in 0..2 {
+        let (id, _) = s
+            .create(login(user, n), &ClientInfo::default(), now)
+            .await
+            .expect("create");
+        ids.push(id);
+    }
+    let mut conn = redis::Client::open(shared().redis.url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}s:*"))
+        .query_async(&mut conn)
+        .await
+        .expect("keys");
+    assert_eq!(keys.len(), 2);
+    for k in &keys {
+        // What the version before reads: UTF-8 text, its own hashes.
+        let (u, x): (String, String) = redis::cmd("HMGET")
+            .arg(k)
+            .arg("u")
+            .arg("x")
+            .query_async(&mut conn)
+            .await
+            .expect("hmget as text");
+        assert_eq!(u, user_hash(user), "u as 64 hex digits");
+        assert!(x == sid_hash("sid-0") || x == sid_hash("sid-1"), "x as hex");
+        // The version before named the user index from `u` as read.
+        let index = k.replacen(&format!("{prefix}s:"), &format!("{prefix}u:"), 1);
+        let index = match index.split_once('}') {
+            Some((tag, _)) => format!("{tag}}}{u}"),
+            None => index,
+        };
+        let members: Vec<String> = redis::cmd("ZRANGE")
+            .arg(&index)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await
+            .expect("zrange");
+        assert_eq!(members.len(), 2, "{index} lists both sessions");
+    }
+    assert_eq!(check_agreement(&target, &prefix, user).await, 2);
+    // This version revokes them by ID and by provider session.
+    s.revoke(&ids[0], RevokeReason::Admin, "test", now)
+        .await
+        .expect("revoke");
+    assert_eq!(check_agreement(&target, &prefix, user).await, 1);
+    let ended = s
+        .revoke_provider_session("sid-1", "test", now)
+        .await
+        .expect("back-channel");
+    assert_eq!(ended.len(), 1);
+    assert_eq!(check_agreement(&target, &prefix, user).await, 0);
+}

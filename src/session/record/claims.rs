@@ -11,6 +11,7 @@
 //! is stored as text.
 
 use std::borrow::Cow;
+use std::sync::OnceLock;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -39,7 +40,7 @@ const IMPLIED_DROPS: &[&str] = &[
 ];
 
 /// `claims_json` as the sealed secrets store it.
-#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) enum PackedClaims<'a> {
     /// The JSON text as it is.
     Text(#[serde(borrow)] Cow<'a, str>),
@@ -131,12 +132,15 @@ pub(super) fn pack<'a>(claims_json: &'a str, id_token: Option<&str>) -> PackedCl
 /// (so a record has one encoding). Checks the rebuilt form against
 /// `pack`'s rules rather than packing again, which would parse the payload
 /// and the claims a second time on every cache miss.
-pub(super) fn unpack_canonical(packed: PackedClaims<'_>, id_token: Option<&str>) -> Option<String> {
+pub(super) fn unpack_canonical(
+    packed: &PackedClaims<'_>,
+    id_token: Option<&str>,
+) -> Option<String> {
     let (dropped, extras) = match packed {
         PackedClaims::Text(t) => {
-            return matches!(pack(&t, id_token), PackedClaims::Text(_)).then(|| t.into_owned());
+            return matches!(pack(t, id_token), PackedClaims::Text(_)).then(|| t.to_string());
         }
-        PackedClaims::FromIdToken { dropped, extras } => (dropped, extras),
+        PackedClaims::FromIdToken { dropped, extras } => (dropped, extras.as_ref()),
     };
     let mut payload = payload_of(id_token?)?;
     for k in IMPLIED_DROPS {
@@ -147,13 +151,13 @@ pub(super) fn unpack_canonical(packed: PackedClaims<'_>, id_token: Option<&str>)
     if !dropped.windows(2).all(|w| w[0] < w[1]) {
         return None;
     }
-    for k in &dropped {
+    for k in dropped {
         payload.remove(k.as_ref())?;
     }
     let extras_map: Map<String, Value> = if extras.is_empty() {
         Map::new()
     } else {
-        let m: Map<String, Value> = serde_json::from_str(&extras).ok()?;
+        let m: Map<String, Value> = serde_json::from_str(extras).ok()?;
         // Written by serde_json, never empty (that is "").
         if m.is_empty() || serde_json::to_string(&m).ok()? != *extras {
             return None;
@@ -170,15 +174,95 @@ pub(super) fn unpack_canonical(packed: PackedClaims<'_>, id_token: Option<&str>)
     payload.extend(extras_map);
     let claims = Value::Object(payload).to_string();
     // And only where it is the smaller form.
-    let rebuilt = PackedClaims::FromIdToken { dropped, extras };
-    let smaller = match &rebuilt {
-        PackedClaims::FromIdToken { dropped, extras } => {
-            extras.len() + dropped.iter().map(|d| d.len()).sum::<usize>() < claims.len()
-        }
-        PackedClaims::Text(_) => false,
-    };
-    (smaller && stored_len(&rebuilt) < stored_len(&PackedClaims::Text(Cow::Borrowed(&claims))))
+    let smaller = extras.len() + dropped.iter().map(|d| d.len()).sum::<usize>() < claims.len();
+    (smaller && stored_len(packed) < stored_len(&PackedClaims::Text(Cow::Borrowed(&claims))))
         .then_some(claims)
+}
+
+impl PackedClaims<'_> {
+    /// The same form, owning its text (kept past the decoded bytes).
+    fn into_owned(self) -> PackedClaims<'static> {
+        match self {
+            PackedClaims::Text(t) => PackedClaims::Text(Cow::Owned(t.into_owned())),
+            PackedClaims::FromIdToken { dropped, extras } => PackedClaims::FromIdToken {
+                dropped: dropped
+                    .into_iter()
+                    .map(|d| Cow::Owned(d.into_owned()))
+                    .collect(),
+                extras: Cow::Owned(extras.into_owned()),
+            },
+        }
+    }
+}
+
+/// A session's claims as its opened secrets hold them: JSON text (from a
+/// login or a refresh, or a layout that stores them as text), or the form
+/// the layout after `CLAIMS_ONCE_SECRETS` stored, checked and rebuilt from
+/// the ID token at its first use only. Most requests never read the
+/// claims (only identity headers, policies, forward-auth answers, the
+/// user and session endpoints, step-up, refresh and logout do), so a
+/// cache miss on any other route does not pay for the rebuild.
+#[derive(Clone)]
+pub struct Claims {
+    /// The stored form, until rebuilt (`None`: text from the start).
+    stored: Option<PackedClaims<'static>>,
+    /// The text; `Some(None)` once a rebuild failed: the stored form is
+    /// not what `pack` writes next to this ID token (never so for a record
+    /// this code wrote and sealed).
+    pub(super) text: OnceLock<Option<String>>,
+}
+
+impl Claims {
+    /// Claims read from a record, rebuilt when first asked for.
+    pub(super) fn stored(form: PackedClaims<'_>) -> Self {
+        Self {
+            stored: Some(form.into_owned()),
+            text: OnceLock::new(),
+        }
+    }
+
+    /// The JSON text, rebuilding it next to `id_token` (the ID token of the
+    /// secrets these claims came with) at the first call; `None` if the
+    /// stored form does not rebuild, at this call and every later one.
+    pub(super) fn text(&self, id_token: Option<&str>) -> Option<&str> {
+        self.text
+            .get_or_init(|| {
+                let form = self.stored.as_ref()?;
+                unpack_canonical(form, id_token)
+            })
+            .as_deref()
+    }
+
+    /// The form read from the record, if these claims came from one
+    /// stored kept once.
+    pub(super) fn stored_form(&self) -> Option<&PackedClaims<'static>> {
+        self.stored.as_ref()
+    }
+
+    /// At least the length of the text, or of the stored form (for
+    /// sizing an encoding buffer).
+    pub(super) fn len_bound(&self) -> usize {
+        match (self.text.get(), &self.stored) {
+            (Some(Some(t)), _) => t.len(),
+            (_, Some(form)) => stored_len(form),
+            (_, None) => 0,
+        }
+    }
+}
+
+impl From<String> for Claims {
+    fn from(text: String) -> Self {
+        Self {
+            stored: None,
+            text: OnceLock::from(Some(text)),
+        }
+    }
+}
+
+impl From<&str> for Claims {
+    fn from(text: &str) -> Self {
+        text.to_owned().into()
+    }
 }
 
 /// How many bytes `p` takes in a record.
@@ -225,14 +309,14 @@ mod tests {
         );
         let back: PackedClaims<'_> = postcard::from_bytes(&bytes).expect("decode");
         assert_eq!(
-            unpack_canonical(back, id_token).as_deref(),
+            unpack_canonical(&back, id_token).as_deref(),
             Some(claims_json),
             "strictly: {claims_json} next to {id_token:?}"
         );
         if rebuilt {
             // The text form of the same claims is not what `pack` writes.
             let text = PackedClaims::Text(claims_json.into());
-            assert_eq!(unpack_canonical(text, id_token), None, "{claims_json}");
+            assert_eq!(unpack_canonical(&text, id_token), None, "{claims_json}");
         }
         if rebuilt {
             let text =
@@ -391,7 +475,7 @@ mod tests {
             dropped: dropped.iter().map(|d| Cow::Borrowed(*d)).collect(),
             extras: Cow::Borrowed(extras),
         };
-        let ok = |p| unpack_canonical(p, Some(&id));
+        let ok = |p: PackedClaims<'_>| unpack_canonical(&p, Some(&id));
         assert!(ok(form(&[], "")).is_some());
         assert!(ok(form(&["email"], "")).is_some());
         assert!(ok(form(&["email", "groups"], "")).is_some());

@@ -108,16 +108,12 @@ pub mod token {
 /// `serde(with)` for an optional packed token.
 pub mod opt_token {
     use super::SecretString;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    use super::TokenRef as Packed;
+    use serde::{Deserialize, Deserializer};
 
     #[derive(Deserialize)]
     struct Unpacked(#[serde(with = "super::token")] SecretString);
 
-    pub fn serialize<S: Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
-        v.as_ref().map(Packed).serialize(s)
-    }
+    // Written as `Option<TokenRef>` by the layouts' own structs.
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Error> {
         Option::<Unpacked>::deserialize(d).map(|o| o.map(|u| u.0))

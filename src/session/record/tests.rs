@@ -72,7 +72,7 @@ fn secrets_of_format_2_decode_and_packed_ones_round_trip() {
         access_token: SecretString::new("eyJhbGciOiJub25lIn0.eyJzdWIiOiJhIn0.c2ln"),
         refresh_token: Some(SecretString::new("opaque-refresh")),
         id_token: Some(SecretString::new("eyJhbGciOiJub25lIn0.eyJzdWIiOiJhIn0.")),
-        claims_json: "{\"sub\":\"a\"}".into(),
+        claims: "{\"sub\":\"a\"}".into(),
         scopes: Some("openid".into()),
         derived: vec![derived("k", "eyJ4IjoxfQ.eyJ5IjoyfQ.c2ln", 9)],
         dpop_key: None,
@@ -93,7 +93,10 @@ fn secrets_of_format_2_decode_and_packed_ones_round_trip() {
             b.id_token.as_ref().map(|t| t.expose()),
             s.id_token.as_ref().map(|t| t.expose())
         );
-        assert_eq!(b.claims_json, s.claims_json);
+        assert_eq!(
+            b.claims_json().expect("claims"),
+            s.claims_json().expect("claims")
+        );
         assert_eq!(b.scopes, s.scopes);
         assert_eq!(
             b.derived_token("k", 0, 0).map(|t| t.expose()),
@@ -108,7 +111,7 @@ fn secrets_of_format_2_decode_and_packed_ones_round_trip() {
     assert!(claims_twice.starts_with(&PACKED_SECRETS));
     assert_eq!(
         claims_twice.len(),
-        packed.len() + s.claims_json.len() - 2,
+        packed.len() + s.claims_json().expect("claims").len() - 2,
         "the claims are the ID token's: a marker instead of the text"
     );
     same(SessionSecrets::decode(&claims_twice).expect("claims as text"));
@@ -181,7 +184,7 @@ fn secrets_debug_is_redacted() {
         access_token: SecretString::new("at"),
         refresh_token: None,
         id_token: None,
-        claims_json: "{}".into(),
+        claims: "{}".into(),
         scopes: Some("openid api".into()),
         derived: Vec::new(),
         dpop_key: None,
@@ -199,7 +202,7 @@ fn secrets_written_before_scopes_were_kept_still_decode() {
     let old = postcard::to_stdvec(&Old("at", Some("rt"), None, "{\"sub\":\"a\"}")).expect("encode");
     let back = SessionSecrets::decode(&old).expect("decodes");
     assert_eq!(back.refresh_token.as_ref().map(|t| t.expose()), Some("rt"));
-    assert_eq!(back.claims_json, "{\"sub\":\"a\"}");
+    assert_eq!(back.claims_json().expect("claims"), "{\"sub\":\"a\"}");
     assert_eq!(back.scopes, None);
 }
 
@@ -217,7 +220,7 @@ fn derived_tokens_are_kept_per_key_bounded_and_round_trip() {
         access_token: SecretString::new("login"),
         refresh_token: Some(SecretString::new("rt")),
         id_token: None,
-        claims_json: "{}".into(),
+        claims: "{}".into(),
         scopes: None,
         derived: Vec::new(),
         dpop_key: None,
@@ -269,7 +272,7 @@ fn the_dpop_key_round_trips_and_secrets_written_before_it_still_decode() {
         access_token: SecretString::new("at"),
         refresh_token: Some(SecretString::new("rt")),
         id_token: None,
-        claims_json: "{}".into(),
+        claims: "{}".into(),
         scopes: Some("openid".into()),
         derived: Vec::new(),
         dpop_key: Some(zeroize::Zeroizing::new(vec![7; 138])),
@@ -343,7 +346,7 @@ fn each_record_has_one_encoding_only() {
         access_token: SecretString::new("at"),
         refresh_token: None,
         id_token: Some(SecretString::new("eyJhbGciOiJub25lIn0.eyJzdWIiOiJhIn0.")),
-        claims_json: "{\"sub\":\"a\"}".into(),
+        claims: "{\"sub\":\"a\"}".into(),
         scopes: None,
         derived: Vec::new(),
         dpop_key: None,
@@ -385,10 +388,17 @@ fn each_record_has_one_encoding_only() {
             extras: Cow::Borrowed(""),
         },
     ] {
-        assert_eq!(
-            SessionSecrets::decode(&layout(odd)).err(),
-            Some(RecordError::Malformed)
-        );
+        // Decoding checks structure only; the claims' form is checked at
+        // their first use, and refused there, at every use.
+        let bytes = layout(odd);
+        let opened = SessionSecrets::decode(&bytes).expect("structurally sound");
+        assert_eq!(opened.access_token.expose(), "at");
+        assert_eq!(opened.claims_json().err(), Some(RecordError::Claims));
+        assert_eq!(opened.claims_json().err(), Some(RecordError::Claims));
+        // Written again (a derived token, a re-key), it stays what it was,
+        // in either layout: refused again, never other claims.
+        assert_eq!(opened.encode().to_vec(), bytes);
+        assert_eq!(opened.encode_as(RecordLayout::Previous).to_vec(), bytes);
     }
     // The layout before, claims as text: a byte too many.
     let before = format_text::encode_packed_secrets(&s);
@@ -424,7 +434,7 @@ fn cost_of_decoding_secrets() {
         access_token: SecretString::new("Zm9vYmFyYmF6cXV4".repeat(3)),
         refresh_token: Some(SecretString::new("cmVmcmVzaHRva2Vu".repeat(3))),
         id_token: Some(SecretString::new(id_token)),
-        claims_json: serde_json::Value::Object(kept).to_string(),
+        claims: serde_json::Value::Object(kept).to_string().into(),
         scopes: Some("openid profile email offline_access".into()),
         derived: Vec::new(),
         dpop_key: None,
@@ -445,23 +455,118 @@ fn cost_of_decoding_secrets() {
     };
     eprintln!(
         "claims {} B; sealed secrets {} B (claims as text: {} B)",
-        s.claims_json.len(),
+        s.claims_json().expect("claims").len(),
         once.len(),
         twice.len()
     );
-    time("decode, claims kept once (rebuilt, strict)", &|| {
-        std::hint::black_box(SessionSecrets::decode(std::hint::black_box(&once)).is_ok());
-    });
+    time(
+        "decode, claims kept once, not used (a miss on a route that reads no claims)",
+        &|| {
+            std::hint::black_box(SessionSecrets::decode(std::hint::black_box(&once)).is_ok());
+        },
+    );
+    time(
+        "decode, claims kept once, then used (rebuilt, checked: what every miss paid before)",
+        &|| {
+            let s = SessionSecrets::decode(std::hint::black_box(&once)).expect("decodes");
+            std::hint::black_box(s.claims_json().is_ok());
+        },
+    );
     time("decode, claims as text (strict)", &|| {
         std::hint::black_box(SessionSecrets::decode(std::hint::black_box(&twice)).is_ok());
     });
     let id = s.id_token.as_ref().map(SecretString::expose);
-    let stored = postcard::to_stdvec(&claims::pack(&s.claims_json, id)).expect("encode");
+    let stored =
+        postcard::to_stdvec(&claims::pack(s.claims_json().expect("claims"), id)).expect("encode");
     time("  of which the claims, rebuilt and checked", &|| {
         let p: claims::PackedClaims<'_> = postcard::from_bytes(&stored).expect("decode");
-        std::hint::black_box(claims::unpack_canonical(std::hint::black_box(p), id));
+        std::hint::black_box(claims::unpack_canonical(std::hint::black_box(&p), id));
     });
     time("encode (a write: login, refresh)", &|| {
         std::hint::black_box(std::hint::black_box(&s).encode());
     });
+}
+
+/// `store.record_layout = "previous"` writes the sealed secrets exactly as
+/// the version before this one (85ed221) did, so its instances open them
+/// during a rolling upgrade. The expected bytes are frozen: checked
+/// against 85ed221 itself (built in a scratch worktree, its own
+/// `SessionSecrets::encode` of these secrets gave exactly these bytes and
+/// its `decode` read them back), written out here so no later change to
+/// `SessionSecrets` can drift from them unnoticed.
+#[test]
+fn the_previous_layout_writes_the_secrets_byte_for_byte_as_the_version_before() {
+    let s = SessionSecrets {
+        access_token: SecretString::new("opaque-at"),
+        refresh_token: Some(SecretString::new("AA.AQ")),
+        id_token: Some(SecretString::new("eyJhbGciOiJub25lIn0.eyJzdWIiOiJhIn0.")),
+        claims: "{\"sub\":\"a\"}".into(),
+        scopes: Some("openid".into()),
+        derived: vec![derived("k", "t", 9)],
+        dpop_key: Some(zeroize::Zeroizing::new(vec![7; 3])),
+    };
+    let previous = s.encode_as(RecordLayout::Previous);
+    let hex = crate::session::cookie::hex(&previous);
+    assert_eq!(hex, FROZEN_PREVIOUS_SECRETS, "{hex}");
+    assert!(previous.starts_with(&PACKED_SECRETS));
+    assert!(
+        previous.capacity() == s.encoded_capacity(),
+        "the buffer never grew"
+    );
+    // This version reads it back, and the default layout differs.
+    let back = SessionSecrets::decode(&previous).expect("decodes");
+    assert_eq!(
+        back.claims_json().expect("claims"),
+        s.claims_json().expect("claims")
+    );
+    assert_eq!(
+        back.encode_as(RecordLayout::Previous).to_vec(),
+        previous.to_vec()
+    );
+    assert!(s.encode().starts_with(&CLAIMS_ONCE_SECRETS));
+    assert_eq!(
+        s.encode().to_vec(),
+        s.encode_as(RecordLayout::Compact).to_vec()
+    );
+}
+
+/// 85ed221's `SessionSecrets::encode` of the secrets above, in hex:
+/// `00 02`; access token as text (`00`, 9, "opaque-at"); refresh token
+/// packed (`01` some, `01` segments, 2: `00`, `01`); ID token packed (3
+/// segments, the last empty); the claims as text (11 B); scopes; one
+/// derived token (`k`, text `t`, expiry 9); the DPoP key (3 bytes).
+const FROZEN_PREVIOUS_SECRETS: &str = "000200096f70617175652d6174010102010001010101030e7b22616c67223a226e6f6e65227d0b7b22737562223a2261227d000b7b22737562223a2261227d01066f70656e696401016b000174090103070707";
+
+/// The claims kept once are rebuilt at their first use, not when the
+/// secrets decode: a cache miss on a route that reads no claims does not
+/// pay for it. Once rebuilt, the text is kept with the opened secrets.
+#[test]
+fn claims_kept_once_are_rebuilt_at_first_use_only() {
+    let s = SessionSecrets {
+        access_token: SecretString::new("at"),
+        refresh_token: None,
+        id_token: Some(SecretString::new(
+            "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhIiwibmFtZSI6IkEifQ.",
+        )),
+        claims: "{\"name\":\"A\",\"sub\":\"a\"}".into(),
+        scopes: None,
+        derived: Vec::new(),
+        dpop_key: None,
+    };
+    let bytes = s.encode();
+    assert!(bytes.starts_with(&CLAIMS_ONCE_SECRETS));
+    let opened = SessionSecrets::decode(&bytes).expect("decodes");
+    assert!(opened.claims.text.get().is_none(), "not rebuilt by decode");
+    assert_eq!(opened.claims_json(), Ok("{\"name\":\"A\",\"sub\":\"a\"}"));
+    assert!(opened.claims.text.get().is_some(), "kept once rebuilt");
+    // A clone made before the first use rebuilds on its own.
+    let unopened = SessionSecrets::decode(&bytes).expect("decodes");
+    let copy = unopened.clone();
+    assert_eq!(copy.claims_json(), opened.claims_json());
+    // Written again without a first use: the same bytes.
+    assert_eq!(unopened.encode().to_vec(), bytes.to_vec());
+    // Without the ID token they are rebuilt from: refused, not empty.
+    let mut other = SessionSecrets::decode(&bytes).expect("decodes");
+    other.id_token = None;
+    assert_eq!(other.claims_json(), Err(RecordError::Claims));
 }

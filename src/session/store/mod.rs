@@ -12,8 +12,8 @@
 //! Key layout (under the configured prefix `P`; `{T}` is a Redis hash tag:
 //! the 4 hex digits of a session's shard tag, a keyed hash of its user):
 //! - `P s:{T}{id}` — hash: `r` record bytes, `u` user hash, `x` provider-sid
-//!   hash (32 bytes each; hex in records of earlier versions); expires with
-//!   the session;
+//!   hash (32 bytes each; hex in records of earlier versions, and with
+//!   `store.record_layout = "previous"`); expires with the session;
 //! - `P t:{T}{id}` — tombstone of a revoked session (reason, actor, time);
 //! - `P l:{T}{id}` — refresh lock;
 //! - `P u:{T}{user_hash}` — sorted set of the user's session IDs by creation
@@ -252,7 +252,8 @@ pub fn open(config: &crate::config::Config) -> anyhow::Result<Store> {
         StoreKind::Memory => Store::Memory(memory::MemoryStore::new()),
         StoreKind::Redis(r) => Store::Redis(
             redis::RedisStore::new(r, &config.store.key_prefix, config.store.timeout)?
-                .with_legacy_prefix(&config.store.legacy_key_prefix),
+                .with_legacy_prefix(&config.store.legacy_key_prefix)
+                .with_record_layout(config.store.record_layout),
         ),
     })
 }

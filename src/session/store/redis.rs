@@ -24,7 +24,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManagerConfig;
 use redis::{AsyncCommands, RedisResult};
 
-use super::redis_keys::{Layout, SidIndex, field_hash, hash_field};
+use super::redis_keys::{Layout, SidIndex, field_hash, index_field};
 use super::redis_link::{ClusterLink, Link, SentinelLink};
 use super::redis_scripts::Scripts;
 use super::{
@@ -32,7 +32,7 @@ use super::{
     RevokeReason, SessionPage, SessionStore, StoreError, StoreResult, StoreStats,
     TOMBSTONE_TTL_MILLIS,
 };
-use crate::config::{RedisConfig, RedisEndpoint};
+use crate::config::{RecordLayout, RedisConfig, RedisEndpoint};
 use crate::session::cookie::{ShardTag, StoreId};
 use crate::session::record::{GENERATION_AT, StoredSession};
 
@@ -67,6 +67,9 @@ pub struct RedisStore {
     keys: Layout,
     timeout: Duration,
     scripts: Box<Scripts>,
+    /// How `u` and `x` are written (`store.record_layout`): 32 bytes, or
+    /// ([`RecordLayout::Previous`]) hex as the version before wrote them.
+    layout: RecordLayout,
     /// The shard tags' hash key, read (or created) once from the store.
     shard_key: tokio::sync::OnceCell<Vec<u8>>,
     /// Where the store is, for error messages: `redis://host:port/db`, the
@@ -207,6 +210,7 @@ impl RedisStore {
             },
             timeout,
             scripts: Box::new(Scripts::new()),
+            layout: RecordLayout::Compact,
             shard_key: tokio::sync::OnceCell::new(),
             address,
             conn,
@@ -218,6 +222,18 @@ impl RedisStore {
     pub fn with_legacy_prefix(mut self, legacy: &str) -> Self {
         legacy.clone_into(&mut self.keys.legacy);
         self
+    }
+
+    /// Writes the index hashes of new records in `layout`'s form; both
+    /// forms are read whatever it is.
+    pub fn with_record_layout(mut self, layout: RecordLayout) -> Self {
+        self.layout = layout;
+        self
+    }
+
+    /// An index hash as this store writes it into `u` or `x`.
+    fn index_field(&self, hex_hash: &str) -> Vec<u8> {
+        index_field(hex_hash, self.layout)
     }
 
     async fn run<T>(&self, op: impl Future<Output = RedisResult<T>>) -> StoreResult<T> {
@@ -602,8 +618,12 @@ impl SessionStore for RedisStore {
                     .arg(new.ttl_millis)
                     .arg(new.created_millis)
                     .arg(new.index_ttl_millis)
-                    .arg(hash_field(new.user_hash))
-                    .arg(new.sid_hash.map(hash_field).unwrap_or_default())
+                    .arg(self.index_field(new.user_hash))
+                    .arg(
+                        new.sid_hash
+                            .map(|h| self.index_field(h))
+                            .unwrap_or_default(),
+                    )
                     .arg(id.as_str())
                     .invoke_async(&mut conn),
             )

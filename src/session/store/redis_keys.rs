@@ -3,6 +3,7 @@
 //! format. See the key layout in the parent module's documentation. Also
 //! how a record's hash holds the index hashes (`u`, `x`) it names.
 
+use crate::config::RecordLayout;
 use crate::session::cookie::{ShardTag, StoreId, hex};
 
 /// Which kind of provider-session index a key is.
@@ -154,6 +155,16 @@ pub(super) fn hash_field(hex_hash: &str) -> Vec<u8> {
     packed.unwrap_or_else(|| b.to_vec())
 }
 
+/// An index hash as a record's hash stores it with `layout`
+/// (`store.record_layout`): [`hash_field`]'s 32 bytes, or the 64 hex
+/// digits the version before wrote (and reads: its `HGET u` expects text).
+pub(super) fn index_field(hex_hash: &str, layout: RecordLayout) -> Vec<u8> {
+    match layout {
+        RecordLayout::Compact => hash_field(hex_hash),
+        RecordLayout::Previous => hex_hash.as_bytes().to_vec(),
+    }
+}
+
 /// The hash a `u` or `x` field names, in hex: 32 bytes as this version
 /// writes them, or the 64 hex digits that versions before it wrote (still
 /// read until those records expire).
@@ -229,6 +240,9 @@ mod tests {
         // As the previous version wrote it.
         assert_eq!(field_hash(h.as_bytes()), h);
         assert_eq!(field_hash(b""), "");
+        assert_eq!(index_field(&h, RecordLayout::Compact), field);
+        // As the version before wrote them, and `record_layout = "previous"`.
+        assert_eq!(index_field(&h, RecordLayout::Previous), h.as_bytes());
         for odd in ["AB".repeat(32), "xyz".into(), String::new()] {
             assert_eq!(hash_field(&odd), odd.as_bytes());
             assert_eq!(field_hash(&hash_field(&odd)), odd);
