@@ -258,6 +258,11 @@ async fn forward_session(
     if !route.token.is_derived() {
         return forwarder.forward(route, req, Some(&session)).await;
     }
+    if !route.identity_headers.is_empty() || route.assertion_audience.is_some() {
+        // Claims that do not read refuse the request below anyway: before
+        // a token is exchanged and stored for it, not after.
+        session.claims()?;
+    }
     let token = Box::pin(refresher.derived(
         &session,
         &route.token,

@@ -478,7 +478,11 @@ impl SessionSecrets {
     /// Claims that do not rebuild ([`RecordError::Claims`]: never so for a
     /// record this code wrote and sealed) are written back in the stored
     /// form they were read in, so the record stays refused at their use —
-    /// never rewritten as some other claims.
+    /// never rewritten as some other claims. That holds under
+    /// [`RecordLayout::Previous`] too: the version before cannot open such
+    /// a record and so also refuses it, where writing it in its layout
+    /// would have needed claims to write (empty ones would pass policies
+    /// that only name what a user must not have).
     pub fn encode_as(&self, layout: RecordLayout) -> zeroize::Zeroizing<Vec<u8>> {
         // All the room up front: a buffer that grows frees its old copy,
         // tokens and key included, without wiping it.

@@ -121,10 +121,45 @@ impl Health {
     }
 }
 
+/// An opening task's end, however it ends: the next opening is allowed and
+/// the callers waiting for this one are told (a task that panicked or was
+/// dropped with its runtime must not leave them waiting for the store's
+/// timeout on every later command).
+struct Opening {
+    link: Arc<ClusterLink>,
+    /// `Some` once the attempt finished: its error, if any.
+    error: Option<Option<RedisError>>,
+}
+
+impl Opening {
+    fn finished(mut self, error: Option<RedisError>) {
+        self.error = Some(error);
+    }
+}
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        let error = self.error.take().unwrap_or_else(|| {
+            Some(RedisError::from(std::io::Error::other(
+                "opening the cluster connection ended early",
+            )))
+        });
+        self.link.opening.store(false, Ordering::SeqCst);
+        self.link.attempts.send_modify(|a| {
+            a.count += 1;
+            a.error = error;
+        });
+    }
+}
+
 /// Slot ranges and the primary (`host:port`) serving each, sorted.
 #[derive(Default)]
 struct SlotOwners {
     ranges: Vec<(u16, u16, Arc<str>)>,
+    /// How many primaries serve slots. With fewer than [`STALLED_NODES`],
+    /// stalls count per slot, as before the map was kept: a wedged
+    /// connection to a one-primary cluster must still be replaced.
+    primaries: usize,
 }
 
 impl SlotOwners {
@@ -155,11 +190,18 @@ impl SlotOwners {
             }
         }
         ranges.sort_by_key(|r| r.0);
-        Self { ranges }
+        let mut nodes: Vec<&Arc<str>> = ranges.iter().map(|r| &r.2).collect();
+        nodes.sort();
+        nodes.dedup();
+        let primaries = nodes.len();
+        Self { ranges, primaries }
     }
 
     /// The node serving `slot`, or the slot itself when the map has none.
     fn node_of(&self, slot: u16) -> NodeOf {
+        if self.primaries < STALLED_NODES {
+            return NodeOf::Slot(slot);
+        }
         let i = self.ranges.partition_point(|r| r.0 <= slot);
         match i.checked_sub(1).map(|i| &self.ranges[i]) {
             Some((_, end, node)) if slot <= *end => NodeOf::Primary(node.clone()),
@@ -260,18 +302,18 @@ impl ClusterLink {
         if self.opening.swap(true, Ordering::SeqCst) {
             return;
         }
-        let link = Arc::clone(self);
+        let opening = Opening {
+            link: Arc::clone(self),
+            error: None,
+        };
         runtime.spawn(async move {
+            let link = &opening.link;
             let error = if link.cached().is_some() {
                 None
             } else {
                 link.open().await.err()
             };
-            link.opening.store(false, Ordering::SeqCst);
-            link.attempts.send_modify(|a| {
-                a.count += 1;
-                a.error = error;
-            });
+            opening.finished(error);
         });
     }
 
@@ -590,6 +632,58 @@ e5 127.0.0.1:7004@17004 master,fail - 0 0 4 disconnected 1-2
         assert_eq!(owners.node_of(5461), primary("127.0.0.1:7001"));
         assert_eq!(owners.node_of(16383), primary("127.0.0.1:7002"));
         assert_eq!(SlotOwners::default().node_of(42), NodeOf::Slot(42));
+    }
+
+    #[test]
+    fn with_one_primary_stalls_count_per_slot_so_a_wedged_connection_is_still_replaced() {
+        let owners =
+            SlotOwners::parse("a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-16383\n");
+        assert_eq!(owners.node_of(100), NodeOf::Slot(100));
+        let mut health = Health::default();
+        let now = Instant::now();
+        let every = Duration::from_secs(1);
+        assert_eq!(health.stall(owners.node_of(100), now, every), None);
+        assert_eq!(health.stall(owners.node_of(200), now, every), None);
+        assert_eq!(health.stall(owners.node_of(300), now, every), Some(3));
+    }
+
+    #[tokio::test]
+    async fn an_opening_that_ends_early_still_lets_the_next_one_start_and_wakes_its_waiters() {
+        let config = RedisConfig {
+            endpoint: crate::config::RedisEndpoint::Cluster {
+                nodes: vec![("127.0.0.1".into(), 1)],
+                tls: false,
+            },
+            username: None,
+            password: None,
+            db: 0,
+            connect_timeout: Duration::from_millis(50),
+            tls_ca_pem: None,
+            tls_client: None,
+        };
+        let link = Arc::new(
+            ClusterLink::new(
+                &[("127.0.0.1".into(), 1)],
+                false,
+                &config,
+                None,
+                (Duration::from_millis(50), Duration::from_millis(50)),
+            )
+            .expect("client"),
+        );
+        let mut attempts = link.attempts.subscribe();
+        link.opening.store(true, Ordering::SeqCst);
+        // A task dropped (or panicking) before it recorded its result.
+        drop(Opening {
+            link: Arc::clone(&link),
+            error: None,
+        });
+        attempts.changed().await.expect("told");
+        assert!(attempts.borrow().error.is_some(), "told it failed");
+        assert!(
+            !link.opening.load(Ordering::SeqCst),
+            "a next opening may start"
+        );
     }
 
     #[test]
