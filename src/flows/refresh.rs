@@ -313,6 +313,12 @@ impl Refresher {
         // key, so the new access token is bound to it as the first was. A
         // session from before DPoP was turned on has no key: it ends here
         // (one new login) rather than carry an unbound token on.
+        // Claims that do not rebuild: a corrupt record, ended here, before
+        // a refresh token is spent on it.
+        let Ok(kept) = latest.claims() else {
+            let why = "the session's claims do not rebuild (corrupt record)";
+            return self.end_refused(&latest, None, why, now, origin).await;
+        };
         let dpop = match (&latest.secrets.dpop_key, oidc.provider.config().dpop) {
             (Some(k), true) => match DpopKey::from_pkcs8(k) {
                 Ok(k) => Some(k),
@@ -358,12 +364,6 @@ impl Refresher {
                 tracing::warn!(session = ?latest.store_id, error = %super::Untrusted(&e), "refresh failed; keeping the session");
                 return Err(RefreshError::Provider(e));
             }
-        };
-        // Claims that do not rebuild: a corrupt record, ended here.
-        let Ok(kept) = latest.claims() else {
-            let spent = tokens.refresh_token.as_ref();
-            let why = "the session's claims do not rebuild (corrupt record)";
-            return self.end_refused(&latest, spent, why, now, origin).await;
         };
         // The text as kept (read once already: `claims` succeeded).
         let mut claims_json = latest
