@@ -259,9 +259,12 @@ async fn forward_session(
         return forwarder.forward(route, req, Some(&session)).await;
     }
     if !route.identity_headers.is_empty() || route.assertion_audience.is_some() {
-        // Claims that do not read refuse the request below anyway: before
-        // a token is exchanged and stored for it, not after.
-        session.claims()?;
+        // Claims that do not rebuild refuse the request below anyway:
+        // before a token is exchanged and stored for it, not after. (The
+        // rebuild is kept with the session; the parse happens once, below.)
+        if session.secrets.claims_json().is_err() {
+            session.claims()?;
+        }
     }
     let token = Box::pin(refresher.derived(
         &session,

@@ -260,8 +260,9 @@ impl Route {
 mod tests {
     use super::*;
 
-    fn table() -> RouteTable {
-        let route = |path: &str, upstream: &str, strip: bool| RouteConfig {
+    /// A session route to `upstream` with every other key at its default.
+    fn route(path: &str, upstream: &str, strip: bool) -> RouteConfig {
+        RouteConfig {
             path: path.into(),
             upstream: upstream.parse().expect("url"),
             strip_prefix: strip,
@@ -275,7 +276,10 @@ mod tests {
             step_up: Default::default(),
             token: Default::default(),
             upstream_http2: false,
-        };
+        }
+    }
+
+    fn table() -> RouteTable {
         RouteTable::new(&[
             route("/api", "http://127.0.0.1:9100", false),
             route("/api/v2", "http://127.0.0.1:9200/base/", true),
@@ -349,22 +353,7 @@ mod tests {
 
     #[test]
     fn a_request_uri_kept_as_it_came_is_the_uri_built_from_its_path_and_query() {
-        let t = RouteTable::new(&[RouteConfig {
-            path: "/api".into(),
-            upstream: "http://127.0.0.1:9100".parse().expect("url"),
-            strip_prefix: false,
-            auth: RouteAuth::Required,
-            timeout: Duration::from_secs(1),
-            forward_cookies: false,
-            policy: Default::default(),
-            identity_headers: Vec::new(),
-            assertion_audience: None,
-            bearer_audience: None,
-            step_up: Default::default(),
-            token: Default::default(),
-            upstream_http2: false,
-        }])
-        .expect("table");
+        let t = RouteTable::new(&[route("/api", "http://127.0.0.1:9100", false)]).expect("table");
         let other = table();
         let routes = [
             t.find("/api").expect("route"),
