@@ -14,6 +14,7 @@ pub mod extract;
 pub mod flows;
 pub mod identity;
 pub mod lifecycle;
+pub mod log_output;
 pub mod login_params;
 pub mod metrics;
 pub mod middleware;

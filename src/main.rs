@@ -165,6 +165,8 @@ fn serve(path: Option<&std::path::Path>, env: Vec<(String, String)>) -> ExitCode
         no_color,
         traces_layer,
     );
+    // A worker's batched log lines are written before its panic message.
+    oidc_bff::log_output::flush_on_panic();
     // SIGHUP reads the file again the same way.
     let source = oidc_bff::reload::Source {
         path: path.map(ToOwned::to_owned),

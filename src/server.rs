@@ -231,8 +231,12 @@ fn worker(
         audit,
         cache,
     } = shared;
+    // The worker's log lines go out in batches, when it runs out of work
+    // (`log_output`): one write per batch instead of one per request.
+    let _lines = crate::log_output::batch_this_thread();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .on_thread_park(crate::log_output::flush_this_thread)
         .build()
         .context("cannot start a worker runtime")?;
     runtime.block_on(async move {

@@ -124,7 +124,8 @@ where
     use std::io::IsTerminal as _;
     let logs = tracing_subscriber::fmt::layer()
         .with_ansi(use_colour(std::io::stdout().is_terminal(), no_color))
-        .with_target(false);
+        .with_target(false)
+        .with_writer(crate::log_output::Stdout);
     match format {
         LogFormat::Json => logs
             .json()
