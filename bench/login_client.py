@@ -8,22 +8,40 @@ opens a new connection per request, which charges the gateway an accept,
 a handshake-free HTTP/1 start and a close for each of a login's two
 gateway requests.
 
-    login_client.py <gateway-origin> <count> <user-prefix>
+    login_client.py <gateway-origin> <count> <user-prefix> [fresh]
+    PAUSE_MS=25 login_client.py …   # wait that long before each request
+
+With `fresh` (CLIENT=fresh) it opens a new connection for every request
+and closes it after the answer, as curl does, but without curl's process
+start per request: a login then takes a few milliseconds instead of
+tens, so the gateway's CPU per login shows what the connections cost
+rather than what a slow client's pauses cost it (caches gone cold, idle
+timers, more wake-ups from deeper sleep). PAUSE_MS puts such pauses back
+(curl's are 20-30 ms per request on a loaded 2-core machine), to measure
+what they cost apart from the connections.
 """
 
 import http.client
+import os
 import re
 import sys
+import time
 from urllib.parse import urlsplit, urljoin
+
+
+PAUSE = float(os.environ.get("PAUSE_MS", "0")) / 1000
 
 
 class Origins:
     """One kept-alive connection per scheme://host:port."""
 
-    def __init__(self):
+    def __init__(self, fresh=False):
         self.conns = {}
+        self.fresh = fresh
 
     def request(self, method, url, headers, body=None):
+        if PAUSE:
+            time.sleep(PAUSE)
         u = urlsplit(url)
         key = (u.scheme, u.hostname, u.port)
         for attempt in (1, 2):
@@ -45,7 +63,7 @@ class Origins:
                 if attempt == 2:
                     raise
                 continue
-            if resp.getheader("connection", "").lower() == "close":
+            if self.fresh or resp.getheader("connection", "").lower() == "close":
                 conn.close()
                 del self.conns[key]
             return resp, data
@@ -109,7 +127,7 @@ def login(origins, gateway, user):
 
 def main():
     gateway, count, prefix = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    origins = Origins()
+    origins = Origins(fresh=sys.argv[4:] == ["fresh"])
     for n in range(1, count + 1):
         login(origins, gateway, f"{prefix}{n}")
 
