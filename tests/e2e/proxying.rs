@@ -281,6 +281,19 @@ async fn a_request_an_http2_upstream_refused_unprocessed_is_sent_once_more() {
     assert_eq!(r.status, StatusCode::OK, "{r:?}");
     assert_eq!(r.body, "7", "the body sent again whole");
     assert_eq!(sent.load(Ordering::SeqCst), 4);
+    // A body over the 64 KiB the gateway keeps streams, and its refusal is
+    // a 502: nothing was kept to send again.
+    let r = b
+        .request(
+            Method::POST,
+            "/refusing/items",
+            &[],
+            Some("x".repeat(100_000)),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{r:?}");
+    assert_eq!(r.json()["error"], "upstream_unavailable");
+    assert_eq!(sent.load(Ordering::SeqCst), 5, "not sent again");
 }
 
 /// The resend of a refused request gets what is left of the route's
