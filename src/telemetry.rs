@@ -8,7 +8,8 @@
 //! would (`request{method=GET path=/api request_id="…"}:`), but the
 //! request is no `tracing` span: its fields sit in a per-thread slot
 //! ([`RequestFields`], set by `middleware::request_log` while it polls the
-//! request) and this module's formatters print them. A span per request
+//! request, and by `proxy::streamed` while a proxied response's body
+//! streams on after it) and this module's formatters print them. A span per request
 //! cost a span-registry entry, its fields formatted into a string up
 //! front, and a registry lookup on every poll — most of the access log's
 //! cost — for lines almost no request has besides its access line.
@@ -147,7 +148,10 @@ pub fn no_color(value: Option<&str>) -> bool {
 }
 
 /// The request a worker is handling, as its log lines name it: what the
-/// per-request span used to carry.
+/// per-request span used to carry. A clone shares the URI's and the ID's
+/// bytes (a reference count: the request log's own copies already made
+/// them shared), so it allocates nothing for a standard method.
+#[derive(Clone)]
 pub struct RequestFields {
     pub method: Method,
     /// The request's URI: only its path is printed (never the query: a
@@ -185,6 +189,13 @@ pub fn in_request<R>(fields: &mut Option<RequestFields>, f: impl FnOnce() -> R) 
     });
     let _restore = Restore(fields);
     f()
+}
+
+/// A copy of the current request's fields (`None` outside a request, or
+/// with the access log off): for work that outlives the request's own
+/// polls, such as its response body streaming.
+pub fn current_request() -> Option<RequestFields> {
+    with_request(RequestFields::clone)
 }
 
 /// `f` of the current request's fields (`None` outside a request).

@@ -5,8 +5,9 @@
 //! the request (so handlers, upstreams and error pages see it) and echoed
 //! on the response; and, with `log.access_log`, the request's fields made
 //! current while it is polled (so every log line names the request, see
-//! `telemetry`) and its access line written when the response head is
-//! ready.
+//! `telemetry`; a proxied response's body, which streams on after this
+//! future is done, sets a copy of them itself: `proxy::streamed`) and its
+//! access line written when the response head is ready.
 
 use std::future::Future;
 use std::pin::Pin;

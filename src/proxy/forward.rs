@@ -1,7 +1,8 @@
 //! Forwarding one request to its upstream: URI rewritten under the route's
 //! base, headers cleaned both ways (`headers`), the access token and the
 //! route's identity headers and assertion attached (`identity`),
-//! bodies streamed (nothing is buffered whole), and a WebSocket handshake
+//! bodies streamed (nothing is buffered whole; the response's as part of
+//! its request, `streamed`), and a WebSocket handshake
 //! joined into a tunnel when the upstream switches protocols (`upgrade`).
 //!
 //! On session routes (`auth = "required"` or `"optional"`) a CORS preflight
@@ -23,6 +24,7 @@ use super::client::{HttpClient, Versions, build_client};
 use super::dpop::{self, UpstreamDpop};
 use super::headers;
 use super::routes::Route;
+use super::streamed::UpstreamBody;
 use super::token;
 use super::upgrade::{self, SessionWatch};
 use crate::config::{Config, RouteAuth};
@@ -259,7 +261,9 @@ impl Forwarder {
     /// request), a request the upstream refused unprocessed over HTTP/2
     /// (`REFUSED_STREAM`, or beyond the last stream of its `GOAWAY`, as
     /// when it closes a connection after so many requests) is sent once
-    /// more: RFC 9113 §8.7 says it is safe to.
+    /// more: RFC 9113 §8.7 says it is safe to. Both attempts share one
+    /// deadline, the first's: a send never takes longer than the route's
+    /// timeout.
     async fn send(
         &self,
         route: &Route,
@@ -269,14 +273,15 @@ impl Forwarder {
         again: Option<&Replay>,
     ) -> Result<http::Response<hyper::body::Incoming>, AppError> {
         let started = std::time::Instant::now();
-        let mut answer = tokio::time::timeout(route.timeout, client.request(req))
+        let deadline = tokio::time::Instant::now() + route.timeout;
+        let mut answer = tokio::time::timeout_at(deadline, client.request(req))
             .instrument(span.clone())
             .await;
         if let (Ok(Err(e)), Some(r)) = (&answer, again)
             && unprocessed_over_http2(e)
         {
             tracing::info!(route = %route.path, "upstream refused a request unprocessed (HTTP/2); sending it once more");
-            answer = tokio::time::timeout(route.timeout, client.request(r.request()))
+            answer = tokio::time::timeout_at(deadline, client.request(r.request()))
                 .instrument(span.clone())
                 .await;
         }
@@ -628,7 +633,7 @@ impl Forwarder {
             upgrade::restore_headers(&mut parts.headers, HeaderValue::from_static("websocket"));
         }
         Ok(mark(
-            Response::from_parts(parts, Body::new(body)).into_response(),
+            Response::from_parts(parts, Body::new(UpstreamBody::new(body))).into_response(),
             ResponseKind::Proxied,
         ))
     }

@@ -20,5 +20,6 @@ pub mod forward;
 pub mod handler;
 pub mod headers;
 pub mod routes;
+pub mod streamed;
 pub mod token;
 pub mod upgrade;

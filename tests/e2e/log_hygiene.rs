@@ -120,3 +120,67 @@ async fn no_token_cookie_or_secret_reaches_the_log_even_at_trace_level() {
         );
     }
 }
+
+/// A proxied body the upstream cuts short, after its 200 went out: the
+/// warning about it is written while the body streams, after the request's
+/// handler has returned, and still names the request (method, path, ID)
+/// as every other line of it does; it carries no token or cookie value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_the_upstream_cuts_short_is_logged_as_its_requests_without_secrets() {
+    let upstream = Upstream::start().await;
+    let log = std::env::temp_dir().join(format!("oidc-bff-log-{:x}.log", rand::random::<u64>()));
+    let gw = GatewayBuilder::new(&upstream)
+        .configure(|c| {
+            c.log.level = "info".into();
+            c.log.access_log = true;
+        })
+        .log_to(&log)
+        .start_process()
+        .await;
+    let mut b = Browser::new(&gw);
+    b.login_alice().await;
+    let session = b.session_cookie().expect("session cookie");
+
+    let r = b.get("/api/cut/abort").await;
+    assert_eq!(r.status, StatusCode::OK, "the head went out: {r:?}");
+    assert!(
+        r.body.len() < 65536 * 2,
+        "the body was cut: {}",
+        r.body.len()
+    );
+    let id = r
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("request id")
+        .to_owned();
+    let token = upstream
+        .seen()
+        .last()
+        .and_then(|s| s.header("authorization"))
+        .map(|a| a.trim_start_matches("Bearer ").to_owned())
+        .expect("the upstream got a token");
+
+    // The line is written when the gateway reads the cut; poll for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("cut short") || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = std::fs::remove_file(&log);
+    let cut: Vec<&str> = text.lines().filter(|l| l.contains("cut short")).collect();
+    assert!(!cut.is_empty(), "no line about the cut body:\n{text}");
+    let prefix = format!("request{{method=GET path=/api/cut/abort request_id=\"{id}\"}}:");
+    for line in &cut {
+        assert!(
+            line.contains(" WARN ") && line.contains(&prefix),
+            "not the request's warning (want {prefix}): {line}"
+        );
+    }
+    for (what, secret) in [("session cookie", &session), ("access token", &token)] {
+        assert!(!text.contains(secret.as_str()), "the {what} is in the log");
+    }
+}

@@ -39,4 +39,5 @@ mod store_outage;
 mod store_sentinel;
 mod tokens;
 mod traces;
+mod upstream_http2;
 mod websockets;

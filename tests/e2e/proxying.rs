@@ -205,8 +205,12 @@ async fn an_upstream_http2_route_speaks_http2_and_an_http1_only_upstream_is_a_cl
 /// An HTTP/2 upstream (h2c) that refuses every other request it is sent
 /// with `REFUSED_STREAM` (RFC 9113 §8.7: not processed, safe to retry),
 /// and answers the others with the length of the body it read. Counts
-/// what it was sent.
-async fn refusing_h2_upstream() -> (String, Arc<AtomicUsize>) {
+/// what it was sent. It refuses `refuse_after` and answers `answer_after`
+/// a request came.
+async fn refusing_h2_upstream(
+    refuse_after: Duration,
+    answer_after: Duration,
+) -> (String, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -222,10 +226,14 @@ async fn refusing_h2_upstream() -> (String, Arc<AtomicUsize>) {
                 };
                 while let Some(Ok((req, mut respond))) = conn.accept().await {
                     if counter.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
-                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        tokio::spawn(async move {
+                            tokio::time::sleep(refuse_after).await;
+                            respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        });
                         continue;
                     }
                     tokio::spawn(async move {
+                        tokio::time::sleep(answer_after).await;
                         let mut body = req.into_body();
                         let mut n = 0;
                         while let Some(Ok(chunk)) = body.data().await {
@@ -248,7 +256,7 @@ async fn refusing_h2_upstream() -> (String, Arc<AtomicUsize>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_an_http2_upstream_refused_unprocessed_is_sent_once_more() {
     let upstream = Upstream::start().await;
-    let (refusing, sent) = refusing_h2_upstream().await;
+    let (refusing, sent) = refusing_h2_upstream(Duration::ZERO, Duration::ZERO).await;
     let gw = GatewayBuilder::new(&upstream)
         .route(RawRoute {
             auth: "none".into(),
@@ -273,6 +281,54 @@ async fn a_request_an_http2_upstream_refused_unprocessed_is_sent_once_more() {
     assert_eq!(r.status, StatusCode::OK, "{r:?}");
     assert_eq!(r.body, "7", "the body sent again whole");
     assert_eq!(sent.load(Ordering::SeqCst), 4);
+    // A body over the 64 KiB the gateway keeps streams, and its refusal is
+    // a 502: nothing was kept to send again.
+    let r = b
+        .request(
+            Method::POST,
+            "/refusing/items",
+            &[],
+            Some("x".repeat(100_000)),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{r:?}");
+    assert_eq!(r.json()["error"], "upstream_unavailable");
+    assert_eq!(sent.load(Ordering::SeqCst), 5, "not sent again");
+}
+
+/// The resend of a refused request gets what is left of the route's
+/// timeout, not a timeout of its own: refused after 1 s, answered 1.5 s
+/// after the resend, a 2 s route answers 504 at 2 s (with a fresh timeout
+/// per attempt it would wait 2.5 s for the 200).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_resend_shares_the_first_attempts_deadline() {
+    let upstream = Upstream::start().await;
+    let (refusing, sent) =
+        refusing_h2_upstream(Duration::from_secs(1), Duration::from_millis(1500)).await;
+    let gw = GatewayBuilder::new(&upstream)
+        .route(RawRoute {
+            auth: "none".into(),
+            upstream_http2: true,
+            timeout: duration("2s"),
+            ..route("/refusing", &refusing)
+        })
+        .start()
+        .await;
+    let mut b = Browser::new(&gw);
+    let started = Instant::now();
+    let r = b.get("/refusing/x").await;
+    let took = started.elapsed();
+    assert_eq!(
+        r.status,
+        StatusCode::GATEWAY_TIMEOUT,
+        "{r:?} after {took:?}"
+    );
+    assert_eq!(r.json()["error"], "upstream_timeout");
+    assert_eq!(sent.load(Ordering::SeqCst), 2, "refused, then sent again");
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(3),
+        "one route timeout (2 s) in all: {took:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@
 //!
 //! This module owns only the processes every test shares and the constants
 //! they are configured with; each part lives in its own file (`gateway`,
-//! `browser`, `provider_api`, `provider2`, `net`, `otlp`, `procs`, `test_ca`) and is re-exported
+//! `browser`, `provider_api`, `provider2`, `net`, `otlp`, `procs`, `test_ca`, `tls_upstream`) and is re-exported
 //! here, so tests import everything from `harness::`.
 
 pub mod browser;
@@ -18,6 +18,7 @@ pub mod provider2;
 pub mod provider_api;
 pub mod sharded;
 pub mod test_ca;
+pub mod tls_upstream;
 
 use std::sync::OnceLock;
 
@@ -29,6 +30,7 @@ pub use procs::{ProviderProcess, RedisCluster, RedisServer, SentinelProcess, Tls
 pub use provider_api::ProviderApi;
 pub use provider2::Provider2Process;
 pub use test_ca::TestCa;
+pub use tls_upstream::TlsUpstream;
 
 pub const KEY_B64: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 pub const CLIENT_ID: &str = "oidc-bff";

@@ -164,6 +164,20 @@ async fn record(State(up): State<Upstream>, req: Request) -> Response {
             .body(Body::from_stream(chunks))
             .unwrap_or_default();
     }
+    if path.ends_with("/abort") {
+        // A 200's head and 64 KiB of its body, sent, then the connection
+        // cut: a body the upstream cuts short.
+        let first = futures_util::stream::once(async { Ok(Bytes::from(vec![b'a'; 65536])) });
+        let cut = futures_util::stream::once(async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            Err(std::io::Error::other("upstream gives up mid-body"))
+        });
+        let chunks = first.chain(cut);
+        return Response::builder()
+            .header("content-type", "application/octet-stream")
+            .body(Body::from_stream(chunks))
+            .unwrap_or_default();
+    }
     let mut resp = axum::Json(serde_json::json!({
         "path": path,
         "method": parts.method.as_str(),
