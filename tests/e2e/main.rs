@@ -40,4 +40,5 @@ mod store_sentinel;
 mod tokens;
 mod traces;
 mod upstream_http2;
+mod upstream_pool;
 mod websockets;
