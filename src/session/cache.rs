@@ -469,6 +469,7 @@ mod tests {
                 dpop_key: None,
             },
             dpop: Default::default(),
+            bearer: Default::default(),
         })
     }
 

@@ -49,7 +49,17 @@ pub struct Session {
     /// DPoP route parses PKCS#8 once per session, not per request; it goes
     /// when the session does (a refresh, a revocation, an eviction).
     pub dpop: DpopSlot,
+    /// `Authorization: Bearer <access token>`, made at its first use
+    /// ([`Session::bearer_header`]) and shared by every request this opened
+    /// session serves (a cache hit): the header is a copy of a token of a
+    /// kilobyte or more, checked byte by byte, which each request would
+    /// otherwise make again. It cannot go stale: an opened session's
+    /// secrets never change (a refresh opens a new `Session`).
+    pub bearer: BearerSlot,
 }
+
+/// A session's `Authorization` header value, filled once.
+pub type BearerSlot = std::sync::OnceLock<HeaderValue>;
 
 /// A session's parsed DPoP key, filled once (empty until first used).
 pub type DpopSlot = std::sync::OnceLock<Arc<crate::oidc::dpop::DpopKey>>;
@@ -58,6 +68,17 @@ impl Session {
     /// `Authorization: Bearer <access token>`, marked sensitive so no log
     /// or debug output of the header map prints it.
     pub fn bearer_header(&self) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
+        if let Some(made) = self.bearer.get() {
+            return Ok(made.clone());
+        }
+        let made = self.make_bearer_header()?;
+        // A race with another request of the same session sets one of two
+        // equal values.
+        let _ = self.bearer.set(made.clone());
+        Ok(made)
+    }
+
+    fn make_bearer_header(&self) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
         let token = self.secrets.access_token.expose();
         let mut v = String::with_capacity(7 + token.len());
         v.push_str("Bearer ");
@@ -535,6 +556,7 @@ impl Sessions {
             stored,
             secrets,
             dpop: DpopSlot::new(),
+            bearer: BearerSlot::new(),
         })
     }
 
@@ -841,6 +863,7 @@ impl Sessions {
                     stored: next,
                     secrets,
                     dpop: DpopSlot::new(),
+                    bearer: BearerSlot::new(),
                 }));
             }
             // Someone else wrote (a touch): re-read and apply on top.

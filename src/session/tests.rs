@@ -106,6 +106,44 @@ async fn sessions_end_at_their_idle_and_absolute_deadlines() {
 }
 
 #[tokio::test]
+async fn the_bearer_header_is_made_once_per_opened_session_and_a_refresh_gets_its_own() {
+    let store = Arc::new(Store::Memory(MemoryStore::new()));
+    let s = sessions(store);
+    let (_, cookie) = s
+        .create(login("alice"), &ClientInfo::default(), 1_000)
+        .await
+        .expect("create");
+    let Ok(Lookup::Active(session)) = s.load(&cookie_header(&cookie), 1_001).await else {
+        panic!("the session opens");
+    };
+    let first = session.bearer_header().expect("header");
+    let again = session.bearer_header().expect("header");
+    let expected = format!("Bearer {}", session.secrets.access_token.expose());
+    assert_eq!(first.as_bytes(), expected.as_bytes());
+    assert!(
+        first.is_sensitive(),
+        "never printed by a header map's Debug"
+    );
+    assert_eq!(
+        first.as_bytes().as_ptr(),
+        again.as_bytes().as_ptr(),
+        "the second request shares the first one's header"
+    );
+    let mut secrets = session.secrets.clone();
+    secrets.access_token = SecretString::new("a-refreshed-access-token");
+    let refreshed = s
+        .write_tokens(&session, secrets, 5_000, 1_002)
+        .await
+        .expect("write")
+        .expect("live");
+    assert_eq!(
+        refreshed.bearer_header().expect("header").as_bytes(),
+        b"Bearer a-refreshed-access-token",
+        "the refreshed session never reuses the old token's header"
+    );
+}
+
+#[tokio::test]
 async fn touching_slides_the_idle_deadline_but_never_past_the_absolute_one() {
     let s = sessions(Arc::new(Store::Memory(MemoryStore::new())));
     let (_, cookie) = s
