@@ -185,12 +185,16 @@ fn serve(path: Option<&std::path::Path>, env: Vec<(String, String)>) -> ExitCode
         );
     }
     let result = oidc_bff::server::run(config, source);
+    // Workers still running past the grace period never write their
+    // batches themselves.
+    oidc_bff::log_output::flush_all();
     // Queued spans are sent before exit (the batch processor's last flush).
     traces.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "oidc-bff stopped");
+            oidc_bff::log_output::flush_all();
             ExitCode::FAILURE
         }
     }

@@ -273,7 +273,12 @@ impl Forwarder {
         again: Option<&Replay>,
     ) -> Result<http::Response<hyper::body::Incoming>, AppError> {
         let started = std::time::Instant::now();
-        let deadline = tokio::time::Instant::now() + route.timeout;
+        // `checked_add`: a timeout too large for a deadline (someone meaning
+        // "never") waits as long as the clock can, not a panic.
+        let now = tokio::time::Instant::now();
+        let deadline = now
+            .checked_add(route.timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400));
         let mut answer = tokio::time::timeout_at(deadline, client.request(req))
             .instrument(span.clone())
             .await;

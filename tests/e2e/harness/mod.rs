@@ -66,6 +66,20 @@ pub fn shared() -> &'static Shared {
     })
 }
 
+/// A gateway process's log file once it holds `needle`, or as it is after
+/// 10 s: a worker writes its lines in batches, when it runs out of work
+/// (`log_output`), which can be just after the response went out.
+pub async fn log_once_it_has(path: &std::path::Path, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) || std::time::Instant::now() > deadline {
+            return text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// A user name no other test uses.
 pub fn unique_user(label: &str) -> String {
     format!("{label}-{:08x}", rand::random::<u32>())
