@@ -10,9 +10,11 @@
 //!   ([`flush_this_thread`], the runtime's park hook): on an idle gateway
 //!   right after each request;
 //! - when the batch holds [`BATCH_BYTES`];
-//! - at the latest [`MAX_AGE`] after its first line, by a flusher thread
-//!   woken only when a batch starts (a worker that never runs out of work
-//!   must not sit on an error line);
+//! - at the latest [`MAX_AGE`] after its first line, by a task on the
+//!   worker's own runtime ([`bound_batch_age`]): a worker that never runs
+//!   out of work must not sit on an error line. The task's timer is
+//!   dropped as soon as the park hook writes the batch, so an idle worker
+//!   sleeps without a wake-up of its own;
 //! - when the thread ends, and for every worker ([`flush_all`]) when the
 //!   process stops or a thread panics.
 //!
@@ -22,11 +24,10 @@
 //! worth.
 
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::thread::Thread;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tracing_subscriber::fmt::MakeWriter;
 
 /// A worker writes its lines once they fill this much, even while busy.
@@ -35,46 +36,43 @@ pub const BATCH_BYTES: usize = 32 * 1024;
 /// The longest a line waits in a batch.
 pub const MAX_AGE: Duration = Duration::from_millis(100);
 
-type Batch = Arc<Mutex<Vec<u8>>>;
+/// One thread's unwritten lines, and the signals of its age task.
+struct Batch {
+    lines: Mutex<Vec<u8>>,
+    /// A line went into an empty batch.
+    started: Notify,
+    /// The batch was written (by the park hook or on filling up).
+    written: Notify,
+}
 
 thread_local! {
     /// This thread's batch; `None` on threads that write each line at once.
-    static BATCH: std::cell::RefCell<Option<Batch>> = const { std::cell::RefCell::new(None) };
+    static BATCH: std::cell::RefCell<Option<Arc<Batch>>> = const { std::cell::RefCell::new(None) };
 }
 
-/// Every batching thread's batch, for the flusher and [`flush_all`].
-static BATCHES: Mutex<Vec<Batch>> = Mutex::new(Vec::new());
+/// Every batching thread's batch, for [`flush_all`].
+static BATCHES: Mutex<Vec<Arc<Batch>>> = Mutex::new(Vec::new());
 
-/// The flusher thread, started with the first batching thread.
-static FLUSHER: OnceLock<Thread> = OnceLock::new();
-
-/// Whether the flusher waits for a batch to start (and must be woken).
-static FLUSHER_IDLE: AtomicBool = AtomicBool::new(false);
-
-/// A batch's lock, even if a thread panicked while holding it: the bytes
-/// are whole lines or nothing (`extend_from_slice` does not unwind midway).
+/// A batch's lines, even if a thread panicked while holding them: they are
+/// whole lines or nothing (`extend_from_slice` does not unwind midway).
 fn lock(batch: &Batch) -> MutexGuard<'_, Vec<u8>> {
-    batch.lock().unwrap_or_else(|p| p.into_inner())
+    batch.lines.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn registry() -> MutexGuard<'static, Vec<Arc<Batch>>> {
+    BATCHES.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Makes this thread collect its log lines in a batch. The returned guard
 /// writes what is left and stops batching when the thread's work ends.
 #[must_use = "the guard writes the thread's last lines when dropped"]
 pub fn batch_this_thread() -> BatchGuard {
-    batch_with(true)
-}
-
-/// `flushed_by_age`: false only in tests of the other triggers, whose
-/// batches the flusher must not write at a random moment.
-fn batch_with(flushed_by_age: bool) -> BatchGuard {
-    let batch: Batch = Arc::new(Mutex::new(Vec::with_capacity(BATCH_BYTES)));
-    if flushed_by_age {
-        BATCHES
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(batch.clone());
-        start_flusher();
-    }
+    let batch = Arc::new(Batch {
+        lines: Mutex::new(Vec::with_capacity(BATCH_BYTES)),
+        started: Notify::new(),
+        written: Notify::new(),
+    });
+    registry().push(batch.clone());
     BATCH.with(|b| *b.borrow_mut() = Some(batch));
     BatchGuard(())
 }
@@ -86,7 +84,7 @@ pub fn flush_this_thread() {
         if let Ok(b) = b.try_borrow()
             && let Some(batch) = b.as_ref()
         {
-            write_batch(&mut lock(batch));
+            write_batch(batch, &mut lock(batch));
         }
     });
 }
@@ -94,10 +92,26 @@ pub fn flush_this_thread() {
 /// Writes every batching thread's batch: before the process exits, and
 /// from the panic hook.
 pub fn flush_all() {
-    let batches = BATCHES.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let batches = registry().clone();
     for batch in &batches {
-        write_batch(&mut lock(batch));
+        write_batch(batch, &mut lock(batch));
     }
+}
+
+/// Starts, on the calling worker's runtime, the task that writes this
+/// thread's batch [`MAX_AGE`] after its first line unless the park hook
+/// or a full batch wrote it first. `None` on a thread that does not batch.
+pub fn bound_batch_age() -> Option<tokio::task::JoinHandle<()>> {
+    let batch = BATCH.with(|b| b.borrow().clone())?;
+    Some(tokio::spawn(async move {
+        loop {
+            batch.started.notified().await;
+            tokio::select! {
+                () = tokio::time::sleep(MAX_AGE) => flush_this_thread(),
+                () = batch.written.notified() => {}
+            }
+        }
+    }))
 }
 
 /// Stops batching on this thread, writing what is left.
@@ -110,18 +124,16 @@ impl Drop for BatchGuard {
             if let Ok(mut b) = b.try_borrow_mut()
                 && let Some(batch) = b.take()
             {
-                BATCHES
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .retain(|other| !Arc::ptr_eq(other, &batch));
+                registry().retain(|other| !Arc::ptr_eq(other, &batch));
             }
         });
     }
 }
 
-/// Writes a batch and empties it; a batch grown past twice the usual size
-/// (a very long line) gives its memory back.
-fn write_batch(buf: &mut Vec<u8>) {
+/// Writes a batch and empties it, and tells its age task (which then
+/// drops its timer); a batch grown past twice the usual size (a very long
+/// line) gives its memory back.
+fn write_batch(batch: &Batch, buf: &mut Vec<u8>) {
     if buf.is_empty() {
         return;
     }
@@ -130,6 +142,8 @@ fn write_batch(buf: &mut Vec<u8>) {
     if buf.capacity() > 2 * BATCH_BYTES {
         buf.shrink_to(BATCH_BYTES);
     }
+    // Only a waiting task: no permit is kept for a later batch's timer.
+    batch.written.notify_waiters();
 }
 
 /// Writes lines to stdout in one call under its lock, so no other thread
@@ -143,54 +157,6 @@ fn write_out(lines: &[u8]) {
     let mut out = io::stdout().lock();
     let _ = out.write_all(lines);
     let _ = out.flush();
-}
-
-/// The flusher: sleeps until a batch starts, then writes every batch
-/// [`MAX_AGE`] later (those the workers' park hooks did not write first).
-fn start_flusher() {
-    FLUSHER.get_or_init(|| {
-        let spawned = std::thread::Builder::new()
-            .name("oidc-bff-log".into())
-            .spawn(|| {
-                loop {
-                    // Idle first, then look: a batch started after the last
-                    // flush but before this store finds it pending here; one
-                    // started after it wakes this thread.
-                    FLUSHER_IDLE.store(true, Ordering::SeqCst);
-                    if !any_pending() {
-                        std::thread::park();
-                    }
-                    if FLUSHER_IDLE.swap(false, Ordering::SeqCst) && !any_pending() {
-                        // A spurious wake-up: no batch started.
-                        continue;
-                    }
-                    std::thread::sleep(MAX_AGE);
-                    flush_all();
-                }
-            });
-        match spawned {
-            Ok(handle) => handle.thread().clone(),
-            // No flusher: batches are still written at park, at
-            // `BATCH_BYTES` and at exit.
-            Err(_) => std::thread::current(),
-        }
-    });
-}
-
-/// Whether any batch holds lines.
-fn any_pending() -> bool {
-    let batches = BATCHES.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    batches.iter().any(|b| !lock(b).is_empty())
-}
-
-/// Wakes the flusher when a batch starts and it is waiting.
-fn batch_started() {
-    if FLUSHER_IDLE.swap(false, Ordering::SeqCst)
-        && let Some(flusher) = FLUSHER.get()
-        && flusher.id() != std::thread::current().id()
-    {
-        flusher.unpark();
-    }
 }
 
 /// Installs a panic hook that writes the batched lines before the panic
@@ -232,9 +198,9 @@ impl Write for Line {
                 let started = buf.is_empty();
                 buf.extend_from_slice(line);
                 if buf.len() >= BATCH_BYTES {
-                    write_batch(&mut buf);
+                    write_batch(batch, &mut buf);
                 } else if started {
-                    batch_started();
+                    batch.started.notify_one();
                 }
                 true
             })
@@ -278,7 +244,7 @@ mod tests {
     #[test]
     fn a_batching_thread_keeps_lines_until_it_flushes() {
         std::thread::spawn(|| {
-            let guard = batch_with(false);
+            let guard = batch_this_thread();
             Line.write_all(b"one\n").expect("write");
             Line.write_all(b"two\n").expect("write");
             assert_eq!(pending(), 8, "both lines wait for the flush");
@@ -299,7 +265,7 @@ mod tests {
     #[test]
     fn a_full_batch_is_written_without_waiting_for_the_flush() {
         std::thread::spawn(|| {
-            let _guard = batch_with(false);
+            let _guard = batch_this_thread();
             let line = [b'x'; 1024];
             for _ in 0..(BATCH_BYTES / line.len()) {
                 Line.write_all(&line).expect("write");
@@ -311,21 +277,60 @@ mod tests {
         .expect("thread");
     }
 
+    /// A worker's runtime, with the park hook and the age task as
+    /// `server` sets them up.
+    fn worker_runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .on_thread_park(flush_this_thread)
+            .build()
+            .expect("runtime")
+    }
+
     #[test]
     fn a_line_waits_at_most_max_age_in_a_busy_workers_batch() {
         std::thread::spawn(|| {
             let _guard = batch_this_thread();
-            Line.write_all(b"an error line\n").expect("write");
-            // The thread stays busy (it never reaches a park hook): the
-            // flusher writes the batch (to its own, dropped capture).
-            let deadline = std::time::Instant::now() + 20 * MAX_AGE;
-            while pending() != 0 {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "the flusher wrote the batch"
-                );
-                std::thread::sleep(MAX_AGE / 10);
-            }
+            worker_runtime().block_on(async {
+                let _age = bound_batch_age().expect("a batching thread");
+                tokio::task::yield_now().await;
+                Line.write_all(b"an error line\n").expect("write");
+                // Busy without pause: a task always ready, so the runtime
+                // never parks and its hook never runs.
+                let started = std::time::Instant::now();
+                while pending() != 0 {
+                    assert!(
+                        started.elapsed() < 20 * MAX_AGE,
+                        "the age task wrote the batch"
+                    );
+                    tokio::task::yield_now().await;
+                }
+                assert!(started.elapsed() >= MAX_AGE / 2, "not before its time");
+                assert_eq!(written(), b"an error line\n");
+            });
+        })
+        .join()
+        .expect("thread");
+    }
+
+    #[test]
+    fn an_idle_worker_writes_its_line_at_once_and_keeps_no_timer() {
+        std::thread::spawn(|| {
+            let _guard = batch_this_thread();
+            worker_runtime().block_on(async {
+                let _age = bound_batch_age().expect("a batching thread");
+                tokio::task::yield_now().await;
+                Line.write_all(b"a line\n").expect("write");
+                // Waiting lets the runtime park: its hook writes the line.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                assert_eq!(written(), b"a line\n", "written at the park");
+                assert_eq!(pending(), 0);
+                // The age task dropped its timer: nothing is written later
+                // (there is nothing), and the next line starts a new batch.
+                Line.write_all(b"next\n").expect("write");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                assert_eq!(written(), b"a line\nnext\n");
+            });
         })
         .join()
         .expect("thread");
@@ -334,7 +339,7 @@ mod tests {
     #[test]
     fn a_very_long_line_gives_its_memory_back_once_written() {
         std::thread::spawn(|| {
-            let _guard = batch_with(false);
+            let _guard = batch_this_thread();
             Line.write_all(&vec![b'x'; 10 * BATCH_BYTES])
                 .expect("write");
             let capacity = BATCH.with(|b| b.borrow().as_ref().map(|b| lock(b).capacity()));

@@ -240,6 +240,9 @@ fn worker(
         .build()
         .context("cannot start a worker runtime")?;
     runtime.block_on(async move {
+        // Writes a busy worker's batch of log lines at the latest after
+        // `log_output::MAX_AGE`; it ends with the runtime.
+        let _log_age = crate::log_output::bound_batch_age();
         let setup = async {
             let store = match store {
                 Some(s) => s,
