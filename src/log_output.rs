@@ -92,9 +92,20 @@ pub fn flush_this_thread() {
 /// Writes every batching thread's batch: before the process exits, and
 /// from the panic hook.
 pub fn flush_all() {
-    let batches = registry().clone();
-    for batch in &batches {
-        write_batch(batch, &mut lock(batch));
+    flush(&registry().clone());
+}
+
+fn flush(batches: &[Arc<Batch>]) {
+    for batch in batches {
+        // `try_lock`: a batch held right now is being written by its own
+        // thread — or by this one, if it panicked there, where waiting
+        // would never end.
+        let mut lines = match batch.lines.try_lock() {
+            Ok(lines) => lines,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => continue,
+        };
+        write_batch(batch, &mut lines);
     }
 }
 
@@ -344,6 +355,23 @@ mod tests {
                 .expect("write");
             let capacity = BATCH.with(|b| b.borrow().as_ref().map(|b| lock(b).capacity()));
             assert!(capacity.is_some_and(|c| c <= 2 * BATCH_BYTES));
+        })
+        .join()
+        .expect("thread");
+    }
+
+    #[test]
+    fn flushing_all_never_waits_for_a_batch_its_own_thread_holds() {
+        std::thread::spawn(|| {
+            let _guard = batch_this_thread();
+            Line.write_all(b"held\n").expect("write");
+            let batch = BATCH.with(|b| b.borrow().clone()).expect("batch");
+            let held = lock(&batch);
+            // As `flush_all` from a panic hook on a thread that panicked
+            // mid-write (only this batch: other tests' are their own).
+            flush(std::slice::from_ref(&batch));
+            drop(held);
+            assert_eq!(pending(), 5, "the held batch was left to its thread");
         })
         .join()
         .expect("thread");
