@@ -198,6 +198,45 @@ pub fn current_request() -> Option<RequestFields> {
     with_request(RequestFields::clone)
 }
 
+pin_project_lite::pin_project! {
+    /// Work a request hands to a task of its own (a WebSocket tunnel, an
+    /// activity write, a token revocation at the provider), polled as part
+    /// of that request: its lines carry the request's prefix, as the
+    /// request's own do.
+    pub struct InRequest<F> {
+        #[pin]
+        inner: F,
+        fields: Option<RequestFields>,
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for InRequest<F> {
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let this = self.project();
+        let inner = this.inner;
+        in_request(this.fields, || inner.poll(cx))
+    }
+}
+
+/// `tokio::spawn` for work the current request hands off: the task's log
+/// lines name the request (nothing is carried outside a request or with
+/// the access log off).
+pub fn spawn_for_request<F>(work: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(InRequest {
+        inner: work,
+        fields: current_request(),
+    })
+}
+
 /// `f` of the current request's fields (`None` outside a request).
 fn with_request<R>(f: impl FnOnce(&RequestFields) -> R) -> Option<R> {
     CURRENT
@@ -537,6 +576,44 @@ mod tests {
         assert!(caught.is_err());
         assert_eq!(id(), None, "cleared on unwind too");
         assert!(outer.is_some());
+    }
+
+    #[test]
+    fn work_a_request_hands_to_a_task_logs_as_that_request() {
+        let text = output(false, false, || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                let mut fields = Some(RequestFields {
+                    method: Method::GET,
+                    uri: Uri::from_static("/api/ws?ticket=secret"),
+                    request_id: HeaderValue::from_static("req-7"),
+                });
+                let handed_off = in_request(&mut fields, || {
+                    spawn_for_request(async {
+                        tokio::task::yield_now().await;
+                        tracing::warn!("tunnel closed");
+                    })
+                });
+                let outside = tokio::spawn(async { tracing::warn!("not a request's") });
+                handed_off.await.expect("task");
+                outside.await.expect("task");
+            });
+        });
+        let line = |needle| {
+            text.lines()
+                .find(|l| l.contains(needle))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert!(
+            line("tunnel closed")
+                .contains(r#"request{method=GET path=/api/ws request_id="req-7"}:"#),
+            "{text}"
+        );
+        assert!(!line("not a request's").contains("request{"), "{text}");
+        assert!(!text.contains("secret"), "never the query: {text}");
     }
 
     #[test]

@@ -115,7 +115,7 @@ fn touch_in_background(
     now: u64,
 ) {
     let snapshot = Arc::clone(session);
-    tokio::spawn(async move {
+    crate::telemetry::spawn_for_request(async move {
         if let Err(e) = sessions.touch(&snapshot, &client, now).await {
             tracing::debug!(error = %e, "activity write failed");
         }

@@ -67,7 +67,7 @@ impl LogoutFlow {
             .await?;
         if let Some(rt) = session.secrets.refresh_token.clone() {
             let oidc = self.oidc.clone();
-            tokio::spawn(async move {
+            crate::telemetry::spawn_for_request(async move {
                 match oidc.provider.revoke_refresh_token(&rt).await {
                     Ok(true) => tracing::debug!("refresh token revoked at the provider"),
                     Ok(false) => {}

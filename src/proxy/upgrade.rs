@@ -223,7 +223,7 @@ pub fn spawn_tunnel(
     lifecycle: Lifecycle,
 ) {
     let token = lifecycle.tunnel_open();
-    tokio::spawn(async move {
+    crate::telemetry::spawn_for_request(async move {
         let _token = token;
         let (browser, upstream) = match tokio::try_join!(browser, upstream) {
             Ok(pair) => pair,
