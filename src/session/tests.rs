@@ -203,8 +203,17 @@ async fn a_cookie_with_the_right_id_but_another_secret_does_not_open() {
 /// A session created at 1_000 for alice, its cookie header and the
 /// stored bytes.
 async fn created(store: &Arc<Store>, s: &Sessions) -> (StoreId, HeaderMap, Vec<u8>) {
+    created_from(store, s, login("alice")).await
+}
+
+/// [`created`] from the given login.
+async fn created_from(
+    store: &Arc<Store>,
+    s: &Sessions,
+    new: NewLogin,
+) -> (StoreId, HeaderMap, Vec<u8>) {
     let (sid, cookie) = s
-        .create(login("alice"), &ClientInfo::default(), 1_000)
+        .create(new, &ClientInfo::default(), 1_000)
         .await
         .expect("create");
     let raw = store
@@ -466,25 +475,16 @@ async fn a_session_stored_in_format_2_before_packing_still_opens_and_is_rewritte
     let store = Arc::new(Store::Memory(MemoryStore::new()));
     let s = sessions(store.clone());
     let (access, id_token) = (jwt_like(900), jwt_like(700));
-    let (sid, cookie) = s
-        .create(
-            NewLogin {
-                access_token: SecretString::new(access.clone()),
-                id_token: Some(SecretString::new(id_token.clone())),
-                ..login("alice")
-            },
-            &ClientInfo::default(),
-            1_000,
-        )
-        .await
-        .expect("create");
-    let h = cookie_header(&cookie);
-    let raw = store
-        .get(&sid)
-        .await
-        .expect("get")
-        .into_live()
-        .expect("live");
+    let (sid, h, raw) = created_from(
+        &store,
+        &s,
+        NewLogin {
+            access_token: SecretString::new(access.clone()),
+            id_token: Some(SecretString::new(id_token.clone())),
+            ..login("alice")
+        },
+    )
+    .await;
     assert_eq!(raw[0], record::FORMAT_VERSION);
     let Ok(Lookup::Active(session)) = s.load(&h, 1_001).await else {
         panic!("a new session opens");
@@ -622,25 +622,16 @@ async fn a_format_3_session_with_its_claims_stored_twice_opens_and_its_next_toke
     let s = sessions(store.clone());
     let payload = r#"{"iss":"https://op.test","aud":"bff","exp":1700000600,"iat":1700000000,"nonce":"n0","at_hash":"x","sub":"alice","sid":"idp-sid","auth_time":1700000000,"name":"Alice Liddell","email":"alice@example.com","groups":["staff","dev"]}"#;
     let claims_json = r#"{"auth_time":1700000000,"email":"alice@example.com","groups":["staff","dev"],"name":"Alice Liddell","sid":"idp-sid","sub":"alice"}"#;
-    let (sid, cookie) = s
-        .create(
-            NewLogin {
-                id_token: Some(SecretString::new(id_token_with(payload))),
-                claims_json: claims_json.into(),
-                ..login("alice")
-            },
-            &ClientInfo::default(),
-            1_000,
-        )
-        .await
-        .expect("create");
-    let h = cookie_header(&cookie);
-    let raw = store
-        .get(&sid)
-        .await
-        .expect("get")
-        .into_live()
-        .expect("live");
+    let (sid, h, raw) = created_from(
+        &store,
+        &s,
+        NewLogin {
+            id_token: Some(SecretString::new(id_token_with(payload))),
+            claims_json: claims_json.into(),
+            ..login("alice")
+        },
+    )
+    .await;
     let Ok(Lookup::Active(session)) = s.load(&h, 1_001).await else {
         panic!("a new session opens");
     };
@@ -714,20 +705,17 @@ async fn claims_that_do_not_rebuild_refuse_the_session_where_they_are_used() {
     let store = Arc::new(Store::Memory(MemoryStore::new()));
     let s = sessions(store.clone()).with_record_layout(crate::config::RecordLayout::Previous);
     let payload = r#"{"sub":"alice","name":"Alice Liddell","email":"alice@example.com"}"#;
-    let (sid, cookie) = s
-        .create(
-            NewLogin {
-                id_token: Some(SecretString::new(id_token_with(payload))),
-                claims_json:
-                    r#"{"email":"alice@example.com","name":"Alice Liddell","sub":"alice"}"#.into(),
-                ..login("alice")
-            },
-            &ClientInfo::default(),
-            1_000,
-        )
-        .await
-        .expect("create");
-    let h = cookie_header(&cookie);
+    let (sid, h, _) = created_from(
+        &store,
+        &s,
+        NewLogin {
+            id_token: Some(SecretString::new(id_token_with(payload))),
+            claims_json: r#"{"email":"alice@example.com","name":"Alice Liddell","sub":"alice"}"#
+                .into(),
+            ..login("alice")
+        },
+    )
+    .await;
     let Ok(Lookup::Active(session)) = s.load(&h, 1_001).await else {
         panic!("a new session opens");
     };
