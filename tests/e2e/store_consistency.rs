@@ -318,6 +318,22 @@ async fn parallel_creates_and_revokes_agree_on(target: &Target) {
     );
 }
 
+/// A connection to the shared Redis and the session record keys under
+/// `prefix`.
+async fn session_records(prefix: &str) -> (redis::aio::MultiplexedConnection, Vec<String>) {
+    let mut conn = redis::Client::open(shared().redis.url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}s:*"))
+        .query_async(&mut conn)
+        .await
+        .expect("keys");
+    (conn, keys)
+}
+
 /// Records written by the version before index hashes were stored as bytes
 /// hold `u` and `x` as 64 hex digits: they are still found, evicted and
 /// revoked (by ID, by provider session, by user), and their index entries
@@ -337,16 +353,7 @@ async fn records_with_hex_index_hashes_from_the_previous_version_are_still_revok
             .expect("create");
         ids.push(id);
     }
-    let mut conn = redis::Client::open(shared().redis.url())
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("conn");
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}s:*"))
-        .query_async(&mut conn)
-        .await
-        .expect("keys");
+    let (mut conn, keys) = session_records(&prefix).await;
     assert_eq!(keys.len(), 6);
     for k in &keys {
         let (u, x): (Vec<u8>, Vec<u8>) = redis::cmd("HMGET")
@@ -432,16 +439,7 @@ async fn the_previous_record_layout_writes_index_hashes_the_version_before_reads
             .expect("create");
         ids.push(id);
     }
-    let mut conn = redis::Client::open(shared().redis.url())
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("conn");
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}s:*"))
-        .query_async(&mut conn)
-        .await
-        .expect("keys");
+    let (mut conn, keys) = session_records(&prefix).await;
     assert_eq!(keys.len(), 2);
     for k in &keys {
         // What the version before reads: UTF-8 text, its own hashes.
