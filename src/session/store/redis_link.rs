@@ -30,6 +30,64 @@ use redis::{
 use crate::config::{RedisConfig, SentinelConfig};
 
 mod cluster;
+
+/// A link's connection in use, numbered so that a caller holding an older
+/// one (its command failed, or stalled) can drop it without discarding a
+/// newer one another caller opened meanwhile. Shared by the Sentinel and
+/// Cluster links.
+struct Current<C> {
+    slot: RwLock<Option<(u64, C)>>,
+    generations: AtomicU64,
+}
+
+impl<C> Default for Current<C> {
+    fn default() -> Self {
+        Self {
+            slot: RwLock::new(None),
+            generations: AtomicU64::new(0),
+        }
+    }
+}
+
+impl<C: Clone> Current<C> {
+    /// The connection in use and its generation, if any.
+    fn get(&self) -> Option<(u64, C)> {
+        self.slot
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Makes `conn` the connection in use; returns its generation.
+    fn install(&self, conn: C) -> u64 {
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed);
+        *self
+            .slot
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((generation, conn));
+        generation
+    }
+
+    /// Drops connection `generation` if it is still the one in use; whether
+    /// it was.
+    fn forget(&self, generation: u64) -> bool {
+        let mut slot = self
+            .slot
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let current = slot.as_ref().is_some_and(|(g, _)| *g == generation);
+        if current {
+            *slot = None;
+        }
+        current
+    }
+
+    /// How many connections were installed so far.
+    #[cfg(test)]
+    fn installed(&self) -> u64 {
+        self.generations.load(Ordering::Relaxed)
+    }
+}
 pub use cluster::ClusterLink;
 
 /// A cheap-to-clone handle that runs commands on the right server.
@@ -74,10 +132,8 @@ pub struct SentinelLink {
     /// Asks the Sentinels; locked while one task (re)discovers the master so
     /// concurrent requests do not all query the Sentinels at once.
     sentinel: tokio::sync::Mutex<SentinelClient>,
-    /// The current master's connection and a generation number, so a
-    /// request holding an old connection cannot discard a newer one.
-    current: RwLock<Option<(u64, ConnectionManager)>>,
-    generations: AtomicU64,
+    /// The current master's connection.
+    current: Current<ConnectionManager>,
     manager_config: ConnectionManagerConfig,
     db: i64,
 }
@@ -122,39 +178,27 @@ impl SentinelLink {
         }
         Ok(Self {
             sentinel: tokio::sync::Mutex::new(builder.build()?),
-            current: RwLock::new(None),
-            generations: AtomicU64::new(0),
+            current: Current::default(),
             manager_config,
             db: data_nodes.db,
         })
-    }
-
-    fn cached(&self) -> Option<(u64, ConnectionManager)> {
-        self.current
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
     }
 
     /// The current master's connection, asking the Sentinels when there is
     /// none. The connection is opened eagerly so an unreachable "master" is
     /// never cached.
     async fn master(&self) -> RedisResult<(u64, ConnectionManager)> {
-        if let Some(found) = self.cached() {
+        if let Some(found) = self.current.get() {
             return Ok(found);
         }
         let mut sentinel = self.sentinel.lock().await;
-        if let Some(found) = self.cached() {
+        if let Some(found) = self.current.get() {
             return Ok(found);
         }
         let client = sentinel.async_get_client().await?;
         let addr = client.get_connection_info().addr().to_string();
         let conn = ConnectionManager::new_with_config(client, self.manager_config.clone()).await?;
-        let generation = self.generations.fetch_add(1, Ordering::Relaxed);
-        *self
-            .current
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((generation, conn.clone()));
+        let generation = self.current.install(conn.clone());
         tracing::info!(master = %addr, "redis sentinel: connected to the current master");
         Ok((generation, conn))
     }
@@ -167,13 +211,7 @@ impl SentinelLink {
 
     /// Drops connection `generation` if it is still the current one.
     fn forget(&self, generation: u64, why: &str) {
-        let mut current = self
-            .current
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if current.as_ref().is_some_and(|(g, _)| *g == generation) {
-            *current = None;
-            drop(current);
+        if self.current.forget(generation) {
             tracing::warn!(
                 why,
                 "redis sentinel: asking the sentinels for the master again"

@@ -3,7 +3,7 @@
 //! keyless commands sent to a node of one's choice. Knows nothing of
 //! sessions; `redis_link` dispatches to it.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -38,7 +38,7 @@ pub struct ClusterLink {
     client: ClusterClient,
     /// The connection in use and its generation, so that stalls seen on a
     /// replaced connection do not condemn its successor.
-    current: RwLock<Option<(u64, ClusterConnection)>>,
+    current: super::Current<ClusterConnection>,
     /// Set while a task opens a connection: one at a time, in a task of its
     /// own, so a caller that gives up (the store's timeout) does not cancel
     /// it and leave the link with none; concurrent callers wait for it.
@@ -46,7 +46,6 @@ pub struct ClusterLink {
     /// Counts finished attempts to open a connection, with the last one's
     /// error: what waiting callers watch.
     attempts: tokio::sync::watch::Sender<Attempt>,
-    generations: AtomicU64,
     health: Mutex<Health>,
     /// Which primary serves which slots, from `CLUSTER NODES` at each
     /// opening and each [`Self::primaries`]: stalls are counted per node.
@@ -247,10 +246,9 @@ impl ClusterLink {
         }
         Ok(Self {
             client: builder.build()?,
-            current: RwLock::new(None),
+            current: super::Current::default(),
             opening: AtomicBool::new(false),
             attempts: tokio::sync::watch::Sender::new(Attempt::default()),
-            generations: AtomicU64::new(0),
             health: Mutex::new(Health::default()),
             owners: RwLock::new(SlotOwners::default()),
             open_within: timeouts.0 + timeouts.1,
@@ -259,30 +257,23 @@ impl ClusterLink {
         })
     }
 
-    fn cached(&self) -> Option<(u64, ClusterConnection)> {
-        self.current
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
-    }
-
     /// The connection in use, opening one when there is none (at the first
     /// command, and after a wedged one was dropped). The opening runs in a
     /// task of its own, one at a time: a caller that stops waiting (the
     /// store's timeout) leaves it to finish for the next command.
     async fn connection(self: &Arc<Self>) -> RedisResult<(u64, ClusterConnection)> {
-        if let Some(found) = self.cached() {
+        if let Some(found) = self.current.get() {
             return Ok(found);
         }
         let mut attempts = self.attempts.subscribe();
         // Again after subscribing: an opening that finished in between.
-        if let Some(found) = self.cached() {
+        if let Some(found) = self.current.get() {
             return Ok(found);
         }
         self.open_in_background();
         // The sender lives in `self`: `changed` cannot fail here.
         let _ = attempts.changed().await;
-        if let Some(found) = self.cached() {
+        if let Some(found) = self.current.get() {
             return Ok(found);
         }
         Err(attempts.borrow().error.clone().unwrap_or_else(|| {
@@ -308,7 +299,7 @@ impl ClusterLink {
         };
         runtime.spawn(async move {
             let link = &opening.link;
-            let error = if link.cached().is_some() {
+            let error = if link.current.get().is_some() {
                 None
             } else {
                 link.open().await.err()
@@ -333,11 +324,7 @@ impl ClusterLink {
             Ok(Err(e)) => tracing::debug!(error = %e, "redis cluster: no slot map"),
             Err(_) => tracing::debug!("redis cluster: no slot map (timed out)"),
         }
-        let generation = self.generations.fetch_add(1, Ordering::Relaxed);
-        *self
-            .current
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((generation, conn));
+        let generation = self.current.install(conn);
         tracing::info!(generation, "redis cluster: connected");
         Ok(())
     }
@@ -412,7 +399,7 @@ impl ClusterLink {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if health.generation != generation {
-            if self.cached().is_none_or(|(g, _)| g != generation) {
+            if self.current.get().is_none_or(|(g, _)| g != generation) {
                 return; // a connection already replaced
             }
             *health = Health {
@@ -425,13 +412,7 @@ impl ClusterLink {
             return;
         };
         drop(health);
-        let mut current = self
-            .current
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if current.as_ref().is_some_and(|(g, _)| *g == generation) {
-            *current = None;
-            drop(current);
+        if self.current.forget(generation) {
             tracing::warn!(
                 generation,
                 stalls,
@@ -833,7 +814,7 @@ e5 127.0.0.1:7004@17004 master,fail - 0 0 4 disconnected 1-2
         assert!(gave_up.is_err(), "the caller stopped waiting");
         // Nobody asks again: the opening goes on by itself.
         let deadline = Instant::now() + Duration::from_secs(15);
-        while link.cached().is_none() {
+        while link.current.get().is_none() {
             assert!(
                 Instant::now() < deadline,
                 "the opening was cancelled with its caller"
@@ -841,13 +822,13 @@ e5 127.0.0.1:7004@17004 master,fail - 0 0 4 disconnected 1-2
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         // And the next command uses it without opening another.
-        let before = link.generations.load(Ordering::Relaxed);
+        let before = link.current.installed();
         let value = tokio::time::timeout(Duration::from_secs(5), link.command(&get))
             .await
             .expect("answered in time")
             .expect("answered");
         assert_eq!(value, Value::Nil);
-        assert_eq!(link.generations.load(Ordering::Relaxed), before);
+        assert_eq!(link.current.installed(), before);
     }
 
     #[test]
