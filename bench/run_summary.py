@@ -31,6 +31,10 @@ CASES = [
     "bff-b-authenticated",
     "bff-b-no-auth-route",
     "mod-auth-openidc",
+    "floor-raw",
+    "floor-hyper-conn",
+    "floor-hyper-legacy",
+    "floor-hyper-auto",
 ]
 PROCESSES = ["gateway", "proxy_nginx", "apache", "upstream", "redis", "wrk"]
 # Which process is "the proxy" of each case.
@@ -45,6 +49,11 @@ PROXY_OF = {
     "bff-b-no-auth-route": "gateway",
     # The peer: Apache with mod_auth_openidc.
     "mod-auth-openidc": "apache",
+    # examples/floor_proxy in each mode; its CPU is in the gateway column.
+    "floor-raw": "gateway",
+    "floor-hyper-conn": "gateway",
+    "floor-hyper-legacy": "gateway",
+    "floor-hyper-auto": "gateway",
 }
 BASELINE = "nginx-keepalive"
 
