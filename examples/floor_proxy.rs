@@ -171,18 +171,10 @@ fn worker(args: Args, ready: std::sync::mpsc::Sender<std::io::Result<()>>) {
     };
     runtime.block_on(async move {
         let setup = || -> anyhow::Result<(TcpListener, Ctx)> {
-            let listener = reuseport_listener(args.listen)?;
-            let authority: Authority = args.upstream.to_string().parse()?;
-            let legacy = matches!(args.mode, Mode::HyperLegacy | Mode::HyperAuto);
-            let ctx = Ctx {
-                mode: args.mode,
-                upstream: args.upstream,
-                host: HeaderValue::from_str(authority.as_str())?,
-                authority,
-                client: legacy.then(legacy_client).transpose()?,
-                auto: (args.mode == Mode::HyperAuto).then(gateway_server),
-            };
-            Ok((listener, ctx))
+            Ok((
+                reuseport_listener(args.listen)?,
+                Ctx::new(args.mode, args.upstream)?,
+            ))
         };
         let (listener, ctx) = match setup() {
             Ok(parts) => {
@@ -194,19 +186,38 @@ fn worker(args: Args, ready: std::sync::mpsc::Sender<std::io::Result<()>>) {
                 return;
             }
         };
-        let ctx = Arc::new(ctx);
-        loop {
-            let Ok((stream, peer)) = listener.accept().await else {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            };
-            let ctx = ctx.clone();
-            match ctx.mode {
-                Mode::Raw => tokio::spawn(raw::serve(stream, peer, ctx)),
-                _ => tokio::spawn(serve_hyper(stream, peer, ctx)),
-            };
-        }
+        accept_loop(listener, Arc::new(ctx)).await;
     });
+}
+
+impl Ctx {
+    fn new(mode: Mode, upstream: SocketAddr) -> anyhow::Result<Self> {
+        let authority: Authority = upstream.to_string().parse()?;
+        let legacy = matches!(mode, Mode::HyperLegacy | Mode::HyperAuto);
+        Ok(Self {
+            mode,
+            upstream,
+            host: HeaderValue::from_str(authority.as_str())?,
+            authority,
+            client: legacy.then(legacy_client).transpose()?,
+            auto: (mode == Mode::HyperAuto).then(gateway_server),
+        })
+    }
+}
+
+/// Serves `listener`'s connections, one task each, forever.
+async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>) {
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let ctx = ctx.clone();
+        match ctx.mode {
+            Mode::Raw => tokio::spawn(raw::serve(stream, peer, ctx)),
+            _ => tokio::spawn(serve_hyper(stream, peer, ctx)),
+        };
+    }
 }
 
 /// As `server::reuseport_listener`: the kernel spreads connections over
@@ -382,7 +393,11 @@ async fn connect(upstream: SocketAddr) -> anyhow::Result<SendRequest<Incoming>> 
 
 /// `hyper-legacy`, `hyper-auto`: through the worker's pooled client, which
 /// wants an absolute URI (the gateway rebuilds one too).
-async fn via_legacy(mut req: Request<Incoming>, ctx: &Ctx, xff: HeaderValue) -> Response<FloorBody> {
+async fn via_legacy(
+    mut req: Request<Incoming>,
+    ctx: &Ctx,
+    xff: HeaderValue,
+) -> Response<FloorBody> {
     if !acceptable(&req) {
         return status(StatusCode::BAD_REQUEST);
     }
@@ -551,6 +566,12 @@ mod raw {
         close: bool,
     }
 
+    /// [`parse_response`] as (head, body, close), for the tests.
+    #[cfg(test)]
+    pub(super) fn framing(buf: &[u8]) -> Result<Option<(usize, usize, bool)>, ()> {
+        parse_response(buf).map(|f| f.map(|f| (f.head, f.body, f.close)))
+    }
+
     /// `None`: more bytes needed. `Err`: not framed by Content-Length.
     fn parse_response(buf: &[u8]) -> Result<Option<Framing>, ()> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -668,5 +689,188 @@ mod raw {
             return Ok(());
         }
         Err(Failed::Upstream)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Each mode against a real loopback upstream that echoes the request
+    //! head it received as its body.
+
+    use super::*;
+
+    /// An upstream that answers every request with its own head (what the
+    /// proxy sent), framed by Content-Length, keep-alive.
+    async fn echo_upstream() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16384];
+                    let mut filled = 0;
+                    loop {
+                        let Ok(n) = s.read(&mut buf[filled..]).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        filled += n;
+                        let Some(end) = buf[..filled].windows(4).position(|w| w == b"\r\n\r\n")
+                        else {
+                            continue;
+                        };
+                        let head = buf[..end + 4].to_vec();
+                        buf.copy_within(end + 4..filled, 0);
+                        filled -= end + 4;
+                        let mut out =
+                            format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", head.len())
+                                .into_bytes();
+                        out.extend_from_slice(&head);
+                        if s.write_all(&out).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    async fn proxy(mode: Mode, upstream: SocketAddr) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let ctx = Ctx::new(mode, upstream).expect("ctx");
+        tokio::spawn(accept_loop(listener, Arc::new(ctx)));
+        addr
+    }
+
+    /// Sends `request` (which asks to close) and reads until the proxy
+    /// closes. A proxy that refuses a body closes without reading it, so
+    /// the close may come as a reset after the answer: what came before
+    /// it counts.
+    async fn exchange(addr: SocketAddr, request: &str) -> String {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(request.as_bytes()).await.expect("write");
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while let Ok(n @ 1..) = s.read(&mut chunk).await {
+            out.extend_from_slice(&chunk[..n]);
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    const MODES: [Mode; 4] = [
+        Mode::Raw,
+        Mode::HyperConn,
+        Mode::HyperLegacy,
+        Mode::HyperAuto,
+    ];
+
+    #[tokio::test]
+    async fn every_mode_forwards_a_get_without_the_cookie_with_bearer_host_and_forwarded_for() {
+        let upstream = echo_upstream().await;
+        for mode in MODES {
+            let addr = proxy(mode, upstream).await;
+            let got = exchange(
+                addr,
+                "GET /api/x?q=1 HTTP/1.1\r\nHost: app.example\r\nCookie: __Host-oidc-bff=secret\r\nX-Other: 1\r\nConnection: close\r\n\r\n",
+            )
+            .await
+            .to_ascii_lowercase();
+            assert!(got.starts_with("http/1.1 200"), "{mode:?}: {got}");
+            assert!(
+                got.contains("get /api/x?q=1 http/1.1\r\n"),
+                "{mode:?}: {got}"
+            );
+            assert!(
+                got.contains(&format!("host: {upstream}\r\n")),
+                "{mode:?}: {got}"
+            );
+            assert!(
+                got.contains(&format!(
+                    "authorization: {}\r\n",
+                    BEARER.to_ascii_lowercase()
+                )),
+                "{mode:?}: {got}"
+            );
+            assert!(
+                got.contains("x-forwarded-for: 127.0.0.1\r\n"),
+                "{mode:?}: {got}"
+            );
+            assert!(got.contains("x-other: 1\r\n"), "{mode:?}: {got}");
+            assert!(
+                !got.contains("secret"),
+                "{mode:?} passed the cookie on: {got}"
+            );
+            assert!(
+                !got.contains("app.example"),
+                "{mode:?} passed the client's Host on: {got}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn every_mode_refuses_a_body_and_methods_other_than_get() {
+        let upstream = echo_upstream().await;
+        for mode in MODES {
+            let addr = proxy(mode, upstream).await;
+            for request in [
+                "POST /api/x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+                "GET /api/x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+                "GET /api/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+                "DELETE /api/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            ] {
+                let got = exchange(addr, request).await;
+                assert!(
+                    got.starts_with("HTTP/1.1 400"),
+                    "{mode:?}, {request:?}: {got}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_raw_mode_serves_keep_alive_and_pipelined_requests_in_order() {
+        let upstream = echo_upstream().await;
+        let addr = proxy(Mode::Raw, upstream).await;
+        let got = exchange(
+            addr,
+            "GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /two HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        let one = got.find("GET /one ").expect("first answered");
+        let two = got.find("GET /two ").expect("second answered");
+        assert!(one < two, "{got}");
+        assert_eq!(got.matches("HTTP/1.1 200 OK").count(), 2, "{got}");
+    }
+
+    #[test]
+    fn the_raw_mode_frames_responses_by_content_length_only() {
+        let framed = |head: &str| raw::framing(head.as_bytes());
+        assert_eq!(
+            framed("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"),
+            Ok(Some((38, 5, false)))
+        );
+        assert_eq!(
+            framed("HTTP/1.1 204 No Content\r\n\r\n"),
+            Ok(Some((27, 0, false)))
+        );
+        assert_eq!(
+            framed("HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\n"),
+            Ok(Some((57, 5, true)))
+        );
+        assert_eq!(framed("HTTP/1.1 200 OK\r\ncontent-len"), Ok(None));
+        assert_eq!(
+            framed("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"),
+            Err(())
+        );
+        assert_eq!(framed("HTTP/1.1 200 OK\r\n\r\n"), Err(()));
+        assert_eq!(
+            framed("HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n"),
+            Err(())
+        );
+        assert_eq!(framed("HTTP/1.1 100 Continue\r\n\r\n"), Err(()));
     }
 }
