@@ -81,9 +81,21 @@ async fn a_login_takes_two_redis_round_trips_on_one_server() {
         .start()
         .await;
     let per_login = commands_per_login(&redis, &gw, 5).await;
-    assert_eq!(round_trips(&per_login), 2.0, "commands per login: {per_login:?}");
-    assert_eq!(per_login.get("set"), Some(&1.0), "the claim marker: {per_login:?}");
-    assert_eq!(per_login.get("evalsha"), Some(&1.0), "the create: {per_login:?}");
+    assert_eq!(
+        round_trips(&per_login),
+        2.0,
+        "commands per login: {per_login:?}"
+    );
+    assert_eq!(
+        per_login.get("set"),
+        Some(&1.0),
+        "the claim marker: {per_login:?}"
+    );
+    assert_eq!(
+        per_login.get("evalsha"),
+        Some(&1.0),
+        "the create: {per_login:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
