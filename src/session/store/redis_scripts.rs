@@ -1,8 +1,10 @@
 //! The Lua scripts of the Redis store. Each declares every key it touches
-//! in `KEYS` (Redis' rule for scripts), and the keys of one call always
-//! share a hash slot: a session's record, tombstone and its user's index
-//! carry the same hash tag (`{T}`, the shard tag), and the legacy layout
-//! keeps every key in the legacy prefix's slot. Keys found by reading an
+//! in `KEYS` (Redis' rule for scripts), and on a Cluster the keys of one
+//! call always share a hash slot: a session's record, tombstone and its
+//! user's index carry the same hash tag (`{T}`, the shard tag), and the
+//! legacy layout keeps every key in the legacy prefix's slot. The one
+//! exception is off a Cluster, where every key is on one server: there
+//! `CREATE` also writes the provider-session entry (its own slot). Keys found by reading an
 //! index (the members of a user's index) are read by one call and passed
 //! to the next: the store (`redis.rs`) does that, never a script.
 
