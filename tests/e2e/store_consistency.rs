@@ -480,3 +480,67 @@ async fn the_previous_record_layout_writes_index_hashes_the_version_before_reads
     assert_eq!(ended.len(), 1);
     assert_eq!(check_agreement(&target, &prefix, user).await, 0);
 }
+
+/// The provider-session entry is written before the record: in the same
+/// script where every key is on one server, by a call of its own on a
+/// cluster. When it cannot be written (here its key holds a string, so
+/// `ZADD` fails with `WRONGTYPE`) the create fails and leaves neither a
+/// record nor a user-index entry: no session exists that a back-channel
+/// logout for that provider session could not find.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_whose_provider_session_entry_cannot_be_written_leaves_no_session() {
+    a_failed_sid_entry_leaves_no_session_on(&Target::Standalone).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_whose_provider_session_entry_cannot_be_written_leaves_no_session_on_a_cluster() {
+    let cluster = RedisCluster::start(3, 0);
+    a_failed_sid_entry_leaves_no_session_on(&Target::Cluster(cluster.addrs())).await;
+}
+
+async fn a_failed_sid_entry_leaves_no_session_on(target: &Target) {
+    let prefix = random_prefix();
+    let s = sessions_on(target, &prefix, None);
+    let user = "provider-session-index-broken";
+    let now = oidc_bff::clock::unix_now();
+    // `login(user, 0)` belongs to provider session `sid-0`.
+    let sid_key = format!("{prefix}x:{}", sid_hash("sid-0"));
+    let mut servers = target.servers().await;
+    let mut planted = 0;
+    for c in &mut servers {
+        // On a cluster only the primary that owns the key's slot takes it.
+        let set: redis::RedisResult<()> = redis::cmd("SET")
+            .arg(&sid_key)
+            .arg("not a sorted set")
+            .query_async(c)
+            .await;
+        planted += usize::from(set.is_ok());
+    }
+    assert_eq!(planted, 1, "the blocking key was written once");
+
+    let refused = s.create(login(user, 0), &ClientInfo::default(), now).await;
+    assert!(
+        refused.is_err(),
+        "a create whose provider-session entry failed must fail"
+    );
+    for c in &mut servers {
+        let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(&sid_key).query_async(c).await;
+    }
+    let d = dump(target, &prefix).await;
+    assert!(
+        d.records.is_empty(),
+        "a record was written without its provider-session entry: {:?}",
+        d.records.keys()
+    );
+    assert!(
+        d.users.is_empty(),
+        "a user-index entry was written: {:?}",
+        d.users
+    );
+
+    // With the key fixed, the same login is stored and indexed everywhere.
+    s.create(login(user, 0), &ClientInfo::default(), now)
+        .await
+        .expect("create");
+    assert_eq!(check_agreement(target, &prefix, user).await, 1);
+}

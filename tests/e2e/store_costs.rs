@@ -33,6 +33,71 @@ fn command_calls(redis: &RedisServer) -> BTreeMap<String, u64> {
         .collect()
 }
 
+/// The commands Redis ran for `logins` logins through `gw`, each as a new
+/// user: command → calls per login (the measuring `INFO` left out).
+async fn commands_per_login(
+    redis: &RedisServer,
+    gw: &crate::harness::Gateway,
+    logins: u64,
+) -> BTreeMap<String, f64> {
+    // One login first: script loading and the shard key are once per process.
+    Browser::new(gw).login_as("warm-up").await;
+    let before = command_calls(redis);
+    for n in 0..logins {
+        let mut b = Browser::new(gw);
+        b.login_as(&format!("login-cost-{n}")).await;
+    }
+    let after = command_calls(redis);
+    after
+        .iter()
+        .filter_map(|(name, calls)| {
+            let d = calls - before.get(name).copied().unwrap_or(0);
+            (d > 0 && name != "info").then(|| (name.clone(), d as f64 / logins as f64))
+        })
+        .collect()
+}
+
+/// What the gateway sends: scripts, and the one plain `SET NX` of the
+/// login's claim marker (no script of a login calls SET); the rest are the
+/// commands scripts run.
+fn round_trips(per_login: &BTreeMap<String, f64>) -> f64 {
+    per_login
+        .iter()
+        .filter(|(name, _)| matches!(name.as_str(), "evalsha" | "eval" | "set" | "get" | "hget"))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// On one Redis server (standalone, as with Sentinel) a login is two round
+/// trips: the claim marker that makes the state single-use before the code
+/// is spent, and one script that writes the provider-session entry, the
+/// record and the user index together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_takes_two_redis_round_trips_on_one_server() {
+    let redis = RedisServer::start();
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .redis(&redis.url())
+        .start()
+        .await;
+    let per_login = commands_per_login(&redis, &gw, 5).await;
+    assert_eq!(
+        round_trips(&per_login),
+        2.0,
+        "commands per login: {per_login:?}"
+    );
+    assert_eq!(
+        per_login.get("set"),
+        Some(&1.0),
+        "the claim marker: {per_login:?}"
+    );
+    assert_eq!(
+        per_login.get("evalsha"),
+        Some(&1.0),
+        "the create: {per_login:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement: run with --ignored"]
 async fn redis_commands_per_login() {
@@ -43,33 +108,14 @@ async fn redis_commands_per_login() {
         .redis(&redis.url())
         .start()
         .await;
-    // One login first: script loading and the shard key are once per process.
-    Browser::new(&gw).login_as("warm-up").await;
-    let before = command_calls(&redis);
-    for n in 0..LOGINS {
-        let mut b = Browser::new(&gw);
-        b.login_as(&format!("login-cost-{n}")).await;
-    }
-    let after = command_calls(&redis);
-    let mut total = 0;
-    let mut sent = 0;
-    for (name, calls) in &after {
-        let d = calls - before.get(name).copied().unwrap_or(0);
-        // The measuring INFO itself is not the login's.
-        if d > 0 && name != "info" {
-            eprintln!("{name}: {:.2} per login", d as f64 / LOGINS as f64);
-            total += d;
-            // What the gateway sends: scripts, and the one plain SET NX of
-            // the login's claim marker (no script of a login calls SET).
-            if matches!(name.as_str(), "evalsha" | "eval" | "set" | "get" | "hget") {
-                sent += d;
-            }
-        }
+    let per_login = commands_per_login(&redis, &gw, LOGINS).await;
+    for (name, n) in &per_login {
+        eprintln!("{name}: {n:.2} per login");
     }
     eprintln!(
         "per login: {:.2} round trips (commands the gateway sends), {:.2} commands Redis runs (scripts' calls included)",
-        sent as f64 / LOGINS as f64,
-        total as f64 / LOGINS as f64
+        round_trips(&per_login),
+        per_login.values().sum::<f64>()
     );
     // What the sessions of these logins (the fixture provider's tokens, one
     // user each) hold in Redis, keys of every kind under the gateway's

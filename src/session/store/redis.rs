@@ -584,21 +584,32 @@ impl SessionStore for RedisStore {
         .await
     }
 
-    /// The provider-session entry first (its own slot), then record and
-    /// user index in one script: if the second step fails, the entry names
-    /// no session and the sweep drops it; a back-channel logout that reads
-    /// the entry before the record exists leaves a tombstone, which GET
-    /// answers before the record written after it.
+    /// One round trip where every key is on one server (a fixed server,
+    /// Sentinel's master): the provider-session entry, the record and the
+    /// user index in one script, the entry first (see `CREATE` for why a
+    /// failure part-way can never leave a session that a back-channel
+    /// logout cannot find). Not a pipeline of two scripts: Redis would run
+    /// the second even after the first failed, writing a session that no
+    /// provider-session index names.
+    ///
+    /// In a Cluster the entry lives in another slot, so it is written
+    /// first, by a call of its own that must succeed before the record is
+    /// written: if the second step fails, the entry names no session and
+    /// the sweep drops it; a back-channel logout that reads the entry
+    /// before the record exists leaves a tombstone, which GET answers
+    /// before the record written after it.
     async fn create(&self, new: &NewSession<'_>) -> StoreResult<Vec<StoreId>> {
         let id = new.id;
         let mut conn = self.conn.clone();
-        if let Some(sh) = new.sid_hash {
-            let (index, kind) = self.keys.sid_index_of(id, sh);
+        let sid_index = new.sid_hash.map(|sh| self.keys.sid_index_of(id, sh));
+        if self.keys.cluster
+            && let Some((index, kind)) = &sid_index
+        {
             let _: i64 = self
                 .run(
                     self.scripts
                         .index_add
-                        .key(&index)
+                        .key(index)
                         .arg(new.created_millis)
                         .arg(id.as_str())
                         .arg(new.index_ttl_millis)
@@ -608,26 +619,26 @@ impl SessionStore for RedisStore {
                 .await?;
         }
         let index = self.keys.user_index_of(id, new.user_hash);
-        let size: i64 = self
-            .run(
-                self.scripts
-                    .create
-                    .key(self.keys.record(id))
-                    .key(&index)
-                    .arg(new.record)
-                    .arg(new.ttl_millis)
-                    .arg(new.created_millis)
-                    .arg(new.index_ttl_millis)
-                    .arg(self.index_field(new.user_hash))
-                    .arg(
-                        new.sid_hash
-                            .map(|h| self.index_field(h))
-                            .unwrap_or_default(),
-                    )
-                    .arg(id.as_str())
-                    .invoke_async(&mut conn),
+        let mut call = self.scripts.create.prepare_invoke();
+        call.key(self.keys.record(id))
+            .key(&index)
+            .arg(new.record)
+            .arg(new.ttl_millis)
+            .arg(new.created_millis)
+            .arg(new.index_ttl_millis)
+            .arg(self.index_field(new.user_hash))
+            .arg(
+                new.sid_hash
+                    .map(|h| self.index_field(h))
+                    .unwrap_or_default(),
             )
-            .await?;
+            .arg(id.as_str());
+        if !self.keys.cluster
+            && let Some((sid_index, kind)) = &sid_index
+        {
+            call.key(sid_index).arg(kind.tag());
+        }
+        let size: i64 = self.run(call.invoke_async(&mut conn)).await?;
         match new.max_per_user {
             Some(max) if max > 0 && size > i64::from(max) => {
                 self.evict(&index, id, max, size.unsigned_abs(), new.eviction)

@@ -1,8 +1,10 @@
 //! The Lua scripts of the Redis store. Each declares every key it touches
-//! in `KEYS` (Redis' rule for scripts), and the keys of one call always
-//! share a hash slot: a session's record, tombstone and its user's index
-//! carry the same hash tag (`{T}`, the shard tag), and the legacy layout
-//! keeps every key in the legacy prefix's slot. Keys found by reading an
+//! in `KEYS` (Redis' rule for scripts), and on a Cluster the keys of one
+//! call always share a hash slot: a session's record, tombstone and its
+//! user's index carry the same hash tag (`{T}`, the shard tag), and the
+//! legacy layout keeps every key in the legacy prefix's slot. The one
+//! exception is off a Cluster, where every key is on one server: there
+//! `CREATE` also writes the provider-session entry (its own slot). Keys found by reading an
 //! index (the members of a user's index) are read by one call and passed
 //! to the next: the store (`redis.rs`) does that, never a script.
 
@@ -33,17 +35,36 @@ end
 local function extend(k, ms)
   if redis.call('PTTL', k) < tonumber(ms) then redis.call('PEXPIRE', k, ms) end
 end
+local function index_add(xk, score, id, ittl, kind)
+  if kind == 'z' then
+    redis.call('ZADD', xk, score, id)
+  else
+    redis.call('SADD', xk, id)
+  end
+  extend(xk, ittl)
+end
 ";
 
-/// KEYS: record, user index. ARGV: record bytes, TTL, score (creation
-/// ms), index TTL, user hash and sid hash ('' if none) as `u` and `x`
-/// store them, ID. An ID with a
+/// KEYS: record, user index, and — only where every key lives on one
+/// server (a fixed server or Sentinel's master, never a Cluster) — the
+/// provider-session index. ARGV: record bytes, TTL, score (creation ms),
+/// index TTL, user hash and sid hash ('' if none) as `u` and `x` store
+/// them, ID, and with the third key its kind ('z' or 's'). An ID with a
 /// tombstone is written all the same (a restored backup does that too): GET
 /// answers the tombstone first, so a session that a back-channel logout
 /// fenced while it was being written stays ended. Returns the index size.
+///
+/// With the provider-session index, it is written first, in the same
+/// script: if that write fails (a key of the wrong type, Redis out of
+/// memory), `redis.call` raises and the script stops before the record
+/// exists, so there is never a session that a back-channel logout cannot
+/// find; and no other client sees the entry without its record, since a
+/// script runs whole. A failure after it leaves an entry that names no
+/// session, which the sweep drops, as in the two-step create of a Cluster.
 const CREATE: &str = r"
-local sk, uk = KEYS[1], KEYS[2]
+local sk, uk, xk = KEYS[1], KEYS[2], KEYS[3]
 local rec, ttl, score, ittl, uh, sh, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+if xk then index_add(xk, score, id, ittl, ARGV[8]) end
 redis.call('DEL', sk)
 if sh ~= '' then
   redis.call('HSET', sk, 'r', rec, 'u', uh, 'x', sh)
@@ -58,14 +79,10 @@ return redis.call('ZCARD', uk)
 
 /// Adds a session to a provider-session index (KEYS[1]; a sorted set by
 /// creation ms in the sharded layout, a set in the legacy one: ARGV[4]
-/// 'z' or 's'). ARGV: score, ID, index TTL, kind.
+/// 'z' or 's'), before its record is written by `CREATE` in another slot
+/// (a Cluster). ARGV: score, ID, index TTL, kind.
 const INDEX_ADD: &str = r"
-if ARGV[4] == 'z' then
-  redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
-else
-  redis.call('SADD', KEYS[1], ARGV[2])
-end
-extend(KEYS[1], ARGV[3])
+index_add(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 return 1
 ";
 
