@@ -137,6 +137,7 @@ async fn through_sentinel_over_mutual_tls_sessions_survive_a_failover_too() {
 }
 
 async fn sessions_survive_the_master_dying(tls: Option<Arc<TestCa>>) {
+    log_the_store_in_test_output();
     let Setup {
         upstream,
         mut master,
@@ -145,7 +146,7 @@ async fn sessions_survive_the_master_dying(tls: Option<Arc<TestCa>>) {
         gw,
     } = setup(tls).await;
 
-    let mut alice = logged_in_and_replicated(&gw, &master).await;
+    let mut alice = logged_in_and_replicated(&gw, &master, &replica).await;
     assert_eq!(alice.get("/api/a").await.status, StatusCode::OK);
     assert_eq!(
         master.cli(&["DBSIZE"]).trim(),
@@ -210,6 +211,7 @@ async fn sessions_survive_the_master_dying(tls: Option<Arc<TestCa>>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_planned_sentinel_failover_moves_the_gateway_to_the_new_master() {
+    log_the_store_in_test_output();
     let Setup {
         upstream: _upstream,
         master: old,
@@ -217,7 +219,7 @@ async fn a_planned_sentinel_failover_moves_the_gateway_to_the_new_master() {
         sentinel,
         gw,
     } = setup(None).await;
-    let mut alice = logged_in_and_replicated(&gw, &old).await;
+    let mut alice = logged_in_and_replicated(&gw, &old, &new).await;
 
     // Both servers stay up; the old master is demoted to a replica.
     // Sentinel refuses (NOGOODSLAVE) until its view of the replica is fresh.
@@ -231,7 +233,12 @@ async fn a_planned_sentinel_failover_moves_the_gateway_to_the_new_master() {
     // The session lookup broken by the switch is repeated on the new
     // master: no request fails.
     let first = alice.get("/api/a").await;
-    assert_eq!(first.status, StatusCode::OK, "{first:?}");
+    assert_eq!(
+        first.status,
+        StatusCode::OK,
+        "{first:?}\n{}",
+        explain(&gw, &sentinel, [&old, &new])
+    );
     let before = new.cli(&["DBSIZE"]).trim().parse::<u64>().expect("dbsize");
     let mut bob = Browser::new(&gw);
     bob.login_as("bob").await;
@@ -243,16 +250,103 @@ async fn a_planned_sentinel_failover_moves_the_gateway_to_the_new_master() {
     );
 }
 
-/// Alice logged in, her session on `master` and on its replica.
-async fn logged_in_and_replicated(gw: &Gateway, master: &RedisServer) -> Browser {
+/// The gateway's session and store log lines (which server answered,
+/// which connection was dropped and why) in the output of a failing test.
+fn log_the_store_in_test_output() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("oidc_bff::session=debug,oidc_bff::extract=debug")
+        .with_test_writer()
+        .try_init();
+}
+
+/// What each server and Sentinel say now, for a failure message: roles,
+/// replication offsets, how many of the gateway's session records each
+/// holds, and Sentinel's log.
+fn explain(gw: &Gateway, sentinel: &SentinelProcess, servers: [&RedisServer; 2]) -> String {
+    let mut out = String::new();
+    for s in servers {
+        let replication = s.cli(&["INFO", "replication"]);
+        let offsets: Vec<&str> = replication
+            .lines()
+            .filter(|l| {
+                [
+                    "role:",
+                    "master_link_status:",
+                    "master_repl_offset:",
+                    "slave_repl_offset:",
+                    "master_sync_in_progress:",
+                ]
+                .iter()
+                .any(|k| l.starts_with(k))
+            })
+            .collect();
+        let held = session_records(gw, s);
+        out.push_str(&format!(
+            "port {}: {} session records; {}\n",
+            s.port,
+            held,
+            offsets.join(" ")
+        ));
+    }
+    out.push_str(&format!("Sentinel log:\n{}", sentinel.log()));
+    out
+}
+
+/// How many of `gw`'s session records `server` holds.
+fn session_records(gw: &Gateway, server: &RedisServer) -> usize {
+    server
+        .cli(&["--scan", "--pattern", &format!("{}s:*", gw.prefix)])
+        .lines()
+        .count()
+}
+
+/// Alice logged in, and everything `master` had written by then applied
+/// by `replica`.
+///
+/// Sentinel promotes a replica without waiting for it to catch up (even in
+/// a failover it was asked for), so what the replica has not applied yet is
+/// lost, and on a loaded machine the replica can lag behind a login: alice's
+/// record is then missing on the new master and her next request gets 401
+/// `session_expired`. `WAIT 1` cannot rule that out here: it counts the
+/// replicas that acknowledged the calling connection's own last write, and
+/// `redis-cli`'s new connection has written nothing, so it answers 1 at
+/// once, whatever the replica holds. The test waits as an operator planning
+/// a switchover would: until the replica's applied offset reaches the
+/// master's.
+async fn logged_in_and_replicated(
+    gw: &Gateway,
+    master: &RedisServer,
+    replica: &RedisServer,
+) -> Browser {
     let mut alice = Browser::new(gw);
     alice.login_alice().await;
+    wait_replicated(master, replica);
     assert_eq!(
-        master.cli(&["WAIT", "1", "2000"]).trim(),
-        "1",
-        "the login reached the replica"
+        session_records(gw, replica),
+        1,
+        "alice's session record reached the replica"
     );
     alice
+}
+
+/// A field of `INFO replication` as a number.
+fn replication_offset(server: &RedisServer, field: &str) -> Option<u64> {
+    server
+        .cli(&["INFO", "replication"])
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Waits until `replica` has applied everything `master` had written when
+/// called.
+fn wait_replicated(master: &RedisServer, replica: &RedisServer) {
+    let written = replication_offset(master, "master_repl_offset").expect("the master's offset");
+    wait_for(
+        "the replica to apply the master's writes",
+        Duration::from_secs(30),
+        || replication_offset(replica, "slave_repl_offset").is_some_and(|at| at >= written),
+    );
 }
 
 /// The ids of ordinary clients connected to `server` — the gateway's —
@@ -272,6 +366,7 @@ fn client_ids(server: &RedisServer) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_demoted_in_place_is_noticed_by_its_readonly_answer() {
+    log_the_store_in_test_output();
     let Setup {
         upstream: _upstream,
         master: old,
@@ -279,7 +374,7 @@ async fn a_master_demoted_in_place_is_noticed_by_its_readonly_answer() {
         sentinel,
         gw,
     } = setup(None).await;
-    let mut alice = logged_in_and_replicated(&gw, &old).await;
+    let mut alice = logged_in_and_replicated(&gw, &old, &new).await;
     let before = client_ids(&old);
     assert!(!before.is_empty(), "the gateway is connected to the master");
 
