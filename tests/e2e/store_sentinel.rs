@@ -250,6 +250,66 @@ async fn a_planned_sentinel_failover_moves_the_gateway_to_the_new_master() {
     );
 }
 
+/// After a planned failover the old master keeps its connections and takes
+/// writes until Sentinel demotes it (about 11 s later), and loses them when
+/// it resynchronises from the new one. The gateway asks the Sentinels each
+/// second while requests flow, so it moves to the master they name without
+/// waiting for that demotion, and a login is written where it survives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_old_master_still_takes_writes_the_gateway_moves_to_the_one_sentinel_names() {
+    log_the_store_in_test_output();
+    let Setup {
+        upstream: _upstream,
+        master: old,
+        replica: new,
+        sentinel,
+        gw,
+    } = setup(None).await;
+    let mut alice = logged_in_and_replicated(&gw, &old, &new).await;
+
+    // The state a planned failover leaves for those seconds: the replica
+    // promoted and named by Sentinel, the old master still a master holding
+    // the gateway's connections. Sentinel is re-pointed by hand, so it never
+    // demotes the old master and the test does not race that demotion.
+    sentinel.cli(&["SENTINEL", "REMOVE", MASTER]);
+    assert_eq!(new.cli(&["REPLICAOF", "NO", "ONE"]).trim(), "OK");
+    let new_port = new.port.to_string();
+    assert_eq!(
+        sentinel
+            .cli(&["SENTINEL", "MONITOR", MASTER, "127.0.0.1", &new_port, "1"])
+            .trim(),
+        "OK"
+    );
+    assert!(old.cli(&["ROLE"]).starts_with("master"));
+
+    // Requests keep flowing (readiness probes, answered by the old master
+    // meanwhile); the gateway's connection moves to the new master.
+    let started = Instant::now();
+    while data_connections(&new).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the gateway still writes to the old master {:?} after Sentinel named the new one\n{}",
+            started.elapsed(),
+            explain(&gw, &sentinel, [&old, &new])
+        );
+        assert_eq!(alice.get("/readyz").await.status, StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "the gateway moved to the new master {:?} after Sentinel named it",
+        started.elapsed()
+    );
+    let mut bob = Browser::new(&gw);
+    bob.login_as("bob").await;
+    assert_eq!(bob.get("/api/b").await.status, StatusCode::OK);
+    assert_eq!(alice.get("/api/a").await.status, StatusCode::OK);
+    assert_eq!(
+        (session_records(&gw, &old), session_records(&gw, &new)),
+        (1, 2),
+        "bob's session is on the new master only"
+    );
+}
+
 /// The gateway's session and store log lines (which server answered,
 /// which connection was dropped and why) in the output of a failing test.
 fn log_the_store_in_test_output() {
@@ -352,13 +412,35 @@ fn wait_replicated(master: &RedisServer, replica: &RedisServer) {
 /// The ids of ordinary clients connected to `server` — the gateway's —
 /// leaving out Sentinel's links, replication links and `redis-cli` itself.
 fn client_ids(server: &RedisServer) -> Vec<String> {
+    gateway_clients(server, |_| true)
+}
+
+/// The ids of the gateway's data connections on `server`: its clients
+/// other than the session cache's invalidation connection.
+fn data_connections(server: &RedisServer) -> Vec<String> {
+    gateway_clients(server, |l| !l.contains(" name=oidc-bff-tracking "))
+}
+
+/// [`client_ids`] of the `CLIENT LIST` lines that `keep` accepts. Short
+/// connections that have run no command yet or only asked `ROLE` (how the
+/// gateway's Sentinel client checks a master before using it) are left out:
+/// they come and go.
+fn gateway_clients(server: &RedisServer, keep: impl Fn(&str) -> bool) -> Vec<String> {
     server
         .cli(&["CLIENT", "LIST"])
         .lines()
         .filter(|l| {
             l.contains(" flags=N ")
                 && !l.contains(" name=sentinel-")
-                && !l.contains(" cmd=client|list ")
+                && ![
+                    " cmd=client|list ",
+                    " cmd=NULL ",
+                    " cmd=role ",
+                    " cmd=client|setinfo ",
+                ]
+                .iter()
+                .any(|c| l.contains(c))
+                && keep(l)
         })
         .filter_map(|l| l.split(' ').next()?.strip_prefix("id=").map(str::to_owned))
         .collect()
@@ -403,8 +485,9 @@ async fn a_master_demoted_in_place_is_noticed_by_its_readonly_answer() {
     // Reads still work on the old master, now a replica.
     assert_eq!(alice.get("/api/a").await.status, StatusCode::OK);
     // The first write there is refused with READONLY, so the gateway asks
-    // Sentinel again and sends it to the new master: the login succeeds at
-    // the first attempt, and its session is on the new master.
+    // Sentinel again and sends it to the new master (unless its
+    // once-a-second re-check of the Sentinels moved it first): the login
+    // succeeds at the first attempt, and its session is on the new master.
     let keys_before = new.cli(&["DBSIZE"]).trim().parse::<u64>().expect("dbsize");
     let mut bob = Browser::new(&gw);
     let r = bob.try_login("bob", "bob-password").await;
