@@ -1,7 +1,9 @@
 //! Redis behind Sentinel: the gateway asks Sentinel for the master, and when
 //! the master dies it follows the failover by itself, keeping the sessions
 //! that had reached the replica; when a master is demoted without dropping
-//! its connections, its `READONLY` answer sends the gateway to Sentinel.
+//! its connections, its `READONLY` answer sends the gateway to Sentinel;
+//! and while requests flow it asks Sentinel each second, so it leaves an
+//! old master that still takes writes for the one Sentinel names.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
