@@ -1,7 +1,9 @@
 //! Redis behind Sentinel: the gateway asks Sentinel for the master, and when
 //! the master dies it follows the failover by itself, keeping the sessions
 //! that had reached the replica; when a master is demoted without dropping
-//! its connections, its `READONLY` answer sends the gateway to Sentinel.
+//! its connections, its `READONLY` answer sends the gateway to Sentinel;
+//! and while requests flow it asks Sentinel each second, so it leaves an
+//! old master that still takes writes for the one Sentinel names.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -137,6 +139,7 @@ async fn through_sentinel_over_mutual_tls_sessions_survive_a_failover_too() {
 }
 
 async fn sessions_survive_the_master_dying(tls: Option<Arc<TestCa>>) {
+    log_the_store_in_test_output();
     let Setup {
         upstream,
         mut master,
@@ -145,7 +148,7 @@ async fn sessions_survive_the_master_dying(tls: Option<Arc<TestCa>>) {
         gw,
     } = setup(tls).await;
 
-    let mut alice = logged_in_and_replicated(&gw, &master).await;
+    let mut alice = logged_in_and_replicated(&gw, &master, &replica).await;
     assert_eq!(alice.get("/api/a").await.status, StatusCode::OK);
     assert_eq!(
         master.cli(&["DBSIZE"]).trim(),
@@ -210,6 +213,7 @@ async fn sessions_survive_the_master_dying(tls: Option<Arc<TestCa>>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_planned_sentinel_failover_moves_the_gateway_to_the_new_master() {
+    log_the_store_in_test_output();
     let Setup {
         upstream: _upstream,
         master: old,
@@ -217,7 +221,7 @@ async fn a_planned_sentinel_failover_moves_the_gateway_to_the_new_master() {
         sentinel,
         gw,
     } = setup(None).await;
-    let mut alice = logged_in_and_replicated(&gw, &old).await;
+    let mut alice = logged_in_and_replicated(&gw, &old, &new).await;
 
     // Both servers stay up; the old master is demoted to a replica.
     // Sentinel refuses (NOGOODSLAVE) until its view of the replica is fresh.
@@ -231,7 +235,12 @@ async fn a_planned_sentinel_failover_moves_the_gateway_to_the_new_master() {
     // The session lookup broken by the switch is repeated on the new
     // master: no request fails.
     let first = alice.get("/api/a").await;
-    assert_eq!(first.status, StatusCode::OK, "{first:?}");
+    assert_eq!(
+        first.status,
+        StatusCode::OK,
+        "{first:?}\n{}",
+        explain(&gw, &sentinel, [&old, &new])
+    );
     let before = new.cli(&["DBSIZE"]).trim().parse::<u64>().expect("dbsize");
     let mut bob = Browser::new(&gw);
     bob.login_as("bob").await;
@@ -243,35 +252,14 @@ async fn a_planned_sentinel_failover_moves_the_gateway_to_the_new_master() {
     );
 }
 
-/// Alice logged in, her session on `master` and on its replica.
-async fn logged_in_and_replicated(gw: &Gateway, master: &RedisServer) -> Browser {
-    let mut alice = Browser::new(gw);
-    alice.login_alice().await;
-    assert_eq!(
-        master.cli(&["WAIT", "1", "2000"]).trim(),
-        "1",
-        "the login reached the replica"
-    );
-    alice
-}
-
-/// The ids of ordinary clients connected to `server` — the gateway's —
-/// leaving out Sentinel's links, replication links and `redis-cli` itself.
-fn client_ids(server: &RedisServer) -> Vec<String> {
-    server
-        .cli(&["CLIENT", "LIST"])
-        .lines()
-        .filter(|l| {
-            l.contains(" flags=N ")
-                && !l.contains(" name=sentinel-")
-                && !l.contains(" cmd=client|list ")
-        })
-        .filter_map(|l| l.split(' ').next()?.strip_prefix("id=").map(str::to_owned))
-        .collect()
-}
-
+/// After a planned failover the old master keeps its connections and takes
+/// writes until Sentinel demotes it (about 11 s later), and loses them when
+/// it resynchronises from the new one. The gateway asks the Sentinels each
+/// second while requests flow, so it moves to the master they name without
+/// waiting for that demotion, and a login is written where it survives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_master_demoted_in_place_is_noticed_by_its_readonly_answer() {
+async fn while_the_old_master_still_takes_writes_the_gateway_moves_to_the_one_sentinel_names() {
+    log_the_store_in_test_output();
     let Setup {
         upstream: _upstream,
         master: old,
@@ -279,7 +267,198 @@ async fn a_master_demoted_in_place_is_noticed_by_its_readonly_answer() {
         sentinel,
         gw,
     } = setup(None).await;
-    let mut alice = logged_in_and_replicated(&gw, &old).await;
+    let mut alice = logged_in_and_replicated(&gw, &old, &new).await;
+
+    // The state a planned failover leaves for those seconds: the replica
+    // promoted and named by Sentinel, the old master still a master holding
+    // the gateway's connections. Sentinel is re-pointed by hand, so it never
+    // demotes the old master and the test does not race that demotion.
+    sentinel.cli(&["SENTINEL", "REMOVE", MASTER]);
+    assert_eq!(new.cli(&["REPLICAOF", "NO", "ONE"]).trim(), "OK");
+    let new_port = new.port.to_string();
+    assert_eq!(
+        sentinel
+            .cli(&["SENTINEL", "MONITOR", MASTER, "127.0.0.1", &new_port, "1"])
+            .trim(),
+        "OK"
+    );
+    assert!(old.cli(&["ROLE"]).starts_with("master"));
+
+    // Requests keep flowing (readiness probes, answered by the old master
+    // meanwhile); the gateway's connection moves to the new master.
+    let started = Instant::now();
+    while data_connections(&new).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the gateway still writes to the old master {:?} after Sentinel named the new one\n{}",
+            started.elapsed(),
+            explain(&gw, &sentinel, [&old, &new])
+        );
+        assert_eq!(alice.get("/readyz").await.status, StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "the gateway moved to the new master {:?} after Sentinel named it",
+        started.elapsed()
+    );
+    let mut bob = Browser::new(&gw);
+    bob.login_as("bob").await;
+    assert_eq!(bob.get("/api/b").await.status, StatusCode::OK);
+    assert_eq!(alice.get("/api/a").await.status, StatusCode::OK);
+    assert_eq!(
+        (session_records(&gw, &old), session_records(&gw, &new)),
+        (1, 2),
+        "bob's session is on the new master only"
+    );
+}
+
+/// The gateway's session and store log lines (which server answered,
+/// which connection was dropped and why) in the output of a failing test.
+fn log_the_store_in_test_output() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("oidc_bff::session=debug,oidc_bff::extract=debug")
+        .with_test_writer()
+        .try_init();
+}
+
+/// What each server and Sentinel say now, for a failure message: roles,
+/// replication offsets, how many of the gateway's session records each
+/// holds, and Sentinel's log.
+fn explain(gw: &Gateway, sentinel: &SentinelProcess, servers: [&RedisServer; 2]) -> String {
+    let mut out = String::new();
+    for s in servers {
+        let replication = s.cli(&["INFO", "replication"]);
+        let offsets: Vec<&str> = replication
+            .lines()
+            .filter(|l| {
+                [
+                    "role:",
+                    "master_link_status:",
+                    "master_repl_offset:",
+                    "slave_repl_offset:",
+                    "master_sync_in_progress:",
+                ]
+                .iter()
+                .any(|k| l.starts_with(k))
+            })
+            .collect();
+        let held = session_records(gw, s);
+        out.push_str(&format!(
+            "port {}: {} session records; {}\n",
+            s.port,
+            held,
+            offsets.join(" ")
+        ));
+    }
+    out.push_str(&format!("Sentinel log:\n{}", sentinel.log()));
+    out
+}
+
+/// How many of `gw`'s session records `server` holds.
+fn session_records(gw: &Gateway, server: &RedisServer) -> usize {
+    server
+        .cli(&["--scan", "--pattern", &format!("{}s:*", gw.prefix)])
+        .lines()
+        .count()
+}
+
+/// Alice logged in, and everything `master` had written by then applied
+/// by `replica`.
+///
+/// Sentinel promotes a replica without waiting for it to catch up (even in
+/// a failover it was asked for), so what the replica has not applied yet is
+/// lost, and on a loaded machine the replica can lag behind a login: alice's
+/// record is then missing on the new master and her next request gets 401
+/// `session_expired`. `WAIT 1` cannot rule that out here: it counts the
+/// replicas that acknowledged the calling connection's own last write, and
+/// `redis-cli`'s new connection has written nothing, so it answers 1 at
+/// once, whatever the replica holds. The test waits as an operator planning
+/// a switchover would: until the replica's applied offset reaches the
+/// master's.
+async fn logged_in_and_replicated(
+    gw: &Gateway,
+    master: &RedisServer,
+    replica: &RedisServer,
+) -> Browser {
+    let mut alice = Browser::new(gw);
+    alice.login_alice().await;
+    wait_replicated(master, replica);
+    assert_eq!(
+        session_records(gw, replica),
+        1,
+        "alice's session record reached the replica"
+    );
+    alice
+}
+
+/// A field of `INFO replication` as a number.
+fn replication_offset(server: &RedisServer, field: &str) -> Option<u64> {
+    server
+        .cli(&["INFO", "replication"])
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Waits until `replica` has applied everything `master` had written when
+/// called.
+fn wait_replicated(master: &RedisServer, replica: &RedisServer) {
+    let written = replication_offset(master, "master_repl_offset").expect("the master's offset");
+    wait_for(
+        "the replica to apply the master's writes",
+        Duration::from_secs(30),
+        || replication_offset(replica, "slave_repl_offset").is_some_and(|at| at >= written),
+    );
+}
+
+/// The ids of ordinary clients connected to `server` — the gateway's —
+/// leaving out Sentinel's links, replication links and `redis-cli` itself.
+fn client_ids(server: &RedisServer) -> Vec<String> {
+    gateway_clients(server, |_| true)
+}
+
+/// The ids of the gateway's data connections on `server`: its clients
+/// other than the session cache's invalidation connection.
+fn data_connections(server: &RedisServer) -> Vec<String> {
+    gateway_clients(server, |l| !l.contains(" name=oidc-bff-tracking "))
+}
+
+/// [`client_ids`] of the `CLIENT LIST` lines that `keep` accepts. Short
+/// connections that have run no command yet or only asked `ROLE` (how the
+/// gateway's Sentinel client checks a master before using it) are left out:
+/// they come and go.
+fn gateway_clients(server: &RedisServer, keep: impl Fn(&str) -> bool) -> Vec<String> {
+    server
+        .cli(&["CLIENT", "LIST"])
+        .lines()
+        .filter(|l| {
+            l.contains(" flags=N ")
+                && !l.contains(" name=sentinel-")
+                && ![
+                    " cmd=client|list ",
+                    " cmd=NULL ",
+                    " cmd=role ",
+                    " cmd=client|setinfo ",
+                ]
+                .iter()
+                .any(|c| l.contains(c))
+                && keep(l)
+        })
+        .filter_map(|l| l.split(' ').next()?.strip_prefix("id=").map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_demoted_in_place_is_noticed_by_its_readonly_answer() {
+    log_the_store_in_test_output();
+    let Setup {
+        upstream: _upstream,
+        master: old,
+        replica: new,
+        sentinel,
+        gw,
+    } = setup(None).await;
+    let mut alice = logged_in_and_replicated(&gw, &old, &new).await;
     let before = client_ids(&old);
     assert!(!before.is_empty(), "the gateway is connected to the master");
 
@@ -308,8 +487,9 @@ async fn a_master_demoted_in_place_is_noticed_by_its_readonly_answer() {
     // Reads still work on the old master, now a replica.
     assert_eq!(alice.get("/api/a").await.status, StatusCode::OK);
     // The first write there is refused with READONLY, so the gateway asks
-    // Sentinel again and sends it to the new master: the login succeeds at
-    // the first attempt, and its session is on the new master.
+    // Sentinel again and sends it to the new master (unless its
+    // once-a-second re-check of the Sentinels moved it first): the login
+    // succeeds at the first attempt, and its session is on the new master.
     let keys_before = new.cli(&["DBSIZE"]).trim().parse::<u64>().expect("dbsize");
     let mut bob = Browser::new(&gw);
     let r = bob.try_login("bob", "bob-password").await;

@@ -10,15 +10,21 @@
 //! refused with `READONLY` or `MASTERDOWN` was not executed, so it is sent
 //! once more to the new master. A command whose connection broke may have
 //! run: it is sent again only if it just reads (a session lookup); any
-//! other gets the error (a 503). [`Link::Cluster`] leaves topology to the
+//! other gets the error (a 503). While commands flow, the Sentinels are
+//! also asked each second whether they still name the master in use: after
+//! `SENTINEL FAILOVER` the old master keeps its connections and accepts
+//! writes until Sentinel demotes it (about 11 s later), and what it is sent
+//! meanwhile is lost when it resynchronises, so the link moves as soon as
+//! the Sentinels name the new one. [`Link::Cluster`] leaves topology to the
 //! cluster client; commands that name no key (SCAN, INFO) are sent to each
 //! primary in turn by [`Link::on_node`] over [`Link::primaries`]. The
 //! cluster client can wedge during a failover (every command of every slot
 //! times out while a new connection works), so [`ClusterLink`] watches for
 //! commands of several nodes timing out in a row and then opens a new one.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
@@ -128,14 +134,31 @@ fn named(cmd: &Cmd, names: &[&[u8]]) -> bool {
     }
 }
 
+/// How often, while commands flow, the Sentinels are asked whether they
+/// still name the master in use.
+const RECHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// The master in use: its connection and its address as the Sentinels
+/// named it.
+#[derive(Clone)]
+struct Master {
+    conn: ConnectionManager,
+    addr: Arc<str>,
+}
+
 pub struct SentinelLink {
     /// Asks the Sentinels; locked while one task (re)discovers the master so
     /// concurrent requests do not all query the Sentinels at once.
     sentinel: tokio::sync::Mutex<SentinelClient>,
     /// The current master's connection.
-    current: Current<ConnectionManager>,
+    current: Current<Master>,
     manager_config: ConnectionManagerConfig,
     db: i64,
+    /// When the Sentinels last named the master in use (ms since
+    /// `started`), and whether a re-check is under way.
+    confirmed_at: AtomicU64,
+    rechecking: AtomicBool,
+    started: Instant,
 }
 
 impl SentinelLink {
@@ -181,26 +204,89 @@ impl SentinelLink {
             current: Current::default(),
             manager_config,
             db: data_nodes.db,
+            confirmed_at: AtomicU64::new(0),
+            rechecking: AtomicBool::new(false),
+            started: Instant::now(),
         })
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// The current master's connection, asking the Sentinels when there is
     /// none. The connection is opened eagerly so an unreachable "master" is
     /// never cached.
     async fn master(&self) -> RedisResult<(u64, ConnectionManager)> {
-        if let Some(found) = self.current.get() {
-            return Ok(found);
+        if let Some((generation, m)) = self.current.get() {
+            return Ok((generation, m.conn));
         }
         let mut sentinel = self.sentinel.lock().await;
-        if let Some(found) = self.current.get() {
-            return Ok(found);
+        if let Some((generation, m)) = self.current.get() {
+            return Ok((generation, m.conn));
         }
         let client = sentinel.async_get_client().await?;
-        let addr = client.get_connection_info().addr().to_string();
+        let addr: Arc<str> = client.get_connection_info().addr().to_string().into();
         let conn = ConnectionManager::new_with_config(client, self.manager_config.clone()).await?;
-        let generation = self.current.install(conn.clone());
+        let generation = self.current.install(Master {
+            conn: conn.clone(),
+            addr: Arc::clone(&addr),
+        });
+        self.confirmed_at
+            .store(self.elapsed_ms(), Ordering::Relaxed);
         tracing::info!(master = %addr, "redis sentinel: connected to the current master");
         Ok((generation, conn))
+    }
+
+    /// Asks the Sentinels again, in the background, when the master in use
+    /// was last named more than [`RECHECK_EVERY`] ago; one check at a time.
+    fn recheck_when_due(self: &Arc<Self>) {
+        let due = self
+            .elapsed_ms()
+            .saturating_sub(self.confirmed_at.load(Ordering::Relaxed))
+            >= RECHECK_EVERY.as_millis() as u64;
+        if !due || self.rechecking.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let link = Arc::clone(self);
+        tokio::spawn(async move {
+            link.recheck().await;
+            link.confirmed_at
+                .store(link.elapsed_ms(), Ordering::Relaxed);
+            link.rechecking.store(false, Ordering::Release);
+        });
+    }
+
+    /// Drops the connection in use if the Sentinels name another master
+    /// now (one that answers `ROLE` as master). Sentinels that cannot be
+    /// asked change nothing: the connection's own failures say when it is
+    /// no longer the master's.
+    async fn recheck(&self) {
+        let Some((generation, in_use)) = self.current.get() else {
+            return;
+        };
+        let limit = self
+            .manager_config
+            .connection_timeout()
+            .unwrap_or(RECHECK_EVERY)
+            + self
+                .manager_config
+                .response_timeout()
+                .unwrap_or(RECHECK_EVERY);
+        let named = match tokio::time::timeout(limit, self.master_client()).await {
+            Ok(Ok(client)) => client.get_connection_info().addr().to_string(),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "redis sentinel: re-check of the master failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("redis sentinel: re-check of the master timed out");
+                return;
+            }
+        };
+        if named != *in_use.addr {
+            self.forget(generation, "the sentinels name another master");
+        }
     }
 
     /// A client of the master the Sentinels name now, asked afresh: the
@@ -219,8 +305,9 @@ impl SentinelLink {
         }
     }
 
-    async fn command(&self, cmd: &Cmd) -> RedisResult<Value> {
+    async fn command(self: &Arc<Self>, cmd: &Cmd) -> RedisResult<Value> {
         let (generation, mut conn) = self.master().await?;
+        self.recheck_when_due();
         let result = conn.req_packed_command(cmd).await;
         let sign = match &result {
             Ok(value) => refusal(value),
@@ -247,12 +334,13 @@ impl SentinelLink {
     }
 
     async fn pipeline(
-        &self,
+        self: &Arc<Self>,
         pipeline: &Pipeline,
         offset: usize,
         count: usize,
     ) -> RedisResult<Vec<Value>> {
         let (generation, mut conn) = self.master().await?;
+        self.recheck_when_due();
         let result = conn.req_packed_commands(pipeline, offset, count).await;
         let sign = match &result {
             Ok(values) => values.iter().find_map(refusal),
