@@ -127,7 +127,11 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
             remove_listed(headers, &one);
         }
         (Some(_), Some(_)) => {
-            let all: Vec<HeaderValue> = headers.get_all(header::CONNECTION).iter().cloned().collect();
+            let all: Vec<HeaderValue> = headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .cloned()
+                .collect();
             for v in &all {
                 remove_listed(headers, v);
             }
@@ -320,8 +324,14 @@ mod tests {
     #[test]
     fn every_connection_value_names_hop_by_hop_headers_in_any_case() {
         let mut h = HeaderMap::new();
-        h.append(header::CONNECTION, HeaderValue::from_static("keep-alive, X-One"));
-        h.append(header::CONNECTION, HeaderValue::from_static(" x-two ,close,,"));
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-One"),
+        );
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static(" x-two ,close,,"),
+        );
         for (name, value) in [("x-one", "1"), ("x-two", "2"), ("keep-alive", "timeout=5")] {
             h.insert(name, HeaderValue::from_static(value));
         }
@@ -342,7 +352,10 @@ mod tests {
     #[test]
     fn a_message_without_hop_by_hop_headers_keeps_every_header() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         h.append("x-a", HeaderValue::from_static("1"));
         h.append("x-a", HeaderValue::from_static("2"));
         let before = h.clone();
