@@ -15,6 +15,7 @@ pub mod flows;
 pub mod identity;
 pub mod lifecycle;
 pub mod log_output;
+pub mod log_time;
 pub mod login_params;
 pub mod metrics;
 pub mod middleware;

@@ -10,7 +10,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse as _, Response};
-use axum::routing::{MethodRouter, any, get, post};
+use axum::routing::{MethodRouter, any, any_service, get, post};
 use bytes::BytesMut;
 use http_body_util::BodyExt as _;
 
@@ -87,15 +87,6 @@ pub fn build_router(state: AppState) -> Router {
             );
     }
 
-    // Each configured route is registered on the router, so the prefix is
-    // matched once and the route's own handler, CSRF rule and guard apply.
-    for route in state.routes.iter() {
-        let methods = proxy_methods(&state, route);
-        for pattern in route.router_patterns() {
-            router = router.route(&pattern, methods.clone());
-        }
-    }
-
     // Layers run outside-in on requests. From the outside: a request ID is
     // assigned (or kept) and echoed on the response, so the access log and
     // every log line below carry it; then one layer on the way out
@@ -103,11 +94,18 @@ pub fn build_router(state: AppState) -> Router {
     // the page sees the handler's own response; metrics count what the
     // client gets; security headers are set by response kind on whatever
     // comes back.
-    let router = router.layer(respond::RespondLayer::new(respond::Respond {
-        pages: state.pages.clone(),
-        metrics: state.metrics.clone(),
-        base: server.base_path.clone(),
-    }));
+    let layers = Layers {
+        respond: respond::RespondLayer::new(respond::Respond {
+            pages: state.pages.clone(),
+            metrics: state.metrics.clone(),
+            base: server.base_path.clone(),
+        }),
+        request_log: middleware::request_log::RequestLogLayer {
+            access_log: state.config.log.access_log,
+            client_address: state.client_address.clone(),
+        },
+    };
+    let router = router.layer(layers.respond.clone());
     let router = if server.base_path.is_empty() {
         router
     } else {
@@ -127,14 +125,22 @@ pub fn build_router(state: AppState) -> Router {
     } else {
         router
     };
+    let mut router = router.layer(layers.request_log.clone());
+
+    // Each configured route is registered on the router, so the prefix is
+    // matched once and the route's own handler, CSRF rule and guard apply.
+    // Registered after the layers, with the same layers in the same order
+    // composed around it in one service (`proxied`).
+    for route in state.routes.iter() {
+        let methods = proxy_methods(&state, route, &layers);
+        for pattern in route.router_patterns() {
+            router = router.route(&pattern, methods.clone());
+        }
+    }
+
     let base = server.base_path.clone();
     let client_address = state.client_address.clone();
-    let app = middleware::with_request_log(
-        router,
-        state.config.log.access_log,
-        state.client_address.clone(),
-    )
-    .with_state(state);
+    let app = router.with_state(state);
     if base.is_empty() {
         return app;
     }
@@ -290,35 +296,94 @@ fn with_csrf(state: &AppState, methods: MethodRouter<AppState>) -> MethodRouter<
     ))
 }
 
-/// The handler of one configured route with its one layer
-/// (`handler::GuardLayer`): the route itself (as an extension), and the
-/// guard, which on session routes also applies the anti-CSRF rule.
-fn proxy_methods(state: &AppState, route: &Arc<Route>) -> MethodRouter<AppState> {
-    let (methods, csrf) = match route.auth {
-        // Bearer clients send no cookie a browser could be tricked into
-        // sending, so their requests need no anti-CSRF header.
-        RouteAuth::Required if route.bearer_audience.is_some() => (
-            any(handler::required),
-            handler::CsrfCheck::UnlessBearer(state.csrf.clone()),
-        ),
-        RouteAuth::Required => (
-            any(handler::required),
-            handler::CsrfCheck::Always(state.csrf.clone()),
-        ),
-        RouteAuth::Optional => (
-            any(handler::optional),
-            handler::CsrfCheck::Always(state.csrf.clone()),
-        ),
-        RouteAuth::None => (any(handler::public), handler::CsrfCheck::None),
-    };
-    methods.layer(handler::GuardLayer {
+/// The two layers every answer passes that are services of the gateway's
+/// own (see `build_router` for the order of all of them), kept so that
+/// the configured routes get them composed around their handler
+/// (`proxied`).
+struct Layers {
+    respond: respond::RespondLayer,
+    request_log: middleware::request_log::RequestLogLayer,
+}
+
+/// The handler of one configured route behind its guard
+/// (`handler::GuardLayer`: the route itself, as an extension, and the
+/// guard, which on session routes also applies the anti-CSRF rule), with
+/// the layers of every answer around them (`proxied`).
+fn proxy_methods(state: &AppState, route: &Arc<Route>, layers: &Layers) -> MethodRouter<AppState> {
+    let guard = |csrf| handler::GuardLayer {
         guard: Arc::new(handler::Guard {
             forwarder: state.forwarder.clone(),
             audit: state.audit.clone(),
             csrf,
         }),
         route: route.clone(),
-    })
+    };
+    match route.auth {
+        // Bearer clients send no cookie a browser could be tricked into
+        // sending, so their requests need no anti-CSRF header.
+        RouteAuth::Required if route.bearer_audience.is_some() => proxied(
+            state,
+            layers,
+            guard(handler::CsrfCheck::UnlessBearer(state.csrf.clone())),
+            handler::required,
+        ),
+        RouteAuth::Required => proxied(
+            state,
+            layers,
+            guard(handler::CsrfCheck::Always(state.csrf.clone())),
+            handler::required,
+        ),
+        RouteAuth::Optional => proxied(
+            state,
+            layers,
+            guard(handler::CsrfCheck::Always(state.csrf.clone())),
+            handler::optional,
+        ),
+        RouteAuth::None => proxied(
+            state,
+            layers,
+            guard(handler::CsrfCheck::None),
+            handler::public,
+        ),
+    }
+}
+
+/// A configured route's handler with its guard and, outside them, the
+/// layers every answer passes, in `build_router`'s order (request log,
+/// server span, login under a mount path, `respond`), composed into one
+/// service. Registered after `Router::layer`, which would instead wrap the
+/// route once per layer, each wrapping boxed: every request then cloned
+/// each box below it again (ten allocations for four levels) and boxed a
+/// future per level.
+fn proxied<H, T>(
+    state: &AppState,
+    layers: &Layers,
+    guard: handler::GuardLayer,
+    handler: H,
+) -> MethodRouter<AppState>
+where
+    H: axum::handler::Handler<T, AppState>,
+    T: 'static,
+{
+    let base = &state.config.server.base_path;
+    let service = tower::ServiceBuilder::new()
+        .layer(layers.request_log.clone())
+        .option_layer(state.config.tracing.is_some().then(|| {
+            axum::middleware::from_fn_with_state(
+                state.client_address.clone(),
+                middleware::server_span::server_span,
+            )
+        }))
+        .option_layer((!base.is_empty()).then(|| {
+            axum::middleware::map_response_with_state(
+                Arc::<str>::from(base.as_str()),
+                login_under_mount,
+            )
+        }))
+        .layer(layers.respond.clone())
+        .layer(guard)
+        .service(handler.with_state(state.clone()));
+    any_service(service)
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::config::{LogConfig, LogFormat};
+use crate::log_time::LineTime;
 use crate::traces::{SPANS, TracesLayer};
 
 /// Replaces the filter with the given directives, or says why not.
@@ -131,9 +132,9 @@ where
         LogFormat::Json => logs
             .json()
             .flatten_event(true)
-            .event_format(JsonLines::new(SystemTime))
+            .event_format(JsonLines::new(LineTime))
             .boxed(),
-        LogFormat::Text => logs.event_format(TextLines { timer: SystemTime }).boxed(),
+        LogFormat::Text => logs.event_format(TextLines { timer: LineTime }).boxed(),
     }
 }
 

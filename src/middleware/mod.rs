@@ -65,7 +65,11 @@ pub fn new_request_id() -> HeaderValue {
         pair[0] = DIGITS[usize::from(b >> 4)];
         pair[1] = DIGITS[usize::from(b & 0xf)];
     }
-    HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("0000000000000000"))
+    // Owned by the value's bytes: one allocation, and the copies that go
+    // on the request, the log fields and the response share it (a copied
+    // slice would allocate again on its first copy).
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(id))
+        .unwrap_or(HeaderValue::from_static("0000000000000000"))
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
+use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::session::cookie::{self, CookiePolicy};
@@ -91,30 +92,65 @@ pub struct ForwardedFor<'a> {
     pub forward_cookies: bool,
 }
 
+/// The headers that end at each hop (RFC 9110 §7.6.1, the legacy
+/// `Keep-Alive` and `Proxy-Connection`, and HTTP/2's `HTTP2-Settings`).
+static HOP_BY_HOP: [&HeaderName; 10] = [
+    &header::CONNECTION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &header::PROXY_AUTHENTICATE,
+    &header::PROXY_AUTHORIZATION,
+    &header::TE,
+    &header::TRAILER,
+    &header::TRANSFER_ENCODING,
+    &header::UPGRADE,
+    &HTTP2_SETTINGS,
+];
+
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // Headers named in Connection are hop-by-hop too.
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok())
-        .collect();
-    for name in listed {
+    // Most messages carry none of them (or only `Connection`): one pass
+    // over the few names present decides, where ten removals would each
+    // hash and probe the map, twice per proxied request. Headers named in
+    // `Connection` need it present, and it is in the list.
+    if !headers.keys().any(|n| HOP_BY_HOP.contains(&n)) {
+        return;
+    }
+    // Headers named in Connection are hop-by-hop too. Usually one value
+    // (an upstream's `keep-alive`): a copy of it (a reference count) frees
+    // the map for the removals, and each name is looked up as it stands,
+    // without making a `HeaderName` of it.
+    let mut connection = headers.get_all(header::CONNECTION).iter();
+    match (connection.next(), connection.next()) {
+        (None, _) => {}
+        (Some(one), None) => {
+            let one = one.clone();
+            remove_listed(headers, &one);
+        }
+        (Some(_), Some(_)) => {
+            let all: Vec<HeaderValue> = headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .cloned()
+                .collect();
+            for v in &all {
+                remove_listed(headers, v);
+            }
+        }
+    }
+    for name in HOP_BY_HOP {
         headers.remove(name);
     }
-    for name in [
-        &header::CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::PROXY_AUTHENTICATE,
-        &header::PROXY_AUTHORIZATION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-        &HTTP2_SETTINGS,
-    ] {
-        headers.remove(name);
+}
+
+/// Removes the headers a `Connection` value names (a comma-separated list;
+/// a token that is no header name removes nothing).
+fn remove_listed(headers: &mut HeaderMap, connection: &HeaderValue) {
+    for name in connection.as_bytes().split(|&b| b == b',') {
+        if let Ok(name) = std::str::from_utf8(name.trim_ascii())
+            && !name.is_empty()
+        {
+            headers.remove(name);
+        }
     }
 }
 
@@ -151,10 +187,15 @@ pub fn to_upstream(
     for name in claims {
         headers.remove(name);
     }
-    if let Ok(v) = HeaderValue::from_str(&x_forwarded_for(fwd.chain)) {
+    // Both values written into one buffer, each handed to its header
+    // without another copy.
+    let mut buf = BytesMut::with_capacity(64 + fwd.proto.len() + fwd.host.len());
+    x_forwarded_for(&mut buf, fwd.chain);
+    if let Ok(v) = HeaderValue::from_maybe_shared(buf.split().freeze()) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
-    if let Ok(v) = HeaderValue::from_str(&forwarded(fwd.chain, fwd.proto, fwd.host)) {
+    forwarded(&mut buf, fwd.chain, fwd.proto, fwd.host);
+    if let Ok(v) = HeaderValue::from_maybe_shared(buf.freeze()) {
         headers.insert(FORWARDED.clone(), v);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), fwd.proto.clone());
@@ -180,26 +221,23 @@ pub fn set_identity(
 
 /// `client, proxy1, ..., peer`: the verified hops only, so the leftmost
 /// entry (which naive upstreams read) is the client the gateway resolved.
-fn x_forwarded_for(chain: &[IpAddr]) -> String {
-    let mut out = String::new();
+fn x_forwarded_for(out: &mut BytesMut, chain: &[IpAddr]) {
     for (i, ip) in chain.iter().enumerate() {
         if i > 0 {
-            out.push_str(", ");
+            out.extend_from_slice(b", ");
         }
         let _ = write!(out, "{ip}");
     }
-    out
 }
 
 /// RFC 7239, the same hops as `X-Forwarded-For`: one element per hop
 /// (`for=` the node that sent it the request), the last one this hop's,
 /// with the public protocol and host. IPv6 addresses are bracketed and
 /// quoted (§6); the host is always quoted (it may carry a port).
-fn forwarded(chain: &[IpAddr], proto: &HeaderValue, host: &HeaderValue) -> String {
-    let mut out = String::new();
+fn forwarded(out: &mut BytesMut, chain: &[IpAddr], proto: &HeaderValue, host: &HeaderValue) {
     for (i, ip) in chain.iter().enumerate() {
         if i > 0 {
-            out.push_str(", ");
+            out.extend_from_slice(b", ");
         }
         let _ = match ip {
             IpAddr::V4(v4) => write!(out, "for={v4}"),
@@ -211,7 +249,6 @@ fn forwarded(chain: &[IpAddr], proto: &HeaderValue, host: &HeaderValue) -> Strin
     let proto = String::from_utf8_lossy(proto.as_bytes());
     let host = String::from_utf8_lossy(host.as_bytes());
     let _ = write!(out, ";proto={proto};host=\"{host}\"");
-    out
 }
 
 /// Whether a request is a CORS preflight (`OPTIONS` with `Origin` and
@@ -282,6 +319,48 @@ mod tests {
         h.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
         h.insert("x-app", HeaderValue::from_static("kept"));
         h
+    }
+
+    #[test]
+    fn every_connection_value_names_hop_by_hop_headers_in_any_case() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-One"),
+        );
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static(" x-two ,close,,"),
+        );
+        for (name, value) in [("x-one", "1"), ("x-two", "2"), ("keep-alive", "timeout=5")] {
+            h.insert(name, HeaderValue::from_static(value));
+        }
+        h.insert("x-kept", HeaderValue::from_static("3"));
+        to_browser(&mut h, &policy(), false);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["x-kept"]);
+
+        let mut one = HeaderMap::new();
+        one.insert(header::CONNECTION, HeaderValue::from_static("X-Gone"));
+        one.insert("x-gone", HeaderValue::from_static("1"));
+        one.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        to_browser(&mut one, &policy(), false);
+        let left: Vec<&str> = one.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["content-type"]);
+    }
+
+    #[test]
+    fn a_message_without_hop_by_hop_headers_keeps_every_header() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.append("x-a", HeaderValue::from_static("1"));
+        h.append("x-a", HeaderValue::from_static("2"));
+        let before = h.clone();
+        to_browser(&mut h, &policy(), false);
+        assert_eq!(h, before);
     }
 
     #[test]
