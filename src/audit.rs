@@ -29,6 +29,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::{AuditConfig, AuditOutput};
+use crate::log_time::civil_from_days;
 use crate::session::Session;
 use crate::session::cookie::StoreId;
 
@@ -472,21 +473,6 @@ fn rfc3339(millis: u64) -> String {
         rem % 60,
         millis % 1000
     )
-}
-
-/// Year, month, day of a count of days since 1970-01-01 (H. Hinnant's
-/// `civil_from_days`, for dates after the epoch).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
 }
 
 #[cfg(test)]

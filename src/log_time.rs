@@ -84,8 +84,8 @@ fn second_text(secs: u64) -> Second {
 
 /// Year, month and day of a day count since 1970-01-01 (the proleptic
 /// Gregorian calendar; Howard Hinnant's `civil_from_days`, for days on or
-/// after the epoch).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
+/// after the epoch). Also the audit log's dates.
+pub(crate) fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let z = days + 719_468;
     let era = z / 146_097;
     let doe = z % 146_097;
