@@ -14,8 +14,8 @@
 //! also asked each second whether they still name the master in use: after
 //! `SENTINEL FAILOVER` the old master keeps its connections and accepts
 //! writes until Sentinel demotes it (about 11 s later), and what it is sent
-//! meanwhile is lost when it resynchronises, so the link moves as soon as
-//! the Sentinels name the new one. [`Link::Cluster`] leaves topology to the
+//! meanwhile is lost when it resynchronises, so the link moves once two
+//! checks in a row name the new one. [`Link::Cluster`] leaves topology to the
 //! cluster client; commands that name no key (SCAN, INFO) are sent to each
 //! primary in turn by [`Link::on_node`] over [`Link::primaries`]. The
 //! cluster client can wedge during a failover (every command of every slot
@@ -159,6 +159,24 @@ pub struct SentinelLink {
     confirmed_at: AtomicU64,
     rechecking: AtomicBool,
     started: Instant,
+    /// Another master named by the last re-check: the connection moves
+    /// only when the next one names it too, so one Sentinel that has not
+    /// yet taken in a failover cannot send the gateway back to the old
+    /// master while that one still accepts writes.
+    suspect: std::sync::Mutex<Option<String>>,
+}
+
+/// Ends a re-check however its task ends (done, panicked, or dropped with
+/// its runtime): the next one may start a second later.
+struct RecheckDone(Arc<SentinelLink>);
+
+impl Drop for RecheckDone {
+    fn drop(&mut self) {
+        let link = &self.0;
+        link.confirmed_at
+            .store(link.elapsed_ms(), Ordering::Relaxed);
+        link.rechecking.store(false, Ordering::Release);
+    }
 }
 
 impl SentinelLink {
@@ -207,6 +225,7 @@ impl SentinelLink {
             confirmed_at: AtomicU64::new(0),
             rechecking: AtomicBool::new(false),
             started: Instant::now(),
+            suspect: std::sync::Mutex::new(None),
         })
     }
 
@@ -248,21 +267,24 @@ impl SentinelLink {
         if !due || self.rechecking.swap(true, Ordering::AcqRel) {
             return;
         }
-        let link = Arc::clone(self);
+        let done = RecheckDone(Arc::clone(self));
         tokio::spawn(async move {
-            link.recheck().await;
-            link.confirmed_at
-                .store(link.elapsed_ms(), Ordering::Relaxed);
-            link.rechecking.store(false, Ordering::Release);
+            done.0.recheck().await;
+            drop(done);
         });
     }
 
     /// Drops the connection in use if the Sentinels name another master
-    /// now (one that answers `ROLE` as master). Sentinels that cannot be
-    /// asked change nothing: the connection's own failures say when it is
-    /// no longer the master's.
+    /// (one that answers `ROLE` as master) twice in a row. Sentinels that
+    /// cannot be asked change nothing: the connection's own failures say
+    /// when it is no longer the master's. Skipped while another task asks
+    /// the Sentinels (it finds the master anyway), so a re-check never
+    /// makes a discovery wait behind it.
     async fn recheck(&self) {
         let Some((generation, in_use)) = self.current.get() else {
+            return;
+        };
+        let Ok(mut sentinel) = self.sentinel.try_lock() else {
             return;
         };
         let limit = self
@@ -273,7 +295,7 @@ impl SentinelLink {
                 .manager_config
                 .response_timeout()
                 .unwrap_or(RECHECK_EVERY);
-        let named = match tokio::time::timeout(limit, self.master_client()).await {
+        let named = match tokio::time::timeout(limit, sentinel.async_get_client()).await {
             Ok(Ok(client)) => client.get_connection_info().addr().to_string(),
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "redis sentinel: re-check of the master failed");
@@ -284,8 +306,18 @@ impl SentinelLink {
                 return;
             }
         };
-        if named != *in_use.addr {
+        drop(sentinel);
+        let mut suspect = self
+            .suspect
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if named == *in_use.addr {
+            *suspect = None;
+        } else if suspect.as_deref() == Some(named.as_str()) {
+            *suspect = None;
             self.forget(generation, "the sentinels name another master");
+        } else {
+            *suspect = Some(named);
         }
     }
 
