@@ -166,6 +166,23 @@ pub struct SentinelLink {
     suspect: std::sync::Mutex<Option<String>>,
 }
 
+/// Whether a re-check that found `named` should move the link off
+/// `in_use`: only when the previous re-check named the same other master
+/// (kept in `suspect`); a re-check that names the master in use forgets
+/// any suspect.
+fn named_twice(suspect: &mut Option<String>, in_use: &str, named: String) -> bool {
+    if named == in_use {
+        *suspect = None;
+        false
+    } else if suspect.as_deref() == Some(named.as_str()) {
+        *suspect = None;
+        true
+    } else {
+        *suspect = Some(named);
+        false
+    }
+}
+
 /// Ends a re-check however its task ends (done, panicked, or dropped with
 /// its runtime): the next one may start a second later.
 struct RecheckDone(Arc<SentinelLink>);
@@ -311,13 +328,8 @@ impl SentinelLink {
             .suspect
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if named == *in_use.addr {
-            *suspect = None;
-        } else if suspect.as_deref() == Some(named.as_str()) {
-            *suspect = None;
+        if named_twice(&mut suspect, &in_use.addr, named) {
             self.forget(generation, "the sentinels name another master");
-        } else {
-            *suspect = Some(named);
         }
     }
 
@@ -509,5 +521,24 @@ mod tests {
                 .expect("a RESP error reply");
         assert!(matches!(refusal(&readonly), Some(Sign::Refused(_))));
         assert!(refusal(&redis::Value::Okay).is_none());
+    }
+
+    #[test]
+    fn the_link_moves_only_when_two_rechecks_in_a_row_name_the_same_other_master() {
+        let mut suspect = None;
+        let named = |s: &str| s.to_owned();
+        // The master in use named: nothing to do.
+        assert!(!named_twice(&mut suspect, "b:6379", named("b:6379")));
+        // One Sentinel lagging behind a failover names the old master once.
+        assert!(!named_twice(&mut suspect, "b:6379", named("a:6379")));
+        // The next check names the master in use again: the suspect is
+        // forgotten, so a later single answer does not move the link.
+        assert!(!named_twice(&mut suspect, "b:6379", named("b:6379")));
+        assert!(!named_twice(&mut suspect, "b:6379", named("a:6379")));
+        // Two different other masters in a row: still no move.
+        assert!(!named_twice(&mut suspect, "b:6379", named("c:6379")));
+        // The same other master twice in a row: move.
+        assert!(named_twice(&mut suspect, "b:6379", named("c:6379")));
+        assert_eq!(suspect, None);
     }
 }
