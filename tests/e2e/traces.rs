@@ -157,10 +157,9 @@ async fn a_proxied_call_is_one_trace_from_request_to_upstream_with_no_secret_in_
     );
 
     // Every span exported so far (the login's too): no secret anywhere.
-    let logout = b
-        .request(Method::POST, "/auth/logout", &[("x-csrf", "1")], None)
-        .await;
-    assert_eq!(logout.status, StatusCode::OK);
+    // The refresh tokens the provider holds, read before the logout
+    // revokes this session's (read after it, the list holds only what
+    // other tests left, and none when this test runs alone).
     let api = ProviderApi::new(&shared().provider.issuer);
     let refresh_tokens: Vec<String> = api
         .get("/__test/refresh-tokens")
@@ -171,6 +170,10 @@ async fn a_proxied_call_is_one_trace_from_request_to_upstream_with_no_secret_in_
         .filter_map(|t| t["id"].as_str().map(str::to_owned))
         .collect();
     assert!(!refresh_tokens.is_empty());
+    let logout = b
+        .request(Method::POST, "/auth/logout", &[("x-csrf", "1")], None)
+        .await;
+    assert_eq!(logout.status, StatusCode::OK);
     let bearers: Vec<String> = upstream
         .seen()
         .iter()
