@@ -12,7 +12,7 @@ use reqwest::{Method, StatusCode};
 use crate::harness::otlp::{CLIENT, SERVER, SpanRecord};
 use crate::harness::{
     Browser, CLIENT_SECRET, GatewayBuilder, KEY_B64, LoginSecrets, OtlpReceiver, ProviderApi,
-    Upstream, route, shared,
+    Upstream, duration, route, shared,
 };
 
 /// A gateway process exporting to `rx` (configured in its file), batching
@@ -60,10 +60,17 @@ async fn a_proxied_call_is_one_trace_from_request_to_upstream_with_no_secret_in_
     // A skew longer than the access token's life: every proxied call
     // refreshes first, so the trace shows the refresh too.
     // The session cache off: the trace is to show the lookup's store read
-    // (a cache hit has none).
+    // (a cache hit has none). The browser's connection waits for the
+    // exports between requests: a header deadline longer than that wait,
+    // so the gateway does not close it (HTTP/1 keep-alive waits count
+    // against `server.header_read_timeout`) just as the next request is
+    // sent on it.
     let gw = traced(&upstream, &rx)
         .refresh_skew("2h")
-        .configure(|c| c.store.cache_entries = 0)
+        .configure(|c| {
+            c.store.cache_entries = 0;
+            c.server.header_read_timeout = duration("60s");
+        })
         .start_process()
         .await;
 
