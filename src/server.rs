@@ -58,6 +58,7 @@ use crate::config::{Config, ConnectionLimits, StoreKind};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::oidc::OidcCaches;
+use crate::proxy::sticky::UpstreamSlot;
 use crate::reload::{Reloader, Source, WorkerReload};
 use crate::session::cache::ProcessCache;
 use crate::session::store;
@@ -720,6 +721,7 @@ impl Connection {
             app: self.app.clone(),
             peer: self.peer,
             activity: activity.clone(),
+            upstream: UpstreamSlot::default(),
         };
         let conn = self
             .builder
@@ -817,11 +819,14 @@ impl Activity {
 }
 
 /// The app as one connection's hyper service: records activity and hands
-/// the peer address to the app as `ConnectInfo` (`extract::client::peer_ip`).
+/// the peer address to the app as `ConnectInfo` (`extract::client::peer_ip`),
+/// and the connection's [`UpstreamSlot`].
 struct ConnectionService {
     app: LiveApp,
     peer: SocketAddr,
     activity: Arc<Activity>,
+    /// The connection's own upstream connection (`proxy::sticky`).
+    upstream: UpstreamSlot,
 }
 
 impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
@@ -832,6 +837,7 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
     fn call(&self, mut req: http::Request<Incoming>) -> Self::Future {
         self.activity.request_started();
         req.extensions_mut().insert(ConnectInfo(self.peer));
+        req.extensions_mut().insert(self.upstream.clone());
         // `Router` is always ready; taking it is an atomic load and a
         // reference count.
         tower::Service::call(&mut self.app.current(), req)

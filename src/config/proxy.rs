@@ -19,6 +19,10 @@ pub struct RawProxy {
     pub connect_timeout: RawDuration,
     /// How long an idle upstream connection is kept for reuse.
     pub pool_idle_timeout: RawDuration,
+    /// Each browser connection keeps its own upstream connection for its
+    /// HTTP/1.1 requests to `http://` upstreams instead of the shared pool
+    /// (`proxy::sticky`).
+    pub sticky_connections: bool,
     /// PEM file of the CA(s) to trust for `https://` upstreams instead of
     /// the public roots.
     pub tls_ca_file: Option<PathBuf>,
@@ -34,6 +38,7 @@ impl Default for RawProxy {
         Self {
             connect_timeout: RawDuration::text("5s"),
             pool_idle_timeout: RawDuration::text("90s"),
+            sticky_connections: true,
             tls_ca_file: None,
             tls_cert_file: None,
             tls_key_file: None,
@@ -45,6 +50,7 @@ impl Default for RawProxy {
 pub struct ProxyConfig {
     pub connect_timeout: Duration,
     pub pool_idle_timeout: Duration,
+    pub sticky_connections: bool,
     /// PEM roots to trust for upstreams instead of the public ones.
     pub tls_ca_pem: Option<Vec<u8>>,
     /// The certificate the gateway presents to `https://` upstreams.
@@ -55,6 +61,7 @@ pub(super) fn validate(raw: &RawProxy, issues: &mut Issues) -> ProxyConfig {
     ProxyConfig {
         connect_timeout: positive_duration(issues, "proxy.connect_timeout", &raw.connect_timeout),
         pool_idle_timeout: duration(issues, "proxy.pool_idle_timeout", &raw.pool_idle_timeout),
+        sticky_connections: raw.sticky_connections,
         tls_ca_pem: raw
             .tls_ca_file
             .as_ref()

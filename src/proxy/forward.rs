@@ -24,6 +24,7 @@ use super::client::{HttpClient, Versions, build_client};
 use super::dpop::{self, UpstreamDpop};
 use super::headers;
 use super::routes::Route;
+use super::sticky::{Keeping, SendError, UpstreamSlot};
 use super::streamed::UpstreamBody;
 use super::token;
 use super::upgrade::{self, SessionWatch};
@@ -121,6 +122,10 @@ pub struct Forwarder {
     client_tokens: Arc<ClientTokens>,
     /// Renews a session's token an upstream refused.
     refresher: Arc<Refresher>,
+    /// `proxy.connect_timeout` when requests may use their browser
+    /// connection's kept upstream connection (`proxy.sticky_connections`;
+    /// see `sticky`), `None` when they all use the pool.
+    sticky: Option<Keeping>,
     /// Upstreams' latest DPoP nonces (routes with `dpop = true`), this
     /// worker's: a worker meets an upstream's first challenge once.
     dpop_nonces: crate::oidc::dpop::Nonces,
@@ -160,6 +165,12 @@ impl Forwarder {
             login_path: config.server.path("/auth/login"),
             client_tokens,
             refresher,
+            // A zero idle timeout keeps no connection, kept or pooled.
+            sticky: (config.proxy.sticky_connections && !config.proxy.pool_idle_timeout.is_zero())
+                .then_some(Keeping {
+                    connect_timeout: config.proxy.connect_timeout,
+                    idle_timeout: config.proxy.pool_idle_timeout,
+                }),
             dpop_nonces: crate::oidc::dpop::Nonces::default(),
         })
     }
@@ -264,6 +275,10 @@ impl Forwarder {
     /// more: RFC 9113 §8.7 says it is safe to. Both attempts share one
     /// deadline, the first's: a send never takes longer than the route's
     /// timeout.
+    ///
+    /// With `kept` (see `sticky`), the request goes over the browser
+    /// connection's own upstream connection, or the pool if that cannot
+    /// take it.
     async fn send(
         &self,
         route: &Route,
@@ -271,6 +286,7 @@ impl Forwarder {
         req: Request,
         span: &tracing::Span,
         again: Option<&Replay>,
+        kept: Option<(&UpstreamSlot, Keeping)>,
     ) -> Result<http::Response<hyper::body::Incoming>, AppError> {
         let started = std::time::Instant::now();
         // `checked_add`: a timeout too large for a deadline (someone meaning
@@ -279,16 +295,24 @@ impl Forwarder {
         let deadline = now
             .checked_add(route.timeout)
             .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400));
-        let mut answer = tokio::time::timeout_at(deadline, client.request(req))
+        let first = async {
+            match kept {
+                Some((slot, keeping)) => slot.send(route.authority(), req, client, keeping).await,
+                None => client.request(req).await.map_err(SendError::Pool),
+            }
+        };
+        let mut answer = tokio::time::timeout_at(deadline, first)
             .instrument(span.clone())
             .await;
-        if let (Ok(Err(e)), Some(r)) = (&answer, again)
+        if let (Ok(Err(SendError::Pool(e))), Some(r)) = (&answer, again)
             && unprocessed_over_http2(e)
         {
             tracing::info!(route = %route.path, "upstream refused a request unprocessed (HTTP/2); sending it once more");
-            answer = tokio::time::timeout_at(deadline, client.request(r.request()))
-                .instrument(span.clone())
-                .await;
+            answer = tokio::time::timeout_at(deadline, async {
+                client.request(r.request()).await.map_err(SendError::Pool)
+            })
+            .instrument(span.clone())
+            .await;
         }
         if let Some(m) = &route.upstream_metrics {
             let status = match &answer {
@@ -304,7 +328,11 @@ impl Forwarder {
             }
             Ok(Err(e)) => {
                 span.record("otel.status_code", "ERROR");
-                return Err(map_client_error(&e).into());
+                return Err(match e {
+                    SendError::Pool(e) => map_client_error(&e),
+                    SendError::Upstream(e) => e,
+                }
+                .into());
             }
             Ok(Ok(r)) => r,
         };
@@ -469,6 +497,19 @@ impl Forwarder {
         parts.uri = route
             .upstream_uri_for(std::mem::take(&mut parts.uri))
             .map_err(|_| UpstreamError::BadPath)?;
+        // The browser connection's kept upstream connection, for a request
+        // that would go to the pool over HTTP/1.1 anyway (see `sticky`).
+        let kept = match (self.sticky, parts.extensions.remove::<UpstreamSlot>()) {
+            (Some(keeping), Some(slot))
+                if parts.version < Version::HTTP_2
+                    && upgrade.is_none()
+                    && route.host_header.is_some()
+                    && !route.upstream_http2 =>
+            {
+                Some((slot, keeping))
+            }
+            _ => None,
+        };
         // An upgrade is HTTP/1.1 whatever the route says: HTTP/2 has none.
         let version = if route.upstream_http2 && upgrade.is_none() {
             Version::HTTP_2
@@ -546,7 +587,10 @@ impl Forwarder {
         let dpop_uri = dpop.as_ref().map(|_| parts.uri.clone());
         let upstream_req = Request::from_parts(parts, body);
         let again = replay.as_ref().filter(|_| route.upstream_http2);
-        let mut resp = self.send(route, client, upstream_req, &span, again).await?;
+        let kept = kept.as_ref().map(|(slot, timeout)| (slot, *timeout));
+        let mut resp = self
+            .send(route, client, upstream_req, &span, again, kept)
+            .await?;
         let mut replay = replay;
         let fresh_nonce = dpop_uri.as_ref().and_then(|uri| {
             dpop::remember_nonce(
@@ -563,7 +607,9 @@ impl Forwarder {
             tracing::info!(route = %route.path, "upstream asked for a DPoP nonce; retrying once with it");
             sent_nonce = d.attach(&mut r.headers, &r.method, &r.uri, &self.dpop_nonces)?;
             let again = route.upstream_http2.then_some(&r);
-            resp = self.send(route, client, r.request(), &span, again).await?;
+            // Boxed, as the renewal below: rare, and inline it would
+            // make every request's future larger.
+            resp = Box::pin(self.send(route, client, r.request(), &span, again, None)).await?;
             dpop::remember_nonce(
                 dpop_uri,
                 resp.headers(),
@@ -585,7 +631,7 @@ impl Forwarder {
             tracing::info!(route = %route.path, "upstream refused the token; retrying once with a new one");
             r.headers.insert(header::AUTHORIZATION, renewed);
             let again = route.upstream_http2.then_some(&r);
-            resp = self.send(route, client, r.request(), &span, again).await?;
+            resp = Box::pin(self.send(route, client, r.request(), &span, again, None)).await?;
         }
         // A 101 must answer our WebSocket handshake exactly; anything else is
         // dropped with its connection, and nothing is tunnelled.

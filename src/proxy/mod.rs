@@ -20,6 +20,7 @@ pub mod forward;
 pub mod handler;
 pub mod headers;
 pub mod routes;
+pub mod sticky;
 pub mod streamed;
 pub mod token;
 pub mod upgrade;

@@ -211,6 +211,11 @@ impl Route {
         ]
     }
 
+    /// The upstream's host and port, as configured.
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
     /// The upstream URI for a request's URI. On a route that neither
     /// strips its prefix nor has a base path, the request's path and query
     /// are kept as they came (shared, not copied or parsed again): the

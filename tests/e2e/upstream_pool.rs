@@ -119,6 +119,7 @@ async fn sequential_requests_reuse_one_kept_alive_upstream_connection() {
     let (raw, counts) = raw_upstream(AfterResponse::KeepAlive).await;
     let gw = GatewayBuilder::new(&upstream)
         .route(public("/raw", &raw))
+        .configure(|c| c.proxy.sticky_connections = false)
         .start()
         .await;
     let http = reqwest::Client::new();
@@ -213,18 +214,22 @@ async fn an_upstream_that_closes_idle_connections_sooner_than_the_pool_fails_no_
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idle_upstream_connection_is_closed_after_pool_idle_timeout() {
+/// An upstream connection idle for `pool_idle_timeout` is closed, whether
+/// pooled or kept by its browser connection (which stays open here), and
+/// the next request opens a new one.
+async fn idle_connection_is_closed(sticky: bool) {
     let upstream = Upstream::start().await;
     let (raw, counts) = raw_upstream(AfterResponse::KeepAlive).await;
     let gw = GatewayBuilder::new(&upstream)
         .route(public("/raw", &raw))
-        .configure(|c| c.proxy.pool_idle_timeout = duration("300ms"))
+        .configure(|c| {
+            c.proxy.pool_idle_timeout = duration("300ms");
+            c.proxy.sticky_connections = sticky;
+        })
         .start()
         .await;
-    let http = reqwest::Client::new();
-    let r = http.get(gw.url("/raw/a")).send().await.expect("send");
-    assert_eq!(r.status(), StatusCode::OK);
+    let mut browser = BrowserConnection::open(&gw).await;
+    browser.get_ok(1).await;
     let started = Instant::now();
     while counts.closed_by_gateway.load(Ordering::SeqCst) == 0 {
         assert!(
@@ -238,13 +243,22 @@ async fn an_idle_upstream_connection_is_closed_after_pool_idle_timeout() {
         "closed before its idle timeout: {:?}",
         started.elapsed()
     );
-    let r = http.get(gw.url("/raw/b")).send().await.expect("send");
-    assert_eq!(r.status(), StatusCode::OK);
+    browser.get_ok(1).await;
     assert_eq!(
         counts.accepted.load(Ordering::SeqCst),
         2,
         "the next request opens a new connection"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_pooled_upstream_connection_is_closed_after_pool_idle_timeout() {
+    idle_connection_is_closed(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_kept_upstream_connection_is_closed_after_pool_idle_timeout() {
+    idle_connection_is_closed(true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -285,4 +299,111 @@ async fn an_upstream_that_does_not_accept_within_connect_timeout_is_a_504() {
         took >= Duration::from_millis(400) && took < Duration::from_secs(5),
         "gave up after {took:?}"
     );
+}
+
+/// One browser connection, kept alive: HTTP/1.1 requests written on one
+/// TCP connection, one after another (a pooling client such as reqwest may
+/// open a second connection when its first is not yet back in its pool).
+struct BrowserConnection(tokio::net::TcpStream);
+
+impl BrowserConnection {
+    async fn open(gw: &crate::harness::Gateway) -> Self {
+        Self(
+            tokio::net::TcpStream::connect(gw.addr)
+                .await
+                .expect("connect"),
+        )
+    }
+
+    /// `count` GETs of `/raw/..`, each answered `200 ok`.
+    async fn get_ok(&mut self, count: usize) {
+        for i in 0..count {
+            let head = format!("GET /raw/{i} HTTP/1.1\r\nHost: gateway\r\n\r\n");
+            self.0.write_all(head.as_bytes()).await.expect("write");
+            let mut got = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // The raw upstream's body is `ok`: the answer ends with it.
+            while !(got.windows(4).any(|w| w == b"\r\n\r\n") && got.ends_with(b"ok")) {
+                let n = self.0.read(&mut chunk).await.expect("read");
+                assert!(n > 0, "the gateway closed the browser connection");
+                got.extend_from_slice(&chunk[..n]);
+            }
+            let text = String::from_utf8_lossy(&got);
+            assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+        }
+    }
+}
+
+/// `proxy.sticky_connections` (the default): a browser connection's
+/// requests go out on an upstream connection of its own, so two browser
+/// connections that take turns use two upstream connections, each reused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_browser_connection_keeps_an_upstream_connection_of_its_own() {
+    let upstream = Upstream::start().await;
+    let (raw, counts) = raw_upstream(AfterResponse::KeepAlive).await;
+    let gw = GatewayBuilder::new(&upstream)
+        .route(public("/raw", &raw))
+        .start()
+        .await;
+    let mut a = BrowserConnection::open(&gw).await;
+    let mut b = BrowserConnection::open(&gw).await;
+    a.get_ok(5).await;
+    b.get_ok(5).await;
+    a.get_ok(5).await;
+    b.get_ok(5).await;
+    assert_eq!(counts.requests.load(Ordering::SeqCst), 20);
+    assert_eq!(
+        counts.accepted.load(Ordering::SeqCst),
+        2,
+        "one upstream connection per browser connection, reused by its requests"
+    );
+}
+
+/// Turned off, browser connections share the pool: taking turns, they
+/// reuse one upstream connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_sticky_connections_browser_connections_share_the_pool() {
+    let upstream = Upstream::start().await;
+    let (raw, counts) = raw_upstream(AfterResponse::KeepAlive).await;
+    let gw = GatewayBuilder::new(&upstream)
+        .route(public("/raw", &raw))
+        .configure(|c| c.proxy.sticky_connections = false)
+        .start()
+        .await;
+    let mut a = BrowserConnection::open(&gw).await;
+    let mut b = BrowserConnection::open(&gw).await;
+    a.get_ok(5).await;
+    b.get_ok(5).await;
+    a.get_ok(5).await;
+    assert_eq!(counts.requests.load(Ordering::SeqCst), 15);
+    assert_eq!(
+        counts.accepted.load(Ordering::SeqCst),
+        1,
+        "one pooled connection"
+    );
+}
+
+/// A kept upstream connection lives no longer than its browser connection
+/// (well before `pool_idle_timeout`, 90 s by default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_upstream_connection_closes_when_its_browser_connection_does() {
+    let upstream = Upstream::start().await;
+    let (raw, counts) = raw_upstream(AfterResponse::KeepAlive).await;
+    let gw = GatewayBuilder::new(&upstream)
+        .route(public("/raw", &raw))
+        .start()
+        .await;
+    let mut a = BrowserConnection::open(&gw).await;
+    a.get_ok(3).await;
+    assert_eq!(counts.closed_by_gateway.load(Ordering::SeqCst), 0);
+    drop(a);
+    let started = Instant::now();
+    while counts.closed_by_gateway.load(Ordering::SeqCst) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the upstream connection outlived its browser connection"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(counts.accepted.load(Ordering::SeqCst), 1);
 }

@@ -1,0 +1,263 @@
+//! One upstream HTTP/1.1 connection kept per browser connection
+//! (`proxy.sticky_connections`, on by default).
+//!
+//! A browser (or a fronting proxy) sends its requests on one HTTP/1.1
+//! connection one after another, and the gateway answers them in the same
+//! order: the upstream connection that carried the previous request is free
+//! again when the next one arrives. Keeping it with the browser's
+//! connection ([`UpstreamSlot`], a request extension the server adds) spares
+//! every request the shared pool's checkout and return: a lock, a keyed
+//! lookup, a boxed connect future and the pooled wrapper, about 2–3 µs of
+//! the gateway's CPU per request on the benchmark machine
+//! (`docs/benchmarks.md`, "The floor"), for one connection per browser
+//! connection, which `server.max_connections` already bounds.
+//!
+//! Only what the pool would send over HTTP/1.1 anyway takes this path: a
+//! browser request over HTTP/1.x (HTTP/2 streams of one connection run
+//! side by side, and would queue behind each other here), to an `http://`
+//! upstream without `upstream_http2`, that is not a WebSocket handshake.
+//! Everything else, and every retry of a refused token or a DPoP nonce,
+//! uses the pool. A kept connection the upstream has closed is replaced
+//! by a new one; a request it never started to write is sent again over
+//! the pool, as the pool itself does with a connection that closed while
+//! idle.
+
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use http::uri::{Authority, PathAndQuery};
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::client::HttpClient;
+use super::forward::UpstreamError;
+
+/// The upstream connection one browser connection keeps: which upstream,
+/// the sender of its HTTP/1.1 connection, and when a request last used it.
+struct Held {
+    upstream: Authority,
+    sender: SendRequest<Body>,
+    /// Tells this connection from a later one in the same slot.
+    id: u64,
+    used: Instant,
+}
+
+type Shared = Arc<Mutex<Option<Held>>>;
+
+/// A browser connection's place for its upstream connection, shared by
+/// the requests of that connection (one at a time on HTTP/1.x).
+#[derive(Clone, Default)]
+pub struct UpstreamSlot(Shared);
+
+/// Why an upstream request got no response, from the pool or a kept
+/// connection.
+pub enum SendError {
+    /// hyper's or the pool's error (`forward::map_client_error` reads it).
+    Pool(hyper_util::client::legacy::Error),
+    /// Opening the connection or the exchange on it failed.
+    Upstream(UpstreamError),
+}
+
+/// How a kept connection is opened and how long it may sit idle.
+#[derive(Clone, Copy)]
+pub struct Keeping {
+    /// `proxy.connect_timeout`.
+    pub connect_timeout: Duration,
+    /// `proxy.pool_idle_timeout`: a kept connection unused this long is
+    /// closed, as the pool closes its idle ones.
+    pub idle_timeout: Duration,
+}
+
+impl UpstreamSlot {
+    /// Sends `req` (absolute URI, `Host` set) to `upstream` over this
+    /// browser connection's kept connection, opening one if it has none
+    /// for that upstream or the one it has was closed. A request the kept
+    /// connection did not start to write (it closed in between) goes over
+    /// `pool` instead.
+    pub async fn send(
+        &self,
+        upstream: &Authority,
+        mut req: Request<Body>,
+        pool: &HttpClient,
+        keeping: Keeping,
+    ) -> Result<Response<Incoming>, SendError> {
+        let (id, mut sender) = match self.take(upstream) {
+            Some(kept) => kept,
+            None => self
+                .connect(upstream, keeping)
+                .await
+                .map_err(SendError::Upstream)?,
+        };
+        // Ready at once unless the previous response's end is still being
+        // read; a closed connection errs here and the pool takes over.
+        if sender.ready().await.is_err() {
+            return pool.request(req).await.map_err(SendError::Pool);
+        }
+        let absolute = std::mem::take(req.uri_mut());
+        *req.uri_mut() = origin_form(&absolute);
+        let answer = sender.try_send_request(req);
+        // The sender is free for this browser connection's next request
+        // once this response has been read; the next request waits for that
+        // (`ready` above), which on HTTP/1.x it already has.
+        self.put(upstream, id, sender);
+        match answer.await {
+            Ok(resp) => Ok(resp),
+            Err(mut e) => match e.take_message() {
+                Some(mut unsent) => {
+                    *unsent.uri_mut() = absolute;
+                    pool.request(unsent).await.map_err(SendError::Pool)
+                }
+                None => Err(SendError::Upstream(upstream_failed(&e.into_error()))),
+            },
+        }
+    }
+
+    /// The kept connection to `upstream`, if it is still open; any other
+    /// (another upstream's, or closed) is dropped, which closes it.
+    fn take(&self, upstream: &Authority) -> Option<(u64, SendRequest<Body>)> {
+        let held = lock(&self.0).take()?;
+        (held.upstream == *upstream && !held.sender.is_closed()).then_some((held.id, held.sender))
+    }
+
+    fn put(&self, upstream: &Authority, id: u64, sender: SendRequest<Body>) {
+        *lock(&self.0) = Some(Held {
+            upstream: upstream.clone(),
+            sender,
+            id,
+            used: Instant::now(),
+        });
+    }
+
+    /// A new HTTP/1.1 connection to `upstream` (an `http://` authority).
+    /// Its task runs on this worker until the upstream closes it, or its
+    /// sender is dropped (the browser connection ended, another upstream
+    /// took its place) or closed for idling (`keeping.idle_timeout`).
+    async fn connect(
+        &self,
+        upstream: &Authority,
+        keeping: Keeping,
+    ) -> Result<(u64, SendRequest<Body>), UpstreamError> {
+        static IDS: AtomicU64 = AtomicU64::new(0);
+        let port = upstream.port_u16().unwrap_or(80);
+        // `[::1]` in an authority is `::1` to the resolver.
+        let host = upstream
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let connecting = TcpStream::connect((host, port));
+        let stream = match tokio::time::timeout(keeping.connect_timeout, connecting).await {
+            Err(_) => return Err(UpstreamError::Timeout),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                return Err(UpstreamError::Timeout);
+            }
+            Ok(Err(_)) => return Err(UpstreamError::Unavailable("connection failed")),
+            Ok(Ok(s)) => s,
+        };
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|_| UpstreamError::Unavailable("connection failed"))?;
+        let id = IDS.fetch_add(1, Ordering::Relaxed);
+        let slot = Arc::downgrade(&self.0);
+        tokio::spawn(async move {
+            let mut conn = pin!(conn);
+            let mut idle_check = Some(Instant::now() + keeping.idle_timeout);
+            loop {
+                tokio::select! {
+                    ended = conn.as_mut() => {
+                        if let Err(e) = ended {
+                            tracing::debug!(error = %e, "kept upstream connection ended with an error");
+                        }
+                        return;
+                    }
+                    () = sleep_until_some(idle_check) => {
+                        idle_check = close_if_idle(&slot, id, keeping.idle_timeout);
+                    }
+                }
+            }
+        });
+        Ok((id, sender))
+    }
+}
+
+/// Drops connection `id`'s sender if it has been idle for `idle`, which
+/// closes the connection; else when to look again (`None`: never, the slot
+/// no longer holds it and whoever took it drops it).
+fn close_if_idle(slot: &Weak<Mutex<Option<Held>>>, id: u64, idle: Duration) -> Option<Instant> {
+    let now = Instant::now();
+    let slot = slot.upgrade()?;
+    let mut held = lock(&slot);
+    match held.as_ref() {
+        // A response is still being read: look again later.
+        Some(h) if h.id == id && !h.sender.is_ready() => Some(now + idle),
+        Some(h) if h.id == id => {
+            if now.duration_since(h.used) >= idle {
+                *held = None;
+                return None;
+            }
+            // Used since: look again when it could be idle.
+            Some(h.used + idle)
+        }
+        // Taken by a request right now (it puts it back), or replaced.
+        None => Some(now + idle),
+        Some(_) => None,
+    }
+}
+
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn lock(slot: &Mutex<Option<Held>>) -> std::sync::MutexGuard<'_, Option<Held>> {
+    slot.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// `/path?query` of an absolute URI: what an HTTP/1.1 request to an origin
+/// server names (RFC 9112 §3.2.1), as the pool writes it.
+fn origin_form(uri: &Uri) -> Uri {
+    match uri.path_and_query() {
+        Some(pq) if pq.as_str() != "" => Uri::from(pq.clone()),
+        _ => Uri::from(PathAndQuery::from_static("/")),
+    }
+}
+
+/// What a failed exchange on a kept connection means for the browser.
+fn upstream_failed(e: &hyper::Error) -> UpstreamError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return UpstreamError::Timeout;
+        }
+        source = s.source();
+    }
+    UpstreamError::Unavailable("request failed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_absolute_uri_is_sent_in_origin_form() {
+        let cases = [
+            ("http://api:9100/v1/items?x=1", "/v1/items?x=1"),
+            ("http://api:9100/", "/"),
+            ("http://api:9100", "/"),
+        ];
+        for (absolute, origin) in cases {
+            let uri: Uri = absolute.parse().expect("uri");
+            assert_eq!(origin_form(&uri).to_string(), origin, "{absolute}");
+        }
+    }
+}
