@@ -89,8 +89,9 @@ impl UpstreamSlot {
     ) -> Result<Response<Incoming>, SendError> {
         let (id, mut sender) = match self.take(upstream) {
             Some(kept) => kept,
-            None => self
-                .connect(upstream, keeping)
+            // Boxed: once per browser connection, and inline it would make
+            // every request's future larger.
+            None => Box::pin(self.connect(upstream, keeping))
                 .await
                 .map_err(SendError::Upstream)?,
         };
