@@ -749,15 +749,23 @@ fn unprocessed_over_http2(e: &hyper_util::client::legacy::Error) -> bool {
     false
 }
 
-fn map_client_error(e: &hyper_util::client::legacy::Error) -> UpstreamError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+/// Whether a client error was caused by an I/O timeout (a 504, not a 502).
+pub(super) fn caused_by_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<std::io::Error>()
             && io.kind() == std::io::ErrorKind::TimedOut
         {
-            return UpstreamError::Timeout;
+            return true;
         }
         source = s.source();
+    }
+    false
+}
+
+fn map_client_error(e: &hyper_util::client::legacy::Error) -> UpstreamError {
+    if caused_by_timeout(e) {
+        return UpstreamError::Timeout;
     }
     UpstreamError::Unavailable(if e.is_connect() {
         "connection failed"

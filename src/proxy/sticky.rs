@@ -36,7 +36,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::client::HttpClient;
-use super::forward::UpstreamError;
+use super::forward::{UpstreamError, caused_by_timeout};
 
 /// The upstream connection one browser connection keeps: which upstream,
 /// the sender of its HTTP/1.1 connection, and when a request last used it.
@@ -233,14 +233,8 @@ fn origin_form(uri: &Uri) -> Uri {
 
 /// What a failed exchange on a kept connection means for the browser.
 fn upstream_failed(e: &hyper::Error) -> UpstreamError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::TimedOut
-        {
-            return UpstreamError::Timeout;
-        }
-        source = s.source();
+    if caused_by_timeout(e) {
+        return UpstreamError::Timeout;
     }
     UpstreamError::Unavailable("request failed")
 }

@@ -334,26 +334,33 @@ impl BrowserConnection {
     }
 }
 
+/// How many upstream connections two browser connections open when they
+/// take turns, 5 requests at a time, 20 in all.
+async fn upstream_connections_for_two_taking_turns(sticky: bool) -> usize {
+    let upstream = Upstream::start().await;
+    let (raw, counts) = raw_upstream(AfterResponse::KeepAlive).await;
+    let gw = GatewayBuilder::new(&upstream)
+        .route(public("/raw", &raw))
+        .configure(|c| c.proxy.sticky_connections = sticky)
+        .start()
+        .await;
+    let mut a = BrowserConnection::open(&gw).await;
+    let mut b = BrowserConnection::open(&gw).await;
+    for _ in 0..2 {
+        a.get_ok(5).await;
+        b.get_ok(5).await;
+    }
+    assert_eq!(counts.requests.load(Ordering::SeqCst), 20);
+    counts.accepted.load(Ordering::SeqCst)
+}
+
 /// `proxy.sticky_connections` (the default): a browser connection's
 /// requests go out on an upstream connection of its own, so two browser
 /// connections that take turns use two upstream connections, each reused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_browser_connection_keeps_an_upstream_connection_of_its_own() {
-    let upstream = Upstream::start().await;
-    let (raw, counts) = raw_upstream(AfterResponse::KeepAlive).await;
-    let gw = GatewayBuilder::new(&upstream)
-        .route(public("/raw", &raw))
-        .start()
-        .await;
-    let mut a = BrowserConnection::open(&gw).await;
-    let mut b = BrowserConnection::open(&gw).await;
-    a.get_ok(5).await;
-    b.get_ok(5).await;
-    a.get_ok(5).await;
-    b.get_ok(5).await;
-    assert_eq!(counts.requests.load(Ordering::SeqCst), 20);
     assert_eq!(
-        counts.accepted.load(Ordering::SeqCst),
+        upstream_connections_for_two_taking_turns(true).await,
         2,
         "one upstream connection per browser connection, reused by its requests"
     );
@@ -363,21 +370,8 @@ async fn each_browser_connection_keeps_an_upstream_connection_of_its_own() {
 /// reuse one upstream connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_sticky_connections_browser_connections_share_the_pool() {
-    let upstream = Upstream::start().await;
-    let (raw, counts) = raw_upstream(AfterResponse::KeepAlive).await;
-    let gw = GatewayBuilder::new(&upstream)
-        .route(public("/raw", &raw))
-        .configure(|c| c.proxy.sticky_connections = false)
-        .start()
-        .await;
-    let mut a = BrowserConnection::open(&gw).await;
-    let mut b = BrowserConnection::open(&gw).await;
-    a.get_ok(5).await;
-    b.get_ok(5).await;
-    a.get_ok(5).await;
-    assert_eq!(counts.requests.load(Ordering::SeqCst), 15);
     assert_eq!(
-        counts.accepted.load(Ordering::SeqCst),
+        upstream_connections_for_two_taking_turns(false).await,
         1,
         "one pooled connection"
     );
