@@ -10,12 +10,14 @@
 //! refused with `READONLY` or `MASTERDOWN` was not executed, so it is sent
 //! once more to the new master. A command whose connection broke may have
 //! run: it is sent again only if it just reads (a session lookup); any
-//! other gets the error (a 503). While commands flow, the Sentinels are
-//! also asked each second whether they still name the master in use: after
-//! `SENTINEL FAILOVER` the old master keeps its connections and accepts
-//! writes until Sentinel demotes it (about 11 s later), and what it is sent
-//! meanwhile is lost when it resynchronises, so the link moves once two
-//! checks in a row name the new one. [`Link::Cluster`] leaves topology to the
+//! other gets the error (a 503). After `SENTINEL FAILOVER` the old master
+//! keeps its connections and accepts writes until Sentinel demotes it
+//! (about 11 s later), and what it is sent meanwhile is lost when it
+//! resynchronises; so the link listens to one Sentinel's `+switch-master`
+//! (`redis_link::sentinels`) and moves as soon as it is published, and,
+//! while commands flow, also asks the Sentinels each second (on kept
+//! connections) whether they still name the master in use, moving once two
+//! checks in a row name another one. [`Link::Cluster`] leaves topology to the
 //! cluster client; commands that name no key (SCAN, INFO) are sent to each
 //! primary in turn by [`Link::on_node`] over [`Link::primaries`]. The
 //! cluster client can wedge during a failover (every command of every slot
