@@ -2,12 +2,18 @@
 //! the master dies it follows the failover by itself, keeping the sessions
 //! that had reached the replica; when a master is demoted without dropping
 //! its connections, its `READONLY` answer sends the gateway to Sentinel;
-//! and while requests flow it asks Sentinel each second, so it leaves an
-//! old master that still takes writes for the one Sentinel names.
+//! while requests flow it asks Sentinel each second, so it leaves an old
+//! master that still takes writes for the one Sentinel names; and it
+//! listens to Sentinel's `+switch-master`, so a planned failover moves it
+//! at once, before any request.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
+use oidc_bff::config::{RedisConfig, RedisEndpoint, SentinelConfig};
+use oidc_bff::session::store::SessionStore;
+use oidc_bff::session::store::redis::RedisStore;
 use reqwest::{Method, StatusCode};
 
 use crate::harness::{
@@ -93,6 +99,14 @@ struct Setup {
 }
 
 async fn setup(tls: Option<Arc<TestCa>>) -> Setup {
+    setup_with(tls, true).await
+}
+
+/// [`setup`], with the session cache on or off (`store.cache_entries`):
+/// off, every request reaches the store, and the cache's own connections
+/// (which follow the Sentinels each second by themselves) are not there
+/// to count.
+async fn setup_with(tls: Option<Arc<TestCa>>, cache: bool) -> Setup {
     let upstream = Upstream::start().await;
     let master = match &tls {
         Some(ca) => RedisServer::start_tls(ca),
@@ -112,6 +126,9 @@ async fn setup(tls: Option<Arc<TestCa>>) -> Setup {
             .contains(&replica.port.to_string())
     });
     let mut gw = GatewayBuilder::new(&upstream).sentinel(sentinel.port, MASTER);
+    if !cache {
+        gw = gw.configure(|c| c.store.cache_entries = 0);
+    }
     if let Some(ca) = &tls {
         gw = gw
             .store_ca(ca)
@@ -505,4 +522,257 @@ async fn a_master_demoted_in_place_is_noticed_by_its_readonly_answer() {
         .await;
     assert_eq!(logout.status, StatusCode::OK, "{logout:?}");
     assert_eq!(alice.get("/api/a").await.status, StatusCode::UNAUTHORIZED);
+}
+
+/// A planned `SENTINEL FAILOVER` moves the gateway when Sentinel publishes
+/// `+switch-master`, before any request: no request is sent after the
+/// switch, so the once-a-second re-check (which runs only while commands
+/// flow) cannot be what moves it. The old master still takes writes for
+/// seconds after the switch (until Sentinel demotes it), so without the
+/// subscription the next login would be written there and lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_master_event_moves_the_gateway_before_its_next_write() {
+    log_the_store_in_test_output();
+    let Setup {
+        upstream: _upstream,
+        master: old,
+        replica: new,
+        sentinel,
+        gw,
+    } = setup_with(None, false).await;
+    let mut alice = logged_in_and_replicated(&gw, &old, &new).await;
+    assert!(
+        moved_to(&new).await.is_empty(),
+        "no gateway connection to the replica before the failover"
+    );
+
+    // The test hears the switch as the gateway does.
+    let mut switches = redis::Client::open(format!("redis://127.0.0.1:{}", sentinel.port))
+        .expect("sentinel client")
+        .get_async_pubsub()
+        .await
+        .expect("sentinel pubsub");
+    switches
+        .subscribe("+switch-master")
+        .await
+        .expect("subscribe");
+    let mut switches = switches.into_on_message();
+    wait_for("Sentinel to accept the failover", SENTINEL_PATIENCE, || {
+        sentinel.cli(&["SENTINEL", "FAILOVER", MASTER]).trim() == "OK"
+    });
+    let switch = tokio::time::timeout(SENTINEL_PATIENCE, switches.next())
+        .await
+        .expect("+switch-master within Sentinel's patience")
+        .expect("the subscription stays open");
+    let heard = Instant::now();
+    let payload: String = switch.get_payload().expect("text");
+    assert!(
+        payload.starts_with(&format!("{MASTER} ")) && payload.ends_with(&format!(" {}", new.port)),
+        "Sentinel switched to the replica: {payload}"
+    );
+
+    // No request meanwhile: the gateway's own connection to the new master
+    // appears all the same.
+    let moved = loop {
+        let moved = moved_to(&new).await;
+        if !moved.is_empty() {
+            break moved;
+        }
+        assert!(
+            heard.elapsed() < Duration::from_secs(15),
+            "the gateway did not move to the new master on +switch-master\n{}",
+            explain(&gw, &sentinel, [&old, &new])
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    eprintln!(
+        "the gateway moved to the new master (connection {moved:?}) {:?} after the test heard +switch-master",
+        heard.elapsed()
+    );
+
+    // The next write lands on the new master: bob's login is there, next
+    // to alice's replicated session.
+    let mut bob = Browser::new(&gw);
+    bob.login_as("bob").await;
+    assert_eq!(
+        session_records(&gw, &new),
+        2,
+        "bob's session was written to the new master\n{}",
+        explain(&gw, &sentinel, [&old, &new])
+    );
+    assert_eq!(bob.get("/api/b").await.status, StatusCode::OK);
+    assert_eq!(alice.get("/api/a").await.status, StatusCode::OK);
+}
+
+/// The gateway's kept data connections on `server`: ordinary clients that
+/// stay open across two looks 100 ms apart, leaving out Sentinel's links,
+/// `redis-cli`, the session cache's invalidation connection, and the short
+/// connections that check a server's `ROLE` (the cache's, each second).
+async fn moved_to(server: &RedisServer) -> Vec<String> {
+    let look = || {
+        server
+            .cli(&["CLIENT", "LIST"])
+            .lines()
+            .filter(|l| {
+                l.contains(" flags=N ")
+                    && !l.contains(" name=sentinel-")
+                    && !l.contains(" name=oidc-bff-tracking ")
+                    && !l.contains(" cmd=client|list ")
+                    && !l.contains(" cmd=role ")
+            })
+            .filter_map(|l| l.split(' ').next()?.strip_prefix("id=").map(str::to_owned))
+            .collect::<Vec<_>>()
+    };
+    let first = look();
+    if first.is_empty() {
+        return first;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let second = look();
+    first.into_iter().filter(|id| second.contains(id)).collect()
+}
+
+/// A field of `INFO <section>` as a number.
+fn info_number(info: &str, field: &str) -> u64 {
+    info.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The once-a-second re-check asks a Sentinel on a connection it keeps,
+/// instead of opening a connection to the master (to check its `ROLE`)
+/// each second: a few seconds of requests open no connection to the
+/// master nor to the Sentinel, and the Sentinel is asked all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recheck_opens_no_connection_per_second_while_requests_flow() {
+    log_the_store_in_test_output();
+    let Setup {
+        upstream: _upstream,
+        master,
+        replica,
+        sentinel,
+        gw,
+    } = setup_with(None, false).await;
+    let mut alice = logged_in_and_replicated(&gw, &master, &replica).await;
+    // Warm: the re-check's Sentinel connection and the subscription are
+    // opened by the first requests.
+    let warm = Instant::now();
+    while warm.elapsed() < Duration::from_millis(2500) {
+        assert_eq!(alice.get("/api/a").await.status, StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Each `redis-cli` call below is a connection of its own, and runs one
+    // command, counted in the next figures read (Sentinel keeps no
+    // per-command statistics).
+    let master_before = info_number(
+        &master.cli(&["INFO", "stats"]),
+        "total_connections_received",
+    );
+    let sentinel_stats = sentinel.cli(&["INFO", "stats"]);
+    let sentinel_before = info_number(&sentinel_stats, "total_connections_received");
+    let commands_before = info_number(&sentinel_stats, "total_commands_processed");
+    let started = Instant::now();
+    let mut requests = 0;
+    while started.elapsed() < Duration::from_secs(4) {
+        assert_eq!(alice.get("/api/a").await.status, StatusCode::OK);
+        requests += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let master_opened = info_number(
+        &master.cli(&["INFO", "stats"]),
+        "total_connections_received",
+    ) - master_before
+        - 1;
+    let sentinel_stats = sentinel.cli(&["INFO", "stats"]);
+    let sentinel_opened =
+        info_number(&sentinel_stats, "total_connections_received") - sentinel_before - 1;
+    let asked = info_number(&sentinel_stats, "total_commands_processed") - commands_before - 1;
+    eprintln!(
+        "{requests} requests in {:?}: {master_opened} connections opened to the master, \
+         {sentinel_opened} to the Sentinel, which ran {asked} of the gateway's commands",
+        started.elapsed()
+    );
+    assert!(
+        asked >= 2,
+        "the re-check still asks the Sentinel while requests flow ({asked} times)"
+    );
+    assert_eq!(
+        (master_opened, sentinel_opened),
+        (0, 0),
+        "connections opened to the master and to the Sentinel during {requests} requests"
+    );
+}
+
+/// The `+switch-master` subscription and the re-check's kept Sentinel
+/// connection live as long as the store's link: dropping the store (a
+/// gateway stopping, or a reload replacing it) closes both at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_store_closes_its_sentinel_connections() {
+    log_the_store_in_test_output();
+    let master = RedisServer::start();
+    let sentinel = SentinelProcess::start(MASTER, &master);
+    let config = RedisConfig {
+        endpoint: RedisEndpoint::Sentinel(SentinelConfig {
+            nodes: vec![("127.0.0.1".to_owned(), sentinel.port)],
+            master: MASTER.to_owned(),
+            username: None,
+            password: None,
+            tls: false,
+        }),
+        username: None,
+        password: None,
+        db: 0,
+        connect_timeout: Duration::from_secs(2),
+        tls_ca_pem: None,
+        tls_client: None,
+    };
+    let gateway_clients = || {
+        sentinel
+            .cli(&["CLIENT", "LIST"])
+            .lines()
+            // `P`: a subscriber.
+            .filter(|l| {
+                (l.contains(" flags=N ") || l.contains(" flags=P "))
+                    && !l.contains(" cmd=client|list ")
+            })
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let store = RedisStore::new(&config, "leak:", Duration::from_secs(2)).expect("store");
+    // Two seconds of pings: the subscription starts with the first, the
+    // re-check's kept connection with a later one.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(2) || gateway_clients().len() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the store's subscription and kept connection: {:?}",
+            gateway_clients()
+        );
+        store.ping().await.expect("ping through Sentinel");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let open = gateway_clients();
+    assert!(
+        open.iter()
+            .any(|l| l.contains(" flags=P ") && l.contains(" sub=1 ")),
+        "subscribed to +switch-master: {open:?}"
+    );
+
+    drop(store);
+    let dropped = Instant::now();
+    loop {
+        let left = gateway_clients();
+        if left.is_empty() {
+            break;
+        }
+        // Well within the subscription's idle ping (10 s), after which it
+        // would notice the link is gone by itself.
+        assert!(
+            dropped.elapsed() < Duration::from_secs(3),
+            "connections left on the Sentinel after the store was dropped: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

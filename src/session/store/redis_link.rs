@@ -10,12 +10,14 @@
 //! refused with `READONLY` or `MASTERDOWN` was not executed, so it is sent
 //! once more to the new master. A command whose connection broke may have
 //! run: it is sent again only if it just reads (a session lookup); any
-//! other gets the error (a 503). While commands flow, the Sentinels are
-//! also asked each second whether they still name the master in use: after
-//! `SENTINEL FAILOVER` the old master keeps its connections and accepts
-//! writes until Sentinel demotes it (about 11 s later), and what it is sent
-//! meanwhile is lost when it resynchronises, so the link moves once two
-//! checks in a row name the new one. [`Link::Cluster`] leaves topology to the
+//! other gets the error (a 503). After `SENTINEL FAILOVER` the old master
+//! keeps its connections and accepts writes until Sentinel demotes it
+//! (about 11 s later), and what it is sent meanwhile is lost when it
+//! resynchronises; so the link listens to one Sentinel's `+switch-master`
+//! (`redis_link::sentinels`) and moves as soon as it is published, and,
+//! while commands flow, also asks the Sentinels each second (on kept
+//! connections) whether they still name the master in use, moving once two
+//! checks in a row name another one. [`Link::Cluster`] leaves topology to the
 //! cluster client; commands that name no key (SCAN, INFO) are sent to each
 //! primary in turn by [`Link::on_node`] over [`Link::primaries`]. The
 //! cluster client can wedge during a failover (every command of every slot
@@ -23,7 +25,7 @@
 //! commands of several nodes timing out in a row and then opens a new one.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -36,6 +38,9 @@ use redis::{
 use crate::config::{RedisConfig, SentinelConfig};
 
 mod cluster;
+mod sentinels;
+
+use sentinels::{Announced, Kept, Sentinels};
 
 /// A link's connection in use, numbered so that a caller holding an older
 /// one (its command failed, or stalled) can drop it without discarding a
@@ -164,6 +169,40 @@ pub struct SentinelLink {
     /// yet taken in a failover cannot send the gateway back to the old
     /// master while that one still accepts writes.
     suspect: std::sync::Mutex<Option<String>>,
+    /// How to reach the Sentinels for the re-check and the subscription.
+    sentinels: Arc<Sentinels>,
+    /// The re-check's kept Sentinel connections.
+    kept: tokio::sync::Mutex<Kept>,
+    /// Whether a `+switch-master` subscription task runs, and its handles
+    /// (aborted when the link is dropped: a gateway that stops or reloads
+    /// leaves no task, nor connection, behind).
+    watching: AtomicBool,
+    watchers: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+impl Drop for SentinelLink {
+    fn drop(&mut self) {
+        for watcher in self
+            .watchers
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .drain(..)
+        {
+            watcher.abort();
+        }
+    }
+}
+
+/// Marks the subscription task ended however it ends (its runtime, a
+/// worker's, shut down): the next command on another runtime starts one.
+struct WatchDone(Weak<SentinelLink>);
+
+impl Drop for WatchDone {
+    fn drop(&mut self) {
+        if let Some(link) = self.0.upgrade() {
+            link.watching.store(false, Ordering::Release);
+        }
+    }
 }
 
 /// Whether a re-check that found `named` should move the link off
@@ -216,10 +255,10 @@ impl SentinelLink {
             builder = builder
                 .set_client_to_sentinel_tls_mode(TlsMode::Secure)
                 .set_client_to_redis_tls_mode(TlsMode::Secure);
-            if let Some(certs) = certificates {
+            if let Some(certs) = &certificates {
                 builder = builder
                     .set_client_to_sentinel_certificates(certs.clone())
-                    .set_client_to_redis_certificates(certs);
+                    .set_client_to_redis_certificates(certs.clone());
             }
         }
         if let Some(user) = &data_nodes.username {
@@ -234,6 +273,11 @@ impl SentinelLink {
         if let Some(pw) = &sentinel.password {
             builder = builder.set_client_to_sentinel_password(pw.expose());
         }
+        let timeouts = (
+            manager_config.connection_timeout().unwrap_or(RECHECK_EVERY),
+            manager_config.response_timeout().unwrap_or(RECHECK_EVERY),
+        );
+        let sentinels = Sentinels::new(sentinel, data_nodes, certificates, timeouts);
         Ok(Self {
             sentinel: tokio::sync::Mutex::new(builder.build()?),
             current: Current::default(),
@@ -243,6 +287,10 @@ impl SentinelLink {
             rechecking: AtomicBool::new(false),
             started: Instant::now(),
             suspect: std::sync::Mutex::new(None),
+            sentinels: Arc::new(sentinels),
+            kept: tokio::sync::Mutex::new(Kept::default()),
+            watching: AtomicBool::new(false),
+            watchers: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -292,18 +340,99 @@ impl SentinelLink {
     }
 
     /// Drops the connection in use if the Sentinels name another master
-    /// (one that answers `ROLE` as master) twice in a row. Sentinels that
+    /// twice in a row (two Sentinels in turn, when several are
+    /// configured); the next command then asks them again, and connects
+    /// only to a master that answers `ROLE` as master. The question is
+    /// `SENTINEL GET-MASTER-ADDR-BY-NAME` on a kept connection, so a check
+    /// opens no connection to the master nor to a Sentinel. Sentinels that
     /// cannot be asked change nothing: the connection's own failures say
-    /// when it is no longer the master's. Skipped while another task asks
-    /// the Sentinels (it finds the master anyway), so a re-check never
-    /// makes a discovery wait behind it.
+    /// when it is no longer the master's. It does not take the discovery
+    /// lock, so a re-check never makes a discovery wait behind it.
     async fn recheck(&self) {
         let Some((generation, in_use)) = self.current.get() else {
             return;
         };
-        let Ok(mut sentinel) = self.sentinel.try_lock() else {
+        let named = {
+            let mut kept = self.kept.lock().await;
+            self.sentinels.ask(&mut kept).await
+        };
+        let Some(named) = named else {
             return;
         };
+        let mut suspect = self
+            .suspect
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if named_twice(&mut suspect, &in_use.addr, named) {
+            self.forget(generation, "the sentinels name another master");
+        }
+    }
+
+    /// Starts the `+switch-master` subscription unless one runs. One task
+    /// per link, and so per process (the store's one link serves every
+    /// worker): each process holds its own connection to the master, so
+    /// each must hear the switch; a per-worker task would multiply
+    /// subscriptions for nothing. Started by the first command rather than
+    /// by [`SentinelLink::new`], since it needs a runtime, and the session
+    /// cache's links (which only ask for the master's address) need none.
+    /// The task holds the link weakly, so it never keeps it alive.
+    fn watch_when_needed(self: &Arc<Self>) {
+        if self.watching.load(Ordering::Acquire) || self.watching.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let done = WatchDone(Arc::downgrade(self));
+        let link = Arc::downgrade(self);
+        let sentinels = Arc::clone(&self.sentinels);
+        let task = tokio::spawn(async move {
+            let _done = done;
+            let alive = || link.strong_count() > 0;
+            sentinels
+                .watch(alive, |to| {
+                    let link = link.clone();
+                    async move {
+                        match link.upgrade() {
+                            Some(link) => {
+                                link.switch_to(to).await;
+                                true
+                            }
+                            None => false,
+                        }
+                    }
+                })
+                .await;
+        });
+        let mut watchers = self
+            .watchers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        watchers.retain(|w| !w.is_finished());
+        watchers.push(task.abort_handle());
+    }
+
+    /// Moves the link to the master a `+switch-master` announced, at once.
+    ///
+    /// One message is enough, unlike the polled re-check's two answers: a
+    /// Sentinel publishes `+switch-master` only when it adopts a new
+    /// configuration for the master, either as the leader the quorum
+    /// elected for the failover, once the promoted replica reported itself
+    /// master, or on learning that leader's configuration, which carries a
+    /// higher epoch than its own. It never publishes a move back to a
+    /// master it merely has not heard is gone, which is what a lagging
+    /// Sentinel's polled answer can be. The connection is opened before
+    /// it replaces the one in use; if it cannot be, the one in use is
+    /// dropped anyway (the event says it is not the master's), and the
+    /// next command asks the Sentinels. Should the announced server not be
+    /// a master after all, its `READONLY` refusal sends the command back to
+    /// the Sentinels as for any demoted master.
+    async fn switch_to(&self, to: Announced) {
+        let addr: Arc<str> = to.key(self.sentinels.tls()).into();
+        // No discovery runs meanwhile, so none can install the master it
+        // was told of before the switch over this one.
+        let _discovery = self.sentinel.lock().await;
+        let in_use = self.current.get();
+        if in_use.as_ref().is_some_and(|(_, m)| m.addr == addr) {
+            return;
+        }
         let limit = self
             .manager_config
             .connection_timeout()
@@ -312,24 +441,35 @@ impl SentinelLink {
                 .manager_config
                 .response_timeout()
                 .unwrap_or(RECHECK_EVERY);
-        let named = match tokio::time::timeout(limit, sentinel.async_get_client()).await {
-            Ok(Ok(client)) => client.get_connection_info().addr().to_string(),
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "redis sentinel: re-check of the master failed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!("redis sentinel: re-check of the master timed out");
-                return;
-            }
+        let opened = match self.sentinels.master_client(&to) {
+            Ok(client) => tokio::time::timeout(
+                limit,
+                ConnectionManager::new_with_config(client, self.manager_config.clone()),
+            )
+            .await
+            .unwrap_or_else(|_| Err(RedisError::from((ErrorKind::Io, "timed out")))),
+            Err(e) => Err(e),
         };
-        drop(sentinel);
-        let mut suspect = self
-            .suspect
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if named_twice(&mut suspect, &in_use.addr, named) {
-            self.forget(generation, "the sentinels name another master");
+        match opened {
+            Ok(conn) => {
+                self.current.install(Master {
+                    conn,
+                    addr: Arc::clone(&addr),
+                });
+                *self
+                    .suspect
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+                self.confirmed_at
+                    .store(self.elapsed_ms(), Ordering::Relaxed);
+                tracing::info!(master = %addr, "redis sentinel: +switch-master: moved to the new master");
+            }
+            Err(e) => {
+                tracing::warn!(master = %addr, error = %e, "redis sentinel: cannot connect to the master +switch-master announced");
+                if let Some((generation, _)) = in_use {
+                    self.forget(generation, "+switch-master named another master");
+                }
+            }
         }
     }
 
@@ -352,6 +492,7 @@ impl SentinelLink {
     async fn command(self: &Arc<Self>, cmd: &Cmd) -> RedisResult<Value> {
         let (generation, mut conn) = self.master().await?;
         self.recheck_when_due();
+        self.watch_when_needed();
         let result = conn.req_packed_command(cmd).await;
         let sign = match &result {
             Ok(value) => refusal(value),
@@ -385,6 +526,7 @@ impl SentinelLink {
     ) -> RedisResult<Vec<Value>> {
         let (generation, mut conn) = self.master().await?;
         self.recheck_when_due();
+        self.watch_when_needed();
         let result = conn.req_packed_commands(pipeline, offset, count).await;
         let sign = match &result {
             Ok(values) => values.iter().find_map(refusal),
