@@ -3,8 +3,9 @@
 //! and changed or ended through another is never served stale — over one
 //! Redis server, Sentinel (after a failover) and a Cluster (tracking on
 //! every primary); a lost invalidation connection empties the cache and
-//! reads through until it is back; and a cached session goes only to the
-//! cookie that opened it.
+//! reads through until it is back; an idle cache stops pinging without
+//! missing a revoke; and a cached session goes only to the cookie that
+//! opened it.
 
 use std::time::{Duration, Instant};
 
