@@ -217,7 +217,7 @@ fn tracking_idle_seconds(redis: &RedisServer) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_cache_stops_pinging_and_a_session_revoked_meanwhile_is_refused_at_its_next_request()
-{
+ {
     let upstream = Upstream::start().await;
     let redis = RedisServer::start();
     let (a, b) = two_instances(&upstream, Some(&redis)).await;
