@@ -53,7 +53,8 @@ pub use crate::metrics::CacheMetrics;
 /// How long a confirmation of the invalidation connections (their last
 /// answered `PING`) lets the cache serve: a connection that stops
 /// delivering without closing (a network partition) is distrusted after
-/// at most this long. The tracker pings every second.
+/// at most this long. The tracker pings every second while requests ask
+/// the cache (see [`SessionCache::wanted_again`]).
 pub const LEASE: Duration = Duration::from_secs(3);
 
 /// How often a request records that the cache is wanted (a store to a
