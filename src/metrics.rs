@@ -209,7 +209,9 @@ pub struct CacheMetrics {
     pub bypassed: Counter,
     /// Keys invalidated (by Redis' messages or this process's own writes).
     pub invalidations: Counter,
-    /// Whole-cache flushes (a tracking connection lost, Redis flushed).
+    /// Whole-cache flushes (a tracking connection lost, Redis flushed, a
+    /// confirmation after a gap longer than the lease: a stall, or a pause
+    /// without requests).
     pub flushes: Counter,
     /// Entries held now.
     pub entries: Gauge,
@@ -231,7 +233,7 @@ impl CacheMetrics {
         );
         registry.register(
             "session_cache_flushes",
-            "Times the whole session cache was emptied (an invalidation connection lost, Redis flushed)",
+            "Times the whole session cache was emptied (an invalidation connection lost, Redis flushed, tracking confirmed again after a pause)",
             self.flushes.clone(),
         );
         registry.register(

@@ -12,7 +12,10 @@
 //!   [`LEASE`] (a connection that silently stopped delivering invalidations
 //!   is noticed within that time). When a connection drops, the cache is
 //!   emptied and bypassed (read-through, no inserts) until it is back: fail
-//!   closed, never stale.
+//!   closed, never stale. The links ping only while requests ask the
+//!   cache: after [`LEASE`] without one they stop (an idle gateway does
+//!   not wake every second per worker), the lease lapses, and the first
+//!   request after the pause reads through and wakes them.
 //! - **No stale insert.** A miss takes a [`Ticket`] (the global epoch and
 //!   its shard's sequence) *before* it reads the store; an insert is
 //!   dropped if an invalidation of any key of that shard, or a flush, came
@@ -38,6 +41,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
+
 use super::Session;
 use super::cookie::{SessionId, StoreId};
 pub use super::store::tracking::TrackerTask;
@@ -48,8 +53,13 @@ pub use crate::metrics::CacheMetrics;
 /// How long a confirmation of the invalidation connections (their last
 /// answered `PING`) lets the cache serve: a connection that stops
 /// delivering without closing (a network partition) is distrusted after
-/// at most this long. The tracker pings every second.
+/// at most this long. The tracker pings every second while requests ask
+/// the cache (see [`SessionCache::wanted_again`]).
 pub const LEASE: Duration = Duration::from_secs(3);
+
+/// How often a request records that the cache is wanted (a store to a
+/// shared atomic at most this often, not on every request).
+const WANTED_STEP_MS: u64 = 100;
 
 /// Taken by a miss before it reads the store; an insert with it succeeds
 /// only if nothing was invalidated in its shard meanwhile.
@@ -87,6 +97,14 @@ pub struct SessionCache {
     links: Box<[AtomicU64]>,
     /// Whether the cache was serving at the last change of a link.
     up: AtomicBool,
+    /// When a request last asked the cache, in ms since `started` plus 1
+    /// (recorded at most every [`WANTED_STEP_MS`]): the links keep their
+    /// lease (ping) only while the cache is wanted, so an idle gateway
+    /// sleeps instead of waking each second for every worker.
+    wanted: AtomicU64,
+    /// Per link: woken when a request finds the cache not serving, so an
+    /// idle link confirms its connections again at once.
+    wake: Box<[Notify]>,
     started: Instant,
     metrics: CacheMetrics,
 }
@@ -102,6 +120,7 @@ impl SessionCache {
         let count = (entries / 256).clamp(1, 64);
         let per_shard = entries.div_ceil(count);
         metrics.tracking_up.set(0);
+        let links = links.max(1);
         Self {
             shards: (0..count)
                 .map(|_| {
@@ -113,8 +132,10 @@ impl SessionCache {
                 .collect(),
             per_shard,
             epoch: AtomicU64::new(0),
-            links: (0..links.max(1)).map(|_| AtomicU64::new(0)).collect(),
+            links: (0..links).map(|_| AtomicU64::new(0)).collect(),
             up: AtomicBool::new(false),
+            wanted: AtomicU64::new(0),
+            wake: (0..links).map(|_| Notify::new()).collect(),
             started: Instant::now(),
             metrics,
         }
@@ -143,7 +164,11 @@ impl SessionCache {
     /// Whether entries may be served and inserted now: every link is up
     /// and was confirmed within the lease.
     fn serving(&self) -> bool {
-        let now = self.elapsed_ms() + 1;
+        self.serving_at(self.elapsed_ms() + 1)
+    }
+
+    /// [`Self::serving`] at `now` (ms since `started` plus 1).
+    fn serving_at(&self, now: u64) -> bool {
         self.links.iter().all(|l| {
             let at = l.load(Ordering::SeqCst);
             at != 0 && now.saturating_sub(at) <= LEASE.as_millis() as u64
@@ -153,8 +178,18 @@ impl SessionCache {
     /// The cached session for the request presenting `id`, or how to read
     /// the store instead.
     pub fn probe(&self, id: &SessionId, store_id: &StoreId, now: u64) -> Probe {
-        if !self.serving() {
+        let at = self.elapsed_ms() + 1;
+        if at.saturating_sub(self.wanted.load(Ordering::Relaxed)) >= WANTED_STEP_MS {
+            self.wanted.store(at, Ordering::Relaxed);
+        }
+        if !self.serving_at(at) {
             self.metrics.bypassed.inc();
+            // An idle link (or one between reconnection attempts, where
+            // the permit is only spent on its next idle wait) confirms
+            // again now, so the requests after this one can be served.
+            for w in &self.wake {
+                w.notify_one();
+            }
             return Probe::Bypass;
         }
         let shard = self.shard_of(store_id);
@@ -260,6 +295,25 @@ impl SessionCache {
             self.metrics.entries.dec_by(n as i64);
         }
         self.metrics.flushes.inc();
+    }
+
+    /// Whether a request asked the cache within `within` (a link pings
+    /// only then; see [`Self::wanted_again`]).
+    pub fn wanted_within(&self, within: Duration) -> bool {
+        let now = self.elapsed_ms() + 1;
+        now.saturating_sub(self.wanted.load(Ordering::Relaxed)) <= within.as_millis() as u64
+    }
+
+    /// Resolves when a request finds the cache not serving: an idle link
+    /// `link` waits for this instead of pinging, and its lease lapses in
+    /// the meantime (so the first request after a pause reads through, and
+    /// the link's next confirmation empties the cache: a gap longer than
+    /// the lease is never trusted).
+    pub async fn wanted_again(&self, link: usize) {
+        match self.wake.get(link) {
+            Some(w) => w.notified().await,
+            None => std::future::pending().await,
+        }
     }
 
     /// A connection of tracking link `link` is down (or not yet
@@ -603,6 +657,37 @@ mod tests {
         };
         c2.links[0].store(1, Ordering::SeqCst);
         assert!(!c2.serving(), "a confirmation older than the lease");
+    }
+
+    #[tokio::test]
+    async fn a_request_marks_the_cache_wanted_and_a_bypass_wakes_every_idle_link() {
+        let c = SessionCache::new(10, 2, CacheMetrics::default());
+        let c2 = SessionCache {
+            started: Instant::now() - LEASE - Duration::from_secs(1),
+            ..c
+        };
+        assert!(
+            !c2.wanted_within(LEASE),
+            "no request for longer than the lease: the links idle"
+        );
+        let id = SessionId::generate([1, 2]);
+        // Not confirmed: the probe reads through and wakes both links.
+        assert!(matches!(c2.probe(&id, &id.store_id(), 150), Probe::Bypass));
+        assert!(c2.wanted_within(Duration::from_millis(10)));
+        for link in 0..2 {
+            tokio::time::timeout(Duration::from_secs(1), c2.wanted_again(link))
+                .await
+                .unwrap_or_else(|_| panic!("link {link} was not woken"));
+        }
+        // A served probe wakes nobody: the links are pinging already.
+        c2.tracking_confirmed(0, Instant::now());
+        c2.tracking_confirmed(1, Instant::now());
+        assert!(matches!(c2.probe(&id, &id.store_id(), 150), Probe::Miss(_)));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), c2.wanted_again(0))
+                .await
+                .is_err()
+        );
     }
 
     /// What a hit costs, against the deep copy a hit used to hand out

@@ -3,8 +3,9 @@
 //! and changed or ended through another is never served stale — over one
 //! Redis server, Sentinel (after a failover) and a Cluster (tracking on
 //! every primary); a lost invalidation connection empties the cache and
-//! reads through until it is back; and a cached session goes only to the
-//! cookie that opened it.
+//! reads through until it is back; an idle cache stops pinging without
+//! missing a revoke; and a cached session goes only to the cookie that
+//! opened it.
 
 use std::time::{Duration, Instant};
 
@@ -196,6 +197,69 @@ async fn a_token_refreshed_on_one_instance_is_what_another_sends_next() {
         .filter_map(|s| s.header("authorization"))
         .collect();
     assert_eq!(calls, [renewed], "B sent the refreshed token, once");
+}
+
+/// Seconds since the last command of each of `redis`'s invalidation
+/// connections (`idle=` in `CLIENT LIST`).
+fn tracking_idle_seconds(redis: &RedisServer) -> Vec<u64> {
+    redis
+        .cli(&["CLIENT", "LIST"])
+        .lines()
+        .filter(|l| l.contains("name=oidc-bff-tracking"))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|f| f.strip_prefix("idle="))?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_cache_stops_pinging_and_a_session_revoked_meanwhile_is_refused_at_its_next_request()
+ {
+    let upstream = Upstream::start().await;
+    let redis = RedisServer::start();
+    let (a, b) = two_instances(&upstream, Some(&redis)).await;
+    let mut alice = Browser::new(&a);
+    alice.login_as(&unique_user("cache-idle")).await;
+    let cookie = alice.cookie_header();
+    cached_on(&b, &cookie).await;
+
+    // No request asks B's cache: its invalidation connections (one per
+    // worker) stop being pinged. Pinged each second, `idle` would stay 0-1.
+    let quiet = Instant::now();
+    loop {
+        let idle = tracking_idle_seconds(&redis);
+        if !idle.is_empty() && idle.iter().all(|s| *s >= 4) {
+            break;
+        }
+        assert!(
+            quiet.elapsed() < Duration::from_secs(30),
+            "B's invalidation connections were still pinged after {:?} without a request: idle {idle:?}",
+            quiet.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Revoked through A while B sits idle: B's next request is refused.
+    let out = alice
+        .request(Method::POST, "/auth/logout", &[("x-csrf", "1")], None)
+        .await;
+    assert_eq!(out.status, StatusCode::OK, "{out:?}");
+    let bypassed = metric(&b, BYPASSED).await;
+    let (status, body) = get_with(&cookie, &b.url("/api/after-pause")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(body.contains("logged_out"), "{body}");
+    assert!(
+        metric(&b, BYPASSED).await > bypassed,
+        "the lease had lapsed: read through the store"
+    );
+
+    // That request woke the links: B's cache serves again.
+    let mut bob = Browser::new(&a);
+    bob.login_as(&unique_user("cache-idle-after")).await;
+    cached_on(&b, &bob.cookie_header()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

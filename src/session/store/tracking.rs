@@ -23,6 +23,8 @@
 //! notice, a `PING` unanswered within `store.timeout`, a changed topology)
 //! empties the cache at once and reconnects with backoff; the cache serves
 //! again only after every server has answered `CLIENT TRACKING` with `OK`.
+//! The pings (and topology re-reads) stop while no request asks the cache
+//! and start again with the first request that finds it not serving.
 //! A gateway process runs one link (a connection per server) per worker,
 //! as a task on the worker's runtime ([`TrackerTask`]): the worker then
 //! reads an invalidation before a request that arrived after it (see
@@ -45,6 +47,9 @@ use crate::session::cookie::StoreId;
 /// re-read); the cache's lease ([`crate::session::cache::LEASE`]) is a few
 /// of these.
 const PING_EVERY: Duration = Duration::from_secs(1);
+/// A link stops pinging once no request asked the cache for this long
+/// (see [`SessionCache::wanted_again`]).
+const IDLE_AFTER: Duration = crate::session::cache::LEASE;
 /// The invalidation connections' name in `CLIENT LIST`.
 pub const CONNECTION_NAME: &str = "oidc-bff-tracking";
 /// Longest wait between reconnection attempts.
@@ -419,6 +424,17 @@ impl Link {
             tokio::select! {
                 _ = lost.recv() => return "the connection closed".into(),
                 () = tokio::time::sleep(PING_EVERY) => {}
+            }
+            if !self.cache.wanted_within(IDLE_AFTER) {
+                // No request asked the cache lately: no pings (an idle
+                // worker sleeps), so the lease lapses and the cache serves
+                // nothing. Invalidations are still read as they come. The
+                // first request that finds the cache not serving wakes
+                // this link, which then confirms (ping, topology) first.
+                tokio::select! {
+                    _ = lost.recv() => return "the connection closed".into(),
+                    () = self.cache.wanted_again(self.index) => {}
+                }
             }
             let sent = Instant::now();
             for (conn, at) in conns.iter_mut().zip(&addrs) {
