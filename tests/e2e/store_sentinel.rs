@@ -646,6 +646,18 @@ fn info_number(info: &str, field: &str) -> u64 {
 /// master nor to the Sentinel, and the Sentinel is asked all the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_recheck_opens_no_connection_per_second_while_requests_flow() {
+    no_connection_opened_while_requests_flow(false).await;
+}
+
+/// The same with the session cache on: its invalidation connections check
+/// each second that they still follow the master the Sentinels name, on
+/// kept Sentinel connections too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_follows_the_master_without_a_connection_per_second() {
+    no_connection_opened_while_requests_flow(true).await;
+}
+
+async fn no_connection_opened_while_requests_flow(cache: bool) {
     log_the_store_in_test_output();
     let Setup {
         upstream: _upstream,
@@ -653,7 +665,7 @@ async fn the_recheck_opens_no_connection_per_second_while_requests_flow() {
         replica,
         sentinel,
         gw,
-    } = setup_with(None, false).await;
+    } = setup_with(None, cache).await;
     let mut alice = logged_in_and_replicated(&gw, &master, &replica).await;
     // Warm: the re-check's Sentinel connection and the subscription are
     // opened by the first requests.

@@ -473,6 +473,17 @@ impl SentinelLink {
         }
     }
 
+    /// The master the next Sentinel in turn names now (`host:port`, as
+    /// `redis::ConnectionAddr` prints it), asked on a kept connection: the
+    /// session cache's invalidation connections check each second that
+    /// they still follow it without opening a connection to it (what
+    /// [`Self::master_client`] does, to check its `ROLE`). `None` when no
+    /// Sentinel answered.
+    pub(super) async fn named_master(&self) -> Option<String> {
+        let mut kept = self.kept.lock().await;
+        self.sentinels.ask(&mut kept).await
+    }
+
     /// A client of the master the Sentinels name now, asked afresh: the
     /// session cache's invalidation connection follows it.
     pub(super) async fn master_client(&self) -> RedisResult<redis::Client> {

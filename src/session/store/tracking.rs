@@ -445,7 +445,21 @@ impl Link {
                     return format!("{at} did not answer PING: {e}");
                 }
             }
-            if !matches!(self.targets, Targets::Fixed(_)) {
+            if let Targets::Sentinel(link) = &self.targets {
+                // Asked on a kept Sentinel connection: no connection to the
+                // master each second (a lagging Sentinel that names the old
+                // one only costs a reconnection, with the cache emptied).
+                match tokio::time::timeout(self.timeout, link.named_master()).await {
+                    Ok(Some(named)) if addrs.len() == 1 && named == addrs[0] => {}
+                    Ok(Some(_)) => {
+                        return "the Sentinels name another master (failover)".into();
+                    }
+                    Ok(None) => return "no Sentinel named the master".into(),
+                    Err(_) => {
+                        return format!("no Sentinel answered within {:?}", self.timeout);
+                    }
+                }
+            } else if !matches!(self.targets, Targets::Fixed(_)) {
                 match self.bounded(self.timeout, self.targets.resolve()).await {
                     Ok(now) if now.iter().map(addr).collect::<Vec<_>>() == addrs => {}
                     Ok(_) => {
