@@ -62,16 +62,23 @@ pub fn spawn_provider_upkeep(state: &AppState) -> tokio::task::JoinHandle<()> {
 /// How often the active-sessions gauge is recounted: its staleness.
 pub const SESSION_COUNT_EVERY: Duration = Duration::from_secs(30);
 
-/// Trims index entries of expired sessions every 10 minutes (one per process).
+/// How often the index sweep runs (by one process of the fleet).
+pub const SWEEP_EVERY: Duration = Duration::from_secs(600);
+
+/// Trims index entries of expired sessions every [`SWEEP_EVERY`]: a task
+/// per process, and on Redis one sweep per period for the whole fleet
+/// (the first process to take the period's lease).
 pub fn spawn_sweeper(state: &AppState) -> tokio::task::JoinHandle<()> {
     let s = state.clone();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        let mut tick = tokio::time::interval(SWEEP_EVERY);
         tick.tick().await;
         loop {
             tick.tick().await;
-            match s.sessions.sweep().await {
-                Ok(n) if n > 0 => tracing::info!(removed = n, "swept expired index entries"),
+            match s.sessions.periodic_sweep(SWEEP_EVERY).await {
+                Ok(Some(n)) if n > 0 => {
+                    tracing::info!(removed = n, "swept expired index entries");
+                }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "index sweep failed"),
             }
@@ -80,9 +87,10 @@ pub fn spawn_sweeper(state: &AppState) -> tokio::task::JoinHandle<()> {
 }
 
 /// Counts the store's sessions into `oidc_bff_sessions_active` now and
-/// every [`SESSION_COUNT_EVERY`]. A scan of the store's keys, once per
-/// process (every instance reports the same shared total: aggregate with
-/// `max`, not `sum`); a failed count leaves the last value.
+/// every [`SESSION_COUNT_EVERY`]. A scan of the store's keys by one process
+/// of the fleet per period, which shares the total through Redis; every
+/// instance reports that shared total (aggregate with `max`, not `sum`);
+/// a failed count, or none published yet, leaves the last value.
 pub fn spawn_session_counter(state: &AppState) -> tokio::task::JoinHandle<()> {
     let s = state.clone();
     tokio::spawn(async move {
@@ -90,8 +98,9 @@ pub fn spawn_session_counter(state: &AppState) -> tokio::task::JoinHandle<()> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            match s.sessions.count().await {
-                Ok(n) => {
+            match s.sessions.count(SESSION_COUNT_EVERY).await {
+                Ok(None) => {}
+                Ok(Some(n)) => {
                     s.metrics
                         .sessions_active
                         .set(i64::try_from(n).unwrap_or(i64::MAX));

@@ -282,6 +282,20 @@ fn sample(scrape: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.split(' ').next()?.parse().ok())
 }
 
+/// The sessions gauge of `gw` once it shows `want` (within 5 s), or the
+/// last value it showed.
+async fn wait_for_gauge(gw: &crate::harness::Gateway, want: f64) -> Option<f64> {
+    let mut seen = None;
+    for _ in 0..50 {
+        seen = sample(&gw.scrape().await, "oidc_bff_sessions_active");
+        if seen == Some(want) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    seen
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sessions_gauge_counts_the_stores_sessions_and_upstream_answers_are_counted_per_route()
 {
@@ -290,27 +304,68 @@ async fn the_sessions_gauge_counts_the_stores_sessions_and_upstream_answers_are_
         .route(crate::harness::route("/down", "http://127.0.0.1:9"))
         .start()
         .await;
-    for _ in 0..3 {
-        Browser::new(&first).login_as(&unique_user("gauge")).await;
-    }
-    // A second instance on the same store counts at start-up, then every
-    // 30 s: the three sessions are there at once.
-    // The session cache off: every lookup is a timed store read.
-    let gw = GatewayBuilder::new(&upstream)
-        .route(crate::harness::route("/down", "http://127.0.0.1:9"))
-        .prefix(&first.prefix)
-        .metrics()
-        .configure(|c| c.store.cache_entries = 0)
-        .start()
-        .await;
-    let mut scrape = String::new();
+    // The first instance counted at start-up (none yet), took the fleet's
+    // counting lease and published its count.
+    let mut redis = first.redis().await;
+    let lease = format!("{}count:lease", first.prefix);
+    let total = format!("{}count:total", first.prefix);
+    let mut published: Option<u64> = None;
     for _ in 0..50 {
-        scrape = gw.scrape().await;
-        if sample(&scrape, "oidc_bff_sessions_active") == Some(3.0) {
+        published = redis::cmd("GET")
+            .arg(&total)
+            .query_async(&mut redis)
+            .await
+            .expect("get");
+        if published.is_some() {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+    assert_eq!(published, Some(0), "the first instance's published count");
+    for _ in 0..3 {
+        Browser::new(&first).login_as(&unique_user("gauge")).await;
+    }
+    // A second instance on the same store, while the lease is held, walks
+    // no keys: it reports the fleet's published count (at most one period
+    // old) ...
+    // The session cache off: every lookup is a timed store read.
+    let second = || {
+        GatewayBuilder::new(&upstream)
+            .route(crate::harness::route("/down", "http://127.0.0.1:9"))
+            .prefix(&first.prefix)
+            .metrics()
+            .configure(|c| c.store.cache_entries = 0)
+    };
+    let held = second().start().await;
+    // Its first tick runs at start-up; a second is more than enough here.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(
+        sample(&held.scrape().await, "oidc_bff_sessions_active"),
+        Some(0.0)
+    );
+    let published: Option<u64> = redis::cmd("GET")
+        .arg(&total)
+        .query_async(&mut redis)
+        .await
+        .expect("get");
+    assert_eq!(published, Some(0), "the instance without the lease counted");
+    drop(held);
+    // ... and once the period is over (the lease gone), the next instance
+    // to count walks the keys and publishes the three sessions.
+    let _: () = redis::cmd("DEL")
+        .arg(&lease)
+        .query_async(&mut redis)
+        .await
+        .expect("del");
+    let gw = second().start().await;
+    assert_eq!(wait_for_gauge(&gw, 3.0).await, Some(3.0));
+    let published: Option<u64> = redis::cmd("GET")
+        .arg(&total)
+        .query_async(&mut redis)
+        .await
+        .expect("get");
+    assert_eq!(published, Some(3), "the count is published for the fleet");
+    let scrape = gw.scrape().await;
     assert_eq!(
         sample(&scrape, "oidc_bff_sessions_active"),
         Some(3.0),

@@ -123,6 +123,10 @@ conformance!(
 );
 
 fn redis_store() -> RedisStore {
+    redis_store_at(&random_prefix())
+}
+
+fn redis_store_at(prefix: &str) -> RedisStore {
     let config = RedisConfig {
         endpoint: RedisEndpoint::Url(shared().redis.url().parse().expect("redis url")),
         username: None,
@@ -132,7 +136,46 @@ fn redis_store() -> RedisStore {
         tls_ca_pem: None,
         tls_client: None,
     };
-    RedisStore::new(&config, &random_prefix(), Duration::from_secs(5)).expect("redis store")
+    RedisStore::new(&config, prefix, Duration::from_secs(5)).expect("redis store")
+}
+
+/// Two gateway processes on one store (one key prefix): in each period the
+/// first to ask walks the keys (the sessions count, the index sweep) and
+/// the other does not — it reads the published count, and skips the
+/// sweep — so a fleet walks the keyspace once per period, not once per
+/// instance.
+#[tokio::test]
+async fn redis_a_fleet_counts_and_sweeps_once_per_period() {
+    let prefix = random_prefix();
+    let (a, b) = (redis_store_at(&prefix), redis_store_at(&prefix));
+    for n in 1..=3 {
+        Seed::new(n, "alice").create(&a).await;
+    }
+    // A short period here (2 s, the lease 1.8 s of it); 30 s in a gateway.
+    let every = Duration::from_secs(2);
+    assert_eq!(a.fleet_count(every).await.expect("count"), Some(3));
+    Seed::new(4, "alice").create(&a).await;
+    assert_eq!(
+        b.fleet_count(every).await.expect("count"),
+        Some(3),
+        "within the period the other process reads the published count"
+    );
+    assert_eq!(
+        a.count_sessions().await.expect("count"),
+        4,
+        "the exact count"
+    );
+    // The next period: the next to ask counts again.
+    tokio::time::sleep(every).await;
+    assert_eq!(b.fleet_count(every).await.expect("count"), Some(4));
+
+    let every = Duration::from_secs(600);
+    assert!(a.fleet_sweep(every).await.expect("sweep").is_some());
+    assert_eq!(
+        b.fleet_sweep(every).await.expect("sweep"),
+        None,
+        "one sweep per period"
+    );
 }
 
 // ---------------------------------------------------------------------------

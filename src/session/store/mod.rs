@@ -385,6 +385,28 @@ pub enum Store {
     Memory(memory::MemoryStore),
 }
 
+impl Store {
+    /// The active-sessions gauge's figure: on Redis counted by one process
+    /// of the fleet per `every` and shared (`RedisStore::fleet_count`); in
+    /// memory, this process's own count. `None`: none published yet.
+    pub async fn fleet_count(&self, every: Duration) -> StoreResult<Option<u64>> {
+        match self {
+            Self::Redis(s) => s.fleet_count(every).await,
+            Self::Memory(s) => s.count_sessions().await.map(Some),
+        }
+    }
+
+    /// The periodic index sweep: on Redis by one process of the fleet per
+    /// `every` (`RedisStore::fleet_sweep`; `None` where another has it);
+    /// in memory, this process's own.
+    pub async fn fleet_sweep(&self, every: Duration) -> StoreResult<Option<u64>> {
+        match self {
+            Self::Redis(s) => s.fleet_sweep(every).await,
+            Self::Memory(s) => s.sweep().await.map(Some),
+        }
+    }
+}
+
 /// Calls the configured store, each call in a client span for exported
 /// traces named for the operation (no key or value is recorded).
 macro_rules! delegate {
