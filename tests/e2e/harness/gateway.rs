@@ -410,7 +410,10 @@ impl Gateway {
             .expect("redis conn")
     }
 
-    /// Keys this gateway wrote.
+    /// Keys this gateway wrote for requests: all under its prefix but the
+    /// fleet's housekeeping (the sessions gauge's lease and published
+    /// count, the sweep's lease), which a gateway writes at start-up and
+    /// every period whatever its requests.
     pub async fn redis_keys(&self) -> Vec<String> {
         let mut conn = self.redis().await;
         let mut keys: Vec<String> = redis::cmd("KEYS")
@@ -418,6 +421,9 @@ impl Gateway {
             .query_async(&mut conn)
             .await
             .expect("KEYS");
+        let housekeeping =
+            ["count:lease", "count:total", "sweep:lease"].map(|k| format!("{}{k}", self.prefix));
+        keys.retain(|k| !housekeeping.contains(k));
         keys.sort();
         keys
     }
