@@ -24,7 +24,7 @@ use super::client::{HttpClient, Versions, build_client};
 use super::dpop::{self, UpstreamDpop};
 use super::headers;
 use super::routes::Route;
-use super::sticky::{Keeping, SendError, UpstreamSlot};
+use super::sticky::{self, Keeping, SendError, UpstreamSlot};
 use super::streamed::UpstreamBody;
 use super::token;
 use super::upgrade::{self, SessionWatch};
@@ -501,7 +501,7 @@ impl Forwarder {
         // that would go to the pool over HTTP/1.1 anyway (see `sticky`).
         let kept = match (self.sticky, parts.extensions.remove::<UpstreamSlot>()) {
             (Some(keeping), Some(slot))
-                if parts.version < Version::HTTP_2
+                if sticky::browser_keeps_alive(parts.version, &parts.headers)
                     && upgrade.is_none()
                     && route.host_header.is_some()
                     && !route.upstream_http2 =>

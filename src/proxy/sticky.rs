@@ -13,9 +13,13 @@
 //! connection, which `server.max_connections` already bounds.
 //!
 //! Only what the pool would send over HTTP/1.1 anyway takes this path: a
-//! browser request over HTTP/1.x (HTTP/2 streams of one connection run
-//! side by side, and would queue behind each other here), to an `http://`
-//! upstream without `upstream_http2`, that is not a WebSocket handshake.
+//! browser request over HTTP/1.x that leaves its connection open
+//! ([`browser_keeps_alive`]: a single-use connection's request takes a
+//! pooled connection, which outlives it; HTTP/2 streams of one connection
+//! run side by side, and would queue behind each other here), to an
+//! `http://` upstream without `upstream_http2`, that is not a WebSocket
+//! handshake. A browser connection keeps one connection per upstream it
+//! calls, up to [`UPSTREAMS_KEPT`].
 //! Everything else, and every retry of a refused token or a DPoP nonce,
 //! uses the pool. A kept connection the upstream has closed is replaced
 //! by a new one; a request it never started to write is sent again over
@@ -38,7 +42,7 @@ use tokio::net::TcpStream;
 use super::client::HttpClient;
 use super::forward::{UpstreamError, caused_by_timeout};
 
-/// The upstream connection one browser connection keeps: which upstream,
+/// An upstream connection one browser connection keeps: which upstream,
 /// the sender of its HTTP/1.1 connection, and when a request last used it.
 struct Held {
     upstream: Authority,
@@ -48,12 +52,40 @@ struct Held {
     used: Instant,
 }
 
-type Shared = Arc<Mutex<Option<Held>>>;
+/// How many upstreams one browser connection keeps a connection to: an
+/// SPA whose calls alternate between a few routes keeps one to each, and
+/// the least recently used one is closed beyond this.
+const UPSTREAMS_KEPT: usize = 4;
 
-/// A browser connection's place for its upstream connection, shared by
-/// the requests of that connection (one at a time on HTTP/1.x).
+type Shared = Arc<Mutex<Vec<Held>>>;
+
+/// A browser connection's place for its upstream connections (one per
+/// upstream, up to [`UPSTREAMS_KEPT`]), shared by the requests of that
+/// connection (one at a time on HTTP/1.x).
 #[derive(Clone, Default)]
 pub struct UpstreamSlot(Shared);
+
+/// Whether a browser request leaves its connection open for another one
+/// (HTTP/1.1 unless `Connection: close`; HTTP/1.0 only with `Connection:
+/// keep-alive`): only then is an upstream connection worth keeping with
+/// it. A single-use connection's request takes one from the pool, which
+/// outlives it, rather than opening and closing one of its own.
+pub fn browser_keeps_alive(version: http::Version, headers: &http::HeaderMap) -> bool {
+    let mut close = false;
+    let mut keep_alive = false;
+    for value in headers.get_all(http::header::CONNECTION) {
+        for token in value.to_str().unwrap_or("close").split(',') {
+            let token = token.trim();
+            close |= token.eq_ignore_ascii_case("close");
+            keep_alive |= token.eq_ignore_ascii_case("keep-alive");
+        }
+    }
+    match version {
+        http::Version::HTTP_11 => !close,
+        http::Version::HTTP_10 => keep_alive && !close,
+        _ => false,
+    }
+}
 
 /// Why an upstream request got no response, from the pool or a kept
 /// connection.
@@ -119,15 +151,26 @@ impl UpstreamSlot {
         }
     }
 
-    /// The kept connection to `upstream`, if it is still open; any other
-    /// (another upstream's, or closed) is dropped, which closes it.
+    /// The kept connection to `upstream`, if there is one and it is still
+    /// open (a closed one is dropped).
     fn take(&self, upstream: &Authority) -> Option<(u64, SendRequest<Body>)> {
-        let held = lock(&self.0).take()?;
-        (held.upstream == *upstream && !held.sender.is_closed()).then_some((held.id, held.sender))
+        let mut kept = lock(&self.0);
+        let at = kept.iter().position(|h| h.upstream == *upstream)?;
+        let held = kept.swap_remove(at);
+        (!held.sender.is_closed()).then_some((held.id, held.sender))
     }
 
+    /// Keeps `sender` for the next request to `upstream`; beyond
+    /// [`UPSTREAMS_KEPT`] the least recently used connection is dropped,
+    /// which closes it.
     fn put(&self, upstream: &Authority, id: u64, sender: SendRequest<Body>) {
-        *lock(&self.0) = Some(Held {
+        let mut kept = lock(&self.0);
+        if kept.len() >= UPSTREAMS_KEPT
+            && let Some(oldest) = (0..kept.len()).min_by_key(|&i| kept[i].used)
+        {
+            kept.swap_remove(oldest);
+        }
+        kept.push(Held {
             upstream: upstream.clone(),
             sender,
             id,
@@ -168,7 +211,9 @@ impl UpstreamSlot {
         let slot = Arc::downgrade(&self.0);
         tokio::spawn(async move {
             let mut conn = pin!(conn);
-            let mut idle_check = Some(Instant::now() + keeping.idle_timeout);
+            // `checked_add`: an idle timeout too large for a deadline means
+            // never closing for idleness, not a panic.
+            let mut idle_check = Instant::now().checked_add(keeping.idle_timeout);
             loop {
                 tokio::select! {
                     ended = conn.as_mut() => {
@@ -188,27 +233,30 @@ impl UpstreamSlot {
 }
 
 /// Drops connection `id`'s sender if it has been idle for `idle`, which
-/// closes the connection; else when to look again (`None`: never, the slot
-/// no longer holds it and whoever took it drops it).
-fn close_if_idle(slot: &Weak<Mutex<Option<Held>>>, id: u64, idle: Duration) -> Option<Instant> {
+/// closes the connection; else when to look again (`None`: never, the
+/// browser connection is gone and the connection with it).
+fn close_if_idle(slot: &Weak<Mutex<Vec<Held>>>, id: u64, idle: Duration) -> Option<Instant> {
     let now = Instant::now();
     let slot = slot.upgrade()?;
-    let mut held = lock(&slot);
-    match held.as_ref() {
-        // A response is still being read: look again later.
-        Some(h) if h.id == id && !h.sender.is_ready() => Some(now + idle),
-        Some(h) if h.id == id => {
-            if now.duration_since(h.used) >= idle {
-                *held = None;
-                return None;
-            }
-            // Used since: look again when it could be idle.
-            Some(h.used + idle)
-        }
-        // Taken by a request right now (it puts it back), or replaced.
-        None => Some(now + idle),
-        Some(_) => None,
+    let mut kept = lock(&slot);
+    let Some(at) = kept.iter().position(|h| h.id == id) else {
+        // Taken by a request right now (it puts it back), or dropped (then
+        // the connection ends, and its task with it).
+        return now.checked_add(idle);
+    };
+    let held = &mut kept[at];
+    if !held.sender.is_ready() {
+        // A response is still being read: idle time counts from its end,
+        // which is no earlier than now.
+        held.used = now;
+        return now.checked_add(idle);
     }
+    if now.duration_since(held.used) >= idle {
+        kept.swap_remove(at);
+        return None;
+    }
+    // Used since: look again when it could be idle.
+    held.used.checked_add(idle)
 }
 
 async fn sleep_until_some(at: Option<Instant>) {
@@ -218,7 +266,7 @@ async fn sleep_until_some(at: Option<Instant>) {
     }
 }
 
-fn lock(slot: &Mutex<Option<Held>>) -> std::sync::MutexGuard<'_, Option<Held>> {
+fn lock(slot: &Mutex<Vec<Held>>) -> std::sync::MutexGuard<'_, Vec<Held>> {
     slot.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -242,6 +290,34 @@ fn upstream_failed(e: &hyper::Error) -> UpstreamError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_browser_connection_left_open_keeps_an_upstream_connection() {
+        use http::{HeaderMap, HeaderValue, Version};
+        let with = |value: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                http::header::CONNECTION,
+                HeaderValue::from_str(value).expect("value"),
+            );
+            h
+        };
+        let none = HeaderMap::new();
+        assert!(browser_keeps_alive(Version::HTTP_11, &none));
+        assert!(browser_keeps_alive(Version::HTTP_11, &with("keep-alive")));
+        assert!(!browser_keeps_alive(Version::HTTP_11, &with("close")));
+        assert!(!browser_keeps_alive(
+            Version::HTTP_11,
+            &with("X-Foo, CLOSE")
+        ));
+        assert!(!browser_keeps_alive(Version::HTTP_10, &none));
+        assert!(browser_keeps_alive(Version::HTTP_10, &with("Keep-Alive")));
+        assert!(!browser_keeps_alive(
+            Version::HTTP_10,
+            &with("keep-alive, close")
+        ));
+        assert!(!browser_keeps_alive(Version::HTTP_2, &none));
+    }
 
     #[test]
     fn an_absolute_uri_is_sent_in_origin_form() {

@@ -317,8 +317,14 @@ impl BrowserConnection {
 
     /// `count` GETs of `/raw/..`, each answered `200 ok`.
     async fn get_ok(&mut self, count: usize) {
+        self.get_ok_with("/raw", "", count).await;
+    }
+
+    /// `count` GETs under `route` with the `extra` header lines, each
+    /// answered `200 ok`.
+    async fn get_ok_with(&mut self, route: &str, extra: &str, count: usize) {
         for i in 0..count {
-            let head = format!("GET /raw/{i} HTTP/1.1\r\nHost: gateway\r\n\r\n");
+            let head = format!("GET {route}/{i} HTTP/1.1\r\nHost: gateway\r\n{extra}\r\n");
             self.0.write_all(head.as_bytes()).await.expect("write");
             let mut got = Vec::new();
             let mut chunk = [0u8; 4096];
@@ -400,4 +406,54 @@ async fn a_kept_upstream_connection_closes_when_its_browser_connection_does() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(counts.accepted.load(Ordering::SeqCst), 1);
+}
+
+/// An SPA whose calls alternate between two upstreams on one browser
+/// connection keeps one connection to each, not a new one per switch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_connection_alternating_between_upstreams_keeps_one_connection_to_each() {
+    let upstream = Upstream::start().await;
+    let (one, one_counts) = raw_upstream(AfterResponse::KeepAlive).await;
+    let (two, two_counts) = raw_upstream(AfterResponse::KeepAlive).await;
+    let gw = GatewayBuilder::new(&upstream)
+        .route(public("/one", &one))
+        .route(public("/two", &two))
+        .start()
+        .await;
+    let mut browser = BrowserConnection::open(&gw).await;
+    for _ in 0..5 {
+        browser.get_ok_with("/one", "", 1).await;
+        browser.get_ok_with("/two", "", 1).await;
+    }
+    for counts in [&one_counts, &two_counts] {
+        assert_eq!(counts.requests.load(Ordering::SeqCst), 5);
+        assert_eq!(
+            counts.accepted.load(Ordering::SeqCst),
+            1,
+            "one connection each"
+        );
+    }
+}
+
+/// A browser connection used once (`Connection: close`, as a proxy in
+/// front without keep-alive sends) takes a pooled upstream connection,
+/// which outlives it, instead of opening and closing one of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_use_browser_connections_share_the_pool() {
+    let upstream = Upstream::start().await;
+    let (raw, counts) = raw_upstream(AfterResponse::KeepAlive).await;
+    let gw = GatewayBuilder::new(&upstream)
+        .route(public("/raw", &raw))
+        .start()
+        .await;
+    for _ in 0..5 {
+        let mut once = BrowserConnection::open(&gw).await;
+        once.get_ok_with("/raw", "Connection: close\r\n", 1).await;
+    }
+    assert_eq!(counts.requests.load(Ordering::SeqCst), 5);
+    assert_eq!(
+        counts.accepted.load(Ordering::SeqCst),
+        1,
+        "one pooled connection for five single-use browser connections"
+    );
 }
