@@ -11,7 +11,10 @@ use crate::session::store::StoreResult;
 /// One SCAN batch, counted where it runs. No `KEYS`: it names no key,
 /// and SCAN walks the server it is sent to (each primary of a Cluster in
 /// turn). ARGV: cursor, pattern, batch size. Returns the next cursor (as
-/// SCAN's text) and how many keys of the batch matched.
+/// SCAN's text) and how many keys of the batch matched. Without flags it
+/// is a script of the pre-7 kind, checked only when it writes (it never
+/// does): `min-replicas-to-write` with too few replicas does not refuse it
+/// (tried on Redis 7.0), nor does a replica.
 const COUNT_BATCH: &str = r"
 local r = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
 return {r[1], #r[2]}

@@ -118,6 +118,19 @@ fn switched_to(payload: &[u8], master: &str) -> Option<Announced> {
 pub(super) struct Kept {
     conns: Vec<Option<MultiplexedConnection>>,
     next: usize,
+    /// Per Sentinel: not asked again before this after it could not be
+    /// reached, and the wait after its next failure. A Sentinel that drops
+    /// packets costs a whole connect timeout per attempt; without this,
+    /// every Nth check would stall on it and fail (and the session cache,
+    /// whose check is bounded by `store.timeout`, would flush each time).
+    retry_at: Vec<Option<std::time::Instant>>,
+    backoff: Vec<Duration>,
+}
+
+/// The wait before asking an unreachable Sentinel again: doubled per
+/// failure from [`FIRST_BACKOFF`]'s tenfold, up to a minute.
+fn next_backoff(previous: Duration) -> Duration {
+    (previous * 2).clamp(FIRST_BACKOFF * 10, Duration::from_secs(60))
 }
 
 impl Sentinels {
@@ -207,17 +220,27 @@ impl Sentinels {
             return None;
         }
         kept.conns.resize_with(self.nodes.len(), || None);
+        kept.retry_at.resize(self.nodes.len(), None);
+        kept.backoff.resize(self.nodes.len(), Duration::ZERO);
         for _ in 0..self.nodes.len() {
             let index = kept.next % self.nodes.len();
             kept.next = index + 1;
             let conn = match kept.conns[index].clone() {
                 Some(conn) => conn,
+                None if kept.retry_at[index].is_some_and(|at| std::time::Instant::now() < at) => {
+                    continue;
+                }
                 None => match self.open(index).await {
                     Ok(conn) => {
                         kept.conns[index] = Some(conn.clone());
+                        kept.retry_at[index] = None;
+                        kept.backoff[index] = Duration::ZERO;
                         conn
                     }
                     Err(e) => {
+                        let wait = next_backoff(kept.backoff[index]);
+                        kept.backoff[index] = wait;
+                        kept.retry_at[index] = std::time::Instant::now().checked_add(wait);
                         tracing::debug!(sentinel = %self.describe(index), error = %e, "redis sentinel: cannot reach this sentinel to re-check the master");
                         continue;
                     }
@@ -337,6 +360,19 @@ impl Sentinels {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_unreachable_sentinel_is_asked_again_later_and_later_up_to_a_minute() {
+        let mut wait = Duration::ZERO;
+        let mut waits = Vec::new();
+        for _ in 0..12 {
+            wait = next_backoff(wait);
+            waits.push(wait.as_secs_f64());
+        }
+        assert_eq!(waits[..4], [1.0, 2.0, 4.0, 8.0]);
+        assert_eq!(waits[11], 60.0);
+    }
+
     use super::*;
 
     fn at(host: &str, port: u16) -> Option<Announced> {
