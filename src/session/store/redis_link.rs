@@ -450,6 +450,26 @@ impl SentinelLink {
             .unwrap_or_else(|_| Err(RedisError::from((ErrorKind::Io, "timed out")))),
             Err(e) => Err(e),
         };
+        // Only a server that says it is a master now: a late or replayed
+        // announcement naming a replica would otherwise serve session reads
+        // from it until the next write is refused.
+        let opened = match opened {
+            Ok(mut conn) => match tokio::time::timeout(
+                limit,
+                redis::cmd("ROLE").query_async::<Value>(&mut conn),
+            )
+            .await
+            {
+                Ok(Ok(role)) if says_master(&role) => Ok(conn),
+                Ok(Ok(_)) => Err(RedisError::from((
+                    ErrorKind::Client,
+                    "the announced server is not a master",
+                ))),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(RedisError::from((ErrorKind::Io, "timed out"))),
+            },
+            Err(e) => Err(e),
+        };
         match opened {
             Ok(conn) => {
                 self.current.install(Master {
@@ -558,6 +578,18 @@ enum Sign {
 }
 
 /// Whether `cmd` only reads, so running it twice changes nothing.
+/// Whether a `ROLE` answer is a master's (`["master", offset, replicas]`).
+fn says_master(role: &Value) -> bool {
+    match role {
+        Value::Array(items) => match items.first() {
+            Some(Value::BulkString(b)) => b.as_slice() == b"master",
+            Some(Value::SimpleString(s)) => s == "master",
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
 fn reads_only(cmd: &Cmd) -> bool {
     named(
         cmd,
@@ -657,6 +689,17 @@ impl ConnectionLike for Link {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_role_answer_of_master_is_a_master() {
+        let role = |first: Value| Value::Array(vec![first, Value::Int(0), Value::Array(vec![])]);
+        assert!(says_master(&role(Value::BulkString(b"master".to_vec()))));
+        assert!(says_master(&role(Value::SimpleString("master".into()))));
+        assert!(!says_master(&role(Value::BulkString(b"slave".to_vec()))));
+        assert!(!says_master(&role(Value::BulkString(b"sentinel".to_vec()))));
+        assert!(!says_master(&Value::Nil));
+        assert!(!says_master(&Value::Array(vec![])));
+    }
 
     #[test]
     fn only_reads_are_repeated_after_a_broken_connection() {
