@@ -555,62 +555,6 @@ fn tomb(why: &Revocation) -> String {
     serde_json::to_string(why).unwrap_or_default()
 }
 
-impl RedisStore {
-    /// The periodic index sweep, run by one process of the fleet per
-    /// `every` (the first to take `sweep:lease`), since it walks every
-    /// index: `None` when another process has the period's lease.
-    pub async fn fleet_sweep(&self, every: std::time::Duration) -> StoreResult<Option<u64>> {
-        let lease_ms = u64::try_from(every.as_millis() * 9 / 10)
-            .unwrap_or(u64::MAX)
-            .max(1);
-        if !self
-            .set_nx(self.keys.plain("sweep", "lease"), "1", lease_ms)
-            .await?
-        {
-            return Ok(None);
-        }
-        self.sweep().await.map(Some)
-    }
-
-    /// The active-sessions gauge's figure, counted by one process of the
-    /// whole fleet per `every`: the first to take the lease
-    /// (`count:lease`, `SET NX PX`, held for most of `every`) counts and
-    /// publishes the total (`count:total`); the others read it. Counting is
-    /// a walk of every key, so with many instances and a million sessions
-    /// each counting on its own kept Redis busy (1.8 million keys walked
-    /// per instance every 30 s); now it walks them once per period. `None`
-    /// while no count has been published yet (the gauge keeps its value).
-    pub async fn fleet_count(&self, every: std::time::Duration) -> StoreResult<Option<u64>> {
-        let lease_ms = u64::try_from(every.as_millis() * 9 / 10)
-            .unwrap_or(u64::MAX)
-            .max(1);
-        let total = self.keys.plain("count", "total");
-        if self
-            .set_nx(self.keys.plain("count", "lease"), "1", lease_ms)
-            .await?
-        {
-            let n = self.count_sessions().await?;
-            let mut conn = self.conn.clone();
-            let keep_ms = lease_ms.saturating_mul(4);
-            self.run(
-                redis::cmd("SET")
-                    .arg(&total)
-                    .arg(n)
-                    .arg("PX")
-                    .arg(keep_ms)
-                    .query_async::<()>(&mut conn),
-            )
-            .await?;
-            return Ok(Some(n));
-        }
-        let mut conn = self.conn.clone();
-        let published: Option<u64> = self
-            .run(redis::cmd("GET").arg(&total).query_async(&mut conn))
-            .await?;
-        Ok(published)
-    }
-}
-
 impl SessionStore for RedisStore {
     async fn shard_of(&self, user_hash: &str) -> StoreResult<ShardTag> {
         Ok(super::shard_tag(self.shard_key().await?, user_hash))

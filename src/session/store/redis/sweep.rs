@@ -1,12 +1,13 @@
 //! Walking the store's indexes: SCAN over every primary, and trimming the
-//! entries of sessions that are gone (the sweep and the statistics).
+//! entries of sessions that are gone (the sweep and the statistics); and
+//! the leases that make a fleet walk them once per period.
 
 use redis::AsyncCommands;
 
 use super::super::redis_keys::SidIndex;
 use super::{BATCH, RedisStore, SID_GRACE_MILLIS, score_millis};
 use crate::session::cookie::StoreId;
-use crate::session::store::StoreResult;
+use crate::session::store::{SessionStore as _, StoreResult};
 
 /// One SCAN batch, counted where it runs. No `KEYS`: it names no key,
 /// and SCAN walks the server it is sent to (each primary of a Cluster in
@@ -197,4 +198,60 @@ pub(super) fn glob_escape(s: &str) -> String {
         out.push(c);
     }
     out
+}
+
+impl RedisStore {
+    /// The periodic index sweep, run by one process of the fleet per
+    /// `every` (the first to take `sweep:lease`), since it walks every
+    /// index: `None` when another process has the period's lease.
+    pub async fn fleet_sweep(&self, every: std::time::Duration) -> StoreResult<Option<u64>> {
+        let lease_ms = u64::try_from(every.as_millis() * 9 / 10)
+            .unwrap_or(u64::MAX)
+            .max(1);
+        if !self
+            .set_nx(self.keys.plain("sweep", "lease"), "1", lease_ms)
+            .await?
+        {
+            return Ok(None);
+        }
+        self.sweep().await.map(Some)
+    }
+
+    /// The active-sessions gauge's figure, counted by one process of the
+    /// whole fleet per `every`: the first to take the lease
+    /// (`count:lease`, `SET NX PX`, held for most of `every`) counts and
+    /// publishes the total (`count:total`); the others read it. Counting is
+    /// a walk of every key, so with many instances and a million sessions
+    /// each counting on its own kept Redis busy (1.8 million keys walked
+    /// per instance every 30 s); now it walks them once per period. `None`
+    /// while no count has been published yet (the gauge keeps its value).
+    pub async fn fleet_count(&self, every: std::time::Duration) -> StoreResult<Option<u64>> {
+        let lease_ms = u64::try_from(every.as_millis() * 9 / 10)
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let total = self.keys.plain("count", "total");
+        if self
+            .set_nx(self.keys.plain("count", "lease"), "1", lease_ms)
+            .await?
+        {
+            let n = self.count_sessions().await?;
+            let mut conn = self.conn.clone();
+            let keep_ms = lease_ms.saturating_mul(4);
+            self.run(
+                redis::cmd("SET")
+                    .arg(&total)
+                    .arg(n)
+                    .arg("PX")
+                    .arg(keep_ms)
+                    .query_async::<()>(&mut conn),
+            )
+            .await?;
+            return Ok(Some(n));
+        }
+        let mut conn = self.conn.clone();
+        let published: Option<u64> = self
+            .run(redis::cmd("GET").arg(&total).query_async(&mut conn))
+            .await?;
+        Ok(published)
+    }
 }
