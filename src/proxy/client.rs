@@ -24,14 +24,23 @@ pub enum Versions {
     Http2,
 }
 
-/// One pooled client for every upstream. `https://` upstreams are checked
-/// against the public roots, or only against `proxy.tls_ca_file`'s CAs, and
-/// are shown `proxy.tls_cert_file` when they ask for a client certificate.
-pub fn build_client(config: &ProxyConfig, versions: Versions) -> anyhow::Result<HttpClient> {
+/// How every upstream TCP connection is opened, pooled or kept by a
+/// browser connection (`sticky`): `proxy.connect_timeout` (then 504), no
+/// Nagle delay, and a host name's IPv6 and IPv4 addresses tried side by
+/// side (happy eyeballs), as hyper-util's connector does.
+pub fn tcp_connector(config: &ProxyConfig) -> HttpConnector {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.enforce_http(false);
     http.set_connect_timeout(Some(config.connect_timeout));
+    http
+}
+
+/// One pooled client for every upstream. `https://` upstreams are checked
+/// against the public roots, or only against `proxy.tls_ca_file`'s CAs, and
+/// are shown `proxy.tls_cert_file` when they ask for a client certificate.
+pub fn build_client(config: &ProxyConfig, versions: Versions) -> anyhow::Result<HttpClient> {
+    let http = tcp_connector(config);
     let builder = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(upstream_tls(config)?)
         .https_or_http();

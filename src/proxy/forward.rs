@@ -20,11 +20,11 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderName, HeaderValue, StatusCode, Version, header};
 use tracing::Instrument as _;
 
-use super::client::{HttpClient, Versions, build_client};
+use super::client::{HttpClient, Versions, build_client, tcp_connector};
 use super::dpop::{self, UpstreamDpop};
 use super::headers;
 use super::routes::Route;
-use super::sticky::{self, Keeping, SendError, UpstreamSlot};
+use super::sticky::{Keeping, SendError, UpstreamSlot};
 use super::streamed::UpstreamBody;
 use super::token;
 use super::upgrade::{self, SessionWatch};
@@ -122,9 +122,9 @@ pub struct Forwarder {
     client_tokens: Arc<ClientTokens>,
     /// Renews a session's token an upstream refused.
     refresher: Arc<Refresher>,
-    /// `proxy.connect_timeout` when requests may use their browser
-    /// connection's kept upstream connection (`proxy.sticky_connections`;
-    /// see `sticky`), `None` when they all use the pool.
+    /// How kept upstream connections are opened and idled, when requests
+    /// may use their browser connection's (`proxy.sticky_connections`; see
+    /// `sticky`); `None` when they all use the pool.
     sticky: Option<Keeping>,
     /// Upstreams' latest DPoP nonces (routes with `dpop = true`), this
     /// worker's: a worker meets an upstream's first challenge once.
@@ -167,8 +167,8 @@ impl Forwarder {
             refresher,
             // A zero idle timeout keeps no connection, kept or pooled.
             sticky: (config.proxy.sticky_connections && !config.proxy.pool_idle_timeout.is_zero())
-                .then_some(Keeping {
-                    connect_timeout: config.proxy.connect_timeout,
+                .then(|| Keeping {
+                    connector: tcp_connector(&config.proxy),
                     idle_timeout: config.proxy.pool_idle_timeout,
                 }),
             dpop_nonces: crate::oidc::dpop::Nonces::default(),
@@ -286,7 +286,7 @@ impl Forwarder {
         req: Request,
         span: &tracing::Span,
         again: Option<&Replay>,
-        kept: Option<(&UpstreamSlot, Keeping)>,
+        kept: Option<(&UpstreamSlot, &Keeping)>,
     ) -> Result<http::Response<hyper::body::Incoming>, AppError> {
         let started = std::time::Instant::now();
         // `checked_add`: a timeout too large for a deadline (someone meaning
@@ -499,12 +499,13 @@ impl Forwarder {
             .map_err(|_| UpstreamError::BadPath)?;
         // The browser connection's kept upstream connection, for a request
         // that would go to the pool over HTTP/1.1 anyway (see `sticky`).
-        let kept = match (self.sticky, parts.extensions.remove::<UpstreamSlot>()) {
+        // (`host_header` is set for plain-HTTP/1.1 upstreams only: not
+        // `https://`, not `upstream_http2`.)
+        let kept = match (&self.sticky, parts.extensions.remove::<UpstreamSlot>()) {
             (Some(keeping), Some(slot))
-                if sticky::browser_keeps_alive(parts.version, &parts.headers)
+                if headers::keeps_alive(parts.version, &parts.headers)
                     && upgrade.is_none()
-                    && route.host_header.is_some()
-                    && !route.upstream_http2 =>
+                    && route.host_header.is_some() =>
             {
                 Some((slot, keeping))
             }
@@ -587,7 +588,7 @@ impl Forwarder {
         let dpop_uri = dpop.as_ref().map(|_| parts.uri.clone());
         let upstream_req = Request::from_parts(parts, body);
         let again = replay.as_ref().filter(|_| route.upstream_http2);
-        let kept = kept.as_ref().map(|(slot, timeout)| (slot, *timeout));
+        let kept = kept.as_ref().map(|(slot, keeping)| (slot, *keeping));
         let mut resp = self
             .send(route, client, upstream_req, &span, again, kept)
             .await?;

@@ -142,15 +142,42 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Removes the headers a `Connection` value names (a comma-separated list;
-/// a token that is no header name removes nothing).
+/// The tokens of a `Connection` value (a comma-separated list), trimmed,
+/// empty ones left out.
+fn connection_tokens(connection: &HeaderValue) -> impl Iterator<Item = &[u8]> {
+    connection
+        .as_bytes()
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+/// Removes the headers a `Connection` value names (a token that is no
+/// header name removes nothing).
 fn remove_listed(headers: &mut HeaderMap, connection: &HeaderValue) {
-    for name in connection.as_bytes().split(|&b| b == b',') {
-        if let Ok(name) = std::str::from_utf8(name.trim_ascii())
-            && !name.is_empty()
-        {
+    for name in connection_tokens(connection) {
+        if let Ok(name) = std::str::from_utf8(name) {
             headers.remove(name);
         }
+    }
+}
+
+/// Whether a browser request leaves its connection open for another one:
+/// HTTP/1.1 unless `Connection: close`; HTTP/1.0 only with `Connection:
+/// keep-alive`; never HTTP/2 (its streams are not one after another).
+/// Read before [`to_upstream`] removes the header.
+pub fn keeps_alive(version: http::Version, headers: &HeaderMap) -> bool {
+    let (mut close, mut keep_alive) = (false, false);
+    for value in headers.get_all(header::CONNECTION) {
+        for token in connection_tokens(value) {
+            close |= token.eq_ignore_ascii_case(b"close");
+            keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+        }
+    }
+    match version {
+        http::Version::HTTP_11 => !close,
+        http::Version::HTTP_10 => keep_alive && !close,
+        _ => false,
     }
 }
 
@@ -319,6 +346,25 @@ mod tests {
         h.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
         h.insert("x-app", HeaderValue::from_static("kept"));
         h
+    }
+
+    #[test]
+    fn only_a_browser_connection_left_open_keeps_alive() {
+        use http::Version;
+        let with = |value: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONNECTION, HeaderValue::from_static(value));
+            h
+        };
+        let none = HeaderMap::new();
+        assert!(keeps_alive(Version::HTTP_11, &none));
+        assert!(keeps_alive(Version::HTTP_11, &with("keep-alive")));
+        assert!(!keeps_alive(Version::HTTP_11, &with("close")));
+        assert!(!keeps_alive(Version::HTTP_11, &with("X-Foo, CLOSE")));
+        assert!(!keeps_alive(Version::HTTP_10, &none));
+        assert!(keeps_alive(Version::HTTP_10, &with("Keep-Alive")));
+        assert!(!keeps_alive(Version::HTTP_10, &with("keep-alive, close")));
+        assert!(!keeps_alive(Version::HTTP_2, &none));
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //!
 //! Only what the pool would send over HTTP/1.1 anyway takes this path: a
 //! browser request over HTTP/1.x that leaves its connection open
-//! ([`browser_keeps_alive`]: a single-use connection's request takes a
+//! (`headers::keeps_alive`: a single-use connection's request takes a
 //! pooled connection, which outlives it; HTTP/2 streams of one connection
 //! run side by side, and would queue behind each other here), to an
 //! `http://` upstream without `upstream_http2`, that is not a WebSocket
@@ -36,8 +36,7 @@ use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use hyper_util::client::legacy::connect::HttpConnector;
 
 use super::client::HttpClient;
 use super::forward::{UpstreamError, caused_by_timeout};
@@ -65,28 +64,6 @@ type Shared = Arc<Mutex<Vec<Held>>>;
 #[derive(Clone, Default)]
 pub struct UpstreamSlot(Shared);
 
-/// Whether a browser request leaves its connection open for another one
-/// (HTTP/1.1 unless `Connection: close`; HTTP/1.0 only with `Connection:
-/// keep-alive`): only then is an upstream connection worth keeping with
-/// it. A single-use connection's request takes one from the pool, which
-/// outlives it, rather than opening and closing one of its own.
-pub fn browser_keeps_alive(version: http::Version, headers: &http::HeaderMap) -> bool {
-    let mut close = false;
-    let mut keep_alive = false;
-    for value in headers.get_all(http::header::CONNECTION) {
-        for token in value.to_str().unwrap_or("close").split(',') {
-            let token = token.trim();
-            close |= token.eq_ignore_ascii_case("close");
-            keep_alive |= token.eq_ignore_ascii_case("keep-alive");
-        }
-    }
-    match version {
-        http::Version::HTTP_11 => !close,
-        http::Version::HTTP_10 => keep_alive && !close,
-        _ => false,
-    }
-}
-
 /// Why an upstream request got no response, from the pool or a kept
 /// connection.
 pub enum SendError {
@@ -97,10 +74,9 @@ pub enum SendError {
 }
 
 /// How a kept connection is opened and how long it may sit idle.
-#[derive(Clone, Copy)]
 pub struct Keeping {
-    /// `proxy.connect_timeout`.
-    pub connect_timeout: Duration,
+    /// The pool's own TCP connector (`client::tcp_connector`).
+    pub connector: HttpConnector,
     /// `proxy.pool_idle_timeout`: a kept connection unused this long is
     /// closed, as the pool closes its idle ones.
     pub idle_timeout: Duration,
@@ -117,13 +93,13 @@ impl UpstreamSlot {
         upstream: &Authority,
         mut req: Request<Body>,
         pool: &HttpClient,
-        keeping: Keeping,
+        keeping: &Keeping,
     ) -> Result<Response<Incoming>, SendError> {
         let (id, mut sender) = match self.take(upstream) {
             Some(kept) => kept,
             // Boxed: once per browser connection, and inline it would make
             // every request's future larger.
-            None => Box::pin(self.connect(upstream, keeping))
+            None => Box::pin(self.connect(req.uri().clone(), keeping))
                 .await
                 .map_err(SendError::Upstream)?,
         };
@@ -178,42 +154,38 @@ impl UpstreamSlot {
         });
     }
 
-    /// A new HTTP/1.1 connection to `upstream` (an `http://` authority).
-    /// Its task runs on this worker until the upstream closes it, or its
-    /// sender is dropped (the browser connection ended, another upstream
-    /// took its place) or closed for idling (`keeping.idle_timeout`).
+    /// A new HTTP/1.1 connection to `to`'s upstream (an `http://` URI),
+    /// opened as the pool opens them. Its task runs on this worker until
+    /// the upstream closes it, or its sender is dropped (the browser
+    /// connection ended, another upstream took its place) or closed for
+    /// idling (`keeping.idle_timeout`).
     async fn connect(
         &self,
-        upstream: &Authority,
-        keeping: Keeping,
+        to: Uri,
+        keeping: &Keeping,
     ) -> Result<(u64, SendRequest<Body>), UpstreamError> {
         static IDS: AtomicU64 = AtomicU64::new(0);
-        let port = upstream.port_u16().unwrap_or(80);
-        // `[::1]` in an authority is `::1` to the resolver.
-        let host = upstream
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']');
-        let connecting = TcpStream::connect((host, port));
-        let stream = match tokio::time::timeout(keeping.connect_timeout, connecting).await {
-            Err(_) => return Err(UpstreamError::Timeout),
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
-                return Err(UpstreamError::Timeout);
-            }
-            Ok(Err(_)) => return Err(UpstreamError::Unavailable("connection failed")),
-            Ok(Ok(s)) => s,
-        };
-        let _ = stream.set_nodelay(true);
-        let (sender, conn) = http1::handshake(TokioIo::new(stream))
+        // The connector is always ready: no `poll_ready` needed.
+        let io = tower::Service::call(&mut keeping.connector.clone(), to)
+            .await
+            .map_err(|e| {
+                if caused_by_timeout(&e) {
+                    UpstreamError::Timeout
+                } else {
+                    UpstreamError::Unavailable("connection failed")
+                }
+            })?;
+        let (sender, conn) = http1::handshake(io)
             .await
             .map_err(|_| UpstreamError::Unavailable("connection failed"))?;
+        let idle_timeout = keeping.idle_timeout;
         let id = IDS.fetch_add(1, Ordering::Relaxed);
         let slot = Arc::downgrade(&self.0);
         tokio::spawn(async move {
             let mut conn = pin!(conn);
             // `checked_add`: an idle timeout too large for a deadline means
             // never closing for idleness, not a panic.
-            let mut idle_check = Instant::now().checked_add(keeping.idle_timeout);
+            let mut idle_check = Instant::now().checked_add(idle_timeout);
             loop {
                 tokio::select! {
                     ended = conn.as_mut() => {
@@ -223,7 +195,7 @@ impl UpstreamSlot {
                         return;
                     }
                     () = sleep_until_some(idle_check) => {
-                        idle_check = close_if_idle(&slot, id, keeping.idle_timeout);
+                        idle_check = close_if_idle(&slot, id, idle_timeout);
                     }
                 }
             }
@@ -290,34 +262,6 @@ fn upstream_failed(e: &hyper::Error) -> UpstreamError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_a_browser_connection_left_open_keeps_an_upstream_connection() {
-        use http::{HeaderMap, HeaderValue, Version};
-        let with = |value: &str| {
-            let mut h = HeaderMap::new();
-            h.insert(
-                http::header::CONNECTION,
-                HeaderValue::from_str(value).expect("value"),
-            );
-            h
-        };
-        let none = HeaderMap::new();
-        assert!(browser_keeps_alive(Version::HTTP_11, &none));
-        assert!(browser_keeps_alive(Version::HTTP_11, &with("keep-alive")));
-        assert!(!browser_keeps_alive(Version::HTTP_11, &with("close")));
-        assert!(!browser_keeps_alive(
-            Version::HTTP_11,
-            &with("X-Foo, CLOSE")
-        ));
-        assert!(!browser_keeps_alive(Version::HTTP_10, &none));
-        assert!(browser_keeps_alive(Version::HTTP_10, &with("Keep-Alive")));
-        assert!(!browser_keeps_alive(
-            Version::HTTP_10,
-            &with("keep-alive, close")
-        ));
-        assert!(!browser_keeps_alive(Version::HTTP_2, &none));
-    }
 
     #[test]
     fn an_absolute_uri_is_sent_in_origin_form() {
