@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use oidc_bff::config::RawRoute;
+use oidc_bff::config::{RawConfig, RawRoute};
 use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -106,6 +106,24 @@ async fn raw_upstream(after: AfterResponse) -> (String, Arc<Counts>) {
     (format!("http://{addr}"), counts)
 }
 
+/// A gateway whose `/raw` route goes to a raw upstream that treats its
+/// connections as `after` says, with `change` made to its config; and
+/// what the raw upstream counted. The test upstream returned first must
+/// live as long as the gateway.
+async fn gateway_on_raw(
+    after: AfterResponse,
+    change: impl FnOnce(&mut RawConfig),
+) -> (Upstream, crate::harness::Gateway, Arc<Counts>) {
+    let upstream = Upstream::start().await;
+    let (raw, counts) = raw_upstream(after).await;
+    let gw = GatewayBuilder::new(&upstream)
+        .route(public("/raw", &raw))
+        .configure(change)
+        .start()
+        .await;
+    (upstream, gw, counts)
+}
+
 fn public(path: &str, upstream: &str) -> RawRoute {
     RawRoute {
         auth: "none".into(),
@@ -115,13 +133,10 @@ fn public(path: &str, upstream: &str) -> RawRoute {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequential_requests_reuse_one_kept_alive_upstream_connection() {
-    let upstream = Upstream::start().await;
-    let (raw, counts) = raw_upstream(AfterResponse::KeepAlive).await;
-    let gw = GatewayBuilder::new(&upstream)
-        .route(public("/raw", &raw))
-        .configure(|c| c.proxy.sticky_connections = false)
-        .start()
-        .await;
+    let (_upstream, gw, counts) = gateway_on_raw(AfterResponse::KeepAlive, |c| {
+        c.proxy.sticky_connections = false
+    })
+    .await;
     let http = reqwest::Client::new();
     for i in 0..20 {
         let r = http
@@ -146,12 +161,7 @@ async fn sequential_requests_reuse_one_kept_alive_upstream_connection() {
 /// silently while it sat idle in the pool) and the gateway never uses a
 /// closed connection.
 async fn no_request_fails(after: AfterResponse, gap: Duration, sequential: usize) {
-    let upstream = Upstream::start().await;
-    let (raw, counts) = raw_upstream(after).await;
-    let gw = GatewayBuilder::new(&upstream)
-        .route(public("/raw", &raw))
-        .start()
-        .await;
+    let (_upstream, gw, counts) = gateway_on_raw(after, |_| {}).await;
     let http = reqwest::Client::new();
     let mut failures = Vec::new();
     for i in 0..sequential {
@@ -218,16 +228,11 @@ async fn an_upstream_that_closes_idle_connections_sooner_than_the_pool_fails_no_
 /// pooled or kept by its browser connection (which stays open here), and
 /// the next request opens a new one.
 async fn idle_connection_is_closed(sticky: bool) {
-    let upstream = Upstream::start().await;
-    let (raw, counts) = raw_upstream(AfterResponse::KeepAlive).await;
-    let gw = GatewayBuilder::new(&upstream)
-        .route(public("/raw", &raw))
-        .configure(|c| {
-            c.proxy.pool_idle_timeout = duration("300ms");
-            c.proxy.sticky_connections = sticky;
-        })
-        .start()
-        .await;
+    let (_upstream, gw, counts) = gateway_on_raw(AfterResponse::KeepAlive, |c| {
+        c.proxy.pool_idle_timeout = duration("300ms");
+        c.proxy.sticky_connections = sticky;
+    })
+    .await;
     let mut browser = BrowserConnection::open(&gw).await;
     browser.get_ok(1).await;
     let started = Instant::now();
@@ -343,13 +348,10 @@ impl BrowserConnection {
 /// How many upstream connections two browser connections open when they
 /// take turns, 5 requests at a time, 20 in all.
 async fn upstream_connections_for_two_taking_turns(sticky: bool) -> usize {
-    let upstream = Upstream::start().await;
-    let (raw, counts) = raw_upstream(AfterResponse::KeepAlive).await;
-    let gw = GatewayBuilder::new(&upstream)
-        .route(public("/raw", &raw))
-        .configure(|c| c.proxy.sticky_connections = sticky)
-        .start()
-        .await;
+    let (_upstream, gw, counts) = gateway_on_raw(AfterResponse::KeepAlive, |c| {
+        c.proxy.sticky_connections = sticky
+    })
+    .await;
     let mut a = BrowserConnection::open(&gw).await;
     let mut b = BrowserConnection::open(&gw).await;
     for _ in 0..2 {
@@ -387,12 +389,7 @@ async fn without_sticky_connections_browser_connections_share_the_pool() {
 /// (well before `pool_idle_timeout`, 90 s by default).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_upstream_connection_closes_when_its_browser_connection_does() {
-    let upstream = Upstream::start().await;
-    let (raw, counts) = raw_upstream(AfterResponse::KeepAlive).await;
-    let gw = GatewayBuilder::new(&upstream)
-        .route(public("/raw", &raw))
-        .start()
-        .await;
+    let (_upstream, gw, counts) = gateway_on_raw(AfterResponse::KeepAlive, |_| {}).await;
     let mut a = BrowserConnection::open(&gw).await;
     a.get_ok(3).await;
     assert_eq!(counts.closed_by_gateway.load(Ordering::SeqCst), 0);
@@ -440,12 +437,7 @@ async fn a_browser_connection_alternating_between_upstreams_keeps_one_connection
 /// which outlives it, instead of opening and closing one of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_use_browser_connections_share_the_pool() {
-    let upstream = Upstream::start().await;
-    let (raw, counts) = raw_upstream(AfterResponse::KeepAlive).await;
-    let gw = GatewayBuilder::new(&upstream)
-        .route(public("/raw", &raw))
-        .start()
-        .await;
+    let (_upstream, gw, counts) = gateway_on_raw(AfterResponse::KeepAlive, |_| {}).await;
     for _ in 0..5 {
         let mut once = BrowserConnection::open(&gw).await;
         once.get_ok_with("/raw", "Connection: close\r\n", 1).await;
