@@ -2,6 +2,8 @@
 //! entries of sessions that are gone (the sweep and the statistics); and
 //! the leases that make a fleet walk them once per period.
 
+use std::time::Duration;
+
 use redis::AsyncCommands;
 
 use super::super::redis_keys::SidIndex;
@@ -201,57 +203,82 @@ pub(super) fn glob_escape(s: &str) -> String {
 }
 
 impl RedisStore {
+    /// Takes `<job>:lease` for this period of `every` if no process of the
+    /// fleet holds it (`SET NX PX`, held for nine tenths of the period, so
+    /// the next period's first asker takes it again); its length in ms,
+    /// or `None` when another process has it.
+    async fn take_lease(&self, job: &str, every: Duration) -> StoreResult<Option<u64>> {
+        let lease_ms = u64::try_from(every.as_millis() * 9 / 10)
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let taken = self
+            .set_nx(self.keys.plain(job, "lease"), "1", lease_ms)
+            .await?;
+        Ok(taken.then_some(lease_ms))
+    }
+
+    /// Gives `<job>:lease` back after a failed run, so the next period's
+    /// first asker on any process tries again rather than nobody for most
+    /// of this one (a lost lease only expires: nothing to report).
+    async fn give_back_lease(&self, job: &str) {
+        let mut conn = self.conn.clone();
+        let _ = self
+            .run(
+                redis::cmd("DEL")
+                    .arg(self.keys.plain(job, "lease"))
+                    .query_async::<()>(&mut conn),
+            )
+            .await;
+    }
+
     /// The periodic index sweep, run by one process of the fleet per
     /// `every` (the first to take `sweep:lease`), since it walks every
     /// index: `None` when another process has the period's lease.
-    pub async fn fleet_sweep(&self, every: std::time::Duration) -> StoreResult<Option<u64>> {
-        let lease_ms = u64::try_from(every.as_millis() * 9 / 10)
-            .unwrap_or(u64::MAX)
-            .max(1);
-        if !self
-            .set_nx(self.keys.plain("sweep", "lease"), "1", lease_ms)
-            .await?
-        {
+    pub async fn fleet_sweep(&self, every: Duration) -> StoreResult<Option<u64>> {
+        if self.take_lease("sweep", every).await?.is_none() {
             return Ok(None);
         }
-        self.sweep().await.map(Some)
+        match self.sweep().await {
+            Ok(n) => Ok(Some(n)),
+            Err(e) => {
+                self.give_back_lease("sweep").await;
+                Err(e)
+            }
+        }
     }
 
     /// The active-sessions gauge's figure, counted by one process of the
-    /// whole fleet per `every`: the first to take the lease
-    /// (`count:lease`, `SET NX PX`, held for most of `every`) counts and
-    /// publishes the total (`count:total`); the others read it. Counting is
-    /// a walk of every key, so with many instances and a million sessions
-    /// each counting on its own kept Redis busy (1.8 million keys walked
-    /// per instance every 30 s); now it walks them once per period. `None`
-    /// while no count has been published yet (the gauge keeps its value).
-    pub async fn fleet_count(&self, every: std::time::Duration) -> StoreResult<Option<u64>> {
-        let lease_ms = u64::try_from(every.as_millis() * 9 / 10)
-            .unwrap_or(u64::MAX)
-            .max(1);
+    /// whole fleet per `every`: the first to take `count:lease` counts and
+    /// publishes the total (`count:total`, kept four leases long); the
+    /// others read it. Counting is a walk of every key, so with many
+    /// instances and a million sessions each counting on its own kept Redis
+    /// busy (1.8 million keys walked per instance every 30 s); now they are
+    /// walked once per period. `None` while no count has been published
+    /// yet (the gauge keeps its value).
+    pub async fn fleet_count(&self, every: Duration) -> StoreResult<Option<u64>> {
         let total = self.keys.plain("count", "total");
-        if self
-            .set_nx(self.keys.plain("count", "lease"), "1", lease_ms)
-            .await?
-        {
-            let n = self.count_sessions().await?;
-            let mut conn = self.conn.clone();
-            let keep_ms = lease_ms.saturating_mul(4);
-            self.run(
-                redis::cmd("SET")
-                    .arg(&total)
-                    .arg(n)
-                    .arg("PX")
-                    .arg(keep_ms)
-                    .query_async::<()>(&mut conn),
-            )
-            .await?;
-            return Ok(Some(n));
-        }
         let mut conn = self.conn.clone();
-        let published: Option<u64> = self
-            .run(redis::cmd("GET").arg(&total).query_async(&mut conn))
-            .await?;
-        Ok(published)
+        let Some(lease_ms) = self.take_lease("count", every).await? else {
+            return self
+                .run(redis::cmd("GET").arg(&total).query_async(&mut conn))
+                .await;
+        };
+        let n = match self.count_sessions().await {
+            Ok(n) => n,
+            Err(e) => {
+                self.give_back_lease("count").await;
+                return Err(e);
+            }
+        };
+        self.run(
+            redis::cmd("SET")
+                .arg(&total)
+                .arg(n)
+                .arg("PX")
+                .arg(lease_ms.saturating_mul(4))
+                .query_async::<()>(&mut conn),
+        )
+        .await?;
+        Ok(Some(n))
     }
 }
