@@ -6,12 +6,15 @@ Input columns (tab-separated, a header line first):
 
     round case requests seconds rps p50_ms p99_ms non2xx socket_errors
     gateway_ticks proxy_nginx_ticks apache_ticks upstream_ticks redis_ticks
-    wrk_ticks
+    wrk_ticks proxy_user_ticks
 
 `*_ticks` are utime+stime clock ticks (/proc/<pid>/stat; nginx summed over
 its master and workers, Apache over its master and children) spent by that
 process during the case's measured run; `apache_ticks` may be missing (a
-TSV from before the mod-auth-openidc case), read as 0. CPU per request = ticks * 1e6 / clk_tck / requests, in microseconds.
+TSV from before the mod-auth-openidc case), read as 0. `proxy_user_ticks`
+is the utime part of the case's proxy (its user space; the rest of its
+CPU is the kernel's); missing in older TSVs, where the split is not
+printed. CPU per request = ticks * 1e6 / clk_tck / requests, in microseconds.
 
     run_summary.py --clk-tck 100 results.tsv     # prints the Markdown
     run_summary.py --self-test                   # checks itself
@@ -78,6 +81,10 @@ def read_rows(lines, clk_tck):
             row[p] = ticks * 1e6 / clk_tck / requests if requests else float("nan")
         proxy = PROXY_OF.get(row["case"])
         row["proxy"] = row[proxy] if proxy else 0.0
+        user = r.get("proxy_user_ticks")
+        row["proxy_user"] = (
+            int(user) * 1e6 / clk_tck / requests if user not in (None, "") and requests else None
+        )
         rows.append(row)
     return rows
 
@@ -137,6 +144,30 @@ def summarise(rows):
                 c, " | ".join(spread([r[p] for r in rs], "{:.1f}") for p in PROCESSES)
             )
         )
+    split = [c for c in cases if PROXY_OF.get(c) and all(r["proxy_user"] is not None for r in by_case[c])]
+    if split:
+        out += [
+            "",
+            "The proxy's CPU µs per request, user space and kernel (median of the rounds, min–max):",
+            "",
+            "| case | user space | kernel | user space vs nginx keep-alive |",
+            "|---|---:|---:|---:|",
+        ]
+        base_user = (
+            statistics.median(r["proxy_user"] for r in by_case[BASELINE]) if BASELINE in split else None
+        )
+        for c in split:
+            rs = by_case[c]
+            user = [r["proxy_user"] for r in rs]
+            ratio = f"{statistics.median(user) / base_user:.2f}" if base_user else "–"
+            out.append(
+                "| {} | {} | {} | {} |".format(
+                    c,
+                    spread(user, "{:.1f}"),
+                    spread([r["proxy"] - r["proxy_user"] for r in rs], "{:.1f}"),
+                    ratio,
+                )
+            )
     return out
 
 
@@ -169,6 +200,18 @@ def self_test():
     # A TSV from before the apache column still reads.
     old = [header.replace("\tapache_ticks", ""), "1\tdirect\t100\t1\t100\t1.0\t1.0\t0\t0\t0\t0\t10\t0\t10"]
     assert read_rows(old, 100)[0]["apache"] == 0
+    # Without proxy_user_ticks (older TSVs) no split table is printed.
+    assert not any(l.startswith("| case | user space") for l in table), table
+    # With it: user space and kernel, and user space against nginx's.
+    split_lines = [
+        header + "\tproxy_user_ticks",
+        "1\tnginx-keepalive\t100000\t10\t10000\t1.0\t4.0\t0\t0\t0\t300\t0\t100\t0\t400\t50",
+        "1\tbff-authenticated\t100000\t10\t10000\t2.0\t8.0\t0\t0\t600\t0\t0\t100\t90\t400\t200",
+    ]
+    split = summarise(read_rows(split_lines, 100))
+    assert "| nginx-keepalive | 5.0 | 25.0 | 1.00 |" in split, split
+    # 200 user ticks of 600: 20 µs in user space, 40 in the kernel; 4× nginx's 5.
+    assert "| bff-authenticated | 20.0 | 40.0 | 4.00 |" in split, split
     print("run_summary self-test: ok")
 
 
