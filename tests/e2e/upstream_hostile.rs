@@ -162,6 +162,21 @@ async fn serve(mut stream: TcpStream, conn: usize, seen: Arc<Seen>) {
                 write(&mut stream, &close).await;
                 false
             }
+            // HTTP/1.0 without keep-alive: its connection ends with the
+            // answer, though this upstream would read on.
+            "oldversion" => {
+                let answer = ok(&path).replacen("HTTP/1.1", "HTTP/1.0", 1);
+                write(&mut stream, &answer).await
+            }
+            // No length: the body ends with the connection.
+            "closedelimited" => {
+                write(
+                    &mut stream,
+                    &format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n{path}"),
+                )
+                .await;
+                false
+            }
             // A second, whole response in the same write as the first.
             "smuggle" => write(&mut stream, &format!("{}{SMUGGLED}", ok(&path))).await,
             // The same, a moment after the first, on a connection at rest.
@@ -430,20 +445,27 @@ async fn a_request_whose_connection_closes_unanswered_is_a_502_and_never_sent_ag
     }
 }
 
+/// An answer after which its connection cannot carry another
+/// (`Connection: close`; HTTP/1.0 without keep-alive, even when the
+/// upstream would read on; a body that ends with the connection) is the
+/// last on it: the next request goes on a new one and succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_answer_saying_connection_close_is_the_last_on_its_connection() {
+async fn an_answer_that_ends_its_connection_is_the_last_on_it() {
     for sticky in MODES {
-        let mut t = Trial::start(sticky).await;
-        let first = t.get_own("/raw/sayclose").await;
-        let next = t.get_own("/raw/ok-next").await;
-        assert_ne!(next, first, "{}", t.mode);
-        assert_eq!(t.seen.accepted(), 2, "{}", t.mode);
+        for what in ["sayclose", "oldversion", "closedelimited"] {
+            let mut t = Trial::start(sticky).await;
+            let first = t.get_own(&format!("/raw/{what}")).await;
+            let next = t.get_own("/raw/ok-next").await;
+            assert_ne!(next, first, "{}: {what}", t.mode);
+            assert_eq!(t.seen.accepted(), 2, "{}: {what}", t.mode);
+        }
     }
 }
 
 /// Bytes after the end of an answer (beyond its `Content-Length`, or any
 /// body of a 204, a 304 or an answer to HEAD) are a second response nobody
-/// asked for: the next request gets its own answer, never those bytes.
+/// asked for: the connection they came on is closed, and the next request
+/// gets its own answer on another, never those bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_beyond_an_answer_never_answer_the_next_request() {
     for sticky in MODES {
@@ -465,7 +487,14 @@ async fn bytes_beyond_an_answer_never_answer_the_next_request() {
             if what == "smuggle" {
                 assert_eq!(answer.text(), path, "{}", t.mode);
             }
-            for i in 0..3 {
+            let first = t.seen.connection_of(method, &path);
+            let next = t.get_own("/raw/ok-0").await;
+            assert_ne!(
+                next, first,
+                "{}: {what}: the connection holding bytes nobody asked for was used again",
+                t.mode
+            );
+            for i in 1..3 {
                 t.get_own(&format!("/raw/ok-{i}")).await;
             }
         }
@@ -671,6 +700,46 @@ async fn an_answer_both_chunked_and_with_a_length_reaches_the_browser_whole() {
             t.mode
         );
         t.get_own("/raw/ok-next").await;
+    }
+}
+
+/// Requests written back to back, among them answers carrying a
+/// smuggled response and an unparsable one: each answered in order, the
+/// good ones with their own answers, the broken one with a 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_after_a_hostile_answer_get_their_own_answers() {
+    for sticky in MODES {
+        let mut t = Trial::start(sticky).await;
+        let paths = [
+            "/raw/slow-1",
+            "/raw/smuggle",
+            "/raw/ok-3",
+            "/raw/badstatus",
+            "/raw/ok-5",
+        ];
+        let all: String = paths
+            .iter()
+            .map(|p| format!("GET {p} HTTP/1.1\r\nHost: gateway\r\n\r\n"))
+            .collect();
+        t.browser.write(&all).await;
+        for path in paths {
+            let answer = t
+                .browser
+                .read_answer(false)
+                .await
+                .unwrap_or_else(|cut| panic!("{}: {path}: {cut:?}", t.mode));
+            if path.ends_with("badstatus") {
+                t.assert_refused(&answer, 502, "upstream_unavailable");
+            } else {
+                assert_eq!(
+                    (answer.status, answer.text()),
+                    (200, path.to_owned()),
+                    "{}",
+                    t.mode
+                );
+            }
+            t.seen.connection_of("GET", path);
+        }
     }
 }
 
