@@ -287,6 +287,57 @@ async fn serve(mut stream: TcpStream, conn: usize, seen: Arc<Seen>) {
                 )
                 .await
             }
+            "hugelength" => {
+                write(
+                    &mut stream,
+                    "HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551616\r\n\r\nok",
+                )
+                .await
+            }
+            // A header continued on the next line (obs-fold, RFC 9112 §5.2).
+            "obsfold" => {
+                write(
+                    &mut stream,
+                    "HTTP/1.1 200 OK\r\nX-Folded: a\r\n b\r\nContent-Length: 2\r\n\r\nok",
+                )
+                .await
+            }
+            // A head far beyond any buffer, and one with a thousand fields.
+            "hugehead" => {
+                let filler = "x".repeat(1 << 20);
+                write(
+                    &mut stream,
+                    &format!("HTTP/1.1 200 OK\r\nX-Filler: {filler}\r\nContent-Length: 2\r\n\r\nok"),
+                )
+                .await
+            }
+            "manyfields" => {
+                let fields: String = (0..1000).map(|i| format!("X-F{i}: v\r\n")).collect();
+                write(
+                    &mut stream,
+                    &format!("HTTP/1.1 200 OK\r\n{fields}Content-Length: 2\r\n\r\nok"),
+                )
+                .await
+            }
+            // A body whose chunk size is not a number.
+            "badchunk" => {
+                write(
+                    &mut stream,
+                    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
+                )
+                .await
+            }
+            // `100 Continue` over and over, never a final answer.
+            "endless" => {
+                while write(&mut stream, "HTTP/1.1 100 Continue\r\n\r\n").await {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                seen.closed_by_gateway
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(conn);
+                return;
+            }
             other => panic!("the raw upstream has no answer called {other:?}"),
         };
         if !keep_on {
@@ -541,6 +592,41 @@ async fn a_body_the_upstream_cuts_short_cuts_the_browser_connection() {
     }
 }
 
+/// A body whose chunk framing breaks (a chunk size that is not a number)
+/// is cut like a short one: the browser's connection is closed, and its
+/// next connection works on a new upstream connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_with_broken_chunk_framing_cuts_the_browser_connection() {
+    for sticky in MODES {
+        let mut t = Trial::start(sticky).await;
+        t.browser
+            .write("GET /raw/badchunk HTTP/1.1\r\nHost: gateway\r\n\r\n")
+            .await;
+        match t.browser.read_answer(false).await {
+            Err(Cut::Closed(_)) => {}
+            other => panic!("{}: a broken chunked body came through: {other:?}", t.mode),
+        }
+        t.browser = BrowserConnection::open(&t.gw).await;
+        let next = t.get_own("/raw/ok-next").await;
+        assert_eq!(next, 2, "{}", t.mode);
+    }
+}
+
+/// Informational answers that never end in a final one: the route's
+/// timeout still applies (504), and the connection is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_informational_answers_are_a_504_and_close_their_connection() {
+    for sticky in MODES {
+        let mut t = Trial::start(sticky).await;
+        let first = t.get_own("/raw/ok-first").await;
+        let answer = t.browser.get("/raw/endless").await;
+        t.assert_refused(&answer, 504, "upstream_timeout");
+        t.seen.wait_closed_by_gateway(first, t.mode).await;
+        let next = t.get_own("/raw/ok-next").await;
+        assert_ne!(next, first, "{}", t.mode);
+    }
+}
+
 /// A browser that leaves while its answer's body is still coming: the
 /// upstream connection, half read, is closed, never given to a request;
 /// the browser's next connection works.
@@ -624,12 +710,21 @@ async fn a_switch_of_protocols_nobody_asked_for_is_a_502_and_its_connection_is_n
 }
 
 /// An answer whose head does not parse (a status of four digits, a space
-/// in a header name, two different lengths): 502, and the connection is
-/// not used again.
+/// in a header name, two different lengths, a length beyond 64 bits, a
+/// folded header line, a mebibyte of head, a thousand fields): 502, and
+/// the connection is not used again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_head_that_does_not_parse_is_a_502_and_its_connection_is_not_used_again() {
     for sticky in MODES {
-        for what in ["badstatus", "badheader", "twolengths"] {
+        for what in [
+            "badstatus",
+            "badheader",
+            "twolengths",
+            "hugelength",
+            "obsfold",
+            "hugehead",
+            "manyfields",
+        ] {
             let mut t = Trial::start(sticky).await;
             let first = t.get_own("/raw/ok-first").await;
             let answer = t.browser.get(&format!("/raw/{what}")).await;
