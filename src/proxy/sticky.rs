@@ -24,7 +24,12 @@
 //! uses the pool. A kept connection the upstream has closed is replaced
 //! by a new one; a request it never started to write is sent again over
 //! the pool, as the pool itself does with a connection that closed while
-//! idle.
+//! idle, and one it wrote before the exchange failed is never sent again
+//! (502: it may have had effects). A connection whose exchange failed
+//! leaves the slot at once; one that hyper would not use again (bytes
+//! nobody asked for, an unfinished or abandoned answer) is closed by
+//! hyper, and is never ready for the next request
+//! (`tests/e2e/upstream_hostile.rs` holds both paths to the same rules).
 
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
