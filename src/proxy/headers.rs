@@ -290,7 +290,17 @@ pub fn is_cors_preflight(method: &http::Method, headers: &HeaderMap) -> bool {
 /// route every `Access-Control-*` header goes: a response made with the
 /// user's token must never be readable by another origin, whatever the
 /// upstream's CORS policy says.
+///
+/// A response framed by `Transfer-Encoding` loses any `Content-Length`
+/// beside it (RFC 9112 §6.3: the body was read by its chunks, and an
+/// intermediary must drop the length before passing it on). Passed on,
+/// that length would frame the chunked body for the browser: cut short
+/// when it claims less, the connection cut when more — the answer a
+/// response-splitting upstream wants the browser to see.
 pub fn to_browser(headers: &mut HeaderMap, policy: &CookiePolicy, session_route: bool) {
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+    }
     remove_hop_by_hop(headers);
     if headers.contains_key(header::SET_COOKIE) {
         let kept: Vec<HeaderValue> = headers
@@ -492,6 +502,24 @@ mod tests {
         let cookies: Vec<_> = h.get_all(header::SET_COOKIE).iter().collect();
         assert_eq!(cookies, vec!["app=1; Path=/"]);
         assert!(!h.contains_key(header::TRANSFER_ENCODING));
+    }
+
+    #[test]
+    fn a_length_beside_chunked_framing_never_reaches_the_browser() {
+        let mut both = HeaderMap::new();
+        both.insert(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
+        both.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        to_browser(&mut both, &policy(), false);
+        assert!(!both.contains_key(header::CONTENT_LENGTH));
+        assert!(!both.contains_key(header::TRANSFER_ENCODING));
+        // Alone, the length is the body's and stays (a HEAD answer's too).
+        let mut length = HeaderMap::new();
+        length.insert(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
+        to_browser(&mut length, &policy(), false);
+        assert_eq!(length[header::CONTENT_LENGTH], "2");
     }
 
     #[test]

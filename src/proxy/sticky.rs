@@ -24,7 +24,12 @@
 //! uses the pool. A kept connection the upstream has closed is replaced
 //! by a new one; a request it never started to write is sent again over
 //! the pool, as the pool itself does with a connection that closed while
-//! idle.
+//! idle, and one it wrote before the exchange failed is never sent again
+//! (502: it may have had effects). A connection whose exchange failed
+//! leaves the slot at once; one that hyper would not use again (bytes
+//! nobody asked for, an unfinished or abandoned answer) is closed by
+//! hyper, and is never ready for the next request
+//! (`tests/e2e/upstream_hostile.rs` holds both paths to the same rules).
 
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -117,13 +122,26 @@ impl UpstreamSlot {
         self.put(upstream, id, sender);
         match answer.await {
             Ok(resp) => Ok(resp),
-            Err(mut e) => match e.take_message() {
-                Some(mut unsent) => {
-                    *unsent.uri_mut() = absolute;
-                    pool.request(unsent).await.map_err(SendError::Pool)
+            Err(mut e) => {
+                // A failed exchange has ended its connection: it leaves
+                // the slot now rather than at the next request's look.
+                self.forget(id);
+                match e.take_message() {
+                    Some(mut unsent) => {
+                        *unsent.uri_mut() = absolute;
+                        pool.request(unsent).await.map_err(SendError::Pool)
+                    }
+                    None => Err(SendError::Upstream(upstream_failed(&e.into_error()))),
                 }
-                None => Err(SendError::Upstream(upstream_failed(&e.into_error()))),
-            },
+            }
+        }
+    }
+
+    /// Drops connection `id` from the slot, if it is still there.
+    fn forget(&self, id: u64) {
+        let mut kept = lock(&self.0);
+        if let Some(at) = kept.iter().position(|h| h.id == id) {
+            kept.swap_remove(at);
         }
     }
 
@@ -261,7 +279,125 @@ fn upstream_failed(e: &hyper::Error) -> UpstreamError {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read as _, Write as _};
+    use std::sync::mpsc;
+
+    use tokio::io::AsyncReadExt as _;
+
     use super::*;
+    use crate::config::ProxyConfig;
+    use crate::proxy::client::{Versions, build_client, tcp_connector};
+
+    /// The request line of the next request on `conn` (its head read
+    /// whole; the test's requests have no body).
+    fn request_line(conn: &mut std::net::TcpStream) -> String {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            let n = conn.read(&mut byte).expect("read request");
+            assert_eq!(n, 1, "the connection closed mid-request");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        head.lines().next().unwrap_or_default().to_owned()
+    }
+
+    /// The race a kept connection loses without harm: the upstream closes
+    /// it at rest, and the close reaches the gateway together with the
+    /// browser's next request, which is handed to the connection before
+    /// its task has read the close. The connection never writes it (it
+    /// has read its end of file first); the request comes back unsent and
+    /// goes over the pool, once, and the closed connection is not kept.
+    ///
+    /// Made deterministic on this single-threaded runtime: the close and
+    /// a probe byte are both in the kernel before the runtime next polls
+    /// for I/O, and after that poll it runs the test's own future (woken
+    /// by the probe) before the connection's task (woken by the close).
+    #[tokio::test]
+    async fn a_request_handed_to_a_connection_closing_at_rest_goes_once_over_the_pool() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (kept_tx, kept_rx) = mpsc::channel();
+        let (seen_tx, seen_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for (conn, body) in [(1, "kept"), (2, "pool")] {
+                let (mut stream, _) = listener.accept().expect("accept");
+                let line = request_line(&mut stream);
+                let _ = seen_tx.send((conn, line));
+                let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n{body}");
+                stream.write_all(answer.as_bytes()).expect("answer");
+                if conn == 1 {
+                    let _ = kept_tx.send(stream);
+                } else {
+                    let mut rest = Vec::new();
+                    let _ = stream.read_to_end(&mut rest);
+                }
+            }
+        });
+        let config = ProxyConfig {
+            connect_timeout: Duration::from_secs(5),
+            pool_idle_timeout: Duration::from_secs(90),
+            sticky_connections: true,
+            tls_ca_pem: None,
+            tls_client: None,
+        };
+        let pool = build_client(&config, Versions::Http1OrAlpn).expect("pool");
+        let keeping = Keeping {
+            connector: tcp_connector(&config),
+            idle_timeout: config.pool_idle_timeout,
+        };
+        let upstream: Authority = addr.to_string().parse().expect("authority");
+        let request = |path: &str| {
+            Request::get(format!("http://{addr}{path}"))
+                .header(http::header::HOST, addr.to_string())
+                .body(Body::empty())
+                .expect("request")
+        };
+        let body_of = |resp: Response<Incoming>| async move {
+            use http_body_util::BodyExt as _;
+            let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+            String::from_utf8_lossy(&bytes).into_owned()
+        };
+        let slot = UpstreamSlot::default();
+        let Ok(first) = slot
+            .send(&upstream, request("/first"), &pool, &keeping)
+            .await
+        else {
+            panic!("the first request failed");
+        };
+        assert_eq!(body_of(first).await, "kept");
+        // The kept connection's task reads to rest.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let kept = kept_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the upstream's side");
+        let (probe_in, mut probe_out) = tokio::net::UnixStream::pair().expect("probe");
+        drop(kept);
+        probe_in.try_write(b"x").expect("probe byte");
+        let mut byte = [0u8; 1];
+        probe_out.read_exact(&mut byte).await.expect("probe");
+        // No await before the request is handed over.
+        let Ok(second) = slot
+            .send(&upstream, request("/second"), &pool, &keeping)
+            .await
+        else {
+            panic!("the request the closing connection did not take failed");
+        };
+        assert_eq!(body_of(second).await, "pool");
+        let seen: Vec<(i32, String)> = seen_rx.try_iter().collect();
+        assert_eq!(
+            seen,
+            [
+                (1, "GET /first HTTP/1.1".to_owned()),
+                (2, "GET /second HTTP/1.1".to_owned())
+            ],
+            "each request once, the second on the pool's connection"
+        );
+        assert!(
+            lock(&slot.0).is_empty(),
+            "the closed connection is not kept, and the pool's is not taken"
+        );
+    }
 
     #[test]
     fn an_absolute_uri_is_sent_in_origin_form() {

@@ -39,6 +39,7 @@ mod store_outage;
 mod store_sentinel;
 mod tokens;
 mod traces;
+mod upstream_hostile;
 mod upstream_http2;
 mod upstream_pool;
 mod websockets;

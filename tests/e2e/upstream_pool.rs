@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use oidc_bff::config::{RawConfig, RawRoute};
+use oidc_bff::config::RawConfig;
 use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{GatewayBuilder, Upstream, duration, route};
+use crate::harness::{BrowserConnection, GatewayBuilder, Upstream, duration, public};
 
 /// How the raw upstream treats a connection after each response.
 #[derive(Clone, Copy, PartialEq)]
@@ -122,13 +122,6 @@ async fn gateway_on_raw(
         .start()
         .await;
     (upstream, gw, counts)
-}
-
-fn public(path: &str, upstream: &str) -> RawRoute {
-    RawRoute {
-        auth: "none".into(),
-        ..route(path, upstream)
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -304,45 +297,6 @@ async fn an_upstream_that_does_not_accept_within_connect_timeout_is_a_504() {
         took >= Duration::from_millis(400) && took < Duration::from_secs(5),
         "gave up after {took:?}"
     );
-}
-
-/// One browser connection, kept alive: HTTP/1.1 requests written on one
-/// TCP connection, one after another (a pooling client such as reqwest may
-/// open a second connection when its first is not yet back in its pool).
-struct BrowserConnection(tokio::net::TcpStream);
-
-impl BrowserConnection {
-    async fn open(gw: &crate::harness::Gateway) -> Self {
-        Self(
-            tokio::net::TcpStream::connect(gw.addr)
-                .await
-                .expect("connect"),
-        )
-    }
-
-    /// `count` GETs of `/raw/..`, each answered `200 ok`.
-    async fn get_ok(&mut self, count: usize) {
-        self.get_ok_with("/raw", "", count).await;
-    }
-
-    /// `count` GETs under `route` with the `extra` header lines, each
-    /// answered `200 ok`.
-    async fn get_ok_with(&mut self, route: &str, extra: &str, count: usize) {
-        for i in 0..count {
-            let head = format!("GET {route}/{i} HTTP/1.1\r\nHost: gateway\r\n{extra}\r\n");
-            self.0.write_all(head.as_bytes()).await.expect("write");
-            let mut got = Vec::new();
-            let mut chunk = [0u8; 4096];
-            // The raw upstream's body is `ok`: the answer ends with it.
-            while !(got.windows(4).any(|w| w == b"\r\n\r\n") && got.ends_with(b"ok")) {
-                let n = self.0.read(&mut chunk).await.expect("read");
-                assert!(n > 0, "the gateway closed the browser connection");
-                got.extend_from_slice(&chunk[..n]);
-            }
-            let text = String::from_utf8_lossy(&got);
-            assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
-        }
-    }
 }
 
 /// How many upstream connections two browser connections open when they

@@ -5,7 +5,7 @@
 //!
 //! This module owns only the processes every test shares and the constants
 //! they are configured with; each part lives in its own file (`gateway`,
-//! `browser`, `provider_api`, `provider2`, `net`, `otlp`, `procs`, `test_ca`, `tls_upstream`) and is re-exported
+//! `browser`, `provider_api`, `provider2`, `raw_http`, `net`, `otlp`, `procs`, `test_ca`, `tls_upstream`) and is re-exported
 //! here, so tests import everything from `harness::`.
 
 pub mod browser;
@@ -16,6 +16,7 @@ pub mod otlp;
 pub mod procs;
 pub mod provider2;
 pub mod provider_api;
+pub mod raw_http;
 pub mod sharded;
 pub mod test_ca;
 pub mod tls_upstream;
@@ -29,6 +30,7 @@ pub use otlp::OtlpReceiver;
 pub use procs::{ProviderProcess, RedisCluster, RedisServer, SentinelProcess, TlsStatusServer};
 pub use provider_api::ProviderApi;
 pub use provider2::Provider2Process;
+pub use raw_http::{Answer, BrowserConnection, Cut, public};
 pub use test_ca::TestCa;
 pub use tls_upstream::TlsUpstream;
 
