@@ -406,6 +406,7 @@ mod tests {
             strip_prefix: false,
             auth: RouteAuth::None,
             timeout: Duration::from_secs(1),
+            body_idle_timeout: Duration::from_secs(100),
             forward_cookies: false,
             policy: Default::default(),
             identity_headers: Vec::new(),

@@ -43,6 +43,10 @@ pub(super) const PUBLISHED_SECRETS: &[(&str, &str)] = &[
     ),
     ("YmVuY2gta2V5LWJlbmNoLWtleS1iZW5jaC1rZXktMDE=", "bench/run"),
     (
+        "dXBncmFkZS1rZXktdXBncmFkZS1rZXktdXBncmFkZTA=",
+        "scripts/upgrade-check",
+    ),
+    (
         "YnJvd3Nlci10ZXN0LWtleS1ub3QtZm9yLXJlYWwtdXM=",
         "tests/browser/e2e.mjs",
     ),

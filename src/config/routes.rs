@@ -30,6 +30,9 @@ pub struct RawRoute {
     pub auth: String,
     /// Limit for the upstream's response headers (then 504).
     pub timeout: RawDuration,
+    /// Longest wait for the next part of the upstream's response body once
+    /// its headers came (then the response is cut short).
+    pub body_idle_timeout: RawDuration,
     /// Pass the browser's other cookies (never the gateway's own) to the
     /// upstream. Off by default: the `Cookie` header is removed.
     pub forward_cookies: bool,
@@ -101,6 +104,7 @@ impl Default for RawRoute {
             strip_prefix: false,
             auth: "required".into(),
             timeout: RawDuration::text("30s"),
+            body_idle_timeout: RawDuration::text("100s"),
             forward_cookies: false,
             require: Vec::new(),
             identity_headers: BTreeMap::new(),
@@ -133,6 +137,8 @@ pub struct RouteConfig {
     pub strip_prefix: bool,
     pub auth: RouteAuth,
     pub timeout: Duration,
+    /// A response body that sends nothing for this long is cut short.
+    pub body_idle_timeout: Duration,
     pub forward_cookies: bool,
     /// Who may use the route (empty: any session).
     pub policy: Policy,
@@ -266,6 +272,11 @@ pub(super) fn validate(raw: &[RawRoute], issues: &mut Issues) -> Vec<RouteConfig
             }
         };
         let timeout = positive_duration(issues, &format!("{prefix}.timeout"), &r.timeout);
+        let body_idle_timeout = positive_duration(
+            issues,
+            &format!("{prefix}.body_idle_timeout"),
+            &r.body_idle_timeout,
+        );
         let policy = policy(&prefix, &r.require, issues);
         if !policy.is_empty() && auth != RouteAuth::Required {
             issues.add(
@@ -322,6 +333,7 @@ pub(super) fn validate(raw: &[RawRoute], issues: &mut Issues) -> Vec<RouteConfig
                 strip_prefix: r.strip_prefix,
                 auth,
                 timeout,
+                body_idle_timeout,
                 forward_cookies: r.forward_cookies,
                 policy,
                 identity_headers,
@@ -704,6 +716,21 @@ mod tests {
         let unknown = route("require = [{ claim = \"groups\", one_of = [\"a\"] }]\n");
         let err = load_str(&unknown, &[]).expect_err("unknown key");
         assert!(err.to_string().contains("one_of"), "{err}");
+    }
+
+    #[test]
+    fn a_routes_body_idle_timeout_defaults_to_100s_and_must_be_positive() {
+        let c = load_str(&route(""), &[]).expect("valid");
+        assert_eq!(c.routes[1].body_idle_timeout, Duration::from_secs(100));
+        let c = load_str(&route("body_idle_timeout = \"15m\"\n"), &[]).expect("valid");
+        assert_eq!(c.routes[1].body_idle_timeout, Duration::from_secs(900));
+        let err = load_str(&route("body_idle_timeout = \"0s\"\n"), &[]).expect_err("zero");
+        assert_eq!(
+            keys_of(err.clone()),
+            ["routes[1].body_idle_timeout"],
+            "{err}"
+        );
+        assert!(err.to_string().contains("greater than zero"), "{err}");
     }
 
     #[test]

@@ -685,7 +685,11 @@ impl Forwarder {
             upgrade::restore_headers(&mut parts.headers, HeaderValue::from_static("websocket"));
         }
         Ok(mark(
-            Response::from_parts(parts, Body::new(UpstreamBody::new(body))).into_response(),
+            Response::from_parts(
+                parts,
+                Body::new(UpstreamBody::new(body, route.body_idle_timeout)),
+            )
+            .into_response(),
             ResponseKind::Proxied,
         ))
     }

@@ -22,6 +22,9 @@ pub struct Route {
     pub strip_prefix: bool,
     pub auth: RouteAuth,
     pub timeout: Duration,
+    /// How long the upstream's response body may send nothing
+    /// (`body_idle_timeout`; see `streamed`).
+    pub body_idle_timeout: Duration,
     /// Pass the browser's other cookies on (`forward_cookies`).
     pub forward_cookies: bool,
     /// Who may use the route (`require`; see `authz`).
@@ -80,6 +83,7 @@ impl RouteTable {
                 strip_prefix: c.strip_prefix,
                 auth: c.auth,
                 timeout: c.timeout,
+                body_idle_timeout: c.body_idle_timeout,
                 forward_cookies: c.forward_cookies,
                 policy: c.policy.clone(),
                 identity_headers: c.identity_headers.clone(),
@@ -273,6 +277,7 @@ mod tests {
             strip_prefix: strip,
             auth: RouteAuth::Required,
             timeout: Duration::from_secs(1),
+            body_idle_timeout: Duration::from_secs(100),
             forward_cookies: false,
             policy: Default::default(),
             identity_headers: Vec::new(),

@@ -1,67 +1,128 @@
 //! A proxied response's body on its way to the browser: it streams after
 //! the request's future has finished, so its polls make the request's log
 //! fields current again (`telemetry::in_request`) and a body the upstream
-//! cuts short is logged as the request's, with its ID.
+//! cuts short is logged as the request's, with its ID. A body that sends
+//! nothing for the route's `body_idle_timeout` is cut short too: an
+//! upstream that stops mid-body would otherwise hold the browser's
+//! connection and its own for as long as it likes (the route's `timeout`
+//! bounds the response head only, and the server's idle timeout waits for
+//! a response in flight).
 
+use std::future::Future as _;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
 
 use crate::telemetry::{self, RequestFields};
 
 pin_project! {
     /// An upstream's response body, polled as part of the request that
-    /// asked for it. No allocation of its own: it is boxed once with the
-    /// body it wraps (`axum::body::Body::new`), as that body was before,
-    /// and the request's fields are a clone that shares their bytes
-    /// (`None` with the access log off: then no line names its request).
+    /// asked for it. No allocation of its own while the upstream keeps
+    /// up: it is boxed once with the body it wraps
+    /// (`axum::body::Body::new`), as that body was before, and the
+    /// request's fields are a clone that shares their bytes (`None` with
+    /// the access log off: then no line names its request).
     pub struct UpstreamBody<B> {
         #[pin]
         inner: B,
         fields: Option<RequestFields>,
+        idle: Duration,
+        // The stall timer: made at the first wait for the upstream (one
+        // allocation and timer entry; a body already in the gateway's
+        // buffers when the browser's side asks for it never waits), and
+        // re-armed at the next wait after each frame.
+        stall: Option<Pin<Box<Sleep>>>,
+        waiting: bool,
     }
 }
 
 impl<B> UpstreamBody<B> {
-    /// Wraps `inner` for the request being handled now.
-    pub fn new(inner: B) -> Self {
+    /// Wraps `inner` for the request being handled now; `idle` is the
+    /// route's `body_idle_timeout`.
+    pub fn new(inner: B, idle: Duration) -> Self {
         Self {
             inner,
             fields: telemetry::current_request(),
+            idle,
+            stall: None,
+            waiting: false,
         }
     }
 }
 
+/// The upstream sent no part of its response body for the route's
+/// `body_idle_timeout`.
+#[derive(Debug)]
+pub struct BodyStalled(Duration);
+
+impl std::fmt::Display for BodyStalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the upstream sent nothing of the response body for {:?} (routes[].body_idle_timeout)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for BodyStalled {}
+
 impl<B> Body for UpstreamBody<B>
 where
     B: Body<Data = Bytes>,
-    B::Error: std::error::Error,
+    B::Error: std::error::Error + Send + Sync + 'static,
 {
     type Data = Bytes;
-    type Error = B::Error;
+    type Error = axum::BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::BoxError>>> {
         let this = self.project();
-        let inner = this.inner;
-        telemetry::in_request(this.fields, || {
-            let polled = inner.poll_frame(cx);
-            if let Poll::Ready(Some(Err(e))) = &polled {
+        let (inner, stall, waiting, idle) = (this.inner, this.stall, this.waiting, *this.idle);
+        telemetry::in_request(this.fields, || match inner.poll_frame(cx) {
+            Poll::Ready(Some(Err(e))) => {
                 // The browser gets a cut-short response (its connection or
                 // stream is reset); the cause is only here. The error says
                 // what failed (a reset, an early close), never what was
                 // sent.
                 tracing::warn!(
-                    error = %ErrorChain(e),
+                    error = %ErrorChain(&e),
                     "upstream response body failed; the response to the browser is cut short"
                 );
+                Poll::Ready(Some(Err(e.into())))
             }
-            polled
+            Poll::Ready(frame) => {
+                *waiting = false;
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                if !*waiting {
+                    *waiting = true;
+                    // `checked_add`: a timeout too large for a deadline
+                    // means never.
+                    if let Some(deadline) = Instant::now().checked_add(idle) {
+                        match stall.as_mut() {
+                            Some(timer) => timer.as_mut().reset(deadline),
+                            None => *stall = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                        }
+                    }
+                }
+                if let Some(timer) = stall.as_mut()
+                    && timer.as_mut().poll(cx).is_ready()
+                {
+                    let e = BodyStalled(idle);
+                    tracing::warn!(error = %e, "upstream response body stalled; the response to the browser is cut short");
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+                Poll::Pending
+            }
         })
     }
 
@@ -157,7 +218,7 @@ mod tests {
         };
         let mut fields = request_fields();
         let body = telemetry::in_request(&mut fields, || {
-            axum::body::Body::new(UpstreamBody::new(inner))
+            axum::body::Body::new(UpstreamBody::new(inner, Duration::from_secs(100)))
         });
         // Polled later, outside the request (as hyper polls it).
         assert!(telemetry::current_request().is_none());
@@ -168,10 +229,13 @@ mod tests {
 
         // Made outside a request (the access log off): nothing is current.
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let body = axum::body::Body::new(UpstreamBody::new(Noting {
-            left: 1,
-            seen: seen.clone(),
-        }));
+        let body = axum::body::Body::new(UpstreamBody::new(
+            Noting {
+                left: 1,
+                seen: seen.clone(),
+            },
+            Duration::from_secs(100),
+        ));
         assert_eq!(drain(body), 1);
         assert_eq!(*seen.lock().expect("lock"), vec![None, None]);
     }
@@ -191,7 +255,7 @@ mod tests {
         });
         let wrapped = allocation_counter::measure(|| {
             let body = telemetry::in_request(&mut fields, || {
-                axum::body::Body::new(UpstreamBody::new(wrapped))
+                axum::body::Body::new(UpstreamBody::new(wrapped, Duration::from_secs(100)))
             });
             assert_eq!(drain(body), 8);
         });
@@ -200,5 +264,71 @@ mod tests {
             wrapped.count_total, plain.count_total,
             "the request's fields are shared, not copied"
         );
+    }
+
+    /// A body that sends one frame, then nothing ever again.
+    struct OneThenSilence {
+        sent: bool,
+    }
+
+    impl Body for OneThenSilence {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            if self.sent {
+                return Poll::Pending;
+            }
+            self.sent = true;
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"head")))))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_sends_nothing_for_its_idle_timeout_is_cut_short() {
+        use http_body_util::BodyExt as _;
+        let idle = Duration::from_secs(100);
+        let mut body = UpstreamBody::new(OneThenSilence { sent: false }, idle);
+        let first = body.frame().await.expect("a frame").expect("data");
+        assert_eq!(first.into_data().expect("data"), "head");
+        let started = Instant::now();
+        let Ok(Some(Err(e))) = tokio::time::timeout(idle * 2, body.frame()).await else {
+            panic!("a silent body must end with an error");
+        };
+        assert_eq!(
+            started.elapsed(),
+            idle,
+            "cut after exactly the idle timeout"
+        );
+        assert!(e.is::<BodyStalled>(), "{e}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_keeps_sending_within_its_idle_timeout_streams_to_its_end() {
+        use http_body_util::BodyExt as _;
+        let idle = Duration::from_secs(10);
+        // Five frames 6 s apart: 30 s in all, never 10 s without one.
+        let slow =
+            http_body_util::StreamBody::new(futures_util::stream::unfold(0, |n| async move {
+                if n == 5 {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_secs(6)).await;
+                Some((
+                    Ok::<_, std::io::Error>(Frame::data(Bytes::from_static(b"x"))),
+                    n + 1,
+                ))
+            }));
+        let started = Instant::now();
+        let all = UpstreamBody::new(slow, idle)
+            .collect()
+            .await
+            .expect("no error")
+            .to_bytes();
+        assert_eq!(all, "xxxxx");
+        assert_eq!(started.elapsed(), Duration::from_secs(30));
     }
 }

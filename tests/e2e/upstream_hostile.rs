@@ -407,11 +407,17 @@ struct Trial {
 
 impl Trial {
     async fn start(sticky: bool) -> Self {
+        Self::start_with_body_idle(sticky, "100s").await
+    }
+
+    /// As [`Self::start`], with the route's `body_idle_timeout`.
+    async fn start_with_body_idle(sticky: bool, body_idle: &str) -> Self {
         let upstream = Upstream::start().await;
         let (raw, seen) = hostile_upstream().await;
         let gw = GatewayBuilder::new(&upstream)
             .route(oidc_bff::config::RawRoute {
                 timeout: duration(ROUTE_TIMEOUT),
+                body_idle_timeout: duration(body_idle),
                 ..public("/raw", &raw)
             })
             .configure(|c| c.proxy.sticky_connections = sticky)
@@ -681,6 +687,59 @@ async fn a_body_pausing_beyond_the_route_timeout_comes_whole() {
         );
         let next = t.get_own("/raw/ok-next").await;
         assert_eq!(next, 1, "{}", t.mode);
+    }
+}
+
+/// A body that stops coming for the route's `body_idle_timeout` is cut:
+/// the browser's connection is closed before the length its head
+/// announced, the upstream connection holding the rest is closed, and the
+/// browser's next connection works on a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_silent_for_its_idle_timeout_is_cut_and_its_connection_closed() {
+    for sticky in MODES {
+        let mut t = Trial::start_with_body_idle(sticky, "500ms").await;
+        let started = std::time::Instant::now();
+        t.browser
+            .write("GET /raw/stallbody HTTP/1.1\r\nHost: gateway\r\n\r\n")
+            .await;
+        match t.browser.read_answer(false).await {
+            Err(Cut::Closed(partial)) => {
+                let text = String::from_utf8_lossy(&partial);
+                assert!(
+                    text.ends_with("0123456789"),
+                    "{}: the part sent before the silence: {text}",
+                    t.mode
+                );
+            }
+            other => panic!("{}: a stalled body was not cut: {other:?}", t.mode),
+        }
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(500) && waited < Duration::from_secs(5),
+            "{}: cut after {waited:?}",
+            t.mode
+        );
+        t.seen.wait_closed_by_gateway(1, t.mode).await;
+        t.browser = BrowserConnection::open(&t.gw).await;
+        let next = t.get_own("/raw/ok-next").await;
+        assert_eq!(next, 2, "{}", t.mode);
+    }
+}
+
+/// `body_idle_timeout` counts from the latest part of the body, not from
+/// the head: a body whose pause (900 ms) is shorter than it comes whole,
+/// however long the body takes in all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_pausing_within_its_idle_timeout_comes_whole() {
+    for sticky in MODES {
+        let mut t = Trial::start_with_body_idle(sticky, "3s").await;
+        let answer = t.browser.get("/raw/slowbody").await;
+        assert_eq!(
+            (answer.status, answer.text()),
+            (200, "0123456789abcdefghij".to_owned()),
+            "{}",
+            t.mode
+        );
     }
 }
 
