@@ -35,6 +35,7 @@ use redis::{
     ServerErrorKind, TlsCertificates, TlsMode, Value,
 };
 
+use super::MasterObserver;
 use crate::config::{RedisConfig, SentinelConfig};
 
 mod cluster;
@@ -178,6 +179,10 @@ pub struct SentinelLink {
     /// leaves no task, nor connection, behind).
     watching: AtomicBool,
     watchers: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
+    /// Told of each master before it is installed (the session cache);
+    /// locked across the telling and the installing, so an observer set
+    /// meanwhile is told of the new master rather than miss it.
+    observer: std::sync::Mutex<Option<Box<dyn MasterObserver>>>,
 }
 
 impl Drop for SentinelLink {
@@ -291,7 +296,37 @@ impl SentinelLink {
             kept: tokio::sync::Mutex::new(Kept::default()),
             watching: AtomicBool::new(false),
             watchers: std::sync::Mutex::new(Vec::new()),
+            observer: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Tells `observer` of the master in use now, then of every master the
+    /// link moves to, each before the link uses it.
+    pub(super) fn observe_masters(&self, observer: Box<dyn MasterObserver>) {
+        let mut slot = self
+            .observer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, m)) = self.current.get() {
+            observer.using(&m.addr);
+        }
+        *slot = Some(observer);
+    }
+
+    /// Makes `master` the one in use, after telling the observer: from
+    /// the moment a command can reach the new master, the session cache
+    /// no longer trusts invalidation connections listening elsewhere
+    /// (both the `+switch-master` move and a discovery after a failure or
+    /// a re-check come through here).
+    fn install(&self, master: Master) -> u64 {
+        let observer = self
+            .observer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(observer) = observer.as_ref() {
+            observer.using(&master.addr);
+        }
+        self.current.install(master)
     }
 
     fn elapsed_ms(&self) -> u64 {
@@ -312,7 +347,7 @@ impl SentinelLink {
         let client = sentinel.async_get_client().await?;
         let addr: Arc<str> = client.get_connection_info().addr().to_string().into();
         let conn = ConnectionManager::new_with_config(client, self.manager_config.clone()).await?;
-        let generation = self.current.install(Master {
+        let generation = self.install(Master {
             conn: conn.clone(),
             addr: Arc::clone(&addr),
         });
@@ -472,7 +507,7 @@ impl SentinelLink {
         };
         match opened {
             Ok(conn) => {
-                self.current.install(Master {
+                self.install(Master {
                     conn,
                     addr: Arc::clone(&addr),
                 });
@@ -508,6 +543,18 @@ impl SentinelLink {
     /// session cache's invalidation connection follows it.
     pub(super) async fn master_client(&self) -> RedisResult<redis::Client> {
         self.sentinel.lock().await.async_get_client().await
+    }
+
+    /// A client of the master at `addr` (`host:port`, as a store's link
+    /// announced it to its [`MasterObserver`]), logged in as the data
+    /// nodes are: the session cache's invalidation connection goes where
+    /// the store went, without asking the Sentinels (the link already
+    /// checked that it is a master).
+    pub(super) fn client_at(&self, addr: &str) -> RedisResult<redis::Client> {
+        addr.rsplit_once(':')
+            .and_then(|(host, port)| Announced::checked(host, port))
+            .ok_or_else(|| RedisError::from((ErrorKind::Client, "not a host:port address")))
+            .and_then(|at| self.sentinels.master_client(&at))
     }
 
     /// Drops connection `generation` if it is still the current one.
