@@ -419,7 +419,7 @@ fn replication_offset(server: &RedisServer, field: &str) -> Option<u64> {
 
 /// Waits until `replica` has applied everything `master` had written when
 /// called.
-fn wait_replicated(master: &RedisServer, replica: &RedisServer) {
+pub(crate) fn wait_replicated(master: &RedisServer, replica: &RedisServer) {
     let written = replication_offset(master, "master_repl_offset").expect("the master's offset");
     wait_for(
         "the replica to apply the master's writes",
