@@ -553,14 +553,17 @@ async fn right_after_a_planned_failover_a_revoke_on_the_new_master_is_refused_at
     let cookie = alice.cookie_header();
     cached_on(&b, &cookie).await;
     // Both of B's workers use the store (each has its own link to the
-    // master, and its own `+switch-master` subscription).
+    // master, and its own `+switch-master` subscription): readiness
+    // probes, which ask the store, on new connections (spread over the
+    // workers by the kernel).
     let started = Instant::now();
     while !data_connections_of(&old, "gw-b", 2) {
         assert!(
             started.elapsed() < Duration::from_secs(30),
-            "both of B's workers connected to the master"
+            "both of B's workers connected to the master:\n{}",
+            old.cli(&["CLIENT", "LIST"])
         );
-        let (status, body) = get_with(&cookie, &b.url("/api/warm")).await;
+        let (status, body) = get_with(&cookie, &b.url("/readyz")).await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
     wait_replicated(&old, &new);
