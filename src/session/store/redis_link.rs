@@ -17,7 +17,11 @@
 //! (`redis_link::sentinels`) and moves as soon as it is published, and,
 //! while commands flow, also asks the Sentinels each second (on kept
 //! connections) whether they still name the master in use, moving once two
-//! checks in a row name another one. [`Link::Cluster`] leaves topology to the
+//! checks in a row name another one. Whichever way it moves, the link
+//! tells its observer (the session cache) of the new master before it
+//! installs it, so the cache stops trusting invalidation connections that
+//! listen elsewhere before any command reaches the new master.
+//! [`Link::Cluster`] leaves topology to the
 //! cluster client; commands that name no key (SCAN, INFO) are sent to each
 //! primary in turn by [`Link::on_node`] over [`Link::primaries`]. The
 //! cluster client can wedge during a failover (every command of every slot
