@@ -770,6 +770,89 @@ mod tests {
         assert!(refusal(&redis::Value::Okay).is_none());
     }
 
+    /// Records, for each master it is told of, the master the link had
+    /// in use at that moment.
+    #[derive(Default)]
+    struct Told {
+        link: std::sync::OnceLock<Weak<SentinelLink>>,
+        seen: std::sync::Mutex<Vec<(String, Option<String>)>>,
+    }
+
+    struct Observer(Arc<Told>);
+
+    impl MasterObserver for Observer {
+        fn using(&self, addr: &str) {
+            let in_use = self
+                .0
+                .link
+                .get()
+                .and_then(Weak::upgrade)
+                .and_then(|link| link.current.get())
+                .map(|(_, m)| m.addr.to_string());
+            self.0
+                .seen
+                .lock()
+                .expect("not poisoned")
+                .push((addr.to_owned(), in_use));
+        }
+    }
+
+    fn unconnected_master(addr: &str) -> Master {
+        let conn = redis::Client::open("redis://127.0.0.1:1")
+            .expect("client")
+            .get_connection_manager_lazy(ConnectionManagerConfig::new())
+            .expect("a lazy connection manager");
+        Master {
+            conn,
+            addr: addr.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_observer_is_told_of_each_master_before_the_link_uses_it() {
+        let sentinel = SentinelConfig {
+            nodes: vec![("127.0.0.1".to_owned(), 1)],
+            master: "sessions".to_owned(),
+            username: None,
+            password: None,
+            tls: false,
+        };
+        let data = RedisConfig {
+            endpoint: crate::config::RedisEndpoint::Sentinel(sentinel.clone()),
+            username: None,
+            password: None,
+            db: 0,
+            connect_timeout: Duration::from_secs(1),
+            tls_ca_pem: None,
+            tls_client: None,
+        };
+        let link = Arc::new(
+            SentinelLink::new(&sentinel, &data, None, ConnectionManagerConfig::new())
+                .expect("link"),
+        );
+        let told = Arc::new(Told::default());
+        let _ = told.link.set(Arc::downgrade(&link));
+        link.observe_masters(Box::new(Observer(Arc::clone(&told))));
+        link.install(unconnected_master("10.0.0.1:6379"));
+        link.install(unconnected_master("10.0.0.2:6379"));
+        assert_eq!(
+            *told.seen.lock().expect("not poisoned"),
+            [
+                ("10.0.0.1:6379".to_owned(), None),
+                ("10.0.0.2:6379".to_owned(), Some("10.0.0.1:6379".to_owned())),
+            ],
+            "each master announced while the one before was still in use"
+        );
+        // An observer set later (a reload's) hears of the master in use at
+        // once.
+        let later = Arc::new(Told::default());
+        link.observe_masters(Box::new(Observer(Arc::clone(&later))));
+        assert_eq!(
+            *later.seen.lock().expect("not poisoned"),
+            [("10.0.0.2:6379".to_owned(), None)]
+        );
+    }
+
     #[test]
     fn the_link_moves_only_when_two_rechecks_in_a_row_name_the_same_other_master() {
         let mut suspect = None;
