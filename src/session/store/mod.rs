@@ -391,6 +391,8 @@ pub enum Store {
 /// another server before a request can read or write the new master (see
 /// `session::cache::SessionCache::store_uses`). Dropped with the store.
 pub trait MasterObserver: Send + Sync {
+    /// The store is about to use the master at `addr`; called before it
+    /// does, and again for the same master after a reconnection.
     fn using(&self, addr: &str);
 }
 
