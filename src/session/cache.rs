@@ -16,6 +16,14 @@
 //!   cache: after [`LEASE`] without one they stop (an idle gateway does
 //!   not wake every second per worker), the lease lapses, and the first
 //!   request after the pause reads through and wakes them.
+//! - **Only while tracking listens where the store writes.** Through
+//!   Sentinel, each store link tells the cache of a master before it uses
+//!   it (`SessionCache::store_uses`, in `follow`, called by the link before it
+//!   installs the connection): a tracking link that listens to another
+//!   server stops counting as confirmed in that same call, so no request
+//!   that could reach the new master is answered from the cache until
+//!   that link has moved there and confirmed again. The same holds while
+//!   the process's store links (one per worker) name different masters.
 //! - **No stale insert.** A miss takes a [`Ticket`] (the global epoch and
 //!   its shard's sequence) *before* it reads the store; an insert is
 //!   dropped if an invalidation of any key of that shard, or a flush, came
@@ -45,10 +53,14 @@ use tokio::sync::Notify;
 
 use super::Session;
 use super::cookie::{SessionId, StoreId};
+use super::store::MasterObserver;
 pub use super::store::tracking::TrackerTask;
 use super::store::tracking::{Tracker, tracked_prefixes};
 use crate::config::{Config, RedisConfig, StoreKind};
 pub use crate::metrics::CacheMetrics;
+
+mod follow;
+use follow::Follow;
 
 /// How long a confirmation of the invalidation connections (their last
 /// answered `PING`) lets the cache serve: a connection that stops
@@ -105,6 +117,12 @@ pub struct SessionCache {
     /// Per link: woken when a request finds the cache not serving, so an
     /// idle link confirms its connections again at once.
     wake: Box<[Notify]>,
+    /// The masters the store links use and the tracking links listen to.
+    follow: Mutex<Follow>,
+    /// Per link: woken when a store link announces a master, so the link
+    /// moves there (or confirms again, if it listens there already) at
+    /// once instead of at its next once-a-second check.
+    moved: Box<[Notify]>,
     started: Instant,
     metrics: CacheMetrics,
 }
@@ -136,6 +154,8 @@ impl SessionCache {
             up: AtomicBool::new(false),
             wanted: AtomicU64::new(0),
             wake: (0..links).map(|_| Notify::new()).collect(),
+            follow: Mutex::new(Follow::new(links)),
+            moved: (0..links).map(|_| Notify::new()).collect(),
             started: Instant::now(),
             metrics,
         }
@@ -323,6 +343,7 @@ impl SessionCache {
         if let Some(l) = self.links.get(link) {
             l.store(0, Ordering::SeqCst);
         }
+        self.listening_to(link, None);
         self.metrics.tracking_up.set(0);
         if self.up.swap(false, Ordering::SeqCst) {
             self.flush();
@@ -331,8 +352,15 @@ impl SessionCache {
 
     /// Every connection of link `link` is up and confirmed as of `sent`
     /// (when the confirming command was sent): once all links are, the
-    /// cache serves, for [`LEASE`] after the oldest confirmation.
+    /// cache serves, for [`LEASE`] after the oldest confirmation. Not
+    /// counted while the link listens to another master than a store link
+    /// uses (checked under the lock `store_uses` takes, so a move
+    /// announced meanwhile is never overwritten by this confirmation).
     pub fn tracking_confirmed(&self, link: usize, sent: Instant) {
+        let follow = self.follow();
+        if !follow.agrees(link) {
+            return;
+        }
         let at = u64::try_from(sent.saturating_duration_since(self.started).as_millis())
             .unwrap_or(u64::MAX)
             .saturating_add(1);
@@ -474,6 +502,12 @@ impl ProcessCache {
         }))
     }
 
+    /// An observer for one store link of the process (see
+    /// [`SessionCache::store_observer`]).
+    pub fn store_observer(&self) -> Box<dyn MasterObserver> {
+        self.cache.store_observer()
+    }
+
     /// Starts link `link` on the current runtime (a worker's); it stops,
     /// and the cache stops serving, when the returned handle is dropped.
     pub fn track_here(&self, link: usize) -> anyhow::Result<TrackerTask> {
@@ -488,12 +522,12 @@ impl ProcessCache {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::secret::SecretString;
     use crate::session::record::{SessionSecrets, StoredBody, StoredSession};
 
-    fn session(id: &SessionId, expires: u64) -> Arc<Session> {
+    pub(super) fn session(id: &SessionId, expires: u64) -> Arc<Session> {
         Arc::new(Session {
             id: id.clone(),
             store_id: id.store_id(),
@@ -533,7 +567,7 @@ mod tests {
         c
     }
 
-    fn ticket(c: &SessionCache, id: &SessionId) -> Ticket {
+    pub(super) fn ticket(c: &SessionCache, id: &SessionId) -> Ticket {
         match c.probe(id, &id.store_id(), 150) {
             Probe::Miss(t) => t,
             Probe::Hit(_) => panic!("unexpected hit"),
@@ -541,7 +575,7 @@ mod tests {
         }
     }
 
-    fn hit(c: &SessionCache, id: &SessionId, now: u64) -> bool {
+    pub(super) fn hit(c: &SessionCache, id: &SessionId, now: u64) -> bool {
         matches!(c.probe(id, &id.store_id(), now), Probe::Hit(_))
     }
 

@@ -401,8 +401,15 @@ impl Sessions {
     }
 
     /// Serves lookups from the process's session cache (shared by every
-    /// worker; `None`: every lookup reads the store).
+    /// worker; `None`: every lookup reads the store). A store that finds
+    /// its master through Sentinel tells the cache of each master before
+    /// it uses it, so the cache never answers for a master its
+    /// invalidation connections do not listen to (one cache per store: a
+    /// later call replaces the store's observer).
     pub fn with_cache(mut self, cache: Option<Arc<ProcessCache>>) -> Self {
+        if let Some(cache) = &cache {
+            self.store.observe_masters(cache.store_observer());
+        }
         self.cache = cache;
         self
     }

@@ -466,6 +466,186 @@ async fn through_sentinel_the_cache_follows_a_failover_and_a_revoke_is_still_ref
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
 }
 
+/// Whether `server` holds at least `count` data connections of the
+/// gateway logged in as `user`: ordinary clients, not the session cache's
+/// invalidation connections, Sentinel's links or `redis-cli`.
+fn data_connections_of(server: &RedisServer, user: &str, count: usize) -> bool {
+    server
+        .cli(&["CLIENT", "LIST"])
+        .lines()
+        .filter(|l| {
+            l.contains(" flags=N ")
+                && l.contains(&format!(" user={user} "))
+                && !l.contains(" name=sentinel-")
+                && !l.contains(" name=oidc-bff-tracking ")
+                && !l.contains(" cmd=client|list ")
+        })
+        .count()
+        >= count
+}
+
+/// A planned `SENTINEL FAILOVER` leaves the old master up, taking writes
+/// and holding every process's invalidation connections, for seconds
+/// (until Sentinel demotes it). Each gateway's store moves to the new
+/// master on `+switch-master` at once; B's cache must stop answering from
+/// that moment, not when its invalidation connections next check the
+/// Sentinels (once a second): a session A ends on the new master right
+/// after the move is refused at B's very next request, and B's cache is
+/// trusted again as soon as it listens to the new master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn right_after_a_planned_failover_a_revoke_on_the_new_master_is_refused_at_the_next_request()
+{
+    use futures_util::StreamExt;
+
+    use crate::store_sentinel::{MASTER, wait_for, wait_replicated};
+    let upstream = Upstream::start().await;
+    let old = RedisServer::start();
+    let new = RedisServer::start_replica(&old);
+    wait_for("the replica to sync", Duration::from_secs(10), || {
+        new.cli(&["INFO", "replication"])
+            .contains("master_link_status:up")
+    });
+    // B logs in as a user of its own, so its connections are told apart
+    // from A's in `CLIENT LIST` (ACLs are not replicated: both servers).
+    for server in [&old, &new] {
+        let ok = server.cli(&[
+            "ACL",
+            "SETUSER",
+            "gw-b",
+            "on",
+            ">gw-b-password",
+            "~*",
+            "&*",
+            "+@all",
+        ]);
+        assert_eq!(ok.trim(), "OK", "{ok}");
+    }
+    let sentinel = SentinelProcess::start(MASTER, &old);
+    wait_for(
+        "Sentinel to see the replica",
+        Duration::from_secs(90),
+        || {
+            sentinel
+                .cli(&["SENTINEL", "replicas", MASTER])
+                .contains(&new.port.to_string())
+        },
+    );
+    let a = GatewayBuilder::new(&upstream)
+        .sentinel(sentinel.port, MASTER)
+        .configure(|c| c.store.cache_entries = 0)
+        .start()
+        .await;
+    // Two workers: two store links and two invalidation links, one cache.
+    let b = GatewayBuilder::new(&upstream)
+        .sentinel(sentinel.port, MASTER)
+        .prefix(&a.prefix)
+        .metrics()
+        .configure(|c| {
+            c.server.workers = 2;
+            c.store.username = Some("gw-b".into());
+            c.store.password = Some("gw-b-password".into());
+        })
+        .start_process()
+        .await;
+    tracking_up(&b).await;
+    let mut alice = Browser::new(&a);
+    alice.login_as(&unique_user("cache-switch")).await;
+    let cookie = alice.cookie_header();
+    cached_on(&b, &cookie).await;
+    // Both of B's workers use the store (each has its own link to the
+    // master, and its own `+switch-master` subscription): readiness
+    // probes, which ask the store, on new connections (spread over the
+    // workers by the kernel).
+    let started = Instant::now();
+    while !data_connections_of(&old, "gw-b", 2) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "both of B's workers connected to the master:\n{}",
+            old.cli(&["CLIENT", "LIST"])
+        );
+        let (status, body) = get_with(&cookie, &b.url("/readyz")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    wait_replicated(&old, &new);
+
+    let mut switches = redis::Client::open(format!("redis://127.0.0.1:{}", sentinel.port))
+        .expect("sentinel client")
+        .get_async_pubsub()
+        .await
+        .expect("sentinel pubsub");
+    switches
+        .subscribe("+switch-master")
+        .await
+        .expect("subscribe");
+    let mut switches = switches.into_on_message();
+    wait_for(
+        "Sentinel to accept the failover",
+        Duration::from_secs(90),
+        || sentinel.cli(&["SENTINEL", "FAILOVER", MASTER]).trim() == "OK",
+    );
+    tokio::time::timeout(Duration::from_secs(90), switches.next())
+        .await
+        .expect("+switch-master within Sentinel's patience")
+        .expect("the subscription stays open");
+    let heard = Instant::now();
+
+    // As soon as both gateways' stores use the new master (B's two
+    // workers, A's one link), A ends the session there and B is asked.
+    while !(data_connections_of(&new, "gw-b", 2) && data_connections_of(&new, "default", 1)) {
+        assert!(
+            heard.elapsed() < Duration::from_secs(15),
+            "the gateways did not move on +switch-master:\n{}",
+            new.cli(&["CLIENT", "LIST"])
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let moved = heard.elapsed();
+    let out = alice
+        .request(Method::POST, "/auth/logout", &[("x-csrf", "1")], None)
+        .await;
+    assert_eq!(out.status, StatusCode::OK, "{out:?}");
+    let asked = heard.elapsed();
+    let (status, body) = get_with(&cookie, &b.url("/api/right-after")).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "B served a session revoked on the new master {asked:?} after +switch-master \
+         (the gateways had moved {moved:?} after it): {body}"
+    );
+    assert!(body.contains("logged_out"), "{body}");
+    assert!(
+        upstream.seen().iter().all(|s| s.uri != "/api/right-after"),
+        "nothing was forwarded for the ended session"
+    );
+
+    // B's invalidation connections follow its store to the new master
+    // (B is A's only process with a cache), and B's cache serves again.
+    let tracking = || {
+        new.cli(&["CLIENT", "LIST"])
+            .lines()
+            .filter(|l| l.contains(" name=oidc-bff-tracking "))
+            .count()
+    };
+    while tracking() < 2 {
+        assert!(
+            heard.elapsed() < Duration::from_secs(15),
+            "B's two invalidation connections moved:\n{}",
+            new.cli(&["CLIENT", "LIST"])
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let listening = heard.elapsed();
+    let mut bob = Browser::new(&a);
+    bob.login_as(&unique_user("cache-switch-after")).await;
+    cached_on(&b, &bob.cookie_header()).await;
+    let trusted = heard.elapsed();
+    eprintln!(
+        "after +switch-master: gateways moved {moved:?}, revoke refused by B at {asked:?}, \
+         B's invalidation connections on the new master at {listening:?}, \
+         B served from its cache again at {trusted:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_cluster_every_primarys_sessions_are_tracked_and_revokes_are_refused_everywhere() {
     let cluster = RedisCluster::start(3, 0);

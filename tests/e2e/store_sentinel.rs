@@ -419,7 +419,7 @@ fn replication_offset(server: &RedisServer, field: &str) -> Option<u64> {
 
 /// Waits until `replica` has applied everything `master` had written when
 /// called.
-fn wait_replicated(master: &RedisServer, replica: &RedisServer) {
+pub(crate) fn wait_replicated(master: &RedisServer, replica: &RedisServer) {
     let written = replication_offset(master, "master_repl_offset").expect("the master's offset");
     wait_for(
         "the replica to apply the master's writes",
@@ -601,6 +601,125 @@ async fn a_switch_master_event_moves_the_gateway_before_its_next_write() {
         explain(&gw, &sentinel, [&old, &new])
     );
     assert_eq!(bob.get("/api/b").await.status, StatusCode::OK);
+    assert_eq!(alice.get("/api/a").await.status, StatusCode::OK);
+}
+
+/// How many clients of `sentinel` are subscribed to one channel (the
+/// gateway's `+switch-master` subscription), `redis-cli` left out.
+fn subscribers(sentinel: &SentinelProcess) -> usize {
+    sentinel
+        .cli(&["CLIENT", "LIST"])
+        .lines()
+        .filter(|l| l.contains(" flags=P ") && l.contains(" sub=1 "))
+        .count()
+}
+
+/// The `+switch-master` subscription is held on one Sentinel; when that
+/// Sentinel dies, the gateway subscribes on the next one configured, so a
+/// failover that one announces still moves it at once, before any request
+/// (the once-a-second re-check runs only while commands flow, and needs
+/// two checks a second apart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_subscribed_sentinel_dies_a_switch_master_from_the_next_one_still_moves_the_gateway()
+ {
+    log_the_store_in_test_output();
+    let upstream = Upstream::start().await;
+    let old = RedisServer::start();
+    let new = RedisServer::start_replica(&old);
+    wait_for("the replica to sync", Duration::from_secs(10), || {
+        new.cli(&["INFO", "replication"])
+            .contains("master_link_status:up")
+    });
+    let first = SentinelProcess::start(MASTER, &old);
+    let second = SentinelProcess::start(MASTER, &old);
+    wait_for(
+        "the second Sentinel to see the replica",
+        SENTINEL_PATIENCE,
+        || {
+            second
+                .cli(&["SENTINEL", "replicas", MASTER])
+                .contains(&new.port.to_string())
+        },
+    );
+    let second_port = second.port;
+    let gw = GatewayBuilder::new(&upstream)
+        .sentinel(first.port, MASTER)
+        .configure(|c| {
+            c.store.cache_entries = 0;
+            c.store.sentinels.push(format!("127.0.0.1:{second_port}"));
+        })
+        .start()
+        .await;
+    let mut alice = logged_in_and_replicated(&gw, &old, &new).await;
+    wait_for(
+        "the gateway to subscribe on the first Sentinel",
+        Duration::from_secs(20),
+        || subscribers(&first) == 1,
+    );
+    assert_eq!(subscribers(&second), 0, "one subscription per store link");
+
+    drop(first);
+    let died = Instant::now();
+    wait_for(
+        "the gateway to subscribe on the second Sentinel",
+        Duration::from_secs(20),
+        || subscribers(&second) == 1,
+    );
+    eprintln!(
+        "subscribed on the second Sentinel {:?} after the first stopped",
+        died.elapsed()
+    );
+
+    let mut switches = redis::Client::open(format!("redis://127.0.0.1:{second_port}"))
+        .expect("sentinel client")
+        .get_async_pubsub()
+        .await
+        .expect("sentinel pubsub");
+    switches
+        .subscribe("+switch-master")
+        .await
+        .expect("subscribe");
+    let mut switches = switches.into_on_message();
+    // Forced: a failover that needs no other Sentinel's vote.
+    wait_for(
+        "the second Sentinel to accept the failover",
+        SENTINEL_PATIENCE,
+        || second.cli(&["SENTINEL", "FAILOVER", MASTER]).trim() == "OK",
+    );
+    tokio::time::timeout(SENTINEL_PATIENCE, switches.next())
+        .await
+        .expect("+switch-master within Sentinel's patience")
+        .expect("the subscription stays open");
+    let heard = Instant::now();
+
+    // No request meanwhile; the re-check would need two checks a second
+    // apart, so a move within the second is the event's.
+    let found = loop {
+        let found = heard.elapsed();
+        if !moved_to(&new).await.is_empty() {
+            break found;
+        }
+        assert!(
+            heard.elapsed() < Duration::from_secs(15),
+            "the gateway did not move on the second Sentinel's +switch-master\n{}",
+            explain(&gw, &second, [&old, &new])
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    eprintln!("the gateway's connection to the new master was there {found:?} after the event");
+    assert!(
+        found < Duration::from_secs(1),
+        "moved {found:?} after +switch-master: not by the event\n{}",
+        explain(&gw, &second, [&old, &new])
+    );
+    let mut bob = Browser::new(&gw);
+    bob.login_as("bob").await;
+    assert_eq!(
+        session_records(&gw, &new),
+        2,
+        "bob's session was written to the new master\n{}",
+        explain(&gw, &second, [&old, &new])
+    );
     assert_eq!(alice.get("/api/a").await.status, StatusCode::OK);
 }
 

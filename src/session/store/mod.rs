@@ -385,7 +385,28 @@ pub enum Store {
     Memory(memory::MemoryStore),
 }
 
+/// Told, by a store reaching Redis through Sentinel, of each master it is
+/// about to use (`host:port`), *before* any command is sent there: the
+/// session cache must stop trusting invalidation connections that listen to
+/// another server before a request can read or write the new master (see
+/// `session::cache::SessionCache::store_uses`). Dropped with the store.
+pub trait MasterObserver: Send + Sync {
+    /// The store is about to use the master at `addr`; called before it
+    /// does, and again for the same master after a reconnection.
+    fn using(&self, addr: &str);
+}
+
 impl Store {
+    /// Tells `observer` of every master the store's Sentinel link uses, the
+    /// one in use now first; replaces an earlier observer. A store of one
+    /// fixed server, a Cluster or memory uses no announced master: the
+    /// observer is dropped.
+    pub fn observe_masters(&self, observer: Box<dyn MasterObserver>) {
+        if let Self::Redis(s) = self {
+            s.observe_masters(observer);
+        }
+    }
+
     /// The active-sessions gauge's figure: on Redis counted by one process
     /// of the fleet per `every` and shared (`RedisStore::fleet_count`); in
     /// memory, this process's own count. `None`: none published yet.

@@ -217,6 +217,13 @@ impl RedisStore {
         }
     }
 
+    /// See [`super::Store::observe_masters`].
+    pub fn observe_masters(&self, observer: Box<dyn super::MasterObserver>) {
+        if let Link::Sentinel(link) = &self.conn {
+            link.observe_masters(observer);
+        }
+    }
+
     /// Where sessions of the layout before shard tags live (by default the
     /// prefix itself): read, revoked and swept there until they expire.
     pub fn with_legacy_prefix(mut self, legacy: &str) -> Self {

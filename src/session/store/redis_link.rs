@@ -17,7 +17,11 @@
 //! (`redis_link::sentinels`) and moves as soon as it is published, and,
 //! while commands flow, also asks the Sentinels each second (on kept
 //! connections) whether they still name the master in use, moving once two
-//! checks in a row name another one. [`Link::Cluster`] leaves topology to the
+//! checks in a row name another one. Whichever way it moves, the link
+//! tells its observer (the session cache) of the new master before it
+//! installs it, so the cache stops trusting invalidation connections that
+//! listen elsewhere before any command reaches the new master.
+//! [`Link::Cluster`] leaves topology to the
 //! cluster client; commands that name no key (SCAN, INFO) are sent to each
 //! primary in turn by [`Link::on_node`] over [`Link::primaries`]. The
 //! cluster client can wedge during a failover (every command of every slot
@@ -35,6 +39,7 @@ use redis::{
     ServerErrorKind, TlsCertificates, TlsMode, Value,
 };
 
+use super::MasterObserver;
 use crate::config::{RedisConfig, SentinelConfig};
 
 mod cluster;
@@ -178,6 +183,10 @@ pub struct SentinelLink {
     /// leaves no task, nor connection, behind).
     watching: AtomicBool,
     watchers: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
+    /// Told of each master before it is installed (the session cache);
+    /// locked across the telling and the installing, so an observer set
+    /// meanwhile is told of the new master rather than miss it.
+    observer: std::sync::Mutex<Option<Box<dyn MasterObserver>>>,
 }
 
 impl Drop for SentinelLink {
@@ -291,7 +300,37 @@ impl SentinelLink {
             kept: tokio::sync::Mutex::new(Kept::default()),
             watching: AtomicBool::new(false),
             watchers: std::sync::Mutex::new(Vec::new()),
+            observer: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Tells `observer` of the master in use now, then of every master the
+    /// link moves to, each before the link uses it.
+    pub(super) fn observe_masters(&self, observer: Box<dyn MasterObserver>) {
+        let mut slot = self
+            .observer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, m)) = self.current.get() {
+            observer.using(&m.addr);
+        }
+        *slot = Some(observer);
+    }
+
+    /// Makes `master` the one in use, after telling the observer: from
+    /// the moment a command can reach the new master, the session cache
+    /// no longer trusts invalidation connections listening elsewhere
+    /// (both the `+switch-master` move and a discovery after a failure or
+    /// a re-check come through here).
+    fn install(&self, master: Master) -> u64 {
+        let observer = self
+            .observer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(observer) = observer.as_ref() {
+            observer.using(&master.addr);
+        }
+        self.current.install(master)
     }
 
     fn elapsed_ms(&self) -> u64 {
@@ -312,7 +351,7 @@ impl SentinelLink {
         let client = sentinel.async_get_client().await?;
         let addr: Arc<str> = client.get_connection_info().addr().to_string().into();
         let conn = ConnectionManager::new_with_config(client, self.manager_config.clone()).await?;
-        let generation = self.current.install(Master {
+        let generation = self.install(Master {
             conn: conn.clone(),
             addr: Arc::clone(&addr),
         });
@@ -472,7 +511,7 @@ impl SentinelLink {
         };
         match opened {
             Ok(conn) => {
-                self.current.install(Master {
+                self.install(Master {
                     conn,
                     addr: Arc::clone(&addr),
                 });
@@ -508,6 +547,18 @@ impl SentinelLink {
     /// session cache's invalidation connection follows it.
     pub(super) async fn master_client(&self) -> RedisResult<redis::Client> {
         self.sentinel.lock().await.async_get_client().await
+    }
+
+    /// A client of the master at `addr` (`host:port`, as a store's link
+    /// announced it to its [`MasterObserver`]), logged in as the data
+    /// nodes are: the session cache's invalidation connection goes where
+    /// the store went, without asking the Sentinels (the link already
+    /// checked that it is a master).
+    pub(super) fn client_at(&self, addr: &str) -> RedisResult<redis::Client> {
+        addr.rsplit_once(':')
+            .and_then(|(host, port)| Announced::checked(host, port))
+            .ok_or_else(|| RedisError::from((ErrorKind::Client, "not a host:port address")))
+            .and_then(|at| self.sentinels.master_client(&at))
     }
 
     /// Drops connection `generation` if it is still the current one.
@@ -717,6 +768,89 @@ mod tests {
                 .expect("a RESP error reply");
         assert!(matches!(refusal(&readonly), Some(Sign::Refused(_))));
         assert!(refusal(&redis::Value::Okay).is_none());
+    }
+
+    /// Records, for each master it is told of, the master the link had
+    /// in use at that moment.
+    #[derive(Default)]
+    struct Told {
+        link: std::sync::OnceLock<Weak<SentinelLink>>,
+        seen: std::sync::Mutex<Vec<(String, Option<String>)>>,
+    }
+
+    struct Observer(Arc<Told>);
+
+    impl MasterObserver for Observer {
+        fn using(&self, addr: &str) {
+            let in_use = self
+                .0
+                .link
+                .get()
+                .and_then(Weak::upgrade)
+                .and_then(|link| link.current.get())
+                .map(|(_, m)| m.addr.to_string());
+            self.0
+                .seen
+                .lock()
+                .expect("not poisoned")
+                .push((addr.to_owned(), in_use));
+        }
+    }
+
+    fn unconnected_master(addr: &str) -> Master {
+        let conn = redis::Client::open("redis://127.0.0.1:1")
+            .expect("client")
+            .get_connection_manager_lazy(ConnectionManagerConfig::new())
+            .expect("a lazy connection manager");
+        Master {
+            conn,
+            addr: addr.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_observer_is_told_of_each_master_before_the_link_uses_it() {
+        let sentinel = SentinelConfig {
+            nodes: vec![("127.0.0.1".to_owned(), 1)],
+            master: "sessions".to_owned(),
+            username: None,
+            password: None,
+            tls: false,
+        };
+        let data = RedisConfig {
+            endpoint: crate::config::RedisEndpoint::Sentinel(sentinel.clone()),
+            username: None,
+            password: None,
+            db: 0,
+            connect_timeout: Duration::from_secs(1),
+            tls_ca_pem: None,
+            tls_client: None,
+        };
+        let link = Arc::new(
+            SentinelLink::new(&sentinel, &data, None, ConnectionManagerConfig::new())
+                .expect("link"),
+        );
+        let told = Arc::new(Told::default());
+        let _ = told.link.set(Arc::downgrade(&link));
+        link.observe_masters(Box::new(Observer(Arc::clone(&told))));
+        link.install(unconnected_master("10.0.0.1:6379"));
+        link.install(unconnected_master("10.0.0.2:6379"));
+        assert_eq!(
+            *told.seen.lock().expect("not poisoned"),
+            [
+                ("10.0.0.1:6379".to_owned(), None),
+                ("10.0.0.2:6379".to_owned(), Some("10.0.0.1:6379".to_owned())),
+            ],
+            "each master announced while the one before was still in use"
+        );
+        // An observer set later (a reload's) hears of the master in use at
+        // once.
+        let later = Arc::new(Told::default());
+        link.observe_masters(Box::new(Observer(Arc::clone(&later))));
+        assert_eq!(
+            *later.seen.lock().expect("not poisoned"),
+            [("10.0.0.2:6379".to_owned(), None)]
+        );
     }
 
     #[test]

@@ -11,11 +11,19 @@
 //! process, whether it caches that session or not: touches, refreshes,
 //! logins and revocations, a small fraction of the requests.
 //!
-//! Which servers: the one `store.url` server; the master the Sentinels name
-//! now (asked again each second and after every loss, so a failover moves
-//! the connection); every primary of a Cluster that serves slots (`CLUSTER
-//! NODES`, re-read each second: a new or promoted primary is tracked
-//! before the cache serves again).
+//! Which servers: the one `store.url` server; through Sentinel, the master
+//! the process's store link announced last (`SessionCache::store_master`),
+//! else the one the Sentinels name. A store link's move (`+switch-master`,
+//! or a discovery after a failure or a re-check) wakes the link at once
+//! (`SessionCache::store_moved`): the cache already stopped trusting it
+//! in the same call that announced the move, before the store used the new
+//! master, and trusts it again once it listens there and confirmed. Each
+//! second the link also asks the Sentinels whether they name the master
+//! it follows (the fallback for a missed event: on another answer it
+//! reconnects to the one they name, and the cache is bypassed until the
+//! store link agrees); every primary of a Cluster that serves slots
+//! (`CLUSTER NODES`, re-read each second: a new or promoted primary is
+//! tracked before the cache serves again).
 //!
 //! This module owns those connections and what their messages mean for the
 //! cache ([`SessionCache`]); it must never make the cache serve while any
@@ -32,6 +40,7 @@
 //! thread of its own ([`Tracker`]).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use redis::{AsyncConnectionConfig, Client, ProtocolVersion, PushInfo, PushKind, Value};
@@ -103,10 +112,15 @@ impl Targets {
     }
 
     /// The servers to track now, as RESP3 clients, in a stable order.
-    async fn resolve(&self) -> redis::RedisResult<Vec<Client>> {
+    /// Through Sentinel: `store_master` (the master the store link
+    /// announced last) when given, else the one the Sentinels name.
+    async fn resolve(&self, store_master: Option<&str>) -> redis::RedisResult<Vec<Client>> {
         let clients = match self {
             Self::Fixed(client) => vec![client.clone()],
-            Self::Sentinel(link) => vec![link.master_client().await?],
+            Self::Sentinel(link) => vec![match store_master {
+                Some(addr) => link.client_at(addr)?,
+                None => link.master_client().await?,
+            }],
             Self::Cluster { link, tls, config } => {
                 let mut out = Vec::new();
                 for node in link.primaries().await? {
@@ -257,6 +271,7 @@ impl Tracker {
                         timeout,
                         connect_timeout,
                         index: 0,
+                        ask_sentinels: AtomicBool::new(false),
                     };
                     tokio::select! {
                         () = link.run() => {}
@@ -293,6 +308,7 @@ impl TrackerTask {
             timeout,
             connect_timeout: config.connect_timeout,
             index,
+            ask_sentinels: AtomicBool::new(false),
         };
         Ok(Self {
             task: tokio::spawn(async move { link.run().await }),
@@ -317,6 +333,10 @@ struct Link {
     connect_timeout: Duration,
     /// Which of the cache's links this is.
     index: usize,
+    /// Through Sentinel: the next session asks the Sentinels for the
+    /// master instead of going where the store link went, because the last
+    /// attempt there failed or the Sentinels named another master.
+    ask_sentinels: AtomicBool,
 }
 
 impl Link {
@@ -337,7 +357,11 @@ impl Link {
             if started.elapsed() > MAX_BACKOFF * 2 {
                 backoff = Duration::from_millis(100);
             }
-            tokio::time::sleep(backoff).await;
+            // A store link that moved meanwhile is followed at once.
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = self.cache.store_moved(self.index) => {}
+            }
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
@@ -354,14 +378,49 @@ impl Link {
         }
     }
 
+    /// Why the session following `tracked` must end because a store link
+    /// announced another master (`None`: it listens where the store is).
+    fn moved_away(&self, tracked: Option<&str>) -> Option<String> {
+        let tracked = tracked?;
+        let store = self.cache.store_master()?;
+        (*store != *tracked).then(|| "the store moved to another master (failover)".into())
+    }
+
     /// One tracking session over every server; returns why it ended.
     async fn session(&self, was_up: &mut bool) -> String {
-        let clients = match self.bounded(self.timeout, self.targets.resolve()).await {
+        let store_master = match self.targets {
+            Targets::Sentinel(_) if !self.ask_sentinels.swap(false, Ordering::Relaxed) => {
+                self.cache.store_master()
+            }
+            _ => None,
+        };
+        let why = self.track(was_up, store_master.as_deref()).await;
+        if !*was_up {
+            // Could not listen where the store went (it may have moved on
+            // without a command since): the Sentinels say where next.
+            self.ask_sentinels.store(true, Ordering::Relaxed);
+        }
+        why
+    }
+
+    /// [`Self::session`] over the servers `store_master` names (see
+    /// [`Targets::resolve`]).
+    async fn track(&self, was_up: &mut bool, store_master: Option<&str>) -> String {
+        let clients = match self
+            .bounded(self.timeout, self.targets.resolve(store_master))
+            .await
+        {
             Ok(c) if c.is_empty() => return "no Redis server holds sessions".into(),
             Ok(c) => c,
             Err(e) => return format!("cannot find the Redis servers: {e}"),
         };
         let addrs: Vec<String> = clients.iter().map(addr).collect();
+        // The master this session follows, which the cache compares with
+        // the store links' (Sentinel only: other servers are not moved).
+        let tracked: Option<Arc<str>> = match self.targets {
+            Targets::Sentinel(_) => addrs.first().map(|a| Arc::from(a.as_str())),
+            _ => None,
+        };
         let (lost_tx, mut lost) = mpsc::unbounded_channel();
         let mut conns = Vec::with_capacity(clients.len());
         let sent = Instant::now();
@@ -416,16 +475,26 @@ impl Link {
             conns.push(conn);
         }
         // Every server now sends this process every change to a session
-        // key: from here the cache may serve.
+        // key: from here the cache may serve (through Sentinel, once this
+        // is the master the store links use).
+        self.cache.listening_to(self.index, tracked.clone());
         self.cache.tracking_confirmed(self.index, sent);
         *was_up = true;
         tracing::info!(servers = ?addrs, "session cache: tracking session keys");
         loop {
-            tokio::select! {
+            let moved = tokio::select! {
                 _ = lost.recv() => return "the connection closed".into(),
-                () = tokio::time::sleep(PING_EVERY) => {}
-            }
-            if !self.cache.wanted_within(IDLE_AFTER) {
+                () = tokio::time::sleep(PING_EVERY) => false,
+                () = self.cache.store_moved(self.index) => true,
+            };
+            if moved {
+                // The cache stopped trusting this link when the store link
+                // announced a master elsewhere; one that listens there
+                // already confirms at once instead.
+                if let Some(why) = self.moved_away(tracked.as_deref()) {
+                    return why;
+                }
+            } else if !self.cache.wanted_within(IDLE_AFTER) {
                 // No request asked the cache lately: no pings (an idle
                 // worker sleeps), so the lease lapses and the cache serves
                 // nothing. Invalidations are still read as they come. The
@@ -434,6 +503,11 @@ impl Link {
                 tokio::select! {
                     _ = lost.recv() => return "the connection closed".into(),
                     () = self.cache.wanted_again(self.index) => {}
+                    () = self.cache.store_moved(self.index) => {
+                        if let Some(why) = self.moved_away(tracked.as_deref()) {
+                            return why;
+                        }
+                    }
                 }
             }
             let sent = Instant::now();
@@ -452,6 +526,10 @@ impl Link {
                 match tokio::time::timeout(self.timeout, link.named_master()).await {
                     Ok(Some(named)) if addrs.len() == 1 && named == addrs[0] => {}
                     Ok(Some(_)) => {
+                        // Missed the store's move, or the store has not
+                        // moved yet: follow the Sentinels (the cache is
+                        // bypassed until the store link agrees).
+                        self.ask_sentinels.store(true, Ordering::Relaxed);
                         return "the Sentinels name another master (failover)".into();
                     }
                     Ok(None) => return "no Sentinel named the master".into(),
@@ -460,7 +538,7 @@ impl Link {
                     }
                 }
             } else if !matches!(self.targets, Targets::Fixed(_)) {
-                match self.bounded(self.timeout, self.targets.resolve()).await {
+                match self.bounded(self.timeout, self.targets.resolve(None)).await {
                     Ok(now) if now.iter().map(addr).collect::<Vec<_>>() == addrs => {}
                     Ok(_) => {
                         return "the servers holding sessions changed (failover or new primary)"

@@ -69,7 +69,7 @@ pub(super) struct Announced {
 impl Announced {
     /// Checks a host and port as a Sentinel sent them; `None` for anything
     /// that is not an IP address or a host name, or not a port.
-    fn checked(host: &str, port: &str) -> Option<Self> {
+    pub(super) fn checked(host: &str, port: &str) -> Option<Self> {
         if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
