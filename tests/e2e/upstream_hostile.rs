@@ -446,6 +446,21 @@ impl Trial {
         self.seen.connection_of("GET", path)
     }
 
+    /// Sends `GET path` and expects the browser's connection to be cut
+    /// before the answer ends (`what` names the case in a failure);
+    /// returns what came of the answer before the cut, then reconnects.
+    async fn get_cut(&mut self, path: &str, what: &str) -> String {
+        self.browser
+            .write(&format!("GET {path} HTTP/1.1\r\nHost: gateway\r\n\r\n"))
+            .await;
+        let partial = match self.browser.read_answer(false).await {
+            Err(Cut::Closed(partial)) => String::from_utf8_lossy(&partial).into_owned(),
+            other => panic!("{}: {what} came through: {other:?}", self.mode),
+        };
+        self.browser = BrowserConnection::open(&self.gw).await;
+        partial
+    }
+
     /// Asserts `answer` is the gateway's own `status` with JSON `error`.
     fn assert_refused(&self, answer: &Answer, status: u16, error: &str) {
         assert_eq!(
@@ -598,21 +613,12 @@ async fn an_unsolicited_response_on_a_resting_connection_closes_it() {
 async fn a_body_the_upstream_cuts_short_cuts_the_browser_connection() {
     for sticky in MODES {
         let mut t = Trial::start(sticky).await;
-        t.browser
-            .write("GET /raw/truncated HTTP/1.1\r\nHost: gateway\r\n\r\n")
-            .await;
-        match t.browser.read_answer(false).await {
-            Err(Cut::Closed(partial)) => {
-                let text = String::from_utf8_lossy(&partial);
-                assert!(
-                    text.starts_with("HTTP/1.1 200") || text.is_empty() || text == "0123456789",
-                    "{}: {text}",
-                    t.mode
-                );
-            }
-            other => panic!("{}: a truncated body came through: {other:?}", t.mode),
-        }
-        t.browser = BrowserConnection::open(&t.gw).await;
+        let text = t.get_cut("/raw/truncated", "a truncated body").await;
+        assert!(
+            text.starts_with("HTTP/1.1 200") || text.is_empty() || text == "0123456789",
+            "{}: {text}",
+            t.mode
+        );
         let next = t.get_own("/raw/ok-next").await;
         assert_eq!(next, 2, "{}", t.mode);
     }
@@ -625,14 +631,7 @@ async fn a_body_the_upstream_cuts_short_cuts_the_browser_connection() {
 async fn a_body_with_broken_chunk_framing_cuts_the_browser_connection() {
     for sticky in MODES {
         let mut t = Trial::start(sticky).await;
-        t.browser
-            .write("GET /raw/badchunk HTTP/1.1\r\nHost: gateway\r\n\r\n")
-            .await;
-        match t.browser.read_answer(false).await {
-            Err(Cut::Closed(_)) => {}
-            other => panic!("{}: a broken chunked body came through: {other:?}", t.mode),
-        }
-        t.browser = BrowserConnection::open(&t.gw).await;
+        t.get_cut("/raw/badchunk", "a broken chunked body").await;
         let next = t.get_own("/raw/ok-next").await;
         assert_eq!(next, 2, "{}", t.mode);
     }
@@ -699,28 +698,19 @@ async fn a_body_silent_for_its_idle_timeout_is_cut_and_its_connection_closed() {
     for sticky in MODES {
         let mut t = Trial::start_with_body_idle(sticky, "500ms").await;
         let started = std::time::Instant::now();
-        t.browser
-            .write("GET /raw/stallbody HTTP/1.1\r\nHost: gateway\r\n\r\n")
-            .await;
-        match t.browser.read_answer(false).await {
-            Err(Cut::Closed(partial)) => {
-                let text = String::from_utf8_lossy(&partial);
-                assert!(
-                    text.ends_with("0123456789"),
-                    "{}: the part sent before the silence: {text}",
-                    t.mode
-                );
-            }
-            other => panic!("{}: a stalled body was not cut: {other:?}", t.mode),
-        }
+        let text = t.get_cut("/raw/stallbody", "a stalled body").await;
         let waited = started.elapsed();
+        assert!(
+            text.ends_with("0123456789"),
+            "{}: the part sent before the silence: {text}",
+            t.mode
+        );
         assert!(
             waited >= Duration::from_millis(500) && waited < Duration::from_secs(5),
             "{}: cut after {waited:?}",
             t.mode
         );
         t.seen.wait_closed_by_gateway(1, t.mode).await;
-        t.browser = BrowserConnection::open(&t.gw).await;
         let next = t.get_own("/raw/ok-next").await;
         assert_eq!(next, 2, "{}", t.mode);
     }
