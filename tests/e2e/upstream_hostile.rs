@@ -461,6 +461,22 @@ impl Trial {
         partial
     }
 
+    /// Asserts that the requests made on `conns` went over `first` again,
+    /// where that is deterministic: a kept connection is ready for the
+    /// next request once the previous body ended. hyper-util's pool takes
+    /// a connection back from a task of its own after the body ends, so a
+    /// request that comes at once may find it not yet back and open
+    /// another (seen once in CI); with the pool only the answers are
+    /// checked (each request got its own, by `get_own`).
+    fn assert_used_again(&self, conns: &[usize], first: usize) {
+        if self.mode == "kept" {
+            assert!(
+                conns.iter().all(|c| *c == first),
+                "kept: {conns:?} are not all connection {first}"
+            );
+        }
+    }
+
     /// Asserts `answer` is the gateway's own `status` with JSON `error`.
     fn assert_refused(&self, answer: &Answer, status: u16, error: &str) {
         assert_eq!(
@@ -685,7 +701,7 @@ async fn a_body_pausing_beyond_the_route_timeout_comes_whole() {
             t.mode
         );
         let next = t.get_own("/raw/ok-next").await;
-        assert_eq!(next, 1, "{}", t.mode);
+        t.assert_used_again(&[next], 1);
     }
 }
 
@@ -832,15 +848,13 @@ async fn informational_heads_head_answers_and_trailers_pass_and_keep_the_connect
             t.mode
         );
         let next = t.get_own("/raw/ok-next").await;
-        assert_eq!(
-            [
+        t.assert_used_again(
+            &[
                 t.seen.connection_of("HEAD", "/raw/head"),
                 t.seen.connection_of("GET", "/raw/trailers"),
-                next
+                next,
             ],
-            [first; 3],
-            "{}",
-            t.mode
+            first,
         );
     }
 }
@@ -938,6 +952,6 @@ async fn pipelined_requests_are_answered_in_order_each_with_its_own_answer() {
             .iter()
             .map(|p| t.seen.connection_of("GET", p))
             .collect();
-        assert_eq!(conns, [1; 4], "{}", t.mode);
+        t.assert_used_again(&conns, 1);
     }
 }
