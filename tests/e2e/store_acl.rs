@@ -35,7 +35,7 @@ const DATA_COMMANDS: &str = "-@all +ping +info +get +set +getdel +del +exists +h
 
 /// The Sentinel rights of docs/operations.md ("Sentinel").
 const SENTINEL_COMMANDS: &str = "-@all +sentinel|get-master-addr-by-name +sentinel|masters \
-     +subscribe &+switch-master";
+     +role +subscribe +ping &+switch-master";
 
 /// The `user` directive of the gateway's data-node user for keys under
 /// `prefix`.
@@ -81,7 +81,8 @@ async fn setup(data_password: &str, sentinel_password: &str) -> Setup {
         std::process::id(),
         rand::random::<u32>()
     ));
-    let (data_password, sentinel_password) = (data_password.to_owned(), sentinel_password.to_owned());
+    let (data_password, sentinel_password) =
+        (data_password.to_owned(), sentinel_password.to_owned());
     let gw = GatewayBuilder::new(&upstream)
         .sentinel(sentinel.port, MASTER)
         .prefix(&prefix)
@@ -111,6 +112,22 @@ fn acl_log(cli: impl Fn(&[&str]) -> String) -> String {
     cli(&["ACL", "LOG"]).trim().to_owned()
 }
 
+/// The age in seconds of the oldest subscription on `sentinel` (the
+/// gateway's: `sub=1` in `CLIENT LIST`).
+fn subscription_age(sentinel: &SentinelProcess) -> Option<u64> {
+    sentinel
+        .cli(&["CLIENT", "LIST"])
+        .lines()
+        .filter(|l| l.split(' ').any(|f| f == "sub=1"))
+        .filter_map(|l| {
+            l.split(' ')
+                .find_map(|f| f.strip_prefix("age="))?
+                .parse()
+                .ok()
+        })
+        .max()
+}
+
 /// The gateway's log so far.
 fn gateway_log(path: &std::path::Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
@@ -129,13 +146,23 @@ async fn with_acls_on_sentinels_and_data_nodes_the_documented_users_log_in_cache
         log,
     } = setup(DATA_PASSWORD, SENTINEL_PASSWORD).await;
 
-    // The invalidation connections log in and turn tracking on.
-    tracking_up(&gw).await;
     let mut alice = logged_in_and_replicated(&gw, &old, &new).await;
+    // The invalidation connections (started by the first store command)
+    // log in and turn tracking on.
+    tracking_up(&gw).await;
     let cookie = alice.cookie_header();
     cached_on(&gw, &cookie).await;
     let ready = alice.get("/readyz").await;
     assert_eq!(ready.status, StatusCode::OK, "{ready:?}");
+
+    // After ten quiet seconds the gateway checks its `+switch-master`
+    // subscription with a `PING`; refused, it would drop the subscription
+    // and make a new one every ten seconds.
+    wait_for(
+        "a subscription older than its first PING",
+        Duration::from_secs(40),
+        || subscription_age(&sentinel).is_some_and(|age| age >= 12),
+    );
 
     // A real planned failover: the gateway hears `+switch-master` as the
     // restricted Sentinel user and moves without a request.

@@ -341,7 +341,11 @@ pub(crate) fn log_the_store_in_test_output() {
 /// What each server and Sentinel say now, for a failure message: roles,
 /// replication offsets, how many of the gateway's session records each
 /// holds, and Sentinel's log.
-pub(crate) fn explain(gw: &Gateway, sentinel: &SentinelProcess, servers: [&RedisServer; 2]) -> String {
+pub(crate) fn explain(
+    gw: &Gateway,
+    sentinel: &SentinelProcess,
+    servers: [&RedisServer; 2],
+) -> String {
     let mut out = String::new();
     for s in servers {
         let replication = s.cli(&["INFO", "replication"]);
