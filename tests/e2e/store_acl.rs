@@ -208,3 +208,59 @@ async fn with_acls_on_sentinels_and_data_nodes_the_documented_users_log_in_cache
     }
     let _ = std::fs::remove_file(&log);
 }
+
+/// What a gateway with one wrong password (`data_password` or
+/// `sentinel_password`) does: `/readyz` answers 503 with the store
+/// unavailable, and the readiness check logs why; that log line.
+async fn refused_with(data_password: &str, sentinel_password: &str) -> String {
+    // Bound whole: the servers must outlive the checks.
+    let setup = setup(data_password, sentinel_password).await;
+    let (gw, log) = (&setup.gw, &setup.log);
+    let (status, body) = get_with("", &gw.url("/readyz")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains(r#""store":"unavailable""#), "{body}");
+    let started = Instant::now();
+    let line = loop {
+        let text = gateway_log(log);
+        if let Some(line) = text
+            .lines()
+            .find(|l| l.contains("readiness: store unavailable"))
+        {
+            break line.to_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no readiness log line:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let text = gateway_log(&log);
+    for secret in [data_password, sentinel_password] {
+        assert!(!text.contains(secret), "a password in the log:\n{text}");
+    }
+    let _ = std::fs::remove_file(log);
+    line
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_sentinel_password_fails_readiness_with_a_log_line_naming_the_key() {
+    let line = refused_with(DATA_PASSWORD, "not-the-sentinel-password").await;
+    assert!(
+        line.contains("refused the gateway's login")
+            && line.contains("store.sentinel_password")
+            && !line.contains("store.password"),
+        "{line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_data_node_password_fails_readiness_with_a_log_line_naming_the_key() {
+    let line = refused_with("not-the-data-password", SENTINEL_PASSWORD).await;
+    assert!(
+        line.contains("the master the Sentinels name")
+            && line.contains("refused the gateway's login")
+            && line.contains("store.password")
+            && !line.contains("store.sentinel_password"),
+        "{line}"
+    );
+}
