@@ -234,7 +234,7 @@ async fn refused_with(data_password: &str, sentinel_password: &str) -> String {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let text = gateway_log(&log);
+    let text = gateway_log(log);
     for secret in [data_password, sentinel_password] {
         assert!(!text.contains(secret), "a password in the log:\n{text}");
     }
