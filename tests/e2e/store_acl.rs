@@ -27,10 +27,11 @@ const SENTINEL_PASSWORD: &str = "sentinel-password-5b91c3";
 /// The data-node rights of docs/operations.md ("ACL user"): every command
 /// the store sends, the ones its scripts run, `ROLE` (Sentinel mode: the
 /// master is checked before use) and the session cache's invalidation
-/// connections (`HELLO`, `CLIENT SETNAME`, `CLIENT TRACKING`).
+/// connections (`CLIENT SETNAME`, `CLIENT TRACKING`; their `HELLO 3` needs
+/// no right).
 const DATA_COMMANDS: &str = "-@all +ping +info +get +set +getdel +del +exists +hget +hset \
      +pexpire +pttl +zadd +zcard +zrange +zrevrange +zrevrank +zscore +zrem +zscan +sadd \
-     +srem +srandmember +sscan +scan +eval +evalsha +script|load +role +hello \
+     +srem +srandmember +sscan +scan +eval +evalsha +script|load +role \
      +client|setname +client|tracking";
 
 /// The Sentinel rights of docs/operations.md ("Sentinel").
