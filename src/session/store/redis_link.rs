@@ -356,12 +356,13 @@ impl SentinelLink {
             Ok::<_, RedisError>((addr, conn))
         }
         .await;
-        // The Sentinel client's own error for a refused login does not say
-        // whose (its wrong data-node password even shows as "connection
-        // refused"): ask again, step by step, to name the keys to fix.
+        // The Sentinel client's error for a refused login does not say
+        // whose, the Sentinels' or the data nodes': ask again, step by
+        // step, to name the keys to fix. Only then: an unreachable Sentinel
+        // is not asked twice.
         let (addr, conn) = match opened {
             Ok(opened) => opened,
-            Err(e) => {
+            Err(e) if sentinels::refused(&e) => {
                 return Err(match self.sentinels.refused_login().await {
                     Some(why) => {
                         RedisError::from((ErrorKind::AuthenticationFailed, "refused", why))
@@ -369,6 +370,7 @@ impl SentinelLink {
                     None => e,
                 });
             }
+            Err(e) => return Err(e),
         };
         let generation = self.install(Master {
             conn: conn.clone(),

@@ -117,7 +117,7 @@ fn switched_to(payload: &[u8], master: &str) -> Option<Announced> {
 
 /// Whether `e` is a server refusing the login (wrong user or password, a
 /// user that is off) or a command the user has no ACL right to.
-fn refused(e: &RedisError) -> bool {
+pub(super) fn refused(e: &RedisError) -> bool {
     matches!(
         e.kind(),
         ErrorKind::AuthenticationFailed | ErrorKind::Server(ServerErrorKind::NoPerm)
