@@ -421,6 +421,37 @@ impl Sentinels {
 mod tests {
 
     #[test]
+    fn refused_logins_and_missing_rights_are_told_from_other_failures() {
+        let no_perm = ErrorKind::Server(ServerErrorKind::NoPerm);
+        let cases: [(RedisError, bool); 5] = [
+            (
+                (ErrorKind::AuthenticationFailed, "wrong password").into(),
+                true,
+            ),
+            (
+                (no_perm, "no permissions to run the 'role' command").into(),
+                true,
+            ),
+            (
+                std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into(),
+                false,
+            ),
+            ((ErrorKind::Io, "timed out").into(), false),
+            (
+                (
+                    ErrorKind::Server(ServerErrorKind::ResponseError),
+                    "unknown command",
+                )
+                    .into(),
+                false,
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(refused(&e), want, "{e}");
+        }
+    }
+
+    #[test]
     fn an_unreachable_sentinel_is_asked_again_later_and_later_up_to_a_minute() {
         let mut wait = Duration::ZERO;
         let mut waits = Vec::new();
