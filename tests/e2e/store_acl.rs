@@ -88,6 +88,7 @@ async fn setup(data_password: &str, sentinel_password: &str) -> Setup {
         .sentinel(sentinel.port, MASTER)
         .prefix(&prefix)
         .metrics()
+        .admin()
         .log_to(&log)
         .configure(|c| {
             c.store.username = Some(DATA_USER.into());
@@ -185,8 +186,8 @@ async fn with_acls_on_sentinels_and_data_nodes_the_documented_users_log_in_cache
     }
 
     // On the new master: a logout is refused at the next request (the
-    // cache, tracking there too, does not serve the ended session), and a
-    // new login is written, served and cached.
+    // cache, tracking there too, does not serve the ended session), a new
+    // login is written, served and cached, and the admin API works.
     let logout = alice
         .request(Method::POST, "/auth/logout", &[("x-csrf", "1")], None)
         .await;
@@ -197,6 +198,31 @@ async fn with_acls_on_sentinels_and_data_nodes_the_documented_users_log_in_cache
     bob.login_as("bob").await;
     cached_on(&gw, &bob.cookie_header()).await;
     assert_eq!(bob.get("/readyz").await.status, StatusCode::OK);
+    // The admin API's store operations: statistics (the session count's
+    // script, `INFO memory`), a user's listing, a revocation by user.
+    let (status, stats) = gw.admin(Method::GET, "/admin/stats", None).await;
+    assert_eq!(status, StatusCode::OK, "{stats}");
+    let (status, listed) = gw
+        .admin(Method::GET, "/admin/sessions?user=bob", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    assert_eq!(
+        listed["sessions"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
+    let (status, revoked) = gw
+        .admin(
+            Method::POST,
+            "/admin/sessions/revoke",
+            Some(serde_json::json!({ "user": "bob" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{revoked}");
+    assert_eq!(
+        bob.get("/api/revoked").await.status,
+        StatusCode::UNAUTHORIZED
+    );
 
     // No command of the gateway was refused anywhere, and its log holds
     // neither password.
