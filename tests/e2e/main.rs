@@ -31,6 +31,7 @@ mod session_cookies;
 mod session_lifecycle;
 mod static_app;
 mod step_up;
+mod store_acl;
 mod store_cluster;
 mod store_conformance;
 mod store_consistency;

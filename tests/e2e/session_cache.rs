@@ -58,13 +58,13 @@ async fn wait_metric(gw: &Gateway, series: &str, want: f64, what: &str) {
     }
 }
 
-async fn tracking_up(gw: &Gateway) {
+pub(crate) async fn tracking_up(gw: &Gateway) {
     wait_metric(gw, TRACKING_UP, 1.0, "the invalidation connections").await;
 }
 
 /// A GET to `url` presenting exactly `cookie` (the browser's jar may have
 /// dropped it after a logout).
-async fn get_with(cookie: &str, url: &str) -> (StatusCode, String) {
+pub(crate) async fn get_with(cookie: &str, url: &str) -> (StatusCode, String) {
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -80,7 +80,7 @@ async fn get_with(cookie: &str, url: &str) -> (StatusCode, String) {
 }
 
 /// Uses the session on `gw` until `gw` answers it from its cache.
-async fn cached_on(gw: &Gateway, cookie: &str) {
+pub(crate) async fn cached_on(gw: &Gateway, cookie: &str) {
     let started = Instant::now();
     loop {
         let before = metric(gw, HITS).await;

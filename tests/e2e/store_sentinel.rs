@@ -26,7 +26,7 @@ pub(crate) const MASTER: &str = "sessions";
 /// How long to wait for Sentinel to act. It usually takes seconds, but on a
 /// busy machine Sentinel may enter TILT mode (its timer ran more than 2 s
 /// late) and then does nothing for 30 s.
-const SENTINEL_PATIENCE: Duration = Duration::from_secs(90);
+pub(crate) const SENTINEL_PATIENCE: Duration = Duration::from_secs(90);
 
 pub(crate) fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let started = Instant::now();
@@ -331,7 +331,7 @@ async fn while_the_old_master_still_takes_writes_the_gateway_moves_to_the_one_se
 
 /// The gateway's session and store log lines (which server answered,
 /// which connection was dropped and why) in the output of a failing test.
-fn log_the_store_in_test_output() {
+pub(crate) fn log_the_store_in_test_output() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter("oidc_bff::session=debug,oidc_bff::extract=debug")
         .with_test_writer()
@@ -341,7 +341,11 @@ fn log_the_store_in_test_output() {
 /// What each server and Sentinel say now, for a failure message: roles,
 /// replication offsets, how many of the gateway's session records each
 /// holds, and Sentinel's log.
-fn explain(gw: &Gateway, sentinel: &SentinelProcess, servers: [&RedisServer; 2]) -> String {
+pub(crate) fn explain(
+    gw: &Gateway,
+    sentinel: &SentinelProcess,
+    servers: [&RedisServer; 2],
+) -> String {
     let mut out = String::new();
     for s in servers {
         let replication = s.cli(&["INFO", "replication"]);
@@ -392,7 +396,7 @@ fn session_records(gw: &Gateway, server: &RedisServer) -> usize {
 /// once, whatever the replica holds. The test waits as an operator planning
 /// a switchover would: until the replica's applied offset reaches the
 /// master's.
-async fn logged_in_and_replicated(
+pub(crate) async fn logged_in_and_replicated(
     gw: &Gateway,
     master: &RedisServer,
     replica: &RedisServer,
@@ -727,7 +731,7 @@ async fn when_the_subscribed_sentinel_dies_a_switch_master_from_the_next_one_sti
 /// stay open across two looks 300 ms apart (which leaves out the short
 /// connections that check a server's `ROLE`), and not Sentinel's links,
 /// `redis-cli` or the session cache's invalidation connection.
-async fn moved_to(server: &RedisServer) -> Vec<String> {
+pub(crate) async fn moved_to(server: &RedisServer) -> Vec<String> {
     let look = || {
         server
             .cli(&["CLIENT", "LIST"])

@@ -348,9 +348,30 @@ impl SentinelLink {
         if let Some((generation, m)) = self.current.get() {
             return Ok((generation, m.conn));
         }
-        let client = sentinel.async_get_client().await?;
-        let addr: Arc<str> = client.get_connection_info().addr().to_string().into();
-        let conn = ConnectionManager::new_with_config(client, self.manager_config.clone()).await?;
+        let opened = async {
+            let client = sentinel.async_get_client().await?;
+            let addr: Arc<str> = client.get_connection_info().addr().to_string().into();
+            let conn =
+                ConnectionManager::new_with_config(client, self.manager_config.clone()).await?;
+            Ok::<_, RedisError>((addr, conn))
+        }
+        .await;
+        // The Sentinel client's error for a refused login does not say
+        // whose, the Sentinels' or the data nodes': ask again, step by
+        // step, to name the keys to fix. Only then: an unreachable Sentinel
+        // is not asked twice.
+        let (addr, conn) = match opened {
+            Ok(opened) => opened,
+            Err(e) if sentinels::refused(&e) => {
+                return Err(match self.sentinels.refused_login().await {
+                    Some(why) => {
+                        RedisError::from((ErrorKind::AuthenticationFailed, "refused", why))
+                    }
+                    None => e,
+                });
+            }
+            Err(e) => return Err(e),
+        };
         let generation = self.install(Master {
             conn: conn.clone(),
             addr: Arc::clone(&addr),

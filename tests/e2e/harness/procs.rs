@@ -132,6 +132,27 @@ pub struct RedisServer {
     extra: Vec<String>,
     /// TLS only, with certificates from this CA's directory.
     tls: Option<Arc<TestCa>>,
+    /// ACLs on: the users beyond [`ACL_ADMIN`] (kept for replicas).
+    acl: Option<Vec<String>>,
+}
+
+/// The user with every right that the tests' own `redis-cli`, replication
+/// and Sentinel's links to the servers log in as when ACLs are on (the
+/// `default` user is then off).
+pub const ACL_ADMIN: &str = "test-admin";
+/// Its password.
+pub const ACL_ADMIN_PASSWORD: &str = "test-admin-password-41c7";
+
+/// The ACL directives of a server or Sentinel with ACLs on: `default` off,
+/// [`ACL_ADMIN`] with every right, and `users` (each the rules of one
+/// `user` directive, its name first).
+fn acl_directives(users: &[String]) -> Vec<String> {
+    let mut out = vec![
+        "default off".to_owned(),
+        format!("{ACL_ADMIN} on >{ACL_ADMIN_PASSWORD} ~* &* +@all"),
+    ];
+    out.extend(users.iter().cloned());
+    out
 }
 
 impl RedisServer {
@@ -141,14 +162,29 @@ impl RedisServer {
 
     /// A server replicating `master` (for Sentinel tests), over TLS if the
     /// master speaks it.
+    /// With ACLs on the master, the replica has the same users (ACLs are
+    /// not replicated) and replicates as [`ACL_ADMIN`].
     pub fn start_replica(master: &RedisServer) -> Self {
-        Self::start_with(
+        Self::start_full(
             vec![
                 "--replicaof".into(),
                 "127.0.0.1".into(),
                 master.port.to_string(),
             ],
             master.tls.clone(),
+            master.acl.clone(),
+        )
+    }
+
+    /// A server with ACLs on: `default` off, [`ACL_ADMIN`] for the test's
+    /// own commands and for replication (either server may become the
+    /// master), and `users` (each the rules of one `user` directive, its
+    /// name first: `"gw on >pw ~p:* +get"`).
+    pub fn start_with_acl(users: &[&str]) -> Self {
+        Self::start_full(
+            Vec::new(),
+            None,
+            Some(users.iter().map(|u| u.to_string()).collect()),
         )
     }
 
@@ -159,6 +195,26 @@ impl RedisServer {
     }
 
     fn start_with(extra: Vec<String>, tls: Option<Arc<TestCa>>) -> Self {
+        Self::start_full(extra, tls, None)
+    }
+
+    fn start_full(
+        mut extra: Vec<String>,
+        tls: Option<Arc<TestCa>>,
+        acl: Option<Vec<String>>,
+    ) -> Self {
+        if let Some(users) = &acl {
+            for user in acl_directives(users) {
+                extra.push("--user".into());
+                extra.extend(user.split(' ').map(str::to_owned));
+            }
+            extra.extend([
+                "--masteruser".into(),
+                ACL_ADMIN.into(),
+                "--masterauth".into(),
+                ACL_ADMIN_PASSWORD.into(),
+            ]);
+        }
         require(
             "redis-server",
             "run scripts/test (it installs it) or `sudo apt-get install redis-server`",
@@ -173,6 +229,7 @@ impl RedisServer {
             proc: None,
             extra,
             tls,
+            acl,
         };
         r.restart();
         r
@@ -189,7 +246,7 @@ impl RedisServer {
 
     /// Runs one command with `redis-cli`; its raw output.
     pub fn cli(&self, args: &[&str]) -> String {
-        redis_cli(self.port, self.tls.as_deref(), args)
+        redis_cli(self.port, self.tls.as_deref(), self.acl.is_some(), args)
     }
 
     pub fn restart(&mut self) {
@@ -324,12 +381,27 @@ pub struct SentinelProcess {
     pub port: u16,
     dir: PathBuf,
     tls: Option<Arc<TestCa>>,
+    /// ACLs on (`default` off).
+    acl: bool,
     _proc: Guarded,
 }
 
 impl SentinelProcess {
-    /// A Sentinel for `master`, speaking TLS if the master does.
+    /// A Sentinel for `master`, speaking TLS if the master does, and
+    /// reaching it as [`ACL_ADMIN`] if the master has ACLs on.
     pub fn start(master_name: &str, master: &RedisServer) -> Self {
+        Self::start_full(master_name, master, None)
+    }
+
+    /// [`Self::start`], with ACLs on the Sentinel itself: `default` off,
+    /// [`ACL_ADMIN`] for the test's own commands, and `users` (each the
+    /// rules of one `user` directive, its name first).
+    pub fn start_with_acl(master_name: &str, master: &RedisServer, users: &[&str]) -> Self {
+        let users: Vec<String> = users.iter().map(|u| u.to_string()).collect();
+        Self::start_full(master_name, master, Some(users))
+    }
+
+    fn start_full(master_name: &str, master: &RedisServer, acl: Option<Vec<String>>) -> Self {
         let port = free_port();
         let dir =
             std::env::temp_dir().join(format!("oidc-bff-sentinel-{port}-{}", std::process::id()));
@@ -352,6 +424,17 @@ impl SentinelProcess {
                 conf.push_str(&format!("{k} {v}\n"));
             }
         }
+        if master.acl.is_some() {
+            conf.push_str(&format!(
+                "sentinel auth-user {master_name} {ACL_ADMIN}\n\
+                 sentinel auth-pass {master_name} {ACL_ADMIN_PASSWORD}\n"
+            ));
+        }
+        if let Some(users) = &acl {
+            for user in acl_directives(users) {
+                conf.push_str(&format!("user {user}\n"));
+            }
+        }
         let conf_file = dir.join("sentinel.conf");
         std::fs::write(&conf_file, conf).expect("sentinel.conf");
         let args = vec![
@@ -369,13 +452,14 @@ impl SentinelProcess {
             port,
             dir,
             tls: master.tls.clone(),
+            acl: acl.is_some(),
             _proc: proc,
         }
     }
 
     /// Runs one command with `redis-cli` against this Sentinel.
     pub fn cli(&self, args: &[&str]) -> String {
-        redis_cli(self.port, self.tls.as_deref(), args)
+        redis_cli(self.port, self.tls.as_deref(), self.acl, args)
     }
 
     /// What Sentinel logged (its events: `+sdown`, `+switch-master`,
@@ -395,11 +479,23 @@ impl SentinelProcess {
     }
 }
 
-/// Runs one command with `redis-cli` against the server on `port`; its raw
-/// output (empty when it failed).
-fn redis_cli(port: u16, tls: Option<&TestCa>, args: &[&str]) -> String {
+/// Runs one command with `redis-cli` against the server on `port`, as
+/// [`ACL_ADMIN`] if `acl`; its raw output (empty when it failed).
+fn redis_cli(port: u16, tls: Option<&TestCa>, acl: bool, args: &[&str]) -> String {
+    let login: &[&str] = if acl {
+        &[
+            "--user",
+            ACL_ADMIN,
+            "--pass",
+            ACL_ADMIN_PASSWORD,
+            "--no-auth-warning",
+        ]
+    } else {
+        &[]
+    };
     Command::new("redis-cli")
         .args(["-p", &port.to_string(), "--raw"])
+        .args(login)
         .args(tls.map(TestCa::cli_flags).unwrap_or_default())
         .args(args)
         .output()

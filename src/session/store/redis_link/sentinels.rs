@@ -12,7 +12,10 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, ConnectionAddr, RedisResult, TlsCertificates};
+use redis::{
+    AsyncConnectionConfig, Client, ConnectionAddr, ErrorKind, RedisError, RedisResult,
+    ServerErrorKind, TlsCertificates,
+};
 
 use super::address;
 use crate::config::{RedisConfig, SentinelConfig};
@@ -112,6 +115,15 @@ fn switched_to(payload: &[u8], master: &str) -> Option<Announced> {
     Announced::checked(host, port)
 }
 
+/// Whether `e` is a server refusing the login (wrong user or password, a
+/// user that is off) or a command the user has no ACL right to.
+pub(super) fn refused(e: &RedisError) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::AuthenticationFailed | ErrorKind::Server(ServerErrorKind::NoPerm)
+    ) || matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
+}
+
 /// One kept connection per Sentinel for the periodic question, opened when
 /// first needed, and which Sentinel is asked next.
 #[derive(Default)]
@@ -203,6 +215,53 @@ impl Sentinels {
             self.data.password.as_ref(),
             self.data.db,
         )
+    }
+
+    /// Why the gateway may not use the Sentinels or the master they name,
+    /// when a refused login or a missing ACL permission is the reason: the
+    /// configuration keys to check and the server's answer (which holds no
+    /// credential). Asked only after finding the master failed, on fresh
+    /// connections, Sentinel by Sentinel until one names a master; `None`
+    /// when the logins are accepted, or nothing answers at all (the
+    /// original error then says why).
+    pub async fn refused_login(&self) -> Option<String> {
+        for index in 0..self.nodes.len() {
+            let asked = match self.open(index).await {
+                Ok(conn) => self.get_master_addr(conn).await,
+                Err(e) => Err(e),
+            };
+            let at = match asked {
+                Ok(Some(at)) => at,
+                Err(e) if refused(&e) => {
+                    return Some(format!(
+                        "Sentinel {} refused the gateway's login or command: {e} \
+                         (check store.sentinel_username and store.sentinel_password, \
+                         and that user's ACL rights on the Sentinels)",
+                        self.describe(index)
+                    ));
+                }
+                Ok(None) | Err(_) => continue,
+            };
+            let limit = self.connect_timeout + self.response_timeout;
+            let checked = tokio::time::timeout(limit, async {
+                let client = self.master_client(&at)?;
+                let mut conn = client.get_multiplexed_async_connection().await?;
+                redis::cmd("ROLE")
+                    .query_async::<redis::Value>(&mut conn)
+                    .await
+            })
+            .await;
+            return match checked {
+                Ok(Err(e)) if refused(&e) => Some(format!(
+                    "the master the Sentinels name ({}) refused the gateway's login or command: \
+                     {e} (check store.username and store.password, and that user's ACL \
+                     rights on the data nodes)",
+                    at.key(self.tls)
+                )),
+                _ => None,
+            };
+        }
+        None
     }
 
     fn describe(&self, index: usize) -> String {
@@ -360,6 +419,37 @@ impl Sentinels {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn refused_logins_and_missing_rights_are_told_from_other_failures() {
+        let no_perm = ErrorKind::Server(ServerErrorKind::NoPerm);
+        let cases: [(RedisError, bool); 5] = [
+            (
+                (ErrorKind::AuthenticationFailed, "wrong password").into(),
+                true,
+            ),
+            (
+                (no_perm, "no permissions to run the 'role' command").into(),
+                true,
+            ),
+            (
+                std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into(),
+                false,
+            ),
+            ((ErrorKind::Io, "timed out").into(), false),
+            (
+                (
+                    ErrorKind::Server(ServerErrorKind::ResponseError),
+                    "unknown command",
+                )
+                    .into(),
+                false,
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(refused(&e), want, "{e}");
+        }
+    }
 
     #[test]
     fn an_unreachable_sentinel_is_asked_again_later_and_later_up_to_a_minute() {
