@@ -107,13 +107,25 @@ static HOP_BY_HOP: [&HeaderName; 10] = [
     &HTTP2_SETTINGS,
 ];
 
+/// Removes the hop-by-hop headers, and with `Transfer-Encoding` any
+/// `Content-Length` beside it (RFC 9112 §6.3: the body was read by its
+/// chunks, and an intermediary must drop the length before passing the
+/// message on). Passed on, that length would frame the body at the next
+/// hop: cut short when it claims less, the connection cut (or an upstream
+/// left waiting) when more — what a response-splitting upstream wants the
+/// browser to see. Both directions, so neither depends on hyper dropping
+/// the header itself.
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry none of them (or only `Connection`): one pass
     // over the few names present decides, where ten removals would each
     // hash and probe the map, twice per proxied request. Headers named in
-    // `Connection` need it present, and it is in the list.
+    // `Connection` need it present, and it is in the list, as is
+    // `Transfer-Encoding`.
     if !headers.keys().any(|n| HOP_BY_HOP.contains(&n)) {
         return;
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
     }
     // Headers named in Connection are hop-by-hop too. Usually one value
     // (an upstream's `keep-alive`): a copy of it (a reference count) frees
@@ -290,17 +302,7 @@ pub fn is_cors_preflight(method: &http::Method, headers: &HeaderMap) -> bool {
 /// route every `Access-Control-*` header goes: a response made with the
 /// user's token must never be readable by another origin, whatever the
 /// upstream's CORS policy says.
-///
-/// A response framed by `Transfer-Encoding` loses any `Content-Length`
-/// beside it (RFC 9112 §6.3: the body was read by its chunks, and an
-/// intermediary must drop the length before passing it on). Passed on,
-/// that length would frame the chunked body for the browser: cut short
-/// when it claims less, the connection cut when more — the answer a
-/// response-splitting upstream wants the browser to see.
 pub fn to_browser(headers: &mut HeaderMap, policy: &CookiePolicy, session_route: bool) {
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        headers.remove(header::CONTENT_LENGTH);
-    }
     remove_hop_by_hop(headers);
     if headers.contains_key(header::SET_COOKIE) {
         let kept: Vec<HeaderValue> = headers
@@ -520,6 +522,22 @@ mod tests {
         length.insert(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
         to_browser(&mut length, &policy(), false);
         assert_eq!(length[header::CONTENT_LENGTH], "2");
+    }
+
+    #[test]
+    fn a_length_beside_chunked_framing_is_dropped_in_either_direction() {
+        // The mechanism both `to_upstream` and `to_browser` use.
+        let mut both = HeaderMap::new();
+        both.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        both.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        both.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        remove_hop_by_hop(&mut both);
+        assert!(!both.contains_key(header::CONTENT_LENGTH));
+        assert!(!both.contains_key(header::TRANSFER_ENCODING));
+        assert_eq!(both[header::CONTENT_TYPE], "text/plain");
     }
 
     #[test]

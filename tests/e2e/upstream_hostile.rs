@@ -955,3 +955,35 @@ async fn pipelined_requests_are_answered_in_order_each_with_its_own_answer() {
         t.assert_used_again(&conns, 1);
     }
 }
+
+/// A browser request framed both ways, chunked and with a `Content-Length`
+/// (the length first, so hyper keeps the header): its body is read by its
+/// chunks (RFC 9112 §6.3), and the upstream gets that body whole, framed by
+/// the gateway, never the browser's length (which would cut it to five
+/// bytes here, or leave the upstream waiting for bytes that never come).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_both_chunked_and_with_a_length_reaches_the_upstream_whole() {
+    for sticky in MODES {
+        let upstream = Upstream::start().await;
+        let gw = GatewayBuilder::new(&upstream)
+            .route(public("/open", &upstream.url()))
+            .configure(|c| c.proxy.sticky_connections = sticky)
+            .start()
+            .await;
+        let mut browser = BrowserConnection::open(&gw).await;
+        let answer = browser
+            .exchange(
+                "POST /open/x HTTP/1.1\r\nHost: gateway\r\nContent-Length: 5\r\n\
+                 Transfer-Encoding: chunked\r\n\r\nb\r\nhello world\r\n0\r\n\r\n",
+            )
+            .await;
+        assert_eq!(answer.status, 200, "{sticky}: {answer:?}");
+        let seen = upstream.seen();
+        let last = seen.last().expect("the upstream saw the request");
+        assert_eq!(
+            (last.body_len, last.header("content-length")),
+            (11, None),
+            "sticky = {sticky}: the body as its chunks framed it"
+        );
+    }
+}
