@@ -568,16 +568,7 @@ async fn right_after_a_planned_failover_a_revoke_on_the_new_master_is_refused_at
     }
     wait_replicated(&old, &new);
 
-    let mut switches = redis::Client::open(format!("redis://127.0.0.1:{}", sentinel.port))
-        .expect("sentinel client")
-        .get_async_pubsub()
-        .await
-        .expect("sentinel pubsub");
-    switches
-        .subscribe("+switch-master")
-        .await
-        .expect("subscribe");
-    let mut switches = switches.into_on_message();
+    let mut switches = crate::store_sentinel::switch_master_messages(sentinel.port).await;
     wait_for(
         "Sentinel to accept the failover",
         Duration::from_secs(90),

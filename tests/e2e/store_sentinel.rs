@@ -28,6 +28,20 @@ pub(crate) const MASTER: &str = "sessions";
 /// late) and then does nothing for 30 s.
 pub(crate) const SENTINEL_PATIENCE: Duration = Duration::from_secs(90);
 
+/// The `+switch-master` messages of the Sentinel on `port`, heard as the
+/// gateway hears them: subscribed before the test starts a failover.
+pub(crate) async fn switch_master_messages(
+    port: u16,
+) -> std::pin::Pin<Box<dyn futures_util::Stream<Item = redis::Msg> + Send>> {
+    let mut pubsub = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .expect("sentinel client")
+        .get_async_pubsub()
+        .await
+        .expect("sentinel pubsub");
+    pubsub.subscribe("+switch-master").await.expect("subscribe");
+    Box::pin(pubsub.into_on_message())
+}
+
 pub(crate) fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let started = Instant::now();
     while !done() {
@@ -551,16 +565,7 @@ async fn a_switch_master_event_moves_the_gateway_before_its_next_write() {
     );
 
     // The test hears the switch as the gateway does.
-    let mut switches = redis::Client::open(format!("redis://127.0.0.1:{}", sentinel.port))
-        .expect("sentinel client")
-        .get_async_pubsub()
-        .await
-        .expect("sentinel pubsub");
-    switches
-        .subscribe("+switch-master")
-        .await
-        .expect("subscribe");
-    let mut switches = switches.into_on_message();
+    let mut switches = switch_master_messages(sentinel.port).await;
     wait_for("Sentinel to accept the failover", SENTINEL_PATIENCE, || {
         sentinel.cli(&["SENTINEL", "FAILOVER", MASTER]).trim() == "OK"
     });
@@ -674,16 +679,7 @@ async fn when_the_subscribed_sentinel_dies_a_switch_master_from_the_next_one_sti
         died.elapsed()
     );
 
-    let mut switches = redis::Client::open(format!("redis://127.0.0.1:{second_port}"))
-        .expect("sentinel client")
-        .get_async_pubsub()
-        .await
-        .expect("sentinel pubsub");
-    switches
-        .subscribe("+switch-master")
-        .await
-        .expect("subscribe");
-    let mut switches = switches.into_on_message();
+    let mut switches = switch_master_messages(second_port).await;
     // Forced: a failover that needs no other Sentinel's vote.
     wait_for(
         "the second Sentinel to accept the failover",
