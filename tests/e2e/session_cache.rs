@@ -410,25 +410,13 @@ async fn a_hung_redis_stops_the_cache_serving_within_its_lease_then_answers_503(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_sentinel_the_cache_follows_a_failover_and_a_revoke_is_still_refused_everywhere() {
-    use crate::store_sentinel::{MASTER, settled, wait_for, wait_for_sentinel};
+    use crate::store_sentinel::{MASTER, settled, wait_for_sentinel};
     let upstream = Upstream::start().await;
     let mut master = RedisServer::start();
     let replica = RedisServer::start_replica(&master);
-    wait_for("the replica to sync", Duration::from_secs(10), || {
-        replica
-            .cli(&["INFO", "replication"])
-            .contains("master_link_status:up")
-    });
+    crate::store_sentinel::wait_synced(&replica);
     let sentinel = SentinelProcess::start(MASTER, &master);
-    wait_for(
-        "Sentinel to see the replica",
-        Duration::from_secs(90),
-        || {
-            sentinel
-                .cli(&["SENTINEL", "replicas", MASTER])
-                .contains(&replica.port.to_string())
-        },
-    );
+    crate::store_sentinel::wait_sentinel_sees(&sentinel, &replica);
     let a = GatewayBuilder::new(&upstream)
         .sentinel(sentinel.port, MASTER)
         .configure(|c| c.store.cache_entries = 0)
@@ -501,10 +489,7 @@ async fn right_after_a_planned_failover_a_revoke_on_the_new_master_is_refused_at
     let upstream = Upstream::start().await;
     let old = RedisServer::start();
     let new = RedisServer::start_replica(&old);
-    wait_for("the replica to sync", Duration::from_secs(10), || {
-        new.cli(&["INFO", "replication"])
-            .contains("master_link_status:up")
-    });
+    crate::store_sentinel::wait_synced(&new);
     // B logs in as a user of its own, so its connections are told apart
     // from A's in `CLIENT LIST` (ACLs are not replicated: both servers).
     for server in [&old, &new] {
@@ -521,15 +506,7 @@ async fn right_after_a_planned_failover_a_revoke_on_the_new_master_is_refused_at
         assert_eq!(ok.trim(), "OK", "{ok}");
     }
     let sentinel = SentinelProcess::start(MASTER, &old);
-    wait_for(
-        "Sentinel to see the replica",
-        Duration::from_secs(90),
-        || {
-            sentinel
-                .cli(&["SENTINEL", "replicas", MASTER])
-                .contains(&new.port.to_string())
-        },
-    );
+    crate::store_sentinel::wait_sentinel_sees(&sentinel, &new);
     let a = GatewayBuilder::new(&upstream)
         .sentinel(sentinel.port, MASTER)
         .configure(|c| c.store.cache_entries = 0)

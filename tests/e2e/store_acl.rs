@@ -66,17 +66,9 @@ async fn setup(data_password: &str, sentinel_password: &str) -> Setup {
     let prefix = crate::harness::random_prefix();
     let master = RedisServer::start_with_acl(&[&data_user(&prefix)]);
     let replica = RedisServer::start_replica(&master);
-    wait_for("the replica to sync", Duration::from_secs(10), || {
-        replica
-            .cli(&["INFO", "replication"])
-            .contains("master_link_status:up")
-    });
+    crate::store_sentinel::wait_synced(&replica);
     let sentinel = SentinelProcess::start_with_acl(MASTER, &master, &[&sentinel_user()]);
-    wait_for("Sentinel to see the replica", SENTINEL_PATIENCE, || {
-        sentinel
-            .cli(&["SENTINEL", "replicas", MASTER])
-            .contains(&replica.port.to_string())
-    });
+    crate::store_sentinel::wait_sentinel_sees(&sentinel, &replica);
     let log = std::env::temp_dir().join(format!(
         "oidc-bff-acl-{}-{:x}.log",
         std::process::id(),

@@ -28,6 +28,25 @@ pub(crate) const MASTER: &str = "sessions";
 /// late) and then does nothing for 30 s.
 pub(crate) const SENTINEL_PATIENCE: Duration = Duration::from_secs(90);
 
+/// Waits until `replica` has synced with its master.
+pub(crate) fn wait_synced(replica: &RedisServer) {
+    wait_for("the replica to sync", Duration::from_secs(10), || {
+        replica
+            .cli(&["INFO", "replication"])
+            .contains("master_link_status:up")
+    });
+}
+
+/// Waits until `sentinel` has discovered `replica`: it must, before it can
+/// promote it.
+pub(crate) fn wait_sentinel_sees(sentinel: &SentinelProcess, replica: &RedisServer) {
+    wait_for("Sentinel to see the replica", SENTINEL_PATIENCE, || {
+        sentinel
+            .cli(&["SENTINEL", "replicas", MASTER])
+            .contains(&replica.port.to_string())
+    });
+}
+
 /// The `+switch-master` messages of the Sentinel on `port`, heard as the
 /// gateway hears them: subscribed before the test starts a failover.
 pub(crate) async fn switch_master_messages(
@@ -127,18 +146,10 @@ async fn setup_with(tls: Option<Arc<TestCa>>, cache: bool) -> Setup {
         None => RedisServer::start(),
     };
     let replica = RedisServer::start_replica(&master);
-    wait_for("the replica to sync", Duration::from_secs(10), || {
-        replica
-            .cli(&["INFO", "replication"])
-            .contains("master_link_status:up")
-    });
+    wait_synced(&replica);
     let sentinel = SentinelProcess::start(MASTER, &master);
     // Sentinel must have discovered the replica before it can promote it.
-    wait_for("Sentinel to see the replica", SENTINEL_PATIENCE, || {
-        sentinel
-            .cli(&["SENTINEL", "replicas", MASTER])
-            .contains(&replica.port.to_string())
-    });
+    wait_sentinel_sees(&sentinel, &replica);
     let mut gw = GatewayBuilder::new(&upstream).sentinel(sentinel.port, MASTER);
     if !cache {
         gw = gw.configure(|c| c.store.cache_entries = 0);
@@ -635,21 +646,10 @@ async fn when_the_subscribed_sentinel_dies_a_switch_master_from_the_next_one_sti
     let upstream = Upstream::start().await;
     let old = RedisServer::start();
     let new = RedisServer::start_replica(&old);
-    wait_for("the replica to sync", Duration::from_secs(10), || {
-        new.cli(&["INFO", "replication"])
-            .contains("master_link_status:up")
-    });
+    wait_synced(&new);
     let first = SentinelProcess::start(MASTER, &old);
     let second = SentinelProcess::start(MASTER, &old);
-    wait_for(
-        "the second Sentinel to see the replica",
-        SENTINEL_PATIENCE,
-        || {
-            second
-                .cli(&["SENTINEL", "replicas", MASTER])
-                .contains(&new.port.to_string())
-        },
-    );
+    wait_sentinel_sees(&second, &new);
     let second_port = second.port;
     let gw = GatewayBuilder::new(&upstream)
         .sentinel(first.port, MASTER)
