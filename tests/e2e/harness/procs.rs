@@ -335,7 +335,13 @@ impl RedisCluster {
         }
         let nodes: Vec<RedisServer> = (0..primaries * (1 + replicas))
             .map(|_| {
-                RedisServer::start_with(args.iter().map(|s| s.to_string()).collect(), tls.clone())
+                let mut node: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+                // The bus port, free like the client port. Left to Redis it
+                // is the client port + 10000: with an ephemeral client port
+                // that may be another test's connection, or beyond 65535,
+                // and the node does not start (seen once in CI).
+                node.extend(["--cluster-port".to_owned(), free_port().to_string()]);
+                RedisServer::start_with(node, tls.clone())
             })
             .collect();
         let addrs: Vec<String> = nodes
