@@ -190,6 +190,6 @@ pub async fn serve_capped(
 ) -> std::io::Result<()> {
     let limits = state.config.server.limits;
     let open = state.metrics.connections("public");
-    let app = build_router(state);
+    let app = router::build_app(state);
     server::serve_connections(listener, app, limits, connections, open, shutdown).await
 }

@@ -22,8 +22,17 @@ use crate::proxy::routes::Route;
 use crate::routes;
 use crate::state::AppState;
 
+pub(crate) mod direct;
+pub use direct::{App, DirectRoutes};
+
 /// The public listener's app.
 pub fn build_router(state: AppState) -> Router {
+    build_app(state).router
+}
+
+/// The public listener's app, with its configured routes also reachable
+/// without the router where that answers the same (see [`direct`]).
+pub fn build_app(state: AppState) -> App {
     // Under a mount path (`server.public_url` with a path) the gateway's
     // own endpoints and the static app move there; configured routes are
     // written in full.
@@ -64,7 +73,7 @@ pub fn build_router(state: AppState) -> Router {
     // The identity assertion's public keys and the client key, when the
     // gateway signs anything.
     let router = if state.jwks.is_some() {
-        router.route(&at("/.well-known/jwks.json"), get(routes::jwks::jwks))
+        router.route(&at(JWKS_PATH), get(routes::jwks::jwks))
     } else {
         router
     };
@@ -131,28 +140,57 @@ pub fn build_router(state: AppState) -> Router {
     // matched once and the route's own handler, CSRF rule and guard apply.
     // Registered after the layers, with the same layers in the same order
     // composed around it in one service (`proxied`).
+    let mut services = Vec::new();
     for route in state.routes.iter() {
-        let methods = proxy_methods(&state, route, &layers);
+        let (methods, service) = proxy_methods(&state, route, &layers);
         for pattern in route.router_patterns() {
             router = router.route(&pattern, methods.clone());
         }
+        services.push((route.clone(), service));
     }
+    // Reached without the router only where nothing but a configured
+    // route could match and nothing around the router acts on it: no mount
+    // path (whose prefix the router's outer service may restore) and no
+    // server span (which names the router's matched path).
+    let direct = (server.base_path.is_empty() && state.config.tracing.is_none()).then(|| {
+        let mut own = OWN_PREFIXES.map(String::from).to_vec();
+        if state.jwks.is_some() {
+            own.push(JWKS_PATH.into());
+        }
+        if let Some(fa) = &state.config.forward_auth {
+            own.push(fa.path.trim_end_matches('/').to_owned());
+        }
+        Arc::new(DirectRoutes::new(services, own))
+    });
 
     let base = server.base_path.clone();
     let client_address = state.client_address.clone();
     let app = router.with_state(state);
     if base.is_empty() {
-        return app;
+        return App {
+            router: app,
+            direct,
+        };
     }
     // A proxy that strips the mount path says so with `X-Forwarded-Prefix`:
     // the path is put back before routing, so both kinds of proxy reach the
     // same routes.
-    Router::new().fallback_service(
-        tower::ServiceBuilder::new()
-            .map_request(move |req: Request| restore_prefix(req, &base, &client_address))
-            .service(app),
-    )
+    Router::new()
+        .fallback_service(
+            tower::ServiceBuilder::new()
+                .map_request(move |req: Request| restore_prefix(req, &base, &client_address))
+                .service(app),
+        )
+        .into()
 }
+
+/// The prefixes of every endpoint of the gateway's own on the public
+/// listener but those added by configuration (JWKS, forward-auth): a path
+/// under none of them can only reach a configured route or the static
+/// app. Configured routes may not overlap the first three
+/// (`config::routes`), but a route at `/` matches around them.
+const OWN_PREFIXES: [&str; 3] = ["/auth", "/healthz", "/readyz"];
+const JWKS_PATH: &str = "/.well-known/jwks.json";
 
 /// Puts the mount path back on a request whose trusted proxy stripped it
 /// (`X-Forwarded-Prefix` equal to the mount path, from a peer in
@@ -309,7 +347,11 @@ struct Layers {
 /// (`handler::GuardLayer`: the route itself, as an extension, and the
 /// guard, which on session routes also applies the anti-CSRF rule), with
 /// the layers of every answer around them (`proxied`).
-fn proxy_methods(state: &AppState, route: &Arc<Route>, layers: &Layers) -> MethodRouter<AppState> {
+fn proxy_methods(
+    state: &AppState,
+    route: &Arc<Route>,
+    layers: &Layers,
+) -> (MethodRouter<AppState>, Arc<dyn direct::RouteService>) {
     let guard = |csrf| handler::GuardLayer {
         guard: Arc::new(handler::Guard {
             forwarder: state.forwarder.clone(),
@@ -354,13 +396,14 @@ fn proxy_methods(state: &AppState, route: &Arc<Route>, layers: &Layers) -> Metho
 /// service. Registered after `Router::layer`, which would instead wrap the
 /// route once per layer, each wrapping boxed: every request then cloned
 /// each box below it again (ten allocations for four levels) and boxed a
-/// future per level.
+/// future per level. The same service is also returned as it is, for
+/// requests that reach it without the router ([`direct`]).
 fn proxied<H, T>(
     state: &AppState,
     layers: &Layers,
     guard: handler::GuardLayer,
     handler: H,
-) -> MethodRouter<AppState>
+) -> (MethodRouter<AppState>, Arc<dyn direct::RouteService>)
 where
     H: axum::handler::Handler<T, AppState>,
     T: 'static,
@@ -380,10 +423,10 @@ where
                 login_under_mount,
             )
         }))
-        .layer(layers.respond.clone())
+        .layer(layers.respond.of_kind(crate::metrics::RequestKind::Proxy))
         .layer(guard)
         .service(handler.with_state(state.clone()));
-    any_service(service)
+    (any_service(service.clone()), Arc::new(service))
 }
 
 #[cfg(test)]

@@ -60,6 +60,7 @@ use crate::metrics::Metrics;
 use crate::oidc::OidcCaches;
 use crate::proxy::sticky::UpstreamSlot;
 use crate::reload::{Reloader, Source, WorkerReload};
+use crate::router::{App, DirectRoutes};
 use crate::session::cache::ProcessCache;
 use crate::session::store;
 use crate::session::store::Store;
@@ -183,8 +184,8 @@ impl Rebuild {
 
 /// The public app for `state`: during a drain, one that closes
 /// connections (see [`closing_connections`]).
-fn public_app(state: AppState, lifecycle: &Lifecycle) -> Router {
-    let app = crate::build_router(state);
+fn public_app(state: AppState, lifecycle: &Lifecycle) -> App {
+    let app = crate::router::build_app(state);
     if lifecycle.is_draining() {
         closing_connections(app)
     } else {
@@ -198,19 +199,22 @@ fn public_app(state: AppState, lifecycle: &Lifecycle) -> Router {
 /// it elsewhere) instead of having an idle connection cut when the drain
 /// ends. (HTTP/2 has no such header: hyper drops it; those connections get
 /// a GOAWAY when the drain ends.) Swapped in once when the drain starts,
-/// so serving costs nothing extra before.
-fn closing_connections(app: Router) -> Router {
-    app.layer(axum::middleware::map_response(
-        |mut resp: axum::response::Response| async move {
-            if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
-                resp.headers_mut().insert(
-                    http::header::CONNECTION,
-                    http::HeaderValue::from_static("close"),
-                );
-            }
-            resp
-        },
-    ))
+/// so serving costs nothing extra before. Configured routes are then
+/// reached through the router only, which adds the header to theirs too.
+fn closing_connections(app: App) -> App {
+    app.router
+        .layer(axum::middleware::map_response(
+            |mut resp: axum::response::Response| async move {
+                if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+                    resp.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                }
+                resp
+            },
+        ))
+        .into()
 }
 
 /// One worker: builds its state, reports readiness, serves until told to
@@ -565,26 +569,32 @@ impl Signals {
 /// flight finishes on the app it started with and a keep-alive connection
 /// gets the new one with its next request.
 #[derive(Clone)]
-pub struct LiveApp(Arc<ArcSwap<Router>>);
+pub struct LiveApp(Arc<ArcSwap<App>>);
 
 impl LiveApp {
-    pub fn new(app: Router) -> Self {
-        Self(Arc::new(ArcSwap::from_pointee(app)))
+    pub fn new(app: impl Into<App>) -> Self {
+        Self(Arc::new(ArcSwap::from_pointee(app.into())))
     }
 
     /// Serves `app` from the next request on.
-    pub fn replace(&self, app: Router) {
-        self.0.store(Arc::new(app));
+    pub fn replace(&self, app: impl Into<App>) {
+        self.0.store(Arc::new(app.into()));
     }
 
     /// The app now (a reference count).
-    fn current(&self) -> Router {
-        Router::clone(&self.0.load())
+    fn current(&self) -> App {
+        App::clone(&self.0.load())
     }
 }
 
 impl From<Router> for LiveApp {
     fn from(app: Router) -> Self {
+        Self::new(app)
+    }
+}
+
+impl From<App> for LiveApp {
+    fn from(app: App) -> Self {
         Self::new(app)
     }
 }
@@ -832,15 +842,46 @@ struct ConnectionService {
 impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
     type Response = axum::response::Response;
     type Error = Infallible;
-    type Future = RouteFuture<Infallible>;
+    type Future = Answer;
 
     fn call(&self, mut req: http::Request<Incoming>) -> Self::Future {
         self.activity.request_started();
         req.extensions_mut().insert(ConnectInfo(self.peer));
         req.extensions_mut().insert(self.upstream.clone());
-        // `Router` is always ready; taking it is an atomic load and a
-        // reference count.
-        tower::Service::call(&mut self.app.current(), req)
+        // Taking the app is an atomic load and reference counts.
+        let app = self.app.0.load();
+        if let Some(direct) = &app.direct
+            && let Some(route) = direct.find(req.method(), req.uri().path())
+        {
+            return Answer::Direct {
+                inner: DirectRoutes::call(route, req.map(axum::body::Body::new)),
+            };
+        }
+        // `Router` is always ready.
+        Answer::Router {
+            inner: tower::Service::call(&mut app.router.clone(), req),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's answer: from a configured route reached directly, or
+    /// from the router.
+    #[project = AnswerProj]
+    pub enum Answer {
+        Direct { #[pin] inner: crate::router::direct::Answer },
+        Router { #[pin] inner: RouteFuture<Infallible> },
+    }
+}
+
+impl Future for Answer {
+    type Output = Result<axum::response::Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            AnswerProj::Direct { inner } => inner.poll(cx),
+            AnswerProj::Router { inner } => inner.poll(cx),
+        }
     }
 }
 

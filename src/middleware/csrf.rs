@@ -79,10 +79,10 @@ pub async fn require_on_unsafe_methods(
 /// layers that apply the rule among other checks (the proxied routes'
 /// guard).
 pub fn refusal(rule: &CsrfRule, req: &Request) -> Option<Response> {
-    if is_state_changing(req.method()) && !rule.satisfied_by(req.headers()) {
-        // The route as registered, without its catch-all: the configured
-        // prefix (or the gateway's own endpoint).
-        let route = req.extensions().get::<MatchedPath>().map(|m| {
+    // The route as registered, without its catch-all: the configured
+    // prefix (or the gateway's own endpoint).
+    refusal_on(rule, req, || {
+        req.extensions().get::<MatchedPath>().map(|m| {
             let p = m.as_str();
             let p = p.strip_suffix("{*rest}").unwrap_or(p);
             if p.len() > 1 {
@@ -90,8 +90,19 @@ pub fn refusal(rule: &CsrfRule, req: &Request) -> Option<Response> {
             } else {
                 p
             }
-        });
-        rule.record_refusal(Origin::of_request(req), req.headers(), route);
+        })
+    })
+}
+
+/// [`refusal`] where the caller knows the route the audit event names (a
+/// configured route's guard: its prefix).
+pub fn refusal_on<'a>(
+    rule: &CsrfRule,
+    req: &'a Request,
+    route: impl FnOnce() -> Option<&'a str>,
+) -> Option<Response> {
+    if is_state_changing(req.method()) && !rule.satisfied_by(req.headers()) {
+        rule.record_refusal(Origin::of_request(req), req.headers(), route());
         return Some(AppError::CsrfRejected.into_response());
     }
     None

@@ -34,11 +34,28 @@ pub struct Respond {
 
 /// The layer (see the module doc).
 #[derive(Clone)]
-pub struct RespondLayer(Arc<Respond>);
+pub struct RespondLayer {
+    respond: Arc<Respond>,
+    kind: Option<RequestKind>,
+}
 
 impl RespondLayer {
     pub fn new(respond: Respond) -> Self {
-        Self(Arc::new(respond))
+        Self {
+            respond: Arc::new(respond),
+            kind: None,
+        }
+    }
+
+    /// The same layer for services that answer one kind of request only
+    /// (a configured route: always [`RequestKind::Proxy`]): the kind is
+    /// then known without the router's matched path, which a configured
+    /// route reached without the router (`router::direct`) does not have.
+    pub fn of_kind(&self, kind: RequestKind) -> Self {
+        Self {
+            respond: self.respond.clone(),
+            kind: Some(kind),
+        }
     }
 }
 
@@ -48,7 +65,8 @@ impl<S> Layer<S> for RespondLayer {
     fn layer(&self, inner: S) -> Self::Service {
         RespondService {
             inner,
-            respond: self.0.clone(),
+            respond: self.respond.clone(),
+            kind: self.kind,
         }
     }
 }
@@ -58,6 +76,7 @@ impl<S> Layer<S> for RespondLayer {
 pub struct RespondService<S> {
     inner: S,
     respond: Arc<Respond>,
+    kind: Option<RequestKind>,
 }
 
 impl<S> Service<Request> for RespondService<S>
@@ -74,7 +93,9 @@ where
 
     fn call(&mut self, req: Request) -> Self::Future {
         let started = Instant::now();
-        let kind = track::kind_of_request(&req, &self.respond.base);
+        let kind = self
+            .kind
+            .unwrap_or_else(|| track::kind_of_request(&req, &self.respond.base));
         let page = error_pages::page_request(&req);
         ResponseFuture {
             inner: self.inner.call(req),

@@ -77,14 +77,17 @@ pub fn guard(guard: &Guard, route: &Route, req: &Request) -> Option<Response> {
     if let Some(refused) = refuse(&guard.forwarder, &guard.audit, route, req) {
         return Some(refused);
     }
+    // The audit event names the configured prefix, as the router's
+    // matched path without its catch-all would.
+    let prefix = || Some(route.path.as_str());
     match &guard.csrf {
         CsrfCheck::None => None,
-        CsrfCheck::Always(rule) => csrf::refusal(rule, req),
+        CsrfCheck::Always(rule) => csrf::refusal_on(rule, req, prefix),
         CsrfCheck::UnlessBearer(rule) => {
             if bearer_request(&guard.forwarder, route, req.headers()) {
                 None
             } else {
-                csrf::refusal(rule, req)
+                csrf::refusal_on(rule, req, prefix)
             }
         }
     }
