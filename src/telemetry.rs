@@ -354,7 +354,19 @@ fn write_request(w: &mut Writer<'_>, r: &RequestFields, ansi: bool) -> fmt::Resu
     w.write_str(r.uri.path())?;
     w.write_char(' ')?;
     field_name(w, ansi, "request_id")?;
-    write!(w, "{:?}", r.request_id.to_str().unwrap_or_default())?;
+    let id = r.request_id.to_str().unwrap_or_default();
+    // Quoted as `{:?}` quotes it; a kept or made-up ID has nothing that
+    // Debug would escape, so the usual case skips the formatter.
+    if id
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    {
+        w.write_char('"')?;
+        w.write_str(id)?;
+        w.write_char('"')?;
+    } else {
+        write!(w, "{id:?}")?;
+    }
     paint(w, ansi, BOLD, "}")?;
     paint(w, ansi, DIM, ":")
 }

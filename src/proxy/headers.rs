@@ -106,6 +106,8 @@ static HOP_BY_HOP: [&HeaderName; 10] = [
     &header::UPGRADE,
     &HTTP2_SETTINGS,
 ];
+/// `Transfer-Encoding`'s place in [`HOP_BY_HOP`].
+const TRANSFER_ENCODING_AT: usize = 7;
 
 /// Removes the hop-by-hop headers, and with `Transfer-Encoding` any
 /// `Content-Length` beside it (RFC 9112 §6.3: the body was read by its
@@ -116,15 +118,22 @@ static HOP_BY_HOP: [&HeaderName; 10] = [
 /// browser to see. Both directions, so neither depends on hyper dropping
 /// the header itself.
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none of them (or only `Connection`): one pass
-    // over the few names present decides, where ten removals would each
-    // hash and probe the map, twice per proxied request. Headers named in
-    // `Connection` need it present, and it is in the list, as is
-    // `Transfer-Encoding`.
-    if !headers.keys().any(|n| HOP_BY_HOP.contains(&n)) {
+    // Most messages carry none of them (or only `Connection`, as an
+    // upstream's `keep-alive`): one pass over the few names present says
+    // which are there, and only those are removed, where ten removals
+    // would each hash and probe the map, twice per proxied request.
+    // Headers named in `Connection` need it present, and it is in the
+    // list, as is `Transfer-Encoding`.
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
         return;
     }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
+    if present & (1 << TRANSFER_ENCODING_AT) != 0 {
         headers.remove(header::CONTENT_LENGTH);
     }
     // Headers named in Connection are hop-by-hop too. Usually one value
@@ -149,8 +158,10 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
             }
         }
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(*name);
+        }
     }
 }
 
@@ -226,19 +237,70 @@ pub fn to_upstream(
     for name in claims {
         headers.remove(name);
     }
-    // Both values written into one buffer, each handed to its header
-    // without another copy.
-    let mut buf = BytesMut::with_capacity(64 + fwd.proto.len() + fwd.host.len());
-    x_forwarded_for(&mut buf, fwd.chain);
-    if let Ok(v) = HeaderValue::from_maybe_shared(buf.split().freeze()) {
+    let (xff, forwarded) = forwarded_values(fwd);
+    if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
-    forwarded(&mut buf, fwd.chain, fwd.proto, fwd.host);
-    if let Ok(v) = HeaderValue::from_maybe_shared(buf.freeze()) {
+    if let Some(v) = forwarded {
         headers.insert(FORWARDED.clone(), v);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), fwd.proto.clone());
     headers.insert(X_FORWARDED_HOST.clone(), fwd.host.clone());
+}
+
+/// What the last request on this thread that came straight from its
+/// client (a chain of one address) was told in `X-Forwarded-For` and
+/// `Forwarded`, and what from: a keep-alive connection's requests, and
+/// most requests of a busy worker, need the same two values again.
+struct LastForwarded {
+    client: IpAddr,
+    proto: HeaderValue,
+    host: HeaderValue,
+    xff: Option<HeaderValue>,
+    forwarded: Option<HeaderValue>,
+}
+
+thread_local! {
+    static LAST_FORWARDED: std::cell::RefCell<Option<LastForwarded>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// `X-Forwarded-For` and `Forwarded` for `fwd`: the last ones made on this
+/// thread when they were made from the same client, protocol and host
+/// (cloning a value is a reference count), else made now.
+fn forwarded_values(fwd: &ForwardedFor<'_>) -> (Option<HeaderValue>, Option<HeaderValue>) {
+    let [client] = fwd.chain else {
+        return make_forwarded(fwd);
+    };
+    LAST_FORWARDED.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some(l) = &*last
+            && l.client == *client
+            && l.proto == fwd.proto
+            && l.host == fwd.host
+        {
+            return (l.xff.clone(), l.forwarded.clone());
+        }
+        let (xff, forwarded) = make_forwarded(fwd);
+        *last = Some(LastForwarded {
+            client: *client,
+            proto: fwd.proto.clone(),
+            host: fwd.host.clone(),
+            xff: xff.clone(),
+            forwarded: forwarded.clone(),
+        });
+        (xff, forwarded)
+    })
+}
+
+/// Both values written into one buffer, each handed to its header without
+/// another copy.
+fn make_forwarded(fwd: &ForwardedFor<'_>) -> (Option<HeaderValue>, Option<HeaderValue>) {
+    let mut buf = BytesMut::with_capacity(64 + fwd.proto.len() + fwd.host.len());
+    x_forwarded_for(&mut buf, fwd.chain);
+    let xff = HeaderValue::from_maybe_shared(buf.split().freeze()).ok();
+    forwarded(&mut buf, fwd.chain, fwd.proto, fwd.host);
+    (xff, HeaderValue::from_maybe_shared(buf.freeze()).ok())
 }
 
 /// Removes every header in `gateway_only` (whoever sent it) and adds
@@ -538,6 +600,54 @@ mod tests {
         assert!(!both.contains_key(header::CONTENT_LENGTH));
         assert!(!both.contains_key(header::TRANSFER_ENCODING));
         assert_eq!(both[header::CONTENT_TYPE], "text/plain");
+    }
+
+    #[test]
+    fn forwarded_values_kept_for_the_next_request_are_never_another_clients() {
+        let (proto, host) = (
+            HeaderValue::from_static("https"),
+            HeaderValue::from_static("app.example:8443"),
+        );
+        let fwd = |chain: &[IpAddr], host: &HeaderValue| {
+            let f = ForwardedFor {
+                chain,
+                proto: &proto,
+                host,
+                forward_cookies: false,
+            };
+            let (xff, fw) = forwarded_values(&f);
+            (xff.expect("xff"), fw.expect("forwarded"))
+        };
+        let (a, b): (IpAddr, IpAddr) = (
+            "192.0.2.1".parse().expect("ip"),
+            "2001:db8::7".parse().expect("ip"),
+        );
+        let first = fwd(&[a], &host);
+        assert_eq!(first.0, "192.0.2.1");
+        assert_eq!(
+            first.1,
+            "for=192.0.2.1;proto=https;host=\"app.example:8443\""
+        );
+        assert_eq!(fwd(&[a], &host), first, "the same client: the same values");
+        assert_eq!(
+            fwd(&[b], &host),
+            (
+                HeaderValue::from_static("2001:db8::7"),
+                HeaderValue::from_static(
+                    "for=\"[2001:db8::7]\";proto=https;host=\"app.example:8443\""
+                )
+            )
+        );
+        let other_host = HeaderValue::from_static("other.example");
+        assert_eq!(
+            fwd(&[b], &other_host).1,
+            "for=\"[2001:db8::7]\";proto=https;host=\"other.example\""
+        );
+        // A proxied client (two hops) is made from its own chain, and does
+        // not disturb what a direct client gets.
+        assert_eq!(fwd(&[a, b], &host).0, "192.0.2.1, 2001:db8::7");
+        assert_eq!(fwd(&[a], &host), first);
+        assert!(HOP_BY_HOP[TRANSFER_ENCODING_AT] == header::TRANSFER_ENCODING);
     }
 
     #[test]
