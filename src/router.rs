@@ -442,8 +442,8 @@ mod tests {
     use crate::config::RouteConfig;
     use crate::proxy::routes::RouteTable;
 
-    fn table() -> RouteTable {
-        let route = |path: &str| RouteConfig {
+    fn route_config(path: &str) -> RouteConfig {
+        RouteConfig {
             path: path.into(),
             upstream: "http://127.0.0.1:9".parse().expect("url"),
             strip_prefix: false,
@@ -458,14 +458,15 @@ mod tests {
             step_up: Default::default(),
             token: Default::default(),
             upstream_http2: false,
-        };
-        RouteTable::new(&[
-            route("/api"),
-            route("/api/v2"),
-            route("/a{b}"),
-            route("/files.d"),
-        ])
-        .expect("table")
+        }
+    }
+
+    fn table_of(paths: &[&str]) -> RouteTable {
+        RouteTable::new(&paths.iter().map(|p| route_config(p)).collect::<Vec<_>>()).expect("table")
+    }
+
+    fn table() -> RouteTable {
+        table_of(&["/api", "/api/v2", "/a{b}", "/files.d"])
     }
 
     /// A router whose routes answer with the prefix they were registered
@@ -498,8 +499,95 @@ mod tests {
         prop::collection::vec(segment, 0..5).prop_map(|segs| format!("/{}", segs.join("/")))
     }
 
+    /// The gateway's own endpoints as `build_router` registers them (at
+    /// the root; a forward-auth endpoint at `/fa`), answering `(own)`,
+    /// and `table`'s routes answering their prefix.
+    fn router_with_own_endpoints(table: &RouteTable) -> Router {
+        let own = || async { "(own)" };
+        let mut router = answering_router(table);
+        for path in [
+            "/auth/login",
+            "/auth/callback",
+            "/auth/logout",
+            "/auth/sessions/{id}/revoke",
+            "/healthz",
+            "/readyz",
+            JWKS_PATH,
+            "/fa",
+            "/fa/{*original}",
+        ] {
+            router = router.route(path, axum::routing::any(own));
+        }
+        router
+    }
+
+    fn direct_for(table: &RouteTable) -> DirectRoutes {
+        let services = table
+            .iter()
+            .map(|r| {
+                let name = r.path.clone();
+                let service = tower::service_fn(move |_: Request| {
+                    let name = name.clone();
+                    async move { Ok::<_, std::convert::Infallible>(name.into_response()) }
+                });
+                (
+                    r.clone(),
+                    Arc::new(service) as Arc<dyn direct::RouteService>,
+                )
+            })
+            .collect();
+        let mut own: Vec<String> = OWN_PREFIXES.map(String::from).to_vec();
+        own.extend([JWKS_PATH.to_owned(), "/fa".to_owned()]);
+        DirectRoutes::new(services, own)
+    }
+
+    fn own_path_strategy() -> impl Strategy<Value = String> {
+        let segment = prop::sample::select(vec![
+            "auth",
+            "login",
+            "healthz",
+            "readyz",
+            ".well-known",
+            "jwks.json",
+            "fa",
+            "api",
+            "v2",
+            "x",
+            "",
+            "%2e",
+            "authx",
+            "AUTH",
+        ]);
+        prop::collection::vec(segment, 0..4).prop_map(|segs| format!("/{}", segs.join("/")))
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Wherever the direct dispatch takes a path, the router would have
+        /// sent it to the same configured route — also with a route at `/`
+        /// around the gateway's own endpoints.
+        #[test]
+        fn a_directly_dispatched_path_reaches_the_route_the_router_would(
+            path in own_path_strategy(),
+            root in proptest::arbitrary::any::<bool>(),
+        ) {
+            let mut paths = vec!["/api", "/api/v2"];
+            if root {
+                paths.push("/");
+            }
+            let table = table_of(&paths);
+            let router = router_with_own_endpoints(&table);
+            let direct = direct_for(&table);
+            let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+            let got = runtime.block_on(matched(&router, &path));
+            if let Some(service) = direct.find(&http::Method::GET, &path) {
+                let req = http::Request::builder().uri(path.as_str()).body(Body::empty()).expect("req");
+                let Ok(resp) = runtime.block_on(DirectRoutes::call(service, req));
+                let bytes = runtime.block_on(resp.into_body().collect()).expect("body").to_bytes();
+                prop_assert_eq!(String::from_utf8_lossy(&bytes).into_owned(), got, "path {}", path);
+            }
+        }
 
         /// The router picks exactly the route `RouteTable::find` (the
         /// longest prefix on a segment boundary) names, or the fallback.

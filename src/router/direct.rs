@@ -20,8 +20,9 @@
 //! and its name for the audit trail are fixed when the service is built.
 //! What the router does to every answer at the top level is done here too
 //! ([`Answer`]): a `Content-Length` from an exact body size, and no body
-//! for `HEAD`. `CONNECT` always takes the router (its answers have rules
-//! of their own there).
+//! for `HEAD`. `CONNECT` and a target that is not a path (`OPTIONS *`)
+//! always take the router (`CONNECT`'s answers have rules of their own
+//! there).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -103,7 +104,12 @@ impl DirectRoutes {
     /// The service of the configured route that answers `method` on
     /// `path`, when no other endpoint could: `None` means ask the router.
     pub fn find(&self, method: &Method, path: &str) -> Option<&dyn RouteService> {
-        if *method == Method::CONNECT || self.own.iter().any(|p| path_has_prefix(path, p)) {
+        // Not a path (`OPTIONS *`): a route at `/` would match it by prefix
+        // while the router would not.
+        if *method == Method::CONNECT
+            || !path.starts_with('/')
+            || self.own.iter().any(|p| path_has_prefix(path, p))
+        {
             return None;
         }
         self.routes
@@ -257,6 +263,7 @@ mod tests {
             assert!(answered(&d, Method::GET, own).await.is_none(), "{own}");
         }
         assert!(d.find(&Method::CONNECT, "/app").is_none());
+        assert!(d.find(&Method::OPTIONS, "*").is_none(), "asterisk form");
         let (name, _) = answered(&d, Method::GET, "/authx")
             .await
             .expect("root route");
