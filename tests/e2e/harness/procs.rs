@@ -663,6 +663,37 @@ impl GatewayProcess {
         assert!(ok, "kill -{name} failed");
     }
 
+    /// Stops the whole gateway process (SIGSTOP) and waits until the
+    /// kernel reports it stopped: from then on, what reaches its sockets
+    /// waits in their buffers, and it sees all of it at once after
+    /// [`Self::resume`].
+    pub fn pause(&self) {
+        let pid = self.pid();
+        self.signal("STOP");
+        // Every thread: the main one may stop before a worker does.
+        let stopped = || {
+            std::fs::read_dir(format!("/proc/{pid}/task"))
+                .expect("the gateway's threads")
+                .filter_map(|t| t.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                .all(|tid| {
+                    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat"))
+                        .ok()
+                        .and_then(|t| Some(t.rsplit_once(')')?.1.split_whitespace().next()? == "T"))
+                        .unwrap_or(true)
+                })
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !stopped() {
+            assert!(Instant::now() < deadline, "the gateway did not stop");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Lets a paused gateway run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
     /// The gateway's exit code once it has exited, polling until `within`;
     /// `None` if it is still running then (or died by a signal).
     pub async fn wait_exit(&self, within: Duration) -> Option<i32> {
