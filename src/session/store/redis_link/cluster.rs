@@ -1,7 +1,8 @@
 //! The Redis Cluster link: the cluster client opened lazily and replaced
 //! when it wedges (stalls counted per primary, from the slot map), and the
-//! keyless commands sent to a node of one's choice. Knows nothing of
-//! sessions; `redis_link` dispatches to it.
+//! keyless commands sent to a node of one's choice; a refused login or
+//! ACL right told apart, with the keys to fix, when the connection cannot
+//! be opened. Knows nothing of sessions; `redis_link` dispatches to it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
