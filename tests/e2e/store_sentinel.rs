@@ -626,7 +626,7 @@ async fn a_switch_master_event_moves_the_gateway_before_its_next_write() {
 
 /// How many clients of `sentinel` are subscribed to one channel (the
 /// gateway's `+switch-master` subscription), `redis-cli` left out.
-fn subscribers(sentinel: &SentinelProcess) -> usize {
+pub(crate) fn subscribers(sentinel: &SentinelProcess) -> usize {
     sentinel
         .cli(&["CLIENT", "LIST"])
         .lines()

@@ -987,3 +987,178 @@ async fn a_request_both_chunked_and_with_a_length_reaches_the_upstream_whole() {
         );
     }
 }
+
+/// A raw upstream whose first connection, once it has answered its first
+/// request, is handed to the test, which closes it when it chooses; later
+/// connections are served by [`serve`]. Every request is noted in the
+/// returned [`Seen`].
+async fn upstream_handing_over_its_first_connection()
+-> (String, Arc<Seen>, tokio::sync::oneshot::Receiver<TcpStream>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen = Arc::new(Seen::default());
+    let (hand_over, handed) = tokio::sync::oneshot::channel();
+    let s = seen.clone();
+    tokio::spawn(async move {
+        let mut hand_over = Some(hand_over);
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let conn = {
+                let mut accepted = s.accepted.lock().unwrap_or_else(|p| p.into_inner());
+                *accepted += 1;
+                *accepted
+            };
+            let Some(to_test) = hand_over.take() else {
+                tokio::spawn(serve(stream, conn, s.clone()));
+                continue;
+            };
+            let mut buf = Vec::new();
+            let Some((method, path)) = read_request(&mut stream, &mut buf).await else {
+                continue;
+            };
+            s.requests
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((conn, format!("{method} {path} HTTP/1.1")));
+            write(&mut stream, &ok(&path)).await;
+            let _ = to_test.send(stream);
+        }
+    });
+    (format!("http://{addr}"), seen, handed)
+}
+
+/// The state (`st`, hex: `08` is CLOSE_WAIT, the peer's FIN received) and
+/// the bytes waiting to be read (`rx_queue`) of the IPv4 TCP socket from
+/// loopback port `local` to loopback port `remote`, from `/proc/net/tcp`.
+fn tcp_socket(local: u16, remote: u16) -> Option<(String, u64)> {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let (local, remote) = (
+        format!("0100007F:{local:04X}"),
+        format!("0100007F:{remote:04X}"),
+    );
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.get(1) != Some(&local.as_str()) || fields.get(2) != Some(&remote.as_str()) {
+            return None;
+        }
+        let queued = fields.get(4)?.split_once(':')?.1;
+        Some((
+            fields.get(3)?.to_string(),
+            u64::from_str_radix(queued, 16).ok()?,
+        ))
+    })
+}
+
+/// Polls `done` every 5 ms for up to 10 s; `what` names it in a failure.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The race that `proxy::sticky`'s unit test
+/// `a_request_handed_to_a_connection_closing_at_rest_goes_once_over_the_pool`
+/// plays on one runtime, end to end: the upstream closes the kept
+/// connection at rest, and its FIN reaches the gateway together with the
+/// browser's next request. The gateway process is paused (SIGSTOP) while
+/// the request, then the FIN, arrive, and resumed only once the kernel
+/// holds both (the request's bytes queued on the browser's socket, the
+/// upstream socket in CLOSE_WAIT): its worker then learns of both in one
+/// poll, the request first, and hands it to the kept connection before
+/// that connection's task has read the close. The connection never writes
+/// it; it goes over the pool instead of failing. For a GET and for a POST
+/// with a body: the upstream's own answer (not 502), the request seen
+/// exactly once, on a new connection, never on the closed one; and the
+/// pool's connection is not kept for the browser connection (the next
+/// request opens a third one), which is how the test knows the pool sent
+/// it: had the gateway seen the close first, it would have opened a new
+/// kept connection, and the next request would have used it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_meeting_the_close_of_its_kept_connection_goes_once_over_the_pool() {
+    for (method, extra) in [
+        ("GET", "\r\n"),
+        (
+            "POST",
+            "Content-Type: text/plain\r\nContent-Length: 5\r\n\r\norder",
+        ),
+    ] {
+        let upstream = Upstream::start().await;
+        let (raw, seen, handed) = upstream_handing_over_its_first_connection().await;
+        let raw_port: u16 = raw
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port");
+        let gw = GatewayBuilder::new(&upstream)
+            .route(public("/raw", &raw))
+            .configure(|c| {
+                c.proxy.sticky_connections = true;
+                // One runtime: the browser's connection and the kept
+                // upstream connection are tasks of the same worker.
+                c.server.workers = 1;
+            })
+            .start_process()
+            .await;
+        let mut browser = BrowserConnection::open(&gw).await;
+        let first = browser.get("/raw/ok-first").await;
+        assert_eq!((first.status, first.text()), (200, "/raw/ok-first".into()));
+        let kept = tokio::time::timeout(Duration::from_secs(10), handed)
+            .await
+            .expect("the first connection")
+            .expect("handed over");
+        let gateway_end = kept.peer_addr().expect("peer").port();
+        assert_eq!(
+            tcp_socket(gateway_end, raw_port).map(|s| s.0),
+            Some("01".into()),
+            "{method}: the kept connection is established"
+        );
+
+        let path = format!("/raw/ok-{}", method.to_lowercase());
+        let request = format!("{method} {path} HTTP/1.1\r\nHost: gateway\r\n{extra}");
+        gw.process().pause();
+        browser.write(&request).await;
+        let browser_port = browser.local_port();
+        wait_until("the request in the gateway's socket", || {
+            tcp_socket(gw.addr.port(), browser_port).is_some_and(|s| s.1 == request.len() as u64)
+        });
+        drop(kept);
+        wait_until(
+            "the FIN at the gateway's end of the kept connection",
+            || tcp_socket(gateway_end, raw_port).is_some_and(|s| s.0 == "08"),
+        );
+        gw.process().resume();
+
+        let answer = browser
+            .read_answer(false)
+            .await
+            .unwrap_or_else(|cut| panic!("{method}: no whole answer: {cut:?}"));
+        assert_eq!(
+            (answer.status, answer.text()),
+            (200, path.clone()),
+            "{method}: {answer:?}; upstream saw {:?}",
+            seen.requests()
+        );
+        let on = seen.connection_of(method, &path);
+        assert_eq!(on, 2, "{method}: on a new connection");
+        // The next request: a new kept connection, so the pool (not a
+        // kept connection) sent the one before.
+        let next = browser.get("/raw/ok-next").await;
+        assert_eq!((next.status, next.text()), (200, "/raw/ok-next".into()));
+        assert_eq!(
+            seen.connection_of("GET", "/raw/ok-next"),
+            3,
+            "{method}: the request before was not sent over the pool: {:?}",
+            seen.requests()
+        );
+        // Never a second copy, later either.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(seen.connection_of(method, &path), 2, "{method}");
+        assert_eq!(seen.requests().len(), 3, "{method}: {:?}", seen.requests());
+    }
+}

@@ -319,16 +319,31 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub fn start(primaries: usize, replicas: usize) -> Self {
-        Self::start_with(primaries, replicas, None)
+        Self::start_with(primaries, replicas, None, None)
+    }
+
+    /// The same with ACLs on every node: `default` off, [`ACL_ADMIN`] for
+    /// the test's own commands, `redis-cli --cluster create` and
+    /// replication (`masteruser`/`masterauth`; the cluster bus itself has
+    /// no login), and `users` (each the rules of one `user` directive, its
+    /// name first).
+    pub fn start_with_acl(primaries: usize, replicas: usize, users: &[&str]) -> Self {
+        let users = users.iter().map(|u| u.to_string()).collect();
+        Self::start_with(primaries, replicas, None, Some(users))
     }
 
     /// The same, every node speaking only TLS (bus included) with `ca`'s
     /// certificates.
     pub fn start_tls(primaries: usize, replicas: usize, ca: &Arc<TestCa>) -> Self {
-        Self::start_with(primaries, replicas, Some(ca.clone()))
+        Self::start_with(primaries, replicas, Some(ca.clone()), None)
     }
 
-    fn start_with(primaries: usize, replicas: usize, tls: Option<Arc<TestCa>>) -> Self {
+    fn start_with(
+        primaries: usize,
+        replicas: usize,
+        tls: Option<Arc<TestCa>>,
+        acl: Option<Vec<String>>,
+    ) -> Self {
         let mut args = vec!["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"];
         if tls.is_some() {
             args.extend(["--tls-cluster", "yes"]);
@@ -341,7 +356,7 @@ impl RedisCluster {
                 // that may be another test's connection, or beyond 65535,
                 // and the node does not start (seen once in CI).
                 node.extend(["--cluster-port".to_owned(), free_port().to_string()]);
-                RedisServer::start_with(node, tls.clone())
+                RedisServer::start_full(node, tls.clone(), acl.clone())
             })
             .collect();
         let addrs: Vec<String> = nodes
@@ -350,6 +365,7 @@ impl RedisCluster {
             .collect();
         let ok = Command::new("redis-cli")
             .args(tls.as_deref().map(TestCa::cli_flags).unwrap_or_default())
+            .args(cli_login(acl.is_some()))
             .args(["--cluster", "create"])
             .args(&addrs)
             .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
@@ -382,7 +398,8 @@ impl RedisCluster {
 }
 
 /// A Redis Sentinel watching one master, with failover after one second
-/// of silence (one Sentinel, quorum 1: enough to fail over on its own).
+/// of silence (one Sentinel, quorum 1: enough to fail over on its own;
+/// or one of several, see [`SentinelProcess::start_several_with_acl`]).
 pub struct SentinelProcess {
     pub port: u16,
     dir: PathBuf,
@@ -396,7 +413,7 @@ impl SentinelProcess {
     /// A Sentinel for `master`, speaking TLS if the master does, and
     /// reaching it as [`ACL_ADMIN`] if the master has ACLs on.
     pub fn start(master_name: &str, master: &RedisServer) -> Self {
-        Self::start_full(master_name, master, None)
+        Self::start_full(master_name, master, None, 1)
     }
 
     /// [`Self::start`], with ACLs on the Sentinel itself: `default` off,
@@ -404,10 +421,31 @@ impl SentinelProcess {
     /// rules of one `user` directive, its name first).
     pub fn start_with_acl(master_name: &str, master: &RedisServer, users: &[&str]) -> Self {
         let users: Vec<String> = users.iter().map(|u| u.to_string()).collect();
-        Self::start_full(master_name, master, Some(users))
+        Self::start_full(master_name, master, Some(users), 1)
     }
 
-    fn start_full(master_name: &str, master: &RedisServer, acl: Option<Vec<String>>) -> Self {
+    /// `count` Sentinels as [`Self::start_with_acl`] makes one, with a
+    /// quorum of a majority of them, logging in to each other as
+    /// [`ACL_ADMIN`] (`sentinel sentinel-user` / `sentinel sentinel-pass`).
+    /// They find each other through the master's hello channel.
+    pub fn start_several_with_acl(
+        count: usize,
+        master_name: &str,
+        master: &RedisServer,
+        users: &[&str],
+    ) -> Vec<Self> {
+        let users: Vec<String> = users.iter().map(|u| u.to_string()).collect();
+        (0..count)
+            .map(|_| Self::start_full(master_name, master, Some(users.clone()), count / 2 + 1))
+            .collect()
+    }
+
+    fn start_full(
+        master_name: &str,
+        master: &RedisServer,
+        acl: Option<Vec<String>>,
+        quorum: usize,
+    ) -> Self {
         let port = free_port();
         let dir =
             std::env::temp_dir().join(format!("oidc-bff-sentinel-{port}-{}", std::process::id()));
@@ -419,7 +457,7 @@ impl SentinelProcess {
         // for good: `-failover-abort-no-good-slave`).
         let mut conf = format!(
             "port {port}\nbind 127.0.0.1\ndir {dir}\nlogfile {dir}/sentinel.log\n\
-             sentinel monitor {master_name} 127.0.0.1 {master_port} 1\n\
+             sentinel monitor {master_name} 127.0.0.1 {master_port} {quorum}\n\
              sentinel down-after-milliseconds {master_name} 3100\n\
              sentinel failover-timeout {master_name} 10000\n",
             dir = dir.display(),
@@ -440,6 +478,10 @@ impl SentinelProcess {
             for user in acl_directives(users) {
                 conf.push_str(&format!("user {user}\n"));
             }
+            // The links to the other Sentinels (none with one Sentinel).
+            conf.push_str(&format!(
+                "sentinel sentinel-user {ACL_ADMIN}\nsentinel sentinel-pass {ACL_ADMIN_PASSWORD}\n"
+            ));
         }
         let conf_file = dir.join("sentinel.conf");
         std::fs::write(&conf_file, conf).expect("sentinel.conf");
@@ -488,7 +530,19 @@ impl SentinelProcess {
 /// Runs one command with `redis-cli` against the server on `port`, as
 /// [`ACL_ADMIN`] if `acl`; its raw output (empty when it failed).
 fn redis_cli(port: u16, tls: Option<&TestCa>, acl: bool, args: &[&str]) -> String {
-    let login: &[&str] = if acl {
+    Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "--raw"])
+        .args(cli_login(acl))
+        .args(tls.map(TestCa::cli_flags).unwrap_or_default())
+        .args(args)
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// `redis-cli`'s login as [`ACL_ADMIN`] if `acl`, else none.
+fn cli_login(acl: bool) -> &'static [&'static str] {
+    if acl {
         &[
             "--user",
             ACL_ADMIN,
@@ -498,15 +552,7 @@ fn redis_cli(port: u16, tls: Option<&TestCa>, acl: bool, args: &[&str]) -> Strin
         ]
     } else {
         &[]
-    };
-    Command::new("redis-cli")
-        .args(["-p", &port.to_string(), "--raw"])
-        .args(login)
-        .args(tls.map(TestCa::cli_flags).unwrap_or_default())
-        .args(args)
-        .output()
-        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
-        .unwrap_or_default()
+    }
 }
 
 impl Drop for SentinelProcess {
@@ -615,6 +661,37 @@ impl GatewayProcess {
             .status()
             .is_ok_and(|s| s.success());
         assert!(ok, "kill -{name} failed");
+    }
+
+    /// Stops the whole gateway process (SIGSTOP) and waits until the
+    /// kernel reports it stopped: from then on, what reaches its sockets
+    /// waits in their buffers, and it sees all of it at once after
+    /// [`Self::resume`].
+    pub fn pause(&self) {
+        let pid = self.pid();
+        self.signal("STOP");
+        // Every thread: the main one may stop before a worker does.
+        let stopped = || {
+            std::fs::read_dir(format!("/proc/{pid}/task"))
+                .expect("the gateway's threads")
+                .filter_map(|t| t.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                .all(|tid| {
+                    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat"))
+                        .ok()
+                        .and_then(|t| Some(t.rsplit_once(')')?.1.split_whitespace().next()? == "T"))
+                        .unwrap_or(true)
+                })
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !stopped() {
+            assert!(Instant::now() < deadline, "the gateway did not stop");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Lets a paused gateway run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("CONT");
     }
 
     /// The gateway's exit code once it has exited, polling until `within`;

@@ -83,6 +83,12 @@ impl BrowserConnection {
         }
     }
 
+    /// The port of this connection's own end (the gateway's socket for it
+    /// has it as its remote port).
+    pub fn local_port(&self) -> u16 {
+        self.stream.local_addr().expect("local address").port()
+    }
+
     /// `count` GETs of `/raw/..`, each answered `200 ok`.
     pub async fn get_ok(&mut self, count: usize) {
         self.get_ok_with("/raw", "", count).await;

@@ -1,7 +1,8 @@
 //! The Redis Cluster link: the cluster client opened lazily and replaced
 //! when it wedges (stalls counted per primary, from the slot map), and the
-//! keyless commands sent to a node of one's choice. Knows nothing of
-//! sessions; `redis_link` dispatches to it.
+//! keyless commands sent to a node of one's choice; a refused login or
+//! ACL right told apart, with the keys to fix, when the connection cannot
+//! be opened. Knows nothing of sessions; `redis_link` dispatches to it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -16,8 +17,10 @@ use redis::{
     TlsMode, Value,
 };
 
+use super::sentinels::refused;
 use super::{Node, address, named};
 use crate::config::RedisConfig;
+use crate::secret::SecretString;
 
 /// A Redis Cluster. The cluster client follows slot moves and failovers by
 /// itself; this opens it lazily (so the gateway starts while Redis is
@@ -57,6 +60,20 @@ pub struct ClusterLink {
     stall_after: Duration,
     /// At most one replacement per this long.
     replace_every: Duration,
+    /// How to log in to a seed node on a connection of its own, to tell a
+    /// refused login from other failures (see [`Seeds::refused_login`]).
+    seeds: Seeds,
+}
+
+/// The seed nodes and the login the cluster client uses on them.
+struct Seeds {
+    nodes: Vec<(String, u16)>,
+    tls: bool,
+    certificates: Option<TlsCertificates>,
+    username: Option<String>,
+    password: Option<SecretString>,
+    /// Connect and response timeout of each look.
+    timeouts: (Duration, Duration),
 }
 
 /// A finished attempt to open the cluster connection.
@@ -234,8 +251,8 @@ impl ClusterLink {
             .max_retry_wait(500);
         if tls {
             builder = builder.tls(TlsMode::Secure);
-            if let Some(certs) = certificates {
-                builder = builder.certs(certs);
+            if let Some(certs) = &certificates {
+                builder = builder.certs(certs.clone());
             }
         }
         if let Some(user) = &data_nodes.username {
@@ -244,6 +261,14 @@ impl ClusterLink {
         if let Some(pw) = &data_nodes.password {
             builder = builder.password(pw.expose());
         }
+        let seeds = Seeds {
+            nodes: nodes.to_vec(),
+            tls,
+            certificates: certificates.filter(|_| tls),
+            username: data_nodes.username.clone(),
+            password: data_nodes.password.clone(),
+            timeouts,
+        };
         Ok(Self {
             client: builder.build()?,
             current: super::Current::default(),
@@ -254,6 +279,7 @@ impl ClusterLink {
             open_within: timeouts.0 + timeouts.1,
             stall_after: timeouts.1 * 3 / 4,
             replace_every: timeouts.1.max(Duration::from_secs(1)),
+            seeds,
         })
     }
 
@@ -314,9 +340,26 @@ impl ClusterLink {
             RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, what))
         };
         // Bounded: the client's own initial connect has no overall limit.
-        let mut conn = tokio::time::timeout(self.open_within, self.client.get_async_connection())
+        let opened = tokio::time::timeout(self.open_within, self.client.get_async_connection())
             .await
-            .map_err(|_| timed_out("opening the cluster connection timed out"))??;
+            .map_err(|_| timed_out("opening the cluster connection timed out"))?;
+        let mut conn = match opened {
+            Ok(conn) => conn,
+            // The cluster client's error for a refused login is an I/O
+            // error ("Failed to create initial connections") that keeps
+            // only the text of the node's answer, and says nothing of the
+            // keys to fix: look again, on a plain connection, to name
+            // them. Only then: an unreachable cluster is not asked twice.
+            Err(e) if refused(&e) || refusal_in_text(&e) => {
+                return Err(match self.seeds.refused_login().await {
+                    Some(why) => {
+                        RedisError::from((redis::ErrorKind::AuthenticationFailed, "refused", why))
+                    }
+                    None => e,
+                });
+            }
+            Err(e) => return Err(e),
+        };
         // Which node serves which slots, for counting stalls per node; a
         // connection without it still serves (stalls then count per slot).
         match tokio::time::timeout(self.open_within, cluster_nodes(&mut conn)).await {
@@ -475,6 +518,69 @@ impl ClusterLink {
     }
 }
 
+/// Whether the text of `e` holds a server's refusal of the login or of a
+/// command (the cluster client wraps the node's error in an I/O error and
+/// keeps only its text).
+fn refusal_in_text(e: &RedisError) -> bool {
+    let text = e.to_string();
+    ["AuthenticationFailed", "WRONGPASS", "NOAUTH", "NOPERM"]
+        .iter()
+        .any(|needle| text.contains(needle))
+}
+
+impl Seeds {
+    /// Why the gateway may not use the cluster, when a refused login or a
+    /// missing ACL right is the reason: the node, its answer (which holds
+    /// no credential) and the configuration keys to check. Each seed node
+    /// in turn, on a connection of its own, logs in and asks `CLUSTER
+    /// SLOTS` as the cluster client does; `None` when a node accepts both,
+    /// or none answers at all (the original error then says why).
+    async fn refused_login(&self) -> Option<String> {
+        for (host, port) in &self.nodes {
+            let limit = self.timeouts.0 + self.timeouts.1;
+            let looked = tokio::time::timeout(limit, async {
+                let mut conn = self
+                    .client(host, *port)?
+                    .get_multiplexed_async_connection()
+                    .await?;
+                redis::cmd("CLUSTER")
+                    .arg("SLOTS")
+                    .query_async::<Value>(&mut conn)
+                    .await
+            })
+            .await;
+            match looked {
+                Ok(Err(e)) if refused(&e) => {
+                    return Some(format!(
+                        "cluster node {host}:{port} refused the gateway's login or command: {e} \
+                         (check store.username and store.password, and that user's ACL rights \
+                         on the cluster nodes)"
+                    ));
+                }
+                Ok(Ok(_)) => return None,
+                Ok(Err(_)) | Err(_) => continue,
+            }
+        }
+        None
+    }
+
+    fn client(&self, host: &str, port: u16) -> RedisResult<redis::Client> {
+        let info = address(host, port, self.tls).into_connection_info()?;
+        let mut settings = info.redis_settings().clone();
+        if let Some(user) = &self.username {
+            settings = settings.set_username(user);
+        }
+        if let Some(pw) = &self.password {
+            settings = settings.set_password(pw.expose());
+        }
+        let info = info.set_redis_settings(settings);
+        match &self.certificates {
+            Some(certs) => redis::Client::build_with_tls(info, certs.clone()),
+            None => redis::Client::open(info),
+        }
+    }
+}
+
 /// `CLUSTER NODES` of any node.
 async fn cluster_nodes(conn: &mut ClusterConnection) -> RedisResult<String> {
     let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
@@ -598,6 +704,29 @@ c3 127.0.0.1:7002@17002,node-c master - 0 0 3 connected 10923-16382 16383
 d4 127.0.0.1:7003@17003 slave a1 0 0 1 connected
 e5 127.0.0.1:7004@17004 master,fail - 0 0 4 disconnected 1-2
 ";
+
+    #[test]
+    fn a_refusal_wrapped_by_the_cluster_client_is_told_from_other_failures() {
+        // As redis-rs 1.8 wraps a node's answer when no initial connection
+        // could be made.
+        let wrapped = |detail: &str| {
+            RedisError::from((
+                redis::ErrorKind::Io,
+                "Failed to create initial connections",
+                detail.to_owned(),
+            ))
+        };
+        for refusal in [
+            "Io: Password authentication failed - AuthenticationFailed",
+            "WRONGPASS invalid username-password pair or user is disabled.",
+            "NOPERM this user has no permissions to run the 'cluster|slots' command",
+        ] {
+            assert!(refusal_in_text(&wrapped(refusal)), "{refusal}");
+        }
+        for other in ["Io: Connection refused (os error 111)", "timed out"] {
+            assert!(!refusal_in_text(&wrapped(other)), "{other}");
+        }
+    }
 
     #[test]
     fn the_slot_map_names_the_primary_of_each_slot() {
