@@ -61,6 +61,13 @@ impl Layout {
         self.per_session("l", id)
     }
 
+    /// The session's last activity, written apart from the record: `a` is
+    /// not a tracked prefix (`tracking::tracked_prefixes`), so writing it
+    /// invalidates no process's session cache.
+    pub fn activity(&self, id: &StoreId) -> String {
+        self.per_session("a", id)
+    }
+
     /// The sharded index of a user whose sessions carry `tag`.
     pub fn user_index(&self, tag: ShardTag, user_hash: &str) -> String {
         format!("{}u:{{{}}}{user_hash}", self.prefix, hex(&tag))
@@ -196,6 +203,7 @@ mod tests {
         assert_eq!(l.record(&id), format!("bff:s:{tag}"));
         assert_eq!(l.tombstone(&id), format!("bff:t:{tag}"));
         assert_eq!(l.lock(&id), format!("bff:l:{tag}"));
+        assert_eq!(l.activity(&id), format!("bff:a:{tag}"));
         assert_eq!(l.user_index_of(&id, "uh"), "bff:u:{ab12}uh");
         assert_eq!(l.user_index([0xab, 0x12], "uh"), "bff:u:{ab12}uh");
         assert_eq!(
@@ -229,6 +237,11 @@ mod tests {
             ..layout("bff:")
         };
         assert_eq!(standalone.record(&id), format!("bff:s:{}", "d".repeat(64)));
+        assert_eq!(same.activity(&id), format!("bff:a:{{{}}}", "d".repeat(64)));
+        assert_eq!(
+            standalone.activity(&id),
+            format!("bff:a:{}", "d".repeat(64))
+        );
     }
 
     #[test]
