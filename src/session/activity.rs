@@ -1,5 +1,5 @@
 //! The activity stamp: what an activity touch writes to a session's
-//! activity key (`P a:{T}rest`, see `store`) instead of rewriting the
+//! activity key (`P a:{T}rest16`, see `store`) instead of rewriting the
 //! record, so that no process's session cache is invalidated.
 //!
 //! A stamp is one integer: the activity time (unix seconds) in the high

@@ -13,10 +13,13 @@
 //! the 4 hex digits of a session's shard tag, a keyed hash of its user):
 //! - `P s:{T}{id}` — hash: `r` record bytes, `u` user hash, `x` provider-sid
 //!   hash (32 bytes each; hex in records of earlier versions, and with
-//!   `store.record_layout = "previous"`); expires with the session;
+//!   `store.record_layout = "previous"`); expires one idle timeout after
+//!   its idle deadline (see `a:` below);
 //! - `P t:{T}{id}` — tombstone of a revoked session (reason, actor, time);
-//! - `P a:{T}{id}` — the session's last activity (an integer stamp: the
-//!   time and a tag under the server key), written by an activity touch
+//! - `P a:{T}{id16}` — the session's last activity (`id16`: the first 16
+//!   hex digits of the ID after its tag, see `redis_keys`): an integer
+//!   stamp (the time and a tag under the server key), written by an
+//!   activity touch
 //!   instead of the record so that no process's session cache is
 //!   invalidated (`a:` is not a tracked prefix); expires with the idle
 //!   deadline it sets. The record's key lives until its own idle deadline
