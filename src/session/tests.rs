@@ -886,3 +886,36 @@ async fn claims_that_do_not_rebuild_refuse_the_session_where_they_are_used() {
     assert_eq!(opened.claims(), Err(ClaimsUnreadable));
     assert_eq!(opened.claims(), Err(ClaimsUnreadable), "at every use");
 }
+
+#[tokio::test]
+async fn listings_and_ownership_checks_see_the_activity_recorded_apart() {
+    let store = Arc::new(Store::Memory(MemoryStore::new()));
+    let s = sessions(store.clone());
+    let (sid, cookie) = s
+        .create(login("alice"), &ClientInfo::default(), 1_000)
+        .await
+        .expect("create");
+    let h = cookie_header(&cookie);
+    let Ok(Lookup::Active(session)) = s.load(&h, 1_500).await else {
+        panic!("active")
+    };
+    assert!(
+        s.touch(&session, &ClientInfo::default(), 1_500)
+            .await
+            .expect("touch")
+    );
+    assert_eq!(stored_generation(&store, &sid).await, 1, "activity only");
+    // Past the record's own idle deadline (1 600): still listed, with the
+    // effective times.
+    let page = s.list_user("alice", None, 10, 1_700).await.expect("list");
+    let listed: Vec<_> = page
+        .sessions
+        .iter()
+        .map(|i| (i.last_active_at, i.idle_expires_at, i.expires_at))
+        .collect();
+    assert_eq!(listed, [(1_500, 2_100, 2_100)]);
+    assert!(s.belongs_to(&sid, "alice", 1_700).await.expect("owner"));
+    assert!(!s.belongs_to(&sid, "alice", 2_100).await.expect("owner"));
+    let page = s.list_user("alice", None, 10, 2_100).await.expect("list");
+    assert!(page.sessions.is_empty(), "ended at its effective deadline");
+}
