@@ -38,6 +38,13 @@
 //! - **Deadlines against `now` on every hit.** Idle and absolute deadlines
 //!   are checked as on a store read; an entry past one is dropped and the
 //!   request reads through (the store says expired, or what else it knows).
+//!   An activity touch writes only the session's activity key, which no
+//!   process is told of: the touching process moves its own entry's idle
+//!   deadline ([`SessionCache::activity_recorded`]); another process's
+//!   entry keeps the effective idle deadline as of its read, which is
+//!   never later than the true one (activity only moves it later; only a
+//!   record write, which is announced, can do otherwise), so past it the
+//!   request reads through and finds the newer activity.
 //!
 //! Memory is bounded by `store.cache_entries`, split over shards; a full
 //! shard evicts an arbitrary entry (random eviction: no bookkeeping on the
@@ -262,6 +269,35 @@ impl SessionCache {
             .is_none()
         {
             self.metrics.entries.inc();
+        }
+    }
+
+    /// This process recorded activity for `id` at `at` apart from its
+    /// record (the activity key, which no process is told of): if the entry
+    /// still holds the record of `generation`, it takes the later
+    /// deadlines ([`super::record::StoredBody::with_activity`]), so the
+    /// next hits neither find a touch due nor run past the old idle
+    /// deadline. Not a write of the record: tickets stay good. Another
+    /// process's entry keeps its older deadlines, which are never later
+    /// than the true ones (activity only moves them later); a hit past
+    /// them reads through and finds the newer activity.
+    pub fn activity_recorded(&self, id: &StoreId, generation: u64, at: u64, idle_timeout: u64) {
+        let shard = self.shard_of(id);
+        let Some(cached) = self.lock(shard).entries.get(id).cloned() else {
+            return;
+        };
+        if cached.stored.generation != generation || cached.stored.body.last_active_at >= at {
+            return;
+        }
+        // Built outside the lock: a clone of the opened session (its
+        // tokens), once per session per touch interval.
+        let mut next = Session::clone(&cached);
+        next.stored.body.with_activity(at, idle_timeout);
+        let mut s = self.lock(shard);
+        if let Some(entry) = s.entries.get_mut(id)
+            && Arc::ptr_eq(entry, &cached)
+        {
+            *entry = Arc::new(next);
         }
     }
 
@@ -590,6 +626,35 @@ pub(super) mod tests {
         assert!(!hit(&c, &id, 150));
         assert_eq!(c.metrics.hits.get(), 1);
         assert_eq!(c.metrics.invalidations.get(), 1);
+    }
+
+    #[test]
+    fn activity_this_process_recorded_moves_its_entrys_idle_deadline_without_voiding_tickets() {
+        let c = live(10);
+        let (id, other) = (SessionId::generate([1, 2]), SessionId::generate([1, 2]));
+        // Idle deadline 400, absolute 1000.
+        let idle_until_400 = || {
+            let mut s = Session::clone(&session(&id, 1000));
+            s.stored.body.idle_expires_at = 400;
+            Arc::new(s)
+        };
+        c.insert(ticket(&c, &id), &idle_until_400());
+        let in_flight = ticket(&c, &other);
+        // Activity at 350 with an idle timeout of 300: deadline 650.
+        c.activity_recorded(&id.store_id(), 1, 350, 300);
+        assert!(hit(&c, &id, 450));
+        assert!(!hit(&c, &id, 650), "past the new deadline: read through");
+        assert_eq!(c.metrics.invalidations.get(), 0);
+        // A read in flight meanwhile still inserts: nothing was written
+        // that it could have missed (one shard: same sequence).
+        c.insert(in_flight, &session(&other, 1000));
+        assert!(hit(&c, &other, 450));
+        // Another generation's activity (the record was rewritten since)
+        // changes nothing; nor does an older activity.
+        c.insert(ticket(&c, &id), &idle_until_400());
+        c.activity_recorded(&id.store_id(), 2, 350, 300);
+        c.activity_recorded(&id.store_id(), 1, 50, 300);
+        assert!(!hit(&c, &id, 450));
     }
 
     #[test]

@@ -93,6 +93,25 @@ impl ServerKey {
         mac
     }
 
+    /// The 31-bit tag of a session's last-activity time `at` as the
+    /// activity key holds it (see `session::activity`): someone who can
+    /// write to the store but lacks the server key cannot make a session
+    /// look more recently used than it was (which would stretch its idle
+    /// life). Bound to the session; a replayed older value of the same
+    /// session only ever counts for less than what is there. 31 bits keep
+    /// the stored value one integer Redis holds without a string
+    /// allocation; a forgery must be tried against a live gateway, one
+    /// request per guess.
+    pub fn activity_tag(&self, store_id: &str, at: u64) -> u32 {
+        // Records start with their format byte (2 or 3), never `a`: no
+        // record's tag is an activity tag.
+        let mut mac = self.record_mac(store_id);
+        mac.update(b"activity/");
+        mac.update(&at.to_be_bytes());
+        let out = mac.finalize().into_bytes();
+        u32::from_be_bytes([out[0], out[1], out[2], out[3]]) & 0x7fff_ffff
+    }
+
     /// A value bound to one session, used to authorise the HTML-form logout
     /// without JavaScript (it plays the role of Duende's `sid` parameter).
     pub fn logout_token(&self, store_id: &str) -> String {

@@ -9,6 +9,7 @@
 //! `session.touch_interval`, in the background) or the access token is about
 //! to expire (see `flows::refresh`).
 
+mod activity;
 pub mod cache;
 pub mod cookie;
 pub mod crypto;
@@ -361,6 +362,32 @@ impl StoreOp {
     }
 }
 
+/// What an activity touch writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Touch {
+    /// Only the activity key (if the record's key outlives the new idle
+    /// deadline; else the record after all).
+    Activity,
+    /// The whole record, as before the activity key existed.
+    Record,
+}
+
+impl Touch {
+    /// The record must be rewritten when the client's IP changed (it is in
+    /// the sealed metadata), when the record is sealed under a key that is
+    /// no longer the current one (every write re-seals), and while
+    /// versions that read only the record may still run
+    /// (`store.record_layout = "previous"`: they would not see activity
+    /// recorded apart and end the session at the record's idle deadline).
+    pub fn plan(layout: RecordLayout, ip_changed: bool, rekey: bool) -> Self {
+        if layout == RecordLayout::Previous || ip_changed || rekey {
+            Self::Record
+        } else {
+            Self::Activity
+        }
+    }
+}
+
 pub struct Sessions {
     metrics: SessionMetrics,
     store: Arc<Store>,
@@ -521,18 +548,18 @@ impl Sessions {
         store_id: StoreId,
         now: u64,
     ) -> StoreResult<Result<Session, EndReason>> {
-        Ok(
-            match self.timed(StoreOp::Get, self.store.get(&store_id)).await? {
-                Fetched::Live(bytes) => self
-                    .open(id, store_id, &bytes, now)
-                    .ok_or(EndReason::Expired),
-                Fetched::Revoked(reason) => Err(EndReason::from_revocation(reason)),
-                Fetched::Missing => Err(EndReason::Expired),
-            },
-        )
+        let read = self.timed(StoreOp::Get, self.store.read(&store_id)).await?;
+        Ok(match read.fetched {
+            Fetched::Live(bytes) => self
+                .open_read(id, store_id, &bytes, read.activity, now)
+                .ok_or(EndReason::Expired),
+            Fetched::Revoked(reason) => Err(EndReason::from_revocation(reason)),
+            Fetched::Missing => Err(EndReason::Expired),
+        })
     }
 
     /// Decodes and decrypts a stored record for the cookie that names it.
+    #[cfg(test)]
     pub(crate) fn open(
         &self,
         id: SessionId,
@@ -540,7 +567,19 @@ impl Sessions {
         bytes: &[u8],
         now: u64,
     ) -> Option<Session> {
-        let stored = self.verify(&store_id, bytes, now)?;
+        self.open_read(id, store_id, bytes, None, now)
+    }
+
+    /// [`Self::open`] with the activity stamp read beside the record.
+    fn open_read(
+        &self,
+        id: SessionId,
+        store_id: StoreId,
+        bytes: &[u8],
+        activity: Option<u64>,
+        now: u64,
+    ) -> Option<Session> {
+        let stored = self.verify_read(&store_id, bytes, activity, now)?;
         let key = self.keys.by_id(&stored.body.key_id)?;
         let cipher = key.session_cipher(id.secret());
         let plain = match open(&cipher, &aad(&store_id, "secrets"), &stored.body.secrets) {
@@ -573,10 +612,28 @@ impl Sessions {
     /// deadlines, generation, hashes, times — was changed in the store),
     /// its deadlines are within the configured lifetimes, and none has
     /// passed. Everything else is "no session"; nothing here panics.
+    #[cfg(test)]
     pub(crate) fn verify(
         &self,
         store_id: &StoreId,
         bytes: &[u8],
+        now: u64,
+    ) -> Option<StoredSession> {
+        self.verify_read(store_id, bytes, None, now)
+    }
+
+    /// [`Self::verify`] with the activity stamp read beside the record: a
+    /// stamp whose tag verifies under the record's key moves the returned
+    /// body's last activity and idle deadline to the session's effective
+    /// ones ([`StoredBody::with_activity`]) before any deadline is checked;
+    /// one that does not (edited in the store, or sealed under a key no
+    /// longer configured) is ignored, which can only end the session
+    /// sooner.
+    pub(crate) fn verify_read(
+        &self,
+        store_id: &StoreId,
+        bytes: &[u8],
+        activity: Option<u64>,
         now: u64,
     ) -> Option<StoredSession> {
         let tagged = match StoredSession::decode(bytes) {
@@ -597,6 +654,16 @@ impl Sessions {
             tracing::warn!(session = ?store_id, "stored session fails its integrity check (edited in the store); treating as no session");
             return None;
         }
+        let mut record = tagged.record;
+        if let Some(stamp) = activity {
+            match activity::open(key, store_id, stamp) {
+                Some(at) => record.body.with_activity(at, self.idle_timeout),
+                None => {
+                    tracing::warn!(session = ?store_id, "session activity fails its integrity check; ignored");
+                }
+            }
+        }
+        let body = &record.body;
         if let Err(why) = self.within_lifetimes(body, now) {
             tracing::warn!(session = ?store_id, why, "stored session has deadlines beyond the configured lifetimes; treating as no session");
             return None;
@@ -605,7 +672,7 @@ impl Sessions {
             tracing::debug!(session = ?store_id, ?why, "session past its deadline");
             return None;
         }
-        Some(tagged.record)
+        Some(record)
     }
 
     /// The deadline rules every record the gateway writes obeys, checked
@@ -759,11 +826,10 @@ impl Sessions {
         };
         let bytes = self.encode(&store_id, &record);
         let eviction = Revocation::new(RevokeReason::Limit, "system", now);
-        let now_ms = now * 1000;
         let new = NewSession {
             id: &store_id,
             record: &bytes,
-            ttl_millis: record.body.ttl_millis(now_ms),
+            ttl_millis: self.record_ttl(&record.body, now),
             user_hash: &record.body.user_hash,
             sid_hash: record.body.sid_hash.as_deref(),
             created_millis: crate::clock::unix_now_millis(),
@@ -783,26 +849,52 @@ impl Sessions {
         Ok((store_id, cookie, evicted))
     }
 
-    /// Whether the last-activity write is due.
+    /// Whether the last-activity write is due: the session's effective
+    /// last activity (record or activity key, whichever is later) is at
+    /// least `session.touch_interval` old.
     pub fn touch_due(&self, session: &Session, now: u64) -> bool {
         now.saturating_sub(session.stored.body.last_active_at) >= self.touch_interval
     }
 
+    /// How long the store keeps a record's key from `now` (ms): one more
+    /// idle period past its idle deadline, for activity recorded apart
+    /// ([`StoredBody::key_ttl_millis`]); with `store.record_layout =
+    /// "previous"`, until its deadline as before (versions before read
+    /// only the record, and nothing records activity apart then).
+    fn record_ttl(&self, body: &StoredBody, now: u64) -> u64 {
+        match self.layout {
+            RecordLayout::Compact => body.key_ttl_millis(self.idle_timeout, now * 1000),
+            RecordLayout::Previous => body.ttl_millis(now * 1000),
+        }
+    }
+
     /// Slides the idle deadline and records activity. Best effort: losing a
     /// race with another write only delays the next touch.
+    ///
+    /// Usually only the activity key is written ([`Touch::Activity`]),
+    /// which invalidates no process's session cache; the record is
+    /// rewritten when it must be ([`Touch::plan`]) or when its key would
+    /// not outlive the new idle deadline (about once per idle period of
+    /// continuous use; the store decides that atomically).
     pub async fn touch(
         &self,
         session: &Session,
         client: &ClientInfo,
         now: u64,
     ) -> StoreResult<bool> {
-        let mut body = session.stored.body.clone();
-        body.last_active_at = now;
-        body.idle_expires_at = (now + self.idle_timeout).min(body.absolute_expires_at);
-        let meta = self.open_meta(&session.store_id, &body);
+        let body = &session.stored.body;
+        let meta = self.open_meta(&session.store_id, body);
         let ip = client.ip.map(|ip| ip.to_string());
         let ip_changed = ip.is_some() && meta.as_ref().is_some_and(|m| m.last_ip != ip);
         let rekey = body.key_id != self.keys.current().id();
+        if Touch::plan(self.layout, ip_changed, rekey) == Touch::Activity
+            && self.touch_activity(session, now).await?
+        {
+            return Ok(true);
+        }
+        let mut body = body.clone();
+        body.last_active_at = now;
+        body.idle_expires_at = (now + self.idle_timeout).min(body.absolute_expires_at);
         if let Some(mut meta) = meta
             && (ip_changed || rekey)
         {
@@ -821,7 +913,7 @@ impl Sessions {
             generation: session.stored.generation + 1,
             body,
         };
-        let ttl = next.body.ttl_millis(now * 1000);
+        let ttl = self.record_ttl(&next.body, now);
         let record = self.encode(&session.store_id, &next);
         let write =
             self.store
@@ -829,6 +921,37 @@ impl Sessions {
         let written = self.timed(StoreOp::Update, write).await;
         self.forget(&session.store_id);
         written
+    }
+
+    /// Writes only the activity key. `Ok(false)`: the record's key would
+    /// not outlive the new idle deadline, or the session is gone; the
+    /// caller rewrites the record (which fails if it is gone). On success
+    /// this process's cached entry takes the new deadlines (no other
+    /// process needs to: see `cache::SessionCache::activity_recorded`).
+    async fn touch_activity(&self, session: &Session, now: u64) -> StoreResult<bool> {
+        let body = &session.stored.body;
+        let Some(key) = self.keys.by_id(&body.key_id) else {
+            return Ok(false);
+        };
+        let deadline = (now + self.idle_timeout).min(body.absolute_expires_at);
+        let ttl = (deadline * 1000).saturating_sub(now * 1000);
+        if ttl == 0 {
+            return Ok(false);
+        }
+        let stamp = activity::stamp(key, &session.store_id, now);
+        let write = self.store.record_activity(&session.store_id, stamp, ttl);
+        if !self.timed(StoreOp::Update, write).await? {
+            return Ok(false);
+        }
+        if let Some(cache) = &self.cache {
+            cache.activity_recorded(
+                &session.store_id,
+                session.stored.generation,
+                now,
+                self.idle_timeout,
+            );
+        }
+        Ok(true)
     }
 
     /// Stores refreshed tokens on top of the latest version of the record.
@@ -856,7 +979,7 @@ impl Sessions {
                 generation: current.generation + 1,
                 body,
             };
-            let ttl = next.body.ttl_millis(now * 1000);
+            let ttl = self.record_ttl(&next.body, now);
             let record = self.encode(&session.store_id, &next);
             let write = self
                 .store
@@ -874,14 +997,14 @@ impl Sessions {
                 }));
             }
             // Someone else wrote (a touch): re-read and apply on top.
-            let Some(bytes) = self
-                .timed(StoreOp::Get, self.store.get(&session.store_id))
-                .await?
-                .into_live()
-            else {
+            let read = self
+                .timed(StoreOp::Get, self.store.read(&session.store_id))
+                .await?;
+            let Some(bytes) = read.fetched.into_live() else {
                 return Ok(None);
             };
-            let Some(latest) = self.verify(&session.store_id, &bytes, now) else {
+            let Some(latest) = self.verify_read(&session.store_id, &bytes, read.activity, now)
+            else {
                 return Ok(None);
             };
             current = latest;

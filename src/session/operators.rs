@@ -64,7 +64,7 @@ impl Sessions {
             .sessions
             .into_iter()
             .filter_map(|l| {
-                let stored = self.verify(&l.id, &l.record, now)?;
+                let stored = self.verify_read(&l.id, &l.record, l.activity, now)?;
                 let meta = self.open_meta(&l.id, &stored.body);
                 Some(SessionInfo {
                     id: l.id.to_string(),
@@ -87,16 +87,18 @@ impl Sessions {
     /// Whether `store_id` names a live session of the user `sub`: read from
     /// that one record's authenticated header, never by listing the user.
     pub async fn belongs_to(&self, store_id: &StoreId, sub: &str, now: u64) -> StoreResult<bool> {
-        let Some(bytes) = self
-            .timed(StoreOp::Get, self.store.get(store_id))
-            .await?
-            .into_live()
-        else {
+        let read = self.timed(StoreOp::Get, self.store.read(store_id)).await?;
+        let Some(bytes) = read.fetched.into_live() else {
             return Ok(false);
         };
-        Ok(self.verify(store_id, &bytes, now).is_some_and(|r| {
-            crate::secret::constant_time_eq(r.body.user_hash.as_bytes(), user_hash(sub).as_bytes())
-        }))
+        Ok(self
+            .verify_read(store_id, &bytes, read.activity, now)
+            .is_some_and(|r| {
+                crate::secret::constant_time_eq(
+                    r.body.user_hash.as_bytes(),
+                    user_hash(sub).as_bytes(),
+                )
+            }))
     }
 
     /// Ends every session of a user, except `except` (e.g. the caller's).
@@ -162,7 +164,7 @@ impl Sessions {
                 .timed(StoreOp::List, self.store.list_user(&hash, None, 8))
                 .await?;
             let sub = listed.sessions.iter().find_map(|l| {
-                let stored = self.verify(&l.id, &l.record, now)?;
+                let stored = self.verify_read(&l.id, &l.record, l.activity, now)?;
                 self.open_meta(&l.id, &stored.body).map(|m| m.sub)
             });
             top_users.push(UserCount {

@@ -196,14 +196,47 @@ impl StoredBody {
         }
     }
 
-    /// The instant the record stops being usable: its store TTL.
+    /// Takes in activity recorded apart from the record (the activity
+    /// key) at `at`: the session's effective last activity is the later of
+    /// the two, and its effective idle deadline the later of the record's
+    /// and `at + idle_timeout`, never past the absolute deadline. An older
+    /// `at` changes nothing, so applying it again, or out of order, is
+    /// harmless.
+    pub fn with_activity(&mut self, at: u64, idle_timeout: u64) {
+        if at > self.last_active_at {
+            self.last_active_at = at;
+            self.idle_expires_at = self.idle_expires_at.max(
+                at.saturating_add(idle_timeout)
+                    .min(self.absolute_expires_at),
+            );
+        }
+    }
+
+    /// The instant the session stops being usable.
     pub fn ends_at(&self) -> u64 {
         self.idle_expires_at.min(self.absolute_expires_at)
     }
 
-    /// Milliseconds the store should keep the record, at least 1.
+    /// Milliseconds until the session stops being usable, at least 1: the
+    /// record's key TTL as versions before the activity key wrote it (and
+    /// as `store.record_layout = "previous"` still does).
     pub fn ttl_millis(&self, now_millis: u64) -> u64 {
         (self.ends_at() * 1000).saturating_sub(now_millis).max(1)
+    }
+
+    /// Milliseconds the store keeps the record's key, at least 1: until
+    /// its idle deadline plus one more `idle_timeout`, never past the
+    /// absolute deadline. The extra idle period is what activity recorded
+    /// apart may keep the session for without rewriting the record; a
+    /// session left idle still ends at its effective idle deadline (every
+    /// read checks it), and its abandoned record is gone at most one idle
+    /// period after that.
+    pub fn key_ttl_millis(&self, idle_timeout: u64, now_millis: u64) -> u64 {
+        let until = self
+            .idle_expires_at
+            .saturating_add(idle_timeout)
+            .min(self.absolute_expires_at);
+        (until * 1000).saturating_sub(now_millis).max(1)
     }
 }
 

@@ -160,17 +160,155 @@ async fn touching_slides_the_idle_deadline_but_never_past_the_absolute_one() {
             .await
             .expect("touch")
     );
-    assert!(matches!(s.load(&h, 2_000).await, Ok(Lookup::Active(_))));
-    // A stale copy cannot overwrite the newer record.
+    // Past the record's own idle deadline (1 600), within the effective one.
+    let Ok(Lookup::Active(touched)) = s.load(&h, 2_000).await else {
+        panic!("active past the record's idle deadline")
+    };
+    assert_eq!(touched.stored.body.last_active_at, 1_500);
+    assert_eq!(touched.stored.body.idle_expires_at, 2_100);
+    assert!(!s.touch_due(&touched, 1_500));
+    // A stale copy's touch never moves the activity back.
     assert!(
-        !s.touch(&session, &ClientInfo::default(), 1_501)
+        s.touch(&session, &ClientInfo::default(), 1_400)
             .await
             .expect("touch")
+    );
+    assert!(matches!(s.load(&h, 2_050).await, Ok(Lookup::Active(_))));
+    assert!(
+        matches!(s.load(&h, 2_100).await, Ok(Lookup::Ended(_))),
+        "idle deadline"
     );
     assert!(
         matches!(s.load(&h, 4_600).await, Ok(Lookup::Ended(_))),
         "absolute deadline"
     );
+}
+
+/// The generation of the record stored for `id` (bumped by every record
+/// write, never by an activity write).
+async fn stored_generation(store: &Store, id: &StoreId) -> u64 {
+    let bytes = store.get(id).await.expect("get").into_live().expect("live");
+    StoredSession::decode(&bytes)
+        .expect("decodes")
+        .record
+        .generation
+}
+
+/// Idle timeout 600 s: the record's key lives until its idle deadline plus
+/// 600 s. The memory store's clock is tokio's, paused here and advanced
+/// with the times passed as `now`.
+#[tokio::test(start_paused = true)]
+async fn a_touch_writes_only_the_activity_until_the_record_would_not_outlive_it() {
+    let store = Arc::new(Store::Memory(MemoryStore::new()));
+    let s = sessions(store.clone());
+    let (sid, cookie) = s
+        .create(login("alice"), &ClientInfo::default(), 1_000)
+        .await
+        .expect("create");
+    let h = cookie_header(&cookie);
+    let at = |now: u64| {
+        let s = &s;
+        let h = &h;
+        async move {
+            let Ok(Lookup::Active(session)) = s.load(h, now).await else {
+                panic!("active at {now}")
+            };
+            assert!(
+                s.touch(&session, &ClientInfo::default(), now)
+                    .await
+                    .expect("touch")
+            );
+        }
+    };
+    // Record: idle deadline 1 600, key until 2 200 (tokio time 1 200 s).
+    at(1_100).await;
+    tokio::time::advance(Duration::from_secs(400)).await;
+    at(1_500).await; // 700 s left ≥ 600: activity only
+    assert_eq!(stored_generation(&store, &sid).await, 1);
+    tokio::time::advance(Duration::from_secs(200)).await;
+    at(1_700).await; // 600 s left, the new deadline 600 s away: activity only
+    assert_eq!(stored_generation(&store, &sid).await, 1);
+    tokio::time::advance(Duration::from_secs(50)).await;
+    at(1_750).await; // 550 s left < 600: the record (idle deadline 2 350)
+    assert_eq!(stored_generation(&store, &sid).await, 2);
+    tokio::time::advance(Duration::from_secs(50)).await;
+    at(1_800).await;
+    assert_eq!(stored_generation(&store, &sid).await, 2);
+    // A new client IP is in the sealed metadata: the record is rewritten.
+    let Ok(Lookup::Active(session)) = s.load(&h, 1_900).await else {
+        panic!("active")
+    };
+    let moved = ClientInfo {
+        ip: Some("192.0.2.7".parse().expect("ip")),
+        user_agent: None,
+    };
+    assert!(s.touch(&session, &moved, 1_900).await.expect("touch"));
+    assert_eq!(stored_generation(&store, &sid).await, 3);
+}
+
+#[test]
+fn a_touch_rewrites_the_record_when_it_must_and_writes_only_the_activity_otherwise() {
+    use crate::config::RecordLayout::{Compact, Previous};
+    // (layout, client IP changed, sealed under a retired key) → touch.
+    let cases = [
+        ((Compact, false, false), Touch::Activity),
+        ((Compact, true, false), Touch::Record),
+        ((Compact, false, true), Touch::Record),
+        // Versions that read only the record may still run.
+        ((Previous, false, false), Touch::Record),
+        ((Previous, true, true), Touch::Record),
+    ];
+    for ((layout, ip, rekey), want) in cases {
+        assert_eq!(
+            Touch::plan(layout, ip, rekey),
+            want,
+            "{layout:?} {ip} {rekey}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn with_the_previous_record_layout_every_touch_rewrites_the_record() {
+    let store = Arc::new(Store::Memory(MemoryStore::new()));
+    let s = sessions(store.clone()).with_record_layout(RecordLayout::Previous);
+    let (sid, cookie) = s
+        .create(login("alice"), &ClientInfo::default(), 1_000)
+        .await
+        .expect("create");
+    let h = cookie_header(&cookie);
+    let Ok(Lookup::Active(session)) = s.load(&h, 1_100).await else {
+        panic!("active")
+    };
+    assert!(
+        s.touch(&session, &ClientInfo::default(), 1_100)
+            .await
+            .expect("touch")
+    );
+    assert_eq!(stored_generation(&store, &sid).await, 2);
+    let read = store.read(&sid).await.expect("read");
+    assert_eq!(read.activity, None, "no activity recorded apart");
+}
+
+#[tokio::test]
+async fn an_activity_stamp_edited_in_the_store_is_ignored() {
+    let store = Arc::new(Store::Memory(MemoryStore::new()));
+    let s = sessions(store.clone());
+    let (sid, cookie) = s
+        .create(login("alice"), &ClientInfo::default(), 1_000)
+        .await
+        .expect("create");
+    let h = cookie_header(&cookie);
+    // Someone with write access to the store claims activity at 1 500
+    // without the server key: the session still ends at 1 600.
+    let forged = (1_500u64 << 31) | 12_345;
+    assert!(
+        store
+            .record_activity(&sid, forged, 100_000)
+            .await
+            .expect("write")
+    );
+    assert!(matches!(s.load(&h, 1_550).await, Ok(Lookup::Active(_))));
+    assert!(matches!(s.load(&h, 1_600).await, Ok(Lookup::Ended(_))));
 }
 
 #[tokio::test]
@@ -533,12 +671,13 @@ async fn a_session_stored_in_format_2_before_packing_still_opens_and_is_rewritte
             "byte {i}"
         );
     }
-    // Its next write is packed, and still opens.
-    assert!(
-        s.touch(&loaded, &ClientInfo::default(), 1_100)
-            .await
-            .expect("touch")
-    );
+    // Its next record write is packed, and still opens (a new client IP:
+    // a touch that must rewrite the record).
+    let moved = ClientInfo {
+        ip: Some("192.0.2.7".parse().expect("ip")),
+        user_agent: None,
+    };
+    assert!(s.touch(&loaded, &moved, 1_100).await.expect("touch"));
     let rewritten = store
         .get(&sid)
         .await
@@ -746,4 +885,37 @@ async fn claims_that_do_not_rebuild_refuse_the_session_where_they_are_used() {
     assert_eq!(opened.secrets.access_token.expose(), "access-token-value");
     assert_eq!(opened.claims(), Err(ClaimsUnreadable));
     assert_eq!(opened.claims(), Err(ClaimsUnreadable), "at every use");
+}
+
+#[tokio::test]
+async fn listings_and_ownership_checks_see_the_activity_recorded_apart() {
+    let store = Arc::new(Store::Memory(MemoryStore::new()));
+    let s = sessions(store.clone());
+    let (sid, cookie) = s
+        .create(login("alice"), &ClientInfo::default(), 1_000)
+        .await
+        .expect("create");
+    let h = cookie_header(&cookie);
+    let Ok(Lookup::Active(session)) = s.load(&h, 1_500).await else {
+        panic!("active")
+    };
+    assert!(
+        s.touch(&session, &ClientInfo::default(), 1_500)
+            .await
+            .expect("touch")
+    );
+    assert_eq!(stored_generation(&store, &sid).await, 1, "activity only");
+    // Past the record's own idle deadline (1 600): still listed, with the
+    // effective times.
+    let page = s.list_user("alice", None, 10, 1_700).await.expect("list");
+    let listed: Vec<_> = page
+        .sessions
+        .iter()
+        .map(|i| (i.last_active_at, i.idle_expires_at, i.expires_at))
+        .collect();
+    assert_eq!(listed, [(1_500, 2_100, 2_100)]);
+    assert!(s.belongs_to(&sid, "alice", 1_700).await.expect("owner"));
+    assert!(!s.belongs_to(&sid, "alice", 2_100).await.expect("owner"));
+    let page = s.list_user("alice", None, 10, 2_100).await.expect("list");
+    assert!(page.sessions.is_empty(), "ended at its effective deadline");
 }

@@ -22,6 +22,8 @@ use crate::harness::{
 const HITS: &str = "oidc_bff_session_cache_lookups_total{outcome=\"hit\"}";
 const BYPASSED: &str = "oidc_bff_session_cache_lookups_total{outcome=\"bypass\"}";
 const FLUSHES: &str = "oidc_bff_session_cache_flushes_total";
+const MISSES: &str = "oidc_bff_session_cache_lookups_total{outcome=\"miss\"}";
+const INVALIDATIONS: &str = "oidc_bff_session_cache_invalidations_total";
 const TRACKING_UP: &str = "oidc_bff_session_cache_tracking_up";
 
 /// One series' value in a scrape (0 if absent).
@@ -201,6 +203,169 @@ async fn a_token_refreshed_on_one_instance_is_what_another_sends_next() {
 
 /// Seconds since the last command of each of `redis`'s invalidation
 /// connections (`idle=` in `CLIENT LIST`).
+/// Two gateway processes over `redis`, both with the cache and metrics on,
+/// same key prefix, configured by `configure`.
+async fn two_caching_instances(
+    upstream: &Upstream,
+    redis: &RedisServer,
+    configure: impl Fn(&mut oidc_bff::config::RawConfig) + Clone,
+) -> (Gateway, Gateway) {
+    let a = GatewayBuilder::new(upstream)
+        .redis(&redis.url())
+        .configure(configure.clone())
+        .metrics()
+        .start_process()
+        .await;
+    let b = GatewayBuilder::new(upstream)
+        .redis(&redis.url())
+        .prefix(&a.prefix)
+        .configure(configure)
+        .metrics()
+        .start_process()
+        .await;
+    tracking_up(&a).await;
+    tracking_up(&b).await;
+    (a, b)
+}
+
+/// The session's keys in Redis other than its indexes: record, activity.
+async fn session_keys(gw: &Gateway) -> Vec<String> {
+    let (s, a) = (format!("{}s:", gw.prefix), format!("{}a:", gw.prefix));
+    gw.redis_keys()
+        .await
+        .into_iter()
+        .filter(|k| k.starts_with(&s) || k.starts_with(&a))
+        .collect()
+}
+
+/// `session.idle_timeout` 4 s, `touch_interval` 1 s: used for 8 s through
+/// both instances (twice the record's own idle deadline, which only the
+/// activity key moves), then left idle it ends at its effective idle
+/// deadline on both, and its record and activity keys leave Redis within
+/// one idle period after that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activity_recorded_apart_keeps_a_cached_session_alive_on_every_instance_until_its_effective_idle_deadline()
+ {
+    let upstream = Upstream::start().await;
+    let redis = RedisServer::start();
+    let (a, b) = two_caching_instances(&upstream, &redis, |c| {
+        c.session.idle_timeout = crate::harness::duration("4s");
+        c.session.touch_interval = crate::harness::duration("1s");
+    })
+    .await;
+    let mut alice = Browser::new(&a);
+    alice.login_as(&unique_user("activity")).await;
+    let cookie = alice.cookie_header();
+    let logged_in = Instant::now();
+    let mut saw_activity_key = false;
+    let mut last_use = Instant::now();
+    while logged_in.elapsed() < Duration::from_secs(8) {
+        for gw in [&a, &b] {
+            let (status, body) = get_with(&cookie, &gw.url("/api/busy")).await;
+            assert_eq!(
+                status,
+                StatusCode::OK,
+                "in use {:?} after login: {body}",
+                logged_in.elapsed()
+            );
+            last_use = Instant::now();
+        }
+        saw_activity_key |= session_keys(&a)
+            .await
+            .iter()
+            .any(|k| k.starts_with(&format!("{}a:", a.prefix)));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert!(saw_activity_key, "activity was recorded apart");
+    assert!(metric(&b, HITS).await > 0.0, "B served from its cache");
+
+    // Idle: the last use set the deadline to at most 4 s after it (whole
+    // seconds, so up to 5 s); nothing is sent until then.
+    let idle_deadline = last_use + Duration::from_secs(5) + Duration::from_millis(200);
+    tokio::time::sleep_until(idle_deadline.into()).await;
+    for gw in [&b, &a] {
+        let (status, body) = get_with(&cookie, &gw.url("/api/idle")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        assert!(body.contains("\"expired\""), "{body}");
+    }
+    // Gone from Redis within one idle period (4 s) of the deadline; more
+    // room for a loaded machine.
+    let started = Instant::now();
+    loop {
+        let left = session_keys(&a).await;
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(4 + 3),
+            "still in Redis {:?} after the idle deadline: {left:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        upstream.seen().iter().all(|s| s.uri != "/api/idle"),
+        "nothing was forwarded for the ended session"
+    );
+}
+
+/// A session called steadily across several touch intervals through both
+/// instances is served from their caches: its activity touches invalidate
+/// nothing. A logout through one is still refused by the other at its
+/// next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activity_touches_invalidate_no_cache_and_a_logout_is_still_refused_everywhere() {
+    let upstream = Upstream::start().await;
+    let redis = RedisServer::start();
+    let (a, b) = two_caching_instances(&upstream, &redis, |c| {
+        c.session.touch_interval = crate::harness::duration("1s");
+    })
+    .await;
+    let mut alice = Browser::new(&a);
+    alice.login_as(&unique_user("steady")).await;
+    let cookie = alice.cookie_header();
+    cached_on(&a, &cookie).await;
+    cached_on(&b, &cookie).await;
+
+    let counts =
+        |scrape: &str| [MISSES, INVALIDATIONS, FLUSHES].map(|series| sample(scrape, series));
+    let before = [counts(&a.scrape().await), counts(&b.scrape().await)];
+    let steady = Instant::now();
+    let mut calls = 0;
+    while steady.elapsed() < Duration::from_secs(5) {
+        for gw in [&a, &b] {
+            let (status, body) = get_with(&cookie, &gw.url("/api/steady")).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            calls += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Let the last touches land.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (gw, [misses, invalidations, flushes]) in [&a, &b].into_iter().zip(before) {
+        let scrape = gw.scrape().await;
+        let [misses_now, invalidations_now, flushes_now] = counts(&scrape);
+        assert_eq!(
+            invalidations_now - invalidations,
+            0.0,
+            "{calls} calls over 5 touch intervals invalidated nothing:\n{scrape}"
+        );
+        // A lapsed tracking lease (a stall of this loaded machine) empties
+        // the cache: only then may a call miss.
+        if flushes_now == flushes {
+            assert_eq!(misses_now - misses, 0.0, "every call was a hit:\n{scrape}");
+        }
+    }
+
+    let out = alice
+        .request(Method::POST, "/auth/logout", &[("x-csrf", "1")], None)
+        .await;
+    assert_eq!(out.status, StatusCode::OK, "{out:?}");
+    let (status, body) = get_with(&cookie, &b.url("/api/after")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(body.contains("logged_out"), "{body}");
+}
+
 fn tracking_idle_seconds(redis: &RedisServer) -> Vec<u64> {
     redis
         .cli(&["CLIENT", "LIST"])

@@ -70,6 +70,10 @@ conformance!(
     replace_if_sets_a_shorter_ttl,
     replace_if_sets_a_longer_ttl,
     replace_if_keeps_the_session_in_its_indexes,
+    activity_is_recorded_only_while_the_record_outlives_it,
+    activity_only_moves_later_and_survives_a_record_rewrite,
+    activity_of_a_gone_session_is_not_recorded,
+    listings_carry_each_sessions_activity,
     revoke_ends_the_session,
     revoking_again_reports_the_first_revocation_from_the_tombstone,
     revoking_an_unknown_session_reports_not_found,
@@ -456,6 +460,112 @@ async fn a_session_expires_after_its_ttl<S: SessionStore>(store: &S) {
     );
     gone(store, &s.id).await;
     assert_not_early(started, SHORT);
+}
+
+// ---------------------------------------------------------------------------
+// activity recorded apart from the record
+
+async fn read_activity<S: SessionStore>(store: &S, id: &StoreId) -> Option<u64> {
+    let read = store.read(id).await.expect("read");
+    assert!(matches!(read.fetched, Fetched::Live(_)), "{read:?}");
+    read.activity
+}
+
+async fn activity_is_recorded_only_while_the_record_outlives_it<S: SessionStore>(store: &S) {
+    let s = Seed::new(1, "alice");
+    s.create(store).await;
+    assert_eq!(
+        read_activity(store, &s.id).await,
+        None,
+        "none until written"
+    );
+    // The record lives LONG: an activity for half of it is written.
+    assert!(
+        store
+            .record_activity(&s.id, 1 << 40, ms(LONG) / 2)
+            .await
+            .expect("activity")
+    );
+    assert_eq!(read_activity(store, &s.id).await, Some(1 << 40));
+    // One that would outlive the record is refused (the caller rewrites
+    // the record instead), and what is there stays.
+    assert!(
+        !store
+            .record_activity(&s.id, 2 << 40, ms(LONG) * 2)
+            .await
+            .expect("activity")
+    );
+    assert_eq!(read_activity(store, &s.id).await, Some(1 << 40));
+    // The record, with `get`, is as it was: activity is not the record.
+    assert_eq!(get(store, &s.id).await, Fetched::Live(s.record()));
+}
+
+async fn activity_only_moves_later_and_survives_a_record_rewrite<S: SessionStore>(store: &S) {
+    let s = Seed::new(1, "alice").generation(1);
+    s.create(store).await;
+    for stamp in [5 << 40, 3 << 40, 5 << 40] {
+        assert!(
+            store
+                .record_activity(&s.id, stamp, ms(LONG) / 2)
+                .await
+                .expect("activity"),
+            "an older stamp is no failure: the later one is kept"
+        );
+    }
+    assert_eq!(read_activity(store, &s.id).await, Some(5 << 40));
+    let next = s.clone().generation(2).record();
+    assert!(
+        store
+            .replace_if(&s.id, 1, &next, ms(LONG))
+            .await
+            .expect("replace_if")
+    );
+    assert_eq!(read_activity(store, &s.id).await, Some(5 << 40));
+}
+
+async fn activity_of_a_gone_session_is_not_recorded<S: SessionStore>(store: &S) {
+    let unknown = Seed::new(1, "alice");
+    let revoked = Seed::new(2, "alice");
+    revoked.create(store).await;
+    store
+        .revoke(&revoked.id, &Revocation::new(RevokeReason::Logout, "t", 1))
+        .await
+        .expect("revoke");
+    for id in [&unknown.id, &revoked.id] {
+        assert!(
+            !store
+                .record_activity(id, 1 << 40, 1_000)
+                .await
+                .expect("activity")
+        );
+        let read = store.read(id).await.expect("read");
+        assert_eq!(read.activity, None, "{read:?}");
+    }
+}
+
+async fn listings_carry_each_sessions_activity<S: SessionStore>(store: &S) {
+    let (a, b) = (Seed::new(1, "alice"), Seed::new(2, "alice"));
+    a.create(store).await;
+    b.create(store).await;
+    assert!(
+        store
+            .record_activity(&b.id, 7 << 40, ms(LONG) / 2)
+            .await
+            .expect("activity")
+    );
+    let page = store
+        .list_user(&user_hash("alice"), None, 10)
+        .await
+        .expect("list");
+    let mut seen: Vec<(StoreId, Option<u64>)> = page
+        .sessions
+        .into_iter()
+        .map(|l| (l.id, l.activity))
+        .collect();
+    seen.sort_by(|x, y| x.0.as_str().cmp(y.0.as_str()));
+    let mut want = vec![(a.id.clone(), None), (b.id.clone(), Some(7 << 40))];
+    want.sort_by(|x, y| x.0.as_str().cmp(y.0.as_str()));
+    assert_eq!(seen, want);
 }
 
 // ---------------------------------------------------------------------------

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 use oidc_bff::secret::SecretString;
-use oidc_bff::session::{ClientInfo, NewLogin, Sessions};
+use oidc_bff::session::{ClientInfo, Lookup, NewLogin, Sessions};
 
 use crate::harness::{Browser, GatewayBuilder, RedisServer, Upstream, random_prefix};
 use crate::store_consistency::{Target, sessions_over};
@@ -298,18 +298,44 @@ async fn record_sizes(redis: &RedisServer, prefix: &str) -> (u64, u64) {
     (total / (keys.len().max(1) as u64), keys.len() as u64)
 }
 
-async fn fill(s: &Sessions, sessions: usize, users: usize, legacy: bool, tokens: Tokens) {
+/// Writes `sessions` sessions; with `touched`, each is then used a minute
+/// later, so its activity touch writes its activity key (`a:`), as every
+/// session in use has one.
+async fn fill(
+    s: &Sessions,
+    sessions: usize,
+    users: usize,
+    legacy: bool,
+    tokens: Tokens,
+    touched: bool,
+) {
     let now = oidc_bff::clock::unix_now();
     futures_util::stream::iter(0..sessions)
         .map(|n| async move {
             let user = format!("user-{:05}", n % users);
             let login = realistic_login(&user, n, tokens);
-            if legacy {
+            let (_, cookie) = if legacy {
                 s.create_legacy(login, &ClientInfo::default(), now).await
             } else {
                 s.create(login, &ClientInfo::default(), now).await
             }
             .expect("create");
+            if touched {
+                let pair = cookie.to_str().expect("ascii").split(';').next();
+                let mut headers = http::HeaderMap::new();
+                headers.insert(
+                    http::header::COOKIE,
+                    pair.expect("pair").parse().expect("header"),
+                );
+                let Ok(Lookup::Active(session)) = s.load(&headers, now + 60).await else {
+                    panic!("the session opens");
+                };
+                assert!(
+                    s.touch(&session, &ClientInfo::default(), now + 60)
+                        .await
+                        .expect("touch")
+                );
+            }
         })
         .buffer_unordered(64)
         .collect::<Vec<()>>()
@@ -327,27 +353,28 @@ async fn redis_bytes_per_session_with_many_users() {
     let redis = RedisServer::start();
     let target = Target::Url(redis.url());
     let cases = [
-        (false, Tokens::KeycloakLike),
-        (false, Tokens::Synthetic),
-        (true, Tokens::KeycloakLike),
+        (false, Tokens::KeycloakLike, false),
+        (false, Tokens::KeycloakLike, true),
+        (false, Tokens::Synthetic, false),
+        (true, Tokens::KeycloakLike, false),
     ];
-    for (legacy, tokens) in cases {
+    for (legacy, tokens, touched) in cases {
         let prefix = random_prefix();
         let s = Arc::new(sessions_over(
             crate::store_consistency::store_on(&target, &prefix),
             None,
         ));
-        fill(&s, sessions, users, legacy, tokens).await;
+        fill(&s, sessions, users, legacy, tokens, touched).await;
         let (bytes, keys, by_kind) = bytes_under(&redis, &prefix).await;
         let (record, _) = record_sizes(&redis, &prefix).await;
         let per_kind: Vec<String> = by_kind
             .iter()
             .map(|(k, b)| format!("{k}: {}", b / sessions as u64))
             .collect();
-        let layout = if legacy {
-            "single-slot (old)"
-        } else {
-            "sharded"
+        let layout = match (legacy, touched) {
+            (true, _) => "single-slot (old)",
+            (false, false) => "sharded",
+            (false, true) => "sharded, each session touched once (activity key)",
         };
         eprintln!(
             "{layout} layout, {tokens:?} tokens: {sessions} sessions of {users} users, {keys} keys, {} B per session (MEMORY USAGE over every key, indexes included; by key kind {}); stored record {record} B (jemalloc class {} B)",

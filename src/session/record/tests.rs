@@ -570,3 +570,60 @@ fn claims_kept_once_are_rebuilt_at_first_use_only() {
     other.id_token = None;
     assert_eq!(other.claims_json(), Err(RecordError::Claims));
 }
+
+/// `(record's last activity, record's idle deadline, absolute deadline,
+/// activity at)` → `(effective last activity, effective idle deadline)`,
+/// with an idle timeout of 3600.
+#[test]
+fn activity_recorded_apart_moves_the_effective_deadlines_only_later_and_never_past_the_absolute_one()
+ {
+    let cases = [
+        // Later activity: a new idle period from it.
+        ((1_100, 4_700, 44_200, 2_000), (2_000, 5_600)),
+        // Older or equal activity (a replayed value, a lost race): nothing.
+        ((1_100, 4_700, 44_200, 1_000), (1_100, 4_700)),
+        ((1_100, 4_700, 44_200, 1_100), (1_100, 4_700)),
+        // Near the end: capped at the absolute deadline.
+        ((40_000, 43_600, 44_200, 42_000), (42_000, 44_200)),
+        // The record's idle deadline is later than activity + idle (a
+        // config reload shortened the idle timeout): it stands.
+        ((1_100, 9_000, 44_200, 2_000), (2_000, 9_000)),
+    ];
+    for ((last, idle, abs, at), want) in cases {
+        let mut body = sample().body;
+        (
+            body.last_active_at,
+            body.idle_expires_at,
+            body.absolute_expires_at,
+        ) = (last, idle, abs);
+        body.with_activity(at, 3_600);
+        assert_eq!(
+            (body.last_active_at, body.idle_expires_at),
+            want,
+            "record ({last}, {idle}, {abs}), activity at {at}"
+        );
+        body.with_activity(at, 3_600);
+        assert_eq!(
+            (body.last_active_at, body.idle_expires_at),
+            want,
+            "applied twice"
+        );
+    }
+}
+
+#[test]
+fn a_record_key_outlives_its_idle_deadline_by_one_idle_timeout_within_the_absolute_one() {
+    let body = sample().body; // idle deadline 4 700, absolute 44 200
+    assert_eq!(
+        body.key_ttl_millis(3_600, 1_100_000),
+        (8_300 - 1_100) * 1000
+    );
+    // Never past the absolute deadline, and at least 1 ms.
+    assert_eq!(
+        body.key_ttl_millis(86_400, 1_100_000),
+        (44_200 - 1_100) * 1000
+    );
+    assert_eq!(body.key_ttl_millis(3_600, 50_000_000), 1);
+    // The TTL records had before: until the deadline itself.
+    assert_eq!(body.ttl_millis(1_100_000), (4_700 - 1_100) * 1000);
+}

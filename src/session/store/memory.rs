@@ -12,8 +12,8 @@ use std::sync::Mutex;
 use tokio::time::{Duration, Instant};
 
 use super::{
-    Fetched, ListCursor, ListedSession, MAX_PAGE, NewSession, OnceKind, Revocation, RevokeOutcome,
-    SessionPage, SessionStore, StoreResult, StoreStats, TOMBSTONE_TTL_MILLIS,
+    Fetched, ListCursor, ListedSession, MAX_PAGE, NewSession, OnceKind, Read, Revocation,
+    RevokeOutcome, SessionPage, SessionStore, StoreResult, StoreStats, TOMBSTONE_TTL_MILLIS,
 };
 use crate::session::cookie::{ShardTag, StoreId};
 use crate::session::record::StoredSession;
@@ -24,6 +24,17 @@ struct Entry {
     sid_hash: Option<String>,
     created_millis: u64,
     expires: Instant,
+    /// The activity stamp recorded apart from the record, until when (in
+    /// Redis a key of its own; here it goes with the record).
+    activity: Option<(u64, Instant)>,
+}
+
+impl Entry {
+    fn activity(&self, now: Instant) -> Option<u64> {
+        self.activity
+            .filter(|(_, until)| *until > now)
+            .map(|(stamp, _)| stamp)
+    }
 }
 
 #[derive(Default)]
@@ -126,14 +137,50 @@ impl SessionStore for MemoryStore {
     }
 
     async fn get(&self, id: &StoreId) -> StoreResult<Fetched> {
+        self.read(id).await.map(|r| r.fetched)
+    }
+
+    async fn read(&self, id: &StoreId) -> StoreResult<Read> {
         Ok(self.with(|s, now| {
             if let Some((why, until)) = s.tombstones.get(id)
                 && *until > now
             {
-                return Fetched::Revoked(Some(why.reason));
+                return Read {
+                    fetched: Fetched::Revoked(Some(why.reason)),
+                    activity: None,
+                };
             }
-            s.live(id, now)
-                .map_or(Fetched::Missing, |e| Fetched::Live(e.record.clone()))
+            s.live(id, now).map_or(
+                Read {
+                    fetched: Fetched::Missing,
+                    activity: None,
+                },
+                |e| Read {
+                    fetched: Fetched::Live(e.record.clone()),
+                    activity: e.activity(now),
+                },
+            )
+        }))
+    }
+
+    async fn record_activity(
+        &self,
+        id: &StoreId,
+        stamp: u64,
+        ttl_millis: u64,
+    ) -> StoreResult<bool> {
+        Ok(self.with(|s, now| {
+            let until = now + Duration::from_millis(ttl_millis.max(1));
+            s.live(id, now);
+            match s.sessions.get_mut(id) {
+                Some(e) if e.expires >= until => {
+                    if e.activity(now).is_none_or(|cur| cur < stamp) {
+                        e.activity = Some((stamp, until));
+                    }
+                    true
+                }
+                _ => false,
+            }
         }))
     }
 
@@ -147,6 +194,7 @@ impl SessionStore for MemoryStore {
                     sid_hash: new.sid_hash.map(str::to_owned),
                     created_millis: new.created_millis,
                     expires: now + Duration::from_millis(new.ttl_millis),
+                    activity: None,
                 },
             );
             s.users
@@ -285,6 +333,7 @@ impl SessionStore for MemoryStore {
                         id: id.clone(),
                         created_millis: *created,
                         record: e.record.clone(),
+                        activity: e.activity(now),
                     }),
                     None => dead.push((*created, id.clone())),
                 }

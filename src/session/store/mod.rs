@@ -13,8 +13,19 @@
 //! the 4 hex digits of a session's shard tag, a keyed hash of its user):
 //! - `P s:{T}{id}` — hash: `r` record bytes, `u` user hash, `x` provider-sid
 //!   hash (32 bytes each; hex in records of earlier versions, and with
-//!   `store.record_layout = "previous"`); expires with the session;
+//!   `store.record_layout = "previous"`); expires one idle timeout after
+//!   its idle deadline (see `a:` below);
 //! - `P t:{T}{id}` — tombstone of a revoked session (reason, actor, time);
+//! - `P a:{T}{id16}` — the session's last activity (`id16`: the first 16
+//!   hex digits of the ID after its tag, see `redis_keys`): an integer
+//!   stamp (the time and a tag under the server key), written by an
+//!   activity touch
+//!   instead of the record so that no process's session cache is
+//!   invalidated (`a:` is not a tracked prefix); expires with the idle
+//!   deadline it sets. The record's key lives until its own idle deadline
+//!   plus one idle timeout (capped at the absolute deadline), so activity
+//!   recorded here can keep the session for one more idle period before
+//!   the record must be rewritten;
 //! - `P l:{T}{id}` — refresh lock;
 //! - `P u:{T}{user_hash}` — sorted set of the user's session IDs by creation
 //!   time (ms). Same tag as the user's sessions: one slot per user, so a
@@ -30,7 +41,7 @@
 //!
 //! Sessions from before shard tags (64-hex IDs) keep the legacy layout under
 //! the legacy prefix `L` (by default `P`): `L s:{id}`, `L t:{id}`,
-//! `L l:{id}`, `L u:{user_hash}` and `L sid:{sid_hash}` (a plain set). They
+//! `L l:{id}`, `L a:{id}`, `L u:{user_hash}` and `L sid:{sid_hash}` (a plain set). They
 //! are read, revoked and swept there until they expire; nothing new is
 //! written in that layout.
 
@@ -150,12 +161,24 @@ pub enum RevokeOutcome {
     NotFound,
 }
 
+/// What [`SessionStore::read`] found: the record (or why there is none)
+/// and the session's last activity recorded apart from it, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Read {
+    pub fetched: Fetched,
+    /// The activity stamp (see [`SessionStore::record_activity`]); only
+    /// with a live record.
+    pub activity: Option<u64>,
+}
+
 /// One entry of a user's session list.
 #[derive(Debug, Clone)]
 pub struct ListedSession {
     pub id: StoreId,
     pub created_millis: u64,
     pub record: Vec<u8>,
+    /// The session's activity stamp, if one is recorded apart.
+    pub activity: Option<u64>,
 }
 
 /// Where the next page of a user's sessions starts: just after this entry
@@ -271,6 +294,24 @@ pub trait SessionStore: Send + Sync {
     /// record is present again (restored from a backup or written back by
     /// someone with store access): [`Fetched::Revoked`].
     fn get(&self, id: &StoreId) -> impl Future<Output = StoreResult<Fetched>> + Send;
+
+    /// [`Self::get`] with the session's activity stamp, in the same round
+    /// trip: what every reader that judges a session's idle deadline uses.
+    fn read(&self, id: &StoreId) -> impl Future<Output = StoreResult<Read>> + Send;
+
+    /// Records a session's last activity apart from its record, so the
+    /// record, and every process's cached copy of it, is left alone.
+    /// `stamp` is opaque to the store except that a later activity is a
+    /// greater stamp: the greater of it and the stamp already there is
+    /// kept, until `ttl_millis` from now. Written only if the record
+    /// exists and its key outlives `ttl_millis`; `Ok(false)` otherwise
+    /// (the caller rewrites the record instead, which moves its deadline).
+    fn record_activity(
+        &self,
+        id: &StoreId,
+        stamp: u64,
+        ttl_millis: u64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
 
     /// Writes a new session with its index entries; evicts the user's oldest
     /// sessions beyond `max_per_user`. Returns the evicted IDs.
@@ -464,6 +505,17 @@ impl SessionStore for Store {
     }
     async fn get(&self, id: &StoreId) -> StoreResult<Fetched> {
         delegate!(self, s => s.get(id))
+    }
+    async fn read(&self, id: &StoreId) -> StoreResult<Read> {
+        delegate!(self, s => s.read(id))
+    }
+    async fn record_activity(
+        &self,
+        id: &StoreId,
+        stamp: u64,
+        ttl_millis: u64,
+    ) -> StoreResult<bool> {
+        delegate!(self, s => s.record_activity(id, stamp, ttl_millis))
     }
     async fn create(&self, new: &NewSession<'_>) -> StoreResult<Vec<StoreId>> {
         delegate!(self, s => s.create(new))

@@ -28,8 +28,8 @@ use super::redis_keys::{Layout, SidIndex, field_hash, index_field};
 use super::redis_link::{ClusterLink, Link, SentinelLink};
 use super::redis_scripts::Scripts;
 use super::{
-    Fetched, ListCursor, ListedSession, MAX_PAGE, NewSession, OnceKind, Revocation, RevokeOutcome,
-    RevokeReason, SessionPage, SessionStore, StoreError, StoreResult, StoreStats,
+    Fetched, ListCursor, ListedSession, MAX_PAGE, NewSession, OnceKind, Read, Revocation,
+    RevokeOutcome, RevokeReason, SessionPage, SessionStore, StoreError, StoreResult, StoreStats,
     TOMBSTONE_TTL_MILLIS,
 };
 use crate::config::{RecordLayout, RedisConfig, RedisEndpoint};
@@ -40,14 +40,35 @@ mod sweep;
 use sweep::glob_escape;
 
 /// What the `GET` script answered.
-fn fetched(value: redis::Value) -> Fetched {
+fn fetched(value: redis::Value) -> Read {
+    let (fetched, activity) = match value {
+        redis::Value::BulkString(record) => (Fetched::Live(record), None),
+        redis::Value::Array(mut items) if items.len() == 2 => {
+            let activity = stamp(&items[1]);
+            match items.swap_remove(0) {
+                redis::Value::BulkString(record) => (Fetched::Live(record), activity),
+                _ => (Fetched::Missing, None),
+            }
+        }
+        redis::Value::Array(items) => (
+            Fetched::Revoked(match items.first() {
+                Some(redis::Value::BulkString(tomb)) => tomb_reason(tomb),
+                _ => None,
+            }),
+            None,
+        ),
+        _ => (Fetched::Missing, None),
+    };
+    Read { fetched, activity }
+}
+
+/// An activity key's value: a decimal integer (Redis may hand it back as
+/// text or as an integer). Anything else counts as no activity.
+fn stamp(value: &redis::Value) -> Option<u64> {
     match value {
-        redis::Value::BulkString(record) => Fetched::Live(record),
-        redis::Value::Array(items) => Fetched::Revoked(match items.first() {
-            Some(redis::Value::BulkString(tomb)) => tomb_reason(tomb),
-            _ => None,
-        }),
-        _ => Fetched::Missing,
+        redis::Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        redis::Value::Int(i) => u64::try_from(*i).ok(),
+        _ => None,
     }
 }
 
@@ -501,7 +522,7 @@ impl RedisStore {
         index: &str,
         after: Option<&ListCursor>,
         want: usize,
-    ) -> StoreResult<Vec<(u64, StoreId, Option<Vec<u8>>)>> {
+    ) -> StoreResult<Vec<(u64, StoreId, Option<(Vec<u8>, Option<u64>)>)>> {
         let mut conn = self.conn.clone();
         let flat: Vec<String> = self
             .run(
@@ -524,14 +545,24 @@ impl RedisStore {
         let mut call = self.scripts.read_live.prepare_invoke();
         call.key(index).arg("z");
         for (_, id) in &entries {
-            call.key(self.keys.record(id)).arg(id.as_str());
+            call.key(self.keys.record(id))
+                .key(self.keys.activity(id))
+                .arg(id.as_str());
         }
-        let records: Vec<Vec<u8>> = self.run(call.invoke_async(&mut conn)).await?;
-        Ok(entries
-            .into_iter()
-            .zip(records)
-            .map(|((score, id), r)| (score, id, (!r.is_empty()).then_some(r)))
-            .collect())
+        let records: Vec<redis::Value> = self.run(call.invoke_async(&mut conn)).await?;
+        let mut records = records.into_iter();
+        let mut out = Vec::with_capacity(entries.len());
+        for (score, id) in entries {
+            let (record, activity) = (records.next(), records.next());
+            let record = match record {
+                Some(redis::Value::BulkString(r)) if !r.is_empty() => {
+                    Some((r, activity.as_ref().and_then(stamp)))
+                }
+                _ => None,
+            };
+            out.push((score, id, record));
+        }
+        Ok(out)
     }
 }
 
@@ -568,13 +599,21 @@ impl SessionStore for RedisStore {
     }
 
     async fn get(&self, id: &StoreId) -> StoreResult<Fetched> {
-        let (record, tombstone) = (self.keys.record(id), self.keys.tombstone(id));
+        self.read(id).await.map(|r| r.fetched)
+    }
+
+    async fn read(&self, id: &StoreId) -> StoreResult<Read> {
+        let (record, tombstone, activity) = (
+            self.keys.record(id),
+            self.keys.tombstone(id),
+            self.keys.activity(id),
+        );
         let lookup = || {
             let mut conn = self.conn.clone();
-            let (record, tombstone) = (&record, &tombstone);
+            let (record, tombstone, activity) = (&record, &tombstone, &activity);
             async move {
                 let mut invocation = self.scripts.get.prepare_invoke();
-                invocation.key(record).key(tombstone);
+                invocation.key(record).key(tombstone).key(activity);
                 invocation.invoke_async(&mut conn).await
             }
         };
@@ -680,6 +719,27 @@ impl SessionStore for RedisStore {
         Ok(r == 1)
     }
 
+    async fn record_activity(
+        &self,
+        id: &StoreId,
+        stamp: u64,
+        ttl_millis: u64,
+    ) -> StoreResult<bool> {
+        let mut conn = self.conn.clone();
+        let written: i64 = self
+            .run(
+                self.scripts
+                    .activity
+                    .key(self.keys.record(id))
+                    .key(self.keys.activity(id))
+                    .arg(stamp)
+                    .arg(ttl_millis.max(1))
+                    .invoke_async(&mut conn),
+            )
+            .await?;
+        Ok(written == 1)
+    }
+
     async fn revoke(&self, id: &StoreId, why: &Revocation) -> StoreResult<RevokeOutcome> {
         let (code, text) = self.end_one(id, &tomb(why), false).await?;
         Ok(match code {
@@ -774,11 +834,12 @@ impl SessionStore for RedisStore {
                 more = true;
                 break;
             }
-            if let Some(record) = record {
+            if let Some((record, activity)) = record {
                 sessions.push(ListedSession {
                     id: id.clone(),
                     created_millis,
                     record,
+                    activity,
                 });
             }
             last = Some(ListCursor { created_millis, id });

@@ -172,22 +172,25 @@ end
 return redis.call('ZREVRANGE', uk, start, start + want - 1, 'WITHSCORES')
 ";
 
-/// The records of some entries of one index. KEYS: the index, then each
-/// entry's record. ARGV: kind ('z' sorted set, 's' set), the IDs. Entries
-/// whose record is gone are dropped from the index (answered as '').
-/// Serves listing and the sweep.
+/// The records of some entries of one index, each with its activity.
+/// KEYS: the index, then each entry's record and activity key. ARGV: kind
+/// ('z' sorted set, 's' set), the IDs. Entries whose record is gone are
+/// dropped from the index (answered as ''). Answers `{record, activity
+/// or '', ...}`.
 const READ_LIVE: &str = r"
 local out = {}
 for i = 2, #ARGV do
-  local r = redis.call('HGET', KEYS[i], 'r')
+  local r = redis.call('HGET', KEYS[2 * i - 2], 'r')
   if r then
     table.insert(out, r)
+    table.insert(out, redis.call('GET', KEYS[2 * i - 1]) or '')
   else
     if ARGV[1] == 'z' then
       redis.call('ZREM', KEYS[1], ARGV[i])
     else
       redis.call('SREM', KEYS[1], ARGV[i])
     end
+    table.insert(out, '')
     table.insert(out, '')
   end
 end
@@ -209,13 +212,37 @@ return n
 ";
 
 /// A session's record unless it has a tombstone: one round trip for the
-/// hot path, and a restored copy of a revoked record stays ended. A
-/// tombstone comes back wrapped in a one-element array, so a live record
-/// (a plain bulk string) needs no unwrapping.
+/// hot path, and a restored copy of a revoked record stays ended. KEYS:
+/// record, tombstone, activity. A tombstone comes back wrapped in a
+/// one-element array, so a live record (a plain bulk string) needs no
+/// unwrapping; a live record with an activity key comes back as
+/// `{record, activity}`.
 const GET: &str = r"
 local t = redis.call('GET', KEYS[2])
 if t then return {t} end
-return redis.call('HGET', KEYS[1], 'r')
+local r = redis.call('HGET', KEYS[1], 'r')
+if not r then return r end
+local a = redis.call('GET', KEYS[3])
+if a then return {r, a} end
+return r
+";
+
+/// Records a session's last activity apart from its record, so no
+/// process's session cache is invalidated (the activity key's prefix is
+/// not tracked). KEYS: record, activity. ARGV: the activity stamp (an
+/// integer whose high bits are the time: a later time is a greater
+/// stamp), its TTL in ms. Written only if the record exists and its key
+/// outlives the new activity's deadline (returns 1; 0: the caller
+/// rewrites the record instead), and only if it is later than what is
+/// there (a touch that lost a race never moves the activity back, so the
+/// idle deadline a process has seen never comes earlier).
+const ACTIVITY: &str = r"
+local left = redis.call('PTTL', KEYS[1])
+if left < 0 or left < tonumber(ARGV[2]) then return 0 end
+local cur = redis.call('GET', KEYS[2])
+if cur and tonumber(cur) and tonumber(cur) >= tonumber(ARGV[1]) then return 1 end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return 1
 ";
 
 const REPLACE_IF: &str = r"
@@ -234,6 +261,7 @@ return 0
 
 pub(super) struct Scripts {
     pub get: Script,
+    pub activity: Script,
     pub create: Script,
     pub index_add: Script,
     pub evict: Script,
@@ -251,6 +279,7 @@ impl Scripts {
         let with_prelude = |body: &str| Script::new(&format!("{PRELUDE}\n{body}"));
         Self {
             get: Script::new(GET),
+            activity: Script::new(ACTIVITY),
             create: with_prelude(CREATE),
             index_add: with_prelude(INDEX_ADD),
             evict: with_prelude(EVICT),

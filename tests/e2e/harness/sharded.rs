@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 use oidc_bff::session::cookie::{ShardTag, StoreId, hex};
 use oidc_bff::session::store::{
-    Fetched, ListCursor, ListedSession, NewSession, OnceKind, Revocation, RevokeOutcome,
+    Fetched, ListCursor, ListedSession, NewSession, OnceKind, Read, Revocation, RevokeOutcome,
     SessionPage, SessionStore, StoreResult, StoreStats,
 };
 
@@ -60,6 +60,19 @@ impl<S: SessionStore> SessionStore for Sharded<S> {
     }
     async fn get(&self, id: &StoreId) -> StoreResult<Fetched> {
         self.inner.get(&self.inward(id)).await
+    }
+    async fn read(&self, id: &StoreId) -> StoreResult<Read> {
+        self.inner.read(&self.inward(id)).await
+    }
+    async fn record_activity(
+        &self,
+        id: &StoreId,
+        stamp: u64,
+        ttl_millis: u64,
+    ) -> StoreResult<bool> {
+        self.inner
+            .record_activity(&self.inward(id), stamp, ttl_millis)
+            .await
     }
     async fn count_sessions(&self) -> StoreResult<u64> {
         self.inner.count_sessions().await
