@@ -471,16 +471,21 @@ impl Store {
 
 /// Calls the configured store, each call in a client span for exported
 /// traces named for the operation (no key or value is recorded).
+/// `as name`: the operation's name in the span, where it is not the
+/// method's (a session read is `get` to operators, whichever method reads).
 macro_rules! delegate {
-    ($self:ident, $s:ident => $recv:ident . $op:ident ( $($arg:expr),* )) => {{
+    ($self:ident, $s:ident => $recv:ident . $op:ident ( $($arg:expr),* )) => {
+        delegate!($self, $s => $recv.$op($($arg),*) as $op)
+    };
+    ($self:ident, $s:ident => $recv:ident . $op:ident ( $($arg:expr),* ) as $name:ident) => {{
         use tracing::Instrument as _;
         let span = tracing::info_span!(
             target: crate::traces::SPANS,
             "store",
-            otel.name = concat!("store ", stringify!($op)),
+            otel.name = concat!("store ", stringify!($name)),
             otel.kind = "client",
             db.system.name = $self.system_name(),
-            db.operation.name = stringify!($op),
+            db.operation.name = stringify!($name),
         );
         match $self {
             Store::Redis($s) => $recv.$op($($arg),*).instrument(span).await,
@@ -507,7 +512,7 @@ impl SessionStore for Store {
         delegate!(self, s => s.get(id))
     }
     async fn read(&self, id: &StoreId) -> StoreResult<Read> {
-        delegate!(self, s => s.read(id))
+        delegate!(self, s => s.read(id) as get)
     }
     async fn record_activity(
         &self,
