@@ -461,7 +461,7 @@ mod tests {
         }
     }
 
-    fn table_of(paths: &[&str]) -> RouteTable {
+    pub(super) fn table_of(paths: &[&str]) -> RouteTable {
         RouteTable::new(&paths.iter().map(|p| route_config(p)).collect::<Vec<_>>()).expect("table")
     }
 

@@ -159,33 +159,11 @@ impl Future for Answer {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use http_body_util::BodyExt as _;
 
     use super::*;
-    use crate::config::{RouteAuth, RouteConfig};
-    use crate::proxy::routes::RouteTable;
 
-    fn table(paths: &[&str]) -> RouteTable {
-        let route = |path: &str| RouteConfig {
-            path: path.into(),
-            upstream: "http://127.0.0.1:9".parse().expect("url"),
-            strip_prefix: false,
-            auth: RouteAuth::None,
-            timeout: Duration::from_secs(1),
-            body_idle_timeout: Duration::from_secs(100),
-            forward_cookies: false,
-            policy: Default::default(),
-            identity_headers: Vec::new(),
-            assertion_audience: None,
-            bearer_audience: None,
-            step_up: Default::default(),
-            token: Default::default(),
-            upstream_http2: false,
-        };
-        RouteTable::new(&paths.iter().map(|p| route(p)).collect::<Vec<_>>()).expect("table")
-    }
+    use super::super::tests::table_of as table;
 
     /// A route service that answers with its route's prefix.
     #[derive(Clone)]
