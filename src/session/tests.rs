@@ -51,6 +51,20 @@ fn cookie_header(set_cookie: &HeaderValue) -> HeaderMap {
     h
 }
 
+/// Alice's session, made at 1 000 and loaded (active) at `at`: its store
+/// ID, the request headers carrying its cookie, and the session.
+async fn active_alice(s: &Sessions, at: u64) -> (StoreId, HeaderMap, Arc<Session>) {
+    let (sid, cookie) = s
+        .create(login("alice"), &ClientInfo::default(), 1_000)
+        .await
+        .expect("create");
+    let h = cookie_header(&cookie);
+    let Ok(Lookup::Active(session)) = s.load(&h, at).await else {
+        panic!("active")
+    };
+    (sid, h, session)
+}
+
 #[tokio::test]
 async fn a_created_session_loads_from_its_cookie_and_nothing_else() {
     let store = Arc::new(Store::Memory(MemoryStore::new()));
@@ -271,14 +285,7 @@ fn a_touch_rewrites_the_record_when_it_must_and_writes_only_the_activity_otherwi
 async fn with_the_previous_record_layout_every_touch_rewrites_the_record() {
     let store = Arc::new(Store::Memory(MemoryStore::new()));
     let s = sessions(store.clone()).with_record_layout(RecordLayout::Previous);
-    let (sid, cookie) = s
-        .create(login("alice"), &ClientInfo::default(), 1_000)
-        .await
-        .expect("create");
-    let h = cookie_header(&cookie);
-    let Ok(Lookup::Active(session)) = s.load(&h, 1_100).await else {
-        panic!("active")
-    };
+    let (sid, _, session) = active_alice(&s, 1_100).await;
     assert!(
         s.touch(&session, &ClientInfo::default(), 1_100)
             .await
@@ -891,14 +898,7 @@ async fn claims_that_do_not_rebuild_refuse_the_session_where_they_are_used() {
 async fn listings_and_ownership_checks_see_the_activity_recorded_apart() {
     let store = Arc::new(Store::Memory(MemoryStore::new()));
     let s = sessions(store.clone());
-    let (sid, cookie) = s
-        .create(login("alice"), &ClientInfo::default(), 1_000)
-        .await
-        .expect("create");
-    let h = cookie_header(&cookie);
-    let Ok(Lookup::Active(session)) = s.load(&h, 1_500).await else {
-        panic!("active")
-    };
+    let (sid, _, session) = active_alice(&s, 1_500).await;
     assert!(
         s.touch(&session, &ClientInfo::default(), 1_500)
             .await
