@@ -530,3 +530,96 @@ async fn a_session_of_the_single_slot_layout_still_opens_and_is_revoked_after_th
     let d = dump(&target, &prefix).await;
     assert!(d.records.is_empty(), "{:?}", d.records);
 }
+
+/// The node ID of a cluster node (`CLUSTER MYID`).
+fn node_id(node: &crate::harness::RedisServer) -> String {
+    node.cli(&["CLUSTER", "MYID"]).trim().to_owned()
+}
+
+/// Resharding moves a slot key by key (`redis-cli --cluster reshard` does
+/// what this does by hand: IMPORTING/MIGRATING, MIGRATE, SETSLOT NODE).
+/// While a user's slot is migrating, the record is on one node and keys
+/// the lookup also reads (tombstone, activity) exist on neither; the
+/// user's requests must still be served at every step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_session_is_served_at_every_step_of_its_slots_migration() {
+    let cluster = RedisCluster::start(3, 0);
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .cluster(&cluster.addrs())
+        // Every request reads the store.
+        .configure(|c| c.store.cache_entries = 0)
+        .start()
+        .await;
+    let mut alice = Browser::new(&gw);
+    alice.login_alice().await;
+    assert_eq!(alice.get("/api/a").await.status, StatusCode::OK);
+
+    let pattern = format!("{}s:*", gw.prefix);
+    let (from, record) = cluster
+        .nodes
+        .iter()
+        .enumerate()
+        .find_map(|(i, n)| {
+            let keys = n.cli(&["KEYS", &pattern]);
+            keys.lines()
+                .find(|l| !l.is_empty())
+                .map(|k| (i, k.to_owned()))
+        })
+        .expect("a node holds the session");
+    let slot = cluster.nodes[from].cli(&["CLUSTER", "KEYSLOT", &record]);
+    let slot = slot.trim();
+    let to = (from + 1) % cluster.nodes.len();
+    let (source, target) = (&cluster.nodes[from], &cluster.nodes[to]);
+    let (source_id, target_id) = (node_id(source), node_id(target));
+
+    assert_eq!(
+        target
+            .cli(&["CLUSTER", "SETSLOT", slot, "IMPORTING", &source_id])
+            .trim(),
+        "OK"
+    );
+    assert_eq!(
+        source
+            .cli(&["CLUSTER", "SETSLOT", slot, "MIGRATING", &target_id])
+            .trim(),
+        "OK"
+    );
+    let during = alice.get("/api/a").await;
+    assert_eq!(
+        during.status,
+        StatusCode::OK,
+        "slot migrating, keys still on the source: {during:?}"
+    );
+
+    let keys: Vec<String> = source
+        .cli(&["CLUSTER", "GETKEYSINSLOT", slot, "100"])
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    assert!(!keys.is_empty());
+    // Half the slot's keys moved (the record first), then the rest.
+    let (first, rest) = keys.split_at(keys.len().div_ceil(2));
+    for batch in [first, rest] {
+        let port = target.port.to_string();
+        let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+        args.extend(batch.iter().map(String::as_str));
+        assert_eq!(source.cli(&args).trim(), "OK", "{batch:?}");
+        let mid = alice.get("/api/a").await;
+        assert_eq!(
+            mid.status,
+            StatusCode::OK,
+            "after moving {batch:?}: {mid:?}"
+        );
+    }
+    for n in &cluster.nodes {
+        n.cli(&["CLUSTER", "SETSLOT", slot, "NODE", &target_id]);
+    }
+    assert_eq!(alice.get("/api/a").await.status, StatusCode::OK);
+    let out = alice
+        .request(Method::POST, "/auth/logout", &[("x-csrf", "1")], None)
+        .await;
+    assert_eq!(out.status, StatusCode::OK, "{out:?}");
+    assert_eq!(alice.get("/api/a").await.status, StatusCode::UNAUTHORIZED);
+}

@@ -593,6 +593,73 @@ fn tomb(why: &Revocation) -> String {
     serde_json::to_string(why).unwrap_or_default()
 }
 
+impl RedisStore {
+    /// A session's tombstone, record and activity read by single-key
+    /// commands (up to three round trips): on a Cluster only. While a slot
+    /// migrates, Redis refuses
+    /// a command over several keys of it unless all of them are on the
+    /// node asked (`TRYAGAIN`), and a live session's tombstone (and often
+    /// its activity key) exists nowhere: the `GET` script would fail for
+    /// the whole migration of the user's slot. A single key is answered
+    /// wherever it is (the client follows `ASK`). Without the script's
+    /// atomicity the answer is still one a lookup may give: a revocation
+    /// writes the tombstone and deletes the record in one step, so a read
+    /// that starts after it sees the tombstone or no record, whichever it
+    /// reads first; one that overlaps it may see the session live, as a
+    /// lookup just before it would.
+    async fn read_apart(
+        &self,
+        record: &str,
+        tombstone: &str,
+        activity: &str,
+    ) -> redis::RedisResult<Read> {
+        // One after the other: the client follows an `ASK` by sending
+        // `ASKING` and then the command as two requests on the shared
+        // connection, and `ASKING` holds for the next command only. Sent
+        // together, three redirected reads would interleave (`ASKING`,
+        // `ASKING`, `ASKING`, `GET`, …): the second and third are then
+        // sent back with `MOVED`, every time.
+        let mut conn = self.conn.clone();
+        let tomb: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(tombstone)
+            .query_async(&mut conn)
+            .await?;
+        let live: Option<Vec<u8>> = match tomb {
+            Some(_) => None,
+            None => {
+                redis::cmd("HGET")
+                    .arg(record)
+                    .arg("r")
+                    .query_async(&mut conn)
+                    .await?
+            }
+        };
+        let stamped: redis::Value = match live {
+            Some(_) => {
+                redis::cmd("GET")
+                    .arg(activity)
+                    .query_async(&mut conn)
+                    .await?
+            }
+            None => redis::Value::Nil,
+        };
+        Ok(match (tomb, live) {
+            (Some(tomb), _) => Read {
+                fetched: Fetched::Revoked(tomb_reason(&tomb)),
+                activity: None,
+            },
+            (None, Some(record)) => Read {
+                fetched: Fetched::Live(record),
+                activity: stamp(&stamped),
+            },
+            (None, None) => Read {
+                fetched: Fetched::Missing,
+                activity: None,
+            },
+        })
+    }
+}
+
 impl SessionStore for RedisStore {
     async fn shard_of(&self, user_hash: &str) -> StoreResult<ShardTag> {
         Ok(super::shard_tag(self.shard_key().await?, user_hash))
@@ -612,9 +679,12 @@ impl SessionStore for RedisStore {
             let mut conn = self.conn.clone();
             let (record, tombstone, activity) = (&record, &tombstone, &activity);
             async move {
+                if self.keys.cluster {
+                    return self.read_apart(record, tombstone, activity).await;
+                }
                 let mut invocation = self.scripts.get.prepare_invoke();
                 invocation.key(record).key(tombstone).key(activity);
-                invocation.invoke_async(&mut conn).await
+                invocation.invoke_async(&mut conn).await.map(fetched)
             }
         };
         self.run(async {
@@ -625,7 +695,6 @@ impl SessionStore for RedisStore {
                 Err(e) if e.is_io_error() || e.is_connection_dropped() => lookup().await,
                 result => result,
             }
-            .map(fetched)
         })
         .await
     }
