@@ -128,6 +128,43 @@ fn subscription_age(sentinel: &SentinelProcess) -> Option<u64> {
 }
 
 /// The gateway's log so far.
+/// Waits (at most 15 s) until the gateway's store link has moved to the
+/// new master of `[old, new]`, else fails with what each side says.
+async fn wait_moved(
+    gw: &Gateway,
+    sentinel: &SentinelProcess,
+    [old, new]: [&RedisServer; 2],
+    log: &std::path::Path,
+) {
+    let named = Instant::now();
+    while moved_to(new).await.is_empty() {
+        assert!(
+            named.elapsed() < Duration::from_secs(15),
+            "the gateway did not move to the new master\n{}\ngateway log:\n{}",
+            explain(gw, sentinel, [old, new]),
+            gateway_log(log)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// After a move: alice's logout is refused at her next request (the cache,
+/// tracking the new master too, does not serve the ended session), and a
+/// new login (bob's, returned) is written, served and cached there.
+async fn served_on_the_new_master(gw: &Gateway, alice: &mut Browser, cookie: &str) -> Browser {
+    let logout = alice
+        .request(Method::POST, "/auth/logout", &[("x-csrf", "1")], None)
+        .await;
+    assert_eq!(logout.status, StatusCode::OK, "{logout:?}");
+    let (status, body) = get_with(cookie, &gw.url("/api/after-logout")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let mut bob = Browser::new(gw);
+    bob.login_as("bob").await;
+    cached_on(gw, &bob.cookie_header()).await;
+    assert_eq!(bob.get("/readyz").await.status, StatusCode::OK);
+    bob
+}
+
 fn gateway_log(path: &std::path::Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
@@ -171,30 +208,12 @@ async fn with_acls_on_sentinels_and_data_nodes_the_documented_users_log_in_cache
     wait_for("Sentinel to name the replica", SENTINEL_PATIENCE, || {
         sentinel.master_port(MASTER) == Some(new.port)
     });
-    let named = Instant::now();
-    while moved_to(&new).await.is_empty() {
-        assert!(
-            named.elapsed() < Duration::from_secs(15),
-            "the gateway did not move to the new master\n{}\ngateway log:\n{}",
-            explain(&gw, &sentinel, [&old, &new]),
-            gateway_log(&log)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_moved(&gw, &sentinel, [&old, &new], &log).await;
 
     // On the new master: a logout is refused at the next request (the
     // cache, tracking there too, does not serve the ended session), a new
     // login is written, served and cached, and the admin API works.
-    let logout = alice
-        .request(Method::POST, "/auth/logout", &[("x-csrf", "1")], None)
-        .await;
-    assert_eq!(logout.status, StatusCode::OK, "{logout:?}");
-    let (status, body) = get_with(&cookie, &gw.url("/api/after-logout")).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
-    let mut bob = Browser::new(&gw);
-    bob.login_as("bob").await;
-    cached_on(&gw, &bob.cookie_header()).await;
-    assert_eq!(bob.get("/readyz").await.status, StatusCode::OK);
+    let mut bob = served_on_the_new_master(&gw, &mut alice, &cookie).await;
     // The admin API's store operations: statistics (the session count's
     // script, `INFO memory`), a user's listing, a revocation by user.
     let (status, stats) = gw.admin(Method::GET, "/admin/stats", None).await;
@@ -556,29 +575,11 @@ async fn with_acls_on_three_sentinels_that_log_in_to_each_other_the_gateway_resu
     wait_for("Sentinel to name the replica", SENTINEL_PATIENCE, || {
         sentinels[0].master_port(MASTER) == Some(new.port)
     });
-    let named = Instant::now();
-    while moved_to(&new).await.is_empty() {
-        assert!(
-            named.elapsed() < Duration::from_secs(15),
-            "the gateway did not move to the new master\n{}\ngateway log:\n{}",
-            explain(&gw, &sentinels[0], [&old, &new]),
-            gateway_log(&log)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_moved(&gw, &sentinels[0], [&old, &new], &log).await;
 
     // On the new master: a logout is refused at the next request, a new
     // login is written and served from the cache.
-    let logout = alice
-        .request(Method::POST, "/auth/logout", &[("x-csrf", "1")], None)
-        .await;
-    assert_eq!(logout.status, StatusCode::OK, "{logout:?}");
-    let (status, body) = get_with(&cookie, &gw.url("/api/after-logout")).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
-    let mut bob = Browser::new(&gw);
-    bob.login_as("bob").await;
-    cached_on(&gw, &bob.cookie_header()).await;
-    assert_eq!(bob.get("/readyz").await.status, StatusCode::OK);
+    served_on_the_new_master(&gw, &mut alice, &cookie).await;
 
     // The two Sentinels left still reach each other (the stopped one is
     // down), and nothing was refused on any Sentinel or data node: not
