@@ -595,8 +595,8 @@ fn tomb(why: &Revocation) -> String {
 
 impl RedisStore {
     /// A session's tombstone, record and activity read by single-key
-    /// commands (up to three round trips): on a Cluster only. While a slot
-    /// migrates, Redis refuses
+    /// commands (up to three round trips): on a Cluster, when the `GET`
+    /// script was refused with `TRYAGAIN`. While a slot migrates, Redis refuses
     /// a command over several keys of it unless all of them are on the
     /// node asked (`TRYAGAIN`), and a live session's tombstone (and often
     /// its activity key) exists nowhere: the `GET` script would fail for
@@ -679,12 +679,17 @@ impl SessionStore for RedisStore {
             let mut conn = self.conn.clone();
             let (record, tombstone, activity) = (&record, &tombstone, &activity);
             async move {
-                if self.keys.cluster {
-                    return self.read_apart(record, tombstone, activity).await;
-                }
                 let mut invocation = self.scripts.get.prepare_invoke();
                 invocation.key(record).key(tombstone).key(activity);
-                invocation.invoke_async(&mut conn).await.map(fetched)
+                match invocation.invoke_async(&mut conn).await.map(fetched) {
+                    // The session's slot is migrating (a reshard): the
+                    // script's keys are not all on one node, so read them
+                    // one by one (`read_apart`), each where it is.
+                    Err(e) if self.keys.cluster && e.code() == Some("TRYAGAIN") => {
+                        self.read_apart(record, tombstone, activity).await
+                    }
+                    read => read,
+                }
             }
         };
         self.run(async {
