@@ -1,0 +1,117 @@
+//! How a session's keys are read: the `GET` script's answer (record,
+//! tombstone, activity) taken apart, and on a Cluster the same three keys
+//! read one by one while the session's slot migrates.
+
+use super::RedisStore;
+use crate::session::store::{Fetched, Read, RevokeReason};
+
+/// What the `GET` script answered.
+pub(super) fn fetched(value: redis::Value) -> Read {
+    let (fetched, activity) = match value {
+        redis::Value::BulkString(record) => (Fetched::Live(record), None),
+        redis::Value::Array(mut items) if items.len() == 2 => {
+            let activity = stamp(&items[1]);
+            match items.swap_remove(0) {
+                redis::Value::BulkString(record) => (Fetched::Live(record), activity),
+                _ => (Fetched::Missing, None),
+            }
+        }
+        redis::Value::Array(items) => (
+            Fetched::Revoked(match items.first() {
+                Some(redis::Value::BulkString(tomb)) => tomb_reason(tomb),
+                _ => None,
+            }),
+            None,
+        ),
+        _ => (Fetched::Missing, None),
+    };
+    Read { fetched, activity }
+}
+
+/// An activity key's value: a decimal integer (Redis may hand it back as
+/// text or as an integer). Anything else counts as no activity.
+pub(super) fn stamp(value: &redis::Value) -> Option<u64> {
+    match value {
+        redis::Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        redis::Value::Int(i) => u64::try_from(*i).ok(),
+        _ => None,
+    }
+}
+
+/// The reason a tombstone names; only the reason leaves the store layer.
+fn tomb_reason(tomb: &[u8]) -> Option<RevokeReason> {
+    #[derive(serde::Deserialize)]
+    struct Reason {
+        reason: RevokeReason,
+    }
+    serde_json::from_slice::<Reason>(tomb)
+        .ok()
+        .map(|r| r.reason)
+}
+
+impl RedisStore {
+    /// A session's tombstone, record and activity read by single-key
+    /// commands (up to three round trips): on a Cluster, when the `GET`
+    /// script was refused with `TRYAGAIN`. While a slot migrates, Redis refuses
+    /// a command over several keys of it unless all of them are on the
+    /// node asked (`TRYAGAIN`), and a live session's tombstone (and often
+    /// its activity key) exists nowhere: the `GET` script would fail for
+    /// the whole migration of the user's slot. A single key is answered
+    /// wherever it is (the client follows `ASK`). Without the script's
+    /// atomicity the answer is still one a lookup may give: a revocation
+    /// writes the tombstone and deletes the record in one step, so a read
+    /// that starts after it sees the tombstone or no record, whichever it
+    /// reads first; one that overlaps it may see the session live, as a
+    /// lookup just before it would.
+    pub(super) async fn read_apart(
+        &self,
+        record: &str,
+        tombstone: &str,
+        activity: &str,
+    ) -> redis::RedisResult<Read> {
+        // One after the other: the client follows an `ASK` by sending
+        // `ASKING` and then the command as two requests on the shared
+        // connection, and `ASKING` holds for the next command only. Sent
+        // together, three redirected reads would interleave (`ASKING`,
+        // `ASKING`, `ASKING`, `GET`, …): the second and third are then
+        // sent back with `MOVED`, every time.
+        let mut conn = self.conn.clone();
+        let tomb: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(tombstone)
+            .query_async(&mut conn)
+            .await?;
+        let live: Option<Vec<u8>> = match tomb {
+            Some(_) => None,
+            None => {
+                redis::cmd("HGET")
+                    .arg(record)
+                    .arg("r")
+                    .query_async(&mut conn)
+                    .await?
+            }
+        };
+        let stamped: redis::Value = match live {
+            Some(_) => {
+                redis::cmd("GET")
+                    .arg(activity)
+                    .query_async(&mut conn)
+                    .await?
+            }
+            None => redis::Value::Nil,
+        };
+        Ok(match (tomb, live) {
+            (Some(tomb), _) => Read {
+                fetched: Fetched::Revoked(tomb_reason(&tomb)),
+                activity: None,
+            },
+            (None, Some(record)) => Read {
+                fetched: Fetched::Live(record),
+                activity: stamp(&stamped),
+            },
+            (None, None) => Read {
+                fetched: Fetched::Missing,
+                activity: None,
+            },
+        })
+    }
+}
