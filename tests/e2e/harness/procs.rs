@@ -18,11 +18,30 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A loopback port free now, for a server a test starts on a port of its
+/// choosing. Taken below Linux's ephemeral range (32768–60999 by default),
+/// in turn from a place that depends on the process ID: `bind(0)` (the
+/// in-process gateways and upstreams) and outgoing connections never get
+/// such a port, and this process does not hand it out again before 12,000
+/// others. A port from `bind(0)` instead can come back to a later
+/// `bind(0)` once its listener is closed and before the server it was
+/// meant for binds it: a test's requests then reached another test's
+/// in-process gateway (seen: an audit trail holding another test's login).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: std::sync::OnceLock<std::sync::atomic::AtomicU32> = std::sync::OnceLock::new();
+    let next = NEXT.get_or_init(|| {
+        std::sync::atomic::AtomicU32::new(std::process::id().wrapping_mul(7_919) % COUNT)
+    });
+    for _ in 0..COUNT {
+        let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % COUNT;
+        let port = u16::try_from(FIRST + n).expect("below 65536");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {FIRST}..{}", FIRST + COUNT);
 }
 
 pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
