@@ -53,12 +53,18 @@ fn cookie_header(set_cookie: &HeaderValue) -> HeaderMap {
 
 /// Alice's session, made at 1 000 and loaded (active) at `at`: its store
 /// ID, the request headers carrying its cookie, and the session.
-async fn active_alice(s: &Sessions, at: u64) -> (StoreId, HeaderMap, Arc<Session>) {
+/// Alice's session, made at 1 000: its store ID and request headers
+/// carrying its cookie.
+async fn made_alice(s: &Sessions) -> (StoreId, HeaderMap) {
     let (sid, cookie) = s
         .create(login("alice"), &ClientInfo::default(), 1_000)
         .await
         .expect("create");
-    let h = cookie_header(&cookie);
+    (sid, cookie_header(&cookie))
+}
+
+async fn active_alice(s: &Sessions, at: u64) -> (StoreId, HeaderMap, Arc<Session>) {
+    let (sid, h) = made_alice(s).await;
     let Ok(Lookup::Active(session)) = s.load(&h, at).await else {
         panic!("active")
     };
@@ -215,11 +221,7 @@ async fn stored_generation(store: &Store, id: &StoreId) -> u64 {
 async fn a_touch_writes_only_the_activity_until_the_record_would_not_outlive_it() {
     let store = Arc::new(Store::Memory(MemoryStore::new()));
     let s = sessions(store.clone());
-    let (sid, cookie) = s
-        .create(login("alice"), &ClientInfo::default(), 1_000)
-        .await
-        .expect("create");
-    let h = cookie_header(&cookie);
+    let (sid, h) = made_alice(&s).await;
     let at = |now: u64| {
         let s = &s;
         let h = &h;
@@ -300,11 +302,7 @@ async fn with_the_previous_record_layout_every_touch_rewrites_the_record() {
 async fn an_activity_stamp_edited_in_the_store_is_ignored() {
     let store = Arc::new(Store::Memory(MemoryStore::new()));
     let s = sessions(store.clone());
-    let (sid, cookie) = s
-        .create(login("alice"), &ClientInfo::default(), 1_000)
-        .await
-        .expect("create");
-    let h = cookie_header(&cookie);
+    let (sid, h) = made_alice(&s).await;
     // Someone with write access to the store claims activity at 1 500
     // without the server key: the session still ends at 1 600.
     let forged = (1_500u64 << 31) | 12_345;
