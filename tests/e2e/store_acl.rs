@@ -128,6 +128,28 @@ fn subscription_age(sentinel: &SentinelProcess) -> Option<u64> {
 }
 
 /// The gateway's log so far.
+/// The admin API lists exactly one session of `user` (the listing's
+/// script under the ACL) and revokes it (revocation by user).
+async fn listed_once_then_revoked(gw: &Gateway, user: &str) {
+    let (status, listed) = gw
+        .admin(Method::GET, &format!("/admin/sessions?user={user}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    assert_eq!(
+        listed["sessions"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
+    let (status, revoked) = gw
+        .admin(
+            Method::POST,
+            "/admin/sessions/revoke",
+            Some(serde_json::json!({ "user": user })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{revoked}");
+}
+
 /// Waits (at most 15 s) until the gateway's store link has moved to the
 /// new master of `[old, new]`, else fails with what each side says.
 async fn wait_moved(
@@ -218,23 +240,7 @@ async fn with_acls_on_sentinels_and_data_nodes_the_documented_users_log_in_cache
     // script, `INFO memory`), a user's listing, a revocation by user.
     let (status, stats) = gw.admin(Method::GET, "/admin/stats", None).await;
     assert_eq!(status, StatusCode::OK, "{stats}");
-    let (status, listed) = gw
-        .admin(Method::GET, "/admin/sessions?user=bob", None)
-        .await;
-    assert_eq!(status, StatusCode::OK, "{listed}");
-    assert_eq!(
-        listed["sessions"].as_array().map(Vec::len),
-        Some(1),
-        "{listed}"
-    );
-    let (status, revoked) = gw
-        .admin(
-            Method::POST,
-            "/admin/sessions/revoke",
-            Some(serde_json::json!({ "user": "bob" })),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{revoked}");
+    listed_once_then_revoked(&gw, "bob").await;
     assert_eq!(
         bob.get("/api/revoked").await.status,
         StatusCode::UNAUTHORIZED
@@ -405,23 +411,7 @@ async fn with_acls_on_a_cluster_the_documented_user_logs_in_caches_and_revokes_o
     assert_eq!(stats["sessions"], users.len(), "{stats}");
     assert!(stats["memory_bytes"].as_u64().is_some(), "{stats}");
     let (sub, _, revoked_cookie) = users.pop().expect("a user");
-    let (status, listed) = a
-        .admin(Method::GET, &format!("/admin/sessions?user={sub}"), None)
-        .await;
-    assert_eq!(status, StatusCode::OK, "{listed}");
-    assert_eq!(
-        listed["sessions"].as_array().map(Vec::len),
-        Some(1),
-        "{listed}"
-    );
-    let (status, revoked) = a
-        .admin(
-            Method::POST,
-            "/admin/sessions/revoke",
-            Some(serde_json::json!({ "user": sub })),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{revoked}");
+    listed_once_then_revoked(&a, &sub).await;
     let (status, body) = get_with(&revoked_cookie, &b.url("/api/revoked")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
 
