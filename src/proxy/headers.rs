@@ -74,10 +74,29 @@ const IDENTITY_PREFIXES: &[&str] = &[
 
 /// Whether a request header claims client identity or the original URL (and
 /// so must not come from the browser). See [`IDENTITY_HEADERS`] and
-/// [`IDENTITY_PREFIXES`].
+/// [`IDENTITY_PREFIXES`]. A name is compared in its dashed form (see
+/// [`dashed`]): `X_Forwarded_For` claims what `X-Forwarded-For` does.
 pub fn claims_identity(name: &HeaderName) -> bool {
-    let n = name.as_str();
+    claims_identity_dashed(&dashed_or_same(name.as_str()))
+}
+
+fn claims_identity_dashed(n: &str) -> bool {
     IDENTITY_HEADERS.contains(&n) || IDENTITY_PREFIXES.iter().any(|p| n.starts_with(p))
+}
+
+/// `name` with every `_` made a `-`, if it has any. CGI and the servers
+/// and frameworks built on its conventions (PHP, WSGI, Rack, many Java
+/// containers) turn `-` into `_` when they expose headers (`HTTP_X_USER`),
+/// so `X_User` and `X-User` reach an application as the same header, and
+/// one the gateway removes in one spelling would arrive in the other.
+/// nginx drops such names by default for the same reason
+/// (`underscores_in_headers off`).
+fn dashed(name: &str) -> Option<String> {
+    name.contains('_').then(|| name.replace('_', "-"))
+}
+
+fn dashed_or_same(name: &str) -> std::borrow::Cow<'_, str> {
+    dashed(name).map_or(std::borrow::Cow::Borrowed(name), std::borrow::Cow::Owned)
 }
 
 /// What the gateway tells upstreams about the original request.
@@ -303,9 +322,11 @@ fn make_forwarded(fwd: &ForwardedFor<'_>) -> (Option<HeaderValue>, Option<Header
     (xff, HeaderValue::from_maybe_shared(buf.freeze()).ok())
 }
 
-/// Removes every header in `gateway_only` (whoever sent it) and adds
-/// `identity`, the values the gateway vouches for. Called after
-/// [`to_upstream`], on every route, with or without a session.
+/// Removes every header in `gateway_only` (whoever sent it), in any
+/// spelling an application would read as the same name (`X_User` for
+/// `X-User`, see [`dashed`]), and adds `identity`, the values the gateway
+/// vouches for. Called after [`to_upstream`], on every route, with or
+/// without a session.
 pub fn set_identity(
     headers: &mut HeaderMap,
     gateway_only: &[HeaderName],
@@ -313,6 +334,20 @@ pub fn set_identity(
 ) {
     for name in gateway_only {
         headers.remove(name);
+    }
+    let underscored = |n: &HeaderName| n.as_str().contains('_');
+    if headers.keys().any(underscored) || gateway_only.iter().any(underscored) {
+        let spelled_alike: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| {
+                let d = dashed_or_same(n.as_str());
+                gateway_only.iter().any(|g| dashed_or_same(g.as_str()) == d)
+            })
+            .cloned()
+            .collect();
+        for name in spelled_alike {
+            headers.remove(name);
+        }
     }
     for (name, value) in identity {
         headers.remove(&name);
@@ -710,6 +745,67 @@ mod tests {
             "for=\"[2001:db8::1]\";proto=https;host=\"app.example.com:8443\""
         );
         assert_eq!(h["x-app"], "kept");
+    }
+
+    #[test]
+    fn identity_claims_spelled_with_underscores_are_removed_too() {
+        let mut h = HeaderMap::new();
+        let claims = [
+            "x_forwarded_for",
+            "x_forwarded-host",
+            "x_real_ip",
+            "true_client_ip",
+            "x_original_url",
+            "cf_connecting_ip",
+            "x__forwarded_for",
+        ];
+        for name in claims {
+            h.append(name, HeaderValue::from_static("6.6.6.6"));
+        }
+        h.append("x_app_id", HeaderValue::from_static("kept"));
+        let v = HeaderValue::from_static("x");
+        to_upstream(
+            &mut h,
+            &policy(),
+            None,
+            &ForwardedFor {
+                chain: &["10.1.2.3".parse().expect("ip")],
+                proto: &v,
+                host: &v,
+                forward_cookies: false,
+            },
+        );
+        for name in &claims[..6] {
+            assert!(!h.contains_key(*name), "{name} forwarded: {h:?}");
+        }
+        // Two underscores read as `x--forwarded-for`: no header it could be.
+        assert!(h.contains_key("x__forwarded_for"));
+        assert_eq!(h["x_app_id"], "kept");
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+    }
+
+    #[test]
+    fn gateway_only_headers_are_removed_in_every_spelling_an_application_reads_alike() {
+        let mut h = HeaderMap::new();
+        for name in ["x_user", "X_User", "x-user", "x-tenant", "x_groups_extra"] {
+            h.append(name, HeaderValue::from_static("root"));
+        }
+        let gateway_only = [
+            HeaderName::from_static("x-user"),
+            HeaderName::from_static("x_tenant"),
+        ];
+        set_identity(
+            &mut h,
+            &gateway_only,
+            vec![(
+                HeaderName::from_static("x-user"),
+                HeaderValue::from_static("alice"),
+            )],
+        );
+        assert!(!h.contains_key("x_user"), "{h:?}");
+        assert!(!h.contains_key("x-tenant"), "{h:?}");
+        assert_eq!(h.get_all("x-user").iter().collect::<Vec<_>>(), ["alice"]);
+        assert_eq!(h["x_groups_extra"], "root");
     }
 
     #[test]

@@ -148,7 +148,13 @@ async fn the_providers_admins_pass_the_policy_and_others_get_403_without_reachin
         .request(
             reqwest::Method::GET,
             "/api/items",
-            &[("x-user", "root")],
+            // Spelled with underscores, as CGI-style applications read
+            // `X-User` too (`HTTP_X_USER`).
+            &[
+                ("x-user", "root"),
+                ("x_user", "root"),
+                ("x_forwarded_for", "6.6.6.6"),
+            ],
             None,
         )
         .await;
@@ -157,6 +163,8 @@ async fn the_providers_admins_pass_the_policy_and_others_get_403_without_reachin
     let user = seen.header("x-user").expect("x-user");
     assert!(user.starts_with("admin-"), "{user}");
     assert_eq!(seen.headers.get_all("x-user").iter().count(), 1);
+    assert_eq!(seen.header("x_user"), None, "{:?}", seen.headers);
+    assert_eq!(seen.header("x_forwarded_for"), None, "{:?}", seen.headers);
     assert_eq!(seen.header("x-groups").as_deref(), Some("admins,staff"));
 }
 
