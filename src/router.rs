@@ -96,6 +96,10 @@ pub fn build_app(state: AppState) -> App {
             );
     }
 
+    // RFC 9112 §3.2's `Host` rules for the gateway's own endpoints and the
+    // static app (configured routes apply them in their guard).
+    let router = router.layer(axum::middleware::from_fn(host_rules));
+
     // Layers run outside-in on requests. From the outside: a request ID is
     // assigned (or kept) and echoed on the response, so the access log and
     // every log line below carry it; then one layer on the way out
@@ -327,6 +331,18 @@ fn payload_too_large() -> Response {
 
 /// `methods` behind the anti-CSRF rule (state-changing methods need the
 /// header).
+/// Answers 400 to a request whose `Host` breaks RFC 9112 §3.2
+/// (`url_policy::host`).
+async fn host_rules(req: Request, next: Next) -> Response {
+    match crate::url_policy::host::check_host(req.version(), req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(refusal) => {
+            tracing::info!(reason = ?refusal, "request Host refused");
+            AppError::BadRequest(refusal.message().into()).into_response()
+        }
+    }
+}
+
 fn with_csrf(state: &AppState, methods: MethodRouter<AppState>) -> MethodRouter<AppState> {
     methods.layer(axum::middleware::from_fn_with_state(
         state.csrf.clone(),

@@ -37,6 +37,7 @@ use crate::flows::refresh::Refresher;
 use crate::middleware::csrf::{self, CsrfRule};
 use crate::oidc::Oidc;
 use crate::oidc::jwt::{TokenError, validate_access_token};
+use crate::url_policy::host::check_host;
 use crate::url_policy::path::check_request_path;
 
 /// Which anti-CSRF rule a route's [`guard`] applies.
@@ -63,6 +64,8 @@ pub struct Guard {
 /// - `TRACE` and `CONNECT` (405): a `TRACE` echoes the request, Bearer
 ///   token included, to whoever reads the response; `CONNECT` asks for a
 ///   tunnel, which the gateway never opens;
+/// - no `Host` on HTTP/1.1, more than one, or one that is no authority
+///   (`url_policy::host`, RFC 9112 §3.2; 400);
 /// - paths that some upstream would read outside the route
 ///   (`url_policy::path::check_request_path`: dot segments under any
 ///   reading, encoded separators, backslashes, controls; 400);
@@ -187,6 +190,10 @@ fn refuse(
             HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
         );
         return Some(resp);
+    }
+    if let Err(refusal) = check_host(req.version(), req.headers()) {
+        tracing::info!(reason = ?refusal, "request Host refused");
+        return Some(AppError::BadRequest(refusal.message().into()).into_response());
     }
     if let Err(refusal) = check_request_path(req.uri().path()) {
         tracing::info!(reason = ?refusal, "request path refused");

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use oidc_bff::config::RawRoute;
 use reqwest::{Method, StatusCode};
 
-use crate::harness::{Browser, GatewayBuilder, Upstream, duration, procs::free_port, route};
+use crate::harness::{
+    Browser, BrowserConnection, GatewayBuilder, Upstream, duration, procs::free_port, route,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_changing_calls_without_the_csrf_header_are_refused() {
@@ -430,6 +432,62 @@ async fn dot_segment_paths_are_not_forwarded() {
         "the raw client works"
     );
     assert_eq!(upstream.count(), 1, "only the normal path was forwarded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_without_exactly_one_well_formed_host_are_400_and_never_forwarded() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream).start().await;
+    let mut b = Browser::new(&gw);
+    b.login_alice().await;
+    let cookie = b.cookie_header();
+    let accept = "Accept: application/json\r\nConnection: close\r\n";
+    // RFC 9112 §3.2: none on HTTP/1.1, two (even equal), or no authority.
+    let bad_heads = [
+        format!("HTTP/1.1\r\nCookie: {cookie}\r\n{accept}"),
+        format!("HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nCookie: {cookie}\r\n{accept}"),
+        format!("HTTP/1.0\r\nHost: gw\r\nHost: gw\r\nCookie: {cookie}\r\n{accept}"),
+        format!("HTTP/1.1\r\nHost: alice@evil.example\r\nCookie: {cookie}\r\n{accept}"),
+        format!("HTTP/1.1\r\nHost: a.example/x\r\nCookie: {cookie}\r\n{accept}"),
+        format!("HTTP/1.1\r\nHost: a.example, b.example\r\nCookie: {cookie}\r\n{accept}"),
+    ];
+    // A configured route (its guard), an own endpoint and the fallback.
+    for path in ["/api/x", "/auth/user", "/healthz", "/no-such-page"] {
+        for head in &bad_heads {
+            let mut c = BrowserConnection::open(&gw).await;
+            let answer = c.exchange(&format!("GET {path} {head}\r\n")).await;
+            assert_eq!(answer.status, 400, "{path} {head:?}: {answer:?}");
+            assert_eq!(answer.error(), "bad_request", "{path} {head:?}");
+        }
+    }
+    assert_eq!(upstream.count(), 0, "nothing was forwarded");
+    // A browser navigation gets the page, as for any 400.
+    let mut c = BrowserConnection::open(&gw).await;
+    let page = c
+        .exchange(&format!(
+            "GET /api/x HTTP/1.1\r\nHost: a\r\nHost: b\r\nCookie: {cookie}\r\nAccept: text/html\r\nSec-Fetch-Mode: navigate\r\nConnection: close\r\n\r\n"
+        ))
+        .await;
+    assert_eq!(page.status, 400);
+    assert!(
+        page.text().contains("at most one Host header"),
+        "{}",
+        page.text()
+    );
+    // One Host, or none on HTTP/1.0, is served.
+    for head in [
+        format!(
+            "HTTP/1.1\r\nHost: {}\r\nCookie: {cookie}\r\n{accept}",
+            gw.addr
+        ),
+        format!("HTTP/1.1\r\nHost: [::1]:8080\r\nCookie: {cookie}\r\n{accept}"),
+        format!("HTTP/1.0\r\nCookie: {cookie}\r\n{accept}"),
+    ] {
+        let mut c = BrowserConnection::open(&gw).await;
+        let answer = c.exchange(&format!("GET /api/x {head}\r\n")).await;
+        assert_eq!(answer.status, 200, "{head:?}: {answer:?}");
+    }
+    assert_eq!(upstream.count(), 3);
 }
 
 /// A GET written by hand, so the path reaches the gateway exactly as given.
