@@ -288,9 +288,14 @@ impl TestRouter {
     }
 }
 
-/// A request with headers; `path` may hold a query.
+/// A request with headers; `path` may hold a query. It carries the one
+/// `Host` an HTTP/1.1 client sends (RFC 9112 §3.2), unless `headers`
+/// name their own.
 pub fn request(method: Method, path: &str, headers: &[(&str, &str)], body: Body) -> Request<Body> {
     let mut builder = Request::builder().method(method).uri(path);
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        builder = builder.header("host", "gateway.test");
+    }
     for (name, value) in headers {
         builder = builder.header(*name, *value);
     }
