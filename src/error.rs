@@ -23,6 +23,10 @@ use crate::session::store::StoreError;
 pub enum AppError {
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// A body framed two ways, or by a coding besides `chunked`
+    /// (`framing`): 400, and the connection closed after the answer.
+    #[error("ambiguous request framing")]
+    AmbiguousFraming,
     /// The login did not complete: provider error, bad state, bad ID token.
     #[error("login failed: {0}")]
     LoginFailed(String),
@@ -164,6 +168,7 @@ impl AppError {
         use StatusCode as S;
         match self {
             Self::BadRequest(m) => (S::BAD_REQUEST, "bad_request", "Bad request", m.clone()),
+            Self::AmbiguousFraming => (S::BAD_REQUEST, "bad_request", "Bad request", crate::framing::REFUSAL.into()),
             Self::LoginFailed(m) => (S::BAD_REQUEST, "login_failed", "Sign-in failed", format!("Sign-in did not complete: {m}.")),
             Self::LoginExpired => (
                 S::BAD_REQUEST,
@@ -285,6 +290,10 @@ impl IntoResponse for AppError {
             .into_response();
         let h = resp.headers_mut();
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if matches!(self, Self::AmbiguousFraming) {
+            // Where the next request starts is what is in doubt.
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Self::StepUpRequired { challenge, .. } = &self {
             // RFC 9470's own challenge, so a client that knows it needs
             // nothing else; values are ACR tokens and digits only.

@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod flows;
+pub mod framing;
 pub mod identity;
 pub mod lifecycle;
 pub mod log_output;

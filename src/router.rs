@@ -96,9 +96,9 @@ pub fn build_app(state: AppState) -> App {
             );
     }
 
-    // RFC 9112 §3.2's `Host` rules for the gateway's own endpoints and the
-    // static app (configured routes apply them in their guard).
-    let router = router.layer(axum::middleware::from_fn(host_rules));
+    // RFC 9112's framing and `Host` rules for the gateway's own endpoints
+    // and the static app (configured routes apply them in their guard).
+    let router = router.layer(axum::middleware::from_fn(message_rules));
 
     // Layers run outside-in on requests. From the outside: a request ID is
     // assigned (or kept) and echoed on the response, so the access log and
@@ -331,9 +331,14 @@ fn payload_too_large() -> Response {
 
 /// `methods` behind the anti-CSRF rule (state-changing methods need the
 /// header).
-/// Answers 400 to a request whose `Host` breaks RFC 9112 §3.2
+/// Answers 400 to a request whose body framing is ambiguous (`framing`,
+/// closing the connection) or whose `Host` breaks RFC 9112 §3.2
 /// (`url_policy::host`).
-async fn host_rules(req: Request, next: Next) -> Response {
+async fn message_rules(req: Request, next: Next) -> Response {
+    if !crate::framing::is_unambiguous(req.headers()) {
+        tracing::info!("request with ambiguous framing refused");
+        return AppError::AmbiguousFraming.into_response();
+    }
     match crate::url_policy::host::check_host(req.version(), req.headers()) {
         Ok(()) => next.run(req).await,
         Err(refusal) => {

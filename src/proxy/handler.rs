@@ -64,6 +64,8 @@ pub struct Guard {
 /// - `TRACE` and `CONNECT` (405): a `TRACE` echoes the request, Bearer
 ///   token included, to whoever reads the response; `CONNECT` asks for a
 ///   tunnel, which the gateway never opens;
+/// - a body framed both by length and by chunks, or by a coding besides
+///   `chunked` (`framing`; 400, the connection closed);
 /// - no `Host` on HTTP/1.1, more than one, or one that is no authority
 ///   (`url_policy::host`, RFC 9112 §3.2; 400);
 /// - paths that some upstream would read outside the route
@@ -190,6 +192,10 @@ fn refuse(
             HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
         );
         return Some(resp);
+    }
+    if !crate::framing::is_unambiguous(req.headers()) {
+        tracing::info!("request with ambiguous framing refused");
+        return Some(AppError::AmbiguousFraming.into_response());
     }
     if let Err(refusal) = check_host(req.version(), req.headers()) {
         tracing::info!(reason = ?refusal, "request Host refused");

@@ -490,6 +490,92 @@ async fn requests_without_exactly_one_well_formed_host_are_400_and_never_forward
     assert_eq!(upstream.count(), 3);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_framed_two_ways_never_smuggles_a_request_and_codings_besides_chunked_are_400() {
+    let upstream = Upstream::start().await;
+    let up = upstream.url();
+    let gw = GatewayBuilder::new(&upstream)
+        .configure(|c| c.routes.push(crate::harness::public("/open", &up)))
+        .start()
+        .await;
+    let mut b = Browser::new(&gw);
+    b.login_alice().await;
+    let cookie = b.cookie_header();
+    // What a fronting proxy that reads the length sees as one request, the
+    // chunks end early: the rest would be a second request, anonymous on
+    // `/open`, prefixed onto whatever the proxy sends next.
+    let smuggled = "GET /open/smuggled HTTP/1.1\r\nHost: gw\r\n\r\n";
+    let post = |path: &str, framing: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: gw\r\nCookie: {cookie}\r\nX-CSRF: 1\r\n{framing}\r\n\r\n0\r\n\r\n{smuggled}"
+        )
+    };
+    // A coding besides `chunked` (the upstream would get the bytes without
+    // knowing they are gzip), or `chunked` twice: 400, connection closed.
+    let refused = [
+        "Transfer-Encoding: gzip, chunked",
+        "Transfer-Encoding: chunked, chunked",
+        "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked",
+    ];
+    for path in ["/api/x", "/open/x", "/auth/backchannel-logout"] {
+        for framing in refused {
+            let mut c = BrowserConnection::open(&gw).await;
+            c.write(&post(path, framing)).await;
+            let answer = c.read_answer(false).await.expect("an answer");
+            assert_eq!(answer.status, 400, "{path} {framing}: {answer:?}");
+            assert_eq!(answer.error(), "bad_request");
+            assert_eq!(answer.header("connection"), Some("close"));
+            let next = c.read_answer(false).await;
+            assert!(
+                matches!(next, Err(crate::harness::Cut::Closed(_))),
+                "{path} {framing}: the connection stays open: {next:?}"
+            );
+        }
+    }
+    assert_eq!(upstream.count(), 0, "{:?}", upstream.seen());
+    // A length beside chunks: the chunks frame the body (the length never
+    // reaches the upstream), and the connection closes after the answer,
+    // so what follows the chunks is never read as a request.
+    for framing in [
+        format!(
+            "Content-Length: {}\r\nTransfer-Encoding: chunked",
+            5 + smuggled.len()
+        ),
+        "Transfer-Encoding: chunked\r\nContent-Length: 5".to_owned(),
+    ] {
+        let mut c = BrowserConnection::open(&gw).await;
+        c.write(&post("/api/x", &framing)).await;
+        let answer = c.read_answer(false).await.expect("an answer");
+        assert_eq!(answer.header("connection"), Some("close"), "{framing}");
+        let next = c.read_answer(false).await;
+        assert!(
+            matches!(next, Err(crate::harness::Cut::Closed(_))),
+            "{framing}: {next:?}"
+        );
+    }
+    let seen = upstream.seen();
+    assert!(
+        seen.iter().all(|r| r.uri == "/api/x"
+            && r.body_len == 0
+            && r.header("content-length").is_none_or(|l| l == "0")),
+        "{seen:?}"
+    );
+    // Chunks alone, and a length alone, are served as ever.
+    for (framing, body) in [
+        ("Transfer-Encoding: chunked", "5\r\nhello\r\n0\r\n\r\n"),
+        ("Content-Length: 5", "hello"),
+    ] {
+        let mut c = BrowserConnection::open(&gw).await;
+        let answer = c
+            .exchange(&format!(
+                "POST /api/x HTTP/1.1\r\nHost: gw\r\nCookie: {cookie}\r\nX-CSRF: 1\r\n{framing}\r\n\r\n{body}"
+            ))
+            .await;
+        assert_eq!(answer.status, 200, "{framing}: {answer:?}");
+        assert_eq!(upstream.seen().pop().expect("forwarded").body_len, 5);
+    }
+}
+
 /// A GET written by hand, so the path reaches the gateway exactly as given.
 async fn raw_get(addr: std::net::SocketAddr, path: &str, cookie: &str) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
