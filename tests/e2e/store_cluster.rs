@@ -660,9 +660,12 @@ impl SlotMove {
     }
 }
 
-/// How long a migration in the tests below takes to finish: longer than
-/// the Redis client's own retries of `TRYAGAIN` (about 0.2 s).
-const MIGRATION: Duration = Duration::from_millis(800);
+/// How long a migration in the tests below takes to finish: far longer
+/// than the Redis client's own retries of `TRYAGAIN` (about 0.2 s per
+/// command; a request mid-migration may send two such commands before the
+/// write, e.g. the lookup and a touch), on a loaded machine too; well
+/// within the store's timeout (5 s in tests).
+const MIGRATION: Duration = Duration::from_secs(2);
 
 /// Resharding moves a slot key by key (`redis-cli --cluster reshard` does
 /// what this does by hand: IMPORTING/MIGRATING, MIGRATE, SETSLOT NODE).
@@ -786,6 +789,31 @@ async fn a_logout_while_the_users_slot_is_mid_migration_ends_the_session_on_its_
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert!(moving.on_target(&format!("{}s:*", gw.prefix)).is_empty());
     assert_eq!(moving.on_target(&format!("{}t:*", gw.prefix)).len(), 1);
+}
+
+/// A user's session listing reads the index and then its records and
+/// activity keys in one script (which drops dead entries from the index),
+/// refused mid-migration; it waits for the slot to move and lists the
+/// session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_session_listing_while_their_slot_is_mid_migration_lists_their_session() {
+    let cluster = Arc::new(RedisCluster::start(3, 0));
+    let upstream = Upstream::start().await;
+    let gw = uncached_on(&cluster, &upstream).await;
+    let mut alice = Browser::new(&gw);
+    alice.login_alice().await;
+
+    let moving = SlotMove::of_the_session(&cluster, &gw.prefix);
+    moving.begin_and_move_half();
+    let finished = moving.finish_after(MIGRATION);
+    let listed = alice.get("/auth/sessions").await;
+    assert_eq!(listed.status, StatusCode::OK, "{listed:?}");
+    assert_eq!(
+        listed.json()["sessions"].as_array().expect("list").len(),
+        1,
+        "{listed:?}"
+    );
+    finished.await.expect("migration finished");
 }
 
 /// Mid-migration, a request whose session is due for a token refresh and

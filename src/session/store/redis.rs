@@ -15,7 +15,9 @@
 //! own, so it is written before a session and cleaned after one; a lost
 //! write leaves a dead entry for the sweep, never a session that a
 //! back-channel logout cannot find. Keyless commands (SCAN, INFO) visit
-//! every primary.
+//! every primary. While a slot migrates (a reshard), a lookup reads its
+//! keys one by one (`redis/read.rs`) and a script over several keys waits
+//! for the slot to move, within the timeout (`redis/migrating.rs`).
 
 use std::future::Future;
 use std::sync::Arc;

@@ -4,10 +4,11 @@
 //! single-key steps: each write keeps its atomicity (record, index and
 //! tombstone change together or not at all).
 //!
-//! What Redis (7.0, `getNodeByQuery`) answers a script over several keys
-//! of a migrating slot: the source runs it if every key is there, and
-//! otherwise answers `ASK` (the target); the target, asked with `ASKING`,
-//! runs it if every key is there and otherwise answers `TRYAGAIN`. Keys a
+//! What Redis (7, `getNodeByQuery`) answers a script over several keys
+//! of a migrating slot: the source runs it if it holds every key, answers
+//! `TRYAGAIN` if it holds some, and `ASK` (the target) if it holds none;
+//! the target, asked with `ASKING`, runs it if every key has arrived and
+//! otherwise answers `TRYAGAIN`. Keys a
 //! write creates (a new record, a tombstone) exist on neither node, so a
 //! login, a logout, an activity touch, the listing's record read, an
 //! eviction and the sweep's trim are refused until `CLUSTER SETSLOT … NODE`
