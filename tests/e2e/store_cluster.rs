@@ -4,7 +4,7 @@
 //! key (SCAN, INFO) visit every primary. Sessions of the single-slot layout
 //! from before the upgrade keep working under the legacy prefix.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -912,4 +912,102 @@ async fn a_logout_while_the_users_slot_stays_mid_migration_answers_503_after_the
         .await;
     assert_eq!(out.status, StatusCode::OK, "{out:?}");
     assert_eq!(alice.get("/api/a").await.status, StatusCode::UNAUTHORIZED);
+}
+
+/// Revoking every session of a user (an operator, or "log out
+/// everywhere") ends them in batches, each one script over the user's
+/// index and the sessions' records and tombstones; mid-migration it waits
+/// for the slot to move and ends every one: none is left live, none is
+/// left in the index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_all_of_a_users_sessions_while_their_slot_is_mid_migration_ends_every_one() {
+    let cluster = Arc::new(RedisCluster::start(3, 0));
+    let target = Target::Cluster(cluster.addrs());
+    let prefix = random_prefix();
+    let sessions = sessions_over(store_on(&target, &prefix), None);
+    let (client, now) = (ClientInfo::default(), oidc_bff::clock::unix_now());
+    let user = "resharded-user";
+    let mut made = Vec::new();
+    for n in 0..3 {
+        made.push(
+            sessions
+                .create(login(user, n), &client, now)
+                .await
+                .expect("create"),
+        );
+    }
+
+    let moving = SlotMove::of_the_session(&cluster, &prefix);
+    moving.begin_and_move_half();
+    let finished = moving.finish_after(MIGRATION);
+    let mut ended = sessions
+        .revoke_user(user, None, RevokeReason::Admin, "operator", now)
+        .await
+        .expect("revoke all");
+    finished.await.expect("migration finished");
+
+    ended.sort();
+    let mut expected: Vec<StoreId> = made.iter().map(|(id, _)| id.clone()).collect();
+    expected.sort();
+    assert_eq!(ended, expected);
+    for (_, cookie) in &made {
+        assert_eq!(opens(&sessions, cookie).await, None);
+    }
+    let d = dump(&target, &prefix).await;
+    assert!(d.records.is_empty(), "{:?}", d.records);
+    assert!(d.users.values().all(BTreeSet::is_empty), "{:?}", d.users);
+}
+
+/// The sweep drops index entries whose record is gone, a batch per script
+/// over the index and the records; mid-migration it waits for the slot to
+/// move and drops the dead entry, keeping the live one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_while_a_users_slot_is_mid_migration_drops_its_dead_index_entries() {
+    let cluster = Arc::new(RedisCluster::start(3, 0));
+    let target = Target::Cluster(cluster.addrs());
+    let prefix = random_prefix();
+    let sessions = sessions_over(store_on(&target, &prefix), None);
+    let (client, now) = (ClientInfo::default(), oidc_bff::clock::unix_now());
+    let user = "swept-user";
+    let (live, _) = sessions
+        .create(login(user, 0), &client, now)
+        .await
+        .expect("create");
+    let (dead, _) = sessions
+        .create(login(user, 1), &client, now)
+        .await
+        .expect("create");
+    // The record gone as if it had expired; its index entry stays.
+    let record = format!(
+        "{prefix}s:{{{}}}{}",
+        &dead.as_str()[..4],
+        &dead.as_str()[4..]
+    );
+    let deleted: usize = cluster
+        .nodes
+        .iter()
+        .map(|n| {
+            n.cli(&["DEL", &record])
+                .trim()
+                .parse::<usize>()
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(deleted, 1, "{record}");
+
+    let moving = SlotMove::of_the_session(&cluster, &prefix);
+    moving.begin_and_move_half();
+    let finished = moving.finish_after(MIGRATION);
+    let removed = sessions.sweep().await.expect("sweep");
+    finished.await.expect("migration finished");
+
+    assert_eq!(removed, 1);
+    let d = dump(&target, &prefix).await;
+    let listed: Vec<&BTreeSet<String>> = d.users.values().collect();
+    assert_eq!(
+        listed,
+        [&BTreeSet::from([live.as_str().to_owned()])],
+        "{:?}",
+        d.users
+    );
 }
