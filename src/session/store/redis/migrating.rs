@@ -8,17 +8,16 @@
 //! of a migrating slot: the source runs it if it holds every key, answers
 //! `TRYAGAIN` if it holds some, and `ASK` (the target) if it holds none;
 //! the target, asked with `ASKING`, runs it if every key has arrived and
-//! otherwise answers `TRYAGAIN`. Keys a
-//! write creates (a new record, a tombstone) exist on neither node, so a
-//! login, a logout, an activity touch, the listing's record read, an
-//! eviction and the sweep's trim are refused until `CLUSTER SETSLOT … NODE`
-//! hands the slot over; a script with one key (`REPLACE_IF`, `UNLOCK`,
-//! `LIST_WINDOW`) follows the `ASK` and runs at once. `TRYAGAIN` is
-//! answered before the script starts, so sending it again cannot apply a
-//! write twice. redis-rs (1.8) follows `ASK` itself and retries
-//! `TRYAGAIN` 3 times (`cluster.rs`: waits of 50–80 ms, about 0.2 s in
-//! all); this waits past that, within the same bound as every store
-//! command.
+//! otherwise answers `TRYAGAIN`. Keys a write creates (a new record, a
+//! tombstone) exist on neither node, so a login, a logout, an activity
+//! touch, the listing's record read, an eviction and the sweep's trim are
+//! refused until `CLUSTER SETSLOT … NODE` hands the slot over; a script
+//! with one key (`REPLACE_IF`, `UNLOCK`, `LIST_WINDOW`) follows the `ASK`
+//! and runs at once. `TRYAGAIN` is answered before the script starts, so
+//! sending it again cannot apply a write twice. redis-rs (1.8) follows
+//! `ASK` itself and retries `TRYAGAIN` 3 times (`redis_link/cluster.rs`:
+//! waits of 50–80 ms, about 0.2 s in all); this waits past that, within
+//! the same bound as every store command.
 
 use std::time::Duration;
 
@@ -29,7 +28,8 @@ use crate::session::store::{StoreError, StoreResult};
 
 /// The first wait after the client's own retries gave up; it doubles up
 /// to [`LONGEST_WAIT`]. A slot of a few sessions' keys moves in
-/// milliseconds; one of thousands, in a second or so.
+/// milliseconds (a MIGRATE of a batch of keys is one round trip between
+/// two nodes), so the first waits are short.
 const FIRST_WAIT: Duration = Duration::from_millis(20);
 const LONGEST_WAIT: Duration = Duration::from_millis(250);
 
@@ -60,9 +60,12 @@ impl RedisStore {
             let mut conn = self.conn.clone();
             let answer = tokio::time::timeout_at(deadline, call.invoke_async(&mut conn)).await;
             match answer {
+                // Off a Cluster these answers mean a misconfiguration
+                // (`store.url` naming a cluster node): no wait.
                 Ok(Err(e))
-                    if e.code()
-                        .is_some_and(|code| REFUSED_WHILE_MOVING.contains(&code)) =>
+                    if self.keys.cluster
+                        && e.code()
+                            .is_some_and(|code| REFUSED_WHILE_MOVING.contains(&code)) =>
                 {
                     let now = tokio::time::Instant::now();
                     if now + wait >= deadline {
