@@ -4,7 +4,7 @@
 //! key (SCAN, INFO) visit every primary. Sessions of the single-slot layout
 //! from before the upgrade keep working under the legacy prefix.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -536,6 +536,137 @@ fn node_id(node: &crate::harness::RedisServer) -> String {
     node.cli(&["CLUSTER", "MYID"]).trim().to_owned()
 }
 
+/// One slot resharded by hand, step by step, as `redis-cli --cluster
+/// reshard` does it: IMPORTING on the target, MIGRATING on the source,
+/// MIGRATE of its keys, then SETSLOT NODE on every node. Cheap to clone,
+/// so a background task can finish what a test began.
+#[derive(Clone)]
+struct SlotMove {
+    cluster: Arc<RedisCluster>,
+    slot: String,
+    from: usize,
+    to: usize,
+}
+
+impl SlotMove {
+    /// The slot of the (first) session record under `prefix`, to move from
+    /// the node that holds it to the next one.
+    fn of_the_session(cluster: &Arc<RedisCluster>, prefix: &str) -> Self {
+        let pattern = format!("{prefix}s:*");
+        let (from, record) = cluster
+            .nodes
+            .iter()
+            .enumerate()
+            .find_map(|(i, n)| {
+                let keys = n.cli(&["KEYS", &pattern]);
+                keys.lines()
+                    .find(|l| !l.is_empty())
+                    .map(|k| (i, k.to_owned()))
+            })
+            .expect("a node holds the session");
+        let slot = cluster.nodes[from].cli(&["CLUSTER", "KEYSLOT", &record]);
+        Self {
+            slot: slot.trim().to_owned(),
+            from,
+            to: (from + 1) % cluster.nodes.len(),
+            cluster: Arc::clone(cluster),
+        }
+    }
+
+    fn source(&self) -> &crate::harness::RedisServer {
+        &self.cluster.nodes[self.from]
+    }
+
+    fn target(&self) -> &crate::harness::RedisServer {
+        &self.cluster.nodes[self.to]
+    }
+
+    /// IMPORTING on the target, then MIGRATING on the source.
+    fn begin(&self) {
+        let (source_id, target_id) = (node_id(self.source()), node_id(self.target()));
+        let importing = ["CLUSTER", "SETSLOT", &self.slot, "IMPORTING", &source_id];
+        assert_eq!(self.target().cli(&importing).trim(), "OK");
+        let migrating = ["CLUSTER", "SETSLOT", &self.slot, "MIGRATING", &target_id];
+        assert_eq!(self.source().cli(&migrating).trim(), "OK");
+    }
+
+    /// The slot's keys still on the source.
+    fn keys_left(&self) -> Vec<String> {
+        let listed = ["CLUSTER", "GETKEYSINSLOT", &self.slot, "1000"];
+        self.source()
+            .cli(&listed)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// `keys` moved to the target by one MIGRATE.
+    fn migrate(&self, keys: &[String]) {
+        let port = self.target().port.to_string();
+        let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+        args.extend(keys.iter().map(String::as_str));
+        assert_eq!(self.source().cli(&args).trim(), "OK", "{keys:?}");
+    }
+
+    /// Begins the move and migrates the first half of the slot's keys (at
+    /// least one): the slot is then mid-migration, its keys on both nodes.
+    fn begin_and_move_half(&self) {
+        self.begin();
+        let keys = self.keys_left();
+        assert!(keys.len() >= 2, "keys on both nodes need two: {keys:?}");
+        self.migrate(&keys[..keys.len() / 2]);
+    }
+
+    /// The rest of the keys moved, then the slot handed to the target on
+    /// every node: the target first, then the source, as `redis-cli`
+    /// does. (The other way round, for a moment the source sends the
+    /// slot's commands to the target with `MOVED` and the target, still
+    /// importing, sends them back.)
+    fn finish(&self) {
+        let rest = self.keys_left();
+        if !rest.is_empty() {
+            self.migrate(&rest);
+        }
+        let target_id = node_id(self.target());
+        let others = (0..self.cluster.nodes.len()).filter(|&i| i != self.from && i != self.to);
+        for i in [self.to, self.from].into_iter().chain(others) {
+            let node = &self.cluster.nodes[i];
+            node.cli(&["CLUSTER", "SETSLOT", &self.slot, "NODE", &target_id]);
+        }
+    }
+
+    /// [`Self::finish`] after `delay`, on a thread of its own: a migration
+    /// still under way when a request arrives, that ends while it waits.
+    /// The delay is the migration's duration, not a wait for a condition;
+    /// it is well past the Redis client's own retries (about 0.2 s), so a
+    /// request that only those retries carry fails.
+    fn finish_after(&self, delay: Duration) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            std::thread::sleep(delay);
+            this.finish();
+        })
+    }
+
+    /// Keys on the target matching `pattern`.
+    fn on_target(&self, pattern: &str) -> Vec<String> {
+        self.target()
+            .cli(&["KEYS", pattern])
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// How long a migration in the tests below takes to finish: far longer
+/// than the Redis client's own retries of `TRYAGAIN` (about 0.2 s per
+/// command; a request mid-migration may send two such commands before the
+/// write, e.g. the lookup and a touch), on a loaded machine too; well
+/// within the store's timeout (5 s in tests).
+const MIGRATION: Duration = Duration::from_secs(2);
+
 /// Resharding moves a slot key by key (`redis-cli --cluster reshard` does
 /// what this does by hand: IMPORTING/MIGRATING, MIGRATE, SETSLOT NODE).
 /// While a user's slot is migrating, the record is on one node and keys
@@ -543,7 +674,7 @@ fn node_id(node: &crate::harness::RedisServer) -> String {
 /// user's requests must still be served at every step.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_users_session_is_served_at_every_step_of_its_slots_migration() {
-    let cluster = RedisCluster::start(3, 0);
+    let cluster = Arc::new(RedisCluster::start(3, 0));
     let upstream = Upstream::start().await;
     let gw = GatewayBuilder::new(&upstream)
         .cluster(&cluster.addrs())
@@ -555,36 +686,8 @@ async fn a_users_session_is_served_at_every_step_of_its_slots_migration() {
     alice.login_alice().await;
     assert_eq!(alice.get("/api/a").await.status, StatusCode::OK);
 
-    let pattern = format!("{}s:*", gw.prefix);
-    let (from, record) = cluster
-        .nodes
-        .iter()
-        .enumerate()
-        .find_map(|(i, n)| {
-            let keys = n.cli(&["KEYS", &pattern]);
-            keys.lines()
-                .find(|l| !l.is_empty())
-                .map(|k| (i, k.to_owned()))
-        })
-        .expect("a node holds the session");
-    let slot = cluster.nodes[from].cli(&["CLUSTER", "KEYSLOT", &record]);
-    let slot = slot.trim();
-    let to = (from + 1) % cluster.nodes.len();
-    let (source, target) = (&cluster.nodes[from], &cluster.nodes[to]);
-    let (source_id, target_id) = (node_id(source), node_id(target));
-
-    assert_eq!(
-        target
-            .cli(&["CLUSTER", "SETSLOT", slot, "IMPORTING", &source_id])
-            .trim(),
-        "OK"
-    );
-    assert_eq!(
-        source
-            .cli(&["CLUSTER", "SETSLOT", slot, "MIGRATING", &target_id])
-            .trim(),
-        "OK"
-    );
+    let moving = SlotMove::of_the_session(&cluster, &gw.prefix);
+    moving.begin();
     let during = alice.get("/api/a").await;
     assert_eq!(
         during.status,
@@ -592,20 +695,12 @@ async fn a_users_session_is_served_at_every_step_of_its_slots_migration() {
         "slot migrating, keys still on the source: {during:?}"
     );
 
-    let keys: Vec<String> = source
-        .cli(&["CLUSTER", "GETKEYSINSLOT", slot, "100"])
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let keys = moving.keys_left();
     assert!(!keys.is_empty());
     // Half the slot's keys moved (the record first), then the rest.
     let (first, rest) = keys.split_at(keys.len().div_ceil(2));
     for batch in [first, rest] {
-        let port = target.port.to_string();
-        let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
-        args.extend(batch.iter().map(String::as_str));
-        assert_eq!(source.cli(&args).trim(), "OK", "{batch:?}");
+        moving.migrate(batch);
         let mid = alice.get("/api/a").await;
         assert_eq!(
             mid.status,
@@ -613,13 +708,306 @@ async fn a_users_session_is_served_at_every_step_of_its_slots_migration() {
             "after moving {batch:?}: {mid:?}"
         );
     }
-    for n in &cluster.nodes {
-        n.cli(&["CLUSTER", "SETSLOT", slot, "NODE", &target_id]);
-    }
+    moving.finish();
     assert_eq!(alice.get("/api/a").await.status, StatusCode::OK);
     let out = alice
         .request(Method::POST, "/auth/logout", &[("x-csrf", "1")], None)
         .await;
     assert_eq!(out.status, StatusCode::OK, "{out:?}");
     assert_eq!(alice.get("/api/a").await.status, StatusCode::UNAUTHORIZED);
+}
+
+/// A gateway on `cluster` whose every request reads the store.
+async fn uncached_on(cluster: &RedisCluster, upstream: &Upstream) -> crate::harness::Gateway {
+    GatewayBuilder::new(upstream)
+        .cluster(&cluster.addrs())
+        .configure(|c| c.store.cache_entries = 0)
+        .start()
+        .await
+}
+
+/// A login writes the record and the user's index in one script, which
+/// Redis refuses (`TRYAGAIN`) while the user's slot is mid-migration: the
+/// new record exists on neither node. The store runs it again until the
+/// slot has moved, so the login waits out the migration and succeeds, and
+/// the index lists exactly the user's two sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_while_the_users_slot_is_mid_migration_succeeds_once_the_slot_has_moved() {
+    let cluster = Arc::new(RedisCluster::start(3, 0));
+    let upstream = Upstream::start().await;
+    let gw = uncached_on(&cluster, &upstream).await;
+    let mut first = Browser::new(&gw);
+    first.login_alice().await;
+
+    let moving = SlotMove::of_the_session(&cluster, &gw.prefix);
+    moving.begin_and_move_half();
+    let finished = moving.finish_after(MIGRATION);
+    let mut second = Browser::new(&gw);
+    // Asserts the callback's redirect: a 503 fails here.
+    second.login_alice().await;
+    finished.await.expect("migration finished");
+
+    for browser in [&mut first, &mut second] {
+        assert_eq!(browser.get("/api/a").await.status, StatusCode::OK);
+    }
+    let listed = second.get("/auth/sessions").await;
+    assert_eq!(listed.status, StatusCode::OK, "{listed:?}");
+    assert_eq!(
+        listed.json()["sessions"].as_array().expect("list").len(),
+        2,
+        "{listed:?}"
+    );
+    // Both records and the index are on the slot's new owner.
+    assert_eq!(moving.on_target(&format!("{}s:*", gw.prefix)).len(), 2);
+    assert_eq!(moving.on_target(&format!("{}u:*", gw.prefix)).len(), 1);
+}
+
+/// A logout ends record, index entry and writes the tombstone in one
+/// script; mid-migration Redis refuses it until the slot has moved. The
+/// logout waits for that and answers 200 only once the session is ended:
+/// the slot's new owner refuses it afterwards and holds its tombstone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_while_the_users_slot_is_mid_migration_ends_the_session_on_its_new_owner() {
+    let cluster = Arc::new(RedisCluster::start(3, 0));
+    let upstream = Upstream::start().await;
+    let gw = uncached_on(&cluster, &upstream).await;
+    let mut alice = Browser::new(&gw);
+    alice.login_alice().await;
+    let cookie = alice.cookie_header();
+
+    let moving = SlotMove::of_the_session(&cluster, &gw.prefix);
+    moving.begin_and_move_half();
+    let finished = moving.finish_after(MIGRATION);
+    let out = alice
+        .request(Method::POST, "/auth/logout", &[("x-csrf", "1")], None)
+        .await;
+    assert_eq!(out.status, StatusCode::OK, "{out:?}");
+    finished.await.expect("migration finished");
+
+    // The cookie as it was before the logout cleared it.
+    let (status, body) = crate::session_cache::get_with(&cookie, &gw.url("/api/a")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(moving.on_target(&format!("{}s:*", gw.prefix)).is_empty());
+    assert_eq!(moving.on_target(&format!("{}t:*", gw.prefix)).len(), 1);
+}
+
+/// A user's session listing reads the index and then its records and
+/// activity keys in one script (which drops dead entries from the index),
+/// refused mid-migration; it waits for the slot to move and lists the
+/// session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_session_listing_while_their_slot_is_mid_migration_lists_their_session() {
+    let cluster = Arc::new(RedisCluster::start(3, 0));
+    let upstream = Upstream::start().await;
+    let gw = uncached_on(&cluster, &upstream).await;
+    let mut alice = Browser::new(&gw);
+    alice.login_alice().await;
+
+    let moving = SlotMove::of_the_session(&cluster, &gw.prefix);
+    moving.begin_and_move_half();
+    let finished = moving.finish_after(MIGRATION);
+    let listed = alice.get("/auth/sessions").await;
+    assert_eq!(listed.status, StatusCode::OK, "{listed:?}");
+    assert_eq!(
+        listed.json()["sessions"].as_array().expect("list").len(),
+        1,
+        "{listed:?}"
+    );
+    finished.await.expect("migration finished");
+}
+
+/// Mid-migration, a request whose session is due for a token refresh and
+/// an activity touch is served; the refresh rewrites the record (a script
+/// over that one key, which follows `ASK` at once) and the touch writes
+/// the activity key next to the record (a script over both, refused until
+/// the slot has moved): both are written, on the slot's new owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_refresh_and_an_activity_touch_while_the_users_slot_is_mid_migration_are_written() {
+    let cluster = Arc::new(RedisCluster::start(3, 0));
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .cluster(&cluster.addrs())
+        .refresh_skew("1d")
+        .configure(|c| {
+            c.store.cache_entries = 0;
+            c.session.idle_timeout = crate::harness::duration("1h");
+            c.session.touch_interval = crate::harness::duration("1s");
+        })
+        .start()
+        .await;
+    let mut alice = Browser::new(&gw);
+    alice.login_alice().await;
+    let token = |seen: &[crate::harness::net::Seen]| {
+        seen.last()
+            .and_then(|s| s.header("authorization"))
+            .expect("a token forwarded")
+    };
+    assert_eq!(alice.get("/api/before").await.status, StatusCode::OK);
+    let before = token(&upstream.seen());
+    let activity = format!("{}a:*", gw.prefix);
+
+    let moving = SlotMove::of_the_session(&cluster, &gw.prefix);
+    // The next request is a touch interval (whole seconds) after the last.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    moving.begin_and_move_half();
+    let finished = moving.finish_after(MIGRATION);
+    let during = alice.get("/api/during").await;
+    assert_eq!(during.status, StatusCode::OK, "{during:?}");
+    assert_ne!(token(&upstream.seen()), before, "the tokens were refreshed");
+    finished.await.expect("migration finished");
+    // The touch runs apart from the request: poll for it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while moving.on_target(&activity).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no activity key on the new owner"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(alice.get("/api/after").await.status, StatusCode::OK);
+}
+
+/// When the slot never finishes moving, a write waits for it at most the
+/// store's timeout and then answers 503: not a hang, and not a success
+/// for a logout that ended nothing (the session stays usable, and a
+/// logout once the slot has moved ends it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_while_the_users_slot_stays_mid_migration_answers_503_after_the_store_timeout() {
+    let cluster = Arc::new(RedisCluster::start(3, 0));
+    let upstream = Upstream::start().await;
+    let timeout = Duration::from_secs(2);
+    let gw = GatewayBuilder::new(&upstream)
+        .cluster(&cluster.addrs())
+        .store_timeout(timeout)
+        .configure(|c| c.store.cache_entries = 0)
+        .start()
+        .await;
+    let mut alice = Browser::new(&gw);
+    alice.login_alice().await;
+
+    let moving = SlotMove::of_the_session(&cluster, &gw.prefix);
+    moving.begin_and_move_half();
+    let started = Instant::now();
+    let out = alice
+        .request(Method::POST, "/auth/logout", &[("x-csrf", "1")], None)
+        .await;
+    let took = started.elapsed();
+    assert_eq!(out.status, StatusCode::SERVICE_UNAVAILABLE, "{out:?}");
+    assert!(out.body.contains("store_unavailable"), "{out:?}");
+    // It waited for the slot (the Redis client alone gives up after about
+    // 0.2 s), within the store's timeout and some room for a loaded machine.
+    assert!(
+        took >= timeout - Duration::from_millis(500) && took < timeout + Duration::from_secs(3),
+        "answered after {took:?}"
+    );
+    assert_eq!(
+        alice.get("/api/a").await.status,
+        StatusCode::OK,
+        "not ended"
+    );
+
+    moving.finish();
+    let out = alice
+        .request(Method::POST, "/auth/logout", &[("x-csrf", "1")], None)
+        .await;
+    assert_eq!(out.status, StatusCode::OK, "{out:?}");
+    assert_eq!(alice.get("/api/a").await.status, StatusCode::UNAUTHORIZED);
+}
+
+/// Revoking every session of a user (an operator, or "log out
+/// everywhere") ends them in batches, each one script over the user's
+/// index and the sessions' records and tombstones; mid-migration it waits
+/// for the slot to move and ends every one: none is left live, none is
+/// left in the index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_all_of_a_users_sessions_while_their_slot_is_mid_migration_ends_every_one() {
+    let cluster = Arc::new(RedisCluster::start(3, 0));
+    let target = Target::Cluster(cluster.addrs());
+    let prefix = random_prefix();
+    let sessions = sessions_over(store_on(&target, &prefix), None);
+    let (client, now) = (ClientInfo::default(), oidc_bff::clock::unix_now());
+    let user = "resharded-user";
+    let mut made = Vec::new();
+    for n in 0..3 {
+        made.push(
+            sessions
+                .create(login(user, n), &client, now)
+                .await
+                .expect("create"),
+        );
+    }
+
+    let moving = SlotMove::of_the_session(&cluster, &prefix);
+    moving.begin_and_move_half();
+    let finished = moving.finish_after(MIGRATION);
+    let mut ended = sessions
+        .revoke_user(user, None, RevokeReason::Admin, "operator", now)
+        .await
+        .expect("revoke all");
+    finished.await.expect("migration finished");
+
+    ended.sort();
+    let mut expected: Vec<StoreId> = made.iter().map(|(id, _)| id.clone()).collect();
+    expected.sort();
+    assert_eq!(ended, expected);
+    for (_, cookie) in &made {
+        assert_eq!(opens(&sessions, cookie).await, None);
+    }
+    let d = dump(&target, &prefix).await;
+    assert!(d.records.is_empty(), "{:?}", d.records);
+    assert!(d.users.values().all(BTreeSet::is_empty), "{:?}", d.users);
+}
+
+/// The sweep drops index entries whose record is gone, a batch per script
+/// over the index and the records; mid-migration it waits for the slot to
+/// move and drops the dead entry, keeping the live one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_while_a_users_slot_is_mid_migration_drops_its_dead_index_entries() {
+    let cluster = Arc::new(RedisCluster::start(3, 0));
+    let target = Target::Cluster(cluster.addrs());
+    let prefix = random_prefix();
+    let sessions = sessions_over(store_on(&target, &prefix), None);
+    let (client, now) = (ClientInfo::default(), oidc_bff::clock::unix_now());
+    let user = "swept-user";
+    let (live, _) = sessions
+        .create(login(user, 0), &client, now)
+        .await
+        .expect("create");
+    let (dead, _) = sessions
+        .create(login(user, 1), &client, now)
+        .await
+        .expect("create");
+    // The record gone as if it had expired; its index entry stays.
+    let record = format!(
+        "{prefix}s:{{{}}}{}",
+        &dead.as_str()[..4],
+        &dead.as_str()[4..]
+    );
+    let deleted: usize = cluster
+        .nodes
+        .iter()
+        .map(|n| {
+            n.cli(&["DEL", &record])
+                .trim()
+                .parse::<usize>()
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(deleted, 1, "{record}");
+
+    let moving = SlotMove::of_the_session(&cluster, &prefix);
+    moving.begin_and_move_half();
+    let finished = moving.finish_after(MIGRATION);
+    let removed = sessions.sweep().await.expect("sweep");
+    finished.await.expect("migration finished");
+
+    assert_eq!(removed, 1);
+    let d = dump(&target, &prefix).await;
+    let listed: Vec<&BTreeSet<String>> = d.users.values().collect();
+    assert_eq!(
+        listed,
+        [&BTreeSet::from([live.as_str().to_owned()])],
+        "{:?}",
+        d.users
+    );
 }

@@ -15,7 +15,9 @@
 //! own, so it is written before a session and cleaned after one; a lost
 //! write leaves a dead entry for the sweep, never a session that a
 //! back-channel logout cannot find. Keyless commands (SCAN, INFO) visit
-//! every primary.
+//! every primary. While a slot migrates (a reshard), a lookup reads its
+//! keys one by one (`redis/read.rs`) and a script over several keys waits
+//! for the slot to move, within the timeout (`redis/migrating.rs`).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -36,6 +38,7 @@ use crate::config::{RecordLayout, RedisConfig, RedisEndpoint};
 use crate::session::cookie::{ShardTag, StoreId};
 use crate::session::record::{GENERATION_AT, StoredSession};
 
+mod migrating;
 mod read;
 mod sweep;
 use read::{fetched, stamp};
@@ -224,13 +227,20 @@ impl RedisStore {
 
     async fn run<T>(&self, op: impl Future<Output = RedisResult<T>>) -> StoreResult<T> {
         match tokio::time::timeout(self.timeout, op).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) if e.is_timeout() => Err(StoreError::Timeout(self.timeout)),
-            Ok(Err(e)) => Err(StoreError::Unavailable(format!(
+            Ok(answer) => self.answer(answer),
+            Err(_) => Err(StoreError::Timeout(self.timeout)),
+        }
+    }
+
+    /// What Redis answered, as the store's result.
+    fn answer<T>(&self, answer: RedisResult<T>) -> StoreResult<T> {
+        match answer {
+            Ok(v) => Ok(v),
+            Err(e) if e.is_timeout() => Err(StoreError::Timeout(self.timeout)),
+            Err(e) => Err(StoreError::Unavailable(format!(
                 "{e} (Redis at {})",
                 self.address
             ))),
-            Err(_) => Err(StoreError::Timeout(self.timeout)),
         }
     }
 
@@ -319,7 +329,7 @@ impl RedisStore {
                 .arg(id.as_str())
                 .arg(user.as_deref().unwrap_or_default())
                 .arg(if fence { "1" } else { "0" });
-            let (code, text): (i64, Vec<u8>) = self.run(call.invoke_async(&mut conn)).await?;
+            let (code, text): (i64, Vec<u8>) = self.run_script(&call).await?;
             match code {
                 // The sid hash of the session ended, as the record's `x`.
                 1 => return Ok((code, field_hash(&text))),
@@ -366,7 +376,7 @@ impl RedisStore {
             for c in &candidates {
                 call.arg(c.as_str());
             }
-            let (left, ended): (u64, Vec<Vec<u8>>) = self.run(call.invoke_async(&mut conn)).await?;
+            let (left, ended): (u64, Vec<Vec<u8>>) = self.run_script(&call).await?;
             let progress = left < size;
             size = left;
             for pair in ended.chunks_exact(2) {
@@ -411,7 +421,7 @@ impl RedisStore {
             for id in &batch {
                 call.arg(id.as_str());
             }
-            let ended: Vec<Vec<u8>> = self.run(call.invoke_async(&mut conn)).await?;
+            let ended: Vec<Vec<u8>> = self.run_script(&call).await?;
             for pair in ended.chunks_exact(2) {
                 if let Some(id) = std::str::from_utf8(&pair[0]).ok().and_then(StoreId::parse) {
                     self.unindex_sid(&id, &field_hash(&pair[1])).await;
@@ -507,7 +517,7 @@ impl RedisStore {
                 .key(self.keys.activity(id))
                 .arg(id.as_str());
         }
-        let records: Vec<redis::Value> = self.run(call.invoke_async(&mut conn)).await?;
+        let records: Vec<redis::Value> = self.run_script(&call).await?;
         let mut records = records.into_iter();
         let mut out = Vec::with_capacity(entries.len());
         for (score, id) in entries {
@@ -649,7 +659,7 @@ impl SessionStore for RedisStore {
         {
             call.key(sid_index).arg(kind.tag());
         }
-        let size: i64 = self.run(call.invoke_async(&mut conn)).await?;
+        let size: i64 = self.run_script(&call).await?;
         match new.max_per_user {
             Some(max) if max > 0 && size > i64::from(max) => {
                 self.evict(&index, id, max, size.unsigned_abs(), new.eviction)
@@ -690,16 +700,14 @@ impl SessionStore for RedisStore {
         stamp: u64,
         ttl_millis: u64,
     ) -> StoreResult<bool> {
-        let mut conn = self.conn.clone();
         let written: i64 = self
-            .run(
+            .run_script(
                 self.scripts
                     .activity
                     .key(self.keys.record(id))
                     .key(self.keys.activity(id))
                     .arg(stamp)
-                    .arg(ttl_millis.max(1))
-                    .invoke_async(&mut conn),
+                    .arg(ttl_millis.max(1)),
             )
             .await?;
         Ok(written == 1)

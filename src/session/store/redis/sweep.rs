@@ -132,7 +132,7 @@ impl RedisStore {
                 for m in &members {
                     call.key(self.keys.record(m)).arg(m.as_str());
                 }
-                let n: u64 = self.run(call.invoke_async(&mut conn)).await?;
+                let n: u64 = self.run_script(&call).await?;
                 removed += n;
             }
             if next == 0 {
