@@ -926,3 +926,5 @@ async fn listings_and_ownership_checks_see_the_activity_recorded_apart() {
     let page = s.list_user("alice", None, 10, 2_100).await.expect("list");
     assert!(page.sessions.is_empty(), "ended at its effective deadline");
 }
+
+mod idle_ended;
