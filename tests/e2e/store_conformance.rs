@@ -128,6 +128,7 @@ conformance!(
     count_and_stats_leave_out_sessions_past_their_effective_idle_deadline,
     revoking_a_session_past_its_effective_idle_deadline_reports_not_found,
     revoke_user_leaves_out_sessions_past_their_effective_idle_deadline,
+    the_idle_deadline_is_read_from_every_record_layout,
 );
 
 /// Sessions whose record outlives their effective idle deadline.
@@ -235,6 +236,28 @@ fn ms(d: Duration) -> u64 {
 /// A record as the gateway writes it, with every byte value in it so a
 /// store that is not binary-safe shows.
 fn record(generation: u64, user: &str, sid: Option<&str>, idle_expires_at: u64) -> Vec<u8> {
+    stored(generation, user, sid, idle_expires_at)
+        // The stores never check the tag: a fixed one keeps records comparable.
+        .encode(|_| [0x5a; 32])
+}
+
+/// The same record as format 2 wrote it, before packing (versions before
+/// it): the hashes as text.
+fn record_format_2(
+    generation: u64,
+    user: &str,
+    sid: Option<&str>,
+    idle_expires_at: u64,
+) -> Vec<u8> {
+    let r = stored(generation, user, sid, idle_expires_at);
+    let mut out = vec![oidc_bff::session::record::FORMAT_TEXT];
+    out.extend_from_slice(&r.generation.to_be_bytes());
+    let mut out = postcard::to_extend(&r.body, out).expect("encodes");
+    out.extend_from_slice(&[0x5a; 32]);
+    out
+}
+
+fn stored(generation: u64, user: &str, sid: Option<&str>, idle_expires_at: u64) -> StoredSession {
     StoredSession {
         generation,
         body: StoredBody {
@@ -251,8 +274,6 @@ fn record(generation: u64, user: &str, sid: Option<&str>, idle_expires_at: u64) 
             secrets: vec![0xff, 0, 0xfe, generation as u8],
         },
     }
-    // The stores never check the tag: a fixed one keeps records comparable.
-    .encode(|_| [0x5a; 32])
 }
 
 /// One session to create, with defaults for whatever a test does not care
@@ -269,6 +290,8 @@ struct Seed {
     generation: u64,
     /// The record's idle deadline (unix seconds).
     idle: u64,
+    /// Written in format 2 (before packing) rather than the current one.
+    format_2: bool,
 }
 
 impl Seed {
@@ -282,6 +305,7 @@ impl Seed {
             max: None,
             generation: 1,
             idle: T0 / 1000 + 3600,
+            format_2: false,
         }
     }
 
@@ -312,13 +336,23 @@ impl Seed {
         self
     }
 
+    fn format_2(mut self) -> Self {
+        self.format_2 = true;
+        self
+    }
+
     fn generation(mut self, generation: u64) -> Self {
         self.generation = generation;
         self
     }
 
     fn record(&self) -> Vec<u8> {
-        record(self.generation, &self.user, self.sid.as_deref(), self.idle)
+        let encode = if self.format_2 {
+            record_format_2
+        } else {
+            record
+        };
+        encode(self.generation, &self.user, self.sid.as_deref(), self.idle)
     }
 
     /// Creates the session; returns the IDs the per-user limit evicted.

@@ -142,3 +142,45 @@ pub(super) async fn revoke_user_leaves_out_sessions_past_their_effective_idle_de
         Fetched::Revoked(Some(RevokeReason::Admin))
     );
 }
+
+/// The stores read a record's idle deadline from its plain header in every
+/// layout a record may have: the current format and format 2 (before
+/// packing), with and without a provider session, and with a user hash
+/// that is not hex (kept as text in the current format too).
+pub(super) async fn the_idle_deadline_is_read_from_every_record_layout<S: SessionStore>(store: &S) {
+    let mut n = 0;
+    let (mut live, mut ended) = (Vec::new(), Vec::new());
+    for format_2 in [false, true] {
+        for sid in [None, Some("op-1")] {
+            for user in [user_hash("alice"), "carol, as text".to_owned()] {
+                for idle in [NOW + 1, PAST] {
+                    n += 1;
+                    let mut seed = Seed::new(n, "alice").idle(idle);
+                    seed.user = user.clone();
+                    if let Some(sid) = sid {
+                        seed = seed.sid(sid);
+                    }
+                    if format_2 {
+                        seed = seed.format_2();
+                    }
+                    seed.create(store).await;
+                    if idle > NOW { &mut live } else { &mut ended }.push(seed.id);
+                }
+            }
+        }
+    }
+    assert_eq!(
+        store.count_sessions(NOW).await.expect("count"),
+        live.len() as u64
+    );
+    assert_eq!(
+        store.stats(10, NOW).await.expect("stats").sessions,
+        live.len() as u64
+    );
+    for id in &ended {
+        assert_eq!(get(store, id).await, Fetched::Missing, "{id:?} removed");
+    }
+    for id in &live {
+        assert!(matches!(get(store, id).await, Fetched::Live(_)), "{id:?}");
+    }
+}
