@@ -8,7 +8,9 @@
 //!
 //! Idle timeout 600 s (`store_consistency::sessions_over`). Redis keeps
 //! every key far longer than these tests run, so the times passed as `now`
-//! (from the wall clock on) decide alone what has ended.
+//! (from the wall clock on) decide alone what has ended. That is why the
+//! stores here are not told the idle timeout: its shortcut reads a key's
+//! time left on Redis' own clock (see `store_conformance::idle_ended`).
 
 use std::time::Duration;
 

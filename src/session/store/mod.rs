@@ -277,7 +277,8 @@ pub fn open(config: &crate::config::Config) -> anyhow::Result<Store> {
         StoreKind::Redis(r) => Store::Redis(
             redis::RedisStore::new(r, &config.store.key_prefix, config.store.timeout)?
                 .with_legacy_prefix(&config.store.legacy_key_prefix)
-                .with_record_layout(config.store.record_layout),
+                .with_record_layout(config.store.record_layout)
+                .with_idle_timeout(config.session.idle_timeout),
         ),
     })
 }

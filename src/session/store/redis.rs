@@ -54,6 +54,13 @@ pub struct RedisStore {
     /// Where the store is, for error messages: `redis://host:port/db`, the
     /// Sentinels or the cluster seeds; never a user name or password.
     address: String,
+    /// `session.idle_timeout` in ms as configured at start-up (0: not
+    /// told): lets the walks over every record (the sweep, the sessions
+    /// count) skip reading the record of a key with more than this left,
+    /// whose idle deadline cannot have passed (see `ended` in
+    /// `redis_scripts`). Only a shortcut: raised later by a reload, it
+    /// can only let an ended session be counted until the next restart.
+    live_hint_millis: u64,
 }
 
 /// `endpoint` as an operator configured it, without credentials.
@@ -192,6 +199,7 @@ impl RedisStore {
             layout: RecordLayout::Compact,
             shard_key: tokio::sync::OnceCell::new(),
             address,
+            live_hint_millis: 0,
             conn,
         }
     }
@@ -207,6 +215,13 @@ impl RedisStore {
     /// prefix itself): read, revoked and swept there until they expire.
     pub fn with_legacy_prefix(mut self, legacy: &str) -> Self {
         legacy.clone_into(&mut self.keys.legacy);
+        self
+    }
+
+    /// Tells the store `session.idle_timeout`, which the walks over every
+    /// record use as a shortcut (see `live_hint_millis`).
+    pub fn with_idle_timeout(mut self, idle_timeout: Duration) -> Self {
+        self.live_hint_millis = u64::try_from(idle_timeout.as_millis()).unwrap_or(u64::MAX);
         self
     }
 

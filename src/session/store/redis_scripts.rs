@@ -84,7 +84,18 @@ end
 -- Neither the record's tag nor the activity's is checked: this decides
 -- what is counted and cleaned up, never what is served. A record that is
 -- gone, or that this cannot read, has not ended here.
-local function ended(sk, ak, now)
+--
+-- live_ms (optional; '0' or absent: none) is the idle timeout in ms, a
+-- shortcut for the walks over every record: a record's key lives at most
+-- one idle timeout past its idle deadline (`StoredBody::key_ttl_millis`;
+-- until the deadline itself with `record_layout = previous`), so a key
+-- with more left than that belongs to a session whose idle deadline has
+-- not passed, and its record (kilobytes, the costly part) is not read.
+-- A live_ms below some writer's idle timeout could only take an ended
+-- session for a live one, never the reverse.
+local function ended(sk, ak, now, live_ms)
+  local hint = tonumber(live_ms or '0') or 0
+  if hint > 0 and redis.call('PTTL', sk) > hint then return false end
   if redis.call('EXISTS', ak) == 1 then return false end
   local r = redis.call('HGET', sk, 'r')
   if not r then return false end
@@ -292,16 +303,17 @@ return out
 /// removes those that have ended though their record is still there
 /// (`ended`), record and activity with them. KEYS: the index, then each
 /// member's record and activity. ARGV: kind ('z' or 's'), now (unix
-/// seconds), the members. The sweep feeds it one ZSCAN/SSCAN batch at a
-/// time. Returns how many it dropped.
+/// seconds), the idle timeout in ms (`ended`'s shortcut, '0' for none),
+/// the members. The sweep feeds it one ZSCAN/SSCAN batch at a time.
+/// Returns how many it dropped.
 const TRIM: &str = r"
 local n = 0
-for i = 3, #ARGV do
-  local sk, ak = KEYS[2 * i - 4], KEYS[2 * i - 3]
+for i = 4, #ARGV do
+  local sk, ak = KEYS[2 * i - 6], KEYS[2 * i - 5]
   if redis.call('EXISTS', sk) == 0 then
     if ARGV[1] == 'z' then redis.call('ZREM', KEYS[1], ARGV[i]) else redis.call('SREM', KEYS[1], ARGV[i]) end
     n = n + 1
-  elseif ended(sk, ak, ARGV[2]) then
+  elseif ended(sk, ak, ARGV[2], ARGV[3]) then
     drop(sk, ak, KEYS[1], ARGV[i], ARGV[1])
     n = n + 1
   end
@@ -357,7 +369,8 @@ return 1
 /// SCAN walks the server it is sent to (each primary of a Cluster in
 /// turn). ARGV: cursor, pattern (`P s:*`), batch size, now (unix seconds),
 /// the length of the prefix `P`, the hex digits of an activity key's name
-/// after the shard tag (`redis_keys::ACTIVITY_ID_DIGITS`). A record counts
+/// after the shard tag (`redis_keys::ACTIVITY_ID_DIGITS`), the idle
+/// timeout in ms (`ended`'s shortcut, '0' for none). A record counts
 /// unless it has ended though it is still there (as `ended` decides, the
 /// activity key named as `redis_keys::Layout::activity` names it). Returns
 /// the next cursor (as SCAN's text) and how many of the batch count.
@@ -370,17 +383,18 @@ return 1
 /// session as live.
 const COUNT_BATCH: &str = r"
 local r = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
-local now, plen, digits = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local now, plen, digits, hint = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local n = 0
-for _, sk in ipairs(r[2]) do
+local function activity_key(sk)
   local rest = string.sub(sk, plen + 3)
   local ak = string.sub(sk, 1, plen) .. 'a:'
-  if string.match(rest, '^{%x%x%x%x}') then
-    ak = ak .. string.sub(rest, 1, 6 + digits)
-  else
-    ak = ak .. rest
-  end
-  if redis.pcall('EXISTS', ak) ~= 0 then
+  if string.match(rest, '^{%x%x%x%x}') then return ak .. string.sub(rest, 1, 6 + digits) end
+  return ak .. rest
+end
+for _, sk in ipairs(r[2]) do
+  if hint > 0 and redis.call('PTTL', sk) > hint then
+    n = n + 1
+  elseif redis.pcall('EXISTS', activity_key(sk)) ~= 0 then
     n = n + 1
   else
     local rec = redis.call('HGET', sk, 'r')

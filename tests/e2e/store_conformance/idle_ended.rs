@@ -184,3 +184,29 @@ pub(super) async fn the_idle_deadline_is_read_from_every_record_layout<S: Sessio
         assert!(matches!(get(store, id).await, Fetched::Live(_)), "{id:?}");
     }
 }
+
+/// Redis only: told the idle timeout (`with_idle_timeout`, as the gateway
+/// does), the walks over every record — the count and the sweep — take a
+/// record key with more than that left for a live session without reading
+/// the record (a key lives at most one idle timeout past its idle
+/// deadline); a key with less left has its record read. Here both records
+/// say their idle deadline has passed: only the second is judged by it.
+#[tokio::test]
+async fn redis_the_walks_take_a_key_with_more_than_the_idle_timeout_left_for_live() {
+    let store = super::redis_store().with_idle_timeout(Duration::from_secs(60));
+    let long_left = Seed::new(1, "alice").idle(PAST).ttl(LONG);
+    let short_left = Seed::new(2, "alice")
+        .idle(PAST)
+        .ttl(Duration::from_secs(30));
+    long_left.create(&store).await;
+    short_left.create(&store).await;
+    assert_eq!(store.count_sessions(NOW).await.expect("count"), 1);
+    assert_eq!(store.sweep(NOW).await.expect("sweep"), 1);
+    assert_eq!(get(&store, &short_left.id).await, Fetched::Missing);
+    assert!(matches!(get(&store, &long_left.id).await, Fetched::Live(_)));
+    // An exact judgement (revoke, the limit) reads the record.
+    assert_eq!(
+        revoke(&store, &long_left.id, &admin()).await,
+        RevokeOutcome::NotFound
+    );
+}

@@ -47,7 +47,8 @@ impl RedisStore {
                                 .arg(1000)
                                 .arg(now)
                                 .arg(prefix.len())
-                                .arg(ACTIVITY_ID_DIGITS),
+                                .arg(ACTIVITY_ID_DIGITS)
+                                .arg(self.live_hint_millis),
                         ),
                     )
                     .await?;
@@ -124,7 +125,10 @@ impl RedisStore {
             let members = Self::ids(batch.into_iter().step_by(step).collect());
             if !members.is_empty() {
                 let mut call = self.scripts.trim.prepare_invoke();
-                call.key(key).arg(kind.tag()).arg(now);
+                call.key(key)
+                    .arg(kind.tag())
+                    .arg(now)
+                    .arg(self.live_hint_millis);
                 for m in &members {
                     call.key(self.keys.record(m))
                         .key(self.keys.activity(m))
