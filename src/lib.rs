@@ -76,7 +76,11 @@ pub fn spawn_sweeper(state: &AppState) -> tokio::task::JoinHandle<()> {
         tick.tick().await;
         loop {
             tick.tick().await;
-            match s.sessions.periodic_sweep(SWEEP_EVERY).await {
+            match s
+                .sessions
+                .periodic_sweep(SWEEP_EVERY, crate::clock::unix_now())
+                .await
+            {
                 Ok(Some(n)) if n > 0 => {
                     tracing::info!(removed = n, "swept expired index entries");
                 }
@@ -99,7 +103,11 @@ pub fn spawn_session_counter(state: &AppState) -> tokio::task::JoinHandle<()> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            match s.sessions.count(SESSION_COUNT_EVERY).await {
+            match s
+                .sessions
+                .count(SESSION_COUNT_EVERY, crate::clock::unix_now())
+                .await
+            {
                 Ok(None) => {}
                 Ok(Some(n)) => {
                     s.metrics

@@ -155,7 +155,7 @@ impl Sessions {
     /// from the sealed metadata of one of their sessions).
     pub async fn stats(&self, top: usize, now: u64) -> StoreResult<Stats> {
         let raw = self
-            .timed(StoreOp::Maintenance, self.store.stats(top))
+            .timed(StoreOp::Maintenance, self.store.stats(top, now))
             .await?;
         let mut top_users = Vec::with_capacity(raw.top_users.len());
         for (hash, count) in raw.top_users {

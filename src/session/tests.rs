@@ -2,8 +2,17 @@
 //! opens, deadlines, and what tampering with a stored record does.
 
 use super::*;
+use hmac::Mac;
+use http::{HeaderMap, HeaderValue};
+
+use super::cookie::SessionId;
+use super::crypto::{open, seal};
+use super::record::StoredSession;
+use super::sealing::aad;
+use super::store::{NewSession, Revocation, RevokeReason, SessionStore};
 use crate::config::ServerKeyConfig;
 use crate::secret::SecretKey;
+use crate::secret::SecretString;
 use crate::session::store::memory::MemoryStore;
 use std::time::Duration;
 
@@ -917,3 +926,5 @@ async fn listings_and_ownership_checks_see_the_activity_recorded_apart() {
     let page = s.list_user("alice", None, 10, 2_100).await.expect("list");
     assert!(page.sessions.is_empty(), "ended at its effective deadline");
 }
+
+mod idle_ended;

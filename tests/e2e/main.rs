@@ -36,6 +36,7 @@ mod store_cluster;
 mod store_conformance;
 mod store_consistency;
 mod store_costs;
+mod store_ended_idle;
 mod store_outage;
 mod store_sentinel;
 mod tokens;

@@ -275,7 +275,10 @@ async fn thirty_thousand_sessions_of_three_thousand_users_spread_evenly_over_thr
         assert!(ids.iter().all(|id| listed.contains(id)));
     }
     // The statistics (SCAN and INFO on every primary) count them all.
-    let stats = store.stats(1).await.expect("stats");
+    let stats = store
+        .stats(1, oidc_bff::clock::unix_now())
+        .await
+        .expect("stats");
     assert_eq!((stats.sessions, stats.users), (30_000, 3_000));
 }
 
@@ -526,7 +529,7 @@ async fn a_session_of_the_single_slot_layout_still_opens_and_is_revoked_after_th
     assert_eq!(opens(&after, &again.1).await, None);
     // The sweep walks both layouts on every primary without a cross-slot
     // error, and finds nothing left to trim.
-    after.sweep().await.expect("sweep");
+    after.sweep(now).await.expect("sweep");
     let d = dump(&target, &prefix).await;
     assert!(d.records.is_empty(), "{:?}", d.records);
 }
@@ -998,7 +1001,10 @@ async fn the_sweep_while_a_users_slot_is_mid_migration_drops_its_dead_index_entr
     let moving = SlotMove::of_the_session(&cluster, &prefix);
     moving.begin_and_move_half();
     let finished = moving.finish_after(MIGRATION);
-    let removed = sessions.sweep().await.expect("sweep");
+    let removed = sessions
+        .sweep(oidc_bff::clock::unix_now())
+        .await
+        .expect("sweep");
     finished.await.expect("migration finished");
 
     assert_eq!(removed, 1);

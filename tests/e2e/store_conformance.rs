@@ -124,7 +124,16 @@ conformance!(
     stats_of_an_empty_store_are_zero,
     count_sessions_counts_live_sessions_only,
     ping_answers,
+    the_per_user_limit_removes_a_session_past_its_idle_deadline_and_evicts_no_live_one,
+    count_and_stats_leave_out_sessions_past_their_effective_idle_deadline,
+    revoking_a_session_past_its_effective_idle_deadline_reports_not_found,
+    revoke_user_leaves_out_sessions_past_their_effective_idle_deadline,
+    the_idle_deadline_is_read_from_every_record_layout,
 );
+
+/// Sessions whose record outlives their effective idle deadline.
+mod idle_ended;
+use idle_ended::*;
 
 fn redis_store() -> RedisStore {
     redis_store_at(&random_prefix())
@@ -157,26 +166,26 @@ async fn redis_a_fleet_counts_and_sweeps_once_per_period() {
     }
     // A short period here (2 s, the lease 1.8 s of it); 30 s in a gateway.
     let every = Duration::from_secs(2);
-    assert_eq!(a.fleet_count(every).await.expect("count"), Some(3));
+    assert_eq!(a.fleet_count(every, NOW).await.expect("count"), Some(3));
     Seed::new(4, "alice").create(&a).await;
     assert_eq!(
-        b.fleet_count(every).await.expect("count"),
+        b.fleet_count(every, NOW).await.expect("count"),
         Some(3),
         "within the period the other process reads the published count"
     );
     assert_eq!(
-        a.count_sessions().await.expect("count"),
+        a.count_sessions(NOW).await.expect("count"),
         4,
         "the exact count"
     );
     // The next period: the next to ask counts again.
     tokio::time::sleep(every).await;
-    assert_eq!(b.fleet_count(every).await.expect("count"), Some(4));
+    assert_eq!(b.fleet_count(every, NOW).await.expect("count"), Some(4));
 
     let every = Duration::from_secs(600);
-    assert!(a.fleet_sweep(every).await.expect("sweep").is_some());
+    assert!(a.fleet_sweep(every, NOW).await.expect("sweep").is_some());
     assert_eq!(
-        b.fleet_sweep(every).await.expect("sweep"),
+        b.fleet_sweep(every, NOW).await.expect("sweep"),
         None,
         "one sweep per period"
     );
@@ -188,6 +197,10 @@ async fn redis_a_fleet_counts_and_sweeps_once_per_period() {
 /// A realistic creation time (ms since the epoch): large enough that a store
 /// keeping it as a float score must still give it back exactly.
 const T0: u64 = 1_700_000_000_123;
+/// The time (unix seconds) the suite judges sessions' deadlines at: a
+/// minute after `T0`, well within every record's idle deadline unless a
+/// test sets one before it.
+const NOW: u64 = T0 / 1000 + 60;
 /// Outlives every test.
 const LONG: Duration = Duration::from_secs(600);
 /// Short enough to wait for, long enough to be seen alive first.
@@ -222,7 +235,29 @@ fn ms(d: Duration) -> u64 {
 
 /// A record as the gateway writes it, with every byte value in it so a
 /// store that is not binary-safe shows.
-fn record(generation: u64, user: &str, sid: Option<&str>) -> Vec<u8> {
+fn record(generation: u64, user: &str, sid: Option<&str>, idle_expires_at: u64) -> Vec<u8> {
+    stored(generation, user, sid, idle_expires_at)
+        // The stores never check the tag: a fixed one keeps records comparable.
+        .encode(|_| [0x5a; 32])
+}
+
+/// The same record as format 2 wrote it, before packing (versions before
+/// it): the hashes as text.
+fn record_format_2(
+    generation: u64,
+    user: &str,
+    sid: Option<&str>,
+    idle_expires_at: u64,
+) -> Vec<u8> {
+    let r = stored(generation, user, sid, idle_expires_at);
+    let mut out = vec![oidc_bff::session::record::FORMAT_TEXT];
+    out.extend_from_slice(&r.generation.to_be_bytes());
+    let mut out = postcard::to_extend(&r.body, out).expect("encodes");
+    out.extend_from_slice(&[0x5a; 32]);
+    out
+}
+
+fn stored(generation: u64, user: &str, sid: Option<&str>, idle_expires_at: u64) -> StoredSession {
     StoredSession {
         generation,
         body: StoredBody {
@@ -231,7 +266,7 @@ fn record(generation: u64, user: &str, sid: Option<&str>) -> Vec<u8> {
             sid_hash: sid.map(str::to_owned),
             created_at: T0 / 1000,
             last_active_at: T0 / 1000,
-            idle_expires_at: T0 / 1000 + 3600,
+            idle_expires_at,
             absolute_expires_at: T0 / 1000 + 86_400,
             access_expires_at: 0,
             has_refresh_token: true,
@@ -239,8 +274,6 @@ fn record(generation: u64, user: &str, sid: Option<&str>) -> Vec<u8> {
             secrets: vec![0xff, 0, 0xfe, generation as u8],
         },
     }
-    // The stores never check the tag: a fixed one keeps records comparable.
-    .encode(|_| [0x5a; 32])
 }
 
 /// One session to create, with defaults for whatever a test does not care
@@ -255,6 +288,10 @@ struct Seed {
     ttl: Duration,
     max: Option<u32>,
     generation: u64,
+    /// The record's idle deadline (unix seconds).
+    idle: u64,
+    /// Written in format 2 (before packing) rather than the current one.
+    format_2: bool,
 }
 
 impl Seed {
@@ -267,6 +304,8 @@ impl Seed {
             ttl: LONG,
             max: None,
             generation: 1,
+            idle: T0 / 1000 + 3600,
+            format_2: false,
         }
     }
 
@@ -290,13 +329,30 @@ impl Seed {
         self
     }
 
+    /// The record's own idle deadline (unix seconds; an hour after `T0`
+    /// unless set).
+    fn idle(mut self, deadline: u64) -> Self {
+        self.idle = deadline;
+        self
+    }
+
+    fn format_2(mut self) -> Self {
+        self.format_2 = true;
+        self
+    }
+
     fn generation(mut self, generation: u64) -> Self {
         self.generation = generation;
         self
     }
 
     fn record(&self) -> Vec<u8> {
-        record(self.generation, &self.user, self.sid.as_deref())
+        let encode = if self.format_2 {
+            record_format_2
+        } else {
+            record
+        };
+        encode(self.generation, &self.user, self.sid.as_deref(), self.idle)
     }
 
     /// Creates the session; returns the IDs the per-user limit evicted.
@@ -754,7 +810,11 @@ async fn revoke_removes_the_session_from_both_indexes<S: SessionStore>(store: &S
     let s = Seed::new(1, "alice").sid("op-1");
     s.create(store).await;
     revoke(store, &s.id, &logout()).await;
-    assert_eq!(store.sweep().await.expect("sweep"), 0, "no dead entry left");
+    assert_eq!(
+        store.sweep(NOW).await.expect("sweep"),
+        0,
+        "no dead entry left"
+    );
     assert_eq!(listed_ids(store, "alice").await, Vec::<StoreId>::new());
     assert_eq!(
         store
@@ -791,7 +851,11 @@ async fn revoke_user_ends_every_session_of_that_user_only<S: SessionStore>(store
     assert_eq!(listed_ids(store, "alice").await, Vec::<StoreId>::new());
     assert_eq!(get(store, &bob.id).await, Fetched::Live(bob.record()));
     assert_eq!(listed_ids(store, "bob").await, vec![bob.id.clone()]);
-    assert_eq!(store.sweep().await.expect("sweep"), 0, "no dead entry left");
+    assert_eq!(
+        store.sweep(NOW).await.expect("sweep"),
+        0,
+        "no dead entry left"
+    );
 }
 
 async fn revoke_user_spares_the_excepted_session<S: SessionStore>(store: &S) {
@@ -856,7 +920,11 @@ async fn revoke_sid_ends_every_session_bound_to_that_provider_session<S: Session
         Vec::<StoreId>::new(),
         "a second back-channel logout finds nothing"
     );
-    assert_eq!(store.sweep().await.expect("sweep"), 0, "no dead entry left");
+    assert_eq!(
+        store.sweep(NOW).await.expect("sweep"),
+        0,
+        "no dead entry left"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -901,7 +969,11 @@ async fn evicted_sessions_leave_a_tombstone_with_the_eviction_reason<S: SessionS
             .expect("revoke_sid"),
         Vec::<StoreId>::new()
     );
-    assert_eq!(store.sweep().await.expect("sweep"), 0, "no dead entry left");
+    assert_eq!(
+        store.sweep(NOW).await.expect("sweep"),
+        0,
+        "no dead entry left"
+    );
 }
 
 async fn the_per_user_limit_evicts_several_when_the_user_is_far_over_it<S: SessionStore>(
@@ -1027,7 +1099,7 @@ async fn list_user_drops_expired_entries_from_the_index<S: SessionStore>(store: 
     gone(store, &expired.id).await;
     assert_eq!(listed(store, "alice").await, vec![entry(&live)]);
     assert_eq!(
-        store.sweep().await.expect("sweep"),
+        store.sweep(NOW).await.expect("sweep"),
         0,
         "listing already dropped the dead entry"
     );
@@ -1133,7 +1205,7 @@ async fn list_user_pages_through_a_thousand_sessions_of_one_user<S: SessionStore
     const N: u64 = 1_200;
     const LIMIT: usize = 100;
     let user = user_hash("crowd");
-    let rec = record(1, &user, None);
+    let rec = record(1, &user, None, T0 / 1000 + 3600);
     let ev = eviction();
     for n in 1..=N {
         store
@@ -1243,8 +1315,8 @@ async fn sweep_trims_more_dead_entries_than_one_batch<S: SessionStore>(store: &S
     for n in 1..=250 {
         gone(store, &id(n)).await;
     }
-    assert_eq!(store.sweep().await.expect("sweep"), 500);
-    assert_eq!(store.sweep().await.expect("sweep"), 0);
+    assert_eq!(store.sweep(NOW).await.expect("sweep"), 500);
+    assert_eq!(store.sweep(NOW).await.expect("sweep"), 0);
     assert_eq!(listed(store, "alice").await, vec![entry(&live)]);
 }
 
@@ -1436,8 +1508,8 @@ async fn sweep_removes_index_entries_of_expired_sessions_and_counts_them<S: Sess
     }
     gone(store, &a.id).await;
     gone(store, &b.id).await;
-    assert_eq!(store.sweep().await.expect("sweep"), 3);
-    assert_eq!(store.sweep().await.expect("sweep"), 0, "nothing left");
+    assert_eq!(store.sweep(NOW).await.expect("sweep"), 3);
+    assert_eq!(store.sweep(NOW).await.expect("sweep"), 0, "nothing left");
     assert_eq!(listed(store, "alice").await, vec![entry(&live)]);
     assert_eq!(
         store
@@ -1449,10 +1521,10 @@ async fn sweep_removes_index_entries_of_expired_sessions_and_counts_them<S: Sess
 }
 
 async fn sweep_of_a_store_without_dead_entries_removes_nothing<S: SessionStore>(store: &S) {
-    assert_eq!(store.sweep().await.expect("sweep"), 0, "empty");
+    assert_eq!(store.sweep(NOW).await.expect("sweep"), 0, "empty");
     let s = Seed::new(1, "alice").sid("op-1");
     s.create(store).await;
-    assert_eq!(store.sweep().await.expect("sweep"), 0, "all alive");
+    assert_eq!(store.sweep(NOW).await.expect("sweep"), 0, "all alive");
     assert_eq!(get(store, &s.id).await, Fetched::Live(s.record()));
     assert_eq!(listed_ids(store, "alice").await, vec![id(1)]);
 }
@@ -1474,7 +1546,7 @@ async fn stats_count_live_sessions_and_users_with_the_top_users_descending<S: Se
     expired.create(store).await;
     gone(store, &expired.id).await;
 
-    let stats = store.stats(2).await.expect("stats");
+    let stats = store.stats(2, NOW).await.expect("stats");
     assert_eq!(stats.sessions, 6);
     assert_eq!(stats.users, 3);
     assert_eq!(
@@ -1482,13 +1554,13 @@ async fn stats_count_live_sessions_and_users_with_the_top_users_descending<S: Se
         vec![(user_hash("alice"), 3), (user_hash("carol"), 2)]
     );
     // `memory_bytes` is whatever the backend reports (None in memory).
-    let all = store.stats(10).await.expect("stats");
+    let all = store.stats(10, NOW).await.expect("stats");
     assert_eq!(all.top_users.len(), 3);
     assert_eq!(all.top_users[2], (user_hash("bob"), 1));
 }
 
 async fn stats_of_an_empty_store_are_zero<S: SessionStore>(store: &S) {
-    let stats = store.stats(10).await.expect("stats");
+    let stats = store.stats(10, NOW).await.expect("stats");
     assert_eq!(stats.sessions, 0);
     assert_eq!(stats.users, 0);
     assert_eq!(stats.top_users, Vec::<(String, u64)>::new());
@@ -1498,7 +1570,7 @@ async fn stats_of_an_empty_store_are_zero<S: SessionStore>(store: &S) {
 /// revoked ones (their tombstones are not sessions), not expired ones, and
 /// more than one SCAN batch of them.
 async fn count_sessions_counts_live_sessions_only<S: SessionStore>(store: &S) {
-    assert_eq!(store.count_sessions().await.expect("count"), 0);
+    assert_eq!(store.count_sessions(NOW).await.expect("count"), 0);
     for n in 1..=1200 {
         Seed::new(n, if n % 2 == 0 { "alice" } else { "bob" })
             .create(store)
@@ -1511,7 +1583,7 @@ async fn count_sessions_counts_live_sessions_only<S: SessionStore>(store: &S) {
         RevokeOutcome::Revoked
     );
     gone(store, &short.id).await;
-    assert_eq!(store.count_sessions().await.expect("count"), 1199);
+    assert_eq!(store.count_sessions(NOW).await.expect("count"), 1199);
 }
 
 async fn ping_answers<S: SessionStore>(store: &S) {
@@ -1543,7 +1615,7 @@ async fn redis_list_user_examines_a_bounded_window_of_the_index_per_call() {
     )
     .expect("redis store");
     let user = user_hash("crowd");
-    let rec = record(1, &user, None);
+    let rec = record(1, &user, None, T0 / 1000 + 3600);
     let ev = eviction();
     for n in 1..=1_200u64 {
         let ttl = if n > 600 { SHORT } else { LONG };

@@ -35,6 +35,21 @@ impl Entry {
             .filter(|(_, until)| *until > now)
             .map(|(stamp, _)| stamp)
     }
+
+    /// Whether the session has ended at `at` (unix seconds) though its
+    /// record is still kept: as the Redis scripts' `ended` decides (see
+    /// `SessionStore::count_sessions`): no activity kept, and `at` past the
+    /// record's idle or absolute deadline, read without checking its tag.
+    /// A record that does not decode has not ended here.
+    fn ended(&self, now: Instant, at: u64) -> bool {
+        if self.activity(now).is_some() {
+            return false;
+        }
+        StoredSession::decode(&self.record).is_ok_and(|t| {
+            let body = &t.record.body;
+            at >= body.idle_expires_at.min(body.absolute_expires_at)
+        })
+    }
 }
 
 #[derive(Default)]
@@ -78,13 +93,39 @@ impl State {
         live
     }
 
-    fn trim_user(&mut self, user_hash: &str, now: Instant) {
+    /// Removes the session if it has ended at `at` though its record is
+    /// still kept ([`Entry::ended`]), with its index entries and no
+    /// tombstone; whether it did.
+    fn drop_ended(&mut self, id: &StoreId, now: Instant, at: u64) -> bool {
+        if !self.sessions.get(id).is_some_and(|e| e.ended(now, at)) {
+            return false;
+        }
+        if let Some(entry) = self.sessions.remove(id) {
+            if let Some(set) = self.users.get_mut(&entry.user_hash) {
+                set.remove(&(entry.created_millis, id.clone()));
+            }
+            if let Some(sh) = &entry.sid_hash
+                && let Some(set) = self.sids.get_mut(sh)
+            {
+                set.remove(id);
+            }
+        }
+        true
+    }
+
+    /// Drops the user's index entries whose session expired or has ended
+    /// at `at` (removing those records too).
+    fn trim_user(&mut self, user_hash: &str, now: Instant, at: u64) {
         let Some(set) = self.users.get(user_hash) else {
             return;
         };
         let dead: Vec<_> = set
             .iter()
-            .filter(|(_, id)| self.sessions.get(id).is_none_or(|e| e.expires <= now))
+            .filter(|(_, id)| {
+                self.sessions
+                    .get(id)
+                    .is_none_or(|e| e.expires <= now || e.ended(now, at))
+            })
             .cloned()
             .collect();
         for d in dead {
@@ -209,7 +250,14 @@ impl SessionStore for MemoryStore {
             }
             let mut evicted = Vec::new();
             if let Some(max) = new.max_per_user {
-                s.trim_user(new.user_hash, now);
+                // As Redis: ended sessions are looked for only when the
+                // user is over the limit.
+                if s.users
+                    .get(new.user_hash)
+                    .is_some_and(|set| set.len() > max as usize)
+                {
+                    s.trim_user(new.user_hash, now, new.eviction.at);
+                }
                 while let Some(set) = s
                     .users
                     .get(new.user_hash)
@@ -257,7 +305,8 @@ impl SessionStore for MemoryStore {
 
     async fn revoke(&self, id: &StoreId, why: &Revocation) -> StoreResult<RevokeOutcome> {
         Ok(self.with(|s, now| {
-            if s.revoke_one(id, why, now) {
+            let ended = s.drop_ended(id, now, why.at);
+            if !ended && s.revoke_one(id, why, now) {
                 return RevokeOutcome::Revoked;
             }
             match s.tombstones.get(id) {
@@ -283,14 +332,14 @@ impl SessionStore for MemoryStore {
                 .unwrap_or_default();
             let mut out = Vec::new();
             for id in ids {
-                if Some(&id) == except {
+                if Some(&id) == except || s.drop_ended(&id, now, why.at) {
                     continue;
                 }
                 if s.revoke_one(&id, why, now) {
                     out.push(id);
                 }
             }
-            s.trim_user(user_hash, now);
+            s.trim_user(user_hash, now, why.at);
             out
         }))
     }
@@ -299,7 +348,7 @@ impl SessionStore for MemoryStore {
         Ok(self.with(|s, now| {
             let ids = s.sids.remove(sid_hash).unwrap_or_default();
             ids.into_iter()
-                .filter(|id| s.revoke_one(id, why, now))
+                .filter(|id| !s.drop_ended(id, now, why.at) && s.revoke_one(id, why, now))
                 .collect()
         }))
     }
@@ -419,13 +468,13 @@ impl SessionStore for MemoryStore {
 
     /// Counts dead entries of both indexes, per-user and provider-session,
     /// as the Redis store does.
-    async fn sweep(&self) -> StoreResult<u64> {
+    async fn sweep(&self, at: u64) -> StoreResult<u64> {
         Ok(self.with(|s, now| {
             let before: usize = s.users.values().map(BTreeSet::len).sum::<usize>()
                 + s.sids.values().map(BTreeSet::len).sum::<usize>();
             let users: Vec<String> = s.users.keys().cloned().collect();
             for u in users {
-                s.trim_user(&u, now);
+                s.trim_user(&u, now, at);
             }
             s.users.retain(|_, set| !set.is_empty());
             let sessions = &s.sessions;
@@ -445,12 +494,17 @@ impl SessionStore for MemoryStore {
         }))
     }
 
-    async fn count_sessions(&self) -> StoreResult<u64> {
-        Ok(self.with(|s, now| s.sessions.values().filter(|e| e.expires > now).count() as u64))
+    async fn count_sessions(&self, at: u64) -> StoreResult<u64> {
+        Ok(self.with(|s, now| {
+            s.sessions
+                .values()
+                .filter(|e| e.expires > now && !e.ended(now, at))
+                .count() as u64
+        }))
     }
 
-    async fn stats(&self, top: usize) -> StoreResult<StoreStats> {
-        self.sweep().await?;
+    async fn stats(&self, top: usize, at: u64) -> StoreResult<StoreStats> {
+        self.sweep(at).await?;
         Ok(self.with(|s, _| {
             let mut users: Vec<(String, u64)> = s
                 .users

@@ -76,7 +76,8 @@ pub struct NewSession<'a> {
     pub user_hash: &'a str,
     pub sid_hash: Option<&'a str>,
     pub created_millis: u64,
-    /// Keep at most this many sessions for the user, evicting the oldest.
+    /// Keep at most this many live sessions for the user, evicting the
+    /// oldest (live at `eviction.at`: see [`SessionStore::count_sessions`]).
     pub max_per_user: Option<u32>,
     /// Recorded on sessions evicted by the limit.
     pub eviction: &'a Revocation,
@@ -276,7 +277,8 @@ pub fn open(config: &crate::config::Config) -> anyhow::Result<Store> {
         StoreKind::Redis(r) => Store::Redis(
             redis::RedisStore::new(r, &config.store.key_prefix, config.store.timeout)?
                 .with_legacy_prefix(&config.store.legacy_key_prefix)
-                .with_record_layout(config.store.record_layout),
+                .with_record_layout(config.store.record_layout)
+                .with_idle_timeout(config.session.idle_timeout),
         ),
     })
 }
@@ -407,14 +409,34 @@ pub trait SessionStore: Send + Sync {
         ttl_millis: u64,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
 
-    /// Drops index entries whose sessions have expired; returns how many.
-    fn sweep(&self) -> impl Future<Output = StoreResult<u64>> + Send;
+    /// Drops index entries whose sessions have expired, and removes the
+    /// sessions that have ended at `now` though their record is still
+    /// there (see [`SessionStore::count_sessions`]) with their entries;
+    /// returns how many entries went.
+    fn sweep(&self, now: u64) -> impl Future<Output = StoreResult<u64>> + Send;
 
-    fn stats(&self, top: usize) -> impl Future<Output = StoreResult<StoreStats>> + Send;
+    /// Live sessions and users at `now` (after a [`Self::sweep`]).
+    fn stats(&self, top: usize, now: u64) -> impl Future<Output = StoreResult<StoreStats>> + Send;
 
-    /// How many session records exist now (the active-sessions gauge). A
-    /// scan of the keys: call it from a background task, not per request.
-    fn count_sessions(&self) -> impl Future<Output = StoreResult<u64>> + Send;
+    /// How many sessions are live at `now` (unix seconds; the
+    /// active-sessions gauge). A scan of the keys: call it from a
+    /// background task, not per request.
+    ///
+    /// A record's key outlives its session's idle deadline by up to one
+    /// idle period (for activity recorded apart: see the key layout), so
+    /// "live" is judged as a read judges it, on the effective idle
+    /// deadline: a record counts unless `now` is past its absolute
+    /// deadline, or past its own idle deadline while the session has no
+    /// activity key (that key expires at the idle deadline its activity
+    /// set). Neither the record's tag nor the stamp's is checked here: a
+    /// writer to the store can change counts anyway, and what is served is
+    /// decided by a verified read alone. The same rule makes `create`'s
+    /// per-user limit count only live sessions (an ended one is removed
+    /// first, never a live one evicted for it), and makes `revoke` and
+    /// `revoke_user` remove an ended one as for a session that expired
+    /// (`NotFound`, no tombstone, not among the revoked). Their `now` is
+    /// the revocation's time (`Revocation::at`).
+    fn count_sessions(&self, now: u64) -> impl Future<Output = StoreResult<u64>> + Send;
 
     fn ping(&self) -> impl Future<Output = StoreResult<()>> + Send;
 }
@@ -451,20 +473,20 @@ impl Store {
     /// The active-sessions gauge's figure: on Redis counted by one process
     /// of the fleet per `every` and shared (`RedisStore::fleet_count`); in
     /// memory, this process's own count. `None`: none published yet.
-    pub async fn fleet_count(&self, every: Duration) -> StoreResult<Option<u64>> {
+    pub async fn fleet_count(&self, every: Duration, now: u64) -> StoreResult<Option<u64>> {
         match self {
-            Self::Redis(s) => s.fleet_count(every).await,
-            Self::Memory(s) => s.count_sessions().await.map(Some),
+            Self::Redis(s) => s.fleet_count(every, now).await,
+            Self::Memory(s) => s.count_sessions(now).await.map(Some),
         }
     }
 
     /// The periodic index sweep: on Redis by one process of the fleet per
     /// `every` (`RedisStore::fleet_sweep`; `None` where another has it);
     /// in memory, this process's own.
-    pub async fn fleet_sweep(&self, every: Duration) -> StoreResult<Option<u64>> {
+    pub async fn fleet_sweep(&self, every: Duration, now: u64) -> StoreResult<Option<u64>> {
         match self {
-            Self::Redis(s) => s.fleet_sweep(every).await,
-            Self::Memory(s) => s.sweep().await.map(Some),
+            Self::Redis(s) => s.fleet_sweep(every, now).await,
+            Self::Memory(s) => s.sweep(now).await.map(Some),
         }
     }
 }
@@ -580,14 +602,14 @@ impl SessionStore for Store {
     async fn remember_jti(&self, hash: &str, ttl_millis: u64) -> StoreResult<bool> {
         delegate!(self, s => s.remember_jti(hash, ttl_millis))
     }
-    async fn sweep(&self) -> StoreResult<u64> {
-        delegate!(self, s => s.sweep())
+    async fn sweep(&self, now: u64) -> StoreResult<u64> {
+        delegate!(self, s => s.sweep(now))
     }
-    async fn stats(&self, top: usize) -> StoreResult<StoreStats> {
-        delegate!(self, s => s.stats(top))
+    async fn stats(&self, top: usize, now: u64) -> StoreResult<StoreStats> {
+        delegate!(self, s => s.stats(top, now))
     }
-    async fn count_sessions(&self) -> StoreResult<u64> {
-        delegate!(self, s => s.count_sessions())
+    async fn count_sessions(&self, now: u64) -> StoreResult<u64> {
+        delegate!(self, s => s.count_sessions(now))
     }
     async fn ping(&self) -> StoreResult<()> {
         delegate!(self, s => s.ping())

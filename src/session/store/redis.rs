@@ -57,6 +57,13 @@ pub struct RedisStore {
     /// Where the store is, for error messages: `redis://host:port/db`, the
     /// Sentinels or the cluster seeds; never a user name or password.
     address: String,
+    /// `session.idle_timeout` in ms as configured at start-up (0: not
+    /// told): lets the walks over every record (the sweep, the sessions
+    /// count) skip reading the record of a key with more than this left,
+    /// whose idle deadline cannot have passed (see `ended` in
+    /// `redis_scripts`). Only a shortcut: raised later by a reload, it
+    /// can only let an ended session be counted until the next restart.
+    live_hint_millis: u64,
 }
 
 /// `endpoint` as an operator configured it, without credentials.
@@ -195,6 +202,7 @@ impl RedisStore {
             layout: RecordLayout::Compact,
             shard_key: tokio::sync::OnceCell::new(),
             address,
+            live_hint_millis: 0,
             conn,
         }
     }
@@ -210,6 +218,13 @@ impl RedisStore {
     /// prefix itself): read, revoked and swept there until they expire.
     pub fn with_legacy_prefix(mut self, legacy: &str) -> Self {
         legacy.clone_into(&mut self.keys.legacy);
+        self
+    }
+
+    /// Tells the store `session.idle_timeout`, which the walks over every
+    /// record use as a shortcut (see `live_hint_millis`).
+    pub fn with_idle_timeout(mut self, idle_timeout: Duration) -> Self {
+        self.live_hint_millis = u64::try_from(idle_timeout.as_millis()).unwrap_or(u64::MAX);
         self
     }
 
@@ -311,8 +326,16 @@ impl RedisStore {
     /// record, index entry and leaves a tombstone in one script on the
     /// session's slot. With `fence`, an ID without record or tombstone gets a
     /// tombstone too (revocation by provider session: the session may be
-    /// being written). Returns the script's `(code, text)`; see `REVOKE`.
-    async fn end_one(&self, id: &StoreId, tomb: &str, fence: bool) -> StoreResult<(i64, String)> {
+    /// being written). A session that had ended at `now` though its record
+    /// was there is removed and answered as unknown. Returns the script's
+    /// `(code, text)`; see `REVOKE`.
+    async fn end_one(
+        &self,
+        id: &StoreId,
+        tomb: &str,
+        fence: bool,
+        now: u64,
+    ) -> StoreResult<(i64, String)> {
         let (record, tombstone) = (self.keys.record(id), self.keys.tombstone(id));
         for _ in 0..3 {
             let mut conn = self.conn.clone();
@@ -320,7 +343,9 @@ impl RedisStore {
             // script compares it as it is.
             let user: Option<Vec<u8>> = self.run(conn.hget(&record, "u")).await?;
             let mut call = self.scripts.revoke.prepare_invoke();
-            call.key(&record).key(&tombstone);
+            call.key(&record)
+                .key(&tombstone)
+                .key(self.keys.activity(id));
             if let Some(uh) = &user {
                 call.key(self.keys.user_index_of(id, &field_hash(uh)));
             }
@@ -328,7 +353,8 @@ impl RedisStore {
                 .arg(TOMBSTONE_TTL_MILLIS)
                 .arg(id.as_str())
                 .arg(user.as_deref().unwrap_or_default())
-                .arg(if fence { "1" } else { "0" });
+                .arg(if fence { "1" } else { "0" })
+                .arg(now);
             let (code, text): (i64, Vec<u8>) = self.run_script(&call).await?;
             match code {
                 // The sid hash of the session ended, as the record's `x`.
@@ -343,7 +369,10 @@ impl RedisStore {
     }
 
     /// The per-user limit after a create: ends the oldest sessions of the
-    /// index `index` (other than `keep`) while it holds more than `max`.
+    /// index `index` (other than `keep`) while it holds more than `max`
+    /// live ones; sessions that have ended at `why.at` though their record
+    /// is there are removed first, so they are neither counted nor chosen
+    /// over a live one (`EVICT`).
     async fn evict(
         &self,
         index: &str,
@@ -367,12 +396,15 @@ impl RedisStore {
             let mut call = self.scripts.evict.prepare_invoke();
             call.key(index);
             for c in &candidates {
-                call.key(self.keys.record(c)).key(self.keys.tombstone(c));
+                call.key(self.keys.record(c))
+                    .key(self.keys.tombstone(c))
+                    .key(self.keys.activity(c));
             }
             call.arg(max)
                 .arg(keep.as_str())
                 .arg(&tomb)
-                .arg(TOMBSTONE_TTL_MILLIS);
+                .arg(TOMBSTONE_TTL_MILLIS)
+                .arg(why.at);
             for c in &candidates {
                 call.arg(c.as_str());
             }
@@ -393,12 +425,15 @@ impl RedisStore {
     }
 
     /// Ends every session listed in one user index but `except`, a batch
-    /// per call: the IDs are read first, then passed as keys.
+    /// per call: the IDs are read first, then passed as keys. Sessions that
+    /// had ended at `now` though their record was there are removed, not
+    /// revoked (`REVOKE_MANY`).
     async fn revoke_index(
         &self,
         index: &str,
         except: Option<&StoreId>,
         tomb: &str,
+        now: u64,
         out: &mut Vec<StoreId>,
     ) -> StoreResult<()> {
         for _ in 0..MAX_BATCHES {
@@ -415,9 +450,11 @@ impl RedisStore {
             let mut call = self.scripts.revoke_many.prepare_invoke();
             call.key(index);
             for id in &batch {
-                call.key(self.keys.record(id)).key(self.keys.tombstone(id));
+                call.key(self.keys.record(id))
+                    .key(self.keys.tombstone(id))
+                    .key(self.keys.activity(id));
             }
-            call.arg(tomb).arg(TOMBSTONE_TTL_MILLIS);
+            call.arg(tomb).arg(TOMBSTONE_TTL_MILLIS).arg(now);
             for id in &batch {
                 call.arg(id.as_str());
             }
@@ -444,6 +481,7 @@ impl RedisStore {
         index: &str,
         kind: SidIndex,
         tomb: &str,
+        now: u64,
         out: &mut Vec<StoreId>,
     ) -> StoreResult<()> {
         for _ in 0..MAX_BATCHES {
@@ -459,9 +497,10 @@ impl RedisStore {
                 return Ok(());
             }
             let ids = Self::ids(listed.clone());
-            let ended =
-                futures_util::future::join_all(ids.iter().map(|id| self.end_one(id, tomb, true)))
-                    .await;
+            let ended = futures_util::future::join_all(
+                ids.iter().map(|id| self.end_one(id, tomb, true, now)),
+            )
+            .await;
             for (id, result) in ids.into_iter().zip(ended) {
                 if result?.0 == 1 {
                     out.push(id);
@@ -714,7 +753,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn revoke(&self, id: &StoreId, why: &Revocation) -> StoreResult<RevokeOutcome> {
-        let (code, text) = self.end_one(id, &tomb(why), false).await?;
+        let (code, text) = self.end_one(id, &tomb(why), false, why.at).await?;
         Ok(match code {
             1 => {
                 self.unindex_sid(id, &text).await;
@@ -740,7 +779,8 @@ impl SessionStore for RedisStore {
             self.keys.user_index(tag, user_hash),
             self.keys.legacy_user_index(user_hash),
         ] {
-            self.revoke_index(&index, except, &tomb, &mut out).await?;
+            self.revoke_index(&index, except, &tomb, why.at, &mut out)
+                .await?;
         }
         Ok(out)
     }
@@ -752,6 +792,7 @@ impl SessionStore for RedisStore {
             &self.keys.sid_index(sid_hash),
             SidIndex::Sorted,
             &tomb,
+            why.at,
             &mut out,
         )
         .await?;
@@ -759,6 +800,7 @@ impl SessionStore for RedisStore {
             &self.keys.legacy_sid_index(sid_hash),
             SidIndex::Set,
             &tomb,
+            why.at,
             &mut out,
         )
         .await?;
@@ -880,39 +922,42 @@ impl SessionStore for RedisStore {
 
     /// Walks every index on every primary, in both layouts, a batch per
     /// call, so no single call runs long however large an index grew.
-    async fn sweep(&self) -> StoreResult<u64> {
+    async fn sweep(&self, now: u64) -> StoreResult<u64> {
         let mut removed = 0u64;
-        let now = crate::clock::unix_now_millis();
+        let now_millis = crate::clock::unix_now_millis();
         for prefix in self.keys.prefixes() {
             for key in self.scan(&format!("{}u:*", glob_escape(prefix))).await? {
-                removed += self.trim(&key, SidIndex::Sorted).await?;
+                removed += self.trim(&key, SidIndex::Sorted, now).await?;
             }
             if prefix == self.keys.prefix {
                 for key in self.scan(&format!("{}x:*", glob_escape(prefix))).await? {
-                    removed += self.trim_sid(&key, now).await?;
+                    removed += self.trim_sid(&key, now_millis).await?;
                 }
             }
             if prefix == self.keys.legacy {
                 for key in self.scan(&format!("{}sid:*", glob_escape(prefix))).await? {
-                    removed += self.trim(&key, SidIndex::Set).await?;
+                    removed += self.trim(&key, SidIndex::Set, now).await?;
                 }
             }
         }
         Ok(removed)
     }
 
-    /// Counts session records (`s:*` under each key prefix, either layout)
-    /// by SCAN on every primary, batch by batch (no key list is kept).
-    async fn count_sessions(&self) -> StoreResult<u64> {
+    /// Counts live session records (`s:*` under each key prefix, either
+    /// layout) by SCAN on every primary, batch by batch (no key list is
+    /// kept).
+    async fn count_sessions(&self, now: u64) -> StoreResult<u64> {
         let mut count = 0;
         for prefix in self.keys.prefixes() {
-            count += self.count(&format!("{}s:*", glob_escape(prefix))).await?;
+            count += self.count_live(prefix, now).await?;
         }
         Ok(count)
     }
 
-    async fn stats(&self, top: usize) -> StoreResult<StoreStats> {
-        self.sweep().await?;
+    /// The indexes' sizes after a sweep at `now`, which leaves only live
+    /// sessions in them.
+    async fn stats(&self, top: usize, now: u64) -> StoreResult<StoreStats> {
+        self.sweep(now).await?;
         let mut counts = std::collections::BTreeMap::<String, u64>::new();
         for prefix in self.keys.prefixes() {
             for key in self.scan(&format!("{}u:*", glob_escape(prefix))).await? {

@@ -32,6 +32,84 @@ local function revoke_one(sk, tk, uk, id, tomb, tttl)
   redis.call('SET', tk, tomb, 'PX', math.max(tonumber(tttl), left))
   return x or ''
 end
+-- A record's idle and absolute deadlines (unix seconds), read from its
+-- plain header without checking its tag (the layout is `record.rs`'s:
+-- version, generation, then the postcard body: key ID, user hash,
+-- optional provider-sid hash, created, last active, idle deadline,
+-- absolute deadline; the hashes as 32 bytes in format 3, as text in
+-- format 2). nil for anything else.
+local function varint(s, p)
+  local v, m = 0, 1
+  for i = p, p + 9 do
+    local b = string.byte(s, i)
+    if not b then return nil end
+    v = v + (b % 128) * m
+    if b < 128 then return v, i + 1 end
+    m = m * 128
+  end
+  return nil
+end
+local function skip_bytes(s, p)
+  local n
+  n, p = varint(s, p)
+  if not n then return nil end
+  return p + n
+end
+local function skip_hash(s, p, fmt)
+  if fmt == 2 then return skip_bytes(s, p) end
+  local k
+  k, p = varint(s, p)
+  if k == 0 then return p + 32 elseif k == 1 then return skip_bytes(s, p) end
+  return nil
+end
+local function deadlines(r)
+  local fmt = string.byte(r, 1)
+  if fmt ~= 2 and fmt ~= 3 then return nil end
+  local p = skip_bytes(r, 10)
+  p = p and skip_hash(r, p, fmt)
+  local some, created, active, idle, abs
+  if p then some, p = varint(r, p) end
+  if some == 1 then p = skip_hash(r, p, fmt) elseif some ~= 0 then return nil end
+  if p then created, p = varint(r, p) end
+  if p then active, p = varint(r, p) end
+  if p then idle, p = varint(r, p) end
+  if p then abs, p = varint(r, p) end
+  if not abs then return nil end
+  return idle, abs
+end
+-- Whether the session whose record key is sk (activity key ak) has ended
+-- at now (unix seconds) though its record is still there: past its
+-- effective idle deadline (the later of the record's and its activity's,
+-- and the activity key expires at the activity's) or its absolute one.
+-- Neither the record's tag nor the activity's is checked: this decides
+-- what is counted and cleaned up, never what is served. A record that is
+-- gone, or that this cannot read, has not ended here.
+--
+-- live_ms (optional; '0' or absent: none) is the idle timeout in ms, a
+-- shortcut for the walks over every record: a record's key lives at most
+-- one idle timeout past its idle deadline (`StoredBody::key_ttl_millis`;
+-- until the deadline itself with `record_layout = previous`), so a key
+-- with more left than that belongs to a session whose idle deadline has
+-- not passed, and its record (kilobytes, the costly part) is not read.
+-- A live_ms below some writer's idle timeout could only take an ended
+-- session for a live one, never the reverse.
+local function ended(sk, ak, now, live_ms)
+  local hint = tonumber(live_ms or '0') or 0
+  if hint > 0 and redis.call('PTTL', sk) > hint then return false end
+  if redis.call('EXISTS', ak) == 1 then return false end
+  local r = redis.call('HGET', sk, 'r')
+  if not r then return false end
+  local idle, abs = deadlines(r)
+  return idle ~= nil and tonumber(now) >= math.min(idle, abs)
+end
+-- Removes an ended session's record and activity, and its entry in the
+-- index ik (kind 'z' sorted set, 's' set): no tombstone, as for a
+-- session that expired; its provider-session entry, if any, is the
+-- sweep's.
+local function drop(sk, ak, ik, id, kind)
+  redis.call('DEL', sk, ak)
+  if kind == 's' then redis.call('SREM', ik, id) else redis.call('ZREM', ik, id) end
+end
 local function extend(k, ms)
   if redis.call('PTTL', k) < tonumber(ms) then redis.call('PEXPIRE', k, ms) end
 end
@@ -86,24 +164,32 @@ index_add(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 return 1
 ";
 
-/// The per-user limit. KEYS: user index, then record and tombstone of each
-/// candidate (the index's oldest entries, oldest first). ARGV: limit, the
-/// new session's ID (never evicted), tombstone, tombstone TTL, candidate
-/// IDs. Drops candidates whose record is gone, then ends the oldest live
-/// ones while the index is over the limit. Returns `{index size, {id, sid
-/// hash, ...}}` of the sessions ended.
+/// The per-user limit. KEYS: user index, then record, tombstone and
+/// activity of each candidate (the index's oldest entries, oldest first).
+/// ARGV: limit, the new session's ID (never evicted), tombstone, tombstone
+/// TTL, now (unix seconds), candidate IDs. Drops candidates whose record is
+/// gone, and those that have ended though their record is still there
+/// (`ended`: idle past the deadline their activity set), so that only
+/// live sessions count; then ends the oldest live ones while the index is
+/// over the limit. Returns `{index size, {id, sid hash, ...}}` of the
+/// sessions ended.
 const EVICT: &str = r"
-local uk, maxn, keep, tomb, tttl = KEYS[1], tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
-local n = #ARGV - 4
+local uk, maxn, keep, tomb, tttl, now = KEYS[1], tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local n = #ARGV - 5
 for i = 1, n do
-  if redis.call('EXISTS', KEYS[2 * i]) == 0 then redis.call('ZREM', uk, ARGV[4 + i]) end
+  local id, sk, ak = ARGV[5 + i], KEYS[3 * i - 1], KEYS[3 * i + 1]
+  if redis.call('EXISTS', sk) == 0 then
+    redis.call('ZREM', uk, id)
+  elseif id ~= keep and ended(sk, ak, now) then
+    drop(sk, ak, uk, id, 'z')
+  end
 end
 local out = {}
 for i = 1, n do
   if redis.call('ZCARD', uk) <= maxn then break end
-  local id = ARGV[4 + i]
+  local id = ARGV[5 + i]
   if id ~= keep and redis.call('ZSCORE', uk, id) then
-    local x = revoke_one(KEYS[2 * i], KEYS[2 * i + 1], uk, id, tomb, tttl)
+    local x = revoke_one(KEYS[3 * i - 1], KEYS[3 * i], uk, id, tomb, tttl)
     redis.call('ZREM', uk, id)
     if x then
       table.insert(out, id)
@@ -114,19 +200,27 @@ end
 return {redis.call('ZCARD', uk), out}
 ";
 
-/// One session by ID. KEYS: record, tombstone, and the user index the
-/// caller read from the record (absent if it found no record). ARGV:
-/// tombstone, tombstone TTL, ID, that user hash (the `u` field as read), fence ('1': leave a
-/// tombstone even if there is no record, so a create still under way for
-/// this ID is refused). Returns `{1, sid hash}` ended, `{2, tombstone}`
-/// ended before, `{0, ''}` unknown, `{3, ''}` the record changed since the
-/// caller read it (ask again).
+/// One session by ID. KEYS: record, tombstone, activity, and the user
+/// index the caller read from the record (absent if it found no record).
+/// ARGV: tombstone, tombstone TTL, ID, that user hash (the `u` field as
+/// read), fence ('1': leave a tombstone even if there is no record, so a
+/// create still under way for this ID is refused), now (unix seconds).
+/// Returns `{1, sid hash}` ended, `{2, tombstone}` ended before, `{0, ''}`
+/// unknown or already ended (a record past its effective idle deadline is
+/// removed, as the sweep would: `ended`), `{3, ''}` the record changed
+/// since the caller read it (ask again).
 const REVOKE: &str = r"
-local sk, tk, uk = KEYS[1], KEYS[2], KEYS[3]
+local sk, tk, ak, uk = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local u = redis.call('HGET', sk, 'u')
 if u then
   if not uk or u ~= ARGV[4] then return {3, ''} end
-  return {1, revoke_one(sk, tk, uk, ARGV[3], ARGV[1], ARGV[2])}
+  if not ended(sk, ak, ARGV[6]) then
+    return {1, revoke_one(sk, tk, uk, ARGV[3], ARGV[1], ARGV[2])}
+  end
+  drop(sk, ak, uk, ARGV[3], 'z')
+  local t = redis.call('GET', tk)
+  if t then return {2, t} end
+  return {0, ''}
 end
 local t = redis.call('GET', tk)
 if t then return {2, t} end
@@ -134,15 +228,23 @@ if ARGV[5] == '1' then redis.call('SET', tk, ARGV[1], 'PX', ARGV[2]) end
 return {0, ''}
 ";
 
-/// A batch of one user's sessions. KEYS: user index, then record and
-/// tombstone of each ID. ARGV: tombstone, tombstone TTL, IDs. Returns
-/// `{id, sid hash, ...}` of the sessions ended.
+/// A batch of one user's sessions. KEYS: user index, then record,
+/// tombstone and activity of each ID. ARGV: tombstone, tombstone TTL, now
+/// (unix seconds), IDs. Returns `{id, sid hash, ...}` of the sessions
+/// ended; one that had already ended though its record was there
+/// (`ended`) is removed without a tombstone and not among them.
 const REVOKE_MANY: &str = r"
 local uk = KEYS[1]
 local out = {}
-for i = 3, #ARGV do
-  local j = i - 2
-  local x = revoke_one(KEYS[2 * j], KEYS[2 * j + 1], uk, ARGV[i], ARGV[1], ARGV[2])
+for i = 4, #ARGV do
+  local j = i - 3
+  local sk, tk, ak = KEYS[3 * j - 1], KEYS[3 * j], KEYS[3 * j + 1]
+  local x = false
+  if ended(sk, ak, ARGV[3]) then
+    drop(sk, ak, uk, ARGV[i], 'z')
+  else
+    x = revoke_one(sk, tk, uk, ARGV[i], ARGV[1], ARGV[2])
+  end
   redis.call('ZREM', uk, ARGV[i])
   if x then
     table.insert(out, ARGV[i])
@@ -197,14 +299,22 @@ end
 return out
 ";
 
-/// Drops the members of one index (KEYS[1]) whose record (KEYS[i + 1]) is
-/// gone; ARGV: kind ('z' or 's'), the members. The sweep feeds it one
-/// ZSCAN/SSCAN batch at a time. Returns how many it dropped.
+/// Drops the members of one index (KEYS[1]) whose record is gone, and
+/// removes those that have ended though their record is still there
+/// (`ended`), record and activity with them. KEYS: the index, then each
+/// member's record and activity. ARGV: kind ('z' or 's'), now (unix
+/// seconds), the idle timeout in ms (`ended`'s shortcut, '0' for none),
+/// the members. The sweep feeds it one ZSCAN/SSCAN batch at a time.
+/// Returns how many it dropped.
 const TRIM: &str = r"
 local n = 0
-for i = 2, #ARGV do
-  if redis.call('EXISTS', KEYS[i]) == 0 then
+for i = 4, #ARGV do
+  local sk, ak = KEYS[2 * i - 6], KEYS[2 * i - 5]
+  if redis.call('EXISTS', sk) == 0 then
     if ARGV[1] == 'z' then redis.call('ZREM', KEYS[1], ARGV[i]) else redis.call('SREM', KEYS[1], ARGV[i]) end
+    n = n + 1
+  elseif ended(sk, ak, ARGV[2], ARGV[3]) then
+    drop(sk, ak, KEYS[1], ARGV[i], ARGV[1])
     n = n + 1
   end
 end
@@ -254,6 +364,49 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 ";
 
+/// One SCAN batch of session records, the live ones counted where they
+/// run: the active-sessions gauge's walk. No `KEYS`: it names no key, and
+/// SCAN walks the server it is sent to (each primary of a Cluster in
+/// turn). ARGV: cursor, pattern (`P s:*`), batch size, now (unix seconds),
+/// the length of the prefix `P`, the hex digits of an activity key's name
+/// after the shard tag (`redis_keys::ACTIVITY_ID_DIGITS`), the idle
+/// timeout in ms (`ended`'s shortcut, '0' for none). A record counts
+/// unless it has ended though it is still there (as `ended` decides, the
+/// activity key named as `redis_keys::Layout::activity` names it). Returns
+/// the next cursor (as SCAN's text) and how many of the batch count.
+///
+/// It only reads: without flags it is a script of the pre-7 kind, checked
+/// only when it writes, so `min-replicas-to-write` with too few replicas
+/// does not refuse it (tried on Redis 7.0), nor does a replica. The keys it
+/// reads are found by its SCAN (on this node) or share their hash tag; an
+/// activity key that is not readable here (its slot migrating) counts the
+/// session as live.
+const COUNT_BATCH: &str = r"
+local r = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
+local now, plen, digits, hint = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local n = 0
+local function activity_key(sk)
+  local rest = string.sub(sk, plen + 3)
+  local ak = string.sub(sk, 1, plen) .. 'a:'
+  if string.match(rest, '^{%x%x%x%x}') then return ak .. string.sub(rest, 1, 6 + digits) end
+  return ak .. rest
+end
+for _, sk in ipairs(r[2]) do
+  if hint > 0 and redis.call('PTTL', sk) > hint then
+    n = n + 1
+  elseif redis.pcall('EXISTS', activity_key(sk)) ~= 0 then
+    n = n + 1
+  else
+    local rec = redis.call('HGET', sk, 'r')
+    if rec then
+      local idle, abs = deadlines(rec)
+      if idle == nil or now < math.min(idle, abs) then n = n + 1 end
+    end
+  end
+end
+return {r[1], n}
+";
+
 const UNLOCK: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -272,6 +425,8 @@ pub(super) struct Scripts {
     pub read_live: Script,
     pub trim: Script,
     pub unlock: Script,
+    /// [`COUNT_BATCH`]'s text, sent with EVAL to each node in turn.
+    pub count_batch: String,
 }
 
 impl Scripts {
@@ -288,8 +443,9 @@ impl Scripts {
             revoke_many: with_prelude(REVOKE_MANY),
             list_window: Script::new(LIST_WINDOW),
             read_live: Script::new(READ_LIVE),
-            trim: Script::new(TRIM),
+            trim: with_prelude(TRIM),
             unlock: Script::new(UNLOCK),
+            count_batch: format!("{PRELUDE}\n{COUNT_BATCH}"),
         }
     }
 }

@@ -74,8 +74,8 @@ impl<S: SessionStore> SessionStore for Sharded<S> {
             .record_activity(&self.inward(id), stamp, ttl_millis)
             .await
     }
-    async fn count_sessions(&self) -> StoreResult<u64> {
-        self.inner.count_sessions().await
+    async fn count_sessions(&self, now: u64) -> StoreResult<u64> {
+        self.inner.count_sessions(now).await
     }
     async fn create(&self, new: &NewSession<'_>) -> StoreResult<Vec<StoreId>> {
         let tag = self.inner.shard_of(new.user_hash).await?;
@@ -169,11 +169,11 @@ impl<S: SessionStore> SessionStore for Sharded<S> {
     async fn remember_jti(&self, hash: &str, ttl_millis: u64) -> StoreResult<bool> {
         self.inner.remember_jti(hash, ttl_millis).await
     }
-    async fn sweep(&self) -> StoreResult<u64> {
-        self.inner.sweep().await
+    async fn sweep(&self, now: u64) -> StoreResult<u64> {
+        self.inner.sweep(now).await
     }
-    async fn stats(&self, top: usize) -> StoreResult<StoreStats> {
-        self.inner.stats(top).await
+    async fn stats(&self, top: usize, now: u64) -> StoreResult<StoreStats> {
+        self.inner.stats(top, now).await
     }
     async fn ping(&self) -> StoreResult<()> {
         self.inner.ping().await

@@ -6,22 +6,10 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 
-use super::super::redis_keys::SidIndex;
+use super::super::redis_keys::{ACTIVITY_ID_DIGITS, SidIndex};
 use super::{BATCH, RedisStore, SID_GRACE_MILLIS, score_millis};
 use crate::session::cookie::StoreId;
 use crate::session::store::{SessionStore as _, StoreResult};
-
-/// One SCAN batch, counted where it runs. No `KEYS`: it names no key,
-/// and SCAN walks the server it is sent to (each primary of a Cluster in
-/// turn). ARGV: cursor, pattern, batch size. Returns the next cursor (as
-/// SCAN's text) and how many keys of the batch matched. Without flags it
-/// is a script of the pre-7 kind, checked only when it writes (it never
-/// does): `min-replicas-to-write` with too few replicas does not refuse it
-/// (tried on Redis 7.0), nor does a replica.
-const COUNT_BATCH: &str = r"
-local r = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
-return {r[1], #r[2]}
-";
 
 impl RedisStore {
     /// Keys matching `pattern` on every primary, by SCAN (never KEYS).
@@ -34,12 +22,15 @@ impl RedisStore {
         Ok(out)
     }
 
-    /// How many keys match `pattern` on every primary. Counted by Redis
-    /// itself, a SCAN batch per script call that answers the cursor and a
-    /// number: the keys are never sent (at a million sessions, sending them
-    /// was about 80 MB per count, written by Redis and read by the
-    /// gateway).
-    pub(super) async fn count(&self, pattern: &str) -> StoreResult<u64> {
+    /// How many session records under `prefix` on every primary are live
+    /// at `now` (unix seconds): every record but those that have ended
+    /// though their key is still there (see `COUNT_BATCH`). Counted by
+    /// Redis itself, a SCAN batch per script call that answers the cursor
+    /// and a number: the keys are never sent (at a million sessions,
+    /// sending them was about 80 MB per count, written by Redis and read by
+    /// the gateway).
+    pub(super) async fn count_live(&self, prefix: &str, now: u64) -> StoreResult<u64> {
+        let pattern = format!("{}s:*", glob_escape(prefix));
         let mut count = 0;
         for node in self.run(self.conn.primaries()).await? {
             let mut cursor: u64 = 0;
@@ -49,11 +40,15 @@ impl RedisStore {
                         self.conn.on_node(
                             &node,
                             redis::cmd("EVAL")
-                                .arg(COUNT_BATCH)
+                                .arg(&self.scripts.count_batch)
                                 .arg(0)
                                 .arg(cursor)
-                                .arg(pattern)
-                                .arg(1000),
+                                .arg(&pattern)
+                                .arg(1000)
+                                .arg(now)
+                                .arg(prefix.len())
+                                .arg(ACTIVITY_ID_DIGITS)
+                                .arg(self.live_hint_millis),
                         ),
                     )
                     .await?;
@@ -103,8 +98,10 @@ impl RedisStore {
 
     /// Walks one index whose members' records share its slot (a user index,
     /// a legacy provider-session index) and drops dead members, one
-    /// ZSCAN/SSCAN batch per script call.
-    pub(super) async fn trim(&self, key: &str, kind: SidIndex) -> StoreResult<u64> {
+    /// ZSCAN/SSCAN batch per script call: those whose record is gone, and
+    /// those that have ended at `now` though it is still there (removed
+    /// with it; see `TRIM`).
+    pub(super) async fn trim(&self, key: &str, kind: SidIndex, now: u64) -> StoreResult<u64> {
         let scan = match kind {
             SidIndex::Sorted => "ZSCAN",
             SidIndex::Set => "SSCAN",
@@ -128,9 +125,14 @@ impl RedisStore {
             let members = Self::ids(batch.into_iter().step_by(step).collect());
             if !members.is_empty() {
                 let mut call = self.scripts.trim.prepare_invoke();
-                call.key(key).arg(kind.tag());
+                call.key(key)
+                    .arg(kind.tag())
+                    .arg(now)
+                    .arg(self.live_hint_millis);
                 for m in &members {
-                    call.key(self.keys.record(m)).arg(m.as_str());
+                    call.key(self.keys.record(m))
+                        .key(self.keys.activity(m))
+                        .arg(m.as_str());
                 }
                 let n: u64 = self.run_script(&call).await?;
                 removed += n;
@@ -234,11 +236,11 @@ impl RedisStore {
     /// The periodic index sweep, run by one process of the fleet per
     /// `every` (the first to take `sweep:lease`), since it walks every
     /// index: `None` when another process has the period's lease.
-    pub async fn fleet_sweep(&self, every: Duration) -> StoreResult<Option<u64>> {
+    pub async fn fleet_sweep(&self, every: Duration, now: u64) -> StoreResult<Option<u64>> {
         if self.take_lease("sweep", every).await?.is_none() {
             return Ok(None);
         }
-        match self.sweep().await {
+        match self.sweep(now).await {
             Ok(n) => Ok(Some(n)),
             Err(e) => {
                 self.give_back_lease("sweep").await;
@@ -255,7 +257,7 @@ impl RedisStore {
     /// busy (1.8 million keys walked per instance every 30 s); now they are
     /// walked once per period. `None` while no count has been published
     /// yet (the gauge keeps its value).
-    pub async fn fleet_count(&self, every: Duration) -> StoreResult<Option<u64>> {
+    pub async fn fleet_count(&self, every: Duration, now: u64) -> StoreResult<Option<u64>> {
         let total = self.keys.plain("count", "total");
         let mut conn = self.conn.clone();
         let Some(lease_ms) = self.take_lease("count", every).await? else {
@@ -263,7 +265,7 @@ impl RedisStore {
                 .run(redis::cmd("GET").arg(&total).query_async(&mut conn))
                 .await;
         };
-        let n = match self.count_sessions().await {
+        let n = match self.count_sessions(now).await {
             Ok(n) => n,
             Err(e) => {
                 self.give_back_lease("count").await;
