@@ -434,6 +434,23 @@ mod tests {
         CookiePolicy::new(&SessionConfig::with_keys(vec![]))
     }
 
+    /// `to_upstream` for a request straight from client 10.1.2.3, without
+    /// a session or forwarded cookies.
+    fn from_direct_client(h: &mut HeaderMap) {
+        let v = HeaderValue::from_static("x");
+        to_upstream(
+            h,
+            &policy(),
+            None,
+            &ForwardedFor {
+                chain: &["10.1.2.3".parse().expect("ip")],
+                proto: &v,
+                host: &v,
+                forward_cookies: false,
+            },
+        );
+    }
+
     fn request_headers() -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("app.example.com"));
@@ -763,18 +780,7 @@ mod tests {
             h.append(name, HeaderValue::from_static("6.6.6.6"));
         }
         h.append("x_app_id", HeaderValue::from_static("kept"));
-        let v = HeaderValue::from_static("x");
-        to_upstream(
-            &mut h,
-            &policy(),
-            None,
-            &ForwardedFor {
-                chain: &["10.1.2.3".parse().expect("ip")],
-                proto: &v,
-                host: &v,
-                forward_cookies: false,
-            },
-        );
+        from_direct_client(&mut h);
         for name in &claims[..6] {
             assert!(!h.contains_key(*name), "{name} forwarded: {h:?}");
         }
@@ -816,18 +822,7 @@ mod tests {
             HeaderValue::from_static("AAMAAABkAAQAAP__"),
         );
         h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
-        let v = HeaderValue::from_static("x");
-        to_upstream(
-            &mut h,
-            &policy(),
-            None,
-            &ForwardedFor {
-                chain: &["10.1.2.3".parse().expect("ip")],
-                proto: &v,
-                host: &v,
-                forward_cookies: false,
-            },
-        );
+        from_direct_client(&mut h);
         assert!(!h.contains_key("http2-settings"));
         assert!(!h.contains_key(header::UPGRADE));
     }
