@@ -115,6 +115,9 @@ async fn forward_auth_flow(kind: Kind) {
         "/api/items?x=1",
         &[
             ("x-auth-request-user", "mallory"),
+            // What CGI-style upstreams read as X-Auth-Request-User too.
+            ("x_auth_request_user", "mallory"),
+            ("x-auth_request-email", "mallory@evil.example"),
             ("authorization", "Bearer forged"),
         ],
     )
@@ -140,6 +143,12 @@ async fn forward_auth_flow(kind: Kind) {
         seen.header("x-auth-request-email").as_deref(),
         Some(email.as_str())
     );
+    let spoofed: Vec<_> = seen
+        .headers
+        .keys()
+        .filter(|n| n.as_str().contains('_'))
+        .collect();
+    assert!(spoofed.is_empty(), "{kind:?}: {spoofed:?} reached the upstream");
     let cookie = seen.header("cookie").unwrap_or_default();
     assert!(
         !cookie.contains("oidc-bff"),
