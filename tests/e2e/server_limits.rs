@@ -351,3 +351,112 @@ async fn shutdown_stops_accepting_but_lets_a_request_in_flight_finish() {
         "no longer accepting"
     );
 }
+
+/// Browsers speak HTTP/1.1 or, over TLS in front, HTTP/2; a fronting proxy
+/// may speak HTTP/2 with prior knowledge (h2c). Both are served on one
+/// listener: a connection that opens with the HTTP/2 preface gets HTTP/2,
+/// any other HTTP/1 (the server looks at the first bytes without taking
+/// them), whether the preface arrives whole or in pieces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_with_prior_knowledge_and_http1_are_served_on_one_listener() {
+    use http_body_util::{BodyExt as _, Empty};
+    use hyper::body::Bytes;
+    use hyper_util::rt::TokioExecutor;
+
+    let upstream = Upstream::start().await;
+    let up = upstream.url();
+    let gw = GatewayBuilder::new(&upstream)
+        .configure(|c| c.routes.push(public("/open", &up)))
+        .start()
+        .await;
+    for split_preface in [false, true] {
+        let mut stream = TcpStream::connect(gw.addr).await.expect("connect");
+        if split_preface {
+            // The preface's first bytes alone, then the rest from hyper.
+            stream
+                .write_all(b"PRI * HTTP/2.0\r\n")
+                .await
+                .expect("write");
+            stream.flush().await.expect("flush");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let io = PartialPreface {
+            stream,
+            skip: if split_preface { 16 } else { 0 },
+        };
+        let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .expect("an HTTP/2 handshake");
+        tokio::spawn(conn);
+        for path in ["/healthz", "/open/x", "/open/y"] {
+            let req = http::Request::get(format!("http://{}{path}", gw.addr))
+                .body(Empty::<Bytes>::new())
+                .expect("request");
+            let resp = send.send_request(req).await.expect("an answer");
+            assert_eq!(resp.status(), 200, "{path} (split: {split_preface})");
+            assert_eq!(resp.version(), http::Version::HTTP_2);
+            resp.into_body().collect().await.expect("body");
+        }
+    }
+    assert_eq!(upstream.count(), 4);
+    // HTTP/1 on the same listener, including a request line that starts
+    // like the preface.
+    let mut s = TcpStream::connect(gw.addr).await.expect("connect");
+    assert_eq!(get_on(&mut s, "/healthz").await, 200);
+    s.write_all(b"PUT /open/z HTTP/1.1\r\nHost: gw\r\nContent-Length: 0\r\n\r\n")
+        .await
+        .expect("write");
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).await.expect("read");
+    assert_eq!(&head, b"HTTP/1.1 200");
+}
+
+/// A client stream whose first `skip` bytes of the HTTP/2 preface were
+/// already written by the test: hyper's own copy of them is dropped.
+struct PartialPreface {
+    stream: TcpStream,
+    skip: usize,
+}
+
+impl hyper::rt::Read for PartialPreface {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let mut io = hyper_util::rt::TokioIo::new(&mut self.stream);
+        std::pin::Pin::new(&mut io).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for PartialPreface {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let skip = self.skip.min(buf.len());
+        if skip > 0 {
+            self.skip -= skip;
+            return std::task::Poll::Ready(Ok(skip));
+        }
+        let mut io = hyper_util::rt::TokioIo::new(&mut self.stream);
+        std::pin::Pin::new(&mut io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let mut io = hyper_util::rt::TokioIo::new(&mut self.stream);
+        std::pin::Pin::new(&mut io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let mut io = hyper_util::rt::TokioIo::new(&mut self.stream);
+        std::pin::Pin::new(&mut io).poll_shutdown(cx)
+    }
+}
