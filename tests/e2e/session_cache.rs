@@ -19,11 +19,11 @@ use crate::harness::{
     unique_user,
 };
 
-const HITS: &str = "oidc_bff_session_cache_lookups_total{outcome=\"hit\"}";
+pub(crate) const HITS: &str = "oidc_bff_session_cache_lookups_total{outcome=\"hit\"}";
 const BYPASSED: &str = "oidc_bff_session_cache_lookups_total{outcome=\"bypass\"}";
 const FLUSHES: &str = "oidc_bff_session_cache_flushes_total";
 const MISSES: &str = "oidc_bff_session_cache_lookups_total{outcome=\"miss\"}";
-const INVALIDATIONS: &str = "oidc_bff_session_cache_invalidations_total";
+pub(crate) const INVALIDATIONS: &str = "oidc_bff_session_cache_invalidations_total";
 const TRACKING_UP: &str = "oidc_bff_session_cache_tracking_up";
 
 /// One series' value in a scrape (0 if absent).
@@ -40,7 +40,7 @@ fn sample(scrape: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-async fn metric(gw: &Gateway, series: &str) -> f64 {
+pub(crate) async fn metric(gw: &Gateway, series: &str) -> f64 {
     sample(&gw.scrape().await, series)
 }
 
