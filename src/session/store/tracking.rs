@@ -36,8 +36,8 @@
 //! target. A primary that joins empty is tracked within a second of
 //! joining, before a reshard can put a session key on it, as long as the
 //! reshard starts later than that: `redis-cli --cluster add-node` and
-//! `reshard` are separate steps, and the second waits for the cluster to
-//! agree. Not guaranteed: a node that takes session keys within one
+//! `reshard` are separate steps, and the second first checks that every
+//! node agrees on the configuration. Not guaranteed: a node that takes session keys within one
 //! re-read of joining (a script that meets and reshards in the same
 //! second), or one the node asked does not list yet (gossip, well under a
 //! second); for that moment a write there may go unannounced to a cache.
