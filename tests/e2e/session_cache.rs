@@ -19,11 +19,11 @@ use crate::harness::{
     unique_user,
 };
 
-const HITS: &str = "oidc_bff_session_cache_lookups_total{outcome=\"hit\"}";
+pub(crate) const HITS: &str = "oidc_bff_session_cache_lookups_total{outcome=\"hit\"}";
 const BYPASSED: &str = "oidc_bff_session_cache_lookups_total{outcome=\"bypass\"}";
 const FLUSHES: &str = "oidc_bff_session_cache_flushes_total";
 const MISSES: &str = "oidc_bff_session_cache_lookups_total{outcome=\"miss\"}";
-const INVALIDATIONS: &str = "oidc_bff_session_cache_invalidations_total";
+pub(crate) const INVALIDATIONS: &str = "oidc_bff_session_cache_invalidations_total";
 const TRACKING_UP: &str = "oidc_bff_session_cache_tracking_up";
 
 /// One series' value in a scrape (0 if absent).
@@ -40,7 +40,7 @@ fn sample(scrape: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-async fn metric(gw: &Gateway, series: &str) -> f64 {
+pub(crate) async fn metric(gw: &Gateway, series: &str) -> f64 {
     sample(&gw.scrape().await, series)
 }
 
@@ -1058,4 +1058,34 @@ async fn run_mix(entries: u32) -> MixResult {
         p99_ms: pick(0.99).as_secs_f64() * 1000.0,
         cpu_us_per_call: cpu / (latencies.len() + revoked) as f64,
     }
+}
+
+/// The tracker re-reads `CLUSTER NODES` each second from whichever node
+/// the cluster client picks, and each node lists the others in its own
+/// order: the set of primaries, not the order of one answer, is what must
+/// not change for the cache to keep serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_steady_cluster_the_topology_reread_never_empties_the_cache() {
+    let cluster = RedisCluster::start(3, 0);
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .cluster(&cluster.addrs())
+        .metrics()
+        .start_process()
+        .await;
+    tracking_up(&gw).await;
+    let mut alice = Browser::new(&gw);
+    alice.login_as(&unique_user("cache-steady-cluster")).await;
+    let cookie = alice.cookie_header();
+    cached_on(&gw, &cookie).await;
+
+    let (flushes, hits) = (metric(&gw, FLUSHES).await, metric(&gw, HITS).await);
+    // Five re-reads at least.
+    for _ in 0..50 {
+        let (status, body) = get_with(&cookie, &gw.url("/api/steady")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(metric(&gw, FLUSHES).await, flushes, "the cache was emptied");
+    assert_eq!(metric(&gw, HITS).await, hits + 50.0, "every request a hit");
 }

@@ -17,7 +17,10 @@ use oidc_bff::session::store::{
 use oidc_bff::session::{ClientInfo, Lookup, Sessions, sid_hash, user_hash};
 use reqwest::{Method, StatusCode};
 
-use crate::harness::{Browser, GatewayBuilder, RedisCluster, TestCa, Upstream, random_prefix};
+use crate::harness::{
+    Browser, GatewayBuilder, RedisCluster, TestCa, Upstream, random_prefix, unique_user,
+};
+use crate::session_cache::{HITS, INVALIDATIONS, cached_on, get_with, metric, tracking_up};
 use crate::store_consistency::{Target, dump, login, sessions_over, store_on};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -576,6 +579,13 @@ impl SlotMove {
         }
     }
 
+    /// The same move, to node `to` of the cluster (a primary just added,
+    /// say) instead of the next one.
+    fn to(self, to: usize) -> Self {
+        assert_ne!(to, self.from, "a slot moves to another node");
+        Self { to, ..self }
+    }
+
     fn source(&self) -> &crate::harness::RedisServer {
         &self.cluster.nodes[self.from]
     }
@@ -1016,4 +1026,133 @@ async fn the_sweep_while_a_users_slot_is_mid_migration_drops_its_dead_index_entr
         "{:?}",
         d.users
     );
+}
+
+/// Scale-out with the session cache on: two caching gateways, `a` (the
+/// one whose cache must stay exact; metrics) and `b` (admin API, where
+/// the session is ended), and the cluster they share.
+async fn caching_pair_over(
+    cluster: &RedisCluster,
+    upstream: &Upstream,
+) -> (crate::harness::Gateway, crate::harness::Gateway) {
+    let a = GatewayBuilder::new(upstream)
+        .cluster(&cluster.addrs())
+        .metrics()
+        .start_process()
+        .await;
+    let b = GatewayBuilder::new(upstream)
+        .cluster(&cluster.addrs())
+        .prefix(&a.prefix)
+        .admin()
+        .start_process()
+        .await;
+    tracking_up(&a).await;
+    (a, b)
+}
+
+/// A primary added as an operator adds one (`redis-cli --cluster
+/// add-node`, then a reshard as a separate step): empty, and a member of
+/// the cluster for longer than the gateway's topology re-read (each
+/// second) before any slot moves to it. Then `a` serves `cookie` from
+/// its cache again (the new member emptied it).
+async fn scale_out(cluster: &mut RedisCluster, a: &crate::harness::Gateway, cookie: &str) -> usize {
+    let added = cluster.add_primary();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cached_on(a, cookie).await;
+    added
+}
+
+/// A slot moving to a primary that joined empty: while it is importing,
+/// single-key writes (`ASK`) and `MIGRATE` put the session's keys there,
+/// and once it serves the slot every write of the session lands there.
+/// Gateway `a` caches the session throughout (read from the new primary
+/// mid-migration and after); an admin revoke through `b` on the new
+/// primary is refused by `a` at its next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_cached_while_its_slot_moves_to_a_new_primary_is_refused_after_a_revoke_there() {
+    let mut cluster = RedisCluster::start(3, 0);
+    let upstream = Upstream::start().await;
+    let (a, b) = caching_pair_over(&cluster, &upstream).await;
+    let user = unique_user("reshard-revoke");
+    let mut alice = Browser::new(&b);
+    alice.login_as(&user).await;
+    let cookie = alice.cookie_header();
+    cached_on(&a, &cookie).await;
+
+    let added = scale_out(&mut cluster, &a, &cookie).await;
+    let cluster = Arc::new(cluster);
+    let moving = SlotMove::of_the_session(&cluster, &a.prefix).to(added);
+    moving.begin();
+    moving.migrate(&moving.keys_left());
+    // Every key on the new primary, which does not serve the slot yet:
+    // `a` reads the session there (`ASK`) and caches it.
+    cached_on(&a, &cookie).await;
+    moving.finish();
+    cached_on(&a, &cookie).await;
+
+    let (status, body) = b
+        .admin(
+            Method::POST,
+            "/admin/sessions/revoke",
+            Some(serde_json::json!({ "user": user })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        !moving.on_target(&format!("{}t:*", a.prefix)).is_empty(),
+        "the revoke wrote its tombstone on the new primary"
+    );
+    let (status, body) = get_with(&cookie, &a.url("/api/after")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(body.contains("revoked_by_operator"), "{body}");
+}
+
+/// `MIGRATE` deletes the moved keys on the source, which announces the
+/// deletion to every gateway tracking it: a session cached before its
+/// slot moved is dropped from `a`'s cache, and read again from the new
+/// primary at `a`'s next request. Ended there by a logout through `b`,
+/// it is refused by `a` at its next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_read_again_after_its_keys_moved_to_a_new_primary_is_refused_after_a_logout_there()
+ {
+    let mut cluster = RedisCluster::start(3, 0);
+    let upstream = Upstream::start().await;
+    let (a, b) = caching_pair_over(&cluster, &upstream).await;
+    let mut alice = Browser::new(&b);
+    alice.login_as(&unique_user("reshard-logout")).await;
+    let cookie = alice.cookie_header();
+    cached_on(&a, &cookie).await;
+
+    let added = scale_out(&mut cluster, &a, &cookie).await;
+    let cluster = Arc::new(cluster);
+    let moving = SlotMove::of_the_session(&cluster, &a.prefix).to(added);
+    let announced = metric(&a, INVALIDATIONS).await;
+    moving.begin();
+    moving.migrate(&moving.keys_left());
+    moving.finish();
+    let started = Instant::now();
+    while metric(&a, INVALIDATIONS).await <= announced {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the source never announced the keys MIGRATE removed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let hits = metric(&a, HITS).await;
+    let (status, body) = get_with(&cookie, &a.url("/api/moved")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        metric(&a, HITS).await,
+        hits,
+        "the entry went with the keys MIGRATE removed: read again, not served"
+    );
+    cached_on(&a, &cookie).await;
+
+    let out = alice
+        .request(Method::POST, "/auth/logout", &[("x-csrf", "1")], None)
+        .await;
+    assert_eq!(out.status, StatusCode::OK, "{out:?}");
+    let (status, body) = get_with(&cookie, &a.url("/api/after")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(body.contains("logged_out"), "{body}");
 }

@@ -21,9 +21,29 @@
 //! second the link also asks the Sentinels whether they name the master
 //! it follows (the fallback for a missed event: on another answer it
 //! reconnects to the one they name, and the cache is bypassed until the
-//! store link agrees); every primary of a Cluster that serves slots
-//! (`CLUSTER NODES`, re-read each second: a new or promoted primary is
-//! tracked before the cache serves again).
+//! store link agrees); every primary of a Cluster that may hold keys,
+//! whether it serves slots or not (`CLUSTER NODES`, re-read each second;
+//! see `masters_in` in `redis_link/cluster.rs` for which are left out).
+//!
+//! On a Cluster the list compared each second is the set of those
+//! primaries' addresses (sorted: nodes list each other in their own
+//! order); any change (a primary joined, was promoted, or left) ends the
+//! session like a lost connection, so the new set is tracked, and has
+//! confirmed, before the cache serves again. A slot moving between two
+//! tracked primaries changes nothing: both already announce every write,
+//! and `MIGRATE` announces its deletion of the moved keys on the source,
+//! so an entry read before the move is dropped and read again from the
+//! target. A primary that joins empty is tracked within a second of
+//! joining, before a reshard can put a session key on it, as long as the
+//! reshard starts later than that: `redis-cli --cluster add-node` and
+//! `reshard` are separate steps, and the second first checks that every
+//! node agrees on the configuration. Not guaranteed: a node that takes session keys within one
+//! re-read of joining (a script that meets and reshards in the same
+//! second), or one the node asked does not list yet (gossip, well under a
+//! second); for that moment a write there may go unannounced to a cache.
+//! (Tracking only the primaries that served slots left the importing
+//! target untracked for the whole migration and up to a second after
+//! the slot moved: a session read from it and revoked there was served.)
 //!
 //! This module owns those connections and what their messages mean for the
 //! cache ([`SessionCache`]); it must never make the cache serve while any
@@ -122,11 +142,22 @@ impl Targets {
                 None => link.master_client().await?,
             }],
             Self::Cluster { link, tls, config } => {
+                // Every primary that may hold a session key, slots or
+                // not; sorted, since nodes list each other in their own
+                // order and the re-read compares lists.
+                let mut nodes: Vec<(String, u16)> = link
+                    .masters()
+                    .await?
+                    .into_iter()
+                    .filter_map(|node| match node {
+                        Node::Primary { host, port } => Some((host, port)),
+                        Node::The => None,
+                    })
+                    .collect();
+                nodes.sort();
+                nodes.dedup();
                 let mut out = Vec::new();
-                for node in link.primaries().await? {
-                    let Node::Primary { host, port } = node else {
-                        continue;
-                    };
+                for (host, port) in nodes {
                     let mut info = redis::IntoConnectionInfo::into_connection_info(address(
                         &host, port, *tls,
                     ))?;

@@ -407,6 +407,50 @@ impl RedisCluster {
         Self { nodes }
     }
 
+    /// A new primary, empty and serving no slot, joined to the cluster
+    /// (`CLUSTER MEET`, as `redis-cli --cluster add-node` does), with the
+    /// other nodes' settings (TLS, ACLs). Returns its index in
+    /// [`Self::nodes`] once every node lists it as a connected primary.
+    pub fn add_primary(&mut self) -> usize {
+        let first = &self.nodes[0];
+        let (tls, acl) = (first.tls.clone(), first.acl.clone());
+        let bus = free_port();
+        let mut args: Vec<String> = ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        if tls.is_some() {
+            args.extend(["--tls-cluster".to_owned(), "yes".to_owned()]);
+        }
+        args.extend(["--cluster-port".to_owned(), bus.to_string()]);
+        let node = RedisServer::start_full(args, tls, acl);
+        let id = node.cli(&["CLUSTER", "MYID"]).trim().to_owned();
+        let (port, bus) = (node.port.to_string(), bus.to_string());
+        let met = first.cli(&["CLUSTER", "MEET", "127.0.0.1", &port, &bus]);
+        assert_eq!(met.trim(), "OK", "CLUSTER MEET: {met}");
+        self.nodes.push(node);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.nodes.iter().all(|n| {
+            n.cli(&["CLUSTER", "NODES"]).lines().any(|l| {
+                let fields: Vec<&str> = l.split_whitespace().collect();
+                fields.first() == Some(&id.as_str())
+                    && fields.get(2).is_some_and(|f| {
+                        f.split(',').any(|f| f == "master")
+                            && !f.contains("handshake")
+                            && !f.contains("fail")
+                    })
+                    && fields.get(7) == Some(&"connected")
+            })
+        }) {
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not take the new node in"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.nodes.len() - 1
+    }
+
     /// `host:port` of every node, for `store.cluster_nodes`.
     pub fn addrs(&self) -> Vec<String> {
         self.nodes

@@ -488,6 +488,21 @@ impl ClusterLink {
         Ok(primaries_in(&text))
     }
 
+    /// Every primary that may hold keys now, from `CLUSTER NODES` of any
+    /// node: what the session cache tracks (see [`masters_in`]). One read,
+    /// as [`Self::primaries`] (which it replaces for the tracker: the same
+    /// cost each second).
+    pub(in crate::session::store) async fn masters(self: &Arc<Self>) -> RedisResult<Vec<Node>> {
+        let text = self
+            .watched(
+                None,
+                |mut conn| async move { cluster_nodes(&mut conn).await },
+            )
+            .await?;
+        self.learn_owners(&text);
+        Ok(masters_in(&text))
+    }
+
     pub(super) async fn on_node(
         self: &Arc<Self>,
         host: &str,
@@ -683,6 +698,47 @@ fn primaries_in(text: &str) -> Vec<Node> {
         let addr = addr.split(['@', ',']).next().unwrap_or_default();
         if let Some((host, port)) = addr.rsplit_once(':')
             && let Ok(port) = port.parse()
+        {
+            out.push(Node::Primary {
+                host: host.to_owned(),
+                port,
+            });
+        }
+    }
+    out
+}
+
+/// The primaries in a `CLUSTER NODES` answer that may hold keys, whether
+/// they serve slots or not: a primary that joined empty (`CLUSTER MEET`)
+/// receives keys as soon as a reshard marks a slot IMPORTING on it (the
+/// source's `ASK` sends single-key writes there, `MIGRATE` moves keys
+/// there), and serves the slot only at its end; one that another node
+/// suspects (`fail?`) may still serve every client that reaches it. Left
+/// out: a node still in its handshake or without an address (no slot can
+/// name it yet), and a primary confirmed failed that serves no slot (its
+/// replica took its slots over; if it returns it joins as a replica and
+/// drops its keys). A failed primary still serving slots stays in: its
+/// keys are unreachable, and so is the store for them, until it is back
+/// or replaced.
+fn masters_in(text: &str) -> Vec<Node> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(addr), Some(flags)) = (fields.get(1), fields.get(2)) else {
+            continue;
+        };
+        let flags: Vec<&str> = flags.split(',').collect();
+        if !flags.contains(&"master") || flags.iter().any(|f| matches!(*f, "handshake" | "noaddr"))
+        {
+            continue;
+        }
+        if flags.contains(&"fail") && fields.len() < 9 {
+            continue;
+        }
+        let addr = addr.split(['@', ',']).next().unwrap_or_default();
+        if let Some((host, port)) = addr.rsplit_once(':')
+            && let Ok(port) = port.parse()
+            && port != 0
         {
             out.push(Node::Primary {
                 host: host.to_owned(),
@@ -1012,5 +1068,28 @@ e5 127.0.0.1:7004@17004 master,fail - 0 0 4 disconnected 1-2
             })
             .collect();
         assert_eq!(ports, [7000, 7001, 7002]);
+    }
+
+    #[test]
+    fn the_cache_tracks_every_primary_that_may_hold_keys_with_or_without_slots() {
+        let nodes = format!(
+            "{NODES}\
+f6 127.0.0.1:7005@17005 master - 0 0 5 connected
+g7 127.0.0.1:7006@17006 master,fail? - 0 0 6 connected 16000
+h8 127.0.0.1:7007@17007 master,fail - 0 0 7 disconnected
+i9 127.0.0.1:7008@17008 master,handshake - 0 0 0 connected
+j0 :0@0 master,noaddr - 0 0 0 disconnected
+"
+        );
+        let ports: Vec<u16> = masters_in(&nodes)
+            .into_iter()
+            .map(|n| match n {
+                Node::Primary { port, .. } => port,
+                Node::The => 0,
+            })
+            .collect();
+        // 7004 failed but still serves slots 1-2 (no replica took them);
+        // 7005 joined empty; 7006 is only suspected.
+        assert_eq!(ports, [7000, 7001, 7002, 7004, 7005, 7006]);
     }
 }
