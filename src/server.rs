@@ -28,10 +28,6 @@
 //! [`serve_connections`], which bounds what one client can hold: a
 //! connection cap, a deadline for each request head, an idle timeout, and
 //! header-size and HTTP/2 stream limits (`[server]`, [`ConnectionLimits`]).
-//! A connection whose first bytes are not the start of the HTTP/2 preface
-//! is served by hyper's HTTP/1 connection directly; one that opens with
-//! the preface (h2c with prior knowledge, as a fronting proxy may speak),
-//! or with too few bytes to tell, by hyper-util's sniffing builder.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -49,7 +45,6 @@ use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::routing::future::RouteFuture;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use prometheus_client::metrics::gauge::Gauge;
@@ -631,7 +626,7 @@ pub async fn serve_connections(
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let app = app.into();
-    let builder = Arc::new(Builders::new(&limits));
+    let builder = Arc::new(connection_builder(&limits));
     let (stop_tx, stop_rx) = watch::channel(false);
     // Every connection task holds a receiver; all dropped = all finished.
     let (open_tx, open_rx) = watch::channel(());
@@ -677,42 +672,16 @@ pub async fn serve_connections(
     Ok(())
 }
 
-/// hyper's settings for one listener: HTTP/1 alone for a connection that
-/// does not open with the HTTP/2 preface, and both (sniffed by hyper-util)
-/// for one that does or might.
-struct Builders {
-    http1: http1::Builder,
-    auto: Builder<TokioExecutor>,
-}
-
-impl Builders {
-    fn new(limits: &ConnectionLimits) -> Self {
-        let mut http1 = http1::Builder::new();
-        http1_settings(&mut http1, limits);
-        Self {
-            http1,
-            auto: connection_builder(limits),
-        }
-    }
-}
-
-/// The HTTP/1 settings: the header deadline and the head's size limit.
-fn http1_settings(builder: &mut http1::Builder, limits: &ConnectionLimits) {
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        // The head must fit the read buffer: this bounds it (431 beyond).
-        .max_buf_size(limits.max_header_bytes.max(8192));
-}
-
-/// HTTP/1 and HTTP/2 (sniffed), with the header deadline and size limits,
-/// and HTTP/2 WebSockets (extended CONNECT) as `axum::serve` had them.
+/// hyper's settings for one listener: HTTP/1 and HTTP/2 (sniffed), with the
+/// header deadline and size limits, and HTTP/2 WebSockets (extended
+/// CONNECT) as `axum::serve` had them.
 fn connection_builder(limits: &ConnectionLimits) -> Builder<TokioExecutor> {
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
+        // The head must fit the read buffer: this bounds it (431 beyond).
         .max_buf_size(limits.max_header_bytes.max(8192));
     builder
         .http2()
@@ -744,7 +713,7 @@ async fn accept_failed(e: std::io::Error) {
 
 /// One accepted connection and what it needs to be served.
 struct Connection {
-    builder: Arc<Builders>,
+    builder: Arc<Builder<TokioExecutor>>,
     app: LiveApp,
     peer: SocketAddr,
     limits: ConnectionLimits,
@@ -764,43 +733,11 @@ impl Connection {
             activity: activity.clone(),
             upstream: UpstreamSlot::default(),
         };
-        let limits = self.limits;
-        let mut idle = pin!(activity.until_idle(&limits));
-        let protocol = tokio::select! {
-            p = sniff(&stream.stream) => p,
-            // Nothing came within the header deadline.
-            _ = &mut idle => return,
-            _ = self.stop.wait_for(|stop| *stop) => return,
-        };
-        let builders = self.builder.clone();
-        match protocol {
-            Sniffed::Closed => {}
-            Sniffed::Http1 => {
-                let conn = builders
-                    .http1
-                    .serve_connection(TokioIo::new(stream), service)
-                    .with_upgrades();
-                self.drive(pin!(conn), idle).await;
-            }
-            Sniffed::Either => {
-                let conn = builders
-                    .auto
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service);
-                self.drive(pin!(conn), idle).await;
-            }
-        }
-    }
-
-    /// Runs `conn` to its end, shutting it down gracefully on the server's
-    /// stop or when the watchdog finds it idle.
-    async fn drive<C, E>(
-        &mut self,
-        mut conn: Pin<&mut C>,
-        mut idle: Pin<&mut impl Future<Output = Quiet>>,
-    ) where
-        C: Future<Output = Result<(), E>> + GracefulConnection,
-        E: std::fmt::Display,
-    {
+        let conn = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let mut conn = pin!(conn);
+        let mut idle = pin!(activity.until_idle(&self.limits));
         let mut closing = false;
         loop {
             tokio::select! {
@@ -812,7 +749,7 @@ impl Connection {
                 }
                 _ = self.stop.wait_for(|stop| *stop), if !closing => {
                     closing = true;
-                    conn.as_mut().shut_down();
+                    conn.as_mut().graceful_shutdown();
                 }
                 quiet = &mut idle, if !closing => match quiet {
                     // Nothing in flight can be lost: drop it (an HTTP/2
@@ -821,76 +758,11 @@ impl Connection {
                     Quiet::NeverUsed => break,
                     Quiet::Idle => {
                         closing = true;
-                        conn.as_mut().shut_down();
+                        conn.as_mut().graceful_shutdown();
                     }
                 },
             }
         }
-    }
-}
-
-/// What a connection's first bytes say it speaks.
-enum Sniffed {
-    /// Anything that is not the start of the HTTP/2 preface: served by
-    /// hyper's HTTP/1 connection alone, without hyper-util's version
-    /// sniffing (its read-ahead buffer and the wrapper every later read
-    /// and write goes through).
-    Http1,
-    /// The HTTP/2 preface, or too few bytes to tell: hyper-util reads and
-    /// decides.
-    Either,
-    /// Closed before sending anything.
-    Closed,
-}
-
-/// The HTTP/2 connection preface (RFC 9113 §3.4).
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// Looks at the first bytes without taking them (`peek`), so whichever
-/// connection serves it reads the stream from its start.
-async fn sniff(stream: &TcpStream) -> Sniffed {
-    let mut first = [0u8; H2_PREFACE.len()];
-    match stream.peek(&mut first).await {
-        Ok(0) => Sniffed::Closed,
-        Ok(n) if !H2_PREFACE.starts_with(&first[..n]) => Sniffed::Http1,
-        // The preface, part of it, or an error the connection will meet
-        // again: the sniffing builder handles each.
-        _ => Sniffed::Either,
-    }
-}
-
-/// A served connection that can be asked to finish what is in flight and
-/// close.
-trait GracefulConnection {
-    fn shut_down(self: Pin<&mut Self>);
-}
-
-impl<I, S> GracefulConnection for http1::UpgradeableConnection<I, S>
-where
-    S: hyper::service::HttpService<Incoming>,
-    S::ResBody: http_body::Body + Send + 'static,
-    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    fn shut_down(self: Pin<&mut Self>) {
-        self.graceful_shutdown();
-    }
-}
-
-impl<I, S, B> GracefulConnection
-    for hyper_util::server::conn::auto::UpgradeableConnection<'_, I, S, TokioExecutor>
-where
-    S: hyper::service::Service<http::Request<Incoming>, Response = http::Response<B>>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    S::Future: Send + 'static,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
-{
-    fn shut_down(self: Pin<&mut Self>) {
-        self.graceful_shutdown();
     }
 }
 

@@ -355,8 +355,7 @@ async fn shutdown_stops_accepting_but_lets_a_request_in_flight_finish() {
 /// Browsers speak HTTP/1.1 or, over TLS in front, HTTP/2; a fronting proxy
 /// may speak HTTP/2 with prior knowledge (h2c). Both are served on one
 /// listener: a connection that opens with the HTTP/2 preface gets HTTP/2,
-/// any other HTTP/1 (the server looks at the first bytes without taking
-/// them), whether the preface arrives whole or in pieces.
+/// any other HTTP/1, whether the preface arrives whole or in pieces.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_with_prior_knowledge_and_http1_are_served_on_one_listener() {
     use http_body_util::{BodyExt as _, Empty};
