@@ -148,7 +148,10 @@ async fn forward_auth_flow(kind: Kind) {
         .keys()
         .filter(|n| n.as_str().contains('_'))
         .collect();
-    assert!(spoofed.is_empty(), "{kind:?}: {spoofed:?} reached the upstream");
+    assert!(
+        spoofed.is_empty(),
+        "{kind:?}: {spoofed:?} reached the upstream"
+    );
     let cookie = seen.header("cookie").unwrap_or_default();
     assert!(
         !cookie.contains("oidc-bff"),
