@@ -478,14 +478,7 @@ impl ClusterLink {
     /// The primaries serving slots now, from `CLUSTER NODES` of any node
     /// (which also refreshes the slot map stalls are counted with).
     pub(in crate::session::store) async fn primaries(self: &Arc<Self>) -> RedisResult<Vec<Node>> {
-        let text = self
-            .watched(
-                None,
-                |mut conn| async move { cluster_nodes(&mut conn).await },
-            )
-            .await?;
-        self.learn_owners(&text);
-        Ok(primaries_in(&text))
+        Ok(primaries_in(&self.nodes_text().await?))
     }
 
     /// Every primary that may hold keys now, from `CLUSTER NODES` of any
@@ -493,6 +486,12 @@ impl ClusterLink {
     /// as [`Self::primaries`] (which it replaces for the tracker: the same
     /// cost each second).
     pub(in crate::session::store) async fn masters(self: &Arc<Self>) -> RedisResult<Vec<Node>> {
+        Ok(masters_in(&self.nodes_text().await?))
+    }
+
+    /// `CLUSTER NODES` of any node, after learning the slot owners it
+    /// names.
+    async fn nodes_text(self: &Arc<Self>) -> RedisResult<String> {
         let text = self
             .watched(
                 None,
@@ -500,7 +499,7 @@ impl ClusterLink {
             )
             .await?;
         self.learn_owners(&text);
-        Ok(masters_in(&text))
+        Ok(text)
     }
 
     pub(super) async fn on_node(
