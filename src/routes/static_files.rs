@@ -17,7 +17,7 @@ use tower_http::services::{ServeDir, ServeFile};
 use crate::error::AppError;
 use crate::security_headers::{ResponseKind, mark};
 use crate::state::AppState;
-use crate::url_policy::path::{is_origin_local_path, static_path};
+use crate::url_policy::path::{PathRefusal, is_origin_local_path, static_path};
 
 /// A file name with a content hash, as bundlers write them
 /// (`app.3f9a2c1b.js`, `index-BxT9sQ2d.css`): safe to cache forever.
@@ -37,8 +37,13 @@ fn is_hashed_asset(path: &str) -> bool {
 /// line, the URI also carries a scheme and authority the client chose,
 /// which `ServeDir` would copy into its redirect.
 fn origin_form(uri: &Uri) -> Result<Uri, &'static str> {
-    let path = static_path(uri.path())
-        .map_err(|_| "Paths with backslashes or control characters are not served.")?;
+    let path = static_path(uri.path()).map_err(|refused| match refused {
+        PathRefusal::Backslash => "Paths with backslashes are not served.",
+        PathRefusal::ControlCharacter => "Paths with control characters are not served.",
+        // `*` (`OPTIONS *` is answered before; any other method with it
+        // comes here) or another target that is no path.
+        _ => "The request target must be a path starting with /.",
+    })?;
     let pq = match uri.query() {
         Some(q) => format!("{path}?{q}"),
         None => path.into_owned(),
