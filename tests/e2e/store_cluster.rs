@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use http::{HeaderMap, HeaderValue};
+use http::HeaderValue;
 use oidc_bff::session::cookie::{SessionId, StoreId};
 use oidc_bff::session::store::{
     Fetched, NewSession, Revocation, RevokeReason, SessionStore, Store,
@@ -430,23 +430,12 @@ async fn missing_on(store: &Store, ids: &[StoreId], killed: Instant) -> usize {
     missing.len()
 }
 
-/// The request header a browser sends back for a `Set-Cookie` value.
-fn cookie_header(set_cookie: &HeaderValue) -> HeaderMap {
-    let pair = set_cookie
-        .to_str()
-        .expect("ascii")
-        .split(';')
-        .next()
-        .expect("name=value")
-        .to_owned();
-    let mut h = HeaderMap::new();
-    h.insert(http::header::COOKIE, pair.parse().expect("header"));
-    h
-}
-
 async fn opens(s: &Sessions, cookie: &HeaderValue) -> Option<StoreId> {
     match s
-        .load(&cookie_header(cookie), oidc_bff::clock::unix_now())
+        .load(
+            &crate::harness::cookie_request(cookie),
+            oidc_bff::clock::unix_now(),
+        )
         .await
         .expect("load")
     {

@@ -14,29 +14,13 @@
 
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderValue};
+use http::HeaderMap;
 use oidc_bff::session::cookie::StoreId;
 use oidc_bff::session::store::{RevokeOutcome, RevokeReason};
 use oidc_bff::session::{ClientInfo, EndReason, Lookup, Sessions};
 
 use crate::harness::{RedisCluster, random_prefix};
 use crate::store_consistency::{Target, login, sessions_on};
-
-fn cookie_header(set_cookie: &HeaderValue) -> HeaderMap {
-    let pair = set_cookie
-        .to_str()
-        .expect("ascii")
-        .split(';')
-        .next()
-        .expect("pair")
-        .to_owned();
-    let mut h = HeaderMap::new();
-    h.insert(
-        http::header::COOKIE,
-        HeaderValue::from_str(&pair).expect("value"),
-    );
-    h
-}
 
 /// Logs alice in at `now`: the session's store ID and cookie headers, and
 /// the sessions the per-user limit evicted for it.
@@ -48,7 +32,7 @@ async fn logs_in(s: &Sessions, n: usize, now: u64) -> (StoreId, HeaderMap, Vec<S
         .create_evicting(login("alice", n), &ClientInfo::default(), now)
         .await
         .expect("create");
-    (id, cookie_header(&cookie), evicted)
+    (id, crate::harness::cookie_request(&cookie), evicted)
 }
 
 /// The session is live at `now` and its touch writes only the activity key.

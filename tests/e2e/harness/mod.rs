@@ -82,6 +82,21 @@ pub async fn log_once_it_has(path: &std::path::Path, needle: &str) -> String {
     }
 }
 
+/// The `Cookie` request header a browser sends back for a `Set-Cookie`
+/// value (its `name=value` pair), for tests that call `Sessions` directly.
+pub fn cookie_request(set_cookie: &http::HeaderValue) -> http::HeaderMap {
+    let pair = set_cookie
+        .to_str()
+        .expect("ascii")
+        .split(';')
+        .next()
+        .expect("name=value")
+        .to_owned();
+    let mut h = http::HeaderMap::new();
+    h.insert(http::header::COOKIE, pair.parse().expect("header"));
+    h
+}
+
 /// A user name no other test uses.
 pub fn unique_user(label: &str) -> String {
     format!("{label}-{:08x}", rand::random::<u32>())
