@@ -335,8 +335,12 @@ pub fn set_identity(
     for name in gateway_only {
         headers.remove(name);
     }
+    // Without gateway-only names (the default) there is nothing to match:
+    // no scan of the request's names.
     let underscored = |n: &HeaderName| n.as_str().contains('_');
-    if headers.keys().any(underscored) || gateway_only.iter().any(underscored) {
+    if !gateway_only.is_empty()
+        && (headers.keys().any(underscored) || gateway_only.iter().any(underscored))
+    {
         let spelled_alike: Vec<HeaderName> = headers
             .keys()
             .filter(|n| {
