@@ -339,7 +339,7 @@ async fn message_rules(req: Request, next: Next) -> Response {
         tracing::info!("request with ambiguous framing refused");
         return AppError::AmbiguousFraming.into_response();
     }
-    match crate::url_policy::host::check_host(req.version(), req.headers()) {
+    match crate::url_policy::host::check_host(req.version(), req.uri(), req.headers()) {
         Ok(()) => next.run(req).await,
         Err(refusal) => {
             tracing::info!(reason = ?refusal, "request Host refused");

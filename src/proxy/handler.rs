@@ -197,7 +197,7 @@ fn refuse(
         tracing::info!("request with ambiguous framing refused");
         return Some(AppError::AmbiguousFraming.into_response());
     }
-    if let Err(refusal) = check_host(req.version(), req.headers()) {
+    if let Err(refusal) = check_host(req.version(), req.uri(), req.headers()) {
         tracing::info!(reason = ?refusal, "request Host refused");
         return Some(AppError::BadRequest(refusal.message().into()).into_response());
     }

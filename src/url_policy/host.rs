@@ -1,6 +1,10 @@
 //! The `Host` header rules of RFC 9112 §3.2: an HTTP/1.1 request carries
 //! exactly one `Host`, and its value is an authority without user info
 //! (`uri-host [ ":" port ]`). A server must answer anything else with 400.
+//! The same holds for the authority a request target names itself (HTTP/2's
+//! `:authority`, an HTTP/1.1 absolute-form target): no user info (RFC 9113
+//! §8.3.1), a `Host` beside it names the same host, and the target's
+//! scheme is `http` or `https`.
 //!
 //! The gateway itself never reads `Host` (its own URLs come from
 //! `server.public_url`, and an upstream gets its route's host), but a
@@ -9,7 +13,7 @@
 //! on the first `Host`, a cache keyed on the second, an upstream that logs
 //! a third reading. Such a request is refused rather than passed on.
 
-use http::{HeaderMap, Version, header};
+use http::{HeaderMap, Uri, Version, header};
 
 /// Why a request's `Host` was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +24,14 @@ pub enum HostRefusal {
     Repeated,
     /// A value that is not `host[:port]`.
     Malformed,
+    /// A request target whose own authority is not `host[:port]` (user
+    /// info, most often).
+    TargetAuthority,
+    /// A `Host` that names another host than the request target's
+    /// authority: which of the two a server behind reads is its choice.
+    Conflicting,
+    /// A request target with a scheme other than `http` or `https`.
+    Scheme,
 }
 
 impl HostRefusal {
@@ -31,14 +43,34 @@ impl HostRefusal {
             Self::Malformed => {
                 "The Host header must be a host name or address, with an optional port."
             }
+            Self::TargetAuthority => {
+                "The request target's authority must be a host name or address, with an optional port."
+            }
+            Self::Conflicting => {
+                "The Host header must name the same host as the request target's authority."
+            }
+            Self::Scheme => "The request target's scheme must be http or https.",
         }
     }
 }
 
-/// Checks a request's `Host` fields against RFC 9112 §3.2. HTTP/1.0 may
-/// omit `Host`; HTTP/2 and HTTP/3 name the authority in `:authority`, and
-/// a `Host` beside it is held to the same rules.
-pub fn check_host(version: Version, headers: &HeaderMap) -> Result<(), HostRefusal> {
+/// Checks a request's `Host` fields against RFC 9112 §3.2, and the
+/// authority and scheme its target names, if any. HTTP/1.0 may omit
+/// `Host`; HTTP/2 and HTTP/3 name the authority in `:authority`, and a
+/// `Host` beside it is held to the same rules and must agree with it.
+pub fn check_host(version: Version, target: &Uri, headers: &HeaderMap) -> Result<(), HostRefusal> {
+    if let Some(scheme) = target.scheme_str()
+        && !scheme.eq_ignore_ascii_case("http")
+        && !scheme.eq_ignore_ascii_case("https")
+    {
+        return Err(HostRefusal::Scheme);
+    }
+    let authority = target.authority().map(|a| a.as_str());
+    if let Some(authority) = authority
+        && !authority_is_well_formed(authority.as_bytes())
+    {
+        return Err(HostRefusal::TargetAuthority);
+    }
     let mut values = headers.get_all(header::HOST).iter();
     let Some(host) = values.next() else {
         return if version == Version::HTTP_11 {
@@ -50,10 +82,14 @@ pub fn check_host(version: Version, headers: &HeaderMap) -> Result<(), HostRefus
     if values.next().is_some() {
         return Err(HostRefusal::Repeated);
     }
-    if authority_is_well_formed(host.as_bytes()) {
-        Ok(())
-    } else {
-        Err(HostRefusal::Malformed)
+    if !authority_is_well_formed(host.as_bytes()) {
+        return Err(HostRefusal::Malformed);
+    }
+    match authority {
+        Some(authority) if !authority.as_bytes().eq_ignore_ascii_case(host.as_bytes()) => {
+            Err(HostRefusal::Conflicting)
+        }
+        _ => Ok(()),
     }
 }
 
@@ -116,6 +152,11 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
+    /// An origin-form target (`/path`), what HTTP/1.1 clients send.
+    fn origin() -> Uri {
+        Uri::from_static("/api/x")
+    }
+
     fn hosts(values: &[&'static str]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for v in values {
@@ -139,26 +180,36 @@ mod tests {
             "host:",
             "",
         ] {
-            assert_eq!(check_host(Version::HTTP_11, &hosts(&[v])), Ok(()), "{v:?}");
+            assert_eq!(
+                check_host(Version::HTTP_11, &origin(), &hosts(&[v])),
+                Ok(()),
+                "{v:?}"
+            );
         }
     }
 
     #[test]
     fn an_http11_request_needs_one_and_only_one_host() {
         assert_eq!(
-            check_host(Version::HTTP_11, &HeaderMap::new()),
+            check_host(Version::HTTP_11, &origin(), &HeaderMap::new()),
             Err(HostRefusal::Missing)
         );
-        assert_eq!(check_host(Version::HTTP_10, &HeaderMap::new()), Ok(()));
-        assert_eq!(check_host(Version::HTTP_2, &HeaderMap::new()), Ok(()));
+        assert_eq!(
+            check_host(Version::HTTP_10, &origin(), &HeaderMap::new()),
+            Ok(())
+        );
+        assert_eq!(
+            check_host(Version::HTTP_2, &origin(), &HeaderMap::new()),
+            Ok(())
+        );
         for version in [Version::HTTP_10, Version::HTTP_11, Version::HTTP_2] {
             assert_eq!(
-                check_host(version, &hosts(&["a.example", "b.example"])),
+                check_host(version, &origin(), &hosts(&["a.example", "b.example"])),
                 Err(HostRefusal::Repeated),
                 "{version:?}"
             );
             assert_eq!(
-                check_host(version, &hosts(&["a.example", "a.example"])),
+                check_host(version, &origin(), &hosts(&["a.example", "a.example"])),
                 Err(HostRefusal::Repeated),
                 "{version:?}"
             );
@@ -189,9 +240,79 @@ mod tests {
             "<script>",
         ] {
             assert_eq!(
-                check_host(Version::HTTP_11, &hosts(&[v])),
+                check_host(Version::HTTP_11, &origin(), &hosts(&[v])),
                 Err(HostRefusal::Malformed),
                 "{v:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_target_that_names_its_authority_needs_no_host_on_http2_but_one_that_agrees() {
+        let target = Uri::from_static("http://app.example.com:8443/api/x");
+        assert_eq!(
+            check_host(Version::HTTP_2, &target, &HeaderMap::new()),
+            Ok(())
+        );
+        for v in ["app.example.com:8443", "APP.example.COM:8443"] {
+            assert_eq!(
+                check_host(Version::HTTP_2, &target, &hosts(&[v])),
+                Ok(()),
+                "{v:?}"
+            );
+            assert_eq!(
+                check_host(Version::HTTP_11, &target, &hosts(&[v])),
+                Ok(()),
+                "{v:?}"
+            );
+        }
+        for v in ["evil.example", "app.example.com", "app.example.com:443"] {
+            for version in [Version::HTTP_11, Version::HTTP_2] {
+                assert_eq!(
+                    check_host(version, &target, &hosts(&[v])),
+                    Err(HostRefusal::Conflicting),
+                    "{version:?} {v:?}"
+                );
+            }
+        }
+        // HTTP/1.1 still needs its Host with an absolute-form target.
+        assert_eq!(
+            check_host(Version::HTTP_11, &target, &HeaderMap::new()),
+            Err(HostRefusal::Missing)
+        );
+    }
+
+    #[test]
+    fn a_target_authority_with_user_info_or_a_scheme_besides_http_is_refused() {
+        for target in [
+            "http://user@app.example.com/x",
+            "https://u:p@app.example.com:443/x",
+        ] {
+            let target: Uri = target.parse().expect("a URI");
+            assert_eq!(
+                check_host(Version::HTTP_2, &target, &HeaderMap::new()),
+                Err(HostRefusal::TargetAuthority),
+                "{target}"
+            );
+        }
+        for target in [
+            "ftp://app.example.com/x",
+            "ws://app.example.com/x",
+            "foo://app.example.com/x",
+        ] {
+            let target: Uri = target.parse().expect("a URI");
+            assert_eq!(
+                check_host(Version::HTTP_2, &target, &HeaderMap::new()),
+                Err(HostRefusal::Scheme),
+                "{target}"
+            );
+        }
+        for target in ["https://app.example.com/x", "HTTP://app.example.com/x"] {
+            let target: Uri = target.parse().expect("a URI");
+            assert_eq!(
+                check_host(Version::HTTP_2, &target, &HeaderMap::new()),
+                Ok(()),
+                "{target}"
             );
         }
     }

@@ -491,6 +491,108 @@ async fn requests_without_exactly_one_well_formed_host_are_400_and_never_forward
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_naming_another_host_than_host_user_info_or_a_foreign_scheme_is_400() {
+    use http_body_util::{BodyExt as _, Empty};
+    use hyper::body::Bytes;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream).start().await;
+    let mut b = Browser::new(&gw);
+    b.login_alice().await;
+    let cookie = b.cookie_header();
+    let gw_host = gw.addr.to_string();
+    let tail = format!("Cookie: {cookie}\r\nAccept: application/json\r\nConnection: close\r\n\r\n");
+    // HTTP/1.1 absolute-form targets: the authority in the target and the
+    // Host header are two readings of one request's host.
+    for (path, target, host) in [
+        (
+            "/api/x",
+            "http://evil.example/api/x".to_owned(),
+            gw_host.clone(),
+        ),
+        (
+            "/auth/user",
+            "http://evil.example/auth/user".to_owned(),
+            gw_host.clone(),
+        ),
+        (
+            "/api/x",
+            format!("http://alice@{gw_host}/api/x"),
+            gw_host.clone(),
+        ),
+        ("/api/x", format!("ftp://{gw_host}/api/x"), gw_host.clone()),
+        (
+            "/healthz",
+            format!("gopher://{gw_host}/healthz"),
+            gw_host.clone(),
+        ),
+    ] {
+        let mut c = BrowserConnection::open(&gw).await;
+        let answer = c
+            .exchange(&format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n{tail}"))
+            .await;
+        assert_eq!(answer.status, 400, "{path} {target}: {answer:?}");
+        assert_eq!(answer.error(), "bad_request", "{target}");
+    }
+    assert_eq!(upstream.count(), 0, "nothing was forwarded");
+    // HTTP/2: `:authority` against a `Host` beside it, and `:scheme`.
+    let h2 = |uri: String, host: Option<&str>| {
+        let mut req = http::Request::get(uri).header("cookie", cookie.as_str());
+        if let Some(host) = host {
+            req = req.header("host", host);
+        }
+        req.body(Empty::<Bytes>::new()).expect("request")
+    };
+    let stream = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("an HTTP/2 handshake");
+    tokio::spawn(conn);
+    for (req, why) in [
+        (
+            h2(format!("http://{gw_host}/api/x"), Some("evil.example")),
+            "Host differs",
+        ),
+        (
+            h2(format!("http://{gw_host}/auth/user"), Some("evil.example")),
+            "Host differs",
+        ),
+        (
+            h2(format!("http://alice@{gw_host}/api/x"), None),
+            "user info",
+        ),
+        (h2(format!("ftp://{gw_host}/api/x"), None), "scheme"),
+    ] {
+        let resp = send.send_request(req).await.expect("an answer");
+        assert_eq!(resp.status(), 400, "{why}");
+        resp.into_body().collect().await.expect("body");
+    }
+    assert_eq!(upstream.count(), 0, "nothing was forwarded");
+    // The same host named twice, in any case, or once, is served.
+    for req in [
+        h2(format!("http://{gw_host}/api/x"), None),
+        h2(format!("http://{gw_host}/api/x"), Some(&gw_host)),
+        h2(format!("https://{gw_host}/api/x"), None),
+    ] {
+        let resp = send.send_request(req).await.expect("an answer");
+        assert_eq!(resp.status(), 200);
+        resp.into_body().collect().await.expect("body");
+    }
+    let mut c = BrowserConnection::open(&gw).await;
+    let answer = c
+        .exchange(&format!(
+            "GET http://{gw_host}/api/x HTTP/1.1\r\nHost: {gw_host}\r\n{tail}"
+        ))
+        .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(upstream.count(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_framed_two_ways_never_smuggles_a_request_and_codings_besides_chunked_are_400() {
     let upstream = Upstream::start().await;
     let up = upstream.url();
