@@ -77,6 +77,10 @@ pub fn build_app(state: AppState) -> App {
     } else {
         router
     };
+    // A method an own endpoint does not serve (`PUT /auth/user`, `OPTIONS`
+    // anywhere) gets the same JSON or page as every other error, with the
+    // `Allow` header axum adds; axum's own answer has no body at all.
+    let router = router.method_not_allowed_fallback(method_not_allowed);
     // The gateway's own endpoints read bodies into memory: bounded here.
     // Added before the proxied routes, so it does not wrap them: their
     // bodies stream to the upstream unbuffered.
@@ -329,8 +333,11 @@ fn payload_too_large() -> Response {
     resp
 }
 
-/// `methods` behind the anti-CSRF rule (state-changing methods need the
-/// header).
+/// The answer to a method an own endpoint does not serve.
+async fn method_not_allowed() -> AppError {
+    AppError::MethodNotAllowed
+}
+
 /// Answers 400 to a request whose body framing is ambiguous (`framing`,
 /// closing the connection) or whose `Host` breaks RFC 9112 §3.2
 /// (`url_policy::host`).
@@ -348,6 +355,8 @@ async fn message_rules(req: Request, next: Next) -> Response {
     }
 }
 
+/// `methods` behind the anti-CSRF rule (state-changing methods need the
+/// header).
 fn with_csrf(state: &AppState, methods: MethodRouter<AppState>) -> MethodRouter<AppState> {
     methods.layer(axum::middleware::from_fn_with_state(
         state.csrf.clone(),

@@ -190,7 +190,7 @@ async fn logout_by_get_is_a_405_page_for_navigations() {
 }
 
 #[tokio::test]
-async fn wrong_methods_on_auth_endpoints_are_405_with_allow() {
+async fn wrong_methods_on_own_endpoints_are_405_with_allow_and_the_error_answer() {
     let app = TestRouter::new().await;
     for (method, path, allow) in [
         (Method::POST, "/auth/login", "GET,HEAD"),
@@ -221,8 +221,35 @@ async fn wrong_methods_on_auth_endpoints_are_405_with_allow() {
             "{method} {path}: {r}"
         );
         assert_eq!(r.header(header::ALLOW), allow, "{method} {path}: {r}");
-        assert!(r.body.is_empty(), "{method} {path}: {r}");
+        r.assert_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "This method is not allowed here.",
+        );
     }
+    // OPTIONS, which no own endpoint serves (no CORS: the SPA is same-origin),
+    // is the same; a navigation gets the page, with the `Allow` header.
+    let r = app
+        .send(request(Method::OPTIONS, "/auth/user", &[], Body::empty()))
+        .await;
+    r.assert_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "This method is not allowed here.",
+    );
+    assert_eq!(r.header(header::ALLOW), "GET,HEAD", "{r}");
+    let r = app
+        .send(request(
+            Method::PUT,
+            "/auth/user",
+            NAVIGATION,
+            Body::empty(),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{r}");
+    assert_eq!(r.header(header::CONTENT_TYPE), "text/html; charset=utf-8");
+    assert!(r.text().contains("Method not allowed"), "{r}");
+    assert_eq!(r.header(header::ALLOW), "GET,HEAD", "{r}");
 }
 
 #[tokio::test]

@@ -197,8 +197,18 @@ async fn repeated_slashes_are_read_as_one_and_redirect_to_a_local_path() {
 #[tokio::test]
 async fn a_directory_redirect_ignores_the_authority_the_client_sent() {
     let app = spa_with_a_directory().await;
-    let r = app.get("http://evil.example/assets", &[]).await;
+    // Host and target agree (else the request is a 400 before this).
+    let r = app
+        .get("http://evil.example/assets", &[("host", "evil.example")])
+        .await;
     assert_eq!(r.header(header::LOCATION), "/assets/", "{r}");
+    // They disagree: refused, nothing redirected anywhere.
+    let r = app.get("http://evil.example/assets", &[]).await;
+    r.assert_error(
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "The Host header must name the same host as the request target's authority.",
+    );
 }
 
 #[tokio::test]
