@@ -1145,3 +1145,109 @@ async fn a_session_read_again_after_its_keys_moved_to_a_new_primary_is_refused_a
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert!(body.contains("logged_out"), "{body}");
 }
+
+/// The key of session `id`'s record under `prefix` (sharded layout).
+fn record_key(prefix: &str, id: &StoreId) -> String {
+    format!("{prefix}s:{{{}}}{}", &id.as_str()[..4], &id.as_str()[4..])
+}
+
+/// A reshard onto a primary that joined empty: once its slot is IMPORTING
+/// there, `MIGRATE` puts keys on a node that serves no slot yet. Walks
+/// that name no key (SCAN on each node) must visit it: the count finds
+/// every live session exactly once, the index on the new node included,
+/// and the sweep trims the dead entry of the index that moved there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_moved_to_a_new_primary_before_it_serves_their_slot_are_counted_once_and_swept() {
+    let mut cluster = RedisCluster::start(3, 0);
+    let added = cluster.add_primary();
+    let cluster = Arc::new(cluster);
+    let target = Target::Cluster(cluster.addrs());
+    let prefix = random_prefix();
+    let sessions = sessions_over(store_on(&target, &prefix), None);
+    let store = store_on(&target, &prefix);
+    let (client, now) = (ClientInfo::default(), oidc_bff::clock::unix_now());
+    let user = "importing-user";
+    let mut live = Vec::new();
+    for n in 0..3 {
+        let (id, _) = sessions
+            .create(login(user, n), &client, now)
+            .await
+            .expect("create");
+        live.push(id);
+    }
+    let (dead, _) = sessions
+        .create(login(user, 3), &client, now)
+        .await
+        .expect("create");
+    let moving = SlotMove::of_the_session(&cluster, &prefix).to(added);
+    // The record gone as if it had expired; its index entry stays.
+    assert_eq!(
+        moving
+            .source()
+            .cli(&["DEL", &record_key(&prefix, &dead)])
+            .trim(),
+        "1"
+    );
+
+    // The index and one record on the new primary, two records left on
+    // the source: the slot mid-migration, served by neither alone.
+    moving.begin();
+    let index = moving
+        .keys_left()
+        .into_iter()
+        .find(|k| k.contains(":u:"))
+        .expect("the user's index");
+    moving.migrate(&[index, record_key(&prefix, &live[0])]);
+    assert_eq!(moving.on_target(&format!("{prefix}*")).len(), 2);
+
+    let counted = store.count_sessions(now).await.expect("count");
+    assert_eq!(counted, 3, "every live session, each once");
+
+    let finished = moving.finish_after(MIGRATION);
+    let removed = store.sweep(now).await.expect("sweep");
+    finished.await.expect("migration finished");
+    assert_eq!(removed, 1, "the dead entry of the index on the new primary");
+    let d = dump(&target, &prefix).await;
+    let listed: Vec<&BTreeSet<String>> = d.users.values().collect();
+    let expected: BTreeSet<String> = live.iter().map(|id| id.as_str().to_owned()).collect();
+    assert_eq!(listed, [&expected], "{:?}", d.users);
+    let stats = store.stats(1, now).await.expect("stats");
+    assert_eq!((stats.sessions, stats.users), (3, 1));
+}
+
+/// A primary that serves no slot and does not answer (a spare that went
+/// down before any slot moved to it, not yet marked failed) holds at most
+/// keys of a slot being imported: the count and the sweep pass over it
+/// (with a warning) and answer for the rest, rather than failing for the
+/// whole fleet until the cluster forgets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_without_slots_that_does_not_answer_is_passed_over_by_the_count_and_sweep() {
+    let mut cluster = RedisCluster::start(3, 0);
+    let added = cluster.add_primary();
+    let target = Target::Cluster(cluster.addrs());
+    let prefix = random_prefix();
+    let sessions = sessions_over(store_on(&target, &prefix), None);
+    let store = store_on(&target, &prefix);
+    let (client, now) = (ClientInfo::default(), oidc_bff::clock::unix_now());
+    for n in 0..2 {
+        sessions
+            .create(login("spare-user", n), &client, now)
+            .await
+            .expect("create");
+    }
+    let port = cluster.nodes[added].port.to_string();
+    cluster.nodes[added].stop();
+
+    assert_eq!(store.count_sessions(now).await.expect("count"), 2);
+    assert_eq!(store.sweep(now).await.expect("sweep"), 0);
+    let stats = store.stats(1, now).await.expect("stats");
+    assert_eq!((stats.sessions, stats.users), (2, 1));
+    // Still listed, not yet failed (cluster-node-timeout 2 s): the walks
+    // above were sent to it.
+    let listed = cluster.nodes[0].cli(&["CLUSTER", "NODES"]);
+    let line = listed
+        .lines()
+        .find(|l| l.contains(&format!(":{port}@")))
+        .expect("the stopped node listed");
+    assert!(!line.contains("fail "), "{line}");
+}

@@ -978,10 +978,17 @@ impl SessionStore for RedisStore {
         let user_count = users.len() as u64;
         users.truncate(top);
         let mut memory_bytes = None;
-        for node in self.run(self.conn.primaries()).await? {
-            let info: String = self
+        for node in self.key_holders().await? {
+            let info: String = match self
                 .run(self.conn.on_node(&node, redis::cmd("INFO").arg("memory")))
-                .await?;
+                .await
+            {
+                Ok(info) => info,
+                Err(e) => {
+                    self.passed_over(&node, "memory", e)?;
+                    continue;
+                }
+            };
             if let Some(used) = info
                 .lines()
                 .find_map(|l| l.strip_prefix("used_memory:"))
