@@ -1251,3 +1251,48 @@ async fn a_primary_without_slots_that_does_not_answer_is_passed_over_by_the_coun
         .expect("the stopped node listed");
     assert!(!line.contains("fail "), "{line}");
 }
+
+/// With `session.max_per_user` reached, a login mid-migration waits for
+/// the user's slot to move (the create script is refused until then) and
+/// then evicts the oldest session on the new owner: exactly the limit is
+/// left live, the evicted one is refused at its next request, and the
+/// index lists exactly the records there are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_past_the_session_limit_while_the_users_slot_is_mid_migration_evicts_the_oldest() {
+    let cluster = Arc::new(RedisCluster::start(3, 0));
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .cluster(&cluster.addrs())
+        .configure(|c| {
+            c.store.cache_entries = 0;
+            c.session.max_per_user = 2;
+        })
+        .start()
+        .await;
+    let user = unique_user("reshard-limit");
+    let (mut first, mut second, mut third) =
+        (Browser::new(&gw), Browser::new(&gw), Browser::new(&gw));
+    first.login_as(&user).await;
+    second.login_as(&user).await;
+
+    let moving = SlotMove::of_the_session(&cluster, &gw.prefix);
+    moving.begin_and_move_half();
+    let finished = moving.finish_after(MIGRATION);
+    // Asserts the callback's redirect: a 503 fails here.
+    third.login_as(&user).await;
+    finished.await.expect("migration finished");
+
+    let evicted = first.get("/api/x").await;
+    assert_eq!(evicted.status, StatusCode::UNAUTHORIZED, "{evicted:?}");
+    assert_eq!(evicted.json()["reason"], "session_limit", "{evicted:?}");
+    for browser in [&mut second, &mut third] {
+        assert_eq!(browser.get("/api/x").await.status, StatusCode::OK);
+    }
+    let d = dump(&Target::Cluster(cluster.addrs()), &gw.prefix).await;
+    let records: BTreeSet<String> = d.records.keys().cloned().collect();
+    let listed: Vec<&BTreeSet<String>> = d.users.values().collect();
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!(listed, [&records], "the index agrees with the records");
+    assert_eq!(moving.on_target(&format!("{}s:*", gw.prefix)).len(), 2);
+    assert_eq!(moving.on_target(&format!("{}t:*", gw.prefix)).len(), 1);
+}
