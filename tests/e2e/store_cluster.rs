@@ -1296,3 +1296,99 @@ async fn a_login_past_the_session_limit_while_the_users_slot_is_mid_migration_ev
     assert_eq!(moving.on_target(&format!("{}s:*", gw.prefix)).len(), 2);
     assert_eq!(moving.on_target(&format!("{}t:*", gw.prefix)).len(), 1);
 }
+
+/// A gateway on `cluster` whose every request reads the store and that
+/// the provider fixture sends back-channel logouts to; with the client ID.
+async fn backchannel_on(
+    cluster: &RedisCluster,
+    upstream: &Upstream,
+    store_timeout: Duration,
+) -> (crate::harness::Gateway, String) {
+    crate::session_lifecycle::backchannel_gateway_from(
+        GatewayBuilder::new(upstream)
+            .cluster(&cluster.addrs())
+            .store_timeout(store_timeout)
+            .configure(|c| c.store.cache_entries = 0),
+    )
+    .await
+}
+
+/// The provider session (`sid` claim) of a logged-in browser.
+async fn provider_sid(b: &mut Browser) -> String {
+    let user = b.get("/auth/user").await;
+    user.json()["claims"]["sid"]
+        .as_str()
+        .expect("the ID token carried the provider sid")
+        .to_owned()
+}
+
+/// A back-channel logout by `sid` mid-migration: ending the session is a
+/// script over its record, index entry and tombstone, refused until the
+/// slot has moved; the gateway waits for that and answers 200 only with
+/// the session ended on the new owner. The user's other session lives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backchannel_logout_by_sid_while_the_users_slot_is_mid_migration_ends_that_session() {
+    let cluster = Arc::new(RedisCluster::start(3, 0));
+    let upstream = Upstream::start().await;
+    let (gw, client_id) = backchannel_on(&cluster, &upstream, Duration::from_secs(5)).await;
+    let user = unique_user("reshard-bcl");
+    let (mut ended, mut other) = (Browser::new(&gw), Browser::new(&gw));
+    ended.login_as(&user).await;
+    other.login_as(&user).await;
+    let sid = provider_sid(&mut ended).await;
+    let token =
+        crate::session_lifecycle::logout_token(&client_id, serde_json::json!({ "sid": sid })).await;
+
+    let moving = SlotMove::of_the_session(&cluster, &gw.prefix);
+    moving.begin_and_move_half();
+    let finished = moving.finish_after(MIGRATION);
+    let (status, body) = crate::session_lifecycle::post_logout_token(&gw, &token).await;
+    finished.await.expect("migration finished");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["revoked"], 1, "{body}");
+
+    let refused = ended.get("/api/x").await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{refused:?}");
+    assert_eq!(refused.json()["reason"], "ended_at_provider", "{refused:?}");
+    assert_eq!(other.get("/api/x").await.status, StatusCode::OK);
+    assert_eq!(moving.on_target(&format!("{}t:*", gw.prefix)).len(), 1);
+}
+
+/// A back-channel logout by `sub` while the user's slot stays
+/// mid-migration past the store's timeout: the provider is answered an
+/// error (never a 200 with the sessions alive), and its retry of the same
+/// logout token once the slot has moved ends every session of the user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backchannel_logout_refused_mid_migration_ends_the_sessions_when_the_provider_retries_it()
+{
+    let cluster = Arc::new(RedisCluster::start(3, 0));
+    let upstream = Upstream::start().await;
+    let (gw, client_id) = backchannel_on(&cluster, &upstream, Duration::from_secs(2)).await;
+    let user = unique_user("reshard-bcl-sub");
+    let (mut first, mut second) = (Browser::new(&gw), Browser::new(&gw));
+    first.login_as(&user).await;
+    second.login_as(&user).await;
+    let token =
+        crate::session_lifecycle::logout_token(&client_id, serde_json::json!({ "sub": user }))
+            .await;
+
+    let moving = SlotMove::of_the_session(&cluster, &gw.prefix);
+    moving.begin_and_move_half();
+    let (status, body) = crate::session_lifecycle::post_logout_token(&gw, &token).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    for browser in [&mut first, &mut second] {
+        assert_eq!(browser.get("/api/x").await.status, StatusCode::OK);
+    }
+
+    moving.finish();
+    let (status, body) = crate::session_lifecycle::post_logout_token(&gw, &token).await;
+    assert_eq!(status, StatusCode::OK, "the provider's retry: {body}");
+    assert_eq!(body["revoked"], 2, "{body}");
+    for browser in [&mut first, &mut second] {
+        let refused = browser.get("/api/x").await;
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{refused:?}");
+    }
+    // A replay of the token that was carried out is still refused.
+    let (status, body) = crate::session_lifecycle::post_logout_token(&gw, &token).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}

@@ -920,6 +920,16 @@ impl SessionStore for RedisStore {
             .await
     }
 
+    async fn forget_jti(&self, hash: &str) -> StoreResult<()> {
+        let mut conn = self.conn.clone();
+        self.run(
+            redis::cmd("DEL")
+                .arg(self.keys.plain("j", hash))
+                .query_async::<()>(&mut conn),
+        )
+        .await
+    }
+
     /// Walks every index on every primary, in both layouts, a batch per
     /// call, so no single call runs long however large an index grew.
     async fn sweep(&self, now: u64) -> StoreResult<u64> {
