@@ -13,7 +13,8 @@ use crate::session::cookie::StoreId;
 use crate::session::store::{SessionStore as _, StoreError, StoreResult};
 
 impl RedisStore {
-    /// Keys matching `pattern` on every primary, by SCAN (never KEYS).
+    /// Keys matching `pattern` on every node that may hold keys, by SCAN
+    /// (never KEYS).
     pub(super) async fn scan(&self, pattern: &str) -> StoreResult<Vec<String>> {
         let mut out = Vec::new();
         self.scan_batches(pattern, 500, |batch| out.extend(batch))
@@ -23,7 +24,7 @@ impl RedisStore {
         Ok(out)
     }
 
-    /// How many session records under `prefix` on every primary are live
+    /// How many session records under `prefix` on every node are live
     /// at `now` (unix seconds): every record but those that have ended
     /// though their key is still there (see `COUNT_BATCH`). Counted by
     /// Redis itself, a SCAN batch per script call that answers the cursor
