@@ -1,6 +1,9 @@
-//! Walking the store's indexes: SCAN over every node that may hold keys, and trimming the
-//! entries of sessions that are gone (the sweep and the statistics); and
-//! the leases that make a fleet walk them once per period.
+//! Walking the store's indexes: SCAN over every node that may hold keys
+//! (on a Cluster, primaries with slots and those importing one), and
+//! trimming the entries of sessions that are gone (the sweep and the
+//! statistics); and the leases that make a fleet walk them once per
+//! period. It must not fail a whole walk for a primary that serves no
+//! slot and does not answer (see `passed_over`).
 
 use std::time::Duration;
 
