@@ -87,7 +87,25 @@ pub async fn logout(
             ));
         }
     }
-    .map_err(unavailable)?;
+    .map_err(unavailable);
+    let ids = match ids {
+        Ok(ids) => ids,
+        Err(e) => {
+            // The jti was claimed first so that two deliveries of one token
+            // do not both run; the logout failed (a 503 the provider
+            // retries), so the retry must not be refused as a replay and
+            // leave the sessions alive. If forgetting fails too, the store
+            // is down for this key as well: the retry is refused, logged.
+            if let Err(forget) = sessions.forget_logout_jti(&claims.jti).await {
+                tracing::warn!(
+                    error = %forget,
+                    "a failed back-channel logout's token could not be forgotten: \
+                     the provider's retry will be refused as a replay"
+                );
+            }
+            return Err(e);
+        }
+    };
     Ok(Ended {
         user: claims.sub,
         sessions: ids,

@@ -134,4 +134,12 @@ impl Sessions {
         self.timed(StoreOp::Once, self.store.remember_jti(&hash, ttl_millis))
             .await
     }
+
+    /// Forgets a `jti` [`Self::remember_logout_jti`] recorded, after the
+    /// logout it named failed: the provider's retry must be carried out.
+    pub async fn forget_logout_jti(&self, jti: &str) -> StoreResult<()> {
+        let hash = sha256_hex(jti);
+        self.timed(StoreOp::Once, self.store.forget_jti(&hash))
+            .await
+    }
 }

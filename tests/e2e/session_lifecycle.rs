@@ -502,6 +502,12 @@ async fn the_cli_lists_and_revokes_sessions() {
 /// A client of this test's own, whose back-channel logout URI is the
 /// gateway. Returns the gateway and the client ID.
 async fn backchannel_gateway(upstream: &Upstream) -> (Gateway, String) {
+    backchannel_gateway_from(GatewayBuilder::new(upstream)).await
+}
+
+/// [`backchannel_gateway`] from a builder set up by the caller (a store
+/// of its own, say).
+pub async fn backchannel_gateway_from(builder: GatewayBuilder) -> (Gateway, String) {
     // The client must exist before the gateway uses it, and its logout URI
     // must name the gateway: register, start, register again.
     let client_id = format!("bcl-{:08x}", rand::random::<u32>());
@@ -519,10 +525,7 @@ async fn backchannel_gateway(upstream: &Upstream) -> (Gateway, String) {
         register("http://127.0.0.1:1/auth/backchannel-logout".into()),
     )
     .await;
-    let gw = GatewayBuilder::new(upstream)
-        .client_id(&client_id)
-        .start()
-        .await;
+    let gw = builder.client_id(&client_id).start().await;
     api.post(
         "/__test/clients",
         register(gw.url("/auth/backchannel-logout")),
@@ -562,14 +565,33 @@ async fn backchannel_logout_from_the_provider_ends_that_provider_session() {
     assert_eq!(gw.user_index(&user).await.len(), 1);
 }
 
-fn now() -> u64 {
+pub fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("time")
         .as_secs()
 }
 
-async fn post_logout_token(gw: &Gateway, token: &str) -> (StatusCode, Value) {
+/// A logout token for `client_id` signed with the provider's key, naming
+/// `subject` (`sid` and/or `sub`), with a fresh `jti`.
+pub async fn logout_token(client_id: &str, subject: Value) -> String {
+    let api = ProviderApi::shared();
+    let mut payload = json!({
+        "iss": api.issuer, "aud": client_id, "iat": now(), "exp": now() + 120,
+        "jti": format!("jti-{:x}", rand::random::<u64>()),
+        "events": { "http://schemas.openid.net/event/backchannel-logout": {} },
+    });
+    if let (Some(p), Some(s)) = (payload.as_object_mut(), subject.as_object()) {
+        p.extend(s.clone());
+    }
+    api.post("/__test/sign", json!({ "payload": payload }))
+        .await["jwt"]
+        .as_str()
+        .expect("jwt")
+        .to_owned()
+}
+
+pub async fn post_logout_token(gw: &Gateway, token: &str) -> (StatusCode, Value) {
     let r = reqwest::Client::new()
         .post(gw.url("/auth/backchannel-logout"))
         .form(&[("logout_token", token)])

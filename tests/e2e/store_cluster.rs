@@ -1145,3 +1145,250 @@ async fn a_session_read_again_after_its_keys_moved_to_a_new_primary_is_refused_a
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert!(body.contains("logged_out"), "{body}");
 }
+
+/// The key of session `id`'s record under `prefix` (sharded layout).
+fn record_key(prefix: &str, id: &StoreId) -> String {
+    format!("{prefix}s:{{{}}}{}", &id.as_str()[..4], &id.as_str()[4..])
+}
+
+/// A reshard onto a primary that joined empty: once its slot is IMPORTING
+/// there, `MIGRATE` puts keys on a node that serves no slot yet. Walks
+/// that name no key (SCAN on each node) must visit it: the count finds
+/// every live session exactly once, the index on the new node included,
+/// and the sweep trims the dead entry of the index that moved there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_moved_to_a_new_primary_before_it_serves_their_slot_are_counted_once_and_swept() {
+    let mut cluster = RedisCluster::start(3, 0);
+    let added = cluster.add_primary();
+    let cluster = Arc::new(cluster);
+    let target = Target::Cluster(cluster.addrs());
+    let prefix = random_prefix();
+    let sessions = sessions_over(store_on(&target, &prefix), None);
+    let store = store_on(&target, &prefix);
+    let (client, now) = (ClientInfo::default(), oidc_bff::clock::unix_now());
+    let user = "importing-user";
+    let mut live = Vec::new();
+    for n in 0..3 {
+        let (id, _) = sessions
+            .create(login(user, n), &client, now)
+            .await
+            .expect("create");
+        live.push(id);
+    }
+    let (dead, _) = sessions
+        .create(login(user, 3), &client, now)
+        .await
+        .expect("create");
+    let moving = SlotMove::of_the_session(&cluster, &prefix).to(added);
+    // The record gone as if it had expired; its index entry stays.
+    assert_eq!(
+        moving
+            .source()
+            .cli(&["DEL", &record_key(&prefix, &dead)])
+            .trim(),
+        "1"
+    );
+
+    // The index and one record on the new primary, two records left on
+    // the source: the slot mid-migration, served by neither alone.
+    moving.begin();
+    let index = moving
+        .keys_left()
+        .into_iter()
+        .find(|k| k.contains(":u:"))
+        .expect("the user's index");
+    moving.migrate(&[index, record_key(&prefix, &live[0])]);
+    assert_eq!(moving.on_target(&format!("{prefix}*")).len(), 2);
+
+    let counted = store.count_sessions(now).await.expect("count");
+    assert_eq!(counted, 3, "every live session, each once");
+
+    let finished = moving.finish_after(MIGRATION);
+    let removed = store.sweep(now).await.expect("sweep");
+    finished.await.expect("migration finished");
+    assert_eq!(removed, 1, "the dead entry of the index on the new primary");
+    let d = dump(&target, &prefix).await;
+    let listed: Vec<&BTreeSet<String>> = d.users.values().collect();
+    let expected: BTreeSet<String> = live.iter().map(|id| id.as_str().to_owned()).collect();
+    assert_eq!(listed, [&expected], "{:?}", d.users);
+    let stats = store.stats(1, now).await.expect("stats");
+    assert_eq!((stats.sessions, stats.users), (3, 1));
+}
+
+/// A primary that serves no slot and does not answer (a spare that went
+/// down before any slot moved to it, not yet marked failed) holds at most
+/// keys of a slot being imported: the count and the sweep pass over it
+/// (with a warning) and answer for the rest, rather than failing for the
+/// whole fleet until the cluster forgets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_without_slots_that_does_not_answer_is_passed_over_by_the_count_and_sweep() {
+    let mut cluster = RedisCluster::start(3, 0);
+    let added = cluster.add_primary();
+    let target = Target::Cluster(cluster.addrs());
+    let prefix = random_prefix();
+    let sessions = sessions_over(store_on(&target, &prefix), None);
+    let store = store_on(&target, &prefix);
+    let (client, now) = (ClientInfo::default(), oidc_bff::clock::unix_now());
+    for n in 0..2 {
+        sessions
+            .create(login("spare-user", n), &client, now)
+            .await
+            .expect("create");
+    }
+    let port = cluster.nodes[added].port.to_string();
+    cluster.nodes[added].stop();
+
+    assert_eq!(store.count_sessions(now).await.expect("count"), 2);
+    assert_eq!(store.sweep(now).await.expect("sweep"), 0);
+    let stats = store.stats(1, now).await.expect("stats");
+    assert_eq!((stats.sessions, stats.users), (2, 1));
+    // Still listed, not yet failed (cluster-node-timeout 2 s): the walks
+    // above were sent to it.
+    let listed = cluster.nodes[0].cli(&["CLUSTER", "NODES"]);
+    let line = listed
+        .lines()
+        .find(|l| l.contains(&format!(":{port}@")))
+        .expect("the stopped node listed");
+    assert!(!line.contains("fail "), "{line}");
+}
+
+/// With `session.max_per_user` reached, a login mid-migration waits for
+/// the user's slot to move (the create script is refused until then) and
+/// then evicts the oldest session on the new owner: exactly the limit is
+/// left live, the evicted one is refused at its next request, and the
+/// index lists exactly the records there are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_past_the_session_limit_while_the_users_slot_is_mid_migration_evicts_the_oldest() {
+    let cluster = Arc::new(RedisCluster::start(3, 0));
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .cluster(&cluster.addrs())
+        .configure(|c| {
+            c.store.cache_entries = 0;
+            c.session.max_per_user = 2;
+        })
+        .start()
+        .await;
+    let user = unique_user("reshard-limit");
+    let (mut first, mut second, mut third) =
+        (Browser::new(&gw), Browser::new(&gw), Browser::new(&gw));
+    first.login_as(&user).await;
+    second.login_as(&user).await;
+
+    let moving = SlotMove::of_the_session(&cluster, &gw.prefix);
+    moving.begin_and_move_half();
+    let finished = moving.finish_after(MIGRATION);
+    // Asserts the callback's redirect: a 503 fails here.
+    third.login_as(&user).await;
+    finished.await.expect("migration finished");
+
+    let evicted = first.get("/api/x").await;
+    assert_eq!(evicted.status, StatusCode::UNAUTHORIZED, "{evicted:?}");
+    assert_eq!(evicted.json()["reason"], "session_limit", "{evicted:?}");
+    for browser in [&mut second, &mut third] {
+        assert_eq!(browser.get("/api/x").await.status, StatusCode::OK);
+    }
+    let d = dump(&Target::Cluster(cluster.addrs()), &gw.prefix).await;
+    let records: BTreeSet<String> = d.records.keys().cloned().collect();
+    let listed: Vec<&BTreeSet<String>> = d.users.values().collect();
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!(listed, [&records], "the index agrees with the records");
+    assert_eq!(moving.on_target(&format!("{}s:*", gw.prefix)).len(), 2);
+    assert_eq!(moving.on_target(&format!("{}t:*", gw.prefix)).len(), 1);
+}
+
+/// A gateway on `cluster` whose every request reads the store and that
+/// the provider fixture sends back-channel logouts to; with the client ID.
+async fn backchannel_on(
+    cluster: &RedisCluster,
+    upstream: &Upstream,
+    store_timeout: Duration,
+) -> (crate::harness::Gateway, String) {
+    crate::session_lifecycle::backchannel_gateway_from(
+        GatewayBuilder::new(upstream)
+            .cluster(&cluster.addrs())
+            .store_timeout(store_timeout)
+            .configure(|c| c.store.cache_entries = 0),
+    )
+    .await
+}
+
+/// The provider session (`sid` claim) of a logged-in browser.
+async fn provider_sid(b: &mut Browser) -> String {
+    let user = b.get("/auth/user").await;
+    user.json()["claims"]["sid"]
+        .as_str()
+        .expect("the ID token carried the provider sid")
+        .to_owned()
+}
+
+/// A back-channel logout by `sid` mid-migration: ending the session is a
+/// script over its record, index entry and tombstone, refused until the
+/// slot has moved; the gateway waits for that and answers 200 only with
+/// the session ended on the new owner. The user's other session lives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backchannel_logout_by_sid_while_the_users_slot_is_mid_migration_ends_that_session() {
+    let cluster = Arc::new(RedisCluster::start(3, 0));
+    let upstream = Upstream::start().await;
+    let (gw, client_id) = backchannel_on(&cluster, &upstream, Duration::from_secs(5)).await;
+    let user = unique_user("reshard-bcl");
+    let (mut ended, mut other) = (Browser::new(&gw), Browser::new(&gw));
+    ended.login_as(&user).await;
+    other.login_as(&user).await;
+    let sid = provider_sid(&mut ended).await;
+    let token =
+        crate::session_lifecycle::logout_token(&client_id, serde_json::json!({ "sid": sid })).await;
+
+    let moving = SlotMove::of_the_session(&cluster, &gw.prefix);
+    moving.begin_and_move_half();
+    let finished = moving.finish_after(MIGRATION);
+    let (status, body) = crate::session_lifecycle::post_logout_token(&gw, &token).await;
+    finished.await.expect("migration finished");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["revoked"], 1, "{body}");
+
+    let refused = ended.get("/api/x").await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{refused:?}");
+    assert_eq!(refused.json()["reason"], "ended_at_provider", "{refused:?}");
+    assert_eq!(other.get("/api/x").await.status, StatusCode::OK);
+    assert_eq!(moving.on_target(&format!("{}t:*", gw.prefix)).len(), 1);
+}
+
+/// A back-channel logout by `sub` while the user's slot stays
+/// mid-migration past the store's timeout: the provider is answered an
+/// error (never a 200 with the sessions alive), and its retry of the same
+/// logout token once the slot has moved ends every session of the user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backchannel_logout_refused_mid_migration_ends_the_sessions_when_the_provider_retries_it()
+{
+    let cluster = Arc::new(RedisCluster::start(3, 0));
+    let upstream = Upstream::start().await;
+    let (gw, client_id) = backchannel_on(&cluster, &upstream, Duration::from_secs(2)).await;
+    let user = unique_user("reshard-bcl-sub");
+    let (mut first, mut second) = (Browser::new(&gw), Browser::new(&gw));
+    first.login_as(&user).await;
+    second.login_as(&user).await;
+    let token =
+        crate::session_lifecycle::logout_token(&client_id, serde_json::json!({ "sub": user }))
+            .await;
+
+    let moving = SlotMove::of_the_session(&cluster, &gw.prefix);
+    moving.begin_and_move_half();
+    let (status, body) = crate::session_lifecycle::post_logout_token(&gw, &token).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    for browser in [&mut first, &mut second] {
+        assert_eq!(browser.get("/api/x").await.status, StatusCode::OK);
+    }
+
+    moving.finish();
+    let (status, body) = crate::session_lifecycle::post_logout_token(&gw, &token).await;
+    assert_eq!(status, StatusCode::OK, "the provider's retry: {body}");
+    assert_eq!(body["revoked"], 2, "{body}");
+    for browser in [&mut first, &mut second] {
+        let refused = browser.get("/api/x").await;
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{refused:?}");
+    }
+    // A replay of the token that was carried out is still refused.
+    let (status, body) = crate::session_lifecycle::post_logout_token(&gw, &token).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}

@@ -117,6 +117,7 @@ conformance!(
     a_lock_expires_after_its_ttl,
     an_expired_lock_retaken_by_another_is_not_released_by_its_first_holder,
     remember_jti_is_true_only_the_first_time,
+    a_forgotten_jti_is_remembered_as_new_again,
     a_remembered_jti_is_forgotten_after_its_ttl,
     sweep_removes_index_entries_of_expired_sessions_and_counts_them,
     sweep_of_a_store_without_dead_entries_removes_nothing,
@@ -1480,6 +1481,15 @@ async fn remember_jti_is_true_only_the_first_time<S: SessionStore>(store: &S) {
     assert!(!remember("j1").await);
     assert!(!remember("j1").await);
     assert!(remember("j2").await);
+}
+
+async fn a_forgotten_jti_is_remembered_as_new_again<S: SessionStore>(store: &S) {
+    assert!(store.remember_jti("j1", ms(LONG)).await.expect("remember"));
+    assert!(store.remember_jti("j2", ms(LONG)).await.expect("remember"));
+    store.forget_jti("j1").await.expect("forget");
+    assert!(store.remember_jti("j1", ms(LONG)).await.expect("remember"));
+    assert!(!store.remember_jti("j2", ms(LONG)).await.expect("remember"));
+    store.forget_jti("never-seen").await.expect("forget");
 }
 
 async fn a_remembered_jti_is_forgotten_after_its_ttl<S: SessionStore>(store: &S) {

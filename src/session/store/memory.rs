@@ -466,6 +466,13 @@ impl SessionStore for MemoryStore {
         }))
     }
 
+    async fn forget_jti(&self, hash: &str) -> StoreResult<()> {
+        self.with(|s, _| {
+            s.jtis.remove(hash);
+        });
+        Ok(())
+    }
+
     /// Counts dead entries of both indexes, per-user and provider-session,
     /// as the Redis store does.
     async fn sweep(&self, at: u64) -> StoreResult<u64> {

@@ -409,6 +409,11 @@ pub trait SessionStore: Send + Sync {
         ttl_millis: u64,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
 
+    /// Forgets a logout-token `jti` remembered by a logout that then
+    /// failed, so the provider's retry of the same token is carried out
+    /// rather than refused as a replay.
+    fn forget_jti(&self, hash: &str) -> impl Future<Output = StoreResult<()>> + Send;
+
     /// Drops index entries whose sessions have expired, and removes the
     /// sessions that have ended at `now` though their record is still
     /// there (see [`SessionStore::count_sessions`]) with their entries;
@@ -601,6 +606,9 @@ impl SessionStore for Store {
     }
     async fn remember_jti(&self, hash: &str, ttl_millis: u64) -> StoreResult<bool> {
         delegate!(self, s => s.remember_jti(hash, ttl_millis))
+    }
+    async fn forget_jti(&self, hash: &str) -> StoreResult<()> {
+        delegate!(self, s => s.forget_jti(hash))
     }
     async fn sweep(&self, now: u64) -> StoreResult<u64> {
         delegate!(self, s => s.sweep(now))

@@ -920,6 +920,16 @@ impl SessionStore for RedisStore {
             .await
     }
 
+    async fn forget_jti(&self, hash: &str) -> StoreResult<()> {
+        let mut conn = self.conn.clone();
+        self.run(
+            redis::cmd("DEL")
+                .arg(self.keys.plain("j", hash))
+                .query_async::<()>(&mut conn),
+        )
+        .await
+    }
+
     /// Walks every index on every primary, in both layouts, a batch per
     /// call, so no single call runs long however large an index grew.
     async fn sweep(&self, now: u64) -> StoreResult<u64> {
@@ -978,10 +988,17 @@ impl SessionStore for RedisStore {
         let user_count = users.len() as u64;
         users.truncate(top);
         let mut memory_bytes = None;
-        for node in self.run(self.conn.primaries()).await? {
-            let info: String = self
+        for node in self.key_holders().await? {
+            let info: String = match self
                 .run(self.conn.on_node(&node, redis::cmd("INFO").arg("memory")))
-                .await?;
+                .await
+            {
+                Ok(info) => info,
+                Err(e) => {
+                    self.passed_over(&node, "memory", e)?;
+                    continue;
+                }
+            };
             if let Some(used) = info
                 .lines()
                 .find_map(|l| l.strip_prefix("used_memory:"))

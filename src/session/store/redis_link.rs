@@ -23,7 +23,7 @@
 //! listen elsewhere before any command reaches the new master.
 //! [`Link::Cluster`] leaves topology to the
 //! cluster client; commands that name no key (SCAN, INFO) are sent to each
-//! primary in turn by [`Link::on_node`] over [`Link::primaries`]. The
+//! primary in turn by [`Link::on_node`] over [`Link::masters`]. The
 //! cluster client can wedge during a failover (every command of every slot
 //! times out while a new connection works), so [`ClusterLink`] watches for
 //! commands of several nodes timing out in a row and then opens a new one.
@@ -119,7 +119,13 @@ pub enum Link {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Node {
     The,
-    Primary { host: String, port: u16 },
+    /// A cluster primary; `serves_slots` false while it only imports one
+    /// (a reshard onto a primary that joined empty) or holds none.
+    Primary {
+        host: String,
+        port: u16,
+        serves_slots: bool,
+    },
 }
 
 /// A node's address, over TLS (host name verified) or plain TCP.
@@ -701,12 +707,13 @@ fn failure(e: &RedisError) -> Option<Sign> {
 }
 
 impl Link {
-    /// Every server that holds keys: the one server, or each primary of a
-    /// cluster (keyless commands such as SCAN must visit all of them).
-    pub async fn primaries(&self) -> RedisResult<Vec<Node>> {
+    /// Every server that may hold keys: the one server, or each primary of
+    /// a cluster, with slots or importing one (keyless commands such as
+    /// SCAN must visit all of them).
+    pub async fn masters(&self) -> RedisResult<Vec<Node>> {
         match self {
             Link::Fixed(_) | Link::Sentinel(_) => Ok(vec![Node::The]),
-            Link::Cluster(link) => link.primaries().await,
+            Link::Cluster(link) => link.masters().await,
         }
     }
 
@@ -717,9 +724,14 @@ impl Link {
         cmd: &Cmd,
     ) -> RedisResult<T> {
         let value = match (self, node) {
-            (Link::Cluster(link), Node::Primary { host, port }) => {
-                link.on_node(host, *port, cmd).await?
-            }
+            (
+                Link::Cluster(link),
+                Node::Primary {
+                    host,
+                    port,
+                    serves_slots,
+                },
+            ) => link.on_node(host, *port, *serves_slots, cmd).await?,
             _ => self.clone().req_packed_command(cmd).await?,
         };
         Ok(redis::from_redis_value(value)?)

@@ -150,7 +150,7 @@ impl Targets {
                     .await?
                     .into_iter()
                     .filter_map(|node| match node {
-                        Node::Primary { host, port } => Some((host, port)),
+                        Node::Primary { host, port, .. } => Some((host, port)),
                         Node::The => None,
                     })
                     .collect();

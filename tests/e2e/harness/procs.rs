@@ -410,7 +410,8 @@ impl RedisCluster {
     /// A new primary, empty and serving no slot, joined to the cluster
     /// (`CLUSTER MEET`, as `redis-cli --cluster add-node` does), with the
     /// other nodes' settings (TLS, ACLs). Returns its index in
-    /// [`Self::nodes`] once every node lists it as a connected primary.
+    /// [`Self::nodes`] once every node lists it as a connected primary and
+    /// it sees the cluster up.
     pub fn add_primary(&mut self) -> usize {
         let first = &self.nodes[0];
         let (tls, acl) = (first.tls.clone(), first.acl.clone());
@@ -445,6 +446,16 @@ impl RedisCluster {
             assert!(
                 Instant::now() < deadline,
                 "the cluster did not take the new node in"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // The new node answers `CLUSTERDOWN` (a MIGRATE to it fails) until
+        // it has learnt every slot's owner from the others.
+        let added = &self.nodes[self.nodes.len() - 1];
+        while !added.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok") {
+            assert!(
+                Instant::now() < deadline,
+                "the new node did not learn the slot map"
             );
             std::thread::sleep(Duration::from_millis(100));
         }

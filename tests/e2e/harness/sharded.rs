@@ -169,6 +169,9 @@ impl<S: SessionStore> SessionStore for Sharded<S> {
     async fn remember_jti(&self, hash: &str, ttl_millis: u64) -> StoreResult<bool> {
         self.inner.remember_jti(hash, ttl_millis).await
     }
+    async fn forget_jti(&self, hash: &str) -> StoreResult<()> {
+        self.inner.forget_jti(hash).await
+    }
     async fn sweep(&self, now: u64) -> StoreResult<u64> {
         self.inner.sweep(now).await
     }

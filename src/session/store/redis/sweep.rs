@@ -1,18 +1,23 @@
-//! Walking the store's indexes: SCAN over every primary, and trimming the
-//! entries of sessions that are gone (the sweep and the statistics); and
-//! the leases that make a fleet walk them once per period.
+//! Walking the store's indexes: SCAN over every node that may hold keys
+//! (on a Cluster, primaries with slots and those importing one), and
+//! trimming the entries of sessions that are gone (the sweep and the
+//! statistics); and the leases that make a fleet walk them once per
+//! period. It must not fail a whole walk for a primary that serves no
+//! slot and does not answer (see `passed_over`).
 
 use std::time::Duration;
 
 use redis::AsyncCommands;
 
 use super::super::redis_keys::{ACTIVITY_ID_DIGITS, SidIndex};
+use super::super::redis_link::Node;
 use super::{BATCH, RedisStore, SID_GRACE_MILLIS, score_millis};
 use crate::session::cookie::StoreId;
-use crate::session::store::{SessionStore as _, StoreResult};
+use crate::session::store::{SessionStore as _, StoreError, StoreResult};
 
 impl RedisStore {
-    /// Keys matching `pattern` on every primary, by SCAN (never KEYS).
+    /// Keys matching `pattern` on every node that may hold keys, by SCAN
+    /// (never KEYS).
     pub(super) async fn scan(&self, pattern: &str) -> StoreResult<Vec<String>> {
         let mut out = Vec::new();
         self.scan_batches(pattern, 500, |batch| out.extend(batch))
@@ -22,78 +27,143 @@ impl RedisStore {
         Ok(out)
     }
 
-    /// How many session records under `prefix` on every primary are live
+    /// How many session records under `prefix` on every node are live
     /// at `now` (unix seconds): every record but those that have ended
     /// though their key is still there (see `COUNT_BATCH`). Counted by
     /// Redis itself, a SCAN batch per script call that answers the cursor
     /// and a number: the keys are never sent (at a million sessions,
     /// sending them was about 80 MB per count, written by Redis and read by
-    /// the gateway).
+    /// the gateway). Every key lives on one node at a time (`MIGRATE` moves
+    /// it in one step), so visiting each node that may hold keys counts each
+    /// session once, mid-reshard too.
     pub(super) async fn count_live(&self, prefix: &str, now: u64) -> StoreResult<u64> {
         let pattern = format!("{}s:*", glob_escape(prefix));
         let mut count = 0;
-        for node in self.run(self.conn.primaries()).await? {
-            let mut cursor: u64 = 0;
-            loop {
-                let (next, n): (u64, u64) = self
-                    .run(
-                        self.conn.on_node(
-                            &node,
-                            redis::cmd("EVAL")
-                                .arg(&self.scripts.count_batch)
-                                .arg(0)
-                                .arg(cursor)
-                                .arg(&pattern)
-                                .arg(1000)
-                                .arg(now)
-                                .arg(prefix.len())
-                                .arg(ACTIVITY_ID_DIGITS)
-                                .arg(self.live_hint_millis),
-                        ),
-                    )
-                    .await?;
-                count += n;
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
+        for node in self.key_holders().await? {
+            match self.count_on(&node, prefix, &pattern, now).await {
+                Ok(n) => count += n,
+                Err(e) => self.passed_over(&node, "count", e)?,
             }
         }
         Ok(count)
     }
 
-    /// Hands `each` every SCAN batch of keys matching `pattern`, primary by
-    /// primary.
+    async fn count_on(
+        &self,
+        node: &Node,
+        prefix: &str,
+        pattern: &str,
+        now: u64,
+    ) -> StoreResult<u64> {
+        let mut count = 0;
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, n): (u64, u64) = self
+                .run(
+                    self.conn.on_node(
+                        node,
+                        redis::cmd("EVAL")
+                            .arg(&self.scripts.count_batch)
+                            .arg(0)
+                            .arg(cursor)
+                            .arg(pattern)
+                            .arg(1000)
+                            .arg(now)
+                            .arg(prefix.len())
+                            .arg(ACTIVITY_ID_DIGITS)
+                            .arg(self.live_hint_millis),
+                    ),
+                )
+                .await?;
+            count += n;
+            if next == 0 {
+                return Ok(count);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Every node that may hold keys: the one server, or each cluster
+    /// primary that serves slots or imports one. A primary that joined
+    /// empty holds keys as soon as a reshard marks a slot IMPORTING on it
+    /// (`MIGRATE` and `ASK`ed writes put them there) and serves the slot
+    /// only at its end: a walk of the primaries serving slots missed them
+    /// (the count left those sessions out, the sweep their dead entries).
+    pub(super) async fn key_holders(&self) -> StoreResult<Vec<Node>> {
+        self.run(self.conn.masters()).await
+    }
+
+    /// What a walk of every node does when `node` fails it: a node that
+    /// serves slots fails the walk (its keys are the store's; a count or
+    /// sweep without them would be wrong without saying so, and the caller
+    /// keeps the last figure or sweeps again next period). A primary that
+    /// serves none is passed over with a warning: it holds at most the keys
+    /// of a slot being imported, and one unreachable spare (joined, never
+    /// given slots, or going away) must not stop every sweep and count of
+    /// the fleet; the next walk visits it again.
+    pub(super) fn passed_over(&self, node: &Node, walk: &str, e: StoreError) -> StoreResult<()> {
+        match node {
+            Node::Primary {
+                host,
+                port,
+                serves_slots: false,
+            } => {
+                tracing::warn!(
+                    node = %format_args!("{host}:{port}"),
+                    walk,
+                    error = %e,
+                    "a cluster primary that serves no slot did not answer; passed over"
+                );
+                Ok(())
+            }
+            _ => Err(e),
+        }
+    }
+
+    /// Hands `each` every SCAN batch of keys matching `pattern`, node by
+    /// node.
     async fn scan_batches(
         &self,
         pattern: &str,
         batch: usize,
         mut each: impl FnMut(Vec<String>),
     ) -> StoreResult<()> {
-        for node in self.run(self.conn.primaries()).await? {
-            let mut cursor: u64 = 0;
-            loop {
-                let (next, keys): (u64, Vec<String>) = self
-                    .run(
-                        self.conn.on_node(
-                            &node,
-                            redis::cmd("SCAN")
-                                .arg(cursor)
-                                .arg("MATCH")
-                                .arg(pattern)
-                                .arg("COUNT")
-                                .arg(batch),
-                        ),
-                    )
-                    .await?;
-                each(keys);
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
+        for node in self.key_holders().await? {
+            if let Err(e) = self.scan_on(&node, pattern, batch, &mut each).await {
+                self.passed_over(&node, "scan", e)?;
             }
         }
         Ok(())
+    }
+
+    async fn scan_on(
+        &self,
+        node: &Node,
+        pattern: &str,
+        batch: usize,
+        each: &mut impl FnMut(Vec<String>),
+    ) -> StoreResult<()> {
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .run(
+                    self.conn.on_node(
+                        node,
+                        redis::cmd("SCAN")
+                            .arg(cursor)
+                            .arg("MATCH")
+                            .arg(pattern)
+                            .arg("COUNT")
+                            .arg(batch),
+                    ),
+                )
+                .await?;
+            each(keys);
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
     }
 
     /// Walks one index whose members' records share its slot (a user index,

@@ -4,11 +4,13 @@
 //! ACL right told apart, with the keys to fix, when the connection cannot
 //! be opened. Knows nothing of sessions; `redis_link` dispatches to it.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionLike;
+use redis::AsyncConnectionConfig;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
@@ -51,7 +53,7 @@ pub struct ClusterLink {
     attempts: tokio::sync::watch::Sender<Attempt>,
     health: Mutex<Health>,
     /// Which primary serves which slots, from `CLUSTER NODES` at each
-    /// opening and each [`Self::primaries`]: stalls are counted per node.
+    /// opening and each [`Self::masters`]: stalls are counted per node.
     owners: RwLock<SlotOwners>,
     /// How long opening a connection may take (connect, then the slot map).
     open_within: Duration,
@@ -63,6 +65,9 @@ pub struct ClusterLink {
     /// How to log in to a seed node on a connection of its own, to tell a
     /// refused login from other failures (see [`Seeds::refused_login`]).
     seeds: Seeds,
+    /// Connections of their own to primaries that serve no slot, by
+    /// address (see [`Self::spare`]); one dropped when it fails.
+    spares: Mutex<HashMap<(String, u16), MultiplexedConnection>>,
 }
 
 /// The seed nodes and the login the cluster client uses on them.
@@ -280,6 +285,7 @@ impl ClusterLink {
             stall_after: timeouts.1 * 3 / 4,
             replace_every: timeouts.1.max(Duration::from_secs(1)),
             seeds,
+            spares: Mutex::new(HashMap::new()),
         })
     }
 
@@ -475,16 +481,10 @@ impl ClusterLink {
         .await
     }
 
-    /// The primaries serving slots now, from `CLUSTER NODES` of any node
-    /// (which also refreshes the slot map stalls are counted with).
-    pub(in crate::session::store) async fn primaries(self: &Arc<Self>) -> RedisResult<Vec<Node>> {
-        Ok(primaries_in(&self.nodes_text().await?))
-    }
-
     /// Every primary that may hold keys now, from `CLUSTER NODES` of any
-    /// node: what the session cache tracks (see [`masters_in`]). One read,
-    /// as [`Self::primaries`] (which it replaces for the tracker: the same
-    /// cost each second).
+    /// node (which also refreshes the slot map stalls are counted with):
+    /// what the session cache tracks and what the walks that name no key
+    /// (SCAN, INFO) visit (see [`masters_in`]).
     pub(in crate::session::store) async fn masters(self: &Arc<Self>) -> RedisResult<Vec<Node>> {
         Ok(masters_in(&self.nodes_text().await?))
     }
@@ -502,20 +502,66 @@ impl ClusterLink {
         Ok(text)
     }
 
+    /// `cmd` on the primary at `host:port`. One that serves no slot is
+    /// reached on a connection of its own (see [`Self::spare`]); SCAN and
+    /// the count's script there walk its keys whatever their slot (Redis
+    /// lets a script that names no key read the keys of a slot the node
+    /// imports).
     pub(super) async fn on_node(
         self: &Arc<Self>,
         host: &str,
         port: u16,
+        serves_slots: bool,
         cmd: &Cmd,
     ) -> RedisResult<Value> {
-        self.watched(None, |mut conn| async move {
-            let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
-                host: host.to_owned(),
-                port,
-            });
-            conn.route_command(cmd.clone(), route).await
-        })
-        .await
+        if serves_slots {
+            return self
+                .watched(None, |mut conn| async move {
+                    let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                        host: host.to_owned(),
+                        port,
+                    });
+                    conn.route_command(cmd.clone(), route).await
+                })
+                .await;
+        }
+        let mut conn = self.spare(host, port).await?;
+        let answer = conn.req_packed_command(cmd).await;
+        if answer.is_err() {
+            self.lock_spares().remove(&(host.to_owned(), port));
+        }
+        answer
+    }
+
+    /// A connection of its own to the primary at `host:port`, which serves
+    /// no slot: the cluster client connects only to the nodes its slot map
+    /// names, and answers a command routed to another one with
+    /// `ClusterConnectionNotFound`. Such a node holds keys while a reshard
+    /// imports a slot onto it; it is a rare and passing state, so the
+    /// connections are kept by address and dropped when one fails.
+    async fn spare(&self, host: &str, port: u16) -> RedisResult<MultiplexedConnection> {
+        let key = (host.to_owned(), port);
+        if let Some(conn) = self.lock_spares().get(&key) {
+            return Ok(conn.clone());
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.seeds.timeouts.0))
+            .set_response_timeout(Some(self.seeds.timeouts.1));
+        let conn = self
+            .seeds
+            .client(host, port)?
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        self.lock_spares().insert(key, conn.clone());
+        Ok(conn)
+    }
+
+    fn lock_spares(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(String, u16), MultiplexedConnection>> {
+        self.spares
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(super) async fn pipeline(
@@ -677,36 +723,6 @@ fn crc16(bytes: &[u8]) -> u16 {
     })
 }
 
-/// The primaries in a `CLUSTER NODES` answer that serve slots and are not
-/// marked failed: `<id> <host:port@cport[,hostname]> <flags> <primary>
-/// <ping> <pong> <epoch> <state> <slot ranges...>`.
-fn primaries_in(text: &str) -> Vec<Node> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let (Some(addr), Some(flags)) = (fields.get(1), fields.get(2)) else {
-            continue;
-        };
-        let flags: Vec<&str> = flags.split(',').collect();
-        if !flags.contains(&"master") || flags.iter().any(|f| f.starts_with("fail")) {
-            continue;
-        }
-        if fields.len() < 9 {
-            continue; // a primary without slots holds no keys
-        }
-        let addr = addr.split(['@', ',']).next().unwrap_or_default();
-        if let Some((host, port)) = addr.rsplit_once(':')
-            && let Ok(port) = port.parse()
-        {
-            out.push(Node::Primary {
-                host: host.to_owned(),
-                port,
-            });
-        }
-    }
-    out
-}
-
 /// The primaries in a `CLUSTER NODES` answer that may hold keys, whether
 /// they serve slots or not: a primary that joined empty (`CLUSTER MEET`)
 /// receives keys as soon as a reshard marks a slot IMPORTING on it (the
@@ -718,7 +734,9 @@ fn primaries_in(text: &str) -> Vec<Node> {
 /// replica took its slots over; if it returns it joins as a replica and
 /// drops its keys). A failed primary still serving slots stays in: its
 /// keys are unreachable, and so is the store for them, until it is back
-/// or replaced.
+/// or replaced. Each says whether it serves a slot (a range, not only a
+/// `[…]` migration entry): a walk may pass over one that serves none and
+/// does not answer (see `RedisStore::passed_over`).
 fn masters_in(text: &str) -> Vec<Node> {
     let mut out = Vec::new();
     for line in text.lines() {
@@ -731,7 +749,7 @@ fn masters_in(text: &str) -> Vec<Node> {
         {
             continue;
         }
-        if flags.contains(&"fail") && fields.len() < 9 {
+        if flags.contains(&"fail") && fields.iter().skip(8).all(|f| f.starts_with('[')) {
             continue;
         }
         let addr = addr.split(['@', ',']).next().unwrap_or_default();
@@ -742,6 +760,7 @@ fn masters_in(text: &str) -> Vec<Node> {
             out.push(Node::Primary {
                 host: host.to_owned(),
                 port,
+                serves_slots: fields.iter().skip(8).any(|f| !f.starts_with('[')),
             });
         }
     }
@@ -1057,20 +1076,7 @@ e5 127.0.0.1:7004@17004 master,fail - 0 0 4 disconnected 1-2
     }
 
     #[test]
-    fn keyless_commands_visit_every_primary_that_serves_slots() {
-        let nodes = format!("{NODES}f6 127.0.0.1:7005@17005 master - 0 0 5 connected\n");
-        let ports: Vec<u16> = primaries_in(&nodes)
-            .into_iter()
-            .map(|n| match n {
-                Node::Primary { port, .. } => port,
-                Node::The => 0,
-            })
-            .collect();
-        assert_eq!(ports, [7000, 7001, 7002]);
-    }
-
-    #[test]
-    fn the_cache_tracks_every_primary_that_may_hold_keys_with_or_without_slots() {
+    fn the_walks_and_the_cache_visit_every_primary_that_may_hold_keys_with_or_without_slots() {
         let nodes = format!(
             "{NODES}\
 f6 127.0.0.1:7005@17005 master - 0 0 5 connected
@@ -1078,17 +1084,35 @@ g7 127.0.0.1:7006@17006 master,fail? - 0 0 6 connected 16000
 h8 127.0.0.1:7007@17007 master,fail - 0 0 7 disconnected
 i9 127.0.0.1:7008@17008 master,handshake - 0 0 0 connected
 j0 :0@0 master,noaddr - 0 0 0 disconnected
+k1 127.0.0.1:7009@17009 myself,master - 0 0 8 connected [5461-<-b2]
+l2 127.0.0.1:7010@17010 master,fail - 0 0 9 disconnected [100-<-a1]
 "
         );
-        let ports: Vec<u16> = masters_in(&nodes)
+        let found: Vec<(u16, bool)> = masters_in(&nodes)
             .into_iter()
             .map(|n| match n {
-                Node::Primary { port, .. } => port,
-                Node::The => 0,
+                Node::Primary {
+                    port, serves_slots, ..
+                } => (port, serves_slots),
+                Node::The => (0, false),
             })
             .collect();
         // 7004 failed but still serves slots 1-2 (no replica took them);
-        // 7005 joined empty; 7006 is only suspected.
-        assert_eq!(ports, [7000, 7001, 7002, 7004, 7005, 7006]);
+        // 7005 joined empty; 7006 is only suspected; 7009 serves no slot
+        // but imports one (its keys are counted and swept); 7010 failed
+        // and serves none: its slot's keys went back with a promotion or
+        // stay unreachable either way.
+        assert_eq!(
+            found,
+            [
+                (7000, true),
+                (7001, true),
+                (7002, true),
+                (7004, true),
+                (7005, false),
+                (7006, true),
+                (7009, false),
+            ]
+        );
     }
 }
