@@ -71,6 +71,10 @@ pub struct Guard {
 /// - paths that some upstream would read outside the route
 ///   (`url_policy::path::check_request_path`: dot segments under any
 ///   reading, encoded separators, backslashes, controls; 400);
+/// - paths matched to this route by their exact spelling that some
+///   upstream reads as a longer route's (`/api/%61dmin`, `/api/ADMIN`,
+///   `/api/admin;x` beside a route at `/api/admin`; 400): the policy
+///   checked must be the one of the path the upstream serves;
 /// - on session routes, WebSocket handshakes from another origin (a
 ///   browser sends no CSRF header on a handshake and WebSockets ignore
 ///   CORS, so a sibling origin could otherwise open a socket as the user);
@@ -203,6 +207,11 @@ fn refuse(
     }
     if let Err(refusal) = check_request_path(req.uri().path()) {
         tracing::info!(reason = ?refusal, "request path refused");
+        return Some(AppError::BadRequest(refusal.message().into()).into_response());
+    }
+    if route.shadows_another(req.uri().path()) {
+        tracing::info!(route = %route.path, "request path reads as a longer route's; refused");
+        let refusal = crate::url_policy::path::PathRefusal::AnotherRoute;
         return Some(AppError::BadRequest(refusal.message().into()).into_response());
     }
     if route.auth != RouteAuth::None

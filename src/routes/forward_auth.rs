@@ -128,7 +128,13 @@ async fn decide(state: &AppState, parts: &mut Parts) -> Result<Response, Respons
         tracing::info!(reason = ?refusal, "forward-auth: original path refused");
         return Err(AppError::BadRequest(refusal.message().into()).into_response());
     }
-    let route = state.routes.find(orig.uri.path());
+    // The route of the path the upstream will serve: a spelling that some
+    // upstream reads as another route's is refused, not decided by the
+    // route (or the default) its exact spelling falls under.
+    let route = state.routes.resolve(orig.uri.path()).map_err(|refusal| {
+        tracing::info!(reason = ?refusal, "forward-auth: original path refused");
+        AppError::BadRequest(refusal.message().into()).into_response()
+    })?;
     let default_auth = state
         .config
         .forward_auth

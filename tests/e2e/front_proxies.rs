@@ -301,6 +301,41 @@ async fn forward_auth_refuses_ambiguous_original_paths() {
     assert!(r.headers.contains_key("authorization"));
 }
 
+/// The original path is judged as the route an upstream will read it as:
+/// `/ADMIN/x` or `/%61dmin/x` fall under no route by their exact spelling
+/// (so `default_auth = "none"` would let them through anonymously), but
+/// nearly every upstream reads the escape as `a`, and many ignore case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_auth_refuses_a_path_that_reads_as_a_routes_under_another_spelling() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .route(crate::harness::route("/admin", &upstream.url()))
+        .configure(|c| {
+            c.server.trusted_proxies = vec!["127.0.0.1/32".into()];
+            c.forward_auth.enabled = true;
+            c.forward_auth.default_auth = "none".into();
+        })
+        .start()
+        .await;
+    let mut anonymous = Browser::new(&gw);
+    let verify = |path: &'static str| [("x-forwarded-uri", path), ("x-forwarded-method", "GET")];
+    let r = anonymous
+        .request(Method::GET, "/auth/verify", &verify("/admin/x"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "exact spelling: {r:?}");
+    for path in ["/ADMIN/x", "/%61dmin/x", "/admin;jsessionid=1/x", "/Admin."] {
+        let r = anonymous
+            .request(Method::GET, "/auth/verify", &verify(path), None)
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}: {r:?}");
+        assert_no_token_or_identity(&r, path);
+    }
+    let r = anonymous
+        .request(Method::GET, "/auth/verify", &verify("/elsewhere"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "default_auth none: {r:?}");
+}
+
 #[test]
 fn docs_show_the_tested_front_proxy_configs_verbatim() {
     let docs =
