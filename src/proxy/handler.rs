@@ -22,7 +22,7 @@ use std::task::{Context, Poll};
 
 use axum::Extension;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use super::forward::{Caller, Forwarder};
@@ -61,9 +61,10 @@ pub struct Guard {
 
 /// Refuses, before any session lookup:
 ///
-/// - `TRACE` and `CONNECT` (405): a `TRACE` echoes the request, Bearer
-///   token included, to whoever reads the response; `CONNECT` asks for a
-///   tunnel, which the gateway never opens;
+/// - `TRACE`, `TRACK` and `CONNECT` (405), in any letter case and named
+///   in a method-override header too (`crate::method`): a `TRACE` echoes
+///   the request, Bearer token included, to whoever reads the response;
+///   `CONNECT` asks for a tunnel, which the gateway never opens;
 /// - a body framed both by length and by chunks, or by a coding besides
 ///   `chunked` (`framing`; 400, the connection closed);
 /// - no `Host` on HTTP/1.1, more than one, or one that is no authority
@@ -189,7 +190,7 @@ fn refuse(
     route: &Route,
     req: &Request,
 ) -> Option<Response> {
-    if matches!(*req.method(), Method::TRACE | Method::CONNECT) {
+    if crate::method::names_refused_method(req.method(), req.headers()) {
         let mut resp = AppError::MethodNotAllowed.into_response();
         resp.headers_mut().insert(
             header::ALLOW,

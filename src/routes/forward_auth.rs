@@ -121,7 +121,7 @@ async fn decide(state: &AppState, parts: &mut Parts) -> Result<Response, Respons
     let suffix = envoy_suffix(state, &parts.uri);
     let orig = original(&parts.headers, &parts.method, suffix.as_deref())
         .map_err(IntoResponse::into_response)?;
-    if matches!(orig.method, Method::TRACE | Method::CONNECT) {
+    if crate::method::names_refused_method(&orig.method, &parts.headers) {
         return Err(AppError::MethodNotAllowed.into_response());
     }
     if let Err(refusal) = check_request_path(orig.uri.path()) {
@@ -145,7 +145,9 @@ async fn decide(state: &AppState, parts: &mut Parts) -> Result<Response, Respons
         let token = token_for(state, parts, route, None).await?;
         return Ok(allowed(None, token));
     }
-    if is_state_changing(&orig.method) && !state.csrf.satisfied_by(&parts.headers) {
+    if (is_state_changing(&orig.method) || crate::method::overridden(&parts.headers))
+        && !state.csrf.satisfied_by(&parts.headers)
+    {
         return Err(AppError::CsrfRejected.into_response());
     }
     // As the proxied routes' guard: a browser sends no CSRF header on a

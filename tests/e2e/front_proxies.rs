@@ -336,6 +336,49 @@ async fn forward_auth_refuses_a_path_that_reads_as_a_routes_under_another_spelli
     assert_eq!(r.status, StatusCode::OK, "default_auth none: {r:?}");
 }
 
+/// Forward-auth holds the original request to the proxy's method rules:
+/// `trace` in any case is 405, and a method-override header makes the
+/// request state-changing (the anti-CSRF header needed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_auth_holds_method_overrides_and_lowercase_trace_to_the_method_rules() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .configure(|c| {
+            c.server.trusted_proxies = vec!["127.0.0.1/32".into()];
+            c.forward_auth.enabled = true;
+        })
+        .start()
+        .await;
+    let mut b = Browser::new(&gw);
+    b.login_as(&unique_user("fwd-methods")).await;
+    for method in ["trace", "TRACK", "GET"] {
+        let mut headers = vec![
+            ("x-forwarded-uri", "/api/x"),
+            ("x-forwarded-method", method),
+        ];
+        if method == "GET" {
+            headers.push(("x-http-method-override", "TRACE"));
+        }
+        let r = b.request(Method::GET, "/auth/verify", &headers, None).await;
+        assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{method}: {r:?}");
+        assert_no_token_or_identity(&r, method);
+    }
+    let r = b
+        .request(
+            Method::GET,
+            "/auth/verify",
+            &[
+                ("x-forwarded-uri", "/api/x"),
+                ("x-forwarded-method", "GET"),
+                ("x-http-method-override", "DELETE"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{r:?}");
+    assert_no_token_or_identity(&r, "override without the CSRF header");
+}
+
 #[test]
 fn docs_show_the_tested_front_proxy_configs_verbatim() {
     let docs =
