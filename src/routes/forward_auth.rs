@@ -195,7 +195,7 @@ async fn decide(state: &AppState, parts: &mut Parts) -> Result<Response, Respons
         })?;
     if let Some(r) = route
         // The step-up comes back to the page the proxy was asked for.
-        && let Err(refused) = r.admit(&session, Some(orig.uri.as_str()))
+        && let Err(refused) = r.admit(&session, login_return_to(state, &orig))
     {
         use crate::audit::{Action, Event, Origin};
         state.audit.record(
@@ -317,6 +317,24 @@ fn unauthenticated(
     with_login_url(state, headers, rejection.into_response(), orig)
 }
 
+/// The original URI as the `return_to` of a login, when `/auth/login`
+/// will accept it (`url_policy::return_to`: length, characters, encoded
+/// separators in the query). Else none, and the login comes back to the
+/// app's root: a login URL that only leads to a 400 page would strand the
+/// browser (a 3 KB original URI, `?q=a%0Ab`).
+fn login_return_to<'a>(state: &AppState, orig: &'a Original) -> Option<&'a str> {
+    let to = orig.uri.as_str();
+    let server = &state.config.server;
+    (to.len() <= crate::flows::login::MAX_RETURN_TO_BYTES
+        && crate::url_policy::return_to::resolve(
+            to,
+            &server.public_url,
+            &server.allowed_return_origins,
+        )
+        .is_ok())
+    .then_some(to)
+}
+
 /// Adds `X-Auth-Login-Url` (returning to the original URI) to a 401
 /// answering a browser navigation; an API call keeps its bare 401.
 fn with_login_url(
@@ -326,12 +344,15 @@ fn with_login_url(
     orig: &Original,
 ) -> Response {
     if resp.status() == StatusCode::UNAUTHORIZED && is_navigation(headers) {
-        let login = format!(
-            "{}{}?return_to={}",
+        let mut login = format!(
+            "{}{}",
             state.config.server.public_origin(),
             state.config.server.path("/auth/login"),
-            utf8_percent_encode(orig.uri.as_str(), NON_ALPHANUMERIC)
         );
+        if let Some(to) = login_return_to(state, orig) {
+            login.push_str("?return_to=");
+            login.extend(utf8_percent_encode(to, NON_ALPHANUMERIC));
+        }
         if let Ok(v) = HeaderValue::from_str(&login) {
             resp.headers_mut()
                 .insert(HeaderName::from_static(LOGIN_URL_HEADER), v);

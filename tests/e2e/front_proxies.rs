@@ -379,6 +379,59 @@ async fn forward_auth_holds_method_overrides_and_lowercase_trace_to_the_method_r
     assert_no_token_or_identity(&r, "override without the CSRF header");
 }
 
+/// The login URL forward-auth hands a browser navigation always leads to
+/// a login: an original URI that `/auth/login` would refuse as its
+/// `return_to` (over 2048 bytes, an encoded control or backslash in its
+/// query) is left
+/// out, and the login comes back to the app's root, where it used to
+/// lead to a 400 page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_auth_login_urls_lead_to_a_login_even_for_original_uris_login_would_refuse() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .configure(|c| {
+            c.server.trusted_proxies = vec!["127.0.0.1/32".into()];
+            c.forward_auth.enabled = true;
+        })
+        .start()
+        .await;
+    let long = format!("/api/{}", "a".repeat(3000));
+    for (original, kept) in [
+        ("/api/page?x=1", true),
+        (long.as_str(), false),
+        ("/api/page?q=a%0Ab", false),
+        ("/api/page?q=%5C", false),
+    ] {
+        let mut b = Browser::new(&gw);
+        let r = b
+            .request(
+                Method::GET,
+                "/auth/verify",
+                &[
+                    ("x-forwarded-uri", original),
+                    ("x-forwarded-method", "GET"),
+                    ("sec-fetch-mode", "navigate"),
+                ],
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{original}: {r:?}");
+        let login = r
+            .headers
+            .get("x-auth-login-url")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_else(|| panic!("{original}: no login URL: {r:?}"))
+            .to_owned();
+        assert!(login.starts_with(&gw.url("/auth/login")), "{login}");
+        assert_eq!(login.contains("return_to="), kept, "{original}: {login}");
+        let r = b.request(Method::GET, &login, &[], None).await;
+        assert!(
+            r.status.is_redirection(),
+            "{original}: the login URL must start a login: {r:?}"
+        );
+    }
+}
+
 #[test]
 fn docs_show_the_tested_front_proxy_configs_verbatim() {
     let docs =
