@@ -18,6 +18,7 @@ pub mod lifecycle;
 pub mod log_output;
 pub mod log_time;
 pub mod login_params;
+pub mod method;
 pub mod metrics;
 pub mod middleware;
 pub mod oidc;

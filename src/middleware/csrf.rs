@@ -54,6 +54,9 @@ impl CsrfRule {
 }
 
 /// Methods that change state (everything but GET, HEAD, OPTIONS, TRACE).
+/// A request with a method-override header is held to the rule whatever
+/// its own method ([`refusal_on`], `crate::method::overridden`): the
+/// upstream may run the method it names.
 pub fn is_state_changing(method: &Method) -> bool {
     !matches!(
         *method,
@@ -101,7 +104,9 @@ pub fn refusal_on<'a>(
     req: &'a Request,
     route: impl FnOnce() -> Option<&'a str>,
 ) -> Option<Response> {
-    if is_state_changing(req.method()) && !rule.satisfied_by(req.headers()) {
+    if (is_state_changing(req.method()) || crate::method::overridden(req.headers()))
+        && !rule.satisfied_by(req.headers())
+    {
         rule.record_refusal(Origin::of_request(req), req.headers(), route());
         return Some(AppError::CsrfRejected.into_response());
     }

@@ -105,6 +105,11 @@ pub struct Forwarder {
     forwarded_host: HeaderValue,
     /// `server.public_url`'s origin, which WebSocket handshakes must name.
     public_origin: String,
+    /// `server.public_url` and the origins `return_to` may name: a step-up
+    /// login URL carries a return target only when `/auth/login` will
+    /// accept it.
+    return_base: url::Url,
+    return_origins: Vec<String>,
     /// Open tunnels re-check their session (see `upgrade`).
     sessions: Arc<Sessions>,
     watch_every: Duration,
@@ -153,6 +158,8 @@ impl Forwarder {
             forwarded_proto: HeaderValue::from_str(public.scheme())?,
             forwarded_host: HeaderValue::from_str(&host)?,
             public_origin: config.server.public_origin(),
+            return_base: config.server.public_url.clone(),
+            return_origins: config.server.allowed_return_origins.clone(),
             watch_every: config
                 .session
                 .touch_interval
@@ -389,18 +396,25 @@ impl Forwarder {
     /// Where a step-up for this browser request should come back to: the
     /// page itself for a navigation, else its same-origin `Referer`'s path
     /// and query (the page that made the call).
+    ///
+    /// Only a target `/auth/login` accepts (`url_policy::return_to`): a
+    /// login URL whose `return_to` is refused would strand the browser on
+    /// a 400 page (a query holding `%0A`, a `Referer` path of `//x`).
     pub fn step_up_return_to(&self, headers: &http::HeaderMap, uri: &http::Uri) -> Option<String> {
-        if crate::pages::is_navigation(headers) {
-            return uri
-                .path_and_query()
+        let candidate = if crate::pages::is_navigation(headers) {
+            uri.path_and_query()
                 .map(|pq| pq.as_str().to_owned())
-                .filter(|pq| pq.len() <= crate::url_policy::return_to::MAX_LEN);
-        }
-        crate::step_up::return_to_from_referer(
-            headers,
-            &self.public_origin,
-            crate::url_policy::return_to::MAX_LEN,
-        )
+                .filter(|pq| pq.len() <= crate::url_policy::return_to::MAX_LEN)
+        } else {
+            crate::step_up::return_to_from_referer(
+                headers,
+                &self.public_origin,
+                crate::url_policy::return_to::MAX_LEN,
+            )
+        }?;
+        crate::url_policy::return_to::resolve(&candidate, &self.return_base, &self.return_origins)
+            .is_ok()
+            .then_some(candidate)
     }
 
     /// Sends `req` to `route`'s upstream on behalf of `caller`.

@@ -22,7 +22,7 @@ use std::task::{Context, Poll};
 
 use axum::Extension;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use super::forward::{Caller, Forwarder};
@@ -61,9 +61,10 @@ pub struct Guard {
 
 /// Refuses, before any session lookup:
 ///
-/// - `TRACE` and `CONNECT` (405): a `TRACE` echoes the request, Bearer
-///   token included, to whoever reads the response; `CONNECT` asks for a
-///   tunnel, which the gateway never opens;
+/// - `TRACE`, `TRACK` and `CONNECT` (405), in any letter case and named
+///   in a method-override header too (`crate::method`): a `TRACE` echoes
+///   the request, Bearer token included, to whoever reads the response;
+///   `CONNECT` asks for a tunnel, which the gateway never opens;
 /// - a body framed both by length and by chunks, or by a coding besides
 ///   `chunked` (`framing`; 400, the connection closed);
 /// - no `Host` on HTTP/1.1, more than one, or one that is no authority
@@ -71,6 +72,10 @@ pub struct Guard {
 /// - paths that some upstream would read outside the route
 ///   (`url_policy::path::check_request_path`: dot segments under any
 ///   reading, encoded separators, backslashes, controls; 400);
+/// - paths matched to this route by their exact spelling that some
+///   upstream reads as a longer route's (`/api/%61dmin`, `/api/ADMIN`,
+///   `/api/admin;x` beside a route at `/api/admin`; 400): the policy
+///   checked must be the one of the path the upstream serves;
 /// - on session routes, WebSocket handshakes from another origin (a
 ///   browser sends no CSRF header on a handshake and WebSockets ignore
 ///   CORS, so a sibling origin could otherwise open a socket as the user);
@@ -185,7 +190,7 @@ fn refuse(
     route: &Route,
     req: &Request,
 ) -> Option<Response> {
-    if matches!(*req.method(), Method::TRACE | Method::CONNECT) {
+    if crate::method::names_refused_method(req.method(), req.headers()) {
         let mut resp = AppError::MethodNotAllowed.into_response();
         resp.headers_mut().insert(
             header::ALLOW,
@@ -203,6 +208,11 @@ fn refuse(
     }
     if let Err(refusal) = check_request_path(req.uri().path()) {
         tracing::info!(reason = ?refusal, "request path refused");
+        return Some(AppError::BadRequest(refusal.message().into()).into_response());
+    }
+    if route.shadows_another(req.uri().path()) {
+        tracing::info!(route = %route.path, "request path reads as a longer route's; refused");
+        let refusal = crate::url_policy::path::PathRefusal::AnotherRoute;
         return Some(AppError::BadRequest(refusal.message().into()).into_response());
     }
     if route.auth != RouteAuth::None

@@ -250,7 +250,7 @@ pub fn to_upstream(
     }
     let claims: Vec<HeaderName> = headers
         .keys()
-        .filter(|n| claims_identity(n))
+        .filter(|n| claims_identity(n) || crate::method::is_underscored_override(n.as_str()))
         .cloned()
         .collect();
     for name in claims {

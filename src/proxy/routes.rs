@@ -15,6 +15,7 @@ use http::{HeaderName, HeaderValue, Uri};
 
 use crate::config::{RouteAuth, RouteConfig, RouteToken};
 use crate::step_up::StepUpRule;
+use crate::url_policy::path::{PathRefusal, lax_prefix, may_read_under};
 pub use crate::url_policy::path::{has_dot_segment, path_has_prefix};
 
 pub struct Route {
@@ -58,10 +59,18 @@ pub struct Route {
     /// HTTP/2 to the upstream (`upstream_http2`): prior knowledge for
     /// `http://`, ALPN `h2` only for `https://`.
     pub upstream_http2: bool,
+    /// The longer routes some upstream may read a path of this route as
+    /// (their [`lax_prefix`]): `/api/%61dmin` matches `/api` but reads as
+    /// `/api/admin`. A path that reads under one of them is refused
+    /// ([`Route::shadows_another`]). Empty for most routes.
+    nested: Vec<String>,
 }
 
 pub struct RouteTable {
     routes: Vec<Arc<Route>>,
+    /// Every route's [`lax_prefix`]: what a path that matches no route
+    /// must not read as ([`RouteTable::resolve`]).
+    lax: Vec<String>,
 }
 
 impl RouteTable {
@@ -99,13 +108,29 @@ impl RouteTable {
                     plain_http_host(&scheme, &authority)?
                 },
                 upstream_http2: c.upstream_http2,
+                nested: Vec::new(),
                 scheme,
                 authority,
                 base_path,
             }));
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
-        Ok(Self { routes })
+        let lax: Vec<String> = routes.iter().map(|r| lax_prefix(&r.path)).collect();
+        let depth = |p: &str| p.split('/').filter(|s| !s.is_empty()).count();
+        for (i, route) in routes.iter_mut().enumerate() {
+            let nested: Vec<String> = lax
+                .iter()
+                .enumerate()
+                .filter(|&(j, other)| {
+                    j != i && depth(other) > depth(&lax[i]) && may_read_under(other, &lax[i])
+                })
+                .map(|(_, other)| other.clone())
+                .collect();
+            if let Some(r) = Arc::get_mut(route) {
+                r.nested = nested;
+            }
+        }
+        Ok(Self { routes, lax })
     }
 
     /// Step-up challenges name `login_path` (`/auth/login` under the
@@ -139,6 +164,23 @@ impl RouteTable {
             .map(|r| &**r)
     }
 
+    /// The route a path falls under by its exact spelling, refused when
+    /// some upstream reads the path as another route's
+    /// ([`Route::shadows_another`]; a path under no route must not read as
+    /// any route's either). For callers that decide on a path the router
+    /// never matched (forward-auth's original URI).
+    pub fn resolve(&self, path: &str) -> Result<Option<&Route>, PathRefusal> {
+        let route = self.find(path);
+        let shadowed = match route {
+            Some(r) => r.shadows_another(path),
+            None => self.lax.iter().any(|lax| may_read_under(path, lax)),
+        };
+        if shadowed {
+            return Err(PathRefusal::AnotherRoute);
+        }
+        Ok(route)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty()
     }
@@ -164,6 +206,14 @@ fn plain_http_host(
 }
 
 impl Route {
+    /// Whether some upstream may read `path` (matched to this route by its
+    /// exact spelling) as a path of a longer route: then this route's
+    /// policy is not the one that path's owner configured. A check over
+    /// the route's few nested prefixes, nothing for a route without any.
+    pub fn shadows_another(&self, path: &str) -> bool {
+        self.nested.iter().any(|lax| may_read_under(path, lax))
+    }
+
     /// The route's policy over a session's claims and granted scopes: 403
     /// naming what the route requires (never what the user has); then its
     /// step-up rule over the login's `acr` and `auth_time`: 401
@@ -310,6 +360,41 @@ mod tests {
         assert_eq!(t.find("/api/v2x").map(|r| r.path.as_str()), Some("/api"));
         assert!(t.find("/apix").is_none());
         assert!(t.find("/").is_none());
+    }
+
+    #[test]
+    fn a_path_that_reads_as_a_longer_routes_is_refused_whichever_route_it_matches() {
+        let t = table();
+        let resolved = |p: &str| t.resolve(p).map(|r| r.map(|r| r.path.clone()));
+        assert_eq!(resolved("/api/v2/x"), Ok(Some("/api/v2".into())));
+        assert_eq!(resolved("/api/users"), Ok(Some("/api".into())));
+        assert_eq!(resolved("/api/v20"), Ok(Some("/api".into())));
+        assert_eq!(resolved("/elsewhere"), Ok(None));
+        for p in [
+            "/api/V2/x",
+            "/api/%762",
+            "/api/v2;x",
+            "/api/v2.",
+            "/api/;/v2",
+        ] {
+            assert_eq!(resolved(p), Err(PathRefusal::AnotherRoute), "{p}");
+        }
+        // Under no route by its spelling, but read as one.
+        for p in ["/API/x", "/%61pi", "/Public/x", "/public;a"] {
+            assert_eq!(resolved(p), Err(PathRefusal::AnotherRoute), "{p}");
+        }
+        let root = RouteTable::new(&[
+            route("/", "http://127.0.0.1:9100", false),
+            route("/admin", "http://127.0.0.1:9100", false),
+            route("/Admin", "http://127.0.0.1:9100", false),
+        ])
+        .expect("table");
+        let resolved = |p: &str| root.resolve(p).map(|r| r.map(|r| r.path.clone()));
+        assert_eq!(resolved("/ADMIN/x"), Err(PathRefusal::AnotherRoute));
+        assert_eq!(resolved("/about"), Ok(Some("/".into())));
+        // Two routes that differ only in case do not shadow each other.
+        assert_eq!(resolved("/admin/x"), Ok(Some("/admin".into())));
+        assert_eq!(resolved("/Admin/x"), Ok(Some("/Admin".into())));
     }
 
     #[test]

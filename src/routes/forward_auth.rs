@@ -121,14 +121,20 @@ async fn decide(state: &AppState, parts: &mut Parts) -> Result<Response, Respons
     let suffix = envoy_suffix(state, &parts.uri);
     let orig = original(&parts.headers, &parts.method, suffix.as_deref())
         .map_err(IntoResponse::into_response)?;
-    if matches!(orig.method, Method::TRACE | Method::CONNECT) {
+    if crate::method::names_refused_method(&orig.method, &parts.headers) {
         return Err(AppError::MethodNotAllowed.into_response());
     }
     if let Err(refusal) = check_request_path(orig.uri.path()) {
         tracing::info!(reason = ?refusal, "forward-auth: original path refused");
         return Err(AppError::BadRequest(refusal.message().into()).into_response());
     }
-    let route = state.routes.find(orig.uri.path());
+    // The route of the path the upstream will serve: a spelling that some
+    // upstream reads as another route's is refused, not decided by the
+    // route (or the default) its exact spelling falls under.
+    let route = state.routes.resolve(orig.uri.path()).map_err(|refusal| {
+        tracing::info!(reason = ?refusal, "forward-auth: original path refused");
+        AppError::BadRequest(refusal.message().into()).into_response()
+    })?;
     let default_auth = state
         .config
         .forward_auth
@@ -139,7 +145,9 @@ async fn decide(state: &AppState, parts: &mut Parts) -> Result<Response, Respons
         let token = token_for(state, parts, route, None).await?;
         return Ok(allowed(None, token));
     }
-    if is_state_changing(&orig.method) && !state.csrf.satisfied_by(&parts.headers) {
+    if (is_state_changing(&orig.method) || crate::method::overridden(&parts.headers))
+        && !state.csrf.satisfied_by(&parts.headers)
+    {
         return Err(AppError::CsrfRejected.into_response());
     }
     // As the proxied routes' guard: a browser sends no CSRF header on a
@@ -187,7 +195,7 @@ async fn decide(state: &AppState, parts: &mut Parts) -> Result<Response, Respons
         })?;
     if let Some(r) = route
         // The step-up comes back to the page the proxy was asked for.
-        && let Err(refused) = r.admit(&session, Some(orig.uri.as_str()))
+        && let Err(refused) = r.admit(&session, login_return_to(state, &orig))
     {
         use crate::audit::{Action, Event, Origin};
         state.audit.record(
@@ -309,6 +317,24 @@ fn unauthenticated(
     with_login_url(state, headers, rejection.into_response(), orig)
 }
 
+/// The original URI as the `return_to` of a login, when `/auth/login`
+/// will accept it (`url_policy::return_to`: length, characters, encoded
+/// separators in the query). Else none, and the login comes back to the
+/// app's root: a login URL that only leads to a 400 page would strand the
+/// browser (a 3 KB original URI, `?q=a%0Ab`).
+fn login_return_to<'a>(state: &AppState, orig: &'a Original) -> Option<&'a str> {
+    let to = orig.uri.as_str();
+    let server = &state.config.server;
+    (to.len() <= crate::flows::login::MAX_RETURN_TO_BYTES
+        && crate::url_policy::return_to::resolve(
+            to,
+            &server.public_url,
+            &server.allowed_return_origins,
+        )
+        .is_ok())
+    .then_some(to)
+}
+
 /// Adds `X-Auth-Login-Url` (returning to the original URI) to a 401
 /// answering a browser navigation; an API call keeps its bare 401.
 fn with_login_url(
@@ -318,12 +344,15 @@ fn with_login_url(
     orig: &Original,
 ) -> Response {
     if resp.status() == StatusCode::UNAUTHORIZED && is_navigation(headers) {
-        let login = format!(
-            "{}{}?return_to={}",
+        let mut login = format!(
+            "{}{}",
             state.config.server.public_origin(),
             state.config.server.path("/auth/login"),
-            utf8_percent_encode(orig.uri.as_str(), NON_ALPHANUMERIC)
         );
+        if let Some(to) = login_return_to(state, orig) {
+            login.push_str("?return_to=");
+            login.extend(utf8_percent_encode(to, NON_ALPHANUMERIC));
+        }
         if let Ok(v) = HeaderValue::from_str(&login) {
             resp.headers_mut()
                 .insert(HeaderName::from_static(LOGIN_URL_HEADER), v);

@@ -61,6 +61,12 @@ pub enum PathRefusal {
     /// An empty segment (`//`): collapsed by some upstreams, read as the
     /// start of a host by URL parsers that resolve the path.
     EmptySegment,
+    /// The path matched one route, but some upstream reads it as a path
+    /// under a longer route's prefix (`/api/%61dmin`, `/api/ADMIN`,
+    /// `/api/admin;x`, `/api/admin.` for a route at `/api/admin`): the
+    /// shorter route's policy must not decide a path the upstream serves as
+    /// the longer one's ([`may_read_under`]).
+    AnotherRoute,
 }
 
 impl PathRefusal {
@@ -79,6 +85,9 @@ impl PathRefusal {
                 "Paths with characters that read as '.', '/' or '\\' are not forwarded."
             }
             Self::EmptySegment => "Paths with empty segments (//) are not forwarded.",
+            Self::AnotherRoute => {
+                "This path reads as another route's (letter case, percent-encoding, ';' parameters or trailing dots); use the route's exact spelling."
+            }
         }
     }
 }
@@ -215,6 +224,87 @@ pub fn check_request_path(path: &str) -> Result<(), PathRefusal> {
         return Err(PathRefusal::EmptySegment);
     }
     Ok(())
+}
+
+/// A route prefix as [`may_read_under`] compares it: each segment read
+/// the lax way (`;parameters` dropped, trailing dots and spaces trimmed,
+/// ASCII lower case). Made once per configured route.
+pub fn lax_prefix(prefix: &str) -> String {
+    let mut out = String::with_capacity(prefix.len());
+    for seg in prefix.split('/').skip(1) {
+        let seg = lax_segment(seg.as_bytes());
+        if seg.is_empty() {
+            continue;
+        }
+        out.push('/');
+        out.push_str(&String::from_utf8_lossy(&seg).to_ascii_lowercase());
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+/// Whether some upstream may read `path` as `lax` (a [`lax_prefix`]) or a
+/// path below it, segment by segment: every `%XX` decoded (up to three
+/// times: servers that decode twice), `;parameters` dropped (Tomcat,
+/// Jetty), trailing dots and spaces trimmed (IIS, Windows), ASCII case
+/// ignored (IIS, ASP.NET, Express by default), and segments that read as
+/// empty skipped (collapsed like `//`). Meant for a path that
+/// [`check_request_path`] accepted (no encoded `/`, `\`, `.`, `;`).
+///
+/// Allocation-free for segments without `%`, `;` or a trailing dot or
+/// space, which is most of them.
+pub fn may_read_under(path: &str, lax: &str) -> bool {
+    if lax == "/" {
+        return true;
+    }
+    let mut wanted = lax.split('/').skip(1);
+    let mut want = wanted.next();
+    for seg in path.split('/').skip(1) {
+        let Some(w) = want else {
+            return true;
+        };
+        let plain = !seg.bytes().any(|b| b == b'%' || b == b';') && !seg.ends_with(['.', ' ']);
+        let same = if plain {
+            if seg.is_empty() {
+                continue;
+            }
+            seg.eq_ignore_ascii_case(w)
+        } else {
+            let read = lax_segment(seg.as_bytes());
+            if read.is_empty() {
+                continue;
+            }
+            read.eq_ignore_ascii_case(w.as_bytes())
+        };
+        if !same {
+            return false;
+        }
+        want = wanted.next();
+    }
+    want.is_none()
+}
+
+/// One segment read the lax way (see [`may_read_under`]), case kept.
+fn lax_segment(seg: &[u8]) -> Vec<u8> {
+    let mut read = seg.to_vec();
+    for _ in 0..3 {
+        if !read.contains(&b'%') {
+            break;
+        }
+        match std::str::from_utf8(&read).ok().and_then(decode_once) {
+            Some(decoded) => read = decoded,
+            None => break,
+        }
+    }
+    if let Some(at) = read.iter().position(|&b| b == b';') {
+        read.truncate(at);
+    }
+    while read.last().is_some_and(|&b| b == b'.' || b == b' ') {
+        read.pop();
+    }
+    read
 }
 
 /// The path the static app serves for a request path: runs of `/`
@@ -365,6 +455,50 @@ mod tests {
     }
 
     #[test]
+    fn a_prefix_is_compared_in_its_lax_reading() {
+        assert_eq!(lax_prefix("/"), "/");
+        assert_eq!(lax_prefix("/Api/Admin"), "/api/admin");
+        assert_eq!(lax_prefix("/api;v=1/admin."), "/api/admin");
+    }
+
+    #[test]
+    fn paths_some_upstream_reads_under_a_prefix_are_recognised() {
+        let admin = lax_prefix("/api/admin");
+        for p in [
+            "/api/admin",
+            "/api/admin/",
+            "/api/admin/x",
+            "/API/ADMIN/x",
+            "/api/%61dmin/x",
+            "/api/%41DMIN",
+            "/api/%2561dmin/x",
+            "/api/%252561dmin/x",
+            "/api/admin;jsessionid=1/x",
+            "/api;v=2/admin",
+            "/api/admin./x",
+            "/api/admin%20/x",
+            "/api/admin.%20./x",
+            "/api/;x/admin",
+            "/api/%20/admin",
+        ] {
+            assert!(may_read_under(p, &admin), "{p}");
+        }
+        for p in [
+            "/api",
+            "/api/",
+            "/api/administrator",
+            "/api/x/admin",
+            "/api/adm",
+            "/apiadmin",
+            "/api/ad%6Din2",
+            "/api/adm%C4%B1n",
+        ] {
+            assert!(!may_read_under(p, &admin), "{p}");
+        }
+        assert!(may_read_under("/anything", &lax_prefix("/")));
+    }
+
+    #[test]
     fn the_static_app_reads_repeated_slashes_as_one() {
         assert_eq!(static_path("/assets").as_deref(), Ok("/assets"));
         assert_eq!(static_path("//assets").as_deref(), Ok("/assets"));
@@ -424,6 +558,21 @@ mod tests {
         fn any_string_is_judged_without_panicking(path in any::<String>()) {
             let _ = check_request_path(&path);
             let _ = static_path(&path);
+            let _ = may_read_under(&path, &lax_prefix("/api/admin"));
+            let _ = lax_prefix(&path);
+        }
+
+        /// Every exact spelling under a prefix is also read under it, so
+        /// the lax reading only ever adds paths to a nested route.
+        #[test]
+        fn a_path_under_a_prefix_by_its_exact_spelling_reads_under_it(
+            prefix in "(/[a-zA-Z0-9_.-]{1,6}){1,3}",
+            rest in "(/([a-zA-Z0-9_;-]|%4[1-9]|x[.]){1,6}){0,3}",
+        ) {
+            let path = format!("{prefix}{rest}");
+            prop_assume!(check_request_path(&path).is_ok());
+            prop_assume!(!lax_prefix(&prefix).contains(';'));
+            prop_assert!(may_read_under(&path, &lax_prefix(&prefix)), "{}", path);
         }
     }
 }

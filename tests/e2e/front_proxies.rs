@@ -301,6 +301,137 @@ async fn forward_auth_refuses_ambiguous_original_paths() {
     assert!(r.headers.contains_key("authorization"));
 }
 
+/// The original path is judged as the route an upstream will read it as:
+/// `/ADMIN/x` or `/%61dmin/x` fall under no route by their exact spelling
+/// (so `default_auth = "none"` would let them through anonymously), but
+/// nearly every upstream reads the escape as `a`, and many ignore case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_auth_refuses_a_path_that_reads_as_a_routes_under_another_spelling() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .route(crate::harness::route("/admin", &upstream.url()))
+        .configure(|c| {
+            c.server.trusted_proxies = vec!["127.0.0.1/32".into()];
+            c.forward_auth.enabled = true;
+            c.forward_auth.default_auth = "none".into();
+        })
+        .start()
+        .await;
+    let mut anonymous = Browser::new(&gw);
+    let verify = |path: &'static str| [("x-forwarded-uri", path), ("x-forwarded-method", "GET")];
+    let r = anonymous
+        .request(Method::GET, "/auth/verify", &verify("/admin/x"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "exact spelling: {r:?}");
+    for path in ["/ADMIN/x", "/%61dmin/x", "/admin;jsessionid=1/x", "/Admin."] {
+        let r = anonymous
+            .request(Method::GET, "/auth/verify", &verify(path), None)
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}: {r:?}");
+        assert_no_token_or_identity(&r, path);
+    }
+    let r = anonymous
+        .request(Method::GET, "/auth/verify", &verify("/elsewhere"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "default_auth none: {r:?}");
+}
+
+/// Forward-auth holds the original request to the proxy's method rules:
+/// `trace` in any case is 405, and a method-override header makes the
+/// request state-changing (the anti-CSRF header needed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_auth_holds_method_overrides_and_lowercase_trace_to_the_method_rules() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .configure(|c| {
+            c.server.trusted_proxies = vec!["127.0.0.1/32".into()];
+            c.forward_auth.enabled = true;
+        })
+        .start()
+        .await;
+    let mut b = Browser::new(&gw);
+    b.login_as(&unique_user("fwd-methods")).await;
+    for method in ["trace", "TRACK", "GET"] {
+        let mut headers = vec![
+            ("x-forwarded-uri", "/api/x"),
+            ("x-forwarded-method", method),
+        ];
+        if method == "GET" {
+            headers.push(("x-http-method-override", "TRACE"));
+        }
+        let r = b.request(Method::GET, "/auth/verify", &headers, None).await;
+        assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{method}: {r:?}");
+        assert_no_token_or_identity(&r, method);
+    }
+    let r = b
+        .request(
+            Method::GET,
+            "/auth/verify",
+            &[
+                ("x-forwarded-uri", "/api/x"),
+                ("x-forwarded-method", "GET"),
+                ("x-http-method-override", "DELETE"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{r:?}");
+    assert_no_token_or_identity(&r, "override without the CSRF header");
+}
+
+/// The login URL forward-auth hands a browser navigation always leads to
+/// a login: an original URI that `/auth/login` would refuse as its
+/// `return_to` (over 2048 bytes, an encoded control or backslash in its
+/// query) is left
+/// out, and the login comes back to the app's root, where it used to
+/// lead to a 400 page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_auth_login_urls_lead_to_a_login_even_for_original_uris_login_would_refuse() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .configure(|c| {
+            c.server.trusted_proxies = vec!["127.0.0.1/32".into()];
+            c.forward_auth.enabled = true;
+        })
+        .start()
+        .await;
+    let long = format!("/api/{}", "a".repeat(3000));
+    for (original, kept) in [
+        ("/api/page?x=1", true),
+        (long.as_str(), false),
+        ("/api/page?q=a%0Ab", false),
+        ("/api/page?q=%5C", false),
+    ] {
+        let mut b = Browser::new(&gw);
+        let r = b
+            .request(
+                Method::GET,
+                "/auth/verify",
+                &[
+                    ("x-forwarded-uri", original),
+                    ("x-forwarded-method", "GET"),
+                    ("sec-fetch-mode", "navigate"),
+                ],
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{original}: {r:?}");
+        let login = r
+            .headers
+            .get("x-auth-login-url")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_else(|| panic!("{original}: no login URL: {r:?}"))
+            .to_owned();
+        assert!(login.starts_with(&gw.url("/auth/login")), "{login}");
+        assert_eq!(login.contains("return_to="), kept, "{original}: {login}");
+        let r = b.request(Method::GET, &login, &[], None).await;
+        assert!(
+            r.status.is_redirection(),
+            "{original}: the login URL must start a login: {r:?}"
+        );
+    }
+}
+
 #[test]
 fn docs_show_the_tested_front_proxy_configs_verbatim() {
     let docs =

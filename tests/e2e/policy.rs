@@ -319,3 +319,86 @@ async fn a_websocket_handshake_is_held_to_the_routes_policy() {
     );
     socket.close(None).await.expect("close");
 }
+
+/// The spellings of `/app/admin/x` that some upstream reads as that path
+/// while the gateway's router matches them to the shorter `/app` route:
+/// an escape every server decodes (and one decoded twice), letter case
+/// (IIS, ASP.NET, Express), `;parameters` (Tomcat, Jetty), trailing dots
+/// and spaces (Windows), an empty-reading segment.
+const SPELLINGS_OF_APP_ADMIN: [&str; 8] = [
+    "/app/%61dmin/x",
+    "/app/%2561dmin/x",
+    "/app/ADMIN/x",
+    "/app/Admin",
+    "/app/admin;v=1/x",
+    "/app/admin./x",
+    "/app/admin%20/x",
+    "/app/;x/admin/x",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_an_upstream_reads_as_a_stricter_nested_route_is_refused_not_judged_by_the_shorter_one()
+ {
+    let upstream = Upstream::start().await;
+    let up = upstream.url();
+    let gw = GatewayBuilder::new(&upstream)
+        .route(route("/app", &up))
+        .route(RawRoute {
+            require: vec![any_of("groups", &["admins"])],
+            ..route("/app/admin", &up)
+        })
+        .start()
+        .await;
+    let mut staff = logged_in(&gw, "staff").await;
+    let r = staff
+        .request(reqwest::Method::GET, "/app/admin/x", &[], None)
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "the exact spelling: {r:?}");
+    for path in SPELLINGS_OF_APP_ADMIN {
+        let r = staff.request(reqwest::Method::GET, path, &[], None).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}: {r:?}");
+        assert_eq!(r.json()["error"], "bad_request", "{path}");
+        assert_eq!(
+            r.json()["message"],
+            "This path reads as another route's (letter case, percent-encoding, ';' parameters or trailing dots); use the route's exact spelling.",
+            "{path}"
+        );
+    }
+    assert_eq!(upstream.count(), 0, "{:?}", upstream.seen());
+    // Spellings that read as no longer route still go through.
+    for path in ["/app/administrator", "/app/x/admin", "/app/%41pi;v=2/x"] {
+        let r = staff.request(reqwest::Method::GET, path, &[], None).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {r:?}");
+    }
+    assert_eq!(upstream.count(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_route_never_forwards_a_path_an_upstream_reads_as_a_nested_session_route() {
+    let upstream = Upstream::start().await;
+    let up = upstream.url();
+    let gw = GatewayBuilder::new(&upstream)
+        .route(RawRoute {
+            auth: "none".into(),
+            ..route("/app", &up)
+        })
+        .route(route("/app/admin", &up))
+        .start()
+        .await;
+    let mut anonymous = Browser::new(&gw);
+    let r = anonymous
+        .request(reqwest::Method::GET, "/app/admin/x", &[], None)
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r:?}");
+    for path in SPELLINGS_OF_APP_ADMIN {
+        let r = anonymous
+            .request(reqwest::Method::GET, path, &[], None)
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}: {r:?}");
+    }
+    assert_eq!(upstream.count(), 0, "{:?}", upstream.seen());
+    let r = anonymous
+        .request(reqwest::Method::GET, "/app/about", &[], None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+}

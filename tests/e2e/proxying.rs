@@ -53,6 +53,97 @@ async fn state_changing_calls_without_the_csrf_header_are_refused() {
     assert_eq!(upstream.seen()[0].body_len, 7);
 }
 
+/// Frameworks behind the gateway run the method a method-override header
+/// names (`GET` + `X-HTTP-Method-Override: DELETE` is a `DELETE` to
+/// Express's `method-override`, Symfony, ASP.NET Core), and some servers
+/// read method names without regard to case: neither dodges the anti-CSRF
+/// rule nor the refusal of `TRACE` (which echoes the Bearer token).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn method_overrides_and_other_spellings_of_trace_never_dodge_the_method_rules() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream).start().await;
+    let mut b = Browser::new(&gw);
+    b.login_alice().await;
+    for name in [
+        "x-http-method-override",
+        "X-HTTP-Method",
+        "x-method-override",
+    ] {
+        let r = b
+            .request(Method::GET, "/api/items", &[(name, "DELETE")], None)
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{name}: {r:?}");
+        assert_eq!(r.json()["error"], "csrf_rejected", "{name}");
+    }
+    assert_eq!(upstream.count(), 0, "{:?}", upstream.seen());
+    let trace = |m: &str| Method::from_bytes(m.as_bytes()).expect("method");
+    for (method, headers) in [
+        (trace("trace"), vec![("x-csrf", "1")]),
+        (trace("Trace"), vec![("x-csrf", "1")]),
+        (trace("TRACK"), vec![("x-csrf", "1")]),
+        (trace("connect"), vec![("x-csrf", "1")]),
+        (
+            Method::POST,
+            vec![("x-csrf", "1"), ("x-http-method-override", "TRACE")],
+        ),
+        (Method::GET, vec![("x-method-override", "track")]),
+    ] {
+        let r = b
+            .request(method.clone(), "/api/items", &headers, None)
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {headers:?}: {r:?}"
+        );
+        assert_eq!(r.json()["error"], "method_not_allowed");
+    }
+    assert_eq!(upstream.count(), 0, "{:?}", upstream.seen());
+    // With the anti-CSRF header the override goes through as sent; an
+    // underscore spelling (`HTTP_X_HTTP_METHOD_OVERRIDE` to CGI-style
+    // applications, like the dashed one) never reaches the upstream.
+    let r = b
+        .request(
+            Method::GET,
+            "/api/items",
+            &[
+                ("x-csrf", "1"),
+                ("x-http-method-override", "DELETE"),
+                ("x_http_method_override", "PUT"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    let seen = upstream.seen().pop().expect("forwarded");
+    assert_eq!(
+        seen.header("x-http-method-override").as_deref(),
+        Some("DELETE")
+    );
+    assert_eq!(
+        seen.header("x_http_method_override"),
+        None,
+        "{:?}",
+        seen.headers
+    );
+    let r = b
+        .request(
+            Method::GET,
+            "/api/items",
+            &[("x_http_method_override", "DELETE")],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    let seen = upstream.seen().pop().expect("forwarded");
+    assert_eq!(
+        seen.header("x_http_method_override"),
+        None,
+        "{:?}",
+        seen.headers
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_custom_csrf_header_can_be_configured() {
     let upstream = Upstream::start().await;

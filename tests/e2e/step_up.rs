@@ -354,3 +354,31 @@ async fn disallowed_or_oversized_login_parameters_are_refused_and_allowed_ones_r
     assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{refused:?}");
     assert!(refused.body.contains("level"), "{}", refused.body);
 }
+
+/// A step-up login URL returns only to a target `/auth/login` accepts: a
+/// page whose query holds an encoded control (or a `Referer` path that
+/// reads as another host) is left out, where the login URL used to carry
+/// it and lead to a 400 page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_up_login_url_never_carries_a_return_target_login_would_refuse() {
+    let upstream = Upstream::start().await;
+    let gw = gateway(&upstream).await;
+    let mut b = Browser::new(&gw);
+    b.login_as(&unique_user("stepup-return")).await;
+    for page in ["/orders?q=a%0Ab", "/orders?q=%5C", "//evil.example/x"] {
+        let referer = gw.url(page);
+        let r = b
+            .request(
+                Method::GET,
+                "/secure/data",
+                &[("accept", "application/json"), ("referer", &referer)],
+                None,
+            )
+            .await;
+        let url = login_url(&r);
+        assert_eq!(url, "/auth/login?acr_values=mfa", "{page}");
+        let start = b.navigate(&url).await;
+        assert_eq!(start.status, StatusCode::SEE_OTHER, "{page}: {start:?}");
+    }
+    assert_eq!(upstream.count(), 0);
+}
