@@ -136,11 +136,6 @@ pub async fn logout_end(
     Ok(redirect(&state.logout.take_handle(q.h.as_deref()).await?))
 }
 
-/// `GET /auth/logout`: logging out by GET would let any page log users out.
-pub async fn logout_get() -> AppError {
-    AppError::MethodNotAllowed
-}
-
 /// `GET /auth/logged-out`.
 pub async fn logged_out(State(state): State<AppState>) -> Response {
     state.pages.logged_out()

@@ -189,25 +189,32 @@ async fn logout_by_get_is_a_405_page_for_navigations() {
     assert!(r.text().contains("Method not allowed"), "{r}");
 }
 
+/// Every method an endpoint does not take, `GET /auth/logout` included:
+/// 405 with `Allow`, and the gateway's own error in the caller's kind (JSON
+/// for API calls, a page with its security headers for navigations), never
+/// axum's empty body that is neither.
 #[tokio::test]
 async fn wrong_methods_on_auth_endpoints_are_405_with_allow() {
     let app = TestRouter::new().await;
     for (method, path, allow) in [
         (Method::POST, "/auth/login", "GET,HEAD"),
         (Method::POST, "/auth/callback", "GET,HEAD"),
-        (Method::PUT, "/auth/logout", "POST,GET,HEAD"),
+        (Method::PUT, "/auth/logout", "POST"),
+        (Method::GET, "/auth/logout", "POST"),
+        (Method::HEAD, "/auth/logout", "POST"),
         (Method::DELETE, "/auth/user", "GET,HEAD"),
         (Method::POST, "/auth/sessions", "GET,HEAD"),
         (Method::GET, "/auth/sessions/abc/revoke", "POST"),
         (Method::GET, "/auth/backchannel-logout", "POST"),
+        (Method::POST, "/auth/logout/end", "GET,HEAD"),
         (Method::POST, "/healthz", "GET,HEAD"),
         (Method::TRACE, "/auth/login", "GET,HEAD"),
         (Method::CONNECT, "/auth/callback", "GET,HEAD"),
-        (Method::TRACE, "/auth/logout", "POST,GET,HEAD"),
+        (Method::TRACE, "/auth/logout", "POST"),
         (Method::TRACE, "/auth/user", "GET,HEAD"),
         (Method::CONNECT, "/auth/sessions/abc/revoke", "POST"),
     ] {
-        let r = app
+        let api = app
             .send(request(
                 method.clone(),
                 path,
@@ -215,13 +222,41 @@ async fn wrong_methods_on_auth_endpoints_are_405_with_allow() {
                 Body::empty(),
             ))
             .await;
-        assert_eq!(
-            r.status,
+        assert_eq!(api.header(header::ALLOW), allow, "{method} {path}: {api}");
+        if method == Method::HEAD {
+            assert_eq!(api.status, StatusCode::METHOD_NOT_ALLOWED, "{path}: {api}");
+            assert_eq!(
+                api.header(header::CONTENT_TYPE),
+                "application/json",
+                "{api}"
+            );
+            continue;
+        }
+        api.assert_error(
             StatusCode::METHOD_NOT_ALLOWED,
-            "{method} {path}: {r}"
+            "method_not_allowed",
+            "This method is not allowed here.",
         );
-        assert_eq!(r.header(header::ALLOW), allow, "{method} {path}: {r}");
-        assert!(r.body.is_empty(), "{method} {path}: {r}");
+        let page = app
+            .send(request(method.clone(), path, NAVIGATION, Body::empty()))
+            .await;
+        assert_eq!(
+            page.status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}: {page}"
+        );
+        assert_eq!(page.header(header::ALLOW), allow, "{method} {path}: {page}");
+        assert_eq!(
+            page.header(header::CONTENT_TYPE),
+            "text/html; charset=utf-8",
+            "{method} {path}: {page}"
+        );
+        assert!(page.text().contains("Method not allowed"), "{page}");
+        assert!(
+            page.header(header::CONTENT_SECURITY_POLICY)
+                .contains("default-src 'none'"),
+            "{method} {path}: {page}"
+        );
     }
 }
 
