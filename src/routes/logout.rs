@@ -7,7 +7,7 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -16,6 +16,7 @@ use serde_json::json;
 use super::auth::redirect;
 use crate::audit::{Action, Event, Origin};
 use crate::error::{AppError, AppResult};
+use crate::extract::params::Query;
 use crate::extract::session::MaybeSession;
 use crate::middleware::csrf::CsrfHeader;
 use crate::state::AppState;
@@ -27,7 +28,7 @@ struct LogoutForm {
 
 /// The logout token of a form logout: from the query or the form body.
 async fn form_token(parts: &http::request::Parts, body: Body) -> AppResult<Option<String>> {
-    if let Some(t) = Query::<LogoutForm>::try_from_uri(&parts.uri)
+    if let Some(t) = axum::extract::Query::<LogoutForm>::try_from_uri(&parts.uri)
         .ok()
         .and_then(|q| q.0.sid)
     {

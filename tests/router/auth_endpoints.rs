@@ -455,3 +455,60 @@ async fn backchannel_logout_refuses_a_form_without_a_logout_token() {
         json!({ "error": "invalid_request", "error_description": "missing logout_token" }),
     );
 }
+
+/// Parameters the endpoint's parser refuses (a repeated one, an escape that
+/// is not UTF-8) are the gateway's own 400, JSON or a page, on every
+/// endpoint that reads query or path parameters; never axum's plain-text
+/// rejection, which quotes the parser (`duplicate field`).
+#[tokio::test]
+async fn malformed_query_and_path_parameters_are_the_gateways_own_400() {
+    let app = TestRouter::with("[oidc.frontchannel_logout]\nenabled = true\n").await;
+    for (method, path) in [
+        (Method::GET, "/auth/logout/end?h=a&h=b"),
+        (Method::GET, "/auth/frontchannel-logout?sid=a&sid=b&iss=x"),
+        (Method::POST, "/auth/sessions/%FF%FE/revoke"),
+    ] {
+        let api = app
+            .send(request(
+                method.clone(),
+                path,
+                &[("x-csrf", "1")],
+                Body::empty(),
+            ))
+            .await;
+        assert_eq!(
+            api.status,
+            StatusCode::BAD_REQUEST,
+            "{method} {path}: {api}"
+        );
+        assert_eq!(
+            api.header(header::CONTENT_TYPE),
+            "application/json",
+            "{path}: {api}"
+        );
+        let body = api.text();
+        assert_eq!(api.json()["error"], "bad_request", "{path}: {api}");
+        assert!(
+            !body.contains("duplicate") && !body.contains("Failed"),
+            "{path}: {api}"
+        );
+        let page = app
+            .send(request(
+                method.clone(),
+                path,
+                &[NAVIGATION, &[("x-csrf", "1")]].concat(),
+                Body::empty(),
+            ))
+            .await;
+        assert_eq!(
+            page.status,
+            StatusCode::BAD_REQUEST,
+            "{method} {path}: {page}"
+        );
+        assert_eq!(
+            page.header(header::CONTENT_TYPE),
+            "text/html; charset=utf-8",
+            "{path}: {page}"
+        );
+    }
+}
