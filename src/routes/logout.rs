@@ -99,7 +99,14 @@ pub async fn logout(
                 .user(&crate::audit::subject(&session)),
         );
     }
-    let clear = state.sessions.cookies().clear_session_cookie();
+    // The cookie is cleared only for a request that proved itself (the
+    // anti-CSRF header) or showed it: a form post without it is a
+    // cross-site one (`SameSite` held it back), and a `Set-Cookie` on its
+    // answer would still delete it, logging the user out from any page.
+    let cookies = state.sessions.cookies();
+    let showed_cookie =
+        crate::session::cookie::find(&parts.headers, cookies.session_name()).is_some();
+    let clear = (via_fetch || showed_cookie).then(|| cookies.clear_session_cookie());
     let mut resp = if via_fetch {
         let redirect_url = match end_session {
             Some(url) => state.logout.handle_for(&url).await?,
@@ -117,7 +124,9 @@ pub async fn logout(
                 .map_or(state.logout.post_logout_location(), |u| u.as_str()),
         )
     };
-    resp.headers_mut().append(header::SET_COOKIE, clear);
+    if let Some(clear) = clear {
+        resp.headers_mut().append(header::SET_COOKIE, clear);
+    }
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(resp)
