@@ -34,12 +34,7 @@ async fn form_token(parts: &http::request::Parts, body: Body) -> AppResult<Optio
     {
         return Ok(Some(t));
     }
-    let is_form = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
-    if !is_form {
+    if !super::is_form_urlencoded(&parts.headers) {
         return Ok(None);
     }
     let bytes = axum::body::to_bytes(body, 8 * 1024)

@@ -512,3 +512,45 @@ async fn malformed_query_and_path_parameters_are_the_gateways_own_400() {
         );
     }
 }
+
+/// The form's media type is read as RFC 9110 says (case-insensitive, the
+/// whole type, parameters aside), and a repeated `logout_token` is refused
+/// as such rather than read one way or the other.
+#[tokio::test]
+async fn backchannel_logout_reads_the_media_type_exactly_and_refuses_a_repeated_token() {
+    let app = TestRouter::new().await;
+    let post = |content_type: &'static str, body: &'static str| {
+        request(
+            Method::POST,
+            "/auth/backchannel-logout",
+            &[("content-type", content_type)],
+            Body::from(body),
+        )
+    };
+    let not_a_form = json!({
+        "error": "invalid_request",
+        "error_description": "expected an application/x-www-form-urlencoded body",
+    });
+    let r = app
+        .send(post("Application/X-WWW-Form-Urlencoded", "logout_token=x"))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r}");
+    assert_ne!(r.json(), not_a_form, "a form in capitals is a form: {r}");
+    let r = app
+        .send(post(
+            "application/x-www-form-urlencodedXYZ",
+            "logout_token=x",
+        ))
+        .await;
+    r.assert_json(StatusCode::BAD_REQUEST, not_a_form);
+    let r = app
+        .send(post(
+            "application/x-www-form-urlencoded",
+            "logout_token=a&logout_token=b",
+        ))
+        .await;
+    r.assert_json(
+        StatusCode::BAD_REQUEST,
+        json!({ "error": "invalid_request", "error_description": "logout_token is repeated" }),
+    );
+}
