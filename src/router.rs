@@ -43,7 +43,9 @@ pub fn build_app(state: AppState) -> App {
         .route(&at("/auth/callback"), get(routes::auth::callback))
         .route(
             &at("/auth/logout"),
-            post(routes::logout::logout).get(routes::logout::logout_get),
+            // GET is the 405 below: logging out by GET would let any page
+            // log users out.
+            post(routes::logout::logout),
         )
         .route(&at("/auth/logout/end"), get(routes::logout::logout_end))
         .route(&at("/auth/logged-out"), get(routes::logout::logged_out))
@@ -77,9 +79,10 @@ pub fn build_app(state: AppState) -> App {
     } else {
         router
     };
-    // A method an own endpoint does not serve (`PUT /auth/user`, `OPTIONS`
-    // anywhere) gets the same JSON or page as every other error, with the
-    // `Allow` header axum adds; axum's own answer has no body at all.
+    // A method an endpoint does not take is the gateway's own 405 (JSON or
+    // a page, with the security headers of either), axum keeping `Allow`;
+    // axum's default is an empty body that is neither. Set before the
+    // configured routes are added: their handlers answer every method.
     let router = router.method_not_allowed_fallback(method_not_allowed);
     // The gateway's own endpoints read bodies into memory: bounded here.
     // Added before the proxied routes, so it does not wrap them: their
@@ -190,6 +193,11 @@ pub fn build_app(state: AppState) -> App {
                 .service(app),
         )
         .into()
+}
+
+/// The answer to a method a gateway endpoint does not take.
+async fn method_not_allowed() -> AppError {
+    AppError::MethodNotAllowed
 }
 
 /// The prefixes of every endpoint of the gateway's own on the public
@@ -331,11 +339,6 @@ fn payload_too_large() -> Response {
     resp.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     resp
-}
-
-/// The answer to a method an own endpoint does not serve.
-async fn method_not_allowed() -> AppError {
-    AppError::MethodNotAllowed
 }
 
 /// Answers 400 to a request whose body framing is ambiguous (`framing`,

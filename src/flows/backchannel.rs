@@ -1,6 +1,7 @@
 //! OpenID Connect Back-Channel Logout 1.0: the provider posts a signed
 //! logout token; if it is valid (signature, `iss`, `aud`, `iat`, the
-//! back-channel event, `sid` and/or `sub`, no `nonce`) and its `jti` was
+//! back-channel event, `sid` and/or `sub` — each, when present, a
+//! non-empty string —, no `nonce`) and its `jti` was
 //! never seen (checked in the store, so replays are caught by every
 //! instance), the matching sessions end: by `sid` when present, else all of
 //! `sub`'s. An invalid token changes nothing.

@@ -377,15 +377,25 @@ pub async fn complete(
         );
         return Err(LoginError::Expired);
     };
-    // RFC 9207: if the provider names itself, it must be ours (mix-up defence).
-    if let Some(iss) = &params.iss {
-        let d = oidc.provider.discovered().await?;
-        if iss != &d.issuer {
+    // RFC 9207 (mix-up defence): if the provider names itself, it must be
+    // ours; and a provider that says it always names itself (§2.4) must
+    // have, or the answer is not its own (an attacker's provider, or a
+    // stripped parameter).
+    let d = oidc.provider.discovered().await?;
+    match &params.iss {
+        Some(iss) if iss != &d.issuer => {
             return Err(LoginError::Failed(
                 "issuer_mismatch",
                 "the callback came from another issuer".into(),
             ));
         }
+        None if d.iss_in_authorization_response => {
+            return Err(LoginError::Failed(
+                "issuer_missing",
+                "the callback does not name its issuer, which this provider always does".into(),
+            ));
+        }
+        _ => {}
     }
     let Some(code) = params.code.as_deref().filter(|c| !c.is_empty()) else {
         return Err(LoginError::BadRequest(

@@ -434,6 +434,19 @@ pub struct LogoutClaims {
     pub iat: u64,
 }
 
+/// A logout token's `sub` or `sid`: absent, or a non-empty string.
+fn subject_claim(claims: &Claims, name: &'static str) -> Result<Option<String>, TokenError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
+        Some(_) => Err(TokenError::NotALogoutToken(if name == "sid" {
+            "sid is not a non-empty string"
+        } else {
+            "sub is not a non-empty string"
+        })),
+    }
+}
+
 const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 
 /// Validates a logout token (OpenID Connect Back-Channel Logout 1.0 §2.6).
@@ -477,8 +490,11 @@ pub async fn validate_logout_token(
         .filter(|j| !j.is_empty())
         .ok_or_else(|| TokenError::MissingClaim("jti".into()))?
         .to_owned();
-    let sub = claims.get("sub").and_then(Value::as_str).map(str::to_owned);
-    let sid = claims.get("sid").and_then(Value::as_str).map(str::to_owned);
+    // Present means usable: a `sid` that is empty or not a string is not
+    // ignored (which would widen a one-session logout to all of `sub`'s),
+    // and a token naming nobody is not valid.
+    let sub = subject_claim(&claims, "sub")?;
+    let sid = subject_claim(&claims, "sid")?;
     if sub.is_none() && sid.is_none() {
         return Err(TokenError::NotALogoutToken("it has neither sub nor sid"));
     }

@@ -62,6 +62,9 @@ pub struct ExtraMetadata {
     pub require_pushed_authorization_requests: Option<bool>,
     /// RFC 9449 §5.1: the provider accepts DPoP proofs signed with these.
     pub dpop_signing_alg_values_supported: Option<Vec<String>>,
+    /// RFC 9207 §3: the provider names itself (`iss`) in every
+    /// authorization response.
+    pub authorization_response_iss_parameter_supported: Option<bool>,
 }
 
 impl AdditionalProviderMetadata for ExtraMetadata {}
@@ -151,6 +154,9 @@ pub struct Discovered {
     pub revocation_endpoint: Option<Url>,
     pub userinfo_endpoint: Option<Url>,
     pub backchannel_logout_supported: bool,
+    /// The provider sends `iss` with every authorization response (RFC
+    /// 9207): a callback without it did not come from this provider.
+    pub iss_in_authorization_response: bool,
     /// Where authorization requests are pushed (RFC 9126), when
     /// `oidc.pushed_authorization` says they are.
     pub par_endpoint: Option<Url>,
@@ -421,6 +427,10 @@ impl Provider {
             .additional_metadata
             .backchannel_logout_supported
             .unwrap_or(false);
+        let iss_in_authorization_response = extra
+            .additional_metadata
+            .authorization_response_iss_parameter_supported
+            .unwrap_or(false);
         let par_endpoint = par::pushed_authorization_endpoint(
             self.config.pushed_authorization,
             extra
@@ -479,6 +489,7 @@ impl Provider {
             revocation_endpoint,
             userinfo_endpoint,
             backchannel_logout_supported,
+            iss_in_authorization_response,
             par_endpoint,
             loaded_at: Instant::now(),
         })

@@ -8,7 +8,7 @@
 //! - `GET  /admin/stats?top=N`
 //! - `POST /admin/reload` (as SIGHUP: `crate::reload`)
 
-use axum::extract::{Query, RawQuery, Request, State};
+use axum::extract::{RawQuery, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -19,6 +19,7 @@ use serde_json::json;
 
 use crate::audit::{Action, Event, Origin, RequestFacts};
 use crate::error::{AppError, AppResult};
+use crate::extract::params::Query;
 use crate::secret::constant_time_eq;
 use crate::session::cookie::StoreId;
 use crate::session::store::{RevokeOutcome, RevokeReason};

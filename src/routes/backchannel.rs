@@ -7,9 +7,8 @@
 
 use axum::Json;
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 use serde_json::json;
 
 use crate::audit::{Action, Event, Origin};
@@ -17,11 +16,6 @@ use crate::flows::backchannel::{self, BackchannelError};
 use crate::metrics::OutcomeLabels;
 use crate::session::store::RevokeReason;
 use crate::state::AppState;
-
-#[derive(Deserialize)]
-struct Form {
-    logout_token: Option<String>,
-}
 
 fn answer(status: StatusCode, body: serde_json::Value) -> Response {
     (status, Json(body)).into_response()
@@ -52,11 +46,7 @@ pub async fn logout(State(state): State<AppState>, req: Request) -> Response {
     let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
         return refuse(&state, origin, "bad_request", "unreadable body");
     };
-    let form_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
-    if !form_type {
+    if !super::is_form_urlencoded(headers) {
         return refuse(
             &state,
             origin,
@@ -64,11 +54,17 @@ pub async fn logout(State(state): State<AppState>, req: Request) -> Response {
             "expected an application/x-www-form-urlencoded body",
         );
     }
-    let Some(token) = serde_urlencoded::from_bytes::<Form>(&body)
-        .ok()
-        .and_then(|f| f.logout_token)
-    else {
-        return refuse(&state, origin, "bad_request", "missing logout_token");
+    // One token: a repeated parameter is refused as such (which one a
+    // reader would take is not the provider's to guess).
+    let mut tokens = url::form_urlencoded::parse(&body)
+        .filter(|(k, _)| k == "logout_token")
+        .map(|(_, v)| v);
+    let token = match (tokens.next(), tokens.next()) {
+        (Some(t), None) => t.into_owned(),
+        (Some(_), Some(_)) => {
+            return refuse(&state, origin, "bad_request", "logout_token is repeated");
+        }
+        (None, _) => return refuse(&state, origin, "bad_request", "missing logout_token"),
     };
     let skew = state.config.oidc.clock_skew;
     let now = crate::clock::unix_now();

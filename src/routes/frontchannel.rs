@@ -8,12 +8,13 @@
 //! origins of `oidc.frontchannel_logout.frame_ancestors` may frame; no
 //! other response is relaxed ([`ResponseKind::FramedByProvider`]).
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::audit::{Action, Event, Origin};
+use crate::extract::params::Query;
 use crate::security_headers::{ResponseKind, mark};
 use crate::state::AppState;
 

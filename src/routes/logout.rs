@@ -7,7 +7,7 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -16,6 +16,7 @@ use serde_json::json;
 use super::auth::redirect;
 use crate::audit::{Action, Event, Origin};
 use crate::error::{AppError, AppResult};
+use crate::extract::params::Query;
 use crate::extract::session::MaybeSession;
 use crate::middleware::csrf::CsrfHeader;
 use crate::state::AppState;
@@ -27,18 +28,13 @@ struct LogoutForm {
 
 /// The logout token of a form logout: from the query or the form body.
 async fn form_token(parts: &http::request::Parts, body: Body) -> AppResult<Option<String>> {
-    if let Some(t) = Query::<LogoutForm>::try_from_uri(&parts.uri)
+    if let Some(t) = axum::extract::Query::<LogoutForm>::try_from_uri(&parts.uri)
         .ok()
         .and_then(|q| q.0.sid)
     {
         return Ok(Some(t));
     }
-    let is_form = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
-    if !is_form {
+    if !super::is_form_urlencoded(&parts.headers) {
         return Ok(None);
     }
     let bytes = axum::body::to_bytes(body, 8 * 1024)
@@ -98,7 +94,14 @@ pub async fn logout(
                 .user(&crate::audit::subject(&session)),
         );
     }
-    let clear = state.sessions.cookies().clear_session_cookie();
+    // The cookie is cleared only for a request that proved itself (the
+    // anti-CSRF header) or showed it: a form post without it is a
+    // cross-site one (`SameSite` held it back), and a `Set-Cookie` on its
+    // answer would still delete it, logging the user out from any page.
+    let cookies = state.sessions.cookies();
+    let showed_cookie =
+        crate::session::cookie::find(&parts.headers, cookies.session_name()).is_some();
+    let clear = (via_fetch || showed_cookie).then(|| cookies.clear_session_cookie());
     let mut resp = if via_fetch {
         let redirect_url = match end_session {
             Some(url) => state.logout.handle_for(&url).await?,
@@ -116,7 +119,9 @@ pub async fn logout(
                 .map_or(state.logout.post_logout_location(), |u| u.as_str()),
         )
     };
-    resp.headers_mut().append(header::SET_COOKIE, clear);
+    if let Some(clear) = clear {
+        resp.headers_mut().append(header::SET_COOKIE, clear);
+    }
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(resp)
@@ -134,11 +139,6 @@ pub async fn logout_end(
     Query(q): Query<EndQuery>,
 ) -> AppResult<Response> {
     Ok(redirect(&state.logout.take_handle(q.h.as_deref()).await?))
-}
-
-/// `GET /auth/logout`: logging out by GET would let any page log users out.
-pub async fn logout_get() -> AppError {
-    AppError::MethodNotAllowed
 }
 
 /// `GET /auth/logged-out`.

@@ -7,13 +7,14 @@
 //! page parameters the admin API shares.
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::audit::{Action, Event, Origin};
 use crate::error::{AppError, AppResult};
+use crate::extract::params::Path;
 use crate::extract::session::CurrentSession;
 use crate::session::Session;
 use crate::session::cookie::StoreId;

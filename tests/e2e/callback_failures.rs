@@ -384,3 +384,42 @@ async fn a_provider_error_with_newlines_and_escapes_logs_as_one_escaped_line() {
     );
     assert!(text.contains("access_denied\\nERROR forged"), "{text}");
 }
+
+fn without_param(url: &str, name: &str) -> String {
+    let mut u = url::Url::parse(url).expect("url");
+    let pairs: Vec<(String, String)> = u
+        .query_pairs()
+        .filter(|(k, _)| k != name)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    u.query_pairs_mut().clear().extend_pairs(pairs);
+    u.to_string()
+}
+
+/// RFC 9207 §2.4: the provider advertises
+/// `authorization_response_iss_parameter_supported`, so an answer without
+/// `iss` is not its own (a mix-up attacker's provider, or a stripped
+/// parameter), however good its code and state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_without_the_iss_its_provider_always_sends_is_refused() {
+    let (_up, gw) = gateway().await;
+    let mut b = Browser::new(&gw);
+    let authorize = b.start_login("/").await;
+    let cb = b.authenticate(&authorize, "alice", "alice-password").await;
+    assert!(
+        cb.contains("iss="),
+        "the fixture sends iss (RFC 9207): {cb}"
+    );
+    let r = b.callback(&without_param(&cb, "iss")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+    assert!(r.body.contains("Sign-in failed"), "{}", r.body);
+    assert!(b.session_cookie().is_none());
+    assert_eq!(gw.session_count().await, 0);
+    // An empty one is no better.
+    let mut b = Browser::new(&gw);
+    let authorize = b.start_login("/").await;
+    let cb = b.authenticate(&authorize, "alice", "alice-password").await;
+    let r = b.callback(&replace_param(&cb, "iss", "")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+    assert_eq!(gw.session_count().await, 0);
+}

@@ -168,6 +168,48 @@ async fn logout_by_plain_html_form_needs_the_session_logout_token() {
     assert_eq!(b.get("/auth/user").await.status, StatusCode::UNAUTHORIZED);
 }
 
+/// A cross-site form post to `/auth/logout` carries no session cookie
+/// (`SameSite` holds it back) and cannot know the logout token: it proves
+/// nothing, so its answer must not delete the browser's cookie either (a
+/// `Set-Cookie` on a top-level navigation's answer is stored), or any page
+/// could log users out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cross_site_form_logout_without_the_cookie_does_not_clear_it() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream).start().await;
+    let mut b = Browser::new(&gw);
+    b.login_alice().await;
+    let session = b.session_cookie().expect("session");
+    let mut cross_site = Browser::new(&gw);
+    for (path, body) in [
+        ("/auth/logout", Some("sid=guessed".to_owned())),
+        ("/auth/logout?sid=guessed", None),
+    ] {
+        let r = cross_site
+            .request(
+                Method::POST,
+                path,
+                &[
+                    ("content-type", "application/x-www-form-urlencoded"),
+                    ("accept", "text/html"),
+                    ("sec-fetch-mode", "navigate"),
+                    ("sec-fetch-site", "cross-site"),
+                ],
+                body,
+            )
+            .await;
+        assert!(
+            !r.set_cookies()
+                .iter()
+                .any(|c| c.starts_with("__Host-oidc-bff=")),
+            "{path}: an unproven logout deletes the session cookie: {r:?}"
+        );
+    }
+    assert_eq!(gw.session_count().await, 1);
+    assert_eq!(b.session_cookie(), Some(session));
+    assert_eq!(b.get("/auth/user").await.status, StatusCode::OK);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_is_never_a_get() {
     let upstream = Upstream::start().await;

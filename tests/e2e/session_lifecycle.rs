@@ -665,6 +665,19 @@ async fn invalid_logout_tokens_are_refused_and_change_nothing() {
     let mut p = valid("nosid");
     p.as_object_mut().expect("obj").remove("sid");
     cases.push(("neither sid nor sub", sign(p).await));
+    // A sid that is there but unusable is not dropped (which would widen
+    // the logout to every session of `sub`), and an empty one names nobody.
+    let mut p = valid("sid-number");
+    p["sid"] = json!(12345);
+    p["sub"] = json!(user);
+    cases.push(("sid not a string, with sub", sign(p).await));
+    let mut p = valid("sid-empty");
+    p["sid"] = json!("");
+    cases.push(("empty sid", sign(p).await));
+    let mut p = valid("sub-empty");
+    p.as_object_mut().expect("obj").remove("sid");
+    p["sub"] = json!("");
+    cases.push(("empty sub", sign(p).await));
     cases.push(("not a JWT", "garbage".into()));
 
     for (what, token) in &cases {

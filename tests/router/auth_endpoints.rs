@@ -189,25 +189,32 @@ async fn logout_by_get_is_a_405_page_for_navigations() {
     assert!(r.text().contains("Method not allowed"), "{r}");
 }
 
+/// Every method an endpoint does not take, `GET /auth/logout` included:
+/// 405 with `Allow`, and the gateway's own error in the caller's kind (JSON
+/// for API calls, a page with its security headers for navigations), never
+/// axum's empty body that is neither.
 #[tokio::test]
 async fn wrong_methods_on_own_endpoints_are_405_with_allow_and_the_error_answer() {
     let app = TestRouter::new().await;
     for (method, path, allow) in [
         (Method::POST, "/auth/login", "GET,HEAD"),
         (Method::POST, "/auth/callback", "GET,HEAD"),
-        (Method::PUT, "/auth/logout", "POST,GET,HEAD"),
+        (Method::PUT, "/auth/logout", "POST"),
+        (Method::GET, "/auth/logout", "POST"),
+        (Method::HEAD, "/auth/logout", "POST"),
         (Method::DELETE, "/auth/user", "GET,HEAD"),
         (Method::POST, "/auth/sessions", "GET,HEAD"),
         (Method::GET, "/auth/sessions/abc/revoke", "POST"),
         (Method::GET, "/auth/backchannel-logout", "POST"),
+        (Method::POST, "/auth/logout/end", "GET,HEAD"),
         (Method::POST, "/healthz", "GET,HEAD"),
         (Method::TRACE, "/auth/login", "GET,HEAD"),
         (Method::CONNECT, "/auth/callback", "GET,HEAD"),
-        (Method::TRACE, "/auth/logout", "POST,GET,HEAD"),
+        (Method::TRACE, "/auth/logout", "POST"),
         (Method::TRACE, "/auth/user", "GET,HEAD"),
         (Method::CONNECT, "/auth/sessions/abc/revoke", "POST"),
     ] {
-        let r = app
+        let api = app
             .send(request(
                 method.clone(),
                 path,
@@ -215,20 +222,44 @@ async fn wrong_methods_on_own_endpoints_are_405_with_allow_and_the_error_answer(
                 Body::empty(),
             ))
             .await;
-        assert_eq!(
-            r.status,
-            StatusCode::METHOD_NOT_ALLOWED,
-            "{method} {path}: {r}"
-        );
-        assert_eq!(r.header(header::ALLOW), allow, "{method} {path}: {r}");
-        r.assert_error(
+        assert_eq!(api.header(header::ALLOW), allow, "{method} {path}: {api}");
+        if method == Method::HEAD {
+            assert_eq!(api.status, StatusCode::METHOD_NOT_ALLOWED, "{path}: {api}");
+            assert_eq!(
+                api.header(header::CONTENT_TYPE),
+                "application/json",
+                "{api}"
+            );
+            continue;
+        }
+        api.assert_error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             "This method is not allowed here.",
         );
+        let page = app
+            .send(request(method.clone(), path, NAVIGATION, Body::empty()))
+            .await;
+        assert_eq!(
+            page.status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}: {page}"
+        );
+        assert_eq!(page.header(header::ALLOW), allow, "{method} {path}: {page}");
+        assert_eq!(
+            page.header(header::CONTENT_TYPE),
+            "text/html; charset=utf-8",
+            "{method} {path}: {page}"
+        );
+        assert!(page.text().contains("Method not allowed"), "{page}");
+        assert!(
+            page.header(header::CONTENT_SECURITY_POLICY)
+                .contains("default-src 'none'"),
+            "{method} {path}: {page}"
+        );
     }
-    // OPTIONS, which no own endpoint serves (no CORS: the SPA is same-origin),
-    // is the same; a navigation gets the page, with the `Allow` header.
+    // OPTIONS, which no own endpoint serves (no CORS: the SPA is
+    // same-origin), is the same.
     let r = app
         .send(request(Method::OPTIONS, "/auth/user", &[], Body::empty()))
         .await;
@@ -237,18 +268,6 @@ async fn wrong_methods_on_own_endpoints_are_405_with_allow_and_the_error_answer(
         "method_not_allowed",
         "This method is not allowed here.",
     );
-    assert_eq!(r.header(header::ALLOW), "GET,HEAD", "{r}");
-    let r = app
-        .send(request(
-            Method::PUT,
-            "/auth/user",
-            NAVIGATION,
-            Body::empty(),
-        ))
-        .await;
-    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{r}");
-    assert_eq!(r.header(header::CONTENT_TYPE), "text/html; charset=utf-8");
-    assert!(r.text().contains("Method not allowed"), "{r}");
     assert_eq!(r.header(header::ALLOW), "GET,HEAD", "{r}");
 }
 
@@ -445,5 +464,104 @@ async fn backchannel_logout_refuses_a_form_without_a_logout_token() {
     r.assert_json(
         StatusCode::BAD_REQUEST,
         json!({ "error": "invalid_request", "error_description": "missing logout_token" }),
+    );
+}
+
+/// Parameters the endpoint's parser refuses (a repeated one, an escape that
+/// is not UTF-8) are the gateway's own 400, JSON or a page, on every
+/// endpoint that reads query or path parameters; never axum's plain-text
+/// rejection, which quotes the parser (`duplicate field`).
+#[tokio::test]
+async fn malformed_query_and_path_parameters_are_the_gateways_own_400() {
+    let app = TestRouter::with("[oidc.frontchannel_logout]\nenabled = true\n").await;
+    for (method, path) in [
+        (Method::GET, "/auth/logout/end?h=a&h=b"),
+        (Method::GET, "/auth/frontchannel-logout?sid=a&sid=b&iss=x"),
+        (Method::POST, "/auth/sessions/%FF%FE/revoke"),
+    ] {
+        let api = app
+            .send(request(
+                method.clone(),
+                path,
+                &[("x-csrf", "1")],
+                Body::empty(),
+            ))
+            .await;
+        assert_eq!(
+            api.status,
+            StatusCode::BAD_REQUEST,
+            "{method} {path}: {api}"
+        );
+        assert_eq!(
+            api.header(header::CONTENT_TYPE),
+            "application/json",
+            "{path}: {api}"
+        );
+        let body = api.text();
+        assert_eq!(api.json()["error"], "bad_request", "{path}: {api}");
+        assert!(
+            !body.contains("duplicate") && !body.contains("Failed"),
+            "{path}: {api}"
+        );
+        let page = app
+            .send(request(
+                method.clone(),
+                path,
+                &[NAVIGATION, &[("x-csrf", "1")]].concat(),
+                Body::empty(),
+            ))
+            .await;
+        assert_eq!(
+            page.status,
+            StatusCode::BAD_REQUEST,
+            "{method} {path}: {page}"
+        );
+        assert_eq!(
+            page.header(header::CONTENT_TYPE),
+            "text/html; charset=utf-8",
+            "{path}: {page}"
+        );
+    }
+}
+
+/// The form's media type is read as RFC 9110 says (case-insensitive, the
+/// whole type, parameters aside), and a repeated `logout_token` is refused
+/// as such rather than read one way or the other.
+#[tokio::test]
+async fn backchannel_logout_reads_the_media_type_exactly_and_refuses_a_repeated_token() {
+    let app = TestRouter::new().await;
+    let post = |content_type: &'static str, body: &'static str| {
+        request(
+            Method::POST,
+            "/auth/backchannel-logout",
+            &[("content-type", content_type)],
+            Body::from(body),
+        )
+    };
+    let not_a_form = json!({
+        "error": "invalid_request",
+        "error_description": "expected an application/x-www-form-urlencoded body",
+    });
+    let r = app
+        .send(post("Application/X-WWW-Form-Urlencoded", "logout_token=x"))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r}");
+    assert_ne!(r.json(), not_a_form, "a form in capitals is a form: {r}");
+    let r = app
+        .send(post(
+            "application/x-www-form-urlencodedXYZ",
+            "logout_token=x",
+        ))
+        .await;
+    r.assert_json(StatusCode::BAD_REQUEST, not_a_form);
+    let r = app
+        .send(post(
+            "application/x-www-form-urlencoded",
+            "logout_token=a&logout_token=b",
+        ))
+        .await;
+    r.assert_json(
+        StatusCode::BAD_REQUEST,
+        json!({ "error": "invalid_request", "error_description": "logout_token is repeated" }),
     );
 }
