@@ -110,34 +110,55 @@ impl Issues {
     }
 }
 
-pub(super) fn duration(issues: &mut Issues, key: &str, raw: &RawDuration) -> Duration {
-    match raw {
-        RawDuration::Seconds(s) => Duration::from_secs(*s),
+/// The longest duration any setting takes: 400 days, the longest a
+/// browser keeps a cookie (RFC 6265bis §5.6), so no session, login or
+/// timeout of the gateway can use more. Bounding every duration here keeps
+/// the arithmetic on them (deadlines in seconds and milliseconds, cookie
+/// lifetimes, `Instant` additions) far from overflow whatever the file says.
+pub(super) const MAX_DURATION: Duration = Duration::from_secs(400 * 86400);
+
+/// A duration as written, or why it is not one (reported under `key`).
+fn parsed_duration(raw: &RawDuration) -> Result<Duration, String> {
+    let (d, t) = match raw {
+        RawDuration::Seconds(s) => (Duration::from_secs(*s), format!("{s}")),
         RawDuration::Text(t) => match humantime::parse_duration(t.trim()) {
-            Ok(d) => d,
+            Ok(d) => (d, t.clone()),
             Err(e) => {
-                issues.add(
-                    key,
-                    format!(
-                        "`{t}` is not a duration ({e}); write e.g. \"30s\", \"15m\" or \"12h\""
-                    ),
-                );
-                Duration::ZERO
+                return Err(format!(
+                    "`{t}` is not a duration ({e}); write e.g. \"30s\", \"15m\" or \"12h\""
+                ));
             }
         },
+    };
+    if d > MAX_DURATION {
+        return Err(format!(
+            "`{t}` is longer than 400 days, the most any setting takes (a browser keeps no cookie longer); write e.g. \"12h\" or \"30d\""
+        ));
     }
+    Ok(d)
 }
 
-/// A duration that must not be zero; an unparsable one is reported once,
-/// as unparsable.
+pub(super) fn duration(issues: &mut Issues, key: &str, raw: &RawDuration) -> Duration {
+    parsed_duration(raw).unwrap_or_else(|why| {
+        issues.add(key, why);
+        Duration::ZERO
+    })
+}
+
+/// A duration that must not be zero; one that is not a duration at all (or
+/// too long) is reported once, for that.
 pub(super) fn positive_duration(issues: &mut Issues, key: &str, raw: &RawDuration) -> Duration {
-    let d = duration(issues, key, raw);
-    if d.is_zero()
-        && !matches!(raw, RawDuration::Text(t) if humantime::parse_duration(t.trim()).is_err())
-    {
-        issues.add(key, "must be greater than zero");
+    match parsed_duration(raw) {
+        Ok(d) if d.is_zero() => {
+            issues.add(key, "must be greater than zero");
+            d
+        }
+        Ok(d) => d,
+        Err(why) => {
+            issues.add(key, why);
+            Duration::ZERO
+        }
     }
-    d
 }
 
 /// Exactly one of an inline value and a file; a file's trailing newline is

@@ -457,6 +457,64 @@ mod tests {
         );
     }
 
+    /// Every duration, from the file or the environment, is bounded where
+    /// it is parsed: a value that passed (`u64::MAX` seconds as
+    /// `session.absolute_timeout`) overflowed a session's deadline
+    /// arithmetic at the first login.
+    #[test]
+    fn a_duration_longer_than_400_days_is_refused_naming_its_key() {
+        let with = |header: &str, line: &str| {
+            let toml = minimal();
+            if toml.contains(header) {
+                toml.replacen(header, &format!("{header}\n{line}"), 1)
+            } else {
+                format!("{toml}\n{header}\n{line}\n")
+            }
+        };
+        for value in [
+            "\"18446744073709551615s\"",
+            "\"401d\"",
+            "9223372036854775807",
+        ] {
+            for (header, name, key) in [
+                ("[session]", "absolute_timeout", "session.absolute_timeout"),
+                ("[oidc]", "http_timeout", "oidc.http_timeout"),
+                ("[oidc]", "login_timeout", "oidc.login_timeout"),
+                (
+                    "[oidc]",
+                    "jwks_min_refresh_interval",
+                    "oidc.jwks_min_refresh_interval",
+                ),
+                ("[server]", "shutdown_timeout", "server.shutdown_timeout"),
+                ("path = \"/api\"", "timeout", "routes[0].timeout"),
+                ("[store]", "timeout", "store.timeout"),
+                ("[proxy]", "pool_idle_timeout", "proxy.pool_idle_timeout"),
+            ] {
+                let toml = with(header, &format!("{name} = {value}"));
+                let err = load_str(&toml, &[]).expect_err(key);
+                let issue = err.0.iter().find(|i| i.key == key).unwrap_or_else(|| {
+                    panic!(
+                        "{key} = {value}: {:?}",
+                        keys_of(load_str(&toml, &[]).expect_err(key))
+                    )
+                });
+                assert!(
+                    issue.message.contains("400 days"),
+                    "{key}: {}",
+                    issue.message
+                );
+            }
+        }
+        let err = load_str(
+            &minimal(),
+            &[("OIDC_BFF__OIDC__HTTP_TIMEOUT", "18446744073709551615s")],
+        )
+        .expect_err("from the environment");
+        assert_eq!(keys_of(err), vec!["oidc.http_timeout"]);
+        let toml = with("[session]", "absolute_timeout = \"400d\"");
+        assert!(load_str(&toml, &[]).is_ok(), "400 days is the bound itself");
+    }
+
     #[test]
     fn under_a_mount_path_routes_may_not_overlap_its_own_endpoints() {
         let mounted = minimal().replace(
