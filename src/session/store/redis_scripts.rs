@@ -22,26 +22,35 @@ use redis::Script;
 /// either: they compare `u` with what the caller read from it and return
 /// `x` as stored, so both forms work and no script changed with the form.
 const PRELUDE: &str = r"
--- Reads that take a key of the wrong type (a string where a hash is
--- expected: another tenant's write, a restore from another layout) for an
--- absent key, and writes that replace it: one bad key is a session that
--- does not exist, never an error on every request that names it.
-local function hget(k, f)
-  local v = redis.pcall('HGET', k, f)
-  if type(v) == 'table' then return false end
+-- A key of the wrong type (a string where a hash is expected: another
+-- tenant's write, a restore from another layout) is read as an absent
+-- key, and replaced by a write: one bad key is a session that does not
+-- exist, never an error on every request that names it. Only WRONGTYPE:
+-- any other refusal (out of memory, an ACL) is raised, as a plain call
+-- would, by repeating the command (one that failed had no effect). Not
+-- `TYPE` first: the documented ACL does not grant it.
+local function wrong_type(v)
+  return type(v) == 'table' and v.err and string.find(v.err, 'WRONGTYPE', 1, true)
+end
+local function lenient(absent, ...)
+  local v = redis.pcall(...)
+  if wrong_type(v) then return absent end
+  if type(v) == 'table' and v.err then return redis.call(...) end
   return v
 end
-local function sget(k)
-  local v = redis.pcall('GET', k)
-  if type(v) == 'table' then return false end
-  return v
-end
-local function own(k, want)
-  local have = redis.call('TYPE', k)['ok']
-  if have ~= 'none' and have ~= want then redis.call('DEL', k) end
+local function hget(k, f) return lenient(false, 'HGET', k, f) end
+local function sget(k) return lenient(false, 'GET', k) end
+local function owned(...)
+  local v = redis.pcall(...)
+  if wrong_type(v) then
+    redis.call('DEL', (select(2, ...)))
+  elseif not (type(v) == 'table' and v.err) then
+    return v
+  end
+  return redis.call(...)
 end
 local function unlist(ik, id, kind)
-  if kind == 's' then redis.pcall('SREM', ik, id) else redis.pcall('ZREM', ik, id) end
+  if kind == 's' then lenient(0, 'SREM', ik, id) else lenient(0, 'ZREM', ik, id) end
 end
 local function revoke_one(sk, tk, uk, id, tomb, tttl)
   local left = redis.call('PTTL', sk)
@@ -135,11 +144,10 @@ local function extend(k, ms)
   if redis.call('PTTL', k) < tonumber(ms) then redis.call('PEXPIRE', k, ms) end
 end
 local function index_add(xk, score, id, ittl, kind)
-  if kind == 'z' then own(xk, 'zset') else own(xk, 'set') end
   if kind == 'z' then
-    redis.call('ZADD', xk, score, id)
+    owned('ZADD', xk, score, id)
   else
-    redis.call('SADD', xk, id)
+    owned('SADD', xk, id)
   end
   extend(xk, ittl)
 end
@@ -172,8 +180,7 @@ else
   redis.call('HSET', sk, 'r', rec, 'u', uh)
 end
 redis.call('PEXPIRE', sk, ttl)
-own(uk, 'zset')
-redis.call('ZADD', uk, score, id)
+owned('ZADD', uk, score, id)
 extend(uk, ittl)
 return redis.call('ZCARD', uk)
 ";
@@ -285,7 +292,11 @@ return out
 const LIST_WINDOW: &str = r"
 local uk, want, cs, cid = KEYS[1], tonumber(ARGV[1]), ARGV[2], ARGV[3]
 -- An index of another type lists nothing (the next login replaces it).
-if redis.call('TYPE', uk)['ok'] ~= 'zset' then return {} end
+local n = redis.pcall('ZCARD', uk)
+if type(n) == 'table' then
+  if string.find(n.err or '', 'WRONGTYPE', 1, true) then return {} end
+  return redis.call('ZCARD', uk)
+end
 local start = 0
 if cid ~= '' then
   if redis.call('ZSCORE', uk, cid) then
@@ -356,14 +367,20 @@ return n
 /// record key holding anything but a hash answers `1` (no session), and
 /// an activity key of another type counts as no activity.
 const GET: &str = r"
-local t = redis.pcall('GET', KEYS[2])
-if type(t) == 'table' and t.err then return 2 end
+local function read(...)
+  local v = redis.pcall(...)
+  if type(v) ~= 'table' then return v, false end
+  if string.find(v.err or '', 'WRONGTYPE', 1, true) then return false, true end
+  return redis.call(...), false
+end
+local t, bad = read('GET', KEYS[2])
+if bad then return 2 end
 if t then return {t} end
-local r = redis.pcall('HGET', KEYS[1], 'r')
-if type(r) == 'table' and r.err then return 1 end
+local r, bad = read('HGET', KEYS[1], 'r')
+if bad then return 1 end
 if not r then return r end
-local a = redis.pcall('GET', KEYS[3])
-if type(a) == 'string' then return {r, a} end
+local a = read('GET', KEYS[3])
+if a then return {r, a} end
 return r
 ";
 
@@ -381,7 +398,10 @@ local left = redis.call('PTTL', KEYS[1])
 if left < 0 or left < tonumber(ARGV[2]) then return 0 end
 -- An activity key of another type is replaced (SET overwrites any type).
 local cur = redis.pcall('GET', KEYS[2])
-if type(cur) ~= 'string' then cur = false end
+if type(cur) == 'table' then
+  if not string.find(cur.err or '', 'WRONGTYPE', 1, true) then return redis.call('GET', KEYS[2]) end
+  cur = false
+end
 if cur and tonumber(cur) and tonumber(cur) >= tonumber(ARGV[1]) then return 1 end
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return 1
@@ -389,7 +409,11 @@ return 1
 
 const REPLACE_IF: &str = r"
 local cur = redis.pcall('HGET', KEYS[1], 'r')
-if type(cur) ~= 'string' then return 0 end
+if type(cur) == 'table' then
+  if not string.find(cur.err or '', 'WRONGTYPE', 1, true) then return redis.call('HGET', KEYS[1], 'r') end
+  return 0
+end
+if not cur then return 0 end
 if string.sub(cur, ARGV[4], ARGV[5]) ~= ARGV[1] then return -1 end
 redis.call('HSET', KEYS[1], 'r', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
@@ -440,7 +464,7 @@ return {r[1], n}
 ";
 
 const UNLOCK: &str = r"
-if redis.pcall('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 ";
 
