@@ -436,6 +436,11 @@ pub struct LogoutClaims {
 
 const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 
+/// How old (by `iat`, plus the clock skew) a logout token may be: past
+/// this it is refused whatever its `exp`, so its `jti` need not be
+/// remembered longer.
+pub const LOGOUT_TOKEN_MAX_AGE_SECS: u64 = 600;
+
 /// Validates a logout token (OpenID Connect Back-Channel Logout 1.0 §2.6).
 pub async fn validate_logout_token(
     provider: &Provider,
@@ -454,9 +459,9 @@ pub async fn validate_logout_token(
     let claims = verify(provider, keys, token, &["iss", "aud"], false, false).await?;
     let cfg = provider.config();
     let skew = cfg.clock_skew.as_secs();
-    check_iat(&claims, now, skew, 600)?;
+    check_iat(&claims, now, skew, LOGOUT_TOKEN_MAX_AGE_SECS)?;
     let exp = num(&claims, "exp");
-    if exp.is_some_and(|exp| exp + skew <= now) {
+    if exp.is_some_and(|exp| exp.saturating_add(skew) <= now) {
         return Err(TokenError::Expired);
     }
     let has_event = claims
