@@ -68,6 +68,37 @@ pub(super) fn not_a_url(text: &str, error: url::ParseError, example: &str) -> St
     format!("`{text}` {why}; expected a URL such as \"{example}\"")
 }
 
+/// `text` as a configuration message may quote it: a URL's user info
+/// (`user:password@`) replaced by `***@`, so a refused value never puts
+/// a credential in `check-config`'s output or the start-up log.
+pub(super) fn shown_url(text: &str) -> String {
+    let Some(scheme_end) = text.find("://").map(|i| i + 3) else {
+        return text.to_owned();
+    };
+    let rest = &text[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &text[..scheme_end], &rest[at..]),
+        None => text.to_owned(),
+    }
+}
+
+/// The first part a URL of the configuration must not have, named for a
+/// message: user info (credentials do not belong in a URL that is logged
+/// and compared), a fragment (never sent, so never meant), and a query
+/// unless `query_ok`.
+pub(super) fn url_extra(u: &Url, query_ok: bool) -> Option<&'static str> {
+    if !u.username().is_empty() || u.password().is_some() {
+        Some("user info")
+    } else if u.fragment().is_some() {
+        Some("a fragment")
+    } else if !query_ok && u.query().is_some() {
+        Some("a query")
+    } else {
+        None
+    }
+}
+
 /// Edit distance between two short names (Levenshtein, by characters), for
 /// "did you mean" suggestions; a table of a few dozen keys needs nothing
 /// faster, so no crate is added for it.

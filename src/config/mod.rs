@@ -515,6 +515,80 @@ mod tests {
         assert!(load_str(&toml, &[]).is_ok(), "400 days is the bound itself");
     }
 
+    /// A URL of the configuration holds no credentials and no fragment
+    /// (the issuer no query either), and a refusal never quotes the
+    /// password: `oidc.issuer` and `tracing.endpoint` took user info and
+    /// `check-config` printed it back; `routes[].upstream`'s refusal
+    /// quoted it.
+    #[test]
+    fn urls_with_user_info_or_a_fragment_are_refused_by_key_without_quoting_the_password() {
+        let cases = [
+            (
+                "https://id.example.com\"",
+                "https://u:s3cret@id.example.com\"",
+                "oidc.issuer",
+            ),
+            (
+                "https://id.example.com\"",
+                "https://id.example.com#f\"",
+                "oidc.issuer",
+            ),
+            (
+                "https://id.example.com\"",
+                "https://id.example.com?a=1\"",
+                "oidc.issuer",
+            ),
+            (
+                "upstream = \"http://127.0.0.1:9100\"",
+                "upstream = \"http://u:s3cret@127.0.0.1:9100\"",
+                "routes[0].upstream",
+            ),
+        ];
+        let appended = [
+            (
+                "[oidc.endpoints]\ntoken = \"https://:s3cret@id.example.com/token\"",
+                "oidc.endpoints.token",
+            ),
+            (
+                "[oidc.endpoints]\ntoken = \"https://id.example.com/token#f\"",
+                "oidc.endpoints.token",
+            ),
+            (
+                "[tracing]\nendpoint = \"http://u:s3cret@collector:4318\"",
+                "tracing.endpoint",
+            ),
+            (
+                "[tracing]\nendpoint = \"http://collector:4318#f\"",
+                "tracing.endpoint",
+            ),
+        ];
+        let mut tomls: Vec<(String, &str)> = cases
+            .iter()
+            .map(|(from, to, key)| (minimal().replace(from, to), *key))
+            .collect();
+        for (extra, key) in appended {
+            tomls.push((format!("{}\n{extra}\n", minimal()), key));
+        }
+        for origin in [
+            "https://:s3cret@app2.example.com",
+            "https://app2.example.com#f",
+        ] {
+            tomls.push((
+                minimal().replace(
+                    "[server]",
+                    &format!("[server]\nallowed_return_origins = [\"{origin}\"]"),
+                ),
+                "server.allowed_return_origins[0]",
+            ));
+        }
+        for (toml, key) in tomls {
+            let err = load_str(&toml, &[]).expect_err(key);
+            let text = format!("{err}");
+            assert!(!text.contains("s3cret"), "{key}: {text}");
+            assert_eq!(keys_of(err), vec![key], "{toml}");
+        }
+    }
+
     #[test]
     fn under_a_mount_path_routes_may_not_overlap_its_own_endpoints() {
         let mounted = minimal().replace(
