@@ -412,7 +412,40 @@ fn cross_section_rules(
                 format!("`{u}` is plain http on a non-localhost host, where browsers drop Secure cookies; serve it over https, or set session.insecure_cookies = true (development only)"),
             );
     }
+    if let (Some(domain), Some(u)) = (&session.cookie_domain, &server.public_url)
+        && let Some(why) = cookie_domain_problem(domain, u)
+    {
+        issues.add("session.cookie_domain", format!("`{domain}` {why}"));
+    }
     post_logout_redirect
+}
+
+/// Why browsers would refuse a session cookie with `Domain=domain` set by
+/// `public_url` (RFC 6265 §5.3 step 6: the domain must domain-match the
+/// host), or give it to hosts it was not meant for (a single label such as
+/// `com`): either way logins would "succeed" and leave no session.
+fn cookie_domain_problem(domain: &str, public_url: &Url) -> Option<String> {
+    let d = domain
+        .strip_prefix('.')
+        .unwrap_or(domain)
+        .to_ascii_lowercase();
+    let Some(url::Host::Domain(host)) = public_url.host() else {
+        return Some(
+            "is set, but server.public_url's host is an IP address, for which browsers keep only host-only cookies; remove cookie_domain".into(),
+        );
+    };
+    if !d.contains('.') || d.ends_with('.') || d.is_empty() {
+        return Some(
+            "must be a domain of at least two labels that server.public_url's host is in, e.g. \"example.com\"".into(),
+        );
+    }
+    let host = host.to_ascii_lowercase();
+    if host != d && !host.ends_with(&format!(".{d}")) {
+        return Some(format!(
+            "does not contain server.public_url's host `{host}`, so browsers would refuse the cookie; use `{host}` or a parent domain of it"
+        ));
+    }
+    None
 }
 
 #[cfg(test)]
@@ -586,6 +619,38 @@ mod tests {
             let text = format!("{err}");
             assert!(!text.contains("s3cret"), "{key}: {text}");
             assert_eq!(keys_of(err), vec![key], "{toml}");
+        }
+    }
+
+    /// A `Domain` browsers would refuse (not the public host or a parent
+    /// of it) or that reaches every site of a TLD passed `check-config`,
+    /// and every login then left no session.
+    #[test]
+    fn a_cookie_domain_that_does_not_contain_the_public_host_is_refused() {
+        let with = |domain: &str| {
+            minimal().replace(
+                "[session]",
+                &format!("[session]\ncookie_name = \"__Secure-bff\"\ncookie_domain = \"{domain}\""),
+            )
+        };
+        for bad in [
+            "other.org",
+            "com",
+            ".com",
+            "pp.example.com",
+            "app.example.com.evil",
+            "",
+        ] {
+            let keys = keys_of(load_str(&with(bad), &[]).expect_err(bad));
+            assert_eq!(keys, vec!["session.cookie_domain"], "{bad:?}");
+        }
+        for good in [
+            "example.com",
+            ".example.com",
+            "app.example.com",
+            "EXAMPLE.com",
+        ] {
+            assert!(load_str(&with(good), &[]).is_ok(), "{good:?}");
         }
     }
 
