@@ -445,6 +445,7 @@ pub async fn complete(
         &IdTokenExpectations {
             nonce: Some(&pending.nonce),
             subject: None,
+            access_token: Some(tokens.access_token.expose()),
             now,
         },
     )

@@ -381,6 +381,7 @@ impl Refresher {
                     &IdTokenExpectations {
                         nonce: None,
                         subject: sub.as_deref(),
+                        access_token: Some(tokens.access_token.expose()),
                         now,
                     },
                 )
