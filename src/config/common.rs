@@ -68,6 +68,37 @@ pub(super) fn not_a_url(text: &str, error: url::ParseError, example: &str) -> St
     format!("`{text}` {why}; expected a URL such as \"{example}\"")
 }
 
+/// `text` as a configuration message may quote it: a URL's user info
+/// (`user:password@`) replaced by `***@`, so a refused value never puts
+/// a credential in `check-config`'s output or the start-up log.
+pub(super) fn shown_url(text: &str) -> String {
+    let Some(scheme_end) = text.find("://").map(|i| i + 3) else {
+        return text.to_owned();
+    };
+    let rest = &text[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &text[..scheme_end], &rest[at..]),
+        None => text.to_owned(),
+    }
+}
+
+/// The first part a URL of the configuration must not have, named for a
+/// message: user info (credentials do not belong in a URL that is logged
+/// and compared), a fragment (never sent, so never meant), and a query
+/// unless `query_ok`.
+pub(super) fn url_extra(u: &Url, query_ok: bool) -> Option<&'static str> {
+    if !u.username().is_empty() || u.password().is_some() {
+        Some("user info")
+    } else if u.fragment().is_some() {
+        Some("a fragment")
+    } else if !query_ok && u.query().is_some() {
+        Some("a query")
+    } else {
+        None
+    }
+}
+
 /// Edit distance between two short names (Levenshtein, by characters), for
 /// "did you mean" suggestions; a table of a few dozen keys needs nothing
 /// faster, so no crate is added for it.
@@ -110,34 +141,55 @@ impl Issues {
     }
 }
 
-pub(super) fn duration(issues: &mut Issues, key: &str, raw: &RawDuration) -> Duration {
-    match raw {
-        RawDuration::Seconds(s) => Duration::from_secs(*s),
+/// The longest duration any setting takes: 400 days, the longest a
+/// browser keeps a cookie (RFC 6265bis §5.6), so no session, login or
+/// timeout of the gateway can use more. Bounding every duration here keeps
+/// the arithmetic on them (deadlines in seconds and milliseconds, cookie
+/// lifetimes, `Instant` additions) far from overflow whatever the file says.
+pub(super) const MAX_DURATION: Duration = Duration::from_secs(400 * 86400);
+
+/// A duration as written, or why it is not one (reported under `key`).
+fn parsed_duration(raw: &RawDuration) -> Result<Duration, String> {
+    let (d, t) = match raw {
+        RawDuration::Seconds(s) => (Duration::from_secs(*s), format!("{s}")),
         RawDuration::Text(t) => match humantime::parse_duration(t.trim()) {
-            Ok(d) => d,
+            Ok(d) => (d, t.clone()),
             Err(e) => {
-                issues.add(
-                    key,
-                    format!(
-                        "`{t}` is not a duration ({e}); write e.g. \"30s\", \"15m\" or \"12h\""
-                    ),
-                );
-                Duration::ZERO
+                return Err(format!(
+                    "`{t}` is not a duration ({e}); write e.g. \"30s\", \"15m\" or \"12h\""
+                ));
             }
         },
+    };
+    if d > MAX_DURATION {
+        return Err(format!(
+            "`{t}` is longer than 400 days, the most any setting takes (a browser keeps no cookie longer); write e.g. \"12h\" or \"30d\""
+        ));
     }
+    Ok(d)
 }
 
-/// A duration that must not be zero; an unparsable one is reported once,
-/// as unparsable.
+pub(super) fn duration(issues: &mut Issues, key: &str, raw: &RawDuration) -> Duration {
+    parsed_duration(raw).unwrap_or_else(|why| {
+        issues.add(key, why);
+        Duration::ZERO
+    })
+}
+
+/// A duration that must not be zero; one that is not a duration at all (or
+/// too long) is reported once, for that.
 pub(super) fn positive_duration(issues: &mut Issues, key: &str, raw: &RawDuration) -> Duration {
-    let d = duration(issues, key, raw);
-    if d.is_zero()
-        && !matches!(raw, RawDuration::Text(t) if humantime::parse_duration(t.trim()).is_err())
-    {
-        issues.add(key, "must be greater than zero");
+    match parsed_duration(raw) {
+        Ok(d) if d.is_zero() => {
+            issues.add(key, "must be greater than zero");
+            d
+        }
+        Ok(d) => d,
+        Err(why) => {
+            issues.add(key, why);
+            Duration::ZERO
+        }
     }
-    d
 }
 
 /// Exactly one of an inline value and a file; a file's trailing newline is

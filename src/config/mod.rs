@@ -412,7 +412,40 @@ fn cross_section_rules(
                 format!("`{u}` is plain http on a non-localhost host, where browsers drop Secure cookies; serve it over https, or set session.insecure_cookies = true (development only)"),
             );
     }
+    if let (Some(domain), Some(u)) = (&session.cookie_domain, &server.public_url)
+        && let Some(why) = cookie_domain_problem(domain, u)
+    {
+        issues.add("session.cookie_domain", format!("`{domain}` {why}"));
+    }
     post_logout_redirect
+}
+
+/// Why browsers would refuse a session cookie with `Domain=domain` set by
+/// `public_url` (RFC 6265 §5.3 step 6: the domain must domain-match the
+/// host), or give it to hosts it was not meant for (a single label such as
+/// `com`): either way logins would "succeed" and leave no session.
+fn cookie_domain_problem(domain: &str, public_url: &Url) -> Option<String> {
+    let d = domain
+        .strip_prefix('.')
+        .unwrap_or(domain)
+        .to_ascii_lowercase();
+    let Some(url::Host::Domain(host)) = public_url.host() else {
+        return Some(
+            "is set, but server.public_url's host is an IP address, for which browsers keep only host-only cookies; remove cookie_domain".into(),
+        );
+    };
+    if !d.contains('.') || d.ends_with('.') || d.is_empty() {
+        return Some(
+            "must be a domain of at least two labels that server.public_url's host is in, e.g. \"example.com\"".into(),
+        );
+    }
+    let host = host.to_ascii_lowercase();
+    if host != d && !host.ends_with(&format!(".{d}")) {
+        return Some(format!(
+            "does not contain server.public_url's host `{host}`, so browsers would refuse the cookie; use `{host}` or a parent domain of it"
+        ));
+    }
+    None
 }
 
 #[cfg(test)]
@@ -455,6 +488,170 @@ mod tests {
                 "log.format"
             ]
         );
+    }
+
+    /// Every duration, from the file or the environment, is bounded where
+    /// it is parsed: a value that passed (`u64::MAX` seconds as
+    /// `session.absolute_timeout`) overflowed a session's deadline
+    /// arithmetic at the first login.
+    #[test]
+    fn a_duration_longer_than_400_days_is_refused_naming_its_key() {
+        let with = |header: &str, line: &str| {
+            let toml = minimal();
+            if toml.contains(header) {
+                toml.replacen(header, &format!("{header}\n{line}"), 1)
+            } else {
+                format!("{toml}\n{header}\n{line}\n")
+            }
+        };
+        for value in [
+            "\"18446744073709551615s\"",
+            "\"401d\"",
+            "9223372036854775807",
+        ] {
+            for (header, name, key) in [
+                ("[session]", "absolute_timeout", "session.absolute_timeout"),
+                ("[oidc]", "http_timeout", "oidc.http_timeout"),
+                ("[oidc]", "login_timeout", "oidc.login_timeout"),
+                (
+                    "[oidc]",
+                    "jwks_min_refresh_interval",
+                    "oidc.jwks_min_refresh_interval",
+                ),
+                ("[server]", "shutdown_timeout", "server.shutdown_timeout"),
+                ("path = \"/api\"", "timeout", "routes[0].timeout"),
+                ("[store]", "timeout", "store.timeout"),
+                ("[proxy]", "pool_idle_timeout", "proxy.pool_idle_timeout"),
+            ] {
+                let toml = with(header, &format!("{name} = {value}"));
+                let err = load_str(&toml, &[]).expect_err(key);
+                let issue = err.0.iter().find(|i| i.key == key).unwrap_or_else(|| {
+                    panic!(
+                        "{key} = {value}: {:?}",
+                        keys_of(load_str(&toml, &[]).expect_err(key))
+                    )
+                });
+                assert!(
+                    issue.message.contains("400 days"),
+                    "{key}: {}",
+                    issue.message
+                );
+            }
+        }
+        let err = load_str(
+            &minimal(),
+            &[("OIDC_BFF__OIDC__HTTP_TIMEOUT", "18446744073709551615s")],
+        )
+        .expect_err("from the environment");
+        assert_eq!(keys_of(err), vec!["oidc.http_timeout"]);
+        let toml = with("[session]", "absolute_timeout = \"400d\"");
+        assert!(load_str(&toml, &[]).is_ok(), "400 days is the bound itself");
+    }
+
+    /// A URL of the configuration holds no credentials and no fragment
+    /// (the issuer no query either), and a refusal never quotes the
+    /// password: `oidc.issuer` and `tracing.endpoint` took user info and
+    /// `check-config` printed it back; `routes[].upstream`'s refusal
+    /// quoted it.
+    #[test]
+    fn urls_with_user_info_or_a_fragment_are_refused_by_key_without_quoting_the_password() {
+        let cases = [
+            (
+                "https://id.example.com\"",
+                "https://u:s3cret@id.example.com\"",
+                "oidc.issuer",
+            ),
+            (
+                "https://id.example.com\"",
+                "https://id.example.com#f\"",
+                "oidc.issuer",
+            ),
+            (
+                "https://id.example.com\"",
+                "https://id.example.com?a=1\"",
+                "oidc.issuer",
+            ),
+            (
+                "upstream = \"http://127.0.0.1:9100\"",
+                "upstream = \"http://u:s3cret@127.0.0.1:9100\"",
+                "routes[0].upstream",
+            ),
+        ];
+        let appended = [
+            (
+                "[oidc.endpoints]\ntoken = \"https://:s3cret@id.example.com/token\"",
+                "oidc.endpoints.token",
+            ),
+            (
+                "[oidc.endpoints]\ntoken = \"https://id.example.com/token#f\"",
+                "oidc.endpoints.token",
+            ),
+            (
+                "[tracing]\nendpoint = \"http://u:s3cret@collector:4318\"",
+                "tracing.endpoint",
+            ),
+            (
+                "[tracing]\nendpoint = \"http://collector:4318#f\"",
+                "tracing.endpoint",
+            ),
+        ];
+        let mut tomls: Vec<(String, &str)> = cases
+            .iter()
+            .map(|(from, to, key)| (minimal().replace(from, to), *key))
+            .collect();
+        for (extra, key) in appended {
+            tomls.push((format!("{}\n{extra}\n", minimal()), key));
+        }
+        for origin in [
+            "https://:s3cret@app2.example.com",
+            "https://app2.example.com#f",
+        ] {
+            tomls.push((
+                minimal().replace(
+                    "[server]",
+                    &format!("[server]\nallowed_return_origins = [\"{origin}\"]"),
+                ),
+                "server.allowed_return_origins[0]",
+            ));
+        }
+        for (toml, key) in tomls {
+            let err = load_str(&toml, &[]).expect_err(key);
+            let text = format!("{err}");
+            assert!(!text.contains("s3cret"), "{key}: {text}");
+            assert_eq!(keys_of(err), vec![key], "{toml}");
+        }
+    }
+
+    /// A `Domain` browsers would refuse (not the public host or a parent
+    /// of it) or that reaches every site of a TLD passed `check-config`,
+    /// and every login then left no session.
+    #[test]
+    fn a_cookie_domain_that_does_not_contain_the_public_host_is_refused() {
+        let with = |domain: &str| {
+            minimal().replace(
+                "[session]",
+                &format!("[session]\ncookie_name = \"__Secure-bff\"\ncookie_domain = \"{domain}\""),
+            )
+        };
+        for bad in [
+            "other.org",
+            "com",
+            ".com",
+            "pp.example.com",
+            "app.example.com.evil",
+            "",
+        ] {
+            let keys = keys_of(load_str(&with(bad), &[]).expect_err(bad));
+            assert_eq!(keys, vec!["session.cookie_domain"], "{bad:?}");
+        }
+        for good in [
+            "example.com",
+            ".example.com",
+            "app.example.com",
+            "EXAMPLE.com",
+        ] {
+            assert!(load_str(&with(good), &[]).is_ok(), "{good:?}");
+        }
     }
 
     #[test]

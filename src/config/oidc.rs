@@ -605,7 +605,18 @@ fn issuer(raw: &RawOidc, issues: &mut Issues) -> Option<Url> {
         );
         return None;
     };
+    let shown = super::common::shown_url(s);
     match Url::parse(s) {
+        // The issuer is an identifier compared with the provider's own
+        // (OpenID Connect Discovery §3, RFC 8414 §2: no query, no
+        // fragment); credentials have no place in it.
+        Ok(u) if let Some(part) = super::common::url_extra(&u, false) => {
+            issues.add(
+                "oidc.issuer",
+                format!("`{shown}` must not contain {part}; write the provider's issuer as it publishes it, e.g. \"https://id.example.com/realms/main\""),
+            );
+            None
+        }
         Ok(u) if u.scheme() == "https" => Some(u),
         Ok(u) if u.scheme() == "http" && (is_loopback_host(&u) || raw.allow_insecure_issuer) => {
             Some(u)
@@ -613,18 +624,18 @@ fn issuer(raw: &RawOidc, issues: &mut Issues) -> Option<Url> {
         Ok(u) if u.scheme() == "http" => {
             issues.add(
                 "oidc.issuer",
-                format!("`{s}` uses plain http on a non-loopback host; use https, or set oidc.allow_insecure_issuer = true for a development stack"),
+                format!("`{shown}` uses plain http on a non-loopback host; use https, or set oidc.allow_insecure_issuer = true for a development stack"),
             );
             None
         }
         Ok(_) => {
-            issues.add("oidc.issuer", format!("`{s}` must be an https:// URL"));
+            issues.add("oidc.issuer", format!("`{shown}` must be an https:// URL"));
             None
         }
         Err(e) => {
             issues.add(
                 "oidc.issuer",
-                super::common::not_a_url(s, e, "https://id.example.com/realms/main"),
+                super::common::not_a_url(&shown, e, "https://id.example.com/realms/main"),
             );
             None
         }

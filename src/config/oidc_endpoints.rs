@@ -169,7 +169,12 @@ impl EndSessionTemplate {
 /// An endpoint URL under the issuer's rule; the problem is reported under
 /// `key`.
 fn provider_url(issues: &mut Issues, key: &str, text: &str, allow_insecure: bool) -> Option<Url> {
+    let text = &super::common::shown_url(text);
     match Url::parse(text) {
+        Ok(u) if let Some(part) = super::common::url_extra(&u, true) => {
+            issues.add(key, format!("`{text}` must not contain {part}"));
+            None
+        }
         Ok(u) if u.scheme() == "https" => Some(u),
         Ok(u) if u.scheme() == "http" && (is_loopback_host(&u) || allow_insecure) => Some(u),
         Ok(u) if u.scheme() == "http" => {

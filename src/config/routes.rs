@@ -250,12 +250,13 @@ pub(super) fn validate(raw: &[RawRoute], issues: &mut Issues) -> Vec<RouteConfig
                     && u.host().is_some()
                     && u.query().is_none()
                     && u.fragment().is_none()
-                    && u.username().is_empty() =>
+                    && u.username().is_empty()
+                    && u.password().is_none() =>
             {
                 Some(u)
             }
             _ => {
-                issues.add(format!("{prefix}.upstream"), format!("`{}` must be an http:// or https:// base URL without query, fragment or user info", r.upstream));
+                issues.add(format!("{prefix}.upstream"), format!("`{}` must be an http:// or https:// base URL without query, fragment or user info", super::common::shown_url(&r.upstream)));
                 None
             }
         };

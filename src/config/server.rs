@@ -215,14 +215,16 @@ pub(super) fn validate(raw: &RawServer, issues: &mut Issues) -> Server {
             Ok(u)
                 if matches!(u.scheme(), "http" | "https")
                     && u.path() == "/"
-                    && u.query().is_none()
-                    && u.username().is_empty() =>
+                    && super::common::url_extra(&u, false).is_none() =>
             {
                 allowed_return_origins.push(u.origin().ascii_serialization())
             }
             _ => issues.add(
                 key,
-                format!("`{o}` must be an origin like \"https://app.example.com\""),
+                format!(
+                    "`{}` must be an origin like \"https://app.example.com\" (scheme, host and port only)",
+                    super::common::shown_url(o)
+                ),
             ),
         }
     }

@@ -173,7 +173,15 @@ pub(super) fn validate(raw: &RawTracing, issues: &mut Issues) -> Option<TracingC
 }
 
 fn endpoint_url(issues: &mut Issues, key: &str, text: &str) -> Option<Url> {
+    let text = &super::common::shown_url(text);
     match Url::parse(text) {
+        Ok(u) if let Some(part) = super::common::url_extra(&u, true) => {
+            issues.add(
+                key,
+                format!("`{text}` must not contain {part}; a collector's credentials go in tracing.headers"),
+            );
+            None
+        }
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
         Ok(_) => {
             issues.add(

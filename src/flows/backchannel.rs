@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use crate::oidc::Oidc;
-use crate::oidc::jwt::{TokenError, validate_logout_token};
+use crate::oidc::jwt::{LOGOUT_TOKEN_MAX_AGE_SECS, TokenError, validate_logout_token};
 use crate::session::Sessions;
 use crate::session::cookie::StoreId;
 use crate::session::store::RevokeReason;
@@ -58,8 +58,17 @@ pub async fn logout(
             "neither sid nor sub".into(),
         ));
     }
-    // Remember the jti until the token could no longer be accepted anyway.
-    let until = claims.exp.unwrap_or(claims.iat + 600).max(claims.iat + 600) + clock_skew.as_secs();
+    // Remember the jti until the token could no longer be accepted anyway:
+    // past its `exp` or past the age `validate_logout_token` allows,
+    // whichever comes first. Never by `exp` alone: a provider's `exp` years
+    // ahead asked Redis for an expiry it refuses (a 503 on every attempt,
+    // and the sessions never ended).
+    let too_old = claims.iat.saturating_add(LOGOUT_TOKEN_MAX_AGE_SECS);
+    let until = claims
+        .exp
+        .map_or(too_old, |exp| exp.min(too_old))
+        .saturating_add(clock_skew.as_secs())
+        .saturating_add(1);
     let ttl = Duration::from_secs(until.saturating_sub(now).max(60));
     let unavailable = |e: crate::session::store::StoreError| {
         BackchannelError::Unavailable(format!("store unavailable: {e}"))

@@ -100,7 +100,8 @@ impl From<TokenError> for LoginError {
     }
 }
 
-/// A provider answer over the `oidc.max_*` bounds fails the login (a 400
+/// A provider answer over the `oidc.max_*` bounds, or with tokens that
+/// cannot be used (`ProviderError::Unusable`), fails the login (a 400
 /// page naming the bound); anything else keeps its meaning.
 fn oversized_fails(e: ProviderError) -> LoginError {
     match e {
@@ -109,6 +110,13 @@ fn oversized_fails(e: ProviderError) -> LoginError {
             LoginError::Failed(
                 "provider_answer_too_large",
                 format!("the identity provider sent too much: {what}"),
+            )
+        }
+        ProviderError::Unusable(what) => {
+            tracing::warn!(reason = %what, "provider answer unusable; login refused");
+            LoginError::Failed(
+                "provider_answer_unusable",
+                format!("the identity provider sent tokens that cannot be used: {what}"),
             )
         }
         other => LoginError::Provider(other),
@@ -447,6 +455,7 @@ pub async fn complete(
         &IdTokenExpectations {
             nonce: Some(&pending.nonce),
             subject: None,
+            access_token: Some(tokens.access_token.expose()),
             now,
         },
     )

@@ -344,7 +344,7 @@ impl Refresher {
                     .await?;
                 return Err(RefreshError::SessionEnded(EndReason::RefreshRefused));
             }
-            Err(ProviderError::TooLarge(what)) => {
+            Err(ProviderError::TooLarge(what) | ProviderError::Unusable(what)) => {
                 return self.end_refused(&latest, None, &what, now, origin).await;
             }
             Err(ProviderError::Rejected { error, .. }) if error == DPOP_NOT_BOUND => {
@@ -381,6 +381,7 @@ impl Refresher {
                     &IdTokenExpectations {
                         nonce: None,
                         subject: sub.as_deref(),
+                        access_token: Some(tokens.access_token.expose()),
                         now,
                     },
                 )

@@ -58,6 +58,8 @@ pub enum TokenError {
     NonceMismatch,
     #[error("subject (sub) differs from the session's")]
     SubjectChanged,
+    #[error("at_hash does not match the access token")]
+    AccessTokenHashMismatch,
     #[error("not a JWT access token (typ must be at+jwt)")]
     NotAnAccessToken,
     #[error("not a logout token: {0}")]
@@ -378,6 +380,9 @@ pub struct IdTokenExpectations<'a> {
     pub nonce: Option<&'a str>,
     /// The subject the session already has (refresh): must not change.
     pub subject: Option<&'a str>,
+    /// The access token of the same answer: when the ID token carries
+    /// `at_hash`, it must be this token's (OpenID Connect Core §3.1.3.8).
+    pub access_token: Option<&'a str>,
     pub now: u64,
 }
 
@@ -421,7 +426,34 @@ pub async fn validate_id_token(
     {
         return Err(TokenError::SubjectChanged);
     }
+    if let (Some(access_token), Some(at_hash)) = (expect.access_token, claims.get("at_hash")) {
+        // The header was checked by `verify`: its algorithm is allowed.
+        let alg = jsonwebtoken::decode_header(token)
+            .map_err(|_| TokenError::Malformed)?
+            .alg;
+        let matches = at_hash.as_str().is_some_and(|h| {
+            constant_time_eq(h.as_bytes(), token_hash(alg, access_token).as_bytes())
+        });
+        if !matches {
+            return Err(TokenError::AccessTokenHashMismatch);
+        }
+    }
     Ok(claims)
+}
+
+/// `at_hash` of `token` for an ID token signed with `alg` (OpenID Connect
+/// Core §3.1.3.6): the left half of the token's hash under the hash of
+/// `alg` (SHA-512 for EdDSA, as for Ed25519), base64url without padding.
+fn token_hash(alg: jsonwebtoken::Algorithm, token: &str) -> String {
+    use base64::Engine as _;
+    use jsonwebtoken::Algorithm::*;
+    use sha2::Digest as _;
+    let digest: Vec<u8> = match alg {
+        HS384 | RS384 | PS384 | ES384 => sha2::Sha384::digest(token).to_vec(),
+        HS512 | RS512 | PS512 | EdDSA => sha2::Sha512::digest(token).to_vec(),
+        _ => sha2::Sha256::digest(token).to_vec(),
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..digest.len() / 2])
 }
 
 /// The claims of a valid back-channel logout token.
@@ -449,6 +481,11 @@ fn subject_claim(claims: &Claims, name: &'static str) -> Result<Option<String>, 
 
 const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 
+/// How old (by `iat`, plus the clock skew) a logout token may be: past
+/// this it is refused whatever its `exp`, so its `jti` need not be
+/// remembered longer.
+pub const LOGOUT_TOKEN_MAX_AGE_SECS: u64 = 600;
+
 /// Validates a logout token (OpenID Connect Back-Channel Logout 1.0 §2.6).
 pub async fn validate_logout_token(
     provider: &Provider,
@@ -467,9 +504,9 @@ pub async fn validate_logout_token(
     let claims = verify(provider, keys, token, &["iss", "aud"], false, false).await?;
     let cfg = provider.config();
     let skew = cfg.clock_skew.as_secs();
-    check_iat(&claims, now, skew, 600)?;
+    check_iat(&claims, now, skew, LOGOUT_TOKEN_MAX_AGE_SECS)?;
     let exp = num(&claims, "exp");
-    if exp.is_some_and(|exp| exp + skew <= now) {
+    if exp.is_some_and(|exp| exp.saturating_add(skew) <= now) {
         return Err(TokenError::Expired);
     }
     let has_event = claims
@@ -541,6 +578,21 @@ mod tests {
         assert!(check_azp(&claims(json!({"aud": "bff", "azp": "other"})), "bff").is_err());
         assert!(check_azp(&claims(json!({"aud": ["bff", "api"]})), "bff").is_err());
         assert!(check_azp(&claims(json!({"aud": ["bff", "api"], "azp": "bff"})), "bff").is_ok());
+    }
+
+    /// Values computed apart (Python's hashlib: the left half of the
+    /// digest, base64url without padding), and the other hash lengths.
+    #[test]
+    fn at_hash_is_the_left_half_of_the_algorithms_hash() {
+        use jsonwebtoken::Algorithm::*;
+        assert_eq!(
+            token_hash(RS256, "jHkWEdUXMU1BwAsC4vtUsZwnNjdpv2Wf"),
+            "gHKi_8i-dEBxsK9vKenNBw"
+        );
+        assert_eq!(token_hash(PS384, "tok"), "terFIXHUoaiBqS55rQyfHK2SD736K5bY");
+        assert_eq!(token_hash(ES384, "a").len(), 32);
+        assert_eq!(token_hash(EdDSA, "a").len(), 43);
+        assert_ne!(token_hash(RS256, "a"), token_hash(RS256, "b"));
     }
 
     fn test_keys() -> Vec<Jwk> {

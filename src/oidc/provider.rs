@@ -115,6 +115,12 @@ pub enum ProviderError {
     /// used.
     #[error("provider response too large: {0}")]
     TooLarge(String),
+    /// The provider answered with tokens the gateway cannot use as they
+    /// are (an access token a header cannot carry, a token type other
+    /// than the one asked for): refused where they arrive, so nothing
+    /// unusable is stored and found out only when a request is forwarded.
+    #[error("provider answer unusable: {0}")]
+    Unusable(String),
     /// The provider's metadata cannot be used with this configuration
     /// (e.g. no common signing algorithm): not ready until fixed.
     #[error("provider cannot be used with this configuration: {0}")]
@@ -599,6 +605,14 @@ impl Provider {
                     retried = true;
                 }
                 (Ok(tokens), Some(_)) => return dpop::bound(tokens),
+                // Without a proof the token is sent as `Bearer`: a token
+                // bound to a key the gateway does not hold would fail at
+                // every API.
+                (Ok(tokens), None) if !tokens.token_type.eq_ignore_ascii_case("Bearer") => {
+                    return Err(ProviderError::Unusable(
+                        "token_type is not Bearer for a request without a DPoP proof".into(),
+                    ));
+                }
                 (answer, _) => return answer,
             }
         }
@@ -871,6 +885,34 @@ fn parse_token_response(
     if let Some(t) = &raw.refresh_token {
         check("refresh token", t)?;
     }
+    // The access token goes into an `Authorization` header (`Bearer` /
+    // `DPoP`, RFC 6750 §2.1's b64token is a subset of this), the refresh
+    // token into a form body: visible ASCII only (RFC 6749 Appendix A,
+    // VSCHAR, without the space a header value would split on). A CR/LF,
+    // a control or a non-ASCII character is refused here, not when a
+    // request is forwarded.
+    let visible = |name: &str, t: &str, space: bool| {
+        if t.bytes()
+            .all(|b| b.is_ascii_graphic() || (space && b == b' '))
+        {
+            Ok(())
+        } else {
+            Err(ProviderError::Unusable(format!(
+                "the {name} holds characters outside visible ASCII"
+            )))
+        }
+    };
+    visible("access token", &raw.access_token, false)?;
+    if let Some(t) = &raw.refresh_token {
+        visible("refresh token", t, true)?;
+    }
+    if !(raw.token_type.eq_ignore_ascii_case("Bearer")
+        || raw.token_type.eq_ignore_ascii_case("DPoP"))
+    {
+        return Err(ProviderError::Unusable(
+            "token_type is neither Bearer nor DPoP".into(),
+        ));
+    }
     if let Some(t) = &raw.id_token {
         check("ID token", t)?;
     }
@@ -970,6 +1012,37 @@ mod tests {
             parse_token_response(ok, br#"{"token_type":"Bearer"}"#, &LIMITS),
             Err(ProviderError::InvalidResponse(_))
         ));
+    }
+
+    #[test]
+    fn tokens_no_header_can_carry_and_unknown_token_types_are_unusable() {
+        let ok = reqwest::StatusCode::OK;
+        let answer = |at: &str, rt: &str, tt: &str| {
+            let body =
+                serde_json::json!({ "access_token": at, "refresh_token": rt, "token_type": tt });
+            parse_token_response(ok, body.to_string().as_bytes(), &LIMITS)
+        };
+        for at in ["a\r\nX: 1", "a b", "a\tb", "a\u{7f}", "\u{e9}", "a\u{0}"] {
+            assert!(
+                matches!(answer(at, "r", "Bearer"), Err(ProviderError::Unusable(m)) if m.contains("access token")),
+                "{at:?}"
+            );
+        }
+        for rt in ["r\nx", "r\u{85}"] {
+            assert!(
+                matches!(answer("a", rt, "Bearer"), Err(ProviderError::Unusable(m)) if m.contains("refresh token")),
+                "{rt:?}"
+            );
+        }
+        for tt in ["mac", "", "Bearer ", "N_A"] {
+            assert!(
+                matches!(answer("a", "r", tt), Err(ProviderError::Unusable(_))),
+                "{tt:?}"
+            );
+        }
+        for tt in ["Bearer", "bearer", "DPoP", "dpop"] {
+            assert!(answer("a-b.c_d~e+f/g=", "r s", tt).is_ok(), "{tt:?}");
+        }
     }
 
     proptest::proptest! {

@@ -37,6 +37,7 @@ mod store_conformance;
 mod store_consistency;
 mod store_costs;
 mod store_ended_idle;
+mod store_hostile;
 mod store_outage;
 mod store_sentinel;
 mod tokens;

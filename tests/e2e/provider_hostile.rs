@@ -130,6 +130,95 @@ async fn a_refreshed_id_token_naming_another_sub_ends_the_session() {
     assert_eq!(again.status, StatusCode::UNAUTHORIZED, "{again:?}");
 }
 
+/// An ID token's `at_hash` binds it to the access token of the same
+/// answer: one naming another access token is a failed login, and after
+/// a refresh ends the session. (The fixture's own `at_hash` is right: the
+/// other tests log in with it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_token_whose_at_hash_names_another_access_token_is_a_failed_login() {
+    let user = crate::harness::unique_user("at-hash");
+    tweak(
+        &user,
+        json!({ "set": { "at_hash": "gHKi_8i-dEBxsK9vKenNBw" } }),
+    )
+    .await;
+    let (gw, b, r) = login_with(&user).await;
+    assert_refused(&gw, &b, &r, "Sign-in failed").await;
+
+    let user = crate::harness::unique_user("at-hash-refresh");
+    tweak(
+        &user,
+        json!({ "grant_type": "refresh_token", "set": { "at_hash": "gHKi_8i-dEBxsK9vKenNBw" } }),
+    )
+    .await;
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .refresh_skew("10m")
+        .start()
+        .await;
+    let mut b = Browser::new(&gw);
+    b.login_as(&user).await;
+    let r = b.get("/api/x").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r:?}");
+    assert_eq!(gw.session_count().await, 0, "session record removed");
+    assert_eq!(upstream.count(), 0, "nothing forwarded");
+}
+
+/// Tokens go into headers (`Authorization`) and form bodies: an answer
+/// whose access token a header cannot carry is refused where it arrives,
+/// not stored and found out when a request is forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_access_token_a_header_cannot_carry_is_a_failed_login_and_stores_nothing() {
+    for token in [
+        "tok\r\nX-Injected: 1",
+        "tok en",
+        "tok\u{7f}",
+        "t\u{f6}k\u{e9}n",
+        "tok\u{0}",
+    ] {
+        let user = crate::harness::unique_user("at-chars");
+        tweak(&user, json!({ "response": { "access_token": token } })).await;
+        let (gw, b, r) = login_with(&user).await;
+        assert_refused(&gw, &b, &r, "cannot be used").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_type_other_than_bearer_is_a_failed_login_and_stores_nothing() {
+    // DPoP included: without `oidc.dpop` the gateway holds no key to prove
+    // possession, and would send a bound token as `Bearer`.
+    for token_type in ["mac", "N_A", "", "DPoP"] {
+        let user = crate::harness::unique_user("token-type");
+        tweak(&user, json!({ "response": { "token_type": token_type } })).await;
+        let (gw, b, r) = login_with(&user).await;
+        assert_refused(&gw, &b, &r, "cannot be used").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refreshed_access_token_a_header_cannot_carry_ends_the_session() {
+    let user = crate::harness::unique_user("at-refresh");
+    tweak(
+        &user,
+        json!({ "grant_type": "refresh_token", "response": { "access_token": "tok\r\nX-Injected: 1" } }),
+    )
+    .await;
+    let upstream = Upstream::start().await;
+    // The fixture's access tokens live 300 s: every request refreshes.
+    let gw = GatewayBuilder::new(&upstream)
+        .refresh_skew("10m")
+        .start()
+        .await;
+    let mut b = Browser::new(&gw);
+    b.login_as(&user).await;
+    assert_eq!(gw.session_count().await, 1);
+    let r = b.get("/api/x").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r:?}");
+    assert_eq!(r.json()["error"], "session_expired", "{r:?}");
+    assert_eq!(gw.session_count().await, 0, "session record removed");
+    assert_eq!(upstream.count(), 0, "nothing forwarded");
+}
+
 // --- A fake issuer -----------------------------------------------------------
 
 /// What the fake issuer serves at discovery and JWKS.

@@ -709,6 +709,40 @@ async fn invalid_logout_tokens_are_refused_and_change_nothing() {
     assert_eq!(b.get("/api/x").await.status, StatusCode::UNAUTHORIZED);
 }
 
+/// A logout token's `exp` is the provider's to choose; one years ahead
+/// (or beyond any date) must still end the session once, and its replay
+/// still be refused. Its `jti` used to be remembered until that `exp`:
+/// Redis refused the expiry, the answer was a 503 on every attempt and
+/// the session stayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_token_whose_exp_is_far_ahead_ends_the_session_once() {
+    let upstream = Upstream::start().await;
+    let (gw, client_id) = backchannel_gateway(&upstream).await;
+    let api = ProviderApi::shared();
+    for ahead in [1_000_000_000_000_000u64, 100_000_000_000_000_000] {
+        let user = unique_user("far-exp");
+        let mut b = Browser::new(&gw);
+        b.login_as(&user).await;
+        let payload = json!({
+            "iss": api.issuer, "aud": client_id, "iat": now(), "exp": now() + ahead,
+            "jti": format!("far-{:x}", rand::random::<u64>()),
+            "events": { "http://schemas.openid.net/event/backchannel-logout": {} }, "sub": user,
+        });
+        let token = api
+            .post("/__test/sign", json!({ "payload": payload }))
+            .await["jwt"]
+            .as_str()
+            .expect("jwt")
+            .to_owned();
+        let (status, body) = post_logout_token(&gw, &token).await;
+        assert_eq!(status, StatusCode::OK, "exp {ahead} s ahead: {body}");
+        assert_eq!(body["revoked"], 1, "{body}");
+        assert_eq!(b.get("/api/x").await.status, StatusCode::UNAUTHORIZED);
+        let (status, body) = post_logout_token(&gw, &token).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "replay: {body}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_logout_token_with_only_sub_ends_all_of_the_users_sessions() {
     let upstream = Upstream::start().await;

@@ -65,10 +65,15 @@ impl Target {
 }
 
 pub fn store_on(target: &Target, prefix: &str) -> RedisStore {
+    store_as(target, prefix, None)
+}
+
+/// A store that logs in as `user` (name, password).
+fn store_as(target: &Target, prefix: &str, user: Option<(&str, &str)>) -> RedisStore {
     let redis = RedisConfig {
         endpoint: target.endpoint(),
-        username: None,
-        password: None,
+        username: user.map(|(u, _)| u.to_owned()),
+        password: user.map(|(_, p)| SecretString::new(p.to_owned())),
         db: 0,
         connect_timeout: Duration::from_secs(2),
         tls_ca_pem: None,
@@ -483,10 +488,12 @@ async fn the_previous_record_layout_writes_index_hashes_the_version_before_reads
 
 /// The provider-session entry is written before the record: in the same
 /// script where every key is on one server, by a call of its own on a
-/// cluster. When it cannot be written (here its key holds a string, so
-/// `ZADD` fails with `WRONGTYPE`) the create fails and leaves neither a
+/// cluster. When it cannot be written (here the store's Redis user may
+/// write every key of the prefix but the provider-session indexes, so
+/// `ZADD` fails with `NOPERM`) the create fails and leaves neither a
 /// record nor a user-index entry: no session exists that a back-channel
-/// logout for that provider session could not find.
+/// logout for that provider session could not find. (A key of another
+/// type there no longer fails it: the create replaces it.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_whose_provider_session_entry_cannot_be_written_leaves_no_session() {
     a_failed_sid_entry_leaves_no_session_on(&Target::Standalone).await;
@@ -503,28 +510,40 @@ async fn a_failed_sid_entry_leaves_no_session_on(target: &Target) {
     let s = sessions_on(target, &prefix, None);
     let user = "provider-session-index-broken";
     let now = oidc_bff::clock::unix_now();
-    // `login(user, 0)` belongs to provider session `sid-0`.
-    let sid_key = format!("{prefix}x:{}", sid_hash("sid-0"));
+    // A Redis user of every server (ACLs are per server) that may write
+    // every key of the prefix except those of the provider-session
+    // indexes (`x:`), which it may only read.
+    let acl_user = format!("no-x-{}", &prefix[..prefix.len() - 1]);
     let mut servers = target.servers().await;
-    let mut planted = 0;
     for c in &mut servers {
-        // On a cluster only the primary that owns the key's slot takes it.
-        let set: redis::RedisResult<()> = redis::cmd("SET")
-            .arg(&sid_key)
-            .arg("not a sorted set")
+        let _: () = redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg(&acl_user)
+            .arg("reset")
+            .arg("on")
+            .arg(">pw")
+            .arg("+@all")
+            .arg("&*")
+            .arg(format!("~{prefix}[^x]*"))
+            .arg(format!("%R~{prefix}x:*"))
             .query_async(c)
-            .await;
-        planted += usize::from(set.is_ok());
+            .await
+            .expect("ACL SETUSER");
     }
-    assert_eq!(planted, 1, "the blocking key was written once");
-
-    let refused = s.create(login(user, 0), &ClientInfo::default(), now).await;
+    let limited = sessions_over(store_as(target, &prefix, Some((&acl_user, "pw"))), None);
+    let refused = limited
+        .create(login(user, 0), &ClientInfo::default(), now)
+        .await;
     assert!(
         refused.is_err(),
         "a create whose provider-session entry failed must fail"
     );
     for c in &mut servers {
-        let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(&sid_key).query_async(c).await;
+        let _: redis::RedisResult<i64> = redis::cmd("ACL")
+            .arg("DELUSER")
+            .arg(&acl_user)
+            .query_async(c)
+            .await;
     }
     let d = dump(target, &prefix).await;
     assert!(

@@ -924,23 +924,26 @@ async function registerClient(body) {
 // ---------------------------------------------------------------------------
 
 // Original sub -> what to do to the ID tokens of that account's token
-// responses: { grant_type, remove: [claim], set: {claim: value}, pad_bytes }.
+// responses: { grant_type, remove: [claim], set: {claim: value}, pad_bytes },
+// and `response`: fields of the token response itself to replace
+// (`access_token`, `token_type`, `expires_in`, ...).
 const idTokenTweaks = new Map();
 
 function setIdTokenTweak(body) {
   if (typeof body.sub !== 'string' || !body.sub) return [400, { ok: false, error: 'sub is required' }];
-  const { sub, grant_type: grantType = null, remove = [], set = {}, pad_bytes: padBytes = 0 } = body;
+  const { sub, grant_type: grantType = null, remove = [], set = {}, pad_bytes: padBytes = 0, response = {} } = body;
   if (grantType !== null && grantType !== 'authorization_code' && grantType !== 'refresh_token') {
     return [400, { ok: false, error: 'grant_type must be authorization_code, refresh_token or absent' }];
   }
   if (!Array.isArray(remove) || !remove.every((c) => typeof c === 'string')) return [400, { ok: false, error: 'remove must be a list of claim names' }];
   if (set === null || typeof set !== 'object' || Array.isArray(set)) return [400, { ok: false, error: 'set must be an object' }];
   if (!Number.isInteger(padBytes) || padBytes < 0 || padBytes > 16 << 20) return [400, { ok: false, error: 'pad_bytes must be an integer in 0..16 MiB' }];
-  if (!remove.length && !Object.keys(set).length && !padBytes) {
+  if (response === null || typeof response !== 'object' || Array.isArray(response)) return [400, { ok: false, error: 'response must be an object' }];
+  if (!remove.length && !Object.keys(set).length && !padBytes && !Object.keys(response).length) {
     idTokenTweaks.delete(sub);
     return [200, { ok: true, cleared: true }];
   }
-  idTokenTweaks.set(sub, { grantType, remove, set, padBytes });
+  idTokenTweaks.set(sub, { grantType, remove, set, padBytes, response });
   return [200, { ok: true }];
 }
 
@@ -958,7 +961,7 @@ async function tweakIdToken(ctx) {
   for (const claim of tweak.remove) delete payload[claim];
   Object.assign(payload, tweak.set);
   if (tweak.padBytes) payload.pad = 'x'.repeat(tweak.padBytes);
-  ctx.body = { ...ctx.body, id_token: await signJws(payload, {}, SIGNING_KEY, SIGNING_JWK.kid) };
+  ctx.body = { ...ctx.body, id_token: await signJws(payload, {}, SIGNING_KEY, SIGNING_JWK.kid), ...tweak.response };
   log(`id token for ${grantType} of ${tweak.set.sub ?? payload.sub} tweaked (${idToken.length} -> ${ctx.body.id_token.length} chars)`);
 }
 

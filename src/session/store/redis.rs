@@ -41,7 +41,7 @@ use crate::session::record::{GENERATION_AT, StoredSession};
 mod migrating;
 mod read;
 mod sweep;
-use read::{fetched, stamp};
+use read::{fetched, stamp, wrong_type_as};
 use sweep::glob_escape;
 
 pub struct RedisStore {
@@ -341,7 +341,11 @@ impl RedisStore {
             let mut conn = self.conn.clone();
             // `u` as stored (bytes, or hex from an older version): the
             // script compares it as it is.
-            let user: Option<Vec<u8>> = self.run(conn.hget(&record, "u")).await?;
+            let user: Option<Vec<u8>> = self
+                .run(async {
+                    wrong_type_as(conn.hget(&record, "u").await, None, "a session's record")
+                })
+                .await?;
             let mut call = self.scripts.revoke.prepare_invoke();
             call.key(&record)
                 .key(&tombstone)
@@ -391,7 +395,15 @@ impl RedisStore {
             // among the oldest max + 256, and evictions among those; a larger
             // backlog (a limit lowered since) shrinks over the next logins.
             let mut conn = self.conn.clone();
-            let oldest: Vec<String> = self.run(conn.zrange(index, 0, max as isize + 255)).await?;
+            let oldest: Vec<String> = self
+                .run(async {
+                    wrong_type_as(
+                        conn.zrange(index, 0, max as isize + 255).await,
+                        Vec::new(),
+                        "a user's index",
+                    )
+                })
+                .await?;
             let candidates = Self::ids(oldest);
             let mut call = self.scripts.evict.prepare_invoke();
             call.key(index);
@@ -438,7 +450,15 @@ impl RedisStore {
     ) -> StoreResult<()> {
         for _ in 0..MAX_BATCHES {
             let mut conn = self.conn.clone();
-            let listed: Vec<String> = self.run(conn.zrange(index, 0, BATCH as isize)).await?;
+            let listed: Vec<String> = self
+                .run(async {
+                    wrong_type_as(
+                        conn.zrange(index, 0, BATCH as isize).await,
+                        Vec::new(),
+                        "a user's index",
+                    )
+                })
+                .await?;
             let batch: Vec<StoreId> = Self::ids(listed.clone())
                 .into_iter()
                 .filter(|id| Some(id) != except)
@@ -486,13 +506,15 @@ impl RedisStore {
     ) -> StoreResult<()> {
         for _ in 0..MAX_BATCHES {
             let mut conn = self.conn.clone();
-            let listed: Vec<String> = match kind {
-                SidIndex::Sorted => self.run(conn.zrange(index, 0, BATCH as isize - 1)).await?,
-                SidIndex::Set => {
-                    self.run(conn.srandmember_multiple(index, BATCH as isize))
-                        .await?
-                }
-            };
+            let listed: Vec<String> = self
+                .run(async {
+                    let read = match kind {
+                        SidIndex::Sorted => conn.zrange(index, 0, BATCH as isize - 1).await,
+                        SidIndex::Set => conn.srandmember_multiple(index, BATCH as isize).await,
+                    };
+                    wrong_type_as(read, Vec::new(), "a provider-session index")
+                })
+                .await?;
             if listed.is_empty() {
                 return Ok(());
             }
@@ -976,7 +998,9 @@ impl SessionStore for RedisStore {
                 };
                 let user = user.to_owned();
                 let mut conn = self.conn.clone();
-                let n: u64 = self.run(conn.zcard(&key)).await?;
+                let n: u64 = self
+                    .run(async { wrong_type_as(conn.zcard(&key).await, 0, "a user's index") })
+                    .await?;
                 if n > 0 {
                     *counts.entry(user).or_default() += n;
                 }

@@ -22,11 +22,41 @@ use redis::Script;
 /// either: they compare `u` with what the caller read from it and return
 /// `x` as stored, so both forms work and no script changed with the form.
 const PRELUDE: &str = r"
+-- A key of the wrong type (a string where a hash is expected: another
+-- tenant's write, a restore from another layout) is read as an absent
+-- key, and replaced by a write: one bad key is a session that does not
+-- exist, never an error on every request that names it. Only WRONGTYPE:
+-- any other refusal (out of memory, an ACL) is raised, as a plain call
+-- would, by repeating the command (one that failed had no effect). Not
+-- `TYPE` first: the documented ACL does not grant it.
+local function wrong_type(v)
+  return type(v) == 'table' and v.err and string.find(v.err, 'WRONGTYPE', 1, true)
+end
+local function lenient(absent, ...)
+  local v = redis.pcall(...)
+  if wrong_type(v) then return absent end
+  if type(v) == 'table' and v.err then return redis.call(...) end
+  return v
+end
+local function hget(k, f) return lenient(false, 'HGET', k, f) end
+local function sget(k) return lenient(false, 'GET', k) end
+local function owned(...)
+  local v = redis.pcall(...)
+  if wrong_type(v) then
+    redis.call('DEL', (select(2, ...)))
+  elseif not (type(v) == 'table' and v.err) then
+    return v
+  end
+  return redis.call(...)
+end
+local function unlist(ik, id, kind)
+  if kind == 's' then lenient(0, 'SREM', ik, id) else lenient(0, 'ZREM', ik, id) end
+end
 local function revoke_one(sk, tk, uk, id, tomb, tttl)
   local left = redis.call('PTTL', sk)
-  local x = redis.call('HGET', sk, 'x')
+  local x = hget(sk, 'x')
   if redis.call('DEL', sk) == 0 then return false end
-  redis.call('ZREM', uk, id)
+  unlist(uk, id, 'z')
   -- The tombstone outlives whatever was left of the record, so a copy of
   -- it written back later is still refused by GET.
   redis.call('SET', tk, tomb, 'PX', math.max(tonumber(tttl), left))
@@ -97,7 +127,7 @@ local function ended(sk, ak, now, live_ms)
   local hint = tonumber(live_ms or '0') or 0
   if hint > 0 and redis.call('PTTL', sk) > hint then return false end
   if redis.call('EXISTS', ak) == 1 then return false end
-  local r = redis.call('HGET', sk, 'r')
+  local r = hget(sk, 'r')
   if not r then return false end
   local idle, abs = deadlines(r)
   return idle ~= nil and tonumber(now) >= math.min(idle, abs)
@@ -108,16 +138,16 @@ end
 -- sweep's.
 local function drop(sk, ak, ik, id, kind)
   redis.call('DEL', sk, ak)
-  if kind == 's' then redis.call('SREM', ik, id) else redis.call('ZREM', ik, id) end
+  unlist(ik, id, kind)
 end
 local function extend(k, ms)
   if redis.call('PTTL', k) < tonumber(ms) then redis.call('PEXPIRE', k, ms) end
 end
 local function index_add(xk, score, id, ittl, kind)
   if kind == 'z' then
-    redis.call('ZADD', xk, score, id)
+    owned('ZADD', xk, score, id)
   else
-    redis.call('SADD', xk, id)
+    owned('SADD', xk, id)
   end
   extend(xk, ittl)
 end
@@ -150,7 +180,7 @@ else
   redis.call('HSET', sk, 'r', rec, 'u', uh)
 end
 redis.call('PEXPIRE', sk, ttl)
-redis.call('ZADD', uk, score, id)
+owned('ZADD', uk, score, id)
 extend(uk, ittl)
 return redis.call('ZCARD', uk)
 ";
@@ -179,7 +209,7 @@ local n = #ARGV - 5
 for i = 1, n do
   local id, sk, ak = ARGV[5 + i], KEYS[3 * i - 1], KEYS[3 * i + 1]
   if redis.call('EXISTS', sk) == 0 then
-    redis.call('ZREM', uk, id)
+    unlist(uk, id, 'z')
   elseif id ~= keep and ended(sk, ak, now) then
     drop(sk, ak, uk, id, 'z')
   end
@@ -190,7 +220,7 @@ for i = 1, n do
   local id = ARGV[5 + i]
   if id ~= keep and redis.call('ZSCORE', uk, id) then
     local x = revoke_one(KEYS[3 * i - 1], KEYS[3 * i], uk, id, tomb, tttl)
-    redis.call('ZREM', uk, id)
+    unlist(uk, id, 'z')
     if x then
       table.insert(out, id)
       table.insert(out, x)
@@ -211,18 +241,18 @@ return {redis.call('ZCARD', uk), out}
 /// since the caller read it (ask again).
 const REVOKE: &str = r"
 local sk, tk, ak, uk = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local u = redis.call('HGET', sk, 'u')
+local u = hget(sk, 'u')
 if u then
   if not uk or u ~= ARGV[4] then return {3, ''} end
   if not ended(sk, ak, ARGV[6]) then
     return {1, revoke_one(sk, tk, uk, ARGV[3], ARGV[1], ARGV[2])}
   end
   drop(sk, ak, uk, ARGV[3], 'z')
-  local t = redis.call('GET', tk)
+  local t = sget(tk)
   if t then return {2, t} end
   return {0, ''}
 end
-local t = redis.call('GET', tk)
+local t = sget(tk)
 if t then return {2, t} end
 if ARGV[5] == '1' then redis.call('SET', tk, ARGV[1], 'PX', ARGV[2]) end
 return {0, ''}
@@ -245,7 +275,7 @@ for i = 4, #ARGV do
   else
     x = revoke_one(sk, tk, uk, ARGV[i], ARGV[1], ARGV[2])
   end
-  redis.call('ZREM', uk, ARGV[i])
+  unlist(uk, ARGV[i], 'z')
   if x then
     table.insert(out, ARGV[i])
     table.insert(out, x)
@@ -261,6 +291,12 @@ return out
 /// in for that instant, inside the script, so its neighbours are found.
 const LIST_WINDOW: &str = r"
 local uk, want, cs, cid = KEYS[1], tonumber(ARGV[1]), ARGV[2], ARGV[3]
+-- An index of another type lists nothing (the next login replaces it).
+local n = redis.pcall('ZCARD', uk)
+if type(n) == 'table' then
+  if string.find(n.err or '', 'WRONGTYPE', 1, true) then return {} end
+  return redis.call('ZCARD', uk)
+end
 local start = 0
 if cid ~= '' then
   if redis.call('ZSCORE', uk, cid) then
@@ -282,16 +318,12 @@ return redis.call('ZREVRANGE', uk, start, start + want - 1, 'WITHSCORES')
 const READ_LIVE: &str = r"
 local out = {}
 for i = 2, #ARGV do
-  local r = redis.call('HGET', KEYS[2 * i - 2], 'r')
+  local r = hget(KEYS[2 * i - 2], 'r')
   if r then
     table.insert(out, r)
-    table.insert(out, redis.call('GET', KEYS[2 * i - 1]) or '')
+    table.insert(out, sget(KEYS[2 * i - 1]) or '')
   else
-    if ARGV[1] == 'z' then
-      redis.call('ZREM', KEYS[1], ARGV[i])
-    else
-      redis.call('SREM', KEYS[1], ARGV[i])
-    end
+    unlist(KEYS[1], ARGV[i], ARGV[1])
     table.insert(out, '')
     table.insert(out, '')
   end
@@ -311,7 +343,7 @@ local n = 0
 for i = 4, #ARGV do
   local sk, ak = KEYS[2 * i - 6], KEYS[2 * i - 5]
   if redis.call('EXISTS', sk) == 0 then
-    if ARGV[1] == 'z' then redis.call('ZREM', KEYS[1], ARGV[i]) else redis.call('SREM', KEYS[1], ARGV[i]) end
+    unlist(KEYS[1], ARGV[i], ARGV[1])
     n = n + 1
   elseif ended(sk, ak, ARGV[2], ARGV[3]) then
     drop(sk, ak, KEYS[1], ARGV[i], ARGV[1])
@@ -327,12 +359,27 @@ return n
 /// one-element array, so a live record (a plain bulk string) needs no
 /// unwrapping; a live record with an activity key comes back as
 /// `{record, activity}`.
+///
+/// A key of the wrong type is never an error (which would answer every
+/// request of the session with a 503, for as long as the key is there):
+/// a tombstone key holding anything but a string answers `2` (ended, no
+/// reason readable: the session cannot be shown not to be revoked), a
+/// record key holding anything but a hash answers `1` (no session), and
+/// an activity key of another type counts as no activity.
 const GET: &str = r"
-local t = redis.call('GET', KEYS[2])
+local function read(...)
+  local v = redis.pcall(...)
+  if type(v) ~= 'table' then return v, false end
+  if string.find(v.err or '', 'WRONGTYPE', 1, true) then return false, true end
+  return redis.call(...), false
+end
+local t, bad = read('GET', KEYS[2])
+if bad then return 2 end
 if t then return {t} end
-local r = redis.call('HGET', KEYS[1], 'r')
+local r, bad = read('HGET', KEYS[1], 'r')
+if bad then return 1 end
 if not r then return r end
-local a = redis.call('GET', KEYS[3])
+local a = read('GET', KEYS[3])
 if a then return {r, a} end
 return r
 ";
@@ -349,14 +396,23 @@ return r
 const ACTIVITY: &str = r"
 local left = redis.call('PTTL', KEYS[1])
 if left < 0 or left < tonumber(ARGV[2]) then return 0 end
-local cur = redis.call('GET', KEYS[2])
+-- An activity key of another type is replaced (SET overwrites any type).
+local cur = redis.pcall('GET', KEYS[2])
+if type(cur) == 'table' then
+  if not string.find(cur.err or '', 'WRONGTYPE', 1, true) then return redis.call('GET', KEYS[2]) end
+  cur = false
+end
 if cur and tonumber(cur) and tonumber(cur) >= tonumber(ARGV[1]) then return 1 end
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return 1
 ";
 
 const REPLACE_IF: &str = r"
-local cur = redis.call('HGET', KEYS[1], 'r')
+local cur = redis.pcall('HGET', KEYS[1], 'r')
+if type(cur) == 'table' then
+  if not string.find(cur.err or '', 'WRONGTYPE', 1, true) then return redis.call('HGET', KEYS[1], 'r') end
+  return 0
+end
 if not cur then return 0 end
 if string.sub(cur, ARGV[4], ARGV[5]) ~= ARGV[1] then return -1 end
 redis.call('HSET', KEYS[1], 'r', ARGV[2])
@@ -397,7 +453,7 @@ for _, sk in ipairs(r[2]) do
   elseif redis.pcall('EXISTS', activity_key(sk)) ~= 0 then
     n = n + 1
   else
-    local rec = redis.call('HGET', sk, 'r')
+    local rec = hget(sk, 'r')
     if rec then
       local idle, abs = deadlines(rec)
       if idle == nil or now < math.min(idle, abs) then n = n + 1 end
@@ -442,7 +498,7 @@ impl Scripts {
             revoke: with_prelude(REVOKE),
             revoke_many: with_prelude(REVOKE_MANY),
             list_window: Script::new(LIST_WINDOW),
-            read_live: Script::new(READ_LIVE),
+            read_live: with_prelude(READ_LIVE),
             trim: with_prelude(TRIM),
             unlock: Script::new(UNLOCK),
             count_batch: format!("{PRELUDE}\n{COUNT_BATCH}"),

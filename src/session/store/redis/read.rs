@@ -23,9 +23,47 @@ pub(super) fn fetched(value: redis::Value) -> Read {
             }),
             None,
         ),
+        // `GET`'s answers for a key of the wrong type (see the script).
+        redis::Value::Int(WRONG_TYPE_RECORD) => {
+            tracing::warn!(
+                "a session's record key holds another type than a hash (written by something else?): read as no session"
+            );
+            (Fetched::Missing, None)
+        }
+        redis::Value::Int(WRONG_TYPE_TOMBSTONE) => {
+            tracing::warn!(
+                "a session's tombstone key holds another type than a string (written by something else?): read as ended"
+            );
+            (Fetched::Revoked(None), None)
+        }
         _ => (Fetched::Missing, None),
     };
     Read { fetched, activity }
+}
+
+/// What `GET` answers when the record key is not a hash.
+const WRONG_TYPE_RECORD: i64 = 1;
+/// What `GET` answers when the tombstone key is not a string.
+const WRONG_TYPE_TOMBSTONE: i64 = 2;
+
+/// A single-key read whose key holds another type than the command reads
+/// (`WRONGTYPE`) as `absent`: a key written by something else is no data
+/// of ours, and an error there would be taken for an outage (a 503 on
+/// every request that names the key, for as long as it is there).
+pub(super) fn wrong_type_as<T>(
+    answer: redis::RedisResult<T>,
+    absent: T,
+    what: &str,
+) -> redis::RedisResult<T> {
+    match answer {
+        Err(e) if e.code() == Some("WRONGTYPE") => {
+            tracing::warn!(
+                "{what} holds a key of another type (written by something else?): read as absent"
+            );
+            Ok(absent)
+        }
+        answer => answer,
+    }
 }
 
 /// An activity key's value: a decimal integer (Redis may hand it back as
@@ -76,27 +114,34 @@ impl RedisStore {
         // `ASKING`, `ASKING`, `GET`, …): the second and third are then
         // sent back with `MOVED`, every time.
         let mut conn = self.conn.clone();
-        let tomb: Option<Vec<u8>> = redis::cmd("GET")
-            .arg(tombstone)
-            .query_async(&mut conn)
-            .await?;
+        // A key of the wrong type reads as `GET` reads it: a tombstone as
+        // one without a reason, a record as none, an activity as none.
+        let tomb: Option<Vec<u8>> = wrong_type_as(
+            redis::cmd("GET")
+                .arg(tombstone)
+                .query_async(&mut conn)
+                .await,
+            Some(Vec::new()),
+            "a session's tombstone",
+        )?;
         let live: Option<Vec<u8>> = match tomb {
             Some(_) => None,
-            None => {
+            None => wrong_type_as(
                 redis::cmd("HGET")
                     .arg(record)
                     .arg("r")
                     .query_async(&mut conn)
-                    .await?
-            }
+                    .await,
+                None,
+                "a session's record",
+            )?,
         };
         let stamped: redis::Value = match live {
-            Some(_) => {
-                redis::cmd("GET")
-                    .arg(activity)
-                    .query_async(&mut conn)
-                    .await?
-            }
+            Some(_) => wrong_type_as(
+                redis::cmd("GET").arg(activity).query_async(&mut conn).await,
+                redis::Value::Nil,
+                "a session's activity",
+            )?,
             None => redis::Value::Nil,
         };
         Ok(match (tomb, live) {

@@ -11,7 +11,7 @@ use redis::AsyncCommands;
 
 use super::super::redis_keys::{ACTIVITY_ID_DIGITS, SidIndex};
 use super::super::redis_link::Node;
-use super::{BATCH, RedisStore, SID_GRACE_MILLIS, score_millis};
+use super::{BATCH, RedisStore, SID_GRACE_MILLIS, score_millis, wrong_type_as};
 use crate::session::cookie::StoreId;
 use crate::session::store::{SessionStore as _, StoreError, StoreResult};
 
@@ -180,15 +180,22 @@ impl RedisStore {
         let mut cursor: u64 = 0;
         loop {
             let mut conn = self.conn.clone();
+            // An index of another type is skipped, not the sweep's end
+            // (the next login of its user replaces it).
             let (next, batch): (u64, Vec<String>) = self
-                .run(
-                    redis::cmd(scan)
-                        .arg(key)
-                        .arg(cursor)
-                        .arg("COUNT")
-                        .arg(BATCH)
-                        .query_async(&mut conn),
-                )
+                .run(async {
+                    wrong_type_as(
+                        redis::cmd(scan)
+                            .arg(key)
+                            .arg(cursor)
+                            .arg("COUNT")
+                            .arg(BATCH)
+                            .query_async(&mut conn)
+                            .await,
+                        (0, Vec::new()),
+                        "a session index",
+                    )
+                })
                 .await?;
             // ZSCAN answers member, score, member, score, ...
             let step = if kind == SidIndex::Sorted { 2 } else { 1 };
@@ -224,14 +231,19 @@ impl RedisStore {
         loop {
             let mut conn = self.conn.clone();
             let (next, batch): (u64, Vec<String>) = self
-                .run(
-                    redis::cmd("ZSCAN")
-                        .arg(key)
-                        .arg(cursor)
-                        .arg("COUNT")
-                        .arg(BATCH)
-                        .query_async(&mut conn),
-                )
+                .run(async {
+                    wrong_type_as(
+                        redis::cmd("ZSCAN")
+                            .arg(key)
+                            .arg(cursor)
+                            .arg("COUNT")
+                            .arg(BATCH)
+                            .query_async(&mut conn)
+                            .await,
+                        (0, Vec::new()),
+                        "a provider-session index",
+                    )
+                })
                 .await?;
             let old: Vec<StoreId> = batch
                 .chunks_exact(2)
