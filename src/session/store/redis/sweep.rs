@@ -166,6 +166,33 @@ impl RedisStore {
         }
     }
 
+    /// One batch of a cursor walk (`SSCAN`/`ZSCAN`) over the index `key`.
+    /// An index of another type reads as empty: it is skipped, not the
+    /// sweep's end (the next login of its user replaces it).
+    async fn index_batch(
+        &self,
+        scan: &str,
+        key: &str,
+        cursor: u64,
+        what: &str,
+    ) -> StoreResult<(u64, Vec<String>)> {
+        let mut conn = self.conn.clone();
+        self.run(async {
+            wrong_type_as(
+                redis::cmd(scan)
+                    .arg(key)
+                    .arg(cursor)
+                    .arg("COUNT")
+                    .arg(BATCH)
+                    .query_async(&mut conn)
+                    .await,
+                (0, Vec::new()),
+                what,
+            )
+        })
+        .await
+    }
+
     /// Walks one index whose members' records share its slot (a user index,
     /// a legacy provider-session index) and drops dead members, one
     /// ZSCAN/SSCAN batch per script call: those whose record is gone, and
@@ -179,23 +206,8 @@ impl RedisStore {
         let mut removed = 0;
         let mut cursor: u64 = 0;
         loop {
-            let mut conn = self.conn.clone();
-            // An index of another type is skipped, not the sweep's end
-            // (the next login of its user replaces it).
-            let (next, batch): (u64, Vec<String>) = self
-                .run(async {
-                    wrong_type_as(
-                        redis::cmd(scan)
-                            .arg(key)
-                            .arg(cursor)
-                            .arg("COUNT")
-                            .arg(BATCH)
-                            .query_async(&mut conn)
-                            .await,
-                        (0, Vec::new()),
-                        "a session index",
-                    )
-                })
+            let (next, batch) = self
+                .index_batch(scan, key, cursor, "a session index")
                 .await?;
             // ZSCAN answers member, score, member, score, ...
             let step = if kind == SidIndex::Sorted { 2 } else { 1 };
@@ -229,21 +241,8 @@ impl RedisStore {
         let mut removed = 0;
         let mut cursor: u64 = 0;
         loop {
-            let mut conn = self.conn.clone();
-            let (next, batch): (u64, Vec<String>) = self
-                .run(async {
-                    wrong_type_as(
-                        redis::cmd("ZSCAN")
-                            .arg(key)
-                            .arg(cursor)
-                            .arg("COUNT")
-                            .arg(BATCH)
-                            .query_async(&mut conn)
-                            .await,
-                        (0, Vec::new()),
-                        "a provider-session index",
-                    )
-                })
+            let (next, batch) = self
+                .index_batch("ZSCAN", key, cursor, "a provider-session index")
                 .await?;
             let old: Vec<StoreId> = batch
                 .chunks_exact(2)
@@ -263,6 +262,7 @@ impl RedisStore {
                 }
             }
             if !dead.is_empty() {
+                let mut conn = self.conn.clone();
                 let n: u64 = self.run(conn.zrem(key, &dead)).await?;
                 removed += n;
             }
