@@ -157,6 +157,20 @@ pub(super) fn validate(s: &RawSession, issues: &mut Issues) -> SessionConfig {
     if s.insecure_cookies && (host_prefix || secure_prefix) {
         issues.add("session.insecure_cookies", "browsers refuse __Host-/__Secure- cookies without Secure; with insecure_cookies = true also set session.cookie_name to a name without the prefix");
     }
+    // Without a prefix a browser takes a cookie of that name from any
+    // sibling host (`Domain=` the parent) or from plain http, which then
+    // rides along with ours: the prefix is what makes `Secure` and the
+    // host binding hold. Dropping it is the loosening for plain-http
+    // development, so it goes with `insecure_cookies`, never alone.
+    if name_ok && !s.insecure_cookies && !host_prefix && !secure_prefix {
+        issues.add(
+            "session.cookie_name",
+            format!(
+                "`{}` has no __Host- or __Secure- prefix, which browsers need to keep other hosts from setting it; use \"__Host-{}\" (or \"__Secure-{}\" with session.cookie_domain), or set session.insecure_cookies = true for plain-http development",
+                s.cookie_name, s.cookie_name, s.cookie_name
+            ),
+        );
+    }
     let idle_timeout = positive_duration(issues, "session.idle_timeout", &s.idle_timeout);
     let absolute_timeout =
         positive_duration(issues, "session.absolute_timeout", &s.absolute_timeout);
@@ -267,6 +281,30 @@ mod tests {
                 )
             );
         }
+    }
+
+    #[test]
+    fn a_cookie_name_without_a_prefix_needs_the_explicit_insecure_loosening() {
+        let with =
+            |session: &str| minimal().replace("[session]\n", &format!("[session]\n{session}\n"));
+        let err = load_str(&with("cookie_name = \"bff\""), &[]).expect_err("no prefix");
+        assert_eq!(err.0[0].key, "session.cookie_name");
+        assert!(
+            err.0[0].message.contains("\"__Host-bff\""),
+            "{}",
+            err.0[0].message
+        );
+        let err = load_str(&minimal(), &[("OIDC_BFF__SESSION__COOKIE_NAME", "sid")])
+            .expect_err("no prefix from the environment either");
+        assert_eq!(err.0[0].key, "session.cookie_name");
+        for fine in [
+            "cookie_name = \"__Host-bff\"",
+            "cookie_name = \"__Secure-bff\"",
+        ] {
+            load_str(&with(fine), &[]).unwrap_or_else(|e| panic!("{fine}: {e:?}"));
+        }
+        load_str(&with("cookie_name = \"bff\"\ninsecure_cookies = true"), &[])
+            .expect("the explicit loosening allows it");
     }
 
     #[test]
