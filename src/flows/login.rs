@@ -814,6 +814,7 @@ mod tests {
             TokenError::Expired,
             TokenError::NotYetValid,
             TokenError::TooOld,
+            TokenError::AuthTimeInFuture,
             TokenError::MissingClaim("iss".into()),
             TokenError::MissingClaim("sub".into()),
             TokenError::MissingClaim("iat".into()),

@@ -52,6 +52,10 @@ pub enum TokenError {
     NotYetValid,
     #[error("token was issued too long ago")]
     TooOld,
+    /// `auth_time` after the token's own check time: it would make a
+    /// step-up's `max_age` hold for as long as the session lives.
+    #[error("auth_time is in the future")]
+    AuthTimeInFuture,
     #[error("required claim `{0}` is missing")]
     MissingClaim(String),
     #[error("nonce does not match the login")]
@@ -360,6 +364,16 @@ fn check_iat(claims: &Claims, now: u64, skew: u64, max_age: u64) -> Result<(), T
     Ok(())
 }
 
+/// `auth_time`, when present as a number, is not after `now` (plus the
+/// clock skew): the user cannot have signed in later than the token says
+/// it is now. A step-up rule reads it as how long ago that was.
+fn check_auth_time(claims: &Claims, now: u64, skew: u64) -> Result<(), TokenError> {
+    match claims.get("auth_time").and_then(Value::as_f64) {
+        Some(t) if t > now.saturating_add(skew) as f64 => Err(TokenError::AuthTimeInFuture),
+        _ => Ok(()),
+    }
+}
+
 /// `azp`, when present, must be this client; with several audiences it must
 /// be present (OpenID Connect Core §3.1.3.7, steps 4–5).
 fn check_azp(claims: &Claims, client_id: &str) -> Result<(), TokenError> {
@@ -411,6 +425,7 @@ pub async fn validate_id_token(
         skew,
         cfg.login_timeout.as_secs().max(600),
     )?;
+    check_auth_time(&claims, expect.now, skew)?;
     check_azp(&claims, &cfg.client_id)?;
     if let Some(expected) = expect.nonce {
         let got = claims
@@ -551,6 +566,34 @@ mod tests {
 
     fn claims(v: Value) -> Claims {
         v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn auth_time_must_not_be_in_the_future() {
+        for fine in [
+            json!({}),
+            json!({"auth_time": 1000}),
+            json!({"auth_time": 1060}),
+            json!({"auth_time": 1}),
+        ] {
+            assert!(
+                check_auth_time(&claims(fine.clone()), 1000, 60).is_ok(),
+                "{fine}"
+            );
+        }
+        for bad in [
+            json!({"auth_time": 1061}),
+            json!({"auth_time": 1061.5}),
+            json!({"auth_time": u64::MAX}),
+        ] {
+            assert!(
+                matches!(
+                    check_auth_time(&claims(bad.clone()), 1000, 60),
+                    Err(TokenError::AuthTimeInFuture)
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -83,6 +83,20 @@ async fn an_id_token_without_iat_is_a_failed_login_not_a_provider_outage() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_token_whose_auth_time_is_in_the_future_is_a_failed_login() {
+    // A step-up rule's max_age would hold for as long as the session lives.
+    let user = crate::harness::unique_user("future");
+    let hour_ahead = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 3600;
+    tweak(&user, json!({ "set": { "auth_time": hour_ahead } })).await;
+    let (gw, b, r) = login_with(&user).await;
+    assert_refused(&gw, &b, &r, "auth_time is in the future").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_id_token_without_sub_is_a_failed_login_not_a_provider_outage() {
     let user = crate::harness::unique_user("nosub");
     tweak(&user, json!({ "remove": ["sub"] })).await;
