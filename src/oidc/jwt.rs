@@ -97,6 +97,21 @@ struct Fetches {
     /// The last re-fetch caused by an unknown `kid`: the only kind the
     /// rate limit counts.
     unknown_kid: Option<Instant>,
+    /// The last failed refresh: the next is not tried before
+    /// [`RETRY_AFTER_FAILURE`], so a slow or failing provider does not
+    /// hold every request for its timeout.
+    failed: Option<Instant>,
+}
+
+/// How long after a failed refresh the next one is tried.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(10);
+
+/// Whether keys last fetched `age` ago stay in use when a refresh fails:
+/// while younger than twice the refresh interval `max_age`. A provider
+/// down for an hour does not end every login; keys it has since revoked
+/// are not trusted for ever either.
+fn keeps_cached_keys(have_keys: bool, age: Option<Duration>, max_age: Duration) -> bool {
+    have_keys && age.is_some_and(|a| a < max_age.saturating_mul(2))
 }
 
 impl KeyCache {
@@ -126,14 +141,40 @@ impl KeyCache {
     }
 
     /// Loads the keys if never loaded or older than the refresh interval.
+    /// A failed refresh keeps the cached keys in use while they are younger
+    /// than twice the refresh interval ([`keeps_cached_keys`]), and is not
+    /// retried by every request: at most once per [`RETRY_AFTER_FAILURE`].
+    /// Past that (or with no keys at all) the failure is the answer: a 503.
     pub async fn ensure_loaded(&self, provider: &Provider) -> Result<(), ProviderError> {
         let mut fetches = self.fetches.lock().await;
-        let stale = fetches.any.is_none_or(|t| t.elapsed() >= self.max_age);
-        if stale {
-            self.fetch(provider).await?;
-            fetches.any = Some(Instant::now());
+        let age = fetches.any.map(|t| t.elapsed());
+        if age.is_some_and(|a| a < self.max_age) {
+            return Ok(());
         }
-        Ok(())
+        let have_keys = self.is_loaded();
+        let usable = keeps_cached_keys(have_keys, age, self.max_age);
+        if usable
+            && fetches
+                .failed
+                .is_some_and(|t| t.elapsed() < RETRY_AFTER_FAILURE)
+        {
+            return Ok(());
+        }
+        match self.fetch(provider).await {
+            Ok(()) => {
+                fetches.any = Some(Instant::now());
+                fetches.failed = None;
+                Ok(())
+            }
+            Err(e) => {
+                fetches.failed = Some(Instant::now());
+                if !usable {
+                    return Err(e);
+                }
+                tracing::warn!(error = %e, "provider JWKS refresh failed; keeping the cached keys");
+                Ok(())
+            }
+        }
     }
 
     pub fn is_loaded(&self) -> bool {
@@ -913,6 +954,17 @@ mod tests {
                 String::from_utf8_lossy(&body[..body.len().min(40)])
             );
         }
+    }
+
+    #[test]
+    fn cached_keys_outlive_a_failed_refresh_for_one_more_interval_only() {
+        let hour = Duration::from_secs(3600);
+        let mins = |m: u64| Some(Duration::from_secs(m * 60));
+        assert!(keeps_cached_keys(true, mins(61), hour));
+        assert!(keeps_cached_keys(true, mins(119), hour));
+        assert!(!keeps_cached_keys(true, mins(120), hour), "bounded");
+        assert!(!keeps_cached_keys(false, mins(61), hour), "no keys");
+        assert!(!keeps_cached_keys(true, None, hour), "never fetched");
     }
 
     #[test]
