@@ -661,6 +661,21 @@ const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-log
 /// remembered longer.
 pub const LOGOUT_TOKEN_MAX_AGE_SECS: u64 = 600;
 
+/// A logout token's header `typ` (Back-Channel Logout 1.0 §2.4): absent,
+/// `logout+jwt` or its full media type `application/logout+jwt` (RFC 7515
+/// §4.1.9 lets the `application/` prefix be written or not), or plain
+/// `JWT`, which providers that do not type their logout tokens send
+/// (Keycloak); such a token still needs the logout event and no nonce, so
+/// an ID token is never taken for one. Any other type (`at+jwt`, ...) is
+/// another kind of token.
+fn logout_typ_ok(typ: Option<&str>) -> bool {
+    typ.is_none_or(|t| {
+        let t = t.to_ascii_lowercase();
+        let t = t.strip_prefix("application/").unwrap_or(&t);
+        t == "logout+jwt" || t == "jwt"
+    })
+}
+
 /// Validates a logout token (OpenID Connect Back-Channel Logout 1.0 §2.6).
 pub async fn validate_logout_token(
     provider: &Provider,
@@ -669,11 +684,7 @@ pub async fn validate_logout_token(
     now: u64,
 ) -> Result<LogoutClaims, TokenError> {
     let header = parse_header(token, provider.config().limits.token_bytes)?;
-    // §2.4: explicit typing, when used, must say logout+jwt.
-    if let Some(typ) = &header.typ
-        && !typ.eq_ignore_ascii_case("logout+jwt")
-        && !typ.eq_ignore_ascii_case("JWT")
-    {
+    if !logout_typ_ok(header.typ.as_deref()) {
         return Err(TokenError::NotALogoutToken("typ is not logout+jwt"));
     }
     let claims = verify(provider, keys, token, &["iss", "aud"], false, false).await?;
@@ -965,6 +976,29 @@ mod tests {
         assert!(!keeps_cached_keys(true, mins(120), hour), "bounded");
         assert!(!keeps_cached_keys(false, mins(61), hour), "no keys");
         assert!(!keeps_cached_keys(true, None, hour), "never fetched");
+    }
+
+    #[test]
+    fn logout_tokens_are_typed_logout_jwt_in_either_spelling_or_untyped() {
+        for ok in [
+            None,
+            Some("logout+jwt"),
+            Some("application/logout+jwt"),
+            Some("Logout+JWT"),
+            Some("JWT"),
+        ] {
+            assert!(logout_typ_ok(ok), "{ok:?}");
+        }
+        for bad in [
+            "at+jwt",
+            "application/at+jwt",
+            "secevent+jwt",
+            "",
+            "logout",
+            "application/",
+        ] {
+            assert!(!logout_typ_ok(Some(bad)), "{bad}");
+        }
     }
 
     #[test]
