@@ -804,6 +804,8 @@ mod tests {
         let failures = [
             TokenError::Malformed,
             TokenError::TooLarge,
+            TokenError::Encrypted,
+            TokenError::CriticalHeader,
             TokenError::AlgorithmNotAllowed("HS256".into()),
             TokenError::UnknownKey,
             TokenError::BadSignature,

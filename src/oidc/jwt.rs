@@ -15,7 +15,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, KeyOperations, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use serde_json::{Map, Value};
 use tokio::time::Instant;
@@ -31,8 +31,17 @@ pub enum TokenError {
     Malformed,
     #[error("token is larger than oidc.max_token_bytes")]
     TooLarge,
+    /// Five segments or an `enc` header: a JWE. Only signed (JWS) tokens
+    /// are accepted; decrypting nested tokens is not supported.
+    #[error("token is encrypted (JWE); only signed tokens are accepted")]
+    Encrypted,
+    /// RFC 7515 §4.1.11: a `crit` header names extensions the recipient
+    /// must understand; the gateway understands none, so it must refuse.
+    #[error("token header has a crit parameter naming extensions not understood")]
+    CriticalHeader,
     #[error("signing algorithm {0} is not allowed")]
     AlgorithmNotAllowed(String),
+    /// No key fits the header, or more than one does (ambiguity).
     #[error("no provider key matches the token's key ID")]
     UnknownKey,
     #[error("signature does not verify")]
@@ -88,6 +97,21 @@ struct Fetches {
     /// The last re-fetch caused by an unknown `kid`: the only kind the
     /// rate limit counts.
     unknown_kid: Option<Instant>,
+    /// The last failed refresh: the next is not tried before
+    /// [`RETRY_AFTER_FAILURE`], so a slow or failing provider does not
+    /// hold every request for its timeout.
+    failed: Option<Instant>,
+}
+
+/// How long after a failed refresh the next one is tried.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(10);
+
+/// Whether keys last fetched `age` ago stay in use when a refresh fails:
+/// while younger than twice the refresh interval `max_age`. A provider
+/// down for an hour does not end every login; keys it has since revoked
+/// are not trusted for ever either.
+fn keeps_cached_keys(have_keys: bool, age: Option<Duration>, max_age: Duration) -> bool {
+    have_keys && age.is_some_and(|a| a < max_age.saturating_mul(2))
 }
 
 impl KeyCache {
@@ -108,32 +132,49 @@ impl KeyCache {
     async fn fetch(&self, provider: &Provider) -> Result<(), ProviderError> {
         let d = provider.discovered().await?;
         let body = provider.get_json(d.jwks_uri.as_str(), "JWKS").await?;
-        let doc: Value = serde_json::from_slice(&body)
-            .map_err(|e| ProviderError::InvalidResponse(format!("JWKS: {e}")))?;
-        let keys: Vec<Jwk> = doc
-            .get("keys")
-            .and_then(Value::as_array)
-            .map(|ks| {
-                ks.iter()
-                    .filter_map(|k| serde_json::from_value::<Jwk>(k.clone()).ok())
-                    .filter(|k| k.common.public_key_use != Some(PublicKeyUse::Encryption))
-                    .collect()
-            })
-            .unwrap_or_default();
+        // A document that is not a key set is an error, not an empty set:
+        // the keys already cached stay in use.
+        let keys = parse_jwks(&body).map_err(ProviderError::InvalidResponse)?;
         tracing::debug!(keys = keys.len(), "provider JWKS loaded");
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
         Ok(())
     }
 
     /// Loads the keys if never loaded or older than the refresh interval.
+    /// A failed refresh keeps the cached keys in use while they are younger
+    /// than twice the refresh interval ([`keeps_cached_keys`]), and is not
+    /// retried by every request: at most once per [`RETRY_AFTER_FAILURE`].
+    /// Past that (or with no keys at all) the failure is the answer: a 503.
     pub async fn ensure_loaded(&self, provider: &Provider) -> Result<(), ProviderError> {
         let mut fetches = self.fetches.lock().await;
-        let stale = fetches.any.is_none_or(|t| t.elapsed() >= self.max_age);
-        if stale {
-            self.fetch(provider).await?;
-            fetches.any = Some(Instant::now());
+        let age = fetches.any.map(|t| t.elapsed());
+        if age.is_some_and(|a| a < self.max_age) {
+            return Ok(());
         }
-        Ok(())
+        let have_keys = self.is_loaded();
+        let usable = keeps_cached_keys(have_keys, age, self.max_age);
+        if usable
+            && fetches
+                .failed
+                .is_some_and(|t| t.elapsed() < RETRY_AFTER_FAILURE)
+        {
+            return Ok(());
+        }
+        match self.fetch(provider).await {
+            Ok(()) => {
+                fetches.any = Some(Instant::now());
+                fetches.failed = None;
+                Ok(())
+            }
+            Err(e) => {
+                fetches.failed = Some(Instant::now());
+                if !usable {
+                    return Err(e);
+                }
+                tracing::warn!(error = %e, "provider JWKS refresh failed; keeping the cached keys");
+                Ok(())
+            }
+        }
     }
 
     pub fn is_loaded(&self) -> bool {
@@ -171,43 +212,147 @@ impl KeyCache {
     }
 }
 
-/// The key a header points at: by `kid`, or the only candidate without one.
+/// At most this many keys in a JWKS: a provider publishes a handful (the
+/// current and next keys per algorithm); thousands would make every
+/// selection a long scan.
+const MAX_JWKS_KEYS: usize = 100;
+
+/// RFC 7518 §3.3: RSA keys of 2048 bits or more.
+const MIN_RSA_BITS: usize = 2048;
+
+/// Members only a private (or symmetric) key has (RFC 7518 §6.2.2, §6.3.2,
+/// §6.4.1). Published, they mean the provider leaked its signing key:
+/// anyone can forge its tokens, so the key is refused.
+const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
+
+/// The provider's JWKS document: an object whose `keys` is an array of at
+/// most [`MAX_JWKS_KEYS`]. Keys that cannot verify signatures safely are
+/// left out (logged); the document's shape being wrong is an error.
+fn parse_jwks(body: &[u8]) -> Result<Vec<Jwk>, String> {
+    let doc: Value = serde_json::from_slice(body).map_err(|e| format!("JWKS: {e}"))?;
+    let keys = doc
+        .as_object()
+        .ok_or("JWKS: not a JSON object")?
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or("JWKS: `keys` is not an array")?;
+    if keys.len() > MAX_JWKS_KEYS {
+        return Err(format!(
+            "JWKS: {} keys, more than the {MAX_JWKS_KEYS} accepted",
+            keys.len()
+        ));
+    }
+    Ok(keys
+        .iter()
+        .filter_map(|raw| match verification_key(raw) {
+            Ok(k) => Some(k),
+            Err(why) => {
+                let kid = raw.get("kid").and_then(Value::as_str).unwrap_or("");
+                if why == LEAKED_PRIVATE_KEY {
+                    tracing::error!(kid, "provider JWKS key refused: {why}");
+                } else {
+                    tracing::warn!(kid, "provider JWKS key ignored: {why}");
+                }
+                None
+            }
+        })
+        .collect())
+}
+
+const LEAKED_PRIVATE_KEY: &str =
+    "it carries private key members (d, p, q, k, ...): the provider published its private key";
+
+/// One JWKS entry, if it is a public key meant for verifying signatures and
+/// strong enough to trust.
+fn verification_key(raw: &Value) -> Result<Jwk, &'static str> {
+    let obj = raw.as_object().ok_or("not a JSON object")?;
+    if PRIVATE_MEMBERS.iter().any(|m| obj.contains_key(*m)) {
+        return Err(LEAKED_PRIVATE_KEY);
+    }
+    let key: Jwk = serde_json::from_value(raw.clone())
+        .map_err(|_| "not a usable public key (an x5c-only or unknown kty key?)")?;
+    if key
+        .common
+        .public_key_use
+        .as_ref()
+        .is_some_and(|u| *u != PublicKeyUse::Signature)
+    {
+        return Err("use is not sig");
+    }
+    if let Some(ops) = &key.common.key_operations
+        && !ops.contains(&KeyOperations::Verify)
+    {
+        return Err("key_ops lacks verify");
+    }
+    match &key.algorithm {
+        AlgorithmParameters::RSA(rsa) => check_rsa(&rsa.n, &rsa.e)?,
+        AlgorithmParameters::EllipticCurve(_) | AlgorithmParameters::OctetKeyPair(_) => {}
+        _ => return Err("not an RSA, EC or OKP public key"),
+    }
+    Ok(key)
+}
+
+/// A modulus of at least [`MIN_RSA_BITS`] and an odd exponent above 1
+/// (exponent 1 makes the signature the message; an even one is not RSA).
+fn check_rsa(n: &str, e: &str) -> Result<(), &'static str> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let strip = |v: Vec<u8>| -> Vec<u8> { v.into_iter().skip_while(|b| *b == 0).collect() };
+    let n = strip(b64.decode(n).map_err(|_| "RSA n is not base64url")?);
+    let e = strip(b64.decode(e).map_err(|_| "RSA e is not base64url")?);
+    let bits = n.first().map_or(0, |top| {
+        (n.len() - 1) * 8 + (8 - top.leading_zeros() as usize)
+    });
+    if bits < MIN_RSA_BITS {
+        return Err("RSA modulus shorter than 2048 bits");
+    }
+    if e.is_empty() || e == [1] || e.last().is_some_and(|b| b % 2 == 0) {
+        return Err("RSA exponent is 1, even or zero");
+    }
+    Ok(())
+}
+
+/// The key a header points at: by `kid`, or the only key when it has none.
+/// A candidate's `alg` (when set), key type and curve must fit the header's
+/// `alg`. Two candidates are ambiguous and select nothing: which key the
+/// JWKS lists first must not decide which one verifies.
 fn select(keys: &[Jwk], header: &Header) -> Option<Jwk> {
     let alg_ok = |k: &Jwk| {
         k.common
             .key_algorithm
             .is_none_or(|ka| format!("{ka:?}") == format!("{:?}", header.alg))
     };
-    match &header.kid {
-        Some(kid) => keys
-            .iter()
-            .find(|k| k.common.key_id.as_deref() == Some(kid.as_str()) && alg_ok(k))
-            .cloned(),
-        None => {
-            let mut candidates = keys
-                .iter()
-                .filter(|k| alg_ok(k) && family_matches(k, header.alg));
-            let first = candidates.next()?;
-            candidates.next().is_none().then(|| first.clone())
-        }
-    }
+    let mut candidates = keys.iter().filter(|k| {
+        // A header `kid` matches only that `kid`; without one, every key
+        // is a candidate (a provider with one key may omit it).
+        header
+            .kid
+            .as_deref()
+            .is_none_or(|kid| k.common.key_id.as_deref() == Some(kid))
+            && alg_ok(k)
+            && family_matches(k, header.alg)
+    });
+    let first = candidates.next()?;
+    candidates.next().is_none().then(|| first.clone())
 }
 
 fn family_matches(k: &Jwk, alg: Algorithm) -> bool {
-    use jsonwebtoken::jwk::AlgorithmParameters as P;
-    matches!(
-        (&k.algorithm, alg),
+    use jsonwebtoken::jwk::EllipticCurve as C;
+    match (&k.algorithm, alg) {
         (
-            P::RSA(_),
+            AlgorithmParameters::RSA(_),
             Algorithm::RS256
-                | Algorithm::RS384
-                | Algorithm::RS512
-                | Algorithm::PS256
-                | Algorithm::PS384
-                | Algorithm::PS512
-        ) | (P::EllipticCurve(_), Algorithm::ES256 | Algorithm::ES384)
-            | (P::OctetKeyPair(_), Algorithm::EdDSA)
-    )
+            | Algorithm::RS384
+            | Algorithm::RS512
+            | Algorithm::PS256
+            | Algorithm::PS384
+            | Algorithm::PS512,
+        ) => true,
+        (AlgorithmParameters::EllipticCurve(ec), Algorithm::ES256) => ec.curve == C::P256,
+        (AlgorithmParameters::EllipticCurve(ec), Algorithm::ES384) => ec.curve == C::P384,
+        (AlgorithmParameters::OctetKeyPair(okp), Algorithm::EdDSA) => okp.curve == C::Ed25519,
+        _ => false,
+    }
 }
 
 fn map_jwt_error(e: jsonwebtoken::errors::Error) -> TokenError {
@@ -341,12 +486,27 @@ fn parse_header(token: &str, max_len: usize) -> Result<Header, TokenError> {
     if token.len() > max_len {
         return Err(TokenError::TooLarge);
     }
-    jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+    match token.split('.').count() {
+        3 => {}
+        5 => return Err(TokenError::Encrypted),
+        _ => return Err(TokenError::Malformed),
+    }
+    let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
         jsonwebtoken::errors::ErrorKind::InvalidAlgorithmName => {
             TokenError::AlgorithmNotAllowed("unsupported".into())
         }
         _ => TokenError::Malformed,
-    })
+    })?;
+    if header.enc.is_some() {
+        return Err(TokenError::Encrypted);
+    }
+    // Any `crit`, even an empty list (which RFC 7515 forbids): no
+    // extension is understood here. `jku`, `x5u`, `jwk` and `x5c` are
+    // never read: keys come only from the provider's JWKS.
+    if header.crit.is_some() {
+        return Err(TokenError::CriticalHeader);
+    }
+    Ok(header)
 }
 
 fn num(claims: &Claims, name: &str) -> Option<u64> {
@@ -501,6 +661,21 @@ const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-log
 /// remembered longer.
 pub const LOGOUT_TOKEN_MAX_AGE_SECS: u64 = 600;
 
+/// A logout token's header `typ` (Back-Channel Logout 1.0 §2.4): absent,
+/// `logout+jwt` or its full media type `application/logout+jwt` (RFC 7515
+/// §4.1.9 lets the `application/` prefix be written or not), or plain
+/// `JWT`, which providers that do not type their logout tokens send
+/// (Keycloak); such a token still needs the logout event and no nonce, so
+/// an ID token is never taken for one. Any other type (`at+jwt`, ...) is
+/// another kind of token.
+fn logout_typ_ok(typ: Option<&str>) -> bool {
+    typ.is_none_or(|t| {
+        let t = t.to_ascii_lowercase();
+        let t = t.strip_prefix("application/").unwrap_or(&t);
+        t == "logout+jwt" || t == "jwt"
+    })
+}
+
 /// Validates a logout token (OpenID Connect Back-Channel Logout 1.0 §2.6).
 pub async fn validate_logout_token(
     provider: &Provider,
@@ -509,11 +684,7 @@ pub async fn validate_logout_token(
     now: u64,
 ) -> Result<LogoutClaims, TokenError> {
     let header = parse_header(token, provider.config().limits.token_bytes)?;
-    // §2.4: explicit typing, when used, must say logout+jwt.
-    if let Some(typ) = &header.typ
-        && !typ.eq_ignore_ascii_case("logout+jwt")
-        && !typ.eq_ignore_ascii_case("JWT")
-    {
+    if !logout_typ_ok(header.typ.as_deref()) {
         return Err(TokenError::NotALogoutToken("typ is not logout+jwt"));
     }
     let claims = verify(provider, keys, token, &["iss", "aud"], false, false).await?;
@@ -729,6 +900,163 @@ mod tests {
         assert!(matches!(
             parse_header(&long, 16 * 1024),
             Err(TokenError::TooLarge)
+        ));
+    }
+
+    const N2048: &str = "sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw";
+
+    fn jwks(keys: Vec<Value>) -> Vec<u8> {
+        serde_json::to_vec(&json!({ "keys": keys })).expect("json")
+    }
+
+    #[test]
+    fn jwks_keys_that_cannot_safely_verify_signatures_are_left_out() {
+        let good = json!({"kty": "RSA", "kid": "k", "use": "sig", "n": N2048, "e": "AQAB"});
+        assert_eq!(
+            parse_jwks(&jwks(vec![good.clone()])).expect("jwks").len(),
+            1
+        );
+        let with = |k: &str, v: Value| {
+            let mut key = good.clone();
+            key[k] = v;
+            key
+        };
+        let hostile = [
+            ("encryption key", with("use", json!("enc"))),
+            ("key_ops without verify", with("key_ops", json!(["sign"]))),
+            ("1024-bit modulus", with("n", json!(&N2048[..171]))),
+            ("exponent 1", with("e", json!("AQ"))),
+            ("even exponent", with("e", json!("AAI"))),
+            ("leaked private exponent", with("d", json!("AQAB"))),
+            ("leaked prime", with("p", json!("AQAB"))),
+            (
+                "symmetric secret",
+                json!({"kty": "oct", "kid": "k", "k": "c2VjcmV0"}),
+            ),
+            (
+                "x5c only",
+                json!({"kty": "RSA", "kid": "k", "x5c": ["MIIB"]}),
+            ),
+            ("not an object", json!("key")),
+        ];
+        for (what, key) in hostile {
+            let keys = parse_jwks(&jwks(vec![key, good.clone()]))
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(keys.len(), 1, "{what} was kept");
+        }
+        let ops_ok = with("key_ops", json!(["verify"]));
+        assert_eq!(parse_jwks(&jwks(vec![ops_ok])).expect("jwks").len(), 1);
+    }
+
+    #[test]
+    fn a_document_that_is_not_a_bounded_key_set_is_an_error_not_an_empty_set() {
+        let key = json!({"kty": "RSA", "kid": "k", "use": "sig", "n": N2048, "e": "AQAB"});
+        for body in [
+            b"[]".to_vec(),
+            b"{}".to_vec(),
+            br#"{"keys": {}}"#.to_vec(),
+            br#""keys""#.to_vec(),
+            b"<html>".to_vec(),
+            jwks(vec![key; MAX_JWKS_KEYS + 1]),
+        ] {
+            assert!(
+                parse_jwks(&body).is_err(),
+                "{}",
+                String::from_utf8_lossy(&body[..body.len().min(40)])
+            );
+        }
+    }
+
+    #[test]
+    fn cached_keys_outlive_a_failed_refresh_for_one_more_interval_only() {
+        let hour = Duration::from_secs(3600);
+        let mins = |m: u64| Some(Duration::from_secs(m * 60));
+        assert!(keeps_cached_keys(true, mins(61), hour));
+        assert!(keeps_cached_keys(true, mins(119), hour));
+        assert!(!keeps_cached_keys(true, mins(120), hour), "bounded");
+        assert!(!keeps_cached_keys(false, mins(61), hour), "no keys");
+        assert!(!keeps_cached_keys(true, None, hour), "never fetched");
+    }
+
+    #[test]
+    fn logout_tokens_are_typed_logout_jwt_in_either_spelling_or_untyped() {
+        for ok in [
+            None,
+            Some("logout+jwt"),
+            Some("application/logout+jwt"),
+            Some("Logout+JWT"),
+            Some("JWT"),
+        ] {
+            assert!(logout_typ_ok(ok), "{ok:?}");
+        }
+        for bad in [
+            "at+jwt",
+            "application/at+jwt",
+            "secevent+jwt",
+            "",
+            "logout",
+            "application/",
+        ] {
+            assert!(!logout_typ_ok(Some(bad)), "{bad}");
+        }
+    }
+
+    #[test]
+    fn key_selection_refuses_ambiguity_and_keys_of_another_family_or_curve() {
+        let rsa = |kid: &str, n: &str| -> Jwk {
+            serde_json::from_value(json!({"kty": "RSA", "kid": kid, "n": n, "e": "AQAB"}))
+                .expect("jwk")
+        };
+        let ec = |kid: &str, crv: &str| -> Jwk {
+            serde_json::from_value(
+                json!({"kty": "EC", "kid": kid, "crv": crv, "x": "AA", "y": "AA"}),
+            )
+            .expect("jwk")
+        };
+        let mut h = Header::new(Algorithm::RS256);
+        h.kid = Some("dup".into());
+        let twins = [rsa("dup", N2048), rsa("dup", &N2048[1..])];
+        assert!(select(&twins, &h).is_none(), "duplicate kid: ambiguous");
+        let mut es = Header::new(Algorithm::ES256);
+        es.kid = Some("r".into());
+        assert!(
+            select(&[rsa("r", N2048)], &es).is_none(),
+            "RSA key for ES256"
+        );
+        es.kid = Some("e".into());
+        assert!(
+            select(&[ec("e", "P-384")], &es).is_none(),
+            "P-384 key for ES256"
+        );
+        assert!(select(&[ec("e", "P-256")], &es).is_some());
+        // A duplicate kid of another family is no ambiguity: only one fits.
+        assert!(select(&[ec("e", "P-256"), rsa("e", N2048)], &es).is_some());
+    }
+
+    #[test]
+    fn headers_with_crit_or_encryption_are_refused_with_their_reason() {
+        use base64::Engine as _;
+        let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let token = |h: Value| format!("{}.{}.sig", b64(h), b64(json!({"sub": "x"})));
+        let ok = token(json!({"alg": "RS256", "kid": "k"}));
+        assert!(parse_header(&ok, 10_000).is_ok());
+        let crit = token(json!({"alg": "RS256", "kid": "k", "crit": ["b64"], "b64": "x"}));
+        assert!(matches!(
+            parse_header(&crit, 10_000),
+            Err(TokenError::CriticalHeader)
+        ));
+        let enc = token(json!({"alg": "RS256", "enc": "A256GCM"}));
+        assert!(matches!(
+            parse_header(&enc, 10_000),
+            Err(TokenError::Encrypted)
+        ));
+        let jwe = format!(
+            "{}.key.iv.ct.tag",
+            b64(json!({"alg": "RS256", "enc": "A256GCM"}))
+        );
+        assert!(matches!(
+            parse_header(&jwe, 10_000),
+            Err(TokenError::Encrypted)
         ));
     }
 

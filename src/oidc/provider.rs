@@ -147,6 +147,53 @@ pub struct TokenSet {
     pub token_type: String,
 }
 
+/// The discovery fields the gateway sends requests to (or the browser to).
+const CALLED_ENDPOINTS: [&str; 7] = [
+    "authorization_endpoint",
+    "token_endpoint",
+    "userinfo_endpoint",
+    "jwks_uri",
+    "end_session_endpoint",
+    "revocation_endpoint",
+    "pushed_authorization_request_endpoint",
+];
+
+/// With an https issuer, every endpoint the provider's document names must
+/// be https too: a plain-http `jwks_uri` would let anyone on the path swap
+/// the keys (and forge ID tokens), a plain-http `token_endpoint` would
+/// expose the client secret and the tokens. The loosening is the issuer
+/// itself (http on loopback or with `oidc.allow_insecure_issuer`), or an
+/// `[oidc.endpoints]` override, which config validation already held to
+/// that rule. Endpoints on other hosts are accepted (providers put the
+/// JWKS or the token endpoint on a CDN or an API host); the document came
+/// from the issuer over the issuer's transport.
+fn check_endpoint_schemes(
+    body: &[u8],
+    issuer: &Url,
+    overrides: &crate::config::EndpointOverrides,
+) -> Result<(), ProviderError> {
+    if issuer.scheme() != "https" {
+        return Ok(());
+    }
+    let doc: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ProviderError::InvalidResponse(format!("discovery document: {e}")))?;
+    for field in CALLED_ENDPOINTS {
+        if overrides.0.iter().any(|(f, _)| *f == field) {
+            continue;
+        }
+        let Some(value) = doc.get(field).and_then(serde_json::Value::as_str) else {
+            continue;
+        };
+        let https = Url::parse(value).is_ok_and(|u| u.scheme() == "https");
+        if !https {
+            return Err(ProviderError::InvalidResponse(format!(
+                "discovery document: {field} is not an https URL while oidc.issuer is https; fix the provider, or set it under [oidc.endpoints]"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// What was learnt from discovery.
 pub struct Discovered {
     pub issuer: String,
@@ -391,6 +438,7 @@ impl Provider {
             None => format!("{issuer}/.well-known/openid-configuration"),
         };
         let body = self.get_json(&url, "discovery document").await?;
+        check_endpoint_schemes(&body, &self.config.issuer, &self.config.endpoints)?;
         let body = super::discovery_overrides::apply(body, &self.config.endpoints)?;
         let metadata: Metadata = serde_json::from_slice(&body)
             .map_err(|e| ProviderError::InvalidResponse(format!("discovery document: {e}")))?;
@@ -962,6 +1010,32 @@ fn without_url(e: &reqwest::Error) -> String {
 mod tests {
     use super::*;
     use crate::config::ProviderLimits;
+
+    #[test]
+    fn an_https_issuer_s_document_may_not_name_a_plain_http_endpoint() {
+        use crate::config::EndpointOverrides;
+        let https: Url = "https://id.example.com".parse().expect("url");
+        let none = EndpointOverrides(vec![]);
+        let good = br#"{"issuer":"https://id.example.com","jwks_uri":"https://keys.example.net/jwks","token_endpoint":"https://id.example.com/token"}"#;
+        assert!(check_endpoint_schemes(good, &https, &none).is_ok());
+        for field in CALLED_ENDPOINTS {
+            let doc = serde_json::json!({"issuer": "https://id.example.com", field: "http://id.example.com/x"});
+            let body = serde_json::to_vec(&doc).expect("json");
+            let e = check_endpoint_schemes(&body, &https, &none).expect_err(field);
+            assert!(e.to_string().contains(field), "{e}");
+            // An override (already held to the issuer's rule) replaces it.
+            let over = EndpointOverrides(vec![(
+                field,
+                "https://id.example.com/y".parse().expect("url"),
+            )]);
+            assert!(check_endpoint_schemes(&body, &https, &over).is_ok());
+            // An http issuer (loopback, or allow_insecure_issuer) is the loosening.
+            let http: Url = "http://127.0.0.1:9000".parse().expect("url");
+            assert!(check_endpoint_schemes(&body, &http, &none).is_ok());
+        }
+        let odd = br#"{"jwks_uri":"javascript:alert(1)"}"#;
+        assert!(check_endpoint_schemes(odd, &https, &none).is_err());
+    }
 
     const LIMITS: ProviderLimits = ProviderLimits {
         response_bytes: 1 << 20,

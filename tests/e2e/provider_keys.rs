@@ -121,3 +121,50 @@ async fn a_key_rotation_right_after_start_is_picked_up_by_the_first_login() {
     drop(rotated);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The JWKS endpoint fails (500) after the keys were fetched: logins go on
+/// with the cached keys for one more `oidc.metadata_refresh_interval`
+/// after they went stale, then fail with a 503 (provider unavailable), not
+/// a login failure blamed on the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_keys_outlive_a_failing_jwks_endpoint_for_a_bounded_time() {
+    const REFRESH: Duration = Duration::from_secs(4);
+    let dir = std::env::temp_dir().join(format!("oidc-bff-keys-{}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let p = provider(free_port(), &dir.join("a.json"));
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .issuer(&p.issuer)
+        .configure(|c| c.oidc.metadata_refresh_interval = RawDuration::Seconds(REFRESH.as_secs()))
+        .start()
+        .await;
+    wait_ready(&gw).await;
+    // Let the start-up keys go stale: this login fetches them again.
+    tokio::time::sleep(REFRESH + Duration::from_millis(100)).await;
+    let fetched_after = Instant::now();
+    assert_eq!(try_login(&gw).await, (StatusCode::SEE_OTHER, true));
+    let fetched_before = Instant::now();
+
+    crate::harness::ProviderApi::new(&p.issuer)
+        .post("/__test/jwks-status", serde_json::json!({"status": 500}))
+        .await;
+    // Stale, and the refresh fails: the cached keys still verify.
+    tokio::time::sleep_until((fetched_before + REFRESH + Duration::from_millis(300)).into()).await;
+    let (status, session, page) = try_login_page(&gw).await;
+    assert!(
+        fetched_after.elapsed() < REFRESH * 2,
+        "too slow to test the grace period: {:?}",
+        fetched_after.elapsed()
+    );
+    assert_eq!(status, StatusCode::SEE_OTHER, "{page}");
+    assert!(session, "cached keys keep logins working within the bound");
+
+    // Past twice the interval the keys are no longer trusted: a 503.
+    tokio::time::sleep_until((fetched_before + REFRESH * 2 + Duration::from_millis(300)).into())
+        .await;
+    let (status, session, _) = try_login_page(&gw).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(!session);
+    drop(p);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -983,6 +983,16 @@ async function controlApi(req, res, path) {
       return sendJson(res, 200, await revokeGrantsOf(body.sub));
     case 'POST /__test/backchannel-logout': return reply(await backchannelLogout(body));
     case 'POST /__test/id-token-tweaks': return reply(setIdTokenTweak(body));
+    case 'POST /__test/jwks-status': {
+      // Test-only: the JWKS endpoint answers this status (with no keys)
+      // until set back to null; for key-cache outage tests.
+      const status = body.status ?? null;
+      if (status !== null && !(Number.isInteger(status) && status >= 400 && status <= 599)) {
+        return sendJson(res, 400, { error: 'status must be null or an HTTP error status' });
+      }
+      jwksFailStatus = status;
+      return sendJson(res, 200, { ok: true, status });
+    }
     case 'POST /__test/sign':
       return sendJson(res, 200, { jwt: await signJws(body.payload ?? {}, body.header ?? {}, SIGNING_KEY, SIGNING_JWK.kid) });
     case 'POST /__test/sign-with-foreign-key': {
@@ -1242,6 +1252,9 @@ provider.use(async (ctx, next) => {
 const authorizationRequests = [];
 const UNRECORDED = new Set(['state', 'nonce', 'code_challenge', 'code_challenge_method']);
 
+// POST /__test/jwks-status: a status the JWKS endpoint answers instead of the keys.
+let jwksFailStatus = null;
+
 const callback = provider.callback();
 server.on('request', async (req, res) => {
   let path;
@@ -1255,6 +1268,7 @@ server.on('request', async (req, res) => {
       if (!TEST_API) return sendJson(res, 404, { error: 'not found' });
       return await controlApi(req, res, path);
     }
+    if (path === '/jwks' && jwksFailStatus !== null) return sendJson(res, jwksFailStatus, { error: 'jwks_failure_set_by_test' });
     if (path.startsWith('/interaction/')) return await interactionRoute(req, res, path);
     if (DPOP && path === '/resource/dpop') return await dpopResource(req, res, path);
     if (path === '/auth' && req.method === 'GET') {
