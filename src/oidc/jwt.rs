@@ -314,8 +314,9 @@ fn check_rsa(n: &str, e: &str) -> Result<(), &'static str> {
 
 /// The key a header points at: by `kid`, or the only key when it has none.
 /// A candidate's `alg` (when set), key type and curve must fit the header's
-/// `alg`. Two candidates are ambiguous and select nothing: which key the
-/// JWKS lists first must not decide which one verifies.
+/// `alg`. Two candidates with different key material are ambiguous and
+/// select nothing: which key the JWKS lists first must not decide which
+/// one verifies.
 fn select(keys: &[Jwk], header: &Header) -> Option<Jwk> {
     let alg_ok = |k: &Jwk| {
         k.common
@@ -333,7 +334,10 @@ fn select(keys: &[Jwk], header: &Header) -> Option<Jwk> {
             && family_matches(k, header.alg)
     });
     let first = candidates.next()?;
-    candidates.next().is_none().then(|| first.clone())
+    // The same key listed twice (with and without `x5c`, say) is one key.
+    candidates
+        .all(|k| k.algorithm == first.algorithm)
+        .then(|| first.clone())
 }
 
 fn family_matches(k: &Jwk, alg: Algorithm) -> bool {
@@ -1017,6 +1021,11 @@ mod tests {
         h.kid = Some("dup".into());
         let twins = [rsa("dup", N2048), rsa("dup", &N2048[1..])];
         assert!(select(&twins, &h).is_none(), "duplicate kid: ambiguous");
+        let same = [rsa("dup", N2048), rsa("dup", N2048)];
+        assert!(
+            select(&same, &h).is_some(),
+            "one key listed twice is one key"
+        );
         let mut es = Header::new(Algorithm::ES256);
         es.kid = Some("r".into());
         assert!(
@@ -1075,7 +1084,17 @@ mod tests {
         h.kid = Some("zzz".into());
         assert!(select(&keys, &h).is_none());
         h.kid = None;
-        assert!(select(&keys, &h).is_none(), "two candidates: ambiguous");
+        // `a` and `b` are one key under two IDs: not ambiguous.
+        assert!(select(&keys, &h).is_some(), "one key material");
+        let other: Jwk = serde_json::from_value(
+            json!({"kty": "RSA", "kid": "c", "n": &N2048[1..], "e": "AQAB"}),
+        )
+        .expect("jwk");
+        let two = vec![rsa("a"), other];
+        assert!(
+            select(&two, &h).is_none(),
+            "two different candidates: ambiguous"
+        );
         assert!(select(&keys[..1], &h).is_some());
         let es = Header::new(Algorithm::ES256);
         assert!(
