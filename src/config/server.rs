@@ -51,7 +51,8 @@ pub struct RawServer {
     /// disconnected instead of holding memory for ever.
     pub header_read_timeout: RawDuration,
     /// A connection that has started no request for this long is closed
-    /// (after finishing any response still being sent).
+    /// (after finishing any response still being sent); so is one whose
+    /// writes stay blocked this long (a client that reads nothing).
     pub idle_timeout: RawDuration,
     /// Connections open at once per process (per listener), WebSockets
     /// included. Beyond it the gateway stops accepting until one closes:

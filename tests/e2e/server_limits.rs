@@ -388,6 +388,52 @@ async fn a_kept_proxied_body_stopping_midway_is_a_408_and_never_reaches_the_upst
     assert_eq!(upstream.count(), 0, "nothing was forwarded");
 }
 
+/// A client that asks for a large download and then reads nothing holds
+/// its connection only until its writes have been blocked for
+/// `server.idle_timeout`: then the connection is closed, the download cut
+/// short (before, it stayed open for ever, with its slot and the upstream
+/// connection behind it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_its_response_is_cut_off_after_the_idle_timeout() {
+    /// 2000 × 64 KiB from the upstream, far more than socket buffers hold.
+    const TOTAL: usize = 2000 * 65536;
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .configure(limits("10s", "2s"))
+        .route(public("/public", &upstream.url()))
+        .start()
+        .await;
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .set_recv_buffer_size(4096)
+        .expect("small receive buffer");
+    let mut s = socket.connect(gw.addr).await.expect("connect");
+    let req = format!(
+        "GET /public/2000/stream HTTP/1.1\r\nHost: {}\r\n\r\n",
+        gw.addr
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    // Not reading: the gateway's writes block once the buffers are full;
+    // after twice the idle timeout it has given up on them.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 65536];
+    let ended = tokio::time::timeout(CLOSE_DEADLINE * 3, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got += n,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "still open after reading {got} bytes");
+    assert!(
+        got < TOTAL / 2,
+        "the connection was cut long before the download's end: read {got} of {TOTAL} bytes"
+    );
+}
+
 /// An upstream whose every answer takes `delay`.
 async fn slow_upstream(delay: Duration) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
