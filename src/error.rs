@@ -63,6 +63,11 @@ pub enum AppError {
     /// endpoints.
     #[error("request body too large")]
     PayloadTooLarge,
+    /// A request body the gateway reads whole (`router::limit_body`, a
+    /// proxied body kept for a retry) that did not arrive within
+    /// `server.body_read_timeout`.
+    #[error("request body not received in time")]
+    BodyTimeout,
     #[error(transparent)]
     Provider(#[from] ProviderError),
     #[error(transparent)]
@@ -210,6 +215,12 @@ impl AppError {
                 "Request too large",
                 "The request body is too large.".into(),
             ),
+            Self::BodyTimeout => (
+                S::REQUEST_TIMEOUT,
+                "request_timeout",
+                "Request too slow",
+                "The request body did not arrive in time.".into(),
+            ),
             Self::Provider(ProviderError::Timeout(_)) => (
                 S::GATEWAY_TIMEOUT,
                 "provider_timeout",
@@ -290,8 +301,9 @@ impl IntoResponse for AppError {
             .into_response();
         let h = resp.headers_mut();
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if matches!(self, Self::AmbiguousFraming) {
-            // Where the next request starts is what is in doubt.
+        if matches!(self, Self::AmbiguousFraming | Self::BodyTimeout) {
+            // Where the next request starts is what is in doubt (or
+            // behind a body that is still unread).
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if let Self::StepUpRequired { challenge, .. } = &self {

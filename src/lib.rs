@@ -139,7 +139,11 @@ pub fn admin_app(state: AppState) -> Router {
     let limits = state.config.server.limits;
     let access_log = state.config.log.access_log;
     let client_address = state.client_address.clone();
-    let app = router::limit_body(routes::admin::router(state), limits.max_body_bytes);
+    let app = router::limit_body(
+        routes::admin::router(state),
+        limits.max_body_bytes,
+        limits.body_read_timeout,
+    );
     middleware::with_request_log(app, access_log, client_address)
 }
 

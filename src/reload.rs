@@ -7,7 +7,7 @@
 //! routes and their policies, upstream TLS files, provider settings (the
 //! provider's caches are kept unless `[oidc]` changed), the session key
 //! ring, cookies, CSRF, static files, identity assertions, forward-auth,
-//! the admin token, `server.max_body_bytes`, the drain and shutdown
+//! the admin token, `server.max_body_bytes` and `body_read_timeout`, the drain and shutdown
 //! periods, and `log.level` / `log.access_log`. What the process set up once
 //! — sockets, threads, the store connection, the log format — cannot:
 //! [`NEEDS_RESTART`] lists those keys. A reload that changes one of them is
@@ -173,9 +173,15 @@ fn at<'a>(value: &'a Value, dotted: &str) -> Option<&'a Value> {
 pub fn keep_running(new: &mut Config, old: &Config) {
     new.server.listen = old.server.listen;
     new.server.workers = old.server.workers;
-    let max_body_bytes = new.server.limits.max_body_bytes;
+    // Read per request by the router and the forwarder, which a reload
+    // rebuilds: these two take effect.
+    let (max_body_bytes, body_read_timeout) = (
+        new.server.limits.max_body_bytes,
+        new.server.limits.body_read_timeout,
+    );
     new.server.limits = old.server.limits;
     new.server.limits.max_body_bytes = max_body_bytes;
+    new.server.limits.body_read_timeout = body_read_timeout;
     new.store = old.store.clone();
     match (&mut new.admin, &old.admin) {
         (Some(new), Some(old)) => new.listen = old.listen,

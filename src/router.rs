@@ -87,7 +87,11 @@ pub fn build_app(state: AppState) -> App {
     // The gateway's own endpoints read bodies into memory: bounded here.
     // Added before the proxied routes, so it does not wrap them: their
     // bodies stream to the upstream unbuffered.
-    let mut router = limit_body(router, state.config.server.limits.max_body_bytes);
+    let mut router = limit_body(
+        router,
+        state.config.server.limits.max_body_bytes,
+        state.config.server.limits.body_read_timeout,
+    );
     // The forward-auth endpoint, when enabled (its path is configurable).
     // Outside the body limit: it never reads a body, and a proxy that
     // passes the original body along (Caddy) must not turn a large upload
@@ -271,16 +275,37 @@ async fn login_under_mount(State(base): State<Arc<str>>, mut resp: Response) -> 
 }
 
 /// `router`'s routes (and fallback) with request bodies of at most `max`
-/// bytes: a larger body is refused with 413 before the handler runs.
-pub fn limit_body<S: Clone + Send + Sync + 'static>(router: Router<S>, max: usize) -> Router<S> {
-    router.layer(axum::middleware::from_fn_with_state(max, read_body_within))
+/// bytes, arriving in full within `time`: a larger body is refused with
+/// 413 before the handler runs, a slower one with 408 (a client that
+/// trickles its body, or stops mid-body, would otherwise hold its
+/// connection for ever: the idle timeout waits for a request in flight).
+pub fn limit_body<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    max: usize,
+    time: Duration,
+) -> Router<S> {
+    router.layer(axum::middleware::from_fn_with_state(
+        BodyLimits { max, time },
+        read_body_within,
+    ))
+}
+
+/// What [`read_body_within`] allows a body.
+#[derive(Clone, Copy)]
+struct BodyLimits {
+    max: usize,
+    time: Duration,
 }
 
 /// Reads the whole body, at most `max` bytes, so that every handler behind
 /// it gets a bounded body whatever the framing: a declared length over the
 /// limit is refused before the handler runs, a chunked body as soon as it
 /// passes the limit.
-async fn read_body_within(State(max): State<usize>, req: Request, next: Next) -> Response {
+async fn read_body_within(
+    State(BodyLimits { max, time }): State<BodyLimits>,
+    req: Request,
+    next: Next,
+) -> Response {
     let (parts, mut body) = req.into_parts();
     let size = body.size_hint();
     if size.exact() == Some(0) {
@@ -294,19 +319,29 @@ async fn read_body_within(State(max): State<usize>, req: Request, next: Next) ->
         return payload_too_large();
     }
     let mut read = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else {
-            return AppError::BadRequest("The request body could not be read.".into())
-                .into_response();
-        };
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        if read.len() + data.len() > max {
-            drain(&mut body).await;
-            return payload_too_large();
+    let whole = async {
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else {
+                return Err(
+                    AppError::BadRequest("The request body could not be read.".into())
+                        .into_response(),
+                );
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if read.len() + data.len() > max {
+                drain(&mut body).await;
+                return Err(payload_too_large());
+            }
+            read.extend_from_slice(&data);
         }
-        read.extend_from_slice(&data);
+        Ok(())
+    };
+    match tokio::time::timeout(time, whole).await {
+        Ok(Ok(())) => {}
+        Ok(Err(refused)) => return refused,
+        Err(_) => return AppError::BodyTimeout.into_response(),
     }
     let body = Body::from(read.freeze());
     next.run(Request::from_parts(parts, body)).await

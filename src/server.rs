@@ -26,7 +26,8 @@
 //!
 //! Every listener (public, admin, metrics) serves its connections through
 //! [`serve_connections`], which bounds what one client can hold: a
-//! connection cap, a deadline for each request head, an idle timeout, and
+//! connection cap, a deadline for each request head, an idle timeout (also
+//! for writes a client never takes), and
 //! header-size and HTTP/2 stream limits (`[server]`, [`ConnectionLimits`]).
 
 use std::convert::Infallible;
@@ -663,6 +664,7 @@ pub async fn serve_connections(
             stream,
             _permit: permit,
             _open: Open(open.clone()),
+            write_stall: WriteStall::new(limits.idle_timeout),
         }));
     }
     drop(listener);
@@ -891,6 +893,70 @@ struct CappedStream {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
     _open: Open,
+    write_stall: WriteStall,
+}
+
+/// Fails a connection's writes once the peer has taken nothing for
+/// `server.idle_timeout`: a client that never reads its response (a large
+/// download, an event stream, a WebSocket) would otherwise hold its
+/// connection, its slot of the cap and the upstream connection behind the
+/// response for ever, since the idle timeout lets a response in flight
+/// finish. Proxied bodies are polled only as fast as the client takes
+/// them, so memory stays bounded meanwhile; this bounds the time.
+///
+/// Costs a flag check per write; the timer is made on the connection's
+/// first blocked write only, and re-armed (not re-made) after that.
+struct WriteStall {
+    limit: Duration,
+    /// Whether the latest write was blocked (the timer counts from then).
+    blocked: bool,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl WriteStall {
+    fn new(limit: Duration) -> Self {
+        Self {
+            limit,
+            blocked: false,
+            timer: None,
+        }
+    }
+
+    /// What to make of a write's outcome: progress clears the stall, a
+    /// blocked write starts (or goes on counting) it and fails once it
+    /// has lasted `limit`.
+    fn check<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        written: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if written.is_ready() {
+            self.blocked = false;
+            return written;
+        }
+        if !self.blocked {
+            self.blocked = true;
+            // `checked_add`: a limit too large for a deadline means never.
+            let Some(deadline) = tokio::time::Instant::now().checked_add(self.limit) else {
+                return Poll::Pending;
+            };
+            match self.timer.as_mut() {
+                Some(t) => t.as_mut().reset(deadline),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        let expired = self
+            .timer
+            .as_mut()
+            .is_some_and(|t| t.as_mut().poll(cx).is_ready());
+        if expired {
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the peer read nothing for server.idle_timeout",
+            )));
+        }
+        Poll::Pending
+    }
 }
 
 /// One count in the listener's open-connections gauge
@@ -919,7 +985,9 @@ impl AsyncWrite for CappedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let this = &mut *self;
+        let written = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.write_stall.check(cx, written)
     }
 
     fn poll_write_vectored(
@@ -927,7 +995,9 @@ impl AsyncWrite for CappedStream {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let this = &mut *self;
+        let written = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.write_stall.check(cx, written)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -51,7 +51,8 @@ pub struct RawServer {
     /// disconnected instead of holding memory for ever.
     pub header_read_timeout: RawDuration,
     /// A connection that has started no request for this long is closed
-    /// (after finishing any response still being sent).
+    /// (after finishing any response still being sent); so is one whose
+    /// writes stay blocked this long (a client that reads nothing).
     pub idle_timeout: RawDuration,
     /// Connections open at once per process (per listener), WebSockets
     /// included. Beyond it the gateway stops accepting until one closes:
@@ -66,6 +67,11 @@ pub struct RawServer {
     /// (`/auth/*`, back-channel logout, admin API); larger ones get 413.
     /// Proxied routes stream bodies upstream and are not limited here.
     pub max_body_bytes: usize,
+    /// Time a request body the gateway reads whole (its own endpoints; a
+    /// small proxied body kept to be sent again) gets to arrive in full:
+    /// a client that trickles or stops mid-body gets 408 instead of
+    /// holding its connection, and its slot, for ever.
+    pub body_read_timeout: RawDuration,
 }
 
 impl Default for RawServer {
@@ -85,6 +91,7 @@ impl Default for RawServer {
             http2_max_concurrent_streams: 100,
             max_header_bytes: 32 * 1024,
             max_body_bytes: 64 * 1024,
+            body_read_timeout: RawDuration::text("30s"),
         }
     }
 }
@@ -122,6 +129,7 @@ pub struct ConnectionLimits {
     pub http2_max_concurrent_streams: u32,
     pub max_header_bytes: usize,
     pub max_body_bytes: usize,
+    pub body_read_timeout: Duration,
 }
 
 impl Default for ConnectionLimits {
@@ -134,6 +142,7 @@ impl Default for ConnectionLimits {
             http2_max_concurrent_streams: 100,
             max_header_bytes: 32 * 1024,
             max_body_bytes: 64 * 1024,
+            body_read_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -280,6 +289,8 @@ fn limits(raw: &RawServer, issues: &mut Issues) -> ConnectionLimits {
         &raw.header_read_timeout,
     );
     let idle_timeout = positive_duration(issues, "server.idle_timeout", &raw.idle_timeout);
+    let body_read_timeout =
+        positive_duration(issues, "server.body_read_timeout", &raw.body_read_timeout);
     if !(1..=1_000_000).contains(&raw.max_connections) {
         issues.add(
             "server.max_connections",
@@ -320,6 +331,7 @@ fn limits(raw: &RawServer, issues: &mut Issues) -> ConnectionLimits {
         http2_max_concurrent_streams: raw.http2_max_concurrent_streams,
         max_header_bytes: raw.max_header_bytes,
         max_body_bytes: raw.max_body_bytes,
+        body_read_timeout,
     }
 }
 
@@ -598,8 +610,8 @@ mod tests {
     fn connection_limits_that_would_switch_a_limit_off_are_refused() {
         let toml = minimal().replace(
             "[server]\n",
-            "[server]\nheader_read_timeout = \"0s\"\nidle_timeout = 0\nmax_connections = 0\n\
-             http2_max_concurrent_streams = 0\nmax_header_bytes = 100\nmax_body_bytes = 1000000000\n",
+            "[server]\nheader_read_timeout = \"0s\"\nidle_timeout = 0\nbody_read_timeout = \"0s\"\n\
+             max_connections = 0\nhttp2_max_concurrent_streams = 0\nmax_header_bytes = 100\nmax_body_bytes = 1000000000\n",
         );
         let keys = keys_of(load_str(&toml, &[]).expect_err("invalid"));
         assert_eq!(
@@ -607,6 +619,7 @@ mod tests {
             [
                 "server.header_read_timeout",
                 "server.idle_timeout",
+                "server.body_read_timeout",
                 "server.max_connections",
                 "server.http2_max_concurrent_streams",
                 "server.max_header_bytes",

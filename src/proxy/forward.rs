@@ -134,6 +134,9 @@ pub struct Forwarder {
     /// Upstreams' latest DPoP nonces (routes with `dpop = true`), this
     /// worker's: a worker meets an upstream's first challenge once.
     dpop_nonces: crate::oidc::dpop::Nonces,
+    /// `server.body_read_timeout`: how long a body kept for a retry
+    /// (`keep_for_replay`) may take to arrive whole.
+    body_read_timeout: Duration,
 }
 
 impl Forwarder {
@@ -179,6 +182,7 @@ impl Forwarder {
                     idle_timeout: config.proxy.pool_idle_timeout,
                 }),
             dpop_nonces: crate::oidc::dpop::Nonces::default(),
+            body_read_timeout: config.server.limits.body_read_timeout,
         })
     }
 
@@ -588,7 +592,7 @@ impl Forwarder {
         let keep = browser_side.is_none()
             && (route.upstream_http2 || (attached.is_some() && (renewable || dpop.is_some())));
         let (body, replay) = if keep {
-            keep_for_replay(&parts, body).await?
+            keep_for_replay(&parts, body, self.body_read_timeout).await?
         } else {
             (body, None)
         };
@@ -712,9 +716,16 @@ impl Forwarder {
 /// The request body kept in memory when it is small enough to send
 /// again: bodyless, or an exact size (Content-Length) within
 /// [`token::REPLAY_BODY_LIMIT`]. Anything else streams as it comes.
+///
+/// A kept body must arrive whole within `time` (408 beyond): it is read
+/// before the request goes upstream, so the route's timeout does not
+/// bound it, and a client trickling it would otherwise hold its
+/// connection (and its slot under `server.max_connections`) for ever.
+/// The timer exists only for the requests whose body is read here.
 async fn keep_for_replay(
     parts: &http::request::Parts,
     body: Body,
+    time: Duration,
 ) -> Result<(Body, Option<bytes::Bytes>), AppError> {
     use http_body::Body as _;
     let chunked = parts.headers.contains_key(header::TRANSFER_ENCODING);
@@ -725,8 +736,9 @@ async fn keep_for_replay(
         _ => return Ok((body, None)),
     }
     let limit = usize::try_from(token::REPLAY_BODY_LIMIT).unwrap_or(usize::MAX);
-    let bytes = axum::body::to_bytes(body, limit)
+    let bytes = tokio::time::timeout(time, axum::body::to_bytes(body, limit))
         .await
+        .map_err(|_| AppError::BodyTimeout)?
         .map_err(|_| AppError::BadRequest("The request body could not be read.".into()))?;
     Ok((Body::from(bytes.clone()), Some(bytes)))
 }

@@ -2,8 +2,9 @@
 //! `server.header_read_timeout`, idle connections close after
 //! `server.idle_timeout`, connections beyond `server.max_connections` wait
 //! for a slot, bodies to the gateway's own endpoints are bounded by
-//! `server.max_body_bytes` (proxied bodies are not), and shutdown still lets
-//! a request in flight finish.
+//! `server.max_body_bytes` (proxied bodies are not), a body the gateway
+//! reads whole must arrive within `server.body_read_timeout`, and shutdown
+//! still lets a request in flight finish.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -15,8 +16,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::harness::{
-    ADMIN_TOKEN, CLIENT_ID, CLIENT_SECRET, GatewayBuilder, KEY_B64, Upstream, duration, route,
-    shared,
+    ADMIN_TOKEN, Browser, CLIENT_ID, CLIENT_SECRET, GatewayBuilder, KEY_B64, Upstream, duration,
+    route, shared,
 };
 
 /// Generous bound for "closed by now" on a loaded 2-core machine.
@@ -287,6 +288,150 @@ async fn oversized_bodies_to_the_gateways_own_endpoints_get_413_while_proxied_bo
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["body_len"], 4 * 1024 * 1024);
+}
+
+/// Sends `head` (which declares a body of 100 bytes) and 10 bytes of the
+/// body, then nothing more: the gateway's answer, once it has closed the
+/// connection (`None`: still open after [`CLOSE_DEADLINE`]).
+async fn stop_mid_body(addr: SocketAddr, head: &str) -> Option<String> {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(head.as_bytes()).await.expect("write head");
+    s.write_all(&[b'a'; 10]).await.expect("write body");
+    closed_within(&mut s, CLOSE_DEADLINE)
+        .await
+        .map(|out| String::from_utf8_lossy(&out).into_owned())
+}
+
+/// A client that sends its head promptly and then stops mid-body holds
+/// neither a handler nor its connection: a body the gateway reads itself
+/// gets `server.body_read_timeout`, then 408 and the connection closes
+/// (before, the idle timeout waited for the request in flight for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_stopping_midway_to_the_gateways_own_endpoints_is_a_408_and_closes_the_connection() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .configure(|c| c.server.body_read_timeout = duration("1s"))
+        .admin()
+        .start()
+        .await;
+    let admin = gw.admin.expect("admin listener");
+    let cases = [
+        (
+            gw.addr,
+            "/auth/backchannel-logout",
+            "application/x-www-form-urlencoded",
+            "",
+        ),
+        (
+            gw.addr,
+            "/auth/logout",
+            "application/x-www-form-urlencoded",
+            "",
+        ),
+        (
+            admin,
+            "/admin/sessions/revoke",
+            "application/json",
+            "Authorization: Bearer ",
+        ),
+    ];
+    for (addr, path, content_type, auth) in cases {
+        let auth = if auth.is_empty() {
+            String::new()
+        } else {
+            format!("{auth}{ADMIN_TOKEN}\r\n")
+        };
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\n\
+             {auth}Content-Length: 100\r\n\r\n"
+        );
+        let started = Instant::now();
+        let answer = stop_mid_body(addr, &head)
+            .await
+            .unwrap_or_else(|| panic!("{path}: still open after {CLOSE_DEADLINE:?}"));
+        assert!(
+            answer.starts_with("HTTP/1.1 408 "),
+            "{path} after {:?}: {answer}",
+            started.elapsed()
+        );
+        assert!(
+            answer.contains("\"error\":\"request_timeout\""),
+            "{path}: {answer}"
+        );
+    }
+}
+
+/// The same on a session route whose small body the gateway keeps to send
+/// again with a renewed token: read before anything goes upstream (so the
+/// route's timeout does not bound it), it gets `server.body_read_timeout`,
+/// then 408; the truncated request never reaches the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_proxied_body_stopping_midway_is_a_408_and_never_reaches_the_upstream() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .configure(|c| c.server.body_read_timeout = duration("1s"))
+        .start()
+        .await;
+    let mut b = Browser::new(&gw);
+    b.login_alice().await;
+    let head = format!(
+        "POST /api/upload HTTP/1.1\r\nHost: {}\r\nCookie: {}\r\nX-CSRF: 1\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: 100\r\n\r\n",
+        gw.addr,
+        b.cookie_header()
+    );
+    let answer = stop_mid_body(gw.addr, &head)
+        .await
+        .unwrap_or_else(|| panic!("still open after {CLOSE_DEADLINE:?}"));
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert!(answer.contains("\"error\":\"request_timeout\""), "{answer}");
+    assert_eq!(upstream.count(), 0, "nothing was forwarded");
+}
+
+/// A client that asks for a large download and then reads nothing holds
+/// its connection only until its writes have been blocked for
+/// `server.idle_timeout`: then the connection is closed, the download cut
+/// short (before, it stayed open for ever, with its slot and the upstream
+/// connection behind it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_its_response_is_cut_off_after_the_idle_timeout() {
+    /// 2000 × 64 KiB from the upstream, far more than socket buffers hold.
+    const TOTAL: usize = 2000 * 65536;
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .configure(limits("10s", "2s"))
+        .route(public("/public", &upstream.url()))
+        .start()
+        .await;
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .set_recv_buffer_size(4096)
+        .expect("small receive buffer");
+    let mut s = socket.connect(gw.addr).await.expect("connect");
+    let req = format!(
+        "GET /public/2000/stream HTTP/1.1\r\nHost: {}\r\n\r\n",
+        gw.addr
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    // Not reading: the gateway's writes block once the buffers are full;
+    // after twice the idle timeout it has given up on them.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 65536];
+    let ended = tokio::time::timeout(CLOSE_DEADLINE * 3, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got += n,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "still open after reading {got} bytes");
+    assert!(
+        got < TOTAL / 2,
+        "the connection was cut long before the download's end: read {got} of {TOTAL} bytes"
+    );
 }
 
 /// An upstream whose every answer takes `delay`.
