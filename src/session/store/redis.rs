@@ -152,7 +152,12 @@ impl RedisStore {
     /// replaced (the `SET_NX` script says why), never taken as "held".
     async fn set_nx(&self, key: String, value: &str, ttl_millis: u64) -> StoreResult<bool> {
         let mut conn = self.conn.clone();
-        let r: Option<String> = self
+        let kind = key
+            .strip_prefix(self.keys.prefix.as_str())
+            .and_then(|rest| rest.split(':').next())
+            .unwrap_or_default()
+            .to_owned();
+        let r: i64 = self
             .run(
                 self.scripts
                     .set_nx
@@ -162,7 +167,13 @@ impl RedisStore {
                     .invoke_async(&mut conn),
             )
             .await?;
-        Ok(r.is_some())
+        if r == 2 {
+            tracing::warn!(
+                kind,
+                "a marker key (lock, claim, jti or lease) held a key of another type (written by something else?): replaced"
+            );
+        }
+        Ok(r != 0)
     }
 
     /// Prepares the connection; it is opened on first use and re-opened after

@@ -475,9 +475,16 @@ return 0
 /// lock, the claim or the lease forever (every refresh, login or sweep
 /// refused for as long as it is there). Such a key is deleted and the
 /// marker set. A string is a marker, whoever wrote it: left as it is.
+/// Answers 1 (set), 0 (already set) or 2 (set in place of a key of another
+/// type, which the caller logs).
 const SET_NX: &str = r"
-if wrong_type(redis.pcall('GET', KEYS[1])) then redis.call('DEL', KEYS[1]) end
-return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+local replaced = 0
+if wrong_type(redis.pcall('GET', KEYS[1])) then
+  redis.call('DEL', KEYS[1])
+  replaced = 1
+end
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
+return 1 + replaced
 ";
 
 pub(super) struct Scripts {
