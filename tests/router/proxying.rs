@@ -375,3 +375,39 @@ async fn two_different_shared_domain_session_cookies_are_no_session_and_both_var
     let r = app.get("/auth/user", &[("cookie", &mallory)]).await;
     assert_eq!(r.json()["sub"], "mallory", "{r}");
 }
+
+/// Forward-auth reads the session cookie as the proxied routes do: two
+/// different values are its 401 (with the login URL for a navigation),
+/// never either user's identity headers.
+#[tokio::test]
+async fn forward_auth_answers_two_different_session_cookies_as_not_logged_in() {
+    let app = TestRouter::with_session_and(
+        "trusted_proxies = [\"10.0.0.0/8\"]",
+        "cookie_name = \"__Secure-bff\"\ncookie_domain = \"example.test\"",
+        "[forward_auth]\nenabled = true\n",
+    )
+    .await;
+    let alice = app.logged_in("alice").await;
+    let mallory = app.logged_in("mallory").await;
+    let verify = |cookie: String| {
+        let app = &app;
+        async move {
+            let mut headers = crate::support::NAVIGATION.to_vec();
+            headers.push(("x-forwarded-uri", "/api/x"));
+            headers.push(("x-forwarded-method", "GET"));
+            headers.push(("cookie", &cookie));
+            app.send_from(
+                "10.0.0.1",
+                request(Method::GET, "/auth/verify", &headers, Body::empty()),
+            )
+            .await
+        }
+    };
+    let r = verify(format!("{mallory}; {alice}")).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r}");
+    assert!(!r.header("x-auth-login-url").is_empty(), "{r}");
+    assert!(r.headers.get("x-auth-request-user").is_none(), "{r}");
+    assert_eq!(r.all(header::SET_COOKIE).len(), 2, "{r}");
+    let r = verify(alice).await;
+    assert_eq!(r.status, StatusCode::OK, "{r}");
+}

@@ -156,7 +156,13 @@ impl TestRouter {
     /// The base configuration with `session` lines added to `[session]`
     /// (e.g. `cookie_domain = "example.test"`).
     pub async fn with_session(session: &str) -> Self {
-        Self::build_with(TempDir::new(), "", session, "", "").await
+        Self::with_session_and("", session, "").await
+    }
+
+    /// As [`TestRouter::with_session`], with `server` lines added to
+    /// `[server]` and `extra` TOML appended.
+    pub async fn with_session_and(server: &str, session: &str, extra: &str) -> Self {
+        Self::build_with(TempDir::new(), server, session, extra, "").await
     }
 
     async fn build(dir: TempDir, server: &str, extra: &str) -> Self {
