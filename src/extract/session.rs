@@ -7,6 +7,10 @@
 //!   cookie and names a coarse `reason` (see `session::EndReason`: a forged
 //!   cookie reads as `expired`); a store failure is a 503 (fail closed,
 //!   never guess).
+//! - Several different values under the session cookie's name (another
+//!   subdomain's cookie of the same name: cookie tossing) are no session:
+//!   the answer is the `unauthenticated` one, with `Set-Cookie`s that clear
+//!   every variant the gateway can name, and neither session is read.
 //! - [`MaybeSession`]: a route that works either way; only a store failure
 //!   is refused.
 //!
@@ -39,9 +43,13 @@ pub struct MaybeSession(pub Option<Arc<Session>>);
 pub enum SessionRejection {
     /// No session cookie.
     Anonymous,
-    /// The cookie names no live session (why, and the value that clears
+    /// Several different session cookies: answered as [`Self::Anonymous`]
+    /// (neither is the caller's session as far as the gateway can tell),
+    /// with the values that clear every variant it can name.
+    Ambiguous(Vec<HeaderValue>),
+    /// The cookie names no live session (why, and the values that clear
     /// it).
-    Ended(EndReason, HeaderValue),
+    Ended(EndReason, Vec<HeaderValue>),
     Store(StoreError),
 }
 
@@ -49,14 +57,20 @@ impl IntoResponse for SessionRejection {
     fn into_response(self) -> Response {
         match self {
             Self::Anonymous => AppError::Unauthenticated.into_response(),
-            Self::Ended(why, clear) => {
-                let mut resp = AppError::SessionExpired(why).into_response();
-                resp.headers_mut().append(SET_COOKIE, clear);
-                resp
-            }
+            Self::Ambiguous(clear) => with_cookies(AppError::Unauthenticated, clear),
+            Self::Ended(why, clear) => with_cookies(AppError::SessionExpired(why), clear),
             Self::Store(e) => AppError::Store(e).into_response(),
         }
     }
+}
+
+/// `error`'s answer with `Set-Cookie`s appended.
+fn with_cookies(error: AppError, set: Vec<HeaderValue>) -> Response {
+    let mut resp = error.into_response();
+    for v in set {
+        resp.headers_mut().append(SET_COOKIE, v);
+    }
+    resp
 }
 
 /// Resolves the cookie once: the live session (touched when due), or why
@@ -86,6 +100,7 @@ where
             Ok(Lookup::Active(_)) => "active",
             Ok(Lookup::Ended(_)) => "ended",
             Ok(Lookup::Anonymous) => "anonymous",
+            Ok(Lookup::Ambiguous) => "ambiguous",
             Err(_) => "store_error",
         },
     );
@@ -99,7 +114,10 @@ where
         }
         Ok(Lookup::Ended(why)) => Err(SessionRejection::Ended(
             why,
-            sessions.cookies().clear_session_cookie(),
+            sessions.cookies().clear_session_cookies(),
+        )),
+        Ok(Lookup::Ambiguous) => Err(SessionRejection::Ambiguous(
+            sessions.cookies().clear_session_cookies(),
         )),
         Ok(Lookup::Anonymous) => Err(SessionRejection::Anonymous),
         Err(e) => Err(SessionRejection::Store(e)),
@@ -147,9 +165,11 @@ where
         match resolve(parts, state).await {
             Ok(s) => Ok(MaybeSession(Some(s))),
             Err(SessionRejection::Store(e)) => Err(SessionRejection::Store(e)),
-            Err(SessionRejection::Anonymous | SessionRejection::Ended(..)) => {
-                Ok(MaybeSession(None))
-            }
+            Err(
+                SessionRejection::Anonymous
+                | SessionRejection::Ambiguous(_)
+                | SessionRejection::Ended(..),
+            ) => Ok(MaybeSession(None)),
         }
     }
 }

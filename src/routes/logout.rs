@@ -99,9 +99,13 @@ pub async fn logout(
     // cross-site one (`SameSite` held it back), and a `Set-Cookie` on its
     // answer would still delete it, logging the user out from any page.
     let cookies = state.sessions.cookies();
-    let showed_cookie =
-        crate::session::cookie::find(&parts.headers, cookies.session_name()).is_some();
-    let clear = (via_fetch || showed_cookie).then(|| cookies.clear_session_cookie());
+    // Several different session cookies (another subdomain's): no session
+    // was ended above (`MaybeSession` is none; ending either could log out
+    // someone else's session, or leave the user's own running), and every
+    // variant the gateway can name is cleared.
+    let showed_cookie = crate::session::cookie::presented(&parts.headers, cookies.session_name())
+        != crate::session::cookie::Presented::Nothing;
+    let clear = (via_fetch || showed_cookie).then(|| cookies.clear_session_cookies());
     let mut resp = if via_fetch {
         let redirect_url = match end_session {
             Some(url) => state.logout.handle_for(&url).await?,
@@ -119,7 +123,7 @@ pub async fn logout(
                 .map_or(state.logout.post_logout_location(), |u| u.as_str()),
         )
     };
-    if let Some(clear) = clear {
+    for clear in clear.into_iter().flatten() {
         resp.headers_mut().append(header::SET_COOKIE, clear);
     }
     resp.headers_mut()

@@ -146,10 +146,9 @@ pub async fn revoke(
     }
     let mut resp = Json(json!({ "id": target.as_str(), "result": outcome })).into_response();
     if target == session.store_id && outcome == RevokeOutcome::Revoked {
-        resp.headers_mut().append(
-            header::SET_COOKIE,
-            state.sessions.cookies().clear_session_cookie(),
-        );
+        for clear in state.sessions.cookies().clear_session_cookies() {
+            resp.headers_mut().append(header::SET_COOKIE, clear);
+        }
     }
     Ok(resp)
 }

@@ -310,13 +310,38 @@ impl CookiePolicy {
         )
     }
 
-    pub fn clear_session_cookie(&self) -> HeaderValue {
-        self.build(
+    /// The `Set-Cookie` values that delete the session cookie in every
+    /// variant the gateway can name: the one it sets (with the configured
+    /// attributes), and with `session.cookie_domain` also the host-only one
+    /// (left by a configuration without the domain, or set by this host).
+    ///
+    /// A browser deletes a cookie only by its name, domain and path: a
+    /// cookie of the session's name that another subdomain set for the
+    /// parent domain on a longer path (`Path=/api`) is not deleted by
+    /// these, and nothing in the request tells that path. The gateway then
+    /// keeps refusing the ambiguous cookie (see [`presented`]) rather than
+    /// guess; the user clears the site's cookies, or the operator moves to
+    /// the `__Host-` name, which no other host can set.
+    pub fn clear_session_cookies(&self) -> Vec<HeaderValue> {
+        let mut out = vec![self.build(
             &self.session_name,
             "",
             self.session_same_site(),
             Duration::ZERO,
-        )
+        )];
+        if self.domain.is_some() {
+            let host_only = Self {
+                domain: None,
+                ..self.clone()
+            };
+            out.push(host_only.build(
+                &self.session_name,
+                "",
+                self.session_same_site(),
+                Duration::ZERO,
+            ));
+        }
+        out
     }
 
     /// The name of the cookie that carries the pending login of `slot`
@@ -470,16 +495,55 @@ pub fn upstream_may_set(set_cookie: &[u8], policy: &CookiePolicy) -> bool {
     pair_name(set_cookie).is_some_and(|name| is_token(name) && !named_like_ours(name, policy))
 }
 
-/// The `Cookie` header minus the gateway's own cookies (and anything named
-/// like them, and pairs without a valid name), or `None` if nothing is left
-/// (the header is then dropped). Every `Cookie` line is read as bytes.
 /// The first value of cookie `name` in the request's `Cookie` headers.
+/// Not for the session cookie: [`presented`] says whether that one is
+/// ambiguous.
 pub fn find<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     pairs(headers).find_map(|(k, v)| (k == name).then_some(v))
 }
 
-/// The `Cookie` header minus the gateway's own cookies, or `None` if nothing
-/// is left (the header is then dropped).
+/// What the request's `Cookie` headers carry under one cookie name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presented<'a> {
+    /// No cookie of that name.
+    Nothing,
+    /// One value (sent once, or several times alike).
+    One(&'a str),
+    /// Two or more different values: the browser holds several cookies of
+    /// that name (other domains or paths), and nothing says which is the
+    /// user's own.
+    Ambiguous,
+}
+
+/// Every value of cookie `name` in the request's `Cookie` headers (all
+/// lines, all pairs), judged together: identical duplicates are one value,
+/// different ones are [`Presented::Ambiguous`].
+///
+/// Why not the first: a browser sends the cookie of the longest path first,
+/// and a sibling subdomain may set a cookie of the session's name for the
+/// parent domain on a longer path (`Domain=example.com; Path=/api`) when
+/// the name is `__Secure-` (the `__Host-` default forbids `Domain`). Taking
+/// the first value would run the victim's API calls in the attacker's
+/// session (cookie tossing). Nor the last: the order is the browser's, not
+/// a statement of which cookie the gateway set.
+pub fn presented<'a>(headers: &'a HeaderMap, name: &str) -> Presented<'a> {
+    let mut found = Presented::Nothing;
+    for (k, v) in pairs(headers) {
+        if k != name {
+            continue;
+        }
+        found = match found {
+            Presented::Nothing => Presented::One(v),
+            Presented::One(first) if first == v => Presented::One(first),
+            _ => return Presented::Ambiguous,
+        };
+    }
+    found
+}
+
+/// The `Cookie` header minus the gateway's own cookies (and anything named
+/// like them, and pairs without a valid name), or `None` if nothing is left
+/// (the header is then dropped). Every `Cookie` line is read as bytes.
 pub fn without_ours(headers: &HeaderMap, policy: &CookiePolicy) -> Option<HeaderValue> {
     let mut kept: Vec<u8> = Vec::new();
     for value in headers.get_all(COOKIE) {
@@ -512,6 +576,78 @@ mod tests {
 
     fn policy() -> CookiePolicy {
         CookiePolicy::new(&SessionConfig::with_keys(vec![]))
+    }
+
+    fn cookie_lines(lines: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for l in lines {
+            h.append(COOKIE, HeaderValue::from_str(l).expect("value"));
+        }
+        h
+    }
+
+    #[test]
+    fn the_session_cookie_is_one_value_or_ambiguous_never_the_first_of_several() {
+        let n = "__Host-oidc-bff";
+        for (lines, want) in [
+            (vec![], Presented::Nothing),
+            (vec!["other=1"], Presented::Nothing),
+            (vec!["__Host-oidc-bff=a"], Presented::One("a")),
+            (
+                vec!["x=1; __Host-oidc-bff=a; __Host-oidc-bff=a"],
+                Presented::One("a"),
+            ),
+            (
+                vec!["__Host-oidc-bff=a", "__Host-oidc-bff=\"a\""],
+                Presented::One("a"),
+            ),
+            (
+                vec!["__Host-oidc-bff=b; __Host-oidc-bff=a"],
+                Presented::Ambiguous,
+            ),
+            (
+                vec!["__Host-oidc-bff=b", "y=2; __Host-oidc-bff=a"],
+                Presented::Ambiguous,
+            ),
+            (
+                vec!["__Host-oidc-bff=a; __Host-oidc-bff="],
+                Presented::Ambiguous,
+            ),
+            (
+                vec!["__Host-oidc-bff=a; __Host-oidc-bff=a; __Host-oidc-bff=c"],
+                Presented::Ambiguous,
+            ),
+        ] {
+            assert_eq!(presented(&cookie_lines(&lines), n), want, "{lines:?}");
+        }
+    }
+
+    #[test]
+    fn clearing_names_the_domain_cookie_and_the_host_only_one() {
+        let strict = policy().clear_session_cookies();
+        assert_eq!(strict.len(), 1, "{strict:?}");
+        let mut config = SessionConfig::with_keys(vec![]);
+        config.cookie_name = "__Secure-bff".into();
+        config.cookie_domain = Some("example.com".into());
+        let shared = CookiePolicy::new(&config).clear_session_cookies();
+        let shown: Vec<String> = shared
+            .iter()
+            .map(|v| v.to_str().expect("ascii").to_ascii_lowercase())
+            .collect();
+        assert_eq!(shown.len(), 2, "{shown:?}");
+        for v in &shown {
+            assert!(v.starts_with("__secure-bff=;"), "{v}");
+            assert!(v.contains("max-age=0") && v.contains("path=/"), "{v}");
+            assert!(v.contains("secure"), "{v}");
+        }
+        assert_eq!(
+            shown
+                .iter()
+                .filter(|v| v.contains("domain=example.com"))
+                .count(),
+            1,
+            "one with the domain, one host-only: {shown:?}"
+        );
     }
 
     #[test]

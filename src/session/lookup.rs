@@ -22,6 +22,10 @@ use super::{Sessions, StoreOp, activity};
 pub enum Lookup {
     /// No session cookie at all.
     Anonymous,
+    /// Several different values under the session cookie's name
+    /// ([`cookie::Presented::Ambiguous`]): no session, and neither value
+    /// is looked up, so neither session is used, touched or ended.
+    Ambiguous,
     /// A cookie that does not resolve to a live session (malformed, unknown,
     /// expired, revoked, undecryptable), and why, as far as the browser may
     /// know.
@@ -125,8 +129,16 @@ impl Sessions {
     /// reaches this through the session extractors (`extract::session`),
     /// the one place that decides what each outcome means for a request.
     pub async fn load(&self, headers: &HeaderMap, now: u64) -> StoreResult<Lookup> {
-        let Some(value) = cookie::find(headers, self.cookies.session_name()) else {
-            return Ok(Lookup::Anonymous);
+        let value = match cookie::presented(headers, self.cookies.session_name()) {
+            cookie::Presented::Nothing => return Ok(Lookup::Anonymous),
+            cookie::Presented::Ambiguous => {
+                // Never the values: either may be someone's live session.
+                tracing::info!(
+                    "request refused: several different session cookies (another subdomain's cookie of the same name, or one left by an older cookie_domain)"
+                );
+                return Ok(Lookup::Ambiguous);
+            }
+            cookie::Presented::One(value) => value,
         };
         let Some(id) = SessionId::parse(value) else {
             tracing::debug!("malformed session cookie refused before lookup");
@@ -167,7 +179,10 @@ impl Sessions {
     /// cookie is well-formed; nothing is read from the store (the audit
     /// trail names the session of a refused request with it).
     pub fn presented(&self, headers: &HeaderMap) -> Option<StoreId> {
-        let value = cookie::find(headers, self.cookies.session_name())?;
+        let cookie::Presented::One(value) = cookie::presented(headers, self.cookies.session_name())
+        else {
+            return None;
+        };
         SessionId::parse(value).map(|id| id.store_id())
     }
 

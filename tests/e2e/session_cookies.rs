@@ -248,3 +248,113 @@ async fn a_dump_of_redis_holds_no_token_session_id_or_claim_in_clear() {
         assert!(!text.contains(needle), "{what} found in clear in Redis");
     }
 }
+
+/// A raw request with exactly these `Cookie` header lines (no jar).
+async fn with_cookie_lines(
+    gw: &crate::harness::Gateway,
+    method: reqwest::Method,
+    path: &str,
+    lines: &[String],
+    extra: &[(&str, &str)],
+) -> (StatusCode, reqwest::header::HeaderMap, String) {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client");
+    let mut req = client.request(method, format!("{}{path}", gw.base));
+    for line in lines {
+        req = req.header("cookie", line);
+    }
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    (status, headers, resp.text().await.unwrap_or_default())
+}
+
+fn cleared(headers: &reqwest::header::HeaderMap, name: &str) -> Vec<String> {
+    headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter(|v| v.starts_with(&format!("{name}=;")))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Two users' genuine session cookies under the session's name (what a
+/// browser sends when a sibling subdomain tossed a cookie of that name for
+/// the parent domain on a longer path): no session, on every route that
+/// reads one, and neither is used, forwarded or ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_different_session_cookies_are_no_session_and_neither_is_used() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream).start().await;
+    let mut alice = Browser::new(&gw);
+    alice.login_alice().await;
+    let mut bob = Browser::new(&gw);
+    bob.login_as("bob").await;
+    let (a, b) = (
+        alice.session_cookie().expect("alice's cookie"),
+        bob.session_cookie().expect("bob's cookie"),
+    );
+    let name = "__Host-oidc-bff";
+    let one_line = vec![format!("{name}={b}; {name}={a}")];
+    let two_lines = vec![format!("{name}={b}"), format!("{name}={a}")];
+    for lines in [&one_line, &two_lines] {
+        let (s, h, body) =
+            with_cookie_lines(&gw, reqwest::Method::GET, "/api/data", lines, &[]).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{lines:?}: {body}");
+        assert!(body.contains("\"unauthenticated\""), "{body}");
+        assert_eq!(cleared(&h, name).len(), 1, "cleared: {h:?}");
+        let (s, _, body) =
+            with_cookie_lines(&gw, reqwest::Method::GET, "/auth/user", lines, &[]).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
+        assert!(!body.contains("alice") && !body.contains("bob"), "{body}");
+        let (s, _, _) =
+            with_cookie_lines(&gw, reqwest::Method::GET, "/auth/sessions", lines, &[]).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        // A navigation gets the login page's way, not either session.
+        let (s, h, _) = with_cookie_lines(
+            &gw,
+            reqwest::Method::GET,
+            "/api/page",
+            lines,
+            &[("accept", "text/html"), ("sec-fetch-mode", "navigate")],
+        )
+        .await;
+        assert!(
+            s == StatusCode::UNAUTHORIZED || s.is_redirection(),
+            "navigation: {s} {h:?}"
+        );
+        // Logout ends neither session, and clears the cookie.
+        let (s, h, body) = with_cookie_lines(
+            &gw,
+            reqwest::Method::POST,
+            "/auth/logout",
+            lines,
+            &[("x-csrf", "1")],
+        )
+        .await;
+        assert!(s.is_success(), "logout: {s} {body}");
+        assert_eq!(cleared(&h, name).len(), 1, "logout cleared: {h:?}");
+    }
+    assert_eq!(upstream.count(), 0, "nothing forwarded with either session");
+    // Both sessions are still there for their owners.
+    assert_eq!(alice.get("/auth/user").await.json()["sub"], "alice");
+    assert_eq!(bob.get("/api/data").await.status, StatusCode::OK);
+    // The same value twice is that one cookie.
+    let (s, _, body) = with_cookie_lines(
+        &gw,
+        reqwest::Method::GET,
+        "/auth/user",
+        &[format!("{name}={a}; {name}={a}")],
+        &[],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert!(body.contains("alice"), "{body}");
+}

@@ -140,7 +140,7 @@ fn redis_store() -> RedisStore {
     redis_store_at(&random_prefix())
 }
 
-fn redis_store_at(prefix: &str) -> RedisStore {
+pub(crate) fn redis_store_at(prefix: &str) -> RedisStore {
     let config = RedisConfig {
         endpoint: RedisEndpoint::Url(shared().redis.url().parse().expect("redis url")),
         username: None,

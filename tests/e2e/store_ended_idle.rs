@@ -52,7 +52,7 @@ async fn end_reason(s: &Sessions, h: &HeaderMap, now: u64) -> Option<EndReason> 
     match s.load(h, now).await.expect("load") {
         Lookup::Ended(why) => Some(why),
         Lookup::Active(_) => None,
-        Lookup::Anonymous => panic!("a cookie was sent"),
+        Lookup::Anonymous | Lookup::Ambiguous => panic!("one cookie was sent"),
     }
 }
 

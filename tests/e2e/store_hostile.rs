@@ -36,7 +36,11 @@ async fn the_key(gw: &Gateway, kind: &str) -> String {
 /// Replaces `key` with a value of another type: `string`, `list`,
 /// `hash` or `stream`.
 async fn overwrite_as(gw: &Gateway, key: &str, kind: &str) {
-    let mut conn = gw.redis().await;
+    overwrite_in(&mut gw.redis().await, key, kind).await;
+}
+
+/// [`overwrite_as`] on a connection of the test's own.
+async fn overwrite_in(conn: &mut redis::aio::MultiplexedConnection, key: &str, kind: &str) {
     let mut pipe = redis::pipe();
     pipe.atomic().cmd("DEL").arg(key).ignore();
     match kind {
@@ -46,7 +50,7 @@ async fn overwrite_as(gw: &Gateway, key: &str, kind: &str) {
         "stream" => pipe.cmd("XADD").arg(key).arg("*").arg("r").arg("not ours"),
         other => panic!("no such kind {other}"),
     };
-    let _: redis::Value = pipe.query_async(&mut conn).await.expect("overwrite");
+    let _: redis::Value = pipe.query_async(conn).await.expect("overwrite");
 }
 
 fn clears_the_session_cookie(r: &Resp) -> bool {
@@ -158,4 +162,129 @@ async fn a_provider_session_index_of_another_type_does_not_block_the_next_login(
     // same index.
     b.login_as(&user).await;
     assert_eq!(b.get("/api/x").await.status, StatusCode::OK);
+}
+
+async fn shared_redis() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(shared().redis.url())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis connection")
+}
+
+/// The refresh lock, the login claim, a logout token's jti marker and the
+/// sweep's and count's leases are `SET NX` markers: Redis answers "already
+/// set" for a key of any type there, so a key of another type held the
+/// lock, the claim or the lease for as long as it was there (every refresh,
+/// that login, every sweep refused). They are no markers of ours: replaced,
+/// and then a marker like any other (the next taker is refused). A
+/// single-use handle (fetch logout) of another type is an unknown handle,
+/// and a published count of another type is none, not an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn markers_locks_and_leases_of_another_type_are_replaced_not_held() {
+    use oidc_bff::session::cookie::StoreId;
+    use oidc_bff::session::store::{OnceKind, SessionStore};
+    use std::time::Duration;
+    let mut conn = shared_redis().await;
+    let now = oidc_bff::clock::unix_now();
+    for kind in ["list", "hash", "stream"] {
+        let prefix = random_prefix();
+        let store = crate::store_conformance::redis_store_at(&prefix);
+        let rest = "0".repeat(56);
+        let id = StoreId::parse(&format!("abcd{rest}")).expect("id");
+
+        overwrite_in(&mut conn, &format!("{prefix}l:{{abcd}}{rest}"), kind).await;
+        assert!(
+            store.lock(&id, "mine", 10_000).await.expect("lock"),
+            "{kind}"
+        );
+        assert!(
+            !store.lock(&id, "theirs", 10_000).await.expect("lock"),
+            "{kind}"
+        );
+        store.unlock(&id, "mine").await.expect("unlock");
+        assert!(
+            store.lock(&id, "theirs", 10_000).await.expect("lock"),
+            "{kind}"
+        );
+
+        overwrite_in(&mut conn, &format!("{prefix}c:claimed"), kind).await;
+        assert!(
+            store.claim_once("claimed", 10_000).await.expect("claim"),
+            "{kind}"
+        );
+        assert!(
+            !store.claim_once("claimed", 10_000).await.expect("claim"),
+            "{kind}"
+        );
+
+        overwrite_in(&mut conn, &format!("{prefix}j:seen"), kind).await;
+        assert!(
+            store.remember_jti("seen", 10_000).await.expect("jti"),
+            "{kind}"
+        );
+        assert!(
+            !store.remember_jti("seen", 10_000).await.expect("jti"),
+            "{kind}"
+        );
+
+        overwrite_in(&mut conn, &format!("{prefix}o:logout:handle"), kind).await;
+        assert_eq!(
+            store
+                .take_once(OnceKind::Logout, "handle")
+                .await
+                .expect("take"),
+            None,
+            "{kind}"
+        );
+
+        let every = Duration::from_secs(60);
+        overwrite_in(&mut conn, &format!("{prefix}sweep:lease"), kind).await;
+        assert!(
+            store
+                .fleet_sweep(every, now)
+                .await
+                .expect("sweep")
+                .is_some(),
+            "{kind}: the sweep ran"
+        );
+        // Another process holds the count's lease; what it published is
+        // not a count.
+        overwrite_in(&mut conn, &format!("{prefix}count:lease"), "string").await;
+        overwrite_in(&mut conn, &format!("{prefix}count:total"), kind).await;
+        assert_eq!(
+            store.fleet_count(every, now).await.expect("count"),
+            None,
+            "{kind}"
+        );
+        overwrite_in(&mut conn, &format!("{prefix}count:lease"), kind).await;
+        assert_eq!(
+            store.fleet_count(every, now).await.expect("count"),
+            Some(0),
+            "{kind}"
+        );
+    }
+}
+
+/// The shard tags' key is not replaced when it holds another type (a new
+/// key would move every user's new sessions to other slots than their
+/// existing ones): the store refuses with an error that names the key and
+/// the fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_key_of_another_type_is_a_precise_error_and_is_kept() {
+    use oidc_bff::session::store::SessionStore;
+    let mut conn = shared_redis().await;
+    let prefix = random_prefix();
+    let key = format!("{prefix}shard-key");
+    overwrite_in(&mut conn, &key, "hash").await;
+    let store = crate::store_conformance::redis_store_at(&prefix);
+    let e = store.shard_of("some-user").await.expect_err("no shard tag");
+    let told = e.to_string();
+    assert!(told.contains(&format!("DEL {key}")), "{told}");
+    let kind: String = redis::cmd("TYPE")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .expect("type");
+    assert_eq!(kind, "hash", "left for the operator");
 }

@@ -321,3 +321,93 @@ async fn trace_without_a_session_is_405_not_401_on_a_required_route() {
         "This method is not allowed here.",
     );
 }
+
+/// With a `__Secure-` name and `session.cookie_domain`, a sibling
+/// subdomain can set a cookie of the session's name for the parent domain
+/// (on a longer path, so the browser sends it first): two different
+/// values are no session, on required, optional and the gateway's own
+/// routes, and the answer clears both the domain and the host-only cookie.
+#[tokio::test]
+async fn two_different_shared_domain_session_cookies_are_no_session_and_both_variants_are_cleared()
+{
+    let app = TestRouter::with_session(
+        "cookie_name = \"__Secure-bff\"\ncookie_domain = \"example.test\"",
+    )
+    .await;
+    let alice = app.logged_in("alice").await;
+    let mallory = app.logged_in("mallory").await;
+    assert!(alice.starts_with("__Secure-bff="), "{alice}");
+    let tossed = format!("{mallory}; theme=dark; {alice}");
+    for path in ["/api/items", "/auth/user", "/auth/sessions"] {
+        let r = app.get(path, &[("cookie", &tossed)]).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{path}: {r}");
+        assert_eq!(r.json()["error"], "unauthenticated", "{path}: {r}");
+        let clears = r.all(header::SET_COOKIE);
+        assert_eq!(clears.len(), 2, "{path}: {r}");
+        for c in &clears {
+            assert!(c.starts_with("__Secure-bff=;"), "{c}");
+            assert!(c.contains("Max-Age=0") && c.contains("Secure"), "{c}");
+        }
+        assert_eq!(
+            clears
+                .iter()
+                .filter(|c| c.contains("Domain=example.test"))
+                .count(),
+            1,
+            "one domain and one host-only clear: {clears:?}"
+        );
+    }
+    let r = app.get("/maybe/items", &[("cookie", &tossed)]).await;
+    assert_eq!(r.status, StatusCode::OK, "{r}");
+    let seen = app.upstream.seen();
+    assert_eq!(
+        seen.len(),
+        1,
+        "only the optional route reached it: {seen:?}"
+    );
+    assert!(seen[0].headers.get(header::AUTHORIZATION).is_none());
+    // Each cookie alone, or twice alike, is still its owner's session.
+    for cookie in [alice.clone(), format!("{alice}; {alice}")] {
+        let r = app.get("/auth/user", &[("cookie", &cookie)]).await;
+        assert_eq!(r.status, StatusCode::OK, "{r}");
+        assert_eq!(r.json()["sub"], "alice", "{r}");
+    }
+    let r = app.get("/auth/user", &[("cookie", &mallory)]).await;
+    assert_eq!(r.json()["sub"], "mallory", "{r}");
+}
+
+/// Forward-auth reads the session cookie as the proxied routes do: two
+/// different values are its 401 (with the login URL for a navigation),
+/// never either user's identity headers.
+#[tokio::test]
+async fn forward_auth_answers_two_different_session_cookies_as_not_logged_in() {
+    let app = TestRouter::with_session_and(
+        "trusted_proxies = [\"10.0.0.0/8\"]",
+        "cookie_name = \"__Secure-bff\"\ncookie_domain = \"example.test\"",
+        "[forward_auth]\nenabled = true\n",
+    )
+    .await;
+    let alice = app.logged_in("alice").await;
+    let mallory = app.logged_in("mallory").await;
+    let verify = |cookie: String| {
+        let app = &app;
+        async move {
+            let mut headers = crate::support::NAVIGATION.to_vec();
+            headers.push(("x-forwarded-uri", "/api/x"));
+            headers.push(("x-forwarded-method", "GET"));
+            headers.push(("cookie", &cookie));
+            app.send_from(
+                "10.0.0.1",
+                request(Method::GET, "/auth/verify", &headers, Body::empty()),
+            )
+            .await
+        }
+    };
+    let r = verify(format!("{mallory}; {alice}")).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r}");
+    assert!(!r.header("x-auth-login-url").is_empty(), "{r}");
+    assert!(r.headers.get("x-auth-request-user").is_none(), "{r}");
+    assert_eq!(r.all(header::SET_COOKIE).len(), 2, "{r}");
+    let r = verify(alice).await;
+    assert_eq!(r.status, StatusCode::OK, "{r}");
+}

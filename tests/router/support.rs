@@ -153,19 +153,43 @@ impl TestRouter {
         Self::build_mounted(dir, server, extra, mount).await
     }
 
+    /// The base configuration with `session` lines added to `[session]`
+    /// (e.g. `cookie_domain = "example.test"`).
+    pub async fn with_session(session: &str) -> Self {
+        Self::with_session_and("", session, "").await
+    }
+
+    /// As [`TestRouter::with_session`], with `server` lines added to
+    /// `[server]` and `extra` TOML appended.
+    pub async fn with_session_and(server: &str, session: &str, extra: &str) -> Self {
+        Self::build_with(TempDir::new(), server, session, extra, "").await
+    }
+
     async fn build(dir: TempDir, server: &str, extra: &str) -> Self {
         Self::build_mounted(dir, server, extra, "").await
     }
 
     async fn build_mounted(dir: TempDir, server: &str, extra: &str, mount: &str) -> Self {
+        Self::build_with(dir, server, "", extra, mount).await
+    }
+
+    async fn build_with(
+        dir: TempDir,
+        server: &str,
+        session: &str,
+        extra: &str,
+        mount: &str,
+    ) -> Self {
         let upstream = Upstream::start().await;
         let extra = extra
             .replace("{dir}", &dir.path().display().to_string())
             .replace("{upstream}", &upstream.url);
-        let toml = config_toml(&upstream.url, server, &extra).replace(
-            &format!("public_url = \"{PUBLIC_URL}\""),
-            &format!("public_url = \"{PUBLIC_URL}{mount}\""),
-        );
+        let toml = config_toml(&upstream.url, server, &extra)
+            .replace(
+                &format!("public_url = \"{PUBLIC_URL}\""),
+                &format!("public_url = \"{PUBLIC_URL}{mount}\""),
+            )
+            .replace("[session]\n", &format!("[session]\n{session}\n"));
         let path = dir.write("oidc-bff.toml", &toml);
         let config = match oidc_bff::config::load(Some(&path), Vec::new()) {
             Ok(c) => c,

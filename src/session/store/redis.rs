@@ -125,23 +125,55 @@ pub(super) fn fixed_client(
     .map_err(|e| StoreError::Unavailable(format!("{e} (Redis at {address})")))
 }
 
+/// The store error for a shard key that cannot be read. A key of another
+/// type there is not replaced: a new key would put every user's new
+/// sessions in other slots than their existing ones (their index, their
+/// session list and the per-user limit would split), so the operator
+/// decides, and is told exactly what to run and what it costs.
+fn shard_key_problem(key: &str, e: StoreError) -> StoreError {
+    match e {
+        StoreError::Unavailable(detail) if detail.contains("WRONGTYPE") => {
+            tracing::error!(
+                key,
+                "the shard tags' key holds a value of another type (written by something else?): every login fails until it is fixed. Fix: `DEL {key}`; the gateway then creates a new key, and sessions created before stay valid until they end, but each user's older sessions are listed, limited and revoked apart from their new ones (see docs/operations.md)"
+            );
+            StoreError::Unavailable(format!(
+                "{key} is not a string (WRONGTYPE); fix: DEL {key} (see docs/operations.md, \"shard-key\")"
+            ))
+        }
+        e => e,
+    }
+}
+
 impl RedisStore {
     /// `SET key value NX PX ttl`: `true` if this call set it (single-use
-    /// markers, locks, seen token IDs).
+    /// markers, locks, seen token IDs, the sweep's and the count's
+    /// leases). A key of another type there is no marker of ours: it is
+    /// replaced (the `SET_NX` script says why), never taken as "held".
     async fn set_nx(&self, key: String, value: &str, ttl_millis: u64) -> StoreResult<bool> {
         let mut conn = self.conn.clone();
-        let r: Option<String> = self
+        let kind = key
+            .strip_prefix(self.keys.prefix.as_str())
+            .and_then(|rest| rest.split(':').next())
+            .unwrap_or_default()
+            .to_owned();
+        let r: i64 = self
             .run(
-                redis::cmd("SET")
-                    .arg(key)
+                self.scripts
+                    .set_nx
+                    .key(key)
                     .arg(value)
-                    .arg("NX")
-                    .arg("PX")
                     .arg(ttl_millis.max(1))
-                    .query_async(&mut conn),
+                    .invoke_async(&mut conn),
             )
             .await?;
-        Ok(r.is_some())
+        if r == 2 {
+            tracing::warn!(
+                kind,
+                "a marker key (lock, claim, jti or lease) held a key of another type (written by something else?): replaced"
+            );
+        }
+        Ok(r != 0)
     }
 
     /// Prepares the connection; it is opened on first use and re-opened after
@@ -271,7 +303,10 @@ impl RedisStore {
         self.shard_key
             .get_or_try_init(|| async {
                 let mut conn = self.conn.clone();
-                let found: Option<Vec<u8>> = self.run(conn.get(&key)).await?;
+                let found: Option<Vec<u8>> = self
+                    .run(conn.get(&key))
+                    .await
+                    .map_err(|e| shard_key_problem(&key, e))?;
                 if let Some(k) = found {
                     return Ok(k);
                 }
@@ -910,8 +945,16 @@ impl SessionStore for RedisStore {
     async fn take_once(&self, kind: OnceKind, key: &str) -> StoreResult<Option<Vec<u8>>> {
         let mut conn = self.conn.clone();
         let k = self.keys.plain("o", &format!("{}:{key}", kind.as_str()));
-        self.run(redis::cmd("GETDEL").arg(k).query_async(&mut conn))
-            .await
+        // A key of another type is no handle of ours: the handle is unknown
+        // (as an expired one), not an outage on every use of it.
+        self.run(async {
+            wrong_type_as(
+                redis::cmd("GETDEL").arg(&k).query_async(&mut conn).await,
+                None,
+                "a single-use handle",
+            )
+        })
+        .await
     }
 
     async fn claim_once(&self, key: &str, ttl_millis: u64) -> StoreResult<bool> {

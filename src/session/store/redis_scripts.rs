@@ -464,8 +464,27 @@ return {r[1], n}
 ";
 
 const UNLOCK: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+if sget(KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
+";
+
+/// `SET KEYS[1] ARGV[1] NX PX ARGV[2]` for a single-use marker, a lock or a
+/// lease, where a key of another type is no marker of ours: `SET NX` alone
+/// answers "already set" for a key of any type, so a hash or list left
+/// there (another tenant's write, a restore from elsewhere) would hold the
+/// lock, the claim or the lease forever (every refresh, login or sweep
+/// refused for as long as it is there). Such a key is deleted and the
+/// marker set. A string is a marker, whoever wrote it: left as it is.
+/// Answers 1 (set), 0 (already set) or 2 (set in place of a key of another
+/// type, which the caller logs).
+const SET_NX: &str = r"
+local replaced = 0
+if wrong_type(redis.pcall('GET', KEYS[1])) then
+  redis.call('DEL', KEYS[1])
+  replaced = 1
+end
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
+return 1 + replaced
 ";
 
 pub(super) struct Scripts {
@@ -481,6 +500,7 @@ pub(super) struct Scripts {
     pub read_live: Script,
     pub trim: Script,
     pub unlock: Script,
+    pub set_nx: Script,
     /// [`COUNT_BATCH`]'s text, sent with EVAL to each node in turn.
     pub count_batch: String,
 }
@@ -500,7 +520,8 @@ impl Scripts {
             list_window: Script::new(LIST_WINDOW),
             read_live: with_prelude(READ_LIVE),
             trim: with_prelude(TRIM),
-            unlock: Script::new(UNLOCK),
+            unlock: with_prelude(UNLOCK),
+            set_nx: with_prelude(SET_NX),
             count_batch: format!("{PRELUDE}\n{COUNT_BATCH}"),
         }
     }

@@ -343,8 +343,16 @@ impl RedisStore {
         let total = self.keys.plain("count", "total");
         let mut conn = self.conn.clone();
         let Some(lease_ms) = self.take_lease("count", every).await? else {
+            // A key of another type is no count of ours: none published
+            // yet (the process holding the lease overwrites it).
             return self
-                .run(redis::cmd("GET").arg(&total).query_async(&mut conn))
+                .run(async {
+                    wrong_type_as(
+                        redis::cmd("GET").arg(&total).query_async(&mut conn).await,
+                        None,
+                        "the published session count",
+                    )
+                })
                 .await;
         };
         let n = match self.count_sessions(now).await {
