@@ -15,10 +15,7 @@ async fn behind(kind: Kind, upstream: &Upstream) -> (Gateway, FrontProxy) {
     let port = FrontProxy::reserve_port();
     let gw = GatewayBuilder::new(upstream)
         .public_url(&format!("http://127.0.0.1:{port}"))
-        .configure(|c| {
-            c.server.trusted_proxies = vec!["127.0.0.1/32".into()];
-            c.forward_auth.enabled = true;
-        })
+        .configure(forward_auth_on)
         .start()
         .await;
     let proxy = FrontProxy::start(kind, port, gw.addr, upstream.addr.expect("started"));
@@ -40,6 +37,13 @@ async fn api(
     let r = b.request(method, path, headers, body).await;
     b.cookies = kept;
     r
+}
+
+/// Forward-auth on, answered to loopback peers (the front proxies and the
+/// tests' own client).
+fn forward_auth_on(c: &mut oidc_bff::config::RawConfig) {
+    c.server.trusted_proxies = vec!["127.0.0.1/32".into()];
+    c.forward_auth.enabled = true;
 }
 
 /// What the browser must never see on any answer.
@@ -263,10 +267,7 @@ async fn forward_auth_answers_only_the_trusted_proxies() {
 async fn forward_auth_refuses_ambiguous_original_paths() {
     let upstream = Upstream::start().await;
     let gw = GatewayBuilder::new(&upstream)
-        .configure(|c| {
-            c.server.trusted_proxies = vec!["127.0.0.1/32".into()];
-            c.forward_auth.enabled = true;
-        })
+        .configure(forward_auth_on)
         .start()
         .await;
     let mut b = Browser::new(&gw);
@@ -311,8 +312,7 @@ async fn forward_auth_refuses_a_path_that_reads_as_a_routes_under_another_spelli
     let gw = GatewayBuilder::new(&upstream)
         .route(crate::harness::route("/admin", &upstream.url()))
         .configure(|c| {
-            c.server.trusted_proxies = vec!["127.0.0.1/32".into()];
-            c.forward_auth.enabled = true;
+            forward_auth_on(c);
             c.forward_auth.default_auth = "none".into();
         })
         .start()
@@ -343,10 +343,7 @@ async fn forward_auth_refuses_a_path_that_reads_as_a_routes_under_another_spelli
 async fn forward_auth_holds_method_overrides_and_lowercase_trace_to_the_method_rules() {
     let upstream = Upstream::start().await;
     let gw = GatewayBuilder::new(&upstream)
-        .configure(|c| {
-            c.server.trusted_proxies = vec!["127.0.0.1/32".into()];
-            c.forward_auth.enabled = true;
-        })
+        .configure(forward_auth_on)
         .start()
         .await;
     let mut b = Browser::new(&gw);
@@ -389,10 +386,7 @@ async fn forward_auth_holds_method_overrides_and_lowercase_trace_to_the_method_r
 async fn forward_auth_login_urls_lead_to_a_login_even_for_original_uris_login_would_refuse() {
     let upstream = Upstream::start().await;
     let gw = GatewayBuilder::new(&upstream)
-        .configure(|c| {
-            c.server.trusted_proxies = vec!["127.0.0.1/32".into()];
-            c.forward_auth.enabled = true;
-        })
+        .configure(forward_auth_on)
         .start()
         .await;
     let long = format!("/api/{}", "a".repeat(3000));
@@ -460,8 +454,7 @@ async fn forward_auth_protects_an_app_under_a_sub_path() {
     let gw = GatewayBuilder::new(&upstream)
         .route(crate::harness::route("/app/api", &upstream.url()))
         .configure(|c| {
-            c.server.trusted_proxies = vec!["127.0.0.1/32".into()];
-            c.forward_auth.enabled = true;
+            forward_auth_on(c);
             c.forward_auth.default_auth = "none".into();
         })
         .start()
@@ -507,10 +500,7 @@ async fn forward_auth_protects_an_app_under_a_sub_path() {
 async fn forward_auth_reads_envoys_appended_original_path() {
     let upstream = Upstream::start().await;
     let gw = GatewayBuilder::new(&upstream)
-        .configure(|c| {
-            c.server.trusted_proxies = vec!["127.0.0.1/32".into()];
-            c.forward_auth.enabled = true;
-        })
+        .configure(forward_auth_on)
         .start()
         .await;
     let mut b = Browser::new(&gw);
@@ -544,10 +534,7 @@ async fn forward_auth_reads_envoys_appended_original_path() {
 async fn forward_auth_refuses_websocket_handshakes_from_other_origins() {
     let upstream = Upstream::start().await;
     let gw = GatewayBuilder::new(&upstream)
-        .configure(|c| {
-            c.server.trusted_proxies = vec!["127.0.0.1/32".into()];
-            c.forward_auth.enabled = true;
-        })
+        .configure(forward_auth_on)
         .start()
         .await;
     let mut b = Browser::new(&gw);
@@ -580,8 +567,7 @@ async fn forward_auth_applies_the_routes_policy_and_identity_headers() {
     let upstream = Upstream::start().await;
     let gw = GatewayBuilder::new(&upstream)
         .configure(|c| {
-            c.server.trusted_proxies = vec!["127.0.0.1/32".into()];
-            c.forward_auth.enabled = true;
+            forward_auth_on(c);
             c.routes[0].require = vec![oidc_bff::config::RawCondition {
                 claim: Some("groups".into()),
                 any_of: Some(vec!["admins".into()]),
