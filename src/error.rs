@@ -68,6 +68,19 @@ pub enum AppError {
     /// `server.body_read_timeout`.
     #[error("request body not received in time")]
     BodyTimeout,
+    /// A request head that does not parse as HTTP/1 (a malformed request
+    /// line, header name or value; a header folded over lines). hyper
+    /// refuses it before any route: `server::unreadable` answers.
+    #[error("request head does not parse")]
+    UnreadableHead,
+    /// A request head over `server.max_header_bytes`, or with more header
+    /// fields than the HTTP/1 parser takes (431; `server::unreadable`).
+    #[error("request head too large")]
+    HeadTooLarge,
+    /// A request target longer than the HTTP/1 parser takes (414;
+    /// `server::unreadable`).
+    #[error("request target too long")]
+    TargetTooLong,
     #[error(transparent)]
     Provider(#[from] ProviderError),
     #[error(transparent)]
@@ -215,6 +228,28 @@ impl AppError {
                 "Request too large",
                 "The request body is too large.".into(),
             ),
+            Self::UnreadableHead => (
+                S::BAD_REQUEST,
+                "bad_request",
+                "Bad request",
+                "The request could not be read as HTTP/1.1: its request line or a header is malformed \
+                 (an invalid character, a header folded over lines, an unknown version)."
+                    .into(),
+            ),
+            Self::HeadTooLarge => (
+                S::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request_head_too_large",
+                "Request too large",
+                "The request's headers are larger than this gateway accepts; too many or too large \
+                 cookies are the usual cause."
+                    .into(),
+            ),
+            Self::TargetTooLong => (
+                S::URI_TOO_LONG,
+                "uri_too_long",
+                "Address too long",
+                "The request's URL is longer than this gateway accepts.".into(),
+            ),
             Self::BodyTimeout => (
                 S::REQUEST_TIMEOUT,
                 "request_timeout",
@@ -301,7 +336,14 @@ impl IntoResponse for AppError {
             .into_response();
         let h = resp.headers_mut();
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if matches!(self, Self::AmbiguousFraming | Self::BodyTimeout) {
+        if matches!(
+            self,
+            Self::AmbiguousFraming
+                | Self::BodyTimeout
+                | Self::UnreadableHead
+                | Self::HeadTooLarge
+                | Self::TargetTooLong
+        ) {
             // Where the next request starts is what is in doubt (or
             // behind a body that is still unread).
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -180,23 +180,28 @@ pub fn build_app(state: AppState) -> App {
 
     let base = server.base_path.clone();
     let client_address = state.client_address.clone();
+    let pages = Some(state.pages.clone());
     let app = router.with_state(state);
     if base.is_empty() {
         return App {
             router: app,
             direct,
+            pages,
         };
     }
     // A proxy that strips the mount path says so with `X-Forwarded-Prefix`:
     // the path is put back before routing, so both kinds of proxy reach the
     // same routes.
-    Router::new()
-        .fallback_service(
-            tower::ServiceBuilder::new()
-                .map_request(move |req: Request| restore_prefix(req, &base, &client_address))
-                .service(app),
-        )
-        .into()
+    let mounted = Router::new().fallback_service(
+        tower::ServiceBuilder::new()
+            .map_request(move |req: Request| restore_prefix(req, &base, &client_address))
+            .service(app),
+    );
+    App {
+        router: mounted,
+        direct: None,
+        pages,
+    }
 }
 
 /// The answer to a method a gateway endpoint does not take.

@@ -41,11 +41,14 @@ use crate::proxy::routes::Route;
 use crate::url_policy::path::path_has_prefix;
 
 /// A listener's app: its router and, on the public listener, the
-/// configured routes it also reaches without it.
+/// configured routes it also reaches without it, and the pages its error
+/// answers become for a browser's navigation.
 #[derive(Clone)]
 pub struct App {
     pub router: Router,
     pub direct: Option<Arc<DirectRoutes>>,
+    /// `None` on the side listeners (admin, metrics): API answers only.
+    pub pages: Option<Arc<crate::pages::Pages>>,
 }
 
 impl From<Router> for App {
@@ -53,6 +56,7 @@ impl From<Router> for App {
         Self {
             router,
             direct: None,
+            pages: None,
         }
     }
 }

@@ -604,3 +604,125 @@ impl hyper::rt::Write for PartialPreface {
         std::pin::Pin::new(&mut io).poll_shutdown(cx)
     }
 }
+
+/// Sends `raw` on a new connection and reads the answer until the gateway
+/// closes: its status, its headers (names lower-cased) and its body.
+async fn unreadable_answer(addr: SocketAddr, raw: &[u8]) -> (u16, Vec<(String, String)>, String) {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(raw).await.expect("write");
+    let out = closed_within(&mut s, CLOSE_DEADLINE)
+        .await
+        .expect("the connection is closed after the answer");
+    let text = String::from_utf8(out).expect("utf-8 answer");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a whole head");
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(": "))
+        .map(|(n, v)| (n.to_ascii_lowercase(), v.to_owned()))
+        .collect();
+    (status, headers, body.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_the_parser_refuses_gets_the_gateways_answer_not_an_empty_one() {
+    let upstream = Upstream::start().await;
+    // The builder's default route is `/api` (a session route).
+    let gw = GatewayBuilder::new(&upstream)
+        .route(public("/public", &upstream.url()))
+        .start()
+        .await;
+    let big = "a".repeat(40 * 1024);
+    let many: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let api = [
+        // A header folded over two lines (obs-fold, RFC 9112 §5.2).
+        (
+            "GET /public/x HTTP/1.1\r\nHost: gateway\r\nX-A: a\r\n b\r\n\r\n".to_owned(),
+            400,
+            "bad_request",
+        ),
+        (
+            "GET /public/x HTTP/1.1\r\nHost: gateway\r\nX A: a\r\n\r\n".into(),
+            400,
+            "bad_request",
+        ),
+        (
+            "GET /public/x HTTP/7.1\r\nHost: gateway\r\n\r\n".into(),
+            400,
+            "bad_request",
+        ),
+        (
+            "\u{16}\u{3}\u{1}\0\u{5}\u{1}\0\0\u{1}\u{3}\u{3}".into(),
+            400,
+            "bad_request",
+        ),
+        (
+            format!("GET /api/x HTTP/1.1\r\nHost: gateway\r\nCookie: {big}\r\n\r\n"),
+            431,
+            "request_head_too_large",
+        ),
+        (
+            format!("GET /public/x HTTP/1.1\r\nHost: gateway\r\n{many}\r\n"),
+            431,
+            "request_head_too_large",
+        ),
+    ];
+    for (raw, status, code) in api {
+        let what = &raw[..raw.len().min(60)];
+        let (got, headers, body) = unreadable_answer(gw.addr, raw.as_bytes()).await;
+        assert_eq!(got, status, "{what:?}: {body}");
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(header("content-type"), Some("application/json"), "{what:?}");
+        assert_eq!(header("connection"), Some("close"), "{what:?}");
+        assert_eq!(
+            header("x-content-type-options"),
+            Some("nosniff"),
+            "{what:?}"
+        );
+        assert_eq!(
+            header("content-length"),
+            Some(body.len().to_string().as_str())
+        );
+        let json: Value = serde_json::from_str(&body).expect("a JSON error");
+        assert_eq!(json["error"], code, "{what:?}");
+        assert!(json["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    // A browser's navigation (its cookies grown past the limit) gets the
+    // error page.
+    let navigation = format!(
+        "GET /api/page HTTP/1.1\r\nHost: gateway\r\nAccept: text/html,*/*\r\nSec-Fetch-Mode: navigate\r\nCookie: {big}\r\n\r\n"
+    );
+    let (status, headers, body) = unreadable_answer(gw.addr, navigation.as_bytes()).await;
+    assert_eq!(status, 431);
+    assert!(
+        headers
+            .iter()
+            .any(|(n, v)| n == "content-type" && v.starts_with("text/html")),
+        "{headers:?}"
+    );
+    assert!(headers.iter().any(|(n, _)| n == "content-security-policy"));
+    assert!(body.contains("<title>Request too large</title>"), "{body}");
+    assert!(upstream.seen().is_empty(), "nothing was forwarded");
+    // After a request that was read, the same connection's next head that
+    // is not still gets a 400 (hyper's own, without a body).
+    let mut s = TcpStream::connect(gw.addr).await.expect("connect");
+    assert_eq!(get_on(&mut s, "/healthz").await, 200);
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\nX: a\r\n b\r\n\r\n")
+        .await
+        .expect("write");
+    let rest = closed_within(&mut s, CLOSE_DEADLINE).await.expect("closed");
+    assert!(
+        rest.starts_with(b"HTTP/1.1 400 "),
+        "{}",
+        String::from_utf8_lossy(&rest)
+    );
+}

@@ -37,7 +37,7 @@ use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -67,6 +67,8 @@ use crate::session::store;
 use crate::session::store::Store;
 use crate::session::store::memory::MemoryStore;
 use crate::state::AppState;
+
+mod unreadable;
 
 fn reuseport_listener(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     let socket = if addr.is_ipv4() {
@@ -651,11 +653,13 @@ pub async fn serve_connections(
                 }
             },
         };
+        let activity = Arc::new(Activity::new());
         let connection = Connection {
             builder: builder.clone(),
             app: app.clone(),
             peer,
             limits,
+            activity: activity.clone(),
             stop: stop_rx.clone(),
             _open: open_rx.clone(),
         };
@@ -665,6 +669,7 @@ pub async fn serve_connections(
             _permit: permit,
             _open: Open(open.clone()),
             write_stall: WriteStall::new(limits.idle_timeout),
+            unreadable: unreadable::Watch::new(activity, app.clone()),
         }));
     }
     drop(listener);
@@ -719,6 +724,9 @@ struct Connection {
     app: LiveApp,
     peer: SocketAddr,
     limits: ConnectionLimits,
+    /// Written by each request; read by the idle watchdog and the
+    /// connection's [`unreadable::Watch`].
+    activity: Arc<Activity>,
     stop: watch::Receiver<bool>,
     /// Dropped when the connection is done (see `serve_connections`).
     _open: watch::Receiver<()>,
@@ -728,7 +736,7 @@ impl Connection {
     /// Serves the connection to its end; on shutdown or when idle, lets the
     /// request in flight finish and closes.
     async fn serve(mut self, stream: CappedStream) {
-        let activity = Arc::new(Activity::new());
+        let activity = self.activity.clone();
         let service = ConnectionService {
             app: self.app.clone(),
             peer: self.peer,
@@ -793,6 +801,11 @@ impl Activity {
             requests: AtomicU64::new(0),
             last_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Whether a request has started on the connection.
+    fn any_started(&self) -> bool {
+        self.requests.load(Ordering::Relaxed) > 0
     }
 
     fn request_started(&self) {
@@ -894,6 +907,9 @@ struct CappedStream {
     _permit: OwnedSemaphorePermit,
     _open: Open,
     write_stall: WriteStall,
+    /// Puts the gateway's answer in place of hyper's bare one to a head
+    /// it cannot read.
+    unreadable: unreadable::Watch,
 }
 
 /// Fails a connection's writes once the peer has taken nothing for
@@ -975,7 +991,11 @@ impl AsyncRead for CappedStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let this = &mut *self;
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.stream).poll_read(cx, buf))?;
+        this.unreadable.on_read(&buf.filled()[before..]);
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -986,6 +1006,13 @@ impl AsyncWrite for CappedStream {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = &mut *self;
+        ready!(
+            this.unreadable
+                .poll_pending(cx, &mut this.stream, &mut this.write_stall)
+        )?;
+        if this.unreadable.replaces(buf) {
+            return Poll::Ready(Ok(buf.len()));
+        }
         let written = Pin::new(&mut this.stream).poll_write(cx, buf);
         this.write_stall.check(cx, written)
     }
@@ -996,6 +1023,15 @@ impl AsyncWrite for CappedStream {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let this = &mut *self;
+        ready!(
+            this.unreadable
+                .poll_pending(cx, &mut this.stream, &mut this.write_stall)
+        )?;
+        if let Some(first) = bufs.iter().find(|b| !b.is_empty())
+            && this.unreadable.replaces(first)
+        {
+            return Poll::Ready(Ok(first.len()));
+        }
         let written = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
         this.write_stall.check(cx, written)
     }
@@ -1005,10 +1041,20 @@ impl AsyncWrite for CappedStream {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        let this = &mut *self;
+        ready!(
+            this.unreadable
+                .poll_pending(cx, &mut this.stream, &mut this.write_stall)
+        )?;
+        Pin::new(&mut this.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        let this = &mut *self;
+        ready!(
+            this.unreadable
+                .poll_pending(cx, &mut this.stream, &mut this.write_stall)
+        )?;
+        Pin::new(&mut this.stream).poll_shutdown(cx)
     }
 }
