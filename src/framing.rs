@@ -1,6 +1,8 @@
 //! How a request body may be framed (RFC 9112 §6): by one `Content-Length`,
 //! or by `Transfer-Encoding: chunked` alone. Anything else is refused with
-//! 400 and the connection closed.
+//! 400 and the connection closed. An upstream's answer must not carry a
+//! coding besides `chunked` either (`proxy::forward`: 502, its connection
+//! dropped).
 //!
 //! hyper already refuses a coding list that does not end in `chunked`, and
 //! reads a request with both a length and chunks by its chunks, drops the
@@ -26,6 +28,17 @@ pub const REFUSAL: &str =
 /// and then no `Content-Length` (hyper removes it; checked again so the
 /// rule holds whatever parsed the request).
 pub fn is_unambiguous(headers: &HeaderMap) -> bool {
+    chunked_or_none(headers)
+        && !(headers.contains_key(header::TRANSFER_ENCODING)
+            && headers.contains_key(header::CONTENT_LENGTH))
+}
+
+/// Whether a message's transfer codings are none, or `chunked` alone
+/// (exactly one coding in all its fields): the only coding hyper undoes,
+/// so the only one whose body the gateway can pass on as what it is.
+/// Upstream answers are held to this (`proxy::forward`); a length beside
+/// chunks is read by the chunks there (RFC 9112 §6.3).
+pub fn chunked_or_none(headers: &HeaderMap) -> bool {
     let mut codings = headers
         .get_all(header::TRANSFER_ENCODING)
         .iter()
@@ -34,9 +47,7 @@ pub fn is_unambiguous(headers: &HeaderMap) -> bool {
     let Some(first) = codings.next() else {
         return true;
     };
-    first.eq_ignore_ascii_case(b"chunked")
-        && codings.next().is_none()
-        && !headers.contains_key(header::CONTENT_LENGTH)
+    first.eq_ignore_ascii_case(b"chunked") && codings.next().is_none()
 }
 
 #[cfg(test)]

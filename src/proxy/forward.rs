@@ -348,6 +348,12 @@ impl Forwarder {
             Ok(Ok(r)) => r,
         };
         span.record("http.response.status_code", resp.status().as_u16());
+        if let Some(why) = unfaithful(&resp) {
+            // Its framing is sound (hyper read it), so its connection may
+            // carry the next request; its body is dropped unread.
+            span.record("otel.status_code", "ERROR");
+            return Err(UpstreamError::Unavailable(why).into());
+        }
         Ok(resp)
     }
 
@@ -698,6 +704,10 @@ impl Forwarder {
             ));
         }
         let (mut parts, body) = resp.into_parts();
+        // The gateway's own HTTP version, not the upstream's (RFC 9110
+        // §6.2): an HTTP/1.0 answer passed on as such would end a browser's
+        // kept-alive connection, and the requests pipelined on it.
+        parts.version = Version::HTTP_11;
         headers::to_browser(&mut parts.headers, &self.cookies, session_route);
         if switched {
             upgrade::restore_headers(&mut parts.headers, HeaderValue::from_static("websocket"));
@@ -711,6 +721,21 @@ impl Forwarder {
             ResponseKind::Proxied,
         ))
     }
+}
+
+/// Why an upstream's answer cannot be passed on as it stands: a status no
+/// client can classify (outside 100–599: hyper's parser takes any three
+/// digits), or a body still transfer-coded (a coding besides `chunked`:
+/// hyper undoes the chunks only, and `Transfer-Encoding` ends at each hop,
+/// so the browser would get gzip bytes with nothing saying so).
+fn unfaithful(resp: &http::Response<hyper::body::Incoming>) -> Option<&'static str> {
+    if !(100..=599).contains(&resp.status().as_u16()) {
+        return Some("answered with a status outside 100-599");
+    }
+    if !crate::framing::chunked_or_none(resp.headers()) {
+        return Some("answered with a transfer coding besides chunked");
+    }
+    None
 }
 
 /// The request body kept in memory when it is small enough to send

@@ -277,6 +277,31 @@ async fn serve(mut stream: TcpStream, conn: usize, seen: Arc<Seen>) {
                 .await
             }
             "badstatus" => write(&mut stream, "HTTP/1.1 2000 OK\r\nContent-Length: 2\r\n\r\nok").await,
+            // Three digits, but no status class (RFC 9110 §15: 100–599).
+            "status600" => write(&mut stream, "HTTP/1.1 600 Odd\r\nContent-Length: 2\r\n\r\nok").await,
+            "status099" => write(&mut stream, "HTTP/1.1 099 Odd\r\nContent-Length: 2\r\n\r\nok").await,
+            // Bodies still transfer-coded after the chunks are undone, or
+            // with no chunks at all (then delimited by the close).
+            "gzipchunked" => {
+                write(
+                    &mut stream,
+                    "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+                )
+                .await
+            }
+            "gzipclose" => {
+                write(&mut stream, "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nok").await;
+                false
+            }
+            // HTTP/1.0 with no length: the body ends with the connection.
+            "oldclose" => {
+                write(
+                    &mut stream,
+                    &format!("HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n{path}"),
+                )
+                .await;
+                false
+            }
             "badheader" => {
                 write(
                     &mut stream,
@@ -856,6 +881,50 @@ async fn informational_heads_head_answers_and_trailers_pass_and_keep_the_connect
             ],
             first,
         );
+    }
+}
+
+/// An answer that parses but cannot be passed on as it is: a status
+/// outside 100–599 (no class a client could read it by), or a body still
+/// gzip-coded after its chunks are undone, or instead of them. 502, and
+/// the browser's next request gets its own answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_with_no_status_class_or_a_coding_besides_chunked_is_a_502() {
+    for sticky in MODES {
+        for what in ["status600", "status099", "gzipchunked", "gzipclose"] {
+            let mut t = Trial::start(sticky).await;
+            let answer = t.browser.get(&format!("/raw/{what}")).await;
+            t.assert_refused(&answer, 502, "upstream_unavailable");
+            t.get_own("/raw/ok-next").await;
+        }
+    }
+}
+
+/// An upstream answering in HTTP/1.0 (with a length, or delimited by its
+/// close) is passed on in the gateway's own version (RFC 9110 §6.2): the
+/// browser's connection stays open for its next request, which gets its
+/// own answer on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_1_0_answer_reaches_the_browser_as_http_1_1_and_its_connection_stays() {
+    for sticky in MODES {
+        for what in ["oldversion", "oldclose"] {
+            let mut t = Trial::start(sticky).await;
+            let path = format!("/raw/{what}");
+            let answer = t.browser.get(&path).await;
+            assert_eq!(
+                (answer.version, answer.status, answer.text()),
+                (1, 200, path.clone()),
+                "{}: {what}: {answer:?}",
+                t.mode
+            );
+            let next = t.browser.get("/raw/ok-next").await;
+            assert_eq!(
+                (next.status, next.text()),
+                (200, "/raw/ok-next".to_owned()),
+                "{}: {what}: the browser's connection did not carry its next request",
+                t.mode
+            );
+        }
     }
 }
 

@@ -24,6 +24,8 @@ pub fn public(path: &str, upstream: &str) -> RawRoute {
 /// One answer as the browser read it.
 #[derive(Debug)]
 pub struct Answer {
+    /// The minor version of the status line (`HTTP/1.x`).
+    pub version: u8,
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
@@ -134,7 +136,7 @@ impl BrowserConnection {
     /// Reads the next answer (its body by `Content-Length` or chunked;
     /// none for a `HEAD`, 204 or 304), or how it was cut.
     pub async fn read_answer(&mut self, to_head: bool) -> Result<Answer, Cut> {
-        let (status, headers, head_len) = loop {
+        let (version, status, headers, head_len) = loop {
             let mut names = [httparse::EMPTY_HEADER; 64];
             let mut parsed = httparse::Response::new(&mut names);
             match parsed.parse(&self.buf) {
@@ -149,7 +151,12 @@ impl BrowserConnection {
                             )
                         })
                         .collect::<Vec<_>>();
-                    break (parsed.code.unwrap_or(0), headers, len);
+                    break (
+                        parsed.version.unwrap_or(0),
+                        parsed.code.unwrap_or(0),
+                        headers,
+                        len,
+                    );
                 }
                 Ok(httparse::Status::Partial) => self.fill().await?,
                 Err(e) => panic!(
@@ -160,6 +167,7 @@ impl BrowserConnection {
         };
         self.buf.drain(..head_len);
         let mut answer = Answer {
+            version,
             status,
             headers,
             body: Vec::new(),
