@@ -680,8 +680,10 @@ pub async fn serve_connections(
 }
 
 /// hyper's settings for one listener: HTTP/1 and HTTP/2 (sniffed), with the
-/// header deadline and size limits, and HTTP/2 WebSockets (extended
-/// CONNECT) as `axum::serve` had them.
+/// header deadline and size limits. HTTP/2 WebSockets (extended CONNECT,
+/// RFC 8441) are not offered: the guard answers `CONNECT` with 405 and the
+/// proxy tunnels HTTP/1.1 upgrades only, and a client that is not offered
+/// them opens its WebSocket over HTTP/1.1, which works.
 fn connection_builder(limits: &ConnectionLimits) -> Builder<TokioExecutor> {
     let mut builder = Builder::new(TokioExecutor::new());
     builder
@@ -693,7 +695,6 @@ fn connection_builder(limits: &ConnectionLimits) -> Builder<TokioExecutor> {
     builder
         .http2()
         .timer(TokioTimer::new())
-        .enable_connect_protocol()
         // A peer must answer a PING within the header deadline, so one
         // that goes silent (or never acknowledges a GOAWAY) is dropped.
         .keep_alive_interval(limits.header_read_timeout)

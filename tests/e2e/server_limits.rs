@@ -726,3 +726,26 @@ async fn a_request_head_the_parser_refuses_gets_the_gateways_answer_not_an_empty
         String::from_utf8_lossy(&rest)
     );
 }
+
+/// HTTP/2 WebSockets (extended CONNECT, RFC 8441) are not offered: the
+/// proxy tunnels HTTP/1.1 upgrades only, so a client offered them would
+/// open a WebSocket that is then refused (405), where one not offered them
+/// falls back to HTTP/1.1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_clients_are_not_offered_websockets_over_extended_connect() {
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream).start().await;
+    let tcp = TcpStream::connect(gw.addr).await.expect("connect");
+    let (send, conn) = h2::client::handshake(tcp)
+        .await
+        .expect("an HTTP/2 handshake");
+    tokio::spawn(conn);
+    let mut send = send.ready().await.expect("ready");
+    let req = http::Request::get(format!("http://{}/healthz", gw.addr))
+        .body(())
+        .expect("request");
+    let (answer, _) = send.send_request(req, true).expect("sent");
+    // The gateway's SETTINGS have been applied once it has answered.
+    assert_eq!(answer.await.expect("an answer").status(), 200);
+    assert!(!send.is_extended_connect_protocol_enabled());
+}
