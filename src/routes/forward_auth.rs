@@ -56,7 +56,9 @@ struct Original {
 fn original(headers: &HeaderMap, own: &Method, suffix: Option<&str>) -> Result<Original, AppError> {
     let conflict = || {
         AppError::BadRequest(
-            "The original request is named twice, differently (X-Forwarded-* and X-Original-*)."
+            "The original request is named more than once, differently (a repeated \
+             X-Forwarded-Method/-Uri or X-Original-Method/-URI, the two conventions, or the \
+             endpoint's path beside them)."
                 .into(),
         )
     };
