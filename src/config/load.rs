@@ -275,12 +275,14 @@ fn push_figment_errors(
                 (key, source)
             }
         };
-        issues.add(key, format!("{}{source}", readable(&e.kind)));
+        let message = readable(&e.kind, &key);
+        issues.add(key, format!("{message}{source}"));
     }
 }
 
-/// figment's message, except where it nests backticks in backticks.
-fn readable(kind: &figment::error::Kind) -> String {
+/// figment's message, except where it nests backticks in backticks, or
+/// names a Rust type where a writer of TOML needs words and an example.
+fn readable(kind: &figment::error::Kind, key: &str) -> String {
     use figment::error::Kind;
     match kind {
         Kind::UnknownVariant(found, expected) => {
@@ -290,7 +292,53 @@ fn readable(kind: &figment::error::Kind) -> String {
             )
         }
         Kind::UnknownField(found, expected) => unknown_message("key", found, expected),
+        Kind::InvalidType(found, expected) | Kind::InvalidValue(found, expected) => {
+            format!("expected {}", in_words(expected, key, &found.to_string()))
+        }
         other => other.to_string(),
+    }
+}
+
+/// What serde's name of an expected type means to someone writing TOML or
+/// a variable, what was found, and how to write it; the example variable
+/// is `key`'s own where a variable can set it (not an element of an array).
+fn in_words(expected: &str, key: &str, found: &str) -> String {
+    const INTEGERS: [&str; 12] = [
+        "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128", "isize",
+    ];
+    let var = (!key.contains(['[', '(', ' ']))
+        .then(|| format!("OIDC_BFF__{}", key.replace('.', "__").to_ascii_uppercase()));
+    let in_var = |example: &str| match &var {
+        Some(var) => format!("; as an environment variable: {var}='{example}'"),
+        None => String::new(),
+    };
+    if INTEGERS.contains(&expected) {
+        let wanted = if expected.starts_with('u') {
+            "a whole number of at least 0"
+        } else {
+            "a whole number"
+        };
+        return format!("{wanted}, found {found}; write digits only, without quotes: e.g. 100");
+    }
+    match expected {
+        "a boolean" => format!("true or false, found {found}; write true or false, without quotes"),
+        "a string" => format!(
+            "a string, found {found}; put the value in double quotes{}",
+            in_var("\"value\"")
+        ),
+        "a sequence" => format!(
+            "an array, found {found}; write the whole array, e.g. [\"a\", \"b\"]{}",
+            in_var("[\"a\",\"b\"]")
+        ),
+        "a map" => format!(
+            "a table, found {found}; write the whole table, e.g. {{ name = \"value\" }}{}",
+            in_var("{name=\"value\"}")
+        ),
+        other if other.starts_with("struct ") => format!(
+            "a table, found {found}; write a table of the keys docs/configuration.md lists for it{}",
+            in_var("{key=\"value\"}")
+        ),
+        other => format!("{other}, found {found}; docs/configuration.md gives the key's type"),
     }
 }
 
@@ -402,6 +450,55 @@ mod tests {
         let keys = keys_of(err.clone());
         assert!(keys.contains(&"proxy.connect_timeout".to_string()), "{err}");
         assert!(keys.iter().any(|k| k.starts_with("log")), "{err}");
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_named_in_words_with_how_to_write_it() {
+        let cases = [
+            (
+                "OIDC_BFF__SERVER__MAX_CONNECTIONS",
+                "abc",
+                "server.max_connections",
+                "expected a whole number of at least 0, found string \"abc\"; write digits only",
+            ),
+            (
+                "OIDC_BFF__SERVER__MAX_CONNECTIONS",
+                "-1",
+                "server.max_connections",
+                "expected a whole number of at least 0, found signed int `-1`",
+            ),
+            (
+                "OIDC_BFF__OIDC__SCOPES",
+                "openid email",
+                "oidc.scopes",
+                "expected an array, found string \"openid email\"; write the whole array, e.g. \
+                 [\"a\", \"b\"]; as an environment variable: OIDC_BFF__OIDC__SCOPES='[\"a\",\"b\"]'",
+            ),
+            (
+                "OIDC_BFF__SERVER__TRUST_FORWARDED_HEADERS",
+                "yes",
+                "server.trust_forwarded_headers",
+                "expected true or false, found string \"yes\"",
+            ),
+            (
+                "OIDC_BFF__OIDC__CLIENT_ID",
+                "12345",
+                "oidc.client_id",
+                "expected a string, found unsigned int `12345`; put the value in double quotes; as \
+                 an environment variable: OIDC_BFF__OIDC__CLIENT_ID='\"value\"'",
+            ),
+        ];
+        for (var, value, key, message) in cases {
+            let err = load_str(&minimal(), &[(var, value)]).expect_err("invalid");
+            let text = err.to_string();
+            assert_eq!(keys_of(err), vec![key], "{text}");
+            assert!(text.contains(message), "{var}={value}: {text}");
+            assert!(text.contains("(in environment variable"), "{text}");
+            assert!(
+                !text.contains("usize") && !text.contains("sequence"),
+                "{text}"
+            );
+        }
     }
 
     #[test]
