@@ -213,20 +213,48 @@ impl Default for RouteToken {
 /// The gateway's own endpoints, which no route may shadow.
 const OWN_PREFIXES: [&str; 3] = ["/auth", "/healthz", "/readyz"];
 
+/// Why `path` is no route prefix, in the words a `check-config` reader
+/// needs: a route prefix is matched against request paths as the browser
+/// sends them (percent-encoded), so it is written the same way, in
+/// printable ASCII without a query, fragment or encoded bytes.
+fn path_prefix_refusal(path: &str) -> Option<&'static str> {
+    if !path.starts_with('/') {
+        return Some("does not start with /");
+    }
+    if path != "/" && path.ends_with('/') {
+        return Some("ends with /");
+    }
+    if path.contains("//") {
+        return Some("has an empty segment (//)");
+    }
+    if path.split('/').any(|seg| seg == "." || seg == "..") {
+        return Some("has a dot segment (. or ..)");
+    }
+    if path.contains(['?', '#']) {
+        return Some("has a query or fragment (? or #)");
+    }
+    if path.contains('%') {
+        return Some("has percent-encoding (%); write the characters a browser sends unencoded");
+    }
+    if !path.bytes().all(|b| b.is_ascii_graphic()) {
+        return Some("has a space, a control or a non-ASCII character");
+    }
+    None
+}
+
 pub(super) fn validate(raw: &[RawRoute], issues: &mut Issues) -> Vec<RouteConfig> {
     let mut routes = Vec::new();
     let mut paths = BTreeSet::new();
     for (i, r) in raw.iter().enumerate() {
         let prefix = format!("routes[{i}]");
-        let path_ok = r.path.starts_with('/')
-            && (r.path == "/" || !r.path.ends_with('/'))
-            && !r.path.contains("//")
-            && !r.path.split('/').any(|seg| seg == "." || seg == "..")
-            && r.path
-                .bytes()
-                .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#' && b != b'%');
-        if !path_ok {
-            issues.add(format!("{prefix}.path"), format!("`{}` must be an absolute path prefix like \"/api\" (no trailing slash, query or dot segments)", r.path));
+        if let Some(why) = path_prefix_refusal(&r.path) {
+            issues.add(
+                format!("{prefix}.path"),
+                format!(
+                    "`{}` {why}; write an absolute path prefix like \"/api\"",
+                    r.path.escape_debug()
+                ),
+            );
         } else if OWN_PREFIXES
             .iter()
             .any(|p| crate::url_policy::path::path_has_prefix(&r.path, p))
@@ -653,6 +681,29 @@ mod tests {
     use std::time::Duration;
 
     use super::super::testing::{keys_of, load_str, minimal};
+    use super::path_prefix_refusal;
+
+    #[test]
+    fn a_refused_route_path_says_why() {
+        for (path, why) in [
+            ("api", "does not start with /"),
+            ("/api/", "ends with /"),
+            ("/a//b", "empty segment"),
+            ("/a/../b", "dot segment"),
+            ("/a?x=1", "query or fragment"),
+            ("/a%20b", "percent-encoding"),
+            ("/a b", "a space, a control or a non-ASCII character"),
+            ("/ä", "a space, a control or a non-ASCII character"),
+        ] {
+            assert!(
+                path_prefix_refusal(path).is_some_and(|w| w.contains(why)),
+                "{path}"
+            );
+        }
+        for path in ["/", "/api", "/api/v1.2", "/a-b_c~d"] {
+            assert_eq!(path_prefix_refusal(path), None, "{path}");
+        }
+    }
 
     #[test]
     fn routes_may_not_shadow_the_gateways_endpoints_or_each_other() {
