@@ -213,6 +213,25 @@ impl Default for RouteToken {
 /// The gateway's own endpoints, which no route may shadow.
 const OWN_PREFIXES: [&str; 3] = ["/auth", "/healthz", "/readyz"];
 
+/// The upstream base URL, or why it is none (the URL parser's reason for
+/// one that does not parse: an invalid port, an empty host, …).
+fn upstream_refusal(raw: &str) -> Result<Url, String> {
+    let u = Url::parse(raw).map_err(|e| format!("is not a URL ({e})"))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(format!("has the scheme `{}`", u.scheme()));
+    }
+    if u.host().is_none() {
+        return Err("has no host".into());
+    }
+    if u.query().is_some() || u.fragment().is_some() {
+        return Err("has a query or fragment (a base URL takes the request's own)".into());
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err("has user info (credentials go in headers, not the URL)".into());
+    }
+    Ok(u)
+}
+
 /// Why `path` is no route prefix, in the words a `check-config` reader
 /// needs: a route prefix is matched against request paths as the browser
 /// sends them (percent-encoded), so it is written the same way, in
@@ -272,19 +291,17 @@ pub(super) fn validate(raw: &[RawRoute], issues: &mut Issues) -> Vec<RouteConfig
                 format!("`{}` is used by another route", r.path),
             );
         }
-        let upstream = match Url::parse(&r.upstream) {
-            Ok(u)
-                if matches!(u.scheme(), "http" | "https")
-                    && u.host().is_some()
-                    && u.query().is_none()
-                    && u.fragment().is_none()
-                    && u.username().is_empty()
-                    && u.password().is_none() =>
-            {
-                Some(u)
-            }
-            _ => {
-                issues.add(format!("{prefix}.upstream"), format!("`{}` must be an http:// or https:// base URL without query, fragment or user info", super::common::shown_url(&r.upstream)));
+        let upstream = match upstream_refusal(&r.upstream) {
+            Ok(u) => Some(u),
+            Err(why) => {
+                issues.add(
+                    format!("{prefix}.upstream"),
+                    format!(
+                        "`{}` {why}; write an http:// or https:// base URL such as \
+                         \"http://api:8080\" or \"https://api.internal/v1\"",
+                        super::common::shown_url(&r.upstream)
+                    ),
+                );
                 None
             }
         };
@@ -681,7 +698,26 @@ mod tests {
     use std::time::Duration;
 
     use super::super::testing::{keys_of, load_str, minimal};
-    use super::path_prefix_refusal;
+    use super::{path_prefix_refusal, upstream_refusal};
+
+    #[test]
+    fn a_refused_upstream_says_why() {
+        for (url, why) in [
+            ("http://127.0.0.1:99999", "invalid port number"),
+            ("api:8080", "scheme `api`"),
+            ("ftp://a", "scheme `ftp`"),
+            ("http://", "empty host"),
+            ("http://a/?x=1", "query or fragment"),
+            ("http://a/#f", "query or fragment"),
+            ("http://u:p@a", "user info"),
+        ] {
+            let refusal = upstream_refusal(url).expect_err(url);
+            assert!(refusal.contains(why), "{url}: {refusal}");
+        }
+        for url in ["http://a", "https://api.internal/v1", "http://[::1]:9100"] {
+            assert!(upstream_refusal(url).is_ok(), "{url}");
+        }
+    }
 
     #[test]
     fn a_refused_route_path_says_why() {
