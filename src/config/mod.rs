@@ -260,6 +260,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
         }
     }
     routes_clear_of_mount(&server.base_path, &routes, &mut issues);
+    listeners_apart(raw, admin.as_ref(), metrics_listen, &mut issues);
     dpop_routes(raw, &mut issues);
     published::refuse_published_secrets(raw, server.public_url.as_ref(), &mut issues);
     // Last, where `check-config` has always listed them (tests pin it).
@@ -295,6 +296,64 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigErrors> {
         forward_auth,
         tracing,
     })
+}
+
+/// The main, admin and metrics listeners each on an address of their own:
+/// two on one address passed `check-config` and failed at start-up
+/// ("Address already in use"). The same port clashes on the same address,
+/// or when either is the unspecified address (`0.0.0.0`, `[::]`), which
+/// takes the port on every address; port 0 (any free port) never clashes.
+fn listeners_apart(
+    raw: &RawConfig,
+    admin: Option<&AdminConfig>,
+    metrics: Option<SocketAddr>,
+    issues: &mut Issues,
+) {
+    let clash = |a: SocketAddr, b: SocketAddr| {
+        a.port() != 0
+            && a.port() == b.port()
+            && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+    };
+    let main = raw.server.listen.parse::<SocketAddr>().ok();
+    let admin = admin.map(|a| a.listen);
+    let pairs = [
+        (
+            admin,
+            main,
+            "admin.listen",
+            "server.listen",
+            "the admin API",
+            9090,
+        ),
+        (
+            metrics,
+            main,
+            "metrics.listen",
+            "server.listen",
+            "metrics",
+            9091,
+        ),
+        (
+            metrics,
+            admin,
+            "metrics.listen",
+            "admin.listen",
+            "metrics",
+            9091,
+        ),
+    ];
+    for (side, other, key, other_key, what, port) in pairs {
+        if let (Some(side), Some(other)) = (side, other)
+            && clash(side, other)
+        {
+            issues.add(
+                key,
+                format!(
+                    "`{side}` takes the port of {other_key} (`{other}`); give {what} a port of its own, e.g. \"127.0.0.1:{port}\""
+                ),
+            );
+        }
+    }
 }
 
 /// Routes that send an assertion need `[assertion] keys`; an unset
@@ -469,6 +528,35 @@ mod tests {
             "https://app.example.com/"
         );
         assert_eq!(c.csrf.header.as_str(), "x-csrf");
+    }
+
+    #[test]
+    fn listeners_on_one_address_are_refused_before_start_up() {
+        let with = |admin: &str, metrics: &str| {
+            minimal().replace("[server]\n", "[server]\nlisten = \"127.0.0.1:8080\"\n")
+                + &format!(
+                    "\n[admin]\nlisten = \"{admin}\"\ntoken = \"{}\"\n[metrics]\nlisten = \"{metrics}\"\n",
+                    "t".repeat(40)
+                )
+        };
+        let cases = [
+            ("127.0.0.1:8080", "127.0.0.1:9091", vec!["admin.listen"]),
+            ("0.0.0.0:8080", "127.0.0.1:9091", vec!["admin.listen"]),
+            ("127.0.0.1:9090", "127.0.0.1:9090", vec!["metrics.listen"]),
+            ("127.0.0.1:9090", "[::]:8080", vec!["metrics.listen"]),
+        ];
+        for (admin, metrics, keys) in cases {
+            let err = load_str(&with(admin, metrics), &[]).expect_err("refused");
+            let text = err.to_string();
+            assert_eq!(keys_of(err), keys, "{admin} {metrics}: {text}");
+            assert!(text.contains("a port of its own"), "{text}");
+        }
+        for (admin, metrics) in [
+            ("127.0.0.1:9090", "127.0.0.1:9091"),
+            ("127.0.0.2:8080", "127.0.0.1:0"),
+        ] {
+            load_str(&with(admin, metrics), &[]).expect("apart");
+        }
     }
 
     #[test]
