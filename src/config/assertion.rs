@@ -136,10 +136,10 @@ fn read_signing_key(
 ) -> Option<zeroize::Zeroizing<Vec<u8>>> {
     use rustls::pki_types::PrivatePkcs8KeyDer;
     use rustls::pki_types::pem::PemObject;
-    let pem = match std::fs::read(path) {
+    let pem = match super::common::read_file(path) {
         Ok(p) => zeroize::Zeroizing::new(p),
-        Err(e) => {
-            issues.add(key, format!("cannot read {}: {e}", path.display()));
+        Err(why) => {
+            issues.add(key, why);
             return None;
         }
     };

@@ -192,10 +192,10 @@ fn read_client_key(
     use rustls::pki_types::PrivateKeyDer;
     use rustls::pki_types::pem::PemObject;
     const KEY: &str = "oidc.client_key_file";
-    let pem = match std::fs::read(path) {
+    let pem = match super::common::read_file(path) {
         Ok(p) => zeroize::Zeroizing::new(p),
-        Err(e) => {
-            issues.add(KEY, format!("cannot read {}: {e}", path.display()));
+        Err(why) => {
+            issues.add(KEY, why);
             return None;
         }
     };

@@ -192,6 +192,31 @@ pub(super) fn positive_duration(issues: &mut Issues, key: &str, raw: &RawDuratio
     }
 }
 
+/// The most a file named in the configuration may hold (a secret, a PEM
+/// key or certificate bundle: all far smaller). A wrong path — `/dev/zero`,
+/// a log file — is refused instead of read until memory runs out.
+const FILE_LIMIT: u64 = 1024 * 1024;
+
+/// A file named in the configuration, read whole within [`FILE_LIMIT`];
+/// the error is the message to report under its key.
+pub(super) fn read_file(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .map_err(cannot)?
+        .take(FILE_LIMIT + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > FILE_LIMIT {
+        return Err(format!(
+            "{} holds more than 1 MiB; name a file that holds just the value",
+            path.display()
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Exactly one of an inline value and a file; a file's trailing newline is
 /// dropped. A missing required secret names all three ways to set it.
 pub(super) fn secret_from(
@@ -214,7 +239,9 @@ pub(super) fn secret_from(
                 Some(SecretString::new(v.clone()))
             }
         }
-        (None, Some(path)) => match std::fs::read_to_string(path) {
+        (None, Some(path)) => match read_file(path).and_then(|bytes| {
+            String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))
+        }) {
             Ok(content) => {
                 let trimmed = content.trim_end_matches(['\n', '\r']).to_owned();
                 if trimmed.is_empty() {
@@ -227,11 +254,8 @@ pub(super) fn secret_from(
                     Some(SecretString::new(trimmed))
                 }
             }
-            Err(e) => {
-                issues.add(
-                    format!("{key}_file"),
-                    format!("cannot read {}: {e}", path.display()),
-                );
+            Err(why) => {
+                issues.add(format!("{key}_file"), why);
                 None
             }
         },
@@ -267,10 +291,10 @@ pub(super) enum Pem {
 pub(super) fn read_pem(issues: &mut Issues, key: &str, path: &Path, want: Pem) -> Option<Vec<u8>> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let pem = match std::fs::read(path) {
+    let pem = match read_file(path) {
         Ok(pem) => pem,
-        Err(e) => {
-            issues.add(key, format!("cannot read {}: {e}", path.display()));
+        Err(why) => {
+            issues.add(key, why);
             return None;
         }
     };
@@ -424,6 +448,31 @@ mod tests {
         );
         let c = load_str(&toml, &[]).expect("valid");
         assert_eq!(c.oidc.client_secret.expose(), "from-file");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_named_file_larger_than_a_mebibyte_or_endless_is_refused_not_read_whole() {
+        let dir = std::env::temp_dir().join(format!("oidc-bff-big-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let big = dir.join("big");
+        std::fs::write(&big, vec![b'a'; 1024 * 1024 + 1]).expect("write");
+        for (key, path) in [
+            ("oidc.client_secret_file", big.display().to_string()),
+            ("oidc.client_secret_file", "/dev/zero".to_owned()),
+        ] {
+            let toml = minimal().replace(
+                "client_secret = \"unit-test-secret\"",
+                &format!("client_secret_file = \"{path}\""),
+            );
+            let err = load_str(&toml, &[]).expect_err("refused");
+            assert_eq!(err.0.len(), 1, "{err}");
+            assert_eq!(err.0[0].key, key, "{err}");
+            assert!(err.0[0].message.contains("more than 1 MiB"), "{err}");
+        }
+        let toml = minimal().replace("[oidc]\n", "[oidc]\ntls_ca_file = \"/dev/zero\"\n");
+        let err = load_str(&toml, &[]).expect_err("refused");
+        assert!(err.0[0].message.contains("more than 1 MiB"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
