@@ -68,6 +68,10 @@ pub enum AppError {
     /// `server.body_read_timeout`.
     #[error("request body not received in time")]
     BodyTimeout,
+    /// A request on a connection being closed because its client cancelled
+    /// too many requests (HTTP/2 rapid reset; `crate::server`).
+    #[error("too many cancelled requests on this connection")]
+    TooManyCancelled,
     #[error(transparent)]
     Provider(#[from] ProviderError),
     #[error(transparent)]
@@ -221,6 +225,12 @@ impl AppError {
                 "Request too slow",
                 "The request body did not arrive in time.".into(),
             ),
+            Self::TooManyCancelled => (
+                S::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                "Too many requests",
+                "This connection cancelled too many requests and is being closed. Open a new connection and try again.".into(),
+            ),
             Self::Provider(ProviderError::Timeout(_)) => (
                 S::GATEWAY_TIMEOUT,
                 "provider_timeout",
@@ -301,7 +311,10 @@ impl IntoResponse for AppError {
             .into_response();
         let h = resp.headers_mut();
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if matches!(self, Self::AmbiguousFraming | Self::BodyTimeout) {
+        if matches!(
+            self,
+            Self::AmbiguousFraming | Self::BodyTimeout | Self::TooManyCancelled
+        ) {
             // Where the next request starts is what is in doubt (or
             // behind a body that is still unread).
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));
