@@ -271,6 +271,9 @@ fn origin_form(uri: &Uri) -> Uri {
 
 /// What a failed exchange on a kept connection means for the browser.
 fn upstream_failed(e: &hyper::Error) -> UpstreamError {
+    if super::streamed::client_body_stalled(e) {
+        return UpstreamError::ClientBodyStalled;
+    }
     if caused_by_timeout(e) {
         return UpstreamError::Timeout;
     }
