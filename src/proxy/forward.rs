@@ -186,6 +186,7 @@ impl Forwarder {
                 .then(|| Keeping {
                     connector: tcp_connector(&config.proxy),
                     idle_timeout: config.proxy.pool_idle_timeout,
+                    max_response_header_bytes: config.proxy.max_response_header_bytes,
                 }),
             dpop_nonces: crate::oidc::dpop::Nonces::default(),
             body_read_timeout: config.server.limits.body_read_timeout,
