@@ -562,3 +562,217 @@ async fn a_flood_whose_answers_are_never_read_is_dropped_after_the_idle_timeout(
         started.elapsed()
     );
 }
+
+/// Reads frames off `s` until a HEADERS frame (a request); its stream id.
+async fn next_request(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<u32> {
+    let mut chunk = [0u8; 16384];
+    loop {
+        while buf.len() >= 9 {
+            let len = usize::from(buf[0]) << 16 | usize::from(buf[1]) << 8 | usize::from(buf[2]);
+            if buf.len() < 9 + len {
+                break;
+            }
+            let kind = buf[3];
+            let stream = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff;
+            buf.drain(..9 + len);
+            if kind == HEADERS {
+                return Some(stream);
+            }
+        }
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A raw HTTP/2 upstream (prior knowledge) that answers every request
+/// on stream `id` with the frames `answer(id)`.
+async fn hostile_h2_upstream(answer: fn(u32) -> Vec<u8>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut pre = [0u8; 24];
+                if s.read_exact(&mut pre).await.is_err() {
+                    return;
+                }
+                let _ = s.write_all(&frame(SETTINGS, 0, 0, &[])).await;
+                let mut buf = Vec::new();
+                while let Some(id) = next_request(&mut s, &mut buf).await {
+                    let _ = s.write_all(&frame(SETTINGS, ACK, 0, &[])).await;
+                    if s.write_all(&answer(id)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// A response header block: `:status` and `fields`, all literals.
+fn status_block(status: &str, fields: &[(&[u8], &[u8])]) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.push(0x08); // literal without indexing, name :status (static 8)
+    hpack_int(&mut b, 0, 7, status.len());
+    b.extend_from_slice(status.as_bytes());
+    for (n, v) in fields {
+        hpack_literal(&mut b, n, v);
+    }
+    b
+}
+
+/// `block` as HEADERS and as many CONTINUATION frames as it takes.
+fn header_frames(id: u32, block: &[u8], end_stream: bool) -> Vec<u8> {
+    let chunks: Vec<&[u8]> = block.chunks(16_000).collect();
+    let mut out = Vec::new();
+    for (i, c) in chunks.iter().enumerate() {
+        let kind = if i == 0 { HEADERS } else { CONTINUATION };
+        let mut flags = if i + 1 == chunks.len() {
+            END_HEADERS
+        } else {
+            0
+        };
+        if i == 0 && end_stream {
+            flags |= END_STREAM;
+        }
+        out.extend(frame(kind, flags, id, c));
+    }
+    out
+}
+
+/// An `upstream_http2` upstream (h2c) is outside the trust boundary too:
+/// a header list over `proxy.max_response_header_bytes` (100 fields of
+/// 1 KB), a CONTINUATION flood, a status of four digits are 502; a head
+/// that never ends is the route's 504; five hundred `103`s before the
+/// answer are dropped and the answer passes; a `content-length` that
+/// lies either way never reaches the browser as a complete answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_http2_upstream_heads_are_a_502_or_504_and_never_pass_through() {
+    type Answer = fn(u32) -> Vec<u8>;
+    let refused: [(&str, Answer, u16, &str); 4] = [
+        (
+            "100 KB of header list",
+            |id| {
+                let big = [b'x'; 1000];
+                let fields: Vec<(&[u8], &[u8])> =
+                    (0..100).map(|_| (&b"x-filler"[..], &big[..])).collect();
+                header_frames(id, &status_block("200", &fields), true)
+            },
+            502,
+            "upstream_unavailable",
+        ),
+        (
+            "a CONTINUATION flood",
+            |id| {
+                let mut v = frame(HEADERS, 0, id, &status_block("200", &[]));
+                for _ in 0..10_000 {
+                    v.extend(frame(CONTINUATION, 0, id, &[]));
+                }
+                v
+            },
+            502,
+            "upstream_unavailable",
+        ),
+        (
+            "a status of four digits",
+            |id| header_frames(id, &status_block("2000", &[]), true),
+            502,
+            "upstream_unavailable",
+        ),
+        (
+            "a head that never ends",
+            |id| frame(HEADERS, 0, id, &status_block("200", &[])),
+            504,
+            "upstream_timeout",
+        ),
+    ];
+    let upstream = Upstream::start().await;
+    let gateway_to = async |answer: Answer| {
+        let url = hostile_h2_upstream(answer).await;
+        GatewayBuilder::new(&upstream)
+            .route(RawRoute {
+                upstream_http2: true,
+                timeout: duration("2s"),
+                ..public("/h2", &url)
+            })
+            .start()
+            .await
+    };
+    for (name, answer, status, error) in refused {
+        let gw = gateway_to(answer).await;
+        let r = reqwest::get(gw.url("/h2/x")).await.expect("an answer");
+        assert_eq!(r.status().as_u16(), status, "{name}");
+        assert!(!r.headers().contains_key("x-filler"), "{name}");
+        let body: serde_json::Value = r.json().await.expect("JSON");
+        assert_eq!(body["error"], error, "{name}: {body}");
+    }
+
+    // The bound is the key's: 40 KB of header list passes by default,
+    // and is refused with the key at 16 KiB.
+    let forty: Answer = |id| {
+        let big = [b'x'; 1000];
+        let fields: Vec<(&[u8], &[u8])> = (0..40).map(|_| (&b"x-filler"[..], &big[..])).collect();
+        header_frames(id, &status_block("200", &fields), true)
+    };
+    let gw = gateway_to(forty).await;
+    let r = reqwest::get(gw.url("/h2/x")).await.expect("an answer");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers().get_all("x-filler").iter().count(), 40);
+    let url = hostile_h2_upstream(forty).await;
+    let gw = GatewayBuilder::new(&upstream)
+        .configure(|c| c.proxy.max_response_header_bytes = 16 * 1024)
+        .route(RawRoute {
+            upstream_http2: true,
+            ..public("/h2", &url)
+        })
+        .start()
+        .await;
+    let r = reqwest::get(gw.url("/h2/x")).await.expect("an answer");
+    assert_eq!(r.status(), 502);
+
+    let gw = gateway_to(|id| {
+        let mut v = Vec::new();
+        let hint = status_block("103", &[(b"link", b"</a.css>; rel=preload")]);
+        for _ in 0..500 {
+            v.extend(frame(HEADERS, END_HEADERS, id, &hint));
+        }
+        let ok = status_block("200", &[(b"content-length", b"2")]);
+        v.extend(frame(HEADERS, END_HEADERS, id, &ok));
+        v.extend(frame(DATA, END_STREAM, id, b"ok"));
+        v
+    })
+    .await;
+    let r = reqwest::get(gw.url("/h2/x")).await.expect("an answer");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.expect("body"), "ok");
+
+    let lies: [(&str, Answer); 2] = [
+        ("longer", |id| {
+            let head = status_block("200", &[(b"content-length", b"10")]);
+            let mut v = frame(HEADERS, END_HEADERS, id, &head);
+            v.extend(frame(DATA, END_STREAM, id, b"ok"));
+            v
+        }),
+        ("shorter", |id| {
+            let head = status_block("200", &[(b"content-length", b"1")]);
+            let mut v = frame(HEADERS, END_HEADERS, id, &head);
+            v.extend(frame(DATA, END_STREAM, id, b"ok"));
+            v
+        }),
+    ];
+    for (name, answer) in lies {
+        let gw = gateway_to(answer).await;
+        let whole = match reqwest::get(gw.url("/h2/x")).await {
+            Ok(r) => r.bytes().await.ok(),
+            Err(_) => None,
+        };
+        assert_eq!(
+            whole, None,
+            "a length that lies ({name}) came through whole"
+        );
+    }
+}

@@ -56,6 +56,32 @@ fn hpack_string(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(s);
 }
 
+/// An HPACK integer with an `n`-bit prefix whose other bits are `flags`
+/// (RFC 7541 §5.1).
+pub fn hpack_int(out: &mut Vec<u8>, flags: u8, n: u32, mut value: usize) {
+    let max = (1usize << n) - 1;
+    if value < max {
+        out.push(flags | u8::try_from(value).expect("fits"));
+        return;
+    }
+    out.push(flags | u8::try_from(max).expect("fits"));
+    value -= max;
+    while value >= 128 {
+        out.push(u8::try_from(value % 128).expect("fits") | 0x80);
+        value /= 128;
+    }
+    out.push(u8::try_from(value).expect("fits"));
+}
+
+/// A field as a literal without indexing, new name, of any length.
+pub fn hpack_literal(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.push(0x00);
+    hpack_int(out, 0, 7, name.len());
+    out.extend_from_slice(name);
+    hpack_int(out, 0, 7, value.len());
+    out.extend_from_slice(value);
+}
+
 /// A header block for `GET path` (HPACK: `:method GET` and `:scheme http`
 /// from the static table, `:path` and `:authority` as literals without
 /// indexing), plus `extra` literal fields.
