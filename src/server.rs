@@ -27,8 +27,10 @@
 //! Every listener (public, admin, metrics) serves its connections through
 //! [`serve_connections`], which bounds what one client can hold: a
 //! connection cap, a deadline for each request head, an idle timeout (also
-//! for writes a client never takes), and
-//! header-size and HTTP/2 stream limits (`[server]`, [`ConnectionLimits`]).
+//! for writes a client never takes),
+//! header-size and HTTP/2 stream limits (`[server]`, [`ConnectionLimits`]),
+//! and a budget of requests its client may cancel (HTTP/2 rapid reset;
+//! `Activity::request_cancelled`).
 
 use std::convert::Infallible;
 use std::future::Future;
