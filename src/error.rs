@@ -81,6 +81,10 @@ pub enum AppError {
     /// `server::unreadable`).
     #[error("request target too long")]
     TargetTooLong,
+    /// A request on a connection being closed because its client cancelled
+    /// too many requests (HTTP/2 rapid reset; `crate::server`).
+    #[error("too many cancelled requests on this connection")]
+    TooManyCancelled,
     #[error(transparent)]
     Provider(#[from] ProviderError),
     #[error(transparent)]
@@ -256,6 +260,12 @@ impl AppError {
                 "Request too slow",
                 "The request body did not arrive in time.".into(),
             ),
+            Self::TooManyCancelled => (
+                S::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                "Too many requests",
+                "This connection cancelled too many requests and is being closed. Open a new connection and try again.".into(),
+            ),
             Self::Provider(ProviderError::Timeout(_)) => (
                 S::GATEWAY_TIMEOUT,
                 "provider_timeout",
@@ -340,6 +350,7 @@ impl IntoResponse for AppError {
             self,
             Self::AmbiguousFraming
                 | Self::BodyTimeout
+                | Self::TooManyCancelled
                 | Self::UnreadableHead
                 | Self::HeadTooLarge
                 | Self::TargetTooLong

@@ -64,7 +64,7 @@ pub use oidc_endpoints::{
     EndSessionTemplate, EndpointOverrides, FrontchannelConfig, IssuerTemplate, RawEndpoints,
     RawFrontchannel,
 };
-pub use proxy::{ProxyConfig, RawProxy};
+pub use proxy::{MAX_RESPONSE_HEADERS, ProxyConfig, RawProxy};
 pub use routes::{RawCondition, RawRoute, RouteAuth, RouteConfig, RouteToken, TokenKind};
 pub use server::{ConnectionLimits, RawServer, ServerConfig};
 pub use session::{RawKey, RawSession, SameSite, ServerKeyConfig, SessionConfig};

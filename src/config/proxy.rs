@@ -31,6 +31,11 @@ pub struct RawProxy {
     pub tls_cert_file: Option<PathBuf>,
     /// PEM private key of `tls_cert_file`.
     pub tls_key_file: Option<PathBuf>,
+    /// Largest upstream response head (status line and header fields, or
+    /// the HTTP/2 header list) the gateway reads, in bytes; a larger one,
+    /// or one of more than 100 fields, is a 502 and its connection is
+    /// dropped. 8 KiB to 1 MiB.
+    pub max_response_header_bytes: usize,
 }
 
 impl Default for RawProxy {
@@ -42,9 +47,22 @@ impl Default for RawProxy {
             tls_ca_file: None,
             tls_cert_file: None,
             tls_key_file: None,
+            max_response_header_bytes: DEFAULT_MAX_RESPONSE_HEADER_BYTES,
         }
     }
 }
+
+/// `proxy.max_response_header_bytes` unless set: as Envoy's default
+/// (60 KiB), twice the request heads the gateway accepts.
+pub const DEFAULT_MAX_RESPONSE_HEADER_BYTES: usize = 64 * 1024;
+
+/// Upstream response heads of at most this many fields: hyper's default,
+/// set explicitly (`proxy::client`).
+pub const MAX_RESPONSE_HEADERS: usize = 100;
+
+/// hyper's smallest read buffer for HTTP/1 (it asserts at least this).
+const MIN_RESPONSE_HEADER_BYTES: usize = 8 * 1024;
+const MAX_RESPONSE_HEADER_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
@@ -55,10 +73,22 @@ pub struct ProxyConfig {
     pub tls_ca_pem: Option<Vec<u8>>,
     /// The certificate the gateway presents to `https://` upstreams.
     pub tls_client: Option<ClientCertificate>,
+    /// Between 8 KiB and 1 MiB (validated).
+    pub max_response_header_bytes: usize,
 }
 
 pub(super) fn validate(raw: &RawProxy, issues: &mut Issues) -> ProxyConfig {
+    let head = raw.max_response_header_bytes;
+    if !(MIN_RESPONSE_HEADER_BYTES..=MAX_RESPONSE_HEADER_BYTES).contains(&head) {
+        issues.add(
+            "proxy.max_response_header_bytes",
+            format!(
+                "{head} is out of range: set it between {MIN_RESPONSE_HEADER_BYTES} and {MAX_RESPONSE_HEADER_BYTES} bytes (default {DEFAULT_MAX_RESPONSE_HEADER_BYTES})"
+            ),
+        );
+    }
     ProxyConfig {
+        max_response_header_bytes: head.clamp(MIN_RESPONSE_HEADER_BYTES, MAX_RESPONSE_HEADER_BYTES),
         connect_timeout: positive_duration(issues, "proxy.connect_timeout", &raw.connect_timeout),
         pool_idle_timeout: duration(issues, "proxy.pool_idle_timeout", &raw.pool_idle_timeout),
         sticky_connections: raw.sticky_connections,
@@ -72,5 +102,29 @@ pub(super) fn validate(raw: &RawProxy, issues: &mut Issues) -> ProxyConfig {
             raw.tls_cert_file.as_deref(),
             raw.tls_key_file.as_deref(),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{load_str, minimal};
+
+    #[test]
+    fn upstream_response_heads_are_bounded_by_default_and_the_bound_must_stay_in_range() {
+        let c = load_str(&minimal(), &[]).expect("valid");
+        assert_eq!(c.proxy.max_response_header_bytes, 64 * 1024);
+        let set = minimal() + "\n[proxy]\nmax_response_header_bytes = 16384\n";
+        let c = load_str(&set, &[]).expect("valid");
+        assert_eq!(c.proxy.max_response_header_bytes, 16384);
+        for bad in ["0", "8191", "1048577", "9223372036854775807"] {
+            let toml = minimal() + &format!("\n[proxy]\nmax_response_header_bytes = {bad}\n");
+            let err = load_str(&toml, &[]).expect_err(bad);
+            assert_eq!(err.0.len(), 1, "{bad}: {err}");
+            assert_eq!(err.0[0].key, "proxy.max_response_header_bytes", "{err}");
+            assert!(
+                err.0[0].message.contains("between 8192 and 1048576"),
+                "{err}"
+            );
+        }
     }
 }

@@ -70,7 +70,9 @@ pub struct RawServer {
     /// Time a request body the gateway reads whole (its own endpoints; a
     /// small proxied body kept to be sent again) gets to arrive in full:
     /// a client that trickles or stops mid-body gets 408 instead of
-    /// holding its connection, and its slot, for ever.
+    /// holding its connection, and its slot, for ever. A body that streams
+    /// to the upstream may not go silent for longer than this (408, or
+    /// cut once the answer has come).
     pub body_read_timeout: RawDuration,
 }
 

@@ -6,6 +6,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::config::MAX_RESPONSE_HEADERS;
 use crate::config::ProxyConfig;
 
 pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
@@ -52,7 +53,15 @@ pub fn build_client(config: &ProxyConfig, versions: Versions) -> anyhow::Result<
     let mut client = Client::builder(TokioExecutor::new());
     client
         .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(config.pool_idle_timeout);
+        .pool_idle_timeout(config.pool_idle_timeout)
+        // The upstream is outside the trust boundary: its head is read
+        // within `proxy.max_response_header_bytes` and 100 fields (hyper's
+        // defaults were ~400 KiB, all passed on to the browser), else 502.
+        .http1_max_buf_size(config.max_response_header_bytes)
+        .http1_max_headers(MAX_RESPONSE_HEADERS)
+        .http2_max_header_list_size(
+            u32::try_from(config.max_response_header_bytes).unwrap_or(u32::MAX),
+        );
     if versions == Versions::Http2 {
         client.http2_only(true).timer(TokioTimer::new());
     }
@@ -92,4 +101,14 @@ fn upstream_tls(config: &ProxyConfig) -> anyhow::Result<rustls::ClientConfig> {
                 .map_err(|e| anyhow::anyhow!("proxy.tls_key_file: {e}"))?
         }
     })
+}
+
+/// The HTTP/1 settings of a connection a browser connection keeps
+/// (`proxy::sticky`): the pool's limits on response heads.
+pub fn http1_builder(max_response_header_bytes: usize) -> hyper::client::conn::http1::Builder {
+    let mut builder = hyper::client::conn::http1::Builder::new();
+    builder
+        .max_buf_size(max_response_header_bytes)
+        .max_headers(MAX_RESPONSE_HEADERS);
+    builder
 }

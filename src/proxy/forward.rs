@@ -25,7 +25,7 @@ use super::dpop::{self, UpstreamDpop};
 use super::headers;
 use super::routes::Route;
 use super::sticky::{Keeping, SendError, UpstreamSlot};
-use super::streamed::UpstreamBody;
+use super::streamed::{ClientBody, UpstreamBody, client_body_stalled};
 use super::token;
 use super::upgrade::{self, SessionWatch};
 use crate::config::{Config, RouteAuth};
@@ -48,6 +48,11 @@ pub enum UpstreamError {
     Unavailable(&'static str),
     #[error("upstream timed out")]
     Timeout,
+    /// The client's streamed request body went silent for
+    /// `server.body_read_timeout` before the answer came
+    /// (`streamed::ClientBody`).
+    #[error("request body not received in time")]
+    ClientBodyStalled,
     /// The request cannot be expressed as an upstream URI.
     #[error("request path cannot be forwarded")]
     BadPath,
@@ -58,6 +63,7 @@ impl From<UpstreamError> for AppError {
         match e {
             UpstreamError::Unavailable(why) => Self::UpstreamUnavailable(why.into()),
             UpstreamError::Timeout => Self::UpstreamTimeout,
+            UpstreamError::ClientBodyStalled => Self::BodyTimeout,
             UpstreamError::BadPath => {
                 Self::BadRequest("The request path cannot be forwarded.".into())
             }
@@ -180,6 +186,7 @@ impl Forwarder {
                 .then(|| Keeping {
                     connector: tcp_connector(&config.proxy),
                     idle_timeout: config.proxy.pool_idle_timeout,
+                    max_response_header_bytes: config.proxy.max_response_header_bytes,
                 }),
             dpop_nonces: crate::oidc::dpop::Nonces::default(),
             body_read_timeout: config.server.limits.body_read_timeout,
@@ -602,6 +609,15 @@ impl Forwarder {
         } else {
             (body, None)
         };
+        // A body that streams (not kept whole, not already ended) is
+        // bounded by the client's silence and ends with its answer.
+        let (body, answering) = match replay {
+            Some(_) => (body, None),
+            None => match ClientBody::wrap(body, self.body_read_timeout) {
+                Ok((streamed, answering)) => (Body::new(streamed), Some(answering)),
+                Err(ended) => (ended, None),
+            },
+        };
         let replay = replay.map(|body| Replay {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
@@ -715,7 +731,7 @@ impl Forwarder {
         Ok(mark(
             Response::from_parts(
                 parts,
-                Body::new(UpstreamBody::new(body, route.body_idle_timeout)),
+                Body::new(UpstreamBody::new(body, route.body_idle_timeout, answering)),
             )
             .into_response(),
             ResponseKind::Proxied,
@@ -820,6 +836,9 @@ pub(super) fn caused_by_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 fn map_client_error(e: &hyper_util::client::legacy::Error) -> UpstreamError {
+    if client_body_stalled(e) {
+        return UpstreamError::ClientBodyStalled;
+    }
     if caused_by_timeout(e) {
         return UpstreamError::Timeout;
     }

@@ -40,7 +40,7 @@ use axum::body::Body;
 use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::client::legacy::connect::HttpConnector;
 
 use super::client::HttpClient;
@@ -85,6 +85,8 @@ pub struct Keeping {
     /// `proxy.pool_idle_timeout`: a kept connection unused this long is
     /// closed, as the pool closes its idle ones.
     pub idle_timeout: Duration,
+    /// `proxy.max_response_header_bytes`, as the pool's.
+    pub max_response_header_bytes: usize,
 }
 
 impl UpstreamSlot {
@@ -193,7 +195,8 @@ impl UpstreamSlot {
                     UpstreamError::Unavailable("connection failed")
                 }
             })?;
-        let (sender, conn) = http1::handshake(io)
+        let (sender, conn) = super::client::http1_builder(keeping.max_response_header_bytes)
+            .handshake(io)
             .await
             .map_err(|_| UpstreamError::Unavailable("connection failed"))?;
         let idle_timeout = keeping.idle_timeout;
@@ -271,6 +274,9 @@ fn origin_form(uri: &Uri) -> Uri {
 
 /// What a failed exchange on a kept connection means for the browser.
 fn upstream_failed(e: &hyper::Error) -> UpstreamError {
+    if super::streamed::client_body_stalled(e) {
+        return UpstreamError::ClientBodyStalled;
+    }
     if caused_by_timeout(e) {
         return UpstreamError::Timeout;
     }
@@ -340,11 +346,13 @@ mod tests {
             sticky_connections: true,
             tls_ca_pem: None,
             tls_client: None,
+            max_response_header_bytes: 64 * 1024,
         };
         let pool = build_client(&config, Versions::Http1OrAlpn).expect("pool");
         let keeping = Keeping {
             connector: tcp_connector(&config),
             idle_timeout: config.pool_idle_timeout,
+            max_response_header_bytes: config.max_response_header_bytes,
         };
         let upstream: Authority = addr.to_string().parse().expect("authority");
         let request = |path: &str| {

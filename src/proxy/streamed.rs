@@ -7,6 +7,15 @@
 //! connection and its own for as long as it likes (the route's `timeout`
 //! bounds the response head only, and the server's idle timeout waits for
 //! a response in flight).
+//!
+//! The browser's request body on its way to the upstream ([`ClientBody`]),
+//! when it streams (not kept whole for a retry): one that sends nothing
+//! for `server.body_read_timeout` is cut (408 while the answer is still
+//! awaited), and it ends with its answer: once the upstream's response
+//! body is done (or dropped), the rest is not forwarded. Before, a client
+//! that stopped mid-body, or trickled it, after the upstream had answered
+//! held its connection (HTTP/1, or its HTTP/2 stream) and the upstream
+//! connection for ever.
 
 use std::future::Future as _;
 use std::pin::Pin;
@@ -16,6 +25,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
+use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
 use crate::telemetry::{self, RequestFields};
@@ -38,20 +48,162 @@ pin_project! {
         // re-armed at the next wait after each frame.
         stall: Option<Pin<Box<Sleep>>>,
         waiting: bool,
+        // Dropped with this body: ends the request's [`ClientBody`].
+        answering: Option<Answering>,
     }
 }
 
 impl<B> UpstreamBody<B> {
     /// Wraps `inner` for the request being handled now; `idle` is the
-    /// route's `body_idle_timeout`.
-    pub fn new(inner: B, idle: Duration) -> Self {
+    /// route's `body_idle_timeout`; `answering` ends the request's
+    /// streamed body, if it has one, when this body is dropped.
+    pub fn new(inner: B, idle: Duration, answering: Option<Answering>) -> Self {
         Self {
             inner,
             fields: telemetry::current_request(),
             idle,
             stall: None,
             waiting: false,
+            answering,
         }
+    }
+}
+
+/// Held while a request's answer is still to come or on its way: its
+/// drop (the answer's body done or abandoned, or no answer at all) ends
+/// the request's [`ClientBody`].
+pub struct Answering(#[expect(dead_code, reason = "held for its drop")] oneshot::Sender<()>);
+
+pin_project! {
+    /// A request body streaming from the browser to the upstream; see the
+    /// module doc. Errors rather than ends early: a body cut short must
+    /// never look complete to the upstream (chunked framing would close
+    /// it cleanly), so the upstream connection is dropped instead.
+    pub struct ClientBody<B> {
+        #[pin]
+        inner: B,
+        idle: Duration,
+        stall: Option<Pin<Box<Sleep>>>,
+        waiting: bool,
+        // `None` once the answer is done.
+        answered: Option<oneshot::Receiver<()>>,
+    }
+}
+
+impl<B: Body> ClientBody<B> {
+    /// `inner` bounded by `idle` (`server.body_read_timeout`) between
+    /// frames, and ended when the returned [`Answering`] is dropped; a body
+    /// that has already ended (nothing to bound) comes back as it was.
+    pub fn wrap(inner: B, idle: Duration) -> Result<(Self, Answering), B> {
+        if inner.is_end_stream() {
+            return Err(inner);
+        }
+        let (tx, answered) = oneshot::channel();
+        let body = Self {
+            inner,
+            idle,
+            stall: None,
+            waiting: false,
+            answered: Some(answered),
+        };
+        Ok((body, Answering(tx)))
+    }
+}
+
+/// Why a streamed request body was cut.
+#[derive(Debug)]
+pub enum ClientBodyCut {
+    /// The client sent nothing of it for `server.body_read_timeout`.
+    Stalled(Duration),
+    /// The answer was complete (or abandoned) before the body.
+    Answered,
+}
+
+impl std::fmt::Display for ClientBodyCut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Stalled(d) => write!(
+                f,
+                "the client sent nothing of its request body for {d:?} (server.body_read_timeout)"
+            ),
+            Self::Answered => f.write_str("the request's answer was complete before its body"),
+        }
+    }
+}
+
+impl std::error::Error for ClientBodyCut {}
+
+/// Whether `e` (or what caused it) is a [`ClientBodyCut::Stalled`].
+pub fn client_body_stalled(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if matches!(
+            s.downcast_ref::<ClientBodyCut>(),
+            Some(ClientBodyCut::Stalled(_))
+        ) {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+impl<B> Body for ClientBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<axum::BoxError>,
+{
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::BoxError>>> {
+        let this = self.project();
+        let done = match this.answered.as_mut() {
+            Some(rx) => Pin::new(rx).poll(cx).is_ready(),
+            None => true,
+        };
+        if done {
+            *this.answered = None;
+            return Poll::Ready(Some(Err(ClientBodyCut::Answered.into())));
+        }
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(frame) => {
+                *this.waiting = false;
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                if !*this.waiting {
+                    *this.waiting = true;
+                    // `checked_add`: a timeout too large for a deadline
+                    // means never.
+                    if let Some(deadline) = Instant::now().checked_add(*this.idle) {
+                        match this.stall.as_mut() {
+                            Some(timer) => timer.as_mut().reset(deadline),
+                            None => {
+                                *this.stall = Some(Box::pin(tokio::time::sleep_until(deadline)));
+                            }
+                        }
+                    }
+                }
+                if let Some(timer) = this.stall.as_mut()
+                    && timer.as_mut().poll(cx).is_ready()
+                {
+                    return Poll::Ready(Some(Err(ClientBodyCut::Stalled(*this.idle).into())));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -218,7 +370,7 @@ mod tests {
         };
         let mut fields = request_fields();
         let body = telemetry::in_request(&mut fields, || {
-            axum::body::Body::new(UpstreamBody::new(inner, Duration::from_secs(100)))
+            axum::body::Body::new(UpstreamBody::new(inner, Duration::from_secs(100), None))
         });
         // Polled later, outside the request (as hyper polls it).
         assert!(telemetry::current_request().is_none());
@@ -235,6 +387,7 @@ mod tests {
                 seen: seen.clone(),
             },
             Duration::from_secs(100),
+            None,
         ));
         assert_eq!(drain(body), 1);
         assert_eq!(*seen.lock().expect("lock"), vec![None, None]);
@@ -255,7 +408,7 @@ mod tests {
         });
         let wrapped = allocation_counter::measure(|| {
             let body = telemetry::in_request(&mut fields, || {
-                axum::body::Body::new(UpstreamBody::new(wrapped, Duration::from_secs(100)))
+                axum::body::Body::new(UpstreamBody::new(wrapped, Duration::from_secs(100), None))
             });
             assert_eq!(drain(body), 8);
         });
@@ -291,7 +444,7 @@ mod tests {
     async fn a_body_that_sends_nothing_for_its_idle_timeout_is_cut_short() {
         use http_body_util::BodyExt as _;
         let idle = Duration::from_secs(100);
-        let mut body = UpstreamBody::new(OneThenSilence { sent: false }, idle);
+        let mut body = UpstreamBody::new(OneThenSilence { sent: false }, idle, None);
         let first = body.frame().await.expect("a frame").expect("data");
         assert_eq!(first.into_data().expect("data"), "head");
         let started = Instant::now();
@@ -323,12 +476,54 @@ mod tests {
                 ))
             }));
         let started = Instant::now();
-        let all = UpstreamBody::new(slow, idle)
+        let all = UpstreamBody::new(slow, idle, None)
             .collect()
             .await
             .expect("no error")
             .to_bytes();
         assert_eq!(all, "xxxxx");
         assert_eq!(started.elapsed(), Duration::from_secs(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_streamed_request_body_silent_for_its_idle_timeout_is_cut_as_stalled() {
+        use http_body_util::BodyExt as _;
+        let idle = Duration::from_secs(30);
+        let Ok((mut body, _answering)) = ClientBody::wrap(OneThenSilence { sent: false }, idle)
+        else {
+            panic!("a body still to come is wrapped");
+        };
+        let first = body.frame().await.expect("a frame").expect("data");
+        assert_eq!(first.into_data().expect("data"), "head");
+        let started = Instant::now();
+        let Ok(Some(Err(e))) = tokio::time::timeout(idle * 2, body.frame()).await else {
+            panic!("a silent body must end with an error");
+        };
+        assert_eq!(started.elapsed(), idle);
+        assert!(client_body_stalled(&*e), "{e}");
+    }
+
+    /// Cut with an error, never a clean end: a chunked body would
+    /// otherwise close and the upstream take the part as the whole.
+    #[tokio::test(start_paused = true)]
+    async fn a_streamed_request_body_ends_with_an_error_once_its_answer_is_done() {
+        use http_body_util::BodyExt as _;
+        let Ok((mut body, answering)) =
+            ClientBody::wrap(OneThenSilence { sent: false }, Duration::from_secs(30))
+        else {
+            panic!("a body still to come is wrapped");
+        };
+        body.frame().await.expect("a frame").expect("data");
+        drop(answering);
+        let Some(Err(e)) = body.frame().await else {
+            panic!("an error, not the end");
+        };
+        assert!(matches!(
+            e.downcast_ref::<ClientBodyCut>(),
+            Some(ClientBodyCut::Answered)
+        ));
+        assert!(!client_body_stalled(&*e));
+        // And a body that has ended comes back unwrapped.
+        assert!(ClientBody::wrap(http_body_util::Empty::<Bytes>::new(), Duration::ZERO).is_err());
     }
 }

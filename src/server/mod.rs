@@ -27,15 +27,17 @@
 //! Every listener (public, admin, metrics) serves its connections through
 //! [`serve_connections`], which bounds what one client can hold: a
 //! connection cap, a deadline for each request head, an idle timeout (also
-//! for writes a client never takes), and
-//! header-size and HTTP/2 stream limits (`[server]`, [`ConnectionLimits`]).
+//! for writes a client never takes),
+//! header-size and HTTP/2 stream limits (`[server]`, [`ConnectionLimits`]),
+//! and a budget of requests its client may cancel (HTTP/2 rapid reset;
+//! `Activity::request_cancelled`).
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -52,10 +54,13 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::UnboundedReceiver;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 
+use axum::response::IntoResponse as _;
+
 use crate::config::{Config, ConnectionLimits, StoreKind};
+use crate::error::AppError;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::oidc::OidcCaches;
@@ -653,7 +658,7 @@ pub async fn serve_connections(
                 }
             },
         };
-        let activity = Arc::new(Activity::new());
+        let activity = Arc::new(Activity::new(&limits));
         let connection = Connection {
             builder: builder.clone(),
             app: app.clone(),
@@ -700,9 +705,28 @@ fn connection_builder(limits: &ConnectionLimits) -> Builder<TokioExecutor> {
         .keep_alive_interval(limits.header_read_timeout)
         .keep_alive_timeout(limits.header_read_timeout)
         .max_concurrent_streams(limits.http2_max_concurrent_streams)
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        // Streams reset by the client before hyper took them: beyond this
+        // many at once, GOAWAY ENHANCE_YOUR_CALM (hyper's default, set
+        // here so it stays one). Streams reset after they were taken are
+        // bounded by `Activity::request_cancelled`.
+        .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS)
+        // Streams h2 itself had to reset because the client broke the
+        // protocol on them: at most this many per connection, then
+        // GOAWAY ENHANCE_YOUR_CALM.
+        .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESETS);
     builder
 }
+
+/// See `connection_builder`.
+const MAX_PENDING_ACCEPT_RESETS: usize = 20;
+/// See `connection_builder`.
+const MAX_LOCAL_ERROR_RESETS: usize = 1024;
+
+/// How long a connection whose client cancels too many requests
+/// (`Activity::request_cancelled`) is kept after its GOAWAY, so the
+/// GOAWAY is sent; requests it starts meanwhile are refused at once (429).
+const ABUSE_GRACE: Duration = Duration::from_secs(1);
 
 /// A failed `accept`: a connection that died in the backlog is skipped; a
 /// resource error (out of file descriptors) is logged and retried after a
@@ -749,7 +773,9 @@ impl Connection {
             .serve_connection_with_upgrades(TokioIo::new(stream), service);
         let mut conn = pin!(conn);
         let mut idle = pin!(activity.until_idle(&self.limits));
-        let mut closing = false;
+        let mut abused = pin!(activity.abused());
+        let mut cut_off = pin!(tokio::time::sleep(Duration::MAX));
+        let (mut closing, mut abusive) = (false, false);
         loop {
             tokio::select! {
                 result = conn.as_mut() => {
@@ -758,6 +784,22 @@ impl Connection {
                     }
                     break;
                 }
+                () = &mut abused, if !abusive => {
+                    // GOAWAY now, and the end once it has gone out: what
+                    // the client has in flight is lost, which is the
+                    // point (see `Activity::request_cancelled`).
+                    tracing::warn!(
+                        peer = %self.peer,
+                        "closing a connection whose client cancelled too many requests (HTTP/2 rapid reset?)"
+                    );
+                    abusive = true;
+                    if !closing {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    cut_off.as_mut().reset(Instant::now() + ABUSE_GRACE);
+                }
+                () = &mut cut_off => break,
                 _ = self.stop.wait_for(|stop| *stop), if !closing => {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
@@ -785,28 +827,72 @@ enum Quiet {
     Idle,
 }
 
-/// When a connection last started a request, so an idle one can be closed.
-/// Written by [`ConnectionService`] per request (two relaxed atomic stores),
-/// read by the connection's watchdog.
+/// When a connection last started a request, so an idle one can be closed,
+/// and how fast its client cancels requests, so one that makes the gateway
+/// work for nothing can be closed.
+/// Written by [`ConnectionService`] per request (two relaxed atomic stores;
+/// one more per cancelled request), read by the connection's watchdog.
 struct Activity {
     opened: Instant,
     requests: AtomicU64,
     /// Milliseconds after `opened` of the latest request.
     last_ms: AtomicU64,
+    /// The cancellation budget (a GCRA): microseconds after `opened` at
+    /// which the budget is whole again.
+    cancels_full_at_us: AtomicU64,
+    /// What one cancellation costs of the budget, in microseconds.
+    cancel_cost_us: u64,
+    /// Set once the budget is overdrawn: new requests are refused.
+    refusing: AtomicBool,
+    abuse: Notify,
 }
 
+/// A client may cancel `http2_max_concurrent_streams` requests at once
+/// and on average that many per this window after that.
+const CANCEL_WINDOW_US: u64 = 10_000_000;
+
 impl Activity {
-    fn new() -> Self {
+    fn new(limits: &ConnectionLimits) -> Self {
         Self {
             opened: Instant::now(),
             requests: AtomicU64::new(0),
             last_ms: AtomicU64::new(0),
+            cancels_full_at_us: AtomicU64::new(0),
+            cancel_cost_us: CANCEL_WINDOW_US
+                / u64::from(limits.http2_max_concurrent_streams.max(1)),
+            refusing: AtomicBool::new(false),
+            abuse: Notify::new(),
         }
     }
 
     /// Whether a request has started on the connection.
     fn any_started(&self) -> bool {
         self.requests.load(Ordering::Relaxed) > 0
+    }
+
+    /// A request whose answer was dropped before it was ready: the client
+    /// reset its HTTP/2 stream (or closed the connection). On HTTP/2 a
+    /// reset frees the stream's slot at once, so `max_concurrent_streams`
+    /// does not bound how many requests a client can start and cancel:
+    /// sent back to back (rapid reset, CVE-2023-44487) they made the
+    /// gateway look up sessions and open upstream requests by the
+    /// thousand per second while the client waited for nothing. A client
+    /// may cancel `http2_max_concurrent_streams` requests at once and on
+    /// average that many per 10 s (`CANCEL_WINDOW_US`); beyond that its
+    /// connection is closed (GOAWAY).
+    fn request_cancelled(&self) {
+        let now = u64::try_from(self.opened.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let full_at = self.cancels_full_at_us.load(Ordering::Relaxed).max(now);
+        let full_at = full_at.saturating_add(self.cancel_cost_us);
+        self.cancels_full_at_us.store(full_at, Ordering::Relaxed);
+        if full_at - now > CANCEL_WINDOW_US && !self.refusing.swap(true, Ordering::Relaxed) {
+            self.abuse.notify_one();
+        }
+    }
+
+    /// Resolves once the client has cancelled too many requests.
+    async fn abused(&self) {
+        self.abuse.notified().await;
     }
 
     fn request_started(&self) {
@@ -858,9 +944,18 @@ struct ConnectionService {
 impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
     type Response = axum::response::Response;
     type Error = Infallible;
-    type Future = Answer;
+    type Future = Tracked;
 
     fn call(&self, mut req: http::Request<Incoming>) -> Self::Future {
+        if self.activity.refusing.load(Ordering::Relaxed) {
+            // The connection is closing for abuse: no work for it.
+            return Tracked::new(
+                Answer::Refused {
+                    response: Some(AppError::TooManyCancelled.into_response()),
+                },
+                None,
+            );
+        }
         self.activity.request_started();
         req.extensions_mut().insert(ConnectInfo(self.peer));
         req.extensions_mut().insert(self.upstream.clone());
@@ -869,24 +964,31 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
         if let Some(direct) = &app.direct
             && let Some(route) = direct.find(req.method(), req.uri().path())
         {
-            return Answer::Direct {
-                inner: DirectRoutes::call(route, req.map(axum::body::Body::new)),
-            };
+            return Tracked::new(
+                Answer::Direct {
+                    inner: DirectRoutes::call(route, req.map(axum::body::Body::new)),
+                },
+                Some(self.activity.clone()),
+            );
         }
         // `Router` is always ready.
-        Answer::Router {
-            inner: tower::Service::call(&mut app.router.clone(), req),
-        }
+        Tracked::new(
+            Answer::Router {
+                inner: tower::Service::call(&mut app.router.clone(), req),
+            },
+            Some(self.activity.clone()),
+        )
     }
 }
 
 pin_project_lite::pin_project! {
     /// A request's answer: from a configured route reached directly, or
-    /// from the router.
+    /// from the router, or a refusal on a connection closing for abuse.
     #[project = AnswerProj]
     pub enum Answer {
         Direct { #[pin] inner: crate::router::direct::Answer },
         Router { #[pin] inner: RouteFuture<Infallible> },
+        Refused { response: Option<axum::response::Response> },
     }
 }
 
@@ -897,7 +999,47 @@ impl Future for Answer {
         match self.project() {
             AnswerProj::Direct { inner } => inner.poll(cx),
             AnswerProj::Router { inner } => inner.poll(cx),
+            AnswerProj::Refused { response } => {
+                Poll::Ready(Ok(response.take().unwrap_or_default()))
+            }
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An [`Answer`] that tells its connection's [`Activity`] when it is
+    /// dropped before it was ready: a request its client cancelled.
+    pub struct Tracked {
+        #[pin]
+        answer: Answer,
+        activity: Option<Arc<Activity>>,
+    }
+
+    impl PinnedDrop for Tracked {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(activity) = this.project().activity.take() {
+                activity.request_cancelled();
+            }
+        }
+    }
+}
+
+impl Tracked {
+    fn new(answer: Answer, activity: Option<Arc<Activity>>) -> Self {
+        Self { answer, activity }
+    }
+}
+
+impl Future for Tracked {
+    type Output = Result<axum::response::Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let answered = this.answer.poll(cx);
+        if answered.is_ready() {
+            *this.activity = None;
+        }
+        answered
     }
 }
 
@@ -1057,5 +1199,49 @@ impl AsyncWrite for CappedStream {
                 .poll_pending(cx, &mut this.stream, &mut this.write_stall)
         )?;
         Pin::new(&mut this.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(streams: u32) -> ConnectionLimits {
+        ConnectionLimits {
+            http2_max_concurrent_streams: streams,
+            ..ConnectionLimits::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_may_cancel_its_stream_limit_at_once_and_no_more() {
+        let a = Activity::new(&limits(10));
+        for _ in 0..10 {
+            a.request_cancelled();
+        }
+        assert!(!a.refusing.load(Ordering::Relaxed), "10 of 10 at once");
+        a.request_cancelled();
+        assert!(a.refusing.load(Ordering::Relaxed), "the 11th");
+        tokio::time::timeout(Duration::from_millis(1), a.abused())
+            .await
+            .expect("the watchdog is told");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_cancellation_budget_refills_at_the_stream_limit_per_ten_seconds() {
+        let a = Activity::new(&limits(10));
+        for _ in 0..10 {
+            a.request_cancelled();
+        }
+        // One cancellation's worth back per second, and a steady one per
+        // second for ever after.
+        for _ in 0..30 {
+            tokio::time::advance(Duration::from_millis(1001)).await;
+            a.request_cancelled();
+        }
+        assert!(!a.refusing.load(Ordering::Relaxed));
+        tokio::time::advance(Duration::from_millis(500)).await;
+        a.request_cancelled();
+        assert!(a.refusing.load(Ordering::Relaxed), "two in one second");
     }
 }

@@ -13,6 +13,7 @@ mod client_auth;
 mod derived_tokens;
 mod dpop;
 mod front_proxies;
+mod http2_abuse;
 mod log_hygiene;
 mod login_flow;
 mod monitoring;

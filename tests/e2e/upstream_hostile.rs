@@ -340,6 +340,21 @@ async fn serve(mut stream: TcpStream, conn: usize, seen: Arc<Seen>) {
                 )
                 .await
             }
+            // A head well within hyper's own buffer (~400 KiB), far
+            // beyond what a browser or a front proxy should be sent.
+            "bighead" => {
+                let filler = "x".repeat(200 * 1024);
+                write(
+                    &mut stream,
+                    &format!("HTTP/1.1 200 OK\r\nX-Filler: {filler}\r\nContent-Length: 2\r\n\r\nok"),
+                )
+                .await
+            }
+            // Five hundred informational heads, then the answer.
+            "manyinformational" => {
+                let hint = "HTTP/1.1 103 Early Hints\r\nLink: </app.css>; rel=preload\r\n\r\n";
+                write(&mut stream, &format!("{}{}", hint.repeat(500), ok(&path))).await
+            }
             "manyfields" => {
                 let fields: String = (0..1000).map(|i| format!("X-F{i}: v\r\n")).collect();
                 write(
@@ -823,7 +838,9 @@ async fn a_switch_of_protocols_nobody_asked_for_is_a_502_and_its_connection_is_n
 
 /// An answer whose head does not parse (a status of four digits, a space
 /// in a header name, two different lengths, a length beyond 64 bits, a
-/// folded header line, a mebibyte of head, a thousand fields): 502, and
+/// folded header line, a mebibyte of head, 200 KiB of head (within
+/// hyper's own buffer, over `proxy.max_response_header_bytes`), a
+/// thousand fields): 502, and
 /// the connection is not used again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_head_that_does_not_parse_is_a_502_and_its_connection_is_not_used_again() {
@@ -835,6 +852,7 @@ async fn an_answer_head_that_does_not_parse_is_a_502_and_its_connection_is_not_u
             "hugelength",
             "obsfold",
             "hugehead",
+            "bighead",
             "manyfields",
         ] {
             let mut t = Trial::start(sticky).await;
@@ -855,6 +873,9 @@ async fn informational_heads_head_answers_and_trailers_pass_and_keep_the_connect
     for sticky in MODES {
         let mut t = Trial::start(sticky).await;
         let first = t.get_own("/raw/informational").await;
+        // Hundreds of them: each is read and dropped, within the route's
+        // timeout; none reaches the browser.
+        let many = t.get_own("/raw/manyinformational").await;
         let head = t
             .browser
             .exchange("HEAD /raw/head HTTP/1.1\r\nHost: gateway\r\n\r\n")
@@ -875,6 +896,7 @@ async fn informational_heads_head_answers_and_trailers_pass_and_keep_the_connect
         let next = t.get_own("/raw/ok-next").await;
         t.assert_used_again(
             &[
+                many,
                 t.seen.connection_of("HEAD", "/raw/head"),
                 t.seen.connection_of("GET", "/raw/trailers"),
                 next,

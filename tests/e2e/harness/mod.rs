@@ -11,6 +11,7 @@
 pub mod browser;
 pub mod front_proxy;
 pub mod gateway;
+pub mod h2_raw;
 pub mod net;
 pub mod otlp;
 pub mod procs;
