@@ -13,6 +13,7 @@ mod client_auth;
 mod derived_tokens;
 mod dpop;
 mod front_proxies;
+mod jwks_storm;
 mod log_hygiene;
 mod login_flow;
 mod monitoring;

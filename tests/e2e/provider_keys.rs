@@ -1,9 +1,8 @@
 //! The provider rotates its signing key. The gateway, holding the old JWKS,
 //! re-fetches it once when an ID token names an unknown `kid`, so logins go
-//! on; a further unknown `kid` within `oidc.jwks_min_refresh_interval` does
-//! not cause another fetch (forged `kid`s cannot flood the provider). Only
-//! such re-fetches count: a rotation right after the start-up fetch is
-//! picked up at once.
+//! on, at every rotation (forged `kid`s, which cannot come from the token
+//! endpoint, and their rate limit are `jwks_storm`'s). A rotation right
+//! after the start-up fetch is picked up at once.
 
 use std::time::{Duration, Instant};
 
@@ -38,8 +37,13 @@ async fn try_login_page(gw: &Gateway) -> (StatusCode, bool, String) {
     (r.status, b.session_cookie().is_some(), r.body)
 }
 
+/// ID tokens reach the gateway only from the token endpoint, in answer to
+/// its own authenticated request: an unknown `kid` in one is a rotation,
+/// never a forgery, so every rotation is picked up by the next login, even
+/// two in a row within `oidc.jwks_min_refresh_interval` (which limits the
+/// re-fetches for tokens anyone can send: `jwks_storm`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rotated_provider_key_is_fetched_once_and_refetches_are_rate_limited() {
+async fn every_provider_key_rotation_is_picked_up_by_the_next_login() {
     let dir = std::env::temp_dir().join(format!("oidc-bff-keys-{}", rand::random::<u64>()));
     std::fs::create_dir_all(&dir).expect("dir");
     let port = free_port();
@@ -53,8 +57,6 @@ async fn a_rotated_provider_key_is_fetched_once_and_refetches_are_rate_limited()
         .start()
         .await;
     assert_eq!(try_login(&gw).await, (StatusCode::SEE_OTHER, true));
-    // (The gateway fetched the keys at start; let the interval pass.)
-    tokio::time::sleep(INTERVAL).await;
 
     // Same issuer, new key: the first login after it triggers one re-fetch.
     drop(original);
@@ -62,24 +64,18 @@ async fn a_rotated_provider_key_is_fetched_once_and_refetches_are_rate_limited()
     assert_eq!(try_login(&gw).await, (StatusCode::SEE_OTHER, true));
     let refetched = Instant::now();
 
-    // Rotated again at once: within the minimum interval the gateway does
-    // not fetch again, so the token's key stays unknown and no session is
-    // made.
+    // Rotated again at once: within the interval, the next login's new
+    // key is fetched too (before, it stayed unknown for the interval).
     drop(rotated);
     let again = provider(port, &dir.join("c.json"));
     let (status, session, page) = try_login_page(&gw).await;
     assert!(
         refetched.elapsed() < INTERVAL,
-        "too slow to test the rate limit: {:?}",
+        "too slow to test within the interval: {:?}",
         refetched.elapsed()
     );
-    assert!(!session, "no session with an unverifiable ID token");
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(page.contains("no provider key matches"), "{page}");
-
-    // Once the interval has passed, the next unknown kid is fetched.
-    tokio::time::sleep(INTERVAL).await;
-    assert_eq!(try_login(&gw).await, (StatusCode::SEE_OTHER, true));
+    assert_eq!(status, StatusCode::SEE_OTHER, "{page}");
+    assert!(session, "the second rotation's key verified the login");
     drop(again);
     let _ = std::fs::remove_dir_all(&dir);
 }
