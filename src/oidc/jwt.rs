@@ -232,6 +232,22 @@ impl KeyCache {
     /// Past that (or with no keys at all) the failure is the answer: a 503.
     /// Fresh keys are answered without waiting for a fetch in flight.
     pub async fn ensure_loaded(&self, provider: &Provider) -> Result<(), ProviderError> {
+        self.ensure_loaded_retrying(provider, false).await
+    }
+
+    /// [`KeyCache::ensure_loaded`] for the upkeep task, which retries on its
+    /// own back-off: with no keys at all, a recent failure does not stop it
+    /// from trying again (requests, which could come by the thousand, are
+    /// stopped).
+    pub async fn reloaded(&self, provider: &Provider) -> Result<(), ProviderError> {
+        self.ensure_loaded_retrying(provider, true).await
+    }
+
+    async fn ensure_loaded_retrying(
+        &self,
+        provider: &Provider,
+        retry_now: bool,
+    ) -> Result<(), ProviderError> {
         if self.fresh() {
             return Ok(());
         }
@@ -250,9 +266,10 @@ impl KeyCache {
             if usable && just_failed {
                 return Ok(());
             }
-            // A fetch begun while this request waited has failed: its
-            // answer is this one's too (many requests, one fetch).
-            if fetches.started > seen && just_failed {
+            // A fetch begun while this request waited has failed, or (for
+            // a request) one failed moments ago: its answer is this one's
+            // too (many requests, one fetch).
+            if just_failed && (fetches.started > seen || !retry_now) {
                 return Err(ProviderError::NotReady(
                     "the provider's keys could not be fetched".into(),
                 ));

@@ -22,6 +22,7 @@ mod private_ca;
 mod provider_discovery;
 mod provider_hostile;
 mod provider_keys;
+mod provider_timing;
 mod proxying;
 mod reload;
 mod rollouts;
