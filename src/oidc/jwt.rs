@@ -251,8 +251,25 @@ impl KeyCache {
         if self.fresh() {
             return Ok(());
         }
-        let seen = self.fetches().started;
-        let _flight = self.flight.lock().await;
+        let (seen, usable) = {
+            let fetches = self.fetches();
+            let age = fetches.any.map(|t| t.elapsed());
+            (
+                fetches.started,
+                keeps_cached_keys(self.is_loaded(), age, self.max_age),
+            )
+        };
+        // Stale but usable keys serve while a fetch is in flight (it may be
+        // a forged kid's, taking up to `oidc.http_timeout`): only a request
+        // with nothing usable waits for one.
+        let _flight = if usable {
+            match self.flight.try_lock() {
+                Ok(guard) => guard,
+                Err(_) => return Ok(()),
+            }
+        } else {
+            self.flight.lock().await
+        };
         let usable = {
             let mut fetches = self.fetches();
             let age = fetches.any.map(|t| t.elapsed());

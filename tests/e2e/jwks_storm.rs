@@ -456,3 +456,39 @@ async fn a_refetch_answered_with_no_usable_key_keeps_the_cached_keys() {
         assert_eq!(r.status(), StatusCode::OK, "{broken}");
     }
 }
+
+/// The keys have gone stale (past `oidc.metadata_refresh_interval`) and
+/// their refresh is in flight, held: a login meanwhile verifies with the
+/// cached keys, which are within their grace period, instead of waiting
+/// for the refresh (up to `oidc.http_timeout`). Before, every request
+/// queued behind the fetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_keys_serve_a_login_while_their_refresh_is_in_flight() {
+    let gate = JwksGate::start(&ProviderApi::shared().issuer).await;
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .configure(|c| {
+            c.oidc.endpoints.jwks_uri = Some(gate.url.clone());
+            c.oidc.metadata_refresh_interval = duration("3s");
+            c.oidc.http_timeout = duration("60s");
+        })
+        .start()
+        .await;
+    wait_ready(&gw).await;
+    // The gateway's own upkeep re-reads the keys once they are 3 s old:
+    // that fetch is held.
+    gate.hold(true);
+    gate.wait_for(gate.count() + 1).await;
+
+    let user = unique_user("stale-keys");
+    let mut b = Browser::new(&gw);
+    let r = tokio::time::timeout(
+        Duration::from_secs(20),
+        b.try_login(&user, &format!("{user}-password")),
+    )
+    .await
+    .expect("the login waited for the keys' refresh in flight");
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert!(b.session_cookie().is_some());
+    gate.hold(false);
+}
