@@ -405,9 +405,10 @@ impl Provider {
 
     /// Metadata, loading it now if it was never loaded or is stale. Loads are
     /// serialised so a burst of logins while the provider is down does not
-    /// become a burst of discovery requests: the requests that waited for a
-    /// failed attempt take its answer, and stale metadata is used without
-    /// a new attempt for [`RETRY_AFTER_FAILURE`] after one failed.
+    /// become a burst of discovery requests: stale metadata serves while an
+    /// attempt is in flight, the requests that waited for a failed attempt
+    /// take its answer, and stale metadata is used without a new attempt
+    /// for [`RETRY_AFTER_FAILURE`] after one failed.
     pub async fn discovered(&self) -> Result<Arc<Discovered>, ProviderError> {
         self.discovered_retrying(false).await
     }
@@ -426,7 +427,16 @@ impl Provider {
             return Ok(d);
         }
         let seen = self.attempts().started;
-        let _guard = self.cache.refresh_lock.lock().await;
+        // Stale metadata serves while an attempt is in flight (a slow
+        // provider holds it for up to `oidc.http_timeout`): only a request
+        // with nothing loaded waits for it.
+        let _guard = match self.loaded() {
+            Some(stale) => match self.cache.refresh_lock.try_lock() {
+                Ok(guard) => guard,
+                Err(_) => return Ok(stale),
+            },
+            None => self.cache.refresh_lock.lock().await,
+        };
         if let Some(d) = self.loaded()
             && d.loaded_at.elapsed() < self.config.metadata_refresh_interval
         {

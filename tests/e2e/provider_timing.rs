@@ -364,3 +364,44 @@ async fn a_token_answer_that_trickles_is_cut_off_at_the_http_timeout() {
         started.elapsed()
     );
 }
+
+/// Metadata is stale and a discovery attempt is in flight against a
+/// provider that answers one byte a second: a request meanwhile is answered
+/// with the stale metadata at once, not after the attempt's
+/// `oidc.http_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_metadata_serves_while_a_slow_discovery_is_in_flight() {
+    let fake = FakeIssuer::start(FAST).await;
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .issuer(&fake.issuer)
+        .configure(|c| {
+            c.oidc.metadata_refresh_interval = duration("2s");
+            c.oidc.http_timeout = duration("30s");
+        })
+        .start()
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while readyz(&gw).await != StatusCode::OK {
+        assert!(Instant::now() < deadline, "gateway never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    fake.mode.store(TRICKLE, Ordering::SeqCst);
+    // The gateway's upkeep re-reads discovery once it is 2 s old: that
+    // attempt trickles.
+    let before = fake.discoveries();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fake.discoveries() == before {
+        assert!(Instant::now() < deadline, "no discovery attempt");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = Instant::now();
+    let (status, body) = tokio::time::timeout(
+        Duration::from_secs(10),
+        post_logout(&gw, forged_logout_token(&fake.issuer)),
+    )
+    .await
+    .expect("the request waited for the discovery attempt in flight");
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
