@@ -164,3 +164,47 @@ async fn cached_keys_outlive_a_failing_jwks_endpoint_for_a_bounded_time() {
     drop(p);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The JWKS endpoint fails long enough that the cached keys are no longer
+/// trusted (twice `oidc.metadata_refresh_interval`), and a session
+/// refreshes: the refreshed ID token cannot be checked, which is the
+/// provider's outage, not a refused answer. The session is kept with the
+/// new tokens (and its claims); before, it was ended and the user signed
+/// out, and the new refresh token revoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_while_the_keys_cannot_be_had_keeps_the_session() {
+    const REFRESH: Duration = Duration::from_secs(2);
+    let p = ProviderProcess::start(&[]);
+    let upstream = Upstream::start().await;
+    // Every request refreshes (access tokens live 300 s).
+    let gw = GatewayBuilder::new(&upstream)
+        .issuer(&p.issuer)
+        .refresh_skew("10m")
+        .configure(|c| c.oidc.metadata_refresh_interval = RawDuration::Seconds(REFRESH.as_secs()))
+        .start()
+        .await;
+    wait_ready(&gw).await;
+    let mut b = Browser::new(&gw);
+    b.login_alice().await;
+    let claims = b.get("/auth/user").await.json()["claims"].clone();
+    assert_eq!(claims["sub"], "alice", "{claims}");
+
+    crate::harness::ProviderApi::new(&p.issuer)
+        .post("/__test/jwks-status", serde_json::json!({"status": 500}))
+        .await;
+    let loaded = Instant::now();
+    tokio::time::sleep(REFRESH * 2 + Duration::from_millis(500)).await;
+    for _ in 0..2 {
+        let r = b.get("/api/x").await;
+        assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    }
+    assert!(loaded.elapsed() > REFRESH * 2);
+    let after = b.get("/auth/user").await;
+    assert_eq!(after.status, StatusCode::OK, "{after:?}");
+    assert_eq!(after.json()["claims"], claims, "the claims are kept");
+    assert_eq!(gw.session_count().await, 1);
+    // A new login cannot be checked meanwhile: 503, not a failed login.
+    let (status, session, _) = try_login_page(&gw).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(!session);
+}
