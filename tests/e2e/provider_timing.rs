@@ -4,7 +4,9 @@
 //! requests that need discovery while it fails share one attempt and then
 //! use what is cached, instead of each waiting for an attempt of its own,
 //! one after another. The provider is a small in-test server (the fake
-//! issuer) whose discovery answer can be switched to a trickle or an error.
+//! issuer) whose discovery answer can be switched to a trickle or an error;
+//! token and userinfo endpoints of the shared provider are replaced
+//! (`[oidc.endpoints]`) by ones that trickle or never end.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
@@ -404,4 +406,74 @@ async fn stale_metadata_serves_while_a_slow_discovery_is_in_flight() {
     .expect("the request waited for the discovery attempt in flight");
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// A userinfo endpoint (`[oidc.endpoints] userinfo`, with `oidc.userinfo`
+/// on) that answers a body without end (chunked, no length), or one byte a
+/// second: the login is refused (400, "sent too much") after reading at
+/// most `oidc.max_response_bytes`, or cut off at `oidc.http_timeout` (504);
+/// no session either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_userinfo_answer_without_end_or_that_trickles_fails_the_login_within_its_bounds() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind userinfo");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let app = axum::Router::new()
+        .route(
+            "/endless",
+            get({
+                let sent = sent.clone();
+                move || {
+                    let sent = sent.clone();
+                    async move {
+                        let chunk = bytes::Bytes::from(vec![b' '; 64 * 1024]);
+                        let body =
+                            Body::from_stream(futures_util::stream::repeat_with(move || {
+                                sent.fetch_add(chunk.len(), Ordering::SeqCst);
+                                Ok::<_, std::io::Error>(chunk.clone())
+                            }));
+                        ([("content-type", "application/json")], body)
+                    }
+                }
+            }),
+        )
+        .route(
+            "/trickle",
+            get(|| async { trickle(br#"{"sub":"alice"}"#.to_vec()) }),
+        );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    for (path, status, says) in [
+        ("/endless", StatusCode::BAD_REQUEST, "sent too much"),
+        (
+            "/trickle",
+            StatusCode::GATEWAY_TIMEOUT,
+            "did not answer in time",
+        ),
+    ] {
+        let upstream = Upstream::start().await;
+        let gw = GatewayBuilder::new(&upstream)
+            .configure(|c| {
+                c.oidc.userinfo = true;
+                c.oidc.endpoints.userinfo = Some(format!("{base}{path}"));
+                c.oidc.http_timeout = duration("2s");
+            })
+            .start()
+            .await;
+        let mut b = crate::harness::Browser::new(&gw);
+        let started = Instant::now();
+        let r = b.try_login("alice", "alice-password").await;
+        assert_eq!(r.status, status, "{path}: {r:?}");
+        assert!(r.body.contains(says), "{path}: {}", r.body);
+        assert!(b.session_cookie().is_none(), "{path}");
+        assert_eq!(gw.session_count().await, 0, "{path}");
+        assert!(started.elapsed() < Duration::from_secs(15), "{path}");
+    }
+    // Far above max_response_bytes (256 KiB) plus socket buffers, far below
+    // what an unbounded reader takes in.
+    let read = sent.load(Ordering::SeqCst);
+    assert!(read < 32 << 20, "read {read} bytes of an endless userinfo");
 }
