@@ -90,7 +90,7 @@ pub enum TokenError {
 /// A token whose `kid` is cached is verified without waiting for anything:
 /// a fetch in flight (a re-fetch for an unknown `kid`, which may take up to
 /// `oidc.http_timeout`) holds up only the requests that need its answer.
-/// Fetches run one at a time ([`KeyCache::flight`]); a request that missed
+/// Fetches run one at a time (`flight`); a request that missed
 /// while one was running takes that fetch's keys instead of starting its
 /// own, so a storm of concurrent unknown `kid`s costs one fetch.
 pub struct KeyCache {
