@@ -31,7 +31,7 @@ use crate::metrics::OutcomeLabels;
 use crate::oidc::Oidc;
 use crate::oidc::claims::{bounded_json, granted_scopes, merge_claims};
 use crate::oidc::dpop::DpopKey;
-use crate::oidc::jwt::{IdTokenExpectations, validate_id_token};
+use crate::oidc::jwt::{IdTokenExpectations, TokenError, validate_id_token};
 use crate::oidc::provider::{DPOP_NOT_BOUND, ProviderError};
 use crate::secret::SecretString;
 use crate::session::cookie::random_token;
@@ -386,24 +386,37 @@ impl Refresher {
                     },
                 )
                 .await;
-                let claims = match validated {
-                    Ok(c) => c,
+                match validated {
+                    Ok(claims) => {
+                        let merged = merge_claims(&claims_json, &claims);
+                        claims_json = match bounded_json(&merged, &oidc.provider.config().limits) {
+                            Ok(json) => json,
+                            Err(e) => {
+                                let why = format!("claims from refresh too large: {e}");
+                                let spent = tokens.refresh_token.as_ref();
+                                return self.end_refused(&latest, spent, &why, now, origin).await;
+                            }
+                        };
+                        Some(t)
+                    }
+                    // The keys cannot be had (the JWKS endpoint is down): an
+                    // outage, not a refused answer. The new tokens came from
+                    // the token endpoint itself and the old refresh token is
+                    // spent, so they are kept; the unchecked ID token is not
+                    // (the session keeps its claims and ID token, as after an
+                    // answer without one). Ending the session would sign the
+                    // user out for the provider's outage.
+                    Err(TokenError::KeysUnavailable(e)) => {
+                        tracing::warn!(session = ?latest.store_id, error = %e,
+                            "refreshed ID token not checked: provider keys unavailable; keeping the session's claims");
+                        latest.secrets.id_token.clone()
+                    }
                     Err(e) => {
                         let why = format!("ID token from refresh is invalid: {e}");
                         let spent = tokens.refresh_token.as_ref();
                         return self.end_refused(&latest, spent, &why, now, origin).await;
                     }
-                };
-                let merged = merge_claims(&claims_json, &claims);
-                claims_json = match bounded_json(&merged, &oidc.provider.config().limits) {
-                    Ok(json) => json,
-                    Err(e) => {
-                        let why = format!("claims from refresh too large: {e}");
-                        let spent = tokens.refresh_token.as_ref();
-                        return self.end_refused(&latest, spent, &why, now, origin).await;
-                    }
-                };
-                Some(t)
+                }
             }
             None => latest.secrets.id_token.clone(),
         };

@@ -3,16 +3,20 @@
 //!
 //! The JWKS is cached (once per process, shared by its workers); a token
 //! signed with an unknown `kid` causes one re-fetch (key rotation at the
-//! provider), rate-limited so a flood of forged tokens with random `kid`s
-//! cannot turn into a flood of requests to the provider. Only that re-fetch
-//! is limited: the start-up and periodic fetches do not delay a rotation.
+//! provider). Tokens anyone can send (logout tokens, bearer tokens) are
+//! rate-limited in that, so a flood of forged tokens with random `kid`s
+//! cannot turn into a flood of requests to the provider; ID tokens, which
+//! only the token endpoint hands the gateway, are not held back by what
+//! forged `kid`s did ([`TokenSource`]). Only that re-fetch is limited: the
+//! start-up and periodic fetches do not delay a rotation. Fetches run one
+//! at a time, and a token whose key is cached never waits for one.
 //! Only the configured asymmetric algorithms that the provider also
 //! advertises are accepted: the header's `alg` is checked against that list
 //! before anything else, so `none` and HMAC-with-the-public-key tricks never
 //! reach verification. A token longer than `oidc.max_token_bytes` is
 //! refused before it is parsed.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, KeyOperations, PublicKeyUse};
@@ -82,25 +86,79 @@ pub enum TokenError {
 }
 
 /// The provider's signing keys, cached once per process.
+///
+/// A token whose `kid` is cached is verified without waiting for anything:
+/// a fetch in flight (a re-fetch for an unknown `kid`, which may take up to
+/// `oidc.http_timeout`) holds up only the requests that need its answer.
+/// Fetches run one at a time (`flight`); a request that missed
+/// while one was running takes that fetch's keys instead of starting its
+/// own, so a storm of concurrent unknown `kid`s costs one fetch.
 pub struct KeyCache {
     keys: RwLock<Arc<Vec<Jwk>>>,
-    fetches: tokio::sync::Mutex<Fetches>,
+    /// Bookkeeping only: never held across an `await`.
+    fetches: Mutex<Fetches>,
+    /// Held for the whole of a fetch: the single flight.
+    flight: tokio::sync::Mutex<()>,
     min_refetch_interval: Duration,
     max_age: Duration,
+}
+
+/// Where a token came from: what an unknown `kid` in it may cost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenSource {
+    /// The provider's token endpoint gave it to the gateway, answering the
+    /// gateway's own authenticated request (ID tokens at login and
+    /// refresh): nobody else chose its `kid`, so an unknown one means the
+    /// provider rotated its key. Re-fetched at once, whatever forged `kid`s
+    /// did to the rate limit: at most one fetch per such login or refresh
+    /// (which costs the provider more than the fetch), and concurrent ones
+    /// share one.
+    TokenEndpoint,
+    /// Anyone can send it (back-channel logout tokens, bearer access
+    /// tokens): an unknown `kid` re-fetches at most once per
+    /// `oidc.jwks_min_refresh_interval`.
+    Presented,
 }
 
 /// When the keys were last fetched, for any reason and for an unknown `kid`.
 #[derive(Default)]
 struct Fetches {
-    /// Any fetch: the keys are this old.
+    /// Any successful fetch: the keys are this old.
     any: Option<Instant>,
-    /// The last re-fetch caused by an unknown `kid`: the only kind the
-    /// rate limit counts.
+    /// Fetches begun so far: a request that missed knows whether a fetch
+    /// begun after its miss has already answered it.
+    started: u64,
+    /// The last re-fetch caused by an unknown `kid` in a presented token:
+    /// what `oidc.jwks_min_refresh_interval` counts.
     unknown_kid: Option<Instant>,
     /// The last failed refresh: the next is not tried before
     /// [`RETRY_AFTER_FAILURE`], so a slow or failing provider does not
     /// hold every request for its timeout.
     failed: Option<Instant>,
+}
+
+impl Fetches {
+    /// Whether a token from `source` whose `kid` is still unknown may cause
+    /// a fetch now; `seen` is [`Fetches::started`] when it missed. A fetch
+    /// begun after the miss already read the provider's current keys
+    /// without finding it: no second one.
+    fn may_refetch(
+        &self,
+        source: TokenSource,
+        seen: u64,
+        now: Instant,
+        min_interval: Duration,
+    ) -> bool {
+        if self.started > seen {
+            return false;
+        }
+        match source {
+            TokenSource::TokenEndpoint => true,
+            TokenSource::Presented => self
+                .unknown_kid
+                .is_none_or(|t| now.saturating_duration_since(t) >= min_interval),
+        }
+    }
 }
 
 /// How long after a failed refresh the next one is tried.
@@ -119,7 +177,8 @@ impl KeyCache {
         super::rsa_ring::install();
         Self {
             keys: RwLock::new(Arc::new(Vec::new())),
-            fetches: tokio::sync::Mutex::new(Fetches::default()),
+            fetches: Mutex::new(Fetches::default()),
+            flight: tokio::sync::Mutex::new(()),
             min_refetch_interval,
             max_age,
         }
@@ -129,7 +188,33 @@ impl KeyCache {
         self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    fn fetches(&self) -> std::sync::MutexGuard<'_, Fetches> {
+        self.fetches.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the keys were fetched within the refresh interval.
+    fn fresh(&self) -> bool {
+        self.fetches()
+            .any
+            .is_some_and(|t| t.elapsed() < self.max_age)
+    }
+
+    /// One fetch; the caller holds [`KeyCache::flight`] and has counted it
+    /// in [`Fetches::started`]. Success or failure is recorded.
     async fn fetch(&self, provider: &Provider) -> Result<(), ProviderError> {
+        let result = self.fetch_keys(provider).await;
+        let mut fetches = self.fetches();
+        match &result {
+            Ok(()) => {
+                fetches.any = Some(Instant::now());
+                fetches.failed = None;
+            }
+            Err(_) => fetches.failed = Some(Instant::now()),
+        }
+        result
+    }
+
+    async fn fetch_keys(&self, provider: &Provider) -> Result<(), ProviderError> {
         let d = provider.discovered().await?;
         let body = provider.get_json(d.jwks_uri.as_str(), "JWKS").await?;
         // A document that is not a key set is an error, not an empty set:
@@ -145,35 +230,77 @@ impl KeyCache {
     /// than twice the refresh interval ([`keeps_cached_keys`]), and is not
     /// retried by every request: at most once per [`RETRY_AFTER_FAILURE`].
     /// Past that (or with no keys at all) the failure is the answer: a 503.
+    /// Fresh keys are answered without waiting for a fetch in flight.
     pub async fn ensure_loaded(&self, provider: &Provider) -> Result<(), ProviderError> {
-        let mut fetches = self.fetches.lock().await;
-        let age = fetches.any.map(|t| t.elapsed());
-        if age.is_some_and(|a| a < self.max_age) {
+        self.ensure_loaded_retrying(provider, false).await
+    }
+
+    /// [`KeyCache::ensure_loaded`] for the upkeep task, which retries on its
+    /// own back-off: with no keys at all, a recent failure does not stop it
+    /// from trying again (requests, which could come by the thousand, are
+    /// stopped).
+    pub async fn reloaded(&self, provider: &Provider) -> Result<(), ProviderError> {
+        self.ensure_loaded_retrying(provider, true).await
+    }
+
+    async fn ensure_loaded_retrying(
+        &self,
+        provider: &Provider,
+        retry_now: bool,
+    ) -> Result<(), ProviderError> {
+        if self.fresh() {
             return Ok(());
         }
-        let have_keys = self.is_loaded();
-        let usable = keeps_cached_keys(have_keys, age, self.max_age);
-        if usable
-            && fetches
-                .failed
-                .is_some_and(|t| t.elapsed() < RETRY_AFTER_FAILURE)
-        {
-            return Ok(());
-        }
-        match self.fetch(provider).await {
-            Ok(()) => {
-                fetches.any = Some(Instant::now());
-                fetches.failed = None;
-                Ok(())
+        let (seen, usable) = {
+            let fetches = self.fetches();
+            let age = fetches.any.map(|t| t.elapsed());
+            (
+                fetches.started,
+                keeps_cached_keys(self.is_loaded(), age, self.max_age),
+            )
+        };
+        // Stale but usable keys serve while a fetch is in flight (it may be
+        // a forged kid's, taking up to `oidc.http_timeout`): only a request
+        // with nothing usable waits for one.
+        let _flight = if usable {
+            match self.flight.try_lock() {
+                Ok(guard) => guard,
+                Err(_) => return Ok(()),
             }
-            Err(e) => {
-                fetches.failed = Some(Instant::now());
-                if !usable {
-                    return Err(e);
-                }
+        } else {
+            self.flight.lock().await
+        };
+        let usable = {
+            let mut fetches = self.fetches();
+            let age = fetches.any.map(|t| t.elapsed());
+            if age.is_some_and(|a| a < self.max_age) {
+                return Ok(());
+            }
+            let usable = keeps_cached_keys(self.is_loaded(), age, self.max_age);
+            let just_failed = fetches
+                .failed
+                .is_some_and(|t| t.elapsed() < RETRY_AFTER_FAILURE);
+            if usable && just_failed {
+                return Ok(());
+            }
+            // A fetch begun while this request waited has failed, or (for
+            // a request) one failed moments ago: its answer is this one's
+            // too (many requests, one fetch).
+            if just_failed && (fetches.started > seen || !retry_now) {
+                return Err(ProviderError::NotReady(
+                    "the provider's keys could not be fetched".into(),
+                ));
+            }
+            fetches.started += 1;
+            usable
+        };
+        match self.fetch(provider).await {
+            Ok(()) => Ok(()),
+            Err(e) if usable => {
                 tracing::warn!(error = %e, "provider JWKS refresh failed; keeping the cached keys");
                 Ok(())
             }
+            Err(e) => Err(e),
         }
     }
 
@@ -185,28 +312,34 @@ impl KeyCache {
         &self,
         provider: &Provider,
         header: &Header,
+        source: TokenSource,
     ) -> Result<DecodingKey, TokenError> {
         self.ensure_loaded(provider).await?;
         if let Some(k) = select(&self.snapshot(), header) {
             return DecodingKey::from_jwk(&k).map_err(|_| TokenError::UnknownKey);
         }
-        // Unknown kid: the provider may have rotated. One re-fetch,
-        // rate-limited against earlier unknown-kid re-fetches only.
-        let mut fetches = self.fetches.lock().await;
+        // Unknown kid: the provider may have rotated. Wait for a fetch in
+        // flight (it may bring the key), else fetch once if the source's
+        // rate limit allows.
+        let seen = self.fetches().started;
+        let _flight = self.flight.lock().await;
         if let Some(k) = select(&self.snapshot(), header) {
             return DecodingKey::from_jwk(&k).map_err(|_| TokenError::UnknownKey);
         }
-        if fetches
-            .unknown_kid
-            .is_some_and(|t| t.elapsed() < self.min_refetch_interval)
         {
-            return Err(TokenError::UnknownKey);
+            let mut fetches = self.fetches();
+            let now = Instant::now();
+            if !fetches.may_refetch(source, seen, now, self.min_refetch_interval) {
+                return Err(TokenError::UnknownKey);
+            }
+            // Counted even if the fetch fails: a provider that is down is
+            // not asked again for every forged kid either.
+            if source == TokenSource::Presented {
+                fetches.unknown_kid = Some(now);
+            }
+            fetches.started += 1;
         }
-        // Counted even if the fetch fails: a provider that is down is not
-        // asked again for every forged kid either.
-        fetches.unknown_kid = Some(Instant::now());
         self.fetch(provider).await?;
-        fetches.any = fetches.unknown_kid;
         let k = select(&self.snapshot(), header).ok_or(TokenError::UnknownKey)?;
         DecodingKey::from_jwk(&k).map_err(|_| TokenError::UnknownKey)
     }
@@ -227,7 +360,8 @@ const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"]
 
 /// The provider's JWKS document: an object whose `keys` is an array of at
 /// most [`MAX_JWKS_KEYS`]. Keys that cannot verify signatures safely are
-/// left out (logged); the document's shape being wrong is an error.
+/// left out (logged); the document's shape being wrong, or no key being
+/// left, is an error.
 fn parse_jwks(body: &[u8]) -> Result<Vec<Jwk>, String> {
     let doc: Value = serde_json::from_slice(body).map_err(|e| format!("JWKS: {e}"))?;
     let keys = doc
@@ -242,7 +376,7 @@ fn parse_jwks(body: &[u8]) -> Result<Vec<Jwk>, String> {
             keys.len()
         ));
     }
-    Ok(keys
+    let usable: Vec<Jwk> = keys
         .iter()
         .filter_map(|raw| match verification_key(raw) {
             Ok(k) => Some(k),
@@ -256,7 +390,14 @@ fn parse_jwks(body: &[u8]) -> Result<Vec<Jwk>, String> {
                 None
             }
         })
-        .collect())
+        .collect();
+    // A provider signs with at least one key: a set with none it could
+    // sign with is a broken answer (an emptied file, a CDN error page in
+    // JSON), and taking it would drop the cached keys and every login.
+    if usable.is_empty() {
+        return Err("JWKS: no usable signing key".into());
+    }
+    Ok(usable)
 }
 
 const LEAKED_PRIVATE_KEY: &str =
@@ -378,6 +519,7 @@ fn map_jwt_error(e: jsonwebtoken::errors::Error) -> TokenError {
 async fn verify(
     provider: &Provider,
     keys: &KeyCache,
+    source: TokenSource,
     token: &str,
     required: &[&str],
     require_exp: bool,
@@ -389,7 +531,7 @@ async fn verify(
     if !d.id_token_algorithms.contains(&header.alg) {
         return Err(TokenError::AlgorithmNotAllowed(format!("{:?}", header.alg)));
     }
-    let key = keys.key_for(provider, &header).await?;
+    let key = keys.key_for(provider, &header, source).await?;
     let template = cfg.issuer_template.as_ref().filter(|_| tenant_issuer);
     let expect = Expected {
         // With a template the issuer depends on the token's tenant: checked
@@ -443,7 +585,9 @@ pub async fn validate_access_token(
     if !d.id_token_algorithms.contains(&header.alg) {
         return Err(TokenError::AlgorithmNotAllowed(format!("{:?}", header.alg)));
     }
-    let key = keys.key_for(provider, &header).await?;
+    let key = keys
+        .key_for(provider, &header, TokenSource::Presented)
+        .await?;
     let expect = Expected {
         issuer: Some(&d.issuer),
         audience,
@@ -564,7 +708,9 @@ pub struct IdTokenExpectations<'a> {
     pub now: u64,
 }
 
-/// Fully validates an ID token and returns its claims.
+/// Fully validates an ID token and returns its claims. Only for ID tokens
+/// the token endpoint answered (login, refresh): an unknown `kid` in one
+/// re-fetches the keys at once ([`TokenSource::TokenEndpoint`]).
 pub async fn validate_id_token(
     provider: &Provider,
     keys: &KeyCache,
@@ -574,6 +720,7 @@ pub async fn validate_id_token(
     let claims = verify(
         provider,
         keys,
+        TokenSource::TokenEndpoint,
         token,
         &["exp", "iss", "aud", "sub"],
         true,
@@ -691,7 +838,16 @@ pub async fn validate_logout_token(
     if !logout_typ_ok(header.typ.as_deref()) {
         return Err(TokenError::NotALogoutToken("typ is not logout+jwt"));
     }
-    let claims = verify(provider, keys, token, &["iss", "aud"], false, false).await?;
+    let claims = verify(
+        provider,
+        keys,
+        TokenSource::Presented,
+        token,
+        &["iss", "aud"],
+        false,
+        false,
+    )
+    .await?;
     let cfg = provider.config();
     let skew = cfg.clock_skew.as_secs();
     check_iat(&claims, now, skew, LOGOUT_TOKEN_MAX_AGE_SECS)?;
@@ -953,7 +1109,7 @@ mod tests {
     }
 
     #[test]
-    fn a_document_that_is_not_a_bounded_key_set_is_an_error_not_an_empty_set() {
+    fn a_document_that_is_not_a_bounded_key_set_with_a_usable_key_is_an_error_not_an_empty_set() {
         let key = json!({"kty": "RSA", "kid": "k", "use": "sig", "n": N2048, "e": "AQAB"});
         for body in [
             b"[]".to_vec(),
@@ -961,7 +1117,11 @@ mod tests {
             br#"{"keys": {}}"#.to_vec(),
             br#""keys""#.to_vec(),
             b"<html>".to_vec(),
-            jwks(vec![key; MAX_JWKS_KEYS + 1]),
+            jwks(vec![key.clone(); MAX_JWKS_KEYS + 1]),
+            jwks(vec![]),
+            jwks(vec![
+                json!({"kty": "RSA", "kid": "k", "use": "enc", "n": N2048, "e": "AQAB"}),
+            ]),
         ] {
             assert!(
                 parse_jwks(&body).is_err(),
@@ -969,6 +1129,33 @@ mod tests {
                 String::from_utf8_lossy(&body[..body.len().min(40)])
             );
         }
+    }
+
+    #[test]
+    fn forged_kids_use_up_the_presented_rate_limit_but_not_the_token_endpoint_s() {
+        use TokenSource::{Presented, TokenEndpoint};
+        let t0 = Instant::now();
+        let interval = Duration::from_secs(30);
+        let secs = |s: u64| t0 + Duration::from_secs(s);
+        let never = Fetches::default();
+        assert!(never.may_refetch(Presented, 0, t0, interval));
+        assert!(never.may_refetch(TokenEndpoint, 0, t0, interval));
+        // A forged kid re-fetched at t0 (the fetch counted as started).
+        let forged = Fetches {
+            unknown_kid: Some(t0),
+            started: 1,
+            ..Fetches::default()
+        };
+        assert!(!forged.may_refetch(Presented, 1, secs(29), interval));
+        assert!(forged.may_refetch(Presented, 1, secs(30), interval));
+        assert!(
+            forged.may_refetch(TokenEndpoint, 1, secs(1), interval),
+            "a rotated key in an ID token is not locked out by forged kids"
+        );
+        assert!(forged.may_refetch(TokenEndpoint, 1, t0, interval));
+        // A fetch begun after the miss already looked: no second one.
+        assert!(!forged.may_refetch(TokenEndpoint, 0, secs(1), interval));
+        assert!(!forged.may_refetch(Presented, 0, secs(60), interval));
     }
 
     #[test]

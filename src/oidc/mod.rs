@@ -87,8 +87,8 @@ impl Oidc {
 
     /// Loads metadata and keys; retried in the background until it works.
     pub async fn warm_up(&self) -> Result<(), provider::ProviderError> {
-        self.provider.discovered().await?;
-        self.keys.ensure_loaded(&self.provider).await
+        self.provider.rediscovered().await?;
+        self.keys.reloaded(&self.provider).await
     }
 
     pub fn is_ready(&self) -> bool {

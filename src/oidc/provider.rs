@@ -223,9 +223,27 @@ pub struct MetadataCache {
     last_error: RwLock<Option<String>>,
     /// Serialises discovery across every worker.
     refresh_lock: tokio::sync::Mutex<()>,
+    /// What became of the discovery attempts (never held across an
+    /// `await`): a request that waited for one which failed takes that
+    /// answer instead of trying again.
+    attempts: std::sync::Mutex<Attempts>,
     /// The provider's latest DPoP nonces (RFC 9449 §8), per process.
     dpop_nonces: super::dpop::Nonces,
 }
+
+/// Discovery attempts: how many were begun, when the last one failed and
+/// whether that was the configuration's fault.
+#[derive(Default)]
+struct Attempts {
+    started: u64,
+    failed: Option<Instant>,
+    misconfigured: bool,
+}
+
+/// How long after a failed discovery stale metadata is used without trying
+/// again: a provider that is down or answers one byte a second costs each
+/// request nothing, instead of `oidc.http_timeout` each, one after another.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(10);
 
 pub struct Provider {
     config: OidcConfig,
@@ -378,23 +396,80 @@ impl Provider {
             .clone()
     }
 
+    fn attempts(&self) -> std::sync::MutexGuard<'_, Attempts> {
+        self.cache
+            .attempts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Metadata, loading it now if it was never loaded or is stale. Loads are
     /// serialised so a burst of logins while the provider is down does not
-    /// become a burst of discovery requests.
+    /// become a burst of discovery requests: stale metadata serves while an
+    /// attempt is in flight, the requests that waited for a failed attempt
+    /// take its answer, and stale metadata is used without a new attempt
+    /// for [`RETRY_AFTER_FAILURE`] after one failed.
     pub async fn discovered(&self) -> Result<Arc<Discovered>, ProviderError> {
+        self.discovered_retrying(false).await
+    }
+
+    /// [`Provider::discovered`] for the upkeep task, which retries on its
+    /// own back-off: a recent failure does not stop it from trying again
+    /// (requests, which could come by the thousand, are stopped).
+    pub async fn rediscovered(&self) -> Result<Arc<Discovered>, ProviderError> {
+        self.discovered_retrying(true).await
+    }
+
+    async fn discovered_retrying(&self, retry_now: bool) -> Result<Arc<Discovered>, ProviderError> {
         if let Some(d) = self.loaded()
             && d.loaded_at.elapsed() < self.config.metadata_refresh_interval
         {
             return Ok(d);
         }
-        let _guard = self.cache.refresh_lock.lock().await;
+        let seen = self.attempts().started;
+        // Stale metadata serves while an attempt is in flight (a slow
+        // provider holds it for up to `oidc.http_timeout`): only a request
+        // with nothing loaded waits for it.
+        let _guard = match self.loaded() {
+            Some(stale) => match self.cache.refresh_lock.try_lock() {
+                Ok(guard) => guard,
+                Err(_) => return Ok(stale),
+            },
+            None => self.cache.refresh_lock.lock().await,
+        };
         if let Some(d) = self.loaded()
             && d.loaded_at.elapsed() < self.config.metadata_refresh_interval
         {
             return Ok(d);
+        }
+        {
+            let mut attempts = self.attempts();
+            let just_failed = attempts
+                .failed
+                .is_some_and(|t| t.elapsed() < RETRY_AFTER_FAILURE);
+            if just_failed && let Some(d) = self.loaded() {
+                return Ok(d);
+            }
+            // Nothing loaded and the last attempt failed moments ago (while
+            // this request waited, or before): its answer is this one's.
+            if just_failed && (attempts.started > seen || !retry_now) {
+                let why = self.last_error().unwrap_or_default();
+                return Err(if attempts.misconfigured {
+                    ProviderError::Misconfigured(why)
+                } else {
+                    ProviderError::NotReady(why)
+                });
+            }
+            attempts.started += 1;
+        }
+        let result = self.discover().await;
+        {
+            let mut attempts = self.attempts();
+            attempts.failed = result.is_err().then(Instant::now);
+            attempts.misconfigured = matches!(result, Err(ProviderError::Misconfigured(_)));
         }
         let cache = &self.cache;
-        match self.discover().await {
+        match result {
             Ok(d) => {
                 let d = Arc::new(d);
                 *cache.current.write().unwrap_or_else(|p| p.into_inner()) = Some(d.clone());
