@@ -167,6 +167,12 @@ where
         };
         if done {
             *this.answered = None;
+            // All of it came (a length fully read, its end flag still to
+            // come): it ends cleanly, and the upstream connection may be
+            // used again.
+            if this.inner.is_end_stream() || this.inner.size_hint().exact() == Some(0) {
+                return Poll::Ready(None);
+            }
             return Poll::Ready(Some(Err(ClientBodyCut::Answered.into())));
         }
         match this.inner.poll_frame(cx) {
@@ -525,5 +531,35 @@ mod tests {
         assert!(!client_body_stalled(&*e));
         // And a body that has ended comes back unwrapped.
         assert!(ClientBody::wrap(http_body_util::Empty::<Bytes>::new(), Duration::ZERO).is_err());
+    }
+
+    /// Every byte of its length came, only its end flag has not.
+    struct AllButTheEnd;
+
+    impl Body for AllButTheEnd {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            Poll::Pending
+        }
+
+        fn size_hint(&self) -> SizeHint {
+            SizeHint::with_exact(0)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_streamed_request_body_whose_length_has_all_come_ends_cleanly_with_its_answer() {
+        use http_body_util::BodyExt as _;
+        let Ok((mut body, answering)) = ClientBody::wrap(AllButTheEnd, Duration::from_secs(30))
+        else {
+            panic!("not ended yet");
+        };
+        drop(answering);
+        assert!(body.frame().await.is_none(), "a clean end");
     }
 }

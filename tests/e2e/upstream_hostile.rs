@@ -302,6 +302,15 @@ async fn serve(mut stream: TcpStream, conn: usize, seen: Arc<Seen>) {
                 .await;
                 false
             }
+            // A header line without a colon; a status line that is not one.
+            "nocolon" => {
+                write(
+                    &mut stream,
+                    "HTTP/1.1 200 OK\r\nNoColonHere\r\nContent-Length: 2\r\n\r\nok",
+                )
+                .await
+            }
+            "nostatusline" => write(&mut stream, "SMTP ready\r\nContent-Length: 2\r\n\r\nok").await,
             "badheader" => {
                 write(
                     &mut stream,
@@ -836,8 +845,8 @@ async fn a_switch_of_protocols_nobody_asked_for_is_a_502_and_its_connection_is_n
     }
 }
 
-/// An answer whose head does not parse (a status of four digits, a space
-/// in a header name, two different lengths, a length beyond 64 bits, a
+/// An answer whose head does not parse (a status of four digits, no
+/// status line, a space in a header name, a header line without a colon, two different lengths, a length beyond 64 bits, a
 /// folded header line, a mebibyte of head, 200 KiB of head (within
 /// hyper's own buffer, over `proxy.max_response_header_bytes`), a
 /// thousand fields): 502, and
@@ -847,7 +856,9 @@ async fn an_answer_head_that_does_not_parse_is_a_502_and_its_connection_is_not_u
     for sticky in MODES {
         for what in [
             "badstatus",
+            "nostatusline",
             "badheader",
+            "nocolon",
             "twolengths",
             "hugelength",
             "obsfold",
