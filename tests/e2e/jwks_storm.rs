@@ -299,18 +299,6 @@ fn provider(port: u16, jwks: &std::path::Path) -> ProviderProcess {
     ])
 }
 
-async fn wait_ready(gw: &Gateway) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = reqwest::get(gw.url("/readyz")).await.expect("readyz");
-        if r.status() == StatusCode::OK {
-            return;
-        }
-        assert!(Instant::now() < deadline, "gateway never became ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// A logout token for the gateway's client, signed by `provider`'s current
 /// key (its `kid`), naming a user with no session.
 async fn signed_logout_token(provider: &ProviderProcess) -> String {
@@ -354,7 +342,7 @@ async fn a_rotated_key_is_verified_at_the_first_login_even_after_a_forged_kid_st
         .configure(|c| c.oidc.jwks_min_refresh_interval = duration("10m"))
         .start()
         .await;
-    wait_ready(&gw).await;
+    gw.wait_ready(Duration::from_secs(20)).await;
     for _ in 0..20 {
         let (status, body) = post_logout_token(&gw, &forged_for(&original)).await;
         assert_unknown_key(status, &body);
@@ -392,7 +380,7 @@ async fn a_rotated_key_in_logout_tokens_is_locked_out_by_forged_kids_for_one_int
         .configure(|c| c.oidc.jwks_min_refresh_interval = duration("4s"))
         .start()
         .await;
-    wait_ready(&gw).await;
+    gw.wait_ready(Duration::from_secs(20)).await;
     let (status, body) = post_logout_token(&gw, &forged_for(&original)).await;
     let limited_at = Instant::now();
     assert_unknown_key(status, &body);
@@ -428,7 +416,7 @@ async fn a_refetch_answered_with_no_usable_key_keeps_the_cached_keys() {
         c.oidc.jwks_min_refresh_interval = duration("0s");
     });
     let (gw, client_id) = backchannel_gateway_from(builder).await;
-    wait_ready(&gw).await;
+    gw.wait_ready(Duration::from_secs(20)).await;
     let enc_only = json!({"keys": [{"kty": "RSA", "kid": "e", "use": "enc", "e": "AQAB",
         "n": "sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw"}]})
         .to_string();
@@ -474,7 +462,7 @@ async fn stale_keys_serve_a_login_while_their_refresh_is_in_flight() {
         })
         .start()
         .await;
-    wait_ready(&gw).await;
+    gw.wait_ready(Duration::from_secs(20)).await;
     // The gateway's own upkeep re-reads the keys once they are 3 s old:
     // that fetch is held.
     gate.hold(true);

@@ -442,11 +442,7 @@ async fn the_workers_of_one_process_share_one_discovery_and_one_jwks_fetch() {
         .configure(|c| c.server.workers = 4)
         .start_process()
         .await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while readyz(&gw).await != StatusCode::OK {
-        assert!(Instant::now() < deadline, "gateway never became ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    gw.wait_ready(Duration::from_secs(20)).await;
     // Every worker's upkeep has run by now; readiness on each worker
     // (connections are spread by the kernel) sees the shared caches.
     tokio::time::sleep(Duration::from_secs(2)).await;

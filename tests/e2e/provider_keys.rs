@@ -80,19 +80,6 @@ async fn every_provider_key_rotation_is_picked_up_by_the_next_login() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Polls `/readyz` until the gateway has loaded metadata and keys.
-async fn wait_ready(gw: &Gateway) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = reqwest::get(gw.url("/readyz")).await.expect("readyz");
-        if r.status() == StatusCode::OK {
-            return;
-        }
-        assert!(Instant::now() < deadline, "gateway never became ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_rotation_right_after_start_is_picked_up_by_the_first_login() {
     let dir = std::env::temp_dir().join(format!("oidc-bff-keys-{}", rand::random::<u64>()));
@@ -107,7 +94,7 @@ async fn a_key_rotation_right_after_start_is_picked_up_by_the_first_login() {
         .configure(|c| c.oidc.jwks_min_refresh_interval = duration("10m"))
         .start()
         .await;
-    wait_ready(&gw).await;
+    gw.wait_ready(Duration::from_secs(20)).await;
 
     drop(original);
     let rotated = provider(port, &dir.join("b.json"));
@@ -134,7 +121,7 @@ async fn cached_keys_outlive_a_failing_jwks_endpoint_for_a_bounded_time() {
         .configure(|c| c.oidc.metadata_refresh_interval = RawDuration::Seconds(REFRESH.as_secs()))
         .start()
         .await;
-    wait_ready(&gw).await;
+    gw.wait_ready(Duration::from_secs(20)).await;
     // Let the start-up keys go stale: this login fetches them again.
     tokio::time::sleep(REFRESH + Duration::from_millis(100)).await;
     let fetched_after = Instant::now();
@@ -183,7 +170,7 @@ async fn a_refresh_while_the_keys_cannot_be_had_keeps_the_session() {
         .configure(|c| c.oidc.metadata_refresh_interval = RawDuration::Seconds(REFRESH.as_secs()))
         .start()
         .await;
-    wait_ready(&gw).await;
+    gw.wait_ready(Duration::from_secs(20)).await;
     let mut b = Browser::new(&gw);
     b.login_alice().await;
     let claims = b.get("/auth/user").await.json()["claims"].clone();

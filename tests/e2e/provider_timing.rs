@@ -170,13 +170,6 @@ async fn post_logout(gw: &Gateway, token: String) -> (StatusCode, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-async fn readyz(gw: &Gateway) -> StatusCode {
-    reqwest::get(gw.url("/readyz"))
-        .await
-        .expect("readyz")
-        .status()
-}
-
 /// Metadata has gone stale and the provider now answers discovery one byte
 /// a second. Ten logout tokens at once: the first request's attempt is cut
 /// at `oidc.http_timeout`, and the others take its answer (the stale
@@ -195,11 +188,7 @@ async fn a_trickling_discovery_costs_a_burst_of_requests_one_timeout_not_one_eac
         })
         .start()
         .await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while readyz(&gw).await != StatusCode::OK {
-        assert!(Instant::now() < deadline, "gateway never became ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    gw.wait_ready(Duration::from_secs(20)).await;
     fake.mode.store(TRICKLE, Ordering::SeqCst);
     // Let the metadata go stale.
     tokio::time::sleep(REFRESH + Duration::from_millis(200)).await;
@@ -274,11 +263,7 @@ async fn requests_while_discovery_fails_do_not_each_ask_the_provider() {
     );
     // Once the provider is back, the upkeep loads it (no request needed).
     fake.mode.store(FAST, Ordering::SeqCst);
-    let deadline = Instant::now() + Duration::from_secs(40);
-    while readyz(&gw).await != StatusCode::OK {
-        assert!(Instant::now() < deadline, "gateway never became ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    gw.wait_ready(Duration::from_secs(40)).await;
 }
 
 /// The same for the keys: discovery works, the JWKS endpoint answers 500
@@ -311,11 +296,7 @@ async fn requests_while_the_jwks_fails_do_not_each_ask_the_provider() {
         started.elapsed()
     );
     fake.jwks_mode.store(FAST, Ordering::SeqCst);
-    let deadline = Instant::now() + Duration::from_secs(40);
-    while readyz(&gw).await != StatusCode::OK {
-        assert!(Instant::now() < deadline, "gateway never became ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    gw.wait_ready(Duration::from_secs(40)).await;
 }
 
 /// A token endpoint (`[oidc.endpoints] token`, in front of the shared
@@ -383,11 +364,7 @@ async fn stale_metadata_serves_while_a_slow_discovery_is_in_flight() {
         })
         .start()
         .await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while readyz(&gw).await != StatusCode::OK {
-        assert!(Instant::now() < deadline, "gateway never became ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    gw.wait_ready(Duration::from_secs(20)).await;
     fake.mode.store(TRICKLE, Ordering::SeqCst);
     // The gateway's upkeep re-reads discovery once it is 2 s old: that
     // attempt trickles.

@@ -376,6 +376,23 @@ fn to_toml(raw: &RawConfig) -> String {
 }
 
 impl Gateway {
+    /// Polls `/readyz` until the gateway answers 200 (metadata and keys
+    /// loaded, store reachable); fails the test after `within`.
+    pub async fn wait_ready(&self, within: Duration) {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let status = reqwest::get(self.url("/readyz")).await.map(|r| r.status());
+            if matches!(status, Ok(StatusCode::OK)) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "gateway never became ready within {within:?} (last: {status:?})"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
