@@ -288,17 +288,6 @@ async fn an_unknown_kid_storm_costs_one_jwks_fetch_and_holds_up_no_valid_token()
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
-/// A provider on `port` whose signing key lives in `jwks` (made on first
-/// start, reused after).
-fn provider(port: u16, jwks: &std::path::Path) -> ProviderProcess {
-    ProviderProcess::start(&[
-        "--port",
-        &port.to_string(),
-        "--jwks-file",
-        jwks.to_str().expect("utf-8 path"),
-    ])
-}
-
 /// A logout token for the gateway's client, signed by `provider`'s current
 /// key (its `kid`), naming a user with no session.
 async fn signed_logout_token(provider: &ProviderProcess) -> String {
@@ -335,7 +324,7 @@ async fn a_rotated_key_is_verified_at_the_first_login_even_after_a_forged_kid_st
     let dir = std::env::temp_dir().join(format!("oidc-bff-storm-{}", rand::random::<u64>()));
     std::fs::create_dir_all(&dir).expect("dir");
     let port = free_port();
-    let original = provider(port, &dir.join("a.json"));
+    let original = ProviderProcess::with_key_file(port, &dir.join("a.json"));
     let upstream = Upstream::start().await;
     let gw = GatewayBuilder::new(&upstream)
         .issuer(&original.issuer)
@@ -349,7 +338,7 @@ async fn a_rotated_key_is_verified_at_the_first_login_even_after_a_forged_kid_st
     }
 
     drop(original);
-    let rotated = provider(port, &dir.join("b.json"));
+    let rotated = ProviderProcess::with_key_file(port, &dir.join("b.json"));
     let mut b = Browser::new(&gw);
     let r = b.try_login("alice", "alice-password").await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
@@ -373,7 +362,7 @@ async fn a_rotated_key_in_logout_tokens_is_locked_out_by_forged_kids_for_one_int
     let dir = std::env::temp_dir().join(format!("oidc-bff-storm-{}", rand::random::<u64>()));
     std::fs::create_dir_all(&dir).expect("dir");
     let port = free_port();
-    let original = provider(port, &dir.join("a.json"));
+    let original = ProviderProcess::with_key_file(port, &dir.join("a.json"));
     let upstream = Upstream::start().await;
     let gw = GatewayBuilder::new(&upstream)
         .issuer(&original.issuer)
@@ -386,7 +375,7 @@ async fn a_rotated_key_in_logout_tokens_is_locked_out_by_forged_kids_for_one_int
     assert_unknown_key(status, &body);
 
     drop(original);
-    let rotated = provider(port, &dir.join("b.json"));
+    let rotated = ProviderProcess::with_key_file(port, &dir.join("b.json"));
     let (status, body) = post_logout_token(&gw, &signed_logout_token(&rotated).await).await;
     assert!(
         limited_at.elapsed() < INTERVAL,

@@ -14,17 +14,6 @@ use crate::harness::{Browser, Gateway, GatewayBuilder, ProviderProcess, Upstream
 
 const INTERVAL: Duration = Duration::from_secs(10);
 
-/// A provider on `port` whose signing key lives in `jwks` (made on first
-/// start, reused after).
-fn provider(port: u16, jwks: &std::path::Path) -> ProviderProcess {
-    ProviderProcess::start(&[
-        "--port",
-        &port.to_string(),
-        "--jwks-file",
-        jwks.to_str().expect("utf-8 path"),
-    ])
-}
-
 /// Logs in once; the callback's status and whether a session exists.
 async fn try_login(gw: &Gateway) -> (StatusCode, bool) {
     let (status, session, _) = try_login_page(gw).await;
@@ -47,7 +36,7 @@ async fn every_provider_key_rotation_is_picked_up_by_the_next_login() {
     let dir = std::env::temp_dir().join(format!("oidc-bff-keys-{}", rand::random::<u64>()));
     std::fs::create_dir_all(&dir).expect("dir");
     let port = free_port();
-    let original = provider(port, &dir.join("a.json"));
+    let original = ProviderProcess::with_key_file(port, &dir.join("a.json"));
     let upstream = Upstream::start().await;
     let gw = GatewayBuilder::new(&upstream)
         .issuer(&original.issuer)
@@ -60,14 +49,14 @@ async fn every_provider_key_rotation_is_picked_up_by_the_next_login() {
 
     // Same issuer, new key: the first login after it triggers one re-fetch.
     drop(original);
-    let rotated = provider(port, &dir.join("b.json"));
+    let rotated = ProviderProcess::with_key_file(port, &dir.join("b.json"));
     assert_eq!(try_login(&gw).await, (StatusCode::SEE_OTHER, true));
     let refetched = Instant::now();
 
     // Rotated again at once: within the interval, the next login's new
     // key is fetched too (before, it stayed unknown for the interval).
     drop(rotated);
-    let again = provider(port, &dir.join("c.json"));
+    let again = ProviderProcess::with_key_file(port, &dir.join("c.json"));
     let (status, session, page) = try_login_page(&gw).await;
     assert!(
         refetched.elapsed() < INTERVAL,
@@ -85,7 +74,7 @@ async fn a_key_rotation_right_after_start_is_picked_up_by_the_first_login() {
     let dir = std::env::temp_dir().join(format!("oidc-bff-keys-{}", rand::random::<u64>()));
     std::fs::create_dir_all(&dir).expect("dir");
     let port = free_port();
-    let original = provider(port, &dir.join("a.json"));
+    let original = ProviderProcess::with_key_file(port, &dir.join("a.json"));
     let upstream = Upstream::start().await;
     // A long interval: before the fix, the start-up fetch counted against it
     // and the new key stayed unknown for all of it.
@@ -97,7 +86,7 @@ async fn a_key_rotation_right_after_start_is_picked_up_by_the_first_login() {
     gw.wait_ready(Duration::from_secs(20)).await;
 
     drop(original);
-    let rotated = provider(port, &dir.join("b.json"));
+    let rotated = ProviderProcess::with_key_file(port, &dir.join("b.json"));
     let (status, session, page) = try_login_page(&gw).await;
     assert_eq!(status, StatusCode::SEE_OTHER, "{page}");
     assert!(session, "the first login with the new kid makes a session");
@@ -114,7 +103,7 @@ async fn cached_keys_outlive_a_failing_jwks_endpoint_for_a_bounded_time() {
     const REFRESH: Duration = Duration::from_secs(4);
     let dir = std::env::temp_dir().join(format!("oidc-bff-keys-{}", rand::random::<u64>()));
     std::fs::create_dir_all(&dir).expect("dir");
-    let p = provider(free_port(), &dir.join("a.json"));
+    let p = ProviderProcess::with_key_file(free_port(), &dir.join("a.json"));
     let upstream = Upstream::start().await;
     let gw = GatewayBuilder::new(&upstream)
         .issuer(&p.issuer)

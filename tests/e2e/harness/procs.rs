@@ -645,6 +645,18 @@ pub fn provider_dir() -> PathBuf {
 }
 
 impl ProviderProcess {
+    /// A provider on `port` whose signing key lives in `jwks` (made on
+    /// first start, reused by a restart on the same port: a key rotation
+    /// is a restart with another file).
+    pub fn with_key_file(port: u16, jwks: &Path) -> Self {
+        Self::start(&[
+            "--port",
+            &port.to_string(),
+            "--jwks-file",
+            jwks.to_str().expect("utf-8 path"),
+        ])
+    }
+
     pub fn start(extra_args: &[&str]) -> Self {
         require(
             "node",
