@@ -293,10 +293,29 @@ fn readable(kind: &figment::error::Kind, key: &str) -> String {
         }
         Kind::UnknownField(found, expected) => unknown_message("key", found, expected),
         Kind::InvalidType(found, expected) | Kind::InvalidValue(found, expected) => {
-            format!("expected {}", in_words(expected, key, &found.to_string()))
+            // A secret written with the wrong type (a numeric client
+            // secret unquoted) must not be printed back by `check-config`.
+            let found = if holds_secret(key) {
+                "a value not shown here (the key holds a secret)".to_owned()
+            } else {
+                found.to_string()
+            };
+            format!("expected {}", in_words(expected, key, &found))
         }
         other => other.to_string(),
     }
+}
+
+/// Whether `key` (`section.name`, `routes[0].name`) holds a secret or may
+/// (a password, a client secret, a token, an encryption key, the OTLP
+/// exporter's headers), so that an error about its value never repeats it.
+fn holds_secret(key: &str) -> bool {
+    let name = key.rsplit('.').next().unwrap_or(key);
+    let name = name.split('[').next().unwrap_or(name);
+    matches!(name, "key" | "headers")
+        || ["secret", "password", "token"]
+            .iter()
+            .any(|s| name.ends_with(s))
 }
 
 /// What serde's name of an expected type means to someone writing TOML or
@@ -488,6 +507,20 @@ mod tests {
                  an environment variable: OIDC_BFF__OIDC__CLIENT_ID='\"value\"'",
             ),
         ];
+        let err = load_str(
+            &minimal(),
+            &[("OIDC_BFF__OIDC__CLIENT_SECRET", "918273645")],
+        )
+        .expect_err("invalid");
+        let text = err.to_string();
+        assert!(
+            text.contains("oidc.client_secret: expected a string, found a value not shown here"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("918273645"),
+            "the secret was printed back: {text}"
+        );
         for (var, value, key, message) in cases {
             let err = load_str(&minimal(), &[(var, value)]).expect_err("invalid");
             let text = err.to_string();
