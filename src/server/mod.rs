@@ -88,6 +88,16 @@ fn reuseport_listener(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListen
     socket.listen(1024)
 }
 
+/// A side listener (admin, metrics) when its address is configured; a
+/// failure names the key.
+async fn bind_side(addr: Option<SocketAddr>, key: &str) -> anyhow::Result<Option<TcpListener>> {
+    let Some(addr) = addr else { return Ok(None) };
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} ({key})"))?;
+    Ok(Some(listener))
+}
+
 async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
@@ -279,22 +289,8 @@ fn worker(
             )?;
             let listener = reuseport_listener(listen)
                 .with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
-            let admin = match admin {
-                Some(a) => Some(
-                    tokio::net::TcpListener::bind(a)
-                        .await
-                        .with_context(|| format!("cannot listen on {a} (admin.listen)"))?,
-                ),
-                None => None,
-            };
-            let metrics_listener = match metrics_listen {
-                Some(m) => Some(
-                    tokio::net::TcpListener::bind(m)
-                        .await
-                        .with_context(|| format!("cannot listen on {m} (metrics.listen)"))?,
-                ),
-                None => None,
-            };
+            let admin = bind_side(admin, "admin.listen").await?;
+            let metrics_listener = bind_side(metrics_listen, "metrics.listen").await?;
             // This worker's invalidation connections, on its own runtime
             // (see `ProcessCache`); they end with the worker.
             let tracking = cache.as_ref().map(|c| c.track_here(index)).transpose()?;
