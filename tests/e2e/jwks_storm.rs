@@ -315,41 +315,85 @@ fn forged_for(provider: &ProviderProcess) -> String {
     )
 }
 
+/// A provider that rotates its signing key (a new key file on the same
+/// port) in front of a gateway whose `oidc.jwks_min_refresh_interval` is
+/// `interval`: the scene of the rotation tests below.
+struct Rotation {
+    dir: std::path::PathBuf,
+    port: u16,
+    provider: Option<ProviderProcess>,
+    gateway: Gateway,
+    _upstream: Upstream,
+}
+
+impl Rotation {
+    async fn start(interval: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("oidc-bff-storm-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let port = free_port();
+        let provider = ProviderProcess::with_key_file(port, &dir.join("a.json"));
+        let upstream = Upstream::start().await;
+        let gateway = GatewayBuilder::new(&upstream)
+            .issuer(&provider.issuer)
+            .configure(|c| c.oidc.jwks_min_refresh_interval = duration(interval))
+            .start()
+            .await;
+        gateway.wait_ready(Duration::from_secs(20)).await;
+        Self {
+            dir,
+            port,
+            provider: Some(provider),
+            gateway,
+            _upstream: upstream,
+        }
+    }
+
+    fn provider(&self) -> &ProviderProcess {
+        self.provider.as_ref().expect("a provider runs")
+    }
+
+    /// Stops the provider and starts it again, same issuer, new key.
+    fn rotate(&mut self) {
+        self.provider = None;
+        self.provider = Some(ProviderProcess::with_key_file(
+            self.port,
+            &self.dir.join("b.json"),
+        ));
+    }
+}
+
+impl Drop for Rotation {
+    fn drop(&mut self) {
+        self.provider = None;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// Forged `kid`s have used up the rate limit of tokens anyone can send;
 /// then the provider rotates. The first login's ID token (only the token
 /// endpoint hands those over) still gets its key fetched at once, and from
 /// then on logout tokens under the new key verify too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_key_is_verified_at_the_first_login_even_after_a_forged_kid_storm() {
-    let dir = std::env::temp_dir().join(format!("oidc-bff-storm-{}", rand::random::<u64>()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let port = free_port();
-    let original = ProviderProcess::with_key_file(port, &dir.join("a.json"));
-    let upstream = Upstream::start().await;
-    let gw = GatewayBuilder::new(&upstream)
-        .issuer(&original.issuer)
-        .configure(|c| c.oidc.jwks_min_refresh_interval = duration("10m"))
-        .start()
-        .await;
-    gw.wait_ready(Duration::from_secs(20)).await;
+    let mut rotation = Rotation::start("10m").await;
+    let gw = &rotation.gateway;
     for _ in 0..20 {
-        let (status, body) = post_logout_token(&gw, &forged_for(&original)).await;
+        let (status, body) = post_logout_token(gw, &forged_for(rotation.provider())).await;
         assert_unknown_key(status, &body);
     }
 
-    drop(original);
-    let rotated = ProviderProcess::with_key_file(port, &dir.join("b.json"));
-    let mut b = Browser::new(&gw);
+    rotation.rotate();
+    let gw = &rotation.gateway;
+    let mut b = Browser::new(gw);
     let r = b.try_login("alice", "alice-password").await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
     assert!(
         b.session_cookie().is_some(),
         "the new key verified the login"
     );
-    let (status, body) = post_logout_token(&gw, &signed_logout_token(&rotated).await).await;
+    let (status, body) =
+        post_logout_token(gw, &signed_logout_token(rotation.provider()).await).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    drop(rotated);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The bound for tokens anyone can send: after forged `kid`s used the rate
@@ -359,24 +403,15 @@ async fn a_rotated_key_is_verified_at_the_first_login_even_after_a_forged_kid_st
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_key_in_logout_tokens_is_locked_out_by_forged_kids_for_one_interval_at_most() {
     const INTERVAL: Duration = Duration::from_secs(4);
-    let dir = std::env::temp_dir().join(format!("oidc-bff-storm-{}", rand::random::<u64>()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let port = free_port();
-    let original = ProviderProcess::with_key_file(port, &dir.join("a.json"));
-    let upstream = Upstream::start().await;
-    let gw = GatewayBuilder::new(&upstream)
-        .issuer(&original.issuer)
-        .configure(|c| c.oidc.jwks_min_refresh_interval = duration("4s"))
-        .start()
-        .await;
-    gw.wait_ready(Duration::from_secs(20)).await;
-    let (status, body) = post_logout_token(&gw, &forged_for(&original)).await;
+    let mut rotation = Rotation::start("4s").await;
+    let (status, body) =
+        post_logout_token(&rotation.gateway, &forged_for(rotation.provider())).await;
     let limited_at = Instant::now();
     assert_unknown_key(status, &body);
 
-    drop(original);
-    let rotated = ProviderProcess::with_key_file(port, &dir.join("b.json"));
-    let (status, body) = post_logout_token(&gw, &signed_logout_token(&rotated).await).await;
+    rotation.rotate();
+    let (gw, rotated) = (&rotation.gateway, rotation.provider());
+    let (status, body) = post_logout_token(gw, &signed_logout_token(rotated).await).await;
     assert!(
         limited_at.elapsed() < INTERVAL,
         "too slow to see the limit: {:?}",
@@ -385,10 +420,8 @@ async fn a_rotated_key_in_logout_tokens_is_locked_out_by_forged_kids_for_one_int
     assert_unknown_key(status, &body);
 
     tokio::time::sleep_until((limited_at + INTERVAL + Duration::from_millis(200)).into()).await;
-    let (status, body) = post_logout_token(&gw, &signed_logout_token(&rotated).await).await;
+    let (status, body) = post_logout_token(gw, &signed_logout_token(rotated).await).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    drop(rotated);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A forged `kid` makes the gateway fetch the JWKS again, and the answer is

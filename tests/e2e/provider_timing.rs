@@ -160,8 +160,13 @@ fn forged_logout_token(issuer: &str) -> String {
 }
 
 async fn post_logout(gw: &Gateway, token: String) -> (StatusCode, Value) {
+    post_logout_to(&gw.base, token).await
+}
+
+/// [`post_logout`] to the gateway at `base`, for requests sent from tasks.
+async fn post_logout_to(base: &str, token: String) -> (StatusCode, Value) {
     let r = reqwest::Client::new()
-        .post(gw.url("/auth/backchannel-logout"))
+        .post(format!("{base}/auth/backchannel-logout"))
         .form(&[("logout_token", token)])
         .send()
         .await
@@ -198,16 +203,7 @@ async fn a_trickling_discovery_costs_a_burst_of_requests_one_timeout_not_one_eac
     let tasks: Vec<_> = (0..10)
         .map(|_| {
             let (base, token) = (gw.base.clone(), forged_logout_token(&fake.issuer));
-            tokio::spawn(async move {
-                let r = reqwest::Client::new()
-                    .post(format!("{base}/auth/backchannel-logout"))
-                    .form(&[("logout_token", token)])
-                    .send()
-                    .await
-                    .expect("post");
-                let status = r.status();
-                (status, r.json::<Value>().await.unwrap_or(Value::Null))
-            })
+            tokio::spawn(async move { post_logout_to(&base, token).await })
         })
         .collect();
     for t in tasks {
@@ -229,74 +225,70 @@ async fn a_trickling_discovery_costs_a_burst_of_requests_one_timeout_not_one_eac
     assert!(attempts <= 2, "{attempts} discovery attempts for one burst");
 }
 
-/// The provider is down from the start (discovery answers 500): a stream
-/// of requests does not become a stream of discovery requests; only the
-/// gateway's own retries (on their back-off) ask. Each request is a 503.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_while_discovery_fails_do_not_each_ask_the_provider() {
-    let fake = FakeIssuer::start(FAIL).await;
+/// Sends 60 forged logout tokens while the provider's `failing` endpoint
+/// answers 500 (`asked` counts its requests): each is a 503, and only the
+/// gateway's own retries, on their back-off, ask the provider; once
+/// `recover` makes the endpoint answer, the upkeep loads it with no request
+/// needed.
+async fn requests_during_a_failing_fetch_do_not_each_ask(
+    fake: &FakeIssuer,
+    asked: impl Fn() -> usize,
+    recover: impl FnOnce(),
+) {
     let upstream = Upstream::start().await;
     let gw = GatewayBuilder::new(&upstream)
         .issuer(&fake.issuer)
         .start()
         .await;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while fake.discoveries() == 0 {
+    while asked() == 0 {
         assert!(Instant::now() < deadline, "the gateway never asked");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let started = Instant::now();
-    let before = fake.discoveries();
+    let before = asked();
     for _ in 0..60 {
         let (status, body) = post_logout(&gw, forged_logout_token(&fake.issuer)).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
         assert_eq!(body["error"], "temporarily_unavailable", "{body}");
     }
-    let attempts = fake.discoveries() - before;
+    let attempts = asked() - before;
     // The upkeep retries after 0.5 s, 1 s, 2 s, ...: a handful at most in
     // the time the requests took.
     let upkeep = 2 + started.elapsed().as_secs() as usize;
     assert!(
         attempts <= upkeep,
-        "{attempts} discovery requests for 60 requests in {:?}",
+        "{attempts} provider requests for 60 requests in {:?}",
         started.elapsed()
     );
-    // Once the provider is back, the upkeep loads it (no request needed).
-    fake.mode.store(FAST, Ordering::SeqCst);
+    recover();
     gw.wait_ready(Duration::from_secs(40)).await;
 }
 
+/// The provider is down from the start (discovery answers 500): a stream
+/// of requests does not become a stream of discovery requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_while_discovery_fails_do_not_each_ask_the_provider() {
+    let fake = FakeIssuer::start(FAIL).await;
+    requests_during_a_failing_fetch_do_not_each_ask(
+        &fake,
+        || fake.discoveries(),
+        || fake.mode.store(FAST, Ordering::SeqCst),
+    )
+    .await;
+}
+
 /// The same for the keys: discovery works, the JWKS endpoint answers 500
-/// from the start. Requests are 503s without each asking for the keys.
+/// from the start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_while_the_jwks_fails_do_not_each_ask_the_provider() {
     let fake = FakeIssuer::start_with(FAST, FAIL).await;
-    let upstream = Upstream::start().await;
-    let gw = GatewayBuilder::new(&upstream)
-        .issuer(&fake.issuer)
-        .start()
-        .await;
-    let fetches = || fake.jwks_fetches.load(Ordering::SeqCst);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while fetches() == 0 {
-        assert!(Instant::now() < deadline, "the gateway never asked");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let started = Instant::now();
-    let before = fetches();
-    for _ in 0..60 {
-        let (status, body) = post_logout(&gw, forged_logout_token(&fake.issuer)).await;
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    }
-    let attempts = fetches() - before;
-    let upkeep = 2 + started.elapsed().as_secs() as usize;
-    assert!(
-        attempts <= upkeep,
-        "{attempts} JWKS requests for 60 requests in {:?}",
-        started.elapsed()
-    );
-    fake.jwks_mode.store(FAST, Ordering::SeqCst);
-    gw.wait_ready(Duration::from_secs(40)).await;
+    requests_during_a_failing_fetch_do_not_each_ask(
+        &fake,
+        || fake.jwks_fetches.load(Ordering::SeqCst),
+        || fake.jwks_mode.store(FAST, Ordering::SeqCst),
+    )
+    .await;
 }
 
 /// A token endpoint (`[oidc.endpoints] token`, in front of the shared
