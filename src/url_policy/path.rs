@@ -86,7 +86,7 @@ impl PathRefusal {
             }
             Self::EmptySegment => "Paths with empty segments (//) are not forwarded.",
             Self::AnotherRoute => {
-                "This path reads as another route's (letter case, percent-encoding, ';' parameters or trailing dots); use the route's exact spelling."
+                "This path reads as another route's (letter case, percent-encoding, Unicode forms, ';' parameters or trailing dots); use the route's exact spelling."
             }
         }
     }
@@ -118,6 +118,60 @@ const CONFUSABLES: &[char] = &[
     '\u{FF0F}', // fullwidth solidus
     '\u{FF3C}', // fullwidth reverse solidus
 ];
+
+/// NFKC, Unicode's compatibility normalisation: what upstreams that
+/// normalise a path before routing (Python's `unicodedata`, Java's
+/// `Normalizer`, .NET's best-fit mappings beyond it) read — fullwidth
+/// `／` as `/`, `ｓ` as `s`, `‥` as `..`, `⒈` as `1.`.
+fn nfkc(s: &str) -> Cow<'_, str> {
+    icu_normalizer::ComposingNormalizerBorrowed::new_nfkc().normalize(s)
+}
+
+/// How many characters of `s` delimit or escape something in a path.
+fn delimiters(s: &str) -> usize {
+    s.bytes()
+        .filter(|&b| matches!(b, b'/' | b'\\' | b'.' | b';' | b'%' | b'?' | b'#') || is_control(b))
+        .count()
+}
+
+/// Whether some character of `decoded` (a path decoded once) reads as a
+/// delimiter once decoded further (servers that decode twice) and
+/// normalised: one of [`CONFUSABLES`], or one that NFKC turns into `/`,
+/// `\`, `.`, `;`, `%`, `?`, `#` or a control.
+fn is_confusable(decoded: &str) -> bool {
+    if decoded.is_ascii() && !decoded.contains('%') {
+        return false;
+    }
+    let mut read = Cow::Borrowed(decoded);
+    for _ in 0..2 {
+        if !read.contains('%') {
+            break;
+        }
+        match decode_once(&read).and_then(|b| String::from_utf8(b).ok()) {
+            Some(further) => read = Cow::Owned(further),
+            None => break,
+        }
+    }
+    if read.is_ascii() {
+        return false;
+    }
+    read.contains(CONFUSABLES) || delimiters(&nfkc(&read)) > delimiters(&read)
+}
+
+/// A segment as an upstream that normalises Unicode and ignores case
+/// compares it: NFKC, `;parameters` dropped and trailing dots and spaces
+/// trimmed again (NFKC may make them), then each character mapped to
+/// upper case and back to lower (`ı` and `ſ` become `i` and `s`, as
+/// .NET's `OrdinalIgnoreCase` and Unicode-aware routers read them).
+fn unicode_fold(seg: &str) -> String {
+    let normal = nfkc(seg);
+    let name = normal.split(';').next().unwrap_or_default();
+    name.trim_end_matches(['.', ' '])
+        .chars()
+        .flat_map(char::to_uppercase)
+        .flat_map(char::to_lowercase)
+        .collect()
+}
 
 fn hex(b: u8) -> Option<u8> {
     match b {
@@ -217,7 +271,7 @@ pub fn check_request_path(path: &str) -> Result<(), PathRefusal> {
     // that decodes twice.
     encoded_class(path)?;
     encoded_class(&decoded)?;
-    if decoded.contains(CONFUSABLES) {
+    if is_confusable(&decoded) {
         return Err(PathRefusal::Confusable);
     }
     if path.contains("//") {
@@ -248,13 +302,15 @@ pub fn lax_prefix(prefix: &str) -> String {
 /// Whether some upstream may read `path` as `lax` (a [`lax_prefix`]) or a
 /// path below it, segment by segment: every `%XX` decoded (up to three
 /// times: servers that decode twice), `;parameters` dropped (Tomcat,
-/// Jetty), trailing dots and spaces trimmed (IIS, Windows), ASCII case
-/// ignored (IIS, ASP.NET, Express by default), and segments that read as
+/// Jetty), trailing dots and spaces trimmed (IIS, Windows), case ignored
+/// (IIS, ASP.NET, Express by default) — for a segment with non-ASCII
+/// characters also after NFKC and Unicode case mapping ([`unicode_fold`]:
+/// `/api/ＡＤＭＩＮ`, `/api/admın`) — and segments that read as
 /// empty skipped (collapsed like `//`). Meant for a path that
 /// [`check_request_path`] accepted (no encoded `/`, `\`, `.`, `;`).
 ///
-/// Allocation-free for segments without `%`, `;` or a trailing dot or
-/// space, which is most of them.
+/// Allocation-free for ASCII segments without `%`, `;` or a trailing dot
+/// or space, which is most of them.
 pub fn may_read_under(path: &str, lax: &str) -> bool {
     if lax == "/" {
         return true;
@@ -265,7 +321,8 @@ pub fn may_read_under(path: &str, lax: &str) -> bool {
         let Some(w) = want else {
             return true;
         };
-        let plain = !seg.bytes().any(|b| b == b'%' || b == b';') && !seg.ends_with(['.', ' ']);
+        let plain = !seg.bytes().any(|b| b == b'%' || b == b';' || !b.is_ascii())
+            && !seg.ends_with(['.', ' ']);
         let same = if plain {
             if seg.is_empty() {
                 continue;
@@ -273,10 +330,18 @@ pub fn may_read_under(path: &str, lax: &str) -> bool {
             seg.eq_ignore_ascii_case(w)
         } else {
             let read = lax_segment(seg.as_bytes());
-            if read.is_empty() {
-                continue;
+            if read.is_ascii() {
+                if read.is_empty() {
+                    continue;
+                }
+                read.eq_ignore_ascii_case(w.as_bytes())
+            } else {
+                let folded = unicode_fold(&String::from_utf8_lossy(&read));
+                if folded.is_empty() {
+                    continue;
+                }
+                folded == w
             }
-            read.eq_ignore_ascii_case(w.as_bytes())
         };
         if !same {
             return false;
@@ -447,6 +512,16 @@ mod tests {
             ("/api/%EF%BC%8E%EF%BC%8E/admin", R::Confusable),
             ("/api/\u{FF0E}\u{FF0E}/admin", R::Confusable),
             ("/api/a\u{2215}b", R::Confusable),
+            // NFKC: fullwidth solidus and semicolon, two dot leader as
+            // `..`, digit one full stop as `1.`, fullwidth percent sign;
+            // double-encoded too.
+            ("/api/a\u{FF0F}b", R::Confusable),
+            ("/api/a\u{FF1B}b", R::Confusable),
+            ("/api/\u{FE30}/admin", R::Confusable),
+            ("/api/\u{2488}", R::Confusable),
+            ("/api/\u{FF05}2e", R::Confusable),
+            ("/api/%25EF%25BC%258F", R::Confusable),
+            ("/api/%2525EF%2525BC%25258E", R::Confusable),
             ("/api//admin", R::EmptySegment),
             ("//api", R::EmptySegment),
         ] {
@@ -480,9 +555,20 @@ mod tests {
             "/api/admin.%20./x",
             "/api/;x/admin",
             "/api/%20/admin",
+            // Unicode: NFKC (fullwidth letters, raw or encoded), and case
+            // mapped through upper case (dotless ı, long ſ), as routers
+            // that normalise or compare with .NET's OrdinalIgnoreCase do.
+            "/api/\u{FF21}\u{FF24}\u{FF2D}\u{FF29}\u{FF2E}/x",
+            "/api/%EF%BD%81dmin",
+            "/api/adm%C4%B1n",
+            "/api/adm\u{131}n/x",
+            "/api/\u{1D41A}dmin",
+            "/api/admin\u{FF0E}/x",
         ] {
             assert!(may_read_under(p, &admin), "{p}");
         }
+        let secret = lax_prefix("/api/secret");
+        assert!(may_read_under("/api/\u{17F}ecret", &secret));
         for p in [
             "/api",
             "/api/",
@@ -491,7 +577,8 @@ mod tests {
             "/api/adm",
             "/apiadmin",
             "/api/ad%6Din2",
-            "/api/adm%C4%B1n",
+            "/api/adm\u{EE}n",
+            "/api/%C3%A0dmin",
         ] {
             assert!(!may_read_under(p, &admin), "{p}");
         }

@@ -324,8 +324,10 @@ async fn a_websocket_handshake_is_held_to_the_routes_policy() {
 /// while the gateway's router matches them to the shorter `/app` route:
 /// an escape every server decodes (and one decoded twice), letter case
 /// (IIS, ASP.NET, Express), `;parameters` (Tomcat, Jetty), trailing dots
-/// and spaces (Windows), an empty-reading segment.
-const SPELLINGS_OF_APP_ADMIN: [&str; 8] = [
+/// and spaces (Windows), an empty-reading segment, Unicode compatibility
+/// forms (fullwidth letters, raw and encoded: NFKC) and letters that upper
+/// case maps to ASCII (dotless ı: .NET's `OrdinalIgnoreCase`).
+const SPELLINGS_OF_APP_ADMIN: [&str; 11] = [
     "/app/%61dmin/x",
     "/app/%2561dmin/x",
     "/app/ADMIN/x",
@@ -334,6 +336,9 @@ const SPELLINGS_OF_APP_ADMIN: [&str; 8] = [
     "/app/admin./x",
     "/app/admin%20/x",
     "/app/;x/admin/x",
+    "/app/\u{FF21}\u{FF24}\u{FF2D}\u{FF29}\u{FF2E}/x",
+    "/app/%EF%BD%81dmin/x",
+    "/app/adm%C4%B1n/x",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -360,7 +365,7 @@ async fn a_path_an_upstream_reads_as_a_stricter_nested_route_is_refused_not_judg
         assert_eq!(r.json()["error"], "bad_request", "{path}");
         assert_eq!(
             r.json()["message"],
-            "This path reads as another route's (letter case, percent-encoding, ';' parameters or trailing dots); use the route's exact spelling.",
+            "This path reads as another route's (letter case, percent-encoding, Unicode forms, ';' parameters or trailing dots); use the route's exact spelling.",
             "{path}"
         );
     }
