@@ -14,7 +14,7 @@ use axum::routing::{MethodRouter, any, any_service, get, post};
 use bytes::BytesMut;
 use http_body_util::BodyExt as _;
 
-use crate::config::RouteAuth;
+use crate::config::{OWN_PREFIXES, RouteAuth};
 use crate::error::AppError;
 use crate::middleware::{self, csrf, respond};
 use crate::proxy::handler;
@@ -214,7 +214,6 @@ async fn method_not_allowed() -> AppError {
 /// under none of them can only reach a configured route or the static
 /// app. Configured routes may not overlap the first three
 /// (`config::routes`), but a route at `/` matches around them.
-const OWN_PREFIXES: [&str; 3] = ["/auth", "/healthz", "/readyz"];
 const JWKS_PATH: &str = "/.well-known/jwks.json";
 
 /// Puts the mount path back on a request whose trusted proxy stripped it

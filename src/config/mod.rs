@@ -65,7 +65,9 @@ pub use oidc_endpoints::{
     RawFrontchannel,
 };
 pub use proxy::{MAX_RESPONSE_HEADERS, ProxyConfig, RawProxy};
-pub use routes::{RawCondition, RawRoute, RouteAuth, RouteConfig, RouteToken, TokenKind};
+pub use routes::{
+    OWN_PREFIXES, RawCondition, RawRoute, RouteAuth, RouteConfig, RouteToken, TokenKind,
+};
 pub use server::{ConnectionLimits, RawServer, ServerConfig};
 pub use session::{RawKey, RawSession, SameSite, ServerKeyConfig, SessionConfig};
 pub use static_files::{RawStatic, StaticConfig};
