@@ -202,15 +202,6 @@ pub async fn serve(State(state): State<AppState>, req: Request) -> Response {
         }
         Err(e) => return AppError::BadRequest(e.into()).into_response(),
     };
-    // The gateway's own namespaces: a mistyped `/auth/...` link gets a 404
-    // the app can see, and a probe of `/readyz/` a 404 its orchestrator
-    // sees, not the app's index.html with a 200.
-    if OWN_PREFIXES
-        .iter()
-        .any(|own| crate::url_policy::path::path_has_prefix(&path, own))
-    {
-        return AppError::NotFound.into_response();
-    }
     let segments = match published_segments(&path) {
         Ok(segments) => segments,
         Err(why) => {
@@ -218,14 +209,28 @@ pub async fn serve(State(state): State<AppState>, req: Request) -> Response {
             return AppError::NotFound.into_response();
         }
     };
+    // The gateway's own namespaces, in any spelling (`/%61uth/x` reads as
+    // `/auth/x`): a mistyped `/auth/...` link gets a 404 the app can see,
+    // and a probe of `/readyz/` a 404 its orchestrator sees, not the app's
+    // index.html with a 200.
+    let decoded = format!("/{}", segments.join("/"));
+    if OWN_PREFIXES
+        .iter()
+        .any(|own| crate::url_policy::path::path_has_prefix(&decoded, own))
+    {
+        return AppError::NotFound.into_response();
+    }
     if leaves_the_directory(&cfg.dir, &segments).await {
         tracing::warn!("static app: a symlink in static.dir leads outside it; not served");
         return AppError::NotFound.into_response();
     }
     let index = cfg.dir.join("index.html");
+    // The last segment as `ServeDir` reads it: `/app%2ejs` names a file.
     let last = path.rsplit('/').next().unwrap_or_default();
     let client_route = cfg.spa_fallback
-        && !last.contains('.')
+        && !percent_encoding::percent_decode_str(last)
+            .decode_utf8_lossy()
+            .contains('.')
         && may_get_the_app(req.headers())
         && !leaves_the_directory(&cfg.dir, &["index.html".to_owned()]).await;
     let result = if client_route {

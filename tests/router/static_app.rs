@@ -88,6 +88,10 @@ async fn a_missing_file_with_an_extension_is_404() {
     let app = spa("").await;
     let r = app.get("/missing.3f9a2c1b.js", &[]).await;
     r.assert_error(StatusCode::NOT_FOUND, "not_found", "There is nothing here.");
+    // Also when the `.` is percent-encoded: it names the same file.
+    let r = app.get("/missing%2ejs", NAVIGATION).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{r}");
+    assert_ne!(r.text(), INDEX);
 }
 
 #[tokio::test]
@@ -364,7 +368,15 @@ async fn client_routes_fall_back_to_index_html_only_for_requests_that_may_be_nav
 #[tokio::test]
 async fn the_health_endpoints_namespaces_are_404_not_the_app() {
     let app = spa("").await;
-    for path in ["/healthz/", "/readyz/", "/readyz/x", "/healthz/deep/er"] {
+    for path in [
+        "/healthz/",
+        "/readyz/",
+        "/readyz/x",
+        "/healthz/deep/er",
+        "/%72eadyz/",
+        "/readyz%2fx",
+        "/%61uth/x",
+    ] {
         for headers in [&[][..], NAVIGATION] {
             let r = app.get(path, headers).await;
             assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}: {r}");
