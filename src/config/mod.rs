@@ -70,7 +70,7 @@ pub use routes::{
 };
 pub use server::{ConnectionLimits, RawServer, ServerConfig};
 pub use session::{RawKey, RawSession, SameSite, ServerKeyConfig, SessionConfig};
-pub use static_files::{RawStatic, StaticConfig};
+pub use static_files::{BASELINE_CSP, RawStatic, StaticConfig};
 pub use store::{
     RawStore, RecordLayout, RedisConfig, RedisEndpoint, SentinelConfig, StoreConfig, StoreKind,
     has_hash_tag,

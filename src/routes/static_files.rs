@@ -270,6 +270,18 @@ pub async fn serve(State(state): State<AppState>, req: Request) -> Response {
     {
         resp.headers_mut().insert(header::LOCATION, moved);
     }
+    // The app's HTML gets its content security policy (`index.html`, by
+    // name or as a client route, and any other HTML file).
+    if let Some(policy) = &cfg.content_security_policy
+        && resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("text/html"))
+    {
+        resp.headers_mut()
+            .insert(header::CONTENT_SECURITY_POLICY, policy.clone());
+    }
     let cache = if resp.status().is_success() && is_hashed_asset(&path) {
         "public, max-age=31536000, immutable"
     } else {

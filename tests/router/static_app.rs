@@ -388,3 +388,35 @@ async fn the_health_endpoints_namespaces_are_404_not_the_app() {
     assert_eq!(r.status, StatusCode::OK, "{r}");
     assert_eq!(r.text(), INDEX);
 }
+
+#[tokio::test]
+async fn the_apps_html_carries_its_content_security_policy() {
+    let baseline = "base-uri 'self'; object-src 'none'; frame-ancestors 'none'";
+    let app = spa("").await;
+    for path in ["/", "/index.html", "/settings/profile"] {
+        let r = app.get(path, NAVIGATION).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {r}");
+        assert_eq!(
+            r.header(header::CONTENT_SECURITY_POLICY),
+            baseline,
+            "{path}: {r}"
+        );
+    }
+    let r = app.get("/app.3f9a2c1b.js", &[]).await;
+    assert!(
+        r.headers.get(header::CONTENT_SECURITY_POLICY).is_none(),
+        "{r}"
+    );
+
+    let own = "default-src 'self'; frame-ancestors 'none'";
+    let app = spa(&format!("content_security_policy = \"{own}\"\n")).await;
+    let r = app.get("/", NAVIGATION).await;
+    assert_eq!(r.header(header::CONTENT_SECURITY_POLICY), own, "{r}");
+
+    let app = spa("content_security_policy = \"\"\n").await;
+    let r = app.get("/", NAVIGATION).await;
+    assert!(
+        r.headers.get(header::CONTENT_SECURITY_POLICY).is_none(),
+        "{r}"
+    );
+}
