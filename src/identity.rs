@@ -30,9 +30,9 @@ pub const MAX_VALUE_LEN: usize = 4096;
 pub const ASSERTION_LIFETIME_SECS: u64 = 60;
 
 /// The identity headers for `claims` under a route's `map`. A claim that is
-/// missing, or whose value is not header-safe (a control character, a comma
-/// inside a list element, longer than [`MAX_VALUE_LEN`]), gives no header:
-/// the upstream sees the header absent, never a client-supplied copy.
+/// missing, or whose value is not header-safe ([`header_value`]), gives no
+/// header: the upstream sees the header absent, never a client-supplied
+/// copy.
 pub fn headers(
     map: &[(HeaderName, ClaimPath)],
     claims: &Map<String, Value>,
@@ -53,8 +53,16 @@ pub fn headers(
 }
 
 /// A claim as one header value: a string as is, an array's scalar elements
-/// joined with `,`, a number or boolean as its JSON text.
-fn header_value(value: &Value) -> Option<HeaderValue> {
+/// joined with `,`, a number or boolean as its JSON text. `None` when it is
+/// not header-safe: a control character (tab and C1 controls such as
+/// `U+0085` included), a comma inside a list element, longer than
+/// [`MAX_VALUE_LEN`], or whitespace at either end (of the value or of a
+/// list element) — a field value has
+/// none (RFC 9110 §5.5), so the upstream would read `"admin "` as
+/// `admin`, another user's name. The one rule for every header the gateway
+/// makes from claims (routes' `identity_headers`, forward-auth's
+/// `X-Auth-Request-*`).
+pub fn header_value(value: &Value) -> Option<HeaderValue> {
     let text = match value {
         Value::String(s) => s.clone(),
         Value::Number(n) => n.to_string(),
@@ -68,7 +76,8 @@ fn header_value(value: &Value) -> Option<HeaderValue> {
                     Value::Bool(b) => b.to_string(),
                     _ => return None,
                 };
-                if s.contains(',') {
+                // A list reader splits on `,` and trims each element.
+                if s.contains(',') || s.trim_matches([' ', '\t']) != s {
                     return None;
                 }
                 if i > 0 {
@@ -80,7 +89,11 @@ fn header_value(value: &Value) -> Option<HeaderValue> {
         }
         Value::Null | Value::Object(_) => return None,
     };
-    if text.len() > MAX_VALUE_LEN || text.chars().any(char::is_control) {
+    if text.len() > MAX_VALUE_LEN
+        || text.chars().any(char::is_control)
+        || text.starts_with([' ', '\t'])
+        || text.ends_with([' ', '\t'])
+    {
         return None;
     }
     HeaderValue::from_str(&text)
@@ -293,5 +306,29 @@ mod tests {
                 ("x-name".to_owned(), "José".as_bytes().to_vec()),
             ]
         );
+    }
+
+    #[test]
+    fn a_claim_with_whitespace_at_an_end_or_any_control_is_not_header_safe() {
+        for bad in [
+            json!("admin "),
+            json!(" admin"),
+            json!("admin\t"),
+            json!("al\tice"),
+            json!("alice\u{85}admin"),
+            json!("alice\u{9b}"),
+            json!(["admin ", "ops"]),
+            json!("x".repeat(MAX_VALUE_LEN + 1)),
+        ] {
+            assert!(header_value(&bad).is_none(), "{bad}");
+        }
+        for good in [
+            json!("alice smith"),
+            json!("José"),
+            json!(["a b", "c"]),
+            json!(7),
+        ] {
+            assert!(header_value(&good).is_some(), "{good}");
+        }
     }
 }

@@ -155,11 +155,18 @@ pub async fn serve_metrics(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = state.config.server.limits;
-    let app = Router::new()
-        .route("/metrics", get(routes::health::metrics))
-        .with_state(state.metrics.clone());
     let open = state.metrics.connections("metrics");
-    serve_capped_alone(listener, app, limits, open, shutdown).await
+    serve_capped_alone(listener, metrics_app(&state), limits, open, shutdown).await
+}
+
+/// `GET /metrics` as served on `metrics.listen`; any other path or method
+/// gets the gateway's JSON answer (axum's are empty).
+pub fn metrics_app(state: &AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(routes::health::metrics))
+        .fallback(|| async { error::AppError::NotFound })
+        .method_not_allowed_fallback(|| async { error::AppError::MethodNotAllowed })
+        .with_state(state.metrics.clone())
 }
 
 /// Serves a side listener (admin, metrics) with the `[server]` limits and

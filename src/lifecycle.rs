@@ -23,6 +23,9 @@ pub struct ReloadReport {
     pub needs_restart: Vec<String>,
     /// Why a refused reload was refused: `key: problem` lines.
     pub problems: Vec<String>,
+    /// What an applied reload ends or leaves unread (a retired session
+    /// key, a renamed session cookie): `key: consequence` lines.
+    pub ends_sessions: Vec<String>,
 }
 
 /// A request for a reload and where its report goes.

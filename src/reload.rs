@@ -142,6 +142,39 @@ pub fn changed_sections(old: &RawConfig, new: &RawConfig) -> Vec<String> {
         .collect()
 }
 
+/// What applying `new` over `old` does to the sessions that exist: each
+/// change that ends them or leaves them unread, as `(key, consequence)`.
+/// The reload still applies (the operator asked for exactly this, as in
+/// the last step of a key rotation), but it is said, naming the key; the
+/// key material itself is never named, only its ID.
+pub fn ends_sessions(old: &Config, new: &Config) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if old.session.cookie_name != new.session.cookie_name {
+        out.push((
+            "session.cookie_name".to_owned(),
+            format!(
+                "browsers hold their sessions in `{}`, which is no longer read: every user has to log in again",
+                old.session.cookie_name
+            ),
+        ));
+    }
+    for key in &old.session.keys {
+        let consequence = match new.session.keys.iter().find(|k| k.id == key.id) {
+            None => format!(
+                "key `{}` is removed: the sessions still sealed under it end",
+                key.id
+            ),
+            Some(k) if k.key != key.key => format!(
+                "key `{}` has other key material under the same ID: the sessions still sealed under it end",
+                key.id
+            ),
+            Some(_) => continue,
+        };
+        out.push(("session.encryption_keys".to_owned(), consequence));
+    }
+    out
+}
+
 /// A problem's message without the lines of the file a TOML parse error
 /// quotes (`2 | key = "…"`): that line may hold a secret, and unlike
 /// `check-config` at a terminal, a reload's message goes to the log.
@@ -262,6 +295,7 @@ impl Reloader {
                         result: "invalid",
                         needs_restart: Vec::new(),
                         problems: problems.iter().map(|(k, p)| format!("{k}: {p}")).collect(),
+                        ends_sessions: Vec::new(),
                     };
                 }
             };
@@ -285,6 +319,7 @@ impl Reloader {
                 result: "failed",
                 needs_restart,
                 problems: vec![why],
+                ends_sessions: Vec::new(),
             };
         }
         if let Some(level) = &self.source.log_level
@@ -292,6 +327,10 @@ impl Reloader {
             && let Err(e) = level.set(&config.log.level)
         {
             tracing::warn!(error = %e, "reload: log.level not applied");
+        }
+        let ends_sessions = ends_sessions(&self.running, &config);
+        for (key, consequence) in &ends_sessions {
+            tracing::warn!(key = %key, consequence = %consequence, "reload: existing sessions are affected");
         }
         let changed = changed_sections(&self.source.raw, &raw).join(", ");
         tracing::info!(
@@ -306,6 +345,10 @@ impl Reloader {
             result: "success",
             needs_restart,
             problems: Vec::new(),
+            ends_sessions: ends_sessions
+                .into_iter()
+                .map(|(key, consequence)| format!("{key}: {consequence}"))
+                .collect(),
         }
     }
 
@@ -447,6 +490,46 @@ mod tests {
         assert_eq!(admin.token.expose(), "b".repeat(32), "reloads");
         assert_eq!(new.log.format, old.log.format);
         assert_eq!(new.log.level, "debug", "reloads");
+    }
+
+    #[test]
+    fn a_retired_key_or_a_renamed_cookie_is_named_as_ending_sessions_and_nothing_else_is() {
+        let old = config::validate(&valid_raw()).expect("valid");
+        let same = config::validate(&valid_raw()).expect("valid");
+        assert!(ends_sessions(&old, &same).is_empty());
+
+        // A key added (the first step of a rotation) ends nothing.
+        let mut raw = valid_raw();
+        raw.session.encryption_keys.push(crate::config::RawKey {
+            id: "k2".into(),
+            key: Some("ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=".into()),
+            key_file: None,
+        });
+        let added = config::validate(&raw).expect("valid");
+        assert!(ends_sessions(&old, &added).is_empty());
+
+        // Retiring `k`, or changing its material, ends its sessions.
+        raw.session.encryption_keys.remove(0);
+        let retired = config::validate(&raw).expect("valid");
+        let said = ends_sessions(&added, &retired);
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert_eq!(said[0].0, "session.encryption_keys");
+        assert!(said[0].1.contains("`k`"), "{said:?}");
+        let mut raw = valid_raw();
+        raw.session.encryption_keys[0].key =
+            Some("ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=".into());
+        let rekeyed = config::validate(&raw).expect("valid");
+        let said = ends_sessions(&old, &rekeyed);
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(said[0].1.contains("other key material"), "{said:?}");
+        assert!(!format!("{said:?}").contains("ZmVkY2"), "never the key");
+
+        let mut raw = valid_raw();
+        raw.session.cookie_name = "__Host-renamed".into();
+        let renamed = config::validate(&raw).expect("valid");
+        let said = ends_sessions(&old, &renamed);
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert_eq!(said[0].0, "session.cookie_name");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use axum::routing::{MethodRouter, any, any_service, get, post};
 use bytes::BytesMut;
 use http_body_util::BodyExt as _;
 
-use crate::config::RouteAuth;
+use crate::config::{OWN_PREFIXES, RouteAuth};
 use crate::error::AppError;
 use crate::middleware::{self, csrf, respond};
 use crate::proxy::handler;
@@ -209,12 +209,11 @@ async fn method_not_allowed() -> AppError {
     AppError::MethodNotAllowed
 }
 
-/// The prefixes of every endpoint of the gateway's own on the public
-/// listener but those added by configuration (JWKS, forward-auth): a path
-/// under none of them can only reach a configured route or the static
-/// app. Configured routes may not overlap the first three
-/// (`config::routes`), but a route at `/` matches around them.
-const OWN_PREFIXES: [&str; 3] = ["/auth", "/healthz", "/readyz"];
+/// Where the identity assertion's and the client key's public keys are
+/// published, when the gateway signs anything. With the forward-auth path
+/// it completes `OWN_PREFIXES` (`config::routes`, which configured routes
+/// may not overlap, though a route at `/` matches around them): a path
+/// under none of them can only reach a configured route or the static app.
 const JWKS_PATH: &str = "/.well-known/jwks.json";
 
 /// Puts the mount path back on a request whose trusted proxy stripped it

@@ -65,10 +65,12 @@ pub use oidc_endpoints::{
     RawFrontchannel,
 };
 pub use proxy::{MAX_RESPONSE_HEADERS, ProxyConfig, RawProxy};
-pub use routes::{RawCondition, RawRoute, RouteAuth, RouteConfig, RouteToken, TokenKind};
+pub use routes::{
+    OWN_PREFIXES, RawCondition, RawRoute, RouteAuth, RouteConfig, RouteToken, TokenKind,
+};
 pub use server::{ConnectionLimits, RawServer, ServerConfig};
 pub use session::{RawKey, RawSession, SameSite, ServerKeyConfig, SessionConfig};
-pub use static_files::{RawStatic, StaticConfig};
+pub use static_files::{BASELINE_CSP, RawStatic, StaticConfig};
 pub use store::{
     RawStore, RecordLayout, RedisConfig, RedisEndpoint, SentinelConfig, StoreConfig, StoreKind,
     has_hash_tag,
@@ -865,6 +867,39 @@ mod tests {
             "undocumented keys:\n{}",
             missing.join("\n")
         );
+    }
+
+    /// Whoever copies the example gets the strict defaults: listeners on
+    /// loopback only, secure cookies, an https issuer, no trusted proxies,
+    /// no cookies to upstreams. A loosening is shown commented out, with
+    /// its reason, never set.
+    #[test]
+    fn the_example_config_is_as_strict_as_the_defaults() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let example =
+            std::fs::read_to_string(root.join("config/oidc-bff.example.toml")).expect("example");
+        // Its published sample secrets are refused (a test in `published`).
+        let example = example.replace("\"change-me\"", "\"a-secret-the-provider-issued\"");
+        let example = example.replace(
+            "bWFrZS15b3VyLW93bi1rZXktd2l0aC1vcGVuc3NsISE=",
+            "Tm90LWEtcHVibGlzaGVkLWtleS1mb3ItdGhlLXRlc3Q=",
+        );
+        let c = load_str(&example, &[]).expect("the example loads");
+        assert!(
+            c.server.listen.ip().is_loopback(),
+            "server.listen = {} listens beyond this machine",
+            c.server.listen
+        );
+        for listen in c.admin.iter().map(|a| a.listen).chain(c.metrics_listen) {
+            assert!(listen.ip().is_loopback(), "{listen}");
+        }
+        assert!(c.session.secure_cookies);
+        assert!(c.session.cookie_name.starts_with("__Host-"));
+        assert_eq!(c.session.same_site, SameSite::Strict);
+        assert_eq!(c.oidc.issuer.scheme(), "https");
+        assert!(c.server.trusted_proxies.is_empty());
+        assert!(c.routes.iter().all(|r| !r.forward_cookies));
+        assert!(c.forward_auth.is_none());
     }
 
     #[test]

@@ -210,8 +210,10 @@ impl Default for RouteToken {
     }
 }
 
-/// The gateway's own endpoints, which no route may shadow.
-const OWN_PREFIXES: [&str; 3] = ["/auth", "/healthz", "/readyz"];
+/// The gateway's own namespaces (`/auth/*`, the health endpoints and
+/// anything below them), which no route may shadow and the static app never
+/// answers for.
+pub const OWN_PREFIXES: [&str; 3] = ["/auth", "/healthz", "/readyz"];
 
 /// The upstream base URL, or why it is none (the URL parser's reason for
 /// one that does not parse: an invalid port, an empty host, …).

@@ -29,11 +29,15 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
     let Some(admin) = &state.config.admin else {
         return StatusCode::NOT_FOUND.into_response();
     };
+    // The scheme is case-insensitive (RFC 9110 §11.1: `bearer` is
+    // `Bearer`), followed by one or more spaces.
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim_start_matches(' '));
     match presented {
         Some(t) if constant_time_eq(t.as_bytes(), admin.token.expose().as_bytes()) => {
             next.run(req).await
@@ -222,6 +226,14 @@ async fn reload(State(state): State<AppState>, facts: RequestFacts) -> AppResult
     Ok((status, Json(report)).into_response())
 }
 
+async fn not_found() -> AppError {
+    AppError::NotFound
+}
+
+async fn method_not_allowed() -> AppError {
+    AppError::MethodNotAllowed
+}
+
 /// The admin router, served on `admin.listen`.
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -229,6 +241,10 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/sessions/revoke", post(revoke))
         .route("/admin/stats", get(stats))
         .route("/admin/reload", post(reload))
+        // Unknown paths and methods get the gateway's JSON answers (axum's
+        // are empty; `Allow` is kept), behind the token like the rest.
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,

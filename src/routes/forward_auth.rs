@@ -295,14 +295,23 @@ fn allowed(
         ("x-auth-request-email", "email"),
         ("x-auth-request-preferred-username", "preferred_username"),
     ] {
-        // A value that is not a valid header (non-ASCII, say) is left out
-        // rather than altered.
-        if let Some(v) = claims
-            .get(claim)
-            .and_then(|v| v.as_str())
-            .and_then(|s| HeaderValue::from_str(s).ok())
-        {
-            h.insert(HeaderName::from_static(name), v);
+        // The rule of the routes' identity headers: a value that is not
+        // header-safe (a control, whitespace at an end, too long) is left
+        // out rather than altered.
+        let Some(value) = claims.get(claim).filter(|v| v.is_string()) else {
+            continue;
+        };
+        match crate::identity::header_value(value) {
+            Some(v) => {
+                h.insert(HeaderName::from_static(name), v);
+            }
+            None => {
+                tracing::warn!(
+                    header = name,
+                    claim,
+                    "claim is not header-safe; identity header not sent"
+                );
+            }
         }
     }
     resp

@@ -1,19 +1,28 @@
 //! The single-page app, served from `[static] dir` so the app and its API
 //! share one origin. Unknown paths without a file extension get
-//! `index.html` (client-side routes), except under `/auth/`, the gateway's
-//! own namespace; hashed assets are cached for a year, `index.html` never.
+//! `index.html` (client-side routes) when a browser may be navigating
+//! there, except under the gateway's own namespaces (`/auth/`, `/healthz`,
+//! `/readyz`); hashed assets are cached for a year, `index.html` never.
+//!
+//! Only what a built app publishes is served: no hidden files (`.env`,
+//! `.git/`), nothing a symlink inside the directory leads to outside it,
+//! no name longer than a file system keeps. Each is a 404, decided on the
+//! path as `ServeDir` decodes it, before it opens anything.
 //!
 //! `ServeDir` answers a directory without a trailing slash with a redirect
 //! built from the request URI; the request reaches it in origin form with
 //! repeated slashes collapsed, so that redirect is always a path on this
 //! origin (never `//host/`, never a client-supplied authority).
 
+use std::path::{Path, PathBuf};
+
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use tower::ServiceExt;
 use tower_http::services::{ServeDir, ServeFile};
 
+use crate::config::OWN_PREFIXES;
 use crate::error::AppError;
 use crate::security_headers::{ResponseKind, mark};
 use crate::state::AppState;
@@ -62,6 +71,108 @@ fn under_mount(path: &str, base: &str) -> Option<String> {
     }
 }
 
+/// The longest file name (one decoded segment) and the longest decoded
+/// path looked up: no file system keeps longer names (255 bytes) or paths
+/// (Linux's `PATH_MAX`), and asking for one fails with `ENAMETOOLONG`,
+/// which `ServeDir` answers with an empty 500.
+const MAX_NAME_BYTES: usize = 255;
+const MAX_PATH_BYTES: usize = 4096;
+
+/// Why a path is not looked up in the app's directory: each is a 404, a
+/// file the app does not publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NotPublished {
+    /// `%`-escapes that do not decode to UTF-8 (overlong `%c0%ae`), or a
+    /// decoded control character (`%00`).
+    Undecodable,
+    /// A segment starting with `.` once decoded: `.env`, `.git/config`,
+    /// `.htpasswd`, `sub%2f.env`, and the `.`/`..` that `%2e` spells.
+    /// Build tools never publish these; editors, VCS and deploy tools
+    /// leave them behind. `/.well-known/` (RFC 8615) is the one exception.
+    Hidden,
+    /// A name or path longer than a file system keeps.
+    TooLong,
+}
+
+/// The segments of `path` (under the app's directory) as `ServeDir` reads
+/// it — the whole path percent-decoded once, then split on `/`, empty
+/// segments dropped — or why it is not looked up.
+fn published_segments(path: &str) -> Result<Vec<String>, NotPublished> {
+    let decoded = percent_encoding::percent_decode_str(path)
+        .decode_utf8()
+        .map_err(|_| NotPublished::Undecodable)?;
+    if decoded.chars().any(char::is_control) {
+        return Err(NotPublished::Undecodable);
+    }
+    if decoded.len() > MAX_PATH_BYTES {
+        return Err(NotPublished::TooLong);
+    }
+    let mut segments = Vec::new();
+    for segment in decoded.split('/').filter(|s| !s.is_empty()) {
+        if segment.len() > MAX_NAME_BYTES {
+            return Err(NotPublished::TooLong);
+        }
+        if segment.starts_with('.') && !(segments.is_empty() && segment == ".well-known") {
+            return Err(NotPublished::Hidden);
+        }
+        segments.push(segment.to_owned());
+    }
+    Ok(segments)
+}
+
+/// Whether the file `ServeDir` would open for `segments` (a directory's
+/// `index.html` for a directory) is really outside `dir`: reached through
+/// a symlink inside it that points out. A path that resolves to nothing
+/// is not (`ServeDir` answers it, or falls back).
+async fn leaves_the_directory(dir: &Path, segments: &[String]) -> bool {
+    let Ok(root) = tokio::fs::canonicalize(dir).await else {
+        return false;
+    };
+    let outside = |real: &PathBuf| !real.starts_with(&root);
+    let mut path = root.clone();
+    path.extend(segments);
+    let Ok(real) = tokio::fs::canonicalize(&path).await else {
+        return false;
+    };
+    if outside(&real) {
+        return true;
+    }
+    if tokio::fs::metadata(&real).await.is_ok_and(|m| m.is_dir()) {
+        return tokio::fs::canonicalize(real.join("index.html"))
+            .await
+            .is_ok_and(|index| outside(&index));
+    }
+    false
+}
+
+/// Whether a request for a client-side route may get `index.html`: a
+/// browser navigation, or a client that does not say it is none. A
+/// `fetch`/XHR (`Sec-Fetch-Mode` other than `navigate`, or
+/// `X-Requested-With`) or a client that takes no HTML (`Accept:
+/// application/json`) gets a 404 it can read, not the app's page with a 200
+/// it would try to parse as its answer.
+fn may_get_the_app(headers: &HeaderMap) -> bool {
+    if let Some(mode) = headers.get("sec-fetch-mode") {
+        return mode == "navigate";
+    }
+    if headers.contains_key("x-requested-with") {
+        return false;
+    }
+    let mut accepts = headers.get_all(header::ACCEPT).iter().peekable();
+    if accepts.peek().is_none() {
+        return true;
+    }
+    accepts
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|range| range.split(';').next().unwrap_or_default().trim())
+        .any(|range| {
+            ["text/html", "application/xhtml+xml", "text/*", "*/*"]
+                .iter()
+                .any(|html| range.eq_ignore_ascii_case(html))
+        })
+}
+
 /// The router's fallback: a path no route matched.
 pub async fn serve(State(state): State<AppState>, req: Request) -> Response {
     let Some(cfg) = &state.config.static_files else {
@@ -91,14 +202,37 @@ pub async fn serve(State(state): State<AppState>, req: Request) -> Response {
         }
         Err(e) => return AppError::BadRequest(e.into()).into_response(),
     };
-    // The gateway's own namespace: a mistyped `/auth/...` link gets a 404
-    // the app can see, not the app's index.html with a 200.
-    if path == "/auth" || path.starts_with("/auth/") {
+    let segments = match published_segments(&path) {
+        Ok(segments) => segments,
+        Err(why) => {
+            tracing::info!(reason = ?why, "static app: path not published");
+            return AppError::NotFound.into_response();
+        }
+    };
+    // The gateway's own namespaces, in any spelling (`/%61uth/x` reads as
+    // `/auth/x`): a mistyped `/auth/...` link gets a 404 the app can see,
+    // and a probe of `/readyz/` a 404 its orchestrator sees, not the app's
+    // index.html with a 200.
+    let decoded = format!("/{}", segments.join("/"));
+    if OWN_PREFIXES
+        .iter()
+        .any(|own| crate::url_policy::path::path_has_prefix(&decoded, own))
+    {
+        return AppError::NotFound.into_response();
+    }
+    if leaves_the_directory(&cfg.dir, &segments).await {
+        tracing::warn!("static app: a symlink in static.dir leads outside it; not served");
         return AppError::NotFound.into_response();
     }
     let index = cfg.dir.join("index.html");
+    // The last segment as `ServeDir` reads it: `/app%2ejs` names a file.
     let last = path.rsplit('/').next().unwrap_or_default();
-    let client_route = cfg.spa_fallback && !last.contains('.');
+    let client_route = cfg.spa_fallback
+        && !percent_encoding::percent_decode_str(last)
+            .decode_utf8_lossy()
+            .contains('.')
+        && may_get_the_app(req.headers())
+        && !leaves_the_directory(&cfg.dir, &["index.html".to_owned()]).await;
     let result = if client_route {
         ServeDir::new(&cfg.dir)
             .append_index_html_on_directories(true)
@@ -112,8 +246,13 @@ pub async fn serve(State(state): State<AppState>, req: Request) -> Response {
             .await
     };
     let Ok(resp) = result;
-    if resp.status() == axum::http::StatusCode::NOT_FOUND {
+    if resp.status() == StatusCode::NOT_FOUND {
         return AppError::NotFound.into_response();
+    }
+    // `ServeDir` answers any other I/O error with an empty 500 (its own
+    // log line names the error): the gateway's own answer instead.
+    if resp.status().is_server_error() {
+        return AppError::Internal("a static file could not be read".into()).into_response();
     }
     // Belt and braces: whatever `ServeDir` redirects to stays on this origin.
     if resp
@@ -130,6 +269,18 @@ pub async fn serve(State(state): State<AppState>, req: Request) -> Response {
         && let Ok(moved) = HeaderValue::from_str(&format!("{base}{}", l.to_str().unwrap_or("/")))
     {
         resp.headers_mut().insert(header::LOCATION, moved);
+    }
+    // The app's HTML gets its content security policy (`index.html`, by
+    // name or as a client route, and any other HTML file).
+    if let Some(policy) = &cfg.content_security_policy
+        && resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("text/html"))
+    {
+        resp.headers_mut()
+            .insert(header::CONTENT_SECURITY_POLICY, policy.clone());
     }
     let cache = if resp.status().is_success() && is_hashed_asset(&path) {
         "public, max-age=31536000, immutable"
@@ -153,6 +304,44 @@ mod tests {
         assert_eq!(under_mount("/app/a/b", "/app").as_deref(), Some("/a/b"));
         assert_eq!(under_mount("/apps/a", "/app"), None);
         assert_eq!(under_mount("/", "/app"), None);
+    }
+
+    #[test]
+    fn only_published_names_are_looked_up() {
+        let ok = |p: &str| published_segments(p).expect(p);
+        assert_eq!(ok("/"), Vec::<String>::new());
+        assert_eq!(ok("/assets//app.js"), ["assets", "app.js"]);
+        assert_eq!(ok("/caf%C3%A9/a%20b.txt"), ["café", "a b.txt"]);
+        assert_eq!(
+            ok("/.well-known/security.txt"),
+            [".well-known", "security.txt"]
+        );
+        assert_eq!(ok("/app..js"), ["app..js"]);
+        for (path, why) in [
+            ("/.env", NotPublished::Hidden),
+            ("/%2eenv", NotPublished::Hidden),
+            ("/sub%2F.env", NotPublished::Hidden),
+            ("/.git/config", NotPublished::Hidden),
+            ("/a/.well-known/x", NotPublished::Hidden),
+            ("/./x", NotPublished::Hidden),
+            ("/%2e%2e/x", NotPublished::Hidden),
+            ("/..%2fx", NotPublished::Hidden),
+            ("/%c0%ae%c0%ae/x", NotPublished::Undecodable),
+            ("/x%00.js", NotPublished::Undecodable),
+            ("/x%0a", NotPublished::Undecodable),
+        ] {
+            assert_eq!(published_segments(path), Err(why), "{path}");
+        }
+        let name = "n".repeat(MAX_NAME_BYTES);
+        assert!(published_segments(&format!("/{name}")).is_ok());
+        assert_eq!(
+            published_segments(&format!("/{name}n")),
+            Err(NotPublished::TooLong)
+        );
+        assert_eq!(
+            published_segments(&"/abc".repeat(MAX_PATH_BYTES / 4 + 1)),
+            Err(NotPublished::TooLong)
+        );
     }
 
     #[test]

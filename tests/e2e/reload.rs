@@ -352,3 +352,48 @@ async fn admin_reloads_are_audited_as_admin_actions_taken_or_refused() {
     assert_eq!(events[1]["reason"], "invalid");
     let _ = std::fs::remove_file(&trail);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_ends_sessions_applies_and_says_so_naming_the_key() {
+    let upstream = Upstream::start().await;
+    let log = log_file();
+    let gw = GatewayBuilder::new(&upstream)
+        .admin()
+        .log_to(&log)
+        .start_process()
+        .await;
+    let mut before = Browser::new(&gw);
+    before.login_as(&unique_user("ends")).await;
+    let t1 = gw.config.session.encryption_keys[0].clone();
+
+    // Adding a key ends nothing, and says nothing.
+    let (status, report) = reload_with(&gw, |c| {
+        c.session.encryption_keys = vec![t1.clone(), key("t2", KEY2_B64)];
+    })
+    .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["ends_sessions"], serde_json::json!([]), "{report}");
+
+    // Replacing the only key: applied, and named.
+    let (status, report) = reload_with(&gw, |c| {
+        c.session.encryption_keys = vec![key("t2", KEY2_B64)];
+    })
+    .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    let said = report["ends_sessions"].to_string();
+    assert!(
+        said.contains("session.encryption_keys: key `t1` is removed"),
+        "{report}"
+    );
+    assert!(!said.contains(KEY2_B64), "{report}");
+    assert_eq!(
+        before.get("/api/x").await.status,
+        StatusCode::UNAUTHORIZED,
+        "as it said"
+    );
+    eventually("the warning naming the key", || async {
+        read(&log).contains("key=session.encryption_keys")
+    })
+    .await;
+    let _ = std::fs::remove_file(&log);
+}

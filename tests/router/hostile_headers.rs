@@ -312,3 +312,67 @@ async fn a_forwarded_cookie_header_never_carries_a_cookie_named_like_the_gateway
     let h = &app.upstream.seen()[0].headers;
     assert_eq!(h[header::COOKIE], "a=1; b=2");
 }
+
+/// Forward-auth's `X-Auth-Request-*` follow the routes' identity-header
+/// rule: a claim with whitespace at an end (read as another name once the
+/// proxy's upstream trims it), a tab or C1 control, or one longer than
+/// 4 KiB (a header nginx's `auth_request` cannot take) is left out, never
+/// sent as it is.
+#[tokio::test]
+async fn forward_auth_leaves_out_identity_claims_that_are_not_header_safe() {
+    let app = TestRouter::with_session_and(
+        "trusted_proxies = [\"10.0.0.0/8\"]",
+        "",
+        "[forward_auth]\nenabled = true\n",
+    )
+    .await;
+    let verify = |cookie: String| {
+        let app = &app;
+        async move {
+            let headers = [
+                ("x-forwarded-uri", "/api/x"),
+                ("x-forwarded-method", "GET"),
+                ("cookie", cookie.as_str()),
+            ];
+            app.send_from(
+                "10.0.0.1",
+                request(Method::GET, "/auth/verify", &headers, Body::empty()),
+            )
+            .await
+        }
+    };
+    let hostile = app
+        .logged_in_with(
+            "admin ",
+            serde_json::json!({
+                "preferred_username": "root\t",
+                "email": format!("{}@example.test", "a".repeat(5000)),
+            }),
+            None,
+        )
+        .await;
+    let r = verify(hostile).await;
+    assert_eq!(r.status, StatusCode::OK, "{r}");
+    for name in [
+        "x-auth-request-user",
+        "x-auth-request-preferred-username",
+        "x-auth-request-email",
+    ] {
+        assert!(r.headers.get(name).is_none(), "{name} sent: {r}");
+    }
+    let c1 = app
+        .logged_in_with(
+            "bob",
+            serde_json::json!({ "preferred_username": "bob\u{85}admin", "email": "bob@example.test" }),
+            None,
+        )
+        .await;
+    let r = verify(c1).await;
+    assert_eq!(r.status, StatusCode::OK, "{r}");
+    assert_eq!(r.header("x-auth-request-user"), "bob", "{r}");
+    assert_eq!(r.header("x-auth-request-email"), "bob@example.test", "{r}");
+    assert!(
+        r.headers.get("x-auth-request-preferred-username").is_none(),
+        "{r}"
+    );
+}

@@ -83,3 +83,99 @@ async fn error_answers_carry_the_request_id_too() {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r}");
     assert_eq!(r.header("x-request-id"), "err-1", "{r}");
 }
+
+const ADMIN_TOKEN: &str = "router-tests-admin-token-0123456789abcdef";
+
+async fn with_admin() -> TestRouter {
+    TestRouter::with(&format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{ADMIN_TOKEN}\"\n"
+    ))
+    .await
+}
+
+fn admin_request(
+    method: axum::http::Method,
+    path: &str,
+    authorization: &str,
+) -> axum::http::Request<axum::body::Body> {
+    crate::support::request(
+        method,
+        path,
+        &[("authorization", authorization)],
+        axum::body::Body::empty(),
+    )
+}
+
+#[tokio::test]
+async fn the_admin_listeners_unknown_paths_and_methods_get_the_gateways_json_answers() {
+    use axum::http::Method;
+    let app = with_admin().await;
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    let r = app
+        .send_admin(admin_request(Method::GET, "/admin/nothing", &bearer))
+        .await;
+    r.assert_error(StatusCode::NOT_FOUND, "not_found", "There is nothing here.");
+    let r = app
+        .send_admin(admin_request(Method::GET, "/admin/reload", &bearer))
+        .await;
+    r.assert_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "This method is not allowed here.",
+    );
+    assert_eq!(r.header(axum::http::header::ALLOW), "POST", "{r}");
+    // Without the token, an unknown path says nothing more than a known one.
+    let r = app
+        .send_admin(admin_request(Method::GET, "/admin/nothing", "Bearer wrong"))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r}");
+}
+
+#[tokio::test]
+async fn the_admin_tokens_scheme_is_read_without_regard_to_case() {
+    use axum::http::Method;
+    let app = with_admin().await;
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        for spaces in [" ", "  "] {
+            let auth = format!("{scheme}{spaces}{ADMIN_TOKEN}");
+            let r = app
+                .send_admin(admin_request(Method::GET, "/admin/stats", &auth))
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{auth}: {r}");
+        }
+    }
+    for auth in [
+        format!("Basic {ADMIN_TOKEN}"),
+        format!("Bearer{ADMIN_TOKEN}"),
+        format!("Bearer {ADMIN_TOKEN}x"),
+        ADMIN_TOKEN.to_owned(),
+    ] {
+        let r = app
+            .send_admin(admin_request(Method::GET, "/admin/stats", &auth))
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{auth}: {r}");
+    }
+}
+
+#[tokio::test]
+async fn the_metrics_listeners_other_paths_and_methods_get_the_gateways_json_answers() {
+    use axum::http::Method;
+    let app = TestRouter::new().await;
+    let r = app.send_metrics(get("/metrics", &[])).await;
+    assert_eq!(r.status, StatusCode::OK, "{r}");
+    let r = app.send_metrics(get("/", &[])).await;
+    r.assert_error(StatusCode::NOT_FOUND, "not_found", "There is nothing here.");
+    let r = app
+        .send_metrics(crate::support::request(
+            Method::POST,
+            "/metrics",
+            &[],
+            axum::body::Body::empty(),
+        ))
+        .await;
+    r.assert_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "This method is not allowed here.",
+    );
+}

@@ -88,6 +88,10 @@ async fn a_missing_file_with_an_extension_is_404() {
     let app = spa("").await;
     let r = app.get("/missing.3f9a2c1b.js", &[]).await;
     r.assert_error(StatusCode::NOT_FOUND, "not_found", "There is nothing here.");
+    // Also when the `.` is percent-encoded: it names the same file.
+    let r = app.get("/missing%2ejs", NAVIGATION).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{r}");
+    assert_ne!(r.text(), INDEX);
 }
 
 #[tokio::test]
@@ -226,5 +230,193 @@ async fn a_backslash_path_is_refused_by_the_static_app() {
         StatusCode::BAD_REQUEST,
         "bad_request",
         "The request target must be a path starting with /.",
+    );
+}
+
+/// A static app whose directory also holds what a deployment leaves
+/// behind (`.env`, `.git/`), a published `/.well-known/` file, and
+/// symlinks: two leading out of the directory, one staying inside it.
+async fn spa_with_leftovers() -> (TestRouter, String) {
+    let dir = TempDir::new();
+    dir.write("www/index.html", INDEX);
+    dir.write("www/app.3f9a2c1b.js", ASSET);
+    dir.write("www/.env", "DATABASE_PASSWORD=hunter2");
+    dir.write("www/.git/config", "[remote \"origin\"]");
+    dir.write("www/sub/.htpasswd", "admin:$apr1$x");
+    dir.write(
+        "www/.well-known/security.txt",
+        "Contact: security@example.test",
+    );
+    let secret = dir.write("outside/secret.txt", "outside the app");
+    dir.write("outside/index.html", "outside index");
+    let www = dir.path().join("www");
+    std::os::unix::fs::symlink(&secret, www.join("leak.txt")).expect("symlink");
+    std::os::unix::fs::symlink(dir.path().join("outside"), www.join("leakdir")).expect("symlink");
+    std::os::unix::fs::symlink(www.join("app.3f9a2c1b.js"), www.join("alias.js")).expect("symlink");
+    (
+        TestRouter::with_dir(dir, "[static]\ndir = \"{dir}/www\"\n").await,
+        "outside the app".to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn hidden_files_and_directories_are_404_in_every_spelling() {
+    let (app, _) = spa_with_leftovers().await;
+    for path in [
+        "/.env",
+        "/%2eenv",
+        "/%2Eenv",
+        "/.git/config",
+        "/.git/",
+        "/.git",
+        "/%2egit/config",
+        "/.git%2fconfig",
+        "/sub/.htpasswd",
+        "/sub%2f.htpasswd",
+        "/sub/%2ehtpasswd",
+        "//.env",
+        "/./index.html",
+        "/%2e/index.html",
+    ] {
+        for headers in [&[][..], NAVIGATION] {
+            let r = app.get(path, headers).await;
+            assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}: {r}");
+            assert!(!r.text().contains("hunter2"), "{path}: {r}");
+            assert!(!r.text().contains("origin"), "{path}: {r}");
+            assert!(!r.text().contains("apr1"), "{path}: {r}");
+            assert_ne!(r.text(), INDEX, "{path}: {r}");
+        }
+        let r = app.get(path, &[]).await;
+        r.assert_error(StatusCode::NOT_FOUND, "not_found", "There is nothing here.");
+    }
+    // RFC 8615's directory is published on purpose.
+    let r = app.get("/.well-known/security.txt", &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{r}");
+    assert_eq!(r.text(), "Contact: security@example.test");
+}
+
+#[tokio::test]
+async fn a_symlink_leading_outside_the_directory_is_404_and_one_inside_it_is_served() {
+    let (app, outside) = spa_with_leftovers().await;
+    for path in [
+        "/leak.txt",
+        "/leakdir/secret.txt",
+        "/leakdir/",
+        "/leakdir",
+        "/leakdir/index.html",
+        "/leakdir%2fsecret.txt",
+    ] {
+        for headers in [&[][..], NAVIGATION] {
+            let r = app.get(path, headers).await;
+            assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}: {r}");
+            assert!(!r.text().contains(&outside), "{path}: {r}");
+            assert!(!r.text().contains("outside index"), "{path}: {r}");
+        }
+    }
+    let r = app.get("/alias.js", &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{r}");
+    assert_eq!(r.text(), ASSET);
+}
+
+#[tokio::test]
+async fn names_longer_than_a_file_system_keeps_are_404_not_an_empty_500() {
+    let app = spa("").await;
+    let long_name = format!("/{}.js", "a".repeat(300));
+    let deep = format!("/{}x.js", "abcdefgh/".repeat(600));
+    let long_route = format!("/{}", "a".repeat(300));
+    for path in [&long_name, &deep, &long_route] {
+        let r = app.get(path, &[]).await;
+        r.assert_error(StatusCode::NOT_FOUND, "not_found", "There is nothing here.");
+        let r = app.get(path, NAVIGATION).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{}: {r}", path.len());
+        assert_eq!(r.header(header::CONTENT_TYPE), "text/html; charset=utf-8");
+    }
+}
+
+#[tokio::test]
+async fn client_routes_fall_back_to_index_html_only_for_requests_that_may_be_navigations() {
+    let app = spa("").await;
+    for headers in [
+        &[("sec-fetch-mode", "cors"), ("accept", "*/*")][..],
+        &[("sec-fetch-mode", "same-origin")],
+        &[("sec-fetch-mode", "no-cors")],
+        &[("x-requested-with", "XMLHttpRequest")],
+        &[("accept", "application/json")],
+        &[("accept", "application/json, text/plain;q=0.9")],
+    ] {
+        let r = app.get("/orders/42", headers).await;
+        r.assert_error(StatusCode::NOT_FOUND, "not_found", "There is nothing here.");
+    }
+    for headers in [
+        NAVIGATION,
+        &[("sec-fetch-mode", "navigate"), ("accept", "*/*")][..],
+        &[("accept", "text/html,application/xhtml+xml;q=0.9")],
+        &[("accept", "*/*")],
+        &[],
+    ] {
+        let r = app.get("/orders/42", headers).await;
+        assert_eq!(r.status, StatusCode::OK, "{headers:?}: {r}");
+        assert_eq!(r.text(), INDEX, "{headers:?}");
+    }
+    // Files are files whoever asks.
+    let r = app
+        .get("/app.3f9a2c1b.js", &[("sec-fetch-mode", "cors")])
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r}");
+}
+
+#[tokio::test]
+async fn the_health_endpoints_namespaces_are_404_not_the_app() {
+    let app = spa("").await;
+    for path in [
+        "/healthz/",
+        "/readyz/",
+        "/readyz/x",
+        "/healthz/deep/er",
+        "/%72eadyz/",
+        "/readyz%2fx",
+        "/%61uth/x",
+    ] {
+        for headers in [&[][..], NAVIGATION] {
+            let r = app.get(path, headers).await;
+            assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}: {r}");
+            assert_ne!(r.text(), INDEX, "{path}");
+        }
+    }
+    // A client route that only starts with the same letters is the app's.
+    let r = app.get("/readyzone", NAVIGATION).await;
+    assert_eq!(r.status, StatusCode::OK, "{r}");
+    assert_eq!(r.text(), INDEX);
+}
+
+#[tokio::test]
+async fn the_apps_html_carries_its_content_security_policy() {
+    let baseline = "base-uri 'self'; object-src 'none'; frame-ancestors 'none'";
+    let app = spa("").await;
+    for path in ["/", "/index.html", "/settings/profile"] {
+        let r = app.get(path, NAVIGATION).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {r}");
+        assert_eq!(
+            r.header(header::CONTENT_SECURITY_POLICY),
+            baseline,
+            "{path}: {r}"
+        );
+    }
+    let r = app.get("/app.3f9a2c1b.js", &[]).await;
+    assert!(
+        r.headers.get(header::CONTENT_SECURITY_POLICY).is_none(),
+        "{r}"
+    );
+
+    let own = "default-src 'self'; frame-ancestors 'none'";
+    let app = spa(&format!("content_security_policy = \"{own}\"\n")).await;
+    let r = app.get("/", NAVIGATION).await;
+    assert_eq!(r.header(header::CONTENT_SECURITY_POLICY), own, "{r}");
+
+    let app = spa("content_security_policy = \"\"\n").await;
+    let r = app.get("/", NAVIGATION).await;
+    assert!(
+        r.headers.get(header::CONTENT_SECURITY_POLICY).is_none(),
+        "{r}"
     );
 }

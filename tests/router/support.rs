@@ -206,12 +206,22 @@ impl TestRouter {
 
     /// Sends one request through the whole router (every layer included).
     pub async fn send(&self, req: Request<Body>) -> Reply {
-        let resp = self
-            .router
-            .clone()
-            .oneshot(req)
-            .await
-            .expect("the router is infallible");
+        Self::send_to(self.router.clone(), req).await
+    }
+
+    /// Sends one request to the admin listener's app (`admin_app`; needs
+    /// `[admin]` in the configuration).
+    pub async fn send_admin(&self, req: Request<Body>) -> Reply {
+        Self::send_to(oidc_bff::admin_app(self.state.clone()), req).await
+    }
+
+    /// Sends one request to the metrics listener's app.
+    pub async fn send_metrics(&self, req: Request<Body>) -> Reply {
+        Self::send_to(oidc_bff::metrics_app(&self.state), req).await
+    }
+
+    async fn send_to(router: Router, req: Request<Body>) -> Reply {
+        let resp = router.oneshot(req).await.expect("the router is infallible");
         let status = resp.status();
         let headers = resp.headers().clone();
         let body = resp
