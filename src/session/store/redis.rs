@@ -2,7 +2,9 @@
 //! instance.
 //!
 //! One multiplexed connection (redis-rs `ConnectionManager`) carries all
-//! traffic and reconnects by itself after Redis comes back. Because the
+//! traffic and reconnects by itself after Redis comes back; the link
+//! (`redis_link.rs`) replaces it when a command goes unanswered or gets a
+//! reply of another kind than it gives. Because the
 //! connection is shared by concurrent requests, WATCH/MULTI cannot be used;
 //! every multi-key mutation is a Lua script, which Redis runs atomically.
 //! Each operation is bounded by the configured timeout: past it, the caller

@@ -1,6 +1,12 @@
 //! Which Redis server the store talks to: one fixed server, whichever
 //! server Redis Sentinel names as master right now, or a Redis Cluster.
 //!
+//! A connection on which a command went unanswered within the store's
+//! timeout, or got a reply of another kind than it gives, is not used
+//! again ([`watched`], [`Link::distrust`]): replies come in order, so one
+//! endless, missing or foreign reply would otherwise spoil every later
+//! command on it.
+//!
 //! A `ConnectionManager` reconnects to the address it was built with. That is
 //! right for a fixed server and wrong after a Sentinel failover: the old
 //! master is gone, or comes back as a replica that refuses writes with
