@@ -501,3 +501,82 @@ async fn a_sentinel_that_answers_badly_is_passed_over_for_the_next_one() {
         assert_eq!(keys.len(), 1, "{what}: the session is on the master");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_invalidation_messages_empty_the_session_cache_and_never_leave_it_stale() {
+    use crate::session_cache::{cached_on, metric, tracking_up};
+    const FLUSHES: &str = "oidc_bff_session_cache_flushes_total";
+    let redis = RedisServer::start();
+    let proxy = RespProxy::start(([127, 0, 0, 1], redis.port).into()).await;
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .redis(&proxy.url())
+        .metrics()
+        .start_process()
+        .await;
+    tracking_up(&gw).await;
+    let mut b = Browser::new(&gw);
+    b.login_alice().await;
+    let cookie = b.cookie_header();
+    for (what, frame) in [
+        (
+            "a key that is not a string",
+            &b">2\r\n$10\r\ninvalidate\r\n*1\r\n:5\r\n"[..],
+        ),
+        (
+            "a key under another prefix",
+            b">2\r\n$10\r\ninvalidate\r\n*1\r\n$13\r\nother:s:abcd1\r\n",
+        ),
+        (
+            "keys that are no array",
+            b">2\r\n$10\r\ninvalidate\r\n:1\r\n",
+        ),
+        ("no keys at all", b">1\r\n$10\r\ninvalidate\r\n"),
+        ("a push whose kind is no string", b">2\r\n:5\r\n:6\r\n"),
+    ] {
+        tracking_up(&gw).await;
+        cached_on(&gw, &cookie).await;
+        let before = metric(&gw, FLUSHES).await;
+        proxy.push_all(frame).await;
+        let started = Instant::now();
+        while metric(&gw, FLUSHES).await <= before {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{what}: the cache was not emptied"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let r = b.get("/api/a").await;
+        assert_eq!(r.status, StatusCode::OK, "{what}: {r:?}");
+    }
+    // Ended behind the gateway's back while the cache serves again: the
+    // invalidation still comes through.
+    tracking_up(&gw).await;
+    cached_on(&gw, &cookie).await;
+    let mut direct = redis::Client::open(redis.url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}s:*", gw.prefix))
+        .query_async(&mut direct)
+        .await
+        .expect("KEYS");
+    let _: i64 = redis::cmd("DEL")
+        .arg(&keys)
+        .query_async(&mut direct)
+        .await
+        .expect("DEL");
+    let started = Instant::now();
+    loop {
+        let r = b.get("/api/a").await;
+        if r.status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the deleted session was served from the cache: {r:?}"
+        );
+    }
+}

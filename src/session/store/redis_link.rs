@@ -426,7 +426,8 @@ impl SentinelLink {
         manager_config: ConnectionManagerConfig,
     ) -> RedisResult<Self> {
         // One client per Sentinel, each asking the Sentinels in another
-        // order (see `Discovery`).
+        // order (see `Discovery`); at least one, since the builder refuses
+        // an empty list.
         let count = sentinel.nodes.len().max(1);
         let mut clients = Vec::with_capacity(count);
         for first in 0..count {
