@@ -580,3 +580,40 @@ async fn garbage_invalidation_messages_empty_the_session_cache_and_never_leave_i
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_whose_cursor_never_comes_back_to_zero_ends_the_walk_instead_of_calling_forever() {
+    let redis = RedisServer::start();
+    let proxy = RespProxy::start(([127, 0, 0, 1], redis.port).into()).await;
+    let upstream = Upstream::start().await;
+    // The session count's walk (a SCAN batch per script call) answered
+    // with the same cursor every time: a store or proxy that mangles
+    // cursors.
+    proxy.rule(|c| {
+        (c.name() == "EVAL" && c.arg(1).contains("'SCAN'"))
+            .then(|| Act::Reply(b"*2\r\n$1\r\n7\r\n:0\r\n".to_vec()))
+    });
+    let calls = |proxy: &RespProxy| {
+        proxy
+            .seen()
+            .iter()
+            .filter(|c| c.name() == "EVAL" && c.arg(1).contains("'SCAN'"))
+            .count()
+    };
+    // The count runs at start, then every 30 s.
+    let gw = gateway(&upstream, &proxy).await;
+    let started = Instant::now();
+    while calls(&proxy) == 0 {
+        assert!(started.elapsed() < Duration::from_secs(20), "no count ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let n = calls(&proxy);
+    assert!(
+        n <= 3,
+        "the walk stopped at the cursor answered twice, not after {n} calls"
+    );
+    let mut b = Browser::new(&gw);
+    b.login_alice().await;
+    assert_eq!(b.get("/api/a").await.status, StatusCode::OK);
+}
