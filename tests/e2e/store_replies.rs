@@ -617,3 +617,62 @@ async fn a_scan_whose_cursor_never_comes_back_to_zero_ends_the_walk_instead_of_c
     b.login_alice().await;
     assert_eq!(b.get("/api/a").await.status, StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backchannel_logout_the_store_answers_badly_fails_and_the_same_token_ends_the_session_later()
+ {
+    use crate::session_lifecycle::{backchannel_gateway_from, logout_token, post_logout_token};
+    let redis = RedisServer::start();
+    let proxy = RespProxy::start(([127, 0, 0, 1], redis.port).into()).await;
+    let upstream = Upstream::start().await;
+    let (gw, client_id) = backchannel_gateway_from(
+        GatewayBuilder::new(&upstream)
+            .redis(&proxy.url())
+            .store_timeout(STORE_TIMEOUT)
+            .configure(|c| c.store.cache_entries = 0),
+    )
+    .await;
+    let user = crate::harness::unique_user("bcl-replies");
+    let mut b = Browser::new(&gw);
+    b.login_as(&user).await;
+    let sid = b.get("/auth/user").await.json()["claims"]["sid"]
+        .as_str()
+        .expect("sid")
+        .to_owned();
+    let token = logout_token(&client_id, serde_json::json!({ "sid": sid })).await;
+    for (what, reply) in [
+        (
+            "a code REVOKE never answers",
+            &b"*2\r\n:7\r\n$0\r\n\r\n"[..],
+        ),
+        ("+OK", b"+OK\r\n"),
+        (
+            "-OOM",
+            b"-OOM command not allowed when used memory > 'maxmemory'.\r\n",
+        ),
+    ] {
+        let reply = reply.to_vec();
+        proxy.rule(move |c| {
+            c.runs_script_with(REVOKE_SCRIPT)
+                .then(|| Act::Reply(reply.clone()))
+        });
+        let (status, body) = post_logout_token(&gw, &token).await;
+        assert!(
+            status.is_server_error(),
+            "{what}: the provider is told to try again: {status} {body}"
+        );
+        proxy.clear();
+        assert_eq!(
+            b.get("/api/a").await.status,
+            StatusCode::OK,
+            "{what}: not ended, and not said to be"
+        );
+    }
+    let (status, body) = post_logout_token(&gw, &token).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the retried token is no replay: {body}"
+    );
+    assert_eq!(b.get("/api/a").await.status, StatusCode::UNAUTHORIZED);
+}
