@@ -93,6 +93,18 @@ async fn a_session_lookup_answered_with_a_reply_the_script_never_gives_is_an_out
         ("a RESP3 double", b",1.5\r\n".to_vec()),
         ("a RESP3 map", b"%1\r\n+a\r\n+b\r\n".to_vec()),
         ("a RESP3 boolean", b"#t\r\n".to_vec()),
+        ("arrays nested 150 deep", {
+            let mut r = b"*1\r\n".repeat(150);
+            r.extend_from_slice(b":1\r\n");
+            r
+        }),
+        ("RESP3 maps nested 150 deep", {
+            let mut r = b"%1\r\n+k\r\n".repeat(150);
+            r.extend_from_slice(b":1\r\n");
+            r
+        }),
+        ("a bulk length that is no number", b"$abc\r\n".to_vec()),
+        ("a type byte RESP does not have", b"^x\r\n".to_vec()),
     ] {
         proxy.rule(move |c| {
             c.runs_script_with(GET_SCRIPT)
