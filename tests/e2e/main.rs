@@ -42,6 +42,7 @@ mod store_costs;
 mod store_ended_idle;
 mod store_hostile;
 mod store_outage;
+mod store_replies;
 mod store_sentinel;
 mod tokens;
 mod traces;

@@ -2,7 +2,9 @@
 //! instance.
 //!
 //! One multiplexed connection (redis-rs `ConnectionManager`) carries all
-//! traffic and reconnects by itself after Redis comes back. Because the
+//! traffic and reconnects by itself after Redis comes back; the link
+//! (`redis_link.rs`) replaces it when a command goes unanswered or gets a
+//! reply of another kind than it gives. Because the
 //! connection is shared by concurrent requests, WATCH/MULTI cannot be used;
 //! every multi-key mutation is a Lua script, which Redis runs atomically.
 //! Each operation is bounded by the configured timeout: past it, the caller
@@ -27,7 +29,7 @@ use redis::aio::ConnectionManagerConfig;
 use redis::{AsyncCommands, RedisResult};
 
 use super::redis_keys::{Layout, SidIndex, field_hash, index_field};
-use super::redis_link::{ClusterLink, Link, SentinelLink};
+use super::redis_link::{ClusterLink, FixedLink, Link, SentinelLink};
 use super::redis_scripts::Scripts;
 use super::{
     Fetched, ListCursor, ListedSession, MAX_PAGE, NewSession, OnceKind, Read, Revocation,
@@ -167,7 +169,7 @@ impl RedisStore {
                     .invoke_async(&mut conn),
             )
             .await?;
-        if r == 2 {
+        if self.script_code("SET_NX", r, &[0, 1, 2])? == 2 {
             tracing::warn!(
                 kind,
                 "a marker key (lock, claim, jti or lease) held a key of another type (written by something else?): replaced"
@@ -216,10 +218,13 @@ impl RedisStore {
             }
         };
         let client = fixed_client(config, url, certificates, &address)?;
-        let conn = client
-            .get_connection_manager_lazy(manager_config)
-            .map_err(|e| StoreError::Unavailable(format!("{e} (Redis at {address})")))?;
-        Ok(Self::with_link(Link::Fixed(conn), prefix, timeout, address))
+        let link = FixedLink::new(client, manager_config);
+        Ok(Self::with_link(
+            Link::Fixed(Arc::new(link)),
+            prefix,
+            timeout,
+            address,
+        ))
     }
 
     fn with_link(conn: Link, prefix: &str, timeout: Duration, address: String) -> Self {
@@ -280,15 +285,48 @@ impl RedisStore {
     }
 
     /// What Redis answered, as the store's result.
+    /// A reply of another type than the command gives (a conversion that
+    /// failed, a script answer of another shape) also replaces the
+    /// connection (see [`Link::distrust`]).
     fn answer<T>(&self, answer: RedisResult<T>) -> StoreResult<T> {
         match answer {
             Ok(v) => Ok(v),
             Err(e) if e.is_timeout() => Err(StoreError::Timeout(self.timeout)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    redis::ErrorKind::Parse | redis::ErrorKind::UnexpectedReturnType
+                ) =>
+            {
+                self.conn
+                    .distrust("a reply of another type than the command gives");
+                Err(StoreError::Unavailable(format!(
+                    "{e} (Redis at {})",
+                    self.address
+                )))
+            }
             Err(e) => Err(StoreError::Unavailable(format!(
                 "{e} (Redis at {})",
                 self.address
             ))),
         }
+    }
+
+    /// `code` if it is one of the codes `script` answers. Another comes
+    /// from a store (or a proxy in front of it) that answered something
+    /// else than the script: an error (a 503) that replaces the connection,
+    /// never read as one of the answers (a logout that ended nothing taken
+    /// for one that found no session, a marker taken for set).
+    fn script_code(&self, script: &str, code: i64, valid: &[i64]) -> StoreResult<i64> {
+        if valid.contains(&code) {
+            return Ok(code);
+        }
+        self.conn
+            .distrust("a script answered a code it never gives");
+        Err(StoreError::Unavailable(format!(
+            "the {script} script got the code {code}, which it never answers (Redis at {})",
+            self.address
+        )))
     }
 
     fn ids(values: Vec<String>) -> Vec<StoreId> {
@@ -395,7 +433,7 @@ impl RedisStore {
                 .arg(if fence { "1" } else { "0" })
                 .arg(now);
             let (code, text): (i64, Vec<u8>) = self.run_script(&call).await?;
-            match code {
+            match self.script_code("REVOKE", code, &[0, 1, 2, 3])? {
                 // The sid hash of the session ended, as the record's `x`.
                 1 => return Ok((code, field_hash(&text))),
                 3 => {}
@@ -678,7 +716,7 @@ impl SessionStore for RedisStore {
             async move {
                 let mut invocation = self.scripts.get.prepare_invoke();
                 invocation.key(record).key(tombstone).key(activity);
-                match invocation.invoke_async(&mut conn).await.map(fetched) {
+                match invocation.invoke_async(&mut conn).await.and_then(fetched) {
                     // The session's slot is migrating (a reshard): the
                     // script's keys are not all on one node, so read them
                     // one by one (`read_apart`), each where it is.
@@ -787,7 +825,7 @@ impl SessionStore for RedisStore {
                     .invoke_async(&mut conn),
             )
             .await?;
-        Ok(r == 1)
+        Ok(self.script_code("REPLACE_IF", r, &[-1, 0, 1])? == 1)
     }
 
     async fn record_activity(
@@ -806,7 +844,7 @@ impl SessionStore for RedisStore {
                     .arg(ttl_millis.max(1)),
             )
             .await?;
-        Ok(written == 1)
+        Ok(self.script_code("ACTIVITY", written, &[0, 1])? == 1)
     }
 
     async fn revoke(&self, id: &StoreId, why: &Revocation) -> StoreResult<RevokeOutcome> {

@@ -1,6 +1,12 @@
 //! Which Redis server the store talks to: one fixed server, whichever
 //! server Redis Sentinel names as master right now, or a Redis Cluster.
 //!
+//! A connection on which a command went unanswered within the store's
+//! timeout, or got a reply of another kind than it gives, is not used
+//! again ([`watched`], [`Link::distrust`]): replies come in order, so one
+//! endless, missing or foreign reply would otherwise spoil every later
+//! command on it.
+//!
 //! A `ConnectionManager` reconnects to the address it was built with. That is
 //! right for a fixed server and wrong after a Sentinel failover: the old
 //! master is gone, or comes back as a replica that refuses writes with
@@ -84,6 +90,22 @@ impl<C: Clone> Current<C> {
         generation
     }
 
+    /// The connection in use, or `open()`'s, installed, when there is
+    /// none; under the lock, so concurrent callers share one.
+    fn get_or_install(&self, open: impl FnOnce() -> RedisResult<C>) -> RedisResult<(u64, C)> {
+        let mut slot = self
+            .slot
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(current) = slot.as_ref() {
+            return Ok(current.clone());
+        }
+        let conn = open()?;
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed);
+        *slot = Some((generation, conn.clone()));
+        Ok((generation, conn))
+    }
+
     /// Drops connection `generation` if it is still the one in use; whether
     /// it was.
     fn forget(&self, generation: u64) -> bool {
@@ -109,7 +131,7 @@ pub use cluster::ClusterLink;
 /// A cheap-to-clone handle that runs commands on the right server.
 #[derive(Clone)]
 pub enum Link {
-    Fixed(ConnectionManager),
+    Fixed(Arc<FixedLink>),
     Sentinel(Arc<SentinelLink>),
     Cluster(Arc<ClusterLink>),
 }
@@ -150,6 +172,125 @@ fn named(cmd: &Cmd, names: &[&[u8]]) -> bool {
     }
 }
 
+/// Runs `op`, one command (or pipeline) on connection `generation`, and
+/// calls `stuck(generation)` when the connection stopped answering: the
+/// command failed with a timeout, or it was dropped unfinished (the
+/// store's own timeout, equal to `limit`, fired first) after nearly
+/// `limit`. A connection with one command unanswered answers nothing
+/// after it (replies come in order): a server that trickles an endless
+/// reply, declares a 512 MB string and sends nothing more, or hangs,
+/// would otherwise leave every later command of every request waiting on
+/// the same connection, each timing out, for as long as the process runs.
+/// The client library reconnects only after an I/O or parse failure,
+/// never after a timeout. A request dropped early (its client went away)
+/// says nothing about the connection and replaces nothing.
+async fn watched<T>(
+    generation: u64,
+    limit: Option<Duration>,
+    op: impl std::future::Future<Output = RedisResult<T>>,
+    stuck: impl Fn(u64),
+) -> RedisResult<T> {
+    struct Guard<F: Fn(u64)> {
+        generation: u64,
+        started: Instant,
+        limit: Option<Duration>,
+        stuck: F,
+        finished: bool,
+    }
+    impl<F: Fn(u64)> Drop for Guard<F> {
+        fn drop(&mut self) {
+            // Timers fire a little early or late: nine tenths of the limit
+            // is a command that waited out the store's timeout.
+            if !self.finished
+                && self
+                    .limit
+                    .is_some_and(|limit| self.started.elapsed() >= limit.mul_f32(0.9))
+            {
+                (self.stuck)(self.generation);
+            }
+        }
+    }
+    let mut guard = Guard {
+        generation,
+        started: Instant::now(),
+        limit,
+        stuck,
+        finished: false,
+    };
+    let result = op.await;
+    guard.finished = true;
+    if let Err(e) = &result
+        && e.is_timeout()
+    {
+        (guard.stuck)(generation);
+    }
+    result
+}
+
+/// One fixed server (`store.url`): a reconnecting connection, replaced by
+/// a new one when it stops answering (see [`watched`]).
+pub struct FixedLink {
+    client: redis::Client,
+    manager_config: ConnectionManagerConfig,
+    current: Current<ConnectionManager>,
+    db: i64,
+}
+
+impl FixedLink {
+    /// Prepares the link; the connection is opened on first use.
+    pub fn new(client: redis::Client, manager_config: ConnectionManagerConfig) -> Self {
+        let db = client.get_connection_info().redis_settings().db();
+        Self {
+            client,
+            manager_config,
+            current: Current::default(),
+            db,
+        }
+    }
+
+    fn conn(&self) -> RedisResult<(u64, ConnectionManager)> {
+        self.current.get_or_install(|| {
+            self.client
+                .get_connection_manager_lazy(self.manager_config.clone())
+        })
+    }
+
+    fn stuck(&self, generation: u64) {
+        if self.current.forget(generation) {
+            tracing::warn!(
+                "redis: a command got no complete answer within the store timeout; the connection is replaced"
+            );
+        }
+    }
+
+    async fn command(&self, cmd: &Cmd) -> RedisResult<Value> {
+        let (generation, mut conn) = self.conn()?;
+        watched(
+            generation,
+            self.manager_config.response_timeout(),
+            conn.req_packed_command(cmd),
+            |g| self.stuck(g),
+        )
+        .await
+    }
+
+    async fn pipeline(
+        &self,
+        pipeline: &Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<Vec<Value>> {
+        let (generation, mut conn) = self.conn()?;
+        watched(
+            generation,
+            self.manager_config.response_timeout(),
+            conn.req_packed_commands(pipeline, offset, count),
+            |g| self.stuck(g),
+        )
+        .await
+    }
+}
+
 /// How often, while commands flow, the Sentinels are asked whether they
 /// still name the master in use.
 const RECHECK_EVERY: Duration = Duration::from_secs(1);
@@ -162,10 +303,35 @@ struct Master {
     addr: Arc<str>,
 }
 
+/// The Sentinel clients that find the master, one per Sentinel, each
+/// asking them in another order (the first one first, the second one
+/// first, …), and which one asks next. The client library waits for the
+/// Sentinels' answers in the order it was given them, with no response
+/// timeout of its own: a Sentinel that accepts the connection and never
+/// answers (or trickles an endless reply) would stall every discovery
+/// behind it, for good, however many good Sentinels follow. Each
+/// discovery is bounded (`SentinelLink::discover`) and the next one
+/// starts from the next Sentinel, so a bad one costs one failed
+/// discovery, not the store.
+struct Discovery {
+    clients: Vec<SentinelClient>,
+    next: usize,
+}
+
+impl Discovery {
+    /// The client whose turn it is; the turn passes even if the caller
+    /// is cancelled (the store's timeout) while it asks.
+    fn take_turn(&mut self) -> &mut SentinelClient {
+        let index = self.next % self.clients.len().max(1);
+        self.next = index + 1;
+        &mut self.clients[index]
+    }
+}
+
 pub struct SentinelLink {
     /// Asks the Sentinels; locked while one task (re)discovers the master so
     /// concurrent requests do not all query the Sentinels at once.
-    sentinel: tokio::sync::Mutex<SentinelClient>,
+    sentinel: tokio::sync::Mutex<Discovery>,
     /// The current master's connection.
     current: Current<Master>,
     manager_config: ConnectionManagerConfig,
@@ -259,34 +425,45 @@ impl SentinelLink {
         certificates: Option<TlsCertificates>,
         manager_config: ConnectionManagerConfig,
     ) -> RedisResult<Self> {
-        let nodes = sentinel
-            .nodes
-            .iter()
-            .map(|(host, port)| address(host, *port, sentinel.tls));
-        let mut builder =
-            SentinelClientBuilder::new(nodes, &sentinel.master, SentinelServerType::Master)?
-                .set_client_to_redis_db(data_nodes.db);
-        if sentinel.tls {
-            builder = builder
-                .set_client_to_sentinel_tls_mode(TlsMode::Secure)
-                .set_client_to_redis_tls_mode(TlsMode::Secure);
-            if let Some(certs) = &certificates {
+        // One client per Sentinel, each asking the Sentinels in another
+        // order (see `Discovery`); at least one, since the builder refuses
+        // an empty list.
+        let count = sentinel.nodes.len().max(1);
+        let mut clients = Vec::with_capacity(count);
+        for first in 0..count {
+            let nodes = sentinel
+                .nodes
+                .iter()
+                .cycle()
+                .skip(first)
+                .take(sentinel.nodes.len())
+                .map(|(host, port)| address(host, *port, sentinel.tls));
+            let mut builder =
+                SentinelClientBuilder::new(nodes, &sentinel.master, SentinelServerType::Master)?
+                    .set_client_to_redis_db(data_nodes.db);
+            if sentinel.tls {
                 builder = builder
-                    .set_client_to_sentinel_certificates(certs.clone())
-                    .set_client_to_redis_certificates(certs.clone());
+                    .set_client_to_sentinel_tls_mode(TlsMode::Secure)
+                    .set_client_to_redis_tls_mode(TlsMode::Secure);
+                if let Some(certs) = &certificates {
+                    builder = builder
+                        .set_client_to_sentinel_certificates(certs.clone())
+                        .set_client_to_redis_certificates(certs.clone());
+                }
             }
-        }
-        if let Some(user) = &data_nodes.username {
-            builder = builder.set_client_to_redis_username(user);
-        }
-        if let Some(pw) = &data_nodes.password {
-            builder = builder.set_client_to_redis_password(pw.expose());
-        }
-        if let Some(user) = &sentinel.username {
-            builder = builder.set_client_to_sentinel_username(user);
-        }
-        if let Some(pw) = &sentinel.password {
-            builder = builder.set_client_to_sentinel_password(pw.expose());
+            if let Some(user) = &data_nodes.username {
+                builder = builder.set_client_to_redis_username(user);
+            }
+            if let Some(pw) = &data_nodes.password {
+                builder = builder.set_client_to_redis_password(pw.expose());
+            }
+            if let Some(user) = &sentinel.username {
+                builder = builder.set_client_to_sentinel_username(user);
+            }
+            if let Some(pw) = &sentinel.password {
+                builder = builder.set_client_to_sentinel_password(pw.expose());
+            }
+            clients.push(builder.build()?);
         }
         let timeouts = (
             manager_config.connection_timeout().unwrap_or(RECHECK_EVERY),
@@ -294,7 +471,7 @@ impl SentinelLink {
         );
         let sentinels = Sentinels::new(sentinel, data_nodes, certificates, timeouts);
         Ok(Self {
-            sentinel: tokio::sync::Mutex::new(builder.build()?),
+            sentinel: tokio::sync::Mutex::new(Discovery { clients, next: 0 }),
             current: Current::default(),
             manager_config,
             db: data_nodes.db,
@@ -339,6 +516,19 @@ impl SentinelLink {
         self.current.install(master)
     }
 
+    /// How long one discovery may take: a connection and an answer from a
+    /// Sentinel, then from the master it names.
+    fn discovery_limit(&self) -> Duration {
+        2 * (self
+            .manager_config
+            .connection_timeout()
+            .unwrap_or(RECHECK_EVERY)
+            + self
+                .manager_config
+                .response_timeout()
+                .unwrap_or(RECHECK_EVERY))
+    }
+
     fn elapsed_ms(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
@@ -354,14 +544,22 @@ impl SentinelLink {
         if let Some((generation, m)) = self.current.get() {
             return Ok((generation, m.conn));
         }
-        let opened = async {
-            let client = sentinel.async_get_client().await?;
+        let limit = self.discovery_limit();
+        let client = sentinel.take_turn();
+        let opened = tokio::time::timeout(limit, async {
+            let client = client.async_get_client().await?;
             let addr: Arc<str> = client.get_connection_info().addr().to_string().into();
             let conn =
                 ConnectionManager::new_with_config(client, self.manager_config.clone()).await?;
             Ok::<_, RedisError>((addr, conn))
-        }
-        .await;
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(RedisError::from((
+                ErrorKind::Io,
+                "no Sentinel named a reachable master in time (the next try asks another Sentinel first)",
+            )))
+        });
         // The Sentinel client's error for a refused login does not say
         // whose, the Sentinels' or the data nodes': ask again, step by
         // step, to name the keys to fix. Only then: an unreachable Sentinel
@@ -573,7 +771,16 @@ impl SentinelLink {
     /// A client of the master the Sentinels name now, asked afresh: the
     /// session cache's invalidation connection follows it.
     pub(super) async fn master_client(&self) -> RedisResult<redis::Client> {
-        self.sentinel.lock().await.async_get_client().await
+        let limit = self.discovery_limit();
+        let mut sentinel = self.sentinel.lock().await;
+        tokio::time::timeout(limit, sentinel.take_turn().async_get_client())
+            .await
+            .unwrap_or_else(|_| {
+                Err(RedisError::from((
+                    ErrorKind::Io,
+                    "no Sentinel named the master in time",
+                )))
+            })
     }
 
     /// A client of the master at `addr` (`host:port`, as a store's link
@@ -602,7 +809,18 @@ impl SentinelLink {
         let (generation, mut conn) = self.master().await?;
         self.recheck_when_due();
         self.watch_when_needed();
-        let result = conn.req_packed_command(cmd).await;
+        let result = watched(
+            generation,
+            self.manager_config.response_timeout(),
+            conn.req_packed_command(cmd),
+            |g| {
+                self.forget(
+                    g,
+                    "a command got no complete answer within the store timeout",
+                )
+            },
+        )
+        .await;
         let sign = match &result {
             Ok(value) => refusal(value),
             Err(e) => failure(e),
@@ -636,7 +854,18 @@ impl SentinelLink {
         let (generation, mut conn) = self.master().await?;
         self.recheck_when_due();
         self.watch_when_needed();
-        let result = conn.req_packed_commands(pipeline, offset, count).await;
+        let result = watched(
+            generation,
+            self.manager_config.response_timeout(),
+            conn.req_packed_commands(pipeline, offset, count),
+            |g| {
+                self.forget(
+                    g,
+                    "a command got no complete answer within the store timeout",
+                )
+            },
+        )
+        .await;
         let sign = match &result {
             Ok(values) => values.iter().find_map(refusal),
             Err(e) => failure(e),
@@ -707,6 +936,35 @@ fn failure(e: &RedisError) -> Option<Sign> {
 }
 
 impl Link {
+    /// Replaces the connection in use (fixed server, Sentinel's master)
+    /// after a reply the command never gets: a value of another type, or
+    /// a script's answer it never gives. Such a reply comes from a server
+    /// or a proxy in front of it that lost track of which reply belongs
+    /// to which command (a desynchronised connection answers every later
+    /// command with an earlier one's reply) or that answers garbage:
+    /// either way the connection is not kept. The cluster client keeps a
+    /// connection per node and is left to its own recovery.
+    pub fn distrust(&self, why: &str) {
+        match self {
+            Link::Fixed(link) => {
+                if let Some((generation, _)) = link.current.get()
+                    && link.current.forget(generation)
+                {
+                    tracing::warn!(
+                        why,
+                        "redis: an unexpected reply; the connection is replaced"
+                    );
+                }
+            }
+            Link::Sentinel(link) => {
+                if let Some((generation, _)) = link.current.get() {
+                    link.forget(generation, why);
+                }
+            }
+            Link::Cluster(_) => {}
+        }
+    }
+
     /// Every server that may hold keys: the one server, or each primary of
     /// a cluster, with slots or importing one (keyless commands such as
     /// SCAN must visit all of them).
@@ -741,7 +999,7 @@ impl Link {
 impl ConnectionLike for Link {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Link::Fixed(conn) => conn.req_packed_command(cmd),
+            Link::Fixed(link) => Box::pin(link.command(cmd)),
             Link::Sentinel(link) => Box::pin(link.command(cmd)),
             Link::Cluster(link) => Box::pin(link.command(cmd)),
         }
@@ -754,7 +1012,7 @@ impl ConnectionLike for Link {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Link::Fixed(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Link::Fixed(link) => Box::pin(link.pipeline(pipeline, offset, count)),
             Link::Sentinel(link) => Box::pin(link.pipeline(pipeline, offset, count)),
             Link::Cluster(link) => Box::pin(link.pipeline(pipeline, offset, count)),
         }
@@ -762,7 +1020,7 @@ impl ConnectionLike for Link {
 
     fn get_db(&self) -> i64 {
         match self {
-            Link::Fixed(conn) => conn.get_db(),
+            Link::Fixed(link) => link.db,
             Link::Sentinel(link) => link.db,
             // A cluster has only database 0 (`store.db` is checked).
             Link::Cluster(_) => 0,

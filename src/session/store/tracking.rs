@@ -375,6 +375,12 @@ impl Link {
     async fn run(&self) {
         let mut backoff = Duration::from_millis(100);
         let mut was_up = false;
+        // The reason last reported at WARN while tracking could not be
+        // set up: a server that refuses it for good (`CLIENT TRACKING`
+        // unknown to a Redis-compatible server, denied by an ACL) leaves
+        // the cache off for as long as the process runs, which operators
+        // must learn from the log, once per reason rather than per retry.
+        let mut warned: Option<String> = None;
         loop {
             let started = Instant::now();
             let why = self.session(&mut was_up).await;
@@ -382,6 +388,10 @@ impl Link {
             if was_up {
                 tracing::warn!(why = %why, "session cache: invalidation connection lost; cache emptied, reading through until it is back");
                 was_up = false;
+                warned = None;
+            } else if warned.as_deref() != Some(why.as_str()) {
+                tracing::warn!(why = %why, "session cache: cannot set up the invalidation connection; the cache is off (every lookup reads the store) until it can, retrying");
+                warned = Some(why);
             } else {
                 tracing::debug!(why = %why, "session cache: invalidation connection not established");
             }

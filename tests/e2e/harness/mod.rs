@@ -18,6 +18,7 @@ pub mod procs;
 pub mod provider2;
 pub mod provider_api;
 pub mod raw_http;
+pub mod resp;
 pub mod sharded;
 pub mod test_ca;
 pub mod tls_upstream;
@@ -32,6 +33,7 @@ pub use procs::{ProviderProcess, RedisCluster, RedisServer, SentinelProcess, Tls
 pub use provider_api::ProviderApi;
 pub use provider2::Provider2Process;
 pub use raw_http::{Answer, BrowserConnection, Cut, public};
+pub use resp::{Act, RespProxy};
 pub use test_ca::TestCa;
 pub use tls_upstream::TlsUpstream;
 

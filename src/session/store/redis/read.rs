@@ -5,24 +5,45 @@
 use super::RedisStore;
 use crate::session::store::{Fetched, Read, RevokeReason};
 
-/// What the `GET` script answered.
-pub(super) fn fetched(value: redis::Value) -> Read {
+/// What the `GET` script answered. Only the answers it gives are read
+/// (a record, a record and its activity, a tombstone, nil, or one of the
+/// two wrong-type codes); anything else is an error, not "no session": a
+/// reply of another shape comes from a store (or a proxy in front of it)
+/// that answers something else than the script, and reading it as no
+/// session would log out a user whose session still exists.
+pub(super) fn fetched(value: redis::Value) -> redis::RedisResult<Read> {
+    let unexpected = |value: &redis::Value| {
+        redis::RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "the session lookup script got a reply it never gives",
+            shape(value),
+        ))
+    };
     let (fetched, activity) = match value {
         redis::Value::BulkString(record) => (Fetched::Live(record), None),
-        redis::Value::Array(mut items) if items.len() == 2 => {
+        redis::Value::Nil => (Fetched::Missing, None),
+        redis::Value::Array(mut items)
+            if items.len() == 2
+                && matches!(items[0], redis::Value::BulkString(_))
+                && matches!(items[1], redis::Value::BulkString(_)) =>
+        {
             let activity = stamp(&items[1]);
             match items.swap_remove(0) {
                 redis::Value::BulkString(record) => (Fetched::Live(record), activity),
-                _ => (Fetched::Missing, None),
+                other => return Err(unexpected(&other)),
             }
         }
-        redis::Value::Array(items) => (
-            Fetched::Revoked(match items.first() {
-                Some(redis::Value::BulkString(tomb)) => tomb_reason(tomb),
-                _ => None,
-            }),
-            None,
-        ),
+        redis::Value::Array(items)
+            if items.len() == 1 && matches!(items[0], redis::Value::BulkString(_)) =>
+        {
+            (
+                Fetched::Revoked(match items.first() {
+                    Some(redis::Value::BulkString(tomb)) => tomb_reason(tomb),
+                    _ => None,
+                }),
+                None,
+            )
+        }
         // `GET`'s answers for a key of the wrong type (see the script).
         redis::Value::Int(WRONG_TYPE_RECORD) => {
             tracing::warn!(
@@ -36,9 +57,36 @@ pub(super) fn fetched(value: redis::Value) -> Read {
             );
             (Fetched::Revoked(None), None)
         }
-        _ => (Fetched::Missing, None),
+        other => return Err(unexpected(&other)),
     };
-    Read { fetched, activity }
+    Ok(Read { fetched, activity })
+}
+
+/// A reply's kind and size, never its bytes (a record, a token), for an
+/// error that says what came instead of what was expected.
+pub(in crate::session::store) fn shape(value: &redis::Value) -> String {
+    use redis::Value as V;
+    match value {
+        V::Nil => "nil".into(),
+        V::Int(i) => format!("the integer {i}"),
+        V::BulkString(b) => format!("a string of {} bytes", b.len()),
+        V::Array(items) => {
+            let kinds: Vec<String> = items.iter().take(4).map(shape).collect();
+            let more = if items.len() > 4 { ", …" } else { "" };
+            format!("an array of {} [{}{more}]", items.len(), kinds.join(", "))
+        }
+        V::SimpleString(_) | V::Okay => "a status reply".into(),
+        V::Map(m) => format!("a map of {}", m.len()),
+        V::Set(s) => format!("a set of {}", s.len()),
+        V::Double(_) => "a double".into(),
+        V::Boolean(_) => "a boolean".into(),
+        V::VerbatimString { .. } => "a verbatim string".into(),
+        V::BigNumber(_) => "a big number".into(),
+        V::Attribute { .. } => "an attribute".into(),
+        V::Push { .. } => "a push message".into(),
+        V::ServerError(e) => format!("the error {}", e.code()),
+        _ => "another kind of reply".into(),
+    }
 }
 
 /// What `GET` answers when the record key is not a hash.

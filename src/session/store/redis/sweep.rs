@@ -15,6 +15,41 @@ use super::{BATCH, RedisStore, SID_GRACE_MILLIS, score_millis, wrong_type_as};
 use crate::session::cookie::StoreId;
 use crate::session::store::{SessionStore as _, StoreError, StoreResult};
 
+/// The most calls one cursor walk (a SCAN of a node, a ZSCAN/SSCAN of an
+/// index) may take: with the batch sizes used (500 to 1,000 per call),
+/// more than any real keyspace needs.
+const MAX_WALK_CALLS: usize = 1_000_000;
+
+/// One cursor walk's progress. Redis ends every walk (its cursor comes
+/// back to 0) and never hands out the same cursor twice in one (the
+/// cursor's reversed bits only grow); a store or a proxy that answers a
+/// cursor already seen (stuck or cycling), or keeps answering new ones past
+/// [`MAX_WALK_CALLS`], would keep the sweep or the count calling it for as
+/// long as the process runs, and, once the period's lease lapsed, every
+/// other process of the fleet as well.
+#[derive(Default)]
+struct Walk {
+    seen: std::collections::HashSet<u64>,
+}
+
+impl Walk {
+    /// Records `next` (not 0) as the cursor to send next; an error when the
+    /// walk cannot be a real one.
+    fn advance(&mut self, next: u64, what: &str) -> StoreResult<u64> {
+        if !self.seen.insert(next) {
+            return Err(StoreError::Unavailable(format!(
+                "{what}: the store answered the cursor {next} twice in one walk (a SCAN that never ends); walk abandoned"
+            )));
+        }
+        if self.seen.len() > MAX_WALK_CALLS {
+            return Err(StoreError::Unavailable(format!(
+                "{what}: no end after {MAX_WALK_CALLS} calls (a SCAN that never ends); walk abandoned"
+            )));
+        }
+        Ok(next)
+    }
+}
+
 impl RedisStore {
     /// Keys matching `pattern` on every node that may hold keys, by SCAN
     /// (never KEYS).
@@ -57,6 +92,7 @@ impl RedisStore {
     ) -> StoreResult<u64> {
         let mut count = 0;
         let mut cursor: u64 = 0;
+        let mut walk = Walk::default();
         loop {
             let (next, n): (u64, u64) = self
                 .run(
@@ -79,7 +115,7 @@ impl RedisStore {
             if next == 0 {
                 return Ok(count);
             }
-            cursor = next;
+            cursor = walk.advance(next, "the session count")?;
         }
     }
 
@@ -144,6 +180,7 @@ impl RedisStore {
         each: &mut impl FnMut(Vec<String>),
     ) -> StoreResult<()> {
         let mut cursor: u64 = 0;
+        let mut walk = Walk::default();
         loop {
             let (next, keys): (u64, Vec<String>) = self
                 .run(
@@ -162,7 +199,7 @@ impl RedisStore {
             if next == 0 {
                 return Ok(());
             }
-            cursor = next;
+            cursor = walk.advance(next, "a key scan")?;
         }
     }
 
@@ -205,6 +242,7 @@ impl RedisStore {
         };
         let mut removed = 0;
         let mut cursor: u64 = 0;
+        let mut walk = Walk::default();
         loop {
             let (next, batch) = self
                 .index_batch(scan, key, cursor, "a session index")
@@ -229,7 +267,7 @@ impl RedisStore {
             if next == 0 {
                 return Ok(removed);
             }
-            cursor = next;
+            cursor = walk.advance(next, "a session index")?;
         }
     }
 
@@ -240,6 +278,7 @@ impl RedisStore {
     pub(super) async fn trim_sid(&self, key: &str, now_millis: u64) -> StoreResult<u64> {
         let mut removed = 0;
         let mut cursor: u64 = 0;
+        let mut walk = Walk::default();
         loop {
             let (next, batch) = self
                 .index_batch("ZSCAN", key, cursor, "a provider-session index")
@@ -269,7 +308,7 @@ impl RedisStore {
             if next == 0 {
                 return Ok(removed);
             }
-            cursor = next;
+            cursor = walk.advance(next, "a provider-session index")?;
         }
     }
 }
@@ -372,5 +411,21 @@ impl RedisStore {
         )
         .await?;
         Ok(Some(n))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_walk_ends_when_the_store_answers_a_cursor_it_already_answered() {
+        let mut walk = Walk::default();
+        assert_eq!(walk.advance(7, "t").ok(), Some(7));
+        assert_eq!(walk.advance(3, "t").ok(), Some(3));
+        assert!(walk.advance(7, "t").is_err(), "a cycle");
+        let mut walk = Walk::default();
+        assert_eq!(walk.advance(5, "t").ok(), Some(5));
+        assert!(walk.advance(5, "t").is_err(), "stuck");
     }
 }
