@@ -92,7 +92,11 @@ impl<C: Clone> Current<C> {
 
     /// The connection in use, or `open()`'s, installed, when there is
     /// none; under the lock, so concurrent callers share one.
+    /// Reads under the shared lock first: every command asks.
     fn get_or_install(&self, open: impl FnOnce() -> RedisResult<C>) -> RedisResult<(u64, C)> {
+        if let Some(current) = self.get() {
+            return Ok(current);
+        }
         let mut slot = self
             .slot
             .write()
