@@ -342,16 +342,7 @@ async fn a_server_that_refuses_client_tracking_leaves_the_cache_off_with_a_warni
     );
     // A session ended behind the gateway's back (no invalidation can come)
     // is refused at the next request: the cache reads through.
-    let mut direct = redis::Client::open(redis.url())
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}s:*", gw.prefix))
-        .query_async(&mut direct)
-        .await
-        .expect("KEYS");
+    let (mut direct, keys) = session_records(&redis.url(), &gw.prefix).await;
     assert_eq!(keys.len(), 1, "{keys:?}");
     let _: i64 = redis::cmd("DEL")
         .arg(&keys[0])
@@ -500,16 +491,7 @@ async fn a_sentinel_that_answers_badly_is_passed_over_for_the_next_one() {
             "{what}: the bad Sentinel was asked both ways: {asked:?}"
         );
         // The session was written to the master, never the replica.
-        let mut direct = redis::Client::open(master.url())
-            .expect("client")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("redis");
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}s:*", gw.prefix))
-            .query_async(&mut direct)
-            .await
-            .expect("KEYS");
+        let (_, keys) = session_records(&master.url(), &gw.prefix).await;
         assert_eq!(keys.len(), 1, "{what}: the session is on the master");
     }
 }
@@ -565,16 +547,7 @@ async fn garbage_invalidation_messages_empty_the_session_cache_and_never_leave_i
     // invalidation still comes through.
     tracking_up(&gw).await;
     cached_on(&gw, &cookie).await;
-    let mut direct = redis::Client::open(redis.url())
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}s:*", gw.prefix))
-        .query_async(&mut direct)
-        .await
-        .expect("KEYS");
+    let (mut direct, keys) = session_records(&redis.url(), &gw.prefix).await;
     let _: i64 = redis::cmd("DEL")
         .arg(&keys)
         .query_async(&mut direct)
@@ -687,4 +660,23 @@ async fn a_backchannel_logout_the_store_answers_badly_fails_and_the_same_token_e
         "the retried token is no replay: {body}"
     );
     assert_eq!(b.get("/api/a").await.status, StatusCode::UNAUTHORIZED);
+}
+
+/// A connection to the Redis at `url`, and the session record keys under
+/// `prefix` there.
+async fn session_records(
+    url: &str,
+    prefix: &str,
+) -> (redis::aio::MultiplexedConnection, Vec<String>) {
+    let mut direct = redis::Client::open(url)
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}s:*"))
+        .query_async(&mut direct)
+        .await
+        .expect("KEYS");
+    (direct, keys)
 }

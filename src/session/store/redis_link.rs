@@ -523,14 +523,18 @@ impl SentinelLink {
     /// How long one discovery may take: a connection and an answer from a
     /// Sentinel, then from the master it names.
     fn discovery_limit(&self) -> Duration {
-        2 * (self
-            .manager_config
+        2 * self.connect_and_answer_limit()
+    }
+
+    /// How long one server may take to accept a connection and answer.
+    fn connect_and_answer_limit(&self) -> Duration {
+        self.manager_config
             .connection_timeout()
             .unwrap_or(RECHECK_EVERY)
             + self
                 .manager_config
                 .response_timeout()
-                .unwrap_or(RECHECK_EVERY))
+                .unwrap_or(RECHECK_EVERY)
     }
 
     fn elapsed_ms(&self) -> u64 {
@@ -701,14 +705,7 @@ impl SentinelLink {
         if in_use.as_ref().is_some_and(|(_, m)| m.addr == addr) {
             return;
         }
-        let limit = self
-            .manager_config
-            .connection_timeout()
-            .unwrap_or(RECHECK_EVERY)
-            + self
-                .manager_config
-                .response_timeout()
-                .unwrap_or(RECHECK_EVERY);
+        let limit = self.connect_and_answer_limit();
         let opened = match self.sentinels.master_client(&to) {
             Ok(client) => tokio::time::timeout(
                 limit,
