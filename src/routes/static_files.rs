@@ -6,7 +6,8 @@
 //!
 //! Only what a built app publishes is served: no hidden files (`.env`,
 //! `.git/`), nothing a symlink inside the directory leads to outside it,
-//! no name longer than a file system keeps. Each is a 404, decided on the
+//! nothing but regular files (a FIFO would hold a thread), no name longer
+//! than a file system keeps. Each is a 404, decided on the
 //! path as `ServeDir` decodes it, before it opens anything.
 //!
 //! `ServeDir` answers a directory without a trailing slash with a redirect
@@ -120,29 +121,56 @@ fn published_segments(path: &str) -> Result<Vec<String>, NotPublished> {
     Ok(segments)
 }
 
+/// Why a file that exists is not served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unservable {
+    /// Its real path is outside `static.dir`: reached through a symlink
+    /// inside it that points out.
+    Outside,
+    /// Not a regular file: a FIFO (opening one blocks a thread until a
+    /// writer comes, and every request for it takes another), a socket,
+    /// a device.
+    NotAFile,
+}
+
 /// Whether the file `ServeDir` would open for `segments` (a directory's
-/// `index.html` for a directory) is really outside `dir`: reached through
-/// a symlink inside it that points out. A path that resolves to nothing
-/// is not (`ServeDir` answers it, or falls back).
-async fn leaves_the_directory(dir: &Path, segments: &[String]) -> bool {
+/// `index.html` for a directory) may be served. A path that resolves to
+/// nothing may (`ServeDir` answers it, or falls back); only its metadata
+/// is read here, nothing is opened.
+async fn servable(dir: &Path, segments: &[String]) -> Result<(), Unservable> {
     let Ok(root) = tokio::fs::canonicalize(dir).await else {
-        return false;
+        return Ok(());
     };
-    let outside = |real: &PathBuf| !real.starts_with(&root);
+    let judge = |real: &PathBuf, meta: &std::fs::Metadata| {
+        if !real.starts_with(&root) {
+            Err(Unservable::Outside)
+        } else if !meta.is_file() && !meta.is_dir() {
+            Err(Unservable::NotAFile)
+        } else {
+            Ok(())
+        }
+    };
     let mut path = root.clone();
     path.extend(segments);
     let Ok(real) = tokio::fs::canonicalize(&path).await else {
-        return false;
+        return Ok(());
     };
-    if outside(&real) {
-        return true;
+    let Ok(meta) = tokio::fs::metadata(&real).await else {
+        return Ok(());
+    };
+    judge(&real, &meta)?;
+    if meta.is_dir() {
+        let index = real.join("index.html");
+        if let Ok(real) = tokio::fs::canonicalize(&index).await
+            && let Ok(meta) = tokio::fs::metadata(&real).await
+        {
+            judge(&real, &meta)?;
+            if meta.is_dir() {
+                return Err(Unservable::NotAFile);
+            }
+        }
     }
-    if tokio::fs::metadata(&real).await.is_ok_and(|m| m.is_dir()) {
-        return tokio::fs::canonicalize(real.join("index.html"))
-            .await
-            .is_ok_and(|index| outside(&index));
-    }
-    false
+    Ok(())
 }
 
 /// Whether a request for a client-side route may get `index.html`: a
@@ -220,8 +248,8 @@ pub async fn serve(State(state): State<AppState>, req: Request) -> Response {
     {
         return AppError::NotFound.into_response();
     }
-    if leaves_the_directory(&cfg.dir, &segments).await {
-        tracing::warn!("static app: a symlink in static.dir leads outside it; not served");
+    if let Err(why) = servable(&cfg.dir, &segments).await {
+        tracing::warn!(reason = ?why, "static app: a file in static.dir is not served (a symlink out of it, or not a regular file)");
         return AppError::NotFound.into_response();
     }
     let index = cfg.dir.join("index.html");
@@ -232,7 +260,7 @@ pub async fn serve(State(state): State<AppState>, req: Request) -> Response {
             .decode_utf8_lossy()
             .contains('.')
         && may_get_the_app(req.headers())
-        && !leaves_the_directory(&cfg.dir, &["index.html".to_owned()]).await;
+        && servable(&cfg.dir, &["index.html".to_owned()]).await.is_ok();
     let result = if client_route {
         ServeDir::new(&cfg.dir)
             .append_index_html_on_directories(true)
