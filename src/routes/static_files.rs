@@ -173,6 +173,42 @@ async fn servable(dir: &Path, segments: &[String]) -> Result<(), Unservable> {
     Ok(())
 }
 
+/// Whether `Range` may reach `ServeDir`: exactly one header holding one
+/// well-formed byte range (`bytes=0-99`, `bytes=100-`, `bytes=-500`), and
+/// no `If-Range`. Anything else is ignored, as RFC 9110 §14.2 has it (a
+/// server may always ignore `Range`; it must ignore an unknown unit or an
+/// invalid range), and the whole file is sent: `ServeDir` answered an
+/// unknown unit (`items=0-5`), an invalid range (`bytes=5-1`) or several
+/// ranges (which it does not serve: what PDF viewers ask for) with 416,
+/// and a `Range` whose `If-Range` it cannot judge with a part of a file
+/// that may have changed.
+fn range_usable(headers: &HeaderMap) -> bool {
+    if headers.contains_key(header::IF_RANGE) {
+        return false;
+    }
+    let mut ranges = headers.get_all(header::RANGE).iter();
+    let (Some(range), None) = (ranges.next(), ranges.next()) else {
+        return false;
+    };
+    let Some((unit, spec)) = range.to_str().ok().and_then(|r| r.split_once('=')) else {
+        return false;
+    };
+    let number = |s: &str| !s.is_empty() && s.len() <= 19 && s.bytes().all(|b| b.is_ascii_digit());
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return false;
+    };
+    unit.trim().eq_ignore_ascii_case("bytes")
+        && match (first, last) {
+            ("", suffix) => number(suffix),
+            (first, "") => number(first),
+            (first, last) => {
+                number(first)
+                    && number(last)
+                    && first.parse::<u64>().ok() <= last.parse::<u64>().ok()
+            }
+        }
+}
+
 /// Whether a request for a client-side route may get `index.html`: a
 /// browser navigation, or a client that does not say it is none. A
 /// `fetch`/XHR (`Sec-Fetch-Mode` other than `navigate`, or
@@ -251,6 +287,9 @@ pub async fn serve(State(state): State<AppState>, req: Request) -> Response {
     if let Err(why) = servable(&cfg.dir, &segments).await {
         tracing::warn!(reason = ?why, "static app: a file in static.dir is not served (a symlink out of it, or not a regular file)");
         return AppError::NotFound.into_response();
+    }
+    if req.headers().contains_key(header::RANGE) && !range_usable(req.headers()) {
+        req.headers_mut().remove(header::RANGE);
     }
     let index = cfg.dir.join("index.html");
     // The last segment as `ServeDir` reads it: `/app%2ejs` names a file.
@@ -370,6 +409,45 @@ mod tests {
             published_segments(&"/abc".repeat(MAX_PATH_BYTES / 4 + 1)),
             Err(NotPublished::TooLong)
         );
+    }
+
+    #[test]
+    fn only_one_well_formed_byte_range_reaches_serve_dir() {
+        let with = |pairs: &[(&str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(
+                    http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                    HeaderValue::from_str(v).expect("value"),
+                );
+            }
+            range_usable(&h)
+        };
+        for ok in [
+            "bytes=0-99",
+            "bytes=100-",
+            "bytes=-500",
+            "Bytes=0-0",
+            "bytes=7-7",
+        ] {
+            assert!(with(&[("range", ok)]), "{ok}");
+        }
+        for ignored in [
+            "items=0-5",
+            "bytes=5-1",
+            "bytes=0-1,3-4",
+            "bytes=0-1, 0-1",
+            "bytes=-",
+            "bytes=a-b",
+            "bytes=0-99999999999999999999",
+            "bytes 0-1",
+            "bytes=--1",
+            "",
+        ] {
+            assert!(!with(&[("range", ignored)]), "{ignored}");
+        }
+        assert!(!with(&[("range", "bytes=0-1"), ("range", "bytes=2-3")]));
+        assert!(!with(&[("range", "bytes=0-1"), ("if-range", "garbage")]));
     }
 
     #[test]

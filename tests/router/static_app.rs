@@ -469,3 +469,37 @@ async fn only_regular_files_are_served_and_a_fifo_answers_at_once() {
         r.assert_error(StatusCode::NOT_FOUND, "not_found", "There is nothing here.");
     }
 }
+
+/// RFC 9110 §14.2: a `Range` of an unknown unit or an invalid range is
+/// ignored, and a server may ignore any `Range`; the whole file is the
+/// answer then, never a 416 for a request that asked nothing impossible.
+#[tokio::test]
+async fn ranges_serve_dir_cannot_honour_are_ignored_and_the_whole_file_sent() {
+    let app = spa("").await;
+    let r = app.get("/app.3f9a2c1b.js", &[("range", "bytes=0-6")]).await;
+    assert_eq!(r.status, StatusCode::PARTIAL_CONTENT, "{r}");
+    assert_eq!(r.text(), "console");
+    let r = app
+        .get("/app.3f9a2c1b.js", &[("range", "bytes=1000-")])
+        .await;
+    assert_eq!(r.status, StatusCode::RANGE_NOT_SATISFIABLE, "{r}");
+    for range in [
+        "items=0-5",
+        "bytes=5-1",
+        "bytes=0-1,3-4",
+        "bytes=0-1,0-1,0-1,0-1",
+        "bytes=a-",
+    ] {
+        let r = app.get("/app.3f9a2c1b.js", &[("range", range)]).await;
+        assert_eq!(r.status, StatusCode::OK, "{range}: {r}");
+        assert_eq!(r.text(), ASSET, "{range}");
+    }
+    let r = app
+        .get(
+            "/app.3f9a2c1b.js",
+            &[("range", "bytes=0-6"), ("if-range", "\"some-etag\"")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r}");
+    assert_eq!(r.text(), ASSET);
+}
