@@ -6,7 +6,8 @@
 //!
 //! Only what a built app publishes is served: no hidden files (`.env`,
 //! `.git/`), nothing a symlink inside the directory leads to outside it,
-//! no name longer than a file system keeps. Each is a 404, decided on the
+//! nothing but regular files (a FIFO would hold a thread), no name longer
+//! than a file system keeps. Each is a 404, decided on the
 //! path as `ServeDir` decodes it, before it opens anything.
 //!
 //! `ServeDir` answers a directory without a trailing slash with a redirect
@@ -120,29 +121,92 @@ fn published_segments(path: &str) -> Result<Vec<String>, NotPublished> {
     Ok(segments)
 }
 
+/// Why a file that exists is not served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unservable {
+    /// Its real path is outside `static.dir`: reached through a symlink
+    /// inside it that points out.
+    Outside,
+    /// Not a regular file: a FIFO (opening one blocks a thread until a
+    /// writer comes, and every request for it takes another), a socket,
+    /// a device.
+    NotAFile,
+}
+
 /// Whether the file `ServeDir` would open for `segments` (a directory's
-/// `index.html` for a directory) is really outside `dir`: reached through
-/// a symlink inside it that points out. A path that resolves to nothing
-/// is not (`ServeDir` answers it, or falls back).
-async fn leaves_the_directory(dir: &Path, segments: &[String]) -> bool {
+/// `index.html` for a directory) may be served. A path that resolves to
+/// nothing may (`ServeDir` answers it, or falls back); only its metadata
+/// is read here, nothing is opened.
+async fn servable(dir: &Path, segments: &[String]) -> Result<(), Unservable> {
     let Ok(root) = tokio::fs::canonicalize(dir).await else {
-        return false;
+        return Ok(());
     };
-    let outside = |real: &PathBuf| !real.starts_with(&root);
+    let judge = |real: &PathBuf, meta: &std::fs::Metadata| {
+        if !real.starts_with(&root) {
+            Err(Unservable::Outside)
+        } else if !meta.is_file() && !meta.is_dir() {
+            Err(Unservable::NotAFile)
+        } else {
+            Ok(())
+        }
+    };
     let mut path = root.clone();
     path.extend(segments);
     let Ok(real) = tokio::fs::canonicalize(&path).await else {
+        return Ok(());
+    };
+    let Ok(meta) = tokio::fs::metadata(&real).await else {
+        return Ok(());
+    };
+    judge(&real, &meta)?;
+    if meta.is_dir() {
+        let index = real.join("index.html");
+        if let Ok(real) = tokio::fs::canonicalize(&index).await
+            && let Ok(meta) = tokio::fs::metadata(&real).await
+        {
+            judge(&real, &meta)?;
+            if meta.is_dir() {
+                return Err(Unservable::NotAFile);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `Range` may reach `ServeDir`: exactly one header holding one
+/// well-formed byte range (`bytes=0-99`, `bytes=100-`, `bytes=-500`), and
+/// no `If-Range`. Anything else is ignored, as RFC 9110 §14.2 has it (a
+/// server may always ignore `Range`; it must ignore an unknown unit or an
+/// invalid range), and the whole file is sent: `ServeDir` answered an
+/// unknown unit (`items=0-5`), an invalid range (`bytes=5-1`) or several
+/// ranges (which it does not serve: what PDF viewers ask for) with 416,
+/// and a `Range` whose `If-Range` it cannot judge with a part of a file
+/// that may have changed.
+fn range_usable(headers: &HeaderMap) -> bool {
+    if headers.contains_key(header::IF_RANGE) {
+        return false;
+    }
+    let mut ranges = headers.get_all(header::RANGE).iter();
+    let (Some(range), None) = (ranges.next(), ranges.next()) else {
         return false;
     };
-    if outside(&real) {
-        return true;
-    }
-    if tokio::fs::metadata(&real).await.is_ok_and(|m| m.is_dir()) {
-        return tokio::fs::canonicalize(real.join("index.html"))
-            .await
-            .is_ok_and(|index| outside(&index));
-    }
-    false
+    let Some((unit, spec)) = range.to_str().ok().and_then(|r| r.split_once('=')) else {
+        return false;
+    };
+    let number = |s: &str| !s.is_empty() && s.len() <= 19 && s.bytes().all(|b| b.is_ascii_digit());
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return false;
+    };
+    unit.trim().eq_ignore_ascii_case("bytes")
+        && match (first, last) {
+            ("", suffix) => number(suffix),
+            (first, "") => number(first),
+            (first, last) => {
+                number(first)
+                    && number(last)
+                    && first.parse::<u64>().ok() <= last.parse::<u64>().ok()
+            }
+        }
 }
 
 /// Whether a request for a client-side route may get `index.html`: a
@@ -220,9 +284,12 @@ pub async fn serve(State(state): State<AppState>, req: Request) -> Response {
     {
         return AppError::NotFound.into_response();
     }
-    if leaves_the_directory(&cfg.dir, &segments).await {
-        tracing::warn!("static app: a symlink in static.dir leads outside it; not served");
+    if let Err(why) = servable(&cfg.dir, &segments).await {
+        tracing::warn!(reason = ?why, "static app: a file in static.dir is not served (a symlink out of it, or not a regular file)");
         return AppError::NotFound.into_response();
+    }
+    if req.headers().contains_key(header::RANGE) && !range_usable(req.headers()) {
+        req.headers_mut().remove(header::RANGE);
     }
     let index = cfg.dir.join("index.html");
     // The last segment as `ServeDir` reads it: `/app%2ejs` names a file.
@@ -232,7 +299,7 @@ pub async fn serve(State(state): State<AppState>, req: Request) -> Response {
             .decode_utf8_lossy()
             .contains('.')
         && may_get_the_app(req.headers())
-        && !leaves_the_directory(&cfg.dir, &["index.html".to_owned()]).await;
+        && servable(&cfg.dir, &["index.html".to_owned()]).await.is_ok();
     let result = if client_route {
         ServeDir::new(&cfg.dir)
             .append_index_html_on_directories(true)
@@ -342,6 +409,45 @@ mod tests {
             published_segments(&"/abc".repeat(MAX_PATH_BYTES / 4 + 1)),
             Err(NotPublished::TooLong)
         );
+    }
+
+    #[test]
+    fn only_one_well_formed_byte_range_reaches_serve_dir() {
+        let with = |pairs: &[(&str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(
+                    http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                    HeaderValue::from_str(v).expect("value"),
+                );
+            }
+            range_usable(&h)
+        };
+        for ok in [
+            "bytes=0-99",
+            "bytes=100-",
+            "bytes=-500",
+            "Bytes=0-0",
+            "bytes=7-7",
+        ] {
+            assert!(with(&[("range", ok)]), "{ok}");
+        }
+        for ignored in [
+            "items=0-5",
+            "bytes=5-1",
+            "bytes=0-1,3-4",
+            "bytes=0-1, 0-1",
+            "bytes=-",
+            "bytes=a-b",
+            "bytes=0-99999999999999999999",
+            "bytes 0-1",
+            "bytes=--1",
+            "",
+        ] {
+            assert!(!with(&[("range", ignored)]), "{ignored}");
+        }
+        assert!(!with(&[("range", "bytes=0-1"), ("range", "bytes=2-3")]));
+        assert!(!with(&[("range", "bytes=0-1"), ("if-range", "garbage")]));
     }
 
     #[test]

@@ -420,3 +420,86 @@ async fn the_apps_html_carries_its_content_security_policy() {
         "{r}"
     );
 }
+
+/// A FIFO (or socket, or device) in the directory is no file of the app:
+/// opening one blocks a thread until a writer comes, so each request for
+/// it would hold one more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_regular_files_are_served_and_a_fifo_answers_at_once() {
+    let dir = TempDir::new();
+    dir.write("www/index.html", INDEX);
+    dir.write("www/sub/keep.txt", "x");
+    let fifo = dir.path().join("www/pipe.txt");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success(), "mkfifo");
+    let sub_fifo = dir.path().join("www/sub/index.html");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&sub_fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success(), "mkfifo");
+    // Should a request open a FIFO after all, a writer lets it go when the
+    // test ends (the runtime waits for its blocked thread): a failure, not
+    // a hang.
+    struct Release(Vec<std::path::PathBuf>);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            for fifo in self.0.drain(..) {
+                std::thread::spawn(move || std::fs::OpenOptions::new().write(true).open(fifo));
+            }
+        }
+    }
+    let _release = Release(vec![fifo, sub_fifo]);
+    let app =
+        std::sync::Arc::new(TestRouter::with_dir(dir, "[static]\ndir = \"{dir}/www\"\n").await);
+    for path in ["/pipe.txt", "/sub/"] {
+        // On a task of its own: a request that blocks its thread must not
+        // stop this one's timer.
+        let asking = tokio::spawn({
+            let app = app.clone();
+            async move { app.get(path, &[]).await }
+        });
+        let r = tokio::time::timeout(std::time::Duration::from_secs(5), asking)
+            .await
+            .unwrap_or_else(|_| panic!("{path} still unanswered after 5 s"))
+            .expect("the request task");
+        r.assert_error(StatusCode::NOT_FOUND, "not_found", "There is nothing here.");
+    }
+}
+
+/// RFC 9110 §14.2: a `Range` of an unknown unit or an invalid range is
+/// ignored, and a server may ignore any `Range`; the whole file is the
+/// answer then, never a 416 for a request that asked nothing impossible.
+#[tokio::test]
+async fn ranges_serve_dir_cannot_honour_are_ignored_and_the_whole_file_sent() {
+    let app = spa("").await;
+    let r = app.get("/app.3f9a2c1b.js", &[("range", "bytes=0-6")]).await;
+    assert_eq!(r.status, StatusCode::PARTIAL_CONTENT, "{r}");
+    assert_eq!(r.text(), "console");
+    let r = app
+        .get("/app.3f9a2c1b.js", &[("range", "bytes=1000-")])
+        .await;
+    assert_eq!(r.status, StatusCode::RANGE_NOT_SATISFIABLE, "{r}");
+    for range in [
+        "items=0-5",
+        "bytes=5-1",
+        "bytes=0-1,3-4",
+        "bytes=0-1,0-1,0-1,0-1",
+        "bytes=a-",
+    ] {
+        let r = app.get("/app.3f9a2c1b.js", &[("range", range)]).await;
+        assert_eq!(r.status, StatusCode::OK, "{range}: {r}");
+        assert_eq!(r.text(), ASSET, "{range}");
+    }
+    let r = app
+        .get(
+            "/app.3f9a2c1b.js",
+            &[("range", "bytes=0-6"), ("if-range", "\"some-etag\"")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r}");
+    assert_eq!(r.text(), ASSET);
+}
