@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use tower::ServiceExt;
 use tower_http::services::{ServeDir, ServeFile};
 
-use crate::config::OWN_PREFIXES;
+use crate::config::{OWN_PREFIXES, StaticConfig};
 use crate::error::AppError;
 use crate::security_headers::{ResponseKind, mark};
 use crate::state::AppState;
@@ -245,53 +245,64 @@ pub async fn serve(State(state): State<AppState>, req: Request) -> Response {
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
         return AppError::NotFound.into_response();
     }
-    let mut req = req;
     let base = state.config.server.base_path.as_str();
-    let path = match origin_form(req.uri()) {
-        Ok(uri) => {
-            // Under a mount path only paths under it are the app's, read
-            // relative to it (`/app/x.js` is the file `x.js`).
-            let Some(path) = under_mount(uri.path(), base) else {
-                return AppError::NotFound.into_response();
-            };
-            let pq = match uri.query() {
-                Some(q) => format!("{path}?{q}"),
-                None => path.clone(),
-            };
-            let Ok(uri) = pq.parse() else {
-                return AppError::NotFound.into_response();
-            };
-            *req.uri_mut() = uri;
-            path
-        }
-        Err(e) => return AppError::BadRequest(e.into()).into_response(),
+    let (req, path) = match under_the_mount(req, base) {
+        Ok(relative) => relative,
+        Err(refused) => return refused.into_response(),
     };
-    let segments = match published_segments(&path) {
-        Ok(segments) => segments,
-        Err(why) => {
-            tracing::info!(reason = ?why, "static app: path not published");
-            return AppError::NotFound.into_response();
-        }
+    if let Err(refused) = published(cfg, &path).await {
+        return refused.into_response();
+    }
+    let resp = look_up(cfg, req, &path).await;
+    finish(resp, cfg, base, &path)
+}
+
+/// The request with its URI relative to the mount path (`/app/x.js` asks
+/// for the file `x.js`), and that path; under a mount path only paths
+/// under it are the app's.
+fn under_the_mount(mut req: Request, base: &str) -> Result<(Request, String), AppError> {
+    let uri = origin_form(req.uri()).map_err(|e| AppError::BadRequest(e.into()))?;
+    let path = under_mount(uri.path(), base).ok_or(AppError::NotFound)?;
+    let pq = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.clone(),
     };
-    // The gateway's own namespaces, in any spelling (`/%61uth/x` reads as
-    // `/auth/x`): a mistyped `/auth/...` link gets a 404 the app can see,
-    // and a probe of `/readyz/` a 404 its orchestrator sees, not the app's
-    // index.html with a 200.
+    *req.uri_mut() = pq.parse().map_err(|_| AppError::NotFound)?;
+    Ok((req, path))
+}
+
+/// `Ok` when `path` names something the app publishes, else its 404: not
+/// a hidden, undecodable or over-long name ([`published_segments`]), not
+/// the gateway's own namespaces in any spelling (`/%61uth/x` reads as
+/// `/auth/x`: a mistyped `/auth/...` link, or a probe of `/readyz/`, gets a
+/// 404 rather than the app's index.html with a 200), and a regular file
+/// inside `static.dir` ([`servable`]).
+async fn published(cfg: &StaticConfig, path: &str) -> Result<(), AppError> {
+    let segments = published_segments(path).map_err(|why| {
+        tracing::info!(reason = ?why, "static app: path not published");
+        AppError::NotFound
+    })?;
     let decoded = format!("/{}", segments.join("/"));
     if OWN_PREFIXES
         .iter()
         .any(|own| crate::url_policy::path::path_has_prefix(&decoded, own))
     {
-        return AppError::NotFound.into_response();
+        return Err(AppError::NotFound);
     }
-    if let Err(why) = servable(&cfg.dir, &segments).await {
+    servable(&cfg.dir, &segments).await.map_err(|why| {
         tracing::warn!(reason = ?why, "static app: a file in static.dir is not served (a symlink out of it, or not a regular file)");
-        return AppError::NotFound.into_response();
-    }
+        AppError::NotFound
+    })
+}
+
+/// `ServeDir`'s answer for `req`: the file, a directory's `index.html`,
+/// or for a client route (no extension, a request that may be a
+/// navigation) the app's `index.html`. A `Range` it cannot honour is
+/// dropped first, so the whole file is sent (RFC 9110 §14.2).
+async fn look_up(cfg: &StaticConfig, mut req: Request, path: &str) -> Response {
     if req.headers().contains_key(header::RANGE) && !range_usable(req.headers()) {
         req.headers_mut().remove(header::RANGE);
     }
-    let index = cfg.dir.join("index.html");
     // The last segment as `ServeDir` reads it: `/app%2ejs` names a file.
     let last = path.rsplit('/').next().unwrap_or_default();
     let client_route = cfg.spa_fallback
@@ -300,24 +311,28 @@ pub async fn serve(State(state): State<AppState>, req: Request) -> Response {
             .contains('.')
         && may_get_the_app(req.headers())
         && servable(&cfg.dir, &["index.html".to_owned()]).await.is_ok();
+    let files = ServeDir::new(&cfg.dir).append_index_html_on_directories(true);
     let result = if client_route {
-        ServeDir::new(&cfg.dir)
-            .append_index_html_on_directories(true)
-            .fallback(ServeFile::new(&index))
+        files
+            .fallback(ServeFile::new(cfg.dir.join("index.html")))
             .oneshot(req)
             .await
     } else {
-        ServeDir::new(&cfg.dir)
-            .append_index_html_on_directories(true)
-            .oneshot(req)
-            .await
+        files.oneshot(req).await
     };
     let Ok(resp) = result;
+    resp.map(axum::body::Body::new)
+}
+
+/// `ServeDir`'s answer as the gateway sends it: its 404 and any other
+/// error (an empty 500 for an I/O error) as the gateway's own answers, a
+/// redirect kept on this origin and under the mount path, the app's
+/// content security policy on HTML, and the caching rule (hashed assets
+/// for a year, everything else revalidated).
+fn finish(mut resp: Response, cfg: &StaticConfig, base: &str, path: &str) -> Response {
     if resp.status() == StatusCode::NOT_FOUND {
         return AppError::NotFound.into_response();
     }
-    // `ServeDir` answers any other I/O error with an empty 500 (its own
-    // log line names the error): the gateway's own answer instead.
     if resp.status().is_server_error() {
         return AppError::Internal("a static file could not be read".into()).into_response();
     }
@@ -329,7 +344,6 @@ pub async fn serve(State(state): State<AppState>, req: Request) -> Response {
     {
         return AppError::NotFound.into_response();
     }
-    let mut resp = resp.map(axum::body::Body::new);
     // `ServeDir` built its redirect from the path it saw, without the mount.
     if !base.is_empty()
         && let Some(l) = resp.headers().get(header::LOCATION)
@@ -337,8 +351,6 @@ pub async fn serve(State(state): State<AppState>, req: Request) -> Response {
     {
         resp.headers_mut().insert(header::LOCATION, moved);
     }
-    // The app's HTML gets its content security policy (`index.html`, by
-    // name or as a client route, and any other HTML file).
     if let Some(policy) = &cfg.content_security_policy
         && resp
             .headers()
@@ -349,7 +361,7 @@ pub async fn serve(State(state): State<AppState>, req: Request) -> Response {
         resp.headers_mut()
             .insert(header::CONTENT_SECURITY_POLICY, policy.clone());
     }
-    let cache = if resp.status().is_success() && is_hashed_asset(&path) {
+    let cache = if resp.status().is_success() && is_hashed_asset(path) {
         "public, max-age=31536000, immutable"
     } else {
         "no-cache"
