@@ -12,7 +12,13 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 
-use crate::harness::{Act, Browser, GatewayBuilder, RedisCluster, RespProxy, Upstream};
+use oidc_bff::config::{RedisConfig, RedisEndpoint};
+use oidc_bff::session::store::SessionStore;
+use oidc_bff::session::store::redis::RedisStore;
+
+use crate::harness::{
+    Act, Browser, GatewayBuilder, RedisCluster, RedisServer, RespProxy, Upstream, random_prefix,
+};
 use crate::store_replies::{GET_SCRIPT, STORE_TIMEOUT, assert_outage};
 
 /// A 3-primary cluster with a proxy in front of each primary, announced
@@ -21,13 +27,23 @@ async fn proxied_cluster() -> (RedisCluster, Vec<RespProxy>) {
     let cluster = RedisCluster::start(3, 0);
     let mut proxies = Vec::new();
     for node in &cluster.nodes {
-        let proxy = RespProxy::start(([127, 0, 0, 1], node.port).into()).await;
-        let port = proxy.addr.port().to_string();
-        let set = node.cli(&["CONFIG", "SET", "cluster-announce-port", &port]);
-        assert_eq!(set.trim(), "OK", "cluster-announce-port: {set}");
-        proxies.push(proxy);
+        proxies.push(proxy_for(node).await);
     }
-    // Every node names every primary by its proxy (gossip spreads it).
+    announced(&cluster, &proxies).await;
+    (cluster, proxies)
+}
+
+/// A proxy in front of `node`, which announces it in its place.
+async fn proxy_for(node: &RedisServer) -> RespProxy {
+    let proxy = RespProxy::start(([127, 0, 0, 1], node.port).into()).await;
+    let port = proxy.addr.port().to_string();
+    let set = node.cli(&["CONFIG", "SET", "cluster-announce-port", &port]);
+    assert_eq!(set.trim(), "OK", "cluster-announce-port: {set}");
+    proxy
+}
+
+/// Waits until every node names each of `proxies` (gossip spreads it).
+async fn announced(cluster: &RedisCluster, proxies: &[RespProxy]) {
     let ports: Vec<String> = proxies
         .iter()
         .map(|p| format!("127.0.0.1:{}@", p.addr.port()))
@@ -43,7 +59,6 @@ async fn proxied_cluster() -> (RedisCluster, Vec<RespProxy>) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    (cluster, proxies)
 }
 
 /// The proxied cluster, a gateway on it (seeded with the proxies, the
@@ -164,4 +179,129 @@ async fn a_cluster_node_connection_answering_replies_of_other_commands_is_replac
         "the next request went over a new connection: {r:?}"
     );
     assert!(connections(&proxies) > before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_without_slots_whose_walk_reply_never_ends_is_walked_on_a_new_connection_next_time()
+ {
+    let mut cluster = RedisCluster::start(3, 0);
+    let added = cluster.add_primary();
+    let proxy = proxy_for(&cluster.nodes[added]).await;
+    announced(&cluster, std::slice::from_ref(&proxy)).await;
+    let nodes = cluster
+        .nodes
+        .iter()
+        .map(|n| ("127.0.0.1".to_owned(), n.port))
+        .collect();
+    let config = RedisConfig {
+        endpoint: RedisEndpoint::Cluster { nodes, tls: false },
+        username: None,
+        password: None,
+        db: 0,
+        connect_timeout: STORE_TIMEOUT,
+        tls_ca_pem: None,
+        tls_client: None,
+    };
+    let store = RedisStore::new(&config, &random_prefix(), STORE_TIMEOUT).expect("store");
+    let now = oidc_bff::clock::unix_now();
+    assert_eq!(store.count_sessions(now).await.expect("count"), 0);
+    let walked = |proxy: &RespProxy| proxy.seen().iter().filter(|c| c.name() == "EVAL").count();
+    assert!(
+        walked(&proxy) > 0,
+        "the count walked the spare through its proxy"
+    );
+    // The count's script on the primary without slots: a 512 MB string
+    // declared, then nothing. It is passed over (it serves no slot).
+    proxy.rule(|c| (c.name() == "EVAL").then(|| Act::Reply(b"$536870912\r\n".to_vec())));
+    let started = Instant::now();
+    assert_eq!(store.count_sessions(now).await.expect("count"), 0);
+    assert!(
+        started.elapsed() >= STORE_TIMEOUT / 2,
+        "it waited for the node"
+    );
+    proxy.clear();
+    let (before, walks) = (proxy.connections(), walked(&proxy));
+    for _ in 0..3 {
+        let started = Instant::now();
+        assert_eq!(store.count_sessions(now).await.expect("count"), 0);
+        assert!(
+            started.elapsed() < STORE_TIMEOUT / 2,
+            "the node answers again, but the walk waited {:?} on the connection left behind the endless reply",
+            started.elapsed()
+        );
+    }
+    assert!(proxy.connections() > before, "a new connection to it");
+    assert!(walked(&proxy) > walks);
+}
+
+/// A store on the cluster of `nodes` (ports on loopback) whose timeouts
+/// are [`STORE_TIMEOUT`].
+fn store_over(nodes: Vec<u16>) -> RedisStore {
+    let nodes = nodes
+        .into_iter()
+        .map(|p| ("127.0.0.1".to_owned(), p))
+        .collect();
+    let config = RedisConfig {
+        endpoint: RedisEndpoint::Cluster { nodes, tls: false },
+        username: None,
+        password: None,
+        db: 0,
+        connect_timeout: STORE_TIMEOUT,
+        tls_ca_pem: None,
+        tls_client: None,
+    };
+    RedisStore::new(&config, &random_prefix(), STORE_TIMEOUT).expect("store")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_walk_of_a_primary_whose_reply_never_ends_fails_once_and_the_next_walk_is_served() {
+    let (_cluster, proxies) = proxied_cluster().await;
+    let store = store_over(proxies.iter().map(|p| p.addr.port()).collect());
+    let now = oidc_bff::clock::unix_now();
+    assert_eq!(store.count_sessions(now).await.expect("count"), 0);
+    // The count's script on every primary: a 512 MB string declared, then
+    // nothing. A primary that serves slots fails the walk.
+    for proxy in &proxies {
+        proxy.rule(|c| (c.name() == "EVAL").then(|| Act::Reply(b"$536870912\r\n".to_vec())));
+    }
+    assert!(store.count_sessions(now).await.is_err());
+    clear_all(&proxies);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Err(e) = store.count_sessions(now).await {
+        assert!(
+            Instant::now() < deadline,
+            "the primaries answer again, but the walk still fails: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_without_slots_answering_replies_of_other_commands_is_walked_on_a_new_connection()
+{
+    let mut cluster = RedisCluster::start(3, 0);
+    let added = cluster.add_primary();
+    let proxy = proxy_for(&cluster.nodes[added]).await;
+    announced(&cluster, std::slice::from_ref(&proxy)).await;
+    let store = store_over(cluster.nodes.iter().map(|n| n.port).collect());
+    let now = oidc_bff::clock::unix_now();
+    assert_eq!(store.count_sessions(now).await.expect("count"), 0);
+    proxy.rule(|c| {
+        (c.name() == "EVAL").then(|| Act::Flood {
+            head: Vec::new(),
+            filler: b"*3\r\n:1\r\n:2\r\n:3\r\n".to_vec(),
+            total: 1 << 30,
+        })
+    });
+    // Passed over (it serves no slot).
+    assert_eq!(store.count_sessions(now).await.expect("count"), 0);
+    proxy.clear();
+    let before = proxy.connections();
+    let forwarded = || proxy.seen().iter().filter(|c| c.name() == "EVAL").count();
+    let walks = forwarded();
+    assert_eq!(store.count_sessions(now).await.expect("count"), 0);
+    assert!(
+        proxy.connections() > before && forwarded() > walks,
+        "the next walk reached the node on a new connection"
+    );
 }

@@ -410,7 +410,7 @@ impl ClusterLink {
     /// on the other links).
     async fn watched<T, F>(
         self: &Arc<Self>,
-        slot: Option<u16>,
+        at: At,
         op: impl FnOnce(ClusterConnection) -> F,
     ) -> RedisResult<T>
     where
@@ -418,7 +418,7 @@ impl ClusterLink {
     {
         let (generation, conn) = self.connection().await?;
         let result = super::watched(generation, Some(self.respond_within), op(conn), |g| {
-            self.stalled(g, slot)
+            self.stalled(g, &at)
         })
         .await;
         if !matches!(&result, Err(e) if e.is_timeout()) {
@@ -442,10 +442,13 @@ impl ClusterLink {
     /// once enough have stalled in a row over several nodes, at most once
     /// per [`Self::replace_every`], or at once when the stalled command's
     /// node answers a connection of its own ([`Self::check_node`]). A
-    /// command without a key is not counted.
-    fn stalled(self: &Arc<Self>, generation: u64, slot: Option<u16>) {
-        let Some(slot) = slot else {
-            return;
+    /// command without a key is not counted; one sent to a node by its
+    /// address has that node checked.
+    fn stalled(self: &Arc<Self>, generation: u64, at: &At) {
+        let slot = match at {
+            At::Slot(slot) => *slot,
+            At::Node(addr) => return self.check_node(generation, addr.clone()),
+            At::Any => return,
         };
         let node = self.node_of(slot);
         let mut health = self
@@ -497,6 +500,9 @@ impl ClusterLink {
     /// command to that node on this connection would get an earlier one's
     /// reply.
     pub(super) fn distrust(self: &Arc<Self>, why: &str) {
+        // The reply may have come on a spare (a walk of a primary that
+        // serves no slot): they go too.
+        self.lock_spares().clear();
         if let Some((generation, _)) = self.current.get() {
             self.replace(generation, why);
         }
@@ -566,7 +572,7 @@ impl ClusterLink {
     }
 
     pub(super) async fn command(self: &Arc<Self>, cmd: &Cmd) -> RedisResult<Value> {
-        self.watched(slot_of(cmd), |mut conn| async move {
+        self.watched(At::of(slot_of(cmd)), |mut conn| async move {
             conn.req_packed_command(cmd).await
         })
         .await
@@ -585,7 +591,7 @@ impl ClusterLink {
     async fn nodes_text(self: &Arc<Self>) -> RedisResult<String> {
         let text = self
             .watched(
-                None,
+                At::Any,
                 |mut conn| async move { cluster_nodes(&mut conn).await },
             )
             .await?;
@@ -605,9 +611,10 @@ impl ClusterLink {
         serves_slots: bool,
         cmd: &Cmd,
     ) -> RedisResult<Value> {
+        let addr: Arc<str> = format!("{host}:{port}").into();
         if serves_slots {
             return self
-                .watched(None, |mut conn| async move {
+                .watched(At::Node(addr), |mut conn| async move {
                     let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
                         host: host.to_owned(),
                         port,
@@ -617,6 +624,11 @@ impl ClusterLink {
                 .await;
         }
         let mut conn = self.spare(host, port).await?;
+        // A reply that never ends ends in the response timeout's error
+        // here, and the spare goes with it (the timeout is as long as the
+        // store's; in the e2e runs of `store_cluster_replies` this one
+        // always ended the command); were the store's first, the next
+        // walk's command would time out here instead.
         let answer = conn.req_packed_command(cmd).await;
         if answer.is_err() {
             self.lock_spares().remove(&(host.to_owned(), port));
@@ -662,7 +674,7 @@ impl ClusterLink {
         count: usize,
     ) -> RedisResult<Vec<Value>> {
         let slot = pipeline.cmd_iter().next().and_then(slot_of);
-        self.watched(slot, |mut conn| async move {
+        self.watched(At::of(slot), |mut conn| async move {
             conn.req_packed_commands(pipeline, offset, count).await
         })
         .await
@@ -729,6 +741,21 @@ impl Seeds {
             Some(certs) => redis::Client::build_with_tls(info, certs.clone()),
             None => redis::Client::open(info),
         }
+    }
+}
+
+/// What a command on the cluster connection is for, to tell whom its
+/// stall counts against: the slot of its key, a node it was sent to by
+/// address (a walk's `SCAN`), or any node.
+enum At {
+    Slot(u16),
+    Node(Arc<str>),
+    Any,
+}
+
+impl At {
+    fn of(slot: Option<u16>) -> Self {
+        slot.map_or(Self::Any, Self::Slot)
     }
 }
 
