@@ -36,6 +36,7 @@ mod static_app;
 mod step_up;
 mod store_acl;
 mod store_cluster;
+mod store_cluster_replies;
 mod store_conformance;
 mod store_consistency;
 mod store_costs;

@@ -13,10 +13,10 @@ use reqwest::{Method, StatusCode};
 use crate::harness::resp::bulk;
 use crate::harness::{Act, Browser, GatewayBuilder, RedisServer, RespProxy, Upstream};
 
-const STORE_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const STORE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Text only the `GET` script (a session lookup) contains.
-const GET_SCRIPT: &str = "local t, bad = read('GET', KEYS[2])";
+pub(crate) const GET_SCRIPT: &str = "local t, bad = read('GET', KEYS[2])";
 /// Text only the `REVOKE` script (a logout) contains.
 const REVOKE_SCRIPT: &str = "if not uk or u ~= ARGV[4] then return {3, ''} end";
 
@@ -52,7 +52,7 @@ async fn logged_in() -> (
 
 /// Asserts an API call and a navigation both get the store's outage
 /// answer, within the timeout, and that nothing was forwarded.
-async fn assert_outage(b: &mut Browser, upstream: &Upstream, what: &str) {
+pub(crate) async fn assert_outage(b: &mut Browser, upstream: &Upstream, what: &str) {
     let before = upstream.count();
     let started = Instant::now();
     let r = b.get("/api/a").await;

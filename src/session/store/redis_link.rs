@@ -32,7 +32,10 @@
 //! primary in turn by [`Link::on_node`] over [`Link::masters`]. The
 //! cluster client can wedge during a failover (every command of every slot
 //! times out while a new connection works), so [`ClusterLink`] watches for
-//! commands of several nodes timing out in a row and then opens a new one.
+//! commands of several nodes timing out in a row and then opens a new one;
+//! it also opens a new one when a command of one node stalled while that
+//! node answers a connection of its own (a reply that never ends), and
+//! when [`Link::distrust`] is told of a reply the command never gets.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
@@ -943,8 +946,8 @@ impl Link {
     /// or a proxy in front of it that lost track of which reply belongs
     /// to which command (a desynchronised connection answers every later
     /// command with an earlier one's reply) or that answers garbage:
-    /// either way the connection is not kept. The cluster client keeps a
-    /// connection per node and is left to its own recovery.
+    /// either way the connection is not kept. On a cluster, the cluster
+    /// connection (one per node, none replaceable alone) is replaced.
     pub fn distrust(&self, why: &str) {
         match self {
             Link::Fixed(link) => {
@@ -962,7 +965,7 @@ impl Link {
                     link.forget(generation, why);
                 }
             }
-            Link::Cluster(_) => {}
+            Link::Cluster(link) => link.distrust(why),
         }
     }
 

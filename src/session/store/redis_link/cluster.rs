@@ -1,5 +1,8 @@
 //! The Redis Cluster link: the cluster client opened lazily and replaced
-//! when it wedges (stalls counted per primary, from the slot map), and the
+//! when it wedges (stalls counted per primary, from the slot map), when
+//! one node's connection is stuck behind a reply that never ends (the node
+//! answers a connection of its own meanwhile), or when a node's reply says
+//! the connection lost track of which reply is whose; and the
 //! keyless commands sent to a node of one's choice; a refused login or
 //! ACL right told apart, with the keys to fix, when the connection cannot
 //! be opened. Knows nothing of sessions; `redis_link` dispatches to it.
@@ -57,9 +60,13 @@ pub struct ClusterLink {
     owners: RwLock<SlotOwners>,
     /// How long opening a connection may take (connect, then the slot map).
     open_within: Duration,
-    /// A command pending this long and then abandoned by its caller (the
-    /// store's timeout) counts as stalled.
-    stall_after: Duration,
+    /// The response timeout: a command unanswered this long (or abandoned
+    /// by its caller, the store's timeout, after nearly this long) stalled
+    /// (see [`super::watched`]).
+    respond_within: Duration,
+    /// When a node whose command stalled was last asked whether it answers
+    /// a connection of its own (see [`Self::check_node`]).
+    node_checked: Mutex<Option<Instant>>,
     /// At most one replacement per this long.
     replace_every: Duration,
     /// How to log in to a seed node on a connection of its own, to tell a
@@ -282,7 +289,8 @@ impl ClusterLink {
             health: Mutex::new(Health::default()),
             owners: RwLock::new(SlotOwners::default()),
             open_within: timeouts.0 + timeouts.1,
-            stall_after: timeouts.1 * 3 / 4,
+            respond_within: timeouts.1,
+            node_checked: Mutex::new(None),
             replace_every: timeouts.1.max(Duration::from_secs(1)),
             seeds,
             spares: Mutex::new(HashMap::new()),
@@ -397,29 +405,24 @@ impl ClusterLink {
     }
 
     /// Runs `op` on the current connection and tells [`Self::health`] how
-    /// it went: answered, timed out, or abandoned by its caller after
-    /// [`Self::stall_after`].
+    /// it went: answered, or stalled (timed out, or abandoned by its
+    /// caller after nearly the response timeout: [`super::watched`], as
+    /// on the other links).
     async fn watched<T, F>(
         self: &Arc<Self>,
-        slot: Option<u16>,
+        at: At,
         op: impl FnOnce(ClusterConnection) -> F,
     ) -> RedisResult<T>
     where
         F: Future<Output = RedisResult<T>>,
     {
         let (generation, conn) = self.connection().await?;
-        let mut watch = Watch {
-            link: self,
-            generation,
-            slot,
-            started: Instant::now(),
-            finished: false,
-        };
-        let result = op(conn).await;
-        watch.finished = true;
-        match &result {
-            Err(e) if e.is_timeout() => self.stalled(generation, slot),
-            _ => self.answered(generation),
+        let result = super::watched(generation, Some(self.respond_within), op(conn), |g| {
+            self.stalled(g, &at)
+        })
+        .await;
+        if !matches!(&result, Err(e) if e.is_timeout()) {
+            self.answered(generation);
         }
         result
     }
@@ -437,10 +440,15 @@ impl ClusterLink {
 
     /// Counts a stalled command; drops the connection and opens a new one
     /// once enough have stalled in a row over several nodes, at most once
-    /// per [`Self::replace_every`]. A command without a key is not counted.
-    fn stalled(self: &Arc<Self>, generation: u64, slot: Option<u16>) {
-        let Some(slot) = slot else {
-            return;
+    /// per [`Self::replace_every`], or at once when the stalled command's
+    /// node answers a connection of its own ([`Self::check_node`]). A
+    /// command without a key is not counted; one sent to a node by its
+    /// address has that node checked.
+    fn stalled(self: &Arc<Self>, generation: u64, at: &At) {
+        let slot = match at {
+            At::Slot(slot) => *slot,
+            At::Node(addr) => return self.check_node(generation, addr.clone()),
+            At::Any => return,
         };
         let node = self.node_of(slot);
         let mut health = self
@@ -457,25 +465,114 @@ impl ClusterLink {
                 ..Health::default()
             };
         }
-        let Some(stalls) = health.stall(node, Instant::now(), self.replace_every) else {
+        let Some(stalls) = health.stall(node.clone(), Instant::now(), self.replace_every) else {
+            drop(health);
+            if let NodeOf::Primary(addr) = node {
+                self.check_node(generation, addr);
+            }
             return;
         };
         drop(health);
+        self.replace(
+            generation,
+            &format!("{stalls} commands of several nodes timed out in a row"),
+        );
+    }
+
+    /// Drops connection `generation` if it is still the one in use, and
+    /// opens a new one now (not in the next caller's future: that
+    /// caller's timeout would cancel it). Every node's connection goes
+    /// with it: the cluster client has no way to replace one node's.
+    fn replace(self: &Arc<Self>, generation: u64, why: &str) {
         if self.current.forget(generation) {
             tracing::warn!(
                 generation,
-                stalls,
-                "redis cluster: commands of several nodes timed out in a row; \
-                 opening a new cluster connection"
+                why,
+                "redis cluster: opening a new cluster connection"
             );
-            // Now, not in the next caller's future: that caller's timeout
-            // would cancel it.
             self.open_in_background();
         }
     }
 
+    /// Replaces the connection in use after a reply the command never
+    /// gets (see [`super::Link::distrust`]): the node that sent it lost
+    /// track of which reply is whose, or answers garbage, and every later
+    /// command to that node on this connection would get an earlier one's
+    /// reply.
+    pub(super) fn distrust(self: &Arc<Self>, why: &str) {
+        // The reply may have come on a spare (a walk of a primary that
+        // serves no slot): they go too.
+        self.lock_spares().clear();
+        if let Some((generation, _)) = self.current.get() {
+            self.replace(generation, why);
+        }
+    }
+
+    /// A command for the primary at `addr` stalled: asks that node, on a
+    /// connection of its own, for a `PING`, and replaces connection
+    /// `generation` if it answers. A stall on one node alone is counted
+    /// but replaces nothing by itself ([`Health::stall`]), since a node
+    /// that does not answer (a dead primary awaiting its replica's
+    /// promotion) answers no new connection either; but a node that
+    /// answers a new connection at once while this one waits has left
+    /// this one with a reply that never ends (a 512 MB string declared
+    /// and then silent or trickled, an endless array, a reply lost):
+    /// replies come in order, so every later command to that node on it
+    /// would wait behind it, for as long as the process runs. At most one
+    /// look per [`Self::replace_every`], in a task of its own.
+    fn check_node(self: &Arc<Self>, generation: u64, addr: Arc<str>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        {
+            let mut checked = self
+                .node_checked
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now = Instant::now();
+            if checked.is_some_and(|at| now.saturating_duration_since(at) < self.replace_every) {
+                return;
+            }
+            *checked = Some(now);
+        }
+        let link = Arc::clone(self);
+        runtime.spawn(async move {
+            if link.answers(&addr).await {
+                link.replace(
+                    generation,
+                    "a command got no complete answer within the store timeout \
+                     from a node that answers a new connection",
+                );
+            }
+        });
+    }
+
+    /// Whether the node at `addr` (`host:port`) answers `PING` on a new
+    /// connection within the connect and response timeouts.
+    async fn answers(&self, addr: &str) -> bool {
+        let Some((host, port)) = addr
+            .rsplit_once(':')
+            .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
+        else {
+            return false;
+        };
+        let (connect, respond) = self.seeds.timeouts;
+        let ping = async {
+            let mut conn = self
+                .seeds
+                .client(host, port)?
+                .get_multiplexed_async_connection()
+                .await?;
+            redis::cmd("PING").query_async::<String>(&mut conn).await
+        };
+        matches!(
+            tokio::time::timeout(connect + respond, ping).await,
+            Ok(Ok(pong)) if pong == "PONG"
+        )
+    }
+
     pub(super) async fn command(self: &Arc<Self>, cmd: &Cmd) -> RedisResult<Value> {
-        self.watched(slot_of(cmd), |mut conn| async move {
+        self.watched(At::of(slot_of(cmd)), |mut conn| async move {
             conn.req_packed_command(cmd).await
         })
         .await
@@ -494,7 +591,7 @@ impl ClusterLink {
     async fn nodes_text(self: &Arc<Self>) -> RedisResult<String> {
         let text = self
             .watched(
-                None,
+                At::Any,
                 |mut conn| async move { cluster_nodes(&mut conn).await },
             )
             .await?;
@@ -514,9 +611,10 @@ impl ClusterLink {
         serves_slots: bool,
         cmd: &Cmd,
     ) -> RedisResult<Value> {
+        let addr: Arc<str> = format!("{host}:{port}").into();
         if serves_slots {
             return self
-                .watched(None, |mut conn| async move {
+                .watched(At::Node(addr), |mut conn| async move {
                     let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
                         host: host.to_owned(),
                         port,
@@ -526,6 +624,11 @@ impl ClusterLink {
                 .await;
         }
         let mut conn = self.spare(host, port).await?;
+        // A reply that never ends ends in the response timeout's error
+        // here, and the spare goes with it (the timeout is as long as the
+        // store's; in the e2e runs of `store_cluster_replies` this one
+        // always ended the command); were the store's first, the next
+        // walk's command would time out here instead.
         let answer = conn.req_packed_command(cmd).await;
         if answer.is_err() {
             self.lock_spares().remove(&(host.to_owned(), port));
@@ -571,7 +674,7 @@ impl ClusterLink {
         count: usize,
     ) -> RedisResult<Vec<Value>> {
         let slot = pipeline.cmd_iter().next().and_then(slot_of);
-        self.watched(slot, |mut conn| async move {
+        self.watched(At::of(slot), |mut conn| async move {
             conn.req_packed_commands(pipeline, offset, count).await
         })
         .await
@@ -641,6 +744,21 @@ impl Seeds {
     }
 }
 
+/// What a command on the cluster connection is for, to tell whom its
+/// stall counts against: the slot of its key, a node it was sent to by
+/// address (a walk's `SCAN`), or any node.
+enum At {
+    Slot(u16),
+    Node(Arc<str>),
+    Any,
+}
+
+impl At {
+    fn of(slot: Option<u16>) -> Self {
+        slot.map_or(Self::Any, Self::Slot)
+    }
+}
+
 /// `CLUSTER NODES` of any node.
 async fn cluster_nodes(conn: &mut ClusterConnection) -> RedisResult<String> {
     let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
@@ -648,24 +766,6 @@ async fn cluster_nodes(conn: &mut ClusterConnection) -> RedisResult<String> {
         .route_command(redis::cmd("CLUSTER").arg("NODES").clone(), route)
         .await?;
     Ok(redis::from_redis_value(value)?)
-}
-
-/// One command in flight on a cluster connection; if its caller drops it
-/// (the store's timeout) after [`ClusterLink::stall_after`], it stalled.
-struct Watch<'a> {
-    link: &'a Arc<ClusterLink>,
-    generation: u64,
-    slot: Option<u16>,
-    started: Instant,
-    finished: bool,
-}
-
-impl Drop for Watch<'_> {
-    fn drop(&mut self) {
-        if !self.finished && self.started.elapsed() >= self.link.stall_after {
-            self.link.stalled(self.generation, self.slot);
-        }
-    }
 }
 
 /// The slot of a command's first key: the argument after the name, or for
