@@ -188,21 +188,7 @@ async fn a_primary_without_slots_whose_walk_reply_never_ends_is_walked_on_a_new_
     let added = cluster.add_primary();
     let proxy = proxy_for(&cluster.nodes[added]).await;
     announced(&cluster, std::slice::from_ref(&proxy)).await;
-    let nodes = cluster
-        .nodes
-        .iter()
-        .map(|n| ("127.0.0.1".to_owned(), n.port))
-        .collect();
-    let config = RedisConfig {
-        endpoint: RedisEndpoint::Cluster { nodes, tls: false },
-        username: None,
-        password: None,
-        db: 0,
-        connect_timeout: STORE_TIMEOUT,
-        tls_ca_pem: None,
-        tls_client: None,
-    };
-    let store = RedisStore::new(&config, &random_prefix(), STORE_TIMEOUT).expect("store");
+    let store = store_over(cluster.nodes.iter().map(|n| n.port).collect());
     let now = oidc_bff::clock::unix_now();
     assert_eq!(store.count_sessions(now).await.expect("count"), 0);
     let walked = |proxy: &RespProxy| proxy.seen().iter().filter(|c| c.name() == "EVAL").count();

@@ -624,14 +624,23 @@ impl ClusterLink {
                 .await;
         }
         let mut conn = self.spare(host, port).await?;
-        // A reply that never ends ends in the response timeout's error
-        // here, and the spare goes with it (the timeout is as long as the
-        // store's; in the e2e runs of `store_cluster_replies` this one
-        // always ended the command); were the store's first, the next
-        // walk's command would time out here instead.
-        let answer = conn.req_packed_command(cmd).await;
+        // A failed command drops the spare; so does one that stalled
+        // ([`super::watched`]): a reply that never ends ends either in the
+        // response timeout's error or in the store's timeout dropping the
+        // command (the two are equally long, so either may fire first),
+        // and the next walk must not wait behind it.
+        let key = (host.to_owned(), port);
+        let answer = super::watched(
+            0,
+            Some(self.respond_within),
+            conn.req_packed_command(cmd),
+            |_| {
+                self.lock_spares().remove(&key);
+            },
+        )
+        .await;
         if answer.is_err() {
-            self.lock_spares().remove(&(host.to_owned(), port));
+            self.lock_spares().remove(&key);
         }
         answer
     }
