@@ -184,11 +184,7 @@ async fn a_cluster_node_connection_answering_replies_of_other_commands_is_replac
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_without_slots_whose_walk_reply_never_ends_is_walked_on_a_new_connection_next_time()
  {
-    let mut cluster = RedisCluster::start(3, 0);
-    let added = cluster.add_primary();
-    let proxy = proxy_for(&cluster.nodes[added]).await;
-    announced(&cluster, std::slice::from_ref(&proxy)).await;
-    let store = store_over(cluster.nodes.iter().map(|n| n.port).collect());
+    let (_cluster, proxy, store) = spare_behind_a_proxy().await;
     let now = oidc_bff::clock::unix_now();
     assert_eq!(store.count_sessions(now).await.expect("count"), 0);
     let walked = |proxy: &RespProxy| proxy.seen().iter().filter(|c| c.name() == "EVAL").count();
@@ -218,6 +214,18 @@ async fn a_primary_without_slots_whose_walk_reply_never_ends_is_walked_on_a_new_
     }
     assert!(proxy.connections() > before, "a new connection to it");
     assert!(walked(&proxy) > walks);
+}
+
+/// A 3-primary cluster with a fourth primary that serves no slot (a
+/// spare, walked on a connection of its own) announced behind a
+/// [`RespProxy`], and a store over it.
+async fn spare_behind_a_proxy() -> (RedisCluster, RespProxy, RedisStore) {
+    let mut cluster = RedisCluster::start(3, 0);
+    let added = cluster.add_primary();
+    let proxy = proxy_for(&cluster.nodes[added]).await;
+    announced(&cluster, std::slice::from_ref(&proxy)).await;
+    let store = store_over(cluster.nodes.iter().map(|n| n.port).collect());
+    (cluster, proxy, store)
 }
 
 /// A store on the cluster of `nodes` (ports on loopback) whose timeouts
@@ -265,11 +273,7 @@ async fn a_walk_of_a_primary_whose_reply_never_ends_fails_once_and_the_next_walk
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_without_slots_answering_replies_of_other_commands_is_walked_on_a_new_connection()
 {
-    let mut cluster = RedisCluster::start(3, 0);
-    let added = cluster.add_primary();
-    let proxy = proxy_for(&cluster.nodes[added]).await;
-    announced(&cluster, std::slice::from_ref(&proxy)).await;
-    let store = store_over(cluster.nodes.iter().map(|n| n.port).collect());
+    let (_cluster, proxy, store) = spare_behind_a_proxy().await;
     let now = oidc_bff::clock::unix_now();
     assert_eq!(store.count_sessions(now).await.expect("count"), 0);
     proxy.rule(|c| {
