@@ -175,6 +175,25 @@ async fn post_logout_to(base: &str, token: String) -> (StatusCode, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// A gateway whose metadata goes stale every 2 s, with `http_timeout`,
+/// ready, in front of a provider that from now on answers discovery one
+/// byte a second.
+async fn trickling_discovery(http_timeout: &str) -> (FakeIssuer, Upstream, Gateway) {
+    let fake = FakeIssuer::start(FAST).await;
+    let upstream = Upstream::start().await;
+    let gw = GatewayBuilder::new(&upstream)
+        .issuer(&fake.issuer)
+        .configure(|c| {
+            c.oidc.metadata_refresh_interval = duration("2s");
+            c.oidc.http_timeout = duration(http_timeout);
+        })
+        .start()
+        .await;
+    gw.wait_ready(Duration::from_secs(20)).await;
+    fake.mode.store(TRICKLE, Ordering::SeqCst);
+    (fake, upstream, gw)
+}
+
 /// Metadata has gone stale and the provider now answers discovery one byte
 /// a second. Ten logout tokens at once: the first request's attempt is cut
 /// at `oidc.http_timeout`, and the others take its answer (the stale
@@ -183,18 +202,7 @@ async fn post_logout_to(base: &str, token: String) -> (StatusCode, Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trickling_discovery_costs_a_burst_of_requests_one_timeout_not_one_each() {
     const REFRESH: Duration = Duration::from_secs(2);
-    let fake = FakeIssuer::start(FAST).await;
-    let upstream = Upstream::start().await;
-    let gw = GatewayBuilder::new(&upstream)
-        .issuer(&fake.issuer)
-        .configure(|c| {
-            c.oidc.metadata_refresh_interval = duration("2s");
-            c.oidc.http_timeout = duration("2s");
-        })
-        .start()
-        .await;
-    gw.wait_ready(Duration::from_secs(20)).await;
-    fake.mode.store(TRICKLE, Ordering::SeqCst);
+    let (fake, _upstream, gw) = trickling_discovery("2s").await;
     // Let the metadata go stale.
     tokio::time::sleep(REFRESH + Duration::from_millis(200)).await;
 
@@ -346,18 +354,7 @@ async fn a_token_answer_that_trickles_is_cut_off_at_the_http_timeout() {
 /// `oidc.http_timeout`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_metadata_serves_while_a_slow_discovery_is_in_flight() {
-    let fake = FakeIssuer::start(FAST).await;
-    let upstream = Upstream::start().await;
-    let gw = GatewayBuilder::new(&upstream)
-        .issuer(&fake.issuer)
-        .configure(|c| {
-            c.oidc.metadata_refresh_interval = duration("2s");
-            c.oidc.http_timeout = duration("30s");
-        })
-        .start()
-        .await;
-    gw.wait_ready(Duration::from_secs(20)).await;
-    fake.mode.store(TRICKLE, Ordering::SeqCst);
+    let (fake, _upstream, gw) = trickling_discovery("30s").await;
     // The gateway's upkeep re-reads discovery once it is 2 s old: that
     // attempt trickles.
     let before = fake.discoveries();
