@@ -318,10 +318,7 @@ async fn a_backchannel_logout_is_audited_with_the_sessions_it_ended() {
     let user = unique_user("bclaudit");
     let mut b = Browser::new(&gw);
     b.login_as(&user).await;
-    let sid = b.get("/auth/user").await.json()["claims"]["sid"]
-        .as_str()
-        .expect("sid")
-        .to_owned();
+    let sid = b.provider_sid().await;
     let r = ProviderApi::shared()
         .post(
             "/__test/backchannel-logout",
@@ -483,10 +480,7 @@ async fn a_frontchannel_logout_is_audited_with_the_sessions_it_ended_and_a_refus
         .await;
     let mut b = Browser::new(&gw);
     b.login_as(&unique_user("audit-fcl")).await;
-    let sid = b.get("/auth/user").await.json()["claims"]["sid"]
-        .as_str()
-        .expect("the ID token carried the provider sid")
-        .to_owned();
+    let sid = b.provider_sid().await;
     let issuer = ProviderApi::shared().issuer;
     let frame = reqwest::Client::new();
     let wrong = frame

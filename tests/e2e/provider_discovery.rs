@@ -178,10 +178,7 @@ async fn frontchannel_logout_ends_the_provider_session_it_names_and_only_the_pro
     b.login_as(&user).await;
     let mut other_device = Browser::new(&gw);
     other_device.login_as(&user).await;
-    let sid = b.get("/auth/user").await.json()["claims"]["sid"]
-        .as_str()
-        .expect("the ID token carried the provider sid")
-        .to_owned();
+    let sid = b.provider_sid().await;
     // The provider's iframe: a cross-site load, so no gateway cookie.
     let iframe = reqwest::Client::new();
     let load = |query: Vec<(&'static str, String)>| {

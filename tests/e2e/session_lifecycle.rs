@@ -610,10 +610,7 @@ async fn invalid_logout_tokens_are_refused_and_change_nothing() {
     let user = unique_user("forged");
     let mut b = Browser::new(&gw);
     b.login_as(&user).await;
-    let sid = b.get("/auth/user").await.json()["claims"]["sid"]
-        .as_str()
-        .expect("sid")
-        .to_owned();
+    let sid = b.provider_sid().await;
     let valid = |jti: &str| {
         json!({
             "iss": api.issuer, "aud": client_id, "iat": now(), "exp": now() + 120, "jti": jti,

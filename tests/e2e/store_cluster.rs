@@ -1313,15 +1313,6 @@ async fn backchannel_on(
     .await
 }
 
-/// The provider session (`sid` claim) of a logged-in browser.
-async fn provider_sid(b: &mut Browser) -> String {
-    let user = b.get("/auth/user").await;
-    user.json()["claims"]["sid"]
-        .as_str()
-        .expect("the ID token carried the provider sid")
-        .to_owned()
-}
-
 /// A back-channel logout by `sid` mid-migration: ending the session is a
 /// script over its record, index entry and tombstone, refused until the
 /// slot has moved; the gateway waits for that and answers 200 only with
@@ -1335,7 +1326,7 @@ async fn a_backchannel_logout_by_sid_while_the_users_slot_is_mid_migration_ends_
     let (mut ended, mut other) = (Browser::new(&gw), Browser::new(&gw));
     ended.login_as(&user).await;
     other.login_as(&user).await;
-    let sid = provider_sid(&mut ended).await;
+    let sid = ended.provider_sid().await;
     let token =
         crate::session_lifecycle::logout_token(&client_id, serde_json::json!({ "sid": sid })).await;
 

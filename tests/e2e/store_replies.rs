@@ -620,10 +620,7 @@ async fn a_backchannel_logout_the_store_answers_badly_fails_and_the_same_token_e
     let user = crate::harness::unique_user("bcl-replies");
     let mut b = Browser::new(&gw);
     b.login_as(&user).await;
-    let sid = b.get("/auth/user").await.json()["claims"]["sid"]
-        .as_str()
-        .expect("sid")
-        .to_owned();
+    let sid = b.provider_sid().await;
     let token = logout_token(&client_id, serde_json::json!({ "sid": sid })).await;
     for (what, reply) in [
         (

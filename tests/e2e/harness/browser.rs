@@ -335,6 +335,15 @@ impl Browser {
         self.login(user, &format!("{user}-password")).await
     }
 
+    /// The provider's session ID (`sid`) of this browser's session, as
+    /// `/auth/user` shows it: what a back- or front-channel logout names.
+    pub async fn provider_sid(&mut self) -> String {
+        self.get("/auth/user").await.json()["claims"]["sid"]
+            .as_str()
+            .expect("the ID token carried the provider sid")
+            .to_owned()
+    }
+
     pub async fn login_alice(&mut self) -> Resp {
         self.login("alice", "alice-password").await
     }
